@@ -1,0 +1,51 @@
+"""Thin Hydra entry points, one module per command (``kdseg-<command>`` -> ``kdseg.cli.<command>``).
+
+Each composes its config from ``conf/`` and calls one library function. :func:`guarded` turns
+bad input (:class:`~kdseg.errors.InputError`) into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import kdseg.config  # noqa: F401  (registers the config resolvers)
+from kdseg.errors import InputError
+
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[DictConfig], Any]]:
+    """Decorator for a Hydra task function: :class:`InputError` -> one line, exit code 2."""
+
+    def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+        @functools.wraps(fn)
+        def wrapper(cfg: DictConfig) -> Any:
+            logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+            try:
+                return fn(cfg)
+            except InputError as exc:
+                print(f"{command}: error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return wrapper
+
+    return decorate
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved plain-container copy of a config (safe for checkpoints and JSON)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def run_dir() -> Path:
+    """The current Hydra run's output folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)

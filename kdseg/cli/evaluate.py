@@ -1,0 +1,37 @@
+"""``kdseg-eval``: evaluate a checkpoint (or its exported artefact) on a dataset split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.data.dataset import resolve_data
+from kdseg.errors import InputError
+from kdseg.eval.checkpoint import load_bundle
+from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
+from kdseg.eval.inference import Predictor
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+@guarded("kdseg-eval")
+def main(cfg: DictConfig) -> None:
+    bundle = load_bundle(cfg.ckpt)
+    setup = resolve_data(to_dict(cfg.data))
+    if cfg.split not in setup.split:
+        raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
+    cases = [setup.cases[c] for c in setup.split[cfg.split]]
+    threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
+    predictor = Predictor.from_bundle(bundle, backend=cfg.backend, artifact=cfg.artifact, threads=cfg.threads,
+                                      batch_size=int(cfg.batch_size), threshold=threshold)
+    rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
+    summary = summarize_rows(rows, cfg.protocol)
+    out = Path(cfg.output_dir or Path(cfg.ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}")
+    info = {"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": cfg.split,
+            "protocol": cfg.protocol, "backend": cfg.backend, "model": bundle.model_config,
+            "task": bundle.task.name, "n_cases": len(cases)}
+    write_results(rows, summary, out, info)
+    print_summary(summary, title=f"{bundle.model_config['name']} on {cfg.data.name}/{cfg.split} ({cfg.protocol})")
+    print(f"results: {out}")

@@ -1,0 +1,25 @@
+"""``kdseg-split``: write a case-level train / val / test split for any dataset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from kdseg.cli import CONFIG_PATH, guarded
+from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, write_split
+from kdseg.data.sources import discover_cases
+from kdseg.errors import InputError
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="split")
+@guarded("kdseg-split")
+def main(cfg: DictConfig) -> None:
+    target = Path(cfg.data.root) / FOLDER_SPLIT_NAME
+    if target.exists() and not cfg.force:
+        raise InputError(target, "split exists; pass force=true to overwrite it")
+    ids = [c.case_id for c in discover_cases(cfg.data.layout, cfg.data.root)]
+    split = make_split(ids, list(cfg.data.split_fractions), int(cfg.data.split_seed))
+    write_split(split, target, seed=int(cfg.data.split_seed), fractions=list(cfg.data.split_fractions))
+    print(f"{target}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))

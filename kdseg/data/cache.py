@@ -1,0 +1,79 @@
+"""The prepared slice cache: per-case memory-mapped arrays, so RAM stays bounded.
+
+Layout of one cache (one folder per dataset and preprocessing digest)::
+
+    <cache>/preprocess.json            the PreprocessConfig, its digest, the source folder
+    <cache>/cases/<case_id>/image.npy  (Z, h, w) model-input slices in the store dtype
+    <cache>/cases/<case_id>/label.npy  (Z, h, w) uint8 labels on the same grid
+    <cache>/cases/<case_id>/meta.json  written last: slice flags, spacing, shapes
+
+A case counts as prepared only when its ``meta.json`` exists (it is written atomically after
+the arrays), which makes ``prepare`` idempotent and safe to kill.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from kdseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """Metadata of one prepared case (its arrays are opened on demand by memory map)."""
+
+    case_id: str
+    folder: Path
+    n_slices: int
+    organ_slices: tuple[int, ...]
+    tumor_slices: tuple[int, ...]
+    spacing: tuple[float, float, float]
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """(Z, h, w) image slices, memory-mapped read-only."""
+        return np.load(self.folder / "image.npy", mmap_mode="r")
+
+    @cached_property
+    def label(self) -> np.ndarray:
+        """(Z, h, w) label slices, memory-mapped read-only."""
+        return np.load(self.folder / "label.npy", mmap_mode="r")
+
+    def __getstate__(self) -> dict:
+        # memory maps are re-opened in each DataLoader worker, never pickled
+        return {k: v for k, v in self.__dict__.items() if k not in ("image", "label")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def case_folder(cache_dir: Path, case_id: str) -> Path:
+    """Folder of one case inside a cache."""
+    return Path(cache_dir) / "cases" / case_id
+
+
+def is_prepared(cache_dir: Path, case_id: str) -> bool:
+    """True when the case's arrays and metadata are complete."""
+    return (case_folder(cache_dir, case_id) / "meta.json").exists()
+
+
+def open_case(cache_dir: Path, case_id: str) -> CachedCase:
+    """Open one prepared case; a clear error if it was never prepared."""
+    folder = case_folder(cache_dir, case_id)
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        raise InputError(folder, "case not prepared; run kdseg-prepare with the same data config")
+    meta = json.loads(meta_path.read_text())
+    return CachedCase(
+        case_id=case_id,
+        folder=folder,
+        n_slices=int(meta["n_slices"]),
+        organ_slices=tuple(meta["organ_slices"]),
+        tumor_slices=tuple(meta["tumor_slices"]),
+        spacing=tuple(meta["spacing"]),
+    )

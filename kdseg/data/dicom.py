@@ -1,0 +1,243 @@
+"""Read a CT DICOM series into a NIfTI image, and write one (for tests, demos and users).
+
+Reading goes through MONAI's ``PydicomReader`` (slope/intercept applied, so values are HU; RAS
+affine), after a validation that turns the usual ways a series folder is wrong into one
+:class:`~kdseg.errors.InputError` line: no DICOM files, several series in one folder, missing
+slices (a gap in InstanceNumber, or slice positions along the slice normal more than
+``GAP_TOLERANCE`` times the median spacing apart), and slices whose InstanceNumber order is not
+their spatial order (MONAI stacks by InstanceNumber). Files may come in any order and with any
+names; hidden files and non-DICOM files are ignored, and so are DICOM files without an image
+position (a DICOMDIR, a report), since MONAI is told to read exactly the validated slices.
+
+Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
+(the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
+is how MONAI's reader lays a series out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.misc import is_dicom
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from kdseg.errors import InputError, atomic_path
+
+GAP_TOLERANCE = 1.5
+"""A step between neighbouring slices above this multiple of the median step is a missing slice."""
+
+RESCALE_INTERCEPT = -1024.0
+"""Intercept ``write_dicom_series`` stores (stored value = HU + 1024, the CT convention)."""
+
+_LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS (its own inverse)
+_REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
+_MAX_LISTED = 5
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    """The non-hidden regular files in ``folder`` with a DICOM preamble, sorted by name."""
+    return sorted(
+        p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom(p)
+    )
+
+
+def is_dicom_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder that holds at least one DICOM file."""
+    path = Path(path)
+    return path.is_dir() and bool(_dicom_files(path))
+
+
+def _listed(items: list, limit: int = _MAX_LISTED) -> str:
+    """``a, b, c`` with at most ``limit`` items shown."""
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
+    """Headers of the image slices in ``folder`` (pixel data not read)."""
+    files = _dicom_files(folder)
+    if not files:
+        raise InputError(folder, "no DICOM files")
+    slices = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # a truncated or corrupt file
+            raise InputError(path, f"unreadable DICOM file ({exc})") from exc
+        if "ImagePositionPatient" not in ds:
+            continue  # not an image slice (DICOMDIR, structured report, ...)
+        missing = [tag for tag in _REQUIRED_TAGS if tag not in ds]
+        if missing:
+            raise InputError(path, f"DICOM slice lacks {', '.join(missing)}")
+        slices.append((path, ds))
+    if not slices:
+        raise InputError(folder, "no DICOM image slices (no file has an ImagePositionPatient)")
+    return slices
+
+
+def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> None:
+    """Raise :class:`InputError` unless ``slices`` are one complete, consistently ordered series."""
+    uids = sorted({str(ds.SeriesInstanceUID) for _, ds in slices})
+    if len(uids) > 1:
+        raise InputError(
+            folder, f"contains {len(uids)} series (UIDs {_listed(uids)}); pass one series folder"
+        )
+    if len(slices) < 2:
+        raise InputError(folder, "only one DICOM slice; a 3-D series needs at least two")
+    orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
+    if not np.allclose(orientations, orientations[0], atol=1e-4):
+        raise InputError(folder, "slices have different ImageOrientationPatient")
+    if len({(int(ds.Rows), int(ds.Columns)) for _, ds in slices}) > 1:
+        raise InputError(folder, "slices have different Rows x Columns")
+
+    numbers = [int(ds.InstanceNumber) for _, ds in slices]
+    if len(set(numbers)) < len(numbers):
+        dups = sorted({n for n in numbers if numbers.count(n) > 1})
+        raise InputError(folder, f"duplicate InstanceNumber {_listed(dups)}")
+    order = np.argsort(numbers)
+    numbers_sorted = np.asarray(numbers)[order]
+    missing = sorted(set(range(numbers_sorted[0], numbers_sorted[-1] + 1)) - set(numbers))
+    if missing:
+        raise InputError(folder, f"missing slice: no InstanceNumber {_listed(missing)}")
+
+    normal = np.cross(orientations[0, :3], orientations[0, 3:])
+    positions = np.array(
+        [np.dot([float(v) for v in ds.ImagePositionPatient], normal) for _, ds in slices]
+    )[order]
+    steps = np.diff(positions)
+    if not (np.all(steps > 0) or np.all(steps < 0)):
+        raise InputError(
+            folder,
+            "InstanceNumber order does not follow the slice positions (or two slices "
+            "share a position); cannot stack the series",
+        )
+    median = float(np.median(np.abs(steps)))
+    gaps = np.flatnonzero(np.abs(steps) > GAP_TOLERANCE * median)
+    if gaps.size:
+        i = int(gaps[0])
+        raise InputError(
+            folder,
+            f"missing slice: {abs(steps[i]):.2f} mm between InstanceNumber "
+            f"{numbers_sorted[i]} (position {positions[i]:.2f}) and {numbers_sorted[i + 1]} "
+            f"(position {positions[i + 1]:.2f}), median spacing {median:.2f} mm",
+        )
+
+
+def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
+    """Load one CT series folder as a float32 HU volume with its RAS affine.
+
+    Raises :class:`InputError` (one line naming the folder or file) for the problems listed in
+    the module docstring.
+    """
+    from monai.transforms import LoadImage
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "not a folder (expected a DICOM series folder)")
+    slices = _read_headers(folder)
+    _validate_series(folder, slices)
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    # MONAI globs the folder itself; a regex of the validated paths makes it read exactly those.
+    only = "|".join(re.escape(os.path.join(str(folder), p.name)) for p, _ in slices)
+    try:
+        with warnings.catch_warnings():
+            # MONAI tries a GPU codec plugin first and warns when it is absent; CPU decoding works.
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            loader = LoadImage(
+                reader="PydicomReader",
+                image_only=True,
+                dtype=np.float32,
+                fname_regex=f"(?:{only})\\Z",
+            )
+            volume = loader(str(folder))
+    except Exception as exc:  # pixel data that cannot be decoded, and the like
+        raise InputError(folder, f"cannot read the DICOM series ({exc})") from exc
+    image = nib.Nifti1Image(np.asarray(volume), np.asarray(volume.affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm")
+    return image
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def write_dicom_series(
+    img: nib.Nifti1Image,
+    folder: str | os.PathLike,
+    *,
+    series_uid: str | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[Path]:
+    """Write a 3-D HU volume as a CT DICOM series (one file per slice along axis 2).
+
+    The geometry comes from the NIfTI affine, which must have orthogonal axes (no shear).
+    Values are rounded to integers and stored as int16 with ``RESCALE_INTERCEPT``. With ``rng``
+    the files are written in a shuffled order under random names (to exercise readers that
+    must not rely on either); otherwise they are ``IM00001.dcm``, ... Each file is written
+    atomically. Returns the paths in slice order.
+    """
+    data = np.asarray(img.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {data.shape}")
+    stored = np.rint(data.astype(np.float64) - RESCALE_INTERCEPT)
+    if stored.min() < np.iinfo(np.int16).min or stored.max() > np.iinfo(np.int16).max:
+        raise ValueError("HU values out of the int16 range after the -1024 intercept")
+    stored = stored.astype(np.int16)
+    lps = _LPS @ img.affine[:3, :]  # columns: LPS step of each array axis, then the origin
+    zooms = np.linalg.norm(lps[:, :3], axis=0)
+    gram = lps[:, :3].T @ lps[:, :3]
+    if not np.allclose(gram, np.diag(zooms**2), atol=1e-6 * zooms.max() ** 2):
+        raise ValueError("the affine has non-orthogonal axes; DICOM cannot store a sheared grid")
+    row_cosine, col_cosine = _unit(lps[:, 0]), _unit(lps[:, 1])
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_slices = data.shape[2]
+    series_uid = series_uid or generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    if rng is None:
+        names = [f"IM{k + 1:05d}.dcm" for k in range(n_slices)]
+        write_order = range(n_slices)
+    else:
+        names = [f"{rng.integers(16**12):012x}.dcm" for _ in range(n_slices)]
+        write_order = rng.permutation(n_slices)
+
+    def ds_values(values) -> list[str]:
+        return [format_number_as_ds(float(v)) for v in values]
+
+    paths = [folder / name for name in names]
+    for k in write_order:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(paths[k].name, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = "CT"
+        ds.PatientName, ds.PatientID = "kdseg^synthetic", "kdseg"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.SeriesNumber, ds.InstanceNumber = 1, int(k) + 1
+        ds.ImageOrientationPatient = ds_values([*row_cosine, *col_cosine])
+        ds.ImagePositionPatient = ds_values(lps[:, 3] + k * lps[:, 2])
+        ds.PixelSpacing = ds_values([zooms[1], zooms[0]])  # row spacing, column spacing
+        ds.SliceThickness = format_number_as_ds(float(zooms[2]))
+        ds.RescaleIntercept, ds.RescaleSlope = format_number_as_ds(RESCALE_INTERCEPT), "1"
+        ds.RescaleType = "HU"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        with atomic_path(paths[k], suffix=".dcm") as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+    return paths

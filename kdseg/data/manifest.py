@@ -1,0 +1,107 @@
+"""Case-level train / val / test splits, stored as JSON manifests.
+
+A case is never split across sets and validation is never the test set. Which split a folder
+uses is decided by :func:`resolve_split`, in this order: an explicit split file; the folder's
+own ``kdseg_split.json``; the versioned manifest in ``data_manifests/`` when the folder holds
+every case it names (a full LiTS / KiTS19 download); otherwise a seeded split of the cases
+present, written to ``<root>/kdseg_split.json`` so later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdseg.errors import InputError, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+FOLDER_SPLIT_NAME = "kdseg_split.json"
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+
+
+def make_split(case_ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),
+               seed: int = 123) -> dict[str, list[str]]:
+    """Shuffle ``case_ids`` with ``seed`` and cut them into train / val / test by ``fractions``.
+
+    Val and test get at least one case each whenever there are three or more cases.
+    """
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be three numbers summing to 1, got {list(fractions)}")
+    ids = sorted(case_ids)
+    random.Random(seed).shuffle(ids)
+    n = len(ids)
+    n_val = round(n * fractions[1])
+    n_test = round(n * fractions[2])
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_train = n - n_val - n_test
+    return {
+        "train": sorted(ids[:n_train]),
+        "val": sorted(ids[n_train : n_train + n_val]),
+        "test": sorted(ids[n_train + n_val :]),
+    }
+
+
+def read_split(path: str | Path) -> dict[str, list[str]]:
+    """Read and validate a split manifest (three disjoint lists of case ids)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "split file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
+        raise InputError(path, "a split file needs lists 'train', 'val' and 'test'")
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for case_id in data[split]:
+            if case_id in seen:
+                raise InputError(path, f"case {case_id!r} is in both {seen[case_id]!r} and {split!r}")
+            seen[case_id] = split
+    return {s: list(data[s]) for s in SPLITS}
+
+
+def write_split(split: dict[str, list[str]], path: str | Path, **info: object) -> Path:
+    """Write a split manifest atomically, with free-form provenance fields in ``info``."""
+    return write_text_atomic(path, json.dumps({**info, **split}, indent=1) + "\n")
+
+
+def _manifest_path(manifest: str | None) -> Path | None:
+    if not manifest:
+        return None
+    path = Path(manifest)
+    return path if path.is_absolute() or path.exists() else MANIFEST_DIR / manifest
+
+
+def resolve_split(root: str | Path, case_ids: Sequence[str], split_file: str | None = None,
+                  manifest: str | None = None, seed: int = 123,
+                  fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> dict[str, list[str]]:
+    """Return the split for the cases found in ``root`` (see the module docstring for the order)."""
+    root = Path(root)
+    present = set(case_ids)
+    if split_file:
+        chosen = Path(split_file)
+    elif (root / FOLDER_SPLIT_NAME).exists():
+        chosen = root / FOLDER_SPLIT_NAME
+    else:
+        versioned = _manifest_path(manifest)
+        if versioned is not None and versioned.exists():
+            split = read_split(versioned)
+            if present.issuperset(c for s in SPLITS for c in split[s]):
+                return split
+            log.info("versioned manifest %s names cases missing from %s; making a split", versioned, root)
+        split = make_split(sorted(present), fractions, seed)
+        write_split(split, root / FOLDER_SPLIT_NAME, seed=seed, fractions=list(fractions))
+        log.info("wrote split %s", root / FOLDER_SPLIT_NAME)
+        return split
+    split = read_split(chosen)
+    missing = [c for s in SPLITS for c in split[s] if c not in present]
+    if missing:
+        raise InputError(chosen, f"names {len(missing)} case(s) not found in {root}, e.g. {missing[0]!r}")
+    return split

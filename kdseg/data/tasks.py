@@ -1,0 +1,56 @@
+"""Segmentation tasks: how dataset labels map to model classes and back.
+
+Datasets label 0 background, 1 organ, 2 tumor. The clinical default trains one ``multiclass``
+model (background / organ / tumor); the paper trains binary models per target: ``organ``
+(label > 0, organ including tumor) or ``tumor`` (label == 2). Evaluation always happens in the
+dataset's label space, on the classes ``organ`` (labels 1 and 2) and ``tumor`` (label 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+EVAL_CLASSES: dict[str, tuple[int, ...]] = {"organ": (1, 2), "tumor": (2,)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One of ``multiclass``, ``organ`` or ``tumor``."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in ("multiclass", "organ", "tumor"):
+            raise ValueError(f"unknown task {self.name!r}; use multiclass, organ or tumor")
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels of a model for this task."""
+        return 3 if self.name == "multiclass" else 2
+
+    @property
+    def eval_classes(self) -> dict[str, tuple[int, ...]]:
+        """Classes (in dataset labels) this task's predictions can be scored on."""
+        if self.name == "multiclass":
+            return dict(EVAL_CLASSES)
+        return {self.name: EVAL_CLASSES[self.name]}
+
+    @property
+    def target_labels(self) -> tuple[int, ...]:
+        """Dataset labels that make a slice 'contain the target' (for sampling, paper protocol)."""
+        return EVAL_CLASSES["tumor"] if self.name == "tumor" else EVAL_CLASSES["organ"]
+
+    def to_model(self, label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Dataset labels -> model class indices."""
+        if self.name == "organ":
+            return (label > 0).astype(np.uint8) if isinstance(label, np.ndarray) else (label > 0).long()
+        if self.name == "tumor":
+            return (label == 2).astype(np.uint8) if isinstance(label, np.ndarray) else (label == 2).long()
+        return label
+
+    def to_dataset(self, pred: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Model class indices -> dataset labels (a tumor model's class 1 is label 2)."""
+        return pred * 2 if self.name == "tumor" else pred

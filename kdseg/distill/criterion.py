@@ -1,0 +1,212 @@
+"""One weighted distillation loss over pairs of named taps, built from config.
+
+A distillation method is a list of terms ``{name, loss, weight, student_tap, teacher_tap,
+options}`` (MMRazor's "loss mapping", torchdistill's weighted sum of named terms). The
+criterion knows no network by name: it reads the taps' channels from the two models'
+``tap_info`` (:class:`~kdseg.models.taps.TapInfo`) and the tap tensors from their
+:class:`~kdseg.models.taps.SegOutput`. The tap name ``"logits"`` means the logit maps
+(``num_classes`` channels, stride 1).
+
+It owns the 1x1 channel adapters (only where a loss needs equal channels and they differ),
+so they are trained with the student but never exported with it.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdseg.distill.adapters import ChannelAdapter
+from kdseg.distill.losses import available_losses, build_loss, loss_class
+from kdseg.models.taps import SegOutput, TapInfo
+
+LOGITS = "logits"
+_TERM_KEYS = {"name", "loss", "weight", "student_tap", "teacher_tap", "options"}
+
+
+@dataclass(frozen=True)
+class DistillTerm:
+    """One weighted loss between a student tap and a teacher tap."""
+
+    name: str
+    loss: str
+    weight: float
+    student_tap: str
+    teacher_tap: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_name(loss: str, student_tap: str, teacher_tap: str) -> str:
+    if student_tap == teacher_tap:
+        return loss if student_tap == LOGITS else f"{loss}_{student_tap}"
+    return f"{loss}_{student_tap}_{teacher_tap}"
+
+
+def _parse_term(raw: Any, key: str | None) -> DistillTerm:
+    where = f"distillation term {key!r}" if key is not None else "distillation term"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TERM_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {sorted(_TERM_KEYS)}")
+    missing = sorted({"loss", "weight", "student_tap"} - set(raw))
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing}")
+    weight = raw["weight"]
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or weight < 0:
+        raise ValueError(f"{where}: weight must be a number >= 0, got {weight!r}")
+    options = raw.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{where}: options must be a mapping, got {type(options).__name__}")
+    loss, student_tap = str(raw["loss"]), str(raw["student_tap"])
+    teacher_tap = str(raw.get("teacher_tap", student_tap))
+    name = raw.get("name", key) or _default_name(loss, student_tap, teacher_tap)
+    if key is not None and name != key:
+        raise ValueError(f"{where}: name {name!r} differs from its key")
+    return DistillTerm(str(name), loss, float(weight), student_tap, teacher_tap, dict(options))
+
+
+def parse_terms(
+    cfg_terms: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None,
+) -> list[DistillTerm]:
+    """Read terms from config: a list of term mappings, or a mapping ``name -> term``.
+
+    A term needs ``loss``, ``weight`` and ``student_tap``; ``teacher_tap`` defaults to the
+    student's tap, ``options`` to none, and ``name`` to the mapping key or to
+    ``<loss>_<tap>`` (``<loss>`` on logits). Names must be unique. Plain containers are
+    expected (``OmegaConf.to_container(cfg, resolve=True)``).
+    """
+    if cfg_terms is None:
+        return []
+    if isinstance(cfg_terms, Mapping):
+        terms = [_parse_term(raw, str(key)) for key, raw in cfg_terms.items()]
+    elif isinstance(cfg_terms, Iterable) and not isinstance(cfg_terms, (str, bytes)):
+        terms = [_parse_term(raw, None) for raw in cfg_terms]
+    else:
+        raise ValueError(f"distillation terms must be a list or a mapping, got {cfg_terms!r}")
+    names = [term.name for term in terms]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate distillation term name(s) {duplicates}; set a unique 'name'")
+    bad = [n for n in names if not n or "." in n]
+    if bad:
+        raise ValueError(f"distillation term names must be non-empty and without '.', got {bad}")
+    return terms
+
+
+def _tap_table(tap_info: Mapping[str, TapInfo], num_classes: int) -> dict[str, TapInfo]:
+    return {**tap_info, LOGITS: TapInfo(channels=num_classes, stride=1)}
+
+
+def _check_tap(term: DistillTerm, side: str, tap: str, table: Mapping[str, TapInfo]) -> TapInfo:
+    if tap not in table:
+        raise ValueError(
+            f"distillation term {term.name!r}: unknown {side} tap {tap!r}; "
+            f"valid: {', '.join(sorted(table))}"
+        )
+    return table[tap]
+
+
+class DistillationCriterion(nn.Module):
+    """Weighted sum of distillation losses on (student tap, teacher tap) pairs.
+
+    ``forward(student_out, teacher_out, labels)`` returns ``(total, parts)``: ``total`` is
+    ``sum_k weight_k * loss_k`` (a scalar with gradients to the student and the adapters),
+    ``parts`` maps each term name to its unweighted, detached value, for logging. Terms of
+    weight 0 are validated but not built (so ablations can switch terms off from the command
+    line). Every tap name, loss name and option is checked at construction.
+    """
+
+    def __init__(
+        self,
+        terms: Sequence[DistillTerm],
+        student_tap_info: Mapping[str, TapInfo],
+        teacher_tap_info: Mapping[str, TapInfo],
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        student_taps = _tap_table(student_tap_info, num_classes)
+        teacher_taps = _tap_table(teacher_tap_info, num_classes)
+        valid_losses = available_losses()
+        self.terms: list[DistillTerm] = []
+        self.losses = nn.ModuleDict()
+        self.adapters = nn.ModuleDict()
+        for term in terms:
+            if term.loss not in valid_losses:
+                raise ValueError(
+                    f"distillation term {term.name!r}: unknown loss {term.loss!r}; "
+                    f"valid: {', '.join(valid_losses)}"
+                )
+            s_info = _check_tap(term, "student", term.student_tap, student_taps)
+            t_info = _check_tap(term, "teacher", term.teacher_tap, teacher_taps)
+            cls = loss_class(term.loss)
+            options = dict(term.options)
+            if cls.needs_labels:
+                options.setdefault("num_classes", num_classes)
+            try:
+                loss = build_loss(term.loss, **options)
+            except ValueError as err:
+                raise ValueError(f"distillation term {term.name!r}: {err}") from err
+            if term.weight == 0:
+                continue
+            self.terms.append(term)
+            self.losses[term.name] = loss
+            if cls.needs_equal_channels and s_info.channels != t_info.channels:
+                self.adapters[term.name] = ChannelAdapter(s_info.channels, t_info.channels)
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether any active term needs the ground-truth labels in :meth:`forward`."""
+        return any(type(loss).needs_labels for loss in self.losses.values())
+
+    def forward(
+        self,
+        student_out: SegOutput,
+        teacher_out: SegOutput,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted total and per-term values; ``labels`` is (B, *spatial) or (B, 1, *spatial)."""
+        total = student_out.logits.new_zeros((), dtype=torch.float32)
+        parts: dict[str, torch.Tensor] = {}
+        for term in self.terms:
+            student = _tap(student_out, term.student_tap, "student")
+            teacher = _tap(teacher_out, term.teacher_tap, "teacher")
+            if term.name in self.adapters:
+                student = self.adapters[term.name](student)
+            value = self.losses[term.name](student, teacher, labels)
+            parts[term.name] = value.detach()
+            total = total + term.weight * value
+        return total, parts
+
+    def extra_repr(self) -> str:
+        return ", ".join(
+            f"{t.name}: {t.weight} * {t.loss}({t.student_tap} -> {t.teacher_tap})"
+            for t in self.terms
+        )
+
+
+def _tap(output: SegOutput, tap: str, side: str) -> torch.Tensor:
+    if tap == LOGITS:
+        return output.logits
+    if tap not in output.taps:
+        raise KeyError(
+            f"{side} output has no tap {tap!r}; it has: {', '.join(sorted(output.taps))}"
+        )
+    return output.taps[tap]
+
+
+def build_criterion(
+    cfg_terms: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None,
+    student_tap_info: Mapping[str, TapInfo],
+    teacher_tap_info: Mapping[str, TapInfo],
+    num_classes: int,
+) -> DistillationCriterion:
+    """Build a :class:`DistillationCriterion` from config terms (see :func:`parse_terms`)."""
+    return DistillationCriterion(
+        parse_terms(cfg_terms), student_tap_info, teacher_tap_info, num_classes
+    )

@@ -1,0 +1,90 @@
+"""Base class of every distillation loss, and the two formulas several losses share."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DistillLoss(nn.Module):
+    """A loss between one student tensor and one teacher tensor of shape (B, C, *spatial).
+
+    Subclasses implement :meth:`compute`; :meth:`forward` checks the shapes, treats the teacher
+    as a constant (detached, whatever the caller did) and computes in float32 with autocast
+    off, because softmax-KL and cosine terms are fragile in half precision.
+
+    Class attributes tell :class:`~kdseg.distill.criterion.DistillationCriterion` what a loss
+    needs: ``needs_equal_channels`` (the criterion then inserts a 1x1 adapter on the student
+    side where channel counts differ) and ``needs_labels`` (the integer ground truth is passed
+    in; such losses take a ``num_classes`` constructor argument, filled in by the criterion).
+    Spatial sizes may always differ: each loss aligns them as its formula requires.
+    """
+
+    needs_equal_channels: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+
+    def forward(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scalar loss of ``student`` against the constant ``teacher`` (and ``labels``)."""
+        self._check(student, teacher, labels)
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            return self.compute(_full_precision(student), _full_precision(teacher.detach()), labels)
+
+    def compute(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
+    ) -> None:
+        name = type(self).__name__
+        if student.ndim != teacher.ndim or student.ndim < 3:
+            raise ValueError(
+                f"{name}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must "
+                "both be (B, C, *spatial) with the same number of spatial dims"
+            )
+        if student.shape[0] != teacher.shape[0]:
+            raise ValueError(
+                f"{name}: batch sizes differ ({student.shape[0]} vs {teacher.shape[0]})"
+            )
+        if self.needs_equal_channels and student.shape[1] != teacher.shape[1]:
+            raise ValueError(
+                f"{name}: needs equal channels, got student {student.shape[1]} and teacher "
+                f"{teacher.shape[1]} (the criterion adds a 1x1 adapter for this)"
+            )
+        if self.needs_labels and labels is None:
+            raise ValueError(f"{name}: needs the ground-truth labels, got None")
+
+
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def softened_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, dim: int
+) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) along ``dim``, summed over ``dim``.
+
+    Hinton et al. 2015 soften both distributions with temperature T; the result keeps every
+    other dimension (one KL per pixel for class distributions, one per channel for CWD).
+    Exactly zero when student equals teacher.
+    """
+    log_p_student = F.log_softmax(student / temperature, dim=dim)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=dim)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim)
+
+
+def cosine_gram(vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine-similarity matrix of the rows of ``vectors`` (B, M, K) -> (B, M, M).
+
+    Shared by the region affinity of EMKD (rows = class regions) and the pairwise affinity of
+    structured KD (rows = pooled pixels). A zero row (an absent region) gives zero similarity
+    rather than NaN.
+    """
+    unit = F.normalize(vectors, p=2.0, dim=-1, eps=eps)
+    return unit @ unit.transpose(-1, -2)

@@ -1,0 +1,115 @@
+"""Volume in -> label volume out, on the input's own grid, with a pluggable backend.
+
+:class:`Predictor` runs the :class:`~kdseg.data.preprocess.Preprocessor` forward, feeds
+batches of (2.5D) slices to a backend that maps ``(B, C, h, w)`` float32 arrays to logits,
+maps class probabilities back to the canonical grid *before* deciding (argmax, or a foreground
+threshold for binary tasks), and undoes the reorientation: the result has exactly the input's
+shape and is meant to be written with its affine. Backends are registered by name, so the
+deployment layer adds compiled and exported ones without touching this loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.tasks import Task
+from kdseg.models import LogitsOnly
+
+Backend = Callable[[np.ndarray], np.ndarray]
+BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str) -> Callable:
+    """Decorator: register a backend factory ``(artifact, threads) -> Backend``."""
+
+    def decorate(factory: Callable[..., Backend]) -> Callable[..., Backend]:
+        BACKENDS[name] = factory
+        return factory
+
+    return decorate
+
+
+@register_backend("torch")
+def torch_backend(model: torch.nn.Module, threads: int | None = None) -> Backend:
+    """Eager PyTorch on the CPU."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    net = LogitsOnly(model).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+@register_backend("onnx")
+def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
+    """ONNX Runtime on the CPU (fp32 or quantized model file)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def context_stack(slices: np.ndarray, zs: np.ndarray, context: int) -> np.ndarray:
+    """(B, 2*context+1, h, w) inputs for slice indices ``zs``, clamped at the volume ends."""
+    offsets = np.arange(-context, context + 1)
+    idx = np.clip(zs[:, None] + offsets[None, :], 0, slices.shape[0] - 1)
+    return np.ascontiguousarray(slices[idx], dtype=np.float32)
+
+
+class Predictor:
+    """Predict label volumes with one backend, preprocessing config and task."""
+
+    def __init__(self, backend: Backend, preprocess: PreprocessConfig, task: Task, context: int = 0,
+                 batch_size: int = 8, threshold: float | None = None, progress: bool = False) -> None:
+        self.backend = backend
+        self.pre = Preprocessor(preprocess)
+        self.task = task
+        self.context = context
+        self.batch_size = max(int(batch_size), 1)
+        self.threshold = threshold
+        self.progress = progress
+
+    @classmethod
+    def from_bundle(cls, bundle: Any, backend: str = "torch", artifact: Any = None,
+                    threads: int | None = None, **kwargs: Any) -> Predictor:
+        """Predictor for a loaded checkpoint bundle; ``artifact`` replaces its model (ONNX...)."""
+        run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
+        return cls(run, bundle.preprocess, bundle.task, bundle.context, **kwargs)
+
+    def _decide(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.threshold is not None and probs.shape[1] == 2:
+            return (probs[:, 1] > self.threshold).to(torch.uint8)
+        return probs.argmax(1).to(torch.uint8)
+
+    def predict(self, img: nib.Nifti1Image) -> np.ndarray:
+        """Dataset-label volume (uint8) on ``img``'s voxel grid."""
+        slices, geom = self.pre.image(img)
+        x, y, z = geom.canonical_shape
+        labels = np.zeros((z, x, y), dtype=np.uint8)
+        starts = range(0, z, self.batch_size)
+        with Progress(disable=not self.progress, transient=True) as bar:
+            task = bar.add_task("predict slices", total=z)
+            for start in starts:
+                zs = np.arange(start, min(start + self.batch_size, z))
+                logits = torch.from_numpy(self.backend(context_stack(slices, zs, self.context)))
+                probs = self.pre.restore(torch.softmax(logits.float(), dim=1), geom)
+                labels[zs] = self._decide(probs).numpy()
+                bar.advance(task, len(zs))
+        canonical = np.asarray(self.task.to_dataset(labels.transpose(1, 2, 0)), dtype=np.uint8)
+        return self.pre.to_input_orientation(canonical, geom)

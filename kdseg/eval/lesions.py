@@ -1,0 +1,164 @@
+"""Lesion report of one label volume: organ volume, tumor burden and the individual lesions.
+
+Volumes are in mL (1 mL = 1000 mm^3) from the voxel spacing. Lesions are the connected
+components of the tumor mask (26-connectivity in 3D by default). A lesion's largest diameter is
+the largest distance in mm between the centres of two of its voxels; the extreme voxels lie on
+the convex hull of its boundary voxels, so only those hull vertices are compared (brute force for
+small lesions). Centre-to-centre means a single voxel measures 0 mm and an n-voxel-long line
+measures (n - 1) * spacing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
+
+from kdseg.errors import write_text_atomic
+
+BRUTE_FORCE_MAX_POINTS = 256
+"""Up to this many boundary voxels the diameter is a plain all-pairs maximum."""
+
+
+def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
+    """The scipy structuring element whose neighbour count is ``connectivity``.
+
+    3D: 6 (faces), 18 (faces and edges) or 26 (all); 2D: 4 or 8.
+    """
+    for rank in range(1, ndim + 1):
+        structure = ndimage.generate_binary_structure(ndim, rank)
+        if int(structure.sum()) - 1 == connectivity:
+            return structure
+    valid = [int(ndimage.generate_binary_structure(ndim, r).sum()) - 1 for r in range(1, ndim + 1)]
+    raise ValueError(f"connectivity {connectivity} is not one of {valid} for {ndim}-D volumes")
+
+
+def _max_pairwise_distance(points: np.ndarray) -> float:
+    """Largest distance between two of ``points`` (n, d), via their convex hull when large."""
+    if len(points) < 2:
+        return 0.0
+    if len(points) > BRUTE_FORCE_MAX_POINTS:
+        centred = points - points.mean(axis=0)
+        # Flat lesions (one slice, one row) have a degenerate hull: work in the subspace they
+        # span; the projection onto an orthonormal basis keeps every distance.
+        _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+        rank = int((sing > 1e-9 * max(sing[0], 1.0)).sum())
+        projected = centred @ vt[:rank].T
+        if rank == 1:
+            return float(np.ptp(projected[:, 0]))
+        try:
+            points = points[ConvexHull(projected).vertices]
+        except QhullError:  # still degenerate for qhull: fall through to all pairs
+            pass
+    return float(pdist(points).max())
+
+
+def lesion_diameter_mm(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Largest centre-to-centre distance in mm between two voxels of ``mask``."""
+    boundary = mask & ~ndimage.binary_erosion(mask)
+    return _max_pairwise_distance(np.argwhere(boundary) * np.asarray(spacing, dtype=float))
+
+
+def lesion_report(
+    label: np.ndarray,
+    spacing: Sequence[float],
+    organ_labels: Sequence[int] = (1, 2),
+    tumor_label: int = 2,
+    connectivity: int = 26,
+    min_size_voxels: int = 0,
+) -> dict[str, Any]:
+    """Organ volume, tumor burden and per-lesion measurements of one label volume.
+
+    ``organ_labels`` are the labels that make up the organ (the tumor included); lesions are the
+    ``connectivity``-connected components of ``label == tumor_label`` with at least
+    ``min_size_voxels`` voxels (the totals count every tumor voxel). Lesions are listed largest
+    first, each with ``volume_ml``, ``n_voxels``, ``centroid_voxel`` (array index) and
+    ``max_diameter_mm``. The tumor burden is 0 when the organ is empty.
+    """
+    label = np.asarray(label)
+    if len(spacing) != label.ndim:
+        raise ValueError(
+            f"spacing {tuple(spacing)} has {len(spacing)} values for a {label.ndim}-D volume"
+        )
+    spacing = tuple(float(s) for s in spacing)
+    voxel_ml = math.prod(spacing) / 1000.0
+    organ_voxels = int(np.isin(label, organ_labels).sum())
+    tumor = label == tumor_label
+    components, n_components = ndimage.label(
+        tumor, structure=connectivity_structure(label.ndim, connectivity)
+    )
+    lesions = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        mask = components[box] == index
+        n_voxels = int(mask.sum())
+        if n_voxels < min_size_voxels:
+            continue
+        offset = np.array([s.start for s in box])
+        centroid = np.argwhere(mask).mean(axis=0) + offset
+        lesions.append(
+            {
+                "volume_ml": n_voxels * voxel_ml,
+                "n_voxels": n_voxels,
+                "centroid_voxel": [round(float(c), 2) for c in centroid],
+                "max_diameter_mm": lesion_diameter_mm(mask, spacing),
+            }
+        )
+    lesions.sort(key=lambda lesion: lesion["n_voxels"], reverse=True)
+    for rank, lesion in enumerate(lesions, start=1):
+        lesion["id"] = rank
+    organ_ml = organ_voxels * voxel_ml
+    tumor_ml = int(tumor.sum()) * voxel_ml
+    return {
+        "spacing_mm": list(spacing),
+        "organ_labels": [int(v) for v in organ_labels],
+        "tumor_label": int(tumor_label),
+        "connectivity": connectivity,
+        "min_size_voxels": min_size_voxels,
+        "organ_volume_ml": organ_ml,
+        "tumor_volume_ml": tumor_ml,
+        "tumor_burden_percent": 100.0 * tumor_ml / organ_ml if organ_ml else 0.0,
+        "n_lesions": len(lesions),
+        "lesions": lesions,
+    }
+
+
+def format_lesion_report(report: dict[str, Any], max_rows: int = 10) -> str:
+    """One-screen text summary: volumes, burden, lesion count and the largest lesions."""
+    lines = [
+        f"Organ volume:   {report['organ_volume_ml']:10.1f} mL",
+        f"Tumor volume:   {report['tumor_volume_ml']:10.1f} mL",
+        f"Tumor burden:   {report['tumor_burden_percent']:10.2f} % of the organ",
+        f"Lesions:        {report['n_lesions']:10d}"
+        f"  ({report['connectivity']}-connected, >= {report['min_size_voxels']} voxels)",
+    ]
+    lesions = report["lesions"][:max_rows]
+    if lesions:
+        lines += ["", f"{'#':>3}  {'volume mL':>10}  {'diameter mm':>11}  centroid (voxel)"]
+        for lesion in lesions:
+            centroid = ", ".join(f"{c:.0f}" for c in lesion["centroid_voxel"])
+            lines.append(
+                f"{lesion['id']:>3}  {lesion['volume_ml']:>10.2f}  "
+                f"{lesion['max_diameter_mm']:>11.1f}  ({centroid})"
+            )
+        hidden = report["n_lesions"] - len(lesions)
+        if hidden > 0:
+            lines.append(f"... and {hidden} smaller lesion(s)")
+    return "\n".join(lines) + "\n"
+
+
+def write_lesion_report(
+    report: dict[str, Any], json_path: str | os.PathLike, txt_path: str | os.PathLike
+) -> tuple[Path, Path]:
+    """Write the report as JSON and as the text summary, each atomically."""
+    return (
+        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n"),
+        write_text_atomic(txt_path, format_lesion_report(report)),
+    )

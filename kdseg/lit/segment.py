@@ -1,0 +1,91 @@
+"""Supervised training of any registered network, and the validation shared by distillation.
+
+The deployable network lives in ``self.net`` (checkpoint keys ``net.*``), so every checkpoint
+(plain or distilled) holds a student that loads and runs alone. Hyperparameters are saved as
+plain containers (no OmegaConf, no paths) so checkpoints load with ``weights_only=True``;
+they carry the model config and the data/preprocessing config, which makes a checkpoint
+self-describing for ``eval``, ``predict``, ``distill`` and ``export``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from monai.losses import DiceFocalLoss
+
+from kdseg.data.tasks import Task
+from kdseg.models import SegOutput, build_from_config
+
+
+def build_seg_loss(cfg: dict[str, Any]) -> torch.nn.Module:
+    """L_seg of METHOD.md §2: weighted focal (gamma 2) + soft Dice on the foreground, batch Dice."""
+    return DiceFocalLoss(
+        include_background=False,
+        to_onehot_y=True,
+        softmax=True,
+        batch=True,
+        gamma=float(cfg.get("gamma", 2.0)),
+        lambda_dice=float(cfg.get("dice_weight", 0.5)),
+        lambda_focal=float(cfg.get("focal_weight", 0.5)),
+    )
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains ``net`` with L_seg; logs per-class validation Dice (``val/dice_<class>``)."""
+
+    def __init__(self, model: dict[str, Any], data: dict[str, Any], optim: dict[str, Any],
+                 loss: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_from_config(model)
+        self.task = Task(data["task"])
+        self.seg_loss = build_seg_loss(loss)
+        self._val_counts: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        return self.net(x)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.net(batch["image"])
+        loss = self.seg_loss(out.logits, batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    # -- validation: global Dice per class over all validation slices ----------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts = {c: torch.zeros(3, device=self.device) for c in self.task.eval_classes}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self.net(batch["image"]).logits
+        pred = self.task.to_dataset(logits.argmax(1))
+        truth = self.task.to_dataset(batch["label"][:, 0])
+        for name, labels in self.task.eval_classes.items():
+            p, g = _member(pred, labels), _member(truth, labels)
+            self._val_counts[name] += torch.stack([(p & g).sum(), p.sum(), g.sum()]).float()
+
+    def on_validation_epoch_end(self) -> None:
+        dices = {}
+        for name, counts in self._val_counts.items():
+            counts = self.all_gather(counts).reshape(-1, 3).sum(0) if self.trainer.world_size > 1 else counts
+            inter, pred, truth = counts
+            dices[name] = (2 * inter / (pred + truth)) if (pred + truth) > 0 else torch.ones(())
+            self.log(f"val/dice_{name}", dices[name], prog_bar=True, sync_dist=False)
+        self.log("val/dice_mean", torch.stack(list(dices.values())).mean(), prog_bar=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.hparams.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0))
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
+                                                               eta_min=optim.get("min_lr", 1e-6))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _member(labels: torch.Tensor, values: tuple[int, ...]) -> torch.Tensor:
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    for v in values:
+        mask |= labels == v
+    return mask

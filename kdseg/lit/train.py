@@ -1,0 +1,98 @@
+"""Run a Lightning fit from a composed config: loggers, checkpoints, resume, summary.
+
+Shared by ``kdseg-train`` and ``kdseg-distill``: the caller builds the LightningModule, this
+module does everything around it. Checkpoints go to ``<run_dir>/checkpoints``: ``last.ckpt``
+every ``checkpoint.every_n_train_steps`` steps and at each epoch end (so a killed run loses at
+most one interval) and ``best.ckpt`` by validation Dice. Rerunning with the same run dir (or
+``resume=PATH``) continues from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from kdseg.errors import InputError, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def build_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Logger]:
+    """CSV always; wandb unless ``logger.wandb.enabled`` is false (offline unless told otherwise)."""
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="csv", version="")]
+    wb = cfg.get("wandb") or {}
+    if wb.get("enabled", True) and os.environ.get("WANDB_MODE") != "disabled":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        loggers.append(
+            WandbLogger(
+                project=wb.get("project", "kdseg"),
+                name=wb.get("name"),
+                group=wb.get("group"),
+                tags=list(wb.get("tags") or []),
+                save_dir=str(run_dir),
+                offline=bool(wb.get("offline", True)),
+                log_model=False,
+            )
+        )
+    return loggers
+
+
+def build_callbacks(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
+    """Checkpointing (last every N steps and per epoch; best by validation Dice), LR monitor."""
+    ckpt_dir = run_dir / "checkpoints"
+    every = cfg.get("every_n_train_steps") or None
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last-step", save_last=True, save_top_k=0,
+                           every_n_train_steps=every, save_on_train_epoch_end=True)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.get("monitor", "val/dice_mean"),
+                           mode="max", save_top_k=1, auto_insert_metric_name=False,
+                           enable_version_counter=False)
+    return [last, best, LearningRateMonitor(logging_interval="epoch")]
+
+
+def find_resume(run_dir: Path, resume: str | None) -> str | None:
+    """Checkpoint to resume from: an explicit path, or the run dir's own ``last.ckpt``."""
+    if resume:
+        if not Path(resume).exists():
+            raise InputError(resume, "resume checkpoint not found")
+        return str(resume)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.exists() else None
+
+
+def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: dict[str, Any],
+        run_dir: str | Path) -> dict[str, Any]:
+    """Fit ``module``; return and write ``<run_dir>/summary.json`` (metrics, checkpoint paths)."""
+    run_dir = Path(run_dir)
+    pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
+    callbacks = build_callbacks(cfg.get("checkpoint", {}), run_dir)
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir),
+        logger=build_loggers(cfg.get("logger", {}), run_dir),
+        callbacks=callbacks,
+        **cfg.get("trainer", {}),
+    )
+    ckpt_path = find_resume(run_dir, cfg.get("resume"))
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = callbacks[1]
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    summary = {
+        "run_dir": str(run_dir),
+        "best_checkpoint": best.best_model_path or callbacks[0].last_model_path,
+        "last_checkpoint": callbacks[0].last_model_path,
+        "best_score": None if best.best_model_score is None else float(best.best_model_score),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary

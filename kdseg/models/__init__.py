@@ -1,0 +1,15 @@
+"""Segmentation networks: registry, the logits-plus-taps output type, one file per network."""
+
+from kdseg.models.registry import available_models, build_from_config, build_model, register_model
+from kdseg.models.taps import LogitsOnly, SegmentationModel, SegOutput, TapInfo
+
+__all__ = [
+    "LogitsOnly",
+    "SegOutput",
+    "SegmentationModel",
+    "TapInfo",
+    "available_models",
+    "build_from_config",
+    "build_model",
+    "register_model",
+]

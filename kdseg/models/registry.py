@@ -1,0 +1,57 @@
+"""Registry of segmentation networks: one file per network registers itself by name.
+
+Adding a model is one file in ``kdseg/models/`` plus one YAML in ``conf/model/``: every
+module of this package is imported on first lookup, so no list needs editing (timm's idea).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_NOT_NETWORKS = {"registry", "taps", "checkpoint", "layers", "cost"}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a model class or factory under ``name``."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS and _MODELS[name] is not factory:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = factory
+        return factory
+
+    return decorate
+
+
+def _import_all() -> None:
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_NETWORKS and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
+def available_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _import_all()
+    return sorted(_MODELS)
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments from its config."""
+    _import_all()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name](**kwargs)
+
+
+def build_from_config(cfg: dict[str, Any]) -> nn.Module:
+    """Build a model from a config mapping ``{"name": ..., **kwargs}`` (as in ``conf/model``)."""
+    kwargs = dict(cfg)
+    name = kwargs.pop("name")
+    return build_model(name, **kwargs)

@@ -1,0 +1,102 @@
+"""DICOM series round trip through write_dicom_series / load_dicom_series, and bad folders."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from kdseg.data.dicom import is_dicom_folder, load_dicom_series, write_dicom_series
+from kdseg.errors import InputError
+
+
+def _volume(affine: np.ndarray) -> nib.Nifti1Image:
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-1024, 1500, size=(32, 28, 8)).astype(np.int16)
+    return nib.Nifti1Image(hu, affine)
+
+
+# LPS-like storage (x and y flipped in RAS), anisotropic voxels, an offset origin.
+AFFINE_FLIPPED = np.array(
+    [[-0.7, 0, 0, 120.0], [0, -0.8, 0, 95.5], [0, 0, 2.5, -310.25], [0, 0, 0, 1]]
+)
+# Axes permuted (rows run along y) and slices stacked downwards.
+AFFINE_PERMUTED = np.array(
+    [[0, 0.75, 0, -40.0], [0.6, 0, 0, 12.0], [0, 0, -3.0, 80.0], [0, 0, 0, 1]]
+)
+
+
+@pytest.mark.parametrize("affine", [AFFINE_FLIPPED, AFFINE_PERMUTED], ids=["flipped", "permuted"])
+def test_round_trip_any_file_order(tmp_path, affine):
+    original = _volume(affine)
+    paths = write_dicom_series(original, tmp_path / "series", rng=np.random.default_rng(1))
+    assert len(paths) == 8 and is_dicom_folder(tmp_path / "series")
+    assert sorted(p.name for p in paths) != [p.name for p in paths]  # random names
+    loaded = load_dicom_series(tmp_path / "series")
+    want, got = nib.as_closest_canonical(original), nib.as_closest_canonical(loaded)
+    np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(want.dataobj))
+    np.testing.assert_allclose(got.affine, want.affine, atol=1e-4)
+
+
+@pytest.fixture
+def series(tmp_path):
+    folder = tmp_path / "series"
+    write_dicom_series(_volume(AFFINE_FLIPPED), folder)
+    return folder
+
+
+def test_empty_and_non_dicom_folders(tmp_path):
+    (tmp_path / "notes.txt").write_text("not dicom")
+    assert not is_dicom_folder(tmp_path)
+    assert not is_dicom_folder(tmp_path / "notes.txt")
+    with pytest.raises(InputError, match="no DICOM files") as err:
+        load_dicom_series(tmp_path)
+    assert err.value.path == str(tmp_path)
+
+
+def test_two_series(series, tmp_path):
+    write_dicom_series(_volume(AFFINE_FLIPPED), series / "..", series_uid="1.2.3.4")
+    for path in (series / "..").glob("IM*.dcm"):
+        shutil.move(path, series / f"b_{path.name}")
+    with pytest.raises(InputError, match=r"contains 2 series \(UIDs .*1\.2\.3\.4.*pass one series"):
+        load_dicom_series(series)
+
+
+def test_missing_slice_position_gap(series):
+    (series / "IM00004.dcm").unlink()
+    with pytest.raises(InputError, match="missing slice: no InstanceNumber 4") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(series)
+
+
+def test_missing_slice_with_renumbered_instances(series):
+    """InstanceNumbers made contiguous again: the gap is found in the slice positions."""
+    (series / "IM00004.dcm").unlink()
+    for k in range(5, 9):
+        path = series / f"IM{k:05d}.dcm"
+        ds = pydicom.dcmread(path)
+        ds.InstanceNumber = k - 1
+        ds.save_as(path)
+    with pytest.raises(InputError, match=r"missing slice: 5\.00 mm between InstanceNumber 3"):
+        load_dicom_series(series)
+
+
+def test_ignores_non_image_files(series):
+    (series / "README.txt").write_text("exported by a viewer")
+    ds = pydicom.dcmread(series / "IM00001.dcm")
+    del ds.ImagePositionPatient  # like a DICOMDIR or a report: no image position
+    ds.SeriesInstanceUID = "9.9.9"
+    ds.save_as(series / "DICOMDIR")
+    assert load_dicom_series(series).shape == (32, 28, 8)
+
+
+def test_instance_order_against_positions(series):
+    for name, number in (("IM00002.dcm", 3), ("IM00003.dcm", 2)):
+        ds = pydicom.dcmread(series / name)
+        ds.InstanceNumber = number
+        ds.save_as(series / name)
+    with pytest.raises(InputError, match="InstanceNumber order does not follow"):
+        load_dicom_series(series)

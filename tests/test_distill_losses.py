@@ -1,0 +1,279 @@
+"""Distillation losses, adapters, criterion and the conf/distill YAMLs (tiny CPU tensors)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdseg.distill.adapters import ChannelAdapter, resize_labels, resize_to
+from kdseg.distill.criterion import build_criterion
+from kdseg.distill.losses import available_losses, build_loss, loss_class
+from kdseg.models.taps import SegOutput, TapInfo
+
+torch.set_num_threads(1)
+
+NUM_CLASSES = 3
+LOSSES = ["pmd", "kd", "imd", "at", "rad", "cwd", "skd"]
+SPATIAL = {2: (8, 8), 3: (4, 6, 6)}
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "distill"
+
+
+def _loss(name: str, **options):
+    if loss_class(name).needs_labels:
+        options.setdefault("num_classes", NUM_CLASSES)
+    return build_loss(name, **options)
+
+
+def _labels(batch: int, size: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Random labels in which every class occurs in every image."""
+    labels = torch.randint(0, NUM_CLASSES, (batch, *size), generator=generator)
+    flat = labels.view(batch, -1)
+    flat[:, :NUM_CLASSES] = torch.arange(NUM_CLASSES)
+    return labels
+
+
+def _pair(dims: int, channels: int = 3, batch: int = 2):
+    g = torch.Generator().manual_seed(dims)
+    size = SPATIAL[dims]
+    student = torch.randn(batch, channels, *size, generator=g)
+    teacher = torch.randn(batch, channels, *size, generator=g)
+    return student, teacher, _labels(batch, size, g)
+
+
+def test_registry_has_every_method_and_aliases_share_code():
+    assert set(LOSSES) <= set(available_losses())
+    assert loss_class("kd") is loss_class("pmd")
+    assert loss_class("at") is loss_class("imd")
+    assert build_loss("pmd").temperature == 4.0 and build_loss("kd").temperature == 1.0
+    assert (build_loss("imd").power, build_loss("at").power) == (4.0, 2.0)
+    assert loss_class("rad").needs_labels and not loss_class("imd").needs_labels
+    assert loss_class("cwd").needs_equal_channels and not loss_class("skd").needs_equal_channels
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", LOSSES)
+def test_zero_when_equal_positive_when_different(name: str, dims: int):
+    student, teacher, labels = _pair(dims)
+    loss = _loss(name)
+    same = loss(teacher.clone(), teacher, labels)
+    assert same.ndim == 0
+    assert same.abs().item() < 1e-6
+    assert loss(student, teacher, labels).item() > 0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", LOSSES)
+def test_gradient_reaches_student_never_teacher(name: str, dims: int):
+    student, teacher, labels = _pair(dims)
+    student.requires_grad_(True)
+    teacher.requires_grad_(True)
+    _loss(name)(student, teacher, labels).backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    assert student.grad.abs().sum() > 0
+    assert teacher.grad is None
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_spatial_sizes_may_differ(name: str):
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
+    teacher = torch.randn(2, 3, 4, 4, generator=g)
+    value = _loss(name)(student, teacher, _labels(2, (16, 16), g))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(student.grad).all()
+
+
+def test_pmd_is_pixelwise_hinton_kd():
+    student, teacher, _ = _pair(2)
+    temperature = 4.0
+    pixels = lambda x: x.movedim(1, -1).reshape(-1, x.shape[1]) / temperature  # noqa: E731
+    expected = F.kl_div(
+        F.log_softmax(pixels(student), 1), F.softmax(pixels(teacher), 1), reduction="batchmean"
+    )
+    actual = build_loss("pmd", temperature=temperature)(student, teacher)
+    torch.testing.assert_close(actual, expected * temperature**2)
+
+
+def test_imd_and_at_differ_only_in_normalisation():
+    student, teacher, _ = _pair(2)
+    pixels = math.prod(SPATIAL[2])
+    summed = build_loss("imd", power=2)(student, teacher)
+    torch.testing.assert_close(build_loss("at")(student, teacher), summed / pixels)
+
+
+def _rad_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two 2x2 feature maps, labels at 4x4 (top half background, bottom half foreground).
+
+    Image 0: student bg pixels (1,0), (3,0) -> mean (2,0); fg (1,1), (1,1) -> (1,1);
+    cos = 2 / (2 * sqrt 2) = 1/sqrt 2. Teacher (3 channels): bg (0,0,1), fg (1,0,0) -> cos 0.
+    Loss = (1/sqrt 2 - 0)^2 = 0.5. Image 1 is all background: no pair, excluded.
+    """
+    student = torch.tensor([[[1.0, 3.0], [1.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]]])
+    teacher = torch.zeros(3, 2, 2)
+    teacher[2, 0, :] = 1.0
+    teacher[0, 1, :] = 1.0
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    labels[0, 2:, :] = 1
+    return torch.stack([student, student + 1]), torch.stack([teacher, -teacher]), labels
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_rad_hand_computed_with_absent_classes(num_classes: int):
+    student, teacher, labels = _rad_example()
+    student.requires_grad_(True)
+    value = build_loss("rad", num_classes=num_classes)(student, teacher, labels)
+    torch.testing.assert_close(value, torch.tensor(0.5), atol=1e-5, rtol=0)
+    value.backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_rad_batch_without_any_pair_is_zero_not_nan():
+    student, teacher, labels = _rad_example()
+    student.requires_grad_(True)
+    value = build_loss("rad", num_classes=3)(student, teacher, torch.zeros_like(labels))
+    value.backward()
+    assert value.item() == 0.0 and torch.isfinite(student.grad).all()
+
+
+def test_adapter_is_a_1x1_conv_in_2d_and_3d():
+    adapter = ChannelAdapter(4, 6)
+    conv = torch.nn.Conv2d(4, 6, 1)
+    conv.weight.data = adapter.weight.data.view(6, 4, 1, 1).clone()
+    conv.bias.data = adapter.bias.data.clone()
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(adapter(x), conv(x))
+    assert adapter(torch.randn(1, 4, 2, 3, 3)).shape == (1, 6, 2, 3, 3)
+
+
+def test_resize_helpers():
+    labels = torch.tensor([[[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]])
+    expected = torch.tensor([[[0, 2], [1, 1]]])
+    assert torch.equal(resize_labels(labels, (2, 2)), expected)
+    assert torch.equal(resize_labels(labels[:, None], (2, 2)), expected)
+    x = torch.randn(1, 2, 3, 4, 4)
+    assert resize_to(x, (3, 4, 4)) is x
+    assert resize_to(x, (6, 8, 8)).shape == (1, 2, 6, 8, 8)
+
+
+STUDENT_TAPS = {"low": TapInfo(4, 2), "high": TapInfo(6, 8)}
+TEACHER_TAPS = {"low": TapInfo(5, 2), "high": TapInfo(7, 8), "stage4": TapInfo(9, 16)}
+MISMATCHED_TERMS = [
+    {"loss": "pmd", "weight": 0.1, "student_tap": "logits", "teacher_tap": "logits"},
+    {"loss": "imd", "weight": 0.9, "student_tap": "low", "teacher_tap": "low"},
+    {"loss": "rad", "weight": 0.9, "student_tap": "high", "teacher_tap": "high"},
+    {"loss": "cwd", "weight": 1.0, "student_tap": "high", "teacher_tap": "high"},
+    {"name": "cwd_x", "loss": "cwd", "weight": 1.0, "student_tap": "low", "teacher_tap": "stage4"},
+    {"loss": "skd", "weight": 0.5, "student_tap": "high", "options": {"grid": 2}},
+    {"loss": "at", "weight": 0.0, "student_tap": "low", "teacher_tap": "low"},
+]
+
+
+def _outputs(dims: int, g: torch.Generator) -> tuple[SegOutput, SegOutput, torch.Tensor]:
+    size = 16  # stage4 (stride 8 here) must keep > 1 location for CWD's spatial softmax
+    shape = lambda c, s: (2, c, *(s,) * dims)  # noqa: E731
+    student = SegOutput(
+        torch.randn(shape(NUM_CLASSES, size), generator=g, requires_grad=True),
+        {"low": torch.randn(shape(4, size // 2), generator=g, requires_grad=True),
+         "high": torch.randn(shape(6, size // 8), generator=g, requires_grad=True)},
+    )  # fmt: skip
+    teacher = SegOutput(
+        torch.randn(shape(NUM_CLASSES, size), generator=g, requires_grad=True),
+        {"low": torch.randn(shape(5, size // 4), generator=g, requires_grad=True),
+         "high": torch.randn(shape(7, size // 4), generator=g, requires_grad=True),
+         "stage4": torch.randn(shape(9, size // 8), generator=g, requires_grad=True)},
+    )  # fmt: skip
+    return student, teacher, _labels(2, (size,) * dims, g)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_criterion_with_mismatched_taps_runs_forward_and_backward(dims: int):
+    criterion = build_criterion(MISMATCHED_TERMS, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES)
+    assert set(criterion.adapters) == {"cwd_high", "cwd_x"}  # only where channels must match
+    assert criterion.needs_labels
+    student, teacher, labels = _outputs(dims, torch.Generator().manual_seed(dims))
+    total, parts = criterion(student, teacher, labels)
+    assert list(parts) == ["pmd", "imd_low", "rad_high", "cwd_high", "cwd_x", "skd_high"]
+    weights = {"pmd": 0.1, "imd_low": 0.9, "rad_high": 0.9, "skd_high": 0.5}
+    expected = sum(weights.get(name, 1.0) * value for name, value in parts.items())
+    torch.testing.assert_close(total.detach(), expected)
+    total.backward()
+    for tensor in [student.logits, *student.taps.values()]:
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all()
+    for tensor in [teacher.logits, *teacher.taps.values()]:
+        assert tensor.grad is None
+    for param in criterion.adapters.parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+def test_empty_criterion_gives_zero():
+    criterion = build_criterion({}, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES)
+    student, teacher, labels = _outputs(2, torch.Generator().manual_seed(0))
+    total, parts = criterion(student, teacher, labels)
+    assert total.item() == 0.0 and parts == {} and not criterion.needs_labels
+
+
+@pytest.mark.parametrize(
+    ("term", "message"),
+    [
+        ({"loss": "nope", "weight": 1.0, "student_tap": "low"}, "unknown loss 'nope'.*imd.*pmd"),
+        ({"loss": "imd", "weight": 1.0, "student_tap": "mid"}, "unknown student tap 'mid'.*high"),
+        (
+            {"loss": "imd", "weight": 1.0, "student_tap": "low", "teacher_tap": "stage9"},
+            "unknown teacher tap 'stage9'.*stage4",
+        ),
+        (
+            {"loss": "imd", "weight": 1.0, "student_tap": "low", "options": {"temp": 2}},
+            "unknown option.*temp.*power",
+        ),
+        ({"loss": "imd", "wieght": 1.0, "student_tap": "low"}, "unknown key.*wieght"),
+        ({"loss": "imd", "weight": -1.0, "student_tap": "low"}, "weight must be"),
+        ({"loss": "imd", "student_tap": "low"}, "missing key.*weight"),
+    ],
+)
+def test_config_validation(term: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        build_criterion([term], STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES)
+
+
+def test_duplicate_term_names_rejected():
+    term = {"loss": "imd", "weight": 1.0, "student_tap": "low"}
+    with pytest.raises(ValueError, match="duplicate.*imd_low"):
+        build_criterion([term, term], STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES)
+
+
+EXPECTED_ACTIVE = {
+    "emkd": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
+    "emkd_pmd": {"pmd"},
+    "emkd_imd": {"imd_low", "imd_high"},
+    "emkd_rad": {"rad_low", "rad_high"},
+    "emkd_pmd_imd": {"pmd", "imd_low", "imd_high"},
+    "emkd_pmd_rad": {"pmd", "rad_low", "rad_high"},
+    "emkd_imd_rad": {"imd_low", "imd_high", "rad_low", "rad_high"},
+    "none": set(),
+    "kd": {"kd"},
+    "at": {"at_low", "at_high"},
+    "cwd": {"cwd"},
+    "skd": {"skd_high"},
+}
+
+
+def test_every_distill_yaml_composes_and_builds():
+    hydra = pytest.importorskip("hydra")
+    from omegaconf import OmegaConf
+
+    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == set(EXPECTED_ACTIVE)
+    built = {}
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR.parent), version_base="1.3"):
+        for config, active in EXPECTED_ACTIVE.items():
+            cfg = hydra.compose(config_name=None, overrides=[f"+distill={config}"]).distill
+            assert cfg.name == config
+            terms = OmegaConf.to_container(cfg.terms, resolve=True)
+            built[config] = build_criterion(terms, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES)
+            assert {t.name for t in built[config].terms} == active, config
+    emkd = {t.name: t for t in built["emkd"].terms}  # the paper recipe
+    assert emkd["pmd"].weight == 0.1 and emkd["pmd"].options == {"temperature": 4.0}
+    assert all(emkd[n].weight == 0.9 for n in ["imd_low", "imd_high", "rad_low", "rad_high"])

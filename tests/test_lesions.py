@@ -1,0 +1,139 @@
+"""Lesion counts, volumes and diameters on synthetic shapes with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist
+
+from kdseg.eval.lesions import (
+    BRUTE_FORCE_MAX_POINTS,
+    connectivity_structure,
+    format_lesion_report,
+    lesion_diameter_mm,
+    lesion_report,
+    write_lesion_report,
+)
+
+SPACING = (0.7, 0.7, 5.0)
+VOXEL_ML = 0.7 * 0.7 * 5.0 / 1000
+
+
+def _ellipsoid(shape, centre, radius_mm, spacing=SPACING) -> np.ndarray:
+    """Voxels whose centres lie within ``radius_mm`` of ``centre`` in physical space."""
+    grid = np.indices(shape).astype(float)
+    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing, strict=True))
+    return d2 <= radius_mm**2
+
+
+def _liver_with_two_lesions():
+    label = np.zeros((40, 40, 12), np.uint8)
+    label[2:38, 2:38, 1:11] = 1  # organ: 36 x 36 x 10 voxels
+    label[5:9, 5:10, 2:5] = 2  # box lesion: 4 x 5 x 3 = 60 voxels
+    sphere = _ellipsoid(label.shape, (22, 22, 6), 10.0)
+    label[sphere] = 2
+    return label, sphere
+
+
+def test_volumes_burden_and_lesions():
+    label, sphere = _liver_with_two_lesions()
+    report = lesion_report(label, SPACING)
+    n_tumor = 60 + int(sphere.sum())
+    assert report["organ_volume_ml"] == pytest.approx(36 * 36 * 10 * VOXEL_ML)
+    assert report["tumor_volume_ml"] == pytest.approx(n_tumor * VOXEL_ML)
+    assert report["tumor_burden_percent"] == pytest.approx(100 * n_tumor / (36 * 36 * 10))
+    assert report["n_lesions"] == 2
+    big, box = report["lesions"]
+    assert (big["id"], box["id"]) == (1, 2)
+    assert big["n_voxels"] == sphere.sum()
+    assert big["centroid_voxel"] == pytest.approx([22, 22, 6])
+    # The sphere's extreme voxels are the two 10 mm away along z (2 slices): 20 mm.
+    assert big["max_diameter_mm"] == pytest.approx(20.0)
+    assert box["volume_ml"] == pytest.approx(60 * VOXEL_ML)
+    assert box["centroid_voxel"] == pytest.approx([6.5, 7.0, 3.0])
+    assert box["max_diameter_mm"] == pytest.approx(math.sqrt(2.1**2 + 2.8**2 + 10.0**2))
+
+
+def test_connectivity_and_min_size():
+    label = np.zeros((6, 6, 4), np.uint8)
+    label[1, 1, 1] = label[2, 2, 2] = 2  # touch at a corner only
+    label[4:6, 4:6, 0] = 2  # 4 voxels, separate
+    assert lesion_report(label, SPACING)["n_lesions"] == 2
+    assert lesion_report(label, SPACING, connectivity=6)["n_lesions"] == 3
+    filtered = lesion_report(label, SPACING, connectivity=6, min_size_voxels=2)
+    assert filtered["n_lesions"] == 1
+    assert filtered["tumor_volume_ml"] == pytest.approx(6 * VOXEL_ML)  # totals count every voxel
+    assert connectivity_structure(2, 8).sum() == 9
+    with pytest.raises(ValueError, match="connectivity"):
+        connectivity_structure(3, 8)
+
+
+def test_empty_volume():
+    report = lesion_report(np.zeros((4, 4, 2), np.uint8), SPACING)
+    assert report["n_lesions"] == 0 and report["tumor_burden_percent"] == 0.0
+    assert "Lesions:" in format_lesion_report(report)
+
+
+@pytest.mark.parametrize("name", ["disc-one-slice", "diagonal-line", "blob"])
+def test_diameter_hull_paths(name):
+    """Large lesions go through the hull; flat and linear ones through the subspace fallback."""
+    if name == "disc-one-slice":  # rank 2: a one-slice disc of radius 20 voxels
+        mask = _ellipsoid((45, 45, 1), (22, 22, 0), 20 * 0.7)
+        expected = 40 * 0.7
+    elif name == "diagonal-line":  # rank 1: 300 voxels along the xy diagonal
+        mask = np.zeros((300, 300, 1), bool)
+        mask[np.arange(300), np.arange(300), 0] = True
+        expected = 299 * 0.7 * math.sqrt(2)
+    else:  # random 3D blob, checked against all pairs of its voxels
+        rng = np.random.default_rng(1)
+        mask = rng.random((14, 14, 6)) > 0.3
+        expected = pdist(np.argwhere(mask) * np.array(SPACING)).max()
+    assert mask.sum() > BRUTE_FORCE_MAX_POINTS
+    assert lesion_diameter_mm(mask, SPACING) == pytest.approx(expected)
+
+
+def test_format_and_write(tmp_path):
+    label, _ = _liver_with_two_lesions()
+    report = lesion_report(label, SPACING)
+    text = format_lesion_report(report, max_rows=1)
+    assert "Tumor burden" in text and "20.0" in text and "1 smaller lesion" in text
+    json_path, txt_path = write_lesion_report(report, tmp_path / "r.json", tmp_path / "r.txt")
+    assert json.loads(json_path.read_text())["n_lesions"] == 2
+    assert txt_path.read_text() == format_lesion_report(report)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.txt"]
+
+
+# The overlay montage lives beside the lesion report (both are per-case visual/text summaries).
+
+
+def test_select_slices_spans_organ_and_keeps_largest_tumor():
+    from kdseg.eval.overlay import select_slices
+
+    label, _ = _liver_with_two_lesions()
+    label[5:35, 5:35, 9] = 2  # the largest tumor area (900 voxels, the sphere peaks near 600)
+    slices = select_slices(label, 6)
+    assert len(slices) == 6 and 9 in slices
+    assert slices[0] == 1 and slices[-1] == 10  # the organ spans z = 1..10
+    assert select_slices(np.zeros((4, 4, 3), np.uint8), 6) == [0, 1, 2]
+
+
+def test_overlay_png_and_array(tmp_path):
+    import matplotlib.image
+
+    from kdseg.eval.overlay import overlay_figure_array, save_overlay
+
+    label, _ = _liver_with_two_lesions()
+    image = np.where(label > 0, 60.0, -100.0) + np.random.default_rng(0).normal(0, 20, label.shape)
+    path = save_overlay(
+        image, label, tmp_path / "case.png", n_slices=4, title="case 1", spacing=SPACING
+    )
+    assert path.stat().st_size > 0
+    png = matplotlib.image.imread(path)
+    assert png.ndim == 3 and png.shape[0] > 100
+    rgb = overlay_figure_array(image, label, n_slices=4, title="case 1", spacing=SPACING)
+    assert rgb.dtype == np.uint8 and rgb.shape == png.shape[:2] + (3,)
+    assert (rgb[..., 0] > 200).any()  # red tumor outline is drawn
+    assert [p.name for p in tmp_path.iterdir()] == ["case.png"]
