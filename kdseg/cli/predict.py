@@ -13,6 +13,8 @@ from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, load_volume, save_label
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.eval.inference import Predictor
+from kdseg.eval.lesions import format_lesion_report, lesion_report, write_lesion_report
+from kdseg.eval.overlay import save_overlay
 
 
 def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -49,5 +51,16 @@ def main(cfg: DictConfig) -> None:
                                       batch_size=int(cfg.batch_size), threshold=cfg.threshold, progress=True)
     for source, target in pairs:
         image = load_volume(source)
-        save_label(predictor.predict(image), image, target)
+        label = predictor.predict(image)
+        save_label(label, image, target)
         print(f"{source} -> {target}")
+        stem = target.parent / _stem(target)
+        if cfg.report:
+            report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
+            write_lesion_report(report, f"{stem}.lesions.json", f"{stem}.lesions.txt")
+            print(format_lesion_report(report))
+        if cfg.overlay:
+            canonical = predictor.pre
+            png = save_overlay(canonical.reorient(image), canonical.reorient(image, label), f"{stem}.png",
+                               title=source.name, spacing=canonical.spacing(image))
+            print(f"overlay: {png}")

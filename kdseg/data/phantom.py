@@ -30,7 +30,7 @@ import math
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
 
@@ -65,18 +65,19 @@ class Tissue(IntEnum):
 
     AIR = 0
     TABLE = 1
-    FAT = 2  # subcutaneous and visceral fat
-    MUSCLE = 3
-    BOWEL = 4  # bowel and stomach: wall, fluid, gas
-    LUNG = 5
-    LIVER = 6  # parenchyma and intrahepatic vessels
-    GALLBLADDER = 7
-    SPLEEN = 8
-    KIDNEY = 9  # cortex, medulla and renal sinus
-    VESSEL = 10  # aorta, inferior vena cava
-    SPINE = 11  # vertebrae, discs, spinal canal
-    RIB = 12
-    TUMOR = 13
+    FAT = 2  # subcutaneous fat
+    VISCERAL_FAT = 3  # fat filling the abdominal cavity between the organs
+    MUSCLE = 4
+    BOWEL = 5  # bowel and stomach: wall, fluid, gas
+    LUNG = 6
+    LIVER = 7  # parenchyma and intrahepatic vessels
+    GALLBLADDER = 8
+    SPLEEN = 9
+    KIDNEY = 10  # cortex, medulla and renal sinus
+    VESSEL = 11  # aorta, inferior vena cava, heart
+    SPINE = 12  # vertebrae, discs, spinal canal
+    RIB = 13
+    TUMOR = 14
 
 
 TARGET_TISSUE = {"lits": Tissue.LIVER, "kits": Tissue.KIDNEY}
@@ -126,17 +127,29 @@ class PhantomConfig:
     def __post_init__(self) -> None:
         """Normalise list-valued ranges (from YAML or JSON) to tuples and check every field."""
         if self.dataset not in DATASETS:
-            raise InputError(None, f"phantom dataset must be one of {DATASETS}, got {self.dataset!r}")
-        for name, minimum in (("size_range", 32), ("slices_range", 8), ("fov_mm_range", 1e-3),
-                              ("slice_mm_range", 1e-3), ("tumor_mm_range", 1e-3)):
+            raise InputError(
+                None, f"phantom dataset must be one of {DATASETS}, got {self.dataset!r}"
+            )
+        for name, minimum in (
+            ("size_range", 32),
+            ("slices_range", 8),
+            ("fov_mm_range", 1e-3),
+            ("slice_mm_range", 1e-3),
+            ("tumor_mm_range", 1e-3),
+        ):
             value = tuple(getattr(self, name))
             if len(value) != 2 or not minimum <= value[0] <= value[1]:
-                raise InputError(None, f"phantom {name} must be (low, high) with "
-                                       f"{minimum} <= low <= high, got {value}")
+                raise InputError(
+                    None,
+                    f"phantom {name} must be (low, high) with "
+                    f"{minimum} <= low <= high, got {value}",
+                )
             setattr(self, name, value)
         for name in ("nonsquare_prob", "flip_prob", "permute_prob", "p_no_tumor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(None, f"phantom {name} must be a probability, got {getattr(self, name)}")
+                raise InputError(
+                    None, f"phantom {name} must be a probability, got {getattr(self, name)}"
+                )
         for name in ("max_tumors", "tumor_contrast", "noise_hu", "blur_sigma_mm"):
             if getattr(self, name) < 0:
                 raise InputError(None, f"phantom {name} must be >= 0, got {getattr(self, name)}")
@@ -195,7 +208,7 @@ class Box:
 def _box(grid: Grid, lo: Sequence[float], hi: Sequence[float]) -> Box | None:
     """The block of voxels whose centres lie in ``[lo, hi]`` (mm, per axis); None if empty."""
     index, coords = [], []
-    for axis, (c, a, b) in enumerate(zip((grid.x, grid.y, grid.z), lo, hi)):
+    for axis, (c, a, b) in enumerate(zip((grid.x, grid.y, grid.z), lo, hi, strict=True)):
         i0, i1 = int(np.searchsorted(c, a, "left")), int(np.searchsorted(c, b, "right"))
         if i1 <= i0:
             return None
@@ -222,8 +235,14 @@ class Volume:
     hu: np.ndarray
     tissue: np.ndarray
 
-    def paint(self, box: Box, mask: np.ndarray, hu: float | np.ndarray, tissue: Tissue,
-              where: Sequence[Tissue] | None = None) -> np.ndarray:
+    def paint(
+        self,
+        box: Box,
+        mask: np.ndarray,
+        hu: float | np.ndarray,
+        tissue: Tissue,
+        where: Sequence[Tissue] | None = None,
+    ) -> np.ndarray:
         """Set HU and tissue inside ``mask`` (boolean, broadcastable to ``box``).
 
         With ``where``, only voxels currently made of one of those tissues change; this is how
@@ -303,7 +322,9 @@ def _profile(z: np.ndarray, z_lo: float, z_hi: float, peak: float, roundness: fl
 
 def _tube(grid: Grid, tube: Tube) -> Section | None:
     """Evaluate ``tube`` on the voxels of its bounding box; None when it misses the grid."""
-    reach = max(tube.a, tube.b) * (1 + sum(abs(h[1]) for h in tube.wobble)) + math.hypot(*tube.shift)
+    reach = max(tube.a, tube.b) * (1 + sum(abs(h[1]) for h in tube.wobble)) + math.hypot(
+        *tube.shift
+    )
     lo = (tube.cx - reach, tube.cy - reach, tube.z_lo)
     hi = (tube.cx + reach, tube.cy + reach, tube.z_hi)
     box = _box(grid, lo, hi)
@@ -328,8 +349,13 @@ def _tube(grid: Grid, tube: Tube) -> Section | None:
     return Section(box, rho, scale, cx, cy)
 
 
-def _blob(grid: Grid, centre: Sequence[float], radii: Sequence[float], rotation: np.ndarray,
-          bumps: Sequence[Bump] = ()) -> tuple[Box, np.ndarray] | None:
+def _blob(
+    grid: Grid,
+    centre: Sequence[float],
+    radii: Sequence[float],
+    rotation: np.ndarray,
+    bumps: Sequence[Bump] = (),
+) -> tuple[Box, np.ndarray] | None:
     """Normalised radius (< 1 inside) of a rotated, bumpy ellipsoid over its bounding box.
 
     ``rotation`` maps world offsets to the ellipsoid's axes, whose semi-axes are ``radii``."""
@@ -347,8 +373,9 @@ def _blob(grid: Grid, centre: Sequence[float], radii: Sequence[float], rotation:
         inv = 1.0 / np.maximum(rho, 1e-6)
         bend = np.ones_like(rho)
         for bump in bumps:
-            cos_angle = (q[0] * bump.direction[0] + q[1] * bump.direction[1]
-                         + q[2] * bump.direction[2]) * inv
+            cos_angle = (
+                q[0] * bump.direction[0] + q[1] * bump.direction[1] + q[2] * bump.direction[2]
+            ) * inv
             bend += bump.amp * np.sin(bump.freq * cos_angle + bump.phase)
         rho /= bend
     return box, rho
@@ -366,10 +393,19 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng([seed, i]) for i, name in enumerate(_STREAMS)}
 
 
-def _wobble(rng: np.random.Generator, amplitude: float, orders: Sequence[int] = (2, 3, 4)) -> tuple[Harmonic, ...]:
+def _wobble(
+    rng: np.random.Generator, amplitude: float, orders: Sequence[int] = (2, 3, 4)
+) -> tuple[Harmonic, ...]:
     """Low-frequency outline harmonics; higher orders get smaller amplitudes."""
-    return tuple((k, amplitude * rng.uniform(0.4, 1.0) * 2 / k, rng.uniform(0, 2 * math.pi),
-                  rng.uniform(-1, 1) * 2 * math.pi / 150.0) for k in orders)
+    return tuple(
+        (
+            k,
+            amplitude * rng.uniform(0.4, 1.0) * 2 / k,
+            rng.uniform(0, 2 * math.pi),
+            rng.uniform(-1, 1) * 2 * math.pi / 150.0,
+        )
+        for k in orders
+    )
 
 
 def _bumps(rng: np.random.Generator, n: int, amplitude: float) -> tuple[Bump, ...]:
@@ -379,8 +415,14 @@ def _bumps(rng: np.random.Generator, n: int, amplitude: float) -> tuple[Bump, ..
     for _ in range(n):
         direction = rng.standard_normal(3)
         direction /= np.linalg.norm(direction)
-        out.append(Bump(amplitude / n * rng.uniform(0.3, 1.0), tuple(float(v) for v in direction),
-                        rng.uniform(1.5, 4.0), rng.uniform(0, 2 * math.pi)))
+        out.append(
+            Bump(
+                amplitude / n * rng.uniform(0.3, 1.0),
+                tuple(float(v) for v in direction),
+                rng.uniform(1.5, 4.0),
+                rng.uniform(0, 2 * math.pi),
+            )
+        )
     return tuple(out)
 
 
@@ -393,13 +435,16 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
 def _texture(rng: np.random.Generator, box: Box, amplitude: float) -> np.ndarray:
     """Smooth HU variation (wavelengths 40-120 mm, about +-``amplitude``) over ``box``: real
     parenchyma is not flat, so tumors cannot be found by a single threshold."""
-    field = np.zeros(box.shape, dtype=np.float32)
+    total = np.zeros(box.shape, dtype=np.float32)
     for _ in range(2):
         k = 2 * math.pi / rng.uniform(40, 120, size=3)
         p = rng.uniform(0, 2 * math.pi, size=3)
-        field += (np.cos(k[0] * box.x + p[0]) * np.cos(k[1] * box.y + p[1])
-                  * np.cos(k[2] * box.z + p[2]))
-    return field * np.float32(amplitude / 2)
+        total += (
+            np.cos(float(k[0]) * box.x + float(p[0]))
+            * np.cos(float(k[1]) * box.y + float(p[1]))
+            * np.cos(float(k[2]) * box.z + float(p[2]))
+        )
+    return total * np.float32(amplitude / 2)
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -524,13 +569,15 @@ def _sample_intensities(dataset: str, rng: np.random.Generator) -> Intensities:
     """Tissue HU for one case. LiTS scans are mostly portal-venous but span all phases
     (liver 50-180 HU); KiTS19 scans are contrast-enhanced (kidney cortex 110-200 HU)."""
     e = rng.uniform(0.0, 1.0) if dataset == "lits" else rng.uniform(0.45, 1.0)
+    fat, visceral_fat, muscle = rng.uniform(-120, -80), rng.uniform(-110, -70), rng.uniform(30, 60)
+    liver = float(np.clip(50 + 130 * e + rng.normal(0, 6), 50, 180))
     return Intensities(
         enhancement=e,
-        fat=rng.uniform(-120, -80),
-        visceral_fat=rng.uniform(-110, -70),
-        muscle=rng.uniform(30, 60),
-        liver=float(np.clip(50 + 130 * e + rng.normal(0, 6), 50, 180)),
-        liver_vessel=-15 + 65 * e + rng.uniform(-5, 5),
+        fat=fat,
+        visceral_fat=visceral_fat,
+        muscle=muscle,
+        liver=liver,
+        liver_vessel=liver - 15 + 65 * e + rng.uniform(-5, 5),
         spleen=float(np.clip(45 + 140 * e + rng.normal(0, 6), 40, 200)),
         cortex=35 + 165 * e + rng.uniform(-5, 5),
         medulla=30 + 75 * e * rng.uniform(0.6, 1.0),
@@ -581,40 +628,59 @@ def _sample_layout(dataset: str, grid: Grid, rng: np.random.Generator) -> Layout
     def mm(pair: tuple[float, float]) -> tuple[float, float]:
         return grid.z_at(pair[0]), grid.z_at(pair[1])
 
-    return Layout(mm(liver), mm(right), mm(left), mm(spleen), grid.z_at(stomach), mm(bowel),
-                  grid.z_at(ribs))
+    return Layout(
+        mm(liver), mm(right), mm(left), mm(spleen), grid.z_at(stomach), mm(bowel), grid.z_at(ribs)
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Painters, in drawing order: later ones cover earlier ones
 
 
-def _paint_body(vol: Volume, grid: Grid, body: Body, hu: Intensities, slab: int = 16) -> None:
-    """Air, subcutaneous fat, muscle wall and visceral fat of the cavity, slab by slab."""
+def _paint_body(vol: Volume, grid: Grid, body: Body, hu: Intensities, rows: int = 32) -> None:
+    """Air, subcutaneous fat, muscle wall and visceral fat of the cavity, over the whole grid.
+
+    Works in blocks of ``rows`` left-right positions: each is contiguous in memory, and the
+    layer index (0 air .. 3 cavity) becomes HU and tissue through small lookup tables.
+    """
     lut_hu = np.array([HU_AIR, hu.fat, hu.muscle, hu.visceral_fat], dtype=np.float32)
-    lut_tissue = np.array([Tissue.AIR, Tissue.FAT, Tissue.MUSCLE, Tissue.FAT], dtype=np.uint8)
-    for k0 in range(0, grid.shape[2], slab):
-        box = _slab(grid, k0, min(k0 + slab, grid.shape[2]))
+    lut_tissue = np.array(
+        [Tissue.AIR, Tissue.FAT, Tissue.MUSCLE, Tissue.VISCERAL_FAT], dtype=np.uint8
+    )
+    x, y, z = grid.x, grid.y, grid.z
+    for i0 in range(0, grid.shape[0], rows):
+        i1 = min(i0 + rows, grid.shape[0])
+        box = _box(grid, (x[i0], y[0], z[0]), (x[i1 - 1], y[-1], z[-1]))
         r2 = body.rho2(box)
-        layer = (r2 < 1.0).astype(np.uint8)
+        layer = (r2 < 1.0).astype(np.intp)
         layer += r2 < body.r_muscle**2
         layer += r2 < body.r_cavity**2
-        vol.hu[box.index] = lut_hu[layer]
-        vol.tissue[box.index] = lut_tissue[layer]
+        vol.hu[box.index] = np.take(lut_hu, layer, mode="clip")
+        vol.tissue[box.index] = np.take(lut_tissue, layer, mode="clip")
 
 
-def _paint_table(vol: Volume, grid: Grid, body: Body, hu: Intensities, rng: np.random.Generator) -> None:
+def _paint_table(
+    vol: Volume, grid: Grid, body: Body, hu: Intensities, rng: np.random.Generator
+) -> None:
     """The scanner table: a slab a few mm below the patient's back."""
     top = -body.b_post * (1 + body.wave[0]) - rng.uniform(2.0, 10.0)
     half_width = rng.uniform(0.7, 0.9) * body.a
-    box = _box(grid, (-half_width, top - rng.uniform(6.0, 12.0), grid.z[0]),
-               (half_width, top, grid.z[-1]))
+    box = _box(
+        grid, (-half_width, top - rng.uniform(6.0, 12.0), grid.z[0]), (half_width, top, grid.z[-1])
+    )
     if box is not None:
         vol.paint(box, np.ones(box.shape, bool), hu.table, Tissue.TABLE, where=(Tissue.AIR,))
 
 
-def _paint_bowel_loop(vol: Volume, grid: Grid, centre: Sequence[float], radii: Sequence[float],
-                      rng: np.random.Generator, hu: Intensities, upright: bool = False) -> None:
+def _paint_bowel_loop(
+    vol: Volume,
+    grid: Grid,
+    centre: Sequence[float],
+    radii: Sequence[float],
+    rng: np.random.Generator,
+    hu: Intensities,
+    upright: bool = False,
+) -> None:
     """One bowel loop, a colon segment (``upright``: long axis along z) or the stomach:
     enhancing wall, fluid or oral-contrast content, and often a gas pocket above a horizontal
     gas-fluid level (gas rises anteriorly, +y, in a supine patient). Drawn only into visceral
@@ -633,52 +699,74 @@ def _paint_bowel_loop(vol: Volume, grid: Grid, centre: Sequence[float], radii: S
     values = np.where(lumen, np.float32(content), np.float32(hu.bowel_wall))
     if level is not None:
         values[lumen & (box.y > centre[1] + level * radii[1])] = rng.uniform(-1000, -950)
-    vol.paint(box, rho < 1, values, Tissue.BOWEL, where=(Tissue.FAT,))
+    vol.paint(box, rho < 1, values, Tissue.BOWEL, where=(Tissue.VISCERAL_FAT,))
 
 
-def _paint_bowel(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities,
-                 rng: np.random.Generator) -> None:
+def _paint_bowel(
+    vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities, rng: np.random.Generator
+) -> None:
     """The stomach (left upper quadrant), the ascending and descending colon along the flanks
     and 14-26 small-bowel loops filling the anterior cavity."""
     A, B_ant, B_post = body.cavity
     k = body.size
     stomach = (-0.35 * A, 0.3 * B_ant, layout.stomach_z)
-    _paint_bowel_loop(vol, grid, stomach, (rng.uniform(30, 45) * k, rng.uniform(25, 35) * k,
-                                           rng.uniform(40, 60)), rng, hu)
+    _paint_bowel_loop(
+        vol,
+        grid,
+        stomach,
+        (rng.uniform(30, 45) * k, rng.uniform(25, 35) * k, rng.uniform(40, 60)),
+        rng,
+        hu,
+    )
     for side in (1, -1):
-        centre = (side * rng.uniform(0.6, 0.72) * A, rng.uniform(-0.25, 0.05) * B_post,
-                  layout.bowel[0] + rng.uniform(0.2, 0.4) * (layout.bowel[1] - layout.bowel[0]))
+        centre = (
+            side * rng.uniform(0.6, 0.72) * A,
+            rng.uniform(-0.25, 0.05) * B_post,
+            layout.bowel[0] + rng.uniform(0.2, 0.4) * (layout.bowel[1] - layout.bowel[0]),
+        )
         radii = (rng.uniform(16, 24) * k, rng.uniform(16, 24) * k, rng.uniform(80, 140))
         _paint_bowel_loop(vol, grid, centre, radii, rng, hu, upright=True)
     for _ in range(int(rng.integers(14, 27))):
-        centre = (rng.uniform(-0.7, 0.65) * A, rng.uniform(-0.2 * B_post, 0.8 * B_ant),
-                  rng.uniform(*layout.bowel))
+        centre = (
+            rng.uniform(-0.7, 0.65) * A,
+            rng.uniform(-0.2 * B_post, 0.8 * B_ant),
+            rng.uniform(*layout.bowel),
+        )
         radii = (rng.uniform(12, 26) * k, rng.uniform(12, 26) * k, rng.uniform(15, 40))
         _paint_bowel_loop(vol, grid, centre, radii, rng, hu)
 
 
-def _cavity_mask(body: Body, box: Box) -> np.ndarray:
-    """Voxels of ``box`` inside the abdominal cavity."""
-    return body.rho2(box) < body.r_cavity**2
-
-
-def _paint_liver(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities,
-                 rng: np.random.Generator) -> Box | None:
+def _paint_liver(
+    vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities, rng: np.random.Generator
+) -> Box | None:
     """Right lobe against the right and anterior cavity wall, plus a left lobe crossing the
     midline anteriorly in the upper part. Returns the liver's bounding box."""
     A, B_ant, B_post = body.cavity
     z_lo, z_hi = layout.liver
-    right = Tube(cx=rng.uniform(0.38, 0.46) * A, cy=rng.uniform(-0.08, 0.05) * B_ant,
-                 a=rng.uniform(0.5, 0.6) * A, b=rng.uniform(0.72, 0.85) * (B_ant + B_post) / 2,
-                 angle=math.radians(rng.uniform(-15, 15)), z_lo=z_lo, z_hi=z_hi,
-                 peak=rng.uniform(0.6, 0.8), roundness=rng.uniform(0.35, 0.55),
-                 shift=(rng.uniform(0.05, 0.15) * A, rng.uniform(0.0, 0.1) * B_ant),
-                 wobble=_wobble(rng, 0.06))
-    left = Tube(cx=rng.uniform(-0.15, 0.05) * A, cy=rng.uniform(0.4, 0.5) * B_ant,
-                a=rng.uniform(0.35, 0.5) * A, b=rng.uniform(0.22, 0.3) * B_ant,
-                angle=math.radians(rng.uniform(-15, 5)), z_lo=z_lo + rng.uniform(0.4, 0.55) * (z_hi - z_lo),
-                z_hi=z_hi - rng.uniform(0.02, 0.08) * (z_hi - z_lo), peak=0.6,
-                wobble=_wobble(rng, 0.08))
+    right = Tube(
+        cx=rng.uniform(0.38, 0.46) * A,
+        cy=rng.uniform(-0.08, 0.05) * B_ant,
+        a=rng.uniform(0.5, 0.6) * A,
+        b=rng.uniform(0.72, 0.85) * (B_ant + B_post) / 2,
+        angle=math.radians(rng.uniform(-15, 15)),
+        z_lo=z_lo,
+        z_hi=z_hi,
+        peak=rng.uniform(0.6, 0.8),
+        roundness=rng.uniform(0.35, 0.55),
+        shift=(rng.uniform(0.05, 0.15) * A, rng.uniform(0.0, 0.1) * B_ant),
+        wobble=_wobble(rng, 0.06),
+    )
+    left = Tube(
+        cx=rng.uniform(-0.15, 0.05) * A,
+        cy=rng.uniform(0.4, 0.5) * B_ant,
+        a=rng.uniform(0.35, 0.5) * A,
+        b=rng.uniform(0.22, 0.3) * B_ant,
+        angle=math.radians(rng.uniform(-15, 5)),
+        z_lo=z_lo + rng.uniform(0.4, 0.55) * (z_hi - z_lo),
+        z_hi=z_hi - rng.uniform(0.02, 0.08) * (z_hi - z_lo),
+        peak=0.6,
+        wobble=_wobble(rng, 0.08),
+    )
     boxes = []
     for tube in (right, left):
         section = _tube(grid, tube)
@@ -686,8 +774,13 @@ def _paint_liver(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intens
             continue
         box = section.box
         values = np.float32(hu.liver) + _texture(rng, box, rng.uniform(2, 6))
-        vol.paint(box, (section.rho < 1) & _cavity_mask(body, box), values, Tissue.LIVER,
-                  where=(Tissue.FAT, Tissue.BOWEL, Tissue.LIVER))
+        vol.paint(
+            box,
+            section.rho < 1,
+            values,
+            Tissue.LIVER,
+            where=(Tissue.VISCERAL_FAT, Tissue.BOWEL, Tissue.LIVER),
+        )
         boxes.append(box)
     return _union_box(grid, boxes)
 
@@ -701,41 +794,65 @@ def _union_box(grid: Grid, boxes: Sequence[Box]) -> Box | None:
     return _box(grid, lo, hi)
 
 
-def _paint_gallbladder(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities,
-                       rng: np.random.Generator) -> None:
+def _paint_gallbladder(
+    vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities, rng: np.random.Generator
+) -> None:
     """A fluid-dense pear under the liver's anterior-medial surface (absent in 20 % of cases,
     as after cholecystectomy): a dark look-alike that is not liver."""
     A, B_ant, _ = body.cavity
     z_lo, z_hi = layout.liver
-    centre = (rng.uniform(0.15, 0.3) * A, rng.uniform(0.25, 0.4) * B_ant,
-              z_lo + rng.uniform(0.15, 0.35) * (z_hi - z_lo))
+    centre = (
+        rng.uniform(0.15, 0.3) * A,
+        rng.uniform(0.25, 0.4) * B_ant,
+        z_lo + rng.uniform(0.15, 0.35) * (z_hi - z_lo),
+    )
     radii = (rng.uniform(12, 20) * body.size, rng.uniform(10, 16) * body.size, rng.uniform(25, 40))
     rotation, bumps, present = _rotation(rng), _bumps(rng, 2, 0.15), rng.random() < 0.8
     found = _blob(grid, centre, radii, rotation, bumps) if present else None
     if found is not None:
         box, rho = found
-        vol.paint(box, rho < 1, hu.gallbladder, Tissue.GALLBLADDER,
-                  where=(Tissue.LIVER, Tissue.FAT, Tissue.BOWEL))
+        vol.paint(
+            box,
+            rho < 1,
+            hu.gallbladder,
+            Tissue.GALLBLADDER,
+            where=(Tissue.LIVER, Tissue.VISCERAL_FAT, Tissue.BOWEL),
+        )
 
 
-def _paint_spleen(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities,
-                  rng: np.random.Generator) -> None:
+def _paint_spleen(
+    vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities, rng: np.random.Generator
+) -> None:
     """A crescent-like ellipse along the left posterolateral cavity wall."""
     A, _, B_post = body.cavity
     theta = math.radians(rng.uniform(-150, -130))
-    tube = Tube(cx=0.68 * A * math.cos(theta), cy=0.68 * B_post * math.sin(theta),
-                a=rng.uniform(40, 55) * body.size, b=rng.uniform(16, 24) * body.size,
-                angle=theta + math.pi / 2, z_lo=layout.spleen[0], z_hi=layout.spleen[1],
-                peak=rng.uniform(0.4, 0.6), wobble=_wobble(rng, 0.1))
+    tube = Tube(
+        cx=0.68 * A * math.cos(theta),
+        cy=0.68 * B_post * math.sin(theta),
+        a=rng.uniform(40, 55) * body.size,
+        b=rng.uniform(16, 24) * body.size,
+        angle=theta + math.pi / 2,
+        z_lo=layout.spleen[0],
+        z_hi=layout.spleen[1],
+        peak=rng.uniform(0.4, 0.6),
+        wobble=_wobble(rng, 0.1),
+    )
     section = _tube(grid, tube)
     if section is not None:
         box = section.box
         values = np.float32(hu.spleen) + _texture(rng, box, 4.0)
-        vol.paint(box, (section.rho < 1) & _cavity_mask(body, box), values, Tissue.SPLEEN,
-                  where=(Tissue.FAT, Tissue.BOWEL))
+        vol.paint(
+            box,
+            section.rho < 1,
+            values,
+            Tissue.SPLEEN,
+            where=(Tissue.VISCERAL_FAT, Tissue.BOWEL),
+        )
 
 
-def _kidney_tube(body: Body, z_range: tuple[float, float], side: int, rng: np.random.Generator) -> Tube:
+def _kidney_tube(
+    body: Body, z_range: tuple[float, float], side: int, rng: np.random.Generator
+) -> Tube:
     """One kidney beside the spine (``side`` +1 right, -1 left). Its long axis points
     anterolaterally, so the hilum faces anteromedially; the lower pole lies more lateral and
     anterior than the upper one."""
@@ -743,16 +860,23 @@ def _kidney_tube(body: Body, z_range: tuple[float, float], side: int, rng: np.ra
     angle = math.radians(rng.uniform(45, 65))
     if side < 0:
         angle = math.pi - angle
-    return Tube(cx=side * (rng.uniform(18, 24) + rng.uniform(38, 50)) * k,
-                cy=body.spine_y + rng.uniform(-8, 4) * k,
-                a=rng.uniform(26, 32) * k, b=rng.uniform(18, 23) * k, angle=angle,
-                z_lo=z_range[0], z_hi=z_range[1], peak=rng.uniform(0.45, 0.55),
-                shift=(side * rng.uniform(5, 12) * k, rng.uniform(3, 8) * k),
-                wobble=_wobble(rng, 0.04))
+    return Tube(
+        cx=side * (rng.uniform(18, 24) + rng.uniform(38, 50)) * k,
+        cy=body.spine_y + rng.uniform(-8, 4) * k,
+        a=rng.uniform(26, 32) * k,
+        b=rng.uniform(18, 23) * k,
+        angle=angle,
+        z_lo=z_range[0],
+        z_hi=z_range[1],
+        peak=rng.uniform(0.45, 0.55),
+        shift=(side * rng.uniform(5, 12) * k, rng.uniform(3, 8) * k),
+        wobble=_wobble(rng, 0.04),
+    )
 
 
-def _paint_kidney(vol: Volume, grid: Grid, body: Body, tube: Tube, hu: Intensities,
-                  rng: np.random.Generator) -> Box | None:
+def _paint_kidney(
+    vol: Volume, grid: Grid, tube: Tube, hu: Intensities, rng: np.random.Generator
+) -> Box | None:
     """Cortex (5-7 mm rim), medulla and, around the hilum, the renal sinus; all are kidney.
     Returns the kidney's bounding box."""
     cortex_mm = rng.uniform(5, 7)
@@ -774,9 +898,13 @@ def _paint_kidney(vol: Volume, grid: Grid, body: Body, tube: Tube, hu: Intensiti
     sinus = (su * su + sv * sv < 1) & (section.scale > 0.7) & medulla
     values = np.where(medulla, np.float32(hu.medulla), np.float32(hu.cortex))
     values = np.where(sinus, np.float32(hu.sinus), values) + _texture(rng, box, 3.0)
-    mask = (rho < 1) & _cavity_mask(body, box)
-    vol.paint(box, mask, values, Tissue.KIDNEY,
-              where=(Tissue.FAT, Tissue.BOWEL, Tissue.LIVER, Tissue.SPLEEN, Tissue.GALLBLADDER))
+    vol.paint(
+        box,
+        rho < 1,
+        values,
+        Tissue.KIDNEY,
+        where=(Tissue.VISCERAL_FAT, Tissue.BOWEL, Tissue.LIVER, Tissue.SPLEEN, Tissue.GALLBLADDER),
+    )
     return box
 
 
@@ -806,13 +934,27 @@ def _sample_spine(body: Body, rng: np.random.Generator) -> Spine:
     """Lumbar-sized vertebrae, 32-40 mm per level including a 7-10 mm disc."""
     k = body.size
     period = rng.uniform(32, 40)
-    return Spine(body.spine_y, rng.uniform(18, 24) * k, rng.uniform(14, 18) * k,
-                 rng.uniform(7, 9) * k, period, rng.uniform(7, 10), rng.uniform(0, period),
-                 (rng.uniform(2, 6), rng.uniform(400, 800), rng.uniform(0, 2 * math.pi)))
+    return Spine(
+        body.spine_y,
+        rng.uniform(18, 24) * k,
+        rng.uniform(14, 18) * k,
+        rng.uniform(7, 9) * k,
+        period,
+        rng.uniform(7, 10),
+        rng.uniform(0, period),
+        (rng.uniform(2, 6), rng.uniform(400, 800), rng.uniform(0, 2 * math.pi)),
+    )
 
 
-def _paint_lungs(vol: Volume, grid: Grid, body: Body, layout: Layout, spine: Spine,
-                 hu: Intensities, rng: np.random.Generator) -> None:
+def _paint_lungs(
+    vol: Volume,
+    grid: Grid,
+    body: Body,
+    layout: Layout,
+    spine: Spine,
+    hu: Intensities,
+    rng: np.random.Generator,
+) -> None:
     """Lung bases and heart above a double-domed diaphragm.
 
     The right dome tops the liver, the left one is lower, and the costophrenic recesses reach
@@ -824,8 +966,12 @@ def _paint_lungs(vol: Volume, grid: Grid, body: Body, layout: Layout, spine: Spi
     apex_l = apex_r - rng.uniform(5.0, 20.0)
     depth = rng.uniform(0.3, 0.5) * (layout.liver[1] - layout.liver[0])
     ya = rng.uniform(0.0, 0.15) * B_ant
-    heart = (rng.uniform(-0.2, -0.05) * A, rng.uniform(0.2, 0.35) * B_ant,
-             rng.uniform(0.3, 0.4) * A, rng.uniform(0.45, 0.6) * B_ant)
+    heart = (
+        rng.uniform(-0.2, -0.05) * A,
+        rng.uniform(0.2, 0.35) * B_ant,
+        rng.uniform(0.3, 0.4) * A,
+        rng.uniform(0.45, 0.6) * B_ant,
+    )
     x2, y2 = grid.x[:, None], grid.y[None, :]
     fall = ((y2 - ya) / np.where(y2 >= ya, B_ant, B_post)) ** 2
     dome_r = apex_r - depth * (((x2 - 0.35 * A) / A) ** 2 + fall)
@@ -835,24 +981,27 @@ def _paint_lungs(vol: Volume, grid: Grid, body: Body, layout: Layout, spine: Spi
     if k0 >= grid.shape[2]:
         return
     box = _slab(grid, k0, grid.shape[2])
-    thorax = (box.z > diaphragm[:, :, None]) & _cavity_mask(body, box)
+    thorax = box.z > diaphragm[:, :, None]
     in_heart = ((box.x - heart[0]) / heart[2]) ** 2 + ((box.y - heart[1]) / heart[3]) ** 2 < 1
     posterior_mediastinum = (np.abs(box.x) < spine.r_lr + 10) & (box.y < spine.y + spine.r_ap + 30)
-    covered = (Tissue.FAT, Tissue.BOWEL, Tissue.LIVER, Tissue.SPLEEN, Tissue.GALLBLADDER)
+    covered = (Tissue.VISCERAL_FAT, Tissue.BOWEL, Tissue.LIVER, Tissue.SPLEEN, Tissue.GALLBLADDER)
     vol.paint(box, thorax & in_heart, hu.ivc, Tissue.VESSEL, where=covered)
     vol.paint(box, thorax & ~in_heart & ~posterior_mediastinum, hu.lung, Tissue.LUNG, where=covered)
 
 
-def _paint_muscles(vol: Volume, grid: Grid, body: Body, spine: Spine, hu: Intensities,
-                   rng: np.random.Generator) -> None:
+def _paint_muscles(
+    vol: Volume, grid: Grid, body: Body, spine: Spine, hu: Intensities, rng: np.random.Generator
+) -> None:
     """Erector spinae behind the spine and the psoas beside it, growing towards the pelvis."""
-    _, _, B_post = body.cavity
     back = -body.b_post * body.r_muscle
     x_es, half_es = rng.uniform(26, 32) * body.size, rng.uniform(18, 24) * body.size
     psoas_top = grid.z_at(rng.uniform(0.4, 0.8))
     psoas_growth = rng.uniform(100, 200)
-    box = _box(grid, (-x_es - half_es - spine.r_lr - 40, back, grid.z[0]),
-               (x_es + half_es + spine.r_lr + 40, spine.y + 2 * spine.r_ap, grid.z[-1]))
+    box = _box(
+        grid,
+        (-x_es - half_es - spine.r_lr - 40, back, grid.z[0]),
+        (x_es + half_es + spine.r_lr + 40, spine.y + 2 * spine.r_ap, grid.z[-1]),
+    )
     if box is None:
         return
     canal = spine.canal_y(box.z)
@@ -861,32 +1010,70 @@ def _paint_muscles(vol: Volume, grid: Grid, body: Body, spine: Spine, hu: Intens
     erector = ((np.abs(box.x) - x_es) / half_es) ** 2 + ((box.y - cy) / half_y) ** 2 < 1
     r_ps = (6 + 14 * np.clip((psoas_top - box.z) / psoas_growth, 0, 1)) * body.size
     r_ps = np.where(box.z < psoas_top, r_ps, 0).astype(np.float32)
-    psoas = ((np.abs(box.x) - spine.r_lr - 0.8 * r_ps) ** 2
-             + (box.y - spine.centre_y(box.z) - 2) ** 2) < r_ps**2
-    vol.paint(box, erector | psoas, hu.muscle, Tissue.MUSCLE,
-              where=(Tissue.FAT, Tissue.MUSCLE, Tissue.BOWEL, Tissue.KIDNEY, Tissue.LIVER,
-                     Tissue.SPLEEN))
-    del B_post
+    psoas = (
+        (np.abs(box.x) - spine.r_lr - 0.8 * r_ps) ** 2 + (box.y - spine.centre_y(box.z) - 2) ** 2
+    ) < r_ps**2
+    vol.paint(
+        box,
+        erector | psoas,
+        hu.muscle,
+        Tissue.MUSCLE,
+        where=(
+            Tissue.VISCERAL_FAT,
+            Tissue.MUSCLE,
+            Tissue.BOWEL,
+            Tissue.KIDNEY,
+            Tissue.LIVER,
+            Tissue.SPLEEN,
+        ),
+    )
 
 
-def _paint_vessels(vol: Volume, grid: Grid, spine: Spine, hu: Intensities,
-                   rng: np.random.Generator) -> None:
+def _paint_vessels(
+    vol: Volume, grid: Grid, spine: Spine, hu: Intensities, rng: np.random.Generator
+) -> None:
     """Aorta anterior-left of the spine (patient's left is -x) and the flatter inferior vena
     cava anterior-right of it, over the whole scan."""
     r_ao = rng.uniform(9, 13)
-    aorta = Tube(cx=-rng.uniform(10, 20), cy=spine.y + spine.r_ap + r_ao + rng.uniform(1, 4),
-                 a=r_ao, b=r_ao, angle=0.0, z_lo=grid.z[0] - 1, z_hi=grid.z[-1] + 1, roundness=0.0,
-                 shift=(rng.uniform(-4, 4), rng.uniform(-4, 4)))
-    ivc = Tube(cx=rng.uniform(18, 28), cy=spine.y + spine.r_ap + rng.uniform(6, 12),
-               a=rng.uniform(11, 15), b=rng.uniform(7, 10), angle=math.radians(rng.uniform(-20, 20)),
-               z_lo=grid.z[0] - 1, z_hi=grid.z[-1] + 1, roundness=0.0,
-               shift=(rng.uniform(-4, 4), rng.uniform(-4, 4)))
+    aorta = Tube(
+        cx=-rng.uniform(10, 20),
+        cy=spine.y + spine.r_ap + r_ao + rng.uniform(1, 4),
+        a=r_ao,
+        b=r_ao,
+        angle=0.0,
+        z_lo=grid.z[0] - 1,
+        z_hi=grid.z[-1] + 1,
+        roundness=0.0,
+        shift=(rng.uniform(-4, 4), rng.uniform(-4, 4)),
+    )
+    ivc = Tube(
+        cx=rng.uniform(18, 28),
+        cy=spine.y + spine.r_ap + rng.uniform(6, 12),
+        a=rng.uniform(11, 15),
+        b=rng.uniform(7, 10),
+        angle=math.radians(rng.uniform(-20, 20)),
+        z_lo=grid.z[0] - 1,
+        z_hi=grid.z[-1] + 1,
+        roundness=0.0,
+        shift=(rng.uniform(-4, 4), rng.uniform(-4, 4)),
+    )
     for tube, value in ((aorta, hu.aorta), (ivc, hu.ivc)):
         section = _tube(grid, tube)
         if section is not None:
-            vol.paint(section.box, section.rho < 1, value, Tissue.VESSEL,
-                      where=(Tissue.FAT, Tissue.BOWEL, Tissue.LIVER, Tissue.MUSCLE, Tissue.KIDNEY,
-                             Tissue.LUNG))
+            vol.paint(
+                section.box,
+                section.rho < 1,
+                value,
+                Tissue.VESSEL,
+                where=(
+                    Tissue.VISCERAL_FAT,
+                    Tissue.BOWEL,
+                    Tissue.LIVER,
+                    Tissue.MUSCLE,
+                    Tissue.KIDNEY,
+                    Tissue.LUNG,
+                ),
+            )
 
 
 def _paint_spine(vol: Volume, grid: Grid, body: Body, spine: Spine, hu: Intensities) -> None:
@@ -911,10 +1098,17 @@ def _paint_spine(vol: Volume, grid: Grid, body: Body, spine: Spine, hu: Intensit
     canal = rc < spine.canal_r
     arch = (rc < spine.canal_r + 6 * body.size) & ~canal & arch_z
     tip = back + 8
-    spinous = (np.abs(box.x) < 4 * body.size) & (box.y < canal_y - spine.canal_r) & (box.y > tip) & arch_z
+    spinous = (
+        (np.abs(box.x) < 4 * body.size) & (box.y < canal_y - spine.canal_r) & (box.y > tip) & arch_z
+    )
     xt = spine.canal_r + 16 * body.size
-    transverse = ((((np.abs(box.x) - xt) / (14 * body.size)) ** 2
-                   + ((box.y - canal_y - 2) / (4.5 * body.size)) ** 2) < 1) & transverse_z
+    transverse = (
+        (
+            ((np.abs(box.x) - xt) / (14 * body.size)) ** 2
+            + ((box.y - canal_y - 2) / (4.5 * body.size)) ** 2
+        )
+        < 1
+    ) & transverse_z
     bone = np.where(shell, np.float32(hu.cortical), np.float32(hu.cancellous))
     values = np.where(vertebra & disc, np.float32(hu.disc), bone)
     values = np.where(arch | spinous | transverse, np.float32(0.8 * hu.cortical), values)
@@ -922,8 +1116,9 @@ def _paint_spine(vol: Volume, grid: Grid, body: Body, spine: Spine, hu: Intensit
     vol.paint(box, vertebra | canal | arch | spinous | transverse, values, Tissue.SPINE)
 
 
-def _paint_ribs(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities,
-                rng: np.random.Generator) -> None:
+def _paint_ribs(
+    vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensities, rng: np.random.Generator
+) -> None:
     """Oblique rib sections in the muscle wall, mirrored left and right. Ribs descend
     anteriorly, so their angular positions drift with z; the lowest slices only show
     posterior ribs and the anterior limit rises along the costal margin."""
@@ -949,23 +1144,46 @@ def _paint_ribs(vol: Volume, grid: Grid, body: Body, layout: Layout, hu: Intensi
                 _stamp_rib(vol, grid, (cx, cy, zk), half_dz, half_t, half_r, tangent, hu)
 
 
-def _stamp_rib(vol: Volume, grid: Grid, centre: tuple[float, float, float], half_dz: float,
-               half_t: float, half_r: float, angle: float, hu: Intensities) -> None:
+def _stamp_rib(
+    vol: Volume,
+    grid: Grid,
+    centre: tuple[float, float, float],
+    half_dz: float,
+    half_t: float,
+    half_r: float,
+    angle: float,
+    hu: Intensities,
+) -> None:
     """One rib section in one slice: an ellipse elongated along the body wall, cortical rim
     and marrow."""
     cx, cy, z = centre
-    box = _box(grid, (cx - half_t, cy - half_t, z - half_dz), (cx + half_t, cy + half_t, z + half_dz))
+    box = _box(
+        grid, (cx - half_t, cy - half_t, z - half_dz), (cx + half_t, cy + half_t, z + half_dz)
+    )
     if box is None:
         return
     c, s = math.cos(angle), math.sin(angle)
     dx, dy = box.x - cx, box.y - cy
     rho = np.hypot((dx * c + dy * s) / half_t, (dy * c - dx * s) / half_r)
     values = np.where(rho > 1 - 1.5 / half_r, np.float32(hu.cortical), np.float32(hu.cancellous))
-    vol.paint(box, rho < 1, values, Tissue.RIB, where=(Tissue.MUSCLE, Tissue.FAT, Tissue.LUNG))
+    vol.paint(
+        box,
+        rho < 1,
+        values,
+        Tissue.RIB,
+        where=(Tissue.MUSCLE, Tissue.FAT, Tissue.VISCERAL_FAT, Tissue.LUNG),
+    )
 
 
-def _paint_liver_vessels(vol: Volume, grid: Grid, body: Body, layout: Layout, liver: Box | None,
-                         hu: Intensities, rng: np.random.Generator) -> None:
+def _paint_liver_vessels(
+    vol: Volume,
+    grid: Grid,
+    body: Body,
+    layout: Layout,
+    liver: Box | None,
+    hu: Intensities,
+    rng: np.random.Generator,
+) -> None:
     """Portal and hepatic vein branches: tapering tubes from the hilum to random points of the
     liver, drawn only inside it (they stay liver in the label, as in LiTS)."""
     if liver is None:
@@ -976,18 +1194,26 @@ def _paint_liver_vessels(vol: Volume, grid: Grid, body: Body, layout: Layout, li
     inside = np.flatnonzero(vol.tissue[liver.index] == Tissue.LIVER)
     n_branches = int(rng.integers(4, 8))
     picks = rng.integers(0, max(len(inside), 1), size=n_branches)
-    radii = rng.uniform(4.0, 7.0, size=n_branches), rng.uniform(1.5, 3.0, size=n_branches)
+    r_hilum = rng.uniform(4.0, 7.0, size=n_branches)
+    r_tip = rng.uniform(1.5, 3.0, size=n_branches)
     if len(inside) == 0:
         return
-    starts = np.array(np.unravel_index(inside[picks], liver.shape)).T
-    for end_index, r0, r1 in zip(starts, *radii):
-        end = np.array([liver.x[end_index[0], 0, 0], liver.y[0, end_index[1], 0],
-                        liver.z[0, 0, end_index[2]]], dtype=float)
-        _paint_branch(vol, grid, hilum, end, r0, r1, hu.liver_vessel + hu.liver)
+    ends = np.array(np.unravel_index(inside[picks], liver.shape)).T
+    for (i, j, k), r0, r1 in zip(ends, r_hilum, r_tip, strict=True):
+        end = np.array([liver.x[i, 0, 0], liver.y[0, j, 0], liver.z[0, 0, k]], dtype=float)
+        _paint_branch(vol, grid, hilum, end, float(r0), float(r1), hu.liver_vessel)
 
 
-def _paint_branch(vol: Volume, grid: Grid, start: np.ndarray, end: np.ndarray, r0: float,
-                  r1: float, value: float, piece_mm: float = 30.0) -> None:
+def _paint_branch(
+    vol: Volume,
+    grid: Grid,
+    start: np.ndarray,
+    end: np.ndarray,
+    r0: float,
+    r1: float,
+    value: float,
+    piece_mm: float = 30.0,
+) -> None:
     """A tube tapering from radius ``r0`` to ``r1``, drawn as short capsules so each one is
     evaluated on a small box only."""
     n = max(1, int(math.ceil(np.linalg.norm(end - start) / piece_mm)))
@@ -1020,8 +1246,14 @@ def _organ_voxels(vol: Volume, box: Box, tissue: Tissue, side: int = 0) -> np.nd
     return np.flatnonzero(mask)
 
 
-def _paint_tumors(vol: Volume, grid: Grid, cfg: PhantomConfig, hu: Intensities,
-                  organ_boxes: dict[str, Box | None], rng: np.random.Generator) -> list[dict]:
+def _paint_tumors(
+    vol: Volume,
+    grid: Grid,
+    cfg: PhantomConfig,
+    hu: Intensities,
+    organ_boxes: dict[str, Box | None],
+    rng: np.random.Generator,
+) -> list[dict]:
     """Draw 0..max_tumors perturbed ellipsoids centred on organ voxels; return their truth.
 
     LiTS tumors are clipped to the liver; KiTS tumors may bulge out of the kidney into the
@@ -1033,7 +1265,7 @@ def _paint_tumors(vol: Volume, grid: Grid, cfg: PhantomConfig, hu: Intensities,
     count = 0 if none or cfg.max_tumors == 0 else int(rng.integers(1, cfg.max_tumors + 1))
     organ = TARGET_TISSUE[cfg.dataset]
     reference = hu.liver if cfg.dataset == "lits" else hu.cortex
-    allowed = (Tissue.LIVER,) if cfg.dataset == "lits" else (Tissue.KIDNEY, Tissue.FAT)
+    allowed = (Tissue.LIVER,) if cfg.dataset == "lits" else (Tissue.KIDNEY, Tissue.VISCERAL_FAT)
     tumors = []
     for _ in range(count):
         diameter = _log_uniform(rng, *cfg.tumor_mm_range)
@@ -1058,9 +1290,15 @@ def _paint_tumors(vol: Volume, grid: Grid, cfg: PhantomConfig, hu: Intensities,
         painted = vol.paint(blob_box, rho < 1, reference + contrast, Tissue.TUMOR, where=allowed)
         voxels = int(painted.sum())
         if voxels:
-            tumors.append({"organ": name, "center_mm": [round(c, 2) for c in centre],
-                           "diameter_mm": round(diameter, 2), "contrast_hu": round(contrast, 2),
-                           "voxels": voxels})
+            tumors.append(
+                {
+                    "organ": name,
+                    "center_mm": [round(c, 2) for c in centre],
+                    "diameter_mm": round(diameter, 2),
+                    "contrast_hu": round(contrast, 2),
+                    "voxels": voxels,
+                }
+            )
     return tumors
 
 
@@ -1088,10 +1326,13 @@ def _kernel_gain(sigmas: Sequence[float]) -> float:
     return gain
 
 
-def _acquire(hu: np.ndarray, grid: Grid, cfg: PhantomConfig, rng: np.random.Generator) -> np.ndarray:
+def _acquire(
+    hu: np.ndarray, grid: Grid, cfg: PhantomConfig, rng: np.random.Generator
+) -> np.ndarray:
     """Simulate reconstruction: white noise plus the ideal image, blurred by one Gaussian PSF,
     so the noise gets CT's correlated texture and a standard deviation of ``noise_hu``; then
-    -1024 outside the reconstruction circle, rounding and clipping to int16 [-1024, 3071]."""
+    -1024 outside the reconstruction circle, rounding and clipping to int16 [-1024, 3071].
+    ``hu`` (the ideal image, float32) is used as the work buffer and overwritten."""
     sigmas = _blur_sigmas(cfg, grid)
     if cfg.noise_hu > 0:
         noise = rng.standard_normal(hu.shape, dtype=np.float32)
@@ -1132,8 +1373,9 @@ def _nifti(data: np.ndarray, grid: Grid, axcodes: str) -> nib.Nifti1Image:
     return image
 
 
-def _draw(cfg: PhantomConfig, grid: Grid, anatomy: np.random.Generator,
-          tumor_rng: np.random.Generator) -> tuple[Volume, Intensities, list[dict]]:
+def _draw(
+    cfg: PhantomConfig, grid: Grid, anatomy: np.random.Generator, tumor_rng: np.random.Generator
+) -> tuple[Volume, Intensities, list[dict]]:
     """Draw the noiseless phantom on ``grid``: the volume, its tissue HU and the tumor truth.
 
     Painters run from background to foreground; each later one covers (or, through its
@@ -1150,10 +1392,12 @@ def _draw(cfg: PhantomConfig, grid: Grid, anatomy: np.random.Generator,
     _paint_spleen(vol, grid, body, layout, hu, anatomy)
     boxes = {"liver": _paint_liver(vol, grid, body, layout, hu, anatomy)}
     _paint_gallbladder(vol, grid, body, layout, hu, anatomy)
-    for name, z_range, side in (("right_kidney", layout.kidney_right, 1),
-                                ("left_kidney", layout.kidney_left, -1)):
+    for name, z_range, side in (
+        ("right_kidney", layout.kidney_right, 1),
+        ("left_kidney", layout.kidney_left, -1),
+    ):
         tube = _kidney_tube(body, z_range, side, anatomy)
-        boxes[name] = _paint_kidney(vol, grid, body, tube, hu, anatomy)
+        boxes[name] = _paint_kidney(vol, grid, tube, hu, anatomy)
     _paint_muscles(vol, grid, body, spine, hu, anatomy)
     _paint_lungs(vol, grid, body, layout, spine, hu, anatomy)
     _paint_vessels(vol, grid, spine, hu, anatomy)
@@ -1242,7 +1486,9 @@ def _read_truth(path: Path) -> dict[str, dict]:
     try:
         truth = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(path, f"unreadable phantom truth file ({exc}); delete it to redraw") from None
+        raise InputError(
+            path, f"unreadable phantom truth file ({exc}); delete it to redraw"
+        ) from None
     if not isinstance(truth, dict):
         raise InputError(path, "phantom truth file must hold an object keyed by case id")
     return truth
@@ -1254,20 +1500,28 @@ def _case_order(key: str) -> tuple[int, str]:
     return (int(digits) if digits else -1, key)
 
 
-def _run_jobs(root: Path, cfg: PhantomConfig, jobs: Sequence[tuple[int, int]],
-              workers: int) -> Iterator[tuple[str, dict]]:
-    """Write the pending cases, in this process or in a pool of ``workers`` processes
-    (spawned, so the parent's threads and libraries are never forked)."""
+@contextlib.contextmanager
+def _case_results(
+    root: Path, cfg: PhantomConfig, jobs: Sequence[tuple[int, int]], workers: int
+) -> Iterator[Iterator[tuple[str, dict]]]:
+    """Write the pending cases, in this process or in a pool of ``workers`` processes; yields
+    an iterator of ``(case id, truth)`` in completion order.
+
+    The pool forks its workers on entry, before the caller starts any thread (the progress
+    bar), so no lock is inherited mid-use; forking avoids re-importing the calling script
+    (and torch) in every worker, as spawning would. Where fork does not exist, workers are
+    spawned. On an error, cases not yet started are cancelled.
+    """
     if workers <= 1 or len(jobs) <= 1:
-        for index, seed in jobs:
-            yield _write_case(root, cfg, index, seed)
+        yield (_write_case(root, cfg, index, seed) for index, seed in jobs)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context(method)
+    )
     try:
         futures = [pool.submit(_write_case, root, cfg, index, seed) for index, seed in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+        yield (future.result() for future in as_completed(futures))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -1278,18 +1532,35 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 
 
-def write_dataset(root: str | Path, cfg: PhantomConfig, n_cases: int, seed: int = 0,
-                  workers: int = 1, progress: bool = True) -> list[Path]:
+def write_dataset(
+    root: str | Path,
+    cfg: PhantomConfig,
+    n_cases: int,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[Path]:
     """Write ``n_cases`` phantom cases in the real layout of ``cfg.dataset`` under ``root``.
 
     LiTS: ``root/volume-{i}.nii.gz`` and ``root/segmentation-{i}.nii.gz``; KiTS19:
@@ -1309,13 +1580,19 @@ def write_dataset(root: str | Path, cfg: PhantomConfig, n_cases: int, seed: int 
     jobs = []
     for index in range(n_cases):
         entry = truth.get(case_id(cfg.dataset, index), {})
-        done = (entry.get("seed") == case_seed(seed, index) and entry.get("config") == digest
-                and all(p.exists() for p in case_files(root, cfg.dataset, index)))
+        done = (
+            entry.get("seed") == case_seed(seed, index)
+            and entry.get("config") == digest
+            and all(p.exists() for p in case_files(root, cfg.dataset, index))
+        )
         if not done:
             jobs.append((index, case_seed(seed, index)))
-    with _progress(progress, n_cases, f"phantom {cfg.dataset}") as advance:
+    with (
+        _case_results(root, cfg, jobs, workers) as results,
+        _progress(progress, n_cases, f"phantom {cfg.dataset}") as advance,
+    ):
         advance(n_cases - len(jobs))
-        for key, entry in _run_jobs(root, cfg, jobs, workers):
+        for key, entry in results:
             truth[key] = entry
             ordered = {k: truth[k] for k in sorted(truth, key=_case_order)}
             write_text_atomic(truth_path, json.dumps(ordered, indent=1))

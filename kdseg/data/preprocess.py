@@ -134,10 +134,6 @@ class Preprocessor:
     def geometry(self, img: nib.Nifti1Image, canonical_hu: np.ndarray) -> Geometry:
         """Work out the mapping for ``img`` whose canonical HU array is ``canonical_hu``."""
         cfg = self.config
-        start = ornt.io_orientation(img.affine)
-        transform = ornt.ornt_transform(start, ornt.axcodes2ornt(cfg.axcodes))
-        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-        spacing = tuple(float(zooms[int(axis)]) for axis in transform_inverse_axes(transform))
         x, y, z = canonical_hu.shape
         box = (0, x, 0, y)
         if cfg.body_crop:
@@ -149,15 +145,22 @@ class Preprocessor:
                        max(int(ys[0]) - m, 0), min(int(ys[-1]) + 1 + m, y))
         resized = cfg.in_plane_size or (box[1] - box[0], box[3] - box[2])
         offset = _centre_offsets(resized, cfg.crop_size) if cfg.crop_size else (0, 0)
-        return Geometry(tuple(img.shape), img.affine.copy(), transform, (x, y, z), spacing,
+        return Geometry(tuple(img.shape), img.affine.copy(), self._transform(img), (x, y, z), self.spacing(img),
                         box, tuple(resized), offset, cfg.crop_size)
+
+    def _transform(self, img: nib.Nifti1Image) -> np.ndarray:
+        """nibabel orientation transform from ``img``'s voxel axes to the canonical ones."""
+        return ornt.ornt_transform(ornt.io_orientation(img.affine), ornt.axcodes2ornt(self.config.axcodes))
 
     def reorient(self, img: nib.Nifti1Image, data: np.ndarray | None = None) -> np.ndarray:
         """Array of ``img`` (or ``data`` on its grid) in the canonical orientation."""
-        start = ornt.io_orientation(img.affine)
-        transform = ornt.ornt_transform(start, ornt.axcodes2ornt(self.config.axcodes))
         arr = np.asanyarray(img.dataobj) if data is None else data
-        return np.ascontiguousarray(ornt.apply_orientation(arr, transform))
+        return np.ascontiguousarray(ornt.apply_orientation(arr, self._transform(img)))
+
+    def spacing(self, img: nib.Nifti1Image) -> tuple[float, float, float]:
+        """Voxel size in mm along the canonical axes."""
+        zooms = img.header.get_zooms()[:3]
+        return tuple(float(zooms[axis]) for axis in transform_inverse_axes(self._transform(img)))
 
     # -- forward ----------------------------------------------------------------------------
     def _to_model_grid(self, slices: torch.Tensor, geom: Geometry, mode: str, fill: float) -> torch.Tensor:

@@ -1,0 +1,170 @@
+"""Self-describing deployment artefacts: the checkpoint's data and model info travel with the file.
+
+An exported network (ONNX, quantized ONNX, AOTInductor ``.pt2``) is only usable if whoever runs
+it feeds it exactly what it saw in training: the task, the 2.5D context and the preprocessing.
+Every artefact therefore carries one JSON document (:func:`artifact_metadata`):
+
+* ONNX: a ``metadata_props`` entry named ``kdseg`` (inside the model file itself);
+* ``.pt2``: a sidecar ``<artefact>.json`` next to the package (AOTInductor packages have no
+  free-form metadata field that survives every loader).
+
+:func:`load_artifact` turns that document back into a :class:`~kdseg.eval.checkpoint.Bundle`
+without a network (``model=None``), so ``kdseg-predict`` / ``kdseg-eval`` run an artefact with
+no checkpoint; :func:`resolve_bundle` is the one place the CLIs decide between checkpoint and
+artefact and pick the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdseg.errors import InputError, write_text_atomic
+from kdseg.eval.checkpoint import Bundle, load_bundle
+
+METADATA_KEY = "kdseg"
+SCHEMA_VERSION = 1
+SUFFIX_BACKENDS = {".onnx": "onnx", ".pt2": "aoti"}
+#: backends that run an artefact file; the others ("torch", "compile") need the checkpoint's network
+ARTIFACT_BACKENDS = ("onnx", "aoti")
+
+
+@dataclass
+class ArtifactBundle(Bundle):
+    """A :class:`Bundle` read from an artefact: no network, plus the artefact's full metadata."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def export_info(self) -> dict[str, Any]:
+        """What the export step recorded (format, precision, pruning, params, checks)."""
+        return dict(self.metadata.get("export", {}))
+
+
+def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
+    """The JSON document an artefact carries: data info, model config and export facts.
+
+    ``export`` holds what the export step knows (format, precision, pruning ratio, parameter
+    count, checks against PyTorch ...); it is stored under ``"export"``.
+    """
+    return {
+        "schema": SCHEMA_VERSION,
+        "model": dict(bundle.model_config),
+        "data": dict(bundle.data),
+        "source_checkpoint": str(bundle.path),
+        "export": export,
+    }
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``<artefact>.json``: where a ``.pt2`` package keeps its metadata."""
+    return Path(f"{path}.json")
+
+
+def backend_for(path: str | Path) -> str:
+    """The inference backend that runs an artefact file, from its suffix."""
+    suffix = Path(path).suffix
+    if suffix not in SUFFIX_BACKENDS:
+        raise InputError(path, f"unknown artefact type {suffix!r}; expected .onnx or .pt2")
+    return SUFFIX_BACKENDS[suffix]
+
+
+def set_onnx_metadata(model: Any, meta: dict[str, Any]) -> None:
+    """Store ``meta`` as JSON in an ``onnx.ModelProto``'s ``metadata_props`` (replacing ours)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta, default=_jsonable)
+
+
+def write_sidecar(path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``<path>.json`` atomically (the metadata of a ``.pt2`` package)."""
+    return write_text_atomic(sidecar_path(path), json.dumps(meta, indent=1, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy scalars, tuples and paths become plain values."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_metadata(path: str | Path, required: bool = True) -> dict[str, Any] | None:
+    """The kdseg metadata of an artefact; :class:`InputError` if the file is missing or corrupt.
+
+    Also validates the file itself (an ONNX protobuf that parses, a ``.pt2`` that is a zip
+    package), so a broken artefact is reported in one line before any runtime touches it.
+    With ``required=False`` a valid file without kdseg metadata gives ``None``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "artefact not found")
+    kind = backend_for(path)
+    text = None
+    if kind == "onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError, ValueError, OSError ...
+            raise InputError(path, f"not a loadable ONNX model ({type(exc).__name__}); corrupt?") from None
+        if not model.graph.node:
+            raise InputError(path, "ONNX file has an empty graph; corrupt or truncated?")
+        text = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    else:
+        if not zipfile.is_zipfile(path):
+            raise InputError(path, "not an AOTInductor .pt2 package (not a zip archive); corrupt?")
+        side = sidecar_path(path)
+        text = side.read_text() if side.is_file() else None
+    if text is None:
+        if required:
+            where = "metadata_props" if kind == "onnx" else f"sidecar {sidecar_path(path).name}"
+            raise InputError(path, f"no kdseg metadata ({where}); pass the checkpoint with ckpt=...")
+        return None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(path, "kdseg metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or "data" not in meta or "model" not in meta:
+        raise InputError(path, "kdseg metadata lacks the data / model sections")
+    return meta
+
+
+def load_artifact(path: str | Path) -> ArtifactBundle:
+    """An :class:`ArtifactBundle` (``model=None``) rebuilt from an artefact's own metadata."""
+    meta = read_metadata(path)
+    assert meta is not None
+    return ArtifactBundle(model=None, model_config=dict(meta["model"]), data=dict(meta["data"]),  # type: ignore[arg-type]
+                          path=Path(path), metadata=meta)
+
+
+def resolve_bundle(ckpt: str | None, artifact: str | None, backend: str) -> tuple[Bundle, str, str | None]:
+    """What the predict / eval commands run: ``(bundle, backend, artifact)``.
+
+    * checkpoint only: its network with ``backend`` (torch or compile);
+    * checkpoint and artefact: the artefact runs, the checkpoint describes it;
+    * artefact only (``ckpt=null``): the artefact runs and describes itself.
+
+    ``backend=torch`` with an artefact means "the artefact's own runtime" (onnx for ``.onnx``,
+    aoti for ``.pt2``). Artefacts are validated first, so a corrupt file is one clear error.
+    """
+    if artifact:
+        artifact = str(artifact)
+        inferred = backend_for(artifact)
+        if backend in ("torch", None):
+            backend = inferred
+        elif backend != inferred:
+            raise InputError(artifact, f"backend={backend} cannot run a {Path(artifact).suffix} file; "
+                                       f"use backend={inferred}")
+        meta_required = not ckpt
+        read_metadata(artifact, required=meta_required)
+        return (load_bundle(ckpt) if ckpt else load_artifact(artifact)), backend, artifact
+    if backend in ARTIFACT_BACKENDS:
+        raise InputError(None, f"backend={backend} needs artifact=PATH (an exported .onnx / .pt2 file)")
+    if not ckpt:
+        raise InputError(None, "give ckpt=PATH (a checkpoint) or artifact=PATH (an exported model)")
+    return load_bundle(ckpt), backend, None

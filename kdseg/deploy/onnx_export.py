@@ -1,0 +1,145 @@
+"""Student-only ONNX export with dynamic batch and spatial size, checked against PyTorch.
+
+The dynamo exporter (``torch.onnx.export(..., dynamo=True)``) is used for every network:
+ENet's ``max_unpool2d`` does not export with the legacy one. Batch is a named dynamic
+dimension; height and width are ``Dim.AUTO``: dynamic wherever the network allows it, fixed
+to the example size otherwise (the file records which, in :func:`input_dims`). The graph is
+checked against the eager network on real slices by argmax agreement and maximum absolute
+difference: in flat regions ENet's 2x2 max-pool ties can choose another unpooling position in
+ONNX Runtime (logits then differ locally, argmax barely), so agreement is the deciding number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdseg.deploy.artifact import set_onnx_metadata
+from kdseg.errors import InputError, atomic_path
+from kdseg.eval.inference import BACKENDS, Backend
+from kdseg.models import LogitsOnly
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+#: minimum argmax agreement with PyTorch before an export is refused
+MIN_AGREEMENT = 0.999
+
+
+@dataclass
+class Comparison:
+    """How closely a backend reproduces a reference on the same slices."""
+
+    reference: str
+    slices: int
+    max_abs_diff: float
+    argmax_agreement: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"vs {self.reference} on {self.slices} slices: argmax agreement "
+                f"{self.argmax_agreement:.6f}, max |diff| {self.max_abs_diff:.3g}")
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's progress prints and torchvision notices (errors still raise)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def dynamic_shapes_spec() -> tuple[dict[int, Any]]:
+    """Named dynamic batch, height and width as dynamic as the network allows."""
+    dim = torch.export.Dim
+    return ({0: dim("batch"), 2: dim.AUTO, 3: dim.AUTO},)
+
+
+def example_input(in_channels: int, size: tuple[int, int], batch: int = 2) -> torch.Tensor:
+    """An export example; batch 2 so the batch dimension is not specialised to 1."""
+    return torch.zeros(batch, in_channels, *size)
+
+
+def export_onnx(model: nn.Module, target: str | Path, example: torch.Tensor,
+                metadata: dict[str, Any] | None = None) -> Path:
+    """Export ``model``'s logits to one ONNX file (no external data), atomically.
+
+    ``metadata`` is embedded as the kdseg ``metadata_props`` entry (see
+    :mod:`kdseg.deploy.artifact`).
+    """
+    import onnx
+
+    net = LogitsOnly(model).eval()
+    try:
+        with quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(net, (example,), dynamo=True, external_data=False,
+                                        dynamic_shapes=dynamic_shapes_spec(), input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], verbose=False)
+    except Exception as exc:  # torch.export / onnxscript raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(target, f"ONNX export failed: {first}") from exc
+    proto = program.model_proto
+    if metadata is not None:
+        set_onnx_metadata(proto, metadata)
+    with atomic_path(target, suffix=".onnx") as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(target)
+
+
+def update_onnx_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Rewrite the kdseg metadata of an ONNX file in place, atomically."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_onnx_metadata(proto, metadata)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def input_dims(path: str | Path) -> list[int | str]:
+    """The ONNX input's dimensions: ints where fixed, names where dynamic."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param if d.dim_param else int(d.dim_value) for d in dims]
+
+
+def run_batched(backend: Backend, slices: np.ndarray, batch: int = 4) -> np.ndarray:
+    """Logits of ``backend`` for ``(N, C, h, w)`` slices, ``batch`` at a time."""
+    return np.concatenate([backend(np.ascontiguousarray(slices[i:i + batch]))
+                           for i in range(0, len(slices), batch)])
+
+
+def compare(candidate: Backend, reference: Backend, slices: np.ndarray, reference_name: str) -> Comparison:
+    """Argmax agreement and max |logit difference| of two backends on ``slices``."""
+    got, want = run_batched(candidate, slices), run_batched(reference, slices)
+    if got.shape != want.shape:
+        raise InputError(None, f"exported model gives logits {got.shape}, PyTorch {want.shape}")
+    return Comparison(reference_name, len(slices), float(np.abs(got - want).max()),
+                      float((got.argmax(1) == want.argmax(1)).mean()))
+
+
+def torch_reference(model: nn.Module) -> Backend:
+    """The eager network as a backend (the reference every export is checked against)."""
+    return BACKENDS["torch"](model)
+
+
+def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """An ONNX Runtime backend for ``path`` (the registered ``onnx`` backend)."""
+    return BACKENDS["onnx"](path, threads=threads)

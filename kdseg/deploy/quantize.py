@@ -1,0 +1,141 @@
+"""Post-training static int8 quantization with ONNX Runtime, and an honest speed check.
+
+``quant_pre_process`` (shape inference and graph optimisation) then ``quantize_static`` in the
+QDQ format with per-channel weights, calibrated on real slices of the training cache. The
+first and the last convolution stay in fp32: quantizing the input layer (raw intensities) and
+the classifier (the logits the decision is taken on) cost a lot of Dice in practice, while
+they are a small share of the compute (STACK_NOTES).
+
+int8 is not always faster on a CPU: ONNX Runtime has no int8 kernel for some operators (PReLU,
+so all of ENet's activations), and every quantize / dequantize pair left around them is extra
+work. :func:`time_alternating` therefore times the fp32 and int8 files on the same slices,
+alternating runs (these cores are shared and noisy), so the export can warn instead of handing
+over a slower model silently.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdseg.deploy.onnx_export import INPUT_NAME, onnx_runner
+from kdseg.errors import InputError, atomic_path
+
+CONV_OPS = ("Conv", "ConvTranspose")
+
+
+@dataclass
+class QuantizeReport:
+    """What was quantized and how it was calibrated."""
+
+    calibration_slices: int
+    calibrate_method: str
+    activation_type: str
+    per_channel: bool
+    kept_fp32: list[str]
+    symbolic_shape_inference: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _SliceReader:
+    """ONNX Runtime calibration reader: one slice per call, batch 1."""
+
+    def __init__(self, slices: np.ndarray, input_name: str) -> None:
+        self._items: Iterator[dict[str, np.ndarray]] = iter(
+            {input_name: np.ascontiguousarray(s[None], dtype=np.float32)} for s in slices)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+    def rewind(self) -> None:  # pragma: no cover - only some calibrators call it
+        raise NotImplementedError
+
+
+def conv_nodes(model: Any) -> list[str]:
+    """Names of the convolution nodes of an ONNX graph, in graph (topological) order."""
+    return [n.name for n in model.graph.node if n.op_type in CONV_OPS]
+
+
+def preprocess_for_quantization(source: Path, target: Path) -> bool:
+    """``quant_pre_process`` with symbolic shape inference, retried without it (ENet needs that).
+
+    Returns whether symbolic shape inference was used.
+    """
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+        return True
+    except Exception:  # symbolic shape inference fails on some graphs (ENet's max-unpool)
+        quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+        return False
+
+
+def quantize_int8(fp32_path: str | Path, target: str | Path, calibration: np.ndarray,
+                  keep_fp32: tuple[str, ...] = ("first", "last"), per_channel: bool = True,
+                  calibrate_method: str = "minmax", activation_type: str = "uint8") -> QuantizeReport:
+    """Write an int8 (QDQ) copy of ``fp32_path`` to ``target``, calibrated on ``calibration``.
+
+    ``calibration`` holds ``(N, C, h, w)`` model-input slices. ``keep_fp32`` names which
+    convolutions stay in floating point: ``"first"``, ``"last"`` (or node names). The fp32
+    file's metadata is carried over (the caller updates it with the int8 facts).
+    ``activation_type`` ``uint8`` (with int8 weights: the U8S8 kernels of x86 CPUs without
+    VNNI) or ``int8``.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise InputError(None, f"unknown calibrate_method {calibrate_method!r}; use {', '.join(methods)}")
+    activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if activation_type not in activations:
+        raise InputError(None, f"unknown activation_type {activation_type!r}; use uint8 or int8")
+    if len(calibration) == 0:
+        raise InputError(None, "int8 calibration needs at least one slice")
+    with tempfile.TemporaryDirectory(prefix="kdseg-quant-") as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        symbolic = preprocess_for_quantization(Path(fp32_path), prepped)
+        convs = conv_nodes(onnx.load(str(prepped)))
+        named = {"first": convs[:1], "last": convs[-1:]}
+        exclude = sorted({n for key in keep_fp32 for n in named.get(key, [key])})
+        with atomic_path(target, suffix=".onnx") as out:
+            quantize_static(str(prepped), str(out), _SliceReader(calibration, INPUT_NAME),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=activations[activation_type], weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude, calibrate_method=methods[calibrate_method])
+            model = onnx.load(str(out))
+            del model.metadata_props[:]
+            model.metadata_props.extend(onnx.load(str(fp32_path), load_external_data=False).metadata_props)
+            onnx.save(model, str(out))
+    return QuantizeReport(len(calibration), calibrate_method, activation_type, per_channel, exclude, symbolic)
+
+
+def time_alternating(paths: dict[str, str | Path], slices: np.ndarray, threads: int = 2,
+                     repeats: int = 3) -> dict[str, float]:
+    """Median seconds per slice (batch 1) of each ONNX file, alternating between them.
+
+    Each repeat runs every file once over all ``slices`` (after one warm-up pass each), so a
+    burst of load on the shared cores hits all of them alike.
+    """
+    runners = {name: onnx_runner(path, threads=threads) for name, path in paths.items()}
+    for run in runners.values():
+        run(slices[:1])
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(max(repeats, 1)):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for s in slices:
+                run(s[None])
+            samples[name].append((time.perf_counter() - start) / len(slices))
+    return {name: statistics.median(v) for name, v in samples.items()}

@@ -1,0 +1,76 @@
+"""Real model-input slices for export checks, int8 calibration and pruning recovery.
+
+An exported model is checked, and an int8 model calibrated, on the very slices the network was
+trained on: those of the prepared slice cache of the checkpoint's dataset and preprocessing.
+:func:`export_data_setup` finds that dataset (the run's own ``config.yaml`` written by
+``kdseg-train`` / ``kdseg-distill`` beside ``checkpoints/``, or a folder given explicitly) and
+:func:`sample_slices` draws a reproducible, target-rich set of slices from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kdseg.data.cache import open_case
+from kdseg.data.dataset import DataSetup, resolve_data
+from kdseg.eval.checkpoint import Bundle
+from kdseg.eval.inference import context_stack
+
+#: data keys that describe what the network expects; always taken from the checkpoint
+MODEL_FACING = ("task", "context", "in_channels", "num_classes", "preprocess")
+
+
+def run_config(ckpt: str | Path) -> dict[str, Any] | None:
+    """The resolved config of the run that wrote ``ckpt`` (``<run>/config.yaml``), if present."""
+    path = Path(ckpt).resolve().parent.parent / "config.yaml"
+    if not path.is_file():
+        return None
+    cfg = yaml.safe_load(path.read_text())
+    return cfg if isinstance(cfg, dict) else None
+
+
+def export_data_setup(bundle: Bundle, data_root: str | None = None,
+                      run_cfg: dict[str, Any] | None = None) -> DataSetup | None:
+    """The checkpoint's dataset resolved to cases, split and slice cache, or ``None``.
+
+    The data config comes from the training run (``run_cfg``) or, failing that, from the
+    checkpoint's own data info; ``data_root`` replaces the folder (e.g. the same dataset
+    elsewhere). What the network expects (task, context, preprocessing) always comes from the
+    checkpoint, so the cache is the one the network was trained on.
+    """
+    base = dict((run_cfg or {}).get("data") or bundle.data)
+    if data_root:
+        base["root"] = str(data_root)
+    base.update({k: bundle.data[k] for k in MODEL_FACING if k in bundle.data})
+    if not base.get("root") or not Path(base["root"]).is_dir() or "layout" not in base:
+        return None
+    base.setdefault("name", bundle.data.get("name", base["layout"]))
+    return resolve_data(base)
+
+
+def sample_slices(setup: DataSetup, splits: tuple[str, ...], n: int, context: int = 0,
+                  seed: int = 0, target_fraction: float = 0.5) -> np.ndarray:
+    """``(n, 2*context+1, h, w)`` float32 model inputs from the cache of ``setup``.
+
+    Cases of the first non-empty split in ``splits`` are visited in turn (the cache is filled
+    for them first, idempotently); about ``target_fraction`` of the slices contain the organ,
+    the rest are drawn from the whole volume, so both hard and easy slices are represented.
+    """
+    split = next((s for s in splits if setup.split.get(s)), None)
+    if split is None:
+        raise ValueError(f"no cases in splits {splits}")
+    ids = list(setup.split[split])
+    setup.prepare(ids=ids, progress=False)
+    rng = np.random.default_rng(seed)
+    cases = [open_case(setup.cache_dir, c) for c in ids]
+    picks: list[np.ndarray] = []
+    for i in range(n):
+        case = cases[i % len(cases)]
+        pool = case.organ_slices if (rng.random() < target_fraction and case.organ_slices) else range(case.n_slices)
+        z = int(rng.choice(np.asarray(pool)))
+        picks.append(context_stack(case.image, np.array([z]), context)[0])
+    return np.stack(picks).astype(np.float32)

@@ -1,0 +1,82 @@
+"""Clinical paths end to end: DICOM input, lesion reports and overlays, the paper protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import TINY_DATA, kdseg
+
+from kdseg.data.dicom import write_dicom_series
+from kdseg.data.phantom import PhantomConfig, generate_case
+from kdseg.eval.lesions import lesion_report
+
+SMALL = PhantomConfig(dataset="lits", size_range=(64, 72), slices_range=(14, 18), max_tumors=4,
+                      p_no_tumor=0.0, tumor_mm_range=(8, 30))
+
+
+def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path) -> None:
+    img, _, _ = generate_case(SMALL, 11)
+    nifti = tmp_path / "case.nii.gz"
+    nib.save(img, str(nifti))
+    series = tmp_path / "series"
+    write_dicom_series(img, series, rng=np.random.default_rng(0))  # shuffled order, random names
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    kdseg("predict", f"ckpt={ckpt}", f"input={nifti}", f"output={tmp_path / 'from_nifti.nii.gz'}")
+    kdseg("predict", f"ckpt={ckpt}", f"input={series}", f"output={tmp_path / 'from_dicom.nii.gz'}")
+    a = nib.as_closest_canonical(nib.load(str(tmp_path / "from_nifti.nii.gz")))
+    b = nib.as_closest_canonical(nib.load(str(tmp_path / "from_dicom.nii.gz")))
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+
+
+def test_dicom_folder_with_two_series_is_rejected(trained_enet: Path, tmp_path: Path) -> None:
+    img, _, _ = generate_case(SMALL, 12)
+    write_dicom_series(img, tmp_path / "mixed")
+    write_dicom_series(img, tmp_path / "mixed2")
+    for f in (tmp_path / "mixed2").iterdir():
+        f.rename(tmp_path / "mixed" / f"b-{f.name}")
+    result = kdseg("predict", f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'mixed'}",
+                   f"output={tmp_path / 'out.nii.gz'}", check=False)
+    assert result.returncode == 2 and "series" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_lesion_report_matches_phantom_truth() -> None:
+    _, label, truth = generate_case(SMALL, 3)
+    spacing = label.header.get_zooms()[:3]
+    report = lesion_report(np.asarray(label.dataobj), spacing)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    assert report["n_lesions"] == len(truth["tumors"]) == 3
+    assert report["tumor_volume_ml"] == pytest.approx(sum(t["voxels"] for t in truth["tumors"]) * voxel_ml)
+    organ_ml = (truth["organ_voxels"] + sum(t["voxels"] for t in truth["tumors"])) * voxel_ml
+    assert report["organ_volume_ml"] == pytest.approx(organ_ml, rel=0.02)
+    largest = max(t["diameter_mm"] for t in truth["tumors"])
+    assert report["lesions"][0]["max_diameter_mm"] == pytest.approx(largest, rel=0.35)
+
+
+def test_predict_writes_lesion_report_and_overlay(trained_enet: Path, phantom_lits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    kdseg("predict", f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", f"input={phantom_lits / 'volume-0.nii.gz'}",
+          f"output={out}", "overlay=true")
+    report = json.loads((out / "volume-0.lesions.json").read_text())
+    assert {"organ_volume_ml", "tumor_volume_ml", "n_lesions"} <= set(report)
+    assert "Lesions" in (out / "volume-0.lesions.txt").read_text()
+    assert (out / "volume-0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paper_protocol_on_a_binary_tumor_model(phantom_lits: Path, trained_enet: Path, tmp_path: Path) -> None:
+    run = tmp_path / "tumor"
+    kdseg("train", *TINY_DATA, "logger=csv", f"data.root={phantom_lits}", "data.task=tumor", "data.sampling=target",
+          "model=enet", "model.width=0.25", "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", "data.task=tumor", f"ckpt={ckpt}", "protocol=paper")
+    summary = json.loads((run / "eval-test-paper" / "summary.json").read_text())
+    assert summary["protocol"] == "paper" and set(summary["summary"]) == {"tumor"}
+    assert 0.0 <= summary["summary"]["tumor"]["dice"] <= 1.0
+    multiclass = kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}",
+                       f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", "protocol=paper", check=False)
+    assert multiclass.returncode == 2 and "binary model" in multiclass.stderr

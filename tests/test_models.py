@@ -1,0 +1,225 @@
+"""Model zoo: sizes, taps, parameter counts, gradients and ONNX export of every network.
+
+Kept small for two shared CPU cores: width 0.25, 35 x 37 inputs (odd on purpose), parameter
+counts on the meta device. The ONNX tests are the slow part (the dynamo exporter takes
+several seconds per network whatever its width).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kdseg.errors import InputError
+from kdseg.models import LogitsOnly, SegOutput, available_models, build_model
+from kdseg.models.cost import PAPER_PARAMS_M, count_params, main_table, model_cost, model_rows
+from kdseg.models.layers import adaptive_avg_pool2d, load_encoder_weights, scale_channels
+
+ALL = [
+    "raunet",
+    "pspnet",
+    "unetpp",
+    "enet",
+    "mobilenetv2",
+    "resnet18",
+    "mobilenetv2_lraspp",
+    "resnet18_fpn",
+]
+STUDENTS = ["enet", "mobilenetv2", "resnet18", "mobilenetv2_lraspp", "resnet18_fpn"]
+ENCODER_WEIGHTS = ["raunet", "pspnet", "resnet18", "mobilenetv2", "mobilenetv2_lraspp"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _small(name: str, in_channels: int = 1, num_classes: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(name, in_channels=in_channels, num_classes=num_classes, width=0.25)
+
+
+def test_every_network_is_registered():
+    assert set(ALL) <= set(available_models())
+
+
+def test_scale_channels():
+    assert scale_channels(64, 1.0) == 64
+    assert scale_channels(64, 0.25) == 16
+    assert scale_channels(16, 0.25) == 8  # floor
+    assert scale_channels(1280, 0.5) == 640
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_output_size_and_taps(name: str, in_channels: int):
+    model = _small(name, in_channels, num_classes=3).eval()
+    h, w = 35, 37
+    with torch.no_grad():
+        out = model(torch.randn(1, in_channels, h, w))
+    assert isinstance(out, SegOutput)
+    assert out.logits.shape == (1, 3, h, w)
+    assert {"low", "high"} <= set(out.taps)
+    assert set(out.taps) == set(model.tap_info)
+    assert model.tap_info["low"].stride == 2
+    assert model.tap_info["high"].stride == 8
+    for tap_name, tap in out.taps.items():
+        info = model.tap_info[tap_name]
+        # taps are cropped to the part covering the input: ceil(H / stride) for any padding
+        expected = (1, info.channels, math.ceil(h / info.stride), math.ceil(w / info.stride))
+        assert tuple(tap.shape) == expected, tap_name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_logits_exact_for_multiples_of_the_stride(name: str):
+    """A 64 x 64 input needs no padding: the crop is the identity, the taps are H/s."""
+    model = _small(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 64, 64))
+    assert out.logits.shape == (2, 2, 64, 64)
+    assert out.taps["high"].shape[-2:] == (8, 8)
+    assert out.taps["low"].shape[-2:] == (32, 32)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
+def test_full_width_params_match_the_paper(name: str):
+    with torch.device("meta"):
+        model = build_model(name, in_channels=1, num_classes=2, width=1.0)
+    params = count_params(model)
+    assert params == pytest.approx(PAPER_PARAMS_M[name] * 1e6, rel=0.03), params
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_backward_reaches_the_first_conv(name: str):
+    model = _small(name).train()
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 1
+    out = model(torch.randn(2, 1, 35, 37))  # batch 2: BatchNorm on pooled 1x1 maps
+    loss = out.logits.square().mean() + out.taps["high"].mean() + out.taps["low"].mean()
+    loss.backward()
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+
+
+def test_no_inplace_activations():
+    for name in ALL:
+        for module in _small(name).modules():
+            assert not getattr(module, "inplace", False), (name, module)
+
+
+def test_exportable_adaptive_pool_matches_torch():
+    x = torch.randn(2, 3, 5, 11)
+    for bins in (1, 2, 3, 6):
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+        torch.testing.assert_close(adaptive_avg_pool2d(x, bins), expected)
+
+
+def _export(model: nn.Module, dynamic: bool):
+    """Export ``LogitsOnly(model)`` with the dynamo exporter; return an onnxruntime session."""
+    ort = pytest.importorskip("onnxruntime")
+    example = torch.randn(2, 1, 64, 64)  # batch 2: a batch of 1 would be specialised
+    dynamic_shapes = None
+    if dynamic:
+        dyn = torch.export.Dim.DYNAMIC
+        dynamic_shapes = ({0: dyn, 2: dyn, 3: dyn},)
+    program = torch.onnx.export(
+        LogitsOnly(model),
+        (example,),
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=dynamic_shapes,
+        optimize=False,
+        verbose=False,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(
+        program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _max_diff(session, model: nn.Module, shape: tuple[int, ...]) -> float:
+    x = torch.randn(*shape)  # random normal: no max-pool ties, so ENet's unpooling agrees
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch_out = model(x).logits.numpy()
+    assert onnx_out.shape == torch_out.shape
+    return float(np.abs(onnx_out - torch_out).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [s for s in STUDENTS if s != "enet"])
+def test_student_exports_to_onnx(name: str):
+    model = _small(name).eval()
+    session = _export(model, dynamic=False)
+    assert _max_diff(session, model, (2, 1, 64, 64)) < 1e-4
+
+
+@pytest.mark.slow
+def test_enet_exports_with_dynamic_sizes():
+    """ENet is the hard case (padding + max-unpooling); it also exercises dynamic H, W."""
+    model = _small("enet").eval()
+    session = _export(model, dynamic=True)
+    for shape in [(2, 1, 64, 64), (1, 1, 35, 37), (3, 1, 48, 80)]:
+        assert _max_diff(session, model, shape) < 1e-4, shape
+
+
+def test_cost_of_an_instance():
+    model = _small("enet")
+    cost = model_cost(model, size=64)
+    assert cost["params"] == count_params(model)
+    assert cost["mult_adds"] > 0
+    taps = {t["name"]: t for t in cost["taps"]}
+    assert taps["high"]["shape"] == (model.tap_info["high"].channels, 8, 8)
+    assert cost["logits_shape"] == (2, 64, 64)
+    assert next(model.parameters()).device.type == "cpu"  # the model itself is untouched
+
+
+def test_cost_table_lists_every_model():
+    rows = model_rows(size=64, width=0.25, names=["enet", "resnet18"])
+    assert [r["name"] for r in rows] == ["enet", "resnet18"]
+    assert rows[1]["mult_adds"] > rows[0]["mult_adds"] > 0
+    table = main_table(size=64, width=0.25, names=["enet", "resnet18"])
+    assert table.startswith("| Model |")
+    assert "| enet | student |" in table and "| resnet18 | student |" in table
+
+
+@pytest.mark.parametrize("name", ENCODER_WEIGHTS)
+def test_encoder_weights_round_trip(name: str, tmp_path):
+    source = _small(name)
+    path = tmp_path / "encoder.pt"
+    torch.save(source.encoder.state_dict(), path)
+    torch.manual_seed(1)
+    target = build_model(name, width=0.25, encoder_weights=str(path))
+    for (key, a), b in zip(
+        source.encoder.state_dict().items(), target.encoder.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=key)
+
+
+def test_encoder_weights_adapt_an_rgb_stem_and_ignore_the_classifier(tmp_path):
+    rgb = _small("resnet18", in_channels=3)
+    state = {**rgb.encoder.state_dict(), "fc.weight": torch.zeros(10, 128)}
+    path = tmp_path / "rgb.pt"
+    torch.save({"state_dict": state}, path)
+    grey = _small("resnet18", in_channels=1)
+    report = load_encoder_weights(grey.encoder, path)
+    assert report["unexpected"] == 1 and report["missing"] == 0 and report["mismatched"] == 0
+    torch.testing.assert_close(
+        grey.encoder.conv1.weight, rgb.encoder.conv1.weight.sum(1, keepdim=True)
+    )
+
+
+def test_encoder_weights_that_do_not_fit_are_a_clear_error(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"backbone.conv.weight": torch.zeros(3)}, path)
+    with pytest.raises(InputError, match="no tensor of this file fits"):
+        build_model("resnet18", width=0.25, encoder_weights=str(path))
+    with pytest.raises(InputError, match="not found"):
+        build_model("resnet18", width=0.25, encoder_weights=str(tmp_path / "missing.pt"))

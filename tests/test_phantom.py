@@ -1,0 +1,172 @@
+"""The synthetic CT phantom: file layouts, labels, HU ranges, geometry and determinism."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kdseg.data.phantom import (
+    TRUTH_FILE,
+    PhantomConfig,
+    case_files,
+    generate_case,
+    write_dataset,
+)
+from kdseg.errors import InputError
+
+SMALL = {"size_range": (72, 88), "slices_range": (18, 26)}
+
+
+def small(dataset: str = "lits", **overrides) -> PhantomConfig:
+    """A config for tiny, fast cases."""
+    return PhantomConfig(dataset=dataset, **{**SMALL, **overrides})
+
+
+def canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
+    """RAS array and affine of an image."""
+    ras = nib.as_closest_canonical(img)
+    return np.asanyarray(ras.dataobj), ras.affine
+
+
+@pytest.mark.parametrize("dataset", ["lits", "kits"])
+def test_case_dtypes_labels_and_hu(dataset: str) -> None:
+    for seed in range(3):
+        image, label, truth = generate_case(small(dataset), seed)
+        hu, lab = np.asanyarray(image.dataobj), np.asanyarray(label.dataobj)
+        assert hu.dtype == np.int16 and lab.dtype == np.uint8
+        assert hu.shape == lab.shape and np.allclose(image.affine, label.affine)
+        values = set(np.unique(lab).tolist())
+        assert values == ({0, 1, 2} if truth["tumors"] else {0, 1})
+        assert 40 <= hu[lab == 1].mean() <= 200
+        assert hu.min() >= -1024 and hu.max() <= 3071
+        ras, _ = canonical(image)
+        assert np.median(ras[:, -2:, :]) <= -990  # anterior edge rows of the field: air
+        assert truth["organ_voxels"] == int((lab == 1).sum())
+        assert "".join(nib.aff2axcodes(image.affine)) == truth["orientation"]
+        assert truth["spacing"] == pytest.approx(image.header.get_zooms(), abs=1e-3)
+
+
+def test_tumor_truth_matches_label() -> None:
+    for seed in range(4):
+        _, label, truth = generate_case(small(max_tumors=4, p_no_tumor=0.0), seed)
+        assert truth["tumors"], "p_no_tumor=0 draws at least one tumor"
+        assert all(t["voxels"] > 0 for t in truth["tumors"])
+        assert sum(t["voxels"] for t in truth["tumors"]) == int(
+            (np.asanyarray(label.dataobj) == 2).sum()
+        )
+        for tumor in truth["tumors"]:
+            assert 3.0 <= tumor["diameter_mm"] <= 40.0 and tumor["organ"] == "liver"
+
+
+def test_no_tumor_cases_have_labels_0_1() -> None:
+    _, label, truth = generate_case(small(p_no_tumor=1.0), 5)
+    assert truth["tumors"] == [] and set(np.unique(label.dataobj).tolist()) == {0, 1}
+
+
+def test_deterministic_per_seed() -> None:
+    cfg = small()
+    a, b = generate_case(cfg, 7), generate_case(cfg, 7)
+    assert np.array_equal(a[0].dataobj, b[0].dataobj) and np.array_equal(a[1].dataobj, b[1].dataobj)
+    assert np.array_equal(a[0].affine, b[0].affine) and a[2] == b[2]
+    assert not np.array_equal(a[0].dataobj, generate_case(cfg, 8)[0].dataobj)
+
+
+def test_flipped_and_permuted_storage_canonicalises_to_the_same_anatomy() -> None:
+    plain = small(flip_prob=0.0, permute_prob=0.0)
+    turned = replace(plain, flip_prob=1.0, permute_prob=1.0)
+    for seed in range(3):
+        img_a, lab_a, truth_a = generate_case(plain, seed)
+        img_b, lab_b, truth_b = generate_case(turned, seed)
+        assert truth_a["orientation"] == "RAS" and set(truth_b["orientation"]) == set("LPI")
+        assert truth_b["orientation"] != "LPI"  # axes permuted too
+        (ra, aff_a), (rb, aff_b) = canonical(img_a), canonical(img_b)
+        assert np.array_equal(ra, rb) and np.allclose(aff_a, aff_b)
+        assert np.array_equal(canonical(lab_a)[0], canonical(lab_b)[0])
+        assert truth_a["tumors"] == truth_b["tumors"]
+
+
+def test_liver_on_patient_right_kidneys_both_sides() -> None:
+    for seed in range(3):
+        _, label, _ = generate_case(small("lits"), seed)
+        lab, affine = canonical(label)
+        centroid = affine[:3, :3] @ np.argwhere(lab == 1).mean(axis=0) + affine[:3, 3]
+        assert centroid[0] > 20  # RAS+: +x is the patient's right; body midline at x = 0
+    _, label, _ = generate_case(small("kits"), 0)
+    lab, affine = canonical(label)
+    x = (affine[:3, :3] @ np.argwhere(lab == 1).T + affine[:3, 3:])[0]
+    assert (x > 20).sum() > 0 and (x < -20).sum() > 0
+
+
+def test_organ_only_in_a_sub_range_of_slices() -> None:
+    for dataset in ("lits", "kits"):
+        lab, _ = canonical(generate_case(small(dataset), 1)[1])
+        has_organ = (lab > 0).any(axis=(0, 1))
+        assert has_organ.any() and not has_organ.all()
+
+
+def test_contrast_knob_keeps_anatomy() -> None:
+    cfg = small(p_no_tumor=0.0)
+    _, lab_a, truth_a = generate_case(cfg, 3)
+    _, lab_b, truth_b = generate_case(replace(cfg, tumor_contrast=0.0), 3)
+    assert np.array_equal(lab_a.dataobj, lab_b.dataobj)
+    assert all(t["contrast_hu"] == 0 for t in truth_b["tumors"])
+    assert [t["voxels"] for t in truth_a["tumors"]] == [t["voxels"] for t in truth_b["tumors"]]
+
+
+def test_write_lits_layout_truth_and_idempotence(tmp_path) -> None:
+    cfg = small("lits", p_no_tumor=0.0)
+    paths = write_dataset(tmp_path, cfg, n_cases=2, seed=3, progress=False)
+    assert [p.name for p in paths] == ["volume-0.nii.gz", "volume-1.nii.gz"]
+    truth = json.loads((tmp_path / TRUTH_FILE).read_text())
+    assert list(truth) == ["volume-0", "volume-1"]
+    for index in range(2):
+        image_path, label_path = case_files(tmp_path, "lits", index)
+        assert label_path.name == f"segmentation-{index}.nii.gz"
+        image, label = nib.load(image_path), nib.load(label_path)
+        lab = np.asanyarray(label.dataobj)
+        assert np.asanyarray(image.dataobj).dtype == np.int16 and lab.dtype == np.uint8
+        entry = truth[f"volume-{index}"]
+        assert sum(t["voxels"] for t in entry["tumors"]) == int((lab == 2).sum())
+        assert entry["organ_voxels"] == int((lab == 1).sum())
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    write_dataset(tmp_path, cfg, n_cases=2, seed=3, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_write_kits_layout_in_parallel_matches_serial(tmp_path) -> None:
+    cfg = small("kits", size_range=(64, 64), slices_range=(16, 16))
+    write_dataset(tmp_path / "pool", cfg, n_cases=2, workers=2, progress=False)
+    write_dataset(tmp_path / "serial", cfg, n_cases=2, progress=False)
+    for index in range(2):
+        folder = tmp_path / "pool" / f"case_{index:05d}"
+        assert (folder / "imaging.nii.gz").exists() and (folder / "segmentation.nii.gz").exists()
+        for name in ("imaging.nii.gz", "segmentation.nii.gz"):
+            a = nib.load(folder / name)
+            b = nib.load(tmp_path / "serial" / folder.name / name)
+            assert np.array_equal(a.dataobj, b.dataobj)
+    truth = json.loads((tmp_path / "pool" / TRUTH_FILE).read_text())
+    assert list(truth) == ["case_00000", "case_00001"]
+
+
+def test_rewrites_a_case_whose_file_is_missing(tmp_path) -> None:
+    cfg = small()
+    write_dataset(tmp_path, cfg, n_cases=1, progress=False)
+    image_path, label_path = case_files(tmp_path, "lits", 0)
+    kept = label_path.stat().st_mtime_ns
+    image_path.unlink()
+    write_dataset(tmp_path, cfg, n_cases=1, progress=False)
+    assert image_path.exists() and label_path.stat().st_mtime_ns != kept
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"dataset": "brats"}, {"size_range": (64, 32)}, {"flip_prob": 1.5}, {"noise_hu": -1.0}],
+)
+def test_bad_config_is_an_input_error(overrides: dict) -> None:
+    with pytest.raises(InputError):
+        PhantomConfig(**overrides)
