@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from kdseg.errors import InputError, write_text_atomic
+from kdseg.lit.callbacks import WandbValidationOverlay
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ def build_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_callbacks(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
-    """Checkpointing (last every N steps and per epoch; best by validation Dice), LR monitor."""
+def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> list[pl.Callback]:
+    """Checkpointing (last every N steps or per epoch; best by validation Dice), LR monitor,
+    and validation overlays when wandb logs the run."""
     ckpt_dir = run_dir / "checkpoints"
     every = cfg.get("every_n_train_steps") or None
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last-step", save_last=True, save_top_k=0,
@@ -53,7 +55,8 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.get("monitor", "val/dice_mean"),
                            mode="max", save_top_k=1, auto_insert_metric_name=False,
                            enable_version_counter=False)
-    return [last, best, LearningRateMonitor(logging_interval="epoch")]
+    extra = [WandbValidationOverlay()] if wandb else []
+    return [last, best, LearningRateMonitor(logging_interval="epoch"), *extra]
 
 
 def find_resume(run_dir: Path, resume: str | None) -> str | None:
@@ -71,10 +74,12 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: dic
     """Fit ``module``; return and write ``<run_dir>/summary.json`` (metrics, checkpoint paths)."""
     run_dir = Path(run_dir)
     pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
-    callbacks = build_callbacks(cfg.get("checkpoint", {}), run_dir)
+    loggers = build_loggers(cfg.get("logger", {}), run_dir)
+    callbacks = build_callbacks(cfg.get("checkpoint", {}), run_dir,
+                                wandb=any(isinstance(lg, WandbLogger) for lg in loggers))
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
-        logger=build_loggers(cfg.get("logger", {}), run_dir),
+        logger=loggers,
         callbacks=callbacks,
         **cfg.get("trainer", {}),
     )
