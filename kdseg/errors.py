@@ -43,7 +43,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}-", suffix=suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name.split('.')[0]}-", suffix=suffix, dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

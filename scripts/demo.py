@@ -44,16 +44,39 @@ def main() -> None:
         shutil.rmtree(WORK)
     os.environ.setdefault("WANDB_MODE", "offline")
     times = {}
-    times["phantom"] = run("kdseg-phantom", "dataset=lits", f"root={DATA}", "n_cases=14", "workers=2",
-                           "params={size_range: [160, 192], slices_range: [40, 56]}")
+    times["phantom"] = run(
+        "kdseg-phantom",
+        "dataset=lits",
+        f"root={DATA}",
+        "n_cases=14",
+        "workers=2",
+        "params={size_range: [160, 192], slices_range: [40, 56]}",
+    )
     times["prepare"] = run("kdseg-prepare", *COMMON, "workers=2")
-    times["teacher"] = run("kdseg-train", *COMMON, f"model={TEACHER}", "model.width=0.5",
-                           f"hydra.run.dir={run_dir('teacher')}")
+    times["teacher"] = run(
+        "kdseg-train",
+        *COMMON,
+        f"model={TEACHER}",
+        "model.width=0.5",
+        f"hydra.run.dir={run_dir('teacher')}",
+    )
     teacher_ckpt = run_dir("teacher") / "checkpoints" / "best.ckpt"
-    times["student"] = run("kdseg-train", *COMMON, f"model={STUDENT}", "model.width=1.0",
-                           f"hydra.run.dir={run_dir('student')}")
-    times["distill"] = run("kdseg-distill", *COMMON, f"teacher.ckpt={teacher_ckpt}", f"student={STUDENT}",
-                           "student.width=1.0", "distill=emkd", f"hydra.run.dir={run_dir('distilled')}")
+    times["student"] = run(
+        "kdseg-train",
+        *COMMON,
+        f"model={STUDENT}",
+        "model.width=1.0",
+        f"hydra.run.dir={run_dir('student')}",
+    )
+    times["distill"] = run(
+        "kdseg-distill",
+        *COMMON,
+        f"teacher.ckpt={teacher_ckpt}",
+        f"student={STUDENT}",
+        "student.width=1.0",
+        "distill=emkd",
+        f"hydra.run.dir={run_dir('distilled')}",
+    )
     rows = []
     for name in ("teacher", "student", "distilled"):
         ckpt = run_dir(name) / "checkpoints" / "best.ckpt"
@@ -61,21 +84,30 @@ def main() -> None:
         summary = json.loads((run_dir(name) / "eval-test-full" / "summary.json").read_text())
         rows.append((name, summary))
     onnx = run_dir("distilled") / "student.onnx"
-    times["export"] = run("kdseg-export", f"ckpt={run_dir('distilled') / 'checkpoints' / 'best.ckpt'}",
-                          f"output={onnx}")
+    times["export"] = run(
+        "kdseg-export",
+        f"ckpt={run_dir('distilled') / 'checkpoints' / 'best.ckpt'}",
+        f"output={onnx}",
+    )
     print_table(rows, times, time.perf_counter() - started)
+
+
+def _mean_std(stats: dict, metric: str) -> str:
+    return f"{stats[metric + '_mean']:.3f} ± {stats[metric + '_std']:.3f}"
 
 
 def print_table(rows: list, times: dict[str, float], total: float) -> None:
     """Markdown table of the demo's results, read from the eval summaries."""
-    print("\n## kdseg demo: phantom LiTS, test split, full-volume 3D Dice (mean ± std over cases)\n")
+    print(
+        "\n## kdseg demo: phantom LiTS, test split, full-volume 3D Dice (mean ± std over cases)\n"
+    )
     print("| model | network | liver Dice | tumor Dice | tumor Dice (global) |")
     print("|---|---|---|---|---|")
     for name, summary in rows:
         s = summary["summary"]
-        cell = lambda c, m: f"{s[c][m + '_mean']:.3f} ± {s[c][m + '_std']:.3f}"  # noqa: E731
-        print(f"| {name} | {summary['model']['name']} (width {summary['model']['width']}) "
-              f"| {cell('organ', 'dice')} | {cell('tumor', 'dice')} | {s['tumor']['dice_global']:.3f} |")
+        model = f"{summary['model']['name']} (width {summary['model']['width']})"
+        organ, tumor = (_mean_std(s[c], "dice") for c in ("organ", "tumor"))
+        print(f"| {name} | {model} | {organ} | {tumor} | {s['tumor']['dice_global']:.3f} |")
     print("\nstep times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"demo wall time: {total:.0f} s")
 

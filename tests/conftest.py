@@ -13,19 +13,34 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 BIN = Path(sys.executable).parent
-TINY_PHANTOM = "params={size_range: [64, 72], slices_range: [14, 18], max_tumors: 3, p_no_tumor: 0.0, " \
-               "tumor_mm_range: [12, 30]}"
-TINY_DATA = ["experiment=demo", "data.preprocess.in_plane_size=[48,48]", "data.batch_size=8",
-             "data.samples_per_epoch=32"]
+TINY_PHANTOM = (
+    "params={size_range: [64, 72], slices_range: [14, 18], max_tumors: 3, p_no_tumor: 0.0, "
+    "tumor_mm_range: [12, 30]}"
+)
+TINY_DATA = [
+    "experiment=demo",
+    "data.preprocess.in_plane_size=[48,48]",
+    "data.batch_size=8",
+    "data.samples_per_epoch=32",
+]
 
 
-def kdseg(command: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def kdseg(
+    command: str, *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a kdseg console script; on failure show its output."""
-    result = subprocess.run([str(BIN / f"kdseg-{command}"), *args], capture_output=True, text=True,
-                            cwd=cwd, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        [str(BIN / f"kdseg-{command}"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"kdseg-{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"kdseg-{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+            f"{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -41,6 +56,14 @@ def phantom_lits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_enet(phantom_lits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ENet trained for two short epochs; returns its run folder."""
     run = tmp_path_factory.mktemp("runs") / "enet"
-    kdseg("train", *TINY_DATA, "logger=csv", f"data.root={phantom_lits}", "model=enet", "model.width=0.5",
-          "trainer.max_epochs=2", f"hydra.run.dir={run}")
+    kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.5",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run}",
+    )
     return run

@@ -17,7 +17,9 @@ BIN = Path(sys.executable).parent
 
 def _good_pair(root: Path, n: int = 0, shape=(24, 20, 6)) -> None:
     rng = np.random.default_rng(n)
-    img = nib.Nifti1Image(rng.integers(-1000, 200, shape).astype(np.int16), np.diag([1.0, 1.0, 3.0, 1.0]))
+    img = nib.Nifti1Image(
+        rng.integers(-1000, 200, shape).astype(np.int16), np.diag([1.0, 1.0, 3.0, 1.0])
+    )
     lab = np.zeros(shape, np.uint8)
     lab[5:10, 5:10, 2:4] = 1
     nib.save(img, str(root / f"volume-{n}.nii.gz"))
@@ -26,7 +28,9 @@ def _good_pair(root: Path, n: int = 0, shape=(24, 20, 6)) -> None:
 
 def _run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([str(BIN / command), *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [str(BIN / command), *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def _break(root: Path, how: str) -> Path:
@@ -42,7 +46,10 @@ def _break(root: Path, how: str) -> Path:
         nib.save(nib.Nifti1Image(np.zeros((24, 20, 5), np.uint8), affine), str(seg))
         return seg
     if how == "affine mismatch":
-        nib.save(nib.Nifti1Image(np.zeros((24, 20, 6), np.uint8), np.diag([2.0, 1.0, 3.0, 1.0])), str(seg))
+        nib.save(
+            nib.Nifti1Image(np.zeros((24, 20, 6), np.uint8), np.diag([2.0, 1.0, 3.0, 1.0])),
+            str(seg),
+        )
         return seg
     if how == "corrupt":
         vol.write_bytes(b"this is not a nifti file at all" * 10)
@@ -62,8 +69,15 @@ def _break(root: Path, how: str) -> Path:
     raise ValueError(how)
 
 
-CASES = ["missing label", "shape mismatch", "affine mismatch", "corrupt", "truncated", "not 3D",
-         "unknown labels"]
+CASES = [
+    "missing label",
+    "shape mismatch",
+    "affine mismatch",
+    "corrupt",
+    "truncated",
+    "not 3D",
+    "unknown labels",
+]
 
 
 @pytest.mark.parametrize("how", CASES)
@@ -85,7 +99,11 @@ def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = _run("kdseg-prepare", f"data.root={tmp_path / 'empty'}", cwd=tmp_path)
     assert result.returncode == 2
-    assert "empty" in result.stderr and "no cases" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "empty" in result.stderr
+        and "no cases" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_truncated_gzip_is_detected_by_loader(tmp_path: Path) -> None:

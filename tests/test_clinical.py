@@ -14,8 +14,14 @@ from kdseg.data.dicom import write_dicom_series
 from kdseg.data.phantom import PhantomConfig, generate_case
 from kdseg.eval.lesions import lesion_report
 
-SMALL = PhantomConfig(dataset="lits", size_range=(64, 72), slices_range=(14, 18), max_tumors=4,
-                      p_no_tumor=0.0, tumor_mm_range=(8, 30))
+SMALL = PhantomConfig(
+    dataset="lits",
+    size_range=(64, 72),
+    slices_range=(14, 18),
+    max_tumors=4,
+    p_no_tumor=0.0,
+    tumor_mm_range=(8, 30),
+)
 
 
 def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path) -> None:
@@ -39,8 +45,13 @@ def test_dicom_folder_with_two_series_is_rejected(trained_enet: Path, tmp_path: 
     write_dicom_series(img, tmp_path / "mixed2")
     for f in (tmp_path / "mixed2").iterdir():
         f.rename(tmp_path / "mixed" / f"b-{f.name}")
-    result = kdseg("predict", f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'mixed'}",
-                   f"output={tmp_path / 'out.nii.gz'}", check=False)
+    result = kdseg(
+        "predict",
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        f"input={tmp_path / 'mixed'}",
+        f"output={tmp_path / 'out.nii.gz'}",
+        check=False,
+    )
     assert result.returncode == 2 and "series" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.nii.gz").exists()
 
@@ -51,32 +62,66 @@ def test_lesion_report_matches_phantom_truth() -> None:
     report = lesion_report(np.asarray(label.dataobj), spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     assert report["n_lesions"] == len(truth["tumors"]) == 3
-    assert report["tumor_volume_ml"] == pytest.approx(sum(t["voxels"] for t in truth["tumors"]) * voxel_ml)
+    assert report["tumor_volume_ml"] == pytest.approx(
+        sum(t["voxels"] for t in truth["tumors"]) * voxel_ml
+    )
     organ_ml = (truth["organ_voxels"] + sum(t["voxels"] for t in truth["tumors"])) * voxel_ml
     assert report["organ_volume_ml"] == pytest.approx(organ_ml, rel=0.02)
     largest = max(t["diameter_mm"] for t in truth["tumors"])
     assert report["lesions"][0]["max_diameter_mm"] == pytest.approx(largest, rel=0.35)
 
 
-def test_predict_writes_lesion_report_and_overlay(trained_enet: Path, phantom_lits: Path, tmp_path: Path) -> None:
+def test_predict_writes_lesion_report_and_overlay(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "pred"
-    kdseg("predict", f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", f"input={phantom_lits / 'volume-0.nii.gz'}",
-          f"output={out}", "overlay=true")
+    kdseg(
+        "predict",
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        f"input={phantom_lits / 'volume-0.nii.gz'}",
+        f"output={out}",
+        "overlay=true",
+    )
     report = json.loads((out / "volume-0.lesions.json").read_text())
     assert {"organ_volume_ml", "tumor_volume_ml", "n_lesions"} <= set(report)
     assert "Lesions" in (out / "volume-0.lesions.txt").read_text()
     assert (out / "volume-0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_paper_protocol_on_a_binary_tumor_model(phantom_lits: Path, trained_enet: Path, tmp_path: Path) -> None:
+def test_paper_protocol_on_a_binary_tumor_model(
+    phantom_lits: Path, trained_enet: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "tumor"
-    kdseg("train", *TINY_DATA, "logger=csv", f"data.root={phantom_lits}", "data.task=tumor", "data.sampling=target",
-          "model=enet", "model.width=0.25", "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "data.task=tumor",
+        "data.sampling=target",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
     ckpt = run / "checkpoints" / "last.ckpt"
-    kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", "data.task=tumor", f"ckpt={ckpt}", "protocol=paper")
+    kdseg(
+        "eval",
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        "data.task=tumor",
+        f"ckpt={ckpt}",
+        "protocol=paper",
+    )
     summary = json.loads((run / "eval-test-paper" / "summary.json").read_text())
     assert summary["protocol"] == "paper" and set(summary["summary"]) == {"tumor"}
     assert 0.0 <= summary["summary"]["tumor"]["dice"] <= 1.0
-    multiclass = kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}",
-                       f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", "protocol=paper", check=False)
+    multiclass = kdseg(
+        "eval",
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        "protocol=paper",
+        check=False,
+    )
     assert multiclass.returncode == 2 and "binary model" in multiclass.stderr

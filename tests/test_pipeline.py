@@ -26,8 +26,14 @@ def _data_cfg(root: Path, **overrides) -> dict:
     from kdseg.cli import CONFIG_PATH, to_dict
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY_DATA, f"data.root={root}",
-                                          *[f"{k}={v}" for k, v in overrides.items()]])
+        cfg = compose(
+            "train",
+            overrides=[
+                *TINY_DATA,
+                f"data.root={root}",
+                *[f"{k}={v}" for k, v in overrides.items()],
+            ],
+        )
     return to_dict(cfg.data)
 
 
@@ -42,11 +48,15 @@ def test_prepare_is_idempotent_and_cache_is_complete(phantom_lits: Path) -> None
     assert [m.stat().st_mtime_ns for m in metas] == stamp  # nothing redone
     split = json.loads((phantom_lits / "kdseg_split.json").read_text())
     assert {len(split[s]) for s in ("val", "test")} == {1}
-    assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(split["test"])
+    assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(
+        split["test"]
+    )
 
 
 def test_datamodule_delivers_context_slices_and_task_labels(phantom_lits: Path) -> None:
-    cfg = _data_cfg(phantom_lits, **{"data.context": 1, "data.task": "tumor", "data.sampling": "target"})
+    cfg = _data_cfg(
+        phantom_lits, **{"data.context": 1, "data.task": "tumor", "data.sampling": "target"}
+    )
     setup = resolve_data(cfg)
     setup.prepare(progress=False)
     dm = setup.datamodule(seed=7)
@@ -54,7 +64,9 @@ def test_datamodule_delivers_context_slices_and_task_labels(phantom_lits: Path) 
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 3, 48, 48) and batch["image"].dtype == torch.float32
     assert set(batch["label"].unique().tolist()) <= {0, 1}
-    assert all(b["label"].sum() > 0 for b in [dm.train_set[i] for i in range(len(dm.train_set))][:5])
+    assert all(
+        b["label"].sum() > 0 for b in [dm.train_set[i] for i in range(len(dm.train_set))][:5]
+    )
     again = setup.datamodule(seed=7)
     again.setup("fit")
     assert torch.equal(next(iter(again.train_dataloader()))["image"], batch["image"])  # seeded
@@ -63,7 +75,9 @@ def test_datamodule_delivers_context_slices_and_task_labels(phantom_lits: Path) 
 def test_training_writes_checkpoints_config_and_metrics(trained_enet: Path) -> None:
     assert (trained_enet / "checkpoints" / "best.ckpt").exists()
     assert (trained_enet / "checkpoints" / "last.ckpt").exists()
-    assert (trained_enet / ".hydra" / "config.yaml").exists() and (trained_enet / "config.yaml").exists()
+    assert (trained_enet / ".hydra" / "config.yaml").exists() and (
+        trained_enet / "config.yaml"
+    ).exists()
     metrics = (trained_enet / "csv" / "metrics.csv").read_text()
     assert "val/dice_organ" in metrics and "val/dice_tumor" in metrics
     raw = torch.load(trained_enet / "checkpoints" / "best.ckpt", weights_only=True)
@@ -72,8 +86,13 @@ def test_training_writes_checkpoints_config_and_metrics(trained_enet: Path) -> N
 
 def test_eval_writes_per_case_and_summary(trained_enet: Path, phantom_lits: Path) -> None:
     out = trained_enet / "eval-test"
-    result = kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}",
-                   f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}", f"output_dir={out}")
+    result = kdseg(
+        "eval",
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        f"output_dir={out}",
+    )
     assert "organ" in result.stdout and "tumor" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["summary"]) == {"organ", "tumor"}
@@ -82,16 +101,27 @@ def test_eval_writes_per_case_and_summary(trained_enet: Path, phantom_lits: Path
     assert len(rows) == 1 + 2  # header + one test case x two classes
 
 
-def test_predict_restores_geometry_of_flipped_and_permuted_input(trained_enet: Path, tmp_path: Path) -> None:
+def test_predict_restores_geometry_of_flipped_and_permuted_input(
+    trained_enet: Path, tmp_path: Path
+) -> None:
     cfg = PhantomConfig(dataset="lits", size_range=(64, 72), slices_range=(14, 18))
-    plain_img, _, _ = generate_case(PhantomConfig(**{**cfg.__dict__, "flip_prob": 0.0, "permute_prob": 0.0}), 5)
-    odd_img, _, _ = generate_case(PhantomConfig(**{**cfg.__dict__, "flip_prob": 1.0, "permute_prob": 1.0}), 5)
+    plain_img, _, _ = generate_case(
+        PhantomConfig(**{**cfg.__dict__, "flip_prob": 0.0, "permute_prob": 0.0}), 5
+    )
+    odd_img, _, _ = generate_case(
+        PhantomConfig(**{**cfg.__dict__, "flip_prob": 1.0, "permute_prob": 1.0}), 5
+    )
     assert nib.aff2axcodes(odd_img.affine) != nib.aff2axcodes(plain_img.affine)
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
     preds = {}
     for name, img in (("plain", plain_img), ("odd", odd_img)):
         nib.save(img, str(tmp_path / f"{name}.nii.gz"))
-        kdseg("predict", f"ckpt={ckpt}", f"input={tmp_path / name}.nii.gz", f"output={tmp_path / name}-pred.nii.gz")
+        kdseg(
+            "predict",
+            f"ckpt={ckpt}",
+            f"input={tmp_path / name}.nii.gz",
+            f"output={tmp_path / name}-pred.nii.gz",
+        )
         out = nib.load(str(tmp_path / f"{name}-pred.nii.gz"))
         assert out.shape == img.shape
         np.testing.assert_allclose(out.affine, img.affine, atol=1e-5)
@@ -103,8 +133,16 @@ def test_predict_restores_geometry_of_flipped_and_permuted_input(trained_enet: P
 
 def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
-    args = [str(BIN / "kdseg-train"), *TINY_DATA, "logger=csv", f"data.root={phantom_lits}", "model=enet",
-            "model.width=0.25", "trainer.max_epochs=3", f"hydra.run.dir={run}"]
+    args = [
+        str(BIN / "kdseg-train"),
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -114,17 +152,36 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     proc.wait()
     assert last.exists(), "no checkpoint written before the kill"
     killed_at = torch.load(last, weights_only=True)["global_step"]
-    result = kdseg("train", *TINY_DATA, "logger=csv", f"data.root={phantom_lits}", "model=enet", "model.width=0.25",
-                   "trainer.max_epochs=3", f"hydra.run.dir={run}")
+    result = kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert "resuming from" in result.stdout + result.stderr
-    assert summary["global_step"] == 3 * 4 and killed_at >= 4  # 32 samples / batch 8 = 4 steps an epoch
+    assert (
+        summary["global_step"] == 3 * 4 and killed_at >= 4
+    )  # 32 samples / batch 8 = 4 steps an epoch
 
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
-    kdseg("train", *TINY_DATA, "logger=csv", f"data.root={phantom_lits}", "model=enet", "model.width=0.25",
-          "trainer=ddp", "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer=ddp",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2  # 32 samples over 2 ranks of batch 8
     assert load_bundle(run / "checkpoints" / "last.ckpt").model is not None
@@ -136,7 +193,16 @@ def test_same_commands_on_kits_layout(tmp_path: Path, dataset: str, layout: str)
     kdseg("phantom", f"dataset={dataset}", f"root={root}", "n_cases=4", TINY_PHANTOM)
     assert (root / "case_00000" / "imaging.nii.gz").exists()
     run = tmp_path / "run"
-    kdseg("train", *TINY_DATA, "logger=csv", f"data={layout}", f"data.root={root}", "model=enet", "model.width=0.25",
-          "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data={layout}",
+        f"data.root={root}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
     bundle = load_bundle(run / "checkpoints" / "last.ckpt")
     assert bundle.data["name"] == "kits19" and bundle.preprocess.window == (-200.0, 300.0)

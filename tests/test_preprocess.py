@@ -29,11 +29,14 @@ def _volume(codes: str, shape=(40, 36, 12)) -> tuple[nib.Nifti1Image, np.ndarray
 
 
 @pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP", "PIR"])
-@pytest.mark.parametrize("cfg", [
-    PreprocessConfig(),
-    PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 16)),
-    PreprocessConfig(in_plane_size=(20, 24), crop_size=(18, 28)),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        PreprocessConfig(),
+        PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 16)),
+        PreprocessConfig(in_plane_size=(20, 24), crop_size=(18, 28)),
+    ],
+)
 def test_labels_round_trip_to_input_geometry(codes: str, cfg: PreprocessConfig) -> None:
     img, labels = _volume(codes)
     pre = Preprocessor(cfg)
@@ -43,7 +46,11 @@ def test_labels_round_trip_to_input_geometry(codes: str, cfg: PreprocessConfig) 
     assert slices.shape[1:] == tuple(geom.model_size)
     assert slices.min() >= -1 and slices.max() <= 1
     # a perfect one-hot "prediction" on the model grid must come back as the input labels
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(model_labels).long(), 3).permute(0, 3, 1, 2).float()
+    onehot = (
+        torch.nn.functional.one_hot(torch.as_tensor(model_labels).long(), 3)
+        .permute(0, 3, 1, 2)
+        .float()
+    )
     restored = pre.restore(onehot, geom).argmax(1).numpy().astype(np.uint8)
     back = pre.to_input_orientation(restored.transpose(1, 2, 0), geom)
     assert back.shape == img.shape
@@ -64,11 +71,15 @@ def test_canonical_orientation_independent_of_storage() -> None:
 
 
 def test_window_scales_hu_to_unit_range() -> None:
-    img = nib.Nifti1Image(np.array([[[-1000, -60, 40, 140, 1000]]], np.int16).reshape(1, 1, 5), np.eye(4))
+    img = nib.Nifti1Image(
+        np.array([[[-1000, -60, 40, 140, 1000]]], np.int16).reshape(1, 1, 5), np.eye(4)
+    )
     slices, _ = Preprocessor(PreprocessConfig(window=(-60, 140))).image(img)
     np.testing.assert_allclose(slices.ravel(), [-1, -1, 0, 1, 1], atol=1e-3)
 
 
 def test_digest_changes_with_config() -> None:
     assert PreprocessConfig().digest() != PreprocessConfig(window=(-200, 300)).digest()
-    assert PreprocessConfig().digest() == PreprocessConfig.from_dict({"window": [-60, 140]}).digest()
+    assert (
+        PreprocessConfig().digest() == PreprocessConfig.from_dict({"window": [-60, 140]}).digest()
+    )

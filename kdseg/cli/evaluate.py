@@ -24,14 +24,33 @@ def main(cfg: DictConfig) -> None:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
     cases = [setup.cases[c] for c in setup.split[cfg.split]]
     threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
-    predictor = Predictor.from_bundle(bundle, backend=cfg.backend, artifact=cfg.artifact, threads=cfg.threads,
-                                      batch_size=int(cfg.batch_size), threshold=threshold)
+    predictor = Predictor.from_bundle(
+        bundle,
+        backend=cfg.backend,
+        artifact=cfg.artifact,
+        threads=cfg.threads,
+        batch_size=int(cfg.batch_size),
+        threshold=threshold,
+    )
     rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
     summary = summarize_rows(rows, cfg.protocol)
-    out = Path(cfg.output_dir or Path(cfg.ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}")
-    info = {"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": cfg.split,
-            "protocol": cfg.protocol, "backend": cfg.backend, "model": bundle.model_config,
-            "task": bundle.task.name, "n_cases": len(cases)}
+    out = Path(
+        cfg.output_dir
+        or Path(cfg.ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}"
+    )
+    info = {
+        "checkpoint": str(cfg.ckpt),
+        "data_root": str(cfg.data.root),
+        "split": cfg.split,
+        "protocol": cfg.protocol,
+        "backend": cfg.backend,
+        "model": bundle.model_config,
+        "task": bundle.task.name,
+        "n_cases": len(cases),
+    }
     write_results(rows, summary, out, info)
-    print_summary(summary, title=f"{bundle.model_config['name']} on {cfg.data.name}/{cfg.split} ({cfg.protocol})")
+    print_summary(
+        summary,
+        title=f"{bundle.model_config['name']} on {cfg.data.name}/{cfg.split} ({cfg.protocol})",
+    )
     print(f"results: {out}")

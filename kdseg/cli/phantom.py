@@ -13,8 +13,11 @@ from kdseg.data.phantom import PhantomConfig, write_dataset
 @guarded("kdseg-phantom")
 def main(cfg: DictConfig) -> None:
     params = to_dict(cfg.params) if cfg.params else {}
-    config = PhantomConfig(dataset=cfg.dataset, **{k: tuple(v) if isinstance(v, list) else v
-                                                    for k, v in params.items()})
-    paths = write_dataset(cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed),
-                          workers=int(cfg.workers))
+    config = PhantomConfig(
+        dataset=cfg.dataset,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()},
+    )
+    paths = write_dataset(
+        cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed), workers=int(cfg.workers)
+    )
     print(f"{len(paths)} {cfg.dataset} phantom case(s) in {cfg.root}")

@@ -26,7 +26,9 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
         if is_nifti(output):
             return [(source, output)]
         return [(source, output / f"{_stem(source)}.nii.gz")]
-    inputs = sorted(p for p in source.iterdir() if is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
+    inputs = sorted(
+        p for p in source.iterdir() if is_nifti(p) or (p.is_dir() and is_dicom_folder(p))
+    )
     if not inputs:
         raise InputError(source, "no NIfTI files or DICOM series in this folder")
     if is_nifti(output):
@@ -47,8 +49,15 @@ def _stem(path: Path) -> str:
 def main(cfg: DictConfig) -> None:
     pairs = plan_outputs(Path(cfg.input), Path(cfg.output))
     bundle = load_bundle(cfg.ckpt)
-    predictor = Predictor.from_bundle(bundle, backend=cfg.backend, artifact=cfg.artifact, threads=cfg.threads,
-                                      batch_size=int(cfg.batch_size), threshold=cfg.threshold, progress=True)
+    predictor = Predictor.from_bundle(
+        bundle,
+        backend=cfg.backend,
+        artifact=cfg.artifact,
+        threads=cfg.threads,
+        batch_size=int(cfg.batch_size),
+        threshold=cfg.threshold,
+        progress=True,
+    )
     for source, target in pairs:
         image = load_volume(source)
         label = predictor.predict(image)
@@ -61,6 +70,11 @@ def main(cfg: DictConfig) -> None:
             print(format_lesion_report(report))
         if cfg.overlay:
             canonical = predictor.pre
-            png = save_overlay(canonical.reorient(image), canonical.reorient(image, label), f"{stem}.png",
-                               title=source.name, spacing=canonical.spacing(image))
+            png = save_overlay(
+                canonical.reorient(image),
+                canonical.reorient(image, label),
+                f"{stem}.png",
+                title=source.name,
+                spacing=canonical.spacing(image),
+            )
             print(f"overlay: {png}")

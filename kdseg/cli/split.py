@@ -21,5 +21,7 @@ def main(cfg: DictConfig) -> None:
         raise InputError(target, "split exists; pass force=true to overwrite it")
     ids = [c.case_id for c in discover_cases(cfg.data.layout, cfg.data.root)]
     split = make_split(ids, list(cfg.data.split_fractions), int(cfg.data.split_seed))
-    write_split(split, target, seed=int(cfg.data.split_seed), fractions=list(cfg.data.split_fractions))
+    write_split(
+        split, target, seed=int(cfg.data.split_seed), fractions=list(cfg.data.split_fractions)
+    )
     print(f"{target}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))

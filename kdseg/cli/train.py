@@ -19,7 +19,9 @@ def main(cfg: DictConfig) -> float | None:
     write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     plain = to_dict(cfg)
     setup = resolve_data(plain["data"])
-    module = SegmentationModule(model=plain["model"], data=setup.info(), optim=plain["optim"], loss=plain["loss"])
+    module = SegmentationModule(
+        model=plain["model"], data=setup.info(), optim=plain["optim"], loss=plain["loss"]
+    )
     summary = fit(module, setup.datamodule(seed=int(cfg.seed)), plain, out)
     print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
     return summary["best_score"]

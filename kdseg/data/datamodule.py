@@ -47,7 +47,10 @@ def build_augment(augment: dict[str, bool]) -> Compose:
     keys = ["image", "label"]
     transforms = []
     if augment.get("flip", False):
-        transforms += [RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
+        transforms += [
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+        ]
     if augment.get("rot90", False):
         transforms.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
     return Compose(transforms)
@@ -56,8 +59,14 @@ def build_augment(augment: dict[str, bool]) -> Compose:
 class SliceDataset(Dataset):
     """(case, slice) items from memory-mapped cached cases."""
 
-    def __init__(self, cases: list[CachedCase], task: Task, context: int = 0,
-                 only_target: bool = False, transform: Compose | None = None) -> None:
+    def __init__(
+        self,
+        cases: list[CachedCase],
+        task: Task,
+        context: int = 0,
+        only_target: bool = False,
+        transform: Compose | None = None,
+    ) -> None:
         self.cases = cases
         self.task = task
         self.context = context
@@ -80,19 +89,30 @@ class SliceDataset(Dataset):
         case = self.cases[ci]
         zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, case.n_slices - 1)
         image = torch.from_numpy(np.asarray(case.image[zs], dtype=np.float32))
-        label = torch.from_numpy(self.task.to_model(np.asarray(case.label[z : z + 1])).astype(np.int64))
+        label = torch.from_numpy(
+            self.task.to_model(np.asarray(case.label[z : z + 1])).astype(np.int64)
+        )
         item = {"image": image, "label": label}
         if self.transform is not None:
             item = self.transform(item)
-        return {"image": item["image"].contiguous(), "label": item["label"].contiguous(),
-                "case": case.case_id, "slice": z}
+        return {
+            "image": item["image"].contiguous(),
+            "label": item["label"].contiguous(),
+            "case": case.case_id,
+            "slice": z,
+        }
 
 
 class SliceDataModule(pl.LightningDataModule):
     """Train / val / test slice loaders over a prepared cache and a case split."""
 
-    def __init__(self, cache_dir: str | Path, split: dict[str, list[str]], loader: LoaderConfig,
-                 prepare: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        split: dict[str, list[str]],
+        loader: LoaderConfig,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__()
         self._prepare = prepare
         self.cache_dir = Path(cache_dir)
@@ -111,7 +131,9 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment.set_random_state(seed=self.cfg.seed)
         cases = {s: [open_case(self.cache_dir, c) for c in ids] for s, ids in self.split.items()}
         only_target = self.cfg.sampling == "target"
-        self.train_set = SliceDataset(cases["train"], self.task, self.cfg.context, only_target, self.augment)
+        self.train_set = SliceDataset(
+            cases["train"], self.task, self.cfg.context, only_target, self.augment
+        )
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)
         self.test_set = SliceDataset(cases["test"], self.task, self.cfg.context, only_val_target)
@@ -125,11 +147,19 @@ class SliceDataModule(pl.LightningDataModule):
             if 0 < n_target < len(flags):
                 p = self.cfg.target_fraction
                 weights = torch.where(flags, p / n_target, (1 - p) / (len(flags) - n_target))
-                return WeightedRandomSampler(weights.double(), n, replacement=True, generator=generator)
-        return RandomSampler(self.train_set, replacement=self.cfg.samples_per_epoch is not None,
-                             num_samples=n, generator=generator)
+                return WeightedRandomSampler(
+                    weights.double(), n, replacement=True, generator=generator
+                )
+        return RandomSampler(
+            self.train_set,
+            replacement=self.cfg.samples_per_epoch is not None,
+            num_samples=n,
+            generator=generator,
+        )
 
-    def _loader(self, dataset: Dataset, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, sampler: torch.utils.data.Sampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.cfg.batch_size,

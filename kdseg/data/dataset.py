@@ -47,11 +47,19 @@ class DataSetup:
             "preprocess": self.preprocess.to_dict(),
         }
 
-    def prepare(self, workers: int = 1, progress: bool = True, ids: list[str] | None = None) -> list[str]:
+    def prepare(
+        self, workers: int = 1, progress: bool = True, ids: list[str] | None = None
+    ) -> list[str]:
         """Prepare the named cases (default: all in the split) into the cache; idempotent."""
         ids = ids or [c for s in ("train", "val", "test") for c in self.split[s]]
-        return prepare_cases([self.cases[c] for c in ids], self.preprocess, self.cache_dir,
-                             workers=workers, progress=progress, source=str(self.cfg["root"]))
+        return prepare_cases(
+            [self.cases[c] for c in ids],
+            self.preprocess,
+            self.cache_dir,
+            workers=workers,
+            progress=progress,
+            source=str(self.cfg["root"]),
+        )
 
     def datamodule(self, seed: int = 123) -> SliceDataModule:
         """Slice loaders over the prepared cache; its ``prepare_data`` (rank 0) fills the cache.
@@ -63,17 +71,27 @@ class DataSetup:
         keys = set(LoaderConfig.__dataclass_fields__) - {"seed"}
         loader = LoaderConfig(**{k: v for k, v in self.cfg.items() if k in keys}, seed=seed)
         workers = int(self.cfg.get("prepare_workers", 1))
-        return SliceDataModule(self.cache_dir, self.split, loader,
-                               prepare=lambda: self.prepare(workers=workers, progress=False))
+        return SliceDataModule(
+            self.cache_dir,
+            self.split,
+            loader,
+            prepare=lambda: self.prepare(workers=workers, progress=False),
+        )
 
 
 def resolve_data(cfg: dict[str, Any]) -> DataSetup:
     """Discover the cases of ``cfg['root']`` and resolve split and cache folder."""
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
     split = resolve_split(
-        cfg["root"], list(cases), split_file=cfg.get("split_file"), manifest=cfg.get("manifest"),
-        seed=int(cfg.get("split_seed", 123)), fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
+        cfg["root"],
+        list(cases),
+        split_file=cfg.get("split_file"),
+        manifest=cfg.get("manifest"),
+        seed=int(cfg.get("split_seed", 123)),
+        fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
     )
     pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
-    cache_dir = cache_dir_for(cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache", cfg["name"], pre)
+    cache_dir = cache_dir_for(
+        cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache", cfg["name"], pre
+    )
     return DataSetup(cfg, cases, split, pre, cache_dir)

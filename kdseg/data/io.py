@@ -43,8 +43,17 @@ def load_volume(path: str | Path) -> nib.Nifti1Image:
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
-        raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc}); corrupt or truncated?") from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        gzip.BadGzipFile,
+        nib.filebasedimages.ImageFileError,
+    ) as exc:
+        raise InputError(
+            path, f"cannot read NIfTI ({type(exc).__name__}: {exc}); corrupt or truncated?"
+        ) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -52,23 +61,33 @@ def load_volume(path: str | Path) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, img.affine, img.header)
 
 
-def check_pair(image: nib.Nifti1Image, label: nib.Nifti1Image, label_path: str | Path,
-               allowed_labels: Iterable[int]) -> np.ndarray:
+def check_pair(
+    image: nib.Nifti1Image,
+    label: nib.Nifti1Image,
+    label_path: str | Path,
+    allowed_labels: Iterable[int],
+) -> np.ndarray:
     """Check that ``label`` fits ``image`` (shape, affine, label values); return the label array.
 
     Real datasets store labels as float or int; values must be whole numbers from
     ``allowed_labels``.
     """
     if label.shape != image.shape:
-        raise InputError(label_path, f"label shape {label.shape} differs from image shape {image.shape}")
+        raise InputError(
+            label_path, f"label shape {label.shape} differs from image shape {image.shape}"
+        )
     if not np.allclose(label.affine, image.affine, atol=AFFINE_TOLERANCE):
-        raise InputError(label_path, "label affine differs from the image affine (not the same geometry)")
+        raise InputError(
+            label_path, "label affine differs from the image affine (not the same geometry)"
+        )
     data = np.asanyarray(label.dataobj)
     values = np.unique(data)
     allowed = set(int(v) for v in allowed_labels)
     bad = [v for v in values.tolist() if v != int(v) or int(v) not in allowed]
     if bad:
-        raise InputError(label_path, f"unknown label values {bad[:5]}; expected a subset of {sorted(allowed)}")
+        raise InputError(
+            label_path, f"unknown label values {bad[:5]}; expected a subset of {sorted(allowed)}"
+        )
     return data.astype(np.uint8)
 
 

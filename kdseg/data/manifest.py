@@ -24,14 +24,17 @@ FOLDER_SPLIT_NAME = "kdseg_split.json"
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
 
 
-def make_split(case_ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),
-               seed: int = 123) -> dict[str, list[str]]:
+def make_split(
+    case_ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 123
+) -> dict[str, list[str]]:
     """Shuffle ``case_ids`` with ``seed`` and cut them into train / val / test by ``fractions``.
 
     Val and test get at least one case each whenever there are three or more cases.
     """
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be three numbers summing to 1, got {list(fractions)}")
+        raise ValueError(
+            f"split fractions must be three numbers summing to 1, got {list(fractions)}"
+        )
     ids = sorted(case_ids)
     random.Random(seed).shuffle(ids)
     n = len(ids)
@@ -62,7 +65,9 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
     for split in SPLITS:
         for case_id in data[split]:
             if case_id in seen:
-                raise InputError(path, f"case {case_id!r} is in both {seen[case_id]!r} and {split!r}")
+                raise InputError(
+                    path, f"case {case_id!r} is in both {seen[case_id]!r} and {split!r}"
+                )
             seen[case_id] = split
     return {s: list(data[s]) for s in SPLITS}
 
@@ -79,9 +84,14 @@ def _manifest_path(manifest: str | None) -> Path | None:
     return path if path.is_absolute() or path.exists() else MANIFEST_DIR / manifest
 
 
-def resolve_split(root: str | Path, case_ids: Sequence[str], split_file: str | None = None,
-                  manifest: str | None = None, seed: int = 123,
-                  fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> dict[str, list[str]]:
+def resolve_split(
+    root: str | Path,
+    case_ids: Sequence[str],
+    split_file: str | None = None,
+    manifest: str | None = None,
+    seed: int = 123,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+) -> dict[str, list[str]]:
     """Return the split for the cases found in ``root`` (see the module docstring for the order)."""
     root = Path(root)
     present = set(case_ids)
@@ -95,7 +105,9 @@ def resolve_split(root: str | Path, case_ids: Sequence[str], split_file: str | N
             split = read_split(versioned)
             if present.issuperset(c for s in SPLITS for c in split[s]):
                 return split
-            log.info("versioned manifest %s names cases missing from %s; making a split", versioned, root)
+            log.info(
+                "versioned manifest %s names cases missing from %s; making a split", versioned, root
+            )
         split = make_split(sorted(present), fractions, seed)
         write_split(split, root / FOLDER_SPLIT_NAME, seed=seed, fractions=list(fractions))
         log.info("wrote split %s", root / FOLDER_SPLIT_NAME)
@@ -103,5 +115,7 @@ def resolve_split(root: str | Path, case_ids: Sequence[str], split_file: str | N
     split = read_split(chosen)
     missing = [c for s in SPLITS for c in split[s] if c not in present]
     if missing:
-        raise InputError(chosen, f"names {len(missing)} case(s) not found in {root}, e.g. {missing[0]!r}")
+        raise InputError(
+            chosen, f"names {len(missing)} case(s) not found in {root}, e.g. {missing[0]!r}"
+        )
     return split

@@ -60,13 +60,21 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     return case.case_id
 
 
-def prepare_cases(cases: Sequence[Case], config: PreprocessConfig, cache_dir: str | Path,
-                  workers: int = 1, progress: bool = True, source: str = "") -> list[str]:
+def prepare_cases(
+    cases: Sequence[Case],
+    config: PreprocessConfig,
+    cache_dir: str | Path,
+    workers: int = 1,
+    progress: bool = True,
+    source: str = "",
+) -> list[str]:
     """Prepare every case not yet in ``cache_dir``; return the ids of all prepared cases."""
     cache_dir = Path(cache_dir)
     write_text_atomic(
         cache_dir / "preprocess.json",
-        json.dumps({"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1),
+        json.dumps(
+            {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1
+        ),
     )
     todo = [c for c in cases if not is_prepared(cache_dir, c.case_id)]
     with Progress(disable=not progress, transient=False) as bar:

@@ -49,6 +49,7 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> PreprocessConfig:
         """Build from a (Hydra) mapping; lists become tuples."""
+
         def tup(v: Any) -> tuple | None:
             if v is None:
                 return None
@@ -97,8 +98,9 @@ def _centre_offsets(size: tuple[int, int], target: tuple[int, int]) -> tuple[int
     return ((size[0] - target[0]) // 2, (size[1] - target[1]) // 2)
 
 
-def _window(x: torch.Tensor, offset: tuple[int, int], target: tuple[int, int],
-            fill: torch.Tensor | float) -> torch.Tensor:
+def _window(
+    x: torch.Tensor, offset: tuple[int, int], target: tuple[int, int], fill: torch.Tensor | float
+) -> torch.Tensor:
     """Window ``[offset, offset + target)`` of the last two dims of ``x``; outside is ``fill``.
 
     ``out[..., i, j] = x[..., i + offset[0], j + offset[1]]``: a positive offset crops, a
@@ -108,7 +110,7 @@ def _window(x: torch.Tensor, offset: tuple[int, int], target: tuple[int, int],
     fill = torch.as_tensor(fill, dtype=x.dtype)
     out = fill.expand(*x.shape[:-2], *target).clone()
     src, dst, count = [], [], []
-    for size, off, tgt in zip(x.shape[-2:], offset, target):
+    for size, off, tgt in zip(x.shape[-2:], offset, target, strict=True):
         s0, d0 = max(off, 0), max(-off, 0)
         src.append(s0)
         dst.append(d0)
@@ -141,16 +143,31 @@ class Preprocessor:
             if body.any():
                 xs, ys = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
                 m = cfg.body_margin
-                box = (max(int(xs[0]) - m, 0), min(int(xs[-1]) + 1 + m, x),
-                       max(int(ys[0]) - m, 0), min(int(ys[-1]) + 1 + m, y))
+                box = (
+                    max(int(xs[0]) - m, 0),
+                    min(int(xs[-1]) + 1 + m, x),
+                    max(int(ys[0]) - m, 0),
+                    min(int(ys[-1]) + 1 + m, y),
+                )
         resized = cfg.in_plane_size or (box[1] - box[0], box[3] - box[2])
         offset = _centre_offsets(resized, cfg.crop_size) if cfg.crop_size else (0, 0)
-        return Geometry(tuple(img.shape), img.affine.copy(), self._transform(img), (x, y, z), self.spacing(img),
-                        box, tuple(resized), offset, cfg.crop_size)
+        return Geometry(
+            tuple(img.shape),
+            img.affine.copy(),
+            self._transform(img),
+            (x, y, z),
+            self.spacing(img),
+            box,
+            tuple(resized),
+            offset,
+            cfg.crop_size,
+        )
 
     def _transform(self, img: nib.Nifti1Image) -> np.ndarray:
         """nibabel orientation transform from ``img``'s voxel axes to the canonical ones."""
-        return ornt.ornt_transform(ornt.io_orientation(img.affine), ornt.axcodes2ornt(self.config.axcodes))
+        return ornt.ornt_transform(
+            ornt.io_orientation(img.affine), ornt.axcodes2ornt(self.config.axcodes)
+        )
 
     def reorient(self, img: nib.Nifti1Image, data: np.ndarray | None = None) -> np.ndarray:
         """Array of ``img`` (or ``data`` on its grid) in the canonical orientation."""
@@ -163,7 +180,9 @@ class Preprocessor:
         return tuple(float(zooms[axis]) for axis in transform_inverse_axes(self._transform(img)))
 
     # -- forward ----------------------------------------------------------------------------
-    def _to_model_grid(self, slices: torch.Tensor, geom: Geometry, mode: str, fill: float) -> torch.Tensor:
+    def _to_model_grid(
+        self, slices: torch.Tensor, geom: Geometry, mode: str, fill: float
+    ) -> torch.Tensor:
         """(Z, X, Y) canonical slices -> (Z, h, w) model-grid slices."""
         x0, x1, y0, y1 = geom.box
         out = slices[:, x0:x1, y0:y1]
@@ -203,7 +222,9 @@ class Preprocessor:
             probs = _window(probs, inverse_offset, geom.resized, background.view(1, -1, 1, 1))
         x0, x1, y0, y1 = geom.box
         if tuple(probs.shape[-2:]) != (x1 - x0, y1 - y0):
-            probs = F.interpolate(probs, size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+            probs = F.interpolate(
+                probs, size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False
+            )
         full = (geom.canonical_shape[0], geom.canonical_shape[1])
         if (x0, x1, y0, y1) != (0, full[0], 0, full[1]):
             probs = _window(probs, (-x0, -y0), full, background.view(1, -1, 1, 1))
@@ -211,7 +232,9 @@ class Preprocessor:
 
     def to_input_orientation(self, canonical: np.ndarray, geom: Geometry) -> np.ndarray:
         """Map a canonical ``(X, Y, Z)`` array back onto the input's voxel grid."""
-        back = ornt.ornt_transform(ornt.axcodes2ornt(self.config.axcodes), ornt.io_orientation(geom.affine))
+        back = ornt.ornt_transform(
+            ornt.axcodes2ornt(self.config.axcodes), ornt.io_orientation(geom.affine)
+        )
         out = np.ascontiguousarray(ornt.apply_orientation(canonical, back))
         assert out.shape == geom.input_shape, (out.shape, geom.input_shape)
         return out

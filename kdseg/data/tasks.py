@@ -46,9 +46,17 @@ class Task:
     def to_model(self, label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Dataset labels -> model class indices."""
         if self.name == "organ":
-            return (label > 0).astype(np.uint8) if isinstance(label, np.ndarray) else (label > 0).long()
+            return (
+                (label > 0).astype(np.uint8)
+                if isinstance(label, np.ndarray)
+                else (label > 0).long()
+            )
         if self.name == "tumor":
-            return (label == 2).astype(np.uint8) if isinstance(label, np.ndarray) else (label == 2).long()
+            return (
+                (label == 2).astype(np.uint8)
+                if isinstance(label, np.ndarray)
+                else (label == 2).long()
+            )
         return label
 
     def to_dataset(self, pred: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

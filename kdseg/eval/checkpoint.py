@@ -67,10 +67,14 @@ def load_bundle(path: str | Path) -> Bundle:
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     model = build_from_config(hparams["model"])
-    state = {k[len(NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)}
+    state = {
+        k[len(NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)
+    }
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputError(path, f"weights do not fit the saved model config ({str(exc).splitlines()[0]})") from None
+        raise InputError(
+            path, f"weights do not fit the saved model config ({str(exc).splitlines()[0]})"
+        ) from None
     model.eval()
     return Bundle(model, dict(hparams["model"]), dict(hparams["data"]), Path(path))

@@ -30,8 +30,9 @@ from kdseg.eval.metrics import case_metrics, paper_protocol_case, paper_protocol
 HEADLINE = ("dice", "dice_global", "hd95", "assd", "voe", "rvd")
 
 
-def evaluate_cases(predictor: Predictor, cases: Sequence[Case], protocol: str = "full",
-                   progress: bool = True) -> list[dict[str, Any]]:
+def evaluate_cases(
+    predictor: Predictor, cases: Sequence[Case], protocol: str = "full", progress: bool = True
+) -> list[dict[str, Any]]:
     """One row per case: ``{"case": id, <class>: {metric: value}}``."""
     if protocol not in ("full", "paper"):
         raise ValueError(f"unknown protocol {protocol!r}; use full or paper")
@@ -49,13 +50,20 @@ def evaluate_cases(predictor: Predictor, cases: Sequence[Case], protocol: str = 
                 spacing = [float(s) for s in image.header.get_zooms()[:3]]
                 rows.append({"case": case.case_id, **case_metrics(pred, truth, spacing, classes)})
             else:
-                rows.append({"case": case.case_id, **_paper_row(predictor, image, pred, truth, classes)})
+                rows.append(
+                    {"case": case.case_id, **_paper_row(predictor, image, pred, truth, classes)}
+                )
             bar.advance(job)
     return rows
 
 
-def _paper_row(predictor: Predictor, image: Any, pred: np.ndarray, truth: np.ndarray,
-               classes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, float]]:
+def _paper_row(
+    predictor: Predictor,
+    image: Any,
+    pred: np.ndarray,
+    truth: np.ndarray,
+    classes: dict[str, tuple[int, ...]],
+) -> dict[str, dict[str, float]]:
     out = {}
     for name, labels in classes.items():
         fg_pred = predictor.pre.reorient(image, np.isin(pred, labels).astype(np.float32))
@@ -70,7 +78,10 @@ def summarize_rows(rows: list[dict[str, Any]], protocol: str) -> dict[str, Any]:
     if protocol == "full":
         return summarize(per_case)
     names = per_case[0].keys() if per_case else []
-    return {n: {"dice": paper_protocol_dice([r[n] for r in per_case]), "n_cases": len(per_case)} for n in names}
+    return {
+        n: {"dice": paper_protocol_dice([r[n] for r in per_case]), "n_cases": len(per_case)}
+        for n in names
+    }
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
@@ -89,12 +100,15 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_results(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path,
-                  info: dict[str, Any]) -> Path:
+def write_results(
+    rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path, info: dict[str, Any]
+) -> Path:
     """``per_case.csv`` and ``summary.json`` in ``out_dir``, atomically."""
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "per_case.csv", rows_to_csv(rows))
-    write_text_atomic(out_dir / "summary.json", json.dumps({**info, "summary": summary}, indent=1, default=float))
+    write_text_atomic(
+        out_dir / "summary.json", json.dumps({**info, "summary": summary}, indent=1, default=float)
+    )
     return out_dir
 
 
@@ -110,6 +124,8 @@ def print_summary(summary: dict[str, Any], title: str, console: Console | None =
         for m in columns:
             mean = stats.get(f"{m}_mean", stats.get(m))
             std = stats.get(f"{m}_std")
-            cells.append("-" if mean is None else f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}"))
+            cells.append(
+                "-" if mean is None else f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
+            )
         table.add_row(name, *cells)
     (console or Console(width=140)).print(table)

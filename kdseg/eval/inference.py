@@ -75,8 +75,16 @@ def context_stack(slices: np.ndarray, zs: np.ndarray, context: int) -> np.ndarra
 class Predictor:
     """Predict label volumes with one backend, preprocessing config and task."""
 
-    def __init__(self, backend: Backend, preprocess: PreprocessConfig, task: Task, context: int = 0,
-                 batch_size: int = 8, threshold: float | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        preprocess: PreprocessConfig,
+        task: Task,
+        context: int = 0,
+        batch_size: int = 8,
+        threshold: float | None = None,
+        progress: bool = False,
+    ) -> None:
         self.backend = backend
         self.pre = Preprocessor(preprocess)
         self.task = task
@@ -86,8 +94,14 @@ class Predictor:
         self.progress = progress
 
     @classmethod
-    def from_bundle(cls, bundle: Any, backend: str = "torch", artifact: Any = None,
-                    threads: int | None = None, **kwargs: Any) -> Predictor:
+    def from_bundle(
+        cls,
+        bundle: Any,
+        backend: str = "torch",
+        artifact: Any = None,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> Predictor:
         """Predictor for a loaded checkpoint bundle; ``artifact`` replaces its model (ONNX...)."""
         run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
         return cls(run, bundle.preprocess, bundle.task, bundle.context, **kwargs)

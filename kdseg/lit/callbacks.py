@@ -21,8 +21,15 @@ class WandbValidationOverlay(pl.Callback):
         self.max_slices = max_slices
         self._batch: dict[str, torch.Tensor] | None = None
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if batch_idx == 0:
             self._batch = {"image": batch["image"][: self.max_slices].detach().cpu()}
             with torch.no_grad():
@@ -38,11 +45,24 @@ class WandbValidationOverlay(pl.Callback):
         centre = self._batch["image"].shape[1] // 2
         image = self._batch["image"][:, centre].permute(1, 2, 0).numpy()  # (h, w, slices)
         pred = self._batch["pred"].permute(1, 2, 0).numpy().astype(np.uint8)
-        picture = overlay_figure_array(image, pred, n_slices=image.shape[2], window=(-1.0, 1.0),
-                                       title=f"validation, epoch {trainer.current_epoch}")
-        dice = {k.split("val/dice_")[1]: float(v) for k, v in trainer.callback_metrics.items()
-                if k.startswith("val/dice_")}
+        picture = overlay_figure_array(
+            image,
+            pred,
+            n_slices=image.shape[2],
+            window=(-1.0, 1.0),
+            title=f"validation, epoch {trainer.current_epoch}",
+        )
+        dice = {
+            k.split("val/dice_")[1]: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("val/dice_")
+        }
         table = wandb.Table(columns=["class", "dice"], data=[[k, v] for k, v in dice.items()])
         for logger in loggers:
-            logger.experiment.log({"val/overlay": wandb.Image(picture), "val/dice_table": table,
-                                   "trainer/global_step": trainer.global_step})
+            logger.experiment.log(
+                {
+                    "val/overlay": wandb.Image(picture),
+                    "val/dice_table": table,
+                    "trainer/global_step": trainer.global_step,
+                }
+            )

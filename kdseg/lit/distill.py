@@ -24,18 +24,28 @@ MUST_MATCH = ("task", "context", "in_channels", "num_classes", "preprocess")
 class DistillationModule(SegmentationModule):
     """L = L_seg(student) + criterion(student taps, teacher taps, labels)."""
 
-    def __init__(self, model: dict[str, Any], data: dict[str, Any], optim: dict[str, Any],
-                 loss: dict[str, Any], teacher: dict[str, Any], distill: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        optim: dict[str, Any],
+        loss: dict[str, Any],
+        teacher: dict[str, Any],
+        distill: dict[str, Any],
+    ) -> None:
         super().__init__(model, data, optim, loss)
         self.save_hyperparameters()
         bundle = load_bundle(teacher["ckpt"])
         mismatched = [k for k in MUST_MATCH if bundle.data.get(k) != data.get(k)]
         if mismatched:
-            details = ", ".join(f"{k}: teacher {bundle.data.get(k)!r} vs data {data.get(k)!r}" for k in mismatched)
+            details = ", ".join(
+                f"{k}: teacher {bundle.data.get(k)!r} vs data {data.get(k)!r}" for k in mismatched
+            )
             raise InputError(teacher["ckpt"], f"teacher was trained on other inputs ({details})")
         self.teacher = bundle.model.requires_grad_(False).eval()
-        self.criterion = build_criterion(distill.get("terms"), self.net.tap_info, self.teacher.tap_info,
-                                         int(data["num_classes"]))
+        self.criterion = build_criterion(
+            distill.get("terms"), self.net.tap_info, self.teacher.tap_info, int(data["num_classes"])
+        )
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and adapters; the teacher stays in eval mode (frozen BatchNorm)."""

@@ -35,8 +35,13 @@ def build_seg_loss(cfg: dict[str, Any]) -> torch.nn.Module:
 class SegmentationModule(pl.LightningModule):
     """Trains ``net`` with L_seg; logs per-class validation Dice (``val/dice_<class>``)."""
 
-    def __init__(self, model: dict[str, Any], data: dict[str, Any], optim: dict[str, Any],
-                 loss: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        optim: dict[str, Any],
+        loss: dict[str, Any],
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_from_config(model)
@@ -68,7 +73,11 @@ class SegmentationModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         dices = {}
         for name, counts in self._val_counts.items():
-            counts = self.all_gather(counts).reshape(-1, 3).sum(0) if self.trainer.world_size > 1 else counts
+            counts = (
+                self.all_gather(counts).reshape(-1, 3).sum(0)
+                if self.trainer.world_size > 1
+                else counts
+            )
             inter, pred, truth = counts
             dices[name] = (2 * inter / (pred + truth)) if (pred + truth) > 0 else torch.ones(())
             self.log(f"val/dice_{name}", dices[name], prog_bar=True, sync_dist=False)
@@ -77,11 +86,17 @@ class SegmentationModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0))
+        optimizer = torch.optim.Adam(
+            params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0)
+        )
         epochs = max(int(self.trainer.max_epochs or 1), 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
-                                                               eta_min=optim.get("min_lr", 1e-6))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=epochs, eta_min=optim.get("min_lr", 1e-6)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
 
 def _member(labels: torch.Tensor, values: tuple[int, ...]) -> torch.Tensor:

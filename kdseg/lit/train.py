@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def build_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Logger]:
-    """CSV always; wandb unless ``logger.wandb.enabled`` is false (offline unless told otherwise)."""
+    """CSV always; wandb unless ``logger.wandb.enabled`` is false (offline by default)."""
     loggers: list[Logger] = [CSVLogger(str(run_dir), name="csv", version="")]
     wb = cfg.get("wandb") or {}
     if wb.get("enabled", True) and os.environ.get("WANDB_MODE") != "disabled":
@@ -50,11 +50,23 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
     and validation overlays when wandb logs the run."""
     ckpt_dir = run_dir / "checkpoints"
     every = cfg.get("every_n_train_steps") or None
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last-step", save_last=True, save_top_k=0,
-                           every_n_train_steps=every, save_on_train_epoch_end=True)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=cfg.get("monitor", "val/dice_mean"),
-                           mode="max", save_top_k=1, auto_insert_metric_name=False,
-                           enable_version_counter=False)
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last-step",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=every,
+        save_on_train_epoch_end=True,
+    )
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=cfg.get("monitor", "val/dice_mean"),
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     extra = [WandbValidationOverlay()] if wandb else []
     return [last, best, LearningRateMonitor(logging_interval="epoch"), *extra]
 
@@ -69,14 +81,19 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     return str(last) if last.exists() else None
 
 
-def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: dict[str, Any],
-        run_dir: str | Path) -> dict[str, Any]:
+def fit(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    cfg: dict[str, Any],
+    run_dir: str | Path,
+) -> dict[str, Any]:
     """Fit ``module``; return and write ``<run_dir>/summary.json`` (metrics, checkpoint paths)."""
     run_dir = Path(run_dir)
     pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
     loggers = build_loggers(cfg.get("logger", {}), run_dir)
-    callbacks = build_callbacks(cfg.get("checkpoint", {}), run_dir,
-                                wandb=any(isinstance(lg, WandbLogger) for lg in loggers))
+    callbacks = build_callbacks(
+        cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
+    )
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=loggers,
