@@ -49,3 +49,12 @@ def run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def save_run_config(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
+    """Write the resolved config to ``<run dir>/config.yaml``; return the dir and plain config."""
+    from kdseg.errors import write_text_atomic
+
+    out = run_dir()
+    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    return out, to_dict(cfg)

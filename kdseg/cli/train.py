@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded, run_dir, to_dict
-from kdseg.data.dataset import resolve_data
-from kdseg.errors import write_text_atomic
+from kdseg.cli import CONFIG_PATH, guarded, save_run_config
 from kdseg.lit.segment import SegmentationModule
-from kdseg.lit.train import fit
+from kdseg.lit.train import fit_from_config
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @guarded("kdseg-train")
 def main(cfg: DictConfig) -> float | None:
-    out = run_dir()
-    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    plain = to_dict(cfg)
-    setup = resolve_data(plain["data"])
-    module = SegmentationModule(
-        model=plain["model"], data=setup.info(), optim=plain["optim"], loss=plain["loss"]
+    out, plain = save_run_config(cfg)
+    summary = fit_from_config(
+        plain,
+        lambda c, data: SegmentationModule(
+            model=c["model"], data=data, optim=c["optim"], loss=c["loss"]
+        ),
+        out,
     )
-    summary = fit(module, setup.datamodule(seed=int(cfg.seed)), plain, out)
-    print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
     return summary["best_score"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
+from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.lit.callbacks import WandbValidationOverlay
 
@@ -79,6 +81,23 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
         return str(resume)
     last = run_dir / "checkpoints" / "last.ckpt"
     return str(last) if last.exists() else None
+
+
+def fit_from_config(
+    cfg: dict[str, Any],
+    make_module: Callable[[dict[str, Any], dict[str, Any]], pl.LightningModule],
+    run_dir: str | Path,
+) -> dict[str, Any]:
+    """Resolve the data config, build the module with ``make_module(cfg, data_info)``, fit it.
+
+    The one path behind ``kdseg-train`` and ``kdseg-distill``; ``cfg`` is the resolved plain
+    config of the run (saved beside the checkpoints by the caller).
+    """
+    setup = resolve_data(cfg["data"])
+    module = make_module(cfg, setup.info())
+    summary = fit(module, setup.datamodule(seed=int(cfg.get("seed", 123))), cfg, run_dir)
+    print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
+    return summary
 
 
 def fit(
