@@ -2,12 +2,14 @@
 
 Kept small for two shared CPU cores: width 0.25, 35 x 37 inputs (odd on purpose), parameter
 counts on the meta device. The ONNX tests are the slow part (the dynamo exporter takes
-several seconds per network whatever its width).
+several seconds per network whatever its width): every student is exported with fixed shapes;
+the dynamic batch/H/W export of all eight networks is opt-in (KDSEG_TEST_DYNAMIC_EXPORT=1).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -101,7 +103,7 @@ def test_backward_reaches_the_first_conv(name: str):
     model = _small(name).train()
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert first.in_channels == 1
-    out = model(torch.randn(2, 1, 35, 37))  # batch 2: BatchNorm on pooled 1x1 maps
+    out = model(torch.randn(1, 1, 35, 37))  # batch 1 must train too
     loss = out.logits.square().mean() + out.taps["high"].mean() + out.taps["low"].mean()
     loss.backward()
     assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
@@ -129,7 +131,7 @@ def _export(model: nn.Module, dynamic: bool):
         dyn = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({0: dyn, 2: dyn, 3: dyn},)
     program = torch.onnx.export(
-        LogitsOnly(model),
+        LogitsOnly(model).eval(),
         (example,),
         dynamo=True,
         external_data=False,
@@ -154,7 +156,7 @@ def _max_diff(session, model: nn.Module, shape: tuple[int, ...]) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [s for s in STUDENTS if s != "enet"])
+@pytest.mark.parametrize("name", STUDENTS)
 def test_student_exports_to_onnx(name: str):
     model = _small(name).eval()
     session = _export(model, dynamic=False)
@@ -162,9 +164,14 @@ def test_student_exports_to_onnx(name: str):
 
 
 @pytest.mark.slow
-def test_enet_exports_with_dynamic_sizes():
-    """ENet is the hard case (padding + max-unpooling); it also exercises dynamic H, W."""
-    model = _small("enet").eval()
+@pytest.mark.skipif(
+    os.environ.get("KDSEG_TEST_DYNAMIC_EXPORT") != "1",
+    reason="dynamic-shape export takes 30-70 s per network; set KDSEG_TEST_DYNAMIC_EXPORT=1",
+)
+@pytest.mark.parametrize("name", ALL)
+def test_export_with_dynamic_batch_and_size(name: str):
+    """One ONNX graph for every batch and H, W, odd sizes included (padding is in the graph)."""
+    model = _small(name).eval()
     session = _export(model, dynamic=True)
     for shape in [(2, 1, 64, 64), (1, 1, 35, 37), (3, 1, 48, 80)]:
         assert _max_diff(session, model, shape) < 1e-4, shape

@@ -22,6 +22,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdseg.models.registry import available_models, build_model
+from kdseg.models.taps import SegOutput
 
 #: Parameter counts (millions) reported in the EMKD paper, at in_channels=1, num_classes=2.
 PAPER_PARAMS_M: dict[str, float] = {
@@ -51,7 +52,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _meta_forward(model: nn.Module, size: int | tuple[int, int], in_channels: int) -> tuple:
+def _meta_forward(
+    model: nn.Module, size: int | tuple[int, int], in_channels: int
+) -> tuple[SegOutput, FlopCounterMode]:
     """Run ``model`` once in eval mode on a meta-device slice; return (output, flop counter)."""
     h, w = (size, size) if isinstance(size, int) else size
     state = {
@@ -69,7 +72,9 @@ def _meta_forward(model: nn.Module, size: int | tuple[int, int], in_channels: in
     return out, counter
 
 
-def count_mult_adds(model: nn.Module, size: int | tuple[int, int] = 512, in_channels: int = 1) -> int:
+def count_mult_adds(
+    model: nn.Module, size: int | tuple[int, int] = 512, in_channels: int = 1
+) -> int:
     """Multiply-adds of one forward pass on one ``size`` x ``size`` slice (FLOPs / 2)."""
     _, counter = _meta_forward(model, size, in_channels)
     return counter.get_total_flops() // 2
@@ -133,9 +138,7 @@ def model_rows(
     rows = []
     for name in names:
         with torch.device("meta"):
-            model = build_model(
-                name, in_channels=in_channels, num_classes=num_classes, width=width
-            )
+            model = build_model(name, in_channels=in_channels, num_classes=num_classes, width=width)
         cost = _model_cost(model, size, in_channels)
         by_name = {t["name"]: t for t in cost["taps"]}
         paper = PAPER_PARAMS_M.get(name)

@@ -187,9 +187,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -210,9 +208,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
@@ -326,7 +322,11 @@ def _adapt_input_conv(stored: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     repeated 3 times gives the same response). Other counts: channels are tiled cyclically and
     rescaled by ``C / target_C``. Returns None when the shapes differ in more than dim 1.
     """
-    if stored.dim() != 4 or stored.shape[0] != target.shape[0] or stored.shape[2:] != target.shape[2:]:
+    if (
+        stored.dim() != 4
+        or stored.shape[0] != target.shape[0]
+        or stored.shape[2:] != target.shape[2:]
+    ):
         return None
     c_in, c_out = stored.shape[1], target.shape[1]
     if c_out == 1:
@@ -352,7 +352,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> dict[st
         raise InputError(path, "encoder weights file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+    except Exception as err:  # any unpickling failure means a bad input file
         raise InputError(path, f"cannot read encoder weights: {err}") from err
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):

@@ -32,7 +32,7 @@ class MobileNetV2LRASPP(SegmentationModel):
     sigmoid gate from its global average (1x1 conv, no BN); upsampled to the stride-2 skip
     ``stage1`` (16 ch); logits = 1x1 classifier of the gated feature + 1x1 classifier of the
     skip; 2x bilinear upsampling. The original LR-ASPP uses strides 16/8 on MobileNetV3; here
-    the backbone is the paper student's stride-8 one, so the skip comes from stride 2. 1.90M
+    the backbone is the paper student's stride-8 one, so the skip comes from stride 2. 1.89M
     parameters at in_channels=1, num_classes=2, width=1. ``width`` scales every channel count
     (``head_channels`` included): params and mult-adds ~width^2.
 

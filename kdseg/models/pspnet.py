@@ -30,15 +30,21 @@ class PyramidPooling(nn.Module):
 
     The branches (``in/len(bins)`` channels each) are concatenated to the input. The pooling
     is the exportable :func:`~kdseg.models.layers.adaptive_avg_pool2d`, identical to
-    ``F.adaptive_avg_pool2d`` but correct in ONNX at every input size. The BatchNorm after the
-    1x1 bin needs a training batch of at least 2 (as in the original PSPNet).
+    ``F.adaptive_avg_pool2d`` but correct in ONNX at every input size. The global (1x1) bin
+    has a biased conv and no BatchNorm: BatchNorm over a batch of single values fails in
+    training with batch size 1 (the original PSPNet has it; this is the one deviation).
     """
 
     def __init__(self, in_channels: int, bins: tuple[int, ...]) -> None:
         super().__init__()
         self.bins = tuple(bins)
         branch = in_channels // len(self.bins)
-        self.branches = nn.ModuleList(ConvBNAct(in_channels, branch, 1) for _ in self.bins)
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_channels, branch, 1), nn.ReLU(inplace=False))
+            if b == 1
+            else ConvBNAct(in_channels, branch, 1)
+            for b in self.bins
+        )
         self.out_channels = in_channels + branch * len(self.bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -74,7 +74,7 @@ class RAUNet(SegmentationModel):
     ``layer3``; -> 128 at stride 8 gated with ``layer2``; -> 64 at stride 4 gated with
     ``layer1``; -> 64 at stride 2 gated with ``stem``; head: 2x bilinear, 3x3 conv-BN-ReLU to
     32, 1x1 classifier. Chosen so the decoder is light (0.62M) like the reference's:
-    21.91M parameters at in_channels=1, num_classes=2 (paper 22.1M, -0.9%). ``width`` scales
+    21.90M parameters at in_channels=1, num_classes=2 (paper 22.1M, -0.9%). ``width`` scales
     every channel count: params and mult-adds ~width^2.
 
     Sizes: input replicate-padded to a multiple of 32, logits cropped back to H x W. Taps

@@ -19,7 +19,7 @@ from kdseg.models.layers import (
     seg_output,
 )
 from kdseg.models.registry import register_model
-from kdseg.models.taps import SegmentationModel, SegOutput, TapInfo
+from kdseg.models.taps import SegmentationModel, SegOutput
 
 
 @register_model("resnet18")

@@ -20,7 +20,9 @@ class VGGBlock(nn.Sequential):
     """Two 3x3 conv-BN-ReLU: the node of UNet++."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(ConvBNAct(in_channels, out_channels), ConvBNAct(out_channels, out_channels))
+        super().__init__(
+            ConvBNAct(in_channels, out_channels), ConvBNAct(out_channels, out_channels)
+        )
 
 
 @register_model("unetpp")
@@ -30,7 +32,7 @@ class UNetPlusPlus(SegmentationModel):
     Node ``X(i, j)`` (``i`` depth, ``j`` column) is a :class:`VGGBlock` on the concatenation
     of ``X(i, 0..j-1)`` and ``X(i+1, j-1)`` upsampled 2x (bilinear); the encoder is
     ``X(0..4, 0)`` with 2x2 max-pooling between. A 1x1 classifier on ``X(0, 4)`` (no deep
-    supervision). 20.62M parameters at in_channels=1, num_classes=2, width=1 (paper 20.6M);
+    supervision). 20.60M parameters at in_channels=1, num_classes=2, width=1 (paper 20.6M);
     ``base`` 32 is the original UNet++ (9.2M). ``width`` scales every channel count: params
     and mult-adds ~width^2.
 
