@@ -148,9 +148,9 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, "training ended before a checkpoint could be killed mid-run"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert last.exists(), "no checkpoint written before the kill"
     killed_at = torch.load(last, weights_only=True)["global_step"]
     result = kdseg(
         "train",
@@ -164,9 +164,8 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     )
     summary = json.loads((run / "summary.json").read_text())
     assert "resuming from" in result.stdout + result.stderr
-    assert (
-        summary["global_step"] == 3 * 4 and killed_at >= 4
-    )  # 32 samples / batch 8 = 4 steps an epoch
+    # 32 samples / batch 8 = 4 steps an epoch; killed mid-run, resumed to the end
+    assert 4 <= killed_at < 3 * 4 and summary["global_step"] == 3 * 4
 
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:

@@ -52,11 +52,14 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
     and validation overlays when wandb logs the run."""
     ckpt_dir = run_dir / "checkpoints"
     every = cfg.get("every_n_train_steps") or None
+    # last.ckpt is the one file kept by an unmonitored callback: Lightning >= 2.6 writes a
+    # save_last copy only when a top-k file was saved in the same step (never with save_top_k=0).
     last = ModelCheckpoint(
         dirpath=ckpt_dir,
-        filename="last-step",
-        save_last=True,
-        save_top_k=0,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
         every_n_train_steps=every,
         save_on_train_epoch_end=True,
     )
@@ -127,8 +130,8 @@ def fit(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
         "run_dir": str(run_dir),
-        "best_checkpoint": best.best_model_path or callbacks[0].last_model_path,
-        "last_checkpoint": callbacks[0].last_model_path,
+        "best_checkpoint": best.best_model_path or callbacks[0].best_model_path,
+        "last_checkpoint": callbacks[0].best_model_path,
         "best_score": None if best.best_model_score is None else float(best.best_model_score),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -1,0 +1,406 @@
+"""CPU deployment: ONNX / int8 / pruned / AOTI artefacts, the artefact-only CLIs, the benchmark.
+
+Everything runs on a tiny phantom dataset and a tiny network registered here (a few layers,
+with a residual addition and a concatenation, so pruning has coupled channels to respect):
+the dynamo ONNX exporter costs seconds per graph node on two cores, so the zoo's networks are
+left to ``kdseg-bench``. The AOTInductor test compiles C++ (about 90 s on two busy cores) and
+runs only with ``KDSEG_TEST_AOTI=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from kdseg.data.dataset import resolve_data
+from kdseg.data.io import load_volume
+from kdseg.data.phantom import PhantomConfig, write_dataset
+from kdseg.deploy.artifact import load_artifact, read_metadata, resolve_bundle
+from kdseg.deploy.export import ExportOptions, Int8Options, PruneOptions, export_checkpoint
+from kdseg.deploy.prune import prune_channels
+from kdseg.errors import InputError
+from kdseg.eval.checkpoint import load_bundle
+from kdseg.eval.inference import Predictor
+from kdseg.models import SegmentationModel, SegOutput, TapInfo, register_model
+from kdseg.models.cost import count_params
+
+PREPROCESS = {
+    "window": [-60, 140],
+    "axcodes": "RAS",
+    "body_crop": True,
+    "body_margin": 2,
+    "in_plane_size": [32, 32],
+    "crop_size": None,
+    "store_dtype": "float16",
+}
+
+
+@register_model("tiny_deploy_net")
+class TinyNet(SegmentationModel):
+    """Stride-8 encoder (residual block, concatenating decoder), 1x1 classifier, bilinear up."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 3, width: float = 1.0) -> None:
+        super().__init__()
+        c = max(int(8 * width), 4)
+
+        def block(i: int, o: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()
+            )
+
+        self.stem, self.down1, self.down2 = (
+            block(in_channels, c, 2),
+            block(c, 2 * c, 2),
+            block(2 * c, 2 * c, 2),
+        )
+        self.res = block(2 * c, 2 * c)
+        self.fuse = block(4 * c, 2 * c)
+        self.classifier = nn.Conv2d(2 * c, num_classes, 1)
+        self.tap_info = {"low": TapInfo(c, 2), "high": TapInfo(2 * c, 8)}
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        low = self.stem(x)
+        mid = self.down1(low)
+        high = self.down2(mid)
+        high = high + self.res(high)
+        up = F.interpolate(high, size=mid.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.classifier(self.fuse(torch.cat([up, mid], dim=1)))
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return SegOutput(logits, {"low": low, "high": high})
+
+
+def _checkpoint(run: Path, model: dict, data_cfg: dict, setup) -> Path:
+    """A kdseg checkpoint (``net.*`` weights + model/data hyperparameters) and its run config."""
+    torch.manual_seed(0)
+    from kdseg.models import build_from_config
+
+    net = build_from_config(model)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "hyper_parameters": {"model": model, "data": setup.info()},
+        },
+        ckpt,
+    )
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": data_cfg, "seed": 1}))
+    return ckpt
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Backends set torch's global thread count; give the next test module the original back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Phantom LiTS folder (5 small cases), its prepared cache, and two tiny checkpoints."""
+    root = tmp_path_factory.mktemp("deploy")
+    data = root / "lits"
+    write_dataset(
+        data,
+        PhantomConfig(dataset="lits", size_range=(40, 48), slices_range=(8, 10)),
+        n_cases=5,
+        seed=3,
+        progress=False,
+    )
+    data_cfg = {
+        "name": "lits",
+        "layout": "lits",
+        "root": str(data),
+        "task": "multiclass",
+        "context": 0,
+        "in_channels": 1,
+        "num_classes": 3,
+        "organ": "liver",
+        "preprocess": PREPROCESS,
+        "split_fractions": [0.6, 0.2, 0.2],
+        "batch_size": 4,
+        "samples_per_epoch": 8,
+    }
+    setup = resolve_data(data_cfg)
+    setup.prepare(progress=False)
+    tiny = _checkpoint(
+        root / "tiny",
+        {"name": "tiny_deploy_net", "in_channels": 1, "num_classes": 3, "width": 1.0},
+        data_cfg,
+        setup,
+    )
+    enet = _checkpoint(
+        root / "enet",
+        {"name": "enet", "in_channels": 1, "num_classes": 3, "width": 0.25},
+        data_cfg,
+        setup,
+    )
+    return {"root": root, "data": data, "setup": setup, "tiny": tiny, "enet": enet}
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(workspace: dict) -> Path:
+    result = export_checkpoint(ExportOptions(ckpt=str(workspace["tiny"]), check_slices=8))
+    return result.artifact
+
+
+def _predict_and_check(bundle, backend: str, artifact, image: nib.Nifti1Image) -> np.ndarray:
+    predictor = Predictor.from_bundle(
+        bundle, backend=backend, artifact=artifact, threads=1, batch_size=4
+    )
+    label = predictor.predict(image)
+    assert label.shape == image.shape and label.dtype == np.uint8
+    return label
+
+
+def test_onnx_round_trip_matches_pytorch(workspace: dict, onnx_fp32: Path) -> None:
+    assert onnx_fp32 == workspace["root"] / "tiny" / "export" / "tiny_deploy_net.onnx"
+    meta = read_metadata(onnx_fp32)
+    info = meta["export"]
+    assert info["check"]["argmax_agreement"] >= 0.999 and info["check"]["max_abs_diff"] < 1e-3
+    assert info["input_dims"][0] == "batch" and all(
+        isinstance(d, str) for d in info["input_dims"][2:]
+    )
+    assert (
+        meta["data"]["preprocess"]["in_plane_size"] == [32, 32]
+        and meta["model"]["name"] == "tiny_deploy_net"
+    )
+    # artefact alone (no checkpoint) vs the checkpoint's network: same labels on a whole volume
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    image = load_volume(case.image)
+    bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "torch")
+    assert backend == "onnx" and bundle.model is None and bundle.task.name == "multiclass"
+    from_onnx = _predict_and_check(bundle, backend, artifact, image)
+    from_torch = _predict_and_check(load_bundle(workspace["tiny"]), "torch", None, image)
+    assert (from_onnx == from_torch).mean() > 0.999
+    # dynamic batch and spatial size: other shapes than the export example run
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_fp32), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"image": np.zeros((3, 1, 40, 24), np.float32)})[0].shape == (
+        3,
+        3,
+        40,
+        24,
+    )
+
+
+def test_int8_artefact_predicts_input_geometry(workspace: dict) -> None:
+    out = workspace["root"] / "int8" / "tiny.int8.onnx"
+    result = export_checkpoint(
+        ExportOptions(
+            ckpt=str(workspace["tiny"]),
+            output=str(out),
+            quantize="int8",
+            check_slices=4,
+            threads=1,
+            int8=Int8Options(calibration_slices=8, time_slices=2, repeats=1, min_speedup=100.0),
+        )
+    )
+    assert result.artifact == out and (out.parent / "tiny.fp32.onnx").is_file()
+    info = read_metadata(out)["export"]
+    assert (
+        info["precision"] == "int8" and info["int8"]["slower_than_fp32"]
+    )  # min_speedup=100 forces the warning
+    assert (
+        len(info["int8"]["kept_fp32"]) == 2 and info["check_vs_onnx_fp32"]["argmax_agreement"] > 0.8
+    )
+    assert any("not faster" in w for w in result.warnings)
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    image = load_volume(case.image)
+    _predict_and_check(load_artifact(out), "onnx", str(out), image)
+
+
+def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
+    bundle = load_bundle(workspace["tiny"])
+    pruned, report = prune_channels(bundle.model, 0.5, torch.zeros(1, 1, 32, 32), num_classes=3)
+    assert count_params(pruned) == report.params_after < report.params_before
+    assert report.classifier == ["classifier"]
+    with torch.no_grad():
+        assert pruned(torch.zeros(2, 1, 40, 24)).logits.shape == (2, 3, 40, 24)
+    out = workspace["root"] / "pruned" / "tiny-pruned.onnx"
+    finetune = {
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 2,
+            "limit_val_batches": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        }
+    }
+    result = export_checkpoint(
+        ExportOptions(
+            ckpt=str(workspace["tiny"]),
+            output=str(out),
+            prune=0.5,
+            check_slices=4,
+            pruning=PruneOptions(finetune=finetune),
+        )
+    )
+    info = result.metadata["export"]
+    assert info["pruning"]["params_after"] == report.params_after == info["params"]
+    assert info["check"]["argmax_agreement"] >= 0.999
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    image = load_volume(case.image)
+    label = _predict_and_check(load_artifact(out), "onnx", str(out), image)
+    saved = nib.load(str(_save(label, image, workspace["root"] / "pruned" / "label.nii.gz")))
+    assert saved.shape == image.shape and np.allclose(saved.affine, image.affine)
+
+
+def _save(label: np.ndarray, image: nib.Nifti1Image, path: Path) -> Path:
+    from kdseg.data.io import save_label
+
+    return save_label(label, image, path)
+
+
+@pytest.mark.skipif(
+    os.environ.get("KDSEG_TEST_AOTI") != "1",
+    reason="compiles C++ (about 90 s on 2 cores); set KDSEG_TEST_AOTI=1",
+)
+def test_aoti_package_loads_and_predicts(workspace: dict) -> None:
+    result = export_checkpoint(
+        ExportOptions(ckpt=str(workspace["tiny"]), format="aoti", check_slices=4)
+    )
+    assert result.artifact.suffix == ".pt2" and Path(f"{result.artifact}.json").is_file()
+    assert result.metadata["export"]["check"]["argmax_agreement"] >= 0.999
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    image = load_volume(case.image)
+    bundle, backend, artifact = resolve_bundle(None, str(result.artifact), "torch")
+    assert backend == "aoti"
+    _predict_and_check(bundle, backend, artifact, image)
+
+
+def _cli(
+    module: str, args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> tuple:
+    """Run a kdseg Hydra command in-process; return (exit code, stdout, stderr)."""
+    import importlib
+
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    code = 0
+    try:
+        importlib.import_module(f"kdseg.cli.{module}").main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_with_artefact_only(workspace: dict, onnx_fp32: Path, capsys, monkeypatch) -> None:
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    target = workspace["root"] / "predict" / "label.nii.gz"
+    code, out, err = _cli(
+        "predict",
+        ["ckpt=null", f"artifact={onnx_fp32}", f"input={case.image}", f"output={target}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    saved, image = nib.load(str(target)), nib.load(str(case.image))
+    assert saved.shape == image.shape and np.allclose(saved.affine, image.affine)
+
+
+@pytest.mark.parametrize(
+    "bad", ["missing ckpt", "corrupt onnx", "onnx without metadata", "corrupt pt2"]
+)
+def test_bad_input_is_one_line_exit_2(
+    workspace: dict, tmp_path: Path, bad: str, capsys, monkeypatch
+) -> None:
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    if bad == "missing ckpt":
+        culprit = tmp_path / "nope.ckpt"
+        command, args = "export", [f"ckpt={culprit}"]
+    else:
+        culprit = tmp_path / ("model.pt2" if bad == "corrupt pt2" else "model.onnx")
+        if bad == "onnx without metadata":
+            import onnx
+            from onnx import TensorProto, helper
+
+            graph = helper.make_graph(
+                [helper.make_node("Relu", ["image"], ["logits"])],
+                "g",
+                [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1])],
+                [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1])],
+            )
+            onnx.save(helper.make_model(graph), str(culprit))
+        else:
+            culprit.write_bytes(b"definitely not a model" * 20)
+        command, args = (
+            "predict",
+            [
+                "ckpt=null",
+                f"artifact={culprit}",
+                f"input={case.image}",
+                f"output={tmp_path / 'out.nii.gz'}",
+            ],
+        )
+    code, _out, err = _cli(command, args, capsys, monkeypatch)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and str(culprit) in lines[0] and "Traceback" not in err, (
+        err
+    )
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_resolve_bundle_rejects_inconsistent_requests(onnx_fp32: Path) -> None:
+    with pytest.raises(InputError, match="needs artifact"):
+        resolve_bundle(None, None, "onnx")
+    with pytest.raises(InputError, match="cannot run"):
+        resolve_bundle(None, str(onnx_fp32), "aoti")
+
+
+def _hydra_list(entries: list[dict]) -> str:
+    """A list of flat dicts in Hydra's override grammar (string values quoted)."""
+    return (
+        "["
+        + ", ".join("{" + ", ".join(f"{k}: '{v}'" for k, v in e.items()) + "}" for e in entries)
+        + "]"
+    )
+
+
+def test_bench_quick(workspace: dict, onnx_fp32: Path, capsys, monkeypatch) -> None:
+    out = workspace["root"] / "bench"
+    entries = [
+        {
+            "name": "enet-torch",
+            "ckpt": str(workspace["enet"]),
+            "backend": "torch",
+            "role": "distilled",
+        },
+        {"name": "tiny-onnx", "artifact": str(onnx_fp32), "backend": "onnx", "role": "student"},
+    ]
+    code, stdout, err = _cli(
+        "bench",
+        [
+            "quick=true",
+            "threads=1",
+            f"data.root={workspace['data']}",
+            f"volume_dir={workspace['root'] / 'volume'}",
+            f"output_dir={out}",
+            f"entries={_hydra_list(entries)}",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    results = json.loads((out / "bench.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert all(r["ok"] for r in rows.values()), rows
+    for r in rows.values():
+        assert len(r["e2e_s"]) == 2 and r["slices"] == 12 and r["peak_rss_mb"] > 50
+        assert r["mult_adds"] > 0 and r["params"] > 0 and 0 < r["peak_fraction"]
+        assert set(r["dice"]) == {"organ", "tumor"}
+    assert rows["tiny-onnx"]["macs_source"] == "metadata"
+    assert results["peak"]["gflops"] > 0
+    assert (out / "bench.png").stat().st_size > 1000 and "| enet-torch |" in stdout

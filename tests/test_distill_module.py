@@ -1,0 +1,293 @@
+"""The distillation engine: a frozen teacher, gradients to the student only, any tap pair,
+resume after a kill, a student that loads without its teacher, and a clear mismatch error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import BIN, TINY_DATA, kdseg
+
+from kdseg.data.dataset import resolve_data
+from kdseg.eval.checkpoint import NET_PREFIX, load_bundle
+from kdseg.lit.distill import DistillationModule
+from kdseg.models import build_from_config
+
+STUDENT = ["student=enet", "student.width=0.25"]
+EPOCHS = 4  # of the killed and resumed run
+#: Extra terms beyond EMKD whose taps differ in channels (so a 1x1 adapter is needed) and in
+#: spatial size: the student's stride-8 tap against the teacher's stride-4 and stride-2 maps.
+MISALIGNED_TERMS = [
+    "+distill.terms.cwd_x={loss: cwd, weight: 1.0, student_tap: high, teacher_tap: x2_0}",
+    "+distill.terms.imd_x={loss: imd, weight: 1.0, student_tap: high, teacher_tap: low}",
+]
+
+
+def _compose(name: str, overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+
+    import kdseg.config  # noqa: F401
+    from kdseg.cli import CONFIG_PATH, to_dict
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return to_dict(compose(name, overrides=[*TINY_DATA, *overrides]))
+
+
+def _fake_teacher(path: Path, model: dict[str, Any], data: dict[str, Any]) -> Path:
+    """A checkpoint in kdseg's format around an untrained network: what load_bundle reads."""
+    net = build_from_config(model)
+    state = {f"{NET_PREFIX}{k}": v for k, v in net.state_dict().items()}
+    torch.save({"hyper_parameters": {"model": model, "data": data}, "state_dict": state}, path)
+    return path
+
+
+class Probe(pl.Callback):
+    """Inside real training steps: the teacher's mode, and where gradients went."""
+
+    def __init__(self) -> None:
+        self.checks: list[dict[str, Any]] = []
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: DistillationModule, *args: Any
+    ) -> None:
+        self.checks.append(
+            {
+                "teacher_training": any(m.training for m in module.teacher.modules()),
+                "student_training": module.net.training,
+            }
+        )
+
+    def on_after_backward(self, trainer: pl.Trainer, module: DistillationModule) -> None:
+        def grads(part: torch.nn.Module) -> list[bool]:
+            return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in part.parameters()]
+
+        self.checks[-1].update(
+            teacher_grads=[p.grad is not None for p in module.teacher.parameters()],
+            teacher_requires_grad=[p.requires_grad for p in module.teacher.parameters()],
+            student_grads=grads(module.net),
+            adapter_grads=grads(module.criterion.adapters),
+        )
+
+
+def test_teacher_frozen_and_gradients_reach_student_and_adapters_with_misaligned_taps(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    cfg = _compose(
+        "distill",
+        [
+            f"data.root={phantom_lits}",
+            "teacher.ckpt=unused",
+            *STUDENT,
+            "distill=emkd",
+            *MISALIGNED_TERMS,
+        ],
+    )
+    setup = resolve_data(cfg["data"])
+    setup.prepare(progress=False)
+    teacher_model = {"name": "unetpp", "in_channels": 1, "num_classes": 3, "width": 0.25}
+    ckpt = _fake_teacher(tmp_path / "unetpp.ckpt", teacher_model, setup.info())
+    module = DistillationModule(
+        model=cfg["student"],
+        data=setup.info(),
+        optim=cfg["optim"],
+        loss=cfg["loss"],
+        teacher={"ckpt": str(ckpt)},
+        distill=cfg["distill"],
+    )
+    s_info, t_info = module.net.tap_info, module.teacher.tap_info
+    assert s_info["low"].channels != t_info["low"].channels  # channels differ on every EMKD tap
+    assert s_info["high"].channels != t_info["high"].channels
+    assert s_info["high"].stride != t_info["x2_0"].stride  # and these two differ in size
+    assert set(module.criterion.adapters) == {"cwd_x"}  # 32 -> 96 channels, dropped at export
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+
+    probe = Probe()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        fast_dev_run=3,
+        callbacks=[probe],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+    )
+    trainer.fit(module, datamodule=setup.datamodule(seed=1))
+
+    assert len(probe.checks) == 3
+    for check in probe.checks:
+        assert check["student_training"] and not check["teacher_training"]
+        assert not any(check["teacher_requires_grad"]) and not any(check["teacher_grads"])
+        assert all(check["adapter_grads"])
+        assert sum(check["student_grads"]) > 0.9 * len(check["student_grads"])
+    for key, value in module.teacher.state_dict().items():  # weights and BatchNorm statistics alike
+        assert torch.equal(value, teacher_before[key]), key
+    metrics = trainer.callback_metrics
+    for term in ("pmd", "imd_low", "imd_high", "rad_low", "rad_high", "cwd_x", "imd_x"):
+        assert torch.isfinite(metrics[f"distill/{term}"]), term
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(
+    trained_enet: Path, tmp_path_factory: pytest.TempPathFactory, phantom_lits: Path
+) -> dict[str, Any]:
+    """A distillation run SIGKILLed once ``last.ckpt`` exists, then rerun in the same folder.
+
+    Four short epochs leave the kill (after the first epoch's ``last.ckpt``) ample time to land
+    mid-run even on busy cores. The teacher is a private copy of the ``trained_enet``
+    checkpoint, so a test may delete it.
+    """
+    work = tmp_path_factory.mktemp("distill")
+    teacher = work / "teacher.ckpt"
+    shutil.copy(trained_enet / "checkpoints" / "best.ckpt", teacher)
+    run = work / "run"
+    args = [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"teacher.ckpt={teacher}",
+        *STUDENT,
+        "distill=emkd",
+        f"trainer.max_epochs={EPOCHS}",
+        f"hydra.run.dir={run}",
+    ]
+    proc = subprocess.Popen(
+        [str(BIN / "kdseg-distill"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "no checkpoint written before the kill"
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    result = kdseg("distill", *args)
+    return {
+        "run": run,
+        "teacher": teacher,
+        "killed_at": killed_at,
+        "output": result.stdout + result.stderr,
+    }
+
+
+def test_killed_distillation_resumes(killed_and_resumed: dict[str, Any]) -> None:
+    run = killed_and_resumed["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert "resuming from" in killed_and_resumed["output"]
+    assert summary["global_step"] == EPOCHS * 4  # 32 samples / batch 8 = 4 steps an epoch
+    assert 4 <= killed_and_resumed["killed_at"] < EPOCHS * 4  # the kill really interrupted it
+    metrics = (run / "csv" / "metrics.csv").read_text()
+    assert "distill/pmd" in metrics and "distill/rad_high" in metrics
+
+
+def test_exported_student_loads_without_teacher(killed_and_resumed: dict[str, Any]) -> None:
+    killed_and_resumed["teacher"].unlink()  # the teacher is gone; the student must not need it
+    ckpt = killed_and_resumed["run"] / "checkpoints" / "best.ckpt"
+    bundle = load_bundle(ckpt)
+    assert bundle.model_config["name"] == "enet" and bundle.model_config["width"] == 0.25
+    raw = torch.load(ckpt, weights_only=True)["state_dict"]
+    net = {k[len(NET_PREFIX) :]: v for k, v in raw.items() if k.startswith(NET_PREFIX)}
+    loaded = bundle.model.state_dict()
+    assert loaded.keys() == net.keys()
+    assert all(torch.equal(loaded[k], net[k]) for k in net)
+    assert not any(
+        name.startswith(("teacher", "criterion")) for name, _ in bundle.model.named_modules()
+    )
+    with torch.no_grad():
+        out = bundle.model(torch.zeros(1, 1, 48, 48))
+    assert out.logits.shape == (1, 3, 48, 48)
+
+
+def test_teacher_trained_on_other_preprocessing_exits_2_with_one_line(
+    trained_enet: Path, phantom_lits: Path
+) -> None:
+    result = kdseg(
+        "distill",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        *STUDENT,
+        "data.preprocess.in_plane_size=[40,40]",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={trained_enet.parent / 'mismatch'}",
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdseg-distill: error:"), result.stderr
+    assert "preprocess" in lines[0] and "Traceback" not in result.stderr
+
+
+def _fake_run(root: Path, name: str, cfg: dict[str, Any], scores: dict[str, float] | None) -> Path:
+    """A run folder as kdseg-train/distill + kdseg-eval leave it (config, summary, eval summary)."""
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+    (run / "summary.json").write_text("{}")
+    if scores is not None:
+        summary = {c: {"dice_per_case_nonempty": v} for c, v in scores.items()}
+        (run / "eval-test-full").mkdir()
+        (run / "eval-test-full" / "summary.json").write_text(
+            json.dumps({"protocol": "full", "summary": summary})
+        )
+    return run
+
+
+def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
+    from kdseg.eval.report import build_report, write_report
+
+    data = {"name": "lits", "organ": "liver"}
+    net = lambda name, width: {"name": name, "in_channels": 1, "num_classes": 3, "width": width}  # noqa: E731
+    teacher = _fake_run(
+        tmp_path / "teachers",
+        "raunet-s1",
+        {"data": data, "seed": 1, "model": net("raunet", 0.25)},
+        {"organ": 0.9, "tumor": 0.6},
+    )
+    for seed, (student, distilled) in enumerate([(0.30, 0.50), (0.40, 0.50)], start=1):
+        _fake_run(
+            tmp_path / "students",
+            f"enet-s{seed}",
+            {"data": data, "seed": seed, "model": net("enet", 0.25)},
+            {"organ": 0.8, "tumor": student},
+        )
+        _fake_run(
+            tmp_path / "distilled",
+            f"raunet-enet-s{seed}",
+            {
+                "data": data,
+                "seed": seed,
+                "student": net("enet", 0.25),
+                "distill": {"name": "emkd"},
+                "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
+            },
+            {"organ": 0.85, "tumor": distilled},
+        )
+    _fake_run(
+        tmp_path / "students",
+        "enet-s9",
+        {"data": data, "seed": 9, "model": net("enet", 0.25)},
+        None,
+    )
+
+    report = build_report([str(tmp_path / "*")])
+    rows = {r.label: r for r in report.rows}
+    assert [r.role for r in report.rows] == ["teacher", "student", "distilled"]
+    distilled = rows["enet (w 0.25) + raunet (w 0.25) (emkd)"]
+    assert distilled.seeds == [1, 2] and distilled.cells["lits", "tumor"].mean == pytest.approx(0.5)
+    student = rows["enet (w 0.25)"].cells["lits", "tumor"]
+    assert (student.mean, student.n) == (pytest.approx(0.35), 2)  # the unevaluated seed is left out
+    assert distilled.gap["lits"] == pytest.approx((0.5 - 0.35) / (0.6 - 0.35))
+    assert report.missing_eval and report.missing_eval[0].name == "enet-s9"
+    paths = write_report(report, tmp_path / "report")
+    text = paths["markdown"].read_text()
+    assert "| Liver tumor | Liver |" in text and "0.500 ± 0.000" in text and "60%" in text
+    assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
