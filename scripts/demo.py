@@ -22,7 +22,7 @@ WORK = Path(os.environ.get("KDSEG_DEMO_DIR", ROOT / ".demo"))
 DATA = WORK / "data" / "lits"
 RUNS = WORK / "runs"
 COMMON = ["experiment=demo", f"data.root={DATA}", f"paths.runs_dir={RUNS}"]
-TEACHER, STUDENT = "unetpp", "enet"
+TEACHER, STUDENT = "raunet", "enet"
 
 
 def run(command: str, *args: str) -> float:

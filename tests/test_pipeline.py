@@ -205,3 +205,29 @@ def test_same_commands_on_kits_layout(tmp_path: Path, dataset: str, layout: str)
     )
     bundle = load_bundle(run / "checkpoints" / "last.ckpt")
     assert bundle.data["name"] == "kits19" and bundle.preprocess.window == (-200.0, 300.0)
+
+
+def test_every_registered_model_trains_through_kdseg_train(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    from kdseg.models import available_models
+
+    names = available_models()
+    sweep = tmp_path / "sweep"
+    kdseg(
+        "train",
+        "-m",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"model={','.join(names)}",
+        "model.width=0.25",
+        "trainer.max_epochs=1",
+        "data.samples_per_epoch=8",
+        "+trainer.limit_val_batches=1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    for i, name in enumerate(names):
+        summary = json.loads((sweep / str(i) / "summary.json").read_text())
+        assert summary["global_step"] == 1, name
+        assert load_bundle(summary["last_checkpoint"]).model_config["name"] == name
