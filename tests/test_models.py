@@ -9,7 +9,6 @@ the dynamic batch/H/W export of all eight networks is opt-in (KDSEG_TEST_DYNAMIC
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -163,11 +162,7 @@ def test_student_exports_to_onnx(name: str):
     assert _max_diff(session, model, (2, 1, 64, 64)) < 1e-4
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("KDSEG_TEST_DYNAMIC_EXPORT") != "1",
-    reason="dynamic-shape export takes 30-70 s per network; set KDSEG_TEST_DYNAMIC_EXPORT=1",
-)
+@pytest.mark.slow  # dynamic-shape export takes 30-70 s per network: `make test-slow`
 @pytest.mark.parametrize("name", ALL)
 def test_export_with_dynamic_batch_and_size(name: str):
     """One ONNX graph for every batch and H, W, odd sizes included (padding is in the graph)."""

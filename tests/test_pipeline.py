@@ -210,9 +210,11 @@ def test_same_commands_on_kits_layout(tmp_path: Path, dataset: str, layout: str)
 def test_every_registered_model_trains_through_kdseg_train(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
+    from kdseg.cli import CONFIG_PATH
     from kdseg.models import available_models
 
-    names = available_models()
+    names = sorted(p.stem for p in Path(CONFIG_PATH, "model").glob("*.yaml"))
+    assert set(names) <= set(available_models()) and len(names) >= 8
     sweep = tmp_path / "sweep"
     kdseg(
         "train",

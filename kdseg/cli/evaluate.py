@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+import kdseg.deploy.backends  # noqa: F401  (registers the compile and aoti backends)
 from kdseg.cli import CONFIG_PATH, guarded, to_dict
 from kdseg.data.dataset import resolve_data
+from kdseg.deploy.artifact import resolve_bundle
 from kdseg.errors import InputError
-from kdseg.eval.checkpoint import load_bundle
 from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
 from kdseg.eval.inference import Predictor
 
@@ -18,7 +19,8 @@ from kdseg.eval.inference import Predictor
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @guarded("kdseg-eval")
 def main(cfg: DictConfig) -> None:
-    bundle = load_bundle(cfg.ckpt)
+    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
+    bundle, backend, artifact = resolve_bundle(ckpt, cfg.artifact, cfg.backend)
     setup = resolve_data(to_dict(cfg.data))
     if cfg.split not in setup.split:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
@@ -26,24 +28,28 @@ def main(cfg: DictConfig) -> None:
     threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
     predictor = Predictor.from_bundle(
         bundle,
-        backend=cfg.backend,
-        artifact=cfg.artifact,
+        backend=backend,
+        artifact=artifact,
         threads=cfg.threads,
         batch_size=int(cfg.batch_size),
         threshold=threshold,
     )
     rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
     summary = summarize_rows(rows, cfg.protocol)
-    out = Path(
-        cfg.output_dir
-        or Path(cfg.ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}"
+    default_out = (
+        Path(ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}"
+        if ckpt
+        else Path(artifact).resolve().parent
+        / f"eval-{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
     )
+    out = Path(cfg.output_dir or default_out)
     info = {
-        "checkpoint": str(cfg.ckpt),
+        "checkpoint": None if ckpt is None else str(ckpt),
+        "artifact": artifact,
         "data_root": str(cfg.data.root),
         "split": cfg.split,
         "protocol": cfg.protocol,
-        "backend": cfg.backend,
+        "backend": backend,
         "model": bundle.model_config,
         "task": bundle.task.name,
         "n_cases": len(cases),

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from monai.data import set_track_meta
 from monai.transforms import Compose, RandFlipd, RandRotate90d
+from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
 from kdseg.data.cache import CachedCase, open_case
@@ -93,8 +93,8 @@ class SliceDataset(Dataset):
             self.task.to_model(np.asarray(case.label[z : z + 1])).astype(np.int64)
         )
         item = {"image": image, "label": label}
-        if self.transform is not None:
-            item = self.transform(item)
+        if self.transform is not None:  # MONAI returns MetaTensors: back to plain tensors
+            item = convert_to_tensor(self.transform(item), track_meta=False)
         return {
             "image": item["image"].contiguous(),
             "label": item["label"].contiguous(),
@@ -127,7 +127,6 @@ class SliceDataModule(pl.LightningDataModule):
             self._prepare()
 
     def setup(self, stage: str | None = None) -> None:
-        set_track_meta(False)  # plain tensors: no MetaTensor bookkeeping per slice
         self.augment.set_random_state(seed=self.cfg.seed)
         cases = {s: [open_case(self.cache_dir, c) for c in ids] for s, ids in self.split.items()}
         only_target = self.cfg.sampling == "target"

@@ -38,11 +38,6 @@ class ArtifactBundle(Bundle):
 
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def export_info(self) -> dict[str, Any]:
-        """What the export step recorded (format, precision, pruning, params, checks)."""
-        return dict(self.metadata.get("export", {}))
-
 
 def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
     """The JSON document an artefact carries: data info, model config and export facts.
@@ -54,7 +49,7 @@ def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
         "schema": SCHEMA_VERSION,
         "model": dict(bundle.model_config),
         "data": dict(bundle.data),
-        "source_checkpoint": str(bundle.path),
+        "source_checkpoint": str(Path(bundle.path).resolve()),
         "export": export,
     }
 
@@ -83,7 +78,9 @@ def set_onnx_metadata(model: Any, meta: dict[str, Any]) -> None:
 
 def write_sidecar(path: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``<path>.json`` atomically (the metadata of a ``.pt2`` package)."""
-    return write_text_atomic(sidecar_path(path), json.dumps(meta, indent=1, default=_jsonable) + "\n")
+    return write_text_atomic(
+        sidecar_path(path), json.dumps(meta, indent=1, default=_jsonable) + "\n"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -111,7 +108,9 @@ def read_metadata(path: str | Path, required: bool = True) -> dict[str, Any] | N
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError, ValueError, OSError ...
-            raise InputError(path, f"not a loadable ONNX model ({type(exc).__name__}); corrupt?") from None
+            raise InputError(
+                path, f"not a loadable ONNX model ({type(exc).__name__}); corrupt?"
+            ) from None
         if not model.graph.node:
             raise InputError(path, "ONNX file has an empty graph; corrupt or truncated?")
         text = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
@@ -123,7 +122,9 @@ def read_metadata(path: str | Path, required: bool = True) -> dict[str, Any] | N
     if text is None:
         if required:
             where = "metadata_props" if kind == "onnx" else f"sidecar {sidecar_path(path).name}"
-            raise InputError(path, f"no kdseg metadata ({where}); pass the checkpoint with ckpt=...")
+            raise InputError(
+                path, f"no kdseg metadata ({where}); pass the checkpoint with ckpt=..."
+            )
         return None
     try:
         meta = json.loads(text)
@@ -138,11 +139,18 @@ def load_artifact(path: str | Path) -> ArtifactBundle:
     """An :class:`ArtifactBundle` (``model=None``) rebuilt from an artefact's own metadata."""
     meta = read_metadata(path)
     assert meta is not None
-    return ArtifactBundle(model=None, model_config=dict(meta["model"]), data=dict(meta["data"]),  # type: ignore[arg-type]
-                          path=Path(path), metadata=meta)
+    return ArtifactBundle(
+        model=None,
+        model_config=dict(meta["model"]),
+        data=dict(meta["data"]),  # type: ignore[arg-type]
+        path=Path(path),
+        metadata=meta,
+    )
 
 
-def resolve_bundle(ckpt: str | None, artifact: str | None, backend: str) -> tuple[Bundle, str, str | None]:
+def resolve_bundle(
+    ckpt: str | None, artifact: str | None, backend: str
+) -> tuple[Bundle, str, str | None]:
     """What the predict / eval commands run: ``(bundle, backend, artifact)``.
 
     * checkpoint only: its network with ``backend`` (torch or compile);
@@ -158,13 +166,18 @@ def resolve_bundle(ckpt: str | None, artifact: str | None, backend: str) -> tupl
         if backend in ("torch", None):
             backend = inferred
         elif backend != inferred:
-            raise InputError(artifact, f"backend={backend} cannot run a {Path(artifact).suffix} file; "
-                                       f"use backend={inferred}")
+            raise InputError(
+                artifact,
+                f"backend={backend} cannot run a {Path(artifact).suffix} file; "
+                f"use backend={inferred}",
+            )
         meta_required = not ckpt
         read_metadata(artifact, required=meta_required)
         return (load_bundle(ckpt) if ckpt else load_artifact(artifact)), backend, artifact
     if backend in ARTIFACT_BACKENDS:
-        raise InputError(None, f"backend={backend} needs artifact=PATH (an exported .onnx / .pt2 file)")
+        raise InputError(
+            None, f"backend={backend} needs artifact=PATH (an exported .onnx / .pt2 file)"
+        )
     if not ckpt:
         raise InputError(None, "give ckpt=PATH (a checkpoint) or artifact=PATH (an exported model)")
     return load_bundle(ckpt), backend, None

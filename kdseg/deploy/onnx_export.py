@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +30,11 @@ from kdseg.eval.inference import BACKENDS, Backend
 from kdseg.models import LogitsOnly
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-#: minimum argmax agreement with PyTorch before an export is refused
+#: argmax agreement with PyTorch below which an fp32 export is reported as wrong (ENet's
+#: max-unpool ties in flat regions cost at most about 1e-5)
 MIN_AGREEMENT = 0.999
+#: the same for int8, which approximates by design (whole-volume Dice is what to judge it by)
+MIN_AGREEMENT_INT8 = 0.95
 
 
 @dataclass
@@ -46,29 +50,48 @@ class Comparison:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (f"vs {self.reference} on {self.slices} slices: argmax agreement "
-                f"{self.argmax_agreement:.6f}, max |diff| {self.max_abs_diff:.3g}")
+        return (
+            f"vs {self.reference} on {self.slices} slices: argmax agreement "
+            f"{self.argmax_agreement:.6f}, max |diff| {self.max_abs_diff:.3g}"
+        )
+
+
+#: library loggers that report routine progress at INFO / WARNING level during export
+NOISY_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._dynamo",
+    "torch._inductor",
+    "onnxscript",
+    "onnx_ir",
+    "onnxruntime",
+)
 
 
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's progress prints and torchvision notices (errors still raise)."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    """Silence exporter / quantizer progress messages and deprecation warnings (errors still raise).
+
+    The CLIs log INFO to stdout; the exporters and ONNX Runtime's quantization tools report
+    every graph pass there ("Removed 816 unused nodes"), which would bury the export summary.
+    """
+    loggers = [logging.getLogger(n) for n in ("", *NOISY_LOGGERS)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 
-def dynamic_shapes_spec() -> tuple[dict[int, Any]]:
-    """Named dynamic batch, height and width as dynamic as the network allows."""
+def dynamic_shapes_spec(static: bool = False) -> tuple[dict[int, Any]]:
+    """Named dynamic batch; height and width as dynamic as the network allows, or fixed."""
     dim = torch.export.Dim
-    return ({0: dim("batch"), 2: dim.AUTO, 3: dim.AUTO},)
+    return ({0: dim("batch")},) if static else ({0: dim("batch"), 2: dim.AUTO, 3: dim.AUTO},)
 
 
 def example_input(in_channels: int, size: tuple[int, int], batch: int = 2) -> torch.Tensor:
@@ -76,21 +99,33 @@ def example_input(in_channels: int, size: tuple[int, int], batch: int = 2) -> to
     return torch.zeros(batch, in_channels, *size)
 
 
-def export_onnx(model: nn.Module, target: str | Path, example: torch.Tensor,
-                metadata: dict[str, Any] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    target: str | Path,
+    example: torch.Tensor,
+    metadata: dict[str, Any] | None = None,
+    static: bool = False,
+) -> Path:
     """Export ``model``'s logits to one ONNX file (no external data), atomically.
 
     ``metadata`` is embedded as the kdseg ``metadata_props`` entry (see
-    :mod:`kdseg.deploy.artifact`).
+    :mod:`kdseg.deploy.artifact`). ``static`` fixes height and width to the example's.
     """
     import onnx
 
     net = LogitsOnly(model).eval()
     try:
         with quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(net, (example,), dynamo=True, external_data=False,
-                                        dynamic_shapes=dynamic_shapes_spec(), input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], verbose=False)
+            program = torch.onnx.export(
+                net,
+                (example,),
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=dynamic_shapes_spec(static),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                verbose=False,
+            )
     except Exception as exc:  # torch.export / onnxscript raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(target, f"ONNX export failed: {first}") from exc
@@ -122,17 +157,24 @@ def input_dims(path: str | Path) -> list[int | str]:
 
 def run_batched(backend: Backend, slices: np.ndarray, batch: int = 4) -> np.ndarray:
     """Logits of ``backend`` for ``(N, C, h, w)`` slices, ``batch`` at a time."""
-    return np.concatenate([backend(np.ascontiguousarray(slices[i:i + batch]))
-                           for i in range(0, len(slices), batch)])
+    return np.concatenate(
+        [backend(np.ascontiguousarray(slices[i : i + batch])) for i in range(0, len(slices), batch)]
+    )
 
 
-def compare(candidate: Backend, reference: Backend, slices: np.ndarray, reference_name: str) -> Comparison:
+def compare(
+    candidate: Backend, reference: Backend, slices: np.ndarray, reference_name: str
+) -> Comparison:
     """Argmax agreement and max |logit difference| of two backends on ``slices``."""
     got, want = run_batched(candidate, slices), run_batched(reference, slices)
     if got.shape != want.shape:
-        raise InputError(None, f"exported model gives logits {got.shape}, PyTorch {want.shape}")
-    return Comparison(reference_name, len(slices), float(np.abs(got - want).max()),
-                      float((got.argmax(1) == want.argmax(1)).mean()))
+        raise RuntimeError(f"exported model gives logits {got.shape}, PyTorch {want.shape}")
+    return Comparison(
+        reference_name,
+        len(slices),
+        float(np.abs(got - want).max()),
+        float((got.argmax(1) == want.argmax(1)).mean()),
+    )
 
 
 def torch_reference(model: nn.Module) -> Backend:

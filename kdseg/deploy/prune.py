@@ -54,41 +54,69 @@ class PruneReport:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (f"pruned {self.ratio:.0%} of channels ({self.method}): {self.params_before:,} -> "
-                f"{self.params_after:,} parameters ({self.params_after / self.params_before:.1%})")
+        return (
+            f"pruned {self.ratio:.0%} of channels ({self.method}): {self.params_before:,} -> "
+            f"{self.params_after:,} parameters ({self.params_after / self.params_before:.1%})"
+        )
 
 
 def classifier_layers(net: nn.Module, example: torch.Tensor, num_classes: int) -> list[nn.Module]:
-    """The layers producing the logits: the last one executed and any with ``num_classes`` outputs."""
+    """The layers making the logits: the last one executed and any with ``num_classes`` outputs."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
-             for m in net.modules() if isinstance(m, CONV_TYPES)]
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
+        for m in net.modules()
+        if isinstance(m, CONV_TYPES)
+    ]
     try:
         with torch.no_grad():
             net(example)
     finally:
         for h in hooks:
             h.remove()
-    outs = {m for m in order if getattr(m, "out_channels", getattr(m, "out_features", None)) == num_classes}
+    outs = {
+        m
+        for m in order
+        if getattr(m, "out_channels", getattr(m, "out_features", None)) == num_classes
+    }
     return list(dict.fromkeys([order[-1], *[m for m in order if m in outs]]))
 
 
 def _group_runs(net: nn.Module, example: torch.Tensor, group: Any, expected: torch.Size) -> bool:
-    """Whether removing the group's first channel from a copy of ``net`` leaves it runnable."""
-    memo: dict[int, Any] = {}
-    trial = copy.deepcopy(net, memo)
+    """Whether removing the group's first channel leaves ``net`` runnable (``net`` is restored).
+
+    The pruning functions replace parameters and size attributes of the modules they touch;
+    saving and putting back those modules' attribute dicts undoes them exactly, far cheaper
+    than a deep copy of the network per group.
+    """
+    owned = {id(m) for m in net.modules()}
+    touched = {
+        id(dep.target.module): dep.target.module
+        for dep, _ in group
+        if id(dep.target.module) in owned
+    }  # graph-only pseudo-ops hold no weights
+    saved = {}
+    for key, module in touched.items():
+        state = dict(module.__dict__)
+        state["_parameters"], state["_buffers"] = dict(module._parameters), dict(module._buffers)
+        saved[key] = state
     try:
         for dep, idxs in group:
-            target = memo.get(id(dep.target.module))
-            if target is not None:  # graph-only pseudo-ops (add, concat, output) hold no weights
-                dep.handler(target, [int(getattr(i, "idx", i)) for i in idxs])
+            if id(dep.target.module) in touched:
+                dep.handler(dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
         with torch.no_grad():
-            return trial(example).shape == expected
+            return net(example).shape == expected
     except Exception:  # any failure of the trial network means: do not prune this group
         return False
+    finally:
+        for key, state in saved.items():
+            touched[key].__dict__.clear()
+            touched[key].__dict__.update(state)
 
 
-def unsafe_layers(net: nn.Module, example: torch.Tensor, ignored: list[nn.Module]) -> list[nn.Module]:
+def unsafe_layers(
+    net: nn.Module, example: torch.Tensor, ignored: list[nn.Module]
+) -> list[nn.Module]:
     """Root layers of the pruning groups that break ``net`` when pruned (see module docstring)."""
     import torch_pruning as tp
 
@@ -104,8 +132,13 @@ def unsafe_layers(net: nn.Module, example: torch.Tensor, ignored: list[nn.Module
     return unsafe
 
 
-def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, num_classes: int,
-                   method: str = "magnitude") -> tuple[nn.Module, PruneReport]:
+def prune_channels(
+    model: nn.Module,
+    ratio: float,
+    example: torch.Tensor,
+    num_classes: int,
+    method: str = "magnitude",
+) -> tuple[nn.Module, PruneReport]:
     """Remove ``ratio`` of the channels of every prunable group of a copy of ``model``.
 
     Returns the pruned network (same class, narrower layers, same output shape) and a report
@@ -123,24 +156,43 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, num_cl
     head = classifier_layers(net, example, num_classes)
     unsafe = unsafe_layers(net, example, head)
     before = count_params(pruned)
-    kwargs = dict(example_inputs=example, pruning_ratio=ratio, ignored_layers=head + unsafe,
-                  root_module_types=list(CONV_TYPES))
+    kwargs = dict(
+        example_inputs=example,
+        pruning_ratio=ratio,
+        ignored_layers=head + unsafe,
+        root_module_types=list(CONV_TYPES),
+    )
     if method == "magnitude":
-        pruner = tp.pruner.MagnitudePruner(net, importance=tp.importance.MagnitudeImportance(p=2), **kwargs)
+        pruner = tp.pruner.MagnitudePruner(
+            net, importance=tp.importance.MagnitudeImportance(p=2), **kwargs
+        )
     else:
-        pruner = tp.pruner.GroupNormPruner(net, importance=tp.importance.GroupMagnitudeImportance(p=2), **kwargs)
+        pruner = tp.pruner.GroupNormPruner(
+            net, importance=tp.importance.GroupMagnitudeImportance(p=2), **kwargs
+        )
     pruner.step()
     with torch.no_grad():
         out = net(example)
     if out.shape[1] != num_classes:
         raise RuntimeError(f"pruning changed the classifier: {out.shape[1]} outputs")
-    report = PruneReport(ratio, method, before, count_params(pruned),
-                         [names.get(m, "?") for m in head], [names.get(m, "?") for m in unsafe])
+    report = PruneReport(
+        ratio,
+        method,
+        before,
+        count_params(pruned),
+        [names.get(m, "?") for m in head],
+        [names.get(m, "?") for m in unsafe],
+    )
     return pruned, report
 
 
-def finetune(pruned: nn.Module, model_config: dict[str, Any], setup: DataSetup, run_cfg: dict[str, Any],
-             out_dir: str | Path) -> dict[str, Any]:
+def finetune(
+    pruned: nn.Module,
+    model_config: dict[str, Any],
+    setup: DataSetup,
+    run_cfg: dict[str, Any],
+    out_dir: str | Path,
+) -> dict[str, Any]:
     """Recovery training of ``pruned`` in place with the project's own training loop.
 
     ``run_cfg`` is a training config (``trainer``, ``optim``, ``loss``, ``seed``, ...), usually
@@ -150,8 +202,9 @@ def finetune(pruned: nn.Module, model_config: dict[str, Any], setup: DataSetup, 
     from kdseg.lit.segment import SegmentationModule
     from kdseg.lit.train import fit
 
-    module = SegmentationModule(model=model_config, data=setup.info(), optim=run_cfg["optim"],
-                                loss=run_cfg.get("loss", {}))
+    module = SegmentationModule(
+        model=model_config, data=setup.info(), optim=run_cfg["optim"], loss=run_cfg.get("loss", {})
+    )
     module.net = pruned.train()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     run_dir = tempfile.mkdtemp(prefix="prune-finetune-", dir=out_dir)
@@ -159,6 +212,8 @@ def finetune(pruned: nn.Module, model_config: dict[str, Any], setup: DataSetup, 
     best = summary.get("best_checkpoint")
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        pruned.load_state_dict({k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)})
+        pruned.load_state_dict(
+            {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+        )
     pruned.eval()
     return summary

@@ -15,6 +15,8 @@ over a slower model silently.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kdseg.deploy.onnx_export import INPUT_NAME, onnx_runner
+from kdseg.deploy.onnx_export import INPUT_NAME, onnx_runner, quiet_exporter
 from kdseg.errors import InputError, atomic_path
 
 CONV_OPS = ("Conv", "ConvTranspose")
@@ -51,7 +53,8 @@ class _SliceReader:
 
     def __init__(self, slices: np.ndarray, input_name: str) -> None:
         self._items: Iterator[dict[str, np.ndarray]] = iter(
-            {input_name: np.ascontiguousarray(s[None], dtype=np.float32)} for s in slices)
+            {input_name: np.ascontiguousarray(s[None], dtype=np.float32)} for s in slices
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
@@ -65,24 +68,45 @@ def conv_nodes(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in CONV_OPS]
 
 
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    """Run a block with ``path`` as the current directory (ORT drops debug files into it)."""
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def preprocess_for_quantization(source: Path, target: Path) -> bool:
     """``quant_pre_process`` with symbolic shape inference, retried without it (ENet needs that).
 
+    Runs inside ``target``'s folder: a failed symbolic shape inference leaves
+    ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` file in the current directory.
     Returns whether symbolic shape inference was used.
     """
     from onnxruntime.quantization import quant_pre_process
 
-    try:
-        quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
-        return True
-    except Exception:  # symbolic shape inference fails on some graphs (ENet's max-unpool)
-        quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
-        return False
+    source, target = source.resolve(), target.resolve()
+    with _working_directory(target.parent):
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+            return True
+        except Exception:  # symbolic shape inference fails on some graphs (ENet's max-unpool)
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+            return False
 
 
-def quantize_int8(fp32_path: str | Path, target: str | Path, calibration: np.ndarray,
-                  keep_fp32: tuple[str, ...] = ("first", "last"), per_channel: bool = True,
-                  calibrate_method: str = "minmax", activation_type: str = "uint8") -> QuantizeReport:
+def quantize_int8(
+    fp32_path: str | Path,
+    target: str | Path,
+    calibration: np.ndarray,
+    keep_fp32: tuple[str, ...] = ("first", "last"),
+    per_channel: bool = True,
+    calibrate_method: str = "minmax",
+    activation_type: str = "uint8",
+) -> QuantizeReport:
     """Write an int8 (QDQ) copy of ``fp32_path`` to ``target``, calibrated on ``calibration``.
 
     ``calibration`` holds ``(N, C, h, w)`` model-input slices. ``keep_fp32`` names which
@@ -94,35 +118,52 @@ def quantize_int8(fp32_path: str | Path, target: str | Path, calibration: np.nda
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if calibrate_method not in methods:
-        raise InputError(None, f"unknown calibrate_method {calibrate_method!r}; use {', '.join(methods)}")
+        raise InputError(
+            None, f"unknown calibrate_method {calibrate_method!r}; use {', '.join(methods)}"
+        )
     activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     if activation_type not in activations:
         raise InputError(None, f"unknown activation_type {activation_type!r}; use uint8 or int8")
     if len(calibration) == 0:
         raise InputError(None, "int8 calibration needs at least one slice")
-    with tempfile.TemporaryDirectory(prefix="kdseg-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kdseg-quant-") as tmp, quiet_exporter():
         prepped = Path(tmp) / "prepped.onnx"
         symbolic = preprocess_for_quantization(Path(fp32_path), prepped)
         convs = conv_nodes(onnx.load(str(prepped)))
         named = {"first": convs[:1], "last": convs[-1:]}
         exclude = sorted({n for key in keep_fp32 for n in named.get(key, [key])})
         with atomic_path(target, suffix=".onnx") as out:
-            quantize_static(str(prepped), str(out), _SliceReader(calibration, INPUT_NAME),
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=activations[activation_type], weight_type=QuantType.QInt8,
-                            nodes_to_exclude=exclude, calibrate_method=methods[calibrate_method])
+            quantize_static(
+                str(prepped),
+                str(out),
+                _SliceReader(calibration, INPUT_NAME),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=activations[activation_type],
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                calibrate_method=methods[calibrate_method],
+            )
             model = onnx.load(str(out))
             del model.metadata_props[:]
-            model.metadata_props.extend(onnx.load(str(fp32_path), load_external_data=False).metadata_props)
+            model.metadata_props.extend(
+                onnx.load(str(fp32_path), load_external_data=False).metadata_props
+            )
             onnx.save(model, str(out))
-    return QuantizeReport(len(calibration), calibrate_method, activation_type, per_channel, exclude, symbolic)
+    return QuantizeReport(
+        len(calibration), calibrate_method, activation_type, per_channel, exclude, symbolic
+    )
 
 
-def time_alternating(paths: dict[str, str | Path], slices: np.ndarray, threads: int = 2,
-                     repeats: int = 3) -> dict[str, float]:
+def time_alternating(
+    paths: dict[str, str | Path], slices: np.ndarray, threads: int = 2, repeats: int = 3
+) -> dict[str, float]:
     """Median seconds per slice (batch 1) of each ONNX file, alternating between them.
 
     Each repeat runs every file once over all ``slices`` (after one warm-up pass each), so a

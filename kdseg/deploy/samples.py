@@ -33,8 +33,9 @@ def run_config(ckpt: str | Path) -> dict[str, Any] | None:
     return cfg if isinstance(cfg, dict) else None
 
 
-def export_data_setup(bundle: Bundle, data_root: str | None = None,
-                      run_cfg: dict[str, Any] | None = None) -> DataSetup | None:
+def export_data_setup(
+    bundle: Bundle, data_root: str | None = None, run_cfg: dict[str, Any] | None = None
+) -> DataSetup | None:
     """The checkpoint's dataset resolved to cases, split and slice cache, or ``None``.
 
     The data config comes from the training run (``run_cfg``) or, failing that, from the
@@ -52,8 +53,14 @@ def export_data_setup(bundle: Bundle, data_root: str | None = None,
     return resolve_data(base)
 
 
-def sample_slices(setup: DataSetup, splits: tuple[str, ...], n: int, context: int = 0,
-                  seed: int = 0, target_fraction: float = 0.5) -> np.ndarray:
+def sample_slices(
+    setup: DataSetup,
+    splits: tuple[str, ...],
+    n: int,
+    context: int = 0,
+    seed: int = 0,
+    target_fraction: float = 0.5,
+) -> np.ndarray:
     """``(n, 2*context+1, h, w)`` float32 model inputs from the cache of ``setup``.
 
     Cases of the first non-empty split in ``splits`` are visited in turn (the cache is filled
@@ -70,7 +77,11 @@ def sample_slices(setup: DataSetup, splits: tuple[str, ...], n: int, context: in
     picks: list[np.ndarray] = []
     for i in range(n):
         case = cases[i % len(cases)]
-        pool = case.organ_slices if (rng.random() < target_fraction and case.organ_slices) else range(case.n_slices)
+        pool = (
+            case.organ_slices
+            if (rng.random() < target_fraction and case.organ_slices)
+            else range(case.n_slices)
+        )
         z = int(rng.choice(np.asarray(pool)))
         picks.append(context_stack(case.image, np.array([z]), context)[0])
     return np.stack(picks).astype(np.float32)

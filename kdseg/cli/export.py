@@ -1,0 +1,48 @@
+"""``kdseg-export``: a checkpoint's student -> ONNX (fp32 / int8, optionally pruned) or ``.pt2``."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.deploy.export import export_checkpoint, load_options
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
+@guarded("kdseg-export")
+def main(cfg: DictConfig) -> None:
+    result = export_checkpoint(load_options(to_dict(cfg)))
+    info = result.metadata["export"]
+    print(
+        f"{result.artifact}: {info['format']} {info['precision']}, {info['params']:,} parameters, "
+        f"{info['mult_adds'] / 1e6:.1f} M mult-adds per "
+        f"{'x'.join(map(str, info['cost_input_size']))} slice"
+    )
+    if "pruning" in info:
+        p = info["pruning"]
+        print(
+            f"  pruned {p['ratio']:.0%} ({p['method']}): {p['params_before']:,} -> "
+            f"{p['params_after']:,} parameters, recovery val dice {p['finetune_best_val_dice']}"
+        )
+    for key, label in (
+        ("check_fp32", "onnx fp32"),
+        ("check", f"{info['format']} {info['precision']}"),
+    ):
+        if info.get(key):
+            c = info[key]
+            print(
+                f"  {label} vs pytorch fp32 on {c['slices']} cache slices: argmax agreement "
+                f"{c['argmax_agreement']:.6f}, max |diff| {c['max_abs_diff']:.3g}"
+            )
+    if "int8" in info:
+        q = info["int8"]
+        print(
+            f"  int8 {q['ms_per_slice_int8']:.1f} ms vs fp32 {q['ms_per_slice_fp32']:.1f} ms "
+            f"per slice ({q['speedup_vs_fp32']:.2f}x, {q['timing_threads']} threads); "
+            f"fp32 twin: {result.extra_files[0]}"
+        )
+    for warning in result.warnings:
+        print(f"kdseg-export: warning: {warning}", file=sys.stderr)

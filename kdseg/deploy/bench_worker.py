@@ -1,0 +1,187 @@
+"""One benchmark measurement in its own process: ``python -m kdseg.deploy.bench_worker SPEC OUT``.
+
+Each configuration (model x backend x preprocessing) runs alone in a fresh interpreter, so
+PyTorch's and ONNX Runtime's thread pools never share the cores, compiled-code caches do not
+leak between configurations, and the process's peak resident set size (``ru_maxrss`` of
+``RUSAGE_SELF``: native allocations included, unlike ``tracemalloc``) belongs to that
+configuration alone. ``SPEC`` is a JSON file written by :mod:`kdseg.deploy.bench`; the result
+is written as JSON to ``OUT``.
+
+Timed end to end, per run: read the NIfTI volume, preprocess, predict every slice, map back to
+the input grid and write the label NIfTI, i.e. exactly ``kdseg-predict`` minus start-up. The
+backend calls are timed separately (model time), which gives slices per second and the
+achieved compute rate.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class TimedBackend:
+    """Wrap a backend: total seconds spent inside it, slices seen and the last input shape."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds, self.slices, self.shape = 0.0, 0, None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        out = self.backend(x)
+        self.seconds += time.perf_counter() - start
+        self.slices += len(x)
+        self.shape = tuple(x.shape)
+        return out
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cost(bundle: Any, info: dict[str, Any], hw: tuple[int, int]) -> dict[str, Any]:
+    """Parameters and mult-adds per slice at ``hw``: counted on the network when it is the one
+    that runs, else from the artefact's export facts ``info`` (scaled by the pixel count: the
+    networks are fully convolutional)."""
+    from kdseg.models.cost import model_cost
+
+    in_channels = int(bundle.data.get("in_channels", 1))
+    if bundle.model is not None and "pruning" not in info:
+        cost = model_cost(bundle.model, hw, in_channels)
+        return {
+            "params": int(cost["params"]),
+            "mult_adds": int(cost["mult_adds"]),
+            "macs_source": "counted",
+        }
+    if "mult_adds" in info:
+        ref = info["cost_input_size"]
+        scale = (hw[0] * hw[1]) / (ref[0] * ref[1])
+        return {
+            "params": int(info["params"]),
+            "mult_adds": int(info["mult_adds"] * scale),
+            "macs_source": "metadata" if scale == 1 else "metadata, scaled",
+        }
+    return {"params": None, "mult_adds": None, "macs_source": "unknown"}
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load, warm up, time ``runs`` end-to-end predictions of the volume, then score Dice."""
+    import torch
+
+    import kdseg.deploy.backends  # noqa: F401  (registers compile and aoti)
+    from kdseg.data.io import load_volume, save_label
+    from kdseg.data.sources import Case
+    from kdseg.deploy.artifact import read_metadata, resolve_bundle
+    from kdseg.eval.evaluate import evaluate_cases, summarize_rows
+    from kdseg.eval.inference import Predictor
+
+    threads = int(spec["threads"])
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    bundle, backend, artifact = resolve_bundle(
+        spec.get("ckpt"), spec.get("artifact"), spec["backend"]
+    )
+    if spec.get("preprocess"):
+        bundle.data = {
+            **bundle.data,
+            "preprocess": {**bundle.data["preprocess"], **spec["preprocess"]},
+        }
+    predictor = Predictor.from_bundle(
+        bundle,
+        backend=backend,
+        artifact=artifact,
+        threads=threads,
+        batch_size=int(spec["batch_size"]),
+    )
+    timer = TimedBackend(predictor.backend)
+    predictor.backend = timer
+    load_s = time.perf_counter() - start
+
+    volume = spec["volume"]
+    with tempfile.TemporaryDirectory(prefix="kdseg-bench-") as tmp:
+        target = Path(tmp) / "label.nii.gz"
+
+        def end_to_end() -> float:
+            t0 = time.perf_counter()
+            image = load_volume(volume)
+            save_label(predictor.predict(image), image, target)
+            return time.perf_counter() - t0
+
+        warmup = [end_to_end() for _ in range(int(spec["warmup"]))]
+        totals, model = [], []
+        for _ in range(int(spec["runs"])):
+            timer.reset()
+            totals.append(end_to_end())
+            model.append(timer.seconds)
+        slices, shape = timer.slices, timer.shape
+    peak = peak_rss_mb()
+    meta = (read_metadata(artifact, required=False) or {}) if artifact else {}
+    export = meta.get("export", {})
+    result: dict[str, Any] = {
+        "name": spec["name"],
+        "backend": backend,
+        "precision": export.get("precision", "fp32"),
+        "pruned": (export.get("pruning") or {}).get("ratio"),
+        "model": bundle.model_config.get("name"),
+        "width": bundle.model_config.get("width"),
+        "source": _resolved(spec.get("ckpt") or meta.get("source_checkpoint")),
+        "preprocess": bundle.data["preprocess"],
+        "input_shape": list(shape or ()),
+        "slices": slices,
+        "load_s": load_s,
+        "warmup_s": warmup[0] if warmup else None,
+        "e2e_s": totals,
+        "model_s": model,
+        "peak_rss_mb": peak,
+        "threads": threads,
+        "batch_size": int(spec["batch_size"]),
+    }
+    result.update(_cost(bundle, export, tuple(shape[-2:]) if shape else (0, 0)))
+    cases = spec.get("dice_cases") or []
+    if cases:
+        rows = evaluate_cases(
+            predictor, [Case(**c) for c in cases], protocol="full", progress=False
+        )
+        summary = summarize_rows(rows, "full")
+        result["dice"] = {
+            name: {"dice_mean": s["dice_mean"], "dice_global": s["dice_global"]}
+            for name, s in summary.items()
+        }
+        result["dice_cases"] = len(cases)
+    return result
+
+
+def _resolved(path: str | None) -> str | None:
+    """Absolute form of a checkpoint path, so runs of one checkpoint can be paired."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: read the spec, measure, write the result (errors become a result too)."""
+    spec_path, out_path = (argv or sys.argv[1:])[:2]
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        result = measure(spec)
+        result["ok"] = True
+    except Exception as exc:  # reported in the table instead of killing the whole benchmark
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        result = {"name": spec.get("name"), "ok": False, "error": f"{type(exc).__name__}: {first}"}
+    Path(out_path).write_text(json.dumps(result, default=float))
+    if result.get("ok") and "e2e_s" in result:
+        print(f"{result['name']}: median {statistics.median(result['e2e_s']):.2f} s per volume")
+
+
+if __name__ == "__main__":
+    main()

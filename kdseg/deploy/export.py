@@ -1,0 +1,387 @@
+"""``kdseg-export``: a checkpoint's student -> ONNX (fp32 or int8) or an AOTInductor package.
+
+One function, :func:`export_checkpoint`, runs the whole recipe for one checkpoint:
+
+1. load the network alone (``net.*`` weights: a distilled checkpoint yields the student);
+2. optionally prune channels and recover with a short fine-tuning run (:mod:`.prune`);
+3. export (:mod:`.onnx_export` or :mod:`.aoti`) with the checkpoint's data info and model
+   config embedded, so the artefact runs with no checkpoint (:mod:`.artifact`);
+4. check the artefact against the eager network on real slices of the training cache;
+5. for ``quantize=int8``: quantize the fp32 export (:mod:`.quantize`), time fp32 against int8
+   on this machine and warn when int8 is not faster.
+
+int8 policy (documented choice): the int8 file is always written where it was asked for, and
+its fp32 twin next to it (``<name>.fp32.onnx``); when int8 is not at least ``min_speedup``
+times faster, the export prints a warning naming the fp32 file, and the int8 metadata records
+``"slower_than_fp32": true`` (``kdseg-bench`` reports the same measurement per model).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+import kdseg.deploy.backends  # noqa: F401  (registers the aoti backend used by the check)
+from kdseg.data.dataset import DataSetup
+from kdseg.deploy.aoti import export_aoti
+from kdseg.deploy.artifact import artifact_metadata, write_sidecar
+from kdseg.deploy.onnx_export import (
+    MIN_AGREEMENT,
+    MIN_AGREEMENT_INT8,
+    compare,
+    example_input,
+    export_onnx,
+    input_dims,
+    onnx_runner,
+    torch_reference,
+    update_onnx_metadata,
+)
+from kdseg.deploy.prune import finetune, prune_channels
+from kdseg.deploy.quantize import quantize_int8, time_alternating
+from kdseg.deploy.samples import export_data_setup, run_config, sample_slices
+from kdseg.errors import InputError
+from kdseg.eval.checkpoint import Bundle, load_bundle
+from kdseg.eval.inference import BACKENDS
+from kdseg.models.cost import model_cost
+
+log = logging.getLogger(__name__)
+FORMATS = {"onnx": ".onnx", "aoti": ".pt2"}
+#: export-size fallback when neither data nor a fixed preprocessing size is known
+FALLBACK_SIZE = (256, 256)
+
+
+@dataclass
+class Int8Options:
+    """ONNX Runtime static quantization settings (:func:`~kdseg.deploy.quantize.quantize_int8`)."""
+
+    calibration_slices: int = 64
+    keep_fp32: tuple[str, ...] = ("first", "last")
+    per_channel: bool = True
+    calibrate_method: str = "minmax"
+    activation_type: str = "uint8"
+    time_slices: int = 8
+    repeats: int = 3
+    min_speedup: float = 1.0
+
+
+@dataclass
+class PruneOptions:
+    """Channel pruning and its recovery run (``finetune`` is merged into the training config)."""
+
+    method: str = "magnitude"
+    finetune: dict[str, Any] = field(
+        default_factory=lambda: {"trainer": {"max_epochs": 2}, "optim": {"lr": 1.0e-3}}
+    )
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``kdseg-export`` accepts (``conf/export.yaml``)."""
+
+    ckpt: str
+    format: str = "onnx"
+    output: str | None = None
+    quantize: str | None = None
+    prune: float | None = None
+    data_root: str | None = None
+    spatial: str = "dynamic"
+    check_slices: int = 16
+    threads: int = 2
+    seed: int = 0
+    int8: Int8Options = field(default_factory=Int8Options)
+    pruning: PruneOptions = field(default_factory=PruneOptions)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> ExportOptions:
+        """From the (resolved) Hydra config; unknown keys are ignored."""
+        known = {
+            k: v
+            for k, v in cfg.items()
+            if k in cls.__dataclass_fields__ and k not in ("int8", "pruning")
+        }
+        int8 = {
+            k: v
+            for k, v in (cfg.get("int8") or {}).items()
+            if k in Int8Options.__dataclass_fields__
+        }
+        if "keep_fp32" in int8:
+            int8["keep_fp32"] = tuple(int8["keep_fp32"] or ())
+        pruning = {
+            k: v
+            for k, v in (cfg.get("pruning") or {}).items()
+            if k in PruneOptions.__dataclass_fields__
+        }
+        return cls(**known, int8=Int8Options(**int8), pruning=PruneOptions(**pruning))
+
+
+@dataclass
+class ExportResult:
+    """The artefact written, its metadata, and warnings the user must see."""
+
+    artifact: Path
+    metadata: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    extra_files: list[Path] = field(default_factory=list)
+
+
+def default_output(
+    ckpt: str | Path, model_name: str, fmt: str, quantize: str | None, prune: float | None
+) -> Path:
+    """``<run>/export/<model>[-pruned<pct>][.int8].onnx|.pt2`` beside the run's checkpoints."""
+    name = (
+        model_name
+        + (f"-pruned{round(100 * prune)}" if prune else "")
+        + (f".{quantize}" if quantize else "")
+    )
+    return Path(ckpt).resolve().parent.parent / "export" / f"{name}{FORMATS[fmt]}"
+
+
+def fp32_twin(path: Path) -> Path:
+    """The fp32 twin of an int8 artefact: ``a.int8.onnx`` or ``a.onnx`` -> ``a.fp32.onnx``."""
+    stem = path.name[: -len(path.suffix)]
+    stem = stem[: -len(".int8")] if stem.endswith(".int8") else stem
+    return path.with_name(f"{stem}.fp32{path.suffix}")
+
+
+def _validate(opts: ExportOptions) -> None:
+    if opts.format not in FORMATS:
+        raise InputError(None, f"unknown format {opts.format!r}; use onnx or aoti")
+    if opts.quantize not in (None, "int8"):
+        raise InputError(None, f"unknown quantize {opts.quantize!r}; use int8 (or leave it null)")
+    if opts.quantize and opts.format != "onnx":
+        raise InputError(None, "quantize=int8 is ONNX Runtime quantization: use format=onnx")
+    if opts.spatial not in ("dynamic", "static"):
+        raise InputError(None, f"unknown spatial {opts.spatial!r}; use dynamic or static")
+    if opts.output and Path(opts.output).suffix != FORMATS[opts.format]:
+        raise InputError(opts.output, f"format={opts.format} writes a {FORMATS[opts.format]} file")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``update`` wins), for config overrides."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+def finetune_config(run_cfg: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The recovery run's config: the original run's, shortened, one process, no wandb."""
+    base = {
+        "seed": 123,
+        "optim": {"lr": 1.0e-3, "weight_decay": 0.0, "min_lr": 1.0e-6},
+        "loss": {},
+        "trainer": {"accelerator": "cpu", "max_epochs": 2, "num_sanity_val_steps": 0},
+    }
+    if run_cfg:
+        base = _merge(
+            base,
+            {
+                k: run_cfg[k]
+                for k in ("seed", "optim", "loss", "trainer", "checkpoint")
+                if k in run_cfg
+            },
+        )
+    cfg = _merge(base, overrides)
+    cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k != "strategy"} | {"devices": 1}
+    cfg["logger"] = {"wandb": {"enabled": False}}
+    cfg.pop("resume", None)
+    return cfg
+
+
+def model_input_size(bundle: Bundle, check: np.ndarray | None) -> tuple[int, int]:
+    """The in-plane size the network sees: real slices', the preprocessing's, or 256x256."""
+    if check is not None:
+        return (int(check.shape[-2]), int(check.shape[-1]))
+    pre = bundle.preprocess
+    fixed = pre.crop_size or pre.in_plane_size
+    return tuple(fixed) if fixed else FALLBACK_SIZE  # type: ignore[return-value]
+
+
+@dataclass
+class _Job:
+    """State shared by the export steps of one checkpoint."""
+
+    opts: ExportOptions
+    bundle: Bundle
+    out: Path
+    setup: DataSetup | None
+    run_cfg: dict[str, Any] | None
+    check: np.ndarray | None
+    model: nn.Module
+    facts: dict[str, Any]
+    warnings: list[str]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.bundle.data.get("in_channels", 2 * self.bundle.context + 1))
+
+    @property
+    def static(self) -> bool:
+        return self.opts.spatial == "static"
+
+    def metadata(self) -> dict[str, Any]:
+        return artifact_metadata(self.bundle, **self.facts)
+
+    def verify(self, backend: Any, minimum: float = MIN_AGREEMENT) -> None:
+        """Compare ``backend`` with the eager network on the check slices (when there are any);
+        warn when their argmax agreement is below ``minimum``."""
+        if self.check is None:
+            return
+        result = compare(backend, torch_reference(self.model), self.check, "pytorch fp32")
+        if result.argmax_agreement < minimum:
+            self.warnings.append(f"exported model disagrees with PyTorch: {result}")
+        self.facts["check"] = result.as_dict()
+
+
+def export_checkpoint(opts: ExportOptions) -> ExportResult:
+    """Run the export recipe of the module docstring for ``opts``; return what was written."""
+    job = _start(opts)
+    if opts.prune:
+        _prune(job)
+    size = model_input_size(job.bundle, job.check)
+    cost = model_cost(job.model, size, job.in_channels)
+    job.facts.update(
+        params=int(cost["params"]),
+        mult_adds=int(cost["mult_adds"]),
+        cost_input_size=list(size),
+        in_channels=job.in_channels,
+        spatial=opts.spatial,
+    )
+    example = example_input(job.in_channels, size)
+    if opts.format == "aoti":
+        export_aoti(job.model, job.out, example, job.metadata(), static=job.static)
+        job.verify(BACKENDS["aoti"](job.out))
+        meta = job.metadata()
+        write_sidecar(job.out, meta)
+        return ExportResult(job.out, meta, job.warnings)
+    fp32_path = fp32_twin(job.out) if opts.quantize else job.out
+    export_onnx(job.model, fp32_path, example, job.metadata(), static=job.static)
+    job.facts["input_dims"] = input_dims(fp32_path)
+    job.verify(onnx_runner(fp32_path))
+    update_onnx_metadata(fp32_path, job.metadata())
+    if not opts.quantize:
+        return ExportResult(job.out, job.metadata(), job.warnings)
+    return _quantize(job, fp32_path)
+
+
+def _start(opts: ExportOptions) -> _Job:
+    """Load the checkpoint, find its training data and draw the check slices."""
+    _validate(opts)
+    bundle = load_bundle(opts.ckpt)
+    name = bundle.model_config["name"]
+    out = Path(
+        opts.output or default_output(opts.ckpt, name, opts.format, opts.quantize, opts.prune)
+    )
+    run_cfg = run_config(opts.ckpt)
+    setup = export_data_setup(bundle, opts.data_root, run_cfg)
+    if setup is None and (opts.quantize or opts.prune):
+        what = "int8 calibration" if opts.quantize else "pruning recovery"
+        raise InputError(
+            opts.ckpt,
+            f"{what} needs the training data, whose folder was not found: pass data_root=DIR",
+        )
+    if opts.spatial == "static" and not (
+        bundle.preprocess.crop_size or bundle.preprocess.in_plane_size
+    ):
+        raise InputError(
+            opts.ckpt,
+            "spatial=static needs a fixed model input size (preprocess in_plane_size or "
+            "crop_size); this checkpoint sees native-size slices",
+        )
+    warnings: list[str] = []
+    check = None
+    if setup is not None and opts.check_slices > 0:
+        splits = ("val", "train")
+        check = sample_slices(setup, splits, opts.check_slices, bundle.context, seed=opts.seed)
+    else:
+        warnings.append(
+            "no training data found (pass data_root=DIR): export not checked on real slices"
+        )
+    facts = {"format": opts.format, "precision": "fp32"}
+    return _Job(opts, bundle, out, setup, run_cfg, check, bundle.model, facts, warnings)
+
+
+def _prune(job: _Job) -> None:
+    """Prune ``job.model``, then fine-tune it on the training data (run dir beside the output)."""
+    opts = job.opts
+    small = example_input(job.in_channels, (32, 32), batch=1)
+    classes = int(job.bundle.data["num_classes"])
+    job.model, report = prune_channels(
+        job.model, float(opts.prune), small, classes, opts.pruning.method
+    )
+    log.info("%s", report)
+    cfg = finetune_config(job.run_cfg, opts.pruning.finetune)
+    assert job.setup is not None
+    summary = finetune(job.model, job.bundle.model_config, job.setup, cfg, job.out.parent)
+    job.facts["pruning"] = {
+        **report.as_dict(),
+        "finetune_best_val_dice": summary.get("best_score"),
+        "finetune_epochs": summary.get("epochs"),
+        "finetune_run": summary.get("run_dir"),
+    }
+
+
+def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
+    """int8 copy of the fp32 export, checked against both, timed against fp32 (warns if slower)."""
+    o, out = job.opts.int8, job.out
+    assert job.setup is not None
+    seed, context = job.opts.seed + 1, job.bundle.context
+    calibration = sample_slices(job.setup, ("train",), o.calibration_slices, context, seed=seed)
+    report = quantize_int8(
+        fp32_path,
+        out,
+        calibration,
+        o.keep_fp32,
+        o.per_channel,
+        o.calibrate_method,
+        o.activation_type,
+    )
+    slices = job.check if job.check is not None else calibration
+    files = {"fp32": fp32_path, "int8": out}
+    times = time_alternating(files, slices[: max(o.time_slices, 1)], job.opts.threads, o.repeats)
+    speedup = times["fp32"] / times["int8"]
+    job.facts.update(
+        precision="int8",
+        int8={
+            **report.as_dict(),
+            "ms_per_slice_fp32": 1e3 * times["fp32"],
+            "ms_per_slice_int8": 1e3 * times["int8"],
+            "speedup_vs_fp32": speedup,
+            "slower_than_fp32": speedup < o.min_speedup,
+            "fp32_artifact": fp32_path.name,
+            "timing_threads": job.opts.threads,
+        },
+    )
+    if "check" in job.facts:
+        job.facts["check_fp32"] = job.facts.pop("check")
+    job.check = slices
+    job.verify(onnx_runner(out), MIN_AGREEMENT_INT8)
+    fp32_vs_int8 = compare(onnx_runner(out), onnx_runner(fp32_path), slices, "onnx fp32")
+    job.facts["check_vs_onnx_fp32"] = fp32_vs_int8.as_dict()
+    if speedup < o.min_speedup:
+        job.warnings.append(
+            f"int8 is not faster than fp32 on this machine ({1e3 * times['int8']:.1f} vs "
+            f"{1e3 * times['fp32']:.1f} ms per slice, {speedup:.2f}x, {job.opts.threads} threads): "
+            f"deploy {fp32_path} instead (ONNX Runtime has no int8 kernel for some layers, "
+            "e.g. PReLU, and each quantize/dequantize pair around them costs time)"
+        )
+    meta = job.metadata()
+    update_onnx_metadata(out, meta)
+    return ExportResult(out, meta, job.warnings, [fp32_path])
+
+
+def load_options(cfg: dict[str, Any]) -> ExportOptions:
+    """:class:`ExportOptions` from a plain config mapping (the CLI's resolved Hydra config)."""
+    if not cfg.get("ckpt"):
+        raise InputError(None, "give ckpt=PATH (the checkpoint to export)")
+    return ExportOptions.from_dict(cfg)

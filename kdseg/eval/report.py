@@ -1,0 +1,443 @@
+"""Comparison tables over many runs: teachers, students alone and distilled students, over seeds.
+
+The table has the shape of the EMKD paper's headline table (METHOD.md §1): one row per model
+(a teacher, a student alone, or a student distilled from a teacher with a method), one column
+per dataset and class (tumor Dice, organ Dice), the parameter count, and the share of the
+teacher-student gap that distillation closes on the tumor,
+``(distilled - student) / (teacher - student)``. Every cell is the mean ± sample std over the
+runs (seeds) of that row, from each run's evaluation summary (``kdseg-eval``).
+
+A *run folder* is any folder with a ``summary.json`` and its config (``config.yaml``, or Hydra's
+``.hydra/config.yaml``); a multirun sweep folder, or any folder above run folders, stands for
+every run folder below it, and shell-style globs are expanded. What a run is comes from its
+config alone: a ``teacher`` and a ``distill`` section make it a distilled student (``distill=none``
+a student alone); a trained model is a teacher when a distilled run in the report learnt from
+its checkpoint, else its role in the paper (:data:`kdseg.models.cost.ROLES`). Binary-task runs
+(the paper trains organ and tumor separately) merge into one row: each cell takes the runs that
+report its class.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import glob
+import io
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+import kdseg.config  # noqa: F401  (resolvers used by .hydra/config.yaml)
+from kdseg.errors import InputError, write_text_atomic
+from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
+from kdseg.models import build_from_config
+from kdseg.models.cost import ROLES, count_params
+
+ROLE_ORDER = ("teacher", "model", "student", "distilled")
+CLASS_ORDER = ("tumor", "organ")
+GAP_CLASS = "tumor"
+
+
+@dataclass
+class RunRecord:
+    """What the report needs from one run folder."""
+
+    path: Path
+    role: str  # teacher | student | distilled | model
+    model: str  # label of the trained network, e.g. "enet (w 0.25)"
+    method: str | None  # distillation method name; None for plain training
+    seed: int | None
+    dataset: str
+    organ: str
+    params: int
+    scores: dict[str, float] = field(default_factory=dict)  # class -> Dice
+    teacher: str | None = None  # label of the teacher's network
+    teacher_run: Path | None = None  # run folder of the teacher checkpoint
+    teacher_ckpt: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str | None]:
+        """The row this run belongs to: (role, model, teacher, method)."""
+        return self.role, self.model, self.teacher, self.method
+
+
+@dataclass
+class Cell:
+    """Mean ± sample std of one metric over the runs of a row."""
+
+    mean: float
+    std: float
+    n: int
+
+    def text(self, digits: int) -> str:
+        return format_mean_std(self.mean, self.std, digits)
+
+
+@dataclass
+class Row:
+    """One line of the table: a group of runs differing only by seed."""
+
+    role: str
+    model: str
+    teacher: str | None
+    method: str | None
+    runs: list[RunRecord]
+    cells: dict[tuple[str, str], Cell]  # (dataset, class) -> Cell
+    params: int
+    gap: dict[str, float | None] = field(default_factory=dict)  # dataset -> gap closed on tumor
+
+    @property
+    def label(self) -> str:
+        if self.role == "distilled":
+            return f"{self.model} + {self.teacher} ({self.method})"
+        return self.model
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r.seed for r in self.runs if r.seed is not None})
+
+
+# -- finding and reading runs ------------------------------------------------------------------
+def is_run_dir(path: Path) -> bool:
+    """A run folder holds ``summary.json`` and a config (``config.yaml`` or ``.hydra/``)."""
+    return (path / "summary.json").is_file() and (
+        (path / "config.yaml").is_file() or (path / ".hydra" / "config.yaml").is_file()
+    )
+
+
+def find_run_dirs(patterns: Iterable[str | Path]) -> list[Path]:
+    """Run folders named by ``patterns``: run folders, folders above them, or globs of either.
+
+    Raises :class:`InputError` for a pattern that matches nothing and when no run is found.
+    """
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(pattern), recursive=True))
+        if not matches:
+            raise InputError(pattern, "matches no file or folder")
+        for match in map(Path, matches):
+            if is_run_dir(match):
+                found[match.resolve()] = None
+            elif match.is_dir():
+                for summary in sorted(match.rglob("summary.json")):
+                    if is_run_dir(summary.parent):
+                        found[summary.parent.resolve()] = None
+    if not found:
+        raise InputError(
+            ", ".join(map(str, patterns)), "no run folder (summary.json + config) found"
+        )
+    return list(found)
+
+
+def read_run_config(run: Path) -> dict[str, Any]:
+    """The run's resolved config: ``config.yaml`` (stored resolved), else ``.hydra/``'s."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        path = run / ".hydra" / "config.yaml"
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise InputError(path, f"unreadable config ({str(exc).splitlines()[0]})") from None
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - an interpolation this process cannot resolve
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def model_label(model_cfg: dict[str, Any]) -> str:
+    """``"enet (w 0.25)"``: network name and width multiplier."""
+    return f"{model_cfg['name']} (w {float(model_cfg.get('width', 1.0)):g})"
+
+
+@functools.lru_cache(maxsize=64)
+def _params_of(model_json: str) -> int:
+    with torch.device("meta"):  # no weights allocated: counting only
+        model = build_from_config(json.loads(model_json))
+    return count_params(model)
+
+
+def model_params(model_cfg: dict[str, Any]) -> int:
+    """Parameter count of the network a model config describes (built on the meta device)."""
+    return _params_of(json.dumps(model_cfg, sort_keys=True))
+
+
+def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float]:
+    """Per-class Dice from ``<run>/<eval_dir>/summary.json``; empty when not evaluated.
+
+    ``metric`` defaults to the headline Dice of the full protocol, or ``dice`` for the paper's.
+    """
+    path = run / eval_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    key = metric or (HEADLINE_DICE if data.get("protocol", "full") == "full" else "dice")
+    scores = {}
+    for name, stats in data.get("summary", {}).items():
+        value = stats.get(key)
+        if value is None:
+            raise InputError(path, f"class {name!r} has no metric {key!r}")
+        scores[name] = float(value)
+    return scores
+
+
+def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
+    """Classify one run folder and read its scores and parameter count."""
+    cfg = read_run_config(run)
+    data = cfg.get("data", {})
+    distilled = "teacher" in cfg and "distill" in cfg
+    model_cfg = cfg["student"] if distilled else cfg.get("model")
+    if not isinstance(model_cfg, dict) or "name" not in model_cfg:
+        raise InputError(run, "config has no model (or student) section")
+    method = (cfg["distill"] or {}).get("name", "?") if distilled else None
+    record = RunRecord(
+        path=run,
+        role="distilled" if distilled else ROLES.get(model_cfg["name"], "model").split()[0],
+        model=model_label(model_cfg),
+        method=method,
+        seed=None if cfg.get("seed") is None else int(cfg["seed"]),
+        dataset=str(data.get("name", "?")),
+        organ=str(data.get("organ", "organ")),
+        params=model_params(model_cfg),
+        scores=read_scores(run, eval_dir, metric),
+    )
+    if distilled:
+        record.teacher_ckpt = str(cfg["teacher"].get("ckpt"))
+        record.teacher_run = Path(record.teacher_ckpt).resolve().parent.parent
+        record.teacher = cfg["teacher"].get("name")  # refined in _link_teachers
+        if method == "none":  # trained by kdseg-distill without any distillation term
+            record.role, record.method, record.teacher = "student", None, None
+    return record
+
+
+def _teacher_label_from_ckpt(ckpt: str | None) -> str | None:
+    if not ckpt or not Path(ckpt).is_file():
+        return None
+    from kdseg.eval.checkpoint import read_checkpoint
+
+    return model_label(read_checkpoint(ckpt)["hyper_parameters"]["model"])
+
+
+def _link_teachers(records: list[RunRecord]) -> None:
+    """Name each distilled run's teacher; mark runs whose checkpoint taught as teachers."""
+    by_path = {r.path: r for r in records}
+    for record in records:
+        if record.role != "distilled":
+            continue
+        teacher = by_path.get(record.teacher_run) if record.teacher_run else None
+        if teacher is not None:
+            teacher.role = "teacher"
+            record.teacher = teacher.model
+        else:
+            record.teacher = _teacher_label_from_ckpt(record.teacher_ckpt) or record.teacher or "?"
+
+
+# -- grouping ----------------------------------------------------------------------------------
+def _cells(runs: Sequence[RunRecord]) -> dict[tuple[str, str], Cell]:
+    values: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        for name, value in run.scores.items():
+            if math.isfinite(value):
+                values.setdefault((run.dataset, name), []).append(value)
+    return {key: Cell(*aggregate_over_seeds(v), len(v)) for key, v in values.items()}
+
+
+def _sort_key(row: Row) -> tuple:
+    method_rank = (0 if row.method == "emkd" else 1, row.method or "")
+    if row.role == "teacher":
+        return (0, row.model, "", method_rank)
+    return (1, row.model, ROLE_ORDER.index(row.role), row.teacher or "", method_rank)
+
+
+def group_runs(records: Sequence[RunRecord]) -> list[Row]:
+    """Rows over seeds, ordered like the paper: teachers, then each student and its variants."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(record.key, []).append(record)
+    rows = [
+        Row(role, model, teacher, method, runs, _cells(runs), runs[0].params)
+        for (role, model, teacher, method), runs in groups.items()
+    ]
+    means = {(r.role, r.model): r.cells for r in rows if r.role in ("teacher", "student")}
+    for row in rows:
+        if row.role != "distilled":
+            continue
+        teacher, student = (
+            means.get(("teacher", row.teacher), {}),
+            means.get(("student", row.model), {}),
+        )
+        for dataset, name in row.cells:
+            if name == GAP_CLASS:
+                row.gap[dataset] = gap_closed(
+                    row.cells[dataset, name],
+                    teacher.get((dataset, name)),
+                    student.get((dataset, name)),
+                )
+    return sorted(rows, key=_sort_key)
+
+
+def gap_closed(distilled: Cell, teacher: Cell | None, student: Cell | None) -> float | None:
+    """``(distilled - student) / (teacher - student)`` on means; None when undefined.
+
+    Undefined without both references, or when the teacher is not better than the student
+    (the ratio would change sign or blow up, and "gap" means nothing there).
+    """
+    if teacher is None or student is None or teacher.mean - student.mean <= 0:
+        return None
+    return (distilled.mean - student.mean) / (teacher.mean - student.mean)
+
+
+# -- the report --------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """The grouped rows plus how they were made, renderable as Markdown and CSV."""
+
+    rows: list[Row]
+    columns: list[tuple[str, str]]  # (dataset, class) in table order
+    headers: dict[tuple[str, str], str]
+    eval_dir: str
+    metric: str
+    digits: int = 3
+    missing_eval: list[Path] = field(default_factory=list)
+
+    def markdown(self, title: str | None = None) -> str:
+        gap_sets = [d for d, c in self.columns if c == GAP_CLASS]
+        head = [
+            "Model",
+            "Role",
+            "Seeds",
+            *(self.headers[c] for c in self.columns),
+            "#Params (M)",
+            *(f"Gap closed ({self.headers[d, GAP_CLASS]})" for d in gap_sets),
+        ]
+        lines = [
+            f"## {title or 'Teachers, students alone and distilled students'}",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * 3 + "---:|" * (len(head) - 3),
+        ]
+        for row in self.rows:
+            cells = [
+                row.cells[c].text(self.digits) if c in row.cells else "n/a" for c in self.columns
+            ]
+            gaps = [_percent(row.gap.get(d)) if row.role == "distilled" else "" for d in gap_sets]
+            seeds = ",".join(map(str, row.seeds)) or str(len(row.runs))
+            lines.append(
+                "| "
+                + " | ".join([row.label, row.role, seeds, *cells, f"{row.params / 1e6:.3f}", *gaps])
+                + " |"
+            )
+        lines += [
+            "",
+            f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
+            "sample std over the seeds listed. Gap closed = (distilled - student alone) / "
+            "(teacher - student alone) on the mean tumor Dice; n/a when the teacher is not "
+            "better or a reference row is missing.",
+        ]
+        if self.missing_eval:
+            lines += [
+                "",
+                f"Runs without `{self.eval_dir}` (left out of the Dice cells): "
+                + ", ".join(str(p) for p in self.missing_eval),
+            ]
+        return "\n".join(lines) + "\n"
+
+    def csv_text(self) -> str:
+        buffer = io.StringIO()
+        fields = ["label", "role", "model", "teacher", "method", "n_runs", "seeds", "params"]
+        for dataset, name in self.columns:
+            fields += [f"{dataset}_{name}_{s}" for s in ("mean", "std", "n")]
+        fields += [f"{d}_gap_closed" for d, c in self.columns if c == GAP_CLASS]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            line: dict[str, Any] = {
+                "label": row.label,
+                "role": row.role,
+                "model": row.model,
+                "teacher": row.teacher or "",
+                "method": row.method or "",
+                "n_runs": len(row.runs),
+                "seeds": " ".join(map(str, row.seeds)),
+                "params": row.params,
+            }
+            for dataset, name in self.columns:
+                cell = row.cells.get((dataset, name))
+                if cell:
+                    line.update(
+                        {
+                            f"{dataset}_{name}_mean": cell.mean,
+                            f"{dataset}_{name}_std": cell.std,
+                            f"{dataset}_{name}_n": cell.n,
+                        }
+                    )
+            for dataset, gap in row.gap.items():
+                line[f"{dataset}_gap_closed"] = "" if gap is None else gap
+            writer.writerow(line)
+        return buffer.getvalue()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _columns(
+    records: Sequence[RunRecord],
+) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
+    organs = {r.dataset: r.organ for r in records}
+    present = {(r.dataset, c) for r in records for c in r.scores}
+    classes = [c for c in CLASS_ORDER if any(k[1] == c for k in present)]
+    classes += sorted({c for _, c in present} - set(classes))
+    columns = [
+        (d, c)
+        for d in dict.fromkeys(r.dataset for r in records)
+        for c in classes
+        if (d, c) in present
+    ]
+    shared = {o for o in organs.values() if list(organs.values()).count(o) > 1}
+    headers = {}
+    for dataset, name in columns:
+        organ = organs[dataset].capitalize()
+        text = {"tumor": f"{organ} tumor", "organ": organ}.get(name, f"{organ} {name}")
+        headers[dataset, name] = f"{text} ({dataset})" if organs[dataset] in shared else text
+    return columns, headers
+
+
+def build_report(
+    patterns: Iterable[str | Path],
+    eval_dir: str = "eval-test-full",
+    metric: str | None = None,
+    digits: int = 3,
+) -> Report:
+    """Find, read, classify and group every run named by ``patterns`` (see the module doc)."""
+    records = [read_run(run, eval_dir, metric) for run in find_run_dirs(patterns)]
+    _link_teachers(records)
+    columns, headers = _columns(records)
+    return Report(
+        rows=group_runs(records),
+        columns=columns,
+        headers=headers,
+        eval_dir=eval_dir,
+        metric=metric or HEADLINE_DICE,
+        digits=digits,
+        missing_eval=[r.path for r in records if not r.scores],
+    )
+
+
+def write_report(report: Report, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+    """``report.md`` and ``report.csv`` in ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    paths = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
+    write_text_atomic(paths["markdown"], report.markdown(title))
+    write_text_atomic(paths["csv"], report.csv_text())
+    if report.missing_eval:
+        print(
+            f"warning: {len(report.missing_eval)} run(s) without {report.eval_dir}", file=sys.stderr
+        )
+    return paths
