@@ -58,3 +58,29 @@ def save_run_config(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     out = run_dir()
     write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out, to_dict(cfg)
+
+
+def build_predictor(
+    cfg: DictConfig, threshold: float | None, progress: bool = False
+) -> tuple[Any, Any, str, str | None]:
+    """The checkpoint or artefact named by ``ckpt`` / ``artifact`` / ``backend`` as a Predictor.
+
+    Shared by ``kdseg-predict`` and ``kdseg-eval``; returns ``(predictor, bundle, backend,
+    artifact)`` with the backend and artefact actually used.
+    """
+    import kdseg.deploy.backends  # noqa: F401  (registers the compile and aoti backends)
+    from kdseg.deploy.artifact import resolve_bundle
+    from kdseg.eval.inference import Predictor
+
+    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
+    bundle, backend, artifact = resolve_bundle(ckpt, cfg.artifact, cfg.backend)
+    predictor = Predictor.from_bundle(
+        bundle,
+        backend=backend,
+        artifact=artifact,
+        threads=cfg.threads,
+        batch_size=int(cfg.batch_size),
+        threshold=threshold,
+        progress=progress,
+    )
+    return predictor, bundle, backend, artifact

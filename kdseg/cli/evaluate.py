@@ -7,33 +7,22 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import kdseg.deploy.backends  # noqa: F401  (registers the compile and aoti backends)
-from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.cli import CONFIG_PATH, build_predictor, guarded, to_dict
 from kdseg.data.dataset import resolve_data
-from kdseg.deploy.artifact import resolve_bundle
 from kdseg.errors import InputError
 from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
-from kdseg.eval.inference import Predictor
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @guarded("kdseg-eval")
 def main(cfg: DictConfig) -> None:
     ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
-    bundle, backend, artifact = resolve_bundle(ckpt, cfg.artifact, cfg.backend)
+    threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
+    predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
     setup = resolve_data(to_dict(cfg.data))
     if cfg.split not in setup.split:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
     cases = [setup.cases[c] for c in setup.split[cfg.split]]
-    threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
-    predictor = Predictor.from_bundle(
-        bundle,
-        backend=backend,
-        artifact=artifact,
-        threads=cfg.threads,
-        batch_size=int(cfg.batch_size),
-        threshold=threshold,
-    )
     rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
     summary = summarize_rows(rows, cfg.protocol)
     default_out = (

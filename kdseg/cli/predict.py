@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import kdseg.deploy.backends  # noqa: F401  (registers the compile and aoti backends)
-from kdseg.cli import CONFIG_PATH, guarded
+from kdseg.cli import CONFIG_PATH, build_predictor, guarded
 from kdseg.data.dicom import is_dicom_folder
 from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, load_volume, save_label
-from kdseg.deploy.artifact import resolve_bundle
 from kdseg.errors import InputError
-from kdseg.eval.inference import Predictor
 from kdseg.eval.lesions import format_lesion_report, lesion_report, write_lesion_report
 from kdseg.eval.overlay import save_overlay
 
@@ -49,17 +46,7 @@ def _stem(path: Path) -> str:
 @guarded("kdseg-predict")
 def main(cfg: DictConfig) -> None:
     pairs = plan_outputs(Path(cfg.input), Path(cfg.output))
-    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
-    bundle, backend, artifact = resolve_bundle(ckpt, cfg.artifact, cfg.backend)
-    predictor = Predictor.from_bundle(
-        bundle,
-        backend=backend,
-        artifact=artifact,
-        threads=cfg.threads,
-        batch_size=int(cfg.batch_size),
-        threshold=cfg.threshold,
-        progress=True,
-    )
+    predictor, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
     for source, target in pairs:
         image = load_volume(source)
         label = predictor.predict(image)
