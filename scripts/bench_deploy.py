@@ -1,17 +1,22 @@
-"""docs/bench.md and docs/bench.png: every deployment artefact of the trained models, timed.
+"""docs/bench.md and docs/bench.png: every deployment artefact of the demo's models, timed.
 
-Input: a runs folder holding (trained with ``experiment=demo`` on phantom LiTS, see the report)
+Input: the folder ``make demo`` writes (``.demo/``), whose runs are
 
-    <runs>/enet_emkd, <runs>/mobilenetv2_emkd      distilled students (EMKD from RA-UNet)
-    <runs>/raunet                                  the RA-UNet teacher (full width)
-    <runs>/pspnet                                  PSPNet at full width (made here if missing:
-                                                   one training step, so untrained weights)
+    runs/demo/distilled     ENet distilled with EMKD from the RA-UNet teacher (width 1.0)
+    runs/demo/teacher       the RA-UNet teacher (width 0.5, trained)
 
-Every step is a documented command: ``kdseg-train`` (PSPNet), ``kdseg-export`` (ONNX fp32,
-int8, pruned, AOTInductor) and finally ``kdseg-bench`` with a generated entries file
-(``<runs>/../bench_entries.yaml``). Artefacts that exist are reused (delete them to re-export).
+and to which this script adds, each with a documented command, when missing:
 
-    .venv/bin/python scripts/bench_deploy.py --runs RUNS --data PHANTOM_LITS_DIR
+    runs/demo/mobilenetv2_emkd   MobileNetV2 distilled the same way (kdseg-distill, demo protocol)
+    runs/demo/raunet_full        RA-UNet and PSPNet at the paper's width after one training step:
+    runs/demo/pspnet_full        real checkpoints, untrained weights, timed only (no Dice)
+
+then exports every artefact (``kdseg-export``: ONNX fp32, int8, pruned, AOTInductor) and runs
+``kdseg-bench`` with a generated entries file (``<demo>/bench_entries.yaml``). Artefacts that
+exist are reused (delete them to re-export).
+
+    make demo && .venv/bin/python scripts/bench_deploy.py          # writes docs/bench.md, .png
+    .venv/bin/python scripts/bench_deploy.py --demo DIR --out DIR --rounds 2
 """
 
 from __future__ import annotations
@@ -46,161 +51,159 @@ def export(runs: Path, name: str, output: str, *args: str) -> str:
     return str(target)
 
 
-def untrained_pspnet(runs: Path, data: Path) -> None:
-    """PSPNet at full width after one training step: a real checkpoint with untrained weights."""
-    if ckpt(runs, "pspnet").exists():
-        return
-    run(
-        "kdseg-train",
+def demo_args(data: Path, runs: Path, name: str) -> list[str]:
+    """The demo's protocol (``experiment=demo``) with the run written to ``runs/name``."""
+    return [
         "experiment=demo",
         f"data.root={data}",
         f"paths.runs_dir={runs}",
         "logger=csv",
-        "model=pspnet",
-        "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=1",
-        "+trainer.limit_val_batches=1",
-        f"hydra.run.dir={runs / 'pspnet'}",
+        f"hydra.run.dir={runs / name}",
+    ]
+
+
+def distilled_mobilenetv2(runs: Path, data: Path) -> None:
+    """MobileNetV2 distilled from the demo's teacher with the demo's EMKD recipe."""
+    if ckpt(runs, "mobilenetv2_emkd").exists():
+        return
+    run(
+        "kdseg-distill",
+        *demo_args(data, runs, "mobilenetv2_emkd"),
+        f"teacher.ckpt={ckpt(runs, 'teacher')}",
+        "student=mobilenetv2",
+        "student.width=1.0",
+        "distill=emkd",
     )
+
+
+def untrained_full_width(runs: Path, data: Path, model: str) -> str:
+    """``model`` at the paper's width after one training step: a real checkpoint, untrained."""
+    name = f"{model}_full"
+    if not ckpt(runs, name).exists():
+        run(
+            "kdseg-train",
+            *demo_args(data, runs, name),
+            f"model={model}",
+            "model.width=1.0",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+        )
+    return name
 
 
 def entries(runs: Path) -> list[dict]:
     """The benchmark's rows: students on every backend, preprocessing variants, teachers."""
-    enet, mnet = str(ckpt(runs, "enet_emkd")), str(ckpt(runs, "mobilenetv2_emkd"))
+    enet, mnet = str(ckpt(runs, "distilled")), str(ckpt(runs, "mobilenetv2_emkd"))
+    enet_onnx = export(runs, "distilled", "enet.onnx")
+    mnet_onnx = export(runs, "mobilenetv2_emkd", "mobilenetv2.onnx")
+    mnet_int8 = export(runs, "mobilenetv2_emkd", "mobilenetv2.int8.onnx", "quantize=int8")
+    distilled = {"role": "distilled"}
     rows = [
-        {"name": "ENet EMKD, PyTorch", "ckpt": enet, "backend": "torch", "role": "distilled"},
-        {
-            "name": "ENet EMKD, torch.compile",
-            "ckpt": enet,
-            "backend": "compile",
-            "role": "distilled",
-        },
-        {
-            "name": "ENet EMKD, ONNX fp32",
-            "ckpt": enet,
-            "backend": "onnx",
-            "role": "distilled",
-            "artifact": export(runs, "enet_emkd", "enet.onnx"),
-        },
+        {"name": "ENet EMKD, PyTorch", "ckpt": enet, "backend": "torch", **distilled},
+        {"name": "ENet EMKD, torch.compile", "ckpt": enet, "backend": "compile", **distilled},
+        {"name": "ENet EMKD, ONNX fp32", "artifact": enet_onnx, "backend": "onnx", **distilled},
         {
             "name": "ENet EMKD, ONNX int8",
+            "artifact": export(runs, "distilled", "enet.int8.onnx", "quantize=int8"),
             "backend": "onnx",
-            "role": "distilled",
-            "artifact": export(runs, "enet_emkd", "enet.int8.onnx", "quantize=int8"),
+            **distilled,
         },
         {
             "name": "ENet EMKD, AOTInductor",
+            "artifact": export(runs, "distilled", "enet.pt2", "format=aoti"),
             "backend": "aoti",
-            "role": "distilled",
-            "artifact": export(runs, "enet_emkd", "enet.pt2", "format=aoti"),
+            **distilled,
         },
         {
             "name": "ENet EMKD pruned 30%, ONNX fp32",
+            "artifact": export(runs, "distilled", "enet-pruned30.onnx", "prune=0.3"),
             "backend": "onnx",
-            "role": "distilled",
-            "artifact": export(runs, "enet_emkd", "enet-pruned30.onnx", "prune=0.3"),
+            **distilled,
         },
-        {
-            "name": "MobileNetV2 EMKD, PyTorch",
-            "ckpt": mnet,
-            "backend": "torch",
-            "role": "distilled",
-        },
+        {"name": "MobileNetV2 EMKD, PyTorch", "ckpt": mnet, "backend": "torch", **distilled},
         {
             "name": "MobileNetV2 EMKD, ONNX fp32",
-            "ckpt": mnet,
+            "artifact": mnet_onnx,
             "backend": "onnx",
-            "role": "distilled",
-            "artifact": export(runs, "mobilenetv2_emkd", "mobilenetv2.onnx"),
+            **distilled,
         },
         {
             "name": "MobileNetV2 EMKD, ONNX int8",
+            "artifact": mnet_int8,
             "backend": "onnx",
-            "role": "distilled",
-            "artifact": export(runs, "mobilenetv2_emkd", "mobilenetv2.int8.onnx", "quantize=int8"),
+            **distilled,
         },
     ]
-    enet_onnx = rows[2]["artifact"]
-    for name, pre in (
-        ("128x128", {"in_plane_size": [128, 128]}),
-        ("no body crop", {"body_crop": False}),
-    ):
-        rows.append(
-            {
-                "name": f"ENet EMKD, ONNX fp32, {name}",
-                "ckpt": enet,
-                "artifact": enet_onnx,
-                "backend": "onnx",
-                "role": "distilled",
-                "preprocess": pre,
-            }
-        )
-        rows.append(
-            {
-                "name": f"ENet EMKD, PyTorch, {name}",
-                "ckpt": enet,
-                "backend": "torch",
-                "role": "distilled",
-                "preprocess": pre,
-            }
-        )
-    teacher, psp = str(ckpt(runs, "raunet")), str(ckpt(runs, "pspnet"))
+    # preprocessing choices (the networks were trained on body-cropped 96x96 slices): their time
+    # and their Dice cost. The 256x256 pair shows where int8 pays off (larger activations).
+    variants = [
+        ("ENet EMKD, ONNX fp32, 128x128", enet_onnx, {"in_plane_size": [128, 128]}),
+        ("ENet EMKD, ONNX fp32, no body crop", enet_onnx, {"body_crop": False}),
+        ("MobileNetV2 EMKD, ONNX fp32, 256x256", mnet_onnx, {"in_plane_size": [256, 256]}),
+        ("MobileNetV2 EMKD, ONNX int8, 256x256", mnet_int8, {"in_plane_size": [256, 256]}),
+    ]
+    rows += [
+        {"name": name, "artifact": art, "backend": "onnx", "preprocess": pre, **distilled}
+        for name, art, pre in variants
+    ]
+    teacher = str(ckpt(runs, "teacher"))
+    timed_only = {"role": "teacher", "weights": "untrained", "dice": False}
     rows += [
         {
-            "name": "RA-UNet teacher, PyTorch",
+            "name": "RA-UNet teacher (w 0.5), PyTorch",
             "ckpt": teacher,
             "backend": "torch",
             "role": "teacher",
         },
         {
-            "name": "RA-UNet teacher, ONNX fp32",
-            "ckpt": teacher,
+            "name": "RA-UNet teacher (w 0.5), ONNX fp32",
+            "artifact": export(runs, "teacher", "raunet.onnx"),
             "backend": "onnx",
             "role": "teacher",
-            "artifact": export(runs, "raunet", "raunet.onnx"),
-        },
-        {
-            "name": "PSPNet, PyTorch",
-            "ckpt": psp,
-            "backend": "torch",
-            "role": "teacher",
-            "weights": "untrained",
-            "dice": False,
-        },
-        {
-            "name": "PSPNet, ONNX fp32",
-            "ckpt": psp,
-            "backend": "onnx",
-            "role": "teacher",
-            "weights": "untrained",
-            "dice": False,
-            "artifact": export(runs, "pspnet", "pspnet.onnx"),
         },
     ]
+    for model, label in (("raunet", "RA-UNet"), ("pspnet", "PSPNet")):
+        name = f"{model}_full"
+        rows += [
+            {
+                "name": f"{label} (w 1.0), PyTorch",
+                "ckpt": str(ckpt(runs, name)),
+                "backend": "torch",
+                **timed_only,
+            },
+            {
+                "name": f"{label} (w 1.0), ONNX fp32",
+                "artifact": export(runs, name, f"{model}.onnx"),
+                "backend": "onnx",
+                **timed_only,
+            },
+        ]
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, required=True)
-    parser.add_argument(
-        "--data", type=Path, required=True, help="phantom LiTS folder (test split: Dice)"
-    )
+    parser.add_argument("--demo", type=Path, default=ROOT / ".demo", help="make demo's folder")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("--volume-dir", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--runs-per-round", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
-    untrained_pspnet(args.runs, args.data)
-    entries_file = args.runs.parent / "bench_entries.yaml"
-    entries_file.write_text(yaml.safe_dump(entries(args.runs), sort_keys=False))
+    runs, data = args.demo / "runs" / "demo", args.demo / "data" / "lits"
+    if not ckpt(runs, "distilled").exists():
+        sys.exit(f"{ckpt(runs, 'distilled')}: missing; run `make demo` first")
+    distilled_mobilenetv2(runs, data)
+    for model in ("raunet", "pspnet"):
+        untrained_full_width(runs, data, model)
+    entries_file = args.demo / "bench_entries.yaml"
+    entries_file.write_text(yaml.safe_dump(entries(runs), sort_keys=False))
     run(
         "kdseg-bench",
         f"entries_file={entries_file}",
-        f"data.root={args.data}",
+        f"data.root={data}",
         f"output_dir={args.out}",
-        f"volume_dir={args.volume_dir or args.runs.parent / 'volumes'}",
+        f"volume_dir={args.demo / 'bench_volume'}",
         f"rounds={args.rounds}",
         f"runs={args.runs_per_round}",
     )

@@ -1,6 +1,6 @@
 """The phantom study, regenerated with one command: does EMKD make ENet better on tumors?
 
-Stages, each ONE Hydra multirun (``-m``, basic launcher: runs one after another), because a
+Stages, each ONE Hydra multirun (``-m``; ``--jobs`` runs at a time), because a
 stage needs the previous one's checkpoints and Hydra cannot chain sweeps:
 
     data        kdseg-phantom (LiTS-like) + kdseg-prepare
@@ -23,7 +23,8 @@ the command after an interruption continues where it stopped. Wall times per sta
     python scripts/phantom_study.py --teachers raunet --students enet \\
         --stages data,teachers,students,emkd,eval,report --teacher-seed 1    # the key comparison
 
-On a cluster, pass Hydra launcher options through ``--hydra``, e.g.
+Runs go ``--jobs`` at a time (default 2, one per core, one OpenMP thread each) through Hydra's
+joblib launcher. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
 ``--hydra hydra/launcher=submitit_slurm hydra.launcher.partition=gpu`` (each run becomes a
 SLURM job; stages still run in order). For DDP inside a multirun use ``trainer=ddp_fork``:
 plain ``ddp`` relaunches the whole sweep in its child process.
@@ -53,11 +54,11 @@ STUDENT_WIDTH = 0.25  # ENet 0.025 M, MobileNetV2 0.16 M, ResNet18 0.70 M
 BASELINES = ("kd", "at", "cwd", "skd")
 ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
 PAIR_FOR_COMPARISONS = ("raunet", "enet")  # baselines and ablations: the paper's best pair
-PHANTOM = {
-    "n_cases": 24,
+PHANTOM = {  # conspicuous tumors, so that CPU-sized teachers learn them in 256 steps
+    "n_cases": 40,
     "seed": 0,
-    "params": "{size_range: [96, 112], slices_range: [24, 32], max_tumors: 3, "
-    "p_no_tumor: 0.1, tumor_mm_range: [10, 40]}",
+    "params": "{size_range: [112, 128], slices_range: [24, 32], max_tumors: 5, "
+    "p_no_tumor: 0.05, tumor_mm_range: [20, 50], tumor_contrast: 2.5}",
 }
 STAGES = (
     "data",
@@ -84,7 +85,13 @@ class Study:
         self.students: list[str] = args.students
         self.seeds: list[int] = args.seeds
         self.teacher_seed: int | None = args.teacher_seed
-        self.hydra_extra: list[str] = args.hydra
+        own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
+        self.launcher: list[str] = (
+            []
+            if own_launcher or args.jobs <= 1
+            else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
+        )
+        self.hydra_extra: list[str] = [*self.launcher, *args.hydra]
         self.timings_file = self.dir / "timings.json"
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
@@ -242,6 +249,7 @@ class Study:
             f"ckpt={','.join(str(c) for c in todo)}",
             f"hydra.sweep.dir={self.dir / '.eval-sweep'}",
             "hydra.sweep.subdir=${hydra.job.num}",
+            *self.hydra_extra,
         )
 
     def stage_report(self) -> None:
@@ -350,6 +358,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="distil every seed from this teacher seed (default: the same seed)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs at a time (joblib launcher; 1: one by one)"
     )
     parser.add_argument("--fresh", action="store_true", help="delete the study folder first")
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")

@@ -192,6 +192,15 @@ def test_cost_table_lists_every_model():
     assert "| enet | student |" in table and "| resnet18 | student |" in table
 
 
+def test_cost_table_times_the_forward_pass():
+    rows = model_rows(size=32, width=0.25, names=["enet"], time_threads=1)
+    assert rows[0]["forward_ms"] > 0
+    table = main_table(size=32, width=0.25, names=["enet"], time_threads=1)
+    header, _, row = table.splitlines()[:3]
+    assert "CPU ms/slice (1 thr)" in header and "GMAC/s" in header
+    assert header.count("|") == row.count("|")
+
+
 @pytest.mark.parametrize("name", ENCODER_WEIGHTS)
 def test_encoder_weights_round_trip(name: str, tmp_path):
     source = _small(name)

@@ -16,6 +16,7 @@ from conftest import BIN, TINY_DATA, TINY_PHANTOM, kdseg
 
 from kdseg.data.dataset import resolve_data
 from kdseg.data.phantom import PhantomConfig, generate_case
+from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 
 
@@ -70,6 +71,22 @@ def test_datamodule_delivers_context_slices_and_task_labels(phantom_lits: Path) 
     again = setup.datamodule(seed=7)
     again.setup("fit")
     assert torch.equal(next(iter(again.train_dataloader()))["image"], batch["image"])  # seeded
+
+
+def test_multiclass_task_can_oversample_tumor_slices(phantom_lits: Path) -> None:
+    setup = resolve_data(_data_cfg(phantom_lits, **{"data.target_slices": "tumor"}))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=0)
+    dm.setup("fit")
+    tumor = {(c.case_id, z) for c in dm.train_set.cases for z in c.tumor_slices}
+    flagged = {
+        (dm.train_set.cases[ci].case_id, z)
+        for (ci, z), target in zip(dm.train_set.index, dm.train_set.is_target, strict=True)
+        if target
+    }
+    assert flagged == tumor and tumor  # multiclass labels, tumor slices as the targets
+    with pytest.raises(InputError, match="target_slices"):
+        resolve_data(_data_cfg(phantom_lits, **{"data.target_slices": "kidney"})).datamodule(0)
 
 
 def test_training_writes_checkpoints_config_and_metrics(trained_enet: Path) -> None:

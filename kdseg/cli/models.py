@@ -13,6 +13,13 @@ def main() -> None:
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=2)
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier for every model")
+    parser.add_argument(
+        "--time",
+        type=int,
+        default=0,
+        metavar="THREADS",
+        help="also time the CPU forward pass per slice with this many threads (0: no timing)",
+    )
     parser.add_argument("names", nargs="*", help="models to list (default: all registered)")
     args = parser.parse_args()
     print(
@@ -22,6 +29,7 @@ def main() -> None:
             num_classes=args.num_classes,
             width=args.width,
             names=args.names or None,
+            time_threads=args.time or None,
         )
     )
 

@@ -4,6 +4,9 @@ Items are ``{"image": (C, h, w) float32, "label": (1, h, w) int64, "case": id, "
 where ``C = 2 * context + 1`` neighbouring slices (2.5D context, clamped at the volume ends).
 Sampling policies for training: ``all`` slices, ``target`` slices only (the paper), or
 ``oversample`` (all slices, target slices drawn with probability ``target_fraction``).
+Target slices are those holding the organ, or the tumor (``target_slices``; by default the
+tumor for the tumor task and the organ otherwise). Oversampling tumor slices in the multi-class
+task is nnU-Net's foreground oversampling of the rare class: tumors sit in a few slices only.
 Augmentation is MONAI dictionary transforms (the paper's flips on both axes and 90-degree
 rotations), seeded in the main process and per worker.
 """
@@ -24,6 +27,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomS
 
 from kdseg.data.cache import CachedCase, open_case
 from kdseg.data.tasks import Task
+from kdseg.errors import InputError
+
+TARGET_SLICES = ("auto", "organ", "tumor")
 
 
 @dataclass
@@ -36,6 +42,7 @@ class LoaderConfig:
     num_workers: int = 0
     sampling: str = "oversample"
     target_fraction: float = 0.5
+    target_slices: str = "auto"
     samples_per_epoch: int | None = None
     val_sampling: str = "all"
     augment: dict[str, bool] = field(default_factory=lambda: {"flip": True, "rot90": True})
@@ -66,6 +73,7 @@ class SliceDataset(Dataset):
         context: int = 0,
         only_target: bool = False,
         transform: Compose | None = None,
+        target_slices: str = "auto",
     ) -> None:
         self.cases = cases
         self.task = task
@@ -73,8 +81,9 @@ class SliceDataset(Dataset):
         self.transform = transform
         self.index: list[tuple[int, int]] = []
         self.is_target: list[bool] = []
+        use_tumor = target_slices == "tumor" or (target_slices == "auto" and task.name == "tumor")
         for ci, case in enumerate(cases):
-            targets = set(case.tumor_slices if task.name == "tumor" else case.organ_slices)
+            targets = set(case.tumor_slices if use_tumor else case.organ_slices)
             for z in range(case.n_slices):
                 if only_target and z not in targets:
                     continue
@@ -120,6 +129,11 @@ class SliceDataModule(pl.LightningDataModule):
         self.cfg = loader
         self.task = Task(loader.task)
         self.augment = build_augment(loader.augment)
+        if loader.target_slices not in TARGET_SLICES:
+            raise InputError(
+                None,
+                f"data.target_slices must be one of {TARGET_SLICES}, got {loader.target_slices!r}",
+            )
 
     def prepare_data(self) -> None:
         """Fill the cache for missing cases (Lightning calls this on rank 0 only)."""
@@ -131,7 +145,12 @@ class SliceDataModule(pl.LightningDataModule):
         cases = {s: [open_case(self.cache_dir, c) for c in ids] for s, ids in self.split.items()}
         only_target = self.cfg.sampling == "target"
         self.train_set = SliceDataset(
-            cases["train"], self.task, self.cfg.context, only_target, self.augment
+            cases["train"],
+            self.task,
+            self.cfg.context,
+            only_target,
+            self.augment,
+            self.cfg.target_slices,
         )
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)

@@ -7,12 +7,16 @@ included) and matrix products; BatchNorm, activations, pooling, interpolation an
 are not counted (a few percent at most for these networks), as is usual for "MACs" tables.
 
 ``main_table`` renders the Markdown table the ``kdseg-models`` command prints; ``model_rows``
-gives the same numbers as dicts.
+gives the same numbers as dicts. With ``time_threads`` set, each model is also built with real
+(random) weights and its CPU forward pass timed on one slice (``forward_ms``): the median of a
+few runs after a warm-up, and the multiply-add rate that implies. Parameters and multiply-adds do
+not predict CPU time (memory-bound layers, depthwise convolutions, PReLU), so the table shows both.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -119,18 +123,47 @@ def model_cost(
     return _model_cost(model, size, in_channels)
 
 
+def forward_ms(
+    model: nn.Module,
+    size: int = 512,
+    in_channels: int = 1,
+    threads: int = 2,
+    repeats: int = 5,
+    warmup: int = 2,
+) -> float:
+    """Median wall time in ms of one eval-mode forward pass on one ``size`` x ``size`` slice
+    (batch 1, ``torch.no_grad``), with ``threads`` intra-op threads, after ``warmup`` runs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.randn(1, in_channels, size, size)
+    model.eval()
+    seconds = []
+    try:
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    seconds.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return 1e3 * sorted(seconds)[len(seconds) // 2]
+
+
 def model_rows(
     size: int = 512,
     in_channels: int = 1,
     num_classes: int = 2,
     width: float = 1.0,
     names: Iterable[str] | None = None,
+    time_threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per registered model (or per name in ``names``), built on the meta device.
 
     Keys: ``name``, ``role``, ``params``, ``paper_params`` (or None), ``mult_adds``
     (for one ``size`` x ``size`` slice), ``low`` / ``high`` (the two EMKD taps, as tap dicts)
-    and ``taps`` (every tap: name, channels, stride, shape).
+    and ``taps`` (every tap: name, channels, stride, shape). With ``time_threads``, also
+    ``forward_ms``: :func:`forward_ms` of the model with random weights on that many threads.
     """
     if names is None:  # the paper's order first, then anything registered later
         registered = available_models()
@@ -142,8 +175,13 @@ def model_rows(
         cost = _model_cost(model, size, in_channels)
         by_name = {t["name"]: t for t in cost["taps"]}
         paper = PAPER_PARAMS_M.get(name)
+        timing = {}
+        if time_threads:
+            real = build_model(name, in_channels=in_channels, num_classes=num_classes, width=width)
+            timing["forward_ms"] = forward_ms(real, size, in_channels, time_threads)
         rows.append(
             {
+                **timing,
                 "name": name,
                 "role": ROLES.get(name, "extra"),
                 "params": cost["params"],
@@ -157,6 +195,11 @@ def model_rows(
     return rows
 
 
+def _time_text(row: dict[str, Any]) -> str:
+    rate = row["mult_adds"] / (row["forward_ms"] * 1e-3) / 1e9
+    return f" {row['forward_ms']:.0f} | {rate:.1f} |"
+
+
 def _tap_text(tap: dict[str, Any] | None) -> str:
     return "-" if tap is None else f"{tap['channels']} ch /{tap['stride']}"
 
@@ -167,18 +210,22 @@ def main_table(
     num_classes: int = 2,
     width: float = 1.0,
     names: Iterable[str] | None = None,
+    time_threads: int | None = None,
 ) -> str:
-    """Markdown table of every registered model: params (vs the paper), mult-adds, taps.
+    """Markdown table of every registered model: params (vs the paper), mult-adds, taps, and
+    with ``time_threads`` the CPU forward time per slice and the multiply-add rate it implies.
 
     Mult-adds are per ``size`` x ``size`` slice with ``in_channels`` channels; taps are listed
     as ``name channels/stride`` (their spatial size is ``ceil(size / stride)``).
     """
-    rows = model_rows(size, in_channels, num_classes, width, names)
+    rows = model_rows(size, in_channels, num_classes, width, names, time_threads)
+    timed = time_threads is not None and time_threads > 0
+    time_head = f" CPU ms/slice ({time_threads} thr) | GMAC/s |" if timed else ""
     header = (
-        f"| Model | Role | Params (M) | Paper (M) | Mult-adds (G) @{size}x{size} "
-        "| low tap | high tap | Stage taps (channels/stride) |"
+        f"| Model | Role | Params (M) | Paper (M) | Mult-adds (G) @{size}x{size} |{time_head}"
+        " low tap | high tap | Stage taps (channels/stride) |"
     )
-    lines = [header, "|---|---|---:|---:|---:|---|---|---|"]
+    lines = [header, "|---|---|---:|---:|---:|" + ("---:|---:|" if timed else "") + "---|---|---|"]
     for r in rows:
         paper = "-"
         if r["paper_params"]:
@@ -191,11 +238,17 @@ def main_table(
         )
         lines.append(
             f"| {r['name']} | {r['role']} | {r['params'] / 1e6:.3f} | {paper} "
-            f"| {r['mult_adds'] / 1e9:.2f} | {_tap_text(r['low'])} | {_tap_text(r['high'])} "
+            f"| {r['mult_adds'] / 1e9:.2f} |{_time_text(r) if timed else ''}"
+            f" {_tap_text(r['low'])} | {_tap_text(r['high'])} "
             f"| {stages} |"
         )
     note = (
         f"\nin_channels={in_channels}, num_classes={num_classes}, width={width}; "
         "mult-adds = FLOPs/2 of convolutions and matrix products (torch FlopCounterMode)."
     )
+    if timed:
+        note += (
+            f" CPU time: eval-mode PyTorch forward of one slice (batch 1, random weights, "
+            f"{time_threads} thread(s)), median of 5 runs after 2 warm-up runs."
+        )
     return "\n".join(lines) + "\n" + note + "\n"
