@@ -16,6 +16,7 @@ not predict CPU time (memory-bound layers, depthwise convolutions, PReLU), so th
 from __future__ import annotations
 
 import itertools
+import statistics
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -147,7 +148,7 @@ def forward_ms(
                     seconds.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    return 1e3 * sorted(seconds)[len(seconds) // 2]
+    return 1e3 * statistics.median(seconds)
 
 
 def model_rows(
@@ -219,7 +220,7 @@ def main_table(
     as ``name channels/stride`` (their spatial size is ``ceil(size / stride)``).
     """
     rows = model_rows(size, in_channels, num_classes, width, names, time_threads)
-    timed = time_threads is not None and time_threads > 0
+    timed = bool(time_threads)
     time_head = f" CPU ms/slice ({time_threads} thr) | GMAC/s |" if timed else ""
     header = (
         f"| Model | Role | Params (M) | Paper (M) | Mult-adds (G) @{size}x{size} |{time_head}"
