@@ -1,22 +1,21 @@
-"""docs/bench.md and docs/bench.png: every deployment artefact of the demo's models, timed.
+"""docs/bench.md and docs/bench.png: every deployment artefact of demo-protocol models, timed.
 
-Input: the folder ``make demo`` writes (``.demo/``), whose runs are
+Input: the folder ``make demo`` writes (``.demo/``): its phantom data and test split. To it this
+script adds, each with a documented command, when missing:
 
-    runs/demo/distilled     ENet distilled with EMKD from the RA-UNet teacher (width 1.0)
-    runs/demo/teacher       the RA-UNet teacher (width 0.5, trained)
-
-and to which this script adds, each with a documented command, when missing:
-
-    runs/demo/mobilenetv2_emkd   MobileNetV2 distilled the same way (kdseg-distill, demo protocol)
-    runs/demo/raunet_full        RA-UNet and PSPNet at the paper's width after one training step:
-    runs/demo/pspnet_full        real checkpoints, untrained weights, timed only (no Dice)
+    runs/demo/bench_teacher           RA-UNet (width 0.5) trained with the demo protocol, but for
+                                      ``--epochs`` epochs (30: the demo's 10 teach no tumors)
+    runs/demo/bench_enet_emkd         ENet and MobileNetV2 distilled from it with EMKD, the same
+    runs/demo/bench_mobilenetv2_emkd  protocol and epochs
+    runs/demo/raunet_full             RA-UNet and PSPNet at the paper's width after one training
+    runs/demo/pspnet_full             step: real checkpoints, untrained weights, timed only
 
 then exports every artefact (``kdseg-export``: ONNX fp32, int8, pruned, AOTInductor) and runs
-``kdseg-bench`` with a generated entries file (``<demo>/bench_entries.yaml``). Artefacts that
-exist are reused (delete them to re-export).
+``kdseg-bench`` with a generated entries file (``<demo>/bench_entries.yaml``). Runs and
+artefacts that exist are reused (delete them to redo them).
 
     make demo && .venv/bin/python scripts/bench_deploy.py          # writes docs/bench.md, .png
-    .venv/bin/python scripts/bench_deploy.py --demo DIR --out DIR --rounds 2
+    .venv/bin/python scripts/bench_deploy.py --demo DIR --out DIR --rounds 2 --epochs 30
 """
 
 from __future__ import annotations
@@ -62,18 +61,30 @@ def demo_args(data: Path, runs: Path, name: str) -> list[str]:
     ]
 
 
-def distilled_mobilenetv2(runs: Path, data: Path) -> None:
-    """MobileNetV2 distilled from the demo's teacher with the demo's EMKD recipe."""
-    if ckpt(runs, "mobilenetv2_emkd").exists():
-        return
-    run(
-        "kdseg-distill",
-        *demo_args(data, runs, "mobilenetv2_emkd"),
-        f"teacher.ckpt={ckpt(runs, 'teacher')}",
-        "student=mobilenetv2",
-        "student.width=1.0",
-        "distill=emkd",
+def trained(runs: Path, data: Path, name: str, epochs: int, command: str, *args: str) -> str:
+    """Run ``command`` (kdseg-train / kdseg-distill) as ``runs/name`` unless it has a checkpoint."""
+    if not ckpt(runs, name).exists():
+        run(command, *demo_args(data, runs, name), f"trainer.max_epochs={epochs}", *args)
+    return str(ckpt(runs, name))
+
+
+def bench_models(runs: Path, data: Path, epochs: int) -> None:
+    """The RA-UNet teacher and the ENet and MobileNetV2 students distilled from it with EMKD."""
+    teacher = trained(
+        runs, data, "bench_teacher", epochs, "kdseg-train", "model=raunet", "model.width=0.5"
     )
+    for student in ("enet", "mobilenetv2"):
+        trained(
+            runs,
+            data,
+            f"bench_{student}_emkd",
+            epochs,
+            "kdseg-distill",
+            f"teacher.ckpt={teacher}",
+            f"student={student}",
+            "student.width=1.0",
+            "distill=emkd",
+        )
 
 
 def untrained_full_width(runs: Path, data: Path, model: str) -> str:
@@ -94,10 +105,11 @@ def untrained_full_width(runs: Path, data: Path, model: str) -> str:
 
 def entries(runs: Path) -> list[dict]:
     """The benchmark's rows: students on every backend, preprocessing variants, teachers."""
-    enet, mnet = str(ckpt(runs, "distilled")), str(ckpt(runs, "mobilenetv2_emkd"))
-    enet_onnx = export(runs, "distilled", "enet.onnx")
-    mnet_onnx = export(runs, "mobilenetv2_emkd", "mobilenetv2.onnx")
-    mnet_int8 = export(runs, "mobilenetv2_emkd", "mobilenetv2.int8.onnx", "quantize=int8")
+    enet_run, mnet_run = "bench_enet_emkd", "bench_mobilenetv2_emkd"
+    enet, mnet = str(ckpt(runs, enet_run)), str(ckpt(runs, mnet_run))
+    enet_onnx = export(runs, enet_run, "enet.onnx")
+    mnet_onnx = export(runs, mnet_run, "mobilenetv2.onnx")
+    mnet_int8 = export(runs, mnet_run, "mobilenetv2.int8.onnx", "quantize=int8")
     distilled = {"role": "distilled"}
     rows = [
         {"name": "ENet EMKD, PyTorch", "ckpt": enet, "backend": "torch", **distilled},
@@ -105,19 +117,19 @@ def entries(runs: Path) -> list[dict]:
         {"name": "ENet EMKD, ONNX fp32", "artifact": enet_onnx, "backend": "onnx", **distilled},
         {
             "name": "ENet EMKD, ONNX int8",
-            "artifact": export(runs, "distilled", "enet.int8.onnx", "quantize=int8"),
+            "artifact": export(runs, enet_run, "enet.int8.onnx", "quantize=int8"),
             "backend": "onnx",
             **distilled,
         },
         {
             "name": "ENet EMKD, AOTInductor",
-            "artifact": export(runs, "distilled", "enet.pt2", "format=aoti"),
+            "artifact": export(runs, enet_run, "enet.pt2", "format=aoti"),
             "backend": "aoti",
             **distilled,
         },
         {
             "name": "ENet EMKD pruned 30%, ONNX fp32",
-            "artifact": export(runs, "distilled", "enet-pruned30.onnx", "prune=0.3"),
+            "artifact": export(runs, enet_run, "enet-pruned30.onnx", "prune=0.3"),
             "backend": "onnx",
             **distilled,
         },
@@ -147,7 +159,7 @@ def entries(runs: Path) -> list[dict]:
         {"name": name, "artifact": art, "backend": "onnx", "preprocess": pre, **distilled}
         for name, art, pre in variants
     ]
-    teacher = str(ckpt(runs, "teacher"))
+    teacher = str(ckpt(runs, "bench_teacher"))
     timed_only = {"role": "teacher", "weights": "untrained", "dice": False}
     rows += [
         {
@@ -158,7 +170,7 @@ def entries(runs: Path) -> list[dict]:
         },
         {
             "name": "RA-UNet teacher (w 0.5), ONNX fp32",
-            "artifact": export(runs, "teacher", "raunet.onnx"),
+            "artifact": export(runs, "bench_teacher", "raunet.onnx"),
             "backend": "onnx",
             "role": "teacher",
         },
@@ -188,12 +200,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--runs-per-round", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs of the models")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     runs, data = args.demo / "runs" / "demo", args.demo / "data" / "lits"
-    if not ckpt(runs, "distilled").exists():
-        sys.exit(f"{ckpt(runs, 'distilled')}: missing; run `make demo` first")
-    distilled_mobilenetv2(runs, data)
+    if not any(data.glob("volume-*.nii*")):
+        sys.exit(f"{data}: no phantom data; run `make demo` first")
+    bench_models(runs, data, args.epochs)
     for model in ("raunet", "pspnet"):
         untrained_full_width(runs, data, model)
     entries_file = args.demo / "bench_entries.yaml"

@@ -25,7 +25,9 @@ from kdseg.data.dataset import resolve_data
 from kdseg.data.io import load_volume
 from kdseg.data.phantom import PhantomConfig, write_dataset
 from kdseg.deploy.artifact import load_artifact, read_metadata, resolve_bundle
+from kdseg.deploy.bench import check_targets
 from kdseg.deploy.export import ExportOptions, Int8Options, PruneOptions, export_checkpoint
+from kdseg.deploy.onnx_export import compare
 from kdseg.deploy.prune import prune_channels
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
@@ -238,6 +240,8 @@ def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
             assert pruned(torch.zeros(2, 1, 40, 24)).logits.shape == (2, 3, 40, 24)
     assert count_params(bundle.model) == report.params_before  # the original is left intact
     out = workspace["root"] / "pruned" / "tiny-pruned.onnx"
+    summary = Path(workspace["tiny"]).parent.parent / "summary.json"
+    summary.write_text(json.dumps({"best_score": 0.99}))  # the original run's val Dice
     finetune = {
         "trainer": {
             "max_epochs": 1,
@@ -256,8 +260,12 @@ def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
             pruning=PruneOptions(finetune=finetune),
         )
     )
+    summary.unlink()
     info = result.metadata["export"]
     assert info["pruning"]["params_after"] == report.params_after == info["params"]
+    assert info["pruning"]["original_best_val_dice"] == 0.99
+    recovered = info["pruning"]["finetune_best_val_dice"]
+    assert recovered < 0.97 and any("pruning cost" in w for w in result.warnings)
     assert info["check"]["argmax_agreement"] >= 0.999
     case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
     image = load_volume(case.image)
@@ -406,8 +414,47 @@ def test_bench_quick(workspace: dict, onnx_fp32: Path, capsys, monkeypatch) -> N
     assert all(r["ok"] for r in rows.values()), rows
     for r in rows.values():
         assert len(r["e2e_s"]) == 2 and r["slices"] == 12 and r["peak_rss_mb"] > 50
+        assert 0 < r["io_median_s"] < r["e2e_median_s"] - r["model_median_s"]
         assert r["mult_adds"] > 0 and r["params"] > 0 and 0 < r["peak_fraction"]
         assert set(r["dice"]) == {"organ", "tumor"}
     assert rows["tiny-onnx"]["macs_source"] == "metadata"
     assert results["peak"]["gflops"] > 0
     assert (out / "bench.png").stat().st_size > 1000 and "| enet-torch |" in stdout
+
+
+def test_teacher_ratio_targets_report_end_to_end_model_time_and_bound() -> None:
+    def row(name: str, role: str, e2e: float, net: float, width: float = 1.0) -> dict:
+        model = "enet" if role == "distilled" else "raunet"
+        timings = {"e2e_median_s": e2e, "model_median_s": net}
+        return {"name": name, "role": role, "model": model, "width": width, "ok": True, **timings}
+
+    rows = [
+        row("student", "distilled", 2.0, 1.0),
+        row("slow student", "distilled", 3.0, 0.5),
+        row("teacher torch", "teacher", 12.0, 11.0),
+        row("teacher onnx", "teacher", 9.0, 8.0),
+        row("narrow teacher", "teacher", 3.0, 2.0, width=0.5),  # not the paper's teacher
+    ]
+    e2e, model = check_targets(rows, {"vs_teacher": {"raunet": 5}})
+    assert e2e["met"] is False and e2e["value"].startswith("4.5x (teacher onnx vs student)")
+    assert "at most 9.0x: 1.00 s" in e2e["value"]
+    assert model["met"] is True and model["value"].startswith("16.0x model time")
+    assert "(teacher onnx vs slow student)" in model["value"]  # the fastest network
+
+
+def test_export_check_catches_a_dropped_organ_that_pixel_agreement_hides() -> None:
+    x = np.zeros((3, 1, 20, 20), np.float32)
+    x[:, :, :4, :4] = 1.0  # 4% of each slice is organ for the reference
+
+    def reference(v: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.full_like(v, 0.5), v, np.zeros_like(v)], axis=1)
+
+    def background_only(v: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.ones_like(v), np.zeros_like(v), np.zeros_like(v)], axis=1)
+
+    dropped = compare(background_only, reference, x, "reference")
+    assert dropped.argmax_agreement == pytest.approx(0.96) and dropped.foreground_dice == 0.0
+    assert not dropped.acceptable(min_agreement=0.95, min_dice=0.9)
+    same = compare(reference, reference, x, "reference")
+    assert same.foreground_dice == 1.0 and same.acceptable(min_agreement=0.999, min_dice=0.99)
+    assert "lowest foreground Dice 0.0000" in str(dropped)

@@ -51,8 +51,11 @@ def test_labels_round_trip_to_input_geometry(codes: str, cfg: PreprocessConfig) 
         .permute(0, 3, 1, 2)
         .float()
     )
-    restored = pre.restore(onehot, geom).argmax(1).numpy().astype(np.uint8)
-    back = pre.to_input_orientation(restored.transpose(1, 2, 0), geom)
+    x0, x1, y0, y1 = geom.box
+    canonical = np.zeros(geom.canonical_shape, np.uint8)
+    boxed = pre.restore(onehot, geom).argmax(1).numpy().astype(np.uint8)
+    canonical[x0:x1, y0:y1] = boxed.transpose(1, 2, 0)
+    back = pre.to_input_orientation(canonical, geom)
     assert back.shape == img.shape
     if cfg.in_plane_size is None:
         np.testing.assert_array_equal(back, labels)
@@ -83,3 +86,31 @@ def test_digest_changes_with_config() -> None:
     assert (
         PreprocessConfig().digest() == PreprocessConfig.from_dict({"window": [-60, 140]}).digest()
     )
+
+
+@pytest.mark.parametrize("task, threshold", [("multiclass", None), ("organ", 0.4)])
+def test_predictor_skipping_background_slices_changes_no_label(task: str, threshold) -> None:
+    """Slices with no foreground on the model grid skip the resampling; labels are identical
+    to deciding every slice after :meth:`Preprocessor.restore`."""
+    from kdseg.data.tasks import Task
+    from kdseg.eval.inference import Predictor
+
+    def backend(x: np.ndarray) -> np.ndarray:  # body (x = 0) background, bright box (0.8) organ
+        channels = [np.full_like(x, 0.5), 2 * x, 4 * x - 2.5][: 3 if task == "multiclass" else 2]
+        return np.concatenate(channels, axis=1)
+
+    img, labels = _volume("LPS")
+    cfg = PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 16))
+    predictor = Predictor(backend, cfg, Task(task), batch_size=4, threshold=threshold)
+    pred = predictor.predict(img)
+
+    pre = Preprocessor(cfg)
+    slices, geom = pre.image(img)
+    probs = torch.softmax(torch.from_numpy(backend(slices[:, None])), dim=1)
+    x0, x1, y0, y1 = geom.box
+    canonical = np.zeros(geom.canonical_shape, np.uint8)
+    decided = predictor._decide(pre.restore(probs, geom)).numpy()
+    canonical[x0:x1, y0:y1] = np.asarray(Task(task).to_dataset(decided)).transpose(1, 2, 0)
+    np.testing.assert_array_equal(pred, pre.to_input_orientation(canonical, geom))
+    assert pred.flags.f_contiguous
+    assert ((pred > 0) == (labels > 0)).mean() > 0.97  # and the box is found

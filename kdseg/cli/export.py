@@ -11,6 +11,10 @@ from kdseg.cli import CONFIG_PATH, guarded, to_dict
 from kdseg.deploy.export import export_checkpoint, load_options
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @guarded("kdseg-export")
 def main(cfg: DictConfig) -> None:
@@ -25,7 +29,9 @@ def main(cfg: DictConfig) -> None:
         p = info["pruning"]
         print(
             f"  pruned {p['ratio']:.0%} ({p['method']}): {p['params_before']:,} -> "
-            f"{p['params_after']:,} parameters, recovery val dice {p['finetune_best_val_dice']}"
+            f"{p['params_after']:,} parameters; val Dice {_score(p['original_best_val_dice'])} "
+            f"before, {_score(p['finetune_best_val_dice'])} after "
+            f"{p['finetune_epochs']} recovery epochs"
         )
     for key, label in (
         ("check_fp32", "onnx fp32"),
@@ -35,7 +41,8 @@ def main(cfg: DictConfig) -> None:
             c = info[key]
             print(
                 f"  {label} vs pytorch fp32 on {c['slices']} cache slices: argmax agreement "
-                f"{c['argmax_agreement']:.6f}, max |diff| {c['max_abs_diff']:.3g}"
+                f"{c['argmax_agreement']:.6f}, lowest foreground Dice "
+                f"{_score(c.get('foreground_dice'))}, max |diff| {c['max_abs_diff']:.3g}"
             )
     if "int8" in info:
         q = info["int8"]

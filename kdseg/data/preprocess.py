@@ -7,8 +7,9 @@ HU window scaled to [-1, 1] -> rounded to the storage dtype. Slices are axial an
 ``(Z, X, Y)`` arrays. Because training reads exactly what :meth:`Preprocessor.image` returns
 (through the cache) and prediction calls the same method, a model sees at prediction time what
 it saw in training. :meth:`Preprocessor.restore` maps class probabilities of a batch of slices
-back to the canonical grid, and :meth:`Preprocessor.to_input_orientation` undoes the
-reorientation, so a predicted label volume has exactly the input's shape and affine.
+back to the body box of the canonical grid (outside it is background), and
+:meth:`Preprocessor.to_input_orientation` undoes the reorientation, so a predicted label volume
+has exactly the input's shape and affine.
 """
 
 from __future__ import annotations
@@ -170,9 +171,13 @@ class Preprocessor:
         )
 
     def reorient(self, img: nib.Nifti1Image, data: np.ndarray | None = None) -> np.ndarray:
-        """Array of ``img`` (or ``data`` on its grid) in the canonical orientation."""
+        """Array of ``img`` (or ``data`` on its grid) in the canonical orientation.
+
+        A strided view, not a copy: copying a whole 512 x 512 x 200 volume costs more than
+        preprocessing the body box that is actually used.
+        """
         arr = np.asanyarray(img.dataobj) if data is None else data
-        return np.ascontiguousarray(ornt.apply_orientation(arr, self._transform(img)))
+        return ornt.apply_orientation(arr, self._transform(img))
 
     def spacing(self, img: nib.Nifti1Image) -> tuple[float, float, float]:
         """Voxel size in mm along the canonical axes."""
@@ -180,12 +185,21 @@ class Preprocessor:
         return tuple(float(zooms[axis]) for axis in transform_inverse_axes(self._transform(img)))
 
     # -- forward ----------------------------------------------------------------------------
-    def _to_model_grid(
-        self, slices: torch.Tensor, geom: Geometry, mode: str, fill: float
-    ) -> torch.Tensor:
-        """(Z, X, Y) canonical slices -> (Z, h, w) model-grid slices."""
+    @staticmethod
+    def _box_slices(canonical: np.ndarray, geom: Geometry) -> np.ndarray:
+        """The body box of a canonical ``(X, Y, Z)`` array as contiguous ``(Z, x, y)`` slices.
+
+        Cropping comes first, in the array's own dtype (int16 for CT), so casting, scaling and
+        copying touch only the voxels that are used.
+        """
         x0, x1, y0, y1 = geom.box
-        out = slices[:, x0:x1, y0:y1]
+        return np.ascontiguousarray(canonical[x0:x1, y0:y1].transpose(2, 0, 1))
+
+    def _to_model_grid(
+        self, boxed: torch.Tensor, geom: Geometry, mode: str, fill: float
+    ) -> torch.Tensor:
+        """(Z, x, y) body-box slices -> (Z, h, w) model-grid slices."""
+        out = boxed
         if tuple(out.shape[-2:]) != geom.resized:
             kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
             out = F.interpolate(out[:, None].float(), size=geom.resized, mode=mode, **kwargs)[:, 0]
@@ -195,29 +209,33 @@ class Preprocessor:
 
     def image(self, img: nib.Nifti1Image) -> tuple[np.ndarray, Geometry]:
         """Model-input slices ``(Z, h, w)`` float32 in [-1, 1] and the geometry to undo them."""
-        hu = self.reorient(img).astype(np.float32)
-        geom = self.geometry(img, hu)
-        scaled = torch.from_numpy(self.scale(hu)).permute(2, 0, 1)
+        canonical = self.reorient(img)
+        geom = self.geometry(img, canonical)
+        scaled = torch.from_numpy(self.scale(self._box_slices(canonical, geom)))
         slices = self._to_model_grid(scaled, geom, "bilinear", fill=-1.0)
         stored = slices.numpy().astype(self.config.store_dtype).astype(np.float32)
         return stored, geom
 
     def label(self, label: np.ndarray, img: nib.Nifti1Image, geom: Geometry) -> np.ndarray:
         """Label slices ``(Z, h, w)`` uint8 on the model grid (nearest neighbour)."""
-        canon = torch.as_tensor(self.reorient(img, label).astype(np.uint8)).permute(2, 0, 1)
-        return self._to_model_grid(canon, geom, "nearest", fill=0).to(torch.uint8).numpy()
+        boxed = self._box_slices(self.reorient(img, label), geom).astype(np.uint8, copy=False)
+        grid = self._to_model_grid(torch.from_numpy(boxed), geom, "nearest", fill=0)
+        return grid.to(torch.uint8).numpy()
 
     # -- inverse ----------------------------------------------------------------------------
     def restore(self, probs: torch.Tensor, geom: Geometry) -> torch.Tensor:
-        """Class probabilities ``(B, C, h, w)`` on the model grid -> ``(B, C, X, Y)`` canonical.
+        """Class probabilities ``(B, C, h, w)`` on the model grid -> ``(B, C, x, y)`` on the box.
 
-        Regions cropped away (by the centre crop or the body crop) become background with
-        probability 1; resizing is bilinear on probabilities, before any decision.
+        Regions cropped away by the centre crop become background with probability 1; resizing
+        is bilinear on probabilities, before any decision. Everything outside ``geom.box`` is
+        background, so callers decide on the box and leave the rest of the canonical grid 0
+        (padding every batch's probabilities to the full 512 x 512 matrix would cost more than
+        the model on a small input).
         """
-        b, c = probs.shape[:2]
-        background = torch.zeros(c, dtype=probs.dtype)
-        background[0] = 1.0
+        c = probs.shape[1]
         if geom.crop_size is not None:
+            background = torch.zeros(c, dtype=probs.dtype)
+            background[0] = 1.0
             inverse_offset = (-geom.crop_offset[0], -geom.crop_offset[1])
             probs = _window(probs, inverse_offset, geom.resized, background.view(1, -1, 1, 1))
         x0, x1, y0, y1 = geom.box
@@ -225,17 +243,18 @@ class Preprocessor:
             probs = F.interpolate(
                 probs, size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False
             )
-        full = (geom.canonical_shape[0], geom.canonical_shape[1])
-        if (x0, x1, y0, y1) != (0, full[0], 0, full[1]):
-            probs = _window(probs, (-x0, -y0), full, background.view(1, -1, 1, 1))
         return probs
 
     def to_input_orientation(self, canonical: np.ndarray, geom: Geometry) -> np.ndarray:
-        """Map a canonical ``(X, Y, Z)`` array back onto the input's voxel grid."""
+        """Map a canonical ``(X, Y, Z)`` array back onto the input's voxel grid.
+
+        The result is Fortran-ordered, the order NIfTI stores voxels in, so writing it is one
+        contiguous copy (nibabel writes a C-ordered array in many small strided chunks).
+        """
         back = ornt.ornt_transform(
             ornt.axcodes2ornt(self.config.axcodes), ornt.io_orientation(geom.affine)
         )
-        out = np.ascontiguousarray(ornt.apply_orientation(canonical, back))
+        out = np.asfortranarray(ornt.apply_orientation(canonical, back))
         assert out.shape == geom.input_shape, (out.shape, geom.input_shape)
         return out
 

@@ -34,6 +34,8 @@ from kdseg.deploy.artifact import artifact_metadata, write_sidecar
 from kdseg.deploy.onnx_export import (
     MIN_AGREEMENT,
     MIN_AGREEMENT_INT8,
+    MIN_FOREGROUND_DICE,
+    MIN_FOREGROUND_DICE_INT8,
     compare,
     example_input,
     export_onnx,
@@ -44,7 +46,7 @@ from kdseg.deploy.onnx_export import (
 )
 from kdseg.deploy.prune import finetune, prune_channels
 from kdseg.deploy.quantize import quantize_int8, time_alternating
-from kdseg.deploy.samples import export_data_setup, run_config, sample_slices
+from kdseg.deploy.samples import export_data_setup, original_val_dice, run_config, sample_slices
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import Bundle, load_bundle
 from kdseg.eval.inference import BACKENDS
@@ -76,8 +78,9 @@ class PruneOptions:
 
     method: str = "magnitude"
     finetune: dict[str, Any] = field(
-        default_factory=lambda: {"trainer": {"max_epochs": 2}, "optim": {"lr": 1.0e-3}}
+        default_factory=lambda: {"trainer": {"max_epochs": 8}, "optim": {"lr": 1.0e-3}}
     )
+    max_dice_drop: float = 0.02  # warn when recovery ends further below the original's val Dice
 
 
 @dataclass
@@ -91,7 +94,7 @@ class ExportOptions:
     prune: float | None = None
     data_root: str | None = None
     spatial: str = "dynamic"
-    check_slices: int = 16
+    check_slices: int = 32
     threads: int = 2
     seed: int = 0
     int8: Int8Options = field(default_factory=Int8Options)
@@ -180,7 +183,7 @@ def finetune_config(run_cfg: dict[str, Any] | None, overrides: dict[str, Any]) -
         "seed": 123,
         "optim": {"lr": 1.0e-3, "weight_decay": 0.0, "min_lr": 1.0e-6},
         "loss": {},
-        "trainer": {"accelerator": "cpu", "max_epochs": 2, "num_sanity_val_steps": 0},
+        "trainer": {"accelerator": "cpu", "max_epochs": 8, "num_sanity_val_steps": 0},
     }
     if run_cfg:
         base = _merge(
@@ -232,14 +235,20 @@ class _Job:
     def metadata(self) -> dict[str, Any]:
         return artifact_metadata(self.bundle, **self.facts)
 
-    def verify(self, backend: Any, minimum: float = MIN_AGREEMENT) -> None:
+    def verify(
+        self, backend: Any, minimum: float = MIN_AGREEMENT, min_dice: float = MIN_FOREGROUND_DICE
+    ) -> None:
         """Compare ``backend`` with the eager network on the check slices (when there are any);
-        warn when their argmax agreement is below ``minimum``."""
+        warn when their argmax agreement or lowest foreground Dice is below the minimum."""
         if self.check is None:
             return
         result = compare(backend, torch_reference(self.model), self.check, "pytorch fp32")
-        if result.argmax_agreement < minimum:
-            self.warnings.append(f"exported model disagrees with PyTorch: {result}")
+        if not result.acceptable(minimum, min_dice):
+            self.warnings.append(
+                f"exported model disagrees with PyTorch ({result}; minimums: agreement "
+                f"{minimum}, foreground Dice {min_dice}): measure it with kdseg-eval before "
+                "deploying it"
+            )
         self.facts["check"] = result.as_dict()
 
 
@@ -323,12 +332,21 @@ def _prune(job: _Job) -> None:
     cfg = finetune_config(job.run_cfg, opts.pruning.finetune)
     assert job.setup is not None
     summary = finetune(job.model, job.bundle.model_config, job.setup, cfg, job.out.parent)
+    recovered, original = summary.get("best_score"), original_val_dice(opts.ckpt)
     job.facts["pruning"] = {
         **report.as_dict(),
-        "finetune_best_val_dice": summary.get("best_score"),
+        "original_best_val_dice": original,
+        "finetune_best_val_dice": recovered,
         "finetune_epochs": summary.get("epochs"),
         "finetune_run": summary.get("run_dir"),
     }
+    if original is not None and recovered is not None:
+        if original - recovered > opts.pruning.max_dice_drop:
+            job.warnings.append(
+                f"pruning cost {original - recovered:.3f} validation Dice ({original:.3f} -> "
+                f"{recovered:.3f} after {summary.get('epochs')} recovery epochs): recover longer "
+                "(pruning.finetune.trainer.max_epochs=N) or prune less before deploying it"
+            )
 
 
 def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
@@ -365,7 +383,7 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
     if "check" in job.facts:
         job.facts["check_fp32"] = job.facts.pop("check")
     job.check = slices
-    job.verify(onnx_runner(out), MIN_AGREEMENT_INT8)
+    job.verify(onnx_runner(out), MIN_AGREEMENT_INT8, MIN_FOREGROUND_DICE_INT8)
     fp32_vs_int8 = compare(onnx_runner(out), onnx_runner(fp32_path), slices, "onnx fp32")
     job.facts["check_vs_onnx_fp32"] = fp32_vs_int8.as_dict()
     if speedup < o.min_speedup:

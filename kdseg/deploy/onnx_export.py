@@ -4,9 +4,10 @@ The dynamo exporter (``torch.onnx.export(..., dynamo=True)``) is used for every 
 ENet's ``max_unpool2d`` does not export with the legacy one. Batch is a named dynamic
 dimension; height and width are ``Dim.AUTO``: dynamic wherever the network allows it, fixed
 to the example size otherwise (the file records which, in :func:`input_dims`). The graph is
-checked against the eager network on real slices by argmax agreement and maximum absolute
-difference: in flat regions ENet's 2x2 max-pool ties can choose another unpooling position in
-ONNX Runtime (logits then differ locally, argmax barely), so agreement is the deciding number.
+checked against the eager network on real slices by argmax agreement, the Dice of each
+foreground class between the two argmax maps, and maximum absolute difference: in flat regions
+ENet's 2x2 max-pool ties can choose another unpooling position in ONNX Runtime (logits then
+differ locally, argmax barely), so agreement and Dice are the deciding numbers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 MIN_AGREEMENT = 0.999
 #: the same for int8, which approximates by design (whole-volume Dice is what to judge it by)
 MIN_AGREEMENT_INT8 = 0.95
+#: lowest foreground-class Dice against the reference's argmax before an export is reported as
+#: wrong: pixel agreement alone hides a model that drops the organ (background dominates)
+MIN_FOREGROUND_DICE = 0.99
+MIN_FOREGROUND_DICE_INT8 = 0.9
 
 
 @dataclass
@@ -45,15 +50,35 @@ class Comparison:
     slices: int
     max_abs_diff: float
     argmax_agreement: float
+    foreground_dice: float | None  # lowest over the foreground classes the reference predicts
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def acceptable(self, min_agreement: float, min_dice: float) -> bool:
+        """Pixel agreement and foreground Dice both at least the given minimums."""
+        dice_ok = self.foreground_dice is None or self.foreground_dice >= min_dice
+        return self.argmax_agreement >= min_agreement and dice_ok
+
     def __str__(self) -> str:
+        dice = "-" if self.foreground_dice is None else f"{self.foreground_dice:.4f}"
         return (
             f"vs {self.reference} on {self.slices} slices: argmax agreement "
-            f"{self.argmax_agreement:.6f}, max |diff| {self.max_abs_diff:.3g}"
+            f"{self.argmax_agreement:.6f}, lowest foreground Dice {dice}, "
+            f"max |diff| {self.max_abs_diff:.3g}"
         )
+
+
+def foreground_dice(got: np.ndarray, want: np.ndarray, num_classes: int) -> float | None:
+    """Lowest Dice between label maps ``got`` and ``want`` over the foreground classes present
+    in ``want`` (``None`` when it has none)."""
+    scores = []
+    for c in range(1, num_classes):
+        target = want == c
+        if target.any():
+            hit = got == c
+            scores.append(2 * float((hit & target).sum()) / float(hit.sum() + target.sum()))
+    return min(scores) if scores else None
 
 
 #: library loggers that report routine progress at INFO / WARNING level during export
@@ -165,15 +190,17 @@ def run_batched(backend: Backend, slices: np.ndarray, batch: int = 4) -> np.ndar
 def compare(
     candidate: Backend, reference: Backend, slices: np.ndarray, reference_name: str
 ) -> Comparison:
-    """Argmax agreement and max |logit difference| of two backends on ``slices``."""
+    """Argmax agreement, foreground Dice and max |logit difference| of two backends."""
     got, want = run_batched(candidate, slices), run_batched(reference, slices)
     if got.shape != want.shape:
         raise RuntimeError(f"exported model gives logits {got.shape}, PyTorch {want.shape}")
+    got_labels, want_labels = got.argmax(1), want.argmax(1)
     return Comparison(
         reference_name,
         len(slices),
         float(np.abs(got - want).max()),
-        float((got.argmax(1) == want.argmax(1)).mean()),
+        float((got_labels == want_labels).mean()),
+        foreground_dice(got_labels, want_labels, got.shape[1]),
     )
 
 

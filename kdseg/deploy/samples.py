@@ -9,6 +9,7 @@ trained on: those of the prepared slice cache of the checkpoint's dataset and pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,27 @@ from kdseg.eval.inference import context_stack
 MODEL_FACING = ("task", "context", "in_channels", "num_classes", "preprocess")
 
 
+def run_dir(ckpt: str | Path) -> Path:
+    """The run folder that wrote ``ckpt`` (``<run>/checkpoints/<name>.ckpt``)."""
+    return Path(ckpt).resolve().parent.parent
+
+
 def run_config(ckpt: str | Path) -> dict[str, Any] | None:
     """The resolved config of the run that wrote ``ckpt`` (``<run>/config.yaml``), if present."""
-    path = Path(ckpt).resolve().parent.parent / "config.yaml"
+    path = run_dir(ckpt) / "config.yaml"
     if not path.is_file():
         return None
     cfg = yaml.safe_load(path.read_text())
     return cfg if isinstance(cfg, dict) else None
+
+
+def original_val_dice(ckpt: str | Path) -> float | None:
+    """Best validation score of the run that wrote ``ckpt`` (``<run>/summary.json``), if known."""
+    try:
+        score = json.loads((run_dir(ckpt) / "summary.json").read_text()).get("best_score")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if score is None else float(score)
 
 
 def export_data_setup(
@@ -63,14 +78,14 @@ def sample_slices(
 ) -> np.ndarray:
     """``(n, 2*context+1, h, w)`` float32 model inputs from the cache of ``setup``.
 
-    Cases of the first non-empty split in ``splits`` are visited in turn (the cache is filled
-    for them first, idempotently); about ``target_fraction`` of the slices contain the organ,
-    the rest are drawn from the whole volume, so both hard and easy slices are represented.
+    The cases of every split in ``splits`` are visited in turn (the cache is filled for them
+    first, idempotently), so a check sees many volumes, not the one case of a small validation
+    split; about ``target_fraction`` of the slices contain the organ, the rest are drawn from
+    the whole volume, so both hard and easy slices are represented.
     """
-    split = next((s for s in splits if setup.split.get(s)), None)
-    if split is None:
+    ids = [case for split in splits for case in setup.split.get(split, [])]
+    if not ids:
         raise ValueError(f"no cases in splits {splits}")
-    ids = list(setup.split[split])
     setup.prepare(ids=ids, progress=False)
     rng = np.random.default_rng(seed)
     cases = [open_case(setup.cache_dir, c) for c in ids]
