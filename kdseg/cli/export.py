@@ -48,7 +48,8 @@ def main(cfg: DictConfig) -> None:
         q = info["int8"]
         print(
             f"  int8 {q['ms_per_slice_int8']:.1f} ms vs fp32 {q['ms_per_slice_fp32']:.1f} ms "
-            f"per slice ({q['speedup_vs_fp32']:.2f}x, {q['timing_threads']} threads); "
+            f"per slice ({q['speedup_vs_fp32']:.2f}x, {q['timing_threads']} threads, "
+            f"batch {q['timing_batch']}); "
             f"fp32 twin: {result.extra_files[0]}"
         )
     for warning in result.warnings:

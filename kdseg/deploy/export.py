@@ -67,7 +67,8 @@ class Int8Options:
     per_channel: bool = True
     calibrate_method: str = "minmax"
     activation_type: str = "uint8"
-    time_slices: int = 8
+    time_slices: int = 32
+    time_batch: int = 16
     repeats: int = 3
     min_speedup: float = 1.0
 
@@ -366,7 +367,9 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
     )
     slices = job.check if job.check is not None else calibration
     files = {"fp32": fp32_path, "int8": out}
-    times = time_alternating(files, slices[: max(o.time_slices, 1)], job.opts.threads, o.repeats)
+    times = time_alternating(
+        files, slices[: max(o.time_slices, 1)], job.opts.threads, o.repeats, o.time_batch
+    )
     speedup = times["fp32"] / times["int8"]
     job.facts.update(
         precision="int8",
@@ -378,6 +381,7 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
             "slower_than_fp32": speedup < o.min_speedup,
             "fp32_artifact": fp32_path.name,
             "timing_threads": job.opts.threads,
+            "timing_batch": o.time_batch,
         },
     )
     if "check" in job.facts:
@@ -389,7 +393,8 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
     if speedup < o.min_speedup:
         job.warnings.append(
             f"int8 is not faster than fp32 on this machine ({1e3 * times['int8']:.1f} vs "
-            f"{1e3 * times['fp32']:.1f} ms per slice, {speedup:.2f}x, {job.opts.threads} threads): "
+            f"{1e3 * times['fp32']:.1f} ms per slice, {speedup:.2f}x, {job.opts.threads} threads, "
+            f"batch {o.time_batch}): "
             f"deploy {fp32_path} instead (ONNX Runtime has no int8 kernel for some layers, "
             "e.g. PReLU, and each quantize/dequantize pair around them costs time)"
         )

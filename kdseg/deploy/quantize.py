@@ -162,21 +162,27 @@ def quantize_int8(
 
 
 def time_alternating(
-    paths: dict[str, str | Path], slices: np.ndarray, threads: int = 2, repeats: int = 3
+    paths: dict[str, str | Path],
+    slices: np.ndarray,
+    threads: int = 2,
+    repeats: int = 3,
+    batch: int = 16,
 ) -> dict[str, float]:
-    """Median seconds per slice (batch 1) of each ONNX file, alternating between them.
+    """Median seconds per slice of each ONNX file, in batches of ``batch`` slices (as
+    ``kdseg-predict`` runs them), alternating between the files.
 
-    Each repeat runs every file once over all ``slices`` (after one warm-up pass each), so a
+    Each repeat runs every file once over all ``slices`` (after one warm-up batch each), so a
     burst of load on the shared cores hits all of them alike.
     """
     runners = {name: onnx_runner(path, threads=threads) for name, path in paths.items()}
+    batches = [slices[i : i + batch] for i in range(0, len(slices), max(batch, 1))]
     for run in runners.values():
-        run(slices[:1])
+        run(batches[0])
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(max(repeats, 1)):
         for name, run in runners.items():
             start = time.perf_counter()
-            for s in slices:
-                run(s[None])
+            for x in batches:
+                run(x)
             samples[name].append((time.perf_counter() - start) / len(slices))
     return {name: statistics.median(v) for name, v in samples.items()}
