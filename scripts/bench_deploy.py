@@ -89,18 +89,9 @@ def bench_models(runs: Path, data: Path, epochs: int) -> None:
 
 def untrained_full_width(runs: Path, data: Path, model: str) -> str:
     """``model`` at the paper's width after one training step: a real checkpoint, untrained."""
-    name = f"{model}_full"
-    if not ckpt(runs, name).exists():
-        run(
-            "kdseg-train",
-            *demo_args(data, runs, name),
-            f"model={model}",
-            "model.width=1.0",
-            "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=1",
-            "+trainer.limit_val_batches=1",
-        )
-    return name
+    one_step = ("+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1")
+    args = (f"model={model}", "model.width=1.0", *one_step)
+    return trained(runs, data, f"{model}_full", 1, "kdseg-train", *args)
 
 
 def entries(runs: Path) -> list[dict]:
