@@ -9,9 +9,11 @@ most one interval) and ``best.ckpt`` by validation Dice. Rerunning with the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,11 +98,29 @@ def fit_from_config(
     The one path behind ``kdseg-train`` and ``kdseg-distill``; ``cfg`` is the resolved plain
     config of the run (saved beside the checkpoints by the caller).
     """
+    seed = int(cfg.get("seed", 123))
+    # Seed before anything is built: the network's initial weights come from torch's global
+    # RNG, so under the same seed kdseg-train and kdseg-distill start the student from
+    # bit-identical weights (the student is built before the teacher and the adapters).
+    pl.seed_everything(seed, workers=True, verbose=False)
     setup = resolve_data(cfg["data"])
     module = make_module(cfg, setup.info())
-    summary = fit(module, setup.datamodule(seed=int(cfg.get("seed", 123))), cfg, run_dir)
+    init = weights_checksum(module.net) if hasattr(module, "net") else None
+    summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)
     print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
     return summary
+
+
+def weights_checksum(net: Any) -> str:
+    """SHA-256 (first 16 hex digits) over a network's state_dict, in key order.
+
+    Equal checksums mean bit-identical weights: the pairing check of a seed.
+    """
+    digest = hashlib.sha256()
+    for key, value in net.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def fit(
@@ -108,9 +128,18 @@ def fit(
     datamodule: pl.LightningDataModule,
     cfg: dict[str, Any],
     run_dir: str | Path,
+    init_checksum: str | None = None,
 ) -> dict[str, Any]:
-    """Fit ``module``; return and write ``<run_dir>/summary.json`` (metrics, checkpoint paths)."""
+    """Fit ``module``; return and write ``<run_dir>/summary.json`` (metrics, checkpoint paths).
+
+    ``init_checksum`` (of the network as built, before any step) is recorded as
+    ``init_weights_sha256``, so a paired comparison can be checked after the fact.
+    """
     run_dir = Path(run_dir)
+    # trainer.deterministic=warn: torch flags ENet's max_unpool2d as lacking a deterministic
+    # kernel. With non-overlapping 2x2 pooling every index has one writer, so on CPU it is
+    # repeatable in practice (tests/test_seeding.py); the warning is noise there.
+    warnings.filterwarnings("ignore", message=r"max_unpooling2d\S* does not have a deterministic")
     pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
     loggers = build_loggers(cfg.get("logger", {}), run_dir)
     callbacks = build_callbacks(
@@ -135,6 +164,8 @@ def fit(
         "best_score": None if best.best_model_score is None else float(best.best_model_score),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "seed": int(cfg.get("seed", 123)),
+        "init_weights_sha256": init_checksum,
         "metrics": metrics,
     }
     if trainer.is_global_zero:
