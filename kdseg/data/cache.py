@@ -7,6 +7,9 @@ Layout of one cache (one folder per dataset and preprocessing digest)::
     <cache>/cases/<case_id>/label.npy  (Z, h, w) uint8 labels on the same grid
     <cache>/cases/<case_id>/meta.json  written last: slice flags, spacing, shapes
 
+An image-only cache (unlabeled scans) has the same layout without ``label.npy``; its
+``meta.json`` says ``labeled: false``.
+
 A case counts as prepared only when its ``meta.json`` exists (it is written atomically after
 the arrays), which makes ``prepare`` idempotent and safe to kill.
 """
@@ -33,6 +36,7 @@ class CachedCase:
     organ_slices: tuple[int, ...]
     tumor_slices: tuple[int, ...]
     spacing: tuple[float, float, float]
+    labeled: bool = True
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -76,4 +80,5 @@ def open_case(cache_dir: Path, case_id: str) -> CachedCase:
         organ_slices=tuple(meta["organ_slices"]),
         tumor_slices=tuple(meta["tumor_slices"]),
         spacing=tuple(meta["spacing"]),
+        labeled=bool(meta.get("labeled", True)),
     )

@@ -1,7 +1,14 @@
 """Slices from the prepared cache as a LightningDataModule.
 
-Items are ``{"image": (C, h, w) float32, "label": (1, h, w) int64, "case": id, "slice": z}``,
-where ``C = 2 * context + 1`` neighbouring slices (2.5D context, clamped at the volume ends).
+Items are ``{"image": (C, h, w) float32, "label": (1, h, w) int64, "labeled": bool, "case": id,
+"slice": z}``, where ``C = 2 * context + 1`` neighbouring slices (2.5D context, clamped at the
+volume ends). With stored teacher predictions (``teacher_dir``) items also carry ``"teacher"``:
+``(num_classes, h, w)`` float32 class probabilities on the same grid, augmented with the image.
+
+Unlabeled scans (an image-only cache) join the training batches when ``unlabeled_fraction`` is
+above 0: every batch then holds ``round(unlabeled_fraction * batch_size)`` unlabeled slices
+(``labeled`` false, an all-zero ``label`` that no loss may use) and labeled slices drawn by the
+sampling policy for the rest.
 Sampling policies for training: ``all`` slices, ``target`` slices only (the paper), or
 ``oversample`` (all slices, target slices drawn with probability ``target_fraction``).
 Target slices are those holding the organ, or the tumor (``target_slices``; by default the
@@ -13,7 +20,7 @@ rotations), seeded in the main process and per worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,17 @@ import pytorch_lightning as pl
 import torch
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 from monai.utils import convert_to_tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    WeightedRandomSampler,
+)
 
 from kdseg.data.cache import CachedCase, open_case
 from kdseg.data.tasks import Task
+from kdseg.data.teacher_targets import teacher_slice
 from kdseg.errors import InputError
 
 TARGET_SLICES = ("auto", "organ", "tumor")
@@ -46,20 +60,23 @@ class LoaderConfig:
     samples_per_epoch: int | None = None
     val_sampling: str = "all"
     augment: dict[str, bool] = field(default_factory=lambda: {"flip": True, "rot90": True})
+    unlabeled_fraction: float = 0.0
     seed: int = 123
 
 
 def build_augment(augment: dict[str, bool]) -> Compose:
     """MONAI dictionary transforms that move image and label together (N-D spatial axes)."""
-    keys = ["image", "label"]
+    keys = ["image", "label", "teacher"]  # teacher: stored teacher probabilities, when present
     transforms = []
     if augment.get("flip", False):
         transforms += [
-            RandFlipd(keys, prob=0.5, spatial_axis=0),
-            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
         ]
     if augment.get("rot90", False):
-        transforms.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+        transforms.append(
+            RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1), allow_missing_keys=True)
+        )
     return Compose(transforms)
 
 
@@ -74,11 +91,13 @@ class SliceDataset(Dataset):
         only_target: bool = False,
         transform: Compose | None = None,
         target_slices: str = "auto",
+        teacher_dir: Path | None = None,
     ) -> None:
         self.cases = cases
         self.task = task
         self.context = context
         self.transform = transform
+        self.teacher_dir = teacher_dir
         self.index: list[tuple[int, int]] = []
         self.is_target: list[bool] = []
         use_tumor = target_slices == "tumor" or (target_slices == "auto" and task.name == "tumor")
@@ -98,18 +117,17 @@ class SliceDataset(Dataset):
         case = self.cases[ci]
         zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, case.n_slices - 1)
         image = torch.from_numpy(np.asarray(case.image[zs], dtype=np.float32))
-        label = torch.from_numpy(
-            self.task.to_model(np.asarray(case.label[z : z + 1])).astype(np.int64)
-        )
-        item = {"image": image, "label": label}
+        if case.labeled:
+            label = self.task.to_model(np.asarray(case.label[z : z + 1])).astype(np.int64)
+        else:
+            label = np.zeros((1, *image.shape[1:]), dtype=np.int64)
+        item = {"image": image, "label": torch.from_numpy(label)}
+        if self.teacher_dir is not None:
+            item["teacher"] = torch.from_numpy(teacher_slice(self.teacher_dir, case, z, self.task))
         if self.transform is not None:  # MONAI returns MetaTensors: back to plain tensors
             item = convert_to_tensor(self.transform(item), track_meta=False)
-        return {
-            "image": item["image"].contiguous(),
-            "label": item["label"].contiguous(),
-            "case": case.case_id,
-            "slice": z,
-        }
+        out = {k: v.contiguous() for k, v in item.items()}
+        return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
 
 
 class SliceDataModule(pl.LightningDataModule):
@@ -121,12 +139,22 @@ class SliceDataModule(pl.LightningDataModule):
         split: dict[str, list[str]],
         loader: LoaderConfig,
         prepare: Callable[[], object] | None = None,
+        unlabeled: tuple[Path, list[str]] | None = None,
+        teacher_dir: Path | None = None,
     ) -> None:
+        """``unlabeled``: (image-only cache, case ids) mixed into training batches;
+        ``teacher_dir``: the teacher-target cache of stored predictions (training cases)."""
         super().__init__()
         self._prepare = prepare
         self.cache_dir = Path(cache_dir)
         self.split = split
         self.cfg = loader
+        self.unlabeled = unlabeled
+        self.teacher_dir = teacher_dir
+        if not 0.0 <= loader.unlabeled_fraction < 1.0:
+            raise InputError(
+                None, f"data.unlabeled_fraction must be in [0, 1), got {loader.unlabeled_fraction}"
+            )
         self.task = Task(loader.task)
         self.augment = build_augment(loader.augment)
         if loader.target_slices not in TARGET_SLICES:
@@ -151,14 +179,33 @@ class SliceDataModule(pl.LightningDataModule):
             only_target,
             self.augment,
             self.cfg.target_slices,
+            self.teacher_dir,
         )
+        self.unlabeled_set = None
+        if self.unlabeled is not None and self.cfg.unlabeled_fraction > 0:
+            folder, ids = self.unlabeled
+            self.unlabeled_set = SliceDataset(
+                [open_case(folder, c) for c in ids],
+                self.task,
+                self.cfg.context,
+                transform=self.augment,
+                teacher_dir=self.teacher_dir,
+            )
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)
         self.test_set = SliceDataset(cases["test"], self.task, self.cfg.context, only_val_target)
 
-    def _sampler(self) -> torch.utils.data.Sampler:
+    def _unlabeled_per_batch(self) -> int:
+        if self.unlabeled_set is None:
+            return 0
+        return min(
+            max(round(self.cfg.unlabeled_fraction * self.cfg.batch_size), 1),
+            self.cfg.batch_size - 1,
+        )
+
+    def _sampler(self, n: int | None = None) -> torch.utils.data.Sampler:
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        n = self.cfg.samples_per_epoch or len(self.train_set)
+        n = n or self.cfg.samples_per_epoch or len(self.train_set)
         if self.cfg.sampling == "oversample":
             flags = torch.tensor(self.train_set.is_target, dtype=torch.bool)
             n_target = int(flags.sum())
@@ -173,6 +220,20 @@ class SliceDataModule(pl.LightningDataModule):
             replacement=self.cfg.samples_per_epoch is not None,
             num_samples=n,
             generator=generator,
+        )
+
+    def _mixed_sampler(self) -> MixedSampler:
+        """Every batch: ``k`` unlabeled slices (uniform) after ``batch_size - k`` labeled ones."""
+        k, b = self._unlabeled_per_batch(), self.cfg.batch_size
+        n = self.cfg.samples_per_epoch or len(self.train_set) + len(self.unlabeled_set)
+        batches = -(-n // b)
+        return MixedSampler(
+            self._sampler(batches * (b - k)),
+            pool=len(self.unlabeled_set),
+            offset=len(self.train_set),
+            per_batch=(b - k, k),
+            batches=batches,
+            seed=self.cfg.seed + 1,
         )
 
     def _loader(
@@ -192,6 +253,9 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment.set_random_state(seed=torch.initial_seed() % 2**32)
 
     def train_dataloader(self) -> DataLoader:
+        if self.unlabeled_set is not None:
+            mixed = ConcatDataset([self.train_set, self.unlabeled_set])
+            return self._loader(mixed, self._mixed_sampler())
         return self._loader(self.train_set, self._sampler())
 
     def val_dataloader(self) -> DataLoader:
@@ -199,3 +263,36 @@ class SliceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
+
+
+class MixedSampler(torch.utils.data.Sampler):
+    """Indices into ``ConcatDataset([labeled, unlabeled])`` in blocks of one batch each.
+
+    Each block is ``per_batch[0]`` indices from ``labeled`` (any sampler over the labeled set)
+    followed by ``per_batch[1]`` unlabeled ones drawn uniformly with replacement, so with
+    ``batch_size = sum(per_batch)`` every batch has the same labeled / unlabeled mix.
+    """
+
+    def __init__(
+        self,
+        labeled: torch.utils.data.Sampler,
+        pool: int,
+        offset: int,
+        per_batch: tuple[int, int],
+        batches: int,
+        seed: int,
+    ) -> None:
+        self.labeled, self.pool, self.offset = labeled, pool, offset
+        self.per_batch, self.batches = per_batch, batches
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.batches * sum(self.per_batch)
+
+    def __iter__(self) -> Iterator[int]:
+        labeled = iter(self.labeled)
+        n_labeled, n_unlabeled = self.per_batch
+        for _ in range(self.batches):
+            yield from (next(labeled) for _ in range(n_labeled))
+            draws = torch.randint(self.pool, (n_unlabeled,), generator=self.generator)
+            yield from (self.offset + int(i) for i in draws)

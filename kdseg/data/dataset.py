@@ -2,10 +2,17 @@
 
 This is the one place that reads the ``data`` config group, so ``train``, ``distill``,
 ``prepare`` and ``eval`` agree on which cases, which split and which cache a config means.
+
+Beside the labeled cases it resolves two optional sources (ARCHITECTURE.md: data sources, not
+model concerns): unlabeled scans (``data.unlabeled_root``, an image-only cache mixed into
+training batches by ``data.unlabeled_fraction``) and a teacher's stored predictions
+(``teacher.predictions``, a teacher-target cache over the training and unlabeled cases). Both
+caches live under the labeled dataset's cache root, never in the folders they are read from.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from kdseg.data.manifest import resolve_split
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess import PreprocessConfig
-from kdseg.data.sources import Case, discover_cases
+from kdseg.data.sources import Case, ImageCase, discover_cases, discover_images
 from kdseg.data.tasks import Task
+from kdseg.errors import InputError
 
 if TYPE_CHECKING:
     from kdseg.data.datamodule import SliceDataModule
@@ -29,6 +37,10 @@ class DataSetup:
     split: dict[str, list[str]]
     preprocess: PreprocessConfig
     cache_dir: Path
+    unlabeled: dict[str, ImageCase] | None = None
+    unlabeled_dir: Path | None = None
+    teacher_predictions: Path | None = None
+    teacher_dir: Path | None = None
 
     @property
     def task(self) -> Task:
@@ -52,7 +64,7 @@ class DataSetup:
     ) -> list[str]:
         """Prepare the named cases (default: all in the split) into the cache; idempotent."""
         ids = ids or [c for s in ("train", "val", "test") for c in self.split[s]]
-        return prepare_cases(
+        done = prepare_cases(
             [self.cases[c] for c in ids],
             self.preprocess,
             self.cache_dir,
@@ -60,6 +72,24 @@ class DataSetup:
             progress=progress,
             source=str(self.cfg["root"]),
         )
+        if self.unlabeled:
+            prepare_cases(
+                list(self.unlabeled.values()),
+                self.preprocess,
+                self.unlabeled_dir,
+                workers=workers,
+                progress=progress,
+                source=str(self.cfg["unlabeled_root"]),
+            )
+        if self.teacher_predictions is not None:
+            from kdseg.data.teacher_targets import prepare_teacher_targets
+
+            images = [(c, self.cases[c].image) for c in self.split["train"]]
+            images += [(c, i.image) for c, i in (self.unlabeled or {}).items()]
+            prepare_teacher_targets(
+                images, self.teacher_predictions, self.preprocess, self.teacher_dir, progress
+            )
+        return done
 
     def datamodule(self, seed: int = 123) -> SliceDataModule:
         """Slice loaders over the prepared cache; its ``prepare_data`` (rank 0) fills the cache.
@@ -76,11 +106,21 @@ class DataSetup:
             self.split,
             loader,
             prepare=lambda: self.prepare(workers=workers, progress=False),
+            unlabeled=(self.unlabeled_dir, list(self.unlabeled)) if self.unlabeled else None,
+            teacher_dir=self.teacher_dir,
         )
 
 
-def resolve_data(cfg: dict[str, Any]) -> DataSetup:
-    """Discover the cases of ``cfg['root']`` and resolve split and cache folder."""
+def _folder_key(path: str | Path) -> str:
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+
+
+def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) -> DataSetup:
+    """Discover the cases of ``cfg['root']`` and resolve split and cache folder.
+
+    With ``cfg['unlabeled_root']`` also the unlabeled images (ids must not clash with labeled
+    ones); with ``teacher_predictions`` (a folder) the teacher-target cache beside them.
+    """
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
     split = resolve_split(
         cfg["root"],
@@ -91,7 +131,18 @@ def resolve_data(cfg: dict[str, Any]) -> DataSetup:
         fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
     )
     pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
-    cache_dir = cache_dir_for(
-        cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache", cfg["name"], pre
-    )
-    return DataSetup(cfg, cases, split, pre, cache_dir)
+    cache_root = Path(cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache")
+    cache_dir = cache_dir_for(cache_root, cfg["name"], pre)
+    setup = DataSetup(cfg, cases, split, pre, cache_dir)
+    if cfg.get("unlabeled_root"):
+        root = cfg["unlabeled_root"]
+        setup.unlabeled = {i.case_id: i for i in discover_images(root)}
+        clash = sorted(set(setup.unlabeled) & set(cases))
+        if clash:
+            raise InputError(root, f"unlabeled case {clash[0]!r} is also a labeled case id")
+        setup.unlabeled_dir = cache_dir_for(cache_root, f"unlabeled-{_folder_key(root)}", pre)
+    if teacher_predictions:
+        setup.teacher_predictions = Path(teacher_predictions)
+        key = f"teacher-{_folder_key(teacher_predictions)}"
+        setup.teacher_dir = cache_dir_for(cache_root, key, pre)
+    return setup

@@ -18,8 +18,9 @@ from rich.progress import Progress
 
 from kdseg.data.cache import case_folder, is_prepared
 from kdseg.data.io import check_pair, load_volume
+from kdseg.data.nnunet import remap_labels
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
-from kdseg.data.sources import Case
+from kdseg.data.sources import Case, ImageCase
 from kdseg.errors import atomic_path, write_text_atomic
 
 LABELS = (0, 1, 2)
@@ -38,7 +39,10 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
 def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     """Load, check, preprocess and cache one case; return its id."""
     image = load_volume(case.image)
-    label = check_pair(image, load_volume(case.label), case.label, LABELS)
+    allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
+    label = remap_labels(
+        check_pair(image, load_volume(case.label), case.label, allowed), case.label_map
+    )
     pre = Preprocessor(config)
     slices, geom = pre.image(image)
     labels = pre.label(label, image, geom)
@@ -60,15 +64,48 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     return case.case_id
 
 
+def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Path) -> str:
+    """Load, preprocess and cache one unlabeled image (the image-only cache); return its id.
+
+    Same preprocessing and layout as :func:`prepare_case`, no ``label.npy``; ``meta.json``
+    says ``labeled: false``.
+    """
+    slices, geom = Preprocessor(config).image(load_volume(case.image))
+    folder = case_folder(cache_dir, case.case_id)
+    _save_npy(slices.astype(config.store_dtype), folder / "image.npy")
+    meta = {
+        "case_id": case.case_id,
+        "image": str(case.image),
+        "labeled": False,
+        "n_slices": int(slices.shape[0]),
+        "organ_slices": [],
+        "tumor_slices": [],
+        "spacing": list(geom.spacing),
+        "input_shape": list(geom.input_shape),
+        "model_size": list(geom.model_size),
+    }
+    write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
+    return case.case_id
+
+
+def _prepare_one(case: Case | ImageCase, config: PreprocessConfig, cache_dir: Path) -> str:
+    if isinstance(case, ImageCase):
+        return prepare_image_case(case, config, cache_dir)
+    return prepare_case(case, config, cache_dir)
+
+
 def prepare_cases(
-    cases: Sequence[Case],
+    cases: Sequence[Case | ImageCase],
     config: PreprocessConfig,
     cache_dir: str | Path,
     workers: int = 1,
     progress: bool = True,
     source: str = "",
 ) -> list[str]:
-    """Prepare every case not yet in ``cache_dir``; return the ids of all prepared cases."""
+    """Prepare every case not yet in ``cache_dir``; return the ids of all prepared cases.
+
+    :class:`Case` items get images and labels, :class:`ImageCase` items images only.
+    """
     cache_dir = Path(cache_dir)
     write_text_atomic(
         cache_dir / "preprocess.json",
@@ -81,12 +118,12 @@ def prepare_cases(
         task = bar.add_task(f"prepare {len(todo)} case(s)", total=len(todo))
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(prepare_case, c, config, cache_dir) for c in todo]
+                futures = [pool.submit(_prepare_one, c, config, cache_dir) for c in todo]
                 for future in futures:
                     future.result()
                     bar.advance(task)
         else:
             for case in todo:
-                prepare_case(case, config, cache_dir)
+                _prepare_one(case, config, cache_dir)
                 bar.advance(task)
     return [c.case_id for c in cases]

@@ -222,6 +222,22 @@ class Preprocessor:
         grid = self._to_model_grid(torch.from_numpy(boxed), geom, "nearest", fill=0)
         return grid.to(torch.uint8).numpy()
 
+    def probabilities(
+        self, probs: np.ndarray, img: nib.Nifti1Image, geom: Geometry, mode: str = "bilinear"
+    ) -> np.ndarray:
+        """Class probabilities ``(C, *img.shape)`` -> ``(Z, C, h, w)`` float32 on the model grid.
+
+        The image's own steps, channel by channel (stored teacher predictions go where the
+        slices go): bilinear like the image, or ``nearest`` for one-hot hard labels; what the
+        centre crop pads is background.
+        """
+        grids = []
+        for c, channel in enumerate(probs):
+            boxed = self._box_slices(self.reorient(img, channel), geom).astype(np.float32)
+            grid = self._to_model_grid(torch.from_numpy(boxed), geom, mode, fill=float(c == 0))
+            grids.append(grid)
+        return torch.stack(grids, 1).numpy()
+
     # -- inverse ----------------------------------------------------------------------------
     def restore(self, probs: torch.Tensor, geom: Geometry) -> torch.Tensor:
         """Class probabilities ``(B, C, h, w)`` on the model grid -> ``(B, C, x, y)`` on the box.

@@ -6,6 +6,11 @@ of the pipeline never knows which dataset it reads. Phantom folders use the same
 - ``lits``: ``volume-N.nii[.gz]`` + ``segmentation-N.nii[.gz]`` (LiTS 2017; 0/1 liver/2 tumor)
 - ``kits19``: ``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz`` (0/1 kidney/2 tumor)
 - ``msd_liver``: Medical Segmentation Decathlon ``Task03_Liver/imagesTr|labelsTr/liver_N.nii.gz``
+- ``nnunet``: nnU-Net v2 raw dataset ``imagesTr/<case>_0000.nii.gz`` + ``labelsTr/<case>.nii.gz``
+  with the label names in ``dataset.json`` (:mod:`kdseg.data.nnunet` maps them to 0/1/2)
+
+:func:`discover_images` lists the images alone (labels absent or ignored) of the same layouts or
+of a plain folder of NIfTI files and DICOM series: the unlabeled scans and pseudo-label inputs.
 """
 
 from __future__ import annotations
@@ -20,11 +25,24 @@ from kdseg.errors import InputError
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled CT volume: a stable id plus image and label paths."""
+    """One labelled CT volume: a stable id plus image and label paths.
+
+    ``label_map`` ((stored value, kdseg label) pairs) maps a layout's own label values to
+    kdseg's 0 background / 1 organ / 2 tumor; ``None`` means they are kdseg's already.
+    """
 
     case_id: str
     image: Path
     label: Path
+    label_map: tuple[tuple[int, int], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ImageCase:
+    """One CT volume without a label (a NIfTI file or a DICOM series folder)."""
+
+    case_id: str
+    image: Path
 
 
 def _first_existing(*candidates: Path) -> Path | None:
@@ -74,10 +92,34 @@ def _msd_liver(root: Path) -> list[Case]:
     return cases
 
 
+def _nnunet(root: Path) -> list[Case]:
+    from kdseg.data.nnunet import read_dataset_json
+
+    info = read_dataset_json(root)
+    cases = []
+    for case_id, image in _nnunet_images(root / "imagesTr", info.file_ending):
+        label = root / "labelsTr" / f"{case_id}{info.file_ending}"
+        if not label.exists():
+            raise InputError(image, f"missing label labelsTr/{label.name}")
+        cases.append(Case(case_id, image, label, info.label_map))
+    return cases
+
+
+def _nnunet_images(folder: Path, file_ending: str) -> list[tuple[str, Path]]:
+    """``(case id, path)`` of the first channel (``_0000``) of each case in ``folder``."""
+    suffix = f"_0000{file_ending}"
+    return [
+        (p.name[: -len(suffix)], p)
+        for p in sorted(folder.glob(f"*{suffix}"))
+        if not p.name.startswith(".")
+    ]
+
+
 LAYOUTS: dict[str, Callable[[Path], list[Case]]] = {
     "lits": _lits,
     "kits19": _kits19,
     "msd_liver": _msd_liver,
+    "nnunet": _nnunet,
 }
 
 
@@ -92,3 +134,73 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
     if not cases:
         raise InputError(root, f"no cases in the {layout} layout found in this folder")
     return cases
+
+
+def _stem(path: Path) -> str:
+    for suffix in (".nii.gz", ".nii"):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def _plain_images(root: Path) -> list[ImageCase]:
+    from kdseg.data.dicom import is_dicom_folder
+    from kdseg.data.io import is_nifti
+
+    return [
+        ImageCase(_stem(p), p)
+        for p in sorted(root.iterdir())
+        if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
+    ]
+
+
+def _layout_images(root: Path) -> list[ImageCase] | None:
+    """Images of a dataset-layout folder (labels ignored), or None when it is no layout."""
+    if (root / "dataset.json").exists() and (root / "imagesTr").is_dir():
+        from kdseg.data.nnunet import read_dataset_json
+
+        ending = read_dataset_json(root).file_ending
+        return [
+            ImageCase(case_id, path)
+            for folder in ("imagesTr", "imagesTs")
+            for case_id, path in _nnunet_images(root / folder, ending)
+        ]
+    for folder in ("imagesTr", "imagesTs"):  # MSD-style
+        if (root / folder).is_dir():
+            return [
+                i
+                for f in ("imagesTr", "imagesTs")
+                if (root / f).is_dir()
+                for i in _plain_images(root / f)
+            ]
+    kits = [f / "imaging.nii.gz" for f in sorted(root.glob("case_*"))]
+    if any(p.exists() for p in kits):
+        return [ImageCase(p.parent.name, p) for p in kits if p.exists()]
+    lits = [
+        p for p in root.glob("volume-*.nii*") if re.fullmatch(r"volume-\d+\.nii(\.gz)?", p.name)
+    ]
+    if lits:
+        return [ImageCase(_stem(p), p) for p in lits]
+    return None
+
+
+def discover_images(root: str | Path) -> list[ImageCase]:
+    """CT volumes without labels in ``root``, sorted naturally by id.
+
+    ``root`` is a dataset-layout folder (nnU-Net raw: ``imagesTr`` and ``imagesTs``; MSD;
+    KiTS19 ``case_*/imaging.nii.gz``; LiTS ``volume-N.nii``: the labels beside are ignored), or
+    a plain folder of NIfTI files and DICOM series folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "image folder not found")
+    images = _layout_images(root)
+    if images is None:
+        images = _plain_images(root)
+    if not images:
+        raise InputError(root, "no NIfTI files, DICOM series or dataset layout in this folder")
+    ids = [i.case_id for i in images]
+    duplicates = sorted({c for c in ids if ids.count(c) > 1})
+    if duplicates:
+        raise InputError(root, f"two images share the case id {duplicates[0]!r}")
+    return sorted(images, key=lambda c: _natural_key(c.case_id))

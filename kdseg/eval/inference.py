@@ -144,8 +144,13 @@ class Predictor:
             hit = (probs[:, 1:] > probs[:, :1]).any(1)
         return hit.flatten(1).any(1)
 
-    def predict(self, img: nib.Nifti1Image) -> np.ndarray:
-        """Dataset-label volume (uint8) on ``img``'s voxel grid (Fortran-ordered, like NIfTI)."""
+    def predict(self, img: nib.Nifti1Image, stats: dict[str, float] | None = None) -> np.ndarray:
+        """Dataset-label volume (uint8) on ``img``'s voxel grid (Fortran-ordered, like NIfTI).
+
+        ``stats``, when given, receives ``foreground_voxels`` and ``max_prob_sum``: the count of
+        voxels decided foreground and the sum of their winning class probability (on the
+        input's grid), from which a pseudo-label's confidence is computed.
+        """
         slices, geom = self.pre.image(img)
         x, y, z = geom.canonical_shape
         x0, x1, y0, y1 = geom.box
@@ -160,8 +165,18 @@ class Predictor:
                 hit = self._any_foreground(probs)
                 if hit.any():
                     restored = self.pre.restore(probs[hit], geom)
-                    decided = self._decide(restored).numpy().transpose(0, 2, 1)
-                    labels[zs[hit.numpy()], y0:y1, x0:x1] = decided
+                    decided = self._decide(restored)
+                    if stats is not None:
+                        _accumulate(stats, restored, decided)
+                    labels[zs[hit.numpy()], y0:y1, x0:x1] = decided.numpy().transpose(0, 2, 1)
                 bar.advance(task, len(zs))
         canonical = np.asarray(self.task.to_dataset(labels.transpose(2, 1, 0)), dtype=np.uint8)
         return self.pre.to_input_orientation(canonical, geom)
+
+
+def _accumulate(stats: dict[str, float], probs: torch.Tensor, decided: torch.Tensor) -> None:
+    """Add the foreground voxels of one batch and their winning probability to ``stats``."""
+    foreground = decided > 0
+    winning = probs.max(1).values
+    stats["foreground_voxels"] = stats.get("foreground_voxels", 0.0) + float(foreground.sum())
+    stats["max_prob_sum"] = stats.get("max_prob_sum", 0.0) + float(winning[foreground].sum())

@@ -208,7 +208,7 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
         scores=read_scores(run, eval_dir, metric),
     )
     if distilled:
-        record.teacher_ckpt = str(cfg["teacher"].get("ckpt"))
+        record.teacher_ckpt = str(cfg["teacher"].get("ckpt") or cfg["teacher"].get("predictions"))
         record.teacher_run = Path(record.teacher_ckpt).resolve().parent.parent
         record.teacher = cfg["teacher"].get("name")  # refined in _link_teachers
         if method == "none":  # trained by kdseg-distill without any distillation term

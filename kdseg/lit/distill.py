@@ -5,6 +5,16 @@ repeats it), frozen (``requires_grad=False``) and kept in eval mode through trai
 student is ``self.net``, exactly as in plain training, so checkpoints, validation, export and
 evaluation treat a distilled student like any other model; the criterion's adapters and the
 teacher live beside it and are never part of what is exported.
+
+Instead of a live teacher, ``teacher.predictions`` names a folder of a teacher's saved outputs
+(an nnU-Net's ``--save_probabilities`` files, label or probability volumes; see
+:mod:`kdseg.data.teacher_targets`). Batches then carry the teacher's probabilities
+(``batch["teacher"]``) and the teacher output is their logarithm, so the logit terms (KD, PMD,
+CWD) work unchanged; feature terms need a network and are refused.
+
+Batches may mix labeled and unlabeled images (``batch["labeled"]``). L_seg uses the labeled
+ones only; the distillation terms use all of them, and a term that needs labels (RAD's class
+regions) gets the teacher's argmax where an image has no label.
 """
 
 from __future__ import annotations
@@ -13,16 +23,19 @@ from typing import Any
 
 import torch
 
-from kdseg.distill.criterion import build_criterion
+from kdseg.distill.criterion import LOGITS, build_criterion, parse_terms
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
+from kdseg.models import SegOutput
 
 MUST_MATCH = ("task", "context", "in_channels", "num_classes", "preprocess")
+#: Floor of stored probabilities before the log (a one-hot hard target becomes log 1e-4 = -9.2).
+PROB_FLOOR = 1e-4
 
 
 class DistillationModule(SegmentationModule):
-    """L = L_seg(student) + criterion(student taps, teacher taps, labels)."""
+    """L = L_seg(student, labeled images) + criterion(student taps, teacher taps, labels)."""
 
     def __init__(
         self,
@@ -35,31 +48,56 @@ class DistillationModule(SegmentationModule):
     ) -> None:
         super().__init__(model, data, optim, loss)
         self.save_hyperparameters()
-        bundle = load_bundle(teacher["ckpt"])
-        mismatched = [k for k in MUST_MATCH if bundle.data.get(k) != data.get(k)]
-        if mismatched:
-            details = ", ".join(
-                f"{k}: teacher {bundle.data.get(k)!r} vs data {data.get(k)!r}" for k in mismatched
-            )
-            raise InputError(teacher["ckpt"], f"teacher was trained on other inputs ({details})")
-        self.teacher = bundle.model.requires_grad_(False).eval()
+        ckpt, predictions = teacher.get("ckpt"), teacher.get("predictions")
+        if bool(ckpt) == bool(predictions):
+            raise InputError(None, "set exactly one of teacher.ckpt and teacher.predictions")
+        if predictions:
+            _refuse_feature_terms(distill.get("terms"), predictions)
+            self.teacher = None
+            teacher_taps: dict = {}
+        else:
+            bundle = load_bundle(ckpt)
+            mismatched = [k for k in MUST_MATCH if bundle.data.get(k) != data.get(k)]
+            if mismatched:
+                details = ", ".join(
+                    f"{k}: teacher {bundle.data.get(k)!r} vs data {data.get(k)!r}"
+                    for k in mismatched
+                )
+                raise InputError(ckpt, f"teacher was trained on other inputs ({details})")
+            self.teacher = bundle.model.requires_grad_(False).eval()
+            teacher_taps = self.teacher.tap_info
         self.criterion = build_criterion(
-            distill.get("terms"), self.net.tap_info, self.teacher.tap_info, int(data["num_classes"])
+            distill.get("terms"), self.net.tap_info, teacher_taps, int(data["num_classes"])
         )
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and adapters; the teacher stays in eval mode (frozen BatchNorm)."""
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
+
+    def teacher_output(self, batch: dict[str, Any]) -> SegOutput:
+        """The live teacher's output, or the stored probabilities as log-probability logits."""
+        if self.teacher is None:
+            if "teacher" not in batch:
+                raise InputError(None, "teacher.predictions is set but batches carry no targets")
+            return SegOutput(batch["teacher"].clamp_min(PROB_FLOOR).log())
+        with torch.no_grad():
+            return self.teacher(batch["image"])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
         student = self.net(images)
-        with torch.no_grad():
-            teacher = self.teacher(images)
-        seg = self.seg_loss(student.logits, labels)
-        distill, parts = self.criterion(student, teacher, labels[:, 0])
+        teacher = self.teacher_output(batch)
+        seg = self.labeled_seg_loss(student.logits, batch)
+        targets = labels[:, 0]
+        labeled = batch.get("labeled")
+        if labeled is not None and not bool(labeled.all()):
+            # label-needing terms (RAD) see the teacher's argmax on unlabeled images
+            guess = teacher.logits.detach().argmax(1)
+            targets = torch.where(labeled.view(-1, *[1] * (targets.ndim - 1)), targets, guess)
+        distill, parts = self.criterion(student, teacher, targets)
         loss = seg + distill
         n = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
@@ -67,3 +105,19 @@ class DistillationModule(SegmentationModule):
         for name, value in parts.items():
             self.log(f"distill/{name}", value, batch_size=n)
         return loss
+
+
+def _refuse_feature_terms(terms: Any, predictions: str) -> None:
+    """Stored predictions hold class probabilities only: no feature tap to distil from."""
+    features = [
+        f"{t.name} (teacher tap {t.teacher_tap!r})"
+        for t in parse_terms(terms)
+        if t.weight > 0 and t.teacher_tap != LOGITS
+    ]
+    if features:
+        raise InputError(
+            predictions,
+            "stored teacher predictions carry class probabilities only, so feature terms "
+            f"{', '.join(features)} cannot run; use logit terms (distill=kd, emkd_pmd, cwd) "
+            "or a live teacher.ckpt",
+        )

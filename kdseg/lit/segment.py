@@ -54,9 +54,22 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.net(batch["image"])
-        loss = self.seg_loss(out.logits, batch["label"])
+        loss = self.labeled_seg_loss(out.logits, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
+
+    def labeled_seg_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """L_seg over the batch's labeled images only (``batch["labeled"]``; all by default).
+
+        Unlabeled images carry an all-zero placeholder label that must never be learnt; a batch
+        without labeled images gives 0 (attached to the graph).
+        """
+        labeled = batch.get("labeled")
+        if labeled is None or bool(labeled.all()):
+            return self.seg_loss(logits, batch["label"])
+        if not bool(labeled.any()):
+            return logits.sum() * 0.0
+        return self.seg_loss(logits[labeled], batch["label"][labeled])
 
     # -- validation: global Dice per class over all validation slices ----------------------
     def on_validation_epoch_start(self) -> None:

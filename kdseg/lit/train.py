@@ -103,7 +103,7 @@ def fit_from_config(
     # RNG, so under the same seed kdseg-train and kdseg-distill start the student from
     # bit-identical weights (the student is built before the teacher and the adapters).
     pl.seed_everything(seed, workers=True, verbose=False)
-    setup = resolve_data(cfg["data"])
+    setup = resolve_data(cfg["data"], (cfg.get("teacher") or {}).get("predictions"))
     module = make_module(cfg, setup.info())
     init = weights_checksum(module.net) if hasattr(module, "net") else None
     summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)

@@ -1,0 +1,98 @@
+"""nnU-Net v2 formats: the raw dataset layout (labels mapped by name) and ``--save_probabilities``
+files written by nnU-Net's own export code (tests/fixtures/nnunet/make_fixture.py), read and
+resampled onto the slice grid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_unlabeled import compose
+
+from kdseg.data.cache import open_case
+from kdseg.data.dataset import resolve_data
+from kdseg.data.nnunet import kdseg_label_map, probabilities_on_image, remap_labels
+from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.sources import discover_cases, discover_images
+from kdseg.data.teacher_targets import label_map_of, prepare_teacher_case
+from kdseg.errors import InputError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "nnunet"
+#: labels in nnU-Net's dataset.json order that is not kdseg's: 1 tumor, 2 liver
+LABELS = {"background": 0, "tumor": 1, "liver": 2}
+
+
+def nnunet_folder(phantom: Path, root: Path) -> Path:
+    """The phantom as an nnU-Net raw dataset whose label values are swapped (see LABELS)."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for n in range(5):
+        os.symlink(phantom / f"volume-{n}.nii.gz", root / "imagesTr" / f"liver_{n:03d}_0000.nii.gz")
+        seg = nib.load(phantom / f"segmentation-{n}.nii.gz")
+        swapped = np.asarray(seg.dataobj).astype(np.uint8)
+        swapped = np.choose(swapped, [0, 2, 1]).astype(np.uint8)
+        nib.save(nib.Nifti1Image(swapped, seg.affine), root / "labelsTr" / f"liver_{n:03d}.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": LABELS, "file_ending": ".nii.gz"})
+    )
+    return root
+
+
+def test_nnunet_layout_reads_like_the_lits_original(phantom_lits: Path, tmp_path: Path) -> None:
+    root = nnunet_folder(phantom_lits, tmp_path / "Dataset001_Liver")
+    cases = discover_cases("nnunet", root)
+    assert [c.case_id for c in cases] == [f"liver_{n:03d}" for n in range(5)]
+    assert cases[0].label_map == ((0, 0), (1, 2), (2, 1))
+    cache = f"data.cache_root={tmp_path / 'cache'}"
+    nn = resolve_data(compose("train", ["data=nnunet", f"data.root={root}", cache])["data"])
+    lits = resolve_data(compose("train", [f"data.root={phantom_lits}", cache])["data"])
+    nn.prepare(progress=False, ids=["liver_002"])
+    lits.prepare(progress=False, ids=["volume-2"])
+    mine, theirs = open_case(nn.cache_dir, "liver_002"), open_case(lits.cache_dir, "volume-2")
+    np.testing.assert_array_equal(mine.label, theirs.label)
+    np.testing.assert_array_equal(mine.image, theirs.image)
+    assert mine.tumor_slices == theirs.tumor_slices and mine.tumor_slices
+    # imagesTr as unlabeled images, ids without the channel suffix
+    assert [c.case_id for c in discover_images(root)][:2] == ["liver_000", "liver_001"]
+
+
+def test_label_names_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    assert kdseg_label_map({"background": 0, "kidney": 1, "kidney_tumor": 2}, tmp_path) is None
+    with pytest.raises(InputError, match="all organs"):
+        kdseg_label_map({"background": 0, "liver": 1, "spleen": 2}, tmp_path)
+    with pytest.raises(InputError, match="region"):
+        kdseg_label_map({"background": 0, "liver": [1, 2], "tumor": 2}, tmp_path)
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha1(b"".join(p.read_bytes() for p in sorted(folder.iterdir()))).hexdigest()
+
+
+def test_nnunet_probabilities_match_its_segmentation_and_resample(tmp_path: Path) -> None:
+    before = _digest(FIXTURE)
+    image = nib.load(FIXTURE / "fix_001_0000.nii.gz")
+    seg = np.asarray(nib.load(FIXTURE / "fix_001.nii.gz").dataobj)  # nnU-Net's own argmax
+    probs = probabilities_on_image(FIXTURE / "fix_001.npz", image.shape, image.affine)
+    assert probs.shape == (3, *image.shape)
+    np.testing.assert_array_equal(probs.argmax(0), seg)  # (C, z, y, x) read as nibabel's (x, y, z)
+    truth = remap_labels(seg, label_map_of(FIXTURE))  # nnU-Net's 1 tumor / 2 liver -> kdseg's
+    assert set(np.unique(truth)) == {0, 1, 2}
+
+    for size, agreement in ((None, 1.0), ((24, 20), 0.9)):
+        config = PreprocessConfig(window=(-100.0, 200.0), in_plane_size=size)
+        cache = tmp_path / f"teacher-{size}"
+        loaded = nib.load(FIXTURE / "fix_001_0000.nii.gz")
+        prepare_teacher_case("fix_001", FIXTURE / "fix_001_0000.nii.gz", FIXTURE, config, cache)
+        grid = np.load(cache / "cases" / "fix_001" / "teacher.npy").astype(np.float32)
+        pre = Preprocessor(config)
+        slices, geom = pre.image(loaded)
+        assert grid.shape == (slices.shape[0], 3, *slices.shape[1:])
+        np.testing.assert_allclose(grid.sum(1), 1.0, atol=5e-3)
+        expected = pre.label(truth, loaded, geom)
+        assert (grid.argmax(1) == expected).mean() >= agreement
+    assert _digest(FIXTURE) == before  # the predictions folder is only read

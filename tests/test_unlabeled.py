@@ -1,0 +1,134 @@
+"""Unlabeled scans: the image-only cache, batches that mix labeled and unlabeled slices, and
+L_seg on labeled images only (label-needing distillation terms see the teacher's argmax)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_DATA
+from test_distill_module import STUDENT, _fake_teacher
+
+from kdseg.data.cache import open_case
+from kdseg.data.dataset import resolve_data
+from kdseg.data.sources import discover_images
+from kdseg.lit.distill import DistillationModule
+
+SCANS = {"scan_a": "volume-0.nii.gz", "scan_b": "volume-3.nii.gz"}
+
+
+def compose(name: str, overrides: list[str]) -> dict[str, Any]:
+    """A composed, resolved plain config (the tiny test data settings first)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import kdseg.config  # noqa: F401
+    from kdseg.cli import CONFIG_PATH, to_dict
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return to_dict(hydra_compose(name, overrides=[*TINY_DATA, *overrides]))
+
+
+def scan_folder(phantom: Path, folder: Path) -> Path:
+    """A plain folder of NIfTI scans (links to phantom volumes under other names)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, volume in SCANS.items():
+        os.symlink(phantom / volume, folder / f"{name}.nii.gz")
+    return folder
+
+
+def test_image_only_cache_uses_the_same_preprocessing(phantom_lits: Path, tmp_path: Path) -> None:
+    scans = scan_folder(phantom_lits, tmp_path / "scans")
+    before = sorted(p.name for p in scans.iterdir())
+    cfg = compose(
+        "train",
+        [
+            f"data.root={phantom_lits}",
+            f"data.cache_root={tmp_path / 'cache'}",
+            f"data.unlabeled_root={scans}",
+        ],
+    )["data"]
+    setup = resolve_data(cfg)
+    assert sorted(setup.unlabeled) == sorted(SCANS)
+    setup.prepare(progress=False)
+    for name, volume in SCANS.items():
+        unlabeled = open_case(setup.unlabeled_dir, name)
+        labeled = open_case(setup.cache_dir, volume.split(".")[0])
+        assert not unlabeled.labeled and labeled.labeled
+        assert not (unlabeled.folder / "label.npy").exists()
+        assert unlabeled.organ_slices == () and unlabeled.n_slices == labeled.n_slices
+        np.testing.assert_array_equal(unlabeled.image, labeled.image)
+    assert sorted(p.name for p in scans.iterdir()) == before  # nothing written into the input
+    # a layout folder lends its images only (LiTS: volumes, not segmentations)
+    assert [c.case_id for c in discover_images(phantom_lits)] == [f"volume-{i}" for i in range(5)]
+
+
+def _module(setup: Any, tmp_path: Path, distill: str = "emkd") -> DistillationModule:
+    cfg = compose("distill", [*STUDENT, f"distill={distill}", "teacher.ckpt=unused"])
+    teacher = _fake_teacher(tmp_path / "teacher.ckpt", cfg["student"], setup.info())
+    return DistillationModule(
+        model=cfg["student"],
+        data=setup.info(),
+        optim=cfg["optim"],
+        loss=cfg["loss"],
+        teacher={"ckpt": str(teacher)},
+        distill=cfg["distill"],
+    )
+
+
+def test_mixed_batches_seg_only_on_labeled(phantom_lits: Path, tmp_path: Path) -> None:
+    scans = scan_folder(phantom_lits, tmp_path / "scans")
+    cfg = compose(
+        "train",
+        [
+            f"data.root={phantom_lits}",
+            f"data.cache_root={tmp_path / 'cache'}",
+            f"data.unlabeled_root={scans}",
+            "data.unlabeled_fraction=0.25",
+        ],
+    )["data"]
+    setup = resolve_data(cfg)
+    dm = setup.datamodule(seed=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4  # samples_per_epoch 32 / batch 8
+    for batch in batches:
+        labeled = batch["labeled"]
+        assert labeled.dtype == torch.bool and int((~labeled).sum()) == 2  # 0.25 of 8
+        assert set(np.array(batch["case"])[~labeled.numpy()]) <= set(SCANS)
+        assert set(np.array(batch["case"])[labeled.numpy()]) <= set(setup.split["train"])
+        assert not batch["label"][~labeled].any()
+    assert any(batch["label"][batch["labeled"]].any() for batch in batches)
+
+    torch.manual_seed(0)
+    module = _module(setup, tmp_path)
+    batch = batches[0]
+    mask = batch["labeled"]
+    logits = module.net(batch["image"]).logits
+    seg = module.labeled_seg_loss(logits, batch)
+    torch.testing.assert_close(seg, module.seg_loss(logits[mask], batch["label"][mask]))
+    poisoned = {**batch, "label": batch["label"].clone()}
+    poisoned["label"][~mask] = 1  # what an unlabeled slice "says" must not matter
+    torch.testing.assert_close(module.labeled_seg_loss(logits, poisoned), seg)
+    changed = {**batch, "label": batch["label"].clone()}
+    changed["label"][mask] = 1 - changed["label"][mask].clamp(max=1)
+    assert not torch.allclose(module.labeled_seg_loss(logits, changed), seg)
+
+    seen: dict[str, torch.Tensor] = {}
+    original = module.criterion.forward
+
+    def spy(student: Any, teacher: Any, labels: torch.Tensor) -> Any:
+        seen["labels"], seen["teacher"] = labels, teacher.logits.argmax(1)
+        return original(student, teacher, labels)
+
+    module.criterion.forward = spy  # type: ignore[method-assign]
+    with pytest.warns(UserWarning):  # self.log outside a Trainer
+        loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(seen["labels"][mask], batch["label"][mask, 0])
+    torch.testing.assert_close(seen["labels"][~mask], seen["teacher"][~mask])
