@@ -1,0 +1,33 @@
+"""``kdseg-pseudolabel``: a teacher labels a folder of scans into a dataset to train on."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from kdseg.cli import CONFIG_PATH, build_predictor, guarded
+from kdseg.eval.pseudolabel import CSV_NAME, pseudolabel_folder
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pseudolabel")
+@guarded("kdseg-pseudolabel")
+def main(cfg: DictConfig) -> None:
+    predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold)
+    organ = cfg.organ or bundle.data.get("organ", "organ")
+    kept = total = 0
+    for row in pseudolabel_folder(
+        predictor,
+        cfg.input,
+        cfg.output,
+        min_confidence=float(cfg.min_confidence),
+        min_flip_dice=float(cfg.min_flip_dice),
+        flip=bool(cfg.flip_check),
+        organ=organ,
+    ):
+        total += 1
+        kept += bool(row["kept"])
+        print(
+            f"{row['case_id']}: confidence {row['mean_max_prob']:.3f}, "
+            f"flip Dice {row['flip_dice']:.3f}, {'kept' if row['kept'] else 'filtered out'}"
+        )
+    print(f"{kept}/{total} case(s) kept in {cfg.output} (table: {cfg.output}/{CSV_NAME})")

@@ -1,0 +1,153 @@
+"""Pseudo-labels: a teacher labels a folder of scans, and the result is a dataset to train on.
+
+Each image (a NIfTI file, a DICOM series, or the images of a layout folder; see
+:func:`~kdseg.data.sources.discover_images`) is predicted by the one
+:class:`~kdseg.eval.inference.Predictor` (so every preprocessing step is undone exactly as in
+``kdseg-predict``) and gets two confidences:
+
+- ``mean_max_prob``: the mean, over the voxels predicted as foreground (the organ, tumor
+  included), of the winning class probability;
+- ``flip_dice``: the foreground Dice between the prediction and the prediction of the input
+  mirrored along its first voxel axis (mirrored back): a teacher that is unsure of a case tends
+  to disagree with itself there (nnU-Net's mirroring, used as a check).
+
+Cases at or above ``min_confidence`` (on ``mean_max_prob``) and ``min_flip_dice`` are written
+as an nnU-Net v2 raw dataset (``imagesTr/<case>_0000.nii.gz``, a link to the input NIfTI or a
+NIfTI copy of a DICOM series; ``labelsTr/<case>.nii.gz`` on the input's exact geometry;
+``dataset.json``), which ``kdseg-train data=nnunet data.root=<output>`` reads as ground truth.
+Every case, kept or not, is a row of ``confidence.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from kdseg.data.io import load_volume, save_label
+from kdseg.data.sources import ImageCase, discover_images
+from kdseg.errors import InputError, atomic_path, write_text_atomic
+
+CSV_NAME = "confidence.csv"
+COLUMNS = ("case_id", "image", "mean_max_prob", "flip_dice", "foreground_voxels", "kept")
+
+
+def foreground_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of ``a > 0`` and ``b > 0``; 1 when both are empty."""
+    fa, fb = a > 0, b > 0
+    total = int(fa.sum()) + int(fb.sum())
+    return 1.0 if total == 0 else 2.0 * float((fa & fb).sum()) / total
+
+
+def score_case(
+    predictor: Any, image: nib.Nifti1Image, flip: bool = True
+) -> tuple[np.ndarray, dict]:
+    """The teacher's label volume for ``image`` and its confidences (see the module doc)."""
+    stats: dict[str, float] = {}
+    label = predictor.predict(image, stats)
+    voxels = stats.get("foreground_voxels", 0.0)
+    row = {
+        "mean_max_prob": stats["max_prob_sum"] / voxels if voxels else 0.0,
+        "foreground_voxels": int(voxels),
+        "flip_dice": float("nan"),
+    }
+    if flip:
+        data = np.ascontiguousarray(np.flip(np.asanyarray(image.dataobj), axis=0))
+        mirrored = predictor.predict(nib.Nifti1Image(data, image.affine, image.header))
+        row["flip_dice"] = foreground_dice(label, np.flip(mirrored, axis=0))
+    return label, row
+
+
+def _check_output(source: Path, output: Path) -> None:
+    src, out = source.resolve(), output.resolve()
+    if out == src or src in out.parents:
+        raise InputError(output, f"the output must lie outside the input folder {source}")
+
+
+def _link_or_copy(case: ImageCase, image: nib.Nifti1Image, target: Path) -> None:
+    """The image as ``target``: a symbolic link to a ``.nii.gz`` input, else a NIfTI copy."""
+    if case.image.is_file() and case.image.name.endswith(".nii.gz"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.lnk")
+        tmp.unlink(missing_ok=True)
+        os.symlink(case.image.resolve(), tmp)  # a link, never a write through to the input
+        os.replace(tmp, target)
+        return
+    with atomic_path(target, suffix=".nii.gz") as tmp:
+        nib.save(image, str(tmp))
+
+
+def _paths(output: Path, case_id: str) -> tuple[Path, Path]:
+    return (
+        output / "imagesTr" / f"{case_id}_0000.nii.gz",
+        output / "labelsTr" / f"{case_id}.nii.gz",
+    )
+
+
+def write_table(rows: list[dict], path: Path) -> Path:
+    """``confidence.csv`` (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def read_table(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a ``confidence.csv``."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def pseudolabel_folder(
+    predictor: Any,
+    source: str | Path,
+    output: str | Path,
+    min_confidence: float = 0.0,
+    min_flip_dice: float = 0.0,
+    flip: bool = True,
+    organ: str = "organ",
+) -> Iterator[dict]:
+    """Label every image of ``source`` into the dataset ``output``; yield each case's row.
+
+    A case below a threshold is listed (``kept`` false) but not written, and one written by an
+    earlier run is removed, so the folder always holds exactly the kept cases.
+    """
+    source, output = Path(source), Path(output)
+    _check_output(source, output)
+    cases = discover_images(source)
+    rows: list[dict] = []
+    for case in cases:
+        image = load_volume(case.image)
+        label, row = score_case(predictor, image, flip=flip)
+        flip_ok = not flip or row["flip_dice"] >= min_flip_dice
+        kept = row["mean_max_prob"] >= min_confidence and flip_ok
+        row = {"case_id": case.case_id, "image": str(case.image), **row, "kept": kept}
+        image_out, label_out = _paths(output, case.case_id)
+        if kept:
+            _link_or_copy(case, image, image_out)
+            save_label(label, image, label_out)
+        else:
+            image_out.unlink(missing_ok=True)
+            label_out.unlink(missing_ok=True)
+        rows.append(row)
+        write_table(rows, output / CSV_NAME)
+        yield row
+    dataset = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, organ: 1, "tumor": 2},
+        "numTraining": sum(bool(r["kept"]) for r in rows),
+        "file_ending": ".nii.gz",
+        "source": str(source),
+        "min_confidence": min_confidence,
+        "min_flip_dice": min_flip_dice,
+    }
+    write_text_atomic(output / "dataset.json", json.dumps(dataset, indent=1) + "\n")

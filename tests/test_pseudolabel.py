@@ -1,0 +1,92 @@
+"""kdseg-pseudolabel: teacher labels on the input geometry, the confidence table, the filter, and
+an output folder that kdseg-train trains on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from conftest import TINY_DATA, kdseg
+from test_distill_module import _fake_teacher
+
+from kdseg.eval.checkpoint import load_bundle, read_checkpoint
+from kdseg.eval.inference import Predictor
+from kdseg.eval.pseudolabel import COLUMNS, read_table
+
+SCANS = ("volume-0", "volume-2", "volume-4")
+
+
+def test_pseudolabel_round_trip_filter_and_training(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in SCANS:
+        os.symlink(phantom_lits / f"{name}.nii.gz", scans / f"{name}.nii.gz")
+    # the tiny trained ENet still predicts background everywhere: an untrained network of the
+    # same config (seeded) labels every case differently, which the filter needs
+    hparams = read_checkpoint(trained_enet / "checkpoints" / "best.ckpt")["hyper_parameters"]
+    torch.manual_seed(3)
+    ckpt = _fake_teacher(tmp_path / "teacher.ckpt", hparams["model"], hparams["data"])
+    out = tmp_path / "pseudo"
+    kdseg("pseudolabel", f"ckpt={ckpt}", f"input={scans}", f"output={out}")
+
+    rows = read_table(out / "confidence.csv")
+    assert tuple(rows[0]) == COLUMNS and [r["case_id"] for r in rows] == list(SCANS)
+    predictor = Predictor.from_bundle(load_bundle(ckpt))
+    for row in rows:
+        assert row["kept"] == "True"
+        assert 0.0 <= float(row["mean_max_prob"]) <= 1.0 and 0.0 <= float(row["flip_dice"]) <= 1.0
+        image = nib.load(scans / f"{row['case_id']}.nii.gz")
+        label = nib.load(out / "labelsTr" / f"{row['case_id']}.nii.gz")
+        assert label.shape == image.shape and np.allclose(label.affine, image.affine)
+        # the very labels kdseg-predict's Predictor gives, and its foreground count
+        expected = predictor.predict(image)
+        np.testing.assert_array_equal(np.asarray(label.dataobj), expected)
+        assert int(row["foreground_voxels"]) == int((expected > 0).sum())
+        linked = out / "imagesTr" / f"{row['case_id']}_0000.nii.gz"
+        assert (
+            linked.is_symlink()
+            and linked.resolve() == (phantom_lits / image.get_filename().split("/")[-1]).resolve()
+        )
+
+    # the filter: a threshold between the confidences keeps exactly the cases above it
+    confidences = sorted(float(r["mean_max_prob"]) for r in rows)
+    assert confidences[0] < confidences[-1], confidences
+    cut = (confidences[0] + confidences[-1]) / 2
+    filtered = tmp_path / "filtered"
+    kdseg(
+        "pseudolabel",
+        f"ckpt={ckpt}",
+        f"input={scans}",
+        f"output={filtered}",
+        f"min_confidence={cut}",
+        "flip_check=false",
+    )
+    again = read_table(filtered / "confidence.csv")
+    kept = {r["case_id"] for r in again if r["kept"] == "True"}
+    assert kept == {r["case_id"] for r in rows if float(r["mean_max_prob"]) >= cut}
+    assert 0 < len(kept) < len(SCANS)
+    assert {p.name.split(".")[0] for p in (filtered / "labelsTr").iterdir()} == kept
+
+    # the output is a dataset: kdseg-train reads the teacher's labels as ground truth
+    run = tmp_path / "run"
+    kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        "data=nnunet",
+        f"data.root={out}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_steps=2",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert not (scans / ".kdseg_cache").exists() and sorted(p.name for p in scans.iterdir()) == [
+        f"{n}.nii.gz" for n in SCANS
+    ]
