@@ -21,6 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError, write_text_atomic
@@ -104,6 +105,10 @@ def fit_from_config(
     # bit-identical weights (the student is built before the teacher and the adapters).
     pl.seed_everything(seed, workers=True, verbose=False)
     setup = resolve_data(cfg["data"], (cfg.get("teacher") or {}).get("predictions"))
+    if rank_zero_only.rank == 0:
+        # fill the caches before Lightning starts: bad input is then one line on stderr, not
+        # a line after the Trainer's banner (prepare_data finds everything done)
+        setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=False)
     module = make_module(cfg, setup.info())
     init = weights_checksum(module.net) if hasattr(module, "net") else None
     summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)

@@ -1,0 +1,101 @@
+"""Distilling from a folder of a teacher's saved predictions instead of a live teacher: hard
+labels and probability volumes over labeled and unlabeled scans; feature terms refused; a
+prediction whose geometry is not the image's refused with exit 2 and one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from conftest import TINY_DATA, kdseg
+from test_distill_module import STUDENT
+from test_nnunet import FIXTURE
+from test_unlabeled import SCANS, scan_folder
+
+from kdseg.data.manifest import resolve_split
+from kdseg.data.sources import discover_cases
+
+
+def train_ids(phantom: Path) -> list[str]:
+    """The training cases of the phantom's split (written now if no run did yet)."""
+    ids = [c.case_id for c in discover_cases("lits", phantom)]
+    return resolve_split(phantom, ids, manifest="lits.json")["train"]
+
+
+def predictions(phantom: Path, folder: Path) -> Path:
+    """Label NIfTIs for the training cases, (C, x, y, z) .npy probabilities for the scans."""
+    folder.mkdir()
+    for case in train_ids(phantom):
+        shutil.copy(
+            phantom / f"segmentation-{case.split('-')[1]}.nii.gz", folder / f"{case}.nii.gz"
+        )
+    for name, volume in SCANS.items():
+        seg = np.asarray(nib.load(phantom / volume.replace("volume", "segmentation")).dataobj)
+        one_hot = (seg[None] == np.arange(3).reshape(3, 1, 1, 1)).astype(np.float32)
+        soft = 0.8 * one_hot + 0.2 / 3
+        np.save(folder / f"{name}.npy", soft)
+    return folder
+
+
+def distill(phantom: Path, tmp_path: Path, teacher: Path, *extra: str, check: bool = True):
+    scans = tmp_path / "scans"
+    if not scans.exists():
+        scan_folder(phantom, scans)
+    return kdseg(
+        "distill",
+        *TINY_DATA,
+        *STUDENT,
+        "logger=csv",
+        f"data.root={phantom}",
+        f"data.cache_root={tmp_path / 'cache'}",
+        f"teacher.predictions={teacher}",
+        f"data.unlabeled_root={scans}",
+        "data.unlabeled_fraction=0.25",
+        "trainer.max_steps=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *extra,
+        check=check,
+    )
+
+
+def test_distill_from_stored_predictions_with_unlabeled_scans(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    teacher = predictions(phantom_lits, tmp_path / "preds")
+    distill(phantom_lits, tmp_path, teacher, "distill=kd")
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+    assert "distill/kd" in metrics and "train/seg" in metrics
+    caches = {p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()}
+    assert caches == {"lits", "unlabeled", "teacher"}
+    # hard labels cached as one-hot on the slice grid, equal to the cached labels
+    cache = next((tmp_path / "cache").glob("teacher-*"))
+    lits = next((tmp_path / "cache").glob("lits-*"))
+    grid = np.load(cache / "cases" / "volume-1" / "teacher.npy")
+    np.testing.assert_array_equal(
+        grid.argmax(1), np.load(lits / "cases" / "volume-1" / "label.npy")
+    )
+
+    refused = distill(phantom_lits, tmp_path, teacher, "distill=emkd", check=False)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "feature terms" in lines[0] and "imd_low" in lines[0]
+
+
+def test_prediction_with_mismatched_geometry_exits_2_with_one_line(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    teacher = predictions(phantom_lits, tmp_path / "preds")
+    case = train_ids(phantom_lits)[1]
+    (teacher / f"{case}.nii.gz").unlink()  # an nnU-Net file of another image in its place
+    shutil.copy(FIXTURE / "fix_001.npz", teacher / f"{case}.npz")
+    shutil.copy(FIXTURE / "fix_001.pkl", teacher / f"{case}.pkl")
+    result = distill(phantom_lits, tmp_path, teacher, "distill=kd", check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"{case}.npz" in lines[0] and "voxels" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
