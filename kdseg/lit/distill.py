@@ -67,7 +67,11 @@ class DistillationModule(SegmentationModule):
             self.teacher = bundle.model.requires_grad_(False).eval()
             teacher_taps = self.teacher.tap_info
         self.criterion = build_criterion(
-            distill.get("terms"), self.net.tap_info, teacher_taps, int(data["num_classes"])
+            distill.get("terms"),
+            self.net.tap_info,
+            teacher_taps,
+            int(data["num_classes"]),
+            warmup=distill.get("warmup", 0.0),
         )
 
     def train(self, mode: bool = True) -> DistillationModule:
@@ -97,14 +101,23 @@ class DistillationModule(SegmentationModule):
             # label-needing terms (RAD) see the teacher's argmax on unlabeled images
             guess = teacher.logits.detach().argmax(1)
             targets = torch.where(labeled.view(-1, *[1] * (targets.ndim - 1)), targets, guess)
-        distill, parts = self.criterion(student, teacher, targets)
+        distill, parts = self.criterion(student, teacher, targets, *self._progress())
         loss = seg + distill
         n = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/seg", seg, batch_size=n)
         for name, value in parts.items():
             self.log(f"distill/{name}", value, batch_size=n)
+        if self.criterion.warmup and self._trainer is not None:
+            self.log("distill/warmup", self.criterion.ramp(*self._progress()), batch_size=n)
         return loss
+
+    def _progress(self) -> tuple[int | None, float | None]:
+        """(optimizer steps done, total steps) for the criterion's warm-up; (None, None) outside
+        a Trainer, where the full weights apply."""
+        if self._trainer is None or not self.criterion.warmup:
+            return None, None
+        return self.trainer.global_step, self.trainer.estimated_stepping_batches
 
 
 def _refuse_feature_terms(terms: Any, predictions: str) -> None:
