@@ -122,9 +122,9 @@ def test_mixed_batches_seg_only_on_labeled(phantom_lits: Path, tmp_path: Path) -
     seen: dict[str, torch.Tensor] = {}
     original = module.criterion.forward
 
-    def spy(student: Any, teacher: Any, labels: torch.Tensor) -> Any:
+    def spy(student: Any, teacher: Any, labels: torch.Tensor, *progress: Any) -> Any:
         seen["labels"], seen["teacher"] = labels, teacher.logits.argmax(1)
-        return original(student, teacher, labels)
+        return original(student, teacher, labels, *progress)
 
     module.criterion.forward = spy  # type: ignore[method-assign]
     with pytest.warns(UserWarning):  # self.log outside a Trainer
