@@ -59,6 +59,7 @@ def test_nnunet_layout_reads_like_the_lits_original(phantom_lits: Path, tmp_path
     assert mine.tumor_slices == theirs.tumor_slices and mine.tumor_slices
     # imagesTr as unlabeled images, ids without the channel suffix
     assert [c.case_id for c in discover_images(root)][:2] == ["liver_000", "liver_001"]
+    assert discover_images(root / "imagesTr")[4].case_id == "liver_004"  # as an imagesTs folder
 
 
 def test_label_names_that_do_not_fit_are_refused(tmp_path: Path) -> None:

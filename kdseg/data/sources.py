@@ -144,14 +144,19 @@ def _stem(path: Path) -> str:
 
 
 def _plain_images(root: Path) -> list[ImageCase]:
+    """NIfTI files and DICOM series in ``root``; nnU-Net's ``_0000`` channel suffix is dropped
+    from the ids when every file has it (an ``imagesTs`` folder), as its predictions drop it."""
     from kdseg.data.dicom import is_dicom_folder
     from kdseg.data.io import is_nifti
 
-    return [
+    images = [
         ImageCase(_stem(p), p)
         for p in sorted(root.iterdir())
         if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     ]
+    if images and all(i.case_id.endswith("_0000") and i.image.is_file() for i in images):
+        images = [ImageCase(i.case_id[: -len("_0000")], i.image) for i in images]
+    return images
 
 
 def _layout_images(root: Path) -> list[ImageCase] | None:
