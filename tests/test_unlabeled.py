@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from test_distill_module import STUDENT, _fake_teacher
 
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import resolve_data
+from kdseg.data.dicom import write_dicom_series
 from kdseg.data.sources import discover_images
 from kdseg.lit.distill import DistillationModule
 
@@ -43,6 +45,7 @@ def scan_folder(phantom: Path, folder: Path) -> Path:
 
 def test_image_only_cache_uses_the_same_preprocessing(phantom_lits: Path, tmp_path: Path) -> None:
     scans = scan_folder(phantom_lits, tmp_path / "scans")
+    write_dicom_series(nib.load(phantom_lits / "volume-1.nii.gz"), scans / "series_c")
     before = sorted(p.name for p in scans.iterdir())
     cfg = compose(
         "train",
@@ -53,9 +56,9 @@ def test_image_only_cache_uses_the_same_preprocessing(phantom_lits: Path, tmp_pa
         ],
     )["data"]
     setup = resolve_data(cfg)
-    assert sorted(setup.unlabeled) == sorted(SCANS)
+    assert sorted(setup.unlabeled) == sorted([*SCANS, "series_c"])
     setup.prepare(progress=False)
-    for name, volume in SCANS.items():
+    for name, volume in {**SCANS, "series_c": "volume-1.nii.gz"}.items():
         unlabeled = open_case(setup.unlabeled_dir, name)
         labeled = open_case(setup.cache_dir, volume.split(".")[0])
         assert not unlabeled.labeled and labeled.labeled
