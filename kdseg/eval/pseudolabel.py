@@ -8,8 +8,10 @@ Each image (a NIfTI file, a DICOM series, or the images of a layout folder; see
 - ``mean_max_prob``: the mean, over the voxels predicted as foreground (the organ, tumor
   included), of the winning class probability;
 - ``flip_dice``: the foreground Dice between the prediction and the prediction of the input
-  mirrored along its first voxel axis (mirrored back): a teacher that is unsure of a case tends
-  to disagree with itself there (nnU-Net's mirroring, used as a check).
+  mirrored left-right (along the voxel axis closest to the patient's left-right axis; mirrored
+  back): a teacher that is unsure of a case tends to disagree with itself there (nnU-Net's
+  mirroring, used as a check). A mirror along the slice axis would change nothing for a 2D
+  model.
 
 Cases at or above ``min_confidence`` (on ``mean_max_prob``) and ``min_flip_dice`` are written
 as an nnU-Net v2 raw dataset (``imagesTr/<case>_0000.nii.gz``, a link to the input NIfTI or a
@@ -46,6 +48,11 @@ def foreground_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float((fa & fb).sum()) / total
 
 
+def left_right_axis(image: nib.Nifti1Image) -> int:
+    """The voxel axis of ``image`` closest to the patient's left-right axis."""
+    return int(np.nonzero(nib.orientations.io_orientation(image.affine)[:, 0] == 0)[0][0])
+
+
 def score_case(
     predictor: Any, image: nib.Nifti1Image, flip: bool = True
 ) -> tuple[np.ndarray, dict]:
@@ -59,9 +66,10 @@ def score_case(
         "flip_dice": float("nan"),
     }
     if flip:
-        data = np.ascontiguousarray(np.flip(np.asanyarray(image.dataobj), axis=0))
+        axis = left_right_axis(image)
+        data = np.ascontiguousarray(np.flip(np.asanyarray(image.dataobj), axis=axis))
         mirrored = predictor.predict(nib.Nifti1Image(data, image.affine, image.header))
-        row["flip_dice"] = foreground_dice(label, np.flip(mirrored, axis=0))
+        row["flip_dice"] = foreground_dice(label, np.flip(mirrored, axis=axis))
     return label, row
 
 
