@@ -1,0 +1,150 @@
+"""The organ-to-tumor cascade: geometry on NIfTI and DICOM inputs, edge cases, the CLIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import kdseg
+from nibabel import orientations as ornt
+
+from kdseg.data.dicom import write_dicom_series
+from kdseg.data.io import load_volume
+from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.tasks import Task
+from kdseg.eval.inference import CascadePredictor, Predictor, largest_component_box
+
+SPACING = (0.8, 0.7, 2.5)
+# window [-60, 140]: body 40 HU -> 0.0, organ 120 HU -> 0.8, tumor 80 HU -> 0.4, air -> -1
+
+
+def organ_backend(x: np.ndarray) -> np.ndarray:
+    """Binary 'organ' logits: organ and tumor (scaled value above 0.25) are foreground."""
+    return np.concatenate([np.full_like(x, 0.5), 2 * x], axis=1)
+
+
+def fine_backend(x: np.ndarray) -> np.ndarray:
+    """Multi-class logits that are right on exact values: 0 body, 0.4 tumor, 0.8 organ."""
+    return np.concatenate([np.full_like(x, 0.2), 5 * x - 2.5, 1 - 5 * np.abs(x - 0.4)], axis=1)
+
+
+def _volume(codes: str, organs=((10, 21, 8, 23, 3, 9),), shape=(40, 36, 12)):
+    """Body, organ boxes (the first with a tumor) in orientation ``codes``; also the labels."""
+    rng = np.random.default_rng(0)
+    hu = rng.normal(-900, 5, shape).astype(np.int16)
+    hu[2:38, 2:34, :] = 40
+    labels = np.zeros(shape, np.uint8)
+    for x0, x1, y0, y1, z0, z1 in organs:
+        labels[x0:x1, y0:y1, z0:z1] = 1
+    x0, _, y0, _, z0, _ = organs[0]
+    labels[x0 + 2 : x0 + 5, y0 + 2 : y0 + 6, z0 + 1 : z0 + 3] = 2
+    hu[labels == 1], hu[labels == 2] = 120, 80
+    transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
+    affine = np.diag([*SPACING, 1.0]) @ ornt.inv_ornt_aff(transform, shape)
+    affine[:3, 3] = (-17.0, 30.5, -102.25)
+    return (
+        nib.Nifti1Image(ornt.apply_orientation(hu, transform), affine),
+        ornt.apply_orientation(labels, transform),
+    )
+
+
+def _cascade(stage2_spacing=None) -> CascadePredictor:
+    coarse = PreprocessConfig(spacing_mm=(1.6, 1.4))  # stage 1 at half the resolution
+    fine = PreprocessConfig(roi="organ", roi_margin_mm=4.0, spacing_mm=stage2_spacing)
+    return CascadePredictor(
+        Predictor(organ_backend, coarse, Task("organ"), batch_size=4),
+        Predictor(fine_backend, fine, Task("multiclass"), batch_size=4),
+    )
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "PIR"])
+@pytest.mark.parametrize("stage2_spacing", [None, (0.4, 0.35)])
+def test_cascade_keeps_geometry_and_labels(codes: str, stage2_spacing) -> None:
+    img, labels = _volume(codes)
+    cascade = _cascade(stage2_spacing)
+    pred = cascade.predict(img)
+    assert pred.shape == img.shape and pred.flags.f_contiguous
+    np.testing.assert_array_equal(pred, labels)
+    assert cascade.last["organ_found"] and cascade.last["components"] == 1
+    assert cascade.notes == []
+
+
+def test_cascade_on_dicom_keeps_geometry(tmp_path: Path) -> None:
+    img, labels = _volume("LPS")
+    write_dicom_series(img, tmp_path / "series", rng=np.random.default_rng(0))
+    series = load_volume(tmp_path / "series")
+    pred = _cascade((0.4, 0.35)).predict(series)
+    assert pred.shape == series.shape
+    got = nib.as_closest_canonical(nib.Nifti1Image(pred, series.affine))
+    want = nib.as_closest_canonical(nib.Nifti1Image(labels, img.affine))
+    np.testing.assert_allclose(got.affine, want.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(want.dataobj))
+
+
+def test_stage1_finds_nothing() -> None:
+    img, _ = _volume("LPS", organs=((10, 21, 8, 23, 3, 9),))
+    data = np.asanyarray(img.dataobj).copy()
+    data[data > 60] = 40  # no organ left
+    empty = nib.Nifti1Image(data, img.affine)
+    cascade = _cascade()
+    pred = cascade.predict(empty)
+    assert pred.shape == empty.shape and not pred.any()
+    assert cascade.last == {"organ_found": False, "components": 0, "organ_voxels": 0}
+    assert cascade.notes == ["stage 1 found no organ: labels left empty"]
+
+
+def test_two_components_keep_the_largest_and_tiny_and_edge_organs() -> None:
+    big, small = (10, 21, 8, 23, 3, 9), (30, 34, 26, 30, 8, 11)
+    img, labels = _volume("RAS", organs=(big, small))
+    cascade = _cascade()
+    pred = cascade.predict(img)
+    assert cascade.last["components"] == 2
+    assert tuple(cascade.last["box"])[4:] == (3, 9)
+    np.testing.assert_array_equal(pred[:, :, :12][labels == 2], 2)
+    assert not pred[30:34, 26:30, 10:11].any()  # the small component is outside the box
+    # an organ at the volume's edge (box clipped) and a one-voxel organ
+    edge = np.zeros((40, 36, 12), bool)
+    edge[0:4, 30:36, 10:12] = True
+    assert largest_component_box(edge)[0] == (0, 4, 30, 36, 10, 12)
+    dot = np.zeros((40, 36, 12), bool)
+    dot[5, 6, 7] = True
+    box, info = largest_component_box(dot)
+    assert box == (5, 6, 6, 7, 7, 8) and info["largest_component_voxels"] == 1
+    img, labels = _volume("LPS", organs=((0, 5, 0, 6, 9, 12),))
+    np.testing.assert_array_equal(_cascade((0.4, 0.35)).predict(img), labels)
+
+
+def test_cli_cascade_nifti_dicom_eval_and_no_organ(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """``ckpt=[stage1,stage2]`` in predict (NIfTI and DICOM) and eval; an empty scan reports."""
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    pair = f"ckpt=[{ckpt},{ckpt}]"
+    case = sorted(phantom_lits.glob("volume-*.nii"))[0]
+    image = nib.load(str(case))
+    write_dicom_series(image, tmp_path / "series")
+    for name, source in (("nifti", case), ("dicom", tmp_path / "series")):
+        out = tmp_path / f"{name}.nii.gz"
+        kdseg("predict", pair, f"input={source}", f"output={out}")
+        pred, src = nib.load(str(out)), load_volume(source)
+        assert pred.shape == src.shape
+        np.testing.assert_allclose(pred.affine, src.affine, atol=1e-4)
+        report = json.loads((tmp_path / f"{name}.lesions.json").read_text())
+        assert "cascade" in report
+    air = nib.Nifti1Image(np.full((48, 40, 6), -1000, np.int16), np.diag([0.9, 0.9, 3.0, 1]))
+    nib.save(air, str(tmp_path / "air.nii.gz"))
+    result = kdseg("predict", pair, f"input={tmp_path / 'air.nii.gz'}", f"output={tmp_path / 'e'}")
+    assert "stage 1 found no organ" in result.stdout
+    assert not np.asarray(nib.load(str(tmp_path / "e" / "air.nii.gz")).dataobj).any()
+    report = json.loads((tmp_path / "e" / "air.lesions.json").read_text())
+    assert report["notes"] == ["stage 1 found no organ: labels left empty"]
+    result = kdseg(
+        "eval", "experiment=demo", f"data.root={phantom_lits}", pair, f"output_dir={tmp_path / 'ev'}"
+    )
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["cascade"] == [str(ckpt), str(ckpt)] and "organ" in summary["summary"]
+    bad = kdseg("predict", f"ckpt=[{ckpt},{ckpt},{ckpt}]", f"input={case}", "output=y", check=False)
+    assert bad.returncode == 2 and "two stages" in bad.stderr
