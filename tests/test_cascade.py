@@ -123,7 +123,7 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
     """``ckpt=[stage1,stage2]`` in predict (NIfTI and DICOM) and eval; an empty scan reports."""
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
     pair = f"ckpt=[{ckpt},{ckpt}]"
-    case = sorted(phantom_lits.glob("volume-*.nii"))[0]
+    case = sorted(phantom_lits.glob("volume-*.nii.gz"))[0]
     image = nib.load(str(case))
     write_dicom_series(image, tmp_path / "series")
     for name, source in (("nifti", case), ("dicom", tmp_path / "series")):
@@ -142,9 +142,39 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
     report = json.loads((tmp_path / "e" / "air.lesions.json").read_text())
     assert report["notes"] == ["stage 1 found no organ: labels left empty"]
     result = kdseg(
-        "eval", "experiment=demo", f"data.root={phantom_lits}", pair, f"output_dir={tmp_path / 'ev'}"
+        "eval",
+        "experiment=demo",
+        f"data.root={phantom_lits}",
+        pair,
+        f"output_dir={tmp_path / 'ev'}",
     )
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["cascade"] == [str(ckpt), str(ckpt)] and "organ" in summary["summary"]
     bad = kdseg("predict", f"ckpt=[{ckpt},{ckpt},{ckpt}]", f"input={case}", "output=y", check=False)
     assert bad.returncode == 2 and "two stages" in bad.stderr
+
+
+REAL_CT = Path(__file__).parent / "data" / "real_ct"
+
+
+def test_real_scan_through_predict_keeps_its_geometry(trained_enet: Path, tmp_path: Path) -> None:
+    """The real TotalSegmentator scan (tests/data/real_ct, see its README): single stage and
+    cascade outputs have its exact shape, affine and header zooms."""
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    ct = nib.load(str(REAL_CT / "ct.nii.gz"))
+    for name, arg in (("single", f"ckpt={ckpt}"), ("cascade", f"ckpt=[{ckpt},{ckpt}]")):
+        out = tmp_path / f"{name}.nii.gz"
+        kdseg("predict", arg, f"input={REAL_CT / 'ct.nii.gz'}", f"output={out}")
+        pred = nib.load(str(out))
+        assert pred.shape == ct.shape == (122, 101, 30)
+        np.testing.assert_array_equal(pred.affine, ct.affine)
+        assert pred.header.get_zooms() == ct.header.get_zooms()
+        assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1, 2}
+    assert sorted(p.name for p in REAL_CT.iterdir()) == [
+        "README.md",
+        "ct.nii.gz",
+        "kidney_left_reference.nii.gz",
+        "kidney_right_reference.nii.gz",
+        "liver_reference.nii.gz",
+        "spleen_reference.nii.gz",
+    ]  # predict never writes into its input folder
