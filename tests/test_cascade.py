@@ -9,16 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import kdseg
-from nibabel import orientations as ornt
+from test_spacing_roi import stored_volume
 
 from kdseg.data.dicom import write_dicom_series
 from kdseg.data.io import load_volume
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.data.tasks import Task
 from kdseg.eval.inference import CascadePredictor, Predictor, largest_component_box
-
-SPACING = (0.8, 0.7, 2.5)
-# window [-60, 140]: body 40 HU -> 0.0, organ 120 HU -> 0.8, tumor 80 HU -> 0.4, air -> -1
 
 
 def organ_backend(x: np.ndarray) -> np.ndarray:
@@ -29,26 +26,6 @@ def organ_backend(x: np.ndarray) -> np.ndarray:
 def fine_backend(x: np.ndarray) -> np.ndarray:
     """Multi-class logits that are right on exact values: 0 body, 0.4 tumor, 0.8 organ."""
     return np.concatenate([np.full_like(x, 0.2), 5 * x - 2.5, 1 - 5 * np.abs(x - 0.4)], axis=1)
-
-
-def _volume(codes: str, organs=((10, 21, 8, 23, 3, 9),), shape=(40, 36, 12)):
-    """Body, organ boxes (the first with a tumor) in orientation ``codes``; also the labels."""
-    rng = np.random.default_rng(0)
-    hu = rng.normal(-900, 5, shape).astype(np.int16)
-    hu[2:38, 2:34, :] = 40
-    labels = np.zeros(shape, np.uint8)
-    for x0, x1, y0, y1, z0, z1 in organs:
-        labels[x0:x1, y0:y1, z0:z1] = 1
-    x0, _, y0, _, z0, _ = organs[0]
-    labels[x0 + 2 : x0 + 5, y0 + 2 : y0 + 6, z0 + 1 : z0 + 3] = 2
-    hu[labels == 1], hu[labels == 2] = 120, 80
-    transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
-    affine = np.diag([*SPACING, 1.0]) @ ornt.inv_ornt_aff(transform, shape)
-    affine[:3, 3] = (-17.0, 30.5, -102.25)
-    return (
-        nib.Nifti1Image(ornt.apply_orientation(hu, transform), affine),
-        ornt.apply_orientation(labels, transform),
-    )
 
 
 def _cascade(stage2_spacing=None) -> CascadePredictor:
@@ -63,7 +40,7 @@ def _cascade(stage2_spacing=None) -> CascadePredictor:
 @pytest.mark.parametrize("codes", ["RAS", "LPS", "PIR"])
 @pytest.mark.parametrize("stage2_spacing", [None, (0.4, 0.35)])
 def test_cascade_keeps_geometry_and_labels(codes: str, stage2_spacing) -> None:
-    img, labels = _volume(codes)
+    img, labels = stored_volume(codes)
     cascade = _cascade(stage2_spacing)
     pred = cascade.predict(img)
     assert pred.shape == img.shape and pred.flags.f_contiguous
@@ -73,7 +50,7 @@ def test_cascade_keeps_geometry_and_labels(codes: str, stage2_spacing) -> None:
 
 
 def test_cascade_on_dicom_keeps_geometry(tmp_path: Path) -> None:
-    img, labels = _volume("LPS")
+    img, labels = stored_volume("LPS")
     write_dicom_series(img, tmp_path / "series", rng=np.random.default_rng(0))
     series = load_volume(tmp_path / "series")
     pred = _cascade((0.4, 0.35)).predict(series)
@@ -85,7 +62,7 @@ def test_cascade_on_dicom_keeps_geometry(tmp_path: Path) -> None:
 
 
 def test_stage1_finds_nothing() -> None:
-    img, _ = _volume("LPS", organs=((10, 21, 8, 23, 3, 9),))
+    img, _ = stored_volume("LPS", organs=((10, 21, 8, 23, 3, 9),))
     data = np.asanyarray(img.dataobj).copy()
     data[data > 60] = 40  # no organ left
     empty = nib.Nifti1Image(data, img.affine)
@@ -98,7 +75,7 @@ def test_stage1_finds_nothing() -> None:
 
 def test_two_components_keep_the_largest_and_tiny_and_edge_organs() -> None:
     big, small = (10, 21, 8, 23, 3, 9), (30, 34, 26, 30, 8, 11)
-    img, labels = _volume("RAS", organs=(big, small))
+    img, labels = stored_volume("RAS", organs=(big, small))
     cascade = _cascade()
     pred = cascade.predict(img)
     assert cascade.last["components"] == 2
@@ -113,7 +90,7 @@ def test_two_components_keep_the_largest_and_tiny_and_edge_organs() -> None:
     dot[5, 6, 7] = True
     box, info = largest_component_box(dot)
     assert box == (5, 6, 6, 7, 7, 8) and info["largest_component_voxels"] == 1
-    img, labels = _volume("LPS", organs=((0, 5, 0, 6, 9, 12),))
+    img, labels = stored_volume("LPS", organs=((0, 5, 0, 6, 9, 12),))
     np.testing.assert_array_equal(_cascade((0.4, 0.35)).predict(img), labels)
 
 

@@ -20,14 +20,18 @@ from kdseg.errors import InputError
 SPACING = (0.8, 0.7, 2.5)  # anisotropic in-plane and through-plane
 
 
-def _volume(codes: str, shape=(40, 36, 12)) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """A RAS volume (body, organ, tumor) stored in orientation ``codes``; also its labels."""
+def stored_volume(codes: str, organs=((10, 21, 8, 23, 3, 9),), shape=(40, 36, 12)):
+    """Body, organ boxes (the first with a tumor) stored in orientation ``codes``; also the
+    labels on the stored grid. Window [-60, 140]: body 40 HU -> 0.0, organ 120 HU -> 0.8,
+    tumor 80 HU -> 0.4, air -> -1."""
     rng = np.random.default_rng(0)
     hu = rng.normal(-900, 5, shape).astype(np.int16)
-    hu[5:30, 6:30, :] = 40
+    hu[2:38, 2:34, :] = 40
     labels = np.zeros(shape, np.uint8)
-    labels[10:21, 8:23, 3:9] = 1
-    labels[12:15, 10:14, 4:6] = 2
+    for x0, x1, y0, y1, z0, z1 in organs:
+        labels[x0:x1, y0:y1, z0:z1] = 1
+    x0, _, y0, _, z0, _ = organs[0]
+    labels[x0 + 2 : x0 + 5, y0 + 2 : y0 + 6, z0 + 1 : z0 + 3] = 2
     hu[labels == 1], hu[labels == 2] = 120, 80
     transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
     affine = np.diag([*SPACING, 1.0]) @ ornt.inv_ornt_aff(transform, shape)
@@ -61,7 +65,7 @@ def _round_trip(pre: Preprocessor, img: nib.Nifti1Image, labels: np.ndarray, roi
 def test_spacing_round_trip_is_exact(codes: str, spacing, size) -> None:
     """Whole-factor finer spacings (anisotropic, any storage order): the labels come back
     exactly, and the model grid has the requested spacing (and size, when given)."""
-    img, labels = _volume(codes)
+    img, labels = stored_volume(codes)
     pre = Preprocessor(PreprocessConfig(spacing_mm=spacing, in_plane_size=size))
     back, geom = _round_trip(pre, img, labels)
     assert back.shape == img.shape
@@ -74,7 +78,7 @@ def test_spacing_round_trip_is_exact(codes: str, spacing, size) -> None:
 @pytest.mark.parametrize("codes", ["LPS", "PIR"])
 def test_coarser_spacing_keeps_geometry(codes: str) -> None:
     """Coarser than the input (resampled twice): same grid, the bulk of every label agrees."""
-    img, labels = _volume(codes)
+    img, labels = stored_volume(codes)
     pre = Preprocessor(PreprocessConfig(spacing_mm=(1.5, 1.5)))
     back, geom = _round_trip(pre, img, labels)
     assert geom.resized == (round(40 * 0.8 / 1.5), round(36 * 0.7 / 1.5))
@@ -86,7 +90,7 @@ def test_coarser_spacing_keeps_geometry(codes: str) -> None:
 @pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP"])
 def test_roi_crop_and_paste_round_trip(codes: str) -> None:
     """Organ box plus margin: only the ROI's slices, and labels pasted back exactly."""
-    img, labels = _volume(codes)
+    img, labels = stored_volume(codes)
     pre = Preprocessor(PreprocessConfig(roi="organ", roi_margin_mm=3.0, spacing_mm=(0.4, 0.35)))
     roi = organ_box(pre.reorient(img, labels) > 0)
     assert roi == (10, 21, 8, 23, 3, 9)
@@ -101,7 +105,7 @@ def test_roi_at_the_volume_edge_and_tiny_organ() -> None:
     shape, spacing = (40, 36, 12), SPACING
     assert expand_box((0, 3, 30, 36, 10, 12), 5.0, spacing, shape) == (0, 10, 22, 36, 8, 12)
     assert expand_box((20, 21, 9, 10, 5, 6), 0.0, spacing, shape) == (20, 21, 9, 10, 5, 6)
-    img, labels = _volume("LPS")
+    img, labels = stored_volume("LPS")
     edge = np.zeros_like(labels)
     canonical_edge = Preprocessor(PreprocessConfig()).reorient(img, edge)
     canonical_edge[0:3, 0:4, 10:12] = 1  # writes through the view into ``edge``
@@ -146,6 +150,6 @@ def test_config_rules() -> None:
     # configs without the new keys keep their digest (and so their slice cache)
     assert PreprocessConfig().digest() == PreprocessConfig(roi_margin_mm=3.0).digest()
     assert PreprocessConfig().digest() != PreprocessConfig(spacing_mm=(1.5, 1.5)).digest()
-    img, _ = _volume("RAS")
+    img, _ = stored_volume("RAS")
     with pytest.raises(InputError, match="stage 2 of a cascade"):
         Preprocessor(PreprocessConfig(roi="organ")).image(img)
