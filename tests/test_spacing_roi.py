@@ -153,3 +153,37 @@ def test_config_rules() -> None:
     img, _ = stored_volume("RAS")
     with pytest.raises(InputError, match="stage 2 of a cascade"):
         Preprocessor(PreprocessConfig(roi="organ")).image(img)
+
+
+def test_prepare_caches_roi_slices_only(tmp_path) -> None:
+    """``roi: organ`` in prepare: the cache holds the (jittered) ground-truth box's slices,
+    every organ voxel among them; a case without organ gives no slice."""
+    from kdseg.data.cache import open_case
+    from kdseg.data.prepare import prepare_case
+    from kdseg.data.sources import Case
+
+    cfg = PreprocessConfig(roi="organ", roi_margin_mm=6.0, roi_jitter_mm=3.0)
+    cases = []
+    for name, organs in (("one", ((10, 21, 8, 23, 3, 9),)), ("edge", ((0, 6, 30, 36, 8, 12),))):
+        img, labels = stored_volume("PIR", organs, shape=(40, 36, 24))
+        nib.save(img, str(tmp_path / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(labels, img.affine), str(tmp_path / f"{name}-seg.nii.gz"))
+        cases.append((name, labels))
+    img, labels = stored_volume("LPS")
+    empty = np.zeros_like(labels)
+    nib.save(img, str(tmp_path / "none.nii.gz"))
+    nib.save(nib.Nifti1Image(empty, img.affine), str(tmp_path / "none-seg.nii.gz"))
+    for name, labels in [*cases, ("none", empty)]:
+        case = Case(name, tmp_path / f"{name}.nii.gz", tmp_path / f"{name}-seg.nii.gz")
+        prepare_case(case, cfg, tmp_path / "cache")
+        cached = open_case(tmp_path / "cache", name)
+        assert int((np.asarray(cached.label) > 0).sum()) == int((labels > 0).sum())
+        if name == "none":
+            assert cached.n_slices == 0 and cached.image.shape[0] == 0
+        else:
+            # margin 3 slices (6 mm / 2.5 mm, rounded up) + jitter <= 1 slice, on each side
+            assert cached.n_slices - len(cached.organ_slices) <= 8 and cached.n_slices < 16
+    again = tmp_path / "again"
+    prepare_case(Case("one", tmp_path / "one.nii.gz", tmp_path / "one-seg.nii.gz"), cfg, again)
+    same = open_case(again, "one").image, open_case(tmp_path / "cache", "one").image
+    np.testing.assert_array_equal(*same)  # the jitter is seeded: the same cache every time

@@ -51,7 +51,7 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     folder = case_folder(cache_dir, case.case_id)
     _save_npy(slices.astype(config.store_dtype), folder / "image.npy")
     _save_npy(labels, folder / "label.npy")
-    per_slice = labels.reshape(labels.shape[0], -1)
+    per_slice = labels.reshape(labels.shape[0], int(np.prod(labels.shape[1:])))
     meta = {
         "case_id": case.case_id,
         "image": str(case.image),
