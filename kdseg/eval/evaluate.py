@@ -24,14 +24,17 @@ from kdseg.data.io import check_pair, load_volume
 from kdseg.data.prepare import LABELS
 from kdseg.data.sources import Case
 from kdseg.errors import InputError, write_text_atomic
-from kdseg.eval.inference import Predictor
+from kdseg.eval.inference import CascadePredictor, Predictor
 from kdseg.eval.metrics import case_metrics, paper_protocol_case, paper_protocol_dice, summarize
 
 HEADLINE = ("dice", "dice_global", "hd95", "assd", "voe", "rvd")
 
 
 def evaluate_cases(
-    predictor: Predictor, cases: Sequence[Case], protocol: str = "full", progress: bool = True
+    predictor: Predictor | CascadePredictor,
+    cases: Sequence[Case],
+    protocol: str = "full",
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per case: ``{"case": id, <class>: {metric: value}}``."""
     if protocol not in ("full", "paper"):
@@ -58,7 +61,7 @@ def evaluate_cases(
 
 
 def _paper_row(
-    predictor: Predictor,
+    predictor: Predictor | CascadePredictor,
     image: Any,
     pred: np.ndarray,
     truth: np.ndarray,
