@@ -5,7 +5,11 @@ Layout of one cache (one folder per dataset and preprocessing digest)::
     <cache>/preprocess.json            the PreprocessConfig, its digest, the source folder
     <cache>/cases/<case_id>/image.npy  (Z, h, w) model-input slices in the store dtype
     <cache>/cases/<case_id>/label.npy  (Z, h, w) uint8 labels on the same grid
-    <cache>/cases/<case_id>/meta.json  written last: slice flags, spacing, shapes
+    <cache>/cases/<case_id>/meta.json  written last: slice flags, spacing, shapes, box
+
+With ``preprocess.roi: organ`` a case's arrays hold only the slices of its (jittered) organ
+box, cropped to that box, so a stage-2 model trains on organ slices; a case without organ
+holds none.
 
 An image-only cache (unlabeled scans) has the same layout without ``label.npy``; its
 ``meta.json`` says ``labeled: false``.

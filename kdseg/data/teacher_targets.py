@@ -136,6 +136,8 @@ def prepare_teacher_case(
     case_id: str, image_path: Path, folder: Path, config: PreprocessConfig, cache_dir: Path
 ) -> str:
     """Check, preprocess and cache the stored prediction of one case; return its id."""
+    if config.roi is not None:
+        raise InputError(folder, "teacher.predictions with preprocess.roi=organ is not supported")
     path = find_prediction(folder, case_id)
     image = load_volume(image_path)
     probs, hard = load_prediction(path, image, label_map_of(folder))

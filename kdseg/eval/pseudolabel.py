@@ -58,7 +58,7 @@ def score_case(
 ) -> tuple[np.ndarray, dict]:
     """The teacher's label volume for ``image`` and its confidences (see the module doc)."""
     stats: dict[str, float] = {}
-    label = predictor.predict(image, stats)
+    label = predictor.predict(image, stats=stats)
     voxels = stats.get("foreground_voxels", 0.0)
     row = {
         "mean_max_prob": stats["max_prob_sum"] / voxels if voxels else 0.0,
