@@ -23,7 +23,7 @@ from kdseg.data.io import check_pair, load_volume
 from kdseg.data.nnunet import remap_labels
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor, jitter_box, organ_box
 from kdseg.data.sources import Case, ImageCase
-from kdseg.errors import atomic_path, write_text_atomic
+from kdseg.errors import InputError, atomic_path, write_text_atomic
 
 LABELS = (0, 1, 2)
 
@@ -93,6 +93,8 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
     Same preprocessing and layout as :func:`prepare_case`, no ``label.npy``; ``meta.json``
     says ``labeled: false``. An organ-ROI config is refused (no ground-truth organ box).
     """
+    if config.roi is not None:
+        raise InputError(case.image, "unlabeled images with preprocess.roi=organ: no organ box")
     slices, geom = Preprocessor(config).image(load_volume(case.image))
     folder = case_folder(cache_dir, case.case_id)
     _save_npy(slices.astype(config.store_dtype), folder / "image.npy")
