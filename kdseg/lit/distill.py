@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from kdseg.data.preprocess import PreprocessConfig
 from kdseg.distill.criterion import LOGITS, build_criterion, parse_terms
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
@@ -57,7 +58,7 @@ class DistillationModule(SegmentationModule):
             teacher_taps: dict = {}
         else:
             bundle = load_bundle(ckpt)
-            mismatched = [k for k in MUST_MATCH if bundle.data.get(k) != data.get(k)]
+            mismatched = [k for k in MUST_MATCH if not _same(k, bundle.data.get(k), data.get(k))]
             if mismatched:
                 details = ", ".join(
                     f"{k}: teacher {bundle.data.get(k)!r} vs data {data.get(k)!r}"
@@ -118,6 +119,14 @@ class DistillationModule(SegmentationModule):
         if self._trainer is None or not self.criterion.warmup:
             return None, None
         return self.trainer.global_step, self.trainer.estimated_stepping_batches
+
+
+def _same(key: str, teacher: Any, student: Any) -> bool:
+    """Equal inputs; preprocessing compared as configs, so keys added later with their
+    defaults (a teacher saved by an older kdseg) do not count as a difference."""
+    if key == "preprocess" and isinstance(teacher, dict) and isinstance(student, dict):
+        return PreprocessConfig.from_dict(teacher) == PreprocessConfig.from_dict(student)
+    return teacher == student
 
 
 def _refuse_feature_terms(terms: Any, predictions: str) -> None:
