@@ -285,10 +285,12 @@ def results_table(
         for name in ("organ", "tumor"):
             alone, teacher = ref[name]
             gap = teacher - alone
-            closed = (
-                (stats(row, name)[0] - alone) / gap if row not in ("teacher", "alone") else None
-            )
-            cells.append("-" if closed is None or gap == 0 else f"{100 * closed:.0f}%")
+            if row in ("teacher", "alone"):
+                cells.append("-")
+            elif gap <= 0:  # the teacher is not better: there is no gap to close
+                cells.append("no gap")
+            else:
+                cells.append(f"{100 * (stats(row, name)[0] - alone) / gap:.0f}%")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     paired = all(len({inits[r][s] for r in ROWS if r != "teacher"}) == 1 for s in seeds)
     lines.append("")
