@@ -244,11 +244,41 @@ class Study:
                 scores[row][seed] = self.evaluate(run)
                 summary = json.loads((run / "summary.json").read_text())
                 inits[row][seed] = summary.get("init_weights_sha256")
-        table = results_table(scores, inits, self.seeds)
+        table = results_table(scores, inits, self.seeds) + self.pseudo_quality()
         table += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
         (self.dir / "results.md").write_text(table)
         (self.dir / "results.json").write_text(json.dumps(scores, indent=1, default=float))
         print(table)
+
+    def pseudo_quality(self) -> str:
+        """Markdown: Dice of the pseudo-labels against the hidden truth (all vs kept cases)."""
+        import nibabel as nib
+        import numpy as np
+
+        def dice(a: np.ndarray, b: np.ndarray) -> float:
+            total = int(a.sum()) + int(b.sum())
+            return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+        lines = [
+            "",
+            "| pseudo-labels | cases | organ Dice vs hidden truth | tumor Dice |",
+            "|---|---|---|---|",
+        ]
+        for seed in self.seeds:
+            for name in ("all", "filtered"):
+                folder = self.dir / "pseudo" / f"{name}-s{seed}" / "labelsTr"
+                organ, tumor = [], []
+                for path in sorted(folder.iterdir()):
+                    n = int(path.name.split("-")[1].split(".")[0])
+                    pred = np.asarray(nib.load(path).dataobj)
+                    truth = np.asarray(nib.load(self.hidden / f"segmentation-{n}.nii.gz").dataobj)
+                    organ.append(dice(pred > 0, truth > 0))
+                    tumor.append(dice(pred == 2, truth == 2))
+                lines.append(
+                    f"| {name}, teacher seed {seed} | {len(organ)} | "
+                    f"{statistics.mean(organ):.3f} | {statistics.mean(tumor):.3f} |"
+                )
+        return "\n".join(lines) + "\n"
 
 
 def _link(source: Path, link: Path) -> None:
