@@ -139,6 +139,7 @@ NEW_TERMS = [
     "+distill.terms.kd_bal={loss: kd_balanced, weight: 1.0, student_tap: logits}",
     "+distill.terms.kd_reg={loss: kd_region, weight: 1.0, student_tap: logits}",
     "+distill.terms.dist={loss: dist, weight: 1.0, student_tap: logits}",
+    "+distill.terms.dkd={loss: dkd, weight: 1.0, student_tap: logits}",
 ]
 
 
@@ -199,7 +200,7 @@ def test_warmup_ramps_over_the_trainers_steps_with_the_new_logit_terms(
     assert trainer.global_step == 4
     assert probe.ramp == [0.0, 0.5, 1.0, 1.0]
     assert not any(probe.teacher_grads)
-    for term in ("pmd", "kd_bal", "kd_reg", "dist"):
+    for term in ("pmd", "kd_bal", "kd_reg", "dist", "dkd"):
         assert torch.isfinite(trainer.callback_metrics[f"distill/{term}"]), term
 
 
