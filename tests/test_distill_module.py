@@ -50,6 +50,28 @@ def _fake_teacher(path: Path, model: dict[str, Any], data: dict[str, Any]) -> Pa
     return path
 
 
+def _module_with_fake_teacher(
+    phantom_lits: Path, tmp_path: Path, teacher: str, overrides: list[str]
+) -> tuple[DistillationModule, Any]:
+    """A DistillationModule on the tiny phantom data around an untrained ``teacher`` network."""
+    cfg = _compose(
+        "distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", *STUDENT, *overrides]
+    )
+    setup = resolve_data(cfg["data"])
+    setup.prepare(progress=False)
+    teacher_model = {"name": teacher, "in_channels": 1, "num_classes": 3, "width": 0.25}
+    ckpt = _fake_teacher(tmp_path / f"{teacher}.ckpt", teacher_model, setup.info())
+    module = DistillationModule(
+        model=cfg["student"],
+        data=setup.info(),
+        optim=cfg["optim"],
+        loss=cfg["loss"],
+        teacher={"ckpt": str(ckpt)},
+        distill=cfg["distill"],
+    )
+    return module, setup
+
+
 class Probe(pl.Callback):
     """Inside real training steps: the teacher's mode, and where gradients went."""
 
@@ -81,27 +103,8 @@ class Probe(pl.Callback):
 def test_teacher_frozen_and_gradients_reach_student_and_adapters_with_misaligned_taps(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    cfg = _compose(
-        "distill",
-        [
-            f"data.root={phantom_lits}",
-            "teacher.ckpt=unused",
-            *STUDENT,
-            "distill=emkd",
-            *MISALIGNED_TERMS,
-        ],
-    )
-    setup = resolve_data(cfg["data"])
-    setup.prepare(progress=False)
-    teacher_model = {"name": "unetpp", "in_channels": 1, "num_classes": 3, "width": 0.25}
-    ckpt = _fake_teacher(tmp_path / "unetpp.ckpt", teacher_model, setup.info())
-    module = DistillationModule(
-        model=cfg["student"],
-        data=setup.info(),
-        optim=cfg["optim"],
-        loss=cfg["loss"],
-        teacher={"ckpt": str(ckpt)},
-        distill=cfg["distill"],
+    module, setup = _module_with_fake_teacher(
+        phantom_lits, tmp_path, "unetpp", ["distill=emkd", *MISALIGNED_TERMS]
     )
     s_info, t_info = module.net.tap_info, module.teacher.tap_info
     assert s_info["low"].channels != t_info["low"].channels  # channels differ on every EMKD tap
@@ -160,28 +163,12 @@ class RampProbe(pl.Callback):
 def test_warmup_ramps_over_the_trainers_steps_with_the_new_logit_terms(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    cfg = _compose(
-        "distill",
-        [
-            f"data.root={phantom_lits}",
-            "teacher.ckpt=unused",
-            *STUDENT,
-            "distill=emkd_balanced",
-            "distill.warmup=0.5",  # half of the 4 steps: the full weights from step 2 on
-            *NEW_TERMS,
-        ],
-    )
-    setup = resolve_data(cfg["data"])
-    setup.prepare(progress=False)
-    teacher_model = {"name": "enet", "in_channels": 1, "num_classes": 3, "width": 0.25}
-    ckpt = _fake_teacher(tmp_path / "enet.ckpt", teacher_model, setup.info())
-    module = DistillationModule(
-        model=cfg["student"],
-        data=setup.info(),
-        optim=cfg["optim"],
-        loss=cfg["loss"],
-        teacher={"ckpt": str(ckpt)},
-        distill=cfg["distill"],
+    module, setup = _module_with_fake_teacher(
+        phantom_lits,
+        tmp_path,
+        "enet",
+        # half of the 4 steps: the full weights from step 2 on
+        ["distill=emkd_balanced", "distill.warmup=0.5", *NEW_TERMS],
     )
     assert module.criterion.warmup == 0.5
     probe = RampProbe()
