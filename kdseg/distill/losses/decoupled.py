@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from kdseg.distill.adapters import resize_to
 from kdseg.distill.losses.base import DistillLoss, pixel_classes
 from kdseg.distill.losses.registry import register_loss
 
 
-def _kl(log_p_teacher: torch.Tensor, log_p_student: torch.Tensor, keep: torch.Tensor | None):
-    """KL(teacher || student) summed over dim 1, over the entries where ``keep`` (all if None)."""
-    terms = log_p_teacher.exp() * (log_p_teacher - log_p_student)
-    if keep is not None:
-        terms = torch.where(keep, terms, torch.zeros_like(terms))
-    return terms.sum(dim=1)
+def _kl(log_p_teacher: torch.Tensor, log_p_student: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of log-distributions along dim 1, summed over dim 1."""
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
 
 
 @register_loss("dkd", temperature=4.0, alpha=1.0, beta=8.0)
@@ -57,20 +53,19 @@ class DecoupledKDLoss(DistillLoss):
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
         student = resize_to(student, teacher.shape[2:])
-        target = pixel_classes(labels, teacher)
-        is_target = F.one_hot(target, teacher.shape[1]).movedim(-1, 1).bool()  # (B, C, *spatial)
+        target = pixel_classes(labels, teacher)[:, None]  # (B, 1, *spatial)
         binary, non_target = [], []
         for logits in (teacher, student):
             z = logits / self.temperature
-            log_p = F.log_softmax(z, dim=1)
-            log_p_t = torch.where(is_target, log_p, torch.zeros_like(log_p)).sum(1, keepdim=True)
-            rest = torch.where(is_target, torch.full_like(log_p, -torch.inf), log_p)
-            log_p_rest = torch.logsumexp(rest, dim=1, keepdim=True)  # log(1 - p_t), stably
-            binary.append(torch.cat([log_p_t, log_p_rest], dim=1))
-            masked = torch.where(is_target, torch.full_like(z, -torch.inf), z)
-            non_target.append(F.log_softmax(masked, dim=1))
-        tckd = _kl(binary[0], binary[1], None)
-        nckd = _kl(non_target[0], non_target[1], ~is_target)
+            log_all = torch.logsumexp(z, dim=1, keepdim=True)
+            log_rest = torch.logsumexp(z.scatter(1, target, -torch.inf), dim=1, keepdim=True)
+            # [log p_t, log (1 - p_t)], the latter stably as logsumexp over the other classes
+            binary.append(torch.cat([z.gather(1, target) - log_all, log_rest - log_all], dim=1))
+            # log q over the classes other than t; the target entry set to log 1 = 0 in both
+            # networks adds exactly 0 to the KL (and gets no gradient: scatter overwrites it)
+            non_target.append((z - log_rest).scatter(1, target, 0.0))
+        tckd = _kl(*binary)
+        nckd = _kl(*non_target)
         return (self.alpha * tckd + self.beta * nckd).mean() * self.temperature**2
 
     def extra_repr(self) -> str:
