@@ -15,6 +15,7 @@ from kdseg.data.dicom import write_dicom_series
 from kdseg.data.io import load_volume
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.data.tasks import Task
+from kdseg.errors import InputError
 from kdseg.eval.inference import CascadePredictor, Predictor, largest_component_box
 
 
@@ -155,3 +156,27 @@ def test_real_scan_through_predict_keeps_its_geometry(trained_enet: Path, tmp_pa
         "liver_reference.nii.gz",
         "spleen_reference.nii.gz",
     ]  # predict never writes into its input folder
+
+
+def test_stage2_alone_is_evaluated_in_the_reference_organ_box(tmp_path: Path) -> None:
+    """kdseg-eval of a stage-2 model without stage 1 runs it in the reference organ's box (an
+    oracle stage 1): an organ the reference does not hold, outside that box, stays background.
+    Prediction alone needs a box (a cascade)."""
+    from kdseg.data.sources import Case
+    from kdseg.eval.evaluate import evaluate_cases
+
+    big, small = (10, 21, 8, 23, 3, 9), (30, 34, 26, 30, 8, 11)
+    img, labels = stored_volume("RAS", organs=(big, small))
+    reference = labels.copy()
+    reference[30:34, 26:30, 8:11] = 0  # the reference holds the big organ (and its tumor) only
+    nib.save(img, tmp_path / "volume-0.nii.gz")
+    nib.save(nib.Nifti1Image(reference, img.affine), tmp_path / "segmentation-0.nii.gz")
+    stage2 = Predictor(
+        fine_backend, PreprocessConfig(roi="organ", roi_margin_mm=0.0), Task("multiclass")
+    )
+    case = Case("volume-0", tmp_path / "volume-0.nii.gz", tmp_path / "segmentation-0.nii.gz")
+    row = evaluate_cases(stage2, [case], progress=False)[0]
+    assert row["organ"]["dice"] == pytest.approx(1.0) and row["tumor"]["dice"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="stage 2 of a cascade"):
+        stage2.predict(img)
+    assert stage2.predict(img, roi=(10, 34, 8, 30, 3, 11))[30:34, 26:30, 8:11].all()
