@@ -12,7 +12,8 @@ Protocol (fixed before any result was seen; issue 15):
 * training: ``experiment=phantom_study`` (Adam lr 1e-2 cosine, batch 16, tumor-slice
   oversampling 0.7) for ``--steps`` optimizer steps; one thread per run, one run at a time.
 * evaluation: ``kdseg-eval`` (full protocol: every slice, argmax, per-case 3D Dice) on the test
-  split: the single stage alone, and each cascade (``ckpt=[single, stage2]``).
+  split: the single stage alone, each cascade (``ckpt=[single, stage2]``), and each stage 2
+  alone in the reference organ box (an oracle stage 1: the stage-2 model on its own merit).
 * real scan: organ Dice of single stage and cascades on ``tests/data/real_ct/ct.nii.gz``
   against ``liver_reference.nii.gz`` (a TotalSegmentator prediction; one scan, never tuned on).
 * time: ``kdseg-bench`` on one 512 x 512 x 200 phantom volume, 2 threads, end to end.
@@ -123,6 +124,7 @@ class Study:
             for model in self.stage2:
                 run = self.run_dir("stage2", model, seed)
                 self.evaluate([single, self.ckpt("stage2", model, seed)], run / "eval-cascade")
+                self.evaluate([self.ckpt("stage2", model, seed)], run / "eval-oracle")
 
     def stage_real(self) -> None:
         import nibabel as nib
@@ -187,6 +189,10 @@ class Study:
             (f"cascade: ENet -> {m} (ROI, 1.5 mm, 128x128)", "stage2", m, "eval-cascade", "cascade")
             for m in self.stage2
         ]
+        configs += [
+            (f"stage 2 alone in the reference box: {m}", "stage2", m, "eval-oracle", None)
+            for m in self.stage2
+        ]
         rows = []
         for title, kind, model, eval_dir, real_kind in configs:
             per_seed = []
@@ -196,7 +202,7 @@ class Study:
                 if not summary.exists():
                     continue
                 s = json.loads(summary.read_text())["summary"]
-                real = run / f"real_ct-{real_kind}.json"
+                real = run / f"real_ct-{real_kind}.json" if real_kind else run / "none"
                 train = json.loads((run / "summary.json").read_text())
                 per_seed.append(
                     {
@@ -211,7 +217,7 @@ class Study:
                         "steps": train["global_step"],
                     }
                 )
-            name = "single-enet" if kind == "single" else f"cascade-enet-{model}"
+            name = {"single": "single-enet", "cascade": f"cascade-enet-{model}"}.get(real_kind)
             b = bench.get(name, {})
             rows.append(
                 {
