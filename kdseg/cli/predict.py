@@ -7,16 +7,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, build_predictor, guarded
-from kdseg.data.dicom import is_dicom_folder
-from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, load_volume, save_label
+from kdseg.cli import CONFIG_PATH, build_predictor, fast_help, format_timings, guarded, timed
 from kdseg.errors import InputError
-from kdseg.eval.lesions import format_lesion_report, lesion_report, write_lesion_report
-from kdseg.eval.overlay import save_overlay
+
+# nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
+# `kdseg-predict --help` starts in well under a second.
 
 
 def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
     """Pairs (input, output file): one file or DICOM series, or every volume in a folder."""
+    from kdseg.data.dicom import is_dicom_folder
+    from kdseg.data.io import is_nifti
+
     if not source.exists():
         raise InputError(source, "input not found")
     single = source.is_file() or is_dicom_folder(source)
@@ -35,6 +37,8 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
 
 
 def _stem(path: Path) -> str:
+    from kdseg.data.io import NIFTI_SUFFIXES
+
     name = path.name
     for suffix in NIFTI_SUFFIXES[::-1]:
         if name.endswith(suffix):
@@ -42,22 +46,40 @@ def _stem(path: Path) -> str:
     return name
 
 
+@fast_help("predict")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 @guarded("kdseg-predict")
 def main(cfg: DictConfig) -> None:
+    from kdseg.data.io import load_volume, save_label
+
     pairs = plan_outputs(Path(cfg.input), Path(cfg.output))
-    predictor, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
+    steps: dict[str, float] = {}
+    with timed(steps, "load model"):
+        predictor, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
     for source, target in pairs:
-        image = load_volume(source)
+        with timed(steps, "read"):
+            image = load_volume(source)
         label = predictor.predict(image)
-        save_label(label, image, target)
+        for name, seconds in predictor.timings.items():
+            steps[name] = steps.get(name, 0.0) + seconds
+        with timed(steps, "write"):
+            save_label(label, image, target)
         print(f"{source} -> {target}")
         stem = target.parent / _stem(target)
         if cfg.report:
-            report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
-            write_lesion_report(report, f"{stem}.lesions.json", f"{stem}.lesions.txt")
+            with timed(steps, "report"):
+                from kdseg.eval.lesions import (
+                    format_lesion_report,
+                    lesion_report,
+                    write_lesion_report,
+                )
+
+                report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
+                write_lesion_report(report, f"{stem}.lesions.json", f"{stem}.lesions.txt")
             print(format_lesion_report(report))
         if cfg.overlay:
+            from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
+
             canonical = predictor.pre
             png = save_overlay(
                 canonical.reorient(image),
@@ -67,3 +89,5 @@ def main(cfg: DictConfig) -> None:
                 spacing=canonical.spacing(image),
             )
             print(f"overlay: {png}")
+    if cfg.verbose:
+        print(format_timings(steps))

@@ -10,18 +10,20 @@ deployment layer adds compiled and exported ones without touching this loop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
-import torch
 from rich.progress import Progress
 
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
 from kdseg.data.tasks import Task
-from kdseg.models import LogitsOnly
+
+if TYPE_CHECKING:  # only the torch backend needs torch; the ONNX path never imports it
+    import torch
 
 Backend = Callable[[np.ndarray], np.ndarray]
 BACKENDS: dict[str, Callable[..., Backend]] = {}
@@ -40,6 +42,10 @@ def register_backend(name: str) -> Callable:
 @register_backend("torch")
 def torch_backend(model: torch.nn.Module, threads: int | None = None) -> Backend:
     """Eager PyTorch on the CPU."""
+    import torch
+
+    from kdseg.models import LogitsOnly
+
     if threads:
         torch.set_num_threads(int(threads))
     net = LogitsOnly(model).eval()
@@ -72,19 +78,26 @@ def context_stack(slices: np.ndarray, zs: np.ndarray, context: int) -> np.ndarra
     return np.ascontiguousarray(slices[idx], dtype=np.float32)
 
 
-def channel_argmax(probs: torch.Tensor) -> torch.Tensor:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the channel axis 1 of ``(B, C, h, w)`` logits, float32."""
+    z = np.asarray(logits, dtype=np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def channel_argmax(probs: np.ndarray) -> np.ndarray:
     """``probs.argmax(1)`` as uint8 (the first maximum wins), by elementwise comparisons.
 
-    torch's argmax over the channel dimension of a ``(B, C, X, Y)`` tensor with few channels
-    is a slow strided reduction on CPU (about 0.2 s for one 3 x 512 x 512 slice, i.e. most of
-    a volume's prediction time); C - 1 comparisons take a few milliseconds.
+    An argmax over the channel axis of a ``(B, C, X, Y)`` array with few channels is a slow
+    strided reduction on CPU; C - 1 comparisons take a few milliseconds.
     """
     best = probs[:, 0]
-    labels = torch.zeros(best.shape, dtype=torch.uint8)
+    labels = np.zeros(best.shape, dtype=np.uint8)
     for c in range(1, probs.shape[1]):
         better = probs[:, c] > best
-        labels += better.to(torch.uint8) * (c - labels)
-        best = torch.maximum(best, probs[:, c])
+        labels[better] = c
+        best = np.maximum(best, probs[:, c])
     return labels
 
 
@@ -108,6 +121,7 @@ class Predictor:
         self.batch_size = max(int(batch_size), 1)
         self.threshold = threshold
         self.progress = progress
+        self.timings: dict[str, float] = {}
 
     @classmethod
     def from_bundle(
@@ -122,15 +136,15 @@ class Predictor:
         run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
         return cls(run, bundle.preprocess, bundle.task, bundle.context, **kwargs)
 
-    def _binary(self, probs: torch.Tensor) -> bool:
+    def _binary(self, probs: np.ndarray) -> bool:
         return self.threshold is not None and probs.shape[1] == 2
 
-    def _decide(self, probs: torch.Tensor) -> torch.Tensor:
+    def _decide(self, probs: np.ndarray) -> np.ndarray:
         if self._binary(probs):
-            return (probs[:, 1] > self.threshold).to(torch.uint8)
+            return (probs[:, 1] > self.threshold).astype(np.uint8)
         return channel_argmax(probs)
 
-    def _any_foreground(self, probs: torch.Tensor) -> torch.Tensor:
+    def _any_foreground(self, probs: np.ndarray) -> np.ndarray:
         """``(B,)``: which model-grid slices have a pixel the decision would call foreground.
 
         Bilinear resampling mixes neighbouring pixels convexly, so a slice where background
@@ -142,11 +156,17 @@ class Predictor:
             hit = probs[:, 1] > self.threshold
         else:
             hit = (probs[:, 1:] > probs[:, :1]).any(1)
-        return hit.flatten(1).any(1)
+        return hit.reshape(len(hit), -1).any(1)
 
     def predict(self, img: nib.Nifti1Image) -> np.ndarray:
-        """Dataset-label volume (uint8) on ``img``'s voxel grid (Fortran-ordered, like NIfTI)."""
+        """Dataset-label volume (uint8) on ``img``'s voxel grid (Fortran-ordered, like NIfTI).
+
+        The seconds spent in each step of the last call are kept in :attr:`timings`
+        (``preprocess``, ``network``, ``restore``).
+        """
+        clock = time.perf_counter()
         slices, geom = self.pre.image(img)
+        timings = {"preprocess": time.perf_counter() - clock, "network": 0.0, "restore": 0.0}
         x, y, z = geom.canonical_shape
         x0, x1, y0, y1 = geom.box
         # C-ordered (Z, Y, X) is Fortran-ordered (X, Y, Z): the order the label is written in
@@ -155,13 +175,20 @@ class Predictor:
             task = bar.add_task("predict slices", total=z)
             for start in range(0, z, self.batch_size):
                 zs = np.arange(start, min(start + self.batch_size, z))
-                logits = torch.from_numpy(self.backend(context_stack(slices, zs, self.context)))
-                probs = torch.softmax(logits.float(), dim=1)
+                clock = time.perf_counter()
+                logits = self.backend(context_stack(slices, zs, self.context))
+                timings["network"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                probs = softmax(logits)
                 hit = self._any_foreground(probs)
                 if hit.any():
                     restored = self.pre.restore(probs[hit], geom)
-                    decided = self._decide(restored).numpy().transpose(0, 2, 1)
-                    labels[zs[hit.numpy()], y0:y1, x0:x1] = decided
+                    labels[zs[hit], y0:y1, x0:x1] = self._decide(restored).transpose(0, 2, 1)
+                timings["restore"] += time.perf_counter() - clock
                 bar.advance(task, len(zs))
+        clock = time.perf_counter()
         canonical = np.asarray(self.task.to_dataset(labels.transpose(2, 1, 0)), dtype=np.uint8)
-        return self.pre.to_input_orientation(canonical, geom)
+        out = self.pre.to_input_orientation(canonical, geom)
+        timings["restore"] += time.perf_counter() - clock
+        self.timings = timings
+        return out
