@@ -333,6 +333,47 @@ def test_predict_and_eval_with_artefact_only(
     assert set(summary["summary"]) == {"organ", "tumor"}
 
 
+NO_TORCH = """
+import sys
+BLOCKED = ("torch", "lightning", "pytorch_lightning", "monai", "matplotlib", "torchvision")
+sys.modules.update(dict.fromkeys(BLOCKED))  # None in sys.modules: `import torch` raises
+from kdseg.cli.predict import main
+sys.argv = ["kdseg-predict", *sys.argv[1:]]
+try:
+    main()
+finally:
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED and sys.modules[m])
+    print("LOADED", loaded)
+"""
+
+
+def test_onnx_predict_in_a_fresh_process_never_imports_torch(
+    workspace: dict, onnx_fp32: Path, tmp_path: Path
+) -> None:
+    """The deploy path runs with torch, lightning, monai and matplotlib unimportable, and
+    predicts exactly what the same artefact predicts in this (torch-importing) process."""
+    import os
+    import subprocess
+
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    target = tmp_path / "label.nii.gz"
+    args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true"]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, *args, f"input={case.image}", f"output={target}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LOADED []" in done.stdout
+    assert "time (s): load model" in done.stdout and "network" in done.stdout
+    image = load_volume(case.image)
+    bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")
+    expected = _predict_and_check(bundle, backend, artifact, image)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(target)).dataobj), expected)
+    assert (tmp_path / "label.lesions.json").is_file()
+
+
 @pytest.mark.parametrize(
     "bad", ["missing ckpt", "corrupt onnx", "onnx without metadata", "corrupt pt2"]
 )

@@ -23,7 +23,7 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
         raise InputError(source, "input not found")
     single = source.is_file() or is_dicom_folder(source)
     if single:
-        if is_nifti(output):
+        if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg
             return [(source, output)]
         return [(source, output / f"{_stem(source)}.nii.gz")]
     inputs = sorted(
@@ -40,10 +40,20 @@ def _stem(path: Path) -> str:
     from kdseg.data.io import NIFTI_SUFFIXES
 
     name = path.name
-    for suffix in NIFTI_SUFFIXES[::-1]:
+    for suffix in (*NIFTI_SUFFIXES[::-1], ".seg.dcm", ".dcm"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def _write_seg(label, source: Path, target: Path, task, data: dict) -> Path:
+    """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) beside/at
+    ``target`` (``<stem>.seg.dcm``, or ``target`` itself when it ends in ``.dcm``)."""
+    from kdseg.data.dicom_seg import write_dicom_seg
+
+    seg = target if target.suffix == ".dcm" else target.parent / f"{_stem(target)}.seg.dcm"
+    organ = str(data.get("organ") or "organ")
+    return write_dicom_seg(label, source, seg, labels=task.output_labels, organ=organ)
 
 
 @fast_help("predict")
@@ -53,9 +63,13 @@ def main(cfg: DictConfig) -> None:
     from kdseg.data.io import load_volume, save_label
 
     pairs = plan_outputs(Path(cfg.input), Path(cfg.output))
+    if cfg.output_format not in ("nifti", "dicom-seg"):
+        raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
+    if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
+        raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
     steps: dict[str, float] = {}
     with timed(steps, "load model"):
-        predictor, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
+        predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
     for source, target in pairs:
         with timed(steps, "read"):
             image = load_volume(source)
@@ -63,7 +77,10 @@ def main(cfg: DictConfig) -> None:
         for name, seconds in predictor.timings.items():
             steps[name] = steps.get(name, 0.0) + seconds
         with timed(steps, "write"):
-            save_label(label, image, target)
+            if cfg.output_format == "dicom-seg":
+                target = _write_seg(label, source, target, predictor.task, bundle.data)
+            else:
+                save_label(label, image, target)
         print(f"{source} -> {target}")
         stem = target.parent / _stem(target)
         if cfg.report:

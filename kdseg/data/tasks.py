@@ -42,6 +42,11 @@ class Task:
         return {self.name: EVAL_CLASSES[self.name]}
 
     @property
+    def output_labels(self) -> tuple[int, ...]:
+        """Dataset labels a model of this task predicts, background aside."""
+        return {"multiclass": (1, 2), "organ": (1,), "tumor": (2,)}[self.name]
+
+    @property
     def target_labels(self) -> tuple[int, ...]:
         """Dataset labels that make a slice 'contain the target' (for sampling, paper protocol)."""
         return EVAL_CLASSES["tumor"] if self.name == "tumor" else EVAL_CLASSES["organ"]
