@@ -229,6 +229,29 @@ def test_int8_artefact_predicts_input_geometry(workspace: dict) -> None:
     _predict_and_check(load_artifact(out), "onnx", str(out), image)
 
 
+def test_int8_that_disagrees_with_fp32_is_refused_unless_forced(
+    workspace: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a foreground-Dice minimum no int8 file can meet, the export refuses int8 (no file,
+    the reason and the fp32 twin named); ``force`` writes it and records that it was forced."""
+    import kdseg.deploy.export as export
+
+    monkeypatch.setattr(export, "MIN_FOREGROUND_DICE_INT8", 1.01)
+    out = workspace["root"] / "refused" / "tiny.int8.onnx"
+    quick = Int8Options(calibration_slices=8, time_slices=2, repeats=1)
+    opts = ExportOptions(
+        ckpt=str(workspace["tiny"]), output=str(out), quantize="int8", check_slices=4, threads=1
+    )
+    with pytest.raises(InputError, match="int8 refused.*foreground Dice.*int8.force=true"):
+        export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": quick}))
+    assert not out.exists() and (out.parent / "tiny.fp32.onnx").is_file()
+    forced = Int8Options(**{**quick.__dict__, "force": True})
+    result = export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": forced}))
+    info = read_metadata(out)["export"]["int8"]
+    assert info["forced"] and info["op_types"] == ["Conv", "ConvTranspose"]
+    assert any("int8 forced" in w for w in result.warnings)
+
+
 def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
     bundle = load_bundle(workspace["tiny"])
     example = torch.zeros(1, 1, 32, 32)
