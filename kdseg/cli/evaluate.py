@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import CONFIG_PATH, build_predictor, guarded, to_dict
+from kdseg.cli import CONFIG_PATH, build_predictor, guarded, stage_list, to_dict
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError
 from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
@@ -16,7 +16,10 @@ from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, w
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @guarded("kdseg-eval")
 def main(cfg: DictConfig) -> None:
-    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
+    ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
+    ckpt = ckpts[-1] if ckpts else None  # a cascade's results go beside its stage 2
+    stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)
+    kind = "cascade-" if len(stages) > 1 else ""
     threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
     setup = resolve_data(to_dict(cfg.data))
@@ -26,14 +29,15 @@ def main(cfg: DictConfig) -> None:
     rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
     summary = summarize_rows(rows, cfg.protocol)
     default_out = (
-        Path(ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}"
+        Path(ckpt).resolve().parent.parent / f"eval-{kind}{cfg.split}-{cfg.protocol}"
         if ckpt
         else Path(artifact).resolve().parent
-        / f"eval-{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
+        / f"eval-{kind}{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
     )
     out = Path(cfg.output_dir or default_out)
     info = {
         "checkpoint": None if ckpt is None else str(ckpt),
+        "cascade": stages if kind else None,
         "artifact": artifact,
         "data_root": str(cfg.data.root),
         "split": cfg.split,
@@ -46,6 +50,7 @@ def main(cfg: DictConfig) -> None:
     write_results(rows, summary, out, info)
     print_summary(
         summary,
-        title=f"{bundle.model_config['name']} on {cfg.data.name}/{cfg.split} ({cfg.protocol})",
+        title=f"{'cascade -> ' if kind else ''}{bundle.model_config['name']} on "
+        f"{cfg.data.name}/{cfg.split} ({cfg.protocol})",
     )
     print(f"results: {out}")

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kdseg.cli import CONFIG_PATH, guarded, to_dict
-from kdseg.deploy.export import export_checkpoint, load_options
+from kdseg.deploy.export import ExportResult, export_checkpoint, stage_options
 
 
 def _score(value: float | None) -> str:
@@ -18,7 +18,15 @@ def _score(value: float | None) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @guarded("kdseg-export")
 def main(cfg: DictConfig) -> None:
-    result = export_checkpoint(load_options(to_dict(cfg)))
+    results = [export_checkpoint(opts) for opts in stage_options(to_dict(cfg))]
+    for result in results:
+        _print(result)
+    if len(results) > 1:
+        paths = ",".join(str(r.artifact) for r in results)
+        print(f"cascade: kdseg-predict ckpt=null 'artifact=[{paths}]' input=... output=...")
+
+
+def _print(result: ExportResult) -> None:
     info = result.metadata["export"]
     print(
         f"{result.artifact}: {info['format']} {info['precision']}, {info['params']:,} parameters, "

@@ -92,6 +92,8 @@ def main(cfg: DictConfig) -> None:
                 )
 
                 report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
+                report.update({"cascade": predictor.last} if predictor.last else {})
+                report.update({"notes": predictor.notes} if predictor.notes else {})
                 write_lesion_report(report, f"{stem}.lesions.json", f"{stem}.lesions.txt")
             print(format_lesion_report(report))
         if cfg.overlay:
