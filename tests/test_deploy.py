@@ -482,6 +482,10 @@ def test_bench_quick(workspace: dict, onnx_fp32: Path, capsys, monkeypatch) -> N
         assert r["mult_adds"] > 0 and r["params"] > 0 and 0 < r["peak_fraction"]
         assert set(r["dice"]) == {"organ", "tumor"}
     assert rows["tiny-onnx"]["macs_source"] == "metadata"
+    # the fresh-process column: the CLI itself, start-up included, slower than the warm run
+    for r in rows.values():
+        assert r["fresh_median_s"] > r["e2e_median_s"], r.get("fresh_skipped")
+    assert "fresh process (s)" in stdout
     assert results["peak"]["gflops"] > 0
     assert (out / "bench.png").stat().st_size > 1000 and "| enet-torch |" in stdout
 
