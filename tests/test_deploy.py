@@ -592,3 +592,5 @@ def test_cascade_export_predict_and_bench(workspace: dict, capsys, monkeypatch) 
     assert row["ok"], row
     assert row["model"] == "tiny_deploy_net+tiny_deploy_net" and row["slices"] >= 12
     assert row["macs_source"] == "cascade, per-slice mean" and row["mult_adds"] > 0
+    targets = json.loads((out / "cascade.json").read_text())["targets"]
+    assert any(t["target"].startswith("fastest cascade <= 3 s") for t in targets)

@@ -422,6 +422,17 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
             )
     if "int8_speedup" in targets:
         out.extend(_int8_pairs(ok, float(targets["int8_speedup"])))
+    cascades = [r for r in ok if r.get("stages", 1) == 2]
+    if cascades and "max_cascade_volume_s" in targets:
+        quickest = min(cascades, key=lambda r: r["e2e_median_s"])
+        limit = float(targets["max_cascade_volume_s"])
+        out.append(
+            {
+                "target": f"fastest cascade <= {limit:g} s per volume",
+                "value": f"{quickest['name']}: {quickest['e2e_median_s']:.2f} s",
+                "met": quickest["e2e_median_s"] <= limit,
+            }
+        )
     for teacher, ratio in (targets.get("vs_teacher") or {}).items():
         runs = [r for r in ok if r["role"] == "teacher" and r.get("model") == teacher]
         runs = [r for r in runs if r.get("width") == 1.0] or runs

@@ -271,6 +271,11 @@ class CascadePredictor:
         """What the report must say about the last prediction (e.g. no organ found)."""
         if self.last and not self.last.get("organ_found", True):
             return ["stage 1 found no organ: labels left empty"]
+        if self.last.get("box_cropped_mm"):
+            return [
+                f"the organ box is larger than stage 2's model grid; "
+                f"{self.last['box_cropped_mm']} mm (x, y) outside it left background"
+            ]
         return []
 
     def organ_roi(self, img: nib.Nifti1Image) -> tuple[Box3D | None, dict[str, Any]]:
@@ -286,4 +291,18 @@ class CascadePredictor:
         box, self.last = self.organ_roi(img)
         if box is None:
             return np.zeros(img.shape, dtype=np.uint8, order="F")
-        return self.stages[1].predict(img, roi=box)
+        stage2 = self.stages[1]
+        canonical, geom = stage2.predict_canonical(img, roi=box)
+        if geom.crop_size is not None:  # a fixed model grid can be smaller than the box
+            lost = [max(r - c, 0) for r, c in zip(geom.resized, geom.crop_size, strict=True)]
+            pixel = [
+                (b1 - b0) * s / r
+                for b0, b1, s, r in zip(
+                    geom.box[::2], geom.box[1::2], geom.spacing[:2], geom.resized, strict=True
+                )
+            ]
+            if any(lost):
+                self.last["box_cropped_mm"] = [
+                    round(n * p, 1) for n, p in zip(lost, pixel, strict=True)
+                ]
+        return stage2.pre.to_input_orientation(canonical, geom)
