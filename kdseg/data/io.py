@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from kdseg.data.niigz import load_nifti, save_nifti
 from kdseg.errors import InputError, atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -41,7 +42,7 @@ def load_volume(path: str | Path) -> nib.Nifti1Image:
     if not is_nifti(path):
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
     try:
-        img = nib.load(str(path))
+        img = load_nifti(path)
         data = np.asanyarray(img.dataobj)
     except (
         OSError,
@@ -102,5 +103,5 @@ def save_label(label: np.ndarray, reference: nib.Nifti1Image, path: str | Path) 
     out.set_sform(reference.affine, code=1)
     path = Path(path)
     with atomic_path(path, suffix=".nii.gz" if str(path).endswith(".gz") else ".nii") as tmp:
-        nib.save(out, str(tmp))
+        save_nifti(out, tmp)
     return path

@@ -11,15 +11,14 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
-from kdseg.models import build_from_config
+
+if TYPE_CHECKING:  # Bundle is also what an ONNX artefact describes itself with: no torch there
+    from torch import nn
 
 NET_PREFIX = "net."
 
@@ -48,6 +47,8 @@ class Bundle:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``; clear errors for missing or foreign files."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
@@ -64,6 +65,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_bundle(path: str | Path) -> Bundle:
     """Rebuild the network from the checkpoint's own config and load its ``net.*`` weights."""
+    from kdseg.models import build_from_config
+
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     model = build_from_config(hparams["model"])
