@@ -21,7 +21,13 @@ from rich.progress import Progress
 from kdseg.data.cache import case_folder, is_prepared
 from kdseg.data.io import check_pair, load_volume
 from kdseg.data.nnunet import remap_labels
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor, jitter_box, organ_box
+from kdseg.data.preprocess import (
+    Geometry,
+    PreprocessConfig,
+    Preprocessor,
+    jitter_box,
+    organ_box,
+)
 from kdseg.data.sources import Case, ImageCase
 from kdseg.errors import InputError, atomic_path, write_text_atomic
 
@@ -36,6 +42,17 @@ def cache_dir_for(cache_root: str | Path, dataset: str, config: PreprocessConfig
 def _save_npy(array: np.ndarray, path: Path) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
+
+
+def _geometry_meta(geom: Geometry) -> dict[str, list]:
+    """The mapping of a cached case back to its volume, as ``meta.json`` stores it."""
+    return {
+        "spacing": list(geom.spacing),
+        "input_shape": list(geom.input_shape),
+        "model_size": list(geom.model_size),
+        "box": list(geom.box),
+        "z_range": list(geom.slices),
+    }
 
 
 def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
@@ -62,11 +79,7 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
         "n_slices": int(labels.shape[0]),
         "organ_slices": np.nonzero((per_slice > 0).any(axis=1))[0].tolist(),
         "tumor_slices": np.nonzero((per_slice == 2).any(axis=1))[0].tolist(),
-        "spacing": list(geom.spacing),
-        "input_shape": list(geom.input_shape),
-        "model_size": list(geom.model_size),
-        "box": list(geom.box),
-        "z_range": list(geom.slices),
+        **_geometry_meta(geom),
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
@@ -105,11 +118,7 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
         "n_slices": int(slices.shape[0]),
         "organ_slices": [],
         "tumor_slices": [],
-        "spacing": list(geom.spacing),
-        "input_shape": list(geom.input_shape),
-        "model_size": list(geom.model_size),
-        "box": list(geom.box),
-        "z_range": list(geom.slices),
+        **_geometry_meta(geom),
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
