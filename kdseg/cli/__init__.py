@@ -1,42 +1,32 @@
 """Thin Hydra entry points, one module per command (``kdseg-<command>`` -> ``kdseg.cli.<command>``).
 
-Each composes its config from ``conf/`` and calls one library function. :func:`guarded` turns
-bad input (:class:`~kdseg.errors.InputError`) into one line on stderr and exit code 2.
+Each composes its config from ``conf/`` and calls one library function. :func:`command` makes
+the entry point and turns every failure into one line on stderr (bad input: exit code 2; see
+:mod:`kdseg.cli.boundary`); outputs pass :func:`kdseg.guards.check_output` before work starts.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 import kdseg.config  # noqa: F401  (registers the config resolvers)
+from kdseg.cli.boundary import CONFIG_PATH, command, guarded, number
 from kdseg.errors import InputError
+from kdseg.guards import check_output
 
-CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[DictConfig], Any]]:
-    """Decorator for a Hydra task function: :class:`InputError` -> one line, exit code 2."""
-
-    def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-        @functools.wraps(fn)
-        def wrapper(cfg: DictConfig) -> Any:
-            logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-            try:
-                return fn(cfg)
-            except InputError as exc:
-                print(f"{command}: error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
-
-        return wrapper
-
-    return decorate
+__all__ = [
+    "CONFIG_PATH",
+    "build_predictor",
+    "command",
+    "guarded",
+    "number",
+    "run_dir",
+    "save_run_config",
+    "to_dict",
+]
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -51,11 +41,14 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def save_run_config(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
-    """Write the resolved config to ``<run dir>/config.yaml``; return the dir and plain config."""
+def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str, Any]]:
+    """Write the resolved config to ``<run dir>/config.yaml``; return the dir and plain config.
+
+    ``inputs`` (the data folder, a teacher checkpoint ...) must not hold the run dir.
+    """
     from kdseg.errors import write_text_atomic
 
-    out = run_dir()
+    out = check_output(run_dir(), inputs, folder=True, what="run dir")
     write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out, to_dict(cfg)
 
@@ -72,15 +65,23 @@ def build_predictor(
     from kdseg.deploy.artifact import resolve_bundle
     from kdseg.eval.inference import Predictor
 
+    threads = number(cfg, "threads", int, minimum=1)
+    batch_size = number(cfg, "batch_size", int, minimum=1)
     ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
     bundle, backend, artifact = resolve_bundle(ckpt, cfg.artifact, cfg.backend)
-    predictor = Predictor.from_bundle(
-        bundle,
-        backend=backend,
-        artifact=artifact,
-        threads=cfg.threads,
-        batch_size=int(cfg.batch_size),
-        threshold=threshold,
-        progress=progress,
-    )
+    try:
+        predictor = Predictor.from_bundle(
+            bundle,
+            backend=backend,
+            artifact=artifact,
+            threads=threads,
+            batch_size=batch_size,
+            threshold=threshold,
+            progress=progress,
+        )
+    except Exception as exc:
+        if not artifact or not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        first = " ".join(str(exc).split())[:300]
+        raise InputError(artifact, f"ONNX Runtime cannot load it ({first})") from None
     return predictor, bundle, backend, artifact

@@ -1,18 +1,24 @@
-"""``kdseg-predict``: CT volume(s) in, label NIfTI out with the input's exact geometry."""
+"""``kdseg-predict``: CT volume(s) in, label NIfTI out with the input's exact geometry.
+
+Every output path is checked before the model loads (never over an input, never inside an
+input folder). One case's files (lesion report, overlay, label) are written to temporaries
+and renamed together, the label last: a label on disk always has its report beside it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+import nibabel as nib
+from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import CONFIG_PATH, build_predictor, guarded
+from kdseg.cli import build_predictor, command
 from kdseg.data.dicom import is_dicom_folder
-from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, load_volume, save_label
-from kdseg.errors import InputError
+from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, label_image, load_volume, nifti_suffix
+from kdseg.errors import InputError, atomic_group
 from kdseg.eval.lesions import format_lesion_report, lesion_report, write_lesion_report
 from kdseg.eval.overlay import save_overlay
+from kdseg.guards import check_output, check_outputs
 
 
 def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -42,28 +48,45 @@ def _stem(path: Path) -> str:
     return name
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
-@guarded("kdseg-predict")
+def planned_files(target: Path, report: bool, overlay: bool) -> list[Path]:
+    """Every file one prediction writes, in commit order: the label, the file that means
+    "complete", comes last (see :func:`kdseg.errors.atomic_group`)."""
+    stem = target.parent / _stem(target)
+    files = [Path(f"{stem}.lesions.json"), Path(f"{stem}.lesions.txt")] if report else []
+    return [*files, *([Path(f"{stem}.png")] if overlay else []), target]
+
+
+@command("kdseg-predict", "predict")
 def main(cfg: DictConfig) -> None:
-    pairs = plan_outputs(Path(cfg.input), Path(cfg.output))
+    source, output = Path(cfg.input), Path(cfg.output)
+    pairs = plan_outputs(source, output)
+    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
+    inputs = [source, *(s for s, _ in pairs), ckpt, cfg.artifact]
+    if not is_nifti(output):
+        check_output(output, inputs, folder=True)
+    plans = [planned_files(t, bool(cfg.report), bool(cfg.overlay)) for _, t in pairs]
+    check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
     predictor, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
-    for source, target in pairs:
-        image = load_volume(source)
+    for (source, target), files in zip(pairs, plans, strict=True):
+        image = load_volume(source, nonfinite=cfg.nonfinite)
         label = predictor.predict(image)
-        save_label(label, image, target)
+        suffixes = [None] * (len(files) - 1) + [nifti_suffix(target)]
+        with atomic_group(files, suffixes) as temps:
+            if cfg.report:
+                report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
+                write_lesion_report(report, temps[0], temps[1])
+            if cfg.overlay:
+                canonical = predictor.pre
+                save_overlay(
+                    canonical.reorient(image),
+                    canonical.reorient(image, label),
+                    temps[-2],
+                    title=source.name,
+                    spacing=canonical.spacing(image),
+                )
+            nib.save(label_image(label, image), str(temps[-1]))
         print(f"{source} -> {target}")
-        stem = target.parent / _stem(target)
         if cfg.report:
-            report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
-            write_lesion_report(report, f"{stem}.lesions.json", f"{stem}.lesions.txt")
             print(format_lesion_report(report))
         if cfg.overlay:
-            canonical = predictor.pre
-            png = save_overlay(
-                canonical.reorient(image),
-                canonical.reorient(image, label),
-                f"{stem}.png",
-                title=source.name,
-                spacing=canonical.spacing(image),
-            )
-            print(f"overlay: {png}")
+            print(f"overlay: {files[-2]}")

@@ -38,7 +38,7 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
 def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     """Load, check, preprocess and cache one case; return its id."""
     image = load_volume(case.image)
-    label = check_pair(image, load_volume(case.label), case.label, LABELS)
+    label = check_pair(image, load_volume(case.label, role="label"), case.label, LABELS)
     pre = Preprocessor(config)
     slices, geom = pre.image(image)
     labels = pre.label(label, image, geom)
