@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kdseg.distill.adapters import ChannelAdapter, resize_labels, resize_to
-from kdseg.distill.criterion import build_criterion
+from kdseg.distill.criterion import build_criterion, warmup_factor
 from kdseg.distill.losses import available_losses, build_loss, loss_class
 from kdseg.models.taps import SegOutput, TapInfo
 
@@ -18,6 +19,8 @@ torch.set_num_threads(1)
 
 NUM_CLASSES = 3
 LOSSES = ["pmd", "kd", "imd", "at", "rad", "cwd", "skd"]
+#: beyond the paper: class-balanced KD / PMD, KD inside the dilated organ, DIST (NeurIPS 2022)
+LOSSES += ["kd_balanced", "pmd_balanced", "kd_region", "dist"]
 SPATIAL = {2: (8, 8), 3: (4, 6, 6)}
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "distill"
 
@@ -52,6 +55,8 @@ def test_registry_has_every_method_and_aliases_share_code():
     assert (build_loss("imd").power, build_loss("at").power) == (4.0, 2.0)
     assert loss_class("rad").needs_labels and not loss_class("imd").needs_labels
     assert loss_class("cwd").needs_equal_channels and not loss_class("skd").needs_equal_channels
+    assert loss_class("kd_balanced") is loss_class("pmd_balanced")
+    assert (build_loss("pmd_balanced").temperature, build_loss("kd_balanced").temperature) == (4, 1)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -258,7 +263,14 @@ EXPECTED_ACTIVE = {
     "at": {"at_low", "at_high"},
     "cwd": {"cwd"},
     "skd": {"skd_high"},
+    "emkd_balanced": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
+    "emkd_warmup": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
+    "kd_balanced": {"kd"},
+    "kd_region": {"kd"},
+    "dist": {"dist"},
 }
+#: warm-up of each preset (beyond the paper); every other preset has none
+EXPECTED_WARMUP = {"emkd_balanced": 0.2, "emkd_warmup": 0.2}
 
 
 def test_every_distill_yaml_composes_and_builds():
@@ -272,8 +284,154 @@ def test_every_distill_yaml_composes_and_builds():
             cfg = hydra.compose(config_name=None, overrides=[f"+distill={config}"]).distill
             assert cfg.name == config
             terms = OmegaConf.to_container(cfg.terms, resolve=True)
-            built[config] = build_criterion(terms, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES)
+            warmup = cfg.get("warmup", 0.0)
+            built[config] = build_criterion(terms, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES, warmup)
             assert {t.name for t in built[config].terms} == active, config
+            assert built[config].warmup == EXPECTED_WARMUP.get(config, 0.0), config
     emkd = {t.name: t for t in built["emkd"].terms}  # the paper recipe
     assert emkd["pmd"].weight == 0.1 and emkd["pmd"].options == {"temperature": 4.0}
     assert all(emkd[n].weight == 0.9 for n in ["imd_low", "imd_high", "rad_low", "rad_high"])
+    assert {t.loss for t in emkd.values()} == {"pmd", "imd", "rad"}
+    balanced = {t.name: t for t in built["emkd_balanced"].terms}  # EMKD but a balanced PMD
+    assert balanced["pmd"].loss == "pmd_balanced" and balanced["pmd"].weight == 0.1
+    assert {n: (t.loss, t.weight, t.options) for n, t in balanced.items() if n != "pmd"} == {
+        n: (t.loss, t.weight, t.options) for n, t in emkd.items() if n != "pmd"
+    }
+
+
+# -- beyond the paper: class balance, region, DIST, warm-up ----------------------------------
+
+
+def _per_pixel_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float):
+    pixels = lambda x: x.movedim(1, -1).reshape(-1, x.shape[1]) / temperature  # noqa: E731
+    kl = F.kl_div(
+        F.log_softmax(pixels(student), 1), F.log_softmax(pixels(teacher), 1), log_target=True,
+        reduction="none",
+    )  # fmt: skip
+    return kl.sum(1) * temperature**2  # (B * N,) in the order of labels.flatten()
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_balanced_kd_averages_within_classes_then_over_classes(dims: int):
+    student, teacher, labels = _pair(dims)
+    labels[labels == 2] = 0  # class 2 absent from the labels: it must not count as a class
+    labels.view(2, -1)[1, :3] = -1  # three unlabeled pixels: they take the teacher's class
+    kl = _per_pixel_kl(student, teacher, 4.0)
+    classes = torch.where(labels >= 0, labels, teacher.argmax(1)).flatten()
+    present = [c for c in range(NUM_CLASSES) if (classes == c).any()]
+    expected = torch.stack([kl[classes == c].mean() for c in present]).mean()
+    actual = build_loss("pmd_balanced")(student, teacher, labels)
+    torch.testing.assert_close(actual, expected)
+    # no labels at all: the teacher's argmax classes
+    by_teacher = teacher.argmax(1).flatten()
+    expected = torch.stack([kl[by_teacher == c].mean() for c in by_teacher.unique()]).mean()
+    torch.testing.assert_close(build_loss("pmd_balanced")(student, teacher, None), expected)
+
+
+def test_balanced_kd_gives_a_rare_class_the_weight_of_the_background():
+    """One tumor pixel in 64: pixel KD barely sees its error, the balanced loss weighs it 1/2."""
+    teacher = torch.zeros(1, 2, 8, 8)
+    teacher[:, 0] = 4.0
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 3, 3] = 1
+    teacher[0, :, 3, 3] = torch.tensor([-4.0, 4.0])
+    student = teacher.clone()
+    student[0, :, 3, 3] = torch.tensor([4.0, -4.0])  # the student erased the tumor
+    tumor_kl = _per_pixel_kl(student, teacher, 1.0).max()
+    torch.testing.assert_close(build_loss("kd")(student, teacher, labels), tumor_kl / 64)
+    torch.testing.assert_close(build_loss("kd_balanced")(student, teacher, labels), tumor_kl / 2)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_region_dilation_matches_scipy_box_dilation(dims: int):
+    from scipy import ndimage
+
+    from kdseg.distill.losses.region import dilate
+
+    mask = torch.zeros(2, *SPATIAL[dims], dtype=torch.bool)
+    mask[(0, *(1,) * dims)] = True
+    mask[(1, *(s - 1 for s in SPATIAL[dims]))] = True
+    for radius in (0, 1, 2):
+        box = ndimage.generate_binary_structure(dims, dims)  # full 3^dims neighbourhood
+        expected = [
+            ndimage.binary_dilation(m.numpy(), box, iterations=radius) if radius else m.numpy()
+            for m in mask
+        ]
+        assert torch.equal(dilate(mask, radius), torch.as_tensor(np.stack(expected))), radius
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_region_kd_averages_only_inside_the_dilated_foreground(dims: int):
+    student, teacher, _ = _pair(dims)
+    labels = torch.zeros(2, *SPATIAL[dims], dtype=torch.long)
+    labels[(0, *(slice(2, 4),) * dims)] = 2  # a 2^dims lesion in image 0; image 1 all background
+    loss = build_loss("kd_region", dilation=1)
+    region = torch.zeros_like(labels, dtype=torch.bool)
+    region[(0, *(slice(1, 5),) * dims)] = True  # the lesion dilated by one pixel
+    kl = _per_pixel_kl(student, teacher, 1.0)
+    torch.testing.assert_close(loss(student, teacher, labels), kl[region.flatten()].mean())
+    far = student.clone()
+    far[(..., *(slice(6, None),) * dims)] += 5.0  # change the student far from the organ only
+    torch.testing.assert_close(loss(far, teacher, labels), loss(student, teacher, labels))
+    empty = loss(student.requires_grad_(True), teacher, torch.zeros_like(labels))
+    empty.backward()  # no foreground anywhere: 0, attached to the graph, never NaN
+    assert empty.item() == 0.0 and torch.isfinite(student.grad).all()
+
+
+def test_dist_matches_pearson_correlations_from_numpy():
+    student, teacher, _ = _pair(2)
+    temperature, beta, gamma = 2.0, 1.0, 3.0
+    value = build_loss("dist", temperature=temperature, inter_weight=beta, intra_weight=gamma)
+    probs = [
+        F.softmax(x / temperature, 1).movedim(1, -1).reshape(-1, 3).double().numpy()
+        for x in (student, teacher)
+    ]
+    inter = np.mean([1 - np.corrcoef(s, t)[0, 1] for s, t in zip(*probs, strict=True)])
+    intra = np.mean([1 - np.corrcoef(probs[0][:, c], probs[1][:, c])[0, 1] for c in range(3)])
+    expected = temperature**2 * (beta * inter + gamma * intra)
+    assert value(student, teacher).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_warmup_ramp_is_linear_from_zero_to_one_at_the_configured_step():
+    # a fraction of the total steps: 20% of 50 = step 10
+    ramp = [warmup_factor(0.2, step, 50) for step in range(13)]
+    assert ramp[0] == 0.0 and ramp[5] == pytest.approx(0.5) and ramp[10:] == [1.0] * 3
+    assert all(b - a == pytest.approx(0.1) for a, b in zip(ramp[:10], ramp[1:11], strict=True))
+    # a whole number of steps, whatever the total
+    assert [warmup_factor(4, step) for step in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert warmup_factor(0.0, 0) == 1.0  # off
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_criterion_warmup_scales_every_term_to_its_weight_at_the_step(dims: int):
+    terms = MISMATCHED_TERMS[:3]  # pmd 0.1, imd 0.9, rad 0.9
+    criterion = build_criterion(terms, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES, warmup=0.25)
+    student, teacher, labels = _outputs(dims, torch.Generator().manual_seed(dims))
+    full, parts = criterion(student, teacher, labels)  # no step: the configured weights
+    torch.testing.assert_close(
+        full, 0.1 * parts["pmd"] + 0.9 * (parts["imd_low"] + parts["rad_high"])
+    )
+    total_steps = 40  # warm-up ends at step 10
+    for step, factor in [(0, 0.0), (3, 0.3), (5, 0.5), (10, 1.0), (39, 1.0)]:
+        total, same_parts = criterion(student, teacher, labels, step, total_steps)
+        torch.testing.assert_close(total, factor * full)
+        assert same_parts.keys() == parts.keys()  # logged values stay unweighted
+    criterion(student, teacher, labels, 3, total_steps)[0].backward()
+    assert student.logits.grad is not None and teacher.logits.grad is None
+
+
+@pytest.mark.parametrize(
+    ("warmup", "total", "message"),
+    [
+        (-0.1, 10, "number >= 0"),
+        (True, 10, "number >= 0"),
+        (float("nan"), 10, "number >= 0"),
+        (2.5, 10, "whole number"),
+        (0.2, None, "total is unknown"),
+        (0.2, float("inf"), "total is unknown"),
+    ],
+)
+def test_warmup_validation(warmup: float, total: float | None, message: str):
+    with pytest.raises(ValueError, match=message):
+        criterion = build_criterion([], STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES, warmup=warmup)
+        criterion.ramp(1, total)

@@ -286,8 +286,26 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     student = rows["enet (w 0.25)"].cells["lits", "tumor"]
     assert (student.mean, student.n) == (pytest.approx(0.35), 2)  # the unevaluated seed is left out
     assert distilled.gap["lits"] == pytest.approx((0.5 - 0.35) / (0.6 - 0.35))
+    paired = distilled.paired["lits", "tumor"]  # seed 1: +0.20, seed 2: +0.10
+    assert paired.seeds == (1, 2) and paired.mean == pytest.approx(0.15)
+    half = 12.7062 * 0.0707107 / 2**0.5  # t(0.975, 1) * sd / sqrt(n)
+    assert (paired.low, paired.high) == (
+        pytest.approx(0.15 - half, abs=1e-4),
+        pytest.approx(0.15 + half, abs=1e-4),
+    )
     assert report.missing_eval and report.missing_eval[0].name == "enet-s9"
     paths = write_report(report, tmp_path / "report")
     text = paths["markdown"].read_text()
     assert "| Liver tumor | Liver |" in text and "0.500 ± 0.000" in text and "60%" in text
+    assert "+0.150 [-0.485, +0.785] (n=2)" in text
     assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
+
+
+def test_paired_difference_interval_and_sign() -> None:
+    from kdseg.eval.paired import paired_difference
+
+    diff = paired_difference({1: 0.5, 2: 0.6, 3: 0.7, 9: 0.1}, {1: 0.4, 2: 0.45, 3: 0.5})
+    assert diff.seeds == (1, 2, 3) and diff.differences == pytest.approx((0.1, 0.15, 0.2))
+    assert diff.above_zero and diff.low == pytest.approx(0.15 - 4.3027 * 0.05 / 3**0.5, abs=1e-4)
+    assert not paired_difference({1: 0.5, 2: 0.4}, {1: 0.4, 2: 0.5}).above_zero
+    assert paired_difference({1: 0.5}, {2: 0.5}) is None

@@ -9,10 +9,16 @@ criterion knows no network by name: it reads the taps' channels from the two mod
 
 It owns the 1x1 channel adapters (only where a loss needs equal channels and they differ),
 so they are trained with the student but never exported with it.
+
+Beyond the paper (an option of kdseg, off by default): ``warmup`` ramps the weight of every
+term linearly from 0 to its configured value over the first steps of training (see
+:func:`warmup_factor`), so that the logit terms do not push the rare class down before the
+student has learned to see it.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +105,41 @@ def parse_terms(
     return terms
 
 
+def check_warmup(warmup: Any) -> float:
+    """Validate ``distill.warmup``: 0 (off), a fraction in (0, 1) of the total steps, or a
+    whole number >= 1 of steps. Returns it as a float."""
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real) or not warmup >= 0:
+        raise ValueError(f"distill.warmup must be a number >= 0, got {warmup!r}")
+    if warmup >= 1 and (not math.isfinite(warmup) or warmup != int(warmup)):
+        raise ValueError(
+            f"distill.warmup must be a fraction of the steps in [0, 1) or a whole number of "
+            f"steps, got {warmup!r}"
+        )
+    return float(warmup)
+
+
+def warmup_factor(warmup: float, step: int, total_steps: float | None = None) -> float:
+    """Multiplier in [0, 1] of every distillation weight at optimizer step ``step`` (0-based).
+
+    ``min(1, step / N)``: 0 at step 0, linear in between, 1 from step N on, where
+    ``N = warmup * total_steps`` for a fraction ``warmup < 1`` and ``N = warmup`` for a whole
+    number of steps. ``warmup = 0`` gives 1 at every step. A fraction needs a finite
+    ``total_steps``.
+    """
+    if warmup == 0:
+        return 1.0
+    if warmup < 1:
+        if total_steps is None or not math.isfinite(total_steps) or total_steps <= 0:
+            raise ValueError(
+                f"distill.warmup={warmup} is a fraction of the training steps, but their "
+                f"total is unknown ({total_steps!r}); give a number of steps instead"
+            )
+        ramp_steps = warmup * float(total_steps)
+    else:
+        ramp_steps = warmup
+    return min(1.0, max(0, step) / ramp_steps)
+
+
 def _tap_table(tap_info: Mapping[str, TapInfo], num_classes: int) -> dict[str, TapInfo]:
     return {**tap_info, LOGITS: TapInfo(channels=num_classes, stride=1)}
 
@@ -120,6 +161,10 @@ class DistillationCriterion(nn.Module):
     ``parts`` maps each term name to its unweighted, detached value, for logging. Terms of
     weight 0 are validated but not built (so ablations can switch terms off from the command
     line). Every tap name, loss name and option is checked at construction.
+
+    ``warmup`` (beyond the paper; 0 = off) scales ``total`` by :func:`warmup_factor` of the
+    ``step`` and ``total_steps`` given to :meth:`forward`; ``parts`` stay unweighted. Without
+    a ``step`` (outside training) the full weights apply.
     """
 
     def __init__(
@@ -128,8 +173,10 @@ class DistillationCriterion(nn.Module):
         student_tap_info: Mapping[str, TapInfo],
         teacher_tap_info: Mapping[str, TapInfo],
         num_classes: int,
+        warmup: float = 0.0,
     ) -> None:
         super().__init__()
+        self.warmup = check_warmup(warmup)
         student_taps = _tap_table(student_tap_info, num_classes)
         teacher_taps = _tap_table(teacher_tap_info, num_classes)
         valid_losses = available_losses()
@@ -169,8 +216,13 @@ class DistillationCriterion(nn.Module):
         student_out: SegOutput,
         teacher_out: SegOutput,
         labels: torch.Tensor | None = None,
+        step: int | None = None,
+        total_steps: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted total and per-term values; ``labels`` is (B, *spatial) or (B, 1, *spatial)."""
+        """Weighted total and per-term values; ``labels`` is (B, *spatial) or (B, 1, *spatial).
+
+        ``step`` (optimizer steps done) and ``total_steps`` drive the warm-up, if any.
+        """
         total = student_out.logits.new_zeros((), dtype=torch.float32)
         parts: dict[str, torch.Tensor] = {}
         for term in self.terms:
@@ -181,13 +233,20 @@ class DistillationCriterion(nn.Module):
             value = self.losses[term.name](student, teacher, labels)
             parts[term.name] = value.detach()
             total = total + term.weight * value
+        if step is not None:
+            total = total * self.ramp(step, total_steps)
         return total, parts
 
+    def ramp(self, step: int, total_steps: float | None = None) -> float:
+        """The warm-up multiplier of every weight at ``step`` (see :func:`warmup_factor`)."""
+        return warmup_factor(self.warmup, step, total_steps)
+
     def extra_repr(self) -> str:
-        return ", ".join(
+        terms = ", ".join(
             f"{t.name}: {t.weight} * {t.loss}({t.student_tap} -> {t.teacher_tap})"
             for t in self.terms
         )
+        return f"{terms}, warmup={self.warmup}" if self.warmup else terms
 
 
 def _tap(output: SegOutput, tap: str, side: str) -> torch.Tensor:
@@ -205,8 +264,9 @@ def build_criterion(
     student_tap_info: Mapping[str, TapInfo],
     teacher_tap_info: Mapping[str, TapInfo],
     num_classes: int,
+    warmup: float = 0.0,
 ) -> DistillationCriterion:
     """Build a :class:`DistillationCriterion` from config terms (see :func:`parse_terms`)."""
     return DistillationCriterion(
-        parse_terms(cfg_terms), student_tap_info, teacher_tap_info, num_classes
+        parse_terms(cfg_terms), student_tap_info, teacher_tap_info, num_classes, warmup
     )

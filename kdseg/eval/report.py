@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 import kdseg.config  # noqa: F401  (resolvers used by .hydra/config.yaml)
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
+from kdseg.eval.paired import PairedDifference, paired_difference
 from kdseg.models import build_from_config
 from kdseg.models.cost import ROLES, count_params
 
@@ -92,6 +93,8 @@ class Row:
     cells: dict[tuple[str, str], Cell]  # (dataset, class) -> Cell
     params: int
     gap: dict[str, float | None] = field(default_factory=dict)  # dataset -> gap closed on tumor
+    # (dataset, class) -> distilled minus student alone, paired by seed (distilled rows only)
+    paired: dict[tuple[str, str], PairedDifference | None] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -265,9 +268,14 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
         for (role, model, teacher, method), runs in groups.items()
     ]
     means = {(r.role, r.model): r.cells for r in rows if r.role in ("teacher", "student")}
+    alone = {r.model: r.runs for r in rows if r.role == "student"}
     for row in rows:
         if row.role != "distilled":
             continue
+        for key in row.cells:
+            row.paired[key] = paired_difference(
+                _by_seed(row.runs, *key), _by_seed(alone.get(row.model, []), *key)
+            )
         teacher, student = (
             means.get(("teacher", row.teacher), {}),
             means.get(("student", row.model), {}),
@@ -280,6 +288,15 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
                     student.get((dataset, name)),
                 )
     return sorted(rows, key=_sort_key)
+
+
+def _by_seed(runs: Sequence[RunRecord], dataset: str, name: str) -> dict[int, float]:
+    """Seed -> score of one (dataset, class) cell, for pairing runs by seed."""
+    return {
+        r.seed: r.scores[name]
+        for r in runs
+        if r.seed is not None and r.dataset == dataset and name in r.scores
+    }
 
 
 def gap_closed(distilled: Cell, teacher: Cell | None, student: Cell | None) -> float | None:
@@ -315,6 +332,7 @@ class Report:
             *(self.headers[c] for c in self.columns),
             "#Params (M)",
             *(f"Gap closed ({self.headers[d, GAP_CLASS]})" for d in gap_sets),
+            *(f"Paired Δ {self.headers[d, GAP_CLASS]} [95% CI]" for d in gap_sets),
         ]
         lines = [
             f"## {title or 'Teachers, students alone and distilled students'}",
@@ -327,6 +345,7 @@ class Report:
                 row.cells[c].text(self.digits) if c in row.cells else "n/a" for c in self.columns
             ]
             gaps = [_percent(row.gap.get(d)) if row.role == "distilled" else "" for d in gap_sets]
+            gaps += [_paired_text(row.paired.get((d, GAP_CLASS)), self.digits) for d in gap_sets]
             seeds = ",".join(map(str, row.seeds)) or str(len(row.runs))
             lines.append(
                 "| "
@@ -338,7 +357,9 @@ class Report:
             f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
             "sample std over the seeds listed. Gap closed = (distilled - student alone) / "
             "(teacher - student alone) on the mean tumor Dice; n/a when the teacher is not "
-            "better or a reference row is missing.",
+            "better or a reference row is missing. Paired Δ = mean over seeds of (distilled - "
+            "student alone) of the same seed (same initial weights), with a Student-t 95% "
+            "interval; n/a without a student-alone run of a common seed.",
         ]
         if self.missing_eval:
             lines += [
@@ -354,6 +375,8 @@ class Report:
         for dataset, name in self.columns:
             fields += [f"{dataset}_{name}_{s}" for s in ("mean", "std", "n")]
         fields += [f"{d}_gap_closed" for d, c in self.columns if c == GAP_CLASS]
+        for dataset, name in self.columns:
+            fields += [f"{dataset}_{name}_paired_{s}" for s in ("mean", "low", "high", "n")]
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
@@ -379,8 +402,23 @@ class Report:
                     )
             for dataset, gap in row.gap.items():
                 line[f"{dataset}_gap_closed"] = "" if gap is None else gap
+            for (dataset, name), diff in row.paired.items():
+                if diff is not None:
+                    prefix = f"{dataset}_{name}_paired"
+                    line.update(
+                        {
+                            f"{prefix}_mean": diff.mean,
+                            f"{prefix}_low": diff.low,
+                            f"{prefix}_high": diff.high,
+                            f"{prefix}_n": diff.n,
+                        }
+                    )
             writer.writerow(line)
         return buffer.getvalue()
+
+
+def _paired_text(diff: PairedDifference | None, digits: int) -> str:
+    return "n/a" if diff is None else diff.text(digits)
 
 
 def _percent(value: float | None) -> str:

@@ -44,7 +44,11 @@ class DistillationModule(SegmentationModule):
             raise InputError(teacher["ckpt"], f"teacher was trained on other inputs ({details})")
         self.teacher = bundle.model.requires_grad_(False).eval()
         self.criterion = build_criterion(
-            distill.get("terms"), self.net.tap_info, self.teacher.tap_info, int(data["num_classes"])
+            distill.get("terms"),
+            self.net.tap_info,
+            self.teacher.tap_info,
+            int(data["num_classes"]),
+            warmup=distill.get("warmup", 0.0),
         )
 
     def train(self, mode: bool = True) -> DistillationModule:
@@ -59,11 +63,20 @@ class DistillationModule(SegmentationModule):
         with torch.no_grad():
             teacher = self.teacher(images)
         seg = self.seg_loss(student.logits, labels)
-        distill, parts = self.criterion(student, teacher, labels[:, 0])
+        distill, parts = self.criterion(student, teacher, labels[:, 0], *self._progress())
         loss = seg + distill
         n = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/seg", seg, batch_size=n)
         for name, value in parts.items():
             self.log(f"distill/{name}", value, batch_size=n)
+        if self.criterion.warmup and self._trainer is not None:
+            self.log("distill/warmup", self.criterion.ramp(*self._progress()), batch_size=n)
         return loss
+
+    def _progress(self) -> tuple[int | None, float | None]:
+        """(optimizer steps done, total steps) for the criterion's warm-up; (None, None) outside
+        a Trainer, where the full weights apply."""
+        if self._trainer is None or not self.criterion.warmup:
+            return None, None
+        return self.trainer.global_step, self.trainer.estimated_stepping_batches

@@ -1,4 +1,4 @@
-"""Base class of every distillation loss, and the two formulas several losses share."""
+"""Base class of every distillation loss, and the formulas several losses share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdseg.distill.adapters import resize_labels
 
 
 class DistillLoss(nn.Module):
@@ -88,3 +90,19 @@ def cosine_gram(vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """
     unit = F.normalize(vectors, p=2.0, dim=-1, eps=eps)
     return unit @ unit.transpose(-1, -2)
+
+
+def pixel_classes(labels: torch.Tensor | None, teacher: torch.Tensor) -> torch.Tensor:
+    """Class of every pixel of a (B, C, *spatial) logit map: its label, else the teacher's.
+
+    ``labels`` (B, *spatial) or (B, 1, *spatial), at any size, are resized (nearest) to the
+    teacher's map. A pixel whose label is outside [0, C) (e.g. -1 for an unlabeled image) and
+    every pixel when ``labels`` is None get the teacher's argmax class. Returns (B, *spatial)
+    int64.
+    """
+    guess = teacher.argmax(dim=1)
+    if labels is None:
+        return guess
+    labels = resize_labels(labels, teacher.shape[2:])
+    known = (labels >= 0) & (labels < teacher.shape[1])
+    return torch.where(known, labels, guess)
