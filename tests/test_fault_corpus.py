@@ -342,10 +342,16 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("prepare: workers=two", "prepare", lambda w: [*TINY_DATA, f"data.root={w.lits}", "workers=two"], "workers", False),
     # training
     ("train: truncated last.ckpt, no good previous", "train", lambda w: truncated_resume(w, prev=False), "last.ckpt", True),
-    ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", True),
+    ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", False),
 ]  # fmt: skip
 
-MODULES = {"predict": "predict", "eval": "evaluate", "export": "export", "prepare": "prepare"}
+MODULES = {
+    "predict": "predict",
+    "eval": "evaluate",
+    "export": "export",
+    "prepare": "prepare",
+    "train": "train",
+}
 #: what a training run dir holds before the task checks anything: Hydra's own files and logs
 #: and the run's full config (kept even for a run that fails, to show what was asked for)
 HYDRA_BOOKKEEPING = (".hydra", ".log", "config.yaml")
@@ -414,7 +420,7 @@ def test_fault(
     (tmp_path / "cwd").mkdir()
     before = _snapshot(tmp_path)
     lits_before = _snapshot(shared["lits"]) if command == "eval" else None
-    run = _subprocess if sub or command == "train" else _in_process
+    run = _subprocess if sub else _in_process
     code, stdout, stderr = run(command, args, tmp_path / "cwd")
     report = f"exit {code}\nstdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-3000:]}"
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -443,3 +449,54 @@ def test_fault(
 def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 35 and len({c[0] for c in CASES}) == len(CASES)
     assert sum(c[4] for c in CASES) >= 5  # a handful run as real processes
+
+
+# ------------------------------------------------------------------ faults that must succeed
+
+
+def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
+    shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """Temporaries of a killed earlier run (dead pid, or the old pid-less names) are removed by
+    the rerun; a live writer's temporary is left alone; label and report both appear."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    out = world.out
+    out.parent.mkdir(parents=True)
+    child = subprocess.Popen(["true"])
+    child.wait()  # a finished process: its pid is a killed writer's
+    stale = [
+        out.parent / f".pred-{child.pid}-abcd1234.nii.gz",
+        out.parent / ".pred-zz99yy88.nii.gz",  # the name format before pids were recorded
+        out.parent / f".pred-{child.pid}-abcd1234.lesions.json",
+    ]
+    live = out.parent / f".pred-{os.getppid()}-live0000.nii.gz"
+    for path in [*stale, live]:
+        path.write_bytes(b"half-written")
+    code, stdout, stderr = _in_process("predict", world.predict(world.ct()), tmp_path)
+    assert code == 0, stderr
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert {p.name for p in out.parent.iterdir()} == {
+        "pred.nii.gz",
+        "pred.lesions.json",
+        "pred.lesions.txt",
+        live.name,
+    }
+
+
+def test_nonfinite_min_replaces_nan_voxels(shared: dict[str, Path], tmp_path: Path) -> None:
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    image = world.floats(lambda d: d.__setitem__((slice(0, 4), 0, 0), np.nan))
+    code, _, stderr = _in_process(
+        "predict", world.predict(image, "nonfinite=min", "report=false"), tmp_path
+    )
+    assert code == 0, stderr
+    assert nib.load(str(world.out)).shape == SHAPE
+
+
+def test_onnx_artifact_predicts(shared: dict[str, Path], tmp_path: Path) -> None:
+    """The session's ONNX export is good: the ONNX corpus rows fail for their fault alone."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    args = world.predict(world.ct(), "report=false", artifact=shared["onnx"])
+    code, _, stderr = _in_process("predict", args, tmp_path)
+    assert code == 0, stderr
+    assert world.out.is_file()

@@ -35,7 +35,16 @@ CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 TRUE = ("true", "1", "yes", "on")
 
 #: Lightning INFO lines that say nothing about this run on a CPU machine.
-BANNERS = ("GPU available", "TPU available", "HPU available", "💡 Tip", "LOCAL_RANK")
+BANNERS = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "💡 Tip",
+    "LOCAL_RANK",
+    "Trainer already configured with model summary",
+    "Restoring states from the checkpoint",  # kdseg logs "resuming from <path>" itself
+    "Restored all states from the checkpoint",
+)
 #: Deprecation and notice warnings from the stack that a user can do nothing about.
 KNOWN_WARNINGS = (
     r".*does not have many workers which may be a bottleneck.*",

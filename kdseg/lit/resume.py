@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
+import string
 import sys
 import warnings
 from pathlib import Path
@@ -164,8 +166,7 @@ def wandb_run_id(run_dir: Path) -> str:
         text = path.read_text().strip()
         if text:
             return text
-    from wandb.util import generate_id
-
-    run_id = generate_id()
+    alphabet = string.ascii_lowercase + string.digits  # what wandb's own ids are made of
+    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
     write_text_atomic(path, run_id + "\n")
     return run_id
