@@ -127,3 +127,27 @@ except BaseException as exc:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and len(err.strip().splitlines()) == 1 and "SIGTERM" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
+    trained_enet: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from kdseg.errors import InputError
+    from kdseg.lit.resume import find_resume
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    good = (trained_enet / "checkpoints" / "last.ckpt").read_bytes()
+    (ckpts / "last-previous.ckpt").write_bytes(good)
+    (ckpts / "last.ckpt").write_bytes(good[: len(good) // 2])  # killed while writing
+    assert find_resume(tmp_path, None) == str(ckpts / "last-previous.ckpt")
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and "last.ckpt" in warning[0] and "last-previous" in warning[0]
+    (ckpts / "last-previous.ckpt").unlink()
+    with pytest.raises(InputError, match="cannot resume"):
+        find_resume(tmp_path, None)
+    (ckpts / "last.ckpt").write_bytes(good)
+    assert find_resume(tmp_path, None) == str(ckpts / "last.ckpt")
+    (tmp_path / "other.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="unreadable"):
+        find_resume(tmp_path, str(tmp_path / "other.ckpt"))  # an explicit resume= is refused
