@@ -1,33 +1,42 @@
-"""The phantom study, regenerated with one command: does EMKD make ENet better on tumors?
+"""The phantom study v3, regenerated with one command: does distillation make ENet better on
+tumors than the same ENet trained alone, seed for seed?
 
-Stages, each ONE Hydra multirun (``-m``; ``--jobs`` runs at a time), because a
-stage needs the previous one's checkpoints and Hydra cannot chain sweeps:
+Stages, each ONE Hydra multirun (``-m``; ``--jobs`` runs at a time), because a stage needs the
+previous one's checkpoints and Hydra cannot chain sweeps:
 
     data        kdseg-phantom (LiTS-like) + kdseg-prepare
-    teachers    kdseg-train   -m model=raunet,pspnet,unetpp           x seeds
-    students    kdseg-train   -m model=enet,mobilenetv2,resnet18       x seeds   (students alone)
-    emkd        kdseg-distill -m every teacher x every student, EMKD   x seeds
-    baselines   kdseg-distill -m distill=kd,at,cwd,skd on raunet -> enet x seeds
-    ablations   kdseg-distill -m distill=emkd_pmd,emkd_imd,... on raunet -> enet x seeds
-    eval        kdseg-eval    -m ckpt=<every run's best.ckpt without an evaluation yet>
-    report      kdseg-report  over every run folder -> <study>/report/report.md and .csv
-    step-cost   time of one training step: plain student vs distillation (same batch, same student)
+    teachers    kdseg-train   -m model=raunet (width 0.5)                 x 5 seeds
+    students    kdseg-train   -m model=enet x 5 seeds, mobilenetv2 x 3 seeds   (students alone)
+    options     kdseg-distill -m the new (beyond-the-paper) options, seed 1, raunet -> enet
+    select      kdseg-eval split=val of the options; the best by validation tumor Dice
+    main        kdseg-distill -m emkd, the selected option, kd, at, cwd   x 5 seeds
+    ablations   kdseg-distill -m the six EMKD ablations                   x 3 seeds
+    mobilenet   kdseg-distill -m emkd, the selected option, raunet -> mobilenetv2 x 3 seeds
+    eval        kdseg-eval    -m ckpt=<every run's best.ckpt without a test evaluation yet>
+    report      kdseg-report  -> <study>/report/report.md and .csv (paired differences)
+    step-cost   time of one training step: plain student vs distillation (same batch)
 
-The protocol is conf/experiment/phantom_study.yaml (+ phantom_study_distill.yaml) and the
-constants below; it was fixed before any result was seen. A stage whose runs all have a
+Under kdseg's seeding the run of seed s with a teacher and the run of seed s without one start
+from bit-identical student weights and see the same batches (``init_weights_sha256`` in each
+``summary.json``): every seed is a paired comparison, and the report gives the per-seed
+difference with a 95% interval. The distilled run of seed s learns from the teacher of seed s.
+
+The protocol is ``conf/experiment/phantom_study_v3.yaml`` (+ ``phantom_study_v3_distill.yaml``)
+and the constants below, fixed from pilots of the teacher and of the student alone before any
+distillation run (docs/study.md, "Protocol v3"). A stage whose runs all have a
 ``summary.json`` is skipped, and a half-finished run resumes from its ``last.ckpt``, so rerunning
 the command after an interruption continues where it stopped. Wall times per stage go to
 ``<study>/timings.json``.
 
     python scripts/phantom_study.py                       # everything, into .study/
-    python scripts/phantom_study.py --teachers raunet --students enet \\
-        --stages data,teachers,students,emkd,eval,report --teacher-seed 1    # the key comparison
+    python scripts/phantom_study.py --stages data,teachers,students   # a subset
 
 Runs go ``--jobs`` at a time (default 2, one per core, one OpenMP thread each) through Hydra's
 joblib launcher. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
 ``--hydra hydra/launcher=submitit_slurm hydra.launcher.partition=gpu`` (each run becomes a
 SLURM job; stages still run in order). For DDP inside a multirun use ``trainer=ddp_fork``:
-plain ``ddp`` relaunches the whole sweep in its child process.
+plain ``ddp`` relaunches the whole sweep in its child process. Protocol v2 (the 2026-11-26
+table in docs/study.md) is reproducible from the commit that reported it (3d1dba6).
 """
 
 from __future__ import annotations
@@ -46,32 +55,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-TEACHERS = ("raunet", "pspnet", "unetpp")
-STUDENTS = ("enet", "mobilenetv2", "resnet18")
-SEEDS = (1, 2, 3)
-TEACHER_WIDTH = 0.25  # 1.3-2.9 M parameters: 2-100x the students below
-STUDENT_WIDTH = 0.25  # ENet 0.025 M, MobileNetV2 0.16 M, ResNet18 0.70 M
-BASELINES = ("kd", "at", "cwd", "skd")
+EXPERIMENT = "phantom_study_v3"
+TEACHER = "raunet"
+TEACHER_WIDTH = 0.5  # 5.5 M parameters: trained once per seed, reused by every method
+STUDENT = "enet"
+SECOND_STUDENT = "mobilenetv2"
+STUDENT_WIDTH = 0.25  # ENet 0.025 M, MobileNetV2 0.16 M
+SEEDS = (1, 2, 3, 4, 5)  # the main comparison: teacher, ENet alone and the main methods
+FEW_SEEDS = (1, 2, 3)  # the EMKD ablations and RA-UNet -> MobileNetV2
+MAIN_METHODS = ("emkd", "kd", "at", "cwd")  # plus the selected new option
+#: kdseg's options beyond the paper (conf/distill/*.yaml); one is selected on validation
+NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist")
+SELECT_SEED = 1
 ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
-PAIR_FOR_COMPARISONS = ("raunet", "enet")  # baselines and ablations: the paper's best pair
-PHANTOM = {  # conspicuous tumors, so that CPU-sized teachers learn them in 256 steps
-    "n_cases": 40,
-    "seed": 0,
-    "params": "{size_range: [112, 128], slices_range: [24, 32], max_tumors: 5, "
-    "p_no_tumor: 0.05, tumor_mm_range: [20, 50], tumor_contrast: 2.5}",
-}
+PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
 STAGES = (
     "data",
     "teachers",
     "students",
-    "emkd",
-    "baselines",
+    "options",
+    "select",
+    "main",
     "ablations",
+    "mobilenet",
     "eval",
     "report",
     "step-cost",
 )
 EVAL_DIR = "eval-test-full"
+VAL_DIR = "eval-val-full"
 
 
 class Study:
@@ -81,10 +93,8 @@ class Study:
         self.dir = Path(args.dir).resolve()
         self.data = self.dir / "data" / "lits"
         self.runs = self.dir / "runs"
-        self.teachers: list[str] = args.teachers
-        self.students: list[str] = args.students
         self.seeds: list[int] = args.seeds
-        self.teacher_seed: int | None = args.teacher_seed
+        self.few_seeds: list[int] = [s for s in FEW_SEEDS if s in self.seeds] or self.seeds[:3]
         own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
         self.launcher: list[str] = (
             []
@@ -96,11 +106,19 @@ class Study:
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
         )
+        self.selection_file = self.dir / "selection.json"
 
     # -- helpers -----------------------------------------------------------------------------
     @property
     def common(self) -> list[str]:
         return [f"data.root={self.data}", f"paths.runs_dir={self.runs}"]
+
+    @property
+    def selected(self) -> str:
+        """The new option chosen on validation (stage ``select``)."""
+        if not self.selection_file.exists():
+            raise SystemExit("phantom_study: run the options and select stages first")
+        return json.loads(self.selection_file.read_text())["selected"]
 
     def run(self, command: str, *args: str) -> None:
         """Run one kdseg console script, echoed, failing the study if it fails."""
@@ -108,14 +126,17 @@ class Study:
         subprocess.run([str(BIN / f"kdseg-{command}"), *args], check=True, cwd=ROOT)
 
     def timed(self, stage: str, n_runs: int, fn, *args) -> None:  # noqa: ANN001
-        """Run a stage, record its wall time and run count in ``timings.json``."""
+        """Run a stage, record its wall time and run count in ``timings.json`` (summed over
+        resumed attempts)."""
         start = time.perf_counter()
         fn(*args)
         seconds = time.perf_counter() - start
+        old = self.timings.get(stage, {})
+        total, runs = old.get("seconds", 0.0) + seconds, old.get("runs", 0) + n_runs
         self.timings[stage] = {
-            "seconds": round(seconds, 1),
-            "runs": n_runs,
-            "seconds_per_run": round(seconds / max(n_runs, 1), 1),
+            "seconds": round(total, 1),
+            "runs": runs,
+            "seconds_per_run": round(total / max(runs, 1), 1),
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
@@ -129,7 +150,11 @@ class Study:
         sweeps: dict[str, Sequence],
         run_names: Iterable[str],
     ) -> None:
-        """One Hydra multirun into ``runs/<stage>``; skipped when every run has its summary."""
+        """One Hydra multirun into ``runs/<stage>``; skipped when every run has its summary.
+
+        Only the missing runs' grid is swept again when it is a plain product (one sweep key
+        with several values); finished runs are skipped by their summary either way.
+        """
         out = self.runs / stage
         missing = [n for n in run_names if not (out / n / "summary.json").exists()]
         if not missing:
@@ -150,47 +175,64 @@ class Study:
         )
 
     def distill_sweep(
-        self, stage: str, teachers: Sequence[str], students: Sequence[str], methods: Sequence[str]
+        self, stage: str, student: str, methods: Sequence[str], seeds: Sequence[int]
     ) -> None:
-        teacher_seed = (
-            [] if self.teacher_seed is None else [f"study.teacher_seed={self.teacher_seed}"]
-        )
-        self.hydra_extra = [*self.hydra_extra, *teacher_seed]
         names = [
-            f"{t}-{s}-w{STUDENT_WIDTH}-{m}-s{seed}"
-            for t, s, m, seed in itertools.product(teachers, students, methods, self.seeds)
+            f"{TEACHER}-{student}-w{STUDENT_WIDTH}-{m}-s{seed}"
+            for m, seed in itertools.product(methods, seeds)
         ]
         self.sweep(
             "distill",
             stage,
-            "phantom_study_distill",
+            f"{EXPERIMENT}_distill",
             {
-                "teacher.name": teachers,
-                "student": students,
+                "teacher.name": [TEACHER],
+                "student": [student],
                 "student.width": [STUDENT_WIDTH],
                 "distill": methods,
-                "seed": self.seeds,
+                "seed": seeds,
                 "study.teacher_width": [TEACHER_WIDTH],
             },
             names,
         )
-        self.hydra_extra = [a for a in self.hydra_extra if a not in teacher_seed]
 
-    def train_sweep(
-        self, stage: str, models: Sequence[str], width: float, seeds: Sequence[int] | None = None
-    ) -> None:
-        seeds = list(seeds or self.seeds)
-        names = [f"{m}-w{width}-s{s}" for m, s in itertools.product(models, seeds)]
+    def train_sweep(self, stage: str, model: str, width: float, seeds: Sequence[int]) -> None:
+        names = [f"{model}-w{width}-s{s}" for s in seeds]
         self.sweep(
             "train",
             stage,
-            "phantom_study",
-            {"model": models, "model.width": [width], "seed": seeds},
+            EXPERIMENT,
+            {"model": [model], "model.width": [width], "seed": seeds},
             names,
         )
 
     def run_dirs(self) -> list[Path]:
         return sorted(p.parent for p in self.runs.glob("*/*/summary.json"))
+
+    def evaluate(self, stage: str, runs: Sequence[Path], split: str, out_dir: str) -> None:
+        """``kdseg-eval -m`` over the runs' best checkpoints that lack ``<run>/<out_dir>``."""
+        todo = [
+            r / "checkpoints" / "best.ckpt"
+            for r in runs
+            if not (r / out_dir / "summary.json").exists()
+        ]
+        if not todo:
+            print(f"[study] {stage}: every run evaluated, skipped", flush=True)
+            return
+        self.timed(
+            stage,
+            len(todo),
+            self.run,
+            "eval",
+            "-m",
+            f"experiment={EXPERIMENT}",
+            *self.common,
+            f"split={split}",
+            f"ckpt={','.join(str(c) for c in todo)}",
+            f"hydra.sweep.dir={self.dir / f'.eval-sweep-{split}'}",
+            "hydra.sweep.subdir=${hydra.job.num}",
+            *self.hydra_extra,
+        )
 
     # -- stages ------------------------------------------------------------------------------
     def stage_data(self) -> None:
@@ -207,64 +249,67 @@ class Study:
                 f"seed={PHANTOM['seed']}",
                 f"params={PHANTOM['params']}",
             )
-            self.run("prepare", "experiment=phantom_study", *self.common)
+            self.run("prepare", f"experiment={EXPERIMENT}", *self.common)
 
         self.timed("data", PHANTOM["n_cases"], make)
 
     def stage_teachers(self) -> None:
-        seeds = self.seeds if self.teacher_seed is None else [self.teacher_seed]
-        self.train_sweep("teachers", self.teachers, TEACHER_WIDTH, seeds)
+        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, self.seeds)
 
     def stage_students(self) -> None:
-        self.train_sweep("students", self.students, STUDENT_WIDTH)
+        self.train_sweep("students", STUDENT, STUDENT_WIDTH, self.seeds)
+        self.train_sweep("students", SECOND_STUDENT, STUDENT_WIDTH, self.few_seeds)
 
-    def stage_emkd(self) -> None:
-        self.distill_sweep("distilled", self.teachers, self.students, ["emkd"])
+    def stage_options(self) -> None:
+        self.distill_sweep("options", STUDENT, NEW_OPTIONS, [SELECT_SEED])
 
-    def stage_baselines(self) -> None:
-        teacher, student = PAIR_FOR_COMPARISONS
-        self.distill_sweep("baselines", [teacher], [student], list(BASELINES))
+    def stage_select(self) -> None:
+        """The new option with the best validation tumor Dice (never the test split)."""
+        runs = [
+            self.runs / "options" / f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}-{m}-s{SELECT_SEED}"
+            for m in NEW_OPTIONS
+        ]
+        self.evaluate("select", runs, "val", VAL_DIR)
+        scores = {}
+        for method, run in zip(NEW_OPTIONS, runs, strict=True):
+            summary = json.loads((run / VAL_DIR / "summary.json").read_text())
+            scores[method] = float(summary["dice_per_case_nonempty"]["tumor"]["mean"])
+        selected = max(NEW_OPTIONS, key=lambda m: scores[m])
+        text = json.dumps({"selected": selected, "val_tumor_dice": scores}, indent=1)
+        self.selection_file.write_text(text + "\n")
+        print(f"[study] selected {selected}: {scores}", flush=True)
+
+    def stage_main(self) -> None:
+        self.distill_sweep("main", STUDENT, [*MAIN_METHODS, self.selected], self.seeds)
 
     def stage_ablations(self) -> None:
-        teacher, student = PAIR_FOR_COMPARISONS
-        self.distill_sweep("ablations", [teacher], [student], list(ABLATIONS))
+        self.distill_sweep("ablations", STUDENT, list(ABLATIONS), self.few_seeds)
+
+    def stage_mobilenet(self) -> None:
+        self.distill_sweep("mobilenet", SECOND_STUDENT, ["emkd", self.selected], self.few_seeds)
 
     def stage_eval(self) -> None:
-        todo = [
-            r / "checkpoints" / "best.ckpt"
-            for r in self.run_dirs()
-            if not (r / EVAL_DIR / "summary.json").exists()
-        ]
-        if not todo:
-            print("[study] eval: every run evaluated, skipped", flush=True)
-            return
-        self.timed(
-            "eval",
-            len(todo),
-            self.run,
-            "eval",
-            "-m",
-            "experiment=phantom_study",
-            *self.common,
-            f"ckpt={','.join(str(c) for c in todo)}",
-            f"hydra.sweep.dir={self.dir / '.eval-sweep'}",
-            "hydra.sweep.subdir=${hydra.job.num}",
-            *self.hydra_extra,
-        )
+        runs = [r for r in self.run_dirs() if r.parent.name != "options"]
+        self.evaluate("eval", runs, "test", EVAL_DIR)
 
     def stage_report(self) -> None:
-        self.run("report", f"runs=[{self.runs}]", f"output_dir={self.dir / 'report'}")
+        stages = ",".join(
+            str(self.runs / s) for s in ("teachers", "students", "main", "ablations", "mobilenet")
+        )
+        self.run("report", f"runs=[{stages}]", f"output_dir={self.dir / 'report'}")
 
     def stage_step_cost(self) -> None:
         """Time a plain student step and a distillation step on the same batch (in-process)."""
-        result = step_cost(self.runs, self.teachers[0], self.students[0])
+        result = {
+            m: step_cost(self.runs, STUDENT, m) for m in ("emkd", self.selected, "kd", "at", "cwd")
+        }
         self.timings["step_cost"] = result
         self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
         print(json.dumps(result, indent=1))
 
 
 def step_cost(
-    runs: Path, teacher: str, student: str, repeats: int = 8, threads: int = 1
+    runs: Path, student: str, method: str = "emkd", repeats: int = 8, threads: int = 1
 ) -> dict[str, float]:
     """Median seconds per training step (forward, loss, backward, Adam) of the same student on
     the same batch: alone (``SegmentationModule``) and distilled with EMKD (``DistillationModule``).
@@ -287,19 +332,19 @@ def step_cost(
 
     warnings.filterwarnings("ignore", message=".*self.log.*")
     torch.set_num_threads(threads)
-    ckpt = next(runs.glob(f"teachers/{teacher}-*/checkpoints/best.ckpt"))
+    ckpt = next(runs.glob(f"teachers/{TEACHER}-*/checkpoints/best.ckpt"))
     data_root = runs.parent / "data" / "lits"
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         cfg = to_dict(
             compose(
                 "distill",
                 overrides=[
-                    "experiment=phantom_study_distill",
+                    f"experiment={EXPERIMENT}_distill",
                     f"data.root={data_root}",
                     f"teacher.ckpt={ckpt}",
                     f"student={student}",
                     f"student.width={STUDENT_WIDTH}",
-                    "distill=emkd",
+                    f"distill={method}",
                 ],
             )
         )
@@ -333,8 +378,9 @@ def step_cost(
             seconds[name].append(time.perf_counter() - start)
     plain, distill = (median(seconds[n][2:]) for n in ("student", "distill"))
     return {
-        "teacher": teacher,
+        "teacher": TEACHER,
         "student": student,
+        "method": method,
         "batch": list(batch["image"].shape),
         "student_step_s": round(plain, 4),
         "distill_step_s": round(distill, 4),
@@ -350,15 +396,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--dir", default=str(ROOT / ".study"), help="study folder (data, runs, report)"
     )
     parser.add_argument("--stages", type=csv, default=list(STAGES), help=f"comma list of {STAGES}")
-    parser.add_argument("--teachers", type=csv, default=list(TEACHERS))
-    parser.add_argument("--students", type=csv, default=list(STUDENTS))
     parser.add_argument("--seeds", type=lambda t: [int(s) for s in csv(t)], default=list(SEEDS))
-    parser.add_argument(
-        "--teacher-seed",
-        type=int,
-        default=None,
-        help="distil every seed from this teacher seed (default: the same seed)",
-    )
     parser.add_argument(
         "--jobs", type=int, default=2, help="runs at a time (joblib launcher; 1: one by one)"
     )

@@ -458,3 +458,69 @@ def test_export_check_catches_a_dropped_organ_that_pixel_agreement_hides() -> No
     same = compare(reference, reference, x, "reference")
     assert same.foreground_dice == 1.0 and same.acceptable(min_agreement=0.999, min_dice=0.99)
     assert "lowest foreground Dice 0.0000" in str(dropped)
+
+
+def test_cascade_export_predict_and_bench(workspace: dict, capsys, monkeypatch) -> None:
+    """``ckpt=[stage1,stage2]`` exports both stages; the two artefacts run as a cascade in
+    predict, and kdseg-bench times the cascade as one entry."""
+    from kdseg.deploy.export import stage_options
+
+    tiny = str(workspace["tiny"])
+    opts = stage_options({"ckpt": [tiny, tiny], "output": None, "check_slices": 4})
+    assert [Path(o.output).name for o in opts] == [
+        "tiny_deploy_net.onnx",
+        "tiny_deploy_net-stage2.onnx",
+    ]
+    out = workspace["root"] / "cascade"
+    code, stdout, err = _cli(
+        "export",
+        [
+            f"ckpt=[{tiny},{tiny}]",
+            f"output=[{out / 's1.onnx'},{out / 's2.onnx'}]",
+            "check_slices=4",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    assert "cascade: kdseg-predict" in stdout
+    pair = f"artifact=[{out / 's1.onnx'},{out / 's2.onnx'}]"
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    code, stdout, err = _cli(
+        "predict",
+        ["ckpt=null", pair, f"input={case.image}", f"output={out / 'label.nii.gz'}"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    image, label = nib.load(str(case.image)), nib.load(str(out / "label.nii.gz"))
+    assert label.shape == image.shape
+    np.testing.assert_allclose(label.affine, image.affine, atol=1e-5)
+    entries = [
+        {
+            "name": "cascade-onnx",
+            "artifact": [str(out / "s1.onnx"), str(out / "s2.onnx")],
+            "backend": "onnx",
+            "role": "student",
+        }
+    ]
+    (out / "entries.yaml").write_text(yaml.safe_dump(entries))
+    code, stdout, err = _cli(
+        "bench",
+        [
+            "quick=true",
+            "threads=1",
+            f"data.root={workspace['data']}",
+            f"volume_dir={workspace['root'] / 'volume'}",
+            f"output_dir={out}",
+            "name=cascade",
+            f"entries_file={out / 'entries.yaml'}",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    row = json.loads((out / "cascade.json").read_text())["rows"][0]
+    assert row["ok"], row
+    assert row["model"] == "tiny_deploy_net+tiny_deploy_net" and row["slices"] >= 12
+    assert row["macs_source"] == "cascade, per-slice mean" and row["mult_adds"] > 0

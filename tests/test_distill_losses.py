@@ -19,8 +19,9 @@ torch.set_num_threads(1)
 
 NUM_CLASSES = 3
 LOSSES = ["pmd", "kd", "imd", "at", "rad", "cwd", "skd"]
-#: beyond the paper: class-balanced KD / PMD, KD inside the dilated organ, DIST (NeurIPS 2022)
-LOSSES += ["kd_balanced", "pmd_balanced", "kd_region", "dist"]
+#: beyond the paper: class-balanced KD / PMD, KD inside the dilated organ, DIST (NeurIPS 2022),
+#: DKD (CVPR 2022)
+LOSSES += ["kd_balanced", "pmd_balanced", "kd_region", "dist", "dkd"]
 SPATIAL = {2: (8, 8), 3: (4, 6, 6)}
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "distill"
 
@@ -268,9 +269,10 @@ EXPECTED_ACTIVE = {
     "kd_balanced": {"kd"},
     "kd_region": {"kd"},
     "dist": {"dist"},
+    "dkd": {"dkd"},
 }
 #: warm-up of each preset (beyond the paper); every other preset has none
-EXPECTED_WARMUP = {"emkd_balanced": 0.2, "emkd_warmup": 0.2}
+EXPECTED_WARMUP = {"emkd_balanced": 0.2, "emkd_warmup": 0.2, "dkd": 0.08}
 
 
 def test_every_distill_yaml_composes_and_builds():
@@ -351,13 +353,11 @@ def test_region_dilation_matches_scipy_box_dilation(dims: int):
     mask = torch.zeros(2, *SPATIAL[dims], dtype=torch.bool)
     mask[(0, *(1,) * dims)] = True
     mask[(1, *(s - 1 for s in SPATIAL[dims]))] = True
-    for radius in (0, 1, 2):
-        box = ndimage.generate_binary_structure(dims, dims)  # full 3^dims neighbourhood
-        expected = [
-            ndimage.binary_dilation(m.numpy(), box, iterations=radius) if radius else m.numpy()
-            for m in mask
-        ]
-        assert torch.equal(dilate(mask, radius), torch.as_tensor(np.stack(expected))), radius
+    for radius in [0, 1, 2, (0, 1, 2)[-dims:]]:  # the last: one radius per dim
+        radii = (radius,) * dims if isinstance(radius, int) else radius
+        box = np.ones([2 * r + 1 for r in radii], dtype=bool)
+        expected = np.stack([ndimage.binary_dilation(m.numpy(), box) for m in mask])
+        assert torch.equal(dilate(mask, radius), torch.as_tensor(expected)), radius
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -390,6 +390,25 @@ def test_dist_matches_pearson_correlations_from_numpy():
     intra = np.mean([1 - np.corrcoef(probs[0][:, c], probs[1][:, c])[0, 1] for c in range(3)])
     expected = temperature**2 * (beta * inter + gamma * intra)
     assert value(student, teacher).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dkd_decomposes_classical_kd_as_the_paper_says():
+    """Zhao et al. eq. 5: KD = TCKD + (1 - p_t^T) NCKD at every pixel (here 1x1 images)."""
+    student, teacher, labels = _pair(2)
+    temperature = 2.0
+    pixels = lambda x: x.movedim(1, -1).reshape(-1, x.shape[1], 1, 1)  # noqa: E731
+    s, t, y = pixels(student), pixels(teacher), labels.reshape(-1, 1, 1)
+    tckd = build_loss("dkd", temperature=temperature, alpha=1.0, beta=0.0)
+    nckd = build_loss("dkd", temperature=temperature, alpha=0.0, beta=1.0)
+    kd = build_loss("kd", temperature=temperature)
+    p_target = F.softmax(t / temperature, 1).gather(1, y[:, None])[:, 0, 0, 0]
+    for i in range(0, s.shape[0], 7):
+        pixel = (s[i : i + 1], t[i : i + 1], y[i : i + 1])
+        decomposed = tckd(*pixel) + (1 - p_target[i]) * nckd(*pixel)
+        torch.testing.assert_close(decomposed, kd(*pixel))
+    # two classes: a single non-target class carries no ranking, NCKD is 0
+    two = nckd(student[:, :2], teacher[:, :2], labels.clamp(max=1))
+    assert abs(two.item()) < 1e-7
 
 
 def test_warmup_ramp_is_linear_from_zero_to_one_at_the_configured_step():

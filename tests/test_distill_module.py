@@ -3,6 +3,7 @@ resume after a kill, a student that loads without its teacher, and a clear misma
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import signal
@@ -49,6 +50,28 @@ def _fake_teacher(path: Path, model: dict[str, Any], data: dict[str, Any]) -> Pa
     return path
 
 
+def _module_with_fake_teacher(
+    phantom_lits: Path, tmp_path: Path, teacher: str, overrides: list[str]
+) -> tuple[DistillationModule, Any]:
+    """A DistillationModule on the tiny phantom data around an untrained ``teacher`` network."""
+    cfg = _compose(
+        "distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", *STUDENT, *overrides]
+    )
+    setup = resolve_data(cfg["data"])
+    setup.prepare(progress=False)
+    teacher_model = {"name": teacher, "in_channels": 1, "num_classes": 3, "width": 0.25}
+    ckpt = _fake_teacher(tmp_path / f"{teacher}.ckpt", teacher_model, setup.info())
+    module = DistillationModule(
+        model=cfg["student"],
+        data=setup.info(),
+        optim=cfg["optim"],
+        loss=cfg["loss"],
+        teacher={"ckpt": str(ckpt)},
+        distill=cfg["distill"],
+    )
+    return module, setup
+
+
 class Probe(pl.Callback):
     """Inside real training steps: the teacher's mode, and where gradients went."""
 
@@ -80,27 +103,8 @@ class Probe(pl.Callback):
 def test_teacher_frozen_and_gradients_reach_student_and_adapters_with_misaligned_taps(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    cfg = _compose(
-        "distill",
-        [
-            f"data.root={phantom_lits}",
-            "teacher.ckpt=unused",
-            *STUDENT,
-            "distill=emkd",
-            *MISALIGNED_TERMS,
-        ],
-    )
-    setup = resolve_data(cfg["data"])
-    setup.prepare(progress=False)
-    teacher_model = {"name": "unetpp", "in_channels": 1, "num_classes": 3, "width": 0.25}
-    ckpt = _fake_teacher(tmp_path / "unetpp.ckpt", teacher_model, setup.info())
-    module = DistillationModule(
-        model=cfg["student"],
-        data=setup.info(),
-        optim=cfg["optim"],
-        loss=cfg["loss"],
-        teacher={"ckpt": str(ckpt)},
-        distill=cfg["distill"],
+    module, setup = _module_with_fake_teacher(
+        phantom_lits, tmp_path, "unetpp", ["distill=emkd", *MISALIGNED_TERMS]
     )
     s_info, t_info = module.net.tap_info, module.teacher.tap_info
     assert s_info["low"].channels != t_info["low"].channels  # channels differ on every EMKD tap
@@ -131,6 +135,85 @@ def test_teacher_frozen_and_gradients_reach_student_and_adapters_with_misaligned
     metrics = trainer.callback_metrics
     for term in ("pmd", "imd_low", "imd_high", "rad_low", "rad_high", "cwd_x", "imd_x"):
         assert torch.isfinite(metrics[f"distill/{term}"]), term
+
+
+#: The new logit terms (beyond the paper) beside a balanced EMKD, all in one criterion.
+NEW_TERMS = [
+    "+distill.terms.kd_bal={loss: kd_balanced, weight: 1.0, student_tap: logits}",
+    "+distill.terms.kd_reg={loss: kd_region, weight: 1.0, student_tap: logits}",
+    "+distill.terms.dist={loss: dist, weight: 1.0, student_tap: logits}",
+    "+distill.terms.dkd={loss: dkd, weight: 1.0, student_tap: logits}",
+]
+
+
+class RampProbe(pl.Callback):
+    """After each real step: the logged warm-up factor and whether the teacher got gradients."""
+
+    def __init__(self) -> None:
+        self.ramp: list[float] = []
+        self.teacher_grads: list[bool] = []
+
+    def on_after_backward(self, trainer: pl.Trainer, module: DistillationModule) -> None:
+        self.teacher_grads.append(any(p.grad is not None for p in module.teacher.parameters()))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.ramp.append(float(trainer.callback_metrics["distill/warmup"]))
+
+
+def test_warmup_ramps_over_the_trainers_steps_with_the_new_logit_terms(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    module, setup = _module_with_fake_teacher(
+        phantom_lits,
+        tmp_path,
+        "enet",
+        # half of the 4 steps: the full weights from step 2 on
+        ["distill=emkd_balanced", "distill.warmup=0.5", *NEW_TERMS],
+    )
+    assert module.criterion.warmup == 0.5
+    probe = RampProbe()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        max_steps=4,
+        limit_val_batches=0,
+        callbacks=[probe],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+    )
+    trainer.fit(module, datamodule=setup.datamodule(seed=1))
+    assert trainer.global_step == 4
+    assert probe.ramp == [0.0, 0.5, 1.0, 1.0]
+    assert not any(probe.teacher_grads)
+    for term in ("pmd", "kd_bal", "kd_reg", "dist", "dkd"):
+        assert torch.isfinite(trainer.callback_metrics[f"distill/{term}"]), term
+
+
+def test_short_distillation_run_with_a_new_preset(trained_enet: Path, phantom_lits: Path) -> None:
+    run = trained_enet.parent / "emkd-balanced"
+    kdseg(
+        "distill",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        *STUDENT,
+        "distill=emkd_balanced",
+        "distill.warmup=2",  # steps
+        "trainer.max_epochs=1",
+        "trainer.max_steps=3",
+        "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={run}",
+    )
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 3
+    saved = (run / "config.yaml").read_text()
+    assert "name: emkd_balanced" in saved and "loss: pmd_balanced" in saved
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("distill/warmup")]
+    assert [float(r["distill/warmup"]) for r in rows] == [0.0, 0.5, 1.0]
+    assert all(float(r["distill/pmd"]) >= 0 for r in rows)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import kdseg.config  # noqa: F401  (registers the config resolvers)
 from kdseg.cli.boundary import CONFIG_PATH, command, guarded, number
@@ -25,6 +25,7 @@ __all__ = [
     "number",
     "run_dir",
     "save_run_config",
+    "stage_list",
     "to_dict",
 ]
 
@@ -53,35 +54,60 @@ def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str
     return out, to_dict(cfg)
 
 
+def stage_list(value: Any) -> list[Any]:
+    """``ckpt`` / ``artifact`` as a list: ``[a, b]`` is a cascade, a single value one stage."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [None if v in (None, "null") else str(v) for v in value]
+    return [str(value)]
+
+
 def build_predictor(
     cfg: DictConfig, threshold: float | None, progress: bool = False
 ) -> tuple[Any, Any, str, str | None]:
     """The checkpoint or artefact named by ``ckpt`` / ``artifact`` / ``backend`` as a Predictor.
 
     Shared by ``kdseg-predict`` and ``kdseg-eval``; returns ``(predictor, bundle, backend,
-    artifact)`` with the backend and artefact actually used.
+    artifact)`` with the backend and artefact actually used. A list of two (``ckpt=[s1,s2]``
+    or ``artifact=[s1.onnx,s2.onnx]``) is an organ-to-tumor cascade, stage 1 first: the
+    predictor is a :class:`~kdseg.eval.inference.CascadePredictor` and the bundle, backend and
+    artefact returned are stage 2's.
     """
     import kdseg.deploy.backends  # noqa: F401  (registers the compile and aoti backends)
     from kdseg.deploy.artifact import resolve_bundle
-    from kdseg.eval.inference import Predictor
+    from kdseg.eval.inference import CascadePredictor, Predictor
 
     threads = number(cfg, "threads", int, minimum=1)
     batch_size = number(cfg, "batch_size", int, minimum=1)
-    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
-    bundle, backend, artifact = resolve_bundle(ckpt, cfg.artifact, cfg.backend)
-    try:
-        predictor = Predictor.from_bundle(
-            bundle,
-            backend=backend,
-            artifact=artifact,
-            threads=threads,
-            batch_size=batch_size,
-            threshold=threshold,
-            progress=progress,
+    ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
+    artifacts = stage_list(cfg.artifact)
+    n = max(len(ckpts), len(artifacts), 1)
+    if n > 2 or len(ckpts) not in (0, n) or len(artifacts) not in (0, n):
+        raise InputError(
+            None, "a cascade is two stages: ckpt=[stage1,stage2] and/or artifact=[stage1,stage2]"
         )
-    except Exception as exc:
-        if not artifact or not type(exc).__module__.startswith("onnxruntime"):
-            raise
-        first = " ".join(str(exc).split())[:300]
-        raise InputError(artifact, f"ONNX Runtime cannot load it ({first})") from None
-    return predictor, bundle, backend, artifact
+    stages = []
+    for i in range(n):
+        ckpt = ckpts[i] if ckpts else None
+        artifact = artifacts[i] if artifacts else None
+        bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend)
+        try:
+            predictor = Predictor.from_bundle(
+                bundle,
+                backend=backend,
+                artifact=artifact,
+                threads=threads,
+                batch_size=batch_size,
+                threshold=threshold if i == n - 1 else None,
+                progress=progress,
+            )
+        except Exception as exc:
+            if not artifact or not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            first = " ".join(str(exc).split())[:300]
+            raise InputError(artifact, f"ONNX Runtime cannot load it ({first})") from None
+        stages.append((predictor, bundle, backend, artifact))
+    if n == 1:
+        return stages[0]
+    return (CascadePredictor(stages[0][0], stages[1][0]), *stages[1][1:])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import build_predictor, command, number, to_dict
+from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError
 from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
@@ -15,14 +15,17 @@ from kdseg.guards import check_output
 
 @command("kdseg-eval", "eval")
 def main(cfg: DictConfig) -> None:
-    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
+    ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
+    ckpt = ckpts[-1] if ckpts else None  # a cascade's results go beside its stage 2
+    stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)
+    kind = "cascade-" if len(stages) > 1 else ""
     threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
     default_out = (
-        Path(ckpt).resolve().parent.parent / f"eval-{cfg.split}-{cfg.protocol}"
+        Path(ckpt).resolve().parent.parent / f"eval-{kind}{cfg.split}-{cfg.protocol}"
         if ckpt
         else Path(artifact).resolve().parent
-        / f"eval-{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
+        / f"eval-{kind}{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
     )
     inputs = [cfg.data.root, ckpt, artifact]
     out = check_output(cfg.output_dir or default_out, inputs, folder=True, what="output_dir")
@@ -34,6 +37,7 @@ def main(cfg: DictConfig) -> None:
     summary = summarize_rows(rows, cfg.protocol)
     info = {
         "checkpoint": None if ckpt is None else str(ckpt),
+        "cascade": stages if kind else None,
         "artifact": artifact,
         "data_root": str(cfg.data.root),
         "split": cfg.split,
@@ -46,6 +50,7 @@ def main(cfg: DictConfig) -> None:
     write_results(rows, summary, out, info)
     print_summary(
         summary,
-        title=f"{bundle.model_config['name']} on {cfg.data.name}/{cfg.split} ({cfg.protocol})",
+        title=f"{'cascade -> ' if kind else ''}{bundle.model_config['name']} on "
+        f"{cfg.data.name}/{cfg.split} ({cfg.protocol})",
     )
     print(f"results: {out}")

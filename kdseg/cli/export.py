@@ -7,7 +7,7 @@ import sys
 from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
-from kdseg.deploy.export import export_checkpoint, load_options
+from kdseg.deploy.export import ExportResult, export_checkpoint, stage_options
 
 
 def _score(value: float | None) -> str:
@@ -16,7 +16,15 @@ def _score(value: float | None) -> str:
 
 @command("kdseg-export", "export")
 def main(cfg: DictConfig) -> None:
-    result = export_checkpoint(load_options(to_dict(cfg)))
+    results = [export_checkpoint(opts) for opts in stage_options(to_dict(cfg))]
+    for result in results:
+        _print(result)
+    if len(results) > 1:
+        paths = ",".join(str(r.artifact) for r in results)
+        print(f"cascade: kdseg-predict ckpt=null 'artifact=[{paths}]' input=... output=...")
+
+
+def _print(result: ExportResult) -> None:
     info = result.metadata["export"]
     print(
         f"{result.artifact}: {info['format']} {info['precision']}, {info['params']:,} parameters, "

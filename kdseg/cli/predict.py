@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import build_predictor, command
+from kdseg.cli import build_predictor, command, stage_list
 from kdseg.data.dicom import is_dicom_folder
 from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, label_image, load_volume, nifti_suffix
 from kdseg.errors import InputError, atomic_group
@@ -60,8 +60,8 @@ def planned_files(target: Path, report: bool, overlay: bool) -> list[Path]:
 def main(cfg: DictConfig) -> None:
     source, output = Path(cfg.input), Path(cfg.output)
     pairs = plan_outputs(source, output)
-    ckpt = None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt
-    inputs = [source, *(s for s, _ in pairs), ckpt, cfg.artifact]
+    ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
+    inputs = [source, *(s for s, _ in pairs), *ckpts, *stage_list(cfg.artifact)]
     if not is_nifti(output):
         check_output(output, inputs, folder=True)
     plans = [planned_files(t, bool(cfg.report), bool(cfg.overlay)) for _, t in pairs]
@@ -74,6 +74,8 @@ def main(cfg: DictConfig) -> None:
         with atomic_group(files, suffixes) as temps:
             if cfg.report:
                 report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
+                report.update({"cascade": predictor.last} if predictor.last else {})
+                report.update({"notes": predictor.notes} if predictor.notes else {})
                 write_lesion_report(report, temps[0], temps[1])
             if cfg.overlay:
                 canonical = predictor.pre

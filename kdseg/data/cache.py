@@ -5,7 +5,11 @@ Layout of one cache (one folder per dataset and preprocessing digest)::
     <cache>/preprocess.json            the PreprocessConfig, its digest, the source folder
     <cache>/cases/<case_id>/image.npy  (Z, h, w) model-input slices in the store dtype
     <cache>/cases/<case_id>/label.npy  (Z, h, w) uint8 labels on the same grid
-    <cache>/cases/<case_id>/meta.json  written last: slice flags, spacing, shapes
+    <cache>/cases/<case_id>/meta.json  written last: slice flags, spacing, shapes, box
+
+With ``preprocess.roi: organ`` a case's arrays hold only the slices of its (jittered) organ
+box, cropped to that box, so a stage-2 model trains on organ slices; a case without organ
+holds none.
 
 A case counts as prepared only when its ``meta.json`` exists (it is written atomically after
 the arrays), which makes ``prepare`` idempotent and safe to kill.

@@ -8,17 +8,19 @@ progress bar shows the work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from rich.progress import Progress
 
 from kdseg.data.cache import case_folder, is_prepared
 from kdseg.data.io import check_pair, load_volume
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.preprocess import PreprocessConfig, Preprocessor, jitter_box, organ_box
 from kdseg.data.sources import Case
 from kdseg.errors import atomic_path, write_text_atomic
 
@@ -40,12 +42,16 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     image = load_volume(case.image)
     label = check_pair(image, load_volume(case.label, role="label"), case.label, LABELS)
     pre = Preprocessor(config)
-    slices, geom = pre.image(image)
+    roi = training_roi(pre, image, label, case.case_id) if config.roi == "organ" else None
+    no_organ = config.roi == "organ" and roi is None
+    slices, geom = pre.image(image, (0, 1, 0, 1, 0, 1) if no_organ else roi)
     labels = pre.label(label, image, geom)
+    if no_organ:  # a case without organ gives a stage-2 model no slice at all
+        slices, labels = slices[:0], labels[:0]
     folder = case_folder(cache_dir, case.case_id)
     _save_npy(slices.astype(config.store_dtype), folder / "image.npy")
     _save_npy(labels, folder / "label.npy")
-    per_slice = labels.reshape(labels.shape[0], -1)
+    per_slice = labels.reshape(labels.shape[0], int(np.prod(labels.shape[1:])))
     meta = {
         "case_id": case.case_id,
         "image": str(case.image),
@@ -55,9 +61,26 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
         "spacing": list(geom.spacing),
         "input_shape": list(geom.input_shape),
         "model_size": list(geom.model_size),
+        "box": list(geom.box),
+        "z_range": list(geom.slices),
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
+
+
+def training_roi(
+    pre: Preprocessor, image: nib.Nifti1Image, label: np.ndarray, case_id: str
+) -> tuple[int, ...] | None:
+    """The ground-truth organ box of one case, each face jittered by up to ``roi_jitter_mm``.
+
+    The draw is seeded by the case id and the config digest: the same cache every time.
+    """
+    box = organ_box(pre.reorient(image, label) > 0)
+    if box is None:
+        return None
+    seed = int(hashlib.sha1(f"{case_id}:{pre.config.digest()}".encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(seed)
+    return jitter_box(box, pre.config.roi_jitter_mm, pre.spacing(image), rng)
 
 
 def prepare_cases(

@@ -1,10 +1,28 @@
 """Preprocessing as one object: the forward mapping used by ``prepare`` and ``predict``, and its
 inverse back to the input's geometry, side by side.
 
-Forward, per volume: reorient to a canonical orientation (RAS by default) -> optional crop to
-the body's in-plane bounding box -> optional in-plane resize -> optional centre crop / pad ->
-HU window scaled to [-1, 1] -> rounded to the storage dtype. Slices are axial and come out as
-``(Z, X, Y)`` arrays. Because training reads exactly what :meth:`Preprocessor.image` returns
+Forward, per volume: reorient to a canonical orientation (RAS by default) -> optional crop to a
+box (the organ's 3D box plus a margin in mm when an ROI is given, else the body's in-plane
+bounding box, else nothing) -> optional in-plane resampling (to ``spacing_mm``, or to a fixed
+``in_plane_size``) -> optional centre crop / pad -> HU window scaled to [-1, 1] -> rounded to
+the storage dtype. Slices are axial and come out as ``(Z, X, Y)`` arrays.
+
+``spacing_mm`` and ``in_plane_size`` together: the box is resampled to ``spacing_mm`` (its pixel
+count is the box extent in mm over the spacing, rounded, so the actual spacing is within half a
+pixel of it) and then centre padded / cropped to ``in_plane_size``, which fixes the size of
+the model grid (training batches need one size) without changing the spacing. Alone,
+``in_plane_size`` resizes the box to that size whatever its extent (the old behaviour), and
+``spacing_mm`` alone gives a grid whose size follows the box. ``crop_size`` is that same
+centre crop / pad after resizing; with ``spacing_mm`` give it or ``in_plane_size``, not both.
+
+Organ ROI (``roi: organ``): the box is the organ's 3D bounding box (in-plane and along z) plus
+``roi_margin_mm`` on every side, clipped to the volume. ``prepare`` takes it from the ground
+truth, each face moved by up to ``roi_jitter_mm`` (drawn once per case, seeded by the case id)
+so a stage-2 model learns boxes as imprecise as a stage-1 model's; at inference a stage-1 model
+gives it (:class:`~kdseg.eval.inference.CascadePredictor`). Only the ROI's slices are
+returned, so the slice cache holds organ slices only.
+
+Because training reads exactly what :meth:`Preprocessor.image` returns
 (through the cache) and prediction calls the same method, a model sees at prediction time what
 it saw in training. :meth:`Preprocessor.restore` maps class probabilities of a batch of slices
 back to the body box of the canonical grid (outside it is background), and
@@ -25,7 +43,12 @@ import torch
 import torch.nn.functional as F
 from nibabel import orientations as ornt
 
+from kdseg.errors import InputError
+
 BODY_HU = -500.0
+ROI_KINDS = (None, "organ")
+Box3D = tuple[int, int, int, int, int, int]
+"""A canonical-grid box ``(x0, x1, y0, y1, z0, z1)``, half-open."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,11 @@ class PreprocessConfig:
     ``body_margin`` voxels (less air, faster inference). in_plane_size: resize slices to this
     (None keeps the native matrix). crop_size: centre crop / pad to this (the paper's 384).
     store_dtype: precision of the cache, applied on the prediction path too.
+    spacing_mm: in-plane pixel spacing ``(sx, sy)`` in mm along the canonical x and y axes to
+    resample to (None keeps the native spacing); see the module docstring for how it combines
+    with in_plane_size. roi: ``None`` or ``"organ"`` (crop to the organ's 3D box, given by the
+    ground truth in training and by a stage-1 model at inference). roi_margin_mm: margin around
+    the organ box. roi_jitter_mm: largest random shift of each box face in training.
     """
 
     window: tuple[float, float] = (-60.0, 140.0)
@@ -46,6 +74,38 @@ class PreprocessConfig:
     in_plane_size: tuple[int, int] | None = None
     crop_size: tuple[int, int] | None = None
     store_dtype: str = "float16"
+    spacing_mm: tuple[float, float] | None = None
+    roi: str | None = None
+    roi_margin_mm: float = 10.0
+    roi_jitter_mm: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.roi not in ROI_KINDS:
+            raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
+        if self.spacing_mm is not None:
+            if len(self.spacing_mm) != 2 or not all(
+                np.isfinite(s) and s > 0 for s in self.spacing_mm
+            ):
+                raise InputError(
+                    None,
+                    f"preprocess.spacing_mm must be two positive mm values, got "
+                    f"{list(self.spacing_mm)}",
+                )
+            if self.in_plane_size is not None and self.crop_size is not None:
+                raise InputError(
+                    None,
+                    "with preprocess.spacing_mm, in_plane_size is the pad / crop size of the "
+                    "model grid: give it or crop_size, not both",
+                )
+        if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
+            raise InputError(None, "preprocess.roi_margin_mm and roi_jitter_mm must be >= 0")
+
+    @property
+    def window_size(self) -> tuple[int, int] | None:
+        """Size of the centre crop / pad after resampling (None: none)."""
+        if self.spacing_mm is not None:
+            return self.in_plane_size or self.crop_size
+        return self.crop_size
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> PreprocessConfig:
@@ -64,6 +124,12 @@ class PreprocessConfig:
             in_plane_size=tup(cfg.get("in_plane_size")),
             crop_size=tup(cfg.get("crop_size")),
             store_dtype=str(cfg.get("store_dtype", cls.store_dtype)),
+            spacing_mm=None
+            if cfg.get("spacing_mm") is None
+            else tuple(float(v) for v in _pair(cfg["spacing_mm"])),
+            roi=cfg.get("roi") or None,
+            roi_margin_mm=float(cfg.get("roi_margin_mm", cls.roi_margin_mm)),
+            roi_jitter_mm=float(cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,8 +137,22 @@ class PreprocessConfig:
         return json.loads(json.dumps(asdict(self)))
 
     def digest(self) -> str:
-        """Short stable hash of the config: the name of its slice cache."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        """Short stable hash of the config: the name of its slice cache.
+
+        Keys added after the first caches were made (spacing, ROI) count only when they are
+        in use, so every older config keeps its digest and its cache.
+        """
+        plain = self.to_dict()
+        if self.spacing_mm is None:
+            del plain["spacing_mm"]
+        if self.roi is None:
+            for key in ("roi", "roi_margin_mm", "roi_jitter_mm"):
+                del plain[key]
+        return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _pair(v: Any) -> tuple:
+    return (v, v) if isinstance(v, (int, float)) else tuple(v)
 
 
 @dataclass
@@ -88,6 +168,12 @@ class Geometry:
     resized: tuple[int, int]  # in-plane size after resize (before crop / pad)
     crop_offset: tuple[int, int]  # start of the centre crop (negative: padding)
     crop_size: tuple[int, int] | None = None
+    z_range: tuple[int, int] | None = None  # canonical slices kept (an ROI's); None: all
+
+    @property
+    def slices(self) -> tuple[int, int]:
+        """Half-open range of canonical slices the model sees."""
+        return self.z_range or (0, self.canonical_shape[2])
 
     @property
     def model_size(self) -> tuple[int, int]:
@@ -134,12 +220,21 @@ class Preprocessor:
         return (np.clip(hu, lo, hi, dtype=np.float32) - lo) * (2.0 / (hi - lo)) - 1.0
 
     # -- geometry ---------------------------------------------------------------------------
-    def geometry(self, img: nib.Nifti1Image, canonical_hu: np.ndarray) -> Geometry:
-        """Work out the mapping for ``img`` whose canonical HU array is ``canonical_hu``."""
+    def geometry(
+        self, img: nib.Nifti1Image, canonical_hu: np.ndarray, roi: Box3D | None = None
+    ) -> Geometry:
+        """Work out the mapping for ``img`` whose canonical HU array is ``canonical_hu``.
+
+        ``roi``: the organ's canonical box (before the margin), or None for no ROI.
+        """
         cfg = self.config
         x, y, z = canonical_hu.shape
-        box = (0, x, 0, y)
-        if cfg.body_crop:
+        spacing = self.spacing(img)
+        box, z_range = (0, x, 0, y), (0, z)
+        if roi is not None:
+            grown = expand_box(roi, cfg.roi_margin_mm, spacing, (x, y, z))
+            box, z_range = grown[:4], grown[4:]
+        elif cfg.body_crop:
             body = (canonical_hu > BODY_HU).any(axis=2)
             if body.any():
                 xs, ys = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
@@ -150,18 +245,27 @@ class Preprocessor:
                     max(int(ys[0]) - m, 0),
                     min(int(ys[-1]) + 1 + m, y),
                 )
-        resized = cfg.in_plane_size or (box[1] - box[0], box[3] - box[2])
-        offset = _centre_offsets(resized, cfg.crop_size) if cfg.crop_size else (0, 0)
+        extent = (box[1] - box[0], box[3] - box[2])
+        if cfg.spacing_mm is not None:
+            resized = tuple(
+                max(int(round(n * s_in / s_out)), 1)
+                for n, s_in, s_out in zip(extent, spacing[:2], cfg.spacing_mm, strict=True)
+            )
+        else:
+            resized = cfg.in_plane_size or extent
+        window = cfg.window_size
+        offset = _centre_offsets(resized, window) if window else (0, 0)
         return Geometry(
             tuple(img.shape),
             img.affine.copy(),
             self._transform(img),
             (x, y, z),
-            self.spacing(img),
+            spacing,
             box,
             tuple(resized),
             offset,
-            cfg.crop_size,
+            window,
+            z_range,
         )
 
     def _transform(self, img: nib.Nifti1Image) -> np.ndarray:
@@ -193,7 +297,8 @@ class Preprocessor:
         copying touch only the voxels that are used.
         """
         x0, x1, y0, y1 = geom.box
-        return np.ascontiguousarray(canonical[x0:x1, y0:y1].transpose(2, 0, 1))
+        z0, z1 = geom.slices
+        return np.ascontiguousarray(canonical[x0:x1, y0:y1, z0:z1].transpose(2, 0, 1))
 
     def _to_model_grid(
         self, boxed: torch.Tensor, geom: Geometry, mode: str, fill: float
@@ -207,10 +312,20 @@ class Preprocessor:
             out = _window(out, geom.crop_offset, geom.crop_size, fill)
         return out
 
-    def image(self, img: nib.Nifti1Image) -> tuple[np.ndarray, Geometry]:
-        """Model-input slices ``(Z, h, w)`` float32 in [-1, 1] and the geometry to undo them."""
+    def image(self, img: nib.Nifti1Image, roi: Box3D | None = None) -> tuple[np.ndarray, Geometry]:
+        """Model-input slices ``(Z, h, w)`` float32 in [-1, 1] and the geometry to undo them.
+
+        ``roi``: the organ's canonical box (from the ground truth or a stage-1 model); the
+        margin is added here. A config with ``roi: organ`` needs one.
+        """
+        if roi is None and self.config.roi == "organ":
+            raise InputError(
+                None,
+                "this model was trained on organ ROIs (preprocess.roi=organ): run it as stage 2 "
+                "of a cascade, ckpt=[stage1.ckpt,stage2.ckpt]",
+            )
         canonical = self.reorient(img)
-        geom = self.geometry(img, canonical)
+        geom = self.geometry(img, canonical, roi)
         scaled = torch.from_numpy(self.scale(self._box_slices(canonical, geom)))
         slices = self._to_model_grid(scaled, geom, "bilinear", fill=-1.0)
         stored = slices.numpy().astype(self.config.store_dtype).astype(np.float32)
@@ -257,6 +372,50 @@ class Preprocessor:
         out = np.asfortranarray(ornt.apply_orientation(canonical, back))
         assert out.shape == geom.input_shape, (out.shape, geom.input_shape)
         return out
+
+
+def organ_box(mask: np.ndarray) -> Box3D | None:
+    """Box ``(x0, x1, y0, y1, z0, z1)`` of the nonzero voxels of ``mask`` (None if none)."""
+    lo_hi = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hits = np.nonzero(np.asarray(mask).any(axis=others))[0]
+        if hits.size == 0:
+            return None
+        lo_hi += [int(hits[0]), int(hits[-1]) + 1]
+    return tuple(lo_hi)  # type: ignore[return-value]
+
+
+def expand_box(
+    box: Box3D,
+    margin_mm: float,
+    spacing: tuple[float, float, float],
+    shape: tuple[int, int, int],
+) -> Box3D:
+    """``box`` grown by ``margin_mm`` on every side (rounded up to whole voxels), clipped to
+    ``shape``; always at least one voxel wide."""
+    out = []
+    for axis in range(3):
+        m = int(np.ceil(margin_mm / spacing[axis] - 1e-6))
+        lo = min(max(box[2 * axis] - m, 0), shape[axis] - 1)
+        hi = max(min(box[2 * axis + 1] + m, shape[axis]), lo + 1)
+        out += [lo, hi]
+    return tuple(out)  # type: ignore[return-value]
+
+
+def jitter_box(
+    box: Box3D, jitter_mm: float, spacing: tuple[float, float, float], rng: np.random.Generator
+) -> Box3D:
+    """Each face of ``box`` moved by a uniform draw in ``[-jitter_mm, jitter_mm]`` (whole
+    voxels); a face never crosses its opposite one. Training boxes imitate stage-1 boxes."""
+    out = list(box)
+    for axis in range(3):
+        shift = np.round(rng.uniform(-jitter_mm, jitter_mm, size=2) / spacing[axis]).astype(int)
+        lo, hi = box[2 * axis] + int(shift[0]), box[2 * axis + 1] + int(shift[1])
+        if hi <= lo:
+            lo, hi = box[2 * axis], box[2 * axis + 1]
+        out[2 * axis], out[2 * axis + 1] = lo, hi
+    return tuple(out)  # type: ignore[return-value]
 
 
 def transform_inverse_axes(transform: np.ndarray) -> list[int]:

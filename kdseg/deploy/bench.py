@@ -54,12 +54,13 @@ class BenchEntry:
     """One configuration to measure. ``role``: teacher, student or distilled (for the targets).
 
     ``weights`` labels the row (``trained``, or e.g. ``random`` for a teacher that is only
-    timed: timing does not depend on the weights).
+    timed: timing does not depend on the weights). ``ckpt`` / ``artifact`` may list two paths,
+    stage 1 first: the entry times the organ-to-tumor cascade (both stages, end to end).
     """
 
     name: str
-    ckpt: str | None = None
-    artifact: str | None = None
+    ckpt: str | list[str] | None = None
+    artifact: str | list[str] | None = None
     backend: str = "torch"
     role: str = "student"
     preprocess: dict[str, Any] | None = None

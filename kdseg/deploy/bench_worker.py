@@ -85,28 +85,35 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from kdseg.data.sources import Case
     from kdseg.deploy.artifact import read_metadata, resolve_bundle
     from kdseg.eval.evaluate import evaluate_cases, summarize_rows
-    from kdseg.eval.inference import Predictor
+    from kdseg.eval.inference import CascadePredictor, Predictor
 
     threads = int(spec["threads"])
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    bundle, backend, artifact = resolve_bundle(
-        spec.get("ckpt"), spec.get("artifact"), spec["backend"]
-    )
-    if spec.get("preprocess"):
-        bundle.data = {
-            **bundle.data,
-            "preprocess": {**bundle.data["preprocess"], **spec["preprocess"]},
-        }
-    predictor = Predictor.from_bundle(
-        bundle,
-        backend=backend,
-        artifact=artifact,
-        threads=threads,
-        batch_size=int(spec["batch_size"]),
-    )
-    timer = TimedBackend(predictor.backend)
-    predictor.backend = timer
+    ckpts, artifacts = _stage_list(spec.get("ckpt")), _stage_list(spec.get("artifact"))
+    stages = []  # (bundle, backend, artifact, predictor, timer) per stage; two: a cascade
+    for i in range(max(len(ckpts), len(artifacts), 1)):
+        bundle, backend, artifact = resolve_bundle(
+            ckpts[i] if ckpts else None, artifacts[i] if artifacts else None, spec["backend"]
+        )
+        if spec.get("preprocess") and i == max(len(ckpts), len(artifacts), 1) - 1:
+            bundle.data = {
+                **bundle.data,
+                "preprocess": {**bundle.data["preprocess"], **spec["preprocess"]},
+            }
+        stage = Predictor.from_bundle(
+            bundle,
+            backend=backend,
+            artifact=artifact,
+            threads=threads,
+            batch_size=int(spec["batch_size"]),
+        )
+        stage.backend = TimedBackend(stage.backend)
+        stages.append((bundle, backend, artifact, stage, stage.backend))
+    bundle, backend, artifact, predictor, _ = stages[-1]
+    if len(stages) == 2:
+        predictor = CascadePredictor(stages[0][3], stages[1][3])
+    timers = [s[4] for s in stages]
     load_s = time.perf_counter() - start
 
     volume = spec["volume"]
@@ -127,12 +134,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         warmup = [end_to_end()[0] for _ in range(int(spec["warmup"]))]
         totals, model, io = [], [], []
         for _ in range(int(spec["runs"])):
-            timer.reset()
+            for timer in timers:
+                timer.reset()
             total, io_s = end_to_end()
             totals.append(total)
-            model.append(timer.seconds)
+            model.append(sum(t.seconds for t in timers))
             io.append(io_s)
-        slices, shape = timer.slices, timer.shape
+        slices, shape = sum(t.slices for t in timers), timers[-1].shape
     peak = peak_rss_mb()
     meta = (read_metadata(artifact, required=False) or {}) if artifact else {}
     export = meta.get("export", {})
@@ -141,9 +149,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "backend": backend,
         "precision": export.get("precision", "fp32"),
         "pruned": (export.get("pruning") or {}).get("ratio"),
-        "model": bundle.model_config.get("name"),
+        "model": "+".join(str(s[0].model_config.get("name")) for s in stages),
         "width": bundle.model_config.get("width"),
-        "source": _resolved(spec.get("ckpt") or meta.get("source_checkpoint")),
+        "source": "|".join(str(_resolved(c)) for c in (ckpts or [meta.get("source_checkpoint")])),
         "preprocess": bundle.data["preprocess"],
         "input_shape": list(shape or ()),
         "slices": slices,
@@ -156,7 +164,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "threads": threads,
         "batch_size": int(spec["batch_size"]),
     }
-    result.update(_cost(bundle, export, tuple(shape[-2:]) if shape else (0, 0)))
+    if len(stages) == 1:
+        result.update(_cost(bundle, export, tuple(shape[-2:]) if shape else (0, 0)))
+    else:
+        result.update(_cascade_cost(stages))
     cases = spec.get("dice_cases") or []
     if cases:
         rows = evaluate_cases(
@@ -169,6 +180,36 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         }
         result["dice_cases"] = len(cases)
     return result
+
+
+def _stage_list(value: Any) -> list[str | None]:
+    """A spec's ``ckpt`` / ``artifact``: one path, or a cascade's two."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _cascade_cost(stages: list[tuple]) -> dict[str, Any]:
+    """Both stages' parameters; mult-adds per slice averaged over the slices each stage ran
+    (so ``2 * mult_adds * slices / model time`` is the cascade's achieved rate)."""
+    from kdseg.deploy.artifact import read_metadata
+
+    total_params, total_macs, total_slices = 0, 0, 0
+    for bundle, _, artifact, _, timer in stages:
+        meta = (read_metadata(artifact, required=False) or {}) if artifact else {}
+        cost = _cost(
+            bundle, meta.get("export", {}), tuple(timer.shape[-2:]) if timer.shape else (0, 0)
+        )
+        if cost["params"] is None or cost["mult_adds"] is None:
+            return {"params": None, "mult_adds": None, "macs_source": "unknown"}
+        total_params += cost["params"]
+        total_macs += cost["mult_adds"] * timer.slices
+        total_slices += timer.slices
+    return {
+        "params": total_params,
+        "mult_adds": int(total_macs / total_slices) if total_slices else None,
+        "macs_source": "cascade, per-slice mean",
+    }
 
 
 def _resolved(path: str | None) -> str | None:

@@ -408,6 +408,37 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
     return ExportResult(out, meta, job.warnings, [fp32_path])
 
 
+def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
+    """One :class:`ExportOptions` per stage: ``ckpt=[stage1, stage2]`` exports a cascade.
+
+    Both stages get the same options; ``output`` is then a list of two paths or null (each
+    stage's default path, with ``-stage2`` added to the second when both would coincide).
+    """
+    ckpts, outputs = cfg.get("ckpt"), cfg.get("output")
+    if not isinstance(ckpts, (list, tuple)):
+        return [load_options(cfg)]
+    if len(ckpts) != 2 or not (outputs is None or len(outputs) == 2):
+        raise InputError(
+            None, "a cascade export is ckpt=[stage1,stage2] (and output=[a,b] or null)"
+        )
+    opts = [
+        load_options({**cfg, "ckpt": c, "output": None if outputs is None else outputs[i]})
+        for i, c in enumerate(ckpts)
+    ]
+    if outputs is None:
+        paths = [
+            default_output(
+                o.ckpt, load_bundle(o.ckpt).model_config["name"], o.format, o.quantize, o.prune
+            )
+            for o in opts
+        ]
+        if paths[0] == paths[1]:
+            paths[1] = paths[1].with_name(paths[1].name.replace(".", "-stage2.", 1))
+        for o, path in zip(opts, paths, strict=True):
+            o.output = str(path)
+    return opts
+
+
 def load_options(cfg: dict[str, Any]) -> ExportOptions:
     """:class:`ExportOptions` from a plain config mapping (the CLI's resolved Hydra config)."""
     if not cfg.get("ckpt"):

@@ -22,16 +22,20 @@ from rich.table import Table
 
 from kdseg.data.io import check_pair, load_volume
 from kdseg.data.prepare import LABELS
+from kdseg.data.preprocess import organ_box
 from kdseg.data.sources import Case
 from kdseg.errors import InputError, write_text_atomic
-from kdseg.eval.inference import Predictor
+from kdseg.eval.inference import CascadePredictor, Predictor
 from kdseg.eval.metrics import case_metrics, paper_protocol_case, paper_protocol_dice, summarize
 
 HEADLINE = ("dice", "dice_global", "hd95", "assd", "voe", "rvd")
 
 
 def evaluate_cases(
-    predictor: Predictor, cases: Sequence[Case], protocol: str = "full", progress: bool = True
+    predictor: Predictor | CascadePredictor,
+    cases: Sequence[Case],
+    protocol: str = "full",
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per case: ``{"case": id, <class>: {metric: value}}``."""
     if protocol not in ("full", "paper"):
@@ -45,7 +49,7 @@ def evaluate_cases(
         for case in cases:
             image = load_volume(case.image)
             truth = check_pair(image, load_volume(case.label, role="label"), case.label, LABELS)
-            pred = predictor.predict(image)
+            pred = _predict(predictor, image, truth)
             if protocol == "full":
                 spacing = [float(s) for s in image.header.get_zooms()[:3]]
                 rows.append({"case": case.case_id, **case_metrics(pred, truth, spacing, classes)})
@@ -57,8 +61,21 @@ def evaluate_cases(
     return rows
 
 
+def _predict(predictor: Predictor | CascadePredictor, image: Any, truth: np.ndarray) -> np.ndarray:
+    """The prediction to score. A stage-2 model alone (``preprocess.roi=organ``, no stage 1)
+    is run in the reference organ's box, as in training without the jitter: an oracle stage 1,
+    so that stage-2 models compare on their own merit. A case without organ gets an empty
+    prediction. A cascade finds the box itself."""
+    if isinstance(predictor, CascadePredictor) or predictor.pre.config.roi != "organ":
+        return predictor.predict(image)
+    box = organ_box(predictor.pre.reorient(image, truth) > 0)
+    if box is None:
+        return np.zeros(image.shape[:3], dtype=np.uint8, order="F")
+    return predictor.predict(image, roi=box)
+
+
 def _paper_row(
-    predictor: Predictor,
+    predictor: Predictor | CascadePredictor,
     image: Any,
     pred: np.ndarray,
     truth: np.ndarray,

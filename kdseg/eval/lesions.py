@@ -139,6 +139,7 @@ def format_lesion_report(report: dict[str, Any], max_rows: int = 10) -> str:
         f"Lesions:        {report['n_lesions']:10d}"
         f"  ({report['connectivity']}-connected, >= {report['min_size_voxels']} voxels)",
     ]
+    lines += [f"Note:           {note}" for note in report.get("notes", [])]
     lesions = report["lesions"][:max_rows]
     if lesions:
         lines += ["", f"{'#':>3}  {'volume mL':>10}  {'diameter mm':>11}  centroid (voxel)"]

@@ -14,10 +14,15 @@ from kdseg.distill.losses.registry import register_loss
 def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
     """``1 - rho(a, b)`` along ``dim``: one minus Pearson's correlation (the cosine of the
     centred vectors). In [0, 2]; 0 when ``a`` is ``b`` or any positive affine map of it. A
-    constant vector has no direction and counts as uncorrelated (distance 1)."""
+    constant vector has no direction and counts as uncorrelated (distance 1, zero gradient).
+
+    Written out rather than with ``F.cosine_similarity``, which is about 10x slower along a
+    short dimension (the C classes of every pixel) on CPU.
+    """
     a = a - a.mean(dim=dim, keepdim=True)
     b = b - b.mean(dim=dim, keepdim=True)
-    return 1.0 - F.cosine_similarity(a, b, dim=dim, eps=eps)
+    norms = ((a * a).sum(dim) * (b * b).sum(dim)).clamp_min(eps * eps).sqrt()
+    return 1.0 - (a * b).sum(dim) / norms
 
 
 @register_loss("dist", temperature=1.0, inter_weight=1.0, intra_weight=1.0)
@@ -65,13 +70,10 @@ class DISTLoss(DistillLoss):
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
         student = resize_to(student, teacher.shape[2:])
-        # (C, N): classes x every pixel of the batch
-        y_s, y_t = (
-            F.softmax(x / self.temperature, dim=1).movedim(1, 0).flatten(1)
-            for x in (student, teacher)
-        )
-        inter = pearson_distance(y_s, y_t, dim=0).mean()
-        intra = pearson_distance(y_s, y_t, dim=1).mean()
+        y_s, y_t = (F.softmax(x / self.temperature, dim=1) for x in (student, teacher))
+        inter = pearson_distance(y_s, y_t, dim=1).mean()  # per pixel, across the C classes
+        per_class = [y.movedim(1, 0).flatten(1) for y in (y_s, y_t)]  # (C, every pixel)
+        intra = pearson_distance(*per_class, dim=1).mean()
         loss = self.inter_weight * inter + self.intra_weight * intra
         return loss * self.temperature**2
 

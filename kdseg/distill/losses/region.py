@@ -16,17 +16,23 @@ _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 def dilate(mask: torch.Tensor, radius: int | Sequence[int]) -> torch.Tensor:
     """Binary dilation of a (B, *spatial) boolean mask by ``radius`` pixels (a box of side
-    2r + 1; an int is repeated over every spatial dim, or one radius per dim), by max pooling
-    with stride 1, so the same code serves 2D and 3D. Radius 0 returns the mask."""
+    2r + 1; an int is repeated over every spatial dim, or one radius per dim).
+
+    Max pooling with stride 1, one spatial axis at a time (a box is separable: the same result
+    as one (2r + 1)^dims pool, at a fraction of the cost), so the same code serves 2D and 3D.
+    Radius 0 returns the mask.
+    """
     dims = mask.ndim - 1
     radii = (int(radius),) * dims if isinstance(radius, int) else tuple(int(r) for r in radius)
     if len(radii) != dims:
         raise ValueError(f"dilation {radii} does not match a {dims}-D mask")
-    if not any(radii):
-        return mask
-    kernel = tuple(2 * r + 1 for r in radii)
-    pooled = _MAX_POOL[dims](mask[:, None].float(), kernel, stride=1, padding=radii)
-    return pooled[:, 0] > 0
+    grown = mask[:, None].float()
+    for axis, r in enumerate(radii):
+        if r:
+            kernel = tuple(2 * r + 1 if a == axis else 1 for a in range(dims))
+            padding = tuple(r if a == axis else 0 for a in range(dims))
+            grown = _MAX_POOL[dims](grown, kernel, stride=1, padding=padding)
+    return grown[:, 0] > 0
 
 
 @register_loss("kd_region", temperature=1.0, dilation=4)
