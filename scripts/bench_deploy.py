@@ -30,6 +30,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# kdseg-export refuses an int8 file that disagrees with its fp32 twin; the bench measures it
+# anyway, to show its Dice next to its speed
+INT8 = ("quantize=int8", "int8.force=true")
 
 
 def run(command: str, *args: str) -> None:
@@ -100,7 +103,7 @@ def entries(runs: Path) -> list[dict]:
     enet, mnet = str(ckpt(runs, enet_run)), str(ckpt(runs, mnet_run))
     enet_onnx = export(runs, enet_run, "enet.onnx")
     mnet_onnx = export(runs, mnet_run, "mobilenetv2.onnx")
-    mnet_int8 = export(runs, mnet_run, "mobilenetv2.int8.onnx", "quantize=int8")
+    mnet_int8 = export(runs, mnet_run, "mobilenetv2.int8.onnx", *INT8)
     distilled = {"role": "distilled"}
     rows = [
         {"name": "ENet EMKD, PyTorch", "ckpt": enet, "backend": "torch", **distilled},
@@ -108,7 +111,7 @@ def entries(runs: Path) -> list[dict]:
         {"name": "ENet EMKD, ONNX fp32", "artifact": enet_onnx, "backend": "onnx", **distilled},
         {
             "name": "ENet EMKD, ONNX int8",
-            "artifact": export(runs, enet_run, "enet.int8.onnx", "quantize=int8"),
+            "artifact": export(runs, enet_run, "enet.int8.onnx", *INT8),
             "backend": "onnx",
             **distilled,
         },

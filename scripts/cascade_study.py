@@ -12,10 +12,17 @@ Protocol (fixed before any result was seen; issue 15):
 * training: ``experiment=phantom_study`` (Adam lr 1e-2 cosine, batch 16, tumor-slice
   oversampling 0.7) for ``--steps`` optimizer steps; one thread per run, one run at a time.
 * evaluation: ``kdseg-eval`` (full protocol: every slice, argmax, per-case 3D Dice) on the test
-  split: the single stage alone, and each cascade (``ckpt=[single, stage2]``).
+  split: the single stage alone, each cascade (``ckpt=[single, stage2]``), and each stage 2
+  alone in the reference organ box (an oracle stage 1: the stage-2 model on its own merit).
 * real scan: organ Dice of single stage and cascades on ``tests/data/real_ct/ct.nii.gz``
   against ``liver_reference.nii.gz`` (a TotalSegmentator prediction; one scan, never tuned on).
 * time: ``kdseg-bench`` on one 512 x 512 x 200 phantom volume, 2 threads, end to end.
+
+Seen in the pilot (1 seed): 128 x 128 at 1.5 mm (192 mm) is smaller than the organ box plus
+margins of some default phantoms (up to 235 mm left-right on the test split), so stage 2 never
+sees part of those livers (``kdseg-predict`` now says so in the report); ``--size 160`` (240 mm)
+covers them at inference (the training jitter can add 10 mm). Changing it is a protocol change
+made after the pilot: state it with the results.
 
 Every step is skipped when its output exists (a training run resumes from its ``last.ckpt``),
 so rerunning the command continues where it stopped. Results: ``<dir>/results.json`` and the
@@ -46,7 +53,7 @@ N_CASES = 40
 SINGLE = ("data.preprocess={body_crop: true, in_plane_size: [96, 96]}",)
 STAGE2 = (
     "data.preprocess={body_crop: false, roi: organ, roi_margin_mm: 10, roi_jitter_mm: 5, "
-    "spacing_mm: [1.5, 1.5], in_plane_size: [128, 128]}",
+    "spacing_mm: [1.5, 1.5], in_plane_size: [SIZE, SIZE]}"
 )
 STAGES = ("data", "train", "eval", "real", "bench", "table")
 
@@ -59,7 +66,7 @@ class Study:
         self.data = self.dir / "data"
         self.seeds = args.seeds
         self.stage2 = args.stage2
-        self.steps, self.width = args.steps, args.width
+        self.steps, self.width, self.size = args.steps, args.width, args.size
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
     def kdseg(self, command: str, *args: str) -> None:
@@ -93,7 +100,7 @@ class Study:
             f"trainer.max_epochs={epochs}",
             f"trainer.max_steps={self.steps}",
             "logger=csv",
-            *(SINGLE if kind == "single" else STAGE2),
+            *(SINGLE if kind == "single" else (STAGE2.replace("SIZE", str(self.size)),)),
             f"hydra.run.dir={run}",
         )
 
@@ -123,6 +130,7 @@ class Study:
             for model in self.stage2:
                 run = self.run_dir("stage2", model, seed)
                 self.evaluate([single, self.ckpt("stage2", model, seed)], run / "eval-cascade")
+                self.evaluate([self.ckpt("stage2", model, seed)], run / "eval-oracle")
 
     def stage_real(self) -> None:
         import nibabel as nib
@@ -184,7 +192,17 @@ class Study:
             bench = {r["name"]: r for r in json.loads(bench_file.read_text())["rows"]}
         configs = [("single stage: ENet 96x96", "single", "enet", "eval-test-full", "single")]
         configs += [
-            (f"cascade: ENet -> {m} (ROI, 1.5 mm, 128x128)", "stage2", m, "eval-cascade", "cascade")
+            (
+                f"cascade: ENet -> {m} (ROI, 1.5 mm, {self.size}x{self.size})",
+                "stage2",
+                m,
+                "eval-cascade",
+                "cascade",
+            )
+            for m in self.stage2
+        ]
+        configs += [
+            (f"stage 2 alone in the reference box: {m}", "stage2", m, "eval-oracle", None)
             for m in self.stage2
         ]
         rows = []
@@ -196,7 +214,7 @@ class Study:
                 if not summary.exists():
                     continue
                 s = json.loads(summary.read_text())["summary"]
-                real = run / f"real_ct-{real_kind}.json"
+                real = run / f"real_ct-{real_kind}.json" if real_kind else run / "none"
                 train = json.loads((run / "summary.json").read_text())
                 per_seed.append(
                     {
@@ -211,7 +229,7 @@ class Study:
                         "steps": train["global_step"],
                     }
                 )
-            name = "single-enet" if kind == "single" else f"cascade-enet-{model}"
+            name = {"single": "single-enet", "cascade": f"cascade-enet-{model}"}.get(real_kind)
             b = bench.get(name, {})
             rows.append(
                 {
@@ -239,7 +257,8 @@ class Study:
             "",
             f"Made by `python scripts/cascade_study.py --dir {self._shown_dir()} "
             f"--seeds {','.join(map(str, self.seeds))} --stage2 {','.join(self.stage2)} "
-            f"--steps {self.steps} --width {self.width}` (protocol: the script's docstring). "
+            f"--steps {self.steps} --width {self.width} --size {self.size}` (protocol: the "
+            "script's docstring). "
             f"Test split of {N_CASES} default phantoms, full-volume protocol, mean ± sd over "
             "seeds; real CT: organ Dice against the liver reference of tests/data/real_ct; "
             "volume time: kdseg-bench, one 512x512x200 volume end to end, 2 threads, median "
@@ -277,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage2", type=lambda s: s.split(","), default=["raunet", "enet"])
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--size", type=int, default=128, help="stage 2's model grid (pixels)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
     args = parser.parse_args(argv)
     unknown = set(args.stages) - set(STAGES)

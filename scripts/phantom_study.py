@@ -65,7 +65,7 @@ SEEDS = (1, 2, 3, 4, 5)  # the main comparison: teacher, ENet alone and the main
 FEW_SEEDS = (1, 2, 3)  # the EMKD ablations and RA-UNet -> MobileNetV2
 MAIN_METHODS = ("emkd", "kd", "at", "cwd")  # plus the selected new option
 #: kdseg's options beyond the paper (conf/distill/*.yaml); one is selected on validation
-NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist")
+NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist", "dkd")
 SELECT_SEED = 1
 ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
 PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms

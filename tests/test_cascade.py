@@ -50,6 +50,22 @@ def test_cascade_keeps_geometry_and_labels(codes: str, stage2_spacing) -> None:
     assert cascade.notes == []
 
 
+def test_cascade_reports_an_organ_box_larger_than_the_model_grid() -> None:
+    img, labels = stored_volume("LPS")
+    cascade = _cascade()
+    fine = PreprocessConfig(
+        roi="organ", roi_margin_mm=4.0, spacing_mm=(0.8, 0.7), crop_size=(8, 30)
+    )
+    cascade.stages = (cascade.stages[0], Predictor(fine_backend, fine, Task("multiclass")))
+    pred = cascade.predict(img)
+    assert pred.shape == img.shape
+    # stage 1's box + 5 voxels (4 mm / 0.8 mm) of margin a side along x, cut to 8 voxels
+    x0, x1 = cascade.last["box"][:2]
+    assert cascade.last["box_cropped_mm"] == [round((x1 - x0 + 10 - 8) * 0.8, 1), 0.0]
+    assert "larger than stage 2's model grid" in cascade.notes[0]
+    assert (pred > 0).sum() < (labels > 0).sum()
+
+
 def test_cascade_on_dicom_keeps_geometry(tmp_path: Path) -> None:
     img, labels = stored_volume("LPS")
     write_dicom_series(img, tmp_path / "series", rng=np.random.default_rng(0))

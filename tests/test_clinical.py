@@ -37,6 +37,26 @@ def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path
     b = nib.as_closest_canonical(nib.load(str(tmp_path / "from_dicom.nii.gz")))
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    # the same series out as a DICOM SEG: voxel for voxel the NIfTI, referencing the series
+    import highdicom as hd
+
+    from kdseg.data.dicom_seg import source_slices
+
+    kdseg(
+        "predict",
+        f"ckpt={ckpt}",
+        f"input={series}",
+        f"output={tmp_path}",
+        "output_format=dicom-seg",
+    )
+    seg = hd.seg.segread(tmp_path / "series.seg.dcm")
+    sources = source_slices(series)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[ds.SOPInstanceUID for ds in sources], combine_segments=True
+    )
+    nifti_label = np.asarray(nib.load(str(tmp_path / "from_dicom.nii.gz")).dataobj)
+    np.testing.assert_array_equal(frames, nifti_label.transpose(2, 1, 0))  # multiclass: 1, 2
 
 
 def test_dicom_folder_with_two_series_is_rejected(trained_enet: Path, tmp_path: Path) -> None:

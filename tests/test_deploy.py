@@ -229,6 +229,29 @@ def test_int8_artefact_predicts_input_geometry(workspace: dict) -> None:
     _predict_and_check(load_artifact(out), "onnx", str(out), image)
 
 
+def test_int8_that_disagrees_with_fp32_is_refused_unless_forced(
+    workspace: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a foreground-Dice minimum no int8 file can meet, the export refuses int8 (no file,
+    the reason and the fp32 twin named); ``force`` writes it and records that it was forced."""
+    import kdseg.deploy.export as export
+
+    monkeypatch.setattr(export, "MIN_FOREGROUND_DICE_INT8", 1.01)
+    out = workspace["root"] / "refused" / "tiny.int8.onnx"
+    quick = Int8Options(calibration_slices=8, time_slices=2, repeats=1)
+    opts = ExportOptions(
+        ckpt=str(workspace["tiny"]), output=str(out), quantize="int8", check_slices=4, threads=1
+    )
+    with pytest.raises(InputError, match="int8 refused.*foreground Dice.*int8.force=true"):
+        export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": quick}))
+    assert not out.exists() and (out.parent / "tiny.fp32.onnx").is_file()
+    forced = Int8Options(**{**quick.__dict__, "force": True})
+    result = export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": forced}))
+    info = read_metadata(out)["export"]["int8"]
+    assert info["forced"] and info["op_types"] == ["Conv", "ConvTranspose"]
+    assert any("int8 forced" in w for w in result.warnings)
+
+
 def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
     bundle = load_bundle(workspace["tiny"])
     example = torch.zeros(1, 1, 32, 32)
@@ -333,6 +356,47 @@ def test_predict_and_eval_with_artefact_only(
     assert set(summary["summary"]) == {"organ", "tumor"}
 
 
+NO_TORCH = """
+import sys
+BLOCKED = ("torch", "lightning", "pytorch_lightning", "monai", "matplotlib", "torchvision")
+sys.modules.update(dict.fromkeys(BLOCKED))  # None in sys.modules: `import torch` raises
+from kdseg.cli.predict import main
+sys.argv = ["kdseg-predict", *sys.argv[1:]]
+try:
+    main()
+finally:
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED and sys.modules[m])
+    print("LOADED", loaded)
+"""
+
+
+def test_onnx_predict_in_a_fresh_process_never_imports_torch(
+    workspace: dict, onnx_fp32: Path, tmp_path: Path
+) -> None:
+    """The deploy path runs with torch, lightning, monai and matplotlib unimportable, and
+    predicts exactly what the same artefact predicts in this (torch-importing) process."""
+    import os
+    import subprocess
+
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    target = tmp_path / "label.nii.gz"
+    args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true"]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, *args, f"input={case.image}", f"output={target}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LOADED []" in done.stdout
+    assert "time (s): load model" in done.stdout and "network" in done.stdout
+    image = load_volume(case.image)
+    bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")
+    expected = _predict_and_check(bundle, backend, artifact, image)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(target)).dataobj), expected)
+    assert (tmp_path / "label.lesions.json").is_file()
+
+
 @pytest.mark.parametrize(
     "bad", ["missing ckpt", "corrupt onnx", "onnx without metadata", "corrupt pt2"]
 )
@@ -418,6 +482,10 @@ def test_bench_quick(workspace: dict, onnx_fp32: Path, capsys, monkeypatch) -> N
         assert r["mult_adds"] > 0 and r["params"] > 0 and 0 < r["peak_fraction"]
         assert set(r["dice"]) == {"organ", "tumor"}
     assert rows["tiny-onnx"]["macs_source"] == "metadata"
+    # the fresh-process column: the CLI itself, start-up included, slower than the warm run
+    for r in rows.values():
+        assert r["fresh_median_s"] > r["e2e_median_s"], r.get("fresh_skipped")
+    assert "fresh process (s)" in stdout
     assert results["peak"]["gflops"] > 0
     assert (out / "bench.png").stat().st_size > 1000 and "| enet-torch |" in stdout
 
@@ -524,3 +592,5 @@ def test_cascade_export_predict_and_bench(workspace: dict, capsys, monkeypatch) 
     assert row["ok"], row
     assert row["model"] == "tiny_deploy_net+tiny_deploy_net" and row["slices"] >= 12
     assert row["macs_source"] == "cascade, per-slice mean" and row["mult_adds"] > 0
+    targets = json.loads((out / "cascade.json").read_text())["targets"]
+    assert any(t["target"].startswith("fastest cascade <= 3 s") for t in targets)

@@ -95,6 +95,36 @@ def test_diameter_hull_paths(name):
     assert lesion_diameter_mm(mask, SPACING) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_labelling_in_the_tumor_box_matches_the_whole_volume(order):
+    """Lesions found inside the tumor's bounding box are those of the whole-volume labelling:
+    same count, sizes, centroids and diameters, in the same order (ties included)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    label = np.zeros((60, 50, 30), np.uint8)
+    label[10:50, 8:45, 4:26] = 1
+    blobs = ndimage.binary_dilation(rng.random(label.shape) > 0.9995, iterations=2)
+    blobs[20:23, 20:23, 10:12] = True
+    blobs[30:33, 30:33, 15:17] = True  # two lesions of the same size: ties keep their order
+    label[blobs & (label == 1)] = 2
+    label = np.asarray(label, order=order)
+    report = lesion_report(label, SPACING, connectivity=6)
+
+    components, _ = ndimage.label(label == 2, structure=connectivity_structure(3, 6))
+    expected = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        mask = components[box] == index
+        centroid = np.argwhere(mask).mean(axis=0) + [s.start for s in box]
+        expected.append((int(mask.sum()), [round(float(c), 2) for c in centroid]))
+    expected.sort(key=lambda item: item[0], reverse=True)
+    assert report["n_lesions"] == len(expected) > 5
+    got = [(lesion["n_voxels"], lesion["centroid_voxel"]) for lesion in report["lesions"]]
+    assert got == expected
+    assert report["tumor_volume_ml"] == pytest.approx((label == 2).sum() * VOXEL_ML)
+    assert report["organ_volume_ml"] == pytest.approx((label > 0).sum() * VOXEL_ML)
+
+
 def test_format_and_write(tmp_path):
     label, _ = _liver_with_two_lesions()
     report = lesion_report(label, SPACING)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from nibabel import orientations as ornt
 
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
@@ -46,14 +45,10 @@ def test_labels_round_trip_to_input_geometry(codes: str, cfg: PreprocessConfig) 
     assert slices.shape[1:] == tuple(geom.model_size)
     assert slices.min() >= -1 and slices.max() <= 1
     # a perfect one-hot "prediction" on the model grid must come back as the input labels
-    onehot = (
-        torch.nn.functional.one_hot(torch.as_tensor(model_labels).long(), 3)
-        .permute(0, 3, 1, 2)
-        .float()
-    )
+    onehot = np.eye(3, dtype=np.float32)[model_labels].transpose(0, 3, 1, 2)
     x0, x1, y0, y1 = geom.box
     canonical = np.zeros(geom.canonical_shape, np.uint8)
-    boxed = pre.restore(onehot, geom).argmax(1).numpy().astype(np.uint8)
+    boxed = pre.restore(onehot, geom).argmax(1).astype(np.uint8)
     canonical[x0:x1, y0:y1] = boxed.transpose(1, 2, 0)
     back = pre.to_input_orientation(canonical, geom)
     assert back.shape == img.shape
@@ -93,7 +88,7 @@ def test_predictor_skipping_background_slices_changes_no_label(task: str, thresh
     """Slices with no foreground on the model grid skip the resampling; labels are identical
     to deciding every slice after :meth:`Preprocessor.restore`."""
     from kdseg.data.tasks import Task
-    from kdseg.eval.inference import Predictor
+    from kdseg.eval.inference import Predictor, softmax
 
     def backend(x: np.ndarray) -> np.ndarray:  # body (x = 0) background, bright box (0.8) organ
         channels = [np.full_like(x, 0.5), 2 * x, 4 * x - 2.5][: 3 if task == "multiclass" else 2]
@@ -106,11 +101,52 @@ def test_predictor_skipping_background_slices_changes_no_label(task: str, thresh
 
     pre = Preprocessor(cfg)
     slices, geom = pre.image(img)
-    probs = torch.softmax(torch.from_numpy(backend(slices[:, None])), dim=1)
+    probs = softmax(backend(slices[:, None]))
     x0, x1, y0, y1 = geom.box
     canonical = np.zeros(geom.canonical_shape, np.uint8)
-    decided = predictor._decide(pre.restore(probs, geom)).numpy()
+    decided = predictor._decide(pre.restore(probs, geom))
     canonical[x0:x1, y0:y1] = np.asarray(Task(task).to_dataset(decided)).transpose(1, 2, 0)
     np.testing.assert_array_equal(pred, pre.to_input_orientation(canonical, geom))
     assert pred.flags.f_contiguous
     assert ((pred > 0) == (labels > 0)).mean() > 0.97  # and the box is found
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [((61, 47), (16, 16)), ((16, 16), (61, 47)), ((40, 40), (40, 29)), ((9, 9), (9, 9))],
+)
+def test_numpy_resampling_matches_torch(shape, size) -> None:
+    """The torch-free resampling of the prediction path equals torch's interpolate kernels."""
+    import torch
+    import torch.nn.functional as F
+
+    from kdseg.data.resample import resize
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 2, *shape)).astype(np.float32)
+    for antialias in (False, True):
+        ref = F.interpolate(
+            torch.from_numpy(x),
+            size=size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=antialias,
+        ).numpy()
+        np.testing.assert_allclose(resize(x, size, "bilinear", antialias), ref, atol=1e-5)
+    labels = rng.integers(0, 3, size=(3, *shape)).astype(np.uint8)
+    ref = F.interpolate(torch.from_numpy(labels)[:, None].float(), size=size, mode="nearest")
+    got = resize(labels, size, "nearest")
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, ref[:, 0].to(torch.uint8).numpy())
+
+
+def test_softmax_and_channel_argmax_match_torch() -> None:
+    import torch
+
+    from kdseg.eval.inference import channel_argmax, softmax
+
+    logits = np.random.default_rng(2).normal(size=(4, 3, 8, 9)).astype(np.float32) * 5
+    logits[0, :, 0, 0] = 1.0  # a tie: the first maximum wins, as in argmax
+    ref = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    np.testing.assert_allclose(softmax(logits), ref, atol=1e-6)
+    np.testing.assert_array_equal(channel_argmax(softmax(logits)), ref.argmax(1))

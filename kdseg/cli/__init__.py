@@ -7,6 +7,11 @@ the entry point and turns every failure into one line on stderr (bad input: exit
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +26,60 @@ __all__ = [
     "CONFIG_PATH",
     "build_predictor",
     "command",
+    "fast_help",
+    "format_timings",
     "guarded",
     "number",
     "run_dir",
     "save_run_config",
     "stage_list",
+    "timed",
     "to_dict",
 ]
+
+
+def fast_help(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator above ``@hydra.main``: a plain ``--help`` prints the command's own config file.
+
+    Hydra's ``--help`` lists every config group of ``conf/`` (about a second of config-repo
+    copies on two cores) before printing anything; the config file, with its comments, is the
+    better help for a one-shot tool. ``--hydra-help``, ``--cfg job`` and ``--help`` next to
+    overrides still go to Hydra.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs and sys.argv[1:] in (["--help"], ["-h"]):
+                command = Path(sys.argv[0]).name
+                text = (Path(CONFIG_PATH) / f"{config_name}.yaml").read_text()
+                print(
+                    f"usage: {command} key=value ...  (Hydra overrides of conf/{config_name}.yaml)"
+                    f"\n  {command} --cfg job [key=value ...]  shows the composed config;"
+                    " --hydra-help: Hydra's own options\n\n" + text
+                )
+                return None
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@contextlib.contextmanager
+def timed(steps: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall seconds of the ``with`` block to ``steps[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps[name] = steps.get(name, 0.0) + time.perf_counter() - start
+
+
+def format_timings(steps: dict[str, float]) -> str:
+    """One line: each step's seconds and their total (``verbose=true`` output)."""
+    parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in steps.items())
+    return f"time (s): {parts}; total {sum(steps.values()):.2f}"
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -74,9 +126,8 @@ def build_predictor(
     predictor is a :class:`~kdseg.eval.inference.CascadePredictor` and the bundle, backend and
     artefact returned are stage 2's.
     """
-    import kdseg.deploy.backends  # noqa: F401  (registers the compile and aoti backends)
     from kdseg.deploy.artifact import resolve_bundle
-    from kdseg.eval.inference import CascadePredictor, Predictor
+    from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor
 
     threads = number(cfg, "threads", int, minimum=1)
     batch_size = number(cfg, "batch_size", int, minimum=1)
@@ -92,6 +143,8 @@ def build_predictor(
         ckpt = ckpts[i] if ckpts else None
         artifact = artifacts[i] if artifacts else None
         bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend)
+        if backend not in BACKENDS:  # compile / aoti live in the deployment layer, with torch
+            import kdseg.deploy.backends  # noqa: F401
         try:
             predictor = Predictor.from_bundle(
                 bundle,

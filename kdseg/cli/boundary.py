@@ -261,13 +261,15 @@ def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
 
 def command(name: str, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
-    with the task guard inside and the app guard around it."""
+    with the task guard inside, a fast plain ``--help`` and the app guard around it."""
     import hydra
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        from kdseg.cli import fast_help  # (kdseg.cli imports this module)
+
         app = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
             guarded(name)(fn)
         )
-        return app_guard(name, app)
+        return app_guard(name, fast_help(config_name)(app))
 
     return decorate

@@ -1,33 +1,34 @@
 """``kdseg-predict``: CT volume(s) in, label NIfTI out with the input's exact geometry.
 
 Every output path is checked before the model loads (never over an input, never inside an
-input folder). One case's files (lesion report, overlay, label) are written to temporaries
-and renamed together, the label last: a label on disk always has its report beside it.
+input folder: :mod:`kdseg.guards`). One case's files (lesion report, overlay, label) are
+written to temporaries and renamed together, the label last: a label on disk always has its
+report beside it (:func:`kdseg.errors.atomic_group`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import build_predictor, command, stage_list
-from kdseg.data.dicom import is_dicom_folder
-from kdseg.data.io import NIFTI_SUFFIXES, is_nifti, label_image, load_volume, nifti_suffix
+from kdseg.cli import build_predictor, command, format_timings, stage_list, timed
 from kdseg.errors import InputError, atomic_group
-from kdseg.eval.lesions import format_lesion_report, lesion_report, write_lesion_report
-from kdseg.eval.overlay import save_overlay
-from kdseg.guards import check_output, check_outputs
+
+# nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
+# `kdseg-predict --help` starts in well under a second.
 
 
 def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
     """Pairs (input, output file): one file or DICOM series, or every volume in a folder."""
+    from kdseg.data.dicom import is_dicom_folder
+    from kdseg.data.io import is_nifti
+
     if not source.exists():
         raise InputError(source, "input not found")
     single = source.is_file() or is_dicom_folder(source)
     if single:
-        if is_nifti(output):
+        if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg
             return [(source, output)]
         return [(source, output / f"{_stem(source)}.nii.gz")]
     inputs = sorted(
@@ -41,43 +42,77 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
 
 
 def _stem(path: Path) -> str:
+    from kdseg.data.io import NIFTI_SUFFIXES
+
     name = path.name
-    for suffix in NIFTI_SUFFIXES[::-1]:
+    for suffix in (*NIFTI_SUFFIXES[::-1], ".seg.dcm", ".dcm"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
-def planned_files(target: Path, report: bool, overlay: bool) -> list[Path]:
-    """Every file one prediction writes, in commit order: the label, the file that means
-    "complete", comes last (see :func:`kdseg.errors.atomic_group`)."""
+def _seg_path(target: Path) -> Path:
+    """Where ``output_format=dicom-seg`` writes: ``<stem>.seg.dcm``, or ``target`` if ``.dcm``."""
+    return target if target.suffix == ".dcm" else target.parent / f"{_stem(target)}.seg.dcm"
+
+
+def _write_seg(label, source: Path, path: Path, task, data: dict) -> Path:
+    """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) at ``path``."""
+    from kdseg.data.dicom_seg import write_dicom_seg
+
+    organ = str(data.get("organ") or "organ")
+    return write_dicom_seg(label, source, path, labels=task.output_labels, organ=organ)
+
+
+def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
+    """Every file one prediction writes, in commit order: the label (NIfTI or DICOM SEG), the
+    file whose presence means "complete", comes last."""
     stem = target.parent / _stem(target)
-    files = [Path(f"{stem}.lesions.json"), Path(f"{stem}.lesions.txt")] if report else []
-    return [*files, *([Path(f"{stem}.png")] if overlay else []), target]
+    files = [Path(f"{stem}.lesions.json"), Path(f"{stem}.lesions.txt")] if cfg.report else []
+    files += [Path(f"{stem}.png")] if cfg.overlay else []
+    return [*files, _seg_path(target) if cfg.output_format == "dicom-seg" else target]
 
 
 @command("kdseg-predict", "predict")
 def main(cfg: DictConfig) -> None:
+    from kdseg.data.io import is_nifti, label_image, load_volume
+    from kdseg.data.niigz import save_nifti
+    from kdseg.guards import check_output, check_outputs
+
     source, output = Path(cfg.input), Path(cfg.output)
     pairs = plan_outputs(source, output)
+    if cfg.output_format not in ("nifti", "dicom-seg"):
+        raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
+    if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
+        raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     inputs = [source, *(s for s, _ in pairs), *ckpts, *stage_list(cfg.artifact)]
-    if not is_nifti(output):
+    if not is_nifti(output) and output.suffix != ".dcm":
         check_output(output, inputs, folder=True)
-    plans = [planned_files(t, bool(cfg.report), bool(cfg.overlay)) for _, t in pairs]
+    plans = [planned_files(target, cfg) for _, target in pairs]
     check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
-    predictor, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
-    for (source, target), files in zip(pairs, plans, strict=True):
-        image = load_volume(source, nonfinite=cfg.nonfinite)
+    steps: dict[str, float] = {}
+    with timed(steps, "load model"):
+        predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
+    for (source, _), files in zip(pairs, plans, strict=True):
+        with timed(steps, "read"):
+            image = load_volume(source, nonfinite=cfg.nonfinite)
         label = predictor.predict(image)
-        suffixes = [None] * (len(files) - 1) + [nifti_suffix(target)]
-        with atomic_group(files, suffixes) as temps:
+        for name, seconds in predictor.timings.items():
+            steps[name] = steps.get(name, 0.0) + seconds
+        with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
             if cfg.report:
-                report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
-                report.update({"cascade": predictor.last} if predictor.last else {})
-                report.update({"notes": predictor.notes} if predictor.notes else {})
-                write_lesion_report(report, temps[0], temps[1])
+                with timed(steps, "report"):
+                    from kdseg.eval.lesions import lesion_report, write_lesion_report
+
+                    spacing = [float(z) for z in image.header.get_zooms()[:3]]
+                    report = lesion_report(label, spacing)
+                    report.update({"cascade": predictor.last} if predictor.last else {})
+                    report.update({"notes": predictor.notes} if predictor.notes else {})
+                    write_lesion_report(report, temps[0], temps[1])
             if cfg.overlay:
+                from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
+
                 canonical = predictor.pre
                 save_overlay(
                     canonical.reorient(image),
@@ -86,9 +121,17 @@ def main(cfg: DictConfig) -> None:
                     title=source.name,
                     spacing=canonical.spacing(image),
                 )
-            nib.save(label_image(label, image), str(temps[-1]))
-        print(f"{source} -> {target}")
+            with timed(steps, "write"):
+                if cfg.output_format == "dicom-seg":
+                    _write_seg(label, source, temps[-1], predictor.task, bundle.data)
+                else:
+                    save_nifti(label_image(label, image), temps[-1])
+        print(f"{source} -> {files[-1]}")
         if cfg.report:
+            from kdseg.eval.lesions import format_lesion_report
+
             print(format_lesion_report(report))
         if cfg.overlay:
             print(f"overlay: {files[-2]}")
+    if cfg.verbose:
+        print(format_timings(steps))

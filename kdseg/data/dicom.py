@@ -132,6 +132,14 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         )
 
 
+def read_series_headers(folder: str | os.PathLike) -> list[tuple[Path, pydicom.Dataset]]:
+    """The validated headers (pixel data not read) of one series folder's image slices."""
+    folder = Path(folder)
+    slices = _read_headers(folder)
+    _validate_series(folder, slices)
+    return slices
+
+
 def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     """Load one CT series folder as a float32 HU volume with its RAS affine.
 

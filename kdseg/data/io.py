@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from kdseg.data.niigz import load_nifti, save_nifti
 from kdseg.errors import InputError, atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -55,7 +56,7 @@ def load_volume(path: str | Path, nonfinite: str = "error", role: str = "image")
     if not is_nifti(path):
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
     try:
-        img = nib.load(str(path))
+        img = load_nifti(path)
         _check_header(img, path)
         data = np.asanyarray(img.dataobj)
     except (
@@ -215,5 +216,5 @@ def save_label(label: np.ndarray, reference: nib.Nifti1Image, path: str | Path) 
     out = label_image(label, reference)
     path = Path(path)
     with atomic_path(path, suffix=nifti_suffix(path)) as tmp:
-        nib.save(out, str(tmp))
+        save_nifti(out, tmp)
     return path

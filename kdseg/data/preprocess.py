@@ -39,10 +39,9 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
-import torch.nn.functional as F
 from nibabel import orientations as ornt
 
+from kdseg.data.resample import resize
 from kdseg.errors import InputError
 
 BODY_HU = -500.0
@@ -186,16 +185,16 @@ def _centre_offsets(size: tuple[int, int], target: tuple[int, int]) -> tuple[int
 
 
 def _window(
-    x: torch.Tensor, offset: tuple[int, int], target: tuple[int, int], fill: torch.Tensor | float
-) -> torch.Tensor:
+    x: np.ndarray, offset: tuple[int, int], target: tuple[int, int], fill: np.ndarray | float
+) -> np.ndarray:
     """Window ``[offset, offset + target)`` of the last two dims of ``x``; outside is ``fill``.
 
     ``out[..., i, j] = x[..., i + offset[0], j + offset[1]]``: a positive offset crops, a
     negative one pads, so the inverse of a window at ``o`` is the window at ``-o``. ``fill`` is
-    a scalar or a tensor broadcastable to the output (a per-class fill for probabilities).
+    a scalar or an array broadcastable to the output (a per-class fill for probabilities).
     """
-    fill = torch.as_tensor(fill, dtype=x.dtype)
-    out = fill.expand(*x.shape[:-2], *target).clone()
+    fill = np.asarray(fill, dtype=x.dtype)
+    out = np.broadcast_to(fill, (*x.shape[:-2], *target)).copy()
     src, dst, count = [], [], []
     for size, off, tgt in zip(x.shape[-2:], offset, target, strict=True):
         s0, d0 = max(off, 0), max(-off, 0)
@@ -301,13 +300,12 @@ class Preprocessor:
         return np.ascontiguousarray(canonical[x0:x1, y0:y1, z0:z1].transpose(2, 0, 1))
 
     def _to_model_grid(
-        self, boxed: torch.Tensor, geom: Geometry, mode: str, fill: float
-    ) -> torch.Tensor:
+        self, boxed: np.ndarray, geom: Geometry, mode: str, fill: float
+    ) -> np.ndarray:
         """(Z, x, y) body-box slices -> (Z, h, w) model-grid slices."""
         out = boxed
         if tuple(out.shape[-2:]) != geom.resized:
-            kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
-            out = F.interpolate(out[:, None].float(), size=geom.resized, mode=mode, **kwargs)[:, 0]
+            out = resize(out, geom.resized, mode, antialias=mode == "bilinear")
         if geom.crop_size is not None:
             out = _window(out, geom.crop_offset, geom.crop_size, fill)
         return out
@@ -326,19 +324,18 @@ class Preprocessor:
             )
         canonical = self.reorient(img)
         geom = self.geometry(img, canonical, roi)
-        scaled = torch.from_numpy(self.scale(self._box_slices(canonical, geom)))
+        scaled = self.scale(self._box_slices(canonical, geom))
         slices = self._to_model_grid(scaled, geom, "bilinear", fill=-1.0)
-        stored = slices.numpy().astype(self.config.store_dtype).astype(np.float32)
+        stored = slices.astype(self.config.store_dtype).astype(np.float32)
         return stored, geom
 
     def label(self, label: np.ndarray, img: nib.Nifti1Image, geom: Geometry) -> np.ndarray:
         """Label slices ``(Z, h, w)`` uint8 on the model grid (nearest neighbour)."""
         boxed = self._box_slices(self.reorient(img, label), geom).astype(np.uint8, copy=False)
-        grid = self._to_model_grid(torch.from_numpy(boxed), geom, "nearest", fill=0)
-        return grid.to(torch.uint8).numpy()
+        return self._to_model_grid(boxed, geom, "nearest", fill=0)
 
     # -- inverse ----------------------------------------------------------------------------
-    def restore(self, probs: torch.Tensor, geom: Geometry) -> torch.Tensor:
+    def restore(self, probs: np.ndarray, geom: Geometry) -> np.ndarray:
         """Class probabilities ``(B, C, h, w)`` on the model grid -> ``(B, C, x, y)`` on the box.
 
         Regions cropped away by the centre crop become background with probability 1; resizing
@@ -347,17 +344,16 @@ class Preprocessor:
         (padding every batch's probabilities to the full 512 x 512 matrix would cost more than
         the model on a small input).
         """
+        probs = np.asarray(probs, dtype=np.float32)
         c = probs.shape[1]
         if geom.crop_size is not None:
-            background = torch.zeros(c, dtype=probs.dtype)
+            background = np.zeros(c, dtype=probs.dtype)
             background[0] = 1.0
             inverse_offset = (-geom.crop_offset[0], -geom.crop_offset[1])
-            probs = _window(probs, inverse_offset, geom.resized, background.view(1, -1, 1, 1))
+            probs = _window(probs, inverse_offset, geom.resized, background.reshape(1, -1, 1, 1))
         x0, x1, y0, y1 = geom.box
         if tuple(probs.shape[-2:]) != (x1 - x0, y1 - y0):
-            probs = F.interpolate(
-                probs, size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False
-            )
+            probs = resize(probs, (x1 - x0, y1 - y0), "bilinear")
         return probs
 
     def to_input_orientation(self, canonical: np.ndarray, geom: Geometry) -> np.ndarray:

@@ -9,9 +9,12 @@ dataset's label space, on the classes ``organ`` (labels 1 and 2) and ``tumor`` (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the deploy path imports this module and must not import torch
+    import torch
 
 EVAL_CLASSES: dict[str, tuple[int, ...]] = {"organ": (1, 2), "tumor": (2,)}
 
@@ -39,25 +42,21 @@ class Task:
         return {self.name: EVAL_CLASSES[self.name]}
 
     @property
+    def output_labels(self) -> tuple[int, ...]:
+        """Dataset labels a model of this task predicts, background aside."""
+        return {"multiclass": (1, 2), "organ": (1,), "tumor": (2,)}[self.name]
+
+    @property
     def target_labels(self) -> tuple[int, ...]:
         """Dataset labels that make a slice 'contain the target' (for sampling, paper protocol)."""
         return EVAL_CLASSES["tumor"] if self.name == "tumor" else EVAL_CLASSES["organ"]
 
     def to_model(self, label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """Dataset labels -> model class indices."""
-        if self.name == "organ":
-            return (
-                (label > 0).astype(np.uint8)
-                if isinstance(label, np.ndarray)
-                else (label > 0).long()
-            )
-        if self.name == "tumor":
-            return (
-                (label == 2).astype(np.uint8)
-                if isinstance(label, np.ndarray)
-                else (label == 2).long()
-            )
-        return label
+        """Dataset labels -> model class indices (uint8 for arrays, int64 for tensors)."""
+        if self.name == "multiclass":
+            return label
+        mask = label > 0 if self.name == "organ" else label == 2
+        return mask.astype(np.uint8) if isinstance(mask, np.ndarray) else mask.long()
 
     def to_dataset(self, pred: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Model class indices -> dataset labels (a tumor model's class 1 is label 2)."""

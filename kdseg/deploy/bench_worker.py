@@ -149,6 +149,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "backend": backend,
         "precision": export.get("precision", "fp32"),
         "pruned": (export.get("pruning") or {}).get("ratio"),
+        "stages": len(stages),
         "model": "+".join(str(s[0].model_config.get("name")) for s in stages),
         "width": bundle.model_config.get("width"),
         "source": "|".join(str(_resolved(c)) for c in (ckpts or [meta.get("source_checkpoint")])),

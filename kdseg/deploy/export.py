@@ -10,8 +10,10 @@ One function, :func:`export_checkpoint`, runs the whole recipe for one checkpoin
 5. for ``quantize=int8``: quantize the fp32 export (:mod:`.quantize`), time fp32 against int8
    on this machine and warn when int8 is not faster.
 
-int8 policy (documented choice): the int8 file is always written where it was asked for, and
-its fp32 twin next to it (``<name>.fp32.onnx``); when int8 is not at least ``min_speedup``
+int8 policy (documented choice): the fp32 twin is always written (``<name>.fp32.onnx``); the
+int8 file only when it agrees with that twin on the check slices (argmax agreement and lowest
+foreground Dice, the thresholds of :mod:`.onnx_export`); otherwise the export refuses it with
+the numbers, unless ``int8.force=true``. When int8 is not at least ``min_speedup``
 times faster, the export prints a warning naming the fp32 file, and the int8 metadata records
 ``"slower_than_fp32": true`` (``kdseg-bench`` reports the same measurement per model).
 """
@@ -45,7 +47,7 @@ from kdseg.deploy.onnx_export import (
     update_onnx_metadata,
 )
 from kdseg.deploy.prune import finetune, prune_channels
-from kdseg.deploy.quantize import quantize_int8, time_alternating
+from kdseg.deploy.quantize import QUANTIZED_OPS, quantize_int8, time_alternating
 from kdseg.deploy.samples import export_data_setup, original_val_dice, run_config, sample_slices
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import Bundle, load_bundle
@@ -72,6 +74,8 @@ class Int8Options:
     time_batch: int = 16
     repeats: int = 3
     min_speedup: float = 1.0
+    op_types: tuple[str, ...] | None = QUANTIZED_OPS
+    force: bool = False
 
 
 @dataclass
@@ -117,6 +121,8 @@ class ExportOptions:
         }
         if "keep_fp32" in int8:
             int8["keep_fp32"] = tuple(int8["keep_fp32"] or ())
+        if int8.get("op_types"):
+            int8["op_types"] = tuple(int8["op_types"])
         pruning = {
             k: v
             for k, v in (cfg.get("pruning") or {}).items()
@@ -369,6 +375,7 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
         o.per_channel,
         o.calibrate_method,
         o.activation_type,
+        o.op_types,
     )
     slices = job.check if job.check is not None else calibration
     files = {"fp32": fp32_path, "int8": out}
@@ -395,6 +402,20 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
     job.verify(onnx_runner(out), MIN_AGREEMENT_INT8, MIN_FOREGROUND_DICE_INT8)
     fp32_vs_int8 = compare(onnx_runner(out), onnx_runner(fp32_path), slices, "onnx fp32")
     job.facts["check_vs_onnx_fp32"] = fp32_vs_int8.as_dict()
+    if not fp32_vs_int8.acceptable(MIN_AGREEMENT_INT8, MIN_FOREGROUND_DICE_INT8):
+        reason = (
+            f"int8 disagrees with its fp32 twin ({fp32_vs_int8}; minimums: agreement "
+            f"{MIN_AGREEMENT_INT8}, foreground Dice {MIN_FOREGROUND_DICE_INT8})"
+        )
+        if not o.force:
+            out.unlink(missing_ok=True)
+            raise InputError(
+                out,
+                f"int8 refused: {reason}; deploy the fp32 export {fp32_path}, or write the int8 "
+                "file anyway with int8.force=true",
+            )
+        job.warnings.append(f"int8 forced although {reason}")
+        job.facts["int8"]["forced"] = True
     if speedup < o.min_speedup:
         job.warnings.append(
             f"int8 is not faster than fp32 on this machine ({1e3 * times['int8']:.1f} vs "

@@ -31,6 +31,18 @@ from kdseg.deploy.onnx_export import INPUT_NAME, onnx_runner, quiet_exporter
 from kdseg.errors import InputError, atomic_path
 
 CONV_OPS = ("Conv", "ConvTranspose")
+QUANTIZED_OPS: tuple[str, ...] = CONV_OPS
+"""Operator types quantized by default: the convolutions, where the compute is.
+
+Quantizing every operator type ONNX Runtime can collapsed the demo-protocol ENet: on 32 check
+slices its int8 labels agreed with its fp32 twin at organ Dice 0.774, tumor 0.155 (minmax,
+first / last conv in fp32; percentile 0.789 / 0.131 and entropy 0.774 / 0.155: calibration is
+not the cause). Convolutions only: organ 0.984, tumor 0.521 (percentile 0.983 / 0.484, entropy
+0.984 / 0.521); on the test cases' full volumes, organ Dice against the truth 0.637 against
+fp32's 0.651 (all types: 0.292). No single other type is the culprit: convolutions plus
+Add, MaxPool, PReLU, BatchNormalization or ScatterND / Pad / Reshape each kept organ Dice at
+0.982-0.984; it is the rounding of every intermediate activation of an 80-layer network, all
+together, that does it (measured on one demo-protocol ENet, 6 epochs, 32 val/train slices)."""
 
 
 @dataclass
@@ -43,6 +55,7 @@ class QuantizeReport:
     per_channel: bool
     kept_fp32: list[str]
     symbolic_shape_inference: bool
+    op_types: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +119,7 @@ def quantize_int8(
     per_channel: bool = True,
     calibrate_method: str = "minmax",
     activation_type: str = "uint8",
+    op_types: tuple[str, ...] | None = QUANTIZED_OPS,
 ) -> QuantizeReport:
     """Write an int8 (QDQ) copy of ``fp32_path`` to ``target``, calibrated on ``calibration``.
 
@@ -113,7 +127,8 @@ def quantize_int8(
     convolutions stay in floating point: ``"first"``, ``"last"`` (or node names). The fp32
     file's metadata is carried over (the caller updates it with the int8 facts).
     ``activation_type`` ``uint8`` (with int8 weights: the U8S8 kernels of x86 CPUs without
-    VNNI) or ``int8``.
+    VNNI) or ``int8``. ``op_types``: the operator types quantized (``None``: every type ONNX
+    Runtime can quantize).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -149,6 +164,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=exclude,
                 calibrate_method=methods[calibrate_method],
+                op_types_to_quantize=list(op_types) if op_types else None,
             )
             model = onnx.load(str(out))
             del model.metadata_props[:]
@@ -157,7 +173,13 @@ def quantize_int8(
             )
             onnx.save(model, str(out))
     return QuantizeReport(
-        len(calibration), calibrate_method, activation_type, per_channel, exclude, symbolic
+        len(calibration),
+        calibrate_method,
+        activation_type,
+        per_channel,
+        exclude,
+        symbolic,
+        list(op_types) if op_types else None,
     )
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.data.schema import check_data_info, check_model_info
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
-from kdseg.models import build_from_config
+
+if TYPE_CHECKING:  # Bundle is also what an ONNX artefact describes itself with: no torch there
+    from torch import nn
 
 NET_PREFIX = "net."
 
@@ -53,6 +52,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     The model and data sections are checked (:mod:`kdseg.data.schema`) and a ``state_dict``
     must be present, so a file kdseg did not write fails here, in one line naming it.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
@@ -75,6 +76,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def check_finite_weights(path: str | Path, state: dict[str, Any]) -> None:
     """Refuse weights with NaN or Inf: such a network predicts garbage (often all background)."""
+    import torch
+
     bad = {
         key: int((~torch.isfinite(value)).sum())
         for key, value in state.items()
@@ -92,6 +95,8 @@ def check_finite_weights(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_bundle(path: str | Path) -> Bundle:
     """Rebuild the network from the checkpoint's own config and load its ``net.*`` weights."""
+    from kdseg.models import build_from_config
+
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     try:

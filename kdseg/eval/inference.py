@@ -12,18 +12,20 @@ this loop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
-import torch
 from rich.progress import Progress
 
 from kdseg.data.preprocess import Box3D, Geometry, PreprocessConfig, Preprocessor, organ_box
 from kdseg.data.tasks import Task
-from kdseg.models import LogitsOnly
+
+if TYPE_CHECKING:  # only the torch backend needs torch; the ONNX path never imports it
+    import torch
 
 Backend = Callable[[np.ndarray], np.ndarray]
 BACKENDS: dict[str, Callable[..., Backend]] = {}
@@ -42,6 +44,10 @@ def register_backend(name: str) -> Callable:
 @register_backend("torch")
 def torch_backend(model: torch.nn.Module, threads: int | None = None) -> Backend:
     """Eager PyTorch on the CPU."""
+    import torch
+
+    from kdseg.models import LogitsOnly
+
     if threads:
         torch.set_num_threads(int(threads))
     net = LogitsOnly(model).eval()
@@ -74,19 +80,26 @@ def context_stack(slices: np.ndarray, zs: np.ndarray, context: int) -> np.ndarra
     return np.ascontiguousarray(slices[idx], dtype=np.float32)
 
 
-def channel_argmax(probs: torch.Tensor) -> torch.Tensor:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the channel axis 1 of ``(B, C, h, w)`` logits, float32."""
+    z = np.asarray(logits, dtype=np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def channel_argmax(probs: np.ndarray) -> np.ndarray:
     """``probs.argmax(1)`` as uint8 (the first maximum wins), by elementwise comparisons.
 
-    torch's argmax over the channel dimension of a ``(B, C, X, Y)`` tensor with few channels
-    is a slow strided reduction on CPU (about 0.2 s for one 3 x 512 x 512 slice, i.e. most of
-    a volume's prediction time); C - 1 comparisons take a few milliseconds.
+    An argmax over the channel axis of a ``(B, C, X, Y)`` array with few channels is a slow
+    strided reduction on CPU; C - 1 comparisons take a few milliseconds.
     """
     best = probs[:, 0]
-    labels = torch.zeros(best.shape, dtype=torch.uint8)
+    labels = np.zeros(best.shape, dtype=np.uint8)
     for c in range(1, probs.shape[1]):
         better = probs[:, c] > best
-        labels += better.to(torch.uint8) * (c - labels)
-        best = torch.maximum(best, probs[:, c])
+        labels[better] = c
+        best = np.maximum(best, probs[:, c])
     return labels
 
 
@@ -110,6 +123,7 @@ class Predictor:
         self.batch_size = max(int(batch_size), 1)
         self.threshold = threshold
         self.progress = progress
+        self.timings: dict[str, float] = {}  # seconds per step of the last prediction
         self.notes: list[str] = []  # what the report must say about the last prediction
         self.last: dict[str, Any] = {}
 
@@ -126,15 +140,15 @@ class Predictor:
         run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
         return cls(run, bundle.preprocess, bundle.task, bundle.context, **kwargs)
 
-    def _binary(self, probs: torch.Tensor) -> bool:
+    def _binary(self, probs: np.ndarray) -> bool:
         return self.threshold is not None and probs.shape[1] == 2
 
-    def _decide(self, probs: torch.Tensor) -> torch.Tensor:
+    def _decide(self, probs: np.ndarray) -> np.ndarray:
         if self._binary(probs):
-            return (probs[:, 1] > self.threshold).to(torch.uint8)
+            return (probs[:, 1] > self.threshold).astype(np.uint8)
         return channel_argmax(probs)
 
-    def _any_foreground(self, probs: torch.Tensor) -> torch.Tensor:
+    def _any_foreground(self, probs: np.ndarray) -> np.ndarray:
         """``(B,)``: which model-grid slices have a pixel the decision would call foreground.
 
         Bilinear resampling mixes neighbouring pixels convexly, so a slice where background
@@ -146,22 +160,28 @@ class Predictor:
             hit = probs[:, 1] > self.threshold
         else:
             hit = (probs[:, 1:] > probs[:, :1]).any(1)
-        return hit.flatten(1).any(1)
+        return hit.reshape(len(hit), -1).any(1)
 
     def predict(self, img: nib.Nifti1Image, roi: Box3D | None = None) -> np.ndarray:
         """Dataset-label volume (uint8) on ``img``'s voxel grid (Fortran-ordered, like NIfTI).
 
         ``roi``: an organ box on the canonical grid; only its slices and box (plus the config's
-        margin) are predicted, everything else is background.
+        margin) are predicted, everything else is background. The seconds spent in each step
+        are kept in :attr:`timings` (``preprocess``, ``network``, ``restore``).
         """
         canonical, geom = self.predict_canonical(img, roi)
-        return self.pre.to_input_orientation(canonical, geom)
+        clock = time.perf_counter()
+        out = self.pre.to_input_orientation(canonical, geom)
+        self.timings["restore"] += time.perf_counter() - clock
+        return out
 
     def predict_canonical(
         self, img: nib.Nifti1Image, roi: Box3D | None = None
     ) -> tuple[np.ndarray, Geometry]:
         """Dataset labels ``(X, Y, Z)`` on the canonical grid, and the geometry of the mapping."""
+        clock = time.perf_counter()
         slices, geom = self.pre.image(img, roi)
+        timings = {"preprocess": time.perf_counter() - clock, "network": 0.0, "restore": 0.0}
         x, y, z = geom.canonical_shape
         x0, x1, y0, y1 = geom.box
         z0, z1 = geom.slices
@@ -171,15 +191,22 @@ class Predictor:
             task = bar.add_task("predict slices", total=z1 - z0)
             for start in range(0, z1 - z0, self.batch_size):
                 zs = np.arange(start, min(start + self.batch_size, z1 - z0))
-                logits = torch.from_numpy(self.backend(context_stack(slices, zs, self.context)))
-                probs = torch.softmax(logits.float(), dim=1)
+                clock = time.perf_counter()
+                logits = self.backend(context_stack(slices, zs, self.context))
+                timings["network"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                probs = softmax(logits)
                 hit = self._any_foreground(probs)
                 if hit.any():
                     restored = self.pre.restore(probs[hit], geom)
-                    decided = self._decide(restored).numpy().transpose(0, 2, 1)
-                    labels[z0 + zs[hit.numpy()], y0:y1, x0:x1] = decided
+                    decided = self._decide(restored).transpose(0, 2, 1)
+                    labels[z0 + zs[hit], y0:y1, x0:x1] = decided
+                timings["restore"] += time.perf_counter() - clock
                 bar.advance(task, len(zs))
+        clock = time.perf_counter()
         canonical = np.asarray(self.task.to_dataset(labels.transpose(2, 1, 0)), dtype=np.uint8)
+        timings["restore"] += time.perf_counter() - clock
+        self.timings = timings
         return canonical, geom
 
 
@@ -231,10 +258,24 @@ class CascadePredictor:
         self.last: dict[str, Any] = {}
 
     @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per step of the last prediction, both stages added up."""
+        total: dict[str, float] = {}
+        for stage in self.stages:
+            for name, seconds in stage.timings.items():
+                total[name] = total.get(name, 0.0) + seconds
+        return total
+
+    @property
     def notes(self) -> list[str]:
         """What the report must say about the last prediction (e.g. no organ found)."""
         if self.last and not self.last.get("organ_found", True):
             return ["stage 1 found no organ: labels left empty"]
+        if self.last.get("box_cropped_mm"):
+            return [
+                f"the organ box is larger than stage 2's model grid; "
+                f"{self.last['box_cropped_mm']} mm (x, y) outside it left background"
+            ]
         return []
 
     def organ_roi(self, img: nib.Nifti1Image) -> tuple[Box3D | None, dict[str, Any]]:
@@ -250,4 +291,18 @@ class CascadePredictor:
         box, self.last = self.organ_roi(img)
         if box is None:
             return np.zeros(img.shape, dtype=np.uint8, order="F")
-        return self.stages[1].predict(img, roi=box)
+        stage2 = self.stages[1]
+        canonical, geom = stage2.predict_canonical(img, roi=box)
+        if geom.crop_size is not None:  # a fixed model grid can be smaller than the box
+            lost = [max(r - c, 0) for r, c in zip(geom.resized, geom.crop_size, strict=True)]
+            pixel = [
+                (b1 - b0) * s / r
+                for b0, b1, s, r in zip(
+                    geom.box[::2], geom.box[1::2], geom.spacing[:2], geom.resized, strict=True
+                )
+            ]
+            if any(lost):
+                self.last["box_cropped_mm"] = [
+                    round(n * p, 1) for n, p in zip(lost, pixel, strict=True)
+                ]
+        return stage2.pre.to_input_orientation(canonical, geom)

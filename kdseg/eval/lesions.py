@@ -67,6 +67,56 @@ def lesion_diameter_mm(mask: np.ndarray, spacing: Sequence[float]) -> float:
     return _max_pairwise_distance(np.argwhere(boundary) * np.asarray(spacing, dtype=float))
 
 
+def tumor_box(label: np.ndarray, tumor_label: int) -> tuple[slice, ...]:
+    """The bounding box of ``label == tumor_label`` (which must be non-empty) as slices.
+
+    Labelling components only inside it gives the same components as labelling the whole
+    volume (translation keeps their raster order), in a fraction of the time: a liver's lesions
+    fill a few percent of a 512 x 512 x 200 scan.
+    """
+    box: list[slice] = []
+    view = label
+    for axis in range(label.ndim):
+        other = tuple(a for a in range(label.ndim) if a != axis)
+        hits = np.flatnonzero((view == tumor_label).any(axis=other))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+        view = view[(slice(None),) * axis + (box[-1],)]  # each axis shrinks the next search
+    return tuple(box)
+
+
+def _lesions(
+    label: np.ndarray,
+    tumor_label: int,
+    spacing: tuple[float, ...],
+    voxel_ml: float,
+    connectivity: int,
+    min_size_voxels: int,
+) -> list[dict[str, Any]]:
+    """One entry per tumor component, labelled inside the tumor's bounding box."""
+    crop = tumor_box(label, tumor_label)
+    start = np.array([s.start for s in crop])
+    components, _ = ndimage.label(
+        label[crop] == tumor_label, structure=connectivity_structure(label.ndim, connectivity)
+    )
+    lesions = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        mask = components[box] == index
+        n_voxels = int(mask.sum())
+        if n_voxels < min_size_voxels:
+            continue
+        offset = np.array([s.start for s in box]) + start
+        centroid = np.argwhere(mask).mean(axis=0) + offset
+        lesions.append(
+            {
+                "volume_ml": n_voxels * voxel_ml,
+                "n_voxels": n_voxels,
+                "centroid_voxel": [round(float(c), 2) for c in centroid],
+                "max_diameter_mm": lesion_diameter_mm(mask, spacing),
+            }
+        )
+    return lesions
+
+
 def lesion_report(
     label: np.ndarray,
     spacing: Sequence[float],
@@ -90,32 +140,19 @@ def lesion_report(
         )
     spacing = tuple(float(s) for s in spacing)
     voxel_ml = math.prod(spacing) / 1000.0
-    organ_voxels = int(np.isin(label, organ_labels).sum())
-    tumor = label == tumor_label
-    components, n_components = ndimage.label(
-        tumor, structure=connectivity_structure(label.ndim, connectivity)
-    )
+    # one vectorised comparison per label value (a bincount of 52 M voxels converts them all
+    # to int64 first, and ravel() copies a Fortran-ordered volume: seconds, not milliseconds)
+    counts = {int(v): int(np.count_nonzero(label == v)) for v in {*organ_labels, tumor_label}}
+    organ_voxels = sum(counts[int(v)] for v in set(organ_labels))
+    tumor_voxels = counts[int(tumor_label)]
     lesions = []
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
-        mask = components[box] == index
-        n_voxels = int(mask.sum())
-        if n_voxels < min_size_voxels:
-            continue
-        offset = np.array([s.start for s in box])
-        centroid = np.argwhere(mask).mean(axis=0) + offset
-        lesions.append(
-            {
-                "volume_ml": n_voxels * voxel_ml,
-                "n_voxels": n_voxels,
-                "centroid_voxel": [round(float(c), 2) for c in centroid],
-                "max_diameter_mm": lesion_diameter_mm(mask, spacing),
-            }
-        )
+    if tumor_voxels:
+        lesions = _lesions(label, tumor_label, spacing, voxel_ml, connectivity, min_size_voxels)
     lesions.sort(key=lambda lesion: lesion["n_voxels"], reverse=True)
     for rank, lesion in enumerate(lesions, start=1):
         lesion["id"] = rank
     organ_ml = organ_voxels * voxel_ml
-    tumor_ml = int(tumor.sum()) * voxel_ml
+    tumor_ml = tumor_voxels * voxel_ml
     return {
         "spacing_mm": list(spacing),
         "organ_labels": [int(v) for v in organ_labels],

@@ -1,0 +1,131 @@
+"""Write a predicted label volume as a DICOM Segmentation of its source CT series (highdicom).
+
+A PACS viewer overlays a DICOM SEG on the series it references; a NIfTI it cannot show. The
+SEG written here references every source slice (SOP Instance UIDs, the series and study, the
+frame of reference) and takes its geometry from them, one frame per source slice that has a
+label (empty frames are omitted, as viewers expect). It has one segment per class the model
+predicts, with SNOMED-CT codes: the organ (liver / kidney, or "organ") and its tumor.
+
+Array convention: the label is on the grid :func:`kdseg.data.dicom.load_dicom_series` returns,
+``(X, Y, Z)`` with axis 0 along the DICOM rows (the column index of the pixel matrix), axis 1
+along the columns and axis 2 across the slices in InstanceNumber order, so slice ``k``'s frame
+is ``label[:, :, k].T``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+import kdseg
+from kdseg.data.dicom import read_series_headers
+from kdseg.errors import InputError, atomic_path
+
+ORGAN_CODES = {"liver": codes.SCT.Liver, "kidney": codes.SCT.Kidney}
+# Type 2 attributes of the patient and study modules a SEG copies from its source: present
+# (maybe empty) in a conformant CT, but exporters and anonymisers drop them; empty is valid.
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def _segment(number: int, label: int, organ: str):
+    """The highdicom description of segment ``number`` for dataset label ``label``."""
+    import highdicom as hd
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="kdseg", family=codes.cid7162.ArtificialIntelligence, version=kdseg.__version__
+    )
+    if label == 2:
+        category, kind, name = (
+            codes.SCT.MorphologicallyAbnormalStructure,
+            codes.SCT.Neoplasm,
+            (f"{organ} tumor"),
+        )
+    else:
+        category, kind, name = (
+            codes.cid7150.AnatomicalStructure,
+            ORGAN_CODES.get(organ, codes.SCT.Organ),
+            organ,
+        )
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=name,
+        segmented_property_category=category,
+        segmented_property_type=kind,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+
+
+def source_slices(folder: str | os.PathLike) -> list[pydicom.Dataset]:
+    """Headers of the series' image slices in InstanceNumber order (axis 2 of the volume)."""
+    headers = [ds for _, ds in read_series_headers(Path(folder))]
+    for ds in headers:  # header copies in memory: the source files are never touched
+        for keyword in TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    return sorted(headers, key=lambda ds: int(ds.InstanceNumber))
+
+
+def write_dicom_seg(
+    label: np.ndarray,
+    series_folder: str | os.PathLike,
+    target: str | os.PathLike,
+    labels: Sequence[int] = (1, 2),
+    organ: str = "organ",
+) -> Path:
+    """Write ``label`` (dataset labels on the series' grid) as a DICOM SEG, atomically.
+
+    ``labels``: the dataset labels the model predicts, one segment each, numbered 1.. in this
+    order. Raises :class:`InputError` when ``label`` does not fit the series.
+    """
+    import highdicom as hd
+
+    sources = source_slices(series_folder)
+    rows, cols = int(sources[0].Rows), int(sources[0].Columns)
+    if label.shape != (cols, rows, len(sources)):
+        raise InputError(
+            series_folder,
+            f"label shape {label.shape} does not fit the series ({cols}, {rows}, {len(sources)})",
+        )
+    lut = np.zeros(256, dtype=np.uint8)
+    for number, value in enumerate(labels, start=1):
+        lut[value] = number
+    frames = np.ascontiguousarray(lut[label].transpose(2, 1, 0))  # (slices, rows, columns)
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[
+            _segment(number, value, organ) for number, value in enumerate(labels, start=1)
+        ],
+        series_instance_uid=generate_uid(),
+        series_number=int(getattr(sources[0], "SeriesNumber", 0) or 0) + 100,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="kdseg",
+        manufacturer_model_name="kdseg-predict",
+        software_versions=kdseg.__version__,
+        device_serial_number="0",
+        series_description="kdseg segmentation",
+        omit_empty_frames=bool(frames.any()),  # a SEG needs at least one frame
+    )
+    target = Path(target)
+    with atomic_path(target, suffix=".dcm") as tmp:
+        seg.save_as(tmp)
+    return target

@@ -1,0 +1,114 @@
+"""Faster ``.nii.gz`` reading and writing: ISA-L or zlib-ng gzip in front of nibabel.
+
+nibabel decompresses ``.nii.gz`` through the standard library's zlib, the largest single step
+of reading a CT scan from a fresh process (about 2.5 s for a 512 x 512 x 200 int16 volume
+under load on two cores). ``python-isal`` (``isal.igzip``, Intel's ISA-L) and ``zlib-ng``
+(``zlib_ng.gzip_ng``) decompress the same standard gzip streams about twice as fast and
+compress a label volume at level 1 in a fraction of the time. Whichever is installed is used
+(:data:`CODEC`, in the order of :data:`PREFERENCE`); without either, the standard library's
+``gzip`` is. The files written are standard single-member gzip: any reader opens them.
+
+Only the bytes travel through the faster codec; parsing and writing the NIfTI itself stays
+nibabel's (``Nifti1Image.from_bytes`` / ``to_bytes``), and nothing in nibabel is patched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
+
+PREFERENCE = ("isal.igzip", "zlib_ng.gzip_ng", "gzip")
+COMPRESS_LEVEL = 1  # nibabel's own default for .nii.gz: fast, and labels compress well anyway
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A gzip implementation: its module name, ``decompress`` and ``compress(data, level)``."""
+
+    name: str
+    decompress: Callable[[bytes], bytes]
+    compress: Callable[..., bytes]
+    errors: tuple[type[BaseException], ...]
+
+
+def _errors(name: str) -> tuple[type[BaseException], ...]:
+    """The codec's own exception types for a corrupt stream (beyond EOFError / OSError)."""
+    if name.startswith("isal"):
+        from isal.igzip_lib import IsalError
+
+        return (IsalError,)
+    if name.startswith("zlib_ng"):
+        from zlib_ng import zlib_ng
+
+        return (zlib_ng.error,)
+    return (zlib.error,)
+
+
+def pick_codec(preference: Sequence[str] = PREFERENCE) -> Codec:
+    """The first importable gzip module of ``preference`` (the standard library's as a last
+    resort)."""
+    for name in (*preference, "gzip"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return Codec(name, module.decompress, module.compress, _errors(name))
+    raise AssertionError("the standard library's gzip is always importable")
+
+
+CODEC = pick_codec()
+
+
+def is_gzip_name(path: str | Path) -> bool:
+    """True for a ``.gz`` file name (what nibabel decompresses)."""
+    return str(path).lower().endswith(".gz")
+
+
+def decompress(data: bytes, codec: Codec = CODEC) -> bytes:
+    """gzip bytes -> raw bytes; a corrupt stream raises :class:`zlib.error`, a truncated one
+    :class:`EOFError`, a non-gzip one :class:`gzip.BadGzipFile` (as the standard library)."""
+    try:
+        return codec.decompress(data)
+    except codec.errors as exc:
+        if isinstance(exc, zlib.error):
+            raise
+        raise zlib.error(str(exc)) from None
+
+
+def load_nifti(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image:
+    """A NIfTI image from ``path``; ``.nii.gz`` is decompressed in memory by ``codec``.
+
+    Other files go to ``nib.load`` (an uncompressed ``.nii`` is memory-mapped there).
+    """
+    if not is_gzip_name(path):
+        return nib.load(str(path))
+    raw = decompress(Path(path).read_bytes(), codec)
+    sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image  # NIfTI-2: 540 bytes
+    try:
+        return klass.from_bytes(raw)
+    except (WrapStructError, HeaderDataError) as exc:  # what nib.load reports as a bad file
+        raise ImageFileError(f"{path} is not a NIfTI image ({exc})") from None
+
+
+def save_nifti(img: nib.Nifti1Image, path: str | Path, codec: Codec = CODEC) -> Path:
+    """Write ``img`` to ``path`` (``.nii.gz``: compressed by ``codec``; else ``nib.save``).
+
+    Not atomic by itself: callers write to a temporary name and rename (see
+    :func:`kdseg.errors.atomic_path`).
+    """
+    path = Path(path)
+    if not is_gzip_name(path):
+        nib.save(img, str(path))
+        return path
+    # mtime=0: the same label gives the same file (as nibabel's DeterministicGzipFile)
+    path.write_bytes(codec.compress(img.to_bytes(), COMPRESS_LEVEL, mtime=0))
+    return path

@@ -1,0 +1,99 @@
+"""In-plane resampling of slice stacks in numpy, equal to ``torch.nn.functional.interpolate``.
+
+The prediction path (``kdseg-predict backend=onnx``) must run without torch: importing it costs
+more than predicting a volume from a fresh process, and a lean runtime install has no torch at
+all. Training and prediction share one :class:`~kdseg.data.preprocess.Preprocessor`, so its
+resampling is written once, here, and reproduces torch's kernels (tested against them):
+
+* ``bilinear`` with ``align_corners=False``, optionally with ``antialias=True`` (the triangle
+  filter widened by the scale factor when shrinking, as torch and PIL do it);
+* ``nearest``: torch's legacy nearest neighbour, ``src = floor(dst * in / out)``.
+
+A resize of one axis is a small table of taps (source indices and weights per output index),
+applied separably per axis as a few gathers and multiply-adds, on one thread. (A dense matrix
+product per axis was faster on an idle machine, but multi-threaded BLAS on shared, loaded cores
+took 3-12 s instead of 0.6 s for a 512 x 512 x 200 volume.)
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=64)
+def bilinear_taps(n_in: int, n_out: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, weight)`` arrays of shape ``(n_out, K)``: ``out[i] = sum_k w[i,k] x[idx[i,k]]``.
+
+    Unused taps have weight 0 (and a valid index). Follows ATen's ``upsample_bilinear2d``
+    (plain) and ``_upsample_bilinear2d_aa`` (antialias) index and weight computation.
+    """
+    scale = n_in / n_out
+    if not antialias:  # ATen does this arithmetic in float32: so do we, to match it closely
+        dst = np.arange(n_out, dtype=np.float32)
+        src = np.maximum(np.float32(scale) * (dst + np.float32(0.5)) - np.float32(0.5), 0)
+        i0 = src.astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        lam = src - i0.astype(np.float32)
+        index = np.stack([i0, i1], axis=1)
+        weight = np.stack([np.float32(1.0) - lam, lam], axis=1)
+        return index, weight.astype(np.float32)
+    support = scale if scale >= 1.0 else 1.0  # interp_size / 2 = 1 for the triangle filter
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    width = int(math.ceil(support)) * 2 + 1
+    index = np.zeros((n_out, width), dtype=np.int64)
+    weight = np.zeros((n_out, width), dtype=np.float64)
+    for i in range(n_out):
+        center = scale * (i + 0.5)
+        xmin = max(int(center - support + 0.5), 0)
+        xsize = min(int(center + support + 0.5), n_in) - xmin
+        j = np.arange(xsize)
+        w = np.maximum(1.0 - np.abs((j + xmin - center + 0.5) * invscale), 0.0)
+        total = w.sum()
+        index[i, :xsize] = xmin + j
+        weight[i, :xsize] = w / total if total else w
+    return index, weight.astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index per output index of torch's ``mode="nearest"`` (float32 scale, floor)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, n_in - 1)
+
+
+def _resize_axis(x: np.ndarray, axis: int, n_out: int, mode: str, antialias: bool) -> np.ndarray:
+    """Resize axis ``axis`` (one of the last two) of ``x`` to ``n_out``."""
+    n_in = x.shape[axis]
+    if n_in == n_out:
+        return x
+    if mode == "nearest":
+        return np.take(x, nearest_index(n_in, n_out), axis=axis)
+    index, weight = bilinear_taps(n_in, n_out, antialias)
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    out = np.take(x, index[:, 0], axis=axis) * weight[:, 0].reshape(shape)
+    for k in range(1, index.shape[1]):
+        w = weight[:, k]
+        if not w.any():
+            continue
+        out += np.take(x, index[:, k], axis=axis) * w.reshape(shape)
+    return out
+
+
+def resize(
+    x: np.ndarray, size: tuple[int, int], mode: str = "bilinear", antialias: bool = False
+) -> np.ndarray:
+    """Resize the last two axes of ``x`` to ``size`` (``mode``: ``bilinear`` or ``nearest``).
+
+    Bilinear results are float32 (like torch on float32 input); nearest keeps the dtype.
+    """
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"unknown resampling mode {mode!r}; use bilinear or nearest")
+    if mode == "bilinear":
+        x = np.asarray(x, dtype=np.float32)
+    out = _resize_axis(x, x.ndim - 2, int(size[0]), mode, antialias)
+    return _resize_axis(out, x.ndim - 1, int(size[1]), mode, antialias)

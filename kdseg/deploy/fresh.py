@@ -1,0 +1,70 @@
+"""The "fresh process" column of ``kdseg-bench``: the CLI on one volume as a user runs it.
+
+The bench's volume time is measured inside a warm worker (libraries imported, session built,
+one warm-up run done). A hospital runs one command on one scan, so the start-up (imports,
+Hydra, model load) is part of what it waits for. :func:`fresh_cli_seconds` times exactly that:
+the wall time of ``kdseg-predict`` in a new process on the bench volume, report included.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _hydra_value(value: str | list[str] | None) -> str:
+    """A path, a list of two (a cascade) or null, as a Hydra override value."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def predict_command(entry: dict[str, Any], volume: Path, output: Path, threads: int) -> list[str]:
+    """The ``kdseg-predict`` command line that runs ``entry`` on ``volume``."""
+    script = Path(sys.executable).parent / "kdseg-predict"
+    return [
+        str(script),
+        f"ckpt={_hydra_value(entry.get('ckpt'))}",
+        f"artifact={_hydra_value(entry.get('artifact'))}",
+        f"backend={entry.get('backend', 'torch')}",
+        f"input={volume}",
+        f"output={output}",
+        f"threads={threads}",
+    ]
+
+
+def fresh_cli_seconds(
+    entry: dict[str, Any], volume: Path, threads: int, runs: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """Median wall seconds of ``runs`` fresh ``kdseg-predict`` processes, or why not measured.
+
+    Entries the command cannot run as configured (a preprocessing override, random weights,
+    no checkpoint or artefact) are skipped with the reason.
+    """
+    if entry.get("preprocess"):
+        return {"fresh_skipped": "preprocess override (not a kdseg-predict option)"}
+    if not (entry.get("ckpt") or entry.get("artifact")) or entry.get("weights") == "random":
+        return {"fresh_skipped": "no trained checkpoint or artefact"}
+    times = []
+    with tempfile.TemporaryDirectory(prefix="kdseg-fresh-") as tmp:
+        command = predict_command(entry, volume, Path(tmp) / "labels.nii.gz", threads)
+        for _ in range(max(runs, 1)):
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
+            times.append(time.perf_counter() - start)
+            if done.returncode:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                return {"fresh_skipped": f"kdseg-predict exited {done.returncode}: {tail[0]}"}
+    return {
+        "fresh_s": times,
+        "fresh_median_s": statistics.median(times),
+        "fresh_load": os.getloadavg()[0],
+    }

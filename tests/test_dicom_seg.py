@@ -1,0 +1,101 @@
+"""DICOM SEG output: read back with highdicom, it is the label voxel for voxel on the source
+series' geometry, and it references the source series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from kdseg.data.dicom import load_dicom_series, write_dicom_series
+from kdseg.data.dicom_seg import source_slices, write_dicom_seg
+from kdseg.data.io import save_label
+from kdseg.errors import InputError
+
+# rows along y, slices stacked downwards: a frame is not simply the array's first two axes
+AFFINE = np.array([[0, 0.75, 0, -40.0], [0.6, 0, 0, 12.0], [0, 0, -3.0, 80.0], [0, 0, 0, 1]])
+
+
+def _series(tmp_path: Path) -> tuple[Path, nib.Nifti1Image]:
+    hu = np.random.default_rng(0).integers(-200, 200, size=(30, 26, 9)).astype(np.int16)
+    folder = tmp_path / "series"
+    write_dicom_series(nib.Nifti1Image(hu, AFFINE), folder, rng=np.random.default_rng(2))
+    return folder, load_dicom_series(folder)
+
+
+def _expected_frames(nifti: nib.Nifti1Image, sources: list[pydicom.Dataset]) -> np.ndarray:
+    """The label at every source pixel's patient position, from DICOM and NIfTI geometry
+    alone (LPS pixel centres -> RAS -> NIfTI voxel): independent of the writer's conventions."""
+    data = np.asarray(nifti.dataobj)
+    inverse = np.linalg.inv(nifti.affine)
+    frames = []
+    for ds in sources:
+        iop = np.array(ds.ImageOrientationPatient, dtype=float)
+        row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
+        r, c = np.meshgrid(np.arange(ds.Rows), np.arange(ds.Columns), indexing="ij")
+        lps = (
+            np.array(ds.ImagePositionPatient, dtype=float)[:, None, None]
+            + iop[:3, None, None] * c * col_spacing
+            + iop[3:, None, None] * r * row_spacing
+        )
+        ras = lps * np.array([-1.0, -1.0, 1.0])[:, None, None]
+        ijk = np.einsum("ab,bxy->axy", inverse[:3, :3], ras) + inverse[:3, 3, None, None]
+        i, j, k = np.rint(ijk).astype(int)
+        frames.append(data[i, j, k])
+    return np.stack(frames)
+
+
+def test_seg_round_trip_matches_the_nifti_and_references_the_series(tmp_path: Path) -> None:
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    label[6:10, 5:12, 2:4] = 2
+    label[22:25, 18:22, 6] = 2  # a second lesion, on one slice only
+    nifti = nib.load(str(save_label(label, image, tmp_path / "label.nii.gz")))
+    path = write_dicom_seg(label, folder, tmp_path / "out" / "label.seg.dcm", organ="liver")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["label.seg.dcm"]  # no temp left
+
+    seg = hd.seg.segread(path)
+    sources = source_slices(folder)
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert {i.ReferencedSOPInstanceUID for i in referenced.ReferencedInstanceSequence} == {
+        ds.SOPInstanceUID for ds in sources
+    }
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver", "liver tumor"]
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
+
+    uids = [ds.SOPInstanceUID for ds in sources]
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, assert_missing_frames_are_empty=True
+    )
+    assert frames.shape == (len(sources), sources[0].Rows, sources[0].Columns)
+    np.testing.assert_array_equal(frames, _expected_frames(nifti, sources))
+    assert int(seg.NumberOfFrames) < 2 * len(sources)  # empty frames are left out
+
+
+def test_seg_of_a_binary_model_and_of_an_empty_label(tmp_path: Path) -> None:
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[5:9, 5:9, 3:5] = 2
+    seg = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / "t.dcm", labels=(2,)))
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["organ tumor"]
+    uids = [ds.SOPInstanceUID for ds in source_slices(folder)]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+    assert int(frames.sum()) == int((label == 2).sum())  # label 2 is segment 1
+    empty = write_dicom_seg(np.zeros_like(label), folder, tmp_path / "e.dcm", labels=(1, 2))
+    assert int(hd.seg.segread(empty).NumberOfFrames) >= 1
+
+
+def test_seg_refuses_a_label_of_another_grid(tmp_path: Path) -> None:
+    folder, image = _series(tmp_path)
+    with pytest.raises(InputError, match="does not fit"):
+        write_dicom_seg(np.zeros((3, 3, 3), np.uint8), folder, tmp_path / "x.dcm")
+    assert not (tmp_path / "x.dcm").exists()
