@@ -1,4 +1,4 @@
-"""One error type for bad user input, and the atomic-write helper every writer uses.
+"""One error type for bad user input, and the atomic-write helpers every writer uses.
 
 Every command turns an :class:`InputError` into one line on stderr that names the file and
 what is wrong, exit code 2, and no traceback (see ``kdseg.cli``).
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -19,17 +20,86 @@ os.umask(_UMASK)
 class InputError(Exception):
     """Bad input from the user: a file that is missing, corrupt or inconsistent.
 
-    ``path`` names the offending file or folder; the message says what is wrong with it.
+    ``path`` names the offending file or folder; the message says what is wrong with it. Line
+    breaks in the message (library errors quoted in it often have them) become spaces, so the
+    error stays one line.
     """
 
     def __init__(self, path: str | os.PathLike | None, message: str) -> None:
         self.path = None if path is None else str(path)
-        self.message = message
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        self.message = " ".join(str(message).split())
+        super().__init__(f"{self.path}: {self.message}" if self.path else self.message)
 
     def __reduce__(self) -> tuple:
         # keeps the error intact across process pools (prepare runs cases in parallel)
         return (type(self), (self.path, self.message))
+
+
+_TEMP_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
+
+
+def _temp_pattern(target: Path, suffix: str) -> re.Pattern[str]:
+    """Names of temporaries for ``target``: ``.<stem>-[<pid>-]XXXXXXXX<suffix>``.
+
+    Names without a pid come from kdseg versions before the pid was recorded.
+    """
+    stem = re.escape(target.name.split(".")[0])
+    return re.compile(rf"\.{stem}-(?:(\d+)-)?{_TEMP_RANDOM}{re.escape(suffix)}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is only now starting to write the target
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | os.PathLike, suffix: str | None = None) -> list[Path]:
+    """Delete temporaries of ``target`` left by killed runs (their process is gone).
+
+    A SIGKILL (or a power cut) skips every cleanup, so the next writer of the same target
+    sweeps them; a temporary of a writer that is still running is left alone.
+    """
+    target = Path(target)
+    suffix = _suffix(target, suffix)
+    pattern = _temp_pattern(target, suffix)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for entry in target.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_file() and not (match.group(1) and _alive(int(match.group(1)))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _suffix(target: Path, suffix: str | None) -> str:
+    if suffix is not None:
+        return suffix
+    return "".join(target.suffixes) or ".tmp"
+
+
+def _new_temp(target: Path, suffix: str | None) -> Path:
+    """An empty temporary beside ``target`` (its parent created), stale ones swept first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _suffix(target, suffix)
+    remove_stale_temps(target, suffix)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name.split('.')[0]}-{os.getpid()}-", suffix=suffix, dir=target.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp: Path, target: Path) -> None:
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
+    os.replace(tmp, target)
 
 
 @contextlib.contextmanager
@@ -37,23 +107,48 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
 
     A crash or an exception leaves no half-written ``target`` behind. ``suffix`` keeps the
-    extension writers rely on (``.nii.gz``, ``.onnx``) on the temporary name.
+    extension writers rely on (``.nii.gz``, ``.onnx``) on the temporary name. Temporaries of
+    earlier killed writers of the same target are removed first.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix is None:
-        suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name.split('.')[0]}-", suffix=suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp(target, suffix)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp_path, target)
+        _commit(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_group(
+    targets: Sequence[str | os.PathLike], suffixes: Sequence[str | None] | None = None
+) -> Iterator[list[Path]]:
+    """Temporaries for files that belong together, renamed onto ``targets`` in order on success.
+
+    Put the file whose presence means "complete" last (``kdseg-predict``: the lesion report,
+    then the label): an exception before or during the renames leaves none of the group's new
+    files (the ones already renamed are removed again), and a SIGKILL between two renames can
+    leave the first files without the last, which the next run overwrites, but never the last
+    without the others.
+    """
+    paths = [Path(t) for t in targets]
+    suffixes = list(suffixes) if suffixes is not None else [None] * len(paths)
+    temps: list[Path] = []
+    done: list[Path] = []
+    try:
+        for target, suffix in zip(paths, suffixes, strict=True):
+            temps.append(_new_temp(target, suffix))
+        yield list(temps)
+        for tmp, target in zip(temps, paths, strict=True):
+            _commit(tmp, target)
+            done.append(target)
+    except BaseException:
+        for target in done:
+            target.unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:

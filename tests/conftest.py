@@ -67,3 +67,15 @@ def trained_enet(phantom_lits: Path, tmp_path_factory: pytest.TempPathFactory) -
         f"hydra.run.dir={run}",
     )
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(trained_enet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``trained_enet``'s best checkpoint exported to fp32 ONNX once (no check slices)."""
+    from kdseg.deploy.export import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("onnx") / "enet.onnx"
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    return export_checkpoint(
+        ExportOptions(ckpt=str(ckpt), check_slices=0, output=str(out))
+    ).artifact

@@ -1,29 +1,21 @@
-"""Bad input: one line naming the file, exit code 2, no traceback, nothing half-written."""
+"""Bad input: one line naming the file, exit code 2, no traceback, nothing half-written.
+
+The table of bad inputs and faults is ``tests/test_fault_corpus.py``; here: the helpers it
+relies on (output guard, atomic writes and their cleanup, the SIGTERM handler) in isolation.
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 BIN = Path(sys.executable).parent
-
-
-def _good_pair(root: Path, n: int = 0, shape=(24, 20, 6)) -> None:
-    rng = np.random.default_rng(n)
-    img = nib.Nifti1Image(
-        rng.integers(-1000, 200, shape).astype(np.int16), np.diag([1.0, 1.0, 3.0, 1.0])
-    )
-    lab = np.zeros(shape, np.uint8)
-    lab[5:10, 5:10, 2:4] = 1
-    nib.save(img, str(root / f"volume-{n}.nii.gz"))
-    nib.save(nib.Nifti1Image(lab, img.affine), str(root / f"segmentation-{n}.nii.gz"))
 
 
 def _run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -31,68 +23,6 @@ def _run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / command), *args], capture_output=True, text=True, cwd=cwd, env=env
     )
-
-
-def _break(root: Path, how: str) -> Path:
-    """Make case 1 of a good LiTS folder bad in one way; return the file the error must name."""
-    _good_pair(root, 0)
-    _good_pair(root, 1)
-    vol, seg = root / "volume-1.nii.gz", root / "segmentation-1.nii.gz"
-    affine = np.diag([1.0, 1.0, 3.0, 1.0])
-    if how == "missing label":
-        seg.unlink()
-        return vol
-    if how == "shape mismatch":
-        nib.save(nib.Nifti1Image(np.zeros((24, 20, 5), np.uint8), affine), str(seg))
-        return seg
-    if how == "affine mismatch":
-        nib.save(
-            nib.Nifti1Image(np.zeros((24, 20, 6), np.uint8), np.diag([2.0, 1.0, 3.0, 1.0])),
-            str(seg),
-        )
-        return seg
-    if how == "corrupt":
-        vol.write_bytes(b"this is not a nifti file at all" * 10)
-        return vol
-    if how == "truncated":
-        data = vol.read_bytes()
-        vol.write_bytes(data[: len(data) // 2])
-        return vol
-    if how == "not 3D":
-        nib.save(nib.Nifti1Image(np.zeros((24, 20), np.int16), affine), str(vol))
-        return vol
-    if how == "unknown labels":
-        lab = np.zeros((24, 20, 6), np.uint8)
-        lab[0, 0, 0] = 7
-        nib.save(nib.Nifti1Image(lab, affine), str(seg))
-        return seg
-    raise ValueError(how)
-
-
-CASES = [
-    "missing label",
-    "shape mismatch",
-    "affine mismatch",
-    "corrupt",
-    "truncated",
-    "not 3D",
-    "unknown labels",
-]
-
-
-@pytest.mark.parametrize("how", CASES)
-def test_prepare_rejects_bad_case(tmp_path: Path, how: str) -> None:
-    root = tmp_path / "lits"
-    root.mkdir()
-    culprit = _break(root, how)
-    result = _run("kdseg-prepare", f"data.root={root}", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert culprit.name in lines[0] and "Traceback" not in result.stderr
-    cache = root / ".kdseg_cache"
-    assert not list(cache.rglob("volume-1/meta.json")) if cache.exists() else True
-    assert not [p for p in root.rglob(".*") if p.is_file() and p.suffix in (".npy", ".gz", ".json")]
 
 
 def test_empty_folder(tmp_path: Path) -> None:
@@ -114,3 +44,110 @@ def test_truncated_gzip_is_detected_by_loader(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b"\x00" * 100))
     with pytest.raises(InputError, match="v.nii.gz"):
         load_volume(path)
+
+
+def test_guard_refuses_outputs_over_or_inside_inputs(tmp_path: Path) -> None:
+    from kdseg.errors import InputError
+    from kdseg.guards import check_output, check_outputs
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    ct = scans / "ct.nii.gz"
+    ct.write_bytes(b"x")
+    (tmp_path / "link.nii.gz").symlink_to(ct)
+    for target, inputs, folder, what in [
+        (ct, [ct], False, "input file itself"),
+        (tmp_path / "link.nii.gz", [ct], False, "input file itself"),  # the same file, linked
+        (scans / ".." / "scans" / "ct.nii.gz", [ct], False, "input file itself"),
+        (scans, [scans], True, "input folder itself"),
+        (scans / "pred" / "p.nii.gz", [scans], False, "inside the input folder"),
+        (ct / "p.nii.gz", [], False, "is a file, not a folder"),
+        (scans, [], False, "existing folder where a file"),
+        (ct, [], True, "existing file where a folder"),
+    ]:
+        with pytest.raises(InputError, match=what):
+            check_output(target, inputs, folder=folder)
+    assert check_output(tmp_path / "out" / "p.nii.gz", [ct, scans]) == tmp_path / "out/p.nii.gz"
+    with pytest.raises(InputError, match="same output"):
+        check_outputs([tmp_path / "a.nii.gz", tmp_path / "b" / ".." / "a.nii.gz"])
+    assert not (tmp_path / "out").exists()  # checking creates nothing
+
+
+def test_atomic_group_leaves_nothing_on_failure_and_commits_the_last_file_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kdseg.errors as errors
+
+    report, label = tmp_path / "p.lesions.json", tmp_path / "p.nii.gz"
+    with pytest.raises(RuntimeError), errors.atomic_group([report, label]) as temps:
+        temps[0].write_text("{}")
+        raise RuntimeError("killed while writing")
+    assert not list(tmp_path.iterdir())
+    order = []
+    real_commit = errors._commit
+
+    def failing_commit(tmp: Path, target: Path) -> None:
+        order.append(target.name)
+        if target == label:
+            raise OSError("disk full")
+        real_commit(tmp, target)
+
+    monkeypatch.setattr(errors, "_commit", failing_commit)
+    with pytest.raises(OSError), errors.atomic_group([report, label]) as temps:
+        for tmp in temps:
+            tmp.write_text("data")
+    assert order == ["p.lesions.json", "p.nii.gz"]  # the report first, the label last
+    assert not list(tmp_path.iterdir())  # the report renamed first was removed again
+
+
+def test_sigterm_runs_cleanup(tmp_path: Path) -> None:
+    """A real SIGTERM to a process inside an atomic write: it exits 143, temporaries gone."""
+    files = [str(tmp_path / "p.lesions.json"), str(tmp_path / "p.nii.gz")]
+    script = f"""
+import sys, time
+from pathlib import Path
+from kdseg.cli.boundary import install_signal_handlers, report
+from kdseg.errors import atomic_group
+install_signal_handlers()
+try:
+    with atomic_group([Path(f) for f in {files!r}]) as temps:
+        for t in temps:
+            t.write_text("partial")
+        print("ready", flush=True)
+        time.sleep(60)
+except BaseException as exc:
+    sys.exit(report("kdseg-predict", exc, verbose=False))
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    assert len(list(tmp_path.iterdir())) == 2  # the two temporaries exist now
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and len(err.strip().splitlines()) == 1 and "SIGTERM" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
+    trained_enet: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from kdseg.errors import InputError
+    from kdseg.lit.resume import find_resume
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    good = (trained_enet / "checkpoints" / "last.ckpt").read_bytes()
+    (ckpts / "last-previous.ckpt").write_bytes(good)
+    (ckpts / "last.ckpt").write_bytes(good[: len(good) // 2])  # killed while writing
+    assert find_resume(tmp_path, None) == str(ckpts / "last-previous.ckpt")
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and "last.ckpt" in warning[0] and "last-previous" in warning[0]
+    (ckpts / "last-previous.ckpt").unlink()
+    with pytest.raises(InputError, match="cannot resume"):
+        find_resume(tmp_path, None)
+    (ckpts / "last.ckpt").write_bytes(good)
+    assert find_resume(tmp_path, None) == str(ckpts / "last.ckpt")
+    (tmp_path / "other.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="unreadable"):
+        find_resume(tmp_path, str(tmp_path / "other.ckpt"))  # an explicit resume= is refused

@@ -128,7 +128,9 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
         np.testing.assert_allclose(pred.affine, src.affine, atol=1e-4)
         report = json.loads((tmp_path / f"{name}.lesions.json").read_text())
         assert "cascade" in report
-    air = nib.Nifti1Image(np.full((48, 40, 6), -1000, np.int16), np.diag([0.9, 0.9, 3.0, 1]))
+    # air with scanner noise (a constant volume is refused as not an image)
+    noise = np.random.default_rng(0).integers(-5, 6, (48, 40, 6))
+    air = nib.Nifti1Image((noise - 1000).astype(np.int16), np.diag([0.9, 0.9, 3.0, 1]))
     nib.save(air, str(tmp_path / "air.nii.gz"))
     result = kdseg("predict", pair, f"input={tmp_path / 'air.nii.gz'}", f"output={tmp_path / 'e'}")
     assert "stage 1 found no organ" in result.stdout

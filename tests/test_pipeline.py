@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import signal
 import subprocess
 import time
@@ -149,18 +151,20 @@ def test_predict_restores_geometry_of_flipped_and_permuted_input(
 
 
 def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-run, rerun: the same steps, one continuous CSV log, one wandb run id."""
     run = tmp_path / "killed"
     args = [
         str(BIN / "kdseg-train"),
         *TINY_DATA,
-        "logger=csv",
+        "logger=default",  # CSV and wandb (offline: run folders under the run dir)
         f"data.root={phantom_lits}",
         "model=enet",
         "model.width=0.25",
         "trainer.max_epochs=3",
         f"hydra.run.dir={run}",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -169,20 +173,25 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(last, weights_only=True)["global_step"]
-    result = kdseg(
-        "train",
-        *TINY_DATA,
-        "logger=csv",
-        f"data.root={phantom_lits}",
-        "model=enet",
-        "model.width=0.25",
-        "trainer.max_epochs=3",
-        f"hydra.run.dir={run}",
-    )
+    result = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert "resuming from" in result.stdout + result.stderr
     # 32 samples / batch 8 = 4 steps an epoch; killed mid-run, resumed to the end
     assert 4 <= killed_at < 3 * 4 and summary["global_step"] == 3 * 4
+    # one continuous CSV log: every epoch's validation exactly once, steps never going back
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    val_epochs = [int(r["epoch"]) for r in rows if r.get("val/dice_mean")]
+    assert val_epochs == [0, 1, 2], val_epochs
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(steps) and steps[-1] == 3 * 4 - 1
+    # one wandb run: both processes wrote offline-run-*-<id> folders with the stored id
+    run_id = (run / "wandb_id.txt").read_text().strip()
+    folders = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and {f.name.rsplit("-", 1)[1] for f in folders} == {run_id}
+    assert (run / "checkpoints" / "last-previous.ckpt").is_file()  # the one before last.ckpt
+    assert "GPU available" not in result.stdout + result.stderr
 
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:

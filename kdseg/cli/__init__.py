@@ -1,14 +1,14 @@
 """Thin Hydra entry points, one module per command (``kdseg-<command>`` -> ``kdseg.cli.<command>``).
 
-Each composes its config from ``conf/`` and calls one library function. :func:`guarded` turns
-bad input (:class:`~kdseg.errors.InputError`) into one line on stderr and exit code 2.
+Each composes its config from ``conf/`` and calls one library function. :func:`command` makes
+the entry point and turns every failure into one line on stderr (bad input: exit code 2; see
+:mod:`kdseg.cli.boundary`); outputs pass :func:`kdseg.guards.check_output` before work starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,27 +18,24 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import kdseg.config  # noqa: F401  (registers the config resolvers)
+from kdseg.cli.boundary import CONFIG_PATH, command, guarded, number
 from kdseg.errors import InputError
+from kdseg.guards import check_output
 
-CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[DictConfig], Any]]:
-    """Decorator for a Hydra task function: :class:`InputError` -> one line, exit code 2."""
-
-    def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-        @functools.wraps(fn)
-        def wrapper(cfg: DictConfig) -> Any:
-            logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-            try:
-                return fn(cfg)
-            except InputError as exc:
-                print(f"{command}: error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
-
-        return wrapper
-
-    return decorate
+__all__ = [
+    "CONFIG_PATH",
+    "build_predictor",
+    "command",
+    "fast_help",
+    "format_timings",
+    "guarded",
+    "number",
+    "run_dir",
+    "save_run_config",
+    "stage_list",
+    "timed",
+    "to_dict",
+]
 
 
 def fast_help(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -97,11 +94,14 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def save_run_config(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
-    """Write the resolved config to ``<run dir>/config.yaml``; return the dir and plain config."""
+def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str, Any]]:
+    """Write the resolved config to ``<run dir>/config.yaml``; return the dir and plain config.
+
+    ``inputs`` (the data folder, a teacher checkpoint ...) must not hold the run dir.
+    """
     from kdseg.errors import write_text_atomic
 
-    out = run_dir()
+    out = check_output(run_dir(), inputs, folder=True, what="run dir")
     write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out, to_dict(cfg)
 
@@ -129,6 +129,8 @@ def build_predictor(
     from kdseg.deploy.artifact import resolve_bundle
     from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor
 
+    threads = number(cfg, "threads", int, minimum=1)
+    batch_size = number(cfg, "batch_size", int, minimum=1)
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     artifacts = stage_list(cfg.artifact)
     n = max(len(ckpts), len(artifacts), 1)
@@ -143,15 +145,21 @@ def build_predictor(
         bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend)
         if backend not in BACKENDS:  # compile / aoti live in the deployment layer, with torch
             import kdseg.deploy.backends  # noqa: F401
-        predictor = Predictor.from_bundle(
-            bundle,
-            backend=backend,
-            artifact=artifact,
-            threads=cfg.threads,
-            batch_size=int(cfg.batch_size),
-            threshold=threshold if i == n - 1 else None,
-            progress=progress,
-        )
+        try:
+            predictor = Predictor.from_bundle(
+                bundle,
+                backend=backend,
+                artifact=artifact,
+                threads=threads,
+                batch_size=batch_size,
+                threshold=threshold if i == n - 1 else None,
+                progress=progress,
+            )
+        except Exception as exc:
+            if not artifact or not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            first = " ".join(str(exc).split())[:300]
+            raise InputError(artifact, f"ONNX Runtime cannot load it ({first})") from None
         stages.append((predictor, bundle, backend, artifact))
     if n == 1:
         return stages[0]

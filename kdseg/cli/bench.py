@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.cli import command, to_dict
 from kdseg.deploy.bench import BenchConfig, run_bench
+from kdseg.guards import check_output
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
-@guarded("kdseg-bench")
+@command("kdseg-bench", "bench")
 def main(cfg: DictConfig) -> None:
     plain = to_dict(cfg)
     if not plain.pop("dice", True):
         plain["data"] = None
+    check_output(cfg.output_dir, folder=True, what="output_dir")
     results = run_bench(BenchConfig.from_dict(plain))
     print(results["markdown"])
     print(f"written: {cfg.output_dir}/{cfg.name}.md, .png, .json")

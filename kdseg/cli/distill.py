@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded, save_run_config
+from kdseg.cli import command, save_run_config
 from kdseg.lit.distill import DistillationModule
 from kdseg.lit.train import fit_from_config
 
@@ -21,8 +20,7 @@ def _module(cfg: dict, data: dict) -> DistillationModule:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="distill")
-@guarded("kdseg-distill")
+@command("kdseg-distill", "distill")
 def main(cfg: DictConfig) -> float | None:
-    out, plain = save_run_config(cfg)
+    out, plain = save_run_config(cfg, inputs=(cfg.data.root, cfg.teacher.ckpt))
     return fit_from_config(plain, _module, out)["best_score"]

@@ -4,37 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import CONFIG_PATH, build_predictor, guarded, stage_list, to_dict
+from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError
 from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
+from kdseg.guards import check_output
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
-@guarded("kdseg-eval")
+@command("kdseg-eval", "eval")
 def main(cfg: DictConfig) -> None:
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     ckpt = ckpts[-1] if ckpts else None  # a cascade's results go beside its stage 2
     stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)
     kind = "cascade-" if len(stages) > 1 else ""
-    threshold = float(cfg.paper_threshold) if cfg.protocol == "paper" else None
+    threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
-    setup = resolve_data(to_dict(cfg.data))
-    if cfg.split not in setup.split:
-        raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
-    cases = [setup.cases[c] for c in setup.split[cfg.split]]
-    rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
-    summary = summarize_rows(rows, cfg.protocol)
     default_out = (
         Path(ckpt).resolve().parent.parent / f"eval-{kind}{cfg.split}-{cfg.protocol}"
         if ckpt
         else Path(artifact).resolve().parent
         / f"eval-{kind}{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
     )
-    out = Path(cfg.output_dir or default_out)
+    inputs = [cfg.data.root, ckpt, artifact]
+    out = check_output(cfg.output_dir or default_out, inputs, folder=True, what="output_dir")
+    setup = resolve_data(to_dict(cfg.data))
+    if cfg.split not in setup.split:
+        raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
+    cases = [setup.cases[c] for c in setup.split[cfg.split]]
+    rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
+    summary = summarize_rows(rows, cfg.protocol)
     info = {
         "checkpoint": None if ckpt is None else str(ckpt),
         "cascade": stages if kind else None,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.cli import command, to_dict
 from kdseg.deploy.export import ExportResult, export_checkpoint, stage_options
 
 
@@ -15,8 +14,7 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
-@guarded("kdseg-export")
+@command("kdseg-export", "export")
 def main(cfg: DictConfig) -> None:
     results = [export_checkpoint(opts) for opts in stage_options(to_dict(cfg))]
     for result in results:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.cli import command, to_dict
 from kdseg.data.phantom import PhantomConfig, write_dataset
+from kdseg.guards import check_output
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="phantom")
-@guarded("kdseg-phantom")
+@command("kdseg-phantom", "phantom")
 def main(cfg: DictConfig) -> None:
     params = to_dict(cfg.params) if cfg.params else {}
     config = PhantomConfig(
         dataset=cfg.dataset,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()},
     )
+    check_output(cfg.root, folder=True, what="root")
     paths = write_dataset(
         cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed), workers=int(cfg.workers)
     )

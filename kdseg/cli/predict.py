@@ -1,14 +1,19 @@
-"""``kdseg-predict``: CT volume(s) in, label NIfTI out with the input's exact geometry."""
+"""``kdseg-predict``: CT volume(s) in, label NIfTI out with the input's exact geometry.
+
+Every output path is checked before the model loads (never over an input, never inside an
+input folder: :mod:`kdseg.guards`). One case's files (lesion report, overlay, label) are
+written to temporaries and renamed together, the label last: a label on disk always has its
+report beside it (:func:`kdseg.errors.atomic_group`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import CONFIG_PATH, build_predictor, fast_help, format_timings, guarded, timed
-from kdseg.errors import InputError
+from kdseg.cli import build_predictor, command, format_timings, stage_list, timed
+from kdseg.errors import InputError, atomic_group
 
 # nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
 # `kdseg-predict --help` starts in well under a second.
@@ -46,67 +51,87 @@ def _stem(path: Path) -> str:
     return name
 
 
-def _write_seg(label, source: Path, target: Path, task, data: dict) -> Path:
-    """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) beside/at
-    ``target`` (``<stem>.seg.dcm``, or ``target`` itself when it ends in ``.dcm``)."""
+def _seg_path(target: Path) -> Path:
+    """Where ``output_format=dicom-seg`` writes: ``<stem>.seg.dcm``, or ``target`` if ``.dcm``."""
+    return target if target.suffix == ".dcm" else target.parent / f"{_stem(target)}.seg.dcm"
+
+
+def _write_seg(label, source: Path, path: Path, task, data: dict) -> Path:
+    """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) at ``path``."""
     from kdseg.data.dicom_seg import write_dicom_seg
 
-    seg = target if target.suffix == ".dcm" else target.parent / f"{_stem(target)}.seg.dcm"
     organ = str(data.get("organ") or "organ")
-    return write_dicom_seg(label, source, seg, labels=task.output_labels, organ=organ)
+    return write_dicom_seg(label, source, path, labels=task.output_labels, organ=organ)
 
 
-@fast_help("predict")
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
-@guarded("kdseg-predict")
+def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
+    """Every file one prediction writes, in commit order: the label (NIfTI or DICOM SEG), the
+    file whose presence means "complete", comes last."""
+    stem = target.parent / _stem(target)
+    files = [Path(f"{stem}.lesions.json"), Path(f"{stem}.lesions.txt")] if cfg.report else []
+    files += [Path(f"{stem}.png")] if cfg.overlay else []
+    return [*files, _seg_path(target) if cfg.output_format == "dicom-seg" else target]
+
+
+@command("kdseg-predict", "predict")
 def main(cfg: DictConfig) -> None:
-    from kdseg.data.io import load_volume, save_label
+    from kdseg.data.io import is_nifti, label_image, load_volume
+    from kdseg.data.niigz import save_nifti
+    from kdseg.guards import check_output, check_outputs
 
-    pairs = plan_outputs(Path(cfg.input), Path(cfg.output))
+    source, output = Path(cfg.input), Path(cfg.output)
+    pairs = plan_outputs(source, output)
     if cfg.output_format not in ("nifti", "dicom-seg"):
         raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
     if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
         raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
+    ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
+    inputs = [source, *(s for s, _ in pairs), *ckpts, *stage_list(cfg.artifact)]
+    if not is_nifti(output) and output.suffix != ".dcm":
+        check_output(output, inputs, folder=True)
+    plans = [planned_files(target, cfg) for _, target in pairs]
+    check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
     steps: dict[str, float] = {}
     with timed(steps, "load model"):
         predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
-    for source, target in pairs:
+    for (source, _), files in zip(pairs, plans, strict=True):
         with timed(steps, "read"):
-            image = load_volume(source)
+            image = load_volume(source, nonfinite=cfg.nonfinite)
         label = predictor.predict(image)
         for name, seconds in predictor.timings.items():
             steps[name] = steps.get(name, 0.0) + seconds
-        with timed(steps, "write"):
-            if cfg.output_format == "dicom-seg":
-                target = _write_seg(label, source, target, predictor.task, bundle.data)
-            else:
-                save_label(label, image, target)
-        print(f"{source} -> {target}")
-        stem = target.parent / _stem(target)
-        if cfg.report:
-            with timed(steps, "report"):
-                from kdseg.eval.lesions import (
-                    format_lesion_report,
-                    lesion_report,
-                    write_lesion_report,
-                )
+        with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
+            if cfg.report:
+                with timed(steps, "report"):
+                    from kdseg.eval.lesions import lesion_report, write_lesion_report
 
-                report = lesion_report(label, [float(z) for z in image.header.get_zooms()[:3]])
-                report.update({"cascade": predictor.last} if predictor.last else {})
-                report.update({"notes": predictor.notes} if predictor.notes else {})
-                write_lesion_report(report, f"{stem}.lesions.json", f"{stem}.lesions.txt")
+                    spacing = [float(z) for z in image.header.get_zooms()[:3]]
+                    report = lesion_report(label, spacing)
+                    report.update({"cascade": predictor.last} if predictor.last else {})
+                    report.update({"notes": predictor.notes} if predictor.notes else {})
+                    write_lesion_report(report, temps[0], temps[1])
+            if cfg.overlay:
+                from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
+
+                canonical = predictor.pre
+                save_overlay(
+                    canonical.reorient(image),
+                    canonical.reorient(image, label),
+                    temps[-2],
+                    title=source.name,
+                    spacing=canonical.spacing(image),
+                )
+            with timed(steps, "write"):
+                if cfg.output_format == "dicom-seg":
+                    _write_seg(label, source, temps[-1], predictor.task, bundle.data)
+                else:
+                    save_nifti(label_image(label, image), temps[-1])
+        print(f"{source} -> {files[-1]}")
+        if cfg.report:
+            from kdseg.eval.lesions import format_lesion_report
+
             print(format_lesion_report(report))
         if cfg.overlay:
-            from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
-
-            canonical = predictor.pre
-            png = save_overlay(
-                canonical.reorient(image),
-                canonical.reorient(image, label),
-                f"{stem}.png",
-                title=source.name,
-                spacing=canonical.spacing(image),
-            )
-            print(f"overlay: {png}")
+            print(f"overlay: {files[-2]}")
     if cfg.verbose:
         print(format_timings(steps))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 
-import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded, to_dict
+from kdseg.cli import command, number, to_dict
 from kdseg.data.dataset import resolve_data
+from kdseg.guards import check_output
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prepare")
-@guarded("kdseg-prepare")
+@command("kdseg-prepare", "prepare")
 def main(cfg: DictConfig) -> None:
     setup = resolve_data(to_dict(cfg.data))
+    inputs = [p for case in setup.cases.values() for p in (case.image, case.label)]
+    check_output(setup.cache_dir, inputs, folder=True, what="cache folder")
+    workers = number(cfg, "workers", int, minimum=1)
     start = time.perf_counter()
-    ids = setup.prepare(workers=int(cfg.workers))
+    ids = setup.prepare(workers=workers)
     print(f"{len(ids)} case(s) prepared in {setup.cache_dir} ({time.perf_counter() - start:.1f} s)")

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from kdseg.cli import CONFIG_PATH, guarded
+from kdseg.cli import command
 from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, write_split
 from kdseg.data.sources import discover_cases
 from kdseg.errors import InputError
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="split")
-@guarded("kdseg-split")
+@command("kdseg-split", "split")
 def main(cfg: DictConfig) -> None:
     target = Path(cfg.data.root) / FOLDER_SPLIT_NAME
     if target.exists() and not cfg.force:

@@ -59,9 +59,8 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     """Load, check, preprocess and cache one case; return its id."""
     image = load_volume(case.image)
     allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
-    label = remap_labels(
-        check_pair(image, load_volume(case.label), case.label, allowed), case.label_map
-    )
+    label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
+    label = remap_labels(label, case.label_map)
     pre = Preprocessor(config)
     roi = training_roi(pre, image, label, case.case_id) if config.roi == "organ" else None
     no_organ = config.roi == "organ" and roi is None

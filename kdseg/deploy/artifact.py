@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdseg.data.schema import check_data_info, check_model_info
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.checkpoint import Bundle, load_bundle
 
@@ -113,6 +114,7 @@ def read_metadata(path: str | Path, required: bool = True) -> dict[str, Any] | N
             ) from None
         if not model.graph.node:
             raise InputError(path, "ONNX file has an empty graph; corrupt or truncated?")
+        check_onnx_model(path, model)
         text = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
     else:
         if not zipfile.is_zipfile(path):
@@ -132,7 +134,39 @@ def read_metadata(path: str | Path, required: bool = True) -> dict[str, Any] | N
         raise InputError(path, "kdseg metadata is not valid JSON") from None
     if not isinstance(meta, dict) or "data" not in meta or "model" not in meta:
         raise InputError(path, "kdseg metadata lacks the data / model sections")
+    where = "ONNX metadata" if kind == "onnx" else "sidecar metadata"
+    check_model_info(path, meta["model"], where)
+    check_data_info(path, meta["data"], where)
     return meta
+
+
+def check_onnx_model(path: str | Path, model: Any) -> None:
+    """Refuse an ONNX graph the checker rejects (a node removed, a dangling input ...) and
+    weights with NaN or Inf, with onnx and numpy alone (no runtime, no torch)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, f"invalid ONNX graph ({first})") from None
+    bad: dict[str, int] = {}
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # weights in a side file are not loaded here
+        array = numpy_helper.to_array(init)
+        if np.issubdtype(array.dtype, np.floating):
+            n = int((~np.isfinite(array)).sum())
+            if n:
+                bad[init.name] = n
+    if bad:
+        raise InputError(
+            path,
+            f"{sum(bad.values())} NaN or Inf weight value(s) in {len(bad)} tensor(s) "
+            f"(first: {next(iter(bad))}); a diverged or damaged export",
+        )
 
 
 def load_artifact(path: str | Path) -> ArtifactBundle:

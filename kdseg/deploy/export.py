@@ -52,6 +52,7 @@ from kdseg.deploy.samples import export_data_setup, original_val_dice, run_confi
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import Bundle, load_bundle
 from kdseg.eval.inference import BACKENDS
+from kdseg.guards import check_output
 from kdseg.models.cost import model_cost
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,10 @@ def _start(opts: ExportOptions) -> _Job:
     out = Path(
         opts.output or default_output(opts.ckpt, name, opts.format, opts.quantize, opts.prune)
     )
+    inputs = [opts.ckpt, opts.data_root]
+    check_output(out, inputs)
+    if opts.quantize:
+        check_output(fp32_twin(out), inputs)
     run_cfg = run_config(opts.ckpt)
     setup = export_data_setup(bundle, opts.data_root, run_cfg)
     if setup is None and (opts.quantize or opts.prune):

@@ -1,19 +1,20 @@
 """Load a self-describing checkpoint safely: the network, its task and its preprocessing.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: no code from a file ever runs.
+Their model / data sections are validated and NaN / Inf weights are refused at load.
 Only the ``net.*`` weights are used, so a distilled checkpoint yields the student alone
 (no teacher, no adapters).
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.schema import check_data_info, check_model_info
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
 
@@ -46,21 +47,50 @@ class Bundle:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``; clear errors for missing or foreign files."""
+    """``torch.load`` with ``weights_only=True``; clear errors for missing or foreign files.
+
+    The model and data sections are checked (:mod:`kdseg.data.schema`) and a ``state_dict``
+    must be present, so a file kdseg did not write fails here, in one line naming it.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        with warnings.catch_warnings():  # torch warns about some foreign files before failing
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, BadZipFile, RuntimeError, EOFError, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(path, f"not a loadable kdseg checkpoint ({first})") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "model" not in hparams or "data" not in hparams:
         raise InputError(path, "checkpoint carries no kdseg model/data config (not made by kdseg?)")
+    check_model_info(path, hparams["model"], "checkpoint")
+    check_data_info(path, hparams["data"], "checkpoint")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise InputError(path, "checkpoint has no state_dict (no weights)")
     return ckpt
+
+
+def check_finite_weights(path: str | Path, state: dict[str, Any]) -> None:
+    """Refuse weights with NaN or Inf: such a network predicts garbage (often all background)."""
+    import torch
+
+    bad = {
+        key: int((~torch.isfinite(value)).sum())
+        for key, value in state.items()
+        if torch.is_tensor(value) and value.is_floating_point()
+    }
+    bad = {key: n for key, n in bad.items() if n}
+    if bad:
+        first = next(iter(bad))
+        raise InputError(
+            path,
+            f"{sum(bad.values())} NaN or Inf weight value(s) in {len(bad)} tensor(s) "
+            f"(first: {first}); a diverged or damaged checkpoint",
+        )
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -69,10 +99,15 @@ def load_bundle(path: str | Path) -> Bundle:
 
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
-    model = build_from_config(hparams["model"])
+    try:
+        model = build_from_config(hparams["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        message = exc.args[0] if exc.args else exc
+        raise InputError(path, f"checkpoint: cannot build its model ({message})") from None
     state = {
         k[len(NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)
     }
+    check_finite_weights(path, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

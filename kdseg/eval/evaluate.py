@@ -48,7 +48,7 @@ def evaluate_cases(
         job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))
         for case in cases:
             image = load_volume(case.image)
-            truth = check_pair(image, load_volume(case.label), case.label, LABELS)
+            truth = check_pair(image, load_volume(case.label, role="label"), case.label, LABELS)
             pred = _predict(predictor, image, truth)
             if protocol == "full":
                 spacing = [float(s) for s in image.header.get_zooms()[:3]]

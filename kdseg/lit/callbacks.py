@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelSummary
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
 from kdseg.eval.overlay import overlay_figure_array
+
+log = logging.getLogger(__name__)
 
 
 class WandbValidationOverlay(pl.Callback):
@@ -66,3 +71,32 @@ class WandbValidationOverlay(pl.Callback):
                     "trainer/global_step": trainer.global_step,
                 }
             )
+
+
+class QuietModelSummary(ModelSummary):
+    """Lightning's model summary without the FLOPs column and "Total Flops" row when they are
+    all zero (Lightning counts FLOPs only under its own profiler, so they always are here)."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        if not total_flops:
+            summary_data = [(name, col) for name, col in summary_data if name != "FLOPs"]
+        table = _format_summary_table(
+            total_parameters,
+            trainable_parameters,
+            model_size,
+            total_training_modes,
+            total_flops,
+            *summary_data,
+        )
+        if not total_flops:
+            table = "\n".join(line for line in table.splitlines() if "Total Flops" not in line)
+        log.info("\n" + table)

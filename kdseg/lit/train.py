@@ -3,8 +3,9 @@
 Shared by ``kdseg-train`` and ``kdseg-distill``: the caller builds the LightningModule, this
 module does everything around it. Checkpoints go to ``<run_dir>/checkpoints``: ``last.ckpt``
 every ``checkpoint.every_n_train_steps`` steps and at each epoch end (so a killed run loses at
-most one interval) and ``best.ckpt`` by validation Dice. Rerunning with the same run dir (or
-``resume=PATH``) continues from ``last.ckpt``.
+most one interval; the one before stays as ``last-previous.ckpt``) and ``best.ckpt`` by
+validation Dice. Rerunning with the same run dir (or ``resume=PATH``) continues from
+``last.ckpt`` with the same CSV log and wandb run (:mod:`kdseg.lit.resume`).
 """
 
 from __future__ import annotations
@@ -20,33 +21,51 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
-from kdseg.errors import InputError, write_text_atomic
-from kdseg.lit.callbacks import WandbValidationOverlay
+from kdseg.errors import write_text_atomic
+from kdseg.lit.callbacks import QuietModelSummary, WandbValidationOverlay
+from kdseg.lit.resume import (
+    ResumableCSVLogger,
+    RotatingCheckpoint,
+    find_resume,
+    resume_step,
+    wandb_run_id,
+)
 
 log = logging.getLogger(__name__)
 
 
-def build_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Logger]:
-    """CSV always; wandb unless ``logger.wandb.enabled`` is false (offline by default)."""
-    loggers: list[Logger] = [CSVLogger(str(run_dir), name="csv", version="")]
+def build_loggers(
+    cfg: dict[str, Any], run_dir: Path, resume_step: int | None = None
+) -> list[Logger]:
+    """CSV always; wandb unless ``logger.wandb.enabled`` is false (offline by default).
+
+    ``resume_step``: the step a resumed run restarts from; the CSV log is continued up to it
+    and wandb continues the run dir's own run id (see :mod:`kdseg.lit.resume`).
+    """
+    csv_logger = ResumableCSVLogger(
+        str(run_dir), name="csv", version="", keep_before_step=resume_step
+    )
+    loggers: list[Logger] = [csv_logger]
     wb = cfg.get("wandb") or {}
     if wb.get("enabled", True) and os.environ.get("WANDB_MODE") != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(
-            WandbLogger(
-                project=wb.get("project", "kdseg"),
-                name=wb.get("name"),
-                group=wb.get("group"),
-                tags=list(wb.get("tags") or []),
-                save_dir=str(run_dir),
-                offline=bool(wb.get("offline", True)),
-                log_model=False,
-            )
+        logger = WandbLogger(
+            project=wb.get("project", "kdseg"),
+            name=wb.get("name"),
+            group=wb.get("group"),
+            tags=list(wb.get("tags") or []),
+            save_dir=str(run_dir),
+            offline=bool(wb.get("offline", True)),
+            log_model=False,
+            id=wandb_run_id(run_dir),
+            resume="allow",
         )
+        logger._wandb_init.pop("anonymous", None)  # else wandb warns it is deprecated
+        loggers.append(logger)
     return loggers
 
 
@@ -57,7 +76,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
     every = cfg.get("every_n_train_steps") or None
     # last.ckpt is the one file kept by an unmonitored callback: Lightning >= 2.6 writes a
     # save_last copy only when a top-k file was saved in the same step (never with save_top_k=0).
-    last = ModelCheckpoint(
+    last = RotatingCheckpoint(
         dirpath=ckpt_dir,
         filename="last",
         monitor=None,
@@ -76,17 +95,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         enable_version_counter=False,
     )
     extra = [WandbValidationOverlay()] if wandb else []
-    return [last, best, LearningRateMonitor(logging_interval="epoch"), *extra]
-
-
-def find_resume(run_dir: Path, resume: str | None) -> str | None:
-    """Checkpoint to resume from: an explicit path, or the run dir's own ``last.ckpt``."""
-    if resume:
-        if not Path(resume).exists():
-            raise InputError(resume, "resume checkpoint not found")
-        return str(resume)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.exists() else None
+    return [last, best, LearningRateMonitor(logging_interval="epoch"), QuietModelSummary(), *extra]
 
 
 def fit_from_config(
@@ -146,7 +155,8 @@ def fit(
     # repeatable in practice (tests/test_seeding.py); the warning is noise there.
     warnings.filterwarnings("ignore", message=r"max_unpooling2d\S* does not have a deterministic")
     pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
-    loggers = build_loggers(cfg.get("logger", {}), run_dir)
+    ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
+    loggers = build_loggers(cfg.get("logger", {}), run_dir, resume_step(ckpt_path))
     callbacks = build_callbacks(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
     )
@@ -156,10 +166,9 @@ def fit(
         callbacks=callbacks,
         **cfg.get("trainer", {}),
     )
-    ckpt_path = find_resume(run_dir, cfg.get("resume"))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     best = callbacks[1]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {

@@ -1,0 +1,275 @@
+"""The CLI boundary: every failure becomes one line on stderr, and normal runs print no noise.
+
+:func:`command` turns a task function into a ``kdseg-<name>`` entry point (Hydra app plus the
+two guards below); :func:`guarded` is the task-level guard alone, for a module that applies
+``hydra.main`` itself.
+
+* Bad input (:class:`~kdseg.errors.InputError`), config errors (a missing mandatory key such as
+  ``input=``, ``batch_size=abc``, an override Hydra cannot apply) -> one line, exit code 2.
+* Anything else -> one line naming the exception, exit code 1 (a bug: please report it).
+* ``verbose=true`` prints the traceback first. SIGTERM raises :class:`Terminated` and Ctrl-C
+  :class:`KeyboardInterrupt`, so every ``finally`` (temporary files) runs: exit 143 / 130.
+* Library noise is filtered once per process: Lightning's accelerator banners and litlogger
+  tip, known deprecation warnings, the MONAI nvImageCodec notice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from kdseg.errors import InputError
+
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+TRUE = ("true", "1", "yes", "on")
+
+#: Lightning INFO lines that say nothing about this run on a CPU machine.
+BANNERS = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "💡 Tip",
+    "LOCAL_RANK",
+    "Trainer already configured with model summary",
+    "Restoring states from the checkpoint",  # kdseg logs "resuming from <path>" itself
+    "Restored all states from the checkpoint",
+)
+#: Deprecation and notice warnings from the stack that a user can do nothing about.
+KNOWN_WARNINGS = (
+    r".*does not have many workers which may be a bottleneck.*",
+    r".*The anonymous setting has no effect.*",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*pkg_resources is deprecated.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*Experiment logs directory .* exists and is not empty.*",
+)
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler (a ``BaseException``: ``except Exception`` lets it pass)."""
+
+
+class _DropBanners(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).lstrip().startswith(BANNERS)
+
+
+def quiet_libraries() -> None:
+    """Silence the stack's banners and known warnings (idempotent)."""
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning_fabric.utilities.rank_zero",
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropBanners) for f in logger.filters):
+            logger.addFilter(_DropBanners())
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM -> :class:`Terminated` (Python's default would end the process on the spot,
+    skipping every cleanup); SIGINT keeps raising KeyboardInterrupt. Main thread only."""
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _config_message(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    if isinstance(exc, MissingMandatoryValue) and key:
+        return f"missing mandatory option {key}= (pass {key}=VALUE)"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"option {key}: {message}" if key and str(key) not in message else message
+
+
+def report(command: str, exc: BaseException, verbose: bool) -> int:
+    """Print ``exc`` as one line (after the traceback when ``verbose``); return the exit code."""
+    from hydra.errors import HydraException
+
+    if verbose and not isinstance(exc, (KeyboardInterrupt, Terminated)):
+        traceback.print_exception(exc)
+    if isinstance(exc, InputError):
+        line, code = str(exc), 2
+    elif isinstance(exc, OmegaConfBaseException):
+        line, code = _config_message(exc), 2
+    elif isinstance(exc, HydraException):
+        line, code = _first_line(exc), 2
+    elif isinstance(exc, Terminated):
+        line, code = "terminated (SIGTERM); unfinished outputs removed", 143
+    elif isinstance(exc, KeyboardInterrupt):
+        line, code = "interrupted; unfinished outputs removed", 130
+    else:
+        hint = "" if verbose else " (verbose=true shows the traceback)"
+        line, code = f"internal error: {type(exc).__name__}: {_first_line(exc)}{hint}", 1
+    print(f"{command}: error: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+def _argv_verbose(argv: list[str]) -> bool:
+    flags = [a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("verbose=")]
+    return any(f.lower() in TRUE for f in flags)
+
+
+def check_option_types(
+    cfg: DictConfig, config_name: str | None, choices: dict | None = None
+) -> None:
+    """Refuse an option whose value does not have the type of its default in ``conf/``.
+
+    Defaults come from ``conf/<config_name>.yaml`` and from each chosen group file
+    (``choices``: Hydra's ``runtime.choices``, e.g. ``trainer: default``). Hydra parses
+    ``batch_size=abc`` as a string; this names the option before anything fails deep inside
+    with ``invalid literal for int()``.
+    """
+    files = [("", f"{config_name}.yaml")] if config_name else []
+    for group, choice in (choices or {}).items():
+        if choice and not str(group).startswith("hydra") and "/" not in str(group):
+            files.append((f"{group}.", f"{group}/{choice}.yaml"))
+    for prefix, name in files:
+        path = Path(CONFIG_PATH) / name
+        if not path.is_file():
+            continue
+        first = path.read_text().split("\n", 1)[0]
+        if "@package" in first:  # the file says where it lands
+            package = first.split("@package", 1)[1].strip()
+            if package.startswith("_") and package != "_global_":
+                continue
+            prefix = "" if package == "_global_" else f"{package}."
+        defaults = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if not isinstance(defaults, dict):
+            continue
+        for key in ("defaults", "hydra"):
+            defaults.pop(key, None)
+        _walk_defaults(cfg, defaults, prefix)
+
+
+def _walk_defaults(cfg: DictConfig, node: dict, prefix: str) -> None:
+    for key, default in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(default, dict):
+            _walk_defaults(cfg, default, f"{name}.")
+        elif isinstance(default, (bool, int, float)):
+            _check_type(name, OmegaConf.select(cfg, name, throw_on_missing=False), default)
+
+
+def _check_type(name: str, value: Any, default: bool | int | float) -> None:
+    if value is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "a whole number"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+    if not ok:
+        raise InputError(None, f"{name}={value}: expected {want}")
+
+
+def number(
+    cfg: DictConfig, key: str, kind: type = int, minimum: float | None = None
+) -> int | float | None:
+    """``cfg[key]`` as ``kind`` (``None`` stays ``None``); an :class:`InputError` naming it."""
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return None
+    want = "a whole number" if kind is int else "a number"
+    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+        raise InputError(None, f"{key}={value}: expected {want}")
+    try:
+        result = kind(value)
+    except (TypeError, ValueError):
+        raise InputError(None, f"{key}={value}: expected {want}") from None
+    if minimum is not None and result < minimum:
+        raise InputError(None, f"{key}={value}: must be at least {minimum}")
+    return result
+
+
+def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[DictConfig], Any]]:
+    """Decorator for a Hydra task function: every exception -> one line (see module docstring)."""
+
+    def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+        @functools.wraps(fn)
+        def wrapper(cfg: DictConfig) -> Any:
+            quiet_libraries()
+            install_signal_handlers()
+            verbose = str(OmegaConf.select(cfg, "verbose", default=False)).lower() in TRUE
+            try:
+                from hydra.core.hydra_config import HydraConfig
+
+                if HydraConfig.initialized():
+                    hydra_cfg = HydraConfig.get()
+                    choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+                    check_option_types(cfg, hydra_cfg.job.config_name, choices)
+                return fn(cfg)
+            except SystemExit:
+                raise
+            except BaseException as exc:  # noqa: BLE001  (the boundary: one line, never a traceback)
+                raise SystemExit(report(command, exc, verbose)) from None
+
+        return wrapper
+
+    return decorate
+
+
+def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a ``hydra.main`` app: Hydra's own errors (a bad override, a missing config group)
+    also become one line and exit code 2 instead of Hydra's multi-line report."""
+
+    @functools.wraps(app)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_libraries()
+        install_signal_handlers()
+        verbose = _argv_verbose(sys.argv[1:])
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises; we print the one line
+        try:
+            return app(*args, **kwargs)
+        except SystemExit:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            raise SystemExit(report(command, exc, verbose)) from None
+
+    return wrapper
+
+
+def command(name: str, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
+    """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
+    with the task guard inside, a fast plain ``--help`` and the app guard around it."""
+    import hydra
+
+    def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        from kdseg.cli import fast_help  # (kdseg.cli imports this module)
+
+        app = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
+            guarded(name)(fn)
+        )
+        return app_guard(name, fast_help(config_name)(app))
+
+    return decorate

@@ -1,0 +1,172 @@
+"""Resume that keeps everything: the checkpoint to restart from, one CSV log, one wandb run.
+
+A training run dir is resumable at any moment, even after a SIGKILL:
+
+* ``last.ckpt`` is rotated, not overwritten: the one before it stays as ``last-previous.ckpt``
+  (:class:`RotatingCheckpoint`), so a ``last.ckpt`` cut short by a kill (or a full disk) falls
+  back to the previous good one with one warning line (:func:`find_resume`). Every candidate
+  is test-loaded with ``weights_only=True`` before Lightning sees it.
+* ``csv/metrics.csv`` is flushed whenever a checkpoint is written and, on resume, continued:
+  rows logged after the checkpoint (work the kill threw away) are dropped, the rest kept
+  (:class:`ResumableCSVLogger`). Lightning's own CSV logger deletes the file on start.
+* the wandb run id is stored in ``<run dir>/wandb_id.txt`` and reused with ``resume="allow"``
+  (:func:`wandb_run_id`), so a resumed run continues the same wandb run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+import string
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from kdseg.errors import InputError, write_text_atomic
+
+LAST = "last.ckpt"
+PREVIOUS = "last-previous.ckpt"
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+class RotatingCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that moves the file it is about to replace to ``last-previous``."""
+
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+        path = Path(filepath)
+        if trainer.is_global_zero and path.name == LAST and path.is_file():
+            os.replace(path, path.with_name(PREVIOUS))
+        super()._save_checkpoint(trainer, filepath)
+
+
+def _readable(path: Path) -> str | None:
+    """``None`` when ``path`` loads as a Lightning checkpoint (weights only), else why not."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, ...
+        return " ".join(str(exc).split())[:120] or type(exc).__name__
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        return "not a training checkpoint (no state_dict / global_step)"
+    return None
+
+
+def find_resume(run_dir: Path, resume: str | None) -> str | None:
+    """Checkpoint to resume from: an explicit path, or the run dir's own ``last.ckpt``.
+
+    An unreadable ``last.ckpt`` falls back to ``last-previous.ckpt`` (one warning line on
+    stderr); when neither loads, or an explicit ``resume=`` does not, an :class:`InputError`.
+    """
+    if resume:
+        if not Path(resume).exists():
+            raise InputError(resume, "resume checkpoint not found")
+        reason = _readable(Path(resume))
+        if reason:
+            raise InputError(resume, f"resume checkpoint is unreadable ({reason})")
+        return str(resume)
+    last = run_dir / "checkpoints" / LAST
+    previous = last.with_name(PREVIOUS)
+    if not last.exists():
+        return str(previous) if previous.exists() and not _readable(previous) else None
+    reason = _readable(last)
+    if reason is None:
+        return str(last)
+    if previous.exists() and _readable(previous) is None:
+        print(
+            f"warning: {last} is unreadable ({reason}); resuming from {previous} instead",
+            file=sys.stderr,
+        )
+        return str(previous)
+    raise InputError(
+        last,
+        f"cannot resume: unreadable ({reason}) and no good {PREVIOUS}; "
+        "delete the run dir to start over, or pass resume=PATH",
+    )
+
+
+def resume_step(ckpt_path: str | None) -> int | None:
+    """The global step a resume starts from (``None``: a fresh run)."""
+    if not ckpt_path:
+        return None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted."""
+
+    def __init__(self, log_dir: str, keep_before_step: int | None) -> None:
+        self._keep_before_step = keep_before_step
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if self._keep_before_step is None or not path.is_file():
+            if path.is_file():
+                path.unlink()  # a fresh run in an old folder: start a fresh log
+            return
+        rows, fields = [], []
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            for row in reader:
+                if None in row.values() or None in row:  # a line cut short by the kill
+                    continue
+                try:
+                    step = int(float(row.get("step") or 0))
+                except ValueError:
+                    continue
+                if step < self._keep_before_step:
+                    rows.append(row)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, out.getvalue())
+        self.metrics_keys = sorted(fields)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` that continues ``metrics.csv`` across a resume and flushes at checkpoints.
+
+    ``keep_before_step``: the global step the run resumes from (rows from that step on are
+    dropped: the resumed run logs them again); ``None`` for a fresh run.
+    """
+
+    def __init__(self, *args: Any, keep_before_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_before_step = keep_before_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(self.log_dir, self._keep_before_step)
+        return self._experiment
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        # what a checkpoint holds is on disk in the log too, so a SIGKILL loses neither
+        self.save()
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The wandb run id of this run dir: read from ``wandb_id.txt``, or made and stored there."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        text = path.read_text().strip()
+        if text:
+            return text
+    alphabet = string.ascii_lowercase + string.digits  # what wandb's own ids are made of
+    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    write_text_atomic(path, run_id + "\n")
+    return run_id

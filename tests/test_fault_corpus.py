@@ -1,0 +1,502 @@
+# ruff: noqa: E501  (the table keeps one case per line, however long)
+"""The bad-input and fault corpus: one table, one row per bad input or fault, one assertion set.
+
+Every row runs one kdseg command on something broken and asserts the README's promise: exit
+code 2, exactly one line on stderr that names the culprit (a file or an option), no traceback,
+no new file anywhere in the case's folder (so none at or beside the output path), and the
+bytes of every input unchanged. Adding a case is one line in ``CASES``: a builder that writes
+the broken input (the ``make_*`` helpers) and the arguments.
+
+Most rows run in-process through the same entry function the console script calls (fast: the
+libraries are imported once); the rows marked ``sub`` run as real subprocesses, so a fresh
+process's warnings and banners are covered too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import importlib
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import BIN, TINY_DATA
+
+AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
+SHAPE = (40, 36, 8)
+
+
+@dataclass
+class World:
+    """One case's folder plus the shared trained checkpoint and ONNX export."""
+
+    tmp: Path
+    ckpt: Path
+    onnx: Path
+    lits: Path
+
+    @property
+    def out(self) -> Path:
+        return self.tmp / "out" / "pred.nii.gz"
+
+    def ct(self, name: str = "ct.nii.gz", data: np.ndarray | None = None, affine=AFFINE) -> Path:
+        """A small CT-like NIfTI in the case folder (random HU unless ``data`` is given)."""
+        if data is None:
+            data = np.random.default_rng(0).integers(-1000, 300, SHAPE).astype(np.int16)
+        path = self.tmp / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, affine), str(path))
+        return path
+
+    def floats(self, fill: Callable[[np.ndarray], None], name: str = "ct.nii.gz") -> Path:
+        data = np.random.default_rng(1).normal(-200, 300, SHAPE).astype(np.float32)
+        fill(data)
+        return self.ct(name, data)
+
+    def copy_ckpt(self, edit: Callable[[dict], None] | None = None, name="model.ckpt") -> Path:
+        """A private copy of the trained checkpoint, optionally edited (re-saved with torch)."""
+        path = self.tmp / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if edit is None:
+            shutil.copy(self.ckpt, path)
+            return path
+        ckpt = torch.load(self.ckpt, weights_only=True)
+        edit(ckpt)
+        torch.save(ckpt, path)
+        return path
+
+    def copy_onnx(self, edit: Callable[..., None]) -> Path:
+        import onnx
+
+        model = onnx.load(str(self.onnx))
+        edit(model)
+        path = self.tmp / "in" / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(path))
+        return path
+
+    def predict(
+        self, input: Path | str, *extra: str, ckpt=None, output=None, artifact=None
+    ) -> list[str]:
+        """kdseg-predict arguments: the trained checkpoint (or ``artifact`` alone) on ``input``."""
+        model = [f"ckpt={ckpt or self.ckpt}"] if artifact is None else ["ckpt=null"]
+        model += [] if artifact is None else [f"artifact={artifact}"]
+        return [*model, f"input={input}", f"output={output or self.out}", *extra]
+
+    def lits_copy(self, how: str) -> Path:
+        """A two-case LiTS folder in the case folder with case 1 broken ``how``."""
+        root = self.tmp / "lits"
+        root.mkdir(parents=True, exist_ok=True)
+        for n in (0, 1):
+            self.ct(f"../lits/volume-{n}.nii.gz")
+            lab = np.zeros(SHAPE, np.uint8)
+            lab[5:15, 5:15, 2:5] = 1
+            nib.save(nib.Nifti1Image(lab, AFFINE), str(root / f"segmentation-{n}.nii.gz"))
+        vol, seg = root / "volume-1.nii.gz", root / "segmentation-1.nii.gz"
+        if how == "missing label":
+            seg.unlink()
+            return vol
+        if how == "shape mismatch":
+            nib.save(nib.Nifti1Image(np.zeros((40, 36, 7), np.uint8), AFFINE), str(seg))
+        elif how == "affine mismatch":
+            nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.diag([2.0, 1, 3, 1])), str(seg))
+        elif how == "unknown labels":
+            lab = np.zeros(SHAPE, np.uint8)
+            lab[0, 0, 0] = 7
+            nib.save(nib.Nifti1Image(lab, AFFINE), str(seg))
+        elif how == "NaN label":
+            lab = np.zeros(SHAPE, np.float32)
+            lab[1, 1, 1] = np.nan
+            nib.save(nib.Nifti1Image(lab, AFFINE), str(seg))
+        elif how == "corrupt":
+            vol.write_bytes(b"this is not a nifti file at all" * 10)
+            return vol
+        elif how == "truncated":
+            vol.write_bytes(vol.read_bytes()[:200])
+            return vol
+        elif how == "not 3D":
+            nib.save(nib.Nifti1Image(np.zeros((40, 36), np.int16), AFFINE), str(vol))
+            return vol
+        elif how == "constant":
+            nib.save(nib.Nifti1Image(np.full(SHAPE, -1000, np.int16), AFFINE), str(vol))
+            return vol
+        elif how == "NaN image":
+            self.floats(lambda d: d.__setitem__((2, 2, 2), np.nan), "../lits/volume-1.nii.gz")
+            return vol
+        return seg
+
+    def prepare(self, how: str) -> list[str]:
+        culprit = self.lits_copy(how)
+        self.culprit = culprit.name
+        return [*TINY_DATA, f"data.root={self.tmp / 'lits'}"]
+
+
+# ------------------------------------------------------------------ builders of broken inputs
+
+
+def header_dims(w: World, name: str) -> Path:
+    """A NIfTI whose header claims 8000 x 8000 x 4000 voxels over a few KB of data."""
+    path = w.ct(name)
+    raw = path.read_bytes()
+    raw = bytearray(gzip.decompress(raw) if name.endswith(".gz") else raw)
+    struct.pack_into("<8h", raw, 40, 3, 8000, 8000, 4000, 1, 1, 1, 1)
+    path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    return path
+
+
+def singular_affine(w: World) -> Path:
+    """sform row y all zeros, qform off: the voxel grid collapses onto a plane."""
+    path = w.ct("ct.nii")
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<4f", raw, 296, 0, 0, 0, 0)
+    struct.pack_into("<h", raw, 252, 0)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def rgb(w: World) -> Path:
+    data = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    return w.ct("ct.nii.gz", data)
+
+
+def dicom(w: World, how: str) -> Path:
+    from kdseg.data.dicom import write_dicom_series
+
+    source = w.ct("ct.nii.gz")
+    img = nib.load(str(source))
+    img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    source.unlink()
+    folder = w.tmp / "in" / "series"
+    files = write_dicom_series(img, folder)
+    if how == "two series":
+        write_dicom_series(img, w.tmp / "in" / "other")
+        for i, f in enumerate(sorted((w.tmp / "in" / "other").iterdir())):
+            f.rename(folder / f"other-{i}.dcm")
+        (w.tmp / "in" / "other").rmdir()
+    elif how == "missing slice":
+        sorted(files)[3].unlink()
+    elif how == "corrupt slice":
+        sorted(files)[2].write_bytes(sorted(files)[2].read_bytes()[:-300])  # pixels cut short
+    return folder
+
+
+def malicious(w: World) -> Path:
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {w.tmp / 'in' / 'pwned'}",))
+
+    path = w.tmp / "in" / "evil.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": Boom()}, f)
+    return path
+
+
+def nan_weights(ckpt: dict) -> None:
+    key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][key].view(-1)[0] = float("nan")
+
+
+def onnx_meta(task: str) -> Callable:
+    def edit(model) -> None:
+        entry = next(p for p in model.metadata_props if p.key == "kdseg")
+        meta = json.loads(entry.value)
+        meta["data"]["task"] = task
+        entry.value = json.dumps(meta)
+
+    return edit
+
+
+def onnx_drop_node(model) -> None:
+    del model.graph.node[len(model.graph.node) // 2]
+
+
+def onnx_nan(model) -> None:
+    from onnx import numpy_helper
+
+    init = next(i for i in model.graph.initializer if numpy_helper.to_array(i).dtype.kind == "f")
+    array = numpy_helper.to_array(init).copy()
+    array.flat[0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(array, init.name))
+
+
+def truncated_resume(w: World, prev: bool) -> list[str]:
+    """A run dir whose last.ckpt is cut short, with (``prev``) or without a good previous one."""
+    run = w.tmp / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(w.ckpt.read_bytes()[:5000])
+    return [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={w.lits}",
+        "model=enet",
+        "model.width=0.5",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    ]
+
+
+def unwritable(w: World) -> str:
+    """An output in a folder no process may write to (a chmod 555 folder does not stop root)."""
+    if os.geteuid() != 0:
+        ro = w.tmp / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return f"{ro}/pred.nii.gz"
+    return "/proc/sys/kdseg-test/pred.nii.gz"
+
+
+def bad_pickle_marker(w: World) -> None:
+    assert not (w.tmp / "in" / "pwned").exists(), "the malicious pickle was executed"
+
+
+# ------------------------------------------------------------------ the table
+
+Build = Callable[[World], list[str]]
+#: (id, command, build -> args, culprit text in the error line, run as a real subprocess)
+CASES: list[tuple[str, str, Build, str, bool]] = [
+    # data loss: outputs over inputs
+    ("output is the input", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct()}", f"output={w.ct()}"], "ct.nii.gz", True),
+    ("output folder is the input folder", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct().parent}", f"output={w.ct().parent}"], "in", False),
+    ("output inside the input folder", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct().parent}", f"output={w.tmp}/in/pred"], "in/pred", False),
+    ("output inside a DICOM series", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={dicom(w, 'ok')}", f"output={w.tmp}/in/series/p.nii.gz"], "series", False),
+    ("output is the checkpoint", "predict", lambda w: [f"ckpt={w.copy_ckpt()}", f"input={w.ct()}", f"output={w.tmp}/in/model.ckpt"], "model.ckpt", False),
+    ("two inputs, one output", "predict", lambda w: (w.ct("a.nii"), w.predict(w.ct("a.nii.gz").parent, output=w.tmp / "out"))[1], "a.nii.gz", False),
+    ("export over its checkpoint", "export", lambda w: [f"ckpt={w.copy_ckpt(name='m.onnx')}", f"output={w.tmp}/in/m.onnx"], "m.onnx", False),
+    ("eval output in the data folder", "eval", lambda w: [*TINY_DATA, f"ckpt={w.ckpt}", f"data.root={w.lits}", f"output_dir={w.lits}/eval"], "eval", False),
+    # output paths that cannot be written
+    ("output parent is a file", "predict", lambda w: w.predict(w.ct(), output=f"{w.ct('f.nii')}/x/p.nii.gz"), "x/p.nii.gz", False),
+    ("output folder is unwritable", "predict", lambda w: w.predict(w.ct(), output=unwritable(w)), "pred.nii.gz", False),
+    ("output is an existing folder", "predict", lambda w: (w.out.mkdir(parents=True), w.predict(w.ct()))[1], "pred.nii.gz", False),
+    # garbage voxels and headers
+    ("NaN voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__((1, 2, 3), np.nan))), "ct.nii.gz", True),
+    ("Inf voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__((1, 2, 3), np.inf))), "ct.nii.gz", False),
+    ("all-NaN volume", "predict", lambda w: w.predict(w.floats(lambda d: d.fill(np.nan))), "ct.nii.gz", False),
+    ("constant volume", "predict", lambda w: w.predict(w.ct(data=np.full(SHAPE, 40, np.int16))), "ct.nii.gz", False),
+    ("header dims > data (.nii)", "predict", lambda w: w.predict(header_dims(w, "ct.nii")), "ct.nii", False),
+    ("header dims > data (.nii.gz)", "predict", lambda w: w.predict(header_dims(w, "ct.nii.gz")), "ct.nii.gz", False),
+    ("RGB voxels", "predict", lambda w: w.predict(rgb(w)), "ct.nii.gz", False),
+    ("complex voxels", "predict", lambda w: w.predict(w.ct(data=np.ones(SHAPE, np.complex64))), "ct.nii.gz", False),
+    ("singular affine", "predict", lambda w: w.predict(singular_affine(w)), "ct.nii", False),
+    ("unknown nonfinite=", "predict", lambda w: w.predict(w.ct(), "nonfinite=mean"), "nonfinite", False),
+    # files that already failed cleanly (keep holding)
+    ("input not found", "predict", lambda w: w.predict(w.tmp / "in" / "nope.nii.gz"), "nope.nii.gz", False),
+    ("corrupt NIfTI", "predict", lambda w: w.predict((w.ct(), (w.tmp / "in/ct.nii.gz").write_bytes(b"\x1f\x8bjunk" * 50))[0]), "ct.nii.gz", False),
+    ("truncated NIfTI", "predict", lambda w: w.predict((p := w.ct(), p.write_bytes(p.read_bytes()[:300]))[0]), "ct.nii.gz", False),
+    ("empty file", "predict", lambda w: w.predict((p := w.ct(), p.write_bytes(b""))[0]), "ct.nii.gz", False),
+    ("not a NIfTI", "predict", lambda w: w.predict((p := w.tmp / "in/ct.txt", p.parent.mkdir(parents=True), p.write_text("hi"))[0]), "ct.txt", False),
+    ("2D image", "predict", lambda w: w.predict(w.ct(data=np.ones((40, 36), np.int16))), "ct.nii.gz", False),
+    ("4D image", "predict", lambda w: w.predict(w.ct(data=np.arange(40 * 36 * 8 * 2, dtype=np.int16).reshape(40, 36, 8, 2))), "ct.nii.gz", False),
+    ("folder without images", "predict", lambda w: w.predict((p := w.tmp / "in/empty", p.mkdir(parents=True))[0]), "empty", False),
+    ("DICOM: two series", "predict", lambda w: w.predict(dicom(w, "two series")), "series", False),
+    ("DICOM: missing slice", "predict", lambda w: w.predict(dicom(w, "missing slice")), "series", False),
+    ("DICOM: corrupt slice", "predict", lambda w: w.predict(dicom(w, "corrupt slice")), "series", False),
+    # checkpoints
+    ("checkpoint with NaN weights", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(nan_weights)), "model.ckpt", False),
+    ("checkpoint: unknown model", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(lambda c: c["hyper_parameters"]["model"].update(name="nonet"))), "model.ckpt", False),
+    ("checkpoint: no state_dict", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(lambda c: c.pop("state_dict"))), "model.ckpt", False),
+    ("checkpoint: no preprocess", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(lambda c: c["hyper_parameters"]["data"].pop("preprocess"))), "model.ckpt", False),
+    ("checkpoint: unknown task", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(lambda c: c["hyper_parameters"]["data"].update(task="brain"))), "model.ckpt", False),
+    ("checkpoint: corrupt", "predict", lambda w: w.predict(w.ct(), ckpt=(p := w.copy_ckpt(), p.write_bytes(os.urandom(4000)))[0]), "model.ckpt", False),
+    ("checkpoint: truncated", "predict", lambda w: w.predict(w.ct(), ckpt=(p := w.copy_ckpt(), p.write_bytes(p.read_bytes()[:3000]))[0]), "model.ckpt", False),
+    ("checkpoint: malicious pickle", "predict", lambda w: w.predict(w.ct(), ckpt=malicious(w)), "evil.ckpt", False),
+    ("checkpoint not found", "predict", lambda w: w.predict(w.ct(), ckpt=w.tmp / "in/none.ckpt"), "none.ckpt", False),
+    # ONNX artefacts
+    ("ONNX: unknown task in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_meta('brain'))), "model.onnx", False),
+    ("ONNX: node removed", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_drop_node)), "model.onnx", True),
+    ("ONNX: NaN weights", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_nan)), "model.onnx", False),
+    ("ONNX: corrupt", "predict", lambda w: w.predict(w.ct(), artifact=(p := w.tmp / "in/m.onnx", p.write_bytes(b"garbage" * 99))[0]), "m.onnx", False),
+    # options
+    ("batch_size=abc", "predict", lambda w: w.predict(w.ct(), "batch_size=abc"), "batch_size", False),
+    ("threads=abc", "predict", lambda w: w.predict(w.ct(), "threads=abc"), "threads", False),
+    ("missing input=", "predict", lambda w: [f"ckpt={w.ckpt}", f"output={w.out}"], "input", True),
+    ("unknown option", "predict", lambda w: w.predict(w.ct(), "bogus=1"), "bogus", True),
+    ("eval: protocol threshold=abc", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=abc"], "paper_threshold", False),
+    # dataset faults in prepare
+    ("prepare: missing label", "prepare", lambda w: w.prepare("missing label"), "volume-1", False),
+    ("prepare: shape mismatch", "prepare", lambda w: w.prepare("shape mismatch"), "segmentation-1", False),
+    ("prepare: affine mismatch", "prepare", lambda w: w.prepare("affine mismatch"), "segmentation-1", False),
+    ("prepare: unknown labels", "prepare", lambda w: w.prepare("unknown labels"), "segmentation-1", False),
+    ("prepare: NaN in a label", "prepare", lambda w: w.prepare("NaN label"), "segmentation-1", True),
+    ("prepare: NaN in an image", "prepare", lambda w: w.prepare("NaN image"), "volume-1", False),
+    ("prepare: constant image", "prepare", lambda w: w.prepare("constant"), "volume-1", False),
+    ("prepare: corrupt image", "prepare", lambda w: w.prepare("corrupt"), "volume-1", False),
+    ("prepare: truncated image", "prepare", lambda w: w.prepare("truncated"), "volume-1", False),
+    ("prepare: 2D image", "prepare", lambda w: w.prepare("not 3D"), "volume-1", False),
+    ("prepare: workers=two", "prepare", lambda w: [*TINY_DATA, f"data.root={w.lits}", "workers=two"], "workers", False),
+    # training
+    ("train: truncated last.ckpt, no good previous", "train", lambda w: truncated_resume(w, prev=False), "last.ckpt", True),
+    ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", False),
+]  # fmt: skip
+
+MODULES = {
+    "predict": "predict",
+    "eval": "evaluate",
+    "export": "export",
+    "prepare": "prepare",
+    "train": "train",
+}
+#: what a training run dir holds before the task checks anything: Hydra's own files and logs
+#: and the run's full config (kept even for a run that fails, to show what was asked for)
+HYDRA_BOOKKEEPING = (".hydra", ".log", "config.yaml")
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def _in_process(command: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``kdseg-<command>``'s entry function here, as the console script would."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    module = importlib.import_module(f"kdseg.cli.{MODULES[command]}")
+    out, err = io.StringIO(), io.StringIO()
+    argv, here, handler = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
+    sys.argv = [f"kdseg-{command}", *args]
+    GlobalHydra.instance().clear()
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            module.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, handler)
+        GlobalHydra.instance().clear()
+    return code, out.getvalue(), err.getvalue()
+
+
+def _subprocess(command: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [str(BIN / f"kdseg-{command}"), *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def shared(trained_enet: Path, trained_onnx: Path, phantom_lits: Path) -> dict[str, Path]:
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    files = {"ckpt": ckpt, "onnx": trained_onnx}
+    before = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in files.items()}
+    yield {**files, "lits": phantom_lits}
+    after = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in files.items()}
+    assert before == after, "a case changed the shared checkpoint or ONNX file"
+
+
+@pytest.mark.parametrize(
+    "command,build,culprit,sub", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_fault(
+    shared: dict[str, Path], tmp_path: Path, command: str, build: Build, culprit: str, sub: bool
+) -> None:
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    args = [str(a) for a in build(world)]
+    culprit = getattr(world, "culprit", culprit)
+    (tmp_path / "cwd").mkdir()
+    before = _snapshot(tmp_path)
+    lits_before = _snapshot(shared["lits"]) if command == "eval" else None
+    run = _subprocess if sub else _in_process
+    code, stdout, stderr = run(command, args, tmp_path / "cwd")
+    report = f"exit {code}\nstdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-3000:]}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, report
+    assert len(lines) == 1, report
+    assert culprit in lines[0] and "Traceback" not in stderr, report
+    after = _snapshot(tmp_path)
+    new = set(after) - set(before)
+    if command == "train":  # Hydra's own run-dir bookkeeping, written before the task runs
+        new = {p for p in new if not any(part in p for part in HYDRA_BOOKKEEPING)}
+    if command == "prepare":  # the cache of the good case stays (and stays valid)
+        new = {
+            p
+            for p in new
+            if "volume-1" in p
+            or Path(p).name.startswith(".")
+            or not (p.startswith("lits/.kdseg_cache/") or p == "lits/kdseg_split.json")
+        }
+    assert not new, f"files left behind: {sorted(new)}"
+    assert {k: after.get(k) for k in before} == before, "an input's bytes changed"
+    if lits_before is not None:
+        assert _snapshot(shared["lits"]) == lits_before
+    bad_pickle_marker(world)
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 35 and len({c[0] for c in CASES}) == len(CASES)
+    assert sum(c[4] for c in CASES) >= 5  # a handful run as real processes
+
+
+# ------------------------------------------------------------------ faults that must succeed
+
+
+def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
+    shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """Temporaries of a killed earlier run (dead pid, or the old pid-less names) are removed by
+    the rerun; a live writer's temporary is left alone; label and report both appear."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    out = world.out
+    out.parent.mkdir(parents=True)
+    child = subprocess.Popen(["true"])
+    child.wait()  # a finished process: its pid is a killed writer's
+    stale = [
+        out.parent / f".pred-{child.pid}-abcd1234.nii.gz",
+        out.parent / ".pred-zz99yy88.nii.gz",  # the name format before pids were recorded
+        out.parent / f".pred-{child.pid}-abcd1234.lesions.json",
+    ]
+    live = out.parent / f".pred-{os.getppid()}-live0000.nii.gz"
+    for path in [*stale, live]:
+        path.write_bytes(b"half-written")
+    code, stdout, stderr = _in_process("predict", world.predict(world.ct()), tmp_path)
+    assert code == 0, stderr
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert {p.name for p in out.parent.iterdir()} == {
+        "pred.nii.gz",
+        "pred.lesions.json",
+        "pred.lesions.txt",
+        live.name,
+    }
+
+
+def test_nonfinite_min_replaces_nan_voxels(shared: dict[str, Path], tmp_path: Path) -> None:
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    image = world.floats(lambda d: d.__setitem__((slice(0, 4), 0, 0), np.nan))
+    code, _, stderr = _in_process(
+        "predict", world.predict(image, "nonfinite=min", "report=false"), tmp_path
+    )
+    assert code == 0, stderr
+    assert nib.load(str(world.out)).shape == SHAPE
+
+
+def test_onnx_artifact_predicts(shared: dict[str, Path], tmp_path: Path) -> None:
+    """The session's ONNX export is good: the ONNX corpus rows fail for their fault alone."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    args = world.predict(world.ct(), "report=false", artifact=shared["onnx"])
+    code, _, stderr = _in_process("predict", args, tmp_path)
+    assert code == 0, stderr
+    assert world.out.is_file()
