@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kdseg.distill.adapters import resize_to
-from kdseg.distill.losses.base import DistillLoss, pixel_classes, softened_kl
+from kdseg.distill.losses.base import pixel_classes
+from kdseg.distill.losses.prediction import SoftmaxKLLoss
 from kdseg.distill.losses.registry import register_loss
 
 
@@ -29,7 +29,7 @@ def class_balanced_mean(
 
 @register_loss("kd_balanced", temperature=1.0)
 @register_loss("pmd_balanced", temperature=4.0)
-class ClassBalancedKLLoss(DistillLoss):
+class ClassBalancedKLLoss(SoftmaxKLLoss):
     """Pixel-wise Hinton KD / PMD with every class weighted equally (kdseg, beyond the paper).
 
     The per-pixel ``T^2 KL(softmax(z_T / T) || softmax(z_S / T))`` of
@@ -47,21 +47,7 @@ class ClassBalancedKLLoss(DistillLoss):
     (classes) must match; a student map of another size is resized to the teacher's.
     """
 
-    needs_equal_channels = True
-
-    def __init__(self, temperature: float = 4.0) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def compute(
-        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
+    def reduce(
+        self, per_pixel: torch.Tensor, labels: torch.Tensor | None, teacher: torch.Tensor
     ) -> torch.Tensor:
-        student = resize_to(student, teacher.shape[2:])
-        per_pixel = softened_kl(student, teacher, self.temperature, dim=1)
-        classes = pixel_classes(labels, teacher)
-        return class_balanced_mean(per_pixel, classes, teacher.shape[1]) * self.temperature**2
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return class_balanced_mean(per_pixel, pixel_classes(labels, teacher), teacher.shape[1])

@@ -39,7 +39,14 @@ class SoftmaxKLLoss(DistillLoss):
     ) -> torch.Tensor:
         student = resize_to(student, teacher.shape[2:])
         per_pixel = softened_kl(student, teacher, self.temperature, dim=1)
-        return per_pixel.mean() * self.temperature**2
+        return self.reduce(per_pixel, labels, teacher) * self.temperature**2
+
+    def reduce(
+        self, per_pixel: torch.Tensor, labels: torch.Tensor | None, teacher: torch.Tensor
+    ) -> torch.Tensor:
+        """How the per-pixel KL becomes one number: the plain mean over every pixel here;
+        the class-balanced and region variants (beyond the paper) override only this."""
+        return per_pixel.mean()
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

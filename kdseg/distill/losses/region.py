@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from kdseg.distill.adapters import resize_to, spatial_dims
-from kdseg.distill.losses.base import DistillLoss, pixel_classes, softened_kl
+from kdseg.distill.adapters import spatial_dims
+from kdseg.distill.losses.base import pixel_classes
+from kdseg.distill.losses.prediction import SoftmaxKLLoss
 from kdseg.distill.losses.registry import register_loss
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
@@ -36,7 +37,7 @@ def dilate(mask: torch.Tensor, radius: int | Sequence[int]) -> torch.Tensor:
 
 
 @register_loss("kd_region", temperature=1.0, dilation=4)
-class RegionKLLoss(DistillLoss):
+class RegionKLLoss(SoftmaxKLLoss):
     """Pixel-wise Hinton KD restricted to the dilated foreground (kdseg, beyond the paper).
 
     ``L = T^2 / |R| sum_{x in R} KL(softmax(z_T(x) / T) || softmax(z_S(x) / T))`` over the
@@ -52,29 +53,26 @@ class RegionKLLoss(DistillLoss):
     (e.g. ``[1, 4, 4]`` for thick slices in 3D).
     """
 
-    needs_equal_channels = True
-
     def __init__(self, temperature: float = 1.0, dilation: int | Sequence[int] = 4) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(temperature)
         radii = [dilation] if isinstance(dilation, int) else list(dilation)
         if not radii or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in radii):
             raise ValueError(
                 f"dilation must be a whole number >= 0 (or one per dim), got {dilation}"
             )
-        self.temperature = float(temperature)
         self.dilation = int(dilation) if isinstance(dilation, int) else tuple(radii)
 
     def compute(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
         spatial_dims(teacher)  # 1-3 spatial dims, else a clear error (max pooling needs it)
-        student = resize_to(student, teacher.shape[2:])
-        per_pixel = softened_kl(student, teacher, self.temperature, dim=1)
+        return super().compute(student, teacher, labels)
+
+    def reduce(
+        self, per_pixel: torch.Tensor, labels: torch.Tensor | None, teacher: torch.Tensor
+    ) -> torch.Tensor:
         region = dilate(pixel_classes(labels, teacher) > 0, self.dilation).to(per_pixel.dtype)
-        inside = (per_pixel * region).sum() / region.sum().clamp_min(1)
-        return inside * self.temperature**2
+        return (per_pixel * region).sum() / region.sum().clamp_min(1)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, dilation={self.dilation}"
