@@ -156,3 +156,17 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     return Path(target)
+
+
+def read_json(path: str | os.PathLike, missing: str = "not found") -> object:
+    """The parsed JSON file at ``path``; :class:`InputError` (``missing`` when absent, or
+    ``not valid JSON``) instead of a traceback."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None

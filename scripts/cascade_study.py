@@ -24,6 +24,12 @@ sees part of those livers (``kdseg-predict`` now says so in the report); ``--siz
 covers them at inference (the training jitter can add 10 mm). Changing it is a protocol change
 made after the pilot: state it with the results.
 
+``--stage2-from STUDY_DIR`` takes the stage-2 models from the phantom study v3 instead of
+training them (``scripts/phantom_study.py``: RA-UNet width 0.5 teachers and ENet width 0.25
+students, organ ROI at 1.5 mm, 144 x 144, 1,024 steps, the same 40 default phantoms, seeds
+1-5): only the single-stage ENets are trained here. Added 2026-12-01, before any cascade
+result of those models was seen.
+
 Every step is skipped when its output exists (a training run resumes from its ``last.ckpt``),
 so rerunning the command continues where it stopped. Results: ``<dir>/results.json`` and the
 Markdown table ``docs/cascade_study.md`` (``--stages table`` rebuilds it from what exists).
@@ -56,6 +62,9 @@ STAGE2 = (
     "spacing_mm: [1.5, 1.5], in_plane_size: [SIZE, SIZE]}"
 )
 STAGES = ("data", "train", "eval", "real", "bench", "table")
+#: ``--stage2-from``: the phantom study v3's stage-2 runs,
+#: ``<study>/runs/<group>/<model>-w<width>-s<seed>``
+V3_STAGE2 = {"raunet": ("teachers", 0.5), "enet": ("students", 0.25)}
 
 
 class Study:
@@ -67,6 +76,7 @@ class Study:
         self.seeds = args.seeds
         self.stage2 = args.stage2
         self.steps, self.width, self.size = args.steps, args.width, args.size
+        self.stage2_from = Path(args.stage2_from).resolve() if args.stage2_from else None
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
     def kdseg(self, command: str, *args: str) -> None:
@@ -74,10 +84,21 @@ class Study:
         subprocess.run([str(BIN / f"kdseg-{command}"), *args], check=True, cwd=ROOT, env=self.env)
 
     def run_dir(self, kind: str, model: str, seed: int) -> Path:
+        if kind == "stage2" and self.stage2_from is not None:  # the phantom study v3's runs
+            group, width = V3_STAGE2[model]
+            return self.stage2_from / "runs" / group / f"{model}-w{width}-s{seed}"
         return self.dir / "runs" / f"{kind}-{model}-w{self.width}-s{seed}"
 
     def ckpt(self, kind: str, model: str, seed: int) -> Path:
         return self.run_dir(kind, model, seed) / "checkpoints" / "best.ckpt"
+
+    def out_dir(self, kind: str, model: str, seed: int, name: str) -> Path:
+        """Where an evaluation of run ``(kind, model, seed)`` goes: beside the run, except for
+        the phantom study's runs, which are never written into (``<dir>/v3/<run>/<name>``)."""
+        run = self.run_dir(kind, model, seed)
+        if kind == "stage2" and self.stage2_from is not None:
+            return self.dir / "v3" / run.name / name
+        return run / name
 
     # -- stages -----------------------------------------------------------------------------
     def stage_data(self) -> None:
@@ -108,7 +129,10 @@ class Study:
         for seed in self.seeds:
             self.train("single", "enet", seed)
             for model in self.stage2:
-                self.train("stage2", model, seed)
+                if self.stage2_from is None:
+                    self.train("stage2", model, seed)
+                elif not (self.run_dir("stage2", model, seed) / "summary.json").exists():
+                    raise SystemExit(f"{self.run_dir('stage2', model, seed)}: not trained yet")
 
     def evaluate(self, ckpts: list[Path], out: Path) -> None:
         if (out / "summary.json").exists():
@@ -128,9 +152,9 @@ class Study:
             single = self.ckpt("single", "enet", seed)
             self.evaluate([single], self.run_dir("single", "enet", seed) / "eval-test-full")
             for model in self.stage2:
-                run = self.run_dir("stage2", model, seed)
-                self.evaluate([single, self.ckpt("stage2", model, seed)], run / "eval-cascade")
-                self.evaluate([self.ckpt("stage2", model, seed)], run / "eval-oracle")
+                stage2 = self.ckpt("stage2", model, seed)
+                self.evaluate([single, stage2], self.out_dir("stage2", model, seed, "eval-cascade"))
+                self.evaluate([stage2], self.out_dir("stage2", model, seed, "eval-oracle"))
 
     def stage_real(self) -> None:
         import nibabel as nib
@@ -140,12 +164,13 @@ class Study:
             single = self.ckpt("single", "enet", seed)
             jobs = [("single", [single], self.run_dir("single", "enet", seed))]
             for model in self.stage2:
-                run = self.run_dir("stage2", model, seed)
+                run = self.out_dir("stage2", model, seed, "")
                 jobs.append(("cascade", [single, self.ckpt("stage2", model, seed)], run))
             for kind, ckpts, run in jobs:
                 out = run / f"real_ct-{kind}.json"
                 if out.exists():
                     continue
+                run.mkdir(parents=True, exist_ok=True)
                 label = run / f"real_ct-{kind}.nii.gz"
                 arg = str(ckpts[0]) if len(ckpts) == 1 else f"[{','.join(map(str, ckpts))}]"
                 self.kdseg(
@@ -191,9 +216,10 @@ class Study:
         if bench_file.exists():
             bench = {r["name"]: r for r in json.loads(bench_file.read_text())["rows"]}
         configs = [("single stage: ENet 96x96", "single", "enet", "eval-test-full", "single")]
+        size = 144 if self.stage2_from else self.size
         configs += [
             (
-                f"cascade: ENet -> {m} (ROI, 1.5 mm, {self.size}x{self.size})",
+                f"cascade: ENet -> {m} (ROI, 1.5 mm, {size}x{size})",
                 "stage2",
                 m,
                 "eval-cascade",
@@ -210,11 +236,12 @@ class Study:
             per_seed = []
             for seed in self.seeds:
                 run = self.run_dir(kind, model, seed)
-                summary = run / eval_dir / "summary.json"
+                summary = self.out_dir(kind, model, seed, eval_dir) / "summary.json"
                 if not summary.exists():
                     continue
                 s = json.loads(summary.read_text())["summary"]
-                real = run / f"real_ct-{real_kind}.json" if real_kind else run / "none"
+                where = self.out_dir(kind, model, seed, "")
+                real = where / f"real_ct-{real_kind}.json" if real_kind else where / "none"
                 train = json.loads((run / "summary.json").read_text())
                 per_seed.append(
                     {
@@ -257,7 +284,9 @@ class Study:
             "",
             f"Made by `python scripts/cascade_study.py --dir {self._shown_dir()} "
             f"--seeds {','.join(map(str, self.seeds))} --stage2 {','.join(self.stage2)} "
-            f"--steps {self.steps} --width {self.width} --size {self.size}` (protocol: the "
+            f"--steps {self.steps} --width {self.width} --size {self.size}"
+            + (f" --stage2-from {self.stage2_from}" if self.stage2_from else "")
+            + "` (protocol: the "
             "script's docstring). "
             f"Test split of {N_CASES} default phantoms, full-volume protocol, mean ± sd over "
             "seeds; real CT: organ Dice against the liver reference of tests/data/real_ct; "
@@ -298,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--size", type=int, default=128, help="stage 2's model grid (pixels)")
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
+    parser.add_argument(
+        "--stage2-from", default=None, help="phantom study v3 folder: its stage-2 models"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.stages) - set(STAGES)
     if unknown:

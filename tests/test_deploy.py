@@ -594,3 +594,39 @@ def test_cascade_export_predict_and_bench(workspace: dict, capsys, monkeypatch) 
     assert row["macs_source"] == "cascade, per-slice mean" and row["mult_adds"] > 0
     targets = json.loads((out / "cascade.json").read_text())["targets"]
     assert any(t["target"].startswith("fastest cascade <= 3 s") for t in targets)
+
+
+def test_prelu_rewrite_is_exact() -> None:
+    """The PReLU rewrite of exported graphs leaves no PRelu and gives the same logits bit for
+    bit in ONNX Runtime (per-channel slopes, positive, negative and zero inputs)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kdseg.deploy.onnx_passes import prelu_as_relu
+
+    rng = np.random.default_rng(0)
+    slope = rng.normal(0, 0.5, (1, 4, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("PRelu", ["x", "a"], ["h"]),
+            helper.make_node("PRelu", ["h", "a"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 5, 6])],
+        [numpy_helper.from_array(slope, "a")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(0, 2, (3, 4, 5, 6)).astype(np.float32)
+    x[0, 0, 0, :3] = [0.0, -0.0, 1e-40]
+
+    def run(m) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    want = run(model)
+    assert prelu_as_relu(model) == 2
+    onnx.checker.check_model(model)
+    assert not [n for n in model.graph.node if n.op_type == "PRelu"]
+    np.testing.assert_array_equal(run(model), want)

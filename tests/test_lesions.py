@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
 
+from kdseg.eval import lesions
 from kdseg.eval.lesions import (
-    BRUTE_FORCE_MAX_POINTS,
     connectivity_structure,
     format_lesion_report,
+    hull_candidates,
     lesion_diameter_mm,
     lesion_report,
     write_lesion_report,
@@ -78,8 +79,10 @@ def test_empty_volume():
 
 
 @pytest.mark.parametrize("name", ["disc-one-slice", "diagonal-line", "blob"])
-def test_diameter_hull_paths(name):
-    """Large lesions go through the hull; flat and linear ones through the subspace fallback."""
+def test_diameter_hull_paths(name, monkeypatch):
+    """Many hull candidates go through qhull; flat and linear ones through the subspace
+    fallback (the limit is lowered so that small shapes take that path)."""
+    monkeypatch.setattr(lesions, "BRUTE_FORCE_MAX_POINTS", 4)
     if name == "disc-one-slice":  # rank 2: a one-slice disc of radius 20 voxels
         mask = _ellipsoid((45, 45, 1), (22, 22, 0), 20 * 0.7)
         expected = 40 * 0.7
@@ -91,8 +94,21 @@ def test_diameter_hull_paths(name):
         rng = np.random.default_rng(1)
         mask = rng.random((14, 14, 6)) > 0.3
         expected = pdist(np.argwhere(mask) * np.array(SPACING)).max()
-    assert mask.sum() > BRUTE_FORCE_MAX_POINTS
+    assert len(hull_candidates(mask)) > lesions.BRUTE_FORCE_MAX_POINTS
     assert lesion_diameter_mm(mask, SPACING) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_diameter_from_line_ends_is_exact(seed):
+    """The line ends (hull candidates) give the all-voxel-pairs diameter, for non-convex blobs,
+    and are far fewer than the voxels."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((12, 10, 7)) > 0.55
+    mask[rng.integers(0, 12), :, :] = False  # a gap: two lumps
+    expected = pdist(np.argwhere(mask) * np.array(SPACING)).max()
+    candidates = hull_candidates(mask)
+    assert len(candidates) < mask.sum() <= lesions.BRUTE_FORCE_MAX_POINTS
+    assert lesion_diameter_mm(mask, SPACING) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])

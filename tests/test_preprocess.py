@@ -83,10 +83,18 @@ def test_digest_changes_with_config() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"in_plane_size": (16, 16)},
+        {"in_plane_size": (30, 28), "crop_size": (24, 32)},  # crops one axis, pads the other
+    ],
+)
 @pytest.mark.parametrize("task, threshold", [("multiclass", None), ("organ", 0.4)])
-def test_predictor_skipping_background_slices_changes_no_label(task: str, threshold) -> None:
-    """Slices with no foreground on the model grid skip the resampling; labels are identical
-    to deciding every slice after :meth:`Preprocessor.restore`."""
+def test_predictor_skipping_background_slices_changes_no_label(task: str, threshold, grid) -> None:
+    """Slices with no foreground on the model grid skip the resampling, and the others restore
+    only the window their foreground pixels reach; labels are identical to deciding every
+    slice after :meth:`Preprocessor.restore`."""
     from kdseg.data.tasks import Task
     from kdseg.eval.inference import Predictor, softmax
 
@@ -95,7 +103,7 @@ def test_predictor_skipping_background_slices_changes_no_label(task: str, thresh
         return np.concatenate(channels, axis=1)
 
     img, labels = _volume("LPS")
-    cfg = PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 16))
+    cfg = PreprocessConfig(body_crop=True, body_margin=1, **grid)
     predictor = Predictor(backend, cfg, Task(task), batch_size=4, threshold=threshold)
     pred = predictor.predict(img)
 
@@ -150,3 +158,18 @@ def test_softmax_and_channel_argmax_match_torch() -> None:
     ref = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     np.testing.assert_allclose(softmax(logits), ref, atol=1e-6)
     np.testing.assert_array_equal(channel_argmax(softmax(logits)), ref.argmax(1))
+
+
+@pytest.mark.parametrize("window", [(-60.0, 140.0), (-60.5, 140.25), (-40000.0, 40000.0)])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_scale_equals_the_window_formula(window, dtype) -> None:
+    """The fast in-place HU window gives the formula's float32 values bit for bit, whether it
+    clips in the CT's integer dtype or in float32, and leaves its input unchanged."""
+    hu = np.random.default_rng(2).integers(-1024, 3000, (3, 17, 19)).astype(dtype)
+    before = hu.copy()
+    lo, hi = window
+    want = (np.clip(hu, lo, hi, dtype=np.float32) - lo) * (2.0 / (hi - lo)) - 1.0
+    got = Preprocessor(PreprocessConfig(window=window)).scale(hu)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(hu, before)

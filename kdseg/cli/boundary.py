@@ -259,17 +259,82 @@ def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
     return wrapper
 
 
-def command(name: str, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
+def plain_overrides(argv: list[str]) -> bool:
+    """Whether ``argv`` is only ``key=value`` overrides of the task config: no flags
+    (``--cfg``, ``-m``, ``--help``), no ``+``/``~`` edits, nothing under ``hydra``."""
+    return all(
+        "=" in arg and not arg.startswith(("-", "+", "~", "hydra.", "hydra/", "hydra=", "@"))
+        for arg in argv
+    )
+
+
+def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, through Hydra's Compose API.
+
+    The config Hydra's app would pass (same files, same override grammar), composed once: the
+    app composes it twice (once just to read ``hydra.mode``) and then sets up a job, half a
+    second on two cores, more than a one-shot tool's own start-up. The option types are checked
+    as in :func:`guarded`, and Python logging gets the ``stdout`` job logging of the configs
+    (INFO, the bare message, on stdout).
+    """
+    import logging.config
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "formatters": {"simple": {"format": "%(message)s"}},
+            "handlers": {
+                "console": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "simple",
+                    "stream": "ext://sys.stdout",
+                }
+            },
+            "root": {"level": "INFO", "handlers": ["console"]},
+            "disable_existing_loggers": False,
+        }
+    )
+    check_option_types(cfg, config_name, choices)
+    return cfg
+
+
+def command(
+    name: str, config_name: str, one_shot: bool = False
+) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
-    with the task guard inside, a fast plain ``--help`` and the app guard around it."""
+    with the task guard inside, a fast plain ``--help`` and the app guard around it.
+
+    ``one_shot``: a tool that writes no run folder (``kdseg-predict``); called with
+    :func:`plain_overrides` only, it skips the Hydra app and runs on :func:`compose_once`'s
+    config. Anything else (``--cfg job``, ``-m``, ``hydra.*``, ``+key=``) goes to the app.
+    """
     import hydra
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         from kdseg.cli import fast_help  # (kdseg.cli imports this module)
 
-        app = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
-            guarded(name)(fn)
+        task = guarded(name)(fn)
+        app = fast_help(config_name)(
+            hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(task)
         )
-        return app_guard(name, fast_help(config_name)(app))
+        if not one_shot:
+            return app_guard(name, app)
+
+        @functools.wraps(app)
+        def direct_or_app(*args: Any, **kwargs: Any) -> Any:
+            argv = sys.argv[1:]
+            if args or kwargs or not plain_overrides(argv):
+                return app(*args, **kwargs)
+            return task(compose_once(config_name, argv))
+
+        return app_guard(name, direct_or_app)
 
     return decorate

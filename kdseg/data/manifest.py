@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import InputError, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,7 @@ def make_split(
 def read_split(path: str | Path) -> dict[str, list[str]]:
     """Read and validate a split manifest (three disjoint lists of case ids)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "split file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path, "split file not found")
     if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
         raise InputError(path, "a split file needs lists 'train', 'val' and 'test'")
     seen: dict[str, str] = {}

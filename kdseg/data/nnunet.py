@@ -22,7 +22,6 @@ no code from a file ever runs.
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from kdseg.errors import InputError
+from kdseg.errors import InputError, read_json
 
 DATASET_JSON = "dataset.json"
 TUMOR_WORDS = ("tumor", "tumour", "lesion", "cancer", "metasta")
@@ -93,12 +92,7 @@ def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int
 def read_dataset_json(folder: str | Path) -> NnunetDataset:
     """Read ``<folder>/dataset.json`` (labels and file ending) with clear errors."""
     path = Path(folder) / DATASET_JSON
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "missing: an nnU-Net folder needs its dataset.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path, "missing: an nnU-Net folder needs its dataset.json")
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, dict) or not labels:
         raise InputError(path, "needs a 'labels' mapping of names to values")

