@@ -151,3 +151,34 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
     (tmp_path / "other.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="unreadable"):
         find_resume(tmp_path, str(tmp_path / "other.ckpt"))  # an explicit resume= is refused
+
+
+def test_one_shot_compose_equals_the_hydra_app_config() -> None:
+    """``kdseg-predict`` with plain ``key=value`` overrides composes its config once through
+    Hydra's Compose API: the same config the Hydra app builds, option types still checked;
+    anything else (flags, ``+``/``~``, ``hydra.*``) goes to the app."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from kdseg.cli.boundary import CONFIG_PATH, compose_once, plain_overrides
+    from kdseg.errors import InputError
+
+    args = ["ckpt=[a.ckpt,b.ckpt]", "input=in.nii.gz", "output=out", "threads=2", "report=false"]
+    assert plain_overrides(args) and plain_overrides([])
+    for extra in ("--cfg", "-m", "+x=1", "~report", "hydra.run.dir=x", "hydra/launcher=basic"):
+        assert not plain_overrides([*args, extra])
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # compose_once sets up the stdout job logging, as the app does: undo it afterwards
+        got = compose_once("predict", args)
+        with pytest.raises(InputError, match="report=maybe: expected true or false"):
+            compose_once("predict", [*args[:-1], "report=maybe"])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="predict"):
+        want = compose("predict", overrides=args)
+    assert OmegaConf.to_container(got) == OmegaConf.to_container(want)
+    assert list(got.ckpt) == ["a.ckpt", "b.ckpt"] and got.report is False
