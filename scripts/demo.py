@@ -8,7 +8,7 @@ commands; the table's numbers come from their output files.
 
 The regime is the phantom study v3's (``conf/experiment/demo_study.yaml``: organ ROI at 1.5 mm
 per pixel, RA-UNet width 0.5 -> ENet width 0.25), scaled down to fit ten minutes with the
-install: 14 cases and 320 steps instead of 40 and 1,024, one seed instead of five.
+install: 14 cases and 192 steps instead of 40 and 1,024, one seed instead of five.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ DATA_ARGS = ["experiment=demo_study", f"data.root={DATA}", f"paths.runs_dir={RUN
 COMMON = [*DATA_ARGS, f"seed={SEED}"]
 TEACHER, TEACHER_WIDTH, STUDENT, STUDENT_WIDTH = "raunet", 0.5, "enet", 0.25
 METHOD = "emkd"
+EPOCHS, STEPS_PER_EPOCH = 3, 64  # conf/experiment/demo_study.yaml
 #: the phantom study's report (scripts/phantom_study.py, committed when it has run)
 STUDY_REPORT = ROOT / "docs" / "study_v3" / "report.csv"
 
@@ -113,7 +114,6 @@ def main() -> None:
         f"hydra.run.dir={run_dir('teacher')}",
     )
     teacher_ckpt = run_dir("teacher") / "checkpoints" / "best.ckpt"
-    epochs = 5  # conf/experiment/demo_study.yaml
     pair = run_parallel(
         {
             "student": (
@@ -133,7 +133,7 @@ def main() -> None:
                 f"hydra.run.dir={run_dir('distilled')}",
             ),
         },
-        epochs,
+        EPOCHS,
     )
     times["student | distill"] = max(pair.values())
     rows = []
@@ -189,7 +189,7 @@ def print_table(rows: list, times: dict[str, float], total: float) -> None:
     closed = f", {share:.0f}% of the gap" if share is not None else ""
     print(
         f"\nOne seed, {rows[0][1]['summary']['tumor'].get('n_cases', 'the')} test cases, "
-        f"320 steps: "
+        f"{EPOCHS * STEPS_PER_EPOCH} steps: "
         f"distilled minus alone, tumor Dice {dice['distilled'] - dice['student']:+.3f}{closed}. "
         "One run cannot tell a method's effect from seed noise; the phantom study (5 paired "
         "seeds, 1,024 steps, 40 cases; docs/study.md) can:\n"
