@@ -273,7 +273,7 @@ class Study:
         scores = {}
         for method, run in zip(NEW_OPTIONS, runs, strict=True):
             summary = json.loads((run / VAL_DIR / "summary.json").read_text())
-            scores[method] = float(summary["dice_per_case_nonempty"]["tumor"]["mean"])
+            scores[method] = float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
         selected = max(NEW_OPTIONS, key=lambda m: scores[m])
         text = json.dumps({"selected": selected, "val_tumor_dice": scores}, indent=1)
         self.selection_file.write_text(text + "\n")
