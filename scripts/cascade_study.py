@@ -284,8 +284,8 @@ class Study:
             "",
             f"Made by `python scripts/cascade_study.py --dir {self._shown_dir()} "
             f"--seeds {','.join(map(str, self.seeds))} --stage2 {','.join(self.stage2)} "
-            f"--steps {self.steps} --width {self.width} --size {self.size}"
-            + (f" --stage2-from {self.stage2_from}" if self.stage2_from else "")
+            f"--steps {self.steps} --width {self.width}"
+            + (f" --stage2-from {self.stage2_from}" if self.stage2_from else f" --size {self.size}")
             + "` (protocol: the "
             "script's docstring). "
             f"Test split of {N_CASES} default phantoms, full-volume protocol, mean ± sd over "
