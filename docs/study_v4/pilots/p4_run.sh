@@ -1,5 +1,5 @@
 #!/bin/bash
-# v4 pilot P4 (2026-12-01, 13:50 UTC): P3 (tumors 10-40 mm, teacher Adam 1e-3) with a
+# v4 pilot P4 (2026-12-01, 13:45 UTC): P3 (tumors 10-40 mm, teacher Adam 1e-3) with a
 # 176 x 176 grid at 1.5 mm (264 mm: every liver box + margins of the split fits; v3's 216 mm
 # cut test case volume-10, whose 6,149-voxel tumor both P3 models missed).
 set -e
