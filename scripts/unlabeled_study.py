@@ -112,13 +112,16 @@ class Study:
         (self.unlabeled / "done").write_text("")
 
     # -- training rows -----------------------------------------------------------------------
-    def train(self, row: str, seed: int, model: tuple[str, float], *extra: str) -> Path:
+    def train(
+        self, row: str, seed: int, model: tuple[str, float], *extra: str, root: Path | None = None
+    ) -> Path:
+        """``kdseg-train`` of one row and seed on ``root`` (default: the labeled cases)."""
         out = self.runs / row / f"s{seed}"
         if not (out / "summary.json").exists():
             self.run(
                 "train",
                 *self.protocol,
-                f"data.root={self.labeled}",
+                f"data.root={root or self.labeled}",
                 f"model={model[0]}",
                 f"model.width={model[1]}",
                 f"seed={seed}",
@@ -200,19 +203,9 @@ class Study:
 
     def hard(self, seed: int, filtered: bool) -> Path:
         row = "filtered" if filtered else "pseudo"
-        out = self.runs / row / f"s{seed}"
-        if not (out / "summary.json").exists():
-            self.run(
-                "train",
-                *self.protocol,
-                "data=nnunet",
-                f"data.root={self.combined(seed, filtered)}",
-                f"model={STUDENT[0]}",
-                f"model.width={STUDENT[1]}",
-                f"seed={seed}",
-                f"hydra.run.dir={out}",
-            )
-        return out
+        if (self.runs / row / f"s{seed}" / "summary.json").exists():
+            return self.runs / row / f"s{seed}"
+        return self.train(row, seed, STUDENT, "data=nnunet", root=self.combined(seed, filtered))
 
     def evaluate(self, run: Path) -> dict:
         summary = run / EVAL_DIR / "summary.json"
