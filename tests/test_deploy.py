@@ -366,7 +366,7 @@ try:
     main()
 finally:
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED and sys.modules[m])
-    print("LOADED", loaded)
+    print("LOADED", loaded, "PYDICOM", "pydicom" in sys.modules)
 """
 
 
@@ -374,7 +374,8 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
     workspace: dict, onnx_fp32: Path, tmp_path: Path
 ) -> None:
     """The deploy path runs with torch, lightning, monai and matplotlib unimportable, and
-    predicts exactly what the same artefact predicts in this (torch-importing) process."""
+    predicts exactly what the same artefact predicts in this (torch-importing) process. A
+    NIfTI prediction does not import pydicom either (nibabel would: kdseg.data hides it)."""
     import os
     import subprocess
 
@@ -388,7 +389,7 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "LOADED []" in done.stdout
+    assert "LOADED [] PYDICOM False" in done.stdout  # NIfTI in, NIfTI out: no pydicom either
     assert "time (s): load model" in done.stdout and "network" in done.stdout
     image = load_volume(case.image)
     bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")

@@ -173,3 +173,20 @@ def test_scale_equals_the_window_formula(window, dtype) -> None:
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(hu, before)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_image_in_blocks_equals_the_whole_stack(threads: int) -> None:
+    """Blocks of slices (on one thread or several) give the values the whole stack gives."""
+    from kdseg.data.preprocess import CHUNK_SLICES
+    from kdseg.data.resample import resize
+
+    img, _ = _volume("LPS", shape=(40, 36, 2 * CHUNK_SLICES + 5))
+    cfg = PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 20))
+    pre = Preprocessor(cfg)
+    got, geom = pre.image(img, threads=threads)
+    canonical = pre.reorient(img)
+    x0, x1, y0, y1 = geom.box
+    whole = pre.scale(np.ascontiguousarray(canonical[x0:x1, y0:y1].transpose(2, 0, 1)))
+    want = resize(whole, (16, 20), antialias=True).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(got, want)

