@@ -190,3 +190,25 @@ def test_image_in_blocks_equals_the_whole_stack(threads: int) -> None:
     whole = pre.scale(np.ascontiguousarray(canonical[x0:x1, y0:y1].transpose(2, 0, 1)))
     want = resize(whole, (16, 20), antialias=True).astype(np.float16).astype(np.float32)
     np.testing.assert_array_equal(got, want)
+
+
+def test_prepare_warns_when_the_window_clips_the_organ(tmp_path) -> None:
+    """A liver brighter than the window's top is named in one warning line; one inside it not."""
+    import json
+
+    from kdseg.data.cache import case_folder
+    from kdseg.data.prepare import outside_window, window_warning
+
+    cfg = PreprocessConfig(window=(-60.0, 140.0))
+    label = np.zeros((4, 4, 2), np.uint8)
+    label[1:3, 1:3] = 1
+    for case_id, liver_hu in (("dim", 100), ("bright", 178)):
+        hu = np.where(label > 0, liver_hu, -1000).astype(np.int16)
+        shares = outside_window(hu, label, cfg)
+        assert shares == ([0.0, 0.0] if liver_hu < 140 else [0.0, 1.0])
+        folder = case_folder(tmp_path, case_id)
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"organ_outside_window": shares}))
+    assert window_warning(tmp_path, ["dim"], cfg.window) is None
+    line = window_warning(tmp_path, ["dim", "bright"], cfg.window)
+    assert line and "1 of 2 case(s)" in line and "bright, 100% at or above 140 HU" in line

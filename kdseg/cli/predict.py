@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -112,7 +113,15 @@ def main(cfg: DictConfig) -> None:
         print(format_timings(steps))
 
 
-def _predict_one(cfg, predictor, bundle, image, source: Path, files: list[Path], steps) -> None:
+def _predict_one(
+    cfg: DictConfig,
+    predictor: Any,
+    bundle: Any,
+    image: Any,
+    source: Path,
+    files: list[Path],
+    steps: dict[str, float],
+) -> None:
     """Predict one loaded input and write its files (report, overlay, label last)."""
     from kdseg.data.io import label_image
     from kdseg.data.niigz import save_nifti

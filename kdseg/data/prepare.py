@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -78,10 +79,55 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
         "n_slices": int(labels.shape[0]),
         "organ_slices": np.nonzero((per_slice > 0).any(axis=1))[0].tolist(),
         "tumor_slices": np.nonzero((per_slice == 2).any(axis=1))[0].tolist(),
+        "organ_outside_window": outside_window(np.asanyarray(image.dataobj), label, config),
         **_geometry_meta(geom),
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
+
+
+def outside_window(hu: np.ndarray, label: np.ndarray, config: PreprocessConfig) -> list[float]:
+    """Shares of the organ's voxels (label > 0, tumor included) at or below the HU window's low
+    end and at or above its high end: there the window flattens every contrast to one value."""
+    organ = hu[label > 0]
+    if organ.size == 0:
+        return [0.0, 0.0]
+    lo, hi = config.window
+    return [round(float(np.mean(organ <= lo)), 4), round(float(np.mean(organ >= hi)), 4)]
+
+
+WINDOW_WARN_SHARE = 0.05
+"""A case is reported when more than this share of its organ voxels lies outside the window."""
+
+
+def window_warning(cache_dir: Path, ids: Sequence[str], window: Sequence[float]) -> str | None:
+    """One line when the HU window clips a case's organ, else None.
+
+    Contrast inside a clipped organ is gone before the network sees it: a phantom liver at
+    178 HU under the paper's window [-60, 140] shows its tumors at -12 and -20 HU as flat 140.
+    Read from each case's ``meta.json`` (caches written before this check hold no shares).
+    """
+    over = []
+    for case_id in ids:
+        path = case_folder(cache_dir, case_id) / "meta.json"
+        shares = (
+            json.loads(path.read_text()).get("organ_outside_window") if path.is_file() else None
+        )
+        if shares and sum(shares) > WINDOW_WARN_SHARE:
+            over.append((sum(shares), case_id, shares))
+    if not over:
+        return None
+    _, worst, (below, above) = max(over)
+    side = (
+        f"{above:.0%} at or above {window[1]:g} HU"
+        if above >= below
+        else (f"{below:.0%} at or below {window[0]:g} HU")
+    )
+    return (
+        f"{len(over)} of {len(ids)} case(s) have more than {WINDOW_WARN_SHARE:.0%} of their organ "
+        f"voxels outside the HU window [{window[0]:g}, {window[1]:g}] (worst: {worst}, {side}); "
+        "the window erases contrast there: widen data.preprocess.window"
+    )
 
 
 def training_roi(
@@ -161,4 +207,8 @@ def prepare_cases(
             for case in todo:
                 _prepare_one(case, config, cache_dir)
                 bar.advance(task)
+    labeled = [c.case_id for c in cases if not isinstance(c, ImageCase)]
+    warning = window_warning(cache_dir, labeled, config.window)
+    if warning:
+        print(f"kdseg: warning: {warning}", file=sys.stderr)
     return [c.case_id for c in cases]
