@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -209,6 +208,6 @@ def prepare_cases(
                 bar.advance(task)
     labeled = [c.case_id for c in cases if not isinstance(c, ImageCase)]
     warning = window_warning(cache_dir, labeled, config.window)
-    if warning:
-        print(f"kdseg: warning: {warning}", file=sys.stderr)
+    if warning:  # stdout, with prepare's progress: stderr is kept for the one error line
+        print(f"kdseg: warning: {warning}")
     return [c.case_id for c in cases]
