@@ -1,0 +1,117 @@
+"""What a phantom case is made of and how it is drawn: constants, tissues and the config.
+
+The bottom of the package: every other module imports from here, and this one imports no
+other phantom module. It holds the dataset names, the HU limits of the stored int16 images, the
+names of the independent random streams, the :class:`Tissue` codes the painters write (the label
+map is read off them, through :data:`TARGET_TISSUE`) and :class:`PhantomConfig`, the user-facing
+knobs, checked on construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from kdseg.errors import InputError
+
+DATASETS = ("lits", "kits")
+TRUTH_FILE = "phantom_truth.json"
+HU_MIN, HU_MAX = -1024, 3071
+HU_AIR = -1000.0
+BLUR_TRUNCATE = 3.0  # Gaussian kernel radius in sigmas
+_STREAMS = ("geometry", "anatomy", "tumors", "noise", "orientation")
+
+
+class Tissue(IntEnum):
+    """What each voxel is made of while a phantom is drawn; the label map is read off it."""
+
+    AIR = 0
+    TABLE = 1
+    FAT = 2  # subcutaneous fat
+    VISCERAL_FAT = 3  # fat filling the abdominal cavity between the organs
+    MUSCLE = 4
+    BOWEL = 5  # bowel and stomach: wall, fluid, gas
+    LUNG = 6
+    LIVER = 7  # parenchyma and intrahepatic vessels
+    GALLBLADDER = 8
+    SPLEEN = 9
+    KIDNEY = 10  # cortex, medulla and renal sinus
+    VESSEL = 11  # aorta, inferior vena cava, heart
+    SPINE = 12  # vertebrae, discs, spinal canal
+    RIB = 13
+    TUMOR = 14
+
+
+TARGET_TISSUE = {"lits": Tissue.LIVER, "kits": Tissue.KIDNEY}
+
+
+@dataclass
+class PhantomConfig:
+    """How phantom cases are drawn. Every range is ``(low, high)``, sampled per case.
+
+    Attributes:
+        dataset: ``"lits"`` (label 1 = liver) or ``"kits"`` (label 1 = both kidneys); also
+            selects the file layout and the scan range (liver-centred or kidney-centred).
+        size_range: in-plane matrix size in voxels (inclusive).
+        nonsquare_prob: probability that the anterior-posterior matrix size is 85-97 % of the
+            left-right one instead of equal to it (pixels stay square).
+        slices_range: number of axial slices (inclusive).
+        fov_mm_range: in-plane field of view; the pixel spacing is ``fov / size``.
+        slice_mm_range: slice spacing.
+        flip_prob: probability, per axis, that the stored array runs against RAS (L, P or I).
+        permute_prob: probability that the stored axis order is not (x, y, z), e.g. KiTS19's
+            (z, y, x); any of the five other orders is drawn.
+        max_tumors: at most this many tumors per case (at least one unless none is drawn).
+        p_no_tumor: probability of a case without tumor.
+        tumor_mm_range: tumor diameter, drawn log-uniformly (small lesions are common).
+        tumor_contrast: difficulty knob multiplying every tumor-vs-organ HU contrast
+            (0 makes tumors invisible; the anatomy of a seed does not depend on it).
+        noise_hu: standard deviation of the image noise after blurring, in HU.
+        blur_sigma_mm: Gaussian point-spread function of the reconstruction; the noise is
+            filtered by the same kernel, which gives it CT's correlated texture.
+    """
+
+    dataset: str = "lits"
+    size_range: tuple[int, int] = (192, 256)
+    nonsquare_prob: float = 0.2
+    slices_range: tuple[int, int] = (40, 64)
+    fov_mm_range: tuple[float, float] = (320.0, 420.0)
+    slice_mm_range: tuple[float, float] = (1.5, 5.0)
+    flip_prob: float = 0.3
+    permute_prob: float = 0.2
+    max_tumors: int = 4
+    p_no_tumor: float = 0.15
+    tumor_mm_range: tuple[float, float] = (3.0, 40.0)
+    tumor_contrast: float = 1.0
+    noise_hu: float = 12.0
+    blur_sigma_mm: float = 0.8
+
+    def __post_init__(self) -> None:
+        """Normalise list-valued ranges (from YAML or JSON) to tuples and check every field."""
+        if self.dataset not in DATASETS:
+            raise InputError(
+                None, f"phantom dataset must be one of {DATASETS}, got {self.dataset!r}"
+            )
+        for name, minimum in (
+            ("size_range", 32),
+            ("slices_range", 8),
+            ("fov_mm_range", 1e-3),
+            ("slice_mm_range", 1e-3),
+            ("tumor_mm_range", 1e-3),
+        ):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or not minimum <= value[0] <= value[1]:
+                raise InputError(
+                    None,
+                    f"phantom {name} must be (low, high) with "
+                    f"{minimum} <= low <= high, got {value}",
+                )
+            setattr(self, name, value)
+        for name in ("nonsquare_prob", "flip_prob", "permute_prob", "p_no_tumor"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(
+                    None, f"phantom {name} must be a probability, got {getattr(self, name)}"
+                )
+        for name in ("max_tumors", "tumor_contrast", "noise_hu", "blur_sigma_mm"):
+            if getattr(self, name) < 0:
+                raise InputError(None, f"phantom {name} must be >= 0, got {getattr(self, name)}")

@@ -1,0 +1,180 @@
+"""Phantom datasets on disk: the real LiTS / KiTS19 layouts, seeds, and resumable writing.
+
+:func:`write_dataset` writes many cases (optionally in a process pool) with their truth file,
+atomically and idempotently: a case whose files and truth entry match the seed and the config
+fingerprint is skipped. :func:`case_id`, :func:`case_files` and :func:`case_seed` give the
+names, paths and seeds of the cases, as the readers of the real datasets expect them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+
+import nibabel as nib
+
+from kdseg.data.phantom.case import generate_case
+from kdseg.data.phantom.config import TRUTH_FILE, PhantomConfig
+from kdseg.errors import InputError, atomic_path, write_text_atomic
+
+
+def case_id(dataset: str, index: int) -> str:
+    """The real datasets' case name: ``volume-{i}`` (LiTS) or ``case_{i:05d}`` (KiTS19)."""
+    return f"volume-{index}" if dataset == "lits" else f"case_{index:05d}"
+
+
+def case_files(root: str | Path, dataset: str, index: int) -> tuple[Path, Path]:
+    """(image, label) paths of case ``index`` in the real layout under ``root``."""
+    root = Path(root)
+    if dataset == "lits":
+        return root / f"volume-{index}.nii.gz", root / f"segmentation-{index}.nii.gz"
+    folder = root / case_id(dataset, index)
+    return folder / "imaging.nii.gz", folder / "segmentation.nii.gz"
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` in a dataset written with ``seed``."""
+    return seed * 100003 + index
+
+
+def _config_digest(cfg: PhantomConfig) -> str:
+    """Short fingerprint of a config: a case written with another config is redrawn."""
+    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_case(root: Path, cfg: PhantomConfig, index: int, seed: int) -> tuple[str, dict]:
+    """Generate case ``index`` and write its two files atomically; return (id, truth)."""
+    image, label, truth = generate_case(cfg, seed)
+    image_path, label_path = case_files(root, cfg.dataset, index)
+    for img, path in ((image, image_path), (label, label_path)):
+        with atomic_path(path) as tmp:
+            nib.save(img, str(tmp))
+    truth["config"] = _config_digest(cfg)
+    return case_id(cfg.dataset, index), truth
+
+
+def _read_truth(path: Path) -> dict[str, dict]:
+    """The truth file of a phantom folder, or an empty dict when there is none yet."""
+    if not path.exists():
+        return {}
+    try:
+        truth = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            path, f"unreadable phantom truth file ({exc}); delete it to redraw"
+        ) from None
+    if not isinstance(truth, dict):
+        raise InputError(path, "phantom truth file must hold an object keyed by case id")
+    return truth
+
+
+def _case_order(key: str) -> tuple[int, str]:
+    """Sort key that puts ``volume-2`` before ``volume-10``."""
+    digits = "".join(ch for ch in key if ch.isdigit())
+    return (int(digits) if digits else -1, key)
+
+
+@contextlib.contextmanager
+def _case_results(
+    root: Path, cfg: PhantomConfig, jobs: Sequence[tuple[int, int]], workers: int
+) -> Iterator[Iterator[tuple[str, dict]]]:
+    """Write the pending cases, in this process or in a pool of ``workers`` processes; yields
+    an iterator of ``(case id, truth)`` in completion order.
+
+    The pool forks its workers on entry, before the caller starts any thread (the progress
+    bar), so no lock is inherited mid-use; forking avoids re-importing the calling script
+    (and torch) in every worker, as spawning would. Where fork does not exist, workers are
+    spawned. On an error, cases not yet started are cancelled.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        yield (_write_case(root, cfg, index, seed) for index, seed in jobs)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context(method)
+    )
+    try:
+        futures = [pool.submit(_write_case, root, cfg, index, seed) for index, seed in jobs]
+        yield (future.result() for future in as_completed(futures))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (or nothing); yields ``advance(n)``."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def write_dataset(
+    root: str | Path,
+    cfg: PhantomConfig,
+    n_cases: int,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``n_cases`` phantom cases in the real layout of ``cfg.dataset`` under ``root``.
+
+    LiTS: ``root/volume-{i}.nii.gz`` and ``root/segmentation-{i}.nii.gz``; KiTS19:
+    ``root/case_{i:05d}/imaging.nii.gz`` and ``.../segmentation.nii.gz``; case ``i`` uses
+    :func:`case_seed` ``(seed, i)``. ``root/phantom_truth.json`` maps each case id to the truth
+    of :func:`generate_case` plus the config fingerprint, and is rewritten after every case.
+    Idempotent: a case whose files exist and whose truth entry has the same seed and config is
+    skipped, so an interrupted run resumes where it stopped. Every file is written atomically.
+    Returns the image paths of all ``n_cases`` cases, in order.
+    """
+    if n_cases < 0:
+        raise InputError(None, f"phantom n_cases must be >= 0, got {n_cases}")
+    root = Path(root).resolve()
+    truth_path = root / TRUTH_FILE
+    truth = _read_truth(truth_path)
+    digest = _config_digest(cfg)
+    jobs = []
+    for index in range(n_cases):
+        entry = truth.get(case_id(cfg.dataset, index), {})
+        done = (
+            entry.get("seed") == case_seed(seed, index)
+            and entry.get("config") == digest
+            and all(p.exists() for p in case_files(root, cfg.dataset, index))
+        )
+        if not done:
+            jobs.append((index, case_seed(seed, index)))
+    with (
+        _case_results(root, cfg, jobs, workers) as results,
+        _progress(progress, n_cases, f"phantom {cfg.dataset}") as advance,
+    ):
+        advance(n_cases - len(jobs))
+        for key, entry in results:
+            truth[key] = entry
+            ordered = {k: truth[k] for k in sorted(truth, key=_case_order)}
+            write_text_atomic(truth_path, json.dumps(ordered, indent=1))
+            advance(1)
+    return [case_files(root, cfg.dataset, index)[0] for index in range(n_cases)]
