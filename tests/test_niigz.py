@@ -60,3 +60,34 @@ def test_uncompressed_nifti_goes_straight_to_nibabel(tmp_path: Path) -> None:
     img = _image()
     path = save_nifti(img, tmp_path / "v.nii")
     np.testing.assert_array_equal(np.asanyarray(load_nifti(path).dataobj), img.dataobj)
+
+
+def test_prefetched_bytes_serve_only_the_same_unchanged_file(tmp_path: Path) -> None:
+    """prefetch() then load_nifti() gives the file's image; a file rewritten in between is read
+    again, never served stale; a corrupt one still fails on the real read; non-files are
+    ignored."""
+    import os
+
+    from kdseg.data import niigz
+
+    path = save_nifti(_image(), tmp_path / "v.nii.gz")
+    niigz.prefetch(path)
+    niigz.prefetch(tmp_path / "missing.nii.gz")
+    niigz.prefetch(tmp_path)
+    assert len(niigz._PREFETCHED) == 1
+    got = load_nifti(path)
+    np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(_image().dataobj))
+    assert not niigz._PREFETCHED  # taken once
+
+    niigz.prefetch(path)
+    changed = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), np.eye(4))
+    save_nifti(changed, path)
+    os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
+    assert np.asanyarray(load_nifti(path).dataobj).shape == (4, 5, 6)
+    niigz._PREFETCHED.clear()
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    niigz.prefetch(bad)
+    with pytest.raises((zlib.error, OSError, EOFError)):
+        load_nifti(bad)

@@ -307,7 +307,10 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def command(
-    name: str, config_name: str, one_shot: bool = False
+    name: str,
+    config_name: str,
+    one_shot: bool = False,
+    warm: Callable[[list[str]], None] | None = None,
 ) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
     with the task guard inside, a fast plain ``--help`` and the app guard around it.
@@ -315,6 +318,8 @@ def command(
     ``one_shot``: a tool that writes no run folder (``kdseg-predict``); called with
     :func:`plain_overrides` only, it skips the Hydra app and runs on :func:`compose_once`'s
     config. Anything else (``--cfg job``, ``-m``, ``hydra.*``, ``+key=``) goes to the app.
+    ``warm(argv)``, for a one-shot tool, starts work that needs no config (reading the input
+    named on the command line) before the config is composed; it must never raise.
     """
     import hydra
 
@@ -333,6 +338,8 @@ def command(
             argv = sys.argv[1:]
             if args or kwargs or not plain_overrides(argv):
                 return app(*args, **kwargs)
+            if warm is not None:
+                warm(argv)
             return task(compose_once(config_name, argv))
 
         return app_guard(name, direct_or_app)

@@ -79,7 +79,16 @@ def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
     return [*files, _seg_path(target) if cfg.output_format == "dicom-seg" else target]
 
 
-@command("kdseg-predict", "predict", one_shot=True)
+def _warm(argv: list[str]) -> None:
+    """Before the config is composed: start reading a ``.nii.gz`` named by ``input=``."""
+    from kdseg.data.niigz import prefetch
+
+    for arg in argv:
+        if arg.startswith("input="):
+            prefetch(arg.removeprefix("input="))
+
+
+@command("kdseg-predict", "predict", one_shot=True, warm=_warm)
 def main(cfg: DictConfig) -> None:
     from kdseg.data.io import is_nifti, load_volume
     from kdseg.guards import check_output, check_outputs

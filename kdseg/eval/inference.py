@@ -211,10 +211,10 @@ class Predictor:
         foreground and the sum of their winning class probability (on the input's grid), from
         which a pseudo-label's confidence is computed.
         """
-        canonical, geom = self.predict_canonical(img, roi, stats)
-        clock = time.perf_counter()
-        out = self.pre.to_input_orientation(canonical, geom)
-        self.timings["restore"] += time.perf_counter() - clock
+        # Batches are written straight into the output, through its canonical view: no copy
+        # of the whole volume into the input's orientation afterwards (0.1-0.2 s at 512^2 x 200)
+        out = np.zeros(img.shape, dtype=np.uint8, order="F")
+        self.predict_canonical(img, roi, stats, out=self.pre.reorient(img, out))
         return out
 
     def predict_canonical(
@@ -222,16 +222,23 @@ class Predictor:
         img: nib.Nifti1Image,
         roi: Box3D | None = None,
         stats: dict[str, float] | None = None,
+        out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Geometry]:
-        """Dataset labels ``(X, Y, Z)`` on the canonical grid, and the geometry of the mapping."""
+        """Dataset labels ``(X, Y, Z)`` on the canonical grid, and the geometry of the mapping.
+
+        ``out``: a zeroed canonical ``(X, Y, Z)`` uint8 array (or view) to write them into.
+        """
         clock = time.perf_counter()
         slices, geom = self.pre.image(img, roi, threads=self.threads)
         timings = {"preprocess": time.perf_counter() - clock, "network": 0.0, "restore": 0.0}
         x, y, z = geom.canonical_shape
         x0, _, y0, _ = geom.box
         z0, z1 = geom.slices
-        # C-ordered (Z, Y, X) is Fortran-ordered (X, Y, Z): the order the label is written in
-        labels = np.zeros((z, y, x), dtype=np.uint8)
+        if out is None:  # C-ordered (Z, Y, X) is Fortran-ordered (X, Y, Z), as NIfTI stores it
+            out = np.zeros((x, y, z), dtype=np.uint8, order="F")
+        if out.shape != (x, y, z) or out.dtype != np.uint8:
+            raise ValueError(f"out must be uint8 of shape {(x, y, z)}, got {out.dtype} {out.shape}")
+        labels = out.transpose(2, 1, 0)  # (Z, Y, X) view: one batch is labels[zs]
 
         def finish(zs: np.ndarray, logits: np.ndarray) -> None:
             """Probabilities -> labels of one batch on the canonical grid (in a worker)."""
@@ -249,7 +256,7 @@ class Predictor:
             if stats is not None:
                 _accumulate(stats, restored, decided)
             window = (z0 + zs[hit], slice(y0 + b0, y0 + b1), slice(x0 + a0, x0 + a1))
-            labels[window] = decided.transpose(0, 2, 1)
+            labels[window] = self.task.to_dataset(decided).transpose(0, 2, 1)
 
         # Batch k is restored in one worker thread while the network runs batch k + 1 (numpy
         # and ONNX Runtime release the GIL); batches write disjoint slices of `labels`.
@@ -272,11 +279,8 @@ class Predictor:
             if pending is not None:
                 pending.result()
             timings["restore"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        canonical = np.asarray(self.task.to_dataset(labels.transpose(2, 1, 0)), dtype=np.uint8)
-        timings["restore"] += time.perf_counter() - clock
         self.timings = timings
-        return canonical, geom
+        return out, geom
 
 
 def largest_component_box(mask: np.ndarray) -> tuple[Box3D | None, dict[str, Any]]:
@@ -361,10 +365,13 @@ class CascadePredictor:
     def predict(self, img: nib.Nifti1Image, stats: dict[str, float] | None = None) -> np.ndarray:
         """Dataset-label volume (uint8) on ``img``'s voxel grid, like :meth:`Predictor.predict`."""
         box, self.last = self.organ_roi(img)
+        out = np.zeros(img.shape, dtype=np.uint8, order="F")
         if box is None:
-            return np.zeros(img.shape, dtype=np.uint8, order="F")
+            return out
         stage2 = self.stages[1]
-        canonical, geom = stage2.predict_canonical(img, roi=box, stats=stats)
+        _, geom = stage2.predict_canonical(
+            img, roi=box, stats=stats, out=stage2.pre.reorient(img, out)
+        )
         if geom.crop_size is not None:  # a fixed model grid can be smaller than the box
             lost = [max(r - c, 0) for r, c in zip(geom.resized, geom.crop_size, strict=True)]
             pixel = [
@@ -377,7 +384,7 @@ class CascadePredictor:
                 self.last["box_cropped_mm"] = [
                     round(n * p, 1) for n, p in zip(lost, pixel, strict=True)
                 ]
-        return stage2.pre.to_input_orientation(canonical, geom)
+        return out
 
 
 def _accumulate(stats: dict[str, float], probs: np.ndarray, decided: np.ndarray) -> None:
