@@ -182,3 +182,31 @@ def test_one_shot_compose_equals_the_hydra_app_config() -> None:
         want = compose("predict", overrides=args)
     assert OmegaConf.to_container(got) == OmegaConf.to_container(want)
     assert list(got.ckpt) == ["a.ckpt", "b.ckpt"] and got.report is False
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ckpt=[a.ckpt,b.ckpt]", "input=in.nii.gz", "output=out", "threads=2", "report=false"],
+        ["ckpt=null", "artifact='my model.onnx'", "backend=onnx", "input=/a/b-1.2.nii.gz"],
+        ["ckpt=x.ckpt", "threshold=4e-1", "batch_size=8", "verbose=True", "output=o.nii.gz"],
+    ],
+)
+def test_flat_config_equals_hydra_compose(args: list[str]) -> None:
+    """A config that only includes itself (``predict``) is read without Hydra's composition:
+    the same values and types Hydra composes, in struct mode; anything that is not a plain
+    change of an existing key (or a config with real defaults) is left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from kdseg.cli.boundary import CONFIG_PATH, _flat_config
+
+    got = _flat_config("predict", args)
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="predict"):
+        want = compose("predict", overrides=args)
+    assert got is not None and OmegaConf.is_struct(got)
+    assert OmegaConf.to_container(got) == OmegaConf.to_container(want)
+    assert _flat_config("predict", [*args, "unknown=1"]) is None
+    assert _flat_config("predict", [*args, "report=["]) is None
+    assert _flat_config("predict", [*args, "threads=1,2"]) is None  # a sweep
+    assert _flat_config("train", []) is None  # real defaults: Hydra composes

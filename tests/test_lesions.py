@@ -183,3 +183,21 @@ def test_overlay_png_and_array(tmp_path):
     assert rgb.dtype == np.uint8 and rgb.shape == png.shape[:2] + (3,)
     assert (rgb[..., 0] > 200).any()  # red tumor outline is drawn
     assert [p.name for p in tmp_path.iterdir()] == ["case.png"]
+
+
+def test_nonzero_box_holds_every_nonzero_voxel_tightly() -> None:
+    """The box the report counts in: every nonzero voxel inside, each face touching one."""
+    from kdseg.eval.lesions import nonzero_box
+
+    rng = np.random.default_rng(4)
+    label = np.zeros((30, 20, 12), np.uint8, order="F")
+    label[rng.integers(3, 25, 40), rng.integers(2, 15, 40), rng.integers(1, 9, 40)] = 2
+    box = nonzero_box(label)
+    assert box is not None
+    inside = np.zeros(label.shape, bool)
+    inside[box] = True
+    assert not label[~inside].any()
+    for axis, s in enumerate(box):
+        moved = np.moveaxis(label, axis, 0)
+        assert moved[s.start].any() and moved[s.stop - 1].any()
+    assert nonzero_box(np.zeros((4, 4, 4), np.uint8)) is None

@@ -268,6 +268,62 @@ def plain_overrides(argv: list[str]) -> bool:
     )
 
 
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether dotted ``key`` names an existing entry of ``cfg`` (a ``???`` value counts)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():  # `in`: False for ???
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def _flat_config(config_name: str, overrides: list[str]) -> DictConfig | None:
+    """``conf/<config_name>.yaml`` with ``overrides`` without Hydra's composition, when that is
+    exactly what composing gives; else None (the caller composes with Hydra).
+
+    A config whose defaults list is only ``_self_`` and ``override hydra/...`` lines composes
+    to its own file without its ``defaults`` and ``hydra`` keys. The overrides are parsed by
+    Hydra's own grammar (``OverridesParser``: the same values, lists, quoting, ``null``) and
+    merged as Hydra merges them; only plain changes of existing keys take this path.
+    Composing costs a quarter of a second, a tenth of a one-shot prediction (2 cores).
+    """
+    path = Path(CONFIG_PATH) / f"{config_name}.yaml"
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException):
+        return None
+    defaults = cfg.get("defaults", [])
+    for entry in defaults:
+        plain = entry == "_self_"
+        hydra_only = isinstance(entry, DictConfig) and all(
+            str(k).startswith("override hydra/") for k in entry
+        )
+        if not (plain or hydra_only):
+            return None
+    for key in ("defaults", "hydra"):
+        cfg.pop(key, None)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001  (Hydra's compose reports a bad override its own way)
+        return None
+    for override in parsed:
+        key = override.key_or_group
+        if (
+            override.type != OverrideType.CHANGE
+            or override.package is not None
+            or override.is_sweep_override()
+            or not _has_key(cfg, key)
+        ):
+            return None
+        OmegaConf.update(cfg, key, override.value(), merge=True)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
 def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     """``conf/<config_name>.yaml`` with ``overrides``, through Hydra's Compose API.
 
@@ -279,14 +335,19 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     """
     import logging.config
 
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
+    cfg = _flat_config(config_name, overrides)
+    choices: dict = {}
+    if cfg is None:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import open_dict
 
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
+        with initialize_config_dir(
+            version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name
+        ):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
     logging.config.dictConfig(
         {
             "version": 1,

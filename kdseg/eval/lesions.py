@@ -113,6 +113,25 @@ def lesion_diameter_mm(mask: np.ndarray, spacing: Sequence[float]) -> float:
     return _max_pairwise_distance(points * np.asarray(spacing, dtype=float))
 
 
+def nonzero_box(label: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of the nonzero voxels of ``label`` as slices (None if there are none).
+
+    The last axis is searched first: a NIfTI label is Fortran-ordered, so each of its slices
+    along that axis is one contiguous block, and the later searches only scan the slab found.
+    """
+    order = list(range(label.ndim))[::-1]
+    box: list[slice] = [slice(None)] * label.ndim
+    for axis in order:
+        view = label[tuple(box)]
+        other = tuple(a for a in range(label.ndim) if a != axis)
+        hits = np.flatnonzero(view.any(axis=other))
+        if hits.size == 0:
+            return None
+        start = box[axis].start or 0
+        box[axis] = slice(start + int(hits[0]), start + int(hits[-1]) + 1)
+    return tuple(box)
+
+
 def tumor_box(label: np.ndarray, tumor_label: int) -> tuple[slice, ...]:
     """The bounding box of ``label == tumor_label`` (which must be non-empty) as slices.
 
@@ -194,9 +213,15 @@ def lesion_report(
         )
     spacing = tuple(float(s) for s in spacing)
     voxel_ml = math.prod(spacing) / 1000.0
-    # one vectorised comparison per label value (a bincount of 52 M voxels converts them all
-    # to int64 first, and ravel() copies a Fortran-ordered volume: seconds, not milliseconds)
-    counts = {int(v): int(np.count_nonzero(label == v)) for v in {*organ_labels, tumor_label}}
+    # one vectorised comparison per label value, inside the box of the nonzero voxels only
+    # (a bincount of 52 M voxels converts them all to int64 first, and ravel() copies a
+    # Fortran-ordered volume: seconds; three comparisons over the whole scan: 0.2 s)
+    values = {int(v) for v in {*organ_labels, tumor_label}}
+    block = label
+    if 0 not in values:
+        box = nonzero_box(label)
+        block = label[box] if box is not None else label[:0]
+    counts = {v: int(np.count_nonzero(block == v)) for v in values}
     organ_voxels = sum(counts[int(v)] for v in set(organ_labels))
     tumor_voxels = counts[int(tumor_label)]
     lesions = []
