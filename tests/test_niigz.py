@@ -70,24 +70,29 @@ def test_prefetched_bytes_serve_only_the_same_unchanged_file(tmp_path: Path) -> 
 
     from kdseg.data import niigz
 
+    niigz.forget_prefetched()
     path = save_nifti(_image(), tmp_path / "v.nii.gz")
     niigz.prefetch(path)
     niigz.prefetch(tmp_path / "missing.nii.gz")
     niigz.prefetch(tmp_path)
-    assert len(niigz._PREFETCHED) == 1
+    assert list(niigz._PREFETCHED) == [str(path.resolve())]
     got = load_nifti(path)
     np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(_image().dataobj))
     assert not niigz._PREFETCHED  # taken once
 
     niigz.prefetch(path)
+    niigz._PREFETCHED[str(path.resolve())].join()
     changed = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), np.eye(4))
     save_nifti(changed, path)
     os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
     assert np.asanyarray(load_nifti(path).dataobj).shape == (4, 5, 6)
-    niigz._PREFETCHED.clear()
+    assert not niigz._PREFETCHED  # the stale entry was dropped, not kept
 
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"\x1f\x8b not really gzip")
     niigz.prefetch(bad)
     with pytest.raises((zlib.error, OSError, EOFError)):
         load_nifti(bad)
+    niigz.prefetch(path)
+    niigz.forget_prefetched()  # what a command's exit path does
+    assert not niigz._PREFETCHED

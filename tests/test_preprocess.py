@@ -176,20 +176,55 @@ def test_scale_equals_the_window_formula(window, dtype) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_image_in_blocks_equals_the_whole_stack(threads: int) -> None:
-    """Blocks of slices (on one thread or several) give the values the whole stack gives."""
+@pytest.mark.parametrize(
+    "cfg, roi",
+    [
+        (PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 20)), None),
+        (PreprocessConfig(in_plane_size=(20, 24), crop_size=(18, 28)), None),
+        (PreprocessConfig(roi="organ", roi_margin_mm=2.0, spacing_mm=(1.5, 1.5)), None),
+    ],
+)
+def test_image_in_blocks_equals_the_whole_stack(threads: int, cfg, roi) -> None:
+    """Blocks of slices (on one thread or several) give the values the whole stack gives:
+    with a body crop, with a centre crop, and for an organ ROI that starts mid-volume."""
+    from kdseg.data import preprocess
     from kdseg.data.preprocess import CHUNK_SLICES
-    from kdseg.data.resample import resize
 
-    img, _ = _volume("LPS", shape=(40, 36, 2 * CHUNK_SLICES + 5))
-    cfg = PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 20))
+    img, labels = _volume("LPS", shape=(40, 36, 3 * CHUNK_SLICES + 5))
     pre = Preprocessor(cfg)
-    got, geom = pre.image(img, threads=threads)
+    if cfg.roi == "organ":
+        roi = (10, 20, 8, 22, CHUNK_SLICES - 3, 2 * CHUNK_SLICES + 4)  # canonical, >1 block
+    got, geom = pre.image(img, roi, threads=threads)
     canonical = pre.reorient(img)
-    x0, x1, y0, y1 = geom.box
-    whole = pre.scale(np.ascontiguousarray(canonical[x0:x1, y0:y1].transpose(2, 0, 1)))
-    want = resize(whole, (16, 20), antialias=True).astype(np.float16).astype(np.float32)
+    whole = pre.scale(pre._box_slices(canonical, geom))
+    want = pre._to_model_grid(whole, geom, "bilinear", fill=-1.0)
+    want = want.astype(np.float16).astype(np.float32)
+    assert geom.slices[1] - geom.slices[0] > CHUNK_SLICES and got.shape == want.shape
+    assert preprocess.CHUNK_SLICES == CHUNK_SLICES
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP", "PIR", "ILA"])
+def test_predict_writes_the_input_orientation_directly(codes: str) -> None:
+    """Labels written through the output's canonical view equal the canonical labels mapped
+    back with to_input_orientation (the copy the direct write replaces)."""
+    from kdseg.data.tasks import Task
+    from kdseg.eval.inference import Predictor
+
+    img, _ = _volume(codes, shape=(40, 36, 21))
+
+    def backend(x: np.ndarray) -> np.ndarray:  # organ where bright, tumor where brightest
+        logits = np.zeros((len(x), 3, *x.shape[2:]), np.float32)
+        logits[:, 1] = 4 * x[:, 0]
+        logits[:, 2] = 8 * (x[:, 0] - 0.5)
+        return logits
+
+    cfg = PreprocessConfig(body_crop=True, body_margin=1, in_plane_size=(16, 16))
+    predictor = Predictor(backend, cfg, Task("multiclass"), batch_size=4)
+    direct = predictor.predict(img)
+    canonical, geom = predictor.predict_canonical(img)
+    np.testing.assert_array_equal(direct, predictor.pre.to_input_orientation(canonical, geom))
+    assert direct.flags.f_contiguous and direct.shape == img.shape and direct.any()
 
 
 def test_prepare_warns_when_the_window_clips_the_organ(tmp_path) -> None:

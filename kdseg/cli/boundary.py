@@ -291,7 +291,7 @@ def _flat_config(config_name: str, overrides: list[str]) -> DictConfig | None:
     path = Path(CONFIG_PATH) / f"{config_name}.yaml"
     try:
         cfg = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException):
+    except Exception:  # noqa: BLE001  (unreadable or bad YAML: Hydra reports it its own way)
         return None
     defaults = cfg.get("defaults", [])
     for entry in defaults:
@@ -310,6 +310,7 @@ def _flat_config(config_name: str, overrides: list[str]) -> DictConfig | None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # noqa: BLE001  (Hydra's compose reports a bad override its own way)
         return None
+    OmegaConf.set_struct(cfg, True)  # as Hydra: a merged dict cannot add keys either
     for override in parsed:
         key = override.key_or_group
         if (
@@ -320,7 +321,6 @@ def _flat_config(config_name: str, overrides: list[str]) -> DictConfig | None:
         ):
             return None
         OmegaConf.update(cfg, key, override.value(), merge=True)
-    OmegaConf.set_struct(cfg, True)
     return cfg
 
 
@@ -371,7 +371,7 @@ def command(
     name: str,
     config_name: str,
     one_shot: bool = False,
-    warm: Callable[[list[str]], None] | None = None,
+    warm: Callable[[list[str]], Callable[[], None] | None] | None = None,
 ) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
     with the task guard inside, a fast plain ``--help`` and the app guard around it.
@@ -380,7 +380,8 @@ def command(
     :func:`plain_overrides` only, it skips the Hydra app and runs on :func:`compose_once`'s
     config. Anything else (``--cfg job``, ``-m``, ``hydra.*``, ``+key=``) goes to the app.
     ``warm(argv)``, for a one-shot tool, starts work that needs no config (reading the input
-    named on the command line) before the config is composed; it must never raise.
+    named on the command line) before the config is composed; it must never raise, and it may
+    return a function that drops what it started, called however the command ends.
     """
     import hydra
 
@@ -399,9 +400,12 @@ def command(
             argv = sys.argv[1:]
             if args or kwargs or not plain_overrides(argv):
                 return app(*args, **kwargs)
-            if warm is not None:
-                warm(argv)
-            return task(compose_once(config_name, argv))
+            undo = warm(argv) if warm is not None else None
+            try:
+                return task(compose_once(config_name, argv))
+            finally:
+                if undo is not None:
+                    undo()
 
         return app_guard(name, direct_or_app)
 

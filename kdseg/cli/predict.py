@@ -8,7 +8,7 @@ report beside it (:func:`kdseg.errors.atomic_group`).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +79,21 @@ def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
     return [*files, _seg_path(target) if cfg.output_format == "dicom-seg" else target]
 
 
-def _warm(argv: list[str]) -> None:
-    """Before the config is composed: start reading a ``.nii.gz`` named by ``input=``."""
-    from kdseg.data.niigz import prefetch
+def _warm(argv: list[str]) -> Callable[[], None]:
+    """Before the config is composed: start reading the ``.nii.gz`` named by ``input=`` (the
+    last one, as Hydra takes the last); what is not taken is dropped when the command ends."""
+    from kdseg.data.niigz import forget_prefetched, prefetch
 
-    for arg in argv:
-        if arg.startswith("input="):
-            prefetch(arg.removeprefix("input="))
+    inputs = [arg.removeprefix("input=") for arg in argv if arg.startswith("input=")]
+    if inputs:
+        prefetch(inputs[-1])
+    return forget_prefetched
 
 
 @command("kdseg-predict", "predict", one_shot=True, warm=_warm)
 def main(cfg: DictConfig) -> None:
     from kdseg.data.io import is_nifti, load_volume
+    from kdseg.data.niigz import forget_prefetched, prefetch
     from kdseg.guards import check_output, check_outputs
 
     source, output = Path(cfg.input), Path(cfg.output)
@@ -106,18 +109,20 @@ def main(cfg: DictConfig) -> None:
     plans = [planned_files(target, cfg) for _, target in pairs]
     check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
     steps: dict[str, float] = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="kdseg-read") as reader:
-        # Each input is read while something else runs: the first while the model loads,
-        # the next while this one is predicted. Decompressing a .nii.gz releases the GIL.
-        pending = reader.submit(load_volume, pairs[0][0], nonfinite=cfg.nonfinite)
+    # A .nii.gz input is read and decompressed in a daemon thread (kdseg.data.niigz.prefetch,
+    # which releases the GIL) while the model loads; the next input of a folder while this
+    # one's report and label are written. Every check runs on the real read (load_volume).
+    try:
+        prefetch(pairs[0][0])
         with timed(steps, "load model"):
             predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
-                image = pending.result()
-            if i + 1 < len(pairs):
-                pending = reader.submit(load_volume, pairs[i + 1][0], nonfinite=cfg.nonfinite)
-            _predict_one(cfg, predictor, bundle, image, source, files, steps)
+                image = load_volume(source, nonfinite=cfg.nonfinite)
+            following = pairs[i + 1][0] if i + 1 < len(pairs) else None
+            _predict_one(cfg, predictor, bundle, image, source, files, steps, following)
+    finally:
+        forget_prefetched()
     if cfg.verbose:
         print(format_timings(steps))
 
@@ -130,12 +135,16 @@ def _predict_one(
     source: Path,
     files: list[Path],
     steps: dict[str, float],
+    following: Path | None = None,
 ) -> None:
-    """Predict one loaded input and write its files (report, overlay, label last)."""
+    """Predict one loaded input and write its files (report, overlay, label last); the
+    ``following`` input starts to be read once the network is done with this one."""
     from kdseg.data.io import label_image
-    from kdseg.data.niigz import save_nifti
+    from kdseg.data.niigz import prefetch, save_nifti
 
     label = predictor.predict(image)
+    if following is not None:
+        prefetch(following)
     for name, seconds in predictor.timings.items():
         steps[name] = steps.get(name, 0.0) + seconds
     with atomic_group(files) as temps:  # renamed in order: report, overlay, label last

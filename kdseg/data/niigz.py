@@ -84,27 +84,34 @@ def decompress(data: bytes, codec: Codec = CODEC) -> bytes:
         raise zlib.error(str(exc)) from None
 
 
-class _Prefetch(threading.Thread):
-    """Reads and decompresses one file in the background (``raw`` is None if that failed)."""
+FileStamp = tuple[int, int, int, int, int]
+"""What identifies a file's contents without reading it: size, mtime, ctime, inode, device."""
 
-    def __init__(self, path: Path) -> None:
+
+def _stamp(path: Path) -> FileStamp:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+class _Prefetch(threading.Thread):
+    """Reads and decompresses one file in the background (``raw`` is None if that failed, or
+    if the file changed while it was read)."""
+
+    def __init__(self, path: Path, stamp: FileStamp) -> None:
         super().__init__(name="kdseg-prefetch", daemon=True)  # never holds up an exit
         self.path = path
+        self.stamp = stamp
         self.raw: bytes | None = None
 
     def run(self) -> None:
         try:
-            self.raw = decompress(self.path.read_bytes())
+            raw = decompress(self.path.read_bytes())
+            self.raw = raw if _stamp(self.path) == self.stamp else None
         except Exception:  # noqa: BLE001  (the real read reports it, with its one line)
             self.raw = None
 
 
-_PREFETCHED: dict[tuple[str, int, int], _Prefetch] = {}
-
-
-def _file_key(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+_PREFETCHED: dict[str, _Prefetch] = {}  # by resolved path
 
 
 def prefetch(path: str | Path) -> None:
@@ -112,20 +119,27 @@ def prefetch(path: str | Path) -> None:
 
     A one-shot command calls it with the input named on its command line before it composes
     its config and loads its model (most of a second of pure Python, while zlib and ISA-L
-    release the GIL); :func:`load_nifti` of the same, unchanged file then takes the bytes. Only
-    the bytes are fetched: every check still runs on the real read, and a file that fails
-    here is simply read again there. Anything that is not a ``.gz`` file is ignored.
+    release the GIL); :func:`load_nifti` of the same, unchanged file (same size, times, inode
+    and device) then takes the bytes. Only the bytes are fetched: every check still runs on
+    the real read, and a file that fails or changes here is simply read again there. Anything
+    that is not a ``.gz`` file is ignored. :func:`forget_prefetched` drops what was not taken.
     """
     path = Path(path)
     try:
         if not (is_gzip_name(path) and path.is_file()):
             return
-        key = _file_key(path)
+        key, stamp = str(path.resolve()), _stamp(path)
     except OSError:
         return
-    if key not in _PREFETCHED:
-        _PREFETCHED[key] = job = _Prefetch(path)
+    job = _PREFETCHED.get(key)
+    if job is None or job.stamp != stamp:
+        _PREFETCHED[key] = job = _Prefetch(path, stamp)
         job.start()
+
+
+def forget_prefetched() -> None:
+    """Drop every prefetched file not yet taken (a command's exit path calls it)."""
+    _PREFETCHED.clear()
 
 
 def _take_prefetched(path: Path) -> bytes | None:
@@ -133,10 +147,10 @@ def _take_prefetched(path: Path) -> bytes | None:
     if not _PREFETCHED:
         return None
     try:
-        job = _PREFETCHED.pop(_file_key(path), None)
+        job = _PREFETCHED.pop(str(path.resolve()), None)
+        if job is None or job.stamp != _stamp(path):
+            return None
     except OSError:
-        return None
-    if job is None:
         return None
     job.join()
     return job.raw

@@ -106,12 +106,13 @@ def window_warning(cache_dir: Path, ids: Sequence[str], window: Sequence[float])
     178 HU under the paper's window [-60, 140] shows its tumors at -12 and -20 HU as flat 140.
     Read from each case's ``meta.json`` (caches written before this check hold no shares).
     """
-    over = []
+    over, checked = [], 0
     for case_id in ids:
         path = case_folder(cache_dir, case_id) / "meta.json"
         shares = (
             json.loads(path.read_text()).get("organ_outside_window") if path.is_file() else None
         )
+        checked += shares is not None
         if shares and sum(shares) > WINDOW_WARN_SHARE:
             over.append((sum(shares), case_id, shares))
     if not over:
@@ -123,7 +124,7 @@ def window_warning(cache_dir: Path, ids: Sequence[str], window: Sequence[float])
         else (f"{below:.0%} at or below {window[0]:g} HU")
     )
     return (
-        f"{len(over)} of {len(ids)} case(s) have more than {WINDOW_WARN_SHARE:.0%} of their organ "
+        f"{len(over)} of {checked} case(s) have more than {WINDOW_WARN_SHARE:.0%} of their organ "
         f"voxels outside the HU window [{window[0]:g}, {window[1]:g}] (worst: {worst}, {side}); "
         "the window erases contrast there: widen data.preprocess.window"
     )
