@@ -126,7 +126,7 @@ def window_warning(cache_dir: Path, ids: Sequence[str], window: Sequence[float])
     return (
         f"{len(over)} of {checked} case(s) have more than {WINDOW_WARN_SHARE:.0%} of their organ "
         f"voxels outside the HU window [{window[0]:g}, {window[1]:g}] (worst: {worst}, {side}); "
-        "the window erases contrast there: widen data.preprocess.window"
+        "contrast there is flattened before the network sees it (data.preprocess.window)"
     )
 
 
