@@ -241,27 +241,8 @@ class Predictor:
             raise ValueError(f"out must be uint8 of shape {(x, y, z)}, got {out.dtype} {out.shape}")
         labels = out.transpose(2, 1, 0)  # (Z, Y, X) view: one batch is labels[zs]
 
-        def finish(zs: np.ndarray, logits: np.ndarray) -> None:
-            """Probabilities -> labels of one batch, written into ``labels``."""
-            probs = softmax(logits)
-            pixels = self._foreground_pixels(probs)
-            hit = pixels.reshape(len(pixels), -1).any(1)
-            if not hit.any():
-                return
-            rows = np.flatnonzero(pixels[hit].any(axis=(0, 2)))
-            cols = np.flatnonzero(pixels[hit].any(axis=(0, 1)))
-            restored, (a0, a1, b0, b1) = self.pre.restore_window(
-                probs[hit], geom, (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
-            )
-            decided = self._decide(restored)
-            if stats is not None:
-                _accumulate(stats, restored, decided)
-            window = (z0 + zs[hit], slice(y0 + b0, y0 + b1), slice(x0 + a0, x0 + a1))
-            labels[window] = self.task.to_dataset(decided).transpose(0, 2, 1)
-
-        # Restoring batch k in a worker thread while the network runs batch k + 1 was tried
-        # (2026-12-01): on two cores it slowed ONNX Runtime's two threads by more than it hid
-        # (network + restore 1.16 s against 0.76 + 0.24 s sequentially), so it stays in line.
+        # (Restoring batch k in a worker thread while the network ran batch k + 1 was tried on
+        # 2026-12-01: on two cores it slowed ONNX Runtime's threads by more than it hid.)
         with slice_progress(self.progress, z1 - z0) as advance:
             for start in range(0, z1 - z0, self.batch_size):
                 zs = np.arange(start, min(start + self.batch_size, z1 - z0))
@@ -269,7 +250,20 @@ class Predictor:
                 logits = self.backend(context_stack(slices, zs, self.context))
                 timings["network"] += time.perf_counter() - clock
                 clock = time.perf_counter()
-                finish(zs, logits)
+                probs = softmax(logits)
+                pixels = self._foreground_pixels(probs)
+                hit = pixels.reshape(len(pixels), -1).any(1)
+                if hit.any():
+                    rows = np.flatnonzero(pixels[hit].any(axis=(0, 2)))
+                    cols = np.flatnonzero(pixels[hit].any(axis=(0, 1)))
+                    restored, (a0, a1, b0, b1) = self.pre.restore_window(
+                        probs[hit], geom, (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
+                    )
+                    decided = self._decide(restored)
+                    if stats is not None:
+                        _accumulate(stats, restored, decided)
+                    window = (z0 + zs[hit], slice(y0 + b0, y0 + b1), slice(x0 + a0, x0 + a1))
+                    labels[window] = self.task.to_dataset(decided).transpose(0, 2, 1)
                 timings["restore"] += time.perf_counter() - clock
                 advance(len(zs))
         self.timings = timings

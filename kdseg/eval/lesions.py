@@ -113,18 +113,18 @@ def lesion_diameter_mm(mask: np.ndarray, spacing: Sequence[float]) -> float:
     return _max_pairwise_distance(points * np.asarray(spacing, dtype=float))
 
 
-def nonzero_box(label: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of the nonzero voxels of ``label`` as slices (None if there are none).
+def nonzero_box(label: np.ndarray, value: int | None = None) -> tuple[slice, ...] | None:
+    """The bounding box of the nonzero voxels of ``label`` (of ``label == value`` when given)
+    as slices; None if there are none.
 
     The last axis is searched first: a NIfTI label is Fortran-ordered, so each of its slices
-    along that axis is one contiguous block, and the later searches only scan the slab found.
+    along that axis is one contiguous block, and each later search scans only the slab found.
     """
-    order = list(range(label.ndim))[::-1]
     box: list[slice] = [slice(None)] * label.ndim
-    for axis in order:
+    for axis in reversed(range(label.ndim)):
         view = label[tuple(box)]
         other = tuple(a for a in range(label.ndim) if a != axis)
-        hits = np.flatnonzero(view.any(axis=other))
+        hits = np.flatnonzero((view if value is None else view == value).any(axis=other))
         if hits.size == 0:
             return None
         start = box[axis].start or 0
@@ -139,14 +139,9 @@ def tumor_box(label: np.ndarray, tumor_label: int) -> tuple[slice, ...]:
     volume (translation keeps their raster order), in a fraction of the time: a liver's lesions
     fill a few percent of a 512 x 512 x 200 scan.
     """
-    box: list[slice] = []
-    view = label
-    for axis in range(label.ndim):
-        other = tuple(a for a in range(label.ndim) if a != axis)
-        hits = np.flatnonzero((view == tumor_label).any(axis=other))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-        view = view[(slice(None),) * axis + (box[-1],)]  # each axis shrinks the next search
-    return tuple(box)
+    box = nonzero_box(label, tumor_label)
+    assert box is not None, "tumor_box needs a tumor voxel"
+    return box
 
 
 def _lesions(
