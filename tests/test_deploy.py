@@ -366,7 +366,7 @@ try:
     main()
 finally:
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED and sys.modules[m])
-    print("LOADED", loaded, "PYDICOM", "pydicom" in sys.modules)
+    print("LOADED", loaded, "PYDICOM", "pydicom" in sys.modules, "ONNX", "onnx" in sys.modules)
 """
 
 
@@ -375,7 +375,8 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
 ) -> None:
     """The deploy path runs with torch, lightning, monai and matplotlib unimportable, and
     predicts exactly what the same artefact predicts in this (torch-importing) process. A
-    NIfTI prediction does not import pydicom either (nibabel would: kdseg.data hides it)."""
+    NIfTI prediction does not import pydicom either (nibabel would: kdseg.data hides it), nor
+    the ``onnx`` package (ONNX Runtime's session gives the metadata)."""
     import os
     import subprocess
 
@@ -389,7 +390,7 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "LOADED [] PYDICOM False" in done.stdout  # NIfTI in, NIfTI out: no pydicom either
+    assert "LOADED [] PYDICOM False ONNX False" in done.stdout  # NIfTI in and out: no pydicom
     assert "time (s): load model" in done.stdout and "network" in done.stdout
     image = load_volume(case.image)
     bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")

@@ -142,7 +142,7 @@ def build_predictor(
     for i in range(n):
         ckpt = ckpts[i] if ckpts else None
         artifact = artifacts[i] if artifacts else None
-        bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend)
+        bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend, threads)
         if backend not in BACKENDS:  # compile / aoti live in the deployment layer, with torch
             import kdseg.deploy.backends  # noqa: F401
         try:

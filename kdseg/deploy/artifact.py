@@ -25,6 +25,7 @@ from typing import Any
 from kdseg.data.schema import check_data_info, check_model_info
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.checkpoint import Bundle, load_bundle
+from kdseg.eval.inference import onnx_session
 
 METADATA_KEY = "kdseg"
 SCHEMA_VERSION = 1
@@ -121,6 +122,15 @@ def read_metadata(path: str | Path, required: bool = True) -> dict[str, Any] | N
             raise InputError(path, "not an AOTInductor .pt2 package (not a zip archive); corrupt?")
         side = sidecar_path(path)
         text = side.read_text() if side.is_file() else None
+    return parse_metadata(path, text, required)
+
+
+def parse_metadata(
+    path: str | Path, text: str | None, required: bool = True
+) -> dict[str, Any] | None:
+    """The kdseg metadata document ``text`` of the artefact ``path``, checked; ``None`` when
+    there is none and ``required`` is false (:class:`InputError` when it is true)."""
+    kind = backend_for(path)
     if text is None:
         if required:
             where = "metadata_props" if kind == "onnx" else f"sidecar {sidecar_path(path).name}"
@@ -184,7 +194,7 @@ def load_artifact(path: str | Path, meta: dict[str, Any] | None = None) -> Artif
 
 
 def resolve_bundle(
-    ckpt: str | None, artifact: str | None, backend: str
+    ckpt: str | None, artifact: str | None, backend: str, threads: int | None = None
 ) -> tuple[Bundle, str, str | None]:
     """What the predict / eval commands run: ``(bundle, backend, artifact)``.
 
@@ -194,6 +204,12 @@ def resolve_bundle(
 
     ``backend=torch`` with an artefact means "the artefact's own runtime" (onnx for ``.onnx``,
     aoti for ``.pt2``). Artefacts are validated first, so a corrupt file is one clear error.
+
+    ``backend=onnx`` reads the metadata from the ONNX Runtime session that will run the file
+    (:func:`~kdseg.eval.inference.onnx_session` with ``threads``, kept for the backend): the
+    runtime's loader refuses a corrupt or inconsistent graph, and the backend refuses NaN or
+    Inf logits. The ``onnx`` package's checker and weight scan (:func:`read_metadata`) run in
+    ``kdseg-export`` and for the other backends.
     """
     if artifact:
         artifact = str(artifact)
@@ -206,7 +222,14 @@ def resolve_bundle(
                 f"backend={backend} cannot run a {Path(artifact).suffix} file; "
                 f"use backend={inferred}",
             )
-        meta = read_metadata(artifact, required=not ckpt)  # validates the file, once
+        if backend == "onnx":  # the runtime's own loader validates the file, once
+            if not Path(artifact).is_file():
+                raise InputError(artifact, "artefact not found")
+            session = onnx_session(artifact, threads)
+            text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+            meta = parse_metadata(artifact, text, required=not ckpt)
+        else:
+            meta = read_metadata(artifact, required=not ckpt)  # validates the file, once
         return (load_bundle(ckpt) if ckpt else load_artifact(artifact, meta)), backend, artifact
     if backend in ARTIFACT_BACKENDS:
         raise InputError(

@@ -13,6 +13,7 @@ this loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from kdseg.data.preprocess import Box3D, Geometry, PreprocessConfig, Preprocessor, organ_box
 from kdseg.data.tasks import Task
+from kdseg.errors import InputError
 
 if TYPE_CHECKING:  # only the torch backend needs torch; the ONNX path never imports it
     import torch
@@ -61,18 +63,55 @@ def torch_backend(model: torch.nn.Module, threads: int | None = None) -> Backend
     return run
 
 
-@register_backend("onnx")
-def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
-    """ONNX Runtime on the CPU (fp32 or quantized model file)."""
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for ``path``, built once per file version and thread count.
+
+    The one-scan path reads the artefact's metadata from this session
+    (:func:`kdseg.deploy.artifact.resolve_bundle`) and then runs it, so the model file is
+    parsed once and the ``onnx`` package (an eighth of a second to import) is not needed.
+    A file that ONNX Runtime cannot load is one :class:`InputError` naming it.
+    """
+    stat = Path(path).stat()
+    stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    return _onnx_session(str(Path(path).resolve()), int(threads) if threads else None, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _onnx_session(path: str, threads: int | None, stamp: tuple[int, ...]) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
-        options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ...
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        first = " ".join(str(exc).split())[:300]
+        raise InputError(path, f"ONNX Runtime cannot load it ({first})") from None
+
+
+@register_backend("onnx")
+def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
+    """ONNX Runtime on the CPU (fp32 or quantized model file).
+
+    Outputs that are not finite are refused, naming the file: NaN or Inf weights (a diverged
+    or damaged export) show there, and so does any other numerical failure of the graph.
+    """
+    session = onnx_session(path, threads)
     name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        logits = session.run(None, {name: x})[0]
+        if not np.isfinite(logits).all():
+            raise InputError(
+                path, "the network gives NaN or Inf logits (NaN / Inf weights? a damaged export)"
+            )
+        return logits
+
+    return run
 
 
 def default_threads(threads: int | None = None, cap: int = 4) -> int:
