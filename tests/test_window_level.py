@@ -75,7 +75,7 @@ def test_prepare_stores_the_level_and_a_bright_liver_keeps_its_tumor(tmp_path: P
     window around the organ's level (stored in meta.json) keeps the tumor's contrast."""
     from kdseg.data.cache import case_folder
     from kdseg.data.phantom import PhantomConfig, generate_case
-    from kdseg.data.prepare import prepare_case
+    from kdseg.data.prepare import prepare_case, window_warning
     from kdseg.data.sources import Case
 
     phantom = PhantomConfig(
@@ -104,6 +104,10 @@ def test_prepare_stores_the_level_and_a_bright_liver_keeps_its_tumor(tmp_path: P
     assert metas["absolute"]["organ_outside_window"][1] > 0.9  # all flattened at 140 HU
     assert metas["organ"]["organ_outside_window"] == [0.0, 0.0]
     assert contrast["absolute"] == 0.0 and contrast["organ"] < -0.1
+    assert window_warning(tmp_path / "organ", ["c0"], RELATIVE.window, relative=True) is None
+    line = window_warning(tmp_path / "absolute", ["c0"], (-100.0, 100.0), relative=True)
+    assert line and "window [-100, 100] around the organ level" in line
+    assert "at or above the organ level +100 HU" in line
 
 
 def test_cascade_and_stage2_eval_pass_the_organ_level(tmp_path: Path) -> None:

@@ -61,8 +61,8 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
 
     With ``window_level: organ`` the organ level (median HU of the ground-truth organ, label
     > 0) sets the window and is stored in ``meta.json`` as ``organ_level_hu``. It is not
-    jittered like the box: stage 1's mask is expected to change the median by a few HU only
-    (a median moves little when a mask misses or adds a rim of voxels).
+    jittered like the box: a good stage 1's mask changes a median by a few HU (a poor one,
+    spilling into darker neighbours, pulls it down more: see the README's cascade section).
     """
     image = load_volume(case.image)
     allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
