@@ -27,6 +27,7 @@ from kdseg.data.preprocess import (
     Preprocessor,
     jitter_box,
     organ_box,
+    organ_level,
 )
 from kdseg.data.sources import Case, ImageCase
 from kdseg.errors import InputError, atomic_path, write_text_atomic
@@ -56,7 +57,13 @@ def _geometry_meta(geom: Geometry) -> dict[str, list]:
 
 
 def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
-    """Load, check, preprocess and cache one case; return its id."""
+    """Load, check, preprocess and cache one case; return its id.
+
+    With ``window_level: organ`` the organ level (median HU of the ground-truth organ, label
+    > 0) sets the window and is stored in ``meta.json`` as ``organ_level_hu``. It is not
+    jittered like the box: a good stage 1's mask changes a median by a few HU (a poor one,
+    spilling into darker neighbours, pulls it down more: see the README's cascade section).
+    """
     image = load_volume(case.image)
     allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
     label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
@@ -64,7 +71,13 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     pre = Preprocessor(config)
     roi = training_roi(pre, image, label, case.case_id) if config.roi == "organ" else None
     no_organ = config.roi == "organ" and roi is None
-    slices, geom = pre.image(image, (0, 1, 0, 1, 0, 1) if no_organ else roi)
+    level = None
+    if config.window_level == "organ":
+        level = organ_level(pre.reorient(image), pre.reorient(image, label) > 0)
+    box, box_level = roi, level
+    if no_organ:  # any box and level will do: its slices are dropped below
+        box, box_level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
+    slices, geom = pre.image(image, box, level=box_level)
     labels = pre.label(label, image, geom)
     if no_organ:  # a case without organ gives a stage-2 model no slice at all
         slices, labels = slices[:0], labels[:0]
@@ -78,20 +91,24 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
         "n_slices": int(labels.shape[0]),
         "organ_slices": np.nonzero((per_slice > 0).any(axis=1))[0].tolist(),
         "tumor_slices": np.nonzero((per_slice == 2).any(axis=1))[0].tolist(),
-        "organ_outside_window": outside_window(np.asanyarray(image.dataobj), label, config),
+        "organ_outside_window": outside_window(np.asanyarray(image.dataobj), label, config, level),
         **_geometry_meta(geom),
+        **({"organ_level_hu": level} if config.window_level == "organ" else {}),
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
 
 
-def outside_window(hu: np.ndarray, label: np.ndarray, config: PreprocessConfig) -> list[float]:
+def outside_window(
+    hu: np.ndarray, label: np.ndarray, config: PreprocessConfig, level: float | None = None
+) -> list[float]:
     """Shares of the organ's voxels (label > 0, tumor included) at or below the HU window's low
-    end and at or above its high end: there the window flattens every contrast to one value."""
+    end and at or above its high end: there the window flattens every contrast to one value.
+    ``level``: the organ level of a ``window_level: organ`` config (its window's centre)."""
     organ = hu[label > 0]
     if organ.size == 0:
         return [0.0, 0.0]
-    lo, hi = config.window
+    lo, hi = Preprocessor(config).hu_window(level)
     return [round(float(np.mean(organ <= lo)), 4), round(float(np.mean(organ >= hi)), 4)]
 
 
@@ -99,8 +116,12 @@ WINDOW_WARN_SHARE = 0.05
 """A case is reported when more than this share of its organ voxels lies outside the window."""
 
 
-def window_warning(cache_dir: Path, ids: Sequence[str], window: Sequence[float]) -> str | None:
+def window_warning(
+    cache_dir: Path, ids: Sequence[str], window: Sequence[float], relative: bool = False
+) -> str | None:
     """One line when the HU window clips a case's organ, else None.
+
+    ``relative``: ``window`` is relative to each organ's level (``window_level: organ``).
 
     Contrast inside a clipped organ is gone before the network sees it: a phantom liver at
     178 HU under the paper's window [-60, 140] shows its tumors at -12 and -20 HU as flat 140.
@@ -118,14 +139,16 @@ def window_warning(cache_dir: Path, ids: Sequence[str], window: Sequence[float])
     if not over:
         return None
     _, worst, (below, above) = max(over)
+    at, fmt = ("the organ level ", "+g") if relative else ("", "g")
     side = (
-        f"{above:.0%} at or above {window[1]:g} HU"
+        f"{above:.0%} at or above {at}{window[1]:{fmt}} HU"
         if above >= below
-        else (f"{below:.0%} at or below {window[0]:g} HU")
+        else (f"{below:.0%} at or below {at}{window[0]:{fmt}} HU")
     )
+    span = f"[{window[0]:g}, {window[1]:g}]" + (" around the organ level" if relative else "")
     return (
         f"{len(over)} of {checked} case(s) have more than {WINDOW_WARN_SHARE:.0%} of their organ "
-        f"voxels outside the HU window [{window[0]:g}, {window[1]:g}] (worst: {worst}, {side}); "
+        f"voxels outside the HU window {span} (worst: {worst}, {side}); "
         "contrast there is flattened before the network sees it (data.preprocess.window)"
     )
 
@@ -208,7 +231,9 @@ def prepare_cases(
                 _prepare_one(case, config, cache_dir)
                 bar.advance(task)
     labeled = [c.case_id for c in cases if not isinstance(c, ImageCase)]
-    warning = window_warning(cache_dir, labeled, config.window)
+    warning = window_warning(
+        cache_dir, labeled, config.window, relative=config.window_level == "organ"
+    )
     if warning:  # stdout, with prepare's progress: stderr is kept for the one error line
         print(f"kdseg: warning: {warning}")
     return [c.case_id for c in cases]

@@ -22,6 +22,13 @@ so a stage-2 model learns boxes as imprecise as a stage-1 model's; at inference 
 gives it (:class:`~kdseg.eval.inference.CascadePredictor`). Only the ROI's slices are
 returned, so the slice cache holds organ slices only.
 
+Organ-relative HU window (``window_level: organ``, needs ``roi: organ``; beyond the paper):
+``window`` is then taken relative to the organ's level L, the median HU of its voxels
+(:func:`organ_level`), and ``[L + window[0], L + window[1]]`` is mapped to [-1, 1]. A liver
+spans 50-180 HU with the contrast phase: a fixed window either flattens the bright ones
+(the paper's [-60, 140]) or halves every tumor's contrast (a wide one); a window centred on
+the organ keeps both. ``prepare`` takes L from the ground truth, a cascade from stage 1's mask.
+
 Because training reads exactly what :meth:`Preprocessor.image` returns
 (through the cache) and prediction calls the same method, a model sees at prediction time what
 it saw in training. :meth:`Preprocessor.restore` maps class probabilities of a batch of slices
@@ -47,6 +54,7 @@ from kdseg.errors import InputError
 
 BODY_HU = -500.0
 ROI_KINDS = (None, "organ")
+WINDOW_LEVELS = (None, "organ")
 CHUNK_SLICES = 16  # slices preprocessed together (Preprocessor.image): cache-sized blocks
 Box3D = tuple[int, int, int, int, int, int]
 """A canonical-grid box ``(x0, x1, y0, y1, z0, z1)``, half-open."""
@@ -66,6 +74,8 @@ class PreprocessConfig:
     with in_plane_size. roi: ``None`` or ``"organ"`` (crop to the organ's 3D box, given by the
     ground truth in training and by a stage-1 model at inference). roi_margin_mm: margin around
     the organ box. roi_jitter_mm: largest random shift of each box face in training.
+    window_level: ``None`` (``window`` is absolute HU) or ``"organ"`` (``window`` is relative
+    to the organ's median HU, given with the box; needs ``roi: organ``; beyond the paper).
     """
 
     window: tuple[float, float] = (-60.0, 140.0)
@@ -79,10 +89,22 @@ class PreprocessConfig:
     roi: str | None = None
     roi_margin_mm: float = 10.0
     roi_jitter_mm: float = 5.0
+    window_level: str | None = None
 
     def __post_init__(self) -> None:
         if self.roi not in ROI_KINDS:
             raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
+        if self.window_level not in WINDOW_LEVELS:
+            raise InputError(
+                None,
+                f"preprocess.window_level must be null or 'organ', got {self.window_level!r}",
+            )
+        if self.window_level == "organ" and self.roi != "organ":
+            raise InputError(
+                None,
+                "preprocess.window_level=organ needs preprocess.roi=organ (the organ whose "
+                "median HU sets the window is the ROI's)",
+            )
         if self.spacing_mm is not None:
             if len(self.spacing_mm) != 2 or not all(
                 np.isfinite(s) and s > 0 for s in self.spacing_mm
@@ -131,6 +153,7 @@ class PreprocessConfig:
             roi=cfg.get("roi") or None,
             roi_margin_mm=float(cfg.get("roi_margin_mm", cls.roi_margin_mm)),
             roi_jitter_mm=float(cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
+            window_level=cfg.get("window_level") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,12 +163,13 @@ class PreprocessConfig:
     def digest(self) -> str:
         """Short stable hash of the config: the name of its slice cache.
 
-        Keys added after the first caches were made (spacing, ROI) count only when they are
-        in use, so every older config keeps its digest and its cache.
+        Keys added after the first caches were made (spacing, ROI, window level) count only
+        when they are in use, so every older config keeps its digest and its cache.
         """
         plain = self.to_dict()
-        if self.spacing_mm is None:
-            del plain["spacing_mm"]
+        for key in ("spacing_mm", "window_level"):
+            if plain[key] is None:
+                del plain[key]
         if self.roi is None:
             for key in ("roi", "roi_margin_mm", "roi_jitter_mm"):
                 del plain[key]
@@ -215,15 +239,42 @@ class Preprocessor:
     def __init__(self, config: PreprocessConfig) -> None:
         self.config = config
 
-    def scale(self, hu: np.ndarray) -> np.ndarray:
-        """HU window -> [-1, 1], clipped (a linear map; numpy keeps the tools' start-up fast).
+    def hu_window(self, level: float | None = None) -> tuple[float, float]:
+        """The absolute HU window ``(lo, hi)``: ``window`` itself, or with ``window_level:
+        organ`` ``window`` shifted by the organ level ``level`` rounded to a whole HU (so
+        integer CT keeps :meth:`scale`'s fast path and the result does not hang on the last
+        bits of a median).
+
+        An organ-level config without ``level`` is refused (like an ROI config without a box);
+        a ``level`` for an absolute window is a caller's mistake (ValueError).
+        """
+        lo, hi = (float(v) for v in self.config.window)
+        if self.config.window_level is None:
+            if level is not None:
+                raise ValueError("an organ level was given for an absolute HU window")
+            return lo, hi
+        if level is None:
+            raise InputError(
+                None,
+                "this model's HU window is relative to the organ's median HU "
+                "(preprocess.window_level=organ): run it as stage 2 of a cascade, "
+                "ckpt=[stage1.ckpt,stage2.ckpt]",
+            )
+        if not np.isfinite(level):
+            raise InputError(None, f"organ level {level} HU is not a finite number")
+        shift = float(round(level))
+        return lo + shift, hi + shift
+
+    def scale(self, hu: np.ndarray, level: float | None = None) -> np.ndarray:
+        """HU window (:meth:`hu_window`, shifted by the organ ``level`` for an organ-level
+        config) -> [-1, 1], clipped (a linear map; numpy keeps the tools' start-up fast).
 
         Integer CT is clipped in its own dtype when the window's ends are whole numbers it can
         hold (exact: the cast to float32 is exact), then mapped in place: the same float32
         values as ``(clip(hu) - lo) * (2 / (hi - lo)) - 1``, five times faster than clipping
         with a dtype cast and three temporaries.
         """
-        lo, hi = (float(v) for v in self.config.window)
+        lo, hi = self.hu_window(level)
         hu = np.asarray(hu)
         if np.issubdtype(hu.dtype, np.integer) and _holds(hu.dtype, lo, hi):
             out = np.clip(hu, int(lo), int(hi)).astype(np.float32)
@@ -331,12 +382,18 @@ class Preprocessor:
         return out
 
     def image(
-        self, img: nib.Nifti1Image, roi: Box3D | None = None, threads: int = 1
+        self,
+        img: nib.Nifti1Image,
+        roi: Box3D | None = None,
+        threads: int = 1,
+        level: float | None = None,
     ) -> tuple[np.ndarray, Geometry]:
         """Model-input slices ``(Z, h, w)`` float32 in [-1, 1] and the geometry to undo them.
 
         ``roi``: the organ's canonical box (from the ground truth or a stage-1 model); the
-        margin is added here. A config with ``roi: organ`` needs one.
+        margin is added here. A config with ``roi: organ`` needs one. ``level``: the organ's
+        median HU (:func:`organ_level`), needed by and only given to a ``window_level: organ``
+        config (see :meth:`hu_window`).
 
         Every step is per slice, so the slices are processed in blocks of
         :data:`CHUNK_SLICES`: a block's temporaries stay in the CPU cache (a fifth faster on
@@ -350,6 +407,7 @@ class Preprocessor:
                 "this model was trained on organ ROIs (preprocess.roi=organ): run it as stage 2 "
                 "of a cascade, ckpt=[stage1.ckpt,stage2.ckpt]",
             )
+        self.hu_window(level)  # refuses a missing level before any work
         canonical = self.reorient(img)
         geom = self.geometry(img, canonical, roi)
         z0, z1 = geom.slices
@@ -359,7 +417,7 @@ class Preprocessor:
 
         def block(a: int) -> None:
             b = min(a + CHUNK_SLICES, z1)
-            scaled = self.scale(self._box_slices(canonical, geom, (a, b)))
+            scaled = self.scale(self._box_slices(canonical, geom, (a, b)), level)
             slices = self._to_model_grid(scaled, geom, "bilinear", fill=-1.0)
             out[a - z0 : b - z0] = slices.astype(self.config.store_dtype)
 
@@ -471,6 +529,23 @@ def organ_box(mask: np.ndarray) -> Box3D | None:
             return None
         lo_hi += [int(hits[0]), int(hits[-1]) + 1]
     return tuple(lo_hi)  # type: ignore[return-value]
+
+
+def organ_level(hu: np.ndarray, mask: np.ndarray, box: Box3D | None = None) -> float | None:
+    """The organ's level: median HU of ``hu`` where ``mask`` is true, rounded to a whole HU.
+
+    ``box`` (canonical, half-open) restricts both arrays to it first, so a caller holding the
+    organ's box pays for its voxels only, not the whole volume. None when the mask is empty.
+    The level of a ``window_level: organ`` config (:meth:`Preprocessor.hu_window`): from the
+    ground truth in ``prepare``, from stage 1's organ in a cascade.
+    """
+    if box is not None:
+        x0, x1, y0, y1, z0, z1 = box
+        hu, mask = hu[x0:x1, y0:y1, z0:z1], mask[x0:x1, y0:y1, z0:z1]
+    values = np.asarray(hu)[np.asarray(mask, dtype=bool)]
+    if values.size == 0:
+        return None
+    return float(np.round(np.median(values)))
 
 
 def expand_box(

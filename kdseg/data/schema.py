@@ -47,6 +47,6 @@ def check_data_info(path: str | os.PathLike, data: Any, where: str) -> dict[str,
         config = PreprocessConfig.from_dict(pre)
         if len(config.window) != 2 or config.window[0] >= config.window[1]:
             raise ValueError(f"window {config.window}")
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, InputError) as exc:
         raise InputError(path, f"{where}: unusable data.preprocess ({exc})") from None
     return dict(data)

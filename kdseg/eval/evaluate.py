@@ -22,7 +22,7 @@ from rich.table import Table
 
 from kdseg.data.io import check_pair, load_volume
 from kdseg.data.prepare import LABELS
-from kdseg.data.preprocess import organ_box
+from kdseg.data.preprocess import organ_box, organ_level
 from kdseg.data.sources import Case
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.inference import CascadePredictor, Predictor
@@ -64,14 +64,19 @@ def evaluate_cases(
 def _predict(predictor: Predictor | CascadePredictor, image: Any, truth: np.ndarray) -> np.ndarray:
     """The prediction to score. A stage-2 model alone (``preprocess.roi=organ``, no stage 1)
     is run in the reference organ's box, as in training without the jitter: an oracle stage 1,
-    so that stage-2 models compare on their own merit. A case without organ gets an empty
-    prediction. A cascade finds the box itself."""
+    so that stage-2 models compare on their own merit; a ``window_level: organ`` model gets
+    the reference organ's level too. A case without organ gets an empty prediction. A cascade
+    finds the box (and the level) itself."""
     if isinstance(predictor, CascadePredictor) or predictor.pre.config.roi != "organ":
         return predictor.predict(image)
-    box = organ_box(predictor.pre.reorient(image, truth) > 0)
+    organ = predictor.pre.reorient(image, truth) > 0
+    box = organ_box(organ)
     if box is None:
         return np.zeros(image.shape[:3], dtype=np.uint8, order="F")
-    return predictor.predict(image, roi=box)
+    level = None
+    if predictor.pre.config.window_level == "organ":
+        level = organ_level(predictor.pre.reorient(image), organ, box)
+    return predictor.predict(image, roi=box, level=level)
 
 
 def _paper_row(

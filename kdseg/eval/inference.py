@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.preprocess import Box3D, Geometry, PreprocessConfig, Preprocessor, organ_box
+from kdseg.data.preprocess import (
+    Box3D,
+    Geometry,
+    PreprocessConfig,
+    Preprocessor,
+    organ_box,
+    organ_level,
+)
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
 
@@ -239,11 +246,14 @@ class Predictor:
         img: nib.Nifti1Image,
         roi: Box3D | None = None,
         stats: dict[str, float] | None = None,
+        level: float | None = None,
     ) -> np.ndarray:
         """Dataset-label volume (uint8) on ``img``'s voxel grid (Fortran-ordered, like NIfTI).
 
         ``roi``: an organ box on the canonical grid; only its slices and box (plus the config's
-        margin) are predicted, everything else is background. The seconds spent in each step
+        margin) are predicted, everything else is background. ``level``: the organ's median HU
+        for a ``window_level: organ`` config (see
+        :meth:`~kdseg.data.preprocess.Preprocessor.hu_window`). The seconds spent in each step
         are kept in :attr:`timings` (``preprocess``, ``network``, ``restore``). ``stats``, when
         given, receives ``foreground_voxels`` and ``max_prob_sum``: the count of voxels decided
         foreground and the sum of their winning class probability (on the input's grid), from
@@ -254,7 +264,7 @@ class Predictor:
         out = np.zeros(img.shape, dtype=np.uint8, order="F")
         view = self.pre.reorient(img, out)
         assert np.shares_memory(view, out), "the canonical view must not be a copy"
-        self.predict_canonical(img, roi, stats, out=view)
+        self.predict_canonical(img, roi, stats, out=view, level=level)
         return out
 
     def predict_canonical(
@@ -263,13 +273,15 @@ class Predictor:
         roi: Box3D | None = None,
         stats: dict[str, float] | None = None,
         out: np.ndarray | None = None,
+        level: float | None = None,
     ) -> tuple[np.ndarray, Geometry]:
         """Dataset labels ``(X, Y, Z)`` on the canonical grid, and the geometry of the mapping.
 
         ``out``: a zeroed canonical ``(X, Y, Z)`` uint8 array (or view) to write them into.
+        ``roi`` and ``level``: as in :meth:`predict`.
         """
         clock = time.perf_counter()
-        slices, geom = self.pre.image(img, roi, threads=self.threads)
+        slices, geom = self.pre.image(img, roi, threads=self.threads, level=level)
         timings = {"preprocess": time.perf_counter() - clock, "network": 0.0, "restore": 0.0}
         x, y, z = geom.canonical_shape
         x0, _, y0, _ = geom.box
@@ -309,11 +321,15 @@ class Predictor:
         return out, geom
 
 
-def largest_component_box(mask: np.ndarray) -> tuple[Box3D | None, dict[str, Any]]:
+def largest_component_box(
+    mask: np.ndarray, hu: np.ndarray | None = None
+) -> tuple[Box3D | None, dict[str, Any]]:
     """Box of the largest 26-connected component of ``mask`` ``(X, Y, Z)``, and what was found.
 
     Components are labelled inside the bounding box of all of ``mask`` only: labelling a whole
-    512 x 512 x 200 volume takes seconds, the organ's box a fraction of that.
+    512 x 512 x 200 volume takes seconds, the organ's box a fraction of that. ``hu``: the
+    image on ``mask``'s grid; when given, ``organ_level_hu`` in what was found is the
+    component's level (:func:`~kdseg.data.preprocess.organ_level`), read inside the same box.
     """
     import cc3d  # components (cc3d imports in milliseconds, scipy.ndimage in half a second)
 
@@ -321,15 +337,15 @@ def largest_component_box(mask: np.ndarray) -> tuple[Box3D | None, dict[str, Any
     if outer is None:
         return None, {"organ_found": False, "components": 0, "organ_voxels": 0}
     x0, _, y0, _, z0, _ = outer
-    window = np.ascontiguousarray(
-        mask[outer[0] : outer[1], outer[2] : outer[3], outer[4] : outer[5]], dtype=bool
-    )
+    where = np.s_[outer[0] : outer[1], outer[2] : outer[3], outer[4] : outer[5]]
+    window = np.ascontiguousarray(mask[where], dtype=bool)
     components = cc3d.connected_components(window, connectivity=26)
     n = int(components.max())
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     best = int(sizes.argmax())
-    inner = organ_box(components == best)
+    largest = components == best
+    inner = organ_box(largest)
     assert inner is not None
     box = tuple(int(v + o) for v, o in zip(inner, (x0, x0, y0, y0, z0, z0), strict=True))
     info = {
@@ -339,6 +355,8 @@ def largest_component_box(mask: np.ndarray) -> tuple[Box3D | None, dict[str, Any
         "largest_component_voxels": int(sizes[best]),
         "box": list(box),
     }
+    if hu is not None:
+        info["organ_level_hu"] = organ_level(hu[where], largest)
     return box, info  # type: ignore[return-value]
 
 
@@ -351,6 +369,8 @@ class CascadePredictor:
     self-describing preprocessing of its checkpoint or artefact). Stage 2's labels are pasted
     back onto the input grid; outside the box everything is background. When stage 1 finds no
     organ the result is all background and :attr:`last` says so (the lesion report shows it).
+    A stage 2 with ``window_level: organ`` also gets the organ level, the median input HU
+    under stage 1's largest organ component; :attr:`last` records it as ``organ_level_hu``.
     """
 
     def __init__(self, stage1: Predictor, stage2: Predictor) -> None:
@@ -381,12 +401,14 @@ class CascadePredictor:
         return []
 
     def organ_roi(self, img: nib.Nifti1Image) -> tuple[Box3D | None, dict[str, Any]]:
-        """Stage 1 on ``img``: the organ box on stage 2's canonical grid, and what was found."""
+        """Stage 1 on ``img``: the organ box on stage 2's canonical grid, and what was found
+        (with ``organ_level_hu`` when stage 2's window is relative to the organ level)."""
         stage1, stage2 = self.stages
         organ, geom = stage1.predict_canonical(img)
         if stage1.pre.config.axcodes != stage2.pre.config.axcodes:
             organ = stage2.pre.reorient(img, stage1.pre.to_input_orientation(organ, geom))
-        return largest_component_box(organ > 0)
+        hu = stage2.pre.reorient(img) if stage2.pre.config.window_level == "organ" else None
+        return largest_component_box(organ > 0, hu)
 
     def predict(self, img: nib.Nifti1Image, stats: dict[str, float] | None = None) -> np.ndarray:
         """Dataset-label volume (uint8) on ``img``'s voxel grid, like :meth:`Predictor.predict`."""
@@ -397,7 +419,8 @@ class CascadePredictor:
         stage2 = self.stages[1]
         view = stage2.pre.reorient(img, out)
         assert np.shares_memory(view, out), "the canonical view must not be a copy"
-        _, geom = stage2.predict_canonical(img, roi=box, stats=stats, out=view)
+        level = self.last.get("organ_level_hu")
+        _, geom = stage2.predict_canonical(img, roi=box, stats=stats, out=view, level=level)
 
         if geom.crop_size is not None:  # a fixed model grid can be smaller than the box
             lost = [max(r - c, 0) for r, c in zip(geom.resized, geom.crop_size, strict=True)]
