@@ -50,6 +50,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,20 @@ NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist
 SELECT_SEED = 1
 ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
 PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What differs between study protocols: the experiment config (``conf/experiment/<name>``
+    and ``<name>_distill``), the phantoms, and overrides of the teachers' training only."""
+
+    experiment: str
+    phantom: dict = field(default_factory=lambda: dict(PHANTOM))
+    teacher_overrides: tuple[str, ...] = ()
+
+
+#: every protocol the script can run, each fixed in docs/study.md before its distillation runs
+PROTOCOLS = {"v3": Protocol(EXPERIMENT)}
 STAGES = (
     "data",
     "teachers",
@@ -91,6 +106,7 @@ class Study:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.dir = Path(args.dir).resolve()
+        self.protocol: Protocol = PROTOCOLS[args.protocol]
         self.data = self.dir / "data" / "lits"
         self.runs = self.dir / "runs"
         self.seeds: list[int] = args.seeds
@@ -149,6 +165,7 @@ class Study:
         experiment: str,
         sweeps: dict[str, Sequence],
         run_names: Iterable[str],
+        extra: Sequence[str] = (),
     ) -> None:
         """One Hydra multirun into ``runs/<stage>``; skipped when every run has its summary.
 
@@ -170,6 +187,7 @@ class Study:
             f"experiment={experiment}",
             *self.common,
             *grid,
+            *extra,
             f"hydra.sweep.dir={out}",
             *self.hydra_extra,
         )
@@ -184,7 +202,7 @@ class Study:
         self.sweep(
             "distill",
             stage,
-            f"{EXPERIMENT}_distill",
+            f"{self.protocol.experiment}_distill",
             {
                 "teacher.name": [TEACHER],
                 "student": [student],
@@ -196,14 +214,22 @@ class Study:
             names,
         )
 
-    def train_sweep(self, stage: str, model: str, width: float, seeds: Sequence[int]) -> None:
+    def train_sweep(
+        self,
+        stage: str,
+        model: str,
+        width: float,
+        seeds: Sequence[int],
+        extra: Sequence[str] = (),
+    ) -> None:
         names = [f"{model}-w{width}-s{s}" for s in seeds]
         self.sweep(
             "train",
             stage,
-            EXPERIMENT,
+            self.protocol.experiment,
             {"model": [model], "model.width": [width], "seed": seeds},
             names,
+            extra,
         )
 
     def run_dirs(self) -> list[Path]:
@@ -225,7 +251,7 @@ class Study:
             self.run,
             "eval",
             "-m",
-            f"experiment={EXPERIMENT}",
+            f"experiment={self.protocol.experiment}",
             *self.common,
             f"split={split}",
             f"ckpt={','.join(str(c) for c in todo)}",
@@ -240,21 +266,24 @@ class Study:
             print("[study] data: present, skipped", flush=True)
             return
 
+        phantom = self.protocol.phantom
+
         def make() -> None:
             self.run(
                 "phantom",
                 "dataset=lits",
                 f"root={self.data}",
-                f"n_cases={PHANTOM['n_cases']}",
-                f"seed={PHANTOM['seed']}",
-                f"params={PHANTOM['params']}",
+                f"n_cases={phantom['n_cases']}",
+                f"seed={phantom['seed']}",
+                f"params={phantom['params']}",
             )
-            self.run("prepare", f"experiment={EXPERIMENT}", *self.common)
+            self.run("prepare", f"experiment={self.protocol.experiment}", *self.common)
 
-        self.timed("data", PHANTOM["n_cases"], make)
+        self.timed("data", phantom["n_cases"], make)
 
     def stage_teachers(self) -> None:
-        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, self.seeds)
+        overrides = self.protocol.teacher_overrides
+        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, self.seeds, overrides)
 
     def stage_students(self) -> None:
         self.train_sweep("students", STUDENT, STUDENT_WIDTH, self.seeds)
@@ -301,7 +330,8 @@ class Study:
     def stage_step_cost(self) -> None:
         """Time a plain student step and a distillation step on the same batch (in-process)."""
         result = {
-            m: step_cost(self.runs, STUDENT, m) for m in ("emkd", self.selected, "kd", "at", "cwd")
+            m: step_cost(self.runs, STUDENT, m, experiment=self.protocol.experiment)
+            for m in ("emkd", self.selected, "kd", "at", "cwd")
         }
         self.timings["step_cost"] = result
         self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
@@ -309,7 +339,12 @@ class Study:
 
 
 def step_cost(
-    runs: Path, student: str, method: str = "emkd", repeats: int = 8, threads: int = 1
+    runs: Path,
+    student: str,
+    method: str = "emkd",
+    repeats: int = 8,
+    threads: int = 1,
+    experiment: str = EXPERIMENT,
 ) -> dict[str, float]:
     """Median seconds per training step (forward, loss, backward, Adam) of the same student on
     the same batch: alone (``SegmentationModule``) and distilled with EMKD (``DistillationModule``).
@@ -339,7 +374,7 @@ def step_cost(
             compose(
                 "distill",
                 overrides=[
-                    f"experiment={EXPERIMENT}_distill",
+                    f"experiment={experiment}_distill",
                     f"data.root={data_root}",
                     f"teacher.ckpt={ckpt}",
                     f"student={student}",
@@ -399,6 +434,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=lambda t: [int(s) for s in csv(t)], default=list(SEEDS))
     parser.add_argument(
         "--jobs", type=int, default=2, help="runs at a time (joblib launcher; 1: one by one)"
+    )
+    parser.add_argument(
+        "--protocol", choices=sorted(PROTOCOLS), default="v3", help="docs/study.md, Protocol vN"
     )
     parser.add_argument("--fresh", action="store_true", help="delete the study folder first")
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
