@@ -50,8 +50,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -72,13 +72,12 @@ ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad",
 PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
 
 
-@dataclass(frozen=True)
-class Protocol:
+class Protocol(NamedTuple):
     """What differs between study protocols: the experiment config (``conf/experiment/<name>``
     and ``<name>_distill``), the phantoms, and overrides of the teachers' training only."""
 
     experiment: str
-    phantom: dict = field(default_factory=lambda: dict(PHANTOM))
+    phantom: dict = PHANTOM  # (never mutated)
     teacher_overrides: tuple[str, ...] = ()
 
 
