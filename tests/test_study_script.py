@@ -41,3 +41,25 @@ def test_select_picks_the_best_validation_tumor_dice(tmp_path: Path, monkeypatch
     selection = json.loads(study.selection_file.read_text())
     assert selection["selected"] == best == study.selected
     assert selection["val_tumor_dice"] == scores
+
+
+def test_unlabeled_study_v2_commands(tmp_path: Path, monkeypatch) -> None:
+    """Protocol v2 of the unlabeled study: the teacher is a cascade whose stage 1 is the
+    student-alone run, its stage 2 trains at the organ-window ROI setting, and every student
+    row runs at the 96 x 96 single-stage grid for 1,024 steps."""
+    spec = importlib.util.spec_from_file_location(
+        "unlabeled_study", ROOT / "scripts" / "unlabeled_study.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    study = module.StudyV2(module.parse_args(["--dir", str(tmp_path), "--protocol", "v2"]))
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
+    study.train("teacher", 2, module.TEACHER)
+    assert calls[0][0] == calls[1][0] == "train"
+    assert "data.preprocess={body_crop: true, in_plane_size: [96, 96]}" in calls[0]
+    assert "trainer.max_steps=1024" in calls[0] and "model=enet" in calls[0]
+    assert {"data.preprocess.window_level=organ", "optim.lr=1e-3", "model=raunet"} <= set(calls[1])
+    stage1 = tmp_path / "runs" / "alone" / "s2" / "checkpoints" / "best.ckpt"
+    stage2 = tmp_path / "runs" / "teacher" / "s2" / "checkpoints" / "best.ckpt"
+    assert study.teacher_ckpt(2) == f"[{stage1},{stage2}]"
