@@ -156,6 +156,10 @@ class Study:
     def teacher_ckpt(self, seed: int) -> Path:
         return self.runs / "teacher" / f"s{seed}" / "checkpoints" / "best.ckpt"
 
+    def soft_teacher(self, seed: int) -> str:
+        """The soft row's teacher override: the live teacher checkpoint."""
+        return f"teacher.ckpt={self.teacher_ckpt(seed)}"
+
     def soft(self, seed: int) -> Path:
         out = self.runs / "soft" / f"s{seed}"
         if not (out / "summary.json").exists():
@@ -163,7 +167,7 @@ class Study:
                 "distill",
                 *self.protocol,
                 f"data.root={self.labeled}",
-                f"teacher.ckpt={self.teacher_ckpt(seed)}",
+                self.soft_teacher(seed),
                 f"student={STUDENT[0]}",
                 f"student.width={STUDENT[1]}",
                 "distill=kd",
@@ -376,23 +380,9 @@ class StudyV2(Study):
         (folder / "dataset.json").write_text((on_train / "dataset.json").read_text())
         return folder
 
-    def soft(self, seed: int) -> Path:
-        out = self.runs / "soft" / f"s{seed}"
-        if not (out / "summary.json").exists():
-            self.run(
-                "distill",
-                *self.protocol,
-                f"data.root={self.labeled}",
-                f"teacher.predictions={self.predictions(seed)}",
-                f"student={STUDENT[0]}",
-                f"student.width={STUDENT[1]}",
-                "distill=kd",
-                f"seed={seed}",
-                f"data.unlabeled_root={self.unlabeled}",
-                f"data.unlabeled_fraction={UNLABELED_FRACTION}",
-                f"hydra.run.dir={out}",
-            )
-        return out
+    def soft_teacher(self, seed: int) -> str:
+        """Stored labels: the cascade cannot run on the student's grid as a live teacher."""
+        return f"teacher.predictions={self.predictions(seed)}"
 
     def evaluate(self, run: Path) -> dict:
         summary = run / EVAL_DIR / "summary.json"

@@ -63,3 +63,7 @@ def test_unlabeled_study_v2_commands(tmp_path: Path, monkeypatch) -> None:
     stage1 = tmp_path / "runs" / "alone" / "s2" / "checkpoints" / "best.ckpt"
     stage2 = tmp_path / "runs" / "teacher" / "s2" / "checkpoints" / "best.ckpt"
     assert study.teacher_ckpt(2) == f"[{stage1},{stage2}]"
+    monkeypatch.setattr(study, "predictions", lambda seed: tmp_path / "labels")
+    study.soft(2)
+    assert calls[-1][0] == "distill" and f"teacher.predictions={tmp_path / 'labels'}" in calls[-1]
+    assert "distill=kd" in calls[-1] and "trainer.max_steps=1024" in calls[-1]
