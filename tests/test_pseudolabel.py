@@ -58,7 +58,7 @@ def test_pseudolabel_round_trip_filter_and_training(
     assert confidences[0] < confidences[-1], confidences
     cut = (confidences[0] + confidences[-1]) / 2
     filtered = tmp_path / "filtered"
-    kdseg(
+    done = kdseg(
         "pseudolabel",
         f"ckpt={ckpt}",
         f"input={scans}",
@@ -66,6 +66,7 @@ def test_pseudolabel_round_trip_filter_and_training(
         f"min_confidence={cut}",
         "flip_check=false",
     )
+    assert "flip Dice not checked" in done.stdout and "nan" not in done.stdout
     again = read_table(filtered / "confidence.csv")
     kept = {r["case_id"] for r in again if r["kept"] == "True"}
     assert kept == {r["case_id"] for r in rows if float(r["mean_max_prob"]) >= cut}

@@ -26,8 +26,9 @@ def main(cfg: DictConfig) -> None:
     ):
         total += 1
         kept += bool(row["kept"])
+        flip = "not checked" if not cfg.flip_check else f"{row['flip_dice']:.3f}"
         print(
             f"{row['case_id']}: confidence {row['mean_max_prob']:.3f}, "
-            f"flip Dice {row['flip_dice']:.3f}, {'kept' if row['kept'] else 'filtered out'}"
+            f"flip Dice {flip}, {'kept' if row['kept'] else 'filtered out'}"
         )
     print(f"{kept}/{total} case(s) kept in {cfg.output} (table: {cfg.output}/{CSV_NAME})")
