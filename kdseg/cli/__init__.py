@@ -145,21 +145,16 @@ def build_predictor(
         bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend, threads)
         if backend not in BACKENDS:  # compile / aoti live in the deployment layer, with torch
             import kdseg.deploy.backends  # noqa: F401
-        try:
-            predictor = Predictor.from_bundle(
-                bundle,
-                backend=backend,
-                artifact=artifact,
-                threads=threads,
-                batch_size=batch_size,
-                threshold=threshold if i == n - 1 else None,
-                progress=progress,
-            )
-        except Exception as exc:
-            if not artifact or not type(exc).__module__.startswith("onnxruntime"):
-                raise
-            first = " ".join(str(exc).split())[:300]
-            raise InputError(artifact, f"ONNX Runtime cannot load it ({first})") from None
+        # (ONNX Runtime's load errors become one InputError in inference.onnx_session)
+        predictor = Predictor.from_bundle(
+            bundle,
+            backend=backend,
+            artifact=artifact,
+            threads=threads,
+            batch_size=batch_size,
+            threshold=threshold if i == n - 1 else None,
+            progress=progress,
+        )
         stages.append((predictor, bundle, backend, artifact))
     if n == 1:
         return stages[0]
