@@ -51,7 +51,7 @@ high-resolution teacher into a small low-resolution student; v2 does that:
 
 Scoring, seeds and the gap-closed column are v1's.
 
-**Protocol v3** (``--protocol v3``; written 2026-12-01 21:40 UTC, before any v3 run). In v2 the
+**Protocol v3** (``--protocol v3``; written 2026-12-01 21:33 UTC, before any v3 run). In v2 the
 cascade teacher was no better than the student alone (organ 0.872 against 0.877) and no row
 learned tumors, so its gap could not be scored. v3 changes two things, both from the phantom
 study's pilot P11 (docs/study.md), where a RA-UNet w0.5 stage 2 with the organ window reached

@@ -1,5 +1,5 @@
 #!/bin/bash
-# v4 pilot P12 (2026-12-01, written 21:35 UTC, after P11's results and before P12 ran; no
+# v4 pilot P12 (2026-12-01, written 21:31 UTC, after P11's results and before P12 ran; no
 # distillation run has ever been scored on a test split). P11 (same data, same preprocessing)
 # measured on the 12 test cases: ENet w0.25 alone 0.284 tumor Dice per case; RA-UNet w0.5
 # 0.366 at 2,048 steps, 0.399 at 4,096 steps (gap 0.08 / 0.115; teacher below 0.5): the
