@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -117,6 +118,21 @@ def test_contrast_knob_keeps_anatomy() -> None:
     assert [t["voxels"] for t in truth_a["tumors"]] == [t["voxels"] for t in truth_b["tumors"]]
 
 
+def test_tumor_depth_keeps_tumors_whole_and_the_organ_as_it_was() -> None:
+    """tumor_depth=1 draws centres a radius deep: rim slivers go, the organ's outline stays."""
+    cfg = small(p_no_tumor=0.0, max_tumors=2, tumor_mm_range=(15.0, 30.0))
+    kept: dict[float, list[float]] = {0.0: [], 1.0: []}
+    organs: dict[float, list[np.ndarray]] = {0.0: [], 1.0: []}
+    for depth, seed in itertools.product(kept, range(4)):
+        _, label, truth = generate_case(replace(cfg, tumor_depth=depth), seed)
+        organs[depth].append(np.asarray(label.dataobj) > 0)
+        volume = float(np.prod(truth["spacing"]))
+        for t in truth["tumors"]:  # the share of its ellipsoid's volume a tumor keeps
+            kept[depth].append(t["voxels"] * volume / (np.pi / 6 * t["diameter_mm"] ** 3))
+    assert all(np.array_equal(a, b) for a, b in zip(organs[0.0], organs[1.0], strict=True))
+    assert np.median(kept[1.0]) > 1.3 * np.median(kept[0.0])  # measured: 0.72 against 0.48
+
+
 def test_write_lits_layout_truth_and_idempotence(tmp_path) -> None:
     cfg = small("lits", p_no_tumor=0.0)
     paths = write_dataset(tmp_path, cfg, n_cases=2, seed=3, progress=False)
@@ -165,7 +181,13 @@ def test_rewrites_a_case_whose_file_is_missing(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"dataset": "brats"}, {"size_range": (64, 32)}, {"flip_prob": 1.5}, {"noise_hu": -1.0}],
+    [
+        {"dataset": "brats"},
+        {"size_range": (64, 32)},
+        {"flip_prob": 1.5},
+        {"noise_hu": -1.0},
+        {"tumor_depth": -0.5},
+    ],
 )
 def test_bad_config_is_an_input_error(overrides: dict) -> None:
     with pytest.raises(InputError):

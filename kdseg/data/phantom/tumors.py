@@ -8,18 +8,33 @@ change the anatomy of a seed). :func:`_paint_tumors` returns the truth records o
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from kdseg.data.phantom.config import TARGET_TISSUE, PhantomConfig, Tissue
 from kdseg.data.phantom.geometry import Box, Grid, Volume, _blob
 from kdseg.data.phantom.sampling import Intensities, _bumps, _log_uniform, _rotation
 
 
-def _organ_voxels(vol: Volume, box: Box, tissue: Tissue, side: int = 0) -> np.ndarray:
+def _organ_voxels(
+    vol: Volume,
+    box: Box,
+    tissue: Tissue,
+    side: int = 0,
+    depth_mm: float = 0.0,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
     """Flat indices (into ``box``) of the voxels of ``tissue``; ``side`` +1 / -1 keeps only the
-    patient's right (x > 0) / left half."""
-    mask = vol.tissue[box.index] == tissue
+    patient's right (x > 0) / left half. ``depth_mm`` > 0 keeps the voxels at least that far
+    from anything that is neither ``tissue`` nor tumor (or, where none is, the deepest ones)."""
+    here = vol.tissue[box.index]
+    mask = here == tissue
     if side:
         mask &= (box.x * side) > 0
+    if depth_mm > 0 and mask.any():
+        inside = np.pad(mask | (here == Tissue.TUMOR), 1)  # the box's faces count as outside
+        depth = ndimage.distance_transform_edt(inside, sampling=spacing)[1:-1, 1:-1, 1:-1]
+        depth = np.where(mask, depth, 0.0)
+        mask &= depth >= min(depth_mm, float(depth.max()))
     return np.flatnonzero(mask)
 
 
@@ -55,7 +70,12 @@ def _paint_tumors(
         pick = rng.random()
         name = "liver" if side == 0 else ("right_kidney" if side > 0 else "left_kidney")
         box = organ_boxes.get(name)
-        candidates = _organ_voxels(vol, box, organ, side) if box is not None else np.empty(0, int)
+        depth_mm = cfg.tumor_depth * diameter / 2
+        candidates = (
+            _organ_voxels(vol, box, organ, side, depth_mm, grid.spacing)
+            if box is not None
+            else np.empty(0, int)
+        )
         if len(candidates) == 0:
             continue
         i, j, k = np.unravel_index(candidates[int(pick * len(candidates))], box.shape)
