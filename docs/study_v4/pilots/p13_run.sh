@@ -1,5 +1,5 @@
 #!/bin/bash
-# v4 pilot P13 (2026-12-01, written 21:40 UTC, before P12 had a result and before P13 ran; no
+# v4 pilot P13 (2026-12-01, written 21:36 UTC, before P12 had a result and before P13 ran; no
 # distillation run has ever been scored on a test split). P11 lost two of its 12 test cases to
 # rim slivers: tumors of 24-27 mm clipped by the liver to 140-179 voxels, which no model finds
 # (Dice 0.00 for every network). The generator's new knob tumor_depth=1 (commit 391ab16) draws
