@@ -344,6 +344,7 @@ def step_cost(
     repeats: int = 8,
     threads: int = 1,
     experiment: str = EXPERIMENT,
+    overrides: Sequence[str] = (),
 ) -> dict[str, float]:
     """Median seconds per training step (forward, loss, backward, Adam) of the same student on
     the same batch: alone (``SegmentationModule``) and distilled with EMKD (``DistillationModule``).
@@ -379,6 +380,7 @@ def step_cost(
                     f"student={student}",
                     f"student.width={STUDENT_WIDTH}",
                     f"distill={method}",
+                    *overrides,
                 ],
             )
         )
