@@ -67,3 +67,25 @@ def test_unlabeled_study_v2_commands(tmp_path: Path, monkeypatch) -> None:
     study.soft(2)
     assert calls[-1][0] == "distill" and f"teacher.predictions={tmp_path / 'labels'}" in calls[-1]
     assert "distill=kd" in calls[-1] and "trainer.max_steps=1024" in calls[-1]
+
+
+def test_unlabeled_study_v3_is_v2_on_whole_15_50_mm_tumors(tmp_path: Path, monkeypatch) -> None:
+    """Protocol v3: v2's rows, phantoms with 15-50 mm tumors, a 2,048-step stage 2."""
+    spec = importlib.util.spec_from_file_location(
+        "unlabeled_study", ROOT / "scripts" / "unlabeled_study.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v3", "--pilot"])
+    study = module.PROTOCOLS[args.protocol](args)
+    assert isinstance(study, module.StudyV2) and study.pilot
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
+    study.train("teacher", 1, module.TEACHER)
+    assert "trainer.max_epochs=32" in calls[1] and "trainer.max_epochs=32" not in calls[0]
+    monkeypatch.setattr(module.os, "symlink", lambda *a: None)
+    study.labeled.mkdir(parents=True)  # kdseg-phantom (not run here) would make it
+    study.data()
+    phantoms = [c for c in calls if c[0] == "phantom"]
+    assert len(phantoms) == 2
+    assert all("params={tumor_mm_range: [15, 50]}" in c for c in phantoms)
