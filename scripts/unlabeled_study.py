@@ -107,7 +107,7 @@ class Study:
         self.seeds: list[int] = args.seeds
         self.steps: int | None = args.steps
         self.log = self.dir / "commands.log"
-        self.pilot: bool = getattr(args, "pilot", False)
+        self.pilot: bool = args.pilot
 
     def run(self, command: str, *args: str) -> None:
         """Run one kdseg console script, echoed and logged, failing the study if it fails."""
@@ -268,6 +268,10 @@ class Study:
     def main(self) -> None:
         started = time.perf_counter()
         self.data()
+        if self.pilot:
+            for seed in self.seeds:
+                self.report_pilot(seed)
+            return
         scores: dict[str, dict[int, dict]] = {r: {} for r in ROWS}
         inits: dict[str, dict[int, str | None]] = {r: {} for r in ROWS}
         for seed in self.seeds:
@@ -275,9 +279,6 @@ class Study:
                 "teacher": self.train("teacher", seed, TEACHER),
                 "alone": self.train("alone", seed, STUDENT),
             }
-            if self.pilot:
-                self.report_pilot(seed, {row: self.evaluate(run) for row, run in runs.items()})
-                continue
             runs["soft"] = self.soft(seed)
             runs["pseudo"] = self.hard(seed, filtered=False)
             runs["filtered"] = self.hard(seed, filtered=True)
@@ -285,18 +286,21 @@ class Study:
                 scores[row][seed] = self.evaluate(run)
                 summary = json.loads((run / "summary.json").read_text())
                 inits[row][seed] = summary.get("init_weights_sha256")
-        if self.pilot:
-            return
         table = results_table(scores, inits, self.seeds) + self.pseudo_quality()
         table += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
         (self.dir / "results.md").write_text(table)
         (self.dir / "results.json").write_text(json.dumps(scores, indent=1, default=float))
         print(table)
 
-    def report_pilot(self, seed: int, scores: dict[str, dict]) -> None:
+    def report_pilot(self, seed: int) -> None:
         """``--pilot``: the teacher and the student alone only (no distillation), test Dice."""
+        runs = {
+            "teacher": self.train("teacher", seed, TEACHER),
+            "alone": self.train("alone", seed, STUDENT),
+        }
         lines = [f"pilot, seed {seed}: test Dice over {N_TEST} cases (dice_mean, as the table)"]
-        for row, summary in scores.items():
+        for row, run in runs.items():
+            summary = self.evaluate(run)
             lines.append(
                 f"  {row}: organ {_dice(summary, 'organ'):.3f}, tumor {_dice(summary, 'tumor'):.3f}"
             )
