@@ -5,7 +5,7 @@ Stages, each ONE Hydra multirun (``-m``; ``--jobs`` runs at a time), because a s
 previous one's checkpoints and Hydra cannot chain sweeps:
 
     data        kdseg-phantom (LiTS-like) + kdseg-prepare
-    teachers    kdseg-train   -m model=raunet (width 0.5)                 x 5 seeds
+    teachers    kdseg-train   -m model=raunet (width 0.5)       x 5 seeds (v4: seed 1 only)
     students    kdseg-train   -m model=enet x 5 seeds, mobilenetv2 x 3 seeds   (students alone)
     options     kdseg-distill -m the new (beyond-the-paper) options, seed 1, raunet -> enet
     select      kdseg-eval split=val of the options; the best by validation tumor Dice
@@ -19,7 +19,8 @@ previous one's checkpoints and Hydra cannot chain sweeps:
 Under kdseg's seeding the run of seed s with a teacher and the run of seed s without one start
 from bit-identical student weights and see the same batches (``init_weights_sha256`` in each
 ``summary.json``): every seed is a paired comparison, and the report gives the per-seed
-difference with a 95% interval. The distilled run of seed s learns from the teacher of seed s.
+difference with a 95% interval. In v3 the distilled run of seed s learns from the teacher of
+seed s; in v4 every distilled run learns from the one seed-1 teacher (``study.teacher_seed=1``).
 
 The protocol is ``conf/experiment/phantom_study_v3.yaml`` (+ ``phantom_study_v3_distill.yaml``)
 and the constants below, fixed from pilots of the teacher and of the student alone before any
@@ -27,6 +28,15 @@ distillation run (docs/study.md, "Protocol v3"). A stage whose runs all have a
 ``summary.json`` is skipped, and a half-finished run resumes from its ``last.ckpt``, so rerunning
 the command after an interruption continues where it stopped. Wall times per stage go to
 ``<study>/timings.json``.
+
+``--protocol v4`` is the design fixed in ``docs/study_v4/pilots/p14_run.sh`` before pilot P14
+ran (to be run only if P14 passes that file's rule): P13's phantoms (60 cases, 15-50 mm
+tumors, ``tumor_depth: 1``), the organ window [-100, 100] on every command that builds data
+(prepare, train, distill, eval), ONE RA-UNet teacher (seed 1, Adam 1e-3, 8,192 steps) shared
+by every student seed; students, methods and seeds as in v3. ``--teacher-from RUN`` copies a
+finished teacher run in instead of training it, and ``--data-from DIR`` a phantom folder
+instead of regenerating it, each only after checking that it is what the stage would have made
+(the run's ``config.yaml``; the folder's ``phantom_truth.json``).
 
     python scripts/phantom_study.py                       # everything, into .study/
     python scripts/phantom_study.py --stages data,teachers,students   # a subset
@@ -70,19 +80,56 @@ NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist
 SELECT_SEED = 1
 ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
 PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
+#: v4's phantoms (pilots P13, P14): 60 cases (split 42 / 6 / 12), whole 15-50 mm tumors
+PHANTOM_V4 = {"n_cases": 60, "seed": 0, "params": "{tumor_mm_range: [15, 50], tumor_depth: 1}"}
 
 
 class Protocol(NamedTuple):
-    """What differs between study protocols: the experiment config (``conf/experiment/<name>``
-    and ``<name>_distill``), the phantoms, and overrides of the teachers' training only."""
+    """What differs between study protocols.
+
+    ``experiment``: the experiment config (``conf/experiment/<name>`` and ``<name>_distill``).
+    ``phantom``: kdseg-phantom's ``n_cases``, ``seed`` and ``params`` (never mutated).
+    ``teacher_overrides``: overrides of the teachers' training only.
+    ``overrides``: overrides of every command that builds data from the phantoms (kdseg-prepare,
+    every kdseg-train, kdseg-distill and kdseg-eval, and the step-cost stage's config), e.g. the
+    preprocessing.
+    ``teacher_seed``: None, one teacher per seed, the student of seed s learning from the teacher
+    of seed s; a seed, ONE teacher (the teachers stage trains that seed only) shared by every
+    distillation run (``study.teacher_seed``).
+    """
 
     experiment: str
-    phantom: dict = PHANTOM  # (never mutated)
+    phantom: dict = PHANTOM
     teacher_overrides: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    teacher_seed: int | None = None
 
 
 #: every protocol the script can run, each fixed in docs/study.md before its distillation runs
-PROTOCOLS = {"v3": Protocol(EXPERIMENT)}
+PROTOCOLS = {
+    "v3": Protocol(EXPERIMENT),
+    # docs/study_v4/pilots/p14_run.sh: P14's setting, its design written before P14 ran
+    "v4": Protocol(
+        EXPERIMENT,
+        PHANTOM_V4,
+        teacher_overrides=("optim.lr=1e-3", "trainer.max_epochs=128"),  # 8,192 steps
+        overrides=("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]"),
+        teacher_seed=1,
+    ),
+}
+#: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
+#: below them, except the paths in RUN_PATH_KEYS (paths.* and hydra.* are never compared)
+RUN_KEYS = (
+    "seed",
+    "model",
+    "optim",
+    "loss",
+    "data",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "checkpoint.monitor",
+)
+RUN_PATH_KEYS = ("data.root", "data.cache_root", "data.num_workers", "data.prepare_workers")
 STAGES = (
     "data",
     "teachers",
@@ -122,6 +169,20 @@ class Study:
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
         )
         self.selection_file = self.dir / "selection.json"
+        #: non-Hydra overrides among --hydra: they reach every multirun, so a reused teacher too
+        self.hydra_job: list[str] = [
+            a for a in args.hydra if not a.lstrip("+~").startswith("hydra")
+        ]
+        self.teacher_from: dict[int, Path] = {}
+        for path in getattr(args, "teacher_from", None) or []:
+            seed = self.check_teacher_run(Path(path))
+            if seed in self.teacher_from:
+                raise SystemExit(f"phantom_study: two --teacher-from runs of seed {seed}")
+            self.teacher_from[seed] = Path(path).resolve()
+        self.data_from: Path | None = None
+        if getattr(args, "data_from", None):
+            self.data_from = Path(args.data_from).resolve()
+            self.check_phantoms(self.data_from)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -134,6 +195,86 @@ class Study:
         if not self.selection_file.exists():
             raise SystemExit("phantom_study: run the options and select stages first")
         return json.loads(self.selection_file.read_text())["selected"]
+
+    @property
+    def teacher_seeds(self) -> list[int]:
+        """The seeds the teachers stage trains: every seed, or the protocol's one teacher."""
+        seed = self.protocol.teacher_seed
+        return self.seeds if seed is None else [seed]
+
+    def teacher_config(self, seed: int) -> dict:
+        """The resolved config the teachers stage trains the teacher of ``seed`` with."""
+        from hydra import compose, initialize_config_dir
+
+        import kdseg.config  # noqa: F401
+        from kdseg.cli import CONFIG_PATH, to_dict
+
+        overrides = [
+            f"experiment={self.protocol.experiment}",
+            *self.common,
+            *self.protocol.overrides,
+            f"model={TEACHER}",
+            f"model.width={TEACHER_WIDTH}",
+            f"seed={seed}",
+            *self.protocol.teacher_overrides,
+            *self.hydra_job,
+        ]
+        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+            return to_dict(compose("train", overrides=overrides))
+
+    def check_teacher_run(self, run: Path) -> int:
+        """The seed of a finished teacher run folder that trained exactly what the teachers
+        stage would train (:data:`RUN_KEYS`); a one-line SystemExit otherwise."""
+        from omegaconf import OmegaConf
+
+        where = f"phantom_study: --teacher-from {run}"
+        for name in ("checkpoints/best.ckpt", "config.yaml", "summary.json"):
+            if not (run / name).is_file():
+                raise SystemExit(f"{where}: no {name}; a finished run folder is needed")
+        saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+        seed = saved.get("seed")
+        if seed not in self.teacher_seeds:
+            raise SystemExit(f"{where}: seed {seed} is not a teacher seed {self.teacher_seeds}")
+        diff = config_diff(self.teacher_config(seed), saved)
+        if diff:
+            raise SystemExit(
+                f"{where}: its config.yaml differs from the teacher this study trains: "
+                + "; ".join(diff)
+            )
+        return seed
+
+    def check_phantoms(self, root: Path) -> None:
+        """Refuse (one-line SystemExit) a data folder whose phantoms are not the protocol's:
+        ``phantom_truth.json`` records each case's seed and config digest (kdseg-phantom)."""
+        import yaml
+
+        from kdseg.data.phantom import PhantomConfig, case_files, case_id, case_seed
+        from kdseg.data.phantom.config import TRUTH_FILE
+        from kdseg.data.phantom.dataset import _config_digest
+
+        where = f"phantom_study: --data-from {root}"
+        if not (root / TRUTH_FILE).is_file():
+            raise SystemExit(f"{where}: no {TRUTH_FILE}; not a kdseg-phantom folder")
+        truth = json.loads((root / TRUTH_FILE).read_text())
+        phantom = self.protocol.phantom
+        params = yaml.safe_load(phantom["params"]) or {}
+        config = PhantomConfig(
+            dataset="lits", **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        )
+        digest, n = _config_digest(config), int(phantom["n_cases"])
+        expected = {case_id("lits", i): case_seed(int(phantom["seed"]), i) for i in range(n)}
+        volumes = {p.name for p in root.glob("volume-*.nii.gz")}
+        if set(truth) != set(expected) or len(volumes) != n:
+            raise SystemExit(f"{where}: {len(truth)} recorded / {len(volumes)} cases, not {n}")
+        for i, (key, seed) in enumerate(expected.items()):
+            entry = truth[key]
+            if entry.get("seed") != seed or entry.get("config") != digest:
+                raise SystemExit(
+                    f"{where}: {key} was drawn with seed {entry.get('seed')} and config "
+                    f"{entry.get('config')}, not seed {seed} and {digest} (params {params})"
+                )
+            if not all(p.is_file() for p in case_files(root, "lits", i)):
+                raise SystemExit(f"{where}: {key}'s files are missing")
 
     def run(self, command: str, *args: str) -> None:
         """Run one kdseg console script, echoed, failing the study if it fails."""
@@ -185,6 +326,7 @@ class Study:
             "-m",
             f"experiment={experiment}",
             *self.common,
+            *self.protocol.overrides,
             *grid,
             *extra,
             f"hydra.sweep.dir={out}",
@@ -211,6 +353,7 @@ class Study:
                 "study.teacher_width": [TEACHER_WIDTH],
             },
             names,
+            teacher_seed_override(self.protocol.teacher_seed),
         )
 
     def train_sweep(
@@ -252,6 +395,7 @@ class Study:
             "-m",
             f"experiment={self.protocol.experiment}",
             *self.common,
+            *self.protocol.overrides,
             f"split={split}",
             f"ckpt={','.join(str(c) for c in todo)}",
             f"hydra.sweep.dir={self.dir / f'.eval-sweep-{split}'}",
@@ -266,6 +410,14 @@ class Study:
             return
 
         phantom = self.protocol.phantom
+        if self.data_from is not None:  # checked in __init__; kdseg-phantom below redraws nothing
+            print(f"[study] data: copying {self.data_from}", flush=True)
+            shutil.copytree(
+                self.data_from,
+                self.data,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("kdseg_split.json"),  # kdseg-prepare remakes it
+            )
 
         def make() -> None:
             self.run(
@@ -276,13 +428,37 @@ class Study:
                 f"seed={phantom['seed']}",
                 f"params={phantom['params']}",
             )
-            self.run("prepare", f"experiment={self.protocol.experiment}", *self.common)
+            self.run(
+                "prepare",
+                f"experiment={self.protocol.experiment}",
+                *self.common,
+                *self.protocol.overrides,
+            )
 
         self.timed("data", phantom["n_cases"], make)
 
     def stage_teachers(self) -> None:
+        """Train the teachers; a ``--teacher-from`` run is copied in instead (checked in
+        ``__init__``), and the sweep then covers only the seeds still missing."""
+        out = self.runs / "teachers"
+        for seed, source in self.teacher_from.items():
+            target = out / f"{TEACHER}-w{TEACHER_WIDTH}-s{seed}"
+            if (target / "summary.json").exists():
+                print(f"[study] teachers: {target.name} present, not copied", flush=True)
+                continue
+            if target.exists():
+                raise SystemExit(f"phantom_study: {target} holds an unfinished run; remove it")
+            print(f"[study] teachers: {target.name} copied from {source}", flush=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("eval-*"))
+            (target / "copied_from.txt").write_text(f"{source}\n")
+        seeds = self.teacher_seeds
+        missing = [
+            s
+            for s in seeds
+            if not (out / f"{TEACHER}-w{TEACHER_WIDTH}-s{s}" / "summary.json").exists()
+        ]
         overrides = self.protocol.teacher_overrides
-        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, self.seeds, overrides)
+        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, missing or seeds, overrides)
 
     def stage_students(self) -> None:
         self.train_sweep("students", STUDENT, STUDENT_WIDTH, self.seeds)
@@ -329,12 +505,50 @@ class Study:
     def stage_step_cost(self) -> None:
         """Time a plain student step and a distillation step on the same batch (in-process)."""
         result = {
-            m: step_cost(self.runs, STUDENT, m, experiment=self.protocol.experiment)
+            m: step_cost(
+                self.runs,
+                STUDENT,
+                m,
+                experiment=self.protocol.experiment,
+                overrides=self.protocol.overrides,
+                teacher_seed=self.protocol.teacher_seed,
+            )
             for m in ("emkd", self.selected, "kd", "at", "cwd")
         }
         self.timings["step_cost"] = result
         self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
         print(json.dumps(result, indent=1))
+
+
+def teacher_seed_override(seed: int | None) -> list[str]:
+    """The distillation runs' override naming the one shared teacher; none per-seed."""
+    return [] if seed is None else [f"study.teacher_seed={seed}"]
+
+
+def config_diff(expected: dict, saved: dict) -> list[str]:
+    """``key: saved != expected`` for each :data:`RUN_KEYS` leaf that differs (paths ignored)."""
+
+    def leaves(tree: dict) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for top in RUN_KEYS:
+            value: object = tree
+            for part in top.split("."):
+                value = value.get(part, "<missing>") if isinstance(value, dict) else "<missing>"
+            stack = [(top, value)]
+            while stack:
+                key, item = stack.pop()
+                if isinstance(item, dict) and item:
+                    stack.extend((f"{key}.{k}", v) for k, v in item.items())
+                elif key not in RUN_PATH_KEYS:
+                    out[key] = item
+        return out
+
+    want, got = leaves(expected), leaves(saved)
+    return [
+        f"{key}: {got.get(key, '<missing>')} != {want.get(key, '<missing>')}"
+        for key in sorted(set(want) | set(got))
+        if got.get(key, "<missing>") != want.get(key, "<missing>")
+    ]
 
 
 def step_cost(
@@ -345,13 +559,15 @@ def step_cost(
     threads: int = 1,
     experiment: str = EXPERIMENT,
     overrides: Sequence[str] = (),
+    teacher_seed: int | None = None,
 ) -> dict[str, float]:
     """Median seconds per training step (forward, loss, backward, Adam) of the same student on
     the same batch: alone (``SegmentationModule``) and distilled with EMKD (``DistillationModule``).
 
     Uses the engine's own ``training_step`` (logging is a no-op outside a Trainer), the study's
-    data and a trained teacher, so the ratio is what a study run pays per step. One thread by
-    default: on shared cores, OpenMP threads waiting for each other swamp the arithmetic.
+    data and a trained teacher (of ``teacher_seed``; None: the first that exists), so the
+    ratio is what a study run pays per step. One thread by default: on shared cores, OpenMP
+    threads waiting for each other swamp the arithmetic.
     """
     import warnings
     from statistics import median
@@ -367,7 +583,11 @@ def step_cost(
 
     warnings.filterwarnings("ignore", message=".*self.log.*")
     torch.set_num_threads(threads)
-    ckpt = next(runs.glob(f"teachers/{TEACHER}-*/checkpoints/best.ckpt"))
+    seed = "*" if teacher_seed is None else teacher_seed
+    ckpts = sorted(runs.glob(f"teachers/{TEACHER}-w{TEACHER_WIDTH}-s{seed}/checkpoints/best.ckpt"))
+    if not ckpts:
+        raise SystemExit(f"phantom_study: step-cost needs a teacher (s{seed}) in {runs}/teachers")
+    ckpt = ckpts[0]
     data_root = runs.parent / "data" / "lits"
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         cfg = to_dict(
@@ -440,6 +660,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--protocol", choices=sorted(PROTOCOLS), default="v3", help="docs/study.md, Protocol vN"
     )
     parser.add_argument("--fresh", action="store_true", help="delete the study folder first")
+    parser.add_argument(
+        "--teacher-from",
+        action="append",
+        metavar="RUN",
+        help="a finished teacher run folder copied in instead of training it, after checking"
+        " that its config.yaml is what the teachers stage would train (repeatable)",
+    )
+    parser.add_argument(
+        "--data-from",
+        metavar="DIR",
+        help="a phantom (+ kdseg-prepare) folder copied in instead of regenerating it, after"
+        " checking its phantom_truth.json against the protocol's phantoms",
+    )
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.stages) - set(STAGES))

@@ -89,3 +89,170 @@ def test_unlabeled_study_v3_is_v2_on_whole_15_50_mm_tumors(tmp_path: Path, monke
     phantoms = [c for c in calls if c[0] == "phantom"]
     assert len(phantoms) == 2
     assert all("params={tumor_mm_range: [15, 50]}" in c for c in phantoms)
+
+
+def _study_commands(ps, study) -> list[tuple[str, ...]]:
+    """Every command line of a study's stages up to the report, with Study.run captured."""
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *args: calls.append((command, *args))
+    study.dir.mkdir(parents=True, exist_ok=True)
+    study.selection_file.write_text(json.dumps({"selected": "dkd"}))
+    for stage in ("data", "teachers", "students", "options", "main", "ablations", "mobilenet"):
+        getattr(study, f"stage_{stage}")()
+    name = f"{ps.TEACHER}-{ps.STUDENT}-w{ps.STUDENT_WIDTH}-dkd-s{ps.SELECT_SEED}"
+    study.evaluate("select", [study.runs / "options" / name], "val", ps.VAL_DIR)
+    run = study.runs / "students" / f"{ps.STUDENT}-w{ps.STUDENT_WIDTH}-s1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    study.stage_eval()
+    study.stage_report()
+    return calls
+
+
+WINDOW = ("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]")
+
+
+def test_phantom_study_v3_commands_unchanged(tmp_path: Path) -> None:
+    """v3 (the default) keeps its command lines: no preprocessing override, one teacher per
+    seed (no ``study.teacher_seed``), the generator's default 40 phantoms."""
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path)]))
+    calls = _study_commands(ps, study)
+    data, runs = tmp_path / "data" / "lits", tmp_path / "runs"
+    common = (f"data.root={data}", f"paths.runs_dir={runs}")
+    launcher = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert calls[0] == (
+        "phantom",
+        "dataset=lits",
+        f"root={data}",
+        "n_cases=40",
+        "seed=0",
+        "params={}",
+    )
+    assert calls[1] == ("prepare", "experiment=phantom_study_v3", *common)
+    assert calls[2] == (
+        "train", "-m", "experiment=phantom_study_v3", *common, "model=raunet", "model.width=0.5",
+        "seed=1,2,3,4,5", f"hydra.sweep.dir={runs / 'teachers'}", *launcher,
+    )  # fmt: skip
+    assert calls[6] == (
+        "distill", "-m", "experiment=phantom_study_v3_distill", *common, "teacher.name=raunet",
+        "student=enet", "student.width=0.25", "distill=emkd,kd,at,cwd,dkd", "seed=1,2,3,4,5",
+        "study.teacher_width=0.5", f"hydra.sweep.dir={runs / 'main'}", *launcher,
+    )  # fmt: skip
+    ckpt = runs / "students" / "enet-w0.25-s1" / "checkpoints" / "best.ckpt"
+    assert calls[-2] == (
+        "eval", "-m", "experiment=phantom_study_v3", *common, "split=test", f"ckpt={ckpt}",
+        f"hydra.sweep.dir={tmp_path / '.eval-sweep-test'}", "hydra.sweep.subdir=${hydra.job.num}",
+        *launcher,
+    )  # fmt: skip
+    assert [c[0] for c in calls] == [
+        "phantom", "prepare", "train", "train", "train", "distill", "distill", "distill",
+        "distill", "eval", "eval", "report",
+    ]  # fmt: skip
+    flat = [a for c in calls for a in c]
+    assert not [a for a in flat if a.startswith(("study.teacher_seed", "data.preprocess"))]
+
+
+def test_phantom_study_v4_commands(tmp_path: Path) -> None:
+    """v4 (docs/study_v4/pilots/p14_run.sh): P13's phantoms, the organ window on every command
+    that builds data, ONE 8,192-step seed-1 teacher shared by every distillation run."""
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path), "--protocol", "v4"]))
+    calls = _study_commands(ps, study)
+    phantom, prepare, teachers, enet, mobilenet, *distills, val, test, report = calls
+    assert phantom[0] == "phantom" and "n_cases=60" in phantom and "seed=0" in phantom
+    assert "params={tumor_mm_range: [15, 50], tumor_depth: 1}" in phantom
+    assert prepare[0] == "prepare" and set(WINDOW) <= set(prepare)
+    for call in (teachers, enet, mobilenet, *distills, val, test):
+        assert set(WINDOW) <= set(call), call[0]
+        assert (
+            "experiment=phantom_study_v3" in call or "experiment=phantom_study_v3_distill" in call
+        )
+    assert teachers[0] == "train" and "model=raunet" in teachers and "seed=1" in teachers
+    assert {"optim.lr=1e-3", "trainer.max_epochs=128"} <= set(teachers)
+    for student in (enet, mobilenet):
+        assert not [a for a in student if a.startswith(("optim.", "trainer."))]
+    assert "seed=1,2,3,4,5" in enet and "seed=1,2,3" in mobilenet
+    assert [c[0] for c in distills] == ["distill"] * 4 and len(distills) == 4
+    assert all("study.teacher_seed=1" in c for c in distills)
+    assert "seed=1,2,3,4,5" in distills[1] and "distill=emkd,kd,at,cwd,dkd" in distills[1]
+    assert "seed=1,2,3" in distills[2] and "seed=1,2,3" in distills[3]
+    assert "split=val" in val and "split=test" in test and report[0] == "report"
+    assert study.teacher_seeds == [1]
+
+
+def _teacher_run(folder: Path, max_epochs: int, data_root: str) -> Path:
+    """A finished-looking teacher run: pilot T13's saved config with two keys changed."""
+    import yaml
+
+    config = yaml.safe_load(
+        (ROOT / "docs/study_v4/pilots/T13-raunet-w0.5-4096/config.yaml").read_text()
+    )
+    config["trainer"]["max_epochs"] = max_epochs
+    config["data"]["root"] = data_root
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best.ckpt").write_bytes(b"not a real checkpoint")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def test_teacher_from_checks_the_config(tmp_path: Path) -> None:
+    """--teacher-from reuses a run only when it trained v4's teacher: T13's 4,096 steps are
+    refused, the same config with 8,192 steps (and another data.root) is copied in."""
+    import pytest
+
+    ps = _study_module()
+    args = ["--dir", str(tmp_path / "study"), "--protocol", "v4", "--teacher-from"]
+    t13 = ROOT / "docs/study_v4/pilots/T13-raunet-w0.5-4096"
+    with pytest.raises(SystemExit, match="no checkpoints/best.ckpt"):
+        ps.Study(ps.parse_args([*args, str(t13)]))
+    short = _teacher_run(tmp_path / "T13", 64, "/work/pilot13/data/lits")
+    with pytest.raises(SystemExit, match=r"trainer\.max_epochs: 64 != 128$"):
+        ps.Study(ps.parse_args([*args, str(short)]))
+    t14 = _teacher_run(tmp_path / "T14", 128, "/somewhere/else/lits")
+    with pytest.raises(SystemExit, match=r"trainer\.max_epochs: 128 != 16"):  # v3's teacher
+        ps.Study(ps.parse_args([*args[:2], "--teacher-from", str(t14)]))
+    study = ps.Study(ps.parse_args([*args, str(t14)]))
+    assert study.teacher_from == {1: t14}
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *a: calls.append((command, *a))
+    study.stage_teachers()
+    copied = study.runs / "teachers" / "raunet-w0.5-s1"
+    assert (copied / "checkpoints" / "best.ckpt").read_bytes() == b"not a real checkpoint"
+    assert (copied / "summary.json").exists() and calls == []  # nothing left to train
+
+
+def test_data_from_checks_the_phantoms(tmp_path: Path) -> None:
+    """--data-from accepts a folder whose phantom_truth.json records v4's seed and parameters
+    for exactly its 60 cases, and refuses any other."""
+    import pytest
+
+    from kdseg.data.phantom import PhantomConfig, case_seed
+    from kdseg.data.phantom.dataset import _config_digest
+
+    ps = _study_module()
+    source = tmp_path / "lits"
+    source.mkdir()
+    digest = _config_digest(PhantomConfig(dataset="lits", tumor_mm_range=(15, 50), tumor_depth=1))
+    assert digest == "3e34a7962e484b5c"  # what /work/pilot13/data/lits records (P13, P14)
+    truth = {f"volume-{i}": {"seed": case_seed(0, i), "config": digest} for i in range(60)}
+    for i in range(60):
+        (source / f"volume-{i}.nii.gz").write_bytes(b"")
+        (source / f"segmentation-{i}.nii.gz").write_bytes(b"")
+    (source / "phantom_truth.json").write_text(json.dumps(truth))
+    (source / "kdseg_split.json").write_text("{}")
+    args = ["--dir", str(tmp_path / "study"), "--data-from", str(source)]
+    with pytest.raises(SystemExit, match="not 40"):  # v3's phantoms: 40 default cases
+        ps.Study(ps.parse_args(args))
+    study = ps.Study(ps.parse_args([*args, "--protocol", "v4"]))
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *a: calls.append((command, *a))
+    study.stage_data()
+    assert (study.data / "volume-59.nii.gz").exists()
+    assert not (study.data / "kdseg_split.json").exists()  # kdseg-prepare remakes it
+    assert [c[0] for c in calls] == ["phantom", "prepare"]
+    truth["volume-7"]["config"] = _config_digest(PhantomConfig(dataset="lits"))
+    (source / "phantom_truth.json").write_text(json.dumps(truth))
+    with pytest.raises(SystemExit, match="volume-7 was drawn"):
+        ps.Study(ps.parse_args([*args, "--protocol", "v4"]))

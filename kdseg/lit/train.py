@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import write_text_atomic
-from kdseg.lit.callbacks import QuietModelSummary, WandbValidationOverlay
+from kdseg.lit.callbacks import QuietModelSummary, StepTimer, WandbValidationOverlay
 from kdseg.lit.resume import (
     ResumableCSVLogger,
     RotatingCheckpoint,
@@ -71,7 +72,7 @@ def build_loggers(
 
 def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> list[pl.Callback]:
     """Checkpointing (last every N steps or per epoch; best by validation Dice), LR monitor,
-    and validation overlays when wandb logs the run."""
+    the throughput timer (``perf/*``), and validation overlays when wandb logs the run."""
     ckpt_dir = run_dir / "checkpoints"
     every = cfg.get("every_n_train_steps") or None
     # last.ckpt is the one file kept by an unmonitored callback: Lightning >= 2.6 writes a
@@ -95,7 +96,14 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         enable_version_counter=False,
     )
     extra = [WandbValidationOverlay()] if wandb else []
-    return [last, best, LearningRateMonitor(logging_interval="epoch"), QuietModelSummary(), *extra]
+    return [
+        last,
+        best,
+        LearningRateMonitor(logging_interval="epoch"),
+        QuietModelSummary(),
+        StepTimer(),
+        *extra,
+    ]
 
 
 def fit_from_config(
@@ -155,6 +163,10 @@ def fit(
     # repeatable in practice (tests/test_seeding.py); the warning is noise there.
     warnings.filterwarnings("ignore", message=r"max_unpooling2d\S* does not have a deterministic")
     pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
+    if torch.cuda.is_available():
+        # TF32 for fp32 matrix work on tensor cores, as Lightning advises on every GPU run
+        # (its banner otherwise); mixed-precision runs do most of their work in fp16 anyway
+        torch.set_float32_matmul_precision("high")
     ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
     loggers = build_loggers(cfg.get("logger", {}), run_dir, resume_step(ckpt_path))
     callbacks = build_callbacks(
@@ -181,6 +193,7 @@ def fit(
         "seed": int(cfg.get("seed", 123)),
         "init_weights_sha256": init_checksum,
         "metrics": metrics,
+        "throughput": next(c for c in callbacks if isinstance(c, StepTimer)).summary(module.device),
     }
     if trainer.is_global_zero:
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
