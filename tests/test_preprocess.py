@@ -247,3 +247,22 @@ def test_prepare_warns_when_the_window_clips_the_organ(tmp_path) -> None:
     assert window_warning(tmp_path, ["dim"], cfg.window) is None
     line = window_warning(tmp_path, ["dim", "bright"], cfg.window)
     assert line and "1 of 2 case(s)" in line and "bright, 100% at or above 140 HU" in line
+
+
+def test_prepare_prints_the_window_warning_once_per_process(tmp_path, capsys) -> None:
+    """A training run prepares twice (before Lightning starts, then in prepare_data): the
+    warning is printed the first time only."""
+    import json
+
+    from kdseg.data.cache import case_folder
+    from kdseg.data.prepare import prepare_cases
+    from kdseg.data.sources import Case
+
+    folder = case_folder(tmp_path, "bright")
+    folder.mkdir(parents=True)  # a prepared case (meta.json) whose organ the window clips
+    (folder / "meta.json").write_text(json.dumps({"organ_outside_window": [0.0, 1.0]}))
+    cases = [Case("bright", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")]
+    config = PreprocessConfig(window=(-60.0, 140.0))
+    for _ in range(2):
+        assert prepare_cases(cases, config, tmp_path, progress=False) == ["bright"]
+    assert capsys.readouterr().out.count("outside the HU window") == 1

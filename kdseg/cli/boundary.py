@@ -34,7 +34,7 @@ from kdseg.errors import InputError
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 TRUE = ("true", "1", "yes", "on")
 
-#: Lightning INFO lines that say nothing about this run on a CPU machine.
+#: Lightning INFO lines that say nothing the run's config does not already say.
 BANNERS = (
     "GPU available",
     "TPU available",
@@ -44,6 +44,16 @@ BANNERS = (
     "Trainer already configured with model summary",
     "Restoring states from the checkpoint",  # kdseg logs "resuming from <path>" itself
     "Restored all states from the checkpoint",
+    "Using 16bit Automatic Mixed Precision",  # trainer.precision says so (GPU runs)
+    "Using bfloat16 Automatic Mixed Precision",
+)
+#: the loggers those lines come through (the CUDA accelerator logs LOCAL_RANK on its own)
+BANNER_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "pytorch_lightning.accelerators.cuda",
+    "lightning.pytorch.accelerators.cuda",
 )
 #: Deprecation and notice warnings from the stack that a user can do nothing about.
 KNOWN_WARNINGS = (
@@ -68,11 +78,7 @@ class _DropBanners(logging.Filter):
 def quiet_libraries() -> None:
     """Silence the stack's banners and known warnings (idempotent)."""
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    for name in (
-        "pytorch_lightning.utilities.rank_zero",
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning_fabric.utilities.rank_zero",
-    ):
+    for name in BANNER_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropBanners) for f in logger.filters):
             logger.addFilter(_DropBanners())

@@ -198,6 +198,10 @@ def _prepare_one(case: Case | ImageCase, config: PreprocessConfig, cache_dir: Pa
     return prepare_case(case, config, cache_dir)
 
 
+#: (cache, warning) pairs already printed by this process (:func:`prepare_cases`)
+_WARNED: set[tuple[str, str]] = set()
+
+
 def prepare_cases(
     cases: Sequence[Case | ImageCase],
     config: PreprocessConfig,
@@ -234,6 +238,9 @@ def prepare_cases(
     warning = window_warning(
         cache_dir, labeled, config.window, relative=config.window_level == "organ"
     )
-    if warning:  # stdout, with prepare's progress: stderr is kept for the one error line
+    # stdout, with prepare's progress: stderr is kept for the one error line. Once per process
+    # and cache: a training run prepares before Lightning starts and again in prepare_data.
+    if warning and (str(cache_dir), warning) not in _WARNED:
+        _WARNED.add((str(cache_dir), warning))
         print(f"kdseg: warning: {warning}")
     return [c.case_id for c in cases]
