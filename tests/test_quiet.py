@@ -26,3 +26,19 @@ def test_lightning_gpu_banners_are_dropped_and_other_lines_kept() -> None:
     )
     assert _passes("pytorch_lightning.utilities.rank_zero", "`Trainer.fit` stopped: `max_epochs=2`")
     assert len(logging.getLogger("pytorch_lightning.accelerators.cuda").filters) == 1
+
+
+def test_distill_teacher_in_eval_mode_warning_is_dropped() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        warnings.warn(
+            "Found 194 module(s) in eval mode at the start of training. This may lead to "
+            "unexpected behavior during training.",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn("a warning kdseg does not know", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning kdseg does not know"]

@@ -63,6 +63,8 @@ KNOWN_WARNINGS = (
     r".*pkg_resources is deprecated.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*Experiment logs directory .* exists and is not empty.*",
+    # kdseg-distill: the frozen teacher is in eval mode on purpose (METHOD.md §2)
+    r".*module\(s\) in eval mode at the start of training.*",
 )
 
 
