@@ -497,9 +497,10 @@ class Study:
         self.evaluate("eval", runs, "test", EVAL_DIR)
 
     def stage_report(self) -> None:
-        stages = ",".join(
-            str(self.runs / s) for s in ("teachers", "students", "main", "ablations", "mobilenet")
-        )
+        """``kdseg-report`` over the stage folders that exist (an interim report after the main
+        stage has no ablation or MobileNetV2 folder yet)."""
+        names = ("teachers", "students", "main", "ablations", "mobilenet")
+        stages = ",".join(str(self.runs / s) for s in names if (self.runs / s).is_dir())
         self.run("report", f"runs=[{stages}]", f"output_dir={self.dir / 'report'}")
 
     def stage_step_cost(self) -> None:

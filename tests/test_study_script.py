@@ -178,6 +178,8 @@ def test_phantom_study_v4_commands(tmp_path: Path) -> None:
     assert "seed=1,2,3,4,5" in distills[1] and "distill=emkd,kd,at,cwd,dkd" in distills[1]
     assert "seed=1,2,3" in distills[2] and "seed=1,2,3" in distills[3]
     assert "split=val" in val and "split=test" in test and report[0] == "report"
+    # only the stage folders that exist (here: the one student run the helper made)
+    assert report[1] == f"runs=[{tmp_path / 'runs' / 'students'}]"
     assert study.teacher_seeds == [1]
 
 
