@@ -192,6 +192,13 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     assert len(folders) == 2 and {f.name.rsplit("-", 1)[1] for f in folders} == {run_id}
     assert (run / "checkpoints" / "last-previous.ckpt").is_file()  # the one before last.ckpt
     assert "GPU available" not in result.stdout + result.stderr
+    # a rerun of the finished run trains nothing and keeps its summary and log as they were
+    before = {name: (run / name).read_bytes() for name in ("summary.json", "csv/metrics.csv")}
+    again = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "had already finished at step 12: summary.json kept" in again.stdout + again.stderr
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert summary["metrics"]  # the summary kept is the one that trained
 
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:

@@ -168,7 +168,8 @@ def fit(
         # (its banner otherwise); mixed-precision runs do most of their work in fp16 anyway
         torch.set_float32_matmul_precision("high")
     ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
-    loggers = build_loggers(cfg.get("logger", {}), run_dir, resume_step(ckpt_path))
+    start_step = resume_step(ckpt_path)
+    loggers = build_loggers(cfg.get("logger", {}), run_dir, start_step)
     callbacks = build_callbacks(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
     )
@@ -181,6 +182,12 @@ def fit(
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    summary_path = run_dir / "summary.json"
+    if start_step is not None and trainer.global_step <= start_step and summary_path.is_file():
+        # the run had already finished (a rerun, a resumed sweep): nothing was trained, so the
+        # summary of the process that trained it, with its metrics and throughput, stays
+        log.info("%s had already finished at step %d: summary.json kept", run_dir, start_step)
+        return json.loads(summary_path.read_text())
     best = callbacks[1]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
@@ -196,5 +203,5 @@ def fit(
         "throughput": next(c for c in callbacks if isinstance(c, StepTimer)).summary(module.device),
     }
     if trainer.is_global_zero:
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+        write_text_atomic(summary_path, json.dumps(summary, indent=1) + "\n")
     return summary
