@@ -310,7 +310,8 @@ class Study:
         """One Hydra multirun into ``runs/<stage>``; skipped when every run has its summary.
 
         Only the missing runs' grid is swept again when it is a plain product (one sweep key
-        with several values); finished runs are skipped by their summary either way.
+        with several values); a finished run swept again resumes at its end, trains nothing and
+        keeps its summary (kdseg.lit.train.fit).
         """
         out = self.runs / stage
         missing = [n for n in run_names if not (out / n / "summary.json").exists()]
