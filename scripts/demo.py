@@ -167,7 +167,8 @@ def _mean_std(stats: dict, metric: str) -> str:
 
 def study_lines(path: Path = STUDY_REPORT) -> list[str]:
     """What the phantom study measured for the demo's pair (RA-UNet -> ENet, ``METHOD``): the
-    teacher, ENet alone and ENet + ``METHOD`` rows of its report, over paired seeds."""
+    teacher, ENet alone, ENet + ``METHOD`` and ENet + the study's selected new option (its
+    ``selection.json``) rows of its report, over paired seeds."""
     if not path.is_file():
         return [
             f"There is no paired result in {path.relative_to(ROOT)} yet; docs/study.md says "
@@ -176,12 +177,16 @@ def study_lines(path: Path = STUDY_REPORT) -> list[str]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     ours = lambda r: r["model"].startswith(STUDENT)  # noqa: E731
+    selection = path.parent.parent / "selection.json"  # the study's best new option, if any
+    methods = {METHOD} | (
+        {json.loads(selection.read_text())["selected"]} if selection.is_file() else set()
+    )
     wanted = [
         r
         for r in rows
         if r["role"] == "teacher"
         or (r["role"] == "student" and ours(r))
-        or (r["role"] == "distilled" and ours(r) and r["method"] == METHOD)
+        or (r["role"] == "distilled" and ours(r) and r["method"] in methods)
     ]
     if not any(r["role"] == "distilled" for r in wanted):
         return [f"{path.relative_to(ROOT)} has no {STUDENT} + {METHOD} row."]
