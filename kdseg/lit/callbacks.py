@@ -127,6 +127,7 @@ class StepTimer(pl.Callback):
         self._wait = self._wall = 0.0
         self._slices = 0
         self._epoch: list[float] = [0.0, 0.0, 0.0]  # wait, wall, slices in this epoch
+        self._device = torch.device("cpu")  # where training ran (Lightning moves it back after)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_end = None
@@ -155,6 +156,7 @@ class StepTimer(pl.Callback):
         self._last_end = now
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._device = pl_module.device
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
             if self._last_end is not None and self._seen > self.warmup:
@@ -178,14 +180,12 @@ class StepTimer(pl.Callback):
             out["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         return out
 
-    def summary(self, device: torch.device | None = None) -> dict[str, float | int]:
-        """Throughput over the fit, after the warm-up steps; empty before any measured step."""
-        out: dict[str, float | int] = {
-            k: round(v, 4)
-            for k, v in self._metrics(
-                self._wait, self._wall, self._slices, device or torch.device("cpu")
-            ).items()
-        }
+    def summary(self) -> dict[str, float | int]:
+        """Throughput over the fit, after the warm-up steps; empty before any measured step.
+        Peak memory is read on the device training ran on (after ``fit`` the module is back on
+        the CPU, so it cannot be asked)."""
+        metrics = self._metrics(self._wait, self._wall, self._slices, self._device)
+        out: dict[str, float | int] = {k: round(v, 4) for k, v in metrics.items()}
         if out:
             out.update(slices=self._slices, seconds=round(self._wall, 2))
         return out

@@ -200,7 +200,7 @@ def fit(
         "seed": int(cfg.get("seed", 123)),
         "init_weights_sha256": init_checksum,
         "metrics": metrics,
-        "throughput": next(c for c in callbacks if isinstance(c, StepTimer)).summary(module.device),
+        "throughput": next(c for c in callbacks if isinstance(c, StepTimer)).summary(),
     }
     if trainer.is_global_zero:
         write_text_atomic(summary_path, json.dumps(summary, indent=1) + "\n")
