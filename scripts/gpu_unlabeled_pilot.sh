@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The pilot of the unlabeled study's protocol v4 (scripts/unlabeled_study.py, its docstring has
-# the design and the rule, written 2026-12-04 17:55 UTC before this ran), on the lent GPU: the
+# the design and the rule, written 2026-12-04 17:45 UTC before this ran), on the lent GPU: the
 # seed-1 teacher (stage-2 RA-UNet w0.5, Adam 1e-3, 8,192 steps) and the seed-1 student alone
 # (stage-2 ENet w0.25, 1,024 steps) on the 6 labeled cases, both scored on the 12 test cases in
 # the reference organ box. Rule: teacher - alone >= 0.03 organ Dice and >= 0.10 tumor Dice (per
