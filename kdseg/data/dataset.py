@@ -12,6 +12,7 @@ caches live under the labeled dataset's cache root, never in the folders they ar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,26 @@ class DataSetup:
         )
 
 
+def with_roi_labels(images: dict[str, ImageCase], folder: Path) -> dict[str, ImageCase]:
+    """``images`` with each one's organ mask from ``folder`` (``data.unlabeled_roi_labels``):
+    ``<case id>.nii.gz`` or ``.nii``, in the folder or its ``labelsTr/`` (a kdseg-pseudolabel or
+    nnU-Net output folder as it is). A missing mask is refused, naming the case."""
+    if not folder.is_dir():
+        raise InputError(folder, "data.unlabeled_roi_labels: folder not found")
+    out = {}
+    for case_id, image in images.items():
+        found = [
+            folder / sub / f"{case_id}{suffix}"
+            for sub in ("", "labelsTr")
+            for suffix in (".nii.gz", ".nii")
+            if (folder / sub / f"{case_id}{suffix}").is_file()
+        ]
+        if not found:
+            raise InputError(folder, f"data.unlabeled_roi_labels: no mask {case_id}.nii.gz")
+        out[case_id] = dataclasses.replace(image, roi_label=found[0])
+    return out
+
+
 def _folder_key(path: str | Path) -> str:
     return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
 
@@ -140,7 +161,12 @@ def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) ->
         clash = sorted(set(setup.unlabeled) & set(cases))
         if clash:
             raise InputError(root, f"unlabeled case {clash[0]!r} is also a labeled case id")
-        setup.unlabeled_dir = cache_dir_for(cache_root, f"unlabeled-{_folder_key(root)}", pre)
+        key = f"unlabeled-{_folder_key(root)}"
+        if pre.roi is not None and cfg.get("unlabeled_roi_labels"):
+            masks = Path(cfg["unlabeled_roi_labels"])
+            setup.unlabeled = with_roi_labels(setup.unlabeled, masks)
+            key += f"-roi-{_folder_key(masks)}"  # other masks, other boxes: another cache
+        setup.unlabeled_dir = cache_dir_for(cache_root, key, pre)
     if teacher_predictions:
         setup.teacher_predictions = Path(teacher_predictions)
         key = f"teacher-{_folder_key(teacher_predictions)}"

@@ -20,7 +20,7 @@ from rich.progress import Progress
 
 from kdseg.data.cache import case_folder, is_prepared
 from kdseg.data.io import check_pair, load_volume
-from kdseg.data.nnunet import remap_labels
+from kdseg.data.nnunet import DATASET_JSON, read_dataset_json, remap_labels
 from kdseg.data.preprocess import (
     Geometry,
     PreprocessConfig,
@@ -172,11 +172,32 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
     """Load, preprocess and cache one unlabeled image (the image-only cache); return its id.
 
     Same preprocessing and layout as :func:`prepare_case`, no ``label.npy``; ``meta.json``
-    says ``labeled: false``. An organ-ROI config is refused (no ground-truth organ box).
+    says ``labeled: false``. An organ-ROI config takes the organ box (jittered as in training)
+    and the organ level from the case's ``roi_label`` (a predicted mask); without one it is
+    refused. A mask without organ gives the case no slice, as in :func:`prepare_case`.
     """
+    image = load_volume(case.image)
+    pre = Preprocessor(config)
+    box: tuple[int, ...] | None = None
+    level: float | None = None
     if config.roi is not None:
-        raise InputError(case.image, "unlabeled images with preprocess.roi=organ: no organ box")
-    slices, geom = Preprocessor(config).image(load_volume(case.image))
+        if case.roi_label is None:
+            raise InputError(
+                case.image,
+                "unlabeled image with preprocess.roi=organ has no organ box: give the organ "
+                "masks of the unlabeled scans in data.unlabeled_roi_labels (a stage 1's or "
+                "kdseg-pseudolabel's labels)",
+            )
+        mask = roi_mask(image, case.roi_label)
+        box = training_roi(pre, image, mask, case.case_id)
+        if config.window_level == "organ" and box is not None:
+            level = organ_level(pre.reorient(image), pre.reorient(image, mask) > 0)
+    no_organ = config.roi is not None and box is None
+    if no_organ:  # any box and level will do: its slices are dropped below
+        box, level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
+    slices, geom = pre.image(image, box, level=level)
+    if no_organ:
+        slices = slices[:0]
     folder = case_folder(cache_dir, case.case_id)
     _save_npy(slices.astype(config.store_dtype), folder / "image.npy")
     meta = {
@@ -187,9 +208,22 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
         "organ_slices": [],
         "tumor_slices": [],
         **_geometry_meta(geom),
+        **({"roi_label": str(case.roi_label)} if config.roi is not None else {}),
+        **({"organ_level_hu": level} if level is not None else {}),
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
+
+
+def roi_mask(image: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """The organ mask (label > 0) of a predicted label map, checked against ``image``: same
+    shape and affine, whole values in kdseg's labels or in its folder's ``dataset.json``
+    mapping (an nnU-Net or kdseg-pseudolabel folder)."""
+    mapped = [f for f in (path.parent, path.parent.parent) if (f / DATASET_JSON).is_file()]
+    label_map = read_dataset_json(mapped[0]).label_map if mapped else None
+    allowed = LABELS if label_map is None else [stored for stored, _ in label_map]
+    label = check_pair(image, load_volume(path, role="label"), path, allowed)
+    return (remap_labels(label, label_map) > 0).astype(np.uint8)
 
 
 def _prepare_one(case: Case | ImageCase, config: PreprocessConfig, cache_dir: Path) -> str:

@@ -39,10 +39,16 @@ class Case:
 
 @dataclass(frozen=True)
 class ImageCase:
-    """One CT volume without a label (a NIfTI file or a DICOM series folder)."""
+    """One CT volume without a label (a NIfTI file or a DICOM series folder).
+
+    ``roi_label``: a label map on the image's grid whose foreground (> 0) is the organ (a stage
+    1's or a teacher's prediction, ``data.unlabeled_roi_labels``). It sets the organ box and
+    level of an organ-ROI config; its classes are never used as targets.
+    """
 
     case_id: str
     image: Path
+    roi_label: Path | None = None
 
 
 def _first_existing(*candidates: Path) -> Path | None:
