@@ -11,7 +11,7 @@ export WANDB_SILENT ?= true
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>/dev/null || true
-	$(BIN)/pip install -q -e ".[dev]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[dev]"  # no setuptools editable-install banner
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -380,6 +380,7 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     paths = write_report(report, tmp_path / "report")
     text = paths["markdown"].read_text()
     assert "| Liver tumor | Liver |" in text and "0.500 ± 0.000" in text and "60%" in text
+    assert "| teacher | 1 | 0.600 | 0.900 |" in text  # one run: its value, no "± 0.000"
     assert "+0.150 [-0.485, +0.785] (n=2)" in text
     assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
 

@@ -78,6 +78,9 @@ class Cell:
     n: int
 
     def text(self, digits: int) -> str:
+        """``mean ± std``; a single run has no spread to show, so its value alone."""
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
         return format_mean_std(self.mean, self.std, digits)
 
 
@@ -355,7 +358,7 @@ class Report:
         lines += [
             "",
             f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
-            "sample std over the seeds listed. Gap closed = (distilled - student alone) / "
+            "sample std over the seeds listed (one run: its value). Gap closed = (distilled - student alone) / "
             "(teacher - student alone) on the mean tumor Dice; n/a when the teacher is not "
             "better or a reference row is missing. Paired Δ = mean over seeds of (distilled - "
             "student alone) of the same seed (same initial weights), with a Student-t 95% "
