@@ -218,3 +218,37 @@ def test_organ_roi_unlabeled_scans_without_fitting_masks_are_refused(
         assert "scan_b.nii.gz" in str(err.value)
     else:  # pragma: no cover - the phantom fixture draws sizes per case
         pytest.fail("the fixture's volumes 1 and 3 should differ in shape")
+
+
+def test_organ_roi_unlabeled_scans_mix_into_batches(phantom_lits: Path, tmp_path: Path) -> None:
+    """Stage-2 batches with ROI unlabeled slices; masks without any organ give no slice and
+    are refused at setup with one line, not an empty sampler."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name, volume in SCANS.items():
+        os.symlink(
+            phantom_lits / volume.replace("volume", "segmentation"), masks / f"{name}.nii.gz"
+        )
+    setup = _roi_setup(phantom_lits, tmp_path / "a", masks)
+    setup.cfg["unlabeled_fraction"] = 0.25
+    dm = setup.datamodule(seed=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert int((~batch["labeled"]).sum()) == 2 and torch.isfinite(batch["image"]).all()
+    assert set(np.array(batch["case"])[~batch["labeled"].numpy()]) <= set(SCANS)
+
+    from kdseg.errors import InputError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name, volume in SCANS.items():
+        ref = nib.load(phantom_lits / volume)
+        zeros = np.zeros(ref.shape, dtype=np.uint8)
+        nib.save(nib.Nifti1Image(zeros, ref.affine), empty / f"{name}.nii.gz")
+    setup = _roi_setup(phantom_lits, tmp_path / "b", empty)
+    setup.cfg["unlabeled_fraction"] = 0.25
+    dm = setup.datamodule(seed=1)
+    dm.prepare_data()
+    with pytest.raises(InputError, match="no slice of the unlabeled scans"):
+        dm.setup("fit")

@@ -191,6 +191,8 @@ class SliceDataModule(pl.LightningDataModule):
                 transform=self.augment,
                 teacher_dir=self.teacher_dir,
             )
+            if len(self.unlabeled_set) == 0:  # e.g. an organ ROI whose masks hold no organ
+                raise InputError(folder, "no slice of the unlabeled scans in the cache (no organ?)")
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)
         self.test_set = SliceDataset(cases["test"], self.task, self.cfg.context, only_val_target)
