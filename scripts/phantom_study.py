@@ -528,7 +528,8 @@ def teacher_seed_override(seed: int | None) -> list[str]:
 
 
 def config_diff(expected: dict, saved: dict) -> list[str]:
-    """``key: saved != expected`` for each :data:`RUN_KEYS` leaf that differs (paths ignored)."""
+    """``key: saved != expected`` for each :data:`RUN_KEYS` leaf that differs (paths ignored;
+    a key one side lacks and the other holds as null is no difference)."""
 
     def leaves(tree: dict) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -546,6 +547,9 @@ def config_diff(expected: dict, saved: dict) -> list[str]:
         return out
 
     want, got = leaves(expected), leaves(saved)
+    # an option added after the run was trained, and left off (null), changes nothing it did
+    missing = {k: None for k in set(want) ^ set(got) if want.get(k, got.get(k)) is None}
+    want, got = {**missing, **want}, {**missing, **got}
     return [
         f"{key}: {got.get(key, '<missing>')} != {want.get(key, '<missing>')}"
         for key in sorted(set(want) | set(got))

@@ -201,7 +201,9 @@ def _teacher_run(folder: Path, max_epochs: int, data_root: str) -> Path:
 
 def test_teacher_from_checks_the_config(tmp_path: Path) -> None:
     """--teacher-from reuses a run only when it trained v4's teacher: T13's 4,096 steps are
-    refused, the same config with 8,192 steps (and another data.root) is copied in."""
+    refused, the same config with 8,192 steps (and another data.root) is copied in. The saved
+    configs predate options added since (``data.unlabeled_roi_labels``): an option left at
+    null is no difference."""
     import pytest
 
     ps = _study_module()
