@@ -191,8 +191,12 @@ def study_lines(path: Path = STUDY_REPORT) -> list[str]:
     if not any(r["role"] == "distilled" for r in wanted):
         return [f"{path.relative_to(ROOT)} has no {STUDENT} + {METHOD} row."]
 
-    def num(row: dict, key: str, digits: int = 3) -> str:
-        return f"{float(row[key]):.{digits}f}" if row.get(key) else "-"
+    def num(row: dict, key: str, sign: str = "") -> str:
+        return f"{float(row[key]):{sign}.3f}" if row.get(key) else "-"
+
+    def cell(row: dict, name: str) -> str:  # one run has no spread: its value alone
+        mean = num(row, f"lits_{name}_mean")
+        return mean if row.get("n_runs") == "1" else f"{mean} ± {num(row, f'lits_{name}_std')}"
 
     lines = [
         f"The phantom study ({path.relative_to(ROOT)}), test split, mean ± std over seeds:",
@@ -203,16 +207,15 @@ def study_lines(path: Path = STUDY_REPORT) -> list[str]:
     ]
     for r in wanted:
         paired = (
-            f"{num(r, 'lits_tumor_paired_mean')} [{num(r, 'lits_tumor_paired_low')}, "
-            f"{num(r, 'lits_tumor_paired_high')}]"
+            f"{num(r, 'lits_tumor_paired_mean', '+')} [{num(r, 'lits_tumor_paired_low', '+')}, "
+            f"{num(r, 'lits_tumor_paired_high', '+')}]"
             if r.get("lits_tumor_paired_mean")
             else "-"
         )
         gap = f"{float(r['lits_gap_closed']):.0%}" if r.get("lits_gap_closed") else "-"
         lines.append(
-            f"| {r['label']} | {r['seeds']} | {num(r, 'lits_organ_mean')} ± "
-            f"{num(r, 'lits_organ_std')} | {num(r, 'lits_tumor_mean')} ± "
-            f"{num(r, 'lits_tumor_std')} | {gap} | {paired} |"
+            f"| {r['label']} | {r['seeds']} | {cell(r, 'organ')} | {cell(r, 'tumor')} | {gap} "
+            f"| {paired} |"
         )
     return lines
 
