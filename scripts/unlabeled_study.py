@@ -69,9 +69,9 @@ two runs are then the study's seed-1 teacher and alone rows (same code, same com
 **Protocol v4** (written 2026-12-04 17:45 UTC, before any v4 run; v3's pilot failed its rule.
 v4's own pilot failed too, at 17:56 UTC, so v4 was never run and has no ``--protocol`` entry;
 the result is in docs/unlabeled.md). The phantom study's v4 (docs/study.md) has a real
-teacher gap: a stage-2 RA-UNet w0.5 trained 8,192 steps on whole 15-50 mm tumors reached test tumor Dice 0.783 against
-0.645 for a stage-2 ENet (liver 0.950 against 0.917), with 42 labeled cases. v4 here is that
-regime with 6 labeled cases and 48 unlabeled scans:
+teacher gap: a stage-2 RA-UNet w0.5 trained 8,192 steps on whole 15-50 mm tumors reached
+test tumor Dice 0.783 against 0.645 for a stage-2 ENet (liver 0.950 against 0.917), with 42
+labeled cases. v4 here is that regime with 6 labeled cases and 48 unlabeled scans:
 
     data     labeled: 24 phantom cases (seed 0; split 6 train / 6 val / 12 test); unlabeled: 48
              scans (seed 1); both ``{tumor_mm_range: [15, 50], tumor_depth: 1}`` (study v4's)
