@@ -196,7 +196,8 @@ def study_lines(path: Path = STUDY_REPORT) -> list[str]:
 
     def cell(row: dict, name: str) -> str:  # one run has no spread: its value alone
         mean = num(row, f"lits_{name}_mean")
-        return mean if row.get("n_runs") == "1" else f"{mean} ± {num(row, f'lits_{name}_std')}"
+        one = row.get(f"lits_{name}_n") == "1"  # the runs the cell averages, as in the report
+        return mean if one else f"{mean} ± {num(row, f'lits_{name}_std')}"
 
     lines = [
         f"The phantom study ({path.relative_to(ROOT)}), test split, mean ± std over seeds:",

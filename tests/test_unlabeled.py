@@ -149,7 +149,9 @@ ROI = [
 
 
 def _roi_setup(phantom: Path, tmp_path: Path, masks: Path | None) -> Any:
-    scans = scan_folder(phantom, tmp_path / "scans")
+    scans = tmp_path / "scans"
+    if not scans.exists():  # a second setup over the same folders
+        scan_folder(phantom, scans)
     extra = [] if masks is None else [f"data.unlabeled_roi_labels={masks}"]
     cfg = compose(
         "train",
@@ -252,3 +254,29 @@ def test_organ_roi_unlabeled_scans_mix_into_batches(phantom_lits: Path, tmp_path
     dm.prepare_data()
     with pytest.raises(InputError, match="no slice of the unlabeled scans"):
         dm.setup("fit")
+
+
+def test_predicted_masks_box_the_largest_component_like_the_cascade(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A predicted mask with a stray blob far from the organ boxes its largest component (as
+    the cascade reads stage 1), so the scan's slices equal the labeled case's; kdseg-predict's
+    ``<id>_0000`` names are found; a parent folder's dataset.json is not the mask's; masks
+    written again make another cache."""
+    masks = tmp_path / "stage1"
+    masks.mkdir()
+    (tmp_path / "dataset.json").write_text('{"labels": {"background": 0, "spleen": 1}}')
+    for name, volume in SCANS.items():
+        seg = nib.load(phantom_lits / volume.replace("volume", "segmentation"))
+        data = np.asarray(seg.dataobj).astype(np.uint8)
+        data[:2, :2, :2] = 1  # a false positive in a corner
+        nib.save(nib.Nifti1Image(data, seg.affine), masks / f"{name}_0000.nii.gz")
+    setup = _roi_setup(phantom_lits, tmp_path / "a", masks)
+    setup.prepare(progress=False)
+    for name, volume in SCANS.items():
+        unlabeled = open_case(setup.unlabeled_dir, name)
+        labeled = open_case(setup.cache_dir, volume.split(".")[0])
+        np.testing.assert_array_equal(unlabeled.image, labeled.image)
+    os.utime(masks / "scan_a_0000.nii.gz", ns=(1, 1))  # stage 1 run again into the folder
+    again = _roi_setup(phantom_lits, tmp_path / "a", masks)
+    assert again.unlabeled_dir != setup.unlabeled_dir

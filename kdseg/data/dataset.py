@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,22 +115,40 @@ class DataSetup:
 
 def with_roi_labels(images: dict[str, ImageCase], folder: Path) -> dict[str, ImageCase]:
     """``images`` with each one's organ mask from ``folder`` (``data.unlabeled_roi_labels``):
-    ``<case id>.nii.gz`` or ``.nii``, in the folder or its ``labelsTr/`` (a kdseg-pseudolabel or
-    nnU-Net output folder as it is). A missing mask is refused, naming the case."""
+    ``<case id>.nii.gz`` or ``.nii`` (or with the image's ``_0000`` kept, as kdseg-predict names
+    an ``imagesTs/`` scan's output), in the folder or its ``labelsTr/`` (a kdseg-pseudolabel or
+    nnU-Net folder as it is). A missing mask is refused, naming the case."""
     if not folder.is_dir():
         raise InputError(folder, "data.unlabeled_roi_labels: folder not found")
     out = {}
     for case_id, image in images.items():
         found = [
-            folder / sub / f"{case_id}{suffix}"
+            folder / sub / f"{name}{suffix}"
             for sub in ("", "labelsTr")
+            for name in (case_id, f"{case_id}_0000")
             for suffix in (".nii.gz", ".nii")
-            if (folder / sub / f"{case_id}{suffix}").is_file()
+            if (folder / sub / f"{name}{suffix}").is_file()
         ]
         if not found:
-            raise InputError(folder, f"data.unlabeled_roi_labels: no mask {case_id}.nii.gz")
+            raise InputError(
+                folder,
+                f"data.unlabeled_roi_labels: no mask {case_id}.nii.gz (every scan of "
+                "data.unlabeled_root needs one; a filtered kdseg-pseudolabel folder holds its "
+                "kept scans in imagesTr/)",
+            )
         out[case_id] = dataclasses.replace(image, roi_label=found[0])
     return out
+
+
+def _masks_key(images: Iterable[ImageCase]) -> str:
+    """Names, sizes and modification times of the masks: masks written again (stage 1 rerun
+    into the same folder) make another cache, not a stale reuse of the old boxes."""
+    stamps = []
+    for image in images:
+        assert image.roi_label is not None
+        stat = image.roi_label.stat()
+        stamps.append(f"{image.roi_label.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha1("\n".join(sorted(stamps)).encode()).hexdigest()[:8]
 
 
 def _folder_key(path: str | Path) -> str:
@@ -165,7 +184,7 @@ def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) ->
         if pre.roi is not None and cfg.get("unlabeled_roi_labels"):
             masks = Path(cfg["unlabeled_roi_labels"])
             setup.unlabeled = with_roi_labels(setup.unlabeled, masks)
-            key += f"-roi-{_folder_key(masks)}"  # other masks, other boxes: another cache
+            key += f"-roi-{_masks_key(setup.unlabeled.values())}"  # other masks: another cache
         setup.unlabeled_dir = cache_dir_for(cache_root, key, pre)
     if teacher_predictions:
         setup.teacher_predictions = Path(teacher_predictions)

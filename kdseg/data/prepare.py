@@ -29,6 +29,7 @@ from kdseg.data.preprocess import (
     organ_box,
     organ_level,
 )
+from kdseg.data.roi import largest_component_box
 from kdseg.data.sources import Case, ImageCase
 from kdseg.errors import InputError, atomic_path, write_text_atomic
 
@@ -160,7 +161,14 @@ def training_roi(
 
     The draw is seeded by the case id and the config digest: the same cache every time.
     """
-    box = organ_box(pre.reorient(image, label) > 0)
+    return jittered(pre, image, organ_box(pre.reorient(image, label) > 0), case_id)
+
+
+def jittered(
+    pre: Preprocessor, image: nib.Nifti1Image, box: tuple[int, ...] | None, case_id: str
+) -> tuple[int, ...] | None:
+    """``box`` with each face moved by up to ``roi_jitter_mm``, drawn from the case id and the
+    config digest (the same cache every time); ``None`` stays ``None``."""
     if box is None:
         return None
     seed = int(hashlib.sha1(f"{case_id}:{pre.config.digest()}".encode()).hexdigest()[:8], 16)
@@ -172,8 +180,9 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
     """Load, preprocess and cache one unlabeled image (the image-only cache); return its id.
 
     Same preprocessing and layout as :func:`prepare_case`, no ``label.npy``; ``meta.json``
-    says ``labeled: false``. An organ-ROI config takes the organ box (jittered as in training)
-    and the organ level from the case's ``roi_label`` (a predicted mask); without one it is
+    says ``labeled: false``. An organ-ROI config takes the organ box and level from the case's
+    ``roi_label`` (a predicted mask): its largest component, as the cascade reads stage 1's
+    mask (:mod:`kdseg.data.roi`), the box jittered as in training; without a mask the case is
     refused. A mask without organ gives the case no slice, as in :func:`prepare_case`.
     """
     image = load_volume(case.image)
@@ -188,14 +197,18 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
                 "masks of the unlabeled scans in data.unlabeled_roi_labels (a stage 1's or "
                 "kdseg-pseudolabel's labels)",
             )
-        mask = roi_mask(image, case.roi_label)
-        box = training_roi(pre, image, mask, case.case_id)
-        if config.window_level == "organ" and box is not None:
-            level = organ_level(pre.reorient(image), pre.reorient(image, mask) > 0)
+        # a predicted mask: its largest component, as the cascade reads stage 1's mask
+        hu = pre.reorient(image) if config.window_level == "organ" else None
+        found, info = largest_component_box(
+            pre.reorient(image, roi_mask(image, case.roi_label)) > 0, hu
+        )
+        box, level = jittered(pre, image, found, case.case_id), info.get("organ_level_hu")
     no_organ = config.roi is not None and box is None
     if no_organ:  # any box and level will do: its slices are dropped below
-        box, level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
-    slices, geom = pre.image(image, box, level=level)
+        dummy = None if config.window_level is None else 0.0
+        slices, geom = pre.image(image, (0, 1, 0, 1, 0, 1), level=dummy)
+    else:
+        slices, geom = pre.image(image, box, level=level)
     if no_organ:
         slices = slices[:0]
     folder = case_folder(cache_dir, case.case_id)
@@ -217,10 +230,10 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
 
 def roi_mask(image: nib.Nifti1Image, path: Path) -> np.ndarray:
     """The organ mask (label > 0) of a predicted label map, checked against ``image``: same
-    shape and affine, whole values in kdseg's labels or in its folder's ``dataset.json``
-    mapping (an nnU-Net or kdseg-pseudolabel folder)."""
-    mapped = [f for f in (path.parent, path.parent.parent) if (f / DATASET_JSON).is_file()]
-    label_map = read_dataset_json(mapped[0]).label_map if mapped else None
+    shape and affine, whole values in kdseg's labels or in the mapping of the ``dataset.json``
+    beside it (beside its ``labelsTr/`` in an nnU-Net or kdseg-pseudolabel folder)."""
+    home = path.parent.parent if path.parent.name == "labelsTr" else path.parent
+    label_map = read_dataset_json(home).label_map if (home / DATASET_JSON).is_file() else None
     allowed = LABELS if label_map is None else [stored for stored, _ in label_map]
     label = check_pair(image, load_volume(path, role="label"), path, allowed)
     return (remap_labels(label, label_map) > 0).astype(np.uint8)

@@ -1,0 +1,55 @@
+"""Organ boxes from predicted masks: the box of the largest connected component.
+
+A predicted organ mask (a cascade's stage 1 at inference, or the masks that give unlabeled
+scans their box in training, ``data.unlabeled_roi_labels``) can hold stray blobs; the organ is
+its largest 26-connected component, and the box and organ level are read from that alone, the
+same way on both paths. Ground-truth boxes (:func:`kdseg.data.prepare.training_roi`) take all
+of the organ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kdseg.data.preprocess import Box3D, organ_box, organ_level
+
+
+def largest_component_box(
+    mask: np.ndarray, hu: np.ndarray | None = None
+) -> tuple[Box3D | None, dict[str, Any]]:
+    """Box of the largest 26-connected component of ``mask`` ``(X, Y, Z)``, and what was found.
+
+    Components are labelled inside the bounding box of all of ``mask`` only: labelling a whole
+    512 x 512 x 200 volume takes seconds, the organ's box a fraction of that. ``hu``: the
+    image on ``mask``'s grid; when given, ``organ_level_hu`` in what was found is the
+    component's level (:func:`~kdseg.data.preprocess.organ_level`), read inside the same box.
+    """
+    import cc3d  # components (cc3d imports in milliseconds, scipy.ndimage in half a second)
+
+    outer = organ_box(mask)
+    if outer is None:
+        return None, {"organ_found": False, "components": 0, "organ_voxels": 0}
+    x0, _, y0, _, z0, _ = outer
+    where = np.s_[outer[0] : outer[1], outer[2] : outer[3], outer[4] : outer[5]]
+    window = np.ascontiguousarray(mask[where], dtype=bool)
+    components = cc3d.connected_components(window, connectivity=26)
+    n = int(components.max())
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    best = int(sizes.argmax())
+    largest = components == best
+    inner = organ_box(largest)
+    assert inner is not None
+    box = tuple(int(v + o) for v, o in zip(inner, (x0, x0, y0, y0, z0, z0), strict=True))
+    info = {
+        "organ_found": True,
+        "components": int(n),
+        "organ_voxels": int(sizes.sum()),
+        "largest_component_voxels": int(sizes[best]),
+        "box": list(box),
+    }
+    if hu is not None:
+        info["organ_level_hu"] = organ_level(hu[where], largest)
+    return box, info  # type: ignore[return-value]
