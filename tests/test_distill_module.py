@@ -354,6 +354,18 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
             },
             {"organ": 0.85, "tumor": distilled},
         )
+    _fake_run(  # a method run on seed 1 only: its gap is measured against seed 1 alone
+        tmp_path / "distilled",
+        "raunet-enet-kd-s1",
+        {
+            "data": data,
+            "seed": 1,
+            "student": net("enet", 0.25),
+            "distill": {"name": "kd"},
+            "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
+        },
+        {"organ": 0.85, "tumor": 0.45},
+    )
     _fake_run(
         tmp_path / "students",
         "enet-s9",
@@ -363,7 +375,9 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
 
     report = build_report([str(tmp_path / "*")])
     rows = {r.label: r for r in report.rows}
-    assert [r.role for r in report.rows] == ["teacher", "student", "distilled"]
+    assert [r.role for r in report.rows] == ["teacher", "student", "distilled", "distilled"]
+    one_seed = rows["enet (w 0.25) + raunet (w 0.25) (kd)"]
+    assert one_seed.gap["lits"] == pytest.approx((0.45 - 0.30) / (0.6 - 0.30))  # not 0.35
     distilled = rows["enet (w 0.25) + raunet (w 0.25) (emkd)"]
     assert distilled.seeds == [1, 2] and distilled.cells["lits", "tumor"].mean == pytest.approx(0.5)
     student = rows["enet (w 0.25)"].cells["lits", "tumor"]

@@ -270,7 +270,7 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
         Row(role, model, teacher, method, runs, _cells(runs), runs[0].params)
         for (role, model, teacher, method), runs in groups.items()
     ]
-    means = {(r.role, r.model): r.cells for r in rows if r.role in ("teacher", "student")}
+    references = {(r.role, r.model): r.runs for r in rows if r.role in ("teacher", "student")}
     alone = {r.model: r.runs for r in rows if r.role == "student"}
     for row in rows:
         if row.role != "distilled":
@@ -279,9 +279,10 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
             row.paired[key] = paired_difference(
                 _by_seed(row.runs, *key), _by_seed(alone.get(row.model, []), *key)
             )
+        seeds = {r.seed for r in row.runs}
         teacher, student = (
-            means.get(("teacher", row.teacher), {}),
-            means.get(("student", row.model), {}),
+            _cells(_on_seeds(references.get(("teacher", row.teacher), []), seeds)),
+            _cells(_on_seeds(references.get(("student", row.model), []), seeds)),
         )
         for dataset, name in row.cells:
             if name == GAP_CLASS:
@@ -291,6 +292,13 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
                     student.get((dataset, name)),
                 )
     return sorted(rows, key=_sort_key)
+
+
+def _on_seeds(runs: Sequence[RunRecord], seeds: set[int | None]) -> list[RunRecord]:
+    """A reference row's runs of ``seeds`` (the distilled row's), or all of them when it has
+    none of those: a 3-seed row's gap is measured against the student alone of its 3 seeds,
+    not of 5, while one shared teacher (seed 1) serves every student seed."""
+    return [r for r in runs if r.seed in seeds] or list(runs)
 
 
 def _by_seed(runs: Sequence[RunRecord], dataset: str, name: str) -> dict[int, float]:
@@ -359,7 +367,8 @@ class Report:
             "",
             f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
             "sample std over the seeds listed (one run: its value). Gap closed = (distilled - "
-            "student alone) / (teacher - student alone) on the mean tumor Dice; n/a when the "
+            "student alone) / (teacher - student alone) on the mean tumor Dice over the row's seeds "
+            "(a reference row's own seeds when it shares none); n/a when the "
             "teacher is not better or a reference row is missing. Paired Δ = mean over seeds of "
             "(distilled - student alone) of the same seed (same initial weights), with a "
             "Student-t 95% interval; n/a without a student-alone run of a common seed.",
