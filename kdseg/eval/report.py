@@ -367,9 +367,9 @@ class Report:
             "",
             f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
             "sample std over the seeds listed (one run: its value). Gap closed = (distilled - "
-            "student alone) / (teacher - student alone) on the mean tumor Dice over the row's seeds "
-            "(a reference row's own seeds when it shares none); n/a when the "
-            "teacher is not better or a reference row is missing. Paired Δ = mean over seeds of "
+            "student alone) / (teacher - student alone) on the mean tumor Dice over the row's "
+            "seeds (a reference row's own seeds when it shares none); n/a when the teacher is "
+            "not better or a reference row is missing. Paired Δ = mean over seeds of "
             "(distilled - student alone) of the same seed (same initial weights), with a "
             "Student-t 95% interval; n/a without a student-alone run of a common seed.",
         ]
