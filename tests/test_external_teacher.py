@@ -99,3 +99,40 @@ def test_prediction_with_mismatched_geometry_exits_2_with_one_line(
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert f"{case}.npz" in lines[0] and "voxels" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_stage2_distill_from_stored_predictions_cuts_them_like_the_images(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """An organ-ROI (stage-2) student learns from stored predictions: each is cut with the box
+    its case's image slices were cut with (ground truth or the scan's mask, both jittered), so
+    teacher and image slices align, labeled and unlabeled."""
+    from test_unlabeled import ROI
+
+    teacher = predictions(phantom_lits, tmp_path / "preds")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name, volume in SCANS.items():
+        seg = phantom_lits / volume.replace("volume", "segmentation")
+        (masks / f"{name}.nii.gz").symlink_to(seg)
+    jitter = [o for o in ROI if "roi_jitter_mm" not in o] + ["data.preprocess.roi_jitter_mm=5"]
+    distill(
+        phantom_lits,
+        tmp_path,
+        teacher,
+        "distill=kd",
+        *jitter,
+        f"data.unlabeled_roi_labels={masks}",
+    )
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    cache = tmp_path / "cache"
+    targets, labeled = next(cache.glob("teacher-*-roi-*")), next(cache.glob("lits-*"))
+    for case in train_ids(phantom_lits):
+        grid = np.load(targets / "cases" / case / "teacher.npy")
+        label = np.load(labeled / "cases" / case / "label.npy")
+        np.testing.assert_array_equal(grid.argmax(1), label)  # the same box, the same slices
+    scans = next(cache.glob("unlabeled-*-roi-*"))
+    for name in SCANS:
+        grid = np.load(targets / "cases" / name / "teacher.npy")
+        image = np.load(scans / "cases" / name / "image.npy")
+        assert grid.shape[0] == image.shape[0] > 0 and grid.shape[2:] == image.shape[1:]

@@ -86,10 +86,10 @@ class DataSetup:
         if self.teacher_predictions is not None:
             from kdseg.data.teacher_targets import prepare_teacher_targets
 
-            images = [(c, self.cases[c].image) for c in self.split["train"]]
-            images += [(c, i.image) for c, i in (self.unlabeled or {}).items()]
+            cases: list[Case | ImageCase] = [self.cases[c] for c in self.split["train"]]
+            cases += list((self.unlabeled or {}).values())
             prepare_teacher_targets(
-                images, self.teacher_predictions, self.preprocess, self.teacher_dir, progress
+                cases, self.teacher_predictions, self.preprocess, self.teacher_dir, progress
             )
         return done
 
@@ -174,6 +174,7 @@ def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) ->
     cache_root = Path(cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache")
     cache_dir = cache_dir_for(cache_root, cfg["name"], pre)
     setup = DataSetup(cfg, cases, split, pre, cache_dir)
+    masks_key = ""  # the unlabeled scans' organ masks, when they set boxes
     if cfg.get("unlabeled_root"):
         root = cfg["unlabeled_root"]
         setup.unlabeled = {i.case_id: i for i in discover_images(root)}
@@ -184,10 +185,11 @@ def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) ->
         if pre.roi is not None and cfg.get("unlabeled_roi_labels"):
             masks = Path(cfg["unlabeled_roi_labels"])
             setup.unlabeled = with_roi_labels(setup.unlabeled, masks)
-            key += f"-roi-{_masks_key(setup.unlabeled.values())}"  # other masks: another cache
+            masks_key = f"-roi-{_masks_key(setup.unlabeled.values())}"
+            key += masks_key  # other masks, other boxes: another cache
         setup.unlabeled_dir = cache_dir_for(cache_root, key, pre)
     if teacher_predictions:
         setup.teacher_predictions = Path(teacher_predictions)
-        key = f"teacher-{_folder_key(teacher_predictions)}"
+        key = f"teacher-{_folder_key(teacher_predictions)}{masks_key}"  # cut like the images
         setup.teacher_dir = cache_dir_for(cache_root, key, pre)
     return setup

@@ -70,11 +70,8 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
     label = remap_labels(label, case.label_map)
     pre = Preprocessor(config)
-    roi = training_roi(pre, image, label, case.case_id) if config.roi == "organ" else None
+    roi, level = labeled_roi(pre, image, label, case.case_id)
     no_organ = config.roi == "organ" and roi is None
-    level = None
-    if config.window_level == "organ":
-        level = organ_level(pre.reorient(image), pre.reorient(image, label) > 0)
     box, box_level = roi, level
     if no_organ:  # any box and level will do: its slices are dropped below
         box, box_level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
@@ -176,6 +173,51 @@ def jittered(
     return jitter_box(box, pre.config.roi_jitter_mm, pre.spacing(image), rng)
 
 
+def labeled_roi(
+    pre: Preprocessor, image: nib.Nifti1Image, label: np.ndarray, case_id: str
+) -> tuple[tuple[int, ...] | None, float | None]:
+    """A labeled case's organ box (ground truth, jittered; ``None`` without ROI or organ) and
+    organ level (``window_level: organ``; over the whole ground-truth organ, not jittered)."""
+    roi = training_roi(pre, image, label, case_id) if pre.config.roi == "organ" else None
+    level = None
+    if pre.config.window_level == "organ":
+        level = organ_level(pre.reorient(image), pre.reorient(image, label) > 0)
+    return roi, level
+
+
+def image_roi(
+    pre: Preprocessor, image: nib.Nifti1Image, case: ImageCase
+) -> tuple[tuple[int, ...] | None, float | None]:
+    """An unlabeled case's organ box and level in an organ-ROI config: the largest component
+    of its ``roi_label`` mask, as the cascade reads stage 1's mask, the box jittered as in
+    training; ``(None, None)`` without ROI. Refused without a mask."""
+    if pre.config.roi is None:
+        return None, None
+    if case.roi_label is None:
+        raise InputError(
+            case.image,
+            "unlabeled image with preprocess.roi=organ has no organ box: give the organ "
+            "masks of the unlabeled scans in data.unlabeled_roi_labels (a stage 1's or "
+            "kdseg-pseudolabel's labels)",
+        )
+    hu = pre.reorient(image) if pre.config.window_level == "organ" else None
+    mask = pre.reorient(image, roi_mask(image, case.roi_label)) > 0
+    found, info = largest_component_box(mask, hu)
+    return jittered(pre, image, found, case.case_id), info.get("organ_level_hu")
+
+
+def case_roi(
+    case: Case | ImageCase, pre: Preprocessor, image: nib.Nifti1Image
+) -> tuple[tuple[int, ...] | None, float | None]:
+    """The organ box and level the case's cached slices were cut with (:func:`labeled_roi` or
+    :func:`image_roi`): what a stored teacher prediction of the case is cut with too."""
+    if isinstance(case, ImageCase):
+        return image_roi(pre, image, case)
+    allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
+    label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
+    return labeled_roi(pre, image, remap_labels(label, case.label_map), case.case_id)
+
+
 def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Path) -> str:
     """Load, preprocess and cache one unlabeled image (the image-only cache); return its id.
 
@@ -187,22 +229,7 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
     """
     image = load_volume(case.image)
     pre = Preprocessor(config)
-    box: tuple[int, ...] | None = None
-    level: float | None = None
-    if config.roi is not None:
-        if case.roi_label is None:
-            raise InputError(
-                case.image,
-                "unlabeled image with preprocess.roi=organ has no organ box: give the organ "
-                "masks of the unlabeled scans in data.unlabeled_roi_labels (a stage 1's or "
-                "kdseg-pseudolabel's labels)",
-            )
-        # a predicted mask: its largest component, as the cascade reads stage 1's mask
-        hu = pre.reorient(image) if config.window_level == "organ" else None
-        found, info = largest_component_box(
-            pre.reorient(image, roi_mask(image, case.roi_label)) > 0, hu
-        )
-        box, level = jittered(pre, image, found, case.case_id), info.get("organ_level_hu")
+    box, level = image_roi(pre, image, case)
     no_organ = config.roi is not None and box is None
     if no_organ:  # any box and level will do: its slices are dropped below
         dummy = None if config.window_level is None else 0.0

@@ -40,6 +40,7 @@ from kdseg.data.nnunet import (
     remap_labels,
 )
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.sources import Case, ImageCase
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError, atomic_path, write_text_atomic
 
@@ -133,17 +134,37 @@ def label_map_of(folder: Path) -> tuple[tuple[int, int], ...] | None:
 
 
 def prepare_teacher_case(
-    case_id: str, image_path: Path, folder: Path, config: PreprocessConfig, cache_dir: Path
+    case_id: str,
+    image_path: Path,
+    folder: Path,
+    config: PreprocessConfig,
+    cache_dir: Path,
+    case: Case | ImageCase | None = None,
 ) -> str:
-    """Check, preprocess and cache the stored prediction of one case; return its id."""
-    if config.roi is not None:
-        raise InputError(folder, "teacher.predictions with preprocess.roi=organ is not supported")
+    """Check, preprocess and cache the stored prediction of one case; return its id.
+
+    An organ-ROI config cuts the prediction with the box and level the case's image slices
+    were cut with (:func:`kdseg.data.prepare.case_roi`: ground truth or the scan's mask), so
+    teacher and image slices align; ``case`` is needed then. A case without organ gets none.
+    """
+    from kdseg.data.prepare import case_roi
+
     path = find_prediction(folder, case_id)
     image = load_volume(image_path)
     probs, hard = load_prediction(path, image, label_map_of(folder))
     pre = Preprocessor(config)
-    _, geom = pre.image(image)
+    box, level = None, None
+    if config.roi is not None:
+        if case is None:
+            raise InputError(folder, "teacher.predictions with an organ ROI needs the case")
+        box, level = case_roi(case, pre, image)
+    empty = config.roi is not None and box is None
+    if empty:  # any box and level will do: the slices are dropped below, as in prepare
+        box, level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
+    _, geom = pre.image(image, box, level=level)
     grid = pre.probabilities(probs, image, geom, mode="nearest" if hard else "bilinear")
+    if empty:
+        grid = grid[:0]
     out = case_folder(cache_dir, case_id)
     with atomic_path(out / "teacher.npy", suffix=".npy") as tmp:
         np.save(tmp, grid.astype(np.float16))
@@ -153,13 +174,14 @@ def prepare_teacher_case(
 
 
 def prepare_teacher_targets(
-    cases: Sequence[tuple[str, Path]],
+    cases: Sequence[Case | ImageCase],
     folder: str | Path,
     config: PreprocessConfig,
     cache_dir: str | Path,
     progress: bool = True,
 ) -> None:
-    """Cache the stored predictions of every ``(case id, image path)`` not yet cached."""
+    """Cache the stored predictions of every case (labeled or an unlabeled scan) not yet
+    cached."""
     folder, cache_dir = Path(folder), Path(cache_dir)
     if not folder.is_dir():
         raise InputError(folder, "teacher.predictions folder not found")
@@ -167,11 +189,11 @@ def prepare_teacher_targets(
         cache_dir / "source.json",
         json.dumps({"predictions": str(folder), "preprocess": config.to_dict()}, indent=1),
     )
-    todo = [(c, p) for c, p in cases if not is_prepared(cache_dir, c)]
+    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id)]
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(f"teacher targets: {len(todo)} case(s)", total=len(todo))
-        for case_id, image in todo:
-            prepare_teacher_case(case_id, image, folder, config, cache_dir)
+        for case in todo:
+            prepare_teacher_case(case.case_id, case.image, folder, config, cache_dir, case)
             bar.advance(task)
 
 
