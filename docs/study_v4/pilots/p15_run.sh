@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 15 pilot P15 (2026-12-04, written 18:57 UTC, before it ran; started 18:58). P10's teacher setting on
+# Issue 15 pilot P15 (2026-12-04, written 19:00 UTC, before it ran). P10's teacher setting on
 # the generator's DEFAULT phantoms (study v3's 40 cases: kdseg-phantom dataset=lits n_cases=40
 # seed=0; organ-ROI stage 2 at 1.5 mm, 144 x 144, window [-100, 100] around the organ level,
 # RA-UNet w0.5, Adam 1e-3, seed 1) trained 8,192 steps (T14's length, trainer.max_epochs=128)
