@@ -18,7 +18,7 @@ from kdseg.data.cache import open_case
 from kdseg.data.dataset import resolve_data
 from kdseg.data.nnunet import kdseg_label_map, probabilities_on_image, remap_labels
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
-from kdseg.data.sources import discover_cases, discover_images
+from kdseg.data.sources import ImageCase, discover_cases, discover_images
 from kdseg.data.teacher_targets import label_map_of, prepare_teacher_case
 from kdseg.errors import InputError
 
@@ -88,7 +88,8 @@ def test_nnunet_probabilities_match_its_segmentation_and_resample(tmp_path: Path
         config = PreprocessConfig(window=(-100.0, 200.0), in_plane_size=size)
         cache = tmp_path / f"teacher-{size}"
         loaded = nib.load(FIXTURE / "fix_001_0000.nii.gz")
-        prepare_teacher_case("fix_001", FIXTURE / "fix_001_0000.nii.gz", FIXTURE, config, cache)
+        scan = ImageCase("fix_001", FIXTURE / "fix_001_0000.nii.gz")
+        prepare_teacher_case(scan, FIXTURE, config, cache)
         grid = np.load(cache / "cases" / "fix_001" / "teacher.npy").astype(np.float32)
         pre = Preprocessor(config)
         slices, geom = pre.image(loaded)

@@ -102,6 +102,12 @@ def read_dataset_json(folder: str | Path) -> NnunetDataset:
     return NnunetDataset(ending, dict(labels), kdseg_label_map(labels, path))
 
 
+def label_map_of(folder: str | Path) -> tuple[tuple[int, int], ...] | None:
+    """The label mapping named by the folder's ``dataset.json`` (none: kdseg's 0/1/2)."""
+    folder = Path(folder)
+    return read_dataset_json(folder).label_map if (folder / DATASET_JSON).exists() else None
+
+
 def remap_labels(label: np.ndarray, label_map: tuple[tuple[int, int], ...] | None) -> np.ndarray:
     """Stored label values -> kdseg labels (identity for ``None``)."""
     if label_map is None:

@@ -20,7 +20,7 @@ from rich.progress import Progress
 
 from kdseg.data.cache import case_folder, is_prepared
 from kdseg.data.io import check_pair, load_volume
-from kdseg.data.nnunet import DATASET_JSON, read_dataset_json, remap_labels
+from kdseg.data.nnunet import label_map_of, remap_labels
 from kdseg.data.preprocess import (
     Geometry,
     PreprocessConfig,
@@ -66,15 +66,10 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     spilling into darker neighbours, pulls it down more: see the README's cascade section).
     """
     image = load_volume(case.image)
-    allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
-    label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
-    label = remap_labels(label, case.label_map)
+    label = case_label(case, image)
     pre = Preprocessor(config)
     roi, level = labeled_roi(pre, image, label, case.case_id)
-    no_organ = config.roi == "organ" and roi is None
-    box, box_level = roi, level
-    if no_organ:  # any box and level will do: its slices are dropped below
-        box, box_level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
+    box, box_level, no_organ = cut_box(config, roi, level)
     slices, geom = pre.image(image, box, level=box_level)
     labels = pre.label(label, image, geom)
     if no_organ:  # a case without organ gives a stage-2 model no slice at all
@@ -173,6 +168,26 @@ def jittered(
     return jitter_box(box, pre.config.roi_jitter_mm, pre.spacing(image), rng)
 
 
+def case_label(case: Case, image: nib.Nifti1Image) -> np.ndarray:
+    """The case's label volume, checked against its image and mapped to kdseg's 0/1/2."""
+    allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
+    label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
+    return remap_labels(label, case.label_map)
+
+
+def cut_box(
+    config: PreprocessConfig, box: tuple[int, ...] | None, level: float | None
+) -> tuple[tuple[int, ...] | None, float | None, bool]:
+    """The box and level to cut a case's slices with, and whether the case has no organ.
+
+    An organ-ROI case without organ gives a stage-2 model no slice at all: any box and level
+    will do for the cut, and the caller drops what comes out (``slices[:0]``).
+    """
+    if config.roi is None or box is not None:
+        return box, level, False
+    return (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0), True
+
+
 def labeled_roi(
     pre: Preprocessor, image: nib.Nifti1Image, label: np.ndarray, case_id: str
 ) -> tuple[tuple[int, ...] | None, float | None]:
@@ -213,9 +228,7 @@ def case_roi(
     :func:`image_roi`): what a stored teacher prediction of the case is cut with too."""
     if isinstance(case, ImageCase):
         return image_roi(pre, image, case)
-    allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
-    label = check_pair(image, load_volume(case.label, role="label"), case.label, allowed)
-    return labeled_roi(pre, image, remap_labels(label, case.label_map), case.case_id)
+    return labeled_roi(pre, image, case_label(case, image), case.case_id)
 
 
 def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Path) -> str:
@@ -229,13 +242,9 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
     """
     image = load_volume(case.image)
     pre = Preprocessor(config)
-    box, level = image_roi(pre, image, case)
-    no_organ = config.roi is not None and box is None
-    if no_organ:  # any box and level will do: its slices are dropped below
-        dummy = None if config.window_level is None else 0.0
-        slices, geom = pre.image(image, (0, 1, 0, 1, 0, 1), level=dummy)
-    else:
-        slices, geom = pre.image(image, box, level=level)
+    roi, level = image_roi(pre, image, case)
+    box, box_level, no_organ = cut_box(config, roi, level)
+    slices, geom = pre.image(image, box, level=box_level)
     if no_organ:
         slices = slices[:0]
     folder = case_folder(cache_dir, case.case_id)
@@ -259,8 +268,7 @@ def roi_mask(image: nib.Nifti1Image, path: Path) -> np.ndarray:
     """The organ mask (label > 0) of a predicted label map, checked against ``image``: same
     shape and affine, whole values in kdseg's labels or in the mapping of the ``dataset.json``
     beside it (beside its ``labelsTr/`` in an nnU-Net or kdseg-pseudolabel folder)."""
-    home = path.parent.parent if path.parent.name == "labelsTr" else path.parent
-    label_map = read_dataset_json(home).label_map if (home / DATASET_JSON).is_file() else None
+    label_map = label_map_of(path.parent.parent if path.parent.name == "labelsTr" else path.parent)
     allowed = LABELS if label_map is None else [stored for stored, _ in label_map]
     label = check_pair(image, load_volume(path, role="label"), path, allowed)
     return (remap_labels(label, label_map) > 0).astype(np.uint8)

@@ -33,10 +33,9 @@ from rich.progress import Progress
 from kdseg.data.cache import CachedCase, case_folder, is_prepared
 from kdseg.data.io import AFFINE_TOLERANCE, load_volume
 from kdseg.data.nnunet import (
-    DATASET_JSON,
+    label_map_of,
     merge_channels,
     probabilities_on_image,
-    read_dataset_json,
     remap_labels,
 )
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
@@ -128,39 +127,24 @@ def _nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, img.affine
 
 
-def label_map_of(folder: Path) -> tuple[tuple[int, int], ...] | None:
-    """The label mapping named by the folder's ``dataset.json`` (none: kdseg's 0/1/2)."""
-    return read_dataset_json(folder).label_map if (folder / DATASET_JSON).exists() else None
-
-
 def prepare_teacher_case(
-    case_id: str,
-    image_path: Path,
-    folder: Path,
-    config: PreprocessConfig,
-    cache_dir: Path,
-    case: Case | ImageCase | None = None,
+    case: Case | ImageCase, folder: Path, config: PreprocessConfig, cache_dir: Path
 ) -> str:
     """Check, preprocess and cache the stored prediction of one case; return its id.
 
     An organ-ROI config cuts the prediction with the box and level the case's image slices
     were cut with (:func:`kdseg.data.prepare.case_roi`: ground truth or the scan's mask), so
-    teacher and image slices align; ``case`` is needed then. A case without organ gets none.
+    teacher and image slices align. A case without organ gets none.
     """
-    from kdseg.data.prepare import case_roi
+    from kdseg.data.prepare import case_roi, cut_box
 
+    case_id = case.case_id
     path = find_prediction(folder, case_id)
-    image = load_volume(image_path)
+    image = load_volume(case.image)
     probs, hard = load_prediction(path, image, label_map_of(folder))
     pre = Preprocessor(config)
-    box, level = None, None
-    if config.roi is not None:
-        if case is None:
-            raise InputError(folder, "teacher.predictions with an organ ROI needs the case")
-        box, level = case_roi(case, pre, image)
-    empty = config.roi is not None and box is None
-    if empty:  # any box and level will do: the slices are dropped below, as in prepare
-        box, level = (0, 1, 0, 1, 0, 1), (None if config.window_level is None else 0.0)
+    roi, level = case_roi(case, pre, image) if config.roi is not None else (None, None)
+    box, level, empty = cut_box(config, roi, level)
     _, geom = pre.image(image, box, level=level)
     grid = pre.probabilities(probs, image, geom, mode="nearest" if hard else "bilinear")
     if empty:
@@ -193,7 +177,7 @@ def prepare_teacher_targets(
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(f"teacher targets: {len(todo)} case(s)", total=len(todo))
         for case in todo:
-            prepare_teacher_case(case.case_id, case.image, folder, config, cache_dir, case)
+            prepare_teacher_case(case, folder, config, cache_dir)
             bar.advance(task)
 
 
