@@ -542,7 +542,7 @@ class StudyV5(Study):
 
     PHANTOM_PARAMS = PHANTOM_V4["params"]
     WINDOW = ("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]")
-    STAGE2 = ("experiment=phantom_study_v3", "logger=csv", *WINDOW)
+    STAGE2 = ("experiment=phantom_study_v3", *WINDOW)  # + logger=csv on training commands
     TEACHER_ARGS = ("model=raunet", "model.width=0.5", "optim.lr=1e-3", "trainer.max_epochs=128")
     STAGE1_ARGS = (
         "experiment=phantom_study",
@@ -609,6 +609,7 @@ class StudyV5(Study):
             self.run(
                 "train",
                 *self.STAGE2,
+                "logger=csv",
                 f"data.root={root or self.labeled}",
                 f"model={model[0]}",
                 f"model.width={model[1]}",
@@ -624,7 +625,7 @@ class StudyV5(Study):
         out = self.runs / "teacher" / f"s{self.TEACHER_SEED}"
         if (out / "summary.json").exists():
             return out
-        args = [*self.STAGE2, *self.TEACHER_ARGS, f"seed={self.TEACHER_SEED}"]
+        args = [*self.STAGE2, "logger=csv", *self.TEACHER_ARGS, f"seed={self.TEACHER_SEED}"]
         if self.teacher_from is None:
             self.run("train", *args, f"data.root={self.labeled}", f"hydra.run.dir={out}")
             return out
@@ -679,6 +680,7 @@ class StudyV5(Study):
                 "distill",
                 f"{self.STAGE2[0]}_distill",
                 *self.STAGE2[1:],
+                "logger=csv",
                 f"data.root={self.labeled}",
                 f"teacher.ckpt={self.teacher() / 'checkpoints' / 'best.ckpt'}",
                 "teacher.name=raunet",
