@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -260,3 +262,76 @@ def test_data_from_checks_the_phantoms(tmp_path: Path) -> None:
     (source / "phantom_truth.json").write_text(json.dumps(truth))
     with pytest.raises(SystemExit, match="volume-7 was drawn"):
         ps.Study(ps.parse_args([*args, "--protocol", "v4"]))
+
+
+def _unlabeled_module():
+    spec = importlib.util.spec_from_file_location(
+        "unlabeled_study", ROOT / "scripts" / "unlabeled_study.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unlabeled_study_v5_commands(tmp_path: Path, monkeypatch) -> None:
+    """Protocol v5: study v4's stage-2 regime for every row, ONE teacher labelling the scans
+    through the cascade [stage 1, teacher], the soft row with emkd_balanced and the scans'
+    boxes from those labels, and a --teacher-from run whose config differs refused."""
+    module = _unlabeled_module()
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v5"])
+    study = module.PROTOCOLS[args.protocol](args)
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
+    study.train("alone", 2, module.STUDENT)
+    window = {"data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]"}
+    assert calls[-1][0] == "train" and "experiment=phantom_study_v3" in calls[-1]
+    assert window <= set(calls[-1]) and "seed=2" in calls[-1] and "model=enet" in calls[-1]
+    study.soft(3)
+    teacher = next(c for c in calls if "model=raunet" in c)
+    stage1 = next(c for c in calls if "trainer.max_steps=1024" in c)
+    pseudo = next(c for c in calls if c[0] == "pseudolabel")
+    assert teacher[0] == "train" and "trainer.max_epochs=128" in teacher and "seed=1" in teacher
+    assert (
+        stage1[0] == "train"
+        and "data.preprocess={body_crop: true, in_plane_size: [96, 96]}" in stage1
+    )
+    assert (
+        pseudo[1]
+        == f"ckpt=[{study.stage1()}/checkpoints/best.ckpt,{study.teacher()}/checkpoints/best.ckpt]"
+    )
+    soft = next(c for c in calls if c[0] == "distill")
+    assert soft[:2] == ("distill", "experiment=phantom_study_v3_distill")
+    assert {"distill=emkd_balanced", "seed=3", "data.unlabeled_fraction=0.5"} <= set(soft)
+    assert f"data.unlabeled_roi_labels={tmp_path / 'pseudo' / 'all-s1'}" in soft
+    assert study.pseudolabels(2, False) == study.pseudolabels(3, False)  # one teacher's labels
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "config.yaml").write_text("seed: 1\nmodel: {name: raunet, width: 0.25}\n")
+    args = module.parse_args(["--dir", str(tmp_path / "b"), "--protocol", "v5"])
+    args.teacher_from = str(other)
+    with pytest.raises(SystemExit, match="--teacher-from differs"):
+        module.PROTOCOLS["v5"](args).teacher()
+
+
+def test_unlabeled_results_table_paired_interval() -> None:
+    """The table's paired difference is the mean per-seed difference to alone with a
+    Student-t 95% interval, and the gap closed is measured against the teacher's mean."""
+    module = _unlabeled_module()
+    rows = {"teacher": 0.9, "alone": 0.5, "soft": 0.7, "pseudo": 0.5, "filtered": 0.4}
+    offsets = {1: -0.1, 2: 0.0, 3: 0.1}
+    scores = {
+        row: {
+            s: {
+                name: {"dice_per_case_nonempty": base + (offsets[s] if row == "soft" else 0)}
+                for name in ("organ", "tumor")
+            }
+            for s in offsets
+        }
+        for row, base in rows.items()
+    }
+    inits = {row: dict.fromkeys(offsets, "abc") for row in rows}
+    table = module.results_table(scores, inits, [1, 2, 3], "dice_per_case_nonempty", 12)
+    soft = next(line for line in table.splitlines() if line.startswith("| soft "))
+    # diffs 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2) = 4.303 -> half width 0.248
+    assert "+0.200 [-0.048, +0.448]" in soft and "50%" in soft
+    assert "identical weights per seed: True" in table
