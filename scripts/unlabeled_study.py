@@ -367,7 +367,7 @@ class Study:
                 summary = json.loads((run / "summary.json").read_text())
                 inits[row][seed] = summary.get("init_weights_sha256")
         table = results_table(scores, inits, self.seeds, self.METRIC, self.N_TEST)
-        table += self.pseudo_quality()
+        table += self.pseudo_quality() + self.extra_report(scores, inits)
         table += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
         (self.dir / "results.md").write_text(table)
         (self.dir / "results.json").write_text(json.dumps(scores, indent=1, default=float))
@@ -393,6 +393,12 @@ class Study:
     def pseudo_seeds(self) -> list[int]:
         """The teacher seeds whose pseudo-labels the study made."""
         return self.seeds
+
+    def extra_report(
+        self, scores: dict[str, dict[int, dict]], inits: dict[str, dict[int, str | None]]
+    ) -> str:
+        """Markdown a protocol adds below the table (none in v1-v3)."""
+        return ""
 
     def pseudo_quality(self) -> str:
         """Markdown: Dice of the pseudo-labels against the hidden truth (all vs kept cases)."""
@@ -561,6 +567,7 @@ class StudyV5(Study):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.teacher_from = Path(args.teacher_from).resolve() if args.teacher_from else None
+        self.v4_runs = Path(args.v4_runs).resolve() if args.v4_runs else None
         if self.steps is not None:
             raise SystemExit("unlabeled_study: --steps is not offered with --protocol v5")
 
@@ -698,6 +705,37 @@ class StudyV5(Study):
     def combined(self, seed: int, filtered: bool) -> Path:
         return super().combined(self.TEACHER_SEED, filtered)
 
+    def extra_report(
+        self, scores: dict[str, dict[int, dict]], inits: dict[str, dict[int, str | None]]
+    ) -> str:
+        """The soft row minus study v4's ``emkd_balanced`` run of the same seed (``--v4-runs``):
+        the same method without the unlabeled scans, from the same starting weights."""
+        if self.v4_runs is None:
+            return ""
+        lines = [
+            "",
+            "soft minus study v4's emkd_balanced (no unlabeled scans), same seed "
+            f"({self.v4_runs}/main/raunet-enet-w0.25-emkd_balanced-s<seed>):",
+            "",
+            "| class | per seed | paired diff [95% t] |",
+            "|---|---|---|",
+        ]
+        v4, same = {}, []
+        for seed in self.seeds:
+            run = self.v4_runs / "main" / f"raunet-enet-w0.25-emkd_balanced-s{seed}"
+            v4[seed] = json.loads((run / EVAL_DIR / "summary.json").read_text())["summary"]
+            init = json.loads((run / "summary.json").read_text()).get("init_weights_sha256")
+            same.append(init == inits["soft"][seed])
+        for name in ("organ", "tumor"):
+            diffs = [
+                _dice(scores["soft"][s], name, self.METRIC) - _dice(v4[s], name, self.METRIC)
+                for s in self.seeds
+            ]
+            cells = ", ".join(f"{d:+.3f}" for d in diffs)
+            lines.append(f"| {name} | {cells} | {paired_interval(diffs)} |")
+        lines += ["", f"same starting weights as the v4 runs: {all(same)}"]
+        return "\n".join(lines) + "\n"
+
     def hard(self, seed: int, filtered: bool) -> Path:
         row = "filtered" if filtered else "pseudo"
         root = self.combined(seed, filtered)
@@ -731,6 +769,17 @@ def _dice(summary: dict, name: str, metric: str = "dice_mean") -> float:
     return float(stats.get(metric, stats.get("dice", float("nan"))))
 
 
+def paired_interval(diffs: list[float]) -> str:
+    """``+mean [low, high]``: the mean of per-seed paired differences, Student-t 95% interval."""
+    from scipy import stats as st
+
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return f"{mean:+.3f}"
+    half = float(st.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
 def results_table(
     scores: dict[str, dict[int, dict]],
     inits: dict[str, dict[int, str | None]],
@@ -740,7 +789,6 @@ def results_table(
 ) -> str:
     """Markdown: per row, organ and tumor Dice (mean ± std over seeds), the paired difference
     to ``alone`` (mean and Student-t 95% interval over seeds) and the share of the gap closed."""
-    from scipy import stats as st
 
     def values(row: str, name: str) -> list[float]:
         return [_dice(scores[row][s], name, metric) for s in seeds]
@@ -749,12 +797,9 @@ def results_table(
         return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
     def paired(row: str, name: str) -> str:
-        diffs = [a - b for a, b in zip(values(row, name), values("alone", name), strict=True)]
-        mean, sd = spread(diffs)
-        if len(diffs) < 2:
-            return f"{mean:+.3f}"
-        half = float(st.t.ppf(0.975, len(diffs) - 1)) * sd / len(diffs) ** 0.5
-        return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+        return paired_interval(
+            [a - b for a, b in zip(values(row, name), values("alone", name), strict=True)]
+        )
 
     lines = [
         f"seeds {', '.join(map(str, seeds))}; test Dice ({metric}) over {n_test} cases, "
@@ -804,6 +849,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--teacher-from",
         default=None,
         help="v5: study v4's finished teacher run folder, copied in after checking its config",
+    )
+    parser.add_argument(
+        "--v4-runs",
+        default=None,
+        help="v5: study v4's runs folder, to report the soft row against its emkd_balanced runs",
     )
     parser.add_argument(
         "--pilot",
