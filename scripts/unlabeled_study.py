@@ -203,12 +203,16 @@ class Study:
         extra = [] if self.steps is None else [f"trainer.max_steps={self.steps}"]
         return ["experiment=phantom_study", "logger=csv", *extra]
 
+    @property
+    def train_args(self) -> list[str]:
+        """kdseg-train's arguments before the row's data root, model and seed."""
+        return self.protocol
+
     # -- data --------------------------------------------------------------------------------
-    def data(self) -> None:
-        if (self.unlabeled / "done").exists():
-            return
-        n = N_TRAIN + N_VAL + N_TEST
-        for root, count, seed in ((self.labeled, n, 0), (self.hidden, N_UNLABELED, 1)):
+    def phantoms(self, sets: Sequence[tuple[Path, int, int]], *extra: str) -> None:
+        """kdseg-phantom for each ``(root, n_cases, seed)`` not drawn yet, at this protocol's
+        generator parameters."""
+        for root, count, seed in sets:
             if not (root / "phantom_truth.json").exists():
                 self.run(
                     "phantom",
@@ -217,7 +221,14 @@ class Study:
                     f"n_cases={count}",
                     f"seed={seed}",
                     f"params={self.PHANTOM_PARAMS}",
+                    *extra,
                 )
+
+    def data(self) -> None:
+        if (self.unlabeled / "done").exists():
+            return
+        n = N_TRAIN + N_VAL + N_TEST
+        self.phantoms(((self.labeled, n, 0), (self.hidden, N_UNLABELED, 1)))
         ids = [f"volume-{i}" for i in range(n)]
         split = {
             "train": ids[:N_TRAIN],
@@ -241,7 +252,7 @@ class Study:
         if not (out / "summary.json").exists():
             self.run(
                 "train",
-                *self.protocol,
+                *self.train_args,
                 f"data.root={root or self.labeled}",
                 f"model={model[0]}",
                 f"model.width={model[1]}",
@@ -575,26 +586,18 @@ class StudyV5(Study):
     def protocol(self) -> list[str]:
         return [*self.STAGE2, f"data.root={self.labeled}"]
 
+    @property
+    def train_args(self) -> list[str]:
+        return [*self.STAGE2, "logger=csv"]
+
     # -- data --------------------------------------------------------------------------------
     def data(self) -> None:
         """Study v4's 60 labeled phantoms (same generator call; kdseg-prepare makes the same
         42 / 6 / 12 split, seed 123) and 48 unlabeled scans (seed 1, same parameters)."""
         if (self.unlabeled / "done").exists():
             return
-        for root, count, seed in (
-            (self.labeled, PHANTOM_V4["n_cases"], PHANTOM_V4["seed"]),
-            (self.hidden, N_UNLABELED, 1),
-        ):
-            if not (root / "phantom_truth.json").exists():
-                self.run(
-                    "phantom",
-                    "dataset=lits",
-                    f"root={root}",
-                    f"n_cases={count}",
-                    f"seed={seed}",
-                    f"params={self.PHANTOM_PARAMS}",
-                    "workers=1",
-                )
+        labeled = (self.labeled, PHANTOM_V4["n_cases"], PHANTOM_V4["seed"])
+        self.phantoms((labeled, (self.hidden, N_UNLABELED, 1)), "workers=1")
         self.run("prepare", *self.protocol, "workers=1")
         split = json.loads((self.labeled / "kdseg_split.json").read_text())
         sizes = tuple(len(split[k]) for k in ("train", "val", "test"))
@@ -611,20 +614,7 @@ class StudyV5(Study):
     ) -> Path:
         if row == "teacher":
             return self.teacher()
-        out = self.runs / row / f"s{seed}"
-        if not (out / "summary.json").exists():
-            self.run(
-                "train",
-                *self.STAGE2,
-                "logger=csv",
-                f"data.root={root or self.labeled}",
-                f"model={model[0]}",
-                f"model.width={model[1]}",
-                f"seed={seed}",
-                f"hydra.run.dir={out}",
-                *extra,
-            )
-        return out
+        return super().train(row, seed, model, *extra, root=root)
 
     def teacher(self) -> Path:
         """Study v4's teacher: copied in from ``--teacher-from`` after checking its config, or

@@ -11,13 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _study_module():
-    spec = importlib.util.spec_from_file_location(
-        "phantom_study", ROOT / "scripts" / "phantom_study.py"
-    )
+def _script(name: str):
+    """A study script (scripts/<name>.py) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _study_module():
+    return _script("phantom_study")
 
 
 def test_select_picks_the_best_validation_tumor_dice(tmp_path: Path, monkeypatch) -> None:
@@ -49,11 +52,7 @@ def test_unlabeled_study_v2_commands(tmp_path: Path, monkeypatch) -> None:
     """Protocol v2 of the unlabeled study: the teacher is a cascade whose stage 1 is the
     student-alone run, its stage 2 trains at the organ-window ROI setting, and every student
     row runs at the 96 x 96 single-stage grid for 1,024 steps."""
-    spec = importlib.util.spec_from_file_location(
-        "unlabeled_study", ROOT / "scripts" / "unlabeled_study.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _unlabeled_module()
     study = module.StudyV2(module.parse_args(["--dir", str(tmp_path), "--protocol", "v2"]))
     calls: list[tuple[str, ...]] = []
     monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
@@ -73,11 +72,7 @@ def test_unlabeled_study_v2_commands(tmp_path: Path, monkeypatch) -> None:
 
 def test_unlabeled_study_v3_is_v2_on_whole_15_50_mm_tumors(tmp_path: Path, monkeypatch) -> None:
     """Protocol v3: v2's rows, phantoms with 15-50 mm tumors, a 2,048-step stage 2."""
-    spec = importlib.util.spec_from_file_location(
-        "unlabeled_study", ROOT / "scripts" / "unlabeled_study.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _unlabeled_module()
     args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v3", "--pilot"])
     study = module.PROTOCOLS[args.protocol](args)
     assert isinstance(study, module.StudyV2) and study.pilot
@@ -265,12 +260,7 @@ def test_data_from_checks_the_phantoms(tmp_path: Path) -> None:
 
 
 def _unlabeled_module():
-    spec = importlib.util.spec_from_file_location(
-        "unlabeled_study", ROOT / "scripts" / "unlabeled_study.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("unlabeled_study")
 
 
 def test_unlabeled_study_v5_commands(tmp_path: Path, monkeypatch) -> None:
