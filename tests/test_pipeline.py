@@ -219,6 +219,36 @@ def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
     assert load_bundle(run / "checkpoints" / "last.ckpt").model is not None
 
 
+def test_ddp_distill_with_unlabeled_scans(
+    phantom_lits: Path, trained_enet: Path, tmp_path: Path
+) -> None:
+    """Two CPU processes distil with a quarter of every batch from unlabeled scans: the mixed
+    sampler is split by batch between them (Lightning does not re-shuffle it)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in (0, 3):
+        os.symlink(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
+    run = tmp_path / "ddp-unlabeled"
+    kdseg(
+        "distill",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"data.cache_root={tmp_path / 'cache'}",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        "student=enet",
+        "student.width=0.25",
+        "distill=kd",
+        f"data.unlabeled_root={scans}",
+        "data.unlabeled_fraction=0.25",
+        "trainer=ddp",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 2  # 32 samples, 4 batches of 8, 2 on each rank
+
+
 @pytest.mark.parametrize("dataset,layout", [("kits", "kits19")])
 def test_same_commands_on_kits_layout(tmp_path: Path, dataset: str, layout: str) -> None:
     root = tmp_path / layout

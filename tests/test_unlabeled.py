@@ -166,6 +166,47 @@ def _roi_setup(phantom: Path, tmp_path: Path, masks: Path | None) -> Any:
     return resolve_data(cfg)
 
 
+def test_mixed_batches_keep_their_mix_under_ddp(phantom_lits: Path, tmp_path: Path) -> None:
+    """Under DDP each process takes every other block of the one-process sequence, so every
+    batch keeps its labeled / unlabeled mix, the processes see the same number of batches,
+    and Lightning leaves the sampler unwrapped (it wraps anything not a DistributedSampler)."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    scans = scan_folder(phantom_lits, tmp_path / "scans")
+    cfg = compose(
+        "train",
+        [
+            f"data.root={phantom_lits}",
+            f"data.cache_root={tmp_path / 'cache'}",
+            f"data.unlabeled_root={scans}",
+            "data.unlabeled_fraction=0.25",
+            "data.samples_per_epoch=40",
+        ],
+    )["data"]
+    setup = resolve_data(cfg)
+
+    def blocks(world: int, rank: int) -> tuple[list[list[int]], object]:
+        dm = setup.datamodule(seed=1)
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank) if world > 1 else None
+        dm.prepare_data()
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        indices = list(loader.sampler)
+        assert len(indices) == len(loader.sampler)
+        return [indices[i : i + 8] for i in range(0, len(indices), 8)], loader.sampler
+
+    one, sampler = blocks(1, 0)
+    first, sampler0 = blocks(2, 0)
+    second, _ = blocks(2, 1)
+    assert isinstance(sampler0, DistributedSampler) and isinstance(sampler, DistributedSampler)
+    assert len(one) == 5 and len(first) == len(second) == 3  # 40 slices: 5 batches, 6 under DDP
+    assert first == one[0::2] and second[:2] == one[1::2]
+    for block in first + second:  # 6 labeled slices, then 2 unlabeled (0.25 of 8)
+        assert [i < sampler0.offset for i in block] == [True] * 6 + [False] * 2
+
+
 def test_organ_roi_unlabeled_scans_take_their_box_from_given_masks(
     phantom_lits: Path, tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@ from torch.utils.data import (
     ConcatDataset,
     DataLoader,
     Dataset,
+    DistributedSampler,
     RandomSampler,
     WeightedRandomSampler,
 )
@@ -224,18 +225,22 @@ class SliceDataModule(pl.LightningDataModule):
             generator=generator,
         )
 
-    def _mixed_sampler(self) -> MixedSampler:
-        """Every batch: ``k`` unlabeled slices (uniform) after ``batch_size - k`` labeled ones."""
+    def _mixed_sampler(self, dataset: Dataset) -> MixedSampler:
+        """Every batch: ``k`` unlabeled slices (uniform) after ``batch_size - k`` labeled ones;
+        under DDP each process takes every ``world``-th batch of the same sequence."""
         k, b = self._unlabeled_per_batch(), self.cfg.batch_size
         n = self.cfg.samples_per_epoch or len(self.train_set) + len(self.unlabeled_set)
-        batches = -(-n // b)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        batches = -(-n // (b * world)) * world  # the same number of batches on every process
         return MixedSampler(
             self._sampler(batches * (b - k)),
-            pool=len(self.unlabeled_set),
+            dataset,
             offset=len(self.train_set),
             per_batch=(b - k, k),
             batches=batches,
             seed=self.cfg.seed + 1,
+            world=(world, rank),
         )
 
     def _loader(
@@ -257,7 +262,7 @@ class SliceDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.unlabeled_set is not None:
             mixed = ConcatDataset([self.train_set, self.unlabeled_set])
-            return self._loader(mixed, self._mixed_sampler())
+            return self._loader(mixed, self._mixed_sampler(mixed))
         return self._loader(self.train_set, self._sampler())
 
     def val_dataloader(self) -> DataLoader:
@@ -267,34 +272,44 @@ class SliceDataModule(pl.LightningDataModule):
         return self._loader(self.test_set)
 
 
-class MixedSampler(torch.utils.data.Sampler):
+class MixedSampler(DistributedSampler):
     """Indices into ``ConcatDataset([labeled, unlabeled])`` in blocks of one batch each.
 
     Each block is ``per_batch[0]`` indices from ``labeled`` (any sampler over the labeled set)
     followed by ``per_batch[1]`` unlabeled ones drawn uniformly with replacement, so with
     ``batch_size = sum(per_batch)`` every batch has the same labeled / unlabeled mix.
+
+    Under DDP (``world = (processes, rank)``) every process draws the same sequence and keeps
+    the blocks ``rank, rank + processes, ...``, so each of its batches keeps the mix. It is a
+    ``DistributedSampler`` only so that Lightning leaves it as it is: Lightning would otherwise
+    wrap it in a shuffling sampler that splits the blocks across processes.
     """
 
     def __init__(
         self,
         labeled: torch.utils.data.Sampler,
-        pool: int,
+        dataset: Dataset,
         offset: int,
         per_batch: tuple[int, int],
         batches: int,
         seed: int,
+        world: tuple[int, int] = (1, 0),
     ) -> None:
-        self.labeled, self.pool, self.offset = labeled, pool, offset
+        super().__init__(dataset, num_replicas=world[0], rank=world[1], shuffle=False)
+        self.labeled, self.offset = labeled, offset
+        self.pool = len(dataset) - offset  # type: ignore[arg-type]
         self.per_batch, self.batches = per_batch, batches
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return self.batches * sum(self.per_batch)
+        return self.batches // self.num_replicas * sum(self.per_batch)
 
     def __iter__(self) -> Iterator[int]:
         labeled = iter(self.labeled)
         n_labeled, n_unlabeled = self.per_batch
-        for _ in range(self.batches):
-            yield from (next(labeled) for _ in range(n_labeled))
+        for block in range(self.batches):
+            indices = [next(labeled) for _ in range(n_labeled)]
             draws = torch.randint(self.pool, (n_unlabeled,), generator=self.generator)
-            yield from (self.offset + int(i) for i in draws)
+            if block % self.num_replicas == self.rank:
+                yield from indices
+                yield from (self.offset + int(i) for i in draws)
