@@ -321,7 +321,7 @@ class Study:
         (root / "imagesTr").mkdir(parents=True, exist_ok=True)
         (root / "labelsTr").mkdir(exist_ok=True)
         split = json.loads((self.labeled / "kdseg_split.json").read_text())
-        for case in [c for s in split.values() for c in s]:
+        for case in [c for part in ("train", "val", "test") for c in split[part]]:
             n = case.split("-")[1]
             _link(self.labeled / f"volume-{n}.nii.gz", root / "imagesTr" / f"{case}_0000.nii.gz")
             _link(self.labeled / f"segmentation-{n}.nii.gz", root / "labelsTr" / f"{case}.nii.gz")
