@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -199,6 +200,36 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     assert "had already finished at step 12: summary.json kept" in again.stdout + again.stderr
     assert {name: (run / name).read_bytes() for name in before} == before
     assert summary["metrics"]  # the summary kept is the one that trained
+
+
+def test_resumed_run_draws_what_an_uninterrupted_one_would(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A run resumed from an epoch-end checkpoint ends with the same weights, bit for bit, as
+    the run that was never stopped: the samplers, the augmentation and the global random
+    streams continue where the checkpoint left them instead of starting again."""
+    args = [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=3",
+    ]
+    whole = tmp_path / "whole"
+    kdseg("train", *args, f"hydra.run.dir={whole}")
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    # the epoch-2 checkpoint of the whole run, as a run killed during epoch 3 would leave it
+    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    kdseg("train", *args, f"hydra.run.dir={resumed}")
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from torch.utils.data import (
 )
 
 from kdseg.data.cache import CachedCase, open_case
+from kdseg.data.rng import numpy_state, set_numpy_state
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
 from kdseg.errors import InputError
@@ -158,6 +159,8 @@ class SliceDataModule(pl.LightningDataModule):
             )
         self.task = Task(loader.task)
         self.augment = build_augment(loader.augment)
+        self._generators: list[torch.Generator] = []
+        self._resumed: dict[str, Any] | None = None
         if loader.target_slices not in TARGET_SLICES:
             raise InputError(
                 None,
@@ -206,8 +209,14 @@ class SliceDataModule(pl.LightningDataModule):
             self.cfg.batch_size - 1,
         )
 
+    def _generator(self, seed: int) -> torch.Generator:
+        """A training sampler's generator, kept for :meth:`state_dict`."""
+        generator = torch.Generator().manual_seed(seed)
+        self._generators.append(generator)
+        return generator
+
     def _sampler(self, n: int | None = None) -> torch.utils.data.Sampler:
-        generator = torch.Generator().manual_seed(self.cfg.seed)
+        generator = self._generator(self.cfg.seed)
         n = n or self.cfg.samples_per_epoch or len(self.train_set)
         if self.cfg.sampling == "oversample":
             flags = torch.tensor(self.train_set.is_target, dtype=torch.bool)
@@ -239,7 +248,7 @@ class SliceDataModule(pl.LightningDataModule):
             offset=len(self.train_set),
             per_batch=(b - k, k),
             batches=batches,
-            seed=self.cfg.seed + 1,
+            generator=self._generator(self.cfg.seed + 1),
             world=(world, rank),
         )
 
@@ -260,10 +269,37 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment.set_random_state(seed=torch.initial_seed() % 2**32)
 
     def train_dataloader(self) -> DataLoader:
+        self._generators = []
         if self.unlabeled_set is not None:
             mixed = ConcatDataset([self.train_set, self.unlabeled_set])
-            return self._loader(mixed, self._mixed_sampler(mixed))
-        return self._loader(self.train_set, self._sampler())
+            loader = self._loader(mixed, self._mixed_sampler(mixed))
+        else:
+            loader = self._loader(self.train_set, self._sampler())
+        if self._resumed is not None:  # a resumed run: continue the checkpoint's draws
+            for generator, state in zip(self._generators, self._resumed["samplers"], strict=True):
+                generator.set_state(state)
+            for transform, state in zip(self._randomized(), self._resumed["augment"], strict=True):
+                set_numpy_state(state, transform.R)
+            self._resumed = None
+        return loader
+
+    def _randomized(self) -> list[Any]:
+        """The augmentation transforms that draw (each holds its own ``RandomState``)."""
+        return [t for t in self.augment.transforms if hasattr(t, "R")]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training draws stand (Lightning stores it in every checkpoint): the
+        samplers' generators and the augmentation's random states. With it a run resumed from
+        an epoch-end checkpoint draws the batches an uninterrupted run would; with
+        ``num_workers > 0`` the workers' augmentation streams are not in it."""
+        return {
+            "samplers": [g.get_state() for g in self._generators],
+            "augment": [numpy_state(t.R) for t in self._randomized()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Applied when the next training loader is built (Lightning restores before)."""
+        self._resumed = state
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)
@@ -292,14 +328,14 @@ class MixedSampler(DistributedSampler):
         offset: int,
         per_batch: tuple[int, int],
         batches: int,
-        seed: int,
+        generator: torch.Generator,
         world: tuple[int, int] = (1, 0),
     ) -> None:
         super().__init__(dataset, num_replicas=world[0], rank=world[1], shuffle=False)
         self.labeled, self.offset = labeled, offset
         self.pool = len(dataset) - offset  # type: ignore[arg-type]
         self.per_batch, self.batches = per_batch, batches
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator
 
     def __len__(self) -> int:
         return self.batches // self.num_replicas * sum(self.per_batch)

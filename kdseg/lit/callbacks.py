@@ -1,5 +1,6 @@
 """Lightning callbacks: validation pictures and the per-class Dice table for wandb, a quiet
-model summary, and the training throughput (slices per second, data-loader wait, peak memory)."""
+model summary, the training throughput (slices per second, data-loader wait, peak memory), and
+the global random streams carried through a checkpoint."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pytorch_lightning.callbacks import ModelSummary
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
+from kdseg.data.rng import global_states, set_global_states
 from kdseg.eval.overlay import overlay_figure_array
 
 log = logging.getLogger(__name__)
@@ -189,3 +191,31 @@ class StepTimer(pl.Callback):
         if out:
             out.update(slices=self._slices, seconds=round(self._wall, 2))
         return out
+
+
+class RandomStreams(pl.Callback):
+    """Stores the global random streams (Python, numpy, torch: dropout, the loader's base seed)
+    in each checkpoint, and a resumed run sets them back before its first training loader is
+    built, as the uninterrupted run had them. With the data module's own generators
+    (``SliceDataModule.state_dict``) a run resumed from an epoch-end checkpoint ends with the
+    weights of the run that never stopped (tests/test_pipeline.py)."""
+
+    KEY = "kdseg_random_streams"
+
+    def __init__(self) -> None:
+        self._resumed: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[self.KEY] = global_states()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._resumed = checkpoint.get(self.KEY)  # None: a checkpoint from before this
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._resumed is not None:
+            set_global_states(self._resumed)
+            self._resumed = None

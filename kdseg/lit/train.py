@@ -27,7 +27,12 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import write_text_atomic
-from kdseg.lit.callbacks import QuietModelSummary, StepTimer, WandbValidationOverlay
+from kdseg.lit.callbacks import (
+    QuietModelSummary,
+    RandomStreams,
+    StepTimer,
+    WandbValidationOverlay,
+)
 from kdseg.lit.resume import (
     ResumableCSVLogger,
     RotatingCheckpoint,
@@ -102,6 +107,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         LearningRateMonitor(logging_interval="epoch"),
         QuietModelSummary(),
         StepTimer(),
+        RandomStreams(),
         *extra,
     ]
 
