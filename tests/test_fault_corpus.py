@@ -343,6 +343,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     # training
     ("train: truncated last.ckpt, no good previous", "train", lambda w: truncated_resume(w, prev=False), "last.ckpt", True),
     ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", False),
+    ("train: run dir inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/run"])[1], "in/run", False),
 ]  # fmt: skip
 
 MODULES = {

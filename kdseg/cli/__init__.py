@@ -106,6 +106,13 @@ def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str
     return out, to_dict(cfg)
 
 
+def data_inputs(cfg: DictConfig) -> tuple[Any, ...]:
+    """The folders a training run reads its data from (the run dir must lie outside them):
+    ``data.root``, ``data.unlabeled_root`` and ``data.unlabeled_roi_labels``."""
+    keys = ("data.root", "data.unlabeled_root", "data.unlabeled_roi_labels")
+    return tuple(OmegaConf.select(cfg, key, default=None) for key in keys)
+
+
 def stage_list(value: Any) -> list[Any]:
     """``ckpt`` / ``artifact`` as a list: ``[a, b]`` is a cascade, a single value one stage."""
     if value is None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import command, save_run_config
+from kdseg.cli import command, data_inputs, save_run_config
 from kdseg.lit.distill import DistillationModule
 from kdseg.lit.train import fit_from_config
 
@@ -22,5 +22,6 @@ def _module(cfg: dict, data: dict) -> DistillationModule:
 
 @command("kdseg-distill", "distill")
 def main(cfg: DictConfig) -> float | None:
-    out, plain = save_run_config(cfg, inputs=(cfg.data.root, cfg.teacher.ckpt))
+    teacher = (cfg.teacher.ckpt, OmegaConf.select(cfg, "teacher.predictions", default=None))
+    out, plain = save_run_config(cfg, inputs=(*data_inputs(cfg), *teacher))
     return fit_from_config(plain, _module, out)["best_score"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from kdseg.cli import command, save_run_config
+from kdseg.cli import command, data_inputs, save_run_config
 from kdseg.lit.segment import SegmentationModule
 from kdseg.lit.train import fit_from_config
 
 
 @command("kdseg-train", "train")
 def main(cfg: DictConfig) -> float | None:
-    out, plain = save_run_config(cfg, inputs=(cfg.data.root,))
+    out, plain = save_run_config(cfg, inputs=data_inputs(cfg))
     summary = fit_from_config(
         plain,
         lambda c, data: SegmentationModule(
