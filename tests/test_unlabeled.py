@@ -84,18 +84,21 @@ def _module(setup: Any, tmp_path: Path, distill: str = "emkd") -> DistillationMo
     )
 
 
+def mixed_setup(phantom: Path, tmp_path: Path, *extra: str) -> Any:
+    """The data setup of a run with two unlabeled scans making a quarter of every batch."""
+    scans = scan_folder(phantom, tmp_path / "scans")
+    overrides = [
+        f"data.root={phantom}",
+        f"data.cache_root={tmp_path / 'cache'}",
+        f"data.unlabeled_root={scans}",
+        "data.unlabeled_fraction=0.25",
+        *extra,
+    ]
+    return resolve_data(compose("train", overrides)["data"])
+
+
 def test_mixed_batches_seg_only_on_labeled(phantom_lits: Path, tmp_path: Path) -> None:
-    scans = scan_folder(phantom_lits, tmp_path / "scans")
-    cfg = compose(
-        "train",
-        [
-            f"data.root={phantom_lits}",
-            f"data.cache_root={tmp_path / 'cache'}",
-            f"data.unlabeled_root={scans}",
-            "data.unlabeled_fraction=0.25",
-        ],
-    )["data"]
-    setup = resolve_data(cfg)
+    setup = mixed_setup(phantom_lits, tmp_path)
     dm = setup.datamodule(seed=1)
     dm.prepare_data()
     dm.setup("fit")
@@ -174,18 +177,7 @@ def test_mixed_batches_keep_their_mix_under_ddp(phantom_lits: Path, tmp_path: Pa
 
     from torch.utils.data import DistributedSampler
 
-    scans = scan_folder(phantom_lits, tmp_path / "scans")
-    cfg = compose(
-        "train",
-        [
-            f"data.root={phantom_lits}",
-            f"data.cache_root={tmp_path / 'cache'}",
-            f"data.unlabeled_root={scans}",
-            "data.unlabeled_fraction=0.25",
-            "data.samples_per_epoch=40",
-        ],
-    )["data"]
-    setup = resolve_data(cfg)
+    setup = mixed_setup(phantom_lits, tmp_path, "data.samples_per_epoch=40")
 
     def blocks(world: int, rank: int) -> tuple[list[list[int]], object]:
         dm = setup.datamodule(seed=1)
