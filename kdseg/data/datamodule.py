@@ -20,6 +20,7 @@ rotations), seeded in the main process and per worker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ from kdseg.data.rng import numpy_state, set_numpy_state
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
 from kdseg.errors import InputError
+
+log = logging.getLogger(__name__)
 
 TARGET_SLICES = ("auto", "organ", "tumor")
 
@@ -276,12 +279,21 @@ class SliceDataModule(pl.LightningDataModule):
         else:
             loader = self._loader(self.train_set, self._sampler())
         if self._resumed is not None:  # a resumed run: continue the checkpoint's draws
-            for generator, state in zip(self._generators, self._resumed["samplers"], strict=True):
-                generator.set_state(state)
-            for transform, state in zip(self._randomized(), self._resumed["augment"], strict=True):
-                set_numpy_state(state, transform.R)
+            self._continue_draws(self._resumed)
             self._resumed = None
         return loader
+
+    def _continue_draws(self, state: dict[str, Any]) -> None:
+        samplers, augment = state.get("samplers", []), state.get("augment", [])
+        randomized = self._randomized()
+        if len(samplers) != len(self._generators) or len(augment) != len(randomized):
+            # the data settings changed since the checkpoint: its draws do not fit these ones
+            log.warning("resumed with other sampling or augmentation: draws start afresh")
+            return
+        for generator, sampler_state in zip(self._generators, samplers, strict=True):
+            generator.set_state(sampler_state)
+        for transform, transform_state in zip(randomized, augment, strict=True):
+            set_numpy_state(transform_state, transform.R)
 
     def _randomized(self) -> list[Any]:
         """The augmentation transforms that draw (each holds its own ``RandomState``)."""
