@@ -717,12 +717,10 @@ class StudyV5(Study):
             init = json.loads((run / "summary.json").read_text()).get("init_weights_sha256")
             same.append(init == inits["soft"][seed])
         for name in ("organ", "tumor"):
-            diffs = [
-                _dice(scores["soft"][s], name, self.METRIC) - _dice(v4[s], name, self.METRIC)
-                for s in self.seeds
-            ]
-            cells = ", ".join(f"{d:+.3f}" for d in diffs)
-            lines.append(f"| {name} | {cells} | {paired_interval(diffs)} |")
+            soft = {s: _dice(scores["soft"][s], name, self.METRIC) for s in self.seeds}
+            base = {s: _dice(v4[s], name, self.METRIC) for s in self.seeds}
+            cells = ", ".join(f"{soft[s] - base[s]:+.3f}" for s in self.seeds)
+            lines.append(f"| {name} | {cells} | {paired_interval(soft, base)} |")
         lines += ["", f"same starting weights as the v4 runs: {all(same)}"]
         return "\n".join(lines) + "\n"
 
@@ -759,15 +757,13 @@ def _dice(summary: dict, name: str, metric: str = "dice_mean") -> float:
     return float(stats.get(metric, stats.get("dice", float("nan"))))
 
 
-def paired_interval(diffs: list[float]) -> str:
-    """``+mean [low, high]``: the mean of per-seed paired differences, Student-t 95% interval."""
-    from scipy import stats as st
+def paired_interval(treated: dict[int, float], control: dict[int, float]) -> str:
+    """``+mean [low, high] (n=...)`` of the per-seed differences, Student-t 95% interval
+    (:func:`kdseg.eval.paired.paired_difference`, as kdseg-report computes it)."""
+    from kdseg.eval.paired import paired_difference
 
-    mean = statistics.mean(diffs)
-    if len(diffs) < 2:
-        return f"{mean:+.3f}"
-    half = float(st.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    result = paired_difference(treated, control)
+    return "-" if result is None else result.text()
 
 
 def results_table(
@@ -787,9 +783,8 @@ def results_table(
         return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
     def paired(row: str, name: str) -> str:
-        return paired_interval(
-            [a - b for a, b in zip(values(row, name), values("alone", name), strict=True)]
-        )
+        by_seed = dict(zip(seeds, values(row, name), strict=True))
+        return paired_interval(by_seed, dict(zip(seeds, values("alone", name), strict=True)))
 
     lines = [
         f"seeds {', '.join(map(str, seeds))}; test Dice ({metric}) over {n_test} cases, "
