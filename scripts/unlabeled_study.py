@@ -269,20 +269,32 @@ class Study:
         """The soft row's teacher override: the live teacher checkpoint."""
         return f"teacher.ckpt={self.teacher_ckpt(seed)}"
 
+    SOFT_METHOD = "kd"  # the soft row's distill=
+
+    @property
+    def distill_args(self) -> list[str]:
+        """kdseg-distill's arguments before the soft row's data, teacher, student and seed."""
+        return self.protocol
+
+    def soft_extra(self, seed: int) -> list[str]:
+        """Further overrides of the soft row (none in v1-v3)."""
+        return []
+
     def soft(self, seed: int) -> Path:
         out = self.runs / "soft" / f"s{seed}"
         if not (out / "summary.json").exists():
             self.run(
                 "distill",
-                *self.protocol,
+                *self.distill_args,
                 f"data.root={self.labeled}",
                 self.soft_teacher(seed),
                 f"student={STUDENT[0]}",
                 f"student.width={STUDENT[1]}",
-                "distill=kd",
+                f"distill={self.SOFT_METHOD}",
                 f"seed={seed}",
                 f"data.unlabeled_root={self.unlabeled}",
                 f"data.unlabeled_fraction={UNLABELED_FRACTION}",
+                *self.soft_extra(seed),
                 f"hydra.run.dir={out}",
             )
         return out
@@ -669,28 +681,19 @@ class StudyV5(Study):
     def pseudolabels(self, seed: int, filtered: bool) -> Path:
         return super().pseudolabels(self.TEACHER_SEED, filtered)
 
-    def soft(self, seed: int) -> Path:
-        out = self.runs / "soft" / f"s{seed}"
-        if not (out / "summary.json").exists():
-            boxes = self.pseudolabels(seed, False)
-            self.run(
-                "distill",
-                f"{self.STAGE2[0]}_distill",
-                *self.STAGE2[1:],
-                "logger=csv",
-                f"data.root={self.labeled}",
-                f"teacher.ckpt={self.teacher() / 'checkpoints' / 'best.ckpt'}",
-                "teacher.name=raunet",
-                f"student={STUDENT[0]}",
-                f"student.width={STUDENT[1]}",
-                "distill=emkd_balanced",
-                f"seed={seed}",
-                f"data.unlabeled_root={self.unlabeled}",
-                f"data.unlabeled_fraction={UNLABELED_FRACTION}",
-                f"data.unlabeled_roi_labels={boxes}",
-                f"hydra.run.dir={out}",
-            )
-        return out
+    SOFT_METHOD = "emkd_balanced"  # the option study v4 selected on validation
+
+    @property
+    def distill_args(self) -> list[str]:
+        return [f"{self.STAGE2[0]}_distill", *self.STAGE2[1:], "logger=csv"]
+
+    def soft_teacher(self, seed: int) -> str:
+        return f"teacher.ckpt={self.teacher() / 'checkpoints' / 'best.ckpt'}"
+
+    def soft_extra(self, seed: int) -> list[str]:
+        """The teacher's name, and the scans' organ masks: the cascade's unfiltered labels."""
+        boxes = self.pseudolabels(seed, False)
+        return ["teacher.name=raunet", f"data.unlabeled_roi_labels={boxes}"]
 
     def combined(self, seed: int, filtered: bool) -> Path:
         return super().combined(self.TEACHER_SEED, filtered)
