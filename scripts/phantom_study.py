@@ -55,6 +55,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,13 @@ ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad",
 PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
 #: v4's phantoms (pilots P13, P14): 60 cases (split 42 / 6 / 12), whole 15-50 mm tumors
 PHANTOM_V4 = {"n_cases": 60, "seed": 0, "params": "{tumor_mm_range: [15, 50], tumor_depth: 1}"}
+#: v5's phantoms (docs/study_v5/protocol.md): v4's generator call with 24 more cases. A case's
+#: seed depends on its index only, so cases 0-59 are v4's; 60-83 are v5's fresh test split
+PHANTOM_V5 = {**PHANTOM_V4, "n_cases": 84}
+#: v5's variants of emkd_balanced (beyond the paper), chosen on the dev split
+CANDIDATES = ("emkd_balanced_pmd1", "emkd_balanced_t1", "emkd_balanced_region")
+#: a candidate replaces the option that already has five seeds only by this dev margin
+DEV_MARGIN = 0.010
 
 
 class Protocol(NamedTuple):
@@ -96,6 +104,11 @@ class Protocol(NamedTuple):
     ``teacher_seed``: None, one teacher per seed, the student of seed s learning from the teacher
     of seed s; a seed, ONE teacher (the teachers stage trains that seed only) shared by every
     distillation run (``study.teacher_seed``).
+    ``fresh_from``: None, the data stage's split is kdseg's default one; an index n, the first
+    n cases are split as kdseg splits n cases (train / val / an earlier protocol's test, which
+    becomes the dev split) and the cases from n on are the test split.
+    ``candidates``: options chosen among on the dev split (stages candidates, dev-select,
+    confirm); empty: those stages do nothing.
     """
 
     experiment: str
@@ -103,18 +116,20 @@ class Protocol(NamedTuple):
     teacher_overrides: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     teacher_seed: int | None = None
+    fresh_from: int | None = None
+    candidates: tuple[str, ...] = ()
 
 
+V4_TEACHER = ("optim.lr=1e-3", "trainer.max_epochs=128")  # 8,192 steps
+V4_DATA = ("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]")
 #: every protocol the script can run, each fixed in docs/study.md before its distillation runs
 PROTOCOLS = {
     "v3": Protocol(EXPERIMENT),
     # docs/study_v4/pilots/p14_run.sh: P14's setting, its design written before P14 ran
-    "v4": Protocol(
-        EXPERIMENT,
-        PHANTOM_V4,
-        teacher_overrides=("optim.lr=1e-3", "trainer.max_epochs=128"),  # 8,192 steps
-        overrides=("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]"),
-        teacher_seed=1,
+    "v4": Protocol(EXPERIMENT, PHANTOM_V4, V4_TEACHER, V4_DATA, teacher_seed=1),
+    # docs/study_v5/protocol.md: v4 plus 24 fresh test cases and three candidates chosen on dev
+    "v5": Protocol(
+        EXPERIMENT, PHANTOM_V5, V4_TEACHER, V4_DATA, 1, fresh_from=60, candidates=CANDIDATES
     ),
 }
 #: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
@@ -130,6 +145,10 @@ RUN_KEYS = (
     "checkpoint.monitor",
 )
 RUN_PATH_KEYS = ("data.root", "data.cache_root", "data.num_workers", "data.prepare_workers")
+#: and a reused distillation run's (--runs-from), the teacher's checkpoint path aside
+DISTILL_KEYS = (*RUN_KEYS, "student", "distill", "teacher.name", "study")
+#: the stages whose finished runs --runs-from may copy in
+REUSABLE = ("teachers", "students", "options", "main", "ablations", "mobilenet")
 STAGES = (
     "data",
     "teachers",
@@ -139,12 +158,16 @@ STAGES = (
     "main",
     "ablations",
     "mobilenet",
+    "candidates",
+    "dev-select",
+    "confirm",
     "eval",
     "report",
     "step-cost",
 )
 EVAL_DIR = "eval-test-full"
 VAL_DIR = "eval-val-full"
+DEV_DIR = "eval-dev-full"
 
 
 class Study:
@@ -169,6 +192,7 @@ class Study:
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
         )
         self.selection_file = self.dir / "selection.json"
+        self.selection_v5_file = self.dir / "selection_v5.json"
         #: non-Hydra overrides among --hydra: they reach every multirun, so a reused teacher too
         self.hydra_job: list[str] = [
             a for a in args.hydra if not a.lstrip("+~").startswith("hydra")
@@ -204,23 +228,80 @@ class Study:
 
     def teacher_config(self, seed: int) -> dict:
         """The resolved config the teachers stage trains the teacher of ``seed`` with."""
+        return self.run_config("teachers", f"{TEACHER}-w{TEACHER_WIDTH}-s{seed}")
+
+    def run_config(self, stage: str, name: str) -> dict:
+        """The resolved config the run ``runs/<stage>/<name>`` is trained with: the overrides
+        :meth:`train_sweep` or :meth:`distill_sweep` give that run."""
         from hydra import compose, initialize_config_dir
 
         import kdseg.config  # noqa: F401
         from kdseg.cli import CONFIG_PATH, to_dict
 
-        overrides = [
-            f"experiment={self.protocol.experiment}",
-            *self.common,
-            *self.protocol.overrides,
-            f"model={TEACHER}",
-            f"model.width={TEACHER_WIDTH}",
-            f"seed={seed}",
-            *self.protocol.teacher_overrides,
-            *self.hydra_job,
-        ]
+        common = [*self.common, *self.protocol.overrides]
+        train = re.fullmatch(r"(\w+)-w([\d.]+)-s(\d+)", name)
+        distill = re.fullmatch(rf"{TEACHER}-(\w+)-w([\d.]+)-(\w+)-s(\d+)", name)
+        if stage in ("teachers", "students") and train:
+            model, width, seed = train.groups()
+            command, overrides = (
+                "train",
+                [
+                    f"experiment={self.protocol.experiment}",
+                    *common,
+                    f"model={model}",
+                    f"model.width={width}",
+                    f"seed={seed}",
+                    *(self.protocol.teacher_overrides if stage == "teachers" else ()),
+                ],
+            )
+        elif stage not in ("teachers", "students") and distill:
+            student, width, method, seed = distill.groups()
+            command, overrides = (
+                "distill",
+                [
+                    f"experiment={self.protocol.experiment}_distill",
+                    *common,
+                    f"teacher.name={TEACHER}",
+                    f"student={student}",
+                    f"student.width={width}",
+                    f"distill={method}",
+                    f"seed={seed}",
+                    f"study.teacher_width={TEACHER_WIDTH}",
+                    *teacher_seed_override(self.protocol.teacher_seed),
+                ],
+            )
+        else:
+            raise SystemExit(f"phantom_study: {stage}/{name} is not a run this study makes")
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-            return to_dict(compose("train", overrides=overrides))
+            return to_dict(compose(command, overrides=[*overrides, *self.hydra_job]))
+
+    def reuse_runs(self, source: Path) -> None:
+        """Copy the finished runs of an earlier study's ``runs/`` (stages :data:`REUSABLE`)
+        that this study lacks, each only after checking that its ``config.yaml`` is the one
+        this study would train it with (:data:`RUN_KEYS`, :data:`DISTILL_KEYS`; paths aside).
+        Their evaluations are left behind: this study scores them on its own splits."""
+        from omegaconf import OmegaConf
+
+        copied = 0
+        for stage in REUSABLE:
+            for run in sorted(p.parent for p in (source / stage).glob("*/summary.json")):
+                target = self.runs / stage / run.name
+                if (target / "summary.json").exists():
+                    continue
+                if target.exists():
+                    raise SystemExit(f"phantom_study: {target} holds an unfinished run; remove it")
+                saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+                keys = RUN_KEYS if stage in ("teachers", "students") else DISTILL_KEYS
+                diff = config_diff(self.run_config(stage, run.name), saved, keys)
+                if diff:
+                    raise SystemExit(
+                        f"phantom_study: --runs-from {run}: its config.yaml differs from the run"
+                        " this study would train: " + "; ".join(diff)
+                    )
+                shutil.copytree(run, target, ignore=shutil.ignore_patterns("eval-*"))
+                (target / "copied_from.txt").write_text(f"{run}\n")
+                copied += 1
+        print(f"[study] --runs-from {source}: {copied} run(s) copied in", flush=True)
 
     def check_teacher_run(self, run: Path) -> int:
         """The seed of a finished teacher run folder that trained exactly what the teachers
@@ -275,6 +356,36 @@ class Study:
                 )
             if not all(p.is_file() for p in case_files(root, "lits", i)):
                 raise SystemExit(f"{where}: {key}'s files are missing")
+
+    def fresh_split(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """``(split, dev split)`` of a protocol with ``fresh_from`` n: the first n cases split
+        as kdseg splits n cases (its train and val kept); the test split is the cases from n
+        on, and the dev split's test is the first n cases' val and test together."""
+        from kdseg.data.manifest import make_split
+        from kdseg.data.phantom import case_id
+
+        n, total = self.protocol.fresh_from, int(self.protocol.phantom["n_cases"])
+        old = make_split([case_id("lits", i) for i in range(n)])
+        fresh = sorted(case_id("lits", i) for i in range(n, total))
+        return {**old, "test": fresh}, {**old, "test": sorted(old["val"] + old["test"])}
+
+    def evaluate_each(self, runs: Sequence[Path], out_dir: str, *overrides: str) -> None:
+        """``kdseg-eval`` of each run's best checkpoint into ``<run>/<out_dir>`` (one call a
+        run: a sweep cannot pair each checkpoint with its own output folder); done ones are
+        skipped."""
+        for run in runs:
+            if (run / out_dir / "summary.json").exists():
+                continue
+            self.run(
+                "eval",
+                f"experiment={self.protocol.experiment}",
+                *self.common,
+                *self.protocol.overrides,
+                f"ckpt={run / 'checkpoints' / 'best.ckpt'}",
+                f"output_dir={run / out_dir}",
+                "threads=1",
+                *overrides,
+            )
 
     def run(self, command: str, *args: str) -> None:
         """Run one kdseg console script, echoed, failing the study if it fails."""
@@ -429,6 +540,11 @@ class Study:
                 f"seed={phantom['seed']}",
                 f"params={phantom['params']}",
             )
+            if self.protocol.fresh_from is not None:
+                from kdseg.data.manifest import FOLDER_SPLIT_NAME, write_split
+
+                n = self.protocol.fresh_from
+                write_split(self.fresh_split()[0], self.data / FOLDER_SPLIT_NAME, fresh_from=n)
             self.run(
                 "prepare",
                 f"experiment={self.protocol.experiment}",
@@ -493,6 +609,75 @@ class Study:
     def stage_mobilenet(self) -> None:
         self.distill_sweep("mobilenet", SECOND_STUDENT, ["emkd", self.selected], self.few_seeds)
 
+    # v5 (docs/study_v5/protocol.md): candidates chosen on the dev split, confirmed on fresh cases
+    @property
+    def v5_runs(self) -> dict[str, dict[int, Path]]:
+        """Run folder per method and seed: ENet alone, v4's selected option, the candidates."""
+
+        def distilled(stage: str, method: str) -> dict[int, Path]:
+            name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}-{method}"
+            return {s: self.runs / stage / f"{name}-s{s}" for s in self.seeds}
+
+        return {
+            "alone": {
+                s: self.runs / "students" / f"{STUDENT}-w{STUDENT_WIDTH}-s{s}" for s in self.seeds
+            },
+            "emkd": distilled("main", "emkd"),
+            self.selected: distilled("main", self.selected),
+            **{m: distilled("candidates", m) for m in self.protocol.candidates},
+        }
+
+    def stage_candidates(self) -> None:
+        if not self.protocol.candidates:
+            print("[study] candidates: none in this protocol, skipped", flush=True)
+            return
+        self.distill_sweep("candidates", STUDENT, list(self.protocol.candidates), self.few_seeds)
+
+    def stage_dev_select(self) -> None:
+        """Score every candidate, v4's selected option and ENet alone (seeds 1-3) on the dev
+        split; the best mean paired tumor difference wins, a new candidate only by
+        :data:`DEV_MARGIN` over the option that already has five seeds."""
+        if not self.protocol.candidates:
+            print("[study] dev-select: none in this protocol, skipped", flush=True)
+            return
+        from kdseg.data.manifest import write_split
+
+        write_split(self.fresh_split()[1], self.dir / "dev_split.json")
+        runs = self.v5_runs
+        methods = [self.selected, *self.protocol.candidates]
+        chosen = [runs[m][s] for m in ["alone", *methods] for s in self.few_seeds]
+        split = [f"data.split_file={self.dir / 'dev_split.json'}", "split=test"]
+        self.timed("dev-select", len(chosen), self.evaluate_each, chosen, DEV_DIR, *split)
+        dice = {
+            m: {s: tumor_dice(runs[m][s] / DEV_DIR) for s in self.few_seeds}
+            for m in runs
+            if m in methods or m == "alone"
+        }
+        scores = {
+            m: sum(dice[m][s] - dice["alone"][s] for s in self.few_seeds) / len(self.few_seeds)
+            for m in methods
+        }
+        best = max(methods, key=lambda m: scores[m])
+        if best != self.selected and scores[best] < scores[self.selected] + DEV_MARGIN:
+            best = self.selected
+        record = {
+            "selected": best,
+            "dev_score": scores,
+            "dev_tumor_dice": dice,
+            "seeds": self.few_seeds,
+        }
+        self.selection_v5_file.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"[study] dev-select: {best}; dev scores {scores}", flush=True)
+
+    def stage_confirm(self) -> None:
+        """The dev-selected option on every seed (a candidate trained seeds 1-3 so far)."""
+        if not self.protocol.candidates:
+            print("[study] confirm: none in this protocol, skipped", flush=True)
+            return
+        selected = json.loads(self.selection_v5_file.read_text())["selected"]
+        if selected in self.protocol.candidates:
+            self.distill_sweep("candidates", STUDENT, [selected], self.seeds)
+
     def stage_eval(self) -> None:
         runs = [r for r in self.run_dirs() if r.parent.name != "options"]
         self.evaluate("eval", runs, "test", EVAL_DIR)
@@ -500,9 +685,71 @@ class Study:
     def stage_report(self) -> None:
         """``kdseg-report`` over the stage folders that exist (an interim report after the main
         stage has no ablation or MobileNetV2 folder yet)."""
-        names = ("teachers", "students", "main", "ablations", "mobilenet")
+        names = ("teachers", "students", "main", "candidates", "ablations", "mobilenet")
         stages = ",".join(str(self.runs / s) for s in names if (self.runs / s).is_dir())
         self.run("report", f"runs=[{stages}]", f"output_dir={self.dir / 'report'}")
+        if self.protocol.candidates:
+            self.endpoint()
+
+    def endpoint(self) -> None:
+        """v5's primary endpoint (the dev-selected option on the fresh test split) and, for
+        the same rows, the secondary one: v4's test cases and the fresh ones pooled (each run
+        also scored on the dev split). Written to ``endpoint.json``, printed as a table."""
+        from kdseg.eval.paired import paired_difference
+
+        selected = json.loads(self.selection_v5_file.read_text())["selected"]
+        runs = self.v5_runs
+        rows = ["alone", "emkd", *dict.fromkeys([self.selected, selected])]
+        dev = [f"data.split_file={self.dir / 'dev_split.json'}", "split=test"]
+        self.evaluate_each([runs[m][s] for m in rows for s in self.seeds], DEV_DIR, *dev)
+        split, dev_split = self.fresh_split()
+        pooled_cases = set(split["test"]) | (set(dev_split["test"]) - set(split["val"]))
+        teacher = (
+            self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
+        )
+        teacher_dice = {"fresh": tumor_dice(teacher / EVAL_DIR)}
+        scores = {
+            m: {
+                "fresh": {s: tumor_dice(runs[m][s] / EVAL_DIR) for s in self.seeds},
+                "pooled": {
+                    s: tumor_dice(runs[m][s], (EVAL_DIR, DEV_DIR), pooled_cases) for s in self.seeds
+                },
+            }
+            for m in rows
+        }
+        self.evaluate_each([teacher], DEV_DIR, *dev)
+        teacher_dice["pooled"] = tumor_dice(teacher, (EVAL_DIR, DEV_DIR), pooled_cases)
+        result: dict = {"selected": selected, "teacher": teacher_dice, "rows": {}}
+        lines = [
+            "| row | test cases | tumor Dice | paired difference [95% t] | gap closed |",
+            "|---|---|---|---|---|",
+        ]
+        for where in ("fresh", "pooled"):
+            alone = scores["alone"][where]
+            alone_mean = sum(alone.values()) / len(alone)
+            gap = teacher_dice[where] - alone_mean
+            lines.append(f"| teacher | {where} | {teacher_dice[where]:.3f} | | |")
+            lines.append(f"| ENet alone | {where} | {alone_mean:.3f} | | |")
+            for m in rows[1:]:
+                diff = paired_difference(scores[m][where], alone)
+                mean = sum(scores[m][where].values()) / len(scores[m][where])
+                share = diff.mean / gap if gap > 0 else float("nan")
+                result["rows"].setdefault(m, {})[where] = {
+                    "per_seed": scores[m][where],
+                    "mean": mean,
+                    "alone_per_seed": alone,
+                    "paired": [diff.mean, diff.low, diff.high],
+                    "gap_closed": share,
+                }
+                lines.append(
+                    f"| {m}{' (selected)' if m == selected else ''} | {where} | {mean:.3f} | "
+                    f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] | {share:.0%} |"
+                )
+        fresh = result["rows"][selected]["fresh"]
+        result["target_met"] = fresh["gap_closed"] >= 0.5 and fresh["paired"][1] > 0
+        (self.dir / "endpoint.json").write_text(json.dumps(result, indent=1) + "\n")
+        print("\n".join(lines), flush=True)
+        print(f"[study] endpoint ({selected}, fresh test): target met: {result['target_met']}")
 
     def stage_step_cost(self) -> None:
         """Time a plain student step and a distillation step on the same batch (in-process)."""
@@ -522,18 +769,35 @@ class Study:
         print(json.dumps(result, indent=1))
 
 
+def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None = None) -> float:
+    """Per-case tumor Dice over the cases with tumor: ``run`` an evaluation folder (its
+    summary), or a run folder whose ``eval_dirs`` per-case rows are pooled over ``cases``."""
+    import csv
+
+    if cases is None:
+        summary = json.loads((run / "summary.json").read_text())
+        return float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
+    dice: dict[str, float] = {}
+    for name in eval_dirs:
+        with open(run / name / "per_case.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row["class"] == "tumor" and row["gt_empty"] == "False" and row["case"] in cases:
+                    dice[row["case"]] = float(row["dice"])
+    return sum(dice.values()) / len(dice)
+
+
 def teacher_seed_override(seed: int | None) -> list[str]:
     """The distillation runs' override naming the one shared teacher; none per-seed."""
     return [] if seed is None else [f"study.teacher_seed={seed}"]
 
 
-def config_diff(expected: dict, saved: dict) -> list[str]:
-    """``key: saved != expected`` for each :data:`RUN_KEYS` leaf that differs (paths ignored;
+def config_diff(expected: dict, saved: dict, keys: Sequence[str] = RUN_KEYS) -> list[str]:
+    """``key: saved != expected`` for each leaf under ``keys`` that differs (paths ignored;
     a key one side lacks and the other holds as null is no difference)."""
 
     def leaves(tree: dict) -> dict[str, object]:
         out: dict[str, object] = {}
-        for top in RUN_KEYS:
+        for top in keys:
             value: object = tree
             for part in top.split("."):
                 value = value.get(part, "<missing>") if isinstance(value, dict) else "<missing>"
@@ -679,6 +943,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a phantom (+ kdseg-prepare) folder copied in instead of regenerating it, after"
         " checking its phantom_truth.json against the protocol's phantoms",
     )
+    parser.add_argument(
+        "--runs-from",
+        metavar="RUNS",
+        help="an earlier study's runs/ folder: its finished runs of the stages this study shares"
+        " are copied in (evaluations left behind) after checking each config.yaml",
+    )
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.stages) - set(STAGES))
@@ -695,6 +965,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.fresh and Path(args.dir).exists():
         shutil.rmtree(args.dir)
     study = Study(args)
+    if args.runs_from:
+        study.reuse_runs(Path(args.runs_from).resolve())
     started = time.perf_counter()
     for stage in STAGES:  # always in this order, whatever order --stages lists them in
         if stage in args.stages:

@@ -325,3 +325,147 @@ def test_unlabeled_results_table_paired_interval() -> None:
     # diffs 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2) = 4.303 -> half width 0.248
     assert "+0.200 [-0.048, +0.448]" in soft and "50%" in soft
     assert "identical weights per seed: True" in table
+
+
+def _fake_eval(run: Path, out_dir: str, dice: dict[str, float]) -> None:
+    """An evaluation folder as kdseg-eval writes it: per-case tumor rows and the summary."""
+    from kdseg.eval.evaluate import write_results
+
+    rows = [{"case": c, "tumor": {"gt_empty": False, "dice": d}} for c, d in dice.items()]
+    mean = sum(dice.values()) / len(dice)
+    write_results(rows, {"tumor": {"dice_per_case_nonempty": mean}}, run / out_dir, {})
+
+
+def test_phantom_study_v5_splits_candidates_and_dev_selection(tmp_path: Path) -> None:
+    """v5 (docs/study_v5/protocol.md): v4's generator call with 84 cases, whose first 60 are
+    split as kdseg splits 60 cases (v4's split) and whose last 24 are the test split; the dev
+    split is v4's val + test. Three candidates train seeds 1-3; dev-select keeps v4's option
+    unless a candidate beats it by the margin; confirm trains the new one's seeds 4-5."""
+    from kdseg.data.manifest import make_split
+
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path), "--protocol", "v5"]))
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *args: calls.append((command, *args))
+    study.stage_data()
+    assert (
+        "n_cases=84" in calls[0] and "params={tumor_mm_range: [15, 50], tumor_depth: 1}" in calls[0]
+    )
+    split = json.loads((study.data / "kdseg_split.json").read_text())
+    v4 = make_split([f"volume-{i}" for i in range(60)])
+    assert (split["train"], split["val"]) == (v4["train"], v4["val"]) and split["fresh_from"] == 60
+    assert split["test"] == sorted(f"volume-{i}" for i in range(60, 84))
+    dev = study.fresh_split()[1]
+    assert dev["test"] == sorted(v4["val"] + v4["test"]) and len(dev["test"]) == 18
+
+    calls.clear()
+    study.stage_candidates()
+    (sweep,) = calls
+    assert "distill=emkd_balanced_pmd1,emkd_balanced_t1,emkd_balanced_region" in sweep
+    assert "seed=1,2,3" in sweep and "study.teacher_seed=1" in sweep and set(WINDOW) <= set(sweep)
+
+    study.selection_file.write_text(json.dumps({"selected": "emkd_balanced"}))
+    runs = study.v5_runs
+    evaluated: list[Path] = []
+    study.evaluate_each = lambda chosen, out_dir, *o: evaluated.extend(chosen)
+    cases = dev["test"]
+
+    def dev_scores(gain: dict[str, float]) -> None:
+        for method, seeds in runs.items():
+            for seed, run in seeds.items():
+                value = 0.6 + 0.01 * seed + gain.get(method, 0.0)
+                _fake_eval(run, ps.DEV_DIR, dict.fromkeys(cases, value))
+
+    dev_scores({"emkd_balanced": 0.05, "emkd_balanced_t1": 0.055, "emkd_balanced_pmd1": 0.01})
+    study.stage_dev_select()
+    record = json.loads(study.selection_v5_file.read_text())
+    assert record["selected"] == "emkd_balanced"  # +0.005 is inside the margin
+    assert record["dev_score"]["emkd_balanced_t1"] == pytest.approx(0.055)
+    assert len(evaluated) == 15 and all(p.name.endswith(("-s1", "-s2", "-s3")) for p in evaluated)
+    calls.clear()
+    study.stage_confirm()
+    assert calls == []  # v4's option already has seeds 1-5
+
+    dev_scores({"emkd_balanced": 0.05, "emkd_balanced_region": 0.07})
+    study.stage_dev_select()
+    assert json.loads(study.selection_v5_file.read_text())["selected"] == "emkd_balanced_region"
+    study.stage_confirm()
+    (confirm,) = calls
+    assert "distill=emkd_balanced_region" in confirm and "seed=1,2,3,4,5" in confirm
+    assert f"hydra.sweep.dir={study.runs / 'candidates'}" in confirm
+
+
+def test_phantom_study_v5_endpoint(tmp_path: Path) -> None:
+    """The endpoint: the selected option's fresh-test gap closed and paired interval over
+    seeds 1-5, and the same over v4's test cases and the fresh ones pooled (per-case rows)."""
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path), "--protocol", "v5"]))
+    study.run = lambda *a: None
+    study.evaluate_each = lambda *a: None
+    study.selection_file.parent.mkdir(parents=True, exist_ok=True)
+    study.selection_file.write_text(json.dumps({"selected": "emkd_balanced"}))
+    study.selection_v5_file.write_text(json.dumps({"selected": "emkd_balanced_t1"}))
+    split, dev = study.fresh_split()
+    old_test = sorted(set(dev["test"]) - set(split["val"]))
+    gains = {"alone": 0.0, "emkd": 0.01, "emkd_balanced": 0.04, "emkd_balanced_t1": 0.06}
+    runs = study.v5_runs
+    for method, gain in gains.items():
+        for seed, run in runs[method].items():
+            value = 0.6 + gain + (0.001 * seed if method != "alone" else 0.0)
+            _fake_eval(run, ps.EVAL_DIR, dict.fromkeys(split["test"], value))
+            # dev rows: the v4 val cases must not enter the pooled score
+            _fake_eval(
+                run,
+                ps.DEV_DIR,
+                {**dict.fromkeys(old_test, value - 0.1), **dict.fromkeys(split["val"], 9.0)},
+            )
+    teacher = study.runs / "teachers" / "raunet-w0.5-s1"
+    _fake_eval(teacher, ps.EVAL_DIR, dict.fromkeys(split["test"], 0.7))
+    _fake_eval(
+        teacher, ps.DEV_DIR, {**dict.fromkeys(old_test, 0.6), **dict.fromkeys(split["val"], 9.0)}
+    )
+    study.endpoint()
+    result = json.loads((tmp_path / "endpoint.json").read_text())
+    fresh = result["rows"]["emkd_balanced_t1"]["fresh"]
+    assert fresh["paired"][0] == pytest.approx(0.063)  # 0.06 + mean(0.001 s) over seeds 1-5
+    assert fresh["gap_closed"] == pytest.approx(0.063 / 0.1)
+    assert fresh["paired"][1] > 0 and result["target_met"] is True
+    pooled = result["rows"]["emkd_balanced_t1"]["pooled"]
+    # 24 fresh cases at 0.6 + g and 12 old test cases at 0.5 + g; teacher 0.7 and 0.6
+    assert pooled["per_seed"]["1"] == pytest.approx((24 * 0.661 + 12 * 0.561) / 36)
+    assert pooled["gap_closed"] == pytest.approx(0.063 / 0.1)
+    assert result["teacher"]["pooled"] == pytest.approx((24 * 0.7 + 12 * 0.6) / 36)
+    assert set(result["rows"]) == {"emkd", "emkd_balanced", "emkd_balanced_t1"}
+
+
+def test_runs_from_copies_only_runs_with_this_studys_config(tmp_path: Path) -> None:
+    """--runs-from copies an earlier study's finished run (another data.root is fine) without
+    its evaluations, and refuses one whose config differs (here: its distillation recipe)."""
+    import yaml
+
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path / "v5"), "--protocol", "v5"]))
+    source = tmp_path / "v4" / "runs"
+    names = {"students": "enet-w0.25-s2", "main": "raunet-enet-w0.25-emkd_balanced-s1"}
+    for stage, name in names.items():
+        config = study.run_config(stage, name)
+        config["data"]["root"] = "/elsewhere/lits"
+        run = source / stage / name
+        (run / "eval-test-full").mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / "summary.json").write_text("{}")
+    (source / "main" / "unfinished-s9").mkdir()  # no summary.json: not copied
+    study.reuse_runs(source)
+    for stage, name in names.items():
+        copied = study.runs / stage / name
+        assert (copied / "summary.json").exists() and not (copied / "eval-test-full").exists()
+        assert (copied / "copied_from.txt").read_text().strip() == str(source / stage / name)
+    assert not (study.runs / "main" / "unfinished-s9").exists()
+    config = study.run_config("main", "raunet-enet-w0.25-emkd-s3")
+    config["distill"]["terms"]["pmd"]["weight"] = 1.0
+    run = source / "main" / "raunet-enet-w0.25-emkd-s3"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"distill\.terms\.pmd\.weight: 1\.0 != 0\.1"):
+        study.reuse_runs(source)
