@@ -12,8 +12,12 @@ previous one's checkpoints and Hydra cannot chain sweeps:
     main        kdseg-distill -m emkd, the selected option, kd, at, cwd   x 5 seeds
     ablations   kdseg-distill -m the six EMKD ablations                   x 3 seeds
     mobilenet   kdseg-distill -m emkd, the selected option, raunet -> mobilenetv2 x 3 seeds
+    candidates  (v5) kdseg-distill -m three variants of the selected option x 3 seeds
+    dev-select  (v5) kdseg-eval on the dev split; the best paired tumor gain (study_v5.py)
+    confirm     (v5) the dev-selected variant's seeds 4-5
     eval        kdseg-eval    -m ckpt=<every run's best.ckpt without a test evaluation yet>
-    report      kdseg-report  -> <study>/report/report.md and .csv (paired differences)
+    report      kdseg-report  -> <study>/report/report.md and .csv (paired differences);
+                v5 adds endpoint.json (the dev-selected option on the fresh test cases)
     step-cost   time of one training step: plain student vs distillation (same batch)
 
 Under kdseg's seeding the run of seed s with a teacher and the run of seed s without one start
@@ -37,6 +41,11 @@ by every student seed; students, methods and seeds as in v3. ``--teacher-from RU
 finished teacher run in instead of training it, and ``--data-from DIR`` a phantom folder
 instead of regenerating it, each only after checking that it is what the stage would have made
 (the run's ``config.yaml``; the folder's ``phantom_truth.json``).
+
+``--protocol v5`` (docs/study_v5/protocol.md) is v4 with 24 fresh test phantoms (the same
+generator call with 84 cases; cases 60-83 are the test split, v4's validation and test cases
+the dev split) and three variants of v4's selected option chosen on dev. ``--runs-from
+RUNS`` copies an earlier study's finished runs in (v4's, for v5) after checking each config.
 
     python scripts/phantom_study.py                       # everything, into .study/
     python scripts/phantom_study.py --stages data,teachers,students   # a subset
@@ -62,115 +71,61 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-EXPERIMENT = "phantom_study_v3"
-TEACHER = "raunet"
-TEACHER_WIDTH = 0.5  # 5.5 M parameters: trained once per seed, reused by every method
-STUDENT = "enet"
-SECOND_STUDENT = "mobilenetv2"
-STUDENT_WIDTH = 0.25  # ENet 0.025 M, MobileNetV2 0.16 M
-SEEDS = (1, 2, 3, 4, 5)  # the main comparison: teacher, ENet alone and the main methods
-FEW_SEEDS = (1, 2, 3)  # the EMKD ablations and RA-UNet -> MobileNetV2
-MAIN_METHODS = ("emkd", "kd", "at", "cwd")  # plus the selected new option
-#: kdseg's options beyond the paper (conf/distill/*.yaml); one is selected on validation
-NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist", "dkd")
-SELECT_SEED = 1
-ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
-PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
-#: v4's phantoms (pilots P13, P14): 60 cases (split 42 / 6 / 12), whole 15-50 mm tumors
-PHANTOM_V4 = {"n_cases": 60, "seed": 0, "params": "{tumor_mm_range: [15, 50], tumor_depth: 1}"}
-#: v5's phantoms (docs/study_v5/protocol.md): v4's generator call with 24 more cases. A case's
-#: seed depends on its index only, so cases 0-59 are v4's; 60-83 are v5's fresh test split
-PHANTOM_V5 = {**PHANTOM_V4, "n_cases": 84}
-#: v5's variants of emkd_balanced (beyond the paper), chosen on the dev split
-CANDIDATES = ("emkd_balanced_pmd1", "emkd_balanced_t1", "emkd_balanced_region")
-#: a candidate replaces the option that already has five seeds only by this dev margin
-DEV_MARGIN = 0.010
-
-
-class Protocol(NamedTuple):
-    """What differs between study protocols.
-
-    ``experiment``: the experiment config (``conf/experiment/<name>`` and ``<name>_distill``).
-    ``phantom``: kdseg-phantom's ``n_cases``, ``seed`` and ``params`` (never mutated).
-    ``teacher_overrides``: overrides of the teachers' training only.
-    ``overrides``: overrides of every command that builds data from the phantoms (kdseg-prepare,
-    every kdseg-train, kdseg-distill and kdseg-eval, and the step-cost stage's config), e.g. the
-    preprocessing.
-    ``teacher_seed``: None, one teacher per seed, the student of seed s learning from the teacher
-    of seed s; a seed, ONE teacher (the teachers stage trains that seed only) shared by every
-    distillation run (``study.teacher_seed``).
-    ``fresh_from``: None, the data stage's split is kdseg's default one; an index n, the first
-    n cases are split as kdseg splits n cases (train / val / an earlier protocol's test, which
-    becomes the dev split) and the cases from n on are the test split.
-    ``candidates``: options chosen among on the dev split (stages candidates, dev-select,
-    confirm); empty: those stages do nothing.
-    """
-
-    experiment: str
-    phantom: dict = PHANTOM
-    teacher_overrides: tuple[str, ...] = ()
-    overrides: tuple[str, ...] = ()
-    teacher_seed: int | None = None
-    fresh_from: int | None = None
-    candidates: tuple[str, ...] = ()
-
-
-V4_TEACHER = ("optim.lr=1e-3", "trainer.max_epochs=128")  # 8,192 steps
-V4_DATA = ("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]")
-#: every protocol the script can run, each fixed in docs/study.md before its distillation runs
-PROTOCOLS = {
-    "v3": Protocol(EXPERIMENT),
-    # docs/study_v4/pilots/p14_run.sh: P14's setting, its design written before P14 ran
-    "v4": Protocol(EXPERIMENT, PHANTOM_V4, V4_TEACHER, V4_DATA, teacher_seed=1),
-    # docs/study_v5/protocol.md: v4 plus 24 fresh test cases and three candidates chosen on dev
-    "v5": Protocol(
-        EXPERIMENT, PHANTOM_V5, V4_TEACHER, V4_DATA, 1, fresh_from=60, candidates=CANDIDATES
-    ),
-}
-#: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
-#: below them, except the paths in RUN_PATH_KEYS (paths.* and hydra.* are never compared)
-RUN_KEYS = (
-    "seed",
-    "model",
-    "optim",
-    "loss",
-    "data",
-    "trainer.max_epochs",
-    "trainer.max_steps",
-    "checkpoint.monitor",
+sys.path.insert(0, str(ROOT / "scripts"))
+from step_cost import step_cost  # noqa: E402
+from study_protocols import (  # noqa: E402
+    ABLATIONS,
+    CANDIDATES,
+    DEV_DIR,
+    DEV_MARGIN,
+    DISTILL_KEYS,
+    EVAL_DIR,
+    FEW_SEEDS,
+    MAIN_METHODS,
+    NEW_OPTIONS,
+    PHANTOM,
+    PHANTOM_V4,
+    PHANTOM_V5,
+    PROTOCOLS,
+    REUSABLE,
+    RUN_KEYS,
+    SECOND_STUDENT,
+    SEEDS,
+    SELECT_SEED,
+    STAGES,
+    STUDENT,
+    STUDENT_WIDTH,
+    TEACHER,
+    TEACHER_WIDTH,
+    VAL_DIR,
+    Protocol,
+    config_diff,
+    teacher_seed_override,
+    tumor_dice,
 )
-RUN_PATH_KEYS = ("data.root", "data.cache_root", "data.num_workers", "data.prepare_workers")
-#: and a reused distillation run's (--runs-from), the teacher's checkpoint path aside
-DISTILL_KEYS = (*RUN_KEYS, "student", "distill", "teacher.name", "study")
-#: the stages whose finished runs --runs-from may copy in
-REUSABLE = ("teachers", "students", "options", "main", "ablations", "mobilenet")
-STAGES = (
-    "data",
-    "teachers",
-    "students",
-    "options",
-    "select",
-    "main",
-    "ablations",
-    "mobilenet",
-    "candidates",
-    "dev-select",
-    "confirm",
-    "eval",
-    "report",
-    "step-cost",
-)
-EVAL_DIR = "eval-test-full"
-VAL_DIR = "eval-val-full"
-DEV_DIR = "eval-dev-full"
+from study_v5 import FreshTestStages  # noqa: E402
+
+__all__ = [  # the names the other study scripts and the tests use from here
+    "ABLATIONS",
+    "CANDIDATES",
+    "DEV_DIR",
+    "DEV_MARGIN",
+    "EVAL_DIR",
+    "NEW_OPTIONS",
+    "PHANTOM",
+    "PHANTOM_V4",
+    "PHANTOM_V5",
+    "SELECT_SEED",
+    "Study",
+    "config_diff",
+    "tumor_dice",
+]
 
 
-class Study:
+class Study(FreshTestStages):
     """Paths and command lines of one study folder; each ``stage_*`` method runs one stage."""
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -356,18 +311,6 @@ class Study:
                 )
             if not all(p.is_file() for p in case_files(root, "lits", i)):
                 raise SystemExit(f"{where}: {key}'s files are missing")
-
-    def fresh_split(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """``(split, dev split)`` of a protocol with ``fresh_from`` n: the first n cases split
-        as kdseg splits n cases (its train and val kept); the test split is the cases from n
-        on, and the dev split's test is the first n cases' val and test together."""
-        from kdseg.data.manifest import make_split
-        from kdseg.data.phantom import case_id
-
-        n, total = self.protocol.fresh_from, int(self.protocol.phantom["n_cases"])
-        old = make_split([case_id("lits", i) for i in range(n)])
-        fresh = sorted(case_id("lits", i) for i in range(n, total))
-        return {**old, "test": fresh}, {**old, "test": sorted(old["val"] + old["test"])}
 
     def evaluate_each(self, runs: Sequence[Path], out_dir: str, *overrides: str) -> None:
         """``kdseg-eval`` of each run's best checkpoint into ``<run>/<out_dir>`` (one call a
@@ -609,75 +552,6 @@ class Study:
     def stage_mobilenet(self) -> None:
         self.distill_sweep("mobilenet", SECOND_STUDENT, ["emkd", self.selected], self.few_seeds)
 
-    # v5 (docs/study_v5/protocol.md): candidates chosen on the dev split, confirmed on fresh cases
-    @property
-    def v5_runs(self) -> dict[str, dict[int, Path]]:
-        """Run folder per method and seed: ENet alone, v4's selected option, the candidates."""
-
-        def distilled(stage: str, method: str) -> dict[int, Path]:
-            name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}-{method}"
-            return {s: self.runs / stage / f"{name}-s{s}" for s in self.seeds}
-
-        return {
-            "alone": {
-                s: self.runs / "students" / f"{STUDENT}-w{STUDENT_WIDTH}-s{s}" for s in self.seeds
-            },
-            "emkd": distilled("main", "emkd"),
-            self.selected: distilled("main", self.selected),
-            **{m: distilled("candidates", m) for m in self.protocol.candidates},
-        }
-
-    def stage_candidates(self) -> None:
-        if not self.protocol.candidates:
-            print("[study] candidates: none in this protocol, skipped", flush=True)
-            return
-        self.distill_sweep("candidates", STUDENT, list(self.protocol.candidates), self.few_seeds)
-
-    def stage_dev_select(self) -> None:
-        """Score every candidate, v4's selected option and ENet alone (seeds 1-3) on the dev
-        split; the best mean paired tumor difference wins, a new candidate only by
-        :data:`DEV_MARGIN` over the option that already has five seeds."""
-        if not self.protocol.candidates:
-            print("[study] dev-select: none in this protocol, skipped", flush=True)
-            return
-        from kdseg.data.manifest import write_split
-
-        write_split(self.fresh_split()[1], self.dir / "dev_split.json")
-        runs = self.v5_runs
-        methods = [self.selected, *self.protocol.candidates]
-        chosen = [runs[m][s] for m in ["alone", *methods] for s in self.few_seeds]
-        split = [f"data.split_file={self.dir / 'dev_split.json'}", "split=test"]
-        self.timed("dev-select", len(chosen), self.evaluate_each, chosen, DEV_DIR, *split)
-        dice = {
-            m: {s: tumor_dice(runs[m][s] / DEV_DIR) for s in self.few_seeds}
-            for m in runs
-            if m in methods or m == "alone"
-        }
-        scores = {
-            m: sum(dice[m][s] - dice["alone"][s] for s in self.few_seeds) / len(self.few_seeds)
-            for m in methods
-        }
-        best = max(methods, key=lambda m: scores[m])
-        if best != self.selected and scores[best] < scores[self.selected] + DEV_MARGIN:
-            best = self.selected
-        record = {
-            "selected": best,
-            "dev_score": scores,
-            "dev_tumor_dice": dice,
-            "seeds": self.few_seeds,
-        }
-        self.selection_v5_file.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"[study] dev-select: {best}; dev scores {scores}", flush=True)
-
-    def stage_confirm(self) -> None:
-        """The dev-selected option on every seed (a candidate trained seeds 1-3 so far)."""
-        if not self.protocol.candidates:
-            print("[study] confirm: none in this protocol, skipped", flush=True)
-            return
-        selected = json.loads(self.selection_v5_file.read_text())["selected"]
-        if selected in self.protocol.candidates:
-            self.distill_sweep("candidates", STUDENT, [selected], self.seeds)
-
     def stage_eval(self) -> None:
         runs = [r for r in self.run_dirs() if r.parent.name != "options"]
         self.evaluate("eval", runs, "test", EVAL_DIR)
@@ -690,66 +564,6 @@ class Study:
         self.run("report", f"runs=[{stages}]", f"output_dir={self.dir / 'report'}")
         if self.protocol.candidates:
             self.endpoint()
-
-    def endpoint(self) -> None:
-        """v5's primary endpoint (the dev-selected option on the fresh test split) and, for
-        the same rows, the secondary one: v4's test cases and the fresh ones pooled (each run
-        also scored on the dev split). Written to ``endpoint.json``, printed as a table."""
-        from kdseg.eval.paired import paired_difference
-
-        selected = json.loads(self.selection_v5_file.read_text())["selected"]
-        runs = self.v5_runs
-        rows = ["alone", "emkd", *dict.fromkeys([self.selected, selected])]
-        dev = [f"data.split_file={self.dir / 'dev_split.json'}", "split=test"]
-        self.evaluate_each([runs[m][s] for m in rows for s in self.seeds], DEV_DIR, *dev)
-        split, dev_split = self.fresh_split()
-        pooled_cases = set(split["test"]) | (set(dev_split["test"]) - set(split["val"]))
-        teacher = (
-            self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
-        )
-        teacher_dice = {"fresh": tumor_dice(teacher / EVAL_DIR)}
-        scores = {
-            m: {
-                "fresh": {s: tumor_dice(runs[m][s] / EVAL_DIR) for s in self.seeds},
-                "pooled": {
-                    s: tumor_dice(runs[m][s], (EVAL_DIR, DEV_DIR), pooled_cases) for s in self.seeds
-                },
-            }
-            for m in rows
-        }
-        self.evaluate_each([teacher], DEV_DIR, *dev)
-        teacher_dice["pooled"] = tumor_dice(teacher, (EVAL_DIR, DEV_DIR), pooled_cases)
-        result: dict = {"selected": selected, "teacher": teacher_dice, "rows": {}}
-        lines = [
-            "| row | test cases | tumor Dice | paired difference [95% t] | gap closed |",
-            "|---|---|---|---|---|",
-        ]
-        for where in ("fresh", "pooled"):
-            alone = scores["alone"][where]
-            alone_mean = sum(alone.values()) / len(alone)
-            gap = teacher_dice[where] - alone_mean
-            lines.append(f"| teacher | {where} | {teacher_dice[where]:.3f} | | |")
-            lines.append(f"| ENet alone | {where} | {alone_mean:.3f} | | |")
-            for m in rows[1:]:
-                diff = paired_difference(scores[m][where], alone)
-                mean = sum(scores[m][where].values()) / len(scores[m][where])
-                share = diff.mean / gap if gap > 0 else float("nan")
-                result["rows"].setdefault(m, {})[where] = {
-                    "per_seed": scores[m][where],
-                    "mean": mean,
-                    "alone_per_seed": alone,
-                    "paired": [diff.mean, diff.low, diff.high],
-                    "gap_closed": share,
-                }
-                lines.append(
-                    f"| {m}{' (selected)' if m == selected else ''} | {where} | {mean:.3f} | "
-                    f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] | {share:.0%} |"
-                )
-        fresh = result["rows"][selected]["fresh"]
-        result["target_met"] = fresh["gap_closed"] >= 0.5 and fresh["paired"][1] > 0
-        (self.dir / "endpoint.json").write_text(json.dumps(result, indent=1) + "\n")
-        print("\n".join(lines), flush=True)
-        print(f"[study] endpoint ({selected}, fresh test): target met: {result['target_met']}")
 
     def stage_step_cost(self) -> None:
         """Time a plain student step and a distillation step on the same batch (in-process)."""
@@ -767,152 +581,6 @@ class Study:
         self.timings["step_cost"] = result
         self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
         print(json.dumps(result, indent=1))
-
-
-def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None = None) -> float:
-    """Per-case tumor Dice over the cases with tumor: ``run`` an evaluation folder (its
-    summary), or a run folder whose ``eval_dirs`` per-case rows are pooled over ``cases``."""
-    import csv
-
-    if cases is None:
-        summary = json.loads((run / "summary.json").read_text())
-        return float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
-    dice: dict[str, float] = {}
-    for name in eval_dirs:
-        with open(run / name / "per_case.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                if row["class"] == "tumor" and row["gt_empty"] == "False" and row["case"] in cases:
-                    dice[row["case"]] = float(row["dice"])
-    return sum(dice.values()) / len(dice)
-
-
-def teacher_seed_override(seed: int | None) -> list[str]:
-    """The distillation runs' override naming the one shared teacher; none per-seed."""
-    return [] if seed is None else [f"study.teacher_seed={seed}"]
-
-
-def config_diff(expected: dict, saved: dict, keys: Sequence[str] = RUN_KEYS) -> list[str]:
-    """``key: saved != expected`` for each leaf under ``keys`` that differs (paths ignored;
-    a key one side lacks and the other holds as null is no difference)."""
-
-    def leaves(tree: dict) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for top in keys:
-            value: object = tree
-            for part in top.split("."):
-                value = value.get(part, "<missing>") if isinstance(value, dict) else "<missing>"
-            stack = [(top, value)]
-            while stack:
-                key, item = stack.pop()
-                if isinstance(item, dict) and item:
-                    stack.extend((f"{key}.{k}", v) for k, v in item.items())
-                elif key not in RUN_PATH_KEYS:
-                    out[key] = item
-        return out
-
-    want, got = leaves(expected), leaves(saved)
-    # an option added after the run was trained, and left off (null), changes nothing it did
-    missing = {k: None for k in set(want) ^ set(got) if want.get(k, got.get(k)) is None}
-    want, got = {**missing, **want}, {**missing, **got}
-    return [
-        f"{key}: {got.get(key, '<missing>')} != {want.get(key, '<missing>')}"
-        for key in sorted(set(want) | set(got))
-        if got.get(key, "<missing>") != want.get(key, "<missing>")
-    ]
-
-
-def step_cost(
-    runs: Path,
-    student: str,
-    method: str = "emkd",
-    repeats: int = 8,
-    threads: int = 1,
-    experiment: str = EXPERIMENT,
-    overrides: Sequence[str] = (),
-    teacher_seed: int | None = None,
-) -> dict[str, float]:
-    """Median seconds per training step (forward, loss, backward, Adam) of the same student on
-    the same batch: alone (``SegmentationModule``) and distilled with EMKD (``DistillationModule``).
-
-    Uses the engine's own ``training_step`` (logging is a no-op outside a Trainer), the study's
-    data and a trained teacher (of ``teacher_seed``; None: the first that exists), so the
-    ratio is what a study run pays per step. One thread by default: on shared cores, OpenMP
-    threads waiting for each other swamp the arithmetic.
-    """
-    import warnings
-    from statistics import median
-
-    import torch
-    from hydra import compose, initialize_config_dir
-
-    import kdseg.config  # noqa: F401
-    from kdseg.cli import CONFIG_PATH, to_dict
-    from kdseg.data.dataset import resolve_data
-    from kdseg.lit.distill import DistillationModule
-    from kdseg.lit.segment import SegmentationModule
-
-    warnings.filterwarnings("ignore", message=".*self.log.*")
-    torch.set_num_threads(threads)
-    seed = "*" if teacher_seed is None else teacher_seed
-    ckpts = sorted(runs.glob(f"teachers/{TEACHER}-w{TEACHER_WIDTH}-s{seed}/checkpoints/best.ckpt"))
-    if not ckpts:
-        raise SystemExit(f"phantom_study: step-cost needs a teacher (s{seed}) in {runs}/teachers")
-    ckpt = ckpts[0]
-    data_root = runs.parent / "data" / "lits"
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = to_dict(
-            compose(
-                "distill",
-                overrides=[
-                    f"experiment={experiment}_distill",
-                    f"data.root={data_root}",
-                    f"teacher.ckpt={ckpt}",
-                    f"student={student}",
-                    f"student.width={STUDENT_WIDTH}",
-                    f"distill={method}",
-                    *overrides,
-                ],
-            )
-        )
-    setup = resolve_data(cfg["data"])
-    datamodule = setup.datamodule(seed=0)
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    common = {
-        "model": cfg["student"],
-        "data": setup.info(),
-        "optim": cfg["optim"],
-        "loss": cfg["loss"],
-    }
-    modules = {
-        "student": SegmentationModule(**common),
-        "distill": DistillationModule(**common, teacher=cfg["teacher"], distill=cfg["distill"]),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in modules}
-    optimizers = {
-        n: torch.optim.Adam([p for p in m.parameters() if p.requires_grad])
-        for n, m in modules.items()
-    }
-    for _ in range(repeats):  # alternate, so load changes on shared cores hit both alike
-        for name, module in modules.items():
-            module.train()
-            start = time.perf_counter()
-            loss = module.training_step(batch, 0)
-            optimizers[name].zero_grad()
-            loss.backward()
-            optimizers[name].step()
-            seconds[name].append(time.perf_counter() - start)
-    plain, distill = (median(seconds[n][2:]) for n in ("student", "distill"))
-    return {
-        "teacher": TEACHER,
-        "student": student,
-        "method": method,
-        "batch": list(batch["image"].shape),
-        "student_step_s": round(plain, 4),
-        "distill_step_s": round(distill, 4),
-        "ratio": round(distill / plain, 2),
-        "threads": torch.get_num_threads(),
-    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

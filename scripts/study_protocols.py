@@ -1,0 +1,168 @@
+"""The phantom studies' protocols and the run-folder helpers the study scripts share.
+
+``PROTOCOLS`` holds what differs between the versions of ``scripts/phantom_study.py``'s study
+(each fixed in docs/study.md or docs/study_v5/protocol.md before its distillation runs); the
+constants name the networks, methods, seeds and stages. ``config_diff`` compares a reused run's
+saved config with the one a stage would train (``--teacher-from``, ``--runs-from``,
+``unlabeled_study.py --v4-runs``); ``tumor_dice`` reads what ``kdseg-eval`` wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+EXPERIMENT = "phantom_study_v3"
+TEACHER = "raunet"
+TEACHER_WIDTH = 0.5  # 5.5 M parameters: trained once per seed, reused by every method
+STUDENT = "enet"
+SECOND_STUDENT = "mobilenetv2"
+STUDENT_WIDTH = 0.25  # ENet 0.025 M, MobileNetV2 0.16 M
+SEEDS = (1, 2, 3, 4, 5)  # the main comparison: teacher, ENet alone and the main methods
+FEW_SEEDS = (1, 2, 3)  # the EMKD ablations and RA-UNet -> MobileNetV2
+MAIN_METHODS = ("emkd", "kd", "at", "cwd")  # plus the selected new option
+#: kdseg's options beyond the paper (conf/distill/*.yaml); one is selected on validation
+NEW_OPTIONS = ("emkd_balanced", "emkd_warmup", "kd_balanced", "kd_region", "dist", "dkd")
+SELECT_SEED = 1
+ABLATIONS = ("emkd_pmd", "emkd_imd", "emkd_rad", "emkd_pmd_imd", "emkd_pmd_rad", "emkd_imd_rad")
+PHANTOM = {"n_cases": 40, "seed": 0, "params": "{}"}  # the generator's default phantoms
+#: v4's phantoms (pilots P13, P14): 60 cases (split 42 / 6 / 12), whole 15-50 mm tumors
+PHANTOM_V4 = {"n_cases": 60, "seed": 0, "params": "{tumor_mm_range: [15, 50], tumor_depth: 1}"}
+#: v5's phantoms (docs/study_v5/protocol.md): v4's generator call with 24 more cases. A case's
+#: seed depends on its index only, so cases 0-59 are v4's; 60-83 are v5's fresh test split
+PHANTOM_V5 = {**PHANTOM_V4, "n_cases": 84}
+#: v5's variants of emkd_balanced (beyond the paper), chosen on the dev split
+CANDIDATES = ("emkd_balanced_pmd1", "emkd_balanced_t1", "emkd_balanced_region")
+#: a candidate replaces the option that already has five seeds only by this dev margin
+DEV_MARGIN = 0.010
+
+
+class Protocol(NamedTuple):
+    """What differs between study protocols.
+
+    ``experiment``: the experiment config (``conf/experiment/<name>`` and ``<name>_distill``).
+    ``phantom``: kdseg-phantom's ``n_cases``, ``seed`` and ``params`` (never mutated).
+    ``teacher_overrides``: overrides of the teachers' training only.
+    ``overrides``: overrides of every command that builds data from the phantoms (kdseg-prepare,
+    every kdseg-train, kdseg-distill and kdseg-eval, and the step-cost stage's config), e.g. the
+    preprocessing.
+    ``teacher_seed``: None, one teacher per seed, the student of seed s learning from the teacher
+    of seed s; a seed, ONE teacher (the teachers stage trains that seed only) shared by every
+    distillation run (``study.teacher_seed``).
+    ``fresh_from``: None, the data stage's split is kdseg's default one; an index n, the first
+    n cases are split as kdseg splits n cases (train / val / an earlier protocol's test, which
+    becomes the dev split) and the cases from n on are the test split.
+    ``candidates``: options chosen among on the dev split (stages candidates, dev-select,
+    confirm); empty: those stages do nothing.
+    """
+
+    experiment: str
+    phantom: dict = PHANTOM
+    teacher_overrides: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    teacher_seed: int | None = None
+    fresh_from: int | None = None
+    candidates: tuple[str, ...] = ()
+
+
+V4_TEACHER = ("optim.lr=1e-3", "trainer.max_epochs=128")  # 8,192 steps
+V4_DATA = ("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]")
+#: every protocol the script can run, each fixed in docs/study.md before its distillation runs
+PROTOCOLS = {
+    "v3": Protocol(EXPERIMENT),
+    # docs/study_v4/pilots/p14_run.sh: P14's setting, its design written before P14 ran
+    "v4": Protocol(EXPERIMENT, PHANTOM_V4, V4_TEACHER, V4_DATA, teacher_seed=1),
+    # docs/study_v5/protocol.md: v4 plus 24 fresh test cases and three candidates chosen on dev
+    "v5": Protocol(
+        EXPERIMENT, PHANTOM_V5, V4_TEACHER, V4_DATA, 1, fresh_from=60, candidates=CANDIDATES
+    ),
+}
+#: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
+#: below them, except the paths in RUN_PATH_KEYS (paths.* and hydra.* are never compared)
+RUN_KEYS = (
+    "seed",
+    "model",
+    "optim",
+    "loss",
+    "data",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "checkpoint.monitor",
+)
+RUN_PATH_KEYS = ("data.root", "data.cache_root", "data.num_workers", "data.prepare_workers")
+#: and a reused distillation run's (--runs-from), the teacher's checkpoint path aside
+DISTILL_KEYS = (*RUN_KEYS, "student", "distill", "teacher.name", "study")
+#: the stages whose finished runs --runs-from may copy in
+REUSABLE = ("teachers", "students", "options", "main", "ablations", "mobilenet")
+STAGES = (
+    "data",
+    "teachers",
+    "students",
+    "options",
+    "select",
+    "main",
+    "ablations",
+    "mobilenet",
+    "candidates",
+    "dev-select",
+    "confirm",
+    "eval",
+    "report",
+    "step-cost",
+)
+EVAL_DIR = "eval-test-full"
+VAL_DIR = "eval-val-full"
+DEV_DIR = "eval-dev-full"
+
+
+def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None = None) -> float:
+    """Per-case tumor Dice over the cases with tumor: ``run`` an evaluation folder (its
+    summary), or a run folder whose ``eval_dirs`` per-case rows are pooled over ``cases``."""
+    if cases is None:
+        summary = json.loads((run / "summary.json").read_text())
+        return float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
+    dice: dict[str, float] = {}
+    for name in eval_dirs:
+        with open(run / name / "per_case.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row["class"] == "tumor" and row["gt_empty"] == "False" and row["case"] in cases:
+                    dice[row["case"]] = float(row["dice"])
+    return sum(dice.values()) / len(dice)
+
+
+def teacher_seed_override(seed: int | None) -> list[str]:
+    """The distillation runs' override naming the one shared teacher; none per-seed."""
+    return [] if seed is None else [f"study.teacher_seed={seed}"]
+
+
+def config_diff(expected: dict, saved: dict, keys: Sequence[str] = RUN_KEYS) -> list[str]:
+    """``key: saved != expected`` for each leaf under ``keys`` that differs (paths ignored;
+    a key one side lacks and the other holds as null is no difference)."""
+
+    def leaves(tree: dict) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for top in keys:
+            value: object = tree
+            for part in top.split("."):
+                value = value.get(part, "<missing>") if isinstance(value, dict) else "<missing>"
+            stack = [(top, value)]
+            while stack:
+                key, item = stack.pop()
+                if isinstance(item, dict) and item:
+                    stack.extend((f"{key}.{k}", v) for k, v in item.items())
+                elif key not in RUN_PATH_KEYS:
+                    out[key] = item
+        return out
+
+    want, got = leaves(expected), leaves(saved)
+    # an option added after the run was trained, and left off (null), changes nothing it did
+    missing = {k: None for k in set(want) ^ set(got) if want.get(k, got.get(k)) is None}
+    want, got = {**missing, **want}, {**missing, **got}
+    return [
+        f"{key}: {got.get(key, '<missing>')} != {want.get(key, '<missing>')}"
+        for key in sorted(set(want) | set(got))
+        if got.get(key, "<missing>") != want.get(key, "<missing>")
+    ]

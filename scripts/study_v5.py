@@ -1,0 +1,169 @@
+"""Study v5's stages (docs/study_v5/protocol.md), mixed into ``phantom_study.Study``.
+
+v5 is v4 with 24 fresh test phantoms (cases 60-83 of the same generator call) and three
+variants of ``emkd_balanced`` chosen on the dev split (v4's validation and test cases, already
+scored by v4): ``candidates`` trains them for seeds 1-3, ``dev-select`` picks one (a new one
+only by :data:`~study_protocols.DEV_MARGIN`), ``confirm`` trains its seeds 4-5, and
+``endpoint`` (part of the report stage) scores the selected option on the fresh cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from study_protocols import (
+    DEV_DIR,
+    DEV_MARGIN,
+    EVAL_DIR,
+    STUDENT,
+    STUDENT_WIDTH,
+    TEACHER,
+    TEACHER_WIDTH,
+    tumor_dice,
+)
+
+
+class FreshTestStages:
+    """The v5 stages; the host class (``phantom_study.Study``) provides the paths, the
+    protocol, ``run``, ``timed``, ``evaluate_each`` and ``distill_sweep``."""
+
+    def fresh_split(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """``(split, dev split)`` of a protocol with ``fresh_from`` n: the first n cases split
+        as kdseg splits n cases (its train and val kept); the test split is the cases from n
+        on, and the dev split's test is the first n cases' val and test together."""
+        from kdseg.data.manifest import make_split
+        from kdseg.data.phantom import case_id
+
+        n, total = self.protocol.fresh_from, int(self.protocol.phantom["n_cases"])
+        old = make_split([case_id("lits", i) for i in range(n)])
+        fresh = sorted(case_id("lits", i) for i in range(n, total))
+        return {**old, "test": fresh}, {**old, "test": sorted(old["val"] + old["test"])}
+
+    @property
+    def v5_runs(self) -> dict[str, dict[int, Path]]:
+        """Run folder per method and seed: ENet alone, v4's selected option, the candidates."""
+
+        def distilled(stage: str, method: str) -> dict[int, Path]:
+            name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}-{method}"
+            return {s: self.runs / stage / f"{name}-s{s}" for s in self.seeds}
+
+        return {
+            "alone": {
+                s: self.runs / "students" / f"{STUDENT}-w{STUDENT_WIDTH}-s{s}" for s in self.seeds
+            },
+            "emkd": distilled("main", "emkd"),
+            self.selected: distilled("main", self.selected),
+            **{m: distilled("candidates", m) for m in self.protocol.candidates},
+        }
+
+    def stage_candidates(self) -> None:
+        if not self.protocol.candidates:
+            print("[study] candidates: none in this protocol, skipped", flush=True)
+            return
+        self.distill_sweep("candidates", STUDENT, list(self.protocol.candidates), self.few_seeds)
+
+    def stage_dev_select(self) -> None:
+        """Score every candidate, v4's selected option and ENet alone (seeds 1-3) on the dev
+        split; the best mean paired tumor difference wins, a new candidate only by
+        :data:`DEV_MARGIN` over the option that already has five seeds."""
+        if not self.protocol.candidates:
+            print("[study] dev-select: none in this protocol, skipped", flush=True)
+            return
+        from kdseg.data.manifest import write_split
+
+        write_split(self.fresh_split()[1], self.dir / "dev_split.json")
+        runs = self.v5_runs
+        methods = [self.selected, *self.protocol.candidates]
+        chosen = [runs[m][s] for m in ["alone", *methods] for s in self.few_seeds]
+        split = [f"data.split_file={self.dir / 'dev_split.json'}", "split=test"]
+        self.timed("dev-select", len(chosen), self.evaluate_each, chosen, DEV_DIR, *split)
+        dice = {
+            m: {s: tumor_dice(runs[m][s] / DEV_DIR) for s in self.few_seeds}
+            for m in runs
+            if m in methods or m == "alone"
+        }
+        scores = {
+            m: sum(dice[m][s] - dice["alone"][s] for s in self.few_seeds) / len(self.few_seeds)
+            for m in methods
+        }
+        best = max(methods, key=lambda m: scores[m])
+        if best != self.selected and scores[best] < scores[self.selected] + DEV_MARGIN:
+            best = self.selected
+        record = {
+            "selected": best,
+            "dev_score": scores,
+            "dev_tumor_dice": dice,
+            "seeds": self.few_seeds,
+        }
+        self.selection_v5_file.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"[study] dev-select: {best}; dev scores {scores}", flush=True)
+
+    def stage_confirm(self) -> None:
+        """The dev-selected option on every seed (a candidate trained seeds 1-3 so far)."""
+        if not self.protocol.candidates:
+            print("[study] confirm: none in this protocol, skipped", flush=True)
+            return
+        selected = json.loads(self.selection_v5_file.read_text())["selected"]
+        if selected in self.protocol.candidates:
+            self.distill_sweep("candidates", STUDENT, [selected], self.seeds)
+
+    def endpoint(self) -> None:
+        """v5's primary endpoint (the dev-selected option on the fresh test split) and, for
+        the same rows, the secondary one: v4's test cases and the fresh ones pooled (each run
+        also scored on the dev split). Written to ``endpoint.json``, printed as a table."""
+        from kdseg.eval.paired import paired_difference
+
+        selected = json.loads(self.selection_v5_file.read_text())["selected"]
+        runs = self.v5_runs
+        rows = ["alone", "emkd", *dict.fromkeys([self.selected, selected])]
+        dev = [f"data.split_file={self.dir / 'dev_split.json'}", "split=test"]
+        self.evaluate_each([runs[m][s] for m in rows for s in self.seeds], DEV_DIR, *dev)
+        split, dev_split = self.fresh_split()
+        pooled_cases = set(split["test"]) | (set(dev_split["test"]) - set(split["val"]))
+        teacher = (
+            self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
+        )
+        teacher_dice = {"fresh": tumor_dice(teacher / EVAL_DIR)}
+        scores = {
+            m: {
+                "fresh": {s: tumor_dice(runs[m][s] / EVAL_DIR) for s in self.seeds},
+                "pooled": {
+                    s: tumor_dice(runs[m][s], (EVAL_DIR, DEV_DIR), pooled_cases) for s in self.seeds
+                },
+            }
+            for m in rows
+        }
+        self.evaluate_each([teacher], DEV_DIR, *dev)
+        teacher_dice["pooled"] = tumor_dice(teacher, (EVAL_DIR, DEV_DIR), pooled_cases)
+        result: dict = {"selected": selected, "teacher": teacher_dice, "rows": {}}
+        lines = [
+            "| row | test cases | tumor Dice | paired difference [95% t] | gap closed |",
+            "|---|---|---|---|---|",
+        ]
+        for where in ("fresh", "pooled"):
+            alone = scores["alone"][where]
+            alone_mean = sum(alone.values()) / len(alone)
+            gap = teacher_dice[where] - alone_mean
+            lines.append(f"| teacher | {where} | {teacher_dice[where]:.3f} | | |")
+            lines.append(f"| ENet alone | {where} | {alone_mean:.3f} | | |")
+            for m in rows[1:]:
+                diff = paired_difference(scores[m][where], alone)
+                mean = sum(scores[m][where].values()) / len(scores[m][where])
+                share = diff.mean / gap if gap > 0 else float("nan")
+                result["rows"].setdefault(m, {})[where] = {
+                    "per_seed": scores[m][where],
+                    "mean": mean,
+                    "alone_per_seed": alone,
+                    "paired": [diff.mean, diff.low, diff.high],
+                    "gap_closed": share,
+                }
+                lines.append(
+                    f"| {m}{' (selected)' if m == selected else ''} | {where} | {mean:.3f} | "
+                    f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] | {share:.0%} |"
+                )
+        fresh = result["rows"][selected]["fresh"]
+        result["target_met"] = fresh["gap_closed"] >= 0.5 and fresh["paired"][1] > 0
+        (self.dir / "endpoint.json").write_text(json.dumps(result, indent=1) + "\n")
+        print("\n".join(lines), flush=True)
+        print(f"[study] endpoint ({selected}, fresh test): target met: {result['target_met']}")
