@@ -92,6 +92,61 @@ def test_multiclass_task_can_oversample_tumor_slices(phantom_lits: Path) -> None
         resolve_data(_data_cfg(phantom_lits, **{"data.target_slices": "kidney"})).datamodule(0)
 
 
+def test_lesion_slice_weights_give_each_tumor_the_same_share() -> None:
+    """A 1-slice tumor and a 4-slice tumor, one slice shared with a third 2-slice tumor: the
+    weights sum to 1 per tumor, and a slice cut by two tumors carries both shares."""
+    from kdseg.data.datamodule import lesion_slice_weights
+
+    label = np.zeros((8, 16, 16), dtype=np.uint8)
+    label[:, 2:14, 2:14] = 1  # organ
+    label[1, 3:5, 3:5] = 2  # one slice
+    label[3:7, 8:12, 8:12] = 2  # four slices
+    label[6:8, 3:5, 10:12] = 2  # two slices, apart in-plane from the four-slice one
+    weights = lesion_slice_weights(label)
+    assert weights == pytest.approx({1: 1.0, 3: 0.25, 4: 0.25, 5: 0.25, 6: 0.75, 7: 0.5})
+    assert sum(weights.values()) == pytest.approx(3.0)  # three tumors
+    assert lesion_slice_weights(np.ones((3, 4, 4), dtype=np.uint8)) == {}
+
+
+def test_lesion_weighting_draws_small_tumors_as_often_as_large(phantom_lits: Path) -> None:
+    """``data.target_weighting=lesion``: the sampler's weights of each case's tumor slices
+    follow lesion_slice_weights, the non-target share is unchanged, and it is refused for
+    organ targets; the default keeps every tumor slice alike."""
+    from kdseg.data.datamodule import lesion_slice_weights
+
+    overrides = {"data.target_slices": "tumor", "data.target_fraction": 0.7}
+    setup = resolve_data(
+        _data_cfg(phantom_lits, **overrides, **{"data.target_weighting": "lesion"})
+    )
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=0)
+    dm.setup("fit")
+    weights = dm._sampler().weights
+    flags = torch.tensor(dm.train_set.is_target)
+    assert weights[flags].sum() == pytest.approx(0.7) and weights[~flags].sum() == pytest.approx(
+        0.3
+    )
+    expected = {
+        (ci, z): w
+        for ci, case in enumerate(dm.train_set.cases)
+        for z, w in lesion_slice_weights(np.asarray(case.label)).items()
+    }
+    total = sum(expected.values())
+    assert len({round(w, 9) for w in expected.values()}) > 1  # tumors of unequal extent
+    for i, key in enumerate(dm.train_set.index):
+        if dm.train_set.is_target[i]:
+            assert float(weights[i]) == pytest.approx(0.7 * expected[key] / total)
+    plain = resolve_data(_data_cfg(phantom_lits, **overrides)).datamodule(seed=0)
+    plain.setup("fit")
+    target = plain._sampler().weights[flags]
+    assert torch.allclose(target, torch.full_like(target, 0.7 / int(flags.sum())))
+    with pytest.raises(InputError, match="target_weighting=lesion needs tumor"):
+        organ = {"data.target_slices": "organ", "data.target_weighting": "lesion"}
+        resolve_data(_data_cfg(phantom_lits, **organ)).datamodule(seed=0).setup("fit")
+    with pytest.raises(InputError, match="target_weighting must be"):
+        resolve_data(_data_cfg(phantom_lits, **{"data.target_weighting": "size"})).datamodule(0)
+
+
 def test_training_writes_checkpoints_config_and_metrics(trained_enet: Path) -> None:
     assert (trained_enet / "checkpoints" / "best.ckpt").exists()
     assert (trained_enet / "checkpoints" / "last.ckpt").exists()

@@ -14,6 +14,10 @@ Sampling policies for training: ``all`` slices, ``target`` slices only (the pape
 Target slices are those holding the organ, or the tumor (``target_slices``; by default the
 tumor for the tumor task and the organ otherwise). Oversampling tumor slices in the multi-class
 task is nnU-Net's foreground oversampling of the rare class: tumors sit in a few slices only.
+With ``target_weighting: lesion`` (beyond the paper) the tumor slices are not drawn alike: a
+slice weighs the sum, over the 3D tumors it cuts, of 1 / the number of slices that tumor spans,
+so each tumor is drawn as often, and a 4 mm metastasis on one slice as often as a 40 mm one on
+twenty (:func:`lesion_slice_weights`).
 Augmentation is MONAI dictionary transforms (the paper's flips on both axes and 90-degree
 rotations), seeded in the main process and per worker.
 """
@@ -49,6 +53,8 @@ from kdseg.errors import InputError
 log = logging.getLogger(__name__)
 
 TARGET_SLICES = ("auto", "organ", "tumor")
+TARGET_WEIGHTING = (None, "slice", "lesion")
+TUMOR = 2  # the tumor label of the cached (LiTS / KiTS) labels
 
 
 @dataclass
@@ -62,6 +68,7 @@ class LoaderConfig:
     sampling: str = "oversample"
     target_fraction: float = 0.5
     target_slices: str = "auto"
+    target_weighting: str | None = None
     samples_per_epoch: int | None = None
     val_sampling: str = "all"
     augment: dict[str, bool] = field(default_factory=lambda: {"flip": True, "rot90": True})
@@ -97,6 +104,7 @@ class SliceDataset(Dataset):
         transform: Compose | None = None,
         target_slices: str = "auto",
         teacher_dir: Path | None = None,
+        target_weighting: str | None = None,
     ) -> None:
         self.cases = cases
         self.task = task
@@ -105,14 +113,24 @@ class SliceDataset(Dataset):
         self.teacher_dir = teacher_dir
         self.index: list[tuple[int, int]] = []
         self.is_target: list[bool] = []
+        #: per item: its draw weight among the target slices (1 each unless weighted by lesion)
+        self.target_weight: list[float] = []
         use_tumor = target_slices == "tumor" or (target_slices == "auto" and task.name == "tumor")
+        if target_weighting == "lesion" and not use_tumor:
+            raise InputError(None, "data.target_weighting=lesion needs tumor target slices")
         for ci, case in enumerate(cases):
             targets = set(case.tumor_slices if use_tumor else case.organ_slices)
+            weights = (
+                lesion_slice_weights(np.asarray(case.label))
+                if target_weighting == "lesion" and case.labeled and targets
+                else {}
+            )
             for z in range(case.n_slices):
                 if only_target and z not in targets:
                     continue
                 self.index.append((ci, z))
                 self.is_target.append(z in targets)
+                self.target_weight.append(weights.get(z, 1.0) if z in targets else 0.0)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -133,6 +151,23 @@ class SliceDataset(Dataset):
             item = convert_to_tensor(self.transform(item), track_meta=False)
         out = {k: v.contiguous() for k, v in item.items()}
         return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
+
+
+def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:
+    """``{z: weight}`` over the slices (axis 0) of a label volume that hold tumor: the sum,
+    over the 3D connected tumors (6-connectivity) that slice z cuts, of 1 / the number of
+    slices the tumor spans. Drawn by these weights, every tumor is drawn equally often."""
+    from scipy import ndimage
+
+    components, _ = ndimage.label(label == TUMOR)
+    weights: dict[int, float] = {}
+    for box in ndimage.find_objects(components):
+        if box is None:
+            continue
+        start, stop = box[0].start, box[0].stop  # a 3D-connected tumor spans every z between
+        for z in range(start, stop):
+            weights[z] = weights.get(z, 0.0) + 1.0 / (stop - start)
+    return weights
 
 
 class SliceDataModule(pl.LightningDataModule):
@@ -164,6 +199,12 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment = build_augment(loader.augment)
         self._generators: list[torch.Generator] = []
         self._resumed: dict[str, Any] | None = None
+        if loader.target_weighting not in TARGET_WEIGHTING:
+            raise InputError(
+                None,
+                "data.target_weighting must be null, slice or lesion, got "
+                f"{loader.target_weighting!r}",
+            )
         if loader.target_slices not in TARGET_SLICES:
             raise InputError(
                 None,
@@ -187,6 +228,7 @@ class SliceDataModule(pl.LightningDataModule):
             self.augment,
             self.cfg.target_slices,
             self.teacher_dir,
+            self.cfg.target_weighting,
         )
         self.unlabeled_set = None
         if self.unlabeled is not None and self.cfg.unlabeled_fraction > 0:
@@ -221,15 +263,24 @@ class SliceDataModule(pl.LightningDataModule):
     def _sampler(self, n: int | None = None) -> torch.utils.data.Sampler:
         generator = self._generator(self.cfg.seed)
         n = n or self.cfg.samples_per_epoch or len(self.train_set)
+        lesion = self.cfg.target_weighting == "lesion"
         if self.cfg.sampling == "oversample":
             flags = torch.tensor(self.train_set.is_target, dtype=torch.bool)
             n_target = int(flags.sum())
             if 0 < n_target < len(flags):
                 p = self.cfg.target_fraction
-                weights = torch.where(flags, p / n_target, (1 - p) / (len(flags) - n_target))
+                if lesion:
+                    target = torch.tensor(self.train_set.target_weight, dtype=torch.double)
+                    rest = (1 - p) / (len(flags) - n_target)
+                    weights = torch.where(flags, p * target / target.sum(), rest)
+                else:  # kept as it was: the draws of earlier runs stay bit for bit
+                    weights = torch.where(flags, p / n_target, (1 - p) / (len(flags) - n_target))
                 return WeightedRandomSampler(
                     weights.double(), n, replacement=True, generator=generator
                 )
+        elif lesion and self.cfg.sampling == "target":
+            weights = torch.tensor(self.train_set.target_weight, dtype=torch.double)
+            return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
         return RandomSampler(
             self.train_set,
             replacement=self.cfg.samples_per_epoch is not None,
