@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issue 15 pilot P18 (2026-12-04, written 22:54 UTC, before it ran). P17's setting (the
+# Issue 15 pilot P18 (2026-12-04, written 22:53 UTC, before it ran; this header first said
+# 22:54, a guess written before reading the clock: its log says it started at 22:53:33). P17's setting (the
 # generator's DEFAULT phantoms, n_cases=152 seed=0, P17's split: 140 training, 4 validation,
 # 8 test cases; organ-ROI stage 2 at 1.5 mm, 144 x 144, window [-100, 100] around the organ
 # level; RA-UNet w0.5, Adam 1e-3, 8,192 steps, seed 1; data.context=2; 70% tumor slices) with
