@@ -143,7 +143,7 @@ the same seed (the same method on the labeled cases alone, the same starting wei
 of the soft row's gain that the unlabeled scans bring. No pilot: the gap is study v4's measured
 one, and nothing below is changed after a v5 number is seen.
 
-**Protocol v6** (``--protocol v6``; written 2026-12-04 22:56 UTC, before any v6 run). v5 showed
+**Protocol v6** (``--protocol v6``; written 2026-12-04 22:55 UTC, before any v6 run). v5 showed
 that 48 scans add nothing measurable to a student that already has 42 labeled cases. v6 puts
 the issue's "a few labeled cases" back on the student's side and keeps a teacher that is
 clearly better: the student sees 6 labeled cases, the teacher is study v4's (trained on all 42,
