@@ -176,6 +176,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -210,6 +211,8 @@ class Study:
         self.labeled = self.dir / "data" / "labeled"
         self.unlabeled = self.dir / "data" / "unlabeled"
         self.hidden = self.dir / "data" / "unlabeled_truth"
+        #: the labeled cases of the student rows (v6: a few of them; the teacher's otherwise)
+        self.student_root = self.labeled
         self.runs = self.dir / "runs"
         self.seeds: list[int] = args.seeds
         self.steps: int | None = args.steps
@@ -280,7 +283,7 @@ class Study:
             self.run(
                 "train",
                 *self.train_args,
-                f"data.root={root or self.labeled}",
+                f"data.root={root or self.student_root}",
                 f"model={model[0]}",
                 f"model.width={model[1]}",
                 f"seed={seed}",
@@ -313,7 +316,7 @@ class Study:
             self.run(
                 "distill",
                 *self.distill_args,
-                f"data.root={self.labeled}",
+                f"data.root={self.student_root}",
                 self.soft_teacher(seed),
                 f"student={STUDENT[0]}",
                 f"student.width={STUDENT[1]}",
@@ -359,7 +362,7 @@ class Study:
             return root
         (root / "imagesTr").mkdir(parents=True, exist_ok=True)
         (root / "labelsTr").mkdir(exist_ok=True)
-        split = json.loads((self.labeled / "kdseg_split.json").read_text())
+        split = json.loads((self.student_root / "kdseg_split.json").read_text())
         for case in [c for part in ("train", "val", "test") for c in split[part]]:
             n = case.split("-")[1]
             _link(self.labeled / f"volume-{n}.nii.gz", root / "imagesTr" / f"{case}_0000.nii.gz")
@@ -774,7 +777,73 @@ class StudyV5(Study):
         return json.loads(summary.read_text())["summary"]
 
 
-PROTOCOLS = {"v1": Study, "v2": StudyV2, "v3": StudyV3, "v5": StudyV5}
+class StudyV6(StudyV5):
+    """Protocol v6: v5 with the student's labeled cases cut to 6 of the 42 (the teacher,
+    its stage 1 and the pseudo-labels stay v5's)."""
+
+    N_FEW = 6
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.student_root = self.dir / "data" / "few"
+
+    def data(self) -> None:
+        """v5's data, and ``data/few``: links to the labeled volumes with a split whose
+        training cases are :attr:`N_FEW` of v5's 42 (seeded, fixed in the protocol)."""
+        super().data()
+        few = self.student_root
+        if (few / "kdseg_split.json").exists():
+            return
+        split = json.loads((self.labeled / "kdseg_split.json").read_text())
+        chosen = sorted(random.Random(0).sample(sorted(split["train"]), self.N_FEW))
+        few.mkdir(parents=True, exist_ok=True)
+        for case in [*chosen, *split["val"], *split["test"]]:
+            n = case.split("-")[1]
+            for name in (f"volume-{n}.nii.gz", f"segmentation-{n}.nii.gz"):
+                _link(self.labeled / name, few / name)
+        self.run("prepare", *self.STAGE2, f"data.root={few}", "workers=1")
+        text = json.dumps({**split, "train": chosen}, indent=1) + "\n"
+        (few / "kdseg_split.json").write_text(text)  # last: it marks the folder done
+
+    def extra_report(
+        self, scores: dict[str, dict[int, dict]], inits: dict[str, dict[int, str | None]]
+    ) -> str:
+        """The control (``emkd_balanced`` on the 6 cases, no scans; same seeds and starting
+        weights) and the soft row minus it: what the unlabeled scans add."""
+        control: dict[int, dict] = {}
+        for seed in self.seeds:
+            out = self.runs / "control" / f"s{seed}"
+            if not (out / "summary.json").exists():
+                self.run(
+                    "distill",
+                    *self.distill_args,
+                    f"data.root={self.student_root}",
+                    self.soft_teacher(seed),
+                    f"student={STUDENT[0]}",
+                    f"student.width={STUDENT[1]}",
+                    f"distill={self.SOFT_METHOD}",
+                    f"seed={seed}",
+                    "teacher.name=raunet",
+                    f"hydra.run.dir={out}",
+                )
+            control[seed] = self.evaluate(out)
+        lines = [
+            "",
+            "control: emkd_balanced on the 6 labeled cases without the scans; soft minus it:",
+            "",
+            "| class | control, per seed | soft minus control, per seed | paired diff [95% t] |",
+            "|---|---|---|---|",
+        ]
+        for name in ("organ", "tumor"):
+            soft = {s: _dice(scores["soft"][s], name, self.METRIC) for s in self.seeds}
+            base = {s: _dice(control[s], name, self.METRIC) for s in self.seeds}
+            cells = ", ".join(f"{base[s]:.3f}" for s in self.seeds)
+            diffs = ", ".join(f"{soft[s] - base[s]:+.3f}" for s in self.seeds)
+            lines.append(f"| {name} | {cells} | {diffs} | {paired_interval(soft, base)} |")
+        return "\n".join(lines) + "\n"
+
+
+PROTOCOLS = {"v1": Study, "v2": StudyV2, "v3": StudyV3, "v5": StudyV5, "v6": StudyV6}
 
 
 def _link(source: Path, link: Path) -> None:

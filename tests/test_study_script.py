@@ -469,3 +469,46 @@ def test_runs_from_copies_only_runs_with_this_studys_config(tmp_path: Path) -> N
     (run / "summary.json").write_text("{}")
     with pytest.raises(SystemExit, match=r"distill\.terms\.pmd\.weight: 1\.0 != 0\.1"):
         study.reuse_runs(source)
+
+
+def test_unlabeled_study_v6_cuts_the_students_labels_to_six(tmp_path: Path, monkeypatch) -> None:
+    """Protocol v6: the student rows (alone, soft, pseudo, control) train on data/few, whose
+    split keeps v5's val and test and 6 of the 42 training cases (seeded); the teacher, its
+    stage 1 and the pseudo-labels stay on the 42 labeled cases."""
+    import random
+
+    module = _unlabeled_module()
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v6"])
+    study = module.PROTOCOLS[args.protocol](args)
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
+    ids = [f"volume-{i}" for i in range(60)]
+    split = {"train": ids[:42], "val": ids[42:48], "test": ids[48:]}
+    study.labeled.mkdir(parents=True)
+    (study.labeled / "kdseg_split.json").write_text(json.dumps(split))
+    for i in range(60):
+        (study.labeled / f"volume-{i}.nii.gz").write_bytes(b"")
+        (study.labeled / f"segmentation-{i}.nii.gz").write_bytes(b"")
+    study.unlabeled.mkdir(parents=True)
+    (study.unlabeled / "done").write_text("")  # v5's data: present
+    study.data()
+    few = json.loads((tmp_path / "data" / "few" / "kdseg_split.json").read_text())
+    assert few["train"] == sorted(random.Random(0).sample(sorted(split["train"]), 6))
+    assert (few["val"], few["test"]) == (split["val"], split["test"])
+    assert (tmp_path / "data" / "few" / f"volume-{few['train'][0].split('-')[1]}.nii.gz").exists()
+    assert calls[-1][0] == "prepare" and f"data.root={tmp_path / 'data' / 'few'}" in calls[-1]
+    study.train("alone", 2, module.STUDENT)
+    assert f"data.root={study.student_root}" in calls[-1]
+    study.soft(1)
+    teacher = next(c for c in calls if "model=raunet" in c)
+    assert f"data.root={study.labeled}" in teacher  # the teacher: all 42 labeled cases
+    soft = calls[-1]
+    assert soft[0] == "distill" and f"data.root={study.student_root}" in soft
+    pseudo = tmp_path / "pseudo" / "all-s1"
+    (pseudo / "labelsTr").mkdir(parents=True)
+    (pseudo / "imagesTr").mkdir()
+    for n in range(3):
+        (pseudo / "labelsTr" / f"scan-{n:03d}.nii.gz").write_bytes(b"")
+    (pseudo / "dataset.json").write_text("{}")
+    combined = json.loads((study.combined(1, False) / "kdseg_split.json").read_text())
+    assert combined["train"] == few["train"] + ["scan-000", "scan-001", "scan-002"]
