@@ -311,7 +311,18 @@ class Study:
         return []
 
     def soft(self, seed: int) -> Path:
-        out = self.runs / "soft" / f"s{seed}"
+        return self.distill_row(
+            "soft",
+            seed,
+            f"data.unlabeled_root={self.unlabeled}",
+            f"data.unlabeled_fraction={UNLABELED_FRACTION}",
+            *self.soft_extra(seed),
+        )
+
+    def distill_row(self, row: str, seed: int, *extra: str) -> Path:
+        """``kdseg-distill`` of the student from the soft row's teacher and method on the
+        student's labeled cases, + ``extra``, into ``runs/<row>/s<seed>``."""
+        out = self.runs / row / f"s{seed}"
         if not (out / "summary.json").exists():
             self.run(
                 "distill",
@@ -322,9 +333,7 @@ class Study:
                 f"student.width={STUDENT[1]}",
                 f"distill={self.SOFT_METHOD}",
                 f"seed={seed}",
-                f"data.unlabeled_root={self.unlabeled}",
-                f"data.unlabeled_fraction={UNLABELED_FRACTION}",
-                *self.soft_extra(seed),
+                *extra,
                 f"hydra.run.dir={out}",
             )
         return out
@@ -810,23 +819,10 @@ class StudyV6(StudyV5):
     ) -> str:
         """The control (``emkd_balanced`` on the 6 cases, no scans; same seeds and starting
         weights) and the soft row minus it: what the unlabeled scans add."""
-        control: dict[int, dict] = {}
-        for seed in self.seeds:
-            out = self.runs / "control" / f"s{seed}"
-            if not (out / "summary.json").exists():
-                self.run(
-                    "distill",
-                    *self.distill_args,
-                    f"data.root={self.student_root}",
-                    self.soft_teacher(seed),
-                    f"student={STUDENT[0]}",
-                    f"student.width={STUDENT[1]}",
-                    f"distill={self.SOFT_METHOD}",
-                    f"seed={seed}",
-                    "teacher.name=raunet",
-                    f"hydra.run.dir={out}",
-                )
-            control[seed] = self.evaluate(out)
+        control = {
+            seed: self.evaluate(self.distill_row("control", seed, "teacher.name=raunet"))
+            for seed in self.seeds
+        }
         lines = [
             "",
             "control: emkd_balanced on the 6 labeled cases without the scans; soft minus it:",
