@@ -31,14 +31,15 @@ class FreshTestStages:
     def fresh_split(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """``(split, dev split)`` of a protocol with ``fresh_from`` n: the first n cases split
         as kdseg splits n cases (its train and val kept); the test split is the cases from n
-        on, and the dev split's test is the first n cases' val and test together."""
+        on, and the dev split's test is the first n cases' val and test together (its val is
+        empty: a split file's parts are disjoint)."""
         from kdseg.data.manifest import make_split
         from kdseg.data.phantom import case_id
 
         n, total = self.protocol.fresh_from, int(self.protocol.phantom["n_cases"])
         old = make_split([case_id("lits", i) for i in range(n)])
         fresh = sorted(case_id("lits", i) for i in range(n, total))
-        return {**old, "test": fresh}, {**old, "test": sorted(old["val"] + old["test"])}
+        return {**old, "test": fresh}, {**old, "val": [], "test": sorted(old["val"] + old["test"])}
 
     @property
     def v5_runs(self) -> dict[str, dict[int, Path]]:

@@ -341,7 +341,7 @@ def test_phantom_study_v5_splits_candidates_and_dev_selection(tmp_path: Path) ->
     split as kdseg splits 60 cases (v4's split) and whose last 24 are the test split; the dev
     split is v4's val + test. Three candidates train seeds 1-3; dev-select keeps v4's option
     unless a candidate beats it by the margin; confirm trains the new one's seeds 4-5."""
-    from kdseg.data.manifest import make_split
+    from kdseg.data.manifest import make_split, read_split, write_split
 
     ps = _study_module()
     study = ps.Study(ps.parse_args(["--dir", str(tmp_path), "--protocol", "v5"]))
@@ -357,6 +357,8 @@ def test_phantom_study_v5_splits_candidates_and_dev_selection(tmp_path: Path) ->
     assert split["test"] == sorted(f"volume-{i}" for i in range(60, 84))
     dev = study.fresh_split()[1]
     assert dev["test"] == sorted(v4["val"] + v4["test"]) and len(dev["test"]) == 18
+    write_split(dev, tmp_path / "dev.json")
+    assert read_split(tmp_path / "dev.json")["test"] == dev["test"]  # kdseg-eval accepts it
 
     calls.clear()
     study.stage_candidates()
