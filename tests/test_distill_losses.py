@@ -270,9 +270,20 @@ EXPECTED_ACTIVE = {
     "kd_region": {"kd"},
     "dist": {"dist"},
     "dkd": {"dkd"},
+    # study v5's variants of emkd_balanced
+    "emkd_balanced_pmd1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
+    "emkd_balanced_t1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
+    "emkd_balanced_region": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region"},
 }
 #: warm-up of each preset (beyond the paper); every other preset has none
-EXPECTED_WARMUP = {"emkd_balanced": 0.2, "emkd_warmup": 0.2, "dkd": 0.08}
+EXPECTED_WARMUP = {
+    "emkd_balanced": 0.2,
+    "emkd_warmup": 0.2,
+    "dkd": 0.08,
+    "emkd_balanced_pmd1": 0.2,
+    "emkd_balanced_t1": 0.2,
+    "emkd_balanced_region": 0.2,
+}
 
 
 def test_every_distill_yaml_composes_and_builds():
@@ -299,6 +310,20 @@ def test_every_distill_yaml_composes_and_builds():
     assert {n: (t.loss, t.weight, t.options) for n, t in balanced.items() if n != "pmd"} == {
         n: (t.loss, t.weight, t.options) for n, t in emkd.items() if n != "pmd"
     }
+    # the v5 variants: emkd_balanced with one change each
+    variants = {v: {t.name: t for t in built[v].terms} for v in EXPECTED_ACTIVE if "balanced_" in v}
+    assert variants["emkd_balanced_pmd1"]["pmd"].weight == 1.0
+    assert variants["emkd_balanced_pmd1"]["pmd"].options == {"temperature": 4.0}
+    assert variants["emkd_balanced_t1"]["pmd"].weight == 1.0
+    assert variants["emkd_balanced_t1"]["pmd"].options == {"temperature": 1.0}
+    region = variants["emkd_balanced_region"]
+    assert region["kd_region"].loss == "kd_region" and region["kd_region"].weight == 1.0
+    assert region["kd_region"].options == {"temperature": 1.0, "dilation": 4}
+    for terms in variants.values():
+        assert all(terms[n].loss == "pmd_balanced" for n in ["pmd"])
+        assert {
+            n: (t.loss, t.weight, t.options) for n, t in terms.items() if n in emkd and n != "pmd"
+        } == {n: (t.loss, t.weight, t.options) for n, t in emkd.items() if n != "pmd"}
 
 
 # -- beyond the paper: class balance, region, DIST, warm-up ----------------------------------
