@@ -143,6 +143,9 @@ def test_lesion_weighting_draws_small_tumors_as_often_as_large(phantom_lits: Pat
     with pytest.raises(InputError, match="target_weighting=lesion needs tumor"):
         organ = {"data.target_slices": "organ", "data.target_weighting": "lesion"}
         resolve_data(_data_cfg(phantom_lits, **organ)).datamodule(seed=0).setup("fit")
+    with pytest.raises(InputError, match="needs data.sampling=oversample or target"):
+        every = {"data.sampling": "all", "data.target_weighting": "lesion"}
+        resolve_data(_data_cfg(phantom_lits, **every)).datamodule(seed=0)
     with pytest.raises(InputError, match="target_weighting must be"):
         resolve_data(_data_cfg(phantom_lits, **{"data.target_weighting": "size"})).datamodule(0)
 

@@ -205,6 +205,10 @@ class SliceDataModule(pl.LightningDataModule):
                 "data.target_weighting must be null, slice or lesion, got "
                 f"{loader.target_weighting!r}",
             )
+        if loader.target_weighting == "lesion" and loader.sampling == "all":
+            raise InputError(
+                None, "data.target_weighting=lesion needs data.sampling=oversample or target"
+            )
         if loader.target_slices not in TARGET_SLICES:
             raise InputError(
                 None,
