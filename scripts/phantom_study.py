@@ -234,8 +234,20 @@ class Study(FreshTestStages):
         """Copy the finished runs of an earlier study's ``runs/`` (stages :data:`REUSABLE`)
         that this study lacks, each only after checking that its ``config.yaml`` is the one
         this study would train it with (:data:`RUN_KEYS`, :data:`DISTILL_KEYS`; paths aside).
-        Their evaluations are left behind: this study scores them on its own splits."""
+        Their evaluations are left behind: this study scores them on its own splits. A
+        distillation run must have learnt from a checkpoint byte-identical to this study's
+        teacher (sha256; the teachers are copied first). Each run is copied under a temporary
+        name and renamed, so an interrupted copy is never taken for a finished run."""
+        import hashlib
+
         from omegaconf import OmegaConf
+
+        digests: dict[Path, str] = {}
+
+        def digest(path: Path) -> str:
+            if path not in digests:
+                digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+            return digests[path]
 
         copied = 0
         for stage in REUSABLE:
@@ -246,15 +258,34 @@ class Study(FreshTestStages):
                 if target.exists():
                     raise SystemExit(f"phantom_study: {target} holds an unfinished run; remove it")
                 saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+                where = f"phantom_study: --runs-from {run}"
+                expected = self.run_config(stage, run.name)
                 keys = RUN_KEYS if stage in ("teachers", "students") else DISTILL_KEYS
-                diff = config_diff(self.run_config(stage, run.name), saved, keys)
+                diff = config_diff(expected, saved, keys)
                 if diff:
                     raise SystemExit(
-                        f"phantom_study: --runs-from {run}: its config.yaml differs from the run"
-                        " this study would train: " + "; ".join(diff)
+                        f"{where}: its config.yaml differs from the run this study would train: "
+                        + "; ".join(diff)
                     )
-                shutil.copytree(run, target, ignore=shutil.ignore_patterns("eval-*"))
-                (target / "copied_from.txt").write_text(f"{run}\n")
+                if keys is DISTILL_KEYS:
+                    theirs, ours = Path(saved["teacher"]["ckpt"]), Path(expected["teacher"]["ckpt"])
+                    if not (theirs.is_file() and ours.is_file()):
+                        raise SystemExit(
+                            f"{where}: cannot compare its teacher {theirs} with {ours}"
+                        )
+                    if digest(theirs) != digest(ours):
+                        raise SystemExit(
+                            f"{where}: its teacher {theirs} is not this study's {ours}"
+                        )
+                partial = (
+                    self.dir / ".partial" / stage / run.name
+                )  # outside runs/: no stage sees it
+                shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(run, partial, ignore=shutil.ignore_patterns("eval-*"))
+                (partial / "copied_from.txt").write_text(f"{run}\n")
+                partial.rename(target)
                 copied += 1
         print(f"[study] --runs-from {source}: {copied} run(s) copied in", flush=True)
 
@@ -360,8 +391,10 @@ class Study(FreshTestStages):
         sweeps: dict[str, Sequence],
         run_names: Iterable[str],
         extra: Sequence[str] = (),
+        label: str | None = None,
     ) -> None:
         """One Hydra multirun into ``runs/<stage>``; skipped when every run has its summary.
+        ``label``: the name its time is recorded under (default: ``stage``).
 
         Only the missing runs' grid is swept again when it is a plain product (one sweep key
         with several values); a finished run swept again resumes at its end, trains nothing and
@@ -374,7 +407,7 @@ class Study(FreshTestStages):
             return
         grid = [f"{k}={','.join(str(v) for v in values)}" for k, values in sweeps.items()]
         self.timed(
-            stage,
+            label or stage,
             len(missing),
             self.run,
             command,
@@ -389,7 +422,12 @@ class Study(FreshTestStages):
         )
 
     def distill_sweep(
-        self, stage: str, student: str, methods: Sequence[str], seeds: Sequence[int]
+        self,
+        stage: str,
+        student: str,
+        methods: Sequence[str],
+        seeds: Sequence[int],
+        label: str | None = None,
     ) -> None:
         names = [
             f"{TEACHER}-{student}-w{STUDENT_WIDTH}-{m}-s{seed}"
@@ -409,6 +447,7 @@ class Study(FreshTestStages):
             },
             names,
             teacher_seed_override(self.protocol.teacher_seed),
+            label,
         )
 
     def train_sweep(
@@ -553,7 +592,11 @@ class Study(FreshTestStages):
         self.distill_sweep("mobilenet", SECOND_STUDENT, ["emkd", self.selected], self.few_seeds)
 
     def stage_eval(self) -> None:
+        """Every run but the options on the test split; with candidates (v5), only once the
+        dev selection is made: no test number may exist before the choice."""
         runs = [r for r in self.run_dirs() if r.parent.name != "options"]
+        if self.protocol.candidates and not self.selection_v5_file.exists():
+            raise SystemExit("phantom_study: run the dev-select stage before the eval stage")
         self.evaluate("eval", runs, "test", EVAL_DIR)
 
     def stage_report(self) -> None:

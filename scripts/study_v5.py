@@ -107,7 +107,7 @@ class FreshTestStages:
             return
         selected = json.loads(self.selection_v5_file.read_text())["selected"]
         if selected in self.protocol.candidates:
-            self.distill_sweep("candidates", STUDENT, [selected], self.seeds)
+            self.distill_sweep("candidates", STUDENT, [selected], self.seeds, label="confirm")
 
     def endpoint(self) -> None:
         """v5's primary endpoint (the dev-selected option on the fresh test split) and, for

@@ -801,7 +801,7 @@ class StudyV6(StudyV5):
         training cases are :attr:`N_FEW` of v5's 42 (seeded, fixed in the protocol)."""
         super().data()
         few = self.student_root
-        if (few / "kdseg_split.json").exists():
+        if (few / "done").exists():
             return
         split = json.loads((self.labeled / "kdseg_split.json").read_text())
         chosen = sorted(random.Random(0).sample(sorted(split["train"]), self.N_FEW))
@@ -810,9 +810,11 @@ class StudyV6(StudyV5):
             n = case.split("-")[1]
             for name in (f"volume-{n}.nii.gz", f"segmentation-{n}.nii.gz"):
                 _link(self.labeled / name, few / name)
-        self.run("prepare", *self.STAGE2, f"data.root={few}", "workers=1")
+        # the split first: kdseg-prepare would otherwise draw its own 70 / 10 / 20 one
         text = json.dumps({**split, "train": chosen}, indent=1) + "\n"
-        (few / "kdseg_split.json").write_text(text)  # last: it marks the folder done
+        (few / "kdseg_split.json").write_text(text)
+        self.run("prepare", *self.STAGE2, f"data.root={few}", "workers=1")
+        (few / "done").write_text("")  # last: it marks the folder done
 
     def extra_report(
         self, scores: dict[str, dict[int, dict]], inits: dict[str, dict[int, str | None]]

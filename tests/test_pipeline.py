@@ -143,6 +143,14 @@ def test_lesion_weighting_draws_small_tumors_as_often_as_large(phantom_lits: Pat
     with pytest.raises(InputError, match="target_weighting=lesion needs tumor"):
         organ = {"data.target_slices": "organ", "data.target_weighting": "lesion"}
         resolve_data(_data_cfg(phantom_lits, **organ)).datamodule(seed=0).setup("fit")
+    only = {**overrides, "data.sampling": "target", "data.target_weighting": "lesion"}
+    targets_only = resolve_data(_data_cfg(phantom_lits, **only)).datamodule(seed=0)
+    targets_only.setup("fit")
+    drawn = targets_only._sampler().weights  # only tumor slices: each weighs its lesion share
+    assert torch.equal(
+        drawn, torch.tensor(targets_only.train_set.target_weight, dtype=torch.double)
+    )
+    assert len({round(float(w), 9) for w in drawn}) > 1
     with pytest.raises(InputError, match="needs data.sampling=oversample or target"):
         every = {"data.sampling": "all", "data.target_weighting": "lesion"}
         resolve_data(_data_cfg(phantom_lits, **every)).datamodule(seed=0)

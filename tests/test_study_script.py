@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -366,6 +367,8 @@ def test_phantom_study_v5_splits_candidates_and_dev_selection(tmp_path: Path) ->
     assert "distill=emkd_balanced_pmd1,emkd_balanced_t1,emkd_balanced_region" in sweep
     assert "seed=1,2,3" in sweep and "study.teacher_seed=1" in sweep and set(WINDOW) <= set(sweep)
 
+    with pytest.raises(SystemExit, match="dev-select stage before the eval stage"):
+        study.stage_eval()  # no test number before the dev choice
     study.selection_file.write_text(json.dumps({"selected": "emkd_balanced"}))
     runs = study.v5_runs
     evaluated: list[Path] = []
@@ -395,6 +398,7 @@ def test_phantom_study_v5_splits_candidates_and_dev_selection(tmp_path: Path) ->
     (confirm,) = calls
     assert "distill=emkd_balanced_region" in confirm and "seed=1,2,3,4,5" in confirm
     assert f"hydra.sweep.dir={study.runs / 'candidates'}" in confirm
+    assert study.timings["confirm"]["runs"] == 5 and study.timings["candidates"]["runs"] == 9
 
 
 def test_phantom_study_v5_endpoint(tmp_path: Path) -> None:
@@ -442,20 +446,34 @@ def test_phantom_study_v5_endpoint(tmp_path: Path) -> None:
 
 def test_runs_from_copies_only_runs_with_this_studys_config(tmp_path: Path) -> None:
     """--runs-from copies an earlier study's finished run (another data.root is fine) without
-    its evaluations, and refuses one whose config differs (here: its distillation recipe)."""
+    its evaluations, and refuses one whose config differs (here: its distillation recipe) or
+    whose teacher checkpoint is not byte-identical to this study's teacher."""
     import yaml
 
     ps = _study_module()
     study = ps.Study(ps.parse_args(["--dir", str(tmp_path / "v5"), "--protocol", "v5"]))
     source = tmp_path / "v4" / "runs"
-    names = {"students": "enet-w0.25-s2", "main": "raunet-enet-w0.25-emkd_balanced-s1"}
-    for stage, name in names.items():
-        config = study.run_config(stage, name)
+    teacher = source / "teachers" / "raunet-w0.5-s1"
+    names = {
+        "teachers": teacher.name,
+        "students": "enet-w0.25-s2",
+        "main": "raunet-enet-w0.25-emkd_balanced-s1",
+    }
+
+    def finished(stage: str, name: str, config: dict) -> Path:
         config["data"]["root"] = "/elsewhere/lits"
+        if "teacher" in config:  # a distillation run: it learnt from the source's teacher
+            config["teacher"]["ckpt"] = str(teacher / "checkpoints" / "best.ckpt")
         run = source / stage / name
         (run / "eval-test-full").mkdir(parents=True)
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "best.ckpt").write_bytes(name.encode())
         (run / "config.yaml").write_text(yaml.safe_dump(config))
         (run / "summary.json").write_text("{}")
+        return run
+
+    for stage, name in names.items():
+        finished(stage, name, study.run_config(stage, name))
     (source / "main" / "unfinished-s9").mkdir()  # no summary.json: not copied
     study.reuse_runs(source)
     for stage, name in names.items():
@@ -463,14 +481,42 @@ def test_runs_from_copies_only_runs_with_this_studys_config(tmp_path: Path) -> N
         assert (copied / "summary.json").exists() and not (copied / "eval-test-full").exists()
         assert (copied / "copied_from.txt").read_text().strip() == str(source / stage / name)
     assert not (study.runs / "main" / "unfinished-s9").exists()
+    assert not list((tmp_path / "v5" / ".partial").rglob("summary.json"))  # renamed into place
     config = study.run_config("main", "raunet-enet-w0.25-emkd-s3")
     config["distill"]["terms"]["pmd"]["weight"] = 1.0
-    run = source / "main" / "raunet-enet-w0.25-emkd-s3"
-    run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    (run / "summary.json").write_text("{}")
+    run = finished("main", "raunet-enet-w0.25-emkd-s3", config)
     with pytest.raises(SystemExit, match=r"distill\.terms\.pmd\.weight: 1\.0 != 0\.1"):
         study.reuse_runs(source)
+    shutil.rmtree(run)
+    other = tmp_path / "other-teacher.ckpt"
+    other.write_bytes(b"another teacher")
+    config = study.run_config("main", "raunet-enet-w0.25-kd-s1")
+    run = finished("main", "raunet-enet-w0.25-kd-s1", config)
+    config["teacher"]["ckpt"] = str(other)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="is not this study's"):
+        study.reuse_runs(source)
+
+
+def test_run_config_matches_the_configs_study_v4_saved() -> None:
+    """The config a stage would train each run with, as :meth:`Study.run_config` composes it,
+    is the one study v4's runs saved (docs/study_v4/; paths aside): --runs-from's check
+    compares against the real thing, not against itself."""
+    import yaml
+
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", "/nonexistent/v5", "--protocol", "v5"]))
+    for stage, name in [
+        ("teachers", "raunet-w0.5-s1"),
+        ("students", "enet-w0.25-s3"),
+        ("students", "mobilenetv2-w0.25-s2"),
+        ("main", "raunet-enet-w0.25-emkd_balanced-s4"),
+        ("ablations", "raunet-enet-w0.25-emkd_imd_rad-s2"),
+        ("mobilenet", "raunet-mobilenetv2-w0.25-emkd-s1"),
+    ]:
+        saved = yaml.safe_load((ROOT / "docs/study_v4" / stage / name / "config.yaml").read_text())
+        keys = ps.RUN_KEYS if stage in ("teachers", "students") else ps.DISTILL_KEYS
+        assert ps.config_diff(study.run_config(stage, name), saved, keys) == [], name
 
 
 def test_unlabeled_study_v6_cuts_the_students_labels_to_six(tmp_path: Path, monkeypatch) -> None:
@@ -493,7 +539,18 @@ def test_unlabeled_study_v6_cuts_the_students_labels_to_six(tmp_path: Path, monk
         (study.labeled / f"segmentation-{i}.nii.gz").write_bytes(b"")
     study.unlabeled.mkdir(parents=True)
     (study.unlabeled / "done").write_text("")  # v5's data: present
+    split_at_prepare: list[bool] = []
+
+    def run(command: str, *args: str) -> None:
+        calls.append((command, *args))
+        if command == "prepare":  # kdseg-prepare draws a split of its own if none is there
+            split_at_prepare.append((tmp_path / "data" / "few" / "kdseg_split.json").exists())
+
+    monkeypatch.setattr(study, "run", run)
     study.data()
+    assert split_at_prepare == [True] and (tmp_path / "data" / "few" / "done").exists()
+    study.data()  # done: nothing again
+    assert split_at_prepare == [True]
     few = json.loads((tmp_path / "data" / "few" / "kdseg_split.json").read_text())
     assert few["train"] == sorted(random.Random(0).sample(sorted(split["train"]), 6))
     assert (few["val"], few["test"]) == (split["val"], split["test"])

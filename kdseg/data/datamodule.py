@@ -53,7 +53,7 @@ from kdseg.errors import InputError
 log = logging.getLogger(__name__)
 
 TARGET_SLICES = ("auto", "organ", "tumor")
-TARGET_WEIGHTING = (None, "slice", "lesion")
+TARGET_WEIGHTING = (None, "slice", "lesion")  # null and slice: every target slice alike
 TUMOR = 2  # the tumor label of the cached (LiTS / KiTS) labels
 
 
@@ -282,7 +282,7 @@ class SliceDataModule(pl.LightningDataModule):
                 return WeightedRandomSampler(
                     weights.double(), n, replacement=True, generator=generator
                 )
-        elif lesion and self.cfg.sampling == "target":
+        if lesion and all(self.train_set.is_target):  # sampling target, or only tumor slices
             weights = torch.tensor(self.train_set.target_weight, dtype=torch.double)
             return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
         return RandomSampler(
