@@ -573,10 +573,7 @@ class Study(FreshTestStages):
             for m in NEW_OPTIONS
         ]
         self.evaluate("select", runs, "val", VAL_DIR)
-        scores = {}
-        for method, run in zip(NEW_OPTIONS, runs, strict=True):
-            summary = json.loads((run / VAL_DIR / "summary.json").read_text())
-            scores[method] = float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
+        scores = {m: tumor_dice(run / VAL_DIR) for m, run in zip(NEW_OPTIONS, runs, strict=True)}
         selected = max(NEW_OPTIONS, key=lambda m: scores[m])
         text = json.dumps({"selected": selected, "val_tumor_dice": scores}, indent=1)
         self.selection_file.write_text(text + "\n")

@@ -737,6 +737,14 @@ class StudyV5(Study):
     def combined(self, seed: int, filtered: bool) -> Path:
         return super().combined(self.TEACHER_SEED, filtered)
 
+    def soft_and(
+        self, other: dict[int, dict], scores: dict[str, dict[int, dict]], name: str
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """Per seed, the soft row's Dice of class ``name`` and that of the ``other`` runs'
+        evaluation summaries (the pair the extra reports subtract)."""
+        soft = {s: _dice(scores["soft"][s], name, self.METRIC) for s in self.seeds}
+        return soft, {s: _dice(other[s], name, self.METRIC) for s in self.seeds}
+
     def extra_report(
         self, scores: dict[str, dict[int, dict]], inits: dict[str, dict[int, str | None]]
     ) -> str:
@@ -759,8 +767,7 @@ class StudyV5(Study):
             init = json.loads((run / "summary.json").read_text()).get("init_weights_sha256")
             same.append(init == inits["soft"][seed])
         for name in ("organ", "tumor"):
-            soft = {s: _dice(scores["soft"][s], name, self.METRIC) for s in self.seeds}
-            base = {s: _dice(v4[s], name, self.METRIC) for s in self.seeds}
+            soft, base = self.soft_and(v4, scores, name)
             cells = ", ".join(f"{soft[s] - base[s]:+.3f}" for s in self.seeds)
             lines.append(f"| {name} | {cells} | {paired_interval(soft, base)} |")
         lines += ["", f"same starting weights as the v4 runs: {all(same)}"]
@@ -833,8 +840,7 @@ class StudyV6(StudyV5):
             "|---|---|---|---|",
         ]
         for name in ("organ", "tumor"):
-            soft = {s: _dice(scores["soft"][s], name, self.METRIC) for s in self.seeds}
-            base = {s: _dice(control[s], name, self.METRIC) for s in self.seeds}
+            soft, base = self.soft_and(control, scores, name)
             cells = ", ".join(f"{base[s]:.3f}" for s in self.seeds)
             diffs = ", ".join(f"{soft[s] - base[s]:+.3f}" for s in self.seeds)
             lines.append(f"| {name} | {cells} | {diffs} | {paired_interval(soft, base)} |")
