@@ -170,7 +170,7 @@ Evaluation, table and target: v5's (12 test cases, reference organ box, per-case
 issue's target: a row with unlabeled data closes >= 50% of the alone -> teacher gap on organ
 and on tumor). Nothing is changed after a v6 number is seen.
 
-**Protocol v7** (``--protocol v7``; written 2026-12-05 01:30 UTC by ``date``, before any v7
+**Protocol v7** (``--protocol v7``; written 2026-12-05 01:29 UTC by ``date``, before any v7
 run). In v6 no row closed half of the organ gap (soft 17%, pseudo 35%; tumor: soft 56%, pseudo
 39%). The 6-case student is not capacity-bound there: with study v4's 42 labels the same ENet
 w0.25 reached organ 0.931 under plain pixel KD against 0.917 alone (study v4's test split; the
