@@ -179,8 +179,8 @@ rows that give the student both, the teacher's hard labels on the 48 scans and i
 outputs live on every slice, picks one row on validation, and scores it on fresh test cases
 (v6's 12 test cases have now been looked at for this issue):
 
-    rows     v6's five and its control, unchanged (the same commands; v6's finished runs are
-             copied in, config-checked by kdseg's own comparison), plus
+    rows     v6's five and its control, unchanged: v7 runs in v6's study folder, so v6's
+             finished runs (the same commands) are v7's, plus
              pseudo_kd    kdseg-distill of ENet w0.25 from the live teacher, ``distill=kd``,
                           on v6's pseudo row's data (the 6 cases + the 48 pseudo-labelled
                           scans, ``data=nnunet``): L_seg on the labels, KD on every slice
