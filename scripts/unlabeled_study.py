@@ -878,7 +878,174 @@ class StudyV6(StudyV5):
         return "\n".join(lines) + "\n"
 
 
-PROTOCOLS = {"v1": Study, "v2": StudyV2, "v3": StudyV3, "v5": StudyV5, "v6": StudyV6}
+class StudyV7(StudyV6):
+    """Protocol v7: v6 (in v6's folder) + two rows with hard pseudo-labels and live soft
+    targets together; one row with unlabeled data chosen on validation, scored on 24 fresh
+    test phantoms."""
+
+    HARD_SOFT = {"pseudo_kd": "kd", "pseudo_soft": "emkd_balanced_region"}
+    ROWS = (*ROWS, *HARD_SOFT)
+    CANDIDATES = ("soft", "pseudo", "filtered", *HARD_SOFT)  # the rows with unlabeled data
+    FRESH = (84, 108)  # the fresh test cases: volume-84 ... volume-107
+    FRESH_CALL = 132  # n_cases of the generator call that draws them (108-131: issue 11's)
+    SPLITS = {"val": "eval-val", "fresh": "eval-fresh"}
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.fresh = self.dir / "data" / "fresh"
+        self.fresh_split = self.dir / "fresh_split.json"
+
+    def data(self) -> None:
+        """v6's data, and the fresh phantoms with a split file whose test part is the 24."""
+        super().data()
+        if self.fresh_split.exists():
+            return
+        params = PHANTOM_V4["params"]
+        self.run(
+            "phantom",
+            "dataset=lits",
+            f"root={self.fresh}",
+            f"n_cases={self.FRESH_CALL}",
+            f"seed={PHANTOM_V4['seed']}",
+            f"params={params}",
+            "workers=1",
+        )
+        truth = json.loads((self.fresh / "phantom_truth.json").read_text())
+        mine = json.loads((self.labeled / "phantom_truth.json").read_text())
+        if any(truth[case] != entry for case, entry in mine.items()):
+            raise SystemExit("unlabeled_study: the fresh call's first cases differ from v6's")
+        split = json.loads((self.labeled / "kdseg_split.json").read_text())
+        fresh = [f"volume-{i}" for i in range(*self.FRESH)]
+        text = json.dumps({"train": split["train"], "val": split["val"], "test": fresh}, indent=1)
+        partial = self.fresh_split.with_suffix(".partial")
+        partial.write_text(text + "\n")
+        partial.rename(self.fresh_split)  # last: it marks the data done
+
+    def hard_soft(self, row: str, seed: int) -> Path:
+        """``kdseg-distill`` on the pseudo row's data (6 cases + 48 pseudo-labelled scans)
+        from the live teacher with the row's method: L_seg on the labels, distillation on
+        every slice."""
+        out = self.runs / row / f"s{seed}"
+        if not (out / "summary.json").exists():
+            self.run(
+                "distill",
+                *self.distill_args,
+                "data=nnunet",
+                f"data.root={self.combined(seed, False)}",
+                self.soft_teacher(seed),
+                "teacher.name=raunet",
+                f"student={STUDENT[0]}",
+                f"student.width={STUDENT[1]}",
+                f"distill={self.HARD_SOFT[row]}",
+                f"seed={seed}",
+                f"hydra.run.dir={out}",
+            )
+        return out
+
+    def evaluate_on(self, run: Path, split: str) -> dict:
+        """Per-case Dice of ``run`` on v4's validation cases (``val``) or the fresh ones."""
+        out = run / self.SPLITS[split]
+        if not (out / "summary.json").exists():
+            ckpt = run / "checkpoints" / "best.ckpt"
+            where = (
+                [f"data.root={self.labeled}", "split=val"]
+                if split == "val"
+                else [
+                    f"data.root={self.fresh}",
+                    f"data.split_file={self.fresh_split}",
+                    "split=test",
+                ]
+            )
+            self.run(
+                "eval",
+                *self.STAGE2,
+                *where,
+                f"ckpt={ckpt}",
+                f"output_dir={out}",
+                "threads=1",
+            )
+        return json.loads((out / "summary.json").read_text())["summary"]
+
+    def main(self) -> None:
+        started = time.perf_counter()
+        self.data()
+        names = ("test", *self.SPLITS)
+        scores: dict[str, dict[str, dict[int, dict]]] = {
+            n: {r: {} for r in self.ROWS} for n in names
+        }
+        inits: dict[str, dict[int, str | None]] = {r: {} for r in self.ROWS}
+        for seed in self.seeds:
+            runs = {
+                "teacher": self.train("teacher", seed, TEACHER),
+                "alone": self.train("alone", seed, STUDENT),
+                "soft": self.soft(seed),
+                "pseudo": self.hard(seed, filtered=False),
+                "filtered": self.hard(seed, filtered=True),
+                **{row: self.hard_soft(row, seed) for row in self.HARD_SOFT},
+            }
+            self.distill_row("control", seed, "teacher.name=raunet")  # v6's, for completeness
+            for row, run in runs.items():
+                scores["test"][row][seed] = self.evaluate(run)
+                for name in self.SPLITS:
+                    scores[name][row][seed] = self.evaluate_on(run, name)
+                summary = json.loads((run / "summary.json").read_text())
+                inits[row][seed] = summary.get("init_weights_sha256")
+        if len(self.seeds) < len(SEEDS):
+            print(f"unlabeled_study v7: seeds {self.seeds} done; the report needs 1,2,3")
+            return
+        chosen, shares = self.choose(scores["val"])
+        n_val = len(json.loads((self.labeled / "kdseg_split.json").read_text())["val"])
+        n_fresh = self.FRESH[1] - self.FRESH[0]
+        parts = [
+            f"## Choice on validation ({n_val} cases, seeds 1-3): **{chosen}**\n",
+            "| row | organ share | tumor share | min |\n|---|---|---|---|\n"
+            + "".join(
+                f"| {r} | {100 * o:.0f}% | {100 * t:.0f}% | {100 * min(o, t):.0f}% |\n"
+                for r, (o, t) in shares.items()
+            ),
+            f"## Endpoint: fresh test cases (volume-{self.FRESH[0]} to -{self.FRESH[1] - 1})\n",
+            self.table(scores["fresh"], inits, n_fresh),
+            "## v6's 12 test cases (for continuity)\n",
+            self.table(scores["test"], inits, self.N_TEST),
+            "## Validation\n",
+            self.table(scores["val"], inits, n_val),
+        ]
+        text = "\n".join(parts)
+        text += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
+        (self.dir / "results-v7.md").write_text(text)
+        record = {"chosen": chosen, "val_shares": shares, "scores": scores}
+        (self.dir / "results-v7.json").write_text(json.dumps(record, indent=1, default=float))
+        print(text)
+
+    def table(self, scores: dict[str, dict[int, dict]], inits: dict, n: int) -> str:
+        return results_table(scores, inits, self.seeds, self.METRIC, n, rows=self.ROWS)
+
+    def choose(self, val: dict[str, dict[int, dict]]) -> tuple[str, dict[str, tuple[float, float]]]:
+        """The protocol's choice: the row with unlabeled data whose smaller share of the
+        alone -> teacher gap (organ, tumor; validation means over the seeds) is largest."""
+
+        def mean(row: str, name: str) -> float:
+            return statistics.mean(_dice(val[row][s], name, self.METRIC) for s in self.seeds)
+
+        shares: dict[str, tuple[float, float]] = {}
+        for row in self.CANDIDATES:
+            pair = []
+            for name in ("organ", "tumor"):
+                gap = mean("teacher", name) - mean("alone", name)
+                pair.append((mean(row, name) - mean("alone", name)) / gap if gap > 0 else 0.0)
+            shares[row] = (pair[0], pair[1])
+        chosen = max(self.CANDIDATES, key=lambda r: min(shares[r]))  # ties: the earlier row
+        return chosen, shares
+
+
+PROTOCOLS = {
+    "v1": Study,
+    "v2": StudyV2,
+    "v3": StudyV3,
+    "v5": StudyV5,
+    "v6": StudyV6,
+    "v7": StudyV7,
+}
 
 
 def _link(source: Path, link: Path) -> None:
@@ -906,6 +1073,7 @@ def results_table(
     seeds: list[int],
     metric: str = "dice_mean",
     n_test: int = N_TEST,
+    rows: Sequence[str] = ROWS,
 ) -> str:
     """Markdown: per row, organ and tumor Dice (mean ± std over seeds), the paired difference
     to ``alone`` (mean and Student-t 95% interval over seeds) and the share of the gap closed."""
@@ -930,7 +1098,7 @@ def results_table(
     ]
     classes = ("organ", "tumor")
     ref = {n: (spread(values("alone", n))[0], spread(values("teacher", n))[0]) for n in classes}
-    for row in ROWS:
+    for row in rows:
         cells = [f"{m:.3f} ± {sd:.3f}" for m, sd in (spread(values(row, n)) for n in classes)]
         cells += ["-" if row in ("teacher", "alone") else paired(row, n) for n in classes]
         for name in classes:
@@ -943,7 +1111,7 @@ def results_table(
             else:
                 cells.append(f"{100 * (spread(values(row, name))[0] - alone) / gap:.0f}%")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    same = all(len({inits[r][s] for r in ROWS if r != "teacher"}) == 1 for s in seeds)
+    same = all(len({inits[r][s] for r in rows if r != "teacher"}) == 1 for s in seeds)
     lines.append("")
     lines.append(f"student rows start from identical weights per seed: {same}")
     return "\n".join(lines) + "\n"
