@@ -18,6 +18,11 @@ previous one's checkpoints and Hydra cannot chain sweeps:
     eval        kdseg-eval    -m ckpt=<every run's best.ckpt without a test evaluation yet>
     report      kdseg-report  -> <study>/report/report.md and .csv (paired differences);
                 v5 adds endpoint.json (the dev-selected option on the fresh test cases)
+    data2       (v6) the 24 more fresh cases and the dev-2 / fresh-2 split files (study_v6.py)
+    candidates2 (v6) kdseg-distill -m three variants of v5's selected option x 3 seeds
+    dev2-select (v6) kdseg-eval on dev 2 (every case scored so far); the best paired gain
+    confirm2    (v6) the dev-2-selected variant's seeds 4-5
+    endpoint2   (v6) every row on the second fresh test split -> endpoint_v6.json / .md
     step-cost   time of one training step: plain student vs distillation (same batch)
 
 Under kdseg's seeding the run of seed s with a teacher and the run of seed s without one start
@@ -46,6 +51,8 @@ instead of regenerating it, each only after checking that it is what the stage w
 generator call with 84 cases; cases 60-83 are the test split, v4's validation and test cases
 the dev split) and three variants of v4's selected option chosen on dev. ``--runs-from
 RUNS`` copies an earlier study's finished runs in (v4's, for v5) after checking each config.
+``--protocol v6`` (docs/study_v6/protocol.md) is v5 plus a second round: three variants of
+v5's selected option chosen on every case scored so far, confirmed on 24 more fresh cases.
 
     python scripts/phantom_study.py                       # everything, into .study/
     python scripts/phantom_study.py --stages data,teachers,students   # a subset
@@ -107,6 +114,7 @@ from study_protocols import (  # noqa: E402
     tumor_dice,
 )
 from study_v5 import FreshTestStages  # noqa: E402
+from study_v6 import SecondFreshStages  # noqa: E402
 
 __all__ = [  # the names the other study scripts and the tests use from here
     "ABLATIONS",
@@ -125,7 +133,7 @@ __all__ = [  # the names the other study scripts and the tests use from here
 ]
 
 
-class Study(FreshTestStages):
+class Study(FreshTestStages, SecondFreshStages):
     """Paths and command lines of one study folder; each ``stage_*`` method runs one stage."""
 
     def __init__(self, args: argparse.Namespace) -> None:

@@ -38,6 +38,15 @@ PHANTOM_V5 = {**PHANTOM_V4, "n_cases": 84}
 CANDIDATES = ("emkd_balanced_pmd1", "emkd_balanced_t1", "emkd_balanced_region")
 #: a candidate replaces the option that already has five seeds only by this dev margin
 DEV_MARGIN = 0.010
+#: v6's phantoms (docs/study_v6/protocol.md): the same call with 132 cases; 0-83 are v5's,
+#: 84-107 the unlabeled study v7's fresh test cases, 108-131 v6's fresh test split
+PHANTOM_V6 = {**PHANTOM_V4, "n_cases": 132}
+#: v6's variants of v5's selected option (beyond the paper), chosen on the dev-2 split
+CANDIDATES_V6 = (
+    "emkd_balanced_region_imd2",
+    "emkd_balanced_region_at",
+    "emkd_balanced_region_w2",
+)
 
 
 class Protocol(NamedTuple):
@@ -57,6 +66,11 @@ class Protocol(NamedTuple):
     becomes the dev split) and the cases from n on are the test split.
     ``candidates``: options chosen among on the dev split (stages candidates, dev-select,
     confirm); empty: those stages do nothing.
+    ``fresh_until``: the end (exclusive) of the fresh test split of ``fresh_from``; None: the
+    last case.
+    ``fresh2``: v6's second fresh test split, ``(start, end)`` case indexes; None: no v6 stages.
+    ``candidates2``: options chosen among on the dev-2 split (stages candidates2, dev2-select,
+    confirm2; study_v6.py).
     """
 
     experiment: str
@@ -66,6 +80,9 @@ class Protocol(NamedTuple):
     teacher_seed: int | None = None
     fresh_from: int | None = None
     candidates: tuple[str, ...] = ()
+    fresh_until: int | None = None
+    fresh2: tuple[int, int] | None = None
+    candidates2: tuple[str, ...] = ()
 
 
 V4_TEACHER = ("optim.lr=1e-3", "trainer.max_epochs=128")  # 8,192 steps
@@ -78,6 +95,20 @@ PROTOCOLS = {
     # docs/study_v5/protocol.md: v4 plus 24 fresh test cases and three candidates chosen on dev
     "v5": Protocol(
         EXPERIMENT, PHANTOM_V5, V4_TEACHER, V4_DATA, 1, fresh_from=60, candidates=CANDIDATES
+    ),
+    # docs/study_v6/protocol.md: v5 plus three variants of its selected option chosen on
+    # v4's and v5's scored cases, confirmed on 24 more fresh cases (108-131)
+    "v6": Protocol(
+        EXPERIMENT,
+        PHANTOM_V6,
+        V4_TEACHER,
+        V4_DATA,
+        1,
+        fresh_from=60,
+        candidates=CANDIDATES,
+        fresh_until=84,
+        fresh2=(108, 132),
+        candidates2=CANDIDATES_V6,
     ),
 }
 #: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
@@ -111,11 +142,18 @@ STAGES = (
     "confirm",
     "eval",
     "report",
+    "data2",
+    "candidates2",
+    "dev2-select",
+    "confirm2",
+    "endpoint2",
     "step-cost",
 )
 EVAL_DIR = "eval-test-full"
 VAL_DIR = "eval-val-full"
 DEV_DIR = "eval-dev-full"
+DEV2_DIR = "eval-dev2-full"  # v6: v4's validation and test cases and v5's fresh ones
+FRESH2_DIR = "eval-fresh2-full"  # v6: its fresh test split
 
 
 def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None = None) -> float:

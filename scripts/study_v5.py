@@ -36,7 +36,8 @@ class FreshTestStages:
         from kdseg.data.manifest import make_split
         from kdseg.data.phantom import case_id
 
-        n, total = self.protocol.fresh_from, int(self.protocol.phantom["n_cases"])
+        n = self.protocol.fresh_from
+        total = self.protocol.fresh_until or int(self.protocol.phantom["n_cases"])
         old = make_split([case_id("lits", i) for i in range(n)])
         fresh = sorted(case_id("lits", i) for i in range(n, total))
         return {**old, "test": fresh}, {**old, "val": [], "test": sorted(old["val"] + old["test"])}

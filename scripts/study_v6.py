@@ -1,0 +1,196 @@
+"""Study v6's stages (docs/study_v6/protocol.md), mixed into ``phantom_study.Study``.
+
+v6 is v5 with a second round: three variants of v5's selected option are chosen on "dev 2"
+(v4's validation and test cases and v5's fresh ones, all scored already) and the choice is
+confirmed on 24 more fresh phantoms (cases 108-131 of the same generator call). ``data2``
+draws them and writes the two split files, ``candidates2`` trains the variants' seeds 1-3,
+``dev2-select`` picks one (a new one only by :data:`~study_protocols.DEV_MARGIN`),
+``confirm2`` trains its seeds 4-5 and ``endpoint2`` scores every row on the fresh cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from study_protocols import (
+    DEV2_DIR,
+    DEV_MARGIN,
+    FRESH2_DIR,
+    MAIN_METHODS,
+    STUDENT,
+    STUDENT_WIDTH,
+    TEACHER,
+    TEACHER_WIDTH,
+    tumor_dice,
+)
+
+
+class SecondFreshStages:
+    """The v6 stages; the host class (``phantom_study.Study``) provides the paths, the
+    protocol, ``run``, ``timed``, ``evaluate_each``, ``distill_sweep`` and ``fresh_split``."""
+
+    @property
+    def dev2_split_file(self) -> Path:
+        return self.dir / "dev2_split.json"
+
+    @property
+    def fresh2_split_file(self) -> Path:
+        return self.dir / "fresh2_split.json"
+
+    @property
+    def selection_v6_file(self) -> Path:
+        return self.dir / "selection_v6.json"
+
+    def _skip(self, stage: str) -> bool:
+        if self.protocol.fresh2 is None:
+            print(f"[study] {stage}: not in this protocol, skipped", flush=True)
+            return True
+        return False
+
+    def stage_data2(self) -> None:
+        """The generator call with every case (idempotent: drawn cases are kept), checked
+        against the protocol, and the dev-2 and fresh-2 split files."""
+        if self._skip("data2") or self.fresh2_split_file.exists():
+            return
+        from kdseg.data.manifest import write_split
+        from kdseg.data.phantom import case_id
+
+        phantom = self.protocol.phantom
+        self.run(
+            "phantom",
+            "dataset=lits",
+            f"root={self.data}",
+            f"n_cases={phantom['n_cases']}",
+            f"seed={phantom['seed']}",
+            f"params={phantom['params']}",
+        )
+        self.check_phantoms(self.data)
+        split, dev = self.fresh_split()
+        start, end = self.protocol.fresh2
+        dev2 = {**dev, "test": sorted(dev["test"] + split["test"])}
+        fresh2 = {**split, "test": sorted(case_id("lits", i) for i in range(start, end))}
+        write_split(dev2, self.dev2_split_file)
+        write_split(fresh2, self.fresh2_split_file)  # last: it marks the stage done
+
+    def v6_runs(self, methods: list[str]) -> dict[str, dict[int, Path]]:
+        """Run folder per seed of ENet alone and of each distillation method named."""
+        stage = {m: "main" for m in (*MAIN_METHODS, "emkd_balanced")}
+        stage |= {m: "candidates" for m in self.protocol.candidates}
+        stage |= {m: "candidates2" for m in self.protocol.candidates2}
+        name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}"
+        runs = {
+            "alone": {
+                s: self.runs / "students" / f"{STUDENT}-w{STUDENT_WIDTH}-s{s}" for s in self.seeds
+            }
+        }
+        for m in methods:
+            runs[m] = {s: self.runs / stage[m] / f"{name}-{m}-s{s}" for s in self.seeds}
+        return runs
+
+    @property
+    def v5_selected(self) -> str:
+        return json.loads(self.selection_v5_file.read_text())["selected"]
+
+    def stage_candidates2(self) -> None:
+        if self._skip("candidates2"):
+            return
+        self.distill_sweep("candidates2", STUDENT, list(self.protocol.candidates2), self.few_seeds)
+
+    def stage_dev2_select(self) -> None:
+        """Seeds 1-3 of ENet alone, of v5's selected option and of each candidate on dev 2;
+        the best mean paired tumor gain wins, a candidate only by DEV_MARGIN."""
+        if self._skip("dev2-select"):
+            return
+        methods = [self.v5_selected, *self.protocol.candidates2]
+        runs = self.v6_runs(methods)
+        chosen = [runs[m][s] for m in ["alone", *methods] for s in self.few_seeds]
+        split = [f"data.split_file={self.dev2_split_file}", "split=test"]
+        self.timed("dev2-select", len(chosen), self.evaluate_each, chosen, DEV2_DIR, *split)
+        dice = {
+            m: {s: tumor_dice(runs[m][s] / DEV2_DIR) for s in self.few_seeds}
+            for m in ["alone", *methods]
+        }
+        n = len(self.few_seeds)
+        scores = {
+            m: sum(dice[m][s] - dice["alone"][s] for s in self.few_seeds) / n for m in methods
+        }
+        best = max(methods, key=lambda m: scores[m])
+        if best != self.v5_selected and scores[best] < scores[self.v5_selected] + DEV_MARGIN:
+            best = self.v5_selected
+        record = {"selected": best, "dev2_score": scores, "dev2_tumor_dice": dice}
+        self.selection_v6_file.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"[study] dev2-select: {best}; dev-2 scores {scores}", flush=True)
+
+    def stage_confirm2(self) -> None:
+        if self._skip("confirm2"):
+            return
+        selected = json.loads(self.selection_v6_file.read_text())["selected"]
+        if selected in self.protocol.candidates2:
+            self.distill_sweep("candidates2", STUDENT, [selected], self.seeds, label="confirm2")
+
+    def stage_endpoint2(self) -> None:
+        """Every row on fresh test 2 (after the choice only); ``endpoint_v6.json`` and
+        ``endpoint_v6.md``: the selected option's share of the gap and its paired interval."""
+        if self._skip("endpoint2"):
+            return
+        if not self.selection_v6_file.exists():
+            raise SystemExit("phantom_study: run the dev2-select stage before endpoint2")
+        from kdseg.eval.paired import paired_difference
+
+        selected = json.loads(self.selection_v6_file.read_text())["selected"]
+        methods = list(dict.fromkeys([selected, self.v5_selected, "emkd_balanced", *MAIN_METHODS]))
+        runs = self.v6_runs(methods)
+        teacher = (
+            self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
+        )
+        every = [teacher, *(r for m in ["alone", *methods] for r in runs[m].values())]
+        split = [f"data.split_file={self.fresh2_split_file}", "split=test"]
+        self.timed("endpoint2", len(every), self.evaluate_each, every, FRESH2_DIR, *split)
+
+        def liver(run: Path) -> float:
+            summary = json.loads((run / FRESH2_DIR / "summary.json").read_text())["summary"]
+            return float(summary["organ"]["dice_per_case_nonempty"])
+
+        teacher_dice = tumor_dice(teacher / FRESH2_DIR)
+        alone = {s: tumor_dice(r / FRESH2_DIR) for s, r in runs["alone"].items()}
+        alone_mean = sum(alone.values()) / len(alone)
+        gap = teacher_dice - alone_mean
+        n_cases = len(json.loads(self.fresh2_split_file.read_text())["test"])
+        lines = [
+            f"Fresh test 2 ({n_cases} cases), per-case tumor Dice over cases with tumor; "
+            f"seeds {', '.join(map(str, self.seeds))}; paired difference to ENet alone "
+            "(same seed, same starting weights) with a Student-t 95% interval.",
+            "",
+            "| row | tumor Dice | liver Dice | paired difference [95% t] | gap closed |",
+            "|---|---|---|---|---|",
+            f"| teacher | {teacher_dice:.3f} | {liver(teacher):.3f} | | |",
+            f"| ENet alone | {alone_mean:.3f} | "
+            f"{sum(liver(r) for r in runs['alone'].values()) / len(alone):.3f} | | |",
+        ]
+        result: dict = {"selected": selected, "teacher": teacher_dice, "rows": {}}
+        for m in methods:
+            dice = {s: tumor_dice(r / FRESH2_DIR) for s, r in runs[m].items()}
+            diff = paired_difference(dice, alone)
+            mean = sum(dice.values()) / len(dice)
+            share = diff.mean / gap if gap > 0 else float("nan")
+            livers = sum(liver(r) for r in runs[m].values()) / len(dice)
+            result["rows"][m] = {
+                "per_seed": dice,
+                "mean": mean,
+                "alone_per_seed": alone,
+                "paired": [diff.mean, diff.low, diff.high],
+                "gap_closed": share,
+                "liver": livers,
+            }
+            label = f"{m} (selected)" if m == selected else m
+            lines.append(
+                f"| {label} | {mean:.3f} | {livers:.3f} | "
+                f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] | {share:.0%} |"
+            )
+        row = result["rows"][selected]
+        result["target_met"] = row["gap_closed"] >= 0.5 and row["paired"][1] > 0
+        lines += ["", f"Target (>= 50% with the interval above zero) met: {result['target_met']}"]
+        (self.dir / "endpoint_v6.json").write_text(json.dumps(result, indent=1) + "\n")
+        (self.dir / "endpoint_v6.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
