@@ -328,13 +328,17 @@ def test_unlabeled_results_table_paired_interval() -> None:
     assert "identical weights per seed: True" in table
 
 
-def _fake_eval(run: Path, out_dir: str, dice: dict[str, float]) -> None:
+def _fake_eval(run: Path, out_dir: str, dice: dict[str, float], organ: float = 0.9) -> None:
     """An evaluation folder as kdseg-eval writes it: per-case tumor rows and the summary."""
     from kdseg.eval.evaluate import write_results
 
     rows = [{"case": c, "tumor": {"gt_empty": False, "dice": d}} for c, d in dice.items()]
     mean = sum(dice.values()) / len(dice)
-    write_results(rows, {"tumor": {"dice_per_case_nonempty": mean}}, run / out_dir, {})
+    summary = {
+        "tumor": {"dice_per_case_nonempty": mean},
+        "organ": {"dice_per_case_nonempty": organ},
+    }
+    write_results(rows, summary, run / out_dir, {})
 
 
 def test_phantom_study_v5_splits_candidates_and_dev_selection(tmp_path: Path) -> None:
@@ -575,3 +579,125 @@ def test_unlabeled_study_v6_cuts_the_students_labels_to_six(tmp_path: Path, monk
     (pseudo / "dataset.json").write_text("{}")
     combined = json.loads((study.combined(1, False) / "kdseg_split.json").read_text())
     assert combined["train"] == few["train"] + ["scan-000", "scan-001", "scan-002"]
+
+
+def test_phantom_study_v6_second_round(tmp_path: Path) -> None:
+    """v6 (docs/study_v6/protocol.md): v5's split stays (test 60-83); dev 2 is v4's val + test
+    and v5's fresh cases (42), fresh test 2 is 108-131 (84-107 are in no split); three
+    candidates train seeds 1-3; dev2-select keeps v5's option unless a candidate beats it by
+    the margin; endpoint2 scores every row on fresh test 2 and reads the target."""
+    from kdseg.data.manifest import make_split
+
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path), "--protocol", "v6"]))
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *args: calls.append((command, *args))
+    study.check_phantoms = lambda root: None
+    study.stage_data()
+    assert "n_cases=132" in calls[0]
+    split = json.loads((study.data / "kdseg_split.json").read_text())
+    assert split["test"] == sorted(f"volume-{i}" for i in range(60, 84))
+    study.stage_data2()
+    v4 = make_split([f"volume-{i}" for i in range(60)])
+    dev2 = json.loads(study.dev2_split_file.read_text())
+    assert dev2["test"] == sorted(v4["val"] + v4["test"] + split["test"]) and dev2["val"] == []
+    fresh2 = json.loads(study.fresh2_split_file.read_text())
+    assert fresh2["test"] == sorted(f"volume-{i}" for i in range(108, 132))
+    assert (fresh2["train"], fresh2["val"]) == (v4["train"], v4["val"])
+    assert not {f"volume-{i}" for i in range(84, 108)} & {
+        c for part in fresh2.values() for c in part
+    }
+
+    calls.clear()
+    study.stage_candidates2()
+    (sweep,) = calls
+    assert "distill=" + ",".join(ps.PROTOCOLS["v6"].candidates2) in sweep and "seed=1,2,3" in sweep
+    with pytest.raises(SystemExit, match="dev2-select stage before endpoint2"):
+        study.stage_endpoint2()  # no fresh-2 number before the choice
+
+    study.selection_v5_file.write_text(json.dumps({"selected": "emkd_balanced_region"}))
+    evaluated: list[Path] = []
+    study.evaluate_each = lambda chosen, out_dir, *o: evaluated.extend(chosen)
+    methods = ["emkd_balanced_region", *ps.PROTOCOLS["v6"].candidates2]
+    runs = study.v6_runs(methods)
+    assert runs["emkd_balanced_region"][1].parent.name == "candidates"
+    assert runs["emkd_balanced_region_at"][1].parent.name == "candidates2"
+
+    def dev_scores(gain: dict[str, float]) -> None:
+        for method, seeds in runs.items():
+            for run in seeds.values():
+                _fake_eval(run, ps.DEV2_DIR, dict.fromkeys(dev2["test"], 0.6 + gain.get(method, 0)))
+
+    dev_scores({"emkd_balanced_region": 0.05, "emkd_balanced_region_at": 0.059})
+    study.stage_dev2_select()
+    assert json.loads(study.selection_v6_file.read_text())["selected"] == "emkd_balanced_region"
+    assert len(evaluated) == 15
+    calls.clear()
+    study.stage_confirm2()
+    assert calls == []
+    dev_scores({"emkd_balanced_region": 0.05, "emkd_balanced_region_w2": 0.07})
+    study.stage_dev2_select()
+    assert json.loads(study.selection_v6_file.read_text())["selected"] == "emkd_balanced_region_w2"
+    study.stage_confirm2()
+    (confirm,) = calls
+    assert "distill=emkd_balanced_region_w2" in confirm and "seed=1,2,3,4,5" in confirm
+
+    evaluated.clear()
+    every = study.v6_runs(
+        ["emkd_balanced_region_w2", "emkd_balanced_region", "emkd_balanced", *ps.MAIN_METHODS]
+    )
+    gains = {"alone": 0.0, "emkd_balanced_region_w2": 0.055}
+    for method, seeds in every.items():
+        for seed, run in seeds.items():
+            value = 0.6 + gains.get(method, 0.02) + (0.001 * seed if method != "alone" else 0.0)
+            _fake_eval(run, ps.FRESH2_DIR, dict.fromkeys(fresh2["test"], value))
+    _fake_eval(
+        study.runs / "teachers" / "raunet-w0.5-s1",
+        ps.FRESH2_DIR,
+        dict.fromkeys(fresh2["test"], 0.7),
+    )
+    study.stage_endpoint2()
+    assert len(evaluated) == 1 + 5 * 8  # the teacher, alone and seven methods, 5 seeds each
+    result = json.loads((tmp_path / "endpoint_v6.json").read_text())
+    row = result["rows"]["emkd_balanced_region_w2"]
+    assert row["paired"][0] == pytest.approx(0.058) and row["gap_closed"] == pytest.approx(0.58)
+    assert result["target_met"] is True
+    assert "(selected)" in (tmp_path / "endpoint_v6.md").read_text()
+
+
+def test_unlabeled_study_v7_rows_and_choice(tmp_path: Path, monkeypatch) -> None:
+    """Protocol v7: the hard + soft rows distil on the pseudo row's data (data=nnunet, the 6
+    cases + the scans) with their method; the choice is the row with unlabeled data whose
+    smaller share of the validation gap is the largest."""
+    module = _unlabeled_module()
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v7"])
+    study = module.PROTOCOLS[args.protocol](args)
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
+    combined = tmp_path / "combined" / "all-s1"
+    monkeypatch.setattr(study, "combined", lambda seed, filtered: combined)
+    monkeypatch.setattr(study, "soft_teacher", lambda seed: "teacher.ckpt=T")
+    study.hard_soft("pseudo_soft", 2)
+    cmd = calls[-1]
+    assert cmd[0] == "distill" and "data=nnunet" in cmd and f"data.root={combined}" in cmd
+    assert "distill=emkd_balanced_region" in cmd and "seed=2" in cmd and "teacher.ckpt=T" in cmd
+    assert "data.unlabeled_root" not in " ".join(cmd)
+
+    def summary(organ: float, tumor: float) -> dict:
+        return {
+            "organ": {"dice_per_case_nonempty": organ},
+            "tumor": {"dice_per_case_nonempty": tumor},
+        }
+
+    values = {  # (organ, tumor) on validation; teacher - alone = (0.04, 0.2)
+        "teacher": (0.95, 0.8),
+        "alone": (0.91, 0.6),
+        "soft": (0.915, 0.72),  # 12% / 60%
+        "pseudo": (0.93, 0.66),  # 50% / 30%
+        "filtered": (0.90, 0.7),  # -25% / 50%
+        "pseudo_kd": (0.926, 0.68),  # 40% / 40%
+        "pseudo_soft": (0.935, 0.67),  # 62% / 35%
+    }
+    val = {row: {s: summary(*v) for s in (1, 2, 3)} for row, v in values.items()}
+    chosen, shares = study.choose(val)
+    assert chosen == "pseudo_kd" and shares["pseudo"] == pytest.approx((0.5, 0.3))
