@@ -701,3 +701,25 @@ def test_unlabeled_study_v7_rows_and_choice(tmp_path: Path, monkeypatch) -> None
     val = {row: {s: summary(*v) for s in (1, 2, 3)} for row, v in values.items()}
     chosen, shares = study.choose(val)
     assert chosen == "pseudo_kd" and shares["pseudo"] == pytest.approx((0.5, 0.3))
+
+
+def test_tumor_detectability_ranks_and_case_bound() -> None:
+    """The matched-filter observer finds a clear 27-voxel blob first (rank 1) and ranks a
+    1-voxel one at noise contrast behind many noise blobs; the case bound is the best Dice
+    over which tumors to look for."""
+    import numpy as np
+
+    td = _script("tumor_detectability")
+    rng = np.random.default_rng(0)
+    image = 60.0 + 10.0 * rng.standard_normal((40, 40, 20))
+    label = np.zeros(image.shape, np.uint8)
+    label[4:36, 4:36, 2:18] = 1
+    label[10:13, 10:13, 8:11] = 2  # 27 voxels, -40 HU: 4 noise sd
+    image[10:13, 10:13, 8:11] -= 40.0
+    label[28, 28, 12] = 2  # one voxel, -10 HU: 1 noise sd
+    image[28, 28, 12] -= 10.0
+    clear, faint = sorted(td.tumor_ranks(image, label), key=lambda r: -r["voxels"])
+    assert (clear["voxels"], clear["rank"]) == (27, 1) and clear["contrast_hu"] < -30
+    assert faint["voxels"] == 1 and faint["rank"] > 20
+    assert td.case_bound([clear, faint]) == pytest.approx(2 * 27 / (28 + 27))
+    assert td.case_bound([{"voxels": 5, "rank": 3}]) == pytest.approx(0.5)
