@@ -16,12 +16,14 @@ import torch
 from monai.losses import DiceFocalLoss
 
 from kdseg.data.tasks import Task
+from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
 
 
 def build_seg_loss(cfg: dict[str, Any]) -> torch.nn.Module:
-    """L_seg of METHOD.md §2: weighted focal (gamma 2) + soft Dice on the foreground, batch Dice."""
-    return DiceFocalLoss(
+    """L_seg of METHOD.md §2: weighted focal (gamma 2) + soft Dice on the foreground, batch Dice;
+    with ``blob_weight`` (beyond the paper, off by default) plus that times the blob loss."""
+    seg = DiceFocalLoss(
         include_background=False,
         to_onehot_y=True,
         softmax=True,
@@ -30,6 +32,8 @@ def build_seg_loss(cfg: dict[str, Any]) -> torch.nn.Module:
         lambda_dice=float(cfg.get("dice_weight", 0.5)),
         lambda_focal=float(cfg.get("focal_weight", 0.5)),
     )
+    blob = cfg.get("blob_weight")
+    return seg if not blob else SegLossWithBlobs(seg, float(blob))
 
 
 class SegmentationModule(pl.LightningModule):
