@@ -201,7 +201,7 @@ outputs live on every slice, picks one row on validation, and scores it on fresh
 
 Nothing is changed after a v7 number is seen.
 
-**Protocol v8** (``--protocol v8``; written 2026-12-05 01:55 UTC by ``date``, after v7's result
+**Protocol v8** (``--protocol v8``; written 2026-12-05 01:54 UTC by ``date``, after v7's result
 and before any v8 run or evaluation). v7's endpoint failed: validation chose ``pseudo_soft``
 (its smaller validation share 21% against ``pseudo_kd``'s 20%), which closed 44% of the organ
 gap and 65% of the tumor gap on v7's fresh cases. ``pseudo_kd``, not chosen, closed 60% and
