@@ -723,3 +723,29 @@ def test_tumor_detectability_ranks_and_case_bound() -> None:
     assert faint["voxels"] == 1 and faint["rank"] > 20
     assert td.case_bound([clear, faint]) == pytest.approx(2 * 27 / (28 + 27))
     assert td.case_bound([{"voxels": 5, "rank": 3}]) == pytest.approx(0.5)
+
+
+def test_unlabeled_study_v8_endpoint_is_pseudo_kd_on_new_cases(tmp_path: Path) -> None:
+    """Protocol v8 fixes pseudo_kd as its endpoint, scores it on cases 132-155 (its own split
+    file and evaluation folder) and reads the target from both shares of the gap."""
+    module = _unlabeled_module()
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v8", "--seeds", "1,2,3,4,5"])
+    study = module.PROTOCOLS[args.protocol](args)
+    assert study.ENDPOINT == "pseudo_kd" and study.FRESH == (132, 156)
+    assert study.fresh_split.name == "fresh8_split.json"
+    assert study.SPLITS == {"fresh": "eval-fresh8"}
+
+    def summary(organ: float, tumor: float) -> dict:
+        return {
+            "organ": {"dice_per_case_nonempty": organ},
+            "tumor": {"dice_per_case_nonempty": tumor},
+        }
+
+    seeds = [1, 2, 3, 4, 5]
+    scores = {
+        "teacher": {s: summary(0.95, 0.8) for s in seeds},
+        "alone": {s: summary(0.91, 0.6) for s in seeds},
+        "pseudo_kd": {s: summary(0.93 + 0.001 * (s - 3), 0.69) for s in seeds},
+    }
+    organ, tumor = study.shares(scores, seeds)
+    assert organ == pytest.approx(0.5) and tumor == pytest.approx(0.45)
