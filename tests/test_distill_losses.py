@@ -274,6 +274,12 @@ EXPECTED_ACTIVE = {
     "emkd_balanced_pmd1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
     "emkd_balanced_t1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
     "emkd_balanced_region": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region"},
+    # study v6's variants of emkd_balanced_region
+    "emkd_balanced_region_imd2": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region"},
+    "emkd_balanced_region_at": {
+        *("pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region", "at_low", "at_high")
+    },
+    "emkd_balanced_region_w2": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region"},
 }
 #: warm-up of each preset (beyond the paper); every other preset has none
 EXPECTED_WARMUP = {
@@ -283,6 +289,9 @@ EXPECTED_WARMUP = {
     "emkd_balanced_pmd1": 0.2,
     "emkd_balanced_t1": 0.2,
     "emkd_balanced_region": 0.2,
+    "emkd_balanced_region_imd2": 0.2,
+    "emkd_balanced_region_at": 0.2,
+    "emkd_balanced_region_w2": 0.2,
 }
 
 
@@ -311,7 +320,10 @@ def test_every_distill_yaml_composes_and_builds():
         n: (t.loss, t.weight, t.options) for n, t in emkd.items() if n != "pmd"
     }
     # the v5 variants: emkd_balanced with one change each
-    variants = {v: {t.name: t for t in built[v].terms} for v in EXPECTED_ACTIVE if "balanced_" in v}
+    variants = {
+        v: {t.name: t for t in built[v].terms}
+        for v in ("emkd_balanced_pmd1", "emkd_balanced_t1", "emkd_balanced_region")
+    }
     assert variants["emkd_balanced_pmd1"]["pmd"].weight == 1.0
     assert variants["emkd_balanced_pmd1"]["pmd"].options == {"temperature": 4.0}
     assert variants["emkd_balanced_t1"]["pmd"].weight == 1.0
@@ -324,6 +336,23 @@ def test_every_distill_yaml_composes_and_builds():
         assert {
             n: (t.loss, t.weight, t.options) for n, t in terms.items() if n in emkd and n != "pmd"
         } == {n: (t.loss, t.weight, t.options) for n, t in emkd.items() if n != "pmd"}
+
+    # the v6 variants: emkd_balanced_region with one change each
+    v6 = {v: {t.name: t for t in built[v].terms} for v in EXPECTED_ACTIVE if "region_" in v}
+    assert v6["emkd_balanced_region_imd2"]["imd_low"].weight == 1.8
+    assert v6["emkd_balanced_region_imd2"]["imd_high"].weight == 1.8
+    assert v6["emkd_balanced_region_w2"]["kd_region"].weight == 2.0
+    at = {t.name: t for t in built["at"].terms}
+    assert {n: (t.loss, t.weight, t.options) for n, t in v6["emkd_balanced_region_at"].items()} == {
+        **{n: (t.loss, t.weight, t.options) for n, t in region.items()},
+        **{n: (t.loss, t.weight, t.options) for n, t in at.items()},
+    }
+    for name, terms in v6.items():
+        changed = {"imd2": {"imd_low", "imd_high"}, "w2": {"kd_region"}, "at": set()}
+        same = set(region) - changed[name.rsplit("_", 1)[1]]
+        assert {n: (terms[n].loss, terms[n].weight, terms[n].options) for n in same} == {
+            n: (region[n].loss, region[n].weight, region[n].options) for n in same
+        }
 
 
 # -- beyond the paper: class balance, region, DIST, warm-up ----------------------------------
