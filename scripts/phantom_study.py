@@ -511,6 +511,18 @@ class Study(FreshTestStages, SecondFreshStages):
         )
 
     # -- stages ------------------------------------------------------------------------------
+    def draw_phantoms(self) -> None:
+        """kdseg-phantom of the protocol's cases into the data folder (drawn cases are kept)."""
+        phantom = self.protocol.phantom
+        self.run(
+            "phantom",
+            "dataset=lits",
+            f"root={self.data}",
+            f"n_cases={phantom['n_cases']}",
+            f"seed={phantom['seed']}",
+            f"params={phantom['params']}",
+        )
+
     def stage_data(self) -> None:
         if (self.data / "kdseg_split.json").exists():
             print("[study] data: present, skipped", flush=True)
@@ -527,14 +539,7 @@ class Study(FreshTestStages, SecondFreshStages):
             )
 
         def make() -> None:
-            self.run(
-                "phantom",
-                "dataset=lits",
-                f"root={self.data}",
-                f"n_cases={phantom['n_cases']}",
-                f"seed={phantom['seed']}",
-                f"params={phantom['params']}",
-            )
+            self.draw_phantoms()
             if self.protocol.fresh_from is not None:
                 from kdseg.data.manifest import FOLDER_SPLIT_NAME, write_split
 

@@ -28,7 +28,8 @@ from study_protocols import (
 
 class SecondFreshStages:
     """The v6 stages; the host class (``phantom_study.Study``) provides the paths, the
-    protocol, ``run``, ``timed``, ``evaluate_each``, ``distill_sweep`` and ``fresh_split``."""
+    protocol, ``run``, ``timed``, ``evaluate_each``, ``distill_sweep``, ``draw_phantoms``,
+    ``check_phantoms`` and ``fresh_split``."""
 
     @property
     def dev2_split_file(self) -> Path:
@@ -56,15 +57,7 @@ class SecondFreshStages:
         from kdseg.data.manifest import write_split
         from kdseg.data.phantom import case_id
 
-        phantom = self.protocol.phantom
-        self.run(
-            "phantom",
-            "dataset=lits",
-            f"root={self.data}",
-            f"n_cases={phantom['n_cases']}",
-            f"seed={phantom['seed']}",
-            f"params={phantom['params']}",
-        )
+        self.draw_phantoms()
         self.check_phantoms(self.data)
         split, dev = self.fresh_split()
         start, end = self.protocol.fresh2

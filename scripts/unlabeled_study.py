@@ -372,19 +372,27 @@ class Study:
             *self.soft_extra(seed),
         )
 
-    def distill_row(self, row: str, seed: int, *extra: str) -> Path:
-        """``kdseg-distill`` of the student from the soft row's teacher and method on the
-        student's labeled cases, + ``extra``, into ``runs/<row>/s<seed>``."""
+    def distill_row(
+        self,
+        row: str,
+        seed: int,
+        *extra: str,
+        root: Path | None = None,
+        method: str | None = None,
+    ) -> Path:
+        """``kdseg-distill`` of the student from the soft row's teacher, with ``method``
+        (default: the soft row's) on ``root`` (default: the student's labeled cases), +
+        ``extra``, into ``runs/<row>/s<seed>``."""
         out = self.runs / row / f"s{seed}"
         if not (out / "summary.json").exists():
             self.run(
                 "distill",
                 *self.distill_args,
-                f"data.root={self.student_root}",
+                f"data.root={root or self.student_root}",
                 self.soft_teacher(seed),
                 f"student={STUDENT[0]}",
                 f"student.width={STUDENT[1]}",
-                f"distill={self.SOFT_METHOD}",
+                f"distill={method or self.SOFT_METHOD}",
                 f"seed={seed}",
                 *extra,
                 f"hydra.run.dir={out}",
@@ -947,22 +955,11 @@ class StudyV7(StudyV6):
         """``kdseg-distill`` on the pseudo row's data (6 cases + 48 pseudo-labelled scans)
         from the live teacher with the row's method: L_seg on the labels, distillation on
         every slice."""
-        out = self.runs / row / f"s{seed}"
-        if not (out / "summary.json").exists():
-            self.run(
-                "distill",
-                *self.distill_args,
-                "data=nnunet",
-                f"data.root={self.combined(seed, False)}",
-                self.soft_teacher(seed),
-                "teacher.name=raunet",
-                f"student={STUDENT[0]}",
-                f"student.width={STUDENT[1]}",
-                f"distill={self.HARD_SOFT[row]}",
-                f"seed={seed}",
-                f"hydra.run.dir={out}",
-            )
-        return out
+        root = self.combined(seed, False)
+        method = self.HARD_SOFT[row]
+        return self.distill_row(
+            row, seed, "data=nnunet", "teacher.name=raunet", root=root, method=method
+        )
 
     def evaluate_on(self, run: Path, split: str) -> dict:
         """Per-case Dice of ``run`` on v4's validation cases (``val``) or the fresh ones."""
