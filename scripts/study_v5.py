@@ -16,12 +16,36 @@ from study_protocols import (
     DEV_DIR,
     DEV_MARGIN,
     EVAL_DIR,
+    MAIN_METHODS,
     STUDENT,
     STUDENT_WIDTH,
     TEACHER,
     TEACHER_WIDTH,
     tumor_dice,
 )
+
+
+def endpoint_row(dice: dict[int, float], alone: dict[int, float], teacher: float) -> dict:
+    """One row of an endpoint table: per-seed tumor Dice, its mean, the paired difference to
+    ENet alone of the same seeds (mean, Student-t 95% interval) and the share of the alone ->
+    teacher gap it closes (NaN when the teacher is not better)."""
+    from kdseg.eval.paired import paired_difference
+
+    diff = paired_difference(dice, alone)
+    gap = teacher - sum(alone.values()) / len(alone)
+    return {
+        "per_seed": dice,
+        "mean": sum(dice.values()) / len(dice),
+        "alone_per_seed": alone,
+        "paired": [diff.mean, diff.low, diff.high],
+        "gap_closed": diff.mean / gap if gap > 0 else float("nan"),
+    }
+
+
+def row_cells(row: dict) -> str:
+    """``mean | difference [low, high] | share`` of an :func:`endpoint_row`."""
+    mean, (d, low, high) = row["mean"], row["paired"]
+    return f"{mean:.3f} | {d:+.3f} [{low:+.3f}, {high:+.3f}] | {row['gap_closed']:.0%}"
 
 
 class FreshTestStages:
@@ -42,22 +66,28 @@ class FreshTestStages:
         fresh = sorted(case_id("lits", i) for i in range(n, total))
         return {**old, "test": fresh}, {**old, "val": [], "test": sorted(old["val"] + old["test"])}
 
+    def method_runs(self, methods: list[str]) -> dict[str, dict[int, Path]]:
+        """Run folder per seed of ENet alone and of each distillation method named: the main
+        methods and v4's selected option in ``main``, the candidates of a round in theirs."""
+        stage = {m: "main" for m in (*MAIN_METHODS, self.selected)}
+        stage |= {m: "candidates" for m in self.protocol.candidates}
+        stage |= {m: "candidates2" for m in self.protocol.candidates2}
+        name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}"
+        alone = f"{STUDENT}-w{STUDENT_WIDTH}"
+        runs = {"alone": {s: self.runs / "students" / f"{alone}-s{s}" for s in self.seeds}}
+        for m in methods:
+            runs[m] = {s: self.runs / stage[m] / f"{name}-{m}-s{s}" for s in self.seeds}
+        return runs
+
     @property
     def v5_runs(self) -> dict[str, dict[int, Path]]:
         """Run folder per method and seed: ENet alone, v4's selected option, the candidates."""
+        return self.method_runs(["emkd", self.selected, *self.protocol.candidates])
 
-        def distilled(stage: str, method: str) -> dict[int, Path]:
-            name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}-{method}"
-            return {s: self.runs / stage / f"{name}-s{s}" for s in self.seeds}
-
-        return {
-            "alone": {
-                s: self.runs / "students" / f"{STUDENT}-w{STUDENT_WIDTH}-s{s}" for s in self.seeds
-            },
-            "emkd": distilled("main", "emkd"),
-            self.selected: distilled("main", self.selected),
-            **{m: distilled("candidates", m) for m in self.protocol.candidates},
-        }
+    @property
+    def teacher_run(self) -> Path:
+        """The protocol's one teacher (v4 and later)."""
+        return self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
 
     def stage_candidates(self) -> None:
         if not self.protocol.candidates:
@@ -114,8 +144,6 @@ class FreshTestStages:
         """v5's primary endpoint (the dev-selected option on the fresh test split) and, for
         the same rows, the secondary one: v4's test cases and the fresh ones pooled (each run
         also scored on the dev split). Written to ``endpoint.json``, printed as a table."""
-        from kdseg.eval.paired import paired_difference
-
         selected = json.loads(self.selection_v5_file.read_text())["selected"]
         runs = self.v5_runs
         rows = ["alone", "emkd", *dict.fromkeys([self.selected, selected])]
@@ -123,9 +151,7 @@ class FreshTestStages:
         self.evaluate_each([runs[m][s] for m in rows for s in self.seeds], DEV_DIR, *dev)
         split, dev_split = self.fresh_split()
         pooled_cases = set(split["test"]) | (set(dev_split["test"]) - set(split["val"]))
-        teacher = (
-            self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
-        )
+        teacher = self.teacher_run
         teacher_dice = {"fresh": tumor_dice(teacher / EVAL_DIR)}
         scores = {
             m: {
@@ -146,23 +172,13 @@ class FreshTestStages:
         for where in ("fresh", "pooled"):
             alone = scores["alone"][where]
             alone_mean = sum(alone.values()) / len(alone)
-            gap = teacher_dice[where] - alone_mean
             lines.append(f"| teacher | {where} | {teacher_dice[where]:.3f} | | |")
             lines.append(f"| ENet alone | {where} | {alone_mean:.3f} | | |")
             for m in rows[1:]:
-                diff = paired_difference(scores[m][where], alone)
-                mean = sum(scores[m][where].values()) / len(scores[m][where])
-                share = diff.mean / gap if gap > 0 else float("nan")
-                result["rows"].setdefault(m, {})[where] = {
-                    "per_seed": scores[m][where],
-                    "mean": mean,
-                    "alone_per_seed": alone,
-                    "paired": [diff.mean, diff.low, diff.high],
-                    "gap_closed": share,
-                }
+                row = endpoint_row(scores[m][where], alone, teacher_dice[where])
+                result["rows"].setdefault(m, {})[where] = row
                 lines.append(
-                    f"| {m}{' (selected)' if m == selected else ''} | {where} | {mean:.3f} | "
-                    f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] | {share:.0%} |"
+                    f"| {m}{' (selected)' if m == selected else ''} | {where} | {row_cells(row)} |"
                 )
         fresh = result["rows"][selected]["fresh"]
         result["target_met"] = fresh["gap_closed"] >= 0.5 and fresh["paired"][1] > 0

@@ -13,17 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from study_protocols import (
-    DEV2_DIR,
-    DEV_MARGIN,
-    FRESH2_DIR,
-    MAIN_METHODS,
-    STUDENT,
-    STUDENT_WIDTH,
-    TEACHER,
-    TEACHER_WIDTH,
-    tumor_dice,
-)
+from study_protocols import DEV2_DIR, DEV_MARGIN, FRESH2_DIR, MAIN_METHODS, STUDENT, tumor_dice
+from study_v5 import endpoint_row, row_cells
 
 
 class SecondFreshStages:
@@ -66,21 +57,6 @@ class SecondFreshStages:
         write_split(dev2, self.dev2_split_file)
         write_split(fresh2, self.fresh2_split_file)  # last: it marks the stage done
 
-    def v6_runs(self, methods: list[str]) -> dict[str, dict[int, Path]]:
-        """Run folder per seed of ENet alone and of each distillation method named."""
-        stage = {m: "main" for m in (*MAIN_METHODS, "emkd_balanced")}
-        stage |= {m: "candidates" for m in self.protocol.candidates}
-        stage |= {m: "candidates2" for m in self.protocol.candidates2}
-        name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}"
-        runs = {
-            "alone": {
-                s: self.runs / "students" / f"{STUDENT}-w{STUDENT_WIDTH}-s{s}" for s in self.seeds
-            }
-        }
-        for m in methods:
-            runs[m] = {s: self.runs / stage[m] / f"{name}-{m}-s{s}" for s in self.seeds}
-        return runs
-
     @property
     def v5_selected(self) -> str:
         return json.loads(self.selection_v5_file.read_text())["selected"]
@@ -96,7 +72,7 @@ class SecondFreshStages:
         if self._skip("dev2-select"):
             return
         methods = [self.v5_selected, *self.protocol.candidates2]
-        runs = self.v6_runs(methods)
+        runs = self.method_runs(methods)
         chosen = [runs[m][s] for m in ["alone", *methods] for s in self.few_seeds]
         split = [f"data.split_file={self.dev2_split_file}", "split=test"]
         self.timed("dev2-select", len(chosen), self.evaluate_each, chosen, DEV2_DIR, *split)
@@ -129,26 +105,22 @@ class SecondFreshStages:
             return
         if not self.selection_v6_file.exists():
             raise SystemExit("phantom_study: run the dev2-select stage before endpoint2")
-        from kdseg.eval.paired import paired_difference
-
         selected = json.loads(self.selection_v6_file.read_text())["selected"]
-        methods = list(dict.fromkeys([selected, self.v5_selected, "emkd_balanced", *MAIN_METHODS]))
-        runs = self.v6_runs(methods)
-        teacher = (
-            self.runs / "teachers" / f"{TEACHER}-w{TEACHER_WIDTH}-s{self.protocol.teacher_seed}"
-        )
+        methods = list(dict.fromkeys([selected, self.v5_selected, self.selected, *MAIN_METHODS]))
+        runs = self.method_runs(methods)
+        teacher = self.teacher_run
         every = [teacher, *(r for m in ["alone", *methods] for r in runs[m].values())]
         split = [f"data.split_file={self.fresh2_split_file}", "split=test"]
         self.timed("endpoint2", len(every), self.evaluate_each, every, FRESH2_DIR, *split)
 
-        def liver(run: Path) -> float:
-            summary = json.loads((run / FRESH2_DIR / "summary.json").read_text())["summary"]
-            return float(summary["organ"]["dice_per_case_nonempty"])
+        def liver(runs: list[Path]) -> float:
+            summaries = [json.loads((r / FRESH2_DIR / "summary.json").read_text()) for r in runs]
+            return sum(s["summary"]["organ"]["dice_per_case_nonempty"] for s in summaries) / len(
+                runs
+            )
 
         teacher_dice = tumor_dice(teacher / FRESH2_DIR)
         alone = {s: tumor_dice(r / FRESH2_DIR) for s, r in runs["alone"].items()}
-        alone_mean = sum(alone.values()) / len(alone)
-        gap = teacher_dice - alone_mean
         n_cases = len(json.loads(self.fresh2_split_file.read_text())["test"])
         lines = [
             f"Fresh test 2 ({n_cases} cases), per-case tumor Dice over cases with tumor; "
@@ -157,30 +129,19 @@ class SecondFreshStages:
             "",
             "| row | tumor Dice | liver Dice | paired difference [95% t] | gap closed |",
             "|---|---|---|---|---|",
-            f"| teacher | {teacher_dice:.3f} | {liver(teacher):.3f} | | |",
-            f"| ENet alone | {alone_mean:.3f} | "
-            f"{sum(liver(r) for r in runs['alone'].values()) / len(alone):.3f} | | |",
+            f"| teacher | {teacher_dice:.3f} | {liver([teacher]):.3f} | | |",
+            f"| ENet alone | {sum(alone.values()) / len(alone):.3f} | "
+            f"{liver(list(runs['alone'].values())):.3f} | | |",
         ]
         result: dict = {"selected": selected, "teacher": teacher_dice, "rows": {}}
         for m in methods:
             dice = {s: tumor_dice(r / FRESH2_DIR) for s, r in runs[m].items()}
-            diff = paired_difference(dice, alone)
-            mean = sum(dice.values()) / len(dice)
-            share = diff.mean / gap if gap > 0 else float("nan")
-            livers = sum(liver(r) for r in runs[m].values()) / len(dice)
-            result["rows"][m] = {
-                "per_seed": dice,
-                "mean": mean,
-                "alone_per_seed": alone,
-                "paired": [diff.mean, diff.low, diff.high],
-                "gap_closed": share,
-                "liver": livers,
-            }
+            row = endpoint_row(dice, alone, teacher_dice)
+            row["liver"] = liver(list(runs[m].values()))
+            result["rows"][m] = row
             label = f"{m} (selected)" if m == selected else m
-            lines.append(
-                f"| {label} | {mean:.3f} | {livers:.3f} | "
-                f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] | {share:.0%} |"
-            )
+            mean, rest = row_cells(row).split(" | ", 1)
+            lines.append(f"| {label} | {mean} | {row['liver']:.3f} | {rest} |")
         row = result["rows"][selected]
         result["target_met"] = row["gap_closed"] >= 0.5 and row["paired"][1] > 0
         lines += ["", f"Target (>= 50% with the interval above zero) met: {result['target_met']}"]

@@ -615,11 +615,12 @@ def test_phantom_study_v6_second_round(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="dev2-select stage before endpoint2"):
         study.stage_endpoint2()  # no fresh-2 number before the choice
 
+    study.selection_file.write_text(json.dumps({"selected": "emkd_balanced"}))  # v4's option
     study.selection_v5_file.write_text(json.dumps({"selected": "emkd_balanced_region"}))
     evaluated: list[Path] = []
     study.evaluate_each = lambda chosen, out_dir, *o: evaluated.extend(chosen)
     methods = ["emkd_balanced_region", *ps.PROTOCOLS["v6"].candidates2]
-    runs = study.v6_runs(methods)
+    runs = study.method_runs(methods)
     assert runs["emkd_balanced_region"][1].parent.name == "candidates"
     assert runs["emkd_balanced_region_at"][1].parent.name == "candidates2"
 
@@ -643,7 +644,7 @@ def test_phantom_study_v6_second_round(tmp_path: Path) -> None:
     assert "distill=emkd_balanced_region_w2" in confirm and "seed=1,2,3,4,5" in confirm
 
     evaluated.clear()
-    every = study.v6_runs(
+    every = study.method_runs(
         ["emkd_balanced_region_w2", "emkd_balanced_region", "emkd_balanced", *ps.MAIN_METHODS]
     )
     gains = {"alone": 0.0, "emkd_balanced_region_w2": 0.055}
