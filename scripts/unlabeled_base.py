@@ -263,8 +263,7 @@ class Study:
             runs["filtered"] = self.hard(seed, filtered=True)
             for row, run in runs.items():
                 scores[row][seed] = self.evaluate(run)
-                summary = json.loads((run / "summary.json").read_text())
-                inits[row][seed] = summary.get("init_weights_sha256")
+                inits[row][seed] = init_hash(run)
         table = results_table(scores, inits, self.seeds, self.METRIC, self.N_TEST)
         table += self.pseudo_quality() + self.extra_report(scores, inits)
         table += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
@@ -338,6 +337,28 @@ def _link(source: Path, link: Path) -> None:
 def _dice(summary: dict, name: str, metric: str = "dice_mean") -> float:
     stats = summary.get(name, {})
     return float(stats.get(metric, stats.get("dice", float("nan"))))
+
+
+def init_hash(run: Path) -> str | None:
+    """The run's ``init_weights_sha256`` (a checksum of its starting weights), from its
+    ``summary.json``: equal within a seed for every student row."""
+    return json.loads((run / "summary.json").read_text()).get("init_weights_sha256")
+
+
+def gap_shares(
+    scores: dict[str, dict[int, dict]], row: str, seeds: Sequence[int], metric: str
+) -> tuple[float, float]:
+    """``row``'s (organ, tumor) shares of the alone -> teacher gap, on the means over ``seeds``
+    of the evaluation summaries in ``scores`` (0 where the teacher is not better)."""
+
+    def mean(name: str, which: str) -> float:
+        return statistics.mean(_dice(scores[which][s], name, metric) for s in seeds)
+
+    shares = []
+    for name in ("organ", "tumor"):
+        gap = mean(name, "teacher") - mean(name, "alone")
+        shares.append((mean(name, row) - mean(name, "alone")) / gap if gap > 0 else 0.0)
+    return shares[0], shares[1]
 
 
 def paired_interval(treated: dict[int, float], control: dict[int, float]) -> str:

@@ -7,7 +7,6 @@ import argparse
 import json
 import random
 import shutil
-import statistics
 import time
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from unlabeled_base import (
     Study,
     _dice,
     _link,
+    gap_shares,
+    init_hash,
     paired_interval,
     results_table,
 )
@@ -298,7 +299,7 @@ class StudyV5(Study):
         for seed in self.seeds:
             run = self.v4_runs / "main" / f"raunet-enet-w0.25-emkd_balanced-s{seed}"
             v4[seed] = json.loads((run / EVAL_DIR / "summary.json").read_text())["summary"]
-            init = json.loads((run / "summary.json").read_text()).get("init_weights_sha256")
+            init = init_hash(run)
             same.append(init == inits["soft"][seed])
         for name in ("organ", "tumor"):
             soft, base = self.soft_and(v4, scores, name)
@@ -480,8 +481,7 @@ class StudyV7(StudyV6):
                 scores["test"][row][seed] = self.evaluate(run)
                 for name in self.SPLITS:
                     scores[name][row][seed] = self.evaluate_on(run, name)
-                summary = json.loads((run / "summary.json").read_text())
-                inits[row][seed] = summary.get("init_weights_sha256")
+                inits[row][seed] = init_hash(run)
         if len(self.seeds) < len(SEEDS):
             print(f"unlabeled_study v7: seeds {self.seeds} done; the report needs 1,2,3")
             return
@@ -516,16 +516,7 @@ class StudyV7(StudyV6):
         """The protocol's choice: the row with unlabeled data whose smaller share of the
         alone -> teacher gap (organ, tumor; validation means over the seeds) is largest."""
 
-        def mean(row: str, name: str) -> float:
-            return statistics.mean(_dice(val[row][s], name, self.METRIC) for s in self.seeds)
-
-        shares: dict[str, tuple[float, float]] = {}
-        for row in self.CANDIDATES:
-            pair = []
-            for name in ("organ", "tumor"):
-                gap = mean("teacher", name) - mean("alone", name)
-                pair.append((mean(row, name) - mean("alone", name)) / gap if gap > 0 else 0.0)
-            shares[row] = (pair[0], pair[1])
+        shares = {row: gap_shares(val, row, self.seeds, self.METRIC) for row in self.CANDIDATES}
         chosen = max(self.CANDIDATES, key=lambda r: min(shares[r]))  # ties: the earlier row
         return chosen, shares
 
@@ -568,9 +559,7 @@ class StudyV8(StudyV7):
             }
             for row, run in runs.items():
                 scores[row][seed] = self.evaluate_on(run, "fresh")
-                inits[row][seed] = json.loads((run / "summary.json").read_text()).get(
-                    "init_weights_sha256"
-                )
+                inits[row][seed] = init_hash(run)
         if sorted(self.seeds) != list(self.SEEDS):
             print(f"unlabeled_study v8: seeds {self.seeds} done; the report needs 1-5")
             return
@@ -580,9 +569,7 @@ class StudyV8(StudyV7):
                 if seed not in info[row]:
                     run = self.runs / row / f"s{seed}"
                     info[row][seed] = self.evaluate_on(run, "fresh")
-                    inits[row][seed] = json.loads((run / "summary.json").read_text()).get(
-                        "init_weights_sha256"
-                    )
+                    inits[row][seed] = init_hash(run)
         n = self.FRESH[1] - self.FRESH[0]
         endpoint = results_table(scores, inits, list(self.SEEDS), self.METRIC, n, rows=rows)
         others = results_table(
@@ -609,12 +596,4 @@ class StudyV8(StudyV7):
 
     def shares(self, scores: dict[str, dict[int, dict]], seeds: list[int]) -> tuple[float, float]:
         """The endpoint row's (organ, tumor) shares of the alone -> teacher gap."""
-
-        def mean(row: str, name: str) -> float:
-            return statistics.mean(_dice(scores[row][s], name, self.METRIC) for s in seeds)
-
-        out = []
-        for name in ("organ", "tumor"):
-            gap = mean("teacher", name) - mean("alone", name)
-            out.append((mean(self.ENDPOINT, name) - mean("alone", name)) / gap if gap > 0 else 0.0)
-        return out[0], out[1]
+        return gap_shares(scores, self.ENDPOINT, seeds, self.METRIC)
