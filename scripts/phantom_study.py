@@ -23,6 +23,10 @@ previous one's checkpoints and Hydra cannot chain sweeps:
     dev2-select (v6) kdseg-eval on dev 2 (every case scored so far); the best paired gain
     confirm2    (v6) the dev-2-selected variant's seeds 4-5
     endpoint2   (v6) every row on the second fresh test split -> endpoint_v6.json / .md
+    data3       (v7) 24 more fresh cases (156-179) and the fresh-3 split file (study_v7.py)
+    patient-pilot (v7) ENet alone, seed 1, 4,096 and 2,048 steps on dev 2: the length rule
+    patient     (v7) ENet alone and emkd_balanced_region x 5 seeds at the chosen length
+    endpoint3   (v7) those and v5's 1,024-step rows on fresh test 3 -> endpoint_v7.json / .md
     step-cost   time of one training step: plain student vs distillation (same batch)
 
 Under kdseg's seeding the run of seed s with a teacher and the run of seed s without one start
@@ -53,6 +57,8 @@ the dev split) and three variants of v4's selected option chosen on dev. ``--run
 RUNS`` copies an earlier study's finished runs in (v4's, for v5) after checking each config.
 ``--protocol v6`` (docs/study_v6/protocol.md) is v5 plus a second round: three variants of
 v5's selected option chosen on every case scored so far, confirmed on 24 more fresh cases.
+``--protocol v7`` (docs/study_v7/protocol.md) trains ENet alone and v5's selected option longer
+(the length fixed from ENet-alone pilots) and scores them on 24 more fresh cases.
 
     python scripts/phantom_study.py                       # everything, into .study/
     python scripts/phantom_study.py --stages data,teachers,students   # a subset
@@ -116,6 +122,7 @@ from study_protocols import (  # noqa: E402
 from study_reuse import ReuseChecks  # noqa: E402
 from study_v5 import FreshTestStages  # noqa: E402
 from study_v6 import SecondFreshStages  # noqa: E402
+from study_v7 import PatientStages  # noqa: E402
 
 __all__ = [  # the names the other study scripts and the tests use from here
     "ABLATIONS",
@@ -139,7 +146,7 @@ __all__ = [  # the names the other study scripts and the tests use from here
 ]
 
 
-class Study(ReuseChecks, FreshTestStages, SecondFreshStages):
+class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
     """Paths and command lines of one study folder; each ``stage_*`` method runs one stage."""
 
     def __init__(self, args: argparse.Namespace) -> None:

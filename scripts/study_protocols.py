@@ -47,6 +47,14 @@ CANDIDATES_V6 = (
     "emkd_balanced_region_at",
     "emkd_balanced_region_w2",
 )
+#: v7's phantoms (docs/study_v7/protocol.md): the same call with 180 cases; 0-131 are v6's,
+#: 132-155 the unlabeled study v8's fresh test cases, 156-179 v7's fresh test split
+PHANTOM_V7 = {**PHANTOM_V4, "n_cases": 180}
+#: v7's student training lengths, longest first: the first whose seed-1 ENet-alone pilot leaves
+#: the teacher at least GAP_RULE ahead on dev 2 is used (docs/study_v7/protocol.md)
+PATIENT_STEPS = (4096, 2048)
+STEPS_PER_EPOCH = 64  # v4's data: 512 samples an epoch, batch 8
+GAP_RULE = 0.15  # issue 11's "real gap": teacher at least this far above the student alone
 
 
 class Protocol(NamedTuple):
@@ -71,6 +79,8 @@ class Protocol(NamedTuple):
     ``fresh2``: v6's second fresh test split, ``(start, end)`` case indexes; None: no v6 stages.
     ``candidates2``: options chosen among on the dev-2 split (stages candidates2, dev2-select,
     confirm2; study_v6.py).
+    ``fresh3``: v7's fresh test split, ``(start, end)``; None: no v7 stages.
+    ``patient``: v7's one method trained with ENet alone for longer (study_v7.py).
     """
 
     experiment: str
@@ -83,6 +93,8 @@ class Protocol(NamedTuple):
     fresh_until: int | None = None
     fresh2: tuple[int, int] | None = None
     candidates2: tuple[str, ...] = ()
+    fresh3: tuple[int, int] | None = None
+    patient: str | None = None
 
 
 V4_TEACHER = ("optim.lr=1e-3", "trainer.max_epochs=128")  # 8,192 steps
@@ -109,6 +121,22 @@ PROTOCOLS = {
         fresh_until=84,
         fresh2=(108, 132),
         candidates2=CANDIDATES_V6,
+    ),
+    # docs/study_v7/protocol.md: v6's folder and teacher; ENet alone and emkd_balanced_region
+    # trained longer (the length fixed from ENet-alone pilots), scored on cases 156-179
+    "v7": Protocol(
+        EXPERIMENT,
+        PHANTOM_V7,
+        V4_TEACHER,
+        V4_DATA,
+        1,
+        fresh_from=60,
+        candidates=CANDIDATES,
+        fresh_until=84,
+        fresh2=(108, 132),
+        candidates2=CANDIDATES_V6,
+        fresh3=(156, 180),
+        patient="emkd_balanced_region",
     ),
 }
 #: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
@@ -147,6 +175,10 @@ STAGES = (
     "dev2-select",
     "confirm2",
     "endpoint2",
+    "data3",
+    "patient-pilot",
+    "patient",
+    "endpoint3",
     "step-cost",
 )
 EVAL_DIR = "eval-test-full"
@@ -154,6 +186,7 @@ VAL_DIR = "eval-val-full"
 DEV_DIR = "eval-dev-full"
 DEV2_DIR = "eval-dev2-full"  # v6: v4's validation and test cases and v5's fresh ones
 FRESH2_DIR = "eval-fresh2-full"  # v6: its fresh test split
+FRESH3_DIR = "eval-fresh3-full"  # v7: its fresh test split
 
 
 def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None = None) -> float:
