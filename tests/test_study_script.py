@@ -750,3 +750,79 @@ def test_unlabeled_study_v8_endpoint_is_pseudo_kd_on_new_cases(tmp_path: Path) -
     }
     organ, tumor = study.shares(scores, seeds)
     assert organ == pytest.approx(0.5) and tumor == pytest.approx(0.45)
+
+
+def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
+    """v7 (docs/study_v7/protocol.md): fresh test 3 is 156-179 (132-155 in no split); the
+    pilot trains ENet alone only (seed 1, 4,096 and 2,048 steps) and keeps the longest length
+    that leaves the teacher 0.15 ahead on dev 2, or none (then nothing more trains); the
+    patient stage trains alone and emkd_balanced_region at that length for every seed;
+    endpoint3 scores those and the 1,024-step rows on fresh test 3."""
+    ps = _study_module()
+    study = ps.Study(ps.parse_args(["--dir", str(tmp_path), "--protocol", "v7"]))
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *args: calls.append((command, *args))
+    study.check_phantoms = lambda root: None
+    study.stage_data()
+    assert "n_cases=180" in calls[0]
+    study.stage_data2()
+    study.stage_data3()
+    fresh3 = json.loads(study.fresh3_split_file.read_text())
+    assert fresh3["test"] == sorted(f"volume-{i}" for i in range(156, 180))
+    assert not {f"volume-{i}" for i in range(132, 156)} & {
+        c for part in fresh3.values() for c in part
+    }
+    dev2 = json.loads(study.dev2_split_file.read_text())["test"]
+    with pytest.raises(SystemExit, match="patient-pilot stage first"):
+        study.stage_patient()
+
+    evaluated: list[Path] = []
+    study.evaluate_each = lambda chosen, out_dir, *o: evaluated.extend(chosen)
+    teacher = study.runs / "teachers" / "raunet-w0.5-s1"
+
+    def pilot(alone: dict[int, float]) -> dict:
+        calls.clear()
+        study.gate_file.unlink(missing_ok=True)
+        _fake_eval(teacher, ps.DEV2_DIR, dict.fromkeys(dev2, 0.8))
+        for steps, value in alone.items():
+            _fake_eval(study.alone_run(steps, 1), ps.DEV2_DIR, dict.fromkeys(dev2, value))
+        study.stage_patient_pilot()
+        assert [c[0] for c in calls] == ["train", "train"]  # no distillation before the rule
+        assert "trainer.max_epochs=64" in calls[0] and "trainer.max_epochs=32" in calls[1]
+        return json.loads(study.gate_file.read_text())
+
+    assert pilot({4096: 0.66, 2048: 0.64})["steps"] == 2048
+    assert pilot({4096: 0.62, 2048: 0.60})["steps"] == 4096
+    calls.clear()
+    study.stage_patient()
+    train, distill = calls
+    assert train[0] == "train" and "seed=1,2,3,4,5" in train and "trainer.max_epochs=64" in train
+    assert distill[0] == "distill" and "distill=emkd_balanced_region" in distill
+    assert "trainer.max_epochs=64" in distill and "study.teacher_seed=1" in distill
+    assert pilot({4096: 0.70, 2048: 0.69})["steps"] is None
+    calls.clear()
+    study.stage_patient()
+    study.stage_endpoint3()
+    assert calls == []
+
+    fresh3_dir = _script("study_protocols").FRESH3_DIR
+    study.gate_file.write_text(json.dumps({"steps": 4096}))
+    study.selection_file.write_text(json.dumps({"selected": "emkd_balanced"}))
+    evaluated.clear()
+    _fake_eval(teacher, fresh3_dir, dict.fromkeys(fresh3["test"], 0.8))
+    short = study.method_runs(["emkd_balanced_region"])
+    for seed in study.seeds:
+        for run, value in (
+            (study.alone_run(4096, seed), 0.6),
+            (study.distilled_run(4096, seed), 0.7 + 0.001 * seed),
+            (short["alone"][seed], 0.55),
+            (short["emkd_balanced_region"][seed], 0.6),
+        ):
+            _fake_eval(run, fresh3_dir, dict.fromkeys(fresh3["test"], value))
+    study.stage_endpoint3()
+    assert len(evaluated) == 1 + 4 * 5
+    result = json.loads((tmp_path / "endpoint_v7.json").read_text())
+    row = result["rows"]["emkd_balanced_region, 4096 steps (endpoint)"]
+    assert row["paired"][0] == pytest.approx(0.103) and row["gap_closed"] == pytest.approx(0.515)
+    assert result["rows"]["emkd_balanced_region, 1024 steps"]["gap_closed"] == pytest.approx(0.2)
+    assert result["target_met"] is True
