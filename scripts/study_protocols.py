@@ -99,6 +99,20 @@ class Protocol(NamedTuple):
 
 V4_TEACHER = ("optim.lr=1e-3", "trainer.max_epochs=128")  # 8,192 steps
 V4_DATA = ("data.preprocess.window_level=organ", "data.preprocess.window=[-100,100]")
+#: docs/study_v6/protocol.md: v5 plus three variants of its selected option chosen on v4's
+#: and v5's scored cases, confirmed on 24 more fresh cases (108-131)
+V6 = Protocol(
+    EXPERIMENT,
+    PHANTOM_V6,
+    V4_TEACHER,
+    V4_DATA,
+    1,
+    fresh_from=60,
+    candidates=CANDIDATES,
+    fresh_until=84,
+    fresh2=(108, 132),
+    candidates2=CANDIDATES_V6,
+)
 #: every protocol the script can run, each fixed in docs/study.md before its distillation runs
 PROTOCOLS = {
     "v3": Protocol(EXPERIMENT),
@@ -108,36 +122,10 @@ PROTOCOLS = {
     "v5": Protocol(
         EXPERIMENT, PHANTOM_V5, V4_TEACHER, V4_DATA, 1, fresh_from=60, candidates=CANDIDATES
     ),
-    # docs/study_v6/protocol.md: v5 plus three variants of its selected option chosen on
-    # v4's and v5's scored cases, confirmed on 24 more fresh cases (108-131)
-    "v6": Protocol(
-        EXPERIMENT,
-        PHANTOM_V6,
-        V4_TEACHER,
-        V4_DATA,
-        1,
-        fresh_from=60,
-        candidates=CANDIDATES,
-        fresh_until=84,
-        fresh2=(108, 132),
-        candidates2=CANDIDATES_V6,
-    ),
+    "v6": V6,
     # docs/study_v7/protocol.md: v6's folder and teacher; ENet alone and emkd_balanced_region
     # trained longer (the length fixed from ENet-alone pilots), scored on cases 156-179
-    "v7": Protocol(
-        EXPERIMENT,
-        PHANTOM_V7,
-        V4_TEACHER,
-        V4_DATA,
-        1,
-        fresh_from=60,
-        candidates=CANDIDATES,
-        fresh_until=84,
-        fresh2=(108, 132),
-        candidates2=CANDIDATES_V6,
-        fresh3=(156, 180),
-        patient="emkd_balanced_region",
-    ),
+    "v7": V6._replace(phantom=PHANTOM_V7, fresh3=(156, 180), patient="emkd_balanced_region"),
 }
 #: what a reused teacher's config.yaml must match (--teacher-from): these keys and every key
 #: below them, except the paths in RUN_PATH_KEYS (paths.* and hydra.* are never compared)

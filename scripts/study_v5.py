@@ -42,6 +42,13 @@ def endpoint_row(dice: dict[int, float], alone: dict[int, float], teacher: float
     }
 
 
+def organ_dice(runs: list[Path], out_dir: str) -> float:
+    """Mean over ``runs`` of the per-case organ Dice their ``out_dir`` evaluation wrote."""
+    summaries = [json.loads((r / out_dir / "summary.json").read_text()) for r in runs]
+    organ = [s["summary"]["organ"]["dice_per_case_nonempty"] for s in summaries]
+    return sum(organ) / len(organ)
+
+
 def row_cells(row: dict) -> str:
     """``mean | difference [low, high] | share`` of an :func:`endpoint_row`."""
     mean, (d, low, high) = row["mean"], row["paired"]

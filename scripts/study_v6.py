@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from study_protocols import DEV2_DIR, DEV_MARGIN, FRESH2_DIR, MAIN_METHODS, STUDENT, tumor_dice
-from study_v5 import endpoint_row, row_cells
+from study_v5 import endpoint_row, organ_dice, row_cells
 
 
 class SecondFreshStages:
@@ -113,12 +113,6 @@ class SecondFreshStages:
         split = [f"data.split_file={self.fresh2_split_file}", "split=test"]
         self.timed("endpoint2", len(every), self.evaluate_each, every, FRESH2_DIR, *split)
 
-        def liver(runs: list[Path]) -> float:
-            summaries = [json.loads((r / FRESH2_DIR / "summary.json").read_text()) for r in runs]
-            return sum(s["summary"]["organ"]["dice_per_case_nonempty"] for s in summaries) / len(
-                runs
-            )
-
         teacher_dice = tumor_dice(teacher / FRESH2_DIR)
         alone = {s: tumor_dice(r / FRESH2_DIR) for s, r in runs["alone"].items()}
         n_cases = len(json.loads(self.fresh2_split_file.read_text())["test"])
@@ -129,15 +123,15 @@ class SecondFreshStages:
             "",
             "| row | tumor Dice | liver Dice | paired difference [95% t] | gap closed |",
             "|---|---|---|---|---|",
-            f"| teacher | {teacher_dice:.3f} | {liver([teacher]):.3f} | | |",
+            f"| teacher | {teacher_dice:.3f} | {organ_dice([teacher], FRESH2_DIR):.3f} | | |",
             f"| ENet alone | {sum(alone.values()) / len(alone):.3f} | "
-            f"{liver(list(runs['alone'].values())):.3f} | | |",
+            f"{organ_dice(list(runs['alone'].values()), FRESH2_DIR):.3f} | | |",
         ]
         result: dict = {"selected": selected, "teacher": teacher_dice, "rows": {}}
         for m in methods:
             dice = {s: tumor_dice(r / FRESH2_DIR) for s, r in runs[m].items()}
             row = endpoint_row(dice, alone, teacher_dice)
-            row["liver"] = liver(list(runs[m].values()))
+            row["liver"] = organ_dice(list(runs[m].values()), FRESH2_DIR)
             result["rows"][m] = row
             label = f"{m} (selected)" if m == selected else m
             mean, rest = row_cells(row).split(" | ", 1)

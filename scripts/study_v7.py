@@ -28,7 +28,7 @@ from study_protocols import (
     teacher_seed_override,
     tumor_dice,
 )
-from study_v5 import endpoint_row, row_cells
+from study_v5 import endpoint_row, organ_dice, row_cells
 
 
 class PatientStages:
@@ -154,11 +154,6 @@ class PatientStages:
         split = [f"data.split_file={self.fresh3_split_file}", "split=test"]
         self.timed("endpoint3", len(every), self.evaluate_each, every, FRESH3_DIR, *split)
 
-        def liver(runs: list[Path]) -> float:
-            summaries = [json.loads((r / FRESH3_DIR / "summary.json").read_text()) for r in runs]
-            organ = [s["summary"]["organ"]["dice_per_case_nonempty"] for s in summaries]
-            return sum(organ) / len(organ)
-
         teacher_dice = tumor_dice(teacher / FRESH3_DIR)
         dice = {k: {s: tumor_dice(r / FRESH3_DIR) for s, r in v.items()} for k, v in rows.items()}
         n_cases = len(json.loads(self.fresh3_split_file.read_text())["test"])
@@ -169,7 +164,7 @@ class PatientStages:
             "",
             "| row | tumor Dice | liver Dice | paired difference [95% t] | gap closed |",
             "|---|---|---|---|---|",
-            f"| teacher | {teacher_dice:.3f} | {liver([teacher]):.3f} | | |",
+            f"| teacher | {teacher_dice:.3f} | {organ_dice([teacher], FRESH3_DIR):.3f} | | |",
         ]
         result: dict = {"steps": steps, "method": method, "teacher": teacher_dice, "rows": {}}
         names = list(rows)
@@ -178,10 +173,10 @@ class PatientStages:
             mean_alone = sum(alone.values()) / len(alone)
             lines.append(
                 f"| {alone_name} | {mean_alone:.3f} | "
-                f"{liver(list(rows[alone_name].values())):.3f} | | |"
+                f"{organ_dice(list(rows[alone_name].values()), FRESH3_DIR):.3f} | | |"
             )
             row = endpoint_row(dice[name], alone, teacher_dice)
-            row["liver"] = liver(list(rows[name].values()))
+            row["liver"] = organ_dice(list(rows[name].values()), FRESH3_DIR)
             result["rows"][name] = row
             mean, rest = row_cells(row).split(" | ", 1)
             lines.append(f"| {name} | {mean} | {row['liver']:.3f} | {rest} |")
