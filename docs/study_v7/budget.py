@@ -27,14 +27,18 @@ ALONE_STEPS = (4096, 2048, 2560, 8192)  # 8192: the addendum of 03:58 UTC
 METHOD = "emkd_balanced_region"
 
 
-def main() -> None:
+def study_v7(argv: list[str]) -> ps.Study:
+    """The v7 study of ``--dir``, with the study script's environment (one thread a run)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args = ps.parse_args(["--protocol", "v7", *sys.argv[1:]])
-    study = ps.Study(args)
-    for steps in ALONE_STEPS:
+    return ps.Study(ps.parse_args(["--protocol", "v7", *argv]))
+
+
+def train(study: ps.Study, alone_steps: tuple[int, ...], seeds: list[int], label: str) -> None:
+    """ENet alone at each length and METHOD at 4,096 steps, for ``seeds`` (done runs kept)."""
+    for steps in alone_steps:
         stage = study.patient_stage(steps)
-        study.train_sweep(stage, STUDENT, STUDENT_WIDTH, SEEDS, [study.epochs(steps)])
+        study.train_sweep(stage, STUDENT, STUDENT_WIDTH, seeds, [study.epochs(steps)])
     study.sweep(
         "distill",
         study.patient_stage(4096),
@@ -44,36 +48,65 @@ def main() -> None:
             "student": [STUDENT],
             "student.width": [STUDENT_WIDTH],
             "distill": [METHOD],
-            "seed": SEEDS,
+            "seed": seeds,
             "study.teacher_width": [ps.TEACHER_WIDTH],
         },
-        [study.distilled_run(4096, s).name for s in SEEDS],
+        [study.distilled_run(4096, s).name for s in seeds],
         [*ps.teacher_seed_override(study.protocol.teacher_seed), study.epochs(4096)],
-        label="budget-distill",
+        label=label,
     )
+
+
+def rows(study: ps.Study, alone_steps: tuple[int, ...], seeds: list[int]) -> dict:
+    """Run folder per seed of each row: ENet alone at each length and at 1,024 steps, METHOD
+    at 1,024 (v5's runs) and at 4,096 steps."""
     short = study.method_runs([METHOD])
-    rows = {f"alone {n}": {s: study.alone_run(n, s) for s in SEEDS} for n in ALONE_STEPS}
-    rows["alone 1024"] = {s: short["alone"][s] for s in SEEDS}
-    rows[f"{METHOD} 1024"] = {s: short[METHOD][s] for s in SEEDS}
-    rows[f"{METHOD} 4096"] = {s: study.distilled_run(4096, s) for s in SEEDS}
-    runs = [study.teacher_run, *(r for row in rows.values() for r in row.values())]
-    split = [f"data.split_file={study.dev2_split_file}", "split=test"]
-    study.timed("budget-eval", len(runs), study.evaluate_each, runs, DEV2_DIR, *split)
-    teacher = tumor_dice(study.teacher_run / DEV2_DIR)
-    dice = {k: {s: tumor_dice(r / DEV2_DIR) for s, r in v.items()} for k, v in rows.items()}
-    out: dict = {"teacher": teacher, "dice": dice, "comparisons": {}}
-    for name, (a, b) in {
-        "equal compute: region 1024 - alone 2560": (f"{METHOD} 1024", "alone 2560"),
-        "region 4096 - alone 4096": (f"{METHOD} 4096", "alone 4096"),
-        "region 1024 - alone 1024": (f"{METHOD} 1024", "alone 1024"),
-    }.items():
+    out = {f"alone {n}": {s: study.alone_run(n, s) for s in seeds} for n in alone_steps}
+    out["alone 1024"] = {s: short["alone"][s] for s in seeds}
+    out[f"{METHOD} 1024"] = {s: short[METHOD][s] for s in seeds}
+    out[f"{METHOD} 4096"] = {s: study.distilled_run(4096, s) for s in seeds}
+    return out
+
+
+def score(study: ps.Study, row_runs: dict, out_dir: str, split_file: Path, label: str) -> tuple:
+    """Evaluate the teacher and every run on ``split_file``'s test cases into ``out_dir``;
+    ``(teacher tumor Dice, {row: {seed: tumor Dice}})``."""
+    runs = [study.teacher_run, *(r for row in row_runs.values() for r in row.values())]
+    split = [f"data.split_file={split_file}", "split=test"]
+    study.timed(label, len(runs), study.evaluate_each, runs, out_dir, *split)
+    teacher = tumor_dice(study.teacher_run / out_dir)
+    dice = {k: {s: tumor_dice(r / out_dir) for s, r in v.items()} for k, v in row_runs.items()}
+    return teacher, dice
+
+
+def compare(dice: dict, teacher: float, pairs: dict[str, tuple[str, str]]) -> dict:
+    """Per comparison: the paired difference (mean, Student-t 95% interval), the teacher's gap
+    over the second row and the share of it closed."""
+    out = {}
+    for name, (a, b) in pairs.items():
         diff = paired_difference(dice[a], dice[b])
-        gap = teacher - sum(dice[b].values()) / len(SEEDS)
-        out["comparisons"][name] = {
+        gap = teacher - sum(dice[b].values()) / len(dice[b])
+        out[name] = {
             "paired": [diff.mean, diff.low, diff.high],
             "gap": gap,
             "gap_closed": diff.mean / gap if gap > 0 else None,
         }
+    return out
+
+
+PAIRS = {
+    "equal compute: region 1024 - alone 2560": (f"{METHOD} 1024", "alone 2560"),
+    "region 4096 - alone 4096": (f"{METHOD} 4096", "alone 4096"),
+    "region 1024 - alone 1024": (f"{METHOD} 1024", "alone 1024"),
+}
+
+
+def main() -> None:
+    study = study_v7(sys.argv[1:])
+    train(study, ALONE_STEPS, SEEDS, "budget-distill")
+    row_runs = rows(study, ALONE_STEPS, SEEDS)
+    teacher, dice = score(study, row_runs, DEV2_DIR, study.dev2_split_file, "budget-eval")
+    out = {"teacher": teacher, "dice": dice, "comparisons": compare(dice, teacher, PAIRS)}
     (study.dir / "budget_v7.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"teacher {teacher:.3f}")
     for k, v in dice.items():
