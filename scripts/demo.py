@@ -38,6 +38,8 @@ TEACHER_LR = "1e-3"  # study v4's teacher recipe
 EPOCHS, STEPS_PER_EPOCH = 3, 64  # conf/experiment/demo_study.yaml
 #: the phantom study's report (scripts/phantom_study.py, committed when it has run)
 STUDY_REPORT = ROOT / "docs" / "study_v4" / "report" / "report.csv"
+#: study v7's equal-compute confirmation (docs/study_v7/confirm.py, committed when it has run)
+COMPUTE_RESULT = ROOT / "docs" / "study_v7" / "compute_v7.json"
 
 
 def _argv(command: str, args: tuple[str, ...]) -> list[str]:
@@ -221,6 +223,25 @@ def study_lines(path: Path = STUDY_REPORT) -> list[str]:
     return lines
 
 
+def compute_lines(path: Path = COMPUTE_RESULT) -> list[str]:
+    """Study v7's confirmation, in two sentences: distillation against ENet alone trained for
+    the same CPU time, and how close ENet alone trained 4,096 steps comes to the teacher."""
+    if not path.is_file():
+        return []
+    result = json.loads(path.read_text())
+    d, low, high = result["comparisons"]["equal compute: region 1024 - alone 2560"]["paired"]
+    alone = result["dice"]["alone 4096"]
+    gap = result["teacher"] - sum(alone.values()) / len(alone)
+    name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return [
+        "",
+        f"Study v7 ({name}, {len(alone)} paired seeds, 24 unseen cases): the "
+        "teacher's lead is mostly the students' short schedule. ENet alone trained 4,096 steps "
+        f"comes within {gap:.3f} tumor Dice of the teacher; at equal CPU time, 1,024 "
+        f"distillation steps minus 2,560 plain ones: {d:+.3f} [{low:+.3f}, {high:+.3f}].",
+    ]
+
+
 def print_table(rows: list, times: dict[str, float], total: float) -> None:
     """Markdown table of the demo's results, read from the eval summaries."""
     print(
@@ -246,7 +267,7 @@ def print_table(rows: list, times: dict[str, float], total: float) -> None:
         f"{liver_delta:+.3f}, tumor {tumor_delta:+.3f}. One run cannot tell a method's effect "
         "from seed noise; that takes the phantom study's paired seeds (docs/study.md):\n"
     )
-    print("\n".join(study_lines()))
+    print("\n".join(study_lines() + compute_lines()))
     print("\nstep times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"demo wall time: {total:.0f} s")
 

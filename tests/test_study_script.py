@@ -826,3 +826,19 @@ def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
     assert row["paired"][0] == pytest.approx(0.103) and row["gap_closed"] == pytest.approx(0.515)
     assert result["rows"]["emkd_balanced_region, 1024 steps"]["gap_closed"] == pytest.approx(0.2)
     assert result["target_met"] is True
+
+
+def test_demo_quotes_study_v7_confirmation(tmp_path: Path) -> None:
+    """The demo's closing lines read study v7's confirmation file (when it exists): the
+    equal-compute difference with its interval and ENet alone's lead-to-teacher at 4,096 steps."""
+    demo = _script("demo")
+    assert demo.compute_lines(tmp_path / "missing.json") == []
+    result = {
+        "teacher": 0.8,
+        "dice": {"alone 4096": {"1": 0.7, "2": 0.72}},
+        "comparisons": {"equal compute: region 1024 - alone 2560": {"paired": [0.03, 0.01, 0.05]}},
+    }
+    path = tmp_path / "compute_v7.json"
+    path.write_text(json.dumps(result))
+    text = " ".join(demo.compute_lines(path))
+    assert "within 0.090" in text and "+0.030 [+0.010, +0.050]" in text and "2 paired seeds" in text
