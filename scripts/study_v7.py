@@ -20,6 +20,7 @@ from study_protocols import (
     FRESH3_DIR,
     GAP_RULE,
     PATIENT_STEPS,
+    SELECT_SEED,
     STEPS_PER_EPOCH,
     STUDENT,
     STUDENT_WIDTH,
@@ -78,13 +79,15 @@ class PatientStages:
 
     @staticmethod
     def epochs(steps: int) -> str:
+        if steps % STEPS_PER_EPOCH:
+            raise ValueError(f"{steps} steps: not whole {STEPS_PER_EPOCH}-step epochs")
         return f"trainer.max_epochs={steps // STEPS_PER_EPOCH}"
 
     def stage_patient_pilot(self) -> None:
         """ENet alone, seed 1, at each length; the teacher and the pilots on dev 2; the rule."""
         if self._skip3("patient-pilot") or self.gate_file.exists():
             return
-        seed = self.seeds[0]
+        seed = SELECT_SEED
         for steps in PATIENT_STEPS:
             stage = self.patient_stage(steps)
             self.train_sweep(stage, STUDENT, STUDENT_WIDTH, [seed], [self.epochs(steps)])

@@ -12,12 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str):
-    """A study script (scripts/<name>.py) imported as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+def _script_at(path: Path):
+    """A Python file imported as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _script(name: str):
+    """A study script (scripts/<name>.py) imported as a module."""
+    return _script_at(ROOT / "scripts" / f"{name}.py")
 
 
 def _study_module():
@@ -777,7 +782,13 @@ def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
         study.stage_patient()
 
     evaluated: list[Path] = []
-    study.evaluate_each = lambda chosen, out_dir, *o: evaluated.extend(chosen)
+    where: set[tuple[str, ...]] = set()
+
+    def evaluate_each(chosen: list[Path], out_dir: str, *overrides: str) -> None:
+        evaluated.extend(chosen)
+        where.add((out_dir, *overrides))
+
+    study.evaluate_each = evaluate_each
     teacher = study.runs / "teachers" / "raunet-w0.5-s1"
 
     def pilot(alone: dict[int, float]) -> dict:
@@ -792,6 +803,8 @@ def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
         return json.loads(study.gate_file.read_text())
 
     assert pilot({4096: 0.66, 2048: 0.64})["steps"] == 2048
+    assert where == {(ps.DEV2_DIR, f"data.split_file={study.dev2_split_file}", "split=test")}
+    where.clear()
     assert pilot({4096: 0.62, 2048: 0.60})["steps"] == 4096
     calls.clear()
     study.stage_patient()
@@ -809,6 +822,7 @@ def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
     study.gate_file.write_text(json.dumps({"steps": 4096}))
     study.selection_file.write_text(json.dumps({"selected": "emkd_balanced"}))
     evaluated.clear()
+    where.clear()
     _fake_eval(teacher, fresh3_dir, dict.fromkeys(fresh3["test"], 0.8))
     short = study.method_runs(["emkd_balanced_region"])
     for seed in study.seeds:
@@ -821,6 +835,7 @@ def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
             _fake_eval(run, fresh3_dir, dict.fromkeys(fresh3["test"], value))
     study.stage_endpoint3()
     assert len(evaluated) == 1 + 4 * 5
+    assert where == {(fresh3_dir, f"data.split_file={study.fresh3_split_file}", "split=test")}
     result = json.loads((tmp_path / "endpoint_v7.json").read_text())
     row = result["rows"]["emkd_balanced_region, 4096 steps (endpoint)"]
     assert row["paired"][0] == pytest.approx(0.103) and row["gap_closed"] == pytest.approx(0.515)
@@ -834,6 +849,7 @@ def test_demo_quotes_study_v7_confirmation(tmp_path: Path) -> None:
     demo = _script("demo")
     assert demo.compute_lines(tmp_path / "missing.json") == []
     result = {
+        "n_cases": 24,
         "teacher": 0.8,
         "dice": {"alone 4096": {"1": 0.7, "2": 0.72}},
         "comparisons": {"equal compute: region 1024 - alone 2560": {"paired": [0.03, 0.01, 0.05]}},
@@ -841,4 +857,29 @@ def test_demo_quotes_study_v7_confirmation(tmp_path: Path) -> None:
     path = tmp_path / "compute_v7.json"
     path.write_text(json.dumps(result))
     text = " ".join(demo.compute_lines(path))
-    assert "within 0.090" in text and "+0.030 [+0.010, +0.050]" in text and "2 paired seeds" in text
+    assert "+0.030 [+0.010, +0.050], above zero" in text and "2 paired seeds, 24 cases" in text
+    assert "4,096 steps: 0.710; the teacher: 0.800" in text
+
+
+def test_study_v7_budget_comparisons_are_row_minus_alone() -> None:
+    """docs/study_v7/budget.py (and confirm.py): each comparison is the distilled row minus the
+    alone row of the same seeds, and the gap is the teacher's lead over that alone row."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "docs" / "study_v7"))
+    try:
+        budget = _script_at(ROOT / "docs" / "study_v7" / "budget.py")
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "study_v7"))
+    dice = {
+        "alone 2560": {1: 0.60, 2: 0.62, 3: 0.64},
+        "alone 4096": {1: 0.70, 2: 0.70, 3: 0.70},
+        "alone 1024": {1: 0.50, 2: 0.50, 3: 0.50},
+        "emkd_balanced_region 1024": {1: 0.65, 2: 0.66, 3: 0.67},
+        "emkd_balanced_region 4096": {1: 0.75, 2: 0.75, 3: 0.75},
+    }
+    out = budget.compare(dice, 0.80, budget.PAIRS)
+    equal = out["equal compute: region 1024 - alone 2560"]
+    assert equal["paired"][0] == pytest.approx(0.04) and equal["gap"] == pytest.approx(0.18)
+    long = out["region 4096 - alone 4096"]
+    assert long["paired"][0] == pytest.approx(0.05) and long["gap_closed"] == pytest.approx(0.5)

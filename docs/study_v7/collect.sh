@@ -31,5 +31,5 @@ for run in "$S"/runs/teachers/*/ "$S"/runs/students/enet-*/ \
 done
 for f in patient_gate.json budget_v7.json compute_v7.json compute_v7.md fresh3_split.json \
   timings.json v7.log v7-pilot2048.log budget.log budget2.log confirm.log; do
-  [ -f "$S/$f" ] && cp "$S/$f" "$D/"
+  if [ -f "$S/$f" ]; then cp "$S/$f" "$D/"; fi
 done
