@@ -116,6 +116,7 @@ from study_protocols import (  # noqa: E402
     VAL_DIR,
     Protocol,
     config_diff,
+    phantom_args,
     teacher_seed_override,
     tumor_dice,
 )
@@ -220,6 +221,13 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
                 *overrides,
             )
 
+    def skip_unless(self, stage: str, part: object) -> bool:
+        """True (and says so) when the protocol lacks ``part``, the field a stage needs."""
+        if part is None:
+            print(f"[study] {stage}: not in this protocol, skipped", flush=True)
+            return True
+        return False
+
     def run(self, command: str, *args: str) -> None:
         """Run one kdseg console script, echoed, failing the study if it fails."""
         print(f"\n$ kdseg-{command} {' '.join(args)}", flush=True)
@@ -287,7 +295,10 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         methods: Sequence[str],
         seeds: Sequence[int],
         label: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
+        """``kdseg-distill -m`` of ``methods`` x ``seeds`` from the protocol's teacher into
+        ``runs/<stage>``; ``extra``: overrides of these runs only (v7: their length)."""
         names = [
             f"{TEACHER}-{student}-w{STUDENT_WIDTH}-{m}-s{seed}"
             for m, seed in itertools.product(methods, seeds)
@@ -305,7 +316,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
                 "study.teacher_width": [TEACHER_WIDTH],
             },
             names,
-            teacher_seed_override(self.protocol.teacher_seed),
+            [*teacher_seed_override(self.protocol.teacher_seed), *extra],
             label,
         )
 
@@ -360,14 +371,8 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
     def draw_phantoms(self) -> None:
         """kdseg-phantom of the protocol's cases into the data folder (drawn cases are kept)."""
         phantom = self.protocol.phantom
-        self.run(
-            "phantom",
-            "dataset=lits",
-            f"root={self.data}",
-            f"n_cases={phantom['n_cases']}",
-            f"seed={phantom['seed']}",
-            f"params={phantom['params']}",
-        )
+        args = phantom_args(self.data, phantom["n_cases"], phantom["seed"], phantom["params"])
+        self.run("phantom", *args)
 
     def stage_data(self) -> None:
         if (self.data / "kdseg_split.json").exists():

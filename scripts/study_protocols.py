@@ -192,6 +192,18 @@ def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None 
     return sum(dice.values()) / len(dice)
 
 
+def phantom_args(root: Path, n_cases: int, seed: int, params: str) -> list[str]:
+    """kdseg-phantom's arguments for ``n_cases`` LiTS-layout phantoms of generator ``seed``
+    and ``params`` (a YAML mapping) into ``root``; drawn cases are kept."""
+    return [
+        "dataset=lits",
+        f"root={root}",
+        f"n_cases={n_cases}",
+        f"seed={seed}",
+        f"params={params}",
+    ]
+
+
 def teacher_seed_override(seed: int | None) -> list[str]:
     """The distillation runs' override naming the one shared teacher; none per-seed."""
     return [] if seed is None else [f"study.teacher_seed={seed}"]

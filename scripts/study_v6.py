@@ -19,8 +19,8 @@ from study_v5 import endpoint_row, organ_dice, row_cells
 
 class SecondFreshStages:
     """The v6 stages; the host class (``phantom_study.Study``) provides the paths, the
-    protocol, ``run``, ``timed``, ``evaluate_each``, ``distill_sweep``, ``draw_phantoms``,
-    ``check_phantoms`` and ``fresh_split``."""
+    protocol, ``skip_unless``, ``run``, ``timed``, ``evaluate_each``, ``distill_sweep``,
+    ``draw_phantoms``, ``check_phantoms`` and ``fresh_split``."""
 
     @property
     def dev2_split_file(self) -> Path:
@@ -34,16 +34,10 @@ class SecondFreshStages:
     def selection_v6_file(self) -> Path:
         return self.dir / "selection_v6.json"
 
-    def _skip(self, stage: str) -> bool:
-        if self.protocol.fresh2 is None:
-            print(f"[study] {stage}: not in this protocol, skipped", flush=True)
-            return True
-        return False
-
     def stage_data2(self) -> None:
         """The generator call with every case (idempotent: drawn cases are kept), checked
         against the protocol, and the dev-2 and fresh-2 split files."""
-        if self._skip("data2") or self.fresh2_split_file.exists():
+        if self.skip_unless("data2", self.protocol.fresh2) or self.fresh2_split_file.exists():
             return
         from kdseg.data.manifest import write_split
         from kdseg.data.phantom import case_id
@@ -62,14 +56,14 @@ class SecondFreshStages:
         return json.loads(self.selection_v5_file.read_text())["selected"]
 
     def stage_candidates2(self) -> None:
-        if self._skip("candidates2"):
+        if self.skip_unless("candidates2", self.protocol.fresh2):
             return
         self.distill_sweep("candidates2", STUDENT, list(self.protocol.candidates2), self.few_seeds)
 
     def stage_dev2_select(self) -> None:
         """Seeds 1-3 of ENet alone, of v5's selected option and of each candidate on dev 2;
         the best mean paired tumor gain wins, a candidate only by DEV_MARGIN."""
-        if self._skip("dev2-select"):
+        if self.skip_unless("dev2-select", self.protocol.fresh2):
             return
         methods = [self.v5_selected, *self.protocol.candidates2]
         runs = self.method_runs(methods)
@@ -92,7 +86,7 @@ class SecondFreshStages:
         print(f"[study] dev2-select: {best}; dev-2 scores {scores}", flush=True)
 
     def stage_confirm2(self) -> None:
-        if self._skip("confirm2"):
+        if self.skip_unless("confirm2", self.protocol.fresh2):
             return
         selected = json.loads(self.selection_v6_file.read_text())["selected"]
         if selected in self.protocol.candidates2:
@@ -101,7 +95,7 @@ class SecondFreshStages:
     def stage_endpoint2(self) -> None:
         """Every row on fresh test 2 (after the choice only); ``endpoint_v6.json`` and
         ``endpoint_v6.md``: the selected option's share of the gap and its paired interval."""
-        if self._skip("endpoint2"):
+        if self.skip_unless("endpoint2", self.protocol.fresh2):
             return
         if not self.selection_v6_file.exists():
             raise SystemExit("phantom_study: run the dev2-select stage before endpoint2")

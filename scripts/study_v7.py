@@ -25,8 +25,6 @@ from study_protocols import (
     STUDENT,
     STUDENT_WIDTH,
     TEACHER,
-    TEACHER_WIDTH,
-    teacher_seed_override,
     tumor_dice,
 )
 from study_v5 import endpoint_row, organ_dice, row_cells
@@ -34,9 +32,9 @@ from study_v5 import endpoint_row, organ_dice, row_cells
 
 class PatientStages:
     """The v7 stages; the host class (``phantom_study.Study``) provides the paths, the
-    protocol, ``run``, ``timed``, ``sweep``, ``train_sweep``, ``evaluate_each``,
-    ``draw_phantoms``, ``check_phantoms``, ``fresh_split``, ``method_runs``, ``teacher_run``
-    and ``dev2_split_file``."""
+    protocol, ``skip_unless``, ``timed``, ``distill_sweep``, ``train_sweep``,
+    ``evaluate_each``, ``draw_phantoms``, ``check_phantoms``, ``fresh_split``, ``method_runs``,
+    ``teacher_run`` and ``dev2_split_file``."""
 
     @property
     def fresh3_split_file(self) -> Path:
@@ -46,15 +44,9 @@ class PatientStages:
     def gate_file(self) -> Path:
         return self.dir / "patient_gate.json"
 
-    def _skip3(self, stage: str) -> bool:
-        if self.protocol.fresh3 is None:
-            print(f"[study] {stage}: not in this protocol, skipped", flush=True)
-            return True
-        return False
-
     def stage_data3(self) -> None:
         """Every case of the v7 call (drawn cases are kept), checked, and the fresh-3 split."""
-        if self._skip3("data3") or self.fresh3_split_file.exists():
+        if self.skip_unless("data3", self.protocol.fresh3) or self.fresh3_split_file.exists():
             return
         from kdseg.data.manifest import write_split
         from kdseg.data.phantom import case_id
@@ -77,6 +69,16 @@ class PatientStages:
         name = f"{TEACHER}-{STUDENT}-w{STUDENT_WIDTH}-{self.protocol.patient}-s{seed}"
         return self.runs / self.patient_stage(steps) / name
 
+    def alone_sweep(self, steps: int, seeds: list[int]) -> None:
+        """ENet alone for ``steps`` steps, each seed, into ``runs/patient<steps>``."""
+        stage = self.patient_stage(steps)
+        self.train_sweep(stage, STUDENT, STUDENT_WIDTH, seeds, [self.epochs(steps)])
+
+    def distilled_sweep(self, steps: int, seeds: list[int], label: str | None = None) -> None:
+        """The protocol's option for ``steps`` steps, each seed, beside ENet alone's runs."""
+        stage, method = self.patient_stage(steps), self.protocol.patient
+        self.distill_sweep(stage, STUDENT, [method], seeds, label, [self.epochs(steps)])
+
     @staticmethod
     def epochs(steps: int) -> str:
         if steps % STEPS_PER_EPOCH:
@@ -85,12 +87,11 @@ class PatientStages:
 
     def stage_patient_pilot(self) -> None:
         """ENet alone, seed 1, at each length; the teacher and the pilots on dev 2; the rule."""
-        if self._skip3("patient-pilot") or self.gate_file.exists():
+        if self.skip_unless("patient-pilot", self.protocol.fresh3) or self.gate_file.exists():
             return
         seed = SELECT_SEED
         for steps in PATIENT_STEPS:
-            stage = self.patient_stage(steps)
-            self.train_sweep(stage, STUDENT, STUDENT_WIDTH, [seed], [self.epochs(steps)])
+            self.alone_sweep(steps, [seed])
         teacher = self.teacher_run
         pilots = {steps: self.alone_run(steps, seed) for steps in PATIENT_STEPS}
         split = [f"data.split_file={self.dev2_split_file}", "split=test"]
@@ -111,33 +112,18 @@ class PatientStages:
 
     def stage_patient(self) -> None:
         """ENet alone and the protocol's option, every seed, at the chosen length."""
-        if self._skip3("patient"):
+        if self.skip_unless("patient", self.protocol.fresh3):
             return
         steps = self.patient_steps
         if steps is None:
             print("[study] patient: the pilot rule chose no length; v7 stops", flush=True)
             return
-        stage, method = self.patient_stage(steps), self.protocol.patient
-        self.train_sweep(stage, STUDENT, STUDENT_WIDTH, self.seeds, [self.epochs(steps)])
-        self.sweep(
-            "distill",
-            stage,
-            f"{self.protocol.experiment}_distill",
-            {
-                "teacher.name": [TEACHER],
-                "student": [STUDENT],
-                "student.width": [STUDENT_WIDTH],
-                "distill": [method],
-                "seed": self.seeds,
-                "study.teacher_width": [TEACHER_WIDTH],
-            },
-            [self.distilled_run(steps, s).name for s in self.seeds],
-            [*teacher_seed_override(self.protocol.teacher_seed), self.epochs(steps)],
-        )
+        self.alone_sweep(steps, self.seeds)
+        self.distilled_sweep(steps, self.seeds)
 
     def stage_endpoint3(self) -> None:
         """Every v7 row and v5's 1,024-step rows on fresh test 3; ``endpoint_v7.json`` / ``.md``."""
-        if self._skip3("endpoint3"):
+        if self.skip_unless("endpoint3", self.protocol.fresh3):
             return
         steps, method = self.patient_steps, self.protocol.patient
         if steps is None:

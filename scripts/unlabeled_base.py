@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from phantom_study import PHANTOM  # noqa: E402  (the same phantom parameters)
+from study_protocols import phantom_args  # noqa: E402
 
 N_TRAIN, N_VAL, N_TEST, N_UNLABELED = 6, 4, 8, 48
 TEACHER = ("raunet", 0.25)
@@ -73,15 +74,7 @@ class Study:
         generator parameters."""
         for root, count, seed in sets:
             if not (root / "phantom_truth.json").exists():
-                self.run(
-                    "phantom",
-                    "dataset=lits",
-                    f"root={root}",
-                    f"n_cases={count}",
-                    f"seed={seed}",
-                    f"params={self.PHANTOM_PARAMS}",
-                    *extra,
-                )
+                self.run("phantom", *phantom_args(root, count, seed, self.PHANTOM_PARAMS), *extra)
 
     def data(self) -> None:
         if (self.unlabeled / "done").exists():

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import phantom_study as ps  # noqa: E402
-from study_protocols import DEV2_DIR, STUDENT, STUDENT_WIDTH, TEACHER, tumor_dice  # noqa: E402
+from study_protocols import DEV2_DIR, tumor_dice  # noqa: E402
 
 from kdseg.eval.paired import paired_difference  # noqa: E402
 
@@ -37,24 +37,8 @@ def study_v7(argv: list[str]) -> ps.Study:
 def train(study: ps.Study, alone_steps: tuple[int, ...], seeds: list[int], label: str) -> None:
     """ENet alone at each length and METHOD at 4,096 steps, for ``seeds`` (done runs kept)."""
     for steps in alone_steps:
-        stage = study.patient_stage(steps)
-        study.train_sweep(stage, STUDENT, STUDENT_WIDTH, seeds, [study.epochs(steps)])
-    study.sweep(
-        "distill",
-        study.patient_stage(4096),
-        f"{study.protocol.experiment}_distill",
-        {
-            "teacher.name": [TEACHER],
-            "student": [STUDENT],
-            "student.width": [STUDENT_WIDTH],
-            "distill": [METHOD],
-            "seed": seeds,
-            "study.teacher_width": [ps.TEACHER_WIDTH],
-        },
-        [study.distilled_run(4096, s).name for s in seeds],
-        [*ps.teacher_seed_override(study.protocol.teacher_seed), study.epochs(4096)],
-        label=label,
-    )
+        study.alone_sweep(steps, seeds)
+    study.distilled_sweep(4096, seeds, label)
 
 
 def rows(study: ps.Study, alone_steps: tuple[int, ...], seeds: list[int]) -> dict:
