@@ -23,7 +23,7 @@ alone -> teacher gap each row closes (the issue's target: >= 50% on organ and on
 
 Each step is skipped when its output exists and a killed training run resumes from its
 ``last.ckpt``, so rerunning the command continues. Runs go one at a time with one OpenMP
-thread (``--jobs`` is not offered: the machine this was written on has 2 shared cores).
+thread (``--jobs`` is v9's only: the machine this was written on has 2 shared cores).
 
     python scripts/unlabeled_study.py                    # everything, into .unlabeled_study/
     python scripts/unlabeled_study.py --seeds 1 --steps 64 --dir .unlabeled_pilot   # a pilot
@@ -252,6 +252,7 @@ from unlabeled_protocols import (  # noqa: E402
     StudyV7,
     StudyV8,
 )
+from unlabeled_v9 import StudyV9  # noqa: E402
 
 __all__ = [
     "EVAL_DIR",
@@ -266,6 +267,7 @@ __all__ = [
     "StudyV6",
     "StudyV7",
     "StudyV8",
+    "StudyV9",
     "paired_interval",
     "parse_args",
     "results_table",
@@ -279,6 +281,7 @@ PROTOCOLS = {
     "v6": StudyV6,
     "v7": StudyV7,
     "v8": StudyV8,
+    "v9": StudyV9,
 }
 
 
@@ -307,6 +310,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="v5: study v4's runs folder, to report the soft row against its emkd_balanced runs",
     )
+    parser.add_argument("--jobs", type=int, default=1, help="v9: runs at a time (one thread each)")
     parser.add_argument(
         "--pilot",
         action="store_true",
