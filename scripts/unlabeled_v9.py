@@ -1,7 +1,7 @@
 """Protocol v9 of the unlabeled study (issue 12): v8's ``pseudo_kd`` against ENet alone, both
 trained for a length chosen from pilots of ENet alone.
 
-**Protocol v9** (``--protocol v9``; written 2026-12-05 05:57 UTC by ``date``, before any v9 run
+**Protocol v9** (``--protocol v9``; written 2026-12-05 05:56 UTC by ``date``, before any v9 run
 or evaluation). This is the fifth protocol scored for issue 12's target; v5, v6, v7 and v8
 missed it (v8: ``pseudo_kd`` closed 58% of the organ gap and 49% of the tumor gap).
 
