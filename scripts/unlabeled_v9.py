@@ -110,7 +110,7 @@ class StudyV9(StudyV8):
         return json.loads((out / "summary.json").read_text())["summary"]
 
     # -- the length rule ---------------------------------------------------------------------
-    def pilot(self) -> int:
+    def length_pilot(self) -> int:
         """Train ENet alone (seed 1) at every length, score it on the 48 dev cases, apply the
         rule; the record goes to ``pilot-v9.json`` (kept: the choice is made once)."""
         record_path = self.dir / "pilot-v9.json"
@@ -143,7 +143,7 @@ class StudyV9(StudyV8):
         started = time.perf_counter()
         self.data()
         teacher = self.teacher()  # study v4's, copied in after a config check
-        length = self.pilot()
+        length = self.length_pilot()
         if length == self.BASE:
             print("unlabeled_study v9: the rule chose v8's length; v9 stops (it would repeat v8)")
             return
