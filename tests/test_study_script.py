@@ -757,6 +757,40 @@ def test_unlabeled_study_v8_endpoint_is_pseudo_kd_on_new_cases(tmp_path: Path) -
     assert organ == pytest.approx(0.5) and tumor == pytest.approx(0.45)
 
 
+def test_unlabeled_study_v9_length_rule_and_commands(tmp_path: Path, monkeypatch) -> None:
+    """Protocol v9: the length is the shortest within 0.005 of ENet alone's best dev score;
+    both rows at that length carry trainer.max_epochs (64 steps an epoch) into their own run
+    folders, while 1,024 steps keeps v8's folders; the new cases are 180-203."""
+    module = _unlabeled_module()
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v9", "--jobs", "2"])
+    study = module.PROTOCOLS[args.protocol](args)
+    assert study.FRESH == (180, 204) and study.fresh_split.name == "fresh9_split.json"
+    assert study.jobs == 2
+    from unlabeled_v9 import choose_length
+
+    dev = {1024: {"score": 0.70}, 2048: {"score": 0.712}, 4096: {"score": 0.716}}
+    assert choose_length(dev, 0.005) == 2048
+    assert choose_length({**dev, 8192: {"score": 0.73}}, 0.005) == 8192
+    assert choose_length({1024: {"score": 0.7}, 2048: {"score": 0.69}}, 0.005) == 1024
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *a: calls.append((command, *a)))
+    combined = tmp_path / "combined" / "all-s1"
+    monkeypatch.setattr(study, "combined", lambda seed, filtered: combined)
+    monkeypatch.setattr(study, "soft_teacher", lambda seed: "teacher.ckpt=T")
+    study.alone_at(4096, 3)
+    study.pseudo_kd_at(4096, 3)
+    study.alone_at(1024, 2)
+    alone, pkd, base = calls
+    assert alone[0] == "train" and "trainer.max_epochs=64" in alone and "seed=3" in alone
+    assert f"hydra.run.dir={tmp_path / 'runs' / 'alone-4096' / 's3'}" in alone
+    assert pkd[0] == "distill" and "distill=kd" in pkd and f"data.root={combined}" in pkd
+    assert "trainer.max_epochs=64" in pkd and "data=nnunet" in pkd
+    assert f"hydra.run.dir={tmp_path / 'runs' / 'pseudo_kd-4096' / 's3'}" in pkd
+    assert f"hydra.run.dir={tmp_path / 'runs' / 'alone' / 's2'}" in base
+    assert "trainer.max_epochs=16" in base
+
+
 def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
     """v7 (docs/study_v7/protocol.md): fresh test 3 is 156-179 (132-155 in no split); the
     pilot trains ENet alone only (seed 1, 4,096 and 2,048 steps) and keeps the longest length
