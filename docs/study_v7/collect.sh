@@ -3,7 +3,7 @@
 # there): every v7 run's config, CSV log and summary (runs/patient<steps>/), the dev-2 and
 # fresh-3 evaluations of those runs, of v5's 1,024-step ENet alone and emkd_balanced_region
 # runs and of the teacher; the length rule, the follow-up and the confirmation results, the
-# fresh-3 split and the stage logs.
+# fresh-3 split, the stage logs and pilot P20 (width_pilot.py).
 #   bash docs/study_v7/collect.sh [DIR]
 set -eu
 S=${1:-/work/study-v5}
@@ -30,6 +30,7 @@ for run in "$S"/runs/teachers/*/ "$S"/runs/students/enet-*/ \
   copy_evals "$run" "$D/runs/$(basename "$(dirname "$run")")/$(basename "$run")"
 done
 for f in patient_gate.json budget_v7.json compute_v7.json compute_v7.md fresh3_split.json \
-  timings.json v7.log v7-pilot2048.log budget.log budget2.log confirm.log; do
+  timings.json v7.log v7-pilot2048.log budget.log budget2.log confirm.log \
+  width_pilot.json width_pilot.log; do
   if [ -f "$S/$f" ]; then cp "$S/$f" "$D/"; fi
 done
