@@ -183,11 +183,21 @@ def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None 
     if cases is None:
         summary = json.loads((run / "summary.json").read_text())
         return float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
+    return pooled_dice(run, eval_dirs, "tumor", cases)
+
+
+def pooled_dice(
+    run: Path, eval_dirs: Sequence[str], name: str, cases: set[str] | None = None
+) -> float:
+    """Class ``name``'s per-case Dice over the cases where it is present, pooled over the
+    ``per_case.csv`` rows of ``run``'s evaluation folders ``eval_dirs`` (only ``cases``, if
+    given): the mean over all those cases, not a mean of the folders' means."""
     dice: dict[str, float] = {}
-    for name in eval_dirs:
-        with open(run / name / "per_case.csv", newline="") as f:
+    for folder in eval_dirs:
+        with open(run / folder / "per_case.csv", newline="") as f:
             for row in csv.DictReader(f):
-                if row["class"] == "tumor" and row["gt_empty"] == "False" and row["case"] in cases:
+                wanted = cases is None or row["case"] in cases
+                if row["class"] == name and row["gt_empty"] == "False" and wanted:
                     dice[row["case"]] = float(row["dice"])
     return sum(dice.values()) / len(dice)
 

@@ -23,7 +23,7 @@ alone -> teacher gap each row closes (the issue's target: >= 50% on organ and on
 
 Each step is skipped when its output exists and a killed training run resumes from its
 ``last.ckpt``, so rerunning the command continues. Runs go one at a time with one OpenMP
-thread (``--jobs`` is v9's only: the machine this was written on has 2 shared cores).
+thread; protocol v9 alone takes ``--jobs`` (runs at a time, one thread each).
 
     python scripts/unlabeled_study.py                    # everything, into .unlabeled_study/
     python scripts/unlabeled_study.py --seeds 1 --steps 64 --dir .unlabeled_pilot   # a pilot
@@ -222,6 +222,10 @@ cases and new seeds, with one row fixed in advance:
 
 This is the fourth protocol scored for this target (v5, v6 and v7 missed it); the note says so.
 Nothing is changed after a v8 number is seen.
+
+**Protocol v9** (``--protocol v9``; written 2026-12-05 05:56 UTC): v8's question with both
+student rows trained for a length fixed first from pilots of ENet alone. Its text is the
+docstring of ``scripts/unlabeled_v9.py``.
 """
 
 from __future__ import annotations
@@ -323,4 +327,6 @@ if __name__ == "__main__":
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     arguments = parse_args()
+    if arguments.jobs != 1 and arguments.protocol != "v9":
+        raise SystemExit("unlabeled_study: --jobs is protocol v9's only (others run one at a time)")
     PROTOCOLS[arguments.protocol](arguments).main()

@@ -34,6 +34,17 @@ for the baseline, not for the method:
 
 Nothing is changed after a v9 number is seen. The note reports v9 beside v5-v8.
 
+Deviation found after the pilot ran (a review at 07:10 UTC, after the choice was recorded and
+before any v9 endpoint score existed): the run of 05:57 UTC scored each length by the mean of
+its two 24-case means, not by the mean over the 48 cases the text names. Tumor Dice counts
+only cases with tumor (19 and 22 of the 24), so the two differ. Pooled over the cases, the
+scores are 0.711 (1,024), 0.749 (2,048), 0.742 (4,096) and 0.763 (8,192): the same choice,
+8,192 steps. The code now pools, as the text says; ``pilot-v9.json`` keeps what the run
+recorded.
+
+v9 needs v7's and v8's folder (their split files and v8's 1,024-step runs); it checks that
+first. ``--seeds`` is not used: the length rule fixes the seeds.
+
     python scripts/unlabeled_study.py --protocol v9 --dir /work/ul6 --jobs 2 \
         --teacher-from /work/study-v4/runs/teachers/raunet-w0.5-s1
 """
@@ -43,10 +54,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from unlabeled_base import STUDENT, _dice, init_hash, results_table
+from study_protocols import pooled_dice
+from unlabeled_base import STUDENT, init_hash, results_table
 from unlabeled_protocols import StudyV8
 
 STEPS_PER_EPOCH = 64  # experiment=phantom_study_v3: 512 samples an epoch, batches of 8
@@ -87,11 +99,18 @@ class StudyV9(StudyV8):
             method=self.HARD_SOFT["pseudo_kd"],
         )
 
-    def parallel(self, jobs: list) -> list[Path]:
+    def parallel(self, jobs: list) -> None:
         """Run the zero-argument ``jobs`` ``--jobs`` at a time (each is one kdseg command,
-        one thread), longest first as listed."""
-        with ThreadPoolExecutor(self.jobs) as pool:
-            return list(pool.map(lambda job: job(), jobs))
+        one thread), longest first as listed. The first failure (or Ctrl-C) cancels the jobs
+        not started yet and is raised once the running ones stop."""
+        pool = ThreadPoolExecutor(self.jobs)
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # raises the first failure
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def score(self, run: Path, split_file: Path, out_name: str) -> dict:
         """kdseg-eval of ``run``'s best checkpoint on the test part of ``split_file``."""
@@ -109,6 +128,19 @@ class StudyV9(StudyV8):
             )
         return json.loads((out / "summary.json").read_text())["summary"]
 
+    def check_v8_folder(self) -> None:
+        """v9 runs in v8's folder: v7's and v8's split files (the pilot's dev cases) and v8's
+        1,024-step runs (its information rows) must be there before hours of training."""
+        missing = [self.dir / split for split in self.DEV_SPLITS]
+        missing += [
+            self.runs / row / f"s{seed}" / "summary.json"
+            for row in ("alone", "pseudo_kd")
+            for seed in range(1, 6)
+        ]
+        missing = [path for path in missing if not path.exists()]
+        if missing:
+            raise SystemExit(f"unlabeled_study v9: not a v8 folder, missing {missing[0]}")
+
     # -- the length rule ---------------------------------------------------------------------
     def length_pilot(self) -> int:
         """Train ENet alone (seed 1) at every length, score it on the 48 dev cases, apply the
@@ -117,18 +149,18 @@ class StudyV9(StudyV8):
         if record_path.exists():
             return int(json.loads(record_path.read_text())["length"])
         longest_first = sorted(self.LENGTHS, reverse=True)
-        runs = self.parallel([lambda n=n: self.alone_at(n, 1) for n in longest_first])
+        self.parallel([lambda n=n: self.alone_at(n, 1) for n in longest_first])
         dev: dict[int, dict[str, float]] = {}
-        for length, run in zip(longest_first, runs, strict=True):
-            organ, tumor = [], []
+        for length in longest_first:
+            run = self.runs / self.row_dir("alone", length) / "s1"
             for split, name in self.DEV_SPLITS.items():
-                summary = self.score(run, self.dir / split, name)
-                organ.append(_dice(summary, "organ", self.METRIC))
-                tumor.append(_dice(summary, "tumor", self.METRIC))
-            o, t = sum(organ) / len(organ), sum(tumor) / len(tumor)  # equal case counts
+                self.score(run, self.dir / split, name)
+            folders = list(self.DEV_SPLITS.values())
+            o, t = (pooled_dice(run, folders, c) for c in ("organ", "tumor"))
             dev[length] = {"organ": o, "tumor": t, "score": (o + t) / 2}
         length = choose_length(dev, self.TIE)
-        record = {"rule": "max (organ + tumor) / 2; shortest within 0.005", "length": length}
+        rule = f"max (organ + tumor) / 2; shortest within {self.TIE}"
+        record: dict = {"rule": rule, "length": length}
         record["dev"] = {str(n): v for n, v in sorted(dev.items())}
         partial = record_path.with_suffix(".partial")
         partial.write_text(json.dumps(record, indent=1) + "\n")
@@ -141,6 +173,7 @@ class StudyV9(StudyV8):
 
     def main(self) -> None:
         started = time.perf_counter()
+        self.check_v8_folder()
         self.data()
         teacher = self.teacher()  # study v4's, copied in after a config check
         length = self.length_pilot()
@@ -148,6 +181,7 @@ class StudyV9(StudyV8):
             print("unlabeled_study v9: the rule chose v8's length; v9 stops (it would repeat v8)")
             return
         seeds = list(range(1, 6)) if length <= 4096 else [1, 2, 3]
+        self.combined(self.TEACHER_SEED, False)  # once, before the jobs that share it
         jobs = [lambda s=s: self.pseudo_kd_at(length, s) for s in seeds]
         jobs += [lambda s=s: self.alone_at(length, s) for s in seeds]
         self.parallel(jobs)

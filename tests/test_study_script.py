@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -789,6 +790,90 @@ def test_unlabeled_study_v9_length_rule_and_commands(tmp_path: Path, monkeypatch
     assert f"hydra.run.dir={tmp_path / 'runs' / 'pseudo_kd-4096' / 's3'}" in pkd
     assert f"hydra.run.dir={tmp_path / 'runs' / 'alone' / 's2'}" in base
     assert "trainer.max_epochs=16" in base
+
+
+def test_unlabeled_study_v9_main_pools_dev_cases_and_scores_new_ones(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """v9's main, every kdseg command stubbed: the pilot scores each length over the dev
+    cases pooled (not a mean of the two folders' means), the rule's length sets the seeds, the
+    endpoint rows and v8's rows are scored on the new cases only, and the report is written;
+    a failing job stops the jobs not started yet."""
+    import csv as csv_module
+
+    module = _unlabeled_module()
+    import unlabeled_v9
+
+    args = module.parse_args(["--dir", str(tmp_path), "--protocol", "v9", "--jobs", "2"])
+    study = module.PROTOCOLS[args.protocol](args)
+    # dev Dice of ENet alone per length: (organ, tumor in folder 1, tumor in folder 2); folder
+    # 1 holds one tumor case, folder 2 three. Pooled: 4096 wins; by folder means: 2048 would.
+    dev = {1024: (0.90, 0.2, 0.2), 2048: (0.90, 0.9, 0.3), 4096: (0.90, 0.5, 0.55)}
+    dev[8192] = (0.90, 0.5, 0.5)
+    trained: list[tuple[str, int, int]] = []
+    scored: list[tuple[str, str]] = []
+
+    def fake_run(row: str, length: int, seed: int) -> Path:
+        trained.append((row, length, seed))
+        run = tmp_path / "runs" / study.row_dir(row, length) / f"s{seed}"
+        run.mkdir(parents=True, exist_ok=True)
+        return run
+
+    def fake_score(run: Path, split_file: Path, out_name: str) -> dict:
+        scored.append((run.parent.name, out_name))
+        length = int(run.parent.name.split("-")[1]) if "-" in run.parent.name else 1024
+        organ, first, second = dev.get(length, (0.9, 0.5, 0.5))
+        (run / out_name).mkdir(parents=True, exist_ok=True)
+        tumors = [first] if out_name == "eval-fresh" else [second] * 3
+        with open(run / out_name / "per_case.csv", "w", newline="") as f:
+            writer = csv_module.writer(f)
+            writer.writerow(["case", "class", "gt_empty", "dice"])
+            for i, dice in enumerate(tumors):
+                writer.writerow([f"{out_name}-{i}", "organ", "False", organ])
+                writer.writerow([f"{out_name}-{i}", "tumor", "False", dice])
+            writer.writerow([f"{out_name}-empty", "tumor", "True", 1.0])
+        teacher = run.parent.name == "teacher"
+        tumor = 0.8 if teacher else 0.5 + 0.2 * run.parent.name.startswith("pseudo_kd")
+        return {
+            "organ": {"dice_per_case_nonempty": 0.95 if teacher else 0.91},
+            "tumor": {"dice_per_case_nonempty": tumor},
+        }
+
+    monkeypatch.setattr(study, "check_v8_folder", lambda: None)
+    monkeypatch.setattr(study, "data", lambda: None)
+    monkeypatch.setattr(study, "teacher", lambda: fake_run("teacher", 1024, 1))
+    monkeypatch.setattr(study, "combined", lambda seed, filtered: tmp_path / "combined")
+    monkeypatch.setattr(study, "alone_at", lambda n, s: fake_run("alone", n, s))
+    monkeypatch.setattr(study, "pseudo_kd_at", lambda n, s: fake_run("pseudo_kd", n, s))
+    monkeypatch.setattr(study, "score", fake_score)
+    monkeypatch.setattr(unlabeled_v9, "init_hash", lambda run: f"init-{run.name}")
+    study.main()
+    pilot = json.loads((tmp_path / "pilot-v9.json").read_text())
+    assert pilot["length"] == 4096
+    assert pilot["dev"]["2048"]["tumor"] == pytest.approx((0.9 + 3 * 0.3) / 4)
+    assert sorted(t for t in trained if t[0] == "pseudo_kd") == [
+        ("pseudo_kd", 4096, s) for s in range(1, 6)
+    ]
+    assert {("alone", 4096, s) for s in range(1, 6)} <= set(trained)
+    endpoint = {row for row, out in scored if out == "eval-fresh9"}
+    assert endpoint == {"teacher", "alone", "pseudo_kd", "alone-4096", "pseudo_kd-4096"}
+    pilot_runs = {row for row, out in scored if out in ("eval-fresh", "eval-fresh8")}
+    assert pilot_runs == {"alone", "alone-2048", "alone-4096", "alone-8192"}
+    record = json.loads((tmp_path / "results-v9.json").read_text())
+    assert record["seeds"] == [1, 2, 3, 4, 5] and record["shares"][1] == pytest.approx(2 / 3)
+
+    ran: list[int] = []
+
+    def job(i: int) -> None:
+        if i == 0:
+            raise RuntimeError("first job failed")
+        time.sleep(0.2)  # the one job the worker may take before the cancel
+        ran.append(i)
+
+    study.jobs = 1
+    with pytest.raises(RuntimeError, match="first job failed"):
+        study.parallel([lambda i=i: job(i) for i in range(5)])
+    assert len(ran) <= 1
 
 
 def test_phantom_study_v7_patient_students(tmp_path: Path) -> None:
