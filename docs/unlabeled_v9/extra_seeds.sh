@@ -1,15 +1,15 @@
 #!/bin/bash
-# Unlabeled study v9, seeds 4 and 5: INFORMATION ONLY (written 2026-12-05 07:28 UTC by date,
+# Unlabeled study v9, seeds 4 and 5: INFORMATION ONLY (written 2026-12-05 07:26 UTC by date,
 # after v9's endpoint result, 3 seeds, was read: pseudo_kd at 8,192 steps closed 87% of the
 # organ gap and 86% of the tumor gap). v9 fixed seeds 1-3 at 8,192 steps for time; these two
 # seeds, the same commands, show how much the 3-seed result depends on its seeds. They do not
 # change v9's endpoint, which stays the 3-seed table.
-#   bash docs/unlabeled_v9/extra_seeds.sh /work/ul6
+#   bash docs/unlabeled_v9/extra_seeds.sh /work/ul6     (PYTHON=<a venv python> elsewhere)
 set -eu
 DIR=${1:-/work/ul6}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-PYTHONPATH=$ROOT OMP_NUM_THREADS=1 WANDB_MODE=disabled "$ROOT/.venv/bin/python" - "$DIR" <<'PY'
+PYTHONPATH=$ROOT OMP_NUM_THREADS=1 WANDB_MODE=disabled "${PYTHON:-$ROOT/.venv/bin/python}" - "$DIR" <<'PY'
 import json
 import sys
 
