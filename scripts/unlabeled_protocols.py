@@ -437,26 +437,18 @@ class StudyV7(StudyV6):
 
     def evaluate_on(self, run: Path, split: str) -> dict:
         """Per-case Dice of ``run`` on v4's validation cases (``val``) or the fresh ones."""
-        out = run / self.SPLITS[split]
+        if split == "val":
+            where = [f"data.root={self.labeled}", "split=val"]
+        else:
+            where = [f"data.root={self.fresh}", f"data.split_file={self.fresh_split}", "split=test"]
+        return self.evaluate_into(run, run / self.SPLITS[split], *where)
+
+    def evaluate_into(self, run: Path, out: Path, *where: str) -> dict:
+        """kdseg-eval of ``run``'s best checkpoint on the cases ``where`` names, into ``out``
+        (skipped when done); its summary."""
         if not (out / "summary.json").exists():
             ckpt = run / "checkpoints" / "best.ckpt"
-            where = (
-                [f"data.root={self.labeled}", "split=val"]
-                if split == "val"
-                else [
-                    f"data.root={self.fresh}",
-                    f"data.split_file={self.fresh_split}",
-                    "split=test",
-                ]
-            )
-            self.run(
-                "eval",
-                *self.STAGE2,
-                *where,
-                f"ckpt={ckpt}",
-                f"output_dir={out}",
-                "threads=1",
-            )
+            self.run("eval", *self.STAGE2, *where, f"ckpt={ckpt}", f"output_dir={out}", "threads=1")
         return json.loads((out / "summary.json").read_text())["summary"]
 
     def main(self) -> None:

@@ -114,19 +114,8 @@ class StudyV9(StudyV8):
 
     def score(self, run: Path, split_file: Path, out_name: str) -> dict:
         """kdseg-eval of ``run``'s best checkpoint on the test part of ``split_file``."""
-        out = run / out_name
-        if not (out / "summary.json").exists():
-            self.run(
-                "eval",
-                *self.STAGE2,
-                f"data.root={self.fresh}",
-                f"data.split_file={split_file}",
-                "split=test",
-                f"ckpt={run / 'checkpoints' / 'best.ckpt'}",
-                f"output_dir={out}",
-                "threads=1",
-            )
-        return json.loads((out / "summary.json").read_text())["summary"]
+        where = (f"data.root={self.fresh}", f"data.split_file={split_file}", "split=test")
+        return self.evaluate_into(run, run / out_name, *where)
 
     def check_v8_folder(self) -> None:
         """v9 runs in v8's folder: v7's and v8's split files (the pilot's dev cases) and v8's
