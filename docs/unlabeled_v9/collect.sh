@@ -7,7 +7,8 @@
 set -eu
 S=${1:-/work/ul6}
 D=$(cd "$(dirname "$0")" && pwd)
-for f in pilot-v9.json results-v9.md results-v9.json fresh9_split.json v9.log; do
+for f in pilot-v9.json results-v9.md results-v9.json fresh9_split.json v9.log \
+  extra-seeds-v9.json extra-seeds.log; do
   if [ -f "$S/$f" ]; then cp "$S/$f" "$D/"; fi
 done
 # v9's commands: everything logged from its first command (05:56 UTC) on
