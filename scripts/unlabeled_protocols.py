@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from phantom_study import PHANTOM_V4  # the same phantom parameters (scripts/ is on the path)
+from study_protocols import phantom_args
 from unlabeled_base import (
     EVAL_DIR,
     N_UNLABELED,
@@ -405,15 +406,8 @@ class StudyV7(StudyV6):
         if self.fresh_split.exists():
             return
         params = PHANTOM_V4["params"]
-        self.run(
-            "phantom",
-            "dataset=lits",
-            f"root={self.fresh}",
-            f"n_cases={self.FRESH_CALL}",
-            f"seed={PHANTOM_V4['seed']}",
-            f"params={params}",
-            "workers=1",
-        )
+        args = phantom_args(self.fresh, self.FRESH_CALL, PHANTOM_V4["seed"], params)
+        self.run("phantom", *args, "workers=1")
         truth = json.loads((self.fresh / "phantom_truth.json").read_text())
         mine = json.loads((self.labeled / "phantom_truth.json").read_text())
         if any(truth[case] != entry for case, entry in mine.items()):
