@@ -81,8 +81,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one study script per folder at a time)
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -124,6 +129,8 @@ from study_reuse import ReuseChecks  # noqa: E402
 from study_v5 import FreshTestStages  # noqa: E402
 from study_v6 import SecondFreshStages  # noqa: E402
 from study_v7 import PatientStages  # noqa: E402
+
+from kdseg.errors import write_text_atomic  # noqa: E402
 
 __all__ = [  # the names the other study scripts and the tests use from here
     "ABLATIONS",
@@ -239,16 +246,31 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         start = time.perf_counter()
         fn(*args)
         seconds = time.perf_counter() - start
-        old = self.timings.get(stage, {})
-        total, runs = old.get("seconds", 0.0) + seconds, old.get("runs", 0) + n_runs
-        self.timings[stage] = {
-            "seconds": round(total, 1),
-            "runs": runs,
-            "seconds_per_run": round(total / max(runs, 1), 1),
-        }
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
+
+        def add(timings: dict) -> None:
+            old = timings.get(stage, {})
+            total, runs = old.get("seconds", 0.0) + seconds, old.get("runs", 0) + n_runs
+            timings[stage] = {
+                "seconds": round(total, 1),
+                "runs": runs,
+                "seconds_per_run": round(total / max(runs, 1), 1),
+            }
+
+        self.update_timings(add)
         print(f"[study] {stage}: {seconds:.0f} s for {n_runs} run(s)", flush=True)
+
+    def update_timings(self, change: Callable[[dict], None]) -> None:
+        """Apply ``change`` to ``timings.json`` as it is on disk now, under a lock, and write it
+        atomically: two study scripts sharing a folder each add their own stages (each used to
+        rewrite the file from the copy it read at start, and lost the other's entries)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".timings.lock", "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = self.timings_file.exists()
+            self.timings = json.loads(self.timings_file.read_text()) if on_disk else {}
+            change(self.timings)
+            write_text_atomic(self.timings_file, json.dumps(self.timings, indent=1) + "\n")
 
     def sweep(
         self,
@@ -487,8 +509,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             )
             for m in ("emkd", self.selected, "kd", "at", "cwd")
         }
-        self.timings["step_cost"] = result
-        self.timings_file.write_text(json.dumps(self.timings, indent=1) + "\n")
+        self.update_timings(lambda timings: timings.__setitem__("step_cost", result))
         print(json.dumps(result, indent=1))
 
 

@@ -1002,3 +1002,18 @@ def test_study_v7_budget_comparisons_are_row_minus_alone() -> None:
     assert equal["paired"][0] == pytest.approx(0.04) and equal["gap"] == pytest.approx(0.18)
     long = out["region 4096 - alone 4096"]
     assert long["paired"][0] == pytest.approx(0.05) and long["gap_closed"] == pytest.approx(0.5)
+
+
+def test_two_study_scripts_on_one_folder_keep_each_others_timings(tmp_path: Path) -> None:
+    """Each ``timed`` stage merges into ``timings.json`` as it is on disk: a second script on
+    the same folder (started before the first wrote anything) no longer erases its entries."""
+    ps = _study_module()
+    first = ps.Study(ps.parse_args(["--dir", str(tmp_path)]))
+    second = ps.Study(ps.parse_args(["--dir", str(tmp_path)]))
+    first.timed("budget", 3, lambda: None)
+    second.timed("confirm", 2, lambda: None)
+    first.timed("budget", 1, lambda: None)
+    on_disk = json.loads((tmp_path / "timings.json").read_text())
+    assert on_disk["budget"]["runs"] == 4 and on_disk["confirm"]["runs"] == 2
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".timings.lock", "timings.json"], "no temporary file left behind"
