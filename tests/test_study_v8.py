@@ -10,28 +10,34 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ALONE = [0.50, 0.55, 0.60, 0.52, 0.58]  # mean 0.55
 
 
 @pytest.fixture
-def score(monkeypatch):
+def score(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     path = ROOT / "docs" / "study_v8" / "score.py"
     spec = importlib.util.spec_from_file_location("study_v8_score", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ALONE_RUNS", tmp_path / "alone")
+    monkeypatch.setattr(module, "TEACHER_RUN", tmp_path / "teacher")
     yield module
     sys.modules.pop("study_v8_score", None)
 
 
-def _eval(folder: Path, organ: float, tumor: float) -> None:
+def _eval(folder: Path, run: Path, organ: float, tumor: float, n_cases: int = 24) -> None:
     folder.mkdir(parents=True)
-    summary = {
+    record = {
+        "checkpoint": str(run / "checkpoints" / "best.ckpt"),
+        "split": "test",
+        "n_cases": n_cases,
         "summary": {
             "organ": {"dice_per_case_nonempty": organ},
             "tumor": {"dice_per_case_nonempty": tumor},
-        }
+        },
     }
-    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "summary.json").write_text(json.dumps(record))
 
 
 def _run(folder: Path, sha: str) -> None:
@@ -39,49 +45,77 @@ def _run(folder: Path, sha: str) -> None:
     (folder / "summary.json").write_text(json.dumps({"init_weights_sha256": sha}))
 
 
-def _study(tmp: Path, region_tumor: list[float], seeds=(1, 2, 3, 4, 5), teacher=0.75) -> Path:
+def _study(tmp: Path, gains: list[float], teacher: float = 0.75, hashes=None) -> Path:
+    """Study folder: ENet alone scores ALONE, the distilled row ALONE + ``gains`` (seed by
+    seed, as many seeds as gains), organ 0.92 and 0.94, the teacher 0.95 / ``teacher``."""
     study = tmp / "v8"
-    _eval(study / "eval" / "teacher-s1", 0.95, teacher)
-    for s in seeds:
-        _eval(study / "eval" / f"alone-8192-s{s}", 0.92, 0.55)
-        _eval(study / "eval" / f"region-8192-s{s}", 0.94, region_tumor[s - 1])
-        _run(tmp / "alone" / f"s{s}", f"h{s}")
-        _run(study / "runs" / "region-8192" / f"s{s}", f"h{s}")
+    _eval(study / "eval" / "teacher-s1", tmp / "teacher", 0.95, teacher)
+    for s, gain in enumerate(gains, start=1):
+        alone, region = tmp / "alone" / f"s{s}", study / "runs" / "region-8192" / f"s{s}"
+        _run(alone, f"h{s}")
+        _run(region, (hashes or {}).get(s, f"h{s}"))
+        _eval(study / "eval" / f"alone-8192-s{s}", alone, 0.92, ALONE[s - 1])
+        _eval(study / "eval" / f"region-8192-s{s}", region, 0.94, ALONE[s - 1] + gain)
     return study
 
 
-def test_endpoint_shares_interval_and_target(score, tmp_path, monkeypatch) -> None:
-    """Share = (distilled - alone) / (teacher - alone) on the means; the target needs the
-    precondition, half the gap and the paired interval above zero."""
-    study = _study(tmp_path, [0.66, 0.64, 0.65, 0.67, 0.63])
-    monkeypatch.setattr(score, "ALONE_RUNS", tmp_path / "alone")
+def test_endpoint_shares_interval_and_target(score, tmp_path) -> None:
+    """Share = (distilled - alone) / (teacher - alone) on seed-paired means; the target needs
+    the precondition, half the gap, the interval above zero and paired starts."""
+    study = _study(tmp_path, [0.11, 0.09, 0.12, 0.10, 0.13])
     score.main(["--dir", str(study)])
     out = json.loads((study / "endpoint.json").read_text())
     row = out["tumor"]["emkd_balanced_region"]
-    assert row["gap_closed"] == pytest.approx(0.10 / 0.20)
-    assert row["paired"][0] == pytest.approx(0.10) and row["paired"][1] > 0
+    assert row["gap_closed"] == pytest.approx(0.11 / 0.20)
+    # differences 0.11, 0.09, 0.12, 0.10, 0.13: sd 0.0158, t(4) 2.776 -> half-width 0.0196
+    assert row["paired"] == pytest.approx([0.11, 0.0904, 0.1296], abs=1e-3)
+    assert out["precondition"]["lead"] == pytest.approx(0.20)
     assert out["precondition"]["met"] and out["same_start"] and out["target_met"]
     assert out["organ"]["emkd_balanced_region"]["gap_closed"] == pytest.approx(0.02 / 0.03)
-    assert (
-        "Target (>= 50% of the tumor gap, interval above zero): met"
-        in (study / "endpoint.md").read_text()
-    )
+    text = (study / "endpoint.md").read_text()
+    assert "Target (>= 50% of the tumor gap, interval above zero): met" in text
 
 
-def test_no_target_without_a_real_gap_or_above_zero(score, tmp_path, monkeypatch) -> None:
-    """A teacher only 0.10 ahead fails the precondition, whatever the share; a share under
-    half fails the target."""
-    monkeypatch.setattr(score, "ALONE_RUNS", tmp_path / "alone")
-    small = _study(tmp_path, [0.62, 0.61, 0.63, 0.62, 0.62], teacher=0.65)
-    out = score.table(small, (1, 2, 3, 4, 5))
-    assert out["tumor"]["emkd_balanced_region"]["gap_closed"] > 0.5
-    assert not out["precondition"]["met"] and not out["target_met"]
+@pytest.mark.parametrize(
+    ("gains", "teacher", "hashes", "why"),
+    [
+        ([0.08, 0.07, 0.09, 0.08, 0.08], 0.75, None, "share 40%"),
+        ([0.40, -0.20, 0.30, -0.10, 0.12], 0.75, None, "interval includes zero"),
+        ([0.11, 0.09, 0.12, 0.10, 0.13], 0.75, {3: "other"}, "seed 3 started elsewhere"),
+        ([0.07, 0.06, 0.08, 0.07, 0.07], 0.65, None, "teacher only 0.10 ahead"),
+    ],
+)
+def test_each_condition_of_the_target_counts(score, tmp_path, gains, teacher, hashes, why):
+    """Every one of the four conditions alone keeps the target unmet."""
+    out = score.table(_study(tmp_path, gains, teacher, hashes), (1, 2, 3, 4, 5))
+    assert not out["target_met"], why
+    if why == "teacher only 0.10 ahead":
+        assert out["tumor"]["emkd_balanced_region"]["gap_closed"] > 0.5
+        assert not out["precondition"]["met"]
+    if why == "interval includes zero":
+        assert out["tumor"]["emkd_balanced_region"]["gap_closed"] > 0.5
+        assert out["tumor"]["emkd_balanced_region"]["paired"][1] < 0
 
 
-def test_endpoint_waits_for_five_seeds(score, tmp_path, monkeypatch) -> None:
+def test_an_evaluation_of_another_checkpoint_or_split_is_refused(score, tmp_path) -> None:
+    """score.py scores only evaluations of the expected run's best checkpoint on 24 cases."""
+    study = _study(tmp_path, [0.1] * 5)
+    swapped = study / "eval" / "region-8192-s2"
+    record = json.loads((swapped / "summary.json").read_text())
+    record["checkpoint"] = record["checkpoint"].replace("/s2/", "/s1/")
+    (swapped / "summary.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="not .*s2's best.ckpt"):
+        score.table(study, (1, 2, 3, 4, 5))
+    record["checkpoint"] = record["checkpoint"].replace("/s1/", "/s2/")
+    record["n_cases"] = 12
+    (swapped / "summary.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="12 test cases"):
+        score.table(study, (1, 2, 3, 4, 5))
+
+
+def test_endpoint_waits_for_five_seeds(score, tmp_path) -> None:
     """Before all five seeds are scored the endpoint is refused; ``--interim`` labels it."""
-    study = _study(tmp_path, [0.7, 0.7, 0.7], seeds=(1, 2, 3))
-    monkeypatch.setattr(score, "ALONE_RUNS", tmp_path / "alone")
+    study = _study(tmp_path, [0.15, 0.15, 0.15])
     with pytest.raises(SystemExit, match="needs"):
         score.main(["--dir", str(study)])
     score.main(["--dir", str(study), "--interim"])

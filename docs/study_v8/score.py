@@ -27,42 +27,65 @@ TEACHER_MIN, GAP_MIN = 0.5, 0.15
 ROWS = {"alone": "alone-8192", "emkd_balanced_region": "region-8192"}
 #: the unlabeled study v9's ENet-alone runs (6 labeled cases, 8,192 steps, seeds 1-5)
 ALONE_RUNS = Path("/work/ul6/runs/alone-8192")
+#: study v4's teacher as the unlabeled study holds it (copied from study v4's teachers stage)
+TEACHER_RUN = Path("/work/ul6/runs/teacher/s1")
+ROW = "emkd_balanced_region"
 
 
-def dice(eval_dir: Path) -> dict[str, float]:
-    """Per-case organ and tumor Dice (tumor over the cases with tumor) of one evaluation."""
-    summary = json.loads((eval_dir / "summary.json").read_text())["summary"]
+#: the endpoint cases (run.sh's split file): how many an evaluation must have scored
+N_CASES = 24
+
+
+def dice(eval_dir: Path, run: Path) -> dict[str, float]:
+    """Per-case organ and tumor Dice (tumor over the cases with tumor) of one evaluation,
+    after checking that it scored ``run``'s best checkpoint on the 24 endpoint cases."""
+    record = json.loads((eval_dir / "summary.json").read_text())
+    checkpoint = Path(record["checkpoint"]).resolve()
+    if checkpoint != (run / "checkpoints" / "best.ckpt").resolve():
+        raise SystemExit(f"study v8: {eval_dir} scored {checkpoint}, not {run}'s best.ckpt")
+    if record["split"] != "test" or record["n_cases"] != N_CASES:
+        raise SystemExit(f"study v8: {eval_dir} scored {record['n_cases']} {record['split']} cases")
+    summary = record["summary"]
     return {name: float(summary[name]["dice_per_case_nonempty"]) for name in ("organ", "tumor")}
 
 
 def table(study: Path, seeds: tuple[int, ...]) -> dict:
-    """Every row's per-seed Dice, the teacher's, the paired rows and the precondition."""
-    teacher = dice(study / "eval" / "teacher-s1")
-    scores = {
-        row: {s: dice(study / "eval" / f"{folder}-s{s}") for s in seeds}
-        for row, folder in ROWS.items()
-    }
-    region_runs = study / "runs" / "region-8192"
-    paired_start = all(
-        init_hash(ALONE_RUNS / f"s{s}") == init_hash(region_runs / f"s{s}") for s in seeds
-    )
-    out: dict = {"seeds": list(seeds), "teacher": teacher, "same_start": paired_start}
+    """Every row's per-seed Dice, the teacher's, the paired rows and the precondition (on the
+    mean of ENet alone over seeds 1-5 whenever those are scored, as the protocol says)."""
+    runs = {"alone": ALONE_RUNS, "emkd_balanced_region": study / "runs" / "region-8192"}
+    teacher = dice(study / "eval" / "teacher-s1", TEACHER_RUN)
+
+    def scored(row: str, seed: int) -> dict[str, float]:
+        return dice(study / "eval" / f"{ROWS[row]}-s{seed}", runs[row] / f"s{seed}")
+
+    scores = {row: {s: scored(row, s) for s in seeds} for row in ROWS}
+    hashes = [(init_hash(runs["alone"] / f"s{s}"), init_hash(runs[ROW] / f"s{s}")) for s in seeds]
+    same_start = all(a is not None and a == b for a, b in hashes)
+    out: dict = {"seeds": list(seeds), "teacher": teacher, "same_start": same_start}
     for name in ("organ", "tumor"):
         alone = {s: scores["alone"][s][name] for s in seeds}
-        region = {s: scores["emkd_balanced_region"][s][name] for s in seeds}
+        region = {s: scores[ROW][s][name] for s in seeds}
         out[name] = {
             "alone": {"per_seed": alone, "mean": sum(alone.values()) / len(alone)},
-            "emkd_balanced_region": endpoint_row(region, alone, teacher[name]),
+            ROW: endpoint_row(region, alone, teacher[name]),
         }
-    lead = teacher["tumor"] - out["tumor"]["alone"]["mean"]
+    all_alone = [study / "eval" / f"{ROWS['alone']}-s{s}" / "summary.json" for s in SEEDS]
+    if all(p.exists() for p in all_alone):
+        alone_mean = sum(scored("alone", s)["tumor"] for s in SEEDS) / len(SEEDS)
+    else:
+        alone_mean = out["tumor"]["alone"]["mean"]
+    lead = teacher["tumor"] - alone_mean
     out["precondition"] = {
         "teacher_tumor": teacher["tumor"],
         "lead": lead,
         "met": teacher["tumor"] >= TEACHER_MIN and lead >= GAP_MIN,
     }
-    row = out["tumor"]["emkd_balanced_region"]
+    row = out["tumor"][ROW]
     out["target_met"] = bool(
-        out["precondition"]["met"] and row["gap_closed"] >= 0.5 and row["paired"][1] > 0
+        out["precondition"]["met"]
+        and same_start
+        and row["gap_closed"] >= 0.5
+        and row["paired"][1] > 0
     )
     return out
 
