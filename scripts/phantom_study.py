@@ -64,7 +64,8 @@ v5's selected option chosen on every case scored so far, confirmed on 24 more fr
     python scripts/phantom_study.py --stages data,teachers,students   # a subset
 
 Runs go ``--jobs`` at a time (default 2, one per core, one OpenMP thread each) through Hydra's
-joblib launcher. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
+joblib launcher. When the teachers leave job slots free (v4: one teacher, two slots), the
+students alone, which need no teacher, train beside it on the free slots instead of after it. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
 ``--hydra hydra/launcher=submitit_slurm hydra.launcher.partition=gpu`` (each run becomes a
 SLURM job; stages still run in order). For DDP inside a multirun use ``trainer=ddp_fork``:
 plain ``ddp`` relaunches the whole sweep in its child process. Protocol v2 (the 2026-11-26
@@ -82,6 +83,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 try:
@@ -164,12 +166,10 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         self.runs = self.dir / "runs"
         self.seeds: list[int] = args.seeds
         self.few_seeds: list[int] = [s for s in FEW_SEEDS if s in self.seeds] or self.seeds[:3]
-        own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
-        self.launcher: list[str] = (
-            []
-            if own_launcher or args.jobs <= 1
-            else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
-        )
+        self.jobs: int = args.jobs
+        self.own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
+        self.hydra_args: list[str] = list(args.hydra)
+        self.launcher: list[str] = self.launcher_for(args.jobs)
         self.hydra_extra: list[str] = [*self.launcher, *args.hydra]
         self.timings_file = self.dir / "timings.json"
         self.timings = (
@@ -193,6 +193,41 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             self.check_phantoms(self.data_from)
 
     # -- helpers -----------------------------------------------------------------------------
+    def launcher_for(self, jobs: int) -> list[str]:
+        """Hydra overrides that run a multirun ``jobs`` at a time (none: one by one, or the
+        user's own ``--hydra hydra/launcher=...``)."""
+        if self.own_launcher or jobs <= 1:
+            return []
+        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+
+    def side_by_side(self, stages: Sequence[str]) -> tuple[int, int] | None:
+        """``(teacher jobs, student jobs)`` when the teachers stage leaves job slots free
+        (v4's one teacher on two cores): the students alone need no teacher, so they train
+        beside it instead of after it. ``None``: the stages run one after the other."""
+        if not {"teachers", "students"} <= set(stages) or self.own_launcher:
+            return None
+        out = self.runs / "teachers"
+        missing = [
+            s
+            for s in self.teacher_seeds
+            if s not in self.teacher_from
+            and not (out / f"{TEACHER}-w{TEACHER_WIDTH}-s{s}" / "summary.json").exists()
+        ]
+        if not missing or len(missing) >= self.jobs:
+            return None
+        return len(missing), self.jobs - len(missing)
+
+    def teachers_and_students(self, teacher_jobs: int, student_jobs: int) -> None:
+        """The teachers and students stages at once, on two threads (each its own sweeps)."""
+        print(f"[study] teachers ({teacher_jobs} job(s)) beside students ({student_jobs})")
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(self.stage_teachers, teacher_jobs),
+                pool.submit(self.stage_students, student_jobs),
+            ]
+            for future in futures:
+                future.result()  # the first failure is raised, after both have ended
+
     @property
     def common(self) -> list[str]:
         return [f"data.root={self.data}", f"paths.runs_dir={self.runs}"]
@@ -281,9 +316,11 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         run_names: Iterable[str],
         extra: Sequence[str] = (),
         label: str | None = None,
+        jobs: int | None = None,
     ) -> None:
         """One Hydra multirun into ``runs/<stage>``; skipped when every run has its summary.
-        ``label``: the name its time is recorded under (default: ``stage``).
+        ``label``: the name its time is recorded under (default: ``stage``); ``jobs``: runs at
+        a time instead of ``--jobs``.
 
         Only the missing runs' grid is swept again when it is a plain product (one sweep key
         with several values); a finished run swept again resumes at its end, trains nothing and
@@ -307,7 +344,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             *grid,
             *extra,
             f"hydra.sweep.dir={out}",
-            *self.hydra_extra,
+            *(self.hydra_extra if jobs is None else [*self.launcher_for(jobs), *self.hydra_args]),
         )
 
     def distill_sweep(
@@ -349,6 +386,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         width: float,
         seeds: Sequence[int],
         extra: Sequence[str] = (),
+        jobs: int | None = None,
     ) -> None:
         names = [f"{model}-w{width}-s{s}" for s in seeds]
         self.sweep(
@@ -358,6 +396,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             {"model": [model], "model.width": [width], "seed": seeds},
             names,
             extra,
+            jobs=jobs,
         )
 
     def run_dirs(self) -> list[Path]:
@@ -427,9 +466,10 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
 
         self.timed("data", phantom["n_cases"], make)
 
-    def stage_teachers(self) -> None:
+    def stage_teachers(self, jobs: int | None = None) -> None:
         """Train the teachers; a ``--teacher-from`` run is copied in instead (checked in
-        ``__init__``), and the sweep then covers only the seeds still missing."""
+        ``__init__``), and the sweep then covers only the seeds still missing. ``jobs``: runs
+        at a time (:meth:`side_by_side`)."""
         out = self.runs / "teachers"
         for seed, source in self.teacher_from.items():
             target = out / f"{TEACHER}-w{TEACHER_WIDTH}-s{seed}"
@@ -448,11 +488,11 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             if not (out / f"{TEACHER}-w{TEACHER_WIDTH}-s{s}" / "summary.json").exists()
         ]
         overrides = self.protocol.teacher_overrides
-        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, missing or seeds, overrides)
+        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, missing or seeds, overrides, jobs)
 
-    def stage_students(self) -> None:
-        self.train_sweep("students", STUDENT, STUDENT_WIDTH, self.seeds)
-        self.train_sweep("students", SECOND_STUDENT, STUDENT_WIDTH, self.few_seeds)
+    def stage_students(self, jobs: int | None = None) -> None:
+        self.train_sweep("students", STUDENT, STUDENT_WIDTH, self.seeds, jobs=jobs)
+        self.train_sweep("students", SECOND_STUDENT, STUDENT_WIDTH, self.few_seeds, jobs=jobs)
 
     def stage_options(self) -> None:
         self.distill_sweep("options", STUDENT, NEW_OPTIONS, [SELECT_SEED])
@@ -566,8 +606,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.runs_from:
         study.reuse_runs(Path(args.runs_from).resolve())
     started = time.perf_counter()
+    together = study.side_by_side(args.stages)
     for stage in STAGES:  # always in this order, whatever order --stages lists them in
-        if stage in args.stages:
+        if stage not in args.stages or (together and stage == "students"):
+            continue
+        if together and stage == "teachers":
+            study.teachers_and_students(*together)
+        else:
             getattr(study, f"stage_{stage.replace('-', '_')}")()
     print(f"[study] done in {time.perf_counter() - started:.0f} s; timings: {study.timings_file}")
 

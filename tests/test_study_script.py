@@ -1017,3 +1017,46 @@ def test_two_study_scripts_on_one_folder_keep_each_others_timings(tmp_path: Path
     assert on_disk["budget"]["runs"] == 4 and on_disk["confirm"]["runs"] == 2
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".timings.lock", "timings.json"], "no temporary file left behind"
+
+
+def _recorded_main(tmp_path: Path, monkeypatch, argv: list[str]) -> list[dict]:
+    """``phantom_study.main`` with every kdseg command replaced by a recorder (a teacher
+    "trains" 0.4 s, a student sweep 0.1 s)."""
+    ps = _study_module()
+    calls: list[dict] = []
+
+    def fake_run(self, command: str, *args: str) -> None:
+        start = time.perf_counter()
+        model = next(a.split("=")[1] for a in args if a.startswith("model="))
+        time.sleep(0.4 if model == "raunet" else 0.1)
+        jobs = [a for a in args if a.startswith("hydra.launcher.n_jobs=")]
+        calls.append({"model": model, "start": start, "end": time.perf_counter(), "jobs": jobs})
+
+    monkeypatch.setattr(ps.Study, "run", fake_run)
+    ps.main(["--dir", str(tmp_path), "--stages", "teachers,students", *argv])
+    return calls
+
+
+def test_students_train_beside_a_lone_teacher(tmp_path: Path, monkeypatch) -> None:
+    """v4's one teacher on two job slots: the students alone (one job) train while it does,
+    not after it; each sweep runs one at a time, so two runs share the two cores."""
+    calls = _recorded_main(tmp_path, monkeypatch, ["--protocol", "v4", "--jobs", "2"])
+    teacher = next(c for c in calls if c["model"] == "raunet")
+    students = [c for c in calls if c["model"] != "raunet"]
+    assert [c["model"] for c in students] == ["enet", "mobilenetv2"]
+    assert students[0]["start"] < teacher["end"], "the students waited for the teacher"
+    assert all(c["jobs"] == [] for c in calls)  # one at a time each, two processes in all
+    assert {"teachers", "students"} <= set(json.loads((tmp_path / "timings.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    "argv", [["--protocol", "v4", "--jobs", "1"], ["--protocol", "v3", "--jobs", "2"]]
+)
+def test_teachers_then_students_when_no_slot_is_free(tmp_path: Path, monkeypatch, argv) -> None:
+    """One job slot, or v3's five teachers filling both: the stages run one after the other,
+    at ``--jobs`` a time."""
+    calls = _recorded_main(tmp_path, monkeypatch, argv)
+    last_teacher = max(c["end"] for c in calls if c["model"] == "raunet")
+    assert all(c["start"] >= last_teacher for c in calls if c["model"] != "raunet")
+    expected = [] if "1" in argv else ["hydra.launcher.n_jobs=2"]
+    assert all(c["jobs"] == expected for c in calls)
