@@ -65,9 +65,11 @@ v5's selected option chosen on every case scored so far, confirmed on 24 more fr
 
 Runs go ``--jobs`` at a time (default 2, one per core, one OpenMP thread each) through Hydra's
 joblib launcher. When the teachers leave job slots free (v4: one teacher, two slots), the
-students alone, which need no teacher, train beside it on the free slots instead of after it. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
+students alone, which need no teacher, train beside it on the free slots instead of after
+it. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
 ``--hydra hydra/launcher=submitit_slurm hydra.launcher.partition=gpu`` (each run becomes a
-SLURM job; stages still run in order). For DDP inside a multirun use ``trainer=ddp_fork``:
+SLURM job; stages still run in order, and the teachers and students side by side only with
+the joblib launcher). For DDP inside a multirun use ``trainer=ddp_fork``:
 plain ``ddp`` relaunches the whole sweep in its child process. Protocol v2 (the 2026-11-26
 table in docs/study.md) is reproducible from the commit that reported it (3d1dba6).
 """
