@@ -171,8 +171,6 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         self.jobs: int = args.jobs
         self.own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
         self.hydra_args: list[str] = list(args.hydra)
-        self.launcher: list[str] = self.launcher_for(args.jobs)
-        self.hydra_extra: list[str] = [*self.launcher, *args.hydra]
         self.timings_file = self.dir / "timings.json"
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
@@ -195,12 +193,24 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             self.check_phantoms(self.data_from)
 
     # -- helpers -----------------------------------------------------------------------------
-    def launcher_for(self, jobs: int) -> list[str]:
-        """Hydra overrides that run a multirun ``jobs`` at a time (none: one by one, or the
-        user's own ``--hydra hydra/launcher=...``)."""
+    def hydra_extra(self, jobs: int | None = None) -> list[str]:
+        """Hydra overrides of every multirun: the joblib launcher at ``jobs`` (default
+        ``--jobs``) runs at a time (none for one at a time, or with the user's own
+        ``--hydra hydra/launcher=...``), then the ``--hydra`` arguments."""
+        jobs = self.jobs if jobs is None else jobs
         if self.own_launcher or jobs <= 1:
-            return []
-        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+            return self.hydra_args
+        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", *self.hydra_args]
+
+    def teachers_to_train(self) -> list[int]:
+        """The teacher seeds with no finished run that no ``--teacher-from`` run provides."""
+        out = self.runs / "teachers"
+        return [
+            s
+            for s in self.teacher_seeds
+            if s not in self.teacher_from
+            and not (out / f"{TEACHER}-w{TEACHER_WIDTH}-s{s}" / "summary.json").exists()
+        ]
 
     def side_by_side(self, stages: Sequence[str]) -> tuple[int, int] | None:
         """``(teacher jobs, student jobs)`` when the teachers stage leaves job slots free
@@ -208,13 +218,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         beside it instead of after it. ``None``: the stages run one after the other."""
         if not {"teachers", "students"} <= set(stages) or self.own_launcher:
             return None
-        out = self.runs / "teachers"
-        missing = [
-            s
-            for s in self.teacher_seeds
-            if s not in self.teacher_from
-            and not (out / f"{TEACHER}-w{TEACHER_WIDTH}-s{s}" / "summary.json").exists()
-        ]
+        missing = self.teachers_to_train()
         if not missing or len(missing) >= self.jobs:
             return None
         return len(missing), self.jobs - len(missing)
@@ -346,7 +350,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             *grid,
             *extra,
             f"hydra.sweep.dir={out}",
-            *(self.hydra_extra if jobs is None else [*self.launcher_for(jobs), *self.hydra_args]),
+            *self.hydra_extra(jobs),
         )
 
     def distill_sweep(
@@ -427,7 +431,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             f"ckpt={','.join(str(c) for c in todo)}",
             f"hydra.sweep.dir={self.dir / f'.eval-sweep-{split}'}",
             "hydra.sweep.subdir=${hydra.job.num}",
-            *self.hydra_extra,
+            *self.hydra_extra(),
         )
 
     # -- stages ------------------------------------------------------------------------------
@@ -483,14 +487,9 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             print(f"[study] teachers: {target.name} copied from {source}", flush=True)
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("eval-*"))
             (target / "copied_from.txt").write_text(f"{source}\n")
-        seeds = self.teacher_seeds
-        missing = [
-            s
-            for s in seeds
-            if not (out / f"{TEACHER}-w{TEACHER_WIDTH}-s{s}" / "summary.json").exists()
-        ]
+        seeds = self.teachers_to_train() or self.teacher_seeds
         overrides = self.protocol.teacher_overrides
-        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, missing or seeds, overrides, jobs)
+        self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, seeds, overrides, jobs)
 
     def stage_students(self, jobs: int | None = None) -> None:
         self.train_sweep("students", STUDENT, STUDENT_WIDTH, self.seeds, jobs=jobs)
