@@ -15,6 +15,9 @@ CWD) work unchanged; feature terms need a network and are refused.
 Batches may mix labeled and unlabeled images (``batch["labeled"]``). L_seg uses the labeled
 ones only; the distillation terms use all of them, and a term that needs labels (RAD's class
 regions) gets the teacher's argmax where an image has no label.
+
+``distill.mix: cutmix`` (beyond the paper; :mod:`kdseg.distill.mix`) computes L_seg on the clean
+batch and the distillation terms on a CutMix of it that teacher and student both see.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.distill.criterion import LOGITS, build_criterion, parse_terms
+from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
@@ -74,6 +78,9 @@ class DistillationModule(SegmentationModule):
             int(data["num_classes"]),
             warmup=distill.get("warmup", 0.0),
         )
+        kind = check_mix(distill.get("mix"))
+        # seeded from the run's seed (set before the module is built), not drawn from it
+        self.mix = MixGenerator(kind, torch.initial_seed()) if kind else None
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and adapters; the teacher stays in eval mode (frozen BatchNorm)."""
@@ -92,11 +99,14 @@ class DistillationModule(SegmentationModule):
             return self.teacher(batch["image"])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images, labels = batch["image"], batch["label"]
+        images = batch["image"]
         student = self.net(images)
-        teacher = self.teacher_output(batch)
         seg = self.labeled_seg_loss(student.logits, batch)
-        targets = labels[:, 0]
+        if self.mix is not None:  # the terms on a CutMix that both networks see
+            batch = self.mix(batch)
+            student = self.net(batch["image"])
+        teacher = self.teacher_output(batch)
+        targets = batch["label"][:, 0]
         labeled = batch.get("labeled")
         if labeled is not None and not bool(labeled.all()):
             # label-needing terms (RAD) see the teacher's argmax on unlabeled images
@@ -112,6 +122,14 @@ class DistillationModule(SegmentationModule):
         if self.criterion.warmup and self._trainer is not None:
             self.log("distill/warmup", self.criterion.ramp(*self._progress()), batch_size=n)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.mix is not None:
+            checkpoint[MixGenerator.KEY] = self.mix.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.mix is not None and MixGenerator.KEY in checkpoint:
+            self.mix.load(checkpoint[MixGenerator.KEY])
 
     def _progress(self) -> tuple[int | None, float | None]:
         """(optimizer steps done, total steps) for the criterion's warm-up; (None, None) outside
