@@ -3,7 +3,8 @@
 Each study names its rows (ENet alone first, then the distilled rows), the row its target is
 scored on, the teacher's run and the endpoint cases, in an :class:`EndpointSpec`; this module
 reads what ``kdseg-eval`` wrote for each (row, seed), checks that every evaluation scored the
-expected run's ``best.ckpt`` on the expected number of test cases, and computes per row:
+expected run's ``best.ckpt`` on exactly the endpoint cases of the study's data folder with
+finite scores, and computes per row:
 per-seed Dice, the paired difference to ENet alone with a Student-t 95% interval and the share of
 the alone -> teacher gap closed; then issue 11's precondition (teacher tumor >= 0.5, lead >= 0.15
 over ENet alone, seeds 1-5) and target (target row >= 50% of the tumor gap, interval above zero,
@@ -16,7 +17,9 @@ it). ``endpoint.json`` / ``endpoint.md`` (or ``interim.*``) are written into the
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +49,22 @@ class EndpointSpec:
     """What one study scores: ``rows["alone"]`` is the baseline, ``target`` the scored row."""
 
     name: str
-    cases: str  # e.g. "204-227"
+    first_case: int  # the endpoint cases are volume-<first_case> .. + n_cases - 1
     n_cases: int
+    data_root: Path  # where they were drawn
     teacher_run: Path
     teacher_label: str
     rows: dict[str, Row]
     target: str
     contrasts: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def cases(self) -> str:
+        return f"{self.first_case}-{self.first_case + self.n_cases - 1}"
+
+    @property
+    def case_ids(self) -> set[str]:
+        return {f"volume-{i}" for i in range(self.first_case, self.first_case + self.n_cases)}
 
 
 def dice(spec: EndpointSpec, eval_dir: Path, run: Path) -> dict[str, float]:
@@ -66,8 +78,19 @@ def dice(spec: EndpointSpec, eval_dir: Path, run: Path) -> dict[str, float]:
         raise SystemExit(
             f"{spec.name}: {eval_dir} scored {record['n_cases']} {record['split']} cases"
         )
+    if Path(record["data_root"]).resolve() != spec.data_root.resolve():
+        raise SystemExit(
+            f"{spec.name}: {eval_dir} scored {record['data_root']}, not {spec.data_root}"
+        )
+    with (eval_dir / "per_case.csv").open(newline="") as f:
+        cases = {row["case"] for row in csv.DictReader(f)}
+    if cases != spec.case_ids:
+        raise SystemExit(f"{spec.name}: {eval_dir} scored other cases than {spec.cases}")
     summary = record["summary"]
-    return {name: float(summary[name]["dice_per_case_nonempty"]) for name in CLASSES}
+    scores = {name: float(summary[name]["dice_per_case_nonempty"]) for name in CLASSES}
+    if not all(math.isfinite(v) for v in scores.values()):
+        raise SystemExit(f"{spec.name}: {eval_dir} has a non-finite Dice: {scores}")
+    return scores
 
 
 def table(spec: EndpointSpec, study: Path, seeds: tuple[int, ...]) -> dict:

@@ -15,6 +15,12 @@ from test_distill_module import Probe, _module_with_fake_teacher
 
 from kdseg.distill.mix import MixGenerator, check_mix, cutmix_boxes, paste
 
+#: the frozen teacher is in eval mode on purpose; steps called outside a Trainer log nowhere
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Found .* module\\(s\\) in eval mode"),
+    pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`"),
+]
+
 
 @pytest.mark.parametrize("spatial", [(16, 20), (6, 8, 10)])
 def test_cutmix_pastes_one_box_of_a_partner_in_any_rank(spatial: tuple[int, ...]) -> None:
@@ -39,14 +45,20 @@ def test_cutmix_pastes_one_box_of_a_partner_in_any_rank(spatial: tuple[int, ...]
     assert torch.equal(images.flatten(1)[:, 0], torch.arange(b) + 0.5)  # not changed in place
 
 
-def test_cutmix_box_area_is_uniform_before_clipping_and_seeded() -> None:
+@pytest.mark.parametrize(("spatial", "expected"), [((32, 32), 0.321), ((16, 16, 16), 0.244)])
+def test_cutmix_box_volume_is_uniform_before_clipping_and_seeded(spatial, expected) -> None:
+    """Each side u ** (1 / ndim) of the image's, centre uniform, clipped: the mean kept fraction
+    is E[u] times E[clip]^ndim (about 0.321 in 2D and 0.244 in 3D; side = u would give 0.22
+    and 0.15)."""
     gen = torch.Generator().manual_seed(0)
     fractions = torch.cat(
-        [cutmix_boxes(8, (32, 32), gen)[1].float().mean((1, 2, 3)) for _ in range(100)]
+        [cutmix_boxes(8, spatial, gen)[1].float().flatten(1).mean(1) for _ in range(200)]
     )
-    # uniform area, then clipped at the border by a uniform centre: mean about 0.5 * 0.75^2
-    assert 0.2 < float(fractions.mean()) < 0.4
-    assert float(fractions.max()) > 0.8 and float(fractions.min()) < 0.05
+    assert abs(float(fractions.mean()) - expected) < 0.025
+    assert float(fractions.max()) > 0.7 and float(fractions.min()) < 0.05
+
+
+def test_mix_generators_with_one_seed_draw_the_same_boxes() -> None:
     a, b = MixGenerator("cutmix", 7), MixGenerator("cutmix", 7)
     batch = {"image": torch.randn(4, 1, 8, 8), "label": torch.randint(0, 3, (4, 1, 8, 8))}
     assert torch.equal(a(batch)["image"], b(batch)["image"])
@@ -62,19 +74,18 @@ def test_mix_keeps_teacher_targets_and_labeled_flags_with_their_images() -> None
         "labeled": torch.tensor([True, False] * 4),
         "case": list("abcdefgh"),
     }
-    out = MixGenerator("cutmix", 1)(batch)
-    assert out["case"] is batch["case"]
-    assert torch.equal(out["teacher"][:, :1], out["image"])  # the same box in every channel
-    for i in range(b):  # labeled only where both sources are
-        sources = {int(v) for v in out["image"][i].unique()}
-        assert bool(out["labeled"][i]) == all(bool(batch["labeled"][s]) for s in sources) or (
-            len(sources) == 1  # an empty box after rounding leaves the image alone
-        )
+    for seed in range(5):
+        out = MixGenerator("cutmix", seed)(batch)
+        assert out["case"] is batch["case"]
+        assert torch.equal(out["teacher"][:, :1], out["image"])  # the same box in every channel
+        for i in range(b):  # labeled where every image that gave pixels is
+            sources = {int(v) for v in out["image"][i].unique()} | {i}
+            assert bool(out["labeled"][i]) == all(bool(batch["labeled"][j]) for j in sources)
 
 
 def test_check_mix_accepts_off_and_cutmix_only() -> None:
     assert check_mix(None) is None and check_mix("none") is None
-    assert check_mix("cutmix") == "cutmix"
+    assert check_mix("cutmix") == "cutmix" and check_mix("CutMix") == "cutmix"
     with pytest.raises(ValueError, match="distill.mix must be null or one of"):
         check_mix("mixup")
 
@@ -87,9 +98,16 @@ class SeenByTeacher(Probe):
         self.clean: list[torch.Tensor] = []
         self.teacher_inputs: list[torch.Tensor] = []
 
+        self.student_inputs: list[torch.Tensor] = []
+
     def on_fit_start(self, trainer: pl.Trainer, module: Any) -> None:
         module.teacher.register_forward_pre_hook(
             lambda _m, args: self.teacher_inputs.append(args[0].detach().clone())
+        )
+        module.net.register_forward_pre_hook(
+            lambda m, args: (
+                self.student_inputs.append(args[0].detach().clone()) if m.training else None
+            )
         )
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: Any, batch: Any, *a: Any) -> None:
@@ -124,20 +142,76 @@ def test_cutmix_preset_trains_the_student_on_what_the_frozen_teacher_sees(
             other = (seen[i].unsqueeze(0) == clean).any(0)
             assert bool((own | other).all())
     assert changed >= 2
+    # the student: the clean batch first (L_seg), then exactly what the teacher saw (the terms)
+    assert len(probe.student_inputs) == 6
+    for k, (clean, seen) in enumerate(zip(probe.clean, probe.teacher_inputs, strict=True)):
+        assert torch.equal(probe.student_inputs[2 * k], clean)
+        assert torch.equal(probe.student_inputs[2 * k + 1], seen)
     for check in probe.checks:
         assert not any(check["teacher_grads"]) and not check["teacher_training"]
         assert sum(check["student_grads"]) > 0.9 * len(check["student_grads"])
     for term in ("pmd", "imd_low", "rad_high", "kd_region"):
         assert torch.isfinite(trainer.callback_metrics[f"distill/{term}"]), term
 
-    saved: dict[str, Any] = {}  # the mix's stream travels with the checkpoint
+    saved: dict[str, Any] = {}  # the mix's stream travels with the checkpoint file
     module.on_save_checkpoint(saved)
+    torch.save(saved, tmp_path / "state.ckpt")
     batch = {"image": torch.randn(4, 1, 16, 16), "label": torch.zeros(4, 1, 16, 16).long()}
     first = module.mix(batch)["image"]
-    module.on_load_checkpoint(saved)
+    module.on_load_checkpoint(torch.load(tmp_path / "state.ckpt", weights_only=True))
     assert torch.equal(module.mix(batch)["image"], first)
 
 
-def test_presets_without_mix_build_no_mix(phantom_lits: Path, tmp_path: Path) -> None:
+def test_unlabeled_mixed_images_take_the_teachers_argmax_as_targets(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """With mix, the label-needing terms get the composite's labels where both sources are
+    labeled and the teacher's argmax on the composite elsewhere."""
+    module, setup = _module_with_fake_teacher(
+        phantom_lits, tmp_path, "enet", ["distill=emkd_balanced_region_cutmix"]
+    )
+    seen: dict[str, Any] = {}
+    module.teacher.register_forward_hook(lambda _m, args, out: seen.update(teacher=out.logits))
+    module.criterion.register_forward_pre_hook(lambda _m, args: seen.update(targets=args[2]))
+    module.mix.generator.manual_seed(11)
+    b = 8
+    batch = {
+        "image": torch.randn(b, 1, 32, 32),
+        "label": torch.randint(1, 3, (b, 1, 32, 32)),
+        "labeled": torch.tensor([True, True, True, True, False, False, True, True]),
+    }
+    expected = MixGenerator("cutmix", 0)
+    expected.generator.manual_seed(11)
+    mixed = expected(batch)
+    assert not bool(mixed["labeled"].all()) and bool(mixed["labeled"].any())
+    module.training_step(batch, 0)
+    argmax = seen["teacher"].argmax(1)
+    for i in range(b):
+        want = mixed["label"][i, 0] if bool(mixed["labeled"][i]) else argmax[i]
+        assert torch.equal(seen["targets"][i], want), i
+
+
+def test_without_mix_one_student_and_one_teacher_pass_on_the_clean_batch(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
     module, _ = _module_with_fake_teacher(phantom_lits, tmp_path, "enet", ["distill=kd"])
     assert module.mix is None
+    calls: list[tuple[str, torch.Tensor]] = []
+    module.net.register_forward_pre_hook(lambda _m, a: calls.append(("student", a[0])))
+    module.teacher.register_forward_pre_hook(lambda _m, a: calls.append(("teacher", a[0])))
+    batch = {"image": torch.randn(4, 1, 32, 32), "label": torch.randint(0, 3, (4, 1, 32, 32))}
+    module.training_step(batch, 0)
+    assert [who for who, _ in calls] == ["student", "teacher"]
+    assert all(x is batch["image"] for _, x in calls)
+
+
+def test_report_names_a_mix_added_to_a_preset() -> None:
+    """kdseg-report groups rows by method: `distill=kd +distill.mix=cutmix` is not plain kd."""
+    from kdseg.eval.report import method_label
+
+    assert method_label({"name": "kd"}) == "kd"
+    assert method_label({"name": "kd", "mix": None}) == "kd"
+    assert method_label({"name": "kd", "mix": "cutmix"}) == "kd+cutmix"
+    assert method_label({"name": "emkd_balanced_region_cutmix", "mix": "cutmix"}) == (
+        "emkd_balanced_region_cutmix"
+    )

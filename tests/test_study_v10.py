@@ -32,7 +32,7 @@ def _study(tmp: Path, region: list[float], cutmix: list[float], hashes=None) -> 
     """ENet alone scores ALONE; the two distilled rows ALONE + their gains; organ 0.92,
     0.93 and 0.94; the teacher 0.95 / 0.75 (a tumor gap of 0.20)."""
     study = tmp / "v10"
-    _eval(study / "eval" / "teacher-s1", tmp / "teacher", 0.95, 0.75)
+    _eval(study / "eval" / "teacher-s1", tmp / "teacher", 0.95, 0.75, first=228)
     for s in range(1, 6):
         runs = {
             "alone-8192": (tmp / "alone" / f"s{s}", 0.92, ALONE[s - 1]),
@@ -45,7 +45,7 @@ def _study(tmp: Path, region: list[float], cutmix: list[float], hashes=None) -> 
         }
         for prefix, (run, organ, tumor) in runs.items():
             _run(run, (hashes or {}).get((prefix, s), f"h{s}"))
-            _eval(study / "eval" / f"{prefix}-s{s}", run, organ, tumor)
+            _eval(study / "eval" / f"{prefix}-s{s}", run, organ, tumor, first=228)
     return study
 
 

@@ -26,10 +26,14 @@ def score(monkeypatch, tmp_path):
     sys.modules.pop("study_v8_score", None)
 
 
-def _eval(folder: Path, run: Path, organ: float, tumor: float, n_cases: int = 24) -> None:
+def _eval(
+    folder: Path, run: Path, organ: float, tumor: float, n_cases: int = 24, first: int = 204
+) -> None:
+    """What kdseg-eval writes for ``run`` on cases volume-<first>.. of the study's data."""
     folder.mkdir(parents=True)
     record = {
         "checkpoint": str(run / "checkpoints" / "best.ckpt"),
+        "data_root": str(folder.parents[1] / "data" / "fresh"),
         "split": "test",
         "n_cases": n_cases,
         "summary": {
@@ -38,6 +42,10 @@ def _eval(folder: Path, run: Path, organ: float, tumor: float, n_cases: int = 24
         },
     }
     (folder / "summary.json").write_text(json.dumps(record))
+    rows = [
+        f"volume-{i},{c},0.5" for i in range(first, first + n_cases) for c in ("organ", "tumor")
+    ]
+    (folder / "per_case.csv").write_text("case,class,dice\n" + "\n".join(rows) + "\n")
 
 
 def _run(folder: Path, sha: str) -> None:
@@ -110,6 +118,30 @@ def test_an_evaluation_of_another_checkpoint_or_split_is_refused(score, tmp_path
     record["n_cases"] = 12
     (swapped / "summary.json").write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="12 test cases"):
+        score.table(study, (1, 2, 3, 4, 5))
+
+
+@pytest.mark.parametrize("change", ["data_root", "cases", "nan"])
+def test_an_evaluation_of_other_cases_or_with_nan_is_refused(score, tmp_path, change) -> None:
+    """The right checkpoint on 24 test cases is not enough: the endpoint cases of this study's
+    data folder, with finite scores (v10's folders hold evaluations named like v8's)."""
+    study = _study(tmp_path, [0.1] * 5)
+    folder = study / "eval" / "alone-8192-s3"
+    record = json.loads((folder / "summary.json").read_text())
+    if change == "data_root":
+        record["data_root"] = "/work/v10/data/fresh"
+    elif change == "nan":
+        record["summary"]["tumor"]["dice_per_case_nonempty"] = float("nan")
+    else:
+        text = (folder / "per_case.csv").read_text()
+        (folder / "per_case.csv").write_text(text.replace("volume-204,", "volume-228,"))
+    (folder / "summary.json").write_text(json.dumps(record))
+    why = {
+        "data_root": "not .*data/fresh",
+        "cases": "other cases than 204-227",
+        "nan": "non-finite",
+    }
+    with pytest.raises(SystemExit, match=why[change]):
         score.table(study, (1, 2, 3, 4, 5))
 
 

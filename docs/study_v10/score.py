@@ -32,8 +32,9 @@ def spec(study: Path) -> paired_endpoint.EndpointSpec:
     Row = paired_endpoint.Row
     return paired_endpoint.EndpointSpec(
         name="study v10",
-        cases="228-251",
+        first_case=228,
         n_cases=24,
+        data_root=study / "data" / "fresh",
         teacher_run=TEACHER_RUN,
         teacher_label="teacher RA-UNet w0.5 (42 labeled, study v4's)",
         rows={

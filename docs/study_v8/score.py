@@ -29,8 +29,9 @@ def spec(study: Path) -> paired_endpoint.EndpointSpec:
     Row = paired_endpoint.Row
     return paired_endpoint.EndpointSpec(
         name="study v8",
-        cases="204-227",
+        first_case=204,
         n_cases=24,
+        data_root=study / "data" / "fresh",
         teacher_run=TEACHER_RUN,
         teacher_label="teacher RA-UNet w0.5 (42 labeled, study v4's)",
         rows={

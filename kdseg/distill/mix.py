@@ -14,8 +14,9 @@ student trained alone does, and every distillation term on a CutMix of that batc
 gets a box of image ``perm[i]`` pasted in, with a box area drawn uniformly from [0, 1] (CutMix's
 Beta(1, 1)), its centre uniform in the image and the box clipped at the border. The same box is
 applied to the labels and the stored teacher probabilities, so label-needing terms (RAD, the
-balanced and region KD) see the composite's exact labels; an image is unlabeled when either
-source is. All of it works on (B, C, *spatial) tensors of any spatial rank.
+balanced and region KD) see the composite's exact labels. An image is unlabeled when either
+source is, unless nothing of another image was pasted into it. All of it works on (B, C,
+*spatial) tensors of any spatial rank.
 
 The draws come from a generator of their own (``MixGenerator``), seeded from the run's seed and
 saved in checkpoints, so the mix changes neither the data order nor the global random streams'
@@ -37,9 +38,9 @@ def check_mix(kind: Any) -> str | None:
     """``None`` (off) or a known mix name; anything else is a config error."""
     if kind is None or kind is False or (isinstance(kind, str) and kind.lower() in {"", "none"}):
         return None
-    if not isinstance(kind, str) or kind not in MIX_KINDS:
+    if not isinstance(kind, str) or kind.lower() not in MIX_KINDS:
         raise ValueError(f"distill.mix must be null or one of {list(MIX_KINDS)}, got {kind!r}")
-    return kind
+    return kind.lower()
 
 
 def cutmix_boxes(
@@ -90,11 +91,14 @@ class MixGenerator:
                 out[key] = paste(batch[key], perm, mask)
         labeled = batch.get("labeled")
         if labeled is not None:
-            out["labeled"] = labeled & labeled[perm.to(labeled.device)]
+            # a label from the partner counts only where its box holds pixels of another image
+            pasted = mask.flatten(1).any(1) & (perm != torch.arange(len(perm)))
+            partner = labeled[perm.to(labeled.device)] | ~pasted.to(labeled.device)
+            out["labeled"] = labeled & partner
         return out
 
     def state(self) -> torch.Tensor:
         return self.generator.get_state()
 
     def load(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
+        self.generator.set_state(state.cpu())

@@ -193,6 +193,13 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
     return scores
 
 
+def method_label(distill: dict[str, Any]) -> str:
+    """The distillation method's name, with the mix when one is set on a preset without it in
+    its name (``distill=kd +distill.mix=cutmix`` is not plain ``kd``)."""
+    name, mix = str(distill.get("name", "?")), distill.get("mix")
+    return f"{name}+{mix}" if mix and str(mix).lower() != "none" and str(mix) not in name else name
+
+
 def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
     """Classify one run folder and read its scores and parameter count."""
     cfg = read_run_config(run)
@@ -201,7 +208,7 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
     model_cfg = cfg["student"] if distilled else cfg.get("model")
     if not isinstance(model_cfg, dict) or "name" not in model_cfg:
         raise InputError(run, "config has no model (or student) section")
-    method = (cfg["distill"] or {}).get("name", "?") if distilled else None
+    method = method_label(cfg["distill"] or {}) if distilled else None
     record = RunRecord(
         path=run,
         role="distilled" if distilled else ROLES.get(model_cfg["name"], "model").split()[0],
