@@ -65,6 +65,16 @@ def test_mix_generators_with_one_seed_draw_the_same_boxes() -> None:
     assert not torch.equal(a(batch)["image"], MixGenerator("cutmix", 8)(batch)["image"])
 
 
+def test_ddp_ranks_mix_differently_from_generators_that_stay_equal() -> None:
+    batch = {"image": torch.randn(8, 1, 16, 16), "label": torch.zeros(8, 1, 16, 16).long()}
+    ranks = [MixGenerator("cutmix", 5, rank=r, world_size=2) for r in (0, 1)]
+    single = MixGenerator("cutmix", 5)
+    out = [g(batch)["image"] for g in ranks]
+    assert not torch.equal(out[0], out[1])
+    assert torch.equal(out[0], single(batch)["image"])  # rank 0 draws what one process draws
+    assert torch.equal(ranks[0].state(), ranks[1].state())
+
+
 def test_mix_keeps_teacher_targets_and_labeled_flags_with_their_images() -> None:
     b = 8
     batch = {

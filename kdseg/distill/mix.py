@@ -76,15 +76,23 @@ class MixGenerator:
 
     KEY = "kdseg_mix_generator"
 
-    def __init__(self, kind: str, seed: int) -> None:
+    def __init__(self, kind: str, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.kind = kind
         self.generator = torch.Generator().manual_seed(int(seed) + MIX_SEED_OFFSET)
+        self.rank, self.world_size = rank, world_size
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A CutMix of ``batch``: image, label, the teacher's stored probabilities and the
-        ``labeled`` flags mixed with the same boxes; other keys kept as they are."""
+        ``labeled`` flags mixed with the same boxes; other keys kept as they are.
+
+        Under DDP every rank draws the boxes of all ranks and keeps its own, so the ranks mix
+        differently while their generators stay equal (rank 0's checkpoint fits them all)."""
         images = batch["image"]
-        perm, mask = cutmix_boxes(images.shape[0], tuple(images.shape[2:]), self.generator)
+        spatial = tuple(images.shape[2:])
+        draws = [
+            cutmix_boxes(images.shape[0], spatial, self.generator) for _ in range(self.world_size)
+        ]
+        perm, mask = draws[self.rank]
         out = dict(batch)
         for key in ("image", "label", "teacher"):
             if key in batch:

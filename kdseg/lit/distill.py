@@ -123,6 +123,10 @@ class DistillationModule(SegmentationModule):
             self.log("distill/warmup", self.criterion.ramp(*self._progress()), batch_size=n)
         return loss
 
+    def on_fit_start(self) -> None:
+        if self.mix is not None:
+            self.mix.rank, self.mix.world_size = self.global_rank, self.trainer.world_size
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.mix is not None:
             checkpoint[MixGenerator.KEY] = self.mix.state()
