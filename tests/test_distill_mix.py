@@ -225,3 +225,43 @@ def test_report_names_a_mix_added_to_a_preset() -> None:
     assert method_label({"name": "emkd_balanced_region_cutmix", "mix": "cutmix"}) == (
         "emkd_balanced_region_cutmix"
     )
+
+
+def test_loss_mix_adds_seg_on_a_cutmix_with_mixed_labels_in_plain_training(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """The control: ``loss.mix=cutmix`` trains the student alone on the clean batch and on a
+    CutMix of it (mixed labels), from a stream of its own saved under its own key."""
+    from kdseg.lit.segment import SegmentationModule
+
+    module, _ = _module_with_fake_teacher(
+        phantom_lits, tmp_path, "enet", ["distill=emkd_balanced_region_cutmix", "loss.mix=cutmix"]
+    )
+    plain = SegmentationModule(
+        model=module.hparams["model"], data=module.hparams["data"], optim={}, loss={"mix": "cutmix"}
+    )
+    for m in (module, plain):
+        assert m.label_mix is not None and m.label_mix.key != MixGenerator.KEY
+    saved: dict[str, Any] = {}
+    module.on_save_checkpoint(saved)
+    assert set(saved) == {MixGenerator.KEY, module.label_mix.key}
+
+    calls: list[torch.Tensor] = []
+    plain.net.register_forward_pre_hook(lambda _m, a: calls.append(a[0]))
+    batch = {"image": torch.randn(8, 1, 32, 32), "label": torch.randint(0, 3, (8, 1, 32, 32))}
+    plain.label_mix.generator.manual_seed(3)
+    twin = MixGenerator("cutmix", 0, stream=1)
+    twin.generator.manual_seed(3)
+    mixed = twin(batch)
+    plain.eval()  # no dropout: the loss can be recomputed
+    loss = plain.training_step(batch, 0)
+    assert len(calls) == 2 and calls[0] is batch["image"]
+    assert torch.equal(calls[1], mixed["image"])
+    expected = plain.seg_loss(plain.net(batch["image"]).logits, batch["label"]) + plain.seg_loss(
+        plain.net(mixed["image"]).logits, mixed["label"]
+    )
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ValueError, match="loss.mix must be null"):
+        SegmentationModule(
+            model=module.hparams["model"], data=module.hparams["data"], optim={}, loss={"mix": 1}
+        )

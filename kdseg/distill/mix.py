@@ -18,6 +18,10 @@ balanced and region KD) see the composite's exact labels. An image is unlabeled 
 source is, unless nothing of another image was pasted into it. All of it works on (B, C,
 *spatial) tensors of any spatial rank.
 
+The same mix serves plain training as a control (``loss.mix: cutmix``): L_seg on the clean batch
+plus L_seg on a CutMix of it against the mixed labels, at the same number of student passes,
+so a study can tell what the teacher adds from what the mixed images add.
+
 The draws come from a generator of their own (``MixGenerator``), seeded from the run's seed and
 saved in checkpoints, so the mix changes neither the data order nor the global random streams'
 seeding, and a resumed run draws on where it stopped.
@@ -34,12 +38,12 @@ MIX_KINDS = ("cutmix",)
 MIX_SEED_OFFSET = 0x6D6978
 
 
-def check_mix(kind: Any) -> str | None:
-    """``None`` (off) or a known mix name; anything else is a config error."""
+def check_mix(kind: Any, key: str = "distill.mix") -> str | None:
+    """``None`` (off) or a known mix name; anything else is a config error about ``key``."""
     if kind is None or kind is False or (isinstance(kind, str) and kind.lower() in {"", "none"}):
         return None
     if not isinstance(kind, str) or kind.lower() not in MIX_KINDS:
-        raise ValueError(f"distill.mix must be null or one of {list(MIX_KINDS)}, got {kind!r}")
+        raise ValueError(f"{key} must be null or one of {list(MIX_KINDS)}, got {kind!r}")
     return kind.lower()
 
 
@@ -76,10 +80,15 @@ class MixGenerator:
 
     KEY = "kdseg_mix_generator"
 
-    def __init__(self, kind: str, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, kind: str, seed: int, rank: int = 0, world_size: int = 1, stream: int = 0
+    ) -> None:
+        """``stream``: 0 for the distillation terms' mix, 1 for L_seg's (``loss.mix``), so the
+        two draw different boxes and are saved under their own checkpoint keys."""
         self.kind = kind
-        self.generator = torch.Generator().manual_seed(int(seed) + MIX_SEED_OFFSET)
+        self.generator = torch.Generator().manual_seed(int(seed) + MIX_SEED_OFFSET + stream)
         self.rank, self.world_size = rank, world_size
+        self.key = self.KEY if stream == 0 else f"{self.KEY}_{stream}"
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A CutMix of ``batch``: image, label, the teacher's stored probabilities and the

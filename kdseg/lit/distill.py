@@ -101,7 +101,7 @@ class DistillationModule(SegmentationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images = batch["image"]
         student = self.net(images)
-        seg = self.labeled_seg_loss(student.logits, batch)
+        seg = self.seg_term(student.logits, batch)
         if self.mix is not None:  # the terms on a CutMix that both networks see
             batch = self.mix(batch)
             student = self.net(batch["image"])
@@ -122,18 +122,6 @@ class DistillationModule(SegmentationModule):
         if self.criterion.warmup and self._trainer is not None:
             self.log("distill/warmup", self.criterion.ramp(*self._progress()), batch_size=n)
         return loss
-
-    def on_fit_start(self) -> None:
-        if self.mix is not None:
-            self.mix.rank, self.mix.world_size = self.global_rank, self.trainer.world_size
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.mix is not None:
-            checkpoint[MixGenerator.KEY] = self.mix.state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.mix is not None and MixGenerator.KEY in checkpoint:
-            self.mix.load(checkpoint[MixGenerator.KEY])
 
     def _progress(self) -> tuple[int | None, float | None]:
         """(optimizer steps done, total steps) for the criterion's warm-up; (None, None) outside

@@ -16,6 +16,7 @@ import torch
 from monai.losses import DiceFocalLoss
 
 from kdseg.data.tasks import Task
+from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
 
@@ -51,6 +52,10 @@ class SegmentationModule(pl.LightningModule):
         self.net = build_from_config(model)
         self.task = Task(data["task"])
         self.seg_loss = build_seg_loss(loss)
+        kind = check_mix(loss.get("mix"), "loss.mix")
+        # beyond the paper: L_seg also on a CutMix of the batch with its mixed labels, from a
+        # stream of its own (seeded from the run's seed, not drawn from it)
+        self.label_mix = MixGenerator(kind, torch.initial_seed(), stream=1) if kind else None
         self._val_counts: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> SegOutput:
@@ -58,9 +63,34 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.net(batch["image"])
-        loss = self.labeled_seg_loss(out.logits, batch)
+        loss = self.seg_term(out.logits, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
+
+    def seg_term(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """L_seg of the clean batch's ``logits``; with ``loss.mix`` plus L_seg of the student on a
+        CutMix of the batch against the mixed labels (one more student pass)."""
+        seg = self.labeled_seg_loss(logits, batch)
+        if self.label_mix is None:
+            return seg
+        mixed = self.label_mix(batch)
+        return seg + self.labeled_seg_loss(self.net(mixed["image"]).logits, mixed)
+
+    def on_fit_start(self) -> None:
+        for mix in self.mixes():
+            mix.rank, mix.world_size = self.global_rank, self.trainer.world_size
+
+    def mixes(self) -> list[MixGenerator]:
+        return [m for m in (self.label_mix, getattr(self, "mix", None)) if m is not None]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for mix in self.mixes():
+            checkpoint[mix.key] = mix.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for mix in self.mixes():
+            if mix.key in checkpoint:
+                mix.load(checkpoint[mix.key])
 
     def labeled_seg_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """L_seg over the batch's labeled images only (``batch["labeled"]``; all by default).
