@@ -274,6 +274,15 @@ EXPECTED_ACTIVE = {
     "emkd_balanced_pmd1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
     "emkd_balanced_t1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
     "emkd_balanced_region": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region"},
+    # study v10's: the same terms on a CutMix that teacher and student both see
+    "emkd_balanced_region_cutmix": {
+        "pmd",
+        "imd_low",
+        "imd_high",
+        "rad_low",
+        "rad_high",
+        "kd_region",
+    },
     # study v6's variants of emkd_balanced_region
     "emkd_balanced_region_imd2": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high", "kd_region"},
     "emkd_balanced_region_at": {
@@ -289,6 +298,7 @@ EXPECTED_WARMUP = {
     "emkd_balanced_pmd1": 0.2,
     "emkd_balanced_t1": 0.2,
     "emkd_balanced_region": 0.2,
+    "emkd_balanced_region_cutmix": 0.2,
     "emkd_balanced_region_imd2": 0.2,
     "emkd_balanced_region_at": 0.2,
     "emkd_balanced_region_w2": 0.2,
@@ -305,6 +315,7 @@ def test_every_distill_yaml_composes_and_builds():
         for config, active in EXPECTED_ACTIVE.items():
             cfg = hydra.compose(config_name=None, overrides=[f"+distill={config}"]).distill
             assert cfg.name == config
+            assert cfg.get("mix") == ("cutmix" if config.endswith("_cutmix") else None), config
             terms = OmegaConf.to_container(cfg.terms, resolve=True)
             warmup = cfg.get("warmup", 0.0)
             built[config] = build_criterion(terms, STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES, warmup)
@@ -329,6 +340,8 @@ def test_every_distill_yaml_composes_and_builds():
     assert variants["emkd_balanced_t1"]["pmd"].weight == 1.0
     assert variants["emkd_balanced_t1"]["pmd"].options == {"temperature": 1.0}
     region = variants["emkd_balanced_region"]
+    cutmix = {t.name: t for t in built["emkd_balanced_region_cutmix"].terms}
+    assert cutmix == region  # the mix changes the images the terms see, not the terms
     assert region["kd_region"].loss == "kd_region" and region["kd_region"].weight == 1.0
     assert region["kd_region"].options == {"temperature": 1.0, "dilation": 4}
     for terms in variants.values():
@@ -338,7 +351,11 @@ def test_every_distill_yaml_composes_and_builds():
         } == {n: (t.loss, t.weight, t.options) for n, t in emkd.items() if n != "pmd"}
 
     # the v6 variants: emkd_balanced_region with one change each
-    v6 = {v: {t.name: t for t in built[v].terms} for v in EXPECTED_ACTIVE if "region_" in v}
+    v6 = {
+        v: {t.name: t for t in built[v].terms}
+        for v in EXPECTED_ACTIVE
+        if "region_" in v and not v.endswith("_cutmix")
+    }
     assert v6["emkd_balanced_region_imd2"]["imd_low"].weight == 1.8
     assert v6["emkd_balanced_region_imd2"]["imd_high"].weight == 1.8
     assert v6["emkd_balanced_region_w2"]["kd_region"].weight == 2.0
