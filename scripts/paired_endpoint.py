@@ -104,9 +104,9 @@ def table(spec: EndpointSpec, study: Path, seeds: tuple[int, ...]) -> dict:
 
     scores = {row: {s: scored(row, s) for s in seeds} for row in spec.rows}
     distilled = [row for row in spec.rows if row != "alone"]
+    alone_start = {s: init_hash(spec.rows["alone"].runs / f"s{s}") for s in seeds}
     same_start = all(
-        init_hash(spec.rows["alone"].runs / f"s{s}") is not None
-        and init_hash(spec.rows["alone"].runs / f"s{s}") == init_hash(spec.rows[row].runs / f"s{s}")
+        alone_start[s] is not None and alone_start[s] == init_hash(spec.rows[row].runs / f"s{s}")
         for s in seeds
         for row in distilled
     )

@@ -35,6 +35,7 @@ import torch
 from omegaconf import OmegaConf
 
 import kdseg.config  # noqa: F401  (resolvers used by .hydra/config.yaml)
+from kdseg.distill.mix import check_mix
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
 from kdseg.eval.paired import PairedDifference, paired_difference
@@ -196,8 +197,8 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
 def method_label(distill: dict[str, Any]) -> str:
     """The distillation method's name, with the mix when one is set on a preset without it in
     its name (``distill=kd +distill.mix=cutmix`` is not plain ``kd``)."""
-    name, mix = str(distill.get("name", "?")), distill.get("mix")
-    return f"{name}+{mix}" if mix and str(mix).lower() != "none" and str(mix) not in name else name
+    name, mix = str(distill.get("name", "?")), check_mix(distill.get("mix"))
+    return f"{name}+{mix}" if mix and mix not in name else name
 
 
 def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:

@@ -89,6 +89,10 @@ class DistillationModule(SegmentationModule):
             self.teacher.eval()
         return self
 
+    def mixes(self) -> list[MixGenerator]:
+        """L_seg's CutMix stream, if any, and the distillation terms' one."""
+        return [*super().mixes(), *([self.mix] if self.mix is not None else [])]
+
     def teacher_output(self, batch: dict[str, Any]) -> SegOutput:
         """The live teacher's output, or the stored probabilities as log-probability logits."""
         if self.teacher is None:

@@ -81,7 +81,8 @@ class SegmentationModule(pl.LightningModule):
             mix.rank, mix.world_size = self.global_rank, self.trainer.world_size
 
     def mixes(self) -> list[MixGenerator]:
-        return [m for m in (self.label_mix, getattr(self, "mix", None)) if m is not None]
+        """The module's CutMix streams (set to the rank, saved in checkpoints)."""
+        return [self.label_mix] if self.label_mix is not None else []
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for mix in self.mixes():
