@@ -1,4 +1,4 @@
-"""Issue 11's endpoint for a study of paired seeds on one test folder (studies v8 and v10).
+"""Issue 11's endpoint for a study of paired seeds on one test folder (studies v8, v10, v11).
 
 Each study names its rows (ENet alone first, then the distilled rows), the row its target is
 scored on, the teacher's run and the endpoint cases, in an :class:`EndpointSpec`; this module
@@ -8,7 +8,13 @@ finite scores, and computes per row:
 per-seed Dice, the paired difference to ENet alone with a Student-t 95% interval and the share of
 the alone -> teacher gap closed; then issue 11's precondition (teacher tumor >= 0.5, lead >= 0.15
 over ENet alone, seeds 1-5) and target (target row >= 50% of the tumor gap, interval above zero,
-paired starting weights). Optional contrasts (row minus row, paired) are information only.
+paired starting weights). Optional contrasts (row minus row, paired) are information only,
+unless a study scores a contrast instead of a target (v11: ``target=None``).
+
+Every evaluation in a table must have scored the same reference voxels per case and class (the
+``gt_voxels`` of ``per_case.csv``): rows scored on cases that were drawn again elsewhere are
+refused unless the drawing reproduced them exactly. A row whose run folder is gone may read its
+evaluations and run records from copies (``Row.eval_dir``, ``Row.records``).
 
 The endpoint is refused before all five seeds are scored, unless ``--interim`` (which labels
 it). ``endpoint.json`` / ``endpoint.md`` (or ``interim.*``) are written into the study folder.
@@ -37,16 +43,30 @@ CLASSES = ("organ", "tumor")
 
 @dataclass(frozen=True)
 class Row:
-    """A table row: its evaluation folders are ``eval/<prefix>-s<seed>``, of ``runs/s<seed>``."""
+    """A table row: its evaluation folders are ``eval/<prefix>-s<seed>``, of ``runs/s<seed>``.
+
+    ``eval_dir``: where those evaluation folders are, if not in the study's ``eval/`` (another
+    study's committed records); ``records``: where copies of each run's ``s<seed>/summary.json``
+    are, if ``runs`` (the path the evaluations name) no longer exists."""
 
     prefix: str
     runs: Path
     label: str
+    eval_dir: Path | None = None
+    records: Path | None = None
+
+    def evaluation(self, study: Path, seed: int) -> Path:
+        return (self.eval_dir or study / "eval") / f"{self.prefix}-s{seed}"
+
+    def start(self, seed: int) -> str | None:
+        """The seed's starting-weight checksum, from the run or its record copy."""
+        return init_hash((self.records or self.runs) / f"s{seed}")
 
 
 @dataclass(frozen=True)
 class EndpointSpec:
-    """What one study scores: ``rows["alone"]`` is the baseline, ``target`` the scored row."""
+    """What one study scores: ``rows["alone"]`` is the baseline, ``target`` the scored row
+    (None: the study scores its ``contrasts`` and has no issue-11 target of its own)."""
 
     name: str
     first_case: int  # the endpoint cases are volume-<first_case> .. + n_cases - 1
@@ -55,8 +75,14 @@ class EndpointSpec:
     teacher_run: Path
     teacher_label: str
     rows: dict[str, Row]
-    target: str
+    target: str | None
     contrasts: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    teacher_eval: Path | None = None  # the teacher's evaluation, if not <study>/eval/teacher-s1
+
+    @property
+    def last_row(self) -> str:
+        """The row whose five scored seeds complete the study (the target, else the last)."""
+        return self.target or list(self.rows)[-1]
 
     @property
     def cases(self) -> str:
@@ -82,8 +108,7 @@ def dice(spec: EndpointSpec, eval_dir: Path, run: Path) -> dict[str, float]:
         raise SystemExit(
             f"{spec.name}: {eval_dir} scored {record['data_root']}, not {spec.data_root}"
         )
-    with (eval_dir / "per_case.csv").open(newline="") as f:
-        cases = {row["case"] for row in csv.DictReader(f)}
+    cases = {case for case, _ in reference_voxels(eval_dir)}
     if cases != spec.case_ids:
         raise SystemExit(f"{spec.name}: {eval_dir} scored other cases than {spec.cases}")
     summary = record["summary"]
@@ -93,20 +118,41 @@ def dice(spec: EndpointSpec, eval_dir: Path, run: Path) -> dict[str, float]:
     return scores
 
 
+def reference_voxels(eval_dir: Path) -> dict[tuple[str, str], int]:
+    """``(case, class) -> gt_voxels`` of one evaluation's ``per_case.csv``."""
+    with (eval_dir / "per_case.csv").open(newline="") as f:
+        return {(r["case"], r["class"]): int(r["gt_voxels"]) for r in csv.DictReader(f)}
+
+
+def same_references(spec: EndpointSpec, evaluations: list[Path]) -> None:
+    """Refuse a table whose evaluations did not all score the same reference voxels."""
+    first = reference_voxels(evaluations[0])
+    for other in evaluations[1:]:
+        if reference_voxels(other) != first:
+            raise SystemExit(
+                f"{spec.name}: {other} scored other reference voxels than {evaluations[0]} "
+                "(its cases were drawn or preprocessed differently)"
+            )
+
+
 def table(spec: EndpointSpec, study: Path, seeds: tuple[int, ...]) -> dict:
     """Every row's per-seed Dice, the teacher's, the paired rows and the precondition (on the
     mean of ENet alone over seeds 1-5 whenever those are scored, as the protocols say)."""
-    teacher = dice(spec, study / "eval" / "teacher-s1", spec.teacher_run)
+    teacher_eval = spec.teacher_eval or study / "eval" / "teacher-s1"
+    teacher = dice(spec, teacher_eval, spec.teacher_run)
 
     def scored(row: str, seed: int) -> dict[str, float]:
         r = spec.rows[row]
-        return dice(spec, study / "eval" / f"{r.prefix}-s{seed}", r.runs / f"s{seed}")
+        return dice(spec, r.evaluation(study, seed), r.runs / f"s{seed}")
 
     scores = {row: {s: scored(row, s) for s in seeds} for row in spec.rows}
+    same_references(
+        spec, [teacher_eval, *(r.evaluation(study, s) for r in spec.rows.values() for s in seeds)]
+    )
     distilled = [row for row in spec.rows if row != "alone"]
-    alone_start = {s: init_hash(spec.rows["alone"].runs / f"s{s}") for s in seeds}
+    alone_start = {s: spec.rows["alone"].start(s) for s in seeds}
     same_start = all(
-        alone_start[s] is not None and alone_start[s] == init_hash(spec.rows[row].runs / f"s{s}")
+        alone_start[s] is not None and alone_start[s] == spec.rows[row].start(s)
         for s in seeds
         for row in distilled
     )
@@ -121,7 +167,7 @@ def table(spec: EndpointSpec, study: Path, seeds: tuple[int, ...]) -> dict:
             out[name]["contrasts"] = {
                 f"{a} - {b}": list(_diff(per_seed[a], per_seed[b])) for a, b in spec.contrasts
             }
-    alone_evals = [study / "eval" / f"{spec.rows['alone'].prefix}-s{s}" for s in SEEDS]
+    alone_evals = [spec.rows["alone"].evaluation(study, s) for s in SEEDS]
     if all((p / "summary.json").exists() for p in alone_evals):
         alone_mean = sum(scored("alone", s)["tumor"] for s in SEEDS) / len(SEEDS)
     else:
@@ -132,6 +178,9 @@ def table(spec: EndpointSpec, study: Path, seeds: tuple[int, ...]) -> dict:
         "lead": lead,
         "met": teacher["tumor"] >= TEACHER_MIN and lead >= GAP_MIN,
     }
+    if spec.target is None:
+        out["target_met"] = None
+        return out
     row = out["tumor"][spec.target]
     out["target_met"] = bool(
         out["precondition"]["met"]
@@ -194,7 +243,8 @@ def markdown(spec: EndpointSpec, result: dict, interim: bool) -> str:
     for a, b in spec.contrasts:
         key = f"{a} - {b}"
         lines.append(
-            f"Information only, {key}, paired [95% t]: organ "
+            f"{'Information only, ' if spec.target else 'Scored contrast, '}{key}, paired "
+            "[95% t]: organ "
             f"{_interval(result['organ']['contrasts'][key])}, tumor "
             f"{_interval(result['tumor']['contrasts'][key])}."
         )
@@ -202,9 +252,12 @@ def markdown(spec: EndpointSpec, result: dict, interim: bool) -> str:
         f"Precondition (teacher tumor >= {TEACHER_MIN}, lead >= {GAP_MIN}): teacher "
         f"{pre['teacher_tumor']:.3f}, lead {pre['lead']:.3f}: "
         f"{'met' if pre['met'] else 'NOT met'}.",
-        f"Target (>= 50% of the tumor gap, interval above zero): "
-        f"{'met' if result['target_met'] else 'not met'}.",
     ]
+    if spec.target is not None:
+        lines.append(
+            f"Target (>= 50% of the tumor gap, interval above zero): "
+            f"{'met' if result['target_met'] else 'not met'}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -213,23 +266,27 @@ def main(
     default_dir: Path,
     description: str,
     argv: list[str] | None = None,
-) -> None:
-    """The scoring command: ``--dir`` (the study folder) and ``--interim``."""
+    reading: Callable[[dict], str] | None = None,
+) -> dict:
+    """The scoring command: ``--dir`` (the study folder) and ``--interim``. ``reading``: a
+    line the study's protocol fixed for reading its result, added to the Markdown."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dir", type=Path, default=default_dir)
     parser.add_argument("--interim", action="store_true", help="score the seeds scored so far")
     args = parser.parse_args(argv)
     spec = spec_for(args.dir)
-    prefix = spec.rows[spec.target].prefix
-    done = tuple(
-        s for s in SEEDS if (args.dir / "eval" / f"{prefix}-s{s}" / "summary.json").exists()
-    )
+    last = spec.rows[spec.last_row]
+    done = tuple(s for s in SEEDS if (last.evaluation(args.dir, s) / "summary.json").exists())
     if done != SEEDS and not args.interim:
         raise SystemExit(f"{spec.name}: seeds {done} scored; the endpoint needs {SEEDS}")
     result = table(spec, args.dir, done)
     interim = done != SEEDS
     result["interim"] = interim
     name = "interim" if interim else "endpoint"
+    text = markdown(spec, result, interim)
+    if reading is not None:
+        text += reading(result) + "\n"
     (args.dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.dir / f"{name}.md").write_text(markdown(spec, result, interim))
-    print(markdown(spec, result, interim))
+    (args.dir / f"{name}.md").write_text(text)
+    print(text)
+    return result

@@ -10,6 +10,7 @@ runs only with ``KDSEG_TEST_AOTI=1``.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -154,6 +155,20 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def onnx_fp32(workspace: dict) -> Path:
     result = export_checkpoint(ExportOptions(ckpt=str(workspace["tiny"]), check_slices=8))
     return result.artifact
+
+
+def test_a_channels_last_checkpoint_exports_and_passes_the_check(workspace: dict) -> None:
+    """``model.channels_last`` is how a network runs in torch, not part of it: the export
+    builds it contiguous, and the artefact passes the same check as the plain one's."""
+    ckpt = torch.load(workspace["tiny"], weights_only=True)
+    ckpt["hyper_parameters"]["model"]["channels_last"] = True
+    twin = workspace["root"] / "tiny-cl" / "checkpoints" / "best.ckpt"
+    twin.parent.mkdir(parents=True)
+    torch.save(ckpt, twin)
+    shutil.copy(workspace["tiny"].parents[1] / "config.yaml", twin.parents[1] / "config.yaml")
+    result = export_checkpoint(ExportOptions(ckpt=str(twin), check_slices=8))
+    info = read_metadata(result.artifact)["export"]
+    assert info["check"]["argmax_agreement"] >= 0.999 and info["check"]["max_abs_diff"] < 1e-3
 
 
 def _predict_and_check(bundle, backend: str, artifact, image: nib.Nifti1Image) -> np.ndarray:

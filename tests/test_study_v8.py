@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,13 +28,21 @@ def score(monkeypatch, tmp_path):
 
 
 def _eval(
-    folder: Path, run: Path, organ: float, tumor: float, n_cases: int = 24, first: int = 204
+    folder: Path,
+    run: Path,
+    organ: float,
+    tumor: float,
+    n_cases: int = 24,
+    first: int = 204,
+    data_root: Path | None = None,
+    redrawn: int = 0,
 ) -> None:
-    """What kdseg-eval writes for ``run`` on cases volume-<first>.. of the study's data."""
+    """What kdseg-eval writes for ``run`` on cases volume-<first>.. of the study's data (or of
+    ``data_root``); ``redrawn``: that many more reference voxels in each case's tumor."""
     folder.mkdir(parents=True)
     record = {
         "checkpoint": str(run / "checkpoints" / "best.ckpt"),
-        "data_root": str(folder.parents[1] / "data" / "fresh"),
+        "data_root": str(data_root or folder.parents[1] / "data" / "fresh"),
         "split": "test",
         "n_cases": n_cases,
         "summary": {
@@ -43,9 +52,11 @@ def _eval(
     }
     (folder / "summary.json").write_text(json.dumps(record))
     rows = [
-        f"volume-{i},{c},0.5" for i in range(first, first + n_cases) for c in ("organ", "tumor")
+        f"volume-{i},{c},0.5,{1000 + i if c == 'organ' else 10 + i + redrawn}"
+        for i in range(first, first + n_cases)
+        for c in ("organ", "tumor")
     ]
-    (folder / "per_case.csv").write_text("case,class,dice\n" + "\n".join(rows) + "\n")
+    (folder / "per_case.csv").write_text("case,class,dice,gt_voxels\n" + "\n".join(rows) + "\n")
 
 
 def _run(folder: Path, sha: str) -> None:
@@ -121,7 +132,7 @@ def test_an_evaluation_of_another_checkpoint_or_split_is_refused(score, tmp_path
         score.table(study, (1, 2, 3, 4, 5))
 
 
-@pytest.mark.parametrize("change", ["data_root", "cases", "nan"])
+@pytest.mark.parametrize("change", ["data_root", "cases", "nan", "redrawn"])
 def test_an_evaluation_of_other_cases_or_with_nan_is_refused(score, tmp_path, change) -> None:
     """The right checkpoint on 24 test cases is not enough: the endpoint cases of this study's
     data folder, with finite scores (v10's folders hold evaluations named like v8's)."""
@@ -132,6 +143,10 @@ def test_an_evaluation_of_other_cases_or_with_nan_is_refused(score, tmp_path, ch
         record["data_root"] = "/work/v10/data/fresh"
     elif change == "nan":
         record["summary"]["tumor"]["dice_per_case_nonempty"] = float("nan")
+    elif change == "redrawn":  # the same case ids, other reference voxels: not the same cases
+        shutil.rmtree(folder)
+        _eval(folder, tmp_path / "alone" / "s3", 0.92, ALONE[2], redrawn=1)
+        record = json.loads((folder / "summary.json").read_text())
     else:
         text = (folder / "per_case.csv").read_text()
         (folder / "per_case.csv").write_text(text.replace("volume-204,", "volume-228,"))
@@ -140,6 +155,7 @@ def test_an_evaluation_of_other_cases_or_with_nan_is_refused(score, tmp_path, ch
         "data_root": "not .*data/fresh",
         "cases": "other cases than 204-227",
         "nan": "non-finite",
+        "redrawn": "alone-8192-s3 scored other reference voxels",
     }
     with pytest.raises(SystemExit, match=why[change]):
         score.table(study, (1, 2, 3, 4, 5))

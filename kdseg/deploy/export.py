@@ -54,6 +54,7 @@ from kdseg.eval.checkpoint import Bundle, load_bundle
 from kdseg.eval.inference import BACKENDS
 from kdseg.guards import check_output
 from kdseg.models.cost import model_cost
+from kdseg.models.memory_format import set_channels_last
 
 log = logging.getLogger(__name__)
 FORMATS = {"onnx": ".onnx", "aoti": ".pt2"}
@@ -295,6 +296,7 @@ def _start(opts: ExportOptions) -> _Job:
     """Load the checkpoint, find its training data and draw the check slices."""
     _validate(opts)
     bundle = load_bundle(opts.ckpt)
+    set_channels_last(bundle.model, False)  # ONNX, int8 and AOTI choose their own layouts
     name = bundle.model_config["name"]
     out = Path(
         opts.output or default_output(opts.ckpt, name, opts.format, opts.quantize, opts.prune)

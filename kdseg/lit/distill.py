@@ -33,6 +33,7 @@ from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
 from kdseg.models import SegOutput
+from kdseg.models.memory_format import set_channels_last
 
 MUST_MATCH = ("task", "context", "in_channels", "num_classes", "preprocess")
 #: Floor of stored probabilities before the log (a one-hot hard target becomes log 1e-4 = -9.2).
@@ -70,6 +71,9 @@ class DistillationModule(SegmentationModule):
                 )
                 raise InputError(ckpt, f"teacher was trained on other inputs ({details})")
             self.teacher = bundle.model.requires_grad_(False).eval()
+            layout = teacher.get("channels_last")  # None: as the teacher's checkpoint says
+            if layout is not None:
+                set_channels_last(self.teacher, bool(layout))
             teacher_taps = self.teacher.tap_info
         self.criterion = build_criterion(
             distill.get("terms"),

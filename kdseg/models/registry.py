@@ -13,8 +13,10 @@ from typing import Any
 
 from torch import nn
 
+from kdseg.models.memory_format import set_channels_last
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_NOT_NETWORKS = {"registry", "taps", "checkpoint", "layers", "cost"}
+_NOT_NETWORKS = {"registry", "taps", "checkpoint", "layers", "cost", "memory_format"}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -51,7 +53,15 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def build_from_config(cfg: dict[str, Any]) -> nn.Module:
-    """Build a model from a config mapping ``{"name": ..., **kwargs}`` (as in ``conf/model``)."""
+    """Build a model from a config mapping ``{"name": ..., **kwargs}`` (as in ``conf/model``).
+
+    ``channels_last`` (optional; null or false: off) is not a network argument but how it runs
+    (:mod:`kdseg.models.memory_format`); it is applied after the weights are drawn, so it does
+    not change them."""
     kwargs = dict(cfg)
     name = kwargs.pop("name")
-    return build_model(name, **kwargs)
+    channels_last = kwargs.pop("channels_last", None)  # null (the default) is off
+    if channels_last is not None and not isinstance(channels_last, bool):
+        raise ValueError(f"model.channels_last must be true, false or null, got {channels_last!r}")
+    net = build_model(name, **kwargs)
+    return set_channels_last(net, True) if channels_last else net

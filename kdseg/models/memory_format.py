@@ -1,0 +1,68 @@
+"""Channels-last memory format for a network: a speed option, not part of any model.
+
+``channels_last: true`` in a model config (``conf/model/*.yaml``; saved in its checkpoints)
+stores the network's 4-D weights as NHWC and turns every 4-D input into NHWC before the
+forward pass (5-D: NDHWC). The arithmetic is the same; oneDNN on CPU and cuDNN on GPU pick
+faster kernels for that layout. Outputs stay channels-last in memory and are ordinary tensors
+to every loss (no code here depends on strides).
+
+On this project's 2-core CPU (torch 2.13, one thread, batch 16 at 144 x 144;
+``scripts/bench_memory_format.py``) it made RA-UNet, UNet++, ResNet18 and wide ENets markedly
+faster and ENet at width 0.25 a little slower, so it is off by default and chosen per model.
+Off by default also keeps every recorded run reproducible bit for bit: the faster kernels sum
+in another order, so a run with it is not bit-identical to one without (same seed, same run
+still holds for each setting).
+
+Beyond the paper (an engineering option). Export builds the network contiguous again
+(:func:`set_channels_last` ``False``): ONNX and the deploy path have their own layouts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+#: the attribute that holds a network's input hook while channels-last is on
+_HOOK = "_kdseg_channels_last_hook"
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` channels-last if it is 4-D (NHWC) or 5-D (NDHWC), else unchanged."""
+    if t.ndim == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.ndim == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t
+
+
+def _to_channels_last(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the first argument, if a 4-D or 5-D tensor, in channels-last."""
+    if not args or not isinstance(args[0], torch.Tensor):
+        return args
+    return (_channels_last(args[0]), *args[1:])
+
+
+def set_channels_last(net: nn.Module, on: bool) -> nn.Module:
+    """Store ``net``'s weights and feed its inputs channels-last (``on``) or contiguous again.
+
+    Idempotent; returns ``net`` (converted in place). Values are unchanged, so a checksum of
+    the weights (``kdseg.lit.train.weights_checksum``) is the same either way.
+    """
+    handle = getattr(net, _HOOK, None)
+    if on:
+        net._apply(_channels_last)  # 4-D and 5-D weights and buffers; others untouched
+        if handle is None:
+            object.__setattr__(net, _HOOK, net.register_forward_pre_hook(_to_channels_last))
+    else:
+        net._apply(lambda t: t.contiguous())
+        if handle is not None:
+            handle.remove()
+            object.__delattr__(net, _HOOK)
+    return net
+
+
+def is_channels_last(net: nn.Module) -> bool:
+    """Whether :func:`set_channels_last` is on for ``net``."""
+    return getattr(net, _HOOK, None) is not None
