@@ -171,6 +171,9 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         self.jobs: int = args.jobs
         self.own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
         self.hydra_args: list[str] = list(args.hydra)
+        #: networks run channels-last (``model.channels_last``: a speed option; a run with it is
+        #: not bit-identical to one without, so a protocol's recorded runs are not reused)
+        self.channels_last: set[str] = set(getattr(args, "channels_last", None) or [])
         self.timings_file = self.dir / "timings.json"
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
@@ -381,7 +384,12 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
                 "study.teacher_width": [TEACHER_WIDTH],
             },
             names,
-            [*teacher_seed_override(self.protocol.teacher_seed), *extra],
+            [
+                *teacher_seed_override(self.protocol.teacher_seed),
+                *self.layout("teacher", TEACHER),
+                *self.layout("student", student),
+                *extra,
+            ],
             label,
         )
 
@@ -401,9 +409,13 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             self.protocol.experiment,
             {"model": [model], "model.width": [width], "seed": seeds},
             names,
-            extra,
+            [*self.layout("model", model), *extra],
             jobs=jobs,
         )
+
+    def layout(self, key: str, network: str) -> list[str]:
+        """``<key>.channels_last=true`` when ``--channels-last`` names ``network``."""
+        return [f"{key}.channels_last=true"] if network in self.channels_last else []
 
     def run_dirs(self) -> list[Path]:
         return sorted(p.parent for p in self.runs.glob("*/*/summary.json"))
@@ -587,6 +599,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="RUNS",
         help="an earlier study's runs/ folder: its finished runs of the stages this study shares"
         " are copied in (evaluations left behind) after checking each config.yaml",
+    )
+    parser.add_argument(
+        "--channels-last",
+        type=csv,
+        default=[],
+        metavar="NETS",
+        help="networks (e.g. raunet,mobilenetv2) trained and run as teachers channels-last: a"
+        " speed option (scripts/bench_memory_format.py), not bit-identical to the default",
     )
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
     args = parser.parse_args(argv)

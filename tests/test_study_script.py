@@ -187,6 +187,24 @@ def test_phantom_study_v4_commands(tmp_path: Path) -> None:
     assert study.teacher_seeds == [1]
 
 
+def test_phantom_study_channels_last_reaches_the_named_networks_only(tmp_path: Path) -> None:
+    """``--channels-last raunet,mobilenetv2``: the teacher trains and runs channels-last, as
+    does MobileNetV2 alone and distilled; ENet alone and distilled keep the default."""
+    ps = _study_module()
+    argv = ["--dir", str(tmp_path), "--protocol", "v4", "--channels-last", "raunet,mobilenetv2"]
+    study = ps.Study(ps.parse_args(argv))
+    calls = _study_commands(ps, study)
+    _, _, teachers, enet, mobilenet, *distills, _, _, _ = calls
+    assert "model.channels_last=true" in teachers and "model.channels_last=true" in mobilenet
+    assert not [a for a in enet if "channels_last" in a]
+    for call in distills:
+        assert "teacher.channels_last=true" in call
+        assert ("student.channels_last=true" in call) == ("student=mobilenetv2" in call)
+    assert any("student=mobilenetv2" in c for c in distills)
+    plain = ps.Study(ps.parse_args(["--dir", str(tmp_path / "b"), "--protocol", "v4"]))
+    assert not [a for c in _study_commands(ps, plain) for a in c if "channels_last" in a]
+
+
 def _teacher_run(folder: Path, max_epochs: int, data_root: str) -> Path:
     """A finished-looking teacher run: pilot T13's saved config with two keys changed."""
     import yaml
