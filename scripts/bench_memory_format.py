@@ -8,7 +8,7 @@ two layouts alternate, ``--repeats`` times after two warm-up steps, and the tabl
 and the ratio (channels-last / default: below 1 is faster). Prints a Markdown table; ``--json``
 writes the numbers. The load average is printed with it: run it on idle cores.
 
-    python scripts/bench_memory_format.py                       # the study's shapes (16 x 144^2)
+    python scripts/bench_memory_format.py                       # the studies' shapes (8 x 144^2)
     python scripts/bench_memory_format.py --models enet:0.25,raunet:0.5 --size 96
 """
 
@@ -92,7 +92,7 @@ def table(rows: list[dict], batch: int, size: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=MODELS, help="name:width,... (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=144)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

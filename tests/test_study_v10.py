@@ -3,29 +3,24 @@ scored by scripts/paired_endpoint.py from what kdseg-eval writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from test_study_v8 import ALONE, _eval, _run
+from test_study_v8 import ALONE, _eval, _run, load_score
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def score(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    path = ROOT / "docs" / "study_v10" / "score.py"
-    spec = importlib.util.spec_from_file_location("study_v10_score", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "ALONE_RUNS", tmp_path / "alone")
-    monkeypatch.setattr(module, "REGION_RUNS", tmp_path / "region")
-    monkeypatch.setattr(module, "TEACHER_RUN", tmp_path / "teacher")
-    yield module
-    sys.modules.pop("study_v10_score", None)
+    return load_score(
+        monkeypatch,
+        "study_v10",
+        ALONE_RUNS=tmp_path / "alone",
+        REGION_RUNS=tmp_path / "region",
+        TEACHER_RUN=tmp_path / "teacher",
+    )
 
 
 def _study(tmp: Path, region: list[float], cutmix: list[float], hashes=None) -> Path:

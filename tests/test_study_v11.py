@@ -3,28 +3,20 @@ control against ENet alone), v10's rows read from their committed records."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from test_study_v8 import ALONE, _eval, _run
+from test_study_v8 import ALONE, _eval, _run, load_score
 
 ROOT = Path(__file__).resolve().parents[1]
 V10_EVAL = ROOT / "docs" / "study_v10" / "eval"
 
 
 @pytest.fixture
-def score(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    path = ROOT / "docs" / "study_v11" / "score.py"
-    spec = importlib.util.spec_from_file_location("study_v11_score", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("study_v11_score", None)
+def score(monkeypatch):
+    return load_score(monkeypatch, "study_v11")
 
 
 def _synthetic(score, monkeypatch, tmp: Path, cutmix: list[float], control: list[float]) -> Path:

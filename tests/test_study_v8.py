@@ -14,17 +14,26 @@ ROOT = Path(__file__).resolve().parents[1]
 ALONE = [0.50, 0.55, 0.60, 0.52, 0.58]  # mean 0.55
 
 
-@pytest.fixture
-def score(monkeypatch, tmp_path):
+def load_score(monkeypatch, study: str, **paths: Path):
+    """``docs/<study>/score.py`` imported as a module (``scripts/`` on the path), with its
+    module-level paths (``ALONE_RUNS``, ...) pointed at ``paths``."""
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    path = ROOT / "docs" / "study_v8" / "score.py"
-    spec = importlib.util.spec_from_file_location("study_v8_score", path)
+    spec = importlib.util.spec_from_file_location(
+        f"{study}_score", ROOT / "docs" / study / "score.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "ALONE_RUNS", tmp_path / "alone")
-    monkeypatch.setattr(module, "TEACHER_RUN", tmp_path / "teacher")
-    yield module
-    sys.modules.pop("study_v8_score", None)
+    for name, value in paths.items():
+        monkeypatch.setattr(module, name, value)
+    monkeypatch.setitem(sys.modules, f"{study}_score", module)  # removed again after the test
+    return module
+
+
+@pytest.fixture
+def score(monkeypatch, tmp_path):
+    return load_score(
+        monkeypatch, "study_v8", ALONE_RUNS=tmp_path / "alone", TEACHER_RUN=tmp_path / "teacher"
+    )
 
 
 def _eval(
