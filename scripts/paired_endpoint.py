@@ -96,6 +96,8 @@ class EndpointSpec:
 def dice(spec: EndpointSpec, eval_dir: Path, run: Path) -> dict[str, float]:
     """Per-case organ and tumor Dice (tumor over the cases with tumor) of one evaluation,
     after checking that it scored ``run``'s best checkpoint on the spec's endpoint cases."""
+    if not (eval_dir / "summary.json").is_file():
+        raise SystemExit(f"{spec.name}: no evaluation in {eval_dir} (summary.json)")
     record = json.loads((eval_dir / "summary.json").read_text())
     checkpoint = Path(record["checkpoint"]).resolve()
     if checkpoint != (run / "checkpoints" / "best.ckpt").resolve():

@@ -174,6 +174,12 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         #: networks run channels-last (``model.channels_last``: a speed option; a run with it is
         #: not bit-identical to one without, so a protocol's recorded runs are not reused)
         self.channels_last: set[str] = set(getattr(args, "channels_last", None) or [])
+        unknown = self.channels_last - {TEACHER, STUDENT, SECOND_STUDENT}
+        if unknown:
+            raise SystemExit(
+                f"phantom_study: --channels-last {','.join(sorted(unknown))}: not a network this "
+                f"study trains ({TEACHER}, {STUDENT}, {SECOND_STUDENT})"
+            )
         self.timings_file = self.dir / "timings.json"
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}

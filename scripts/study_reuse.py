@@ -26,7 +26,7 @@ from study_protocols import (
 
 class ReuseChecks:
     """The checks; the host class (``phantom_study.Study``) provides ``dir``, ``runs``,
-    ``protocol``, ``common``, ``hydra_job`` and ``teacher_seeds``."""
+    ``protocol``, ``common``, ``hydra_job``, ``teacher_seeds`` and ``layout``."""
 
     def teacher_config(self, seed: int) -> dict:
         """The resolved config the teachers stage trains the teacher of ``seed`` with."""
@@ -54,6 +54,7 @@ class ReuseChecks:
                     f"model.width={width}",
                     f"seed={seed}",
                     *(self.protocol.teacher_overrides if stage == "teachers" else ()),
+                    *self.layout("model", model),
                 ],
             )
         elif stage not in ("teachers", "students") and distill:
@@ -70,6 +71,8 @@ class ReuseChecks:
                     f"seed={seed}",
                     f"study.teacher_width={TEACHER_WIDTH}",
                     *teacher_seed_override(self.protocol.teacher_seed),
+                    *self.layout("teacher", TEACHER),
+                    *self.layout("student", student),
                 ],
             )
         else:

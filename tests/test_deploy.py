@@ -166,9 +166,17 @@ def test_a_channels_last_checkpoint_exports_and_passes_the_check(workspace: dict
     twin.parent.mkdir(parents=True)
     torch.save(ckpt, twin)
     shutil.copy(workspace["tiny"].parents[1] / "config.yaml", twin.parents[1] / "config.yaml")
+    from kdseg.deploy.export import _start
+    from kdseg.models.memory_format import is_channels_last
+
+    assert is_channels_last(load_bundle(twin).model)
+    job = _start(ExportOptions(ckpt=str(twin), check_slices=8))
+    assert not is_channels_last(job.model) and not is_channels_last(job.bundle.model)
     result = export_checkpoint(ExportOptions(ckpt=str(twin), check_slices=8))
-    info = read_metadata(result.artifact)["export"]
+    meta = read_metadata(result.artifact)
+    info = meta["export"]
     assert info["check"]["argmax_agreement"] >= 0.999 and info["check"]["max_abs_diff"] < 1e-3
+    assert "channels_last" not in meta["model"]  # how torch ran it is not part of the graph
 
 
 def _predict_and_check(bundle, backend: str, artifact, image: nib.Nifti1Image) -> np.ndarray:

@@ -12,6 +12,7 @@ from test_distill_losses import EXPECTED_ACTIVE
 from test_distill_module import _compose, _fake_teacher
 
 from kdseg.data.dataset import resolve_data
+from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.distill import DistillationModule
 from kdseg.lit.train import weights_checksum
@@ -48,9 +49,35 @@ def test_same_outputs_taps_and_weights_in_either_layout(name: str) -> None:
         assert fast(x).logits.is_contiguous()
 
 
-def test_a_setting_that_is_not_a_boolean_is_refused() -> None:
-    with pytest.raises(ValueError, match="model.channels_last must be true, false or null"):
+def test_a_setting_that_is_not_a_boolean_is_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    """A config error (exit code 2), also when a checkpoint carries it (naming the file)."""
+    with pytest.raises(InputError, match="model.channels_last must be true, false or null"):
         build_from_config({**_config("enet"), "channels_last": "yes"})
+    data = resolve_data(_compose("train", [f"data.root={phantom_lits}"])["data"]).info()
+    ckpt = _fake_teacher(tmp_path / "bad.ckpt", _config("enet"), data)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["hyper_parameters"]["model"]["channels_last"] = "yes"
+    torch.save(saved, ckpt)
+    with pytest.raises(InputError, match=r"bad.ckpt: checkpoint: cannot build its model"):
+        load_bundle(ckpt)
+
+
+def test_the_hook_feeds_the_network_channels_last_inputs() -> None:
+    """Several input channels (2.5D context): the first layer sees an NHWC tensor, not the
+    NCHW one it was given (one channel is both, so it cannot tell the hook is there)."""
+    seen = []
+    net = build_from_config({**_config("raunet", channels_last=True), "in_channels": 3})
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    x = torch.randn(2, 3, 32, 32)
+    assert x.is_contiguous() and not x.is_contiguous(memory_format=CL)
+    with torch.no_grad():
+        net.eval()(x)
+    assert seen[0].is_contiguous(memory_format=CL) and not seen[0].is_contiguous()
+    set_channels_last(net, False)
+    with torch.no_grad():
+        net(x)
+    assert seen[1].is_contiguous()
 
 
 def test_same_seed_same_training_step_in_channels_last() -> None:

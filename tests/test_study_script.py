@@ -203,6 +203,16 @@ def test_phantom_study_channels_last_reaches_the_named_networks_only(tmp_path: P
     assert any("student=mobilenetv2" in c for c in distills)
     plain = ps.Study(ps.parse_args(["--dir", str(tmp_path / "b"), "--protocol", "v4"]))
     assert not [a for c in _study_commands(ps, plain) for a in c if "channels_last" in a]
+    # the reuse checks compare with what this study trains: a default-layout teacher differs
+    assert study.teacher_config(1)["model"]["channels_last"] is True
+    t14 = _teacher_run(tmp_path / "T14", 128, "/somewhere/else/lits")
+    with pytest.raises(SystemExit, match=r"model\.channels_last: <missing> != True"):
+        ps.Study(ps.parse_args([*argv, "--teacher-from", str(t14)]))
+    name = f"{ps.TEACHER}-mobilenetv2-w{ps.STUDENT_WIDTH}-emkd-s1"
+    config = study.run_config("mobilenet", name)
+    assert config["student"]["channels_last"] is True and config["teacher"]["channels_last"]
+    with pytest.raises(SystemExit, match="--channels-last rauent: not a network this study"):
+        ps.Study(ps.parse_args(["--dir", str(tmp_path), "--channels-last", "rauent"]))
 
 
 def _teacher_run(folder: Path, max_epochs: int, data_root: str) -> Path:

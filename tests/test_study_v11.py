@@ -99,6 +99,11 @@ def test_it_waits_for_five_control_seeds_and_paired_starts(score, monkeypatch, t
         json.dumps({"init_weights_sha256": "elsewhere"})
     )
     assert not score.table(study, (1, 2, 3, 4, 5))["same_start"]
+    score.main(["--dir", str(study)])
+    assert "Comparison 1 NOT read" in (study / "endpoint.md").read_text()
+    shutil.rmtree(tmp_path / "v10eval" / "cutmix-8192-s2")  # a committed record gone
+    with pytest.raises(SystemExit, match="no evaluation in .*cutmix-8192-s2"):
+        score.table(study, (1, 2, 3, 4, 5))
 
 
 def test_a_rebuilt_case_folder_that_differs_from_v10s_is_refused(

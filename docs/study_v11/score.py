@@ -82,7 +82,10 @@ def spec(study: Path) -> paired_endpoint.EndpointSpec:
 
 
 def reading(result: dict) -> str:
-    """Comparison 1 read by the protocol's rule (tumor, the issue's class)."""
+    """Comparison 1 read by the protocol's rule (tumor, the issue's class); not read when a
+    seed's rows did not start from the same weights (the design pairs them)."""
+    if not result["same_start"]:
+        return "Comparison 1 NOT read: the rows of a seed did not all start from the same weights."
     _, low, high = result["tumor"]["contrasts"][" - ".join(SCORED)]
     if low > 0:
         verdict = "above zero: the teacher adds to what CutMix on the labels alone gives"

@@ -49,7 +49,8 @@ def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
     """
     return {
         "schema": SCHEMA_VERSION,
-        "model": dict(bundle.model_config),
+        # the exported graph has its own layout: how the torch network ran is not part of it
+        "model": {k: v for k, v in bundle.model_config.items() if k != "channels_last"},
         "data": dict(bundle.data),
         "source_checkpoint": str(Path(bundle.path).resolve()),
         "export": export,

@@ -101,8 +101,8 @@ def load_bundle(path: str | Path) -> Bundle:
     hparams = ckpt["hyper_parameters"]
     try:
         model = build_from_config(hparams["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        message = exc.args[0] if exc.args else exc
+    except (KeyError, TypeError, ValueError, InputError) as exc:
+        message = exc.message if isinstance(exc, InputError) else exc.args[0] if exc.args else exc
         raise InputError(path, f"checkpoint: cannot build its model ({message})") from None
     state = {
         k[len(NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)

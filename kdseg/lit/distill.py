@@ -33,7 +33,7 @@ from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
 from kdseg.models import SegOutput
-from kdseg.models.memory_format import set_channels_last
+from kdseg.models.memory_format import check_layout, set_channels_last
 
 MUST_MATCH = ("task", "context", "in_channels", "num_classes", "preprocess")
 #: Floor of stored probabilities before the log (a one-hot hard target becomes log 1e-4 = -9.2).
@@ -59,6 +59,8 @@ class DistillationModule(SegmentationModule):
             raise InputError(None, "set exactly one of teacher.ckpt and teacher.predictions")
         if predictions:
             _refuse_feature_terms(distill.get("terms"), predictions)
+            if teacher.get("channels_last") is not None:
+                raise InputError(None, "teacher.channels_last is for a live teacher (teacher.ckpt)")
             self.teacher = None
             teacher_taps: dict = {}
         else:
@@ -71,9 +73,10 @@ class DistillationModule(SegmentationModule):
                 )
                 raise InputError(ckpt, f"teacher was trained on other inputs ({details})")
             self.teacher = bundle.model.requires_grad_(False).eval()
-            layout = teacher.get("channels_last")  # None: as the teacher's checkpoint says
+            # None: as the teacher's checkpoint says
+            layout = check_layout(teacher.get("channels_last"), "teacher.channels_last")
             if layout is not None:
-                set_channels_last(self.teacher, bool(layout))
+                set_channels_last(self.teacher, layout)
             teacher_taps = self.teacher.tap_info
         self.criterion = build_criterion(
             distill.get("terms"),

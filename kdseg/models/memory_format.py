@@ -6,7 +6,7 @@ forward pass (5-D: NDHWC). The arithmetic is the same; oneDNN on CPU and cuDNN o
 faster kernels for that layout. Outputs stay channels-last in memory and are ordinary tensors
 to every loss (no code here depends on strides).
 
-On this project's 2-core CPU (torch 2.13, one thread, batch 16 at 144 x 144;
+On this project's 2-core CPU (torch 2.13, one thread, batch 8 at 144 x 144;
 ``scripts/bench_memory_format.py``) it made RA-UNet, UNet++, ResNet18 and wide ENets markedly
 faster and ENet at width 0.25 a little slower, so it is off by default and chosen per model.
 Off by default also keeps every recorded run reproducible bit for bit: the faster kernels sum
@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from kdseg.errors import InputError
 
 #: the attribute that holds a network's input hook while channels-last is on
 _HOOK = "_kdseg_channels_last_hook"
@@ -42,6 +44,14 @@ def _to_channels_last(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, .
     if not args or not isinstance(args[0], torch.Tensor):
         return args
     return (_channels_last(args[0]), *args[1:])
+
+
+def check_layout(value: object, key: str) -> bool | None:
+    """A ``channels_last`` setting: true, false or null (None: the default, or "as saved");
+    anything else is a config error (:class:`~kdseg.errors.InputError`, exit code 2)."""
+    if value is not None and not isinstance(value, bool):
+        raise InputError(None, f"{key} must be true, false or null, got {value!r}")
+    return value
 
 
 def set_channels_last(net: nn.Module, on: bool) -> nn.Module:

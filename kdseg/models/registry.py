@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from kdseg.models.memory_format import set_channels_last
+from kdseg.models.memory_format import check_layout, set_channels_last
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _NOT_NETWORKS = {"registry", "taps", "checkpoint", "layers", "cost", "memory_format"}
@@ -60,8 +60,6 @@ def build_from_config(cfg: dict[str, Any]) -> nn.Module:
     not change them."""
     kwargs = dict(cfg)
     name = kwargs.pop("name")
-    channels_last = kwargs.pop("channels_last", None)  # null (the default) is off
-    if channels_last is not None and not isinstance(channels_last, bool):
-        raise ValueError(f"model.channels_last must be true, false or null, got {channels_last!r}")
+    channels_last = check_layout(kwargs.pop("channels_last", None), "model.channels_last")
     net = build_model(name, **kwargs)
     return set_channels_last(net, True) if channels_last else net
