@@ -234,7 +234,7 @@ def config_diff(expected: dict, saved: dict, keys: Sequence[str] = RUN_KEYS) -> 
                 key, item = stack.pop()
                 if isinstance(item, dict) and item:
                     stack.extend((f"{key}.{k}", v) for k, v in item.items())
-                elif key not in RUN_PATH_KEYS:
+                elif key not in RUN_PATH_KEYS and item != "<missing>":  # absent: see below
                     out[key] = item
         return out
 
