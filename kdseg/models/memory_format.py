@@ -2,16 +2,17 @@
 
 ``channels_last: true`` in a model config (``conf/model/*.yaml``; saved in its checkpoints)
 stores the network's 4-D weights as NHWC and turns every 4-D input into NHWC before the
-forward pass (5-D: NDHWC). The arithmetic is the same; oneDNN on CPU and cuDNN on GPU pick
-faster kernels for that layout. Outputs stay channels-last in memory and are ordinary tensors
+forward pass (5-D: NDHWC). The arithmetic is the same; oneDNN on CPU and cuDNN on GPU may pick
+faster kernels for that layout. Outputs may stay channels-last in memory; they are ordinary tensors
 to every loss (no code here depends on strides).
 
 On this project's 2-core CPU (torch 2.13, one thread, batch 8 at 144 x 144;
-``scripts/bench_memory_format.py``) it made RA-UNet, UNet++, ResNet18 and wide ENets markedly
-faster and ENet at width 0.25 a little slower, so it is off by default and chosen per model.
-Off by default also keeps every recorded run reproducible bit for bit: the faster kernels sum
-in another order, so a run with it is not bit-identical to one without (same seed, same run
-still holds for each setting).
+``scripts/bench_memory_format.py``, README "Speed: channels-last") it makes RA-UNet and UNet++
+10-20% faster to train and to run as teachers, leaves PSPNet, MobileNetV2 and ResNet18 within a
+few percent, and makes ENet 13-21% slower. So it is off by default and chosen per network.
+Off by default also keeps every recorded run reproducible bit for bit: the other kernels sum in
+another order, so a run with it is not bit-identical to one without (same seed, same run still
+holds within each setting).
 
 Beyond the paper (an engineering option). Export builds the network contiguous again
 (:func:`set_channels_last` ``False``): ONNX and the deploy path have their own layouts.
