@@ -6,10 +6,11 @@ forward pass (5-D: NDHWC). The arithmetic is the same; oneDNN on CPU and cuDNN o
 faster kernels for that layout. Outputs may stay channels-last in memory; they are ordinary tensors
 to every loss (no code here depends on strides).
 
-On this project's 2-core CPU (torch 2.13, one thread, batch 8 at 144 x 144;
-``scripts/bench_memory_format.py``, README "Speed: channels-last") it makes RA-UNet and UNet++
-10-20% faster to train and to run as teachers, leaves PSPNet, MobileNetV2 and ResNet18 within a
-few percent, and makes ENet 13-21% slower. So it is off by default and chosen per network.
+On this project's 2-core CPU, idle (torch 2.13, one thread, batch 8 at 144 x 144;
+``scripts/bench_memory_format.py``, README "Speed: channels-last"), a training step of UNet++
+w0.5 takes 0.76x the time, RA-UNet 0.89-0.91x, ResNet18 0.94x, PSPNet and MobileNetV2 about
+1x, and ENet 1.12x (its forward pass 1.12-1.20x); a teacher's forward pass gains only for
+UNet++ (0.83x) and ResNet18 (0.92x). So it is off by default and chosen per network.
 Off by default also keeps every recorded run reproducible bit for bit: the other kernels sum in
 another order, so a run with it is not bit-identical to one without (same seed, same run still
 holds within each setting).
