@@ -48,9 +48,14 @@ def _argv(command: str, args: tuple[str, ...]) -> list[str]:
 
 
 def run(command: str, *args: str) -> float:
-    """Run one kdseg command, echoing it; return its wall time in seconds."""
+    """Run one kdseg command, echoing it; return its wall time in seconds.
+
+    Two OpenMP threads unless ``OMP_NUM_THREADS`` says otherwise: the teacher's kernels, and so
+    its result, depend on the thread count, so a machine with more cores would otherwise print
+    another table than the README's (measured 2026-12-05: README "Quick start")."""
     start = time.perf_counter()
-    subprocess.run(_argv(command, args), check=True, cwd=ROOT)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    subprocess.run(_argv(command, args), check=True, cwd=ROOT, env=env)
     return time.perf_counter() - start
 
 
