@@ -269,7 +269,7 @@ def main(
     description: str,
     argv: list[str] | None = None,
     reading: Callable[[dict], str] | None = None,
-) -> dict:
+) -> None:
     """The scoring command: ``--dir`` (the study folder) and ``--interim``. ``reading``: a
     line the study's protocol fixed for reading its result, added to the Markdown."""
     parser = argparse.ArgumentParser(description=description)
@@ -291,4 +291,3 @@ def main(
     (args.dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.dir / f"{name}.md").write_text(text)
     print(text)
-    return result
