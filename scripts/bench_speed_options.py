@@ -1,15 +1,19 @@
-"""``model.channels_last`` against the default layout: seconds per training step and per forward
-pass of every network, on this machine, one thread.
+"""A speed option against the default: seconds per training step and per forward pass of every
+network, on this machine, one thread.
 
+``--option channels_last`` (``model.channels_last``, :mod:`kdseg.models.memory_format`) or
+``--option compile`` (``model.compile`` / ``teacher.compile``, :mod:`kdseg.models.compile`).
 A training step is what kdseg-train pays per batch (forward, a loss, backward, Adam); a forward
 pass under ``torch.inference_mode`` is what a frozen teacher pays inside every distillation step
-and what torch inference pays per batch. Each (network, layout) is built from the same seed; the
-two layouts alternate, ``--repeats`` times after two warm-up steps, and the table gives medians
-and the ratio (channels-last / default: below 1 is faster). Prints a Markdown table; ``--json``
-writes the numbers. The load average is printed with it: run it on idle cores.
+and what torch inference pays per batch. Each (network, setting) is built from the same seed;
+the two settings alternate, ``--repeats`` times after two warm-up steps (which hold the
+compilation; its seconds are reported as ``first_s``), and the table gives medians and the
+ratio (option / default: below 1 is faster). Prints a Markdown table; ``--json`` writes the
+numbers. The load average is printed with it: run it on idle cores.
 
-    python scripts/bench_memory_format.py                       # the studies' shapes (8 x 144^2)
-    python scripts/bench_memory_format.py --models enet:0.25,raunet:0.5 --size 96
+    python scripts/bench_speed_options.py                       # channels-last, the studies' shapes
+    python scripts/bench_speed_options.py --option compile --models enet:0.25,raunet:0.5
+    python scripts/bench_speed_options.py --models enet:0.25,raunet:0.5 --size 96
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from pathlib import Path
 import torch
 
 from kdseg.models import build_from_config
+from kdseg.models.compile import compile_network
 
 #: the networks at the widths the studies use (teacher w0.5, students w0.25) and the paper's
 MODELS = (
     "raunet:0.5,unetpp:0.5,pspnet:0.5,enet:0.25,mobilenetv2:0.25,resnet18:0.25,raunet:1.0,enet:1.0"
 )
+
+
+OPTIONS = ("channels_last", "compile")
 
 
 def _step(net: torch.nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor) -> float:
@@ -45,52 +53,66 @@ def _step(net: torch.nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tens
     return time.perf_counter() - start
 
 
-def measure(name: str, width: float, batch: int, size: int, repeats: int) -> dict:
-    """Median seconds per training step and per forward pass, both layouts, alternating."""
-    nets, opts = {}, {}
-    for layout in (False, True):
-        torch.manual_seed(0)
-        config = {"name": name, "in_channels": 1, "num_classes": 3, "width": width}
-        nets[layout] = build_from_config({**config, "channels_last": layout})
-        opts[layout] = torch.optim.Adam(nets[layout].parameters(), lr=1e-3)
+def _build(name: str, width: float, option: str, on: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = {"name": name, "in_channels": 1, "num_classes": 3, "width": width}
+    if option == "channels_last":
+        return build_from_config({**config, "channels_last": on})
+    net = build_from_config(config)
+    return compile_network(net) if on else net
+
+
+def measure(
+    name: str, width: float, batch: int, size: int, repeats: int, option: str = "channels_last"
+) -> dict:
+    """Median seconds per training step and per forward pass, default and ``option``,
+    alternating; ``first_s``: the option's first step of each kind (a compilation)."""
+    nets = {on: _build(name, width, option, on) for on in (False, True)}
+    opts = {on: torch.optim.Adam(nets[on].parameters(), lr=1e-3) for on in (False, True)}
     x = torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
     out: dict = {"model": name, "width": width}
     for what in ("train", "forward"):
         times: dict[bool, list[float]] = {False: [], True: []}
-        for layout in (False, True):
-            nets[layout].train(what == "train")
-            for _ in range(2):  # warm-up: oneDNN picks and caches its kernels
-                _step(nets[layout], opts[layout] if what == "train" else None, x)
+        first = 0.0
+        for on in (False, True):
+            nets[on].train(what == "train")
+            for i in range(2):  # warm-up: oneDNN picks its kernels; Inductor compiles
+                spent = _step(nets[on], opts[on] if what == "train" else None, x)
+                first = spent if on and i == 0 else first
         for _ in range(repeats):
-            for layout in (False, True):
-                opt = opts[layout] if what == "train" else None
-                times[layout].append(_step(nets[layout], opt, x))
+            for on in (False, True):
+                opt = opts[on] if what == "train" else None
+                times[on].append(_step(nets[on], opt, x))
         plain, fast = statistics.median(times[False]), statistics.median(times[True])
-        out[what] = {"default_s": plain, "channels_last_s": fast, "ratio": fast / plain}
+        out[what] = {"default_s": plain, f"{option}_s": fast, "ratio": fast / plain,
+                     "first_s": first}  # fmt: skip
     return out
 
 
-def table(rows: list[dict], batch: int, size: int) -> str:
+def table(rows: list[dict], batch: int, size: int, option: str = "channels_last") -> str:
+    label = option.replace("_", "-")
     lines = [
         f"batch {batch} x 1 x {size} x {size}, {torch.get_num_threads()} thread(s), median "
-        "seconds; ratio = channels-last / default (below 1: faster)",
+        f"seconds; ratio = {label} / default (below 1: faster); first: the {label} network's "
+        "first step (with compile: the compilation)",
         "",
-        "| network | width | train step | channels-last | ratio | forward | channels-last "
-        "| ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| network | width | train step | {label} | ratio | first | forward | {label} | ratio "
+        "| first |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t, f = r["train"], r["forward"]
         lines.append(
-            f"| {r['model']} | {r['width']:g} | {t['default_s']:.3f} | {t['channels_last_s']:.3f}"
-            f" | {t['ratio']:.2f} | {f['default_s']:.3f} | {f['channels_last_s']:.3f} | "
-            f"{f['ratio']:.2f} |"
+            f"| {r['model']} | {r['width']:g} | {t['default_s']:.3f} | {t[f'{option}_s']:.3f}"
+            f" | {t['ratio']:.2f} | {t.get('first_s', float('nan')):.1f} | {f['default_s']:.3f}"
+            f" | {f[f'{option}_s']:.3f} | {f['ratio']:.2f} | {f.get('first_s', float('nan')):.1f} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--option", choices=OPTIONS, default="channels_last")
     parser.add_argument("--models", default=MODELS, help="name:width,... (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=144)
@@ -102,12 +124,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for item in args.models.split(","):
         name, width = item.split(":")
-        rows.append(measure(name, float(width), args.batch, args.size, args.repeats))
+        rows.append(measure(name, float(width), args.batch, args.size, args.repeats, args.option))
         print(f"[bench] {name} w{width} done (load {os.getloadavg()[0]:.2f})", flush=True)
-    text = table(rows, args.batch, args.size)
+    text = table(rows, args.batch, args.size, args.option)
     print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f}\n\n{text}")
     if args.json:
-        record = {"batch": args.batch, "size": args.size, "threads": args.threads, "rows": rows}
+        record = {
+            "option": args.option,
+            "batch": args.batch,
+            "size": args.size,
+            "threads": args.threads,
+            "rows": rows,
+        }
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 

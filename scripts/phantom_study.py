@@ -171,15 +171,11 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         self.jobs: int = args.jobs
         self.own_launcher = any(a.startswith("hydra/launcher=") for a in args.hydra)
         self.hydra_args: list[str] = list(args.hydra)
-        #: networks run channels-last (``model.channels_last``: a speed option; a run with it is
-        #: not bit-identical to one without, so a protocol's recorded runs are not reused)
-        self.channels_last: set[str] = set(getattr(args, "channels_last", None) or [])
-        unknown = self.channels_last - {TEACHER, STUDENT, SECOND_STUDENT}
-        if unknown:
-            raise SystemExit(
-                f"phantom_study: --channels-last {','.join(sorted(unknown))}: not a network this "
-                f"study trains ({TEACHER}, {STUDENT}, {SECOND_STUDENT})"
-            )
+        #: networks run channels-last (``model.channels_last``) and compiled (``model.compile``):
+        #: speed options; a run with one is not bit-identical to one without, so a protocol's
+        #: recorded runs are not reused
+        self.channels_last: set[str] = self.networks(args, "channels_last")
+        self.compiled: set[str] = self.networks(args, "compile")
         self.timings_file = self.dir / "timings.json"
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
@@ -419,9 +415,26 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             jobs=jobs,
         )
 
+    @staticmethod
+    def networks(args: argparse.Namespace, option: str) -> set[str]:
+        """The networks ``--channels-last`` / ``--compile`` name; others are refused."""
+        named = set(getattr(args, option, None) or [])
+        unknown = named - {TEACHER, STUDENT, SECOND_STUDENT}
+        if unknown:
+            raise SystemExit(
+                f"phantom_study: --{option.replace('_', '-')} {','.join(sorted(unknown))}: not a "
+                f"network this study trains ({TEACHER}, {STUDENT}, {SECOND_STUDENT})"
+            )
+        return named
+
     def layout(self, key: str, network: str) -> list[str]:
-        """``<key>.channels_last=true`` when ``--channels-last`` names ``network``."""
-        return [f"{key}.channels_last=true"] if network in self.channels_last else []
+        """``<key>.channels_last=true`` / ``<key>.compile=true`` when ``--channels-last`` /
+        ``--compile`` names ``network``."""
+        return [
+            f"{key}.{option}=true"
+            for option, named in (("channels_last", self.channels_last), ("compile", self.compiled))
+            if network in named
+        ]
 
     def run_dirs(self) -> list[Path]:
         return sorted(p.parent for p in self.runs.glob("*/*/summary.json"))
@@ -612,7 +625,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NETS",
         help="networks (e.g. raunet,mobilenetv2) trained and run as teachers channels-last: a"
-        " speed option (scripts/bench_memory_format.py), not bit-identical to the default",
+        " speed option (scripts/bench_speed_options.py), not bit-identical to the default",
+    )
+    parser.add_argument(
+        "--compile",
+        type=csv,
+        default=[],
+        metavar="NETS",
+        help="networks (e.g. raunet) trained and run as teachers with torch.compile: a speed"
+        " option (scripts/bench_speed_options.py), not bit-identical to the default",
     )
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
     args = parser.parse_args(argv)

@@ -141,7 +141,15 @@ RUN_KEYS = (
 )
 RUN_PATH_KEYS = ("data.root", "data.cache_root", "data.num_workers", "data.prepare_workers")
 #: and a reused distillation run's (--runs-from), the teacher's checkpoint path aside
-DISTILL_KEYS = (*RUN_KEYS, "student", "distill", "teacher.name", "teacher.channels_last", "study")
+DISTILL_KEYS = (
+    *RUN_KEYS,
+    "student",
+    "distill",
+    "teacher.name",
+    "teacher.channels_last",
+    "teacher.compile",
+    "study",
+)
 #: the stages whose finished runs --runs-from may copy in
 REUSABLE = ("teachers", "students", "options", "main", "ablations", "mobilenet")
 STAGES = (

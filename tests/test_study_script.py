@@ -187,32 +187,37 @@ def test_phantom_study_v4_commands(tmp_path: Path) -> None:
     assert study.teacher_seeds == [1]
 
 
-def test_phantom_study_channels_last_reaches_the_named_networks_only(tmp_path: Path) -> None:
-    """``--channels-last raunet,mobilenetv2``: the teacher trains and runs channels-last, as
-    does MobileNetV2 alone and distilled; ENet alone and distilled keep the default."""
+@pytest.mark.parametrize("option", ["channels_last", "compile"])
+def test_phantom_study_speed_options_reach_the_named_networks_only(
+    option: str, tmp_path: Path
+) -> None:
+    """``--channels-last raunet,mobilenetv2`` (or ``--compile``): the teacher trains and runs
+    with the option, as does MobileNetV2 alone and distilled; ENet alone and distilled keep the
+    default, and the reuse checks compare with what this study trains."""
     ps = _study_module()
-    argv = ["--dir", str(tmp_path), "--protocol", "v4", "--channels-last", "raunet,mobilenetv2"]
+    flag = f"--{option.replace('_', '-')}"
+    argv = ["--dir", str(tmp_path), "--protocol", "v4", flag, "raunet,mobilenetv2"]
     study = ps.Study(ps.parse_args(argv))
     calls = _study_commands(ps, study)
     _, _, teachers, enet, mobilenet, *distills, _, _, _ = calls
-    assert "model.channels_last=true" in teachers and "model.channels_last=true" in mobilenet
-    assert not [a for a in enet if "channels_last" in a]
+    assert f"model.{option}=true" in teachers and f"model.{option}=true" in mobilenet
+    assert not [a for a in enet if option in a]
     for call in distills:
-        assert "teacher.channels_last=true" in call
-        assert ("student.channels_last=true" in call) == ("student=mobilenetv2" in call)
+        assert f"teacher.{option}=true" in call
+        assert (f"student.{option}=true" in call) == ("student=mobilenetv2" in call)
     assert any("student=mobilenetv2" in c for c in distills)
     plain = ps.Study(ps.parse_args(["--dir", str(tmp_path / "b"), "--protocol", "v4"]))
-    assert not [a for c in _study_commands(ps, plain) for a in c if "channels_last" in a]
-    # the reuse checks compare with what this study trains: a default-layout teacher differs
-    assert study.teacher_config(1)["model"]["channels_last"] is True
+    assert not [a for c in _study_commands(ps, plain) for a in c if option in a]
+    # the reuse checks compare with what this study trains: a default teacher differs
+    assert study.teacher_config(1)["model"][option] is True
     t14 = _teacher_run(tmp_path / "T14", 128, "/somewhere/else/lits")
-    with pytest.raises(SystemExit, match=r"model\.channels_last: <missing> != True"):
+    with pytest.raises(SystemExit, match=rf"model\.{option}: <missing> != True"):
         ps.Study(ps.parse_args([*argv, "--teacher-from", str(t14)]))
     name = f"{ps.TEACHER}-mobilenetv2-w{ps.STUDENT_WIDTH}-emkd-s1"
     config = study.run_config("mobilenet", name)
-    assert config["student"]["channels_last"] is True and config["teacher"]["channels_last"]
-    with pytest.raises(SystemExit, match="--channels-last rauent: not a network this study"):
-        ps.Study(ps.parse_args(["--dir", str(tmp_path), "--channels-last", "rauent"]))
+    assert config["student"][option] is True and config["teacher"][option]
+    with pytest.raises(SystemExit, match=f"{flag} rauent: not a network this study"):
+        ps.Study(ps.parse_args(["--dir", str(tmp_path), flag, "rauent"]))
 
 
 def _teacher_run(folder: Path, max_epochs: int, data_root: str) -> Path:

@@ -134,10 +134,11 @@ def build_predictor(
     artefact returned are stage 2's.
     """
     from kdseg.deploy.artifact import resolve_bundle
-    from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor
+    from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor, check_tta
 
     threads = number(cfg, "threads", int, minimum=1)
     batch_size = number(cfg, "batch_size", int, minimum=1)
+    tta = check_tta(OmegaConf.select(cfg, "tta", default=None))
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     artifacts = stage_list(cfg.artifact)
     n = max(len(ckpts), len(artifacts), 1)
@@ -161,6 +162,7 @@ def build_predictor(
             batch_size=batch_size,
             threshold=threshold if i == n - 1 else None,
             progress=progress,
+            tta=tta,
         )
         stages.append((predictor, bundle, backend, artifact))
     if n == 1:

@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> None:
         "split": cfg.split,
         "protocol": cfg.protocol,
         "backend": backend,
+        "tta": OmegaConf.select(cfg, "tta", default=None) or "none",
         "model": bundle.model_config,
         "task": bundle.task.name,
         "n_cases": len(cases),
@@ -51,6 +52,7 @@ def main(cfg: DictConfig) -> None:
     print_summary(
         summary,
         title=f"{'cascade -> ' if kind else ''}{bundle.model_config['name']} on "
-        f"{cfg.data.name}/{cfg.split} ({cfg.protocol})",
+        f"{cfg.data.name}/{cfg.split} ({cfg.protocol}"
+        f"{'' if info['tta'] == 'none' else ', tta ' + info['tta']})",
     )
     print(f"results: {out}")

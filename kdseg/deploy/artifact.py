@@ -41,6 +41,10 @@ class ArtifactBundle(Bundle):
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+#: model-config keys that say how the torch network ran in training, not what it is
+RUN_OPTIONS = ("channels_last", "compile")
+
+
 def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
     """The JSON document an artefact carries: data info, model config and export facts.
 
@@ -50,7 +54,7 @@ def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
         # the exported graph has its own layout: how the torch network ran is not part of it
-        "model": {k: v for k, v in bundle.model_config.items() if k != "channels_last"},
+        "model": {k: v for k, v in bundle.model_config.items() if k not in RUN_OPTIONS},
         "data": dict(bundle.data),
         "source_checkpoint": str(Path(bundle.path).resolve()),
         "export": export,

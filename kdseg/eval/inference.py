@@ -40,6 +40,21 @@ if TYPE_CHECKING:  # only the torch backend needs torch; the ONNX path never imp
 Backend = Callable[[np.ndarray], np.ndarray]
 BACKENDS: dict[str, Callable[..., Backend]] = {}
 
+#: test-time augmentation: the in-plane axes each pass mirrors (``flip``: none, rows, columns,
+#: both, as nnU-Net's 2D mirroring); the class probabilities of the passes are averaged
+TTA_MIRRORS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "flip": ((), (-2,), (-1,), (-2, -1)),
+}
+
+
+def check_tta(value: object) -> str:
+    """A ``tta`` setting (:data:`TTA_MIRRORS`); anything else is a config error (exit code 2)."""
+    mode = "none" if value is None else value
+    if mode not in TTA_MIRRORS:
+        raise InputError(None, f"tta must be one of {', '.join(TTA_MIRRORS)}, got {value!r}")
+    return str(mode)
+
 
 def register_backend(name: str) -> Callable:
     """Decorator: register a backend factory ``(artifact, threads) -> Backend``."""
@@ -192,8 +207,10 @@ class Predictor:
         threshold: float | None = None,
         progress: bool = False,
         threads: int | None = None,
+        tta: str = "none",
     ) -> None:
         self.backend = backend
+        self.tta = check_tta(tta)
         self.threads = default_threads(threads)  # for preprocessing; the backend has its own
         self.pre = Preprocessor(preprocess)
         self.task = task
@@ -217,6 +234,26 @@ class Predictor:
         """Predictor for a loaded checkpoint bundle; ``artifact`` replaces its model (ONNX...)."""
         run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
         return cls(run, bundle.preprocess, bundle.task, bundle.context, threads=threads, **kwargs)
+
+    def probabilities(
+        self, batch: np.ndarray, timings: dict[str, float] | None = None
+    ) -> np.ndarray:
+        """Class probabilities ``(B, K, h, w)`` of a ``(B, C, h, w)`` batch: the softmax of the
+        backend's logits, averaged over the mirrored passes of ``tta`` (each mirrored back).
+        ``timings["network"]``, when given, receives the seconds spent in the backend."""
+        total: np.ndarray | None = None
+        mirrors = TTA_MIRRORS[self.tta]
+        for axes in mirrors:
+            x = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
+            clock = time.perf_counter()
+            logits = self.backend(x)
+            if timings is not None:
+                timings["network"] += time.perf_counter() - clock
+            probs = softmax(logits)
+            probs = np.flip(probs, axes) if axes else probs
+            total = probs if total is None else total + probs
+        assert total is not None
+        return total if len(mirrors) == 1 else np.ascontiguousarray(total / len(mirrors))
 
     def _binary(self, probs: np.ndarray) -> bool:
         return self.threshold is not None and probs.shape[1] == 2
@@ -296,11 +333,10 @@ class Predictor:
         with slice_progress(self.progress, z1 - z0) as advance:
             for start in range(0, z1 - z0, self.batch_size):
                 zs = np.arange(start, min(start + self.batch_size, z1 - z0))
-                clock = time.perf_counter()
-                logits = self.backend(context_stack(slices, zs, self.context))
-                timings["network"] += time.perf_counter() - clock
-                clock = time.perf_counter()
-                probs = softmax(logits)
+                batch = context_stack(slices, zs, self.context)
+                clock, network = time.perf_counter(), timings["network"]
+                probs = self.probabilities(batch, timings)  # backend time into "network"
+                clock += timings["network"] - network  # the rest (softmax, mirrors): "restore"
                 pixels = self._foreground_pixels(probs)
                 hit = pixels.reshape(len(pixels), -1).any(1)
                 if hit.any():

@@ -33,6 +33,7 @@ from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
 from kdseg.models import SegOutput
+from kdseg.models.compile import check_compile, compile_network
 from kdseg.models.memory_format import check_layout, set_channels_last
 
 MUST_MATCH = ("task", "context", "in_channels", "num_classes", "preprocess")
@@ -59,8 +60,9 @@ class DistillationModule(SegmentationModule):
             raise InputError(None, "set exactly one of teacher.ckpt and teacher.predictions")
         if predictions:
             _refuse_feature_terms(distill.get("terms"), predictions)
-            if teacher.get("channels_last") is not None:
-                raise InputError(None, "teacher.channels_last is for a live teacher (teacher.ckpt)")
+            for key in ("channels_last", "compile"):
+                if teacher.get(key) is not None:
+                    raise InputError(None, f"teacher.{key} is for a live teacher (teacher.ckpt)")
             self.teacher = None
             teacher_taps: dict = {}
         else:
@@ -77,6 +79,8 @@ class DistillationModule(SegmentationModule):
             layout = check_layout(teacher.get("channels_last"), "teacher.channels_last")
             if layout is not None:
                 set_channels_last(self.teacher, layout)
+            if check_compile(teacher.get("compile"), "teacher.compile"):
+                compile_network(self.teacher)
             teacher_taps = self.teacher.tap_info
         self.criterion = build_criterion(
             distill.get("terms"),

@@ -19,6 +19,7 @@ from kdseg.data.tasks import Task
 from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
+from kdseg.models.compile import check_compile, compile_network
 
 
 def build_seg_loss(cfg: dict[str, Any]) -> torch.nn.Module:
@@ -50,6 +51,8 @@ class SegmentationModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_from_config(model)
+        if check_compile(model.get("compile"), "model.compile"):  # a speed option, training only
+            compile_network(self.net)
         self.task = Task(data["task"])
         self.seg_loss = build_seg_loss(loss)
         kind = check_mix(loss.get("mix"), "loss.mix")

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from kdseg.models.compile import check_compile
 from kdseg.models.memory_format import check_layout, set_channels_last
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -57,9 +58,11 @@ def build_from_config(cfg: dict[str, Any]) -> nn.Module:
 
     ``channels_last`` (optional; null or false: off) is not a network argument but how it runs
     (:mod:`kdseg.models.memory_format`); it is applied after the weights are drawn, so it does
-    not change them."""
+    not change them. ``compile`` (:mod:`kdseg.models.compile`) is checked and left to the
+    training modules, which apply it; inference and export never compile."""
     kwargs = dict(cfg)
     name = kwargs.pop("name")
     channels_last = check_layout(kwargs.pop("channels_last", None), "model.channels_last")
+    check_compile(kwargs.pop("compile", None), "model.compile")
     net = build_model(name, **kwargs)
     return set_channels_last(net, True) if channels_last else net

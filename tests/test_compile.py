@@ -1,0 +1,166 @@
+"""``compile`` (``model.compile``, ``student.compile``, ``teacher.compile``): torch.compile while
+training. The weights, their checksum and the checkpoint keys do not change, the first step's
+loss equals the eager one, gradients reach the student only, same seed gives the same run, and
+a checkpoint that says ``compile: true`` loads, evaluates and exports eager.
+
+The in-process tests use the test suite's tiny network (tests/test_deploy.py), which compiles
+in seconds; one ``kdseg-train`` run compiles a registered network end to end.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_DATA, kdseg
+from test_deploy import TinyNet  # noqa: F401  (registers "tiny_deploy_net")
+from test_distill_module import _compose, _fake_teacher
+
+from kdseg.data.dataset import resolve_data
+from kdseg.deploy.artifact import artifact_metadata
+from kdseg.errors import InputError
+from kdseg.eval.checkpoint import load_bundle
+from kdseg.lit.distill import DistillationModule
+from kdseg.lit.train import weights_checksum
+from kdseg.models import build_from_config
+from kdseg.models.compile import compile_network, is_compiled
+
+TINY = {"name": "tiny_deploy_net", "in_channels": 1, "num_classes": 3, "width": 1.0}
+
+
+def _module(phantom_lits: Path, tmp_path: Path, compiled: bool, preset: str = "emkd"):
+    """A DistillationModule (tiny student and live tiny teacher), both compiled or both eager,
+    and one training batch of the tiny phantoms."""
+    cfg = _compose(
+        "distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", f"distill={preset}"]
+    )
+    setup = resolve_data(cfg["data"])
+    setup.prepare(progress=False)
+    teacher = tmp_path / "teacher.ckpt"
+    if not teacher.exists():
+        torch.manual_seed(0)
+        _fake_teacher(teacher, TINY, setup.info())
+    dm = setup.datamodule(seed=1)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(5)
+    module = DistillationModule(
+        model={**TINY, "compile": compiled},
+        data=setup.info(),
+        optim=cfg["optim"],
+        loss=cfg["loss"],
+        teacher={"ckpt": str(teacher), "compile": compiled},
+        distill=cfg["distill"],
+    )
+    return module, batch
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer: bare steps
+def test_compiled_networks_train_like_eager_ones(phantom_lits: Path, tmp_path: Path) -> None:
+    """Same starting weights and keys; the first loss within float noise of eager; gradients
+    reach the student, never the teacher."""
+    results = {}
+    for compiled in (False, True):
+        module, batch = _module(phantom_lits, tmp_path, compiled)
+        assert is_compiled(module.net) == is_compiled(module.teacher) == compiled
+        keys, init = list(module.state_dict()), weights_checksum(module.net)
+        module.train()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.parameters())
+        assert all(p.grad is None for p in module.teacher.parameters())
+        assert not module.teacher.training  # frozen BatchNorm, compiled or not
+        results[compiled] = (keys, init, loss.item())
+    assert results[True][:2] == results[False][:2]
+    assert results[True][2] == pytest.approx(results[False][2], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_same_seed_same_compiled_run(phantom_lits: Path, tmp_path: Path) -> None:
+    """Two compiled modules from one seed: bit-identical losses over three Adam steps."""
+    runs = []
+    for _ in range(2):
+        module, batch = _module(phantom_lits, tmp_path, True, preset="kd")
+        opt = torch.optim.Adam(module.net.parameters(), lr=1e-2)
+        module.train()
+        losses = []
+        for _ in range(3):
+            loss = module.training_step(batch, 0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        runs.append(losses)
+    assert runs[0] == runs[1]
+
+
+def test_a_setting_that_is_not_a_boolean_is_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    """A config error (exit code 2): in a model config, and on a teacher that is not live."""
+    with pytest.raises(InputError, match="model.compile must be true, false or null"):
+        build_from_config({**TINY, "compile": "yes"})
+    cfg = _compose("distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", "distill=kd"])
+    setup = resolve_data(cfg["data"])
+    with pytest.raises(InputError, match="teacher.compile is for a live teacher"):
+        DistillationModule(
+            model=cfg["student"],
+            data=setup.info(),
+            optim=cfg["optim"],
+            loss=cfg["loss"],
+            teacher={"predictions": str(tmp_path), "compile": True},
+            distill=cfg["distill"],
+        )
+
+
+def test_no_cpp_compiler_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line at build time (exit code 2), not an Inductor traceback at the first step."""
+    monkeypatch.setenv("CXX", "no-such-compiler-kdseg")
+    net = build_from_config(TINY)
+    with pytest.raises(InputError, match="needs a C\\+\\+ compiler and 'no-such-compiler-kdseg'"):
+        compile_network(net)
+    assert not is_compiled(net)
+
+
+def test_a_checkpoint_that_says_compile_loads_and_exports_eager(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """Inference and export rebuild the network eager; the artefact's model config drops the key
+    (it says how the torch network trained, not what it is)."""
+    data = resolve_data(_compose("train", [f"data.root={phantom_lits}"])["data"]).info()
+    ckpt = _fake_teacher(tmp_path / "m.ckpt", {**TINY, "compile": True}, data)
+    bundle = load_bundle(ckpt)
+    assert not is_compiled(bundle.model)
+    assert bundle.model_config["compile"] is True
+    assert "compile" not in artifact_metadata(bundle)["model"]
+
+
+def test_kdseg_train_compiles_a_registered_network_quietly(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """End to end through Lightning (training, validation in eval mode, checkpoints): the run
+    finishes, prints no compiler noise, records the setting, and its checkpoint holds plain
+    ``net.*`` keys that load eager."""
+    run = tmp_path / "run"
+    done: subprocess.CompletedProcess = kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=resnet18",
+        "model.width=0.25",
+        "model.compile=true",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
+    noise = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if any(word in line for word in ("dynamo", "inductor", "Warning", "warn("))
+    ]
+    assert not noise, noise
+    assert "compile: true" in (run / "config.yaml").read_text()
+    ckpt = run / "checkpoints" / "best.ckpt"
+    keys = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert keys and all("_orig_mod" not in k for k in keys)
+    assert not is_compiled(load_bundle(ckpt).model)
