@@ -122,6 +122,25 @@ def test_no_cpp_compiler_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
     assert not is_compiled(net)
 
 
+def test_compiling_quiets_the_compiler_but_not_a_recompile_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Graph-break and recompilation chatter is dropped; the line saying a network went back
+    to eager after too many recompilations (a silent slowdown otherwise) still shows."""
+    import logging
+
+    compile_network(build_from_config(TINY))
+    frames = logging.getLogger("torch._dynamo.convert_frame")
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("torch._dynamo.symbolic_convert").warning("Graph break in user code")
+        frames.warning("Graph break: recompiling")
+        frames.warning("torch._dynamo hit config.recompile_limit (8)")
+        logging.getLogger("torch._inductor.utils").warning("not enough SMs")
+    assert [r.getMessage() for r in caplog.records] == [
+        "torch._dynamo hit config.recompile_limit (8)"
+    ]
+
+
 def test_a_checkpoint_that_says_compile_loads_and_exports_eager(
     phantom_lits: Path, tmp_path: Path
 ) -> None:

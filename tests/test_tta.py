@@ -97,9 +97,9 @@ def test_kdseg_eval_and_predict_with_tta(
     """The evaluation records ``tta``; predict keeps the input's geometry; a bad value exits 2
     with one line naming the option."""
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
-    out = tmp_path / "eval"
     kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={ckpt}", "tta=flip",
-          f"output_dir={out}", "threads=1")  # fmt: skip
+          "threads=1")  # fmt: skip
+    out = trained_enet / "eval-test-full-tta-flip"  # beside the plain evaluation, not over it
     assert json.loads((out / "summary.json").read_text())["tta"] == "flip"
     volume = sorted(phantom_lits.glob("volume-*.nii*"))[0]
     pred = tmp_path / "pred.nii.gz"
@@ -113,3 +113,8 @@ def test_kdseg_eval_and_predict_with_tta(
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "tta must be one of none, flip" in lines[0], bad.stderr
     assert not (tmp_path / "x.nii.gz").exists()
+    # pseudo-labels: mirroring makes the flip check pass every case, so the pair is refused
+    pseudo = kdseg("pseudolabel", f"ckpt={ckpt}", f"input={volume}", f"output={tmp_path / 'ds'}",
+                   "tta=flip", check=False)  # fmt: skip
+    assert pseudo.returncode == 2 and "set flip_check=false" in pseudo.stderr, pseudo.stderr
+    assert not (tmp_path / "ds").exists()

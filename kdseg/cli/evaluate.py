@@ -21,11 +21,12 @@ def main(cfg: DictConfig) -> None:
     kind = "cascade-" if len(stages) > 1 else ""
     threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
+    tta = OmegaConf.select(cfg, "tta", default=None) or "none"
+    suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
     default_out = (
-        Path(ckpt).resolve().parent.parent / f"eval-{kind}{cfg.split}-{cfg.protocol}"
+        Path(ckpt).resolve().parent.parent / f"eval-{kind}{suffix}"
         if ckpt
-        else Path(artifact).resolve().parent
-        / f"eval-{kind}{Path(artifact).stem}-{cfg.split}-{cfg.protocol}"
+        else Path(artifact).resolve().parent / f"eval-{kind}{Path(artifact).stem}-{suffix}"
     )
     inputs = [cfg.data.root, ckpt, artifact]
     out = check_output(cfg.output_dir or default_out, inputs, folder=True, what="output_dir")
@@ -43,7 +44,7 @@ def main(cfg: DictConfig) -> None:
         "split": cfg.split,
         "protocol": cfg.protocol,
         "backend": backend,
-        "tta": OmegaConf.select(cfg, "tta", default=None) or "none",
+        "tta": tta,
         "model": bundle.model_config,
         "task": bundle.task.name,
         "n_cases": len(cases),

@@ -156,6 +156,7 @@ def _predict_one(
                 report = lesion_report(label, spacing)
                 report.update({"cascade": predictor.last} if predictor.last else {})
                 report.update({"notes": predictor.notes} if predictor.notes else {})
+                report.update({} if predictor.tta == "none" else {"tta": predictor.tta})
                 write_lesion_report(report, temps[0], temps[1])
         if cfg.overlay:
             from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for

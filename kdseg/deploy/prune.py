@@ -199,11 +199,14 @@ def finetune(
     the original run's with a short schedule. The best checkpoint by validation Dice is loaded
     back into ``pruned``. Returns ``fit``'s summary.
     """
+    from kdseg.deploy.artifact import RUN_OPTIONS
     from kdseg.lit.segment import SegmentationModule
     from kdseg.lit.train import fit
 
+    # the pruned network runs eager and contiguous: how the original trained is not carried over
+    model = {k: v for k, v in model_config.items() if k not in RUN_OPTIONS}
     module = SegmentationModule(
-        model=model_config, data=setup.info(), optim=run_cfg["optim"], loss=run_cfg.get("loss", {})
+        model=model, data=setup.info(), optim=run_cfg["optim"], loss=run_cfg.get("loss", {})
     )
     module.net = pruned.train()
     Path(out_dir).mkdir(parents=True, exist_ok=True)

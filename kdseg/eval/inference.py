@@ -376,6 +376,11 @@ class CascadePredictor:
         self.last: dict[str, Any] = {}
 
     @property
+    def tta(self) -> str:
+        """Stage 2's test-time augmentation (both stages get the same setting)."""
+        return self.stages[1].tta
+
+    @property
     def timings(self) -> dict[str, float]:
         """Seconds per step of the last prediction, both stages added up."""
         total: dict[str, float] = {}

@@ -157,5 +157,6 @@ def pseudolabel_folder(
         "source": str(source),
         "min_confidence": min_confidence,
         "min_flip_dice": min_flip_dice,
+        "tta": predictor.tta,  # the confidences depend on it
     }
     write_text_atomic(output / "dataset.json", json.dumps(dataset, indent=1) + "\n")

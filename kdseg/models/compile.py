@@ -33,8 +33,18 @@ from torch import nn
 from kdseg.errors import InputError
 
 #: loggers that report compilation details at WARNING (graph breaks, recompilations); a normal
-#: run prints no library noise, so they are raised to ERROR when a network is compiled
+#: run prints no library noise, so they are raised to ERROR when a network is compiled, except
+#: Dynamo's one line that a recompile limit sent a network back to eager (a silent slowdown)
 _NOISY = ("torch._dynamo", "torch._inductor", "torch.fx.experimental.symbolic_shapes")
+_LIMITS = "torch._dynamo.convert_frame"  # where Dynamo says it hit a recompile limit
+
+
+class _OnlyLimits(logging.Filter):
+    """Pass a record of :data:`_LIMITS` only when it says a recompile limit was hit (or is an
+    error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "limit" in record.getMessage()
 
 
 def check_compile(value: object, key: str) -> bool:
@@ -52,11 +62,15 @@ def compile_network(net: nn.Module) -> nn.Module:
     switches recompile once each (Dynamo guards on them). Without a C++ compiler (``$CXX`` or
     ``g++``) it is a config error here, not a traceback at the first step.
     """
-    cxx = os.environ.get("CXX", "g++")
+    cxx = os.environ.get("CXX") or "g++"
     if shutil.which(cxx) is None:
         raise InputError(None, f"compile: true needs a C++ compiler and {cxx!r} is not on PATH")
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.ERROR)
+    limits = logging.getLogger(_LIMITS)
+    limits.setLevel(logging.WARNING)
+    if not any(isinstance(f, _OnlyLimits) for f in limits.filters):
+        limits.addFilter(_OnlyLimits())
     if not is_compiled(net):
         net.compile()
     return net
