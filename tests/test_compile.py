@@ -154,6 +154,33 @@ def test_a_checkpoint_that_says_compile_loads_and_exports_eager(
     assert "compile" not in artifact_metadata(bundle)["model"]
 
 
+def test_pruning_fine_tunes_the_pruned_network_eager(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Export's recovery training builds its module without the checkpoint's run options, so a
+    compiled run's checkpoint prunes on a machine without a C++ compiler."""
+    from types import SimpleNamespace
+
+    import kdseg.lit.segment as segment
+    from kdseg.deploy.prune import finetune
+
+    seen: dict = {}
+
+    class Built(Exception):
+        pass
+
+    def capture(self, model, data, optim, loss) -> None:  # noqa: ANN001
+        seen.update(model)
+        raise Built
+
+    monkeypatch.setattr(segment.SegmentationModule, "__init__", capture)
+    setup = SimpleNamespace(info=dict)
+    config = {**TINY, "compile": True, "channels_last": True}
+    with pytest.raises(Built):
+        finetune(torch.nn.Identity(), config, setup, {"optim": {}}, tmp_path)
+    assert seen == TINY
+
+
 def test_kdseg_train_compiles_a_registered_network_quietly(
     phantom_lits: Path, tmp_path: Path
 ) -> None:

@@ -179,9 +179,11 @@ def test_a_channels_last_checkpoint_exports_and_passes_the_check(workspace: dict
     assert "channels_last" not in meta["model"]  # how torch ran it is not part of the graph
 
 
-def _predict_and_check(bundle, backend: str, artifact, image: nib.Nifti1Image) -> np.ndarray:
+def _predict_and_check(
+    bundle, backend: str, artifact, image: nib.Nifti1Image, tta: str = "none"
+) -> np.ndarray:
     predictor = Predictor.from_bundle(
-        bundle, backend=backend, artifact=artifact, threads=1, batch_size=4
+        bundle, backend=backend, artifact=artifact, threads=1, batch_size=4, tta=tta
     )
     label = predictor.predict(image)
     assert label.shape == image.shape and label.dtype == np.uint8
@@ -393,19 +395,21 @@ finally:
 """
 
 
+@pytest.mark.parametrize("tta", ["none", "flip"])
 def test_onnx_predict_in_a_fresh_process_never_imports_torch(
-    workspace: dict, onnx_fp32: Path, tmp_path: Path
+    workspace: dict, onnx_fp32: Path, tmp_path: Path, tta: str
 ) -> None:
     """The deploy path runs with torch, lightning, monai and matplotlib unimportable, and
-    predicts exactly what the same artefact predicts in this (torch-importing) process. A
-    NIfTI prediction does not import pydicom either (nibabel would: kdseg.data hides it), nor
-    the ``onnx`` package (ONNX Runtime's session gives the metadata)."""
+    predicts exactly what the same artefact predicts in this (torch-importing) process, with
+    and without test-time mirroring. A NIfTI prediction does not import pydicom either (nibabel
+    would: kdseg.data hides it), nor the ``onnx`` package (ONNX Runtime's session gives the
+    metadata)."""
     import os
     import subprocess
 
     case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
     target = tmp_path / "label.nii.gz"
-    args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true"]
+    args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true", f"tta={tta}"]
     done = subprocess.run(
         [sys.executable, "-c", NO_TORCH, *args, f"input={case.image}", f"output={target}"],
         capture_output=True,
@@ -417,9 +421,10 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
     assert "time (s): load model" in done.stdout and "network" in done.stdout
     image = load_volume(case.image)
     bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")
-    expected = _predict_and_check(bundle, backend, artifact, image)
+    expected = _predict_and_check(bundle, backend, artifact, image, tta=tta)
     np.testing.assert_array_equal(np.asanyarray(nib.load(str(target)).dataobj), expected)
-    assert (tmp_path / "label.lesions.json").is_file()
+    report = json.loads((tmp_path / "label.lesions.json").read_text())
+    assert report.get("tta", "none") == tta
 
 
 @pytest.mark.parametrize(
