@@ -30,9 +30,15 @@ from kdseg.models.compile import compile_network, is_compiled
 TINY = {"name": "tiny_deploy_net", "in_channels": 1, "num_classes": 3, "width": 1.0}
 
 
-def _module(phantom_lits: Path, tmp_path: Path, compiled: bool, preset: str = "emkd"):
-    """A DistillationModule (tiny student and live tiny teacher), both compiled or both eager,
-    and one training batch of the tiny phantoms."""
+def _module(
+    phantom_lits: Path,
+    tmp_path: Path,
+    compiled: bool,
+    preset: str = "emkd",
+    channels_last: bool | None = None,
+):
+    """A DistillationModule (tiny student and live tiny teacher), both compiled or both eager
+    (and channels-last if asked), and one training batch of the tiny phantoms."""
     cfg = _compose(
         "distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", f"distill={preset}"]
     )
@@ -47,23 +53,26 @@ def _module(phantom_lits: Path, tmp_path: Path, compiled: bool, preset: str = "e
     batch = next(iter(dm.train_dataloader()))
     torch.manual_seed(5)
     module = DistillationModule(
-        model={**TINY, "compile": compiled},
+        model={**TINY, "compile": compiled, "channels_last": channels_last},
         data=setup.info(),
         optim=cfg["optim"],
         loss=cfg["loss"],
-        teacher={"ckpt": str(teacher), "compile": compiled},
+        teacher={"ckpt": str(teacher), "compile": compiled, "channels_last": channels_last},
         distill=cfg["distill"],
     )
     return module, batch
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer: bare steps
-def test_compiled_networks_train_like_eager_ones(phantom_lits: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("channels_last", [None, True])
+def test_compiled_networks_train_like_eager_ones(
+    phantom_lits: Path, tmp_path: Path, channels_last: bool | None
+) -> None:
     """Same starting weights and keys; the first loss within float noise of eager; gradients
-    reach the student, never the teacher."""
+    reach the student, never the teacher; also with both networks channels-last."""
     results = {}
     for compiled in (False, True):
-        module, batch = _module(phantom_lits, tmp_path, compiled)
+        module, batch = _module(phantom_lits, tmp_path, compiled, channels_last=channels_last)
         assert is_compiled(module.net) == is_compiled(module.teacher) == compiled
         keys, init = list(module.state_dict()), weights_checksum(module.net)
         module.train()
