@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 15, P22's second part (2026-12-05, written at 17:52 UTC by `date`, while P22 trained and
+# Issue 15, P22's second part (2026-12-05, written at 17:49 UTC by `date`, while P22 trained and
 # before any P22 score existed). Information only, no rule: the same two evaluations (no
 # mirroring, tta=flip) of P22's retrained P17 seed 1 on P21's 48 fresh default phantoms (cases
 # 152-199 of the default call n_cases=200 seed=0; cases 0-151 copied from P22's folder, and
