@@ -25,6 +25,40 @@ def rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["case"], r["class"]): r for r in csv.DictReader(f)}
 
 
+def fresh48(run: Path) -> None:
+    """Part 2 (p22_fresh48.sh, information only): P21's 48 fresh cases, both settings."""
+    plain = rows(run / "eval-fresh48-tta-none" / "per_case.csv")
+    flip = rows(run / "eval-fresh48-tta-flip" / "per_case.csv")
+    p21 = rows(HERE / "P21-fresh48" / "eval-s1-per_case.csv")
+    same = plain.keys() == p21.keys() and all(plain[k][c] == p21[k][c] for k in p21 for c in COUNTS)
+    print(f"\nfresh48: the plain evaluation equals P21's committed seed-1 one: {same}")
+    tumor = [k for k, r in plain.items() if k[1] == "tumor" and r["gt_empty"] == "False"]
+    changes = [float(flip[k]["dice"]) - float(plain[k]["dice"]) for k in tumor]
+    up, down = sum(c > 0.001 for c in changes), sum(c < -0.001 for c in changes)
+    print(f"{len(tumor)} cases with tumor: tta=flip raised {up}, lowered {down}, "
+          f"largest changes {min(changes):+.3f} / {max(changes):+.3f}")  # fmt: skip
+    for name, subset in (
+        ("cases with >= 32 tumor voxels", [k for k in tumor if int(plain[k]["gt_voxels"]) >= 32]),
+        ("cases with < 32 tumor voxels", [k for k in tumor if int(plain[k]["gt_voxels"]) < 32]),
+    ):
+        a = sum(float(plain[k]["dice"]) for k in subset) / len(subset)
+        b = sum(float(flip[k]["dice"]) for k in subset) / len(subset)
+        print(f"tumor Dice per case, {name} ({len(subset)}): {a:.3f} -> {b:.3f}")
+    sums = {
+        mode: json.loads((run / f"eval-fresh48-tta-{mode}" / "summary.json").read_text())
+        for mode in ("none", "flip")
+    }
+    print("\n| measure | no mirroring | tta=flip |")
+    print("|---|---|---|")
+    for name, cls, key in (
+        ("tumor Dice per case (cases with tumor)", "tumor", "dice_per_case_nonempty"),
+        ("tumor Dice global", "tumor", "dice_global"),
+        ("liver Dice per case", "organ", "dice_mean"),
+    ):
+        a, b = (sums[m]["summary"][cls][key] for m in ("none", "flip"))
+        print(f"| {name} | {a:.3f} | {b:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("/work/p22/runs"))
@@ -58,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             a, b = (sums[m]["summary"][cls][key] for m in ("none", "flip"))
             print(f"| {name} | {a:.3f} | {b:.3f} |")
         assert sums["flip"]["tta"] == "flip" and sums["none"]["tta"] == "none"
+    if (run / "eval-fresh48-tta-flip" / "summary.json").exists():
+        fresh48(run)
 
 
 if __name__ == "__main__":
