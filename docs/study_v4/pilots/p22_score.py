@@ -25,6 +25,24 @@ def rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["case"], r["class"]): r for r in csv.DictReader(f)}
 
 
+def summary_table(run: Path, part: str) -> None:
+    """The per-case and global tumor Dice and the liver Dice of ``part``, both settings."""
+    sums = {
+        mode: json.loads((run / f"eval-{part}-tta-{mode}" / "summary.json").read_text())
+        for mode in ("none", "flip")
+    }
+    assert sums["flip"]["tta"] == "flip" and sums["none"]["tta"] == "none"
+    print("\n| measure | no mirroring | tta=flip |")
+    print("|---|---|---|")
+    for name, cls, key in (
+        ("tumor Dice per case (cases with tumor)", "tumor", "dice_per_case_nonempty"),
+        ("tumor Dice global", "tumor", "dice_global"),
+        ("liver Dice per case", "organ", "dice_mean"),
+    ):
+        a, b = (sums[m]["summary"][cls][key] for m in ("none", "flip"))
+        print(f"| {name} | {a:.3f} | {b:.3f} |")
+
+
 def fresh48(run: Path) -> None:
     """Part 2 (p22_fresh48.sh, information only): P21's 48 fresh cases, both settings."""
     plain = rows(run / "eval-fresh48-tta-none" / "per_case.csv")
@@ -44,19 +62,7 @@ def fresh48(run: Path) -> None:
         a = sum(float(plain[k]["dice"]) for k in subset) / len(subset)
         b = sum(float(flip[k]["dice"]) for k in subset) / len(subset)
         print(f"tumor Dice per case, {name} ({len(subset)}): {a:.3f} -> {b:.3f}")
-    sums = {
-        mode: json.loads((run / f"eval-fresh48-tta-{mode}" / "summary.json").read_text())
-        for mode in ("none", "flip")
-    }
-    print("\n| measure | no mirroring | tta=flip |")
-    print("|---|---|---|")
-    for name, cls, key in (
-        ("tumor Dice per case (cases with tumor)", "tumor", "dice_per_case_nonempty"),
-        ("tumor Dice global", "tumor", "dice_global"),
-        ("liver Dice per case", "organ", "dice_mean"),
-    ):
-        a, b = (sums[m]["summary"][cls][key] for m in ("none", "flip"))
-        print(f"| {name} | {a:.3f} | {b:.3f} |")
+    summary_table(run, "fresh48")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,20 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             if cls == "tumor" and r["gt_empty"] == "False":
                 a, b = float(r["dice"]), float(flip[case, cls]["dice"])
                 print(f"| {case} | {r['gt_voxels']} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-        sums = {
-            mode: json.loads((run / f"eval-{split}-tta-{mode}" / "summary.json").read_text())
-            for mode in ("none", "flip")
-        }
-        print("\n| measure | no mirroring | tta=flip |")
-        print("|---|---|---|")
-        for name, cls, key in (
-            ("tumor Dice per case (cases with tumor)", "tumor", "dice_per_case_nonempty"),
-            ("tumor Dice global", "tumor", "dice_global"),
-            ("liver Dice per case", "organ", "dice_mean"),
-        ):
-            a, b = (sums[m]["summary"][cls][key] for m in ("none", "flip"))
-            print(f"| {name} | {a:.3f} | {b:.3f} |")
-        assert sums["flip"]["tta"] == "flip" and sums["none"]["tta"] == "none"
+        summary_table(run, split)
     if (run / "eval-fresh48-tta-flip" / "summary.json").exists():
         fresh48(run)
 
