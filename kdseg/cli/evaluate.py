@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     kind = "cascade-" if len(stages) > 1 else ""
     threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
-    tta = OmegaConf.select(cfg, "tta", default=None) or "none"
+    tta = predictor.tta  # checked by build_predictor
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
     default_out = (
         Path(ckpt).resolve().parent.parent / f"eval-{kind}{suffix}"
@@ -54,6 +54,6 @@ def main(cfg: DictConfig) -> None:
         summary,
         title=f"{'cascade -> ' if kind else ''}{bundle.model_config['name']} on "
         f"{cfg.data.name}/{cfg.split} ({cfg.protocol}"
-        f"{'' if info['tta'] == 'none' else ', tta ' + info['tta']})",
+        f"{'' if tta == 'none' else ', tta ' + tta})",
     )
     print(f"results: {out}")

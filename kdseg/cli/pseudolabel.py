@@ -13,11 +13,11 @@ from kdseg.eval.pseudolabel import CSV_NAME, pseudolabel_folder
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pseudolabel")
 @guarded("kdseg-pseudolabel")
 def main(cfg: DictConfig) -> None:
-    if cfg.get("tta") not in (None, "none") and cfg.flip_check:
+    predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold)
+    if predictor.tta != "none" and cfg.flip_check:
         # an average over every mirroring answers the same for an image and its mirror: the
         # flip check would pass every case at 1.0, for 8x the network time
         raise InputError(None, "tta=flip makes the flip check meaningless; set flip_check=false")
-    predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold)
     organ = cfg.organ or bundle.data.get("organ", "organ")
     kept = total = 0
     for row in pseudolabel_folder(
