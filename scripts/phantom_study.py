@@ -176,6 +176,9 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         #: recorded runs are not reused
         self.channels_last: set[str] = self.networks(args, "channels_last")
         self.compiled: set[str] = self.networks(args, "compile")
+        #: teacher.cache of every distillation run: bit-exact, so not a protocol difference
+        cache = getattr(args, "teacher_cache", None)
+        self.teacher_cache: Path | None = Path(cache).resolve() if cache else None
         self.timings_file = self.dir / "timings.json"
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
@@ -390,6 +393,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
                 *teacher_seed_override(self.protocol.teacher_seed),
                 *self.layout("teacher", TEACHER),
                 *self.layout("student", student),
+                *([f"teacher.cache={self.teacher_cache}"] if self.teacher_cache else []),
                 *extra,
             ],
             label,
@@ -634,6 +638,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NETS",
         help="networks (e.g. raunet) trained and run as teachers with torch.compile: a speed"
         " option (scripts/bench_speed_options.py), not bit-identical to the default",
+    )
+    parser.add_argument(
+        "--teacher-cache",
+        metavar="DIR",
+        help="a folder for the teacher's outputs, shared by every distillation run "
+        "(teacher.cache, kdseg/lit/teacher_cache.py): runs of one seed see the same batches, so"
+        " the teacher runs once per batch; bit-identical results (v4: about 8 GB a seed)",
     )
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
     args = parser.parse_args(argv)

@@ -36,9 +36,11 @@ def _module(
     compiled: bool,
     preset: str = "emkd",
     channels_last: bool | None = None,
+    **teacher_options: object,
 ):
     """A DistillationModule (tiny student and live tiny teacher), both compiled or both eager
-    (and channels-last if asked), and one training batch of the tiny phantoms."""
+    (and channels-last if asked; ``teacher_options``: more ``teacher.*`` keys), and one
+    training batch of the tiny phantoms."""
     cfg = _compose(
         "distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", f"distill={preset}"]
     )
@@ -57,7 +59,12 @@ def _module(
         data=setup.info(),
         optim=cfg["optim"],
         loss=cfg["loss"],
-        teacher={"ckpt": str(teacher), "compile": compiled, "channels_last": channels_last},
+        teacher={
+            "ckpt": str(teacher),
+            "compile": compiled,
+            "channels_last": channels_last,
+            **teacher_options,
+        },
         distill=cfg["distill"],
     )
     return module, batch

@@ -220,6 +220,19 @@ def test_phantom_study_speed_options_reach_the_named_networks_only(
         ps.Study(ps.parse_args(["--dir", str(tmp_path), flag, "rauent"]))
 
 
+def test_phantom_study_teacher_cache_reaches_every_distillation_run(tmp_path: Path) -> None:
+    """``--teacher-cache DIR``: every distillation run shares one teacher cache (bit-exact, so
+    no reuse check compares it); the teacher and the students alone do not use one."""
+    ps = _study_module()
+    argv = ["--dir", str(tmp_path), "--protocol", "v4", "--teacher-cache", "cache"]
+    calls = _study_commands(ps, ps.Study(ps.parse_args(argv)))
+    cache = f"teacher.cache={Path('cache').resolve()}"
+    distills = [c for c in calls if c[0] == "distill"]
+    assert len(distills) == 4 and all(cache in c for c in distills)
+    assert not [c for c in calls if c[0] != "distill" and any("cache" in a for a in c)]
+    assert "teacher.cache" not in ps.DISTILL_KEYS
+
+
 def _teacher_run(folder: Path, max_epochs: int, data_root: str) -> Path:
     """A finished-looking teacher run: pilot T13's saved config with two keys changed."""
     import yaml

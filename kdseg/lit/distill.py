@@ -18,6 +18,10 @@ regions) gets the teacher's argmax where an image has no label.
 
 ``distill.mix: cutmix`` (beyond the paper; :mod:`kdseg.distill.mix`) computes L_seg on the clean
 batch and the distillation terms on a CutMix of it that teacher and student both see.
+
+``teacher.cache: DIR`` (beyond the paper; :mod:`kdseg.lit.teacher_cache`) reads a live
+teacher's outputs from a disk cache shared by runs that see the same batches, bit for bit what
+the teacher would compute.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
+from kdseg.lit.teacher_cache import TeacherCache, check_cache_dir
 from kdseg.models import SegOutput
 from kdseg.models.compile import check_compile, compile_network
 from kdseg.models.memory_format import check_layout, set_channels_last
@@ -60,11 +65,12 @@ class DistillationModule(SegmentationModule):
             raise InputError(None, "set exactly one of teacher.ckpt and teacher.predictions")
         if predictions:
             _refuse_feature_terms(distill.get("terms"), predictions)
-            for key in ("channels_last", "compile"):
+            for key in ("channels_last", "compile", "cache"):
                 if teacher.get(key) is not None:
                     raise InputError(None, f"teacher.{key} is for a live teacher (teacher.ckpt)")
             self.teacher = None
             teacher_taps: dict = {}
+            teacher_setting = ""
         else:
             bundle = load_bundle(ckpt)
             mismatched = [k for k in MUST_MATCH if not _same(k, bundle.data.get(k), data.get(k))]
@@ -82,6 +88,7 @@ class DistillationModule(SegmentationModule):
             if check_compile(teacher.get("compile"), "teacher.compile"):
                 compile_network(self.teacher)
             teacher_taps = self.teacher.tap_info
+            teacher_setting = f"channels_last {layout}|compile {teacher.get('compile')}"
         self.criterion = build_criterion(
             distill.get("terms"),
             self.net.tap_info,
@@ -89,6 +96,11 @@ class DistillationModule(SegmentationModule):
             int(data["num_classes"]),
             warmup=distill.get("warmup", 0.0),
         )
+        self.teacher_cache: TeacherCache | None = None
+        cache_dir = check_cache_dir(teacher.get("cache"))
+        if cache_dir is not None and self.teacher is not None:
+            taps = [t.teacher_tap for t in self.criterion.terms if t.teacher_tap != LOGITS]
+            self.teacher_cache = TeacherCache(cache_dir, self.teacher, taps, teacher_setting)
         kind = check_mix(distill.get("mix"))
         # seeded from the run's seed (set before the module is built), not drawn from it
         self.mix = MixGenerator(kind, torch.initial_seed()) if kind else None
@@ -110,6 +122,8 @@ class DistillationModule(SegmentationModule):
             if "teacher" not in batch:
                 raise InputError(None, "teacher.predictions is set but batches carry no targets")
             return SegOutput(batch["teacher"].clamp_min(PROB_FLOOR).log())
+        if self.teacher_cache is not None:
+            return self.teacher_cache(batch["image"])
         with torch.no_grad():
             return self.teacher(batch["image"])
 
@@ -120,6 +134,7 @@ class DistillationModule(SegmentationModule):
         if self.mix is not None:  # the terms on a CutMix that both networks see
             batch = self.mix(batch)
             student = self.net(batch["image"])
+        hits = self.teacher_cache.hits if self.teacher_cache is not None else 0
         teacher = self.teacher_output(batch)
         targets = batch["label"][:, 0]
         labeled = batch.get("labeled")
@@ -136,6 +151,16 @@ class DistillationModule(SegmentationModule):
             self.log(f"distill/{name}", value, batch_size=n)
         if self.criterion.warmup and self._trainer is not None:
             self.log("distill/warmup", self.criterion.ramp(*self._progress()), batch_size=n)
+        if self.teacher_cache is not None and self._trainer is not None:
+            # batches per epoch whose teacher output came from the cache
+            self.log(
+                "perf/teacher_cache_hits",
+                float(self.teacher_cache.hits - hits),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                batch_size=n,
+            )
         return loss
 
     def _progress(self) -> tuple[int | None, float | None]:

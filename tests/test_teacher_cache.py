@@ -1,0 +1,147 @@
+"""``teacher.cache``: a live teacher's outputs read from a disk cache shared between runs.
+
+A run with the cache is the run without it, bit for bit (losses, final weights); a second run
+of the same seed reads every batch's teacher output from the cache; an entry is keyed by the
+batch's bytes and the teacher's weights, so another batch or another teacher is computed, not
+misread; a damaged entry is recomputed; nothing half-written is left; bad settings are refused.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_DATA, kdseg
+from test_compile import _module
+from test_distill_module import _compose
+
+from kdseg.data.dataset import resolve_data
+from kdseg.errors import InputError
+from kdseg.lit.distill import DistillationModule
+from kdseg.lit.teacher_cache import TeacherCache, check_cache_dir
+
+STEPS = ["trainer.max_steps=4", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
+
+
+def _column(run: Path, name: str) -> list[float]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return [float(r[name]) for r in csv.DictReader(f) if r.get(name)]
+
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted(cache.rglob("*.pt"))
+
+
+def test_a_cached_run_is_the_uncached_run_and_a_second_run_reads_every_batch(
+    phantom_lits: Path, trained_enet: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "teacher-cache"
+    common = [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        *STEPS,
+        "student=enet",
+        "student.width=0.25",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'last.ckpt'}",
+        "seed=7",
+    ]
+    runs = {name: tmp_path / name for name in ("live", "first", "second")}
+    kdseg("distill", *common, f"hydra.run.dir={runs['live']}")
+    for name in ("first", "second"):
+        kdseg("distill", *common, f"teacher.cache={cache}", f"hydra.run.dir={runs[name]}")
+    losses = {k: _column(v, "train/loss") for k, v in runs.items()}
+    assert len(losses["live"]) == 4
+    assert losses["live"] == losses["first"] == losses["second"]
+    weights = {
+        k: torch.load(v / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for k, v in runs.items()
+    }
+    for key, value in weights["live"].items():
+        assert torch.equal(value, weights["first"][key]) and torch.equal(
+            value, weights["second"][key]
+        )
+    # EMKD reads the logits and the low and high taps: three files a batch, four batches
+    assert len(_entries(cache)) == 3 * 4
+    assert sum(_column(runs["first"], "perf/teacher_cache_hits")) == 0
+    assert sum(_column(runs["second"], "perf/teacher_cache_hits")) == 4
+    assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".pt"]
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer: bare steps
+def test_a_hit_returns_the_live_tensors_and_a_new_batch_or_teacher_is_computed(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    module, batch = _module(phantom_lits, tmp_path, False, cache=str(cache))
+    teacher_cache = module.teacher_cache
+    assert isinstance(teacher_cache, TeacherCache)
+    images = batch["image"]
+    with torch.no_grad():
+        live = module.teacher(images)
+    first, again = teacher_cache(images), teacher_cache(images)
+    assert (teacher_cache.misses, teacher_cache.hits) == (1, 1)
+    for out in (first, again):
+        assert torch.equal(out.logits, live.logits)
+        assert out.logits.stride() == live.logits.stride()
+        for tap in teacher_cache.taps:
+            assert torch.equal(out.taps[tap], live.taps[tap])
+            assert out.taps[tap].dtype == live.taps[tap].dtype
+    assert set(again.taps) == set(teacher_cache.taps) == {"low", "high"}
+
+    teacher_cache(images.flip(-1))  # another batch: another key
+    assert teacher_cache.misses == 2
+    with torch.no_grad():  # another teacher (weights changed): a new identity, nothing reused
+        next(module.teacher.parameters()).add_(1.0)
+    other = TeacherCache(cache, module.teacher, teacher_cache.taps, "")
+    assert not torch.equal(other(images).logits, live.logits)
+    assert (other.misses, other.hits) == (1, 0)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_a_damaged_entry_is_recomputed_and_rewritten(phantom_lits: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    module, batch = _module(phantom_lits, tmp_path, False, cache=str(cache))
+    teacher_cache = module.teacher_cache
+    live = teacher_cache(batch["image"])
+    damaged = _entries(cache)[0]
+    damaged.write_bytes(damaged.read_bytes()[:20])  # a copy cut short
+    again = teacher_cache(batch["image"])
+    assert (teacher_cache.misses, teacher_cache.hits) == (2, 0)
+    assert torch.equal(again.logits, live.logits)
+    assert torch.equal(teacher_cache(batch["image"]).logits, live.logits)
+    assert teacher_cache.hits == 1
+
+
+def test_bad_settings_are_refused(phantom_lits: Path, trained_enet: Path, tmp_path: Path) -> None:
+    """A config error (exit code 2, one line): a cache path that is a file, a value that is not
+    a path, and a cache for stored predictions (no teacher to cache)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="must be a folder path or null"):
+        check_cache_dir(3)
+    assert check_cache_dir(None) is None
+    cfg = _compose("distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", "distill=kd"])
+    with pytest.raises(InputError, match="teacher.cache is for a live teacher"):
+        DistillationModule(
+            model=cfg["student"],
+            data=resolve_data(cfg["data"]).info(),
+            optim=cfg["optim"],
+            loss=cfg["loss"],
+            teacher={"predictions": str(tmp_path), "cache": str(tmp_path / "cache")},
+            distill=cfg["distill"],
+        )
+    result = kdseg(
+        "distill",
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'last.ckpt'}",
+        f"teacher.cache={a_file}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"kdseg-distill: error: {a_file}: teacher.cache is not a folder"
+    assert a_file.read_text() == "x"
