@@ -216,12 +216,25 @@ def test_without_mix_one_student_and_one_teacher_pass_on_the_clean_batch(
 
 
 def test_report_names_a_mix_added_to_a_preset() -> None:
-    """kdseg-report groups rows by method: `distill=kd +distill.mix=cutmix` is not plain kd."""
-    from kdseg.eval.report import method_label
+    """kdseg-report groups rows by method and model: `distill=kd +distill.mix=cutmix` is not
+    plain kd, and a network trained with a speed option is not pooled with default runs."""
+    from kdseg.eval.report import method_label, model_label
+
+    assert model_label({"name": "enet", "width": 0.25, "compile": None}) == "enet (w 0.25)"
+    assert model_label({"name": "enet", "width": 0.25, "compile": True}) == (
+        "enet (w 0.25, compiled)"
+    )
+    assert model_label({"name": "raunet", "width": 0.5, "channels_last": True}) == (
+        "raunet (w 0.5, channels-last)"
+    )
 
     assert method_label({"name": "kd"}) == "kd"
     assert method_label({"name": "kd", "mix": None}) == "kd"
     assert method_label({"name": "kd", "mix": "cutmix"}) == "kd+cutmix"
+    # a live teacher's speed options change the bits: a row of their own; the cache does not
+    teacher = {"ckpt": "t.ckpt", "compile": True, "channels_last": None, "cache": "c"}
+    assert method_label({"name": "emkd"}, teacher) == "emkd, teacher compiled"
+    assert method_label({"name": "emkd"}, {"cache": "c", "compile": False}) == "emkd"
     assert method_label({"name": "emkd_balanced_region_cutmix", "mix": "cutmix"}) == (
         "emkd_balanced_region_cutmix"
     )

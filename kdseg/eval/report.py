@@ -158,9 +158,20 @@ def read_run_config(run: Path) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
+#: speed options that change a run's bits (not its model): runs with one are a row of their own
+SPEED_OPTIONS = {"channels_last": "channels-last", "compile": "compiled"}
+
+
+def _speed(cfg: dict[str, Any]) -> list[str]:
+    return [text for key, text in SPEED_OPTIONS.items() if cfg.get(key) is True]
+
+
 def model_label(model_cfg: dict[str, Any]) -> str:
-    """``"enet (w 0.25)"``: network name and width multiplier."""
-    return f"{model_cfg['name']} (w {float(model_cfg.get('width', 1.0)):g})"
+    """``"enet (w 0.25)"``: network name and width multiplier, and the speed options it trained
+    with (``"enet (w 0.25, compiled)"``): such runs are not bit-identical to default ones, so
+    they are not pooled with them as seeds of one row."""
+    extra = "".join(f", {text}" for text in _speed(model_cfg))
+    return f"{model_cfg['name']} (w {float(model_cfg.get('width', 1.0)):g}{extra})"
 
 
 @functools.lru_cache(maxsize=64)
@@ -194,11 +205,14 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
     return scores
 
 
-def method_label(distill: dict[str, Any]) -> str:
+def method_label(distill: dict[str, Any], teacher: dict[str, Any] | None = None) -> str:
     """The distillation method's name, with the mix when one is set on a preset without it in
-    its name (``distill=kd +distill.mix=cutmix`` is not plain ``kd``)."""
+    its name (``distill=kd +distill.mix=cutmix`` is not plain ``kd``), and a live teacher's
+    speed options (``"emkd, teacher compiled"``); ``teacher.cache`` is bit-exact and not
+    named."""
     name, mix = str(distill.get("name", "?")), check_mix(distill.get("mix"))
-    return f"{name}+{mix}" if mix and mix not in name else name
+    label = f"{name}+{mix}" if mix and mix not in name else name
+    return "".join([label, *(f", teacher {text}" for text in _speed(teacher or {}))])
 
 
 def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
@@ -209,7 +223,7 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
     model_cfg = cfg["student"] if distilled else cfg.get("model")
     if not isinstance(model_cfg, dict) or "name" not in model_cfg:
         raise InputError(run, "config has no model (or student) section")
-    method = method_label(cfg["distill"] or {}) if distilled else None
+    method = method_label(cfg["distill"] or {}, cfg["teacher"]) if distilled else None
     record = RunRecord(
         path=run,
         role="distilled" if distilled else ROLES.get(model_cfg["name"], "model").split()[0],
