@@ -674,6 +674,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             getattr(study, f"stage_{stage.replace('-', '_')}")()
     print(f"[study] done in {time.perf_counter() - started:.0f} s; timings: {study.timings_file}")
+    if study.teacher_cache is not None and study.teacher_cache.is_dir():
+        size = sum(p.stat().st_size for p in study.teacher_cache.rglob("*") if p.is_file())
+        print(
+            f"[study] teacher cache: {size / 1e9:.1f} GB in {study.teacher_cache}; delete it "
+            "once no more distillation runs of this study are to come"
+        )
 
 
 if __name__ == "__main__":
