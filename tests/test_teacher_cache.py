@@ -115,6 +115,31 @@ def test_a_damaged_entry_is_recomputed_and_rewritten(phantom_lits: Path, tmp_pat
     assert teacher_cache.hits == 1
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_a_full_disk_stops_the_writing_not_the_run(
+    phantom_lits: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An OSError while writing (ENOSPC): the live outputs go on, one warning, no temporary."""
+    cache = tmp_path / "cache"
+    module, batch = _module(phantom_lits, tmp_path, False, cache=str(cache))
+    teacher_cache = module.teacher_cache
+    with torch.no_grad():
+        live = module.teacher(batch["image"])
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    for _ in range(2):
+        assert torch.equal(teacher_cache(batch["image"]).logits, live.logits)
+    assert not teacher_cache.writable and teacher_cache.misses == 2
+    assert sum("cannot write" in r.getMessage() for r in caplog.records) == 1  # one warning
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # no temporary left behind
+
+
 def test_bad_settings_are_refused(phantom_lits: Path, trained_enet: Path, tmp_path: Path) -> None:
     """A config error (exit code 2, one line): a cache path that is a file, a value that is not
     a path, and a cache for stored predictions (no teacher to cache)."""

@@ -19,16 +19,20 @@ temporary and renamed, so runs that share the folder at the same time never read
 half-written entry, a killed run leaves none behind, and a method that needs only the logits
 shares them with one that also needs feature taps.
 
-Cost: one file per tensor and batch. The study v4 setting (batch 8 at 144 x 144; logits,
-``low`` and ``high`` taps) stores about 8 MB a step, 8.2 GB for a seed's 1,024 steps. Delete
-the folder when the runs that share it are done. Precedent: TextBrewer's cached teacher
-logits (``is_caching_logits``, in memory) and its pre-computed teacher outputs; kdseg's cache
-is on disk, keyed by content and shared between processes.
+Cost: one file per tensor and batch. A tensor is stored with its strides and its whole storage
+(RA-UNet's outputs are views of maps padded to a multiple of 32: 144 x 144 logits in 160 x 160
+storage), so that what is read back is laid out as computed. In study v4 (batch 8, logits and
+the ``low`` and ``high`` taps) that is 9.8 MB a step, 10 GB for a seed's 1,024 steps. When the
+disk fills up, the cache stops writing (one warning) and the run goes on. Delete the folder
+when the runs that share it are done. Precedent: TextBrewer's cached teacher logits
+(``is_caching_logits``, in memory) and its pre-computed teacher outputs; kdseg's cache is on
+disk, keyed by content and shared between processes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +43,8 @@ from torch import nn
 from kdseg.errors import InputError, atomic_path
 from kdseg.lit.train import weights_checksum
 from kdseg.models import SegOutput
+
+log = logging.getLogger(__name__)
 
 #: the logits' file name inside an entry (taps use their own names)
 LOGITS_FILE = "logits"
@@ -71,6 +77,7 @@ class TeacherCache:
         self.teacher = teacher
         self.hits = 0
         self.misses = 0
+        self.writable = True
         threads = torch.get_num_threads()
         # ``setting``: how the teacher runs (memory format, compile), which may change bits
         self._identity = (
@@ -102,11 +109,24 @@ class TeacherCache:
         self.misses += 1
         with torch.no_grad():
             out = self.teacher(images)
-        for name, path in files.items():
-            tensor = out.logits if name == LOGITS_FILE else out.taps[name]
-            with atomic_path(path) as tmp:
-                torch.save(tensor.detach().cpu(), tmp)
+        if self.writable:
+            self._store(files, out)
         return out
+
+    def _store(self, files: dict[str, Path], out: SegOutput) -> None:
+        """Write an entry's tensors (each to a temporary, then renamed). A full disk or a
+        read-only folder stops the writing, with one warning, not the run: the cache is a
+        speed-up, and the outputs it would hold are computed anyway."""
+        try:
+            for name, path in files.items():
+                tensor = out.logits if name == LOGITS_FILE else out.taps[name]
+                with atomic_path(path) as tmp:
+                    torch.save(tensor.detach().cpu(), tmp)
+        except OSError as err:
+            self.writable = False
+            log.warning(
+                "teacher cache %s: cannot write (%s); going on without storing", self.root, err
+            )
 
     def _load(self, files: dict[str, Path], device: torch.device) -> SegOutput | None:
         """The entry's tensors, or None when one is missing or unreadable (then recomputed and
