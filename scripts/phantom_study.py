@@ -644,7 +644,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="a folder for the teacher's outputs, shared by every distillation run "
         "(teacher.cache, kdseg/lit/teacher_cache.py): runs of one seed see the same batches, so"
-        " the teacher runs once per batch; bit-identical results (v4: about 8 GB a seed)",
+        " the teacher runs once per batch; bit-identical results (v4: 10 GB a seed)",
     )
     parser.add_argument("--hydra", nargs="*", default=[], help="extra overrides for every multirun")
     args = parser.parse_args(argv)
