@@ -92,7 +92,7 @@ class TeacherCache:
         digest.update(
             f"|{images.device.type}|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode()
         )
-        digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(images.detach().cpu().contiguous().numpy())  # the buffer, not a copy
         return digest.hexdigest()
 
     def _files(self, key: str) -> dict[str, Path]:
