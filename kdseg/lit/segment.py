@@ -137,8 +137,11 @@ class SegmentationModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
         params = [p for p in self.parameters() if p.requires_grad]
+        # foreach: one call over all parameters instead of a Python loop over them; on CPU its
+        # results equal the loop's bit for bit (tests/test_seeding.py), at a fraction of
+        # the time for networks of many small tensors (ENet: 300)
         optimizer = torch.optim.Adam(
-            params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0)
+            params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0), foreach=True
         )
         epochs = max(int(self.trainer.max_epochs or 1), 1)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
