@@ -43,7 +43,7 @@ class WandbValidationOverlay(pl.Callback):
             self._batch = {"image": batch["image"][: self.max_slices].detach().cpu()}
             with torch.no_grad():
                 logits = pl_module.net(batch["image"][: self.max_slices]).logits
-            self._batch["pred"] = pl_module.task.to_dataset(logits.argmax(1)).cpu()
+            self._batch["pred"] = pl_module.task.to_dataset(logits.max(1).indices).cpu()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]

@@ -140,7 +140,7 @@ class DistillationModule(SegmentationModule):
         labeled = batch.get("labeled")
         if labeled is not None and not bool(labeled.all()):
             # label-needing terms (RAD) see the teacher's argmax on unlabeled images
-            guess = teacher.logits.detach().argmax(1)
+            guess = teacher.logits.detach().max(1).indices  # = argmax(1), faster on CPU
             targets = torch.where(labeled.view(-1, *[1] * (targets.ndim - 1)), targets, guess)
         distill, parts = self.criterion(student, teacher, targets, *self._progress())
         loss = seg + distill
