@@ -74,6 +74,8 @@ def test_foreach_adam_equals_the_per_parameter_loop_bit_for_bit() -> None:
 def test_augmentation_on_plain_tensors_draws_and_moves_pixels_as_with_metatensors() -> None:
     """``plain_tensors`` drops MONAI's metadata bookkeeping from the training augmentation; the
     pixels and the random stream stay bit for bit what they were, and the flag is restored."""
+    from contextlib import nullcontext
+
     import torch
     from monai.data import get_track_meta
     from monai.utils import convert_to_tensor
@@ -91,10 +93,7 @@ def test_augmentation_on_plain_tensors_draws_and_moves_pixels_as_with_metatensor
         aug.set_random_state(seed=7)
         out = []
         for item in items:
-            if plain:
-                with plain_tensors():
-                    out.append(convert_to_tensor(aug(dict(item)), track_meta=False))
-            else:
+            with plain_tensors() if plain else nullcontext():
                 out.append(convert_to_tensor(aug(dict(item)), track_meta=False))
         return out
 
