@@ -47,7 +47,9 @@ def _temp_pattern(target: Path, suffix: str) -> re.Pattern[str]:
     return re.compile(rf"\.{stem}-(?:(\d+)-)?{_TEMP_RANDOM}{re.escape(suffix)}")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (this process counts as gone: its own stale
+    temporaries cannot exist yet)."""
     if pid == os.getpid():
         return False  # this process is only now starting to write the target
     try:
@@ -73,7 +75,11 @@ def remove_stale_temps(target: str | os.PathLike, suffix: str | None = None) -> 
         return removed
     for entry in target.parent.iterdir():
         match = pattern.fullmatch(entry.name)
-        if match and entry.is_file() and not (match.group(1) and _alive(int(match.group(1)))):
+        if (
+            match
+            and entry.is_file()
+            and not (match.group(1) and process_alive(int(match.group(1))))
+        ):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

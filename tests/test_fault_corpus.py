@@ -192,7 +192,33 @@ def dicom(w: World, how: str) -> Path:
         sorted(files)[3].unlink()
     elif how == "corrupt slice":
         sorted(files)[2].write_bytes(sorted(files)[2].read_bytes()[:-300])  # pixels cut short
+    elif how == "zero pixel spacing":
+        import pydicom
+
+        path = sorted(files)[4]
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = ["0", "0.7"]
+        ds.save_as(path)
+        w.culprit = path.name
     return folder
+
+
+def pixdim(w: World, value: float) -> Path:
+    """A NIfTI whose header's voxel size on axis 1 is ``value`` (qform only, as scanners
+    write it)."""
+    path = w.ct("ct.nii")
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<f", raw, 80 + 4, value)  # pixdim[2]
+    struct.pack_into("<h", raw, 254, 0)  # sform_code 0: the affine comes from the qform
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def other_scan_at_output(w: World) -> list[str]:
+    """A second scan sits where the output goes (beside the input, as in a scans folder)."""
+    other = w.ct("other.nii.gz")
+    w.culprit = "other.nii.gz"
+    return w.predict(w.ct(), output=other)
 
 
 def malicious(w: World) -> Path:
@@ -295,6 +321,18 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("complex voxels", "predict", lambda w: w.predict(w.ct(data=np.ones(SHAPE, np.complex64))), "ct.nii.gz", False),
     ("singular affine", "predict", lambda w: w.predict(singular_affine(w)), "ct.nii", False),
     ("unknown nonfinite=", "predict", lambda w: w.predict(w.ct(), "nonfinite=mean"), "nonfinite", False),
+    ("voxel size 0 in the header", "predict", lambda w: w.predict(pixdim(w, 0.0)), "ct.nii", True),
+    ("voxel size in metres x 1e6", "predict", lambda w: w.predict(w.ct(affine=np.diag([1.5e6, 1.5e6, 3e6, 1.0]))), "ct.nii.gz", False),
+    ("voxel size 3e-9 mm", "predict", lambda w: w.predict(w.ct(affine=np.diag([3e-9, 3e-9, 3e-9, 1.0]))), "ct.nii.gz", False),
+    ("values beyond any CT scale", "predict", lambda w: w.predict(w.ct(data=np.full(SHAPE, 2_000_000_000, np.int32) - np.eye(40, 36, dtype=np.int32)[..., None])), "ct.nii.gz", False),
+    ("values not in HU (int16 extremes)", "predict", lambda w: w.predict(w.ct(data=np.where(np.indices(SHAPE).sum(0) % 2, 32767, -32768).astype(np.int16))), "ct.nii.gz", False),
+    ("float +-1e30 voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), np.where(d > -200, 1e30, -1e30)))), "ct.nii.gz", False),
+    ("DICOM: PixelSpacing 0", "predict", lambda w: w.predict(dicom(w, "zero pixel spacing")), "series", False),
+    ("output is another scan", "predict", other_scan_at_output, "other.nii.gz", False),
+    ("empty input=", "predict", lambda w: [f"ckpt={w.ckpt}", "input=", f"output={w.out}"], "input", True),
+    ("empty output=", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct()}", "output="], "output", False),
+    ("threshold=7", "predict", lambda w: w.predict(w.ct(), "threshold=7"), "threshold", False),
+    ("threshold on a multiclass model", "predict", lambda w: w.predict(w.ct(), "threshold=0.3"), "threshold", False),
     # files that already failed cleanly (keep holding)
     ("input not found", "predict", lambda w: w.predict(w.tmp / "in" / "nope.nii.gz"), "nope.nii.gz", False),
     ("corrupt NIfTI", "predict", lambda w: w.predict((w.ct(), (w.tmp / "in/ct.nii.gz").write_bytes(b"\x1f\x8bjunk" * 50))[0]), "ct.nii.gz", False),

@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
 from kdseg.deploy.bench import BenchConfig, run_bench
+from kdseg.errors import InputError
 from kdseg.guards import check_output
 
 
@@ -18,3 +19,11 @@ def main(cfg: DictConfig) -> None:
     results = run_bench(BenchConfig.from_dict(plain))
     print(results["markdown"])
     print(f"written: {cfg.output_dir}/{cfg.name}.md, .png, .json")
+    failed = [r for r in results["rows"] if not r.get("ok", True)]
+    if failed:  # the table keeps the failed rows; the exit code says the run was not clean
+        first = failed[0]
+        raise InputError(
+            None,
+            f"{len(failed)} of {len(results['rows'])} entries failed; "
+            f"{first.get('name')}: {first.get('error')}",
+        )

@@ -23,9 +23,12 @@ def main(cfg: DictConfig) -> None:
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
     tta = predictor.tta  # checked by build_predictor
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
+    home = Path(ckpt).resolve().parent if ckpt else None
+    if home is not None and home.name == "checkpoints":  # a run folder's: results in the run
+        home = home.parent
     default_out = (
-        Path(ckpt).resolve().parent.parent / f"eval-{kind}{suffix}"
-        if ckpt
+        home / f"eval-{kind}{suffix}"
+        if home is not None
         else Path(artifact).resolve().parent / f"eval-{kind}{Path(artifact).stem}-{suffix}"
     )
     inputs = [cfg.data.root, ckpt, artifact]

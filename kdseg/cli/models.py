@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 from kdseg.models.cost import main_table
 
@@ -21,7 +23,23 @@ def main() -> None:
         help="also time the CPU forward pass per slice with this many threads (0: no timing)",
     )
     parser.add_argument("names", nargs="*", help="models to list (default: all registered)")
+    parser.error = _fail  # type: ignore[method-assign]  # one line, exit 2, no usage dump
     args = parser.parse_args()
+    from kdseg.models.registry import available_models
+
+    unknown = [n for n in args.names if n not in available_models()]
+    if unknown:
+        _fail(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(available_models())}")
+    for name, value, low in (
+        ("--size", args.size, 16),
+        ("--in-channels", args.in_channels, 1),
+        ("--num-classes", args.num_classes, 1),
+        ("--time", args.time, 0),
+    ):
+        if value < low:
+            _fail(f"{name} {value}: must be at least {low}")
+    if not args.width > 0:
+        _fail(f"--width {args.width}: must be positive")
     print(
         main_table(
             size=args.size,
@@ -32,6 +50,11 @@ def main() -> None:
             time_threads=args.time or None,
         )
     )
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"kdseg-models: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import build_predictor, command, format_timings, stage_list, timed
+from kdseg.cli import build_predictor, command, format_timings, number, stage_list, timed
 from kdseg.errors import InputError, atomic_group
 
 # nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
@@ -96,6 +96,12 @@ def main(cfg: DictConfig) -> None:
     from kdseg.data.niigz import forget_prefetched, prefetch
     from kdseg.guards import check_output, check_outputs
 
+    for key in ("input", "output"):  # an unset shell variable: input=$SCAN
+        if not str(cfg[key]).strip():
+            raise InputError(None, f"{key}= is empty; name a file or folder")
+    threshold = number(cfg, "threshold", float)
+    if threshold is not None and not 0 < threshold < 1:
+        raise InputError(None, f"threshold={cfg.threshold}: a probability, between 0 and 1")
     source, output = Path(cfg.input), Path(cfg.output)
     pairs = plan_outputs(source, output)
     if cfg.output_format not in ("nifti", "dicom-seg"):
@@ -108,6 +114,9 @@ def main(cfg: DictConfig) -> None:
         check_output(output, inputs, folder=True)
     plans = [planned_files(target, cfg) for _, target in pairs]
     check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
+    if not cfg.overwrite:
+        for files in plans:
+            _check_replaceable(files)
     steps: dict[str, float] = {}
     # A .nii.gz input is read and decompressed in a daemon thread (kdseg.data.niigz.prefetch,
     # which releases the GIL) while the model loads; the next input of a folder while this
@@ -115,7 +124,11 @@ def main(cfg: DictConfig) -> None:
     try:
         prefetch(pairs[0][0])
         with timed(steps, "load model"):
-            predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold, progress=True)
+            predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
+        if threshold is not None and bundle.task.name == "multiclass":
+            raise InputError(
+                None, "threshold= applies to binary models (organ or tumor); this one is multiclass"
+            )
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite)
@@ -125,6 +138,23 @@ def main(cfg: DictConfig) -> None:
         forget_prefetched()
     if cfg.verbose:
         print(format_timings(steps))
+
+
+def _check_replaceable(files: list[Path]) -> None:
+    """Refuse to replace existing files unless they are an earlier kdseg prediction (its label,
+    the last of ``files``, marked as kdseg's): a scan or a reference mask that happens to sit
+    where an output goes is somebody's data (``overwrite=true`` replaces it anyway)."""
+    import os
+
+    from kdseg.data.io import written_by_kdseg
+
+    existing = [f for f in files if os.path.lexists(f)]
+    if existing and not written_by_kdseg(files[-1]):
+        raise InputError(
+            existing[0],
+            "exists and is not a kdseg prediction; choose another output "
+            "(overwrite=true replaces it)",
+        )
 
 
 def _predict_one(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from kdseg.cli import CONFIG_PATH, build_predictor, guarded
+from kdseg.cli import build_predictor, command
 from kdseg.errors import InputError
 from kdseg.eval.pseudolabel import CSV_NAME, pseudolabel_folder
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pseudolabel")
-@guarded("kdseg-pseudolabel")
+@command("kdseg-pseudolabel", "pseudolabel", one_shot=True)
 def main(cfg: DictConfig) -> None:
+    for key in ("input", "output"):
+        if isinstance(cfg[key], ListConfig):
+            raise InputError(None, f"{key}= takes one folder, not a list")
+        if not str(cfg[key]).strip():  # an unset shell variable: input=$SCANS
+            raise InputError(None, f"{key}= is empty; name a folder")
     predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold)
     if predictor.tta != "none" and cfg.flip_check:
         # an average over every mirroring answers the same for an image and its mirror: the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+
 from omegaconf import DictConfig, ListConfig
 
 from kdseg.cli import command
@@ -15,7 +17,8 @@ def main(cfg: DictConfig) -> None:
     runs = list(cfg.runs) if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
     if not runs:
         raise InputError(None, "no runs given; pass runs=[DIR_OR_GLOB,...]")
-    check_output(cfg.output_dir, folder=True, what="output_dir")
+    read = [p for run in runs for p in glob.glob(run)]  # the run folders it reads
+    check_output(cfg.output_dir, read, folder=True, what="output_dir")
     report = build_report(runs, eval_dir=cfg.eval_dir, metric=cfg.metric, digits=int(cfg.digits))
     paths = write_report(report, cfg.output_dir, title=cfg.title)
     print(report.markdown(cfg.title))

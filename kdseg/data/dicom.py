@@ -98,6 +98,14 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         raise InputError(folder, "slices have different ImageOrientationPatient")
     if len({(int(ds.Rows), int(ds.Columns)) for _, ds in slices}) > 1:
         raise InputError(folder, "slices have different Rows x Columns")
+    for path, ds in slices:
+        raw = list(getattr(ds, "PixelSpacing", None) or [])
+        try:
+            spacing = [float(v) for v in raw]
+        except (TypeError, ValueError):
+            spacing = []
+        if len(spacing) != 2 or not np.isfinite(spacing).all() or min(spacing) <= 0:
+            raise InputError(path, f"PixelSpacing {raw or 'missing'}: not two positive sizes")
 
     numbers = [int(ds.InstanceNumber) for _, ds in slices]
     if len(set(numbers)) < len(numbers):

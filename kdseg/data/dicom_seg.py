@@ -14,6 +14,7 @@ is ``label[:, :, k].T``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +97,7 @@ def write_dicom_seg(
     """
     import highdicom as hd
 
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO: a line per module copied
     sources = source_slices(series_folder)
     rows, cols = int(sources[0].Rows), int(sources[0].Columns)
     if label.shape != (cols, rows, len(sources)):

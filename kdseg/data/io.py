@@ -4,13 +4,15 @@ Every image that enters kdseg passes :func:`load_volume` (NIfTI file or DICOM se
 and every label pair passes :func:`check_pair`, so a corrupt, truncated, non-3D or mismatched
 file is rejected with one clear line that names it (an :class:`~kdseg.errors.InputError`), and
 so is garbage that would otherwise pass through silently: NaN / Inf voxels, a constant volume,
-a header that promises more data than the file holds, RGB or complex voxels, a singular affine.
+a header that promises more data than the file holds, RGB or complex voxels, a singular affine,
+a voxel size of zero or one no CT has, values that cannot be Hounsfield units.
 Numpy and nibabel only (no torch): the ONNX deploy path reads through this module.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from collections.abc import Iterable
@@ -27,6 +29,18 @@ AFFINE_TOLERANCE = 1e-3
 NONFINITE = ("error", "min", "zero")
 """What ``nonfinite=`` may say about NaN / Inf voxels in an image."""
 MAX_DEFLATE_RATIO = 1032
+SPACING_MM = (0.05, 20.0)
+"""Voxel sizes a CT can have (mm); outside them a header's units or scale are broken."""
+HU_RANGE = (-1100.0, 3100.0)
+"""Where the voxels of a CT in Hounsfield units lie: air to dense bone, plus noise."""
+HU_MIN_INSIDE = 0.5
+"""At least this share of an image's voxels lie in :data:`HU_RANGE` (padding outside a scanner's
+round field of view, often -1,024 to -3,024 or -32,768, fills about a fifth of a square slice)."""
+HU_LIMIT = 1e5
+"""No CT scale stores values beyond this (16-bit extended HU ends at 65,535)."""
+LABEL_DESCRIP = b"kdseg label"
+"""The NIfTI ``descrip`` of every label kdseg writes: how a later run knows the file is its own
+and may be replaced (see :func:`written_by_kdseg`)."""
 
 
 def is_nifti(path: str | Path) -> bool:
@@ -34,17 +48,21 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
-def load_volume(path: str | Path, nonfinite: str = "error", role: str = "image") -> nib.Nifti1Image:
+def load_volume(
+    path: str | Path, nonfinite: str | None = None, role: str = "image"
+) -> nib.Nifti1Image:
     """Load a 3D volume from a NIfTI file or a DICOM series folder, data read eagerly and checked.
 
     Raises :class:`InputError` for a missing, unreadable, truncated or non-3D input, a header
     that promises more data than the file holds (checked before anything is allocated), an
     RGB or complex data type, a singular affine, NaN / Inf voxels and, for ``role="image"``, a
-    constant volume. ``nonfinite`` decides about NaN / Inf in an image: ``error`` (refuse, the
-    default), ``min`` (replace by the volume's finite minimum, i.e. air in CT) or ``zero``. A
-    label (``role="label"``) with NaN / Inf is always refused; a constant label is fine.
+    constant volume, a voxel size no CT has and values that cannot be Hounsfield units.
+    ``nonfinite`` decides about NaN / Inf in an image: ``None`` (refuse, the default), ``error``
+    (refuse, and the message offers the other two: for commands with a ``nonfinite=`` option),
+    ``min`` (replace by the volume's finite minimum, i.e. air in CT) or ``zero``. A label
+    (``role="label"``) with NaN / Inf is always refused; a constant label is fine.
     """
-    if nonfinite not in NONFINITE:
+    if nonfinite is not None and nonfinite not in NONFINITE:
         raise InputError(None, f"nonfinite={nonfinite}: use one of {', '.join(NONFINITE)}")
     path = Path(path)
     if not path.exists():
@@ -56,7 +74,9 @@ def load_volume(path: str | Path, nonfinite: str = "error", role: str = "image")
     if not is_nifti(path):
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
     try:
-        img = load_nifti(path)
+        _check_pixdim(path)
+        with nib.imageglobals.LoggingOutputSuppressor():  # its fix of negative pixdims (abs)
+            img = load_nifti(path)
         _check_header(img, path)
         data = np.asanyarray(img.dataobj)
     except (
@@ -76,6 +96,27 @@ def load_volume(path: str | Path, nonfinite: str = "error", role: str = "image")
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D volume, got shape {tuple(data.shape)}")
     return check_volume(nib.Nifti1Image(data, img.affine, img.header), path, nonfinite, role)
+
+
+def _check_pixdim(path: Path) -> None:
+    """Refuse a header whose voxel size (``pixdim``) is zero on a spatial axis, before nibabel
+    quietly makes it 1 mm (a negative one is taken as its absolute value, as nibabel does)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(540)
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+    if len(head) < klass.sizeof_hdr:
+        return  # too short for a header: nibabel's own error names it
+    header = klass.from_fileobj(io.BytesIO(head), check=False)
+    ndim = min(max(int(header["dim"][0]), 1), 3)
+    zooms = np.asarray(header["pixdim"][1 : 1 + ndim], dtype=float)
+    if (zooms == 0).any():
+        raise InputError(
+            path,
+            f"voxel size (pixdim) is 0 on axis {int(np.flatnonzero(zooms == 0)[0])}: "
+            "the header does not say how large a voxel is; broken header",
+        )
 
 
 def _check_header(img: nib.Nifti1Image, path: Path) -> None:
@@ -138,27 +179,64 @@ def _check_affine(affine: np.ndarray | None, path: str | Path) -> None:
 
 
 def check_volume(
-    img: nib.Nifti1Image, path: str | Path, nonfinite: str = "error", role: str = "image"
+    img: nib.Nifti1Image, path: str | Path, nonfinite: str | None = None, role: str = "image"
 ) -> nib.Nifti1Image:
     """The sanity checks of :func:`load_volume` on a loaded image (NIfTI or DICOM)."""
     _check_affine(img.affine, path)
+    _check_spacing(img.affine, path)
     data = np.asanyarray(img.dataobj)
     if np.issubdtype(data.dtype, np.floating):
         bad = ~np.isfinite(data)
         n_bad = int(bad.sum())
         if n_bad == data.size:
             raise InputError(path, "every voxel is NaN or Inf; no image data")
-        if n_bad and (role != "image" or nonfinite == "error"):
-            hint = "" if role != "image" else " (nonfinite=min or nonfinite=zero replaces them)"
+        if n_bad and (role != "image" or nonfinite in (None, "error")):
+            # the hint only where the command has the option (it passes nonfinite="error")
+            offer = role == "image" and nonfinite == "error"
+            hint = " (nonfinite=min or nonfinite=zero replaces them)" if offer else ""
             raise InputError(path, f"{n_bad} of {data.size} voxels are NaN or Inf; refused{hint}")
         if n_bad:
             fill = float(data[~bad].min()) if nonfinite == "min" else 0.0
             fixed = np.where(bad, data.dtype.type(fill), data)
             img = nib.Nifti1Image(fixed, img.affine, img.header)
             data = np.asanyarray(img.dataobj)
-    if role == "image" and data.size and data.min() == data.max():
-        raise InputError(path, f"constant volume (every voxel is {data.flat[0]}); not an image")
+    if role == "image" and data.size:
+        low, high = data.min(), data.max()
+        if low == high:
+            raise InputError(path, f"constant volume (every voxel is {data.flat[0]}); not an image")
+        _check_hounsfield(data, float(low), float(high), path)
     return img
+
+
+def _check_spacing(affine: np.ndarray, path: str | Path) -> None:
+    """Refuse voxel sizes no CT has (:data:`SPACING_MM`): a header in the wrong unit or scale."""
+    sizes = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    low, high = SPACING_MM
+    if (sizes < low).any() or (sizes > high).any():
+        shown = " x ".join(f"{s:.3g}" for s in sizes)
+        raise InputError(
+            path,
+            f"voxel size {shown} mm is outside {low:g}-{high:g} mm; "
+            "the header's unit or scale is wrong",
+        )
+
+
+def _check_hounsfield(data: np.ndarray, low: float, high: float, path: str | Path) -> None:
+    """Refuse an image whose values cannot be CT in Hounsfield units (min / max given)."""
+    if max(abs(low), abs(high)) > HU_LIMIT:
+        raise InputError(
+            path,
+            f"values run from {low:.4g} to {high:.4g}, beyond any CT scale; "
+            "not a CT in Hounsfield units",
+        )
+    sample = data.reshape(-1)[:: max(data.size // 1_000_003, 1)]  # a fixed stride: cheap
+    inside = float(((sample >= HU_RANGE[0]) & (sample <= HU_RANGE[1])).mean())
+    if inside < HU_MIN_INSIDE:
+        raise InputError(
+            path,
+            f"only {inside:.0%} of voxels lie in {HU_RANGE[0]:g}..{HU_RANGE[1]:g} HU "
+            f"(values {low:.4g} to {high:.4g}); not a CT in Hounsfield units",
+        )
 
 
 def check_pair(
@@ -203,7 +281,28 @@ def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Imag
     out = nib.Nifti1Image(label.astype(np.uint8, copy=False), reference.affine, header)
     out.set_qform(reference.affine, code=1)
     out.set_sform(reference.affine, code=1)
+    out.header["descrip"] = LABEL_DESCRIP
     return out
+
+
+def written_by_kdseg(path: str | Path) -> bool:
+    """True when ``path`` is a label kdseg wrote: a NIfTI whose ``descrip`` is
+    :data:`LABEL_DESCRIP`, or a DICOM SEG whose manufacturer is kdseg. Anything else,
+    unreadable files included, is somebody's data (False)."""
+    path = Path(path)
+    try:
+        if is_nifti(path):
+            with nib.imageglobals.LoggingOutputSuppressor():
+                header = nib.load(str(path)).header
+            return bytes(header["descrip"]).rstrip(b"\0") == LABEL_DESCRIP
+        if path.suffix == ".dcm":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return str(getattr(ds, "Manufacturer", "")) == "kdseg"
+    except Exception:  # noqa: BLE001 - a file that cannot be read is not ours
+        return False
+    return False
 
 
 def nifti_suffix(path: str | Path) -> str:

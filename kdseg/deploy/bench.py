@@ -78,6 +78,11 @@ class BenchEntry:
             )
         if not cfg.get("name"):
             raise InputError(None, "every bench entry needs a name")
+        for key in ("ckpt", "artifact"):  # a missing file: refused before any measurement
+            value = cfg.get(key)
+            for path in value if isinstance(value, (list, tuple)) else [value]:
+                if path is not None and not Path(path).exists():
+                    raise InputError(path, f"bench entry {cfg['name']!r}: {key} not found")
         return cls(**cfg)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -459,6 +460,8 @@ def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
             paths[1] = paths[1].with_name(paths[1].name.replace(".", "-stage2.", 1))
         for o, path in zip(opts, paths, strict=True):
             o.output = str(path)
+    elif os.path.realpath(outputs[0]) == os.path.realpath(outputs[1]):
+        raise InputError(outputs[1], "both cascade stages would be written to this one file")
     return opts
 
 

@@ -8,7 +8,9 @@ Only the ``net.*`` weights are used, so a distilled checkpoint yields the studen
 
 from __future__ import annotations
 
+import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +64,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, BadZipFile, RuntimeError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"not a loadable kdseg checkpoint ({first})") from None
+        raise InputError(path, f"not a loadable kdseg checkpoint ({_load_reason(exc)})") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "model" not in hparams or "data" not in hparams:
         raise InputError(path, "checkpoint carries no kdseg model/data config (not made by kdseg?)")
@@ -72,6 +73,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt.get("state_dict"), dict):
         raise InputError(path, "checkpoint has no state_dict (no weights)")
     return ckpt
+
+
+def _load_reason(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words. Its weights-only refusals advise loading with
+    ``weights_only=False``, which would run code from the file: never repeated here."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return (
+            f"it holds the Python object {found.group(1)}, which is never loaded"
+            if found
+            else "not a weights-only checkpoint file"
+        )
+    if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text:
+        return "not a zip-format checkpoint, or truncated"
+    first = text.splitlines()[0] if text else ""
+    if len(first) < 8:  # e.g. "(101)": an unpickling error's bare byte
+        return f"{type(exc).__name__}: not a checkpoint file"
+    return first
 
 
 def check_finite_weights(path: str | Path, state: dict[str, Any]) -> None:

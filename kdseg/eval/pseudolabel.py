@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 
 from kdseg.data.io import load_volume, save_label
 from kdseg.data.sources import ImageCase, discover_images
-from kdseg.errors import InputError, atomic_path, write_text_atomic
+from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
 
 CSV_NAME = "confidence.csv"
 COLUMNS = ("case_id", "image", "mean_max_prob", "flip_dice", "foreground_voxels", "kept")
@@ -126,12 +127,69 @@ def pseudolabel_folder(
 ) -> Iterator[dict]:
     """Label every image of ``source`` into the dataset ``output``; yield each case's row.
 
-    A case below a threshold is listed (``kept`` false) but not written, and one written by an
-    earlier run is removed, so the folder always holds exactly the kept cases.
+    A case below a threshold is listed (``kept`` false) but not written, so the folder holds
+    exactly the kept cases. The dataset is built in a hidden folder beside ``output`` and
+    renamed onto it once complete (replacing an earlier run's dataset there): an error or a
+    signal leaves ``output`` as it was.
     """
-    source, output = Path(source), Path(output)
-    _check_output(source, output)
+    source, final = Path(source), Path(output)
+    _check_output(source, final)
+    if final.is_dir() and any(final.iterdir()) and not (final / CSV_NAME).exists():
+        raise InputError(final, "exists and is not a kdseg-pseudolabel dataset; use a new folder")
+    if source.is_file():
+        raise InputError(source, "is a file; input= takes a folder of scans or a dataset folder")
     cases = discover_images(source)
+    # built in a hidden folder beside the output and renamed onto it at the end: an error or a
+    # signal leaves no half-written dataset, and an earlier run's dataset stays until then
+    output = final.parent / f".{final.name}.partial-{os.getpid()}"
+    _sweep_partials(final)
+    output.mkdir(parents=True)
+    try:
+        yield from _label_cases(predictor, cases, output, min_confidence, min_flip_dice, flip)
+        rows = read_table(output / CSV_NAME)
+        dataset = {
+            "channel_names": {"0": "CT"},
+            "labels": {"background": 0, organ: 1, "tumor": 2},
+            "numTraining": sum(r["kept"] == "True" for r in rows),
+            "file_ending": ".nii.gz",
+            "source": str(source),
+            "min_confidence": min_confidence,
+            "min_flip_dice": min_flip_dice,
+            "tta": predictor.tta,  # the confidences depend on it
+        }
+        write_text_atomic(output / "dataset.json", json.dumps(dataset, indent=1) + "\n")
+        _replace_folder(output, final)
+    finally:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def _sweep_partials(final: Path) -> None:
+    """Remove the hidden build folders of earlier runs that were killed (their process gone)."""
+    for folder in final.parent.glob(f".{final.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Rename ``new`` onto ``final``; an earlier dataset there is moved aside, then deleted."""
+    if not final.exists():
+        os.rename(new, final)
+        return
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _label_cases(
+    predictor: Any,
+    cases: list[ImageCase],
+    output: Path,
+    min_confidence: float,
+    min_flip_dice: float,
+    flip: bool,
+) -> Iterator[dict]:
     rows: list[dict] = []
     for case in cases:
         image = load_volume(case.image)
@@ -143,20 +201,6 @@ def pseudolabel_folder(
         if kept:
             _link_or_copy(case, image, image_out)
             save_label(label, image, label_out)
-        else:
-            image_out.unlink(missing_ok=True)
-            label_out.unlink(missing_ok=True)
         rows.append(row)
         write_table(rows, output / CSV_NAME)
         yield row
-    dataset = {
-        "channel_names": {"0": "CT"},
-        "labels": {"background": 0, organ: 1, "tumor": 2},
-        "numTraining": sum(bool(r["kept"]) for r in rows),
-        "file_ending": ".nii.gz",
-        "source": str(source),
-        "min_confidence": min_confidence,
-        "min_flip_dice": min_flip_dice,
-        "tta": predictor.tta,  # the confidences depend on it
-    }
-    write_text_atomic(output / "dataset.json", json.dumps(dataset, indent=1) + "\n")

@@ -148,7 +148,9 @@ def write_dataset(
     :func:`case_seed` ``(seed, i)``. ``root/phantom_truth.json`` maps each case id to the truth
     of :func:`generate_case` plus the config fingerprint, and is rewritten after every case.
     Idempotent: a case whose files exist and whose truth entry has the same seed and config is
-    skipped, so an interrupted run resumes where it stopped. Every file is written atomically.
+    skipped, so an interrupted run resumes where it stopped. A case file that exists without
+    such an entry (a real scan, another seed's phantom) is never replaced: an
+    :class:`InputError` names it before anything is written. Every file is written atomically.
     Returns the image paths of all ``n_cases`` cases, in order.
     """
     if n_cases < 0:
@@ -160,12 +162,16 @@ def write_dataset(
     jobs = []
     for index in range(n_cases):
         entry = truth.get(case_id(cfg.dataset, index), {})
-        done = (
-            entry.get("seed") == case_seed(seed, index)
-            and entry.get("config") == digest
-            and all(p.exists() for p in case_files(root, cfg.dataset, index))
-        )
-        if not done:
+        ours = entry.get("seed") == case_seed(seed, index) and entry.get("config") == digest
+        files = case_files(root, cfg.dataset, index)
+        present = [p for p in files if p.exists()]
+        if present and not ours:  # a real scan, or the phantom of another seed or config
+            raise InputError(
+                present[0],
+                "exists and is not this call's phantom (another seed or params, or not a "
+                "phantom); write into an empty folder",
+            )
+        if not (ours and len(present) == len(files)):
             jobs.append((index, case_seed(seed, index)))
     with (
         _case_results(root, cfg, jobs, workers) as results,

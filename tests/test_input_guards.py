@@ -1,0 +1,218 @@
+"""Data that must survive and garbage that must not pass, beyond the fault corpus's table: a
+found by a black-box audit of the command-line tools (2026-12-06). Each test runs the real
+command or function on the situation the audit found and checks the standing rules: nothing
+of the user's is replaced, one line on stderr, exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import kdseg
+
+from kdseg.errors import InputError
+
+AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
+
+
+def _ct(path: Path, data: np.ndarray | None = None) -> Path:
+    if data is None:
+        data = np.random.default_rng(0).integers(-1000, 300, (40, 36, 8)).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, AFFINE), str(path))
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line_exit_2(result, culprit: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    report = f"exit {result.returncode}\n{result.stdout[-1500:]}\n{result.stderr[-1500:]}"
+    assert result.returncode == 2 and len(lines) == 1, report
+    assert culprit in lines[0] and "Traceback" not in result.stderr, report
+
+
+def test_predict_replaces_its_own_label_but_not_another_file(
+    trained_enet: Path, tmp_path: Path
+) -> None:
+    """A rerun replaces the earlier prediction; a file kdseg did not write (a reference mask
+    beside the scan) is refused unless ``overwrite=true``."""
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    scan = _ct(tmp_path / "scans" / "volume-1.nii.gz")
+    out = tmp_path / "pred" / "p.nii.gz"
+    for _ in range(2):
+        kdseg("predict", f"ckpt={ckpt}", f"input={scan}", f"output={out}")
+    assert bytes(nib.load(out).header["descrip"]).rstrip(b"\0") == b"kdseg label"
+
+    mask = _ct(tmp_path / "scans" / "segmentation-1.nii.gz", np.zeros((40, 36, 8), np.uint8))
+    before = _digest(mask)
+    args = [f"ckpt={ckpt}", f"input={scan}", f"output={mask}"]
+    refused = kdseg("predict", *args, check=False)
+    _one_line_exit_2(refused, "segmentation-1.nii.gz")
+    assert _digest(mask) == before
+    assert sorted(p.name for p in mask.parent.iterdir()) == sorted([scan.name, mask.name])
+    kdseg("predict", *args, "overwrite=true")
+    assert _digest(mask) != before
+
+
+def test_phantom_never_writes_over_a_dataset(tmp_path: Path) -> None:
+    """A folder that holds a real scan under a phantom's name, or another seed's phantoms."""
+    root = tmp_path / "data"
+    scan = _ct(root / "volume-0.nii.gz")
+    before = _digest(scan)
+    tiny = "params={size_range: [48, 48], slices_range: [8, 8]}"
+    refused = kdseg("phantom", "dataset=lits", f"root={root}", "n_cases=2", tiny, check=False)
+    _one_line_exit_2(refused, "volume-0.nii.gz")
+    assert _digest(scan) == before and sorted(p.name for p in root.iterdir()) == [scan.name]
+
+    phantoms = tmp_path / "phantoms"
+    kdseg("phantom", "dataset=lits", f"root={phantoms}", "n_cases=1", "seed=1", tiny)
+    kdseg("phantom", "dataset=lits", f"root={phantoms}", "n_cases=2", "seed=1", tiny)  # resumes
+    other = kdseg(
+        "phantom", "dataset=lits", f"root={phantoms}", "n_cases=1", "seed=2", tiny, check=False
+    )
+    _one_line_exit_2(other, "volume-0.nii.gz")
+    unknown = kdseg(
+        "phantom", "dataset=lits", f"root={tmp_path / 'x'}", "params={size_rang: [1]}", check=False
+    )
+    _one_line_exit_2(unknown, "size_rang")
+
+
+def test_zero_voxel_size_and_broken_scales_are_refused(tmp_path: Path) -> None:
+    from kdseg.data.io import load_volume
+
+    path = _ct(tmp_path / "ct.nii")
+    header = nib.load(path).header
+    raw = bytearray(path.read_bytes())
+    raw[80:84] = np.float32(0).tobytes()  # pixdim[1]
+    raw[254:256] = np.int16(0).tobytes()  # sform_code 0
+    zero = tmp_path / "zero.nii"
+    zero.write_bytes(bytes(raw))
+    assert header["pixdim"][1] == 1.5
+    with pytest.raises(InputError, match="zero.nii.*pixdim"):
+        load_volume(zero)
+    raw[80:84] = np.float32(-1.5).tobytes()  # negative: taken as its size, quietly
+    negative = tmp_path / "negative.nii"
+    negative.write_bytes(bytes(raw))
+    assert np.allclose(np.abs(np.diag(load_volume(negative).affine))[:3], [1.5, 1.5, 3.0])
+    # not HU: values from a PNG-like 0..255 range pass (they may be HU), far beyond do not
+    fine = np.random.default_rng(1).integers(0, 256, (40, 36, 8)).astype(np.uint8)
+    load_volume(_ct(tmp_path / "uint8.nii.gz", fine))
+    with pytest.raises(InputError, match="Hounsfield"):
+        load_volume(_ct(tmp_path / "huge.nii.gz", (fine.astype(np.float32) + 1) * 1e6))
+
+
+def test_export_refuses_one_file_for_both_cascade_stages(
+    trained_enet: Path, tmp_path: Path
+) -> None:
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    out = tmp_path / "a.onnx"
+    result = kdseg(
+        "export",
+        f"ckpt=[{ckpt},{ckpt}]",
+        f"output=[{out},{tmp_path}/./a.onnx]",
+        "check_slices=0",
+        check=False,
+    )
+    _one_line_exit_2(result, "a.onnx")
+    assert not out.exists()
+
+
+def test_report_refuses_an_output_inside_a_run_it_reads(trained_enet: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_enet, run)
+    before = sorted(str(p) for p in run.rglob("*"))
+    result = kdseg("report", f"runs=[{run}]", f"output_dir={run}/report", check=False)
+    _one_line_exit_2(result, "report")
+    assert sorted(str(p) for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "args,culprit",
+    [(["nonet"], "nonet"), (["--width", "-1", "enet"], "--width"), (["--size", "0"], "--size")],
+)
+def test_models_errors_are_one_line(args: list[str], culprit: str) -> None:
+    _one_line_exit_2(kdseg("models", *args, check=False), culprit)
+
+
+def test_pseudolabel_errors_and_no_half_written_dataset(trained_enet: Path, tmp_path: Path) -> None:
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    scans = tmp_path / "scans"
+    _ct(scans / "a.nii.gz")
+    out = tmp_path / "pseudo"
+    common = [f"ckpt={ckpt}", f"input={scans}", f"output={out}", "flip_check=false"]
+    _one_line_exit_2(kdseg("pseudolabel", *common, "bogus=1", check=False), "bogus")
+    file_input = kdseg(
+        "pseudolabel", f"ckpt={ckpt}", f"input={scans / 'a.nii.gz'}", f"output={out}", check=False
+    )
+    _one_line_exit_2(file_input, "a.nii.gz")
+    _one_line_exit_2(
+        kdseg("pseudolabel", f"ckpt={ckpt}", "input=", f"output={out}", check=False), "input"
+    )
+
+    # the second case is garbage: the first one's files must not be left as a dataset
+    bad = np.random.default_rng(2).normal(0, 300, (40, 36, 8)).astype(np.float32)
+    bad[1, 2, 3] = np.nan
+    _ct(scans / "b.nii.gz", bad)
+    result = kdseg("pseudolabel", *common, check=False)
+    _one_line_exit_2(result, "b.nii.gz")
+    assert not out.exists() and not list(tmp_path.glob(".pseudo*"))
+
+    os.remove(scans / "b.nii.gz")
+    kdseg("pseudolabel", *common)
+    assert (out / "dataset.json").is_file() and (out / "labelsTr" / "a.nii.gz").is_file()
+    # a folder that is not a pseudo-label dataset is never replaced
+    other = tmp_path / "other"
+    _ct(other / "keep.nii.gz")
+    refused = kdseg("pseudolabel", *common[:2], f"output={other}", check=False)
+    _one_line_exit_2(refused, "other")
+    assert [p.name for p in other.iterdir()] == ["keep.nii.gz"]
+
+
+def test_bench_refuses_a_missing_checkpoint_before_measuring(tmp_path: Path) -> None:
+    entries = f"entries=[{{name: x, ckpt: {tmp_path}/nope.ckpt, backend: torch}}]"
+    result = kdseg(
+        "bench", "quick=true", "dice=false", f"output_dir={tmp_path}/b", entries, check=False
+    )
+    _one_line_exit_2(result, "nope.ckpt")
+    assert not (tmp_path / "b").exists()
+
+
+def test_dicom_seg_writer_logs_nothing_at_info(tmp_path: Path, caplog) -> None:
+    """highdicom logs a line per copied module at INFO; a command's stdout logging shows INFO."""
+    from kdseg.data.dicom import load_dicom_series, write_dicom_series
+    from kdseg.data.dicom_seg import write_dicom_seg
+
+    hu = np.random.default_rng(0).integers(-200, 200, size=(30, 26, 9)).astype(np.int16)
+    write_dicom_series(nib.Nifti1Image(hu, AFFINE), tmp_path / "series")
+    label = np.zeros(load_dicom_series(tmp_path / "series").shape, np.uint8)
+    label[5:10, 5:10, 2:4] = 1
+    caplog.set_level(logging.INFO)
+    write_dicom_seg(label, tmp_path / "series", tmp_path / "seg.dcm")
+    assert not [r for r in caplog.records if r.name.startswith("highdicom")]
+
+
+def test_checkpoint_errors_never_advise_unsafe_loading(tmp_path: Path) -> None:
+    import pickle
+
+    from kdseg.eval.checkpoint import read_checkpoint
+
+    path = tmp_path / "m.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"a": Path("x")}, f)
+    for content in (path.read_bytes(), b"hello world, a text file\n", os.urandom(3000)):
+        path.write_bytes(content)
+        with pytest.raises(InputError) as info:
+            read_checkpoint(path)
+        message = str(info.value)
+        assert (
+            "m.ckpt" in message and "weights_only=False" not in message and "(101)" not in message
+        )
