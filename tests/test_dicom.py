@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import nibabel as nib
@@ -70,6 +71,19 @@ def test_missing_slice_position_gap(series):
     with pytest.raises(InputError, match="missing slice: no InstanceNumber 4") as err:
         load_dicom_series(series)
     assert err.value.path == str(series)
+
+
+def test_garbage_or_truncated_slice_is_named(series):
+    """A slice overwritten with garbage is no DICOM file any more: the missing-slice error names
+    it; a slice whose pixel data is cut short is named as the file that cannot be read."""
+    good = (series / "IM00006.dcm").read_bytes()
+    (series / "IM00006.dcm").write_bytes(os.urandom(len(good)))
+    with pytest.raises(InputError, match="InstanceNumber 6; not DICOM here: IM00006.dcm"):
+        load_dicom_series(series)
+    (series / "IM00006.dcm").write_bytes(good[:-300])
+    with pytest.raises(InputError, match="cannot read the DICOM series") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(series / "IM00006.dcm")
 
 
 def test_missing_slice_with_renumbered_instances(series):

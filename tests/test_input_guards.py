@@ -216,3 +216,26 @@ def test_checkpoint_errors_never_advise_unsafe_loading(tmp_path: Path) -> None:
         assert (
             "m.ckpt" in message and "weights_only=False" not in message and "(101)" not in message
         )
+
+
+def test_failed_predict_leaves_no_new_folder(
+    trained_enet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output's folders, made for its temporaries, go again when the run fails there
+    (here the lesion report's writer fails, as a SIGTERM during the write would stop it)."""
+    from test_fault_corpus import _in_process
+
+    import kdseg.eval.lesions
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(kdseg.eval.lesions, "write_lesion_report", boom)
+    scan = _ct(tmp_path / "in" / "ct.nii.gz")
+    out = tmp_path / "new" / "deeper" / "p.nii.gz"
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    code, _, stderr = _in_process(
+        "predict", [f"ckpt={ckpt}", f"input={scan}", f"output={out}"], tmp_path
+    )
+    assert code == 1 and "boom" in stderr, stderr
+    assert not (tmp_path / "new").exists()

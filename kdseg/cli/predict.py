@@ -8,6 +8,7 @@ report beside it (:func:`kdseg.errors.atomic_group`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,12 @@ def main(cfg: DictConfig) -> None:
     # A .nii.gz input is read and decompressed in a daemon thread (kdseg.data.niigz.prefetch,
     # which releases the GIL) while the model loads; the next input of a folder while this
     # one's report and label are written. Every check runs on the real read (load_volume).
+    # folders this run creates for its outputs: removed again, if still empty, on any failure
+    new_folders = sorted(
+        {d for files in plans for f in files for d in f.parents if not d.exists()},
+        key=lambda d: len(d.parts),
+        reverse=True,
+    )
     try:
         prefetch(pairs[0][0])
         with timed(steps, "load model"):
@@ -134,6 +141,11 @@ def main(cfg: DictConfig) -> None:
                 image = load_volume(source, nonfinite=cfg.nonfinite)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
             _predict_one(cfg, predictor, bundle, image, source, files, steps, following)
+    except BaseException:
+        for folder in new_folders:  # deepest first; a folder with finished cases stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         forget_prefetched()
     if cfg.verbose:

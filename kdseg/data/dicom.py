@@ -115,7 +115,14 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
     numbers_sorted = np.asarray(numbers)[order]
     missing = sorted(set(range(numbers_sorted[0], numbers_sorted[-1] + 1)) - set(numbers))
     if missing:
-        raise InputError(folder, f"missing slice: no InstanceNumber {_listed(missing)}")
+        named = {p for p, _ in slices}
+        strays = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p not in named and not is_dicom(p)
+        )
+        extra = f"; not DICOM here: {_listed(strays)}" if strays else ""
+        raise InputError(folder, f"missing slice: no InstanceNumber {_listed(missing)}{extra}")
 
     normal = np.cross(orientations[0, :3], orientations[0, 3:])
     positions = np.array(
@@ -176,10 +183,22 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
             )
             volume = loader(str(folder))
     except Exception as exc:  # pixel data that cannot be decoded, and the like
-        raise InputError(folder, f"cannot read the DICOM series ({exc})") from exc
+        raise InputError(
+            _bad_slice(slices) or folder, f"cannot read the DICOM series ({exc})"
+        ) from exc
     image = nib.Nifti1Image(np.asarray(volume), np.asarray(volume.affine, dtype=np.float64))
     image.header.set_xyzt_units("mm")
     return image
+
+
+def _bad_slice(slices: list[tuple[Path, pydicom.Dataset]]) -> Path | None:
+    """The first slice whose pixel data cannot be decoded (to name it in the error), if any."""
+    for path, _ in slices:
+        try:
+            pydicom.dcmread(path).pixel_array  # noqa: B018 - decoding is the check
+        except Exception:  # noqa: BLE001
+            return path
+    return None
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
