@@ -239,3 +239,18 @@ def test_failed_predict_leaves_no_new_folder(
     )
     assert code == 1 and "boom" in stderr, stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_eval_default_output_of_a_bare_checkpoint_is_beside_it(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A checkpoint outside a run's ``checkpoints/`` folder: results beside it, not one folder
+    up (a run's checkpoint keeps writing into its run, see test_pipeline)."""
+    from conftest import TINY_DATA
+
+    bare = tmp_path / "models" / "m.ckpt"
+    bare.parent.mkdir()
+    shutil.copy(trained_enet / "checkpoints" / "best.ckpt", bare)
+    kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={bare}")
+    assert (bare.parent / "eval-test-full" / "summary.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
