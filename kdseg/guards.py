@@ -63,6 +63,8 @@ def check_output(
     ``folder=True`` when ``target`` is a folder the command fills (it may exist already).
     ``what`` names the option in messages (``output``, ``output_dir`` ...).
     """
+    if not str(target).strip():  # an unset shell variable: output=$DIR would mean "here"
+        raise InputError(None, f"{what}= is empty; name a file or folder")
     real = _real(target)
     for source in inputs:
         if source is None or str(source) == "":

@@ -333,6 +333,9 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("empty output=", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct()}", "output="], "output", False),
     ("threshold=7", "predict", lambda w: w.predict(w.ct(), "threshold=7"), "threshold", False),
     ("threshold on a multiclass model", "predict", lambda w: w.predict(w.ct(), "threshold=0.3"), "threshold", False),
+    ("stage-2 model alone", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(lambda c: c["hyper_parameters"]["data"]["preprocess"].update(roi="organ"))), "model.ckpt", False),
+    ("phantom root=", "phantom", lambda w: ["dataset=lits", "root=", "n_cases=1"], "root", False),
+    ("report output_dir=", "report", lambda w: [f"runs=[{w.ckpt.parent.parent}]", "output_dir="], "output_dir", False),
     # files that already failed cleanly (keep holding)
     ("input not found", "predict", lambda w: w.predict(w.tmp / "in" / "nope.nii.gz"), "nope.nii.gz", False),
     ("corrupt NIfTI", "predict", lambda w: w.predict((w.ct(), (w.tmp / "in/ct.nii.gz").write_bytes(b"\x1f\x8bjunk" * 50))[0]), "ct.nii.gz", False),
@@ -390,6 +393,8 @@ MODULES = {
     "export": "export",
     "prepare": "prepare",
     "train": "train",
+    "phantom": "phantom",
+    "report": "report",
 }
 #: what a training run dir holds before the task checks anything: Hydra's own files and logs
 #: and the run's full config (kept even for a run that fails, to show what was asked for)

@@ -73,6 +73,11 @@ def test_phantom_never_writes_over_a_dataset(tmp_path: Path) -> None:
     _one_line_exit_2(refused, "volume-0.nii.gz")
     assert _digest(scan) == before and sorted(p.name for p in root.iterdir()) == [scan.name]
 
+    os.rename(scan, root / "volume-5.nii.gz")  # a real case at another index: no mixing in
+    refused = kdseg("phantom", "dataset=lits", f"root={root}", "n_cases=2", tiny, check=False)
+    _one_line_exit_2(refused, "volume-5.nii.gz")
+    assert sorted(p.name for p in root.iterdir()) == ["volume-5.nii.gz"]
+
     phantoms = tmp_path / "phantoms"
     kdseg("phantom", "dataset=lits", f"root={phantoms}", "n_cases=1", "seed=1", tiny)
     kdseg("phantom", "dataset=lits", f"root={phantoms}", "n_cases=2", "seed=1", tiny)  # resumes
@@ -137,7 +142,12 @@ def test_report_refuses_an_output_inside_a_run_it_reads(trained_enet: Path, tmp_
 
 @pytest.mark.parametrize(
     "args,culprit",
-    [(["nonet"], "nonet"), (["--width", "-1", "enet"], "--width"), (["--size", "0"], "--size")],
+    [
+        (["nonet"], "nonet"),
+        (["--width", "-1", "enet"], "--width"),
+        (["--width", "inf", "enet"], "--width"),
+        (["--size", "0"], "--size"),
+    ],
 )
 def test_models_errors_are_one_line(args: list[str], culprit: str) -> None:
     _one_line_exit_2(kdseg("models", *args, check=False), culprit)
@@ -169,6 +179,13 @@ def test_pseudolabel_errors_and_no_half_written_dataset(trained_enet: Path, tmp_
     os.remove(scans / "b.nii.gz")
     kdseg("pseudolabel", *common)
     assert (out / "dataset.json").is_file() and (out / "labelsTr" / "a.nii.gz").is_file()
+    kdseg("pseudolabel", *common[:2], "output=.", "flip_check=false", cwd=out)  # reruns in place
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["confidence.csv", "dataset.json", "imagesTr", "labelsTr"]
+    )
+    (out / "notes.txt").write_text("mine")  # a dataset folder with the user's file in it
+    _one_line_exit_2(kdseg("pseudolabel", *common, check=False), "pseudo")
+    assert (out / "notes.txt").read_text() == "mine"
     # a folder that is not a pseudo-label dataset is never replaced
     other = tmp_path / "other"
     _ct(other / "keep.nii.gz")

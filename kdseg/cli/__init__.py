@@ -146,11 +146,18 @@ def build_predictor(
         raise InputError(
             None, "a cascade is two stages: ckpt=[stage1,stage2] and/or artifact=[stage1,stage2]"
         )
+    if threshold is not None and not 0 < threshold < 1:
+        raise InputError(None, f"threshold={threshold}: a probability, between 0 and 1")
     stages = []
     for i in range(n):
         ckpt = ckpts[i] if ckpts else None
         artifact = artifacts[i] if artifacts else None
         bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend, threads)
+        if i == n - 1 and threshold is not None and bundle.task.name == "multiclass":
+            raise InputError(
+                artifact or ckpt,
+                "threshold= applies to binary models (organ or tumor); this one is multiclass",
+            )
         if backend not in BACKENDS:  # compile / aoti live in the deployment layer, with torch
             import kdseg.deploy.backends  # noqa: F401
         # (ONNX Runtime's load errors become one InputError in inference.onnx_session)
@@ -168,3 +175,15 @@ def build_predictor(
     if n == 1:
         return stages[0]
     return (CascadePredictor(stages[0][0], stages[1][0]), *stages[1][1:])
+
+
+def require_whole_volume(predictor: Any, cfg: DictConfig) -> None:
+    """Refuse a stage-2 model (trained on organ boxes) run alone on whole volumes, naming it."""
+    if getattr(predictor, "stages", None) is None and predictor.pre.config.roi == "organ":
+        artifact = stage_list(cfg.artifact)
+        key, model = ("artifact", artifact[0]) if artifact else ("ckpt", cfg.ckpt)
+        raise InputError(
+            model,
+            "this model was trained on organ ROIs (preprocess.roi=organ): run it as stage 2 of "
+            f"a cascade, {key}=[stage1,{Path(str(model)).name}]",
+        )

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError
+from kdseg.eval.checkpoint import run_folder
 from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
 from kdseg.guards import check_output
 
@@ -23,12 +24,9 @@ def main(cfg: DictConfig) -> None:
     predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
     tta = predictor.tta  # checked by build_predictor
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
-    home = Path(ckpt).resolve().parent if ckpt else None
-    if home is not None and home.name == "checkpoints":  # a run folder's: results in the run
-        home = home.parent
     default_out = (
-        home / f"eval-{kind}{suffix}"
-        if home is not None
+        run_folder(ckpt) / f"eval-{kind}{suffix}"
+        if ckpt
         else Path(artifact).resolve().parent / f"eval-{kind}{Path(artifact).stem}-{suffix}"
     )
     inputs = [cfg.data.root, ckpt, artifact]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import NoReturn
 
@@ -38,7 +39,7 @@ def main() -> None:
     ):
         if value < low:
             _fail(f"{name} {value}: must be at least {low}")
-    if not args.width > 0:
+    if not (args.width > 0 and math.isfinite(args.width)):
         _fail(f"--width {args.width}: must be positive")
     print(
         main_table(

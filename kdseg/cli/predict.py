@@ -15,7 +15,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import build_predictor, command, format_timings, number, stage_list, timed
+from kdseg.cli import (
+    build_predictor,
+    command,
+    format_timings,
+    number,
+    require_whole_volume,
+    stage_list,
+    timed,
+)
 from kdseg.errors import InputError, atomic_group
 
 # nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
@@ -100,9 +108,7 @@ def main(cfg: DictConfig) -> None:
     for key in ("input", "output"):  # an unset shell variable: input=$SCAN
         if not str(cfg[key]).strip():
             raise InputError(None, f"{key}= is empty; name a file or folder")
-    threshold = number(cfg, "threshold", float)
-    if threshold is not None and not 0 < threshold < 1:
-        raise InputError(None, f"threshold={cfg.threshold}: a probability, between 0 and 1")
+    threshold = number(cfg, "threshold", float)  # its range: build_predictor
     source, output = Path(cfg.input), Path(cfg.output)
     pairs = plan_outputs(source, output)
     if cfg.output_format not in ("nifti", "dicom-seg"):
@@ -132,10 +138,7 @@ def main(cfg: DictConfig) -> None:
         prefetch(pairs[0][0])
         with timed(steps, "load model"):
             predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
-        if threshold is not None and bundle.task.name == "multiclass":
-            raise InputError(
-                None, "threshold= applies to binary models (organ or tumor); this one is multiclass"
-            )
+        require_whole_volume(predictor, cfg)
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, ListConfig
 
-from kdseg.cli import build_predictor, command
+from kdseg.cli import build_predictor, command, number, require_whole_volume
 from kdseg.errors import InputError
 from kdseg.eval.pseudolabel import CSV_NAME, pseudolabel_folder
 
@@ -16,7 +16,8 @@ def main(cfg: DictConfig) -> None:
             raise InputError(None, f"{key}= takes one folder, not a list")
         if not str(cfg[key]).strip():  # an unset shell variable: input=$SCANS
             raise InputError(None, f"{key}= is empty; name a folder")
-    predictor, bundle, *_ = build_predictor(cfg, threshold=cfg.threshold)
+    predictor, bundle, *_ = build_predictor(cfg, threshold=number(cfg, "threshold", float))
+    require_whole_volume(predictor, cfg)
     if predictor.tta != "none" and cfg.flip_check:
         # an average over every mirroring answers the same for an image and its mirror: the
         # flip check would pass every case at 1.0, for 8x the network time

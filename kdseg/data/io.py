@@ -11,11 +11,13 @@ Numpy and nibabel only (no torch): the ONNX deploy path reads through this modul
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import logging
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -34,8 +36,9 @@ SPACING_MM = (0.05, 20.0)
 HU_RANGE = (-1100.0, 3100.0)
 """Where the voxels of a CT in Hounsfield units lie: air to dense bone, plus noise."""
 HU_MIN_INSIDE = 0.5
-"""At least this share of an image's voxels lie in :data:`HU_RANGE` (padding outside a scanner's
-round field of view, often -1,024 to -3,024 or -32,768, fills about a fifth of a square slice)."""
+"""At least this share of an image's voxels above :data:`HU_RANGE`'s low end lie in it. Voxels
+below it are not counted: padding outside a scanner's field of view (-1,024 to -3,024 or
+-32,768) can fill most of a small-field reconstruction in a large matrix."""
 HU_LIMIT = 1e5
 """No CT scale stores values beyond this (16-bit extended HU ends at 65,535)."""
 LABEL_DESCRIP = b"kdseg label"
@@ -75,7 +78,7 @@ def load_volume(
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
     try:
         _check_pixdim(path)
-        with nib.imageglobals.LoggingOutputSuppressor():  # its fix of negative pixdims (abs)
+        with _quiet_nibabel():  # its fix of negative pixdims (abs)
             img = load_nifti(path)
         _check_header(img, path)
         data = np.asanyarray(img.dataobj)
@@ -95,7 +98,25 @@ def load_volume(
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D volume, got shape {tuple(data.shape)}")
-    return check_volume(nib.Nifti1Image(data, img.affine, img.header), path, nonfinite, role)
+    header = img.header.copy()
+    zooms = header["pixdim"][1:4]
+    header["pixdim"][1:4] = np.abs(zooms)  # a negative voxel size: nibabel reads its size
+    with _quiet_nibabel():
+        image = nib.Nifti1Image(data, img.affine, header)
+    return check_volume(image, path, nonfinite, role)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's header-fix messages (level 30-35), which also reach the root logger
+    (nibabel's own suppressor only removes its handlers)."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_pixdim(path: Path) -> None:
@@ -230,12 +251,13 @@ def _check_hounsfield(data: np.ndarray, low: float, high: float, path: str | Pat
             "not a CT in Hounsfield units",
         )
     sample = data.reshape(-1)[:: max(data.size // 1_000_003, 1)]  # a fixed stride: cheap
-    inside = float(((sample >= HU_RANGE[0]) & (sample <= HU_RANGE[1])).mean())
+    counted = sample >= HU_RANGE[0]  # padding and air below it are not counted
+    inside = float((sample[counted] <= HU_RANGE[1]).mean()) if counted.any() else 0.0
     if inside < HU_MIN_INSIDE:
         raise InputError(
             path,
-            f"only {inside:.0%} of voxels lie in {HU_RANGE[0]:g}..{HU_RANGE[1]:g} HU "
-            f"(values {low:.4g} to {high:.4g}); not a CT in Hounsfield units",
+            f"only {inside:.0%} of the voxels above {HU_RANGE[0]:g} HU lie below "
+            f"{HU_RANGE[1]:g} (values {low:.4g} to {high:.4g}); not a CT in Hounsfield units",
         )
 
 
@@ -292,7 +314,7 @@ def written_by_kdseg(path: str | Path) -> bool:
     path = Path(path)
     try:
         if is_nifti(path):
-            with nib.imageglobals.LoggingOutputSuppressor():
+            with _quiet_nibabel():
                 header = nib.load(str(path)).header
             return bytes(header["descrip"]).rstrip(b"\0") == LABEL_DESCRIP
         if path.suffix == ".dcm":

@@ -51,7 +51,7 @@ from kdseg.deploy.prune import finetune, prune_channels
 from kdseg.deploy.quantize import QUANTIZED_OPS, quantize_int8, time_alternating
 from kdseg.deploy.samples import export_data_setup, original_val_dice, run_config, sample_slices
 from kdseg.errors import InputError
-from kdseg.eval.checkpoint import Bundle, load_bundle
+from kdseg.eval.checkpoint import Bundle, load_bundle, run_folder
 from kdseg.eval.inference import BACKENDS
 from kdseg.guards import check_output
 from kdseg.models.cost import model_cost
@@ -146,13 +146,14 @@ class ExportResult:
 def default_output(
     ckpt: str | Path, model_name: str, fmt: str, quantize: str | None, prune: float | None
 ) -> Path:
-    """``<run>/export/<model>[-pruned<pct>][.int8].onnx|.pt2`` beside the run's checkpoints."""
+    """``<run>/export/<model>[-pruned<pct>][.int8].onnx|.pt2`` beside the run's checkpoints
+    (for a checkpoint outside a run: ``export/`` beside it)."""
     name = (
         model_name
         + (f"-pruned{round(100 * prune)}" if prune else "")
         + (f".{quantize}" if quantize else "")
     )
-    return Path(ckpt).resolve().parent.parent / "export" / f"{name}{FORMATS[fmt]}"
+    return run_folder(ckpt) / "export" / f"{name}{FORMATS[fmt]}"
 
 
 def fp32_twin(path: Path) -> Path:

@@ -48,6 +48,13 @@ class Bundle:
         return int(self.data.get("context", 0))
 
 
+def run_folder(ckpt: str | Path) -> Path:
+    """Where a checkpoint's results go: its run folder for ``<run>/checkpoints/x.ckpt``, else
+    the checkpoint's own folder (never a folder above an unrelated one)."""
+    home = Path(ckpt).resolve().parent
+    return home.parent if home.name == "checkpoints" else home
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``; clear errors for missing or foreign files.
 

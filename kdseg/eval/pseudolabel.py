@@ -39,6 +39,8 @@ from kdseg.data.sources import ImageCase, discover_images
 from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
 
 CSV_NAME = "confidence.csv"
+DATASET_ENTRIES = ("imagesTr", "labelsTr", "dataset.json", CSV_NAME)
+"""What a pseudo-label dataset folder holds; a folder with anything else is not replaced."""
 COLUMNS = ("case_id", "image", "mean_max_prob", "flip_dice", "foreground_voxels", "kept")
 
 
@@ -132,10 +134,10 @@ def pseudolabel_folder(
     renamed onto it once complete (replacing an earlier run's dataset there): an error or a
     signal leaves ``output`` as it was.
     """
-    source, final = Path(source), Path(output)
+    source, final = Path(source), Path(output).resolve()  # "." has a name once resolved
     _check_output(source, final)
-    if final.is_dir() and any(final.iterdir()) and not (final / CSV_NAME).exists():
-        raise InputError(final, "exists and is not a kdseg-pseudolabel dataset; use a new folder")
+    if final.is_dir() and any(final.iterdir()) and not _is_dataset(final):
+        raise InputError(output, "exists and is not a kdseg-pseudolabel dataset; use a new folder")
     if source.is_file():
         raise InputError(source, "is a file; input= takes a folder of scans or a dataset folder")
     cases = discover_images(source)
@@ -161,6 +163,17 @@ def pseudolabel_folder(
         _replace_folder(output, final)
     finally:
         shutil.rmtree(output, ignore_errors=True)
+
+
+def _is_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier run's dataset and nothing else (it is replaced)."""
+    names = {p.name for p in folder.iterdir()}
+    if not {CSV_NAME, "dataset.json"} <= names or names - {*DATASET_ENTRIES}:
+        return False
+    try:
+        return "min_confidence" in json.loads((folder / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _sweep_partials(final: Path) -> None:

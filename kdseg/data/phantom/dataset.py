@@ -133,6 +133,20 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
         yield lambda n: bar.advance(task, n)
 
 
+def _refuse_foreign_cases(root: Path, dataset: str) -> None:
+    """Refuse a root without a truth file that holds cases of the layout: a real dataset, which
+    phantoms would overwrite or mix into. (A phantom folder gets its truth file before its
+    first case, so a killed run's folder is always recognised.)"""
+    if not root.is_dir() or (root / TRUTH_FILE).exists():
+        return
+    pattern = "volume-*.nii*" if dataset == "lits" else "case_*"
+    found = sorted(root.glob(pattern))
+    if found:
+        raise InputError(
+            found[0], f"is a case, and {root} is no phantom folder; write into an empty folder"
+        )
+
+
 def write_dataset(
     root: str | Path,
     cfg: PhantomConfig,
@@ -148,8 +162,8 @@ def write_dataset(
     :func:`case_seed` ``(seed, i)``. ``root/phantom_truth.json`` maps each case id to the truth
     of :func:`generate_case` plus the config fingerprint, and is rewritten after every case.
     Idempotent: a case whose files exist and whose truth entry has the same seed and config is
-    skipped, so an interrupted run resumes where it stopped. A case file that exists without
-    such an entry (a real scan, another seed's phantom) is never replaced: an
+    skipped, so an interrupted run resumes where it stopped. A case of another seed or config,
+    and any case in a folder without a truth file (a real dataset), is never replaced: an
     :class:`InputError` names it before anything is written. Every file is written atomically.
     Returns the image paths of all ``n_cases`` cases, in order.
     """
@@ -159,20 +173,22 @@ def write_dataset(
     truth_path = root / TRUTH_FILE
     truth = _read_truth(truth_path)
     digest = _config_digest(cfg)
+    _refuse_foreign_cases(root, cfg.dataset)
     jobs = []
     for index in range(n_cases):
         entry = truth.get(case_id(cfg.dataset, index), {})
         ours = entry.get("seed") == case_seed(seed, index) and entry.get("config") == digest
         files = case_files(root, cfg.dataset, index)
         present = [p for p in files if p.exists()]
-        if present and not ours:  # a real scan, or the phantom of another seed or config
+        if present and entry and not ours:  # the phantom of another seed or config
             raise InputError(
                 present[0],
-                "exists and is not this call's phantom (another seed or params, or not a "
-                "phantom); write into an empty folder",
+                "is a phantom of another seed or params; write into an empty folder",
             )
-        if not (ours and len(present) == len(files)):
+        if not (ours and len(present) == len(files)):  # (no entry: a killed run's case)
             jobs.append((index, case_seed(seed, index)))
+    if jobs and not truth_path.exists():  # marks the folder as a phantom folder first
+        write_text_atomic(truth_path, "{}")
     with (
         _case_results(root, cfg, jobs, workers) as results,
         _progress(progress, n_cases, f"phantom {cfg.dataset}") as advance,
