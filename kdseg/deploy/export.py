@@ -328,7 +328,7 @@ def _start(opts: ExportOptions) -> _Job:
     if setup is not None and opts.check_slices > 0:
         splits = ("val", "train")
         check = sample_slices(setup, splits, opts.check_slices, bundle.context, seed=opts.seed)
-    else:
+    elif opts.check_slices > 0:  # (check_slices=0: the user turned the check off)
         warnings.append(
             "no training data found (pass data_root=DIR): export not checked on real slices"
         )
