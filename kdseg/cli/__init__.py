@@ -177,6 +177,16 @@ def build_predictor(
     return (CascadePredictor(stages[0][0], stages[1][0]), *stages[1][1:])
 
 
+def require_paths(cfg: DictConfig, *keys: str) -> None:
+    """Refuse a path option that is a list or empty (an unset shell variable: ``input=$SCAN``
+    would otherwise mean the current folder)."""
+    for key in keys:
+        if isinstance(cfg[key], ListConfig):
+            raise InputError(None, f"{key}= takes one path, not a list")
+        if not str(cfg[key]).strip():
+            raise InputError(None, f"{key}= is empty; name a file or folder")
+
+
 def require_whole_volume(predictor: Any, cfg: DictConfig) -> None:
     """Refuse a stage-2 model (trained on organ boxes) run alone on whole volumes, naming it."""
     if getattr(predictor, "stages", None) is None and predictor.pre.config.roi == "organ":

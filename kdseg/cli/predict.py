@@ -9,6 +9,7 @@ report beside it (:func:`kdseg.errors.atomic_group`).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from kdseg.cli import (
     command,
     format_timings,
     number,
+    require_paths,
     require_whole_volume,
     stage_list,
     timed,
@@ -105,9 +107,7 @@ def main(cfg: DictConfig) -> None:
     from kdseg.data.niigz import forget_prefetched, prefetch
     from kdseg.guards import check_output, check_outputs
 
-    for key in ("input", "output"):  # an unset shell variable: input=$SCAN
-        if not str(cfg[key]).strip():
-            raise InputError(None, f"{key}= is empty; name a file or folder")
+    require_paths(cfg, "input", "output")
     threshold = number(cfg, "threshold", float)  # its range: build_predictor
     source, output = Path(cfg.input), Path(cfg.output)
     pairs = plan_outputs(source, output)
@@ -159,8 +159,6 @@ def _check_replaceable(files: list[Path]) -> None:
     """Refuse to replace existing files unless they are an earlier kdseg prediction (its label,
     the last of ``files``, marked as kdseg's): a scan or a reference mask that happens to sit
     where an output goes is somebody's data (``overwrite=true`` replaces it anyway)."""
-    import os
-
     from kdseg.data.io import written_by_kdseg
 
     existing = [f for f in files if os.path.lexists(f)]

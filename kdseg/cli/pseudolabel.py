@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
-from kdseg.cli import build_predictor, command, number, require_whole_volume
+from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
 from kdseg.errors import InputError
 from kdseg.eval.pseudolabel import CSV_NAME, pseudolabel_folder
 
 
 @command("kdseg-pseudolabel", "pseudolabel", one_shot=True)
 def main(cfg: DictConfig) -> None:
-    for key in ("input", "output"):
-        if isinstance(cfg[key], ListConfig):
-            raise InputError(None, f"{key}= takes one folder, not a list")
-        if not str(cfg[key]).strip():  # an unset shell variable: input=$SCANS
-            raise InputError(None, f"{key}= is empty; name a folder")
+    require_paths(cfg, "input", "output")
     predictor, bundle, *_ = build_predictor(cfg, threshold=number(cfg, "threshold", float))
     require_whole_volume(predictor, cfg)
     if predictor.tta != "none" and cfg.flip_check:

@@ -98,12 +98,7 @@ def load_volume(
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D volume, got shape {tuple(data.shape)}")
-    header = img.header.copy()
-    zooms = header["pixdim"][1:4]
-    header["pixdim"][1:4] = np.abs(zooms)  # a negative voxel size: nibabel reads its size
-    with _quiet_nibabel():
-        image = nib.Nifti1Image(data, img.affine, header)
-    return check_volume(image, path, nonfinite, role)
+    return check_volume(nib.Nifti1Image(data, img.affine, img.header), path, nonfinite, role)
 
 
 @contextlib.contextmanager

@@ -147,12 +147,14 @@ def pseudolabel_folder(
     _sweep_partials(final)
     output.mkdir(parents=True)
     try:
-        yield from _label_cases(predictor, cases, output, min_confidence, min_flip_dice, flip)
-        rows = read_table(output / CSV_NAME)
+        kept = 0
+        for row in _label_cases(predictor, cases, output, min_confidence, min_flip_dice, flip):
+            kept += bool(row["kept"])
+            yield row
         dataset = {
             "channel_names": {"0": "CT"},
             "labels": {"background": 0, organ: 1, "tumor": 2},
-            "numTraining": sum(r["kept"] == "True" for r in rows),
+            "numTraining": kept,
             "file_ending": ".nii.gz",
             "source": str(source),
             "min_confidence": min_confidence,
