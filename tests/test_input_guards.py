@@ -108,11 +108,17 @@ def test_zero_voxel_size_and_broken_scales_are_refused(tmp_path: Path) -> None:
     negative = tmp_path / "negative.nii"
     negative.write_bytes(bytes(raw))
     assert np.allclose(np.abs(np.diag(load_volume(negative).affine))[:3], [1.5, 1.5, 3.0])
-    # not HU: values from a PNG-like 0..255 range pass (they may be HU), far beyond do not
-    fine = np.random.default_rng(1).integers(0, 256, (40, 36, 8)).astype(np.uint8)
-    load_volume(_ct(tmp_path / "uint8.nii.gz", fine))
-    with pytest.raises(InputError, match="Hounsfield"):
-        load_volume(_ct(tmp_path / "huge.nii.gz", (fine.astype(np.float32) + 1) * 1e6))
+    # not HU: a PNG-like 0..255 export, a label map and values beyond any CT scale are
+    # refused, naming the file; the same values shifted to hold air, or fat only, are a CT
+    png = np.random.default_rng(1).integers(0, 256, (40, 36, 8)).astype(np.uint8)
+    with pytest.raises(InputError, match=r"uint8\.nii\.gz.*none below 0 "):
+        load_volume(_ct(tmp_path / "uint8.nii.gz", png))
+    with pytest.raises(InputError, match="mask.nii.gz.*label map"):
+        load_volume(_ct(tmp_path / "mask.nii.gz", (png > 128).astype(np.uint8)))
+    with pytest.raises(InputError, match="huge.nii.gz.*beyond any CT scale"):
+        load_volume(_ct(tmp_path / "huge.nii.gz", (png.astype(np.float32) + 1) * 1e6))
+    load_volume(_ct(tmp_path / "hu.nii.gz", png.astype(np.int16) * 4 - 1000))
+    load_volume(_ct(tmp_path / "fat.nii.gz", png.astype(np.int16) - 100))
 
 
 def test_export_refuses_one_file_for_both_cascade_stages(

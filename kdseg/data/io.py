@@ -5,7 +5,8 @@ and every label pair passes :func:`check_pair`, so a corrupt, truncated, non-3D 
 file is rejected with one clear line that names it (an :class:`~kdseg.errors.InputError`), and
 so is garbage that would otherwise pass through silently: NaN / Inf voxels, a constant volume,
 a header that promises more data than the file holds, RGB or complex voxels, a singular affine,
-a voxel size of zero or one no CT has, values that cannot be Hounsfield units.
+a voxel size of zero or one no CT has, values that cannot be Hounsfield units (beyond any CT
+scale, mostly above dense bone, or none negative: a label map or a 0-255 export).
 Numpy and nibabel only (no torch): the ONNX deploy path reads through this module.
 """
 
@@ -41,6 +42,12 @@ below it are not counted: padding outside a scanner's field of view (-1,024 to -
 -32,768) can fill most of a small-field reconstruction in a large matrix."""
 HU_LIMIT = 1e5
 """No CT scale stores values beyond this (16-bit extended HU ends at 65,535)."""
+HU_LOWEST_BELOW = 0.0
+"""The lowest voxel of a CT of a body in Hounsfield units lies below this: fat is about -100,
+air about -1,000, and any field of view over a body holds one or the other (or padding below
+both). An image without a negative value is a label map, a 0-255 export or raw stored values
+without the scanner's rescale, all of which a model trained in HU turns into confident
+garbage."""
 LABEL_DESCRIP = b"kdseg label"
 """The NIfTI ``descrip`` of every label kdseg writes: how a later run knows the file is its own
 and may be replaced (see :func:`written_by_kdseg`)."""
@@ -244,6 +251,13 @@ def _check_hounsfield(data: np.ndarray, low: float, high: float, path: str | Pat
             path,
             f"values run from {low:.4g} to {high:.4g}, beyond any CT scale; "
             "not a CT in Hounsfield units",
+        )
+    if low >= HU_LOWEST_BELOW:
+        raise InputError(
+            path,
+            f"values run from {low:.4g} to {high:.4g}, none below {HU_LOWEST_BELOW:g} (fat is "
+            "about -100 HU, air -1000); not a CT in Hounsfield units (a label map, a 0-255 "
+            "export, or stored values without the rescale?)",
         )
     sample = data.reshape(-1)[:: max(data.size // 1_000_003, 1)]  # a fixed stride: cheap
     counted = sample >= HU_RANGE[0]  # padding and air below it are not counted

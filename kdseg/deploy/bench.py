@@ -316,6 +316,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "peak": peak,
         "volume": str(volume),
         "volume_shape": [*cfg.volume_size, cfg.volume_slices],
+        "threads": cfg.threads,
         "runs": cfg.runs,
         "warmup": cfg.warmup,
         "rounds": cfg.rounds,

@@ -233,7 +233,10 @@ def markdown_report(results: dict[str, Any]) -> str:
     """Header (machine, protocol), table and the target checks, as Markdown."""
     m, peak = results["machine"], results["peak"]
     shape = "x".join(map(str, results["volume_shape"]))
-    threads = results["rows"][0].get("threads", "-") if results["rows"] else "-"
+    # the configured count (a failed first entry has no row value); older JSON: the rows'
+    threads = results.get("threads") or next(
+        (r["threads"] for r in results["rows"] if r.get("threads")), "-"
+    )
     load = results["load_average"]
     lines = [
         "# kdseg CPU benchmark",
