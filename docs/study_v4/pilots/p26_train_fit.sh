@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issue 15, analysis P26 (2026-12-06, session 23; written at 06:28 UTC by `date`, before it ran;
+# Issue 15, analysis P26 (2026-12-06, session 23; written 06:27:45-06:27:58 UTC, committed in
+# 6182c0d before it ran at 06:27:58 by its own `date`; the header first said "06:28", a guess;
 # no training): does P23's network find the small tumors of the cases it TRAINED on?
 # P23 (P17's recipe + loss.mix=cutmix; the best per-case test score so far, 0.299) finds no
 # tumor under 32 voxels in any test or fresh case. Two readings predict different things here:
