@@ -1,7 +1,7 @@
 """P26's score (docs/study_v4/pilots/p26_train_fit.sh): P23's per-case tumor Dice on its
 training cases and on P21's 48 fresh cases, split at 32 reference tumor voxels.
 
-    python docs/study_v4/pilots/p26_score.py <P23 run folder> \
+    python docs/study_v4/pilots/p26_score.py <run folder> \
         > docs/study_v4/pilots/P26-trainfit/score.md
 """
 
@@ -29,15 +29,17 @@ def groups(per_case: Path) -> dict[str, list[float]]:
 def main() -> None:
     run = Path(sys.argv[1])
     print(
-        "| P23 best checkpoint, reference box | cases < 32 tumor voxels | per-case tumor Dice "
+        f"| {run.name}, reference box | cases < 32 tumor voxels | per-case tumor Dice "
         "| cases >= 32 | per-case tumor Dice | found (Dice > 0) < 32 / >= 32 |"
     )
     print("|---|---|---|---|---|---|")
     for name, folder in (
-        ("training cases (140)", "eval-train"),
+        ("its training cases", "eval-train"),
         ("48 fresh cases", "eval-fresh48"),
         ("test (8)", "eval-test"),
     ):
+        if not (run / folder / "per_case.csv").is_file():  # P27: its training cases only
+            continue
         g = groups(run / folder / "per_case.csv")
         mean = {k: statistics.fmean(v) if v else float("nan") for k, v in g.items()}
         found = {k: sum(d > 0 for d in v) for k, v in g.items()}
