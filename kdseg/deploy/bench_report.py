@@ -233,16 +233,13 @@ def markdown_report(results: dict[str, Any]) -> str:
     """Header (machine, protocol), table and the target checks, as Markdown."""
     m, peak = results["machine"], results["peak"]
     shape = "x".join(map(str, results["volume_shape"]))
-    # the configured count (a failed first entry has no row value); older JSON: the rows'
-    threads = results.get("threads") or next(
-        (r["threads"] for r in results["rows"] if r.get("threads")), "-"
-    )
     load = results["load_average"]
     lines = [
         "# kdseg CPU benchmark",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}, Python {m['python']}. Threads per run: {threads}. "
+        f"onnxruntime {m['onnxruntime']}, Python {m['python']}. "
+        f"Threads per run: {results['threads']}. "
         f"1-minute load average at start / end: {load[0]:.1f} / {load[1]:.1f} (other jobs on "
         "the cores slow every number down, multi-threaded runs most).",
         f"fp32 matrix-multiply peak (torch, {peak.get('size')}x{peak.get('size')}, "
