@@ -2,6 +2,8 @@
 (docs/study.md, P23 and P24; ``p23_p24_run.sh``).
 
     python docs/study_v4/pilots/p23_p24_score.py [--runs23 /work/p23/runs] [--runs24 /work/p24/runs]
+    python docs/study_v4/pilots/p23_p24_score.py --pilot "P23 cutmix=/work/p23/runs" \
+        --pilot "P29 1.0 mm=/work/p29/runs"     # any pilots of P17's split (P29: p29_run.sh)
 
 Reads each pilot's ``eval-val``, ``eval-test`` and ``eval-fresh48`` (written by
 ``p23_p24_run.sh eval``) and P17's committed evaluations (seed 1; fresh cases: P21's seed-1
@@ -56,10 +58,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs23", type=Path, default=Path("/work/p23/runs"))
     parser.add_argument("--runs24", type=Path, default=Path("/work/p24/runs"))
+    parser.add_argument(
+        "--pilot",
+        action="append",
+        default=[],
+        metavar="NAME=RUNS",
+        help="a pilot's column name and runs folder (repeatable; replaces --runs23/--runs24)",
+    )
     args = parser.parse_args(argv)
+    named = [tuple(p.split("=", 1)) for p in args.pilot] or [
+        ("P23 cutmix", args.runs23),
+        ("P24 3x cases", args.runs24),
+    ]
     pilots = {}
-    for name, runs in (("P23 cutmix", args.runs23), ("P24 3x cases", args.runs24)):
-        found = sorted(runs.glob("T2*")) if runs.is_dir() else []
+    for name, runs in named:
+        runs = Path(runs)
+        found = sorted(runs.glob("T*")) if runs.is_dir() else []
         if found and pilot_parts(found[0]):
             pilots[name] = pilot_parts(found[0])
     for part, (p17_cases, p17_summary) in P17_FILES.items():
