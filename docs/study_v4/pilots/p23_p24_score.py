@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         help="a pilot's column name and runs folder (repeatable; replaces --runs23/--runs24)",
     )
     args = parser.parse_args(argv)
+    if any("=" not in p for p in args.pilot):
+        parser.error("--pilot takes NAME=RUNS, e.g. --pilot 'P29 1.0 mm=/work/p29/runs'")
     named = [tuple(p.split("=", 1)) for p in args.pilot] or [
         ("P23 cutmix", args.runs23),
         ("P24 3x cases", args.runs24),
