@@ -164,3 +164,6 @@ for name, e in result.items():
 EOF
 tar -czf "$OUT/runs.tar.gz" -C "$K" .
 stamp "done"
+# Not run in session 25: the one `run` call (11:23 UTC) was answered "No new device machine is
+# lent at present; do not call run again in this session". The script waits for a session that
+# is lent a GPU; its rule stands as written.
