@@ -189,3 +189,24 @@ def test_seed_aggregation_and_format():
     assert format_mean_std(0.6521, 0.0123, digits=2) == "0.65 ± 0.01"
     with pytest.raises(ValueError):
         aggregate_over_seeds([])
+
+
+def test_validation_dice_of_counts_and_its_empty_class_on_the_counts_device():
+    """The per-epoch validation Dice (kdseg.lit.segment): 2|P∩G| / (|P| + |G|) from summed
+    counts, 1 for a class absent from prediction and truth alike, made on the counts' device
+    (a CPU 1 beside CUDA Dice values would break the epoch's torch.stack on a GPU; the meta
+    device stands in for CUDA here, since it refuses both a mixed stack and a Python branch)."""
+    import torch
+
+    from kdseg.lit.segment import dice_of_counts
+
+    counts = torch.tensor([3.0, 4.0, 5.0])
+    assert dice_of_counts(counts).item() == (2 * counts[0] / (counts[1] + counts[2])).item()
+    assert dice_of_counts(torch.tensor([0.0, 2.0, 0.0])).item() == 0.0
+    empty = dice_of_counts(torch.zeros(3))
+    assert empty.item() == 1.0 and empty.dtype == torch.float32 and empty.shape == ()
+    on_meta = [
+        dice_of_counts(torch.zeros(3, device="meta")),
+        dice_of_counts(torch.ones(3, device="meta")),
+    ]
+    assert torch.stack(on_meta).device.type == "meta"

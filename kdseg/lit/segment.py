@@ -130,8 +130,7 @@ class SegmentationModule(pl.LightningModule):
                 if self.trainer.world_size > 1
                 else counts
             )
-            inter, pred, truth = counts
-            dices[name] = (2 * inter / (pred + truth)) if (pred + truth) > 0 else torch.ones(())
+            dices[name] = dice_of_counts(counts)
             self.log(f"val/dice_{name}", dices[name], prog_bar=True, sync_dist=False)
         self.log("val/dice_mean", torch.stack(list(dices.values())).mean(), prog_bar=False)
 
@@ -159,3 +158,14 @@ def _member(labels: torch.Tensor, values: tuple[int, ...]) -> torch.Tensor:
     for v in values:
         mask |= labels == v
     return mask
+
+
+def dice_of_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Dice from summed ``[intersection, predicted, true]`` voxel counts; 1 when the class is
+    absent from both. Computed on the counts' device without a Python branch: on a GPU a CPU
+    ``1`` here would fail the ``torch.stack`` of the epoch's Dice values, and a branch on a
+    CUDA value waits for the device. The counts are whole numbers, so ``clamp_min(1)`` leaves
+    every non-zero denominator as it is (the same bits as ``2 * inter / (pred + truth)``)."""
+    inter, pred, truth = counts
+    denom = pred + truth
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), counts.new_ones(()))

@@ -20,7 +20,10 @@
 # card's default TF32 convolutions, not bit-deterministic (trainer.deterministic=false), 3 loader
 # workers (P29: none, so another augmentation stream), validation every 2 epochs (P29: every
 # epoch; the best checkpoint is chosen among 64 validations, not 128), a time guard of 6.5 minutes
-# (trainer.max_time). A run cut by the guard is scored at its best checkpoint and reported as cut.
+# (trainer.max_time; and a hard `timeout` behind it). A run cut by either is scored at its best
+# checkpoint and reported as cut. (Plumbing revised after a read-only review, 11:34-11:40 UTC,
+# before any run: hard deadlines, result.json written before fresh48 too, the GPU's compute mode
+# and /dev/shm logged. The levers and the rule are unchanged.)
 #
 # Rule (written before it runs): of P30, P31 and P32, the one with the highest VALIDATION
 # per-case tumor Dice (reference box, best checkpoint) is the candidate (a tie goes to the lower
@@ -33,7 +36,7 @@
 # call has time left for it.
 #
 # The run call (the wheels in .whl/ are the ones docs/gpu.md lists):
-#   run(carry=[".whl"], timeout_s=590, command="python3 -m pip install -q --no-index --no-deps
+#   run(carry=[".whl"], timeout_s=600, command="python3 -m pip install -q --no-index --no-deps
 #       --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
 #       export PYTHONPATH=/tmp/site:$PWD && bash docs/study_v4/pilots/p30_gpu.sh")
 # A CPU dry run of the plumbing (2 epochs of 4 steps, test split only, no GPU):
@@ -54,16 +57,20 @@ kd() {  # kd <cli module> args...: a kdseg console script without installing kds
 }
 if [ "${P30_DRY:-0}" = 1 ]; then
   ACC=cpu EPOCHS=2 MAXT=00:00:05:00 GW=2 LEN="data.samples_per_epoch=32"
-  LEN16="data.samples_per_epoch=64" SPLITS="test" EVAL_BY=100000
+  LEN16="data.samples_per_epoch=64" SPLITS="test" EVAL_BY=100000 END=100000
 else
   ACC=gpu EPOCHS=128 MAXT=00:00:06:30 GW=16 LEN="" LEN16="data.samples_per_epoch=1024"
-  SPLITS="val test fresh48" EVAL_BY=500  # fresh48 only if its evaluations start by t=500 s
+  SPLITS="val test fresh48" EVAL_BY=430  # fresh48 only if its evaluations start by t=430 s
+  END=550  # hard deadlines (timeout, on top of Lightning's max_time): training by t=END-80 s,
+           # val and test by t=END-30 s, fresh48 by t=END; pip and the call's start come first
 fi
+deadline() { local left=$(($1 - SECONDS)); echo $((left > 5 ? left : 5)); }
 G=$W/gen D=$W/data/lits F=$W/fresh/lits R=$W/runs
 W10="data.preprocess.window_level=organ data.preprocess.window=[-100,100] data.preprocess.spacing_mm=[1.0,1.0] data.preprocess.in_plane_size=[216,216]"
 W075="data.preprocess.window_level=organ data.preprocess.window=[-100,100] data.preprocess.spacing_mm=[0.75,0.75] data.preprocess.in_plane_size=[288,288]"
 
-stamp "start; $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo no GPU)"
+stamp "start; $(nvidia-smi --query-gpu=name,memory.total,driver_version,compute_mode --format=csv,noheader 2>/dev/null || echo no GPU)"
+df -h /dev/shm | tail -1  # 4 trainings with 3 loader workers each share it
 "$PY" -c "import torch, pytorch_lightning as pl, monai; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'lightning', pl.__version__, 'monai', monai.__version__)"
 
 stamp "phantoms (the default call, cases 0-199)"
@@ -108,7 +115,8 @@ PILOTS="P29g P30 P31 P32"
 stamp "train $PILOTS side by side"
 PIDS=()  # waited on by id: a bare `wait` also waits for the log's tee, which never ends
 for p in $PILOTS; do
-  ( kd train $C ${ARGS[$p]} hydra.run.dir=$R/${NAME[$p]} > "$K/${NAME[$p]}.train.log" 2>&1
+  ( timeout -k 10 $(deadline $((END - 80))) "$PY" -c "import sys; from kdseg.cli.train import main; sys.exit(main())" \
+      $C ${ARGS[$p]} hydra.run.dir=$R/${NAME[$p]} > "$K/${NAME[$p]}.train.log" 2>&1
     rc=$?; echo "$(date -u +%H:%M:%S) END $p rc=$rc" ) &
   PIDS+=($!)
 done
@@ -117,24 +125,15 @@ for p in $PILOTS; do tail -2 "$K/${NAME[$p]}.train.log"; done
 
 evaluate() {  # evaluate <pilot> <split>: P29's evaluation command (fresh48: P21's root)
   local p=$1 split=$2 n=${NAME[$1]} root=$D s=$2
-  local guard=100000
-  [ "$split" = fresh48 ] && root=$F s=test guard=$((575 - SECONDS))  # the collect step must run
-  timeout $guard "$PY" -c "import sys; from kdseg.cli.evaluate import main; sys.exit(main())" experiment=phantom_study_v3 data.root=$root data.context=2 ${WIN[$p]} \
+  local guard=$(deadline $((END - 30)))
+  [ "$split" = fresh48 ] && root=$F s=test guard=$(deadline $END)  # the collect step must run
+  timeout -k 5 $guard "$PY" -c "import sys; from kdseg.cli.evaluate import main; sys.exit(main())" experiment=phantom_study_v3 data.root=$root data.context=2 ${WIN[$p]} \
     ckpt=$R/$n/checkpoints/best.ckpt split=$s output_dir=$R/$n/eval-$split threads=4 \
     > "$K/$n.eval-$split.log" 2>&1 || tail -2 "$K/$n.eval-$split.log"
 }
-for split in $SPLITS; do
-  if [ "$split" = fresh48 ] && [ $SECONDS -gt $EVAL_BY ]; then stamp "no time left for fresh48"; break; fi
-  stamp "evaluate $split"
-  PIDS=()
-  for p in $PILOTS; do
-    [ -f $R/${NAME[$p]}/checkpoints/best.ckpt ] && { evaluate $p $split & PIDS+=($!); }
-  done
-  [ ${#PIDS[@]} -gt 0 ] && wait "${PIDS[@]}"
-done
-
-stamp "collect"
-"$PY" - "$R" "$OUT" "$K" <<'EOF'
+collect() {  # result.json and runs.tar.gz from what exists now (run before fresh48 and after)
+  stamp "collect"
+  "$PY" - "$R" "$OUT" "$K" <<'EOF'
 import json, shutil, sys
 from pathlib import Path
 runs, out, keep = (Path(a) for a in sys.argv[1:4])
@@ -144,7 +143,9 @@ for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     if (run / "summary.json").exists():
         s = json.loads((run / "summary.json").read_text())
         entry.update(steps=s.get("global_step"), epochs=s.get("epochs"), best_val=s.get("best_score"),
-                     throughput=s.get("throughput"), stopped=s.get("stopped_reason", s.get("stop_reason")))
+                     throughput=s.get("throughput"))
+        cfg = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
+        entry["cut"] = s.get("global_step") != 8192 and "max_epochs: 128" in cfg  # by a guard
         shutil.copy(run / "summary.json", keep / f"{run.name}.summary.json")
     for src, dst in (("csv/metrics.csv", "metrics.csv"), ("config.yaml", "config.yaml"), ("train.log", "train-run.log")):
         if (run / src).exists():
@@ -162,8 +163,24 @@ for run in sorted(p for p in runs.iterdir() if p.is_dir()):
 for name, e in result.items():
     print(name, e.get("steps"), e.get("epochs"), {t: e[t].get("tumor") for t in e if t.startswith("eval-")})
 EOF
-tar -czf "$OUT/runs.tar.gz" -C "$K" .
+  tar -czf "$OUT/runs.tar.gz" -C "$K" .
+}
+for split in $SPLITS; do
+  if [ "$split" = fresh48 ]; then
+    collect
+    if [ $SECONDS -gt $EVAL_BY ]; then stamp "no time left for fresh48"; break; fi
+  fi
+  stamp "evaluate $split"
+  PIDS=()
+  for p in $PILOTS; do
+    [ -f $R/${NAME[$p]}/checkpoints/best.ckpt ] && { evaluate $p $split & PIDS+=($!); }
+  done
+  [ ${#PIDS[@]} -gt 0 ] && wait "${PIDS[@]}"
+done
+
+collect
 stamp "done"
+
 # Not run in session 25: the one `run` call (11:23 UTC) was answered "No new device machine is
 # lent at present; do not call run again in this session". The script waits for a session that
 # is lent a GPU; its rule stands as written.
