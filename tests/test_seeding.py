@@ -119,3 +119,22 @@ def test_class_maps_by_max_indices_equal_argmax_with_ties_and_nan() -> None:
             x[0, 1, 2, 3] = float("nan")
             x[1, :, 0, 0] = float("nan")
         assert torch.equal(x.max(1).indices, x.argmax(1))
+
+
+def test_global_streams_round_trip_and_a_gpu_checkpoints_cuda_states_on_a_cpu() -> None:
+    """The global random streams a checkpoint stores (kdseg.data.rng) come back exactly; a CPU
+    process stores no CUDA entry (CPU checkpoints keep their format), and a checkpoint from a
+    GPU run, whose CUDA streams this process cannot hold, resumes its CPU streams anyway."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from kdseg.data.rng import global_states, set_global_states
+
+    states = global_states()
+    assert "torch_cuda" not in states or torch.cuda.is_initialized()
+    drawn = (random.random(), np.random.rand(), torch.rand(3))
+    set_global_states({**states, "torch_cuda": [torch.zeros(16, dtype=torch.uint8)] * 9})
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert drawn[:2] == again[:2] and torch.equal(drawn[2], again[2])

@@ -70,6 +70,29 @@ def test_a_cached_run_is_the_uncached_run_and_a_second_run_reads_every_batch(
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".pt"]
 
 
+def test_the_key_follows_autocast_and_keeps_full_precision_cpu_keys(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A full-precision CPU key is the digest it always was (caches written before stay
+    valid); under autocast the key changes, so a mixed-precision run never reads a
+    full-precision run's entries; bfloat16 batches (which numpy lacks) hash too."""
+    import hashlib
+
+    module, batch = _module(phantom_lits, tmp_path, False, cache=str(tmp_path / "cache"))
+    cache = module.teacher_cache
+    images = batch["image"]
+    before = hashlib.sha256(cache._identity)  # the key as it was written until 2026-12-06
+    before.update(f"|cpu|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode())
+    before.update(images.detach().contiguous().numpy())
+    assert cache.key(images) == before.hexdigest()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = cache.key(images)
+    assert mixed != before.hexdigest()
+    half = images.to(torch.bfloat16)
+    assert cache.key(half) not in (mixed, before.hexdigest())
+    assert cache.key(half) == cache.key(half.clone())
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer: bare steps
 def test_a_hit_returns_the_live_tensors_and_a_new_batch_or_teacher_is_computed(
     phantom_lits: Path, tmp_path: Path

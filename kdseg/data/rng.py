@@ -33,18 +33,27 @@ def set_numpy_state(state: list[Any], rs: np.random.RandomState | None = None) -
 
 
 def global_states() -> dict[str, Any]:
-    """The process-wide streams: Python's ``random``, numpy's and torch's CPU generator."""
+    """The process-wide streams: Python's ``random``, numpy's and torch's CPU generator, and
+    the CUDA generators where CUDA is in use (dropout on a GPU draws from them: without them a
+    resumed GPU run would redraw its masks from the seed). A CPU run stores no CUDA entry."""
     version, keys, gauss = random.getstate()
-    return {
+    states = {
         "python": [version, list(keys), gauss],
         "numpy": numpy_state(),
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def set_global_states(states: dict[str, Any]) -> None:
-    """The inverse of :func:`global_states`."""
+    """The inverse of :func:`global_states`. CUDA states are restored where the checkpoint has
+    them and this process has as many CUDA devices; otherwise the CUDA streams keep the seed's."""
     version, keys, gauss = states["python"]
     random.setstate((version, tuple(keys), gauss))
     set_numpy_state(states["numpy"])
     torch.set_rng_state(states["torch"])
+    cuda = states.get("torch_cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)

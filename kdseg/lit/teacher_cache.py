@@ -87,12 +87,22 @@ class TeacherCache:
 
     def key(self, images: torch.Tensor) -> str:
         """SHA-256 hex digest of the teacher identity and the batch (bytes, shape, dtype,
-        strides, device type)."""
+        strides, device type), and of what changes the teacher's arithmetic on that device:
+        autocast and its dtype when it is on (a mixed-precision run never reads a full-precision
+        run's entries), and on CUDA the card, cuDNN and TF32 settings. A full-precision CPU key
+        is what it always was, so existing CPU caches stay valid."""
         digest = hashlib.sha256(self._identity)
-        digest.update(
-            f"|{images.device.type}|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode()
-        )
-        digest.update(images.detach().cpu().contiguous().numpy())  # the buffer, not a copy
+        device = images.device.type
+        digest.update(f"|{device}|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode())
+        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+            digest.update(f"autocast {torch.get_autocast_dtype(device)}|".encode())
+        if device == "cuda":
+            backends = torch.backends
+            card = torch.cuda.get_device_name(images.device)
+            tf32 = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
+            digest.update(f"{card}|cudnn {backends.cudnn.version()}|tf32 {tf32}|".encode())
+        # the buffer's bytes, not a copy; as bytes, so that bfloat16 (which numpy lacks) hashes
+        digest.update(images.detach().cpu().contiguous().view(torch.uint8).numpy())
         return digest.hexdigest()
 
     def _files(self, key: str) -> dict[str, Path]:
