@@ -39,12 +39,13 @@ _TEMP_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and 
 
 
 def _temp_pattern(target: Path, suffix: str) -> re.Pattern[str]:
-    """Names of temporaries for ``target``: ``.<stem>-[<pid>-]XXXXXXXX<suffix>``.
+    """Names of temporaries for ``target``: ``.<stem>-<pid>-XXXXXXXX<suffix>``.
 
-    Names without a pid come from kdseg versions before the pid was recorded.
+    The pid is required: a name without one (``.<stem>-XXXXXXXX<suffix>``) could be anybody's
+    file, an input among them, and is never swept.
     """
     stem = re.escape(target.name.split(".")[0])
-    return re.compile(rf"\.{stem}-(?:(\d+)-)?{_TEMP_RANDOM}{re.escape(suffix)}")
+    return re.compile(rf"\.{stem}-(\d+)-{_TEMP_RANDOM}{re.escape(suffix)}")
 
 
 def process_alive(pid: int) -> bool:
@@ -75,11 +76,7 @@ def remove_stale_temps(target: str | os.PathLike, suffix: str | None = None) -> 
         return removed
     for entry in target.parent.iterdir():
         match = pattern.fullmatch(entry.name)
-        if (
-            match
-            and entry.is_file()
-            and not (match.group(1) and process_alive(int(match.group(1))))
-        ):
+        if match and entry.is_file() and not process_alive(int(match.group(1))):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

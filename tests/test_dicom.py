@@ -114,3 +114,46 @@ def test_instance_order_against_positions(series):
         ds.save_as(series / name)
     with pytest.raises(InputError, match="InstanceNumber order does not follow"):
         load_dicom_series(series)
+
+
+def _edit(series, change) -> None:
+    """Apply ``change(k, dataset)`` to slice k (InstanceNumber order) and save it."""
+    for k, path in enumerate(sorted(series.glob("IM*.dcm"))):
+        ds = pydicom.dcmread(path)
+        change(k, ds)
+        ds.save_as(path)
+
+
+def _move(k: int, ds, axis: int, mm: float) -> None:
+    position = [float(v) for v in ds.ImagePositionPatient]
+    position[axis] += mm
+    ds.ImagePositionPatient = position
+
+
+def test_gantry_tilt_is_refused(series):
+    """Each slice shifted 1 mm further within the slice plane: a sheared grid no NIfTI affine
+    of the reader describes; read as it was, every slice would sit up to 7 mm off."""
+    _edit(series, lambda k, ds: _move(k, ds, 1, 1.0 * k))
+    with pytest.raises(InputError, match=r"not stacked along their normal: .* moves 7\.00 mm"):
+        load_dicom_series(series)
+
+
+def test_uneven_slice_spacing_is_refused_and_rounding_is_not(series):
+    """A 3.7 mm step among 2.5 mm ones (under the missing-slice limit) would be read at one mean
+    spacing with slices misplaced; position rounding of 0.01 mm is fine."""
+    _edit(series, lambda k, ds: _move(k, ds, 2, 0.01 * (-1) ** k))
+    assert load_dicom_series(series).shape == (32, 28, 8)
+    _edit(series, lambda k, ds: _move(k, ds, 2, 1.2 if k >= 4 else 0.0))
+    with pytest.raises(InputError, match=r"uneven slice spacing \(2\.4\d to 3\.7\d mm"):
+        load_dicom_series(series)
+
+
+def test_slices_of_another_pixel_size_are_refused(series):
+    def change(k: int, ds) -> None:
+        if k == 3:
+            ds.PixelSpacing = [0.7, 0.7]
+
+    _edit(series, change)
+    with pytest.raises(InputError, match="PixelSpacing 0.7 x 0.7 mm differs from") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(series / "IM00004.dcm")

@@ -200,6 +200,18 @@ def dicom(w: World, how: str) -> Path:
         ds.PixelSpacing = ["0", "0.7"]
         ds.save_as(path)
         w.culprit = path.name
+    elif how in ("gantry tilt", "uneven spacing"):
+        import pydicom
+
+        for k, path in enumerate(sorted(files)):  # tilt: 1 mm more in-plane shift per slice
+            ds = pydicom.dcmread(path)
+            position = [float(v) for v in ds.ImagePositionPatient]
+            if how == "gantry tilt":
+                position[1] += 1.0 * k
+            else:
+                position[2] += 1.2 if k >= 4 else 0.0  # one step longer, under the gap limit
+            ds.ImagePositionPatient = position
+            ds.save_as(path)
     return folder
 
 
@@ -328,6 +340,10 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("values not in HU (int16 extremes)", "predict", lambda w: w.predict(w.ct(data=np.where(np.indices(SHAPE).sum(0) % 2, 32767, -32768).astype(np.int16))), "ct.nii.gz", False),
     ("float +-1e30 voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), np.where(d > -200, 1e30, -1e30)))), "ct.nii.gz", False),
     ("DICOM: PixelSpacing 0", "predict", lambda w: w.predict(dicom(w, "zero pixel spacing")), "series", False),
+    ("DICOM: gantry tilt", "predict", lambda w: w.predict(dicom(w, "gantry tilt")), "series", False),
+    ("DICOM: uneven slice spacing", "predict", lambda w: w.predict(dicom(w, "uneven spacing")), "series", False),
+    ("normalised (z-scored) image", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), (d + 400) / 400))), "ct.nii.gz", False),
+    ("gzip bytes named .nii", "predict", lambda w: w.predict((p := w.tmp / "in/ct.nii", p.write_bytes(w.ct().read_bytes()))[0]), "ct.nii", False),
     ("output is another scan", "predict", other_scan_at_output, "other.nii.gz", False),
     ("empty input=", "predict", lambda w: [f"ckpt={w.ckpt}", "input=", f"output={w.out}"], "input", True),
     ("empty output=", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct()}", "output="], "output", False),
@@ -501,8 +517,9 @@ def test_corpus_is_large_enough() -> None:
 def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
     shared: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Temporaries of a killed earlier run (dead pid, or the old pid-less names) are removed by
-    the rerun; a live writer's temporary is left alone; label and report both appear."""
+    """Temporaries of a killed earlier run (dead pid) are removed by the rerun; a live writer's
+    temporary is left alone, and so is a file named like a temporary without a pid (anybody's
+    file: once, kdseg's names had no pid); label and report both appear."""
     world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
     out = world.out
     out.parent.mkdir(parents=True)
@@ -510,11 +527,11 @@ def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
     child.wait()  # a finished process: its pid is a killed writer's
     stale = [
         out.parent / f".pred-{child.pid}-abcd1234.nii.gz",
-        out.parent / ".pred-zz99yy88.nii.gz",  # the name format before pids were recorded
         out.parent / f".pred-{child.pid}-abcd1234.lesions.json",
     ]
     live = out.parent / f".pred-{os.getppid()}-live0000.nii.gz"
-    for path in [*stale, live]:
+    foreign = out.parent / ".pred-zz99yy88.nii.gz"  # no pid: not provably a kdseg temporary
+    for path in [*stale, live, foreign]:
         path.write_bytes(b"half-written")
     code, stdout, stderr = _in_process("predict", world.predict(world.ct()), tmp_path)
     assert code == 0, stderr
@@ -524,6 +541,7 @@ def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
         "pred.lesions.json",
         "pred.lesions.txt",
         live.name,
+        foreign.name,
     }
 
 

@@ -277,3 +277,82 @@ def test_eval_default_output_of_a_bare_checkpoint_is_beside_it(
     kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={bare}")
     assert (bare.parent / "eval-test-full" / "summary.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_eval_never_writes_into_the_dataset_and_an_empty_split_is_one_line(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """kdseg-eval only reads data.root: no kdseg_split.json (or anything else) appears in a
+    folder without one; a split with no cases is exit 2 naming the folder, nothing written."""
+    from conftest import TINY_DATA
+
+    data = tmp_path / "lits"
+    data.mkdir()
+    for path in phantom_lits.glob("*.nii*"):
+        shutil.copy(path, data / path.name)
+    before = sorted(p.name for p in data.iterdir())
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    out = tmp_path / "out"
+    kdseg("eval", *TINY_DATA, f"data.root={data}", f"ckpt={ckpt}", f"output_dir={out}")
+    assert (out / "summary.json").is_file()
+    assert sorted(p.name for p in data.iterdir()) == before
+    one = tmp_path / "one"  # one case: the seeded split has no test case
+    one.mkdir()
+    volume = sorted(data.glob("volume-*"))[0]
+    shutil.copy(volume, one / volume.name)
+    label = volume.name.replace("volume-", "segmentation-")
+    shutil.copy(data / label, one / label)
+    result = kdseg(
+        "eval",
+        *TINY_DATA,
+        f"data.root={one}",
+        f"ckpt={ckpt}",
+        f"output_dir={tmp_path / 'o2'}",
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"kdseg-eval: error: {one}: split 'test' holds no cases (1 case(s) in the folder)"
+    ]
+    assert not (tmp_path / "o2").exists() and len(list(one.iterdir())) == 2
+
+
+def test_a_dataset_that_cannot_be_written_keeps_its_split_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only mount: the seeded split is made, used and not written (same cases, same
+    seed, same split); read-only commands never try."""
+    import errno
+
+    from kdseg.data import manifest
+
+    ids = [f"c{i}" for i in range(10)]
+    assert manifest.resolve_split(tmp_path, ids, persist=False) == manifest.make_split(ids)
+    assert not (tmp_path / manifest.FOLDER_SPLIT_NAME).exists()
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(manifest, "write_split", read_only)
+    assert manifest.resolve_split(tmp_path, ids) == manifest.make_split(ids)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slice cache lives in the dataset by default: on a read-only mount, exit 2 with the
+    option that moves it, not an internal error."""
+    import errno
+
+    from kdseg.data import prepare
+    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.errors import InputError
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(prepare, "write_text_atomic", read_only)
+    with pytest.raises(InputError, match=r"Read-only file system\); .*data\.cache_root=") as err:
+        prepare.prepare_cases([], PreprocessConfig(), tmp_path / "cache", progress=False)
+    assert err.value.path == str(tmp_path / "cache")

@@ -96,3 +96,46 @@ def test_prefetched_bytes_serve_only_the_same_unchanged_file(tmp_path: Path) -> 
     niigz.prefetch(path)
     niigz.forget_prefetched()  # what a command's exit path does
     assert not niigz._PREFETCHED
+
+
+def _ct(shape: tuple[int, ...] = (20, 18, 6)) -> np.ndarray:
+    return np.random.default_rng(0).integers(-1000, 1000, size=shape).astype(np.int16)
+
+
+def test_labels_keep_the_stored_header_geometry(tmp_path):
+    """A label is placed wherever a viewer places its image: qform and sform with their codes,
+    voxel sizes, NIfTI version and a singleton fourth axis all come back as stored."""
+    from kdseg.data.io import label_image, load_volume
+
+    split = nib.Nifti1Image(_ct(), np.diag([1.6, 1.5, 3.0, 1.0]))
+    split.set_qform(np.diag([1.5, 1.5, 3.0, 1.0]), code=1)  # qform and sform disagree
+    split.set_sform(np.diag([1.6, 1.5, 3.0, 1.0]), code=2)
+    four = nib.Nifti1Image(_ct()[..., None], np.diag([0.9, 0.9, 5.0, 1.0]))
+    four.header.set_zooms((0.9, 0.9, 5.0, 2.5))
+    unset = nib.Nifti1Image(_ct(), None)  # no form set: the voxel sizes alone
+    unset.header.set_zooms((0.9, 0.8, 5.0))
+    version2 = nib.Nifti2Image(_ct(), np.diag([0.8, 0.8, 2.0, 1.0]))
+    for name, image in [("split", split), ("four", four), ("unset", unset), ("v2", version2)]:
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(image, path)
+        stored = nib.load(path)
+        loaded = load_volume(path)
+        label = label_image(np.zeros(loaded.shape, np.uint8), loaded)
+        assert type(label) is type(stored), name
+        assert label.shape == stored.shape, name
+        assert label.header.get_zooms() == stored.header.get_zooms(), name
+        for key in ("qform_code", "sform_code"):
+            assert int(label.header[key]) == int(stored.header[key]), (name, key)
+        np.testing.assert_array_equal(label.get_qform(), stored.get_qform())
+        np.testing.assert_array_equal(label.get_sform(), stored.get_sform())
+
+
+def test_a_normalised_image_is_not_taken_for_hounsfield_units(tmp_path):
+    """z-scored or rescaled by a broken slope, the values span a few units, not hundreds of HU."""
+    from kdseg.data.io import load_volume
+    from kdseg.errors import InputError
+
+    scaled = nib.Nifti1Image(((_ct() + 400) / 400).astype(np.float32), np.eye(4))
+    nib.save(scaled, tmp_path / "z.nii.gz")
+    with pytest.raises(InputError, match=r"within 3\.\d+ of 0 .*a normalised image"):
+        load_volume(tmp_path / "z.nii.gz")

@@ -31,10 +31,15 @@ def main(cfg: DictConfig) -> None:
     )
     inputs = [cfg.data.root, ckpt, artifact]
     out = check_output(cfg.output_dir or default_out, inputs, folder=True, what="output_dir")
-    setup = resolve_data(to_dict(cfg.data))
+    setup = resolve_data(to_dict(cfg.data), read_only=True)
     if cfg.split not in setup.split:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
     cases = [setup.cases[c] for c in setup.split[cfg.split]]
+    if not cases:
+        n = len(setup.cases)
+        raise InputError(
+            cfg.data.root, f"split {cfg.split!r} holds no cases ({n} case(s) in the folder)"
+        )
     rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
     summary = summarize_rows(rows, cfg.protocol)
     info = {

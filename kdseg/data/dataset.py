@@ -155,11 +155,14 @@ def _folder_key(path: str | Path) -> str:
     return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
 
 
-def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) -> DataSetup:
+def resolve_data(
+    cfg: dict[str, Any], teacher_predictions: str | None = None, read_only: bool = False
+) -> DataSetup:
     """Discover the cases of ``cfg['root']`` and resolve split and cache folder.
 
     With ``cfg['unlabeled_root']`` also the unlabeled images (ids must not clash with labeled
     ones); with ``teacher_predictions`` (a folder) the teacher-target cache beside them.
+    ``read_only`` (commands that only read the dataset) never writes a split into the folder.
     """
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
     split = resolve_split(
@@ -169,6 +172,7 @@ def resolve_data(cfg: dict[str, Any], teacher_predictions: str | None = None) ->
         manifest=cfg.get("manifest"),
         seed=int(cfg.get("split_seed", 123)),
         fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
+        persist=not read_only,
     )
     pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
     cache_root = Path(cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache")

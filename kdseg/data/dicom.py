@@ -4,10 +4,13 @@ Reading goes through MONAI's ``PydicomReader`` (slope/intercept applied, so valu
 affine), after a validation that turns the usual ways a series folder is wrong into one
 :class:`~kdseg.errors.InputError` line: no DICOM files, several series in one folder, missing
 slices (a gap in InstanceNumber, or slice positions along the slice normal more than
-``GAP_TOLERANCE`` times the median spacing apart), and slices whose InstanceNumber order is not
-their spatial order (MONAI stacks by InstanceNumber). Files may come in any order and with any
-names; hidden files and non-DICOM files are ignored, and so are DICOM files without an image
-position (a DICOMDIR, a report), since MONAI is told to read exactly the validated slices.
+``GAP_TOLERANCE`` times the median spacing apart), slices whose InstanceNumber order is not
+their spatial order (MONAI stacks by InstanceNumber), slices of different pixel sizes, and
+slices off the even, untilted grid a NIfTI affine can describe (uneven spacing, gantry tilt:
+``GRID_TOLERANCE``), which would otherwise be read with every slice misplaced. Files may come
+in any order and with any names; hidden files and non-DICOM files are ignored, and so are DICOM
+files without an image position (a DICOMDIR, a report), since MONAI is told to read exactly the
+validated slices.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -34,6 +37,11 @@ from kdseg.errors import InputError, atomic_path
 
 GAP_TOLERANCE = 1.5
 """A step between neighbouring slices above this multiple of the median step is a missing slice."""
+
+GRID_TOLERANCE = 0.05
+"""How far (a share of the mean slice step, or of the pixel size in-plane) a slice may lie from
+the evenly spaced, untilted grid a NIfTI affine describes before the series is refused: uneven
+slice spacing and gantry tilt would otherwise be read with every slice silently misplaced."""
 
 RESCALE_INTERCEPT = -1024.0
 """Intercept ``write_dicom_series`` stores (stored value = HU + 1024, the CT convention)."""
@@ -98,6 +106,7 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         raise InputError(folder, "slices have different ImageOrientationPatient")
     if len({(int(ds.Rows), int(ds.Columns)) for _, ds in slices}) > 1:
         raise InputError(folder, "slices have different Rows x Columns")
+    spacings = []
     for path, ds in slices:
         raw = list(getattr(ds, "PixelSpacing", None) or [])
         try:
@@ -106,6 +115,13 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
             spacing = []
         if len(spacing) != 2 or not np.isfinite(spacing).all() or min(spacing) <= 0:
             raise InputError(path, f"PixelSpacing {raw or 'missing'}: not two positive sizes")
+        if spacings and not np.allclose(spacing, spacings[0], rtol=1e-4, atol=1e-6):
+            raise InputError(
+                path,
+                f"PixelSpacing {_mm(spacing)} differs from {slices[0][0].name}'s "
+                f"{_mm(spacings[0])}; one series has one pixel size",
+            )
+        spacings.append(spacing)
 
     numbers = [int(ds.InstanceNumber) for _, ds in slices]
     if len(set(numbers)) < len(numbers):
@@ -144,6 +160,46 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
             f"missing slice: {abs(steps[i]):.2f} mm between InstanceNumber "
             f"{numbers_sorted[i]} (position {positions[i]:.2f}) and {numbers_sorted[i + 1]} "
             f"(position {positions[i + 1]:.2f}), median spacing {median:.2f} mm",
+        )
+    origins = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])[order]
+    _check_grid(folder, positions, origins, normal, numbers_sorted, min(spacings[0]))
+
+
+def _mm(values: list[float]) -> str:
+    return " x ".join(f"{v:g}" for v in values) + " mm"
+
+
+def _check_grid(
+    folder: Path,
+    positions: np.ndarray,
+    origins: np.ndarray,
+    normal: np.ndarray,
+    numbers: np.ndarray,
+    pixel: float,
+) -> None:
+    """Refuse slices off the evenly spaced grid along the slice normal that the reader's affine
+    assumes (first and last slice, equal steps, no in-plane shift): uneven spacing, gantry tilt."""
+    n = len(positions)
+    step = (positions[-1] - positions[0]) / (n - 1)
+    off = positions - (positions[0] + step * np.arange(n))
+    i = int(np.argmax(np.abs(off)))
+    if abs(off[i]) > GRID_TOLERANCE * abs(step):
+        steps = np.abs(np.diff(positions))
+        raise InputError(
+            folder,
+            f"uneven slice spacing ({steps.min():.2f} to {steps.max():.2f} mm; InstanceNumber "
+            f"{numbers[i]} lies {abs(off[i]):.2f} mm off an even grid); resample the series to "
+            "even spacing first",
+        )
+    shift = origins - origins[0]
+    in_plane = shift - np.outer(shift @ normal, normal)  # what moves within the slice plane
+    drift = float(np.linalg.norm(in_plane, axis=1).max())
+    if drift > GRID_TOLERANCE * pixel:
+        raise InputError(
+            folder,
+            f"slices are not stacked along their normal: the image origin moves {drift:.2f} mm "
+            "within the slice plane over the series (gantry tilt or a sheared series); resample "
+            "it to an untilted grid first (e.g. dcm2niix corrects gantry tilt)",
         )
 
 
@@ -186,7 +242,10 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
         raise InputError(
             _bad_slice(slices) or folder, f"cannot read the DICOM series ({exc})"
         ) from exc
-    image = nib.Nifti1Image(np.asarray(volume), np.asarray(volume.affine, dtype=np.float64))
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    image = nib.Nifti1Image(np.asarray(volume), affine)
+    image.set_qform(affine, code=1)  # scanner coordinates, both forms (as dcm2niix writes)
+    image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     return image
 

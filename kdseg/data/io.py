@@ -17,6 +17,7 @@ import gzip
 import io
 import logging
 import math
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,6 +49,14 @@ air about -1,000, and any field of view over a body holds one or the other (or p
 both). An image without a negative value is a label map, a 0-255 export or raw stored values
 without the scanner's rescale, all of which a model trained in HU turns into confident
 garbage."""
+HU_MIN_PEAK = 50.0
+"""Some voxel above :data:`HU_RANGE`'s low end (padding not counted) lies at least this far
+from 0 HU: air (-1000), lung, fat (-100) or bone (+400 and more), and even the soft tissue of
+an enhanced organ. All of them within a few units of 0 is a normalised (z-scored) image or
+stored values scaled by a broken slope, not Hounsfield units."""
+SOURCE_HEADER = "kdseg_source_header"
+"""Key in a loaded image's ``extra`` for the stored header when it differs in shape (a
+singleton fourth axis dropped on reading); :func:`label_image` writes labels with it."""
 LABEL_DESCRIP = b"kdseg label"
 """The NIfTI ``descrip`` of every label kdseg writes: how a later run knows the file is its own
 and may be replaced (see :func:`written_by_kdseg`)."""
@@ -83,9 +92,14 @@ def load_volume(
         return check_volume(load_dicom_series(path), path, nonfinite, role)
     if not is_nifti(path):
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
+    if not str(path).endswith(".gz") and path.is_file():
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                raise InputError(path, "gzip-compressed data named .nii; name it .nii.gz")
     try:
         _check_pixdim(path)
-        with _quiet_nibabel():  # its fix of negative pixdims (abs)
+        with _quiet_nibabel(), warnings.catch_warnings():  # its header fixes; one line only
+            warnings.simplefilter("ignore")
             img = load_nifti(path)
         _check_header(img, path)
         data = np.asanyarray(img.dataobj)
@@ -101,11 +115,14 @@ def load_volume(
         raise InputError(
             path, f"cannot read NIfTI ({type(exc).__name__}: {exc}); corrupt or truncated?"
         ) from None
+    extra = {}
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(path, f"expected a 3D volume, got shape {tuple(data.shape)}")
-    return check_volume(nib.Nifti1Image(data, img.affine, img.header), path, nonfinite, role)
+        extra[SOURCE_HEADER] = img.header  # a label written for it gets its 4-D shape back
+    if data.ndim != 3 or 0 in data.shape:
+        raise InputError(path, f"expected a 3D volume, got shape {tuple(img.shape)}")
+    volume = type(img)(data, img.affine, img.header, extra=extra)  # NIfTI-1 or -2 as stored
+    return check_volume(volume, path, nonfinite, role)
 
 
 @contextlib.contextmanager
@@ -131,7 +148,9 @@ def _check_pixdim(path: Path) -> None:
     klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
     if len(head) < klass.sizeof_hdr:
         return  # too short for a header: nibabel's own error names it
-    header = klass.from_fileobj(io.BytesIO(head), check=False)
+    with warnings.catch_warnings():  # garbage after the header (not a NIfTI): read below
+        warnings.simplefilter("ignore")
+        header = klass.from_fileobj(io.BytesIO(head), check=False)
     ndim = min(max(int(header["dim"][0]), 1), 3)
     zooms = np.asarray(header["pixdim"][1 : 1 + ndim], dtype=float)
     if (zooms == 0).any():
@@ -221,7 +240,7 @@ def check_volume(
         if n_bad:
             fill = float(data[~bad].min()) if nonfinite == "min" else 0.0
             fixed = np.where(bad, data.dtype.type(fill), data)
-            img = nib.Nifti1Image(fixed, img.affine, img.header)
+            img = type(img)(fixed, img.affine, img.header, extra=img.extra)
             data = np.asanyarray(img.dataobj)
     if role == "image" and data.size:
         low, high = data.min(), data.max()
@@ -261,6 +280,15 @@ def _check_hounsfield(data: np.ndarray, low: float, high: float, path: str | Pat
         )
     sample = data.reshape(-1)[:: max(data.size // 1_000_003, 1)]  # a fixed stride: cheap
     counted = sample >= HU_RANGE[0]  # padding and air below it are not counted
+    body = sample[counted]
+    peak = float(np.abs(body).max()) if body.size else 0.0
+    if peak < HU_MIN_PEAK:
+        raise InputError(
+            path,
+            f"every voxel above {HU_RANGE[0]:g} lies within {peak:.4g} of 0 (values {low:.4g} "
+            f"to {high:.4g}): no air (-1000), fat (-100) or bone (+400); a normalised image or "
+            "a broken rescale slope, not Hounsfield units",
+        )
     inside = float((sample[counted] <= HU_RANGE[1]).mean()) if counted.any() else 0.0
     if inside < HU_MIN_INSIDE:
         raise InputError(
@@ -304,14 +332,27 @@ def check_pair(
 
 
 def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:
-    """``label`` as a uint8 NIfTI image with ``reference``'s affine and header."""
+    """``label`` as a uint8 NIfTI image with ``reference``'s geometry, exactly as stored.
+
+    The header is the input's: its qform and sform with their codes, its voxel sizes, its
+    NIfTI version and (for an input stored with a singleton fourth axis) its 4-D shape, so a
+    viewer places the label wherever it places the image. Only an image built in memory whose
+    header does not give its affine gets that affine written (both forms, code 1).
+    """
     if label.shape != reference.shape:
         raise ValueError(f"label shape {label.shape} does not match reference {reference.shape}")
-    header = reference.header.copy()
+    source = reference.extra.get(SOURCE_HEADER) if isinstance(reference.extra, dict) else None
+    header = (source if source is not None else reference.header).copy()
     header.set_data_dtype(np.uint8)
-    out = nib.Nifti1Image(label.astype(np.uint8, copy=False), reference.affine, header)
-    out.set_qform(reference.affine, code=1)
-    out.set_sform(reference.affine, code=1)
+    data = label.astype(np.uint8, copy=False)
+    if source is not None:
+        data = data.reshape(source.get_data_shape())
+    klass = type(reference) if isinstance(reference, nib.Nifti1Image) else nib.Nifti1Image
+    out = klass(data, header.get_best_affine(), header)  # the stored forms stay as they are
+    if not np.allclose(out.affine, reference.affine, atol=1e-6):
+        out = klass(data, reference.affine, header)
+        out.set_qform(reference.affine, code=1)
+        out.set_sform(reference.affine, code=1)
     out.header["descrip"] = LABEL_DESCRIP
     return out
 

@@ -4,7 +4,11 @@ A case is never split across sets and validation is never the test set. Which sp
 uses is decided by :func:`resolve_split`, in this order: an explicit split file; the folder's
 own ``kdseg_split.json``; the versioned manifest in ``data_manifests/`` when the folder holds
 every case it names (a full LiTS / KiTS19 download); otherwise a seeded split of the cases
-present, written to ``<root>/kdseg_split.json`` so later runs reuse it.
+present. Commands that prepare or train write that seeded split to ``<root>/kdseg_split.json``
+so later runs reuse it even when cases are added; commands that only read a dataset
+(``kdseg-eval``, ``kdseg-bench``, ``kdseg-export``'s check) never write into it, and a folder
+that cannot be written (a read-only mount) keeps the split in memory: the same cases and seed
+give the same split.
 """
 
 from __future__ import annotations
@@ -86,8 +90,12 @@ def resolve_split(
     manifest: str | None = None,
     seed: int = 123,
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    persist: bool = True,
 ) -> dict[str, list[str]]:
-    """Return the split for the cases found in ``root`` (see the module docstring for the order)."""
+    """Return the split for the cases found in ``root`` (see the module docstring for the order).
+
+    ``persist=False`` (read-only commands) never writes the seeded split into ``root``.
+    """
     root = Path(root)
     present = set(case_ids)
     if split_file:
@@ -104,8 +112,12 @@ def resolve_split(
                 "versioned manifest %s names cases missing from %s; making a split", versioned, root
             )
         split = make_split(sorted(present), fractions, seed)
-        write_split(split, root / FOLDER_SPLIT_NAME, seed=seed, fractions=list(fractions))
-        log.info("wrote split %s", root / FOLDER_SPLIT_NAME)
+        if persist:
+            try:
+                write_split(split, root / FOLDER_SPLIT_NAME, seed=seed, fractions=list(fractions))
+                log.info("wrote split %s", root / FOLDER_SPLIT_NAME)
+            except OSError as exc:  # a read-only dataset: the seeded split is recomputed each run
+                log.info("split kept in memory (cannot write into %s: %s)", root, exc.strerror)
         return split
     split = read_split(chosen)
     missing = [c for s in SPLITS for c in split[s] if c not in present]

@@ -297,13 +297,20 @@ def prepare_cases(
     :class:`Case` items get images and labels, :class:`ImageCase` items images only.
     """
     cache_dir = Path(cache_dir)
-    write_text_atomic(
-        cache_dir / "preprocess.json",
-        json.dumps(
-            {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1
-        ),
-    )
     todo = [c for c in cases if not is_prepared(cache_dir, c.case_id)]
+    record = cache_dir / "preprocess.json"
+    text = json.dumps(
+        {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1
+    )
+    if todo or not record.is_file() or record.read_text() != text:
+        try:  # a complete cache on a read-only mount is read as it is
+            write_text_atomic(record, text)
+        except OSError as exc:
+            raise InputError(
+                cache_dir,
+                f"cannot write the slice cache ({exc.strerror or exc}); a read-only dataset "
+                "needs data.cache_root=<a writable folder>",
+            ) from None
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(f"prepare {len(todo)} case(s)", total=len(todo))
         if workers > 1 and len(todo) > 1:

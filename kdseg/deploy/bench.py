@@ -165,7 +165,7 @@ def dice_cases(cfg: BenchConfig) -> list[dict[str, str]]:
         return []
     from kdseg.data.dataset import resolve_data
 
-    setup = resolve_data(cfg.data)
+    setup = resolve_data(cfg.data, read_only=True)
     if cfg.split not in setup.split:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
     ids = setup.split[cfg.split][: cfg.max_cases or None]

@@ -65,7 +65,7 @@ def export_data_setup(
     if not base.get("root") or not Path(base["root"]).is_dir() or "layout" not in base:
         return None
     base.setdefault("name", bundle.data.get("name", base["layout"]))
-    return resolve_data(base)
+    return resolve_data(base, read_only=True)
 
 
 def sample_slices(

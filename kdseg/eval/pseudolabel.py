@@ -71,7 +71,7 @@ def score_case(
     if flip:
         axis = left_right_axis(image)
         data = np.ascontiguousarray(np.flip(np.asanyarray(image.dataobj), axis=axis))
-        mirrored = predictor.predict(nib.Nifti1Image(data, image.affine, image.header))
+        mirrored = predictor.predict(type(image)(data, image.affine, image.header))
         row["flip_dice"] = foreground_dice(label, np.flip(mirrored, axis=axis))
     return label, row
 
