@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -62,6 +62,16 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+_KEEP: set[str] = set()
+"""Real paths no sweep removes: the inputs this process reads (see :func:`keep_from_sweeps`)."""
+
+
+def keep_from_sweeps(paths: Iterable[str | os.PathLike | None]) -> None:
+    """Never let :func:`remove_stale_temps` delete these files, however they are named (an
+    input may be named like a dead writer's temporary)."""
+    _KEEP.update(os.path.realpath(p) for p in paths if p is not None and str(p))
+
+
 def remove_stale_temps(target: str | os.PathLike, suffix: str | None = None) -> list[Path]:
     """Delete temporaries of ``target`` left by killed runs (their process is gone).
 
@@ -76,7 +86,12 @@ def remove_stale_temps(target: str | os.PathLike, suffix: str | None = None) -> 
         return removed
     for entry in target.parent.iterdir():
         match = pattern.fullmatch(entry.name)
-        if match and entry.is_file() and not process_alive(int(match.group(1))):
+        if (
+            match
+            and entry.is_file()
+            and os.path.realpath(entry) not in _KEEP
+            and not process_alive(int(match.group(1)))
+        ):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kdseg.errors import InputError
+from kdseg.errors import InputError, keep_from_sweeps
 
 PathLike = str | os.PathLike
 
@@ -66,6 +66,8 @@ def check_output(
     if not str(target).strip():  # an unset shell variable: output=$DIR would mean "here"
         raise InputError(None, f"{what}= is empty; name a file or folder")
     real = _real(target)
+    inputs = list(inputs)
+    keep_from_sweeps(inputs)  # an input named like a stale temporary is still an input
     for source in inputs:
         if source is None or str(source) == "":
             continue

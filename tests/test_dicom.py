@@ -148,6 +148,22 @@ def test_uneven_slice_spacing_is_refused_and_rounding_is_not(series):
         load_dicom_series(series)
 
 
+def test_positions_stored_with_one_decimal_read(tmp_path):
+    """Thin slices (0.625 mm) whose positions a scanner rounded to 0.1 mm: up to 0.1 mm off an
+    exact grid (more than 5% of the step), which misplaces nothing, so the series reads."""
+    affine = AFFINE_FLIPPED.copy()
+    affine[2, 2:] = [0.625, -310.27]
+    folder = tmp_path / "thin"
+    write_dicom_series(_volume(affine), folder)
+    _edit(
+        folder,
+        lambda k, ds: setattr(
+            ds, "ImagePositionPatient", [round(float(v), 1) for v in ds.ImagePositionPatient]
+        ),
+    )
+    assert load_dicom_series(folder).shape == (32, 28, 8)
+
+
 def test_slices_of_another_pixel_size_are_refused(series):
     def change(k: int, ds) -> None:
         if k == 3:

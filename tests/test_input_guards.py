@@ -356,3 +356,44 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
     with pytest.raises(InputError, match=r"Read-only file system\); .*data\.cache_root=") as err:
         prepare.prepare_cases([], PreprocessConfig(), tmp_path / "cache", progress=False)
     assert err.value.path == str(tmp_path / "cache")
+
+
+def test_an_input_named_like_a_dead_writers_temporary_is_never_swept(tmp_path: Path) -> None:
+    """The sweep of a killed run's temporaries spares the files a command reads."""
+    import subprocess
+
+    from kdseg.errors import remove_stale_temps
+    from kdseg.guards import check_output
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # a finished process: its pid is a killed writer's
+    scan = tmp_path / f".ct-{child.pid}-abcd1234.nii.gz"
+    stale = tmp_path / f".ct-{child.pid}-efgh5678.nii.gz"
+    scan.write_bytes(b"the only copy")
+    stale.write_bytes(b"half-written")
+    check_output(tmp_path / "ct.nii.gz", [scan])
+    assert remove_stale_temps(tmp_path / "ct.nii.gz") == [stale]
+    assert scan.read_bytes() == b"the only copy"
+
+
+def test_pseudolabel_refuses_an_input_inside_the_folder_it_replaces(tmp_path: Path) -> None:
+    """Relabelling an earlier dataset in place would replace its images with the folder."""
+    from kdseg.errors import InputError
+    from kdseg.eval.pseudolabel import _check_output
+
+    (tmp_path / "ds" / "imagesTr").mkdir(parents=True)
+    with pytest.raises(InputError, match="lies inside this output folder"):
+        _check_output(tmp_path / "ds" / "imagesTr", tmp_path / "ds")
+
+
+def test_an_image_copied_for_its_label_keeps_its_singleton_axis(tmp_path: Path) -> None:
+    """kdseg-pseudolabel copies non-.nii.gz images: image and label keep the stored shape."""
+    from kdseg.data.io import label_image, load_volume, stored_image
+
+    ct = np.random.default_rng(0).integers(-1000, 1000, (12, 10, 4, 1)).astype(np.int16)
+    nib.save(nib.Nifti1Image(ct, np.diag([0.9, 0.9, 5.0, 1.0])), tmp_path / "ct.nii")
+    image = load_volume(tmp_path / "ct.nii")
+    assert image.shape == (12, 10, 4)
+    copy = stored_image(image)
+    assert copy.shape == label_image(np.zeros(image.shape, np.uint8), image).shape == ct.shape
+    np.testing.assert_array_equal(np.asanyarray(copy.dataobj), ct)

@@ -7,10 +7,10 @@ slices (a gap in InstanceNumber, or slice positions along the slice normal more 
 ``GAP_TOLERANCE`` times the median spacing apart), slices whose InstanceNumber order is not
 their spatial order (MONAI stacks by InstanceNumber), slices of different pixel sizes, and
 slices off the even, untilted grid a NIfTI affine can describe (uneven spacing, gantry tilt:
-``GRID_TOLERANCE``), which would otherwise be read with every slice misplaced. Files may come
-in any order and with any names; hidden files and non-DICOM files are ignored, and so are DICOM
-files without an image position (a DICOMDIR, a report), since MONAI is told to read exactly the
-validated slices.
+``GRID_TOLERANCE``, at least ``GRID_FLOOR_MM``), which would otherwise be read with every slice
+misplaced. Files may come in any order and with any names; hidden files and non-DICOM files are
+ignored, and so are DICOM files without an image position (a DICOMDIR, a report), since MONAI
+is told to read exactly the validated slices.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -42,6 +42,10 @@ GRID_TOLERANCE = 0.05
 """How far (a share of the mean slice step, or of the pixel size in-plane) a slice may lie from
 the evenly spaced, untilted grid a NIfTI affine describes before the series is refused: uneven
 slice spacing and gantry tilt would otherwise be read with every slice silently misplaced."""
+
+GRID_FLOOR_MM = 0.2
+"""Offsets up to this many mm always pass: positions stored with one decimal are up to 0.1 mm
+off an exact grid, which misplaces nothing."""
 
 RESCALE_INTERCEPT = -1024.0
 """Intercept ``write_dicom_series`` stores (stored value = HU + 1024, the CT convention)."""
@@ -183,7 +187,7 @@ def _check_grid(
     step = (positions[-1] - positions[0]) / (n - 1)
     off = positions - (positions[0] + step * np.arange(n))
     i = int(np.argmax(np.abs(off)))
-    if abs(off[i]) > GRID_TOLERANCE * abs(step):
+    if abs(off[i]) > max(GRID_TOLERANCE * abs(step), GRID_FLOOR_MM):
         steps = np.abs(np.diff(positions))
         raise InputError(
             folder,
@@ -194,7 +198,7 @@ def _check_grid(
     shift = origins - origins[0]
     in_plane = shift - np.outer(shift @ normal, normal)  # what moves within the slice plane
     drift = float(np.linalg.norm(in_plane, axis=1).max())
-    if drift > GRID_TOLERANCE * pixel:
+    if drift > max(GRID_TOLERANCE * pixel, GRID_FLOOR_MM):
         raise InputError(
             folder,
             f"slices are not stacked along their normal: the image origin moves {drift:.2f} mm "

@@ -331,6 +331,15 @@ def check_pair(
     return data.astype(np.uint8)
 
 
+def stored_image(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``image`` as its file stored it: a singleton fourth axis dropped on reading is back."""
+    source = image.extra.get(SOURCE_HEADER) if isinstance(image.extra, dict) else None
+    if source is None:
+        return image
+    data = np.asanyarray(image.dataobj).reshape(source.get_data_shape())
+    return type(image)(data, source.get_best_affine(), source.copy())
+
+
 def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:
     """``label`` as a uint8 NIfTI image with ``reference``'s geometry, exactly as stored.
 

@@ -34,7 +34,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.io import load_volume, save_label
+from kdseg.data.io import load_volume, save_label, stored_image
 from kdseg.data.sources import ImageCase, discover_images
 from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
 
@@ -80,6 +80,8 @@ def _check_output(source: Path, output: Path) -> None:
     src, out = source.resolve(), output.resolve()
     if out == src or src in out.parents:
         raise InputError(output, f"the output must lie outside the input folder {source}")
+    if out in src.parents:  # the output folder is replaced as a whole: the input with it
+        raise InputError(output, f"the input {source} lies inside this output folder")
 
 
 def _link_or_copy(case: ImageCase, image: nib.Nifti1Image, target: Path) -> None:
@@ -92,7 +94,7 @@ def _link_or_copy(case: ImageCase, image: nib.Nifti1Image, target: Path) -> None
         os.replace(tmp, target)
         return
     with atomic_path(target, suffix=".nii.gz") as tmp:
-        nib.save(image, str(tmp))
+        nib.save(stored_image(image), str(tmp))  # the shape its label gets too
 
 
 def _paths(output: Path, case_id: str) -> tuple[Path, Path]:
