@@ -110,7 +110,7 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         raise InputError(folder, "slices have different ImageOrientationPatient")
     if len({(int(ds.Rows), int(ds.Columns)) for _, ds in slices}) > 1:
         raise InputError(folder, "slices have different Rows x Columns")
-    spacings = []
+    first: list[float] | None = None  # the pixel size every slice must share
     for path, ds in slices:
         raw = list(getattr(ds, "PixelSpacing", None) or [])
         try:
@@ -119,13 +119,14 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
             spacing = []
         if len(spacing) != 2 or not np.isfinite(spacing).all() or min(spacing) <= 0:
             raise InputError(path, f"PixelSpacing {raw or 'missing'}: not two positive sizes")
-        if spacings and not np.allclose(spacing, spacings[0], rtol=1e-4, atol=1e-6):
+        if first is None:
+            first = spacing
+        elif not np.allclose(spacing, first, rtol=1e-4, atol=1e-6):
             raise InputError(
                 path,
                 f"PixelSpacing {_mm(spacing)} differs from {slices[0][0].name}'s "
-                f"{_mm(spacings[0])}; one series has one pixel size",
+                f"{_mm(first)}; one series has one pixel size",
             )
-        spacings.append(spacing)
 
     numbers = [int(ds.InstanceNumber) for _, ds in slices]
     if len(set(numbers)) < len(numbers):
@@ -145,9 +146,8 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         raise InputError(folder, f"missing slice: no InstanceNumber {_listed(missing)}{extra}")
 
     normal = np.cross(orientations[0, :3], orientations[0, 3:])
-    positions = np.array(
-        [np.dot([float(v) for v in ds.ImagePositionPatient], normal) for _, ds in slices]
-    )[order]
+    origins = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])[order]
+    positions = origins @ normal  # along the slice normal, in InstanceNumber order
     steps = np.diff(positions)
     if not (np.all(steps > 0) or np.all(steps < 0)):
         raise InputError(
@@ -165,8 +165,7 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
             f"{numbers_sorted[i]} (position {positions[i]:.2f}) and {numbers_sorted[i + 1]} "
             f"(position {positions[i + 1]:.2f}), median spacing {median:.2f} mm",
         )
-    origins = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])[order]
-    _check_grid(folder, positions, origins, normal, numbers_sorted, min(spacings[0]))
+    _check_grid(folder, positions, origins, normal, numbers_sorted, min(first))
 
 
 def _mm(values: list[float]) -> str:

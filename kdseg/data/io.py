@@ -331,13 +331,29 @@ def check_pair(
     return data.astype(np.uint8)
 
 
+def _source_header(image: nib.Nifti1Image) -> nib.Nifti1Header | None:
+    """The header ``image``'s file stored when reading changed its shape (see SOURCE_HEADER)."""
+    return image.extra.get(SOURCE_HEADER) if isinstance(image.extra, dict) else None
+
+
+def _as_stored(
+    data: np.ndarray, image: nib.Nifti1Image, header: nib.Nifti1Header
+) -> nib.Nifti1Image:
+    """``data`` (``image``'s shape) in the stored shape with ``header``'s qform and sform as
+    they are, in ``image``'s NIfTI version."""
+    source = _source_header(image)
+    if source is not None:
+        data = data.reshape(source.get_data_shape())
+    klass = type(image) if isinstance(image, nib.Nifti1Image) else nib.Nifti1Image
+    return klass(data, header.get_best_affine(), header)
+
+
 def stored_image(image: nib.Nifti1Image) -> nib.Nifti1Image:
     """``image`` as its file stored it: a singleton fourth axis dropped on reading is back."""
-    source = image.extra.get(SOURCE_HEADER) if isinstance(image.extra, dict) else None
+    source = _source_header(image)
     if source is None:
         return image
-    data = np.asanyarray(image.dataobj).reshape(source.get_data_shape())
-    return type(image)(data, source.get_best_affine(), source.copy())
+    return _as_stored(np.asanyarray(image.dataobj), image, source.copy())
 
 
 def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -350,16 +366,12 @@ def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Imag
     """
     if label.shape != reference.shape:
         raise ValueError(f"label shape {label.shape} does not match reference {reference.shape}")
-    source = reference.extra.get(SOURCE_HEADER) if isinstance(reference.extra, dict) else None
-    header = (source if source is not None else reference.header).copy()
+    source = _source_header(reference)
+    header = (reference.header if source is None else source).copy()
     header.set_data_dtype(np.uint8)
-    data = label.astype(np.uint8, copy=False)
-    if source is not None:
-        data = data.reshape(source.get_data_shape())
-    klass = type(reference) if isinstance(reference, nib.Nifti1Image) else nib.Nifti1Image
-    out = klass(data, header.get_best_affine(), header)  # the stored forms stay as they are
+    out = _as_stored(label.astype(np.uint8, copy=False), reference, header)
     if not np.allclose(out.affine, reference.affine, atol=1e-6):
-        out = klass(data, reference.affine, header)
+        out = type(out)(np.asanyarray(out.dataobj), reference.affine, header)
         out.set_qform(reference.affine, code=1)
         out.set_sform(reference.affine, code=1)
     out.header["descrip"] = LABEL_DESCRIP
