@@ -7,6 +7,7 @@ what is wrong, exit code 2, and no traceback (see ``kdseg.cli``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -133,6 +134,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     try:
         yield tmp_path
         _commit(tmp_path, target)
+    except OSError as exc:
+        raise _write_error(exc, target) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -160,13 +163,27 @@ def atomic_group(
         for tmp, target in zip(temps, paths, strict=True):
             _commit(tmp, target)
             done.append(target)
-    except BaseException:
+    except BaseException as exc:
         for target in done:
             target.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, paths[-1]) from None
         raise
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+
+
+#: Write failures that say where the output goes is unusable, not that kdseg has a bug.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _write_error(exc: OSError, target: Path) -> Exception:
+    """A full disk, an exceeded quota or a read-only or forbidden folder while writing
+    ``target``: one :class:`InputError` naming it; any other ``OSError`` as it is."""
+    if exc.errno not in WRITE_ERRNOS:
+        return exc
+    return InputError(target, f"cannot write it ({os.strerror(exc.errno)}); nothing was kept")
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kdseg.errors import InputError
+
 BIN = Path(sys.executable).parent
 
 
@@ -98,6 +100,45 @@ def test_atomic_group_leaves_nothing_on_failure_and_commits_the_last_file_last(
             tmp.write_text("data")
     assert order == ["p.lesions.json", "p.nii.gz"]  # the report first, the label last
     assert not list(tmp_path.iterdir())  # the report renamed first was removed again
+
+
+def test_a_full_disk_is_one_line_naming_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No space, a quota or a read-only folder while writing: an InputError naming the file
+    (exit code 2, one line), nothing left; any other OSError stays what it is."""
+    import errno
+
+    import kdseg.errors as errors
+
+    def full(tmp: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(errors, "_commit", full)
+    label = tmp_path / "p.nii.gz"
+    with pytest.raises(InputError, match=r"p\.nii\.gz: cannot write it \(No space left"):
+        with errors.atomic_group([tmp_path / "p.lesions.json", label]) as temps:
+            for tmp in temps:
+                tmp.write_text("data")
+    with pytest.raises(InputError, match="one.json: cannot write it"):
+        with errors.atomic_path(tmp_path / "one.json") as tmp:
+            tmp.write_text("data")
+    with pytest.raises(OSError) as caught, errors.atomic_path(tmp_path / "two.json"):
+        raise OSError(errno.EIO, "I/O error")
+    assert not isinstance(caught.value, InputError)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_reader_that_leaves_is_not_an_internal_error() -> None:
+    """``kdseg-predict ... | head``: a closed pipe exits 141 (as SIGPIPE would) without an
+    error line or Python's own complaint at exit."""
+    script = (
+        "import sys\n"
+        "from kdseg.cli.boundary import report\n"
+        "sys.exit(report('kdseg-predict', BrokenPipeError(32, 'Broken pipe'), verbose=False))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 141 and done.stderr == "", done.stderr
 
 
 def test_sigterm_runs_cleanup(tmp_path: Path) -> None:

@@ -57,6 +57,9 @@ def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path
     )
     nifti_label = np.asarray(nib.load(str(tmp_path / "from_dicom.nii.gz")).dataobj)
     np.testing.assert_array_equal(frames, nifti_label.transpose(2, 1, 0))  # multiclass: 1, 2
+    # a rerun as NIfTI into the same folder replaces the SEG run's report, kdseg's own
+    kdseg("predict", f"ckpt={ckpt}", f"input={series}", f"output={tmp_path}")
+    assert (tmp_path / "series.nii.gz").is_file() and (tmp_path / "series.seg.dcm").is_file()
 
 
 def test_dicom_folder_with_two_series_is_rejected(trained_enet: Path, tmp_path: Path) -> None:

@@ -427,6 +427,37 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
     assert report.get("tta", "none") == tta
 
 
+def test_onnx_predict_of_a_dicom_series_never_imports_torch(
+    workspace: dict, onnx_fp32: Path, tmp_path: Path
+) -> None:
+    """A DICOM series is read by pydicom alone on the deploy path (no MONAI, so no torch),
+    and predicts what the same artefact predicts for it in this process."""
+    import os
+    import subprocess
+
+    from kdseg.data.dicom import write_dicom_series
+
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    series = tmp_path / "series"
+    write_dicom_series(load_volume(case.image), series, rng=np.random.default_rng(3))
+    target = tmp_path / "label.nii.gz"
+    args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "report=false"]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, *args, f"input={series}", f"output={target}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LOADED [] PYDICOM True ONNX False" in done.stdout
+    image = load_volume(series)
+    bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")
+    expected = _predict_and_check(bundle, backend, artifact, image)
+    saved = nib.load(str(target))
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj), expected)
+    np.testing.assert_array_equal(saved.affine, image.affine)
+
+
 @pytest.mark.parametrize(
     "bad", ["missing ckpt", "corrupt onnx", "onnx without metadata", "corrupt pt2"]
 )

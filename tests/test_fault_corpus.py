@@ -273,6 +273,36 @@ def onnx_nan(model) -> None:
     init.CopyFrom(numpy_helper.from_array(array, init.name))
 
 
+def onnx_data(**changes) -> Callable:
+    """An ONNX metadata edit: ``data`` keys (``preprocess`` keys merged) set to new values."""
+
+    def edit(model) -> None:
+        entry = next(p for p in model.metadata_props if p.key == "kdseg")
+        meta = json.loads(entry.value)
+        meta["data"]["preprocess"].update(changes.get("preprocess", {}))
+        meta["data"].update({k: v for k, v in changes.items() if k != "preprocess"})
+        entry.value = json.dumps(meta)
+
+    return edit
+
+
+def ckpt_data(**changes) -> Callable[[dict], None]:
+    return lambda ckpt: ckpt["hyper_parameters"]["data"].update(changes)
+
+
+def other_models_ckpt(w: World) -> list[str]:
+    """An artefact of the organ-and-tumor model described by a tumor-only checkpoint."""
+    tumor = w.copy_ckpt(ckpt_data(task="tumor", num_classes=2))
+    return [f"ckpt={tumor}", f"artifact={w.copy_onnx(lambda m: None)}", f"input={w.ct()}", f"output={w.out}"]  # fmt: skip
+
+
+def padded_gzip(w: World) -> Path:
+    """A .nii.gz whose stream holds 8 MB of zeros after the image (a few kB on disk)."""
+    path = w.ct()
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + bytes(8 << 20)))
+    return path
+
+
 def truncated_resume(w: World, prev: bool) -> list[str]:
     """A run dir whose last.ckpt is cut short, with (``prev``) or without a good previous one."""
     run = w.tmp / "run"
@@ -339,6 +369,9 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("values beyond any CT scale", "predict", lambda w: w.predict(w.ct(data=np.full(SHAPE, 2_000_000_000, np.int32) - np.eye(40, 36, dtype=np.int32)[..., None])), "ct.nii.gz", False),
     ("values not in HU (int16 extremes)", "predict", lambda w: w.predict(w.ct(data=np.where(np.indices(SHAPE).sum(0) % 2, 32767, -32768).astype(np.int16))), "ct.nii.gz", False),
     ("float +-1e30 voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), np.where(d > -200, 1e30, -1e30)))), "ct.nii.gz", False),
+    ("voxel size NaN in the header", "predict", lambda w: w.predict(pixdim(w, np.nan)), "ct.nii", False),
+    ("image one voxel wide", "predict", lambda w: w.predict(w.ct(data=np.random.default_rng(0).integers(-1000, 300, (40, 1, 8)).astype(np.int16))), "ct.nii.gz", False),
+    ("gzip stream padded after the image", "predict", lambda w: w.predict(padded_gzip(w)), "ct.nii.gz", False),
     ("DICOM: PixelSpacing 0", "predict", lambda w: w.predict(dicom(w, "zero pixel spacing")), "series", False),
     ("DICOM: gantry tilt", "predict", lambda w: w.predict(dicom(w, "gantry tilt")), "series", False),
     ("DICOM: uneven slice spacing", "predict", lambda w: w.predict(dicom(w, "uneven spacing")), "series", False),
@@ -346,6 +379,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("gzip bytes named .nii", "predict", lambda w: w.predict((p := w.tmp / "in/ct.nii", p.write_bytes(w.ct().read_bytes()))[0]), "ct.nii", False),
     ("output is another scan", "predict", other_scan_at_output, "other.nii.gz", False),
     ("empty input=", "predict", lambda w: [f"ckpt={w.ckpt}", "input=", f"output={w.out}"], "input", True),
+    (".dcm output for NIfTI labels", "predict", lambda w: w.predict(w.ct(), output=w.tmp / "out" / "p.dcm"), "p.dcm", False),
     ("empty output=", "predict", lambda w: [f"ckpt={w.ckpt}", f"input={w.ct()}", "output="], "output", False),
     ("threshold=7", "predict", lambda w: w.predict(w.ct(), "threshold=7"), "threshold", False),
     ("threshold on a multiclass model", "predict", lambda w: w.predict(w.ct(), "threshold=0.3"), "threshold", False),
@@ -373,11 +407,18 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("checkpoint: corrupt", "predict", lambda w: w.predict(w.ct(), ckpt=(p := w.copy_ckpt(), p.write_bytes(os.urandom(4000)))[0]), "model.ckpt", False),
     ("checkpoint: truncated", "predict", lambda w: w.predict(w.ct(), ckpt=(p := w.copy_ckpt(), p.write_bytes(p.read_bytes()[:3000]))[0]), "model.ckpt", False),
     ("checkpoint: malicious pickle", "predict", lambda w: w.predict(w.ct(), ckpt=malicious(w)), "evil.ckpt", False),
+    ("checkpoint: in_channels not the context's", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(ckpt_data(in_channels=3))), "model.ckpt", False),
+    ("checkpoint: num_classes not the task's", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(ckpt_data(num_classes=2))), "model.ckpt", False),
     ("checkpoint not found", "predict", lambda w: w.predict(w.ct(), ckpt=w.tmp / "in/none.ckpt"), "none.ckpt", False),
     # ONNX artefacts
     ("ONNX: unknown task in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_meta('brain'))), "model.onnx", False),
     ("ONNX: node removed", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_drop_node)), "model.onnx", True),
     ("ONNX: NaN weights", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_nan)), "model.onnx", False),
+    ("ONNX: checkpoint of another model", "predict", other_models_ckpt, "model.onnx", False),
+    ("ONNX: metadata says 2 classes, graph gives 3", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(task="tumor", num_classes=2))), "model.onnx", False),
+    ("ONNX: metadata says 3 input slices, graph takes 1", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(context=1, in_channels=3))), "model.onnx", False),
+    ("ONNX: in_plane_size 0 in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"in_plane_size": [0, 0]}))), "model.onnx", False),
+    ("ONNX: axcodes XYZ in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"axcodes": "XYZ"}))), "model.onnx", False),
     ("ONNX: corrupt", "predict", lambda w: w.predict(w.ct(), artifact=(p := w.tmp / "in/m.onnx", p.write_bytes(b"garbage" * 99))[0]), "m.onnx", False),
     # options
     ("batch_size=abc", "predict", lambda w: w.predict(w.ct(), "batch_size=abc"), "batch_size", False),
@@ -562,3 +603,32 @@ def test_onnx_artifact_predicts(shared: dict[str, Path], tmp_path: Path) -> None
     code, _, stderr = _in_process("predict", args, tmp_path)
     assert code == 0, stderr
     assert world.out.is_file()
+
+
+def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_path: Path) -> None:
+    """A header that places voxels by its sform alone (``pixdim`` left at 1 mm, as plain
+    nibabel writes it) is measured in the sform's millimetres; the label does not inherit the
+    CT's display range and says it is a label map; a macOS ``._`` file beside a scan in an
+    input folder is not a case."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    data = np.asanyarray(nib.load(str(world.ct())).dataobj)
+    header = nib.Nifti1Header()
+    header.set_sform(AFFINE, code=2)
+    header["cal_min"], header["cal_max"] = -1024, 2000
+    scan = tmp_path / "in" / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, None, header=header), str(scan))
+    assert nib.load(str(scan)).header.get_zooms() == (1.0, 1.0, 1.0)  # what the file says
+    (tmp_path / "in" / "._ct.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    code, _, stderr = _in_process("predict", world.predict(scan.parent, output=tmp_path / "out"), tmp_path)  # fmt: skip
+    assert code == 0, stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ct.lesions.json",
+        "ct.lesions.txt",
+        "ct.nii.gz",
+    ]
+    report = json.loads((tmp_path / "out" / "ct.lesions.json").read_text())
+    assert report["spacing_mm"] == [1.5, 1.5, 3.0]
+    label = nib.load(str(tmp_path / "out" / "ct.nii.gz"))
+    assert np.array_equal(label.affine, nib.load(str(scan)).affine)
+    assert (label.header["cal_min"], label.header["cal_max"]) == (0, 0)
+    assert label.header.get_intent()[0] == "label"

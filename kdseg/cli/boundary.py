@@ -15,6 +15,7 @@ two guards below); :func:`guarded` is the task-level guard alone, for a module t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -120,6 +121,10 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     """Print ``exc`` as one line (after the traceback when ``verbose``); return the exit code."""
     from hydra.errors import HydraException
 
+    if isinstance(exc, BrokenPipeError):  # `kdseg-predict ... | head`: the reader left
+        with contextlib.suppress(OSError):  # no second error when Python flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     if verbose and not isinstance(exc, (KeyboardInterrupt, Terminated)):
         traceback.print_exception(exc)
     if isinstance(exc, InputError):

@@ -48,8 +48,10 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
         if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg
             return [(source, output)]
         return [(source, output / f"{_stem(source)}.nii.gz")]
-    inputs = sorted(
-        p for p in source.iterdir() if is_nifti(p) or (p.is_dir() and is_dicom_folder(p))
+    inputs = sorted(  # hidden names (macOS ._* forks, editors' swap files) are not cases
+        p
+        for p in source.iterdir()
+        if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     )
     if not inputs:
         raise InputError(source, "no NIfTI files or DICOM series in this folder")
@@ -115,6 +117,10 @@ def main(cfg: DictConfig) -> None:
         raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
     if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
         raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
+    if cfg.output_format == "nifti" and output.suffix == ".dcm":
+        raise InputError(
+            output, "a .dcm output needs output_format=dicom-seg; name a .nii.gz file otherwise"
+        )
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     inputs = [source, *(s for s, _ in pairs), *ckpts, *stage_list(cfg.artifact)]
     if not is_nifti(output) and output.suffix != ".dcm":
@@ -157,17 +163,28 @@ def main(cfg: DictConfig) -> None:
 
 def _check_replaceable(files: list[Path]) -> None:
     """Refuse to replace existing files unless they are an earlier kdseg prediction (its label,
-    the last of ``files``, marked as kdseg's): a scan or a reference mask that happens to sit
-    where an output goes is somebody's data (``overwrite=true`` replaces it anyway)."""
+    the last of ``files``, or that case's label in the other output format, marked as
+    kdseg's): a scan or a reference mask that happens to sit where an output goes is
+    somebody's data (``overwrite=true`` replaces it anyway)."""
     from kdseg.data.io import written_by_kdseg
 
     existing = [f for f in files if os.path.lexists(f)]
-    if existing and not written_by_kdseg(files[-1]):
+    label = files[-1]
+    # the label decides; with none yet, the other output format's label (a rerun as NIfTI
+    # after a DICOM SEG run finds that run's report)
+    labels = [label] if os.path.lexists(label) else _other_labels(label)
+    if existing and not any(written_by_kdseg(f) for f in labels if os.path.lexists(f)):
         raise InputError(
             existing[0],
             "exists and is not a kdseg prediction; choose another output "
             "(overwrite=true replaces it)",
         )
+
+
+def _other_labels(label: Path) -> list[Path]:
+    """The label the other ``output_format`` writes for the same case (its report's sibling)."""
+    stem = label.parent / _stem(label)
+    return [Path(f"{stem}.nii.gz")] if label.name.endswith(".dcm") else [Path(f"{stem}.seg.dcm")]
 
 
 def _predict_one(
@@ -182,7 +199,7 @@ def _predict_one(
 ) -> None:
     """Predict one loaded input and write its files (report, overlay, label last); the
     ``following`` input starts to be read once the network is done with this one."""
-    from kdseg.data.io import label_image
+    from kdseg.data.io import label_image, voxel_sizes
     from kdseg.data.niigz import prefetch, save_nifti
 
     label = predictor.predict(image)
@@ -195,8 +212,7 @@ def _predict_one(
             with timed(steps, "report"):
                 from kdseg.eval.lesions import lesion_report, write_lesion_report
 
-                spacing = [float(z) for z in image.header.get_zooms()[:3]]
-                report = lesion_report(label, spacing)
+                report = lesion_report(label, list(voxel_sizes(image)))
                 report.update({"cascade": predictor.last} if predictor.last else {})
                 report.update({"notes": predictor.notes} if predictor.notes else {})
                 report.update({} if predictor.tta == "none" else {"tta": predictor.tta})

@@ -1,28 +1,26 @@
 """Read a CT DICOM series into a NIfTI image, and write one (for tests, demos and users).
 
-Reading goes through MONAI's ``PydicomReader`` (slope/intercept applied, so values are HU; RAS
-affine), after a validation that turns the usual ways a series folder is wrong into one
-:class:`~kdseg.errors.InputError` line: no DICOM files, several series in one folder, missing
-slices (a gap in InstanceNumber, or slice positions along the slice normal more than
-``GAP_TOLERANCE`` times the median spacing apart), slices whose InstanceNumber order is not
-their spatial order (MONAI stacks by InstanceNumber), slices of different pixel sizes, and
-slices off the even, untilted grid a NIfTI affine can describe (uneven spacing, gantry tilt:
-``GRID_TOLERANCE``, at least ``GRID_FLOOR_MM``), which would otherwise be read with every slice
-misplaced. Files may come in any order and with any names; hidden files and non-DICOM files are
-ignored, and so are DICOM files without an image position (a DICOMDIR, a report), since MONAI
-is told to read exactly the validated slices.
+Reading is pydicom's alone (slope/intercept applied, so values are HU; RAS affine), so the ONNX
+deploy path reads a series without torch or MONAI. A validation first turns the usual ways a
+series folder is wrong into one :class:`~kdseg.errors.InputError` line: no DICOM files, several
+series in one folder, missing slices (a gap in InstanceNumber, or slice positions along the
+slice normal more than ``GAP_TOLERANCE`` times the median spacing apart), slices whose
+InstanceNumber order is not their spatial order (slices are stacked by InstanceNumber), slices
+of different pixel sizes, and slices off the even, untilted grid a NIfTI affine can describe
+(uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least ``GRID_FLOOR_MM``), which would
+otherwise be read with every slice misplaced. Files may come in any order and with any names;
+hidden files and non-DICOM files are ignored, and so are DICOM files without an image position
+(a DICOMDIR, a report): exactly the validated slices are read.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
-is how MONAI's reader lays a series out.
+is how MONAI's ``PydicomReader`` lays a series out (kdseg read series through it until
+2026-12-06; the arrays and affines are equal).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -220,47 +218,55 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     Raises :class:`InputError` (one line naming the folder or file) for the problems listed in
     the module docstring.
     """
-    from monai.transforms import LoadImage
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a folder (expected a DICOM series folder)")
     slices = _read_headers(folder)
     _validate_series(folder, slices)
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    # MONAI globs the folder itself; a regex of the validated paths makes it read exactly those.
-    only = "|".join(re.escape(os.path.join(str(folder), p.name)) for p, _ in slices)
-    try:
-        with warnings.catch_warnings():
-            # MONAI tries a GPU codec plugin first and warns when it is absent; CPU decoding works.
-            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-            loader = LoadImage(
-                reader="PydicomReader",
-                image_only=True,
-                dtype=np.float32,
-                fname_regex=f"(?:{only})\\Z",
-            )
-            volume = loader(str(folder))
-    except Exception as exc:  # pixel data that cannot be decoded, and the like
-        raise InputError(
-            _bad_slice(slices) or folder, f"cannot read the DICOM series ({exc})"
-        ) from exc
-    affine = np.asarray(volume.affine, dtype=np.float64)
-    image = nib.Nifti1Image(np.asarray(volume), affine)
+    ordered = sorted(slices, key=lambda item: int(item[1].InstanceNumber))
+    planes = [_hounsfield(path) for path, _ in ordered]
+    affine = _series_affine([ds for _, ds in ordered])
+    image = nib.Nifti1Image(np.stack(planes, axis=-1), affine)
     image.set_qform(affine, code=1)  # scanner coordinates, both forms (as dcm2niix writes)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     return image
 
 
-def _bad_slice(slices: list[tuple[Path, pydicom.Dataset]]) -> Path | None:
-    """The first slice whose pixel data cannot be decoded (to name it in the error), if any."""
-    for path, _ in slices:
-        try:
-            pydicom.dcmread(path).pixel_array  # noqa: B018 - decoding is the check
-        except Exception:  # noqa: BLE001
-            return path
-    return None
+def _hounsfield(path: Path) -> np.ndarray:
+    """One slice's pixels in HU (slope and intercept applied), as a (columns, rows) float32
+    array: array axis 0 runs along a row of the pixel matrix."""
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001  (undecodable or truncated pixel data, ...)
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputError(path, f"cannot read the DICOM pixel data ({first})") from None
+    if pixels.ndim != 2:
+        raise InputError(path, f"pixel data of shape {pixels.shape}, not one grey-level slice")
+    slope = float(getattr(ds, "RescaleSlope", None) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", None) or 0.0)
+    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32).T
+
+
+def _series_affine(ordered: list[pydicom.Dataset]) -> np.ndarray:
+    """The RAS affine of a validated series in stacking order: array axis 0 along the rows'
+    direction (``ImageOrientationPatient[:3]``, one column spacing per step), axis 1 along the
+    columns' direction (one row spacing per step), axis 2 from the first slice's position to
+    the last's in equal steps (:func:`_check_grid` has checked they are even). Rounded to
+    float32, which is what a NIfTI header stores."""
+    first, last = ordered[0], ordered[-1]
+    cosines = np.array([float(v) for v in first.ImageOrientationPatient])
+    row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)
+    start = np.array([float(v) for v in first.ImagePositionPatient])
+    end = np.array([float(v) for v in last.ImagePositionPatient])
+    lps = np.eye(4)
+    lps[:3, 0] = cosines[:3] * column_spacing
+    lps[:3, 1] = cosines[3:] * row_spacing
+    lps[:3, 2] = (end - start) / (len(ordered) - 1)
+    lps[:3, 3] = start
+    lps[:3] = _LPS @ lps[:3]
+    return lps.astype(np.float32).astype(np.float64)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.niigz import load_nifti, save_nifti
+from kdseg.data.niigz import SLACK_BYTES, excess_bytes, is_gzip_name, load_nifti, save_nifti
 from kdseg.errors import InputError, atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -98,6 +98,12 @@ def load_volume(
                 raise InputError(path, "gzip-compressed data named .nii; name it .nii.gz")
     try:
         _check_pixdim(path)
+        if is_gzip_name(path) and (excess := excess_bytes(path)):
+            raise InputError(
+                path,
+                f"decompresses to {excess + SLACK_BYTES:,} bytes more than its header's image; "
+                "refused before reading (damaged or padded file)",
+            )
         with _quiet_nibabel(), warnings.catch_warnings():  # its header fixes; one line only
             warnings.simplefilter("ignore")
             img = load_nifti(path)
@@ -139,8 +145,9 @@ def _quiet_nibabel() -> Iterator[None]:
 
 
 def _check_pixdim(path: Path) -> None:
-    """Refuse a header whose voxel size (``pixdim``) is zero on a spatial axis, before nibabel
-    quietly makes it 1 mm (a negative one is taken as its absolute value, as nibabel does)."""
+    """Refuse a header whose voxel size (``pixdim``) is zero or not finite on a spatial axis,
+    before nibabel quietly makes it 1 mm (a negative one is taken as its absolute value, as
+    nibabel does)."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         head = f.read(540)
@@ -153,10 +160,12 @@ def _check_pixdim(path: Path) -> None:
         header = klass.from_fileobj(io.BytesIO(head), check=False)
     ndim = min(max(int(header["dim"][0]), 1), 3)
     zooms = np.asarray(header["pixdim"][1 : 1 + ndim], dtype=float)
-    if (zooms == 0).any():
+    bad = (zooms == 0) | ~np.isfinite(zooms)
+    if bad.any():
+        axis = int(np.flatnonzero(bad)[0])
         raise InputError(
             path,
-            f"voxel size (pixdim) is 0 on axis {int(np.flatnonzero(zooms == 0)[0])}: "
+            f"voxel size (pixdim) is {zooms[axis]:g} on axis {axis}: "
             "the header does not say how large a voxel is; broken header",
         )
 
@@ -242,12 +251,35 @@ def check_volume(
             fixed = np.where(bad, data.dtype.type(fill), data)
             img = type(img)(fixed, img.affine, img.header, extra=img.extra)
             data = np.asanyarray(img.dataobj)
+    if role == "image":
+        _check_in_plane(img, path)
     if role == "image" and data.size:
         low, high = data.min(), data.max()
         if low == high:
             raise InputError(path, f"constant volume (every voxel is {data.flat[0]}); not an image")
         _check_hounsfield(data, float(low), float(high), path)
     return img
+
+
+def _check_in_plane(img: nib.Nifti1Image, path: str | Path) -> None:
+    """Refuse an image less than 2 voxels wide along a left-right or front-back axis (one row
+    of a scan, not a slice of one); a single axial slice is fine."""
+    codes = nib.aff2axcodes(img.affine)
+    for axis, code in enumerate(codes):
+        if code not in ("S", "I") and img.shape[axis] < 2:
+            raise InputError(
+                path,
+                f"the image is {img.shape[axis]} voxel wide along {code} (shape "
+                f"{tuple(img.shape)}): not a CT slice",
+            )
+
+
+def voxel_sizes(img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """Voxel size in mm along the image's first three array axes, from the affine that places
+    the voxels (sform or qform), not the header's ``pixdim``, which a writer may leave at 1 mm
+    beside a valid sform."""
+    sizes = np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)
+    return tuple(float(s) for s in sizes)  # type: ignore[return-value]
 
 
 def _check_spacing(affine: np.ndarray, path: str | Path) -> None:
@@ -362,7 +394,8 @@ def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Imag
     The header is the input's: its qform and sform with their codes, its voxel sizes, its
     NIfTI version and (for an input stored with a singleton fourth axis) its 4-D shape, so a
     viewer places the label wherever it places the image. Only an image built in memory whose
-    header does not give its affine gets that affine written (both forms, code 1).
+    header does not give its affine gets that affine written (both forms, code 1). The CT's
+    display range (``cal_min`` / ``cal_max``) is cleared and the intent set to a label map.
     """
     if label.shape != reference.shape:
         raise ValueError(f"label shape {label.shape} does not match reference {reference.shape}")
@@ -375,6 +408,8 @@ def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Imag
         out.set_qform(reference.affine, code=1)
         out.set_sform(reference.affine, code=1)
     out.header["descrip"] = LABEL_DESCRIP
+    out.header["cal_min"] = out.header["cal_max"] = 0  # the CT's display window: unset
+    out.header.set_intent("label")  # NIFTI_INTENT_LABEL: viewers show classes, not a ramp
     return out
 
 

@@ -15,6 +15,7 @@ nibabel's (``Nifti1Image.from_bytes`` / ``to_bytes``), and nothing in nibabel is
 from __future__ import annotations
 
 import importlib
+import io
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -84,6 +85,40 @@ def decompress(data: bytes, codec: Codec = CODEC) -> bytes:
         raise zlib.error(str(exc)) from None
 
 
+#: Bytes a ``.nii.gz`` may decompress to beyond what its header describes (NIfTI writers
+#: pad to 16-byte boundaries at most; this leaves room for odd ones).
+SLACK_BYTES = 1 << 20
+
+
+def excess_bytes(path: str | Path) -> int:
+    """How many bytes the ``.nii.gz`` at ``path`` decompresses to beyond its header's image
+    (``vox_offset`` + voxels x bytes per voxel), from the gzip trailer's size field, before
+    anything is decompressed; 0 when that cannot be told (not gzip, a header that does not
+    parse, an image of 4 GiB or more, whose size the 32-bit field wraps).
+
+    A small file can hold gigabytes of zeros after its image: reading it whole would take
+    that memory for data nibabel then ignores.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            f.seek(-4, 2)
+            isize = int.from_bytes(f.read(4), "little")
+        unpacked = zlib.decompressobj(wbits=31).decompress(head, 540)
+        sizes = {int.from_bytes(unpacked[:4], order) for order in ("little", "big")}
+        klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+        header = klass.from_fileobj(io.BytesIO(unpacked), check=False)
+        voxels = 1
+        for n in header.get_data_shape():
+            voxels *= int(n)
+        expected = int(header["vox_offset"]) + voxels * header.get_data_dtype().itemsize
+    except Exception:  # noqa: BLE001  (the real read reports a bad file)
+        return 0
+    if expected >= 1 << 32:
+        return 0
+    return max(0, isize - expected - SLACK_BYTES)
+
+
 FileStamp = tuple[int, int, int, int, int]
 """What identifies a file's contents without reading it: size, mtime, ctime, inode, device."""
 
@@ -105,6 +140,8 @@ class _Prefetch(threading.Thread):
 
     def run(self) -> None:
         try:
+            if excess_bytes(self.path):  # the real read refuses it
+                return
             raw = decompress(self.path.read_bytes())
             self.raw = raw if _stamp(self.path) == self.stamp else None
         except Exception:  # noqa: BLE001  (the real read reports it, with its one line)

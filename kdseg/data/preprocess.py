@@ -49,6 +49,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
+from kdseg.data.io import voxel_sizes
 from kdseg.data.resample import resize, touched
 from kdseg.errors import InputError
 
@@ -352,8 +353,8 @@ class Preprocessor:
 
     def spacing(self, img: nib.Nifti1Image) -> tuple[float, float, float]:
         """Voxel size in mm along the canonical axes."""
-        zooms = img.header.get_zooms()[:3]
-        return tuple(float(zooms[axis]) for axis in transform_inverse_axes(self._transform(img)))
+        zooms = voxel_sizes(img)
+        return tuple(zooms[axis] for axis in transform_inverse_axes(self._transform(img)))
 
     # -- forward ----------------------------------------------------------------------------
     @staticmethod

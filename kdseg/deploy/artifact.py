@@ -184,6 +184,42 @@ def check_onnx_model(path: str | Path, model: Any) -> None:
         )
 
 
+#: What must agree between an artefact and the checkpoint given to describe it.
+SAME_MODEL_KEYS = ("task", "context", "in_channels", "num_classes")
+
+
+def check_same_model(
+    artifact: str | Path, meta_data: dict[str, Any], ckpt: str | Path, ckpt_data: dict[str, Any]
+) -> None:
+    """An artefact run with ``ckpt=`` must be an export of a model of the same kind: the
+    checkpoint says how to read its outputs, so a tumor checkpoint beside an organ artefact
+    would report the whole organ as tumor."""
+    for key in SAME_MODEL_KEYS:
+        if meta_data.get(key) != ckpt_data.get(key):
+            raise InputError(
+                artifact,
+                f"its data.{key} is {meta_data.get(key)!r} but {Path(ckpt).name}'s is "
+                f"{ckpt_data.get(key)!r}: not an export of that checkpoint's model",
+            )
+
+
+def check_graph_io(path: str | Path, session: Any, data: dict[str, Any]) -> None:
+    """The ONNX graph's input channels and output classes are the ones its description (the
+    artefact's metadata or the checkpoint beside it) says; dynamic dimensions pass."""
+    for kind, port, key in (
+        ("input channels", session.get_inputs()[0], "in_channels"),
+        ("output classes", session.get_outputs()[0], "num_classes"),
+    ):
+        shape = port.shape
+        found = shape[1] if len(shape) > 1 else None
+        if isinstance(found, int) and found != data[key]:
+            raise InputError(
+                path,
+                f"the graph has {found} {kind} but its description says data.{key}="
+                f"{data[key]}: the metadata or the checkpoint given is not this model's",
+            )
+
+
 def load_artifact(path: str | Path, meta: dict[str, Any] | None = None) -> ArtifactBundle:
     """An :class:`ArtifactBundle` (``model=None``) rebuilt from an artefact's own metadata
     (``meta``: what :func:`read_metadata` already returned for ``path``)."""
@@ -227,6 +263,7 @@ def resolve_bundle(
                 f"backend={backend} cannot run a {Path(artifact).suffix} file; "
                 f"use backend={inferred}",
             )
+        session = None
         if backend == "onnx":  # the runtime's own loader validates the file, once
             if not Path(artifact).is_file():
                 raise InputError(artifact, "artefact not found")
@@ -235,7 +272,12 @@ def resolve_bundle(
             meta = parse_metadata(artifact, text, required=not ckpt)
         else:
             meta = read_metadata(artifact, required=not ckpt)  # validates the file, once
-        return (load_bundle(ckpt) if ckpt else load_artifact(artifact, meta)), backend, artifact
+        bundle = load_bundle(ckpt) if ckpt else load_artifact(artifact, meta)
+        if ckpt and meta is not None:
+            check_same_model(artifact, meta["data"], ckpt, bundle.data)
+        if session is not None:
+            check_graph_io(artifact, session, bundle.data)
+        return bundle, backend, artifact
     if backend in ARTIFACT_BACKENDS:
         raise InputError(
             None, f"backend={backend} needs artifact=PATH (an exported .onnx / .pt2 file)"

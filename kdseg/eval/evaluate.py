@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from kdseg.data.io import check_pair, load_volume
+from kdseg.data.io import check_pair, load_volume, voxel_sizes
 from kdseg.data.prepare import LABELS
 from kdseg.data.preprocess import organ_box, organ_level
 from kdseg.data.sources import Case
@@ -51,7 +51,7 @@ def evaluate_cases(
             truth = check_pair(image, load_volume(case.label, role="label"), case.label, LABELS)
             pred = _predict(predictor, image, truth)
             if protocol == "full":
-                spacing = [float(s) for s in image.header.get_zooms()[:3]]
+                spacing = list(voxel_sizes(image))
                 rows.append({"case": case.case_id, **case_metrics(pred, truth, spacing, classes)})
             else:
                 rows.append(

@@ -108,10 +108,16 @@ def _onnx_session(path: str, threads: int | None, stamp: tuple[int, ...]) -> Any
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ...
-        if not type(exc).__module__.startswith("onnxruntime"):
-            raise
-        first = " ".join(str(exc).split())[:300]
-        raise InputError(path, f"ONNX Runtime cannot load it ({first})") from None
+        raise _runtime_error(path, exc, "load") from None
+
+
+def _runtime_error(path: str | Path, exc: Exception, verb: str) -> Exception:
+    """One :class:`InputError` naming the file for ONNX Runtime's own exceptions; anything
+    else is returned as it is (a bug, not a bad file)."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return exc
+    first = " ".join(str(exc).split())[:300]
+    return InputError(path, f"ONNX Runtime cannot {verb} it ({first})")
 
 
 @register_backend("onnx")
@@ -125,7 +131,10 @@ def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
-        logits = session.run(None, {name: x})[0]
+        try:
+            logits = session.run(None, {name: x})[0]
+        except Exception as exc:  # onnxruntime's own InvalidArgument, Fail, ...
+            raise _runtime_error(path, exc, "run") from None
         if not np.isfinite(logits).all():
             raise InputError(
                 path, "the network gives NaN or Inf logits (NaN / Inf weights? a damaged export)"
