@@ -36,6 +36,18 @@ class InputError(Exception):
         return (type(self), (self.path, self.message))
 
 
+class ConfigError(InputError, ValueError):
+    """A config value that cannot work (an unknown loss, a negative weight, ...): one line and
+    exit code 2 like any :class:`InputError`, and still a ``ValueError`` for callers that
+    validate in-process."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message,))
+
+
 _TEMP_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
 
 
@@ -135,7 +147,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield tmp_path
         _commit(tmp_path, target)
     except OSError as exc:
-        raise _write_error(exc, target) from None
+        _name_target(exc, target)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -167,23 +180,24 @@ def atomic_group(
         for target in done:
             target.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise _write_error(exc, paths[-1]) from None
+            _name_target(exc, paths[-1])
         raise
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
 
 
-#: Write failures that say where the output goes is unusable, not that kdseg has a bug.
+#: Write failures that say where the output goes is unusable, not that kdseg has a bug: the
+#: command line reports them as one line naming the file (``kdseg.cli.boundary.report``).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
-def _write_error(exc: OSError, target: Path) -> Exception:
-    """A full disk, an exceeded quota or a read-only or forbidden folder while writing
-    ``target``: one :class:`InputError` naming it; any other ``OSError`` as it is."""
-    if exc.errno not in WRITE_ERRNOS:
-        return exc
-    return InputError(target, f"cannot write it ({os.strerror(exc.errno)}); nothing was kept")
+def _name_target(exc: OSError, target: Path) -> None:
+    """Give an ``OSError`` raised while writing ``target`` that file's name, when it has none
+    (a ``write()`` on a full disk names no file): the error line can then say which output
+    could not be written. It stays the same ``OSError``, for callers that handle it."""
+    if exc.filename is None:
+        exc.filename = str(target)
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:

@@ -79,3 +79,15 @@ def trained_onnx(trained_enet: Path, tmp_path_factory: pytest.TempPathFactory) -
     return export_checkpoint(
         ExportOptions(ckpt=str(ckpt), check_slices=0, output=str(out))
     ).artifact
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """Commands run in-process install kdseg's SIGINT / SIGTERM handlers; each test ends with
+    the worker's own again."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

@@ -40,7 +40,6 @@ def test_empty_folder(tmp_path: Path) -> None:
 
 def test_truncated_gzip_is_detected_by_loader(tmp_path: Path) -> None:
     from kdseg.data.io import load_volume
-    from kdseg.errors import InputError
 
     path = tmp_path / "v.nii.gz"
     path.write_bytes(gzip.compress(b"\x00" * 100))
@@ -49,7 +48,6 @@ def test_truncated_gzip_is_detected_by_loader(tmp_path: Path) -> None:
 
 
 def test_guard_refuses_outputs_over_or_inside_inputs(tmp_path: Path) -> None:
-    from kdseg.errors import InputError
     from kdseg.guards import check_output, check_outputs
 
     scans = tmp_path / "scans"
@@ -103,29 +101,33 @@ def test_atomic_group_leaves_nothing_on_failure_and_commits_the_last_file_last(
 
 
 def test_a_full_disk_is_one_line_naming_the_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """No space, a quota or a read-only folder while writing: an InputError naming the file
-    (exit code 2, one line), nothing left; any other OSError stays what it is."""
+    """No space, a quota or a read-only folder while writing: the OSError (still one, for
+    callers that handle it) names the file, and the command line reports it as one line
+    naming that output, exit code 2; nothing is left. Any other OSError is an internal error."""
     import errno
 
     import kdseg.errors as errors
+    from kdseg.cli.boundary import report
 
     def full(tmp: Path, target: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(errors, "_commit", full)
     label = tmp_path / "p.nii.gz"
-    with pytest.raises(InputError, match=r"p\.nii\.gz: cannot write it \(No space left"):
+    with pytest.raises(OSError) as caught:
         with errors.atomic_group([tmp_path / "p.lesions.json", label]) as temps:
             for tmp in temps:
                 tmp.write_text("data")
-    with pytest.raises(InputError, match="one.json: cannot write it"):
-        with errors.atomic_path(tmp_path / "one.json") as tmp:
-            tmp.write_text("data")
-    with pytest.raises(OSError) as caught, errors.atomic_path(tmp_path / "two.json"):
+    assert caught.value.filename == str(label)
+    assert report("kdseg-predict", caught.value, verbose=False) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == f"kdseg-predict: error: {label}: cannot write it (No space left on device)"
+    with pytest.raises(OSError) as caught, errors.atomic_path(tmp_path / "one.json"):
         raise OSError(errno.EIO, "I/O error")
-    assert not isinstance(caught.value, InputError)
+    assert report("kdseg-predict", caught.value, verbose=False) == 1
+    assert "internal error" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -173,7 +175,6 @@ except BaseException as exc:
 def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
     trained_enet: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from kdseg.errors import InputError
     from kdseg.lit.resume import find_resume
 
     ckpts = tmp_path / "checkpoints"
@@ -202,7 +203,6 @@ def test_one_shot_compose_equals_the_hydra_app_config() -> None:
     from omegaconf import OmegaConf
 
     from kdseg.cli.boundary import CONFIG_PATH, compose_once, plain_overrides
-    from kdseg.errors import InputError
 
     args = ["ckpt=[a.ckpt,b.ckpt]", "input=in.nii.gz", "output=out", "threads=2", "report=false"]
     assert plain_overrides(args) and plain_overrides([])

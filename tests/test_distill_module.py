@@ -18,6 +18,7 @@ import torch
 from conftest import BIN, TINY_DATA, kdseg
 
 from kdseg.data.dataset import resolve_data
+from kdseg.errors import InputError
 from kdseg.eval.checkpoint import NET_PREFIX, load_bundle
 from kdseg.lit.distill import DistillationModule
 from kdseg.models import build_from_config
@@ -306,7 +307,25 @@ def test_teacher_trained_on_other_preprocessing_exits_2_with_one_line(
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kdseg-distill: error:"), result.stderr
-    assert "preprocess" in lines[0] and "Traceback" not in result.stderr
+    assert "preprocess.in_plane_size: teacher [48, 48] vs data [40, 40]" in lines[0]
+    assert "window" not in lines[0] and "Traceback" not in result.stderr  # only what differs
+
+
+def test_a_teacher_of_another_organ_is_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    """A kidney teacher is not distilled into a liver student, whatever the window says."""
+    cfg = _compose("distill", [f"data.root={phantom_lits}", "teacher.ckpt=unused", *STUDENT])
+    data = resolve_data(cfg["data"]).info()
+    model = {"name": "enet", "in_channels": 1, "num_classes": 3, "width": 0.25}
+    ckpt = _fake_teacher(tmp_path / "kidney.ckpt", model, {**data, "organ": "kidney"})
+    with pytest.raises(InputError, match="organ: teacher 'kidney' vs data 'liver'"):
+        DistillationModule(
+            model=cfg["student"],
+            data=data,
+            optim=cfg["optim"],
+            loss=cfg["loss"],
+            teacher={"ckpt": str(ckpt)},
+            distill=cfg["distill"],
+        )
 
 
 def _fake_run(root: Path, name: str, cfg: dict[str, Any], scores: dict[str, float] | None) -> Path:

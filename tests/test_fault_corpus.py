@@ -296,6 +296,29 @@ def other_models_ckpt(w: World) -> list[str]:
     return [f"ckpt={tumor}", f"artifact={w.copy_onnx(lambda m: None)}", f"input={w.ct()}", f"output={w.out}"]  # fmt: skip
 
 
+def distill_into_teacher_run(w: World, inside: bool) -> list[str]:
+    """A distillation whose run dir is its teacher's run folder (or a folder inside it)."""
+    teacher = w.tmp / "teacher-run" / "checkpoints" / "best.ckpt"
+    teacher.parent.mkdir(parents=True)
+    shutil.copy(w.ckpt, teacher)
+    run = teacher.parent / "student" if inside else teacher.parent.parent
+    return [*TINY_DATA, f"data.root={w.lits}", f"teacher.ckpt={teacher}", "student=enet", "student.width=0.25", f"hydra.run.dir={run}"]  # fmt: skip
+
+
+def _run_args(w: World) -> list[str]:
+    return [*TINY_DATA, "logger=csv", f"data.root={w.lits}", "trainer.max_epochs=1", f"hydra.run.dir={w.tmp / 'run'}"]  # fmt: skip
+
+
+def train_args(w: World, *extra: str) -> list[str]:
+    """A short kdseg-train run on the shared phantoms in the case folder, with ``extra``."""
+    return [*_run_args(w), "model=enet", "model.width=0.25", *extra]
+
+
+def distill_args(w: World, *extra: str) -> list[str]:
+    """A short kdseg-distill run (EMKD) from a copy of the shared checkpoint, with ``extra``."""
+    return [*_run_args(w), f"teacher.ckpt={w.copy_ckpt()}", "student=enet", "student.width=0.25", "distill=emkd", *extra]  # fmt: skip
+
+
 def padded_gzip(w: World) -> Path:
     """A .nii.gz whose stream holds 8 MB of zeros after the image (a few kB on disk)."""
     path = w.ct()
@@ -441,6 +464,18 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     # training
     ("train: truncated last.ckpt, no good previous", "train", lambda w: truncated_resume(w, prev=False), "last.ckpt", True),
     ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", False),
+    ("train: seed=-1", "train", lambda w: train_args(w, "seed=-1"), "seed", False),
+    ("train: seed=null", "train", lambda w: train_args(w, "seed=null"), "seed", False),
+    ("train: data.batch_size=0", "train", lambda w: train_args(w, "data.batch_size=0"), "batch_size", False),
+    ("train: data.sampling=targt", "train", lambda w: train_args(w, "data.sampling=targt"), "sampling", False),
+    ("train: trainer.deterministic=wran", "train", lambda w: train_args(w, "trainer.deterministic=wran"), "deterministic", False),
+    ("train: trainer.max_epochs=-5", "train", lambda w: train_args(w, "trainer.max_epochs=-5"), "max_epochs", False),
+    ("distill: unknown student tap", "distill", lambda w: distill_args(w, "distill.terms.imd_low.student_tap=bogus"), "bogus", False),
+    ("distill: negative weight", "distill", lambda w: distill_args(w, "distill.terms.pmd.weight=-1"), "weight", False),
+    ("distill: an option the loss lacks", "distill", lambda w: distill_args(w, "+distill.terms.pmd.options.temprature=2"), "temprature", True),
+    ("distill: unknown mix", "distill", lambda w: distill_args(w, "+distill.mix=cutmixx"), "cutmixx", False),
+    ("distill: run dir is the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=False), "teacher-run", False),
+    ("distill: run dir inside the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=True), "teacher-run/checkpoints/student", False),
     ("train: run dir inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/run"])[1], "in/run", False),
 ]  # fmt: skip
 
@@ -450,6 +485,7 @@ MODULES = {
     "export": "export",
     "prepare": "prepare",
     "train": "train",
+    "distill": "distill",
     "phantom": "phantom",
     "report": "report",
 }
@@ -530,7 +566,7 @@ def test_fault(
     assert culprit in lines[0] and "Traceback" not in stderr, report
     after = _snapshot(tmp_path)
     new = set(after) - set(before)
-    if command == "train":  # Hydra's own run-dir bookkeeping, written before the task runs
+    if command in ("train", "distill"):  # Hydra's run-dir bookkeeping, before the task runs
         new = {p for p in new if not any(part in p for part in HYDRA_BOOKKEEPING)}
     if command == "prepare":  # the cache of the good case stays (and stays valid)
         new = {

@@ -259,6 +259,13 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     assert len(folders) == 2 and {f.name.rsplit("-", 1)[1] for f in folders} == {run_id}
     assert (run / "checkpoints" / "last-previous.ckpt").is_file()  # the one before last.ckpt
     assert "GPU available" not in result.stdout + result.stderr
+    # best.ckpt is the best validation of the whole run, killed or not, and last.ckpt holds
+    # the best callback's state after its own epoch (what a resume compares against)
+    best_score = max(float(r["val/dice_mean"]) for r in rows if r.get("val/dice_mean"))
+    assert summary["best_score"] == pytest.approx(best_score, abs=1e-6)
+    states = torch.load(last, weights_only=True)["callbacks"]
+    monitored = [v for k, v in states.items() if "val/dice_mean" in k]
+    assert [float(v["best_model_score"]) for v in monitored] == [pytest.approx(best_score)]
     # a rerun of the finished run trains nothing and keeps its summary and log as they were
     before = {name: (run / name).read_bytes() for name in ("summary.json", "csv/metrics.csv")}
     again = subprocess.run(args, capture_output=True, text=True, env=env)
@@ -266,6 +273,33 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     assert "had already finished at step 12: summary.json kept" in again.stdout + again.stderr
     assert {name: (run / name).read_bytes() for name in before} == before
     assert summary["metrics"]  # the summary kept is the one that trained
+
+
+def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) mid-run: exit code 130 and kdseg's one line, not Lightning's exit 1."""
+    run = tmp_path / "interrupted"
+    args = [
+        str(BIN / "kdseg-train"),
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=50",
+        f"hydra.run.dir={run}",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err[-3000:]
+    assert lines[-1] == "kdseg-train: error: interrupted; unfinished outputs removed", err[-3000:]
+    assert "Traceback" not in err
 
 
 def test_resumed_run_draws_what_an_uninterrupted_one_would(
@@ -300,7 +334,7 @@ def test_resumed_run_draws_what_an_uninterrupted_one_would(
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
-    kdseg(
+    done = kdseg(
         "train",
         *TINY_DATA,
         "logger=csv",
@@ -314,6 +348,10 @@ def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2  # 32 samples over 2 ranks of batch 8
     assert load_bundle(run / "checkpoints" / "last.ckpt").model is not None
+    out = done.stdout + done.stderr  # quiet as a one-process run: no banners, one summary line
+    for noise in ("Initializing distributed", "distributed_backend", "deprecated", "sync_dist"):
+        assert noise not in out, out
+    assert out.count("best checkpoint:") == 1, out
 
 
 def test_ddp_distill_with_unlabeled_scans(

@@ -113,6 +113,16 @@ def data_inputs(cfg: DictConfig) -> tuple[Any, ...]:
     return tuple(OmegaConf.select(cfg, key, default=None) for key in keys)
 
 
+def checkpoint_run(ckpt: Any) -> Path | None:
+    """The run folder a checkpoint belongs to: the parent of its ``checkpoints/`` folder, as
+    kdseg-train lays a run out (``None`` for a checkpoint elsewhere). Another run writing
+    there would replace that run's config and logs, and resume from its ``last.ckpt``."""
+    if ckpt in (None, "", "null"):
+        return None
+    folder = Path(str(ckpt)).parent
+    return folder.parent if folder.name == "checkpoints" else None
+
+
 def stage_list(value: Any) -> list[Any]:
     """``ckpt`` / ``artifact`` as a list: ``[a, b]`` is a cascade, a single value one stage."""
     if value is None:

@@ -30,7 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from kdseg.errors import InputError
+from kdseg.errors import WRITE_ERRNOS, InputError
 
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 TRUE = ("true", "1", "yes", "on")
@@ -47,7 +47,11 @@ BANNERS = (
     "Restored all states from the checkpoint",
     "Using 16bit Automatic Mixed Precision",  # trainer.precision says so (GPU runs)
     "Using bfloat16 Automatic Mixed Precision",
+    "Initializing distributed:",  # DDP: trainer=ddp says so
+    "-" * 20,  # DDP: the "distributed_backend=gloo / All processes registered" box
 )
+#: Lightning lines dropped wherever they appear in a record (a rank prefix before them)
+BANNER_PARTS = ("Received SIGTERM",)  # kdseg reports SIGTERM itself (exit 143)
 #: the loggers those lines come through (the CUDA accelerator logs LOCAL_RANK on its own)
 BANNER_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
@@ -55,6 +59,9 @@ BANNER_LOGGERS = (
     "lightning_fabric.utilities.rank_zero",
     "pytorch_lightning.accelerators.cuda",
     "lightning.pytorch.accelerators.cuda",
+    "lightning_fabric.utilities.distributed",
+    "pytorch_lightning.trainer.connectors.signal_connector",
+    "lightning.pytorch.trainer.connectors.signal_connector",
 )
 #: Deprecation and notice warnings from the stack that a user can do nothing about.
 KNOWN_WARNINGS = (
@@ -66,6 +73,10 @@ KNOWN_WARNINGS = (
     r".*Experiment logs directory .* exists and is not empty.*",
     # kdseg-distill: the frozen teacher is in eval mode on purpose (METHOD.md §2)
     r".*module\(s\) in eval mode at the start of training.*",
+    # DDP: Lightning's own all_gather of the Dice counts, and its advice for logged values
+    # that kdseg already reduces over the processes (the counts are all-gathered)
+    r".*torch.distributed.nn.functional.all_gather is deprecated.*",
+    r".*It is recommended to use `self.log\('val/.*sync_dist=True.*",
 )
 
 
@@ -73,9 +84,18 @@ class Terminated(BaseException):
     """Raised by the SIGTERM handler (a ``BaseException``: ``except Exception`` lets it pass)."""
 
 
+class Interrupted(BaseException):
+    """Raised by the SIGINT handler instead of ``KeyboardInterrupt``: Lightning turns a
+    ``KeyboardInterrupt`` during ``fit`` into ``sys.exit(1)``, which would hide Ctrl-C's exit
+    code 130 and kdseg's one line; any other exception it re-raises after its own cleanup."""
+
+
 class _DropBanners(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).lstrip().startswith(BANNERS)
+        message = str(record.msg)
+        return not (
+            message.lstrip().startswith(BANNERS) or any(part in message for part in BANNER_PARTS)
+        )
 
 
 def quiet_libraries() -> None:
@@ -94,12 +114,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def install_signal_handlers() -> None:
     """SIGTERM -> :class:`Terminated` (Python's default would end the process on the spot,
-    skipping every cleanup); SIGINT keeps raising KeyboardInterrupt. Main thread only."""
+    skipping every cleanup); SIGINT -> :class:`Interrupted` where Python's own handler is
+    installed. Main thread only."""
     try:
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread
         pass
 
@@ -125,7 +152,7 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
         with contextlib.suppress(OSError):  # no second error when Python flushes at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    if verbose and not isinstance(exc, (KeyboardInterrupt, Terminated)):
+    if verbose and not isinstance(exc, (KeyboardInterrupt, Interrupted, Terminated)):
         traceback.print_exception(exc)
     if isinstance(exc, InputError):
         line, code = str(exc), 2
@@ -133,9 +160,14 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
         line, code = _config_message(exc), 2
     elif isinstance(exc, HydraException):
         line, code = _first_line(exc), 2
+    elif isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS and exc.filename:
+        # a full disk, a quota, a read-only or forbidden folder: where the output goes
+        line, code = f"{exc.filename}: cannot write it ({os.strerror(exc.errno)})", 2
+    elif any(cls.__name__ == "MisconfigurationException" for cls in type(exc).__mro__):
+        line, code = _first_line(exc), 2  # Lightning's refusal of a trainer setting
     elif isinstance(exc, Terminated):
         line, code = "terminated (SIGTERM); unfinished outputs removed", 143
-    elif isinstance(exc, KeyboardInterrupt):
+    elif isinstance(exc, (KeyboardInterrupt, Interrupted)):
         line, code = "interrupted; unfinished outputs removed", 130
     else:
         hint = "" if verbose else " (verbose=true shows the traceback)"

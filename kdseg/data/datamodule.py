@@ -55,6 +55,8 @@ from kdseg.errors import InputError
 log = logging.getLogger(__name__)
 
 TARGET_SLICES = ("auto", "organ", "tumor")
+SAMPLING = ("oversample", "target", "all")
+VAL_SAMPLING = ("all", "target")
 TARGET_WEIGHTING = (None, "slice", "lesion")  # null and slice: every target slice alike
 TUMOR = 2  # the tumor label of the cached (LiTS / KiTS) labels
 
@@ -231,6 +233,15 @@ class SliceDataModule(pl.LightningDataModule):
                 None,
                 f"data.target_slices must be one of {TARGET_SLICES}, got {loader.target_slices!r}",
             )
+        for key, allowed in (("sampling", SAMPLING), ("val_sampling", VAL_SAMPLING)):
+            if getattr(loader, key) not in allowed:
+                raise InputError(
+                    None, f"data.{key} must be one of {allowed}, got {getattr(loader, key)!r}"
+                )
+        for key in ("batch_size", "samples_per_epoch"):
+            value = getattr(loader, key)
+            if value is not None and (isinstance(value, bool) or not int(value) >= 1):
+                raise InputError(None, f"data.{key} must be a whole number >= 1, got {value!r}")
 
     def prepare_data(self) -> None:
         """Fill the cache for missing cases (Lightning calls this on rank 0 only)."""

@@ -311,7 +311,7 @@ def prepare_cases(
                 f"cannot write the slice cache ({exc.strerror or exc}); a read-only dataset "
                 "needs data.cache_root=<a writable folder>",
             ) from None
-    with Progress(disable=not progress, transient=False) as bar:
+    with Progress(disable=not (progress and todo), transient=False) as bar:  # nothing to do: quiet
         task = bar.add_task(f"prepare {len(todo)} case(s)", total=len(todo))
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -29,6 +29,7 @@ from torch import nn
 
 from kdseg.distill.adapters import ChannelAdapter
 from kdseg.distill.losses import available_losses, build_loss, loss_class
+from kdseg.errors import ConfigError
 from kdseg.models.taps import SegOutput, TapInfo
 
 LOGITS = "logits"
@@ -56,24 +57,24 @@ def _default_name(loss: str, student_tap: str, teacher_tap: str) -> str:
 def _parse_term(raw: Any, key: str | None) -> DistillTerm:
     where = f"distillation term {key!r}" if key is not None else "distillation term"
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
     unknown = sorted(set(raw) - _TERM_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {sorted(_TERM_KEYS)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(_TERM_KEYS)}")
     missing = sorted({"loss", "weight", "student_tap"} - set(raw))
     if missing:
-        raise ValueError(f"{where}: missing key(s) {missing}")
+        raise ConfigError(f"{where}: missing key(s) {missing}")
     weight = raw["weight"]
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or weight < 0:
-        raise ValueError(f"{where}: weight must be a number >= 0, got {weight!r}")
+        raise ConfigError(f"{where}: weight must be a number >= 0, got {weight!r}")
     options = raw.get("options") or {}
     if not isinstance(options, Mapping):
-        raise ValueError(f"{where}: options must be a mapping, got {type(options).__name__}")
+        raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")
     loss, student_tap = str(raw["loss"]), str(raw["student_tap"])
     teacher_tap = str(raw.get("teacher_tap", student_tap))
     name = raw.get("name", key) or _default_name(loss, student_tap, teacher_tap)
     if key is not None and name != key:
-        raise ValueError(f"{where}: name {name!r} differs from its key")
+        raise ConfigError(f"{where}: name {name!r} differs from its key")
     return DistillTerm(str(name), loss, float(weight), student_tap, teacher_tap, dict(options))
 
 
@@ -94,14 +95,14 @@ def parse_terms(
     elif isinstance(cfg_terms, Iterable) and not isinstance(cfg_terms, (str, bytes)):
         terms = [_parse_term(raw, None) for raw in cfg_terms]
     else:
-        raise ValueError(f"distillation terms must be a list or a mapping, got {cfg_terms!r}")
+        raise ConfigError(f"distillation terms must be a list or a mapping, got {cfg_terms!r}")
     names = [term.name for term in terms]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"duplicate distillation term name(s) {duplicates}; set a unique 'name'")
+        raise ConfigError(f"duplicate distillation term name(s) {duplicates}; set a unique 'name'")
     bad = [n for n in names if not n or "." in n]
     if bad:
-        raise ValueError(f"distillation term names must be non-empty and without '.', got {bad}")
+        raise ConfigError(f"distillation term names must be non-empty and without '.', got {bad}")
     return terms
 
 
@@ -109,9 +110,9 @@ def check_warmup(warmup: Any) -> float:
     """Validate ``distill.warmup``: 0 (off), a fraction in (0, 1) of the total steps, or a
     whole number >= 1 of steps. Returns it as a float."""
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real) or not warmup >= 0:
-        raise ValueError(f"distill.warmup must be a number >= 0, got {warmup!r}")
+        raise ConfigError(f"distill.warmup must be a number >= 0, got {warmup!r}")
     if warmup >= 1 and (not math.isfinite(warmup) or warmup != int(warmup)):
-        raise ValueError(
+        raise ConfigError(
             f"distill.warmup must be a fraction of the steps in [0, 1) or a whole number of "
             f"steps, got {warmup!r}"
         )
@@ -130,7 +131,7 @@ def warmup_factor(warmup: float, step: int, total_steps: float | None = None) ->
         return 1.0
     if warmup < 1:
         if total_steps is None or not math.isfinite(total_steps) or total_steps <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"distill.warmup={warmup} is a fraction of the training steps, but their "
                 f"total is unknown ({total_steps!r}); give a number of steps instead"
             )
@@ -146,7 +147,7 @@ def _tap_table(tap_info: Mapping[str, TapInfo], num_classes: int) -> dict[str, T
 
 def _check_tap(term: DistillTerm, side: str, tap: str, table: Mapping[str, TapInfo]) -> TapInfo:
     if tap not in table:
-        raise ValueError(
+        raise ConfigError(
             f"distillation term {term.name!r}: unknown {side} tap {tap!r}; "
             f"valid: {', '.join(sorted(table))}"
         )
@@ -185,7 +186,7 @@ class DistillationCriterion(nn.Module):
         self.adapters = nn.ModuleDict()
         for term in terms:
             if term.loss not in valid_losses:
-                raise ValueError(
+                raise ConfigError(
                     f"distillation term {term.name!r}: unknown loss {term.loss!r}; "
                     f"valid: {', '.join(valid_losses)}"
                 )
@@ -197,8 +198,8 @@ class DistillationCriterion(nn.Module):
                 options.setdefault("num_classes", num_classes)
             try:
                 loss = build_loss(term.loss, **options)
-            except ValueError as err:
-                raise ValueError(f"distillation term {term.name!r}: {err}") from err
+            except (ValueError, TypeError) as err:  # TypeError: an option the loss lacks
+                raise ConfigError(f"distillation term {term.name!r}: {err}") from err
             if term.weight == 0:
                 continue
             self.terms.append(term)

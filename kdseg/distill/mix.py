@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from kdseg.errors import ConfigError
+
 MIX_KINDS = ("cutmix",)
 #: Added to the run's seed for the mix generator, so it never equals the data's streams.
 MIX_SEED_OFFSET = 0x6D6978
@@ -43,7 +45,7 @@ def check_mix(kind: Any, key: str = "distill.mix") -> str | None:
     if kind is None or kind is False or (isinstance(kind, str) and kind.lower() in {"", "none"}):
         return None
     if not isinstance(kind, str) or kind.lower() not in MIX_KINDS:
-        raise ValueError(f"{key} must be null or one of {list(MIX_KINDS)}, got {kind!r}")
+        raise ConfigError(f"{key} must be null or one of {list(MIX_KINDS)}, got {kind!r}")
     return kind.lower()
 
 

@@ -41,7 +41,7 @@ from kdseg.models import SegOutput
 from kdseg.models.compile import check_compile, compile_network
 from kdseg.models.memory_format import check_layout, set_channels_last
 
-MUST_MATCH = ("task", "context", "in_channels", "num_classes", "preprocess")
+MUST_MATCH = ("organ", "task", "context", "in_channels", "num_classes", "preprocess")
 #: Floor of stored probabilities before the log (a one-hot hard target becomes log 1e-4 = -9.2).
 PROB_FLOOR = 1e-4
 
@@ -73,13 +73,11 @@ class DistillationModule(SegmentationModule):
             teacher_setting = ""
         else:
             bundle = load_bundle(ckpt)
-            mismatched = [k for k in MUST_MATCH if not _same(k, bundle.data.get(k), data.get(k))]
-            if mismatched:
-                details = ", ".join(
-                    f"{k}: teacher {bundle.data.get(k)!r} vs data {data.get(k)!r}"
-                    for k in mismatched
+            details = [d for k in MUST_MATCH for d in _differences(k, bundle.data, data)]
+            if details:
+                raise InputError(
+                    ckpt, f"teacher was trained on other inputs ({'; '.join(details)})"
                 )
-                raise InputError(ckpt, f"teacher was trained on other inputs ({details})")
             self.teacher = bundle.model.requires_grad_(False).eval()
             # None: as the teacher's checkpoint says
             layout = check_layout(teacher.get("channels_last"), "teacher.channels_last")
@@ -171,12 +169,23 @@ class DistillationModule(SegmentationModule):
         return self.trainer.global_step, self.trainer.estimated_stepping_batches
 
 
-def _same(key: str, teacher: Any, student: Any) -> bool:
-    """Equal inputs; preprocessing compared as configs, so keys added later with their
-    defaults (a teacher saved by an older kdseg) do not count as a difference."""
-    if key == "preprocess" and isinstance(teacher, dict) and isinstance(student, dict):
-        return PreprocessConfig.from_dict(teacher) == PreprocessConfig.from_dict(student)
-    return teacher == student
+def _differences(key: str, teacher: dict[str, Any], student: dict[str, Any]) -> list[str]:
+    """How the teacher's data section differs from the run's at ``key``, one entry per
+    differing value (``teacher X vs data Y``). Preprocessing is compared as configs, key by
+    key, so keys added later with their defaults (a teacher saved by an older kdseg) do not
+    count; a teacher saved before checkpoints named their organ passes that key."""
+    mine, theirs = teacher.get(key), student.get(key)
+    if key == "organ" and mine is None:
+        return []
+    if key == "preprocess" and isinstance(mine, dict) and isinstance(theirs, dict):
+        mine = PreprocessConfig.from_dict(mine).to_dict()
+        theirs = PreprocessConfig.from_dict(theirs).to_dict()
+        return [
+            f"preprocess.{k}: teacher {mine.get(k)!r} vs data {theirs.get(k)!r}"
+            for k in sorted(set(mine) | set(theirs))
+            if mine.get(k) != theirs.get(k)
+        ]
+    return [] if mine == theirs else [f"{key}: teacher {mine!r} vs data {theirs!r}"]
 
 
 def _refuse_feature_terms(terms: Any, predictions: str) -> None:

@@ -10,6 +10,7 @@ validation Dice. Rerunning with the same run dir (or ``resume=PATH``) continues 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
-from kdseg.errors import write_text_atomic
+from kdseg.errors import ConfigError, write_text_atomic
 from kdseg.lit.callbacks import (
     QuietModelSummary,
     RandomStreams,
@@ -101,9 +102,12 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         enable_version_counter=False,
     )
     extra = [WandbValidationOverlay()] if wandb else []
+    # best before last: both save at the end of a training epoch, in list order, and last.ckpt
+    # holds every callback's state, so it must be written after best has seen the epoch (else a
+    # resumed run compares against an older best score and replaces best.ckpt with a worse one)
     return [
-        last,
         best,
+        last,
         LearningRateMonitor(logging_interval="epoch"),
         QuietModelSummary(),
         StepTimer(),
@@ -122,7 +126,7 @@ def fit_from_config(
     The one path behind ``kdseg-train`` and ``kdseg-distill``; ``cfg`` is the resolved plain
     config of the run (saved beside the checkpoints by the caller).
     """
-    seed = int(cfg.get("seed", 123))
+    seed = check_seed(cfg.get("seed", 123))
     # Seed before anything is built: the network's initial weights come from torch's global
     # RNG, so under the same seed kdseg-train and kdseg-distill start the student from
     # bit-identical weights (the student is built before the teacher and the adapters).
@@ -131,12 +135,37 @@ def fit_from_config(
     if rank_zero_only.rank == 0:
         # fill the caches before Lightning starts: bad input is then one line on stderr, not
         # a line after the Trainer's banner (prepare_data finds everything done)
-        setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=False)
+        setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=True)
     module = make_module(cfg, setup.info())
     init = weights_checksum(module.net) if hasattr(module, "net") else None
     summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)
-    print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
+    if rank_zero_only.rank == 0:  # DDP: every process runs this; one line is enough
+        print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
     return summary
+
+
+def check_seed(seed: Any) -> int:
+    """The run's seed: a whole number numpy and torch both take (0 to 2**32 - 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r}: use a whole number from 0 to {2**32 - 1}")
+    return seed
+
+
+def _check_trainer(trainer: dict[str, Any]) -> None:
+    """Trainer values Lightning would take without complaint and then misread."""
+    deterministic = trainer.get("deterministic")
+    if deterministic not in (None, True, False, "warn"):
+        raise ConfigError(f"trainer.deterministic={deterministic!r}: use true, false, warn or null")
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    """End this process's wandb run when its fit ends, however it ends: a multirun's next job
+    then starts its own run (wandb otherwise hands it the one still in progress), and an
+    offline run's file is complete."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            with contextlib.suppress(Exception):
+                logger.experiment.finish()
 
 
 def weights_checksum(net: Any) -> str:
@@ -173,6 +202,7 @@ def fit(
         # TF32 for fp32 matrix work on tensor cores, as Lightning advises on every GPU run
         # (its banner otherwise); mixed-precision runs do most of their work in fp16 anyway
         torch.set_float32_matmul_precision("high")
+    _check_trainer(cfg.get("trainer", {}))
     ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
     start_step = resume_step(ckpt_path)
     loggers = build_loggers(cfg.get("logger", {}), run_dir, start_step)
@@ -187,19 +217,22 @@ def fit(
     )
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        _finish_wandb(loggers)
     summary_path = run_dir / "summary.json"
     if start_step is not None and trainer.global_step <= start_step and summary_path.is_file():
         # the run had already finished (a rerun, a resumed sweep): nothing was trained, so the
         # summary of the process that trained it, with its metrics and throughput, stays
         log.info("%s had already finished at step %d: summary.json kept", run_dir, start_step)
         return json.loads(summary_path.read_text())
-    best = callbacks[1]
+    best, last = callbacks[0], callbacks[1]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
         "run_dir": str(run_dir),
-        "best_checkpoint": best.best_model_path or callbacks[0].best_model_path,
-        "last_checkpoint": callbacks[0].best_model_path,
+        "best_checkpoint": best.best_model_path or last.best_model_path,
+        "last_checkpoint": last.best_model_path,
         "best_score": None if best.best_model_score is None else float(best.best_model_score),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
