@@ -82,12 +82,20 @@ def trained_onnx(trained_enet: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(autouse=True)
-def _restore_signal_handlers():
-    """Commands run in-process install kdseg's SIGINT / SIGTERM handlers; each test ends with
-    the worker's own again."""
+def _restore_process_state():
+    """Commands run in-process install kdseg's SIGINT / SIGTERM handlers and Lightning sets
+    torch's deterministic mode; each test ends with the worker's own again."""
     import signal
 
+    import torch
+
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    deterministic = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+    # an in-process Trainer(deterministic="warn") sets torch's global mode for the worker
+    torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])

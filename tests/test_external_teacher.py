@@ -80,7 +80,14 @@ def test_distill_from_stored_predictions_with_unlabeled_scans(
         grid.argmax(1), np.load(lits / "cases" / "volume-1" / "label.npy")
     )
 
-    refused = distill(phantom_lits, tmp_path, teacher, "distill=emkd", check=False)
+    refused = distill(
+        phantom_lits,
+        tmp_path,
+        teacher,
+        "distill=emkd",
+        f"hydra.run.dir={tmp_path / 'emkd'}",
+        check=False,
+    )
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr
     assert "feature terms" in lines[0] and "imd_low" in lines[0]

@@ -319,6 +319,15 @@ def distill_args(w: World, *extra: str) -> list[str]:
     return [*_run_args(w), f"teacher.ckpt={w.copy_ckpt()}", "student=enet", "student.width=0.25", "distill=emkd", *extra]  # fmt: skip
 
 
+def resume_with(w: World, *changes: str) -> list[str]:
+    """A copy of the shared run (its config and last.ckpt), rerun with ``changes``."""
+    run = w.tmp / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(w.ckpt.parent.parent / "config.yaml", run / "config.yaml")
+    shutil.copy(w.ckpt.parent / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    return [*_run_args(w), "model=enet", "model.width=0.5", *changes]
+
+
 def padded_gzip(w: World) -> Path:
     """A .nii.gz whose stream holds 8 MB of zeros after the image (a few kB on disk)."""
     path = w.ct()
@@ -464,6 +473,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     # training
     ("train: truncated last.ckpt, no good previous", "train", lambda w: truncated_resume(w, prev=False), "last.ckpt", True),
     ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", False),
+    ("train: a rerun that would resume another seed", "train", lambda w: resume_with(w, "seed=5"), "seed: 123 -> 5", False),
+    ("train: a rerun that would resume another network", "train", lambda w: resume_with(w, "model=resnet18"), "model:", False),
     ("train: seed=-1", "train", lambda w: train_args(w, "seed=-1"), "seed", False),
     ("train: seed=null", "train", lambda w: train_args(w, "seed=null"), "seed", False),
     ("train: data.batch_size=0", "train", lambda w: train_args(w, "data.batch_size=0"), "batch_size", False),

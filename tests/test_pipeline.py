@@ -341,12 +341,16 @@ def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
         f"data.root={phantom_lits}",
         "model=enet",
         "model.width=0.25",
-        "trainer=ddp",
+        "trainer=ddp_fork",  # forked workers (the other DDP test: the subprocess launcher)
         "trainer.max_epochs=1",
         f"hydra.run.dir={run}",
     )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2  # 32 samples over 2 ranks of batch 8
+    # the workers trained: the summary reads their step, epoch and best score, not this
+    # process's idle trainer
+    assert summary["epochs"] == 1 and summary["best_score"] is not None
+    assert summary["best_checkpoint"].endswith("best.ckpt")
     assert load_bundle(run / "checkpoints" / "last.ckpt").model is not None
     out = done.stdout + done.stderr  # quiet as a one-process run: no banners, one summary line
     for noise in ("Initializing distributed", "distributed_backend", "deprecated", "sync_dist"):

@@ -102,8 +102,79 @@ def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str
     from kdseg.errors import write_text_atomic
 
     out = check_output(run_dir(), inputs, folder=True, what="run dir")
+    check_same_run(out, cfg)
     write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return out, to_dict(cfg)
+
+
+#: What a run is: a rerun in its run dir resumes it, so these must not change there (the
+#: number of epochs, logging, workers and data paths may).
+RUN_IDENTITY = (
+    "seed",
+    "model",
+    "student",
+    "teacher.ckpt",
+    "teacher.predictions",
+    "distill",
+    "loss",
+    "optim",
+    "data.name",
+    "data.task",
+    "data.context",
+    "data.preprocess",
+)
+
+
+def check_same_run(out: Path, cfg: DictConfig) -> None:
+    """Refuse a rerun in a run dir that would resume a run of other settings (a checkpoint
+    and a saved config are there, no ``resume=``): it would go on training that run under the
+    new settings' name, or fail deep in loading its weights."""
+    saved = out / "config.yaml"
+    checkpoints = [out / "checkpoints" / n for n in ("last.ckpt", "last-previous.ckpt")]
+    if OmegaConf.select(cfg, "resume") or not saved.is_file():
+        return
+    if not any(c.exists() for c in checkpoints):
+        return
+    try:
+        before = OmegaConf.load(saved)
+    except Exception:  # noqa: BLE001 - an unreadable saved config cannot be compared
+        return
+    now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    changed = [
+        key
+        for key in RUN_IDENTITY
+        if _plain(OmegaConf.select(before, key)) != _plain(OmegaConf.select(now, key))
+    ]
+    if changed:
+        shown = ", ".join(
+            f"{k}: {_short(OmegaConf.select(before, k))} -> {_short(OmegaConf.select(now, k))}"
+            for k in changed[:3]
+        )
+        raise InputError(
+            out,
+            f"holds a run of other settings ({shown}); rerunning here resumes it, so give "
+            "the same settings, or another hydra.run.dir",
+        )
+
+
+#: How a network trains, not what it is: free to change on a resume.
+RUN_OPTIONS = ("compile", "channels_last", "cache")
+
+
+def _plain(value: Any) -> Any:
+    if not isinstance(value, (DictConfig, ListConfig)):
+        return value
+    plain = OmegaConf.to_container(value)
+    return (
+        {k: v for k, v in plain.items() if k not in RUN_OPTIONS}
+        if isinstance(plain, dict)
+        else plain
+    )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = str(_plain(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def data_inputs(cfg: DictConfig) -> tuple[Any, ...]:

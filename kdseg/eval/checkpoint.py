@@ -64,6 +64,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "a folder, not a checkpoint file (a run's are in checkpoints/)")
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
     try:
@@ -71,7 +73,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, BadZipFile, RuntimeError, EOFError, ...
-        raise InputError(path, f"not a loadable kdseg checkpoint ({_load_reason(exc)})") from None
+        raise InputError(path, f"not a loadable kdseg checkpoint ({load_reason(exc)})") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "model" not in hparams or "data" not in hparams:
         raise InputError(path, "checkpoint carries no kdseg model/data config (not made by kdseg?)")
@@ -82,7 +84,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _load_reason(exc: Exception) -> str:
+def load_reason(exc: Exception) -> str:
     """Why ``torch.load`` failed, in a few words. Its weights-only refusals advise loading with
     ``weights_only=False``, which would run code from the file: never repeated here."""
     text = str(exc).strip()
@@ -96,7 +98,7 @@ def _load_reason(exc: Exception) -> str:
     if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text:
         return "not a zip-format checkpoint, or truncated"
     first = text.splitlines()[0] if text else ""
-    if len(first) < 8:  # e.g. "(101)": an unpickling error's bare byte
+    if not re.search(r"[A-Za-z]{3}", first):  # "(101)", "174812789": a bare byte or key
         return f"{type(exc).__name__}: not a checkpoint file"
     return first
 

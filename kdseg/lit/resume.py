@@ -32,6 +32,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from kdseg.errors import InputError, write_text_atomic
+from kdseg.eval.checkpoint import load_reason
 
 LAST = "last.ckpt"
 PREVIOUS = "last-previous.ckpt"
@@ -55,7 +56,7 @@ def _readable(path: Path) -> str | None:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, ...
-        return " ".join(str(exc).split())[:120] or type(exc).__name__
+        return load_reason(exc)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         return "not a training checkpoint (no state_dict / global_step)"
     return None

@@ -158,6 +158,28 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         raise ConfigError(f"trainer.deterministic={deterministic!r}: use true, false, warn or null")
 
 
+def _score(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _worker_state(run_dir: Path, trainer: pl.Trainer, best: ModelCheckpoint) -> dict[str, Any]:
+    """Where the training ran in forked workers (``strategy=ddp_fork``), this process's
+    trainer and callbacks never stepped: the run's step, epoch and best score are then read
+    from the ``last.ckpt`` the workers wrote (it holds the best callback's state after its
+    epoch). Empty when this process trained itself."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    if trainer.global_step > 0 or best.best_model_score is not None or not path.is_file():
+        return {}
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = {"global_step": int(ckpt["global_step"]), "epoch": int(ckpt["epoch"]) + 1}
+    state["last_path"] = str(path)
+    for key, value in ckpt.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and value.get("monitor") == best.monitor:
+            state["best_score"] = _score(value.get("best_model_score"))
+            state["best_path"] = value.get("best_model_path")
+    return state
+
+
 def _finish_wandb(loggers: list[Any]) -> None:
     """End this process's wandb run when its fit ends, however it ends: a multirun's next job
     then starts its own run (wandb otherwise hands it the one still in progress), and an
@@ -229,13 +251,14 @@ def fit(
         return json.loads(summary_path.read_text())
     best, last = callbacks[0], callbacks[1]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    state = _worker_state(run_dir, trainer, best)
     summary = {
         "run_dir": str(run_dir),
-        "best_checkpoint": best.best_model_path or last.best_model_path,
-        "last_checkpoint": last.best_model_path,
-        "best_score": None if best.best_model_score is None else float(best.best_model_score),
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
+        "best_checkpoint": state.get("best_path") or best.best_model_path or last.best_model_path,
+        "last_checkpoint": last.best_model_path or state.get("last_path"),
+        "best_score": state.get("best_score", _score(best.best_model_score)),
+        "epochs": state.get("epoch", trainer.current_epoch),
+        "global_step": state.get("global_step", trainer.global_step),
         "seed": int(cfg.get("seed", 123)),
         "init_weights_sha256": init_checksum,
         "metrics": metrics,
