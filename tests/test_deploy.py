@@ -395,6 +395,22 @@ finally:
 """
 
 
+def _no_torch(*args: str):
+    """``kdseg-predict args`` in a fresh process where torch and friends cannot be imported;
+    it must succeed. Its stdout ends with what it loaded."""
+    import os
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.parametrize("tta", ["none", "flip"])
 def test_onnx_predict_in_a_fresh_process_never_imports_torch(
     workspace: dict, onnx_fp32: Path, tmp_path: Path, tta: str
@@ -404,19 +420,11 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
     and without test-time mirroring. A NIfTI prediction does not import pydicom either (nibabel
     would: kdseg.data hides it), nor the ``onnx`` package (ONNX Runtime's session gives the
     metadata)."""
-    import os
-    import subprocess
 
     case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
     target = tmp_path / "label.nii.gz"
     args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true", f"tta={tta}"]
-    done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH, *args, f"input={case.image}", f"output={target}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _no_torch(*args, f"input={case.image}", f"output={target}")
     assert "LOADED [] PYDICOM False ONNX False" in done.stdout  # NIfTI in and out: no pydicom
     assert "time (s): load model" in done.stdout and "network" in done.stdout
     image = load_volume(case.image)
@@ -432,8 +440,6 @@ def test_onnx_predict_of_a_dicom_series_never_imports_torch(
 ) -> None:
     """A DICOM series is read by pydicom alone on the deploy path (no MONAI, so no torch),
     and predicts what the same artefact predicts for it in this process."""
-    import os
-    import subprocess
 
     from kdseg.data.dicom import write_dicom_series
 
@@ -442,13 +448,7 @@ def test_onnx_predict_of_a_dicom_series_never_imports_torch(
     write_dicom_series(load_volume(case.image), series, rng=np.random.default_rng(3))
     target = tmp_path / "label.nii.gz"
     args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "report=false"]
-    done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH, *args, f"input={series}", f"output={target}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _no_torch(*args, f"input={series}", f"output={target}")
     assert "LOADED [] PYDICOM True ONNX False" in done.stdout
     image = load_volume(series)
     bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")

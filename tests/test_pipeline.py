@@ -217,6 +217,17 @@ def test_predict_restores_geometry_of_flipped_and_permuted_input(
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
+def _signal_after_first_checkpoint(proc: subprocess.Popen, run: Path, sig: int) -> Path:
+    """Send ``sig`` to a training process once its first ``last.ckpt`` exists (mid-run)."""
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be signalled mid-run"
+    proc.send_signal(sig)
+    return last
+
+
 def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_path: Path) -> None:
     """SIGKILL mid-run, rerun: the same steps, one continuous CSV log, one wandb run id."""
     run = tmp_path / "killed"
@@ -232,12 +243,7 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     ]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    last = run / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "training ended before a checkpoint could be killed mid-run"
-    proc.send_signal(signal.SIGKILL)
+    last = _signal_after_first_checkpoint(proc, run, signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(last, weights_only=True)["global_step"]
     result = subprocess.run(args, capture_output=True, text=True, env=env)
@@ -289,12 +295,7 @@ def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path)
         f"hydra.run.dir={run}",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "training ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    _signal_after_first_checkpoint(proc, run, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err[-3000:]
