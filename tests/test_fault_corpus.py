@@ -441,6 +441,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("checkpoint: malicious pickle", "predict", lambda w: w.predict(w.ct(), ckpt=malicious(w)), "evil.ckpt", False),
     ("checkpoint: in_channels not the context's", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(ckpt_data(in_channels=3))), "model.ckpt", False),
     ("checkpoint: num_classes not the task's", "predict", lambda w: w.predict(w.ct(), ckpt=w.copy_ckpt(ckpt_data(num_classes=2))), "model.ckpt", False),
+    ("checkpoint: a folder", "predict", lambda w: w.predict(w.ct(), ckpt=(p := w.tmp / "in" / "runs", p.mkdir(parents=True))[0]), "runs: a folder, not a checkpoint file", False),
     ("checkpoint not found", "predict", lambda w: w.predict(w.ct(), ckpt=w.tmp / "in/none.ckpt"), "none.ckpt", False),
     # ONNX artefacts
     ("ONNX: unknown task in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_meta('brain'))), "model.onnx", False),
@@ -475,6 +476,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("train: max_epochs=abc", "train", lambda w: [*truncated_resume(w, prev=False), "trainer.max_epochs=abc"], "max_epochs", False),
     ("train: a rerun that would resume another seed", "train", lambda w: resume_with(w, "seed=5"), "seed: 123 -> 5", False),
     ("train: a rerun that would resume another network", "train", lambda w: resume_with(w, "model=resnet18"), "model:", False),
+    ("train: resume= a scan", "train", lambda w: train_args(w, f"resume={w.ct()}"), "ct.nii.gz: resume checkpoint is unreadable (not a weights-only checkpoint file)", False),
     ("train: seed=-1", "train", lambda w: train_args(w, "seed=-1"), "seed", False),
     ("train: seed=null", "train", lambda w: train_args(w, "seed=null"), "seed", False),
     ("train: data.batch_size=0", "train", lambda w: train_args(w, "data.batch_size=0"), "batch_size", False),
