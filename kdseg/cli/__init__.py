@@ -158,7 +158,7 @@ def check_same_run(out: Path, cfg: DictConfig) -> None:
 
 
 #: How a network trains, not what it is: free to change on a resume.
-RUN_OPTIONS = ("compile", "channels_last", "cache")
+RUN_OPTIONS = ("compile", "channels_last")
 
 
 def _plain(value: Any) -> Any:

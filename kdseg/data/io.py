@@ -25,7 +25,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.niigz import SLACK_BYTES, excess_bytes, is_gzip_name, load_nifti, save_nifti
+from kdseg.data.niigz import (
+    SLACK_BYTES,
+    excess_bytes,
+    is_gzip_name,
+    is_nifti2,
+    load_nifti,
+    save_nifti,
+)
 from kdseg.errors import InputError, atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -98,10 +105,10 @@ def load_volume(
                 raise InputError(path, "gzip-compressed data named .nii; name it .nii.gz")
     try:
         _check_pixdim(path)
-        if is_gzip_name(path) and (excess := excess_bytes(path)):
+        if is_gzip_name(path) and (excess := excess_bytes(path)) > SLACK_BYTES:
             raise InputError(
                 path,
-                f"decompresses to {excess + SLACK_BYTES:,} bytes more than its header's image; "
+                f"decompresses to {excess:,} bytes more than its header's image; "
                 "refused before reading (damaged or padded file)",
             )
         with _quiet_nibabel(), warnings.catch_warnings():  # its header fixes; one line only
@@ -151,8 +158,7 @@ def _check_pixdim(path: Path) -> None:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         head = f.read(540)
-    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
-    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+    klass = nib.Nifti2Header if is_nifti2(head) else nib.Nifti1Header
     if len(head) < klass.sizeof_hdr:
         return  # too short for a header: nibabel's own error names it
     with warnings.catch_warnings():  # garbage after the header (not a NIfTI): read below

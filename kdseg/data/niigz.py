@@ -85,6 +85,12 @@ def decompress(data: bytes, codec: Codec = CODEC) -> bytes:
         raise zlib.error(str(exc)) from None
 
 
+def is_nifti2(raw: bytes) -> bool:
+    """Whether the header at the start of ``raw`` is NIfTI-2 (``sizeof_hdr`` 540, in either
+    byte order) rather than NIfTI-1 (348)."""
+    return 540 in {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+
+
 #: Bytes a ``.nii.gz`` may decompress to beyond what its header describes (NIfTI writers
 #: pad to 16-byte boundaries at most; this leaves room for odd ones).
 SLACK_BYTES = 1 << 20
@@ -97,7 +103,7 @@ def excess_bytes(path: str | Path) -> int:
     parse, an image of 4 GiB or more, whose size the 32-bit field wraps).
 
     A small file can hold gigabytes of zeros after its image: reading it whole would take
-    that memory for data nibabel then ignores.
+    that memory for data nibabel then ignores. Readers refuse more than :data:`SLACK_BYTES`.
     """
     try:
         with open(path, "rb") as f:
@@ -105,8 +111,7 @@ def excess_bytes(path: str | Path) -> int:
             f.seek(-4, 2)
             isize = int.from_bytes(f.read(4), "little")
         unpacked = zlib.decompressobj(wbits=31).decompress(head, 540)
-        sizes = {int.from_bytes(unpacked[:4], order) for order in ("little", "big")}
-        klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+        klass = nib.Nifti2Header if is_nifti2(unpacked) else nib.Nifti1Header
         header = klass.from_fileobj(io.BytesIO(unpacked), check=False)
         voxels = 1
         for n in header.get_data_shape():
@@ -116,7 +121,7 @@ def excess_bytes(path: str | Path) -> int:
         return 0
     if expected >= 1 << 32:
         return 0
-    return max(0, isize - expected - SLACK_BYTES)
+    return max(0, isize - expected)
 
 
 FileStamp = tuple[int, int, int, int, int]
@@ -140,7 +145,7 @@ class _Prefetch(threading.Thread):
 
     def run(self) -> None:
         try:
-            if excess_bytes(self.path):  # the real read refuses it
+            if excess_bytes(self.path) > SLACK_BYTES:  # the real read refuses it
                 return
             raw = decompress(self.path.read_bytes())
             self.raw = raw if _stamp(self.path) == self.stamp else None
@@ -203,8 +208,7 @@ def load_nifti(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image:
     raw = _take_prefetched(Path(path)) if codec is CODEC else None
     if raw is None:
         raw = decompress(Path(path).read_bytes(), codec)
-    sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
-    klass = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image  # NIfTI-2: 540 bytes
+    klass = nib.Nifti2Image if is_nifti2(raw) else nib.Nifti1Image
     try:
         return klass.from_bytes(raw)
     except (WrapStructError, HeaderDataError) as exc:  # what nib.load reports as a bad file
