@@ -379,11 +379,16 @@ def test_an_input_named_like_a_dead_writers_temporary_is_never_swept(tmp_path: P
 def test_pseudolabel_refuses_an_input_inside_the_folder_it_replaces(tmp_path: Path) -> None:
     """Relabelling an earlier dataset in place would replace its images with the folder."""
     from kdseg.errors import InputError
-    from kdseg.eval.pseudolabel import _check_output
+    from kdseg.eval.pseudolabel import check_destination
 
     (tmp_path / "ds" / "imagesTr").mkdir(parents=True)
     with pytest.raises(InputError, match="lies inside this output folder"):
-        _check_output(tmp_path / "ds" / "imagesTr", tmp_path / "ds")
+        check_destination(tmp_path / "ds" / "imagesTr", tmp_path / "ds")
+    notes = tmp_path / "notes.txt"  # a file is never replaced by the dataset folder
+    notes.write_text("mine")
+    with pytest.raises(InputError, match="is a file"):
+        check_destination(tmp_path / "ds" / "imagesTr", notes)
+    assert notes.read_text() == "mine"
 
 
 def test_an_image_copied_for_its_label_keeps_its_singleton_axis(tmp_path: Path) -> None:

@@ -98,3 +98,28 @@ def test_nnunet_probabilities_match_its_segmentation_and_resample(tmp_path: Path
         expected = pre.label(truth, loaded, geom)
         assert (grid.argmax(1) == expected).mean() >= agreement
     assert _digest(FIXTURE) == before  # the predictions folder is only read
+
+
+def test_eval_scores_an_nnunet_reference_in_kdseg_labels(tmp_path: Path) -> None:
+    """kdseg-eval maps the reference through dataset.json as training does: liver stored as 2
+    and tumor as 1 (or tumor as 3) score as the LiTS original, not swapped or refused."""
+    from test_cascade import fine_backend
+    from test_spacing_roi import stored_volume
+
+    from kdseg.data.sources import Case
+    from kdseg.data.tasks import Task
+    from kdseg.eval.evaluate import evaluate_cases
+    from kdseg.eval.inference import Predictor
+
+    img, labels = stored_volume("RAS")
+    nib.save(img, tmp_path / "img.nii.gz")
+    predictor = Predictor(fine_backend, PreprocessConfig(), Task("multiclass"))
+    for name, stored in (("swapped", (0, 2, 1)), ("tumor3", (0, 1, 3))):
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.choose(labels, stored).astype(np.uint8), img.affine), path)
+        label_map = tuple((s, k) for k, s in enumerate(stored))
+        case = Case(name, tmp_path / "img.nii.gz", path, label_map)
+        row = evaluate_cases(predictor, [case], progress=False)[0]
+        assert row["organ"]["dice"] == pytest.approx(1.0), name
+        assert row["tumor"]["dice"] == pytest.approx(1.0), name
+        assert row["tumor"]["gt_voxels"] == int((labels == 2).sum()), name

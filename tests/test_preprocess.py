@@ -255,13 +255,14 @@ def test_prepare_prints_the_window_warning_once_per_process(tmp_path, capsys) ->
     import json
 
     from kdseg.data.cache import case_folder
-    from kdseg.data.prepare import prepare_cases
+    from kdseg.data.prepare import case_source, prepare_cases
     from kdseg.data.sources import Case
 
     folder = case_folder(tmp_path, "bright")
     folder.mkdir(parents=True)  # a prepared case (meta.json) whose organ the window clips
-    (folder / "meta.json").write_text(json.dumps({"organ_outside_window": [0.0, 1.0]}))
     cases = [Case("bright", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")]
+    meta = {"organ_outside_window": [0.0, 1.0], "source": case_source(cases[0])}
+    (folder / "meta.json").write_text(json.dumps(meta))
     config = PreprocessConfig(window=(-60.0, 140.0))
     for _ in range(2):
         assert prepare_cases(cases, config, tmp_path, progress=False) == ["bright"]

@@ -114,7 +114,7 @@ def test_kdseg_eval_and_predict_with_tta(
     assert len(lines) == 1 and "tta must be one of none, flip" in lines[0], bad.stderr
     assert not (tmp_path / "x.nii.gz").exists()
     # pseudo-labels: mirroring makes the flip check pass every case, so the pair is refused
-    pseudo = kdseg("pseudolabel", f"ckpt={ckpt}", f"input={volume}", f"output={tmp_path / 'ds'}",
-                   "tta=flip", check=False)  # fmt: skip
+    pseudo = kdseg("pseudolabel", f"ckpt={ckpt}", f"input={volume.parent}",
+                   f"output={tmp_path / 'ds'}", "tta=flip", check=False)  # fmt: skip
     assert pseudo.returncode == 2 and "set flip_check=false" in pseudo.stderr, pseudo.stderr
     assert not (tmp_path / "ds").exists()

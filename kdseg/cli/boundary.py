@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -239,9 +240,14 @@ def _check_type(name: str, value: Any, default: bool | int | float) -> None:
 
 
 def number(
-    cfg: DictConfig, key: str, kind: type = int, minimum: float | None = None
+    cfg: DictConfig,
+    key: str,
+    kind: type = int,
+    minimum: float | None = None,
+    maximum: float | None = None,
 ) -> int | float | None:
-    """``cfg[key]`` as ``kind`` (``None`` stays ``None``); an :class:`InputError` naming it."""
+    """``cfg[key]`` as ``kind`` (``None`` stays ``None``), finite and within ``minimum`` and
+    ``maximum`` where given; an :class:`InputError` naming it."""
     value = OmegaConf.select(cfg, key)
     if value is None:
         return None
@@ -252,8 +258,12 @@ def number(
         result = kind(value)
     except (TypeError, ValueError):
         raise InputError(None, f"{key}={value}: expected {want}") from None
+    if not math.isfinite(result):
+        raise InputError(None, f"{key}={value}: expected a finite number")
     if minimum is not None and result < minimum:
         raise InputError(None, f"{key}={value}: must be at least {minimum}")
+    if maximum is not None and result > maximum:
+        raise InputError(None, f"{key}={value}: must be at most {maximum}")
     return result
 
 

@@ -10,12 +10,19 @@ from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import run_folder
-from kdseg.eval.evaluate import evaluate_cases, print_summary, summarize_rows, write_results
+from kdseg.eval.evaluate import (
+    check_protocol,
+    evaluate_cases,
+    print_summary,
+    summarize_rows,
+    write_results,
+)
 from kdseg.guards import check_output
 
 
 @command("kdseg-eval", "eval")
 def main(cfg: DictConfig) -> None:
+    check_protocol(cfg.protocol)
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     ckpt = ckpts[-1] if ckpts else None  # a cascade's results go beside its stage 2
     stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
 from kdseg.errors import InputError
-from kdseg.eval.pseudolabel import CSV_NAME, pseudolabel_folder
+from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
 
 
 @command("kdseg-pseudolabel", "pseudolabel", one_shot=True)
 def main(cfg: DictConfig) -> None:
     require_paths(cfg, "input", "output")
+    check_destination(Path(cfg.input), Path(cfg.output))  # before the model loads
+    min_confidence = number(cfg, "min_confidence", float, minimum=0, maximum=1)
+    min_flip_dice = number(cfg, "min_flip_dice", float, minimum=0, maximum=1)
     predictor, bundle, *_ = build_predictor(cfg, threshold=number(cfg, "threshold", float))
     require_whole_volume(predictor, cfg)
     if predictor.tta != "none" and cfg.flip_check:
@@ -24,8 +29,8 @@ def main(cfg: DictConfig) -> None:
         predictor,
         cfg.input,
         cfg.output,
-        min_confidence=float(cfg.min_confidence),
-        min_flip_dice=float(cfg.min_flip_dice),
+        min_confidence=min_confidence or 0.0,
+        min_flip_dice=min_flip_dice or 0.0,
         flip=bool(cfg.flip_check),
         organ=organ,
     ):

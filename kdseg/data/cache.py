@@ -15,15 +15,21 @@ An image-only cache (unlabeled scans) has the same layout without ``label.npy``;
 ``meta.json`` says ``labeled: false``.
 
 A case counts as prepared only when its ``meta.json`` exists (it is written atomically after
-the arrays), which makes ``prepare`` idempotent and safe to kill.
+the arrays), which makes ``prepare`` idempotent and safe to kill, and when the files it was
+made from are still the ones it names: ``meta.json`` holds their stamp (:func:`source_stamp`:
+size and modification time of each, and a layout's label mapping), so an edited label, a
+replaced scan or another site's folder behind the same cache is prepared again instead of
+read from a stale cache. A moved or hard-linked dataset keeps its stamps.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,9 +71,43 @@ def case_folder(cache_dir: Path, case_id: str) -> Path:
     return Path(cache_dir) / "cases" / case_id
 
 
-def is_prepared(cache_dir: Path, case_id: str) -> bool:
-    """True when the case's arrays and metadata are complete."""
-    return (case_folder(cache_dir, case_id) / "meta.json").exists()
+def _file_stamp(path: Path) -> list[int]:
+    """``[size, mtime_ns]`` of a file; a DICOM series folder: ``[files, bytes, newest mtime]``
+    over the files in it."""
+    path = Path(path)
+    if path.is_dir():
+        stats = [p.stat() for p in sorted(path.iterdir()) if p.is_file()]
+        return [
+            len(stats),
+            sum(s.st_size for s in stats),
+            max((s.st_mtime_ns for s in stats), default=0),
+        ]
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def source_stamp(paths: Sequence[Path | None], label_map: Any = None) -> dict[str, Any]:
+    """What a cached case was made from, as ``meta.json`` stores it under ``"source"``: each
+    file's stamp (``None`` for an absent optional file) and the label mapping applied."""
+    files = [None if p is None or not Path(p).exists() else _file_stamp(p) for p in paths]
+    return {
+        "files": files,
+        "label_map": None if label_map is None else [list(m) for m in label_map],
+    }
+
+
+def is_prepared(cache_dir: Path, case_id: str, source: dict[str, Any] | None = None) -> bool:
+    """True when the case's arrays and metadata are complete and, given ``source`` (its
+    :func:`source_stamp` now), were made from those very files."""
+    meta = case_folder(cache_dir, case_id) / "meta.json"
+    if not meta.exists():
+        return False
+    if source is None:
+        return True
+    try:
+        return json.loads(meta.read_text()).get("source") == source
+    except (OSError, ValueError):  # unreadable: prepared again (meta.json is replaced last)
+        return False
 
 
 def open_case(cache_dir: Path, case_id: str) -> CachedCase:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdseg.errors import InputError, read_json, write_text_atomic
+from kdseg.errors import ConfigError, InputError, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,14 @@ def make_split(
 
     Val and test get at least one case each whenever there are three or more cases.
     """
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(
-            f"split fractions must be three numbers summing to 1, got {list(fractions)}"
+    if (
+        len(fractions) != 3
+        or not all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in fractions)
+        or abs(sum(fractions) - 1.0) > 1e-6
+    ):
+        raise ConfigError(
+            "data.split_fractions: three numbers from 0 to 1 (train, val, test) that sum to 1, "
+            f"not {list(fractions)}"
         )
     ids = sorted(case_ids)
     random.Random(seed).shuffle(ids)
@@ -77,10 +83,11 @@ def write_split(split: dict[str, list[str]], path: str | Path, **info: object) -
 
 
 def _manifest_path(manifest: str | None) -> Path | None:
+    """A bare name (``lits.json``) is kdseg's versioned manifest, wherever the command runs; a
+    path with a folder in it (``./my.json``, ``/splits/lits.json``) is the user's file."""
     if not manifest:
         return None
-    path = Path(manifest)
-    return path if path.is_absolute() or path.exists() else MANIFEST_DIR / manifest
+    return Path(manifest) if "/" in manifest or os.sep in manifest else MANIFEST_DIR / manifest
 
 
 def resolve_split(

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from rich.progress import Progress
 
-from kdseg.data.cache import case_folder, is_prepared
+from kdseg.data.cache import case_folder, is_prepared, source_stamp
 from kdseg.data.io import check_pair, load_volume
 from kdseg.data.nnunet import label_map_of, remap_labels
 from kdseg.data.preprocess import (
@@ -65,6 +65,7 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     jittered like the box: a good stage 1's mask changes a median by a few HU (a poor one,
     spilling into darker neighbours, pulls it down more: see the README's cascade section).
     """
+    source = case_source(case)  # before reading: a file changed meanwhile is stale next time
     image = load_volume(case.image)
     label = case_label(case, image)
     pre = Preprocessor(config)
@@ -87,9 +88,18 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
         "organ_outside_window": outside_window(np.asanyarray(image.dataobj), label, config, level),
         **_geometry_meta(geom),
         **({"organ_level_hu": level} if config.window_level == "organ" else {}),
+        "source": source,
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
+
+
+def case_source(case: Case | ImageCase) -> dict:
+    """The :func:`~kdseg.data.cache.source_stamp` of the files a case's cache is made from:
+    image and label (with the layout's label mapping), or image and ROI mask."""
+    if isinstance(case, ImageCase):
+        return source_stamp([case.image, case.roi_label])
+    return source_stamp([case.image, case.label], case.label_map)
 
 
 def outside_window(
@@ -240,6 +250,7 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
     mask (:mod:`kdseg.data.roi`), the box jittered as in training; without a mask the case is
     refused. A mask without organ gives the case no slice, as in :func:`prepare_case`.
     """
+    source = case_source(case)
     image = load_volume(case.image)
     pre = Preprocessor(config)
     roi, level = image_roi(pre, image, case)
@@ -259,6 +270,7 @@ def prepare_image_case(case: ImageCase, config: PreprocessConfig, cache_dir: Pat
         **_geometry_meta(geom),
         **({"roi_label": str(case.roi_label)} if config.roi is not None else {}),
         **({"organ_level_hu": level} if level is not None else {}),
+        "source": source,
     }
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return case.case_id
@@ -297,7 +309,7 @@ def prepare_cases(
     :class:`Case` items get images and labels, :class:`ImageCase` items images only.
     """
     cache_dir = Path(cache_dir)
-    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id)]
+    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id, case_source(c))]
     record = cache_dir / "preprocess.json"
     text = json.dumps(
         {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1

@@ -15,12 +15,13 @@ of a plain folder of NIfTI files and DICOM series: the unlabeled scans and pseud
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -133,12 +134,17 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
     """List the labelled cases of ``root`` in the named ``layout``, sorted naturally by id."""
     root = Path(root)
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown data.layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise InputError(root, "data folder not found")
     cases = sorted(LAYOUTS[layout](root), key=lambda c: _natural_key(c.case_id))
     if not cases:
         raise InputError(root, f"no cases in the {layout} layout found in this folder")
+    for first, second in itertools.pairwise(cases):  # sorted: one id's cases lie side by side
+        if first.case_id == second.case_id:  # volume-0.nii beside volume-0.nii.gz: a split
+            raise InputError(  # would put "volume-0" in train and test, one scan each
+                second.image, f"shares the case id {first.case_id!r} with {first.image.name}"
+            )
     return cases
 
 
@@ -184,9 +190,12 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
                 if (root / f).is_dir()
                 for i in _plain_images(root / f)
             ]
-    kits = [f / "imaging.nii.gz" for f in sorted(root.glob("case_*"))]
-    if any(p.exists() for p in kits):
-        return [ImageCase(p.parent.name, p) for p in kits if p.exists()]
+    kits = [
+        _first_existing(f / "imaging.nii.gz", f / "imaging.nii")
+        for f in sorted(root.glob("case_*"))
+    ]
+    if any(kits):
+        return [ImageCase(p.parent.name, p) for p in kits if p is not None]
     lits = [
         p for p in root.glob("volume-*.nii*") if re.fullmatch(r"volume-\d+\.nii(\.gz)?", p.name)
     ]

@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 from rich.progress import Progress
 
-from kdseg.data.cache import CachedCase, case_folder, is_prepared
+from kdseg.data.cache import CachedCase, case_folder, is_prepared, source_stamp
 from kdseg.data.io import AFFINE_TOLERANCE, load_volume
 from kdseg.data.nnunet import (
     label_map_of,
@@ -106,6 +106,12 @@ def load_prediction(
         if data.ndim == 3:
             if not np.isfinite(data).all() or (data != np.round(data)).any() or data.min() < 0:
                 raise InputError(path, "a 3D prediction must hold whole label values")
+            allowed = (0, 1, 2) if label_map is None else tuple(s for s, _ in label_map)
+            unknown = sorted(set(np.unique(data).astype(np.int64).tolist()) - set(allowed))
+            if unknown:  # not silently background, nor an index error
+                raise InputError(
+                    path, f"label values {unknown[:5]} are not among the labels {list(allowed)}"
+                )
             label = remap_labels(data.astype(np.int64), label_map)
             return _one_hot(label, path), True
         probs = np.moveaxis(data, -1, 0).astype(np.float32)
@@ -127,6 +133,20 @@ def _nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, img.affine
 
 
+def teacher_source(case: Case | ImageCase, prediction: Path) -> dict:
+    """What a case's cached teacher targets are made from: the stored prediction (with the
+    label mapping of its folder) and the case's own files, whose box and level cut it."""
+    from kdseg.data.prepare import case_source
+
+    stamp = case_source(case)
+    prediction_map = label_map_of(prediction.parent)
+    mine = source_stamp([prediction], prediction_map)
+    return {
+        "files": mine["files"] + stamp["files"],
+        "label_map": [mine["label_map"], stamp["label_map"]],
+    }
+
+
 def prepare_teacher_case(
     case: Case | ImageCase, folder: Path, config: PreprocessConfig, cache_dir: Path
 ) -> str:
@@ -140,6 +160,7 @@ def prepare_teacher_case(
 
     case_id = case.case_id
     path = find_prediction(folder, case_id)
+    source = teacher_source(case, path)
     image = load_volume(case.image)
     probs, hard = load_prediction(path, image, label_map_of(folder))
     pre = Preprocessor(config)
@@ -152,7 +173,13 @@ def prepare_teacher_case(
     out = case_folder(cache_dir, case_id)
     with atomic_path(out / "teacher.npy", suffix=".npy") as tmp:
         np.save(tmp, grid.astype(np.float16))
-    meta = {"case_id": case_id, "prediction": str(path), "hard": hard, "shape": list(grid.shape)}
+    meta = {
+        "case_id": case_id,
+        "prediction": str(path),
+        "hard": hard,
+        "shape": list(grid.shape),
+        "source": source,
+    }
     write_text_atomic(out / "meta.json", json.dumps(meta) + "\n")
     return case_id
 
@@ -173,7 +200,13 @@ def prepare_teacher_targets(
         cache_dir / "source.json",
         json.dumps({"predictions": str(folder), "preprocess": config.to_dict()}, indent=1),
     )
-    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id)]
+    todo = [
+        c
+        for c in cases
+        if not is_prepared(
+            cache_dir, c.case_id, teacher_source(c, find_prediction(folder, c.case_id))
+        )
+    ]
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(f"teacher targets: {len(todo)} case(s)", total=len(todo))
         for case in todo:

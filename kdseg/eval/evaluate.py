@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,27 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from kdseg.data.io import check_pair, load_volume, voxel_sizes
-from kdseg.data.prepare import LABELS
+from kdseg.data.io import load_volume, voxel_sizes
+from kdseg.data.prepare import case_label
 from kdseg.data.preprocess import organ_box, organ_level
 from kdseg.data.sources import Case
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import ConfigError, InputError, write_text_atomic
 from kdseg.eval.inference import CascadePredictor, Predictor
-from kdseg.eval.metrics import case_metrics, paper_protocol_case, paper_protocol_dice, summarize
+from kdseg.eval.metrics import (
+    HEADLINE_DICE,
+    case_metrics,
+    paper_protocol_case,
+    paper_protocol_dice,
+    summarize,
+)
 
-HEADLINE = ("dice", "dice_global", "hd95", "assd", "voe", "rvd")
+PROTOCOLS = ("full", "paper")
+
+
+def check_protocol(protocol: str) -> None:
+    """Refuse an unknown ``protocol=`` (one line, exit 2) before any model loads."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol={protocol}: use {' or '.join(PROTOCOLS)}")
 
 
 def evaluate_cases(
@@ -38,8 +51,7 @@ def evaluate_cases(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per case: ``{"case": id, <class>: {metric: value}}``."""
-    if protocol not in ("full", "paper"):
-        raise ValueError(f"unknown protocol {protocol!r}; use full or paper")
+    check_protocol(protocol)
     classes = predictor.task.eval_classes
     if protocol == "paper" and predictor.task.name == "multiclass":
         raise InputError(None, "protocol=paper scores a binary model (data.task=organ or tumor)")
@@ -48,7 +60,7 @@ def evaluate_cases(
         job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))
         for case in cases:
             image = load_volume(case.image)
-            truth = check_pair(image, load_volume(case.label, role="label"), case.label, LABELS)
+            truth = case_label(case, image)  # a layout's own label values mapped to 0/1/2
             pred = _predict(predictor, image, truth)
             if protocol == "full":
                 spacing = list(voxel_sizes(image))
@@ -95,15 +107,22 @@ def _paper_row(
 
 
 def summarize_rows(rows: list[dict[str, Any]], protocol: str) -> dict[str, Any]:
-    """Per-class summary: the metrics module's summary, or the paper's mean Dice."""
+    """Per-class summary: the metrics module's summary, or the paper's mean Dice.
+
+    A class no reference holds (a tumor split of tumor-free cases) has an undefined headline:
+    NaN here, ``null`` in ``summary.json``, with ``n_gt_empty`` saying why, in both protocols.
+    """
     per_case = [{k: v for k, v in r.items() if k != "case"} for r in rows]
     if protocol == "full":
         return summarize(per_case)
     names = per_case[0].keys() if per_case else []
-    return {
-        n: {"dice": paper_protocol_dice([r[n] for r in per_case]), "n_cases": len(per_case)}
-        for n in names
-    }
+    out = {}
+    for n in names:
+        cases = [r[n] for r in per_case]
+        empty = sum(1 for c in cases if c["gt"] == 0)
+        dice = paper_protocol_dice(cases) if empty < len(cases) else math.nan
+        out[n] = {"dice": dice, "n_cases": len(cases), "n_gt_empty": empty}
+    return out
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
@@ -125,29 +144,66 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
 def write_results(
     rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path, info: dict[str, Any]
 ) -> Path:
-    """``per_case.csv`` and ``summary.json`` in ``out_dir``, atomically."""
+    """``per_case.csv`` and ``summary.json`` in ``out_dir``, atomically. An undefined value
+    (NaN) is written as ``null``: standard JSON, which every reader parses."""
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "per_case.csv", rows_to_csv(rows))
-    write_text_atomic(
-        out_dir / "summary.json", json.dumps({**info, "summary": summary}, indent=1, default=float)
-    )
+    document = _json_safe({**info, "summary": summary})
+    write_text_atomic(out_dir / "summary.json", json.dumps(document, indent=1, allow_nan=False))
     return out_dir
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and non-finite floats as ``None``."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+#: The console table's columns: (summary key, header). ``dice`` is the headline
+#: (``HEADLINE_DICE``: cases whose reference holds the class); ``dice (all)`` applies the
+#: empty-case rule to every case; the paper protocol's summary has ``dice`` alone.
+COLUMNS = (
+    (HEADLINE_DICE, "dice"),
+    ("dice", "dice (all)"),
+    ("dice_global", "dice global"),
+    ("hd95", "hd95 mm"),
+    ("assd", "assd mm"),
+    ("voe", "voe"),
+    ("rvd", "rvd"),
+)
+
+
 def print_summary(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
-    """A per-class table of the headline metrics (mean ± std where available)."""
+    """A per-class table of the headline metrics (mean ± std where available), and the count
+    of cases without the class in their reference (with how many of them got a false
+    positive)."""
     table = Table(title=title)
     table.add_column("class")
-    columns = [m for m in HEADLINE if any(m in s or f"{m}_mean" in s for s in summary.values())]
-    for m in columns:
-        table.add_column(m, justify="right")
+    paper = all(set(s) <= {"dice", "n_cases", "n_gt_empty"} for s in summary.values())
+    columns = [("dice", "dice")] if paper else COLUMNS
+    for _, header in columns:
+        table.add_column(header, justify="right")
+    table.add_column("cases", justify="right")
+    table.add_column("without class" if paper else "without class (FP)", justify="right")
     for name, stats in summary.items():
-        cells = []
-        for m in columns:
-            mean = stats.get(f"{m}_mean", stats.get(m))
-            std = stats.get(f"{m}_std")
-            cells.append(
-                "-" if mean is None else f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
-            )
-        table.add_row(name, *cells)
+        cells = [
+            _cell(stats.get(f"{key}_mean", stats.get(key)), stats.get(f"{key}_std"))
+            for key, _ in columns
+        ]
+        empty = stats.get("n_gt_empty", 0)
+        fp = "" if paper else f" ({stats.get('n_false_positive', 0)})"
+        table.add_row(name, *cells, str(stats.get("n_cases", "")), f"{empty}{fp}")
     (console or Console(width=140)).print(table)
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f}" + ("" if std is None or not math.isfinite(std) else f" ± {std:.3f}")

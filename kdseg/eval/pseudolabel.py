@@ -76,12 +76,21 @@ def score_case(
     return label, row
 
 
-def _check_output(source: Path, output: Path) -> None:
+def check_destination(source: Path, output: Path) -> None:
+    """Refuse an output the dataset cannot replace as a whole without destroying something:
+    the input, a folder around it, a file, or a folder of other things; and an input that is
+    a file."""
     src, out = source.resolve(), output.resolve()
     if out == src or src in out.parents:
         raise InputError(output, f"the output must lie outside the input folder {source}")
     if out in src.parents:  # the output folder is replaced as a whole: the input with it
         raise InputError(output, f"the input {source} lies inside this output folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(output, "is a file; output= takes a folder (a new one, or this tool's)")
+    if out.is_dir() and any(out.iterdir()) and not _is_dataset(out):
+        raise InputError(output, "exists and is not a kdseg-pseudolabel dataset; use a new folder")
+    if source.is_file():
+        raise InputError(source, "is a file; input= takes a folder of scans or a dataset folder")
 
 
 def _link_or_copy(case: ImageCase, image: nib.Nifti1Image, target: Path) -> None:
@@ -137,11 +146,7 @@ def pseudolabel_folder(
     signal leaves ``output`` as it was.
     """
     source, final = Path(source), Path(output).resolve()  # "." has a name once resolved
-    _check_output(source, final)
-    if final.is_dir() and any(final.iterdir()) and not _is_dataset(final):
-        raise InputError(output, "exists and is not a kdseg-pseudolabel dataset; use a new folder")
-    if source.is_file():
-        raise InputError(source, "is a file; input= takes a folder of scans or a dataset folder")
+    check_destination(source, Path(output))
     cases = discover_images(source)
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
     # signal leaves no half-written dataset, and an earlier run's dataset stays until then

@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 
 import kdseg.config  # noqa: F401  (resolvers used by .hydra/config.yaml)
 from kdseg.distill.mix import check_mix
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import InputError, read_json, write_text_atomic
 from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
 from kdseg.eval.paired import PairedDifference, paired_difference
 from kdseg.models import build_from_config
@@ -194,14 +194,19 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
     path = run / eval_dir / "summary.json"
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
+    data = read_json(path)
+    summary = data.get("summary") if isinstance(data, dict) else None
+    if not isinstance(summary, dict) or not all(isinstance(s, dict) for s in summary.values()):
+        raise InputError(path, "not a kdseg-eval summary (no per-class 'summary' mapping)")
     key = metric or (HEADLINE_DICE if data.get("protocol", "full") == "full" else "dice")
     scores = {}
-    for name, stats in data.get("summary", {}).items():
-        value = stats.get(key)
-        if value is None:
+    for name, stats in summary.items():
+        if key not in stats:
             raise InputError(path, f"class {name!r} has no metric {key!r}")
-        scores[name] = float(value)
+        value = stats[key]  # null: undefined (no case holds the class), left out of the cell
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(path, f"class {name!r}: {key} is {value!r}, not a number")
+        scores[name] = math.nan if value is None else float(value)
     return scores
 
 
@@ -288,6 +293,18 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
     groups: dict[tuple, list[RunRecord]] = {}
     for record in records:
         groups.setdefault(record.key, []).append(record)
+    for runs in groups.values():  # a row's std is over seeds and its Δ pairs by seed
+        seen: dict[tuple[str, int], Path] = {}
+        for run in runs:
+            if run.seed is None:
+                continue
+            if (run.dataset, run.seed) in seen:
+                raise InputError(
+                    run.path,
+                    f"has seed {run.seed}, as {seen[run.dataset, run.seed]} of the same row "
+                    "(model, teacher, method and dataset): name one of the two runs",
+                )
+            seen[run.dataset, run.seed] = run.path
     rows = [
         Row(role, model, teacher, method, runs, _cells(runs), runs[0].params)
         for (role, model, teacher, method), runs in groups.items()
@@ -374,9 +391,7 @@ class Report:
             "|" + "---|" * 3 + "---:|" * (len(head) - 3),
         ]
         for row in self.rows:
-            cells = [
-                row.cells[c].text(self.digits) if c in row.cells else "n/a" for c in self.columns
-            ]
+            cells = [_cell_text(row, c, self.digits) for c in self.columns]
             gaps = [_percent(row.gap.get(d)) if row.role == "distilled" else "" for d in gap_sets]
             gaps += [_paired_text(row.paired.get((d, GAP_CLASS)), self.digits) for d in gap_sets]
             seeds = ",".join(map(str, row.seeds)) or str(len(row.runs))
@@ -393,7 +408,9 @@ class Report:
             "seeds (a reference row's own seeds when it shares none); n/a when the teacher is "
             "not better or a reference row is missing. Paired Δ = mean over seeds of "
             "(distilled - student alone) of the same seed (same initial weights), with a "
-            "Student-t 95% interval; n/a without a student-alone run of a common seed.",
+            "Student-t 95% interval; n/a without a student-alone run of a common seed. "
+            "(n=k): only k of the row's runs have a value (an undefined Dice: no test case "
+            "holds the class).",
         ]
         if self.missing_eval:
             lines += [
@@ -449,6 +466,16 @@ class Report:
                     )
             writer.writerow(line)
         return buffer.getvalue()
+
+
+def _cell_text(row: Row, column: tuple[str, str], digits: int) -> str:
+    """A row's cell, with ``(n=k)`` when fewer runs than the row's have a value in it."""
+    cell = row.cells.get(column)
+    if cell is None:
+        return "n/a"
+    # runs of this dataset with an evaluation (those without it are listed under the table)
+    scored = sum(1 for r in row.runs if r.scores and r.dataset == column[0])
+    return cell.text(digits) + (f" (n={cell.n})" if cell.n < scored else "")
 
 
 def _paired_text(diff: PairedDifference | None, digits: int) -> str:

@@ -1,0 +1,193 @@
+"""The data-in and scoring path: a cache that follows its sources, case ids that cannot leak
+across a split, stored teacher labels checked against their mapping, undefined scores written
+as JSON ``null`` and shown as such, and config values refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_pipeline import _data_cfg
+
+from kdseg.data.cache import open_case
+from kdseg.data.dataset import resolve_data
+from kdseg.data.manifest import make_split
+from kdseg.data.sources import discover_cases
+from kdseg.errors import ConfigError, InputError
+
+
+def _copy_cases(phantom: Path, root: Path, numbers: range) -> Path:
+    root.mkdir(parents=True)
+    for n in numbers:
+        for name in (f"volume-{n}.nii.gz", f"segmentation-{n}.nii.gz"):
+            shutil.copy2(phantom / name, root / name)
+    return root
+
+
+def test_an_edited_label_is_prepared_again_and_the_rest_is_not(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(5))
+    setup = resolve_data(_data_cfg(root))
+    setup.prepare(progress=False)
+    metas = {c: setup.cache_dir / "cases" / c / "meta.json" for c in setup.cases}
+    before = {c: m.stat().st_mtime_ns for c, m in metas.items()}
+    assert open_case(setup.cache_dir, "volume-2").tumor_slices
+    seg = nib.load(root / "segmentation-2.nii.gz")  # the reader corrects the label: no tumor
+    cleared = np.asarray(seg.dataobj).copy()
+    cleared[cleared == 2] = 1
+    os.unlink(root / "segmentation-2.nii.gz")
+    nib.save(nib.Nifti1Image(cleared, seg.affine), root / "segmentation-2.nii.gz")
+    setup.prepare(progress=False)
+    after = {c: m.stat().st_mtime_ns for c, m in metas.items()}
+    assert [c for c in metas if after[c] != before[c]] == ["volume-2"]
+    case = open_case(setup.cache_dir, "volume-2")
+    assert case.tumor_slices == () and not (np.asarray(case.label) == 2).any()
+
+
+def test_two_folders_behind_one_cache_never_read_each_others_cases(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """Two sites' volume-0 to volume-2 share ids and a data.cache_root; each gets its own."""
+    from kdseg.data.phantom import PhantomConfig, generate_case
+
+    site_a = _copy_cases(phantom_lits, tmp_path / "a", range(3))
+    site_b = tmp_path / "b"
+    site_b.mkdir()
+    config = PhantomConfig(size_range=(50, 50), slices_range=(9, 9), p_no_tumor=0.0)
+    for n in range(3):
+        image, label, _ = generate_case(config, seed=100 + n)
+        nib.save(image, site_b / f"volume-{n}.nii.gz")
+        nib.save(label, site_b / f"segmentation-{n}.nii.gz")
+    cache = tmp_path / "cache"
+    shapes = {}
+    for site in (site_a, site_b, site_a):
+        setup = resolve_data(_data_cfg(site, **{"data.cache_root": cache}))
+        setup.prepare(progress=False)
+        meta = json.loads((setup.cache_dir / "cases" / "volume-0" / "meta.json").read_text())
+        assert Path(meta["image"]).parent == site
+        shapes[site] = meta["input_shape"]
+    assert shapes[site_b][:3] == [50, 50, 9] != shapes[site_a][:3]
+
+
+def test_two_scans_with_one_case_id_are_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    """volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in train and test."""
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(3))
+    image = nib.load(root / "volume-1.nii.gz")
+    nib.save(image, root / "volume-0.nii")
+    with pytest.raises(InputError, match="shares the case id 'volume-0' with volume-0.nii"):
+        discover_cases("lits", root)
+
+
+def test_config_values_that_cannot_work_are_config_errors() -> None:
+    for fractions in ([0.5, 0.5, 0.5], [1.2, -0.1, -0.1], [0.5, 0.5]):
+        with pytest.raises(ConfigError, match="data.split_fractions"):
+            make_split(["a", "b", "c"], fractions)
+    with pytest.raises(ConfigError, match="unknown data.layout 'kits'"):
+        discover_cases("kits", ".")
+    from kdseg.eval.evaluate import check_protocol
+
+    with pytest.raises(ConfigError, match="protocol=clinical: use full or paper"):
+        check_protocol("clinical")
+
+
+def test_stored_hard_labels_outside_their_mapping_are_refused(tmp_path: Path) -> None:
+    from kdseg.data.teacher_targets import load_prediction
+
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    image = nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), affine)
+    tumor3 = ((0, 0), (1, 1), (3, 2))  # dataset.json: liver 1, tumor 3
+    for value, label_map in ((7, None), (2, tumor3), (7, tumor3)):
+        data = np.zeros((6, 5, 4), np.uint8)
+        data[2, 2, 1] = value
+        path = tmp_path / f"case_{value}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), path)
+        with pytest.raises(InputError, match=rf"label values \[{value}\] are not among"):
+            load_prediction(path, image, label_map)
+    data[2, 2, 1] = 3  # mapped: tumor
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "ok.nii.gz")
+    probs, hard = load_prediction(tmp_path / "ok.nii.gz", image, tumor3)
+    assert hard and probs[2, 2, 2, 1] == 1 and probs[2].sum() == 1
+
+
+def test_an_undefined_dice_is_null_in_json_and_n_a_in_the_table(tmp_path: Path) -> None:
+    """A tumor class no reference holds: the headline is undefined in both protocols, written
+    as JSON null (which strict parsers read) and shown as n/a, with the count of such cases."""
+    from rich.console import Console
+
+    from kdseg.eval.evaluate import print_summary, summarize_rows, write_results
+    from kdseg.eval.metrics import case_metrics
+
+    gt = np.zeros((8, 8, 4), np.uint8)
+    gt[2:6, 2:6, 1:3] = 1
+    pred = gt.copy()
+    pred[3, 3, 2] = 2  # a false-positive tumor
+    row = {"case": "c0", **case_metrics(pred, gt, [1.0, 1.0, 2.0])}
+    summary = summarize_rows([row], "full")
+    write_results([row], summary, tmp_path, {"protocol": "full"})
+    text = (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
+    assert loaded["summary"]["tumor"]["dice_per_case_nonempty"] is None
+    console = Console(width=200, record=True)
+    print_summary(summary, "t", console=console)
+    table = console.export_text()
+    tumor = next(line for line in table.splitlines() if "tumor" in line)
+    assert "n/a" in tumor and "1 (1)" in tumor  # one case without tumor, one false positive
+    paper = summarize_rows(
+        [{"case": "c0", "tumor": {"pred": 1, "gt": 0, "intersection": 0}}], "paper"
+    )
+    assert np.isnan(paper["tumor"]["dice"]) and paper["tumor"]["n_gt_empty"] == 1
+
+
+def test_report_reads_null_as_undefined_and_refuses_a_repeated_seed(tmp_path: Path) -> None:
+    from test_distill_module import _fake_run
+
+    from kdseg.eval.report import build_report, write_report
+
+    data = {"name": "lits", "organ": "liver"}
+    net = {"name": "enet", "in_channels": 1, "num_classes": 3, "width": 0.25}
+    for seed, tumor in ((1, 0.6), (2, 0.7), (3, None)):
+        _fake_run(
+            tmp_path / "runs",
+            f"enet-s{seed}",
+            {"data": data, "seed": seed, "model": net},
+            {"organ": 0.9, "tumor": tumor},
+        )
+    report = build_report([str(tmp_path / "runs")])
+    text = write_report(report, tmp_path / "report")["markdown"].read_text()
+    assert "| enet (w 0.25) | student | 1,2,3 | 0.650 ± 0.071 (n=2) | 0.900 ± 0.000 |" in text
+    broken = tmp_path / "runs" / "enet-s3" / "eval-test-full" / "summary.json"
+    broken.write_text(broken.read_text()[:20])
+    with pytest.raises(InputError, match="summary.json: not valid JSON"):
+        build_report([str(tmp_path / "runs")])
+    broken.write_text(
+        json.dumps({"protocol": "full", "summary": {"tumor": {"dice_per_case_nonempty": "x"}}})
+    )
+    with pytest.raises(InputError, match="'tumor': dice_per_case_nonempty is 'x', not a number"):
+        build_report([str(tmp_path / "runs")])
+    shutil.rmtree(tmp_path / "runs" / "enet-s3")
+    _fake_run(
+        tmp_path / "runs",
+        "enet-s1-again",
+        {"data": data, "seed": 1, "model": net},
+        {"organ": 0.9, "tumor": 0.5},
+    )
+    with pytest.raises(InputError, match="has seed 1, as .*enet-s1 of the same row"):
+        build_report([str(tmp_path / "runs")])
+
+
+def test_a_bare_manifest_name_is_kdsegs_wherever_the_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdseg.data.manifest import MANIFEST_DIR, _manifest_path
+
+    (tmp_path / "lits.json").write_text('{"train": [], "val": [], "test": ["x"]}')
+    monkeypatch.chdir(tmp_path)
+    assert _manifest_path("lits.json") == MANIFEST_DIR / "lits.json"
+    assert _manifest_path("./lits.json") == Path("lits.json")
