@@ -691,3 +691,51 @@ def test_prelu_rewrite_is_exact() -> None:
     onnx.checker.check_model(model)
     assert not [n for n in model.graph.node if n.op_type == "PRelu"]
     np.testing.assert_array_equal(run(model), want)
+
+
+def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
+    workspace: dict, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """An int8 file that quantized nothing, a data_root that is not there, stage 1 written
+    before stage 2 is known to load, two bench entries pooled under one name, bench results
+    inside the dataset: each refused in one line before anything is written."""
+    from kdseg.deploy.bench import BenchConfig
+    from kdseg.deploy.bench_report import check_targets as targets
+    from kdseg.deploy.export import stage_options
+
+    tiny = str(workspace["tiny"])
+    quick = Int8Options(calibration_slices=4, time_slices=2, repeats=1, op_types=("conv",))
+    out = tmp_path / "typo" / "tiny.int8.onnx"
+    opts = ExportOptions(ckpt=tiny, output=str(out), quantize="int8", check_slices=4, threads=1)
+    with pytest.raises(InputError, match=r"int8.op_types: \['conv'\] is no ONNX operator"):
+        export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": quick}))
+    assert not out.exists()
+    missing = tmp_path / "typo-data"
+    with pytest.raises(InputError, match="data_root= folder not found"):
+        export_checkpoint(
+            ExportOptions(ckpt=tiny, output=str(tmp_path / "a.onnx"), data_root=str(missing))
+        )
+    with pytest.raises(InputError, match="list of two for a cascade only"):
+        stage_options({"ckpt": tiny, "output": ["a.onnx", "b.onnx"]})
+    with pytest.raises(InputError, match="nope.ckpt"):
+        stage_options({"ckpt": [tiny, str(tmp_path / "nope.ckpt")], "output": ["a.onnx", "b.onnx"]})
+    assert not (tmp_path / "a.onnx").exists()
+    entry = {"name": "m", "ckpt": tiny}
+    with pytest.raises(InputError, match="two bench entries are named 'm'"):
+        BenchConfig.from_dict({"entries": [entry, {**entry, "backend": "onnx"}]})
+    with pytest.raises(InputError, match="runs=0: a whole number, at least 1"):
+        BenchConfig.from_dict({"entries": [entry], "runs": 0})
+    bad = tmp_path / "entries.yaml"
+    bad.write_text("- {name: m, ckpt: [unclosed\n")
+    with pytest.raises(InputError, match="entries.yaml: not valid YAML"):
+        BenchConfig.from_dict({"entries_file": str(bad)})
+    inside = workspace["data"] / "bench"
+    code, _out, err = _cli(
+        "bench", ["quick=true", f"data.root={workspace['data']}", f"output_dir={inside}",
+                  f"entries=[{{name: m, ckpt: {tiny}}}]"], capsys, monkeypatch,
+    )  # fmt: skip
+    assert code == 2 and "lies inside the input folder" in err and not inside.exists(), err
+    rows = [{"name": "s", "role": "student", "ok": True, "e2e_median_s": 1.0}]
+    assert targets(rows, {"max_volume_s": 10})[0]["target"].startswith(
+        "fastest student (no distilled entry)"
+    )

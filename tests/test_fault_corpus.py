@@ -301,6 +301,9 @@ def distill_into_teacher_run(w: World, inside: bool) -> list[str]:
     teacher = w.tmp / "teacher-run" / "checkpoints" / "best.ckpt"
     teacher.parent.mkdir(parents=True)
     shutil.copy(w.ckpt, teacher)
+    (w.tmp / "teacher-run" / ".hydra").mkdir()  # the teacher's own record stays as it is
+    (w.tmp / "teacher-run" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (w.tmp / "teacher-run" / "train.log").write_text("the teacher's log\n")
     run = teacher.parent / "student" if inside else teacher.parent.parent
     return [*TINY_DATA, f"data.root={w.lits}", f"teacher.ckpt={teacher}", "student=enet", "student.width=0.25", f"hydra.run.dir={run}"]  # fmt: skip
 
@@ -490,6 +493,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("distill: run dir is the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=False), "teacher-run", False),
     ("distill: run dir inside the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=True), "teacher-run/checkpoints/student", False),
     ("train: run dir inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/run"])[1], "in/run", False),
+    ("train: new run dir deep inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/runs/a/b"])[1], "in/runs/a/b", True),
 ]  # fmt: skip
 
 MODULES = {
@@ -569,6 +573,7 @@ def test_fault(
     culprit = getattr(world, "culprit", culprit)
     (tmp_path / "cwd").mkdir()
     before = _snapshot(tmp_path)
+    folders = {p for p in tmp_path.rglob("*") if p.is_dir()}
     lits_before = _snapshot(shared["lits"]) if command == "eval" else None
     run = _subprocess if sub else _in_process
     code, stdout, stderr = run(command, args, tmp_path / "cwd")
@@ -579,8 +584,13 @@ def test_fault(
     assert culprit in lines[0] and "Traceback" not in stderr, report
     after = _snapshot(tmp_path)
     new = set(after) - set(before)
-    if command in ("train", "distill"):  # Hydra's run-dir bookkeeping, before the task runs
-        new = {p for p in new if not any(part in p for part in HYDRA_BOOKKEEPING)}
+    if command in ("train", "distill"):  # a run's record, in a run dir that was there before
+        new = {
+            p
+            for p in new
+            if not any(part in p for part in HYDRA_BOOKKEEPING)
+            or not any(k.startswith(p.split("/")[0] + "/") for k in before)
+        }
     if command == "prepare":  # the cache of the good case stays (and stays valid)
         new = {
             p
@@ -590,6 +600,9 @@ def test_fault(
             or not (p.startswith("lits/.kdseg_cache/") or p == "lits/kdseg_split.json")
         }
     assert not new, f"files left behind: {sorted(new)}"
+    if command in ("train", "distill"):  # a run refused before it starts leaves no run dir
+        made = {p for p in tmp_path.rglob("*") if p.is_dir()} - folders
+        assert not made or any(k.startswith("run/") for k in before), sorted(map(str, made))
     assert {k: after.get(k) for k in before} == before, "an input's bytes changed"
     if lits_before is not None:
         assert _snapshot(shared["lits"]) == lits_before

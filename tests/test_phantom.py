@@ -187,8 +187,23 @@ def test_rewrites_a_case_whose_file_is_missing(tmp_path) -> None:
         {"flip_prob": 1.5},
         {"noise_hu": -1.0},
         {"tumor_depth": -0.5},
+        {"tumor_contrast": float("nan")},  # once: tumors of HU 0 still labelled tumor
+        {"noise_hu": float("nan")},  # once: silently no noise
+        {"noise_hu": "high"},
+        {"blur_sigma_mm": float("inf")},
+        {"blur_sigma_mm": 1e9},  # once: the worker ran out of memory
+        {"fov_mm_range": (320.0, float("inf"))},
+        {"size_range": (64.5, 72)},
+        {"max_tumors": True},
     ],
 )
 def test_bad_config_is_an_input_error(overrides: dict) -> None:
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=next(iter(overrides))):
         PhantomConfig(**overrides)
+
+
+def test_a_refused_seed_names_the_seed_and_leaves_no_folder(tmp_path) -> None:
+    root = tmp_path / "new"
+    with pytest.raises(InputError, match="seed must be a whole number >= 0, got -1"):
+        write_dataset(root, PhantomConfig(size_range=(40, 40), slices_range=(8, 8)), 2, seed=-1)
+    assert not root.exists()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import kdseg.config  # noqa: F401  (registers the config resolvers)
 from kdseg.cli.boundary import CONFIG_PATH, command, guarded, number
-from kdseg.errors import InputError
+from kdseg.errors import InputError, write_text_atomic
 from kdseg.guards import check_output
 
 __all__ = [
@@ -99,12 +101,46 @@ def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str
 
     ``inputs`` (the data folder, a teacher checkpoint ...) must not hold the run dir.
     """
-    from kdseg.errors import write_text_atomic
-
     out = check_output(run_dir(), inputs, folder=True, what="run dir")
     check_same_run(out, cfg)
     write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    record_run(out, cfg)
     return out, to_dict(cfg)
+
+
+#: Hydra's default format for the job's log file
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+class _RunLog(logging.FileHandler):
+    """The run's ``<job name>.log``, opened by :func:`record_run` (one per process)."""
+
+
+def record_run(out: Path, cfg: DictConfig) -> None:
+    """What Hydra writes into a run dir before the task starts, written here once the run dir
+    has passed kdseg's checks (``conf/train.yaml`` turns Hydra's own writing off): on the
+    first process, ``.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``, as
+    Hydra writes them); on every process, the job's log file ``<job name>.log``, appended to
+    as Hydra's is (a DDP worker's is ``train_ddp_process_<n>.log``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+        folder = out / ".hydra"
+        write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_text_atomic(
+            folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))
+        )
+        write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _RunLog)]:
+        root.removeHandler(handler)  # an earlier job of this process (a multirun)
+        handler.close()
+    handler = _RunLog(out / f"{hydra_cfg.job.name}.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
 
 
 #: What a run is: a rerun in its run dir resumes it, so these must not change there (the

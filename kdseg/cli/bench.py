@@ -15,8 +15,13 @@ def main(cfg: DictConfig) -> None:
     plain = to_dict(cfg)
     if not plain.pop("dice", True):
         plain["data"] = None
-    check_output(cfg.output_dir, folder=True, what="output_dir")
-    results = run_bench(BenchConfig.from_dict(plain))
+    bench = BenchConfig.from_dict(plain)
+    inputs = [(plain.get("data") or {}).get("root"), plain.get("entries_file")]
+    for entry in bench.entries:  # never into a dataset, a run folder or an artefact's folder
+        for value in (entry.ckpt, entry.artifact):
+            inputs += list(value) if isinstance(value, (list, tuple)) else [value]
+    check_output(cfg.output_dir, [p for p in inputs if p], folder=True, what="output_dir")
+    results = run_bench(bench)
     print(results["markdown"])
     print(f"written: {cfg.output_dir}/{cfg.name}.md, .png, .json")
     failed = [r for r in results["rows"] if not r.get("ok", True)]

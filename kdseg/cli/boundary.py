@@ -287,11 +287,76 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
             except SystemExit:
                 raise
             except BaseException as exc:  # noqa: BLE001  (the boundary: one line, never a traceback)
-                raise SystemExit(report(command, exc, verbose)) from None
+                code = report(command, exc, verbose)
+                if code == 2:  # refused: the run never started
+                    remove_new_run_dir()
+                raise SystemExit(code) from None
 
         return wrapper
 
     return decorate
+
+
+#: ``hydra.run.dir`` named on the command line (``None``: not named), and the folders of it
+#: that did not exist before Hydra made them (deepest first): what a refused run removes again
+_RUN_DIR: dict[str, Any] = {"named": None, "new": []}
+#: what a run writes into its run dir before training starts (kdseg.cli.record_run)
+_RECORD_FILES = (
+    "config.yaml",
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
+)
+
+
+def note_new_run_dir(argv: list[str]) -> None:
+    """Before Hydra runs: which folders of an explicit ``hydra.run.dir=<path>`` do not exist
+    yet (Hydra creates them before any of kdseg's checks)."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    _RUN_DIR.update(named=None, new=[])
+    if not given or "${" in given[-1] or not given[-1].strip():
+        return
+    path = Path(given[-1]).absolute()
+    _RUN_DIR["named"] = path
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        _RUN_DIR["new"].append(folder)
+
+
+def remove_new_run_dir() -> None:
+    """After a refusal: remove the run dir Hydra made for this run, when it holds nothing but
+    the run's own record (:func:`kdseg.cli.record_run`), and the new folders above it that
+    are then empty. A named run dir goes only if it did not exist before the command (noted
+    by :func:`note_new_run_dir`); Hydra's default, time-stamped one only if empty. A refused
+    run then leaves no trace, not even an empty folder inside an input folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    run = Path(hydra_cfg.runtime.output_dir).absolute()
+    new: list[Path] = _RUN_DIR["new"]
+    if _RUN_DIR["named"] is None:
+        with contextlib.suppress(OSError):
+            run.rmdir()  # only when empty
+        return
+    if not new or run != new[0] or not run.is_dir():
+        return
+    ours = {run / name for name in _RECORD_FILES} | {run / f"{hydra_cfg.job.name}.log"}
+    found = {p for p in run.rglob("*") if not p.is_dir()}
+    if not found <= ours:
+        return  # the run wrote something else: leave it all
+    logging.shutdown()  # the run's log file handler holds the file open
+    for path in found:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (run / ".hydra").rmdir()
+    for folder in new:  # deepest first; stops at the first that is not empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
@@ -302,6 +367,7 @@ def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet_libraries()
         install_signal_handlers()
+        note_new_run_dir(sys.argv[1:])
         verbose = _argv_verbose(sys.argv[1:])
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises; we print the one line
         try:

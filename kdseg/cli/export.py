@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -16,7 +17,15 @@ def _score(value: float | None) -> str:
 
 @command("kdseg-export", "export")
 def main(cfg: DictConfig) -> None:
-    results = [export_checkpoint(opts) for opts in stage_options(to_dict(cfg))]
+    results: list[ExportResult] = []
+    try:
+        for opts in stage_options(to_dict(cfg)):
+            results.append(export_checkpoint(opts))
+    except BaseException:
+        if results:  # a cascade whose stage 2 failed: no stage 1 artefact alone
+            for path in (results[0].artifact, *results[0].extra_files):
+                Path(path).unlink(missing_ok=True)
+        raise
     for result in results:
         _print(result)
     if len(results) > 1:

@@ -125,6 +125,15 @@ class BenchConfig:
             raise InputError(
                 None, "no bench entries: give entries=[{name: ..., ckpt: ..., backend: ...}]"
             )
+        names = [e.name for e in out.entries]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # rows are keyed by name: two entries would pool under one label
+            raise InputError(None, f"two bench entries are named {repeated[0]!r}: name each once")
+        for key, least in (("runs", 1), ("warmup", 0), ("rounds", 1), ("threads", 1),
+                           ("batch_size", 1), ("fresh_runs", 0), ("timeout_s", 1)):  # fmt: skip
+            value = getattr(out, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(None, f"{key}={value}: a whole number, at least {least}")
         if out.quick:
             out.volume_size, out.volume_slices = QUICK["size"], QUICK["slices"]
             out.runs, out.warmup, out.rounds = QUICK["runs"], QUICK["warmup"], QUICK["rounds"]
@@ -138,7 +147,10 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
 
     if not path.is_file():
         raise InputError(path, "entries file not found")
-    entries = yaml.safe_load(path.read_text())
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid YAML ({type(exc).__name__})") from None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InputError(path, "must hold a YAML list of {name, ckpt, artifact, backend} maps")
     return entries

@@ -56,7 +56,12 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
         t = fastest["e2e_median_s"]
         out.append(
             {
-                "target": f"fastest distilled student <= {targets['max_volume_s']} s per volume",
+                "target": (
+                    "fastest distilled student"
+                    if fastest["role"] == "distilled"
+                    else "fastest student (no distilled entry)"
+                )
+                + f" <= {targets['max_volume_s']} s per volume",
                 "value": f"{fastest['name']}: {t:.2f} s",
                 "met": t <= float(targets["max_volume_s"]),
             }

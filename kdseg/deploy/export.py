@@ -282,8 +282,7 @@ def export_checkpoint(opts: ExportOptions) -> ExportResult:
         export_aoti(job.model, job.out, example, job.metadata(), static=job.static)
         job.verify(BACKENDS["aoti"](job.out))
         meta = job.metadata()
-        write_sidecar(job.out, meta)
-        return ExportResult(job.out, meta, job.warnings)
+        return ExportResult(job.out, meta, job.warnings, [write_sidecar(job.out, meta)])
     fp32_path = fp32_twin(job.out) if opts.quantize else job.out
     export_onnx(job.model, fp32_path, example, job.metadata(), static=job.static)
     job.facts["input_dims"] = input_dims(fp32_path)
@@ -303,12 +302,15 @@ def _start(opts: ExportOptions) -> _Job:
     out = Path(
         opts.output or default_output(opts.ckpt, name, opts.format, opts.quantize, opts.prune)
     )
-    inputs = [opts.ckpt, opts.data_root]
+    if opts.data_root and not Path(opts.data_root).is_dir():
+        raise InputError(opts.data_root, "data_root= folder not found")
+    run_cfg = run_config(opts.ckpt)
+    setup = export_data_setup(bundle, opts.data_root, run_cfg)
+    # the dataset actually read (data_root=, else the training run's) is an input too
+    inputs = [opts.ckpt, opts.data_root, None if setup is None else setup.cfg.get("root")]
     check_output(out, inputs)
     if opts.quantize:
         check_output(fp32_twin(out), inputs)
-    run_cfg = run_config(opts.ckpt)
-    setup = export_data_setup(bundle, opts.data_root, run_cfg)
     if setup is None and (opts.quantize or opts.prune):
         what = "int8 calibration" if opts.quantize else "pruning recovery"
         raise InputError(
@@ -383,9 +385,9 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
     )
     slices = job.check if job.check is not None else calibration
     files = {"fp32": fp32_path, "int8": out}
-    times = time_alternating(
-        files, slices[: max(o.time_slices, 1)], job.opts.threads, o.repeats, o.time_batch
-    )
+    timed = slices[: max(o.time_slices, 1)]
+    batch = min(o.time_batch, len(timed))  # what ran, not what was asked for
+    times = time_alternating(files, timed, job.opts.threads, o.repeats, batch)
     speedup = times["fp32"] / times["int8"]
     job.facts.update(
         precision="int8",
@@ -397,7 +399,8 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
             "slower_than_fp32": speedup < o.min_speedup,
             "fp32_artifact": fp32_path.name,
             "timing_threads": job.opts.threads,
-            "timing_batch": o.time_batch,
+            "timing_batch": batch,
+            "timing_slices": len(timed),
         },
     )
     if "check" in job.facts:
@@ -424,7 +427,7 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
         job.warnings.append(
             f"int8 is not faster than fp32 on this machine ({1e3 * times['int8']:.1f} vs "
             f"{1e3 * times['fp32']:.1f} ms per slice, {speedup:.2f}x, {job.opts.threads} threads, "
-            f"batch {o.time_batch}): "
+            f"batch {batch}): "
             f"deploy {fp32_path} instead (ONNX Runtime has no int8 kernel for some layers, "
             "e.g. PReLU, and each quantize/dequantize pair around them costs time)"
         )
@@ -441,6 +444,8 @@ def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
     """
     ckpts, outputs = cfg.get("ckpt"), cfg.get("output")
     if not isinstance(ckpts, (list, tuple)):
+        if isinstance(outputs, (list, tuple)):
+            raise InputError(None, "output= is a list of two for a cascade only: give one path")
         return [load_options(cfg)]
     if len(ckpts) != 2 or not (outputs is None or len(outputs) == 2):
         raise InputError(
@@ -450,12 +455,11 @@ def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
         load_options({**cfg, "ckpt": c, "output": None if outputs is None else outputs[i]})
         for i, c in enumerate(ckpts)
     ]
+    bundles = [load_bundle(o.ckpt) for o in opts]  # both readable before stage 1 is exported
     if outputs is None:
         paths = [
-            default_output(
-                o.ckpt, load_bundle(o.ckpt).model_config["name"], o.format, o.quantize, o.prune
-            )
-            for o in opts
+            default_output(o.ckpt, b.model_config["name"], o.format, o.quantize, o.prune)
+            for o, b in zip(opts, bundles, strict=True)
         ]
         if paths[0] == paths[1]:
             paths[1] = paths[1].with_name(paths[1].name.replace(".", "-stage2.", 1))

@@ -150,8 +150,23 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="kdseg-quant-") as tmp, quiet_exporter():
         prepped = Path(tmp) / "prepped.onnx"
         symbolic = preprocess_for_quantization(Path(fp32_path), prepped)
-        convs = conv_nodes(onnx.load(str(prepped)))
+        graph = onnx.load(str(prepped))
+        convs = conv_nodes(graph)
         named = {"first": convs[:1], "last": convs[-1:]}
+        present = {node.op_type for node in graph.graph.node}
+        unknown = [t for t in op_types or () if t not in present and not onnx.defs.has(t)]
+        if unknown:  # a typo ("conv") would quantize nothing and still be called int8
+            raise InputError(
+                None,
+                f"int8.op_types: {unknown} is no ONNX operator (this network's: "
+                f"{', '.join(sorted(present))})",
+            )
+        names = {node.name for node in graph.graph.node}
+        strays = [k for k in keep_fp32 if k not in named and k not in names]
+        if strays:
+            raise InputError(
+                None, f"int8.keep_fp32: no node named {strays[0]!r} (first, last or a node name)"
+            )
         exclude = sorted({n for key in keep_fp32 for n in named.get(key, [key])})
         with atomic_path(target, suffix=".onnx") as out:
             quantize_static(
@@ -167,6 +182,12 @@ def quantize_int8(
                 op_types_to_quantize=list(op_types) if op_types else None,
             )
             model = onnx.load(str(out))
+            if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+                raise InputError(
+                    None,
+                    "int8: no layer was quantized (int8.op_types / int8.keep_fp32 leave none): "
+                    "the file would be fp32 under an int8 name",
+                )
             del model.metadata_props[:]
             model.metadata_props.extend(
                 onnx.load(str(fp32_path), load_external_data=False).metadata_props

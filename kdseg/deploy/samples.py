@@ -18,6 +18,7 @@ import yaml
 
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import DataSetup, resolve_data
+from kdseg.errors import InputError
 from kdseg.eval.checkpoint import Bundle
 from kdseg.eval.inference import context_stack
 
@@ -35,7 +36,12 @@ def run_config(ckpt: str | Path) -> dict[str, Any] | None:
     path = run_dir(ckpt) / "config.yaml"
     if not path.is_file():
         return None
-    cfg = yaml.safe_load(path.read_text())
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(
+            path, f"the run's config is not valid YAML ({type(exc).__name__})"
+        ) from None
     return cfg if isinstance(cfg, dict) else None
 
 

@@ -9,6 +9,7 @@ knobs, checked on construction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -43,6 +44,37 @@ class Tissue(IntEnum):
 
 
 TARGET_TISSUE = {"lits": Tissue.LIVER, "kits": Tissue.KIDNEY}
+
+
+#: (field, lowest, highest) of the ranges; the highest keep a volume in memory and time
+RANGE_LIMITS = (
+    ("size_range", 32, 2048),
+    ("slices_range", 8, 2048),
+    ("fov_mm_range", 1e-3, 2000.0),
+    ("slice_mm_range", 1e-3, 50.0),
+    ("tumor_mm_range", 1e-3, 500.0),
+)
+#: (field, lowest, highest) of the single values
+VALUE_LIMITS = (
+    ("nonsquare_prob", 0.0, 1.0),
+    ("flip_prob", 0.0, 1.0),
+    ("permute_prob", 0.0, 1.0),
+    ("p_no_tumor", 0.0, 1.0),
+    ("max_tumors", 0, 100),
+    ("tumor_depth", 0.0, 1.0),
+    ("tumor_contrast", 0.0, 100.0),
+    ("noise_hu", 0.0, 1000.0),
+    ("blur_sigma_mm", 0.0, 20.0),
+)
+#: fields that count voxels or tumors
+WHOLE = {"size_range", "slices_range", "max_tumors"}
+
+
+def _number(value: object, whole: bool) -> bool:
+    """A finite real number (a whole one if ``whole``); NaN, Inf, text and booleans are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (not whole or float(value).is_integer())
 
 
 @dataclass
@@ -99,26 +131,26 @@ class PhantomConfig:
             raise InputError(
                 None, f"phantom dataset must be one of {DATASETS}, got {self.dataset!r}"
             )
-        for name, minimum in (
-            ("size_range", 32),
-            ("slices_range", 8),
-            ("fov_mm_range", 1e-3),
-            ("slice_mm_range", 1e-3),
-            ("tumor_mm_range", 1e-3),
-        ):
-            value = tuple(getattr(self, name))
-            if len(value) != 2 or not minimum <= value[0] <= value[1]:
+        for name, minimum, maximum in RANGE_LIMITS:
+            value = getattr(self, name)
+            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            whole = name in WHOLE
+            if (
+                len(value) != 2
+                or not all(_number(v, whole) for v in value)
+                or not minimum <= value[0] <= value[1] <= maximum
+            ):
                 raise InputError(
                     None,
-                    f"phantom {name} must be (low, high) with "
-                    f"{minimum} <= low <= high, got {value}",
+                    f"phantom {name} must be (low, high) with {minimum} <= low <= high <= "
+                    f"{maximum}{' (whole numbers)' if whole else ''}, got {getattr(self, name)}",
                 )
             setattr(self, name, value)
-        for name in ("nonsquare_prob", "flip_prob", "permute_prob", "p_no_tumor"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+        for name, minimum, maximum in VALUE_LIMITS:
+            value = getattr(self, name)
+            if not _number(value, name in WHOLE) or not minimum <= value <= maximum:
                 raise InputError(
-                    None, f"phantom {name} must be a probability, got {getattr(self, name)}"
+                    None,
+                    f"phantom {name} must be a {'whole ' if name in WHOLE else ''}number from "
+                    f"{minimum} to {maximum}, got {value!r}",
                 )
-        for name in ("max_tumors", "tumor_depth", "tumor_contrast", "noise_hu", "blur_sigma_mm"):
-            if getattr(self, name) < 0:
-                raise InputError(None, f"phantom {name} must be >= 0, got {getattr(self, name)}")

@@ -169,7 +169,10 @@ def write_dataset(
     """
     if n_cases < 0:
         raise InputError(None, f"phantom n_cases must be >= 0, got {n_cases}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(None, f"phantom seed must be a whole number >= 0, got {seed!r}")
     root = Path(root).resolve()
+    new_root = not root.exists()
     truth_path = root / TRUTH_FILE
     truth = _read_truth(truth_path)
     digest = _config_digest(cfg)
@@ -187,16 +190,25 @@ def write_dataset(
             )
         if not (ours and len(present) == len(files)):  # (no entry: a killed run's case)
             jobs.append((index, case_seed(seed, index)))
-    if jobs and not truth_path.exists():  # marks the folder as a phantom folder first
+    marked = bool(jobs) and not truth_path.exists()
+    if marked:  # marks the folder as a phantom folder first
         write_text_atomic(truth_path, "{}")
-    with (
-        _case_results(root, cfg, jobs, workers) as results,
-        _progress(progress, n_cases, f"phantom {cfg.dataset}") as advance,
-    ):
-        advance(n_cases - len(jobs))
-        for key, entry in results:
-            truth[key] = entry
-            ordered = {k: truth[k] for k in sorted(truth, key=_case_order)}
-            write_text_atomic(truth_path, json.dumps(ordered, indent=1))
-            advance(1)
+    try:
+        with (
+            _case_results(root, cfg, jobs, workers) as results,
+            _progress(progress, n_cases, f"phantom {cfg.dataset}") as advance,
+        ):
+            advance(n_cases - len(jobs))
+            for key, entry in results:
+                truth[key] = entry
+                ordered = {k: truth[k] for k in sorted(truth, key=_case_order)}
+                write_text_atomic(truth_path, json.dumps(ordered, indent=1))
+                advance(1)
+    except BaseException:
+        if marked and not truth:  # not one case written: no phantom folder either
+            truth_path.unlink(missing_ok=True)
+            if new_root:
+                with contextlib.suppress(OSError):
+                    root.rmdir()
+        raise
     return [case_files(root, cfg.dataset, index)[0] for index in range(n_cases)]
