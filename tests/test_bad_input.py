@@ -251,3 +251,23 @@ def test_flat_config_equals_hydra_compose(args: list[str]) -> None:
     assert _flat_config("predict", [*args, "report=["]) is None
     assert _flat_config("predict", [*args, "threads=1,2"]) is None  # a sweep
     assert _flat_config("train", []) is None  # real defaults: Hydra composes
+
+
+def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
+    """``+thresold=0.5`` would add a key kdseg-predict never reads; ``-m`` with ``--cfg`` is
+    Hydra's own refusal. Both: one line, exit 2, no traceback; training configs take new keys
+    (``+distill.mix=cutmix``) and are not affected."""
+    from conftest import kdseg
+
+    from kdseg.cli.boundary import check_no_new_keys
+
+    typo = kdseg("predict", "ckpt=a.ckpt", "input=b", "output=c", "+thresold=0.5",
+                 cwd=tmp_path, check=False)  # fmt: skip
+    flags = kdseg("eval", "-m", "seed=1,2", "--cfg", "job", cwd=tmp_path, check=False)
+    for result, words in ((typo, "has no option 'thresold'"), (flags, "Only one of")):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+    check_no_new_keys("distill", ["+distill.mix=cutmix"])
+    refused = kdseg("eval", "ckpt=missing.ckpt", cwd=tmp_path, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays

@@ -281,6 +281,7 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
 
                 if HydraConfig.initialized():
                     hydra_cfg = HydraConfig.get()
+                    check_no_new_keys(hydra_cfg.job.config_name, list(hydra_cfg.overrides.task))
                     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
                     check_option_types(cfg, hydra_cfg.job.config_name, choices)
                 return fn(cfg)
@@ -327,9 +328,11 @@ def note_new_run_dir(argv: list[str]) -> None:
 def remove_new_run_dir() -> None:
     """After a refusal: remove the run dir Hydra made for this run, when it holds nothing but
     the run's own record (:func:`kdseg.cli.record_run`), and the new folders above it that
-    are then empty. A named run dir goes only if it did not exist before the command (noted
-    by :func:`note_new_run_dir`); Hydra's default, time-stamped one only if empty. A refused
-    run then leaves no trace, not even an empty folder inside an input folder."""
+    are then empty: only a ``hydra.run.dir`` named on the command line that did not exist
+    before the command (noted by :func:`note_new_run_dir`). Nothing else is ever removed: not
+    the current folder a one-shot tool runs in, not a folder that was there before, not
+    Hydra's default time-stamped run dir (it may be empty after a refusal). A refused run into
+    a new named folder then leaves no trace, not even inside an input folder."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -337,12 +340,8 @@ def remove_new_run_dir() -> None:
     hydra_cfg = HydraConfig.get()
     run = Path(hydra_cfg.runtime.output_dir).absolute()
     new: list[Path] = _RUN_DIR["new"]
-    if _RUN_DIR["named"] is None:
-        with contextlib.suppress(OSError):
-            run.rmdir()  # only when empty
-        return
     if not new or run != new[0] or not run.is_dir():
-        return
+        return  # only a folder this command made (never the cwd of a one-shot tool)
     ours = {run / name for name in _RECORD_FILES} | {run / f"{hydra_cfg.job.name}.log"}
     found = {p for p in run.rglob("*") if not p.is_dir()}
     if not found <= ours:
@@ -375,9 +374,39 @@ def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
         except SystemExit:
             raise
         except BaseException as exc:  # noqa: BLE001
+            if _hydra_usage_error(exc):  # `-m ... --cfg job`: Hydra's own refusal of the flags
+                exc = InputError(None, f"{_first_line(exc)} (see {command} --hydra-help)")
             raise SystemExit(report(command, exc, verbose)) from None
 
     return wrapper
+
+
+def _hydra_usage_error(exc: BaseException) -> bool:
+    """A ``ValueError`` raised inside Hydra itself (its command-line flags), not in a task."""
+    if not isinstance(exc, ValueError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename
+
+
+#: the commands whose configs take new keys (``+distill.mix=cutmix``,
+#: ``+trainer.limit_val_batches=1``); every other command reads only the keys of its file
+OPEN_CONFIGS = ("train", "distill")
+
+
+def check_no_new_keys(config_name: str | None, overrides: list[str]) -> None:
+    """Refuse ``+key=value`` for a command that would never read the key (a typo of an option
+    would otherwise be ignored without a word)."""
+    if config_name in OPEN_CONFIGS:
+        return
+    for override in overrides:
+        if override.startswith("+") and "=" in override:
+            key = override.lstrip("+").split("=", 1)[0]
+            raise InputError(
+                None,
+                f"{override}: conf/{config_name}.yaml has no option {key!r} to add; "
+                "its options are listed by --help",
+            )
 
 
 def plain_overrides(argv: list[str]) -> bool:
