@@ -114,7 +114,10 @@ def dice(spec: EndpointSpec, eval_dir: Path, run: Path) -> dict[str, float]:
     if cases != spec.case_ids:
         raise SystemExit(f"{spec.name}: {eval_dir} scored other cases than {spec.cases}")
     summary = record["summary"]
-    scores = {name: float(summary[name]["dice_per_case_nonempty"]) for name in CLASSES}
+    scores = {  # null (undefined) as NaN: refused just below like any non-finite value
+        name: math.nan if (v := summary[name]["dice_per_case_nonempty"]) is None else float(v)
+        for name in CLASSES
+    }
     if not all(math.isfinite(v) for v in scores.values()):
         raise SystemExit(f"{spec.name}: {eval_dir} has a non-finite Dice: {scores}")
     return scores

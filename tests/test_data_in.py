@@ -180,6 +180,8 @@ def test_report_reads_null_as_undefined_and_refuses_a_repeated_seed(tmp_path: Pa
     )
     with pytest.raises(InputError, match="has seed 1, as .*enet-s1 of the same row"):
         build_report([str(tmp_path / "runs")])
+    shutil.rmtree(tmp_path / "runs" / "enet-s1-again" / "eval-test-full")
+    assert build_report([str(tmp_path / "runs")]).missing_eval  # not evaluated: listed only
 
 
 def test_a_bare_manifest_name_is_kdsegs_wherever_the_command_runs(
@@ -191,3 +193,51 @@ def test_a_bare_manifest_name_is_kdsegs_wherever_the_command_runs(
     monkeypatch.chdir(tmp_path)
     assert _manifest_path("lits.json") == MANIFEST_DIR / "lits.json"
     assert _manifest_path("./lits.json") == Path("lits.json")
+
+
+def test_a_cache_of_an_earlier_kdseg_is_trusted_then_stamped(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A meta.json without a stamp (kdseg before 2026-12-06) is read as it is, not rebuilt
+    (on a read-only mount it could not be), and gets its files' stamp where writable."""
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(3))
+    setup = resolve_data(_data_cfg(root))
+    setup.prepare(progress=False)
+    meta_path = setup.cache_dir / "cases" / "volume-1" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    stamp = meta.pop("source")
+    meta_path.write_text(json.dumps(meta))
+    arrays = setup.cache_dir / "cases" / "volume-1" / "image.npy"
+    before = arrays.stat().st_mtime_ns
+    setup.prepare(progress=False)
+    assert arrays.stat().st_mtime_ns == before  # not prepared again
+    assert json.loads(meta_path.read_text())["source"] == stamp  # adopted
+
+
+def test_cached_teacher_targets_outlive_their_prediction_files(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """nnU-Net probability files are large: once cached they may be deleted. A changed one is
+    cached again."""
+    from kdseg.data.teacher_targets import prepare_teacher_targets
+
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(2))
+    setup = resolve_data(_data_cfg(root))
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for case in setup.cases.values():
+        label = np.asarray(nib.load(case.label).dataobj).astype(np.int64)
+        np.save(
+            preds / f"{case.case_id}.npy", np.eye(3, dtype=np.float32)[label].transpose(3, 0, 1, 2)
+        )
+    cache = tmp_path / "teacher-cache"
+    cases = list(setup.cases.values())
+    prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
+    teacher = cache / "cases" / "volume-0" / "teacher.npy"
+    first = teacher.stat().st_mtime_ns
+    (preds / "volume-1.npy").unlink()
+    prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
+    assert teacher.stat().st_mtime_ns == first
+    np.save(preds / "volume-0.npy", np.load(preds / "volume-0.npy")[[1, 0, 2]])  # changed
+    prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
+    assert teacher.stat().st_mtime_ns != first

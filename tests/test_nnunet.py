@@ -123,3 +123,17 @@ def test_eval_scores_an_nnunet_reference_in_kdseg_labels(tmp_path: Path) -> None
         assert row["organ"]["dice"] == pytest.approx(1.0), name
         assert row["tumor"]["dice"] == pytest.approx(1.0), name
         assert row["tumor"]["gt_voxels"] == int((labels == 2).sum()), name
+
+
+def test_bench_scores_an_nnunet_reference_in_kdseg_labels(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """kdseg-bench's Dice cases carry the layout's label mapping to its workers, as eval's."""
+    from kdseg.deploy.bench import BenchConfig, dice_cases
+    from kdseg.deploy.bench_worker import _case
+
+    root = nnunet_folder(phantom_lits, tmp_path / "Dataset001_Liver")
+    cfg = compose("train", ["data=nnunet", f"data.root={root}", f"data.cache_root={tmp_path}/c"])
+    bench = BenchConfig(entries=[], data=cfg["data"])
+    cases = json.loads(json.dumps(dice_cases(bench)))  # as the workers get them
+    assert cases and _case(cases[0]).label_map == ((0, 0), (1, 2), (2, 1))

@@ -207,3 +207,29 @@ def test_a_refused_seed_names_the_seed_and_leaves_no_folder(tmp_path) -> None:
     with pytest.raises(InputError, match="seed must be a whole number >= 0, got -1"):
         write_dataset(root, PhantomConfig(size_range=(40, 40), slices_range=(8, 8)), 2, seed=-1)
     assert not root.exists()
+
+
+def test_a_run_stopped_after_its_first_file_resumes(tmp_path, monkeypatch) -> None:
+    """Stopped between a case's image and its label (no truth entry yet): the folder keeps its
+    phantom marker, so the rerun resumes instead of calling it a real dataset."""
+    import kdseg.data.phantom.dataset as dataset
+
+    cfg = PhantomConfig(size_range=(40, 40), slices_range=(8, 8))
+    real_save = dataset.nib.save
+
+    saved = []
+
+    def save_then_stop(img, path):
+        if saved:  # the label: stopped, as SIGTERM/Ctrl-C would, after the image was written
+            raise KeyboardInterrupt
+        saved.append(path)
+        real_save(img, path)
+
+    monkeypatch.setattr(dataset.nib, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
+    monkeypatch.setattr(dataset.nib, "save", real_save)
+    assert (tmp_path / "ph" / "volume-0.nii.gz").exists()
+    assert (tmp_path / "ph" / "phantom_truth.json").exists()
+    paths = write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
+    assert all(p.exists() for p in paths)

@@ -19,7 +19,9 @@ the arrays), which makes ``prepare`` idempotent and safe to kill, and when the f
 made from are still the ones it names: ``meta.json`` holds their stamp (:func:`source_stamp`:
 size and modification time of each, and a layout's label mapping), so an edited label, a
 replaced scan or another site's folder behind the same cache is prepared again instead of
-read from a stale cache. A moved or hard-linked dataset keeps its stamps.
+read from a stale cache. A moved or hard-linked dataset keeps its stamps. A case cached by an
+earlier kdseg (no stamp) is trusted as before and given its files' stamp where the cache is
+writable (:func:`adopt_source`).
 """
 
 from __future__ import annotations
@@ -105,9 +107,26 @@ def is_prepared(cache_dir: Path, case_id: str, source: dict[str, Any] | None = N
     if source is None:
         return True
     try:
-        return json.loads(meta.read_text()).get("source") == source
+        stored = json.loads(meta.read_text())
     except (OSError, ValueError):  # unreadable: prepared again (meta.json is replaced last)
         return False
+    if "source" not in stored:  # a cache of an earlier kdseg: trusted as it was (adopt_source)
+        return True
+    return stored["source"] == source
+
+
+def adopt_source(cache_dir: Path, case_id: str, source: dict[str, Any]) -> None:
+    """Give a case cached by an earlier kdseg (no stamp in its ``meta.json``) the stamp of its
+    files now, so that later changes to them are seen; a read-only cache is left as it is."""
+    from kdseg.errors import write_text_atomic
+
+    path = case_folder(cache_dir, case_id) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+        if "source" not in meta:
+            write_text_atomic(path, json.dumps({**meta, "source": source}) + "\n")
+    except (OSError, ValueError):
+        pass
 
 
 def open_case(cache_dir: Path, case_id: str) -> CachedCase:

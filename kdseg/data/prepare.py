@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from rich.progress import Progress
 
-from kdseg.data.cache import case_folder, is_prepared, source_stamp
+from kdseg.data.cache import adopt_source, case_folder, is_prepared, source_stamp
 from kdseg.data.io import check_pair, load_volume
 from kdseg.data.nnunet import label_map_of, remap_labels
 from kdseg.data.preprocess import (
@@ -309,7 +309,12 @@ def prepare_cases(
     :class:`Case` items get images and labels, :class:`ImageCase` items images only.
     """
     cache_dir = Path(cache_dir)
-    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id, case_source(c))]
+    sources = {c.case_id: case_source(c) for c in cases}
+    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id, sources[c.case_id])]
+    stale = {c.case_id for c in todo}
+    for case_id, source in sources.items():
+        if case_id not in stale:
+            adopt_source(cache_dir, case_id, source)
     record = cache_dir / "preprocess.json"
     text = json.dumps(
         {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1

@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 from rich.progress import Progress
 
-from kdseg.data.cache import CachedCase, case_folder, is_prepared, source_stamp
+from kdseg.data.cache import CachedCase, adopt_source, case_folder, is_prepared, source_stamp
 from kdseg.data.io import AFFINE_TOLERANCE, load_volume
 from kdseg.data.nnunet import (
     label_map_of,
@@ -200,13 +200,18 @@ def prepare_teacher_targets(
         cache_dir / "source.json",
         json.dumps({"predictions": str(folder), "preprocess": config.to_dict()}, indent=1),
     )
-    todo = [
-        c
-        for c in cases
-        if not is_prepared(
-            cache_dir, c.case_id, teacher_source(c, find_prediction(folder, c.case_id))
-        )
-    ]
+    todo = []
+    for case in cases:
+        try:
+            source = teacher_source(case, find_prediction(folder, case.case_id))
+        except InputError:
+            if is_prepared(cache_dir, case.case_id):  # cached, its file since removed: kept
+                continue
+            raise
+        if is_prepared(cache_dir, case.case_id, source):
+            adopt_source(cache_dir, case.case_id, source)  # a cache of an earlier kdseg
+        else:
+            todo.append(case)
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(f"teacher targets: {len(todo)} case(s)", total=len(todo))
         for case in todo:

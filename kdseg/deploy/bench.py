@@ -171,7 +171,7 @@ def bench_volume(cfg: BenchConfig) -> Path:
     return write_dataset(root, phantom, n_cases=1, seed=int(cfg.volume_seed), progress=False)[0]
 
 
-def dice_cases(cfg: BenchConfig) -> list[dict[str, str]]:
+def dice_cases(cfg: BenchConfig) -> list[dict[str, Any]]:
     """The test-split cases Dice is computed on (JSON-able, for the workers)."""
     if not cfg.data:
         return []
@@ -182,7 +182,12 @@ def dice_cases(cfg: BenchConfig) -> list[dict[str, str]]:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
     ids = setup.split[cfg.split][: cfg.max_cases or None]
     return [
-        {"case_id": c, "image": str(setup.cases[c].image), "label": str(setup.cases[c].label)}
+        {
+            "case_id": c,
+            "image": str(setup.cases[c].image),
+            "label": str(setup.cases[c].label),
+            "label_map": setup.cases[c].label_map,  # a layout's own label values, as in eval
+        }
         for c in ids
     ]
 

@@ -82,7 +82,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     import kdseg.deploy.backends  # noqa: F401  (registers compile and aoti)
     from kdseg.data.io import load_volume, save_label
-    from kdseg.data.sources import Case
     from kdseg.deploy.artifact import read_metadata, resolve_bundle
     from kdseg.eval.evaluate import evaluate_cases, summarize_rows
     from kdseg.eval.inference import CascadePredictor, Predictor
@@ -171,9 +170,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result.update(_cascade_cost(stages))
     cases = spec.get("dice_cases") or []
     if cases:
-        rows = evaluate_cases(
-            predictor, [Case(**c) for c in cases], protocol="full", progress=False
-        )
+        rows = evaluate_cases(predictor, [_case(c) for c in cases], protocol="full", progress=False)
         summary = summarize_rows(rows, "full")
         result["dice"] = {
             name: {"dice_mean": s["dice_mean"], "dice_global": s["dice_global"]}
@@ -231,6 +228,20 @@ def main(argv: list[str] | None = None) -> None:
     Path(out_path).write_text(json.dumps(result, default=float))
     if result.get("ok") and "e2e_s" in result:
         print(f"{result['name']}: median {statistics.median(result['e2e_s']):.2f} s per volume")
+
+
+def _case(spec: dict[str, Any]) -> Any:
+    """A :class:`~kdseg.data.sources.Case` from its JSON form (the label map's pairs as
+    tuples again)."""
+    from kdseg.data.sources import Case
+
+    label_map = spec.get("label_map")
+    return Case(
+        spec["case_id"],
+        Path(spec["image"]),
+        Path(spec["label"]),
+        None if label_map is None else tuple(tuple(pair) for pair in label_map),
+    )
 
 
 if __name__ == "__main__":

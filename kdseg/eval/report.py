@@ -295,8 +295,8 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
         groups.setdefault(record.key, []).append(record)
     for runs in groups.values():  # a row's std is over seeds and its Δ pairs by seed
         seen: dict[tuple[str, int], Path] = {}
-        for run in runs:
-            if run.seed is None:
+        for run in runs:  # (a run without evaluation reaches no cell: listed, not counted)
+            if run.seed is None or not run.scores:
                 continue
             if (run.dataset, run.seed) in seen:
                 raise InputError(

@@ -205,7 +205,10 @@ def write_dataset(
                 write_text_atomic(truth_path, json.dumps(ordered, indent=1))
                 advance(1)
     except BaseException:
-        if marked and not truth:  # not one case written: no phantom folder either
+        pattern = "volume-*.nii*" if cfg.dataset == "lits" else "case_*"
+        if marked and not truth and not any(root.glob(pattern)):
+            # no case on disk: no phantom folder either (with a case, even a killed run's, the
+            # marker stays, so that the rerun resumes instead of calling it a real dataset)
             truth_path.unlink(missing_ok=True)
             if new_root:
                 with contextlib.suppress(OSError):
