@@ -493,7 +493,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("distill: run dir is the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=False), "teacher-run", False),
     ("distill: run dir inside the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=True), "teacher-run/checkpoints/student", False),
     ("train: run dir inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/run"])[1], "in/run", False),
-    ("train: new run dir deep inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/runs/a/b"])[1], "in/runs/a/b", True),
+    ("train: new run dir deep inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/runs/a/b"])[1], "in/runs/a/b", False),
 ]  # fmt: skip
 
 MODULES = {
