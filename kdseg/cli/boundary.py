@@ -381,6 +381,20 @@ def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
     return wrapper
 
 
+def lightning_logging() -> None:
+    """Lightning's loggers as its import sets them up when no logging is configured yet: their
+    own stderr handler, not propagated to Hydra's. kdseg-train and kdseg-distill import
+    Lightning only after their input checks, when Hydra's console handler is on the root
+    logger; without this, Lightning's few lines would take Hydra's ``[time][name][INFO]``
+    prefix and go to the run's log file."""
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+        logger.propagate = False
+
+
 def _hydra_usage_error(exc: BaseException) -> bool:
     """A ``ValueError`` raised inside Hydra itself (its command-line flags), not in a task."""
     if not isinstance(exc, ValueError):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
-from kdseg.cli import checkpoint_run, command, data_inputs, save_run_config
-from kdseg.lit.distill import DistillationModule
-from kdseg.lit.train import fit_from_config
+from kdseg.cli import check_data, checkpoint_run, command, data_inputs, save_run_config
+from kdseg.cli.boundary import lightning_logging
 
 
-def _module(cfg: dict, data: dict) -> DistillationModule:
+def _module(cfg: dict, data: dict) -> Any:
+    from kdseg.lit.distill import DistillationModule
+
     return DistillationModule(
         model=cfg["student"],
         data=data,
@@ -25,4 +28,8 @@ def main(cfg: DictConfig) -> float | None:
     teacher = (cfg.teacher.ckpt, OmegaConf.select(cfg, "teacher.predictions", default=None))
     inputs = (*data_inputs(cfg), *teacher, checkpoint_run(cfg.teacher.ckpt))
     out, plain = save_run_config(cfg, inputs=inputs)
+    check_data(plain)  # before Lightning is imported: bad data is refused in seconds
+    lightning_logging()
+    from kdseg.lit.train import fit_from_config
+
     return fit_from_config(plain, _module, out)["best_score"]
