@@ -46,6 +46,8 @@ def test_an_edited_label_is_prepared_again_and_the_rest_is_not(
     setup.prepare(progress=False)
     after = {c: m.stat().st_mtime_ns for c, m in metas.items()}
     assert [c for c in metas if after[c] != before[c]] == ["volume-2"]
+    record = json.loads((setup.cache_dir / "preprocess.json").read_text())
+    assert record["source"] == str(root)  # the data folder, not a case's stamp
     case = open_case(setup.cache_dir, "volume-2")
     assert case.tumor_slices == () and not (np.asarray(case.label) == 2).any()
 

@@ -309,12 +309,12 @@ def prepare_cases(
     :class:`Case` items get images and labels, :class:`ImageCase` items images only.
     """
     cache_dir = Path(cache_dir)
-    sources = {c.case_id: case_source(c) for c in cases}
-    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id, sources[c.case_id])]
+    stamps = {c.case_id: case_source(c) for c in cases}  # (``source`` is the data folder)
+    todo = [c for c in cases if not is_prepared(cache_dir, c.case_id, stamps[c.case_id])]
     stale = {c.case_id for c in todo}
-    for case_id, source in sources.items():
+    for case_id, stamp in stamps.items():
         if case_id not in stale:
-            adopt_source(cache_dir, case_id, source)
+            adopt_source(cache_dir, case_id, stamp)
     record = cache_dir / "preprocess.json"
     text = json.dumps(
         {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1
