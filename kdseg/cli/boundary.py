@@ -298,9 +298,9 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
     return decorate
 
 
-#: ``hydra.run.dir`` named on the command line (``None``: not named), and the folders of it
-#: that did not exist before Hydra made them (deepest first): what a refused run removes again
-_RUN_DIR: dict[str, Any] = {"named": None, "new": []}
+#: the folders of a ``hydra.run.dir`` named on the command line that did not exist before
+#: Hydra made them (deepest first): what a refused run removes again
+_NEW_FOLDERS: list[Path] = []
 #: what a run writes into its run dir before training starts (kdseg.cli.record_run)
 _RECORD_FILES = (
     "config.yaml",
@@ -314,15 +314,14 @@ def note_new_run_dir(argv: list[str]) -> None:
     """Before Hydra runs: which folders of an explicit ``hydra.run.dir=<path>`` do not exist
     yet (Hydra creates them before any of kdseg's checks)."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    _RUN_DIR.update(named=None, new=[])
+    _NEW_FOLDERS.clear()
     if not given or "${" in given[-1] or not given[-1].strip():
         return
     path = Path(given[-1]).absolute()
-    _RUN_DIR["named"] = path
     for folder in (path, *path.parents):
         if folder.exists():
             break
-        _RUN_DIR["new"].append(folder)
+        _NEW_FOLDERS.append(folder)
 
 
 def remove_new_run_dir() -> None:
@@ -339,7 +338,7 @@ def remove_new_run_dir() -> None:
         return
     hydra_cfg = HydraConfig.get()
     run = Path(hydra_cfg.runtime.output_dir).absolute()
-    new: list[Path] = _RUN_DIR["new"]
+    new = _NEW_FOLDERS
     if not new or run != new[0] or not run.is_dir():
         return  # only a folder this command made (never the cwd of a one-shot tool)
     ours = {run / name for name in _RECORD_FILES} | {run / f"{hydra_cfg.job.name}.log"}
