@@ -436,3 +436,96 @@ def test_every_registered_model_trains_through_kdseg_train(
         summary = json.loads((sweep / str(i) / "summary.json").read_text())
         assert summary["global_step"] == 1, name
         assert load_bundle(summary["last_checkpoint"]).model_config["name"] == name
+
+
+def test_patch_training_crops_train_slices_only_and_centres_on_the_weighted_class(
+    phantom_lits: Path,
+) -> None:
+    """``data.patch_size``: training items are patches of that size (image, label and the
+    same crop for both), validation items stay whole slices; with ``patch_ratios`` weighting
+    only the tumor, every patch of a tumor slice holds tumor; draws are seeded."""
+    overrides = {
+        "data.patch_size": "[24,16]",
+        "data.patch_ratios": "[1e-9,1e-9,1.0]",
+        "data.augment.rot90": "false",
+        "data.target_slices": "tumor",
+        "data.sampling": "target",
+    }
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=3)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (8, 1, 24, 16) and batch["label"].shape == (8, 1, 24, 16)
+    assert all((label == 2).any() for label in batch["label"])  # centred on a tumor voxel
+    assert dm.val_set[0]["image"].shape[-2:] == (48, 48)
+    again = setup.datamodule(seed=3)
+    again.setup("fit")
+    repeat = next(iter(again.train_dataloader()))
+    assert torch.equal(repeat["image"], batch["image"]) and torch.equal(
+        repeat["label"], batch["label"]
+    )
+    # without flips, a patch is a window of its slice, and its label the same window's
+    plain = {**overrides, "data.augment.flip": "false"}
+    dm = resolve_data(_data_cfg(phantom_lits, **plain)).datamodule(seed=3)
+    dm.setup("fit")
+    for i in range(4):
+        item = dm.train_set[i]
+        ci, z = dm.train_set.index[i]
+        case = dm.train_set.cases[ci]
+        image = torch.from_numpy(np.asarray(case.image[z], dtype=np.float32))
+        label = torch.from_numpy(np.asarray(case.label[z]).astype(np.int64))
+        windows = [
+            (r, c)
+            for r in range(48 - 24 + 1)
+            for c in range(48 - 16 + 1)
+            if torch.equal(image[r : r + 24, c : c + 16], item["image"][0])
+        ]
+        assert windows and any(
+            torch.equal(label[r : r + 24, c : c + 16], item["label"][0]) for r, c in windows
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data.patch_size": "[0,16]"}, "data.patch_size must be"),
+        ({"data.patch_size": "[16]"}, "data.patch_size must be"),
+        ({"data.patch_ratios": "[1,1,1]"}, "needs data.patch_size"),
+        ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,1]"}, "3 finite numbers > 0"),
+        ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,0,1]"}, "3 finite numbers > 0"),
+        ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,.nan,1]"}, "3 finite"),
+    ],
+)
+def test_bad_patch_settings_are_refused(phantom_lits: Path, overrides, message) -> None:
+    with pytest.raises(InputError, match=message):
+        resolve_data(_data_cfg(phantom_lits, **overrides)).datamodule(0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data.patch_size": "[64,64]"}, r"\[64, 64\] is larger than the 48 x 48 slices of case"),
+        ({"data.patch_size": "[32,16]"}, r"data.patch_size are 32 x 16: set a square size"),
+        (
+            {"data.preprocess.in_plane_size": "[48,40]"},
+            r"the slices of case volume-\d+ are 48 x 40",
+        ),
+    ],
+)
+def test_training_shapes_that_cannot_batch_are_refused_at_setup(
+    phantom_lits: Path, overrides, message
+) -> None:
+    """A patch larger than the slices, and a non-square patch or slice under rot90 (which
+    used to fail in the collate step with a stack error, at random) are refused."""
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=0)
+    with pytest.raises(InputError, match=message):
+        dm.setup("fit")
+    if "data.patch_size" in overrides:  # without rot90 a non-square patch is fine
+        return
+    fine = resolve_data(_data_cfg(phantom_lits, **overrides, **{"data.augment.rot90": "false"}))
+    dm = fine.datamodule(seed=0)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (48, 40)
