@@ -271,3 +271,35 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     refused = kdseg("eval", "ckpt=missing.ckpt", cwd=tmp_path, check=False)
     assert refused.returncode == 2, refused.stderr
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_a_refused_run_leaves_no_default_time_stamped_run_dir(
+    command: str, tmp_path: Path, phantom_lits: Path
+) -> None:
+    """Without ``hydra.run.dir`` a run goes to ``<runs>/<task>/<name>-<YYYYmmdd-HHMMSS>``,
+    which Hydra makes before kdseg checks anything: a refused run removes that folder again
+    (its parents stay), and leaves alone a run dir that holds another run's files."""
+    from conftest import TINY_DATA, kdseg
+
+    runs = tmp_path / "runs"
+    teacher = [f"teacher.ckpt={tmp_path / 'none.ckpt'}"] if command == "distill" else []
+    bad = [*TINY_DATA, f"data.root={tmp_path / 'missing'}", f"paths.runs_dir={runs}", *teacher]
+    result = kdseg(command, *bad, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "missing" in result.stderr, result.stderr
+    leftovers = [p for p in runs.rglob("*") if p.name.startswith(("enet-", "unetpp-"))]
+    assert not leftovers and not list(runs.rglob("*.*")), sorted(map(str, runs.rglob("*")))
+    # a refusal after the record was written (here: a teacher that is not there) also
+    # removes it; a folder named on the command line that was there before stays
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    again = kdseg(
+        command,
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"hydra.run.dir={kept}",
+        f"teacher.ckpt={tmp_path / 'none.ckpt'}" if command == "distill" else "model=nope",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert again.returncode == 2 and kept.is_dir(), again.stderr

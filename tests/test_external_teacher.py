@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from conftest import TINY_DATA, kdseg
 from test_distill_module import STUDENT
 from test_nnunet import FIXTURE
@@ -143,3 +144,32 @@ def test_stage2_distill_from_stored_predictions_cuts_them_like_the_images(
         grid = np.load(targets / "cases" / name / "teacher.npy")
         image = np.load(scans / "cases" / name / "image.npy")
         assert grid.shape[0] == image.shape[0] > 0 and grid.shape[2:] == image.shape[1:]
+
+
+def test_training_patches_cut_stored_teacher_probabilities_like_the_image(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """``data.patch_size``: a stored teacher's probabilities (here one-hot labels) are cut with
+    the same window as the image and label, so the patch's teacher argmax is its label."""
+    from test_pipeline import _data_cfg
+
+    from kdseg.data.dataset import resolve_data
+
+    teacher = tmp_path / "preds"
+    teacher.mkdir()
+    for case in train_ids(phantom_lits):
+        shutil.copy(
+            phantom_lits / f"segmentation-{case.split('-')[1]}.nii.gz", teacher / f"{case}.nii.gz"
+        )
+    overrides = {
+        "data.patch_size": "[24,24]",
+        "data.patch_ratios": "[1,1,4]",
+        "data.cache_root": tmp_path / "cache",
+    }
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides), teacher_predictions=str(teacher))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["teacher"].shape == (8, 3, 24, 24)
+    assert torch.equal(batch["teacher"].argmax(1, keepdim=True), batch["label"])

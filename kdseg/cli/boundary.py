@@ -20,8 +20,10 @@ import functools
 import logging
 import math
 import os
+import re
 import signal
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -281,6 +283,9 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
 
                 if HydraConfig.initialized():
                     hydra_cfg = HydraConfig.get()
+                    note_default_run_dir(
+                        Path(hydra_cfg.runtime.output_dir).absolute(), hydra_cfg.job.name
+                    )
                     check_no_new_keys(hydra_cfg.job.config_name, list(hydra_cfg.overrides.task))
                     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
                     check_option_types(cfg, hydra_cfg.job.config_name, choices)
@@ -301,6 +306,8 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
 #: the folders of a ``hydra.run.dir`` named on the command line that did not exist before
 #: Hydra made them (deepest first): what a refused run removes again
 _NEW_FOLDERS: list[Path] = []
+#: [the command's start (time.time()), whether it named hydra.run.dir] (note_new_run_dir)
+_STARTED: list[Any] = []
 #: what a run writes into its run dir before training starts (kdseg.cli.record_run)
 _RECORD_FILES = (
     "config.yaml",
@@ -315,6 +322,7 @@ def note_new_run_dir(argv: list[str]) -> None:
     yet (Hydra creates them before any of kdseg's checks)."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
     _NEW_FOLDERS.clear()
+    _STARTED[:] = [time.time(), bool(given)]
     if not given or "${" in given[-1] or not given[-1].strip():
         return
     path = Path(given[-1]).absolute()
@@ -324,14 +332,32 @@ def note_new_run_dir(argv: list[str]) -> None:
         _NEW_FOLDERS.append(folder)
 
 
+def note_default_run_dir(run: Path, job: str) -> None:
+    """At the task's start: the run dir of a training command named by its default,
+    time-stamped pattern (``.../<name>-YYYYmmdd-HHMMSS``, Hydra's ``now`` at this command's
+    start) and holding nothing but the job's log is this command's own, so a refused run
+    removes it as it removes a new named one. Its parents stay (``runs/train`` may be shared),
+    and so does a folder named on the command line that was there before."""
+    if _NEW_FOLDERS or not _STARTED or _STARTED[1]:
+        return
+    match = re.search(r"-(\d{8}-\d{6})$", run.name)
+    if match is None or run == Path.cwd().absolute() or not run.is_dir():
+        return
+    stamp = time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))  # local, as Hydra's
+    if not _STARTED[0] - 2 <= stamp <= time.time() + 1:
+        return
+    if all(p.is_dir() or p.name == f"{job}.log" for p in run.rglob("*")):
+        _NEW_FOLDERS.append(run)
+
+
 def remove_new_run_dir() -> None:
     """After a refusal: remove the run dir Hydra made for this run, when it holds nothing but
     the run's own record (:func:`kdseg.cli.record_run`), and the new folders above it that
     are then empty: only a ``hydra.run.dir`` named on the command line that did not exist
     before the command (noted by :func:`note_new_run_dir`). Nothing else is ever removed: not
-    the current folder a one-shot tool runs in, not a folder that was there before, not
-    Hydra's default time-stamped run dir (it may be empty after a refusal). A refused run into
-    a new named folder then leaves no trace, not even inside an input folder."""
+    the current folder a one-shot tool runs in, not a folder that was there before; of
+    Hydra's default time-stamped run dir (:func:`note_default_run_dir`) the leaf only. A
+    refused run into a new folder then leaves no trace, not even inside an input folder."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
