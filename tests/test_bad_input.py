@@ -303,3 +303,24 @@ def test_a_refused_run_leaves_no_default_time_stamped_run_dir(
         check=False,
     )
     assert again.returncode == 2 and kept.is_dir(), again.stderr
+
+
+def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
+    tmp_path: Path, phantom_lits: Path
+) -> None:
+    """The teacher is checked before the slice cache is filled: on a real dataset preparing
+    takes minutes to hours, and a typo in ``teacher.ckpt`` should cost seconds."""
+    from conftest import TINY_DATA, kdseg
+
+    cache = tmp_path / "cache"
+    result = kdseg(
+        "distill",
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"data.cache_root={cache}",
+        f"teacher.ckpt={tmp_path / 'typo.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert result.returncode == 2 and "typo.ckpt: checkpoint not found" in result.stderr
+    assert not any(cache.rglob("meta.json")), "the dataset was prepared before the refusal"

@@ -132,11 +132,14 @@ def fit_from_config(
     # bit-identical weights (the student is built before the teacher and the adapters).
     pl.seed_everything(seed, workers=True, verbose=False)
     setup = resolve_data(cfg["data"], (cfg.get("teacher") or {}).get("predictions"))
+    # the module first: a teacher checkpoint that is missing or trained on other inputs, or a
+    # bad method, is refused in seconds, not after preparing the whole dataset (preparing
+    # draws nothing from the global RNGs, so the initial weights are the same either way)
+    module = make_module(cfg, setup.info())
     if rank_zero_only.rank == 0:
         # fill the caches before Lightning starts: bad input is then one line on stderr, not
         # a line after the Trainer's banner (prepare_data finds everything done)
         setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=True)
-    module = make_module(cfg, setup.info())
     init = weights_checksum(module.net) if hasattr(module, "net") else None
     summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)
     if rank_zero_only.rank == 0:  # DDP: every process runs this; one line is enough
