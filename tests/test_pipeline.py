@@ -308,7 +308,9 @@ def test_resumed_run_draws_what_an_uninterrupted_one_would(
 ) -> None:
     """A run resumed from an epoch-end checkpoint ends with the same weights, bit for bit, as
     the run that was never stopped: the samplers, the augmentation and the global random
-    streams continue where the checkpoint left them instead of starting again."""
+    streams continue where the checkpoint left them instead of starting again. With training
+    patches, whose positions come from the random stream of the cropper inside MONAI's crop
+    transform (a stream the transform's own does not move)."""
     args = [
         *TINY_DATA,
         "logger=csv",
@@ -316,6 +318,8 @@ def test_resumed_run_draws_what_an_uninterrupted_one_would(
         "model=enet",
         "model.width=0.25",
         "trainer.max_epochs=3",
+        "data.patch_size=[32,32]",
+        "data.patch_ratios=[1,1,2]",
     ]
     whole = tmp_path / "whole"
     kdseg("train", *args, f"hydra.run.dir={whole}")

@@ -481,12 +481,20 @@ class SliceDataModule(pl.LightningDataModule):
             return
         for generator, sampler_state in zip(self._generators, samplers, strict=True):
             generator.set_state(sampler_state)
-        for transform, transform_state in zip(randomized, augment, strict=True):
-            set_numpy_state(transform_state, transform.R)
+        for stream, stream_state in zip(randomized, augment, strict=True):
+            set_numpy_state(stream_state, stream)
 
-    def _randomized(self) -> list[Any]:
-        """The augmentation transforms that draw (each holds its own ``RandomState``)."""
-        return [t for t in self.augment.transforms if hasattr(t, "R")]
+    def _randomized(self) -> list[np.random.RandomState]:
+        """The augmentation's random streams, in a fixed order: each drawing transform's
+        ``RandomState``, and for a MONAI crop the ``RandomState`` of the cropper inside it (a
+        different object after seeding, and the one its draws come from)."""
+        streams: list[np.random.RandomState] = []
+        for transform in self.augment.transforms:
+            for holder in (transform, getattr(transform, "cropper", None)):
+                stream = getattr(holder, "R", None)
+                if stream is not None and not any(stream is s for s in streams):
+                    streams.append(stream)
+        return streams
 
     def state_dict(self) -> dict[str, Any]:
         """Where the training draws stand (Lightning stores it in every checkpoint): the
@@ -495,7 +503,7 @@ class SliceDataModule(pl.LightningDataModule):
         ``num_workers > 0`` the workers' augmentation streams are not in it."""
         return {
             "samplers": [g.get_state() for g in self._generators],
-            "augment": [numpy_state(t.R) for t in self._randomized()],
+            "augment": [numpy_state(stream) for stream in self._randomized()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
