@@ -533,3 +533,23 @@ def test_training_shapes_that_cannot_batch_are_refused_at_setup(
     dm = fine.datamodule(seed=0)
     dm.setup("fit")
     assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (48, 40)
+
+
+def test_step_checkpoints_also_save_at_each_epoch_end(phantom_lits: Path, tmp_path: Path) -> None:
+    """``checkpoint.every_n_train_steps``: ``last.ckpt`` every N steps and at each epoch end,
+    so a finished run's ``last.ckpt`` holds its last step (Lightning alone: step 6 of 8)."""
+    run = tmp_path / "run"
+    kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=2",
+        "checkpoint.every_n_train_steps=3",
+        f"hydra.run.dir={run}",
+    )
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8  # 2 epochs of 4 steps
+    assert json.loads((run / "summary.json").read_text())["last_checkpoint"]

@@ -40,7 +40,15 @@ WANDB_ID_FILE = "wandb_id.txt"
 
 
 class RotatingCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` that moves the file it is about to replace to ``last-previous``."""
+    """A ``ModelCheckpoint`` that moves the file it is about to replace to ``last-previous``,
+    and that with ``every_n_train_steps`` also saves at each epoch end (Lightning then saves
+    only every N steps: a finished run's last steps were not in ``last.ckpt``, a run shorter
+    than N steps had none, and a rerun trained the tail again)."""
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._every_n_train_steps >= 1 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         path = Path(filepath)
