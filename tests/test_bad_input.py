@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -324,3 +325,76 @@ def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
     )
     assert result.returncode == 2 and "typo.ckpt: checkpoint not found" in result.stderr
     assert not any(cache.rglob("meta.json")), "the dataset was prepared before the refusal"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=-1", "optim.lr=-1: must be a finite number > 0.0"),
+        ("optim.lr=0", "optim.lr=0: must be a finite number > 0.0"),
+        ("optim.weight_decay=nan", "optim.weight_decay=nan: expected a finite number"),
+        ("optim.min_lr=inf", "optim.min_lr=inf: expected a finite number"),
+        ("loss.gamma=nan", "loss.gamma=nan: expected a finite number"),
+        ("loss.dice_weight=-1", "loss.dice_weight=-1: must be a finite number >= 0.0"),
+        ("loss.blob_weight=nan", "loss.blob_weight=nan: must be a finite number >= 0.0"),
+        ("data.target_fraction=1.5", "data.target_fraction=1.5: must be a finite number >= 0"),
+        ("distill.terms.kd.weight=nan", "distill.terms.kd.weight=nan: expected a finite"),
+        ("distill.terms.kd.options.temperature=inf", "temperature=inf: expected a finite"),
+    ],
+)
+def test_out_of_range_and_non_finite_training_settings_are_refused(
+    override: str, message: str
+) -> None:
+    """NaN or Inf in a loss weight, temperature or learning rate used to train on NaN and
+    exit 0; a negative learning rate or a sampling share above 1 failed deep inside as an
+    internal error. Each is now a config error naming the option, before anything is built."""
+    from hydra import compose, initialize_config_dir
+
+    from kdseg.cli.boundary import CONFIG_PATH, check_option_ranges, check_option_types
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="distill"):
+        cfg = compose("distill", overrides=["distill=kd", override], return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_option_types(cfg, "distill", choices)
+        check_option_ranges(cfg)
+
+
+def test_a_criterion_weight_or_temperature_that_is_not_finite_is_refused() -> None:
+    """The same below the config files: a ``+distill.terms.<new>`` term, or the API."""
+    from kdseg.distill.criterion import parse_terms
+    from kdseg.distill.losses.prediction import SoftmaxKLLoss
+    from kdseg.errors import ConfigError
+
+    term = {"loss": "kd", "student_tap": "logits", "weight": float("nan")}
+    with pytest.raises(ConfigError, match="weight must be a finite number >= 0, got nan"):
+        parse_terms({"kd": term})
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got inf"):
+        SoftmaxKLLoss(temperature=float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("override", "culprit"),
+    [("optim.lr=-1", "optim.lr=-1"), ("data.patch_size=[96,96]", "data.patch_size [96, 96]")],
+)
+def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
+    override: str, culprit: str, tmp_path: Path, phantom_lits: Path
+) -> None:
+    """A bad learning rate is refused before anything is built; a patch larger than the
+    slices only once the cached cases are opened, after the CSV logger made its folder. Both:
+    exit 2, one line, and the new run dir removed with the empty folders in it."""
+    from conftest import TINY_DATA, kdseg
+
+    run = tmp_path / "new" / "run"
+    result = kdseg(
+        "train",
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        override,
+        f"hydra.run.dir={run}",
+        check=False,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and culprit in lines[0], result.stderr
+    assert not (tmp_path / "new").exists(), sorted(map(str, tmp_path.rglob("*")))

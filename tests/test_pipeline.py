@@ -498,7 +498,7 @@ def test_patch_training_crops_train_slices_only_and_centres_on_the_weighted_clas
         ({"data.patch_ratios": "[1,1,1]"}, "needs data.patch_size"),
         ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,1]"}, "3 finite numbers > 0"),
         ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,0,1]"}, "3 finite numbers > 0"),
-        ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,.nan,1]"}, "3 finite"),
+        ({"data.patch_size": "[16,16]", "data.patch_ratios": "[1,nan,1]"}, "3 finite"),
     ],
 )
 def test_bad_patch_settings_are_refused(phantom_lits: Path, overrides, message) -> None:

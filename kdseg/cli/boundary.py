@@ -234,11 +234,44 @@ def _check_type(name: str, value: Any, default: bool | int | float) -> None:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
         want = "a whole number"
-    else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        want = "a number"
+    else:  # NaN and Inf are never a setting: refused with the type, not trained on
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+        want = "a finite number"
     if not ok:
         raise InputError(None, f"{name}={value}: expected {want}")
+
+
+#: options with a range, where any value of the right type is not a setting: (lowest, lowest
+#: allowed itself, highest); checked wherever a config holds them (training and distillation)
+RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "optim.lr": (0.0, False, None),
+    "optim.weight_decay": (0.0, True, None),
+    "optim.min_lr": (0.0, True, None),
+    "loss.gamma": (0.0, True, None),
+    "loss.dice_weight": (0.0, True, None),
+    "loss.focal_weight": (0.0, True, None),
+    "loss.blob_weight": (0.0, True, None),
+    "data.target_fraction": (0.0, True, 1.0),
+}
+
+
+def check_option_ranges(cfg: DictConfig) -> None:
+    """Refuse a value of :data:`RANGES` outside its range (or not a finite number; null is
+    allowed where the default is null): one line before anything is built, instead of an
+    optimizer's or a sampler's exception as an internal error, or a run that trains on NaN."""
+    for key, (low, inclusive, high) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(None, f"{key}={value}: expected a finite number")
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+        if not ok or (high is not None and value > high):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            span = f"{bound} and <= {high}" if high is not None else bound
+            raise InputError(None, f"{key}={value}: must be a finite number {span}")
 
 
 def number(
@@ -289,6 +322,7 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
                     check_no_new_keys(hydra_cfg.job.config_name, list(hydra_cfg.overrides.task))
                     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
                     check_option_types(cfg, hydra_cfg.job.config_name, choices)
+                    check_option_ranges(cfg)
                 return fn(cfg)
             except SystemExit:
                 raise
@@ -374,8 +408,11 @@ def remove_new_run_dir() -> None:
     logging.shutdown()  # the run's log file handler holds the file open
     for path in found:
         path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        (run / ".hydra").rmdir()
+    # the empty folders the run made before it was refused (.hydra/, a logger's csv/), deepest
+    # first; one that holds anything stays, and so does the run dir above it
+    for folder in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     for folder in new:  # deepest first; stops at the first that is not empty
         try:
             folder.rmdir()

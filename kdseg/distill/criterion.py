@@ -65,8 +65,12 @@ def _parse_term(raw: Any, key: str | None) -> DistillTerm:
     if missing:
         raise ConfigError(f"{where}: missing key(s) {missing}")
     weight = raw["weight"]
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or weight < 0:
-        raise ConfigError(f"{where}: weight must be a number >= 0, got {weight!r}")
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, numbers.Real)
+        or not 0 <= weight < math.inf
+    ):
+        raise ConfigError(f"{where}: weight must be a finite number >= 0, got {weight!r}")
     options = raw.get("options") or {}
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")

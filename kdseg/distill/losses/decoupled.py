@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kdseg.distill.adapters import resize_to
@@ -41,8 +43,8 @@ class DecoupledKDLoss(DistillLoss):
 
     def __init__(self, temperature: float = 4.0, alpha: float = 1.0, beta: float = 8.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < temperature < math.inf:  # NaN and Inf too
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ValueError(f"alpha and beta must be >= 0, not both 0; got {alpha} and {beta}")
         self.temperature = float(temperature)

@@ -3,6 +3,8 @@ probabilities, across classes per pixel and across pixels per class (beyond the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -55,8 +57,8 @@ class DISTLoss(DistillLoss):
         self, temperature: float = 1.0, inter_weight: float = 1.0, intra_weight: float = 1.0
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < temperature < math.inf:  # NaN and Inf too
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if inter_weight < 0 or intra_weight < 0 or inter_weight + intra_weight == 0:
             raise ValueError(
                 f"inter_weight and intra_weight must be >= 0, not both 0; got "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kdseg.distill.adapters import resize_to
@@ -30,8 +32,8 @@ class SoftmaxKLLoss(DistillLoss):
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < temperature < math.inf:  # NaN and Inf too
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         self.temperature = float(temperature)
 
     def compute(
