@@ -145,7 +145,9 @@ def record_run(out: Path, cfg: DictConfig) -> None:
 
 
 #: What a run is: a rerun in its run dir resumes it, so these must not change there (the
-#: number of epochs, logging, workers and data paths may).
+#: number of epochs, logging, workers and data paths may). The loader's keys are in it: a
+#: resumed run of another batch size, sampling or patch would train on other batches than
+#: its saved config says.
 RUN_IDENTITY = (
     "seed",
     "model",
@@ -159,6 +161,17 @@ RUN_IDENTITY = (
     "data.task",
     "data.context",
     "data.preprocess",
+    "data.batch_size",
+    "data.sampling",
+    "data.target_fraction",
+    "data.target_slices",
+    "data.target_weighting",
+    "data.samples_per_epoch",
+    "data.val_sampling",
+    "data.augment",
+    "data.patch_size",
+    "data.patch_ratios",
+    "data.unlabeled_fraction",
 )
 
 

@@ -103,11 +103,26 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     )
 
 
-def resume_step(ckpt_path: str | None) -> int | None:
-    """The global step a resume starts from (``None``: a fresh run)."""
+def resume_step(ckpt_path: str | None, module: Any = None) -> int | None:
+    """The global step a resume starts from (``None``: a fresh run). With ``module``, the
+    checkpoint's weights must be the module's (the same names and shapes): a checkpoint of
+    another network, width or command (``kdseg-distill``'s holds the teacher too) is refused
+    in one line instead of Lightning's size-mismatch report of every layer."""
     if not ckpt_path:
         return None
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if module is not None:
+        have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+        want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        differ = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
+        if differ:
+            raise InputError(
+                ckpt_path,
+                f"resume checkpoint holds other weights than this run's network ({len(differ)} "
+                f"of {len(want)} differ, e.g. {differ[0]!r}): it is of another model, width or "
+                "command; resume a run with its own settings",
+            )
+    return int(ckpt["global_step"])
 
 
 class _ContinuingWriter(ExperimentWriter):

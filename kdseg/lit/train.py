@@ -229,7 +229,7 @@ def fit(
         torch.set_float32_matmul_precision("high")
     _check_trainer(cfg.get("trainer", {}))
     ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
-    start_step = resume_step(ckpt_path)
+    start_step = resume_step(ckpt_path, module)
     loggers = build_loggers(cfg.get("logger", {}), run_dir, start_step)
     callbacks = build_callbacks(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
