@@ -3,18 +3,17 @@ training. The weights, their checksum and the checkpoint keys do not change, the
 loss equals the eager one, gradients reach the student only, same seed gives the same run, and
 a checkpoint that says ``compile: true`` loads, evaluates and exports eager.
 
-The in-process tests use the test suite's tiny network (tests/test_deploy.py), which compiles
-in seconds; one ``kdseg-train`` run compiles a registered network end to end.
+The tests use the test suite's tiny network (tests/test_deploy.py), which compiles in seconds,
+one of them through a whole Lightning fit; the registered networks' compiled training is
+measured by ``scripts/bench_speed_options.py --option compile`` (README, "Speed options").
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DATA, kdseg
 from test_deploy import TinyNet  # noqa: F401  (registers "tiny_deploy_net")
 from test_distill_module import _compose, _fake_teacher
 
@@ -197,32 +196,45 @@ def test_pruning_fine_tunes_the_pruned_network_eager(
     assert seen == TINY
 
 
-def test_kdseg_train_compiles_a_registered_network_quietly(
-    phantom_lits: Path, tmp_path: Path
+def test_a_compiled_network_fits_through_lightning_quietly(
+    phantom_lits: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """End to end through Lightning (training, validation in eval mode, checkpoints): the run
-    finishes, prints no compiler noise, records the setting, and its checkpoint holds plain
-    ``net.*`` keys that load eager."""
-    run = tmp_path / "run"
-    done: subprocess.CompletedProcess = kdseg(
+    """End to end through Lightning (training, validation in eval mode, checkpoints), in this
+    process on the tiny network (a registered network's cold compile costs 100-200 s of the
+    suite's 10 minutes): the fit finishes, the compiler prints nothing, and the checkpoint
+    holds plain ``net.*`` keys that load eager."""
+    from kdseg.lit.segment import SegmentationModule
+    from kdseg.lit.train import fit_from_config
+
+    cfg = _compose(
         "train",
-        *TINY_DATA,
-        "logger=csv",
-        f"data.root={phantom_lits}",
-        "model=resnet18",
-        "model.width=0.25",
-        "model.compile=true",
-        "trainer.max_epochs=1",
-        f"hydra.run.dir={run}",
+        [
+            f"data.root={phantom_lits}",
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "seed=3",
+        ],
     )
+    cfg["model"] = {**TINY, "compile": True}
+    cfg["trainer"]["enable_progress_bar"] = False
+    run = tmp_path / "run"
+    summary = fit_from_config(
+        cfg,
+        lambda c, data: SegmentationModule(
+            model=c["model"], data=data, optim=c["optim"], loss=c["loss"]
+        ),
+        run,
+    )
+    out, err = capfd.readouterr()
     noise = [
         line
-        for line in (done.stdout + done.stderr).splitlines()
+        for line in (out + err).splitlines()
         if any(word in line for word in ("dynamo", "inductor", "Warning", "warn("))
     ]
     assert not noise, noise
-    assert "compile: true" in (run / "config.yaml").read_text()
+    assert summary["global_step"] == 4 and summary["best_score"] is not None
     ckpt = run / "checkpoints" / "best.ckpt"
     keys = torch.load(ckpt, weights_only=True)["state_dict"]
     assert keys and all("_orig_mod" not in k for k in keys)
-    assert not is_compiled(load_bundle(ckpt).model)
+    bundle = load_bundle(ckpt)
+    assert not is_compiled(bundle.model) and bundle.model_config["compile"] is True
