@@ -274,7 +274,7 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
 
-@pytest.mark.parametrize("command", ["train", "distill"])
+@pytest.mark.parametrize("command", ["train"])  # distill: the same wrapper (kdseg.cli.command)
 def test_a_refused_run_leaves_no_default_time_stamped_run_dir(
     command: str, tmp_path: Path, phantom_lits: Path
 ) -> None:
@@ -332,14 +332,14 @@ def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
     [
         ("optim.lr=-1", "optim.lr=-1: must be a finite number > 0.0"),
         ("optim.lr=0", "optim.lr=0: must be a finite number > 0.0"),
-        ("optim.weight_decay=nan", "optim.weight_decay=nan: expected a finite number"),
-        ("optim.min_lr=inf", "optim.min_lr=inf: expected a finite number"),
-        ("loss.gamma=nan", "loss.gamma=nan: expected a finite number"),
+        ("optim.weight_decay=nan", "optim.weight_decay=nan: expected a number, not NaN"),
+        ("optim.min_lr=inf", "optim.min_lr=inf: must be a finite number >= 0.0"),
+        ("loss.gamma=nan", "loss.gamma=nan: expected a number, not NaN"),
         ("loss.dice_weight=-1", "loss.dice_weight=-1: must be a finite number >= 0.0"),
         ("loss.blob_weight=nan", "loss.blob_weight=nan: must be a finite number >= 0.0"),
         ("data.target_fraction=1.5", "data.target_fraction=1.5: must be a finite number >= 0"),
-        ("distill.terms.kd.weight=nan", "distill.terms.kd.weight=nan: expected a finite"),
-        ("distill.terms.kd.options.temperature=inf", "temperature=inf: expected a finite"),
+        ("distill.terms.kd.weight=nan", "distill.terms.kd.weight=nan: expected a number, not"),
+        ("distill.terms.kd.options.temperature=nan", "temperature=nan: expected a number, not"),
     ],
 )
 def test_out_of_range_and_non_finite_training_settings_are_refused(
@@ -374,15 +374,25 @@ def test_a_criterion_weight_or_temperature_that_is_not_finite_is_refused() -> No
 
 
 @pytest.mark.parametrize(
-    ("override", "culprit"),
-    [("optim.lr=-1", "optim.lr=-1"), ("data.patch_size=[96,96]", "data.patch_size [96, 96]")],
+    ("overrides", "culprit"),
+    [
+        (["optim.lr=-1"], "optim.lr=-1"),
+        (
+            [
+                "data.preprocess.in_plane_size=null",
+                "data.patch_size=[200,200]",
+                "data.augment.rot90=false",
+            ],
+            "data.patch_size [200, 200] is larger than",
+        ),
+    ],
 )
 def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
-    override: str, culprit: str, tmp_path: Path, phantom_lits: Path
+    overrides: list[str], culprit: str, tmp_path: Path, phantom_lits: Path
 ) -> None:
     """A bad learning rate is refused before anything is built; a patch larger than the
-    slices only once the cached cases are opened, after the CSV logger made its folder. Both:
-    exit 2, one line, and the new run dir removed with the empty folders in it."""
+    native slices only once the cached cases are opened, after the CSV logger made its
+    folder. Both: exit 2, one line, and the new run dir removed with the empty folders in it."""
     from conftest import TINY_DATA, kdseg
 
     run = tmp_path / "new" / "run"
@@ -391,10 +401,28 @@ def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
         *TINY_DATA,
         "logger=csv",
         f"data.root={phantom_lits}",
-        override,
+        f"data.cache_root={tmp_path / 'cache'}",
+        *overrides,
         f"hydra.run.dir={run}",
         check=False,
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and culprit in lines[0], result.stderr
     assert not (tmp_path / "new").exists(), sorted(map(str, tmp_path.rglob("*")))
+
+
+def test_inf_stays_a_setting_where_it_means_never() -> None:
+    """A threshold of Inf (never warn) passes the type check: only NaN is refused for every
+    float option; training values that must be finite are in RANGES."""
+    from hydra import compose, initialize_config_dir
+
+    from kdseg.cli.boundary import CONFIG_PATH, check_option_ranges, check_option_types
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="export"):
+        cfg = compose("export", overrides=["pruning.max_dice_drop=inf"], return_hydra_config=True)
+    check_option_types(cfg, "export", dict(cfg.hydra.runtime.choices))
+    check_option_ranges(cfg)
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="export"):
+        bad = compose("export", overrides=["pruning.max_dice_drop=nan"], return_hydra_config=True)
+    with pytest.raises(InputError, match="max_dice_drop=nan: expected a number, not NaN"):
+        check_option_types(bad, "export", dict(bad.hydra.runtime.choices))

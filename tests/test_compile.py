@@ -10,6 +10,7 @@ measured by ``scripts/bench_speed_options.py --option compile`` (README, "Speed 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,11 @@ def test_pruning_fine_tunes_the_pruned_network_eager(
 
 
 def test_a_compiled_network_fits_through_lightning_quietly(
-    phantom_lits: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    phantom_lits: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    recwarn: pytest.WarningsRecorder,
 ) -> None:
     """End to end through Lightning (training, validation in eval mode, checkpoints), in this
     process on the tiny network (a registered network's cold compile costs 100-200 s of the
@@ -226,10 +231,19 @@ def test_a_compiled_network_fits_through_lightning_quietly(
         run,
     )
     out, err = capfd.readouterr()
-    noise = [
-        line
-        for line in (out + err).splitlines()
-        if any(word in line for word in ("dynamo", "inductor", "Warning", "warn("))
+    compiler = ("dynamo", "inductor")
+    noise = [  # what reaches the console, what pytest takes from logging, and warnings
+        *(line for line in (out + err).splitlines() if any(w in line for w in compiler)),
+        *(
+            r.getMessage()
+            for r in caplog.records
+            if r.name.startswith("torch._") and r.levelno >= logging.WARNING
+        ),
+        *(
+            str(w.message)
+            for w in recwarn
+            if any(word in f"{w.filename} {w.message}" for word in compiler)
+        ),
     ]
     assert not noise, noise
     assert summary["global_step"] == 4 and summary["best_score"] is not None

@@ -696,3 +696,22 @@ def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_pat
     assert np.array_equal(label.affine, nib.load(str(scan)).affine)
     assert (label.header["cal_min"], label.header["cal_max"]) == (0, 0)
     assert label.header.get_intent()[0] == "label"
+
+
+# the copied run folder is another path: Lightning says it will not reload the best score
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")
+def test_a_rerun_of_a_run_saved_before_newer_options_is_the_same_run(
+    shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """A run folder whose ``config.yaml`` predates options kdseg added since (here
+    ``data.unlabeled_fraction``, ``data.patch_size`` and ``loss.mix`` are taken out of it) is
+    not a run of other settings: the rerun finds it finished, exit 0."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    args = resume_with(world)
+    saved = tmp_path / "run" / "config.yaml"
+    old = ("unlabeled_fraction:", "patch_size:", "mix:")
+    lines = [line for line in saved.read_text().splitlines() if not line.strip().startswith(old)]
+    saved.write_text("\n".join(lines) + "\n")
+    (tmp_path / "cwd").mkdir()
+    code, stdout, stderr = _in_process("train", args, tmp_path / "cwd")
+    assert code == 0, stderr[-3000:]

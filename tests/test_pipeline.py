@@ -509,35 +509,51 @@ def test_bad_patch_settings_are_refused(phantom_lits: Path, overrides, message) 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"data.patch_size": "[64,64]"}, r"\[64, 64\] is larger than the 48 x 48 slices of case"),
+        ({"data.patch_size": "[64,64]"}, r"\[64, 64\] is larger than the 48 x 48 slices the pre"),
         ({"data.patch_size": "[32,16]"}, r"data.patch_size are 32 x 16: set a square size"),
-        (
-            {"data.preprocess.in_plane_size": "[48,40]"},
-            r"the slices of case volume-\d+ are 48 x 40",
-        ),
+        ({"data.preprocess.in_plane_size": "[48,40]"}, r"the preprocessing makes 48 x 40 slices"),
     ],
 )
-def test_training_shapes_that_cannot_batch_are_refused_at_setup(
+def test_training_shapes_that_cannot_batch_are_refused_from_the_config(
     phantom_lits: Path, overrides, message
 ) -> None:
     """A patch larger than the slices, and a non-square patch or slice under rot90 (which
-    used to fail in the collate step with a stack error, at random) are refused."""
-    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
-    setup.prepare(progress=False)
-    dm = setup.datamodule(seed=0)
+    used to fail in the collate step with a stack error, at random) are refused from the
+    config, before any case is prepared; without rot90 a non-square slice trains."""
     with pytest.raises(InputError, match=message):
-        dm.setup("fit")
-    if "data.patch_size" in overrides:  # without rot90 a non-square patch is fine
+        resolve_data(_data_cfg(phantom_lits, **overrides))
+    if "data.patch_size" in overrides:
         return
     fine = resolve_data(_data_cfg(phantom_lits, **overrides, **{"data.augment.rot90": "false"}))
+    fine.prepare(progress=False)
     dm = fine.datamodule(seed=0)
     dm.setup("fit")
     assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (48, 40)
 
 
+def test_a_patch_larger_than_native_slices_is_refused_when_they_are_opened(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """Without a fixed slice size (the native matrix) the patch is checked on the cached
+    slices, naming a case."""
+    overrides = {
+        "data.preprocess.in_plane_size": "null",
+        "data.patch_size": "[200,200]",
+        "data.augment.rot90": "false",
+        "data.cache_root": tmp_path / "cache",
+    }
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=0)
+    with pytest.raises(InputError, match=r"\[200, 200\] is larger than the \d+ x \d+ slices of"):
+        dm.setup("fit")
+
+
 def test_step_checkpoints_also_save_at_each_epoch_end(phantom_lits: Path, tmp_path: Path) -> None:
-    """``checkpoint.every_n_train_steps``: ``last.ckpt`` every N steps and at each epoch end,
-    so a finished run's ``last.ckpt`` holds its last step (Lightning alone: step 6 of 8)."""
+    """``checkpoint.every_n_train_steps=2`` with 4 steps an epoch: ``last.ckpt`` every 2 steps
+    and again at each epoch end, after validation (Lightning alone skips that save, as step 4
+    was saved before validation), so the finished run's ``last.ckpt`` holds its last step and
+    the best callback's state after the last epoch; ``last-previous`` stays one interval back."""
     run = tmp_path / "run"
     kdseg(
         "train",
@@ -547,9 +563,17 @@ def test_step_checkpoints_also_save_at_each_epoch_end(phantom_lits: Path, tmp_pa
         "model=enet",
         "model.width=0.25",
         "trainer.max_epochs=2",
-        "checkpoint.every_n_train_steps=3",
+        "checkpoint.every_n_train_steps=2",
         f"hydra.run.dir={run}",
     )
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 8  # 2 epochs of 4 steps
+    previous = torch.load(run / "checkpoints" / "last-previous.ckpt", weights_only=True)
+    assert last["global_step"] == 8 and previous["global_step"] == 6  # 2 epochs of 4 steps
+    best = [
+        v
+        for k, v in last["callbacks"].items()
+        if k.startswith("ModelCheckpoint") and v.get("monitor") == "val/dice_mean"
+    ]
+    assert len(best) == 1 and best[0]["best_model_score"] is not None
+    assert last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 2
     assert json.loads((run / "summary.json").read_text())["last_checkpoint"]

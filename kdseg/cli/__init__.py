@@ -175,6 +175,9 @@ RUN_IDENTITY = (
 )
 
 
+_ABSENT = object()
+
+
 def check_same_run(out: Path, cfg: DictConfig) -> None:
     """Refuse a rerun in a run dir that would resume a run of other settings (a checkpoint
     and a saved config are there, no ``resume=``): it would go on training that run under the
@@ -190,10 +193,14 @@ def check_same_run(out: Path, cfg: DictConfig) -> None:
     except Exception:  # noqa: BLE001 - an unreadable saved config cannot be compared
         return
     now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    # a key the saved config lacks is one kdseg added since that run: not a change of it
     changed = [
         key
         for key in RUN_IDENTITY
-        if _plain(OmegaConf.select(before, key)) != _plain(OmegaConf.select(now, key))
+        if _differs(
+            _plain(OmegaConf.select(before, key, default=_ABSENT)),
+            _plain(OmegaConf.select(now, key)),
+        )
     ]
     if changed:
         shown = ", ".join(
@@ -209,6 +216,19 @@ def check_same_run(out: Path, cfg: DictConfig) -> None:
 
 #: How a network trains, not what it is: free to change on a resume.
 RUN_OPTIONS = ("compile", "channels_last")
+
+
+def _differs(before: Any, now: Any) -> bool:
+    """Whether a saved setting differs from the new one. Keys the saved config lacks (options
+    kdseg added since that run, at any depth) are not compared."""
+    if before is _ABSENT:
+        return False
+    if isinstance(before, dict) and isinstance(now, dict):
+        return any(_differs(value, now.get(key, _MISSING)) for key, value in before.items())
+    return before != now
+
+
+_MISSING = object()  # a key the saved config has and the new one lacks: a change
 
 
 def _plain(value: Any) -> Any:

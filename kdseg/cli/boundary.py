@@ -234,11 +234,12 @@ def _check_type(name: str, value: Any, default: bool | int | float) -> None:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
         want = "a whole number"
-    else:  # NaN and Inf are never a setting: refused with the type, not trained on
-        ok = (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-        want = "a finite number"
+    else:  # NaN is never a setting: refused with the type, not trained on (Inf may be one:
+        # a threshold never met; where it is not, RANGES or the loss refuses it)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and math.isnan(value):
+            raise InputError(None, f"{name}={value}: expected a number, not NaN")
+        want = "a number"
     if not ok:
         raise InputError(None, f"{name}={value}: expected {want}")
 

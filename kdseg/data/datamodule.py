@@ -62,6 +62,7 @@ from torch.utils.data import (
 )
 
 from kdseg.data.cache import CachedCase, open_case
+from kdseg.data.patches import check_patch
 from kdseg.data.rng import numpy_state, set_numpy_state
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
@@ -216,40 +217,6 @@ class SliceDataset(Dataset):
         return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
 
 
-def check_patch(patch_size: object, patch_ratios: object, num_classes: int) -> None:
-    """``data.patch_size`` ([h, w] whole numbers >= 1, or null) and ``data.patch_ratios``
-    (null, or one finite weight > 0 per model class; it needs a patch size)."""
-    if patch_size is not None:
-        if (
-            not isinstance(patch_size, (list, tuple))
-            or len(patch_size) != 2
-            or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in patch_size
-            )
-        ):
-            raise InputError(
-                None,
-                f"data.patch_size must be [h, w] whole numbers >= 1 or null, got {patch_size!r}",
-            )
-    if patch_ratios is None:
-        return
-    if patch_size is None:
-        raise InputError(None, "data.patch_ratios needs data.patch_size")
-    if (
-        not isinstance(patch_ratios, (list, tuple))
-        or len(patch_ratios) != num_classes
-        or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
-            for v in patch_ratios
-        )
-    ):
-        raise InputError(
-            None,
-            f"data.patch_ratios must be {num_classes} finite numbers > 0 (one per class of the "
-            f"task), got {patch_ratios!r}",
-        )
-
-
 def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
     """Training tensors that batch: every cached slice at least the patch in both axes (a
     smaller one would give a smaller patch), and square patches, or square slices without a
@@ -317,7 +284,8 @@ class SliceDataModule(pl.LightningDataModule):
                 None, f"data.unlabeled_fraction must be in [0, 1), got {loader.unlabeled_fraction}"
             )
         self.task = Task(loader.task)
-        check_patch(loader.patch_size, loader.patch_ratios, self.task.num_classes)
+        rot90 = bool(loader.augment.get("rot90", False))
+        check_patch(loader.patch_size, loader.patch_ratios, self.task.num_classes, rot90)
         self.augment = build_augment(loader.augment, loader.patch_size, loader.patch_ratios)
         self._generators: list[torch.Generator] = []
         self._resumed: dict[str, Any] | None = None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdseg.data.manifest import resolve_split
+from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase, discover_cases, discover_images
@@ -164,6 +165,16 @@ def resolve_data(
     ones); with ``teacher_predictions`` (a folder) the teacher-target cache beside them.
     ``read_only`` (commands that only read the dataset) never writes a split into the folder.
     """
+    pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
+    if not read_only:  # training settings: a config error before any case is prepared
+        fixed = pre.window_size or (pre.in_plane_size if pre.spacing_mm is None else None)
+        check_patch(
+            cfg.get("patch_size"),
+            cfg.get("patch_ratios"),
+            Task(cfg.get("task", "multiclass")).num_classes,
+            rot90=bool((cfg.get("augment") or {}).get("rot90", False)),
+            slice_size=fixed,
+        )
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
     split = resolve_split(
         cfg["root"],
@@ -174,7 +185,6 @@ def resolve_data(
         fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
         persist=not read_only,
     )
-    pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
     cache_root = Path(cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache")
     cache_dir = cache_dir_for(cache_root, cfg["name"], pre)
     setup = DataSetup(cfg, cases, split, pre, cache_dir)

@@ -43,18 +43,30 @@ class RotatingCheckpoint(ModelCheckpoint):
     """A ``ModelCheckpoint`` that moves the file it is about to replace to ``last-previous``,
     and that with ``every_n_train_steps`` also saves at each epoch end (Lightning then saves
     only every N steps: a finished run's last steps were not in ``last.ckpt``, a run shorter
-    than N steps had none, and a rerun trained the tail again)."""
+    than N steps had none, and a rerun trained the tail again). A step save where N divides
+    the epoch ran before validation, so the epoch end saves again at the same step (the best
+    callback's state after its epoch goes in); that save replaces ``last.ckpt`` in place and
+    keeps ``last-previous`` one interval back."""
+
+    _saved_step: int | None = None  # the global step of this callback's last save
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._every_n_train_steps >= 1 and not self._should_skip_saving_checkpoint(trainer):
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._every_n_train_steps < 1:
+            return
+        from pytorch_lightning.trainer.states import TrainerFn
+
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         path = Path(filepath)
-        if trainer.is_global_zero and path.name == LAST and path.is_file():
+        again = self._saved_step == trainer.global_step  # the same step: replace, no rotation
+        if trainer.is_global_zero and path.name == LAST and path.is_file() and not again:
             os.replace(path, path.with_name(PREVIOUS))
         super()._save_checkpoint(trainer, filepath)
+        self._saved_step = trainer.global_step
 
 
 def _readable(path: Path) -> str | None:
