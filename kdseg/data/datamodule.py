@@ -62,7 +62,7 @@ from torch.utils.data import (
 )
 
 from kdseg.data.cache import CachedCase, open_case
-from kdseg.data.patches import check_patch
+from kdseg.data.patches import check_patch, not_square
 from kdseg.data.rng import numpy_state, set_numpy_state
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
@@ -218,9 +218,10 @@ class SliceDataset(Dataset):
 
 
 def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
-    """Training tensors that batch: every cached slice at least the patch in both axes (a
-    smaller one would give a smaller patch), and square patches, or square slices without a
-    patch, when ``augment.rot90`` is on (a quarter turn swaps height and width)."""
+    """Training tensors that batch, on the cached slices (the config alone is checked by
+    :func:`~kdseg.data.patches.check_patch`): every slice at least the patch in both axes (a
+    smaller one would give a smaller patch), and without a patch square slices when
+    ``augment.rot90`` is on (a quarter turn swaps height and width)."""
     rot90 = bool(cfg.augment.get("rot90", False))
     for case in cases:
         h, w = case.image.shape[1:3]
@@ -230,15 +231,8 @@ def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
                 f"data.patch_size {list(cfg.patch_size)} is larger than the {h} x {w} slices of "
                 f"case {case.case_id}: set it at most the slice size (preprocess.in_plane_size)",
             )
-        shape = cfg.patch_size or (h, w)
-        if rot90 and shape[0] != shape[1]:
-            what = "data.patch_size" if cfg.patch_size else f"the slices of case {case.case_id}"
-            raise InputError(
-                None,
-                f"data.augment.rot90 turns training slices by quarter turns, so they must be "
-                f"square; {what} are {shape[0]} x {shape[1]}: set a square size or "
-                "data.augment.rot90=false",
-            )
+        if cfg.patch_size is None and rot90 and h != w:
+            raise not_square(f"the slices of case {case.case_id} are {h} x {w}")
 
 
 def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:

@@ -14,6 +14,16 @@ from typing import Any
 from kdseg.errors import InputError
 
 
+def not_square(what: str) -> InputError:
+    """The refusal of non-square training tensors under ``data.augment.rot90`` (``what``:
+    which size, e.g. ``"data.patch_size are 32 x 16"``)."""
+    return InputError(
+        None,
+        "data.augment.rot90 turns training slices by quarter turns, so they must be square; "
+        f"{what}: set a square size or data.augment.rot90=false",
+    )
+
+
 def check_patch(
     patch_size: Any,
     patch_ratios: Any,
@@ -40,12 +50,7 @@ def check_patch(
             )
         h, w = patch_size
         if rot90 and h != w:
-            raise InputError(
-                None,
-                "data.augment.rot90 turns training slices by quarter turns, so they must be "
-                f"square; data.patch_size are {h} x {w}: set a square size or "
-                "data.augment.rot90=false",
-            )
+            raise not_square(f"data.patch_size are {h} x {w}")
         if slice_size is not None and (h > slice_size[0] or w > slice_size[1]):
             raise InputError(
                 None,
@@ -53,12 +58,7 @@ def check_patch(
                 "slices the preprocessing makes: set it at most the slice size",
             )
     elif rot90 and slice_size is not None and slice_size[0] != slice_size[1]:
-        raise InputError(
-            None,
-            "data.augment.rot90 turns training slices by quarter turns, so they must be "
-            f"square; the preprocessing makes {slice_size[0]} x {slice_size[1]} slices: set a "
-            "square size or data.augment.rot90=false",
-        )
+        raise not_square(f"the preprocessing makes {slice_size[0]} x {slice_size[1]} slices")
     if patch_ratios is None:
         return
     if patch_size is None:
