@@ -196,6 +196,46 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
         find_resume(tmp_path, str(tmp_path / "other.ckpt"))  # an explicit resume= is refused
 
 
+def test_a_moved_run_folder_keeps_its_best_score(trained_enet: Path, tmp_path: Path) -> None:
+    """A run folder moved (or copied) elsewhere resumes with its best score and files, so a
+    worse validation cannot replace its ``best.ckpt``; a ``resume=`` from another run's
+    checkpoint starts this run's best afresh. Both quietly, under the state keys that runs
+    saved before ``MovableCheckpoint`` used."""
+    import shutil
+    import warnings
+
+    import torch
+
+    from kdseg.lit.resume import MovableCheckpoint, RotatingCheckpoint
+
+    ckpt = torch.load(trained_enet / "checkpoints" / "last.ckpt", weights_only=True)
+    states = ckpt["callbacks"]
+    moved = tmp_path / "moved" / "checkpoints"
+    shutil.copytree(trained_enet / "checkpoints", moved)
+    best = MovableCheckpoint(dirpath=moved, filename="best", monitor="val/dice_mean", mode="max")
+    last = RotatingCheckpoint(dirpath=moved, filename="last", monitor=None)
+    for callback in (best, last):
+        assert callback.state_key in states  # the keys plain ModelCheckpoint runs saved
+    saved = states[best.state_key]
+    assert saved["dirpath"] != str(moved) and saved["best_model_score"] is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        best.load_state_dict(states[best.state_key])
+        last.load_state_dict(states[last.state_key])
+    assert float(best.best_model_score) == float(saved["best_model_score"])
+    assert best.best_model_path == str(moved / "best.ckpt")
+    assert list(best.best_k_models) == [str(moved / "best.ckpt")]
+    assert last.best_model_path == str(moved / "last.ckpt")
+
+    other = tmp_path / "other" / "checkpoints"  # resume= from trained_enet into a new run
+    other.mkdir(parents=True)
+    fresh = MovableCheckpoint(dirpath=other, filename="best", monitor="val/dice_mean", mode="max")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.load_state_dict(saved)
+    assert fresh.best_model_score is None and fresh.best_model_path == ""
+
+
 def test_one_shot_compose_equals_the_hydra_app_config() -> None:
     """``kdseg-predict`` with plain ``key=value`` overrides composes its config once through
     Hydra's Compose API: the same config the Hydra app builds, option types still checked;

@@ -698,8 +698,6 @@ def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_pat
     assert label.header.get_intent()[0] == "label"
 
 
-# the copied run folder is another path: Lightning says it will not reload the best score
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 def test_a_rerun_of_a_run_saved_before_newer_options_is_the_same_run(
     shared: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -39,7 +39,51 @@ PREVIOUS = "last-previous.ckpt"
 WANDB_ID_FILE = "wandb_id.txt"
 
 
-class RotatingCheckpoint(ModelCheckpoint):
+class MovableCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose state survives a moved (or copied) run folder.
+
+    Lightning reloads the best score and the kept files only when the checkpoint folder's path
+    is the one saved; in a moved run folder it warns and starts with no best score, so the first
+    validation after the resume replaced ``best.ckpt`` even when it was worse. Here a state whose
+    files sit in the saved folder is read with those files' paths moved to this folder, when this
+    folder holds its best file. Any other state (a ``resume=`` from another run's checkpoint:
+    its best file is not here) starts fresh and quietly: this run's ``best.ckpt`` is then written
+    by this run's own first validation. Its state is stored under Lightning's own
+    ``ModelCheckpoint`` key, so runs saved before this class existed resume as they were."""
+
+    _state_name = "ModelCheckpoint"
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        return f"{self._state_name}{kwargs!r}"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath is None or saved is None or saved == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+        state = _moved_state(state_dict, Path(saved), Path(self.dirpath))
+        if state is not None:
+            super().load_state_dict(state)
+
+
+def _moved_state(state: dict[str, Any], saved: Path, here: Path) -> dict[str, Any] | None:
+    """``state`` with every file path under ``saved`` moved under ``here``; ``None`` unless its
+    best file was in ``saved`` and is in ``here``."""
+    best = state.get("best_model_path") or ""
+    if not best or Path(best).parent != saved or not (here / Path(best).name).is_file():
+        return None
+
+    def move(path: str) -> str:
+        return str(here / Path(path).name) if path and Path(path).parent == saved else path
+
+    moved = dict(state, dirpath=str(here))
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        moved[key] = move(state.get(key) or "")
+    moved["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    return moved
+
+
+class RotatingCheckpoint(MovableCheckpoint):
     """A ``ModelCheckpoint`` that moves the file it is about to replace to ``last-previous``,
     and that with ``every_n_train_steps`` also saves at each epoch end (Lightning then saves
     only every N steps: a finished run's last steps were not in ``last.ckpt``, a run shorter
@@ -48,6 +92,7 @@ class RotatingCheckpoint(ModelCheckpoint):
     callback's state after its epoch goes in); that save replaces ``last.ckpt`` in place and
     keeps ``last-previous`` one interval back."""
 
+    _state_name = "RotatingCheckpoint"
     _saved_step: int | None = None  # the global step of this callback's last save
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:

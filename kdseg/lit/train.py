@@ -35,6 +35,7 @@ from kdseg.lit.callbacks import (
     WandbValidationOverlay,
 )
 from kdseg.lit.resume import (
+    MovableCheckpoint,
     ResumableCSVLogger,
     RotatingCheckpoint,
     find_resume,
@@ -92,7 +93,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         every_n_train_steps=every,
         save_on_train_epoch_end=True,
     )
-    best = ModelCheckpoint(
+    best = MovableCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor=cfg.get("monitor", "val/dice_mean"),
