@@ -243,7 +243,7 @@ def test_one_shot_compose_equals_the_hydra_app_config() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from kdseg.cli.boundary import CONFIG_PATH, compose_once, plain_overrides
+    from kdseg.cli.options import CONFIG_PATH, compose_once, plain_overrides
 
     args = ["ckpt=[a.ckpt,b.ckpt]", "input=in.nii.gz", "output=out", "threads=2", "report=false"]
     assert plain_overrides(args) and plain_overrides([])
@@ -281,7 +281,7 @@ def test_flat_config_equals_hydra_compose(args: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from kdseg.cli.boundary import CONFIG_PATH, _flat_config
+    from kdseg.cli.options import CONFIG_PATH, _flat_config
 
     got = _flat_config("predict", args)
     with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="predict"):
@@ -300,7 +300,7 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     (``+distill.mix=cutmix``) and are not affected."""
     from conftest import kdseg
 
-    from kdseg.cli.boundary import check_no_new_keys
+    from kdseg.cli.options import check_no_new_keys
 
     typo = kdseg("predict", "ckpt=a.ckpt", "input=b", "output=c", "+thresold=0.5",
                  cwd=tmp_path, check=False)  # fmt: skip
@@ -390,7 +390,7 @@ def test_out_of_range_and_non_finite_training_settings_are_refused(
     internal error. Each is now a config error naming the option, before anything is built."""
     from hydra import compose, initialize_config_dir
 
-    from kdseg.cli.boundary import CONFIG_PATH, check_option_ranges, check_option_types
+    from kdseg.cli.options import CONFIG_PATH, check_option_ranges, check_option_types
 
     with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="distill"):
         cfg = compose("distill", overrides=["distill=kd", override], return_hydra_config=True)
@@ -456,7 +456,7 @@ def test_inf_stays_a_setting_where_it_means_never() -> None:
     float option; training values that must be finite are in RANGES."""
     from hydra import compose, initialize_config_dir
 
-    from kdseg.cli.boundary import CONFIG_PATH, check_option_ranges, check_option_types
+    from kdseg.cli.options import CONFIG_PATH, check_option_ranges, check_option_types
 
     with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name="export"):
         cfg = compose("export", overrides=["pruning.max_dice_drop=inf"], return_hydra_config=True)

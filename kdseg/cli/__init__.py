@@ -20,7 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import kdseg.config  # noqa: F401  (registers the config resolvers)
-from kdseg.cli.boundary import CONFIG_PATH, command, guarded, number
+from kdseg.cli.boundary import command, guarded
+from kdseg.cli.options import CONFIG_PATH, number
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.guards import check_output
 

@@ -11,6 +11,10 @@ two guards below); :func:`guarded` is the task-level guard alone, for a module t
   :class:`KeyboardInterrupt`, so every ``finally`` (temporary files) runs: exit 143 / 130.
 * Library noise is filtered once per process: Lightning's accelerator banners and litlogger
   tip, known deprecation warnings, the MONAI nvImageCodec notice.
+* A refused run leaves no run folder behind (:func:`remove_new_run_dir`).
+
+What the options themselves may be (types, ranges, keys a command reads) and the one-shot
+composition live in :mod:`kdseg.cli.options`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import re
 import signal
@@ -33,9 +36,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from kdseg.cli.options import (
+    CONFIG_PATH,
+    check_no_new_keys,
+    check_option_ranges,
+    check_option_types,
+    compose_once,
+    plain_overrides,
+)
 from kdseg.errors import WRITE_ERRNOS, InputError
 
-CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 TRUE = ("true", "1", "yes", "on")
 
 #: Lightning INFO lines that say nothing the run's config does not already say.
@@ -182,125 +192,6 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
 def _argv_verbose(argv: list[str]) -> bool:
     flags = [a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("verbose=")]
     return any(f.lower() in TRUE for f in flags)
-
-
-def check_option_types(
-    cfg: DictConfig, config_name: str | None, choices: dict | None = None
-) -> None:
-    """Refuse an option whose value does not have the type of its default in ``conf/``.
-
-    Defaults come from ``conf/<config_name>.yaml`` and from each chosen group file
-    (``choices``: Hydra's ``runtime.choices``, e.g. ``trainer: default``). Hydra parses
-    ``batch_size=abc`` as a string; this names the option before anything fails deep inside
-    with ``invalid literal for int()``.
-    """
-    files = [("", f"{config_name}.yaml")] if config_name else []
-    for group, choice in (choices or {}).items():
-        if choice and not str(group).startswith("hydra") and "/" not in str(group):
-            files.append((f"{group}.", f"{group}/{choice}.yaml"))
-    for prefix, name in files:
-        path = Path(CONFIG_PATH) / name
-        if not path.is_file():
-            continue
-        first = path.read_text().split("\n", 1)[0]
-        if "@package" in first:  # the file says where it lands
-            package = first.split("@package", 1)[1].strip()
-            if package.startswith("_") and package != "_global_":
-                continue
-            prefix = "" if package == "_global_" else f"{package}."
-        defaults = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        if not isinstance(defaults, dict):
-            continue
-        for key in ("defaults", "hydra"):
-            defaults.pop(key, None)
-        _walk_defaults(cfg, defaults, prefix)
-
-
-def _walk_defaults(cfg: DictConfig, node: dict, prefix: str) -> None:
-    for key, default in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(default, dict):
-            _walk_defaults(cfg, default, f"{name}.")
-        elif isinstance(default, (bool, int, float)):
-            _check_type(name, OmegaConf.select(cfg, name, throw_on_missing=False), default)
-
-
-def _check_type(name: str, value: Any, default: bool | int | float) -> None:
-    if value is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-        want = "true or false"
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        want = "a whole number"
-    else:  # NaN is never a setting: refused with the type, not trained on (Inf may be one:
-        # a threshold never met; where it is not, RANGES or the loss refuses it)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and math.isnan(value):
-            raise InputError(None, f"{name}={value}: expected a number, not NaN")
-        want = "a number"
-    if not ok:
-        raise InputError(None, f"{name}={value}: expected {want}")
-
-
-#: options with a range, where any value of the right type is not a setting: (lowest, lowest
-#: allowed itself, highest); checked wherever a config holds them (training and distillation)
-RANGES: dict[str, tuple[float, bool, float | None]] = {
-    "optim.lr": (0.0, False, None),
-    "optim.weight_decay": (0.0, True, None),
-    "optim.min_lr": (0.0, True, None),
-    "loss.gamma": (0.0, True, None),
-    "loss.dice_weight": (0.0, True, None),
-    "loss.focal_weight": (0.0, True, None),
-    "loss.blob_weight": (0.0, True, None),
-    "data.target_fraction": (0.0, True, 1.0),
-}
-
-
-def check_option_ranges(cfg: DictConfig) -> None:
-    """Refuse a value of :data:`RANGES` outside its range (or not a finite number; null is
-    allowed where the default is null): one line before anything is built, instead of an
-    optimizer's or a sampler's exception as an internal error, or a run that trains on NaN."""
-    for key, (low, inclusive, high) in RANGES.items():
-        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(None, f"{key}={value}: expected a finite number")
-        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
-        if not ok or (high is not None and value > high):
-            bound = f">= {low}" if inclusive else f"> {low}"
-            span = f"{bound} and <= {high}" if high is not None else bound
-            raise InputError(None, f"{key}={value}: must be a finite number {span}")
-
-
-def number(
-    cfg: DictConfig,
-    key: str,
-    kind: type = int,
-    minimum: float | None = None,
-    maximum: float | None = None,
-) -> int | float | None:
-    """``cfg[key]`` as ``kind`` (``None`` stays ``None``), finite and within ``minimum`` and
-    ``maximum`` where given; an :class:`InputError` naming it."""
-    value = OmegaConf.select(cfg, key)
-    if value is None:
-        return None
-    want = "a whole number" if kind is int else "a number"
-    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
-        raise InputError(None, f"{key}={value}: expected {want}")
-    try:
-        result = kind(value)
-    except (TypeError, ValueError):
-        raise InputError(None, f"{key}={value}: expected {want}") from None
-    if not math.isfinite(result):
-        raise InputError(None, f"{key}={value}: expected a finite number")
-    if minimum is not None and result < minimum:
-        raise InputError(None, f"{key}={value}: must be at least {minimum}")
-    if maximum is not None and result > maximum:
-        raise InputError(None, f"{key}={value}: must be at most {maximum}")
-    return result
 
 
 def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[DictConfig], Any]]:
@@ -464,134 +355,6 @@ def _hydra_usage_error(exc: BaseException) -> bool:
         return False
     frames = traceback.extract_tb(exc.__traceback__)
     return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename
-
-
-#: the commands whose configs take new keys (``+distill.mix=cutmix``,
-#: ``+trainer.limit_val_batches=1``); every other command reads only the keys of its file
-OPEN_CONFIGS = ("train", "distill")
-
-
-def check_no_new_keys(config_name: str | None, overrides: list[str]) -> None:
-    """Refuse ``+key=value`` for a command that would never read the key (a typo of an option
-    would otherwise be ignored without a word)."""
-    if config_name in OPEN_CONFIGS:
-        return
-    for override in overrides:
-        if override.startswith("+") and "=" in override:
-            key = override.lstrip("+").split("=", 1)[0]
-            raise InputError(
-                None,
-                f"{override}: conf/{config_name}.yaml has no option {key!r} to add; "
-                "its options are listed by --help",
-            )
-
-
-def plain_overrides(argv: list[str]) -> bool:
-    """Whether ``argv`` is only ``key=value`` overrides of the task config: no flags
-    (``--cfg``, ``-m``, ``--help``), no ``+``/``~`` edits, nothing under ``hydra``."""
-    return all(
-        "=" in arg and not arg.startswith(("-", "+", "~", "hydra.", "hydra/", "hydra=", "@"))
-        for arg in argv
-    )
-
-
-def _has_key(cfg: DictConfig, key: str) -> bool:
-    """Whether dotted ``key`` names an existing entry of ``cfg`` (a ``???`` value counts)."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig) or part not in node.keys():  # `in`: False for ???
-            return False
-        node = node._get_node(part)
-    return True
-
-
-def _flat_config(config_name: str, overrides: list[str]) -> DictConfig | None:
-    """``conf/<config_name>.yaml`` with ``overrides`` without Hydra's composition, when that is
-    exactly what composing gives; else None (the caller composes with Hydra).
-
-    A config whose defaults list is only ``_self_`` and ``override hydra/...`` lines composes
-    to its own file without its ``defaults`` and ``hydra`` keys. The overrides are parsed by
-    Hydra's own grammar (``OverridesParser``: the same values, lists, quoting, ``null``) and
-    merged as Hydra merges them; only plain changes of existing keys take this path.
-    Composing costs a quarter of a second, a tenth of a one-shot prediction (2 cores).
-    """
-    path = Path(CONFIG_PATH) / f"{config_name}.yaml"
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception:  # noqa: BLE001  (unreadable or bad YAML: Hydra reports it its own way)
-        return None
-    defaults = cfg.get("defaults", [])
-    for entry in defaults:
-        plain = entry == "_self_"
-        hydra_only = isinstance(entry, DictConfig) and all(
-            str(k).startswith("override hydra/") for k in entry
-        )
-        if not (plain or hydra_only):
-            return None
-    for key in ("defaults", "hydra"):
-        cfg.pop(key, None)
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # noqa: BLE001  (Hydra's compose reports a bad override its own way)
-        return None
-    OmegaConf.set_struct(cfg, True)  # as Hydra: a merged dict cannot add keys either
-    for override in parsed:
-        key = override.key_or_group
-        if (
-            override.type != OverrideType.CHANGE
-            or override.package is not None
-            or override.is_sweep_override()
-            or not _has_key(cfg, key)
-        ):
-            return None
-        OmegaConf.update(cfg, key, override.value(), merge=True)
-    return cfg
-
-
-def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
-    """``conf/<config_name>.yaml`` with ``overrides``, through Hydra's Compose API.
-
-    The config Hydra's app would pass (same files, same override grammar), composed once: the
-    app composes it twice (once just to read ``hydra.mode``) and then sets up a job, half a
-    second on two cores, more than a one-shot tool's own start-up. The option types are checked
-    as in :func:`guarded`, and Python logging gets the ``stdout`` job logging of the configs
-    (INFO, the bare message, on stdout).
-    """
-    import logging.config
-
-    cfg = _flat_config(config_name, overrides)
-    choices: dict = {}
-    if cfg is None:
-        from hydra import compose, initialize_config_dir
-        from omegaconf import open_dict
-
-        with initialize_config_dir(
-            version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name
-        ):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-        with open_dict(cfg):
-            del cfg["hydra"]
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "formatters": {"simple": {"format": "%(message)s"}},
-            "handlers": {
-                "console": {
-                    "class": "logging.StreamHandler",
-                    "formatter": "simple",
-                    "stream": "ext://sys.stdout",
-                }
-            },
-            "root": {"level": "INFO", "handlers": ["console"]},
-            "disable_existing_loggers": False,
-        }
-    )
-    check_option_types(cfg, config_name, choices)
-    return cfg
 
 
 def command(
