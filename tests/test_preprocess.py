@@ -267,3 +267,25 @@ def test_prepare_prints_the_window_warning_once_per_process(tmp_path, capsys) ->
     for _ in range(2):
         assert prepare_cases(cases, config, tmp_path, progress=False) == ["bright"]
     assert capsys.readouterr().out.count("outside the HU window") == 1
+
+
+@pytest.mark.parametrize("where", ["top", "bottom", "left", "right"])
+def test_foreground_only_in_the_padding_predicts_background(where: str) -> None:
+    """A padded model grid (``crop_size`` larger than the body box, no resize) whose only
+    foreground lies in the padding: no box pixel is foreground, and the prediction finishes
+    (it used to fail on a negative window when the padding was at the top or the left)."""
+    from kdseg.data.tasks import Task
+    from kdseg.eval.inference import Predictor
+
+    def backend(x: np.ndarray) -> np.ndarray:
+        fg = np.zeros_like(x[:, 0])
+        edge = {"top": (slice(None), slice(0, 3)), "bottom": (slice(None), slice(-3, None))}
+        edge |= {"left": (slice(None), slice(None), slice(0, 3))}
+        edge |= {"right": (slice(None), slice(None), slice(-3, None))}
+        fg[edge[where]] = 1
+        return np.stack([1 - fg, fg, np.zeros_like(fg)], axis=1) * 10
+
+    img, _ = _volume("RAS")
+    cfg = PreprocessConfig(body_crop=True, body_margin=0, crop_size=(48, 48))
+    pred = Predictor(backend, cfg, Task("multiclass"), batch_size=4).predict(img)
+    assert pred.shape == img.shape and not pred.any()

@@ -491,11 +491,14 @@ class Preprocessor:
         if rows is not None and cols is not None:
             offset = geom.crop_offset if geom.crop_size is not None else (0, 0)
             # model-grid index i is index i + offset of the (padded) resized grid
+            # (clamped to the grid: foreground only in the padding reaches no box pixel)
             spans = [
-                touched(n, m, max(lo + o, 0), min(hi + o, n))
+                touched(n, m, min(max(lo + o, 0), n), max(min(hi + o, n), 0))
                 for (lo, hi), o, n, m in zip((rows, cols), offset, src, size, strict=True)
             ]
             window = (*spans[0], *spans[1])
+            if window[0] >= window[1] or window[2] >= window[3]:
+                return probs[..., :0, :0], (0, 0, 0, 0)
         if tuple(src) != size:
             return resize(probs, size, "bilinear", window=window), window
         return probs[..., window[0] : window[1], window[2] : window[3]], window

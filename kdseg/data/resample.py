@@ -68,6 +68,8 @@ def nearest_index(n_in: int, n_out: int) -> np.ndarray:
 def touched(n_in: int, n_out: int, lo: int, hi: int, antialias: bool = False) -> tuple[int, int]:
     """Output indices ``[a, b)`` of a bilinear resize ``n_in -> n_out`` that have a nonzero
     tap in source indices ``[lo, hi)`` (contiguous: taps move forward with the output)."""
+    if hi <= lo:
+        return 0, 0
     if n_in == n_out:
         return lo, hi
     index, weight = bilinear_taps(n_in, n_out, antialias)

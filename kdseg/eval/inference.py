@@ -354,6 +354,9 @@ class Predictor:
                     restored, (a0, a1, b0, b1) = self.pre.restore_window(
                         probs[hit], geom, (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
                     )
+                    if not restored.size:  # its foreground lies only in a padding
+                        hit[:] = False
+                if hit.any():
                     decided = self._decide(restored)
                     if stats is not None:
                         _accumulate(stats, restored, decided)
