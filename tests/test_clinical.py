@@ -148,3 +148,22 @@ def test_paper_protocol_on_a_binary_tumor_model(
         check=False,
     )
     assert multiclass.returncode == 2 and "binary model" in multiclass.stderr
+
+
+def test_a_series_named_dot_or_dotdot_names_its_output_after_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kdseg-predict input=.`` inside a DICOM series folder (or ``input=..`` below it): the
+    label is ``<output>/<folder name>.nii.gz`` and its reports go beside it, not a hidden
+    ``.nii.gz`` with reports outside the output folder."""
+    from kdseg.cli.predict import plan_outputs
+
+    img, _, _ = generate_case(SMALL, 11)
+    series = tmp_path / "series1"
+    write_dicom_series(img, series)
+    out = tmp_path / "out"
+    monkeypatch.chdir(series)
+    assert plan_outputs(Path("."), out) == [(Path("."), out / "series1.nii.gz")]
+    (series / "sub").mkdir()
+    monkeypatch.chdir(series / "sub")
+    assert plan_outputs(Path(".."), out) == [(Path(".."), out / "series1.nii.gz")]

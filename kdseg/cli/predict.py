@@ -47,7 +47,10 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
     if single:
         if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg
             return [(source, output)]
-        return [(source, output / f"{_stem(source)}.nii.gz")]
+        stem = _stem(source if source.name not in ("", "..") else source.resolve())
+        if not stem:  # `input=/`: nothing to name the label after
+            raise InputError(source, "no name to give the output; pass output=<name>.nii.gz")
+        return [(source, output / f"{stem}.nii.gz")]
     inputs = sorted(  # hidden names (macOS ._* forks, editors' swap files) are not cases
         p
         for p in source.iterdir()
