@@ -58,6 +58,31 @@ def test_volumes_burden_and_lesions():
     assert box["max_diameter_mm"] == pytest.approx(math.sqrt(2.1**2 + 2.8**2 + 10.0**2))
 
 
+def test_a_sheared_grid_measures_true_volumes_and_distances():
+    """A NIfTI of a tilted gantry (slices shifted 30 degrees along y): each voxel holds
+    |det| = 0.7 * 0.7 * 5 * cos(30) mm^3, not the product of the column lengths, and distances
+    follow the tilted axes. An orthogonal affine (flipped, permuted) changes no number."""
+    label, sphere = _liver_with_two_lesions()
+    tilt = math.radians(30)
+    affine = np.eye(4)
+    affine[:3, :3] = [[0.7, 0, 0], [0, 0.7, 5 * math.sin(tilt)], [0, 0, 5 * math.cos(tilt)]]
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    assert spacing == pytest.approx(SPACING)
+    report = lesion_report(label, spacing, affine=affine)
+    voxel_ml = VOXEL_ML * math.cos(tilt)
+    assert report["organ_volume_ml"] == pytest.approx(36 * 36 * 10 * voxel_ml)
+    assert report["tumor_volume_ml"] == pytest.approx((60 + int(sphere.sum())) * voxel_ml)
+    big, box = report["lesions"]
+    assert box["volume_ml"] == pytest.approx(60 * voxel_ml)
+    box_voxels = np.zeros_like(sphere)  # every pair of voxels, in mm, for each lesion
+    box_voxels[5:9, 5:10, 2:5] = True
+    for lesion, mask in ((box, box_voxels), (big, sphere)):
+        physical = np.argwhere(mask) @ affine[:3, :3].T
+        assert lesion["max_diameter_mm"] == pytest.approx(pdist(physical).max())
+    flipped = np.diag([-0.7, 0.7, 5.0, 1.0])[:, [1, 0, 2, 3]]  # axes swapped and flipped
+    assert lesion_report(label, [0.7, 0.7, 5.0], affine=flipped) == lesion_report(label, SPACING)
+
+
 def test_connectivity_and_min_size():
     label = np.zeros((6, 6, 4), np.uint8)
     label[1, 1, 1] = label[2, 2, 2] = 2  # touch at a corner only

@@ -215,7 +215,7 @@ def _predict_one(
             with timed(steps, "report"):
                 from kdseg.eval.lesions import lesion_report, write_lesion_report
 
-                report = lesion_report(label, list(voxel_sizes(image)))
+                report = lesion_report(label, list(voxel_sizes(image)), affine=image.affine)
                 report.update({"cascade": predictor.last} if predictor.last else {})
                 report.update({"notes": predictor.notes} if predictor.notes else {})
                 report.update({} if predictor.tta == "none" else {"tta": predictor.tta})
