@@ -207,6 +207,8 @@ def test_onnx_round_trip_matches_pytorch(workspace: dict, onnx_fp32: Path) -> No
     image = load_volume(case.image)
     bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "torch")
     assert backend == "onnx" and bundle.model is None and bundle.task.name == "multiclass"
+    described = resolve_bundle(str(workspace["tiny"]), str(onnx_fp32), "onnx")[0]  # its own ckpt
+    assert described.data["preprocess"] == bundle.data["preprocess"]
     from_onnx = _predict_and_check(bundle, backend, artifact, image)
     from_torch = _predict_and_check(load_bundle(workspace["tiny"]), "torch", None, image)
     assert (from_onnx == from_torch).mean() > 0.999
@@ -720,11 +722,16 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
     with pytest.raises(InputError, match="nope.ckpt"):
         stage_options({"ckpt": [tiny, str(tmp_path / "nope.ckpt")], "output": ["a.onnx", "b.onnx"]})
     assert not (tmp_path / "a.onnx").exists()
+    twin = {"ckpt": [tiny, tiny], "quantize": "int8", "output": ["a.onnx", "a.fp32.onnx"]}
+    with pytest.raises(InputError, match="a.fp32.onnx: both cascade stages"):  # stage 1's twin
+        stage_options(twin)
     entry = {"name": "m", "ckpt": tiny}
     with pytest.raises(InputError, match="two bench entries are named 'm'"):
         BenchConfig.from_dict({"entries": [entry, {**entry, "backend": "onnx"}]})
     with pytest.raises(InputError, match="runs=0: a whole number, at least 1"):
         BenchConfig.from_dict({"entries": [entry], "runs": 0})
+    with pytest.raises(InputError, match=r"name='../x': a file name, not a path"):
+        BenchConfig.from_dict({"entries": [entry], "name": "../x"})  # out of output_dir
     bad = tmp_path / "entries.yaml"
     bad.write_text("- {name: m, ckpt: [unclosed\n")
     with pytest.raises(InputError, match="entries.yaml: not valid YAML"):

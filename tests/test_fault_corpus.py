@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import io
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -192,12 +193,15 @@ def dicom(w: World, how: str) -> Path:
         sorted(files)[3].unlink()
     elif how == "corrupt slice":
         sorted(files)[2].write_bytes(sorted(files)[2].read_bytes()[:-300])  # pixels cut short
-    elif how == "zero pixel spacing":
+    elif how in ("zero pixel spacing", "zero slope"):
         import pydicom
 
         path = sorted(files)[4]
         ds = pydicom.dcmread(path)
-        ds.PixelSpacing = ["0", "0.7"]
+        if how == "zero slope":  # read as 1 before 2026-12-07: the wrong HU, no word
+            ds.RescaleSlope = "0"
+        else:
+            ds.PixelSpacing = ["0", "0.7"]
         ds.save_as(path)
         w.culprit = path.name
     elif how in ("gantry tilt", "uneven spacing"):
@@ -294,6 +298,13 @@ def other_models_ckpt(w: World) -> list[str]:
     """An artefact of the organ-and-tumor model described by a tumor-only checkpoint."""
     tumor = w.copy_ckpt(ckpt_data(task="tumor", num_classes=2))
     return [f"ckpt={tumor}", f"artifact={w.copy_onnx(lambda m: None)}", f"input={w.ct()}", f"output={w.out}"]  # fmt: skip
+
+
+def other_preprocess_ckpt(w: World) -> list[str]:
+    """An artefact described by its own checkpoint with another HU window: the network would
+    be fed what it never saw (a dynamic graph takes any grid or window)."""
+    ckpt = w.copy_ckpt(lambda c: c["hyper_parameters"]["data"]["preprocess"].update(window=[-1000, 1000]))  # fmt: skip
+    return [f"ckpt={ckpt}", f"artifact={w.copy_onnx(lambda m: None)}", f"input={w.ct()}", f"output={w.out}"]  # fmt: skip
 
 
 def distill_into_teacher_run(w: World, inside: bool) -> list[str]:
@@ -408,6 +419,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("image one voxel wide", "predict", lambda w: w.predict(w.ct(data=np.random.default_rng(0).integers(-1000, 300, (40, 1, 8)).astype(np.int16))), "ct.nii.gz", False),
     ("gzip stream padded after the image", "predict", lambda w: w.predict(padded_gzip(w)), "ct.nii.gz", False),
     ("DICOM: PixelSpacing 0", "predict", lambda w: w.predict(dicom(w, "zero pixel spacing")), "series", False),
+    ("DICOM: RescaleSlope 0", "predict", lambda w: w.predict(dicom(w, "zero slope")), "series", False),
     ("DICOM: gantry tilt", "predict", lambda w: w.predict(dicom(w, "gantry tilt")), "series", False),
     ("DICOM: uneven slice spacing", "predict", lambda w: w.predict(dicom(w, "uneven spacing")), "series", False),
     ("normalised (z-scored) image", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), (d + 400) / 400))), "ct.nii.gz", False),
@@ -451,6 +463,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("ONNX: node removed", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_drop_node)), "model.onnx", True),
     ("ONNX: NaN weights", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_nan)), "model.onnx", False),
     ("ONNX: checkpoint of another model", "predict", other_models_ckpt, "model.onnx", False),
+    ("ONNX: checkpoint with another preprocessing", "predict", other_preprocess_ckpt, "model.onnx", False),
     ("ONNX: metadata says 2 classes, graph gives 3", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(task="tumor", num_classes=2))), "model.onnx", False),
     ("ONNX: metadata says 3 input slices, graph takes 1", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(context=1, in_channels=3))), "model.onnx", False),
     ("ONNX: in_plane_size 0 in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"in_plane_size": [0, 0]}))), "model.onnx", False),
@@ -528,6 +541,8 @@ def _in_process(command: str, args: list[str], cwd: Path) -> tuple[int, str, str
     module = importlib.import_module(f"kdseg.cli.{MODULES[command]}")
     out, err = io.StringIO(), io.StringIO()
     argv, here, handler = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
+    root = logging.getLogger()  # Hydra's job logging: a run's train.log handler, undone after
+    handlers, level = root.handlers[:], root.level
     sys.argv = [f"kdseg-{command}", *args]
     GlobalHydra.instance().clear()
     code = 0
@@ -542,6 +557,10 @@ def _in_process(command: str, args: list[str], cwd: Path) -> tuple[int, str, str
         os.chdir(here)
         signal.signal(signal.SIGTERM, handler)
         GlobalHydra.instance().clear()
+        for added in set(root.handlers) - set(handlers):
+            added.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -20,6 +20,7 @@ is how MONAI's ``PydicomReader`` lays a series out (kdseg read series through it
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -244,9 +245,26 @@ def _hounsfield(path: Path) -> np.ndarray:
         raise InputError(path, f"cannot read the DICOM pixel data ({first})") from None
     if pixels.ndim != 2:
         raise InputError(path, f"pixel data of shape {pixels.shape}, not one grey-level slice")
-    slope = float(getattr(ds, "RescaleSlope", None) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", None) or 0.0)
+    slope = _rescale(ds, path, "RescaleSlope", 1.0)
+    intercept = _rescale(ds, path, "RescaleIntercept", 0.0)
+    if slope == 0:  # every pixel would read as the intercept: no image left
+        raise InputError(path, "RescaleSlope is 0; no HU can be read from these pixels")
     return (pixels.astype(np.float64) * slope + intercept).astype(np.float32).T
+
+
+def _rescale(ds: pydicom.Dataset, path: Path, keyword: str, default: float) -> float:
+    """A slice's rescale value (``default`` where it is absent or empty), refused unless it is
+    one finite number."""
+    value = getattr(ds, keyword, None)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise InputError(path, f"{keyword} is {value!r}, not a finite number")
+    return number
 
 
 def _series_affine(ordered: list[pydicom.Dataset]) -> np.ndarray:

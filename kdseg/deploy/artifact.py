@@ -201,6 +201,29 @@ def check_same_model(
                 f"its data.{key} is {meta_data.get(key)!r} but {Path(ckpt).name}'s is "
                 f"{ckpt_data.get(key)!r}: not an export of that checkpoint's model",
             )
+    # the checkpoint's preprocessing is what the artefact would be fed: a network exported with
+    # another grid or window (a graph with dynamic height and width takes any) reads nonsense
+    ours, theirs = (_inference_preprocess(d) for d in (meta_data, ckpt_data))
+    if ours is not None and theirs is not None and ours != theirs:
+        key = next(k for k in ours if ours[k] != theirs.get(k))
+        raise InputError(
+            artifact,
+            f"its data.preprocess.{key} is {ours[key]!r} but {Path(ckpt).name}'s is "
+            f"{theirs.get(key)!r}: not an export of that checkpoint's model",
+        )
+
+
+def _inference_preprocess(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The preprocessing settings inference uses (defaults filled in; the cache's storage type
+    and the training box jitter left out), or None where ``data`` has none."""
+    from kdseg.data.preprocess import PreprocessConfig
+
+    if not isinstance(data.get("preprocess"), dict):
+        return None
+    plain = PreprocessConfig.from_dict(data["preprocess"]).to_dict()
+    for key in ("store_dtype", "roi_jitter_mm"):
+        plain.pop(key, None)
+    return plain
 
 
 def check_graph_io(path: str | Path, session: Any, data: dict[str, Any]) -> None:

@@ -125,6 +125,10 @@ class BenchConfig:
             raise InputError(
                 None, "no bench entries: give entries=[{name: ..., ckpt: ..., backend: ...}]"
             )
+        if "/" in out.name or os.sep in out.name or out.name in ("", ".", ".."):
+            raise InputError(  # its files go in output_dir, which is checked; a path would not
+                None, f"name={out.name!r}: a file name, not a path (the folder is output_dir=)"
+            )
         names = [e.name for e in out.entries]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:  # rows are keyed by name: two entries would pool under one label

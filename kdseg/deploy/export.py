@@ -465,9 +465,25 @@ def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
             paths[1] = paths[1].with_name(paths[1].name.replace(".", "-stage2.", 1))
         for o, path in zip(opts, paths, strict=True):
             o.output = str(path)
-    elif os.path.realpath(outputs[0]) == os.path.realpath(outputs[1]):
-        raise InputError(outputs[1], "both cascade stages would be written to this one file")
+    # every file a stage writes (with int8, its fp32 twin too) is its own
+    written = [
+        {
+            os.path.realpath(p)
+            for p in (o.output, *([fp32_twin(Path(o.output))] if o.quantize else []))
+        }  # fmt: skip
+        for o in opts
+    ]
+    if written[0] & written[1]:
+        raise InputError(
+            min(written[0] & written[1]), "both cascade stages would be written to this one file"
+        )
     return opts
+
+
+def _files_written(opts: ExportOptions) -> set[str]:
+    """The real paths an export writes: its artefact and, for int8, the fp32 twin."""
+    out = Path(str(opts.output))
+    return {os.path.realpath(p) for p in (out, *([fp32_twin(out)] if opts.quantize else []))}
 
 
 def load_options(cfg: dict[str, Any]) -> ExportOptions:

@@ -1,9 +1,9 @@
 """Lesion report of one label volume: organ volume, tumor burden and the individual lesions.
 
 Volumes are in mL (1 mL = 1000 mm^3) from the voxel spacing (from the affine's determinant
-where the voxel axes are not at right angles, as in a NIfTI of a tilted gantry). Lesions are the connected
-components of the tumor mask (26-connectivity in 3D by default), labelled with ``cc3d``
-(connected-components-3d, the labeller of nnU-Net's ``acvl-utils``): it imports in
+where the voxel axes are not at right angles, as in a NIfTI of a tilted gantry). Lesions are
+the connected components of the tumor mask (26-connectivity in 3D by default), labelled with
+``cc3d`` (connected-components-3d, the labeller of nnU-Net's ``acvl-utils``): it imports in
 milliseconds, where ``scipy.ndimage`` costs about half a second of a fresh ``kdseg-predict``.
 Components are numbered in C raster order, as ``scipy.ndimage.label`` numbers them.
 
