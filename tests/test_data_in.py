@@ -86,6 +86,58 @@ def test_two_scans_with_one_case_id_are_refused(phantom_lits: Path, tmp_path: Pa
         discover_cases("lits", root)
 
 
+def test_one_case_in_two_files_or_without_its_scan_is_refused(tmp_path: Path) -> None:
+    """Ids that sort alike (volume-01 between volume-1.nii and volume-1.nii.gz), a label as
+    both .nii and .nii.gz, a KiTS19 case whose scan is gone: refused, never one picked or
+    dropped without a word. KiTS19's published test cases (210 and up: no segmentation) are
+    left out."""
+
+    def touch(*paths: Path) -> None:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+
+    lits = tmp_path / "lits"
+    names = ("volume-1", "volume-01", "segmentation-1", "segmentation-01")
+    touch(*(lits / f"{n}.nii" for n in names))
+    touch(lits / "volume-1.nii.gz")
+    with pytest.raises(InputError, match="shares the case id 'volume-1'"):
+        discover_cases("lits", lits)
+    (lits / "volume-1.nii.gz").unlink()
+    assert [c.case_id for c in discover_cases("lits", lits)] == ["volume-01", "volume-1"]
+    touch(lits / "segmentation-1.nii.gz")
+    with pytest.raises(InputError, match="segmentation-1.nii.gz: is the same file of the case"):
+        discover_cases("lits", lits)
+    kits = tmp_path / "kits"
+    touch(kits / "case_00000" / "imaging.nii.gz", kits / "case_00000" / "segmentation.nii.gz")
+    touch(kits / "case_00210" / "imaging.nii.gz")  # the unlabeled test set
+    assert [c.case_id for c in discover_cases("kits19", kits)] == ["case_00000"]
+    touch(kits / "case_00001" / "segmentation.nii.gz")
+    with pytest.raises(InputError, match="case_00001/segmentation.nii.gz: missing image"):
+        discover_cases("kits19", kits)
+    (kits / "case_00001" / "segmentation.nii.gz").unlink()
+    touch(kits / "case_00001" / "imaging.nii.gz")
+    with pytest.raises(InputError, match="missing label"):
+        discover_cases("kits19", kits)
+
+
+def test_a_split_never_holds_a_case_twice_and_names_only_cases(tmp_path: Path) -> None:
+    """Rounding and the one-case minimum for val and test once made [0, 0, 1] put every case
+    in test and most in train too; a split file with a list for an id is one line."""
+    from kdseg.data.manifest import read_split
+
+    ids = [f"c{i}" for i in range(9)]
+    for fractions in ([0, 0, 1], [0, 0.5, 0.5], [0, 1, 0], [1, 0, 0], [0.7, 0.1, 0.2]):
+        for n in (1, 2, 3, 4, 7, 9):
+            split = make_split(ids[:n], fractions)
+            parts = [split[s] for s in ("train", "val", "test")]
+            assert sorted(sum(parts, [])) == sorted(ids[:n]), (fractions, n, split)
+    bad = tmp_path / "split.json"
+    bad.write_text(json.dumps({"train": [["c0"]], "val": ["c1"], "test": ["c2"]}))
+    with pytest.raises(InputError, match="'train' holds \\['c0'\\], not a case id"):
+        read_split(bad)
+
+
 def test_config_values_that_cannot_work_are_config_errors() -> None:
     for fractions in ([0.5, 0.5, 0.5], [1.2, -0.1, -0.1], [0.5, 0.5]):
         with pytest.raises(ConfigError, match="data.split_fractions"):

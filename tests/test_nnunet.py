@@ -70,6 +70,40 @@ def test_label_names_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         kdseg_label_map({"background": 0, "liver": [1, 2], "tumor": 2}, tmp_path)
 
 
+def test_label_values_are_read_as_the_dataset_json_names_them(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A tumor stored as 300 is tumor (a cast to uint8 first made it 44, then background); a
+    value the file does not name (2 beside background 0 and liver 1) is refused, not read as
+    tumor; a negative label value is refused by name."""
+    from kdseg.data.prepare import case_label
+
+    seg = nib.load(phantom_lits / "segmentation-1.nii.gz")
+    truth = np.asarray(seg.dataobj).astype(np.uint8)
+    assert (truth == 2).any()
+
+    def folder(name: str, labels: dict, stored: np.ndarray) -> Path:
+        root = tmp_path / name
+        (root / "imagesTr").mkdir(parents=True)
+        (root / "labelsTr").mkdir()
+        os.symlink(phantom_lits / "volume-1.nii.gz", root / "imagesTr" / "c_001_0000.nii.gz")
+        nib.save(nib.Nifti1Image(stored, seg.affine), root / "labelsTr" / "c_001.nii.gz")
+        (root / "dataset.json").write_text(json.dumps({"labels": labels}))
+        return root
+
+    wide = folder("wide", {"background": 0, "liver": 1, "tumor": 300},
+                  np.choose(truth, [0, 1, 300]).astype(np.int16))  # fmt: skip
+    (case,) = discover_cases("nnunet", wide)
+    image = nib.load(case.image)
+    np.testing.assert_array_equal(case_label(case, image), truth)
+    undeclared = folder("undeclared", {"background": 0, "liver": 1}, truth)
+    (case,) = discover_cases("nnunet", undeclared)
+    with pytest.raises(InputError, match=r"unknown label values \[2\]"):
+        case_label(case, image)
+    with pytest.raises(InputError, match="'tumor' is -1: label values are 0 or more"):
+        kdseg_label_map({"background": 0, "liver": 1, "tumor": -1}, tmp_path)
+
+
 def _digest(folder: Path) -> str:
     return hashlib.sha1(b"".join(p.read_bytes() for p in sorted(folder.iterdir()))).hexdigest()
 

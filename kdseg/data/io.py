@@ -366,7 +366,9 @@ def check_pair(
         raise InputError(
             label_path, f"unknown label values {bad[:5]}; expected a subset of {sorted(allowed)}"
         )
-    return data.astype(np.uint8)
+    # uint8 unless a layout stores larger values (an nnU-Net label 300), which its mapping
+    # turns into kdseg's 0/1/2 afterwards: a cast first would wrap 300 to 44
+    return data.astype(np.uint8 if max(allowed, default=0) <= 255 else np.int64)
 
 
 def _source_header(image: nib.Nifti1Image) -> nib.Nifti1Header | None:

@@ -52,6 +52,11 @@ def make_split(
     n_test = round(n * fractions[2])
     if n >= 3:
         n_val, n_test = max(n_val, 1), max(n_test, 1)
+    while n_val + n_test > n:  # (rounding and the minimum of one: never more than the cases)
+        if n_val > n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
     n_train = n - n_val - n_test
     return {
         "train": sorted(ids[:n_train]),
@@ -69,6 +74,8 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
     seen: dict[str, str] = {}
     for split in SPLITS:
         for case_id in data[split]:
+            if not isinstance(case_id, str) or not case_id:
+                raise InputError(path, f"{split!r} holds {case_id!r}, not a case id (a name)")
             if case_id in seen:
                 raise InputError(
                     path, f"case {case_id!r} is in both {seen[case_id]!r} and {split!r}"

@@ -67,6 +67,8 @@ def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int
             raise InputError(
                 where, f"label {name!r} is {value!r}: region-based labels are not supported"
             )
+        if value < 0:
+            raise InputError(where, f"label {name!r} is {value}: label values are 0 or more")
         lowered = name.lower()
         if lowered == "background":
             if value != 0:
@@ -86,7 +88,9 @@ def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int
     if len(set(mapping)) != len(list(labels.values())):
         raise InputError(where, "two label names share one value")
     pairs = tuple(sorted(mapping.items()))
-    return None if all(a == b for a, b in pairs) else pairs
+    # None only for kdseg's own 0/1/2: a file naming fewer labels keeps them, so a value it
+    # does not name (a tumor 2 beside background and liver) is refused, not read as tumor
+    return None if pairs == ((0, 0), (1, 1), (2, 2)) else pairs
 
 
 def read_dataset_json(folder: str | Path) -> NnunetDataset:

@@ -15,7 +15,6 @@ of a plain folder of NIfTI files and DICOM series: the unlabeled scans and pseud
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +55,19 @@ def _first_existing(*candidates: Path) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
+def _only_existing(*candidates: Path) -> Path | None:
+    """The one of ``candidates`` (one file as ``.nii`` and ``.nii.gz``) that exists; two that
+    both exist are refused: which one holds the case is not for kdseg to guess."""
+    found = [p for p in candidates if p.exists()]
+    if len(found) > 1:
+        raise InputError(found[1], f"is the same file of the case as {found[0].name}: keep one")
+    return found[0] if found else None
+
+
+#: KiTS19's test cases (case_00210 to case_00299) were published without segmentations
+KITS19_FIRST_UNLABELED = 210
+
+
 def _natural_key(text: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
@@ -67,7 +79,7 @@ def _lits(root: Path) -> list[Case]:
         if not number:
             continue
         n = number.group(1)
-        label = _first_existing(root / f"segmentation-{n}.nii", root / f"segmentation-{n}.nii.gz")
+        label = _only_existing(root / f"segmentation-{n}.nii", root / f"segmentation-{n}.nii.gz")
         if label is None:
             raise InputError(image, f"missing label segmentation-{n}.nii[.gz] beside it")
         cases.append(Case(f"volume-{n}", image, label))
@@ -77,11 +89,18 @@ def _lits(root: Path) -> list[Case]:
 def _kits19(root: Path) -> list[Case]:
     cases = []
     for folder in root.glob("case_*"):
-        image = _first_existing(folder / "imaging.nii.gz", folder / "imaging.nii")
-        if not folder.is_dir() or image is None:
+        if not folder.is_dir():
             continue
-        label = _first_existing(folder / "segmentation.nii.gz", folder / "segmentation.nii")
+        image = _only_existing(folder / "imaging.nii.gz", folder / "imaging.nii")
+        label = _only_existing(folder / "segmentation.nii.gz", folder / "segmentation.nii")
+        if image is None:
+            if label is not None:  # a case whose scan is gone: never dropped without a word
+                raise InputError(label, "missing image imaging.nii.gz in the same case folder")
+            continue
         if label is None:
+            number = re.fullmatch(r"case_(\d+)", folder.name)
+            if number and int(number.group(1)) >= KITS19_FIRST_UNLABELED:
+                continue  # KiTS19's unlabeled test cases: images only, not training cases
             raise InputError(image, "missing label segmentation.nii.gz in the same case folder")
         cases.append(Case(folder.name, image, label))
     return cases
@@ -137,13 +156,15 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
         raise ConfigError(f"unknown data.layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise InputError(root, "data folder not found")
-    cases = sorted(LAYOUTS[layout](root), key=lambda c: _natural_key(c.case_id))
+    cases = sorted(LAYOUTS[layout](root), key=lambda c: (_natural_key(c.case_id), c.case_id))
     if not cases:
         raise InputError(root, f"no cases in the {layout} layout found in this folder")
-    for first, second in itertools.pairwise(cases):  # sorted: one id's cases lie side by side
-        if first.case_id == second.case_id:  # volume-0.nii beside volume-0.nii.gz: a split
-            raise InputError(  # would put "volume-0" in train and test, one scan each
-                second.image, f"shares the case id {first.case_id!r} with {first.image.name}"
+    seen: dict[str, Case] = {}
+    for case in cases:  # volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in
+        first = seen.setdefault(case.case_id, case)  # train and test, one scan each
+        if first is not case:
+            raise InputError(
+                case.image, f"shares the case id {case.case_id!r} with {first.image.name}"
             )
     return cases
 
@@ -223,4 +244,4 @@ def discover_images(root: str | Path) -> list[ImageCase]:
     duplicates = sorted({c for c in ids if ids.count(c) > 1})
     if duplicates:
         raise InputError(root, f"two images share the case id {duplicates[0]!r}")
-    return sorted(images, key=lambda c: _natural_key(c.case_id))
+    return sorted(images, key=lambda c: (_natural_key(c.case_id), c.case_id))
