@@ -50,6 +50,17 @@ def test_an_edited_label_is_prepared_again_and_the_rest_is_not(
     assert record["source"] == str(root)  # the data folder, not a case's stamp
     case = open_case(setup.cache_dir, "volume-2")
     assert case.tumor_slices == () and not (np.asarray(case.label) == 2).any()
+    # an array cut short or emptied after its meta.json (a full disk, a stray truncate): that
+    # case is prepared again, not memory-mapped into a crash at training time
+    image = setup.cache_dir / "cases" / "volume-3" / "image.npy"
+    with open(image, "r+b") as f:
+        f.truncate(1000)
+    (setup.cache_dir / "cases" / "volume-4" / "label.npy").write_bytes(b"")
+    before = {c: m.stat().st_mtime_ns for c, m in metas.items()}
+    setup.prepare(progress=False)
+    after = {c: m.stat().st_mtime_ns for c, m in metas.items()}
+    assert [c for c in metas if after[c] != before[c]] == ["volume-3", "volume-4"]
+    assert open_case(setup.cache_dir, "volume-3").image.shape[0] > 0
 
 
 def test_two_folders_behind_one_cache_never_read_each_others_cases(

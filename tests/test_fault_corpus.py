@@ -150,6 +150,12 @@ class World:
 # ------------------------------------------------------------------ builders of broken inputs
 
 
+def good_lits(w: World) -> list[str]:
+    """A two-case LiTS folder with nothing wrong in it, for the options' rows."""
+    w.lits_copy("none")
+    return [*TINY_DATA, f"data.root={w.tmp / 'lits'}"]
+
+
 def header_dims(w: World, name: str) -> Path:
     """A NIfTI whose header claims 8000 x 8000 x 4000 voxels over a few KB of data."""
     path = w.ct(name)
@@ -477,6 +483,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("eval: protocol threshold=abc", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=abc"], "paper_threshold", False),
     # dataset faults in prepare
     ("prepare: missing label", "prepare", lambda w: w.prepare("missing label"), "volume-1", False),
+    ("prepare: HU window low = high", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[100,100]"], "preprocess.window", False),
+    ("prepare: HU window reversed", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[140,-60]"], "preprocess.window", False),
     ("prepare: shape mismatch", "prepare", lambda w: w.prepare("shape mismatch"), "segmentation-1", False),
     ("prepare: affine mismatch", "prepare", lambda w: w.prepare("affine mismatch"), "segmentation-1", False),
     ("prepare: unknown labels", "prepare", lambda w: w.prepare("unknown labels"), "segmentation-1", False),

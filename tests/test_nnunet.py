@@ -104,6 +104,20 @@ def test_label_values_are_read_as_the_dataset_json_names_them(
         kdseg_label_map({"background": 0, "liver": 1, "tumor": -1}, tmp_path)
 
 
+def test_a_decathlon_folder_gives_its_images_not_an_nnunet_error(tmp_path: Path) -> None:
+    """The Decathlon's own dataset.json (v1: values to names) beside imagesTr/ and imagesTs/
+    of plain NIfTI files: its images, as unlabeled scans (it used to be read as nnU-Net v2 and
+    refused for region labels)."""
+    root = tmp_path / "Task03_Liver"
+    for folder, name in (("imagesTr", "liver_0"), ("imagesTr", "liver_1"), ("imagesTs", "liver_9")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / f"{name}.nii.gz").write_bytes(b"")
+    labels = {"0": "background", "1": "liver", "2": "cancer"}
+    (root / "dataset.json").write_text(json.dumps({"name": "Liver", "labels": labels}))
+    ids = [c.case_id for c in discover_images(root)]
+    assert ids == ["liver_0", "liver_1", "liver_9"]
+
+
 def _digest(folder: Path) -> str:
     return hashlib.sha1(b"".join(p.read_bytes() for p in sorted(folder.iterdir()))).hexdigest()
 

@@ -98,21 +98,44 @@ def source_stamp(paths: Sequence[Path | None], label_map: Any = None) -> dict[st
     }
 
 
-def is_prepared(cache_dir: Path, case_id: str, source: dict[str, Any] | None = None) -> bool:
+def is_prepared(
+    cache_dir: Path,
+    case_id: str,
+    source: dict[str, Any] | None = None,
+    arrays: Sequence[str] | None = None,
+) -> bool:
     """True when the case's arrays and metadata are complete and, given ``source`` (its
-    :func:`source_stamp` now), were made from those very files."""
+    :func:`source_stamp` now), were made from those very files. ``arrays``: the ``.npy``
+    files a case holds (default: the slice cache's ``image.npy``, and ``label.npy`` when
+    labelled); each must map whole."""
     meta = case_folder(cache_dir, case_id) / "meta.json"
     if not meta.exists():
         return False
-    if source is None:
-        return True
     try:
         stored = json.loads(meta.read_text())
     except (OSError, ValueError):  # unreadable: prepared again (meta.json is replaced last)
         return False
+    if arrays is None:
+        arrays = ["image.npy", *(["label.npy"] if stored.get("labeled", True) else [])]
+    if not all(_whole_array(meta.parent / n, stored.get("n_slices")) for n in arrays):
+        return False  # cut short or emptied after meta.json was written: prepared again
+    if source is None:
+        return True
     if "source" not in stored:  # a cache of an earlier kdseg: trusted as it was (adopt_source)
         return True
     return stored["source"] == source
+
+
+def _whole_array(path: Path, n_slices: int | None) -> bool:
+    """Whether the ``.npy`` file at ``path`` maps with every byte its header promises (and
+    ``n_slices`` slices where given): a cut-short file fails the memory map."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        return False
+    shape = array.shape
+    del array
+    return n_slices is None or (len(shape) > 0 and shape[0] == n_slices)
 
 
 def adopt_source(cache_dir: Path, case_id: str, source: dict[str, Any]) -> None:

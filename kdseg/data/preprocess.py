@@ -93,6 +93,11 @@ class PreprocessConfig:
     window_level: str | None = None
 
     def __post_init__(self) -> None:
+        window = list(self.window)
+        if len(window) != 2 or not all(np.isfinite(v) for v in window) or window[0] >= window[1]:
+            raise InputError(  # [100, 100] divided by zero; [140, -60] made every voxel 1.0
+                None, f"preprocess.window must be two finite HU values, low < high, got {window}"
+            )
         if self.roi not in ROI_KINDS:
             raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
         if self.window_level not in WINDOW_LEVELS:

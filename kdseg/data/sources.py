@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdseg.errors import ConfigError, InputError
+from kdseg.errors import ConfigError, InputError, read_json
 
 
 @dataclass(frozen=True)
@@ -192,9 +192,21 @@ def _plain_images(root: Path) -> list[ImageCase]:
     return images
 
 
+def _nnunet_v2(root: Path) -> bool:
+    """Whether ``root`` is an nnU-Net v2 raw dataset: ``imagesTr/`` and a ``dataset.json``
+    whose labels map names to values. The Decathlon's own (v1) file maps values to names
+    (``{"0": "background"}``), and its ``imagesTr/`` holds plain NIfTI files."""
+    if not ((root / "dataset.json").exists() and (root / "imagesTr").is_dir()):
+        return False
+    data = read_json(root / "dataset.json")
+    labels = data.get("labels") if isinstance(data, dict) else None
+    msd = isinstance(labels, dict) and labels and all(isinstance(v, str) for v in labels.values())
+    return not msd
+
+
 def _layout_images(root: Path) -> list[ImageCase] | None:
     """Images of a dataset-layout folder (labels ignored), or None when it is no layout."""
-    if (root / "dataset.json").exists() and (root / "imagesTr").is_dir():
+    if _nnunet_v2(root):
         from kdseg.data.nnunet import read_dataset_json
 
         ending = read_dataset_json(root).file_ending

@@ -205,10 +205,10 @@ def prepare_teacher_targets(
         try:
             source = teacher_source(case, find_prediction(folder, case.case_id))
         except InputError:
-            if is_prepared(cache_dir, case.case_id):  # cached, its file since removed: kept
+            if is_prepared(cache_dir, case.case_id, arrays=TEACHER_ARRAYS):  # file since removed
                 continue
             raise
-        if is_prepared(cache_dir, case.case_id, source):
+        if is_prepared(cache_dir, case.case_id, source, TEACHER_ARRAYS):
             adopt_source(cache_dir, case.case_id, source)  # a cache of an earlier kdseg
         else:
             todo.append(case)
@@ -217,6 +217,10 @@ def prepare_teacher_targets(
         for case in todo:
             prepare_teacher_case(case, folder, config, cache_dir)
             bar.advance(task)
+
+
+#: the array a teacher cache's case holds
+TEACHER_ARRAYS = ("teacher.npy",)
 
 
 @lru_cache(maxsize=512)
