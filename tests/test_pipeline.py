@@ -549,6 +549,27 @@ def test_a_patch_larger_than_native_slices_is_refused_when_they_are_opened(
         dm.setup("fit")
 
 
+def test_native_slices_of_several_sizes_are_refused_unless_patches_cut_them(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """The native matrix varies by case (64-72 voxels here): whole-slice batches would fail in
+    the collation with a torch error, so they are refused naming two cases; with training
+    patches they batch, and the one-case validation and test sets stack alone."""
+    overrides = {
+        "data.preprocess.in_plane_size": "null",
+        "data.augment.rot90": "false",
+        "data.cache_root": tmp_path / "cache",
+    }
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
+    setup.prepare(progress=False)
+    with pytest.raises(InputError, match=r"training slices of case .* batches need one size"):
+        setup.datamodule(seed=0).setup("fit")
+    patched = resolve_data(_data_cfg(phantom_lits, **overrides, **{"data.patch_size": "[32,32]"}))
+    dm = patched.datamodule(seed=0)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (32, 32)
+
+
 def test_step_checkpoints_also_save_at_each_epoch_end(phantom_lits: Path, tmp_path: Path) -> None:
     """``checkpoint.every_n_train_steps=2`` with 4 steps an epoch: ``last.ckpt`` every 2 steps
     and again at each epoch end, after validation (Lightning alone skips that save, as step 4

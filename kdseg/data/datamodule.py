@@ -235,6 +235,27 @@ def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
             raise not_square(f"the slices of case {case.case_id} are {h} x {w}")
 
 
+def check_one_size(cases: list[CachedCase], batch_size: int, what: str) -> None:
+    """Slices that a loader stacks ``batch_size`` at a time share one height and width (a
+    native matrix that varies by case failed in the batch collation with a torch error)."""
+    if batch_size < 2:
+        return
+    sizes: dict[tuple[int, int], str] = {}
+    for case in cases:
+        if case.image.shape[0] == 0:  # no slice: never in a batch
+            continue
+        size = tuple(int(n) for n in case.image.shape[1:3])
+        sizes.setdefault(size, case.case_id)  # type: ignore[arg-type]
+        if len(sizes) > 1:
+            (a, first), (b, second) = list(sizes.items())[:2]
+            raise InputError(
+                None,
+                f"{what} slices of case {first} are {a[0]} x {a[1]} but those of case {second} "
+                f"are {b[0]} x {b[1]}; batches need one size: set data.preprocess.in_plane_size "
+                "(or crop_size), or data.patch_size for training",
+            )
+
+
 def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:
     """``{z: weight}`` over the slices (axis 0) of a label volume that hold tumor: the sum,
     over the 3D connected tumors (6-connectivity) that slice z cuts, of 1 / the number of
@@ -339,9 +360,22 @@ class SliceDataModule(pl.LightningDataModule):
             )
             if len(self.unlabeled_set) == 0:  # e.g. an organ ROI whose masks hold no organ
                 raise InputError(folder, "no slice of the unlabeled scans in the cache (no organ?)")
-        for dataset in (self.train_set, self.unlabeled_set):
-            if dataset is not None:
-                check_training_shape(self.cfg, dataset.cases)
+        training = [
+            c for d in (self.train_set, self.unlabeled_set) if d is not None for c in d.cases
+        ]
+        check_training_shape(self.cfg, training)
+        if self.cfg.patch_size is None:
+            check_one_size(training, self.cfg.batch_size, "training")
+        for part in ("val", "test"):  # whole slices, batch_size at a time
+            check_one_size(cases[part], self.cfg.batch_size, part)
+        if len(self.train_set) == 0:
+            raise InputError(
+                self.cache_dir,
+                "no training slice to draw (data.sampling=target and no training case holds "
+                "the target?)"
+                if only_target
+                else "no training slice in the cache",
+            )
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)
         self.test_set = SliceDataset(cases["test"], self.task, self.cfg.context, only_val_target)
