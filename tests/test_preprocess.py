@@ -260,6 +260,8 @@ def test_prepare_prints_the_window_warning_once_per_process(tmp_path, capsys) ->
 
     folder = case_folder(tmp_path, "bright")
     folder.mkdir(parents=True)  # a prepared case (meta.json) whose organ the window clips
+    for name in ("image.npy", "label.npy"):
+        np.save(folder / name, np.zeros((1, 4, 4), np.uint8))
     cases = [Case("bright", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")]
     meta = {"organ_outside_window": [0.0, 1.0], "source": case_source(cases[0])}
     (folder / "meta.json").write_text(json.dumps(meta))
