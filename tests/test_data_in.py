@@ -306,3 +306,22 @@ def test_cached_teacher_targets_outlive_their_prediction_files(
     np.save(preds / "volume-0.npy", np.load(preds / "volume-0.npy")[[1, 0, 2]])  # changed
     prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
     assert teacher.stat().st_mtime_ns != first
+
+
+def test_a_series_stamp_sees_one_slice_replaced_with_an_older_mtime(tmp_path: Path) -> None:
+    """A DICOM series folder's stamp: one slice replaced by another file of its size whose
+    older mtime was kept (``cp -p``) changes neither the count, the bytes nor the newest
+    mtime, but it changes the stamp, so its cached case is prepared again."""
+    from kdseg.data.cache import source_stamp
+
+    series = tmp_path / "series"
+    series.mkdir()
+    for i in range(3):
+        (series / f"{i}.dcm").write_bytes(bytes([i]) * 100)
+        os.utime(series / f"{i}.dcm", ns=(10**18 + i, 10**18 + i * 10**9))
+    before = source_stamp([series])
+    (series / "1.dcm").write_bytes(b"x" * 100)  # same size, other pixels, an older mtime kept
+    os.utime(series / "1.dcm", ns=(10**18, 10**18 - 5 * 10**9))
+    after = source_stamp([series])
+    assert before["files"][0][:3] == after["files"][0][:3] and before != after
+    assert source_stamp([series]) == after  # and it is stable

@@ -26,6 +26,7 @@ writable (:func:`adopt_source`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,16 +74,19 @@ def case_folder(cache_dir: Path, case_id: str) -> Path:
     return Path(cache_dir) / "cases" / case_id
 
 
-def _file_stamp(path: Path) -> list[int]:
-    """``[size, mtime_ns]`` of a file; a DICOM series folder: ``[files, bytes, newest mtime]``
-    over the files in it."""
+def _file_stamp(path: Path) -> list[int | str]:
+    """``[size, mtime_ns]`` of a file; a DICOM series folder: ``[files, bytes, newest mtime,
+    digest]`` over the files in it, the digest over each file's name, size and mtime (so one
+    slice replaced by a file of its size with an older mtime kept, ``cp -p``, is seen too)."""
     path = Path(path)
     if path.is_dir():
-        stats = [p.stat() for p in sorted(path.iterdir()) if p.is_file()]
+        stats = [(p.name, p.stat()) for p in sorted(path.iterdir()) if p.is_file()]
+        each = "".join(f"{n}\0{s.st_size}\0{s.st_mtime_ns}\n" for n, s in stats)
         return [
             len(stats),
-            sum(s.st_size for s in stats),
-            max((s.st_mtime_ns for s in stats), default=0),
+            sum(s.st_size for _, s in stats),
+            max((s.st_mtime_ns for _, s in stats), default=0),
+            hashlib.sha256(each.encode()).hexdigest()[:16],
         ]
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
