@@ -225,11 +225,9 @@ def _differs(before: Any, now: Any) -> bool:
     if before is _ABSENT:
         return False
     if isinstance(before, dict) and isinstance(now, dict):
-        return any(_differs(value, now.get(key, _MISSING)) for key, value in before.items())
+        # a key the saved config has and the new one lacks compares unequal: a change
+        return any(_differs(value, now.get(key, _ABSENT)) for key, value in before.items())
     return before != now
-
-
-_MISSING = object()  # a key the saved config has and the new one lacks: a change
 
 
 def _plain(value: Any) -> Any:

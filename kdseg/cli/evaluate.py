@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> None:
         if ckpt
         else Path(artifact).resolve().parent / f"eval-{kind}{Path(artifact).stem}-{suffix}"
     )
-    inputs = [cfg.data.root, *ckpts, *stage_list(cfg.artifact), artifact]  # every stage's
+    inputs = [cfg.data.root, *ckpts, *stage_list(cfg.artifact)]  # every stage's
     out = check_output(cfg.output_dir or default_out, inputs, folder=True, what="output_dir")
     setup = resolve_data(to_dict(cfg.data), read_only=True)
     if cfg.split not in setup.split:

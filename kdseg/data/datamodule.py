@@ -240,19 +240,15 @@ def check_one_size(cases: list[CachedCase], batch_size: int, what: str) -> None:
     native matrix that varies by case failed in the batch collation with a torch error)."""
     if batch_size < 2:
         return
-    sizes: dict[tuple[int, int], str] = {}
-    for case in cases:
-        if case.image.shape[0] == 0:  # no slice: never in a batch
-            continue
-        size = tuple(int(n) for n in case.image.shape[1:3])
-        sizes.setdefault(size, case.case_id)  # type: ignore[arg-type]
-        if len(sizes) > 1:
-            (a, first), (b, second) = list(sizes.items())[:2]
+    filled = [case for case in cases if case.image.shape[0]]  # no slice: never in a batch
+    for case in filled[1:]:
+        (a, b), (h, w) = filled[0].image.shape[1:3], case.image.shape[1:3]
+        if (a, b) != (h, w):
             raise InputError(
                 None,
-                f"{what} slices of case {first} are {a[0]} x {a[1]} but those of case {second} "
-                f"are {b[0]} x {b[1]}; batches need one size: set data.preprocess.in_plane_size "
-                "(or crop_size), or data.patch_size for training",
+                f"{what} slices of case {filled[0].case_id} are {a} x {b} but those of case "
+                f"{case.case_id} are {h} x {w}; batches need one size: set "
+                "data.preprocess.in_plane_size (or crop_size), or data.patch_size for training",
             )
 
 

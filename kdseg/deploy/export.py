@@ -466,13 +466,7 @@ def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
         for o, path in zip(opts, paths, strict=True):
             o.output = str(path)
     # every file a stage writes (with int8, its fp32 twin too) is its own
-    written = [
-        {
-            os.path.realpath(p)
-            for p in (o.output, *([fp32_twin(Path(o.output))] if o.quantize else []))
-        }  # fmt: skip
-        for o in opts
-    ]
+    written = [_files_written(o) for o in opts]
     if written[0] & written[1]:
         raise InputError(
             min(written[0] & written[1]), "both cascade stages would be written to this one file"
