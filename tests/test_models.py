@@ -108,6 +108,33 @@ def test_backward_reaches_the_first_conv(name: str):
     assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
 
 
+def test_raunet_full_res_skip_adds_a_stride_one_branch():
+    """``full_res_skip`` (beyond the paper): a stride-1 tap feeds the head; off by default."""
+    torch.manual_seed(0)
+    plain = build_model("raunet", in_channels=5, num_classes=3, width=0.25)
+    torch.manual_seed(0)
+    model = build_model("raunet", in_channels=5, num_classes=3, width=0.25, full_res_skip=True)
+    assert "full" not in plain.tap_info  # the default keeps every checkpoint's keys
+    assert not any(k.startswith("full.") for k in plain.state_dict())
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("full.") for k in extra)
+    assert model.tap_info["full"].stride == 1
+    x = torch.randn(2, 5, 35, 37, requires_grad=True)
+    out = model.eval()(x)
+    assert out.logits.shape == (2, 3, 35, 37)
+    assert out.taps["full"].shape == (2, model.tap_info["full"].channels, 35, 37)
+    # the logit at one pixel sees that pixel's input through the branch: drop the branch's
+    # contribution (zero its last BN's scale and shift) and the gradient there changes
+    grad = torch.autograd.grad(out.logits[0, 1, 17, 18], x)[0][0, :, 17, 18]
+    with torch.no_grad():
+        model.full[1][1].weight.zero_()
+        model.full[1][1].bias.zero_()
+    without = torch.autograd.grad(model(x).logits[0, 1, 17, 18], x)[0][0, :, 17, 18]
+    assert not torch.allclose(grad, without)
+    with pytest.raises(ValueError, match="full_res_skip"):
+        build_model("raunet", width=0.25, full_res_skip="yes")
+
+
 def test_no_inplace_activations():
     for name in ALL:
         for module in _small(name).modules():

@@ -81,6 +81,13 @@ class RAUNet(SegmentationModel):
     (stride; size ``ceil(H/s)``): ``stem`` (2), ``layer1`` (4), ``layer2`` (8), ``layer3``
     (16), ``layer4`` (32), ``decoder`` (2, last gated decoder feature); ``low`` = ``stem``,
     ``high`` = ``layer2``. ``encoder_weights``: local torchvision-style ResNet34 state_dict.
+
+    ``full_res_skip`` (kdseg, beyond the paper; off by default): the encoder's first feature
+    sits at stride 2, so nothing the head sees was computed at full resolution. With it, two
+    3x3 conv-BN-ReLU on the (padded) input, ``32 * width`` channels at stride 1, are
+    concatenated with the upsampled decoder before the head: the top level of the original
+    U-Net (Ronneberger et al., MICCAI 2015), which a stride-2 stem drops. It is aimed at
+    lesions of a few pixels. Its output is the ``full`` tap (stride 1). ``None`` is off.
     """
 
     pad_multiple = 32
@@ -91,8 +98,13 @@ class RAUNet(SegmentationModel):
         num_classes: int = 2,
         width: float = 1.0,
         encoder_weights: str | None = None,
+        full_res_skip: bool | None = None,
     ) -> None:
         super().__init__()
+        if full_res_skip is not None and not isinstance(full_res_skip, bool):
+            raise ValueError(
+                f"model.full_res_skip must be true, false or null, not {full_res_skip!r}"
+            )
         self.encoder = ResNetEncoder(BasicBlock, (3, 4, 6, 3), in_channels, width)
         ch = self.encoder.channels
         self.skips = ("layer3", "layer2", "layer1", "stem")
@@ -102,7 +114,12 @@ class RAUNet(SegmentationModel):
         )
         self.gates = nn.ModuleList(AttentionGate(ch[s]) for s in self.skips)
         head = scale_channels(32, width)
-        self.head = ConvBNAct(ch["stem"], head, 3)
+        self.full: nn.Module | None = None
+        full = 0
+        if full_res_skip:
+            full = head
+            self.full = nn.Sequential(ConvBNAct(in_channels, full, 3), ConvBNAct(full, full, 3))
+        self.head = ConvBNAct(ch["stem"] + full, head, 3)
         self.classifier = nn.Conv2d(head, num_classes, 1)
         enc = self.encoder.tap_info()
         self.tap_info = {
@@ -110,6 +127,7 @@ class RAUNet(SegmentationModel):
             "decoder": TapInfo(ch["stem"], 2),
             "low": enc["stem"],
             "high": enc["layer2"],
+            **({"full": TapInfo(full, 1)} if full else {}),
         }
         if encoder_weights:
             load_encoder_weights(self.encoder, encoder_weights)
@@ -122,6 +140,9 @@ class RAUNet(SegmentationModel):
             skip = feats[name]
             d = gate(block(d, skip), skip)
         up = F.interpolate(d, size=xp.shape[-2:], mode="bilinear", align_corners=False)
-        logits = self.classifier(self.head(up))
         taps = {**feats, "decoder": d, "low": feats["stem"], "high": feats["layer2"]}
+        if self.full is not None:
+            taps["full"] = self.full(xp)
+            up = torch.cat([up, taps["full"]], dim=1)
+        logits = self.classifier(self.head(up))
         return seg_output(logits, taps, self.tap_info, x.shape[-2:])
