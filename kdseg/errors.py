@@ -48,6 +48,12 @@ class ConfigError(InputError, ValueError):
         return (type(self), (self.message,))
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or Inf: the run stops before the update would spread it into
+    the weights (and a checkpoint would save them). One line and exit code 1: not the user's
+    input, and not a bug in kdseg either."""
+
+
 _TEMP_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
 
 

@@ -284,7 +284,9 @@ def test_cached_teacher_targets_outlive_their_prediction_files(
 ) -> None:
     """nnU-Net probability files are large: once cached they may be deleted. A changed one is
     cached again."""
-    from kdseg.data.teacher_targets import prepare_teacher_targets
+    from kdseg.data.cache import CachedCase
+    from kdseg.data.tasks import Task
+    from kdseg.data.teacher_targets import prepare_teacher_targets, teacher_slice
 
     root = _copy_cases(phantom_lits, tmp_path / "lits", range(2))
     setup = resolve_data(_data_cfg(root))
@@ -300,12 +302,17 @@ def test_cached_teacher_targets_outlive_their_prediction_files(
     prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
     teacher = cache / "cases" / "volume-0" / "teacher.npy"
     first = teacher.stat().st_mtime_ns
+    case = CachedCase("volume-0", cache / "cases" / "volume-0", 0, (), (), (1.0, 1.0, 1.0))
+    before = teacher_slice(cache, case, 0, Task("multiclass"))
     (preds / "volume-1.npy").unlink()
     prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
     assert teacher.stat().st_mtime_ns == first
     np.save(preds / "volume-0.npy", np.load(preds / "volume-0.npy")[[1, 0, 2]])  # changed
     prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
     assert teacher.stat().st_mtime_ns != first
+    # this process had the old file mapped: it reads the new one, not the replaced inode
+    after = teacher_slice(cache, case, 0, Task("multiclass"))
+    np.testing.assert_array_equal(after, before[[1, 0, 2]])
 
 
 def test_a_series_stamp_sees_one_slice_replaced_with_an_older_mtime(tmp_path: Path) -> None:

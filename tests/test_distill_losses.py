@@ -525,3 +525,49 @@ def test_warmup_validation(warmup: float, total: float | None, message: str):
     with pytest.raises(ValueError, match=message):
         criterion = build_criterion([], STUDENT_TAPS, TEACHER_TAPS, NUM_CLASSES, warmup=warmup)
         criterion.ramp(1, total)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("imd", {"power": float("nan")}, "power must be a finite number > 0"),
+        ("at", {"power": float("inf")}, "power must be a finite number > 0"),
+        ("imd", {"eps": 0.0}, "eps must be a finite number > 0"),
+        ("dkd", {"alpha": float("nan")}, "alpha must be a finite number >= 0"),
+        ("dist", {"inter_weight": float("nan")}, "inter_weight must be"),
+        ("kd", {"temperature": True}, "temperature must be a finite number > 0, got True"),
+        ("cwd", {"temperature": "4"}, "temperature must be"),
+        ("skd", {"grid": 0}, "grid must be a whole number >= 1"),
+        ("skd", {"grid": [4, 2.5]}, "grid must be a whole number >= 1"),
+        ("rad", {"num_classes": 3, "eps": float("nan")}, "eps must be"),
+    ],
+)
+def test_options_that_would_give_nan_are_refused(name: str, options: dict, message: str):
+    """NaN passes every ``<`` check: each option is checked as a finite number instead."""
+    with pytest.raises(ValueError, match=message):
+        build_loss(name, **options)
+
+
+@pytest.mark.parametrize("name", ["rad", "kd_balanced", "kd_region", "dkd"])
+def test_labels_of_another_batch_size_are_refused(name: str):
+    """Broadcasting would give both images the first one's labels and say nothing."""
+    student, teacher, labels = _pair(2)
+    with pytest.raises(ValueError, match=r"labels \(1, 8, 8\) do not fit student"):
+        _loss(name)(student, teacher, labels[:1])
+
+
+def test_region_kd_ignores_a_nan_outside_its_region():
+    student, teacher, _ = _pair(2)
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[0, 2:4, 2:4] = 1
+    loss = build_loss("kd_region", dilation=1)
+    clean = loss(student, teacher, labels)
+    student[1, :, 7, 7] = float("nan")  # image 1 has no foreground: outside the region
+    torch.testing.assert_close(loss(student, teacher, labels), clean)
+
+
+def test_dist_is_zero_for_equal_flat_inputs():
+    """Uniform class probabilities (equal logits) have no direction: equal inputs still give 0."""
+    flat = torch.zeros(2, 3, 8, 8)
+    assert build_loss("dist")(flat, flat.clone()).item() == 0.0
+    assert build_loss("dist")(flat, torch.randn(2, 3, 8, 8)).item() > 0

@@ -192,6 +192,54 @@ def test_warmup_ramps_over_the_trainers_steps_with_the_new_logit_terms(
         assert torch.isfinite(trainer.callback_metrics[f"distill/{term}"]), term
 
 
+def test_a_loss_that_turns_nan_stops_the_run_before_the_update(
+    phantom_lits: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """NaN is refused, not trained on: the step stops before the optimizer spreads it into
+    the weights, and the message names the step and each term's value."""
+    from kdseg.cli.boundary import report
+    from kdseg.errors import TrainingDiverged
+
+    module, setup = _module_with_fake_teacher(phantom_lits, tmp_path, "enet", [])
+    with torch.no_grad():
+        module.teacher.fullconv.weight.fill_(float("nan"))  # the teacher's logits: NaN
+    before = {k: v.clone() for k, v in module.net.named_parameters()}
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+    )
+    with pytest.raises(TrainingDiverged) as caught:
+        trainer.fit(module, datamodule=setup.datamodule(seed=1))
+    message = str(caught.value)
+    assert "training loss is nan at step 0 (epoch 0;" in message
+    assert "pmd nan" in message and "seg " in message and "seg nan" not in message
+    after = dict(module.net.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no update was made
+    assert report("kdseg-distill", caught.value, verbose=False) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("kdseg-distill: error: training loss is nan") and "\n" not in line
+
+
+def test_a_misspelled_distill_key_is_refused_and_presets_take_a_warmup(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """``+distill.warmpu=0.2`` would train without a warm-up and say nothing; every preset
+    names warmup and mix, so ``distill.warmup=0.2`` needs no ``+``."""
+    from kdseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"distill.warmpu: unknown key; valid: mix, name"):
+        _module_with_fake_teacher(phantom_lits, tmp_path, "enet", ["+distill.warmpu=0.2"])
+    module, _ = _module_with_fake_teacher(
+        phantom_lits, tmp_path, "enet", ["distill=kd", "distill.warmup=0.2"]
+    )
+    assert module.criterion.warmup == 0.2
+
+
 def test_short_distillation_run_with_a_new_preset(trained_enet: Path, phantom_lits: Path) -> None:
     run = trained_enet.parent / "emkd-balanced"
     kdseg(

@@ -44,7 +44,7 @@ from kdseg.cli.options import (
     compose_once,
     plain_overrides,
 )
-from kdseg.errors import WRITE_ERRNOS, InputError
+from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged
 
 TRUE = ("true", "1", "yes", "on")
 
@@ -178,6 +178,8 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
         line, code = f"{exc.filename}: cannot write it ({os.strerror(exc.errno)})", 2
     elif any(cls.__name__ == "MisconfigurationException" for cls in type(exc).__mro__):
         line, code = _first_line(exc), 2  # Lightning's refusal of a trainer setting
+    elif isinstance(exc, TrainingDiverged):
+        line, code = str(exc), 1
     elif isinstance(exc, Terminated):
         line, code = "terminated (SIGTERM); unfinished outputs removed", 143
     elif isinstance(exc, (KeyboardInterrupt, Interrupted)):

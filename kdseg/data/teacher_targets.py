@@ -22,6 +22,7 @@ Layout: ``<cache>/cases/<case_id>/teacher.npy`` and ``meta.json`` (written last)
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -224,8 +225,15 @@ TEACHER_ARRAYS = ("teacher.npy",)
 
 
 @lru_cache(maxsize=512)
-def _open(path: str) -> np.ndarray:
+def _open_file(path: str, inode: int, mtime_ns: int) -> np.ndarray:
     return np.load(path, mmap_mode="r")
+
+
+def _open(path: str) -> np.ndarray:
+    """The memory map of ``path``, reopened when the file was replaced (an atomic rewrite of a
+    stale case gives a new inode: the cached map would still read the old one)."""
+    stat = os.stat(path)
+    return _open_file(path, stat.st_ino, stat.st_mtime_ns)
 
 
 def probabilities_to_task(probs: np.ndarray, task: Task) -> np.ndarray:

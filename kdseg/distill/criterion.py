@@ -112,7 +112,9 @@ def parse_terms(
 
 def check_warmup(warmup: Any) -> float:
     """Validate ``distill.warmup``: 0 (off), a fraction in (0, 1) of the total steps, or a
-    whole number >= 1 of steps. Returns it as a float."""
+    whole number >= 1 of steps; null is off. Returns it as a float."""
+    if warmup is None:
+        return 0.0
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real) or not warmup >= 0:
         raise ConfigError(f"distill.warmup must be a number >= 0, got {warmup!r}")
     if warmup >= 1 and (not math.isfinite(warmup) or warmup != int(warmup)):
@@ -178,7 +180,7 @@ class DistillationCriterion(nn.Module):
         student_tap_info: Mapping[str, TapInfo],
         teacher_tap_info: Mapping[str, TapInfo],
         num_classes: int,
-        warmup: float = 0.0,
+        warmup: float | None = 0.0,
     ) -> None:
         super().__init__()
         self.warmup = check_warmup(warmup)
@@ -269,7 +271,7 @@ def build_criterion(
     student_tap_info: Mapping[str, TapInfo],
     teacher_tap_info: Mapping[str, TapInfo],
     num_classes: int,
-    warmup: float = 0.0,
+    warmup: float | None = 0.0,
 ) -> DistillationCriterion:
     """Build a :class:`DistillationCriterion` from config terms (see :func:`parse_terms`)."""
     return DistillationCriterion(

@@ -33,7 +33,7 @@ import torch
 from kdseg.data.preprocess import PreprocessConfig
 from kdseg.distill.criterion import LOGITS, build_criterion, parse_terms
 from kdseg.distill.mix import MixGenerator, check_mix
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.lit.segment import SegmentationModule
 from kdseg.lit.teacher_cache import TeacherCache, check_cache_dir
@@ -44,6 +44,10 @@ from kdseg.models.memory_format import check_layout, set_channels_last
 MUST_MATCH = ("organ", "task", "context", "in_channels", "num_classes", "preprocess")
 #: Floor of stored probabilities before the log (a one-hot hard target becomes log 1e-4 = -9.2).
 PROB_FLOOR = 1e-4
+
+
+#: the keys of a ``distill`` config (conf/distill/emkd.yaml documents them)
+DISTILL_KEYS = frozenset({"name", "terms", "warmup", "mix"})
 
 
 class DistillationModule(SegmentationModule):
@@ -60,6 +64,11 @@ class DistillationModule(SegmentationModule):
     ) -> None:
         super().__init__(model, data, optim, loss)
         self.save_hyperparameters()
+        unknown = sorted(set(distill) - DISTILL_KEYS)
+        if unknown:  # `+distill.warmpu=0.2` would train without a warm-up and say nothing
+            raise ConfigError(
+                f"distill.{unknown[0]}: unknown key; valid: {', '.join(sorted(DISTILL_KEYS))}"
+            )
         ckpt, predictions = teacher.get("ckpt"), teacher.get("predictions")
         if bool(ckpt) == bool(predictions):
             raise InputError(None, "set exactly one of teacher.ckpt and teacher.predictions")
@@ -92,7 +101,7 @@ class DistillationModule(SegmentationModule):
             self.net.tap_info,
             teacher_taps,
             int(data["num_classes"]),
-            warmup=distill.get("warmup", 0.0),
+            warmup=distill.get("warmup"),
         )
         self.teacher_cache: TeacherCache | None = None
         cache_dir = check_cache_dir(teacher.get("cache"))
@@ -142,6 +151,7 @@ class DistillationModule(SegmentationModule):
             targets = torch.where(labeled.view(-1, *[1] * (targets.ndim - 1)), targets, guess)
         distill, parts = self.criterion(student, teacher, targets, *self._progress())
         loss = seg + distill
+        self._loss_parts = {"seg": seg.detach(), **parts}
         n = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/seg", seg, batch_size=n)

@@ -17,6 +17,7 @@ from monai.losses import DiceFocalLoss
 
 from kdseg.data.tasks import Task
 from kdseg.distill.mix import MixGenerator, check_mix
+from kdseg.errors import TrainingDiverged
 from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
 from kdseg.models.compile import check_compile, compile_network
@@ -60,13 +61,32 @@ class SegmentationModule(pl.LightningModule):
         # stream of its own (seeded from the run's seed, not drawn from it)
         self.label_mix = MixGenerator(kind, torch.initial_seed(), stream=1) if kind else None
         self._val_counts: dict[str, torch.Tensor] = {}
+        self._loss_parts: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         return self.net(x)
 
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        """Stop at a NaN or Inf loss, before the update spreads it into every weight (and the
+        next checkpoint saves them): the last checkpoint stays the last good state."""
+        if not bool(torch.isfinite(loss.detach())):
+            parts = ", ".join(
+                f"{name} {float(value):g}" for name, value in self.loss_parts().items()
+            )
+            raise TrainingDiverged(
+                f"training loss is {float(loss.detach()):g} at step {self.global_step} (epoch "
+                f"{self.current_epoch}; {parts}): the run stopped before the update; its last "
+                "checkpoint resumes it (a lower optim.lr may keep it finite)"
+            )
+
+    def loss_parts(self) -> dict[str, torch.Tensor]:
+        """The current step's loss terms, named (for the message of a diverged step)."""
+        return dict(self._loss_parts)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.net(batch["image"])
         loss = self.seg_term(out.logits, batch)
+        self._loss_parts = {"seg": loss.detach()}
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 

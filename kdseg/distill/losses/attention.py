@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kdseg.distill.adapters import resize_to
-from kdseg.distill.losses.base import DistillLoss
+from kdseg.distill.losses.base import DistillLoss, check_number
 from kdseg.distill.losses.registry import register_loss
 
 
@@ -41,11 +41,9 @@ class AttentionMapLoss(DistillLoss):
         super().__init__()
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        if power <= 0:
-            raise ValueError(f"power must be > 0, got {power}")
-        self.power = float(power)
+        self.power = check_number("power", power)
         self.reduction = reduction
-        self.eps = eps
+        self.eps = check_number("eps", eps)
 
     def compute(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import ClassVar
 
 import torch
@@ -61,6 +63,25 @@ class DistillLoss(nn.Module):
             )
         if self.needs_labels and labels is None:
             raise ValueError(f"{name}: needs the ground-truth labels, got None")
+        if labels is not None and (
+            labels.shape[0] != student.shape[0]
+            or labels.ndim not in (student.ndim - 1, student.ndim)
+        ):  # broadcasting would give every image the first one's labels
+            raise ValueError(
+                f"{name}: labels {tuple(labels.shape)} do not fit student {tuple(student.shape)}: "
+                "they must be (B, *spatial) or (B, 1, *spatial)"
+            )
+
+
+def check_number(name: str, value: object, low: float = 0.0, inclusive: bool = False) -> float:
+    """A loss option as a finite float ``> low`` (``>= low`` when ``inclusive``); bool, NaN,
+    Inf and non-numbers are refused (NaN passes every comparison check written with ``<``)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value >= low if inclusive else value > low)
+    if not ok:
+        bound = f">= {low:g}" if inclusive else f"> {low:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from kdseg.distill.adapters import resize_to
-from kdseg.distill.losses.base import DistillLoss, pixel_classes
+from kdseg.distill.losses.base import DistillLoss, check_number, pixel_classes
 from kdseg.distill.losses.registry import register_loss
 
 
@@ -43,9 +41,10 @@ class DecoupledKDLoss(DistillLoss):
 
     def __init__(self, temperature: float = 4.0, alpha: float = 1.0, beta: float = 8.0) -> None:
         super().__init__()
-        if not 0 < temperature < math.inf:  # NaN and Inf too
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        if alpha < 0 or beta < 0 or alpha + beta == 0:
+        temperature = check_number("temperature", temperature)
+        alpha = check_number("alpha", alpha, inclusive=True)
+        beta = check_number("beta", beta, inclusive=True)
+        if alpha + beta == 0:
             raise ValueError(f"alpha and beta must be >= 0, not both 0; got {alpha} and {beta}")
         self.temperature = float(temperature)
         self.alpha = float(alpha)

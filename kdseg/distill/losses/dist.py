@@ -3,28 +3,33 @@ probabilities, across classes per pixel and across pixels per class (beyond the 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from kdseg.distill.adapters import resize_to
-from kdseg.distill.losses.base import DistillLoss
+from kdseg.distill.losses.base import DistillLoss, check_number
 from kdseg.distill.losses.registry import register_loss
 
 
 def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
     """``1 - rho(a, b)`` along ``dim``: one minus Pearson's correlation (the cosine of the
     centred vectors). In [0, 2]; 0 when ``a`` is ``b`` or any positive affine map of it. A
-    constant vector has no direction and counts as uncorrelated (distance 1, zero gradient).
+    constant vector has no direction: against another constant vector the distance is 0 (equal
+    inputs give 0, as every loss here must), against one that varies it counts as uncorrelated
+    (distance 1, zero gradient).
 
     Written out rather than with ``F.cosine_similarity``, which is about 10x slower along a
     short dimension (the C classes of every pixel) on CPU.
     """
-    a = a - a.mean(dim=dim, keepdim=True)
-    b = b - b.mean(dim=dim, keepdim=True)
-    norms = ((a * a).sum(dim) * (b * b).sum(dim)).clamp_min(eps * eps).sqrt()
-    return 1.0 - (a * b).sum(dim) / norms
+    # flat: what centring leaves is rounding error (float32: ~1e-6 of the vector's norm)
+    flat = [
+        (x - x.mean(dim=dim, keepdim=True), 1e-12 * (x * x).sum(dim) + eps * eps) for x in (a, b)
+    ]
+    (a, floor_a), (b, floor_b) = flat
+    aa, bb = (a * a).sum(dim), (b * b).sum(dim)
+    distance = 1.0 - (a * b).sum(dim) / (aa * bb).clamp_min(eps * eps).sqrt()
+    both_flat = (aa <= floor_a) & (bb <= floor_b)
+    return torch.where(both_flat, distance.new_zeros(()), distance)
 
 
 @register_loss("dist", temperature=1.0, inter_weight=1.0, intra_weight=1.0)
@@ -49,6 +54,11 @@ class DISTLoss(DistillLoss):
     term weighs the tumor's probability map as much as the background's (1/C each), whatever
     share of the pixels it covers. Channels (classes) must match; a student map of another
     size is resized (bi/trilinear) to the teacher's.
+
+    With two classes (``data.task=organ`` or ``tumor``) a pixel's centred probabilities are
+    ``(p - 1/2, 1/2 - p)``, so its inter-class correlation is +1 or -1: ``L_inter`` is a step
+    with no useful gradient, and only the intra-class term distils. Set ``inter_weight: 0``
+    there to say so.
     """
 
     needs_equal_channels = True
@@ -57,9 +67,10 @@ class DISTLoss(DistillLoss):
         self, temperature: float = 1.0, inter_weight: float = 1.0, intra_weight: float = 1.0
     ) -> None:
         super().__init__()
-        if not 0 < temperature < math.inf:  # NaN and Inf too
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        if inter_weight < 0 or intra_weight < 0 or inter_weight + intra_weight == 0:
+        temperature = check_number("temperature", temperature)
+        inter_weight = check_number("inter_weight", inter_weight, inclusive=True)
+        intra_weight = check_number("intra_weight", intra_weight, inclusive=True)
+        if inter_weight + intra_weight == 0:
             raise ValueError(
                 f"inter_weight and intra_weight must be >= 0, not both 0; got "
                 f"{inter_weight} and {intra_weight}"

@@ -25,6 +25,9 @@ class PairwiseAffinityLoss(DistillLoss):
 
     def __init__(self, grid: int | Sequence[int] = 8) -> None:
         super().__init__()
+        cells = [grid] if isinstance(grid, int) else list(grid)
+        if not cells or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in cells):
+            raise ValueError(f"grid must be a whole number >= 1 (or one per dim), got {grid!r}")
         self.grid = int(grid) if isinstance(grid, int) else tuple(int(g) for g in grid)
 
     def compute(

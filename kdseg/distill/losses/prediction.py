@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from kdseg.distill.adapters import resize_to
-from kdseg.distill.losses.base import DistillLoss, softened_kl
+from kdseg.distill.losses.base import DistillLoss, check_number, softened_kl
 from kdseg.distill.losses.registry import register_loss
 
 
@@ -32,8 +30,7 @@ class SoftmaxKLLoss(DistillLoss):
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()
-        if not 0 < temperature < math.inf:  # NaN and Inf too
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        temperature = check_number("temperature", temperature)
         self.temperature = float(temperature)
 
     def compute(

@@ -71,8 +71,10 @@ class RegionKLLoss(SoftmaxKLLoss):
     def reduce(
         self, per_pixel: torch.Tensor, labels: torch.Tensor | None, teacher: torch.Tensor
     ) -> torch.Tensor:
-        region = dilate(pixel_classes(labels, teacher) > 0, self.dilation).to(per_pixel.dtype)
-        return (per_pixel * region).sum() / region.sum().clamp_min(1)
+        region = dilate(pixel_classes(labels, teacher) > 0, self.dilation)
+        # where, not a product: a pixel outside the region never counts, even a NaN one
+        inside = torch.where(region, per_pixel, per_pixel.new_zeros(()))
+        return inside.sum() / region.sum().clamp_min(1).to(per_pixel.dtype)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, dilation={self.dilation}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from kdseg.distill.adapters import resize_labels
-from kdseg.distill.losses.base import DistillLoss, cosine_gram
+from kdseg.distill.losses.base import DistillLoss, check_number, cosine_gram
 from kdseg.distill.losses.registry import register_loss
 
 
@@ -46,7 +46,7 @@ class RegionAffinityLoss(DistillLoss):
         if num_classes < 2:
             raise ValueError(f"region affinity needs num_classes >= 2, got {num_classes}")
         self.num_classes = int(num_classes)
-        self.eps = eps
+        self.eps = check_number("eps", eps)
 
     def compute(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
