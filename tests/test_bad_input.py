@@ -196,6 +196,35 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
         find_resume(tmp_path, str(tmp_path / "other.ckpt"))  # an explicit resume= is refused
 
 
+def test_a_checkpoint_is_written_beside_its_target_and_a_failed_save_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning stages checkpoints in $TMPDIR (a copy, not a rename, on another filesystem);
+    kdseg's writer stages them in the checkpoint's folder, and a save that dies leaves the
+    previous checkpoint whole and no temporary behind."""
+    import tempfile
+
+    import torch
+
+    from kdseg.lit.resume import AtomicCheckpointIO
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmpdir"))  # unusable
+    target = tmp_path / "checkpoints" / "best.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+    assert torch.load(target, weights_only=True)["step"] == 1
+
+    def dies(obj: object, path: object) -> None:
+        Path(str(path)).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, target)
+    assert torch.load(target, weights_only=True)["step"] == 1
+    assert [p.name for p in target.parent.iterdir()] == ["best.ckpt"]
+
+
 def test_a_moved_run_folder_keeps_its_best_score(trained_enet: Path, tmp_path: Path) -> None:
     """A run folder moved (or copied) elsewhere resumes with its best score and files, so a
     worse validation cannot replace its ``best.ckpt``; a ``resume=`` from another run's

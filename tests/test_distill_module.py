@@ -18,7 +18,7 @@ import torch
 from conftest import BIN, TINY_DATA, kdseg
 
 from kdseg.data.dataset import resolve_data
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 from kdseg.eval.checkpoint import NET_PREFIX, load_bundle
 from kdseg.lit.distill import DistillationModule
 from kdseg.models import build_from_config
@@ -225,19 +225,50 @@ def test_a_loss_that_turns_nan_stops_the_run_before_the_update(
     assert line.startswith("kdseg-distill: error: training loss is nan") and "\n" not in line
 
 
-def test_a_misspelled_distill_key_is_refused_and_presets_take_a_warmup(
-    phantom_lits: Path, tmp_path: Path
-) -> None:
-    """``+distill.warmpu=0.2`` would train without a warm-up and say nothing; every preset
-    names warmup and mix, so ``distill.warmup=0.2`` needs no ``+``."""
+def test_a_misspelled_distill_key_is_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    """``+distill.warmpu=0.2`` would train without a warm-up and say nothing."""
     from kdseg.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"distill.warmpu: unknown key; valid: mix, name"):
         _module_with_fake_teacher(phantom_lits, tmp_path, "enet", ["+distill.warmpu=0.2"])
     module, _ = _module_with_fake_teacher(
-        phantom_lits, tmp_path, "enet", ["distill=kd", "distill.warmup=0.2"]
+        phantom_lits, tmp_path, "enet", ["distill=kd", "+distill.warmup=0.2"]
     )
     assert module.criterion.warmup == 0.2
+
+
+def test_the_cosine_spans_the_steps_the_run_trains_and_a_longer_resume(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """``max_epochs=-1`` with ``max_steps`` (Lightning's step budget) anneals over those steps,
+    not over one epoch; a resume with more epochs stretches the cosine to the new end instead
+    of restarting it after the old one."""
+    module, setup = _module_with_fake_teacher(phantom_lits, tmp_path, "enet", [])
+
+    def fit(ckpt: Path | None = None, **limits: int) -> pl.Trainer:
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            limit_val_batches=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=False,
+            **limits,
+        )
+        trainer.fit(module, datamodule=setup.datamodule(seed=1), ckpt_path=ckpt)
+        return trainer
+
+    trainer = fit(max_epochs=-1, max_steps=8)  # 4 steps an epoch: 2 epochs
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert trainer.num_training_batches == 4 and scheduler.T_max == 2
+    assert scheduler.get_last_lr()[0] == pytest.approx(scheduler.eta_min)  # annealed at the end
+    trainer.save_checkpoint(tmp_path / "two.ckpt")
+    resumed = fit(tmp_path / "two.ckpt", max_epochs=4)
+    scheduler = resumed.lr_scheduler_configs[0].scheduler
+    assert scheduler.T_max == 4 and scheduler.last_epoch == 4
+    assert scheduler.get_last_lr()[0] == pytest.approx(scheduler.eta_min)  # not restarted
+    with pytest.raises(ConfigError, match="needs an end"):
+        fit(max_epochs=-1, max_steps=-1)
 
 
 def test_short_distillation_run_with_a_new_preset(trained_enet: Path, phantom_lits: Path) -> None:

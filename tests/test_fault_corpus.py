@@ -509,6 +509,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("train: data.sampling=targt", "train", lambda w: train_args(w, "data.sampling=targt"), "sampling", False),
     ("train: trainer.deterministic=wran", "train", lambda w: train_args(w, "trainer.deterministic=wran"), "deterministic", False),
     ("train: trainer.max_epochs=-5", "train", lambda w: train_args(w, "trainer.max_epochs=-5"), "max_epochs", False),
+    ("train: +trainer.max_epoch=5", "train", lambda w: train_args(w, "+trainer.max_epoch=5"), "trainer.max_epoch: not a pytorch_lightning.Trainer argument", False),
+    ("train: a rerun that would resume with gradient accumulation", "train", lambda w: resume_with(w, "+trainer.accumulate_grad_batches=2"), "trainer.accumulate_grad_batches", False),
     ("distill: unknown student tap", "distill", lambda w: distill_args(w, "distill.terms.imd_low.student_tap=bogus"), "bogus", False),
     ("distill: negative weight", "distill", lambda w: distill_args(w, "distill.terms.pmd.weight=-1"), "weight", False),
     ("distill: an option the loss lacks", "distill", lambda w: distill_args(w, "+distill.terms.pmd.options.temprature=2"), "temprature", True),

@@ -173,6 +173,10 @@ RUN_IDENTITY = (
     "data.patch_size",
     "data.patch_ratios",
     "data.unlabeled_fraction",
+    "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val",
+    "trainer.gradient_clip_algorithm",
+    "trainer.precision",
 )
 
 

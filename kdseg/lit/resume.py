@@ -30,8 +30,9 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import InputError, atomic_path, write_text_atomic
 from kdseg.eval.checkpoint import load_reason
 
 LAST = "last.ckpt"
@@ -251,3 +252,24 @@ def wandb_run_id(run_dir: Path) -> str:
     run_id = "".join(secrets.choice(alphabet) for _ in range(8))
     write_text_atomic(path, run_id + "\n")
     return run_id
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their target, then renamed onto it.
+
+    Lightning's own writer stages the bytes in ``$TMPDIR`` and moves them: on a node-local or
+    tmpfs ``/tmp`` the move is a copy, so a kill during it truncates ``best.ckpt`` in place,
+    leaves a checkpoint-sized temporary in ``/tmp`` that nothing sweeps, and a full ``/tmp``
+    fails the save while the run's own disk has room. Here the temporary sits in the
+    checkpoint's folder (a pid-named hidden file, swept by the next save of the same target)
+    and ``os.replace`` makes the switch. Remote paths (``s3://``) keep Lightning's writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path) or storage_options is not None:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)

@@ -9,6 +9,7 @@ self-describing for ``eval``, ``predict``, ``distill`` and ``export``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,7 +18,7 @@ from monai.losses import DiceFocalLoss
 
 from kdseg.data.tasks import Task
 from kdseg.distill.mix import MixGenerator, check_mix
-from kdseg.errors import TrainingDiverged
+from kdseg.errors import ConfigError, TrainingDiverged
 from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
 from kdseg.models.compile import check_compile, compile_network
@@ -154,6 +155,31 @@ class SegmentationModule(pl.LightningModule):
             self.log(f"val/dice_{name}", dices[name], prog_bar=True, sync_dist=False)
         self.log("val/dice_mean", torch.stack(list(dices.values())).mean(), prog_bar=False)
 
+    def schedule_epochs(self) -> int:
+        """The epochs this run trains, the cosine's length: ``trainer.max_epochs``, or fewer
+        where ``trainer.max_steps`` ends the run first (``max_epochs=-1`` with a step budget:
+        Lightning's idiom). Counted in optimizer steps, so gradient accumulation is in it."""
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # max_steps and max_epochs, whichever first
+        if not math.isfinite(total):
+            raise ConfigError(
+                "the cosine learning-rate schedule needs an end: set trainer.max_epochs or "
+                "trainer.max_steps"
+            )
+        trainer.fit_loop.setup_data()  # a step budget alone leaves the batch count unread
+        per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        return max(math.ceil(total / max(per_epoch, 1)), 1)
+
+    def on_train_start(self) -> None:
+        """A resumed run keeps the scheduler it saved, cosine length included: a resume with
+        more (or fewer) epochs would restart the cosine after its old end. Its remaining steps
+        are stretched to the new end instead (continuous from the saved learning rate; not
+        the schedule a run started with that length would follow)."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                scheduler.T_max = self.schedule_epochs()
+
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
         params = [p for p in self.parameters() if p.requires_grad]
@@ -163,9 +189,8 @@ class SegmentationModule(pl.LightningModule):
         optimizer = torch.optim.Adam(
             params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0), foreach=True
         )
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=epochs, eta_min=optim.get("min_lr", 1e-6)
+            optimizer, T_max=self.schedule_epochs(), eta_min=optim.get("min_lr", 1e-6)
         )
         return {
             "optimizer": optimizer,

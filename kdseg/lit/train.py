@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from kdseg.lit.callbacks import (
     WandbValidationOverlay,
 )
 from kdseg.lit.resume import (
+    AtomicCheckpointIO,
     MovableCheckpoint,
     ResumableCSVLogger,
     RotatingCheckpoint,
@@ -160,6 +162,12 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
     deterministic = trainer.get("deterministic")
     if deterministic not in (None, True, False, "warn"):
         raise ConfigError(f"trainer.deterministic={deterministic!r}: use true, false, warn or null")
+    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    taken = {"default_root_dir", "logger", "callbacks", "plugins"}  # kdseg sets these itself
+    for key in trainer:
+        if key not in known or key in taken:  # else a TypeError deep in Lightning (exit 1)
+            why = "kdseg sets it" if key in known else "not a pytorch_lightning.Trainer argument"
+            raise ConfigError(f"trainer.{key}: {why}")
 
 
 def _score(value: Any) -> float | None:
@@ -239,6 +247,7 @@ def fit(
         default_root_dir=str(run_dir),
         logger=loggers,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         **cfg.get("trainer", {}),
     )
     if ckpt_path:
