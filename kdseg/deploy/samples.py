@@ -81,6 +81,7 @@ def sample_slices(
     context: int = 0,
     seed: int = 0,
     target_fraction: float = 0.5,
+    owner: str | Path | None = None,
 ) -> np.ndarray:
     """``(n, 2*context+1, h, w)`` float32 model inputs from the cache of ``setup``.
 
@@ -88,6 +89,10 @@ def sample_slices(
     first, idempotently), so a check sees many volumes, not the one case of a small validation
     split; about ``target_fraction`` of the slices contain the organ, the rest are drawn from
     the whole volume, so both hard and easy slices are represented.
+
+    The slices must share one in-plane size: a checkpoint that sees native-size slices
+    (``preprocess.in_plane_size`` null) whose cases differ in size is an :class:`InputError`
+    naming ``owner`` (the checkpoint).
     """
     ids = [case for split in splits for case in setup.split.get(split, [])]
     if not ids:
@@ -105,4 +110,13 @@ def sample_slices(
         )
         z = int(rng.choice(np.asarray(pool)))
         picks.append(context_stack(case.image, np.array([z]), context)[0])
+    sizes = sorted({p.shape[-2:] for p in picks})
+    if len(sizes) > 1:
+        shown = " and ".join("x".join(map(str, size)) for size in sizes[:2])
+        raise InputError(
+            owner,
+            f"its slices differ in size ({shown}: native-size slices, preprocess in_plane_size "
+            "null), and the export check and int8 calibration need one size: export fp32 "
+            "unchecked with check_slices=0, or train with a fixed data.preprocess.in_plane_size",
+        )
     return np.stack(picks).astype(np.float32)
