@@ -56,7 +56,14 @@ from kdseg.deploy.onnx_export import (
 )
 from kdseg.deploy.prune import finetune, prune_channels
 from kdseg.deploy.quantize import QUANTIZED_OPS, quantize_int8, time_alternating
-from kdseg.deploy.samples import export_data_setup, original_val_dice, run_config, sample_slices
+from kdseg.deploy.samples import (
+    export_data_setup,
+    original_val_dice,
+    run_config,
+    sample_positions,
+    sample_slices,
+    slices_at,
+)
 from kdseg.errors import InputError, atomic_group, commit_temp
 from kdseg.eval.checkpoint import Bundle, load_bundle, run_folder
 from kdseg.eval.inference import BACKENDS
@@ -455,11 +462,10 @@ def _quantize(job: _Job, fp32_path: Path, out: Path) -> ExportResult:
     ``fp32_path`` and ``out`` are temporaries; metadata and messages name the final files."""
     o = job.opts.int8
     fp32_final = fp32_twin(job.out)
-    assert job.setup is not None
-    seed, context = job.opts.seed + 1, job.bundle.context
-    calibration = sample_slices(
-        job.setup, ("train",), o.calibration_slices, context, seed, owner=job.opts.ckpt
-    )
+    setup, context, ckpt = job.setup, job.bundle.context, job.opts.ckpt
+    assert setup is not None
+    calibrated = sample_positions(setup, ("train",), o.calibration_slices, job.opts.seed + 1)
+    calibration = slices_at(setup, calibrated, context, owner=ckpt)
     report = quantize_int8(
         fp32_path,
         out,
@@ -470,7 +476,7 @@ def _quantize(job: _Job, fp32_path: Path, out: Path) -> ExportResult:
         o.activation_type,
         o.op_types,
     )
-    slices = job.check if job.check is not None else calibration
+    slices, source = _int8_check_slices(job, calibrated, calibration)
     files = {"fp32": fp32_path, "int8": out}
     timed = slices[: max(o.time_slices, 1)]
     batch = min(o.time_batch, len(timed))  # what ran, not what was asked for
@@ -488,6 +494,7 @@ def _quantize(job: _Job, fp32_path: Path, out: Path) -> ExportResult:
             "timing_threads": job.opts.threads,
             "timing_batch": batch,
             "timing_slices": len(timed),
+            "check_slices_from": source,
         },
     )
     if "check" in job.facts:
@@ -520,6 +527,27 @@ def _quantize(job: _Job, fp32_path: Path, out: Path) -> ExportResult:
     meta = job.metadata()
     update_onnx_metadata(out, meta)
     return ExportResult(job.out, meta, job.warnings, [fp32_final])
+
+
+def _int8_check_slices(
+    job: _Job, calibrated: list[tuple[str, int]], calibration: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The slices int8 is checked (and timed) on, and where they came from: as many as the
+    fp32 check's, drawn the same way but never one of the calibration slices (int8 judged on
+    the slices it was calibrated on would look better than it is). Without a check (or when
+    calibration took every slice): the calibration slices, said so."""
+    if job.check is not None:
+        assert job.setup is not None
+        splits = ("val", "train")
+        positions = sample_positions(
+            job.setup, splits, len(job.check), job.opts.seed, exclude=set(calibrated)
+        )
+        if positions:
+            source = {"splits": list(splits), "disjoint_from_calibration": True}
+            slices = slices_at(job.setup, positions, job.bundle.context, owner=job.opts.ckpt)
+            return slices, {**source, "slices": len(slices)}
+    source = {"splits": ["train"], "disjoint_from_calibration": False}
+    return calibration, {**source, "slices": len(calibration), "calibration_slices": True}
 
 
 def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:
