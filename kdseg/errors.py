@@ -139,6 +139,17 @@ def _commit(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def commit_temp(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename one temporary of :func:`atomic_group` onto its target ahead of the group: a file
+    that stands on its own when the rest of the group is refused (``kdseg-export``'s fp32
+    twin of a refused int8 file). The group's exit then finds it gone and leaves it."""
+    try:
+        _commit(Path(tmp), Path(target))
+    except OSError as exc:
+        _name_target(exc, Path(target))
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.

@@ -251,6 +251,20 @@ def test_int8_artefact_predicts_input_geometry(workspace: dict) -> None:
     )
     assert any("not faster" in w for w in result.warnings)
     assert dumps() == dumps_before
+    # int8 is checked on slices it was not calibrated on (the metadata says where they came from)
+    from kdseg.deploy.samples import sample_positions
+
+    assert info["int8"]["check_slices_from"] == {
+        "splits": ["val", "train"],
+        "disjoint_from_calibration": True,
+        "slices": 4,
+    }
+    setup = workspace["setup"]
+    calibrated = set(sample_positions(setup, ("train",), 8, seed=1))
+    checked = sample_positions(setup, ("val", "train"), 4, seed=0, exclude=calibrated)
+    assert len(checked) == 4 and not set(checked) & calibrated
+    train = {(c, z) for c in setup.split["train"] for z in range(100)}
+    assert sample_positions(setup, ("train",), 4, exclude=train) == []
     case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
     image = load_volume(case.image)
     _predict_and_check(load_artifact(out), "onnx", str(out), image)
@@ -265,18 +279,40 @@ def test_int8_that_disagrees_with_fp32_is_refused_unless_forced(
 
     monkeypatch.setattr(export, "MIN_FOREGROUND_DICE_INT8", 1.01)
     out = workspace["root"] / "refused" / "tiny.int8.onnx"
+    twin = out.parent / "tiny.fp32.onnx"
     quick = Int8Options(calibration_slices=8, time_slices=2, repeats=1)
     opts = ExportOptions(
         ckpt=str(workspace["tiny"]), output=str(out), quantize="int8", check_slices=4, threads=1
     )
-    with pytest.raises(InputError, match="int8 refused.*foreground Dice.*int8.force=true"):
+    # somebody's file where the fp32 twin goes: refused before any work, unless overwrite=true
+    out.parent.mkdir(parents=True)
+    twin.write_bytes(b"somebody's model")
+    with pytest.raises(InputError, match="tiny.fp32.onnx: exists and is not a kdseg export"):
         export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": quick}))
-    assert not out.exists() and (out.parent / "tiny.fp32.onnx").is_file()
+    assert twin.read_bytes() == b"somebody's model" and not out.exists()
+    with pytest.raises(InputError, match="int8 refused.*foreground Dice.*int8.force=true"):
+        export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": quick, "overwrite": True}))
+    assert not out.exists() and read_metadata(twin)["export"]["precision"] == "fp32"
     forced = Int8Options(**{**quick.__dict__, "force": True})
     result = export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": forced}))
     info = read_metadata(out)["export"]["int8"]
     assert info["forced"] and info["op_types"] == ["Conv", "ConvTranspose"]
+    assert info["fp32_artifact"] == twin.name and result.extra_files == [twin]
     assert any("int8 forced" in w for w in result.warnings)
+    # a refused or interrupted re-export keeps the earlier int8 file, and leaves no temporary
+    good = out.read_bytes()
+    with pytest.raises(InputError, match="int8 refused"):
+        export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": quick}))
+    assert out.read_bytes() == good and not list(out.parent.glob(".*"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "time_alternating", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(ExportOptions(**{**opts.__dict__, "int8": forced}))
+    assert out.read_bytes() == good and not list(out.parent.glob(".*"))
+    assert read_metadata(out)["export"]["precision"] == "int8"
 
 
 def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
@@ -746,3 +782,39 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
     assert targets(rows, {"max_volume_s": 10})[0]["target"].startswith(
         "fastest student (no distilled entry)"
     )
+
+
+def test_export_of_native_size_slices_and_fresh_paths_are_clear(
+    workspace: dict, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A checkpoint that sees native-size slices of different sizes: one line naming it, exit
+    2 (was an internal error). The bench's fresh-process command names absolute paths (it
+    runs in a temporary folder), and a skipped measurement says why in the table."""
+    from kdseg.deploy.bench_report import markdown_table
+    from kdseg.deploy.fresh import predict_command
+
+    ckpt = torch.load(workspace["tiny"], weights_only=True)
+    ckpt["hyper_parameters"]["data"]["preprocess"]["in_plane_size"] = None
+    native = tmp_path / "native" / "checkpoints" / "best.ckpt"
+    native.parent.mkdir(parents=True)
+    torch.save(ckpt, native)
+    cfg = yaml.safe_load((workspace["tiny"].parents[1] / "config.yaml").read_text())
+    cfg["data"]["preprocess"]["in_plane_size"] = None
+    (native.parents[1] / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "native.onnx"
+    code, _out, err = _cli(
+        "export", [f"ckpt={native}", f"output={out}", "check_slices=8"], capsys, monkeypatch
+    )
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(native) in lines[-1] and "differ in size" in lines[-1] and not out.exists()
+    monkeypatch.chdir(tmp_path)
+    entry = {"artifact": "m.onnx", "ckpt": None, "backend": "onnx"}
+    command = predict_command(entry, Path("v.nii.gz"), Path("o.nii.gz"), 1)
+    assert (
+        f"artifact={tmp_path / 'm.onnx'}" in command and f"input={tmp_path / 'v.nii.gz'}" in command
+    )
+    row = {"name": "m", "role": "student", "ok": True, "backend": "onnx", "precision": "fp32"}
+    row |= {"preprocess": {}, "e2e_median_s": 1.0, "model_median_s": 0.5, "io_median_s": 0.1}
+    row |= {"peak_rss_mb": 100.0, "fresh_skipped": "kdseg-predict exited 2: x | y"}
+    assert "| skipped: kdseg-predict exited 2: x / y |" in markdown_table([row])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
-from kdseg.deploy.export import ExportResult, export_checkpoint, stage_options
+from kdseg.deploy.export import ExportResult, export_stages, stage_options
 
 
 def _score(value: float | None) -> str:
@@ -17,15 +16,8 @@ def _score(value: float | None) -> str:
 
 @command("kdseg-export", "export")
 def main(cfg: DictConfig) -> None:
-    results: list[ExportResult] = []
-    try:
-        for opts in stage_options(to_dict(cfg)):
-            results.append(export_checkpoint(opts))
-    except BaseException:
-        if results:  # a cascade whose stage 2 failed: no stage 1 artefact alone
-            for path in (results[0].artifact, *results[0].extra_files):
-                Path(path).unlink(missing_ok=True)
-        raise
+    # all stages (a cascade's two) written together, or none: see export_stages
+    results = export_stages(stage_options(to_dict(cfg)))
     for result in results:
         _print(result)
     if len(results) > 1:

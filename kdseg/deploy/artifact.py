@@ -83,11 +83,29 @@ def set_onnx_metadata(model: Any, meta: dict[str, Any]) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(meta, default=_jsonable)
 
 
+def sidecar_text(meta: dict[str, Any]) -> str:
+    """The text of a ``.pt2`` package's sidecar holding ``meta``."""
+    return json.dumps(meta, indent=1, default=_jsonable) + "\n"
+
+
 def write_sidecar(path: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``<path>.json`` atomically (the metadata of a ``.pt2`` package)."""
-    return write_text_atomic(
-        sidecar_path(path), json.dumps(meta, indent=1, default=_jsonable) + "\n"
-    )
+    return write_text_atomic(sidecar_path(path), sidecar_text(meta))
+
+
+def made_from(path: str | Path, ckpt: str | Path) -> bool:
+    """Whether the existing file ``path`` is a kdseg artefact (or a ``.pt2`` package's sidecar)
+    exported from the checkpoint ``ckpt``: the only file ``kdseg-export`` replaces without
+    ``overwrite=true``. Anything else, unreadable files included, is somebody's (False)."""
+    path, source = Path(path), str(Path(ckpt).resolve())
+    try:
+        if path.name.endswith(".pt2.json"):
+            meta = json.loads(path.read_text())
+        else:
+            meta = read_metadata(path, required=False)
+    except (InputError, OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    return isinstance(meta, dict) and meta.get("source_checkpoint") == source
 
 
 def _jsonable(value: Any) -> Any:

@@ -190,6 +190,14 @@ def _preprocess_text(pre: dict[str, Any]) -> str:
     return f"{crop}{'x'.join(map(str, size)) if size else 'native'}"
 
 
+def _skipped(reason: str | None) -> str:
+    """A table cell saying why a measurement was skipped ("-" when there is no reason)."""
+    if not reason:
+        return "-"
+    text = " ".join(str(reason).replace("|", "/").split())
+    return f"skipped: {text[:117] + '...' if len(text) > 120 else text}"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The results table (one row per entry; failed entries show their error)."""
     head = (
@@ -228,7 +236,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             _fmt(dice.get("organ", {}).get("dice_mean"), ".3f"),
             _fmt(dice.get("tumor", {}).get("dice_mean"), ".3f"),
             f"{setup:.1f}",
-            _fmt(r.get("fresh_median_s"), ".2f"),
+            _fmt(r.get("fresh_median_s"), ".2f", _skipped(r.get("fresh_skipped"))),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

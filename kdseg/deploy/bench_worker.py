@@ -93,7 +93,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     stages = []  # (bundle, backend, artifact, predictor, timer) per stage; two: a cascade
     for i in range(max(len(ckpts), len(artifacts), 1)):
         bundle, backend, artifact = resolve_bundle(
-            ckpts[i] if ckpts else None, artifacts[i] if artifacts else None, spec["backend"]
+            ckpts[i] if ckpts else None,
+            artifacts[i] if artifacts else None,
+            spec["backend"],
+            threads=threads,  # the session it builds is the one the predictor runs (no second)
         )
         if spec.get("preprocess") and i == max(len(ckpts), len(artifacts), 1) - 1:
             bundle.data = {

@@ -16,6 +16,13 @@ foreground Dice, the thresholds of :mod:`.onnx_export`); otherwise the export re
 the numbers, unless ``int8.force=true``. When int8 is not at least ``min_speedup``
 times faster, the export prints a warning naming the fp32 file, and the int8 metadata records
 ``"slower_than_fp32": true`` (``kdseg-bench`` reports the same measurement per model).
+
+Every file (the artefact, the fp32 twin, a ``.pt2``'s sidecar; both stages of a cascade) is
+built, checked, timed and given its final metadata under a temporary name beside its output,
+and all are renamed together at the very end (:func:`~kdseg.errors.atomic_group`): a refused,
+failed or interrupted export leaves the files that were there before, and no new one (except
+the fp32 twin of a refused int8 file, which passed its own check). An existing file is
+replaced only when it is a kdseg export of the same checkpoint, or with ``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from torch import nn
 import kdseg.deploy.backends  # noqa: F401  (registers the aoti backend used by the check)
 from kdseg.data.dataset import DataSetup
 from kdseg.deploy.aoti import export_aoti
-from kdseg.deploy.artifact import artifact_metadata, write_sidecar
+from kdseg.deploy.artifact import artifact_metadata, made_from, sidecar_path, sidecar_text
 from kdseg.deploy.onnx_export import (
     MIN_AGREEMENT,
     MIN_AGREEMENT_INT8,
@@ -49,8 +56,15 @@ from kdseg.deploy.onnx_export import (
 )
 from kdseg.deploy.prune import finetune, prune_channels
 from kdseg.deploy.quantize import QUANTIZED_OPS, quantize_int8, time_alternating
-from kdseg.deploy.samples import export_data_setup, original_val_dice, run_config, sample_slices
-from kdseg.errors import InputError
+from kdseg.deploy.samples import (
+    export_data_setup,
+    original_val_dice,
+    run_config,
+    sample_positions,
+    sample_slices,
+    slices_at,
+)
+from kdseg.errors import InputError, atomic_group, commit_temp
 from kdseg.eval.checkpoint import Bundle, load_bundle, run_folder
 from kdseg.eval.inference import BACKENDS
 from kdseg.guards import check_output
@@ -105,6 +119,7 @@ class ExportOptions:
     check_slices: int = 32
     threads: int = 2
     seed: int = 0
+    overwrite: bool = False
     int8: Int8Options = field(default_factory=Int8Options)
     pruning: PruneOptions = field(default_factory=PruneOptions)
 
@@ -174,6 +189,28 @@ def _validate(opts: ExportOptions) -> None:
         raise InputError(None, f"unknown spatial {opts.spatial!r}; use dynamic or static")
     if opts.output and Path(opts.output).suffix != FORMATS[opts.format]:
         raise InputError(opts.output, f"format={opts.format} writes a {FORMATS[opts.format]} file")
+    if not isinstance(opts.overwrite, bool):
+        raise InputError(None, f"overwrite={opts.overwrite!r}: use true or false")
+
+
+def output_files(opts: ExportOptions, out: Path) -> list[Path]:
+    """Every file an export to ``out`` writes, in rename order (the artefact last): the fp32
+    twin of an int8 file, the sidecar of a ``.pt2`` package."""
+    if opts.format == "aoti":
+        return [sidecar_path(out), out]
+    return [fp32_twin(out), out] if opts.quantize else [out]
+
+
+def check_replaceable(files: list[Path], ckpt: str | Path) -> None:
+    """Refuse to replace an existing file that is not a kdseg export of ``ckpt`` (somebody's
+    model, an export of another checkpoint): ``overwrite=true`` replaces it anyway."""
+    for path in files:
+        if os.path.lexists(path) and not made_from(path, ckpt):
+            raise InputError(
+                path,
+                "exists and is not a kdseg export of this checkpoint; choose another output= "
+                "(overwrite=true replaces it)",
+            )
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +302,51 @@ class _Job:
 
 def export_checkpoint(opts: ExportOptions) -> ExportResult:
     """Run the export recipe of the module docstring for ``opts``; return what was written."""
-    job = _start(opts)
+    return export_stages([opts])[0]
+
+
+def export_stages(stages: list[ExportOptions]) -> list[ExportResult]:
+    """Export one checkpoint, or the two stages of a cascade, all or nothing.
+
+    Every stage's outputs are checked (writable, replaceable) before any work starts; the
+    files are built under temporary names and renamed together once every stage passed. An
+    int8 file refused by its check still leaves its fp32 twin, as the refusal says.
+    """
+    jobs = [_start(opts) for opts in stages]
+    for job in jobs:
+        _draw_check_slices(job)
+    plans = [output_files(job.opts, job.out) for job in jobs]
+    targets = [path for files in plans for path in files]
+    results: list[ExportResult] = []
+    with atomic_group(targets) as temps:
+        finals = {  # as given and as resolved (ONNX Runtime's errors name the real path)
+            name: f
+            for t, f in zip(temps, targets, strict=True)
+            for name in (str(t), str(t.resolve()))
+        }
+        try:
+            for job, files in zip(jobs, plans, strict=True):
+                mine = [temps[targets.index(f)] for f in files]
+                try:
+                    results.append(_build(job, mine))
+                except Int8Refused:
+                    commit_temp(mine[0], files[0])  # the fp32 twin: checked, and named above
+                    raise
+        except InputError as exc:  # a check's error names the temporary: name the output
+            if exc.path not in finals:
+                raise
+            raise InputError(finals[exc.path], exc.message) from None
+    return results
+
+
+class Int8Refused(InputError):
+    """The int8 file disagrees with its fp32 twin (and ``int8.force`` is off)."""
+
+
+def _build(job: _Job, temps: list[Path]) -> ExportResult:
+    """Prune, export, check and (int8) quantize and time ``job`` into ``temps``, the
+    temporaries of :func:`output_files` (metadata and messages name the final files)."""
+    opts = job.opts
     if opts.prune:
         _prune(job)
     size = model_input_size(job.bundle, job.check)
@@ -279,18 +360,20 @@ def export_checkpoint(opts: ExportOptions) -> ExportResult:
     )
     example = example_input(job.in_channels, size)
     if opts.format == "aoti":
-        export_aoti(job.model, job.out, example, job.metadata(), static=job.static)
-        job.verify(BACKENDS["aoti"](job.out))
+        sidecar, package = temps
+        export_aoti(job.model, package, example, static=job.static)
+        job.verify(BACKENDS["aoti"](package))
         meta = job.metadata()
-        return ExportResult(job.out, meta, job.warnings, [write_sidecar(job.out, meta)])
-    fp32_path = fp32_twin(job.out) if opts.quantize else job.out
+        sidecar.write_text(sidecar_text(meta))
+        return ExportResult(job.out, meta, job.warnings, [sidecar_path(job.out)])
+    fp32_path = temps[0]
     export_onnx(job.model, fp32_path, example, job.metadata(), static=job.static)
     job.facts["input_dims"] = input_dims(fp32_path)
     job.verify(onnx_runner(fp32_path))
     update_onnx_metadata(fp32_path, job.metadata())
     if not opts.quantize:
         return ExportResult(job.out, job.metadata(), job.warnings)
-    return _quantize(job, fp32_path)
+    return _quantize(job, fp32_path, temps[1])
 
 
 def _start(opts: ExportOptions) -> _Job:
@@ -308,9 +391,10 @@ def _start(opts: ExportOptions) -> _Job:
     setup = export_data_setup(bundle, opts.data_root, run_cfg)
     # the dataset actually read (data_root=, else the training run's) is an input too
     inputs = [opts.ckpt, opts.data_root, None if setup is None else setup.cfg.get("root")]
-    check_output(out, inputs)
-    if opts.quantize:
-        check_output(fp32_twin(out), inputs)
+    for path in output_files(opts, out):
+        check_output(path, inputs)
+    if not opts.overwrite:
+        check_replaceable(output_files(opts, out), opts.ckpt)
     if setup is None and (opts.quantize or opts.prune):
         what = "int8 calibration" if opts.quantize else "pruning recovery"
         raise InputError(
@@ -325,17 +409,22 @@ def _start(opts: ExportOptions) -> _Job:
             "spatial=static needs a fixed model input size (preprocess in_plane_size or "
             "crop_size); this checkpoint sees native-size slices",
         )
-    warnings: list[str] = []
-    check = None
-    if setup is not None and opts.check_slices > 0:
+    facts = {"format": opts.format, "precision": "fp32"}
+    return _Job(opts, bundle, out, setup, run_cfg, None, bundle.model, facts, [])
+
+
+def _draw_check_slices(job: _Job) -> None:
+    """The real slices the export is checked on (val and train cases), when there are data."""
+    opts = job.opts
+    if job.setup is not None and opts.check_slices > 0:
         splits = ("val", "train")
-        check = sample_slices(setup, splits, opts.check_slices, bundle.context, seed=opts.seed)
+        job.check = sample_slices(
+            job.setup, splits, opts.check_slices, job.bundle.context, opts.seed, owner=opts.ckpt
+        )
     elif opts.check_slices > 0:  # (check_slices=0: the user turned the check off)
-        warnings.append(
+        job.warnings.append(
             "no training data found (pass data_root=DIR): export not checked on real slices"
         )
-    facts = {"format": opts.format, "precision": "fp32"}
-    return _Job(opts, bundle, out, setup, run_cfg, check, bundle.model, facts, warnings)
 
 
 def _prune(job: _Job) -> None:
@@ -367,12 +456,16 @@ def _prune(job: _Job) -> None:
             )
 
 
-def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
-    """int8 copy of the fp32 export, checked against both, timed against fp32 (warns if slower)."""
-    o, out = job.opts.int8, job.out
-    assert job.setup is not None
-    seed, context = job.opts.seed + 1, job.bundle.context
-    calibration = sample_slices(job.setup, ("train",), o.calibration_slices, context, seed=seed)
+def _quantize(job: _Job, fp32_path: Path, out: Path) -> ExportResult:
+    """int8 copy of the fp32 export, checked against both, timed against fp32 (warns if slower).
+
+    ``fp32_path`` and ``out`` are temporaries; metadata and messages name the final files."""
+    o = job.opts.int8
+    fp32_final = fp32_twin(job.out)
+    setup, context, ckpt = job.setup, job.bundle.context, job.opts.ckpt
+    assert setup is not None
+    calibrated = sample_positions(setup, ("train",), o.calibration_slices, job.opts.seed + 1)
+    calibration = slices_at(setup, calibrated, context, owner=ckpt)
     report = quantize_int8(
         fp32_path,
         out,
@@ -383,7 +476,7 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
         o.activation_type,
         o.op_types,
     )
-    slices = job.check if job.check is not None else calibration
+    slices, source = _int8_check_slices(job, calibrated, calibration)
     files = {"fp32": fp32_path, "int8": out}
     timed = slices[: max(o.time_slices, 1)]
     batch = min(o.time_batch, len(timed))  # what ran, not what was asked for
@@ -397,10 +490,11 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
             "ms_per_slice_int8": 1e3 * times["int8"],
             "speedup_vs_fp32": speedup,
             "slower_than_fp32": speedup < o.min_speedup,
-            "fp32_artifact": fp32_path.name,
+            "fp32_artifact": fp32_final.name,
             "timing_threads": job.opts.threads,
             "timing_batch": batch,
             "timing_slices": len(timed),
+            "check_slices_from": source,
         },
     )
     if "check" in job.facts:
@@ -414,12 +508,11 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
             f"int8 disagrees with its fp32 twin ({fp32_vs_int8}; minimums: agreement "
             f"{MIN_AGREEMENT_INT8}, foreground Dice {MIN_FOREGROUND_DICE_INT8})"
         )
-        if not o.force:
-            out.unlink(missing_ok=True)
-            raise InputError(
-                out,
-                f"int8 refused: {reason}; deploy the fp32 export {fp32_path}, or write the int8 "
-                "file anyway with int8.force=true",
+        if not o.force:  # nothing is written but the fp32 twin (export_stages)
+            raise Int8Refused(
+                job.out,
+                f"int8 refused: {reason}; deploy the fp32 export {fp32_final}, or write the "
+                "int8 file anyway with int8.force=true",
             )
         job.warnings.append(f"int8 forced although {reason}")
         job.facts["int8"]["forced"] = True
@@ -428,12 +521,33 @@ def _quantize(job: _Job, fp32_path: Path) -> ExportResult:
             f"int8 is not faster than fp32 on this machine ({1e3 * times['int8']:.1f} vs "
             f"{1e3 * times['fp32']:.1f} ms per slice, {speedup:.2f}x, {job.opts.threads} threads, "
             f"batch {batch}): "
-            f"deploy {fp32_path} instead (ONNX Runtime has no int8 kernel for some layers, "
+            f"deploy {fp32_final} instead (ONNX Runtime has no int8 kernel for some layers, "
             "e.g. PReLU, and each quantize/dequantize pair around them costs time)"
         )
     meta = job.metadata()
     update_onnx_metadata(out, meta)
-    return ExportResult(out, meta, job.warnings, [fp32_path])
+    return ExportResult(job.out, meta, job.warnings, [fp32_final])
+
+
+def _int8_check_slices(
+    job: _Job, calibrated: list[tuple[str, int]], calibration: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The slices int8 is checked (and timed) on, and where they came from: as many as the
+    fp32 check's, drawn the same way but never one of the calibration slices (int8 judged on
+    the slices it was calibrated on would look better than it is). Without a check (or when
+    calibration took every slice): the calibration slices, said so."""
+    if job.check is not None:
+        assert job.setup is not None
+        splits = ("val", "train")
+        positions = sample_positions(
+            job.setup, splits, len(job.check), job.opts.seed, exclude=set(calibrated)
+        )
+        if positions:
+            source = {"splits": list(splits), "disjoint_from_calibration": True}
+            slices = slices_at(job.setup, positions, job.bundle.context, owner=job.opts.ckpt)
+            return slices, {**source, "slices": len(slices)}
+    source = {"splits": ["train"], "disjoint_from_calibration": False}
+    return calibration, {**source, "slices": len(calibration), "calibration_slices": True}
 
 
 def stage_options(cfg: dict[str, Any]) -> list[ExportOptions]:

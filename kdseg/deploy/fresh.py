@@ -19,12 +19,13 @@ from typing import Any
 
 
 def _hydra_value(value: str | list[str] | None) -> str:
-    """A path, a list of two (a cascade) or null, as a Hydra override value."""
+    """A path, a list of two (a cascade) or null, as a Hydra override value; paths absolute
+    (the command runs in a temporary folder, where a relative path would name nothing)."""
     if value is None:
         return "null"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return str(value)
+        return "[" + ",".join(os.path.abspath(v) for v in value) + "]"
+    return os.path.abspath(value)
 
 
 def predict_command(entry: dict[str, Any], volume: Path, output: Path, threads: int) -> list[str]:
@@ -35,8 +36,8 @@ def predict_command(entry: dict[str, Any], volume: Path, output: Path, threads: 
         f"ckpt={_hydra_value(entry.get('ckpt'))}",
         f"artifact={_hydra_value(entry.get('artifact'))}",
         f"backend={entry.get('backend', 'torch')}",
-        f"input={volume}",
-        f"output={output}",
+        f"input={os.path.abspath(volume)}",
+        f"output={os.path.abspath(output)}",
         f"threads={threads}",
     ]
 

@@ -74,6 +74,73 @@ def export_data_setup(
     return resolve_data(base, read_only=True)
 
 
+def sample_positions(
+    setup: DataSetup,
+    splits: tuple[str, ...],
+    n: int,
+    seed: int = 0,
+    target_fraction: float = 0.5,
+    exclude: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
+) -> list[tuple[str, int]]:
+    """``n`` reproducible ``(case, slice index)`` draws from the cases of ``splits``.
+
+    The cases of every split are visited in turn (the cache is filled for them first,
+    idempotently), so a check sees many volumes, not the one case of a small validation
+    split; about ``target_fraction`` of the slices contain the organ, the rest are drawn from
+    the whole volume, so both hard and easy slices are represented. Positions in ``exclude``
+    (int8 calibration slices, for its check) are never drawn; a case with none left is
+    passed over, and fewer than ``n`` come back when no case has any.
+    """
+    ids = [case for split in splits for case in setup.split.get(split, [])]
+    if not ids:
+        raise ValueError(f"no cases in splits {splits}")
+    setup.prepare(ids=ids, progress=False)
+    rng = np.random.default_rng(seed)
+    cases = [(c, open_case(setup.cache_dir, c)) for c in ids]
+    picks: list[tuple[str, int]] = []
+    for i in range(n):
+        for k in range(len(cases)):
+            cid, case = cases[(i + k) % len(cases)]
+            organ = [z for z in case.organ_slices if (cid, int(z)) not in exclude]
+            every = [z for z in range(case.n_slices) if (cid, z) not in exclude]
+            if every:
+                break
+        else:
+            break  # every slice of every case is excluded
+        pool = organ if (rng.random() < target_fraction and organ) else every
+        picks.append((cid, int(rng.choice(np.asarray(pool)))))
+    return picks
+
+
+def slices_at(
+    setup: DataSetup,
+    positions: list[tuple[str, int]],
+    context: int = 0,
+    owner: str | Path | None = None,
+) -> np.ndarray:
+    """``(len(positions), 2*context+1, h, w)`` float32 model inputs at ``(case, z)`` positions.
+
+    The slices must share one in-plane size: a checkpoint that sees native-size slices
+    (``preprocess.in_plane_size`` null) whose cases differ in size is an :class:`InputError`
+    naming ``owner`` (the checkpoint).
+    """
+    opened: dict[str, Any] = {}
+    picks = []
+    for cid, z in positions:
+        case = opened.setdefault(cid, open_case(setup.cache_dir, cid))
+        picks.append(context_stack(case.image, np.array([z]), context)[0])
+    sizes = sorted({p.shape[-2:] for p in picks})
+    if len(sizes) > 1:
+        shown = " and ".join("x".join(map(str, size)) for size in sizes[:2])
+        raise InputError(
+            owner,
+            f"its slices differ in size ({shown}: native-size slices, preprocess in_plane_size "
+            "null), and the export check and int8 calibration need one size: export fp32 "
+            "unchecked with check_slices=0, or train with a fixed data.preprocess.in_plane_size",
+        )
+    return np.stack(picks).astype(np.float32)
+
+
 def sample_slices(
     setup: DataSetup,
     splits: tuple[str, ...],
@@ -81,28 +148,9 @@ def sample_slices(
     context: int = 0,
     seed: int = 0,
     target_fraction: float = 0.5,
+    owner: str | Path | None = None,
 ) -> np.ndarray:
-    """``(n, 2*context+1, h, w)`` float32 model inputs from the cache of ``setup``.
-
-    The cases of every split in ``splits`` are visited in turn (the cache is filled for them
-    first, idempotently), so a check sees many volumes, not the one case of a small validation
-    split; about ``target_fraction`` of the slices contain the organ, the rest are drawn from
-    the whole volume, so both hard and easy slices are represented.
-    """
-    ids = [case for split in splits for case in setup.split.get(split, [])]
-    if not ids:
-        raise ValueError(f"no cases in splits {splits}")
-    setup.prepare(ids=ids, progress=False)
-    rng = np.random.default_rng(seed)
-    cases = [open_case(setup.cache_dir, c) for c in ids]
-    picks: list[np.ndarray] = []
-    for i in range(n):
-        case = cases[i % len(cases)]
-        pool = (
-            case.organ_slices
-            if (rng.random() < target_fraction and case.organ_slices)
-            else range(case.n_slices)
-        )
-        z = int(rng.choice(np.asarray(pool)))
-        picks.append(context_stack(case.image, np.array([z]), context)[0])
-    return np.stack(picks).astype(np.float32)
+    """``(n, 2*context+1, h, w)`` float32 model inputs from the cache of ``setup``: the slices
+    at :func:`sample_positions` (see there and :func:`slices_at`)."""
+    positions = sample_positions(setup, splits, n, seed, target_fraction)
+    return slices_at(setup, positions, context, owner)
