@@ -209,27 +209,42 @@ def test_a_refused_seed_names_the_seed_and_leaves_no_folder(tmp_path) -> None:
     assert not root.exists()
 
 
-def test_a_run_stopped_after_its_first_file_resumes(tmp_path, monkeypatch) -> None:
-    """Stopped between a case's image and its label (no truth entry yet): the folder keeps its
-    phantom marker, so the rerun resumes instead of calling it a real dataset."""
+def _stop_at_save(monkeypatch, after: int) -> None:
+    """Make the ``after + 1``-th ``nib.save`` of the phantom writer stop the run, as SIGTERM or
+    Ctrl-C would."""
     import kdseg.data.phantom.dataset as dataset
 
-    cfg = PhantomConfig(size_range=(40, 40), slices_range=(8, 8))
     real_save = dataset.nib.save
-
     saved = []
 
     def save_then_stop(img, path):
-        if saved:  # the label: stopped, as SIGTERM/Ctrl-C would, after the image was written
+        if len(saved) >= after:
             raise KeyboardInterrupt
         saved.append(path)
         real_save(img, path)
 
     monkeypatch.setattr(dataset.nib, "save", save_then_stop)
+
+
+def test_a_run_stopped_between_image_and_label_leaves_neither(tmp_path, monkeypatch) -> None:
+    """Stopped between a case's image and its label: the pair is one atomic group, so no image
+    is left without its label (and a folder that holds no case is no phantom folder)."""
+    cfg = PhantomConfig(size_range=(40, 40), slices_range=(8, 8))
+    _stop_at_save(monkeypatch, after=1)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
-    monkeypatch.setattr(dataset.nib, "save", real_save)
-    assert (tmp_path / "ph" / "volume-0.nii.gz").exists()
-    assert (tmp_path / "ph" / "phantom_truth.json").exists()
+    monkeypatch.undo()
+    assert not (tmp_path / "ph").exists()
     paths = write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
     assert all(p.exists() for p in paths)
+
+
+def test_a_kits_run_stopped_before_any_file_leaves_no_empty_case_folder(
+    tmp_path, monkeypatch
+) -> None:
+    cfg = PhantomConfig(dataset="kits", size_range=(40, 40), slices_range=(8, 8))
+    (tmp_path / "ph").mkdir()
+    _stop_at_save(monkeypatch, after=0)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
+    assert list((tmp_path / "ph").iterdir()) == []  # no case_00000/, no truth file

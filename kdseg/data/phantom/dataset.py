@@ -21,7 +21,7 @@ import nibabel as nib
 
 from kdseg.data.phantom.case import generate_case
 from kdseg.data.phantom.config import TRUTH_FILE, PhantomConfig
-from kdseg.errors import InputError, atomic_path, write_text_atomic
+from kdseg.errors import InputError, atomic_group, write_text_atomic
 
 
 def case_id(dataset: str, index: int) -> str:
@@ -49,11 +49,12 @@ def _config_digest(cfg: PhantomConfig) -> str:
 
 
 def _write_case(root: Path, cfg: PhantomConfig, index: int, seed: int) -> tuple[str, dict]:
-    """Generate case ``index`` and write its two files atomically; return (id, truth)."""
+    """Generate case ``index`` and write its two files as one atomic group (the label last:
+    an interrupted write leaves neither, or at worst after a SIGKILL the image alone); return
+    (id, truth)."""
     image, label, truth = generate_case(cfg, seed)
-    image_path, label_path = case_files(root, cfg.dataset, index)
-    for img, path in ((image, image_path), (label, label_path)):
-        with atomic_path(path) as tmp:
+    with atomic_group(case_files(root, cfg.dataset, index)) as temps:
+        for img, tmp in zip((image, label), temps, strict=True):
             nib.save(img, str(tmp))
     truth["config"] = _config_digest(cfg)
     return case_id(cfg.dataset, index), truth
@@ -133,6 +134,23 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
         yield lambda n: bar.advance(task, n)
 
 
+def _cases_on_disk(root: Path) -> dict[str, list[Path]]:
+    """The case files under ``root`` in either layout (``volume-*``, ``segmentation-*``,
+    ``case_*/imaging*``, ``case_*/segmentation*``), keyed by the case id they belong to
+    (``segmentation-3.nii`` belongs to ``volume-3``)."""
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for prefix in ("volume-", "segmentation-"):
+        for path in sorted(root.glob(f"{prefix}*.nii*")):
+            key = "volume-" + path.name[len(prefix) :].split(".")[0]
+            found.setdefault(key, []).append(path)
+    for name in ("imaging", "segmentation"):
+        for path in sorted(root.glob(f"case_*/{name}*")):
+            found.setdefault(path.parent.name, []).append(path)
+    return found
+
+
 def _refuse_foreign_cases(root: Path, dataset: str) -> None:
     """Refuse a root without a truth file that holds cases of the layout: a real dataset, which
     phantoms would overwrite or mix into. (A phantom folder gets its truth file before its
@@ -193,6 +211,11 @@ def write_dataset(
     marked = bool(jobs) and not truth_path.exists()
     if marked:  # marks the folder as a phantom folder first
         write_text_atomic(truth_path, "{}")
+    new_folders = [  # KiTS case folders this run creates (removed again if left empty)
+        folder
+        for folder in {case_files(root, cfg.dataset, index)[0].parent for index, _ in jobs}
+        if folder != root and not folder.exists()
+    ]
     try:
         with (
             _case_results(root, cfg, jobs, workers) as results,
@@ -205,8 +228,10 @@ def write_dataset(
                 write_text_atomic(truth_path, json.dumps(ordered, indent=1))
                 advance(1)
     except BaseException:
-        pattern = "volume-*.nii*" if cfg.dataset == "lits" else "case_*"
-        if marked and not truth and not any(root.glob(pattern)):
+        for folder in new_folders:  # a case stopped before its files: no empty folder left
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if marked and not truth and not _cases_on_disk(root):
             # no case on disk: no phantom folder either (with a case, even a killed run's, the
             # marker stays, so that the rerun resumes instead of calling it a real dataset)
             truth_path.unlink(missing_ok=True)
