@@ -17,6 +17,7 @@ from kdseg.errors import InputError
 
 DATASETS = ("lits", "kits")
 TRUTH_FILE = "phantom_truth.json"
+PENDING_FILE = "phantom_pending.json"  # cases being written; gone once they are done
 HU_MIN, HU_MAX = -1024, 3071
 HU_AIR = -1000.0
 BLUR_TRUNCATE = 3.0  # Gaussian kernel radius in sigmas
