@@ -195,11 +195,24 @@ def test_rewrites_a_case_whose_file_is_missing(tmp_path) -> None:
         {"fov_mm_range": (320.0, float("inf"))},
         {"size_range": (64.5, 72)},
         {"max_tumors": True},
+        # voxel sizes: once 0 after rounding (ZeroDivisionError, an internal error), or files
+        # written that kdseg's own reader refuses (outside 0.05-20 mm)
+        {"slice_mm_range": (0.001, 0.004)},
+        {"fov_mm_range": (0.001, 0.001)},
+        {"fov_mm_range": (5.0, 420.0)},  # 5 mm over 256 pixels
+        {"slice_mm_range": (30.0, 30.0)},
+        {"fov_mm_range": (1500.0, 1500.0), "size_range": (64, 64)},
     ],
 )
 def test_bad_config_is_an_input_error(overrides: dict) -> None:
     with pytest.raises(InputError, match=next(iter(overrides))):
         PhantomConfig(**overrides)
+
+
+def test_voxel_sizes_at_the_readers_limits_are_kept() -> None:
+    """The spacing check refuses only what fails: 0.05 and 20 mm are read back."""
+    PhantomConfig(fov_mm_range=(12.8, 40.0), size_range=(256, 256), slice_mm_range=(0.05, 20.0))
+    PhantomConfig(fov_mm_range=(640.0, 640.0), size_range=(32, 32))
 
 
 def test_a_refused_seed_names_the_seed_and_leaves_no_folder(tmp_path) -> None:
