@@ -495,3 +495,22 @@ def test_inf_stays_a_setting_where_it_means_never() -> None:
         bad = compose("export", overrides=["pruning.max_dice_drop=nan"], return_hydra_config=True)
     with pytest.raises(InputError, match="max_dice_drop=nan: expected a number, not NaN"):
         check_option_types(bad, "export", dict(bad.hydra.runtime.choices))
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["params={dataset: kits}"], "dataset"),  # once: TypeError, an internal error
+        (["params=5"], "params=5"),  # once: ValueError
+        (["params=[1,2]"], "params"),  # once: TypeError
+        (["workers=-2"], "workers=-2"),  # once: accepted
+        (["params={fov_mm_range: [0.001, 0.001]}"], "fov_mm_range"),  # once: ZeroDivisionError
+    ],
+)
+def test_bad_phantom_options_are_one_line(tmp_path: Path, args: list[str], culprit: str) -> None:
+    root = tmp_path / "ph"
+    result = _run("kdseg-phantom", f"root={root}", "n_cases=1", *args, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in result.stderr
+    assert not root.exists()

@@ -195,11 +195,24 @@ def test_rewrites_a_case_whose_file_is_missing(tmp_path) -> None:
         {"fov_mm_range": (320.0, float("inf"))},
         {"size_range": (64.5, 72)},
         {"max_tumors": True},
+        # voxel sizes: once 0 after rounding (ZeroDivisionError, an internal error), or files
+        # written that kdseg's own reader refuses (outside 0.05-20 mm)
+        {"slice_mm_range": (0.001, 0.004)},
+        {"fov_mm_range": (0.001, 0.001)},
+        {"fov_mm_range": (5.0, 420.0)},  # 5 mm over 256 pixels
+        {"slice_mm_range": (30.0, 30.0)},
+        {"fov_mm_range": (1500.0, 1500.0), "size_range": (64, 64)},
     ],
 )
 def test_bad_config_is_an_input_error(overrides: dict) -> None:
     with pytest.raises(InputError, match=next(iter(overrides))):
         PhantomConfig(**overrides)
+
+
+def test_voxel_sizes_at_the_readers_limits_are_kept() -> None:
+    """The spacing check refuses only what fails: 0.05 and 20 mm are read back."""
+    PhantomConfig(fov_mm_range=(12.8, 40.0), size_range=(256, 256), slice_mm_range=(0.05, 20.0))
+    PhantomConfig(fov_mm_range=(640.0, 640.0), size_range=(32, 32))
 
 
 def test_a_refused_seed_names_the_seed_and_leaves_no_folder(tmp_path) -> None:
@@ -209,27 +222,124 @@ def test_a_refused_seed_names_the_seed_and_leaves_no_folder(tmp_path) -> None:
     assert not root.exists()
 
 
-def test_a_run_stopped_after_its_first_file_resumes(tmp_path, monkeypatch) -> None:
-    """Stopped between a case's image and its label (no truth entry yet): the folder keeps its
-    phantom marker, so the rerun resumes instead of calling it a real dataset."""
+def _stop_at_save(monkeypatch, after: int) -> None:
+    """Make the ``after + 1``-th ``nib.save`` of the phantom writer stop the run, as SIGTERM or
+    Ctrl-C would."""
     import kdseg.data.phantom.dataset as dataset
 
-    cfg = PhantomConfig(size_range=(40, 40), slices_range=(8, 8))
     real_save = dataset.nib.save
-
     saved = []
 
     def save_then_stop(img, path):
-        if saved:  # the label: stopped, as SIGTERM/Ctrl-C would, after the image was written
+        if len(saved) >= after:
             raise KeyboardInterrupt
         saved.append(path)
         real_save(img, path)
 
     monkeypatch.setattr(dataset.nib, "save", save_then_stop)
+
+
+def test_a_run_stopped_between_image_and_label_leaves_neither(tmp_path, monkeypatch) -> None:
+    """Stopped between a case's image and its label: the pair is one atomic group, so no image
+    is left without its label (and a folder that holds no case is no phantom folder)."""
+    cfg = PhantomConfig(size_range=(40, 40), slices_range=(8, 8))
+    _stop_at_save(monkeypatch, after=1)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
-    monkeypatch.setattr(dataset.nib, "save", real_save)
-    assert (tmp_path / "ph" / "volume-0.nii.gz").exists()
-    assert (tmp_path / "ph" / "phantom_truth.json").exists()
+    monkeypatch.undo()
+    assert not (tmp_path / "ph").exists()
     paths = write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
     assert all(p.exists() for p in paths)
+
+
+def test_a_kits_run_stopped_before_any_file_leaves_no_empty_case_folder(
+    tmp_path, monkeypatch
+) -> None:
+    cfg = PhantomConfig(dataset="kits", size_range=(40, 40), slices_range=(8, 8))
+    (tmp_path / "ph").mkdir()
+    _stop_at_save(monkeypatch, after=0)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "ph", cfg, n_cases=2, seed=1, progress=False)
+    assert list((tmp_path / "ph").iterdir()) == []  # no case_00000/, no truth file
+
+
+TINY = PhantomConfig(size_range=(40, 40), slices_range=(8, 8))
+
+
+def _real_kits(root) -> dict:
+    """A stand-in for a real KiTS19 folder (no truth file); returns each file's bytes."""
+    folder = root / "case_00000"
+    folder.mkdir(parents=True)
+    (folder / "imaging.nii.gz").write_bytes(b"real imaging")
+    (folder / "segmentation.nii.gz").write_bytes(b"real segmentation")
+    return {p: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("dataset", ["lits", "kits"])
+def test_a_real_kits_folder_is_refused_for_either_layout(tmp_path, dataset: str) -> None:
+    """Once: dataset=lits wrote its truth file into a real KiTS folder, and dataset=kits then
+    overwrote the real case_00000 (a truth file existed)."""
+    real = _real_kits(tmp_path)
+    with pytest.raises(InputError, match=r"case_00000.imaging\.nii\.gz: is a case"):
+        write_dataset(tmp_path, replace(TINY, dataset=dataset), n_cases=1, progress=False)
+    assert {p: p.read_bytes() for p in real} == real
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_00000"]
+
+
+def test_a_lone_label_is_refused_never_overwritten(tmp_path) -> None:
+    label = tmp_path / "segmentation-0.nii.gz"
+    label.write_bytes(b"a real label")
+    with pytest.raises(InputError, match=r"segmentation-0\.nii\.gz: is a case"):
+        write_dataset(tmp_path, TINY, n_cases=1, progress=False)
+    assert label.read_bytes() == b"a real label" and list(tmp_path.iterdir()) == [label]
+
+
+def test_a_case_the_truth_file_does_not_name_is_refused(tmp_path) -> None:
+    """A phantom folder (truth file present) with a real case added: refused, not redrawn."""
+    write_dataset(tmp_path, TINY, n_cases=1, progress=False)
+    (tmp_path / "case_00000").mkdir()
+    for name in ("volume-1.nii", "case_00000/segmentation.nii.gz"):
+        (tmp_path / name).write_bytes(b"real")
+        with pytest.raises(InputError, match=f"{name}: is a case that {TRUTH_FILE} does not"):
+            write_dataset(tmp_path, replace(TINY, dataset="kits"), n_cases=2, progress=False)
+        with pytest.raises(InputError, match=name):
+            write_dataset(tmp_path, TINY, n_cases=2, progress=False)
+        assert (tmp_path / name).read_bytes() == b"real"
+        (tmp_path / name).unlink()
+
+
+def test_a_killed_run_resumes_from_its_pending_file(tmp_path) -> None:
+    """The state a SIGKILL leaves between a case's two renames: its image on disk, its label
+    not, no truth entry, the case named in the pending file. The rerun finishes the folder
+    byte for byte as an uninterrupted run writes it; without the pending entry the image would
+    be a foreign file."""
+    from kdseg.data.phantom.config import PENDING_FILE
+
+    write_dataset(tmp_path, TINY, n_cases=2, seed=4, progress=False)
+    finished = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    truth = json.loads((tmp_path / TRUTH_FILE).read_text())
+    entry = truth.pop("volume-1")
+    (tmp_path / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
+    (tmp_path / "segmentation-1.nii.gz").unlink()
+    with pytest.raises(InputError, match="volume-1.nii.gz: is a case that"):
+        write_dataset(tmp_path, TINY, n_cases=2, seed=4, progress=False)
+    mark = {"volume-1": {"seed": entry["seed"], "config": entry["config"]}}
+    (tmp_path / PENDING_FILE).write_text(json.dumps(mark))
+    write_dataset(tmp_path, TINY, n_cases=2, seed=4, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == finished
+
+
+def test_a_stopped_run_leaves_no_pending_case_without_files(tmp_path, monkeypatch) -> None:
+    """Stopped in its second case after the first was written: the first has its truth entry,
+    nothing is pending (no case file without its entry), and the rerun completes."""
+    from kdseg.data.phantom.config import PENDING_FILE
+
+    _stop_at_save(monkeypatch, after=2)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path, TINY, n_cases=2, progress=False)
+    monkeypatch.undo()
+    assert list(json.loads((tmp_path / TRUTH_FILE).read_text())) == ["volume-0"]
+    assert not (tmp_path / PENDING_FILE).exists()
+    write_dataset(tmp_path, TINY, n_cases=2, progress=False)
+    assert not (tmp_path / PENDING_FILE).exists()
+    assert list(json.loads((tmp_path / TRUTH_FILE).read_text())) == ["volume-0", "volume-1"]

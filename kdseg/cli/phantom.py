@@ -6,24 +6,45 @@ from dataclasses import fields
 
 from omegaconf import DictConfig
 
-from kdseg.cli import command, to_dict
+from kdseg.cli import command, number, to_dict
 from kdseg.data.phantom import PhantomConfig, write_dataset
 from kdseg.errors import InputError
 from kdseg.guards import check_output
 
 
-@command("kdseg-phantom", "phantom")
-def main(cfg: DictConfig) -> None:
-    params = to_dict(cfg.params) if cfg.params else {}
-    unknown = sorted(set(params) - {f.name for f in fields(PhantomConfig)})
+def _params(cfg: DictConfig) -> dict:
+    """``params``: PhantomConfig fields as a mapping (null or empty: none), ``dataset`` aside."""
+    if cfg.params is None or cfg.params == "":
+        return {}
+    if not isinstance(cfg.params, DictConfig):
+        raise InputError(
+            None,
+            f"params={cfg.params}: expected a mapping of PhantomConfig fields, "
+            "e.g. params={size_range: [64, 64], slices_range: [16, 16]}",
+        )
+    params = to_dict(cfg.params)
+    if "dataset" in params:
+        raise InputError(
+            None, "params: dataset is no param; give it as its own option (dataset=kits)"
+        )
+    unknown = sorted(str(k) for k in set(params) - {f.name for f in fields(PhantomConfig)})
     if unknown:
         raise InputError(None, f"params: unknown key(s) {', '.join(unknown)}")
+    return params
+
+
+@command("kdseg-phantom", "phantom")
+def main(cfg: DictConfig) -> None:
+    params = _params(cfg)
+    workers = number(cfg, "workers", int, minimum=1)
+    if workers is None:
+        raise InputError(None, "workers=null: expected a whole number >= 1")
     config = PhantomConfig(
         dataset=cfg.dataset,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()},
     )
     check_output(cfg.root, folder=True, what="root")
     paths = write_dataset(
-        cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed), workers=int(cfg.workers)
+        cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed), workers=workers
     )
     print(f"{len(paths)} {cfg.dataset} phantom case(s) in {cfg.root}")

@@ -13,10 +13,12 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+from kdseg.data.io import SPACING_MM
 from kdseg.errors import InputError
 
 DATASETS = ("lits", "kits")
 TRUTH_FILE = "phantom_truth.json"
+PENDING_FILE = "phantom_pending.json"  # cases being written; gone once they are done
 HU_MIN, HU_MAX = -1024, 3071
 HU_AIR = -1000.0
 BLUR_TRUNCATE = 3.0  # Gaussian kernel radius in sigmas
@@ -146,6 +148,7 @@ class PhantomConfig:
                     f"{maximum}{' (whole numbers)' if whole else ''}, got {getattr(self, name)}",
                 )
             setattr(self, name, value)
+        self._check_spacing()
         for name, minimum, maximum in VALUE_LIMITS:
             value = getattr(self, name)
             if not _number(value, name in WHOLE) or not minimum <= value <= maximum:
@@ -153,4 +156,25 @@ class PhantomConfig:
                     None,
                     f"phantom {name} must be a {'whole ' if name in WHOLE else ''}number from "
                     f"{minimum} to {maximum}, got {value!r}",
+                )
+
+    def _check_spacing(self) -> None:
+        """Refuse ranges whose voxel spacing, rounded as :func:`~kdseg.data.phantom.sampling.
+        _sample_grid` rounds it (pixel ``fov / size`` to 4 decimals, slice to 2), can leave
+        :data:`kdseg.data.io.SPACING_MM`: 0 fails the drawing, any other such size the files
+        that kdseg reads back."""
+        low, high = SPACING_MM
+        (fov_low, fov_high), (n_low, n_high) = self.fov_mm_range, self.size_range
+        for name, lowest, highest, how in (
+            ("fov_mm_range", fov_low / n_high, fov_high / n_low, "pixel spacing fov / size"),
+            ("slice_mm_range", *self.slice_mm_range, "slice spacing"),
+        ):
+            lowest, highest = (
+                round(v, 4 if name == "fov_mm_range" else 2) for v in (lowest, highest)
+            )
+            if lowest < low or highest > high:
+                raise InputError(
+                    None,
+                    f"phantom {name} {getattr(self, name)} gives a {how} from {lowest:g} to "
+                    f"{highest:g} mm; kdseg reads voxel sizes of {low:g}-{high:g} mm only",
                 )

@@ -20,8 +20,8 @@ from pathlib import Path
 import nibabel as nib
 
 from kdseg.data.phantom.case import generate_case
-from kdseg.data.phantom.config import TRUTH_FILE, PhantomConfig
-from kdseg.errors import InputError, atomic_path, write_text_atomic
+from kdseg.data.phantom.config import PENDING_FILE, TRUTH_FILE, PhantomConfig
+from kdseg.errors import InputError, atomic_group, write_text_atomic
 
 
 def case_id(dataset: str, index: int) -> str:
@@ -49,28 +49,30 @@ def _config_digest(cfg: PhantomConfig) -> str:
 
 
 def _write_case(root: Path, cfg: PhantomConfig, index: int, seed: int) -> tuple[str, dict]:
-    """Generate case ``index`` and write its two files atomically; return (id, truth)."""
+    """Generate case ``index`` and write its two files as one atomic group (the label last:
+    an interrupted write leaves neither, or at worst after a SIGKILL the image alone); return
+    (id, truth)."""
     image, label, truth = generate_case(cfg, seed)
-    image_path, label_path = case_files(root, cfg.dataset, index)
-    for img, path in ((image, image_path), (label, label_path)):
-        with atomic_path(path) as tmp:
+    with atomic_group(case_files(root, cfg.dataset, index)) as temps:
+        for img, tmp in zip((image, label), temps, strict=True):
             nib.save(img, str(tmp))
     truth["config"] = _config_digest(cfg)
     return case_id(cfg.dataset, index), truth
 
 
-def _read_truth(path: Path) -> dict[str, dict]:
-    """The truth file of a phantom folder, or an empty dict when there is none yet."""
+def _read_truth(path: Path, what: str = "truth") -> dict[str, dict]:
+    """The truth file of a phantom folder (or, ``what="pending"``, its file of cases being
+    written), or an empty dict when there is none yet."""
     if not path.exists():
         return {}
     try:
         truth = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(
-            path, f"unreadable phantom truth file ({exc}); delete it to redraw"
+            path, f"unreadable phantom {what} file ({exc}); delete it to redraw"
         ) from None
-    if not isinstance(truth, dict):
-        raise InputError(path, "phantom truth file must hold an object keyed by case id")
+    if not isinstance(truth, dict) or not all(isinstance(v, dict) for v in truth.values()):
+        raise InputError(path, f"phantom {what} file must hold an object keyed by case id")
     return truth
 
 
@@ -133,18 +135,62 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
         yield lambda n: bar.advance(task, n)
 
 
-def _refuse_foreign_cases(root: Path, dataset: str) -> None:
-    """Refuse a root without a truth file that holds cases of the layout: a real dataset, which
-    phantoms would overwrite or mix into. (A phantom folder gets its truth file before its
-    first case, so a killed run's folder is always recognised.)"""
-    if not root.is_dir() or (root / TRUTH_FILE).exists():
-        return
-    pattern = "volume-*.nii*" if dataset == "lits" else "case_*"
-    found = sorted(root.glob(pattern))
-    if found:
+def _cases_on_disk(root: Path) -> dict[str, list[Path]]:
+    """The case files under ``root`` in either layout (``volume-*``, ``segmentation-*``,
+    ``case_*/imaging*``, ``case_*/segmentation*``), keyed by the case id they belong to
+    (``segmentation-3.nii`` belongs to ``volume-3``)."""
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for prefix in ("volume-", "segmentation-"):
+        for path in sorted(root.glob(f"{prefix}*.nii*")):
+            key = "volume-" + path.name[len(prefix) :].split(".")[0]
+            found.setdefault(key, []).append(path)
+    for name in ("imaging", "segmentation"):
+        for path in sorted(root.glob(f"case_*/{name}*")):
+            found.setdefault(path.parent.name, []).append(path)
+    return found
+
+
+def _refuse_foreign_cases(root: Path, truth: dict, pending: dict) -> None:
+    """Refuse a case file of either layout that neither the truth file nor the pending file
+    names: a real dataset's (or another tool's) case, which phantoms would overwrite or mix
+    into. A phantom run names each case in the pending file before writing its files, and in
+    the truth file once they are written, so a killed run's case is always recognised."""
+    for key, files in sorted(_cases_on_disk(root).items()):
+        if key in truth or key in pending:
+            continue
+        if not (root / TRUTH_FILE).exists():
+            raise InputError(
+                files[0],
+                f"is a case, and {root} is no phantom folder; write into an empty folder",
+            )
         raise InputError(
-            found[0], f"is a case, and {root} is no phantom folder; write into an empty folder"
+            files[0],
+            f"is a case that {TRUTH_FILE} does not name: no phantom of this folder (a real "
+            "case?); move it away or write into an empty folder",
         )
+
+
+def _mark(seed: int, digest: str) -> dict:
+    """A pending file's entry: the seed and config a case is being written with."""
+    return {"seed": seed, "config": digest}
+
+
+def _settle_pending(root: Path, pending: dict[str, dict], truth: dict[str, dict]) -> None:
+    """Rewrite the pending file with the cases still unfinished on disk (files without the
+    truth entry they were being written for); remove it when there are none."""
+    on_disk = _cases_on_disk(root)
+    left = {}
+    for key, mark in sorted(pending.items(), key=lambda item: _case_order(item[0])):
+        entry = truth.get(key, {})
+        done = entry.get("seed") == mark.get("seed") and entry.get("config") == mark.get("config")
+        if key in on_disk and not done:
+            left[key] = mark
+    if left:
+        write_text_atomic(root / PENDING_FILE, json.dumps(left, indent=1))
+    else:
+        (root / PENDING_FILE).unlink(missing_ok=True)
 
 
 def write_dataset(
@@ -162,9 +208,12 @@ def write_dataset(
     :func:`case_seed` ``(seed, i)``. ``root/phantom_truth.json`` maps each case id to the truth
     of :func:`generate_case` plus the config fingerprint, and is rewritten after every case.
     Idempotent: a case whose files exist and whose truth entry has the same seed and config is
-    skipped, so an interrupted run resumes where it stopped. A case of another seed or config,
-    and any case in a folder without a truth file (a real dataset), is never replaced: an
-    :class:`InputError` names it before anything is written. Every file is written atomically.
+    skipped, so an interrupted run resumes where it stopped: before any case file is written,
+    ``root/phantom_pending.json`` names the cases about to be written (removed again once they
+    are done, so a finished folder holds the case files and the truth file only). A case of
+    another seed or config, and any case file of either layout that neither file names (a real
+    dataset's), is never replaced: an :class:`InputError` names it before anything is written.
+    A case's two files are written as one atomic group, every other file atomically.
     Returns the image paths of all ``n_cases`` cases, in order.
     """
     if n_cases < 0:
@@ -175,24 +224,35 @@ def write_dataset(
     new_root = not root.exists()
     truth_path = root / TRUTH_FILE
     truth = _read_truth(truth_path)
+    pending = _read_truth(root / PENDING_FILE, "pending")
     digest = _config_digest(cfg)
-    _refuse_foreign_cases(root, cfg.dataset)
+    _refuse_foreign_cases(root, truth, pending)
     jobs = []
     for index in range(n_cases):
-        entry = truth.get(case_id(cfg.dataset, index), {})
+        key = case_id(cfg.dataset, index)
+        entry = truth.get(key, {})
         ours = entry.get("seed") == case_seed(seed, index) and entry.get("config") == digest
         files = case_files(root, cfg.dataset, index)
         present = [p for p in files if p.exists()]
-        if present and entry and not ours:  # the phantom of another seed or config
+        if present and entry and not ours and key not in pending:  # another seed or config
             raise InputError(
                 present[0],
                 "is a phantom of another seed or params; write into an empty folder",
             )
-        if not (ours and len(present) == len(files)):  # (no entry: a killed run's case)
+        if not (ours and len(present) == len(files)):  # (pending: a killed run's case)
             jobs.append((index, case_seed(seed, index)))
     marked = bool(jobs) and not truth_path.exists()
     if marked:  # marks the folder as a phantom folder first
         write_text_atomic(truth_path, "{}")
+    if jobs:  # names the cases before their files exist: files without either entry are foreign
+        for index, job_seed in jobs:
+            pending[case_id(cfg.dataset, index)] = _mark(job_seed, digest)
+        write_text_atomic(root / PENDING_FILE, json.dumps(pending, indent=1))
+    new_folders = [  # KiTS case folders this run creates (removed again if left empty)
+        folder
+        for folder in {case_files(root, cfg.dataset, index)[0].parent for index, _ in jobs}
+        if folder != root and not folder.exists()
+    ]
     try:
         with (
             _case_results(root, cfg, jobs, workers) as results,
@@ -205,8 +265,12 @@ def write_dataset(
                 write_text_atomic(truth_path, json.dumps(ordered, indent=1))
                 advance(1)
     except BaseException:
-        pattern = "volume-*.nii*" if cfg.dataset == "lits" else "case_*"
-        if marked and not truth and not any(root.glob(pattern)):
+        for folder in new_folders:  # a case stopped before its files: no empty folder left
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if pending:
+            _settle_pending(root, pending, truth)
+        if marked and not truth and not _cases_on_disk(root):
             # no case on disk: no phantom folder either (with a case, even a killed run's, the
             # marker stays, so that the rerun resumes instead of calling it a real dataset)
             truth_path.unlink(missing_ok=True)
@@ -214,4 +278,6 @@ def write_dataset(
                 with contextlib.suppress(OSError):
                     root.rmdir()
         raise
+    if pending:  # (also one a killed run left, whose cases are all done now)
+        _settle_pending(root, pending, truth)
     return [case_files(root, cfg.dataset, index)[0] for index in range(n_cases)]
