@@ -166,12 +166,12 @@ class SegmentationModule(pl.LightningModule):
                 "the cosine learning-rate schedule needs an end: set trainer.max_epochs or "
                 "trainer.max_steps"
             )
-        trainer.fit_loop.setup_data()  # a step budget alone leaves the batch count unread
         per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
         return max(math.ceil(total / max(per_epoch, 1)), 1)
 
     def on_train_start(self) -> None:
-        """A resumed run keeps the scheduler it saved, cosine length included: a resume with
+        """The cosine's length, set once the training loader is built (and a resume's state
+        restored). A resumed run keeps the scheduler it saved, length included: a resume with
         more (or fewer) epochs would restart the cosine after its old end. Its remaining steps
         are stretched to the new end instead (continuous from the saved learning rate; not
         the schedule a run started with that length would follow)."""
@@ -189,8 +189,12 @@ class SegmentationModule(pl.LightningModule):
         optimizer = torch.optim.Adam(
             params, lr=optim["lr"], weight_decay=optim.get("weight_decay", 0.0), foreach=True
         )
+        # max_epochs for now; on_train_start sets the length once the batches are counted (not
+        # here: counting them builds the training loader before a resume restores its draws)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=self.schedule_epochs(), eta_min=optim.get("min_lr", 1e-6)
+            optimizer,
+            T_max=max(int(self.trainer.max_epochs or 1), 1),
+            eta_min=optim.get("min_lr", 1e-6),
         )
         return {
             "optimizer": optimizer,
