@@ -22,7 +22,6 @@ Layout: ``<cache>/cases/<case_id>/teacher.npy`` and ``meta.json`` (written last)
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -174,6 +173,7 @@ def prepare_teacher_case(
     out = case_folder(cache_dir, case_id)
     with atomic_path(out / "teacher.npy", suffix=".npy") as tmp:
         np.save(tmp, grid.astype(np.float16))
+    _open.cache_clear()  # a map of the replaced file would go on reading it
     meta = {
         "case_id": case_id,
         "prediction": str(path),
@@ -225,15 +225,10 @@ TEACHER_ARRAYS = ("teacher.npy",)
 
 
 @lru_cache(maxsize=512)
-def _open_file(path: str, inode: int, mtime_ns: int) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
-
-
 def _open(path: str) -> np.ndarray:
-    """The memory map of ``path``, reopened when the file was replaced (an atomic rewrite of a
-    stale case gives a new inode: the cached map would still read the old one)."""
-    stat = os.stat(path)
-    return _open_file(path, stat.st_ino, stat.st_mtime_ns)
+    """The memory map of ``path``, kept open (one per case); :func:`prepare_teacher_case`
+    forgets them all when it rewrites a case, whose new file the old map would not see."""
+    return np.load(path, mmap_mode="r")
 
 
 def probabilities_to_task(probs: np.ndarray, task: Task) -> np.ndarray:

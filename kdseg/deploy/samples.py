@@ -96,19 +96,22 @@ def sample_positions(
         raise ValueError(f"no cases in splits {splits}")
     setup.prepare(ids=ids, progress=False)
     rng = np.random.default_rng(seed)
-    cases = [(c, open_case(setup.cache_dir, c)) for c in ids]
+    pools = []  # (case, its organ slices, all its slices), the excluded ones left out, once
+    for cid in ids:
+        case = open_case(setup.cache_dir, cid)
+        organ = [int(z) for z in case.organ_slices if (cid, int(z)) not in exclude]
+        every = [z for z in range(case.n_slices) if (cid, z) not in exclude]
+        pools.append((cid, np.asarray(organ), np.asarray(every)))
     picks: list[tuple[str, int]] = []
     for i in range(n):
-        for k in range(len(cases)):
-            cid, case = cases[(i + k) % len(cases)]
-            organ = [z for z in case.organ_slices if (cid, int(z)) not in exclude]
-            every = [z for z in range(case.n_slices) if (cid, z) not in exclude]
-            if every:
+        for k in range(len(pools)):
+            cid, organ, every = pools[(i + k) % len(pools)]
+            if every.size:
                 break
         else:
             break  # every slice of every case is excluded
-        pool = organ if (rng.random() < target_fraction and organ) else every
-        picks.append((cid, int(rng.choice(np.asarray(pool)))))
+        pool = organ if (rng.random() < target_fraction and organ.size) else every
+        picks.append((cid, int(rng.choice(pool))))
     return picks
 
 

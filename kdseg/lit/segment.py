@@ -62,6 +62,7 @@ class SegmentationModule(pl.LightningModule):
         # stream of its own (seeded from the run's seed, not drawn from it)
         self.label_mix = MixGenerator(kind, torch.initial_seed(), stream=1) if kind else None
         self._val_counts: dict[str, torch.Tensor] = {}
+        #: the current step's loss terms, named (for the message of a diverged step)
         self._loss_parts: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> SegOutput:
@@ -72,17 +73,13 @@ class SegmentationModule(pl.LightningModule):
         next checkpoint saves them): the last checkpoint stays the last good state."""
         if not bool(torch.isfinite(loss.detach())):
             parts = ", ".join(
-                f"{name} {float(value):g}" for name, value in self.loss_parts().items()
+                f"{name} {float(value):g}" for name, value in self._loss_parts.items()
             )
             raise TrainingDiverged(
                 f"training loss is {float(loss.detach()):g} at step {self.global_step} (epoch "
                 f"{self.current_epoch}; {parts}): the run stopped before the update; its last "
                 "checkpoint resumes it (a lower optim.lr may keep it finite)"
             )
-
-    def loss_parts(self) -> dict[str, torch.Tensor]:
-        """The current step's loss terms, named (for the message of a diverged step)."""
-        return dict(self._loss_parts)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.net(batch["image"])
