@@ -402,3 +402,19 @@ def test_an_image_copied_for_its_label_keeps_its_singleton_axis(tmp_path: Path) 
     copy = stored_image(image)
     assert copy.shape == label_image(np.zeros(image.shape, np.uint8), image).shape == ct.shape
     np.testing.assert_array_equal(np.asanyarray(copy.dataobj), ct)
+
+
+@pytest.mark.parametrize("hparams", ["model data", 5, ["model", "data"]])
+def test_a_checkpoint_whose_config_is_not_a_mapping_is_one_input_error(
+    tmp_path: Path, hparams: object
+) -> None:
+    """``hyper_parameters`` that is a string, a number or a list (a foreign file loadable with
+    ``weights_only=True``) is refused naming the file, not a TypeError (exit 1)."""
+    import torch
+
+    from kdseg.eval.checkpoint import read_checkpoint
+
+    path = tmp_path / "odd.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": {}}, path)
+    with pytest.raises(InputError, match="odd.ckpt: checkpoint carries no kdseg model/data"):
+        read_checkpoint(path)

@@ -75,7 +75,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # UnpicklingError, BadZipFile, RuntimeError, EOFError, ...
         raise InputError(path, f"not a loadable kdseg checkpoint ({load_reason(exc)})") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "model" not in hparams or "data" not in hparams:
+    # a mapping: ``"model" in "model data"`` holds for a string too (then a TypeError)
+    if not isinstance(hparams, dict) or "model" not in hparams or "data" not in hparams:
         raise InputError(path, "checkpoint carries no kdseg model/data config (not made by kdseg?)")
     check_model_info(path, hparams["model"], "checkpoint")
     check_data_info(path, hparams["data"], "checkpoint")
