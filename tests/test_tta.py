@@ -118,3 +118,36 @@ def test_kdseg_eval_and_predict_with_tta(
                    f"output={tmp_path / 'ds'}", "tta=flip", check=False)  # fmt: skip
     assert pseudo.returncode == 2 and "set flip_check=false" in pseudo.stderr, pseudo.stderr
     assert not (tmp_path / "ds").exists()
+
+
+def test_nan_logits_from_finite_weights_are_refused_naming_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A damaged checkpoint can hold finite weights that give NaN logits (a negative
+    BatchNorm variance: sqrt of a negative number). NaN loses every comparison, so such a
+    network used to give an all-background label and exit 0; it is one InputError naming the
+    checkpoint, on the torch backend as on ONNX."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(logits=self.bn(self.conv(x)))
+
+    net = Net().eval()
+    with torch.no_grad():
+        net.bn.running_var.fill_(-1.0)  # finite, and check_finite_weights lets it pass
+    ckpt = tmp_path / "damaged.ckpt"
+    bundle = SimpleNamespace(model=net, preprocess=CFG, task=Task("multiclass"), context=0)
+    bundle.path = ckpt
+    predictor = Predictor.from_bundle(bundle, backend="torch", threads=1)
+    img, _ = _volume("RAS")
+    with pytest.raises(InputError, match="damaged.ckpt: the network gives NaN or Inf logits"):
+        predictor.predict(img)

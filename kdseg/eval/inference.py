@@ -217,8 +217,10 @@ class Predictor:
         progress: bool = False,
         threads: int | None = None,
         tta: str = "none",
+        source: str | Path | None = None,
     ) -> None:
         self.backend = backend
+        self.source = source  # the checkpoint or artefact, named when its network fails
         self.tta = check_tta(tta)
         self.threads = default_threads(threads)  # for preprocessing; the backend has its own
         self.pre = Preprocessor(preprocess)
@@ -242,14 +244,27 @@ class Predictor:
     ) -> Predictor:
         """Predictor for a loaded checkpoint bundle; ``artifact`` replaces its model (ONNX...)."""
         run = BACKENDS[backend](artifact if artifact is not None else bundle.model, threads=threads)
-        return cls(run, bundle.preprocess, bundle.task, bundle.context, threads=threads, **kwargs)
+        source = artifact if isinstance(artifact, (str, os.PathLike)) else bundle.path
+        return cls(
+            run,
+            bundle.preprocess,
+            bundle.task,
+            bundle.context,
+            threads=threads,
+            source=source,
+            **kwargs,
+        )
 
     def probabilities(
         self, batch: np.ndarray, timings: dict[str, float] | None = None
     ) -> np.ndarray:
         """Class probabilities ``(B, K, h, w)`` of a ``(B, C, h, w)`` batch: the softmax of the
         backend's logits, averaged over the mirrored passes of ``tta`` (each mirrored back).
-        ``timings["network"]``, when given, receives the seconds spent in the backend."""
+        ``timings["network"]``, when given, receives the seconds spent in the backend.
+
+        Logits that are not finite are refused, naming :attr:`source`: finite weights can
+        still give NaN (a negative BatchNorm variance of a damaged checkpoint), and a NaN
+        loses every comparison, so it would become an all-background label without a word."""
         total: np.ndarray | None = None
         mirrors = TTA_MIRRORS[self.tta]
         for axes in mirrors:
@@ -258,6 +273,12 @@ class Predictor:
             logits = self.backend(x)
             if timings is not None:
                 timings["network"] += time.perf_counter() - clock
+            if not np.isfinite(logits).all():
+                raise InputError(
+                    self.source,
+                    "the network gives NaN or Inf logits (NaN / Inf weights or normalisation "
+                    "statistics? a damaged checkpoint or export)",
+                )
             probs = softmax(logits)
             probs = np.flip(probs, axes) if axes else probs
             total = probs if total is None else total + probs
