@@ -167,3 +167,42 @@ def test_a_series_named_dot_or_dotdot_names_its_output_after_the_folder(
     (series / "sub").mkdir()
     monkeypatch.chdir(series / "sub")
     assert plan_outputs(Path(".."), out) == [(Path(".."), out / "series1.nii.gz")]
+
+
+def test_predict_overlay_is_drawn_from_ras_arrays_whatever_the_model_axcodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay draws (X, Y, Z) arrays as RAS (anterior up, the patient's right on the
+    left). A model whose canonical orientation is not RAS (``preprocess.axcodes=LPS``) used to
+    hand the montage its own canonical arrays: both in-plane directions mirrored, and no
+    sign of it in the picture."""
+    from omegaconf import OmegaConf
+    from test_preprocess import _volume
+
+    import kdseg.eval.overlay as overlay
+    from kdseg.cli.predict import _predict_one
+    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.tasks import Task
+    from kdseg.eval.inference import Predictor
+
+    def bright(x: np.ndarray) -> np.ndarray:  # organ where the scaled HU is high
+        return np.concatenate([np.zeros_like(x), 4 * x, np.full_like(x, -9.0)], axis=1)
+
+    seen: dict = {}
+    monkeypatch.setattr(
+        overlay,
+        "save_overlay",
+        lambda image, label, path, **kw: seen.update(i=image, l=label, **kw),
+    )
+    img, _ = _volume("PSL")  # stored neither RAS nor LPS
+    predictor = Predictor(bright, PreprocessConfig(axcodes="LPS"), Task("multiclass"))
+    cfg = OmegaConf.create({"report": False, "overlay": True, "output_format": "nifti"})
+    files = [tmp_path / "case.png", tmp_path / "case.nii.gz"]
+    _predict_one(cfg, predictor, None, img, tmp_path / "case.nii.gz", files, {})
+    written = nib.load(str(files[-1]))
+    ras = nib.as_closest_canonical(img)
+    np.testing.assert_array_equal(seen["i"], np.asanyarray(ras.dataobj))
+    want = np.asanyarray(nib.as_closest_canonical(written).dataobj)
+    assert want.any()
+    np.testing.assert_array_equal(seen["l"], want)
+    assert tuple(seen["spacing"]) == pytest.approx((0.8, 0.7, 2.5))

@@ -221,15 +221,18 @@ def _predict_one(
                 report.update({} if predictor.tta == "none" else {"tta": predictor.tta})
                 write_lesion_report(report, temps[0], temps[1])
         if cfg.overlay:
+            from kdseg.data.preprocess import PreprocessConfig, Preprocessor
             from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
 
-            canonical = predictor.pre
+            # the montage draws RAS arrays (anterior up, the patient's right on the left),
+            # whatever canonical orientation the model itself works in
+            ras = Preprocessor(PreprocessConfig(axcodes="RAS"))
             save_overlay(
-                canonical.reorient(image),
-                canonical.reorient(image, label),
+                ras.reorient(image),
+                ras.reorient(image, label),
                 temps[-2],
                 title=source.name,
-                spacing=canonical.spacing(image),
+                spacing=ras.spacing(image),
             )
         with timed(steps, "write"):
             if cfg.output_format == "dicom-seg":
