@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from conftest import TINY_DATA, kdseg
 from test_distill_module import _fake_teacher
@@ -91,3 +92,27 @@ def test_pseudolabel_round_trip_filter_and_training(
     assert not (scans / ".kdseg_cache").exists() and sorted(p.name for p in scans.iterdir()) == [
         f"{n}.nii.gz" for n in SCANS
     ]
+
+
+def test_confidence_of_a_thresholded_binary_model_is_that_of_its_decided_class() -> None:
+    """``mean_max_prob`` is the mean probability of the class each foreground voxel was given.
+    With ``threshold=`` below 0.5 a voxel is foreground at p(fg) = 0.4, where the larger
+    probability is the background's 0.6: that was counted, so a hesitant teacher looked 60%
+    sure of its foreground. With argmax both are the same (the studies' numbers stay)."""
+    from test_preprocess import _volume
+
+    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.tasks import Task
+    from kdseg.eval.pseudolabel import score_case
+
+    def hesitant(x: np.ndarray) -> np.ndarray:  # p(fg) = 0.4 in the body, ~0 in the air
+        fg = np.where(x > -1.0, np.log(0.4 / 0.6), -20.0).astype(np.float32)
+        return np.concatenate([np.zeros_like(x), fg], axis=1)
+
+    img, _ = _volume("RAS")
+    predictor = Predictor(hesitant, PreprocessConfig(), Task("organ"), threshold=0.3)
+    label, row = score_case(predictor, img, flip=False)
+    assert row["foreground_voxels"] == int((label > 0).sum()) > 0
+    assert row["mean_max_prob"] == pytest.approx(0.4, abs=1e-5)
+    argmax = Predictor(hesitant, PreprocessConfig(), Task("organ"))  # no foreground won
+    assert score_case(argmax, img, flip=False)[1]["mean_max_prob"] == 0.0

@@ -472,8 +472,10 @@ class CascadePredictor:
 
 
 def _accumulate(stats: dict[str, float], probs: np.ndarray, decided: np.ndarray) -> None:
-    """Add the foreground voxels of one batch and their winning probability to ``stats``."""
+    """Add the foreground voxels of one batch and their winning probability to ``stats``:
+    the probability of the class each was given (the largest one for argmax; for a binary
+    ``threshold`` below 0.5 the foreground's, which may be the smaller of the two)."""
     foreground = decided > 0
-    winning = probs.max(axis=1)
+    winning = np.take_along_axis(probs, decided[:, None].astype(np.intp), axis=1)[:, 0]
     stats["foreground_voxels"] = stats.get("foreground_voxels", 0.0) + float(foreground.sum())
     stats["max_prob_sum"] = stats.get("max_prob_sum", 0.0) + float(winning[foreground].sum())
