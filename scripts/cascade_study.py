@@ -53,6 +53,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from study_protocols import phantoms_drawn  # noqa: E402
+
 BIN = Path(sys.executable).parent
 REAL_CT = ROOT / "tests" / "data" / "real_ct"
 N_CASES = 40
@@ -102,7 +105,7 @@ class Study:
 
     # -- stages -----------------------------------------------------------------------------
     def stage_data(self) -> None:
-        if (self.data / "phantom_truth.json").exists():
+        if phantoms_drawn(self.data, N_CASES):  # (a killed call: it draws the rest)
             return
         self.kdseg("phantom", "dataset=lits", f"root={self.data}", f"n_cases={N_CASES}", "seed=0")
 

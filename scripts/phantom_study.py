@@ -520,8 +520,14 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             if target.exists():
                 raise SystemExit(f"phantom_study: {target} holds an unfinished run; remove it")
             print(f"[study] teachers: {target.name} copied from {source}", flush=True)
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("eval-*"))
-            (target / "copied_from.txt").write_text(f"{source}\n")
+            # under a temporary name outside runs/, then renamed: an interrupted copy (its
+            # summary.json copied before its checkpoints) is never taken for a finished run
+            partial = self.dir / ".partial" / "teachers" / target.name
+            shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
+            shutil.copytree(source, partial, ignore=shutil.ignore_patterns("eval-*"))
+            (partial / "copied_from.txt").write_text(f"{source}\n")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial.rename(target)
         seeds = self.teachers_to_train() or self.teacher_seeds
         overrides = self.protocol.teacher_overrides
         self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, seeds, overrides, jobs)

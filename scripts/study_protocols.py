@@ -222,6 +222,20 @@ def phantom_args(root: Path, n_cases: int, seed: int, params: str) -> list[str]:
     ]
 
 
+def phantoms_drawn(root: Path, n_cases: int) -> bool:
+    """Whether kdseg-phantom has finished drawing LiTS cases 0 .. ``n_cases`` - 1 into
+    ``root``: its ``phantom_truth.json`` names each of them and no case is pending. The truth
+    file alone says nothing: kdseg-phantom writes it first, as the folder's marker, and a
+    killed call leaves it behind with the cases drawn so far."""
+    from kdseg.data.phantom.config import PENDING_FILE, TRUTH_FILE
+
+    truth = root / TRUTH_FILE
+    if not truth.is_file() or (root / PENDING_FILE).exists():
+        return False
+    drawn = json.loads(truth.read_text())
+    return all(f"volume-{i}" in drawn for i in range(n_cases))
+
+
 def teacher_seed_override(seed: int | None) -> list[str]:
     """The distillation runs' override naming the one shared teacher; none per-seed."""
     return [] if seed is None else [f"study.teacher_seed={seed}"]

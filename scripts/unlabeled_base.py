@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from phantom_study import PHANTOM  # noqa: E402  (the same phantom parameters)
-from study_protocols import phantom_args  # noqa: E402
+from study_protocols import phantom_args, phantoms_drawn  # noqa: E402
 
 N_TRAIN, N_VAL, N_TEST, N_UNLABELED = 6, 4, 8, 48
 TEACHER = ("raunet", 0.25)
@@ -73,7 +73,7 @@ class Study:
         """kdseg-phantom for each ``(root, n_cases, seed)`` not drawn yet, at this protocol's
         generator parameters."""
         for root, count, seed in sets:
-            if not (root / "phantom_truth.json").exists():
+            if not phantoms_drawn(root, count):  # (a killed call: it draws the rest)
                 self.run("phantom", *phantom_args(root, count, seed, self.PHANTOM_PARAMS), *extra)
 
     def data(self) -> None:

@@ -220,6 +220,12 @@ class StudyV5(Study):
         import kdseg.config  # noqa: F401
         from kdseg.cli import CONFIG_PATH, to_dict
 
+        for name in ("checkpoints/best.ckpt", "config.yaml", "summary.json"):
+            if not (self.teacher_from / name).is_file():
+                raise SystemExit(
+                    f"unlabeled_study: --teacher-from {self.teacher_from}: no {name}; a "
+                    "finished run folder is needed"
+                )
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
             want = to_dict(compose("train", overrides=[*args, f"data.root={self.labeled}"]))
         saved = OmegaConf.to_container(
@@ -228,9 +234,16 @@ class StudyV5(Study):
         diff = config_diff(want, saved)
         if diff:
             raise SystemExit(f"unlabeled_study: --teacher-from differs: {'; '.join(diff)}")
+        if out.exists():
+            raise SystemExit(f"unlabeled_study: {out} holds an unfinished run; remove it")
+        # under a temporary name, then renamed: an interrupted copy (its summary.json copied
+        # before its checkpoints) is never taken for a finished teacher, nor blocks the rerun
+        partial = self.dir / ".partial" / "teacher" / out.name
+        shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
+        shutil.copytree(self.teacher_from, partial, ignore=shutil.ignore_patterns("eval-*"))
+        (partial / "copied_from.txt").write_text(f"{self.teacher_from}\n")
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.teacher_from, out, ignore=shutil.ignore_patterns("eval-*"))
-        (out / "copied_from.txt").write_text(f"{self.teacher_from}\n")
+        partial.rename(out)
         return out
 
     def stage1(self) -> Path:

@@ -349,6 +349,8 @@ def test_unlabeled_study_v5_commands(tmp_path: Path, monkeypatch) -> None:
     assert study.pseudolabels(2, False) == study.pseudolabels(3, False)  # one teacher's labels
     other = tmp_path / "other"
     (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints" / "best.ckpt").write_bytes(b"not a real checkpoint")
+    (other / "summary.json").write_text("{}")
     (other / "config.yaml").write_text("seed: 1\nmodel: {name: raunet, width: 0.25}\n")
     args = module.parse_args(["--dir", str(tmp_path / "b"), "--protocol", "v5"])
     args.teacher_from = str(other)
@@ -1106,3 +1108,117 @@ def test_teachers_then_students_when_no_slot_is_free(tmp_path: Path, monkeypatch
     assert all(c["start"] >= last_teacher for c in calls if c["model"] != "raunet")
     expected = [] if "1" in argv else ["hydra.launcher.n_jobs=2"]
     assert all(c["jobs"] == expected for c in calls)
+
+
+def _copy_interrupted_at(name: str, monkeypatch) -> None:
+    """``shutil.copytree`` stops (as a kill would) when it reaches a file called ``name``."""
+    real = shutil.copytree
+
+    def copy2(a, b, **kw):  # noqa: ANN001, ANN003
+        if Path(a).name == name:
+            raise KeyboardInterrupt
+        return shutil.copy2(a, b, **kw)
+
+    def copy(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        if args or "copy_function" in kwargs:  # copytree's own call for a subfolder
+            return real(src, dst, *args, **kwargs)
+        return real(src, dst, copy_function=copy2, **kwargs)
+
+    monkeypatch.setattr(shutil, "copytree", copy)
+
+
+def test_an_interrupted_teacher_copy_is_not_a_finished_teacher(tmp_path: Path, monkeypatch) -> None:
+    """--teacher-from copied straight into runs/teachers/: a copy killed after summary.json
+    and before best.ckpt was a finished teacher on the rerun (or an "unfinished run" refusal).
+    The copy goes in under a temporary name, so the rerun copies it again."""
+    ps = _study_module()
+    t14 = _teacher_run(tmp_path / "T14", 128, "/somewhere/else/lits")
+    argv = ["--dir", str(tmp_path / "study"), "--protocol", "v4", "--teacher-from", str(t14)]
+    study = ps.Study(ps.parse_args(argv))
+    calls: list[tuple[str, ...]] = []
+    study.run = lambda command, *a: calls.append((command, *a))
+    with monkeypatch.context() as m:
+        _copy_interrupted_at("best.ckpt", m)
+        with pytest.raises(KeyboardInterrupt):
+            study.stage_teachers()
+    copied = study.runs / "teachers" / "raunet-w0.5-s1"
+    assert not copied.exists()
+    study.stage_teachers()  # the rerun
+    assert (copied / "checkpoints" / "best.ckpt").read_bytes() == b"not a real checkpoint"
+    assert (copied / "summary.json").exists() and calls == []
+
+
+def test_unlabeled_teacher_from_copy_survives_an_interruption(tmp_path: Path, monkeypatch) -> None:
+    """The unlabeled study's --teacher-from copy: interrupted, it leaves no half teacher (the
+    rerun copies it again); a folder that is no finished run is refused in one line."""
+    module = _unlabeled_module()
+    args = module.parse_args(["--dir", str(tmp_path / "u"), "--protocol", "v5"])
+    study = module.PROTOCOLS["v5"](args)
+    monkeypatch.setattr(study, "run", lambda *a: None)
+    source = tmp_path / "teacher"
+    source.mkdir()
+    study.teacher_from = source
+    with pytest.raises(SystemExit, match="no checkpoints/best.ckpt; a finished run"):
+        study.teacher()
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    from kdseg.cli import CONFIG_PATH, to_dict
+
+    teacher_args = [*study.STAGE2, "logger=csv", *study.TEACHER_ARGS, "seed=1"]
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        config = to_dict(compose("train", overrides=[*teacher_args, f"data.root={study.labeled}"]))
+    (source / "checkpoints").mkdir()
+    (source / "checkpoints" / "best.ckpt").write_bytes(b"not a real checkpoint")
+    (source / "config.yaml").write_text(yaml.safe_dump(config))
+    (source / "summary.json").write_text("{}")
+    with monkeypatch.context() as m:
+        _copy_interrupted_at("best.ckpt", m)
+        with pytest.raises(KeyboardInterrupt):
+            study.teacher()
+    out = study.runs / "teacher" / "s1"
+    assert not out.exists()
+    assert study.teacher() == out
+    assert (out / "checkpoints" / "best.ckpt").read_bytes() == b"not a real checkpoint"
+    assert (out / "copied_from.txt").read_text() == f"{source}\n"
+
+
+def test_a_killed_phantom_draw_is_drawn_again(tmp_path: Path, monkeypatch) -> None:
+    """kdseg-phantom writes phantom_truth.json first (the folder's marker) and a killed call
+    leaves it with the cases drawn so far: the unlabeled and cascade studies took the file for
+    a finished draw and went on with the missing cases. They call kdseg-phantom again (it
+    keeps the drawn cases) until the truth names every case and none is pending."""
+    protocols = _script("study_protocols")
+    root = tmp_path / "data"
+    root.mkdir()
+    assert not protocols.phantoms_drawn(root, 3)
+    entry = {"seed": 1, "config": "x"}
+    (root / "phantom_truth.json").write_text(json.dumps({"volume-0": entry}))
+    assert not protocols.phantoms_drawn(root, 3)
+    truth = {f"volume-{i}": entry for i in range(3)}
+    (root / "phantom_truth.json").write_text(json.dumps(truth))
+    assert protocols.phantoms_drawn(root, 3)
+    (root / "phantom_pending.json").write_text(json.dumps({"volume-2": entry}))
+    assert not protocols.phantoms_drawn(root, 3)
+
+    module = _unlabeled_module()
+    study = module.StudyV2(module.parse_args(["--dir", str(tmp_path / "u"), "--protocol", "v2"]))
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(study, "run", lambda command, *args: calls.append((command, *args)))
+    (root / "phantom_pending.json").unlink()
+    (root / "phantom_truth.json").write_text(json.dumps({"volume-0": entry}))
+    study.phantoms([(root, 3, 0)])
+    assert [c[0] for c in calls] == ["phantom"] and f"root={root}" in calls[0]
+    (root / "phantom_truth.json").write_text(json.dumps(truth))
+    study.phantoms([(root, 3, 0)])
+    assert len(calls) == 1  # every case drawn: not called again
+
+    cascade = _script("cascade_study")
+    args = dict(seeds=[1], stage2=["enet"], steps=16, width=0.25, size=64, stage2_from=None)
+    study = cascade.Study(cascade.argparse.Namespace(dir=str(tmp_path / "c"), **args))
+    calls.clear()
+    study.kdseg = lambda command, *args: calls.append((command, *args))
+    study.data.mkdir(parents=True)
+    (study.data / "phantom_truth.json").write_text(json.dumps({"volume-0": entry}))
+    study.stage_data()
+    assert [c[0] for c in calls] == ["phantom"]
