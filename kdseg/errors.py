@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -122,11 +123,14 @@ def _suffix(target: Path, suffix: str | None) -> str:
     return "".join(target.suffixes) or ".tmp"
 
 
-def _new_temp(target: Path, suffix: str | None) -> Path:
-    """An empty temporary beside ``target`` (its parent created), stale ones swept first."""
+def _new_temp(target: Path, suffix: str | None, sweep: bool = True) -> Path:
+    """An empty temporary beside ``target`` (its parent created), stale ones swept first
+    unless ``sweep`` is false (a second one of this process, whose first would count as
+    stale)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(target, suffix)
-    remove_stale_temps(target, suffix)
+    if sweep:
+        remove_stale_temps(target, suffix)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{target.name.split('.')[0]}-{os.getpid()}-", suffix=suffix, dir=target.parent
     )
@@ -178,30 +182,54 @@ def atomic_group(
 
     Put the file whose presence means "complete" last (``kdseg-predict``: the lesion report,
     then the label): an exception before or during the renames leaves none of the group's new
-    files (the ones already renamed are removed again), and a SIGKILL between two renames can
-    leave the first files without the last, which the next run overwrites, but never the last
-    without the others.
+    files (the ones already renamed are removed again, and a file they had replaced, such as
+    an earlier run's report, is put back), and a SIGKILL between two renames can leave the
+    first files without the last, which the next run overwrites, but never the last without
+    the others.
     """
     paths = [Path(t) for t in targets]
     suffixes = list(suffixes) if suffixes is not None else [None] * len(paths)
     temps: list[Path] = []
-    done: list[Path] = []
+    done: list[tuple[Path, Path | None]] = []  # (target, the file it replaced, kept aside)
     try:
         for target, suffix in zip(paths, suffixes, strict=True):
             temps.append(_new_temp(target, suffix))
         yield list(temps)
-        for tmp, target in zip(temps, paths, strict=True):
+        for tmp, target, suffix in zip(temps, paths, suffixes, strict=True):
+            backup = _keep_aside(target, suffix)
+            done.append((target, backup))
             _commit(tmp, target)
-            done.append(target)
     except BaseException as exc:
-        for target in done:
-            target.unlink(missing_ok=True)
+        for target, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             _name_target(exc, paths[-1])
         raise
     finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+        for path in [*temps, *(backup for _, backup in done if backup is not None)]:
+            path.unlink(missing_ok=True)
+
+
+def _keep_aside(target: Path, suffix: str | None) -> Path | None:
+    """A second name for the file at ``target`` (a hard link, a copy where links are not
+    allowed), under a temporary's name so that a killed run's is swept like its temporaries;
+    ``None`` when there is no file there. ``target`` itself never goes missing meanwhile."""
+    if not target.is_file():
+        return None
+    backup = _new_temp(target, suffix, sweep=False)
+    backup.unlink()
+    try:
+        os.link(target, backup)
+    except OSError:
+        try:
+            shutil.copy2(target, backup)
+        except BaseException:
+            backup.unlink(missing_ok=True)
+            raise
+    return backup
 
 
 #: Write failures that say where the output goes is unusable, not that kdseg has a bug: the

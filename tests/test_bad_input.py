@@ -99,6 +99,20 @@ def test_atomic_group_leaves_nothing_on_failure_and_commits_the_last_file_last(
             tmp.write_text("data")
     assert order == ["p.lesions.json", "p.nii.gz"]  # the report first, the label last
     assert not list(tmp_path.iterdir())  # the report renamed first was removed again
+    # a rerun over an earlier run's pair that fails the same way leaves that pair as it was
+    report.write_text("old report")
+    label.write_text("old label")
+    with pytest.raises(OSError), errors.atomic_group([report, label]) as temps:
+        for tmp in temps:
+            tmp.write_text("new")
+    assert report.read_text() == "old report" and label.read_text() == "old label"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.lesions.json", "p.nii.gz"]
+    monkeypatch.setattr(errors, "_commit", real_commit)
+    with errors.atomic_group([report, label]) as temps:
+        for tmp in temps:
+            tmp.write_text("new")
+    assert report.read_text() == "new" and label.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.lesions.json", "p.nii.gz"]
 
 
 def test_a_full_disk_is_one_line_naming_the_output(

@@ -505,3 +505,21 @@ def test_paired_difference_interval_and_sign() -> None:
     assert diff.above_zero and diff.low == pytest.approx(0.15 - 4.3027 * 0.05 / 3**0.5, abs=1e-4)
     assert not paired_difference({1: 0.5, 2: 0.4}, {1: 0.4, 2: 0.5}).above_zero
     assert paired_difference({1: 0.5}, {2: 0.5}) is None
+
+
+def test_gap_closed_follows_the_direction_of_the_metric() -> None:
+    """A distance (HD95, lower is better) closes its gap downwards; a signed RVD has none."""
+    from kdseg.eval.report import Cell, gap_closed, metric_direction
+
+    def cell(mean: float) -> Cell:
+        return Cell(mean, 0.0, 1)
+
+    assert [metric_direction(m) for m in ("dice_per_case_nonempty", "hd95_mean", "rvd_mean")] == [
+        1,
+        -1,
+        0,
+    ]
+    assert gap_closed(cell(0.5), cell(0.6), cell(0.3)) == pytest.approx(2 / 3)
+    assert gap_closed(cell(20.0), cell(10.0), cell(40.0), direction=-1) == pytest.approx(2 / 3)
+    assert gap_closed(cell(20.0), cell(10.0), cell(40.0)) is None  # read as a Dice: no gap
+    assert gap_closed(cell(0.1), cell(0.0), cell(0.2), direction=0) is None

@@ -156,6 +156,8 @@ def test_summarize_global_and_nonempty_dice():
         summarize([_row(float("nan"), 1, 1, 1)])
     with pytest.raises(ValueError):
         summarize([])
+    with pytest.raises(ValueError, match="has classes"):
+        summarize([rows[0], {"liver": rows[0]["tumor"]}])
     assert math.isnan(summarize([rows[1]])["tumor"][HEADLINE_DICE])
 
 

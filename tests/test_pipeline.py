@@ -294,7 +294,15 @@ def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path)
         "trainer.max_epochs=50",
         f"hydra.run.dir={run}",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started in the background by a non-interactive shell (`make test &`) runs
+        # with SIGINT ignored, and a child inherits that: give this one Ctrl-C back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     _signal_after_first_checkpoint(proc, run, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]

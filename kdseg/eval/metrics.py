@@ -178,6 +178,9 @@ def summarize(rows: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, di
     if not rows:
         raise ValueError("no cases to summarize")
     class_names = list(rows[0])
+    for i, row in enumerate(rows):
+        if list(row) != class_names:
+            raise ValueError(f"case {i} has classes {list(row)}, case 0 {class_names}")
     out: dict[str, dict[str, float]] = {}
     for name in class_names:
         per_case = [row[name] for row in rows]

@@ -47,6 +47,16 @@ CLASS_ORDER = ("tumor", "organ")
 GAP_CLASS = "tumor"
 
 
+def metric_direction(metric: str) -> int:
+    """+1 where a larger ``metric`` is better (the Dices), -1 where a smaller one is (the
+    distances ``hd95``/``assd``, ``voe``), 0 where neither is (``rvd``, signed): the sign the
+    gap closed needs, and 0 leaves it undefined."""
+    name = metric.removesuffix("_mean").removesuffix("_std")
+    if name.startswith(("hd95", "assd", "voe")):
+        return -1
+    return 0 if name.startswith("rvd") else 1
+
+
 @dataclass
 class RunRecord:
     """What the report needs from one run folder."""
@@ -288,8 +298,9 @@ def _sort_key(row: Row) -> tuple:
     return (1, row.model, ROLE_ORDER.index(row.role), row.teacher or "", method_rank)
 
 
-def group_runs(records: Sequence[RunRecord]) -> list[Row]:
-    """Rows over seeds, ordered like the paper: teachers, then each student and its variants."""
+def group_runs(records: Sequence[RunRecord], direction: int = 1) -> list[Row]:
+    """Rows over seeds, ordered like the paper: teachers, then each student and its variants.
+    ``direction``: :func:`metric_direction` of the scores, for the gap closed."""
     groups: dict[tuple, list[RunRecord]] = {}
     for record in records:
         groups.setdefault(record.key, []).append(record)
@@ -329,6 +340,7 @@ def group_runs(records: Sequence[RunRecord]) -> list[Row]:
                     row.cells[dataset, name],
                     teacher.get((dataset, name)),
                     student.get((dataset, name)),
+                    direction,
                 )
     return sorted(rows, key=_sort_key)
 
@@ -349,13 +361,16 @@ def _by_seed(runs: Sequence[RunRecord], dataset: str, name: str) -> dict[int, fl
     }
 
 
-def gap_closed(distilled: Cell, teacher: Cell | None, student: Cell | None) -> float | None:
+def gap_closed(
+    distilled: Cell, teacher: Cell | None, student: Cell | None, direction: int = 1
+) -> float | None:
     """``(distilled - student) / (teacher - student)`` on means; None when undefined.
 
     Undefined without both references, or when the teacher is not better than the student
-    (the ratio would change sign or blow up, and "gap" means nothing there).
+    (the ratio would change sign or blow up, and "gap" means nothing there). ``direction``
+    says which way is better (:func:`metric_direction`; 0: neither, so no gap).
     """
-    if teacher is None or student is None or teacher.mean - student.mean <= 0:
+    if teacher is None or student is None or (teacher.mean - student.mean) * direction <= 0:
         return None
     return (distilled.mean - student.mean) / (teacher.mean - student.mean)
 
@@ -519,7 +534,7 @@ def build_report(
     _link_teachers(records)
     columns, headers = _columns(records)
     return Report(
-        rows=group_runs(records),
+        rows=group_runs(records, metric_direction(metric or HEADLINE_DICE)),
         columns=columns,
         headers=headers,
         eval_dir=eval_dir,
