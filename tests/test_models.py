@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kdseg.errors import InputError
-from kdseg.models import LogitsOnly, SegOutput, available_models, build_model
+from kdseg.models import LogitsOnly, SegOutput, available_models, build_from_config, build_model
 from kdseg.models.cost import PAPER_PARAMS_M, count_params, main_table, model_cost, model_rows
 from kdseg.models.layers import adaptive_avg_pool2d, load_encoder_weights, scale_channels
 
@@ -261,3 +261,29 @@ def test_encoder_weights_that_do_not_fit_are_a_clear_error(tmp_path):
         build_model("resnet18", width=0.25, encoder_weights=str(path))
     with pytest.raises(InputError, match="not found"):
         build_model("resnet18", width=0.25, encoder_weights=str(tmp_path / "missing.pt"))
+
+
+def test_a_checkpoint_loads_without_its_encoder_weights_file(tmp_path):
+    """``encoder_weights`` initialises training only: the checkpoint's own weights replace it,
+    so the checkpoint loads on a machine without the file (or after it moved)."""
+    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.eval.checkpoint import NET_PREFIX, load_bundle
+
+    encoder = tmp_path / "imagenet.pt"
+    torch.save(_small("resnet18").encoder.state_dict(), encoder)
+    model = {"name": "resnet18", "in_channels": 1, "num_classes": 2, "width": 0.25}
+    model["encoder_weights"] = str(encoder)
+    torch.manual_seed(1)
+    net = build_model(**model).eval()
+    data = {"task": "organ", "context": 0, "in_channels": 1, "num_classes": 2}
+    data["preprocess"] = PreprocessConfig().to_dict()
+    state = {f"{NET_PREFIX}{k}": v for k, v in net.state_dict().items()}
+    ckpt = tmp_path / "best.ckpt"
+    torch.save({"hyper_parameters": {"model": model, "data": data}, "state_dict": state}, ckpt)
+    encoder.unlink()
+    bundle = load_bundle(ckpt)
+    x = torch.randn(1, 1, 35, 37)
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(x).logits, net(x).logits, rtol=0, atol=0)
+    with pytest.raises(InputError, match="not found"):  # training still needs the file
+        build_from_config(model)

@@ -130,7 +130,7 @@ def load_bundle(path: str | Path) -> Bundle:
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     try:
-        model = build_from_config(hparams["model"])
+        model = build_from_config(hparams["model"], encoder_weights=False)
     except (KeyError, TypeError, ValueError, InputError) as exc:
         message = exc.message if isinstance(exc, InputError) else exc.args[0] if exc.args else exc
         raise InputError(path, f"checkpoint: cannot build its model ({message})") from None

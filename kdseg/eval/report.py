@@ -187,7 +187,7 @@ def model_label(model_cfg: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=64)
 def _params_of(model_json: str) -> int:
     with torch.device("meta"):  # no weights allocated: counting only
-        model = build_from_config(json.loads(model_json))
+        model = build_from_config(json.loads(model_json), encoder_weights=False)
     return count_params(model)
 
 

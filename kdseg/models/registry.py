@@ -53,8 +53,13 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return _MODELS[name](**kwargs)
 
 
-def build_from_config(cfg: dict[str, Any]) -> nn.Module:
+def build_from_config(cfg: dict[str, Any], encoder_weights: bool = True) -> nn.Module:
     """Build a model from a config mapping ``{"name": ..., **kwargs}`` (as in ``conf/model``).
+
+    ``encoder_weights=False`` ignores the config's ``encoder_weights`` file (the random init
+    stays): for a network whose weights come next from a checkpoint, or that is only counted.
+    The file initialises training only, so a checkpoint must load without it (on another
+    machine, or after the file moved), and its own weights replace the file's anyway.
 
     ``channels_last`` (optional; null or false: off) is not a network argument but how it runs
     (:mod:`kdseg.models.memory_format`); it is applied after the weights are drawn, so it does
@@ -62,6 +67,8 @@ def build_from_config(cfg: dict[str, Any]) -> nn.Module:
     training modules, which apply it; inference and export never compile."""
     kwargs = dict(cfg)
     name = kwargs.pop("name")
+    if not encoder_weights:
+        kwargs.pop("encoder_weights", None)
     channels_last = check_layout(kwargs.pop("channels_last", None), "model.channels_last")
     check_compile(kwargs.pop("compile", None), "model.compile")
     net = build_model(name, **kwargs)
