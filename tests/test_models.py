@@ -287,3 +287,11 @@ def test_a_checkpoint_loads_without_its_encoder_weights_file(tmp_path):
         torch.testing.assert_close(bundle.model(x).logits, net(x).logits, rtol=0, atol=0)
     with pytest.raises(InputError, match="not found"):  # training still needs the file
         build_from_config(model)
+
+
+def test_enet_refuses_a_stage_narrower_than_its_initial_block():
+    """Width 0.125 with 5 input channels (data.context=2): the initial block has 9 channels and
+    stage 1 only 8; the main path's zero-padding would be negative and drop one silently."""
+    build_model("enet", in_channels=3, width=0.125)  # 8 -> 8: fine
+    with pytest.raises(ValueError, match="fewer than the initial block's 9"):
+        build_model("enet", in_channels=5, width=0.125)

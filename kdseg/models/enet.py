@@ -172,6 +172,11 @@ class ENet(SegmentationModel):
         c16, c64, c128 = (scale_channels(c, width) for c in (16, 64, 128))
         self.initial = InitialBlock(in_channels, c16)
         c0 = self.initial.out_channels
+        if c0 > c64:  # the main path would drop stem channels (a negative zero-padding)
+            raise ValueError(
+                f"enet: width {width} gives stage 1 {c64} channels, fewer than the initial "
+                f"block's {c0} with in_channels={in_channels}; use a larger width"
+            )
         self.down1 = DownsamplingBottleneck(c0, c64, dropout=0.01)
         self.stage1 = nn.Sequential(*(RegularBottleneck(c64, dropout=0.01) for _ in range(4)))
         self.down2 = DownsamplingBottleneck(c64, c128, dropout=dropout)
