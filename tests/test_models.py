@@ -295,3 +295,12 @@ def test_enet_refuses_a_stage_narrower_than_its_initial_block():
     build_model("enet", in_channels=3, width=0.125)  # 8 -> 8: fine
     with pytest.raises(ValueError, match="fewer than the initial block's 9"):
         build_model("enet", in_channels=5, width=0.125)
+
+
+def test_cost_table_compares_with_the_paper_only_at_its_settings():
+    """The paper's counts are at in_channels=1, num_classes=2, width=1: at width 0.25 the
+    table must not report ResNet18 as "-94%" of the paper's."""
+    narrow = main_table(size=32, width=0.25, names=["resnet18"])
+    assert "| 11.2 |" in narrow and "%" not in narrow.split("\n")[2]
+    full = main_table(size=32, names=["resnet18"])
+    assert "| 11.2 (-0.3%) |" in full

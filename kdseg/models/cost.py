@@ -227,11 +227,14 @@ def main_table(
         " low tap | high tap | Stage taps (channels/stride) |"
     )
     lines = [header, "|---|---|---:|---:|---:|" + ("---:|---:|" if timed else "") + "---|---|---|"]
+    # the paper's counts are at in_channels=1, num_classes=2, width=1: no deviation otherwise
+    paper_settings = (in_channels, num_classes, width) == (1, 2, 1.0)
     for r in rows:
         paper = "-"
         if r["paper_params"]:
-            delta = 100 * (r["params"] / r["paper_params"] - 1)
-            paper = f"{r['paper_params'] / 1e6:.3g} ({delta:+.1f}%)"
+            paper = f"{r['paper_params'] / 1e6:.3g}"
+            if paper_settings:
+                paper += f" ({100 * (r['params'] / r['paper_params'] - 1):+.1f}%)"
         stages = ", ".join(
             f"{t['name']} {t['channels']}/{t['stride']}"
             for t in r["taps"]
