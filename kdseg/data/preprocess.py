@@ -557,6 +557,11 @@ def organ_level(hu: np.ndarray, mask: np.ndarray, box: Box3D | None = None) -> f
     return float(np.round(np.median(values)))
 
 
+def _margin_voxels(margin_mm: float, spacing: float) -> int:
+    """``margin_mm`` in whole voxels of size ``spacing``, rounded up."""
+    return int(np.ceil(margin_mm / spacing - 1e-6))
+
+
 def expand_box(
     box: Box3D,
     margin_mm: float,
@@ -567,7 +572,7 @@ def expand_box(
     ``shape``; always at least one voxel wide."""
     out = []
     for axis in range(3):
-        m = int(np.ceil(margin_mm / spacing[axis] - 1e-6))
+        m = _margin_voxels(margin_mm, spacing[axis])
         lo = min(max(box[2 * axis] - m, 0), shape[axis] - 1)
         hi = max(min(box[2 * axis + 1] + m, shape[axis]), lo + 1)
         out += [lo, hi]
@@ -575,13 +580,26 @@ def expand_box(
 
 
 def jitter_box(
-    box: Box3D, jitter_mm: float, spacing: tuple[float, float, float], rng: np.random.Generator
+    box: Box3D,
+    jitter_mm: float,
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    margin_mm: float | None = None,
 ) -> Box3D:
     """Each face of ``box`` moved by a uniform draw in ``[-jitter_mm, jitter_mm]`` (whole
-    voxels); a face never crosses its opposite one. Training boxes imitate stage-1 boxes."""
+    voxels); a face never crosses its opposite one. Training boxes imitate stage-1 boxes.
+
+    ``margin_mm``: the margin :func:`expand_box` adds afterwards; a face then moves inwards by
+    at most that margin's voxels, so the grown box still holds all of ``box`` (a jitter above
+    the margin cut the organ out of its own training crop). With ``jitter_mm <= margin_mm``
+    the limit never binds: the same boxes as without it.
+    """
     out = list(box)
     for axis in range(3):
         shift = np.round(rng.uniform(-jitter_mm, jitter_mm, size=2) / spacing[axis]).astype(int)
+        if margin_mm is not None:
+            m = _margin_voxels(margin_mm, spacing[axis])
+            shift = [min(int(shift[0]), m), max(int(shift[1]), -m)]
         lo, hi = box[2 * axis] + int(shift[0]), box[2 * axis + 1] + int(shift[1])
         if hi <= lo:
             lo, hi = box[2 * axis], box[2 * axis + 1]
