@@ -216,3 +216,12 @@ def test_a_jitter_above_the_margin_never_cuts_the_organ_out_of_its_crop(tmp_path
         prepare_case(case, cfg, tmp_path / "cache")
         cached = open_case(tmp_path / "cache", case_id)
         assert int((np.asarray(cached.label) > 0).sum()) == int((labels > 0).sum()), case_id
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "bool", "bogus"])
+def test_a_store_dtype_that_cannot_hold_the_slices_is_refused(dtype: str) -> None:
+    """The slices are floats in [-1, 1]: an integer store type rounded them to -1 / 0 / 1
+    (uint8: 0 / 1 / 255) without a word."""
+    with pytest.raises(InputError, match="store_dtype"):
+        PreprocessConfig.from_dict({"store_dtype": dtype})
+    assert PreprocessConfig(store_dtype="float32").store_dtype == "float32"

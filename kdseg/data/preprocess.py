@@ -98,6 +98,16 @@ class PreprocessConfig:
             raise InputError(  # [100, 100] divided by zero; [140, -60] made every voxel 1.0
                 None, f"preprocess.window must be two finite HU values, low < high, got {window}"
             )
+        try:
+            floating = np.issubdtype(np.dtype(self.store_dtype), np.floating)
+        except TypeError:
+            floating = False
+        if not floating:  # uint8 / int16 turned the [-1, 1] slices into 0, 1 (and 255) silently
+            raise InputError(
+                None,
+                f"preprocess.store_dtype must be a float type (float16, float32), got "
+                f"{self.store_dtype!r}",
+            )
         if self.roi not in ROI_KINDS:
             raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
         if self.window_level not in WINDOW_LEVELS:
