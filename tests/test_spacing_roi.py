@@ -225,3 +225,24 @@ def test_a_store_dtype_that_cannot_hold_the_slices_is_refused(dtype: str) -> Non
     with pytest.raises(InputError, match="store_dtype"):
         PreprocessConfig.from_dict({"store_dtype": dtype})
     assert PreprocessConfig(store_dtype="float32").store_dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"in_plane_size": [0, 16]},
+        {"in_plane_size": [64]},
+        {"crop_size": [-4, 16]},
+        {"crop_size": [16.5, 16]},
+        {"body_margin": -3},
+    ],
+)
+def test_slice_sizes_and_margins_that_cannot_work_are_config_errors(bad: dict) -> None:
+    """Refused with the key's name when the config is read, not with a ZeroDivisionError or
+    an unpacking error in the first case (or, for a negative body margin, a body box cut
+    into the body without a word)."""
+    key = next(iter(bad))
+    with pytest.raises(InputError, match=key):
+        PreprocessConfig.from_dict(bad)
+    assert PreprocessConfig.from_dict({"in_plane_size": 64}).in_plane_size == (64, 64)
+    assert PreprocessConfig(crop_size=(np.int64(8), 8)).crop_size == (8, 8)

@@ -108,6 +108,20 @@ class PreprocessConfig:
                 f"preprocess.store_dtype must be a float type (float16, float32), got "
                 f"{self.store_dtype!r}",
             )
+        for key in ("in_plane_size", "crop_size"):
+            size = getattr(self, key)
+            if size is not None and (
+                len(size) != 2
+                or not all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                    for v in size
+                )
+            ):  # [0, 64] divided by zero, [64] failed to unpack, deep in the first case
+                raise InputError(
+                    None, f"preprocess.{key} must be [h, w] whole numbers >= 1, got {list(size)}"
+                )
+        if self.body_margin < 0:  # a negative margin cut the body box into the body
+            raise InputError(None, f"preprocess.body_margin must be >= 0, got {self.body_margin}")
         if self.roi not in ROI_KINDS:
             raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
         if self.window_level not in WINDOW_LEVELS:
