@@ -186,3 +186,63 @@ def test_prepare_caches_roi_slices_only(tmp_path) -> None:
     prepare_case(Case("one", tmp_path / "one.nii.gz", tmp_path / "one-seg.nii.gz"), cfg, again)
     same = open_case(again, "one").image, open_case(tmp_path / "cache", "one").image
     np.testing.assert_array_equal(*same)  # the jitter is seeded: the same cache every time
+
+
+def test_a_jitter_above_the_margin_never_cuts_the_organ_out_of_its_crop(tmp_path) -> None:
+    """Faces move inwards by at most the margin: a training crop holds every organ voxel
+    whatever ``roi_jitter_mm``; with a jitter within the margin the boxes are unchanged."""
+    from kdseg.data.cache import open_case
+    from kdseg.data.prepare import prepare_case
+    from kdseg.data.sources import Case
+
+    box, shape = (10, 21, 8, 23, 3, 9), (40, 36, 12)
+    for seed in range(100):
+        grown = expand_box(
+            jitter_box(box, 8.0, SPACING, np.random.default_rng(seed), margin_mm=1.0),
+            1.0,
+            SPACING,
+            shape,
+        )
+        for axis in range(3):
+            assert grown[2 * axis] <= box[2 * axis] and grown[2 * axis + 1] >= box[2 * axis + 1]
+        kept = jitter_box(box, 5.0, SPACING, np.random.default_rng(seed), margin_mm=5.0)
+        assert kept == jitter_box(box, 5.0, SPACING, np.random.default_rng(seed))
+    cfg = PreprocessConfig(roi="organ", roi_margin_mm=1.0, roi_jitter_mm=8.0)
+    img, labels = stored_volume("LPS", shape=(40, 36, 24))
+    nib.save(img, str(tmp_path / "one.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, img.affine), str(tmp_path / "one-seg.nii.gz"))
+    for case_id in ("a", "b", "c", "d", "e", "f"):  # the draw is seeded by the case id
+        case = Case(case_id, tmp_path / "one.nii.gz", tmp_path / "one-seg.nii.gz")
+        prepare_case(case, cfg, tmp_path / "cache")
+        cached = open_case(tmp_path / "cache", case_id)
+        assert int((np.asarray(cached.label) > 0).sum()) == int((labels > 0).sum()), case_id
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "bool", "bogus"])
+def test_a_store_dtype_that_cannot_hold_the_slices_is_refused(dtype: str) -> None:
+    """The slices are floats in [-1, 1]: an integer store type rounded them to -1 / 0 / 1
+    (uint8: 0 / 1 / 255) without a word."""
+    with pytest.raises(InputError, match="store_dtype"):
+        PreprocessConfig.from_dict({"store_dtype": dtype})
+    assert PreprocessConfig(store_dtype="float32").store_dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"in_plane_size": [0, 16]},
+        {"in_plane_size": [64]},
+        {"crop_size": [-4, 16]},
+        {"crop_size": [16.5, 16]},
+        {"body_margin": -3},
+    ],
+)
+def test_slice_sizes_and_margins_that_cannot_work_are_config_errors(bad: dict) -> None:
+    """Refused with the key's name when the config is read, not with a ZeroDivisionError or
+    an unpacking error in the first case (or, for a negative body margin, a body box cut
+    into the body without a word)."""
+    key = next(iter(bad))
+    with pytest.raises(InputError, match=key):
+        PreprocessConfig.from_dict(bad)
+    assert PreprocessConfig.from_dict({"in_plane_size": 64}).in_plane_size == (64, 64)
+    assert PreprocessConfig(crop_size=(np.int64(8), 8)).crop_size == (8, 8)

@@ -175,7 +175,8 @@ def jittered(
         return None
     seed = int(hashlib.sha1(f"{case_id}:{pre.config.digest()}".encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(seed)
-    return jitter_box(box, pre.config.roi_jitter_mm, pre.spacing(image), rng)
+    cfg = pre.config
+    return jitter_box(box, cfg.roi_jitter_mm, pre.spacing(image), rng, cfg.roi_margin_mm)
 
 
 def case_label(case: Case, image: nib.Nifti1Image) -> np.ndarray:

@@ -98,6 +98,30 @@ class PreprocessConfig:
             raise InputError(  # [100, 100] divided by zero; [140, -60] made every voxel 1.0
                 None, f"preprocess.window must be two finite HU values, low < high, got {window}"
             )
+        try:
+            floating = np.issubdtype(np.dtype(self.store_dtype), np.floating)
+        except TypeError:
+            floating = False
+        if not floating:  # uint8 / int16 turned the [-1, 1] slices into 0, 1 (and 255) silently
+            raise InputError(
+                None,
+                f"preprocess.store_dtype must be a float type (float16, float32), got "
+                f"{self.store_dtype!r}",
+            )
+        for key in ("in_plane_size", "crop_size"):
+            size = getattr(self, key)
+            if size is not None and (
+                len(size) != 2
+                or not all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                    for v in size
+                )
+            ):  # [0, 64] divided by zero, [64] failed to unpack, deep in the first case
+                raise InputError(
+                    None, f"preprocess.{key} must be [h, w] whole numbers >= 1, got {list(size)}"
+                )
+        if self.body_margin < 0:  # a negative margin cut the body box into the body
+            raise InputError(None, f"preprocess.body_margin must be >= 0, got {self.body_margin}")
         if self.roi not in ROI_KINDS:
             raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
         if self.window_level not in WINDOW_LEVELS:
@@ -557,6 +581,11 @@ def organ_level(hu: np.ndarray, mask: np.ndarray, box: Box3D | None = None) -> f
     return float(np.round(np.median(values)))
 
 
+def _margin_voxels(margin_mm: float, spacing: float) -> int:
+    """``margin_mm`` in whole voxels of size ``spacing``, rounded up."""
+    return int(np.ceil(margin_mm / spacing - 1e-6))
+
+
 def expand_box(
     box: Box3D,
     margin_mm: float,
@@ -567,7 +596,7 @@ def expand_box(
     ``shape``; always at least one voxel wide."""
     out = []
     for axis in range(3):
-        m = int(np.ceil(margin_mm / spacing[axis] - 1e-6))
+        m = _margin_voxels(margin_mm, spacing[axis])
         lo = min(max(box[2 * axis] - m, 0), shape[axis] - 1)
         hi = max(min(box[2 * axis + 1] + m, shape[axis]), lo + 1)
         out += [lo, hi]
@@ -575,13 +604,26 @@ def expand_box(
 
 
 def jitter_box(
-    box: Box3D, jitter_mm: float, spacing: tuple[float, float, float], rng: np.random.Generator
+    box: Box3D,
+    jitter_mm: float,
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    margin_mm: float | None = None,
 ) -> Box3D:
     """Each face of ``box`` moved by a uniform draw in ``[-jitter_mm, jitter_mm]`` (whole
-    voxels); a face never crosses its opposite one. Training boxes imitate stage-1 boxes."""
+    voxels); a face never crosses its opposite one. Training boxes imitate stage-1 boxes.
+
+    ``margin_mm``: the margin :func:`expand_box` adds afterwards; a face then moves inwards by
+    at most that margin's voxels, so the grown box still holds all of ``box`` (a jitter above
+    the margin cut the organ out of its own training crop). With ``jitter_mm <= margin_mm``
+    the limit never binds: the same boxes as without it.
+    """
     out = list(box)
     for axis in range(3):
         shift = np.round(rng.uniform(-jitter_mm, jitter_mm, size=2) / spacing[axis]).astype(int)
+        if margin_mm is not None:
+            m = _margin_voxels(margin_mm, spacing[axis])
+            shift = [min(int(shift[0]), m), max(int(shift[1]), -m)]
         lo, hi = box[2 * axis] + int(shift[0]), box[2 * axis + 1] + int(shift[1])
         if hi <= lo:
             lo, hi = box[2 * axis], box[2 * axis + 1]
