@@ -8,6 +8,7 @@ import pytest
 from nibabel import orientations as ornt
 
 from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.errors import InputError
 
 
 def _volume(codes: str, shape=(40, 36, 12)) -> tuple[nib.Nifti1Image, np.ndarray]:
@@ -146,6 +147,40 @@ def test_numpy_resampling_matches_torch(shape, size) -> None:
     got = resize(labels, size, "nearest")
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, ref[:, 0].to(torch.uint8).numpy())
+    ref = F.interpolate(torch.from_numpy(labels)[:, None].float(), size=size, mode="nearest-exact")
+    np.testing.assert_array_equal(
+        resize(labels, size, "nearest-exact"), ref[:, 0].to(torch.uint8).numpy()
+    )
+
+
+@pytest.mark.parametrize("grid", [{"in_plane_size": (64, 64)}, {"spacing_mm": (1.5, 1.5)}])
+def test_label_resize_nearest_exact_puts_labels_on_the_image(grid: dict) -> None:
+    """A disc shrunk to the model grid: torch's ``nearest`` (the default, every recorded run)
+    moves its label about half a model pixel off the bilinear image; ``nearest-exact`` keeps
+    the two centroids together. The default's digest and slices stay what they were."""
+    n = 320
+    yy, xx = np.mgrid[:n, :n]
+    disc = (xx - 150.3) ** 2 + (yy - 170.6) ** 2 < 60**2
+    hu = np.where(disc, 200, -100).astype(np.int16)[:, :, None].repeat(3, axis=2)
+    img = nib.Nifti1Image(hu, np.diag([0.8, 0.8, 2.5, 1.0]))
+    label = disc.astype(np.uint8)[:, :, None].repeat(3, axis=2)
+
+    def shift(cfg: PreprocessConfig) -> float:
+        pre = Preprocessor(cfg)
+        slices, geom = pre.image(img)
+        lab = pre.label(label, img, geom)[1].astype(float)
+        bright = (slices[1].astype(float) > 0).astype(float)  # the disc as the image shows it
+        centroid = lambda m: np.array(np.nonzero(m)).mean(axis=1)  # noqa: E731
+        return float(np.abs(centroid(lab) - centroid(bright)).max())
+
+    legacy = PreprocessConfig(**grid)
+    exact = PreprocessConfig(**grid, label_resize="nearest-exact")
+    assert shift(legacy) > 0.3 and shift(exact) < 0.1
+    assert PreprocessConfig(**grid, label_resize="nearest") == legacy
+    assert legacy.digest() != exact.digest()
+    assert PreprocessConfig.from_dict({**legacy.to_dict(), "label_resize": None}) == legacy
+    with pytest.raises(InputError, match="label_resize"):
+        PreprocessConfig(label_resize="linear")
 
 
 def test_softmax_and_channel_argmax_match_torch() -> None:

@@ -56,6 +56,7 @@ from kdseg.errors import InputError
 BODY_HU = -500.0
 ROI_KINDS = (None, "organ")
 WINDOW_LEVELS = (None, "organ")
+LABEL_RESIZES = (None, "nearest-exact")
 CHUNK_SLICES = 16  # slices preprocessed together (Preprocessor.image): cache-sized blocks
 Box3D = tuple[int, int, int, int, int, int]
 """A canonical-grid box ``(x0, x1, y0, y1, z0, z1)``, half-open."""
@@ -77,6 +78,11 @@ class PreprocessConfig:
     the organ box. roi_jitter_mm: largest random shift of each box face in training.
     window_level: ``None`` (``window`` is absolute HU) or ``"organ"`` (``window`` is relative
     to the organ's median HU, given with the box; needs ``roi: organ``; beyond the paper).
+    label_resize: how training labels (and hard teacher labels) are resized to the model grid.
+    ``None`` (or ``"nearest"``): torch's ``nearest``, which takes each output pixel's corner, so
+    a shrunk label sits about half an output pixel off the bilinear image (toward larger
+    indices); kept as the default because every recorded run trained on it. ``"nearest-exact"``:
+    the pixel's centre, aligned with the image. Images and predictions are not affected.
     """
 
     window: tuple[float, float] = (-60.0, 140.0)
@@ -91,6 +97,7 @@ class PreprocessConfig:
     roi_margin_mm: float = 10.0
     roi_jitter_mm: float = 5.0
     window_level: str | None = None
+    label_resize: str | None = None
 
     def __post_init__(self) -> None:
         window = list(self.window)
@@ -122,6 +129,14 @@ class PreprocessConfig:
                 )
         if self.body_margin < 0:  # a negative margin cut the body box into the body
             raise InputError(None, f"preprocess.body_margin must be >= 0, got {self.body_margin}")
+        if self.label_resize == "nearest":  # the default, spelled out: one digest for both
+            object.__setattr__(self, "label_resize", None)
+        if self.label_resize not in LABEL_RESIZES:
+            raise InputError(
+                None,
+                "preprocess.label_resize must be null, 'nearest' or 'nearest-exact', got "
+                f"{self.label_resize!r}",
+            )
         if self.roi not in ROI_KINDS:
             raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
         if self.window_level not in WINDOW_LEVELS:
@@ -184,6 +199,7 @@ class PreprocessConfig:
             roi_margin_mm=float(cfg.get("roi_margin_mm", cls.roi_margin_mm)),
             roi_jitter_mm=float(cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
             window_level=cfg.get("window_level") or None,
+            label_resize=cfg.get("label_resize") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,11 +209,12 @@ class PreprocessConfig:
     def digest(self) -> str:
         """Short stable hash of the config: the name of its slice cache.
 
-        Keys added after the first caches were made (spacing, ROI, window level) count only
+        Keys added after the first caches were made (spacing, ROI, window level, label
+        resize) count only
         when they are in use, so every older config keeps its digest and its cache.
         """
         plain = self.to_dict()
-        for key in ("spacing_mm", "window_level"):
+        for key in ("spacing_mm", "window_level", "label_resize"):
             if plain[key] is None:
                 del plain[key]
         if self.roi is None:
@@ -460,9 +477,15 @@ class Preprocessor:
         return out, geom
 
     def label(self, label: np.ndarray, img: nib.Nifti1Image, geom: Geometry) -> np.ndarray:
-        """Label slices ``(Z, h, w)`` uint8 on the model grid (nearest neighbour)."""
+        """Label slices ``(Z, h, w)`` uint8 on the model grid (nearest neighbour, as
+        ``label_resize`` says)."""
         boxed = self._box_slices(self.reorient(img, label), geom).astype(np.uint8, copy=False)
-        return self._to_model_grid(boxed, geom, "nearest", fill=0)
+        return self._to_model_grid(boxed, geom, self.label_mode, fill=0)
+
+    @property
+    def label_mode(self) -> str:
+        """The :func:`~kdseg.data.resample.resize` mode of labels (``label_resize``)."""
+        return self.config.label_resize or "nearest"
 
     def probabilities(
         self, probs: np.ndarray, img: nib.Nifti1Image, geom: Geometry, mode: str = "bilinear"

@@ -58,11 +58,19 @@ def bilinear_taps(n_in: int, n_out: int, antialias: bool) -> tuple[np.ndarray, n
 
 
 @lru_cache(maxsize=64)
-def nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """Source index per output index of torch's ``mode="nearest"`` (float32 scale, floor)."""
+def nearest_index(n_in: int, n_out: int, exact: bool = False) -> np.ndarray:
+    """Source index per output index of torch's ``mode="nearest"`` (float32 scale, floor of
+    ``i * scale``: the output pixel's corner, so about half an output pixel off the bilinear
+    image's grid when shrinking) or, ``exact``, of ``mode="nearest-exact"`` (floor of
+    ``(i + 0.5) * scale``: the pixel's centre, the grid of ``align_corners=False``)."""
     scale = np.float32(n_in) / np.float32(n_out)
-    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+    offset = np.float32(0.5) if exact else np.float32(0.0)
+    src = np.floor((np.arange(n_out, dtype=np.float32) + offset) * scale).astype(np.int64)
     return np.minimum(src, n_in - 1)
+
+
+#: Resampling modes of :func:`resize`: nearest modes keep the dtype (labels).
+MODES = ("bilinear", "nearest", "nearest-exact")
 
 
 def touched(n_in: int, n_out: int, lo: int, hi: int, antialias: bool = False) -> tuple[int, int]:
@@ -91,8 +99,8 @@ def _resize_axis(
     a, b = span if span is not None else (0, n_out)
     if n_in == n_out:
         return x if span is None else x[(slice(None),) * axis + (slice(a, b),)]
-    if mode == "nearest":
-        return np.take(x, nearest_index(n_in, n_out)[a:b], axis=axis)
+    if mode in ("nearest", "nearest-exact"):
+        return np.take(x, nearest_index(n_in, n_out, mode == "nearest-exact")[a:b], axis=axis)
     index, weight = bilinear_taps(n_in, n_out, antialias)
     index, weight = index[a:b], weight[a:b]
     shape = [1] * x.ndim
@@ -113,14 +121,14 @@ def resize(
     antialias: bool = False,
     window: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Resize the last two axes of ``x`` to ``size`` (``mode``: ``bilinear`` or ``nearest``).
+    """Resize the last two axes of ``x`` to ``size`` (``mode``: one of :data:`MODES`).
 
     ``window = (a0, a1, b0, b1)``: only that part of the output, ``[a0:a1, b0:b1]``, computed
     alone (identical values). Bilinear results are float32 (like torch on float32 input);
     nearest keeps the dtype.
     """
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"unknown resampling mode {mode!r}; use bilinear or nearest")
+    if mode not in MODES:
+        raise ValueError(f"unknown resampling mode {mode!r}; use one of {', '.join(MODES)}")
     if mode == "bilinear":
         x = np.asarray(x, dtype=np.float32)
     rows = cols = None

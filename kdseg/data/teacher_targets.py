@@ -167,7 +167,7 @@ def prepare_teacher_case(
     roi, level = case_roi(case, pre, image) if config.roi is not None else (None, None)
     box, level, empty = cut_box(config, roi, level)
     _, geom = pre.image(image, box, level=level)
-    grid = pre.probabilities(probs, image, geom, mode="nearest" if hard else "bilinear")
+    grid = pre.probabilities(probs, image, geom, mode=pre.label_mode if hard else "bilinear")
     if empty:
         grid = grid[:0]
     out = case_folder(cache_dir, case_id)

@@ -190,10 +190,10 @@ def _differences(key: str, teacher: dict[str, Any], student: dict[str, Any]) -> 
     if key == "preprocess" and isinstance(mine, dict) and isinstance(theirs, dict):
         mine = PreprocessConfig.from_dict(mine).to_dict()
         theirs = PreprocessConfig.from_dict(theirs).to_dict()
-        return [
+        return [  # label_resize: how the training labels were made, not what the teacher sees
             f"preprocess.{k}: teacher {mine.get(k)!r} vs data {theirs.get(k)!r}"
             for k in sorted(set(mine) | set(theirs))
-            if mine.get(k) != theirs.get(k)
+            if mine.get(k) != theirs.get(k) and k != "label_resize"
         ]
     return [] if mine == theirs else [f"{key}: teacher {mine!r} vs data {theirs!r}"]
 
