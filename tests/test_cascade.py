@@ -29,9 +29,11 @@ def fine_backend(x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full_like(x, 0.2), 5 * x - 2.5, 1 - 5 * np.abs(x - 0.4)], axis=1)
 
 
-def _cascade(stage2_spacing=None) -> CascadePredictor:
+def _cascade(stage2_spacing=None, components=None) -> CascadePredictor:
     coarse = PreprocessConfig(spacing_mm=(1.6, 1.4))  # stage 1 at half the resolution
-    fine = PreprocessConfig(roi="organ", roi_margin_mm=4.0, spacing_mm=stage2_spacing)
+    fine = PreprocessConfig(
+        roi="organ", roi_margin_mm=4.0, spacing_mm=stage2_spacing, roi_components=components
+    )
     return CascadePredictor(
         Predictor(organ_backend, coarse, Task("organ"), batch_size=4),
         Predictor(fine_backend, fine, Task("multiclass"), batch_size=4),
@@ -109,6 +111,30 @@ def test_two_components_keep_the_largest_and_tiny_and_edge_organs() -> None:
     assert box == (5, 6, 6, 7, 7, 8) and info["largest_component_voxels"] == 1
     img, labels = stored_volume("LPS", organs=((0, 5, 0, 6, 9, 12),))
     np.testing.assert_array_equal(_cascade((0.4, 0.35)).predict(img), labels)
+
+
+def test_paired_organs_give_the_box_of_both_and_no_stray_blob() -> None:
+    """``roi_components: 2`` (kits19's default): both kidneys make the box, so stage 2 sees
+    the organ it trained on (a ground-truth box spans both); a blob under a tenth of the
+    largest component does not widen it; 1 (the default) keeps the largest alone."""
+    left, right = (4, 12, 8, 20, 3, 9), (26, 33, 8, 19, 3, 9)  # 576 and 462 voxels
+    img, labels = stored_volume("LPS", organs=(left, right))
+    pred = _cascade(components=2).predict(img)
+    assert _cascade(components=2).stages[1].pre.config.roi_components == 2
+    np.testing.assert_array_equal(pred, labels)  # both kidneys found, nothing lost
+    one = _cascade()
+    assert (one.predict(img) > 0).sum() < (labels > 0).sum() and one.last["components"] == 2
+    mask = np.zeros((40, 36, 12), bool)
+    mask[slice(*left[:2]), slice(*left[2:4]), slice(*left[4:])] = True
+    mask[30:32, 30:32, 0:2] = True  # 8 voxels: a stray blob
+    assert largest_component_box(mask, keep=2)[0] == largest_component_box(mask)[0] == left
+    assert largest_component_box(mask, keep=2)[1]["kept_components"] == 1
+    assert PreprocessConfig(roi="organ", roi_components=1) == PreprocessConfig(roi="organ")
+    assert (
+        PreprocessConfig(roi_components=2).digest() == PreprocessConfig().digest()
+    )  # no ROI: the key does nothing
+    with pytest.raises(InputError, match="roi_components"):
+        PreprocessConfig(roi="organ", roi_components=0)
 
 
 def test_cli_cascade_nifti_dicom_eval_and_no_organ(

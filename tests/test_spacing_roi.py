@@ -218,6 +218,29 @@ def test_a_jitter_above_the_margin_never_cuts_the_organ_out_of_its_crop(tmp_path
         assert int((np.asarray(cached.label) > 0).sum()) == int((labels > 0).sum()), case_id
 
 
+def test_label_resize_and_roi_components_train_on_the_same_boxes(tmp_path) -> None:
+    """The ROI jitter is seeded by the config digest; keys that do not shape a ground-truth
+    box (how labels are resized, how many components a predicted mask keeps) leave it alone:
+    the image slices are the same, so a pilot of either changes only what it names."""
+    from kdseg.data.cache import open_case
+    from kdseg.data.prepare import prepare_case
+    from kdseg.data.sources import Case
+
+    img, labels = stored_volume("LPS", shape=(40, 36, 24))
+    nib.save(img, str(tmp_path / "one.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, img.affine), str(tmp_path / "one-seg.nii.gz"))
+    base = dict(roi="organ", roi_margin_mm=3.0, roi_jitter_mm=3.0, in_plane_size=(16, 16))
+    images = []
+    for extra in ({}, {"label_resize": "nearest-exact"}, {"roi_components": 2}):
+        cfg = PreprocessConfig(**base, **extra)
+        cache = tmp_path / cfg.digest()
+        prepare_case(Case("c", tmp_path / "one.nii.gz", tmp_path / "one-seg.nii.gz"), cfg, cache)
+        images.append(np.asarray(open_case(cache, "c").image))
+    assert len({str(p.name) for p in tmp_path.iterdir() if p.is_dir()}) == 3  # three caches
+    for other in images[1:]:
+        np.testing.assert_array_equal(other, images[0])
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "bool", "bogus"])
 def test_a_store_dtype_that_cannot_hold_the_slices_is_refused(dtype: str) -> None:
     """The slices are floats in [-1, 1]: an integer store type rounded them to -1 / 0 / 1

@@ -8,6 +8,7 @@ progress bar shows the work.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -170,10 +171,13 @@ def jittered(
     pre: Preprocessor, image: nib.Nifti1Image, box: tuple[int, ...] | None, case_id: str
 ) -> tuple[int, ...] | None:
     """``box`` with each face moved by up to ``roi_jitter_mm``, drawn from the case id and the
-    config digest (the same cache every time); ``None`` stays ``None``."""
+    config digest (the same cache every time); ``None`` stays ``None``. The digest is taken
+    with the keys that do not shape a ground-truth box at their defaults (``label_resize``,
+    ``roi_components``), so a config that differs only in those trains on the same boxes."""
     if box is None:
         return None
-    seed = int(hashlib.sha1(f"{case_id}:{pre.config.digest()}".encode()).hexdigest()[:8], 16)
+    boxes = dataclasses.replace(pre.config, label_resize=None, roi_components=None)
+    seed = int(hashlib.sha1(f"{case_id}:{boxes.digest()}".encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(seed)
     cfg = pre.config
     return jitter_box(box, cfg.roi_jitter_mm, pre.spacing(image), rng, cfg.roi_margin_mm)
@@ -228,7 +232,7 @@ def image_roi(
         )
     hu = pre.reorient(image) if pre.config.window_level == "organ" else None
     mask = pre.reorient(image, roi_mask(image, case.roi_label)) > 0
-    found, info = largest_component_box(mask, hu)
+    found, info = largest_component_box(mask, hu, keep=pre.config.roi_components or 1)
     return jittered(pre, image, found, case.case_id), info.get("organ_level_hu")
 
 

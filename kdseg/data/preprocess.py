@@ -76,6 +76,10 @@ class PreprocessConfig:
     with in_plane_size. roi: ``None`` or ``"organ"`` (crop to the organ's 3D box, given by the
     ground truth in training and by a stage-1 model at inference). roi_margin_mm: margin around
     the organ box. roi_jitter_mm: largest random shift of each box face in training.
+    roi_components: how many of a predicted organ mask's largest connected components make the
+    box (a cascade's stage 1, unlabeled scans' masks): ``None`` (1) for one organ, 2 for paired
+    kidneys; a further component counts only at a tenth of the largest's size or more (a
+    stray blob does not widen the box). Ground-truth boxes take all of the organ anyway.
     window_level: ``None`` (``window`` is absolute HU) or ``"organ"`` (``window`` is relative
     to the organ's median HU, given with the box; needs ``roi: organ``; beyond the paper).
     label_resize: how training labels (and hard teacher labels) are resized to the model grid.
@@ -96,6 +100,7 @@ class PreprocessConfig:
     roi: str | None = None
     roi_margin_mm: float = 10.0
     roi_jitter_mm: float = 5.0
+    roi_components: int | None = None
     window_level: str | None = None
     label_resize: str | None = None
 
@@ -167,6 +172,18 @@ class PreprocessConfig:
                 )
         if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
             raise InputError(None, "preprocess.roi_margin_mm and roi_jitter_mm must be >= 0")
+        if self.roi_components == 1:  # the default, spelled out: one digest for both
+            object.__setattr__(self, "roi_components", None)
+        if self.roi_components is not None and (
+            not isinstance(self.roi_components, (int, np.integer))
+            or isinstance(self.roi_components, bool)
+            or self.roi_components < 1
+        ):
+            raise InputError(
+                None,
+                "preprocess.roi_components must be null or a whole number >= 1 (2 for paired "
+                f"kidneys), got {self.roi_components!r}",
+            )
 
     @property
     def window_size(self) -> tuple[int, int] | None:
@@ -198,6 +215,7 @@ class PreprocessConfig:
             roi=cfg.get("roi") or None,
             roi_margin_mm=float(cfg.get("roi_margin_mm", cls.roi_margin_mm)),
             roi_jitter_mm=float(cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
+            roi_components=cfg.get("roi_components"),
             window_level=cfg.get("window_level") or None,
             label_resize=cfg.get("label_resize") or None,
         )
@@ -210,16 +228,16 @@ class PreprocessConfig:
         """Short stable hash of the config: the name of its slice cache.
 
         Keys added after the first caches were made (spacing, ROI, window level, label
-        resize) count only
-        when they are in use, so every older config keeps its digest and its cache.
+        resize, ROI components) count only when they are in use, so every older config keeps
+        its digest and its cache.
         """
         plain = self.to_dict()
-        for key in ("spacing_mm", "window_level", "label_resize"):
+        for key in ("spacing_mm", "window_level", "label_resize", "roi_components"):
             if plain[key] is None:
                 del plain[key]
         if self.roi is None:
-            for key in ("roi", "roi_margin_mm", "roi_jitter_mm"):
-                del plain[key]
+            for key in ("roi", "roi_margin_mm", "roi_jitter_mm", "roi_components"):
+                plain.pop(key, None)
         return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -1,10 +1,12 @@
-"""Organ boxes from predicted masks: the box of the largest connected component.
+"""Organ boxes from predicted masks: the box of the largest connected component(s).
 
 A predicted organ mask (a cascade's stage 1 at inference, or the masks that give unlabeled
 scans their box in training, ``data.unlabeled_roi_labels``) can hold stray blobs; the organ is
 its largest 26-connected component, and the box and organ level are read from that alone, the
-same way on both paths. Ground-truth boxes (:func:`kdseg.data.prepare.training_roi`) take all
-of the organ.
+same way on both paths. A paired organ (``preprocess.roi_components: 2``, the kidneys) is its
+two largest components, the second counted only at :data:`MIN_COMPONENT_FRACTION` of the
+largest's size or more: one kidney's box would hand stage 2 half the organ it trained on.
+Ground-truth boxes (:func:`kdseg.data.prepare.training_roi`) take all of the organ.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import numpy as np
 
 from kdseg.data.preprocess import Box3D, organ_box, organ_level
 
+#: A component after the largest makes the box only at this share of the largest's voxels.
+MIN_COMPONENT_FRACTION = 0.1
+
 
 def largest_component_box(
-    mask: np.ndarray, hu: np.ndarray | None = None
+    mask: np.ndarray, hu: np.ndarray | None = None, keep: int = 1
 ) -> tuple[Box3D | None, dict[str, Any]]:
-    """Box of the largest 26-connected component of ``mask`` ``(X, Y, Z)``, and what was found.
+    """Box of the largest 26-connected component of ``mask`` ``(X, Y, Z)``, and what was found;
+    ``keep``: the box of up to that many largest components (each further one at least
+    :data:`MIN_COMPONENT_FRACTION` of the largest).
 
     Components are labelled inside the bounding box of all of ``mask`` only: labelling a whole
     512 x 512 x 200 volume takes seconds, the organ's box a fraction of that. ``hu``: the
@@ -39,7 +46,9 @@ def largest_component_box(
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     best = int(sizes.argmax())
-    largest = components == best
+    order = np.argsort(sizes[1:], kind="stable")[::-1][:keep] + 1
+    kept = [int(c) for c in order if sizes[c] >= MIN_COMPONENT_FRACTION * sizes[best]]
+    largest = components == best if len(kept) == 1 else np.isin(components, kept)
     inner = organ_box(largest)
     assert inner is not None
     box = tuple(int(v + o) for v, o in zip(inner, (x0, x0, y0, y0, z0, z0), strict=True))
@@ -48,6 +57,7 @@ def largest_component_box(
         "components": int(n),
         "organ_voxels": int(sizes.sum()),
         "largest_component_voxels": int(sizes[best]),
+        **({"kept_components": len(kept)} if keep > 1 else {}),
         "box": list(box),
     }
     if hu is not None:

@@ -393,7 +393,8 @@ class CascadePredictor:
     """Organ-to-tumor cascade: stage 1 finds the organ, stage 2 segments inside its box.
 
     Stage 1 (a coarse organ model) predicts the whole volume; the bounding box of the largest
-    connected organ component is handed to stage 2 (a fine organ-and-tumor model), which sees
+    connected organ component (of the two largest for paired kidneys: stage 2's
+    ``roi_components``) is handed to stage 2 (a fine organ-and-tumor model), which sees
     only that box plus its own ``roi_margin_mm``, at its own preprocessing (each stage keeps the
     self-describing preprocessing of its checkpoint or artefact). Stage 2's labels are pasted
     back onto the input grid; outside the box everything is background. When stage 1 finds no
@@ -442,7 +443,7 @@ class CascadePredictor:
         if stage1.pre.config.axcodes != stage2.pre.config.axcodes:
             organ = stage2.pre.reorient(img, stage1.pre.to_input_orientation(organ, geom))
         hu = stage2.pre.reorient(img) if stage2.pre.config.window_level == "organ" else None
-        return largest_component_box(organ > 0, hu)
+        return largest_component_box(organ > 0, hu, keep=stage2.pre.config.roi_components or 1)
 
     def predict(self, img: nib.Nifti1Image, stats: dict[str, float] | None = None) -> np.ndarray:
         """Dataset-label volume (uint8) on ``img``'s voxel grid, like :meth:`Predictor.predict`."""
