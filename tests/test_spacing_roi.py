@@ -258,6 +258,8 @@ def test_a_store_dtype_that_cannot_hold_the_slices_is_refused(dtype: str) -> Non
         {"crop_size": [-4, 16]},
         {"crop_size": [16.5, 16]},
         {"body_margin": -3},
+        {"axcodes": "RRS"},
+        {"axcodes": "RA"},
     ],
 )
 def test_slice_sizes_and_margins_that_cannot_work_are_config_errors(bad: dict) -> None:

@@ -132,6 +132,14 @@ class PreprocessConfig:
                 raise InputError(
                     None, f"preprocess.{key} must be [h, w] whole numbers >= 1, got {list(size)}"
                 )
+        axes = {c: i for i, pair in enumerate(("LR", "PA", "IS")) for c in pair}
+        codes = str(self.axcodes)
+        if len(codes) != 3 or sorted(axes.get(c, -1) for c in codes) != [0, 1, 2]:
+            raise InputError(  # "RRS" failed deep in nibabel, in the first case
+                None,
+                f"preprocess.axcodes must name each axis once, one of L/R, P/A and I/S "
+                f"(e.g. RAS, LPS), got {self.axcodes!r}",
+            )
         if self.body_margin < 0:  # a negative margin cut the body box into the body
             raise InputError(None, f"preprocess.body_margin must be >= 0, got {self.body_margin}")
         if self.label_resize == "nearest":  # the default, spelled out: one digest for both
