@@ -32,7 +32,9 @@ result of those models was seen.
 
 Every step is skipped when its output exists (a training run resumes from its ``last.ckpt``),
 so rerunning the command continues where it stopped. Results: ``<dir>/results.json`` and the
-Markdown table ``docs/cascade_study.md`` (``--stages table`` rebuilds it from what exists).
+Markdown table ``<dir>/cascade_study.md``, also written to the committed
+``docs/cascade_study.md`` with ``--publish`` only (a pilot no longer replaces the recorded
+table); ``--stages table`` rebuilds both from what exists.
 
     python scripts/cascade_study.py                                   # 3 seeds, everything
     python scripts/cascade_study.py --seeds 1 --stage2 raunet --steps 512 \\
@@ -80,6 +82,7 @@ class Study:
         self.stage2 = args.stage2
         self.steps, self.width, self.size = args.steps, args.width, args.size
         self.stage2_from = Path(args.stage2_from).resolve() if args.stage2_from else None
+        self.publish: bool = bool(getattr(args, "publish", False))
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
     def kdseg(self, command: str, *args: str) -> None:
@@ -310,9 +313,11 @@ class Study:
                 f"| {cell([x['real_ct_organ'] for x in s])} "
                 f"| {seconds} |"
             )
-        target = ROOT / "docs" / "cascade_study.md"
-        target.write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
+        text = "\n".join(lines) + "\n"
+        (self.dir / "cascade_study.md").write_text(text)
+        if self.publish:  # the committed table: only when asked for
+            (ROOT / "docs" / "cascade_study.md").write_text(text)
+        print(text, end="")
 
     def _shown_dir(self) -> str:
         try:
@@ -332,6 +337,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
     parser.add_argument(
         "--stage2-from", default=None, help="phantom study v3 folder: its stage-2 models"
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the table to the committed docs/cascade_study.md",
     )
     args = parser.parse_args(argv)
     unknown = set(args.stages) - set(STAGES)

@@ -1222,3 +1222,21 @@ def test_a_killed_phantom_draw_is_drawn_again(tmp_path: Path, monkeypatch) -> No
     (study.data / "phantom_truth.json").write_text(json.dumps({"volume-0": entry}))
     study.stage_data()
     assert [c[0] for c in calls] == ["phantom"]
+
+
+def test_a_cascade_pilot_does_not_replace_the_committed_table(tmp_path: Path, monkeypatch) -> None:
+    """The cascade study's table goes to its folder; the committed docs/cascade_study.md is
+    written only with --publish (a one-seed pilot used to replace the three-seed record)."""
+    cascade = _script("cascade_study")
+    docs = tmp_path / "repo"
+    (docs / "docs").mkdir(parents=True)
+    monkeypatch.setattr(cascade, "ROOT", docs)
+    args = dict(seeds=[1], stage2=["enet"], steps=16, width=0.25, size=64, stage2_from=None)
+    for publish in (False, True):
+        study = cascade.Study(
+            cascade.argparse.Namespace(dir=str(tmp_path / "c"), publish=publish, **args)
+        )
+        study.dir.mkdir(parents=True, exist_ok=True)
+        study.stage_table()
+        assert (study.dir / "cascade_study.md").exists()
+        assert (docs / "docs" / "cascade_study.md").exists() == publish
