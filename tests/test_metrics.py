@@ -212,3 +212,36 @@ def test_validation_dice_of_counts_and_its_empty_class_on_the_counts_device():
         dice_of_counts(torch.ones(3, device="meta")),
     ]
     assert torch.stack(on_meta).device.type == "meta"
+
+
+def test_hd95_and_assd_on_a_sheared_grid_place_voxels_by_the_affine() -> None:
+    """A tilted gantry's grid: surface voxels at ``axes @ index`` mm. On a right-angled grid
+    the same code gives MONAI's values; on a sheared one it gives the brute-force distances,
+    which the spacing alone gets wrong."""
+    from scipy.spatial.distance import cdist
+
+    from kdseg.eval.metrics import _sheared_surface_distances, _surface_distances
+
+    rng = np.random.default_rng(3)
+    gt = np.zeros((24, 22, 10), bool)
+    gt[5:17, 6:15, 2:8] = True
+    pred = np.roll(gt, (2, -1, 1), axis=(0, 1, 2)) | (rng.random(gt.shape) > 0.995)
+    spacing = (0.8, 0.7, 2.5)
+    monai = _surface_distances(pred, gt, spacing)
+    mine = _sheared_surface_distances(pred, gt, np.diag(spacing))
+    np.testing.assert_allclose(mine, monai, rtol=1e-5)
+
+    axes = np.array([[0.8, 0.0, 0.0], [0.0, 0.7, 0.9], [0.0, 0.0, 2.33]])  # ~21 degree tilt
+    from scipy.ndimage import binary_erosion
+
+    edge = lambda m: np.argwhere(m ^ binary_erosion(m)) @ axes.T  # noqa: E731
+    d = cdist(edge(pred), edge(gt))
+    directed = [d.min(axis=1), d.min(axis=0)]
+    want = (
+        max(float(np.quantile(x.astype(np.float32), 0.95)) for x in directed),
+        float(np.concatenate(directed).mean()),
+    )
+    got = case_metrics(pred.astype(np.uint8), gt.astype(np.uint8), spacing, {"fg": [1]}, axes)
+    np.testing.assert_allclose((got["fg"]["hd95"], got["fg"]["assd"]), want, rtol=1e-4)
+    plain = case_metrics(pred.astype(np.uint8), gt.astype(np.uint8), spacing, {"fg": [1]})
+    assert abs(plain["fg"]["assd"] - want[1]) > 0.05  # the spacing alone: off

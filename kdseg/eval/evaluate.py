@@ -27,6 +27,7 @@ from kdseg.data.preprocess import organ_box, organ_level
 from kdseg.data.sources import Case
 from kdseg.errors import ConfigError, InputError, write_text_atomic
 from kdseg.eval.inference import CascadePredictor, Predictor
+from kdseg.eval.lesions import sheared_axes
 from kdseg.eval.metrics import (
     HEADLINE_DICE,
     case_metrics,
@@ -64,7 +65,10 @@ def evaluate_cases(
             pred = _predict(predictor, image, truth)
             if protocol == "full":
                 spacing = list(voxel_sizes(image))
-                rows.append({"case": case.case_id, **case_metrics(pred, truth, spacing, classes)})
+                axes = sheared_axes(image.affine)  # a tilted gantry: distances by the affine
+                rows.append(
+                    {"case": case.case_id, **case_metrics(pred, truth, spacing, classes, axes)}
+                )
             else:
                 rows.append(
                     {"case": case.case_id, **_paper_row(predictor, image, pred, truth, classes)}
