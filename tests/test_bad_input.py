@@ -511,6 +511,20 @@ def test_inf_stays_a_setting_where_it_means_never() -> None:
         check_option_types(bad, "export", dict(bad.hydra.runtime.choices))
 
 
+def test_an_optimizer_option_it_does_not_read_is_refused() -> None:
+    """``+optim.weight_decy=0.1`` was added and never read: a typo trained without a word."""
+    from hydra import compose, initialize_config_dir
+
+    from kdseg.cli.options import CONFIG_PATH, check_option_ranges
+
+    for name in ("train", "distill"):
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name=name):
+            cfg = compose(name, overrides=["+optim.weight_decy=0.1"])
+            check_option_ranges(compose(name, overrides=["optim.weight_decay=0.1"]))
+        with pytest.raises(InputError, match="optim.weight_decy: not an option"):
+            check_option_ranges(cfg)
+
+
 @pytest.mark.parametrize(
     ("args", "culprit"),
     [

@@ -92,10 +92,21 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
 }
 
 
+#: what ``optim`` holds (Adam and its cosine schedule read these alone)
+OPTIM_KEYS = ("lr", "weight_decay", "min_lr")
+
+
 def check_option_ranges(cfg: DictConfig) -> None:
     """Refuse a value of :data:`RANGES` outside its range (or not a finite number; null is
     allowed where the default is null): one line before anything is built, instead of an
-    optimizer's or a sampler's exception as an internal error, or a run that trains on NaN."""
+    optimizer's or a sampler's exception as an internal error, or a run that trains on NaN.
+    Also an ``optim`` key no optimizer reads (``+optim.weight_decy=...``: a typo was ignored)."""
+    optim = OmegaConf.select(cfg, "optim", default=None, throw_on_missing=False)
+    unknown = sorted(set(optim.keys()) - set(OPTIM_KEYS)) if isinstance(optim, DictConfig) else []
+    if unknown:
+        raise InputError(
+            None, f"optim.{unknown[0]}: not an option of the optimizer; its options: {OPTIM_KEYS}"
+        )
     for key, (low, inclusive, high) in RANGES.items():
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is None:
