@@ -201,10 +201,11 @@ def atomic_group(
             _commit(tmp, target)
     except BaseException as exc:
         for target, backup in reversed(done):
-            if backup is not None:
-                os.replace(backup, target)
-            else:
-                target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # each one put back, whatever the others do
+                if backup is not None:
+                    os.replace(backup, target)
+                else:
+                    target.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             _name_target(exc, paths[-1])
         raise

@@ -34,7 +34,8 @@ Every step is skipped when its output exists (a training run resumes from its ``
 so rerunning the command continues where it stopped. Results: ``<dir>/results.json`` and the
 Markdown table ``<dir>/cascade_study.md``, also written to the committed
 ``docs/cascade_study.md`` with ``--publish`` only (a pilot no longer replaces the recorded
-table); ``--stages table`` rebuilds both from what exists.
+table); ``--stages table`` rebuilds the table from what exists (both copies with
+``--publish``).
 
     python scripts/cascade_study.py                                   # 3 seeds, everything
     python scripts/cascade_study.py --seeds 1 --stage2 raunet --steps 512 \\
@@ -292,6 +293,7 @@ class Study:
             f"--seeds {','.join(map(str, self.seeds))} --stage2 {','.join(self.stage2)} "
             f"--steps {self.steps} --width {self.width}"
             + (f" --stage2-from {self.stage2_from}" if self.stage2_from else f" --size {self.size}")
+            + (" --publish" if self.publish else "")
             + "` (protocol: the "
             "script's docstring). "
             f"Test split of {N_CASES} default phantoms, full-volume protocol, mean ± sd over "

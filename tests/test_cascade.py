@@ -129,6 +129,11 @@ def test_paired_organs_give_the_box_of_both_and_no_stray_blob() -> None:
     mask[30:32, 30:32, 0:2] = True  # 8 voxels: a stray blob
     assert largest_component_box(mask, keep=2)[0] == largest_component_box(mask)[0] == left
     assert largest_component_box(mask, keep=2)[1]["kept_components"] == 1
+    cubes = np.zeros((40, 36, 12), bool)  # three equal components: ties go to the first
+    for x in (1, 11, 21):
+        cubes[x : x + 3, 1:4, 1:4] = True
+    one, two = largest_component_box(cubes)[0], largest_component_box(cubes, keep=2)[0]
+    assert one == (1, 4, 1, 4, 1, 4) and two == (1, 14, 1, 4, 1, 4)
     assert PreprocessConfig(roi="organ", roi_components=1) == PreprocessConfig(roi="organ")
     assert (
         PreprocessConfig(roi_components=2).digest() == PreprocessConfig().digest()

@@ -523,3 +523,20 @@ def test_gap_closed_follows_the_direction_of_the_metric() -> None:
     assert gap_closed(cell(20.0), cell(10.0), cell(40.0), direction=-1) == pytest.approx(2 / 3)
     assert gap_closed(cell(20.0), cell(10.0), cell(40.0)) is None  # read as a Dice: no gap
     assert gap_closed(cell(0.1), cell(0.0), cell(0.2), direction=0) is None
+
+
+def test_a_teacher_saved_before_the_label_and_box_keys_matches_its_data() -> None:
+    """A teacher checkpoint from before ``label_resize`` / ``roi_components`` existed (kits19
+    now sets roi_components: 2) is the same preprocessing: neither key changes the slices a
+    teacher sees in distillation; a key that does (the window) still counts."""
+    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.lit.distill import _differences
+
+    data = PreprocessConfig(window=(-200.0, 300.0)).to_dict()
+    old = {k: v for k, v in data.items() if k not in ("label_resize", "roi_components")}
+    new = {**data, "roi_components": 2, "label_resize": "nearest-exact"}
+    assert _differences("preprocess", {"preprocess": old}, {"preprocess": new}) == []
+    moved = {**new, "window": [-100.0, 100.0]}
+    assert _differences("preprocess", {"preprocess": old}, {"preprocess": moved}) == [
+        "preprocess.window: teacher [-200.0, 300.0] vs data [-100.0, 100.0]"
+    ]

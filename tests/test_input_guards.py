@@ -6,6 +6,7 @@ of the user's is replaced, one line on stderr, exit code 2, nothing half-written
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -356,6 +357,14 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
     with pytest.raises(InputError, match=r"Read-only file system\); .*data\.cache_root=") as err:
         prepare.prepare_cases([], PreprocessConfig(), tmp_path / "cache", progress=False)
     assert err.value.path == str(tmp_path / "cache")
+    # a complete cache whose record an earlier kdseg wrote, before keys were added to the
+    # config (label_resize, roi_components): the same config, read as it is, not rewritten
+    cfg = PreprocessConfig()
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("label_resize", "roi_components")}
+    (tmp_path / "cache").mkdir()
+    record = {"config": old, "digest": cfg.digest(), "source": ""}
+    (tmp_path / "cache" / "preprocess.json").write_text(json.dumps(record, indent=1))
+    prepare.prepare_cases([], cfg, tmp_path / "cache", progress=False)  # no write, no error
 
 
 def test_an_input_named_like_a_dead_writers_temporary_is_never_swept(tmp_path: Path) -> None:

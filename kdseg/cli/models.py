@@ -7,6 +7,7 @@ import math
 import sys
 from typing import NoReturn
 
+from kdseg.errors import ConfigError
 from kdseg.models.cost import main_table
 
 
@@ -41,8 +42,8 @@ def main() -> None:
             _fail(f"{name} {value}: must be at least {low}")
     if not (args.width > 0 and math.isfinite(args.width)):
         _fail(f"--width {args.width}: must be positive")
-    print(
-        main_table(
+    try:
+        table = main_table(
             size=args.size,
             in_channels=args.in_channels,
             num_classes=args.num_classes,
@@ -50,7 +51,9 @@ def main() -> None:
             names=args.names or None,
             time_threads=args.time or None,
         )
-    )
+    except ConfigError as exc:  # a width a network cannot be built at
+        _fail(str(exc))
+    print(table)
 
 
 def _fail(message: str) -> NoReturn:

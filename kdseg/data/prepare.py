@@ -183,6 +183,20 @@ def jittered(
     return jitter_box(box, cfg.roi_jitter_mm, pre.spacing(image), rng, cfg.roi_margin_mm)
 
 
+def _same_record(record: Path, config: PreprocessConfig, source: str | None) -> bool:
+    """Whether the cache's ``preprocess.json`` already says ``config`` (read as a config: a
+    record written before a key was added lacks it, and means the same) and ``source``."""
+    try:
+        stored = json.loads(record.read_text())
+        return (
+            PreprocessConfig.from_dict(stored["config"]) == config
+            and stored.get("digest") == config.digest()
+            and stored.get("source") == source
+        )
+    except (OSError, ValueError, KeyError, TypeError, InputError):
+        return False
+
+
 def case_label(case: Case, image: nib.Nifti1Image) -> np.ndarray:
     """The case's label volume, checked against its image and mapped to kdseg's 0/1/2."""
     allowed = LABELS if case.label_map is None else [a for a, _ in case.label_map]
@@ -324,7 +338,7 @@ def prepare_cases(
     text = json.dumps(
         {"config": config.to_dict(), "digest": config.digest(), "source": source}, indent=1
     )
-    if todo or not record.is_file() or record.read_text() != text:
+    if todo or not _same_record(record, config, source):
         try:  # a complete cache on a read-only mount is read as it is
             write_text_atomic(record, text)
         except OSError as exc:

@@ -46,7 +46,7 @@ def largest_component_box(
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     best = int(sizes.argmax())
-    order = np.argsort(sizes[1:], kind="stable")[::-1][:keep] + 1
+    order = np.argsort(-sizes[1:], kind="stable")[:keep] + 1  # ties: the first, as argmax
     kept = [int(c) for c in order if sizes[c] >= MIN_COMPONENT_FRACTION * sizes[best]]
     largest = components == best if len(kept) == 1 else np.isin(components, kept)
     inner = organ_box(largest)

@@ -204,7 +204,8 @@ def finetune(
     from kdseg.lit.train import fit
 
     # the pruned network runs eager and contiguous: how the original trained is not carried over
-    model = {k: v for k, v in model_config.items() if k not in RUN_OPTIONS}
+    # and its encoder_weights file is not read: the pruned weights replace the module's at once
+    model = {k: v for k, v in model_config.items() if k not in (*RUN_OPTIONS, "encoder_weights")}
     module = SegmentationModule(
         model=model, data=setup.info(), optim=run_cfg["optim"], loss=run_cfg.get("loss", {})
     )

@@ -190,10 +190,11 @@ def _differences(key: str, teacher: dict[str, Any], student: dict[str, Any]) -> 
     if key == "preprocess" and isinstance(mine, dict) and isinstance(theirs, dict):
         mine = PreprocessConfig.from_dict(mine).to_dict()
         theirs = PreprocessConfig.from_dict(theirs).to_dict()
-        return [  # label_resize: how the training labels were made, not what the teacher sees
+        return [  # how training labels were made and how predicted masks are boxed (not the
+            # ground-truth boxes of the slices the teacher sees here) do not count
             f"preprocess.{k}: teacher {mine.get(k)!r} vs data {theirs.get(k)!r}"
             for k in sorted(set(mine) | set(theirs))
-            if mine.get(k) != theirs.get(k) and k != "label_resize"
+            if mine.get(k) != theirs.get(k) and k not in ("label_resize", "roi_components")
         ]
     return [] if mine == theirs else [f"{key}: teacher {mine!r} vs data {theirs!r}"]
 

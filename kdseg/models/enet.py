@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdseg.errors import ConfigError
 from kdseg.models.layers import ConvBNAct, pad_to_multiple, scale_channels, seg_output
 from kdseg.models.registry import register_model
 from kdseg.models.taps import SegmentationModel, SegOutput, TapInfo
@@ -173,7 +174,7 @@ class ENet(SegmentationModel):
         self.initial = InitialBlock(in_channels, c16)
         c0 = self.initial.out_channels
         if c0 > c64:  # the main path would drop stem channels (a negative zero-padding)
-            raise ValueError(
+            raise ConfigError(
                 f"enet: width {width} gives stage 1 {c64} channels, fewer than the initial "
                 f"block's {c0} with in_channels={in_channels}; use a larger width"
             )
