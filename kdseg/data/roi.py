@@ -45,10 +45,10 @@ def largest_component_box(
     n = int(components.max())
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    best = int(sizes.argmax())
-    order = np.argsort(-sizes[1:], kind="stable")[:keep] + 1  # ties: the first, as argmax
+    order = np.argsort(-sizes[1:], kind="stable")[:keep] + 1  # ties: the first one
+    best = int(order[0])
     kept = [int(c) for c in order if sizes[c] >= MIN_COMPONENT_FRACTION * sizes[best]]
-    largest = components == best if len(kept) == 1 else np.isin(components, kept)
+    largest = np.isin(components, kept)
     inner = organ_box(largest)
     assert inner is not None
     box = tuple(int(v + o) for v, o in zip(inner, (x0, x0, y0, y0, z0, z0), strict=True))

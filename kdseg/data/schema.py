@@ -57,22 +57,8 @@ def check_data_info(path: str | os.PathLike, data: Any, where: str) -> dict[str,
     pre = data.get("preprocess")
     if not isinstance(pre, dict):
         raise InputError(path, f"{where}: no preprocessing config (data.preprocess)")
-    try:
-        config = PreprocessConfig.from_dict(pre)
-        if len(config.window) != 2 or config.window[0] >= config.window[1]:
-            raise ValueError(f"window {config.window}")
-        for key in ("in_plane_size", "crop_size"):
-            size = getattr(config, key)
-            if size is not None and (len(size) != 2 or not all(_positive_int(v) for v in size)):
-                raise ValueError(f"{key} {list(size)}: not two positive whole numbers")
-        codes = config.axcodes.upper()
-        axes = {c: i for i, pair in enumerate(("LR", "PA", "IS")) for c in pair}
-        if len(codes) != 3 or sorted(axes.get(c, -1) for c in codes) != [0, 1, 2]:
-            raise ValueError(f"axcodes {config.axcodes!r}: not one of L/R, P/A and I/S each")
+    try:  # the config checks its window, sizes and axis codes itself
+        PreprocessConfig.from_dict(pre)
     except (TypeError, ValueError, KeyError, InputError) as exc:
         raise InputError(path, f"{where}: unusable data.preprocess ({exc})") from None
     return dict(data)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
