@@ -125,6 +125,7 @@ from study_protocols import (  # noqa: E402
     VAL_DIR,
     Protocol,
     config_diff,
+    copy_run,
     phantom_args,
     teacher_seed_override,
     tumor_dice,
@@ -520,14 +521,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
             if target.exists():
                 raise SystemExit(f"phantom_study: {target} holds an unfinished run; remove it")
             print(f"[study] teachers: {target.name} copied from {source}", flush=True)
-            # under a temporary name outside runs/, then renamed: an interrupted copy (its
-            # summary.json copied before its checkpoints) is never taken for a finished run
-            partial = self.dir / ".partial" / "teachers" / target.name
-            shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
-            shutil.copytree(source, partial, ignore=shutil.ignore_patterns("eval-*"))
-            (partial / "copied_from.txt").write_text(f"{source}\n")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial.rename(target)
+            copy_run(source, target, self.dir / ".partial" / "teachers" / target.name)
         seeds = self.teachers_to_train() or self.teacher_seeds
         overrides = self.protocol.teacher_overrides
         self.train_sweep("teachers", TEACHER, TEACHER_WIDTH, seeds, overrides, jobs)

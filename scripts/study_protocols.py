@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -220,6 +221,19 @@ def phantom_args(root: Path, n_cases: int, seed: int, params: str) -> list[str]:
         f"seed={seed}",
         f"params={params}",
     ]
+
+
+def copy_run(source: Path, target: Path, partial: Path) -> None:
+    """Copy the finished run ``source`` (its evaluations left behind) to ``target``, under the
+    temporary name ``partial`` (outside ``runs/``: no stage sees it) first and then renamed:
+    an interrupted copy (its summary.json copied before its checkpoints) is never taken for a
+    finished run, and the rerun starts it again. ``copied_from.txt`` names the source."""
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns("eval-*"))
+    (partial / "copied_from.txt").write_text(f"{source}\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(target)
 
 
 def phantoms_drawn(root: Path, n_cases: int) -> bool:

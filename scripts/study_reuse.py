@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 from study_protocols import (
@@ -20,6 +19,7 @@ from study_protocols import (
     TEACHER,
     TEACHER_WIDTH,
     config_diff,
+    copy_run,
     teacher_seed_override,
 )
 
@@ -127,15 +127,7 @@ class ReuseChecks:
                         raise SystemExit(
                             f"{where}: its teacher {theirs} is not this study's {ours}"
                         )
-                partial = (
-                    self.dir / ".partial" / stage / run.name
-                )  # outside runs/: no stage sees it
-                shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(run, partial, ignore=shutil.ignore_patterns("eval-*"))
-                (partial / "copied_from.txt").write_text(f"{run}\n")
-                partial.rename(target)
+                copy_run(run, target, self.dir / ".partial" / stage / run.name)
                 copied += 1
         print(f"[study] --runs-from {source}: {copied} run(s) copied in", flush=True)
 

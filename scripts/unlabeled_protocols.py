@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
 from phantom_study import PHANTOM_V4  # the same phantom parameters (scripts/ is on the path)
-from study_protocols import phantom_args
+from study_protocols import copy_run, phantom_args
 from unlabeled_base import (
     EVAL_DIR,
     N_UNLABELED,
@@ -236,14 +235,7 @@ class StudyV5(Study):
             raise SystemExit(f"unlabeled_study: --teacher-from differs: {'; '.join(diff)}")
         if out.exists():
             raise SystemExit(f"unlabeled_study: {out} holds an unfinished run; remove it")
-        # under a temporary name, then renamed: an interrupted copy (its summary.json copied
-        # before its checkpoints) is never taken for a finished teacher, nor blocks the rerun
-        partial = self.dir / ".partial" / "teacher" / out.name
-        shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier copy
-        shutil.copytree(self.teacher_from, partial, ignore=shutil.ignore_patterns("eval-*"))
-        (partial / "copied_from.txt").write_text(f"{self.teacher_from}\n")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial.rename(out)
+        copy_run(self.teacher_from, out, self.dir / ".partial" / "teacher" / out.name)
         return out
 
     def stage1(self) -> Path:
