@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from kdseg.errors import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # kdseg-export refuses an int8 file that disagrees with its fp32 twin; the bench measures it
@@ -204,7 +206,7 @@ def main() -> None:
     for model in ("raunet", "pspnet"):
         untrained_full_width(runs, data, model)
     entries_file = args.demo / "bench_entries.yaml"
-    entries_file.write_text(yaml.safe_dump(entries(runs), sort_keys=False))
+    write_text_atomic(entries_file, yaml.safe_dump(entries(runs), sort_keys=False))
     run(
         "kdseg-bench",
         f"entries_file={entries_file}",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from kdseg.errors import write_text_atomic
 from kdseg.models import build_from_config
 from kdseg.models.compile import compile_network
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads,
             "rows": rows,
         }
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        write_text_atomic(args.json, json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

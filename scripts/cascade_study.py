@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from study_protocols import phantoms_drawn  # noqa: E402
 
+from kdseg.errors import write_text_atomic  # noqa: E402
+
 BIN = Path(sys.executable).parent
 REAL_CT = ROOT / "tests" / "data" / "real_ct"
 N_CASES = 40
@@ -185,7 +187,9 @@ class Study:
                 )
                 pred = np.asanyarray(nib.load(str(label)).dataobj) > 0
                 dice = 2 * (pred & ref).sum() / max(pred.sum() + ref.sum(), 1)
-                out.write_text(json.dumps({"organ_dice_vs_liver_reference": float(dice)}) + "\n")
+                write_text_atomic(
+                    out, json.dumps({"organ_dice_vs_liver_reference": float(dice)}) + "\n"
+                )
 
     def stage_bench(self) -> None:
         out = self.dir / "bench"
@@ -203,7 +207,7 @@ class Study:
                 }
             )
         out.mkdir(parents=True, exist_ok=True)
-        (out / "entries.json").write_text(json.dumps(entries))  # JSON is YAML
+        write_text_atomic(out / "entries.json", json.dumps(entries))  # JSON is YAML
         self.kdseg(
             "bench",
             f"entries_file={out / 'entries.json'}",
@@ -276,7 +280,7 @@ class Study:
 
     def stage_table(self) -> None:
         rows = self.rows()
-        (self.dir / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+        write_text_atomic(self.dir / "results.json", json.dumps(rows, indent=1) + "\n")
 
         def cell(values: list) -> str:
             values = [v for v in values if v is not None]
@@ -316,9 +320,9 @@ class Study:
                 f"| {seconds} |"
             )
         text = "\n".join(lines) + "\n"
-        (self.dir / "cascade_study.md").write_text(text)
+        write_text_atomic(self.dir / "cascade_study.md", text)
         if self.publish:  # the committed table: only when asked for
-            (ROOT / "docs" / "cascade_study.md").write_text(text)
+            write_text_atomic(ROOT / "docs" / "cascade_study.md", text)
         print(text, end="")
 
     def _shown_dir(self) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from study_v5 import endpoint_row
 from unlabeled_base import init_hash
 
+from kdseg.errors import write_text_atomic
 from kdseg.eval.paired import paired_difference
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -284,6 +285,8 @@ def main(
     done = tuple(s for s in SEEDS if (last.evaluation(args.dir, s) / "summary.json").exists())
     if done != SEEDS and not args.interim:
         raise SystemExit(f"{spec.name}: seeds {done} scored; the endpoint needs {SEEDS}")
+    if not done:  # --interim with nothing to average: refused, not a ZeroDivisionError
+        raise SystemExit(f"{spec.name}: no seed is scored yet in {args.dir}")
     result = table(spec, args.dir, done)
     interim = done != SEEDS
     result["interim"] = interim
@@ -291,6 +294,6 @@ def main(
     text = markdown(spec, result, interim)
     if reading is not None:
         text += reading(result) + "\n"
-    (args.dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.dir / f"{name}.md").write_text(text)
+    write_text_atomic(args.dir / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    write_text_atomic(args.dir / f"{name}.md", text)
     print(text)

@@ -543,7 +543,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         scores = {m: tumor_dice(run / VAL_DIR) for m, run in zip(NEW_OPTIONS, runs, strict=True)}
         selected = max(NEW_OPTIONS, key=lambda m: scores[m])
         text = json.dumps({"selected": selected, "val_tumor_dice": scores}, indent=1)
-        self.selection_file.write_text(text + "\n")
+        write_text_atomic(self.selection_file, text + "\n")
         print(f"[study] selected {selected}: {scores}", flush=True)
 
     def stage_main(self) -> None:

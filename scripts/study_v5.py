@@ -24,6 +24,8 @@ from study_protocols import (
     tumor_dice,
 )
 
+from kdseg.errors import write_text_atomic
+
 
 def endpoint_row(dice: dict[int, float], alone: dict[int, float], teacher: float) -> dict:
     """One row of an endpoint table: per-seed tumor Dice, its mean, the paired difference to
@@ -135,7 +137,7 @@ class FreshTestStages:
             "dev_tumor_dice": dice,
             "seeds": self.few_seeds,
         }
-        self.selection_v5_file.write_text(json.dumps(record, indent=1) + "\n")
+        write_text_atomic(self.selection_v5_file, json.dumps(record, indent=1) + "\n")
         print(f"[study] dev-select: {best}; dev scores {scores}", flush=True)
 
     def stage_confirm(self) -> None:
@@ -189,6 +191,6 @@ class FreshTestStages:
                 )
         fresh = result["rows"][selected]["fresh"]
         result["target_met"] = fresh["gap_closed"] >= 0.5 and fresh["paired"][1] > 0
-        (self.dir / "endpoint.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(self.dir / "endpoint.json", json.dumps(result, indent=1) + "\n")
         print("\n".join(lines), flush=True)
         print(f"[study] endpoint ({selected}, fresh test): target met: {result['target_met']}")

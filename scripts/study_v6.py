@@ -16,6 +16,8 @@ from pathlib import Path
 from study_protocols import DEV2_DIR, DEV_MARGIN, FRESH2_DIR, MAIN_METHODS, STUDENT, tumor_dice
 from study_v5 import endpoint_row, organ_dice, row_cells
 
+from kdseg.errors import write_text_atomic
+
 
 class SecondFreshStages:
     """The v6 stages; the host class (``phantom_study.Study``) provides the paths, the
@@ -82,7 +84,7 @@ class SecondFreshStages:
         if best != self.v5_selected and scores[best] < scores[self.v5_selected] + DEV_MARGIN:
             best = self.v5_selected
         record = {"selected": best, "dev2_score": scores, "dev2_tumor_dice": dice}
-        self.selection_v6_file.write_text(json.dumps(record, indent=1) + "\n")
+        write_text_atomic(self.selection_v6_file, json.dumps(record, indent=1) + "\n")
         print(f"[study] dev2-select: {best}; dev-2 scores {scores}", flush=True)
 
     def stage_confirm2(self) -> None:
@@ -133,6 +135,6 @@ class SecondFreshStages:
         row = result["rows"][selected]
         result["target_met"] = row["gap_closed"] >= 0.5 and row["paired"][1] > 0
         lines += ["", f"Target (>= 50% with the interval above zero) met: {result['target_met']}"]
-        (self.dir / "endpoint_v6.json").write_text(json.dumps(result, indent=1) + "\n")
-        (self.dir / "endpoint_v6.md").write_text("\n".join(lines) + "\n")
+        write_text_atomic(self.dir / "endpoint_v6.json", json.dumps(result, indent=1) + "\n")
+        write_text_atomic(self.dir / "endpoint_v6.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)

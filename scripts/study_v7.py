@@ -29,6 +29,8 @@ from study_protocols import (
 )
 from study_v5 import endpoint_row, organ_dice, row_cells
 
+from kdseg.errors import write_text_atomic
+
 
 class PatientStages:
     """The v7 stages; the host class (``phantom_study.Study``) provides the paths, the
@@ -101,7 +103,7 @@ class PatientStages:
         alone = {steps: tumor_dice(run / DEV2_DIR) for steps, run in pilots.items()}
         chosen = next((s for s in PATIENT_STEPS if teacher_dice - alone[s] >= GAP_RULE), None)
         record = {"steps": chosen, "teacher_dev2": teacher_dice, "alone_dev2": alone, "seed": seed}
-        self.gate_file.write_text(json.dumps(record, indent=1) + "\n")
+        write_text_atomic(self.gate_file, json.dumps(record, indent=1) + "\n")
         print(f"[study] patient-pilot: steps {chosen}; {record}", flush=True)
 
     @property
@@ -172,6 +174,6 @@ class PatientStages:
         row = result["rows"][names[1]]
         result["target_met"] = row["gap_closed"] >= 0.5 and row["paired"][1] > 0
         lines += ["", f"Target (>= 50% with the interval above zero) met: {result['target_met']}"]
-        (self.dir / "endpoint_v7.json").write_text(json.dumps(result, indent=1) + "\n")
-        (self.dir / "endpoint_v7.md").write_text("\n".join(lines) + "\n")
+        write_text_atomic(self.dir / "endpoint_v7.json", json.dumps(result, indent=1) + "\n")
+        write_text_atomic(self.dir / "endpoint_v7.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)

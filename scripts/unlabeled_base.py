@@ -20,6 +20,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from phantom_study import PHANTOM  # noqa: E402  (the same phantom parameters)
 from study_protocols import phantom_args, phantoms_drawn  # noqa: E402
 
+from kdseg.errors import write_text_atomic  # noqa: E402
+
 N_TRAIN, N_VAL, N_TEST, N_UNLABELED = 6, 4, 8, 48
 TEACHER = ("raunet", 0.25)
 STUDENT = ("enet", 0.25)
@@ -87,7 +89,7 @@ class Study:
             "val": ids[N_TRAIN : N_TRAIN + N_VAL],
             "test": ids[N_TRAIN + N_VAL :],
         }
-        (self.labeled / "kdseg_split.json").write_text(json.dumps(split, indent=1) + "\n")
+        write_text_atomic(self.labeled / "kdseg_split.json", json.dumps(split, indent=1) + "\n")
         self.unlabeled.mkdir(parents=True, exist_ok=True)
         for i in range(N_UNLABELED):  # the scans alone, under ids that no labeled case has
             link = self.unlabeled / f"scan-{i:03d}.nii.gz"
@@ -213,9 +215,9 @@ class Study:
                 root / "imagesTr" / f"{case}_0000.nii.gz",
             )
             _link(pseudo / "labelsTr" / f"{case}.nii.gz", root / "labelsTr" / f"{case}.nii.gz")
-        (root / "dataset.json").write_text((pseudo / "dataset.json").read_text())
+        write_text_atomic(root / "dataset.json", (pseudo / "dataset.json").read_text())
         split["train"] = split["train"] + kept
-        (root / "kdseg_split.json").write_text(json.dumps(split, indent=1) + "\n")
+        write_text_atomic(root / "kdseg_split.json", json.dumps(split, indent=1) + "\n")
         return root
 
     def hard(self, seed: int, filtered: bool) -> Path:
@@ -260,8 +262,8 @@ class Study:
         table = results_table(scores, inits, self.seeds, self.METRIC, self.N_TEST)
         table += self.pseudo_quality() + self.extra_report(scores, inits)
         table += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
-        (self.dir / "results.md").write_text(table)
-        (self.dir / "results.json").write_text(json.dumps(scores, indent=1, default=float))
+        write_text_atomic(self.dir / "results.md", table)
+        write_text_atomic(self.dir / "results.json", json.dumps(scores, indent=1, default=float))
         print(table)
 
     def report_pilot(self, seed: int) -> None:
@@ -277,7 +279,7 @@ class Study:
                 f"  {row}: organ {_dice(summary, 'organ'):.3f}, tumor {_dice(summary, 'tumor'):.3f}"
             )
         text = "\n".join(lines) + "\n"
-        (self.dir / f"pilot-s{seed}.txt").write_text(text)
+        write_text_atomic(self.dir / f"pilot-s{seed}.txt", text)
         print(text, flush=True)
 
     @property

@@ -27,6 +27,8 @@ from unlabeled_base import (
     results_table,
 )
 
+from kdseg.errors import write_text_atomic
+
 
 class StudyV2(Study):
     """Protocol v2: a high-resolution cascade teacher, a 96 x 96 single-stage student."""
@@ -106,7 +108,7 @@ class StudyV2(Study):
         for source in (on_train, self.pseudolabels(seed, False)):
             for label in (source / "labelsTr").iterdir():
                 _link(label, folder / label.name)
-        (folder / "dataset.json").write_text((on_train / "dataset.json").read_text())
+        write_text_atomic(folder / "dataset.json", (on_train / "dataset.json").read_text())
         return folder
 
     def soft_teacher(self, seed: int) -> str:
@@ -360,7 +362,7 @@ class StudyV6(StudyV5):
                 _link(self.labeled / name, few / name)
         # the split first: kdseg-prepare would otherwise draw its own 70 / 10 / 20 one
         text = json.dumps({**split, "train": chosen}, indent=1) + "\n"
-        (few / "kdseg_split.json").write_text(text)
+        write_text_atomic(few / "kdseg_split.json", text)
         self.run("prepare", *self.STAGE2, f"data.root={few}", "workers=1")
         (few / "done").write_text("")  # last: it marks the folder done
 
@@ -495,9 +497,9 @@ class StudyV7(StudyV6):
         ]
         text = "\n".join(parts)
         text += f"\nwall time of this invocation: {time.perf_counter() - started:.0f} s\n"
-        (self.dir / "results-v7.md").write_text(text)
+        write_text_atomic(self.dir / "results-v7.md", text)
         record = {"chosen": chosen, "val_shares": shares, "scores": scores}
-        (self.dir / "results-v7.json").write_text(json.dumps(record, indent=1, default=float))
+        write_text_atomic(self.dir / "results-v7.json", json.dumps(record, indent=1, default=float))
         print(text)
 
     def table(self, scores: dict[str, dict[int, dict]], inits: dict, n: int) -> str:
@@ -580,9 +582,9 @@ class StudyV8(StudyV7):
                 f"wall time of this invocation: {time.perf_counter() - started:.0f} s",
             ]
         )
-        (self.dir / "results-v8.md").write_text(text + "\n")
+        write_text_atomic(self.dir / "results-v8.md", text + "\n")
         record = {"endpoint": self.ENDPOINT, "shares": shares, "met": met, "scores": scores}
-        (self.dir / "results-v8.json").write_text(json.dumps(record, indent=1, default=float))
+        write_text_atomic(self.dir / "results-v8.json", json.dumps(record, indent=1, default=float))
         print(text)
 
     def shares(self, scores: dict[str, dict[int, dict]], seeds: list[int]) -> tuple[float, float]:

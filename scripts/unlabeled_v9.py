@@ -61,6 +61,8 @@ from study_protocols import pooled_dice
 from unlabeled_base import STUDENT, init_hash, results_table
 from unlabeled_protocols import StudyV8
 
+from kdseg.errors import write_text_atomic
+
 STEPS_PER_EPOCH = 64  # experiment=phantom_study_v3: 512 samples an epoch, batches of 8
 
 
@@ -209,10 +211,10 @@ class StudyV9(StudyV8):
                 f"wall time of this invocation: {time.perf_counter() - started:.0f} s",
             ]
         )
-        (self.dir / "results-v9.md").write_text(text + "\n")
+        write_text_atomic(self.dir / "results-v9.md", text + "\n")
         record = {"length": length, "seeds": seeds, "shares": shares, "met": met}
         record |= {"scores": scores, "info_1024": info}
-        (self.dir / "results-v9.json").write_text(json.dumps(record, indent=1, default=float))
+        write_text_atomic(self.dir / "results-v9.json", json.dumps(record, indent=1, default=float))
         print(text)
 
 

@@ -89,3 +89,14 @@ def test_v10_endpoint_waits_for_five_cutmix_seeds(score, tmp_path) -> None:
         (study / "eval" / f"cutmix-8192-s{s}" / "summary.json").unlink()
     with pytest.raises(SystemExit, match="study v10: seeds \\(1, 2, 3\\) scored"):
         score.main(["--dir", str(study)])
+
+
+def test_interim_on_a_study_with_no_scored_seed_is_refused(score, tmp_path) -> None:
+    """``--interim`` before any seed is scored (the teacher's evaluation alone): a one-line
+    refusal, not a ZeroDivisionError."""
+    study = tmp_path / "v10"
+    _eval(study / "eval" / "teacher-s1", tmp_path / "teacher", 0.95, 0.75, first=228)
+    with pytest.raises(SystemExit) as refused:
+        score.main(["--dir", str(study), "--interim"])
+    assert str(refused.value) == f"study v10: no seed is scored yet in {study}"
+    assert not (study / "interim.json").exists() and not (study / "interim.md").exists()
