@@ -92,6 +92,24 @@ def test_multiclass_task_can_oversample_tumor_slices(phantom_lits: Path) -> None
         resolve_data(_data_cfg(phantom_lits, **{"data.target_slices": "kidney"})).datamodule(0)
 
 
+def test_val_target_slices_are_the_tasks_own_whatever_target_slices_says(
+    phantom_lits: Path,
+) -> None:
+    """``val_sampling=target`` validates on the slices holding the task's target (the organ
+    for the multiclass task), as ``kdseg-eval protocol=paper`` scores; ``target_slices=tumor``
+    changes the training draws only."""
+    overrides = {"data.target_slices": "tumor", "data.val_sampling": "target"}
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=0)
+    dm.setup("fit")
+    for part in (dm.val_set, dm.test_set):
+        organ = {(c.case_id, z) for c in part.cases for z in c.organ_slices}
+        kept = {(part.cases[ci].case_id, z) for ci, z in part.index}
+        tumor = {(c.case_id, z) for c in part.cases for z in c.tumor_slices}
+        assert kept == organ and tumor < organ  # organ slices, more than the tumor's
+
+
 def test_lesion_slice_weights_give_each_tumor_the_same_share() -> None:
     """A 1-slice tumor and a 4-slice tumor, one slice shared with a third 2-slice tumor: the
     weights sum to 1 per tumor, and a slice cut by two tumors carries both shares."""
@@ -337,6 +355,44 @@ def test_resumed_run_draws_what_an_uninterrupted_one_would(
     shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
     assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
     kdseg("train", *args, f"hydra.run.dir={resumed}")
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """The same from a step checkpoint written during an epoch (``every_n_train_steps=3``
+    with 4 steps an epoch): the training loader's state in the checkpoint (Lightning's
+    stateful-loader interface) sets the samplers back to the epoch's start and skips the
+    batch the epoch had delivered, so the rest of the epoch, and every epoch after it, is
+    the uninterrupted run's, and Lightning does not warn of a loader that cannot resume."""
+    args = [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer.max_epochs=3",
+        "checkpoint.every_n_train_steps=3",
+        "data.patch_size=[32,32]",
+        "data.patch_ratios=[1,1,2]",
+    ]
+    whole = tmp_path / "whole"
+    kdseg("train", *args, f"hydra.run.dir={whole}")
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    # step 9: one batch into the third epoch, as a run killed during its second batch leaves it
+    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 9
+    assert [s["batches"] for s in ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]] == [1]
+    done = kdseg("train", *args, f"hydra.run.dir={resumed}")
+    assert "not resumable" not in done.stdout + done.stderr
 
     def weights(run: Path) -> dict[str, torch.Tensor]:
         return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

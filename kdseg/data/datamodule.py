@@ -12,8 +12,13 @@ sampling policy for the rest.
 Sampling policies for training: ``all`` slices, ``target`` slices only (the paper), or
 ``oversample`` (all slices, target slices drawn with probability ``target_fraction``).
 Target slices are those holding the organ, or the tumor (``target_slices``; by default the
-tumor for the tumor task and the organ otherwise). Oversampling tumor slices in the multi-class
-task is nnU-Net's foreground oversampling of the rare class: tumors sit in a few slices only.
+tumor for the tumor task and the organ otherwise). ``val_sampling: target`` (the paper's
+"validate on target slices") keeps the val and test slices that hold the task's own target
+(tumor for the tumor task, else organ) whatever ``target_slices`` says: that knob shapes the
+training draws only, and validation scores the task on the slices ``kdseg-eval
+protocol=paper`` keeps (those whose reference holds the model's target). Oversampling tumor
+slices in the multi-class task is nnU-Net's foreground oversampling of the rare class: tumors
+sit in a few slices only.
 With ``target_weighting: lesion`` (beyond the paper) the tumor slices are not drawn alike: a
 slice weighs the sum, over the 3D tumors it cuts, of 1 / the number of slices that tumor spans,
 so each tumor is drawn as often, and a 4 mm metastasis on one slice as often as a 40 mm one on
@@ -34,7 +39,8 @@ slice. Without ``patch_ratios`` the patch lies anywhere in the slice (``RandSpat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +378,7 @@ class SliceDataModule(pl.LightningDataModule):
                 if only_target
                 else "no training slice in the cache",
             )
+        # the task's own target slices, not data.target_slices (a training-draw knob only)
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)
         self.test_set = SliceDataset(cases["test"], self.task, self.cfg.context, only_val_target)
@@ -439,7 +446,12 @@ class SliceDataModule(pl.LightningDataModule):
     def _loader(
         self, dataset: Dataset, sampler: torch.utils.data.Sampler | None = None
     ) -> DataLoader:
-        return DataLoader(
+        kwargs: dict[str, Any] = {}
+        loader_cls: type[DataLoader] = DataLoader
+        if sampler is not None:  # training: a loader Lightning can checkpoint mid-epoch
+            loader_cls = ResumableLoader
+            kwargs = {"generators": self._generators, "epoch_batches": self._epoch_batches}
+        return loader_cls(
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,
@@ -447,7 +459,15 @@ class SliceDataModule(pl.LightningDataModule):
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
             worker_init_fn=self._seed_worker,
+            **kwargs,
         )
+
+    def _epoch_batches(self) -> float:
+        """The training batches of an epoch as Lightning runs them (``limit_train_batches``
+        included); infinite when there is no trainer (the loader then knows its length)."""
+        trainer = self.trainer
+        batches = getattr(trainer, "num_training_batches", None) if trainer else None
+        return float(batches) if batches is not None else math.inf
 
     def _seed_worker(self, worker_id: int) -> None:
         self.augment.set_random_state(seed=torch.initial_seed() % 2**32)
@@ -465,6 +485,9 @@ class SliceDataModule(pl.LightningDataModule):
         return loader
 
     def _continue_draws(self, state: dict[str, Any]) -> None:
+        # the generators as the checkpoint left them: the next epoch's draws after an
+        # epoch-end checkpoint; after a mid-epoch one the training loader's own state, which
+        # Lightning loads next, sets them back to its epoch's start (ResumableLoader)
         samplers, augment = state.get("samplers", []), state.get("augment", [])
         randomized = self._randomized()
         if len(samplers) != len(self._generators) or len(augment) != len(randomized):
@@ -490,9 +513,10 @@ class SliceDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Where the training draws stand (Lightning stores it in every checkpoint): the
-        samplers' generators and the augmentation's random states. With it a run resumed from
-        an epoch-end checkpoint draws the batches an uninterrupted run would; with
-        ``num_workers > 0`` the workers' augmentation streams are not in it."""
+        samplers' generators and the augmentation's random states. With it (and, mid-epoch,
+        the training loader's own state: :class:`ResumableLoader`) a resumed run draws the
+        batches an uninterrupted run would; with ``num_workers > 0`` the workers'
+        augmentation streams are not in it."""
         return {
             "samplers": [g.get_state() for g in self._generators],
             "augment": [numpy_state(stream) for stream in self._randomized()],
@@ -507,6 +531,110 @@ class SliceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
+
+
+class ResumableLoader(DataLoader):
+    """The training ``DataLoader``, resumable mid-epoch through Lightning's own interface: a
+    loader with ``state_dict`` / ``load_state_dict`` has its state stored in every checkpoint
+    (the fit loop's ``combined_loader``) and loaded before the resumed epoch's iterator is made.
+
+    A plain loader resumed from a checkpoint written during an epoch (``checkpoint.
+    every_n_train_steps``) trains the epoch's remaining batches, but draws them as the first
+    batches of a new pass of the sampler, from generators that had already drawn that epoch:
+    slices the epoch had already seen, and every later epoch's draws shifted. Here the state
+    is the samplers' generators as they stood when the epoch's iterator was made, and the
+    number of batches the epoch has delivered; a resumed loader sets the generators back and
+    skips that many batches of indices (no slice is read or augmented for them), so the rest
+    of the epoch holds the batches the uninterrupted run drew. Making the iterator again draws
+    nothing from torch's global stream (the loader's base seed): the uninterrupted run drew
+    it before the checkpoint, and the dropout masks after the checkpoint come from that stream.
+
+    ``generators``: the samplers' generators (the data module's list); ``epoch_batches``: the
+    batches Lightning runs an epoch (with ``limit_train_batches`` fewer than the loader holds);
+    a state saved once the epoch has delivered them is an epoch-end one and skips nothing.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        generators: list[torch.Generator] | None = None,
+        epoch_batches: Callable[[], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.generators = generators if generators is not None else []
+        self.epoch_batches = epoch_batches
+        self._epoch_start: list[torch.Tensor] = []  # the generators when the epoch began
+        self._delivered = 0  # batches this epoch's iterator has handed out
+        self._resume_at = 0  # batches the next iterator skips (a mid-epoch resume)
+        self._skip: _SkipFirst | None = None
+
+    @property
+    def _index_sampler(self) -> Any:
+        # what torch's iterators draw the batches' indices from: while a resumed iterator is
+        # being made, the batch sampler with the epoch's delivered batches skipped
+        sampler = super()._index_sampler
+        return self._skip if self._skip is not None else sampler
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._resume_at = self._resume_at, 0
+        if skip:
+            torch_state = torch.get_rng_state()
+            self._skip = _SkipFirst(super()._index_sampler, skip)
+            try:
+                iterator = super().__iter__()
+            finally:
+                self._skip = None
+                torch.set_rng_state(torch_state)
+        else:
+            self._epoch_start = [g.get_state() for g in self.generators]
+            iterator = super().__iter__()
+        self._delivered = skip
+        return self._count(iterator)
+
+    def _count(self, iterator: Iterable[Any]) -> Iterator[Any]:
+        for batch in iterator:
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch = self.epoch_batches() if self.epoch_batches is not None else math.inf
+        finished = self._delivered >= min(epoch, len(self))
+        return {
+            "generators": list(self._epoch_start),
+            "batches": 0 if finished else self._delivered,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        batches, generators = int(state.get("batches", 0)), state.get("generators", [])
+        if batches <= 0:  # an epoch-end checkpoint: the data module's state is the one
+            return
+        if len(generators) != len(self.generators) or batches >= len(self):
+            log.warning("resumed with other sampling: the rest of the epoch is drawn afresh")
+            return
+        for generator, generator_state in zip(self.generators, generators, strict=True):
+            generator.set_state(generator_state)
+        self._epoch_start = [g.get_state() for g in self.generators]
+        self._resume_at = batches
+
+
+class _SkipFirst:
+    """A batch sampler whose first pass read skips its first ``skip`` batches (drawn, not
+    used); later passes are whole. Its length is the whole pass: the epoch keeps its length."""
+
+    def __init__(self, batches: Iterable[list[int]], skip: int) -> None:
+        self.batches, self.skip = batches, skip
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # lazy, as torch's batch sampler: a loader with workers makes one pass it never reads
+        skip, self.skip = self.skip, 0
+        iterator = iter(self.batches)
+        for _ in range(skip):
+            next(iterator, None)
+        yield from iterator
 
 
 class MixedSampler(DistributedSampler):

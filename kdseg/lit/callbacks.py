@@ -197,8 +197,9 @@ class RandomStreams(pl.Callback):
     """Stores the global random streams (Python, numpy, torch: dropout, the loader's base seed)
     in each checkpoint, and a resumed run sets them back before its first training loader is
     built, as the uninterrupted run had them. With the data module's own generators
-    (``SliceDataModule.state_dict``) a run resumed from an epoch-end checkpoint ends with the
-    weights of the run that never stopped (tests/test_pipeline.py)."""
+    (``SliceDataModule.state_dict``, and mid-epoch the training loader's: ``ResumableLoader``)
+    a run resumed from a checkpoint ends with the weights of the run that never stopped
+    (tests/test_pipeline.py)."""
 
     KEY = "kdseg_random_streams"
 
