@@ -48,6 +48,45 @@ def test_truncated_gzip_is_detected_by_loader(tmp_path: Path) -> None:
         load_volume(path)
 
 
+REAL_CT = Path(__file__).parent / "data" / "real_ct" / "ct.nii.gz"
+
+
+@pytest.mark.parametrize("keep", [1000, 100_000, 300_000, -310, -4])
+def test_cut_nii_gz_is_named_truncated_not_padded(tmp_path: Path, keep: int) -> None:
+    """A .nii.gz cut short (a copy that stopped) ends in compressed data, whose last four bytes
+    the padding check read as the gzip trailer's size: it was refused as "decompresses to
+    3,749,368,263 bytes more than its header's image", a number the file never held."""
+    from kdseg.data.io import load_volume
+
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(REAL_CT.read_bytes()[:keep])
+    with pytest.raises(InputError, match="ct.nii.gz") as refused:
+        load_volume(path)
+    assert "truncated" in str(refused.value), str(refused.value)
+    assert "more than its header" not in str(refused.value)
+
+
+def test_padded_or_corrupt_nii_gz_keeps_its_own_message(tmp_path: Path) -> None:
+    """The same check still names a stream padded after its image (with the real count), a
+    stream whose data was damaged, and reads a whole multi-member gzip file."""
+    from kdseg.data.io import load_volume
+
+    raw = gzip.decompress(REAL_CT.read_bytes())
+    padded = tmp_path / "padded.nii.gz"
+    padded.write_bytes(gzip.compress(raw + bytes(8 << 20)))
+    with pytest.raises(InputError, match="8,388,608 bytes more than its header"):
+        load_volume(padded)
+    cut = bytearray(REAL_CT.read_bytes())  # a damaged block, then the original trailer
+    cut[200_000:200_010] = bytes(10)
+    damaged = tmp_path / "damaged.nii.gz"
+    damaged.write_bytes(bytes(cut))
+    with pytest.raises(InputError, match="damaged.nii.gz"):
+        load_volume(damaged)
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    assert load_volume(multi).shape == (122, 101, 30)
+
+
 def test_guard_refuses_outputs_over_or_inside_inputs(tmp_path: Path) -> None:
     from kdseg.guards import check_output, check_outputs
 
