@@ -396,6 +396,34 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
 
+def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: Path) -> None:
+    """``treshold=0.5`` (no ``+``) got Hydra's "To append to your config use +treshold=0.5",
+    which kdseg-predict and kdseg-eval then refuse in turn (they read only their own keys):
+    the line names the option meant instead. Training configs, which take new keys, keep the
+    ``+`` advice beside the suggestion."""
+    from conftest import kdseg
+
+    from kdseg.cli.options import unknown_option
+
+    cases = [
+        ("predict", "treshold=0.5", "no option 'treshold' (did you mean threshold=?)"),
+        ("predict", "+treshold=0.5", "no option 'treshold' to add (did you mean threshold=?)"),
+        ("predict", "data.rot=x", "no option 'data.rot' (--help lists the options)"),
+        ("eval", "data.rot=x", "no option 'data.rot' (did you mean data.root=?)"),
+    ]
+    for command, typo, words in cases:
+        paths = ["input=b", "output=c"] if command == "predict" else []
+        result = kdseg(command, "ckpt=a.ckpt", *paths, typo, cwd=tmp_path, check=False)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert words in lines[0] and "To append" not in lines[0], result.stderr
+    assert not any(tmp_path.iterdir())
+    hydra = "Could not override 'model.widht'. To append to your config use +model.widht=1"
+    told = str(unknown_option(hydra, "train"))
+    assert "did you mean model.width=?" in told and "+model.widht=1 adds it" in told
+    assert unknown_option("Could not load 'model/enett'.", "train") is None
+
+
 @pytest.mark.parametrize("command", ["train"])  # distill: the same wrapper (kdseg.cli.command)
 def test_a_refused_run_leaves_no_default_time_stamped_run_dir(
     command: str, tmp_path: Path, phantom_lits: Path
