@@ -48,6 +48,45 @@ def test_truncated_gzip_is_detected_by_loader(tmp_path: Path) -> None:
         load_volume(path)
 
 
+REAL_CT = Path(__file__).parent / "data" / "real_ct" / "ct.nii.gz"
+
+
+@pytest.mark.parametrize("keep", [1000, 100_000, 300_000, -310, -4])
+def test_cut_nii_gz_is_named_truncated_not_padded(tmp_path: Path, keep: int) -> None:
+    """A .nii.gz cut short (a copy that stopped) ends in compressed data, whose last four bytes
+    the padding check read as the gzip trailer's size: it was refused as "decompresses to
+    3,749,368,263 bytes more than its header's image", a number the file never held."""
+    from kdseg.data.io import load_volume
+
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(REAL_CT.read_bytes()[:keep])
+    with pytest.raises(InputError, match="ct.nii.gz") as refused:
+        load_volume(path)
+    assert "truncated" in str(refused.value), str(refused.value)
+    assert "more than its header" not in str(refused.value)
+
+
+def test_padded_or_corrupt_nii_gz_keeps_its_own_message(tmp_path: Path) -> None:
+    """The same check still names a stream padded after its image (with the real count), a
+    stream whose data was damaged, and reads a whole multi-member gzip file."""
+    from kdseg.data.io import load_volume
+
+    raw = gzip.decompress(REAL_CT.read_bytes())
+    padded = tmp_path / "padded.nii.gz"
+    padded.write_bytes(gzip.compress(raw + bytes(8 << 20)))
+    with pytest.raises(InputError, match="8,388,608 bytes more than its header"):
+        load_volume(padded)
+    cut = bytearray(REAL_CT.read_bytes())  # a damaged block, then the original trailer
+    cut[200_000:200_010] = bytes(10)
+    damaged = tmp_path / "damaged.nii.gz"
+    damaged.write_bytes(bytes(cut))
+    with pytest.raises(InputError, match="damaged.nii.gz"):
+        load_volume(damaged)
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    assert load_volume(multi).shape == (122, 101, 30)
+
+
 def test_guard_refuses_outputs_over_or_inside_inputs(tmp_path: Path) -> None:
     from kdseg.guards import check_output, check_outputs
 
@@ -355,6 +394,34 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     refused = kdseg("eval", "ckpt=missing.ckpt", cwd=tmp_path, check=False)
     assert refused.returncode == 2, refused.stderr
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
+
+
+def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: Path) -> None:
+    """``treshold=0.5`` (no ``+``) got Hydra's "To append to your config use +treshold=0.5",
+    which kdseg-predict and kdseg-eval then refuse in turn (they read only their own keys):
+    the line names the option meant instead. Training configs, which take new keys, keep the
+    ``+`` advice beside the suggestion."""
+    from conftest import kdseg
+
+    from kdseg.cli.options import unknown_option
+
+    cases = [
+        ("predict", "treshold=0.5", "no option 'treshold' (did you mean threshold=?)"),
+        ("predict", "+treshold=0.5", "no option 'treshold' to add (did you mean threshold=?)"),
+        ("predict", "data.rot=x", "no option 'data.rot' (--help lists the options)"),
+        ("eval", "data.rot=x", "no option 'data.rot' (did you mean data.root=?)"),
+    ]
+    for command, typo, words in cases:
+        paths = ["input=b", "output=c"] if command == "predict" else []
+        result = kdseg(command, "ckpt=a.ckpt", *paths, typo, cwd=tmp_path, check=False)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert words in lines[0] and "To append" not in lines[0], result.stderr
+    assert not any(tmp_path.iterdir())
+    hydra = "Could not override 'model.widht'. To append to your config use +model.widht=1"
+    told = str(unknown_option(hydra, "train"))
+    assert "did you mean model.width=?" in told and "+model.widht=1 adds it" in told
+    assert unknown_option("Could not load 'model/enett'.", "train") is None
 
 
 @pytest.mark.parametrize("command", ["train"])  # distill: the same wrapper (kdseg.cli.command)

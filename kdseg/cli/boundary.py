@@ -43,6 +43,7 @@ from kdseg.cli.options import (
     check_option_types,
     compose_once,
     plain_overrides,
+    unknown_option,
 )
 from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged
 
@@ -314,9 +315,12 @@ def remove_new_run_dir() -> None:
             break
 
 
-def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
+def app_guard(
+    command: str, app: Callable[[], Any], config_name: str | None = None
+) -> Callable[[], Any]:
     """Wrap a ``hydra.main`` app: Hydra's own errors (a bad override, a missing config group)
-    also become one line and exit code 2 instead of Hydra's multi-line report."""
+    also become one line and exit code 2 instead of Hydra's multi-line report; an option the
+    config lacks is named with the closest one (:func:`~kdseg.cli.options.unknown_option`)."""
 
     @functools.wraps(app)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -332,6 +336,8 @@ def app_guard(command: str, app: Callable[[], Any]) -> Callable[[], Any]:
         except BaseException as exc:  # noqa: BLE001
             if _hydra_usage_error(exc):  # `-m ... --cfg job`: Hydra's own refusal of the flags
                 exc = InputError(None, f"{_first_line(exc)} (see {command} --hydra-help)")
+            elif config_name is not None and type(exc).__name__ == "ConfigCompositionException":
+                exc = unknown_option(_first_line(exc), config_name) or exc
             raise SystemExit(report(command, exc, verbose)) from None
 
     return wrapper
@@ -385,7 +391,7 @@ def command(
             hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(task)
         )
         if not one_shot:
-            return app_guard(name, app)
+            return app_guard(name, app, config_name)
 
         @functools.wraps(app)
         def direct_or_app(*args: Any, **kwargs: Any) -> Any:
@@ -399,6 +405,6 @@ def command(
                 if undo is not None:
                     undo()
 
-        return app_guard(name, direct_or_app)
+        return app_guard(name, direct_or_app, config_name)
 
     return decorate

@@ -161,11 +161,78 @@ def check_no_new_keys(config_name: str | None, overrides: list[str]) -> None:
     for override in overrides:
         if override.startswith("+") and "=" in override:
             key = override.lstrip("+").split("=", 1)[0]
+            close = _closest_option(key, config_name) if config_name else None
+            hint = f" (did you mean {close}=?)" if close else ""
             raise InputError(
                 None,
-                f"{override}: conf/{config_name}.yaml has no option {key!r} to add; "
+                f"{override}: conf/{config_name}.yaml has no option {key!r} to add{hint}; "
                 "its options are listed by --help",
             )
+
+
+def _option_names(config_name: str) -> list[str]:
+    """Dotted option names a command's config may hold, for suggestions: the keys of
+    ``conf/<config_name>.yaml`` and of every file of the config groups its defaults list
+    names (``data``, ``model``, ...; not ``experiment``, not ``hydra``)."""
+    root = Path(CONFIG_PATH)
+    names: set[str] = set()
+
+    def load(path: Path) -> Any:
+        try:
+            return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception:  # noqa: BLE001  (a suggestion is optional)
+            return None
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key not in ("defaults", "hydra"):
+                    names.add(f"{prefix}{key}")
+                    walk(value, f"{prefix}{key}.")
+
+    own = load(root / f"{config_name}.yaml")
+    walk(own, "")
+    defaults = own.get("defaults", []) if isinstance(own, dict) else []
+    groups = [
+        str(group)
+        for entry in defaults
+        if isinstance(entry, dict)
+        for group in entry
+        if not str(group).startswith(("override", "hydra", "experiment"))
+    ]
+    for group in groups:
+        for path in sorted((root / group).glob("*.yaml")):
+            walk(load(path), f"{group}.")
+    return sorted(names)
+
+
+def _closest_option(key: str, config_name: str) -> str | None:
+    """The option of ``config_name`` that ``key`` most likely misspells, if any."""
+    import difflib
+
+    close = difflib.get_close_matches(key, _option_names(config_name), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def unknown_option(message: str, config_name: str) -> InputError | None:
+    """Hydra's refusal of ``key=value`` for a key the config lacks ("Could not override 'key'.
+    To append to your config use +key=value"), told as kdseg's commands take it: a command
+    that reads only its own keys refuses ``+key=`` as well (:func:`check_no_new_keys`), so
+    the advice would only lead to a second refusal; a close option name is offered instead.
+    None when ``message`` is not that refusal."""
+    import re
+
+    match = re.match(
+        r"Could not override '([^']+)'\. To append to your config use \+(.+)$", message
+    )
+    if match is None:
+        return None
+    key, override = match.groups()
+    close = _closest_option(key, config_name)
+    hint = f"did you mean {close}=?" if close else "--help lists the options"
+    if config_name in OPEN_CONFIGS:
+        hint += f"; +{override} adds it as a new key"
+    return InputError(None, f"{override}: conf/{config_name}.yaml has no option {key!r} ({hint})")
 
 
 def plain_overrides(argv: list[str]) -> bool:

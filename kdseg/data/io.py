@@ -32,6 +32,7 @@ from kdseg.data.niigz import (
     is_nifti2,
     load_nifti,
     save_nifti,
+    stream_end_problem,
 )
 from kdseg.errors import InputError, atomic_path
 
@@ -106,11 +107,7 @@ def load_volume(
     try:
         _check_pixdim(path)
         if is_gzip_name(path) and (excess := excess_bytes(path)) > SLACK_BYTES:
-            raise InputError(
-                path,
-                f"decompresses to {excess:,} bytes more than its header's image; "
-                "refused before reading (damaged or padded file)",
-            )
+            _refuse_padded_gzip(path, excess)
         with _quiet_nibabel(), warnings.catch_warnings():  # its header fixes; one line only
             warnings.simplefilter("ignore")
             img = load_nifti(path)
@@ -136,6 +133,28 @@ def load_volume(
         raise InputError(path, f"expected a 3D volume, got shape {tuple(img.shape)}")
     volume = type(img)(data, img.affine, img.header, extra=extra)  # NIfTI-1 or -2 as stored
     return check_volume(volume, path, nonfinite, role)
+
+
+def _refuse_padded_gzip(path: Path, excess: int) -> None:
+    """Refuse a ``.nii.gz`` whose gzip trailer says its stream holds ``excess`` bytes beyond
+    the header's image. A file cut short has no trailer (its last four bytes are compressed
+    data), so the stream is first decompressed, counted and dropped, up to the image plus
+    :data:`SLACK_BYTES` (never the claimed excess): a cut file is named as truncated."""
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        isize = int.from_bytes(f.read(4), "little")
+    problem = stream_end_problem(path, limit=isize - excess + SLACK_BYTES + 1)
+    if problem == "truncated":
+        raise InputError(
+            path, "gzip stream ends before its end marker; truncated file (copy it again)"
+        )
+    if problem is not None:
+        raise InputError(path, f"gzip stream is {problem}; damaged file")
+    raise InputError(
+        path,
+        f"decompresses to {excess:,} bytes more than its header's image; "
+        "refused before reading it all (padded or damaged file)",
+    )
 
 
 @contextlib.contextmanager

@@ -124,6 +124,39 @@ def excess_bytes(path: str | Path) -> int:
     return max(0, isize - expected)
 
 
+def stream_end_problem(path: str | Path, limit: int) -> str | None:
+    """Why the gzip stream of ``path`` is broken, found by decompressing it in chunks that are
+    counted and dropped (never held), up to ``limit`` bytes of output: ``"truncated"`` when
+    the file ends before the stream's end marker, ``"corrupt (<zlib's message>)"`` when the
+    stream or its trailer does not check out; ``None`` when it yields ``limit`` bytes or more
+    (so :func:`excess_bytes`'s count of padding can stand) or ends whole.
+
+    A file cut short ends in compressed data, not in a trailer, so :func:`excess_bytes` reads
+    four arbitrary bytes as its size; this tells such a file from one padded after its image,
+    at the cost of decompressing at most ``limit`` bytes."""
+    chunk, total, pending = 1 << 20, 0, b""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        with open(path, "rb") as f:
+            while total < limit:
+                if inflater.eof:  # a member ended; another may follow (multi-member gzip)
+                    pending = inflater.unused_data or f.read(chunk)
+                    if not pending:
+                        return None
+                    inflater = zlib.decompressobj(wbits=31)
+                data = inflater.unconsumed_tail or pending or f.read(chunk)
+                pending = b""
+                if not data:  # the file ends: output zlib still holds, then the verdict
+                    total += len(inflater.flush())
+                    if inflater.eof:
+                        continue
+                    return "truncated"
+                total += len(inflater.decompress(data, chunk))
+    except zlib.error as exc:
+        return f"corrupt ({exc})"
+    return None
+
+
 FileStamp = tuple[int, int, int, int, int]
 """What identifies a file's contents without reading it: size, mtime, ctime, inode, device."""
 
