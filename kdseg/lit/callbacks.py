@@ -103,7 +103,7 @@ class QuietModelSummary(ModelSummary):
         )
         if not total_flops:
             table = "\n".join(line for line in table.splitlines() if "Total Flops" not in line)
-        log.info("\n" + table)
+        log.info("model summary:\n" + table)  # no empty first line under the log prefix
 
 
 class StepTimer(pl.Callback):

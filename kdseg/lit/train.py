@@ -146,7 +146,9 @@ def fit_from_config(
     init = weights_checksum(module.net) if hasattr(module, "net") else None
     summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)
     if rank_zero_only.rank == 0:  # DDP: every process runs this; one line is enough
-        print(f"best checkpoint: {summary['best_checkpoint']} (val dice {summary['best_score']})")
+        score = summary["best_score"]  # the full float stays in summary.json
+        shown = f"{score:.4f}" if isinstance(score, float) else score
+        print(f"best checkpoint: {summary['best_checkpoint']} (val dice {shown})")
     return summary
 
 
