@@ -609,3 +609,42 @@ def test_bad_phantom_options_are_one_line(tmp_path: Path, args: list[str], culpr
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in result.stderr
     assert not root.exists()
+
+
+def test_a_text_file_as_checkpoint_is_one_plain_line(tmp_path: Path) -> None:
+    """kdseg-predict ckpt=notes.txt: ``<file>: not a checkpoint file``, exit 2, one line; no
+    exception class name (torch fails on a text file's first byte: ``KeyError: '104'``)."""
+    import nibabel as nib
+    import numpy as np
+
+    scan = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)), scan)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello, these are notes\n")
+    out = tmp_path / "out.nii.gz"
+    result = _run("kdseg-predict", f"ckpt={notes}", f"input={scan}", f"output={out}", cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines == [f"kdseg-predict: error: {notes}: not a checkpoint file"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"hello", ""),  # KeyError: '104'
+        (b"", " (empty, or cut short)"),  # EOFError with no text
+        (b"#" * 100, " (not a weights-only pickle)"),  # a Markdown heading
+        (b"PK\x03\x04junk", " (not a zip archive, or cut short)"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_says_so_without_a_class_name(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    from kdseg.eval.checkpoint import read_checkpoint
+
+    path = tmp_path / "some.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        read_checkpoint(path)
+    assert str(caught.value) == f"{path}: not a checkpoint file{reason}"

@@ -502,7 +502,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("train: a rerun that would resume another network", "train", lambda w: resume_with(w, "model=resnet18"), "model:", False),
     ("train: a rerun that would resume with another batch size", "train", lambda w: resume_with(w, "data.batch_size=4"), "data.batch_size: 8 -> 4", False),
     ("train: resume= a checkpoint of another width", "train", lambda w: train_args(w, f"resume={w.copy_ckpt()}"), "resume checkpoint holds other weights than this run's network", False),
-    ("train: resume= a scan", "train", lambda w: train_args(w, f"resume={w.ct()}"), "ct.nii.gz: resume checkpoint is unreadable (not a weights-only checkpoint file)", False),
+    ("train: resume= a scan", "train", lambda w: train_args(w, f"resume={w.ct()}"), "ct.nii.gz: resume checkpoint is unreadable (not a weights-only pickle)", False),
     ("train: seed=-1", "train", lambda w: train_args(w, "seed=-1"), "seed", False),
     ("train: seed=null", "train", lambda w: train_args(w, "seed=null"), "seed", False),
     ("train: data.batch_size=0", "train", lambda w: train_args(w, "data.batch_size=0"), "batch_size", False),

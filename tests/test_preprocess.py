@@ -285,25 +285,31 @@ def test_prepare_warns_when_the_window_clips_the_organ(tmp_path) -> None:
 
 
 def test_prepare_prints_the_window_warning_once_per_process(tmp_path, capsys) -> None:
-    """A training run prepares twice (before Lightning starts, then in prepare_data): the
-    warning is printed the first time only."""
+    """A training run prepares twice (before Lightning starts, then in prepare_data), and
+    kdseg-export prepares its val and train cases, then its train cases alone (another count
+    in the line): the warning is printed the first time only."""
     import json
 
     from kdseg.data.cache import case_folder
     from kdseg.data.prepare import case_source, prepare_cases
     from kdseg.data.sources import Case
 
-    folder = case_folder(tmp_path, "bright")
-    folder.mkdir(parents=True)  # a prepared case (meta.json) whose organ the window clips
-    for name in ("image.npy", "label.npy"):
-        np.save(folder / name, np.zeros((1, 4, 4), np.uint8))
-    cases = [Case("bright", tmp_path / "image.nii.gz", tmp_path / "label.nii.gz")]
-    meta = {"organ_outside_window": [0.0, 1.0], "source": case_source(cases[0])}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    cases = []
+    for case_id in ("bright", "brighter"):
+        folder = case_folder(tmp_path, case_id)
+        folder.mkdir(parents=True)  # a prepared case (meta.json) whose organ the window clips
+        for name in ("image.npy", "label.npy"):
+            np.save(folder / name, np.zeros((1, 4, 4), np.uint8))
+        case = Case(case_id, tmp_path / f"{case_id}.nii.gz", tmp_path / f"{case_id}-l.nii.gz")
+        meta = {"organ_outside_window": [0.0, 1.0], "source": case_source(case)}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        cases.append(case)
     config = PreprocessConfig(window=(-60.0, 140.0))
     for _ in range(2):
-        assert prepare_cases(cases, config, tmp_path, progress=False) == ["bright"]
-    assert capsys.readouterr().out.count("outside the HU window") == 1
+        assert prepare_cases(cases, config, tmp_path, progress=False) == ["bright", "brighter"]
+    assert prepare_cases(cases[:1], config, tmp_path, progress=False) == ["bright"]
+    out = capsys.readouterr().out
+    assert out.count("outside the HU window") == 1 and "2 of 2 case(s)" in out
 
 
 @pytest.mark.parametrize("where", ["top", "bottom", "left", "right"])

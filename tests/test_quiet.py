@@ -42,3 +42,36 @@ def test_distill_teacher_in_eval_mode_warning_is_dropped() -> None:
         )
         warnings.warn("a warning kdseg does not know", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a warning kdseg does not know"]
+
+
+def test_a_folder_that_is_not_the_full_download_gets_its_split_without_a_warning(
+    tmp_path, caplog
+) -> None:
+    """`make demo`'s 14 phantoms bear LiTS names, so the versioned manifest names 117 cases
+    missing: the expected state of a folder that is not the full download, said as a fact at
+    INFO. Nearly all present (an incomplete download) is a warning naming a missing case."""
+    from kdseg.data.manifest import SPLITS, make_split, read_split, resolve_split
+
+    named = [c for s in SPLITS for c in read_split(_lits_manifest())[s]]
+    demo = [f"volume-{i}" for i in range(14)]
+    with caplog.at_level(logging.INFO, logger="kdseg.data.manifest"):
+        assert resolve_split(tmp_path, demo, manifest="lits.json", persist=False) == make_split(
+            demo
+        )
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO and "missing" not in record.getMessage()
+    assert "seeded split of the 14 case(s)" in record.getMessage()
+    assert "full 131-case download" in record.getMessage()
+    caplog.clear()
+    almost = sorted(set(named) - {"volume-7"})
+    with caplog.at_level(logging.INFO, logger="kdseg.data.manifest"):
+        resolve_split(tmp_path, almost, manifest="lits.json", persist=False)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "1 of the 131 cases" in record.getMessage() and "'volume-7'" in record.getMessage()
+
+
+def _lits_manifest():
+    from kdseg.data.manifest import MANIFEST_DIR
+
+    return MANIFEST_DIR / "lits.json"

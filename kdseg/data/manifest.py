@@ -97,6 +97,29 @@ def _manifest_path(manifest: str | None) -> Path | None:
     return Path(manifest) if "/" in manifest or os.sep in manifest else MANIFEST_DIR / manifest
 
 
+def _seeded_because(
+    versioned: Path, named: list[str], missing: list[str], n_present: int, root: Path
+) -> tuple[int, str]:
+    """Why a folder gets a seeded split instead of the versioned manifest's: a log level and
+    one line.
+
+    Most of the manifest's cases absent is the expected state of a folder that is not the
+    full download (phantoms, a subset, another dataset): said as a fact. Most present but not
+    all is likely an incomplete download, whose results would not be on the versioned split:
+    a warning.
+    """
+    if 2 * len(missing) > len(named):
+        return logging.INFO, (
+            f"split: a seeded split of the {n_present} case(s) in {root} ({versioned.name}, "
+            f"the versioned split, is for the full {len(named)}-case download)"
+        )
+    return logging.WARNING, (
+        f"split: {len(missing)} of the {len(named)} cases of the versioned {versioned.name} "
+        f"are not in {root} (e.g. {missing[0]!r}; an incomplete download?), so a seeded split "
+        f"of the {n_present} case(s) there is used instead"
+    )
+
+
 def resolve_split(
     root: str | Path,
     case_ids: Sequence[str],
@@ -120,11 +143,12 @@ def resolve_split(
         versioned = _manifest_path(manifest)
         if versioned is not None and versioned.exists():
             split = read_split(versioned)
-            if present.issuperset(c for s in SPLITS for c in split[s]):
+            named = [c for s in SPLITS for c in split[s]]
+            missing = [c for c in named if c not in present]
+            if not missing:
                 return split
-            log.info(
-                "versioned manifest %s names cases missing from %s; making a split", versioned, root
-            )
+            level, line = _seeded_because(versioned, named, missing, len(present), root)
+            log.log(level, "%s", line)
         split = make_split(sorted(present), fractions, seed)
         if persist:
             try:

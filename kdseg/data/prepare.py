@@ -310,8 +310,8 @@ def _prepare_one(case: Case | ImageCase, config: PreprocessConfig, cache_dir: Pa
     return prepare_case(case, config, cache_dir)
 
 
-#: (cache, warning) pairs already printed by this process (:func:`prepare_cases`)
-_WARNED: set[tuple[str, str]] = set()
+#: caches whose window warning this process has printed (:func:`prepare_cases`)
+_WARNED: set[str] = set()
 
 
 def prepare_cases(
@@ -363,8 +363,10 @@ def prepare_cases(
         cache_dir, labeled, config.window, relative=config.window_level == "organ"
     )
     # stdout, with prepare's progress: stderr is kept for the one error line. Once per process
-    # and cache: a training run prepares before Lightning starts and again in prepare_data.
-    if warning and (str(cache_dir), warning) not in _WARNED:
-        _WARNED.add((str(cache_dir), warning))
+    # and cache, whichever cases are asked for: a training run prepares before Lightning starts
+    # and again in prepare_data; kdseg-export draws its check slices from the val and train
+    # cases, then its int8 calibration slices from the train cases alone (another count).
+    if warning and str(cache_dir) not in _WARNED:
+        _WARNED.add(str(cache_dir))
         print(f"kdseg: warning: {warning}")
     return [c.case_id for c in cases]

@@ -73,7 +73,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, BadZipFile, RuntimeError, EOFError, ...
-        raise InputError(path, f"not a loadable kdseg checkpoint ({load_reason(exc)})") from None
+        reason = load_reason(exc)
+        raise InputError(
+            path, "not a checkpoint file" + (f" ({reason})" if reason else "")
+        ) from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     # a mapping: ``"model" in "model data"`` holds for a string too (then a TypeError)
     if not isinstance(hparams, dict) or "model" not in hparams or "data" not in hparams:
@@ -85,22 +88,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_reason(exc: Exception) -> str:
-    """Why ``torch.load`` failed, in a few words. Its weights-only refusals advise loading with
-    ``weights_only=False``, which would run code from the file: never repeated here."""
+def load_reason(exc: Exception) -> str | None:
+    """Why ``torch.load`` failed, in a few words, or ``None`` when torch said nothing a user
+    can read (a text file fails on a bare byte: ``KeyError: '101'``). Its weights-only refusals
+    advise loading with ``weights_only=False``, which would run code from the file: never
+    repeated here."""
     text = str(exc).strip()
     if "weights_only" in text or "Weights only load failed" in text:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         return (
             f"it holds the Python object {found.group(1)}, which is never loaded"
             if found
-            else "not a weights-only checkpoint file"
+            else "not a weights-only pickle"
         )
     if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text:
-        return "not a zip-format checkpoint, or truncated"
+        return "not a zip archive, or cut short"
+    if isinstance(exc, EOFError) and not text:
+        return "empty, or cut short"
     first = text.splitlines()[0] if text else ""
-    if not re.search(r"[A-Za-z]{3}", first):  # "(101)", "174812789": a bare byte or key
-        return f"{type(exc).__name__}: not a checkpoint file"
+    if not re.search(r"[A-Za-z]{3}", first) or len(first) > 80:  # "(101)", "174812789"
+        return None
     return first
 
 

@@ -122,7 +122,7 @@ def _readable(path: Path) -> str | None:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, ...
-        return load_reason(exc)
+        return load_reason(exc) or "not a checkpoint file"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         return "not a training checkpoint (no state_dict / global_step)"
     return None
