@@ -401,6 +401,50 @@ def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """Two processes, each drawing its own: process 1 draws the unlabeled slices that process
+    0 leaves undrawn after its last batch of an epoch, and label-class patches of its own
+    slices. The checkpoint (written by process 0) holds every process's samplers and
+    augmentation streams; with process 0's alone, process 1 resumed with other draws (max
+    weight difference 0.21)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in (0, 3):
+        os.symlink(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
+    args = [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"data.cache_root={tmp_path / 'cache'}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer=ddp_fork",
+        "trainer.max_epochs=2",
+        "checkpoint.every_n_train_steps=1",
+        "data.patch_size=[32,32]",
+        "data.patch_ratios=[1,1,2]",
+        f"data.unlabeled_root={scans}",
+        "data.unlabeled_fraction=0.25",
+    ]
+    whole = tmp_path / "whole"
+    kdseg("train", *args, f"hydra.run.dir={whole}")
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    # step 3: one batch into the second epoch (2 batches an epoch on each process)
+    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3 and len(ckpt["SliceDataModule"]["ranks"]) == 2
+    kdseg("train", *args, f"hydra.run.dir={resumed}")
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     done = kdseg(

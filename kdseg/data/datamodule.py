@@ -488,6 +488,7 @@ class SliceDataModule(pl.LightningDataModule):
         # the generators as the checkpoint left them: the next epoch's draws after an
         # epoch-end checkpoint; after a mid-epoch one the training loader's own state, which
         # Lightning loads next, sets them back to its epoch's start (ResumableLoader)
+        state = own_rank(state)
         samplers, augment = state.get("samplers", []), state.get("augment", [])
         randomized = self._randomized()
         if len(samplers) != len(self._generators) or len(augment) != len(randomized):
@@ -516,11 +517,14 @@ class SliceDataModule(pl.LightningDataModule):
         samplers' generators and the augmentation's random states. With it (and, mid-epoch,
         the training loader's own state: :class:`ResumableLoader`) a resumed run draws the
         batches an uninterrupted run would; with ``num_workers > 0`` the workers'
-        augmentation streams are not in it."""
-        return {
+        augmentation streams are not in it. Under DDP it holds every process's (``ranks``):
+        they differ (the unlabeled slices a process leaves undrawn after its last batch, the
+        label-class patches of its own slices) and only process 0 writes the checkpoint."""
+        state: dict[str, Any] = {
             "samplers": [g.get_state() for g in self._generators],
             "augment": [numpy_state(stream) for stream in self._randomized()],
         }
+        return with_ranks(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Applied when the next training loader is built (Lightning restores before)."""
@@ -531,6 +535,28 @@ class SliceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
+
+
+def with_ranks(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` and, under DDP, every process's own in rank order (``ranks``). Every process
+    makes its checkpoint together (Lightning's ``save_checkpoint``), so the one collective here
+    is met; process 0's ``state`` stays at the top for a run resumed with another world."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return state
+    ranks: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, state)
+    return {**state, "ranks": ranks}
+
+
+def own_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This process's part of a :func:`with_ranks` state: its own under DDP of the same
+    world size, else the state as saved (process 0's; a checkpoint from before, or one
+    process)."""
+    ranks, dist = state.get("ranks"), torch.distributed
+    if not ranks or not (dist.is_available() and dist.is_initialized()):
+        return state
+    return ranks[dist.get_rank()] if len(ranks) == dist.get_world_size() else state
 
 
 class ResumableLoader(DataLoader):
@@ -552,6 +578,7 @@ class ResumableLoader(DataLoader):
     ``generators``: the samplers' generators (the data module's list); ``epoch_batches``: the
     batches Lightning runs an epoch (with ``limit_train_batches`` fewer than the loader holds);
     a state saved once the epoch has delivered them is an epoch-end one and skips nothing.
+    Under DDP the state holds every process's generators (:func:`with_ranks`).
     """
 
     def __init__(
@@ -600,12 +627,14 @@ class ResumableLoader(DataLoader):
     def state_dict(self) -> dict[str, Any]:
         epoch = self.epoch_batches() if self.epoch_batches is not None else math.inf
         finished = self._delivered >= min(epoch, len(self))
-        return {
+        state = {
             "generators": list(self._epoch_start),
             "batches": 0 if finished else self._delivered,
         }
+        return with_ranks(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = own_rank(state)
         batches, generators = int(state.get("batches", 0)), state.get("generators", [])
         if batches <= 0:  # an epoch-end checkpoint: the data module's state is the one
             return
