@@ -329,6 +329,28 @@ def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path)
     assert "Traceback" not in err
 
 
+def _resume_from_previous(args: list[str], tmp_path: Path, step: int) -> tuple[dict, str]:
+    """Train ``args`` whole, then again from the whole run's ``last-previous.ckpt`` (as a run
+    killed after that checkpoint leaves it; its ``global_step`` must be ``step``), and assert
+    both end with the same weights bit for bit. Returns that checkpoint and the resumed run's
+    output."""
+    whole = tmp_path / "whole"
+    kdseg("train", *args, f"hydra.run.dir={whole}")
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == step
+    done = kdseg("train", *args, f"hydra.run.dir={resumed}")
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return ckpt, done.stdout + done.stderr
+
+
 def test_resumed_run_draws_what_an_uninterrupted_one_would(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
@@ -347,20 +369,8 @@ def test_resumed_run_draws_what_an_uninterrupted_one_would(
         "data.patch_size=[32,32]",
         "data.patch_ratios=[1,1,2]",
     ]
-    whole = tmp_path / "whole"
-    kdseg("train", *args, f"hydra.run.dir={whole}")
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
     # the epoch-2 checkpoint of the whole run, as a run killed during epoch 3 would leave it
-    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
-    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
-    kdseg("train", *args, f"hydra.run.dir={resumed}")
-
-    def weights(run: Path) -> dict[str, torch.Tensor]:
-        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-
-    a, b = weights(whole), weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _resume_from_previous(args, tmp_path, step=8)
 
 
 def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
@@ -382,23 +392,10 @@ def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
         "data.patch_size=[32,32]",
         "data.patch_ratios=[1,1,2]",
     ]
-    whole = tmp_path / "whole"
-    kdseg("train", *args, f"hydra.run.dir={whole}")
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
     # step 9: one batch into the third epoch, as a run killed during its second batch leaves it
-    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
-    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 9
+    ckpt, output = _resume_from_previous(args, tmp_path, step=9)
     assert [s["batches"] for s in ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]] == [1]
-    done = kdseg("train", *args, f"hydra.run.dir={resumed}")
-    assert "not resumable" not in done.stdout + done.stderr
-
-    def weights(run: Path) -> dict[str, torch.Tensor]:
-        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-
-    a, b = weights(whole), weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "not resumable" not in output
 
 
 def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
@@ -428,21 +425,9 @@ def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
         f"data.unlabeled_root={scans}",
         "data.unlabeled_fraction=0.25",
     ]
-    whole = tmp_path / "whole"
-    kdseg("train", *args, f"hydra.run.dir={whole}")
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
     # step 3: one batch into the second epoch (2 batches an epoch on each process)
-    shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
-    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 3 and len(ckpt["SliceDataModule"]["ranks"]) == 2
-    kdseg("train", *args, f"hydra.run.dir={resumed}")
-
-    def weights(run: Path) -> dict[str, torch.Tensor]:
-        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-
-    a, b = weights(whole), weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ckpt, _ = _resume_from_previous(args, tmp_path, step=3)
+    assert len(ckpt["SliceDataModule"]["ranks"]) == 2
 
 
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
