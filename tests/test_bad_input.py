@@ -62,7 +62,7 @@ def test_cut_nii_gz_is_named_truncated_not_padded(tmp_path: Path, keep: int) -> 
     path.write_bytes(REAL_CT.read_bytes()[:keep])
     with pytest.raises(InputError, match="ct.nii.gz") as refused:
         load_volume(path)
-    assert "truncated" in str(refused.value), str(refused.value)
+    assert "ends before its end marker; truncated" in str(refused.value), str(refused.value)
     assert "more than its header" not in str(refused.value)
 
 
@@ -85,6 +85,24 @@ def test_padded_or_corrupt_nii_gz_keeps_its_own_message(tmp_path: Path) -> None:
     multi = tmp_path / "multi.nii.gz"
     multi.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     assert load_volume(multi).shape == (122, 101, 30)
+
+
+def test_bytes_after_a_whole_nii_gz_stream(tmp_path: Path) -> None:
+    """Bytes after the stream's end shift the four bytes the padding check reads as its size.
+    Garbage there is a damaged file, named so by zlib; one to three NUL bytes (which gzip
+    readers skip) leave a whole stream that is read as it is."""
+    from kdseg.data.io import load_volume
+
+    whole = REAL_CT.read_bytes()
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(whole + b"\xff" * 16)
+    with pytest.raises(InputError, match="garbage.nii.gz") as refused:
+        load_volume(garbage)
+    assert "gzip stream is corrupt" in str(refused.value), str(refused.value)
+    for n in (1, 3):
+        padded = tmp_path / f"nul{n}.nii.gz"
+        padded.write_bytes(whole + bytes(n))
+        assert load_volume(padded).shape == (122, 101, 30)
 
 
 def test_guard_refuses_outputs_over_or_inside_inputs(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def _option_names(config_name: str) -> list[str]:
 
     own = load(root / f"{config_name}.yaml")
     walk(own, "")
-    defaults = own.get("defaults", []) if isinstance(own, dict) else []
+    defaults = (own.get("defaults") or []) if isinstance(own, dict) else []
     groups = [
         str(group)
         for entry in defaults

@@ -139,11 +139,15 @@ def _refuse_padded_gzip(path: Path, excess: int) -> None:
     """Refuse a ``.nii.gz`` whose gzip trailer says its stream holds ``excess`` bytes beyond
     the header's image. A file cut short has no trailer (its last four bytes are compressed
     data), so the stream is first decompressed, counted and dropped, up to the image plus
-    :data:`SLACK_BYTES` (never the claimed excess): a cut file is named as truncated."""
+    :data:`SLACK_BYTES` (never the claimed excess): a cut file is named as truncated, and a
+    whole stream followed by NUL bytes (which shift the four bytes read as its trailer; gzip
+    readers skip them) is let through to be read."""
     with open(path, "rb") as f:
         f.seek(-4, 2)
         isize = int.from_bytes(f.read(4), "little")
     problem = stream_end_problem(path, limit=isize - excess + SLACK_BYTES + 1)
+    if problem == "whole":  # the trailer read was not the stream's (NUL bytes after it)
+        return
     if problem == "truncated":
         raise InputError(
             path, "gzip stream ends before its end marker; truncated file (copy it again)"

@@ -128,21 +128,26 @@ def stream_end_problem(path: str | Path, limit: int) -> str | None:
     """Why the gzip stream of ``path`` is broken, found by decompressing it in chunks that are
     counted and dropped (never held), up to ``limit`` bytes of output: ``"truncated"`` when
     the file ends before the stream's end marker, ``"corrupt (<zlib's message>)"`` when the
-    stream or its trailer does not check out; ``None`` when it yields ``limit`` bytes or more
-    (so :func:`excess_bytes`'s count of padding can stand) or ends whole.
+    stream or its trailer does not check out; ``"whole"`` when it ends whole before ``limit``
+    (NUL bytes after a member are skipped, as Python's gzip reader does); ``None`` when it
+    yields ``limit`` bytes or more (so :func:`excess_bytes`'s count of padding can stand).
 
     A file cut short ends in compressed data, not in a trailer, so :func:`excess_bytes` reads
-    four arbitrary bytes as its size; this tells such a file from one padded after its image,
-    at the cost of decompressing at most ``limit`` bytes."""
+    four arbitrary bytes as its size; so does a whole stream followed by one to three NUL
+    bytes. This tells such files from one padded after its image, at the cost of
+    decompressing at most ``limit`` bytes."""
     chunk, total, pending = 1 << 20, 0, b""
     inflater = zlib.decompressobj(wbits=31)
     try:
         with open(path, "rb") as f:
             while total < limit:
                 if inflater.eof:  # a member ended; another may follow (multi-member gzip)
-                    pending = inflater.unused_data or f.read(chunk)
-                    if not pending:
-                        return None
+                    pending = inflater.unused_data.lstrip(b"\x00")
+                    while not pending:  # NUL padding up to the file's end is no member
+                        more = f.read(chunk)
+                        if not more:
+                            return "whole"
+                        pending = more.lstrip(b"\x00")
                     inflater = zlib.decompressobj(wbits=31)
                 data = inflater.unconsumed_tail or pending or f.read(chunk)
                 pending = b""
