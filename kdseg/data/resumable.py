@@ -1,0 +1,144 @@
+"""A training ``DataLoader`` that resumes mid-epoch with the draws of the run that never
+stopped (:class:`ResumableLoader`), and the per-process draw state DDP needs for it
+(:func:`with_ranks`, :func:`own_rank`; also used by ``SliceDataModule.state_dict``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+
+def with_ranks(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` and, under DDP, every process's own in rank order (``ranks``). Every process
+    makes its checkpoint together (Lightning's ``save_checkpoint``), so the one collective here
+    is met; process 0's ``state`` stays at the top for a run resumed with another world."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return state
+    ranks: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, state)
+    return {**state, "ranks": ranks}
+
+
+def own_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This process's part of a :func:`with_ranks` state: its own under DDP of the same
+    world size, else the state as saved (process 0's; a checkpoint from before, or one
+    process)."""
+    ranks, dist = state.get("ranks"), torch.distributed
+    if not ranks or not (dist.is_available() and dist.is_initialized()):
+        return state
+    return ranks[dist.get_rank()] if len(ranks) == dist.get_world_size() else state
+
+
+class ResumableLoader(DataLoader):
+    """The training ``DataLoader``, resumable mid-epoch through Lightning's own interface: a
+    loader with ``state_dict`` / ``load_state_dict`` has its state stored in every checkpoint
+    (the fit loop's ``combined_loader``) and loaded before the resumed epoch's iterator is made.
+
+    A plain loader resumed from a checkpoint written during an epoch (``checkpoint.
+    every_n_train_steps``) trains the epoch's remaining batches, but draws them as the first
+    batches of a new pass of the sampler, from generators that had already drawn that epoch:
+    slices the epoch had already seen, and every later epoch's draws shifted. Here the state
+    is the samplers' generators as they stood when the epoch's iterator was made, and the
+    number of batches the epoch has delivered; a resumed loader sets the generators back and
+    skips that many batches of indices (no slice is read or augmented for them), so the rest
+    of the epoch holds the batches the uninterrupted run drew. Making the iterator again draws
+    nothing from torch's global stream (the loader's base seed): the uninterrupted run drew
+    it before the checkpoint, and the dropout masks after the checkpoint come from that stream.
+
+    ``generators``: the samplers' generators (the data module's list); ``epoch_batches``: the
+    batches Lightning runs an epoch (with ``limit_train_batches`` fewer than the loader holds);
+    a state saved once the epoch has delivered them is an epoch-end one and skips nothing.
+    Under DDP the state holds every process's generators (:func:`with_ranks`).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        generators: list[torch.Generator] | None = None,
+        epoch_batches: Callable[[], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.generators = generators if generators is not None else []
+        self.epoch_batches = epoch_batches
+        self._epoch_start: list[torch.Tensor] = []  # the generators when the epoch began
+        self._delivered = 0  # batches this epoch's iterator has handed out
+        self._resume_at = 0  # batches the next iterator skips (a mid-epoch resume)
+        self._skip: _SkipFirst | None = None
+
+    @property
+    def _index_sampler(self) -> Any:
+        # what torch's iterators draw the batches' indices from: while a resumed iterator is
+        # being made, the batch sampler with the epoch's delivered batches skipped
+        sampler = super()._index_sampler
+        return self._skip if self._skip is not None else sampler
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._resume_at = self._resume_at, 0
+        if skip:
+            torch_state = torch.get_rng_state()
+            self._skip = _SkipFirst(super()._index_sampler, skip)
+            try:
+                iterator = super().__iter__()
+            finally:
+                self._skip = None
+                torch.set_rng_state(torch_state)
+        else:
+            self._epoch_start = [g.get_state() for g in self.generators]
+            iterator = super().__iter__()
+        self._delivered = skip
+        return self._count(iterator)
+
+    def _count(self, iterator: Iterable[Any]) -> Iterator[Any]:
+        for batch in iterator:
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch = self.epoch_batches() if self.epoch_batches is not None else math.inf
+        finished = self._delivered >= min(epoch, len(self))
+        state = {
+            "generators": list(self._epoch_start),
+            "batches": 0 if finished else self._delivered,
+        }
+        return with_ranks(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = own_rank(state)
+        batches, generators = int(state.get("batches", 0)), state.get("generators", [])
+        if batches <= 0:  # an epoch-end checkpoint: the data module's state is the one
+            return
+        if len(generators) != len(self.generators) or batches >= len(self):
+            log.warning("resumed with other sampling: the rest of the epoch is drawn afresh")
+            return
+        for generator, generator_state in zip(self.generators, generators, strict=True):
+            generator.set_state(generator_state)
+        self._epoch_start = [g.get_state() for g in self.generators]
+        self._resume_at = batches
+
+
+class _SkipFirst:
+    """A batch sampler whose first pass read skips its first ``skip`` batches (drawn, not
+    used); later passes are whole. Its length is the whole pass: the epoch keeps its length."""
+
+    def __init__(self, batches: Iterable[list[int]], skip: int) -> None:
+        self.batches, self.skip = batches, skip
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # lazy, as torch's batch sampler: a loader with workers makes one pass it never reads
+        skip, self.skip = self.skip, 0
+        iterator = iter(self.batches)
+        for _ in range(skip):
+            next(iterator, None)
+        yield from iterator
