@@ -2,7 +2,7 @@
 
 A stage 2 trained with ``preprocess.window_level=organ`` takes its window's centre from the
 ground-truth organ in training and from stage 1's largest organ component in a cascade. This
-prints both levels (median HU, :func:`~kdseg.data.preprocess.organ_level`) for each test case
+prints both levels (median HU, :func:`~kdseg.data.boxes.organ_level`) for each test case
 of a dataset and each stage-1 checkpoint, and the differences.
 
     python scripts/organ_level_gap.py --data .study/cascade-v3/data \\
@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.preprocess import organ_level
+from kdseg.data.boxes import organ_level
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.eval.inference import Predictor, largest_component_box
 

@@ -18,7 +18,9 @@ import statistics
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor, organ_box
+from kdseg.data.boxes import organ_box
+from kdseg.data.preprocess import Preprocessor
+from kdseg.data.preprocess_config import PreprocessConfig
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:

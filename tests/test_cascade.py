@@ -13,7 +13,7 @@ from test_spacing_roi import stored_volume
 
 from kdseg.data.dicom import write_dicom_series
 from kdseg.data.io import load_volume
-from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
 from kdseg.eval.inference import CascadePredictor, Predictor, largest_component_box

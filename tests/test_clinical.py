@@ -181,7 +181,7 @@ def test_predict_overlay_is_drawn_from_ras_arrays_whatever_the_model_axcodes(
 
     import kdseg.eval.overlay as overlay
     from kdseg.cli.predict import _predict_one
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
     from kdseg.data.tasks import Task
     from kdseg.eval.inference import Predictor
 

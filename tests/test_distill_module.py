@@ -529,7 +529,7 @@ def test_a_teacher_saved_before_the_label_and_box_keys_matches_its_data() -> Non
     """A teacher checkpoint from before ``label_resize`` / ``roi_components`` existed (kits19
     now sets roi_components: 2) is the same preprocessing: neither key changes the slices a
     teacher sees in distillation; a key that does (the window) still counts."""
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
     from kdseg.lit.distill import _differences
 
     data = PreprocessConfig(window=(-200.0, 300.0)).to_dict()

@@ -347,7 +347,7 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
     import errno
 
     from kdseg.data import prepare
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
     from kdseg.errors import InputError
 
     def read_only(*_args: object, **_kwargs: object) -> None:

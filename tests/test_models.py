@@ -266,7 +266,7 @@ def test_encoder_weights_that_do_not_fit_are_a_clear_error(tmp_path):
 def test_a_checkpoint_loads_without_its_encoder_weights_file(tmp_path):
     """``encoder_weights`` initialises training only: the checkpoint's own weights replace it,
     so the checkpoint loads on a machine without the file (or after it moved)."""
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
     from kdseg.eval.checkpoint import NET_PREFIX, load_bundle
 
     encoder = tmp_path / "imagenet.pt"

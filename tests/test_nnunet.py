@@ -17,7 +17,8 @@ from test_unlabeled import compose
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import resolve_data
 from kdseg.data.nnunet import kdseg_label_map, probabilities_on_image, remap_labels
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.preprocess import Preprocessor
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import ImageCase, discover_cases, discover_images
 from kdseg.data.teacher_targets import label_map_of, prepare_teacher_case
 from kdseg.errors import InputError

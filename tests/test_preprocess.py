@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from nibabel import orientations as ornt
 
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.preprocess import Preprocessor
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.errors import InputError
 
 
@@ -332,3 +333,27 @@ def test_foreground_only_in_the_padding_predicts_background(where: str) -> None:
     cfg = PreprocessConfig(body_crop=True, body_margin=0, crop_size=(48, 48))
     pred = Predictor(backend, cfg, Task("multiclass"), batch_size=4).predict(img)
     assert pred.shape == img.shape and not pred.any()
+
+
+def test_the_moved_names_still_import_from_kdseg_data_preprocess() -> None:
+    """The config and the box helpers moved out of ``kdseg.data.preprocess`` (into
+    ``preprocess_config`` and ``boxes``); older scripts and pickles that name them by their old
+    module get the very same objects."""
+    import pickle
+
+    from kdseg.data import boxes, preprocess, preprocess_config
+
+    moved = {
+        preprocess_config: ("PreprocessConfig", "ROI_KINDS", "WINDOW_LEVELS", "LABEL_RESIZES"),
+        boxes: ("Box3D", "organ_box", "organ_level", "expand_box", "jitter_box"),
+    }
+    for home, names in moved.items():
+        for name in names:
+            assert getattr(preprocess, name) is getattr(home, name), name
+            assert name in preprocess.__all__
+    cfg = PreprocessConfig(roi="organ", spacing_mm=(0.8, 0.8))
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    old = pickle.dumps(cfg, protocol=0).replace(
+        b"kdseg.data.preprocess_config\n", b"kdseg.data.preprocess\n"
+    )
+    assert b"kdseg.data.preprocess\n" in old and pickle.loads(old) == cfg

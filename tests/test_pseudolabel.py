@@ -101,7 +101,7 @@ def test_confidence_of_a_thresholded_binary_model_is_that_of_its_decided_class()
     sure of its foreground. With argmax both are the same (the studies' numbers stay)."""
     from test_preprocess import _volume
 
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
     from kdseg.data.tasks import Task
     from kdseg.eval.pseudolabel import score_case
 

@@ -17,7 +17,8 @@ def _script():  # noqa: ANN202 - a module loaded from a path
 
 
 def test_ceiling_is_near_one_on_a_fine_grid_and_drops_on_a_coarse_one(phantom_lits: Path) -> None:
-    from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+    from kdseg.data.preprocess import Preprocessor
+    from kdseg.data.preprocess_config import PreprocessConfig
 
     script = _script()
 

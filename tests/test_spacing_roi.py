@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 from nibabel import orientations as ornt
 
-from kdseg.data.preprocess import (
-    PreprocessConfig,
-    Preprocessor,
-    expand_box,
-    jitter_box,
-    organ_box,
-)
+from kdseg.data.boxes import expand_box, jitter_box, organ_box
+from kdseg.data.preprocess import Preprocessor
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.errors import InputError
 
 SPACING = (0.8, 0.7, 2.5)  # anisotropic in-plane and through-plane

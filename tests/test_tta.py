@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY_DATA, kdseg
 from test_preprocess import _volume
 
-from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
 from kdseg.eval.inference import Predictor, check_tta, softmax

@@ -11,7 +11,9 @@ import pytest
 from test_cascade import _cascade, fine_backend, organ_backend
 from test_spacing_roi import stored_volume
 
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor, _holds, organ_level
+from kdseg.data.boxes import organ_level
+from kdseg.data.preprocess import Preprocessor, _holds
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.schema import check_data_info
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError

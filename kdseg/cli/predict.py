@@ -221,7 +221,8 @@ def _predict_one(
                 report.update({} if predictor.tta == "none" else {"tta": predictor.tta})
                 write_lesion_report(report, temps[0], temps[1])
         if cfg.overlay:
-            from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+            from kdseg.data.preprocess import Preprocessor
+            from kdseg.data.preprocess_config import PreprocessConfig
             from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
 
             # the montage draws RAS arrays (anterior up, the patient's right on the left),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from kdseg.data.manifest import resolve_split
 from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
-from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase, discover_cases, discover_images
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError

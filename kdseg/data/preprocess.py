@@ -5,29 +5,24 @@ Forward, per volume: reorient to a canonical orientation (RAS by default) -> opt
 box (the organ's 3D box plus a margin in mm when an ROI is given, else the body's in-plane
 bounding box, else nothing) -> optional in-plane resampling (to ``spacing_mm``, or to a fixed
 ``in_plane_size``) -> optional centre crop / pad -> HU window scaled to [-1, 1] -> rounded to
-the storage dtype. Slices are axial and come out as ``(Z, X, Y)`` arrays.
-
-``spacing_mm`` and ``in_plane_size`` together: the box is resampled to ``spacing_mm`` (its pixel
-count is the box extent in mm over the spacing, rounded, so the actual spacing is within half a
-pixel of it) and then centre padded / cropped to ``in_plane_size``, which fixes the size of
-the model grid (training batches need one size) without changing the spacing. Alone,
-``in_plane_size`` resizes the box to that size whatever its extent (the old behaviour), and
-``spacing_mm`` alone gives a grid whose size follows the box. ``crop_size`` is that same
-centre crop / pad after resizing; with ``spacing_mm`` give it or ``in_plane_size``, not both.
+the storage dtype. Slices are axial and come out as ``(Z, X, Y)`` arrays. The settings are a
+:class:`~kdseg.data.preprocess_config.PreprocessConfig` (how ``spacing_mm``,
+``in_plane_size`` and ``crop_size`` combine is told there).
 
 Organ ROI (``roi: organ``): the box is the organ's 3D bounding box (in-plane and along z) plus
-``roi_margin_mm`` on every side, clipped to the volume. ``prepare`` takes it from the ground
-truth, each face moved by up to ``roi_jitter_mm`` (drawn once per case, seeded by the case id)
-so a stage-2 model learns boxes as imprecise as a stage-1 model's; at inference a stage-1 model
-gives it (:class:`~kdseg.eval.inference.CascadePredictor`). Only the ROI's slices are
-returned, so the slice cache holds organ slices only.
+``roi_margin_mm`` on every side, clipped to the volume (:mod:`kdseg.data.boxes`). ``prepare``
+takes it from the ground truth, each face moved by up to ``roi_jitter_mm`` (drawn once per
+case, seeded by the case id) so a stage-2 model learns boxes as imprecise as a stage-1 model's;
+at inference a stage-1 model gives it (:class:`~kdseg.eval.inference.CascadePredictor`). Only
+the ROI's slices are returned, so the slice cache holds organ slices only.
 
 Organ-relative HU window (``window_level: organ``, needs ``roi: organ``; beyond the paper):
 ``window`` is then taken relative to the organ's level L, the median HU of its voxels
-(:func:`organ_level`), and ``[L + window[0], L + window[1]]`` is mapped to [-1, 1]. A liver
-spans 50-180 HU with the contrast phase: a fixed window either flattens the bright ones
-(the paper's [-60, 140]) or halves every tumor's contrast (a wide one); a window centred on
-the organ keeps both. ``prepare`` takes L from the ground truth, a cascade from stage 1's mask.
+(:func:`~kdseg.data.boxes.organ_level`), and ``[L + window[0], L + window[1]]`` is mapped to
+[-1, 1]. A liver spans 50-180 HU with the contrast phase: a fixed window either flattens the
+bright ones (the paper's [-60, 140]) or halves every tumor's contrast (a wide one); a window
+centred on the organ keeps both. ``prepare`` takes L from the ground truth, a cascade from
+stage 1's mask.
 
 Because training reads exactly what :meth:`Preprocessor.image` returns
 (through the cache) and prediction calls the same method, a model sees at prediction time what
@@ -35,222 +30,53 @@ it saw in training. :meth:`Preprocessor.restore` maps class probabilities of a b
 back to the body box of the canonical grid (outside it is background), and
 :meth:`Preprocessor.to_input_orientation` undoes the reorientation, so a predicted label volume
 has exactly the input's shape and affine.
+
+The config and the box helpers used to live here; their names are still importable from this
+module (older scripts and notebooks import them from ``kdseg.data.preprocess``), but code in
+the repository imports them from :mod:`kdseg.data.preprocess_config` and
+:mod:`kdseg.data.boxes`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
+from kdseg.data.boxes import Box3D, expand_box, jitter_box, organ_box, organ_level
 from kdseg.data.io import voxel_sizes
+from kdseg.data.preprocess_config import (
+    LABEL_RESIZES,
+    ROI_KINDS,
+    WINDOW_LEVELS,
+    PreprocessConfig,
+)
 from kdseg.data.resample import resize, touched
 from kdseg.errors import InputError
 
+__all__ = [
+    "BODY_HU",
+    "CHUNK_SLICES",
+    "Geometry",
+    "Preprocessor",
+    "transform_inverse_axes",
+    # re-exported from their new homes, for imports (and pickles) that name this module
+    "LABEL_RESIZES",
+    "ROI_KINDS",
+    "WINDOW_LEVELS",
+    "PreprocessConfig",
+    "Box3D",
+    "organ_box",
+    "organ_level",
+    "expand_box",
+    "jitter_box",
+]
+
 BODY_HU = -500.0
-ROI_KINDS = (None, "organ")
-WINDOW_LEVELS = (None, "organ")
-LABEL_RESIZES = (None, "nearest-exact")
 CHUNK_SLICES = 16  # slices preprocessed together (Preprocessor.image): cache-sized blocks
-Box3D = tuple[int, int, int, int, int, int]
-"""A canonical-grid box ``(x0, x1, y0, y1, z0, z1)``, half-open."""
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """What turns a CT volume into model input; hashed to name the slice cache.
-
-    window: HU range mapped linearly to [-1, 1] (clipped). axcodes: canonical orientation.
-    body_crop: crop each volume in-plane to the bounding box of voxels above -500 HU plus
-    ``body_margin`` voxels (less air, faster inference). in_plane_size: resize slices to this
-    (None keeps the native matrix). crop_size: centre crop / pad to this (the paper's 384).
-    store_dtype: precision of the cache, applied on the prediction path too.
-    spacing_mm: in-plane pixel spacing ``(sx, sy)`` in mm along the canonical x and y axes to
-    resample to (None keeps the native spacing); see the module docstring for how it combines
-    with in_plane_size. roi: ``None`` or ``"organ"`` (crop to the organ's 3D box, given by the
-    ground truth in training and by a stage-1 model at inference). roi_margin_mm: margin around
-    the organ box. roi_jitter_mm: largest random shift of each box face in training.
-    roi_components: how many of a predicted organ mask's largest connected components make the
-    box (a cascade's stage 1, unlabeled scans' masks): ``None`` (1) for one organ, 2 for paired
-    kidneys; a further component counts only at a tenth of the largest's size or more (a
-    stray blob does not widen the box). Ground-truth boxes take all of the organ anyway.
-    window_level: ``None`` (``window`` is absolute HU) or ``"organ"`` (``window`` is relative
-    to the organ's median HU, given with the box; needs ``roi: organ``; beyond the paper).
-    label_resize: how training labels (and hard teacher labels) are resized to the model grid.
-    ``None`` (or ``"nearest"``): torch's ``nearest``, which takes each output pixel's corner, so
-    a shrunk label sits about half an output pixel off the bilinear image (toward larger
-    indices); kept as the default because every recorded run trained on it. ``"nearest-exact"``:
-    the pixel's centre, aligned with the image. Images and predictions are not affected.
-    """
-
-    window: tuple[float, float] = (-60.0, 140.0)
-    axcodes: str = "RAS"
-    body_crop: bool = False
-    body_margin: int = 4
-    in_plane_size: tuple[int, int] | None = None
-    crop_size: tuple[int, int] | None = None
-    store_dtype: str = "float16"
-    spacing_mm: tuple[float, float] | None = None
-    roi: str | None = None
-    roi_margin_mm: float = 10.0
-    roi_jitter_mm: float = 5.0
-    roi_components: int | None = None
-    window_level: str | None = None
-    label_resize: str | None = None
-
-    def __post_init__(self) -> None:
-        window = list(self.window)
-        if len(window) != 2 or not all(np.isfinite(v) for v in window) or window[0] >= window[1]:
-            raise InputError(  # [100, 100] divided by zero; [140, -60] made every voxel 1.0
-                None, f"preprocess.window must be two finite HU values, low < high, got {window}"
-            )
-        try:
-            floating = np.issubdtype(np.dtype(self.store_dtype), np.floating)
-        except TypeError:
-            floating = False
-        if not floating:  # uint8 / int16 turned the [-1, 1] slices into 0, 1 (and 255) silently
-            raise InputError(
-                None,
-                f"preprocess.store_dtype must be a float type (float16, float32), got "
-                f"{self.store_dtype!r}",
-            )
-        for key in ("in_plane_size", "crop_size"):
-            size = getattr(self, key)
-            if size is not None and (
-                len(size) != 2
-                or not all(
-                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-                    for v in size
-                )
-            ):  # [0, 64] divided by zero, [64] failed to unpack, deep in the first case
-                raise InputError(
-                    None, f"preprocess.{key} must be [h, w] whole numbers >= 1, got {list(size)}"
-                )
-        axes = {c: i for i, pair in enumerate(("LR", "PA", "IS")) for c in pair}
-        codes = str(self.axcodes)
-        if len(codes) != 3 or sorted(axes.get(c, -1) for c in codes) != [0, 1, 2]:
-            raise InputError(  # "RRS" failed deep in nibabel, in the first case
-                None,
-                f"preprocess.axcodes must name each axis once, one of L/R, P/A and I/S "
-                f"(e.g. RAS, LPS), got {self.axcodes!r}",
-            )
-        if self.body_margin < 0:  # a negative margin cut the body box into the body
-            raise InputError(None, f"preprocess.body_margin must be >= 0, got {self.body_margin}")
-        if self.label_resize == "nearest":  # the default, spelled out: one digest for both
-            object.__setattr__(self, "label_resize", None)
-        if self.label_resize not in LABEL_RESIZES:
-            raise InputError(
-                None,
-                "preprocess.label_resize must be null, 'nearest' or 'nearest-exact', got "
-                f"{self.label_resize!r}",
-            )
-        if self.roi not in ROI_KINDS:
-            raise InputError(None, f"preprocess.roi must be null or 'organ', got {self.roi!r}")
-        if self.window_level not in WINDOW_LEVELS:
-            raise InputError(
-                None,
-                f"preprocess.window_level must be null or 'organ', got {self.window_level!r}",
-            )
-        if self.window_level == "organ" and self.roi != "organ":
-            raise InputError(
-                None,
-                "preprocess.window_level=organ needs preprocess.roi=organ (the organ whose "
-                "median HU sets the window is the ROI's)",
-            )
-        if self.spacing_mm is not None:
-            if len(self.spacing_mm) != 2 or not all(
-                np.isfinite(s) and s > 0 for s in self.spacing_mm
-            ):
-                raise InputError(
-                    None,
-                    f"preprocess.spacing_mm must be two positive mm values, got "
-                    f"{list(self.spacing_mm)}",
-                )
-            if self.in_plane_size is not None and self.crop_size is not None:
-                raise InputError(
-                    None,
-                    "with preprocess.spacing_mm, in_plane_size is the pad / crop size of the "
-                    "model grid: give it or crop_size, not both",
-                )
-        if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
-            raise InputError(None, "preprocess.roi_margin_mm and roi_jitter_mm must be >= 0")
-        if self.roi_components == 1:  # the default, spelled out: one digest for both
-            object.__setattr__(self, "roi_components", None)
-        if self.roi_components is not None and (
-            not isinstance(self.roi_components, (int, np.integer))
-            or isinstance(self.roi_components, bool)
-            or self.roi_components < 1
-        ):
-            raise InputError(
-                None,
-                "preprocess.roi_components must be null or a whole number >= 1 (2 for paired "
-                f"kidneys), got {self.roi_components!r}",
-            )
-
-    @property
-    def window_size(self) -> tuple[int, int] | None:
-        """Size of the centre crop / pad after resampling (None: none)."""
-        if self.spacing_mm is not None:
-            return self.in_plane_size or self.crop_size
-        return self.crop_size
-
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> PreprocessConfig:
-        """Build from a (Hydra) mapping; lists become tuples."""
-
-        def tup(v: Any) -> tuple | None:
-            if v is None:
-                return None
-            return (int(v), int(v)) if isinstance(v, int) else tuple(v)
-
-        return cls(
-            window=tuple(float(x) for x in cfg.get("window", cls.window)),
-            axcodes=str(cfg.get("axcodes", cls.axcodes)),
-            body_crop=bool(cfg.get("body_crop", cls.body_crop)),
-            body_margin=int(cfg.get("body_margin", cls.body_margin)),
-            in_plane_size=tup(cfg.get("in_plane_size")),
-            crop_size=tup(cfg.get("crop_size")),
-            store_dtype=str(cfg.get("store_dtype", cls.store_dtype)),
-            spacing_mm=None
-            if cfg.get("spacing_mm") is None
-            else tuple(float(v) for v in _pair(cfg["spacing_mm"])),
-            roi=cfg.get("roi") or None,
-            roi_margin_mm=float(cfg.get("roi_margin_mm", cls.roi_margin_mm)),
-            roi_jitter_mm=float(cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
-            roi_components=cfg.get("roi_components"),
-            window_level=cfg.get("window_level") or None,
-            label_resize=cfg.get("label_resize") or None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (lists, not tuples) for checkpoints and cache metadata."""
-        return json.loads(json.dumps(asdict(self)))
-
-    def digest(self) -> str:
-        """Short stable hash of the config: the name of its slice cache.
-
-        Keys added after the first caches were made (spacing, ROI, window level, label
-        resize, ROI components) count only when they are in use, so every older config keeps
-        its digest and its cache.
-        """
-        plain = self.to_dict()
-        for key in ("spacing_mm", "window_level", "label_resize", "roi_components"):
-            if plain[key] is None:
-                del plain[key]
-        if self.roi is None:
-            for key in ("roi", "roi_margin_mm", "roi_jitter_mm", "roi_components"):
-                plain.pop(key, None)
-        return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _pair(v: Any) -> tuple:
-    return (v, v) if isinstance(v, (int, float)) else tuple(v)
 
 
 @dataclass
@@ -599,85 +425,6 @@ def _holds(dtype: np.dtype, lo: float, hi: float) -> bool:
     """Whether ``lo`` and ``hi`` are whole numbers within the range of integer ``dtype``."""
     info = np.iinfo(dtype)
     return all(v.is_integer() and info.min <= v <= info.max for v in (lo, hi))
-
-
-def organ_box(mask: np.ndarray) -> Box3D | None:
-    """Box ``(x0, x1, y0, y1, z0, z1)`` of the nonzero voxels of ``mask`` (None if none)."""
-    lo_hi = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hits = np.nonzero(np.asarray(mask).any(axis=others))[0]
-        if hits.size == 0:
-            return None
-        lo_hi += [int(hits[0]), int(hits[-1]) + 1]
-    return tuple(lo_hi)  # type: ignore[return-value]
-
-
-def organ_level(hu: np.ndarray, mask: np.ndarray, box: Box3D | None = None) -> float | None:
-    """The organ's level: median HU of ``hu`` where ``mask`` is true, rounded to a whole HU.
-
-    ``box`` (canonical, half-open) restricts both arrays to it first, so a caller holding the
-    organ's box pays for its voxels only, not the whole volume. None when the mask is empty.
-    The level of a ``window_level: organ`` config (:meth:`Preprocessor.hu_window`): from the
-    ground truth in ``prepare``, from stage 1's organ in a cascade.
-    """
-    if box is not None:
-        x0, x1, y0, y1, z0, z1 = box
-        hu, mask = hu[x0:x1, y0:y1, z0:z1], mask[x0:x1, y0:y1, z0:z1]
-    values = np.asarray(hu)[np.asarray(mask, dtype=bool)]
-    if values.size == 0:
-        return None
-    return float(np.round(np.median(values)))
-
-
-def _margin_voxels(margin_mm: float, spacing: float) -> int:
-    """``margin_mm`` in whole voxels of size ``spacing``, rounded up."""
-    return int(np.ceil(margin_mm / spacing - 1e-6))
-
-
-def expand_box(
-    box: Box3D,
-    margin_mm: float,
-    spacing: tuple[float, float, float],
-    shape: tuple[int, int, int],
-) -> Box3D:
-    """``box`` grown by ``margin_mm`` on every side (rounded up to whole voxels), clipped to
-    ``shape``; always at least one voxel wide."""
-    out = []
-    for axis in range(3):
-        m = _margin_voxels(margin_mm, spacing[axis])
-        lo = min(max(box[2 * axis] - m, 0), shape[axis] - 1)
-        hi = max(min(box[2 * axis + 1] + m, shape[axis]), lo + 1)
-        out += [lo, hi]
-    return tuple(out)  # type: ignore[return-value]
-
-
-def jitter_box(
-    box: Box3D,
-    jitter_mm: float,
-    spacing: tuple[float, float, float],
-    rng: np.random.Generator,
-    margin_mm: float | None = None,
-) -> Box3D:
-    """Each face of ``box`` moved by a uniform draw in ``[-jitter_mm, jitter_mm]`` (whole
-    voxels); a face never crosses its opposite one. Training boxes imitate stage-1 boxes.
-
-    ``margin_mm``: the margin :func:`expand_box` adds afterwards; a face then moves inwards by
-    at most that margin's voxels, so the grown box still holds all of ``box`` (a jitter above
-    the margin cut the organ out of its own training crop). With ``jitter_mm <= margin_mm``
-    the limit never binds: the same boxes as without it.
-    """
-    out = list(box)
-    for axis in range(3):
-        shift = np.round(rng.uniform(-jitter_mm, jitter_mm, size=2) / spacing[axis]).astype(int)
-        if margin_mm is not None:
-            m = _margin_voxels(margin_mm, spacing[axis])
-            shift = [min(int(shift[0]), m), max(int(shift[1]), -m)]
-        lo, hi = box[2 * axis] + int(shift[0]), box[2 * axis + 1] + int(shift[1])
-        if hi <= lo:
-            lo, hi = box[2 * axis], box[2 * axis + 1]
-        out[2 * axis], out[2 * axis + 1] = lo, hi
-    return tuple(out)  # type: ignore[return-value]
 
 
 def transform_inverse_axes(transform: np.ndarray) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kdseg.data.preprocess import Box3D, organ_box, organ_level
+from kdseg.data.boxes import Box3D, organ_box, organ_level
 
 #: A component after the largest makes the box only at this share of the largest's voxels.
 MIN_COMPONENT_FRACTION = 0.1
@@ -31,7 +31,7 @@ def largest_component_box(
     Components are labelled inside the bounding box of all of ``mask`` only: labelling a whole
     512 x 512 x 200 volume takes seconds, the organ's box a fraction of that. ``hu``: the
     image on ``mask``'s grid; when given, ``organ_level_hu`` in what was found is the
-    component's level (:func:`~kdseg.data.preprocess.organ_level`), read inside the same box.
+    component's level (:func:`~kdseg.data.boxes.organ_level`), read inside the same box.
     """
     import cc3d  # components (cc3d imports in milliseconds, scipy.ndimage in half a second)
 

@@ -29,7 +29,7 @@ def check_data_info(path: str | os.PathLike, data: Any, where: str) -> dict[str,
     """
     if not isinstance(data, dict):
         raise InputError(path, f"{where}: the data section is not a mapping")
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
     from kdseg.data.tasks import Task
 
     try:

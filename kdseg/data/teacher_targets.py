@@ -38,7 +38,8 @@ from kdseg.data.nnunet import (
     probabilities_on_image,
     remap_labels,
 )
-from kdseg.data.preprocess import PreprocessConfig, Preprocessor
+from kdseg.data.preprocess import Preprocessor
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError, atomic_path, write_text_atomic

@@ -234,7 +234,7 @@ def check_same_model(
 def _inference_preprocess(data: dict[str, Any]) -> dict[str, Any] | None:
     """The preprocessing settings inference uses (defaults filled in; the cache's storage type
     and the training box jitter left out), or None where ``data`` has none."""
-    from kdseg.data.preprocess import PreprocessConfig
+    from kdseg.data.preprocess_config import PreprocessConfig
 
     if not isinstance(data.get("preprocess"), dict):
         return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.schema import check_data_info, check_model_info
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError

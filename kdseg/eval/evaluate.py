@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from kdseg.data.boxes import organ_box, organ_level
 from kdseg.data.io import load_volume, voxel_sizes
 from kdseg.data.prepare import case_label
-from kdseg.data.preprocess import organ_box, organ_level
 from kdseg.data.sources import Case
 from kdseg.errors import ConfigError, InputError, write_text_atomic
 from kdseg.eval.inference import CascadePredictor, Predictor

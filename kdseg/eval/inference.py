@@ -24,12 +24,9 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.preprocess import (
-    Box3D,
-    Geometry,
-    PreprocessConfig,
-    Preprocessor,
-)
+from kdseg.data.boxes import Box3D
+from kdseg.data.preprocess import Geometry, Preprocessor
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError

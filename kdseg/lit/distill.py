@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from kdseg.data.preprocess import PreprocessConfig
+from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.distill.criterion import LOGITS, build_criterion, parse_terms
 from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.errors import ConfigError, InputError
