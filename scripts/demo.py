@@ -52,7 +52,7 @@ def run(command: str, *args: str) -> float:
 
     Two OpenMP threads unless ``OMP_NUM_THREADS`` says otherwise: the teacher's kernels, and so
     its result, depend on the thread count, so a machine with more cores would otherwise print
-    another table than the README's (measured 2026-12-05: README "Quick start")."""
+    another table than the README's (measured 2026-12-05: docs/demo.md)."""
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     subprocess.run(_argv(command, args), check=True, cwd=ROOT, env=env)

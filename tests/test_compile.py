@@ -5,7 +5,7 @@ a checkpoint that says ``compile: true`` loads, evaluates and exports eager.
 
 The tests use the test suite's tiny network (tests/test_deploy.py), which compiles in seconds,
 one of them through a whole Lightning fit; the registered networks' compiled training is
-measured by ``scripts/bench_speed_options.py --option compile`` (README, "Speed options").
+measured by ``scripts/bench_speed_options.py --option compile`` (docs/training.md, "Speed options").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (the table keeps one case per line, however long)
 """The bad-input and fault corpus: one table, one row per bad input or fault, one assertion set.
 
-Every row runs one kdseg command on something broken and asserts the README's promise: exit
+Every row runs one kdseg command on something broken and asserts docs/reliability.md's promise: exit
 code 2, exactly one line on stderr that names the culprit (a file or an option), no traceback,
 no new file anywhere in the case's folder (so none at or beside the output path), and the
 bytes of every input unchanged. Adding a case is one line in ``CASES``: a builder that writes

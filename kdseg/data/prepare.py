@@ -59,7 +59,7 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     With ``window_level: organ`` the organ level (median HU of the ground-truth organ, label
     > 0) sets the window and is stored in ``meta.json`` as ``organ_level_hu``. It is not
     jittered like the box: a good stage 1's mask changes a median by a few HU (a poor one,
-    spilling into darker neighbours, pulls it down more: see the README's cascade section).
+    spilling into darker neighbours, pulls it down more: see docs/cascade.md).
     """
     source = case_source(case)  # before reading: a file changed meanwhile is stale next time
     image = load_volume(case.image)

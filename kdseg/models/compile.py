@@ -9,7 +9,7 @@ prediction and export never compile: they rebuild the network from its config, w
 read and ignored (inference sees many volume shapes, each a new compilation).
 
 Measured on this project's 2-core CPU (torch 2.13, one thread, batch 8 at 144 x 144;
-``scripts/bench_speed_options.py --option compile``, README "Speed options: torch.compile"): a
+``scripts/bench_speed_options.py --option compile``, docs/training.md "Speed options"): a
 training step of RA-UNet w0.5, ENet w0.25 and UNet++ w0.5 takes 0.80-0.84x the eager time, a
 frozen teacher's forward pass 0.69-0.94x (ENet 1.08x); whole distillations from a compiled
 RA-UNet teacher, two at a time as the studies run, took about 0.9x the time a step. The first

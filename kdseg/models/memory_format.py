@@ -7,7 +7,7 @@ faster kernels for that layout. Outputs may stay channels-last in memory; they a
 to every loss (no code here depends on strides).
 
 On this project's 2-core CPU, idle (torch 2.13, one thread, batch 8 at 144 x 144;
-``scripts/bench_speed_options.py``, README "Speed options"), a training step of UNet++
+``scripts/bench_speed_options.py``, docs/training.md "Speed options"), a training step of UNet++
 w0.5 takes 0.76x the time, RA-UNet 0.89-0.91x, ResNet18 0.94x, PSPNet and MobileNetV2 about
 1x, and ENet 1.12x (its forward pass 1.12-1.20x); a teacher's forward pass gains only for
 UNet++ (0.83x) and ResNet18 (0.92x). So it is off by default and chosen per network.
