@@ -244,6 +244,26 @@ except BaseException as exc:
     assert not list(tmp_path.iterdir())
 
 
+def test_an_interrupted_training_run_says_how_to_resume_it(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM in a training run that has written a checkpoint: the line names the
+    run dir to rerun in (the default one is time-stamped, so the same command alone would
+    start a new run), or the sweep dir of a multirun; nothing where there is no checkpoint."""
+    from kdseg.cli.boundary import resume_words
+
+    run = tmp_path / "runs" / "train" / "enet-lits-20261207-103409"
+    (run / "checkpoints").mkdir(parents=True)
+    assert resume_words(run) == ""  # killed before its first checkpoint: nothing to resume
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    told = resume_words(run)
+    assert told == f"; to resume, rerun the same command with hydra.run.dir={run}"
+    sweep = tmp_path / "runs" / "train-multirun" / "20261207-103409"
+    assert resume_words(run, str(sweep)).endswith(f"with hydra.sweep.dir={sweep}")
+    spaced = tmp_path / "my runs"
+    (spaced / "checkpoints").mkdir(parents=True)
+    (spaced / "checkpoints" / "last-previous.ckpt").write_bytes(b"x")
+    assert resume_words(spaced).endswith(f"with 'hydra.run.dir={spaced}'")  # pastes as is
+
+
 def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
     trained_enet: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -325,7 +325,10 @@ def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err[-3000:]
-    assert lines[-1] == "kdseg-train: error: interrupted; unfinished outputs removed", err[-3000:]
+    assert lines[-1] == (
+        "kdseg-train: error: interrupted; unfinished outputs removed; to resume, rerun the same "
+        f"command with hydra.run.dir={run}"
+    ), err[-3000:]
     assert "Traceback" not in err
 
 
