@@ -526,6 +526,8 @@ def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
         ("loss.dice_weight=-1", "loss.dice_weight=-1: must be a finite number >= 0.0"),
         ("loss.blob_weight=nan", "loss.blob_weight=nan: must be a finite number >= 0.0"),
         ("data.target_fraction=1.5", "data.target_fraction=1.5: must be a finite number >= 0"),
+        ("student.width=0", "student.width=0: must be a finite number > 0"),  # once exit 1
+        ("student.width=-1", "student.width=-1: must be a finite number > 0"),
         ("distill.terms.kd.weight=nan", "distill.terms.kd.weight=nan: expected a number, not"),
         ("distill.terms.kd.options.temperature=nan", "temperature=nan: expected a number, not"),
     ],
