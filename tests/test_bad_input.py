@@ -434,6 +434,32 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
 
+@pytest.mark.parametrize(
+    ("command", "override", "words"),
+    [
+        ("train", "+data.batchsize=4", "'data.batchsize' to add (did you mean data.batch_size=?)"),
+        ("train", "+loss.focal=1", "no option 'loss.focal' to add"),
+        ("train", "+model.widht=0.5", "did you mean model.width=?"),  # once: a TypeError, exit 1
+        ("train", "+checkpoint.every_n_steps=3", "no option 'checkpoint.every_n_steps' to add"),
+        ("distill", "+logger.wandb.ofline=false", "did you mean logger.wandb.offline=?"),
+        ("distill", "+student.widht=0.5", "did you mean student.width=?"),
+        ("distill", "+data.preprocess.windw=[0,1]", "did you mean data.preprocess.window=?"),
+    ],
+)  # fmt: skip
+def test_a_new_key_a_training_command_never_reads_is_refused(
+    command: str, override: str, words: str
+) -> None:
+    """Training configs take new keys where they are read and checked (Lightning's Trainer
+    arguments, a method's criterion options); elsewhere ``+data.batchsize=4`` trained with
+    the default batch size without a word."""
+    from kdseg.cli.options import check_no_new_keys
+
+    with pytest.raises(InputError, match=re.escape(words)):
+        check_no_new_keys(command, [override])
+    check_no_new_keys(command, ["+trainer.limit_train_batches=2", "+distill.warmup=0.1"])
+    check_no_new_keys(command, ["+experiment=demo", "hydra/launcher=basic", "data.root=x"])
+
+
 def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: Path) -> None:
     """``treshold=0.5`` (no ``+``) got Hydra's "To append to your config use +treshold=0.5",
     which kdseg-predict and kdseg-eval then refuse in turn (they read only their own keys):
@@ -457,8 +483,10 @@ def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: 
         assert words in lines[0] and "To append" not in lines[0], result.stderr
     assert not any(tmp_path.iterdir())
     hydra = "Could not override 'model.widht'. To append to your config use +model.widht=1"
-    told = str(unknown_option(hydra, "train"))
-    assert "did you mean model.width=?" in told and "+model.widht=1 adds it" in told
+    told = str(unknown_option(hydra, "train"))  # `+model.widht=1` is refused too: no advice
+    assert "did you mean model.width=?" in told and "adds it" not in told
+    hydra = "Could not override 'trainer.limit_val_batche'. To append to your config use +x=1"
+    assert "+x=1 adds it as a new key" in str(unknown_option(hydra, "train"))
     assert unknown_option("Could not load 'model/enett'.", "train") is None
 
 

@@ -155,14 +155,26 @@ def number(
 OPEN_CONFIGS = ("train", "distill")
 
 
+#: the parts of a training config that take new keys, each checked where it is read:
+#: Lightning's Trainer arguments (``kdseg.lit.train``) and a method's criterion options
+#: (``kdseg.distill.criterion``); ``+data.batchsize=4`` or ``+loss.focal=1`` was ignored
+OPEN_SECTIONS = ("trainer", "distill")
+
+
 def check_no_new_keys(config_name: str | None, overrides: list[str]) -> None:
     """Refuse ``+key=value`` for a command that would never read the key (a typo of an option
-    would otherwise be ignored without a word)."""
-    if config_name in OPEN_CONFIGS:
-        return
+    would otherwise be ignored without a word). A training command takes new keys under
+    :data:`OPEN_SECTIONS` only; elsewhere a key that no config file of it holds is a typo."""
     for override in overrides:
         if override.startswith("+") and "=" in override:
             key = override.lstrip("+").split("=", 1)[0]
+            if config_name in OPEN_CONFIGS and (
+                key.split(".")[0] in (*OPEN_SECTIONS, "hydra", "experiment")
+                or "/" in key
+                or "@" in key
+                or key in _option_names(config_name)
+            ):
+                continue
             close = _closest_option(key, config_name) if config_name else None
             hint = f" (did you mean {close}=?)" if close else ""
             raise InputError(
@@ -232,7 +244,7 @@ def unknown_option(message: str, config_name: str) -> InputError | None:
     key, override = match.groups()
     close = _closest_option(key, config_name)
     hint = f"did you mean {close}=?" if close else "--help lists the options"
-    if config_name in OPEN_CONFIGS:
+    if config_name in OPEN_CONFIGS and key.split(".")[0] in OPEN_SECTIONS:
         hint += f"; +{override} adds it as a new key"
     return InputError(None, f"{override}: conf/{config_name}.yaml has no option {key!r} ({hint})")
 
