@@ -434,6 +434,20 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
 
+def test_an_unknown_config_choice_is_one_short_line_with_the_close_one(tmp_path: Path) -> None:
+    """``model=enett``: Hydra's refusal, joined into one line, ended with its config search
+    path (``provider=hydra, path=pkg://hydra.conf ...``); now the choices and the close one."""
+    from conftest import kdseg
+
+    result = kdseg("train", "model=enett", cwd=tmp_path, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("kdseg-train: error: model=enett: no model config of that name")
+    assert "did you mean model=enet? choices: enet, mobilenetv2," in lines[0]
+    assert "provider=" not in lines[0] and "search path" not in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("command", "override", "words"),
     [

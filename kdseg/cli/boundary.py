@@ -43,6 +43,7 @@ from kdseg.cli.options import (
     check_option_types,
     compose_once,
     plain_overrides,
+    unknown_choice,
     unknown_option,
 )
 from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged
@@ -367,6 +368,8 @@ def app_guard(
                 exc = InputError(None, f"{_first_line(exc)} (see {command} --hydra-help)")
             elif config_name is not None and type(exc).__name__ == "ConfigCompositionException":
                 exc = unknown_option(_first_line(exc), config_name) or exc
+            elif type(exc).__name__ == "MissingConfigException":  # model=enett
+                exc = unknown_choice(str(exc)) or exc
             raise SystemExit(report(command, exc, verbose)) from None
 
     return wrapper

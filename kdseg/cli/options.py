@@ -249,6 +249,26 @@ def unknown_option(message: str, config_name: str) -> InputError | None:
     return InputError(None, f"{override}: conf/{config_name}.yaml has no option {key!r} ({hint})")
 
 
+def unknown_choice(message: str) -> InputError | None:
+    """Hydra's refusal of a config group choice that does not exist (``model=enett``: "Could
+    not find 'model/enett'", then the available options and Hydra's config search path, all
+    on one line once joined) as one short line with the closest choice. None when
+    ``message`` is not that refusal."""
+    import difflib
+    import re
+
+    match = re.search(r"Could not find '(.+)/([^'/]+)'", message)
+    if match is None:
+        return None
+    group, name = match.groups()
+    listed = message.split("Config search path")[0].partition("Available options in")[2]
+    options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    hint = f"did you mean {group}={close[0]}? " if close else ""
+    choices = f"{hint}choices: {', '.join(options)}" if options else "no choices"
+    return InputError(None, f"{group}={name}: no {group} config of that name ({choices})")
+
+
 def plain_overrides(argv: list[str]) -> bool:
     """Whether ``argv`` is only ``key=value`` overrides of the task config: no flags
     (``--cfg``, ``-m``, ``--help``), no ``+``/``~`` edits, nothing under ``hydra``."""
