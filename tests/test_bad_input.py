@@ -264,6 +264,27 @@ def test_an_interrupted_training_run_says_how_to_resume_it(tmp_path: Path) -> No
     assert resume_words(spaced).endswith(f"with 'hydra.run.dir={spaced}'")  # pastes as is
 
 
+def test_the_error_line_goes_to_the_run_log_too(tmp_path: Path) -> None:
+    """train.log of a killed and resumed run showed the resume but not the kill: the line
+    that ended the process is in the run's log file as well as on stderr."""
+    import logging
+
+    from kdseg.cli.boundary import Interrupted, report
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        assert report("kdseg-train", Interrupted(2), verbose=False) == 130
+        assert report("kdseg-train", InputError(tmp_path / "x.ckpt", "corrupt"), False) == 2
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    logged = (tmp_path / "train.log").read_text().splitlines()
+    assert logged[0].startswith("kdseg-train: error: interrupted"), logged
+    assert logged[1] == f"kdseg-train: error: {tmp_path / 'x.ckpt'}: corrupt", logged
+
+
 def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
     trained_enet: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -190,7 +190,24 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
         hint = "" if verbose else " (verbose=true shows the traceback)"
         line, code = f"internal error: {type(exc).__name__}: {_first_line(exc)}{hint}", 1
     print(f"{command}: error: {line}", file=sys.stderr, flush=True)
+    _log_to_files(f"{command}: error: {line}")
     return code
+
+
+def _log_to_files(message: str) -> None:
+    """The error line into the run's log file too (``train.log``; not the console, which has
+    it already): a resumed run's log otherwise shows no sign that it was stopped, or why."""
+    from hydra.core.hydra_config import HydraConfig
+
+    # only this job's: a multirun's earlier job keeps its log handler until the next records
+    run = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    record = logging.LogRecord("kdseg", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and (
+            run is None or Path(handler.baseFilename).parent == run.absolute()
+        ):
+            with contextlib.suppress(Exception):
+                handler.handle(record)
 
 
 def resume_hint() -> str:
