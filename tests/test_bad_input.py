@@ -244,6 +244,47 @@ except BaseException as exc:
     assert not list(tmp_path.iterdir())
 
 
+def test_an_interrupted_training_run_says_how_to_resume_it(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM in a training run that has written a checkpoint: the line names the
+    run dir to rerun in (the default one is time-stamped, so the same command alone would
+    start a new run), or the sweep dir of a multirun; nothing where there is no checkpoint."""
+    from kdseg.cli.boundary import resume_words
+
+    run = tmp_path / "runs" / "train" / "enet-lits-20261207-103409"
+    (run / "checkpoints").mkdir(parents=True)
+    assert resume_words(run) == ""  # killed before its first checkpoint: nothing to resume
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    told = resume_words(run)
+    assert told == f"; to resume, rerun the same command with hydra.run.dir={run}"
+    sweep = tmp_path / "runs" / "train-multirun" / "20261207-103409"
+    assert resume_words(run, str(sweep)).endswith(f"with hydra.sweep.dir={sweep}")
+    spaced = tmp_path / "my runs"
+    (spaced / "checkpoints").mkdir(parents=True)
+    (spaced / "checkpoints" / "last-previous.ckpt").write_bytes(b"x")
+    assert resume_words(spaced).endswith(f"with 'hydra.run.dir={spaced}'")  # pastes as is
+
+
+def test_the_error_line_goes_to_the_run_log_too(tmp_path: Path) -> None:
+    """train.log of a killed and resumed run showed the resume but not the kill: the line
+    that ended the process is in the run's log file as well as on stderr."""
+    import logging
+
+    from kdseg.cli.boundary import Interrupted, report
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        assert report("kdseg-train", Interrupted(2), verbose=False) == 130
+        assert report("kdseg-train", InputError(tmp_path / "x.ckpt", "corrupt"), False) == 2
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    logged = (tmp_path / "train.log").read_text().splitlines()
+    assert logged[0].startswith("kdseg-train: error: interrupted"), logged
+    assert logged[1] == f"kdseg-train: error: {tmp_path / 'x.ckpt'}: corrupt", logged
+
+
 def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
     trained_enet: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -414,6 +455,46 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
 
+def test_an_unknown_config_choice_is_one_short_line_with_the_close_one(tmp_path: Path) -> None:
+    """``model=enett``: Hydra's refusal, joined into one line, ended with its config search
+    path (``provider=hydra, path=pkg://hydra.conf ...``); now the choices and the close one."""
+    from conftest import kdseg
+
+    result = kdseg("train", "model=enett", cwd=tmp_path, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("kdseg-train: error: model=enett: no model config of that name")
+    assert "did you mean model=enet? choices: enet, mobilenetv2," in lines[0]
+    assert "provider=" not in lines[0] and "search path" not in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "words"),
+    [
+        ("train", "+data.batchsize=4", "'data.batchsize' to add (did you mean data.batch_size=?)"),
+        ("train", "+loss.focal=1", "no option 'loss.focal' to add"),
+        ("train", "+model.widht=0.5", "did you mean model.width=?"),  # once: a TypeError, exit 1
+        ("train", "+checkpoint.every_n_steps=3", "no option 'checkpoint.every_n_steps' to add"),
+        ("distill", "+logger.wandb.ofline=false", "did you mean logger.wandb.offline=?"),
+        ("distill", "+student.widht=0.5", "did you mean student.width=?"),
+        ("distill", "+data.preprocess.windw=[0,1]", "did you mean data.preprocess.window=?"),
+    ],
+)  # fmt: skip
+def test_a_new_key_a_training_command_never_reads_is_refused(
+    command: str, override: str, words: str
+) -> None:
+    """Training configs take new keys where they are read and checked (Lightning's Trainer
+    arguments, a method's criterion options); elsewhere ``+data.batchsize=4`` trained with
+    the default batch size without a word."""
+    from kdseg.cli.options import check_no_new_keys
+
+    with pytest.raises(InputError, match=re.escape(words)):
+        check_no_new_keys(command, [override])
+    check_no_new_keys(command, ["+trainer.limit_train_batches=2", "+distill.warmup=0.1"])
+    check_no_new_keys(command, ["+experiment=demo", "hydra/launcher=basic", "data.root=x"])
+
+
 def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: Path) -> None:
     """``treshold=0.5`` (no ``+``) got Hydra's "To append to your config use +treshold=0.5",
     which kdseg-predict and kdseg-eval then refuse in turn (they read only their own keys):
@@ -437,8 +518,10 @@ def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: 
         assert words in lines[0] and "To append" not in lines[0], result.stderr
     assert not any(tmp_path.iterdir())
     hydra = "Could not override 'model.widht'. To append to your config use +model.widht=1"
-    told = str(unknown_option(hydra, "train"))
-    assert "did you mean model.width=?" in told and "+model.widht=1 adds it" in told
+    told = str(unknown_option(hydra, "train"))  # `+model.widht=1` is refused too: no advice
+    assert "did you mean model.width=?" in told and "adds it" not in told
+    hydra = "Could not override 'trainer.limit_val_batche'. To append to your config use +x=1"
+    assert "+x=1 adds it as a new key" in str(unknown_option(hydra, "train"))
     assert unknown_option("Could not load 'model/enett'.", "train") is None
 
 
@@ -506,6 +589,8 @@ def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
         ("loss.dice_weight=-1", "loss.dice_weight=-1: must be a finite number >= 0.0"),
         ("loss.blob_weight=nan", "loss.blob_weight=nan: must be a finite number >= 0.0"),
         ("data.target_fraction=1.5", "data.target_fraction=1.5: must be a finite number >= 0"),
+        ("student.width=0", "student.width=0: must be a finite number > 0"),  # once exit 1
+        ("student.width=-1", "student.width=-1: must be a finite number > 0"),
         ("distill.terms.kd.weight=nan", "distill.terms.kd.weight=nan: expected a number, not"),
         ("distill.terms.kd.options.temperature=nan", "temperature=nan: expected a number, not"),
     ],

@@ -481,6 +481,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("missing input=", "predict", lambda w: [f"ckpt={w.ckpt}", f"output={w.out}"], "input", True),
     ("unknown option", "predict", lambda w: w.predict(w.ct(), "bogus=1"), "bogus", True),
     ("eval: protocol threshold=abc", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=abc"], "paper_threshold", False),
+    ("eval: protocol=paper on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper"], "protocol=paper applies to binary models", False),  # once named threshold=, which eval lacks
+    ("eval: paper_threshold=7", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=7"], "paper_threshold=7.0: a probability", False),
     # dataset faults in prepare
     ("prepare: missing label", "prepare", lambda w: w.prepare("missing label"), "volume-1", False),
     ("prepare: HU window low = high", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[100,100]"], "preprocess.window", False),

@@ -188,6 +188,20 @@ def test_training_writes_checkpoints_config_and_metrics(trained_enet: Path) -> N
     assert raw["hyper_parameters"]["data"]["preprocess"]["in_plane_size"] == [48, 48]
 
 
+def test_an_offline_wandb_run_ends_with_the_command_that_uploads_it(tmp_path: Path) -> None:
+    """The README promises ``wandb sync <run>/wandb/offline-run-*``, but kdseg silences wandb,
+    whose own end-of-run line gave that command: a run that logged offline prints it."""
+    from kdseg.lit.train import wandb_sync_hint
+
+    run = tmp_path / "my run"
+    assert wandb_sync_hint(run, {}) is None  # nothing logged to wandb (logger=csv)
+    (run / "wandb" / "offline-run-20261207_103249-j9xcpid5").mkdir(parents=True)
+    hint = wandb_sync_hint(run, {"wandb": {"enabled": True, "offline": True}})
+    assert hint == f"wandb (offline): wandb sync '{run}/wandb'/offline-run-*"
+    assert wandb_sync_hint(run, {"wandb": {"offline": False}}) is None  # online: synced
+    assert wandb_sync_hint(run, {"wandb": {"enabled": False}}) is None
+
+
 def test_eval_writes_per_case_and_summary(trained_enet: Path, phantom_lits: Path) -> None:
     out = trained_enet / "eval-test"
     result = kdseg(
@@ -325,7 +339,10 @@ def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err[-3000:]
-    assert lines[-1] == "kdseg-train: error: interrupted; unfinished outputs removed", err[-3000:]
+    assert lines[-1] == (
+        "kdseg-train: error: interrupted; unfinished outputs removed; to resume, rerun the same "
+        f"command with hydra.run.dir={run}"
+    ), err[-3000:]
     assert "Traceback" not in err
 
 

@@ -286,7 +286,11 @@ def stage_list(value: Any) -> list[Any]:
 
 
 def build_predictor(
-    cfg: DictConfig, threshold: float | None, progress: bool = False
+    cfg: DictConfig,
+    threshold: float | None,
+    progress: bool = False,
+    threshold_key: str = "threshold",
+    binary_only: str | None = None,
 ) -> tuple[Any, Any, str, str | None]:
     """The checkpoint or artefact named by ``ckpt`` / ``artifact`` / ``backend`` as a Predictor.
 
@@ -294,7 +298,9 @@ def build_predictor(
     artifact)`` with the backend and artefact actually used. A list of two (``ckpt=[s1,s2]``
     or ``artifact=[s1.onnx,s2.onnx]``) is an organ-to-tumor cascade, stage 1 first: the
     predictor is a :class:`~kdseg.eval.inference.CascadePredictor` and the bundle, backend and
-    artefact returned are stage 2's.
+    artefact returned are stage 2's. ``threshold_key`` names the option ``threshold`` came from
+    and ``binary_only`` the setting that asked for it (default ``<threshold_key>=``), for the
+    line that refuses it.
     """
     from kdseg.deploy.artifact import resolve_bundle
     from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor, check_tta
@@ -310,7 +316,7 @@ def build_predictor(
             None, "a cascade is two stages: ckpt=[stage1,stage2] and/or artifact=[stage1,stage2]"
         )
     if threshold is not None and not 0 < threshold < 1:
-        raise InputError(None, f"threshold={threshold}: a probability, between 0 and 1")
+        raise InputError(None, f"{threshold_key}={threshold}: a probability, between 0 and 1")
     stages = []
     for i in range(n):
         ckpt = ckpts[i] if ckpts else None
@@ -319,7 +325,8 @@ def build_predictor(
         if i == n - 1 and threshold is not None and bundle.task.name == "multiclass":
             raise InputError(
                 artifact or ckpt,
-                "threshold= applies to binary models (organ or tumor); this one is multiclass",
+                f"{binary_only or threshold_key + '='} applies to binary models (organ or "
+                "tumor); this one is multiclass",
             )
         if backend not in BACKENDS:  # compile / aoti live in the deployment layer, with torch
             import kdseg.deploy.backends  # noqa: F401

@@ -43,6 +43,7 @@ from kdseg.cli.options import (
     check_option_types,
     compose_once,
     plain_overrides,
+    unknown_choice,
     unknown_option,
 )
 from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged
@@ -182,14 +183,60 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     elif isinstance(exc, TrainingDiverged):
         line, code = str(exc), 1
     elif isinstance(exc, Terminated):
-        line, code = "terminated (SIGTERM); unfinished outputs removed", 143
+        line, code = "terminated (SIGTERM); unfinished outputs removed" + resume_hint(), 143
     elif isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        line, code = "interrupted; unfinished outputs removed", 130
+        line, code = "interrupted; unfinished outputs removed" + resume_hint(), 130
     else:
         hint = "" if verbose else " (verbose=true shows the traceback)"
         line, code = f"internal error: {type(exc).__name__}: {_first_line(exc)}{hint}", 1
     print(f"{command}: error: {line}", file=sys.stderr, flush=True)
+    _log_to_files(f"{command}: error: {line}")
     return code
+
+
+def _log_to_files(message: str) -> None:
+    """The error line into the run's log file too (``train.log``; not the console, which has
+    it already): a resumed run's log otherwise shows no sign that it was stopped, or why."""
+    from hydra.core.hydra_config import HydraConfig
+
+    # only this job's: a multirun's earlier job keeps its log handler until the next records
+    run = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    record = logging.LogRecord("kdseg", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and (
+            run is None or Path(handler.baseFilename).parent == run.absolute()
+        ):
+            with contextlib.suppress(Exception):
+                handler.handle(record)
+
+
+def resume_hint() -> str:
+    """How to resume the training run this process was stopped in (empty where it wrote no
+    checkpoint): the default run dir is time-stamped, so "the same command" alone would start
+    a new run in a new folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hydra_cfg = HydraConfig.get()
+    sweep = str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return resume_words(Path(hydra_cfg.runtime.output_dir), sweep)
+
+
+def resume_words(run: Path, sweep: str | None = None) -> str:
+    """``; to resume, rerun the same command with hydra.run.dir=<run>`` (a multirun: with
+    ``hydra.sweep.dir=<sweep>``, whose finished jobs are kept) when ``run`` holds a
+    checkpoint to resume from, else nothing."""
+    import shlex
+
+    checkpoints = [run / "checkpoints" / n for n in ("last.ckpt", "last-previous.ckpt")]
+    if not any(c.is_file() for c in checkpoints):
+        return ""
+    folder = Path(sweep) if sweep else run
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    where = f"{key}={folder.absolute()}"
+    return f"; to resume, rerun the same command with {shlex.quote(where)}"
 
 
 def _argv_verbose(argv: list[str]) -> bool:
@@ -338,6 +385,8 @@ def app_guard(
                 exc = InputError(None, f"{_first_line(exc)} (see {command} --hydra-help)")
             elif config_name is not None and type(exc).__name__ == "ConfigCompositionException":
                 exc = unknown_option(_first_line(exc), config_name) or exc
+            elif type(exc).__name__ == "MissingConfigException":  # model=enett
+                exc = unknown_choice(str(exc)) or exc
             raise SystemExit(report(command, exc, verbose)) from None
 
     return wrapper

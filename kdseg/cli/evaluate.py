@@ -28,7 +28,9 @@ def main(cfg: DictConfig) -> None:
     stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)
     kind = "cascade-" if len(stages) > 1 else ""
     threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
-    predictor, bundle, backend, artifact = build_predictor(cfg, threshold=threshold)
+    predictor, bundle, backend, artifact = build_predictor(
+        cfg, threshold=threshold, threshold_key="paper_threshold", binary_only="protocol=paper"
+    )
     tta = predictor.tta  # checked by build_predictor
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
     default_out = (

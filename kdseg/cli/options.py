@@ -89,6 +89,8 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "loss.focal_weight": (0.0, True, None),
     "loss.blob_weight": (0.0, True, None),
     "data.target_fraction": (0.0, True, 1.0),
+    "model.width": (0.0, False, None),  # once: a ValueError deep in the network, exit 1
+    "student.width": (0.0, False, None),
 }
 
 
@@ -153,14 +155,26 @@ def number(
 OPEN_CONFIGS = ("train", "distill")
 
 
+#: the parts of a training config that take new keys, each checked where it is read:
+#: Lightning's Trainer arguments (``kdseg.lit.train``) and a method's criterion options
+#: (``kdseg.distill.criterion``); ``+data.batchsize=4`` or ``+loss.focal=1`` was ignored
+OPEN_SECTIONS = ("trainer", "distill")
+
+
 def check_no_new_keys(config_name: str | None, overrides: list[str]) -> None:
     """Refuse ``+key=value`` for a command that would never read the key (a typo of an option
-    would otherwise be ignored without a word)."""
-    if config_name in OPEN_CONFIGS:
-        return
+    would otherwise be ignored without a word). A training command takes new keys under
+    :data:`OPEN_SECTIONS` only; elsewhere a key that no config file of it holds is a typo."""
     for override in overrides:
         if override.startswith("+") and "=" in override:
             key = override.lstrip("+").split("=", 1)[0]
+            if config_name in OPEN_CONFIGS and (
+                key.split(".")[0] in (*OPEN_SECTIONS, "hydra", "experiment")
+                or "/" in key
+                or "@" in key
+                or key in _option_names(config_name)
+            ):
+                continue
             close = _closest_option(key, config_name) if config_name else None
             hint = f" (did you mean {close}=?)" if close else ""
             raise InputError(
@@ -230,9 +244,29 @@ def unknown_option(message: str, config_name: str) -> InputError | None:
     key, override = match.groups()
     close = _closest_option(key, config_name)
     hint = f"did you mean {close}=?" if close else "--help lists the options"
-    if config_name in OPEN_CONFIGS:
+    if config_name in OPEN_CONFIGS and key.split(".")[0] in OPEN_SECTIONS:
         hint += f"; +{override} adds it as a new key"
     return InputError(None, f"{override}: conf/{config_name}.yaml has no option {key!r} ({hint})")
+
+
+def unknown_choice(message: str) -> InputError | None:
+    """Hydra's refusal of a config group choice that does not exist (``model=enett``: "Could
+    not find 'model/enett'", then the available options and Hydra's config search path, all
+    on one line once joined) as one short line with the closest choice. None when
+    ``message`` is not that refusal."""
+    import difflib
+    import re
+
+    match = re.search(r"Could not find '(.+)/([^'/]+)'", message)
+    if match is None:
+        return None
+    group, name = match.groups()
+    listed = message.split("Config search path")[0].partition("Available options in")[2]
+    options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    hint = f"did you mean {group}={close[0]}? " if close else ""
+    choices = f"{hint}choices: {', '.join(options)}" if options else "no choices"
+    return InputError(None, f"{group}={name}: no {group} config of that name ({choices})")
 
 
 def plain_overrides(argv: list[str]) -> bool:

@@ -149,7 +149,23 @@ def fit_from_config(
         score = summary["best_score"]  # the full float stays in summary.json
         shown = f"{score:.4f}" if isinstance(score, float) else score
         print(f"best checkpoint: {summary['best_checkpoint']} (val dice {shown})")
+        hint = wandb_sync_hint(Path(run_dir), cfg.get("logger") or {})
+        if hint:
+            print(hint)
     return summary
+
+
+def wandb_sync_hint(run_dir: Path, logger_cfg: dict[str, Any]) -> str | None:
+    """The command that uploads the run's offline wandb files (wandb prints it at the end of a
+    run, but kdseg silences wandb), or None when wandb did not log offline."""
+    import shlex
+
+    wb = logger_cfg.get("wandb") or {}
+    if not wb.get("enabled", True) or not wb.get("offline", True):
+        return None
+    if not any((run_dir / "wandb").glob("offline-run-*")):
+        return None
+    return f"wandb (offline): wandb sync {shlex.quote(str(run_dir / 'wandb'))}/offline-run-*"
 
 
 def check_seed(seed: Any) -> int:
