@@ -751,3 +751,35 @@ def test_a_file_that_is_no_checkpoint_says_so_without_a_class_name(
     with pytest.raises(InputError) as caught:
         read_checkpoint(path)
     assert str(caught.value) == f"{path}: not a checkpoint file{reason}"
+
+
+#: the commands that write no run folder (``hydra.run.dir: .``)
+ONE_SHOT = ("bench", "eval", "export", "phantom", "predict", "prepare", "pseudolabel")
+ONE_SHOT += ("report", "split")
+
+
+@pytest.mark.parametrize("name", ONE_SHOT)
+def test_one_shot_sweeps_go_to_runs_without_job_folders(name: str) -> None:
+    """``kdseg-eval -m ckpt=a,b`` left ``multirun/<date>/<time>/<n>/`` in the current folder
+    (Hydra's default sweep dir): empty job folders, since a one-shot tool writes next to its
+    inputs. Its sweep now goes beside the training sweeps, one folder, no job subfolders."""
+    from hydra import compose, initialize_config_dir
+
+    from kdseg.cli.options import CONFIG_PATH
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_PATH), job_name=name):
+        cfg = compose(name, return_hydra_config=True)
+    sweep = cfg.hydra.sweep
+    assert cfg.hydra.run.dir == "."
+    assert re.fullmatch(rf"runs/{name}-multirun/\d{{8}}-\d{{6}}", str(sweep.dir)), sweep.dir
+    assert str(sweep.subdir) == "."
+
+
+def test_one_shot_multirun_leaves_no_folder_in_the_current_one(tmp_path: Path) -> None:
+    result = _run(
+        "kdseg-report", "-m", f"runs=[{tmp_path / 'nothere'}]", "digits=2,3", cwd=tmp_path
+    )
+    assert result.returncode == 2 and "nothere" in result.stderr
+    assert not (tmp_path / "multirun").exists()
+    (sweep,) = (tmp_path / "runs" / "report-multirun").iterdir()
+    assert [p.name for p in sweep.iterdir()] == ["multirun.yaml"]
