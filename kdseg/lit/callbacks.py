@@ -1,6 +1,7 @@
 """Lightning callbacks: validation pictures and the per-class Dice table for wandb, a quiet
-model summary, the training throughput (slices per second, data-loader wait, peak memory), and
-the global random streams carried through a checkpoint."""
+model summary, the training throughput (slices per second, data-loader wait, peak memory), one
+line per validation in the run's log file, and the global random streams carried through a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -191,6 +192,93 @@ class StepTimer(pl.Callback):
         if out:
             out.update(slices=self._slices, seconds=round(self._wall, 2))
         return out
+
+
+class ValidationLine(pl.Callback):
+    """One line per validation in the run's log file (``train.log`` / ``distill.log``), as
+    nnU-Net writes one per epoch::
+
+        epoch 3/30 step 96: train loss 0.412, val dice 0.8123 (best 0.8123 at epoch 3), 12.3 s
+
+    The train loss is the mean over the training steps since the previous validation (this
+    process's, under DDP); the seconds are the wall time since then (training and
+    validation). The console shows the progress bar instead: the line goes to the log file
+    only, and to the console too where the progress bar is off (``enable_progress_bar=false``,
+    a batch job's log). Rank 0 only; the best score is kept in the checkpoint, so a resumed
+    run's lines go on from it in the same, appended, log file.
+    """
+
+    def __init__(self, monitor: str = "val/dice_mean") -> None:
+        self.monitor = monitor
+        self.best: tuple[float, int] | None = None  # (score, epoch as shown)
+        self._loss: torch.Tensor | None = None
+        self._steps = 0
+        self._since: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):  # summed on its device: no sync per step
+            loss = loss.detach().float()
+            self._loss = loss if self._loss is None else self._loss + loss
+            self._steps += 1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        line = self.line(trainer)
+        self._loss, self._steps, self._since = None, 0, time.perf_counter()
+        if line is not None and trainer.is_global_zero:
+            _to_run_log(line, console=trainer.progress_bar_callback is None)
+
+    def line(self, trainer: pl.Trainer) -> str | None:
+        """This validation's line; updates the best score (None: the monitor was not logged)."""
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return None
+        score, epoch = float(value), trainer.current_epoch + 1
+        if self.best is None or score > self.best[0]:
+            self.best = (score, epoch)
+        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+        where = f"epoch {epoch}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+        where += f" step {trainer.global_step}" + (f"/{max_steps}" if max_steps > 0 else "")
+        parts = []
+        if self._steps:
+            parts.append(f"train loss {float(self._loss) / self._steps:.4g}")
+        name = self.monitor.removeprefix("val/").replace("_mean", "").replace("_", " ")
+        best, best_epoch = self.best
+        parts.append(f"val {name} {score:.4f} (best {best:.4f} at epoch {best_epoch})")
+        if self._since is not None:
+            parts.append(f"{time.perf_counter() - self._since:.1f} s")
+        return f"{where}: {', '.join(parts)}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        best = state_dict.get("best")
+        self.best = None if best is None else (float(best[0]), int(best[1]))
+
+
+def _to_run_log(line: str, console: bool) -> None:
+    """``line`` into the run's log file (the root logger's file handlers, where
+    :func:`kdseg.cli.record_run` put it), and to the console too when ``console``."""
+    if console:
+        log.info(line)
+        return
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 class RandomStreams(pl.Callback):

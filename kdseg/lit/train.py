@@ -33,6 +33,7 @@ from kdseg.lit.callbacks import (
     QuietModelSummary,
     RandomStreams,
     StepTimer,
+    ValidationLine,
     WandbValidationOverlay,
 )
 from kdseg.lit.resume import (
@@ -115,6 +116,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         QuietModelSummary(),
         StepTimer(),
         RandomStreams(),
+        ValidationLine(cfg.get("monitor", "val/dice_mean")),
         *extra,
     ]
 

@@ -1,0 +1,82 @@
+"""One line per validation in the run's log file (nnU-Net style), the console left to the
+progress bar; the best score goes through a checkpoint, so a resumed run's lines go on."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from kdseg.lit.callbacks import ValidationLine
+
+
+def _trainer(epoch: int, step: int, dice: float, progress_bar: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=epoch,
+        global_step=step,
+        max_epochs=30,
+        max_steps=-1,
+        callback_metrics={"val/dice_mean": torch.tensor(dice)},
+        progress_bar_callback=object() if progress_bar else None,
+    )
+
+
+@pytest.fixture
+def handlers(tmp_path: Path):
+    """The run's log file (as kdseg.cli.record_run adds it) and a console, on the root logger."""
+    root = logging.getLogger()
+    file = logging.FileHandler(tmp_path / "train.log")
+    console = logging.StreamHandler(io.StringIO())
+    level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(file)
+    root.addHandler(console)
+    yield tmp_path / "train.log", console.stream
+    root.removeHandler(file)
+    root.removeHandler(console)
+    root.setLevel(level)
+    file.close()
+
+
+def _validate(callback: ValidationLine, trainer: SimpleNamespace, losses: list[float]) -> None:
+    for loss in losses:
+        callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, 0)
+    callback.on_validation_end(trainer, None)
+
+
+def test_one_line_per_validation_in_the_log_file_not_the_console(handlers) -> None:
+    log_file, console = handlers
+    callback = ValidationLine()
+    callback.on_train_start(None, None)
+    _validate(callback, _trainer(0, 32, 0.5), [0.5, 0.3])
+    _validate(callback, _trainer(1, 64, 0.4), [0.2])
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 2 and console.getvalue() == ""
+    assert lines[0].startswith("epoch 1/30 step 32: train loss 0.4, val dice 0.5000 (best 0.5000")
+    assert lines[1].startswith("epoch 2/30 step 64: train loss 0.2, val dice 0.4000 (best 0.5000")
+    assert "at epoch 1), " in lines[1] and lines[1].endswith(" s")
+    # resumed from a checkpoint: the best score goes on; no progress bar: the console too
+    resumed = ValidationLine()
+    resumed.load_state_dict(callback.state_dict())
+    _validate(resumed, _trainer(2, 96, 0.45, progress_bar=False), [0.1])
+    assert "val dice 0.4500 (best 0.5000 at epoch 1)" in log_file.read_text().splitlines()[2]
+    assert "epoch 3/30 step 96" in console.getvalue()
+
+
+def test_no_line_from_the_sanity_check_or_another_rank(handlers) -> None:
+    log_file, _ = handlers
+    callback = ValidationLine()
+    _validate(
+        callback, SimpleNamespace(**{**vars(_trainer(0, 0, 0.1)), "sanity_checking": True}), []
+    )
+    _validate(
+        callback, SimpleNamespace(**{**vars(_trainer(0, 8, 0.2)), "is_global_zero": False}), []
+    )
+    assert log_file.read_text() == ""
+    assert callback.best == (pytest.approx(0.2), 1)  # every rank keeps the score its checkpoint saves
