@@ -8,15 +8,40 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def program() -> str:
+    """The running command's name for its console lines (``kdseg-train``), else ``kdseg``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("kdseg-") else "kdseg"
+
+
+def warning_line(message: str) -> str:
+    """``kdseg-<command>: warning: <message>``, the prefix of the command's error line."""
+    return f"{program()}: warning: {message}"
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console's log lines (``conf/hydra/job_logging``): information as the bare message,
+    as the commands print their own lines; warnings and errors as :func:`warning_line` and
+    ``kdseg-<command>: error: ...``. The run's log file keeps Hydra's time-stamped format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"{program()}: error: {text}"
+        return warning_line(text) if record.levelno >= logging.WARNING else text
 
 
 class InputError(Exception):

@@ -24,7 +24,10 @@ def test_lightning_gpu_banners_are_dropped_and_other_lines_kept() -> None:
     assert not _passes(
         "pytorch_lightning.accelerators.cuda", "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]"
     )
-    assert _passes("pytorch_lightning.utilities.rank_zero", "`Trainer.fit` stopped: `max_epochs=2`")
+    assert not _passes(
+        "pytorch_lightning.utilities.rank_zero", "`Trainer.fit` stopped: `max_epochs=2` reached."
+    )
+    assert _passes("pytorch_lightning.utilities.rank_zero", "a line kdseg does not know")
     assert len(logging.getLogger("pytorch_lightning.accelerators.cuda").filters) == 1
 
 
@@ -37,6 +40,13 @@ def test_distill_teacher_in_eval_mode_warning_is_dropped() -> None:
         warnings.warn(
             "Found 194 module(s) in eval mode at the start of training. This may lead to "
             "unexpected behavior during training.",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn(
+            "The number of training batches (4) is smaller than the logging interval "
+            "Trainer(log_every_n_steps=10). Set a lower value for log_every_n_steps if you "
+            "want to see logs for the training epoch.",
             UserWarning,
             stacklevel=1,
         )
@@ -75,3 +85,42 @@ def _lits_manifest():
     from kdseg.data.manifest import MANIFEST_DIR
 
     return MANIFEST_DIR / "lits.json"
+
+
+def test_console_lines_have_one_prefix_the_commands(monkeypatch, capsys) -> None:
+    """Log lines on the console are the bare message (no ``[time][logger][INFO] -``), warnings
+    ``kdseg-<command>: warning:`` as the error line's ``kdseg-<command>: error:``; a Python
+    warning too, without the library file's full path in front."""
+    import warnings
+
+    from kdseg.cli.boundary import console_warnings
+    from kdseg.errors import ConsoleFormatter, warning_line
+
+    monkeypatch.setattr("sys.argv", ["/venv/bin/kdseg-train", "model=enet"])
+    formatter = ConsoleFormatter()
+    logger = logging.getLogger("kdseg.lit.callbacks")
+    info = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "model summary:", (), None)
+    warn = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, "resumed %s", ("x",), None)
+    assert formatter.format(info) == "model summary:"
+    assert formatter.format(warn) == "kdseg-train: warning: resumed x"
+    assert warning_line("2 run(s) without eval") == "kdseg-train: warning: 2 run(s) without eval"
+    monkeypatch.setattr("sys.argv", ["-c"])
+    assert warning_line("w") == "kdseg: warning: w"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/kdseg-report"])
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    console_warnings(verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("fewer batches\n than steps", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "kdseg-report: warning: fewer batches than steps\n"
+
+
+def test_progress_bar_has_no_version_item() -> None:
+    """Lightning's bar showed ``v_num: 5pma`` (the wandb run id's last 4 characters)."""
+    from types import SimpleNamespace
+
+    from kdseg.lit.callbacks import progress_bar
+
+    logger = SimpleNamespace(version="offline-5pma")
+    trainer = SimpleNamespace(loggers=[logger], progress_bar_metrics={"train/loss": 0.5})
+    assert progress_bar().get_metrics(trainer, None) == {"train/loss": 0.5}

@@ -10,7 +10,8 @@ two guards below); :func:`guarded` is the task-level guard alone, for a module t
 * ``verbose=true`` prints the traceback first. SIGTERM raises :class:`Terminated` and Ctrl-C
   :class:`KeyboardInterrupt`, so every ``finally`` (temporary files) runs: exit 143 / 130.
 * Library noise is filtered once per process: Lightning's accelerator banners and litlogger
-  tip, known deprecation warnings, the MONAI nvImageCodec notice.
+  tip, known deprecation warnings, the MONAI nvImageCodec notice; other Python warnings are
+  one ``kdseg-<command>: warning:`` line (:func:`console_warnings`), as kdseg's own are.
 * A refused run leaves no run folder behind (:func:`remove_new_run_dir`).
 
 What the options themselves may be (types, ranges, keys a command reads) and the one-shot
@@ -46,7 +47,7 @@ from kdseg.cli.options import (
     unknown_choice,
     unknown_option,
 )
-from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged
+from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged, warning_line
 
 TRUE = ("true", "1", "yes", "on")
 
@@ -64,6 +65,7 @@ BANNERS = (
     "Using bfloat16 Automatic Mixed Precision",
     "Initializing distributed:",  # DDP: trainer=ddp says so
     "-" * 20,  # DDP: the "distributed_backend=gloo / All processes registered" box
+    "`Trainer.fit` stopped:",  # max_epochs / max_steps reached: the run's config says so
 )
 #: Lightning lines dropped wherever they appear in a record (a rank prefix before them)
 BANNER_PARTS = ("Received SIGTERM",)  # kdseg reports SIGTERM itself (exit 143)
@@ -84,6 +86,9 @@ KNOWN_WARNINGS = (
     r".*The anonymous setting has no effect.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*pkg_resources is deprecated.*",
+    # an epoch shorter than log_every_n_steps: the steps are still logged every N (counted
+    # over the whole fit), and validation logs per epoch
+    r".*is smaller than the logging interval.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*Experiment logs directory .* exists and is not empty.*",
     # kdseg-distill: the frozen teacher is in eval mode on purpose (METHOD.md §2)
@@ -123,6 +128,28 @@ def quiet_libraries() -> None:
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning that reaches the console, as one ``kdseg-<command>: warning:`` line
+    (Python's own format leads with the full path of the library file; ``verbose=true``
+    keeps it)."""
+    text = " ".join(str(message).split()) or category.__name__
+    with contextlib.suppress(OSError, ValueError):
+        print(warning_line(text), file=file or sys.stderr)
+
+
+def console_warnings(verbose: bool) -> None:
+    """Python warnings as :func:`_show_warning` lines, unless ``verbose``."""
+    if not verbose:
+        warnings.showwarning = _show_warning
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -375,6 +402,7 @@ def app_guard(
         install_signal_handlers()
         note_new_run_dir(sys.argv[1:])
         verbose = _argv_verbose(sys.argv[1:])
+        console_warnings(verbose)
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises; we print the one line
         try:
             return app(*args, **kwargs)

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
 from kdseg.deploy.export import ExportResult, export_stages, stage_options
+from kdseg.errors import warning_line
 
 
 def _score(value: float | None) -> str:
@@ -60,4 +61,4 @@ def _print(result: ExportResult) -> None:
             f"fp32 twin: {result.extra_files[0]}"
         )
     for warning in result.warnings:
-        print(f"kdseg-export: warning: {warning}", file=sys.stderr)
+        print(warning_line(warning), file=sys.stderr)

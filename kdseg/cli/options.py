@@ -340,8 +340,8 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     The config Hydra's app would pass (same files, same override grammar), composed once: the
     app composes it twice (once just to read ``hydra.mode``) and then sets up a job, half a
     second on two cores, more than a one-shot tool's own start-up. The option types are checked
-    as in :func:`guarded`, and Python logging gets the ``stdout`` job logging of the configs
-    (INFO, the bare message, on stdout).
+    as in :func:`guarded`, and Python logging gets the ``console`` job logging of the configs
+    (INFO, the bare message, warnings prefixed, on stdout).
     """
     import logging.config
 
@@ -361,11 +361,11 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     logging.config.dictConfig(
         {
             "version": 1,
-            "formatters": {"simple": {"format": "%(message)s"}},
+            "formatters": {"console": {"()": "kdseg.errors.ConsoleFormatter"}},
             "handlers": {
                 "console": {
                     "class": "logging.StreamHandler",
-                    "formatter": "simple",
+                    "formatter": "console",
                     "stream": "ext://sys.stdout",
                 }
             },

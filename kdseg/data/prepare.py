@@ -27,7 +27,7 @@ from kdseg.data.preprocess import Geometry, Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
 from kdseg.data.sources import Case, ImageCase
-from kdseg.errors import InputError, atomic_path, write_text_atomic
+from kdseg.errors import InputError, atomic_path, warning_line, write_text_atomic
 
 LABELS = (0, 1, 2)
 
@@ -363,5 +363,5 @@ def prepare_cases(
     # cases, then its int8 calibration slices from the train cases alone (another count).
     if warning and str(cache_dir) not in _WARNED:
         _WARNED.add(str(cache_dir))
-        print(f"kdseg: warning: {warning}")
+        print(warning_line(warning))
     return [c.case_id for c in cases]

@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 
 import kdseg.config  # noqa: F401  (resolvers used by .hydra/config.yaml)
 from kdseg.distill.mix import check_mix
-from kdseg.errors import InputError, read_json, write_text_atomic
+from kdseg.errors import InputError, read_json, warning_line, write_text_atomic
 from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
 from kdseg.eval.paired import PairedDifference, paired_difference
 from kdseg.models import build_from_config
@@ -552,6 +552,7 @@ def write_report(report: Report, out_dir: str | Path, title: str | None = None) 
     write_text_atomic(paths["csv"], report.csv_text())
     if report.missing_eval:
         print(
-            f"warning: {len(report.missing_eval)} run(s) without {report.eval_dir}", file=sys.stderr
+            warning_line(f"{len(report.missing_eval)} run(s) without {report.eval_dir}"),
+            file=sys.stderr,
         )
     return paths

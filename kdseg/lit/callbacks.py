@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelSummary
+from pytorch_lightning.callbacks import ModelSummary, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
@@ -105,6 +105,31 @@ class QuietModelSummary(ModelSummary):
         if not total_flops:
             table = "\n".join(line for line in table.splitlines() if "Total Flops" not in line)
         log.info("model summary:\n" + table)  # no empty first line under the log prefix
+
+
+class _NoVersion:
+    """A progress bar without Lightning's ``v_num`` item (the last 4 characters of the
+    loggers' version: the wandb run id), which says nothing the run dir does not."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
+        items.pop("v_num", None)
+        return items
+
+
+class QuietRichProgressBar(_NoVersion, RichProgressBar):
+    pass
+
+
+class QuietTQDMProgressBar(_NoVersion, TQDMProgressBar):
+    pass
+
+
+def progress_bar() -> pl.Callback:
+    """Lightning's default progress bar (rich where installed, else tqdm), without ``v_num``."""
+    from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+
+    return QuietRichProgressBar() if _RICH_AVAILABLE else QuietTQDMProgressBar()
 
 
 class StepTimer(pl.Callback):

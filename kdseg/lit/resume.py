@@ -32,7 +32,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from kdseg.errors import InputError, atomic_path, write_text_atomic
+from kdseg.errors import InputError, atomic_path, warning_line, write_text_atomic
 from kdseg.eval.checkpoint import load_reason
 
 LAST = "last.ckpt"
@@ -150,7 +150,7 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
         return str(last)
     if previous.exists() and _readable(previous) is None:
         print(
-            f"warning: {last} is unreadable ({reason}); resuming from {previous} instead",
+            warning_line(f"{last} is unreadable ({reason}); resuming from {previous} instead"),
             file=sys.stderr,
         )
         return str(previous)

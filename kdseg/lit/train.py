@@ -35,6 +35,7 @@ from kdseg.lit.callbacks import (
     StepTimer,
     ValidationLine,
     WandbValidationOverlay,
+    progress_bar,
 )
 from kdseg.lit.resume import (
     AtomicCheckpointIO,
@@ -263,6 +264,8 @@ def fit(
     callbacks = build_callbacks(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
     )
+    if cfg.get("trainer", {}).get("enable_progress_bar", True) is not False:
+        callbacks.append(progress_bar())  # Lightning's own, less its v_num item
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=loggers,
