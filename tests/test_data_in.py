@@ -202,12 +202,43 @@ def test_an_undefined_dice_is_null_in_json_and_n_a_in_the_table(tmp_path: Path) 
     console = Console(width=200, record=True)
     print_summary(summary, "t", console=console)
     table = console.export_text()
-    tumor = next(line for line in table.splitlines() if "tumor" in line)
-    assert "n/a" in tumor and "1 (1)" in tumor  # one case without tumor, one false positive
+    header = next(line for line in table.splitlines() if "tumor" in line)
+    headline = next(line for line in table.splitlines() if "dice (cases with class)" in line)
+    empty = next(line for line in table.splitlines() if "cases without class (FP)" in line)
+    tumor = header.index("tumor") + len("tumor")  # right-aligned column: cells end there
+    assert headline[:tumor].rstrip().endswith("n/a")
+    assert empty[:tumor].endswith("1 (1)")  # one case without tumor, one false positive
     paper = summarize_rows(
         [{"case": "c0", "tumor": {"pred": 1, "gt": 0, "intersection": 0}}], "paper"
     )
     assert np.isnan(paper["tumor"]["dice"]) and paper["tumor"]["n_gt_empty"] == 1
+
+
+def test_eval_table_shows_the_digits_each_metric_deserves_and_fits_100_columns() -> None:
+    """The console table printed RVD ``16926.000 ± 16925.000`` and HD95 to 0.001 mm, a column
+    per metric, wrapping in a 100-column terminal; summary.json keeps every digit."""
+    from rich.console import Console
+
+    from kdseg.eval.evaluate import print_summary
+
+    stats = dict(
+        dice_per_case_nonempty_mean=0.56234, dice_per_case_nonempty_std=0.1234,
+        dice_mean=0.4123, dice_std=0.31, dice_global=0.4423, hd95_mean=123.456,
+        hd95_std=98.765, assd_mean=0.8765, assd_std=0.321, voe_mean=0.0912, voe_std=0.02,
+        rvd_mean=16926.0, rvd_std=16925.0, n_cases=3, n_gt_empty=1, n_false_positive=1,
+    )  # fmt: skip
+    organ = {**stats, "rvd_mean": -0.0312, "rvd_std": 0.045}
+    console = Console(width=100, record=True)
+    print_summary({"organ": organ, "tumor": stats}, "enet on lits/test (full)", console=console)
+    lines = console.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 64
+    row = {line.split("│")[1].strip(): line.split("│")[2:4] for line in lines if "│" in line}
+    cells = {k: [c.strip() for c in v] for k, v in row.items()}
+    assert cells["dice (cases with class)"] == ["0.562 ± 0.123", "0.562 ± 0.123"]
+    assert cells["hd95 (mm)"] == ["123.5 ± 98.8"] * 2 and cells["assd (mm)"][0] == "0.9 ± 0.3"
+    assert cells["voe (%)"][0] == "9.1 ± 2.0"
+    assert cells["rvd (%)"] == ["-3.1 ± 4.5", "+1.7e6 ± 1.7e6"]
+    assert cells["cases without class (FP)"] == ["1 (1)", "1 (1)"]
 
 
 def test_report_reads_null_as_undefined_and_refuses_a_repeated_seed(tmp_path: Path) -> None:

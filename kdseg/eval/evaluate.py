@@ -173,41 +173,70 @@ def _json_safe(value: Any) -> Any:
 #: The console table's columns: (summary key, header). ``dice`` is the headline
 #: (``HEADLINE_DICE``: cases whose reference holds the class); ``dice (all)`` applies the
 #: empty-case rule to every case; the paper protocol's summary has ``dice`` alone.
+#: the console table's rows: (summary key, label, cell format); JSON and CSV keep every digit
 COLUMNS = (
-    (HEADLINE_DICE, "dice"),
-    ("dice", "dice (all)"),
-    ("dice_global", "dice global"),
-    ("hd95", "hd95 mm"),
-    ("assd", "assd mm"),
-    ("voe", "voe"),
-    ("rvd", "rvd"),
+    (HEADLINE_DICE, "dice (cases with class)", "dice"),
+    ("dice", "dice (all cases)", "dice"),
+    ("dice_global", "dice (global)", "dice"),
+    ("hd95", "hd95 (mm)", "mm"),
+    ("assd", "assd (mm)", "mm"),
+    ("voe", "voe (%)", "percent"),
+    ("rvd", "rvd (%)", "signed_percent"),
 )
 
 
 def print_summary(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
-    """A per-class table of the headline metrics (mean ± std where available), and the count
-    of cases without the class in their reference (with how many of them got a false
-    positive)."""
+    """The headline metrics, a row each and a column per class (mean ± std where available),
+    and the count of cases without the class in their reference (with how many of them got a
+    false positive). Digits as the metrics deserve: Dice to 0.001, distances to 0.1 mm, VOE
+    and RVD in percent (RVD beyond ±1000% to 2 significant digits, ``+1.7e6``): in a
+    100-column terminal, the table fits."""
+    import shutil
+
     table = Table(title=title)
-    table.add_column("class")
+    table.add_column("")
+    for name in summary:
+        table.add_column(name, justify="right")
     paper = all(set(s) <= {"dice", "n_cases", "n_gt_empty"} for s in summary.values())
-    columns = [("dice", "dice")] if paper else COLUMNS
-    for _, header in columns:
-        table.add_column(header, justify="right")
-    table.add_column("cases", justify="right")
-    table.add_column("without class" if paper else "without class (FP)", justify="right")
-    for name, stats in summary.items():
-        cells = [
-            _cell(stats.get(f"{key}_mean", stats.get(key)), stats.get(f"{key}_std"))
-            for key, _ in columns
-        ]
-        empty = stats.get("n_gt_empty", 0)
-        fp = "" if paper else f" ({stats.get('n_false_positive', 0)})"
-        table.add_row(name, *cells, str(stats.get("n_cases", "")), f"{empty}{fp}")
-    (console or Console(width=140)).print(table)
+    rows = [("dice", "dice", "dice")] if paper else COLUMNS
+    stats = list(summary.values())
+    for key, label, kind in rows:
+        table.add_row(
+            label,
+            *(_cell(s.get(f"{key}_mean", s.get(key)), s.get(f"{key}_std"), kind) for s in stats),
+        )
+    table.add_row("cases", *(str(s.get("n_cases", "")) for s in stats))
+    table.add_row(
+        "cases without class" + ("" if paper else " (FP)"),
+        *(
+            f"{s.get('n_gt_empty', 0)}" + ("" if paper else f" ({s.get('n_false_positive', 0)})")
+            for s in stats
+        ),
+    )
+    width = shutil.get_terminal_size((100, 24)).columns  # not a terminal: 100
+    (console or Console(width=width)).print(table)
 
 
-def _cell(mean: float | None, std: float | None) -> str:
+def _cell(mean: float | None, std: float | None, kind: str = "dice") -> str:
     if mean is None or not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.3f}" + ("" if std is None or not math.isfinite(std) else f" ± {std:.3f}")
+    text = _number(mean, kind)
+    if std is None or not math.isfinite(std):
+        return text
+    return f"{text} ± {_number(std, kind.removeprefix('signed_'))}"
+
+
+def _number(value: float, kind: str) -> str:
+    """``value`` to the digits its metric deserves (see :func:`print_summary`)."""
+    if kind == "dice":
+        return f"{value:.3f}"
+    if kind == "mm":
+        return f"{value:.1f}"
+    percent = 100 * value
+    sign = "+" if kind == "signed_percent" else ""
+    if abs(percent) < 100:
+        return f"{percent:{sign}.1f}"
+    if abs(percent) < 1000:
+        return f"{percent:{sign}.0f}"
+    mantissa, exponent = f"{percent:{sign}.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
