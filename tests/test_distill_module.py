@@ -464,6 +464,19 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
         },
         {"organ": 0.85, "tumor": 0.45},
     )
+    for seed, tumor in ((1, 0.4), (3, 0.9)):  # seed 3 has no student alone: 1 pair of 2 runs
+        _fake_run(
+            tmp_path / "distilled",
+            f"raunet-enet-at-s{seed}",
+            {
+                "data": data,
+                "seed": seed,
+                "student": net("enet", 0.25),
+                "distill": {"name": "at"},
+                "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
+            },
+            {"organ": 0.85, "tumor": tumor},
+        )
     _fake_run(
         tmp_path / "students",
         "enet-s9",
@@ -473,7 +486,7 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
 
     report = build_report([str(tmp_path / "*")])
     rows = {r.label: r for r in report.rows}
-    assert [r.role for r in report.rows] == ["teacher", "student", "distilled", "distilled"]
+    assert [r.role for r in report.rows] == ["teacher", "student", *["distilled"] * 3]
     one_seed = rows["enet (w 0.25) + raunet (w 0.25) (kd)"]
     assert one_seed.gap["lits"] == pytest.approx((0.45 - 0.30) / (0.6 - 0.30))  # not 0.35
     distilled = rows["enet (w 0.25) + raunet (w 0.25) (emkd)"]
@@ -493,7 +506,9 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     text = paths["markdown"].read_text()
     assert "| Liver tumor | Liver |" in text and "0.500 ± 0.000" in text and "60%" in text
     assert "| teacher | 1 | 0.600 | 0.900 |" in text  # one run: its value, no "± 0.000"
-    assert "+0.150 [-0.485, +0.785] (n=2)" in text
+    # (n=k) only where fewer than the row's runs are paired, as in the Dice cells
+    assert "| +0.150 [-0.485, +0.785] |" in text and "| +0.150 |" in text  # all seeds paired
+    assert "| +0.100 (n=1) |" in text  # "at": seed 3 has no student alone
     assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
 
 

@@ -408,7 +408,7 @@ class Report:
         for row in self.rows:
             cells = [_cell_text(row, c, self.digits) for c in self.columns]
             gaps = [_percent(row.gap.get(d)) if row.role == "distilled" else "" for d in gap_sets]
-            gaps += [_paired_text(row.paired.get((d, GAP_CLASS)), self.digits) for d in gap_sets]
+            gaps += [_paired_text(row, (d, GAP_CLASS), self.digits) for d in gap_sets]
             seeds = ",".join(map(str, row.seeds)) or str(len(row.runs))
             lines.append(
                 "| "
@@ -425,7 +425,7 @@ class Report:
             "(distilled - student alone) of the same seed (same initial weights), with a "
             "Student-t 95% interval; n/a without a student-alone run of a common seed. "
             "(n=k): only k of the row's runs have a value (an undefined Dice: no test case "
-            "holds the class).",
+            "holds the class) or, in the paired column, a student-alone run of the same seed.",
         ]
         if self.missing_eval:
             lines += [
@@ -488,13 +488,27 @@ def _cell_text(row: Row, column: tuple[str, str], digits: int) -> str:
     cell = row.cells.get(column)
     if cell is None:
         return "n/a"
-    # runs of this dataset with an evaluation (those without it are listed under the table)
-    scored = sum(1 for r in row.runs if r.scores and r.dataset == column[0])
-    return cell.text(digits) + (f" (n={cell.n})" if cell.n < scored else "")
+    return cell.text(digits) + (f" (n={cell.n})" if cell.n < _scored(row, column) else "")
 
 
-def _paired_text(diff: PairedDifference | None, digits: int) -> str:
-    return "n/a" if diff is None else diff.text(digits)
+def _scored(row: Row, column: tuple[str, str]) -> int:
+    """The row's runs of the column's dataset with an evaluation (those without one are listed
+    under the table)."""
+    return sum(1 for r in row.runs if r.scores and r.dataset == column[0])
+
+
+def _paired_text(row: Row, column: tuple[str, str], digits: int) -> str:
+    """The paired difference ``+0.081 [+0.032, +0.130]``, with ``(n=k)`` as a Dice cell has
+    it: when fewer than the row's runs are in it (a seed without a student-alone run, or
+    an undefined Dice)."""
+    diff: PairedDifference | None = row.paired.get(column)
+    if diff is None:
+        return "n/a"
+    d = digits
+    text = f"{diff.mean:+.{d}f}"
+    if math.isfinite(diff.low):
+        text += f" [{diff.low:+.{d}f}, {diff.high:+.{d}f}]"
+    return text + (f" (n={diff.n})" if diff.n < _scored(row, column) else "")
 
 
 def _percent(value: float | None) -> str:
