@@ -1,5 +1,5 @@
-"""One line per validation in the run's log file (nnU-Net style), the console left to the
-progress bar; the best score goes through a checkpoint, so a resumed run's lines go on."""
+"""A run's logging: one line per validation in its log file (nnU-Net style), the console left to
+the progress bar, the best score carried through a checkpoint; the wandb logger's fields."""
 
 from __future__ import annotations
 
@@ -79,4 +79,27 @@ def test_no_line_from_the_sanity_check_or_another_rank(handlers) -> None:
         callback, SimpleNamespace(**{**vars(_trainer(0, 8, 0.2)), "is_global_zero": False}), []
     )
     assert log_file.read_text() == ""
-    assert callback.best == (pytest.approx(0.2), 1)  # every rank keeps the score its checkpoint saves
+    assert callback.best == (
+        pytest.approx(0.2),
+        1,
+    )  # every rank keeps the score its checkpoint saves
+
+
+def test_wandb_entity_reaches_the_logger(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``logger.wandb.entity`` (a team's project) goes to wandb.init with the other fields;
+    offline, and nothing starts until the first log."""
+    from omegaconf import OmegaConf
+    from pytorch_lightning.loggers import WandbLogger
+
+    from kdseg.cli.options import CONFIG_PATH
+    from kdseg.lit.train import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    default = OmegaConf.load(Path(CONFIG_PATH) / "logger" / "default.yaml")
+    assert "entity" in default.wandb and default.wandb.entity is None
+    wb = {**OmegaConf.to_container(default.wandb), "entity": "my-lab", "group": "g"}
+    (logger,) = [lg for lg in build_loggers({"wandb": wb}, tmp_path) if isinstance(lg, WandbLogger)]
+    init = logger._wandb_init
+    assert (init["entity"], init["project"], init["group"]) == ("my-lab", "kdseg", "g")
+    assert logger._offline
+    assert getattr(logger, "_experiment", None) is None  # no run started, no network

@@ -67,6 +67,7 @@ def build_loggers(
         os.environ.setdefault("WANDB_SILENT", "true")
         logger = WandbLogger(
             project=wb.get("project", "kdseg"),
+            entity=wb.get("entity"),  # a team or user other than the login's default
             name=wb.get("name"),
             group=wb.get("group"),
             tags=list(wb.get("tags") or []),
