@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -173,3 +174,53 @@ def test_slices_of_another_pixel_size_are_refused(series):
     with pytest.raises(InputError, match="PixelSpacing 0.7 x 0.7 mm differs from") as err:
         load_dicom_series(series)
     assert err.value.path == str(series / "IM00004.dcm")
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "message"),
+    [
+        ("InstanceNumber", None, "InstanceNumber is empty; cannot order the slices"),
+        ("ImagePositionPatient", ["1", "2"], r"ImagePositionPatient is .*not 3 finite numbers"),
+        ("ImagePositionPatient", ["nan", "0", "0"], "ImagePositionPatient is .*not 3 finite"),
+        ("ImageOrientationPatient", ["0"] * 6, "lengths 0 and 0, not 1"),
+        ("ImageOrientationPatient", [2, 0, 0, 0, 2, 0], "lengths 2 and 2, not 1"),
+        ("ImageOrientationPatient", [1, 0, 0, 0.5, 0.8660254, 0], "not perpendicular"),
+    ],
+)
+def test_a_slice_that_cannot_be_ordered_or_placed_is_named(series, keyword, value, message):
+    """An empty InstanceNumber or a position of two values was an internal error; a zero,
+    scaled or skewed orientation was refused for something else or read as a wrong affine."""
+
+    def change(k: int, ds) -> None:
+        if k == 3 or keyword == "ImageOrientationPatient":
+            setattr(ds, keyword, value)
+
+    with pytest.warns(UserWarning) if "nan" in str(value) else contextlib.nullcontext():
+        _edit(series, change)
+    with pytest.raises(InputError, match=message) as err:
+        load_dicom_series(series)
+    k = 3 if keyword != "ImageOrientationPatient" else 0
+    assert err.value.path == str(series / f"IM{k + 1:05d}.dcm")
+
+
+@pytest.mark.parametrize("keyword", ["RescaleIntercept", "RescaleSlope"])
+def test_a_rescale_missing_on_some_slices_is_refused(series, keyword):
+    """Read as 0 (1) before: that slice alone was 1,024 HU off, without a word."""
+    _edit(series, lambda k, ds: delattr(ds, keyword) if k == 5 else None)
+    with pytest.raises(InputError, match=f"{keyword} is missing in IM00006.dcm but given"):
+        load_dicom_series(series)
+    # missing on every slice (or varying per slice) stays each slice's own rescale
+    _edit(series, lambda k, ds: delattr(ds, keyword) if keyword in ds else None)
+    load_dicom_series(series)
+
+
+def test_a_series_that_is_not_ct_or_mixes_frames_of_reference_is_refused(series):
+    _edit(series, lambda k, ds: setattr(ds, "FrameOfReferenceUID", f"1.2.3.{k % 2}"))
+    with pytest.raises(InputError, match=r"2 frames of reference .*1\.2\.3\.0, 1\.2\.3\.1"):
+        load_dicom_series(series)
+    _edit(series, lambda k, ds: setattr(ds, "FrameOfReferenceUID", "1.2.3"))
+    load_dicom_series(series)
+    _edit(series, lambda k, ds: setattr(ds, "Modality", "MR"))
+    with pytest.raises(InputError, match="Modality MR, not CT") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(series)

@@ -3,14 +3,16 @@
 Reading is pydicom's alone (slope/intercept applied, so values are HU; RAS affine), so the ONNX
 deploy path reads a series without torch or MONAI. A validation first turns the usual ways a
 series folder is wrong into one :class:`~kdseg.errors.InputError` line: no DICOM files, several
-series in one folder, missing slices (a gap in InstanceNumber, or slice positions along the
-slice normal more than ``GAP_TOLERANCE`` times the median spacing apart), slices whose
-InstanceNumber order is not their spatial order (slices are stacked by InstanceNumber), slices
-of different pixel sizes, and slices off the even, untilted grid a NIfTI affine can describe
-(uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least ``GRID_FLOOR_MM``), which would
-otherwise be read with every slice misplaced. Files may come in any order and with any names;
-hidden files and non-DICOM files are ignored, and so are DICOM files without an image position
-(a DICOMDIR, a report): exactly the validated slices are read.
+series in one folder, slices that are not CT or lie in different frames of reference, a rescale
+to HU given on some slices only, an InstanceNumber that is no integer, a position or orientation
+that is not finite numbers (or not two perpendicular unit vectors), missing slices (a gap in
+InstanceNumber, or slice positions along the slice normal more than ``GAP_TOLERANCE`` times the
+median spacing apart), slices whose InstanceNumber order is not their spatial order (slices are
+stacked by InstanceNumber), slices of different pixel sizes, and slices off the even, untilted
+grid a NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least
+``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
+in any order and with any names; hidden files and non-DICOM files are ignored, and so are DICOM
+files without an image position (a DICOMDIR, a report): exactly the validated slices are read.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -29,6 +31,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.misc import is_dicom
+from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
@@ -45,6 +48,10 @@ slice spacing and gantry tilt would otherwise be read with every slice silently 
 GRID_FLOOR_MM = 0.2
 """Offsets up to this many mm always pass: positions stored with one decimal are up to 0.1 mm
 off an exact grid, which misplaces nothing."""
+
+ORIENTATION_TOLERANCE = 1e-2
+"""How far the direction cosines of ``ImageOrientationPatient`` may be from unit length and
+from perpendicular (they are stored with a few decimals) before the slice is refused."""
 
 RESCALE_INTERCEPT = -1024.0
 """Intercept ``write_dicom_series`` stores (stored value = HU + 1024, the CT convention)."""
@@ -89,10 +96,82 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         missing = [tag for tag in _REQUIRED_TAGS if tag not in ds]
         if missing:
             raise InputError(path, f"DICOM slice lacks {', '.join(missing)}")
+        _check_slice_geometry(path, ds)
         slices.append((path, ds))
     if not slices:
         raise InputError(folder, "no DICOM image slices (no file has an ImagePositionPatient)")
     return slices
+
+
+def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.ndarray:
+    """``count`` finite numbers from a multi-valued tag, else :class:`InputError` naming it."""
+    raw = getattr(ds, keyword, None)
+    values = list(raw) if isinstance(raw, (list, tuple, MultiValue)) else [raw]
+    try:
+        numbers = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        numbers = np.array([math.nan])
+    if numbers.size != count or not np.isfinite(numbers).all():
+        shown = "empty" if raw in (None, "") else repr(raw if isinstance(raw, str) else values)
+        raise InputError(path, f"{keyword} is {shown}, not {count} finite numbers")
+    return numbers
+
+
+def _check_slice_geometry(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse a slice whose InstanceNumber is not an integer, or whose position and orientation
+    are not three and six finite numbers with two perpendicular unit direction cosines: the
+    slice could be neither stacked nor placed."""
+    try:
+        int(ds.InstanceNumber)
+    except (TypeError, ValueError):
+        shown = "empty" if ds.InstanceNumber in (None, "") else repr(ds.InstanceNumber)
+        raise InputError(path, f"InstanceNumber is {shown}; cannot order the slices") from None
+    _numbers(path, ds, "ImagePositionPatient", 3)
+    cosines = _numbers(path, ds, "ImageOrientationPatient", 6)
+    row, column = cosines[:3], cosines[3:]
+    lengths = (float(np.linalg.norm(row)), float(np.linalg.norm(column)))
+    if max(abs(n - 1) for n in lengths) > ORIENTATION_TOLERANCE:
+        raise InputError(
+            path,
+            f"ImageOrientationPatient {_listed(list(cosines), 6)}: its direction cosines have "
+            f"lengths {lengths[0]:.3g} and {lengths[1]:.3g}, not 1",
+        )
+    if abs(float(row @ column)) > ORIENTATION_TOLERANCE:
+        raise InputError(
+            path,
+            f"ImageOrientationPatient {_listed(list(cosines), 6)}: rows and columns are not "
+            "perpendicular",
+        )
+
+
+def _check_same(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> None:
+    """Refuse a series whose slices are not all CT in one frame of reference, or in which
+    the rescale to HU is given on some slices only (the others would be read as raw stored
+    values: off by the intercept, 1,024 HU on most scanners)."""
+    modalities = sorted({str(ds.Modality) for _, ds in slices if ds.get("Modality")})
+    if modalities and modalities != ["CT"]:
+        raise InputError(
+            folder,
+            f"Modality {_listed(modalities)}, not CT; the models read CT in Hounsfield units",
+        )
+    frames = sorted(
+        {str(ds.FrameOfReferenceUID) for _, ds in slices if "FrameOfReferenceUID" in ds}
+    )
+    if len(frames) > 1:
+        raise InputError(
+            folder,
+            f"slices lie in {len(frames)} frames of reference (FrameOfReferenceUID "
+            f"{_listed(frames)}); their positions cannot be compared",
+        )
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        given = [ds.get(keyword) not in (None, "") for _, ds in slices]
+        if any(given) and not all(given):
+            lacking = [path.name for (path, _), has in zip(slices, given, strict=True) if not has]
+            raise InputError(
+                folder,
+                f"{keyword} is missing in {_listed(lacking)} but given in the other slices; "
+                "their HU cannot be known",
+            )
 
 
 def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> None:
@@ -104,6 +183,7 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         )
     if len(slices) < 2:
         raise InputError(folder, "only one DICOM slice; a 3-D series needs at least two")
+    _check_same(folder, slices)
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
     if not np.allclose(orientations, orientations[0], atol=1e-4):
         raise InputError(folder, "slices have different ImageOrientationPatient")
