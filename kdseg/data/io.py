@@ -200,7 +200,12 @@ def _check_pixdim(path: Path) -> None:
 
 
 def _check_header(img: nib.Nifti1Image, path: Path) -> None:
-    """Refuse unsupported data types and headers that promise more bytes than the file holds."""
+    """Refuse unsupported data types, dimensions that are not positive and headers that
+    promise more bytes than the file holds."""
+    if any(n < 1 for n in img.shape):  # a negative one: nibabel's memory map fails obscurely
+        raise InputError(
+            path, f"header dimensions {tuple(img.shape)} are not all positive; broken header"
+        )
     dtype = np.dtype(img.get_data_dtype())
     if dtype.fields is not None or dtype.kind not in "biuf":
         kind = "RGB" if dtype.fields is not None else {"c": "complex"}.get(dtype.kind, "")
