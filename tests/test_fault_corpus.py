@@ -236,6 +236,15 @@ def pixdim(w: World, value: float) -> Path:
     return path
 
 
+def no_orientation(w: World) -> Path:
+    """A NIfTI whose qform and sform codes are both 0: nibabel guesses a mirrored layout."""
+    path = w.ct("ct.nii")
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<hh", raw, 252, 0, 0)  # qform_code, sform_code
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def other_scan_at_output(w: World) -> list[str]:
     """A second scan sits where the output goes (beside the input, as in a scans folder)."""
     other = w.ct("other.nii.gz")
@@ -421,6 +430,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("values beyond any CT scale", "predict", lambda w: w.predict(w.ct(data=np.full(SHAPE, 2_000_000_000, np.int32) - np.eye(40, 36, dtype=np.int32)[..., None])), "ct.nii.gz", False),
     ("values not in HU (int16 extremes)", "predict", lambda w: w.predict(w.ct(data=np.where(np.indices(SHAPE).sum(0) % 2, 32767, -32768).astype(np.int16))), "ct.nii.gz", False),
     ("float +-1e30 voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), np.where(d > -200, 1e30, -1e30)))), "ct.nii.gz", False),
+    ("no orientation (qform and sform codes 0)", "predict", lambda w: w.predict(no_orientation(w)), "ct.nii: the header gives no orientation", False),
     ("voxel size NaN in the header", "predict", lambda w: w.predict(pixdim(w, np.nan)), "ct.nii", False),
     ("image one voxel wide", "predict", lambda w: w.predict(w.ct(data=np.random.default_rng(0).integers(-1000, 300, (40, 1, 8)).astype(np.int16))), "ct.nii.gz", False),
     ("gzip stream padded after the image", "predict", lambda w: w.predict(padded_gzip(w)), "ct.nii.gz", False),
