@@ -224,3 +224,21 @@ def test_a_series_that_is_not_ct_or_mixes_frames_of_reference_is_refused(series)
     with pytest.raises(InputError, match="Modality MR, not CT") as err:
         load_dicom_series(series)
     assert err.value.path == str(series)
+
+
+def test_compressed_pixels_without_a_decoder_say_what_to_install(series):
+    """Was pydicom's plugin list cut at 200 characters ("... requires gdcm>=3.0.10 py")."""
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLosslessSV1
+
+    if get_decoder(JPEGLosslessSV1).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed here")
+    path = series / "IM00003.dcm"
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b"\xff\xd8 not decoded \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match="compressed as JPEG Lossless.*pip install pylibjpeg"):
+        load_dicom_series(series)

@@ -319,6 +319,10 @@ def _hounsfield(path: Path) -> np.ndarray:
     array: array axis 0 runs along a row of the pixel matrix."""
     try:
         ds = pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
+        raise InputError(path, f"unreadable DICOM file ({exc})") from None
+    _require_decoder(ds, path)
+    try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001  (undecodable or truncated pixel data, ...)
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
@@ -330,6 +334,27 @@ def _hounsfield(path: Path) -> np.ndarray:
     if slope == 0:  # every pixel would read as the intercept: no image left
         raise InputError(path, "RescaleSlope is 0; no HU can be read from these pixels")
     return (pixels.astype(np.float64) * slope + intercept).astype(np.float32).T
+
+
+def _require_decoder(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse compressed pixel data that no installed plugin decodes, saying what to install
+    (PACS exports are often JPEG Lossless, which pydicom alone does not read)."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # a syntax pydicom has no decoder for at all
+        available = False
+    if not available:
+        raise InputError(
+            path,
+            f"pixel data compressed as {syntax.name}, which no installed decoder reads; "
+            "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or decompress the "
+            "series first (gdcmconv --raw, dcmdjpeg)",
+        )
 
 
 def _rescale(ds: pydicom.Dataset, path: Path, keyword: str, default: float) -> float:
