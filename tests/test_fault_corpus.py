@@ -457,6 +457,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("not a NIfTI", "predict", lambda w: w.predict((p := w.tmp / "in/ct.txt", p.parent.mkdir(parents=True), p.write_text("hi"))[0]), "ct.txt", False),
     ("2D image", "predict", lambda w: w.predict(w.ct(data=np.ones((40, 36), np.int16))), "ct.nii.gz", False),
     ("4D image", "predict", lambda w: w.predict(w.ct(data=np.arange(40 * 36 * 8 * 2, dtype=np.int16).reshape(40, 36, 8, 2))), "ct.nii.gz", False),
+    ("a NIfTI named in capitals in an input folder", "predict", lambda w: (p := w.ct("a.nii.gz"), p.with_name("B.NII.GZ").write_bytes(p.read_bytes()), w.predict(p.parent, output=w.tmp / "out"))[-1], "B.NII.GZ: a NIfTI named in capitals", False),
+    ("a NIfTI named in capitals", "predict", lambda w: w.predict((p := w.ct("ct.nii"), p.rename(p.with_name("CT.NII")))[1]), "CT.NII: a NIfTI named in capitals", False),
     ("folder without images", "predict", lambda w: w.predict((p := w.tmp / "in/empty", p.mkdir(parents=True))[0]), "empty", False),
     ("DICOM: two series", "predict", lambda w: w.predict(dicom(w, "two series")), "series", False),
     ("DICOM: missing slice", "predict", lambda w: w.predict(dicom(w, "missing slice")), "series", False),

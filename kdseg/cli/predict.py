@@ -51,11 +51,11 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
         if not stem:  # `input=/`: nothing to name the label after
             raise InputError(source, "no name to give the output; pass output=<name>.nii.gz")
         return [(source, output / f"{stem}.nii.gz")]
-    inputs = sorted(  # hidden names (macOS ._* forks, editors' swap files) are not cases
-        p
-        for p in source.iterdir()
-        if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
-    )
+    names = [p for p in source.iterdir() if not p.name.startswith(".")]  # ._* forks, swap files
+    capitals = sorted(p for p in names if not is_nifti(p) and is_nifti(p.name.lower()))
+    if capitals:  # B.NII.GZ beside a.nii.gz: it would be left out without a word
+        raise InputError(capitals[0], "a NIfTI named in capitals; name it .nii or .nii.gz")
+    inputs = sorted(p for p in names if is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     if not inputs:
         raise InputError(source, "no NIfTI files or DICOM series in this folder")
     if is_nifti(output):

@@ -99,6 +99,8 @@ def load_volume(
 
         return check_volume(load_dicom_series(path), path, nonfinite, role)
     if not is_nifti(path):
+        if is_nifti(path.name.lower()):
+            raise InputError(path, "a NIfTI named in capitals; name it .nii or .nii.gz")
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
     if not str(path).endswith(".gz") and path.is_file():
         with open(path, "rb") as f:
