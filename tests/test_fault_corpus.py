@@ -486,6 +486,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("ONNX: metadata says 3 input slices, graph takes 1", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(context=1, in_channels=3))), "model.onnx", False),
     ("ONNX: in_plane_size 0 in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"in_plane_size": [0, 0]}))), "model.onnx", False),
     ("ONNX: axcodes XYZ in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"axcodes": "XYZ"}))), "model.onnx", False),
+    ("ONNX: a folder", "predict", lambda w: w.predict(w.ct(), artifact=(p := w.tmp / "in" / "m.onnx", p.mkdir(parents=True))[0]), "m.onnx: a folder, not an artefact file", False),
     ("ONNX: corrupt", "predict", lambda w: w.predict(w.ct(), artifact=(p := w.tmp / "in/m.onnx", p.write_bytes(b"garbage" * 99))[0]), "m.onnx", False),
     # options
     ("batch_size=abc", "predict", lambda w: w.predict(w.ct(), "batch_size=abc"), "batch_size", False),
