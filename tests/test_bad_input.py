@@ -394,6 +394,33 @@ def test_flat_config_equals_hydra_compose(args: list[str]) -> None:
     assert _flat_config("train", []) is None  # real defaults: Hydra composes
 
 
+@pytest.mark.parametrize(
+    "name", ["CT scan (1).nii.gz", "a,b.nii.gz", "x=y [2].nii", "Bäcker's.nii"]
+)
+def test_a_file_name_hydra_would_parse_is_read_as_written(tmp_path: Path, name: str) -> None:
+    """Parentheses, commas, ``=``, brackets, apostrophes and letters outside ASCII in a path
+    were a Hydra grammar error ("mismatched input ' ('") or a sweep; now the value is the path:
+    here the error names the file, not found."""
+    from kdseg.cli.options import quote_paths
+
+    scan = tmp_path / "scans" / name
+    args = [
+        "ckpt=null",
+        f"artifact={tmp_path}/m.onnx",
+        f"input={scan}",
+        f"output={tmp_path}/o (2)/",
+    ]
+    result = _run("kdseg-predict", *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"kdseg-predict: error: {scan}: input not found"
+    ], result.stderr
+    kept = ["ckpt=[a.ckpt,b (1).ckpt]", "input='x (1).nii'", "threads=1,2", "output=a,b"]
+    assert quote_paths(kept[:3], ("ckpt", "input")) == kept[:3]  # lists, quoted, not paths
+    assert quote_paths(["-m", kept[3]], ("output",)) == ["-m", kept[3]]  # a sweep under -m
+    assert quote_paths([kept[3]], ("output",)) == ["output='a,b'"]
+
+
 def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     """``+thresold=0.5`` would add a key kdseg-predict never reads; ``-m`` with ``--cfg`` is
     Hydra's own refusal. Both: one line, exit 2, no traceback; training configs take new keys

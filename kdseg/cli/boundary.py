@@ -43,6 +43,7 @@ from kdseg.cli.options import (
     check_option_types,
     compose_once,
     plain_overrides,
+    quote_paths,
     unknown_option,
 )
 from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged
@@ -370,6 +371,7 @@ def command(
     config_name: str,
     one_shot: bool = False,
     warm: Callable[[list[str]], Callable[[], None] | None] | None = None,
+    paths: tuple[str, ...] = (),
 ) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
     with the task guard inside, a fast plain ``--help`` and the app guard around it.
@@ -380,6 +382,8 @@ def command(
     ``warm(argv)``, for a one-shot tool, starts work that needs no config (reading the input
     named on the command line) before the config is composed; it must never raise, and it may
     return a function that drops what it started, called however the command ends.
+    ``paths``: options that name files, quoted for Hydra's grammar where needed
+    (:func:`~kdseg.cli.options.quote_paths`: ``input=CT scan (1).nii.gz`` as it is written).
     """
     import hydra
 
@@ -396,11 +400,13 @@ def command(
         @functools.wraps(app)
         def direct_or_app(*args: Any, **kwargs: Any) -> Any:
             argv = sys.argv[1:]
+            quoted = quote_paths(argv, paths) if paths else argv
             if args or kwargs or not plain_overrides(argv):
+                sys.argv[1:] = quoted
                 return app(*args, **kwargs)
             undo = warm(argv) if warm is not None else None
             try:
-                return task(compose_once(config_name, argv))
+                return task(compose_once(config_name, quoted))
             finally:
                 if undo is not None:
                     undo()

@@ -106,7 +106,13 @@ def _warm(argv: list[str]) -> Callable[[], None]:
     return forget_prefetched
 
 
-@command("kdseg-predict", "predict", one_shot=True, warm=_warm)
+@command(
+    "kdseg-predict",
+    "predict",
+    one_shot=True,
+    warm=_warm,
+    paths=("input", "output", "ckpt", "artifact"),
+)
 def main(cfg: DictConfig) -> None:
     from kdseg.data.io import is_nifti, load_volume
     from kdseg.data.niigz import forget_prefetched, prefetch
