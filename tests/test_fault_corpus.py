@@ -709,6 +709,14 @@ def test_onnx_artifact_predicts(shared: dict[str, Path], tmp_path: Path) -> None
     code, _, stderr = _in_process("predict", args, tmp_path)
     assert code == 0, stderr
     assert world.out.is_file()
+    # with its report: stdout says where every file went (the label first, the report last)
+    code, stdout, stderr = _in_process("predict", [*args[:-1], "overwrite=true"], tmp_path)
+    assert code == 0 and stderr == "", stderr
+    lines = stdout.splitlines()
+    assert lines[0].endswith(f"-> {world.out}"), stdout
+    report = world.out.parent / "pred.lesions.txt"
+    assert lines[-1] == f"lesion report: {report} and pred.lesions.json", stdout
+    assert report.is_file() and report.with_suffix(".json").is_file()
 
 
 def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_path: Path) -> None:

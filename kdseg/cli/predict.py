@@ -265,5 +265,6 @@ def _predict_one(
         from kdseg.eval.lesions import format_lesion_report
 
         print(format_lesion_report(report))
+        print(f"lesion report: {files[1]} and {files[0].name}")
     if cfg.overlay:
         print(f"overlay: {files[-2]}")
