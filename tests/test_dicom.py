@@ -75,12 +75,18 @@ def test_missing_slice_position_gap(series):
 
 
 def test_garbage_or_truncated_slice_is_named(series):
-    """A slice overwritten with garbage is no DICOM file any more: the missing-slice error names
-    it; a slice whose pixel data is cut short is named as the file that cannot be read."""
+    """A slice overwritten with garbage is no DICOM file any more: named .dcm, it is named
+    itself; under another name the missing-slice error names it; a slice whose pixel data is
+    cut short is named as the file that cannot be read."""
     good = (series / "IM00006.dcm").read_bytes()
     (series / "IM00006.dcm").write_bytes(os.urandom(len(good)))
-    with pytest.raises(InputError, match="InstanceNumber 6; not DICOM here: IM00006.dcm"):
+    with pytest.raises(InputError, match="named like a DICOM file but not one") as err:
         load_dicom_series(series)
+    assert err.value.path == str(series / "IM00006.dcm")
+    (series / "IM00006.dcm").rename(series / "IM00006")
+    with pytest.raises(InputError, match="InstanceNumber 6; not DICOM here: IM00006"):
+        load_dicom_series(series)
+    (series / "IM00006").unlink()
     (series / "IM00006.dcm").write_bytes(good[:-300])
     with pytest.raises(InputError, match="cannot read the DICOM pixel data") as err:
         load_dicom_series(series)
@@ -241,4 +247,17 @@ def test_compressed_pixels_without_a_decoder_say_what_to_install(series):
     ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(InputError, match="compressed as JPEG Lossless.*pip install pylibjpeg"):
+        load_dicom_series(series)
+
+
+def test_a_slice_without_a_preamble_is_read_and_an_empty_copy_is_named(series):
+    """Both were left out without a word: the last slice of the series was simply gone (its
+    InstanceNumber was the highest, so no gap showed), 7 slices read instead of 8."""
+    whole = np.asarray(load_dicom_series(series).dataobj)
+    last = series / "IM00008.dcm"
+    raw = last.read_bytes()
+    last.write_bytes(raw[132:])  # no 128-byte preamble and no "DICM", as older exports write
+    np.testing.assert_array_equal(np.asarray(load_dicom_series(series).dataobj), whole)
+    last.write_bytes(b"")  # a copy that failed
+    with pytest.raises(InputError, match=r"named like a DICOM file but not one \(0 bytes"):
         load_dicom_series(series)

@@ -11,8 +11,10 @@ median spacing apart), slices whose InstanceNumber order is not their spatial or
 stacked by InstanceNumber), slices of different pixel sizes, and slices off the even, untilted
 grid a NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least
 ``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
-in any order and with any names; hidden files and non-DICOM files are ignored, and so are DICOM
-files without an image position (a DICOMDIR, a report): exactly the validated slices are read.
+in any order and with any names, with or without the 128-byte preamble; hidden files and
+non-DICOM files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or
+cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report):
+exactly the validated slices are read.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -57,6 +59,9 @@ RESCALE_INTERCEPT = -1024.0
 """Intercept ``write_dicom_series`` stores (stored value = HU + 1024, the CT convention)."""
 
 _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS (its own inverse)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+"""File names a series folder holds only DICOM files under (any case)."""
+
 _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
 _MAX_LISTED = 5
 
@@ -66,6 +71,36 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom(p)
     )
+
+
+def _series_files(folder: Path) -> list[Path]:
+    """The files of a series folder to read: those with a DICOM preamble, and those without
+    one that pydicom still reads as an image slice (older exports write no preamble; they were
+    left out, and a missing last slice cannot be seen in the numbering). A file named like
+    DICOM that is neither (an empty or cut copy) is refused; other files are ignored."""
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if is_dicom(path) or _bare_slice(path):
+            files.append(path)
+        elif path.suffix.lower() in DICOM_SUFFIXES:
+            size = path.stat().st_size
+            raise InputError(
+                path,
+                f"named like a DICOM file but not one ({size:,} bytes; an empty or cut copy?); "
+                "copy the series again",
+            )
+    return files
+
+
+def _bare_slice(path: Path) -> bool:
+    """Whether ``path`` is a DICOM image slice written without the preamble and ``DICM``."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
+        return "SOPInstanceUID" in ds and "ImagePositionPatient" in ds
+    except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not a slice)
+        return False
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
@@ -82,13 +117,13 @@ def _listed(items: list, limit: int = _MAX_LISTED) -> str:
 
 def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     """Headers of the image slices in ``folder`` (pixel data not read)."""
-    files = _dicom_files(folder)
+    files = _series_files(folder)
     if not files:
         raise InputError(folder, "no DICOM files")
     slices = []
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception as exc:  # a truncated or corrupt file
             raise InputError(path, f"unreadable DICOM file ({exc})") from exc
         if "ImagePositionPatient" not in ds:
@@ -318,7 +353,7 @@ def _hounsfield(path: Path) -> np.ndarray:
     """One slice's pixels in HU (slope and intercept applied), as a (columns, rows) float32
     array: array axis 0 runs along a row of the pixel matrix."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
     except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
         raise InputError(path, f"unreadable DICOM file ({exc})") from None
     _require_decoder(ds, path)
