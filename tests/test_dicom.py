@@ -261,3 +261,14 @@ def test_a_slice_without_a_preamble_is_read_and_an_empty_copy_is_named(series):
     last.write_bytes(b"")  # a copy that failed
     with pytest.raises(InputError, match=r"named like a DICOM file but not one \(0 bytes"):
         load_dicom_series(series)
+
+
+def test_a_ct_slice_without_a_position_is_named_not_left_out(series):
+    """It was taken for a DICOMDIR or a report and left out: 7 slices read instead of 8."""
+    last = series / "IM00008.dcm"
+    ds = pydicom.dcmread(last)
+    del ds.ImagePositionPatient
+    ds.save_as(last)
+    with pytest.raises(InputError, match="CT slice without ImagePositionPatient") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(last)

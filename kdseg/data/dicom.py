@@ -120,13 +120,15 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     files = _series_files(folder)
     if not files:
         raise InputError(folder, "no DICOM files")
-    slices = []
+    slices, unplaced = [], []
     for path in files:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception as exc:  # a truncated or corrupt file
             raise InputError(path, f"unreadable DICOM file ({exc})") from exc
         if "ImagePositionPatient" not in ds:
+            if ds.get("SOPClassUID") == CTImageStorage:  # a CT image must have one (Type 1)
+                unplaced.append((path, ds.get("SeriesInstanceUID")))
             continue  # not an image slice (DICOMDIR, structured report, ...)
         missing = [tag for tag in _REQUIRED_TAGS if tag not in ds]
         if missing:
@@ -135,6 +137,10 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         slices.append((path, ds))
     if not slices:
         raise InputError(folder, "no DICOM image slices (no file has an ImagePositionPatient)")
+    series = {ds.get("SeriesInstanceUID") for _, ds in slices}
+    for path, uid in unplaced:  # a slice of the series, not a report: it would be left out
+        if uid in series:
+            raise InputError(path, "CT slice without ImagePositionPatient; cannot place it")
     return slices
 
 
