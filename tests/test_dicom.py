@@ -272,3 +272,20 @@ def test_a_ct_slice_without_a_position_is_named_not_left_out(series):
     with pytest.raises(InputError, match="CT slice without ImagePositionPatient") as err:
         load_dicom_series(series)
     assert err.value.path == str(last)
+
+
+def test_an_enhanced_multi_frame_ct_says_so(tmp_path):
+    """Was "no DICOM image slices (no file has an ImagePositionPatient)" for a CT of 8 frames."""
+    from pydicom.uid import EnhancedCTImageStorage
+
+    write_dicom_series(_volume(AFFINE_FLIPPED), tmp_path / "s")
+    ds = pydicom.dcmread(tmp_path / "s" / "IM00001.dcm")
+    del ds.ImagePositionPatient, ds.ImageOrientationPatient  # per frame in an enhanced CT
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.NumberOfFrames = 8
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    ds.save_as(folder / "CT.dcm")
+    with pytest.raises(InputError, match="multi-frame .enhanced. image of 8 frames") as err:
+        load_dicom_series(folder)
+    assert err.value.path == str(folder / "CT.dcm")

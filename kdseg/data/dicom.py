@@ -120,7 +120,7 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     files = _series_files(folder)
     if not files:
         raise InputError(folder, "no DICOM files")
-    slices, unplaced = [], []
+    slices, unplaced, frames = [], [], []
     for path in files:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
@@ -129,12 +129,20 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         if "ImagePositionPatient" not in ds:
             if ds.get("SOPClassUID") == CTImageStorage:  # a CT image must have one (Type 1)
                 unplaced.append((path, ds.get("SeriesInstanceUID")))
+            frames += [(path, _frame_count(ds))] if _frame_count(ds) > 1 else []
             continue  # not an image slice (DICOMDIR, structured report, ...)
         missing = [tag for tag in _REQUIRED_TAGS if tag not in ds]
         if missing:
             raise InputError(path, f"DICOM slice lacks {', '.join(missing)}")
         _check_slice_geometry(path, ds)
         slices.append((path, ds))
+    if not slices and frames:  # an enhanced CT keeps its positions per frame
+        path, count = frames[0]
+        raise InputError(
+            path,
+            f"a multi-frame (enhanced) image of {count} frames; only single-frame slices are "
+            "read: convert it first (e.g. dcm2niix to NIfTI)",
+        )
     if not slices:
         raise InputError(folder, "no DICOM image slices (no file has an ImagePositionPatient)")
     series = {ds.get("SeriesInstanceUID") for _, ds in slices}
@@ -142,6 +150,14 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         if uid in series:
             raise InputError(path, "CT slice without ImagePositionPatient; cannot place it")
     return slices
+
+
+def _frame_count(ds: pydicom.Dataset) -> int:
+    """``NumberOfFrames`` (1 where absent or unreadable)."""
+    try:
+        return int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.ndarray:
