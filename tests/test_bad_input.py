@@ -215,8 +215,10 @@ def test_a_reader_that_leaves_is_not_an_internal_error() -> None:
     assert done.returncode == 141 and done.stderr == "", done.stderr
 
 
-def test_sigterm_runs_cleanup(tmp_path: Path) -> None:
-    """A real SIGTERM to a process inside an atomic write: it exits 143, temporaries gone."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_sigterm_runs_cleanup(tmp_path: Path, signum: int) -> None:
+    """A real SIGTERM to a process inside an atomic write: it exits 143, temporaries gone. The
+    same for SIGHUP (an SSH session that drops), which ended the process with its temporaries."""
     files = [str(tmp_path / "p.lesions.json"), str(tmp_path / "p.nii.gz")]
     script = f"""
 import sys, time
@@ -238,9 +240,11 @@ except BaseException as exc:
     )
     assert proc.stdout.readline().strip() == "ready"
     assert len(list(tmp_path.iterdir())) == 2  # the two temporaries exist now
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and len(err.strip().splitlines()) == 1 and "SIGTERM" in err
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum and len(err.strip().splitlines()) == 1, err
+    assert f"terminated ({name}); unfinished outputs removed" in err
     assert not list(tmp_path.iterdir())
 
 

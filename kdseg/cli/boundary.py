@@ -96,7 +96,8 @@ KNOWN_WARNINGS = (
 
 
 class Terminated(BaseException):
-    """Raised by the SIGTERM handler (a ``BaseException``: ``except Exception`` lets it pass)."""
+    """Raised by the SIGTERM / SIGHUP handler (a ``BaseException``: ``except Exception`` lets
+    it pass); its argument is the signal's number."""
 
 
 class Interrupted(BaseException):
@@ -134,12 +135,14 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM -> :class:`Terminated` (Python's default would end the process on the spot,
-    skipping every cleanup); SIGINT -> :class:`Interrupted` where Python's own handler is
-    installed. Main thread only."""
+    """SIGTERM and SIGHUP (the terminal or SSH session closed) -> :class:`Terminated`
+    (Python's default would end the process on the spot, skipping every cleanup); SIGINT ->
+    :class:`Interrupted` where Python's own handler is installed. A signal someone set to be
+    ignored (``nohup``) stays ignored. Main thread only."""
     try:
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, None):
+                signal.signal(signum, _on_sigterm)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread
@@ -183,7 +186,9 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     elif isinstance(exc, TrainingDiverged):
         line, code = str(exc), 1
     elif isinstance(exc, Terminated):
-        line, code = "terminated (SIGTERM); unfinished outputs removed", 143
+        signum = exc.args[0] if exc.args else signal.SIGTERM
+        line = f"terminated ({signal.Signals(signum).name}); unfinished outputs removed"
+        code = 128 + signum
     elif isinstance(exc, (KeyboardInterrupt, Interrupted)):
         line, code = "interrupted; unfinished outputs removed", 130
     else:
