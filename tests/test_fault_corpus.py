@@ -460,6 +460,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("a NIfTI named in capitals in an input folder", "predict", lambda w: (p := w.ct("a.nii.gz"), p.with_name("B.NII.GZ").write_bytes(p.read_bytes()), w.predict(p.parent, output=w.tmp / "out"))[-1], "B.NII.GZ: a NIfTI named in capitals", False),
     ("a NIfTI named in capitals", "predict", lambda w: w.predict((p := w.ct("ct.nii"), p.rename(p.with_name("CT.NII")))[1]), "CT.NII: a NIfTI named in capitals", False),
     ("folder without images", "predict", lambda w: w.predict((p := w.tmp / "in/empty", p.mkdir(parents=True))[0]), "empty", False),
+    ("DICOM: one slice file instead of its series folder", "predict", lambda w: w.predict(dicom(w, "ok") / "IM00002.dcm"), "IM00002.dcm: one DICOM slice; pass its series folder: input=", False),
     ("DICOM: two series", "predict", lambda w: w.predict(dicom(w, "two series")), "series", False),
     ("DICOM: missing slice", "predict", lambda w: w.predict(dicom(w, "missing slice")), "series", False),
     ("DICOM: corrupt slice", "predict", lambda w: w.predict(dicom(w, "corrupt slice")), "series", False),
