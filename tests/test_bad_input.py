@@ -215,8 +215,10 @@ def test_a_reader_that_leaves_is_not_an_internal_error() -> None:
     assert done.returncode == 141 and done.stderr == "", done.stderr
 
 
-def test_sigterm_runs_cleanup(tmp_path: Path) -> None:
-    """A real SIGTERM to a process inside an atomic write: it exits 143, temporaries gone."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_sigterm_runs_cleanup(tmp_path: Path, signum: int) -> None:
+    """A real SIGTERM to a process inside an atomic write: it exits 143, temporaries gone. The
+    same for SIGHUP (an SSH session that drops), which ended the process with its temporaries."""
     files = [str(tmp_path / "p.lesions.json"), str(tmp_path / "p.nii.gz")]
     script = f"""
 import sys, time
@@ -238,9 +240,11 @@ except BaseException as exc:
     )
     assert proc.stdout.readline().strip() == "ready"
     assert len(list(tmp_path.iterdir())) == 2  # the two temporaries exist now
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and len(err.strip().splitlines()) == 1 and "SIGTERM" in err
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum and len(err.strip().splitlines()) == 1, err
+    assert f"terminated ({name}); unfinished outputs removed" in err
     assert not list(tmp_path.iterdir())
 
 
@@ -433,6 +437,33 @@ def test_flat_config_equals_hydra_compose(args: list[str]) -> None:
     assert _flat_config("predict", [*args, "report=["]) is None
     assert _flat_config("predict", [*args, "threads=1,2"]) is None  # a sweep
     assert _flat_config("train", []) is None  # real defaults: Hydra composes
+
+
+@pytest.mark.parametrize(
+    "name", ["CT scan (1).nii.gz", "a,b.nii.gz", "x=y [2].nii", "Bäcker's.nii"]
+)
+def test_a_file_name_hydra_would_parse_is_read_as_written(tmp_path: Path, name: str) -> None:
+    """Parentheses, commas, ``=``, brackets, apostrophes and letters outside ASCII in a path
+    were a Hydra grammar error ("mismatched input ' ('") or a sweep; now the value is the path:
+    here the error names the file, not found."""
+    from kdseg.cli.options import quote_paths
+
+    scan = tmp_path / "scans" / name
+    args = [
+        "ckpt=null",
+        f"artifact={tmp_path}/m.onnx",
+        f"input={scan}",
+        f"output={tmp_path}/o (2)/",
+    ]
+    result = _run("kdseg-predict", *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"kdseg-predict: error: {scan}: input not found"
+    ], result.stderr
+    kept = ["ckpt=[a.ckpt,b (1).ckpt]", "input='x (1).nii'", "threads=1,2", "output=a,b"]
+    assert quote_paths(kept[:3], ("ckpt", "input")) == kept[:3]  # lists, quoted, not paths
+    assert quote_paths(["-m", kept[3]], ("output",)) == ["-m", kept[3]]  # a sweep under -m
+    assert quote_paths([kept[3]], ("output",)) == ["output='a,b'"]
 
 
 def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:

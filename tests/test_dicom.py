@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -74,12 +75,18 @@ def test_missing_slice_position_gap(series):
 
 
 def test_garbage_or_truncated_slice_is_named(series):
-    """A slice overwritten with garbage is no DICOM file any more: the missing-slice error names
-    it; a slice whose pixel data is cut short is named as the file that cannot be read."""
+    """A slice overwritten with garbage is no DICOM file any more: named .dcm, it is named
+    itself; under another name the missing-slice error names it; a slice whose pixel data is
+    cut short is named as the file that cannot be read."""
     good = (series / "IM00006.dcm").read_bytes()
     (series / "IM00006.dcm").write_bytes(os.urandom(len(good)))
-    with pytest.raises(InputError, match="InstanceNumber 6; not DICOM here: IM00006.dcm"):
+    with pytest.raises(InputError, match="named like a DICOM file but not one") as err:
         load_dicom_series(series)
+    assert err.value.path == str(series / "IM00006.dcm")
+    (series / "IM00006.dcm").rename(series / "IM00006")
+    with pytest.raises(InputError, match="InstanceNumber 6; not DICOM here: IM00006"):
+        load_dicom_series(series)
+    (series / "IM00006").unlink()
     (series / "IM00006.dcm").write_bytes(good[:-300])
     with pytest.raises(InputError, match="cannot read the DICOM pixel data") as err:
         load_dicom_series(series)
@@ -173,3 +180,112 @@ def test_slices_of_another_pixel_size_are_refused(series):
     with pytest.raises(InputError, match="PixelSpacing 0.7 x 0.7 mm differs from") as err:
         load_dicom_series(series)
     assert err.value.path == str(series / "IM00004.dcm")
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "message"),
+    [
+        ("InstanceNumber", None, "InstanceNumber is empty; cannot order the slices"),
+        ("ImagePositionPatient", ["1", "2"], r"ImagePositionPatient is .*not 3 finite numbers"),
+        ("ImagePositionPatient", ["nan", "0", "0"], "ImagePositionPatient is .*not 3 finite"),
+        ("ImageOrientationPatient", ["0"] * 6, "lengths 0 and 0, not 1"),
+        ("ImageOrientationPatient", [2, 0, 0, 0, 2, 0], "lengths 2 and 2, not 1"),
+        ("ImageOrientationPatient", [1, 0, 0, 0.5, 0.8660254, 0], "not perpendicular"),
+    ],
+)
+def test_a_slice_that_cannot_be_ordered_or_placed_is_named(series, keyword, value, message):
+    """An empty InstanceNumber or a position of two values was an internal error; a zero,
+    scaled or skewed orientation was refused for something else or read as a wrong affine."""
+
+    def change(k: int, ds) -> None:
+        if k == 3 or keyword == "ImageOrientationPatient":
+            setattr(ds, keyword, value)
+
+    with pytest.warns(UserWarning) if "nan" in str(value) else contextlib.nullcontext():
+        _edit(series, change)
+    with pytest.raises(InputError, match=message) as err:
+        load_dicom_series(series)
+    k = 3 if keyword != "ImageOrientationPatient" else 0
+    assert err.value.path == str(series / f"IM{k + 1:05d}.dcm")
+
+
+@pytest.mark.parametrize("keyword", ["RescaleIntercept", "RescaleSlope"])
+def test_a_rescale_missing_on_some_slices_is_refused(series, keyword):
+    """Read as 0 (1) before: that slice alone was 1,024 HU off, without a word."""
+    _edit(series, lambda k, ds: delattr(ds, keyword) if k == 5 else None)
+    with pytest.raises(InputError, match=f"{keyword} is missing in IM00006.dcm but given"):
+        load_dicom_series(series)
+    # missing on every slice (or varying per slice) stays each slice's own rescale
+    _edit(series, lambda k, ds: delattr(ds, keyword) if keyword in ds else None)
+    load_dicom_series(series)
+
+
+def test_a_series_that_is_not_ct_or_mixes_frames_of_reference_is_refused(series):
+    _edit(series, lambda k, ds: setattr(ds, "FrameOfReferenceUID", f"1.2.3.{k % 2}"))
+    with pytest.raises(InputError, match=r"2 frames of reference .*1\.2\.3\.0, 1\.2\.3\.1"):
+        load_dicom_series(series)
+    _edit(series, lambda k, ds: setattr(ds, "FrameOfReferenceUID", "1.2.3"))
+    load_dicom_series(series)
+    _edit(series, lambda k, ds: setattr(ds, "Modality", "MR"))
+    with pytest.raises(InputError, match="Modality MR, not CT") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(series)
+
+
+def test_compressed_pixels_without_a_decoder_say_what_to_install(series):
+    """Was pydicom's plugin list cut at 200 characters ("... requires gdcm>=3.0.10 py")."""
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLosslessSV1
+
+    if get_decoder(JPEGLosslessSV1).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed here")
+    path = series / "IM00003.dcm"
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b"\xff\xd8 not decoded \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match="compressed as JPEG Lossless.*pip install pylibjpeg"):
+        load_dicom_series(series)
+
+
+def test_a_slice_without_a_preamble_is_read_and_an_empty_copy_is_named(series):
+    """Both were left out without a word: the last slice of the series was simply gone (its
+    InstanceNumber was the highest, so no gap showed), 7 slices read instead of 8."""
+    whole = np.asarray(load_dicom_series(series).dataobj)
+    last = series / "IM00008.dcm"
+    raw = last.read_bytes()
+    last.write_bytes(raw[132:])  # no 128-byte preamble and no "DICM", as older exports write
+    np.testing.assert_array_equal(np.asarray(load_dicom_series(series).dataobj), whole)
+    last.write_bytes(b"")  # a copy that failed
+    with pytest.raises(InputError, match=r"named like a DICOM file but not one \(0 bytes"):
+        load_dicom_series(series)
+
+
+def test_a_ct_slice_without_a_position_is_named_not_left_out(series):
+    """It was taken for a DICOMDIR or a report and left out: 7 slices read instead of 8."""
+    last = series / "IM00008.dcm"
+    ds = pydicom.dcmread(last)
+    del ds.ImagePositionPatient
+    ds.save_as(last)
+    with pytest.raises(InputError, match="CT slice without ImagePositionPatient") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(last)
+
+
+def test_an_enhanced_multi_frame_ct_says_so(tmp_path):
+    """Was "no DICOM image slices (no file has an ImagePositionPatient)" for a CT of 8 frames."""
+    from pydicom.uid import EnhancedCTImageStorage
+
+    write_dicom_series(_volume(AFFINE_FLIPPED), tmp_path / "s")
+    ds = pydicom.dcmread(tmp_path / "s" / "IM00001.dcm")
+    del ds.ImagePositionPatient, ds.ImageOrientationPatient  # per frame in an enhanced CT
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.NumberOfFrames = 8
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    ds.save_as(folder / "CT.dcm")
+    with pytest.raises(InputError, match="multi-frame .enhanced. image of 8 frames") as err:
+        load_dicom_series(folder)
+    assert err.value.path == str(folder / "CT.dcm")

@@ -236,6 +236,15 @@ def pixdim(w: World, value: float) -> Path:
     return path
 
 
+def no_orientation(w: World) -> Path:
+    """A NIfTI whose qform and sform codes are both 0: nibabel guesses a mirrored layout."""
+    path = w.ct("ct.nii")
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<hh", raw, 252, 0, 0)  # qform_code, sform_code
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def other_scan_at_output(w: World) -> list[str]:
     """A second scan sits where the output goes (beside the input, as in a scans folder)."""
     other = w.ct("other.nii.gz")
@@ -421,6 +430,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("values beyond any CT scale", "predict", lambda w: w.predict(w.ct(data=np.full(SHAPE, 2_000_000_000, np.int32) - np.eye(40, 36, dtype=np.int32)[..., None])), "ct.nii.gz", False),
     ("values not in HU (int16 extremes)", "predict", lambda w: w.predict(w.ct(data=np.where(np.indices(SHAPE).sum(0) % 2, 32767, -32768).astype(np.int16))), "ct.nii.gz", False),
     ("float +-1e30 voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), np.where(d > -200, 1e30, -1e30)))), "ct.nii.gz", False),
+    ("no orientation (qform and sform codes 0)", "predict", lambda w: w.predict(no_orientation(w)), "ct.nii: the header gives no orientation", False),
     ("voxel size NaN in the header", "predict", lambda w: w.predict(pixdim(w, np.nan)), "ct.nii", False),
     ("image one voxel wide", "predict", lambda w: w.predict(w.ct(data=np.random.default_rng(0).integers(-1000, 300, (40, 1, 8)).astype(np.int16))), "ct.nii.gz", False),
     ("gzip stream padded after the image", "predict", lambda w: w.predict(padded_gzip(w)), "ct.nii.gz", False),
@@ -447,7 +457,10 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("not a NIfTI", "predict", lambda w: w.predict((p := w.tmp / "in/ct.txt", p.parent.mkdir(parents=True), p.write_text("hi"))[0]), "ct.txt", False),
     ("2D image", "predict", lambda w: w.predict(w.ct(data=np.ones((40, 36), np.int16))), "ct.nii.gz", False),
     ("4D image", "predict", lambda w: w.predict(w.ct(data=np.arange(40 * 36 * 8 * 2, dtype=np.int16).reshape(40, 36, 8, 2))), "ct.nii.gz", False),
+    ("a NIfTI named in capitals in an input folder", "predict", lambda w: (p := w.ct("a.nii.gz"), p.with_name("B.NII.GZ").write_bytes(p.read_bytes()), w.predict(p.parent, output=w.tmp / "out"))[-1], "B.NII.GZ: a NIfTI named in capitals", False),
+    ("a NIfTI named in capitals", "predict", lambda w: w.predict((p := w.ct("ct.nii"), p.rename(p.with_name("CT.NII")))[1]), "CT.NII: a NIfTI named in capitals", False),
     ("folder without images", "predict", lambda w: w.predict((p := w.tmp / "in/empty", p.mkdir(parents=True))[0]), "empty", False),
+    ("DICOM: one slice file instead of its series folder", "predict", lambda w: w.predict(dicom(w, "ok") / "IM00002.dcm"), "IM00002.dcm: one DICOM slice; pass its series folder: input=", False),
     ("DICOM: two series", "predict", lambda w: w.predict(dicom(w, "two series")), "series", False),
     ("DICOM: missing slice", "predict", lambda w: w.predict(dicom(w, "missing slice")), "series", False),
     ("DICOM: corrupt slice", "predict", lambda w: w.predict(dicom(w, "corrupt slice")), "series", False),
@@ -474,6 +487,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("ONNX: metadata says 3 input slices, graph takes 1", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(context=1, in_channels=3))), "model.onnx", False),
     ("ONNX: in_plane_size 0 in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"in_plane_size": [0, 0]}))), "model.onnx", False),
     ("ONNX: axcodes XYZ in metadata", "predict", lambda w: w.predict(w.ct(), artifact=w.copy_onnx(onnx_data(preprocess={"axcodes": "XYZ"}))), "model.onnx", False),
+    ("ONNX: a folder", "predict", lambda w: w.predict(w.ct(), artifact=(p := w.tmp / "in" / "m.onnx", p.mkdir(parents=True))[0]), "m.onnx: a folder, not an artefact file", False),
     ("ONNX: corrupt", "predict", lambda w: w.predict(w.ct(), artifact=(p := w.tmp / "in/m.onnx", p.write_bytes(b"garbage" * 99))[0]), "m.onnx", False),
     # options
     ("batch_size=abc", "predict", lambda w: w.predict(w.ct(), "batch_size=abc"), "batch_size", False),
@@ -698,6 +712,14 @@ def test_onnx_artifact_predicts(shared: dict[str, Path], tmp_path: Path) -> None
     code, _, stderr = _in_process("predict", args, tmp_path)
     assert code == 0, stderr
     assert world.out.is_file()
+    # with its report: stdout says where every file went (the label first, the report last)
+    code, stdout, stderr = _in_process("predict", [*args[:-1], "overwrite=true"], tmp_path)
+    assert code == 0 and stderr == "", stderr
+    lines = stdout.splitlines()
+    assert lines[0].endswith(f"-> {world.out}"), stdout
+    report = world.out.parent / "pred.lesions.txt"
+    assert lines[-1] == f"lesion report: {report} and pred.lesions.json", stdout
+    assert report.is_file() and report.with_suffix(".json").is_file()
 
 
 def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_path: Path) -> None:

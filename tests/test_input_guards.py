@@ -5,6 +5,7 @@ of the user's is replaced, one line on stderr, exit code 2, nothing half-written
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -120,6 +121,20 @@ def test_zero_voxel_size_and_broken_scales_are_refused(tmp_path: Path) -> None:
         load_volume(_ct(tmp_path / "huge.nii.gz", (png.astype(np.float32) + 1) * 1e6))
     load_volume(_ct(tmp_path / "hu.nii.gz", png.astype(np.int16) * 4 - 1000))
     load_volume(_ct(tmp_path / "fat.nii.gz", png.astype(np.int16) - 100))
+
+
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+def test_a_negative_dimension_in_the_header_is_one_line(tmp_path: Path, name: str) -> None:
+    """``dim[2] = -5`` was an internal error (nibabel's memory map of a negative length)."""
+    from kdseg.data.io import load_volume
+
+    raw = bytearray(_ct(tmp_path / "ct.nii").read_bytes())
+    raw[44:46] = np.int16(-5).tobytes()  # dim[2]
+    path = tmp_path / "bad" / name
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    with pytest.raises(InputError, match=r"dimensions \(40, -5, 8\) are not all positive"):
+        load_volume(path)
 
 
 def test_export_refuses_one_file_for_both_cascade_stages(

@@ -44,6 +44,7 @@ from kdseg.cli.options import (
     check_option_types,
     compose_once,
     plain_overrides,
+    quote_paths,
     unknown_choice,
     unknown_option,
 )
@@ -101,7 +102,8 @@ KNOWN_WARNINGS = (
 
 
 class Terminated(BaseException):
-    """Raised by the SIGTERM handler (a ``BaseException``: ``except Exception`` lets it pass)."""
+    """Raised by the SIGTERM / SIGHUP handler (a ``BaseException``: ``except Exception`` lets
+    it pass); its argument is the signal's number."""
 
 
 class Interrupted(BaseException):
@@ -161,12 +163,14 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM -> :class:`Terminated` (Python's default would end the process on the spot,
-    skipping every cleanup); SIGINT -> :class:`Interrupted` where Python's own handler is
-    installed. Main thread only."""
+    """SIGTERM and SIGHUP (the terminal or SSH session closed) -> :class:`Terminated`
+    (Python's default would end the process on the spot, skipping every cleanup); SIGINT ->
+    :class:`Interrupted` where Python's own handler is installed. A signal someone set to be
+    ignored (``nohup``) stays ignored. Main thread only."""
     try:
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, None):
+                signal.signal(signum, _on_sigterm)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread
@@ -210,7 +214,9 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     elif isinstance(exc, TrainingDiverged):
         line, code = str(exc), 1
     elif isinstance(exc, Terminated):
-        line, code = "terminated (SIGTERM); unfinished outputs removed" + resume_hint(), 143
+        signum = exc.args[0] if exc.args else signal.SIGTERM
+        line = f"terminated ({signal.Signals(signum).name}); unfinished outputs removed"
+        line, code = line + resume_hint(), 128 + signum
     elif isinstance(exc, (KeyboardInterrupt, Interrupted)):
         line, code = "interrupted; unfinished outputs removed" + resume_hint(), 130
     else:
@@ -447,6 +453,7 @@ def command(
     config_name: str,
     one_shot: bool = False,
     warm: Callable[[list[str]], Callable[[], None] | None] | None = None,
+    paths: tuple[str, ...] = (),
 ) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
     with the task guard inside, a fast plain ``--help`` and the app guard around it.
@@ -457,6 +464,8 @@ def command(
     ``warm(argv)``, for a one-shot tool, starts work that needs no config (reading the input
     named on the command line) before the config is composed; it must never raise, and it may
     return a function that drops what it started, called however the command ends.
+    ``paths``: options that name files, quoted for Hydra's grammar where needed
+    (:func:`~kdseg.cli.options.quote_paths`: ``input=CT scan (1).nii.gz`` as it is written).
     """
     import hydra
 
@@ -473,11 +482,13 @@ def command(
         @functools.wraps(app)
         def direct_or_app(*args: Any, **kwargs: Any) -> Any:
             argv = sys.argv[1:]
+            quoted = quote_paths(argv, paths) if paths else argv
             if args or kwargs or not plain_overrides(argv):
+                sys.argv[1:] = quoted
                 return app(*args, **kwargs)
             undo = warm(argv) if warm is not None else None
             try:
-                return task(compose_once(config_name, argv))
+                return task(compose_once(config_name, quoted))
             finally:
                 if undo is not None:
                     undo()

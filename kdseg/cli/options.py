@@ -278,6 +278,33 @@ def plain_overrides(argv: list[str]) -> bool:
     )
 
 
+def quote_paths(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """``argv`` with each ``key=value`` of ``keys`` (options that name files) quoted for Hydra's
+    grammar where it would not read the value as that one path: a file name with parentheses,
+    brackets, ``=``, an apostrophe or a letter outside ASCII (``CT scan (1).nii.gz``,
+    ``Bäcker.nii``) is a grammar error, and a comma a sweep, unless quoted. A list
+    (``ckpt=[a,b]``), a quoted value and anything under ``-m`` / ``--multirun`` stay as given.
+    """
+    named = any(arg.partition("=")[0] in keys for arg in argv)
+    if not named or any(arg in ("-m", "--multirun") for arg in argv):  # `--help`: no parser
+        return argv
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    quoted = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in keys and value and value[0] not in "['\"" and not value.endswith("\\"):
+            try:
+                plain = not parser.parse_override(arg).is_sweep_override()
+            except Exception:  # noqa: BLE001  (Hydra's grammar error)
+                plain = False
+            if not plain:
+                arg = f"{key}='" + value.replace("'", "\\'") + "'"
+        quoted.append(arg)
+    return quoted
+
+
 def _has_key(cfg: DictConfig, key: str) -> bool:
     """Whether dotted ``key`` names an existing entry of ``cfg`` (a ``???`` value counts)."""
     node: Any = cfg

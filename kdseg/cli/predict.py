@@ -51,11 +51,11 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
         if not stem:  # `input=/`: nothing to name the label after
             raise InputError(source, "no name to give the output; pass output=<name>.nii.gz")
         return [(source, output / f"{stem}.nii.gz")]
-    inputs = sorted(  # hidden names (macOS ._* forks, editors' swap files) are not cases
-        p
-        for p in source.iterdir()
-        if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
-    )
+    names = [p for p in source.iterdir() if not p.name.startswith(".")]  # ._* forks, swap files
+    capitals = sorted(p for p in names if not is_nifti(p) and is_nifti(p.name.lower()))
+    if capitals:  # B.NII.GZ beside a.nii.gz: it would be left out without a word
+        raise InputError(capitals[0], "a NIfTI named in capitals; name it .nii or .nii.gz")
+    inputs = sorted(p for p in names if is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     if not inputs:
         raise InputError(source, "no NIfTI files or DICOM series in this folder")
     if is_nifti(output):
@@ -106,7 +106,13 @@ def _warm(argv: list[str]) -> Callable[[], None]:
     return forget_prefetched
 
 
-@command("kdseg-predict", "predict", one_shot=True, warm=_warm)
+@command(
+    "kdseg-predict",
+    "predict",
+    one_shot=True,
+    warm=_warm,
+    paths=("input", "output", "ckpt", "artifact"),
+)
 def main(cfg: DictConfig) -> None:
     from kdseg.data.io import is_nifti, load_volume
     from kdseg.data.niigz import forget_prefetched, prefetch
@@ -151,6 +157,7 @@ def main(cfg: DictConfig) -> None:
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite)
+            _require_orientation(image, source)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
             _predict_one(cfg, predictor, bundle, image, source, files, steps, following)
     except BaseException:
@@ -162,6 +169,20 @@ def main(cfg: DictConfig) -> None:
         forget_prefetched()
     if cfg.verbose:
         print(format_timings(steps))
+
+
+def _require_orientation(image: Any, source: Path) -> None:
+    """Refuse a NIfTI whose header places no voxel in the patient (qform and sform codes 0):
+    nibabel then guesses the old ANALYZE layout, left and right included, and a model trained
+    on oriented scans sees the patient mirrored whenever the guess is wrong. The label would
+    sit on the input's voxels, wrong without a word."""
+    header = image.header
+    if source.is_file() and int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        raise InputError(
+            source,
+            "the header gives no orientation (qform_code and sform_code are 0), so left and "
+            "right are unknown; give it the scan's qform or sform first",
+        )
 
 
 def _check_replaceable(files: list[Path]) -> None:
@@ -245,5 +266,6 @@ def _predict_one(
         from kdseg.eval.lesions import format_lesion_report
 
         print(format_lesion_report(report))
+        print(f"lesion report: {files[1]} and {files[0].name}")
     if cfg.overlay:
         print(f"overlay: {files[-2]}")

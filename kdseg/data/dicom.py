@@ -3,14 +3,18 @@
 Reading is pydicom's alone (slope/intercept applied, so values are HU; RAS affine), so the ONNX
 deploy path reads a series without torch or MONAI. A validation first turns the usual ways a
 series folder is wrong into one :class:`~kdseg.errors.InputError` line: no DICOM files, several
-series in one folder, missing slices (a gap in InstanceNumber, or slice positions along the
-slice normal more than ``GAP_TOLERANCE`` times the median spacing apart), slices whose
-InstanceNumber order is not their spatial order (slices are stacked by InstanceNumber), slices
-of different pixel sizes, and slices off the even, untilted grid a NIfTI affine can describe
-(uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least ``GRID_FLOOR_MM``), which would
-otherwise be read with every slice misplaced. Files may come in any order and with any names;
-hidden files and non-DICOM files are ignored, and so are DICOM files without an image position
-(a DICOMDIR, a report): exactly the validated slices are read.
+series in one folder, slices that are not CT or lie in different frames of reference, a rescale
+to HU given on some slices only, an InstanceNumber that is no integer, a position or orientation
+that is not finite numbers (or not two perpendicular unit vectors), missing slices (a gap in
+InstanceNumber, or slice positions along the slice normal more than ``GAP_TOLERANCE`` times the
+median spacing apart), slices whose InstanceNumber order is not their spatial order (slices are
+stacked by InstanceNumber), slices of different pixel sizes, and slices off the even, untilted
+grid a NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least
+``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
+in any order and with any names, with or without the 128-byte preamble; hidden files and
+non-DICOM files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or
+cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report):
+exactly the validated slices are read.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -29,6 +33,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.misc import is_dicom
+from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
@@ -46,10 +51,17 @@ GRID_FLOOR_MM = 0.2
 """Offsets up to this many mm always pass: positions stored with one decimal are up to 0.1 mm
 off an exact grid, which misplaces nothing."""
 
+ORIENTATION_TOLERANCE = 1e-2
+"""How far the direction cosines of ``ImageOrientationPatient`` may be from unit length and
+from perpendicular (they are stored with a few decimals) before the slice is refused."""
+
 RESCALE_INTERCEPT = -1024.0
 """Intercept ``write_dicom_series`` stores (stored value = HU + 1024, the CT convention)."""
 
 _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS (its own inverse)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+"""File names a series folder holds only DICOM files under (any case)."""
+
 _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
 _MAX_LISTED = 5
 
@@ -59,6 +71,36 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom(p)
     )
+
+
+def _series_files(folder: Path) -> list[Path]:
+    """The files of a series folder to read: those with a DICOM preamble, and those without
+    one that pydicom still reads as an image slice (older exports write no preamble; they were
+    left out, and a missing last slice cannot be seen in the numbering). A file named like
+    DICOM that is neither (an empty or cut copy) is refused; other files are ignored."""
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if is_dicom(path) or _bare_slice(path):
+            files.append(path)
+        elif path.suffix.lower() in DICOM_SUFFIXES:
+            size = path.stat().st_size
+            raise InputError(
+                path,
+                f"named like a DICOM file but not one ({size:,} bytes; an empty or cut copy?); "
+                "copy the series again",
+            )
+    return files
+
+
+def _bare_slice(path: Path) -> bool:
+    """Whether ``path`` is a DICOM image slice written without the preamble and ``DICM``."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
+        return "SOPInstanceUID" in ds and "ImagePositionPatient" in ds
+    except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not a slice)
+        return False
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
@@ -75,24 +117,118 @@ def _listed(items: list, limit: int = _MAX_LISTED) -> str:
 
 def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     """Headers of the image slices in ``folder`` (pixel data not read)."""
-    files = _dicom_files(folder)
+    files = _series_files(folder)
     if not files:
         raise InputError(folder, "no DICOM files")
-    slices = []
+    slices, unplaced, frames = [], [], []
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception as exc:  # a truncated or corrupt file
             raise InputError(path, f"unreadable DICOM file ({exc})") from exc
         if "ImagePositionPatient" not in ds:
+            if ds.get("SOPClassUID") == CTImageStorage:  # a CT image must have one (Type 1)
+                unplaced.append((path, ds.get("SeriesInstanceUID")))
+            frames += [(path, _frame_count(ds))] if _frame_count(ds) > 1 else []
             continue  # not an image slice (DICOMDIR, structured report, ...)
         missing = [tag for tag in _REQUIRED_TAGS if tag not in ds]
         if missing:
             raise InputError(path, f"DICOM slice lacks {', '.join(missing)}")
+        _check_slice_geometry(path, ds)
         slices.append((path, ds))
+    if not slices and frames:  # an enhanced CT keeps its positions per frame
+        path, count = frames[0]
+        raise InputError(
+            path,
+            f"a multi-frame (enhanced) image of {count} frames; only single-frame slices are "
+            "read: convert it first (e.g. dcm2niix to NIfTI)",
+        )
     if not slices:
         raise InputError(folder, "no DICOM image slices (no file has an ImagePositionPatient)")
+    series = {ds.get("SeriesInstanceUID") for _, ds in slices}
+    for path, uid in unplaced:  # a slice of the series, not a report: it would be left out
+        if uid in series:
+            raise InputError(path, "CT slice without ImagePositionPatient; cannot place it")
     return slices
+
+
+def _frame_count(ds: pydicom.Dataset) -> int:
+    """``NumberOfFrames`` (1 where absent or unreadable)."""
+    try:
+        return int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.ndarray:
+    """``count`` finite numbers from a multi-valued tag, else :class:`InputError` naming it."""
+    raw = getattr(ds, keyword, None)
+    values = list(raw) if isinstance(raw, (list, tuple, MultiValue)) else [raw]
+    try:
+        numbers = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        numbers = np.array([math.nan])
+    if numbers.size != count or not np.isfinite(numbers).all():
+        shown = "empty" if raw in (None, "") else repr(raw if isinstance(raw, str) else values)
+        raise InputError(path, f"{keyword} is {shown}, not {count} finite numbers")
+    return numbers
+
+
+def _check_slice_geometry(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse a slice whose InstanceNumber is not an integer, or whose position and orientation
+    are not three and six finite numbers with two perpendicular unit direction cosines: the
+    slice could be neither stacked nor placed."""
+    try:
+        int(ds.InstanceNumber)
+    except (TypeError, ValueError):
+        shown = "empty" if ds.InstanceNumber in (None, "") else repr(ds.InstanceNumber)
+        raise InputError(path, f"InstanceNumber is {shown}; cannot order the slices") from None
+    _numbers(path, ds, "ImagePositionPatient", 3)
+    cosines = _numbers(path, ds, "ImageOrientationPatient", 6)
+    row, column = cosines[:3], cosines[3:]
+    lengths = (float(np.linalg.norm(row)), float(np.linalg.norm(column)))
+    if max(abs(n - 1) for n in lengths) > ORIENTATION_TOLERANCE:
+        raise InputError(
+            path,
+            f"ImageOrientationPatient {_listed(list(cosines), 6)}: its direction cosines have "
+            f"lengths {lengths[0]:.3g} and {lengths[1]:.3g}, not 1",
+        )
+    if abs(float(row @ column)) > ORIENTATION_TOLERANCE:
+        raise InputError(
+            path,
+            f"ImageOrientationPatient {_listed(list(cosines), 6)}: rows and columns are not "
+            "perpendicular",
+        )
+
+
+def _check_same(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> None:
+    """Refuse a series whose slices are not all CT in one frame of reference, or in which
+    the rescale to HU is given on some slices only (the others would be read as raw stored
+    values: off by the intercept, 1,024 HU on most scanners)."""
+    modalities = sorted({str(ds.Modality) for _, ds in slices if ds.get("Modality")})
+    if modalities and modalities != ["CT"]:
+        raise InputError(
+            folder,
+            f"Modality {_listed(modalities)}, not CT; the models read CT in Hounsfield units",
+        )
+    frames = sorted(
+        {str(ds.FrameOfReferenceUID) for _, ds in slices if "FrameOfReferenceUID" in ds}
+    )
+    if len(frames) > 1:
+        raise InputError(
+            folder,
+            f"slices lie in {len(frames)} frames of reference (FrameOfReferenceUID "
+            f"{_listed(frames)}); their positions cannot be compared",
+        )
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        given = [ds.get(keyword) not in (None, "") for _, ds in slices]
+        if any(given) and not all(given):
+            lacking = [path.name for (path, _), has in zip(slices, given, strict=True) if not has]
+            raise InputError(
+                folder,
+                f"{keyword} is missing in {_listed(lacking)} but given in the other slices; "
+                "their HU cannot be known",
+            )
 
 
 def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> None:
@@ -104,6 +240,7 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         )
     if len(slices) < 2:
         raise InputError(folder, "only one DICOM slice; a 3-D series needs at least two")
+    _check_same(folder, slices)
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
     if not np.allclose(orientations, orientations[0], atol=1e-4):
         raise InputError(folder, "slices have different ImageOrientationPatient")
@@ -238,7 +375,11 @@ def _hounsfield(path: Path) -> np.ndarray:
     """One slice's pixels in HU (slope and intercept applied), as a (columns, rows) float32
     array: array axis 0 runs along a row of the pixel matrix."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
+    except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
+        raise InputError(path, f"unreadable DICOM file ({exc})") from None
+    _require_decoder(ds, path)
+    try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001  (undecodable or truncated pixel data, ...)
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
@@ -250,6 +391,27 @@ def _hounsfield(path: Path) -> np.ndarray:
     if slope == 0:  # every pixel would read as the intercept: no image left
         raise InputError(path, "RescaleSlope is 0; no HU can be read from these pixels")
     return (pixels.astype(np.float64) * slope + intercept).astype(np.float32).T
+
+
+def _require_decoder(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse compressed pixel data that no installed plugin decodes, saying what to install
+    (PACS exports are often JPEG Lossless, which pydicom alone does not read)."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # a syntax pydicom has no decoder for at all
+        available = False
+    if not available:
+        raise InputError(
+            path,
+            f"pixel data compressed as {syntax.name}, which no installed decoder reads; "
+            "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or decompress the "
+            "series first (gdcmconv --raw, dcmdjpeg)",
+        )
 
 
 def _rescale(ds: pydicom.Dataset, path: Path, keyword: str, default: float) -> float:

@@ -99,6 +99,10 @@ def load_volume(
 
         return check_volume(load_dicom_series(path), path, nonfinite, role)
     if not is_nifti(path):
+        if is_nifti(path.name.lower()):
+            raise InputError(path, "a NIfTI named in capitals; name it .nii or .nii.gz")
+        if _is_dicom_file(path):
+            raise InputError(path, f"one DICOM slice; pass its series folder: input={path.parent}")
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
     if not str(path).endswith(".gz") and path.is_file():
         with open(path, "rb") as f:
@@ -133,6 +137,15 @@ def load_volume(
         raise InputError(path, f"expected a 3D volume, got shape {tuple(img.shape)}")
     volume = type(img)(data, img.affine, img.header, extra=extra)  # NIfTI-1 or -2 as stored
     return check_volume(volume, path, nonfinite, role)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a file with a DICOM preamble (``DICM`` at byte 128) or suffix."""
+    if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
+        return True
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+    return False
 
 
 def _refuse_padded_gzip(path: Path, excess: int) -> None:
@@ -200,7 +213,12 @@ def _check_pixdim(path: Path) -> None:
 
 
 def _check_header(img: nib.Nifti1Image, path: Path) -> None:
-    """Refuse unsupported data types and headers that promise more bytes than the file holds."""
+    """Refuse unsupported data types, dimensions that are not positive and headers that
+    promise more bytes than the file holds."""
+    if any(n < 1 for n in img.shape):  # a negative one: nibabel's memory map fails obscurely
+        raise InputError(
+            path, f"header dimensions {tuple(img.shape)} are not all positive; broken header"
+        )
     dtype = np.dtype(img.get_data_dtype())
     if dtype.fields is not None or dtype.kind not in "biuf":
         kind = "RGB" if dtype.fields is not None else {"c": "complex"}.get(dtype.kind, "")

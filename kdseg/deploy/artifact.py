@@ -69,6 +69,8 @@ def sidecar_path(path: str | Path) -> Path:
 def backend_for(path: str | Path) -> str:
     """The inference backend that runs an artefact file, from its suffix."""
     suffix = Path(path).suffix
+    if Path(path).is_dir():
+        raise InputError(path, "a folder, not an artefact file (.onnx or .pt2)")
     if suffix not in SUFFIX_BACKENDS:
         raise InputError(path, f"unknown artefact type {suffix!r}; expected .onnx or .pt2")
     return SUFFIX_BACKENDS[suffix]
