@@ -431,6 +431,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("values not in HU (int16 extremes)", "predict", lambda w: w.predict(w.ct(data=np.where(np.indices(SHAPE).sum(0) % 2, 32767, -32768).astype(np.int16))), "ct.nii.gz", False),
     ("float +-1e30 voxels", "predict", lambda w: w.predict(w.floats(lambda d: d.__setitem__(slice(None), np.where(d > -200, 1e30, -1e30)))), "ct.nii.gz", False),
     ("no orientation (qform and sform codes 0)", "predict", lambda w: w.predict(no_orientation(w)), "ct.nii: the header gives no orientation", False),
+    ("unknown unoriented=", "predict", lambda w: w.predict(no_orientation(w), "unoriented=ras"), "unoriented=ras", False),
     ("voxel size NaN in the header", "predict", lambda w: w.predict(pixdim(w, np.nan)), "ct.nii", False),
     ("image one voxel wide", "predict", lambda w: w.predict(w.ct(data=np.random.default_rng(0).integers(-1000, 300, (40, 1, 8)).astype(np.int16))), "ct.nii.gz", False),
     ("gzip stream padded after the image", "predict", lambda w: w.predict(padded_gzip(w)), "ct.nii.gz", False),
@@ -703,6 +704,23 @@ def test_nonfinite_min_replaces_nan_voxels(shared: dict[str, Path], tmp_path: Pa
     )
     assert code == 0, stderr
     assert nib.load(str(world.out)).shape == SHAPE
+
+
+def test_unoriented_analyze_reads_a_header_without_orientation(
+    shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """``unoriented=analyze`` takes nibabel's ANALYZE layout for a header with qform and sform
+    codes 0 (refused by default: a corpus row), and the label keeps the input's header."""
+    world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
+    image = no_orientation(world)
+    code, _, stderr = _in_process(
+        "predict", world.predict(image, "unoriented=analyze", "report=false"), tmp_path
+    )
+    assert code == 0, stderr
+    label = nib.load(str(world.out))
+    assert label.shape == SHAPE
+    assert int(label.header["qform_code"]) == 0 and int(label.header["sform_code"]) == 0
+    np.testing.assert_allclose(label.affine, nib.load(str(image)).affine)
 
 
 def test_onnx_artifact_predicts(shared: dict[str, Path], tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ def main(cfg: DictConfig) -> None:
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite)
-            _require_orientation(image, source)
+            _require_orientation(image, source, cfg.unoriented)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
             _predict_one(cfg, predictor, bundle, image, source, files, steps, following)
     except BaseException:
@@ -171,17 +171,30 @@ def main(cfg: DictConfig) -> None:
         print(format_timings(steps))
 
 
-def _require_orientation(image: Any, source: Path) -> None:
+UNORIENTED = ("error", "analyze")
+"""What ``unoriented=`` may say about a NIfTI whose header gives no orientation."""
+
+
+def _require_orientation(image: Any, source: Path, unoriented: str = "error") -> None:
     """Refuse a NIfTI whose header places no voxel in the patient (qform and sform codes 0):
     nibabel then guesses the old ANALYZE layout, left and right included, and a model trained
     on oriented scans sees the patient mirrored whenever the guess is wrong. The label would
-    sit on the input's voxels, wrong without a word."""
+    sit on the input's voxels, wrong without a word. ``unoriented=analyze`` takes the guess,
+    for a model trained on files written the same way (``kdseg-prepare`` reads them so)."""
+    if unoriented not in UNORIENTED:
+        raise InputError(None, f"unoriented={unoriented}: use one of {', '.join(UNORIENTED)}")
     header = image.header
-    if source.is_file() and int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+    if (
+        unoriented == "error"
+        and source.is_file()
+        and int(header["qform_code"]) == 0
+        and int(header["sform_code"]) == 0
+    ):
         raise InputError(
             source,
             "the header gives no orientation (qform_code and sform_code are 0), so left and "
-            "right are unknown; give it the scan's qform or sform first",
+            "right are unknown; give it the scan's qform or sform first, or pass "
+            "unoriented=analyze if the model was trained on files written the same way",
         )
 
 
