@@ -12,7 +12,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -246,6 +248,84 @@ except BaseException as exc:
     assert proc.returncode == 128 + signum and len(err.strip().splitlines()) == 1, err
     assert f"terminated ({name}); unfinished outputs removed" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["HUP", "TERM"])
+def test_a_signal_to_the_process_group_with_loader_workers_is_one_line(
+    tmp_path: Path, signum: int
+) -> None:
+    """A hang-up (or ``kill -- -pgid``) reaches the loader workers too: they leave stopping to
+    the main process (kdseg's worker init), which exits 128 + signal with its one line; the
+    workers used to die with the commands' handlers, and torch's worker check raised over it."""
+    script = """
+import sys, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from kdseg.cli.boundary import app_guard
+from kdseg.data.datamodule import worker_signals
+
+class Slow(Dataset):
+    def __len__(self):
+        return 10**6
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return torch.zeros(4)
+
+def app():
+    loader = DataLoader(Slow(), batch_size=2, num_workers=2, persistent_workers=True,
+                        worker_init_fn=lambda _: worker_signals())
+    for n, _ in enumerate(loader):
+        if n == 3:
+            print("started", flush=True)
+
+sys.argv[0] = "kdseg-train"
+app_guard("kdseg-train", app)()
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err
+    assert len(err.strip().splitlines()) == 1 and f"terminated ({name})" in err, err
+
+
+def test_the_stop_line_reaches_the_run_log_when_the_terminal_is_gone(tmp_path: Path) -> None:
+    """After a hang-up the terminal is gone and printing the error line fails (EIO; EPIPE
+    under a killed ``| tee``): the line still goes to the run's log file, and the exit code
+    is the signal's, not 1 from an error inside the error report."""
+    import logging
+
+    from kdseg.cli.boundary import Terminated, report
+
+    log = tmp_path / "train.log"
+    handler = logging.FileHandler(log)
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    class Gone:
+        def write(self, text: str) -> int:
+            raise OSError(5, "Input/output error")
+
+        def flush(self) -> None:
+            raise OSError(5, "Input/output error")
+
+    try:
+        with mock.patch.object(sys, "stderr", Gone()):
+            code = report("kdseg-train", Terminated(signal.SIGHUP), verbose=False)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert code == 128 + signal.SIGHUP
+    assert "kdseg-train: error: terminated (SIGHUP)" in log.read_text()
 
 
 def test_an_interrupted_training_run_says_how_to_resume_it(tmp_path: Path) -> None:

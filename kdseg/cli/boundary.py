@@ -216,14 +216,15 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     elif isinstance(exc, Terminated):
         signum = exc.args[0] if exc.args else signal.SIGTERM
         line = f"terminated ({signal.Signals(signum).name}); unfinished outputs removed"
-        line, code = line + resume_hint(), 128 + signum
+        line, code = line + resume_hint(command), 128 + signum
     elif isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        line, code = "interrupted; unfinished outputs removed" + resume_hint(), 130
+        line, code = "interrupted; unfinished outputs removed" + resume_hint(command), 130
     else:
         hint = "" if verbose else " (verbose=true shows the traceback)"
         line, code = f"internal error: {type(exc).__name__}: {_first_line(exc)}{hint}", 1
-    print(f"{command}: error: {line}", file=sys.stderr, flush=True)
-    _log_to_files(f"{command}: error: {line}")
+    _log_to_files(f"{command}: error: {line}")  # first: a hung-up terminal fails the print
+    with contextlib.suppress(OSError):  # the terminal or pipe is gone (SIGHUP, `| tee` killed)
+        print(f"{command}: error: {line}", file=sys.stderr, flush=True)
     return code
 
 
@@ -243,14 +244,18 @@ def _log_to_files(message: str) -> None:
                 handler.handle(record)
 
 
-def resume_hint() -> str:
+TRAINING_COMMANDS = ("kdseg-train", "kdseg-distill")
+
+
+def resume_hint(command: str = "kdseg-train") -> str:
     """How to resume the training run this process was stopped in (empty where it wrote no
-    checkpoint): the default run dir is time-stamped, so "the same command" alone would start
-    a new run in a new folder."""
+    checkpoint, or for a command that does not train: a one-shot command run inside a run
+    folder would otherwise be told to "resume" it): the default run dir is time-stamped, so
+    "the same command" alone would start a new run in a new folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
+    if command not in TRAINING_COMMANDS or not HydraConfig.initialized():
         return ""
     hydra_cfg = HydraConfig.get()
     sweep = str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None

@@ -114,7 +114,7 @@ def _warm(argv: list[str]) -> Callable[[], None]:
     paths=("input", "output", "ckpt", "artifact"),
 )
 def main(cfg: DictConfig) -> None:
-    from kdseg.data.io import is_nifti, load_volume
+    from kdseg.data.io import NONFINITE, is_nifti, load_volume
     from kdseg.data.niigz import forget_prefetched, prefetch
     from kdseg.guards import check_output, check_outputs
 
@@ -124,6 +124,9 @@ def main(cfg: DictConfig) -> None:
     pairs = plan_outputs(source, output)
     if cfg.output_format not in ("nifti", "dicom-seg"):
         raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
+    for key, choices in (("nonfinite", NONFINITE), ("unoriented", UNORIENTED)):
+        if cfg[key] not in choices:  # before the model loads and any case is written
+            raise InputError(None, f"{key}={cfg[key]}: use one of {', '.join(choices)}")
     if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
         raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
     if cfg.output_format == "nifti" and output.suffix == ".dcm":

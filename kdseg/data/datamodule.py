@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -471,6 +472,7 @@ class SliceDataModule(pl.LightningDataModule):
         return float(batches) if batches is not None else math.inf
 
     def _seed_worker(self, worker_id: int) -> None:
+        worker_signals()
         self.augment.set_random_state(seed=torch.initial_seed() % 2**32)
 
     def train_dataloader(self) -> DataLoader:
@@ -579,3 +581,18 @@ class MixedSampler(DistributedSampler):
             if block % self.num_replicas == self.rank:
                 yield from indices
                 yield from (self.offset + int(i) for i in draws)
+
+
+def worker_signals() -> None:
+    """A loader worker leaves stopping to the main process. Forked workers inherit the
+    commands' handlers (SIGTERM and SIGHUP -> an exception); a hang-up or ``kill -- -pgid``
+    signals the whole process group, each worker then died with exit 1, and torch's check of
+    its workers raised ``DataLoader worker exited unexpectedly`` over the main process's
+    orderly stop. Workers ignore SIGTERM and SIGHUP (the main process shuts them down, and
+    they exit on their own when it dies) and take SIGINT as torch's worker loop expects
+    (``KeyboardInterrupt``, a quiet exit)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
