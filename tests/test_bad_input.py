@@ -892,5 +892,22 @@ def test_one_shot_multirun_leaves_no_folder_in_the_current_one(tmp_path: Path) -
     )
     assert result.returncode == 2 and "nothere" in result.stderr
     assert not (tmp_path / "multirun").exists()
-    (sweep,) = (tmp_path / "runs" / "report-multirun").iterdir()
-    assert [p.name for p in sweep.iterdir()] == ["multirun.yaml"]
+    # the refused first job's sweep folder held only Hydra's multirun.yaml: removed with it
+    # (it was left behind); its parent stays, as a default run dir's do
+    assert list((tmp_path / "runs" / "report-multirun").iterdir()) == []
+
+
+def test_a_refused_sweep_removes_only_a_sweep_folder_it_made(tmp_path: Path) -> None:
+    """A ``hydra.sweep.dir`` named on the command line: removed with its new parents when the
+    first job is refused; one that was there before, holding anything else, stays as it was."""
+    args = ("kdseg-report", "-m", f"runs=[{tmp_path / 'nothere'}]", "digits=2,3")
+    new = tmp_path / "new" / "deeper" / "sweep"
+    result = _run(*args, f"hydra.sweep.dir={new}", cwd=tmp_path)
+    assert result.returncode == 2 and "nothere" in result.stderr
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    result = _run(*args, f"hydra.sweep.dir={kept}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["multirun.yaml", "notes.txt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -235,6 +236,28 @@ def test_a_misspelled_distill_key_is_refused(phantom_lits: Path, tmp_path: Path)
         phantom_lits, tmp_path, "enet", ["distill=kd", "+distill.warmup=0.2"]
     )
     assert module.criterion.warmup == 0.2
+
+
+def test_a_teacher_smaller_than_the_student_is_accepted_with_one_warning(
+    phantom_lits: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A teacher with fewer parameters than its student (self-distillation and small teachers
+    are legitimate, a swapped pair is not) distils, with one warning line giving both counts;
+    a teacher as large as the student gets none."""
+    with caplog.at_level(logging.WARNING, logger="kdseg.lit.distill"):
+        module, _ = _module_with_fake_teacher(phantom_lits, tmp_path, "enet", [])  # same size
+    assert not [r for r in caplog.records if r.name == "kdseg.lit.distill"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kdseg.lit.distill"):
+        module, _ = _module_with_fake_teacher(phantom_lits, tmp_path, "enet", ["student.width=0.5"])
+    (record,) = [r for r in caplog.records if r.name == "kdseg.lit.distill"]
+    n_teacher = sum(p.numel() for p in module.teacher.parameters())
+    n_student = sum(p.numel() for p in module.net.parameters())
+    assert n_teacher < n_student
+    assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
+    assert f"fewer parameters ({n_teacher:,}) than the student ({n_student:,})" in (
+        record.getMessage()
+    )
 
 
 def test_the_cosine_spans_the_steps_the_run_trains_and_a_longer_resume(

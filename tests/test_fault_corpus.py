@@ -497,6 +497,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("unknown option", "predict", lambda w: w.predict(w.ct(), "bogus=1"), "bogus", True),
     ("eval: protocol threshold=abc", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=abc"], "paper_threshold", False),
     ("eval: protocol=paper on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper"], "protocol=paper applies to binary models", False),  # once named threshold=, which eval lacks
+    ("eval: data.task=organ on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "data.task=organ"], "data.task=organ: this model's task is multiclass", False),  # was ignored: the checkpoint's task was scored
+    ("eval: data.task=tumor protocol=paper on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "data.task=tumor", "protocol=paper"], "one trained with data.task=tumor", False),
     ("eval: paper_threshold=7", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=7"], "paper_threshold=7.0: a probability", False),
     # dataset faults in prepare
     ("prepare: missing label", "prepare", lambda w: w.prepare("missing label"), "volume-1", False),
@@ -694,6 +696,19 @@ def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
         live.name,
         foreign.name,
     }
+
+
+def test_eval_takes_a_data_task_that_is_the_models_own(
+    shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """``data.task=`` on kdseg-eval's command line is checked against the model's task (the
+    corpus refuses another one); the model's own is accepted and scored as without it."""
+    out = tmp_path / "eval"
+    args = [f"ckpt={shared['ckpt']}", f"data.root={shared['lits']}", f"output_dir={out}"]
+    code, stdout, stderr = _in_process("eval", [*args, "data.task=multiclass"], tmp_path)
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "multiclass" and set(summary["summary"]) == {"organ", "tumor"}
 
 
 def test_nonfinite_min_replaces_nan_voxels(shared: dict[str, Path], tmp_path: Path) -> None:

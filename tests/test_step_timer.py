@@ -70,3 +70,20 @@ def test_step_timer_reports_nothing_before_a_measured_step(clock: _Clock) -> Non
     timer, module = StepTimer(warmup=5), _Module()
     _epoch(timer, module, clock, steps=3)
     assert timer.summary() == {} and module.logged == []
+
+
+def test_summary_json_says_why_a_short_run_has_no_throughput(clock: _Clock) -> None:
+    """A run too short for a timed step (warm-up, or one step per epoch) wrote
+    ``"throughput": {}``; now ``null`` with ``throughput_reason``. A timed run's record is
+    its summary, as before."""
+    timer, module = StepTimer(warmup=5), _Module()
+    for _ in range(8):  # one step per epoch: none ever has a previous step's end
+        _epoch(timer, module, clock, steps=1)
+    record = timer.record()
+    assert record["throughput"] is None
+    assert record["throughput_reason"] == (
+        "no training step was timed: 8 step(s) in 8 epoch(s), and the timer leaves out the "
+        "first 5 (warm-up) and each epoch's first (no previous step end to time it from)"
+    )
+    _epoch(timer, module, clock, steps=3)  # steps 2 and 3 of this epoch are timed
+    assert timer.record() == {"throughput": timer.summary()} and timer.summary()["slices"] == 8

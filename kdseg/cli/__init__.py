@@ -291,6 +291,7 @@ def build_predictor(
     progress: bool = False,
     threshold_key: str = "threshold",
     binary_only: str | None = None,
+    task: str | None = None,
 ) -> tuple[Any, Any, str, str | None]:
     """The checkpoint or artefact named by ``ckpt`` / ``artifact`` / ``backend`` as a Predictor.
 
@@ -300,7 +301,9 @@ def build_predictor(
     predictor is a :class:`~kdseg.eval.inference.CascadePredictor` and the bundle, backend and
     artefact returned are stage 2's. ``threshold_key`` names the option ``threshold`` came from
     and ``binary_only`` the setting that asked for it (default ``<threshold_key>=``), for the
-    line that refuses it.
+    line that refuses it. ``task``: a ``data.task=`` the user gave, which the model (stage 2)
+    must have been trained on: a model is scored on its own task, so another one is refused
+    (:func:`check_task`) rather than ignored.
     """
     from kdseg.deploy.artifact import resolve_bundle
     from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor, check_tta
@@ -322,6 +325,8 @@ def build_predictor(
         ckpt = ckpts[i] if ckpts else None
         artifact = artifacts[i] if artifacts else None
         bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend, threads)
+        if i == n - 1 and task is not None:
+            check_task(task, bundle.task.name, artifact or ckpt)
         if i == n - 1 and threshold is not None and bundle.task.name == "multiclass":
             raise InputError(
                 artifact or ckpt,
@@ -345,6 +350,26 @@ def build_predictor(
     if n == 1:
         return stages[0]
     return (CascadePredictor(stages[0][0], stages[1][0]), *stages[1][1:])
+
+
+def check_task(asked: str, own: str, model: Any) -> None:
+    """Refuse ``data.task=<asked>`` for a model trained on another task (``own``), naming the
+    option, the model and its task: the predictions are the model's own classes, whatever
+    the option says, so passing it by would score the model on a task it was not asked for.
+    A multiclass model's full evaluation already scores each binary task's class (organ:
+    labels 1 and 2, tumor: label 2, as a binary model's), so there the line says so."""
+    if asked == own:
+        return
+    head = f"data.task={asked}: this model's task is {own}, and a model is scored on its own task"
+    if own == "multiclass":
+        raise InputError(
+            model,
+            f"{head}; its full evaluation already has a {asked} column (drop data.task=; "
+            f"protocol=paper scores a binary model, one trained with data.task={asked})",
+        )
+    raise InputError(
+        model, f"{head} (drop data.task=, or give a model trained with data.task={asked})"
+    )
 
 
 def require_paths(cfg: DictConfig, *keys: str) -> None:

@@ -12,7 +12,8 @@ two guards below); :func:`guarded` is the task-level guard alone, for a module t
 * Library noise is filtered once per process: Lightning's accelerator banners and litlogger
   tip, known deprecation warnings, the MONAI nvImageCodec notice; other Python warnings are
   one ``kdseg-<command>: warning:`` line (:func:`console_warnings`), as kdseg's own are.
-* A refused run leaves no run folder behind (:func:`remove_new_run_dir`).
+* A refused run leaves no run folder behind (:func:`remove_new_run_dir`), and a sweep
+  refused at its first job no sweep folder (:func:`remove_new_sweep_dir`).
 
 What the options themselves may be (types, ranges, keys a command reads) and the one-shot
 composition live in :mod:`kdseg.cli.options`.
@@ -310,6 +311,7 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
                 code = report(command, exc, verbose)
                 if code == 2:  # refused: the run never started
                     remove_new_run_dir()
+                    remove_new_sweep_dir()
                 raise SystemExit(code) from None
 
         return wrapper
@@ -320,6 +322,8 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
 #: the folders of a ``hydra.run.dir`` named on the command line that did not exist before
 #: Hydra made them (deepest first): what a refused run removes again
 _NEW_FOLDERS: list[Path] = []
+#: the same for a ``hydra.sweep.dir`` named on the command line (remove_new_sweep_dir)
+_NEW_SWEEP_FOLDERS: list[Path] = []
 #: [the command's start (time.time()), whether it named hydra.run.dir] (note_new_run_dir)
 _STARTED: list[Any] = []
 #: what a run writes into its run dir before training starts (kdseg.cli.record_run)
@@ -335,15 +339,17 @@ def note_new_run_dir(argv: list[str]) -> None:
     """Before Hydra runs: which folders of an explicit ``hydra.run.dir=<path>`` do not exist
     yet (Hydra creates them before any of kdseg's checks)."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    _NEW_FOLDERS.clear()
-    _STARTED[:] = [time.time(), bool(given)]
-    if not given or "${" in given[-1] or not given[-1].strip():
-        return
-    path = Path(given[-1]).absolute()
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        _NEW_FOLDERS.append(folder)
+    sweep = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")]
+    _STARTED[:] = [time.time(), bool(given), bool(sweep)]
+    for named, new in ((given, _NEW_FOLDERS), (sweep, _NEW_SWEEP_FOLDERS)):
+        new.clear()
+        if not named or "${" in named[-1] or not named[-1].strip():
+            continue
+        path = Path(named[-1]).absolute()
+        for folder in (path, *path.parents):
+            if folder.exists():
+                break
+            new.append(folder)
 
 
 def note_default_run_dir(run: Path, job: str) -> None:
@@ -394,6 +400,47 @@ def remove_new_run_dir() -> None:
         with contextlib.suppress(OSError):
             folder.rmdir()
     for folder in new:  # deepest first; stops at the first that is not empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def remove_new_sweep_dir() -> None:
+    """After a refusal of a sweep's first job (``-m``): remove the sweep folder Hydra made
+    for it when it holds nothing but the ``multirun.yaml`` Hydra wrote there in this command
+    (and empty folders: a training job's own), and this command made it: a
+    ``hydra.sweep.dir`` named on the command line that did not exist before (with its new
+    parents, when empty), or the default ``<runs>/<command>-multirun/<YYYYmmdd-HHMMSS>``
+    stamped with this command's start (its parents stay, as a run dir's). A later job's
+    refusal keeps it: it is the record of the jobs that ran."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or len(_STARTED) < 3:
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.job.num != 0:
+        return
+    sweep = Path(hydra_cfg.sweep.dir).absolute()
+    if _STARTED[2]:  # named: only a folder that was not there before
+        if not _NEW_SWEEP_FOLDERS or sweep != _NEW_SWEEP_FOLDERS[0]:
+            return
+    else:
+        match = re.fullmatch(r"\d{8}-\d{6}", sweep.name)
+        if match is None or sweep == Path.cwd().absolute():
+            return
+        stamp = time.mktime(time.strptime(sweep.name, "%Y%m%d-%H%M%S"))  # local, as Hydra's
+        if not _STARTED[0] - 2 <= stamp <= time.time() + 1:
+            return
+    record = sweep / "multirun.yaml"
+    if not record.is_file() or record.stat().st_mtime < _STARTED[0] - 2:
+        return
+    if {p for p in sweep.rglob("*") if not p.is_dir()} != {record}:
+        return  # anything else there: not this command's alone, leave it all
+    record.unlink()
+    folders = sorted((p for p in sweep.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+    for folder in [*folders, sweep, *_NEW_SWEEP_FOLDERS[1:]]:  # deepest first
         try:
             folder.rmdir()
         except OSError:

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kdseg.cli import build_predictor, command, number, stage_list, to_dict
+from kdseg.cli.options import set_on_command_line
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import run_folder
@@ -28,8 +29,14 @@ def main(cfg: DictConfig) -> None:
     stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)
     kind = "cascade-" if len(stages) > 1 else ""
     threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
+    # data.task: the model's own (from its checkpoint); one given on the command line is checked
+    task = str(cfg.data.task) if set_on_command_line("data.task") else None
     predictor, bundle, backend, artifact = build_predictor(
-        cfg, threshold=threshold, threshold_key="paper_threshold", binary_only="protocol=paper"
+        cfg,
+        threshold=threshold,
+        threshold_key="paper_threshold",
+        binary_only="protocol=paper",
+        task=task,
     )
     tta = predictor.tta  # checked by build_predictor
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")

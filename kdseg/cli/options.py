@@ -278,6 +278,19 @@ def plain_overrides(argv: list[str]) -> bool:
     )
 
 
+def set_on_command_line(key: str) -> bool:
+    """Whether ``key`` was given on the command line (``key=``, ``+key=``, ``++key=``), as
+    Hydra records the task's overrides: set by the user, not by a config group or an
+    ``experiment=`` file. False outside a Hydra app (a config composed by :func:`compose_once`
+    is not asked)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    given = (str(o).partition("=")[0].lstrip("+") for o in HydraConfig.get().overrides.task)
+    return key in given
+
+
 def quote_paths(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     """``argv`` with each ``key=value`` of ``keys`` (options that name files) quoted for Hydra's
     grammar where it would not read the value as that one path: a file name with parentheses,

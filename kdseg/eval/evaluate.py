@@ -55,7 +55,9 @@ def evaluate_cases(
     check_protocol(protocol)
     classes = predictor.task.eval_classes
     if protocol == "paper" and predictor.task.name == "multiclass":
-        raise InputError(None, "protocol=paper scores a binary model (data.task=organ or tumor)")
+        raise InputError(
+            None, "protocol=paper scores a binary model (one trained with data.task=organ or tumor)"
+        )
     rows = []
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))

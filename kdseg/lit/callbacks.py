@@ -151,6 +151,7 @@ class StepTimer(pl.Callback):
     def __init__(self, warmup: int = 5) -> None:
         self.warmup = warmup
         self._seen = 0  # training batches started, over the whole fit
+        self._epochs = 0  # training epochs started, over the whole fit
         self._last_end: float | None = None
         self._wait = self._wall = 0.0
         self._slices = 0
@@ -160,6 +161,7 @@ class StepTimer(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_end = None
         self._epoch = [0.0, 0.0, 0.0]
+        self._epochs += 1
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -217,6 +219,20 @@ class StepTimer(pl.Callback):
         if out:
             out.update(slices=self._slices, seconds=round(self._wall, 2))
         return out
+
+    def record(self) -> dict[str, Any]:
+        """``summary.json``'s ``throughput``: :meth:`summary`; or, when no step was timed (a
+        very short run), ``null`` and ``throughput_reason`` saying why, with the steps and
+        epochs this process trained."""
+        summary = self.summary()
+        if summary:
+            return {"throughput": summary}
+        reason = (
+            f"no training step was timed: {self._seen} step(s) in {self._epochs} epoch(s), "
+            f"and the timer leaves out the first {self.warmup} (warm-up) and each epoch's "
+            "first (no previous step end to time it from)"
+        )
+        return {"throughput": None, "throughput_reason": reason}
 
 
 class ValidationLine(pl.Callback):

@@ -26,6 +26,7 @@ the teacher would compute.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -40,6 +41,8 @@ from kdseg.lit.teacher_cache import TeacherCache, check_cache_dir
 from kdseg.models import SegOutput
 from kdseg.models.compile import check_compile, compile_network
 from kdseg.models.memory_format import check_layout, set_channels_last
+
+log = logging.getLogger(__name__)
 
 MUST_MATCH = ("organ", "task", "context", "in_channels", "num_classes", "preprocess")
 #: Floor of stored probabilities before the log (a one-hot hard target becomes log 1e-4 = -9.2).
@@ -88,6 +91,7 @@ class DistillationModule(SegmentationModule):
                     ckpt, f"teacher was trained on other inputs ({'; '.join(details)})"
                 )
             self.teacher = bundle.model.requires_grad_(False).eval()
+            _note_small_teacher(self.teacher, self.net, ckpt)
             # None: as the teacher's checkpoint says
             layout = check_layout(teacher.get("channels_last"), "teacher.channels_last")
             if layout is not None:
@@ -177,6 +181,20 @@ class DistillationModule(SegmentationModule):
         if self._trainer is None or not self.criterion.warmup:
             return None, None
         return self.trainer.global_step, self.trainer.estimated_stepping_batches
+
+
+def _note_small_teacher(teacher: torch.nn.Module, student: torch.nn.Module, ckpt: str) -> None:
+    """One warning line when the teacher has fewer parameters than the student: legitimate
+    (self-distillation, a small teacher), and accepted, but more often a swapped pair."""
+    n_teacher = sum(p.numel() for p in teacher.parameters())
+    n_student = sum(p.numel() for p in student.parameters())
+    if n_teacher < n_student:
+        log.warning(
+            "teacher.ckpt=%s has fewer parameters (%s) than the student (%s); distilling anyway",
+            ckpt,
+            f"{n_teacher:,}",
+            f"{n_student:,}",
+        )
 
 
 def _differences(key: str, teacher: dict[str, Any], student: dict[str, Any]) -> list[str]:

@@ -299,7 +299,7 @@ def fit(
         "seed": int(cfg.get("seed", 123)),
         "init_weights_sha256": init_checksum,
         "metrics": metrics,
-        "throughput": next(c for c in callbacks if isinstance(c, StepTimer)).summary(),
+        **next(c for c in callbacks if isinstance(c, StepTimer)).record(),
     }
     if trainer.is_global_zero:
         write_text_atomic(summary_path, json.dumps(summary, indent=1) + "\n")
