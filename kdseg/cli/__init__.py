@@ -364,8 +364,9 @@ def check_task(asked: str, own: str, model: Any) -> None:
     if own == "multiclass":
         raise InputError(
             model,
-            f"{head}; its full evaluation already has a {asked} column (drop data.task=; "
-            f"protocol=paper scores a binary model, one trained with data.task={asked})",
+            f"{head}; its full evaluation already scores {asked} in its own column (drop "
+            f"data.task=; protocol=paper scores a binary model, one trained with "
+            f"data.task={asked})",
         )
     raise InputError(
         model, f"{head} (drop data.task=, or give a model trained with data.task={asked})"
