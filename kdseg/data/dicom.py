@@ -13,8 +13,9 @@ grid a NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE`
 ``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
 in any order and with any names, with or without the 128-byte preamble; hidden files and
 non-DICOM files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or
-cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report):
-exactly the validated slices are read.
+cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report,
+with or without the preamble; a CT image of the series without one is refused): exactly the
+validated slices are read.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -75,14 +76,16 @@ def _dicom_files(folder: Path) -> list[Path]:
 
 def _series_files(folder: Path) -> list[Path]:
     """The files of a series folder to read: those with a DICOM preamble, and those without
-    one that pydicom still reads as an image slice (older exports write no preamble; they were
-    left out, and a missing last slice cannot be seen in the numbering). A file named like
-    DICOM that is neither (an empty or cut copy) is refused; other files are ignored."""
+    one that pydicom still reads as a DICOM object (older exports write no preamble; they were
+    left out, and a missing last slice cannot be seen in the numbering). Which of them are
+    image slices is :func:`_read_headers`' rule, preamble or not (a report is skipped). A file
+    named like DICOM that is neither (an empty or cut copy) is refused; other files are
+    ignored."""
     files = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if is_dicom(path) or _bare_slice(path):
+        if is_dicom(path) or _bare_dicom(path):
             files.append(path)
         elif path.suffix.lower() in DICOM_SUFFIXES:
             size = path.stat().st_size
@@ -94,12 +97,14 @@ def _series_files(folder: Path) -> list[Path]:
     return files
 
 
-def _bare_slice(path: Path) -> bool:
-    """Whether ``path`` is a DICOM image slice written without the preamble and ``DICM``."""
+def _bare_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM object written without the preamble and ``DICM``: pydicom
+    parses it and it has a SOPClassUID or SOPInstanceUID (an image slice, or a report, a
+    localizer, ... that the header rules skip or refuse as they do with a preamble)."""
     try:
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
-        return "SOPInstanceUID" in ds and "ImagePositionPatient" in ds
-    except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not a slice)
+        return "SOPClassUID" in ds or "SOPInstanceUID" in ds
+    except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not DICOM)
         return False
 
 
