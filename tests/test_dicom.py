@@ -294,6 +294,19 @@ def test_a_report_without_a_preamble_is_skipped_as_with_one(series):
     assert err.value.path == str(last)
 
 
+def test_a_series_written_without_preambles_is_a_dicom_folder(series, tmp_path):
+    """It loaded, but ``is_dicom_folder`` counted only files with a preamble, so kdseg-predict
+    said "no NIfTI files or DICOM series in this folder"."""
+    from kdseg.cli.predict import plan_outputs
+
+    for path in series.iterdir():
+        path.write_bytes(path.read_bytes()[132:])
+    assert not any(pydicom.misc.is_dicom(p) for p in series.iterdir())
+    assert is_dicom_folder(series)
+    assert plan_outputs(series, tmp_path / "out") == [(series, tmp_path / "out/series.nii.gz")]
+    assert plan_outputs(tmp_path, tmp_path / "out") == [(series, tmp_path / "out/series.nii.gz")]
+
+
 def test_a_ct_slice_without_a_position_is_named_not_left_out(series):
     """It was taken for a DICOMDIR or a report and left out: 7 slices read instead of 8."""
     last = series / "IM00008.dcm"

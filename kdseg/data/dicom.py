@@ -63,15 +63,11 @@ _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS (its own inverse)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 """File names a series folder holds only DICOM files under (any case)."""
 
+_BARE_PROBES = 3
+"""Files :func:`is_dicom_folder` tries to read as DICOM without the preamble when none has one."""
+
 _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
 _MAX_LISTED = 5
-
-
-def _dicom_files(folder: Path) -> list[Path]:
-    """The non-hidden regular files in ``folder`` with a DICOM preamble, sorted by name."""
-    return sorted(
-        p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom(p)
-    )
 
 
 def _series_files(folder: Path) -> list[Path]:
@@ -109,9 +105,18 @@ def _bare_dicom(path: Path) -> bool:
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder that holds at least one DICOM file."""
+    """Whether ``path`` is a folder that holds at least one DICOM file: one with the preamble,
+    else one of the first :data:`_BARE_PROBES` files (those named ``.dcm``, ``.dicom`` or
+    ``.ima`` first) that pydicom reads without it (a series exported without preambles loads,
+    so it is a series folder too). Cheap: it runs on every folder of a folder of inputs."""
     path = Path(path)
-    return path.is_dir() and bool(_dicom_files(path))
+    if not path.is_dir():
+        return False
+    files = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and p.is_file()]
+    if any(is_dicom(p) for p in files):
+        return True
+    files.sort(key=lambda p: p.suffix.lower() not in DICOM_SUFFIXES)  # stable: names within
+    return any(_bare_dicom(p) for p in files[:_BARE_PROBES])
 
 
 def _listed(items: list, limit: int = _MAX_LISTED) -> str:
