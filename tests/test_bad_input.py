@@ -546,6 +546,38 @@ def test_a_file_name_hydra_would_parse_is_read_as_written(tmp_path: Path, name: 
     assert quote_paths([kept[3]], ("output",)) == ["output='a,b'"]
 
 
+def test_a_file_name_hydra_would_read_as_a_number_or_null_is_a_path(tmp_path: Path) -> None:
+    """``input=1e3`` (a file named ``1e3``), ``input=123``, ``input=true`` or ``input=null``
+    was an internal TypeError: Hydra read a float, an int, a bool or None. Now the value is
+    the path; ``ckpt=null`` and ``artifact=null`` stay null (the options take it), and so does
+    everything under ``hydra.mode=MULTIRUN`` as under ``-m`` (``ckpt=a,b`` is a sweep)."""
+    from kdseg.cli.options import quote_paths
+
+    for name in ("1e3", "123", "true", "null"):
+        result = _run(
+            "kdseg-predict", "ckpt=null", "artifact=m.onnx", f"input={name}", "output=o/",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"kdseg-predict: error: {name}: input not found"
+        ], result.stderr
+    keys, nullable = ("input", "output", "ckpt", "artifact"), ("ckpt", "artifact")
+    argv = ["ckpt=null", "artifact=null", "input=1e3", "output=null", "threads=1"]
+    assert quote_paths(argv, keys, nullable) == [
+        "ckpt=null", "artifact=null", "input='1e3'", "output='null'", "threads=1"
+    ]  # fmt: skip
+    assert quote_paths(["ckpt=5", "artifact=false"], keys, nullable) == [
+        "ckpt='5'", "artifact='false'"
+    ]  # fmt: skip
+    for mode in ("hydra.mode=MULTIRUN", "hydra.mode=RunMode.MULTIRUN", "++hydra.mode=MULTIRUN"):
+        swept = [mode, "ckpt=a,b", "input=1e3"]
+        assert quote_paths(swept, keys, nullable) == swept
+    assert quote_paths(["hydra.mode=RUN", "ckpt=a,b"], keys, nullable) == [
+        "hydra.mode=RUN", "ckpt='a,b'"
+    ]  # fmt: skip
+
+
 def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     """``+thresold=0.5`` would add a key kdseg-predict never reads; ``-m`` with ``--cfg`` is
     Hydra's own refusal. Both: one line, exit 2, no traceback; training configs take new keys

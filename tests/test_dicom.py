@@ -263,6 +263,50 @@ def test_a_slice_without_a_preamble_is_read_and_an_empty_copy_is_named(series):
         load_dicom_series(series)
 
 
+def _bare_report(path, sop_class="1.2.840.10008.5.1.4.1.1.88.67") -> None:
+    """A dose report (an SR: no pixels, no position) written without the preamble."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, generate_uid(), "SR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=False)
+    assert not pydicom.misc.is_dicom(path)
+
+
+def test_a_report_without_a_preamble_is_skipped_as_with_one(series):
+    """A dose report named .dcm without the preamble refused the whole series as "named like
+    a DICOM file but not one"; with a preamble it was skipped. Now both are skipped, and a CT
+    slice of the series without a position is still refused, preamble or not."""
+    whole = np.asarray(load_dicom_series(series).dataobj)
+    _bare_report(series / "dose.dcm")
+    np.testing.assert_array_equal(np.asarray(load_dicom_series(series).dataobj), whole)
+    last = series / "IM00008.dcm"
+    ds = pydicom.dcmread(last)
+    del ds.ImagePositionPatient
+    ds.save_as(last)
+    last.write_bytes(last.read_bytes()[132:])
+    with pytest.raises(InputError, match="CT slice without ImagePositionPatient") as err:
+        load_dicom_series(series)
+    assert err.value.path == str(last)
+
+
+def test_a_series_written_without_preambles_is_a_dicom_folder(series, tmp_path):
+    """It loaded, but ``is_dicom_folder`` counted only files with a preamble, so kdseg-predict
+    said "no NIfTI files or DICOM series in this folder"."""
+    from kdseg.cli.predict import plan_outputs
+
+    for path in series.iterdir():
+        path.write_bytes(path.read_bytes()[132:])
+    assert not any(pydicom.misc.is_dicom(p) for p in series.iterdir())
+    assert is_dicom_folder(series)
+    assert plan_outputs(series, tmp_path / "out") == [(series, tmp_path / "out/series.nii.gz")]
+    assert plan_outputs(tmp_path, tmp_path / "out") == [(series, tmp_path / "out/series.nii.gz")]
+
+
 def test_a_ct_slice_without_a_position_is_named_not_left_out(series):
     """It was taken for a DICOMDIR or a report and left out: 7 slices read instead of 8."""
     last = series / "IM00008.dcm"

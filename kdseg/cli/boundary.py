@@ -506,6 +506,7 @@ def command(
     one_shot: bool = False,
     warm: Callable[[list[str]], Callable[[], None] | None] | None = None,
     paths: tuple[str, ...] = (),
+    null_paths: tuple[str, ...] = (),
 ) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """``@command("kdseg-predict", "predict")``: the Hydra app for ``conf/<config_name>.yaml``
     with the task guard inside, a fast plain ``--help`` and the app guard around it.
@@ -517,7 +518,8 @@ def command(
     named on the command line) before the config is composed; it must never raise, and it may
     return a function that drops what it started, called however the command ends.
     ``paths``: options that name files, quoted for Hydra's grammar where needed
-    (:func:`~kdseg.cli.options.quote_paths`: ``input=CT scan (1).nii.gz`` as it is written).
+    (:func:`~kdseg.cli.options.quote_paths`: ``input=CT scan (1).nii.gz`` as it is written,
+    ``input=1e3`` a file, not a number); ``null_paths``: those of them that take ``null``.
     """
     import hydra
 
@@ -534,7 +536,7 @@ def command(
         @functools.wraps(app)
         def direct_or_app(*args: Any, **kwargs: Any) -> Any:
             argv = sys.argv[1:]
-            quoted = quote_paths(argv, paths) if paths else argv
+            quoted = quote_paths(argv, paths, null_paths) if paths else argv
             if args or kwargs or not plain_overrides(argv):
                 sys.argv[1:] = quoted
                 return app(*args, **kwargs)

@@ -291,16 +291,21 @@ def set_on_command_line(key: str) -> bool:
     return key in given
 
 
-def quote_paths(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+def quote_paths(
+    argv: list[str], keys: tuple[str, ...], nullable: tuple[str, ...] = ()
+) -> list[str]:
     """``argv`` with each ``key=value`` of ``keys`` (options that name files) quoted for Hydra's
     grammar where it would not read the value as that one path: a file name with parentheses,
     brackets, ``=``, an apostrophe or a letter outside ASCII (``CT scan (1).nii.gz``,
-    ``Bäcker.nii``) is a grammar error, and a comma a sweep, unless quoted. A list
-    (``ckpt=[a,b]``), a quoted value and anything under ``-m`` / ``--multirun`` stay as given.
+    ``Bäcker.nii``) is a grammar error, a comma a sweep, and ``1e3``, ``123``, ``true`` or
+    ``null`` a number, a bool or None (a TypeError deep inside), unless quoted; ``null`` stays
+    null for the keys of ``nullable`` (``ckpt=null``: no checkpoint). A list (``ckpt=[a,b]``),
+    a quoted value and anything under ``-m`` / ``--multirun`` / ``hydra.mode=MULTIRUN`` stay
+    as given.
     """
     named = any(arg.partition("=")[0] in keys for arg in argv)
-    if not named or any(arg in ("-m", "--multirun") for arg in argv):  # `--help`: no parser
-        return argv
+    if not named or any(arg in ("-m", "--multirun") or _multirun(arg) for arg in argv):
+        return argv  # `--help`: no parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -309,13 +314,22 @@ def quote_paths(argv: list[str], keys: tuple[str, ...]) -> list[str]:
         key, _, value = arg.partition("=")
         if key in keys and value and value[0] not in "['\"" and not value.endswith("\\"):
             try:
-                plain = not parser.parse_override(arg).is_sweep_override()
+                override = parser.parse_override(arg)
+                sweep = override.is_sweep_override()
+                read = None if sweep else override.value()
+                plain = not sweep and (isinstance(read, str) or (read is None and key in nullable))
             except Exception:  # noqa: BLE001  (Hydra's grammar error)
                 plain = False
             if not plain:
                 arg = f"{key}='" + value.replace("'", "\\'") + "'"
         quoted.append(arg)
     return quoted
+
+
+def _multirun(arg: str) -> bool:
+    """Whether ``arg`` sets ``hydra.mode`` to MULTIRUN, which makes a comma a sweep as ``-m``."""
+    key, _, value = arg.partition("=")
+    return key.lstrip("+") == "hydra.mode" and value.removeprefix("RunMode.") == "MULTIRUN"
 
 
 def _has_key(cfg: DictConfig, key: str) -> bool:

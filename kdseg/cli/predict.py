@@ -112,6 +112,7 @@ def _warm(argv: list[str]) -> Callable[[], None]:
     one_shot=True,
     warm=_warm,
     paths=("input", "output", "ckpt", "artifact"),
+    null_paths=("ckpt", "artifact"),  # ckpt=null: an artifact alone; input/output never null
 )
 def main(cfg: DictConfig) -> None:
     from kdseg.data.io import NONFINITE, is_nifti, load_volume

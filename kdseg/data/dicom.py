@@ -13,8 +13,9 @@ grid a NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE`
 ``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
 in any order and with any names, with or without the 128-byte preamble; hidden files and
 non-DICOM files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or
-cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report):
-exactly the validated slices are read.
+cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report,
+with or without the preamble; a CT image of the series without one is refused): exactly the
+validated slices are read.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -62,27 +63,25 @@ _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS (its own inverse)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 """File names a series folder holds only DICOM files under (any case)."""
 
+_BARE_PROBES = 3
+"""Files :func:`is_dicom_folder` tries to read as DICOM without the preamble when none has one."""
+
 _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
 _MAX_LISTED = 5
 
 
-def _dicom_files(folder: Path) -> list[Path]:
-    """The non-hidden regular files in ``folder`` with a DICOM preamble, sorted by name."""
-    return sorted(
-        p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom(p)
-    )
-
-
 def _series_files(folder: Path) -> list[Path]:
     """The files of a series folder to read: those with a DICOM preamble, and those without
-    one that pydicom still reads as an image slice (older exports write no preamble; they were
-    left out, and a missing last slice cannot be seen in the numbering). A file named like
-    DICOM that is neither (an empty or cut copy) is refused; other files are ignored."""
+    one that pydicom still reads as a DICOM object (older exports write no preamble; they were
+    left out, and a missing last slice cannot be seen in the numbering). Which of them are
+    image slices is :func:`_read_headers`' rule, preamble or not (a report is skipped). A file
+    named like DICOM that is neither (an empty or cut copy) is refused; other files are
+    ignored."""
     files = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if is_dicom(path) or _bare_slice(path):
+        if is_dicom(path) or _bare_dicom(path):
             files.append(path)
         elif path.suffix.lower() in DICOM_SUFFIXES:
             size = path.stat().st_size
@@ -94,19 +93,30 @@ def _series_files(folder: Path) -> list[Path]:
     return files
 
 
-def _bare_slice(path: Path) -> bool:
-    """Whether ``path`` is a DICOM image slice written without the preamble and ``DICM``."""
+def _bare_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM object written without the preamble and ``DICM``: pydicom
+    parses it and it has a SOPClassUID or SOPInstanceUID (an image slice, or a report, a
+    localizer, ... that the header rules skip or refuse as they do with a preamble)."""
     try:
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
-        return "SOPInstanceUID" in ds and "ImagePositionPatient" in ds
-    except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not a slice)
+        return "SOPClassUID" in ds or "SOPInstanceUID" in ds
+    except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not DICOM)
         return False
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder that holds at least one DICOM file."""
+    """Whether ``path`` is a folder that holds at least one DICOM file: one with the preamble,
+    else one of the first :data:`_BARE_PROBES` files (those named ``.dcm``, ``.dicom`` or
+    ``.ima`` first) that pydicom reads without it (a series exported without preambles loads,
+    so it is a series folder too). Cheap: it runs on every folder of a folder of inputs."""
     path = Path(path)
-    return path.is_dir() and bool(_dicom_files(path))
+    if not path.is_dir():
+        return False
+    files = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and p.is_file()]
+    if any(is_dicom(p) for p in files):
+        return True
+    files.sort(key=lambda p: p.suffix.lower() not in DICOM_SUFFIXES)  # stable: names within
+    return any(_bare_dicom(p) for p in files[:_BARE_PROBES])
 
 
 def _listed(items: list, limit: int = _MAX_LISTED) -> str:
