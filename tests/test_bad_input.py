@@ -638,6 +638,33 @@ def test_a_new_key_a_training_command_never_reads_is_refused(
     check_no_new_keys(command, ["+experiment=demo", "hydra/launcher=basic", "data.root=x"])
 
 
+def test_a_new_model_key_is_checked_against_the_chosen_model_not_all_of_them() -> None:
+    """``kdseg-train model=raunet +model.base=32``: ``base`` is an option of ``unetpp`` alone,
+    but the check took the keys of every model file, so it passed and the run failed as an
+    internal TypeError inside RAUNet's constructor. Now the chosen model's own file decides,
+    and the constructor refuses a key it lacks (an experiment file that sets one) as one line."""
+    from kdseg.cli.options import check_no_new_keys, unknown_option
+    from kdseg.models import build_from_config
+
+    cases = [
+        ("train", "+model.base=32", {"model": "raunet"}, "model=raunet has no option 'model.base'"),
+        ("train", "+model.widht=1", {"model": "raunet"}, "did you mean model.width=?"),
+        ("distill", "+student.base=32", {"student": "enet"}, "student=enet has no option"),
+        ("distill", "+student.bins=[1]", {"student": "enet"}, "'student.bins' to add"),
+    ]  # fmt: skip
+    for command, override, choices, words in cases:
+        with pytest.raises(InputError, match=re.escape(words)) as refused:
+            check_no_new_keys(command, [override], choices)
+        assert "did you mean model.base" not in str(refused.value)
+    check_no_new_keys("train", ["+trainer.limit_train_batches=2"], {"model": "raunet"})
+    hydra = "Could not override 'model.base'. To append to your config use +model.base=32"
+    told = str(unknown_option(hydra, "train"))  # `model=raunet model.base=32`
+    assert "did you mean model.base" not in told and "model=unetpp" in told, told
+    config = {"name": "raunet", "in_channels": 1, "num_classes": 2, "base": 32}
+    with pytest.raises(InputError, match=re.escape("model raunet has no option 'base'")):
+        build_from_config(config)
+
+
 def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: Path) -> None:
     """``treshold=0.5`` (no ``+``) got Hydra's "To append to your config use +treshold=0.5",
     which kdseg-predict and kdseg-eval then refuse in turn (they read only their own keys):

@@ -300,8 +300,9 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
                     note_default_run_dir(
                         Path(hydra_cfg.runtime.output_dir).absolute(), hydra_cfg.job.name
                     )
-                    check_no_new_keys(hydra_cfg.job.config_name, list(hydra_cfg.overrides.task))
                     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+                    overrides = list(hydra_cfg.overrides.task)
+                    check_no_new_keys(hydra_cfg.job.config_name, overrides, choices)
                     check_option_types(cfg, hydra_cfg.job.config_name, choices)
                     check_option_ranges(cfg)
                 return fn(cfg)

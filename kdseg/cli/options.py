@@ -161,33 +161,61 @@ OPEN_CONFIGS = ("train", "distill")
 OPEN_SECTIONS = ("trainer", "distill")
 
 
-def check_no_new_keys(config_name: str | None, overrides: list[str]) -> None:
+#: config groups that hold one network's constructor options: a new key under one is checked
+#: against the chosen file alone (``model=raunet +model.base=32``: ``base`` is unetpp's)
+MODEL_GROUPS = ("model", "student")
+
+
+def check_no_new_keys(
+    config_name: str | None, overrides: list[str], choices: dict | None = None
+) -> None:
     """Refuse ``+key=value`` for a command that would never read the key (a typo of an option
     would otherwise be ignored without a word). A training command takes new keys under
-    :data:`OPEN_SECTIONS` only; elsewhere a key that no config file of it holds is a typo."""
+    :data:`OPEN_SECTIONS` only; elsewhere a key that no config file of it holds is a typo.
+    ``choices`` (Hydra's ``runtime.choices``): a key under :data:`MODEL_GROUPS` must be an
+    option of the chosen network's file, not of any network's."""
     for override in overrides:
         if override.startswith("+") and "=" in override:
             key = override.lstrip("+").split("=", 1)[0]
+            model = _chosen_model(key, choices)
             if config_name in OPEN_CONFIGS and (
                 key.split(".")[0] in (*OPEN_SECTIONS, "hydra", "experiment")
                 or "/" in key
                 or "@" in key
-                or key in _option_names(config_name)
+                or key in _option_names(config_name, model)
             ):
                 continue
-            close = _closest_option(key, config_name) if config_name else None
+            close = _closest_option(key, config_name, model) if config_name else None
             hint = f" (did you mean {close}=?)" if close else ""
+            where = f"{model[0]}={model[1]}" if model else f"conf/{config_name}.yaml"
+            listed = f"conf/{model[0]}/{model[1]}.yaml" if model else "--help"
             raise InputError(
                 None,
-                f"{override}: conf/{config_name}.yaml has no option {key!r} to add{hint}; "
-                "its options are listed by --help",
+                f"{override}: {where} has no option {key!r} to add{hint}; "
+                f"its options are listed by {listed}",
             )
 
 
-def _option_names(config_name: str) -> list[str]:
+def _chosen_model(key: str, choices: dict | None) -> tuple[str, str] | None:
+    """``(group, choice)`` when ``key`` lies under a :data:`MODEL_GROUPS` group whose chosen
+    file is known and stands alone (no defaults list of its own); else None."""
+    group = key.split(".")[0]
+    choice = (choices or {}).get(group)
+    if group not in MODEL_GROUPS or not isinstance(choice, str):
+        return None
+    path = Path(CONFIG_PATH) / group / f"{choice}.yaml"
+    try:
+        own = OmegaConf.load(path)
+    except Exception:  # noqa: BLE001  (Hydra read it; unreadable here: the broad check)
+        return None
+    return None if "defaults" in own else (group, choice)
+
+
+def _option_names(config_name: str, model: tuple[str, str] | None = None) -> list[str]:
     """Dotted option names a command's config may hold, for suggestions: the keys of
     ``conf/<config_name>.yaml`` and of every file of the config groups its defaults list
-    names (``data``, ``model``, ...; not ``experiment``, not ``hydra``)."""
+    names (``data``, ``model``, ...; not ``experiment``, not ``hydra``); ``model``, a
+    ``(group, choice)``: that group's keys from the chosen file only."""
     root = Path(CONFIG_PATH)
     names: set[str] = set()
 
@@ -215,25 +243,34 @@ def _option_names(config_name: str) -> list[str]:
         if not str(group).startswith(("override", "hydra", "experiment"))
     ]
     for group in groups:
-        for path in sorted((root / group).glob("*.yaml")):
+        chosen = [root / group / f"{model[1]}.yaml"] if model and model[0] == group else None
+        for path in chosen or sorted((root / group).glob("*.yaml")):
             walk(load(path), f"{group}.")
     return sorted(names)
 
 
-def _closest_option(key: str, config_name: str) -> str | None:
-    """The option of ``config_name`` that ``key`` most likely misspells, if any."""
+def _closest_option(key: str, config_name: str, model: tuple[str, str] | None = None) -> str | None:
+    """The option of ``config_name`` that ``key`` most likely misspells, if any (never ``key``
+    itself: an option of another network than the chosen one)."""
     import difflib
 
-    close = difflib.get_close_matches(key, _option_names(config_name), n=1, cutoff=0.75)
-    return close[0] if close else None
+    names = [name for name in _option_names(config_name, model) if name != key]
+    head, dot, rest = key.rpartition(".")
+    siblings = [name[len(head) + 1 :] for name in names if dot and name.startswith(f"{head}.")]
+    close = difflib.get_close_matches(rest, siblings, n=1, cutoff=0.75) if siblings else []
+    if close:  # compared without the shared part (model.base is not model.name)
+        return f"{head}.{close[0]}"
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return close[0] if close and not (siblings and close[0].startswith(f"{head}.")) else None
 
 
 def unknown_option(message: str, config_name: str) -> InputError | None:
     """Hydra's refusal of ``key=value`` for a key the config lacks ("Could not override 'key'.
     To append to your config use +key=value"), told as kdseg's commands take it: a command
     that reads only its own keys refuses ``+key=`` as well (:func:`check_no_new_keys`), so
-    the advice would only lead to a second refusal; a close option name is offered instead.
-    None when ``message`` is not that refusal."""
+    the advice would only lead to a second refusal; a close option name is offered instead,
+    or, for an option of another network (``model=raunet model.base=32``), the networks that
+    have it. None when ``message`` is not that refusal."""
     import re
 
     match = re.match(
@@ -242,6 +279,19 @@ def unknown_option(message: str, config_name: str) -> InputError | None:
     if match is None:
         return None
     key, override = match.groups()
+    group, _, option = key.partition(".")
+    if config_name in OPEN_CONFIGS and group in MODEL_GROUPS and option:
+        holders = [
+            path.stem
+            for path in sorted((Path(CONFIG_PATH) / group).glob("*.yaml"))
+            if f"{group}.{option}" in _option_names(config_name, (group, path.stem))
+        ]
+        if holders:
+            which = ", ".join(f"{group}={name}" for name in holders)
+            return InputError(
+                None,
+                f"{override}: the chosen {group} has no option {option!r} (only {which} has it)",
+            )
     close = _closest_option(key, config_name)
     hint = f"did you mean {close}=?" if close else "--help lists the options"
     if config_name in OPEN_CONFIGS and key.split(".")[0] in OPEN_SECTIONS:

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from kdseg.errors import InputError
 from kdseg.models.compile import check_compile
 from kdseg.models.memory_format import check_layout, set_channels_last
 
@@ -71,5 +72,27 @@ def build_from_config(cfg: dict[str, Any], encoder_weights: bool = True) -> nn.M
         kwargs.pop("encoder_weights", None)
     channels_last = check_layout(kwargs.pop("channels_last", None), "model.channels_last")
     check_compile(kwargs.pop("compile", None), "model.compile")
+    _check_options(name, kwargs)
     net = build_model(name, **kwargs)
     return set_channels_last(net, True) if channels_last else net
+
+
+def _check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a config key the network ``name`` does not take (an experiment file that sets
+    ``model.base`` for a network without it) as one line, not a TypeError from its
+    constructor; an unknown ``name`` is left to :func:`build_model`."""
+    import difflib
+    import inspect
+
+    _import_all()
+    factory = _MODELS.get(name)
+    if factory is None:
+        return
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in kwargs:
+        if key not in parameters:
+            close = difflib.get_close_matches(key, list(parameters), n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}?" if close else f"its options: {', '.join(parameters)}"
+            raise InputError(None, f"model {name} has no option {key!r} ({hint})")
