@@ -116,3 +116,45 @@ def test_confidence_of_a_thresholded_binary_model_is_that_of_its_decided_class()
     assert row["mean_max_prob"] == pytest.approx(0.4, abs=1e-5)
     argmax = Predictor(hesitant, PreprocessConfig(), Task("organ"))  # no foreground won
     assert score_case(argmax, img, flip=False)[1]["mean_max_prob"] == 0.0
+
+
+def test_a_scan_without_orientation_is_refused_as_by_kdseg_predict(tmp_path: Path) -> None:
+    """A NIfTI with qform and sform codes 0 (left and right a guess) is refused by
+    kdseg-predict; kdseg-pseudolabel labelled it without a word, a dataset to train on with
+    the patient perhaps mirrored. The same ``unoriented=`` option and check now."""
+    import struct
+
+    from omegaconf import OmegaConf
+    from test_preprocess import _volume
+
+    from kdseg.data.preprocess_config import PreprocessConfig
+    from kdseg.data.tasks import Task
+    from kdseg.errors import InputError
+    from kdseg.eval.pseudolabel import pseudolabel_folder
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    img, _ = _volume("RAS")
+    path = scans / "case.nii"
+    nib.save(img, str(path))
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<hh", raw, 252, 0, 0)  # qform_code, sform_code
+    path.write_bytes(bytes(raw))
+
+    def sure(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros_like(x), np.where(x > -1.0, 5.0, -5.0)], axis=1)
+
+    predictor = Predictor(sure, PreprocessConfig(), Task("organ"))
+    with pytest.raises(InputError, match="gives no orientation"):
+        list(pseudolabel_folder(predictor, scans, tmp_path / "out", flip=False))
+    assert not (tmp_path / "out").exists()
+    rows = list(
+        pseudolabel_folder(predictor, scans, tmp_path / "out", flip=False, unoriented="analyze")
+    )
+    assert [row["case_id"] for row in rows] == ["case"]
+    assert OmegaConf.load(Path(__file__).parents[1] / "conf/pseudolabel.yaml").unoriented == "error"
+    result = kdseg(  # the option is checked before the model loads
+        "pseudolabel", "ckpt=none.ckpt", f"input={scans}", "output=o", "unoriented=ras",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "unoriented=ras: use one of error, analyze" in result.stderr

@@ -115,7 +115,7 @@ def _warm(argv: list[str]) -> Callable[[], None]:
     null_paths=("ckpt", "artifact"),  # ckpt=null: an artifact alone; input/output never null
 )
 def main(cfg: DictConfig) -> None:
-    from kdseg.data.io import NONFINITE, is_nifti, load_volume
+    from kdseg.data.io import NONFINITE, UNORIENTED, is_nifti, load_volume, require_orientation
     from kdseg.data.niigz import forget_prefetched, prefetch
     from kdseg.guards import check_output, check_outputs
 
@@ -161,7 +161,7 @@ def main(cfg: DictConfig) -> None:
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite)
-            _require_orientation(image, source, cfg.unoriented)
+            require_orientation(image, source, cfg.unoriented)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
             _predict_one(cfg, predictor, bundle, image, source, files, steps, following)
     except BaseException:
@@ -173,33 +173,6 @@ def main(cfg: DictConfig) -> None:
         forget_prefetched()
     if cfg.verbose:
         print(format_timings(steps))
-
-
-UNORIENTED = ("error", "analyze")
-"""What ``unoriented=`` may say about a NIfTI whose header gives no orientation."""
-
-
-def _require_orientation(image: Any, source: Path, unoriented: str = "error") -> None:
-    """Refuse a NIfTI whose header places no voxel in the patient (qform and sform codes 0):
-    nibabel then guesses the old ANALYZE layout, left and right included, and a model trained
-    on oriented scans sees the patient mirrored whenever the guess is wrong. The label would
-    sit on the input's voxels, wrong without a word. ``unoriented=analyze`` takes the guess,
-    for a model trained on files written the same way (``kdseg-prepare`` reads them so)."""
-    if unoriented not in UNORIENTED:
-        raise InputError(None, f"unoriented={unoriented}: use one of {', '.join(UNORIENTED)}")
-    header = image.header
-    if (
-        unoriented == "error"
-        and source.is_file()
-        and int(header["qform_code"]) == 0
-        and int(header["sform_code"]) == 0
-    ):
-        raise InputError(
-            source,
-            "the header gives no orientation (qform_code and sform_code are 0), so left and "
-            "right are unknown; give it the scan's qform or sform first, or pass "
-            "unoriented=analyze if the model was trained on files written the same way",
-        )
 
 
 def _check_replaceable(files: list[Path]) -> None:

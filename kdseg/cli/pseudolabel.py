@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
+from kdseg.data.io import check_unoriented
 from kdseg.errors import InputError
 from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
 
@@ -15,6 +16,7 @@ from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_fold
 def main(cfg: DictConfig) -> None:
     require_paths(cfg, "input", "output")
     check_destination(Path(cfg.input), Path(cfg.output))  # before the model loads
+    check_unoriented(cfg.unoriented)
     min_confidence = number(cfg, "min_confidence", float, minimum=0, maximum=1)
     min_flip_dice = number(cfg, "min_flip_dice", float, minimum=0, maximum=1)
     predictor, bundle, *_ = build_predictor(cfg, threshold=number(cfg, "threshold", float))
@@ -33,6 +35,7 @@ def main(cfg: DictConfig) -> None:
         min_flip_dice=min_flip_dice or 0.0,
         flip=bool(cfg.flip_check),
         organ=organ,
+        unoriented=cfg.unoriented,
     ):
         total += 1
         kept += bool(row["kept"])

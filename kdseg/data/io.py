@@ -75,6 +75,39 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
+UNORIENTED = ("error", "analyze")
+"""What ``unoriented=`` may say about a NIfTI whose header gives no orientation."""
+
+
+def check_unoriented(unoriented: str) -> None:
+    """Refuse an ``unoriented=`` value that is not one of :data:`UNORIENTED`."""
+    if unoriented not in UNORIENTED:
+        raise InputError(None, f"unoriented={unoriented}: use one of {', '.join(UNORIENTED)}")
+
+
+def require_orientation(image: nib.Nifti1Image, source: Path, unoriented: str = "error") -> None:
+    """Refuse a NIfTI whose header places no voxel in the patient (qform and sform codes 0):
+    nibabel then guesses the old ANALYZE layout, left and right included, and a model trained
+    on oriented scans sees the patient mirrored whenever the guess is wrong. The label would
+    sit on the input's voxels, wrong without a word. ``unoriented=analyze`` takes the guess,
+    for a model trained on files written the same way (``kdseg-prepare`` reads them so).
+    For the commands that label scans with a model: kdseg-predict and kdseg-pseudolabel."""
+    check_unoriented(unoriented)
+    header = image.header
+    if (
+        unoriented == "error"
+        and Path(source).is_file()
+        and int(header["qform_code"]) == 0
+        and int(header["sform_code"]) == 0
+    ):
+        raise InputError(
+            source,
+            "the header gives no orientation (qform_code and sform_code are 0), so left and "
+            "right are unknown; give it the scan's qform or sform first, or pass "
+            "unoriented=analyze if the model was trained on files written the same way",
+        )
+
+
 def load_volume(
     path: str | Path, nonfinite: str | None = None, role: str = "image"
 ) -> nib.Nifti1Image:

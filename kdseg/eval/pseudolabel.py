@@ -34,7 +34,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from kdseg.data.io import load_volume, save_label, stored_image
+from kdseg.data.io import (
+    check_unoriented,
+    load_volume,
+    require_orientation,
+    save_label,
+    stored_image,
+)
 from kdseg.data.sources import ImageCase, discover_images
 from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
 
@@ -137,8 +143,12 @@ def pseudolabel_folder(
     min_flip_dice: float = 0.0,
     flip: bool = True,
     organ: str = "organ",
+    unoriented: str = "error",
 ) -> Iterator[dict]:
     """Label every image of ``source`` into the dataset ``output``; yield each case's row.
+
+    A NIfTI whose header gives no orientation is refused unless ``unoriented="analyze"``
+    (:func:`~kdseg.data.io.require_orientation`, as kdseg-predict).
 
     A case below a threshold is listed (``kept`` false) but not written, so the folder holds
     exactly the kept cases. The dataset is built in a hidden folder beside ``output`` and
@@ -147,6 +157,7 @@ def pseudolabel_folder(
     """
     source, final = Path(source), Path(output).resolve()  # "." has a name once resolved
     check_destination(source, Path(output))
+    check_unoriented(unoriented)
     cases = discover_images(source)
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
     # signal leaves no half-written dataset, and an earlier run's dataset stays until then
@@ -155,7 +166,10 @@ def pseudolabel_folder(
     output.mkdir(parents=True)
     try:
         kept = 0
-        for row in _label_cases(predictor, cases, output, min_confidence, min_flip_dice, flip):
+        rows = _label_cases(
+            predictor, cases, output, min_confidence, min_flip_dice, flip, unoriented
+        )
+        for row in rows:
             kept += bool(row["kept"])
             yield row
         dataset = {
@@ -211,10 +225,12 @@ def _label_cases(
     min_confidence: float,
     min_flip_dice: float,
     flip: bool,
+    unoriented: str,
 ) -> Iterator[dict]:
     rows: list[dict] = []
     for case in cases:
         image = load_volume(case.image)
+        require_orientation(image, case.image, unoriented)
         label, row = score_case(predictor, image, flip=flip)
         flip_ok = not flip or row["flip_dice"] >= min_flip_dice
         kept = row["mean_max_prob"] >= min_confidence and flip_ok
