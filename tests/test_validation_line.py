@@ -103,3 +103,39 @@ def test_wandb_entity_reaches_the_logger(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert (init["entity"], init["project"], init["group"]) == ("my-lab", "kdseg", "g")
     assert logger._offline
     assert getattr(logger, "_experiment", None) is None  # no run started, no network
+
+
+def test_a_run_resumed_from_a_checkpoint_without_its_state_takes_the_best_score(
+    handlers,
+) -> None:
+    """A checkpoint saved before ValidationLine existed holds no best score of its own: the
+    resumed run's lines said the first validation after it was the best. The best checkpoint's
+    score stands in (its epoch unknown), compared in that checkpoint's mode (min or max)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    log_file, _ = handlers
+    best = ModelCheckpoint(monitor="val/dice_mean", mode="max")
+    best.best_model_score = torch.tensor(0.8123)
+    resumed = ValidationLine()
+    trainer = SimpleNamespace(**vars(_trainer(5, 160, 0.5)), checkpoint_callbacks=[best])
+    resumed.on_train_start(trainer, None)
+    _validate(resumed, trainer, [0.1])
+    line = log_file.read_text().splitlines()[-1]
+    assert "val dice 0.5000 (best 0.8123), " in line, line
+    resumed.load_state_dict(resumed.state_dict())  # the epoch stays unknown through a save
+    assert resumed.best == (pytest.approx(0.8123), None)
+
+    lowest = ModelCheckpoint(monitor="val/loss", mode="min")
+    lowest.best_model_score = torch.tensor(0.3)
+    loss = ValidationLine("val/loss")
+    trainer = SimpleNamespace(
+        **{**vars(_trainer(2, 96, 0.0)), "callback_metrics": {"val/loss": torch.tensor(0.4)}},
+        checkpoint_callbacks=[lowest],
+    )
+    loss.on_train_start(trainer, None)
+    _validate(loss, trainer, [])
+    assert "val loss 0.4000 (best 0.3000)" in log_file.read_text().splitlines()[-1]
+    trainer.callback_metrics = {"val/loss": torch.tensor(0.2)}
+    trainer.current_epoch = 3
+    _validate(loss, trainer, [])
+    assert "val loss 0.2000 (best 0.2000 at epoch 4)" in log_file.read_text().splitlines()[-1]

@@ -6,6 +6,7 @@ checkpoint."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -246,18 +247,31 @@ class ValidationLine(pl.Callback):
     validation). The console shows the progress bar instead: the line goes to the log file
     only, and to the console too where the progress bar is off (``enable_progress_bar=false``,
     a batch job's log). Rank 0 only; the best score is kept in the checkpoint, so a resumed
-    run's lines go on from it in the same, appended, log file.
+    run's lines go on from it in the same, appended, log file. A checkpoint saved before this
+    callback existed holds no such state: the best checkpoint's score stands in, its epoch
+    unknown (``best 0.8123``, without ``at epoch``). Better is as that checkpoint callback
+    (the ``ModelCheckpoint`` of the same monitor) says: ``mode`` max or min.
     """
 
     def __init__(self, monitor: str = "val/dice_mean") -> None:
         self.monitor = monitor
-        self.best: tuple[float, int] | None = None  # (score, epoch as shown)
+        self.best: tuple[float, int | None] | None = None  # (score, epoch as shown, if known)
+        self.mode = "max"
         self._loss: torch.Tensor | None = None
         self._steps = 0
         self._since: float | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._since = time.perf_counter()
+        # after a checkpoint's states are restored: the best checkpoint's mode and, where the
+        # checkpoint held no state of this callback, its score
+        for callback in getattr(trainer, "checkpoint_callbacks", None) or []:
+            if getattr(callback, "monitor", None) == self.monitor:
+                self.mode = callback.mode
+                score = callback.best_model_score
+                if self.best is None and score is not None and math.isfinite(float(score)):
+                    self.best = (float(score), None)
+                break
 
     def on_train_batch_end(
         self,
@@ -287,7 +301,9 @@ class ValidationLine(pl.Callback):
         if value is None:
             return None
         score, epoch = float(value), trainer.current_epoch + 1
-        if self.best is None or score > self.best[0]:
+        if self.best is None or (
+            score < self.best[0] if self.mode == "min" else score > self.best[0]
+        ):
             self.best = (score, epoch)
         max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
         where = f"epoch {epoch}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
@@ -297,7 +313,8 @@ class ValidationLine(pl.Callback):
             parts.append(f"train loss {float(self._loss) / self._steps:.4g}")
         name = self.monitor.removeprefix("val/").replace("_mean", "").replace("_", " ")
         best, best_epoch = self.best
-        parts.append(f"val {name} {score:.4f} (best {best:.4f} at epoch {best_epoch})")
+        when = f" at epoch {best_epoch}" if best_epoch is not None else ""
+        parts.append(f"val {name} {score:.4f} (best {best:.4f}{when})")
         if self._since is not None:
             parts.append(f"{time.perf_counter() - self._since:.1f} s")
         return f"{where}: {', '.join(parts)}"
@@ -307,7 +324,8 @@ class ValidationLine(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         best = state_dict.get("best")
-        self.best = None if best is None else (float(best[0]), int(best[1]))
+        epoch = None if best is None or best[1] is None else int(best[1])
+        self.best = None if best is None else (float(best[0]), epoch)
 
 
 def _to_run_log(line: str, console: bool) -> None:
