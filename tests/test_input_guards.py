@@ -442,3 +442,38 @@ def test_a_checkpoint_whose_config_is_not_a_mapping_is_one_input_error(
     torch.save({"hyper_parameters": hparams, "state_dict": {}}, path)
     with pytest.raises(InputError, match="odd.ckpt: checkpoint carries no kdseg model/data"):
         read_checkpoint(path)
+
+
+def test_a_nifti_named_in_capitals_is_read_and_its_label_named_after_it(tmp_path: Path) -> None:
+    """``B.NII.GZ`` (a scanner export's naming) was refused by kdseg-predict; nibabel and
+    kdseg's readers take an all-capitals suffix (the gzip is told by the name in any case), so
+    it is read and its label is ``B.nii.gz``. A suffix of mixed case (``.Nii``) stays refused:
+    nibabel looks for a file of another name (``c.nii``) and fails."""
+    from test_preprocess import _volume
+
+    from kdseg.cli.predict import plan_outputs
+    from kdseg.data.io import load_volume
+    from kdseg.data.sources import discover_images
+
+    img, _ = _volume("RAS")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(img, str(scans / "a.nii.gz"))
+    (scans / "B.NII.GZ").write_bytes((scans / "a.nii.gz").read_bytes())
+    nib.save(img, str(scans / "C.NII"))
+    out = tmp_path / "out"
+    pairs = plan_outputs(scans, out)
+    assert [(s.name, o) for s, o in pairs] == [
+        ("B.NII.GZ", out / "B.nii.gz"),
+        ("C.NII", out / "C.nii.gz"),
+        ("a.nii.gz", out / "a.nii.gz"),
+    ]
+    assert plan_outputs(scans / "B.NII.GZ", out) == [(scans / "B.NII.GZ", out / "B.nii.gz")]
+    for name in ("B.NII.GZ", "C.NII"):
+        np.testing.assert_array_equal(load_volume(scans / name).get_fdata(), img.get_fdata())
+    assert [case.case_id for case in discover_images(scans)] == ["B", "C", "a"]
+    (scans / "d.Nii").write_bytes((scans / "C.NII").read_bytes())
+    with pytest.raises(InputError, match="d.Nii: a NIfTI suffix of mixed case"):
+        plan_outputs(scans, out)
+    with pytest.raises(InputError, match="d.Nii: a NIfTI suffix of mixed case"):
+        load_volume(scans / "d.Nii")

@@ -33,8 +33,10 @@ from kdseg.errors import InputError, atomic_group
 
 
 def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
-    """Pairs (input, output file): one file or DICOM series, or every volume in a folder."""
-    from kdseg.data.io import is_nifti
+    """Pairs (input, output file): one file or DICOM series, or every volume in a folder.
+    A label is named ``<stem>.nii.gz`` after its input, whose suffix may be in capitals
+    (``B.NII.GZ`` -> ``B.nii.gz``)."""
+    from kdseg.data.io import is_nifti, mixed_case_nifti
 
     def is_dicom_folder(path: Path) -> bool:  # pydicom only for folders: 0.2 s of start-up
         from kdseg.data.dicom import is_dicom_folder
@@ -52,9 +54,9 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
             raise InputError(source, "no name to give the output; pass output=<name>.nii.gz")
         return [(source, output / f"{stem}.nii.gz")]
     names = [p for p in source.iterdir() if not p.name.startswith(".")]  # ._* forks, swap files
-    capitals = sorted(p for p in names if not is_nifti(p) and is_nifti(p.name.lower()))
-    if capitals:  # B.NII.GZ beside a.nii.gz: it would be left out without a word
-        raise InputError(capitals[0], "a NIfTI named in capitals; name it .nii or .nii.gz")
+    mixed = [refusal for p in sorted(names) if (refusal := mixed_case_nifti(p)) is not None]
+    if mixed:  # b.Nii.gz beside a.nii.gz: it would be left out without a word
+        raise mixed[0]
     inputs = sorted(p for p in names if is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     if not inputs:
         raise InputError(source, "no NIfTI files or DICOM series in this folder")
@@ -64,13 +66,13 @@ def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
 
 
 def _stem(path: Path) -> str:
-    from kdseg.data.io import NIFTI_SUFFIXES
+    from kdseg.data.io import nifti_stem
 
     name = path.name
-    for suffix in (*NIFTI_SUFFIXES[::-1], ".seg.dcm", ".dcm"):
+    for suffix in (".seg.dcm", ".dcm"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
-    return name
+    return nifti_stem(name)
 
 
 def _seg_path(target: Path) -> Path:

@@ -71,8 +71,34 @@ and may be replaced (see :func:`written_by_kdseg`)."""
 
 
 def is_nifti(path: str | Path) -> bool:
-    """True when ``path`` names a NIfTI file by its extension."""
-    return str(path).endswith(NIFTI_SUFFIXES)
+    """True when ``path`` names a NIfTI file by its extension, in small letters or in capitals
+    (``B.NII.GZ``, as some scanners export; nibabel reads both, and a gzip is told by
+    :func:`~kdseg.data.niigz.is_gzip_name` in any case). Not a suffix of mixed case
+    (:func:`mixed_case_nifti`)."""
+    name = str(path)
+    return name.endswith(NIFTI_SUFFIXES) or name.endswith(_NIFTI_CAPITALS)
+
+
+_NIFTI_CAPITALS = tuple(suffix.upper() for suffix in NIFTI_SUFFIXES)
+
+
+def mixed_case_nifti(path: str | Path) -> InputError | None:
+    """The refusal of a NIfTI suffix of mixed case (``c.Nii``, ``c.nii.GZ``), else None:
+    nibabel looks for its file under another name (``c.nii``) and fails, so it is renamed."""
+    if is_nifti(path) or not is_nifti(Path(path).name.lower()):
+        return None
+    return InputError(
+        path, "a NIfTI suffix of mixed case, which nibabel cannot read; name it .nii.gz or .nii"
+    )
+
+
+def nifti_stem(path: str | Path) -> str:
+    """The file name of ``path`` without its NIfTI suffix (``B.NII.GZ`` -> ``B``)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 UNORIENTED = ("error", "analyze")
@@ -132,12 +158,12 @@ def load_volume(
 
         return check_volume(load_dicom_series(path), path, nonfinite, role)
     if not is_nifti(path):
-        if is_nifti(path.name.lower()):
-            raise InputError(path, "a NIfTI named in capitals; name it .nii or .nii.gz")
+        if (refusal := mixed_case_nifti(path)) is not None:
+            raise refusal
         if _is_dicom_file(path):
             raise InputError(path, f"one DICOM slice; pass its series folder: input={path.parent}")
         raise InputError(path, "not a NIfTI file (.nii or .nii.gz) nor a DICOM series folder")
-    if not str(path).endswith(".gz") and path.is_file():
+    if not is_gzip_name(path) and path.is_file():
         with open(path, "rb") as f:
             if f.read(2) == b"\x1f\x8b":
                 raise InputError(path, "gzip-compressed data named .nii; name it .nii.gz")
@@ -224,7 +250,7 @@ def _check_pixdim(path: Path) -> None:
     """Refuse a header whose voxel size (``pixdim``) is zero or not finite on a spatial axis,
     before nibabel quietly makes it 1 mm (a negative one is taken as its absolute value, as
     nibabel does)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+    opener = gzip.open if is_gzip_name(path) else open
     with opener(path, "rb") as f:
         head = f.read(540)
     klass = nib.Nifti2Header if is_nifti2(head) else nib.Nifti1Header
@@ -281,7 +307,7 @@ def _data_bytes(path: Path, expected: int) -> tuple[int, bool]:
     ``expected``. Deflate cannot compress more than 1032:1, which bounds hopeless headers fast.
     """
     size = path.stat().st_size
-    if not str(path).endswith(".gz"):
+    if not is_gzip_name(path):
         return size, True
     if expected > size * MAX_DEFLATE_RATIO:
         return size * MAX_DEFLATE_RATIO, False
@@ -517,7 +543,7 @@ def written_by_kdseg(path: str | Path) -> bool:
 
 def nifti_suffix(path: str | Path) -> str:
     """``.nii.gz`` or ``.nii``: the extension a temporary for ``path`` must keep for nibabel."""
-    return ".nii.gz" if str(path).endswith(".gz") else ".nii"
+    return ".nii.gz" if is_gzip_name(path) else ".nii"
 
 
 def save_label(label: np.ndarray, reference: nib.Nifti1Image, path: str | Path) -> Path:

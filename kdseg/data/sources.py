@@ -169,21 +169,14 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
     return cases
 
 
-def _stem(path: Path) -> str:
-    for suffix in (".nii.gz", ".nii"):
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
-
-
 def _plain_images(root: Path) -> list[ImageCase]:
     """NIfTI files and DICOM series in ``root``; nnU-Net's ``_0000`` channel suffix is dropped
     from the ids when every file has it (an ``imagesTs`` folder), as its predictions drop it."""
     from kdseg.data.dicom import is_dicom_folder
-    from kdseg.data.io import is_nifti
+    from kdseg.data.io import is_nifti, nifti_stem
 
     images = [
-        ImageCase(_stem(p), p)
+        ImageCase(nifti_stem(p), p)
         for p in sorted(root.iterdir())
         if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     ]
@@ -233,7 +226,9 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
         p for p in root.glob("volume-*.nii*") if re.fullmatch(r"volume-\d+\.nii(\.gz)?", p.name)
     ]
     if lits:
-        return [ImageCase(_stem(p), p) for p in lits]
+        from kdseg.data.io import nifti_stem
+
+        return [ImageCase(nifti_stem(p), p) for p in lits]
     return None
 
 

@@ -101,7 +101,7 @@ def check_destination(source: Path, output: Path) -> None:
 
 def _link_or_copy(case: ImageCase, image: nib.Nifti1Image, target: Path) -> None:
     """The image as ``target``: a symbolic link to a ``.nii.gz`` input, else a NIfTI copy."""
-    if case.image.is_file() and case.image.name.endswith(".nii.gz"):
+    if case.image.is_file() and case.image.name.lower().endswith(".nii.gz"):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.lnk")
         tmp.unlink(missing_ok=True)
