@@ -945,6 +945,22 @@ def test_one_shot_sweeps_go_to_runs_without_job_folders(name: str) -> None:
     assert str(sweep.subdir) == "."
 
 
+def test_bench_writes_under_runs_not_into_the_committed_docs() -> None:
+    """``kdseg-bench`` wrote ``docs/bench.md``, ``.png`` and ``.json`` by default: the README's
+    command, run from a checkout, replaced the committed measured table with the reader's own.
+    Its default output folder is now beside the runs; the scripts that regenerate the
+    committed tables pass ``output_dir=`` themselves."""
+    from hydra import compose, initialize_config_dir
+
+    from kdseg.cli.options import CONFIG_PATH
+    from kdseg.deploy.bench import BenchConfig
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_PATH), job_name="b"):
+        cfg = compose("bench")
+    assert cfg.output_dir == "runs/bench"
+    assert BenchConfig.__dataclass_fields__["output_dir"].default == "runs/bench"
+
+
 def test_one_shot_multirun_leaves_no_folder_in_the_current_one(tmp_path: Path) -> None:
     result = _run(
         "kdseg-report", "-m", f"runs=[{tmp_path / 'nothere'}]", "digits=2,3", cwd=tmp_path

@@ -104,7 +104,7 @@ class BenchConfig:
     threads: int = 2
     batch_size: int = 1
     matmul_size: int = 2048
-    output_dir: str = "docs"
+    output_dir: str = "runs/bench"
     name: str = "bench"
     quick: bool = False
     fresh_runs: int = 1
