@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -814,8 +815,10 @@ def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
     overrides: list[str], culprit: str, tmp_path: Path, phantom_lits: Path
 ) -> None:
     """A bad learning rate is refused before anything is built; a patch larger than the
-    native slices only once the cached cases are opened, after the CSV logger made its
-    folder. Both: exit 2, one line, and the new run dir removed with the empty folders in it."""
+    native slices once the cached cases are opened (once after the CSV logger made its
+    folder; now before the loggers start). Both: exit 2, one line, and the new run dir
+    removed with the empty folders in it. Refusals after the loggers start, wandb on: the
+    rows ``wandb on`` of tests/test_fault_corpus.py."""
     from conftest import TINY_DATA, kdseg
 
     run = tmp_path / "new" / "run"
@@ -832,6 +835,70 @@ def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and culprit in lines[0], result.stderr
     assert not (tmp_path / "new").exists(), sorted(map(str, tmp_path.rglob("*")))
+
+
+def test_logger_files_are_removed_only_before_the_run_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a refusal removes of the loggers' files (kdseg.cli.boundary): only what is new
+    since the task started, only wandb run folders of the run dir's own id, and nothing once
+    the run wrote a checkpoint (its record must stay: the run is resumable)."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from kdseg.cli import boundary
+    from kdseg.lit.resume import WANDB_ID_FILE
+
+    assert boundary.WANDB_ID_FILE == WANDB_ID_FILE
+    run = tmp_path / "run"
+    hydra_cfg = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(run)))
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra_cfg))
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    monkeypatch.setattr(boundary, "_BEFORE", {})  # this test's notes, dropped after it
+
+    def start(checkpoint: bool) -> list[str]:
+        """A run dir the loggers started in (``wandb`` was there, with an earlier run)."""
+        old = run / "wandb" / "offline-run-20261201_100000-abcd1234"
+        old.mkdir(parents=True)
+        (run / "wandb" / "latest-run").symlink_to(old.name)
+        (run / "wandb" / "notes.txt").write_text("the user's\n")
+        boundary.note_run_state(run)
+        (run / WANDB_ID_FILE).write_text("abcd1234\n")
+        new = run / "wandb" / "offline-run-20261207_100000-abcd1234"
+        (new / "files").mkdir(parents=True)
+        (new / "run-abcd1234.wandb").write_bytes(b"w")
+        other = run / "wandb" / "offline-run-20261207_100000-zzzz9999"  # not this run's id
+        other.mkdir()
+        (run / "wandb" / "latest-run").unlink()
+        (run / "wandb" / "latest-run").symlink_to(new.name)
+        (run / "wandb" / "debug.log").symlink_to(f"{new.name}/logs/debug.log")
+        (run / "csv").mkdir()
+        (run / "csv" / "hparams.yaml").write_text("a: 1\n")
+        if checkpoint:
+            (run / "checkpoints").mkdir()
+            (run / "checkpoints" / "last.ckpt").write_bytes(b"c")
+        return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+
+    made = start(checkpoint=True)
+    boundary.remove_new_logger_files()
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == made  # all of it stays
+
+    shutil.rmtree(run)
+    start(checkpoint=False)
+    boundary.remove_new_logger_files()
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    assert left == [
+        "wandb",
+        "wandb/latest-run",
+        "wandb/notes.txt",
+        "wandb/offline-run-20261201_100000-abcd1234",
+        "wandb/offline-run-20261207_100000-zzzz9999",
+    ]
+    assert os.readlink(run / "wandb" / "latest-run") == "offline-run-20261201_100000-abcd1234"
 
 
 def test_inf_stays_a_setting_where_it_means_never() -> None:

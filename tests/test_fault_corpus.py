@@ -348,6 +348,26 @@ def distill_args(w: World, *extra: str) -> list[str]:
     return [*_run_args(w), f"teacher.ckpt={w.copy_ckpt()}", "student=enet", "student.width=0.25", "distill=emkd", *extra]  # fmt: skip
 
 
+def with_wandb(w: World, args: list[str]) -> list[str]:
+    """``args`` logged as a run outside the tests logs, wandb offline beside the CSV (the
+    default logger): a refusal after the loggers start leaves nothing of either."""
+    w.env = {"WANDB_MODE": "offline"}
+    return [a for a in args if a != "logger=csv"]
+
+
+def no_gpu(w: World) -> list[str]:
+    """A GPU run on a machine without one: Lightning refuses it after the loggers are made."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is there: trainer=gpu is not refused")
+    return with_wandb(w, train_args(w, "trainer=gpu"))
+
+
+def two_slice_sizes(w: World) -> list[str]:
+    """The shared phantoms at their own matrix sizes (no in_plane_size): training cases of
+    70 x 70 and 66 x 66 slices, which no batch of 4 holds."""
+    return with_wandb(w, [f"data.root={w.lits}", "data.batch_size=4", "model=enet", "model.width=0.25", "trainer.max_epochs=1", f"hydra.run.dir={w.tmp / 'run'}"])  # fmt: skip
+
+
 def resume_with(w: World, *changes: str) -> list[str]:
     """A copy of the shared run (its config and last.ckpt), rerun with ``changes``."""
     run = w.tmp / "run"
@@ -537,6 +557,9 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("distill: run dir is the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=False), "teacher-run", False),
     ("distill: run dir inside the teacher's run", "distill", lambda w: distill_into_teacher_run(w, inside=True), "teacher-run/checkpoints/student", False),
     ("train: run dir inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/run"])[1], "in/run", False),
+    ("train: trainer=gpu without a GPU, wandb on", "train", no_gpu, "No supported gpu backend found", True),  # left wandb_id.txt
+    ("train: slices of two sizes, wandb on", "train", two_slice_sizes, "batches need one size", True),  # refused in the Trainer's setup: left wandb/ and csv/
+    ("train: no end to the learning-rate schedule, wandb on", "train", lambda w: with_wandb(w, train_args(w, "trainer.max_epochs=-1")), "the cosine learning-rate schedule needs an end", True),  # refused at the training start, after wandb's run folder and csv/hparams.yaml
     ("train: new run dir deep inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/runs/a/b"])[1], "in/runs/a/b", False),
 ]  # fmt: skip
 
@@ -593,8 +616,10 @@ def _in_process(command: str, args: list[str], cwd: Path) -> tuple[int, str, str
     return code, out.getvalue(), err.getvalue()
 
 
-def _subprocess(command: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+def _subprocess(
+    command: str, args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
     result = subprocess.run(
         [str(BIN / f"kdseg-{command}"), *args], capture_output=True, text=True, cwd=cwd, env=env
@@ -625,8 +650,12 @@ def test_fault(
     before = _snapshot(tmp_path)
     folders = {p for p in tmp_path.rglob("*") if p.is_dir()}
     lits_before = _snapshot(shared["lits"]) if command == "eval" else None
-    run = _subprocess if sub else _in_process
-    code, stdout, stderr = run(command, args, tmp_path / "cwd")
+    env = getattr(world, "env", None)
+    assert sub or env is None, "a row with its own environment runs as a real process"
+    if sub:
+        code, stdout, stderr = _subprocess(command, args, tmp_path / "cwd", env)
+    else:
+        code, stdout, stderr = _in_process(command, args, tmp_path / "cwd")
     report = f"exit {code}\nstdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-3000:]}"
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2, report
@@ -799,3 +828,39 @@ def test_a_rerun_of_a_run_saved_before_newer_options_is_the_same_run(
     (tmp_path / "cwd").mkdir()
     code, stdout, stderr = _in_process("train", args, tmp_path / "cwd")
     assert code == 0, stderr[-3000:]
+
+
+def test_a_resumed_run_refused_after_the_loggers_start_keeps_all_it_had(
+    shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """A rerun in a run folder that wandb logged (offline) refused after the loggers started
+    (here at the training start: no end to the schedule; and by Lightning, trainer=gpu on a
+    machine without one): the wandb run folder it made is removed and wandb's links point
+    where they did, so the folder holds what it held, byte for byte, but the run's record
+    (``config.yaml``, ``.hydra/``, the log): the wandb id, the checkpoints, the CSV log and
+    the earlier wandb run stay as they were."""
+    run = tmp_path / "run"
+    args = [*TINY_DATA, f"data.root={shared['lits']}", "model=enet", "model.width=0.25", "trainer.max_epochs=1", f"hydra.run.dir={run}"]  # fmt: skip
+    wandb = {"WANDB_MODE": "offline"}
+    code, _, stderr = _subprocess("train", args, tmp_path, wandb)
+    assert code == 0, stderr[-3000:]
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # the run wandb logged
+
+    def state() -> dict[str, str]:
+        files = _snapshot(run)
+        links = {str(p.relative_to(run)): f"-> {os.readlink(p)}" for p in run.rglob("*") if p.is_symlink()}  # fmt: skip
+        folders = {str(p.relative_to(run)): "/" for p in run.rglob("*") if p.is_dir() and not p.is_symlink()}  # fmt: skip
+        return {**files, **links, **folders}
+
+    before = state()
+    record = ("config.yaml", ".hydra/", "train.log")
+    refusals = [("trainer.max_epochs=-1", "the cosine learning-rate schedule needs an end")]
+    if not torch.cuda.is_available():  # the same precision: else refused as other settings
+        refusals.append(("trainer=gpu trainer.precision=32-true", "No supported gpu backend"))
+    for extra, culprit in refusals:
+        code, _, stderr = _subprocess("train", [*args, *extra.split()], tmp_path, wandb)
+        assert code == 2 and culprit in stderr and "Traceback" not in stderr, stderr[-3000:]
+        after = state()
+        assert set(after) == set(before), sorted(set(after) ^ set(before))
+        changed = [k for k in before if after[k] != before[k] and not k.startswith(record)]
+        assert not changed, changed

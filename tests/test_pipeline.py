@@ -674,6 +674,9 @@ def test_native_slices_of_several_sizes_are_refused_unless_patches_cut_them(
     setup.prepare(progress=False)
     with pytest.raises(InputError, match=r"training slices of case .* batches need one size"):
         setup.datamodule(seed=0).setup("fit")
+    # the same check on the cache alone: training runs it before the loggers start
+    with pytest.raises(InputError, match=r"training slices of case .* batches need one size"):
+        setup.datamodule(seed=0).check_shapes()
     patched = resolve_data(_data_cfg(phantom_lits, **overrides, **{"data.patch_size": "[32,32]"}))
     dm = patched.datamodule(seed=0)
     dm.setup("fit")

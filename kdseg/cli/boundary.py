@@ -12,8 +12,10 @@ two guards below); :func:`guarded` is the task-level guard alone, for a module t
 * Library noise is filtered once per process: Lightning's accelerator banners and litlogger
   tip, known deprecation warnings, the MONAI nvImageCodec notice; other Python warnings are
   one ``kdseg-<command>: warning:`` line (:func:`console_warnings`), as kdseg's own are.
-* A refused run leaves no run folder behind (:func:`remove_new_run_dir`), and a sweep
-  refused at its first job no sweep folder (:func:`remove_new_sweep_dir`).
+* A refused run leaves no run folder behind (:func:`remove_new_run_dir`), nor what its
+  loggers made when the refusal came after they started (:func:`remove_new_logger_files`: also
+  in a run folder that was there before, which keeps all it had), and a sweep refused at its
+  first job no sweep folder (:func:`remove_new_sweep_dir`).
 
 What the options themselves may be (types, ranges, keys a command reads) and the one-shot
 composition live in :mod:`kdseg.cli.options`.
@@ -297,9 +299,9 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
 
                 if HydraConfig.initialized():
                     hydra_cfg = HydraConfig.get()
-                    note_default_run_dir(
-                        Path(hydra_cfg.runtime.output_dir).absolute(), hydra_cfg.job.name
-                    )
+                    run = Path(hydra_cfg.runtime.output_dir).absolute()
+                    note_default_run_dir(run, hydra_cfg.job.name)
+                    note_run_state(run if command in TRAINING_COMMANDS else None)
                     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
                     overrides = list(hydra_cfg.overrides.task)
                     check_no_new_keys(hydra_cfg.job.config_name, overrides, choices)
@@ -311,6 +313,7 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
             except BaseException as exc:  # noqa: BLE001  (the boundary: one line, never a traceback)
                 code = report(command, exc, verbose)
                 if code == 2:  # refused: the run never started
+                    remove_new_logger_files()
                     remove_new_run_dir()
                     remove_new_sweep_dir()
                 raise SystemExit(code) from None
@@ -334,6 +337,128 @@ _RECORD_FILES = (
     ".hydra/hydra.yaml",
     ".hydra/overrides.yaml",
 )
+
+
+#: a training run dir as its task found it (note_run_state): the names in it, in its csv/,
+#: wandb's entries in its wandb/ (a link's target), and what a run that trained writes
+_BEFORE: dict[str, Any] = {}
+#: the run's wandb id, which kdseg.lit.resume.wandb_run_id stores there (WANDB_ID_FILE)
+WANDB_ID_FILE = "wandb_id.txt"
+#: the links wandb (re)points at the run folder it starts in ``<run>/wandb/``
+WANDB_LINKS = ("latest-run", "debug.log", "debug-internal.log")
+
+
+def _progress(run: Path) -> dict[str, Any]:
+    """What only a run that trained writes: checkpoints (their size and time), summary.json,
+    and the CSV log's rows (its bytes: a resumed run's logger rewrites it as it starts)."""
+    import hashlib
+
+    state: dict[str, Any] = {}
+    checkpoints = run / "checkpoints"
+    files = sorted(checkpoints.rglob("*")) if checkpoints.is_dir() else []
+    for path in [*files, run / "summary.json"]:
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                stat = path.stat()
+                state[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    with contextlib.suppress(OSError):
+        metrics = run / "csv" / "metrics.csv"
+        state[str(metrics)] = hashlib.sha256(metrics.read_bytes()).hexdigest()
+    return state
+
+
+def _names(folder: Path) -> dict[str, str | None]:
+    """The entries of ``folder`` (none where it is no folder), each with its link's target."""
+    if folder.is_symlink() or not folder.is_dir():
+        return {}
+    return {p.name: (os.readlink(p) if p.is_symlink() else None) for p in folder.iterdir()}
+
+
+def note_run_state(run: Path | None) -> None:
+    """At a training task's start, before kdseg writes anything: what its run dir holds, so
+    that a refusal removes what the run's loggers made since and nothing that was there
+    (:func:`remove_new_logger_files`). ``None``: not a training task (nothing is noted)."""
+    _BEFORE.clear()
+    if run is None or not run.is_dir():
+        return
+    _BEFORE.update(
+        run=run,
+        top=set(_names(run)),
+        csv=set(_names(run / "csv")),
+        wandb=_names(run / "wandb"),
+        progress=_progress(run),
+    )
+
+
+def _remove_tree(folder: Path) -> None:
+    """``rm -r folder`` (a link is removed, never followed); wandb's service may still be
+    closing a file in it, so a failure is tried again a few times, then left."""
+    import shutil
+
+    for _ in range(5):
+        try:
+            shutil.rmtree(folder)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.2)
+
+
+def remove_new_logger_files() -> None:
+    """After a refusal of a training run: remove what its loggers made in its run dir since
+    the task started (:func:`note_run_state`; the Trainer's setup, or the Trainer itself, can
+    refuse after they start): ``wandb_id.txt``, wandb's run folders of that id
+    (``wandb/offline-run-<time>-<id>``) and its links there (a link that was there points where
+    it did again), and the CSV logger's ``csv/`` with its ``hparams.yaml``. Only what was not
+    there before, so a resumed run keeps all it had; and nothing at all once the run has
+    trained (a checkpoint, ``summary.json`` or a CSV row written since: its record stays).
+    The record kdseg itself writes (:func:`remove_new_run_dir`) is not touched here."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not _BEFORE or not HydraConfig.initialized():
+        return
+    run = _BEFORE["run"]
+    if Path(HydraConfig.get().runtime.output_dir).absolute() != run or not run.is_dir():
+        return
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+        return  # a DDP worker: the first process owns the run dir
+    if _progress(run) != _BEFORE["progress"]:
+        return  # it trained: the run is resumable, or its record is
+    top, id_file = _BEFORE["top"], run / WANDB_ID_FILE
+    run_id = ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        run_id = id_file.read_text().strip()
+    wandb, links = run / "wandb", _BEFORE["wandb"]
+    own = re.compile(rf"(offline-)?run-\d{{8}}_\d{{6}}-{re.escape(run_id)}") if run_id else None
+    for name, target in _names(wandb).items():
+        entry = wandb / name
+        with contextlib.suppress(OSError):
+            if name in links:  # there before: only a link wandb pointed elsewhere changes back
+                if links[name] is not None and target is not None and target != links[name]:
+                    entry.unlink()
+                    entry.symlink_to(links[name])
+            elif target is not None and name in WANDB_LINKS:
+                entry.unlink()
+            elif target is None and own is not None and own.fullmatch(name):
+                _remove_tree(entry)
+    now = _names(wandb)
+    for name, target in links.items():  # a link of before that wandb removed
+        if target is not None and name not in now:
+            with contextlib.suppress(OSError):
+                (wandb / name).symlink_to(target)
+    if "wandb" not in top:
+        with contextlib.suppress(OSError):
+            wandb.rmdir()  # stays where it holds anything else
+    if WANDB_ID_FILE not in top:
+        id_file.unlink(missing_ok=True)
+    csv = run / "csv"
+    if "hparams.yaml" not in _BEFORE["csv"]:
+        with contextlib.suppress(OSError):
+            (csv / "hparams.yaml").unlink(missing_ok=True)
+    if "csv" not in top:
+        with contextlib.suppress(OSError):
+            csv.rmdir()
 
 
 def note_new_run_dir(argv: list[str]) -> None:

@@ -338,6 +338,30 @@ class SliceDataModule(pl.LightningDataModule):
         if self._prepare is not None:
             self._prepare()
 
+    def check_shapes(self) -> None:
+        """The batch checks of :meth:`setup` on the prepared cache alone (slices that cannot
+        batch, a patch larger than the slices): kdseg's training runs them before the Trainer
+        starts its loggers, so such a run is refused before a logger writes anything."""
+        cases = {s: [open_case(self.cache_dir, c) for c in ids] for s, ids in self.split.items()}
+        self._check_shapes(cases, self._unlabeled_cases())
+
+    def _unlabeled_cases(self) -> list[CachedCase] | None:
+        """The unlabeled scans mixed into training batches (None: none are)."""
+        if self.unlabeled is None or self.cfg.unlabeled_fraction <= 0:
+            return None
+        folder, ids = self.unlabeled
+        return [open_case(folder, c) for c in ids]
+
+    def _check_shapes(
+        self, cases: dict[str, list[CachedCase]], unlabeled: list[CachedCase] | None
+    ) -> None:
+        training = [*cases["train"], *(unlabeled or [])]
+        check_training_shape(self.cfg, training)
+        if self.cfg.patch_size is None:
+            check_one_size(training, self.cfg.batch_size, "training")
+        for part in ("val", "test"):  # whole slices, batch_size at a time
+            check_one_size(cases[part], self.cfg.batch_size, part)
+
     def setup(self, stage: str | None = None) -> None:
         self.augment.set_random_state(seed=self.cfg.seed)
         cases = {s: [open_case(self.cache_dir, c) for c in ids] for s, ids in self.split.items()}
@@ -353,25 +377,20 @@ class SliceDataModule(pl.LightningDataModule):
             self.cfg.target_weighting,
         )
         self.unlabeled_set = None
-        if self.unlabeled is not None and self.cfg.unlabeled_fraction > 0:
-            folder, ids = self.unlabeled
+        unlabeled = self._unlabeled_cases()
+        if unlabeled is not None:
             self.unlabeled_set = SliceDataset(
-                [open_case(folder, c) for c in ids],
+                unlabeled,
                 self.task,
                 self.cfg.context,
                 transform=self.augment,
                 teacher_dir=self.teacher_dir,
             )
             if len(self.unlabeled_set) == 0:  # e.g. an organ ROI whose masks hold no organ
-                raise InputError(folder, "no slice of the unlabeled scans in the cache (no organ?)")
-        training = [
-            c for d in (self.train_set, self.unlabeled_set) if d is not None for c in d.cases
-        ]
-        check_training_shape(self.cfg, training)
-        if self.cfg.patch_size is None:
-            check_one_size(training, self.cfg.batch_size, "training")
-        for part in ("val", "test"):  # whole slices, batch_size at a time
-            check_one_size(cases[part], self.cfg.batch_size, part)
+                raise InputError(
+                    self.unlabeled[0], "no slice of the unlabeled scans in the cache (no organ?)"
+                )
+        self._check_shapes(cases, unlabeled)
         if len(self.train_set) == 0:
             raise InputError(
                 self.cache_dir,

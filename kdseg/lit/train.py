@@ -148,7 +148,12 @@ def fit_from_config(
         # a line after the Trainer's banner (prepare_data finds everything done)
         setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=True)
     init = weights_checksum(module.net) if hasattr(module, "net") else None
-    summary = fit(module, setup.datamodule(seed=seed), cfg, run_dir, init_checksum=init)
+    datamodule = setup.datamodule(seed=seed)
+    if rank_zero_only.rank == 0:
+        # slices that cannot batch are refused here, not in the Trainer's setup after the
+        # loggers have started (a refused run leaves no logger files: kdseg.cli.boundary)
+        datamodule.check_shapes()
+    summary = fit(module, datamodule, cfg, run_dir, init_checksum=init)
     if rank_zero_only.rank == 0:  # DDP: every process runs this; one line is enough
         score = summary["best_score"]  # the full float stays in summary.json
         shown = f"{score:.4f}" if isinstance(score, float) else score
