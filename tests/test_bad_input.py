@@ -263,7 +263,7 @@ import sys, time
 import torch
 from torch.utils.data import DataLoader, Dataset
 from kdseg.cli.boundary import app_guard
-from kdseg.data.datamodule import worker_signals
+from kdseg.data.resumable import worker_signals
 
 class Slow(Dataset):
     def __len__(self):
@@ -840,17 +840,17 @@ def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
 def test_logger_files_are_removed_only_before_the_run_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a refusal removes of the loggers' files (kdseg.cli.boundary): only what is new
+    """What a refusal removes of the loggers' files (kdseg.cli.rundir): only what is new
     since the task started, only wandb run folders of the run dir's own id, and nothing once
     the run wrote a checkpoint (its record must stay: the run is resumable)."""
     from types import SimpleNamespace
 
     from hydra.core.hydra_config import HydraConfig
 
-    from kdseg.cli import boundary
+    from kdseg.cli import rundir
     from kdseg.lit.resume import WANDB_ID_FILE
 
-    assert boundary.WANDB_ID_FILE == WANDB_ID_FILE
+    assert rundir.WANDB_ID_FILE == WANDB_ID_FILE
     run = tmp_path / "run"
     hydra_cfg = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(run)))
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
@@ -858,7 +858,7 @@ def test_logger_files_are_removed_only_before_the_run_trains(
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.delenv("SLURM_PROCID", raising=False)
-    monkeypatch.setattr(boundary, "_BEFORE", {})  # this test's notes, dropped after it
+    monkeypatch.setattr(rundir, "_BEFORE", {})  # this test's notes, dropped after it
 
     def start(checkpoint: bool) -> list[str]:
         """A run dir the loggers started in (``wandb`` was there, with an earlier run)."""
@@ -866,7 +866,7 @@ def test_logger_files_are_removed_only_before_the_run_trains(
         old.mkdir(parents=True)
         (run / "wandb" / "latest-run").symlink_to(old.name)
         (run / "wandb" / "notes.txt").write_text("the user's\n")
-        boundary.note_run_state(run)
+        rundir.note_run_state(run)
         (run / WANDB_ID_FILE).write_text("abcd1234\n")
         new = run / "wandb" / "offline-run-20261207_100000-abcd1234"
         (new / "files").mkdir(parents=True)
@@ -884,12 +884,12 @@ def test_logger_files_are_removed_only_before_the_run_trains(
         return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
 
     made = start(checkpoint=True)
-    boundary.remove_new_logger_files()
+    rundir.remove_new_logger_files()
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == made  # all of it stays
 
     shutil.rmtree(run)
     start(checkpoint=False)
-    boundary.remove_new_logger_files()
+    rundir.remove_new_logger_files()
     left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     assert left == [
         "wandb",

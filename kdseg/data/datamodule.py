@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,7 +69,7 @@ from torch.utils.data import (
 
 from kdseg.data.cache import CachedCase, open_case
 from kdseg.data.patches import check_patch, not_square
-from kdseg.data.resumable import ResumableLoader, own_rank, with_ranks
+from kdseg.data.resumable import ResumableLoader, own_rank, with_ranks, worker_signals
 from kdseg.data.rng import numpy_state, set_numpy_state
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
@@ -600,18 +599,3 @@ class MixedSampler(DistributedSampler):
             if block % self.num_replicas == self.rank:
                 yield from indices
                 yield from (self.offset + int(i) for i in draws)
-
-
-def worker_signals() -> None:
-    """A loader worker leaves stopping to the main process. Forked workers inherit the
-    commands' handlers (SIGTERM and SIGHUP -> an exception); a hang-up or ``kill -- -pgid``
-    signals the whole process group, each worker then died with exit 1, and torch's check of
-    its workers raised ``DataLoader worker exited unexpectedly`` over the main process's
-    orderly stop. Workers ignore SIGTERM and SIGHUP (the main process shuts them down, and
-    they exit on their own when it dies) and take SIGINT as torch's worker loop expects
-    (``KeyboardInterrupt``, a quiet exit)."""
-    for name in ("SIGTERM", "SIGHUP"):
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            signal.signal(signum, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,11 +1,13 @@
 """A training ``DataLoader`` that resumes mid-epoch with the draws of the run that never
 stopped (:class:`ResumableLoader`), and the per-process draw state DDP needs for it
-(:func:`with_ranks`, :func:`own_rank`; also used by ``SliceDataModule.state_dict``)."""
+(:func:`with_ranks`, :func:`own_rank`; also used by ``SliceDataModule.state_dict``), and how
+a loader worker takes signals (:func:`worker_signals`)."""
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -142,3 +144,18 @@ class _SkipFirst:
         for _ in range(skip):
             next(iterator, None)
         yield from iterator
+
+
+def worker_signals() -> None:
+    """A loader worker leaves stopping to the main process. Forked workers inherit the
+    commands' handlers (SIGTERM and SIGHUP -> an exception); a hang-up or ``kill -- -pgid``
+    signals the whole process group, each worker then died with exit 1, and torch's check of
+    its workers raised ``DataLoader worker exited unexpectedly`` over the main process's
+    orderly stop. Workers ignore SIGTERM and SIGHUP (the main process shuts them down, and
+    they exit on their own when it dies) and take SIGINT as torch's worker loop expects
+    (``KeyboardInterrupt``, a quiet exit)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
