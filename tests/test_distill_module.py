@@ -456,6 +456,17 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
         {"data": data, "seed": 1, "model": net("raunet", 0.25)},
         {"organ": 0.9, "tumor": 0.6},
     )
+
+    def distilled_run(name: str, seed: int, method: str, tumor: float) -> None:
+        config = {
+            "data": data,
+            "seed": seed,
+            "student": net("enet", 0.25),
+            "distill": {"name": method},
+            "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
+        }
+        _fake_run(tmp_path / "distilled", name, config, {"organ": 0.85, "tumor": tumor})
+
     for seed, (student, distilled) in enumerate([(0.30, 0.50), (0.40, 0.50)], start=1):
         _fake_run(
             tmp_path / "students",
@@ -463,43 +474,11 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
             {"data": data, "seed": seed, "model": net("enet", 0.25)},
             {"organ": 0.8, "tumor": student},
         )
-        _fake_run(
-            tmp_path / "distilled",
-            f"raunet-enet-s{seed}",
-            {
-                "data": data,
-                "seed": seed,
-                "student": net("enet", 0.25),
-                "distill": {"name": "emkd"},
-                "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
-            },
-            {"organ": 0.85, "tumor": distilled},
-        )
-    _fake_run(  # a method run on seed 1 only: its gap is measured against seed 1 alone
-        tmp_path / "distilled",
-        "raunet-enet-kd-s1",
-        {
-            "data": data,
-            "seed": 1,
-            "student": net("enet", 0.25),
-            "distill": {"name": "kd"},
-            "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
-        },
-        {"organ": 0.85, "tumor": 0.45},
-    )
+        distilled_run(f"raunet-enet-s{seed}", seed, "emkd", distilled)
+    # a method run on seed 1 only: its gap is measured against seed 1 alone
+    distilled_run("raunet-enet-kd-s1", 1, "kd", 0.45)
     for seed, tumor in ((1, 0.4), (3, 0.9)):  # seed 3 has no student alone: 1 pair of 2 runs
-        _fake_run(
-            tmp_path / "distilled",
-            f"raunet-enet-at-s{seed}",
-            {
-                "data": data,
-                "seed": seed,
-                "student": net("enet", 0.25),
-                "distill": {"name": "at"},
-                "teacher": {"ckpt": str(teacher / "checkpoints" / "best.ckpt")},
-            },
-            {"organ": 0.85, "tumor": tumor},
-        )
+        distilled_run(f"raunet-enet-at-s{seed}", seed, "at", tumor)
     _fake_run(
         tmp_path / "students",
         "enet-s9",
