@@ -7,6 +7,7 @@ relies on (output guard, atomic writes and their cleanup, the SIGTERM handler) i
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import shutil
@@ -297,6 +298,60 @@ app_guard("kdseg-train", app)()
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, err
     assert len(err.strip().splitlines()) == 1 and f"terminated ({name})" in err, err
+
+
+def test_loader_workers_left_running_at_exit_do_not_hold_it_up() -> None:
+    """A stop that skips the loader's teardown leaves its persistent workers to
+    multiprocessing's exit handler, which ends them with SIGTERM and waits: workers that
+    ignored SIGTERM kept the process waiting for ever (after an SSH drop, for instance)."""
+    script = """
+import sys, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from kdseg.data.resumable import worker_signals
+
+class Slow(Dataset):
+    def __len__(self):
+        return 10**6
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return torch.zeros(4)
+
+loader = DataLoader(Slow(), batch_size=2, num_workers=2, persistent_workers=True,
+                    worker_init_fn=lambda _: worker_signals())
+batches = iter(loader)
+next(batches)
+print("started", flush=True)
+sys.exit(0)
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, env=env
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "started", done.stderr
+
+
+def test_a_terminal_error_while_stopping_reports_the_stop() -> None:
+    """After a hang-up, Lightning's progress bar writes to the terminal that is gone while
+    handling the stop: the EIO error it raises is reported as the hang-up (exit 129), not as
+    an internal error (exit 1)."""
+    from kdseg.cli.boundary import Terminated, report
+
+    try:
+        try:
+            raise Terminated(signal.SIGHUP)
+        except Terminated:
+            raise OSError(5, "Input/output error") from None
+    except OSError as exc:
+        caught = exc
+    assert isinstance(caught.__context__, Terminated)
+    with mock.patch.object(sys, "stderr", new=io.StringIO()) as err:
+        code = report("kdseg-train", caught, verbose=False)
+    assert code == 128 + signal.SIGHUP
+    assert "terminated (SIGHUP)" in err.getvalue() and "internal error" not in err.getvalue()
+    other = OSError(5, "Input/output error")  # no stop behind it: still an internal error
+    with mock.patch.object(sys, "stderr", new=io.StringIO()):
+        assert report("kdseg-train", other, verbose=False) == 1
 
 
 def test_the_stop_line_reaches_the_run_log_when_the_terminal_is_gone(tmp_path: Path) -> None:
@@ -899,6 +954,39 @@ def test_logger_files_are_removed_only_before_the_run_trains(
         "wandb/offline-run-20261207_100000-zzzz9999",
     ]
     assert os.readlink(run / "wandb" / "latest-run") == "offline-run-20261201_100000-abcd1234"
+
+
+def test_a_refusal_in_a_linked_run_dir_keeps_what_was_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run dir reached through a link (``hydra.run.dir=link``) and a ``csv/`` that is a
+    link: a refused rerun removed the run's ``wandb_id.txt`` (its resume then started a new
+    wandb run) and the linked folder's ``hparams.yaml``; both stay now."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from kdseg.cli import rundir
+    from kdseg.lit.resume import WANDB_ID_FILE
+
+    real, shared = tmp_path / "real" / "run", tmp_path / "shared-csv"
+    real.mkdir(parents=True)
+    shared.mkdir()
+    (real / WANDB_ID_FILE).write_text("abcd1234\n")
+    (shared / "hparams.yaml").write_text("a: 1\n")
+    (real / "csv").symlink_to(shared)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    hydra_cfg = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(link)))
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra_cfg))
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(rundir, "_BEFORE", {})
+    rundir.note_run_state(link.absolute())
+    rundir.remove_new_logger_files()
+    assert (real / WANDB_ID_FILE).read_text() == "abcd1234\n"
+    assert (shared / "hparams.yaml").read_text() == "a: 1\n"
 
 
 def test_inf_stays_a_setting_where_it_means_never() -> None:

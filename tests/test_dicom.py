@@ -333,3 +333,19 @@ def test_an_enhanced_multi_frame_ct_says_so(tmp_path):
     with pytest.raises(InputError, match="multi-frame .enhanced. image of 8 frames") as err:
         load_dicom_series(folder)
     assert err.value.path == str(folder / "CT.dcm")
+
+
+def test_a_folder_of_non_dicom_files_is_not_parsed_as_bare_dicom(tmp_path, monkeypatch):
+    """The preamble-less probe reads two bytes before asking pydicom: a file of zeros (a raw
+    mask, 50 MB took 13 s through ``dcmread(force=True)``) or an ANALYZE ``.img`` is never
+    handed to the parser, and the folder is no DICOM folder."""
+    import kdseg.data.dicom as dicom
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    (folder / "big.raw").write_bytes(bytes(1 << 20))
+    (folder / "mask.img").write_bytes(b"\x5c\x01" + bytes(4096))
+    parsed = []
+    monkeypatch.setattr(dicom.pydicom, "dcmread", lambda *a, **k: parsed.append(a) or {})
+    assert not is_dicom_folder(folder)
+    assert parsed == []

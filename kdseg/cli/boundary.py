@@ -24,6 +24,7 @@ composition live in :mod:`kdseg.cli.options`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -203,6 +204,7 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     """Print ``exc`` as one line (after the traceback when ``verbose``); return the exit code."""
     from hydra.errors import HydraException
 
+    exc = _stop_behind(exc)
     if isinstance(exc, BrokenPipeError):  # `kdseg-predict ... | head`: the reader left
         with contextlib.suppress(OSError):  # no second error when Python flushes at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -235,6 +237,21 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
     with contextlib.suppress(OSError):  # the terminal or pipe is gone (SIGHUP, `| tee` killed)
         print(f"{command}: error: {line}", file=sys.stderr, flush=True)
     return code
+
+
+def _stop_behind(exc: BaseException) -> BaseException:
+    """The stop (:class:`Terminated`, :class:`Interrupted`, ``KeyboardInterrupt``) behind a
+    terminal error raised while handling it: after a hang-up, Lightning's progress bar writes
+    to the terminal that is gone (EIO; EPIPE under a killed ``| tee``), and that ``OSError``
+    would be reported as an internal error, exit 1, instead of the hang-up, exit 129."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.EIO, errno.EPIPE):
+        return exc
+    cause, seen = exc.__context__, 0
+    while cause is not None and seen < 20:
+        if isinstance(cause, (Terminated, Interrupted, KeyboardInterrupt)):
+            return cause
+        cause, seen = cause.__context__, seen + 1
+    return exc
 
 
 def _log_to_files(message: str) -> None:

@@ -81,7 +81,7 @@ def note_run_state(run: Path | None) -> None:
         return
     _BEFORE.update(
         run=run,
-        top=set(_names(run)),
+        top=set(_names(run.resolve())),  # a run dir reached through a link: the folder's own
         csv=set(_names(run / "csv")),
         wandb=_names(run / "wandb"),
         progress=_progress(run),
@@ -151,6 +151,8 @@ def remove_new_logger_files() -> None:
     if WANDB_ID_FILE not in top:
         id_file.unlink(missing_ok=True)
     csv = run / "csv"
+    if csv.is_symlink():  # a linked folder is somebody's: nothing in it is removed
+        return
     if "hparams.yaml" not in _BEFORE["csv"]:
         with contextlib.suppress(OSError):
             (csv / "hparams.yaml").unlink(missing_ok=True)

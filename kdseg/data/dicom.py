@@ -93,11 +93,23 @@ def _series_files(folder: Path) -> list[Path]:
     return files
 
 
+#: the first two bytes of a DICOM object without the preamble: group 0x0002 or 0x0008,
+#: little- or big-endian
+_BARE_GROUPS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
 def _bare_dicom(path: Path) -> bool:
     """Whether ``path`` is a DICOM object written without the preamble and ``DICM``: pydicom
     parses it and it has a SOPClassUID or SOPInstanceUID (an image slice, or a report, a
-    localizer, ... that the header rules skip or refuse as they do with a preamble)."""
+    localizer, ... that the header rules skip or refuse as they do with a preamble). Such a
+    file starts with a tag of group 0x0002 (file meta) or 0x0008 (identification), either byte
+    order: anything else is not parsed at all (pydicom's ``force=True`` walks a file of
+    zeros as empty elements, 13 s for 50 MB)."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head not in _BARE_GROUPS:
+            return False
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
         return "SOPClassUID" in ds or "SOPInstanceUID" in ds
     except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not DICOM)

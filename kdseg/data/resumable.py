@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -151,11 +152,16 @@ def worker_signals() -> None:
     commands' handlers (SIGTERM and SIGHUP -> an exception); a hang-up or ``kill -- -pgid``
     signals the whole process group, each worker then died with exit 1, and torch's check of
     its workers raised ``DataLoader worker exited unexpectedly`` over the main process's
-    orderly stop. Workers ignore SIGTERM and SIGHUP (the main process shuts them down, and
-    they exit on their own when it dies) and take SIGINT as torch's worker loop expects
-    (``KeyboardInterrupt``, a quiet exit)."""
-    for name in ("SIGTERM", "SIGHUP"):
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            signal.signal(signum, signal.SIG_IGN)
+    orderly stop. A worker ignores SIGHUP (it exits on its own once the main process is gone)
+    and ends quietly, exit 0, on SIGTERM: that is also how multiprocessing stops workers left
+    running when the main process exits, so ignoring SIGTERM would leave it waiting on them
+    for ever. SIGINT is taken as torch's worker loop expects (``KeyboardInterrupt``, a quiet
+    exit)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _quiet_exit)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _quiet_exit(signum: int, frame: Any) -> None:
+    os._exit(0)  # no cleanup to run: the main process owns every output
