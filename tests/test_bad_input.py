@@ -252,18 +252,11 @@ except BaseException as exc:
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["HUP", "TERM"])
-def test_a_signal_to_the_process_group_with_loader_workers_is_one_line(
-    tmp_path: Path, signum: int
-) -> None:
-    """A hang-up (or ``kill -- -pgid``) reaches the loader workers too: they leave stopping to
-    the main process (kdseg's worker init), which exits 128 + signal with its one line; the
-    workers used to die with the commands' handlers, and torch's worker check raised over it."""
-    script = """
+#: a child script's loader: persistent workers with kdseg's worker init, slow items
+SLOW_LOADER = """
 import sys, time
 import torch
 from torch.utils.data import DataLoader, Dataset
-from kdseg.cli.boundary import app_guard
 from kdseg.data.resumable import worker_signals
 
 class Slow(Dataset):
@@ -273,16 +266,33 @@ class Slow(Dataset):
         time.sleep(0.02)
         return torch.zeros(4)
 
+def slow_loader():
+    return DataLoader(Slow(), batch_size=2, num_workers=2, persistent_workers=True,
+                      worker_init_fn=lambda _: worker_signals())
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["HUP", "TERM"])
+def test_a_signal_to_the_process_group_with_loader_workers_is_one_line(
+    tmp_path: Path, signum: int
+) -> None:
+    """A hang-up (or ``kill -- -pgid``) reaches the loader workers too: they leave stopping to
+    the main process (kdseg's worker init), which exits 128 + signal with its one line; the
+    workers used to die with the commands' handlers, and torch's worker check raised over it."""
+    script = (
+        SLOW_LOADER
+        + """
+from kdseg.cli.boundary import app_guard
+
 def app():
-    loader = DataLoader(Slow(), batch_size=2, num_workers=2, persistent_workers=True,
-                        worker_init_fn=lambda _: worker_signals())
-    for n, _ in enumerate(loader):
+    for n, _ in enumerate(slow_loader()):
         if n == 3:
             print("started", flush=True)
 
 sys.argv[0] = "kdseg-train"
 app_guard("kdseg-train", app)()
 """
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE,
@@ -304,26 +314,15 @@ def test_loader_workers_left_running_at_exit_do_not_hold_it_up() -> None:
     """A stop that skips the loader's teardown leaves its persistent workers to
     multiprocessing's exit handler, which ends them with SIGTERM and waits: workers that
     ignored SIGTERM kept the process waiting for ever (after an SSH drop, for instance)."""
-    script = """
-import sys, time
-import torch
-from torch.utils.data import DataLoader, Dataset
-from kdseg.data.resumable import worker_signals
-
-class Slow(Dataset):
-    def __len__(self):
-        return 10**6
-    def __getitem__(self, i):
-        time.sleep(0.01)
-        return torch.zeros(4)
-
-loader = DataLoader(Slow(), batch_size=2, num_workers=2, persistent_workers=True,
-                    worker_init_fn=lambda _: worker_signals())
-batches = iter(loader)
+    script = (
+        SLOW_LOADER
+        + """
+batches = iter(slow_loader())
 next(batches)
 print("started", flush=True)
 sys.exit(0)
 """
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, env=env
