@@ -346,6 +346,20 @@ def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path)
     assert "Traceback" not in err
 
 
+def _patched_enet(phantom_lits: Path, *extra: str) -> list[str]:
+    """The resume tests' run: ENet w0.25 on the tiny phantoms with label-class patches."""
+    return [
+        *TINY_DATA,
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        "model=enet",
+        "model.width=0.25",
+        "data.patch_size=[32,32]",
+        "data.patch_ratios=[1,1,2]",
+        *extra,
+    ]
+
+
 def _resume_from_previous(args: list[str], tmp_path: Path, step: int) -> tuple[dict, str]:
     """Train ``args`` whole, then again from the whole run's ``last-previous.ckpt`` (as a run
     killed after that checkpoint leaves it; its ``global_step`` must be ``step``), and assert
@@ -376,16 +390,7 @@ def test_resumed_run_draws_what_an_uninterrupted_one_would(
     streams continue where the checkpoint left them instead of starting again. With training
     patches, whose positions come from the random stream of the cropper inside MONAI's crop
     transform (a stream the transform's own does not move)."""
-    args = [
-        *TINY_DATA,
-        "logger=csv",
-        f"data.root={phantom_lits}",
-        "model=enet",
-        "model.width=0.25",
-        "trainer.max_epochs=3",
-        "data.patch_size=[32,32]",
-        "data.patch_ratios=[1,1,2]",
-    ]
+    args = _patched_enet(phantom_lits, "trainer.max_epochs=3")
     # the epoch-2 checkpoint of the whole run, as a run killed during epoch 3 would leave it
     _resume_from_previous(args, tmp_path, step=8)
 
@@ -398,17 +403,7 @@ def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     stateful-loader interface) sets the samplers back to the epoch's start and skips the
     batch the epoch had delivered, so the rest of the epoch, and every epoch after it, is
     the uninterrupted run's, and Lightning does not warn of a loader that cannot resume."""
-    args = [
-        *TINY_DATA,
-        "logger=csv",
-        f"data.root={phantom_lits}",
-        "model=enet",
-        "model.width=0.25",
-        "trainer.max_epochs=3",
-        "checkpoint.every_n_train_steps=3",
-        "data.patch_size=[32,32]",
-        "data.patch_ratios=[1,1,2]",
-    ]
+    args = _patched_enet(phantom_lits, "trainer.max_epochs=3", "checkpoint.every_n_train_steps=3")
     # step 9: one batch into the third epoch, as a run killed during its second batch leaves it
     ckpt, output = _resume_from_previous(args, tmp_path, step=9)
     assert [s["batches"] for s in ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]] == [1]
@@ -427,21 +422,15 @@ def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     scans.mkdir()
     for i in (0, 3):
         os.symlink(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
-    args = [
-        *TINY_DATA,
-        "logger=csv",
-        f"data.root={phantom_lits}",
+    args = _patched_enet(
+        phantom_lits,
         f"data.cache_root={tmp_path / 'cache'}",
-        "model=enet",
-        "model.width=0.25",
         "trainer=ddp_fork",
         "trainer.max_epochs=2",
         "checkpoint.every_n_train_steps=1",
-        "data.patch_size=[32,32]",
-        "data.patch_ratios=[1,1,2]",
         f"data.unlabeled_root={scans}",
         "data.unlabeled_fraction=0.25",
-    ]
+    )
     # step 3: one batch into the second epoch (2 batches an epoch on each process)
     ckpt, _ = _resume_from_previous(args, tmp_path, step=3)
     assert len(ckpt["SliceDataModule"]["ranks"]) == 2
