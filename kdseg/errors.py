@@ -32,6 +32,20 @@ def warning_line(message: str) -> str:
     return f"{program()}: warning: {message}"
 
 
+def to_log_files(record: logging.LogRecord, folder: Path | None = None) -> None:
+    """``record`` to the root logger's file handlers alone (a run's ``train.log``; the console
+    has the line already, or shows a progress bar instead), only those of log files in
+    ``folder`` where given. A handler that fails is passed by: the log is a record, not the
+    run."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler) or record.levelno < handler.level:
+            continue
+        if folder is not None and Path(handler.baseFilename).parent != folder.absolute():
+            continue
+        with contextlib.suppress(Exception):
+            handler.handle(record)
+
+
 class ConsoleFormatter(logging.Formatter):
     """The console's log lines (``conf/hydra/job_logging``): information as the bare message,
     as the commands print their own lines; warnings and errors as :func:`warning_line` and

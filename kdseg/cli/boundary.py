@@ -58,7 +58,7 @@ from kdseg.cli.rundir import (
     remove_new_run_dir,
     remove_new_sweep_dir,
 )
-from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged, warning_line
+from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged, to_log_files, warning_line
 
 TRUE = ("true", "1", "yes", "on")
 
@@ -261,13 +261,7 @@ def _log_to_files(message: str) -> None:
 
     # only this job's: a multirun's earlier job keeps its log handler until the next records
     run = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
-    record = logging.LogRecord("kdseg", logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and (
-            run is None or Path(handler.baseFilename).parent == run.absolute()
-        ):
-            with contextlib.suppress(Exception):
-                handler.handle(record)
+    to_log_files(logging.LogRecord("kdseg", logging.ERROR, __file__, 0, message, None, None), run)
 
 
 TRAINING_COMMANDS = ("kdseg-train", "kdseg-distill")

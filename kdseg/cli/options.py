@@ -7,6 +7,7 @@ options, :func:`number`): a wrong option is one line naming it, before anything 
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,8 @@ def _chosen_model(key: str, choices: dict | None) -> tuple[str, str] | None:
     return None if "defaults" in own else (group, choice)
 
 
-def _option_names(config_name: str, model: tuple[str, str] | None = None) -> list[str]:
+@functools.cache  # the config files do not change while a command runs
+def _option_names(config_name: str, model: tuple[str, str] | None = None) -> tuple[str, ...]:
     """Dotted option names a command's config may hold, for suggestions: the keys of
     ``conf/<config_name>.yaml`` and of every file of the config groups its defaults list
     names (``data``, ``model``, ...; not ``experiment``, not ``hydra``); ``model``, a
@@ -246,7 +248,7 @@ def _option_names(config_name: str, model: tuple[str, str] | None = None) -> lis
         chosen = [root / group / f"{model[1]}.yaml"] if model and model[0] == group else None
         for path in chosen or sorted((root / group).glob("*.yaml")):
             walk(load(path), f"{group}.")
-    return sorted(names)
+    return tuple(sorted(names))
 
 
 def _closest_option(key: str, config_name: str, model: tuple[str, str] | None = None) -> str | None:

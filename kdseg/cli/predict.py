@@ -117,7 +117,14 @@ def _warm(argv: list[str]) -> Callable[[], None]:
     null_paths=("ckpt", "artifact"),  # ckpt=null: an artifact alone; input/output never null
 )
 def main(cfg: DictConfig) -> None:
-    from kdseg.data.io import NONFINITE, UNORIENTED, is_nifti, load_volume, require_orientation
+    from kdseg.data.io import (
+        NONFINITE,
+        check_choice,
+        check_unoriented,
+        is_nifti,
+        load_volume,
+        require_orientation,
+    )
     from kdseg.data.niigz import forget_prefetched, prefetch
     from kdseg.guards import check_output, check_outputs
 
@@ -127,9 +134,8 @@ def main(cfg: DictConfig) -> None:
     pairs = plan_outputs(source, output)
     if cfg.output_format not in ("nifti", "dicom-seg"):
         raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
-    for key, choices in (("nonfinite", NONFINITE), ("unoriented", UNORIENTED)):
-        if cfg[key] not in choices:  # before the model loads and any case is written
-            raise InputError(None, f"{key}={cfg[key]}: use one of {', '.join(choices)}")
+    check_choice("nonfinite", cfg.nonfinite, NONFINITE)  # before the model loads and any
+    check_unoriented(cfg.unoriented)  # case is written
     if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
         raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
     if cfg.output_format == "nifti" and output.suffix == ".dcm":

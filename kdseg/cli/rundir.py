@@ -178,6 +178,13 @@ def note_new_run_dir(argv: list[str]) -> None:
             new.append(folder)
 
 
+def _stamped_now(stamp: str) -> bool:
+    """Whether Hydra's time stamp ``YYYYmmdd-HHMMSS`` (local time) is this command's: between
+    its start and now."""
+    when = time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S"))
+    return _STARTED[0] - 2 <= when <= time.time() + 1
+
+
 def note_default_run_dir(run: Path, job: str) -> None:
     """At the task's start: the run dir of a training command named by its default,
     time-stamped pattern (``.../<name>-YYYYmmdd-HHMMSS``, Hydra's ``now`` at this command's
@@ -189,8 +196,7 @@ def note_default_run_dir(run: Path, job: str) -> None:
     match = re.search(r"-(\d{8}-\d{6})$", run.name)
     if match is None or run == Path.cwd().absolute() or not run.is_dir():
         return
-    stamp = time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))  # local, as Hydra's
-    if not _STARTED[0] - 2 <= stamp <= time.time() + 1:
+    if not _stamped_now(match.group(1)):
         return
     if all(p.is_dir() or p.name == f"{job}.log" for p in run.rglob("*")):
         _NEW_FOLDERS.append(run)
@@ -256,8 +262,7 @@ def remove_new_sweep_dir() -> None:
         match = re.fullmatch(r"\d{8}-\d{6}", sweep.name)
         if match is None or sweep == Path.cwd().absolute():
             return
-        stamp = time.mktime(time.strptime(sweep.name, "%Y%m%d-%H%M%S"))  # local, as Hydra's
-        if not _STARTED[0] - 2 <= stamp <= time.time() + 1:
+        if not _stamped_now(sweep.name):
             return
     record = sweep / "multirun.yaml"
     if not record.is_file() or record.stat().st_mtime < _STARTED[0] - 2:

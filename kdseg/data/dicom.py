@@ -151,7 +151,8 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         if "ImagePositionPatient" not in ds:
             if ds.get("SOPClassUID") == CTImageStorage:  # a CT image must have one (Type 1)
                 unplaced.append((path, ds.get("SeriesInstanceUID")))
-            frames += [(path, _frame_count(ds))] if _frame_count(ds) > 1 else []
+            if (count := _frame_count(ds)) > 1:
+                frames.append((path, count))
             continue  # not an image slice (DICOMDIR, structured report, ...)
         missing = [tag for tag in _REQUIRED_TAGS if tag not in ds]
         if missing:

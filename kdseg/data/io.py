@@ -21,6 +21,7 @@ import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -105,10 +106,15 @@ UNORIENTED = ("error", "analyze")
 """What ``unoriented=`` may say about a NIfTI whose header gives no orientation."""
 
 
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Refuse an option ``key=value`` that is not one of ``choices``, naming them."""
+    if value not in choices:
+        raise InputError(None, f"{key}={value}: use one of {', '.join(choices)}")
+
+
 def check_unoriented(unoriented: str) -> None:
     """Refuse an ``unoriented=`` value that is not one of :data:`UNORIENTED`."""
-    if unoriented not in UNORIENTED:
-        raise InputError(None, f"unoriented={unoriented}: use one of {', '.join(UNORIENTED)}")
+    check_choice("unoriented", unoriented, UNORIENTED)
 
 
 def require_orientation(image: nib.Nifti1Image, source: Path, unoriented: str = "error") -> None:
@@ -148,8 +154,8 @@ def load_volume(
     ``min`` (replace by the volume's finite minimum, i.e. air in CT) or ``zero``. A label
     (``role="label"``) with NaN / Inf is always refused; a constant label is fine.
     """
-    if nonfinite is not None and nonfinite not in NONFINITE:
-        raise InputError(None, f"nonfinite={nonfinite}: use one of {', '.join(NONFINITE)}")
+    if nonfinite is not None:
+        check_choice("nonfinite", nonfinite, NONFINITE)
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")

@@ -35,12 +35,13 @@ class PairedDifference:
     def above_zero(self) -> bool:
         return math.isfinite(self.low) and self.low > 0
 
-    def text(self, digits: int = 3) -> str:
-        """``"+0.081 [+0.032, +0.130] (n=5)"``."""
-        if not math.isfinite(self.low):
-            return f"{self.mean:+.{digits}f} (n={self.n})"
+    def text(self, digits: int = 3, show_n: bool = True) -> str:
+        """``"+0.081 [+0.032, +0.130] (n=5)"``; without the ``(n=...)`` where not ``show_n``."""
         d = digits
-        return f"{self.mean:+.{d}f} [{self.low:+.{d}f}, {self.high:+.{d}f}] (n={self.n})"
+        text = f"{self.mean:+.{d}f}"
+        if math.isfinite(self.low):
+            text += f" [{self.low:+.{d}f}, {self.high:+.{d}f}]"
+        return text + (f" (n={self.n})" if show_n else "")
 
 
 def paired_difference(

@@ -504,11 +504,7 @@ def _paired_text(row: Row, column: tuple[str, str], digits: int) -> str:
     diff: PairedDifference | None = row.paired.get(column)
     if diff is None:
         return "n/a"
-    d = digits
-    text = f"{diff.mean:+.{d}f}"
-    if math.isfinite(diff.low):
-        text += f" [{diff.low:+.{d}f}, {diff.high:+.{d}f}]"
-    return text + (f" (n={diff.n})" if diff.n < _scored(row, column) else "")
+    return diff.text(digits, show_n=diff.n < _scored(row, column))
 
 
 def _percent(value: float | None) -> str:

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
 from kdseg.data.rng import global_states, set_global_states
+from kdseg.errors import to_log_files
 from kdseg.eval.overlay import overlay_figure_array
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,10 @@ class ValidationLine(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):  # summed on its device: no sync per step
             loss = loss.detach().float()
-            self._loss = loss if self._loss is None else self._loss + loss
+            if self._loss is None:
+                self._loss = loss.clone()
+            else:
+                self._loss.add_(loss)
             self._steps += 1
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -334,10 +338,7 @@ def _to_run_log(line: str, console: bool) -> None:
     if console:
         log.info(line)
         return
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
-            handler.handle(record)
+    to_log_files(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
 
 
 class RandomStreams(pl.Callback):
