@@ -1140,3 +1140,56 @@ def test_a_refused_sweep_removes_only_a_sweep_folder_it_made(tmp_path: Path) -> 
     result = _run(*args, f"hydra.sweep.dir={kept}", cwd=tmp_path)
     assert result.returncode == 2
     assert sorted(p.name for p in kept.iterdir()) == ["multirun.yaml", "notes.txt"]
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_sweep_job_refused_after_its_run_record_removes_its_own_folder(
+    tmp_path: Path, phantom_lits: Path
+) -> None:
+    """``kdseg-train -m`` whose second job is refused once its job folder holds its run
+    record (an empty data folder: ``config.yaml``, ``.hydra/``, ``train.log``) left
+    ``<sweep>/1`` behind (and an empty ``<sweep>/1`` for one refused by an option's range).
+    The refused job's folder goes; the first job's run and the sweep's record stay."""
+    from conftest import TINY_DATA
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sweep = tmp_path / "sweep"
+    args = [*TINY_DATA, "logger=csv", "model=enet", "model.width=0.25", "trainer.max_epochs=1"]
+    args += ["data.samples_per_epoch=8", "+trainer.limit_val_batches=1"]
+    result = _run(
+        "kdseg-train",
+        "-m",
+        *args,
+        f"data.root={phantom_lits},{empty}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "empty: no cases in the lits layout" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "multirun.yaml"]
+    assert (sweep / "0" / "summary.json").is_file()
+
+
+def test_a_sweep_whose_first_job_is_refused_late_leaves_no_folder(tmp_path: Path) -> None:
+    """The first job refused after its run record is written (a data folder not found) left
+    ``<sweep>/0`` with that record, and so the sweep folder: both go, of the default
+    time-stamped sweep folder as of a named new one. A job folder that held anything before
+    (a resumed sweep's) keeps it, and its sweep folder stays."""
+    args = ("kdseg-train", "-m", "experiment=demo", "model=enet")
+    args += (f"data.root={tmp_path / 'nothere'},{tmp_path / 'norhere'}",)
+    result = _run(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "nothere: data folder not found" in result.stderr
+    assert list((tmp_path / "runs" / "train-multirun").iterdir()) == []
+    named = tmp_path / "named" / "sweep"
+    result = _run(*args, f"hydra.sweep.dir={named}", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "named").exists()
+    kept = tmp_path / "kept"
+    (kept / "0").mkdir(parents=True)
+    (kept / "0" / "notes.txt").write_text("mine")
+    result = _run(*args, f"hydra.sweep.dir={kept}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "0/notes.txt" in _files(kept) and "multirun.yaml" in _files(kept)

@@ -15,7 +15,8 @@ two guards below); :func:`guarded` is the task-level guard alone, for a module t
 * A refused run leaves no run folder behind (:mod:`kdseg.cli.rundir`), nor what its
   loggers made when the refusal came after they started (:func:`remove_new_logger_files`: also
   in a run folder that was there before, which keeps all it had), and a sweep refused at its
-  first job no sweep folder (:func:`remove_new_sweep_dir`).
+  first job no sweep folder (:func:`remove_new_sweep_dir`); a refused job of a sweep removes
+  its own job folder (``<sweep>/<n>``, :func:`note_sweep_job_dir`), the other jobs' stay.
 
 What the options themselves may be (types, ranges, keys a command reads) and the one-shot
 composition live in :mod:`kdseg.cli.options`.
@@ -54,6 +55,7 @@ from kdseg.cli.rundir import (
     note_default_run_dir,
     note_new_run_dir,
     note_run_state,
+    note_sweep_job_dir,
     remove_new_logger_files,
     remove_new_run_dir,
     remove_new_sweep_dir,
@@ -318,6 +320,7 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
                     hydra_cfg = HydraConfig.get()
                     run = Path(hydra_cfg.runtime.output_dir).absolute()
                     note_default_run_dir(run, hydra_cfg.job.name)
+                    note_sweep_job_dir(run)
                     note_run_state(run if command in TRAINING_COMMANDS else None)
                     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
                     overrides = list(hydra_cfg.overrides.task)

@@ -5,10 +5,11 @@ behind. Hydra makes the run folder (and its parents, when ``hydra.run.dir`` name
 and the sweep folder before the task runs; kdseg writes the run's record into it
 (``config.yaml``, ``.hydra/``, the log); the loggers add ``wandb_id.txt``, wandb's offline run
 and ``csv/`` once they start. :mod:`kdseg.cli.boundary` notes the state at the task's start
-(:func:`note_new_run_dir`, :func:`note_default_run_dir`, :func:`note_run_state`) and, on a
-refusal, calls :func:`remove_new_logger_files`, :func:`remove_new_run_dir` and
-:func:`remove_new_sweep_dir`. Only what this process made goes, and nothing once the run has
-trained (a checkpoint, ``summary.json``, a CSV row): that run is resumable and keeps its record.
+(:func:`note_new_run_dir`, :func:`note_default_run_dir`, :func:`note_sweep_job_dir`,
+:func:`note_run_state`) and, on a refusal, calls :func:`remove_new_logger_files`,
+:func:`remove_new_run_dir` and :func:`remove_new_sweep_dir`. Only what this process made
+goes, and nothing once the run has trained (a checkpoint, ``summary.json``, a CSV row): that
+run is resumable and keeps its record.
 """
 
 from __future__ import annotations
@@ -202,13 +203,47 @@ def note_default_run_dir(run: Path, job: str) -> None:
         _NEW_FOLDERS.append(run)
 
 
+def note_sweep_job_dir(run: Path) -> None:
+    """At the task's start in a multirun (``-m``): the job's own folder (``<sweep>/<n>``,
+    Hydra's ``hydra.sweep.subdir``) is this command's when it is empty (Hydra made it for the
+    job; ``output_subdir: null`` writes nothing there) and, where the command's start is known,
+    made or changed since. A refused job then removes it as a refused run its new run dir
+    (:func:`remove_new_run_dir`), with the empty folders it made between it and the sweep
+    folder; the other jobs' folders stay, and the sweep folder goes when nothing else is left
+    (:func:`remove_new_sweep_dir`). A job folder that held anything (a resumed sweep's) stays.
+    Outside a multirun, or where the job writes into the sweep folder itself (the one-shot
+    tools' ``subdir: .``), nothing is noted."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    _NEW_FOLDERS.clear()  # this job's own (a named hydra.run.dir is not a multirun's)
+    sweep = Path(HydraConfig.get().sweep.dir).absolute()
+    if run == sweep or run == Path.cwd().absolute() or not run.is_dir() or run.is_symlink():
+        return
+    if any(run.iterdir()):
+        return
+    start = _STARTED[0] - 2 if _STARTED else None
+    if start is not None and run.stat().st_mtime < start:
+        return  # an empty folder that was there before: not this command's
+    _NEW_FOLDERS.append(run)
+    if sweep not in run.parents:
+        return
+    for folder in run.parents:  # the new folders of a nested subdir (<sweep>/<a>/<b>)
+        if folder == sweep or start is None or folder.stat().st_mtime < start:
+            break
+        _NEW_FOLDERS.append(folder)
+
+
 def remove_new_run_dir() -> None:
     """After a refusal: remove the run dir Hydra made for this run, when it holds nothing but
     the run's own record (:func:`kdseg.cli.record_run`), and the new folders above it that
     are then empty: only a ``hydra.run.dir`` named on the command line that did not exist
-    before the command (noted by :func:`note_new_run_dir`). Nothing else is ever removed: not
-    the current folder a one-shot tool runs in, not a folder that was there before; of
-    Hydra's default time-stamped run dir (:func:`note_default_run_dir`) the leaf only. A
+    before the command (noted by :func:`note_new_run_dir`), or a multirun job's own new
+    folder (:func:`note_sweep_job_dir`). Nothing else is ever removed: not the current folder
+    a one-shot tool runs in, not a folder that was there before; of Hydra's default
+    time-stamped run dir (:func:`note_default_run_dir`) the leaf only. A
     refused run into a new folder then leaves no trace, not even inside an input folder."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -241,11 +276,12 @@ def remove_new_run_dir() -> None:
 def remove_new_sweep_dir() -> None:
     """After a refusal of a sweep's first job (``-m``): remove the sweep folder Hydra made
     for it when it holds nothing but the ``multirun.yaml`` Hydra wrote there in this command
-    (and empty folders: a training job's own), and this command made it: a
+    (and empty folders; the refused job's own folder is gone by then, with its record:
+    :func:`note_sweep_job_dir`), and this command made it: a
     ``hydra.sweep.dir`` named on the command line that did not exist before (with its new
     parents, when empty), or the default ``<runs>/<command>-multirun/<YYYYmmdd-HHMMSS>``
     stamped with this command's start (its parents stay, as a run dir's). A later job's
-    refusal keeps it: it is the record of the jobs that ran."""
+    refusal keeps it, and the earlier jobs' folders in it: the record of the jobs that ran."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
