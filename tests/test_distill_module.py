@@ -514,6 +514,59 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
 
 
+def test_report_names_a_stored_prediction_teacher(tmp_path: Path) -> None:
+    """A student distilled from an nnU-Net's saved predictions (``teacher.predictions``, no
+    ``teacher.ckpt``: what the run's config holds) was labelled ``enet (w 0.25) + ? (kd)``.
+    Its teacher is now named by its folder: ``nnunet:`` for nnU-Net's own output (the
+    ``--save_probabilities`` files, or a ``plans.json``), ``predictions:`` for other saved
+    predictions; the student's seeds share the row, and no run is taken for its teacher."""
+    from test_nnunet import FIXTURE
+
+    from kdseg.eval.report import build_report, write_report
+
+    data = {"name": "lits", "organ": "liver"}
+    student = {"name": "enet", "in_channels": 1, "num_classes": 3, "width": 0.25}
+    nnunet = tmp_path / "Dataset003_Liver" / "preds_3d"
+    nnunet.mkdir(parents=True)
+    for name in ("fix_001.npz", "fix_001.pkl", "dataset.json"):
+        shutil.copy(FIXTURE / name, nnunet / name)
+    plans = tmp_path / "plans_only"  # hard labels only, with the plans nnUNetv2_predict writes
+    plans.mkdir()
+    (plans / "plans.json").write_text(json.dumps({"dataset_name": "Dataset003_Liver"}))
+    labels = tmp_path / "labels"  # label NIfTIs of some other tool
+    labels.mkdir()
+    shutil.copy(FIXTURE / "fix_001.nii.gz", labels / "fix_001.nii.gz")
+    for folder, seeds in (
+        (nnunet, (1, 2)),
+        (plans, (1,)),
+        (labels, (1,)),
+        (tmp_path / "gone", (1,)),
+    ):
+        for seed in seeds:
+            teacher = {"ckpt": None, "predictions": str(folder), "compile": None, "cache": None}
+            config = {
+                "data": data,
+                "seed": seed,
+                "student": student,
+                "distill": {"name": "kd"},
+                "teacher": teacher,
+            }
+            _fake_run(tmp_path / "runs", f"{folder.name}-s{seed}", config, {"tumor": 0.5})
+    report = build_report([str(tmp_path / "runs")])
+    labels_seen = {r.label: r for r in report.rows}
+    assert sorted(labels_seen) == [
+        "enet (w 0.25) + nnunet:plans_only (kd)",
+        "enet (w 0.25) + nnunet:preds_3d (kd)",
+        "enet (w 0.25) + predictions:gone (kd)",
+        "enet (w 0.25) + predictions:labels (kd)",
+    ]
+    row = labels_seen["enet (w 0.25) + nnunet:preds_3d (kd)"]
+    assert row.role == "distilled" and row.seeds == [1, 2] and row.teacher == "nnunet:preds_3d"
+    assert all(r.role == "distilled" for r in report.rows)
+    text = write_report(report, tmp_path / "report")["markdown"].read_text()
+    assert "nnunet:preds_3d" in text and "+ ?" not in text
+
+
 def test_paired_difference_interval_and_sign() -> None:
     from kdseg.eval.paired import paired_difference
 

@@ -73,6 +73,7 @@ class RunRecord:
     teacher: str | None = None  # label of the teacher's network
     teacher_run: Path | None = None  # run folder of the teacher checkpoint
     teacher_ckpt: str | None = None
+    teacher_predictions: str | None = None  # a stored-prediction teacher's folder
 
     @property
     def key(self) -> tuple[str, str, str | None, str | None]:
@@ -251,8 +252,12 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
         scores=read_scores(run, eval_dir, metric),
     )
     if distilled:
-        record.teacher_ckpt = str(cfg["teacher"].get("ckpt") or cfg["teacher"].get("predictions"))
-        record.teacher_run = Path(record.teacher_ckpt).resolve().parent.parent
+        ckpt, predictions = cfg["teacher"].get("ckpt"), cfg["teacher"].get("predictions")
+        if ckpt or not predictions:
+            record.teacher_ckpt = str(ckpt)
+            record.teacher_run = Path(record.teacher_ckpt).resolve().parent.parent
+        else:  # teacher.predictions: a folder of saved outputs, no run of its own
+            record.teacher_predictions = str(predictions)
         record.teacher = cfg["teacher"].get("name")  # refined in _link_teachers
         if method == "none":  # trained by kdseg-distill without any distillation term
             record.role, record.method, record.teacher = "student", None, None
@@ -267,11 +272,34 @@ def _teacher_label_from_ckpt(ckpt: str | None) -> str | None:
     return model_label(read_checkpoint(ckpt)["hyper_parameters"]["model"])
 
 
+def predictions_label(folder: str) -> str:
+    """The label of a teacher given as stored predictions (``teacher.predictions``): the
+    folder's name, after ``nnunet:`` where it holds nnU-Net's output (``plans.json``, or
+    ``--save_probabilities``' ``.npz`` with its ``.pkl``), else after ``predictions:``
+    (label or probability NIfTIs, ``.npy``; a folder no longer there). The name comes from the
+    run's saved config, so runs taught by one folder share a row however the report runs."""
+    path = Path(folder)
+    name = path.name or path.resolve().name or str(path)
+    nnunet = False
+    try:
+        if path.is_dir():
+            nnunet = (path / "plans.json").is_file() or (
+                next(path.glob("*.npz"), None) is not None
+                and next(path.glob("*.pkl"), None) is not None
+            )
+    except OSError:  # an unreadable folder: named by its path alone
+        pass
+    return f"{'nnunet' if nnunet else 'predictions'}:{name}"
+
+
 def _link_teachers(records: list[RunRecord]) -> None:
     """Name each distilled run's teacher; mark runs whose checkpoint taught as teachers."""
     by_path = {r.path: r for r in records}
     for record in records:
         if record.role != "distilled":
+            continue
+        if record.teacher_predictions is not None:
+            record.teacher = predictions_label(record.teacher_predictions)
             continue
         teacher = by_path.get(record.teacher_run) if record.teacher_run else None
         if teacher is not None:
