@@ -132,6 +132,39 @@ def test_one_case_in_two_files_or_without_its_scan_is_refused(tmp_path: Path) ->
         discover_cases("kits19", kits)
 
 
+def test_a_label_without_its_image_is_refused_in_every_layout(tmp_path: Path) -> None:
+    """A label whose scan is gone or misnamed (``Volume-1.nii.gz``) was left out of a LiTS,
+    MSD or nnU-Net dataset without a word (KiTS19 refused it already); macOS ``._*`` forks
+    are no labels, and a LiTS ``.nii`` scan may have a ``.nii.gz`` label."""
+
+    def touch(*paths: Path) -> None:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+
+    lits = tmp_path / "lits"
+    touch(lits / "volume-0.nii", lits / "segmentation-0.nii.gz", lits / "._segmentation-3.nii")
+    assert [c.case_id for c in discover_cases("lits", lits)] == ["volume-0"]
+    touch(lits / "Volume-1.nii.gz", lits / "segmentation-1.nii.gz")
+    with pytest.raises(InputError, match=r"segmentation-1.nii.gz: a label without its image vol"):
+        discover_cases("lits", lits)
+    msd = tmp_path / "msd"
+    touch(msd / "imagesTr" / "liver_0.nii.gz", msd / "labelsTr" / "liver_0.nii.gz")
+    touch(msd / "imagesTr" / "._liver_0.nii.gz", msd / "labelsTr" / "._liver_0.nii.gz")
+    assert [c.case_id for c in discover_cases("msd_liver", msd)] == ["liver_0"]
+    touch(msd / "labelsTr" / "liver_1.nii.gz")
+    with pytest.raises(InputError, match="liver_1.nii.gz: a label without its image imagesTr/"):
+        discover_cases("msd_liver", msd)
+    nnunet = tmp_path / "nnunet"
+    touch(nnunet / "imagesTr" / "a_0000.nii.gz", nnunet / "labelsTr" / "a.nii.gz")
+    labels = {"background": 0, "liver": 1, "tumor": 2}
+    (nnunet / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
+    assert [c.case_id for c in discover_cases("nnunet", nnunet)] == ["a"]
+    touch(nnunet / "imagesTr" / "b_0001.nii.gz", nnunet / "labelsTr" / "b.nii.gz")  # no _0000
+    with pytest.raises(InputError, match=r"b.nii.gz: a label without its image imagesTr/b_0000"):
+        discover_cases("nnunet", nnunet)
+
+
 def test_a_split_never_holds_a_case_twice_and_names_only_cases(tmp_path: Path) -> None:
     """Rounding and the one-case minimum for val and test once made [0, 0, 1] put every case
     in test and most in train too; a split file with a list for an id is one line."""
