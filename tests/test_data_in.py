@@ -165,6 +165,45 @@ def test_a_label_without_its_image_is_refused_in_every_layout(tmp_path: Path) ->
         discover_cases("nnunet", nnunet)
 
 
+def test_a_label_that_is_no_segmentation_or_off_the_images_grid_says_why() -> None:
+    """A CT given as the label (the pair swapped), a label without a background voxel and a
+    label whose grid is not the image's, each refused in one line that says what is wrong."""
+    from kdseg.data.io import check_pair
+
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    shape = (12, 10, 4)
+    ct = np.random.default_rng(0).integers(-1000, 400, shape).astype(np.int16)
+    image = nib.Nifti1Image(ct, affine)
+    label = np.zeros(shape, np.uint8)
+    label[3:6, 3:6, 1:3] = 1
+
+    def refusal(data: np.ndarray, aff: np.ndarray = affine, orient: bool = True) -> str:
+        img = nib.Nifti1Image(data, aff)
+        if not orient:
+            img.set_qform(None, code=0)
+            img.set_sform(None, code=0)
+        with pytest.raises(InputError) as caught:
+            check_pair(image, img, "seg.nii.gz", (0, 1, 2))
+        return str(caught.value)
+
+    assert "an image, not a label map (image and label swapped?)" in refusal(ct)
+    assert "no background voxel (every voxel is label 1 or 2)" in refusal((1 + (ct > 0)).astype(np.uint8))
+    shifted = affine.copy()
+    shifted[1, 3] -= 0.8
+    assert "origin is shifted by (0, -0.8, 0) mm, (0, -1, 0) voxels" in refusal(label, shifted)
+    assert "axes point LAS, the image's RAS" in refusal(label, np.diag([-0.8, 0.8, 2.5, 1]))
+    assert "voxels are 0.8 x 0.8 x 5 mm, the image's 0.8 x 0.8 x 2.5" in refusal(
+        label, np.diag([0.8, 0.8, 5.0, 1])
+    )
+    assert "its header gives no orientation" in refusal(label, orient=False)
+    assert (
+        check_pair(
+            image, nib.Nifti1Image(np.zeros(shape, np.float32), affine), "s", (0, 1, 2)
+        ).max()
+        == 0
+    )
+
+
 def test_a_split_never_holds_a_case_twice_and_names_only_cases(tmp_path: Path) -> None:
     """Rounding and the one-case minimum for val and test once made [0, 0, 1] put every case
     in test and most in train too; a split file with a list for an id is one line."""
