@@ -187,7 +187,9 @@ def test_a_label_that_is_no_segmentation_or_off_the_images_grid_says_why() -> No
         return str(caught.value)
 
     assert "an image, not a label map (image and label swapped?)" in refusal(ct)
-    assert "no background voxel (every voxel is label 1 or 2)" in refusal((1 + (ct > 0)).astype(np.uint8))
+    assert "no background voxel (every voxel is label 1 or 2)" in refusal(
+        (1 + (ct > 0)).astype(np.uint8)
+    )
     shifted = affine.copy()
     shifted[1, 3] -= 0.8
     assert "origin is shifted by (0, -0.8, 0) mm, (0, -1, 0) voxels" in refusal(label, shifted)
@@ -202,6 +204,30 @@ def test_a_label_that_is_no_segmentation_or_off_the_images_grid_says_why() -> No
         ).max()
         == 0
     )
+
+
+def test_a_label_of_background_only_is_named_once_by_prepare(
+    phantom_lits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An all-background label (a placeholder, a broken export) was prepared and trained on
+    without a word: the network learns that the organ is background, and an organ-ROI config
+    drops the case. One warning line names it, once per process and cache."""
+    from kdseg.data.prepare import empty_label_warning
+
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(3))
+    seg = nib.load(root / "segmentation-1.nii.gz")
+    os.unlink(root / "segmentation-1.nii.gz")
+    empty = np.zeros(seg.shape, np.uint8)
+    nib.save(nib.Nifti1Image(empty, seg.affine, seg.header), root / "segmentation-1.nii.gz")
+    setup = resolve_data(_data_cfg(root))
+    for _ in range(2):
+        setup.prepare(progress=False)
+    out = capsys.readouterr().out
+    assert out.count("warning: 1 of 3 labeled case(s) hold no organ voxel") == 1, out
+    assert "(volume-1); they teach the network that every voxel is background" in out
+    line = empty_label_warning(setup.cache_dir, ["volume-0", "volume-1"], roi=True)
+    assert line is not None and "preprocess.roi=organ gives them no slice" in line
+    assert empty_label_warning(setup.cache_dir, ["volume-0", "volume-2"]) is None
 
 
 def test_a_split_never_holds_a_case_twice_and_names_only_cases(tmp_path: Path) -> None:
