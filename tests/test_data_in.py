@@ -276,6 +276,11 @@ def test_stored_hard_labels_outside_their_mapping_are_refused(tmp_path: Path) ->
     nib.save(nib.Nifti1Image(data, affine), tmp_path / "ok.nii.gz")
     probs, hard = load_prediction(tmp_path / "ok.nii.gz", image, tumor3)
     assert hard and probs[2, 2, 2, 1] == 1 and probs[2].sum() == 1
+    # a label stored with a singleton fourth axis (x, y, z, 1), as load_volume reads labels and
+    # scans, was taken for a one-channel probability volume and refused as probabilities
+    nib.save(nib.Nifti1Image(data[..., None], affine), tmp_path / "four.nii.gz")
+    probs, hard = load_prediction(tmp_path / "four.nii.gz", image, tumor3)
+    assert hard and probs[2, 2, 2, 1] == 1 and probs[2].sum() == 1
 
 
 def test_an_undefined_dice_is_null_in_json_and_n_a_in_the_table(tmp_path: Path) -> None:
