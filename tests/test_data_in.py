@@ -17,7 +17,7 @@ from test_pipeline import _data_cfg
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import resolve_data
 from kdseg.data.manifest import make_split
-from kdseg.data.sources import discover_cases
+from kdseg.data.sources import discover_cases, discover_images
 from kdseg.errors import ConfigError, InputError
 
 
@@ -130,6 +130,9 @@ def test_one_case_in_two_files_or_without_its_scan_is_refused(tmp_path: Path) ->
     touch(kits / "case_00001" / "imaging.nii.gz")
     with pytest.raises(InputError, match="missing label"):
         discover_cases("kits19", kits)
+    touch(kits / "case_00000" / "imaging.nii")  # beside its .nii.gz: unlabeled scans too
+    with pytest.raises(InputError, match="imaging.nii: is the same file of the case as imaging"):
+        discover_images(kits)
 
 
 def test_a_label_without_its_image_is_refused_in_every_layout(tmp_path: Path) -> None:

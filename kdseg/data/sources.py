@@ -51,10 +51,6 @@ class ImageCase:
     roi_label: Path | None = None
 
 
-def _first_existing(*candidates: Path) -> Path | None:
-    return next((p for p in candidates if p.exists()), None)
-
-
 def _only_existing(*candidates: Path) -> Path | None:
     """The one of ``candidates`` (one file as ``.nii`` and ``.nii.gz``) that exists; two that
     both exist are refused: which one holds the case is not for kdseg to guess."""
@@ -239,8 +235,7 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
                 for i in _plain_images(root / f)
             ]
     kits = [
-        _first_existing(f / "imaging.nii.gz", f / "imaging.nii")
-        for f in sorted(root.glob("case_*"))
+        _only_existing(f / "imaging.nii.gz", f / "imaging.nii") for f in sorted(root.glob("case_*"))
     ]
     if any(kits):
         return [ImageCase(p.parent.name, p) for p in kits if p is not None]
