@@ -190,6 +190,10 @@ def test_a_label_that_is_no_segmentation_or_off_the_images_grid_says_why() -> No
         return str(caught.value)
 
     assert "an image, not a label map (image and label swapped?)" in refusal(ct)
+    lesions = (np.arange(np.prod(shape)).reshape(shape) % 40).astype(np.uint8)  # numbered
+    assert "unknown label values [3, 4, 5, 6, 7]; expected a subset of [0, 1, 2]" in refusal(
+        lesions
+    )
     assert "no background voxel (every voxel is label 1 or 2)" in refusal(
         (1 + (ct > 0)).astype(np.uint8)
     )

@@ -472,7 +472,8 @@ def check_pair(
     values = np.unique(data)
     allowed = set(int(v) for v in allowed_labels)
     bad = [v for v in values.tolist() if v != int(v) or int(v) not in allowed]
-    if len(bad) > LABEL_MAX_UNKNOWN:  # a CT's thousands of HU values, not a few wrong labels
+    # a CT's HU (air negative), not lesions numbered 1 to 40 (named as unknown values below)
+    if len(bad) > LABEL_MAX_UNKNOWN and values[0] < 0:
         raise InputError(
             label_path,
             f"{values.size:,} distinct values from {values[0]:.4g} to {values[-1]:.4g}: an "
@@ -494,7 +495,8 @@ def check_pair(
 
 
 LABEL_MAX_UNKNOWN = 16
-"""More unknown values than this in a label volume make it an image (a CT given as label)."""
+"""More unknown values than this, negative ones among them, make a label volume an image
+(a CT given as the label)."""
 
 
 def _geometry_difference(label: nib.Nifti1Image, image: nib.Nifti1Image) -> str:
