@@ -17,7 +17,7 @@ from test_pipeline import _data_cfg
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import resolve_data
 from kdseg.data.manifest import make_split
-from kdseg.data.sources import discover_cases
+from kdseg.data.sources import discover_cases, discover_images
 from kdseg.errors import ConfigError, InputError
 
 
@@ -130,6 +130,111 @@ def test_one_case_in_two_files_or_without_its_scan_is_refused(tmp_path: Path) ->
     touch(kits / "case_00001" / "imaging.nii.gz")
     with pytest.raises(InputError, match="missing label"):
         discover_cases("kits19", kits)
+    touch(kits / "case_00000" / "imaging.nii")  # beside its .nii.gz: unlabeled scans too
+    with pytest.raises(InputError, match="imaging.nii: is the same file of the case as imaging"):
+        discover_images(kits)
+
+
+def test_a_label_without_its_image_is_refused_in_every_layout(tmp_path: Path) -> None:
+    """A label whose scan is gone or misnamed (``Volume-1.nii.gz``) was left out of a LiTS,
+    MSD or nnU-Net dataset without a word (KiTS19 refused it already); macOS ``._*`` forks
+    are no labels, and a LiTS ``.nii`` scan may have a ``.nii.gz`` label."""
+
+    def touch(*paths: Path) -> None:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+
+    lits = tmp_path / "lits"
+    touch(lits / "volume-0.nii", lits / "segmentation-0.nii.gz", lits / "._segmentation-3.nii")
+    assert [c.case_id for c in discover_cases("lits", lits)] == ["volume-0"]
+    touch(lits / "Volume-1.nii.gz", lits / "segmentation-1.nii.gz")
+    with pytest.raises(InputError, match=r"segmentation-1.nii.gz: a label without its image vol"):
+        discover_cases("lits", lits)
+    msd = tmp_path / "msd"
+    touch(msd / "imagesTr" / "liver_0.nii.gz", msd / "labelsTr" / "liver_0.nii.gz")
+    touch(msd / "imagesTr" / "._liver_0.nii.gz", msd / "labelsTr" / "._liver_0.nii.gz")
+    assert [c.case_id for c in discover_cases("msd_liver", msd)] == ["liver_0"]
+    touch(msd / "labelsTr" / "liver_1.nii.gz")
+    with pytest.raises(InputError, match="liver_1.nii.gz: a label without its image imagesTr/"):
+        discover_cases("msd_liver", msd)
+    nnunet = tmp_path / "nnunet"
+    touch(nnunet / "imagesTr" / "a_0000.nii.gz", nnunet / "labelsTr" / "a.nii.gz")
+    labels = {"background": 0, "liver": 1, "tumor": 2}
+    (nnunet / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
+    assert [c.case_id for c in discover_cases("nnunet", nnunet)] == ["a"]
+    touch(nnunet / "imagesTr" / "b_0001.nii.gz", nnunet / "labelsTr" / "b.nii.gz")  # no _0000
+    with pytest.raises(InputError, match=r"b.nii.gz: a label without its image imagesTr/b_0000"):
+        discover_cases("nnunet", nnunet)
+
+
+def test_a_label_that_is_no_segmentation_or_off_the_images_grid_says_why() -> None:
+    """A CT given as the label (the pair swapped), a label without a background voxel and a
+    label whose grid is not the image's, each refused in one line that says what is wrong."""
+    from kdseg.data.io import check_pair
+
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    shape = (12, 10, 4)
+    ct = np.random.default_rng(0).integers(-1000, 400, shape).astype(np.int16)
+    image = nib.Nifti1Image(ct, affine)
+    label = np.zeros(shape, np.uint8)
+    label[3:6, 3:6, 1:3] = 1
+
+    def refusal(data: np.ndarray, aff: np.ndarray = affine, orient: bool = True) -> str:
+        img = nib.Nifti1Image(data, aff)
+        if not orient:
+            img.set_qform(None, code=0)
+            img.set_sform(None, code=0)
+        with pytest.raises(InputError) as caught:
+            check_pair(image, img, "seg.nii.gz", (0, 1, 2))
+        return str(caught.value)
+
+    assert "an image, not a label map (image and label swapped?)" in refusal(ct)
+    lesions = (np.arange(np.prod(shape)).reshape(shape) % 40).astype(np.uint8)  # numbered
+    assert "unknown label values [3, 4, 5, 6, 7]; expected a subset of [0, 1, 2]" in refusal(
+        lesions
+    )
+    assert "no background voxel (every voxel is label 1 or 2)" in refusal(
+        (1 + (ct > 0)).astype(np.uint8)
+    )
+    shifted = affine.copy()
+    shifted[1, 3] -= 0.8
+    assert "origin is shifted by (0, -0.8, 0) mm, (0, -1, 0) voxels" in refusal(label, shifted)
+    assert "axes point LAS, the image's RAS" in refusal(label, np.diag([-0.8, 0.8, 2.5, 1]))
+    assert "voxels are 0.8 x 0.8 x 5 mm, the image's 0.8 x 0.8 x 2.5" in refusal(
+        label, np.diag([0.8, 0.8, 5.0, 1])
+    )
+    assert "its header gives no orientation" in refusal(label, orient=False)
+    assert (
+        check_pair(
+            image, nib.Nifti1Image(np.zeros(shape, np.float32), affine), "s", (0, 1, 2)
+        ).max()
+        == 0
+    )
+
+
+def test_a_label_of_background_only_is_named_once_by_prepare(
+    phantom_lits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An all-background label (a placeholder, a broken export) was prepared and trained on
+    without a word: the network learns that the organ is background, and an organ-ROI config
+    drops the case. One warning line names it, once per process and cache."""
+    from kdseg.data.prepare import empty_label_warning
+
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(3))
+    seg = nib.load(root / "segmentation-1.nii.gz")
+    os.unlink(root / "segmentation-1.nii.gz")
+    empty = np.zeros(seg.shape, np.uint8)
+    nib.save(nib.Nifti1Image(empty, seg.affine, seg.header), root / "segmentation-1.nii.gz")
+    setup = resolve_data(_data_cfg(root))
+    for _ in range(2):
+        setup.prepare(progress=False)
+    out = capsys.readouterr().out
+    assert out.count("warning: 1 of 3 labeled case(s) hold no organ voxel") == 1, out
+    assert "(volume-1); they teach the network that every voxel is background" in out
+    line = empty_label_warning(setup.cache_dir, ["volume-0", "volume-1"], roi=True)
+    assert line is not None and "preprocess.roi=organ gives them no slice" in line
+    assert empty_label_warning(setup.cache_dir, ["volume-0", "volume-2"]) is None
 
 
 def test_a_split_never_holds_a_case_twice_and_names_only_cases(tmp_path: Path) -> None:
@@ -177,6 +282,11 @@ def test_stored_hard_labels_outside_their_mapping_are_refused(tmp_path: Path) ->
     data[2, 2, 1] = 3  # mapped: tumor
     nib.save(nib.Nifti1Image(data, affine), tmp_path / "ok.nii.gz")
     probs, hard = load_prediction(tmp_path / "ok.nii.gz", image, tumor3)
+    assert hard and probs[2, 2, 2, 1] == 1 and probs[2].sum() == 1
+    # a label stored with a singleton fourth axis (x, y, z, 1), as load_volume reads labels and
+    # scans, was taken for a one-channel probability volume and refused as probabilities
+    nib.save(nib.Nifti1Image(data[..., None], affine), tmp_path / "four.nii.gz")
+    probs, hard = load_prediction(tmp_path / "four.nii.gz", image, tumor3)
     assert hard and probs[2, 2, 2, 1] == 1 and probs[2].sum() == 1
 
 

@@ -120,6 +120,12 @@ class World:
             lab = np.zeros(SHAPE, np.uint8)
             lab[0, 0, 0] = 7
             nib.save(nib.Nifti1Image(lab, AFFINE), str(seg))
+        elif how == "CT as label":  # the pair's two files swapped, or a scan copied over
+            self.ct("../lits/segmentation-1.nii.gz")
+        elif how == "no background":
+            nib.save(nib.Nifti1Image(np.ones(SHAPE, np.uint8), AFFINE), str(seg))
+        elif how == "no image":
+            vol.unlink()
         elif how == "NaN label":
             lab = np.zeros(SHAPE, np.float32)
             lab[1, 1, 1] = np.nan
@@ -527,6 +533,9 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("prepare: shape mismatch", "prepare", lambda w: w.prepare("shape mismatch"), "segmentation-1", False),
     ("prepare: affine mismatch", "prepare", lambda w: w.prepare("affine mismatch"), "segmentation-1", False),
     ("prepare: unknown labels", "prepare", lambda w: w.prepare("unknown labels"), "segmentation-1", False),
+    ("prepare: a CT as label", "prepare", lambda w: w.prepare("CT as label"), "segmentation-1", False),
+    ("prepare: a label without background", "prepare", lambda w: w.prepare("no background"), "segmentation-1", False),
+    ("prepare: a label without its image", "prepare", lambda w: w.prepare("no image"), "segmentation-1", False),
     ("prepare: NaN in a label", "prepare", lambda w: w.prepare("NaN label"), "segmentation-1", True),
     ("prepare: NaN in an image", "prepare", lambda w: w.prepare("NaN image"), "volume-1", False),
     ("prepare: constant image", "prepare", lambda w: w.prepare("constant"), "volume-1", False),

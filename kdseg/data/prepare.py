@@ -152,6 +152,34 @@ def window_warning(
     )
 
 
+def empty_label_warning(cache_dir: Path, ids: Sequence[str], roi: bool = False) -> str | None:
+    """One line when labeled cases hold no organ voxel (their label all background), else None.
+
+    Every case of LiTS, KiTS19 and the Decathlon holds its organ: an empty label is most often
+    a placeholder or a broken export, and it teaches the network that the organ is background
+    (an organ-ROI config gives the case no slice at all). Read from each case's ``meta.json``.
+    """
+    empty, checked = [], 0
+    for case_id in ids:
+        path = case_folder(cache_dir, case_id) / "meta.json"
+        organ = json.loads(path.read_text()).get("organ_slices") if path.is_file() else None
+        checked += organ is not None
+        if organ == []:
+            empty.append(case_id)
+    if not empty:
+        return None
+    shown = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
+    effect = (
+        "preprocess.roi=organ gives them no slice"
+        if roi
+        else "they teach the network that every voxel is background"
+    )
+    return (
+        f"{len(empty)} of {checked} labeled case(s) hold no organ voxel: their label is all "
+        f"background ({shown}); {effect}; check those label files"
+    )
+
+
 def training_roi(
     pre: Preprocessor, image: nib.Nifti1Image, label: np.ndarray, case_id: str
 ) -> tuple[int, ...] | None:
@@ -364,4 +392,8 @@ def prepare_cases(
     if warning and str(cache_dir) not in _WARNED:
         _WARNED.add(str(cache_dir))
         print(warning_line(warning))
+    empty = empty_label_warning(cache_dir, labeled, roi=config.roi is not None)
+    if empty and f"empty:{cache_dir}" not in _WARNED:
+        _WARNED.add(f"empty:{cache_dir}")
+        print(warning_line(empty))
     return [c.case_id for c in cases]

@@ -51,10 +51,6 @@ class ImageCase:
     roi_label: Path | None = None
 
 
-def _first_existing(*candidates: Path) -> Path | None:
-    return next((p for p in candidates if p.exists()), None)
-
-
 def _only_existing(*candidates: Path) -> Path | None:
     """The one of ``candidates`` (one file as ``.nii`` and ``.nii.gz``) that exists; two that
     both exist are refused: which one holds the case is not for kdseg to guess."""
@@ -72,8 +68,25 @@ def _natural_key(text: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
+def _refuse_orphans(labels: dict[str, Path], cases: set[str], image: str) -> None:
+    """Refuse the first label of ``labels`` (by case key) whose key is not among ``cases``:
+    its case (a scan gone, or misnamed ``Volume-3.nii``) would be left out of the dataset
+    without a word. ``image`` names the missing file, ``{}`` standing for the key. Hidden
+    files (macOS ``._*`` forks) are no labels."""
+    for key, label in sorted(labels.items(), key=lambda item: _natural_key(item[0])):
+        if key not in cases and not label.name.startswith("."):
+            raise InputError(label, f"a label without its image {image.format(key)}")
+
+
 def _lits(root: Path) -> list[Case]:
     cases = []
+    pattern = r"(volume|segmentation)-(\d+)\.nii(\.gz)?"
+    found = [m for p in root.iterdir() if (m := re.fullmatch(pattern, p.name))]
+    _refuse_orphans(
+        {m.group(2): root / m.group(0) for m in found if m.group(1) == "segmentation"},
+        {m.group(2) for m in found if m.group(1) == "volume"},
+        "volume-{}.nii[.gz] beside it",
+    )
     for image in root.glob("volume-*.nii*"):
         number = re.fullmatch(r"volume-(\d+)\.nii(\.gz)?", image.name)
         if not number:
@@ -115,6 +128,8 @@ def _msd_liver(root: Path) -> list[Case]:
         if not label.exists():
             raise InputError(image, f"missing label labelsTr/{image.name}")
         cases.append(Case(image.name.split(".")[0], image, label))
+    labels = {p.name: p for p in (root / "labelsTr").glob("liver_*.nii*")}
+    _refuse_orphans(labels, {c.image.name for c in cases}, "imagesTr/{}")
     return cases
 
 
@@ -128,6 +143,9 @@ def _nnunet(root: Path) -> list[Case]:
         if not label.exists():
             raise InputError(image, f"missing label labelsTr/{label.name}")
         cases.append(Case(case_id, image, label, info.label_map))
+    ending = info.file_ending
+    labels = {p.name[: -len(ending)]: p for p in (root / "labelsTr").glob(f"*{ending}")}
+    _refuse_orphans(labels, {c.case_id for c in cases}, f"imagesTr/{{}}_0000{ending}")
     return cases
 
 
@@ -217,8 +235,7 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
                 for i in _plain_images(root / f)
             ]
     kits = [
-        _first_existing(f / "imaging.nii.gz", f / "imaging.nii")
-        for f in sorted(root.glob("case_*"))
+        _only_existing(f / "imaging.nii.gz", f / "imaging.nii") for f in sorted(root.glob("case_*"))
     ]
     if any(kits):
         return [ImageCase(p.parent.name, p) for p in kits if p is not None]

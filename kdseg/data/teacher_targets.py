@@ -7,7 +7,8 @@ carries the teacher's class probabilities on exactly its own grid. Files, by cas
 
 - ``<case>.npz`` (+ ``<case>.pkl``): nnU-Net v2 ``--save_probabilities`` (see
   :mod:`kdseg.data.nnunet`): ``probabilities`` ``(C, z, y, x)``, geometry in the ``.pkl``;
-- ``<case>.nii.gz`` / ``.nii``: a 3D label volume (hard targets, one-hot) or a 4D
+- ``<case>.nii.gz`` / ``.nii``: a 3D label volume (hard targets, one-hot; a singleton fourth
+  axis ``(x, y, z, 1)`` is a label too) or a 4D
   ``(x, y, z, C)`` probability volume, on the image's grid (same shape and affine);
 - ``<case>.npy``: a ``(C, x, y, z)`` probability volume in the image's (nibabel) voxel order.
 
@@ -129,6 +130,8 @@ def _nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
     if data.ndim == 5 and data.shape[3] == 1:  # (x, y, z, 1, C): NIfTI's vector intent
         data = data[:, :, :, 0]
+    if data.ndim == 4 and data.shape[3] == 1:  # (x, y, z, 1): a label (one channel cannot
+        data = data[..., 0]  # sum to 1 as probabilities), read as load_volume reads labels
     if data.ndim not in (3, 4):
         raise InputError(path, f"expected a 3D label or 4D probability volume, got {data.shape}")
     return data, img.affine
