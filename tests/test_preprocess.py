@@ -70,6 +70,31 @@ def test_canonical_orientation_independent_of_storage() -> None:
         assert geom.spacing == pytest.approx((0.8, 0.7, 2.5))
 
 
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP"])
+def test_body_box_and_centre_crop_offset_are_exact(codes: str) -> None:
+    """The body box is the half-open bounding box of the voxels above -500 HU (x 5:30, y 6:30
+    in _volume) plus ``body_margin`` on each side, clipped to the volume, whatever the storage
+    order; the centre crop starts at floor((size - crop) / 2), padding included. Round trips
+    cannot see an error in either: a box one voxel short, or a crop one pixel off centre, is
+    undone as exactly as it was done (and shifts a saved model's input by a pixel)."""
+    img, _ = _volume(codes)
+    boxes = {0: (5, 30, 6, 30), 1: (4, 31, 5, 31), 8: (0, 38, 0, 36)}  # 8: clipped at both ends
+    for margin, box in boxes.items():
+        _, geom = Preprocessor(PreprocessConfig(body_crop=True, body_margin=margin)).image(img)
+        assert geom.box == box, (margin, geom.box)
+    full, _ = Preprocessor(PreprocessConfig(body_crop=True, body_margin=0)).image(img)  # 25 x 24
+    for crop, offset in {(22, 19): (1, 2), (28, 27): (-2, -2)}.items():
+        cfg = PreprocessConfig(body_crop=True, body_margin=0, crop_size=crop)
+        slices, geom = Preprocessor(cfg).image(img)
+        assert geom.crop_offset == offset
+        (a, b), (h, w) = offset, crop
+        want = np.full((full.shape[0], h, w), -1.0, np.float32)  # padding is air: -1
+        src = full[:, max(a, 0) : a + h, max(b, 0) : b + w]
+        pa, pb = max(-a, 0), max(-b, 0)
+        want[:, pa : pa + src.shape[1], pb : pb + src.shape[2]] = src
+        np.testing.assert_array_equal(slices, want)
+
+
 def test_window_scales_hu_to_unit_range() -> None:
     img = nib.Nifti1Image(
         np.array([[[-1000, -60, 40, 140, 1000]]], np.int16).reshape(1, 1, 5), np.eye(4)
