@@ -382,3 +382,31 @@ def test_the_moved_names_still_import_from_kdseg_data_preprocess() -> None:
         b"kdseg.data.preprocess_config\n", b"kdseg.data.preprocess\n"
     )
     assert b"kdseg.data.preprocess\n" in old and pickle.loads(old) == cfg
+
+
+@pytest.mark.parametrize("context", [1, 2])
+def test_inference_stacks_context_slices_in_the_training_order(tmp_path, context: int) -> None:
+    """A 2.5D model's input channel k is slice z - context + k (clamped at the volume ends)
+    in training (:class:`SliceDataset`) and in prediction (:func:`context_stack`, also the
+    int8 calibration slices): reversed in one of them, the network would see the volume
+    upside down in its context channels, and no round trip would tell."""
+    import torch
+
+    from kdseg.data.cache import CachedCase
+    from kdseg.data.datamodule import SliceDataset
+    from kdseg.data.tasks import Task
+    from kdseg.eval.inference import context_stack
+
+    n = 5
+    image = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 3, 4), np.float32)
+    folder = tmp_path / "case"
+    folder.mkdir()
+    np.save(folder / "image.npy", image)
+    np.save(folder / "label.npy", np.zeros(image.shape, np.uint8))
+    case = CachedCase("case", folder, n, (), (), (1.0, 1.0, 1.0))
+    train = SliceDataset([case], Task("multiclass"), context=context)
+    stacked = context_stack(image, np.arange(n), context)
+    for z in range(n):
+        want = np.clip(np.arange(z - context, z + context + 1), 0, n - 1).astype(np.float32)
+        assert stacked[z, :, 0, 0].tolist() == want.tolist()
+        torch.testing.assert_close(train[z]["image"], torch.from_numpy(stacked[z]))
