@@ -784,6 +784,27 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
     )
 
 
+def test_int8_that_quantizes_no_layer_is_refused_not_written(
+    onnx_fp32: Path, tmp_path: Path
+) -> None:
+    """An operator type the network has none of to quantize (a real ONNX operator, so the
+    typo check lets it pass), or every convolution kept in fp32: quantize_static then writes
+    an fp32 graph, which must not be handed over under an int8 name."""
+    import onnx
+
+    from kdseg.deploy.quantize import conv_nodes, quantize_int8
+
+    calibration = np.random.default_rng(0).uniform(-1, 1, (2, 1, 32, 32)).astype(np.float32)
+    convs = conv_nodes(onnx.load(str(onnx_fp32)))
+    for options in ({"op_types": ("MatMul",)}, {"keep_fp32": tuple(convs)}):
+        out = tmp_path / "none.int8.onnx"
+        with pytest.raises(InputError, match="int8: no layer was quantized"):
+            quantize_int8(onnx_fp32, out, calibration, **options)
+        assert not out.exists() and not list(tmp_path.iterdir())  # nor a temporary
+    quantize_int8(onnx_fp32, out, calibration)  # the default quantizes: the guard lets it by
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+
+
 def test_export_of_native_size_slices_and_fresh_paths_are_clear(
     workspace: dict, tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -104,6 +104,24 @@ def test_pmd_is_pixelwise_hinton_kd():
     torch.testing.assert_close(actual, expected * temperature**2)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cwd_is_a_spatial_softmax_kl_per_channel(dims: int):
+    """CWD (Shu et al. 2021, eq. 3-4): each channel's map is a distribution over the
+    locations, KL(teacher || student) per channel, mean over (B, C), times T^2. A softmax
+    over the channels instead (what pixel KD does) gives another number."""
+    student, teacher, _ = _pair(dims, channels=4)
+    temperature = 2.0
+    flat = lambda x: x.flatten(2).reshape(-1, math.prod(x.shape[2:])) / temperature  # noqa: E731
+    expected = F.kl_div(
+        F.log_softmax(flat(student), 1), F.softmax(flat(teacher), 1), reduction="batchmean"
+    )  # batchmean over the B * C rows: one distribution per (image, channel)
+    actual = build_loss("cwd", temperature=temperature)(student, teacher)
+    torch.testing.assert_close(actual, expected * temperature**2)
+    # a constant added to a whole channel map changes no spatial softmax: CWD ignores it
+    shifted = student + torch.arange(4.0).view(1, 4, *([1] * dims)) * 5
+    torch.testing.assert_close(build_loss("cwd", temperature=temperature)(shifted, teacher), actual)
+
+
 def test_imd_and_at_differ_only_in_normalisation():
     student, teacher, _ = _pair(2)
     pixels = math.prod(SPATIAL[2])

@@ -245,3 +245,22 @@ def test_hd95_and_assd_on_a_sheared_grid_place_voxels_by_the_affine() -> None:
     np.testing.assert_allclose((got["fg"]["hd95"], got["fg"]["assd"]), want, rtol=1e-4)
     plain = case_metrics(pred.astype(np.uint8), gt.astype(np.uint8), spacing, {"fg": [1]})
     assert abs(plain["fg"]["assd"] - want[1]) > 0.05  # the spacing alone: off
+
+
+@pytest.mark.parametrize("sheared", [False, True], ids=["right-angled", "sheared"])
+def test_hd95_and_assd_are_symmetric_when_only_one_direction_is_far(sheared: bool) -> None:
+    """HD95 is the larger of the two directed 95th percentiles. A stray blob in the prediction
+    is far from the reference (pred -> gt large) while every reference voxel lies on the
+    prediction (gt -> pred 0): the metric must be the same with the masks swapped, and large,
+    on MONAI's path and on the sheared grid's own one alike."""
+    gt = np.zeros((20, 20, 12), bool)
+    gt[3:9, 3:9, 2:6] = True
+    pred = gt.copy()
+    pred[14:17, 14:17, 7:10] = True  # a blob ~ 20% of the prediction's surface voxels
+    spacing = (0.8, 0.7, 2.5)
+    axes = np.array([[0.8, 0.0, 0.0], [0.0, 0.7, 0.9], [0.0, 0.0, 2.33]]) if sheared else None
+    one = binary_metrics(pred, gt, spacing, axes)
+    other = binary_metrics(gt, pred, spacing, axes)
+    assert one["hd95"] > 5.0  # the blob is ~8 mm from the reference, or more
+    assert one["hd95"] == pytest.approx(other["hd95"], rel=1e-6)
+    assert one["assd"] == pytest.approx(other["assd"], rel=1e-6)

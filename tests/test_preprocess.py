@@ -70,6 +70,31 @@ def test_canonical_orientation_independent_of_storage() -> None:
         assert geom.spacing == pytest.approx((0.8, 0.7, 2.5))
 
 
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP"])
+def test_body_box_and_centre_crop_offset_are_exact(codes: str) -> None:
+    """The body box is the half-open bounding box of the voxels above -500 HU (x 5:30, y 6:30
+    in _volume) plus ``body_margin`` on each side, clipped to the volume, whatever the storage
+    order; the centre crop starts at floor((size - crop) / 2), padding included. Round trips
+    cannot see an error in either: a box one voxel short, or a crop one pixel off centre, is
+    undone as exactly as it was done (and shifts a saved model's input by a pixel)."""
+    img, _ = _volume(codes)
+    boxes = {0: (5, 30, 6, 30), 1: (4, 31, 5, 31), 8: (0, 38, 0, 36)}  # 8: clipped at both ends
+    for margin, box in boxes.items():
+        _, geom = Preprocessor(PreprocessConfig(body_crop=True, body_margin=margin)).image(img)
+        assert geom.box == box, (margin, geom.box)
+    full, _ = Preprocessor(PreprocessConfig(body_crop=True, body_margin=0)).image(img)  # 25 x 24
+    for crop, offset in {(22, 19): (1, 2), (28, 27): (-2, -2)}.items():
+        cfg = PreprocessConfig(body_crop=True, body_margin=0, crop_size=crop)
+        slices, geom = Preprocessor(cfg).image(img)
+        assert geom.crop_offset == offset
+        (a, b), (h, w) = offset, crop
+        want = np.full((full.shape[0], h, w), -1.0, np.float32)  # padding is air: -1
+        src = full[:, max(a, 0) : a + h, max(b, 0) : b + w]
+        pa, pb = max(-a, 0), max(-b, 0)
+        want[:, pa : pa + src.shape[1], pb : pb + src.shape[2]] = src
+        np.testing.assert_array_equal(slices, want)
+
+
 def test_window_scales_hu_to_unit_range() -> None:
     img = nib.Nifti1Image(
         np.array([[[-1000, -60, 40, 140, 1000]]], np.int16).reshape(1, 1, 5), np.eye(4)
@@ -357,3 +382,31 @@ def test_the_moved_names_still_import_from_kdseg_data_preprocess() -> None:
         b"kdseg.data.preprocess_config\n", b"kdseg.data.preprocess\n"
     )
     assert b"kdseg.data.preprocess\n" in old and pickle.loads(old) == cfg
+
+
+@pytest.mark.parametrize("context", [1, 2])
+def test_inference_stacks_context_slices_in_the_training_order(tmp_path, context: int) -> None:
+    """A 2.5D model's input channel k is slice z - context + k (clamped at the volume ends)
+    in training (:class:`SliceDataset`) and in prediction (:func:`context_stack`, also the
+    int8 calibration slices): reversed in one of them, the network would see the volume
+    upside down in its context channels, and no round trip would tell."""
+    import torch
+
+    from kdseg.data.cache import CachedCase
+    from kdseg.data.datamodule import SliceDataset
+    from kdseg.data.tasks import Task
+    from kdseg.eval.inference import context_stack
+
+    n = 5
+    image = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 3, 4), np.float32)
+    folder = tmp_path / "case"
+    folder.mkdir()
+    np.save(folder / "image.npy", image)
+    np.save(folder / "label.npy", np.zeros(image.shape, np.uint8))
+    case = CachedCase("case", folder, n, (), (), (1.0, 1.0, 1.0))
+    train = SliceDataset([case], Task("multiclass"), context=context)
+    stacked = context_stack(image, np.arange(n), context)
+    for z in range(n):
+        want = np.clip(np.arange(z - context, z + context + 1), 0, n - 1).astype(np.float32)
+        assert stacked[z, :, 0, 0].tolist() == want.tolist()
+        torch.testing.assert_close(train[z]["image"], torch.from_numpy(stacked[z]))
