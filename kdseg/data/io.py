@@ -422,7 +422,10 @@ def _check_hounsfield(data: np.ndarray, low: float, high: float, path: str | Pat
             "about -100 HU, air -1000); not a CT in Hounsfield units (a label map, a 0-255 "
             "export, or stored values without the rescale?)",
         )
-    sample = data.reshape(-1)[:: max(data.size // 1_000_003, 1)]  # a fixed stride: cheap
+    # every n-th voxel in C order, a fixed stride: cheap. Through ``flat``, not
+    # ``reshape(-1)``, which copies a Fortran-ordered array (every NIfTI and DICOM volume)
+    # whole: 0.3-0.4 s and the volume's size again at 512 x 512 x 150
+    sample = data.flat[:: max(data.size // 1_000_003, 1)]
     counted = sample >= HU_RANGE[0]  # padding and air below it are not counted
     body = sample[counted]
     peak = float(np.abs(body).max()) if body.size else 0.0
