@@ -166,3 +166,31 @@ def test_the_hounsfield_check_samples_a_fortran_volume_without_copying_it():
     for volume in (data, np.ascontiguousarray(data)):
         with pytest.raises(InputError, match="a normalised image"):
             check_volume(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.0, 1.0])), "ct.nii.gz")
+
+
+def test_a_finite_float_volume_is_not_scanned_again_for_nan(monkeypatch):
+    """Min and max, which the image checks take anyway, are finite only where every voxel is
+    (NaN propagates, an Inf is one of them): the NaN / Inf count over the whole volume (and its
+    mask of the volume's size) runs only when they are not. A DICOM series is float32."""
+    from kdseg.data.io import check_volume
+    from kdseg.errors import InputError
+
+    data = np.asfortranarray(_ct().astype(np.float32))
+    scanned: list[int] = []
+    isfinite = np.isfinite
+
+    def spy(x, *args, **kwargs):
+        if np.size(x) == data.size:
+            scanned.append(np.size(x))
+        return isfinite(x, *args, **kwargs)
+
+    monkeypatch.setattr(np, "isfinite", spy)
+    check_volume(nib.Nifti1Image(data, np.eye(4)), "ct.nii.gz")
+    assert scanned == []
+    for value, kind in ((np.nan, "NaN"), (np.inf, "Inf"), (-np.inf, "-Inf")):
+        bad = data.copy(order="F")
+        bad[3, 4, 1] = value
+        with pytest.raises(InputError, match="1 of .* voxels are NaN or Inf"):
+            check_volume(nib.Nifti1Image(bad, np.eye(4)), "ct.nii.gz")
+        fixed = check_volume(nib.Nifti1Image(bad, np.eye(4)), "ct.nii.gz", nonfinite="min")
+        assert np.asanyarray(fixed.dataobj)[3, 4, 1] == data.min(), kind

@@ -348,7 +348,14 @@ def check_volume(
     _check_affine(img.affine, path)
     _check_spacing(img.affine, path)
     data = np.asanyarray(img.dataobj)
-    if np.issubdtype(data.dtype, np.floating):
+    floating = np.issubdtype(data.dtype, np.floating)
+    low = high = None
+    if data.size and (floating or role == "image"):
+        low, high = data.min(), data.max()
+    # NaN propagates through min and max, and an Inf is one of them: finite extremes mean
+    # finite voxels, and the count of NaN / Inf (a pass and a mask of the volume's size,
+    # 0.06 s at 512 x 512 x 150) runs only when they are not
+    if floating and not (low is not None and np.isfinite(low) and np.isfinite(high)):
         bad = ~np.isfinite(data)
         n_bad = int(bad.sum())
         if n_bad == data.size:
@@ -363,10 +370,10 @@ def check_volume(
             fixed = np.where(bad, data.dtype.type(fill), data)
             img = type(img)(fixed, img.affine, img.header, extra=img.extra)
             data = np.asanyarray(img.dataobj)
+            low, high = data.min(), data.max()
     if role == "image":
         _check_in_plane(img, path)
     if role == "image" and data.size:
-        low, high = data.min(), data.max()
         if low == high:
             raise InputError(path, f"constant volume (every voxel is {data.flat[0]}); not an image")
         _check_hounsfield(data, float(low), float(high), path)
