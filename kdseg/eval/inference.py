@@ -121,24 +121,34 @@ def _runtime_error(path: str | Path, exc: Exception, verb: str) -> Exception:
 def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
     """ONNX Runtime on the CPU (fp32 or quantized model file).
 
-    Outputs that are not finite are refused, naming the file: NaN or Inf weights (a diverged
-    or damaged export) show there, and so does any other numerical failure of the graph.
+    Its logits are returned as they come: :meth:`Predictor.probabilities` refuses NaN or Inf
+    ones, naming the file, on every backend (and ``kdseg-export``'s check runner,
+    :func:`kdseg.deploy.onnx_export.onnx_runner`, with :func:`check_logits`).
     """
     session = onnx_session(path, threads)
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
-            logits = session.run(None, {name: x})[0]
+            return session.run(None, {name: x})[0]
         except Exception as exc:  # onnxruntime's own InvalidArgument, Fail, ...
             raise _runtime_error(path, exc, "run") from None
-        if not np.isfinite(logits).all():
-            raise InputError(
-                path, "the network gives NaN or Inf logits (NaN / Inf weights? a damaged export)"
-            )
-        return logits
 
     return run
+
+
+def check_logits(logits: np.ndarray, source: str | Path | None) -> np.ndarray:
+    """``logits``, unless some are NaN or Inf: then one :class:`InputError` naming ``source``.
+    Finite weights can still give NaN (a negative BatchNorm variance of a damaged checkpoint),
+    and a NaN loses every comparison, so it would become an all-background label without a
+    word."""
+    if not np.isfinite(logits).all():
+        raise InputError(
+            source,
+            "the network gives NaN or Inf logits (NaN / Inf weights or normalisation "
+            "statistics? a damaged checkpoint or export)",
+        )
+    return logits
 
 
 def default_threads(threads: int | None = None, cap: int = 4) -> int:
@@ -259,9 +269,8 @@ class Predictor:
         backend's logits, averaged over the mirrored passes of ``tta`` (each mirrored back).
         ``timings["network"]``, when given, receives the seconds spent in the backend.
 
-        Logits that are not finite are refused, naming :attr:`source`: finite weights can
-        still give NaN (a negative BatchNorm variance of a damaged checkpoint), and a NaN
-        loses every comparison, so it would become an all-background label without a word."""
+        Logits that are not finite are refused, naming :attr:`source`
+        (:func:`check_logits`), once: no backend checks them itself."""
         total: np.ndarray | None = None
         mirrors = TTA_MIRRORS[self.tta]
         for axes in mirrors:
@@ -270,13 +279,7 @@ class Predictor:
             logits = self.backend(x)
             if timings is not None:
                 timings["network"] += time.perf_counter() - clock
-            if not np.isfinite(logits).all():
-                raise InputError(
-                    self.source,
-                    "the network gives NaN or Inf logits (NaN / Inf weights or normalisation "
-                    "statistics? a damaged checkpoint or export)",
-                )
-            probs = softmax(logits)
+            probs = softmax(check_logits(logits, self.source))
             probs = np.flip(probs, axes) if axes else probs
             total = probs if total is None else total + probs
         assert total is not None
