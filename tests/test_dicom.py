@@ -307,6 +307,27 @@ def test_a_series_written_without_preambles_is_a_dicom_folder(series, tmp_path):
     assert plan_outputs(tmp_path, tmp_path / "out") == [(series, tmp_path / "out/series.nii.gz")]
 
 
+def test_a_series_without_preambles_has_each_header_parsed_once(series, monkeypatch):
+    """The preamble-less probe parsed each file's header, and the header reader parsed it
+    again: now the probe's header is the one read (the pixels are a read of their own)."""
+    import kdseg.data.dicom as dicom
+
+    whole = np.asarray(load_dicom_series(series).dataobj)
+    for path in series.iterdir():
+        path.write_bytes(path.read_bytes()[132:])
+    headers: list[str] = []
+    dcmread = dicom.pydicom.dcmread
+
+    def counted(path, *args, **kwargs):
+        if kwargs.get("stop_before_pixels"):
+            headers.append(os.path.basename(path))
+        return dcmread(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom.pydicom, "dcmread", counted)
+    np.testing.assert_array_equal(np.asarray(load_dicom_series(series).dataobj), whole)
+    assert sorted(headers) == sorted(p.name for p in series.iterdir()), headers
+
+
 def test_a_ct_slice_without_a_position_is_named_not_left_out(series):
     """It was taken for a DICOMDIR or a report and left out: 7 slices read instead of 8."""
     last = series / "IM00008.dcm"

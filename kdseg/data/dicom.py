@@ -70,19 +70,22 @@ _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumbe
 _MAX_LISTED = 5
 
 
-def _series_files(folder: Path) -> list[Path]:
+def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
     """The files of a series folder to read: those with a DICOM preamble, and those without
     one that pydicom still reads as a DICOM object (older exports write no preamble; they were
-    left out, and a missing last slice cannot be seen in the numbering). Which of them are
-    image slices is :func:`_read_headers`' rule, preamble or not (a report is skipped). A file
-    named like DICOM that is neither (an empty or cut copy) is refused; other files are
-    ignored."""
-    files = []
+    left out, and a missing last slice cannot be seen in the numbering), each of the latter
+    with the header that probe parsed (:func:`_read_headers` does not parse it again). Which
+    of them are image slices is :func:`_read_headers`' rule, preamble or not (a report is
+    skipped). A file named like DICOM that is neither (an empty or cut copy) is refused; other
+    files are ignored."""
+    files: list[tuple[Path, pydicom.Dataset | None]] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if is_dicom(path) or _bare_dicom(path):
-            files.append(path)
+        if is_dicom(path):
+            files.append((path, None))
+        elif (bare := _bare_dataset(path)) is not None:
+            files.append((path, bare))
         elif path.suffix.lower() in DICOM_SUFFIXES:
             size = path.stat().st_size
             raise InputError(
@@ -98,22 +101,27 @@ def _series_files(folder: Path) -> list[Path]:
 _BARE_GROUPS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
-def _bare_dicom(path: Path) -> bool:
-    """Whether ``path`` is a DICOM object written without the preamble and ``DICM``: pydicom
-    parses it and it has a SOPClassUID or SOPInstanceUID (an image slice, or a report, a
-    localizer, ... that the header rules skip or refuse as they do with a preamble). Such a
-    file starts with a tag of group 0x0002 (file meta) or 0x0008 (identification), either byte
-    order: anything else is not parsed at all (pydicom's ``force=True`` walks a file of
-    zeros as empty elements, 13 s for 50 MB)."""
+def _bare_dataset(path: Path) -> pydicom.Dataset | None:
+    """The header (pixel data not read) of ``path`` if it is a DICOM object written without
+    the preamble and ``DICM``: pydicom parses it and it has a SOPClassUID or SOPInstanceUID
+    (an image slice, or a report, a localizer, ... that the header rules skip or refuse as
+    they do with a preamble); else None. Such a file starts with a tag of group 0x0002 (file
+    meta) or 0x0008 (identification), either byte order: anything else is not parsed at all
+    (pydicom's ``force=True`` walks a file of zeros as empty elements, 13 s for 50 MB)."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
         if head not in _BARE_GROUPS:
-            return False
+            return None
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
-        return "SOPClassUID" in ds or "SOPInstanceUID" in ds
+        return ds if "SOPClassUID" in ds or "SOPInstanceUID" in ds else None
     except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not DICOM)
-        return False
+        return None
+
+
+def _bare_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM object written without the preamble (:func:`_bare_dataset`)."""
+    return _bare_dataset(path) is not None
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
@@ -143,9 +151,10 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     if not files:
         raise InputError(folder, "no DICOM files")
     slices, unplaced, frames = [], [], []
-    for path in files:
+    for path, ds in files:  # a file without the preamble comes parsed by its probe
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            if ds is None:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception as exc:  # a truncated or corrupt file
             raise InputError(path, f"unreadable DICOM file ({exc})") from exc
         if "ImagePositionPatient" not in ds:
