@@ -43,6 +43,19 @@ def test_round_trip_any_file_order(tmp_path, affine):
     np.testing.assert_allclose(got.affine, want.affine, atol=1e-4)
 
 
+def test_a_series_is_read_into_a_fortran_ordered_volume(tmp_path):
+    """Each slice one contiguous block, as nibabel reads a NIfTI file. ``np.stack`` of the
+    transposed planes put the slice axis innermost (strides 4 bytes along it): the HU check
+    copied such a volume whole and preprocessing ran 2.5x slower than on the same NIfTI
+    (0.33 s against 0.13 s at 512 x 512 x 150), and the planes and the volume were both
+    held (the volume's size again at peak)."""
+    original = _volume(AFFINE_PERMUTED)
+    write_dicom_series(original, tmp_path / "s")
+    data = np.asanyarray(load_dicom_series(tmp_path / "s").dataobj)
+    assert data.flags.f_contiguous and data.dtype == np.float32, data.strides
+    np.testing.assert_array_equal(data, np.asarray(original.dataobj))
+
+
 @pytest.fixture
 def series(tmp_path):
     folder = tmp_path / "series"

@@ -394,18 +394,25 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     slices = _read_headers(folder)
     _validate_series(folder, slices)
     ordered = sorted(slices, key=lambda item: int(item[1].InstanceNumber))
-    planes = [_hounsfield(path) for path, _ in ordered]
+    rows, columns = int(ordered[0][1].Rows), int(ordered[0][1].Columns)
+    # Fortran order, as nibabel reads a NIfTI file: each slice one block, so the steps after
+    # the read (the HU check, preprocessing slice by slice) run as fast as on a NIfTI input.
+    # np.stack of the planes put the slice axis innermost, and held the volume twice.
+    volume = np.empty((columns, rows, len(ordered)), dtype=np.float32, order="F")
+    for k, (path, _) in enumerate(ordered):
+        volume[:, :, k] = _hounsfield(path, rows, columns)
     affine = _series_affine([ds for _, ds in ordered])
-    image = nib.Nifti1Image(np.stack(planes, axis=-1), affine)
+    image = nib.Nifti1Image(volume, affine)
     image.set_qform(affine, code=1)  # scanner coordinates, both forms (as dcm2niix writes)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     return image
 
 
-def _hounsfield(path: Path) -> np.ndarray:
+def _hounsfield(path: Path, rows: int, columns: int) -> np.ndarray:
     """One slice's pixels in HU (slope and intercept applied), as a (columns, rows) float32
-    array: array axis 0 runs along a row of the pixel matrix."""
+    array: array axis 0 runs along a row of the pixel matrix. ``rows`` x ``columns``: the
+    series' matrix, which the pixel data must have."""
     try:
         ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
     except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
@@ -418,6 +425,12 @@ def _hounsfield(path: Path) -> np.ndarray:
         raise InputError(path, f"cannot read the DICOM pixel data ({first})") from None
     if pixels.ndim != 2:
         raise InputError(path, f"pixel data of shape {pixels.shape}, not one grey-level slice")
+    if pixels.shape != (rows, columns):  # the file changed since its header was read
+        raise InputError(
+            path,
+            f"pixel data of {pixels.shape[0]} x {pixels.shape[1]}, not the series' "
+            f"{rows} x {columns} (Rows x Columns); read the series again",
+        )
     slope = _rescale(ds, path, "RescaleSlope", 1.0)
     intercept = _rescale(ds, path, "RescaleIntercept", 0.0)
     if slope == 0:  # every pixel would read as the intercept: no image left
