@@ -66,6 +66,10 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _BARE_PROBES = 3
 """Files :func:`is_dicom_folder` tries to read as DICOM without the preamble when none has one."""
 
+SERIES_HEADERS = "kdseg_series_headers"
+"""Key in the ``extra`` of an image :func:`load_dicom_series` read: its slices' headers (pixel
+data not read) in stacking order, for the DICOM SEG written for it (which so reads none)."""
+
 _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
 _MAX_LISTED = 5
 
@@ -401,8 +405,9 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     volume = np.empty((columns, rows, len(ordered)), dtype=np.float32, order="F")
     for k, (path, _) in enumerate(ordered):
         volume[:, :, k] = _hounsfield(path, rows, columns)
-    affine = _series_affine([ds for _, ds in ordered])
-    image = nib.Nifti1Image(volume, affine)
+    headers = [ds for _, ds in ordered]
+    affine = _series_affine(headers)
+    image = nib.Nifti1Image(volume, affine, extra={SERIES_HEADERS: headers})
     image.set_qform(affine, code=1)  # scanner coordinates, both forms (as dcm2niix writes)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
