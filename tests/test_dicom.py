@@ -383,3 +383,42 @@ def test_a_folder_of_non_dicom_files_is_not_parsed_as_bare_dicom(tmp_path, monke
     monkeypatch.setattr(dicom.pydicom, "dcmread", lambda *a, **k: parsed.append(a) or {})
     assert not is_dicom_folder(folder)
     assert parsed == []
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "dtype", "in_float32"),
+    [("1", "-1024", np.int16, True), ("1.0", "-1000.0", np.uint16, True),
+     ("1", "0", np.int16, True), ("0.5", "-1024", np.int16, False),
+     ("1", "-1024.5", np.int16, False), ("2.5", "7", np.uint16, False)],
+)  # fmt: skip
+def test_slices_are_rescaled_in_float32_when_that_is_exact(
+    tmp_path, slope, intercept, dtype, in_float32
+):
+    """Each slice went to float64 for slope and intercept and back to float32: two float64
+    copies of the slice at a time, five passes over it. With slope 1, a whole intercept and
+    16-bit pixels every HU value is a whole number float32 holds exactly, so the slice is
+    rescaled in float32 (the same values, to the bit); any other rescale keeps float64."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    write_dicom_series(nib.Nifti1Image(np.zeros((512, 512, 3), np.int16), np.eye(4)), tmp_path)
+    want = []
+    for k, path in enumerate(sorted(tmp_path.glob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        stored = rng.integers(0 if dtype == np.uint16 else -2000, 3000, (512, 512)).astype(dtype)
+        stored[0, 0] = np.iinfo(dtype).max if k == 0 else np.iinfo(dtype).min
+        ds.PixelRepresentation = int(dtype == np.int16)
+        ds.PixelData = stored.tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(path)
+        hu = stored.astype(np.float64) * float(slope) + float(intercept)
+        want.append(hu.astype(np.float32).T)
+    tracemalloc.start()
+    try:
+        data = np.asanyarray(load_dicom_series(tmp_path).dataobj)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(data, np.stack(want, axis=-1), strict=True)
+    if in_float32:  # no float64 copy of a slice
+        assert peak < data.nbytes + 512 * 512 * 8, f"{peak:,} bytes for {data.nbytes:,}"

@@ -404,7 +404,7 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     # np.stack of the planes put the slice axis innermost, and held the volume twice.
     volume = np.empty((columns, rows, len(ordered)), dtype=np.float32, order="F")
     for k, (path, _) in enumerate(ordered):
-        volume[:, :, k] = _hounsfield(path, rows, columns)
+        _hounsfield(path, volume[:, :, k])
     headers = [ds for _, ds in ordered]
     affine = _series_affine(headers)
     image = nib.Nifti1Image(volume, affine, extra={SERIES_HEADERS: headers})
@@ -414,10 +414,10 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     return image
 
 
-def _hounsfield(path: Path, rows: int, columns: int) -> np.ndarray:
-    """One slice's pixels in HU (slope and intercept applied), as a (columns, rows) float32
-    array: array axis 0 runs along a row of the pixel matrix. ``rows`` x ``columns``: the
-    series' matrix, which the pixel data must have."""
+def _hounsfield(path: Path, out: np.ndarray) -> None:
+    """One slice's pixels in HU (slope and intercept applied) into ``out``, a (columns, rows)
+    float32 array (array axis 0 runs along a row of the pixel matrix) of the series' matrix,
+    which the pixel data must have."""
     try:
         ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
     except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
@@ -430,17 +430,36 @@ def _hounsfield(path: Path, rows: int, columns: int) -> np.ndarray:
         raise InputError(path, f"cannot read the DICOM pixel data ({first})") from None
     if pixels.ndim != 2:
         raise InputError(path, f"pixel data of shape {pixels.shape}, not one grey-level slice")
-    if pixels.shape != (rows, columns):  # the file changed since its header was read
+    if pixels.shape != out.shape[::-1]:  # the file changed since its header was read
         raise InputError(
             path,
             f"pixel data of {pixels.shape[0]} x {pixels.shape[1]}, not the series' "
-            f"{rows} x {columns} (Rows x Columns); read the series again",
+            f"{out.shape[1]} x {out.shape[0]} (Rows x Columns); read the series again",
         )
     slope = _rescale(ds, path, "RescaleSlope", 1.0)
     intercept = _rescale(ds, path, "RescaleIntercept", 0.0)
     if slope == 0:  # every pixel would read as the intercept: no image left
         raise InputError(path, "RescaleSlope is 0; no HU can be read from these pixels")
-    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32).T
+    if (
+        slope == 1
+        and pixels.dtype.kind in "biu"
+        and pixels.dtype.itemsize <= 2
+        and _exact_in_float32(intercept)
+    ):
+        # 16-bit integers plus a whole intercept: every sum is a whole number below 2**24,
+        # exact in float32, so float32 gives the values the float64 sum rounds to (CT's usual
+        # rescale, in two passes over the slice instead of five)
+        out[...] = pixels.T
+        if intercept:
+            out += np.float32(intercept)
+        return
+    out[...] = (pixels.astype(np.float64) * slope + intercept).T  # rounded to float32 here
+
+
+def _exact_in_float32(value: float) -> bool:
+    """Whether ``value`` is a whole number that a 16-bit integer plus it stays below 2**24 in
+    magnitude (every such sum is exact in float32)."""
+    return float(value).is_integer() and abs(value) <= 2**24 - 2**16
 
 
 def _require_decoder(ds: pydicom.Dataset, path: Path) -> None:
