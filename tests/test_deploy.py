@@ -538,6 +538,52 @@ def test_bad_input_is_one_line_exit_2(
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("bad", ["empty", "garbage", "cut short", "dangling node input"])
+def test_an_onnx_file_that_does_not_load_is_named_plainly(tmp_path: Path, bad: str) -> None:
+    """The refusal quoted ONNX Runtime whole: its status code and name
+    (``[ONNXRuntimeError] : 7 : INVALID_PROTOBUF``) and the file again, resolved. It says
+    plainly what is wrong with the file, named as given (here through a link)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kdseg.eval.inference import onnx_session
+
+    weights = numpy_helper.from_array(np.ones((3, 1, 1, 1), np.float32), "w")
+    inputs = ["x", "w"] if bad != "dangling node input" else ["x", "nowhere"]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", inputs, ["logits"])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3, "h", "w"])],
+        [weights],
+    )
+    raw = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = {
+        "empty": b"",
+        "garbage": b"garbage" * 99,
+        "cut short": raw.SerializeToString()[:-30],
+        "dangling node input": raw.SerializeToString(),
+    }[bad]
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "model.onnx").write_bytes(data)
+    link = tmp_path / "student.onnx"
+    link.symlink_to(tmp_path / "store" / "model.onnx")
+    with pytest.raises(InputError) as caught:
+        onnx_session(link, threads=1)
+    message = str(caught.value)
+    assert message.startswith(f"{link}: ") and "model.onnx" not in message, message
+    assert "ONNXRuntimeError" not in message and "INVALID" not in message, message
+    assert "\n" not in message and len(message) < 300, message
+    expected = {
+        "empty": "empty file (0 bytes), not an ONNX model",
+        "garbage": "not an ONNX model, or a damaged or cut-short copy of one (693 bytes",
+        "cut short": "not an ONNX model, or a damaged or cut-short copy of one",
+        "dangling node input": "an ONNX model that ONNX Runtime cannot load: ",
+    }[bad]
+    assert expected in message, message
+    if bad == "dangling node input":
+        assert "nowhere" in message, message
+
+
 def test_resolve_bundle_rejects_inconsistent_requests(onnx_fp32: Path) -> None:
     with pytest.raises(InputError, match="needs artifact"):
         resolve_bundle(None, None, "onnx")

@@ -99,3 +99,42 @@ def test_seg_refuses_a_label_of_another_grid(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not fit"):
         write_dicom_seg(np.zeros((3, 3, 3), np.uint8), folder, tmp_path / "x.dcm")
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_seg_of_a_loaded_series_reads_no_header_again(tmp_path: Path, monkeypatch) -> None:
+    """kdseg-predict read and validated every slice header of the series twice, for the
+    volume and again for its DICOM SEG (0.2 s of 150 slices): the SEG now takes the headers
+    the volume was read with, and is the same SEG."""
+    import kdseg.cli.predict as predict
+    import kdseg.data.dicom as dicom
+    import kdseg.data.dicom_seg as dicom_seg
+
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    label[6:10, 5:12, 2:4] = 2
+    again = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / "again.dcm"))
+    read: list[object] = []
+    dcmread = dicom.pydicom.dcmread
+    monkeypatch.setattr(
+        dicom.pydicom, "dcmread", lambda *a, **k: read.append(a) or dcmread(*a, **k)
+    )
+    kept = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / "kept.dcm", image=image))
+    assert read == []
+    uids = [ds.SOPInstanceUID for ds in source_slices(folder)]
+    for seg in (again, kept):
+        assert {
+            i.ReferencedSOPInstanceUID
+            for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        } == set(uids)
+    np.testing.assert_array_equal(
+        *(
+            seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+            for seg in (again, kept)
+        )
+    )
+    passed: dict = {}
+    monkeypatch.setattr(dicom_seg, "write_dicom_seg", lambda *a, **k: passed.update(k))
+    task = type("Task", (), {"output_labels": (1, 2)})()
+    predict._write_seg(label, folder, tmp_path / "p.dcm", task, {}, image)
+    assert passed["image"] is image

@@ -151,3 +151,57 @@ def test_nan_logits_from_finite_weights_are_refused_naming_the_checkpoint(
     img, _ = _volume("RAS")
     with pytest.raises(InputError, match="damaged.ckpt: the network gives NaN or Inf logits"):
         predictor.predict(img)
+
+
+def _conv_onnx(path: Path, weights: np.ndarray) -> Path:
+    """A one-convolution ONNX file: (B, 1, h, w) slices to (B, 3, h, w) logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["logits"])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3, "h", "w"])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_onnx_logits_are_checked_for_nan_once(tmp_path: Path, monkeypatch) -> None:
+    """The ONNX backend scanned every batch's logits for NaN, and the predictor scanned them
+    again: the predictor's check alone runs now, and refuses NaN logits naming the artefact;
+    the export's check runner, with no predictor around it, keeps its own."""
+    from kdseg.deploy.onnx_export import onnx_runner
+    from kdseg.eval.inference import onnx_backend
+
+    weights = np.array([1.0, 2.0, -1.0], np.float32).reshape(3, 1, 1, 1)
+    good = onnx_backend(_conv_onnx(tmp_path / "good.onnx", weights), threads=1)
+    weights[1] = np.nan
+    path = _conv_onnx(tmp_path / "nan.onnx", weights)
+    calls: list[int] = []
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return good(x)
+
+    scans: list[tuple[int, ...]] = []
+    isfinite = np.isfinite
+
+    def spy(x, *args, **kwargs):
+        if np.ndim(x) == 4:
+            scans.append(np.shape(x))
+        return isfinite(x, *args, **kwargs)
+
+    monkeypatch.setattr(np, "isfinite", spy)
+    img, _ = _volume("RAS")
+    Predictor(counted, CFG, Task("multiclass"), batch_size=4, source="good.onnx").predict(img)
+    assert calls and len(scans) == len(calls), (calls, scans)
+
+    predictor = Predictor(onnx_backend(path, threads=1), CFG, Task("multiclass"), source=path)
+    with pytest.raises(InputError, match="nan.onnx: the network gives NaN or Inf logits"):
+        predictor.predict(img)
+    batch = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(InputError, match="nan.onnx: the network gives NaN or Inf logits"):
+        onnx_runner(path, threads=1)(batch)

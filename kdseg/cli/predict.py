@@ -80,12 +80,13 @@ def _seg_path(target: Path) -> Path:
     return target if target.suffix == ".dcm" else target.parent / f"{_stem(target)}.seg.dcm"
 
 
-def _write_seg(label, source: Path, path: Path, task, data: dict) -> Path:
-    """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) at ``path``."""
+def _write_seg(label, source: Path, path: Path, task, data: dict, image: Any = None) -> Path:
+    """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) at ``path``,
+    from the slice headers read with ``image`` (the series as loaded)."""
     from kdseg.data.dicom_seg import write_dicom_seg
 
     organ = str(data.get("organ") or "organ")
-    return write_dicom_seg(label, source, path, labels=task.output_labels, organ=organ)
+    return write_dicom_seg(label, source, path, labels=task.output_labels, organ=organ, image=image)
 
 
 def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
@@ -256,7 +257,7 @@ def _predict_one(
             )
         with timed(steps, "write"):
             if cfg.output_format == "dicom-seg":
-                _write_seg(label, source, temps[-1], predictor.task, bundle.data)
+                _write_seg(label, source, temps[-1], predictor.task, bundle.data, image)
             else:
                 save_nifti(label_image(label, image), temps[-1])
     print(f"{source} -> {files[-1]}")

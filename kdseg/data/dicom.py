@@ -66,23 +66,30 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _BARE_PROBES = 3
 """Files :func:`is_dicom_folder` tries to read as DICOM without the preamble when none has one."""
 
+SERIES_HEADERS = "kdseg_series_headers"
+"""Key in the ``extra`` of an image :func:`load_dicom_series` read: its slices' headers (pixel
+data not read) in stacking order, for the DICOM SEG written for it (which so reads none)."""
+
 _REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
 _MAX_LISTED = 5
 
 
-def _series_files(folder: Path) -> list[Path]:
+def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
     """The files of a series folder to read: those with a DICOM preamble, and those without
     one that pydicom still reads as a DICOM object (older exports write no preamble; they were
-    left out, and a missing last slice cannot be seen in the numbering). Which of them are
-    image slices is :func:`_read_headers`' rule, preamble or not (a report is skipped). A file
-    named like DICOM that is neither (an empty or cut copy) is refused; other files are
-    ignored."""
-    files = []
+    left out, and a missing last slice cannot be seen in the numbering), each of the latter
+    with the header that probe parsed (:func:`_read_headers` does not parse it again). Which
+    of them are image slices is :func:`_read_headers`' rule, preamble or not (a report is
+    skipped). A file named like DICOM that is neither (an empty or cut copy) is refused; other
+    files are ignored."""
+    files: list[tuple[Path, pydicom.Dataset | None]] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if is_dicom(path) or _bare_dicom(path):
-            files.append(path)
+        if is_dicom(path):
+            files.append((path, None))
+        elif (bare := _bare_dataset(path)) is not None:
+            files.append((path, bare))
         elif path.suffix.lower() in DICOM_SUFFIXES:
             size = path.stat().st_size
             raise InputError(
@@ -98,22 +105,27 @@ def _series_files(folder: Path) -> list[Path]:
 _BARE_GROUPS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
-def _bare_dicom(path: Path) -> bool:
-    """Whether ``path`` is a DICOM object written without the preamble and ``DICM``: pydicom
-    parses it and it has a SOPClassUID or SOPInstanceUID (an image slice, or a report, a
-    localizer, ... that the header rules skip or refuse as they do with a preamble). Such a
-    file starts with a tag of group 0x0002 (file meta) or 0x0008 (identification), either byte
-    order: anything else is not parsed at all (pydicom's ``force=True`` walks a file of
-    zeros as empty elements, 13 s for 50 MB)."""
+def _bare_dataset(path: Path) -> pydicom.Dataset | None:
+    """The header (pixel data not read) of ``path`` if it is a DICOM object written without
+    the preamble and ``DICM``: pydicom parses it and it has a SOPClassUID or SOPInstanceUID
+    (an image slice, or a report, a localizer, ... that the header rules skip or refuse as
+    they do with a preamble); else None. Such a file starts with a tag of group 0x0002 (file
+    meta) or 0x0008 (identification), either byte order: anything else is not parsed at all
+    (pydicom's ``force=True`` walks a file of zeros as empty elements, 13 s for 50 MB)."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
         if head not in _BARE_GROUPS:
-            return False
+            return None
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
-        return "SOPClassUID" in ds or "SOPInstanceUID" in ds
+        return ds if "SOPClassUID" in ds or "SOPInstanceUID" in ds else None
     except Exception:  # noqa: BLE001  (anything pydicom cannot parse is not DICOM)
-        return False
+        return None
+
+
+def _bare_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM object written without the preamble (:func:`_bare_dataset`)."""
+    return _bare_dataset(path) is not None
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
@@ -143,9 +155,10 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     if not files:
         raise InputError(folder, "no DICOM files")
     slices, unplaced, frames = [], [], []
-    for path in files:
+    for path, ds in files:  # a file without the preamble comes parsed by its probe
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            if ds is None:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception as exc:  # a truncated or corrupt file
             raise InputError(path, f"unreadable DICOM file ({exc})") from exc
         if "ImagePositionPatient" not in ds:
@@ -385,18 +398,26 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     slices = _read_headers(folder)
     _validate_series(folder, slices)
     ordered = sorted(slices, key=lambda item: int(item[1].InstanceNumber))
-    planes = [_hounsfield(path) for path, _ in ordered]
-    affine = _series_affine([ds for _, ds in ordered])
-    image = nib.Nifti1Image(np.stack(planes, axis=-1), affine)
+    rows, columns = int(ordered[0][1].Rows), int(ordered[0][1].Columns)
+    # Fortran order, as nibabel reads a NIfTI file: each slice one block, so the steps after
+    # the read (the HU check, preprocessing slice by slice) run as fast as on a NIfTI input.
+    # np.stack of the planes put the slice axis innermost, and held the volume twice.
+    volume = np.empty((columns, rows, len(ordered)), dtype=np.float32, order="F")
+    for k, (path, _) in enumerate(ordered):
+        _hounsfield(path, volume[:, :, k])
+    headers = [ds for _, ds in ordered]
+    affine = _series_affine(headers)
+    image = nib.Nifti1Image(volume, affine, extra={SERIES_HEADERS: headers})
     image.set_qform(affine, code=1)  # scanner coordinates, both forms (as dcm2niix writes)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     return image
 
 
-def _hounsfield(path: Path) -> np.ndarray:
-    """One slice's pixels in HU (slope and intercept applied), as a (columns, rows) float32
-    array: array axis 0 runs along a row of the pixel matrix."""
+def _hounsfield(path: Path, out: np.ndarray) -> None:
+    """One slice's pixels in HU (slope and intercept applied) into ``out``, a (columns, rows)
+    float32 array (array axis 0 runs along a row of the pixel matrix) of the series' matrix,
+    which the pixel data must have."""
     try:
         ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
     except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
@@ -409,11 +430,36 @@ def _hounsfield(path: Path) -> np.ndarray:
         raise InputError(path, f"cannot read the DICOM pixel data ({first})") from None
     if pixels.ndim != 2:
         raise InputError(path, f"pixel data of shape {pixels.shape}, not one grey-level slice")
+    if pixels.shape != out.shape[::-1]:  # the file changed since its header was read
+        raise InputError(
+            path,
+            f"pixel data of {pixels.shape[0]} x {pixels.shape[1]}, not the series' "
+            f"{out.shape[1]} x {out.shape[0]} (Rows x Columns); read the series again",
+        )
     slope = _rescale(ds, path, "RescaleSlope", 1.0)
     intercept = _rescale(ds, path, "RescaleIntercept", 0.0)
     if slope == 0:  # every pixel would read as the intercept: no image left
         raise InputError(path, "RescaleSlope is 0; no HU can be read from these pixels")
-    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32).T
+    if (
+        slope == 1
+        and pixels.dtype.kind in "biu"
+        and pixels.dtype.itemsize <= 2
+        and _exact_in_float32(intercept)
+    ):
+        # 16-bit integers plus a whole intercept: every sum is a whole number below 2**24,
+        # exact in float32, so float32 gives the values the float64 sum rounds to (CT's usual
+        # rescale, in two passes over the slice instead of five)
+        out[...] = pixels.T
+        if intercept:
+            out += np.float32(intercept)
+        return
+    out[...] = (pixels.astype(np.float64) * slope + intercept).T  # rounded to float32 here
+
+
+def _exact_in_float32(value: float) -> bool:
+    """Whether ``value`` is a whole number that a 16-bit integer plus it stays below 2**24 in
+    magnitude (every such sum is exact in float32)."""
+    return float(value).is_integer() and abs(value) <= 2**24 - 2**16
 
 
 def _require_decoder(ds: pydicom.Dataset, path: Path) -> None:

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -25,7 +26,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 import kdseg
-from kdseg.data.dicom import read_series_headers
+from kdseg.data.dicom import SERIES_HEADERS, read_series_headers
 from kdseg.errors import InputError, atomic_path
 
 ORGAN_CODES = {"liver": codes.SCT.Liver, "kidney": codes.SCT.Kidney}
@@ -73,9 +74,14 @@ def _segment(number: int, label: int, organ: str):
     )
 
 
-def source_slices(folder: str | os.PathLike) -> list[pydicom.Dataset]:
-    """Headers of the series' image slices in InstanceNumber order (axis 2 of the volume)."""
-    headers = [ds for _, ds in read_series_headers(Path(folder))]
+def source_slices(
+    folder: str | os.PathLike, headers: Sequence[pydicom.Dataset] | None = None
+) -> list[pydicom.Dataset]:
+    """Headers of the series' image slices in InstanceNumber order (axis 2 of the volume):
+    ``headers`` when given (those :func:`~kdseg.data.dicom.load_dicom_series` read), else
+    read and validated from ``folder``."""
+    if headers is None:
+        headers = [ds for _, ds in read_series_headers(Path(folder))]
     for ds in headers:  # header copies in memory: the source files are never touched
         for keyword in TYPE2_COPIED:
             if keyword not in ds:
@@ -89,16 +95,20 @@ def write_dicom_seg(
     target: str | os.PathLike,
     labels: Sequence[int] = (1, 2),
     organ: str = "organ",
+    image: Any = None,
 ) -> Path:
     """Write ``label`` (dataset labels on the series' grid) as a DICOM SEG, atomically.
 
     ``labels``: the dataset labels the model predicts, one segment each, numbered 1.. in this
-    order. Raises :class:`InputError` when ``label`` does not fit the series.
+    order. ``image``: the series as :func:`~kdseg.data.dicom.load_dicom_series` read it, whose
+    slice headers the SEG then takes instead of reading the folder's again. Raises
+    :class:`InputError` when ``label`` does not fit the series.
     """
     import highdicom as hd
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO: a line per module copied
-    sources = source_slices(series_folder)
+    extra = getattr(image, "extra", None) or {}
+    sources = source_slices(series_folder, extra.get(SERIES_HEADERS))
     rows, cols = int(sources[0].Rows), int(sources[0].Columns)
     if label.shape != (cols, rows, len(sources)):
         raise InputError(

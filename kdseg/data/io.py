@@ -348,7 +348,14 @@ def check_volume(
     _check_affine(img.affine, path)
     _check_spacing(img.affine, path)
     data = np.asanyarray(img.dataobj)
-    if np.issubdtype(data.dtype, np.floating):
+    floating = np.issubdtype(data.dtype, np.floating)
+    low = high = None
+    if data.size and (floating or role == "image"):
+        low, high = data.min(), data.max()
+    # NaN propagates through min and max, and an Inf is one of them: finite extremes mean
+    # finite voxels, and the count of NaN / Inf (a pass and a mask of the volume's size,
+    # 0.06 s at 512 x 512 x 150) runs only when they are not
+    if floating and not (low is not None and np.isfinite(low) and np.isfinite(high)):
         bad = ~np.isfinite(data)
         n_bad = int(bad.sum())
         if n_bad == data.size:
@@ -363,10 +370,10 @@ def check_volume(
             fixed = np.where(bad, data.dtype.type(fill), data)
             img = type(img)(fixed, img.affine, img.header, extra=img.extra)
             data = np.asanyarray(img.dataobj)
+            low, high = data.min(), data.max()
     if role == "image":
         _check_in_plane(img, path)
     if role == "image" and data.size:
-        low, high = data.min(), data.max()
         if low == high:
             raise InputError(path, f"constant volume (every voxel is {data.flat[0]}); not an image")
         _check_hounsfield(data, float(low), float(high), path)
@@ -422,7 +429,10 @@ def _check_hounsfield(data: np.ndarray, low: float, high: float, path: str | Pat
             "about -100 HU, air -1000); not a CT in Hounsfield units (a label map, a 0-255 "
             "export, or stored values without the rescale?)",
         )
-    sample = data.reshape(-1)[:: max(data.size // 1_000_003, 1)]  # a fixed stride: cheap
+    # every n-th voxel in C order, a fixed stride: cheap. Through ``flat``, not
+    # ``reshape(-1)``, which copies a Fortran-ordered array (every NIfTI and DICOM volume)
+    # whole: 0.3-0.4 s and the volume's size again at 512 x 512 x 150
+    sample = data.flat[:: max(data.size // 1_000_003, 1)]
     counted = sample >= HU_RANGE[0]  # padding and air below it are not counted
     body = sample[counted]
     peak = float(np.abs(body).max()) if body.size else 0.0

@@ -291,7 +291,7 @@ def resolve_bundle(
 
     ``backend=onnx`` reads the metadata from the ONNX Runtime session that will run the file
     (:func:`~kdseg.eval.inference.onnx_session` with ``threads``, kept for the backend): the
-    runtime's loader refuses a corrupt or inconsistent graph, and the backend refuses NaN or
+    runtime's loader refuses a corrupt or inconsistent graph, and the predictor refuses NaN or
     Inf logits. The ``onnx`` package's checker and weight scan (:func:`read_metadata`) run in
     ``kdseg-export`` and for the other backends.
     """

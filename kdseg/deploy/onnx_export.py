@@ -28,7 +28,7 @@ from torch import nn
 from kdseg.deploy.artifact import set_onnx_metadata
 from kdseg.deploy.onnx_passes import prelu_as_relu
 from kdseg.errors import InputError, atomic_path
-from kdseg.eval.inference import BACKENDS, Backend
+from kdseg.eval.inference import BACKENDS, Backend, check_logits
 from kdseg.models import LogitsOnly
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -214,5 +214,8 @@ def torch_reference(model: nn.Module) -> Backend:
 
 
 def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """An ONNX Runtime backend for ``path`` (the registered ``onnx`` backend)."""
-    return BACKENDS["onnx"](path, threads=threads)
+    """An ONNX Runtime backend for ``path`` (the registered ``onnx`` backend) that refuses
+    NaN or Inf logits, naming the file, as :class:`~kdseg.eval.inference.Predictor` does: the
+    export's checks call it directly."""
+    run = BACKENDS["onnx"](path, threads=threads)
+    return lambda x: check_logits(run(x), path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -91,7 +92,10 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     """
     stat = Path(path).stat()
     stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
-    return _onnx_session(str(Path(path).resolve()), int(threads) if threads else None, stamp)
+    try:
+        return _onnx_session(str(Path(path).resolve()), int(threads) if threads else None, stamp)
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ...
+        raise _runtime_error(path, exc, "load") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,43 +106,73 @@ def _onnx_session(path: str, threads: int | None, stamp: tuple[int, ...]) -> Any
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ...
-        raise _runtime_error(path, exc, "load") from None
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+#: how ONNX Runtime's messages begin: ``[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : `` (its
+#: status code and name), then, when loading, ``Load model from /resolved/path failed:``
+_RUNTIME_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : (Load model from .* failed:)?")
 
 
 def _runtime_error(path: str | Path, exc: Exception, verb: str) -> Exception:
-    """One :class:`InputError` naming the file for ONNX Runtime's own exceptions; anything
+    """One plain :class:`InputError` naming ``path`` as given for ONNX Runtime's own
+    exceptions, without the runtime's status code and its repetition of the path; anything
     else is returned as it is (a bug, not a bad file)."""
     if not type(exc).__module__.startswith("onnxruntime"):
         return exc
-    first = " ".join(str(exc).split())[:300]
-    return InputError(path, f"ONNX Runtime cannot {verb} it ({first})")
+    text = " ".join(str(exc).split())
+    match = _RUNTIME_PREFIX.match(text)
+    status = match[1] if match else ""
+    detail = (text[match.end() :] if match else text).strip().rstrip(".")[:300]
+    if verb == "run":
+        return InputError(path, f"ONNX Runtime cannot run this model: {detail}")
+    try:
+        size = Path(path).stat().st_size
+    except OSError:  # gone meanwhile: the runtime's own words
+        return InputError(path, f"ONNX Runtime cannot load it: {detail}")
+    if size == 0:
+        return InputError(path, "empty file (0 bytes), not an ONNX model; copy or export it again")
+    if status == "INVALID_PROTOBUF":
+        return InputError(
+            path,
+            f"not an ONNX model, or a damaged or cut-short copy of one ({size:,} bytes that do "
+            "not parse as ONNX); copy or export it again",
+        )
+    return InputError(path, f"an ONNX model that ONNX Runtime cannot load: {detail}")
 
 
 @register_backend("onnx")
 def onnx_backend(path: str | Path, threads: int | None = None) -> Backend:
     """ONNX Runtime on the CPU (fp32 or quantized model file).
 
-    Outputs that are not finite are refused, naming the file: NaN or Inf weights (a diverged
-    or damaged export) show there, and so does any other numerical failure of the graph.
+    Its logits are returned as they come: :meth:`Predictor.probabilities` refuses NaN or Inf
+    ones, naming the file, on every backend (and ``kdseg-export``'s check runner,
+    :func:`kdseg.deploy.onnx_export.onnx_runner`, with :func:`check_logits`).
     """
     session = onnx_session(path, threads)
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
-            logits = session.run(None, {name: x})[0]
+            return session.run(None, {name: x})[0]
         except Exception as exc:  # onnxruntime's own InvalidArgument, Fail, ...
             raise _runtime_error(path, exc, "run") from None
-        if not np.isfinite(logits).all():
-            raise InputError(
-                path, "the network gives NaN or Inf logits (NaN / Inf weights? a damaged export)"
-            )
-        return logits
 
     return run
+
+
+def check_logits(logits: np.ndarray, source: str | Path | None) -> np.ndarray:
+    """``logits``, unless some are NaN or Inf: then one :class:`InputError` naming ``source``.
+    Finite weights can still give NaN (a negative BatchNorm variance of a damaged checkpoint),
+    and a NaN loses every comparison, so it would become an all-background label without a
+    word."""
+    if not np.isfinite(logits).all():
+        raise InputError(
+            source,
+            "the network gives NaN or Inf logits (NaN / Inf weights or normalisation "
+            "statistics? a damaged checkpoint or export)",
+        )
+    return logits
 
 
 def default_threads(threads: int | None = None, cap: int = 4) -> int:
@@ -259,9 +293,8 @@ class Predictor:
         backend's logits, averaged over the mirrored passes of ``tta`` (each mirrored back).
         ``timings["network"]``, when given, receives the seconds spent in the backend.
 
-        Logits that are not finite are refused, naming :attr:`source`: finite weights can
-        still give NaN (a negative BatchNorm variance of a damaged checkpoint), and a NaN
-        loses every comparison, so it would become an all-background label without a word."""
+        Logits that are not finite are refused, naming :attr:`source`
+        (:func:`check_logits`), once: no backend checks them itself."""
         total: np.ndarray | None = None
         mirrors = TTA_MIRRORS[self.tta]
         for axes in mirrors:
@@ -270,13 +303,7 @@ class Predictor:
             logits = self.backend(x)
             if timings is not None:
                 timings["network"] += time.perf_counter() - clock
-            if not np.isfinite(logits).all():
-                raise InputError(
-                    self.source,
-                    "the network gives NaN or Inf logits (NaN / Inf weights or normalisation "
-                    "statistics? a damaged checkpoint or export)",
-                )
-            probs = softmax(logits)
+            probs = softmax(check_logits(logits, self.source))
             probs = np.flip(probs, axes) if axes else probs
             total = probs if total is None else total + probs
         assert total is not None
