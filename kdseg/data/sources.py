@@ -15,8 +15,10 @@ of a plain folder of NIfTI files and DICOM series: the unlabeled scans and pseud
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,30 +161,116 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
     cases = sorted(LAYOUTS[layout](root), key=lambda c: (_natural_key(c.case_id), c.case_id))
     if not cases:
         raise InputError(root, f"no cases in the {layout} layout found in this folder")
-    seen: dict[str, Case] = {}
-    for case in cases:  # volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in
-        first = seen.setdefault(case.case_id, case)  # train and test, one scan each
-        if first is not case:
-            raise InputError(
-                case.image, f"shares the case id {case.case_id!r} with {first.image.name}"
-            )
+    # volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in train and test
+    check_distinct_names((c.case_id, c.image) for c in cases)
     return cases
 
 
-def _plain_images(root: Path) -> list[ImageCase]:
-    """NIfTI files and DICOM series in ``root``; nnU-Net's ``_0000`` channel suffix is dropped
-    from the ids when every file has it (an ``imagesTs`` folder), as its predictions drop it."""
-    from kdseg.data.dicom import is_dicom_folder
-    from kdseg.data.io import is_nifti, nifti_stem
+def _plain_images(root: Path, notes: list[str] | None = None) -> list[ImageCase]:
+    """NIfTI files and DICOM series in ``root`` (:func:`folder_inputs`); nnU-Net's ``_0000``
+    channel suffix is dropped from the ids when every file has it (an ``imagesTs`` folder), as
+    its predictions drop it. What the folder holds besides is added to ``notes``."""
+    from kdseg.data.io import nifti_stem
 
-    images = [
-        ImageCase(nifti_stem(p), p)
-        for p in sorted(root.iterdir())
-        if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
-    ]
+    inputs, note = folder_inputs(root)
+    if inputs == [root]:
+        raise InputError(
+            root, "is one DICOM series, not a folder of scans; pass a folder holding it"
+        )
+    if note is not None and notes is not None:
+        notes.append(f"{root}: {note}")
+    images = [ImageCase(nifti_stem(p), p) for p in inputs]
     if images and all(i.case_id.endswith("_0000") and i.image.is_file() for i in images):
         images = [ImageCase(i.case_id[: -len("_0000")], i.image) for i in images]
     return images
+
+
+#: What an operating system leaves in any folder (the Finder's ``.DS_Store`` and ``._`` forks,
+#: Windows' ``Thumbs.db`` and ``desktop.ini``): never a scan, passed over without a word.
+OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
+_LISTED = 3
+
+
+def _os_file(name: str) -> bool:
+    return name in OS_FILES or name.startswith("._")
+
+
+def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
+    """The scans of a folder and a note of what else it holds, or None when nothing does.
+
+    ``[root]`` itself when it is one DICOM series folder (slices in it); else its NIfTI files
+    and DICOM series folders, sorted by name. Passed over, and counted in the note: hidden
+    entries, files that are not NIfTI, folders without a DICOM series (the operating system's
+    own files, :data:`OS_FILES`, without a word). Refused, since a scan would be lost: a NIfTI
+    suffix of mixed case, which nibabel cannot read; an empty NIfTI file, a link to nothing;
+    DICOM slices beside other scans (which was meant is not for kdseg to guess)."""
+    from kdseg.data.dicom import is_dicom_folder
+    from kdseg.data.io import is_nifti, mixed_case_nifti
+
+    entries = [p for p in sorted(root.iterdir()) if not _os_file(p.name)]
+    visible = [p for p in entries if not p.name.startswith(".")]
+    folders = [p for p in visible if p.is_dir()]
+    for path in visible:
+        if path not in folders and (refusal := mixed_case_nifti(path)) is not None:
+            raise refusal  # b.Nii.gz beside a.nii.gz: it would be left out without a word
+    series = [p for p in folders if is_dicom_folder(p)]
+    files = [p for p in visible if not p.is_dir()]
+    niftis = [p for p in files if is_nifti(p)]
+    if is_dicom_folder(root):
+        if niftis or series:
+            others = [p.name for p in (*niftis, *series)]
+            raise InputError(
+                root,
+                f"holds DICOM slices beside {len(others)} other scan(s) ({_names(others)}); "
+                "move the slices into a series folder of their own",
+            )
+        return [root], None
+    for path in niftis:
+        if path.is_symlink() and not path.exists():
+            raise InputError(path, f"a link to nothing ({os.readlink(path)} is missing)")
+        if path.stat().st_size == 0:
+            raise InputError(path, "an empty file (0 bytes); copy it again or move it out")
+    passed = {
+        ("hidden", "hidden"): [p.name for p in entries if p.name.startswith(".")],
+        ("not NIfTI", "not NIfTI"): [p.name for p in files if p not in niftis],
+        ("folder without a DICOM series", "folders without a DICOM series"): [
+            p.name for p in folders if p not in series
+        ],
+    }
+    counts = [
+        f"{len(names)} {why[len(names) > 1]} ({_names(names)})"
+        for why, names in passed.items()
+        if names
+    ]
+    total = sum(len(names) for names in passed.values())
+    note = f"passed over {total} entr{'y' if total == 1 else 'ies'}: {', '.join(counts)}"
+    return sorted([*niftis, *series]), note if counts else None
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
+
+
+def check_distinct_names(items: Iterable[tuple[str, Path]], what: str = "case id") -> None:
+    """Refuse two inputs of one name (``what``: the case id, the output a name gives), even
+    names that differ only in case (``a`` and ``A``) or in Unicode normalisation: their
+    outputs would be one file on macOS and Windows, whatever this filesystem does."""
+    seen: dict[str, tuple[str, Path]] = {}
+    for name, path in items:
+        first_name, first = seen.setdefault(_fold(name), (name, path))
+        if first == path:
+            continue
+        if first_name == name:
+            raise InputError(path, f"shares the {what} {name!r} with {first.name}; rename one")
+        raise InputError(
+            path,
+            f"{what} {name!r} and {first.name}'s {first_name!r} differ only in case, "
+            "one file on macOS and Windows; rename one",
+        )
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _nnunet_v2(root: Path) -> bool:
@@ -197,7 +285,7 @@ def _nnunet_v2(root: Path) -> bool:
     return not msd
 
 
-def _layout_images(root: Path) -> list[ImageCase] | None:
+def _layout_images(root: Path, notes: list[str] | None = None) -> list[ImageCase] | None:
     """Images of a dataset-layout folder (labels ignored), or None when it is no layout."""
     if _nnunet_v2(root):
         from kdseg.data.nnunet import read_dataset_json
@@ -214,7 +302,7 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
                 i
                 for f in ("imagesTr", "imagesTs")
                 if (root / f).is_dir()
-                for i in _plain_images(root / f)
+                for i in _plain_images(root / f, notes)
             ]
     kits = [
         _first_existing(f / "imaging.nii.gz", f / "imaging.nii")
@@ -232,23 +320,28 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
     return None
 
 
-def discover_images(root: str | Path) -> list[ImageCase]:
+def discover_images(root: str | Path, notes: list[str] | None = None) -> list[ImageCase]:
     """CT volumes without labels in ``root``, sorted naturally by id.
 
     ``root`` is a dataset-layout folder (nnU-Net raw: ``imagesTr`` and ``imagesTs``; MSD;
     KiTS19 ``case_*/imaging.nii.gz``; LiTS ``volume-N.nii``: the labels beside are ignored), or
-    a plain folder of NIfTI files and DICOM series folders.
+    a plain folder of NIfTI files and DICOM series folders (:func:`folder_inputs`: what it
+    passes over is added to ``notes``, one line per folder). Two images whose ids differ only
+    in case are refused as two of one id are (:func:`check_distinct_names`).
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "image folder not found")
-    images = _layout_images(root)
+    found: list[str] = []
+    images = _layout_images(root, found)
     if images is None:
-        images = _plain_images(root)
+        images = _plain_images(root, found)
     if not images:
-        raise InputError(root, "no NIfTI files, DICOM series or dataset layout in this folder")
-    ids = [i.case_id for i in images]
-    duplicates = sorted({c for c in ids if ids.count(c) > 1})
-    if duplicates:
-        raise InputError(root, f"two images share the case id {duplicates[0]!r}")
+        held = f" ({'; '.join(found)})" if found else ""
+        raise InputError(
+            root, f"no NIfTI files, DICOM series or dataset layout in this folder{held}"
+        )
+    check_distinct_names((i.case_id, i.image) for i in images)
+    if notes is not None:
+        notes.extend(found)
     return sorted(images, key=lambda c: (_natural_key(c.case_id), c.case_id))
