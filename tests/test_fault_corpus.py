@@ -112,6 +112,9 @@ class World:
         if how == "missing label":
             seg.unlink()
             return vol
+        if how == "missing image":
+            vol.unlink()
+            return seg
         if how == "shape mismatch":
             nib.save(nib.Nifti1Image(np.zeros((40, 36, 7), np.uint8), AFFINE), str(seg))
         elif how == "affine mismatch":
@@ -524,6 +527,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("eval: paper_threshold=7", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=7"], "paper_threshold=7.0: a probability", False),
     # dataset faults in prepare
     ("prepare: missing label", "prepare", lambda w: w.prepare("missing label"), "volume-1", False),
+    ("prepare: a label without its scan", "prepare", lambda w: w.prepare("missing image"), "segmentation-1.nii.gz: missing image volume-1.nii[.gz]", False),
     ("prepare: HU window low = high", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[100,100]"], "preprocess.window", False),
     ("prepare: HU window reversed", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[140,-60]"], "preprocess.window", False),
     ("prepare: shape mismatch", "prepare", lambda w: w.prepare("shape mismatch"), "segmentation-1", False),

@@ -74,7 +74,19 @@ def _natural_key(text: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
+_LITS_NAME = r"(volume|segmentation)-(\d+)\.nii(\.gz)?"
+
+
 def _lits(root: Path) -> list[Case]:
+    for path in sorted(root.iterdir()):  # Volume-3.nii.gz, volume-3.NII.GZ: not left out
+        if re.fullmatch(_LITS_NAME, path.name, re.IGNORECASE) and not re.fullmatch(
+            _LITS_NAME, path.name
+        ):
+            raise InputError(
+                path,
+                "a LiTS name with capitals; kdseg reads volume-N.nii[.gz] and "
+                "segmentation-N.nii[.gz]",
+            )
     cases = []
     for image in root.glob("volume-*.nii*"):
         number = re.fullmatch(r"volume-(\d+)\.nii(\.gz)?", image.name)
@@ -85,7 +97,18 @@ def _lits(root: Path) -> list[Case]:
         if label is None:
             raise InputError(image, f"missing label segmentation-{n}.nii[.gz] beside it")
         cases.append(Case(f"volume-{n}", image, label))
+    labels = [p for p in root.glob("segmentation-*.nii*") if re.fullmatch(_LITS_NAME, p.name)]
+    _refuse_unpaired(labels, cases, lambda p: f"volume-{re.split('[-.]', p.name)[1]}.nii[.gz]")
     return cases
+
+
+def _refuse_unpaired(labels: list[Path], cases: list[Case], image: Callable[[Path], str]) -> None:
+    """Refuse a label whose case has no image (``image`` names the file it lacks): the scan
+    is gone, and its case would be left out without a word (a KiTS19 case is refused so)."""
+    paired = {case.label for case in cases}
+    for label in sorted(labels):
+        if label not in paired and not label.name.startswith("."):
+            raise InputError(label, f"missing image {image(label)} for this label")
 
 
 def _kits19(root: Path) -> list[Case]:
@@ -117,6 +140,8 @@ def _msd_liver(root: Path) -> list[Case]:
         if not label.exists():
             raise InputError(image, f"missing label labelsTr/{image.name}")
         cases.append(Case(image.name.split(".")[0], image, label))
+    labels = list((root / "labelsTr").glob("liver_*.nii*"))
+    _refuse_unpaired(labels, cases, lambda p: f"imagesTr/{p.name}")
     return cases
 
 
@@ -130,6 +155,9 @@ def _nnunet(root: Path) -> list[Case]:
         if not label.exists():
             raise InputError(image, f"missing label labelsTr/{label.name}")
         cases.append(Case(case_id, image, label, info.label_map))
+    ending = info.file_ending
+    labels = list((root / "labelsTr").glob(f"*{ending}"))
+    _refuse_unpaired(labels, cases, lambda p: f"imagesTr/{p.name[: -len(ending)]}_0000{ending}")
     return cases
 
 
