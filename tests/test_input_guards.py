@@ -574,3 +574,22 @@ def test_pseudolabel_refuses_a_scan_it_would_pass_over_before_the_model_loads(
     )
     _one_line_exit_2(result, "c.Nii.gz: a NIfTI suffix of mixed case")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scans"]
+
+
+def test_a_folder_read_as_lits_says_what_it_passes_over(tmp_path: Path) -> None:
+    """A folder with ``volume-N`` files is read as LiTS by kdseg-pseudolabel: another scan
+    beside them was passed over without a word (now one line), ``volume-3.NII.GZ`` too (now
+    refused, as kdseg-prepare refuses it)."""
+    from kdseg.data.sources import discover_images
+
+    scans = tmp_path / "scans"
+    for name in ("volume-0.nii.gz", "segmentation-0.nii.gz", "scan.nii.gz"):
+        _ct(scans / name)
+    notes: list[str] = []
+    assert [c.case_id for c in discover_images(scans, notes)] == ["volume-0"]
+    assert notes == [
+        f"{scans}: read as LiTS (volume-N); passed over 1 other NIfTI file (scan.nii.gz)"
+    ]
+    (scans / "scan.nii.gz").rename(scans / "volume-3.NII.GZ")
+    with pytest.raises(InputError, match=r"volume-3\.NII\.GZ: a LiTS name with capitals"):
+        discover_images(scans)

@@ -77,8 +77,9 @@ def _natural_key(text: str) -> tuple:
 _LITS_NAME = r"(volume|segmentation)-(\d+)\.nii(\.gz)?"
 
 
-def _lits(root: Path) -> list[Case]:
-    for path in sorted(root.iterdir()):  # Volume-3.nii.gz, volume-3.NII.GZ: not left out
+def _refuse_lits_capitals(root: Path) -> None:
+    """Refuse ``Volume-3.nii.gz`` or ``volume-3.NII.GZ`` in a LiTS folder: left out otherwise."""
+    for path in sorted(root.iterdir()):
         if re.fullmatch(_LITS_NAME, path.name, re.IGNORECASE) and not re.fullmatch(
             _LITS_NAME, path.name
         ):
@@ -87,6 +88,10 @@ def _lits(root: Path) -> list[Case]:
                 "a LiTS name with capitals; kdseg reads volume-N.nii[.gz] and "
                 "segmentation-N.nii[.gz]",
             )
+
+
+def _lits(root: Path) -> list[Case]:
+    _refuse_lits_capitals(root)
     cases = []
     for image in root.glob("volume-*.nii*"):
         number = re.fullmatch(r"volume-(\d+)\.nii(\.gz)?", image.name)
@@ -342,8 +347,20 @@ def _layout_images(root: Path, notes: list[str] | None = None) -> list[ImageCase
         p for p in root.glob("volume-*.nii*") if re.fullmatch(r"volume-\d+\.nii(\.gz)?", p.name)
     ]
     if lits:
-        from kdseg.data.io import nifti_stem
+        from kdseg.data.io import is_nifti, nifti_stem
 
+        _refuse_lits_capitals(root)
+        others = [
+            p.name
+            for p in sorted(root.iterdir())
+            if is_nifti(p) and not re.fullmatch(_LITS_NAME, p.name) and not p.name.startswith(".")
+        ]
+        if others and notes is not None:  # scan.nii.gz beside volume-0.nii.gz
+            n = len(others)
+            notes.append(
+                f"{root}: read as LiTS (volume-N); passed over {n} other NIfTI "
+                f"file{'s' if n > 1 else ''} ({_names(others)})"
+            )
         return [ImageCase(nifti_stem(p), p) for p in lits]
     return None
 
