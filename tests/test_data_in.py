@@ -149,14 +149,14 @@ def test_a_label_without_its_image_is_refused_in_every_layout(tmp_path: Path) ->
     touch(lits / "volume-0.nii", lits / "segmentation-0.nii.gz", lits / "._segmentation-3.nii")
     assert [c.case_id for c in discover_cases("lits", lits)] == ["volume-0"]
     touch(lits / "Volume-1.nii.gz", lits / "segmentation-1.nii.gz")
-    with pytest.raises(InputError, match=r"segmentation-1.nii.gz: a label without its image vol"):
+    with pytest.raises(InputError, match=r"Volume-1.nii.gz: a LiTS name with capitals"):
         discover_cases("lits", lits)
     msd = tmp_path / "msd"
     touch(msd / "imagesTr" / "liver_0.nii.gz", msd / "labelsTr" / "liver_0.nii.gz")
     touch(msd / "imagesTr" / "._liver_0.nii.gz", msd / "labelsTr" / "._liver_0.nii.gz")
     assert [c.case_id for c in discover_cases("msd_liver", msd)] == ["liver_0"]
     touch(msd / "labelsTr" / "liver_1.nii.gz")
-    with pytest.raises(InputError, match="liver_1.nii.gz: a label without its image imagesTr/"):
+    with pytest.raises(InputError, match="liver_1.nii.gz: missing image imagesTr/"):
         discover_cases("msd_liver", msd)
     nnunet = tmp_path / "nnunet"
     touch(nnunet / "imagesTr" / "a_0000.nii.gz", nnunet / "labelsTr" / "a.nii.gz")
@@ -164,7 +164,7 @@ def test_a_label_without_its_image_is_refused_in_every_layout(tmp_path: Path) ->
     (nnunet / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
     assert [c.case_id for c in discover_cases("nnunet", nnunet)] == ["a"]
     touch(nnunet / "imagesTr" / "b_0001.nii.gz", nnunet / "labelsTr" / "b.nii.gz")  # no _0000
-    with pytest.raises(InputError, match=r"b.nii.gz: a label without its image imagesTr/b_0000"):
+    with pytest.raises(InputError, match=r"b.nii.gz: missing image imagesTr/b_0000"):
         discover_cases("nnunet", nnunet)
 
 
@@ -473,3 +473,36 @@ def test_a_series_stamp_sees_one_slice_replaced_with_an_older_mtime(tmp_path: Pa
     after = source_stamp([series])
     assert before["files"][0][:3] == after["files"][0][:3] and before != after
     assert source_stamp([series]) == after  # and it is stable
+
+
+def test_a_label_without_its_scan_or_a_name_in_capitals_is_refused(tmp_path: Path) -> None:
+    """kdseg-prepare and kdseg-eval left out, without a word, a LiTS, Decathlon or nnU-Net
+    label whose scan is gone (a KiTS19 one was refused) and a LiTS file named in capitals
+    (``volume-3.NII.GZ``, which kdseg-predict reads): each is refused in one line."""
+    fixture = Path(__file__).parent / "fixtures" / "nnunet"
+
+    def touch(*paths: Path) -> None:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+
+    lits = tmp_path / "lits"
+    touch(lits / "volume-1.nii.gz", lits / "segmentation-1.nii.gz", lits / "segmentation-2.nii")
+    with pytest.raises(InputError, match=r"segmentation-2.nii: missing image volume-2.nii\[.gz\]"):
+        discover_cases("lits", lits)
+    (lits / "segmentation-2.nii").unlink()
+    touch(lits / "volume-3.NII.GZ", lits / "segmentation-3.NII.GZ")
+    with pytest.raises(InputError, match=r"segmentation-3.NII.GZ: a LiTS name with capitals"):
+        discover_cases("lits", lits)
+    msd = tmp_path / "msd"
+    touch(msd / "imagesTr" / "liver_1.nii.gz", msd / "labelsTr" / "liver_1.nii.gz")
+    touch(msd / "labelsTr" / "._liver_1.nii.gz", msd / "labelsTr" / "liver_2.nii.gz")
+    with pytest.raises(InputError, match="liver_2.nii.gz: missing image imagesTr/liver_2.nii.gz"):
+        discover_cases("msd_liver", msd)
+    nnunet = tmp_path / "nnunet"
+    touch(nnunet / "imagesTr" / "a_0000.nii.gz", nnunet / "labelsTr" / "a.nii.gz")
+    shutil.copy(fixture / "dataset.json", nnunet / "dataset.json")
+    assert [c.case_id for c in discover_cases("nnunet", nnunet)] == ["a"]
+    touch(nnunet / "labelsTr" / "b.nii.gz")
+    with pytest.raises(InputError, match="b.nii.gz: missing image imagesTr/b_0000.nii.gz"):
+        discover_cases("nnunet", nnunet)

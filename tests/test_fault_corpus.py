@@ -112,6 +112,9 @@ class World:
         if how == "missing label":
             seg.unlink()
             return vol
+        if how == "missing image":
+            vol.unlink()
+            return seg
         if how == "shape mismatch":
             nib.save(nib.Nifti1Image(np.zeros((40, 36, 7), np.uint8), AFFINE), str(seg))
         elif how == "affine mismatch":
@@ -485,6 +488,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("2D image", "predict", lambda w: w.predict(w.ct(data=np.ones((40, 36), np.int16))), "ct.nii.gz", False),
     ("4D image", "predict", lambda w: w.predict(w.ct(data=np.arange(40 * 36 * 8 * 2, dtype=np.int16).reshape(40, 36, 8, 2))), "ct.nii.gz", False),
     ("a NIfTI suffix of mixed case in an input folder", "predict", lambda w: (p := w.ct("a.nii.gz"), p.with_name("B.Nii.Gz").write_bytes(p.read_bytes()), w.predict(p.parent, output=w.tmp / "out"))[-1], "B.Nii.Gz: a NIfTI suffix of mixed case", False),
+    ("two inputs of one output name in an input folder", "predict", lambda w: (p := w.ct("x.nii.gz"), w.ct("x.nii"), w.predict(p.parent, output=w.tmp / "out"))[-1], "x.nii.gz: shares the output 'x.nii.gz' with x.nii", False),
+    ("input names that differ only in case", "predict", lambda w: (p := w.ct("a.nii.gz"), w.ct("A.nii.gz"), w.predict(p.parent, output=w.tmp / "out"))[-1], "a.nii.gz: output 'a.nii.gz' and A.nii.gz's 'A.nii.gz' differ only in case", False),
     ("a NIfTI suffix of mixed case", "predict", lambda w: w.predict((p := w.ct("ct.nii"), p.rename(p.with_name("CT.Nii")))[1]), "CT.Nii: a NIfTI suffix of mixed case", False),
     ("folder without images", "predict", lambda w: w.predict((p := w.tmp / "in/empty", p.mkdir(parents=True))[0]), "empty", False),
     ("DICOM: one slice file instead of its series folder", "predict", lambda w: w.predict(dicom(w, "ok") / "IM00002.dcm"), "IM00002.dcm: one DICOM slice; pass its series folder: input=", False),
@@ -528,6 +533,7 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("eval: paper_threshold=7", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=7"], "paper_threshold=7.0: a probability", False),
     # dataset faults in prepare
     ("prepare: missing label", "prepare", lambda w: w.prepare("missing label"), "volume-1", False),
+    ("prepare: a label without its scan", "prepare", lambda w: w.prepare("missing image"), "segmentation-1.nii.gz: missing image volume-1.nii[.gz]", False),
     ("prepare: HU window low = high", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[100,100]"], "preprocess.window", False),
     ("prepare: HU window reversed", "prepare", lambda w: [*good_lits(w), "data.preprocess.window=[140,-60]"], "preprocess.window", False),
     ("prepare: shape mismatch", "prepare", lambda w: w.prepare("shape mismatch"), "segmentation-1", False),
@@ -808,7 +814,7 @@ def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_pat
     assert nib.load(str(scan)).header.get_zooms() == (1.0, 1.0, 1.0)  # what the file says
     (tmp_path / "in" / "._ct.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     code, _, stderr = _in_process("predict", world.predict(scan.parent, output=tmp_path / "out"), tmp_path)  # fmt: skip
-    assert code == 0, stderr
+    assert code == 0 and not stderr, stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "ct.lesions.json",
         "ct.lesions.txt",
@@ -820,6 +826,12 @@ def test_odd_but_valid_headers_and_hidden_files(shared: dict[str, Path], tmp_pat
     assert np.array_equal(label.affine, nib.load(str(scan)).affine)
     assert (label.header["cal_min"], label.header["cal_max"]) == (0, 0)
     assert label.header.get_intent()[0] == "label"
+    # what else the folder holds is passed over in one line (it was without a word)
+    (tmp_path / "in" / "notes.txt").write_text("scanned on the new CT")
+    code, _, stderr = _in_process("predict", world.predict(scan.parent, output=tmp_path / "out"), tmp_path)  # fmt: skip
+    assert code == 0 and stderr.splitlines() == [
+        f"kdseg-predict: warning: {scan.parent}: passed over 1 entry: 1 not NIfTI (notes.txt)"
+    ], stderr
 
 
 def test_a_rerun_of_a_run_saved_before_newer_options_is_the_same_run(

@@ -477,3 +477,119 @@ def test_a_nifti_named_in_capitals_is_read_and_its_label_named_after_it(tmp_path
         plan_outputs(scans, out)
     with pytest.raises(InputError, match="d.Nii: a NIfTI suffix of mixed case"):
         load_volume(scans / "d.Nii")
+
+
+def test_a_folder_of_scans_refuses_what_it_would_lose_or_write_twice(tmp_path: Path) -> None:
+    """kdseg-pseudolabel passed over ``c.Nii.gz`` without a word (kdseg-predict refused it);
+    ``x.nii`` beside ``x.nii.gz`` wrote one case over the other, and ``a.nii.gz`` beside
+    ``A.nii.gz`` does so on macOS and Windows. Both commands refuse each up front, in one line
+    naming both inputs; so are an empty scan, a link to nothing and DICOM slices lying beside
+    other scans (the folder would be read as one series, the rest left out)."""
+    from test_dicom import AFFINE_FLIPPED
+    from test_dicom import _volume as _dicom_volume
+
+    from kdseg.cli.predict import plan_outputs
+    from kdseg.data.dicom import write_dicom_series
+    from kdseg.data.sources import discover_images
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    first = _ct(scans / "a.nii.gz")
+
+    def refused(match: str, *extra: Path) -> None:
+        for find in (lambda: plan_outputs(scans, out), lambda: discover_images(scans)):
+            with pytest.raises(InputError, match=match):
+                find()
+        for path in extra:
+            path.unlink()
+
+    refused(r"c\.Nii\.gz: a NIfTI suffix of mixed case", shutil.copy(first, scans / "c.Nii.gz"))
+    refused(
+        r"scans/a\.nii\.gz: .* and A\.nii\.gz's .* differ only in case, one file on macOS",
+        shutil.copy(first, scans / "A.nii.gz"),
+    )
+    refused(
+        r"scans/x\.nii\.gz: shares the .*'x.* with x\.nii; rename one",
+        shutil.copy(first, scans / "x.nii.gz"),
+        _ct(scans / "x.nii"),
+    )
+    (scans / "e.nii").touch()
+    refused(r"e\.nii: an empty file \(0 bytes\)", scans / "e.nii")
+    (scans / "l.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    refused(r"l\.nii\.gz: a link to nothing", scans / "l.nii.gz")
+    slices = write_dicom_series(_dicom_volume(AFFINE_FLIPPED), scans)
+    refused(r"scans: holds DICOM slices beside 1 other scan\(s\) \(a\.nii\.gz\)", *slices)
+    write_dicom_series(_dicom_volume(AFFINE_FLIPPED), scans / "series")  # a series folder: fine
+    assert [s.name for s, _ in plan_outputs(scans, out)] == ["a.nii.gz", "series"]
+    assert [c.case_id for c in discover_images(scans)] == ["a", "series"]
+    with pytest.raises(InputError, match="series: is one DICOM series, not a folder of scans"):
+        discover_images(scans / "series")  # kdseg-pseudolabel: said "no NIfTI files ..."
+
+
+def test_a_folder_of_scans_says_what_it_passes_over(tmp_path: Path) -> None:
+    """Hidden files, files that are not NIfTI and folders without a DICOM series were passed
+    over without a word: one line counts them (a clean folder, the operating system's own
+    files included, gets none), and a folder with no scan says what it holds instead."""
+    from kdseg.cli.predict import plan_outputs
+    from kdseg.data.sources import discover_images
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    _ct(scans / "sub" / "b.nii.gz")
+    with pytest.raises(InputError, match=r"no NIfTI .* \(passed over 1 entry: 1 folder without"):
+        plan_outputs(scans, out)
+    with pytest.raises(InputError, match=r"no NIfTI .* \(.*passed over 1 entry: 1 folder without"):
+        discover_images(scans)
+    _ct(scans / "a.nii.gz")
+    for name in (".DS_Store", "._a.nii.gz", "Thumbs.db"):
+        (scans / name).write_bytes(b"\0\5\26\7")
+    (scans / "sub").rename(tmp_path / "sub")
+    notes: list[str] = []
+    assert [s.name for s, _ in plan_outputs(scans, out, notes)] == ["a.nii.gz"] and not notes
+    assert [c.case_id for c in discover_images(scans, notes)] == ["a"] and not notes
+    (tmp_path / "sub").rename(scans / "sub")
+    shutil.copy(scans / "a.nii.gz", scans / ".c.nii.gz")
+    for name in ("notes.txt", "d.nrrd", "e.mha", "f.hdr"):
+        (scans / name).write_text("x")
+    said = (
+        f"{scans}: passed over 6 entries: 1 hidden (.c.nii.gz), 4 not NIfTI (d.nrrd, e.mha, "
+        "f.hdr, ...), 1 folder without a DICOM series (sub)"
+    )
+    plan_outputs(scans, out, notes)
+    discover_images(scans, notes)
+    assert notes == [said, said]
+
+
+def test_pseudolabel_refuses_a_scan_it_would_pass_over_before_the_model_loads(
+    tmp_path: Path,
+) -> None:
+    """``c.Nii.gz`` was left out of the dataset without a word; now it is refused in one line,
+    before the teacher is read (here there is none) and before anything is written."""
+    scans, out = tmp_path / "scans", tmp_path / "pseudo"
+    shutil.copy(_ct(scans / "a.nii.gz"), scans / "c.Nii.gz")
+    result = kdseg(
+        "pseudolabel",
+        f"ckpt={tmp_path / 'none.ckpt'}",
+        f"input={scans}",
+        f"output={out}",
+        check=False,
+    )
+    _one_line_exit_2(result, "c.Nii.gz: a NIfTI suffix of mixed case")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scans"]
+
+
+def test_a_folder_read_as_lits_says_what_it_passes_over(tmp_path: Path) -> None:
+    """A folder with ``volume-N`` files is read as LiTS by kdseg-pseudolabel: another scan
+    beside them was passed over without a word (now one line), ``volume-3.NII.GZ`` too (now
+    refused, as kdseg-prepare refuses it)."""
+    from kdseg.data.sources import discover_images
+
+    scans = tmp_path / "scans"
+    for name in ("volume-0.nii.gz", "segmentation-0.nii.gz", "scan.nii.gz"):
+        _ct(scans / name)
+    notes: list[str] = []
+    assert [c.case_id for c in discover_images(scans, notes)] == ["volume-0"]
+    assert notes == [
+        f"{scans}: read as LiTS (volume-N); passed over 1 other NIfTI file (scan.nii.gz)"
+    ]
+    (scans / "scan.nii.gz").rename(scans / "volume-3.NII.GZ")
+    with pytest.raises(InputError, match=r"volume-3\.NII\.GZ: a LiTS name with capitals"):
+        discover_images(scans)

@@ -112,7 +112,7 @@ def test_a_decathlon_folder_gives_its_images_not_an_nnunet_error(tmp_path: Path)
     root = tmp_path / "Task03_Liver"
     for folder, name in (("imagesTr", "liver_0"), ("imagesTr", "liver_1"), ("imagesTs", "liver_9")):
         (root / folder).mkdir(parents=True, exist_ok=True)
-        (root / folder / f"{name}.nii.gz").write_bytes(b"")
+        (root / folder / f"{name}.nii.gz").write_bytes(b"stand-in")
     labels = {"0": "background", "1": "liver", "2": "cancer"}
     (root / "dataset.json").write_text(json.dumps({"name": "Liver", "labels": labels}))
     ids = [c.case_id for c in discover_images(root)]

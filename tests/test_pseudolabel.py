@@ -158,3 +158,25 @@ def test_a_scan_without_orientation_is_refused_as_by_kdseg_predict(tmp_path: Pat
         cwd=tmp_path, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "unoriented=ras: use one of error, analyze" in result.stderr
+
+
+def test_pseudolabel_says_in_one_line_what_its_folder_holds_besides_scans(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A file that is not a scan was passed over without a word: one warning line at the start
+    counts it (stdout keeps its one line per case)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    os.symlink(phantom_lits / "volume-0.nii.gz", scans / "scan-a.nii.gz")
+    (scans / "README.txt").write_text("scans of site B")
+    done = kdseg(
+        "pseudolabel",
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        f"input={scans}",
+        f"output={tmp_path / 'pseudo'}",
+        "flip_check=false",
+    )
+    assert done.stderr.splitlines() == [
+        f"kdseg-pseudolabel: warning: {scans}: passed over 1 entry: 1 not NIfTI (README.txt)"
+    ], done.stderr
+    assert done.stdout.startswith("scan-a: confidence"), done.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,42 +27,41 @@ from kdseg.cli import (
     stage_list,
     timed,
 )
-from kdseg.errors import InputError, atomic_group
+from kdseg.errors import InputError, atomic_group, warning_line
 
 # nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
 # `kdseg-predict --help` starts in well under a second.
 
 
-def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
-    """Pairs (input, output file): one file or DICOM series, or every volume in a folder.
+def plan_outputs(
+    source: Path, output: Path, notes: list[str] | None = None
+) -> list[tuple[Path, Path]]:
+    """Pairs (input, output file): one file or DICOM series, or every volume in a folder
+    (:func:`~kdseg.data.sources.folder_inputs`; what it passes over is added to ``notes``).
     A label is named ``<stem>.nii.gz`` after its input, whose suffix may be in capitals
-    (``B.NII.GZ`` -> ``B.nii.gz``)."""
-    from kdseg.data.io import is_nifti, mixed_case_nifti
-
-    def is_dicom_folder(path: Path) -> bool:  # pydicom only for folders: 0.2 s of start-up
-        from kdseg.data.dicom import is_dicom_folder
-
-        return is_dicom_folder(path)
+    (``B.NII.GZ`` -> ``B.nii.gz``); two inputs of one stem, or of stems that differ only in
+    case, are refused (their outputs would be one file)."""
+    from kdseg.data.io import is_nifti
+    from kdseg.data.sources import check_distinct_names, folder_inputs
 
     if not source.exists():
         raise InputError(source, "input not found")
-    single = source.is_file() or is_dicom_folder(source)
-    if single:
+    inputs, note = ([source], None) if source.is_file() else folder_inputs(source)
+    if inputs == [source]:  # one file or DICOM series
         if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg
             return [(source, output)]
         stem = _stem(source if source.name not in ("", "..") else source.resolve())
         if not stem:  # `input=/`: nothing to name the label after
             raise InputError(source, "no name to give the output; pass output=<name>.nii.gz")
         return [(source, output / f"{stem}.nii.gz")]
-    names = [p for p in source.iterdir() if not p.name.startswith(".")]  # ._* forks, swap files
-    mixed = [refusal for p in sorted(names) if (refusal := mixed_case_nifti(p)) is not None]
-    if mixed:  # b.Nii.gz beside a.nii.gz: it would be left out without a word
-        raise mixed[0]
-    inputs = sorted(p for p in names if is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
     if not inputs:
-        raise InputError(source, "no NIfTI files or DICOM series in this folder")
+        held = "" if note is None else f" ({note})"
+        raise InputError(source, f"no NIfTI files or DICOM series in this folder{held}")
     if is_nifti(output):
         raise InputError(output, "a folder of inputs needs an output folder, not a file name")
+    check_distinct_names(((f"{_stem(p)}.nii.gz", p) for p in inputs), "output")
+    if note is not None and notes is not None:
+        notes.append(f"{source}: {note}")
     return [(p, output / f"{_stem(p)}.nii.gz") for p in inputs]
 
 
@@ -132,7 +132,8 @@ def main(cfg: DictConfig) -> None:
     require_paths(cfg, "input", "output")
     threshold = number(cfg, "threshold", float)  # its range: build_predictor
     source, output = Path(cfg.input), Path(cfg.output)
-    pairs = plan_outputs(source, output)
+    notes: list[str] = []
+    pairs = plan_outputs(source, output, notes)
     if cfg.output_format not in ("nifti", "dicom-seg"):
         raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
     check_choice("nonfinite", cfg.nonfinite, NONFINITE)  # before the model loads and any
@@ -152,6 +153,8 @@ def main(cfg: DictConfig) -> None:
     if not cfg.overwrite:
         for files in plans:
             _check_replaceable(files)
+    for note in notes:  # what the input folder holds besides scans: once nothing is refused
+        print(warning_line(note), file=sys.stderr)
     steps: dict[str, float] = {}
     # A .nii.gz input is read and decompressed in a daemon thread (kdseg.data.niigz.prefetch,
     # which releases the GIL) while the model loads; the next input of a folder while this

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
 from kdseg.data.io import check_unoriented
-from kdseg.errors import InputError
+from kdseg.data.sources import discover_images
+from kdseg.errors import InputError, warning_line
 from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
 
 
@@ -16,6 +18,8 @@ from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_fold
 def main(cfg: DictConfig) -> None:
     require_paths(cfg, "input", "output")
     check_destination(Path(cfg.input), Path(cfg.output))  # before the model loads
+    notes: list[str] = []
+    cases = discover_images(cfg.input, notes)  # a refused scan costs no model load
     check_unoriented(cfg.unoriented)
     min_confidence = number(cfg, "min_confidence", float, minimum=0, maximum=1)
     min_flip_dice = number(cfg, "min_flip_dice", float, minimum=0, maximum=1)
@@ -26,6 +30,8 @@ def main(cfg: DictConfig) -> None:
         # flip check would pass every case at 1.0, for 8x the network time
         raise InputError(None, "tta=flip makes the flip check meaningless; set flip_check=false")
     organ = cfg.organ or bundle.data.get("organ", "organ")
+    for note in notes:  # what the input folder holds besides scans: once nothing is refused
+        print(warning_line(note), file=sys.stderr)
     kept = total = 0
     for row in pseudolabel_folder(
         predictor,
@@ -36,6 +42,7 @@ def main(cfg: DictConfig) -> None:
         flip=bool(cfg.flip_check),
         organ=organ,
         unoriented=cfg.unoriented,
+        cases=cases,
     ):
         total += 1
         kept += bool(row["kept"])

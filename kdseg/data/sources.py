@@ -15,8 +15,10 @@ of a plain folder of NIfTI files and DICOM series: the unlabeled scans and pseud
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,25 +70,25 @@ def _natural_key(text: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
-def _refuse_orphans(labels: dict[str, Path], cases: set[str], image: str) -> None:
-    """Refuse the first label of ``labels`` (by case key) whose key is not among ``cases``:
-    its case (a scan gone, or misnamed ``Volume-3.nii``) would be left out of the dataset
-    without a word. ``image`` names the missing file, ``{}`` standing for the key. Hidden
-    files (macOS ``._*`` forks) are no labels."""
-    for key, label in sorted(labels.items(), key=lambda item: _natural_key(item[0])):
-        if key not in cases and not label.name.startswith("."):
-            raise InputError(label, f"a label without its image {image.format(key)}")
+_LITS_NAME = r"(volume|segmentation)-(\d+)\.nii(\.gz)?"
+
+
+def _refuse_lits_capitals(root: Path) -> None:
+    """Refuse ``Volume-3.nii.gz`` or ``volume-3.NII.GZ`` in a LiTS folder: left out otherwise."""
+    for path in sorted(root.iterdir()):
+        if re.fullmatch(_LITS_NAME, path.name, re.IGNORECASE) and not re.fullmatch(
+            _LITS_NAME, path.name
+        ):
+            raise InputError(
+                path,
+                "a LiTS name with capitals; kdseg reads volume-N.nii[.gz] and "
+                "segmentation-N.nii[.gz]",
+            )
 
 
 def _lits(root: Path) -> list[Case]:
+    _refuse_lits_capitals(root)
     cases = []
-    pattern = r"(volume|segmentation)-(\d+)\.nii(\.gz)?"
-    found = [m for p in root.iterdir() if (m := re.fullmatch(pattern, p.name))]
-    _refuse_orphans(
-        {m.group(2): root / m.group(0) for m in found if m.group(1) == "segmentation"},
-        {m.group(2) for m in found if m.group(1) == "volume"},
-        "volume-{}.nii[.gz] beside it",
-    )
     for image in root.glob("volume-*.nii*"):
         number = re.fullmatch(r"volume-(\d+)\.nii(\.gz)?", image.name)
         if not number:
@@ -96,7 +98,18 @@ def _lits(root: Path) -> list[Case]:
         if label is None:
             raise InputError(image, f"missing label segmentation-{n}.nii[.gz] beside it")
         cases.append(Case(f"volume-{n}", image, label))
+    labels = [p for p in root.glob("segmentation-*.nii*") if re.fullmatch(_LITS_NAME, p.name)]
+    _refuse_unpaired(labels, cases, lambda p: f"volume-{re.split('[-.]', p.name)[1]}.nii[.gz]")
     return cases
+
+
+def _refuse_unpaired(labels: list[Path], cases: list[Case], image: Callable[[Path], str]) -> None:
+    """Refuse a label whose case has no image (``image`` names the file it lacks): the scan
+    is gone, and its case would be left out without a word (a KiTS19 case is refused so)."""
+    paired = {case.label for case in cases}
+    for label in sorted(labels):
+        if label not in paired and not label.name.startswith("."):
+            raise InputError(label, f"missing image {image(label)} for this label")
 
 
 def _kits19(root: Path) -> list[Case]:
@@ -128,8 +141,8 @@ def _msd_liver(root: Path) -> list[Case]:
         if not label.exists():
             raise InputError(image, f"missing label labelsTr/{image.name}")
         cases.append(Case(image.name.split(".")[0], image, label))
-    labels = {p.name: p for p in (root / "labelsTr").glob("liver_*.nii*")}
-    _refuse_orphans(labels, {c.image.name for c in cases}, "imagesTr/{}")
+    labels = list((root / "labelsTr").glob("liver_*.nii*"))
+    _refuse_unpaired(labels, cases, lambda p: f"imagesTr/{p.name}")
     return cases
 
 
@@ -144,8 +157,8 @@ def _nnunet(root: Path) -> list[Case]:
             raise InputError(image, f"missing label labelsTr/{label.name}")
         cases.append(Case(case_id, image, label, info.label_map))
     ending = info.file_ending
-    labels = {p.name[: -len(ending)]: p for p in (root / "labelsTr").glob(f"*{ending}")}
-    _refuse_orphans(labels, {c.case_id for c in cases}, f"imagesTr/{{}}_0000{ending}")
+    labels = list((root / "labelsTr").glob(f"*{ending}"))
+    _refuse_unpaired(labels, cases, lambda p: f"imagesTr/{p.name[: -len(ending)]}_0000{ending}")
     return cases
 
 
@@ -177,30 +190,116 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
     cases = sorted(LAYOUTS[layout](root), key=lambda c: (_natural_key(c.case_id), c.case_id))
     if not cases:
         raise InputError(root, f"no cases in the {layout} layout found in this folder")
-    seen: dict[str, Case] = {}
-    for case in cases:  # volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in
-        first = seen.setdefault(case.case_id, case)  # train and test, one scan each
-        if first is not case:
-            raise InputError(
-                case.image, f"shares the case id {case.case_id!r} with {first.image.name}"
-            )
+    # volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in train and test
+    check_distinct_names((c.case_id, c.image) for c in cases)
     return cases
 
 
-def _plain_images(root: Path) -> list[ImageCase]:
-    """NIfTI files and DICOM series in ``root``; nnU-Net's ``_0000`` channel suffix is dropped
-    from the ids when every file has it (an ``imagesTs`` folder), as its predictions drop it."""
-    from kdseg.data.dicom import is_dicom_folder
-    from kdseg.data.io import is_nifti, nifti_stem
+def _plain_images(root: Path, notes: list[str] | None = None) -> list[ImageCase]:
+    """NIfTI files and DICOM series in ``root`` (:func:`folder_inputs`); nnU-Net's ``_0000``
+    channel suffix is dropped from the ids when every file has it (an ``imagesTs`` folder), as
+    its predictions drop it. What the folder holds besides is added to ``notes``."""
+    from kdseg.data.io import nifti_stem
 
-    images = [
-        ImageCase(nifti_stem(p), p)
-        for p in sorted(root.iterdir())
-        if not p.name.startswith(".") and (is_nifti(p) or (p.is_dir() and is_dicom_folder(p)))
-    ]
+    inputs, note = folder_inputs(root)
+    if inputs == [root]:
+        raise InputError(
+            root, "is one DICOM series, not a folder of scans; pass a folder holding it"
+        )
+    if note is not None and notes is not None:
+        notes.append(f"{root}: {note}")
+    images = [ImageCase(nifti_stem(p), p) for p in inputs]
     if images and all(i.case_id.endswith("_0000") and i.image.is_file() for i in images):
         images = [ImageCase(i.case_id[: -len("_0000")], i.image) for i in images]
     return images
+
+
+#: What an operating system leaves in any folder (the Finder's ``.DS_Store`` and ``._`` forks,
+#: Windows' ``Thumbs.db`` and ``desktop.ini``): never a scan, passed over without a word.
+OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
+_LISTED = 3
+
+
+def _os_file(name: str) -> bool:
+    return name in OS_FILES or name.startswith("._")
+
+
+def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
+    """The scans of a folder and a note of what else it holds, or None when nothing does.
+
+    ``[root]`` itself when it is one DICOM series folder (slices in it); else its NIfTI files
+    and DICOM series folders, sorted by name. Passed over, and counted in the note: hidden
+    entries, files that are not NIfTI, folders without a DICOM series (the operating system's
+    own files, :data:`OS_FILES`, without a word). Refused, since a scan would be lost: a NIfTI
+    suffix of mixed case, which nibabel cannot read; an empty NIfTI file, a link to nothing;
+    DICOM slices beside other scans (which was meant is not for kdseg to guess)."""
+    from kdseg.data.dicom import is_dicom_folder
+    from kdseg.data.io import is_nifti, mixed_case_nifti
+
+    entries = [p for p in sorted(root.iterdir()) if not _os_file(p.name)]
+    visible = [p for p in entries if not p.name.startswith(".")]
+    folders = [p for p in visible if p.is_dir()]
+    for path in visible:
+        if path not in folders and (refusal := mixed_case_nifti(path)) is not None:
+            raise refusal  # b.Nii.gz beside a.nii.gz: it would be left out without a word
+    series = [p for p in folders if is_dicom_folder(p)]
+    files = [p for p in visible if not p.is_dir()]
+    niftis = [p for p in files if is_nifti(p)]
+    if is_dicom_folder(root):
+        if niftis or series:
+            others = [p.name for p in (*niftis, *series)]
+            raise InputError(
+                root,
+                f"holds DICOM slices beside {len(others)} other scan(s) ({_names(others)}); "
+                "move the slices into a series folder of their own",
+            )
+        return [root], None
+    for path in niftis:
+        if path.is_symlink() and not path.exists():
+            raise InputError(path, f"a link to nothing ({os.readlink(path)} is missing)")
+        if path.stat().st_size == 0:
+            raise InputError(path, "an empty file (0 bytes); copy it again or move it out")
+    passed = {
+        ("hidden", "hidden"): [p.name for p in entries if p.name.startswith(".")],
+        ("not NIfTI", "not NIfTI"): [p.name for p in files if p not in niftis],
+        ("folder without a DICOM series", "folders without a DICOM series"): [
+            p.name for p in folders if p not in series
+        ],
+    }
+    counts = [
+        f"{len(names)} {why[len(names) > 1]} ({_names(names)})"
+        for why, names in passed.items()
+        if names
+    ]
+    total = sum(len(names) for names in passed.values())
+    note = f"passed over {total} entr{'y' if total == 1 else 'ies'}: {', '.join(counts)}"
+    return sorted([*niftis, *series]), note if counts else None
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
+
+
+def check_distinct_names(items: Iterable[tuple[str, Path]], what: str = "case id") -> None:
+    """Refuse two inputs of one name (``what``: the case id, the output a name gives), even
+    names that differ only in case (``a`` and ``A``) or in Unicode normalisation: their
+    outputs would be one file on macOS and Windows, whatever this filesystem does."""
+    seen: dict[str, tuple[str, Path]] = {}
+    for name, path in items:
+        first_name, first = seen.setdefault(_fold(name), (name, path))
+        if first == path:
+            continue
+        if first_name == name:
+            raise InputError(path, f"shares the {what} {name!r} with {first.name}; rename one")
+        raise InputError(
+            path,
+            f"{what} {name!r} and {first.name}'s {first_name!r} differ only in case, "
+            "one file on macOS and Windows; rename one",
+        )
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _nnunet_v2(root: Path) -> bool:
@@ -215,7 +314,7 @@ def _nnunet_v2(root: Path) -> bool:
     return not msd
 
 
-def _layout_images(root: Path) -> list[ImageCase] | None:
+def _layout_images(root: Path, notes: list[str] | None = None) -> list[ImageCase] | None:
     """Images of a dataset-layout folder (labels ignored), or None when it is no layout."""
     if _nnunet_v2(root):
         from kdseg.data.nnunet import read_dataset_json
@@ -232,7 +331,7 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
                 i
                 for f in ("imagesTr", "imagesTs")
                 if (root / f).is_dir()
-                for i in _plain_images(root / f)
+                for i in _plain_images(root / f, notes)
             ]
     kits = [
         _only_existing(f / "imaging.nii.gz", f / "imaging.nii") for f in sorted(root.glob("case_*"))
@@ -243,29 +342,46 @@ def _layout_images(root: Path) -> list[ImageCase] | None:
         p for p in root.glob("volume-*.nii*") if re.fullmatch(r"volume-\d+\.nii(\.gz)?", p.name)
     ]
     if lits:
-        from kdseg.data.io import nifti_stem
+        from kdseg.data.io import is_nifti, nifti_stem
 
+        _refuse_lits_capitals(root)
+        others = [
+            p.name
+            for p in sorted(root.iterdir())
+            if is_nifti(p) and not re.fullmatch(_LITS_NAME, p.name) and not p.name.startswith(".")
+        ]
+        if others and notes is not None:  # scan.nii.gz beside volume-0.nii.gz
+            n = len(others)
+            notes.append(
+                f"{root}: read as LiTS (volume-N); passed over {n} other NIfTI "
+                f"file{'s' if n > 1 else ''} ({_names(others)})"
+            )
         return [ImageCase(nifti_stem(p), p) for p in lits]
     return None
 
 
-def discover_images(root: str | Path) -> list[ImageCase]:
+def discover_images(root: str | Path, notes: list[str] | None = None) -> list[ImageCase]:
     """CT volumes without labels in ``root``, sorted naturally by id.
 
     ``root`` is a dataset-layout folder (nnU-Net raw: ``imagesTr`` and ``imagesTs``; MSD;
     KiTS19 ``case_*/imaging.nii.gz``; LiTS ``volume-N.nii``: the labels beside are ignored), or
-    a plain folder of NIfTI files and DICOM series folders.
+    a plain folder of NIfTI files and DICOM series folders (:func:`folder_inputs`: what it
+    passes over is added to ``notes``, one line per folder). Two images whose ids differ only
+    in case are refused as two of one id are (:func:`check_distinct_names`).
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "image folder not found")
-    images = _layout_images(root)
+    found: list[str] = []
+    images = _layout_images(root, found)
     if images is None:
-        images = _plain_images(root)
+        images = _plain_images(root, found)
     if not images:
-        raise InputError(root, "no NIfTI files, DICOM series or dataset layout in this folder")
-    ids = [i.case_id for i in images]
-    duplicates = sorted({c for c in ids if ids.count(c) > 1})
-    if duplicates:
-        raise InputError(root, f"two images share the case id {duplicates[0]!r}")
+        held = f" ({'; '.join(found)})" if found else ""
+        raise InputError(
+            root, f"no NIfTI files, DICOM series or dataset layout in this folder{held}"
+        )
+    check_distinct_names((i.case_id, i.image) for i in images)
+    if notes is not None:
+        notes.extend(found)
     return sorted(images, key=lambda c: (_natural_key(c.case_id), c.case_id))

@@ -144,8 +144,11 @@ def pseudolabel_folder(
     flip: bool = True,
     organ: str = "organ",
     unoriented: str = "error",
+    cases: list[ImageCase] | None = None,
 ) -> Iterator[dict]:
-    """Label every image of ``source`` into the dataset ``output``; yield each case's row.
+    """Label every image of ``source`` (``cases``, found by
+    :func:`~kdseg.data.sources.discover_images` when not given) into the dataset ``output``;
+    yield each case's row.
 
     A NIfTI whose header gives no orientation is refused unless ``unoriented="analyze"``
     (:func:`~kdseg.data.io.require_orientation`, as kdseg-predict).
@@ -158,7 +161,7 @@ def pseudolabel_folder(
     source, final = Path(source), Path(output).resolve()  # "." has a name once resolved
     check_destination(source, Path(output))
     check_unoriented(unoriented)
-    cases = discover_images(source)
+    cases = discover_images(source) if cases is None else cases
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
     # signal leaves no half-written dataset, and an earlier run's dataset stays until then
     output = final.parent / f".{final.name}.partial-{os.getpid()}"
