@@ -45,6 +45,7 @@ from kdseg.cli.options import (
     check_no_new_keys,
     check_option_ranges,
     check_option_types,
+    check_overrides,
     compose_once,
     plain_overrides,
     quote_paths,
@@ -374,6 +375,45 @@ def app_guard(
     return wrapper
 
 
+def shown_config_checked(config_name: str, app: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a ``hydra.main`` app: ``--cfg job|hydra|all`` first runs kdseg's checks of the
+    overrides (:func:`~kdseg.cli.options.check_overrides`). Hydra prints the composed config
+    and never calls the task, whose boundary runs them: ``kdseg-predict --cfg job
+    +thresold=0.5`` printed ``thresold: 0.5`` and ``batch_size=abc`` its value, command lines
+    the command itself refuses."""
+
+    @functools.wraps(app)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:
+            overrides = _shown_config_overrides(sys.argv[1:])
+            if overrides is not None:
+                check_overrides(config_name, overrides)
+        return app(*args, **kwargs)
+
+    return wrapper
+
+
+def _shown_config_overrides(argv: list[str]) -> list[str] | None:
+    """The overrides of a command line that only prints its config (``--cfg``), read by
+    Hydra's own argument parser; None for any other (a run, ``-m``, ``--info``, another config
+    named by ``--config-name`` ..., flags Hydra itself refuses)."""
+    import io
+
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            flags = get_args_parser().parse_args(argv)
+    except SystemExit:  # Hydra's parser refuses the flags: Hydra says so itself
+        return None
+    others = (flags.help, flags.hydra_help, flags.run, flags.multirun, flags.info)
+    elsewhere = (flags.config_path, flags.config_name, flags.config_dir)
+    rerun = getattr(flags, "experimental_rerun", None)
+    if not flags.cfg or flags.shell_completion or any(others) or any(elsewhere) or rerun:
+        return None
+    return list(flags.overrides)
+
+
 def lightning_logging() -> None:
     """Lightning's loggers as its import sets them up when no logging is configured yet: their
     own stderr handler, not propagated to Hydra's. kdseg-train and kdseg-distill import
@@ -426,6 +466,7 @@ def command(
         app = fast_help(config_name)(
             hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(task)
         )
+        app = shown_config_checked(config_name, app)
         if not one_shot:
             return app_guard(name, app, config_name)
 

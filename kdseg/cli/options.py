@@ -37,18 +37,27 @@ def check_option_types(
         path = Path(CONFIG_PATH) / name
         if not path.is_file():
             continue
-        first = path.read_text().split("\n", 1)[0]
-        if "@package" in first:  # the file says where it lands
-            package = first.split("@package", 1)[1].strip()
+        package, defaults = _file_defaults(path, path.stat().st_mtime_ns)
+        if package is not None:  # the file says where it lands
             if package.startswith("_") and package != "_global_":
                 continue
             prefix = "" if package == "_global_" else f"{package}."
-        defaults = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        if not isinstance(defaults, dict):
-            continue
-        for key in ("defaults", "hydra"):
-            defaults.pop(key, None)
-        _walk_defaults(cfg, defaults, prefix)
+        if defaults is not None:
+            _walk_defaults(cfg, defaults, prefix)
+
+
+@functools.lru_cache(maxsize=256)  # a config composed again (a sweep, --cfg) reads them once
+def _file_defaults(path: Path, mtime_ns: int) -> tuple[str | None, dict | None]:
+    """A config file's ``@package`` (None: not given) and its values without ``defaults`` and
+    ``hydra`` (None: not a mapping). Read only: the caller must not change them."""
+    first = path.read_text().split("\n", 1)[0]
+    package = first.split("@package", 1)[1].strip() if "@package" in first else None
+    defaults = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if not isinstance(defaults, dict):
+        return package, None
+    for key in ("defaults", "hydra"):
+        defaults.pop(key, None)
+    return package, defaults
 
 
 def _walk_defaults(cfg: DictConfig, node: dict, prefix: str) -> None:
@@ -480,4 +489,50 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
         }
     )
     check_option_types(cfg, config_name, choices)
+    return cfg
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> DictConfig:
+    """``conf/<config_name>.yaml`` composed with ``overrides`` by Hydra's Compose API (the
+    files and grammar of the command's app), after the checks the command's boundary runs
+    before its task (:func:`kdseg.cli.boundary.guarded`): a new key it would not read
+    (:func:`check_no_new_keys`), option types and ranges. Hydra's refusal of an unknown
+    option or config choice is the command's one line (:func:`unknown_option`,
+    :func:`unknown_choice`); every refusal an :class:`InputError`.
+
+    What ``--cfg job`` runs before Hydra prints the config (a command line it shows is one
+    the command takes), and what the docs' command lines are checked with
+    (``tests/test_docs_commands.py``). Returns the task's config, without ``hydra``.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf import open_dict
+
+    cfg = _flat_config(config_name, overrides)
+    if cfg is not None:  # what Hydra composes, without it (changes of existing keys alone)
+        check_option_types(cfg, config_name)
+        check_option_ranges(cfg)
+        return cfg
+    try:
+        with initialize_config_dir(
+            version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name
+        ):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as exc:  # model=enett
+        refusal = unknown_choice(str(exc))
+        if refusal is None:
+            raise
+        raise refusal from None
+    except ConfigCompositionException as exc:  # key=value for a key the config lacks
+        refusal = unknown_option(" ".join(str(exc).split()), config_name)
+        if refusal is None:
+            raise
+        raise refusal from None
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    given = [str(o) for o in cfg.hydra.overrides.task]
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check_no_new_keys(config_name, given, choices)
+    check_option_types(cfg, config_name, choices)
+    check_option_ranges(cfg)
     return cfg
