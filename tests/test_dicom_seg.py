@@ -99,3 +99,24 @@ def test_seg_refuses_a_label_of_another_grid(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not fit"):
         write_dicom_seg(np.zeros((3, 3, 3), np.uint8), folder, tmp_path / "x.dcm")
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_segments_have_a_display_colour_and_the_tumor_its_organ(tmp_path: Path) -> None:
+    """OHIF hangs loading a SEG whose segments lack RecommendedDisplayCIELabValue (OHIF
+    issue 3939), and "Neoplasm" alone does not say where: the tumor's AnatomicRegionSequence
+    names its organ (liver, kidney); an unnamed organ gives no region."""
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    label[6:10, 5:12, 2:4] = 2
+    for organ, code in (("liver", "10200004"), ("kidney", "64033007"), ("organ", None)):
+        seg = pydicom.dcmread(
+            write_dicom_seg(label, folder, tmp_path / f"{organ}.dcm", organ=organ)
+        )
+        colours = [tuple(s.RecommendedDisplayCIELabValue) for s in seg.SegmentSequence]
+        assert len(colours) == 2 and len(set(colours)) == 2  # each its own colour
+        organ_item, tumor = seg.SegmentSequence
+        assert tumor.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"  # Neoplasm
+        regions = [r.CodeValue for r in tumor.get("AnatomicRegionSequence", [])]
+        assert regions == ([code] if code else [])
+        assert "AnatomicRegionSequence" not in organ_item  # the organ is its own type

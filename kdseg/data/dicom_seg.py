@@ -4,7 +4,8 @@ A PACS viewer overlays a DICOM SEG on the series it references; a NIfTI it canno
 SEG written here references every source slice (SOP Instance UIDs, the series and study, the
 frame of reference) and takes its geometry from them, one frame per source slice that has a
 label (empty frames are omitted, as viewers expect). It has one segment per class the model
-predicts, with SNOMED-CT codes: the organ (liver / kidney, or "organ") and its tumor.
+predicts, with SNOMED-CT codes: the organ (liver / kidney, or "organ") and its tumor (a neoplasm
+whose anatomic region is the organ), each with a recommended display colour.
 
 Array convention: the label is on the grid :func:`kdseg.data.dicom.load_dicom_series` returns,
 ``(X, Y, Z)`` with axis 0 along the DICOM rows (the column index of the pixel matrix), axis 1
@@ -29,6 +30,10 @@ from kdseg.data.dicom import read_series_headers
 from kdseg.errors import InputError, atomic_path
 
 ORGAN_CODES = {"liver": codes.SCT.Liver, "kidney": codes.SCT.Kidney}
+# Recommended display colours (RGB; stored as CIELab): a viewer otherwise picks its own, and
+# OHIF stops at "Loading 100%" on a SEG whose segments have none (OHIF issue 3939).
+ORGAN_RGB = (221, 130, 101)  # 3D Slicer's liver colour, for every organ
+TUMOR_RGB = (255, 215, 0)  # yellow: apart from the organ and from grey CT
 # Type 2 attributes of the patient and study modules a SEG copies from its source: present
 # (maybe empty) in a conformant CT, but exporters and anonymisers drop them; empty is valid.
 TYPE2_COPIED = (
@@ -51,18 +56,14 @@ def _segment(number: int, label: int, organ: str):
     algorithm = hd.AlgorithmIdentificationSequence(
         name="kdseg", family=codes.cid7162.ArtificialIntelligence, version=kdseg.__version__
     )
-    if label == 2:
-        category, kind, name = (
-            codes.SCT.MorphologicallyAbnormalStructure,
-            codes.SCT.Neoplasm,
-            (f"{organ} tumor"),
-        )
+    site = ORGAN_CODES.get(organ)
+    if label == 2:  # a neoplasm, in its organ's anatomic region where the organ is known
+        category, kind = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm
+        name, rgb = f"{organ} tumor", TUMOR_RGB
+        regions = [site] if site is not None else None
     else:
-        category, kind, name = (
-            codes.cid7150.AnatomicalStructure,
-            ORGAN_CODES.get(organ, codes.SCT.Organ),
-            organ,
-        )
+        category, name, rgb, regions = codes.cid7150.AnatomicalStructure, organ, ORGAN_RGB, None
+        kind = site if site is not None else codes.SCT.Organ
     return hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=name,
@@ -70,6 +71,8 @@ def _segment(number: int, label: int, organ: str):
         segmented_property_type=kind,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
+        anatomic_regions=regions,
+        display_color=hd.color.CIELabColor.from_rgb(*rgb),
     )
 
 
