@@ -120,3 +120,23 @@ def test_segments_have_a_display_colour_and_the_tumor_its_organ(tmp_path: Path) 
         regions = [r.CodeValue for r in tumor.get("AnatomicRegionSequence", [])]
         assert regions == ([code] if code else [])
         assert "AnatomicRegionSequence" not in organ_item  # the organ is its own type
+
+
+def test_every_segment_has_frames_when_one_is_empty(tmp_path: Path) -> None:
+    """No tumor found (the common case) or nothing found at all: a segment described with no
+    frame hangs OHIF's loader (OHIF issue 3991), so then every frame is kept, empty or not."""
+    folder, image = _series(tmp_path)
+    uids = [ds.SOPInstanceUID for ds in source_slices(folder)]
+    organ_only = np.zeros(image.shape, np.uint8)
+    organ_only[4:20, 3:15, 1:7] = 1
+    for name, label in (("organ", organ_only), ("none", np.zeros_like(organ_only))):
+        seg = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / f"{name}.dcm"))
+        framed = {
+            int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for f in seg.PerFrameFunctionalGroupsSequence
+        }
+        assert framed == {1, 2}
+        frames = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids, combine_segments=True
+        )
+        np.testing.assert_array_equal(frames, label.transpose(2, 1, 0))

@@ -2,8 +2,10 @@
 
 A PACS viewer overlays a DICOM SEG on the series it references; a NIfTI it cannot show. The
 SEG written here references every source slice (SOP Instance UIDs, the series and study, the
-frame of reference) and takes its geometry from them, one frame per source slice that has a
-label (empty frames are omitted, as viewers expect). It has one segment per class the model
+frame of reference) and takes its geometry from them, one frame per source slice and segment
+that has a label (empty frames are left out), or one per source slice and segment when a
+segment is empty everywhere (no tumor found: a segment with no frame at all hangs OHIF's
+loader; an empty result is a SEG of empty frames). It has one segment per class the model
 predicts, with SNOMED-CT codes: the organ (liver / kidney, or "organ") and its tumor (a neoplasm
 whose anatomic region is the organ), each with a recommended display colour.
 
@@ -128,7 +130,9 @@ def write_dicom_seg(
         software_versions=kdseg.__version__,
         device_serial_number="0",
         series_description="kdseg segmentation",
-        omit_empty_frames=bool(frames.any()),  # a SEG needs at least one frame
+        # empty frames are left out only while every segment keeps one: a segment described
+        # with no frame (no tumor found) hangs OHIF's loader, and a SEG needs a frame
+        omit_empty_frames=bool(np.isin(np.arange(1, len(labels) + 1), frames).all()),
     )
     target = Path(target)
     with atomic_path(target, suffix=".dcm") as tmp:
