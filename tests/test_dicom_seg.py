@@ -140,3 +140,68 @@ def test_every_segment_has_frames_when_one_is_empty(tmp_path: Path) -> None:
             source_sop_instance_uids=uids, combine_segments=True
         )
         np.testing.assert_array_equal(frames, label.transpose(2, 1, 0))
+
+
+def _edit_series(folder: Path, edit) -> list[Path]:
+    """Rewrite every slice of ``folder`` with ``edit(index, dataset)`` applied (InstanceNumber
+    order); returns the files in that order."""
+    files = sorted(folder.iterdir(), key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        edit(index, ds)
+        ds.save_as(path)
+    return files
+
+
+def test_seg_of_a_series_with_nonconformant_patient_and_study_values(tmp_path: Path) -> None:
+    """Real exports carry values highdicom's constructor refuses (a sex of U, dates and times
+    with separators, a negative series number) or lack Type 2 / optional tags (SliceThickness,
+    Modality): the SEG is still written, its patient and study values the source's verbatim
+    (a PACS files it by them), its series number a valid one."""
+    folder, image = _series(tmp_path)
+    odd = {"PatientSex": "U", "PatientBirthDate": "1980-01-02", "StudyTime": "12:30:00"}
+
+    def edit(index: int, ds: pydicom.Dataset) -> None:
+        for keyword, value in odd.items():
+            setattr(ds, keyword, value)
+        ds.SeriesNumber = -150
+        del ds.SliceThickness, ds.Modality
+
+    with pytest.warns(UserWarning):  # pydicom's, on writing the odd values into the source
+        _edit_series(folder, edit)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    seg = pydicom.dcmread(write_dicom_seg(label, folder, tmp_path / "odd.dcm"))
+    assert {keyword: str(seg[keyword].value) for keyword in odd} == odd
+    assert int(seg.SeriesNumber) >= 1 and seg.Modality == "SEG"
+    uids = [ds.SOPInstanceUID for ds in source_slices(folder)]
+    frames = hd.seg.segread(tmp_path / "odd.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True
+    )
+    np.testing.assert_array_equal(frames, label.transpose(2, 1, 0))
+
+
+def _unset(keyword: str, *slices: int):
+    return lambda i, ds: (i in slices or not slices) and delattr(ds, keyword)
+
+
+@pytest.mark.parametrize(
+    ("damage", "culprit", "message"),
+    [
+        (_unset("FrameOfReferenceUID"), 0, "lacks FrameOfReferenceUID"),  # every slice
+        (_unset("SOPInstanceUID", 3), 3, "lacks SOPInstanceUID"),
+        (_unset("StudyInstanceUID", 4), 4, "lacks StudyInstanceUID"),
+        (lambda i, ds: i in (2, 5) and setattr(ds, "SOPInstanceUID", "1.2.3"), 5, "shares"),
+    ],
+)
+def test_seg_refuses_slices_it_cannot_reference(
+    tmp_path: Path, damage, culprit: int, message: str
+) -> None:
+    """A slice without a UID a SEG references it by (or with another slice's SOP Instance
+    UID) is refused in one line naming its file; nothing is written."""
+    folder, image = _series(tmp_path)
+    files = _edit_series(folder, damage)
+    with pytest.raises(InputError, match=message) as error:
+        write_dicom_seg(np.ones(image.shape, np.uint8), folder, tmp_path / "x.dcm")
+    assert files[culprit].name in str(error.value)
+    assert not (tmp_path / "x.dcm").exists()
