@@ -79,6 +79,14 @@ def test_seg_round_trip_matches_the_nifti_and_references_the_series(tmp_path: Pa
     assert frames.shape == (len(sources), sources[0].Rows, sources[0].Columns)
     np.testing.assert_array_equal(frames, _expected_frames(nifti, sources))
     assert int(seg.NumberOfFrames) < 2 * len(sources)  # empty frames are left out
+    # a viewer may place a frame by its position, not its source: both name the same slice
+    by_uid = {ds.SOPInstanceUID: ds for ds in sources}
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose(
+            [float(v) for v in position], [float(v) for v in by_uid[uid].ImagePositionPatient]
+        )
 
 
 def test_seg_of_a_binary_model_and_of_an_empty_label(tmp_path: Path) -> None:
@@ -205,3 +213,26 @@ def test_seg_refuses_slices_it_cannot_reference(
         write_dicom_seg(np.ones(image.shape, np.uint8), folder, tmp_path / "x.dcm")
     assert files[culprit].name in str(error.value)
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_seg_is_a_new_series_of_the_source_study_made_by_kdseg(tmp_path: Path) -> None:
+    """What a PACS files the SEG by: the source's patient and study, a new series and instance
+    each run (never the CT's), kdseg and its version as the equipment and the algorithm."""
+    import kdseg
+
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    source = source_slices(folder)[0]
+    first, second = (
+        pydicom.dcmread(write_dicom_seg(label, folder, tmp_path / f"{n}.dcm")) for n in "ab"
+    )
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
+        assert first[keyword].value == source[keyword].value
+    for keyword in ("SeriesInstanceUID", "SOPInstanceUID"):
+        assert len({first[keyword].value, second[keyword].value, source[keyword].value}) == 3
+    assert int(first.SeriesNumber) == int(source.SeriesNumber) + 100
+    assert (first.Manufacturer, first.SoftwareVersions) == ("kdseg", kdseg.__version__)
+    algorithm = first.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("kdseg", kdseg.__version__)
+    assert first.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
