@@ -79,6 +79,14 @@ def test_seg_round_trip_matches_the_nifti_and_references_the_series(tmp_path: Pa
     assert frames.shape == (len(sources), sources[0].Rows, sources[0].Columns)
     np.testing.assert_array_equal(frames, _expected_frames(nifti, sources))
     assert int(seg.NumberOfFrames) < 2 * len(sources)  # empty frames are left out
+    # a viewer may place a frame by its position, not its source: both name the same slice
+    by_uid = {ds.SOPInstanceUID: ds for ds in sources}
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose(
+            [float(v) for v in position], [float(v) for v in by_uid[uid].ImagePositionPatient]
+        )
 
 
 def test_seg_of_a_binary_model_and_of_an_empty_label(tmp_path: Path) -> None:
@@ -99,6 +107,135 @@ def test_seg_refuses_a_label_of_another_grid(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not fit"):
         write_dicom_seg(np.zeros((3, 3, 3), np.uint8), folder, tmp_path / "x.dcm")
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_segments_have_a_display_colour_and_the_tumor_its_organ(tmp_path: Path) -> None:
+    """OHIF hangs loading a SEG whose segments lack RecommendedDisplayCIELabValue (OHIF
+    issue 3939), and "Neoplasm" alone does not say where: the tumor's AnatomicRegionSequence
+    names its organ (liver, kidney); an unnamed organ gives no region."""
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    label[6:10, 5:12, 2:4] = 2
+    for organ, code in (("liver", "10200004"), ("kidney", "64033007"), ("organ", None)):
+        seg = pydicom.dcmread(
+            write_dicom_seg(label, folder, tmp_path / f"{organ}.dcm", organ=organ)
+        )
+        colours = [tuple(s.RecommendedDisplayCIELabValue) for s in seg.SegmentSequence]
+        assert len(colours) == 2 and len(set(colours)) == 2  # each its own colour
+        organ_item, tumor = seg.SegmentSequence
+        assert tumor.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"  # Neoplasm
+        regions = [r.CodeValue for r in tumor.get("AnatomicRegionSequence", [])]
+        assert regions == ([code] if code else [])
+        assert "AnatomicRegionSequence" not in organ_item  # the organ is its own type
+
+
+def test_every_segment_has_frames_when_one_is_empty(tmp_path: Path) -> None:
+    """No tumor found (the common case) or nothing found at all: a segment described with no
+    frame hangs OHIF's loader (OHIF issue 3991), so then every frame is kept, empty or not."""
+    folder, image = _series(tmp_path)
+    uids = [ds.SOPInstanceUID for ds in source_slices(folder)]
+    organ_only = np.zeros(image.shape, np.uint8)
+    organ_only[4:20, 3:15, 1:7] = 1
+    for name, label in (("organ", organ_only), ("none", np.zeros_like(organ_only))):
+        seg = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / f"{name}.dcm"))
+        framed = {
+            int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for f in seg.PerFrameFunctionalGroupsSequence
+        }
+        assert framed == {1, 2}
+        frames = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids, combine_segments=True
+        )
+        np.testing.assert_array_equal(frames, label.transpose(2, 1, 0))
+
+
+def _edit_series(folder: Path, edit) -> list[Path]:
+    """Rewrite every slice of ``folder`` with ``edit(index, dataset)`` applied (InstanceNumber
+    order); returns the files in that order."""
+    files = sorted(folder.iterdir(), key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        edit(index, ds)
+        ds.save_as(path)
+    return files
+
+
+def test_seg_of_a_series_with_nonconformant_patient_and_study_values(tmp_path: Path) -> None:
+    """Real exports carry values highdicom's constructor refuses (a sex of U, dates and times
+    with separators, a negative series number) or lack Type 2 / optional tags (SliceThickness,
+    Modality): the SEG is still written, its patient and study values the source's verbatim
+    (a PACS files it by them), its series number a valid one."""
+    folder, image = _series(tmp_path)
+    odd = {"PatientSex": "U", "PatientBirthDate": "1980-01-02", "StudyTime": "12:30:00"}
+
+    def edit(index: int, ds: pydicom.Dataset) -> None:
+        for keyword, value in odd.items():
+            setattr(ds, keyword, value)
+        ds.SeriesNumber = -150
+        del ds.SliceThickness, ds.Modality
+
+    with pytest.warns(UserWarning):  # pydicom's, on writing the odd values into the source
+        _edit_series(folder, edit)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    seg = pydicom.dcmread(write_dicom_seg(label, folder, tmp_path / "odd.dcm"))
+    assert {keyword: str(seg[keyword].value) for keyword in odd} == odd
+    assert int(seg.SeriesNumber) >= 1 and seg.Modality == "SEG"
+    uids = [ds.SOPInstanceUID for ds in source_slices(folder)]
+    frames = hd.seg.segread(tmp_path / "odd.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True
+    )
+    np.testing.assert_array_equal(frames, label.transpose(2, 1, 0))
+
+
+def _unset(keyword: str, *slices: int):
+    return lambda i, ds: (i in slices or not slices) and delattr(ds, keyword)
+
+
+@pytest.mark.parametrize(
+    ("damage", "culprit", "message"),
+    [
+        (_unset("FrameOfReferenceUID"), 0, "lacks FrameOfReferenceUID"),  # every slice
+        (_unset("SOPInstanceUID", 3), 3, "lacks SOPInstanceUID"),
+        (_unset("StudyInstanceUID", 4), 4, "lacks StudyInstanceUID"),
+        (lambda i, ds: i in (2, 5) and setattr(ds, "SOPInstanceUID", "1.2.3"), 5, "shares"),
+    ],
+)
+def test_seg_refuses_slices_it_cannot_reference(
+    tmp_path: Path, damage, culprit: int, message: str
+) -> None:
+    """A slice without a UID a SEG references it by (or with another slice's SOP Instance
+    UID) is refused in one line naming its file; nothing is written."""
+    folder, image = _series(tmp_path)
+    files = _edit_series(folder, damage)
+    with pytest.raises(InputError, match=message) as error:
+        write_dicom_seg(np.ones(image.shape, np.uint8), folder, tmp_path / "x.dcm")
+    assert files[culprit].name in str(error.value)
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_seg_is_a_new_series_of_the_source_study_made_by_kdseg(tmp_path: Path) -> None:
+    """What a PACS files the SEG by: the source's patient and study, a new series and instance
+    each run (never the CT's), kdseg and its version as the equipment and the algorithm."""
+    import kdseg
+
+    folder, image = _series(tmp_path)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    source = source_slices(folder)[0]
+    first, second = (
+        pydicom.dcmread(write_dicom_seg(label, folder, tmp_path / f"{n}.dcm")) for n in "ab"
+    )
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
+        assert first[keyword].value == source[keyword].value
+    for keyword in ("SeriesInstanceUID", "SOPInstanceUID"):
+        assert len({first[keyword].value, second[keyword].value, source[keyword].value}) == 3
+    assert int(first.SeriesNumber) == int(source.SeriesNumber) + 100
+    assert (first.Manufacturer, first.SoftwareVersions) == ("kdseg", kdseg.__version__)
+    algorithm = first.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("kdseg", kdseg.__version__)
+    assert first.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
 
 
 def test_seg_of_a_loaded_series_reads_no_header_again(tmp_path: Path, monkeypatch) -> None:

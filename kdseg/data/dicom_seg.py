@@ -2,9 +2,14 @@
 
 A PACS viewer overlays a DICOM SEG on the series it references; a NIfTI it cannot show. The
 SEG written here references every source slice (SOP Instance UIDs, the series and study, the
-frame of reference) and takes its geometry from them, one frame per source slice that has a
-label (empty frames are omitted, as viewers expect). It has one segment per class the model
-predicts, with SNOMED-CT codes: the organ (liver / kidney, or "organ") and its tumor.
+frame of reference) and takes its geometry from them, one frame per source slice and segment
+that has a label (empty frames are left out), or one per source slice and segment when a
+segment is empty everywhere (no tumor found: a segment with no frame at all hangs OHIF's
+loader; an empty result is a SEG of empty frames). It has one segment per class the model
+predicts, with SNOMED-CT codes: the organ (liver / kidney, or "organ") and its tumor (a neoplasm
+whose anatomic region is the organ), each with a recommended display colour. Its patient and
+study attributes are the source's, verbatim (values highdicom refuses, such as a sex of "U"
+or a date with dashes, too: a PACS files a SEG by them).
 
 Array convention: the label is on the grid :func:`kdseg.data.dicom.load_dicom_series` returns,
 ``(X, Y, Z)`` with axis 0 along the DICOM rows (the column index of the pixel matrix), axis 1
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +30,17 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import format_number_as_ds
 
 import kdseg
 from kdseg.data.dicom import SERIES_HEADERS, read_series_headers
 from kdseg.errors import InputError, atomic_path
 
 ORGAN_CODES = {"liver": codes.SCT.Liver, "kidney": codes.SCT.Kidney}
+# Recommended display colours (RGB; stored as CIELab): a viewer otherwise picks its own, and
+# OHIF stops at "Loading 100%" on a SEG whose segments have none (OHIF issue 3939).
+ORGAN_RGB = (221, 130, 101)  # 3D Slicer's liver colour, for every organ
+TUMOR_RGB = (255, 215, 0)  # yellow: apart from the organ and from grey CT
 # Type 2 attributes of the patient and study modules a SEG copies from its source: present
 # (maybe empty) in a conformant CT, but exporters and anonymisers drop them; empty is valid.
 TYPE2_COPIED = (
@@ -52,18 +63,14 @@ def _segment(number: int, label: int, organ: str):
     algorithm = hd.AlgorithmIdentificationSequence(
         name="kdseg", family=codes.cid7162.ArtificialIntelligence, version=kdseg.__version__
     )
-    if label == 2:
-        category, kind, name = (
-            codes.SCT.MorphologicallyAbnormalStructure,
-            codes.SCT.Neoplasm,
-            (f"{organ} tumor"),
-        )
+    site = ORGAN_CODES.get(organ)
+    if label == 2:  # a neoplasm, in its organ's anatomic region where the organ is known
+        category, kind = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm
+        name, rgb = f"{organ} tumor", TUMOR_RGB
+        regions = [site] if site is not None else None
     else:
-        category, kind, name = (
-            codes.cid7150.AnatomicalStructure,
-            ORGAN_CODES.get(organ, codes.SCT.Organ),
-            organ,
-        )
+        category, name, rgb, regions = codes.cid7150.AnatomicalStructure, organ, ORGAN_RGB, None
+        kind = site if site is not None else codes.SCT.Organ
     return hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=name,
@@ -71,7 +78,13 @@ def _segment(number: int, label: int, organ: str):
         segmented_property_type=kind,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
+        anatomic_regions=regions,
+        display_color=hd.color.CIELabColor.from_rgb(*rgb),
     )
+
+
+REFERENCED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")
+"""Type 1 UIDs of a CT slice that a SEG references it by: a slice without one is refused."""
 
 
 def source_slices(
@@ -79,14 +92,80 @@ def source_slices(
 ) -> list[pydicom.Dataset]:
     """Headers of the series' image slices in InstanceNumber order (axis 2 of the volume):
     ``headers`` when given (those :func:`~kdseg.data.dicom.load_dicom_series` read), else
-    read and validated from ``folder``."""
+    read and validated from ``folder``.
+
+    Raises :class:`InputError` naming the file of a slice that lacks one of the
+    :data:`REFERENCED` UIDs or shares its SOPInstanceUID with another slice: a SEG could not
+    reference it (highdicom fails with a traceback, or references one instance twice)."""
     if headers is None:
-        headers = [ds for _, ds in read_series_headers(Path(folder))]
-    for ds in headers:  # header copies in memory: the source files are never touched
-        for keyword in TYPE2_COPIED:
+        found = read_series_headers(Path(folder))
+    else:  # each header read from its file knows it (pydicom's ``filename``)
+        found = [(Path(getattr(ds, "filename", None) or folder), ds) for ds in headers]
+    pairs = sorted(found, key=lambda item: int(item[1].InstanceNumber))
+    seen: dict[str, Path] = {}
+    for path, ds in pairs:
+        missing = [keyword for keyword in REFERENCED if not ds.get(keyword)]
+        if missing:
+            raise InputError(
+                path, f"lacks {', '.join(missing)}; a DICOM SEG cannot reference this slice"
+            )
+        first = seen.setdefault(str(ds.SOPInstanceUID), path)
+        if first != path:
+            raise InputError(
+                path,
+                f"shares its SOPInstanceUID with {first.name}; a DICOM SEG cannot tell the two "
+                "slices apart",
+            )
+        for keyword in TYPE2_COPIED:  # header copies in memory: the files are never touched
             if keyword not in ds:
                 setattr(ds, keyword, "")
-    return sorted(headers, key=lambda ds: int(ds.InstanceNumber))
+    headers = [ds for _, ds in pairs]
+    if any(not ds.get("SliceThickness") for ds in headers):
+        # Type 2 in a CT, often empty or absent; a SEG without it in its pixel measures fails
+        # to load in highdicom itself: the slice spacing stands in (a SEG voxel's depth)
+        ends = [[float(v) for v in ds.ImagePositionPatient] for ds in (headers[0], headers[-1])]
+        spacing = float(np.linalg.norm(np.subtract(*ends))) / (len(headers) - 1)
+        for ds in headers:
+            if not ds.get("SliceThickness"):
+                ds.SliceThickness = format_number_as_ds(spacing)
+    return headers
+
+
+def _set_aside_nonconformant(ds: pydicom.Dataset) -> dict[str, pydicom.DataElement]:
+    """Blank (in the header copy ``ds``) the patient and study values highdicom's constructor
+    refuses (a sex other than M, F or O, a date or time not in DICOM's format) and return
+    them, to be written into the SEG verbatim: the SEG's patient and study must read as its
+    source's, which a PACS files and matches it by."""
+    import highdicom as hd
+    from pydicom.valuerep import DA, TM
+
+    checks = {
+        "PatientSex": hd.PatientSexValues,
+        "PatientBirthDate": DA,
+        "StudyDate": DA,
+        "StudyTime": TM,
+    }
+    kept = {}
+    for keyword, check in checks.items():
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        try:
+            check(value)
+        except (TypeError, ValueError):
+            kept[keyword] = deepcopy(ds[keyword])
+            setattr(ds, keyword, "")
+    return kept
+
+
+def _series_number(ds: pydicom.Dataset) -> int:
+    """The source's SeriesNumber + 100 (the SEG's series next to its CT's), or 100 where that
+    is not a positive IS (an absent, negative or huge source number)."""
+    try:
+        number = int(ds.get("SeriesNumber") or 0) + 100
+    except (TypeError, ValueError):
+        return 100
+    return number if 1 <= number < 2**31 else 100
 
 
 def write_dicom_seg(
@@ -115,6 +194,7 @@ def write_dicom_seg(
             series_folder,
             f"label shape {label.shape} does not fit the series ({cols}, {rows}, {len(sources)})",
         )
+    verbatim = _set_aside_nonconformant(sources[0])  # highdicom copies the first slice's
     lut = np.zeros(256, dtype=np.uint8)
     for number, value in enumerate(labels, start=1):
         lut[value] = number
@@ -127,7 +207,7 @@ def write_dicom_seg(
             _segment(number, value, organ) for number, value in enumerate(labels, start=1)
         ],
         series_instance_uid=generate_uid(),
-        series_number=int(getattr(sources[0], "SeriesNumber", 0) or 0) + 100,
+        series_number=_series_number(sources[0]),
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer="kdseg",
@@ -135,8 +215,13 @@ def write_dicom_seg(
         software_versions=kdseg.__version__,
         device_serial_number="0",
         series_description="kdseg segmentation",
-        omit_empty_frames=bool(frames.any()),  # a SEG needs at least one frame
+        content_label="CT_SEG",  # highdicom's default reads Modality, Type 1 but often absent
+        # empty frames are left out only while every segment keeps one: a segment described
+        # with no frame (no tumor found) hangs OHIF's loader, and a SEG needs a frame
+        omit_empty_frames=bool(np.isin(np.arange(1, len(labels) + 1), frames).all()),
     )
+    for element in verbatim.values():
+        seg[element.tag] = element
     target = Path(target)
     with atomic_path(target, suffix=".dcm") as tmp:
         seg.save_as(tmp)
