@@ -189,6 +189,38 @@ def test_seg_of_a_series_with_nonconformant_patient_and_study_values(tmp_path: P
     np.testing.assert_array_equal(frames, label.transpose(2, 1, 0))
 
 
+def test_a_series_with_dates_and_times_pydicom_calls_invalid_reads_without_a_warning(
+    tmp_path: Path, caplog
+) -> None:
+    """Every slice's dates and times with separators (``2020-01-02``, ``12:30:07``: values
+    pydicom validates as invalid for DA / TM, each slice another) are read and written into
+    the SEG without a line from pydicom, as a warning or through its logger: kdseg-predict on
+    a real export printed nothing, and this keeps it so."""
+    import warnings
+
+    folder, _ = _series(tmp_path)
+
+    def edit(index: int, ds: pydicom.Dataset) -> None:
+        for keyword in ("PatientBirthDate", "StudyDate", "SeriesDate", "ContentDate"):
+            setattr(ds, keyword, f"2020-01-{index + 1:02d}")
+        for keyword in ("StudyTime", "SeriesTime", "ContentTime", "AcquisitionTime"):
+            setattr(ds, keyword, f"12:30:{index:02d}")
+        ds.PatientSex = "U"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's, on writing the odd values
+        _edit_series(folder, edit)
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("DEBUG", "pydicom"):
+        warnings.simplefilter("always")
+        image = load_dicom_series(folder)
+        label = np.zeros(image.shape, np.uint8)
+        label[4:20, 3:15, 1:7] = 1
+        write_dicom_seg(label, folder, tmp_path / "odd.dcm", image=image)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
 def _unset(keyword: str, *slices: int):
     return lambda i, ds: (i in slices or not slices) and delattr(ds, keyword)
 

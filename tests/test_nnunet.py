@@ -69,6 +69,30 @@ def test_label_names_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         kdseg_label_map({"background": 0, "liver": 1, "spleen": 2}, tmp_path)
     with pytest.raises(InputError, match="region"):
         kdseg_label_map({"background": 0, "liver": [1, 2], "tumor": 2}, tmp_path)
+    # nnU-Net's ignore label (sparse annotation) is named as such, not as a second organ
+    with pytest.raises(InputError, match="'ignore' \\(3\\) is nnU-Net's ignore label") as info:
+        kdseg_label_map({"background": 0, "liver": 1, "tumor": 2, "ignore": 3}, tmp_path)
+    assert "organ" not in str(info.value)
+
+
+def test_channels_beyond_the_first_are_named_once(
+    phantom_lits: Path, tmp_path: Path, caplog
+) -> None:
+    """A dataset.json of several input channels trains on _0000 alone: one warning line naming
+    the channel read and those ignored, once however often the file is read."""
+    root = nnunet_folder(phantom_lits, tmp_path / "Dataset002_Two")
+    info = json.loads((root / "dataset.json").read_text())
+    info["channel_names"] = {"0": "CT", "1": "noNorm", "2": "PET"}
+    (root / "dataset.json").write_text(json.dumps(info))
+    with caplog.at_level("WARNING", logger="kdseg.data.nnunet"):
+        discover_cases("nnunet", root)
+        discover_cases("nnunet", root)
+        discover_images(root)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"{root / 'dataset.json'}: channel_names names 3 input channels; kdseg reads channel 0 "
+        "(CT, the _0000 files) only and ignores 1 (noNorm), 2 (PET)"
+    )
 
 
 def test_label_values_are_read_as_the_dataset_json_names_them(

@@ -92,6 +92,37 @@ def test_multiclass_task_can_oversample_tumor_slices(phantom_lits: Path) -> None
         resolve_data(_data_cfg(phantom_lits, **{"data.target_slices": "kidney"})).datamodule(0)
 
 
+def test_oversampling_without_a_tumor_slice_says_its_draws_are_uniform(
+    tmp_path: Path, caplog
+) -> None:
+    """``sampling=oversample`` of tumor slices on a training split without one draws every
+    slice alike: one warning line, once (``sampling=target`` refuses the same split)."""
+    from kdseg.data.phantom import write_dataset
+
+    root = tmp_path / "lits"
+    config = PhantomConfig(
+        dataset="lits", size_range=(64, 64), slices_range=(10, 12), p_no_tumor=1.0
+    )
+    write_dataset(root, config, n_cases=3, seed=1, progress=False)
+    setup = resolve_data(_data_cfg(root, **{"data.target_slices": "tumor"}))
+    setup.prepare(progress=False)
+    dm = setup.datamodule(seed=0)
+    with caplog.at_level("WARNING", logger="kdseg.data.datamodule"):
+        dm.setup("fit")
+        dm.setup("test")
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "data.sampling=oversample: no training slice holds the tumor "
+        "(data.target_slices=tumor), so nothing is oversampled: slices are drawn uniformly, "
+        "as data.sampling=all draws them"
+    )
+    caplog.clear()
+    organ = resolve_data(_data_cfg(root, **{"data.target_slices": "organ"})).datamodule(0)
+    with caplog.at_level("WARNING", logger="kdseg.data.datamodule"):
+        organ.setup("fit")
+    assert not caplog.records
+
+
 def test_val_target_slices_are_the_tasks_own_whatever_target_slices_says(
     phantom_lits: Path,
 ) -> None:

@@ -71,6 +71,40 @@ def test_image_only_cache_uses_the_same_preprocessing(phantom_lits: Path, tmp_pa
     assert [c.case_id for c in discover_images(phantom_lits)] == [f"volume-{i}" for i in range(5)]
 
 
+def test_what_the_unlabeled_folder_passes_over_is_one_warning_on_the_first_process(
+    phantom_lits: Path, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """kdseg-train / kdseg-distill read data.unlabeled_root with kdseg-predict's folder reader:
+    what it passes over is its one line, once (a DDP worker, RANK=1, says nothing)."""
+    from kdseg.cli import check_data
+
+    scans = scan_folder(phantom_lits, tmp_path / "scans")
+    (scans / "notes.txt").write_text("not a scan")
+    (scans / "empty").mkdir()
+    plain = compose(
+        "train",
+        [
+            f"data.root={phantom_lits}",
+            f"data.cache_root={tmp_path / 'cache'}",
+            f"data.unlabeled_root={scans}",
+        ],
+    )
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    with caplog.at_level("WARNING", logger="kdseg.data.sources"):
+        check_data(plain)
+    (record,) = [r for r in caplog.records if r.name == "kdseg.data.sources"]
+    assert record.getMessage() == (
+        f"{scans}: passed over 2 entries: 1 not NIfTI (notes.txt), "
+        "1 folder without a DICOM series (empty)"
+    )
+    caplog.clear()
+    monkeypatch.setenv("RANK", "1")
+    with caplog.at_level("WARNING", logger="kdseg.data.sources"):
+        check_data(plain)
+    assert not [r for r in caplog.records if r.name == "kdseg.data.sources"]
+
+
 def _module(setup: Any, tmp_path: Path, distill: str = "emkd") -> DistillationModule:
     cfg = compose("distill", [*STUDENT, f"distill={distill}", "teacher.ckpt=unused"])
     teacher = _fake_teacher(tmp_path / "teacher.ckpt", cfg["student"], setup.info())

@@ -129,7 +129,7 @@ def record_run(out: Path, cfg: DictConfig) -> None:
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    if all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+    if first_process():
         folder = out / ".hydra"
         write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
         write_text_atomic(
@@ -260,10 +260,22 @@ def data_inputs(cfg: DictConfig) -> tuple[Any, ...]:
 def check_data(plain: dict[str, Any]) -> None:
     """A training run's data (folder, cases, split, stored teacher predictions) resolved before
     Lightning is imported (6 of the 7.7 s a refusal took on 2 cores): a typo in ``data.root``
-    is refused in about two seconds. ``fit_from_config`` resolves it again (a file listing)."""
+    is refused in about two seconds. ``fit_from_config`` resolves it again (a file listing).
+    What ``data.unlabeled_root`` holds besides scans is one warning line, as kdseg-predict
+    words it for its input folder (on the first process only)."""
     from kdseg.data.dataset import resolve_data
 
-    resolve_data(plain["data"], (plain.get("teacher") or {}).get("predictions"))
+    notes: list[str] = []
+    resolve_data(plain["data"], (plain.get("teacher") or {}).get("predictions"), notes=notes)
+    if first_process():  # DDP: each process checks the data; one line is enough
+        for note in notes:  # what data.unlabeled_root holds besides scans (as kdseg-predict)
+            logging.getLogger("kdseg.data.sources").warning(note)
+
+
+def first_process() -> bool:
+    """Whether this is the first (or only) process of a run: a DDP worker has a nonzero
+    ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def checkpoint_run(ckpt: Any) -> Path | None:

@@ -183,6 +183,8 @@ class SliceDataset(Dataset):
         #: per item: its draw weight among the target slices (1 each unless weighted by lesion)
         self.target_weight: list[float] = []
         use_tumor = target_slices == "tumor" or (target_slices == "auto" and task.name == "tumor")
+        #: what a target slice holds (the tumor or the organ), for the lines that name it
+        self.target = "tumor" if use_tumor else "organ"
         if target_weighting == "lesion" and not use_tumor:
             raise InputError(None, "data.target_weighting=lesion needs tumor target slices")
         for ci, case in enumerate(cases):
@@ -307,6 +309,7 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment = build_augment(loader.augment, loader.patch_size, loader.patch_ratios)
         self._generators: list[torch.Generator] = []
         self._resumed: dict[str, Any] | None = None
+        self._noted_uniform = False  # the line that oversampling found no target slice
         if loader.target_weighting not in TARGET_WEIGHTING:
             raise InputError(
                 None,
@@ -398,10 +401,30 @@ class SliceDataModule(pl.LightningDataModule):
                 if only_target
                 else "no training slice in the cache",
             )
+        self._note_uniform_draws()
         # the task's own target slices, not data.target_slices (a training-draw knob only)
         only_val_target = self.cfg.val_sampling == "target"
         self.val_set = SliceDataset(cases["val"], self.task, self.cfg.context, only_val_target)
         self.test_set = SliceDataset(cases["test"], self.task, self.cfg.context, only_val_target)
+
+    def _note_uniform_draws(self) -> None:
+        """One warning line (first process, once) when ``sampling=oversample`` has no target
+        slice to oversample: the draws are then uniform over the training slices, as
+        ``sampling=all`` draws (``sampling=target`` refuses the same split)."""
+        if self.cfg.sampling != "oversample" or self.cfg.target_fraction <= 0:
+            return
+        if any(self.train_set.is_target) or self._noted_uniform:
+            return
+        self._noted_uniform = True
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.global_rank != 0:
+            return
+        target = self.train_set.target
+        log.warning(
+            f"data.sampling=oversample: no training slice holds the {target} "
+            f"(data.target_slices={self.cfg.target_slices}), so nothing is oversampled: "
+            f"slices are drawn uniformly, as data.sampling=all draws them"
+        )
 
     def _unlabeled_per_batch(self) -> int:
         if self.unlabeled_set is None:

@@ -157,13 +157,18 @@ def _folder_key(path: str | Path) -> str:
 
 
 def resolve_data(
-    cfg: dict[str, Any], teacher_predictions: str | None = None, read_only: bool = False
+    cfg: dict[str, Any],
+    teacher_predictions: str | None = None,
+    read_only: bool = False,
+    notes: list[str] | None = None,
 ) -> DataSetup:
     """Discover the cases of ``cfg['root']`` and resolve split and cache folder.
 
     With ``cfg['unlabeled_root']`` also the unlabeled images (ids must not clash with labeled
-    ones); with ``teacher_predictions`` (a folder) the teacher-target cache beside them.
-    ``read_only`` (commands that only read the dataset) never writes a split into the folder.
+    ones; what that folder holds besides scans is added to ``notes``, as
+    :func:`~kdseg.data.sources.discover_images` words it); with ``teacher_predictions`` (a
+    folder) the teacher-target cache beside them. ``read_only`` (commands that only read the
+    dataset) never writes a split into the folder.
     """
     pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
     if not read_only:  # training settings: a config error before any case is prepared
@@ -191,7 +196,7 @@ def resolve_data(
     masks_key = ""  # the unlabeled scans' organ masks, when they set boxes
     if cfg.get("unlabeled_root"):
         root = cfg["unlabeled_root"]
-        setup.unlabeled = {i.case_id: i for i in discover_images(root)}
+        setup.unlabeled = {i.case_id: i for i in discover_images(root, notes)}
         clash = sorted(set(setup.unlabeled) & set(cases))
         if clash:
             raise InputError(root, f"unlabeled case {clash[0]!r} is also a labeled case id")

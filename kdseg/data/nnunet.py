@@ -15,6 +15,10 @@ made by its own export code: ``tests/fixtures/nnunet/make_fixture.py``):
 - ``<case>.pkl``: the image properties, among them ``sitk_stuff`` with ITK's ``spacing``,
   ``origin`` and ``direction`` (LPS world coordinates), used here to check the geometry.
 
+A dataset is read through its first input channel (``_0000``) only: a ``dataset.json`` that
+names more channels is one warning line; nnU-Net's ``ignore`` label (sparse annotation) is
+refused.
+
 The ``.pkl`` is read by a restricted unpickler (plain containers and numpy arrays only), so
 no code from a file ever runs.
 """
@@ -22,6 +26,8 @@ no code from a file ever runs.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -37,6 +43,12 @@ TUMOR_WORDS = ("tumor", "tumour", "lesion", "cancer", "metasta")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 #: LPS (ITK) <-> RAS (nibabel) world coordinates: the first two axes change sign.
 LPS = np.diag([-1.0, -1.0, 1.0])
+#: the label name nnU-Net v2 reserves for voxels left unannotated (sparse annotation)
+IGNORE_LABEL = "ignore"
+
+log = logging.getLogger(__name__)
+DDP_RANKS = ("RANK", "LOCAL_RANK", "SLURM_PROCID")  # a nonzero one: not the first process
+_NOTED: set[str] = set()  # dataset.json files whose extra channels were named (once each)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,12 @@ def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int
         if value < 0:
             raise InputError(where, f"label {name!r} is {value}: label values are 0 or more")
         lowered = name.lower()
+        if lowered == IGNORE_LABEL:
+            raise InputError(
+                where,
+                f"label {name!r} ({value}) is nnU-Net's ignore label (voxels left "
+                "unannotated); kdseg trains on fully annotated labels and does not support it",
+            )
         if lowered == "background":
             if value != 0:
                 raise InputError(where, f"background must be label 0, got {value}")
@@ -103,7 +121,28 @@ def read_dataset_json(folder: str | Path) -> NnunetDataset:
     ending = str(data.get("file_ending", ".nii.gz"))
     if ending not in NIFTI_ENDINGS:
         raise InputError(path, f"file_ending {ending!r}: kdseg reads NIfTI (.nii.gz, .nii) only")
-    return NnunetDataset(ending, dict(labels), kdseg_label_map(labels, path))
+    dataset = NnunetDataset(ending, dict(labels), kdseg_label_map(labels, path))
+    _note_channels(path, data.get("channel_names"))
+    return dataset
+
+
+def _note_channels(path: Path, channels: Any) -> None:
+    """One warning line (once per file, on the first process) when ``channel_names`` names
+    more than one input channel: kdseg's networks take one CT channel, the ``_0000`` files,
+    and the others are not read."""
+    if not isinstance(channels, dict) or len(channels) < 2:
+        return
+    key = str(path.resolve())
+    if key in _NOTED or any(os.environ.get(k, "0") != "0" for k in DDP_RANKS):
+        return  # said already, or a DDP worker (the first process says it)
+    _NOTED.add(key)
+    named = sorted(channels.items(), key=lambda item: (len(str(item[0])), str(item[0])))
+    (first, first_name), rest = named[0], named[1:]
+    ignored = ", ".join(f"{k} ({v})" for k, v in rest)
+    log.warning(
+        f"{path}: channel_names names {len(named)} input channels; kdseg reads channel "
+        f"{first} ({first_name}, the _0000 files) only and ignores {ignored}"
+    )
 
 
 def label_map_of(folder: str | Path) -> tuple[tuple[int, int], ...] | None:
