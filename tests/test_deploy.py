@@ -419,6 +419,27 @@ def test_predict_and_eval_with_artefact_only(
     assert set(summary["summary"]) == {"organ", "tumor"}
 
 
+def test_eval_of_an_artefact_beside_its_checkpoint_keeps_the_checkpoints_results(
+    workspace: dict, onnx_fp32: Path, capsys, monkeypatch
+) -> None:
+    """``kdseg-eval ckpt=<run>/checkpoints/best.ckpt artifact=<onnx>`` wrote to the run's
+    ``eval-test-full/``, the checkpoint's own evaluation, and replaced it without a word: an
+    artefact's evaluation now goes to ``eval-<artefact stem>-test-full/`` beside it."""
+    run = workspace["tiny"].parents[1]
+    data = f"data.root={workspace['data']}"
+    code, _, err = _cli("evaluate", [f"ckpt={workspace['tiny']}", data], capsys, monkeypatch)
+    assert code == 0, err
+    plain = run / "eval-test-full" / "summary.json"
+    before = plain.read_bytes()
+    args = [f"ckpt={workspace['tiny']}", f"artifact={onnx_fp32}", data]
+    code, out, err = _cli("evaluate", args, capsys, monkeypatch)
+    assert code == 0, err
+    mine = run / f"eval-{onnx_fp32.stem}-test-full" / "summary.json"
+    assert json.loads(mine.read_text())["backend"] == "onnx" and str(mine.parent) in out
+    assert plain.read_bytes() == before  # the checkpoint's evaluation is untouched
+    assert json.loads(before)["backend"] == "torch"
+
+
 NO_TORCH = """
 import sys
 BLOCKED = ("torch", "lightning", "pytorch_lightning", "monai", "matplotlib", "torchvision")

@@ -40,11 +40,10 @@ def main(cfg: DictConfig) -> None:
     )
     tta = predictor.tta  # checked by build_predictor
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
-    default_out = (
-        run_folder(ckpt) / f"eval-{kind}{suffix}"
-        if ckpt
-        else Path(artifact).resolve().parent / f"eval-{kind}{Path(artifact).stem}-{suffix}"
-    )
+    # an artefact's results are its own, named by it: beside its checkpoint's (in the run
+    # folder) they once went to the checkpoint's eval-<split>-<protocol>/ and replaced those
+    named = f"eval-{kind}{Path(artifact).stem}-{suffix}" if artifact else f"eval-{kind}{suffix}"
+    default_out = (run_folder(ckpt) if ckpt else Path(artifact).resolve().parent) / named
     inputs = [cfg.data.root, *ckpts, *stage_list(cfg.artifact)]  # every stage's
     out = check_output(cfg.output_dir or default_out, inputs, folder=True, what="output_dir")
     setup = resolve_data(to_dict(cfg.data), read_only=True)
