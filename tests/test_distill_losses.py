@@ -53,8 +53,8 @@ def _pair(dims: int, channels: int = 3, batch: int = 2):
 def test_registry_has_every_method_and_aliases_share_code():
     assert set(PAPER_LOSSES) <= set(LOSSES)
     #: beyond the paper: class-balanced KD / PMD, KD inside the dilated organ, DIST (NeurIPS
-    #: 2022), DKD (CVPR 2022)
-    assert {"kd_balanced", "pmd_balanced", "kd_region", "dist", "dkd"} <= set(LOSSES)
+    #: 2022), DKD (CVPR 2022), logit matching (Ba & Caruana, NeurIPS 2014)
+    assert {"kd_balanced", "pmd_balanced", "kd_region", "dist", "dkd", "mse"} <= set(LOSSES)
     assert loss_class("kd") is loss_class("pmd")
     assert loss_class("at") is loss_class("imd")
     assert build_loss("pmd").temperature == 4.0 and build_loss("kd").temperature == 1.0
@@ -107,6 +107,20 @@ def test_pmd_is_pixelwise_hinton_kd():
     )
     actual = build_loss("pmd", temperature=temperature)(student, teacher)
     torch.testing.assert_close(actual, expected * temperature**2)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_mse_is_ba_and_caruanas_logit_regression(dims: int):
+    """Ba & Caruana 2014: 1/2 the squared L2 distance of the logit vectors, each pixel (voxel)
+    a sample: the mean over B and the pixels of the sum over the classes."""
+    student, teacher, _ = _pair(dims)
+    pixels = lambda x: x.movedim(1, -1).reshape(-1, x.shape[1])  # noqa: E731
+    expected = 0.5 * (pixels(student) - pixels(teacher)).square().sum(1).mean()
+    torch.testing.assert_close(build_loss("mse")(student, teacher), expected)
+    # logits, not probabilities: a constant added to every class changes the loss (KD's not)
+    shifted = teacher + 2.0
+    assert build_loss("mse")(shifted, teacher).item() == pytest.approx(0.5 * 4.0 * 3)
+    assert build_loss("kd")(shifted, teacher).item() == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -310,6 +324,7 @@ EXPECTED_ACTIVE = {
     "kd_region": {"kd"},
     "dist": {"dist"},
     "dkd": {"dkd"},
+    "logit_mse": {"mse"},
     # study v5's variants of emkd_balanced
     "emkd_balanced_pmd1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
     "emkd_balanced_t1": {"pmd", "imd_low", "imd_high", "rad_low", "rad_high"},
