@@ -514,6 +514,51 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
 
 
+def test_report_pairs_a_network_beyond_the_papers_with_its_distilled_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network the paper's table of roles (``kdseg.models.cost.ROLES``) does not know, a
+    newly registered student, trained alone was a "model": no student-alone reference, so
+    its distilled rows had no gap closed and no paired difference. Trained alone and distilled
+    in the same report, it is that report's student alone; a paper teacher (RA-UNet) that is
+    the student of another run is too, and one whose checkpoint taught stays a teacher."""
+    from kdseg.eval.report import build_report
+    from kdseg.models.cost import ROLES
+
+    monkeypatch.delitem(ROLES, "enet")  # enet as a network registered after the paper's
+    data = {"name": "lits", "organ": "liver"}
+    net = lambda name, width: {"name": name, "in_channels": 1, "num_classes": 3, "width": width}  # noqa: E731
+    teacher = _fake_run(
+        tmp_path, "teacher-s1", {"data": data, "seed": 1, "model": net("raunet", 0.5)},
+        {"organ": 0.9, "tumor": 0.6},
+    )  # fmt: skip
+    ckpt = str(teacher / "checkpoints" / "best.ckpt")
+    for student, width in (("enet", 0.25), ("raunet", 0.25)):
+        for seed, (alone, distilled) in enumerate([(0.30, 0.50), (0.40, 0.45)], start=1):
+            config = {"data": data, "seed": seed, "model": net(student, width)}
+            _fake_run(tmp_path, f"{student}-s{seed}", config, {"organ": 0.8, "tumor": alone})
+            config = {
+                "data": data,
+                "seed": seed,
+                "student": net(student, width),
+                "distill": {"name": "kd"},
+                "teacher": {"ckpt": ckpt},
+            }
+            _fake_run(tmp_path, f"{student}-kd-s{seed}", config, {"tumor": distilled})
+    rows = {r.label: r for r in build_report([str(tmp_path / "*")]).rows}
+    assert {label: r.role for label, r in rows.items()} == {
+        "raunet (w 0.5)": "teacher",
+        "enet (w 0.25)": "student",
+        "enet (w 0.25) + raunet (w 0.5) (kd)": "distilled",
+        "raunet (w 0.25)": "student",
+        "raunet (w 0.25) + raunet (w 0.5) (kd)": "distilled",
+    }
+    for student in ("enet", "raunet"):
+        distilled = rows[f"{student} (w 0.25) + raunet (w 0.5) (kd)"]
+        assert distilled.gap["lits"] == pytest.approx((0.475 - 0.35) / (0.6 - 0.35))
+        assert distilled.paired["lits", "tumor"].mean == pytest.approx(0.125)
+
+
 def test_report_names_a_stored_prediction_teacher(tmp_path: Path) -> None:
     """A student distilled from an nnU-Net's saved predictions (``teacher.predictions``, no
     ``teacher.ckpt``: what the run's config holds) was labelled ``enet (w 0.25) + ? (kd)``.

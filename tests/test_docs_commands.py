@@ -257,7 +257,9 @@ def check_models(words: list[str]) -> None:
         if arg.startswith("--"):
             next(args, None) if "=" not in arg else None
         else:
-            assert arg in networks, f"{arg}: not a network of conf/model ({sorted(networks)})"
+            assert arg in networks or arg == PLACEHOLDER, (
+                f"{arg}: not a network of conf/model ({sorted(networks)})"
+            )
 
 
 def check_make(words: list[str]) -> None:
@@ -331,6 +333,7 @@ kdseg-predict ckpt=best.ckpt input=a.nii.gz output=b/ batch_size=two
 kdseg-models --widht 0.25 enet
 python scripts/phantom_study.py --protocol v4 --stage data
 make demo && make tests
+kdseg-models --width 0.25 <a new network>
 ```
 """
 
@@ -340,7 +343,7 @@ def test_a_planted_stale_command_fails(tmp_path: Path) -> None:
     doc = tmp_path / "planted.md"
     doc.write_text(PLANTED)
     refused, checked = problems(doc_commands((doc,), tmp_path))
-    assert len(checked) == 10
+    assert len(checked) == 11
     reasons = "\n".join(refused)
     for line, words in (
         (4, "model=enett: no model config of that name (did you mean model=enet?"),
@@ -353,7 +356,7 @@ def test_a_planted_stale_command_fails(tmp_path: Path) -> None:
         (12, "make tests: no such target"),
     ):
         assert f"planted.md:{line}:" in reasons and words in reasons, (line, words, reasons)
-    assert len(refused) == 8, reasons  # the inline command, make demo: taken
+    assert len(refused) == 8, reasons  # the inline command, make demo, a placeholder: taken
 
 
 def test_cfg_job_refuses_what_the_command_refuses(

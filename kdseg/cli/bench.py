@@ -32,3 +32,7 @@ def main(cfg: DictConfig) -> None:
             f"{len(failed)} of {len(results['rows'])} entries failed; "
             f"{first.get('name')}: {first.get('error')}",
         )
+
+
+if __name__ == "__main__":
+    main()

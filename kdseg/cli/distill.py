@@ -33,3 +33,7 @@ def main(cfg: DictConfig) -> float | None:
     from kdseg.lit.train import fit_from_config
 
     return fit_from_config(plain, _module, out)["best_score"]
+
+
+if __name__ == "__main__":
+    main()

@@ -78,3 +78,7 @@ def main(cfg: DictConfig) -> None:
         f"{'' if tta == 'none' else ', tta ' + tta})",
     )
     print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -62,3 +62,7 @@ def _print(result: ExportResult) -> None:
         )
     for warning in result.warnings:
         print(warning_line(warning), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

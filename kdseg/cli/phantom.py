@@ -48,3 +48,7 @@ def main(cfg: DictConfig) -> None:
         cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed), workers=workers
     )
     print(f"{len(paths)} {cfg.dataset} phantom case(s) in {cfg.root}")
+
+
+if __name__ == "__main__":
+    main()

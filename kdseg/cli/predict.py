@@ -271,3 +271,7 @@ def _predict_one(
         print(f"lesion report: {files[1]} and {files[0].name}")
     if cfg.overlay:
         print(f"overlay: {files[-2]}")
+
+
+if __name__ == "__main__":
+    main()

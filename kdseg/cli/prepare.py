@@ -20,3 +20,7 @@ def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     ids = setup.prepare(workers=workers)
     print(f"{len(ids)} case(s) prepared in {setup.cache_dir} ({time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -52,3 +52,7 @@ def main(cfg: DictConfig) -> None:
             f"flip Dice {flip}, {'kept' if row['kept'] else 'filtered out'}"
         )
     print(f"{kept}/{total} case(s) kept in {cfg.output} (table: {cfg.output}/{CSV_NAME})")
+
+
+if __name__ == "__main__":
+    main()

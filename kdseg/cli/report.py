@@ -23,3 +23,7 @@ def main(cfg: DictConfig) -> None:
     paths = write_report(report, cfg.output_dir, title=cfg.title)
     print(report.markdown(cfg.title))
     print(f"report: {paths['markdown']} and {paths['csv']}")
+
+
+if __name__ == "__main__":
+    main()

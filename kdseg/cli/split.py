@@ -23,3 +23,7 @@ def main(cfg: DictConfig) -> None:
         split, target, seed=int(cfg.data.split_seed), fractions=list(cfg.data.split_fractions)
     )
     print(f"{target}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,3 +24,7 @@ def main(cfg: DictConfig) -> float | None:
         out,
     )
     return summary["best_score"]
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,9 @@ A *run folder* is any folder with a ``summary.json`` and its config (``config.ya
 every run folder below it, and shell-style globs are expanded. What a run is comes from its
 config alone: a ``teacher`` and a ``distill`` section make it a distilled student (``distill=none``
 a student alone); a trained model is a teacher when a distilled run in the report learnt from
-its checkpoint, else its role in the paper (:data:`kdseg.models.cost.ROLES`). Binary-task runs
+its checkpoint, else a student (alone) when a distilled run of the report has its network and
+width, else its role in the paper (:data:`kdseg.models.cost.ROLES`; "model" for a network
+the paper does not have). Binary-task runs
 (the paper trains organ and tumor separately) merge into one row: each cell takes the runs that
 report its class.
 """
@@ -293,8 +295,13 @@ def predictions_label(folder: str) -> str:
 
 
 def _link_teachers(records: list[RunRecord]) -> None:
-    """Name each distilled run's teacher; mark runs whose checkpoint taught as teachers."""
+    """Name each distilled run's teacher; mark runs whose checkpoint taught as teachers, and
+    the other runs of a network that is distilled in the report as its students alone."""
     by_path = {r.path: r for r in records}
+    students = {r.model for r in records if r.role == "distilled"}
+    for record in records:  # roles by use first, the paper's table (ROLES) only otherwise
+        if record.role != "distilled" and record.model in students:
+            record.role = "student"
     for record in records:
         if record.role != "distilled":
             continue

@@ -1,6 +1,12 @@
 """Segmentation networks: registry, the logits-plus-taps output type, one file per network."""
 
-from kdseg.models.registry import available_models, build_from_config, build_model, register_model
+from kdseg.models.registry import (
+    available_models,
+    build_from_config,
+    build_model,
+    model_options,
+    register_model,
+)
 from kdseg.models.taps import LogitsOnly, SegmentationModel, SegOutput, TapInfo
 
 __all__ = [
@@ -11,5 +17,6 @@ __all__ = [
     "available_models",
     "build_from_config",
     "build_model",
+    "model_options",
     "register_model",
 ]

@@ -46,6 +46,16 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_options(name: str) -> list[str]:
+    """The keyword options the registered model ``name`` takes (its constructor's)."""
+    import inspect
+
+    _import_all()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
+    return list(inspect.signature(_MODELS[name]).parameters)
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments from its config."""
     _import_all()
