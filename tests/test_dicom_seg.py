@@ -307,3 +307,29 @@ def test_seg_of_a_loaded_series_reads_no_header_again(tmp_path: Path, monkeypatc
     task = type("Task", (), {"output_labels": (1, 2)})()
     predict._write_seg(label, folder, tmp_path / "p.dcm", task, {}, image)
     assert passed["image"] is image
+
+
+def test_two_segs_of_one_loaded_series_both_keep_its_nonconformant_values(tmp_path: Path) -> None:
+    """The SEG takes the slice headers cached in the loaded image (``image.extra``); blanking
+    the values highdicom refuses on those shared headers made a second SEG of the same image
+    lose them (PatientSex U written as empty): each SEG must carry the source's values, and
+    the loaded image's headers stay as read."""
+    from kdseg.data.dicom import SERIES_HEADERS
+
+    folder, _ = _series(tmp_path)
+    odd = {"PatientSex": "U", "PatientBirthDate": "1980-01-02", "StudyTime": "12:30:00"}
+
+    def edit(index: int, ds: pydicom.Dataset) -> None:
+        for keyword, value in odd.items():
+            setattr(ds, keyword, value)
+
+    with pytest.warns(UserWarning):  # pydicom's, on writing the odd values into the source
+        _edit_series(folder, edit)
+    image = load_dicom_series(folder)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    for name in ("a.dcm", "b.dcm"):
+        seg = pydicom.dcmread(write_dicom_seg(label, folder, tmp_path / name, image=image))
+        assert {keyword: str(seg[keyword].value) for keyword in odd} == odd, name
+    first = image.extra[SERIES_HEADERS][0]
+    assert {keyword: str(first[keyword].value) for keyword in odd} == odd

@@ -116,7 +116,9 @@ def source_slices(
                 f"shares its SOPInstanceUID with {first.name}; a DICOM SEG cannot tell the two "
                 "slices apart",
             )
-        for keyword in TYPE2_COPIED:  # header copies in memory: the files are never touched
+        # in memory, never in the files; on a loaded image's cached headers too: a value
+        # filled in (here and SliceThickness below) is the same for every SEG of it
+        for keyword in TYPE2_COPIED:
             if keyword not in ds:
                 setattr(ds, keyword, "")
     headers = [ds for _, ds in pairs]
@@ -131,11 +133,14 @@ def source_slices(
     return headers
 
 
-def _set_aside_nonconformant(ds: pydicom.Dataset) -> dict[str, pydicom.DataElement]:
-    """Blank (in the header copy ``ds``) the patient and study values highdicom's constructor
-    refuses (a sex other than M, F or O, a date or time not in DICOM's format) and return
-    them, to be written into the SEG verbatim: the SEG's patient and study must read as its
-    source's, which a PACS files and matches it by."""
+def _set_aside_nonconformant(
+    ds: pydicom.Dataset,
+) -> tuple[pydicom.Dataset, dict[str, pydicom.DataElement]]:
+    """``ds`` with the patient and study values highdicom's constructor refuses (a sex other
+    than M, F or O, a date or time not in DICOM's format) blanked, in a copy, and those values,
+    to be written into the SEG verbatim: a PACS files and matches the SEG by its source's
+    patient and study. ``ds`` itself is not changed: it may be a loaded image's cached header,
+    which the next SEG of that image reads again."""
     import highdicom as hd
     from pydicom.valuerep import DA, TM
 
@@ -153,9 +158,12 @@ def _set_aside_nonconformant(ds: pydicom.Dataset) -> dict[str, pydicom.DataEleme
         try:
             check(value)
         except (TypeError, ValueError):
-            kept[keyword] = deepcopy(ds[keyword])
+            kept[keyword] = ds[keyword]
+    if kept:
+        ds = deepcopy(ds)
+        for keyword in kept:
             setattr(ds, keyword, "")
-    return kept
+    return ds, kept
 
 
 def _series_number(ds: pydicom.Dataset) -> int:
@@ -194,7 +202,8 @@ def write_dicom_seg(
             series_folder,
             f"label shape {label.shape} does not fit the series ({cols}, {rows}, {len(sources)})",
         )
-    verbatim = _set_aside_nonconformant(sources[0])  # highdicom copies the first slice's
+    first, verbatim = _set_aside_nonconformant(sources[0])  # highdicom copies the first's
+    sources = [first, *sources[1:]]
     lut = np.zeros(256, dtype=np.uint8)
     for number, value in enumerate(labels, start=1):
         lut[value] = number
