@@ -75,13 +75,10 @@ _MAX_LISTED = 5
 
 
 def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
-    """The files of a series folder to read: those with a DICOM preamble, and those without
-    one that pydicom still reads as a DICOM object (older exports write no preamble; they were
-    left out, and a missing last slice cannot be seen in the numbering), each of the latter
-    with the header that probe parsed (:func:`_read_headers` does not parse it again). Which
-    of them are image slices is :func:`_read_headers`' rule, preamble or not (a report is
-    skipped). A file named like DICOM that is neither (an empty or cut copy) is refused; other
-    files are ignored."""
+    """The files of a series folder to read: those with a DICOM preamble (header None: not
+    read yet), and those without one that pydicom still reads as a DICOM object (older exports;
+    with the header their probe parsed). :func:`_read_headers` tells the image slices apart. A
+    file named like DICOM that is neither (an empty or cut copy) is refused; others ignored."""
     files: list[tuple[Path, pydicom.Dataset | None]] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
@@ -123,11 +120,6 @@ def _bare_dataset(path: Path) -> pydicom.Dataset | None:
         return None
 
 
-def _bare_dicom(path: Path) -> bool:
-    """Whether ``path`` is a DICOM object written without the preamble (:func:`_bare_dataset`)."""
-    return _bare_dataset(path) is not None
-
-
 def is_dicom_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder that holds at least one DICOM file: one with the preamble,
     else one of the first :data:`_BARE_PROBES` files (those named ``.dcm``, ``.dicom`` or
@@ -140,7 +132,7 @@ def is_dicom_folder(path: str | os.PathLike) -> bool:
     if any(is_dicom(p) for p in files):
         return True
     files.sort(key=lambda p: p.suffix.lower() not in DICOM_SUFFIXES)  # stable: names within
-    return any(_bare_dicom(p) for p in files[:_BARE_PROBES])
+    return any(_bare_dataset(p) is not None for p in files[:_BARE_PROBES])
 
 
 def _listed(items: list, limit: int = _MAX_LISTED) -> str:
@@ -392,12 +384,9 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     Raises :class:`InputError` (one line naming the folder or file) for the problems listed in
     the module docstring.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise InputError(folder, "not a folder (expected a DICOM series folder)")
-    slices = _read_headers(folder)
-    _validate_series(folder, slices)
-    ordered = sorted(slices, key=lambda item: int(item[1].InstanceNumber))
+    ordered = sorted(read_series_headers(folder), key=lambda item: int(item[1].InstanceNumber))
     rows, columns = int(ordered[0][1].Rows), int(ordered[0][1].Columns)
     # Fortran order, as nibabel reads a NIfTI file: each slice one block, so the steps after
     # the read (the HU check, preprocessing slice by slice) run as fast as on a NIfTI input.
