@@ -18,7 +18,7 @@ from kdseg.models.compile import check_compile
 from kdseg.models.memory_format import check_layout, set_channels_last
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_NOT_NETWORKS = {"registry", "taps", "checkpoint", "layers", "cost", "memory_format"}
+_NOT_NETWORKS = {"registry", "taps", "layers", "cost", "memory_format", "compile"}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -46,22 +46,24 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def _factory(name: str) -> Callable[..., nn.Module]:
+    """The registered model ``name``'s class or factory; KeyError naming those registered."""
+    _import_all()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
 def model_options(name: str) -> list[str]:
     """The keyword options the registered model ``name`` takes (its constructor's)."""
     import inspect
 
-    _import_all()
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
-    return list(inspect.signature(_MODELS[name]).parameters)
+    return list(inspect.signature(_factory(name)).parameters)
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments from its config."""
-    _import_all()
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name](**kwargs)
+    return _factory(name)(**kwargs)
 
 
 def build_from_config(cfg: dict[str, Any], encoder_weights: bool = True) -> nn.Module:
