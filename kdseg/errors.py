@@ -121,6 +121,12 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def first_process() -> bool:
+    """Whether this is the first (or only) process of a run: a DDP worker has a nonzero
+    ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
 _KEEP: set[str] = set()
 """Real paths no sweep removes: the inputs this process reads (see :func:`keep_from_sweeps`)."""
 

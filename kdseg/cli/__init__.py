@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 import kdseg.config  # noqa: F401  (registers the config resolvers)
 from kdseg.cli.boundary import command, guarded
 from kdseg.cli.options import CONFIG_PATH, number
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import InputError, first_process, write_text_atomic
 from kdseg.guards import check_output
 
 __all__ = [
@@ -270,12 +269,6 @@ def check_data(plain: dict[str, Any]) -> None:
     if first_process():  # DDP: each process checks the data; one line is enough
         for note in notes:  # what data.unlabeled_root holds besides scans (as kdseg-predict)
             logging.getLogger("kdseg.data.sources").warning(note)
-
-
-def first_process() -> bool:
-    """Whether this is the first (or only) process of a run: a DDP worker has a nonzero
-    ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def checkpoint_run(ckpt: Any) -> Path | None:

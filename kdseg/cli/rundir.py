@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdseg.errors import first_process
+
 #: the folders of a ``hydra.run.dir`` named on the command line that did not exist before
 #: Hydra made them (deepest first): what a refused run removes again
 _NEW_FOLDERS: list[Path] = []
@@ -120,7 +122,7 @@ def remove_new_logger_files() -> None:
     run = _BEFORE["run"]
     if Path(HydraConfig.get().runtime.output_dir).absolute() != run or not run.is_dir():
         return
-    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+    if not first_process():
         return  # a DDP worker: the first process owns the run dir
     if _progress(run) != _BEFORE["progress"]:
         return  # it trained: the run is resumable, or its record is

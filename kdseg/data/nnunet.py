@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from kdseg.errors import InputError, read_json
+from kdseg.errors import InputError, first_process, read_json
 
 DATASET_JSON = "dataset.json"
 TUMOR_WORDS = ("tumor", "tumour", "lesion", "cancer", "metasta")
@@ -47,7 +46,6 @@ LPS = np.diag([-1.0, -1.0, 1.0])
 IGNORE_LABEL = "ignore"
 
 log = logging.getLogger(__name__)
-DDP_RANKS = ("RANK", "LOCAL_RANK", "SLURM_PROCID")  # a nonzero one: not the first process
 _NOTED: set[str] = set()  # dataset.json files whose extra channels were named (once each)
 
 
@@ -133,7 +131,7 @@ def _note_channels(path: Path, channels: Any) -> None:
     if not isinstance(channels, dict) or len(channels) < 2:
         return
     key = str(path.resolve())
-    if key in _NOTED or any(os.environ.get(k, "0") != "0" for k in DDP_RANKS):
+    if key in _NOTED or not first_process():
         return  # said already, or a DDP worker (the first process says it)
     _NOTED.add(key)
     named = sorted(channels.items(), key=lambda item: (len(str(item[0])), str(item[0])))
