@@ -90,10 +90,10 @@ def _lits(root: Path) -> list[Case]:
     _refuse_lits_capitals(root)
     cases = []
     for image in root.glob("volume-*.nii*"):
-        number = re.fullmatch(r"volume-(\d+)\.nii(\.gz)?", image.name)
+        number = re.fullmatch(_LITS_NAME, image.name)
         if not number:
             continue
-        n = number.group(1)
+        n = number[2]
         label = _only_existing(root / f"segmentation-{n}.nii", root / f"segmentation-{n}.nii.gz")
         if label is None:
             raise InputError(image, f"missing label segmentation-{n}.nii[.gz] beside it")
@@ -195,7 +195,7 @@ def discover_cases(layout: str, root: str | Path) -> list[Case]:
     return cases
 
 
-def _plain_images(root: Path, notes: list[str] | None = None) -> list[ImageCase]:
+def _plain_images(root: Path, notes: list[str]) -> list[ImageCase]:
     """NIfTI files and DICOM series in ``root`` (:func:`folder_inputs`); nnU-Net's ``_0000``
     channel suffix is dropped from the ids when every file has it (an ``imagesTs`` folder), as
     its predictions drop it. What the folder holds besides is added to ``notes``."""
@@ -206,7 +206,7 @@ def _plain_images(root: Path, notes: list[str] | None = None) -> list[ImageCase]
         raise InputError(
             root, "is one DICOM series, not a folder of scans; pass a folder holding it"
         )
-    if note is not None and notes is not None:
+    if note is not None:
         notes.append(f"{root}: {note}")
     images = [ImageCase(nifti_stem(p), p) for p in inputs]
     if images and all(i.case_id.endswith("_0000") and i.image.is_file() for i in images):
@@ -239,11 +239,11 @@ def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
     entries = [p for p in sorted(root.iterdir()) if not _os_file(p.name)]
     visible = [p for p in entries if not p.name.startswith(".")]
     folders = [p for p in visible if p.is_dir()]
-    for path in visible:
-        if path not in folders and (refusal := mixed_case_nifti(path)) is not None:
+    files = [p for p in visible if not p.is_dir()]
+    for path in files:
+        if (refusal := mixed_case_nifti(path)) is not None:
             raise refusal  # b.Nii.gz beside a.nii.gz: it would be left out without a word
     series = [p for p in folders if is_dicom_folder(p)]
-    files = [p for p in visible if not p.is_dir()]
     niftis = [p for p in files if is_nifti(p)]
     if is_dicom_folder(root):
         if niftis or series:
@@ -314,8 +314,9 @@ def _nnunet_v2(root: Path) -> bool:
     return not msd
 
 
-def _layout_images(root: Path, notes: list[str] | None = None) -> list[ImageCase] | None:
-    """Images of a dataset-layout folder (labels ignored), or None when it is no layout."""
+def _layout_images(root: Path, notes: list[str]) -> list[ImageCase] | None:
+    """Images of a dataset-layout folder (labels ignored), or None when it is no layout; what
+    it passes over is added to ``notes``."""
     if _nnunet_v2(root):
         from kdseg.data.nnunet import read_dataset_json
 
@@ -325,22 +326,15 @@ def _layout_images(root: Path, notes: list[str] | None = None) -> list[ImageCase
             for folder in ("imagesTr", "imagesTs")
             for case_id, path in _nnunet_images(root / folder, ending)
         ]
-    for folder in ("imagesTr", "imagesTs"):  # MSD-style
-        if (root / folder).is_dir():
-            return [
-                i
-                for f in ("imagesTr", "imagesTs")
-                if (root / f).is_dir()
-                for i in _plain_images(root / f, notes)
-            ]
+    msd = [root / f for f in ("imagesTr", "imagesTs") if (root / f).is_dir()]
+    if msd:  # MSD-style
+        return [i for folder in msd for i in _plain_images(folder, notes)]
     kits = [
         _only_existing(f / "imaging.nii.gz", f / "imaging.nii") for f in sorted(root.glob("case_*"))
     ]
     if any(kits):
         return [ImageCase(p.parent.name, p) for p in kits if p is not None]
-    lits = [
-        p for p in root.glob("volume-*.nii*") if re.fullmatch(r"volume-\d+\.nii(\.gz)?", p.name)
-    ]
+    lits = [p for p in root.glob("volume-*.nii*") if re.fullmatch(_LITS_NAME, p.name)]
     if lits:
         from kdseg.data.io import is_nifti, nifti_stem
 
@@ -350,7 +344,7 @@ def _layout_images(root: Path, notes: list[str] | None = None) -> list[ImageCase
             for p in sorted(root.iterdir())
             if is_nifti(p) and not re.fullmatch(_LITS_NAME, p.name) and not p.name.startswith(".")
         ]
-        if others and notes is not None:  # scan.nii.gz beside volume-0.nii.gz
+        if others:  # scan.nii.gz beside volume-0.nii.gz
             n = len(others)
             notes.append(
                 f"{root}: read as LiTS (volume-N); passed over {n} other NIfTI "
