@@ -449,6 +449,25 @@ def _flat_config(config_name: str, overrides: list[str]) -> DictConfig | None:
     return cfg
 
 
+def _compose(config_name: str, overrides: list[str]) -> tuple[DictConfig, dict, list[str]]:
+    """The task's config (without ``hydra``), Hydra's ``runtime.choices`` and the overrides as
+    Hydra recorded them: by :func:`_flat_config` where that is what composing gives (no
+    choices; no ``+key``, so no overrides to check), else by Hydra's Compose API."""
+    cfg = _flat_config(config_name, overrides)
+    if cfg is not None:
+        return cfg, {}, []
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    given = [str(o) for o in cfg.hydra.overrides.task]
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices, given
+
+
 def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     """``conf/<config_name>.yaml`` with ``overrides``, through Hydra's Compose API.
 
@@ -460,19 +479,7 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     """
     import logging.config
 
-    cfg = _flat_config(config_name, overrides)
-    choices: dict = {}
-    if cfg is None:
-        from hydra import compose, initialize_config_dir
-        from omegaconf import open_dict
-
-        with initialize_config_dir(
-            version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name
-        ):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-        with open_dict(cfg):
-            del cfg["hydra"]
+    cfg, choices, _ = _compose(config_name, overrides)
     logging.config.dictConfig(
         {
             "version": 1,
@@ -504,20 +511,10 @@ def check_overrides(config_name: str, overrides: list[str]) -> DictConfig:
     the command takes), and what the docs' command lines are checked with
     (``tests/test_docs_commands.py``). Returns the task's config, without ``hydra``.
     """
-    from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException
-    from omegaconf import open_dict
 
-    cfg = _flat_config(config_name, overrides)
-    if cfg is not None:  # what Hydra composes, without it (changes of existing keys alone)
-        check_option_types(cfg, config_name)
-        check_option_ranges(cfg)
-        return cfg
     try:
-        with initialize_config_dir(
-            version_base="1.3", config_dir=CONFIG_PATH, job_name=config_name
-        ):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        cfg, choices, given = _compose(config_name, overrides)
     except MissingConfigException as exc:  # model=enett
         refusal = unknown_choice(str(exc))
         if refusal is None:
@@ -528,10 +525,6 @@ def check_overrides(config_name: str, overrides: list[str]) -> DictConfig:
         if refusal is None:
             raise
         raise refusal from None
-    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    given = [str(o) for o in cfg.hydra.overrides.task]
-    with open_dict(cfg):
-        del cfg["hydra"]
     check_no_new_keys(config_name, given, choices)
     check_option_types(cfg, config_name, choices)
     check_option_ranges(cfg)
