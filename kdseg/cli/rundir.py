@@ -29,7 +29,8 @@ from kdseg.errors import first_process
 _NEW_FOLDERS: list[Path] = []
 #: the same for a ``hydra.sweep.dir`` named on the command line (remove_new_sweep_dir)
 _NEW_SWEEP_FOLDERS: list[Path] = []
-#: [the command's start (time.time()), whether it named hydra.run.dir] (note_new_run_dir)
+#: [the command's start (time.time()), whether it named hydra.run.dir, hydra.sweep.dir]
+#: (note_new_run_dir)
 _STARTED: list[Any] = []
 #: what a run writes into its run dir before training starts (kdseg.cli.record_run)
 _RECORD_FILES = (
@@ -230,10 +231,10 @@ def note_sweep_job_dir(run: Path) -> None:
     if start is not None and run.stat().st_mtime < start:
         return  # an empty folder that was there before: not this command's
     _NEW_FOLDERS.append(run)
-    if sweep not in run.parents:
+    if start is None or sweep not in run.parents:
         return
     for folder in run.parents:  # the new folders of a nested subdir (<sweep>/<a>/<b>)
-        if folder == sweep or start is None or folder.stat().st_mtime < start:
+        if folder == sweep or folder.stat().st_mtime < start:
             break
         _NEW_FOLDERS.append(folder)
 
