@@ -80,9 +80,7 @@ def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
     with the header their probe parsed). :func:`_read_headers` tells the image slices apart. A
     file named like DICOM that is neither (an empty or cut copy) is refused; others ignored."""
     files: list[tuple[Path, pydicom.Dataset | None]] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
+    for path in _visible_files(folder):
         if is_dicom(path):
             files.append((path, None))
         elif (bare := _bare_dataset(path)) is not None:
@@ -95,6 +93,11 @@ def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
                 "copy the series again",
             )
     return files
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` by name, hidden ones (``.DS_Store``, ``._`` forks) left out."""
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.is_file()]
 
 
 #: the first two bytes of a DICOM object without the preamble: group 0x0002 or 0x0008,
@@ -128,7 +131,7 @@ def is_dicom_folder(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_dir():
         return False
-    files = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and p.is_file()]
+    files = _visible_files(path)
     if any(is_dicom(p) for p in files):
         return True
     files.sort(key=lambda p: p.suffix.lower() not in DICOM_SUFFIXES)  # stable: names within
@@ -301,11 +304,7 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
     missing = sorted(set(range(numbers_sorted[0], numbers_sorted[-1] + 1)) - set(numbers))
     if missing:
         named = {p for p, _ in slices}
-        strays = sorted(
-            p.name
-            for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p not in named and not is_dicom(p)
-        )
+        strays = [p.name for p in _visible_files(folder) if p not in named and not is_dicom(p)]
         extra = f"; not DICOM here: {_listed(strays)}" if strays else ""
         raise InputError(folder, f"missing slice: no InstanceNumber {_listed(missing)}{extra}")
 
