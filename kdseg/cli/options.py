@@ -500,17 +500,13 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def check_overrides(config_name: str, overrides: list[str]) -> DictConfig:
-    """``conf/<config_name>.yaml`` composed with ``overrides`` by Hydra's Compose API (the
-    files and grammar of the command's app), after the checks the command's boundary runs
-    before its task (:func:`kdseg.cli.boundary.guarded`): a new key it would not read
-    (:func:`check_no_new_keys`), option types and ranges. Hydra's refusal of an unknown
-    option or config choice is the command's one line (:func:`unknown_option`,
-    :func:`unknown_choice`); every refusal an :class:`InputError`.
-
-    What ``--cfg job`` runs before Hydra prints the config (a command line it shows is one
-    the command takes), and what the docs' command lines are checked with
-    (``tests/test_docs_commands.py``). Returns the task's config, without ``hydra``.
-    """
+    """``conf/<config_name>.yaml`` composed with ``overrides`` (the command's files and
+    grammar) after the checks the command's boundary runs before its task
+    (:func:`kdseg.cli.boundary.guarded`): new keys it would not read, option types and ranges;
+    Hydra's refusal of an unknown option or choice becomes the command's one line
+    (:func:`unknown_option`, :func:`unknown_choice`). Every refusal is an :class:`InputError`.
+    Run by ``--cfg job`` before Hydra prints the config, and by ``tests/test_docs_commands.py``.
+    Returns the task's config, without ``hydra``."""
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     try:

@@ -207,15 +207,12 @@ def note_default_run_dir(run: Path, job: str) -> None:
 
 
 def note_sweep_job_dir(run: Path) -> None:
-    """At the task's start in a multirun (``-m``): the job's own folder (``<sweep>/<n>``,
-    Hydra's ``hydra.sweep.subdir``) is this command's when it is empty (Hydra made it for the
-    job; ``output_subdir: null`` writes nothing there) and, where the command's start is known,
-    made or changed since. A refused job then removes it as a refused run its new run dir
-    (:func:`remove_new_run_dir`), with the empty folders it made between it and the sweep
-    folder; the other jobs' folders stay, and the sweep folder goes when nothing else is left
-    (:func:`remove_new_sweep_dir`). A job folder that held anything (a resumed sweep's) stays.
-    Outside a multirun, or where the job writes into the sweep folder itself (the one-shot
-    tools' ``subdir: .``), nothing is noted."""
+    """At the task's start in a multirun (``-m``): note the job's own folder (``<sweep>/<n>``)
+    when it is empty and made since the command started, with the new empty folders between it
+    and the sweep folder, so that a refused job removes them as :func:`remove_new_run_dir`
+    removes a new run dir; the other jobs' folders stay. Nothing is noted outside a multirun,
+    for a job folder that held anything (a resumed sweep's), or for a job writing into the
+    sweep folder itself (the one-shot tools' ``subdir: .``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
