@@ -140,7 +140,7 @@ def test_one_case_in_two_files_or_without_its_scan_is_refused(tmp_path: Path) ->
 def test_a_label_that_is_no_segmentation_or_off_the_images_grid_says_why() -> None:
     """A CT given as the label (the pair swapped), a label without a background voxel and a
     label whose grid is not the image's, each refused in one line that says what is wrong."""
-    from kdseg.data.io import check_pair
+    from kdseg.data.pairs import check_pair
 
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     shape = (12, 10, 4)

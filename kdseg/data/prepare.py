@@ -21,8 +21,9 @@ from rich.progress import Progress
 
 from kdseg.data.boxes import jitter_box, organ_box, organ_level
 from kdseg.data.cache import adopt_source, case_folder, is_prepared, source_stamp
-from kdseg.data.io import check_pair, load_volume
+from kdseg.data.io import load_volume
 from kdseg.data.nnunet import label_map_of, remap_labels
+from kdseg.data.pairs import check_pair
 from kdseg.data.preprocess import Geometry, Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
