@@ -58,6 +58,26 @@ class ConsoleFormatter(logging.Formatter):
         return warning_line(text) if record.levelno >= logging.WARNING else text
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """The console handler of ``conf/hydra/job_logging``: information on stdout, beside the
+    command's results; warnings and errors on stderr, where the error line goes, so that
+    ``kdseg-eval ... > results.txt`` keeps the results alone. The streams are looked up at
+    each line (pytest's capture and rich's live display replace them); stdout is flushed
+    before a warning, so that a log of both streams keeps their order."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: the line still goes
+                sys.stdout.flush()
+            self.stream = sys.stderr
+        else:
+            self.stream = sys.stdout
+        super().emit(record)
+
+
 class InputError(Exception):
     """Bad input from the user: a file that is missing, corrupt or inconsistent.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,17 @@ TINY_DATA = [
     "data.batch_size=8",
     "data.samples_per_epoch=32",
 ]
+
+
+#: A warning line of any command (on stderr, as the error line)
+WARNING_LINE = re.compile(r"kdseg(-[a-z]+)?: warning: ")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """``stderr``'s non-empty lines less its warning lines: a refused command says why in one
+    line, whatever it warned about before (the phantoms' organ outside the HU window, when a
+    training run is refused after preparing its data)."""
+    return [line for line in stderr.splitlines() if line.strip() and not WARNING_LINE.match(line)]
 
 
 def kdseg(

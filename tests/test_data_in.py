@@ -198,9 +198,10 @@ def test_a_label_of_background_only_is_named_once_by_prepare(
     setup = resolve_data(_data_cfg(root))
     for _ in range(2):
         setup.prepare(progress=False)
-    out = capsys.readouterr().out
-    assert out.count("warning: 1 of 3 labeled case(s) hold no organ voxel") == 1, out
-    assert "(volume-1); they teach the network that every voxel is background" in out
+    out, err = capsys.readouterr()
+    assert ": warning:" not in out, out
+    assert err.count("warning: 1 of 3 labeled case(s) hold no organ voxel") == 1, err
+    assert "(volume-1); they teach the network that every voxel is background" in err
     line = empty_label_warning(setup.cache_dir, ["volume-0", "volume-1"], roi=True)
     assert line is not None and "preprocess.roi=organ gives them no slice" in line
     assert empty_label_warning(setup.cache_dir, ["volume-0", "volume-2"]) is None

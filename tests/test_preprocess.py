@@ -334,8 +334,9 @@ def test_prepare_prints_the_window_warning_once_per_process(tmp_path, capsys) ->
     for _ in range(2):
         assert prepare_cases(cases, config, tmp_path, progress=False) == ["bright", "brighter"]
     assert prepare_cases(cases[:1], config, tmp_path, progress=False) == ["bright"]
-    out = capsys.readouterr().out
-    assert out.count("outside the HU window") == 1 and "2 of 2 case(s)" in out
+    out, err = capsys.readouterr()
+    assert "outside the HU window" not in out  # a warning: stderr, not stdout with the results
+    assert err.count("outside the HU window") == 1 and "2 of 2 case(s)" in err
 
 
 @pytest.mark.parametrize("where", ["top", "bottom", "left", "right"])

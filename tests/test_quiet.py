@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import pytest
 
 from kdseg.cli.boundary import quiet_libraries
 
@@ -124,3 +127,72 @@ def test_progress_bar_has_no_version_item() -> None:
     logger = SimpleNamespace(version="offline-5pma")
     trainer = SimpleNamespace(loggers=[logger], progress_bar_metrics={"train/loss": 0.5})
     assert progress_bar().get_metrics(trainer, None) == {"train/loss": 0.5}
+
+
+@pytest.mark.parametrize("name", ["console", "run_console"])
+def test_log_warnings_go_to_stderr_and_information_to_stdout(name, monkeypatch, capsys) -> None:
+    """The job logging of the one-shot commands (``console``) and of kdseg-train and
+    kdseg-distill (``run_console``): information on stdout beside the results, a warning on
+    stderr, where the error line goes (``kdseg-eval ... > results.txt`` keeps results alone).
+    A warning once went to stdout, where kdseg-predict's own went to stderr."""
+    import logging.config
+
+    import yaml
+
+    from kdseg.cli.options import CONFIG_PATH
+
+    monkeypatch.setattr("sys.argv", ["/venv/bin/kdseg-eval"])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # pytest's own, put back after
+    config = yaml.safe_load(
+        (Path(CONFIG_PATH) / "hydra" / "job_logging" / f"{name}.yaml").read_text()
+    )
+    try:
+        logging.config.dictConfig(config)
+        logger = logging.getLogger("kdseg.data.nnunet")
+        logger.info("results: x")
+        logger.warning("channel_names names 2 input channels")
+        logger.error("gone")
+        out, err = capsys.readouterr()
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert out == "results: x\n"
+    assert err == (
+        "kdseg-eval: warning: channel_names names 2 input channels\nkdseg-eval: error: gone\n"
+    )
+
+
+def test_kdseg_prepare_warnings_are_on_stderr_alone(phantom_lits: Path, tmp_path: Path) -> None:
+    """kdseg-prepare of an nnU-Net folder naming three input channels (a logged warning) with
+    an all-background label (one of prepare's own warning lines): stdout holds the results,
+    stderr the warning lines alone (they once went to stdout, kdseg-predict's to stderr)."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+    from conftest import kdseg
+    from test_nnunet import nnunet_folder
+
+    root = nnunet_folder(phantom_lits, tmp_path / "Dataset002_Two")
+    info = json.loads((root / "dataset.json").read_text())
+    info["channel_names"] = {"0": "CT", "1": "PET", "2": "MR"}
+    (root / "dataset.json").write_text(json.dumps(info))
+    label = root / "labelsTr" / "liver_001.nii.gz"
+    seg = nib.load(label)
+    empty = nib.Nifti1Image(np.zeros(seg.shape, np.uint8), seg.affine)
+    nib.save(empty, label)
+    cache = tmp_path / "cache"
+    done = kdseg("prepare", "data=nnunet", f"data.root={root}", f"data.cache_root={cache}")
+    assert ": warning:" not in done.stdout, done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("5 case(s) prepared in ")
+    lines = done.stderr.splitlines()  # channels, HU window, empty label
+    assert len(lines) == 3 and all(x.startswith("kdseg-prepare: warning: ") for x in lines), lines
+    assert lines[0] == (
+        f"kdseg-prepare: warning: {root / 'dataset.json'}: channel_names names 3 input channels;"
+        " kdseg reads channel 0 (CT, the _0000 files) only and ignores 1 (PET), 2 (MR)"
+    )
+    assert "outside the HU window" in lines[1]
+    assert "1 of 5 labeled case(s) hold no organ voxel" in lines[2] and "(liver_001)" in lines[2]

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from kdseg.errors import InputError
 
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+#: The one-shot commands' job logging (``hydra/job_logging: console``), under ``CONFIG_PATH``.
+CONSOLE_LOGGING = "hydra/job_logging/console.yaml"
 
 
 def check_option_types(
@@ -475,26 +477,14 @@ def compose_once(config_name: str, overrides: list[str]) -> DictConfig:
     app composes it twice (once just to read ``hydra.mode``) and then sets up a job, half a
     second on two cores, more than a one-shot tool's own start-up. The option types are checked
     as in :func:`guarded`, and Python logging gets the ``console`` job logging of the configs
-    (INFO, the bare message, warnings prefixed, on stdout).
+    (:data:`CONSOLE_LOGGING`: INFO, the bare message on stdout, warnings prefixed on stderr).
     """
     import logging.config
 
+    import yaml
+
     cfg, choices, _ = _compose(config_name, overrides)
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "formatters": {"console": {"()": "kdseg.errors.ConsoleFormatter"}},
-            "handlers": {
-                "console": {
-                    "class": "logging.StreamHandler",
-                    "formatter": "console",
-                    "stream": "ext://sys.stdout",
-                }
-            },
-            "root": {"level": "INFO", "handlers": ["console"]},
-            "disable_existing_loggers": False,
-        }
-    )
+    logging.config.dictConfig(yaml.safe_load((Path(CONFIG_PATH) / CONSOLE_LOGGING).read_text()))
     check_option_types(cfg, config_name, choices)
     return cfg
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -386,15 +387,15 @@ def prepare_cases(
     warning = window_warning(
         cache_dir, labeled, config.window, relative=config.window_level == "organ"
     )
-    # stdout, with prepare's progress: stderr is kept for the one error line. Once per process
-    # and cache, whichever cases are asked for: a training run prepares before Lightning starts
+    # on stderr, as every warning (docs/reliability.md, console lines). Once per process and
+    # cache, whichever cases are asked for: a training run prepares before Lightning starts
     # and again in prepare_data; kdseg-export draws its check slices from the val and train
     # cases, then its int8 calibration slices from the train cases alone (another count).
     if warning and str(cache_dir) not in _WARNED:
         _WARNED.add(str(cache_dir))
-        print(warning_line(warning))
+        print(warning_line(warning), file=sys.stderr)
     empty = empty_label_warning(cache_dir, labeled, roi=config.roi is not None)
     if empty and f"empty:{cache_dir}" not in _WARNED:
         _WARNED.add(f"empty:{cache_dir}")
-        print(warning_line(empty))
+        print(warning_line(empty), file=sys.stderr)
     return [c.case_id for c in cases]
