@@ -219,6 +219,14 @@ def test_a_reader_that_leaves_is_not_an_internal_error() -> None:
     assert done.returncode == 141 and done.stderr == "", done.stderr
 
 
+def _hangup_default() -> None:
+    """In the child: SIGHUP's default action, whatever the suite inherited. Under ``nohup``
+    (a suite run in the background) it is ignored, the child inherits that, and kdseg rightly
+    leaves an ignored SIGHUP ignored: the hang-up tests then waited for a process that never
+    stopped."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_sigterm_runs_cleanup(tmp_path: Path, signum: int) -> None:
     """A real SIGTERM to a process inside an atomic write: it exits 143, temporaries gone. The
@@ -240,7 +248,11 @@ except BaseException as exc:
     sys.exit(report("kdseg-predict", exc, verbose=False))
 """
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_hangup_default,
     )
     assert proc.stdout.readline().strip() == "ready"
     assert len(list(tmp_path.iterdir())) == 2  # the two temporaries exist now
@@ -300,6 +312,7 @@ app_guard("kdseg-train", app)()
         text=True,
         start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=_hangup_default,
     )
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.3)
