@@ -6,6 +6,7 @@ relies on (output guard, atomic writes and their cleanup, the SIGTERM handler) i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -219,6 +220,22 @@ def test_a_reader_that_leaves_is_not_an_internal_error() -> None:
     assert done.returncode == 141 and done.stderr == "", done.stderr
 
 
+def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``, and on a timeout the child killed (its process group
+    when it leads one) before the test fails: a child that missed its signal outlived the
+    suite."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        proc.communicate()
+        raise
+
+
 def _hangup_default() -> None:
     """In the child: SIGHUP's default action, whatever the suite inherited. Under ``nohup``
     (a suite run in the background) it is ignored, the child inherits that, and kdseg rightly
@@ -257,7 +274,7 @@ except BaseException as exc:
     assert proc.stdout.readline().strip() == "ready"
     assert len(list(tmp_path.iterdir())) == 2  # the two temporaries exist now
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=30)
+    _, err = _communicate(proc, timeout=30)
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum and len(err.strip().splitlines()) == 1, err
     assert f"terminated ({name}); unfinished outputs removed" in err
@@ -317,7 +334,7 @@ app_guard("kdseg-train", app)()
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.3)
     os.killpg(proc.pid, signum)
-    _, err = proc.communicate(timeout=60)
+    _, err = _communicate(proc, timeout=60)
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, err
     assert len(err.strip().splitlines()) == 1 and f"terminated ({name})" in err, err
