@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -236,12 +237,19 @@ def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         raise
 
 
-def _hangup_default() -> None:
-    """In the child: SIGHUP's default action, whatever the suite inherited. Under ``nohup``
-    (a suite run in the background) it is ignored, the child inherits that, and kdseg rightly
-    leaves an ignored SIGHUP ignored: the hang-up tests then waited for a process that never
-    stopped."""
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+def _child(script: str, **popen: Any) -> subprocess.Popen:
+    """``python -c script`` with text pipes, and SIGHUP's default action in the child whatever
+    the suite inherited: under ``nohup`` (a suite run in the background) it is ignored, the
+    child inherits that, and kdseg rightly leaves an ignored SIGHUP ignored, so the hang-up
+    tests waited for a process that never stopped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+        **popen,
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
@@ -264,13 +272,7 @@ try:
 except BaseException as exc:
     sys.exit(report("kdseg-predict", exc, verbose=False))
 """
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_hangup_default,
-    )
+    proc = _child(script)
     assert proc.stdout.readline().strip() == "ready"
     assert len(list(tmp_path.iterdir())) == 2  # the two temporaries exist now
     proc.send_signal(signum)
@@ -322,15 +324,7 @@ sys.argv[0] = "kdseg-train"
 app_guard("kdseg-train", app)()
 """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=_hangup_default,
-    )
+    proc = _child(script, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.3)
     os.killpg(proc.pid, signum)
