@@ -8,6 +8,7 @@ another environment's Python) silently trains, evaluates or exports nothing.
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import re
 import subprocess
@@ -60,3 +61,146 @@ def test_python_m_does_the_work(tmp_path: Path) -> None:
         "segmentation-0.nii.gz",
         "volume-0.nii.gz",
     ]
+
+
+# -- --help: the choices of each config group ----------------------------------------------
+
+CONF = ROOT / "conf"
+
+
+def _hydra_commands() -> dict[str, str]:
+    """``kdseg-<name>`` -> its config name, for the commands made by ``@command``."""
+    found = {}
+    for script, module in _scripts().items():
+        source = (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+        match = re.search(r'@command\(\s*"' + re.escape(script) + r'",\s*"(\w+)"', source)
+        if match:
+            found[script] = match.group(1)
+    return found
+
+
+def _expected_groups(conf: Path, config: str) -> dict[str, tuple[list[str], str | None, set]]:
+    """group -> (its choices as the folder holds them, the default, the choices whose header
+    comment says BEYOND THE PAPER), from ``conf/<config>.yaml``'s defaults list."""
+    import yaml
+
+    defaults = yaml.safe_load((conf / f"{config}.yaml").read_text()).get("defaults") or []
+    groups = {}
+    for entry in defaults:
+        if not isinstance(entry, dict):
+            continue
+        ((group, default),) = entry.items()
+        if group.startswith(("override", "hydra")):
+            continue
+        files = sorted((conf / group).glob("*.yaml"))
+        assert files, f"conf/{group}/ is empty"
+        beyond = set()
+        for path in files:
+            lines = path.read_text().splitlines()
+            header = " ".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
+            if "BEYOND THE PAPER" in header:
+                beyond.add(path.stem)
+        groups[group] = ([p.stem for p in files], default, beyond)
+    return groups
+
+
+def _listed_groups(text: str) -> dict[str, list[str]]:
+    """group -> its items as the help's ``config groups`` section lists them (lines joined)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("config groups"))
+    groups: dict[str, list[str]] = {}
+    last = ""
+    for line in itertools.takewhile(bool, lines[start + 1 :]):
+        match = re.match(r"^  (\w+):\s+(.*)$", line)
+        if match:
+            last = match.group(1)
+            groups[last] = [match.group(2)]
+        else:
+            assert line.startswith("    ") and last, line
+            groups[last].append(line.strip())
+    return {group: " ".join(parts).split(", ") for group, parts in groups.items()}
+
+
+def _check_help(text: str, conf: Path, config: str) -> None:
+    expected = _expected_groups(conf, config)
+    if not expected:
+        assert "config groups" not in text
+        return
+    listed = _listed_groups(text)
+    assert list(listed) == list(expected)
+    for group, (choices, default, beyond) in expected.items():
+        items = listed[group]
+        if default is None:  # `experiment: null`: none chosen, listed first
+            assert items[0] == "null (default)", (group, items)
+            items = items[1:]
+        defaults = [item for item in items if item.endswith(" (default)")]
+        assert defaults == (
+            [] if default is None else [f"{default}{'*' * (default in beyond)} (default)"]
+        )
+        names = [item.removesuffix(" (default)") for item in items]
+        assert [name.rstrip("*") for name in names] == choices, f"{group}: not conf/{group}/"
+        assert {name[:-1] for name in names if name.endswith("*")} == beyond, group
+
+
+@pytest.mark.parametrize(("script", "config"), sorted(_hydra_commands().items()))
+def test_help_lists_the_choices_of_each_config_group(script, config, monkeypatch, capsys) -> None:
+    """``kdseg-<x> --help`` lists each config group of its defaults list with the files of
+    ``conf/<group>/`` now (a new YAML shows without a code change), the default marked."""
+    from kdseg.cli import fast_help
+
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    monkeypatch.setenv("COLUMNS", "80")
+    assert fast_help(config)(lambda: pytest.fail("--help ran the task"))() is None
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: {script} key=value")
+    _check_help(text, CONF, config)
+    section = text.split("\n\n")[1]
+    if "config groups" in section:
+        assert max(len(line) for line in section.splitlines()) <= 80
+
+
+def test_help_has_the_distill_methods_and_marks_what_goes_beyond_the_paper() -> None:
+    from kdseg.cli.options import groups_help
+
+    listed = _listed_groups(groups_help("distill"))
+    assert "emkd (default)" in listed["distill"]
+    assert {"kd", "at", "emkd_imd"} <= set(listed["distill"])
+    assert {"emkd_balanced*", "kd_region*"} <= set(listed["distill"])
+    assert (
+        "enet (default)" in listed["student"]
+        and "unetpp (default)" in _listed_groups(groups_help("train"))["model"]
+    )
+
+
+def test_help_lists_a_new_config_file(tmp_path: Path) -> None:
+    """A YAML added to a group is listed (and starred) without any code change."""
+    import shutil
+
+    from kdseg.cli.options import groups_help
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf, symlinks=True)
+    (conf / "distill" / "zz_new.yaml").write_text(
+        "# @package distill\n# BEYOND THE PAPER: a test's method\nname: zz_new\n"
+    )
+    (conf / "data" / "aa_new.yaml").write_text("# @package data\nname: aa_new\n")
+    text = groups_help("distill", root=conf)
+    _check_help(text, conf, "distill")
+    listed = _listed_groups(text)
+    assert listed["distill"][-1] == "zz_new*" and listed["data"][0] == "aa_new"
+
+
+def test_help_is_fast_and_quiet() -> None:
+    """The real entry point: the section is there, nothing on stderr, torch not imported."""
+    code = (
+        "import sys; sys.argv = ['kdseg-distill', '--help']\n"
+        "from kdseg.cli.distill import main\n"
+        "main(); print('torch imported:', 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"},
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    _check_help(result.stdout, CONF, "distill")
+    assert result.stdout.rstrip().endswith("torch imported: False")

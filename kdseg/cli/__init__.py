@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import kdseg.config  # noqa: F401  (registers the config resolvers)
 from kdseg.cli.boundary import command, guarded
-from kdseg.cli.options import CONFIG_PATH, number
+from kdseg.cli.options import CONFIG_PATH, groups_help, number
 from kdseg.errors import InputError, first_process, write_text_atomic
 from kdseg.guards import check_output
 
@@ -42,7 +42,9 @@ __all__ = [
 
 
 def fast_help(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator above ``@hydra.main``: a plain ``--help`` prints the command's own config file.
+    """Decorator above ``@hydra.main``: a plain ``--help`` prints the choices of each config
+    group the command uses (:func:`~kdseg.cli.options.groups_help`, read from ``conf/`` at
+    run time) and the command's own config file.
 
     Hydra's ``--help`` lists every config group of ``conf/`` (about a second of config-repo
     copies on two cores) before printing anything; the config file, with its comments, is the
@@ -54,12 +56,18 @@ def fast_help(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not args and not kwargs and sys.argv[1:] in (["--help"], ["-h"]):
+                import shutil
+
                 command = Path(sys.argv[0]).name
                 text = (Path(CONFIG_PATH) / f"{config_name}.yaml").read_text()
+                width = min(shutil.get_terminal_size((80, 24)).columns, 100)
+                groups = groups_help(config_name, width=width)
                 print(
                     f"usage: {command} key=value ...  (Hydra overrides of conf/{config_name}.yaml)"
                     f"\n  {command} --cfg job [key=value ...]  shows the composed config;"
-                    " --hydra-help: Hydra's own options\n\n" + text
+                    " --hydra-help: Hydra's own options\n\n"
+                    + (f"{groups}\n\n" if groups else "")
+                    + text
                 )
                 return None
             return fn(*args, **kwargs)

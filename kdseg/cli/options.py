@@ -515,3 +515,72 @@ def check_overrides(config_name: str, overrides: list[str]) -> DictConfig:
     check_option_types(cfg, config_name, choices)
     check_option_ranges(cfg)
     return cfg
+
+
+#: The header-comment words that mark a config as going beyond the EMKD paper
+BEYOND_MARKER = "BEYOND THE PAPER"
+
+
+def config_groups(config_name: str, root: str | Path = CONFIG_PATH) -> list[tuple[str, Any]]:
+    """The config groups ``conf/<config_name>.yaml``'s defaults list names, in its order, each
+    with its default choice (None: ``group: null``, none chosen); ``hydra/...``, ``_self_``
+    and ``override`` lines left out."""
+    import yaml
+
+    own = yaml.safe_load((Path(root) / f"{config_name}.yaml").read_text())
+    defaults = (own.get("defaults") or []) if isinstance(own, dict) else []
+    return [
+        (str(group), choice)
+        for entry in defaults
+        if isinstance(entry, dict)
+        for group, choice in entry.items()
+        if not str(group).startswith(("override", "hydra", "/hydra"))
+    ]
+
+
+def beyond_the_paper(path: Path) -> bool:
+    """Whether a config file's header comment (its leading ``#`` lines) says
+    :data:`BEYOND_MARKER`: a kdseg addition, not the EMKD paper's method."""
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    return BEYOND_MARKER in " ".join(header)
+
+
+def groups_help(config_name: str, width: int = 80, root: str | Path = CONFIG_PATH) -> str:
+    """The ``--help`` section listing each config group of ``conf/<config_name>.yaml`` with
+    the choices its folder holds now (``conf/<group>/*.yaml``), the default marked (``null``
+    first for a group none of whose choices is the default) and a choice whose header says
+    :data:`BEYOND_MARKER` starred; wrapped to ``width`` columns. Empty for a config with no
+    groups."""
+    import textwrap
+
+    groups = config_groups(config_name, root)
+    if not groups:
+        return ""
+    rows, starred = [], False
+    for group, default in groups:
+        items = [] if default is not None else ["null\xa0(default)"]  # (experiment=null)
+        for path in sorted((Path(root) / group).glob("*.yaml")):
+            beyond = beyond_the_paper(path)
+            starred |= beyond
+            mark = "*" if beyond else ""
+            default_mark = "\xa0(default)" if path.stem == default else ""  # (no break before)
+            items.append(f"{path.stem}{mark}{default_mark}")
+        rows.append((group, ", ".join(items)))
+    legend = "; *: beyond the paper" if starred else ""
+    lines = [f"config groups (choose with group=choice{legend}):"]
+    indent = 2 + max(len(group) for group, _ in rows) + 2
+    for group, text in rows:
+        head = f"  {group}:".ljust(indent)
+        lines += textwrap.wrap(
+            text,
+            max(width, indent + 20),
+            initial_indent=head,
+            subsequent_indent=" " * indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines).replace("\xa0", " ")
