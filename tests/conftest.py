@@ -84,7 +84,8 @@ def trained_enet(phantom_lits: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def trained_onnx(trained_enet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``trained_enet``'s best checkpoint exported to fp32 ONNX once (no check slices)."""
-    from kdseg.deploy.export import ExportOptions, export_checkpoint
+    from kdseg.deploy.export import export_checkpoint
+    from kdseg.deploy.export_options import ExportOptions
 
     out = tmp_path_factory.mktemp("onnx") / "enet.onnx"
     ckpt = trained_enet / "checkpoints" / "best.ckpt"

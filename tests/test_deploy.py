@@ -28,7 +28,8 @@ from kdseg.data.io import load_volume
 from kdseg.data.phantom import PhantomConfig, write_dataset
 from kdseg.deploy.artifact import load_artifact, read_metadata, resolve_bundle
 from kdseg.deploy.bench import check_targets
-from kdseg.deploy.export import ExportOptions, Int8Options, PruneOptions, export_checkpoint
+from kdseg.deploy.export import export_checkpoint
+from kdseg.deploy.export_options import ExportOptions, Int8Options, PruneOptions
 from kdseg.deploy.onnx_export import compare
 from kdseg.deploy.prune import prune_channels
 from kdseg.errors import InputError
@@ -698,7 +699,7 @@ def test_export_check_catches_a_dropped_organ_that_pixel_agreement_hides() -> No
 def test_cascade_export_predict_and_bench(workspace: dict, capsys, monkeypatch) -> None:
     """``ckpt=[stage1,stage2]`` exports both stages; the two artefacts run as a cascade in
     predict, and kdseg-bench times the cascade as one entry."""
-    from kdseg.deploy.export import stage_options
+    from kdseg.deploy.export_options import stage_options
 
     tiny = str(workspace["tiny"])
     opts = stage_options({"ckpt": [tiny, tiny], "output": None, "check_slices": 4})
@@ -807,7 +808,7 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
     inside the dataset: each refused in one line before anything is written."""
     from kdseg.deploy.bench import BenchConfig
     from kdseg.deploy.bench_report import check_targets as targets
-    from kdseg.deploy.export import stage_options
+    from kdseg.deploy.export_options import stage_options
 
     tiny = str(workspace["tiny"])
     quick = Int8Options(calibration_slices=4, time_slices=2, repeats=1, op_types=("conv",))

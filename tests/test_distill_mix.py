@@ -218,7 +218,7 @@ def test_without_mix_one_student_and_one_teacher_pass_on_the_clean_batch(
 def test_report_names_a_mix_added_to_a_preset() -> None:
     """kdseg-report groups rows by method and model: `distill=kd +distill.mix=cutmix` is not
     plain kd, and a network trained with a speed option is not pooled with default runs."""
-    from kdseg.eval.report import method_label, model_label
+    from kdseg.eval.runs import method_label, model_label
 
     assert model_label({"name": "enet", "width": 0.25, "compile": None}) == "enet (w 0.25)"
     assert model_label({"name": "enet", "width": 0.25, "compile": True}) == (

@@ -144,7 +144,7 @@ def test_val_target_slices_are_the_tasks_own_whatever_target_slices_says(
 def test_lesion_slice_weights_give_each_tumor_the_same_share() -> None:
     """A 1-slice tumor and a 4-slice tumor, one slice shared with a third 2-slice tumor: the
     weights sum to 1 per tumor, and a slice cut by two tumors carries both shares."""
-    from kdseg.data.datamodule import lesion_slice_weights
+    from kdseg.data.slices import lesion_slice_weights
 
     label = np.zeros((8, 16, 16), dtype=np.uint8)
     label[:, 2:14, 2:14] = 1  # organ
@@ -161,7 +161,7 @@ def test_lesion_weighting_draws_small_tumors_as_often_as_large(phantom_lits: Pat
     """``data.target_weighting=lesion``: the sampler's weights of each case's tumor slices
     follow lesion_slice_weights, the non-target share is unchanged, and it is refused for
     organ targets; the default keeps every tumor slice alike."""
-    from kdseg.data.datamodule import lesion_slice_weights
+    from kdseg.data.slices import lesion_slice_weights
 
     overrides = {"data.target_slices": "tumor", "data.target_fraction": 0.7}
     setup = resolve_data(

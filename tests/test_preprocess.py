@@ -394,7 +394,7 @@ def test_inference_stacks_context_slices_in_the_training_order(tmp_path, context
     import torch
 
     from kdseg.data.cache import CachedCase
-    from kdseg.data.datamodule import SliceDataset
+    from kdseg.data.slices import SliceDataset
     from kdseg.data.tasks import Task
     from kdseg.eval.inference import context_stack
 

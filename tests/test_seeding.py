@@ -80,7 +80,7 @@ def test_augmentation_on_plain_tensors_draws_and_moves_pixels_as_with_metatensor
     from monai.data import get_track_meta
     from monai.utils import convert_to_tensor
 
-    from kdseg.data.datamodule import build_augment, plain_tensors
+    from kdseg.data.slices import build_augment, plain_tensors
 
     g = torch.Generator().manual_seed(0)
     items = [

@@ -7,7 +7,8 @@ import sys
 from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
-from kdseg.deploy.export import ExportResult, export_stages, stage_options
+from kdseg.deploy.export import ExportResult, export_stages
+from kdseg.deploy.export_options import stage_options
 from kdseg.errors import warning_line
 
 

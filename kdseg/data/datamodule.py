@@ -22,9 +22,10 @@ sit in a few slices only.
 With ``target_weighting: lesion`` (beyond the paper) the tumor slices are not drawn alike: a
 slice weighs the sum, over the 3D tumors it cuts, of 1 / the number of slices that tumor spans,
 so each tumor is drawn as often, and a 4 mm metastasis on one slice as often as a 40 mm one on
-twenty (:func:`lesion_slice_weights`).
+twenty (:func:`~kdseg.data.slices.lesion_slice_weights`).
 Augmentation is MONAI dictionary transforms (the paper's flips on both axes and 90-degree
-rotations), seeded in the main process and per worker.
+rotations), seeded in the main process and per worker. The items themselves (a slice with
+its context, label and teacher target, augmented) come from :mod:`kdseg.data.slices`.
 
 With ``patch_size: [h, w]`` (beyond the paper) training sees a random ``h x w`` patch of each
 drawn slice instead of the whole slice; validation, test and inference still see whole slices
@@ -41,7 +42,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from monai.data import get_track_meta, set_track_meta
-from monai.transforms import (
-    Compose,
-    RandCropByLabelClassesd,
-    RandFlipd,
-    RandRotate90d,
-    RandSpatialCropd,
-)
-from monai.utils import convert_to_tensor
 from torch.utils.data import (
     ConcatDataset,
     DataLoader,
@@ -71,8 +62,8 @@ from kdseg.data.cache import CachedCase, open_case
 from kdseg.data.patches import check_patch, not_square
 from kdseg.data.resumable import ResumableLoader, own_rank, with_ranks, worker_signals
 from kdseg.data.rng import numpy_state, set_numpy_state
+from kdseg.data.slices import SliceDataset, build_augment
 from kdseg.data.tasks import Task
-from kdseg.data.teacher_targets import teacher_slice
 from kdseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -81,7 +72,6 @@ TARGET_SLICES = ("auto", "organ", "tumor")
 SAMPLING = ("oversample", "target", "all")
 VAL_SAMPLING = ("all", "target")
 TARGET_WEIGHTING = (None, "slice", "lesion")  # null and slice: every target slice alike
-TUMOR = 2  # the tumor label of the cached (LiTS / KiTS) labels
 
 
 @dataclass
@@ -103,127 +93,6 @@ class LoaderConfig:
     patch_size: list[int] | None = None
     patch_ratios: list[float] | None = None
     seed: int = 123
-
-
-def build_augment(
-    augment: dict[str, bool],
-    patch_size: list[int] | None = None,
-    patch_ratios: list[float] | None = None,
-) -> Compose:
-    """MONAI dictionary transforms that move image and label together (N-D spatial axes):
-    the training patch (when ``patch_size`` is set) first, then the flips and rotations."""
-    keys = ["image", "label", "teacher"]  # teacher: stored teacher probabilities, when present
-    transforms: list[Any] = []
-    if patch_size is not None and patch_ratios is not None:
-        transforms.append(
-            RandCropByLabelClassesd(
-                keys,
-                label_key="label",
-                spatial_size=list(patch_size),
-                ratios=list(patch_ratios),
-                num_classes=len(patch_ratios),
-                num_samples=1,
-                warn=False,  # a class the slice lacks is skipped: expected, not news
-                allow_missing_keys=True,
-            )
-        )
-    elif patch_size is not None:
-        transforms.append(
-            RandSpatialCropd(
-                keys, roi_size=list(patch_size), random_size=False, allow_missing_keys=True
-            )
-        )
-    if augment.get("flip", False):
-        transforms += [
-            RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
-            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
-        ]
-    if augment.get("rot90", False):
-        transforms.append(
-            RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1), allow_missing_keys=True)
-        )
-    return Compose(transforms)
-
-
-@contextmanager
-def plain_tensors() -> Iterator[None]:
-    """MONAI transforms on plain tensors: no MetaTensor, no transform history (restored after).
-    The pixels and the random draws are the same, bit for bit; the metadata bookkeeping was
-    three quarters of the augmentation's time (2.1 ms against 0.5 ms a 96 x 96 slice), and
-    training never reads it. The flag is per process, so each loader worker sets its own."""
-    old = get_track_meta()
-    set_track_meta(False)
-    try:
-        yield
-    finally:
-        set_track_meta(old)
-
-
-class SliceDataset(Dataset):
-    """(case, slice) items from memory-mapped cached cases."""
-
-    def __init__(
-        self,
-        cases: list[CachedCase],
-        task: Task,
-        context: int = 0,
-        only_target: bool = False,
-        transform: Compose | None = None,
-        target_slices: str = "auto",
-        teacher_dir: Path | None = None,
-        target_weighting: str | None = None,
-    ) -> None:
-        self.cases = cases
-        self.task = task
-        self.context = context
-        self.transform = transform
-        self.teacher_dir = teacher_dir
-        self.index: list[tuple[int, int]] = []
-        self.is_target: list[bool] = []
-        #: per item: its draw weight among the target slices (1 each unless weighted by lesion)
-        self.target_weight: list[float] = []
-        use_tumor = target_slices == "tumor" or (target_slices == "auto" and task.name == "tumor")
-        #: what a target slice holds (the tumor or the organ), for the lines that name it
-        self.target = "tumor" if use_tumor else "organ"
-        if target_weighting == "lesion" and not use_tumor:
-            raise InputError(None, "data.target_weighting=lesion needs tumor target slices")
-        for ci, case in enumerate(cases):
-            targets = set(case.tumor_slices if use_tumor else case.organ_slices)
-            weights = (
-                lesion_slice_weights(np.asarray(case.label))
-                if target_weighting == "lesion" and case.labeled and targets
-                else {}
-            )
-            for z in range(case.n_slices):
-                if only_target and z not in targets:
-                    continue
-                self.index.append((ci, z))
-                self.is_target.append(z in targets)
-                self.target_weight.append(weights.get(z, 1.0) if z in targets else 0.0)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        ci, z = self.index[i]
-        case = self.cases[ci]
-        zs = np.clip(np.arange(z - self.context, z + self.context + 1), 0, case.n_slices - 1)
-        image = torch.from_numpy(np.asarray(case.image[zs], dtype=np.float32))
-        if case.labeled:
-            label = self.task.to_model(np.asarray(case.label[z : z + 1])).astype(np.int64)
-        else:
-            label = np.zeros((1, *image.shape[1:]), dtype=np.int64)
-        item = {"image": image, "label": torch.from_numpy(label)}
-        if self.teacher_dir is not None:
-            item["teacher"] = torch.from_numpy(teacher_slice(self.teacher_dir, case, z, self.task))
-        if self.transform is not None:
-            with plain_tensors():
-                item = self.transform(item)
-                if isinstance(item, list):  # a label-class crop returns its one sample in a list
-                    (item,) = item
-                item = convert_to_tensor(item, track_meta=False)
-        out = {k: v.contiguous() for k, v in item.items()}
-        return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
 
 
 def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
@@ -259,23 +128,6 @@ def check_one_size(cases: list[CachedCase], batch_size: int, what: str) -> None:
                 f"{case.case_id} are {h} x {w}; batches need one size: set "
                 "data.preprocess.in_plane_size (or crop_size), or data.patch_size for training",
             )
-
-
-def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:
-    """``{z: weight}`` over the slices (axis 0) of a label volume that hold tumor: the sum,
-    over the 3D connected tumors (6-connectivity) that slice z cuts, of 1 / the number of
-    slices the tumor spans. Drawn by these weights, every tumor is drawn equally often."""
-    from scipy import ndimage
-
-    components, _ = ndimage.label(label == TUMOR)
-    weights: dict[int, float] = {}
-    for box in ndimage.find_objects(components):
-        if box is None:
-            continue
-        start, stop = box[0].start, box[0].stop  # a 3D-connected tumor spans every z between
-        for z in range(start, stop):
-            weights[z] = weights.get(z, 0.0) + 1.0 / (stop - start)
-    return weights
 
 
 class SliceDataModule(pl.LightningDataModule):

@@ -207,7 +207,9 @@ def load_volume(
 
 def _is_dicom_file(path: Path) -> bool:
     """Whether ``path`` is a file with a DICOM preamble (``DICM`` at byte 128) or suffix."""
-    if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
+    from kdseg.data.dicom import DICOM_SUFFIXES  # pydicom: only for a refusal's wording
+
+    if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     with contextlib.suppress(OSError), open(path, "rb") as f:
         return f.read(132)[128:] == b"DICM"

@@ -2,7 +2,7 @@
 config alone, so that a bad one is refused before the dataset is prepared (minutes to hours
 on real data) and not when the loader first opens the cached slices.
 
-The patches themselves are MONAI crops built in :mod:`kdseg.data.datamodule`; this module is
+The patches themselves are MONAI crops built in :mod:`kdseg.data.slices`; this module is
 torch-free, like the rest of the data config checks.
 """
 

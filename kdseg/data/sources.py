@@ -370,8 +370,9 @@ def discover_images(root: str | Path, notes: list[str] | None = None) -> list[Im
     images = _layout_images(root, found)
     if images is None:
         images = _plain_images(root, found)
-    if not images:
-        held = f" ({'; '.join(found)})" if found else ""
+    if not images:  # a note on ``root`` itself drops its name: the error names it once
+        said = [n.removeprefix(f"{root}: ") for n in found]
+        held = f" ({'; '.join(said)})" if said else ""
         raise InputError(
             root, f"no NIfTI files, DICOM series or dataset layout in this folder{held}"
         )
