@@ -16,6 +16,10 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -76,6 +80,19 @@ class ConsoleHandler(logging.StreamHandler):
         else:
             self.stream = sys.stdout
         super().emit(record)
+
+
+def progress_console() -> Console:
+    """The console kdseg's rich progress bars draw on: stderr, so that stdout holds the results
+    alone (``kdseg-predict ... > out.txt``, a script that parses stdout), and only where stderr
+    is a terminal (rich's test: ``TTY_COMPATIBLE=1`` counts as one). Elsewhere (a pipe, a log
+    file) it is quiet: rich would print a finished bar there once, and stderr holds the warning
+    lines and the one error line alone. rich is imported on first use."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.quiet = not console.is_terminal
+    return console
 
 
 class InputError(Exception):

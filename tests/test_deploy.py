@@ -519,6 +519,63 @@ def test_onnx_predict_of_a_dicom_series_never_imports_torch(
     np.testing.assert_array_equal(saved.affine, image.affine)
 
 
+def _on_two_terminals(*args: str) -> tuple[str, str]:
+    """``kdseg-predict args`` as :func:`_no_torch` runs it, stdout and stderr each on a
+    terminal of its own (so that the bar is drawn); their texts, line ends as newlines."""
+    import os
+    import select
+    import subprocess
+
+    ends = [os.openpty(), os.openpty()]  # (reader, terminal) for stdout, for stderr
+    child = subprocess.Popen(
+        [sys.executable, "-c", NO_TORCH, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=ends[0][1],
+        stderr=ends[1][1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    texts = {reader: b"" for reader, _ in ends}
+    try:
+        for _, terminal in ends:
+            os.close(terminal)
+        open_readers = set(texts)
+        while open_readers:
+            ready, _, _ = select.select(sorted(open_readers), [], [], 120)
+            assert ready, "kdseg-predict printed nothing for 120 s"
+            for reader in ready:
+                try:
+                    chunk = os.read(reader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                texts[reader] += chunk
+                if not chunk:
+                    open_readers.discard(reader)
+        assert child.wait(timeout=60) == 0, texts[ends[1][0]].decode(errors="replace")[-3000:]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for reader, _ in ends:
+            os.close(reader)
+    out, err = (texts[r].decode(errors="replace").replace("\r\n", "\n") for r, _ in ends)
+    return out, err
+
+
+def test_predict_progress_bar_is_on_stderr(
+    workspace: dict, onnx_fp32: Path, tmp_path: Path
+) -> None:
+    """kdseg-predict's "predict slices" bar (drawn where it goes to a terminal) is on stderr,
+    stdout holds the result lines alone; still without torch. It was drawn on stdout."""
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    target = tmp_path / "label.nii.gz"
+    args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true"]
+    out, err = _on_two_terminals(*args, f"input={case.image}", f"output={target}")
+    assert "predict slices" in err and "predict slices" not in out, (out, err)
+    assert "\x1b" not in out and "\r" not in out, out  # no terminal controls: result lines
+    assert "time (s): load model" in out and "LOADED []" in out, out
+    assert target.is_file()
+
+
 @pytest.mark.parametrize(
     "bad", ["missing ckpt", "corrupt onnx", "onnx without metadata", "corrupt pt2"]
 )

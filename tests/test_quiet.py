@@ -196,3 +196,82 @@ def test_kdseg_prepare_warnings_are_on_stderr_alone(phantom_lits: Path, tmp_path
     )
     assert "outside the HU window" in lines[1]
     assert "1 of 5 labeled case(s) hold no organ voxel" in lines[2] and "(liver_001)" in lines[2]
+
+
+def test_progress_bars_draw_on_stderr_where_it_is_a_terminal(monkeypatch, capsys) -> None:
+    """kdseg's rich bars draw on stderr, and only where it is a terminal: stdout holds the
+    results alone, and stderr off a terminal its warning and error lines alone. (rich's
+    default console, which they used, is stdout's, and prints a finished bar off a terminal.)"""
+    from rich.progress import Progress
+
+    from kdseg.errors import progress_console
+
+    for transient in (False, True):
+        with Progress(console=progress_console(), transient=transient) as bar:
+            bar.add_task("counting", total=1)
+    assert capsys.readouterr() == ("", "")  # captured: no terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich's switch: draw as on a terminal
+    with Progress(console=progress_console()) as bar:
+        bar.add_task("counting", total=1)
+    out, err = capsys.readouterr()
+    assert out == "" and "counting" in err
+
+
+def test_every_rich_progress_bar_is_given_the_stderr_console() -> None:
+    """Each ``Progress(...)`` in kdseg names ``console=progress_console()``: one without would
+    draw on rich's default console, stdout."""
+    import ast
+
+    import kdseg
+
+    found = []
+    for path in sorted(Path(kdseg.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Progress":
+                console = [k.value for k in node.keywords if k.arg == "console"]
+                ok = console and ast.unparse(console[0]) == "progress_console()"
+                found.append((path.name, node.lineno, bool(ok)))
+    assert len(found) >= 6 and all(ok for *_, ok in found), found
+
+
+def test_kdseg_phantom_progress_bar_is_on_stderr(tmp_path: Path, monkeypatch) -> None:
+    """kdseg-phantom's bar: on stderr on a terminal (``TTY_COMPATIBLE=1``: rich draws as on
+    one), nowhere in a pipe; stdout holds the result line alone. It was drawn on stdout, and
+    printed there once finished in a pipe (``kdseg-phantom ... > out.txt``)."""
+    from conftest import TINY_PHANTOM, kdseg
+
+    args = ["dataset=lits", "n_cases=1", "seed=1", TINY_PHANTOM]
+    done = kdseg("phantom", f"root={tmp_path / 'piped'}", *args)
+    assert (done.stdout, done.stderr) == (f"1 lits phantom case(s) in {tmp_path / 'piped'}\n", "")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    done = kdseg("phantom", f"root={tmp_path / 'drawn'}", *args)
+    assert done.stdout == f"1 lits phantom case(s) in {tmp_path / 'drawn'}\n"
+    assert "phantom lits" in done.stderr and "1/1" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["rich", "tqdm"])
+def test_training_progress_bar_is_on_stderr(kind: str, capsys) -> None:
+    """Lightning draws its bars on stdout (rich's default console, tqdm's ``file=sys.stdout``);
+    kdseg's bars, rich (the default) and tqdm, draw on stderr."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from kdseg.lit.callbacks import QuietRichProgressBar, QuietTQDMProgressBar, progress_bar
+
+    assert isinstance(progress_bar(), QuietRichProgressBar)
+    bar = QuietRichProgressBar() if kind == "rich" else QuietTQDMProgressBar()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+    )
+    trainer.fit(BoringModel())
+    out, err = capsys.readouterr()
+    assert "Epoch 0" not in out and "Validation" not in out, out
+    assert "Epoch 0" in err, err

@@ -29,7 +29,7 @@ from kdseg.data.preprocess import Geometry, Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
 from kdseg.data.sources import Case, ImageCase
-from kdseg.errors import InputError, atomic_path, warning_line, write_text_atomic
+from kdseg.errors import InputError, atomic_path, progress_console, warning_line, write_text_atomic
 
 LABELS = (0, 1, 2)
 
@@ -371,7 +371,8 @@ def prepare_cases(
                 f"cannot write the slice cache ({exc.strerror or exc}); a read-only dataset "
                 "needs data.cache_root=<a writable folder>",
             ) from None
-    with Progress(disable=not (progress and todo), transient=False) as bar:  # nothing to do: quiet
+    quiet = not (progress and todo)  # nothing to do: quiet
+    with Progress(disable=quiet, transient=False, console=progress_console()) as bar:
         task = bar.add_task(f"prepare {len(todo)} case(s)", total=len(todo))
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -43,7 +43,7 @@ from kdseg.data.preprocess import Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase
 from kdseg.data.tasks import Task
-from kdseg.errors import InputError, atomic_path, write_text_atomic
+from kdseg.errors import InputError, atomic_path, progress_console, write_text_atomic
 
 SUFFIXES = (".npz", ".nii.gz", ".nii", ".npy")
 SUM_TOLERANCE = 0.02  # nnU-Net stores float16 probabilities
@@ -217,7 +217,7 @@ def prepare_teacher_targets(
             adopt_source(cache_dir, case.case_id, source)  # a cache of an earlier kdseg
         else:
             todo.append(case)
-    with Progress(disable=not progress, transient=False) as bar:
+    with Progress(disable=not progress, transient=False, console=progress_console()) as bar:
         task = bar.add_task(f"teacher targets: {len(todo)} case(s)", total=len(todo))
         for case in todo:
             prepare_teacher_case(case, folder, config, cache_dir)

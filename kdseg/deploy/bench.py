@@ -38,7 +38,7 @@ from typing import Any
 from rich.progress import Progress
 
 from kdseg.deploy.bench_report import check_targets, markdown_report, plot_dice_vs_time
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import InputError, progress_console, write_text_atomic
 
 QUICK = {
     "size": (64, 64),
@@ -297,7 +297,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "warmup": cfg.warmup,
     }
     per_entry: dict[str, list[dict[str, Any]]] = {e.name: [] for e in cfg.entries}
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
         job = bar.add_task("benchmark", total=1 + cfg.rounds * len(cfg.entries))
         bar.update(job, description="matmul peak")
         peak = matmul_peak(cfg.matmul_size, cfg.threads)

@@ -25,7 +25,7 @@ from kdseg.data.boxes import organ_box, organ_level
 from kdseg.data.io import load_volume, voxel_sizes
 from kdseg.data.prepare import case_label
 from kdseg.data.sources import Case
-from kdseg.errors import ConfigError, InputError, write_text_atomic
+from kdseg.errors import ConfigError, InputError, progress_console, write_text_atomic
 from kdseg.eval.inference import CascadePredictor, Predictor
 from kdseg.eval.lesions import sheared_axes
 from kdseg.eval.metrics import (
@@ -59,7 +59,7 @@ def evaluate_cases(
             None, "protocol=paper scores a binary model (one trained with data.task=organ or tumor)"
         )
     rows = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
         job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))
         for case in cases:
             image = load_volume(case.image)

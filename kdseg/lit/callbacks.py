@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelSummary, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
@@ -120,15 +122,50 @@ class _NoVersion:
 
 
 class QuietRichProgressBar(_NoVersion, RichProgressBar):
-    pass
+    """Lightning's rich bar on stderr (Lightning's default console is stdout's)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["console_kwargs"] = {"stderr": True, **(kwargs.get("console_kwargs") or {})}
+        super().__init__(**kwargs)
 
 
 class QuietTQDMProgressBar(_NoVersion, TQDMProgressBar):
-    pass
+    """Lightning's tqdm bars on stderr: Lightning's ``init_*_tqdm`` (pytorch_lightning 2.6)
+    with ``file=sys.stderr`` for their ``file=sys.stdout``."""
+
+    def _tqdm(self, desc: str, position: int, leave: bool, **kwargs: Any) -> Tqdm:
+        return Tqdm(
+            desc=desc,
+            position=position,
+            disable=self.is_disabled,
+            leave=leave,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            bar_format=self.BAR_FORMAT,
+            **kwargs,
+        )
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        return self._tqdm(self.sanity_check_description, 2 * self.process_position, False)
+
+    def init_train_tqdm(self) -> Tqdm:
+        return self._tqdm(self.train_description, 2 * self.process_position, True, smoothing=0)
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return self._tqdm(self.predict_description, 2 * self.process_position, True, smoothing=0)
+
+    def init_validation_tqdm(self) -> Tqdm:
+        has_main_bar = self.trainer.state.fn != "validate"  # none in trainer.validate()
+        position = 2 * self.process_position + has_main_bar
+        return self._tqdm(self.validation_description, position, not has_main_bar)
+
+    def init_test_tqdm(self) -> Tqdm:
+        return self._tqdm("Testing", 2 * self.process_position, True)
 
 
 def progress_bar() -> pl.Callback:
-    """Lightning's default progress bar (rich where installed, else tqdm), without ``v_num``."""
+    """Lightning's default progress bar (rich where installed, else tqdm), without ``v_num``,
+    on stderr: stdout holds the results alone."""
     from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
     return QuietRichProgressBar() if _RICH_AVAILABLE else QuietTQDMProgressBar()

@@ -21,7 +21,7 @@ import nibabel as nib
 
 from kdseg.data.phantom.case import generate_case
 from kdseg.data.phantom.config import PENDING_FILE, TRUTH_FILE, PhantomConfig
-from kdseg.errors import InputError, atomic_group, write_text_atomic
+from kdseg.errors import InputError, atomic_group, progress_console, write_text_atomic
 
 
 def case_id(dataset: str, index: int) -> str:
@@ -130,7 +130,7 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as bar:
+    with Progress(*columns, console=progress_console()) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 
