@@ -526,6 +526,10 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("threads=abc", "predict", lambda w: w.predict(w.ct(), "threads=abc"), "threads", False),
     ("missing input=", "predict", lambda w: [f"ckpt={w.ckpt}", f"output={w.out}"], "input", True),
     ("unknown option", "predict", lambda w: w.predict(w.ct(), "bogus=1"), "bogus", True),
+    ("postprocess=auto in predict", "predict", lambda w: w.predict(w.ct(), "postprocess=auto"), "postprocess=auto is decided by kdseg-eval on split=val", False),
+    ("postprocess=biggest", "predict", lambda w: w.predict(w.ct(), "postprocess=biggest"), "postprocess must be one of none, largest", False),
+    ("eval: postprocess=auto on test", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "postprocess=auto"], "postprocess=auto decides on the validation cases (split=val), not split=test", False),
+    ("eval: postprocess=largest protocol=paper", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "postprocess=largest"], "protocol=paper is the paper's protocol: use postprocess=none", False),
     ("eval: protocol threshold=abc", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=abc"], "paper_threshold", False),
     ("eval: protocol=paper on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper"], "protocol=paper applies to binary models", False),  # once named threshold=, which eval lacks
     ("eval: data.task=organ on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "data.task=organ"], "data.task=organ: this model's task is multiclass", False),  # was ignored: the checkpoint's task was scored

@@ -9,14 +9,22 @@ from omegaconf import DictConfig, OmegaConf
 from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.cli.options import set_on_command_line
 from kdseg.data.dataset import resolve_data
-from kdseg.errors import InputError
+from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.checkpoint import run_folder
 from kdseg.eval.evaluate import (
     check_protocol,
-    evaluate_cases,
+    evaluate_modes,
     print_summary,
+    rows_to_csv,
     summarize_rows,
     write_results,
+)
+from kdseg.eval.postprocess import (
+    MODES,
+    check_for_task,
+    check_postprocess,
+    choose,
+    decision_line,
 )
 from kdseg.guards import check_output
 
@@ -24,6 +32,16 @@ from kdseg.guards import check_output
 @command("kdseg-eval", "eval")
 def main(cfg: DictConfig) -> None:
     check_protocol(cfg.protocol)
+    postprocess = check_postprocess(cfg.postprocess, (*MODES, "auto"))
+    if postprocess == "auto" and cfg.split != "val":
+        raise InputError(
+            None,
+            f"postprocess=auto decides on the validation cases (split=val), not split="
+            f"{cfg.split}: a choice made on the test cases is fitted to them; evaluate test "
+            "with the postprocess=none or largest that val chose",
+        )
+    if postprocess != "none" and cfg.protocol == "paper":
+        raise InputError(None, "protocol=paper is the paper's protocol: use postprocess=none")
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     ckpt = ckpts[-1] if ckpts else None  # a cascade's results go beside its stage 2
     stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)
@@ -39,7 +57,9 @@ def main(cfg: DictConfig) -> None:
         task=task,
     )
     tta = predictor.tta  # checked by build_predictor
+    check_for_task(postprocess, bundle.task)
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
+    suffix += "" if postprocess == "none" else f"-pp-{postprocess}"
     # an artefact's results are its own, named by it: beside its checkpoint's (in the run
     # folder) they once went to the checkpoint's eval-<split>-<protocol>/ and replaced those
     named = f"eval-{kind}{Path(artifact).stem}-{suffix}" if artifact else f"eval-{kind}{suffix}"
@@ -55,8 +75,11 @@ def main(cfg: DictConfig) -> None:
         raise InputError(
             cfg.data.root, f"split {cfg.split!r} holds no cases ({n} case(s) in the folder)"
         )
-    rows = evaluate_cases(predictor, cases, protocol=cfg.protocol)
-    summary = summarize_rows(rows, cfg.protocol)
+    modes = MODES if postprocess == "auto" else (postprocess,)
+    variants = evaluate_modes(predictor, cases, protocol=cfg.protocol, modes=modes)
+    summaries = {mode: summarize_rows(rows, cfg.protocol) for mode, rows in variants.items()}
+    main_mode = "none" if postprocess == "auto" else postprocess
+    rows, summary = variants[main_mode], summaries[main_mode]
     info = {
         "checkpoint": None if ckpt is None else str(ckpt),
         "cascade": stages if kind else None,
@@ -66,17 +89,27 @@ def main(cfg: DictConfig) -> None:
         "protocol": cfg.protocol,
         "backend": backend,
         "tta": tta,
+        "postprocess": postprocess,
         "model": bundle.model_config,
         "task": bundle.task.name,
         "n_cases": len(cases),
     }
+    decision = None
+    if postprocess == "auto":  # "summary" is without postprocessing; both are kept, and why
+        decision = choose(summaries)
+        info["summary_largest"] = summaries["largest"]
+        info["postprocess_decision"] = decision
+        write_text_atomic(out / "per_case_largest.csv", rows_to_csv(variants["largest"]))
     write_results(rows, summary, out, info)
     print_summary(
         summary,
         title=f"{'cascade -> ' if kind else ''}{bundle.model_config['name']} on "
         f"{cfg.data.name}/{cfg.split} ({cfg.protocol}"
-        f"{'' if tta == 'none' else ', tta ' + tta})",
+        f"{'' if tta == 'none' else ', tta ' + tta}"
+        f"{'' if postprocess == 'none' else ', postprocess ' + main_mode})",
     )
+    if decision is not None:
+        print(decision_line(decision, cfg.split, len(cases)))
     print(f"results: {out}")
 
 

@@ -127,10 +127,12 @@ def main(cfg: DictConfig) -> None:
         require_orientation,
     )
     from kdseg.data.niigz import forget_prefetched, prefetch
+    from kdseg.eval.postprocess import check_for_task, check_postprocess
     from kdseg.guards import check_output, check_outputs
 
     require_paths(cfg, "input", "output")
     threshold = number(cfg, "threshold", float)  # its range: build_predictor
+    postprocess = check_postprocess(cfg.postprocess)
     source, output = Path(cfg.input), Path(cfg.output)
     notes: list[str] = []
     pairs = plan_outputs(source, output, notes)
@@ -170,6 +172,7 @@ def main(cfg: DictConfig) -> None:
         with timed(steps, "load model"):
             predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
         require_whole_volume(predictor, cfg)
+        check_for_task(postprocess, predictor.task)
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite)
@@ -233,15 +236,25 @@ def _predict_one(
         prefetch(following)
     for name, seconds in predictor.timings.items():
         steps[name] = steps.get(name, 0.0) + seconds
+    post: dict[str, Any] = {}
+    mode = cfg.get("postprocess", "none")  # checked in main
+    if mode != "none":  # on the final labels (a cascade's stage 2's): what is written
+        from kdseg.eval.postprocess import postprocess_labels
+
+        with timed(steps, "postprocess"):
+            label, post = postprocess_labels(label, mode, predictor.pre.config.roi_components)
     with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
         if cfg.report:
             with timed(steps, "report"):
                 from kdseg.eval.lesions import lesion_report, write_lesion_report
+                from kdseg.eval.postprocess import note as postprocess_note
 
                 report = lesion_report(label, list(voxel_sizes(image)), affine=image.affine)
                 report.update({"cascade": predictor.last} if predictor.last else {})
-                report.update({"notes": predictor.notes} if predictor.notes else {})
+                notes = [*predictor.notes, *([postprocess_note(post)] if post else [])]
+                report.update({"notes": notes} if notes else {})
                 report.update({} if predictor.tta == "none" else {"tta": predictor.tta})
+                report.update({"postprocess": post} if post else {})
                 write_lesion_report(report, temps[0], temps[1])
         if cfg.overlay:
             from kdseg.data.preprocess import Preprocessor

@@ -35,6 +35,7 @@ from kdseg.eval.metrics import (
     paper_protocol_dice,
     summarize,
 )
+from kdseg.eval.postprocess import check_for_task, check_postprocess, postprocess_labels
 
 PROTOCOLS = ("full", "paper")
 
@@ -50,31 +51,50 @@ def evaluate_cases(
     cases: Sequence[Case],
     protocol: str = "full",
     progress: bool = True,
+    postprocess: str = "none",
 ) -> list[dict[str, Any]]:
-    """One row per case: ``{"case": id, <class>: {metric: value}}``."""
+    """One row per case: ``{"case": id, <class>: {metric: value}}``, scored on the labels
+    after ``postprocess`` (:mod:`kdseg.eval.postprocess`)."""
+    return evaluate_modes(predictor, cases, protocol, progress, (postprocess,))[postprocess]
+
+
+def evaluate_modes(
+    predictor: Predictor | CascadePredictor,
+    cases: Sequence[Case],
+    protocol: str = "full",
+    progress: bool = True,
+    modes: Sequence[str] = ("none",),
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`evaluate_cases` for each postprocessing of ``modes``, from one prediction of
+    each case: ``{mode: rows}``."""
     check_protocol(protocol)
+    for mode in modes:
+        check_postprocess(mode)
+        check_for_task(mode, predictor.task)
+    if protocol == "paper" and set(modes) != {"none"}:
+        raise InputError(None, "protocol=paper is the paper's protocol: no postprocessing")
     classes = predictor.task.eval_classes
     if protocol == "paper" and predictor.task.name == "multiclass":
         raise InputError(
             None, "protocol=paper scores a binary model (one trained with data.task=organ or tumor)"
         )
-    rows = []
+    keep = predictor.pre.config.roi_components
+    rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
         job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))
         for case in cases:
             image = load_volume(case.image)
             truth = case_label(case, image)  # a layout's own label values mapped to 0/1/2
-            pred = _predict(predictor, image, truth)
-            if protocol == "full":
-                spacing = list(voxel_sizes(image))
-                axes = sheared_axes(image.affine)  # a tilted gantry: distances by the affine
-                rows.append(
-                    {"case": case.case_id, **case_metrics(pred, truth, spacing, classes, axes)}
-                )
-            else:
-                rows.append(
-                    {"case": case.case_id, **_paper_row(predictor, image, pred, truth, classes)}
-                )
+            raw = _predict(predictor, image, truth)
+            for mode in modes:
+                pred = postprocess_labels(raw, mode, keep)[0]
+                if protocol == "full":
+                    spacing = list(voxel_sizes(image))
+                    axes = sheared_axes(image.affine)  # a tilted gantry: distances by the affine
+                    scores = case_metrics(pred, truth, spacing, classes, axes)
+                else:
+                    scores = _paper_row(predictor, image, pred, truth, classes)
+                rows[mode].append({"case": case.case_id, **scores})
             bar.advance(job)
     return rows
 

@@ -1,0 +1,263 @@
+"""Connected-component postprocessing (``postprocess=largest``, nnU-Net's "keep the largest
+component"; beyond the paper, default off): islands and tumor outside the organ go, paired
+kidneys stay, empty labels and dtypes are kept; kdseg-eval scores it and decides it on
+validation only (``postprocess=auto``), kdseg-predict writes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cc3d
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import error_lines, kdseg
+from test_cascade import fine_backend
+from test_deploy import _no_torch
+from test_spacing_roi import stored_volume
+
+from kdseg.data.preprocess_config import PreprocessConfig
+from kdseg.data.sources import Case
+from kdseg.data.tasks import Task
+from kdseg.errors import InputError
+from kdseg.eval.evaluate import evaluate_modes, summarize_rows
+from kdseg.eval.inference import Predictor
+from kdseg.eval.postprocess import (
+    check_for_task,
+    check_postprocess,
+    choose,
+    keep_largest,
+    postprocess_labels,
+)
+
+
+def _labels(shape=(30, 24, 12)) -> np.ndarray:
+    """An organ (label 1) with a tumor inside (2), an organ island, a tumor island."""
+    label = np.zeros(shape, np.uint8)
+    label[2:14, 2:14, 2:10] = 1
+    label[5:8, 5:8, 4:6] = 2  # inside the organ
+    label[20:23, 18:21, 3:5] = 1  # an island off the organ
+    label[25:27, 2:4, 8:10] = 2  # tumor outside the organ
+    return label
+
+
+def test_an_island_and_a_tumor_outside_the_organ_are_removed() -> None:
+    label = _labels()
+    before = label.copy()
+    out, info = keep_largest(label)
+    want = before.copy()
+    want[20:23, 18:21, 3:5] = 0
+    want[25:27, 2:4, 8:10] = 0
+    np.testing.assert_array_equal(out, want)
+    assert (out == 2).sum() == 18  # the tumor inside the organ stays
+    assert info == {"components": 3, "kept_components": 1, "removed_voxels": 18 + 8}
+    np.testing.assert_array_equal(label, before)  # the input is not touched
+
+
+def test_a_tumor_touching_the_organ_by_a_corner_stays() -> None:
+    """26-connectivity: a tumor meeting the organ at one corner is part of it."""
+    label = np.zeros((12, 12, 12), np.uint8)
+    label[2:6, 2:6, 2:6] = 1
+    label[6:8, 6:8, 6:8] = 2  # shares only the corner (5, 5, 5) - (6, 6, 6)
+    np.testing.assert_array_equal(keep_largest(label)[0], label)
+
+
+def test_two_kidneys_stay_with_two_components_and_a_blob_goes() -> None:
+    label = np.zeros((40, 20, 10), np.uint8)
+    label[2:12, 4:14, 2:8] = 1  # right kidney, 600 voxels
+    label[26:35, 4:14, 2:8] = 1  # left kidney, 540
+    label[28:30, 6:8, 4:6] = 2  # its tumor
+    label[18:20, 17:19, 1:3] = 1  # a blob of 8 voxels: below a tenth of the largest
+    one, _ = keep_largest(label, keep=1)
+    assert one[2:12, 4:14, 2:8].all() and not one[14:].any()
+    two, info = keep_largest(label, keep=2)
+    want = label.copy()
+    want[18:20, 17:19, 1:3] = 0
+    np.testing.assert_array_equal(two, want)
+    assert info == {"components": 3, "kept_components": 2, "removed_voxels": 8}
+    three, _ = keep_largest(label, keep=3)  # the blob is no third kidney
+    np.testing.assert_array_equal(three, want)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+def test_empty_labels_dtype_shape_and_order_are_kept(order: str, dtype) -> None:
+    empty = np.zeros((7, 5, 3), dtype, order=order)
+    out, info = keep_largest(empty)
+    assert out is not empty and out.dtype == dtype and out.shape == (7, 5, 3)
+    assert not out.any() and info["removed_voxels"] == 0
+    label = np.asarray(_labels(), dtype=dtype, order=order)
+    out = keep_largest(label)[0]
+    assert out.dtype == dtype and out.shape == label.shape
+    assert out.flags.f_contiguous == (order == "F") and out.flags.c_contiguous == (order == "C")
+    assert postprocess_labels(label, "none") == (label, {})  # none: the array itself
+
+
+def test_binary_organ_labels_and_settings() -> None:
+    organ = (_labels() > 0).astype(np.uint8)  # an organ model's labels: 0 / 1
+    out, info = postprocess_labels(organ, "largest")
+    assert info["mode"] == "largest" and cc3d.connected_components(out, connectivity=26).max() == 1
+    assert check_postprocess(None) == "none" and check_postprocess("largest") == "largest"
+    with pytest.raises(InputError, match="decided by kdseg-eval on split=val"):
+        check_postprocess("auto")
+    with pytest.raises(InputError, match="postprocess must be one of none, largest, got 'big'"):
+        check_postprocess("big")
+    with pytest.raises(InputError, match="this model's task is tumor"):
+        check_for_task("largest", Task("tumor"))
+    check_for_task("none", Task("tumor"))
+    check_for_task("largest", Task("organ"))
+
+
+def _summary(organ: float, tumor: float) -> dict:
+    return {"organ": {"dice_mean": organ}, "tumor": {"dice_mean": tumor}}
+
+
+def test_the_choice_is_nnunets_rule() -> None:
+    """largest when the mean over classes rises and no class falls; a tie keeps none."""
+    better = choose({"none": _summary(0.8, 0.5), "largest": _summary(0.9, 0.5)})
+    assert better["choice"] == "largest" and better["per_class"]["tumor"]["better"] == "same"
+    mixed = choose({"none": _summary(0.8, 0.5), "largest": _summary(0.9, 0.45)})
+    assert mixed["choice"] == "none" and mixed["per_class"]["tumor"]["better"] == "none"
+    same = choose({"none": _summary(0.8, 0.5), "largest": _summary(0.8, 0.5)})
+    assert same["choice"] == "none"
+
+
+def test_evaluation_scores_both_from_one_prediction(tmp_path: Path) -> None:
+    """A second organ the reference does not hold is an island to the organ's Dice; largest
+    removes it, the tumor is untouched, and the choice is largest."""
+    big, small = (10, 21, 8, 23, 3, 9), (30, 34, 26, 30, 8, 11)
+    img, labels = stored_volume("RAS", organs=(big, small))
+    reference = labels.copy()
+    reference[30:34, 26:30, 8:11] = 0
+    nib.save(img, tmp_path / "volume-0.nii.gz")
+    nib.save(nib.Nifti1Image(reference, img.affine), tmp_path / "segmentation-0.nii.gz")
+    case = Case("volume-0", tmp_path / "volume-0.nii.gz", tmp_path / "segmentation-0.nii.gz")
+    calls: list[int] = []
+
+    def backend(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return fine_backend(x)
+
+    predictor = Predictor(backend, PreprocessConfig(), Task("multiclass"))
+    rows = evaluate_modes(predictor, [case], progress=False, modes=("none", "largest"))
+    assert sum(calls) == img.shape[2]  # one prediction for both
+    assert rows["none"][0]["organ"]["dice"] < 0.99
+    assert rows["largest"][0]["organ"]["dice"] == pytest.approx(1.0)
+    assert rows["largest"][0]["tumor"] == rows["none"][0]["tumor"]
+    decision = choose({m: summarize_rows(r, "full") for m, r in rows.items()})
+    assert decision["choice"] == "largest"
+    with pytest.raises(InputError, match="task is tumor"):
+        evaluate_modes(
+            Predictor(backend, PreprocessConfig(), Task("tumor")),
+            [case],
+            progress=False,
+            modes=("largest",),
+        )
+
+
+def pointwise_onnx(path: Path, **preprocess) -> Path:
+    """An ONNX artefact of :func:`test_cascade.fine_backend` (per pixel: 0 body, 0.4 tumor,
+    0.8 organ; window [-60, 140]: 40, 80 and 120 HU) with kdseg metadata, on the native grid:
+    a model whose labels are known exactly, without training one."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kdseg.deploy.artifact import set_onnx_metadata
+
+    consts = {"zero": 0.0, "c02": 0.2, "five": 5.0, "c25": 2.5, "c04": 0.4, "one": 1.0}
+    nodes = [
+        helper.make_node("Mul", ["x", "zero"], ["x0"]),
+        helper.make_node("Add", ["x0", "c02"], ["body"]),
+        helper.make_node("Mul", ["x", "five"], ["x5"]),
+        helper.make_node("Sub", ["x5", "c25"], ["organ"]),
+        helper.make_node("Sub", ["x", "c04"], ["d"]),
+        helper.make_node("Abs", ["d"], ["ad"]),
+        helper.make_node("Mul", ["ad", "five"], ["ad5"]),
+        helper.make_node("Sub", ["one", "ad5"], ["tumor"]),
+        helper.make_node("Concat", ["body", "organ", "tumor"], ["logits"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pointwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3, "h", "w"])],
+        [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = {
+        "task": "multiclass",
+        "context": 0,
+        "in_channels": 1,
+        "num_classes": 3,
+        "organ": "liver",
+        "preprocess": {"window": [-60, 140], **preprocess},
+    }
+    set_onnx_metadata(model, {"schema": 1, "model": {"name": "pointwise"}, "data": data})
+    onnx.save(model, path)
+    return path
+
+
+def _components(label: np.ndarray) -> int:
+    return int(cc3d.connected_components(label > 0, connectivity=26).max())
+
+
+def test_cli_predict_and_eval(phantom_lits: Path, tmp_path: Path) -> None:
+    """kdseg-predict postprocess=largest (ONNX without torch, one stage, and a cascade) writes
+    the organ's largest component, and its report says so; kdseg-eval postprocess=auto on val
+    writes both summaries and the choice and prints one line; auto on test is refused in one
+    line before anything is written."""
+    from kdseg.deploy.artifact import load_artifact
+
+    artifact = pointwise_onnx(tmp_path / "pointwise.onnx")
+    stage2 = pointwise_onnx(tmp_path / "stage2.onnx", roi="organ", roi_margin_mm=100.0)
+    img, _ = stored_volume("RAS", organs=((10, 21, 8, 23, 3, 9), (30, 34, 26, 30, 8, 11)))
+    nib.save(img, tmp_path / "scan.nii.gz")
+    predictor = Predictor.from_bundle(load_artifact(artifact), "onnx", str(artifact), threads=1)
+    raw = predictor.predict(img)
+    assert _components(raw) == 2  # the organ (with its tumor) and an island
+    want = raw.copy()
+    want[30:34, 26:30, 8:11] = 0
+    for name, arg in (("one", f"artifact={artifact}"), ("two", f"artifact=[{artifact},{stage2}]")):
+        out = tmp_path / f"{name}.nii.gz"
+        args = (
+            "ckpt=null",
+            arg,
+            "backend=onnx",
+            f"input={tmp_path / 'scan.nii.gz'}",
+            f"output={out}",
+            "postprocess=largest",
+            "threads=1",
+        )
+        if name == "one":  # the deploy path: torch, lightning ... unimportable
+            assert "LOADED [] PYDICOM False ONNX False" in _no_torch(*args).stdout
+        else:
+            kdseg("predict", *args)
+        np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), want)
+        report = json.loads((tmp_path / f"{name}.lesions.json").read_text())
+        assert report["postprocess"] == {
+            "mode": "largest",
+            "components": 2,
+            "kept_components": 1,
+            "removed_voxels": 4 * 4 * 3,
+        }
+        assert any(n.startswith("postprocess=largest") for n in report["notes"])
+
+    common = ("eval", "ckpt=null", f"artifact={artifact}", f"data.root={phantom_lits}", "threads=1")
+    result = kdseg(*common, "split=val", "postprocess=auto", f"output_dir={tmp_path / 'ev'}")
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["postprocess"] == "auto" and summary["split"] == "val"
+    decision = summary["postprocess_decision"]
+    assert decision["choice"] in ("none", "largest")
+    assert set(decision["per_class"]) == set(summary["summary_largest"]) == {"organ", "tumor"}
+    assert (tmp_path / "ev" / "per_case_largest.csv").is_file()
+    lines = [line for line in result.stdout.splitlines() if "postprocess=auto on val" in line]
+    assert len(lines) == 1 and f"use postprocess={decision['choice']}" in lines[0], result.stdout
+
+    refused = kdseg(
+        *common, "split=test", "postprocess=auto", f"output_dir={tmp_path / 'no'}", check=False
+    )
+    assert refused.returncode == 2
+    lines = error_lines(refused.stderr)
+    assert len(lines) == 1 and "postprocess=auto decides on the validation cases" in lines[0]
+    assert not (tmp_path / "no").exists()
