@@ -422,3 +422,32 @@ def test_slices_are_rescaled_in_float32_when_that_is_exact(
     np.testing.assert_array_equal(data, np.stack(want, axis=-1), strict=True)
     if in_float32:  # no float64 copy of a slice
         assert peak < data.nbytes + 512 * 512 * 8, f"{peak:,} bytes for {data.nbytes:,}"
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "dtype", "extreme", "want_int16"),
+    [("1", "-1024", np.uint16, 4095, True), ("1", "0", np.int16, -32768, True),
+     ("1", "-1024", np.int16, -32768, False), ("1", "-1024", np.uint16, 65535, False),
+     ("0.5", "-1024", np.int16, 0, False), ("1", "-1024.5", np.int16, 0, False)],
+)  # fmt: skip
+def test_an_int16_series_holds_the_same_hounsfield_units(
+    tmp_path, slope, intercept, dtype, extreme, want_int16
+):
+    """``int16=True`` (what prediction reads) keeps HU in int16, half of float32's memory,
+    where every slice's HU are whole numbers int16 holds; a series with one slice beyond
+    that (here the last) is read as float32. The values are the float32 read's either way."""
+    rng = np.random.default_rng(4)
+    write_dicom_series(nib.Nifti1Image(np.zeros((16, 12, 3), np.int16), np.eye(4)), tmp_path)
+    paths = sorted(tmp_path.glob("*.dcm"), key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        stored = rng.integers(0, 3000, (12, 16)).astype(dtype)
+        stored[0, 0] = extreme if k == len(paths) - 1 else 0
+        ds.PixelRepresentation = int(dtype == np.int16)
+        ds.PixelData = stored.tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(path)
+    want = np.asanyarray(load_dicom_series(tmp_path).dataobj)
+    got = np.asanyarray(load_dicom_series(tmp_path, int16=True).dataobj)
+    assert got.dtype == (np.int16 if want_int16 else np.float32) and got.flags.f_contiguous
+    np.testing.assert_array_equal(got.astype(np.float32), want, strict=True)

@@ -122,6 +122,7 @@ def main(cfg: DictConfig) -> None:
         NONFINITE,
         check_choice,
         check_unoriented,
+        geometry_only,
         is_nifti,
         load_volume,
         require_orientation,
@@ -175,10 +176,13 @@ def main(cfg: DictConfig) -> None:
         check_for_task(postprocess, predictor.task)
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
-                image = load_volume(source, nonfinite=cfg.nonfinite)
+                image = load_volume(source, nonfinite=cfg.nonfinite, dicom_int16=True)
             require_orientation(image, source, cfg.unoriented)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
-            _predict_one(cfg, predictor, bundle, image, source, files, steps, following)
+            label = _predict_label(predictor, image, steps, following)
+            if not cfg.overlay:  # the input's voxels are freed before the outputs are written
+                image = geometry_only(image)
+            _write_case(cfg, predictor, bundle, label, image, source, files, steps)
     except BaseException:
         for folder in new_folders:  # deepest first; a folder with finished cases stays
             with contextlib.suppress(OSError):
@@ -228,14 +232,40 @@ def _predict_one(
 ) -> None:
     """Predict one loaded input and write its files (report, overlay, label last); the
     ``following`` input starts to be read once the network is done with this one."""
-    from kdseg.data.io import label_image, voxel_sizes
-    from kdseg.data.niigz import prefetch, save_nifti
+    label = _predict_label(predictor, image, steps, following)
+    _write_case(cfg, predictor, bundle, label, image, source, files, steps)
+
+
+def _predict_label(
+    predictor: Any, image: Any, steps: dict[str, float], following: Path | None = None
+) -> Any:
+    """The label volume of one loaded input, its step timings added to ``steps``; the
+    ``following`` input starts to be read once the network is done with this one."""
+    from kdseg.data.niigz import prefetch
 
     label = predictor.predict(image)
     if following is not None:
         prefetch(following)
     for name, seconds in predictor.timings.items():
         steps[name] = steps.get(name, 0.0) + seconds
+    return label
+
+
+def _write_case(
+    cfg: DictConfig,
+    predictor: Any,
+    bundle: Any,
+    label: Any,
+    image: Any,
+    source: Path,
+    files: list[Path],
+    steps: dict[str, float],
+) -> None:
+    """Write one case's files (report, overlay, label last) for ``label``, predicted from
+    ``image`` (whose voxels only the overlay needs)."""
+    from kdseg.data.io import label_image, voxel_sizes
+    from kdseg.data.niigz import save_nifti
+
     post: dict[str, Any] = {}
     mode = cfg.get("postprocess", "none")  # checked in main
     if mode != "none":  # on the final labels (a cascade's stage 2's): what is written

@@ -377,8 +377,14 @@ def read_series_headers(folder: str | os.PathLike) -> list[tuple[Path, pydicom.D
     return slices
 
 
-def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
+def load_dicom_series(folder: str | os.PathLike, int16: bool = False) -> nib.Nifti1Image:
     """Load one CT series folder as a float32 HU volume with its RAS affine.
+
+    ``int16``: an int16 volume instead where every slice's HU are whole numbers it holds
+    (slope 1, a whole intercept, integer pixels: CT's usual rescale), the same values in half
+    the memory, as a NIfTI CT is stored; a series whose HU it does not hold is read as
+    float32. Prediction asks for it (:meth:`~kdseg.data.preprocess.Preprocessor.scale` gives
+    the same floats from either).
 
     Raises :class:`InputError` (one line naming the folder or file) for the problems listed in
     the module docstring.
@@ -390,9 +396,11 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     # Fortran order, as nibabel reads a NIfTI file: each slice one block, so the steps after
     # the read (the HU check, preprocessing slice by slice) run as fast as on a NIfTI input.
     # np.stack of the planes put the slice axis innermost, and held the volume twice.
-    volume = np.empty((columns, rows, len(ordered)), dtype=np.float32, order="F")
+    volume = np.empty((columns, rows, len(ordered)), np.int16 if int16 else np.float32, "F")
     for k, (path, _) in enumerate(ordered):
-        _hounsfield(path, volume[:, :, k])
+        if not _hounsfield(path, volume[:, :, k]):
+            del volume  # HU that int16 does not hold exactly: the series again, as float32
+            return load_dicom_series(folder)
     headers = [ds for _, ds in ordered]
     affine = _series_affine(headers)
     image = nib.Nifti1Image(volume, affine, extra={SERIES_HEADERS: headers})
@@ -402,10 +410,11 @@ def load_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     return image
 
 
-def _hounsfield(path: Path, out: np.ndarray) -> None:
+def _hounsfield(path: Path, out: np.ndarray) -> bool:
     """One slice's pixels in HU (slope and intercept applied) into ``out``, a (columns, rows)
-    float32 array (array axis 0 runs along a row of the pixel matrix) of the series' matrix,
-    which the pixel data must have."""
+    float32 or int16 array (array axis 0 runs along a row of the pixel matrix) of the series'
+    matrix, which the pixel data must have. False, ``out`` left as it was, where ``out`` is
+    int16 and does not hold these HU exactly (:func:`_whole_hounsfield`)."""
     try:
         ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
     except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
@@ -428,6 +437,8 @@ def _hounsfield(path: Path, out: np.ndarray) -> None:
     intercept = _rescale(ds, path, "RescaleIntercept", 0.0)
     if slope == 0:  # every pixel would read as the intercept: no image left
         raise InputError(path, "RescaleSlope is 0; no HU can be read from these pixels")
+    if out.dtype.kind == "i":
+        return _whole_hounsfield(pixels, slope, intercept, out)
     if (
         slope == 1
         and pixels.dtype.kind in "biu"
@@ -440,8 +451,22 @@ def _hounsfield(path: Path, out: np.ndarray) -> None:
         out[...] = pixels.T
         if intercept:
             out += np.float32(intercept)
-        return
+        return True
     out[...] = (pixels.astype(np.float64) * slope + intercept).T  # rounded to float32 here
+    return True
+
+
+def _whole_hounsfield(pixels: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> bool:
+    """``pixels * slope + intercept``, transposed, into integer ``out`` where these HU are
+    whole numbers within its range (slope 1, a whole intercept, integer pixels); False,
+    ``out`` untouched, otherwise."""
+    if slope != 1 or pixels.dtype.kind not in "iu" or not float(intercept).is_integer():
+        return False
+    shift, limits = int(intercept), np.iinfo(out.dtype)
+    if int(pixels.min()) + shift < limits.min or int(pixels.max()) + shift > limits.max:
+        return False
+    np.add(pixels.T, shift, out=out, dtype=np.int64, casting="unsafe")  # exact: in range
+    return True
 
 
 def _exact_in_float32(value: float) -> bool:

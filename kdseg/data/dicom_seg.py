@@ -207,7 +207,9 @@ def write_dicom_seg(
     lut = np.zeros(256, dtype=np.uint8)
     for number, value in enumerate(labels, start=1):
         lut[value] = number
-    frames = np.ascontiguousarray(lut[label].transpose(2, 1, 0))  # (slices, rows, columns)
+    # (slices, rows, columns): a Fortran-ordered label's transpose is C-ordered, and the
+    # lookup keeps that order, so the frames are one copy of the label, not two
+    frames = np.ascontiguousarray(lut[label.transpose(2, 1, 0)])
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=frames,

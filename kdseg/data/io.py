@@ -142,7 +142,7 @@ def require_orientation(image: nib.Nifti1Image, source: Path, unoriented: str = 
 
 
 def load_volume(
-    path: str | Path, nonfinite: str | None = None, role: str = "image"
+    path: str | Path, nonfinite: str | None = None, role: str = "image", dicom_int16: bool = False
 ) -> nib.Nifti1Image:
     """Load a 3D volume from a NIfTI file or a DICOM series folder, data read eagerly and checked.
 
@@ -154,6 +154,8 @@ def load_volume(
     (refuse, and the message offers the other two: for commands with a ``nonfinite=`` option),
     ``min`` (replace by the volume's finite minimum, i.e. air in CT) or ``zero``. A label
     (``role="label"``) with NaN / Inf is always refused; a constant label is fine.
+    ``dicom_int16``: a DICOM series comes as int16 where that holds its HU exactly, float32
+    otherwise (:func:`~kdseg.data.dicom.load_dicom_series`).
     """
     if nonfinite is not None:
         check_choice("nonfinite", nonfinite, NONFINITE)
@@ -163,7 +165,7 @@ def load_volume(
     if path.is_dir():
         from kdseg.data.dicom import load_dicom_series
 
-        return check_volume(load_dicom_series(path), path, nonfinite, role)
+        return check_volume(load_dicom_series(path, int16=dicom_int16), path, nonfinite, role)
     if not is_nifti(path):
         if (refusal := mixed_case_nifti(path)) is not None:
             raise refusal
@@ -478,6 +480,17 @@ def stored_image(image: nib.Nifti1Image) -> nib.Nifti1Image:
     if source is None:
         return image
     return _as_stored(np.asanyarray(image.dataobj), image, source.copy())
+
+
+def geometry_only(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``image`` without its voxels: the same class, shape, affine, header and ``extra``, on a
+    read-only array of zeros that takes no memory (one element, broadcast).
+
+    What writing a label and a report needs of the input (:func:`label_image`, the DICOM SEG
+    writer, :func:`voxel_sizes`), so that the input's voxels can be freed first.
+    """
+    zeros = np.broadcast_to(np.zeros((), dtype=image.get_data_dtype()), image.shape)
+    return type(image)(zeros, image.affine, image.header, extra=image.extra)
 
 
 def label_image(label: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:

@@ -9,11 +9,14 @@ compress a label volume at level 1 in a fraction of the time. Whichever is insta
 ``gzip`` is. The files written are standard single-member gzip: any reader opens them.
 
 Only the bytes travel through the faster codec; parsing and writing the NIfTI itself stays
-nibabel's (``Nifti1Image.from_bytes`` / ``to_bytes``), and nothing in nibabel is patched.
+nibabel's (``from_file_map`` on the codec's stream, :func:`read_streamed`, or ``from_bytes``;
+``to_bytes``), and nothing in nibabel is patched. A volume is decompressed straight into its
+array, a chunk at a time (:class:`ChunkedReads`): its size once in memory, not twice.
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import io
 import threading
@@ -21,8 +24,10 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
+import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
@@ -39,6 +44,7 @@ class Codec:
     decompress: Callable[[bytes], bytes]
     compress: Callable[..., bytes]
     errors: tuple[type[BaseException], ...]
+    open: Callable[..., Any] = gzip.open  # a streaming file object: ``open(path, "rb")``
 
 
 def _errors(name: str) -> tuple[type[BaseException], ...]:
@@ -62,7 +68,7 @@ def pick_codec(preference: Sequence[str] = PREFERENCE) -> Codec:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        return Codec(name, module.decompress, module.compress, _errors(name))
+        return Codec(name, module.decompress, module.compress, _errors(name), module.open)
     raise AssertionError("the standard library's gzip is always importable")
 
 
@@ -105,6 +111,17 @@ def excess_bytes(path: str | Path) -> int:
     A small file can hold gigabytes of zeros after its image: reading it whole would take
     that memory for data nibabel then ignores. Readers refuse more than :data:`SLACK_BYTES`.
     """
+    sizes = _stored_sizes(path)
+    if sizes is None:
+        return 0
+    expected, isize = sizes
+    return max(0, isize - expected)
+
+
+def _stored_sizes(path: str | Path) -> tuple[int, int] | None:
+    """``(expected, isize)`` of the ``.nii.gz`` at ``path``: the bytes its header describes
+    (``vox_offset`` + voxels x bytes per voxel) and the decompressed size its gzip trailer
+    gives; None when that cannot be told (see :func:`excess_bytes`)."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
@@ -118,10 +135,10 @@ def excess_bytes(path: str | Path) -> int:
             voxels *= int(n)
         expected = int(header["vox_offset"]) + voxels * header.get_data_dtype().itemsize
     except Exception:  # noqa: BLE001  (the real read reports a bad file)
-        return 0
+        return None
     if expected >= 1 << 32:
-        return 0
-    return max(0, isize - expected)
+        return None
+    return expected, isize
 
 
 def stream_end_problem(path: str | Path, limit: int) -> str | None:
@@ -172,37 +189,38 @@ def _stamp(path: Path) -> FileStamp:
 
 
 class _Prefetch(threading.Thread):
-    """Reads and decompresses one file in the background (``raw`` is None if that failed, or
-    if the file changed while it was read)."""
+    """Reads one file's image in the background (:func:`read_streamed`; ``image`` is None if
+    that failed or was not tried, or if the file changed while it was read)."""
 
     def __init__(self, path: Path, stamp: FileStamp) -> None:
         super().__init__(name="kdseg-prefetch", daemon=True)  # never holds up an exit
         self.path = path
         self.stamp = stamp
-        self.raw: bytes | None = None
+        self.image: nib.Nifti1Image | None = None
 
     def run(self) -> None:
         try:
             if excess_bytes(self.path) > SLACK_BYTES:  # the real read refuses it
                 return
-            raw = decompress(self.path.read_bytes())
-            self.raw = raw if _stamp(self.path) == self.stamp else None
+            image = read_streamed(self.path)
+            self.image = image if _stamp(self.path) == self.stamp else None
         except Exception:  # noqa: BLE001  (the real read reports it, with its one line)
-            self.raw = None
+            self.image = None
 
 
 _PREFETCHED: dict[str, _Prefetch] = {}  # by resolved path
 
 
 def prefetch(path: str | Path) -> None:
-    """Start reading and decompressing the ``.nii.gz`` file ``path`` in a daemon thread.
+    """Start reading the ``.nii.gz`` file ``path`` in a daemon thread.
 
     A one-shot command calls it with the input named on its command line before it composes
     its config and loads its model (most of a second of pure Python, while zlib and ISA-L
     release the GIL); :func:`load_nifti` of the same, unchanged file (same size, times, inode
-    and device) then takes the bytes. Only the bytes are fetched: every check still runs on
-    the real read, and a file that fails or changes here is simply read again there. Anything
-    that is not a ``.gz`` file is ignored. :func:`forget_prefetched` drops what was not taken.
+    and device) then takes the image read. Every check of the file still runs on the real
+    read (:func:`kdseg.data.io.load_volume`), and a file that fails or changes here is simply
+    read again there. Anything that is not a ``.gz`` file is ignored.
+    :func:`forget_prefetched` drops what was not taken.
     """
     path = Path(path)
     try:
@@ -222,8 +240,8 @@ def forget_prefetched() -> None:
     _PREFETCHED.clear()
 
 
-def _take_prefetched(path: Path) -> bytes | None:
-    """The decompressed bytes of ``path`` if :func:`prefetch` fetched this very file."""
+def _take_prefetched(path: Path) -> nib.Nifti1Image | None:
+    """The image of ``path`` if :func:`prefetch` read this very file."""
     if not _PREFETCHED:
         return None
     try:
@@ -233,19 +251,103 @@ def _take_prefetched(path: Path) -> bytes | None:
     except OSError:
         return None
     job.join()
-    return job.raw
+    return job.image
+
+
+#: Bytes decompressed into the volume's buffer at a time (:class:`ChunkedReads`)
+READ_CHUNK = 1 << 20
+
+
+class ChunkedReads(io.IOBase):
+    """A decompressing file object (``codec.open(path)``) whose ``readinto`` fills a large
+    buffer :data:`READ_CHUNK` bytes at a time, then reads the stream to its end.
+
+    nibabel reads a volume with one ``readinto`` of its whole size, which a gzip file object
+    serves by decompressing all of it into one ``bytes`` and copying that over: the volume's
+    size twice at once. Reading on to the end afterwards checks the gzip trailer (CRC and
+    size), so a cut-short or corrupt file fails as decompressing it whole did.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view):
+            n = self.stream.readinto(view[done : done + READ_CHUNK])
+            if not n:
+                break
+            done += n
+        while self.stream.read(READ_CHUNK):  # to the end: the trailer is checked
+            pass
+        return done
+
+
+def read_streamed(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image | None:
+    """The image of the ``.nii.gz`` at ``path`` with its voxels read (an array, not a proxy),
+    decompressed straight into the array: its size once in memory, not twice.
+
+    Only a file whose gzip trailer holds every byte its header promises, of positive
+    dimensions and an integer or float type, is read this way; for any other file None is
+    returned (:func:`load_nifti` then reads it whole, and
+    :func:`~kdseg.data.io.load_volume` says what is wrong with it). The caller refuses a
+    file padded beyond :data:`SLACK_BYTES` first (all of it is decompressed).
+    """
+    sizes = _stored_sizes(path)
+    if sizes is None or sizes[0] > sizes[1]:
+        return None
+    try:
+        with codec.open(path, "rb") as stream:
+            reads = ChunkedReads(stream)
+            klass = nib.Nifti2Image if is_nifti2(reads.read(4)) else nib.Nifti1Image
+            reads.seek(0)
+            files = klass.make_file_map({"image": reads, "header": reads})
+            try:
+                img = klass.from_file_map(files, mmap=False)
+            except (WrapStructError, HeaderDataError):
+                return None  # the whole read names it
+            dtype = img.get_data_dtype()
+            if (
+                min(img.shape, default=0) < 1
+                or dtype.fields is not None
+                or dtype.kind not in "biuf"
+            ):
+                return None
+            data = np.asanyarray(img.dataobj)  # ChunkedReads.readinto, scaled as stored
+    except codec.errors as exc:
+        if isinstance(exc, zlib.error):
+            raise
+        raise zlib.error(str(exc)) from None
+    return klass(data, img.affine, img.header, extra=img.extra)
 
 
 def load_nifti(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image:
-    """A NIfTI image from ``path``; ``.nii.gz`` is decompressed in memory by ``codec``.
+    """A NIfTI image from ``path``; ``.nii.gz`` is decompressed in memory by ``codec``
+    (:func:`read_streamed`, or whole for a file that cannot be read that way).
 
     Other files go to ``nib.load`` (an uncompressed ``.nii`` is memory-mapped there).
     """
     if not is_gzip_name(path):
         return nib.load(str(path))
-    raw = _take_prefetched(Path(path)) if codec is CODEC else None
-    if raw is None:
-        raw = decompress(Path(path).read_bytes(), codec)
+    image = _take_prefetched(Path(path)) if codec is CODEC else None
+    if image is None:
+        image = read_streamed(path, codec)
+    if image is not None:
+        return image
+    raw = decompress(Path(path).read_bytes(), codec)
     klass = nib.Nifti2Image if is_nifti2(raw) else nib.Nifti1Image
     try:
         return klass.from_bytes(raw)

@@ -105,12 +105,17 @@ def _resize_axis(
     index, weight = index[a:b], weight[a:b]
     shape = [1] * x.ndim
     shape[axis] = b - a
-    out = np.take(x, index[:, 0], axis=axis) * weight[:, 0].reshape(shape)
+    # products in place (float32 taps times float32 weights: the same values), so that an
+    # output-sized temporary fewer is alive at once
+    out = np.take(x, index[:, 0], axis=axis)
+    out *= weight[:, 0].reshape(shape)
     for k in range(1, index.shape[1]):
         w = weight[:, k]
         if not w.any():
             continue
-        out += np.take(x, index[:, k], axis=axis) * w.reshape(shape)
+        tap = np.take(x, index[:, k], axis=axis)
+        tap *= w.reshape(shape)
+        out += tap
     return out
 
 
