@@ -529,6 +529,8 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("postprocess=auto in predict", "predict", lambda w: w.predict(w.ct(), "postprocess=auto"), "postprocess=auto is decided by kdseg-eval on split=val", False),
     ("postprocess=biggest", "predict", lambda w: w.predict(w.ct(), "postprocess=biggest"), "postprocess must be one of none, largest", False),
     ("eval: postprocess=auto on test", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "postprocess=auto"], "postprocess=auto decides on the validation cases (split=val), not split=test", False),
+    ("postprocess=largest, a model without data.organ", "predict", lambda w: w.predict(w.ct(), "postprocess=largest", ckpt=w.copy_ckpt(lambda c: c["hyper_parameters"]["data"].pop("organ"))), "neither preprocess.roi_components nor an organ kdseg knows (data.organ=None", False),  # was: kept 1, a pair's half deleted
+    ("eval: postprocess=auto, a model of an unknown organ", "eval", lambda w: [f"ckpt={w.copy_ckpt(lambda c: c['hyper_parameters']['data'].update(organ='spleen'))}", f"data.root={w.lits}", "split=val", "postprocess=auto"], "data.organ='spleen'", False),
     ("eval: postprocess=largest protocol=paper", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "postprocess=largest"], "protocol=paper is the paper's protocol: use postprocess=none", False),
     ("eval: protocol threshold=abc", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper", "paper_threshold=abc"], "paper_threshold", False),
     ("eval: protocol=paper on a multiclass model", "eval", lambda w: [f"ckpt={w.ckpt}", f"data.root={w.lits}", "protocol=paper"], "protocol=paper applies to binary models", False),  # once named threshold=, which eval lacks

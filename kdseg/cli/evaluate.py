@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -9,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.cli.options import set_on_command_line
 from kdseg.data.dataset import resolve_data
-from kdseg.errors import InputError, write_text_atomic
+from kdseg.errors import InputError
 from kdseg.eval.checkpoint import run_folder
 from kdseg.eval.evaluate import (
     check_protocol,
@@ -24,9 +25,24 @@ from kdseg.eval.postprocess import (
     check_for_task,
     check_postprocess,
     choose,
+    components_to_keep,
     decision_line,
 )
 from kdseg.guards import check_output
+
+#: ``postprocess=auto``'s per-case scores with ``largest``, beside ``per_case.csv``
+LARGEST_CSV = "per_case_largest.csv"
+
+
+def _written_by_auto(out: Path) -> bool:
+    """Whether ``out`` holds a ``per_case_largest.csv`` of kdseg's: beside a ``summary.json``
+    of a ``postprocess=auto`` evaluation (a file of another origin is left alone)."""
+    if not (out / LARGEST_CSV).is_file():
+        return False
+    try:
+        return json.loads((out / "summary.json").read_text()).get("postprocess") == "auto"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @command("kdseg-eval", "eval")
@@ -58,6 +74,8 @@ def main(cfg: DictConfig) -> None:
     )
     tta = predictor.tta  # checked by build_predictor
     check_for_task(postprocess, bundle.task)
+    organ = bundle.data.get("organ")  # stage 2's for a cascade: its labels are scored
+    keep = components_to_keep(postprocess, predictor.pre.config.roi_components, organ)
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
     suffix += "" if postprocess == "none" else f"-pp-{postprocess}"
     # an artefact's results are its own, named by it: beside its checkpoint's (in the run
@@ -76,7 +94,7 @@ def main(cfg: DictConfig) -> None:
             cfg.data.root, f"split {cfg.split!r} holds no cases ({n} case(s) in the folder)"
         )
     modes = MODES if postprocess == "auto" else (postprocess,)
-    variants = evaluate_modes(predictor, cases, protocol=cfg.protocol, modes=modes)
+    variants = evaluate_modes(predictor, cases, protocol=cfg.protocol, modes=modes, organ=organ)
     summaries = {mode: summarize_rows(rows, cfg.protocol) for mode, rows in variants.items()}
     main_mode = "none" if postprocess == "auto" else postprocess
     rows, summary = variants[main_mode], summaries[main_mode]
@@ -90,17 +108,21 @@ def main(cfg: DictConfig) -> None:
         "backend": backend,
         "tta": tta,
         "postprocess": postprocess,
+        "postprocess_keep": None if postprocess == "none" else keep,  # components kept, at most
         "model": bundle.model_config,
         "task": bundle.task.name,
         "n_cases": len(cases),
     }
-    decision = None
+    decision, extra = None, {}
     if postprocess == "auto":  # "summary" is without postprocessing; both are kept, and why
         decision = choose(summaries)
         info["summary_largest"] = summaries["largest"]
         info["postprocess_decision"] = decision
-        write_text_atomic(out / "per_case_largest.csv", rows_to_csv(variants["largest"]))
-    write_results(rows, summary, out, info)
+        extra[LARGEST_CSV] = rows_to_csv(variants["largest"])
+    stale = postprocess != "auto" and _written_by_auto(out)
+    write_results(rows, summary, out, info, extra)  # one group, summary.json last
+    if stale:  # an earlier auto run's file in this folder would pass for this run's
+        (out / LARGEST_CSV).unlink(missing_ok=True)
     print_summary(
         summary,
         title=f"{'cascade -> ' if kind else ''}{bundle.model_config['name']} on "

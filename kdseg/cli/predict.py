@@ -128,7 +128,7 @@ def main(cfg: DictConfig) -> None:
         require_orientation,
     )
     from kdseg.data.niigz import forget_prefetched, prefetch
-    from kdseg.eval.postprocess import check_for_task, check_postprocess
+    from kdseg.eval.postprocess import check_for_task, check_postprocess, components_to_keep
     from kdseg.guards import check_output, check_outputs
 
     require_paths(cfg, "input", "output")
@@ -174,6 +174,9 @@ def main(cfg: DictConfig) -> None:
             predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
         require_whole_volume(predictor, cfg)
         check_for_task(postprocess, predictor.task)
+        keep = components_to_keep(  # a cascade: stage 2's, whose labels are written
+            postprocess, predictor.pre.config.roi_components, bundle.data.get("organ")
+        )
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
                 image = load_volume(source, nonfinite=cfg.nonfinite, dicom_int16=True)
@@ -182,7 +185,9 @@ def main(cfg: DictConfig) -> None:
             label = _predict_label(predictor, image, steps, following)
             if not cfg.overlay:  # the input's voxels are freed before the outputs are written
                 image = geometry_only(image)
-            _write_case(cfg, predictor, bundle, label, image, source, files, steps)
+            _write_case(
+                cfg, predictor, bundle, label, image, source, files, steps, (postprocess, keep)
+            )
     except BaseException:
         for folder in new_folders:  # deepest first; a folder with finished cases stays
             with contextlib.suppress(OSError):
@@ -229,11 +234,13 @@ def _predict_one(
     files: list[Path],
     steps: dict[str, float],
     following: Path | None = None,
+    postprocess: tuple[str, int] = ("none", 1),
 ) -> None:
     """Predict one loaded input and write its files (report, overlay, label last); the
-    ``following`` input starts to be read once the network is done with this one."""
+    ``following`` input starts to be read once the network is done with this one.
+    ``postprocess``: the mode as checked by :func:`main` and how many components it keeps."""
     label = _predict_label(predictor, image, steps, following)
-    _write_case(cfg, predictor, bundle, label, image, source, files, steps)
+    _write_case(cfg, predictor, bundle, label, image, source, files, steps, postprocess)
 
 
 def _predict_label(
@@ -260,19 +267,20 @@ def _write_case(
     source: Path,
     files: list[Path],
     steps: dict[str, float],
+    postprocess: tuple[str, int] = ("none", 1),
 ) -> None:
     """Write one case's files (report, overlay, label last) for ``label``, predicted from
-    ``image`` (whose voxels only the overlay needs)."""
+    ``image`` (whose voxels only the overlay needs); ``postprocess`` as in :func:`_predict_one`."""
     from kdseg.data.io import label_image, voxel_sizes
     from kdseg.data.niigz import save_nifti
 
     post: dict[str, Any] = {}
-    mode = cfg.get("postprocess", "none")  # checked in main
+    mode, keep = postprocess
     if mode != "none":  # on the final labels (a cascade's stage 2's): what is written
         from kdseg.eval.postprocess import postprocess_labels
 
         with timed(steps, "postprocess"):
-            label, post = postprocess_labels(label, mode, predictor.pre.config.roi_components)
+            label, post = postprocess_labels(label, mode, keep)
     with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
         if cfg.report:
             with timed(steps, "report"):
@@ -281,7 +289,8 @@ def _write_case(
 
                 report = lesion_report(label, list(voxel_sizes(image)), affine=image.affine)
                 report.update({"cascade": predictor.last} if predictor.last else {})
-                notes = [*predictor.notes, *([postprocess_note(post)] if post else [])]
+                line = postprocess_note(post)  # none for an empty prediction
+                notes = [*predictor.notes, *([line] if line else [])]
                 report.update({"notes": notes} if notes else {})
                 report.update({} if predictor.tta == "none" else {"tta": predictor.tta})
                 report.update({"postprocess": post} if post else {})

@@ -25,7 +25,7 @@ from kdseg.data.boxes import organ_box, organ_level
 from kdseg.data.io import load_volume, voxel_sizes
 from kdseg.data.prepare import case_label
 from kdseg.data.sources import Case
-from kdseg.errors import ConfigError, InputError, progress_console, write_text_atomic
+from kdseg.errors import ConfigError, InputError, atomic_group, progress_console
 from kdseg.eval.inference import CascadePredictor, Predictor
 from kdseg.eval.lesions import sheared_axes
 from kdseg.eval.metrics import (
@@ -35,7 +35,12 @@ from kdseg.eval.metrics import (
     paper_protocol_dice,
     summarize,
 )
-from kdseg.eval.postprocess import check_for_task, check_postprocess, postprocess_labels
+from kdseg.eval.postprocess import (
+    check_for_task,
+    check_postprocess,
+    components_to_keep,
+    postprocess_labels,
+)
 
 PROTOCOLS = ("full", "paper")
 
@@ -52,10 +57,13 @@ def evaluate_cases(
     protocol: str = "full",
     progress: bool = True,
     postprocess: str = "none",
+    organ: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per case: ``{"case": id, <class>: {metric: value}}``, scored on the labels
-    after ``postprocess`` (:mod:`kdseg.eval.postprocess`)."""
-    return evaluate_modes(predictor, cases, protocol, progress, (postprocess,))[postprocess]
+    after ``postprocess`` (:mod:`kdseg.eval.postprocess`; ``organ``: the model's
+    ``data.organ``, for :func:`~kdseg.eval.postprocess.components_to_keep`)."""
+    rows = evaluate_modes(predictor, cases, protocol, progress, (postprocess,), organ)
+    return rows[check_postprocess(postprocess)]
 
 
 def evaluate_modes(
@@ -63,14 +71,18 @@ def evaluate_modes(
     cases: Sequence[Case],
     protocol: str = "full",
     progress: bool = True,
-    modes: Sequence[str] = ("none",),
+    modes: Sequence[str | None] = ("none",),
+    organ: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`evaluate_cases` for each postprocessing of ``modes``, from one prediction of
-    each case: ``{mode: rows}``."""
+    each case: ``{mode: rows}``. ``largest`` keeps
+    :func:`~kdseg.eval.postprocess.components_to_keep` components (the predictor's
+    ``roi_components``, else by ``organ``, the model's ``data.organ``)."""
     check_protocol(protocol)
+    modes = [check_postprocess(mode) for mode in modes]
     for mode in modes:
-        check_postprocess(mode)
         check_for_task(mode, predictor.task)
+    keep = max(components_to_keep(m, predictor.pre.config.roi_components, organ) for m in modes)
     if protocol == "paper" and set(modes) != {"none"}:
         raise InputError(None, "protocol=paper is the paper's protocol: no postprocessing")
     classes = predictor.task.eval_classes
@@ -78,7 +90,6 @@ def evaluate_modes(
         raise InputError(
             None, "protocol=paper scores a binary model (one trained with data.task=organ or tumor)"
         )
-    keep = predictor.pre.config.roi_components
     rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
         job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))
@@ -168,14 +179,26 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def write_results(
-    rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path, info: dict[str, Any]
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    out_dir: str | Path,
+    info: dict[str, Any],
+    extra: dict[str, str] | None = None,
 ) -> Path:
-    """``per_case.csv`` and ``summary.json`` in ``out_dir``, atomically. An undefined value
-    (NaN) is written as ``null``: standard JSON, which every reader parses."""
+    """``per_case.csv`` and ``summary.json`` in ``out_dir``, with ``extra`` (file name: text)
+    before them, as one group (:func:`~kdseg.errors.atomic_group`, ``summary.json`` last): a
+    failure leaves the earlier results as they were. An undefined value (NaN) is written as
+    ``null``: standard JSON, which every reader parses."""
     out_dir = Path(out_dir)
-    write_text_atomic(out_dir / "per_case.csv", rows_to_csv(rows))
     document = _json_safe({**info, "summary": summary})
-    write_text_atomic(out_dir / "summary.json", json.dumps(document, indent=1, allow_nan=False))
+    texts = {
+        **(extra or {}),
+        "per_case.csv": rows_to_csv(rows),
+        "summary.json": json.dumps(document, indent=1, allow_nan=False),
+    }
+    with atomic_group([out_dir / name for name in texts]) as temps:
+        for tmp, text in zip(temps, texts.values(), strict=True):
+            tmp.write_text(text)
     return out_dir
 
 

@@ -11,11 +11,13 @@ sets every other foreground voxel to background. The organ is labels 1 and 2 tog
 is part of the organ in LiTS and KiTS, as :data:`~kdseg.data.tasks.EVAL_CLASSES` scores it),
 so a tumor blob that neither touches nor lies inside the kept organ goes with the organ's
 islands, and a tumor inside or on it stays. A paired organ keeps its ``N`` largest components,
-``N`` the model's ``preprocess.roi_components`` (2 for the kidneys), a further component only
-at a tenth of the largest's size or more: the rule, and the code, of a cascade's organ box
-(:func:`kdseg.data.roi.largest_components`). nnU-Net goes on to try the same per label; kdseg
-does not: the largest tumor alone would drop every other lesion. A tumor model
-(``data.task=tumor``) predicts no organ, so ``largest`` is refused for it.
+a further component only at a tenth of the largest's size or more: the rule, and the code, of
+a cascade's organ box (:func:`kdseg.data.roi.largest_components`). ``N`` is
+:func:`components_to_keep`'s: the model's ``preprocess.roi_components`` where set, else by its
+``data.organ`` (liver 1, kidney 2); a model that records neither is refused. nnU-Net goes on
+to try the same per label; kdseg does not: the largest tumor alone would drop every other
+lesion. A tumor model (``data.task=tumor``) predicts no organ, so ``largest`` is refused
+for it.
 
 :func:`choose` is nnU-Net's decision between the two on a split's summaries (``kdseg-eval
 postprocess=auto``, validation split only). Numpy and cc3d only: the ONNX predict path runs
@@ -53,6 +55,34 @@ def check_postprocess(value: object, modes: tuple[str, ...] = MODES) -> str:
     return mode
 
 
+#: how many components an organ kdseg's datasets name (``data.organ``) is made of
+ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}
+
+
+def components_to_keep(mode: str, roi_components: int | None, organ: object) -> int:
+    """How many of the organ's largest components ``mode`` keeps (1 for ``none``): the model's
+    ``preprocess.roi_components`` where set (2: a paired organ); else 2 for a ``data.organ``
+    of ``kidney`` (a kits19 model saved before ``roi_components`` existed, a kidney model
+    trained with ``data=nnunet data.organ=kidney``), 1 for ``liver``. Any other organ, or none
+    recorded, is refused (exit 2) rather than guessed: 1 would delete one of a pair. (Note
+    that ``roi_components: 1`` is stored as unset, so only the organ can say 1.)"""
+    if mode == "none":
+        return 1
+    if roi_components is not None:
+        return int(roi_components)
+    name = str(organ).strip().lower() if organ is not None else ""
+    if name in ORGAN_COMPONENTS:
+        return ORGAN_COMPONENTS[name]
+    known = ", ".join(f"{k} {v}" for k, v in ORGAN_COMPONENTS.items())
+    raise InputError(
+        None,
+        f"postprocess={mode} keeps the organ's N largest components, and this model records "
+        f"neither preprocess.roi_components nor an organ kdseg knows (data.organ={organ!r}; "
+        f"{known}): use postprocess=none, or train it with preprocess.roi_components set "
+        "(2 for a paired organ)",
+    )
+
+
 def check_for_task(mode: str, task: Any) -> None:
     """Refuse ``largest`` for a tumor model: it predicts no organ to keep, and tumors are many."""
     if mode != "none" and task.name == "tumor":
@@ -85,22 +115,28 @@ def keep_largest(label: np.ndarray, keep: int = 1) -> tuple[np.ndarray, dict[str
 
 
 def postprocess_labels(
-    label: np.ndarray, mode: str, keep: int | None = 1
+    label: np.ndarray, mode: str | None, keep: int = 1
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """``label`` after ``mode`` (``none``: itself) and what was done (``{}`` for ``none``).
-    ``keep``: the model's ``preprocess.roi_components`` (None: 1)."""
+    """``label`` after ``mode`` (``none`` or None: itself) and what was done (``{}`` for
+    ``none``, else ``keep`` and :func:`keep_largest`'s counts). ``keep``: how many
+    components to keep, :func:`components_to_keep`'s."""
+    mode = check_postprocess(mode)
     if mode == "none":
         return label, {}
-    out, info = keep_largest(label, keep or 1)
-    return out, {"mode": mode, **info}
+    out, info = keep_largest(label, keep)
+    return out, {"mode": mode, "keep": int(keep), **info}
 
 
-def note(info: Mapping[str, Any]) -> str:
-    """The lesion report's line for what :func:`postprocess_labels` did."""
+def note(info: Mapping[str, Any]) -> str | None:
+    """The lesion report's line for what :func:`postprocess_labels` did; None when it did
+    nothing to say (no postprocessing, or an empty prediction: no component)."""
+    if not info or not info["components"]:
+        return None
     removed = info["components"] - info["kept_components"]
     return (
         f"postprocess={info['mode']}: kept the largest organ component(s) "
-        f"({info['kept_components']}); removed {removed} other(s), {info['removed_voxels']} voxels"
+        f"({info['kept_components']} of at most {info['keep']}); removed {removed} other(s), "
+        f"{info['removed_voxels']} voxels"
     )
 
 
