@@ -6,6 +6,7 @@ what is wrong, exit code 2, and no traceback (see ``kdseg.cli``).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import logging
@@ -14,9 +15,10 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,7 +40,7 @@ def warning_line(message: str) -> str:
 
 def to_log_files(record: logging.LogRecord, folder: Path | None = None) -> None:
     """``record`` to the root logger's file handlers alone (a run's ``train.log``; the console
-    has the line already, or shows a progress bar instead), only those of log files in
+    has the line already, or a progress bar draws there instead), only those of log files in
     ``folder`` where given. A handler that fails is passed by: the log is a record, not the
     run."""
     for handler in logging.getLogger().handlers:
@@ -85,14 +87,129 @@ class ConsoleHandler(logging.StreamHandler):
 def progress_console() -> Console:
     """The console kdseg's rich progress bars draw on: stderr, so that stdout holds the results
     alone (``kdseg-predict ... > out.txt``, a script that parses stdout), and only where stderr
-    is a terminal (rich's test: ``TTY_COMPATIBLE=1`` counts as one). Elsewhere (a pipe, a log
-    file) it is quiet: rich would print a finished bar there once, and stderr holds the warning
-    lines and the one error line alone. rich is imported on first use."""
+    is a terminal (rich's test: ``TTY_COMPATIBLE=1`` counts as one) or a Jupyter notebook's
+    output. Elsewhere (a pipe, a log file) it is quiet: the bars there give way to
+    :func:`progress_steps`'s plain lines. rich is imported on first use."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    console.quiet = not console.is_terminal
+    console.quiet = not (console.is_terminal or console.is_jupyter)
     return console
+
+
+def progress_draws() -> bool:
+    """Whether progress bars draw (:func:`progress_console` is not quiet). rich is imported
+    only where it might say yes: a start-up a tenth of a second shorter off a terminal."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced, or closed
+        tty = False
+    maybe = tty or "TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ
+    if not (maybe or hasattr(builtins, "get_ipython")):  # (IPython's, as rich looks it up)
+        return False
+    return not progress_console().quiet
+
+
+def redirects_stdout(console: Console) -> bool:
+    """Whether a live display on ``console`` (stderr) may take over ``print`` to stdout, as rich
+    does by default to keep its bar below the lines: only where stdout shows on a terminal (or
+    in a notebook) too. stdout redirected to a file or pipe keeps what is printed while a bar
+    draws."""
+    try:
+        return console.is_jupyter or sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+#: seconds between :func:`progress_steps`'s plain lines, off a terminal
+PROGRESS_EVERY_S = 30.0
+
+
+class Progressing:
+    """What :func:`progress_steps` yields: ``advance(n)`` the count, ``describe(text)`` the step
+    under way. Off a terminal it prints a plain line on stderr (``prepare 40 case(s): 12/40, 35 s``)
+    once :data:`PROGRESS_EVERY_S` seconds have passed since the start or the previous line, and
+    at the end a last one where it printed any: a short run prints none."""
+
+    def __init__(self, description: str, total: int, bar: Any = None, plain: bool = False) -> None:
+        self.title = self.detail = description
+        self.total, self.done = total, 0
+        self._bar, self._task = bar, None if bar is None else bar.add_task(description, total=total)
+        self._plain = plain
+        self._start = self._last = time.monotonic()
+        self._printed: int | None = None  # the count of the last line printed
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+        elif self._plain and time.monotonic() - self._last >= PROGRESS_EVERY_S:
+            self._line()
+
+    def describe(self, text: str) -> None:
+        self.detail = text
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+
+    def finish(self) -> None:
+        """The last plain line, where one was printed and it did not say this count already."""
+        if self._plain and self._printed is not None and self._printed != self.done:
+            self._line()
+
+    def _line(self) -> None:
+        self._last = time.monotonic()
+        self._printed = self.done
+        text = f"{self.title}: {self.done}/{self.total}, {self._last - self._start:.0f} s"
+        if self.detail != self.title:
+            text += f"; {self.detail}"
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr: the work goes on
+            sys.stdout.flush()  # before: a log of both streams keeps their order
+            print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def progress_steps(
+    description: str,
+    total: int,
+    enabled: bool = True,
+    transient: bool = False,
+    counts: bool = False,
+) -> Iterator[Progressing]:
+    """Progress of ``total`` steps, the one way kdseg shows it: a rich bar on stderr where it
+    is a terminal (:func:`progress_draws`; ``transient``: removed when done; ``counts``: the
+    bar shows ``done/total``, the elapsed and the remaining time), without taking over stdout
+    where that is a file or pipe (:func:`redirects_stdout`); elsewhere (a batch job's log, a
+    pipe) :class:`Progressing`'s plain lines, none after a failure. ``enabled=False``: nothing.
+    """
+    if not (enabled and progress_draws()):
+        steps = Progressing(description, total, plain=enabled)
+        yield steps
+        steps.finish()  # (not reached where the work failed)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    console = progress_console()
+    with Progress(
+        *(columns if counts else ()),
+        console=console,
+        transient=transient,
+        redirect_stdout=redirects_stdout(console),
+    ) as bar:
+        yield Progressing(description, total, bar=bar)
 
 
 class InputError(Exception):

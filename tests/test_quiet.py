@@ -218,20 +218,159 @@ def test_progress_bars_draw_on_stderr_where_it_is_a_terminal(monkeypatch, capsys
 
 
 def test_every_rich_progress_bar_is_given_the_stderr_console() -> None:
-    """Each ``Progress(...)`` in kdseg names ``console=progress_console()``: one without would
-    draw on rich's default console, stdout."""
+    """kdseg builds a rich ``Progress(...)`` in one place, ``kdseg.errors.progress_steps``, with
+    the stderr console and stdout left alone where it is a file; every command's bar goes
+    through it (one without would draw on rich's default console, stdout, and take stdout's
+    lines there)."""
     import ast
 
     import kdseg
 
-    found = []
+    found, used = [], set()
     for path in sorted(Path(kdseg.__file__).parent.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Progress":
-                console = [k.value for k in node.keywords if k.arg == "console"]
-                ok = console and ast.unparse(console[0]) == "progress_console()"
-                found.append((path.name, node.lineno, bool(ok)))
-    assert len(found) >= 6 and all(ok for *_, ok in found), found
+                words = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                found.append((path.name, words.get("console"), words.get("redirect_stdout")))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "progress_steps":
+                used.add(path.name)
+    assert found == [("errors.py", "console", "redirects_stdout(console)")], found
+    expected = {"bench.py", "teacher_targets.py", "prepare.py", "dataset.py", "inference.py"}
+    assert used >= expected | {"evaluate.py"}, used
+
+
+def test_progress_off_a_terminal_is_plain_lines_on_stderr(monkeypatch, capsys) -> None:
+    """Off a terminal (a batch job's log, a pipe) the bar draws nothing: a plain line on stderr
+    every ``PROGRESS_EVERY_S`` seconds says how far the work is, and a last one at the end
+    where any was printed. A short run prints none, and a failed one no line for its failure:
+    a refusal stays one error line."""
+    from kdseg import errors
+    from kdseg.errors import progress_steps
+
+    with progress_steps("prepare 3 case(s)", 3) as bar:  # shorter than the interval: silent
+        for _ in range(3):
+            bar.advance()
+    with pytest.raises(KeyError), progress_steps("prepare 3 case(s)", 3) as bar:
+        bar.advance()
+        raise KeyError("case")
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(errors, "PROGRESS_EVERY_S", 0.0)
+    with progress_steps("prepare 3 case(s)", 3) as bar:
+        bar.advance()
+        bar.describe("case_00002")
+        monkeypatch.setattr(errors, "PROGRESS_EVERY_S", 1e9)  # no line: the last one at the end
+        bar.advance(2)
+    with pytest.raises(KeyError), progress_steps("evaluate 2 case(s)", 2) as bar:
+        monkeypatch.setattr(errors, "PROGRESS_EVERY_S", 0.0)
+        bar.advance()
+        raise KeyError("case")
+    with progress_steps("benchmark", 2, enabled=False) as bar:
+        bar.advance(2)
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        "prepare 3 case(s): 1/3, 0 s",
+        "prepare 3 case(s): 3/3, 0 s; case_00002",
+        "evaluate 2 case(s): 1/2, 0 s",
+    ], err
+
+
+_PRINTS_WHILE_BARS_DRAW = """
+import pytorch_lightning as pl
+from pytorch_lightning.demos.boring_classes import BoringModel
+from kdseg.errors import progress_steps
+from kdseg.lit.callbacks import QuietRichProgressBar
+
+with progress_steps("counting", 2) as bar:
+    print("result of kdseg's bar", flush=True)
+    bar.advance(2)
+
+class Prints(pl.Callback):
+    def on_train_batch_end(self, *args):
+        print("result of lightning's bar", flush=True)
+
+trainer = pl.Trainer(
+    accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False,
+    enable_checkpointing=False, enable_model_summary=False,
+    callbacks=[QuietRichProgressBar(), Prints()],
+)
+trainer.fit(BoringModel())
+"""
+
+
+def test_stdout_to_a_file_keeps_its_lines_while_a_bar_draws_on_stderr(tmp_path: Path) -> None:
+    """stderr a terminal (the bars draw), stdout a file (``kdseg-eval ... > out.txt``): what is
+    printed to stdout while a bar draws lands in the file. rich's live display took stdout over
+    by default and wrote it through the bar's console, stderr, so the terminal got it."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    reader, terminal = os.openpty()
+    with open(tmp_path / "out.txt", "w") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _PRINTS_WHILE_BARS_DRAW],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=terminal,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    os.close(terminal)
+    err = b""
+    try:
+        while True:
+            ready, _, _ = select.select([reader], [], [], 120)
+            assert ready, "nothing on stderr for 120 s"
+            try:
+                chunk = os.read(reader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            if not chunk:
+                break
+            err += chunk
+        assert child.wait(timeout=60) == 0, err.decode(errors="replace")[-3000:]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(reader)
+    text = err.decode(errors="replace")
+    assert "counting" in text and "Epoch 0" in text, text  # both bars drew on stderr
+    assert "result of" not in text, text
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert lines == ["result of kdseg's bar", "result of lightning's bar"], lines
+
+
+def test_training_off_a_terminal_shows_a_line_per_validation_on_stderr(
+    tmp_path: Path, capsys
+) -> None:
+    """Off a terminal (a batch job's log) Lightning's bar would show nothing until the end:
+    training adds none, and each validation's line goes to stderr as well as the log file."""
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from kdseg.lit.train import fit
+
+    class Scored(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("val/dice_mean", 0.5)
+            return super().validation_step(batch, batch_idx)
+
+    trainer = {
+        "accelerator": "cpu",
+        "max_epochs": 2,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "num_sanity_val_steps": 0,
+        "enable_model_summary": False,
+        "enable_progress_bar": True,
+    }
+    cfg = {"trainer": trainer, "logger": {"wandb": {"enabled": False}}, "checkpoint": {}}
+    fit(Scored(), None, cfg, tmp_path / "run")
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2 step 2", "epoch 2/2 step 4"]
+    assert "val dice 0.5000" in lines[0], err
+    assert "Epoch 0" not in out + err and "epoch " not in out, (out, err)
 
 
 def test_kdseg_phantom_progress_bar_is_on_stderr(tmp_path: Path, monkeypatch) -> None:

@@ -50,7 +50,7 @@ def _validate(callback: ValidationLine, trainer: SimpleNamespace, losses: list[f
     callback.on_validation_end(trainer, None)
 
 
-def test_one_line_per_validation_in_the_log_file_not_the_console(handlers) -> None:
+def test_one_line_per_validation_in_the_log_file_not_the_console(handlers, capsys) -> None:
     log_file, console = handlers
     callback = ValidationLine()
     callback.on_train_start(None, None)
@@ -61,12 +61,15 @@ def test_one_line_per_validation_in_the_log_file_not_the_console(handlers) -> No
     assert lines[0].startswith("epoch 1/30 step 32: train loss 0.4, val dice 0.5000 (best 0.5000")
     assert lines[1].startswith("epoch 2/30 step 64: train loss 0.2, val dice 0.4000 (best 0.5000")
     assert "at epoch 1), " in lines[1] and lines[1].endswith(" s")
-    # resumed from a checkpoint: the best score goes on; no progress bar: the console too
+    assert capsys.readouterr() == ("", "")
+    # resumed from a checkpoint: the best score goes on; no progress bar: stderr too, as the
+    # bar would be (progress; stdout holds the results), and not through the log's console
     resumed = ValidationLine()
     resumed.load_state_dict(callback.state_dict())
     _validate(resumed, _trainer(2, 96, 0.45, progress_bar=False), [0.1])
     assert "val dice 0.4500 (best 0.5000 at epoch 1)" in log_file.read_text().splitlines()[2]
-    assert "epoch 3/30 step 96" in console.getvalue()
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("epoch 3/30 step 96: ") and console.getvalue() == ""
 
 
 def test_no_line_from_the_sanity_check_or_another_rank(handlers) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from rich.progress import Progress
 
 from kdseg.data.boxes import jitter_box, organ_box, organ_level
 from kdseg.data.cache import adopt_source, case_folder, is_prepared, source_stamp
@@ -29,7 +28,7 @@ from kdseg.data.preprocess import Geometry, Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
 from kdseg.data.sources import Case, ImageCase
-from kdseg.errors import InputError, atomic_path, progress_console, warning_line, write_text_atomic
+from kdseg.errors import InputError, atomic_path, progress_steps, warning_line, write_text_atomic
 
 LABELS = (0, 1, 2)
 
@@ -372,18 +371,17 @@ def prepare_cases(
                 "needs data.cache_root=<a writable folder>",
             ) from None
     quiet = not (progress and todo)  # nothing to do: quiet
-    with Progress(disable=quiet, transient=False, console=progress_console()) as bar:
-        task = bar.add_task(f"prepare {len(todo)} case(s)", total=len(todo))
+    with progress_steps(f"prepare {len(todo)} case(s)", len(todo), enabled=not quiet) as bar:
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(_prepare_one, c, config, cache_dir) for c in todo]
                 for future in futures:
                     future.result()
-                    bar.advance(task)
+                    bar.advance()
         else:
             for case in todo:
                 _prepare_one(case, config, cache_dir)
-                bar.advance(task)
+                bar.advance()
     labeled = [c.case_id for c in cases if not isinstance(c, ImageCase)]
     warning = window_warning(
         cache_dir, labeled, config.window, relative=config.window_level == "organ"

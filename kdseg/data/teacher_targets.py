@@ -29,7 +29,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from rich.progress import Progress
 
 from kdseg.data.cache import CachedCase, adopt_source, case_folder, is_prepared, source_stamp
 from kdseg.data.io import AFFINE_TOLERANCE, load_volume
@@ -43,7 +42,7 @@ from kdseg.data.preprocess import Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase
 from kdseg.data.tasks import Task
-from kdseg.errors import InputError, atomic_path, progress_console, write_text_atomic
+from kdseg.errors import InputError, atomic_path, progress_steps, write_text_atomic
 
 SUFFIXES = (".npz", ".nii.gz", ".nii", ".npy")
 SUM_TOLERANCE = 0.02  # nnU-Net stores float16 probabilities
@@ -217,11 +216,11 @@ def prepare_teacher_targets(
             adopt_source(cache_dir, case.case_id, source)  # a cache of an earlier kdseg
         else:
             todo.append(case)
-    with Progress(disable=not progress, transient=False, console=progress_console()) as bar:
-        task = bar.add_task(f"teacher targets: {len(todo)} case(s)", total=len(todo))
+    description = f"teacher targets: {len(todo)} case(s)"
+    with progress_steps(description, len(todo), enabled=progress) as bar:
         for case in todo:
             prepare_teacher_case(case, folder, config, cache_dir)
-            bar.advance(task)
+            bar.advance()
 
 
 #: the array a teacher cache's case holds

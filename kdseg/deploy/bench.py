@@ -35,10 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
 from kdseg.deploy.bench_report import check_targets, markdown_report, plot_dice_vs_time
-from kdseg.errors import InputError, progress_console, write_text_atomic
+from kdseg.errors import InputError, progress_steps, write_text_atomic
 
 QUICK = {
     "size": (64, 64),
@@ -297,26 +295,26 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "warmup": cfg.warmup,
     }
     per_entry: dict[str, list[dict[str, Any]]] = {e.name: [] for e in cfg.entries}
-    with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
-        job = bar.add_task("benchmark", total=1 + cfg.rounds * len(cfg.entries))
-        bar.update(job, description="matmul peak")
+    total = 1 + cfg.rounds * len(cfg.entries)
+    with progress_steps("benchmark", total, enabled=progress, transient=True) as bar:
+        bar.describe("matmul peak")
         peak = matmul_peak(cfg.matmul_size, cfg.threads)
-        bar.advance(job)
+        bar.advance()
         for round_index in range(cfg.rounds):
             for entry in cfg.entries:
-                bar.update(job, description=f"{entry.name} (round {round_index + 1}/{cfg.rounds})")
+                bar.describe(f"{entry.name} (round {round_index + 1}/{cfg.rounds})")
                 spec = {
                     **base,
                     **asdict(entry),
                     "dice_cases": cases if (entry.dice and round_index == 0) else [],
                 }
                 per_entry[entry.name].append(run_worker(spec, cfg.threads, cfg.timeout_s))
-                bar.advance(job)
+                bar.advance()
         if cfg.fresh_runs > 0:  # the CLI from a new process, start-up included
             from kdseg.deploy.fresh import fresh_cli_seconds
 
             for entry in cfg.entries:
-                bar.update(job, description=f"{entry.name}: fresh kdseg-predict")
+                bar.describe(f"{entry.name}: fresh kdseg-predict")
                 fresh = fresh_cli_seconds(
                     asdict(entry), volume, cfg.threads, cfg.fresh_runs, _worker_env(cfg.threads)
                 )

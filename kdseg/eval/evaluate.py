@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from kdseg.data.boxes import organ_box, organ_level
 from kdseg.data.io import load_volume, voxel_sizes
 from kdseg.data.prepare import case_label
 from kdseg.data.sources import Case
-from kdseg.errors import ConfigError, InputError, atomic_group, progress_console
+from kdseg.errors import ConfigError, InputError, atomic_group, progress_steps
 from kdseg.eval.inference import CascadePredictor, Predictor
 from kdseg.eval.lesions import sheared_axes
 from kdseg.eval.metrics import (
@@ -91,8 +90,8 @@ def evaluate_modes(
             None, "protocol=paper scores a binary model (one trained with data.task=organ or tumor)"
         )
     rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
-        job = bar.add_task(f"evaluate {len(cases)} case(s)", total=len(cases))
+    description = f"evaluate {len(cases)} case(s)"
+    with progress_steps(description, len(cases), enabled=progress, transient=True) as bar:
         for case in cases:
             image = load_volume(case.image)
             truth = case_label(case, image)  # a layout's own label values mapped to 0/1/2
@@ -106,7 +105,7 @@ def evaluate_modes(
                 else:
                     scores = _paper_row(predictor, image, pred, truth, classes)
                 rows[mode].append({"case": case.case_id, **scores})
-            bar.advance(job)
+            bar.advance()
     return rows
 
 

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from kdseg.data.preprocess import Geometry, Preprocessor
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
 from kdseg.data.tasks import Task
-from kdseg.errors import InputError, progress_console
+from kdseg.errors import InputError, progress_steps
 
 if TYPE_CHECKING:  # only the torch backend needs torch; the ONNX path never imports it
     import torch
@@ -219,20 +218,12 @@ def channel_argmax(probs: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def slice_progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
-    """A transient "predict slices" bar on stderr where stderr is a terminal; ``advance(n)``
-    moves it (stdout keeps the results alone).
-
-    Off a terminal (a script, a pipe, a log file) the bar would draw nothing, so rich is not
-    even imported: a tenth of a second of a fresh process's start-up.
-    """
-    if not (enabled and sys.stderr.isatty()):
-        yield lambda n: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True, console=progress_console()) as bar:
-        task = bar.add_task("predict slices", total=total)
-        yield lambda n: bar.advance(task, n)
+    """A transient "predict slices" bar on stderr where stderr is a terminal, plain lines
+    elsewhere (:func:`kdseg.errors.progress_steps`); ``advance(n)`` moves it (stdout keeps the
+    results alone). Off a terminal rich is not even imported: a tenth of a second of a fresh
+    process's start-up."""
+    with progress_steps("predict slices", total, enabled=enabled, transient=True) as bar:
+        yield bar.advance
 
 
 class Predictor:

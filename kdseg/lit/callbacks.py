@@ -5,6 +5,7 @@ checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -20,7 +21,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
 from kdseg.data.rng import global_states, set_global_states
-from kdseg.errors import to_log_files
+from kdseg.errors import redirects_stdout, to_log_files
 from kdseg.eval.overlay import overlay_figure_array
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,23 @@ class _NoVersion:
 
 
 class QuietRichProgressBar(_NoVersion, RichProgressBar):
-    """Lightning's rich bar on stderr (Lightning's default console is stdout's)."""
+    """Lightning's rich bar on stderr (Lightning's default console is stdout's). Its live
+    display leaves stdout alone where that is a file or pipe (rich would send what is printed
+    there while the bar draws, the run's information lines, to the bar's console: stderr)."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs["console_kwargs"] = {"stderr": True, **(kwargs.get("console_kwargs") or {})}
         super().__init__(**kwargs)
+
+    def _init_progress(self, trainer: pl.Trainer) -> None:
+        # Lightning (2.6) builds and starts its Progress here, with rich's default
+        # redirect_stdout=True: the Live's stdout proxy is taken back at once
+        super()._init_progress(trainer)
+        live = getattr(self.progress, "live", None)
+        restore = getattr(live, "_restore_stdout", None)
+        if restore is not None and not redirects_stdout(live.console):
+            sys.stdout = restore
+            live._restore_stdout = None
 
 
 class QuietTQDMProgressBar(_NoVersion, TQDMProgressBar):
@@ -165,7 +178,9 @@ class QuietTQDMProgressBar(_NoVersion, TQDMProgressBar):
 
 def progress_bar() -> pl.Callback:
     """Lightning's default progress bar (rich where installed, else tqdm), without ``v_num``,
-    on stderr: stdout holds the results alone."""
+    on stderr: stdout holds the results alone. Training adds it only where stderr is a
+    terminal (:func:`kdseg.errors.progress_draws`); elsewhere :class:`ValidationLine` shows
+    the progress."""
     from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
     return QuietRichProgressBar() if _RICH_AVAILABLE else QuietTQDMProgressBar()
@@ -282,13 +297,14 @@ class ValidationLine(pl.Callback):
 
     The train loss is the mean over the training steps since the previous validation (this
     process's, under DDP); the seconds are the wall time since then (training and
-    validation). The console shows the progress bar instead: the line goes to the log file
-    only, and to the console too where the progress bar is off (``enable_progress_bar=false``,
-    a batch job's log). Rank 0 only; the best score is kept in the checkpoint, so a resumed
-    run's lines go on from it in the same, appended, log file. A checkpoint saved before this
-    callback existed holds no such state: the best checkpoint's score stands in, its epoch
-    unknown (``best 0.8123``, without ``at epoch``). Better is as that checkpoint callback
-    (the ``ModelCheckpoint`` of the same monitor) says: ``mode`` max or min.
+    validation). Where the progress bar draws (stderr is a terminal) the line goes to the log
+    file only; where it is off (stderr a batch job's log or a pipe, or
+    ``enable_progress_bar=false``) to stderr too, as the bar would be. Rank 0 only; the best
+    score is kept in the checkpoint, so a resumed run's lines go on from it in the same,
+    appended, log file. A checkpoint saved before this callback existed holds no such state:
+    the best checkpoint's score stands in, its epoch unknown (``best 0.8123``, without
+    ``at epoch``). Better is as that checkpoint callback (the ``ModelCheckpoint`` of the same
+    monitor) says: ``mode`` max or min.
     """
 
     def __init__(self, monitor: str = "val/dice_mean") -> None:
@@ -371,11 +387,13 @@ class ValidationLine(pl.Callback):
 
 def _to_run_log(line: str, console: bool) -> None:
     """``line`` into the run's log file (the root logger's file handlers, where
-    :func:`kdseg.cli.record_run` put it), and to the console too when ``console``."""
-    if console:
-        log.info(line)
-        return
+    :func:`kdseg.cli.record_run` put it), and on stderr too when ``console``: progress, which
+    stdout (the results) is not for."""
     to_log_files(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
+    if console:
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr: the run goes on
+            sys.stdout.flush()  # before: a log of both streams keeps their order
+            print(line, file=sys.stderr, flush=True)
 
 
 class RandomStreams(pl.Callback):

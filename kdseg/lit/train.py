@@ -28,7 +28,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
-from kdseg.errors import ConfigError, write_text_atomic
+from kdseg.errors import ConfigError, progress_draws, write_text_atomic
 from kdseg.lit.callbacks import (
     QuietModelSummary,
     RandomStreams,
@@ -270,14 +270,17 @@ def fit(
     callbacks = build_callbacks(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
     )
-    if cfg.get("trainer", {}).get("enable_progress_bar", True) is not False:
+    # the bar only where it draws (stderr a terminal): elsewhere (a batch job's log, a pipe)
+    # it would show nothing until the end, and ValidationLine's lines show the progress there
+    bar = cfg.get("trainer", {}).get("enable_progress_bar", True) is not False and progress_draws()
+    if bar:
         callbacks.append(progress_bar())  # Lightning's own, less its v_num item
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=loggers,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **cfg.get("trainer", {}),
+        **{**cfg.get("trainer", {}), "enable_progress_bar": bar},
     )
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)

@@ -21,7 +21,7 @@ import nibabel as nib
 
 from kdseg.data.phantom.case import generate_case
 from kdseg.data.phantom.config import PENDING_FILE, TRUTH_FILE, PhantomConfig
-from kdseg.errors import InputError, atomic_group, progress_console, write_text_atomic
+from kdseg.errors import InputError, atomic_group, progress_steps, write_text_atomic
 
 
 def case_id(dataset: str, index: int) -> str:
@@ -110,29 +110,9 @@ def _case_results(
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar (or nothing); yields ``advance(n)``."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=progress_console()) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    """A rich progress bar, plain lines off a terminal, or nothing; yields ``advance(n)``."""
+    with progress_steps(description, total, enabled=enabled, counts=True) as bar:
+        yield bar.advance
 
 
 def _cases_on_disk(root: Path) -> dict[str, list[Path]]:
