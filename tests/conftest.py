@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -52,6 +53,104 @@ def kdseg(
         raise AssertionError(
             f"kdseg-{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
             f"{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def _loggers() -> list[tuple[str, logging.Logger]]:
+    """The root logger and every named one (placeholders left out)."""
+    named = list(logging.Logger.manager.loggerDict.items())
+    return [("", logging.getLogger()), *((n, g) for n, g in named if isinstance(g, logging.Logger))]
+
+
+def kdseg_here(
+    command: str, *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """``kdseg(command, *args)`` in this process: the console script's entry function, called
+    as the script calls it (its argv, ``sys.exit`` of what it returns), its stdout and stderr
+    captured, without an interpreter's start-up (2 to 5 s of imports a command, most of the
+    suite's time). For the tests of what a command writes, or refuses in its one line; a test
+    of the process itself (signals, DDP, wandb, two processes alike for one seed, a resumed
+    run bit for bit, what a fresh interpreter prints) starts a real one with :func:`kdseg`.
+
+    What a command changes in the process is undone after it: argv, the working directory,
+    the environment, Hydra's global state and the root logger's handlers (a run's train.log),
+    warning filters, signal handlers, torch's thread count and deterministic mode. The command
+    sees the warning filters a fresh interpreter starts with."""
+    import contextlib
+    import io
+    import signal
+    import traceback
+    import warnings
+    from importlib.metadata import entry_points
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    (script,) = entry_points(group="console_scripts", name=f"kdseg-{command}")
+    main = script.load()
+    out, err = io.StringIO(), io.StringIO()
+    argv, here, environ = sys.argv, os.getcwd(), dict(os.environ)
+    signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    loggers = _loggers()
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for name, lg in loggers}
+    threads = torch.get_num_threads()
+    deterministic = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    command_line = [str(BIN / f"kdseg-{command}"), *args]
+    sys.argv = command_line[:]
+    os.environ["WANDB_MODE"] = "disabled"  # as kdseg() runs a command
+    GlobalHydra.instance().clear()
+    code: object = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            # a fresh interpreter's warning filters, not the suite's (pyproject.toml ignores
+            # FutureWarning, which a command shows as a warning line)
+            warnings.resetwarnings()
+            for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning):
+                warnings.filterwarnings("ignore", category=category)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            try:
+                code = main()
+            except SystemExit as exc:
+                code = exc.code
+            except Exception:  # what the interpreter does with an uncaught one: exit 1
+                traceback.print_exc()
+                code = 1
+            if code is not None and not isinstance(code, int):  # sys.exit("message")
+                print(code, file=sys.stderr)
+                code = 1
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        GlobalHydra.instance().clear()
+        for name, logger in _loggers():  # Hydra's console and file handlers, Lightning's
+            handlers, level, propagate, disabled = saved.get(name, ([], None, None, None))
+            for added in set(logger.handlers) - set(handlers):
+                added.close()
+            logger.handlers[:] = handlers
+            if level is not None:
+                logger.level, logger.propagate, logger.disabled = level, propagate, disabled
+        for s, handler in signals.items():
+            signal.signal(s, handler)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    result = subprocess.CompletedProcess(command_line, code or 0, out.getvalue(), err.getvalue())
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kdseg-{command} (in-process) failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
 

@@ -24,14 +24,12 @@ import pytest
 
 from kdseg.errors import InputError
 
-BIN = Path(sys.executable).parent
-
 
 def _run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [str(BIN / command), *args], capture_output=True, text=True, cwd=cwd, env=env
-    )
+    """``command`` (``kdseg-<name>``) run in this process (conftest.kdseg_here), in ``cwd``."""
+    from conftest import kdseg_here
+
+    return kdseg_here(command.removeprefix("kdseg-"), *args, cwd=cwd, check=False)
 
 
 def test_empty_folder(tmp_path: Path) -> None:
@@ -661,18 +659,18 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     """``+thresold=0.5`` would add a key kdseg-predict never reads; ``-m`` with ``--cfg`` is
     Hydra's own refusal. Both: one line, exit 2, no traceback; training configs take new keys
     (``+distill.mix=cutmix``) and are not affected."""
-    from conftest import kdseg
+    from conftest import kdseg_here
 
     from kdseg.cli.options import check_no_new_keys
 
-    typo = kdseg("predict", "ckpt=a.ckpt", "input=b", "output=c", "+thresold=0.5",
-                 cwd=tmp_path, check=False)  # fmt: skip
-    flags = kdseg("eval", "-m", "seed=1,2", "--cfg", "job", cwd=tmp_path, check=False)
+    typo = kdseg_here("predict", "ckpt=a.ckpt", "input=b", "output=c", "+thresold=0.5",
+                      cwd=tmp_path, check=False)  # fmt: skip
+    flags = kdseg_here("eval", "-m", "seed=1,2", "--cfg", "job", cwd=tmp_path, check=False)
     for result, words in ((typo, "has no option 'thresold'"), (flags, "Only one of")):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
     check_no_new_keys("distill", ["+distill.mix=cutmix"])
-    refused = kdseg("eval", "ckpt=missing.ckpt", cwd=tmp_path, check=False)
+    refused = kdseg_here("eval", "ckpt=missing.ckpt", cwd=tmp_path, check=False)
     assert refused.returncode == 2, refused.stderr
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
@@ -680,9 +678,9 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
 def test_an_unknown_config_choice_is_one_short_line_with_the_close_one(tmp_path: Path) -> None:
     """``model=enett``: Hydra's refusal, joined into one line, ended with its config search
     path (``provider=hydra, path=pkg://hydra.conf ...``); now the choices and the close one."""
-    from conftest import kdseg
+    from conftest import kdseg_here
 
-    result = kdseg("train", "model=enett", cwd=tmp_path, check=False)
+    result = kdseg_here("train", "model=enett", cwd=tmp_path, check=False)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("kdseg-train: error: model=enett: no model config of that name")
@@ -749,7 +747,7 @@ def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: 
     which kdseg-predict and kdseg-eval then refuse in turn (they read only their own keys):
     the line names the option meant instead. Training configs, which take new keys, keep the
     ``+`` advice beside the suggestion."""
-    from conftest import kdseg
+    from conftest import kdseg_here
 
     from kdseg.cli.options import unknown_option
 
@@ -761,7 +759,7 @@ def test_an_unknown_option_names_the_close_one_not_hydras_plus_advice(tmp_path: 
     ]
     for command, typo, words in cases:
         paths = ["input=b", "output=c"] if command == "predict" else []
-        result = kdseg(command, "ckpt=a.ckpt", *paths, typo, cwd=tmp_path, check=False)
+        result = kdseg_here(command, "ckpt=a.ckpt", *paths, typo, cwd=tmp_path, check=False)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert words in lines[0] and "To append" not in lines[0], result.stderr
@@ -781,12 +779,12 @@ def test_a_refused_run_leaves_no_default_time_stamped_run_dir(
     """Without ``hydra.run.dir`` a run goes to ``<runs>/<task>/<name>-<YYYYmmdd-HHMMSS>``,
     which Hydra makes before kdseg checks anything: a refused run removes that folder again
     (its parents stay), and leaves alone a run dir that holds another run's files."""
-    from conftest import TINY_DATA, kdseg
+    from conftest import TINY_DATA, kdseg_here
 
     runs = tmp_path / "runs"
     teacher = [f"teacher.ckpt={tmp_path / 'none.ckpt'}"] if command == "distill" else []
     bad = [*TINY_DATA, f"data.root={tmp_path / 'missing'}", f"paths.runs_dir={runs}", *teacher]
-    result = kdseg(command, *bad, cwd=tmp_path, check=False)
+    result = kdseg_here(command, *bad, cwd=tmp_path, check=False)
     assert result.returncode == 2 and "missing" in result.stderr, result.stderr
     leftovers = [p for p in runs.rglob("*") if p.name.startswith(("enet-", "unetpp-"))]
     assert not leftovers and not list(runs.rglob("*.*")), sorted(map(str, runs.rglob("*")))
@@ -794,7 +792,7 @@ def test_a_refused_run_leaves_no_default_time_stamped_run_dir(
     # removes it; a folder named on the command line that was there before stays
     kept = tmp_path / "kept"
     kept.mkdir()
-    again = kdseg(
+    again = kdseg_here(
         command,
         *TINY_DATA,
         f"data.root={phantom_lits}",
@@ -811,10 +809,10 @@ def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
 ) -> None:
     """The teacher is checked before the slice cache is filled: on a real dataset preparing
     takes minutes to hours, and a typo in ``teacher.ckpt`` should cost seconds."""
-    from conftest import TINY_DATA, kdseg
+    from conftest import TINY_DATA, kdseg_here
 
     cache = tmp_path / "cache"
-    result = kdseg(
+    result = kdseg_here(
         "distill",
         *TINY_DATA,
         f"data.root={phantom_lits}",
@@ -897,10 +895,10 @@ def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
     folder; now before the loggers start). Both: exit 2, one line, and the new run dir
     removed with the empty folders in it. Refusals after the loggers start, wandb on: the
     rows ``wandb on`` of tests/test_fault_corpus.py."""
-    from conftest import TINY_DATA, error_lines, kdseg
+    from conftest import TINY_DATA, error_lines, kdseg_here
 
     run = tmp_path / "new" / "run"
-    result = kdseg(
+    result = kdseg_here(
         "train",
         *TINY_DATA,
         "logger=csv",

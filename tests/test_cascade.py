@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import kdseg
+from conftest import kdseg_here
 from test_spacing_roi import stored_volume
 
 from kdseg.data.dicom import write_dicom_series
@@ -153,7 +153,7 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
     write_dicom_series(image, tmp_path / "series")
     for name, source in (("nifti", case), ("dicom", tmp_path / "series")):
         out = tmp_path / f"{name}.nii.gz"
-        kdseg("predict", pair, f"input={source}", f"output={out}")
+        kdseg_here("predict", pair, f"input={source}", f"output={out}")
         pred, src = nib.load(str(out)), load_volume(source)
         assert pred.shape == src.shape
         np.testing.assert_allclose(pred.affine, src.affine, atol=1e-4)
@@ -163,12 +163,14 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
     noise = np.random.default_rng(0).integers(-5, 6, (48, 40, 6))
     air = nib.Nifti1Image((noise - 1000).astype(np.int16), np.diag([0.9, 0.9, 3.0, 1]))
     nib.save(air, str(tmp_path / "air.nii.gz"))
-    result = kdseg("predict", pair, f"input={tmp_path / 'air.nii.gz'}", f"output={tmp_path / 'e'}")
+    result = kdseg_here(
+        "predict", pair, f"input={tmp_path / 'air.nii.gz'}", f"output={tmp_path / 'e'}"
+    )
     assert "stage 1 found no organ" in result.stdout
     assert not np.asarray(nib.load(str(tmp_path / "e" / "air.nii.gz")).dataobj).any()
     report = json.loads((tmp_path / "e" / "air.lesions.json").read_text())
     assert report["notes"] == ["stage 1 found no organ: labels left empty"]
-    result = kdseg(
+    result = kdseg_here(
         "eval",
         "experiment=demo",
         f"data.root={phantom_lits}",
@@ -177,7 +179,9 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
     )
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["cascade"] == [str(ckpt), str(ckpt)] and "organ" in summary["summary"]
-    bad = kdseg("predict", f"ckpt=[{ckpt},{ckpt},{ckpt}]", f"input={case}", "output=y", check=False)
+    bad = kdseg_here(
+        "predict", f"ckpt=[{ckpt},{ckpt},{ckpt}]", f"input={case}", "output=y", check=False
+    )
     assert bad.returncode == 2 and "two stages" in bad.stderr
 
 
@@ -191,7 +195,7 @@ def test_real_scan_through_predict_keeps_its_geometry(trained_enet: Path, tmp_pa
     ct = nib.load(str(REAL_CT / "ct.nii.gz"))
     for name, arg in (("single", f"ckpt={ckpt}"), ("cascade", f"ckpt=[{ckpt},{ckpt}]")):
         out = tmp_path / f"{name}.nii.gz"
-        kdseg("predict", arg, f"input={REAL_CT / 'ct.nii.gz'}", f"output={out}")
+        kdseg_here("predict", arg, f"input={REAL_CT / 'ct.nii.gz'}", f"output={out}")
         pred = nib.load(str(out))
         assert pred.shape == ct.shape == (122, 101, 30)
         np.testing.assert_array_equal(pred.affine, ct.affine)

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import TINY_DATA, kdseg
+from conftest import TINY_DATA, kdseg_here
 
 from kdseg.data.dicom import write_dicom_series
 from kdseg.data.phantom import PhantomConfig, generate_case
@@ -31,8 +31,12 @@ def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path
     series = tmp_path / "series"
     write_dicom_series(img, series, rng=np.random.default_rng(0))  # shuffled order, random names
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
-    kdseg("predict", f"ckpt={ckpt}", f"input={nifti}", f"output={tmp_path / 'from_nifti.nii.gz'}")
-    kdseg("predict", f"ckpt={ckpt}", f"input={series}", f"output={tmp_path / 'from_dicom.nii.gz'}")
+    kdseg_here(
+        "predict", f"ckpt={ckpt}", f"input={nifti}", f"output={tmp_path / 'from_nifti.nii.gz'}"
+    )
+    kdseg_here(
+        "predict", f"ckpt={ckpt}", f"input={series}", f"output={tmp_path / 'from_dicom.nii.gz'}"
+    )
     a = nib.as_closest_canonical(nib.load(str(tmp_path / "from_nifti.nii.gz")))
     b = nib.as_closest_canonical(nib.load(str(tmp_path / "from_dicom.nii.gz")))
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
@@ -42,7 +46,7 @@ def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path
 
     from kdseg.data.dicom_seg import source_slices
 
-    kdseg(
+    kdseg_here(
         "predict",
         f"ckpt={ckpt}",
         f"input={series}",
@@ -58,7 +62,7 @@ def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path
     nifti_label = np.asarray(nib.load(str(tmp_path / "from_dicom.nii.gz")).dataobj)
     np.testing.assert_array_equal(frames, nifti_label.transpose(2, 1, 0))  # multiclass: 1, 2
     # a rerun as NIfTI into the same folder replaces the SEG run's report, kdseg's own
-    kdseg("predict", f"ckpt={ckpt}", f"input={series}", f"output={tmp_path}")
+    kdseg_here("predict", f"ckpt={ckpt}", f"input={series}", f"output={tmp_path}")
     assert (tmp_path / "series.nii.gz").is_file() and (tmp_path / "series.seg.dcm").is_file()
 
 
@@ -68,7 +72,7 @@ def test_dicom_folder_with_two_series_is_rejected(trained_enet: Path, tmp_path: 
     write_dicom_series(img, tmp_path / "mixed2")
     for f in (tmp_path / "mixed2").iterdir():
         f.rename(tmp_path / "mixed" / f"b-{f.name}")
-    result = kdseg(
+    result = kdseg_here(
         "predict",
         f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
         f"input={tmp_path / 'mixed'}",
@@ -98,7 +102,7 @@ def test_predict_writes_lesion_report_and_overlay(
     trained_enet: Path, phantom_lits: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "pred"
-    kdseg(
+    kdseg_here(
         "predict",
         f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
         f"input={phantom_lits / 'volume-0.nii.gz'}",
@@ -115,7 +119,7 @@ def test_paper_protocol_on_a_binary_tumor_model(
     phantom_lits: Path, trained_enet: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "tumor"
-    kdseg(
+    kdseg_here(
         "train",
         *TINY_DATA,
         "logger=csv",
@@ -128,7 +132,7 @@ def test_paper_protocol_on_a_binary_tumor_model(
         f"hydra.run.dir={run}",
     )
     ckpt = run / "checkpoints" / "last.ckpt"
-    kdseg(
+    kdseg_here(
         "eval",
         *TINY_DATA,
         f"data.root={phantom_lits}",
@@ -139,7 +143,7 @@ def test_paper_protocol_on_a_binary_tumor_model(
     summary = json.loads((run / "eval-test-paper" / "summary.json").read_text())
     assert summary["protocol"] == "paper" and set(summary["summary"]) == {"tumor"}
     assert 0.0 <= summary["summary"]["tumor"]["dice"] <= 1.0
-    multiclass = kdseg(
+    multiclass = kdseg_here(
         "eval",
         *TINY_DATA,
         f"data.root={phantom_lits}",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import BIN, TINY_DATA, kdseg
+from conftest import BIN, TINY_DATA, kdseg, kdseg_here
 
 from kdseg.data.dataset import resolve_data
 from kdseg.errors import ConfigError, InputError
@@ -296,7 +296,7 @@ def test_the_cosine_spans_the_steps_the_run_trains_and_a_longer_resume(
 
 def test_short_distillation_run_with_a_new_preset(trained_enet: Path, phantom_lits: Path) -> None:
     run = trained_enet.parent / "emkd-balanced"
-    kdseg(
+    kdseg_here(
         "distill",
         *TINY_DATA,
         "logger=csv",
@@ -394,7 +394,7 @@ def test_exported_student_loads_without_teacher(killed_and_resumed: dict[str, An
 def test_teacher_trained_on_other_preprocessing_exits_2_with_one_line(
     trained_enet: Path, phantom_lits: Path
 ) -> None:
-    result = kdseg(
+    result = kdseg_here(
         "distill",
         *TINY_DATA,
         "logger=csv",

@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from conftest import TINY_DATA, error_lines, kdseg
+from conftest import TINY_DATA, error_lines, kdseg_here
 from test_distill_module import STUDENT
 from test_nnunet import FIXTURE
 from test_unlabeled import SCANS, scan_folder
@@ -44,7 +44,7 @@ def distill(phantom: Path, tmp_path: Path, teacher: Path, *extra: str, check: bo
     scans = tmp_path / "scans"
     if not scans.exists():
         scan_folder(phantom, scans)
-    return kdseg(
+    return kdseg_here(
         "distill",
         *TINY_DATA,
         *STUDENT,

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import kdseg
+from conftest import kdseg, kdseg_here
 
 from kdseg.errors import InputError
 
@@ -51,17 +51,17 @@ def test_predict_replaces_its_own_label_but_not_another_file(
     scan = _ct(tmp_path / "scans" / "volume-1.nii.gz")
     out = tmp_path / "pred" / "p.nii.gz"
     for _ in range(2):
-        kdseg("predict", f"ckpt={ckpt}", f"input={scan}", f"output={out}")
+        kdseg_here("predict", f"ckpt={ckpt}", f"input={scan}", f"output={out}")
     assert bytes(nib.load(out).header["descrip"]).rstrip(b"\0") == b"kdseg label"
 
     mask = _ct(tmp_path / "scans" / "segmentation-1.nii.gz", np.zeros((40, 36, 8), np.uint8))
     before = _digest(mask)
     args = [f"ckpt={ckpt}", f"input={scan}", f"output={mask}"]
-    refused = kdseg("predict", *args, check=False)
+    refused = kdseg_here("predict", *args, check=False)
     _one_line_exit_2(refused, "segmentation-1.nii.gz")
     assert _digest(mask) == before
     assert sorted(p.name for p in mask.parent.iterdir()) == sorted([scan.name, mask.name])
-    kdseg("predict", *args, "overwrite=true")
+    kdseg_here("predict", *args, "overwrite=true")
     assert _digest(mask) != before
 
 
@@ -71,23 +71,24 @@ def test_phantom_never_writes_over_a_dataset(tmp_path: Path) -> None:
     scan = _ct(root / "volume-0.nii.gz")
     before = _digest(scan)
     tiny = "params={size_range: [48, 48], slices_range: [8, 8]}"
-    refused = kdseg("phantom", "dataset=lits", f"root={root}", "n_cases=2", tiny, check=False)
+    refused = kdseg_here("phantom", "dataset=lits", f"root={root}", "n_cases=2", tiny, check=False)
     _one_line_exit_2(refused, "volume-0.nii.gz")
     assert _digest(scan) == before and sorted(p.name for p in root.iterdir()) == [scan.name]
 
     os.rename(scan, root / "volume-5.nii.gz")  # a real case at another index: no mixing in
-    refused = kdseg("phantom", "dataset=lits", f"root={root}", "n_cases=2", tiny, check=False)
+    refused = kdseg_here("phantom", "dataset=lits", f"root={root}", "n_cases=2", tiny, check=False)
     _one_line_exit_2(refused, "volume-5.nii.gz")
     assert sorted(p.name for p in root.iterdir()) == ["volume-5.nii.gz"]
 
     phantoms = tmp_path / "phantoms"
-    kdseg("phantom", "dataset=lits", f"root={phantoms}", "n_cases=1", "seed=1", tiny)
-    kdseg("phantom", "dataset=lits", f"root={phantoms}", "n_cases=2", "seed=1", tiny)  # resumes
-    other = kdseg(
+    kdseg_here("phantom", "dataset=lits", f"root={phantoms}", "n_cases=1", "seed=1", tiny)
+    # resumes
+    kdseg_here("phantom", "dataset=lits", f"root={phantoms}", "n_cases=2", "seed=1", tiny)
+    other = kdseg_here(
         "phantom", "dataset=lits", f"root={phantoms}", "n_cases=1", "seed=2", tiny, check=False
     )
     _one_line_exit_2(other, "volume-0.nii.gz")
-    unknown = kdseg(
+    unknown = kdseg_here(
         "phantom", "dataset=lits", f"root={tmp_path / 'x'}", "params={size_rang: [1]}", check=False
     )
     _one_line_exit_2(unknown, "size_rang")
@@ -142,7 +143,7 @@ def test_export_refuses_one_file_for_both_cascade_stages(
 ) -> None:
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
     out = tmp_path / "a.onnx"
-    result = kdseg(
+    result = kdseg_here(
         "export",
         f"ckpt=[{ckpt},{ckpt}]",
         f"output=[{out},{tmp_path}/./a.onnx]",
@@ -157,7 +158,7 @@ def test_report_refuses_an_output_inside_a_run_it_reads(trained_enet: Path, tmp_
     run = tmp_path / "run"
     shutil.copytree(trained_enet, run)
     before = sorted(str(p) for p in run.rglob("*"))
-    result = kdseg("report", f"runs=[{run}]", f"output_dir={run}/report", check=False)
+    result = kdseg_here("report", f"runs=[{run}]", f"output_dir={run}/report", check=False)
     _one_line_exit_2(result, "report")
     assert sorted(str(p) for p in run.rglob("*")) == before
 
@@ -172,7 +173,7 @@ def test_report_refuses_an_output_inside_a_run_it_reads(trained_enet: Path, tmp_
     ],
 )
 def test_models_errors_are_one_line(args: list[str], culprit: str) -> None:
-    _one_line_exit_2(kdseg("models", *args, check=False), culprit)
+    _one_line_exit_2(kdseg_here("models", *args, check=False), culprit)
 
 
 def test_pseudolabel_errors_and_no_half_written_dataset(trained_enet: Path, tmp_path: Path) -> None:
@@ -181,44 +182,45 @@ def test_pseudolabel_errors_and_no_half_written_dataset(trained_enet: Path, tmp_
     _ct(scans / "a.nii.gz")
     out = tmp_path / "pseudo"
     common = [f"ckpt={ckpt}", f"input={scans}", f"output={out}", "flip_check=false"]
-    _one_line_exit_2(kdseg("pseudolabel", *common, "bogus=1", check=False), "bogus")
-    file_input = kdseg(
+    _one_line_exit_2(kdseg_here("pseudolabel", *common, "bogus=1", check=False), "bogus")
+    file_input = kdseg_here(
         "pseudolabel", f"ckpt={ckpt}", f"input={scans / 'a.nii.gz'}", f"output={out}", check=False
     )
     _one_line_exit_2(file_input, "a.nii.gz")
     _one_line_exit_2(
-        kdseg("pseudolabel", f"ckpt={ckpt}", "input=", f"output={out}", check=False), "input"
+        kdseg_here("pseudolabel", f"ckpt={ckpt}", "input=", f"output={out}", check=False), "input"
     )
 
     # the second case is garbage: the first one's files must not be left as a dataset
     bad = np.random.default_rng(2).normal(0, 300, (40, 36, 8)).astype(np.float32)
     bad[1, 2, 3] = np.nan
     _ct(scans / "b.nii.gz", bad)
-    result = kdseg("pseudolabel", *common, check=False)
+    result = kdseg_here("pseudolabel", *common, check=False)
     _one_line_exit_2(result, "b.nii.gz")
     assert not out.exists() and not list(tmp_path.glob(".pseudo*"))
 
     os.remove(scans / "b.nii.gz")
-    kdseg("pseudolabel", *common)
+    kdseg_here("pseudolabel", *common)
     assert (out / "dataset.json").is_file() and (out / "labelsTr" / "a.nii.gz").is_file()
-    kdseg("pseudolabel", *common[:2], "output=.", "flip_check=false", cwd=out)  # reruns in place
+    # reruns in place
+    kdseg_here("pseudolabel", *common[:2], "output=.", "flip_check=false", cwd=out)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["confidence.csv", "dataset.json", "imagesTr", "labelsTr"]
     )
     (out / "notes.txt").write_text("mine")  # a dataset folder with the user's file in it
-    _one_line_exit_2(kdseg("pseudolabel", *common, check=False), "pseudo")
+    _one_line_exit_2(kdseg_here("pseudolabel", *common, check=False), "pseudo")
     assert (out / "notes.txt").read_text() == "mine"
     # a folder that is not a pseudo-label dataset is never replaced
     other = tmp_path / "other"
     _ct(other / "keep.nii.gz")
-    refused = kdseg("pseudolabel", *common[:2], f"output={other}", check=False)
+    refused = kdseg_here("pseudolabel", *common[:2], f"output={other}", check=False)
     _one_line_exit_2(refused, "other")
     assert [p.name for p in other.iterdir()] == ["keep.nii.gz"]
 
 
 def test_bench_refuses_a_missing_checkpoint_before_measuring(tmp_path: Path) -> None:
     entries = f"entries=[{{name: x, ckpt: {tmp_path}/nope.ckpt, backend: torch}}]"
-    result = kdseg(
+    result = kdseg_here(
         "bench", "quick=true", "dice=false", f"output_dir={tmp_path}/b", entries, check=False
     )
     _one_line_exit_2(result, "nope.ckpt")
@@ -290,7 +292,7 @@ def test_eval_default_output_of_a_bare_checkpoint_is_beside_it(
     bare = tmp_path / "models" / "m.ckpt"
     bare.parent.mkdir()
     shutil.copy(trained_enet / "checkpoints" / "best.ckpt", bare)
-    kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={bare}")
+    kdseg_here("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={bare}")
     assert (bare.parent / "eval-test-full" / "summary.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
 
@@ -309,7 +311,7 @@ def test_eval_never_writes_into_the_dataset_and_an_empty_split_is_one_line(
     before = sorted(p.name for p in data.iterdir())
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
     out = tmp_path / "out"
-    kdseg("eval", *TINY_DATA, f"data.root={data}", f"ckpt={ckpt}", f"output_dir={out}")
+    kdseg_here("eval", *TINY_DATA, f"data.root={data}", f"ckpt={ckpt}", f"output_dir={out}")
     assert (out / "summary.json").is_file()
     assert sorted(p.name for p in data.iterdir()) == before
     one = tmp_path / "one"  # one case: the seeded split has no test case
@@ -318,7 +320,7 @@ def test_eval_never_writes_into_the_dataset_and_an_empty_split_is_one_line(
     shutil.copy(volume, one / volume.name)
     label = volume.name.replace("volume-", "segmentation-")
     shutil.copy(data / label, one / label)
-    result = kdseg(
+    result = kdseg_here(
         "eval",
         *TINY_DATA,
         f"data.root={one}",

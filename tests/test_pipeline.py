@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, TINY_DATA, TINY_PHANTOM, kdseg
+from conftest import BIN, TINY_DATA, TINY_PHANTOM, kdseg, kdseg_here
 
 from kdseg.data.dataset import resolve_data
 from kdseg.data.phantom import PhantomConfig, generate_case
@@ -42,13 +42,13 @@ def _data_cfg(root: Path, **overrides) -> dict:
 
 
 def test_prepare_is_idempotent_and_cache_is_complete(phantom_lits: Path) -> None:
-    first = kdseg("prepare", *TINY_DATA, f"data.root={phantom_lits}")
+    first = kdseg_here("prepare", *TINY_DATA, f"data.root={phantom_lits}")
     assert "5 case(s) prepared" in first.stdout
     setup = resolve_data(_data_cfg(phantom_lits))
     metas = sorted(setup.cache_dir.glob("cases/*/meta.json"))
     assert len(metas) == 5
     stamp = [m.stat().st_mtime_ns for m in metas]
-    kdseg("prepare", *TINY_DATA, f"data.root={phantom_lits}")
+    kdseg_here("prepare", *TINY_DATA, f"data.root={phantom_lits}")
     assert [m.stat().st_mtime_ns for m in metas] == stamp  # nothing redone
     split = json.loads((phantom_lits / "kdseg_split.json").read_text())
     assert {len(split[s]) for s in ("val", "test")} == {1}
@@ -235,7 +235,7 @@ def test_an_offline_wandb_run_ends_with_the_command_that_uploads_it(tmp_path: Pa
 
 def test_eval_writes_per_case_and_summary(trained_enet: Path, phantom_lits: Path) -> None:
     out = trained_enet / "eval-test"
-    result = kdseg(
+    result = kdseg_here(
         "eval",
         *TINY_DATA,
         f"data.root={phantom_lits}",
@@ -265,7 +265,7 @@ def test_predict_restores_geometry_of_flipped_and_permuted_input(
     preds = {}
     for name, img in (("plain", plain_img), ("odd", odd_img)):
         nib.save(img, str(tmp_path / f"{name}.nii.gz"))
-        kdseg(
+        kdseg_here(
             "predict",
             f"ckpt={ckpt}",
             f"input={tmp_path / name}.nii.gz",
@@ -526,10 +526,10 @@ def test_ddp_distill_with_unlabeled_scans(
 @pytest.mark.parametrize("dataset,layout", [("kits", "kits19")])
 def test_same_commands_on_kits_layout(tmp_path: Path, dataset: str, layout: str) -> None:
     root = tmp_path / layout
-    kdseg("phantom", f"dataset={dataset}", f"root={root}", "n_cases=4", TINY_PHANTOM)
+    kdseg_here("phantom", f"dataset={dataset}", f"root={root}", "n_cases=4", TINY_PHANTOM)
     assert (root / "case_00000" / "imaging.nii.gz").exists()
     run = tmp_path / "run"
-    kdseg(
+    kdseg_here(
         "train",
         *TINY_DATA,
         "logger=csv",
@@ -553,7 +553,7 @@ def test_every_registered_model_trains_through_kdseg_train(
     names = sorted(p.stem for p in Path(CONFIG_PATH, "model").glob("*.yaml"))
     assert set(names) <= set(available_models()) and len(names) >= 8
     sweep = tmp_path / "sweep"
-    kdseg(
+    kdseg_here(
         "train",
         "-m",
         *TINY_DATA,
@@ -709,7 +709,7 @@ def test_step_checkpoints_also_save_at_each_epoch_end(phantom_lits: Path, tmp_pa
     was saved before validation), so the finished run's ``last.ckpt`` holds its last step and
     the best callback's state after the last epoch; ``last-previous`` stays one interval back."""
     run = tmp_path / "run"
-    kdseg(
+    kdseg_here(
         "train",
         *TINY_DATA,
         "logger=csv",

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DATA, kdseg
+from conftest import TINY_DATA, kdseg, kdseg_here
 from test_distill_module import _fake_teacher
 
 from kdseg.eval.checkpoint import load_bundle, read_checkpoint
@@ -33,7 +33,7 @@ def test_pseudolabel_round_trip_filter_and_training(
     torch.manual_seed(3)
     ckpt = _fake_teacher(tmp_path / "teacher.ckpt", hparams["model"], hparams["data"])
     out = tmp_path / "pseudo"
-    kdseg("pseudolabel", f"ckpt={ckpt}", f"input={scans}", f"output={out}")
+    kdseg_here("pseudolabel", f"ckpt={ckpt}", f"input={scans}", f"output={out}")
 
     rows = read_table(out / "confidence.csv")
     assert tuple(rows[0]) == COLUMNS and [r["case_id"] for r in rows] == list(SCANS)
@@ -59,7 +59,7 @@ def test_pseudolabel_round_trip_filter_and_training(
     assert confidences[0] < confidences[-1], confidences
     cut = (confidences[0] + confidences[-1]) / 2
     filtered = tmp_path / "filtered"
-    done = kdseg(
+    done = kdseg_here(
         "pseudolabel",
         f"ckpt={ckpt}",
         f"input={scans}",
@@ -76,7 +76,7 @@ def test_pseudolabel_round_trip_filter_and_training(
 
     # the output is a dataset: kdseg-train reads the teacher's labels as ground truth
     run = tmp_path / "run"
-    kdseg(
+    kdseg_here(
         "train",
         *TINY_DATA,
         "logger=csv",
@@ -169,7 +169,7 @@ def test_pseudolabel_says_in_one_line_what_its_folder_holds_besides_scans(
     scans.mkdir()
     os.symlink(phantom_lits / "volume-0.nii.gz", scans / "scan-a.nii.gz")
     (scans / "README.txt").write_text("scans of site B")
-    done = kdseg(
+    done = kdseg_here(
         "pseudolabel",
         f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
         f"input={scans}",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DATA, error_lines, kdseg
+from conftest import TINY_DATA, error_lines, kdseg, kdseg_here
 from test_compile import _module
 from test_distill_module import _compose
 
@@ -181,7 +181,7 @@ def test_bad_settings_are_refused(phantom_lits: Path, trained_enet: Path, tmp_pa
             teacher={"predictions": str(tmp_path), "cache": str(tmp_path / "cache")},
             distill=cfg["distill"],
         )
-    result = kdseg(
+    result = kdseg_here(
         "distill",
         *TINY_DATA,
         f"data.root={phantom_lits}",

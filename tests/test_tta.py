@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import TINY_DATA, kdseg
+from conftest import TINY_DATA, kdseg_here
 from test_preprocess import _volume
 
 from kdseg.data.preprocess_config import PreprocessConfig
@@ -97,25 +97,25 @@ def test_kdseg_eval_and_predict_with_tta(
     """The evaluation records ``tta``; predict keeps the input's geometry; a bad value exits 2
     with one line naming the option."""
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
-    kdseg("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={ckpt}", "tta=flip",
-          "threads=1")  # fmt: skip
+    kdseg_here("eval", *TINY_DATA, f"data.root={phantom_lits}", f"ckpt={ckpt}", "tta=flip",
+               "threads=1")  # fmt: skip
     out = trained_enet / "eval-test-full-tta-flip"  # beside the plain evaluation, not over it
     assert json.loads((out / "summary.json").read_text())["tta"] == "flip"
     volume = sorted(phantom_lits.glob("volume-*.nii*"))[0]
     pred = tmp_path / "pred.nii.gz"
-    kdseg("predict", f"ckpt={ckpt}", f"input={volume}", f"output={pred}", "tta=flip",
-          "threads=1")  # fmt: skip
+    kdseg_here("predict", f"ckpt={ckpt}", f"input={volume}", f"output={pred}", "tta=flip",
+               "threads=1")  # fmt: skip
     src, got = nib.load(volume), nib.load(pred)
     assert got.shape == src.shape and np.allclose(got.affine, src.affine)
-    bad = kdseg("predict", f"ckpt={ckpt}", f"input={volume}", f"output={tmp_path / 'x.nii.gz'}",
-                "tta=rot90", check=False)  # fmt: skip
+    bad = kdseg_here("predict", f"ckpt={ckpt}", f"input={volume}",
+                     f"output={tmp_path / 'x.nii.gz'}", "tta=rot90", check=False)  # fmt: skip
     assert bad.returncode == 2, bad.stderr
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "tta must be one of none, flip" in lines[0], bad.stderr
     assert not (tmp_path / "x.nii.gz").exists()
     # pseudo-labels: mirroring makes the flip check pass every case, so the pair is refused
-    pseudo = kdseg("pseudolabel", f"ckpt={ckpt}", f"input={volume.parent}",
-                   f"output={tmp_path / 'ds'}", "tta=flip", check=False)  # fmt: skip
+    pseudo = kdseg_here("pseudolabel", f"ckpt={ckpt}", f"input={volume.parent}",
+                        f"output={tmp_path / 'ds'}", "tta=flip", check=False)  # fmt: skip
     assert pseudo.returncode == 2 and "set flip_check=false" in pseudo.stderr, pseudo.stderr
     assert not (tmp_path / "ds").exists()
 
