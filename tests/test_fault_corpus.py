@@ -14,20 +14,14 @@ process's warnings and banners are covered too.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import importlib
-import io
 import json
-import logging
 import os
 import pickle
 import shutil
-import signal
 import struct
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +30,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, TINY_DATA, error_lines
+from conftest import BIN, TINY_DATA, error_lines, kdseg_here
 
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
 SHAPE = (40, 36, 8)
@@ -584,16 +578,6 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("train: new run dir deep inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/runs/a/b"])[1], "in/runs/a/b", False),
 ]  # fmt: skip
 
-MODULES = {
-    "predict": "predict",
-    "eval": "evaluate",
-    "export": "export",
-    "prepare": "prepare",
-    "train": "train",
-    "distill": "distill",
-    "phantom": "phantom",
-    "report": "report",
-}
 #: what a training run dir holds before the task checks anything: Hydra's own files and logs
 #: and the run's full config (kept even for a run that fails, to show what was asked for)
 HYDRA_BOOKKEEPING = (".hydra", ".log", "config.yaml")
@@ -609,32 +593,8 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 def _in_process(command: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
     """Run ``kdseg-<command>``'s entry function here, as the console script would."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    module = importlib.import_module(f"kdseg.cli.{MODULES[command]}")
-    out, err = io.StringIO(), io.StringIO()
-    argv, here, handler = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
-    root = logging.getLogger()  # Hydra's job logging: a run's train.log handler, undone after
-    handlers, level = root.handlers[:], root.level
-    sys.argv = [f"kdseg-{command}", *args]
-    GlobalHydra.instance().clear()
-    code = 0
-    try:
-        os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            module.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-        os.chdir(here)
-        signal.signal(signal.SIGTERM, handler)
-        GlobalHydra.instance().clear()
-        for added in set(root.handlers) - set(handlers):
-            added.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    return code, out.getvalue(), err.getvalue()
+    result = kdseg_here(command, *args, cwd=cwd, check=False)
+    return result.returncode, result.stdout, result.stderr
 
 
 def _subprocess(
