@@ -162,9 +162,15 @@ class Progressing:
         text = f"{self.title}: {self.done}/{self.total}, {self._last - self._start:.0f} s"
         if self.detail != self.title:
             text += f"; {self.detail}"
-        with contextlib.suppress(OSError, ValueError):  # a closed stderr: the work goes on
-            sys.stdout.flush()  # before: a log of both streams keeps their order
-            print(text, file=sys.stderr, flush=True)
+        progress_line(text)
+
+
+def progress_line(text: str) -> None:
+    """One plain progress line on stderr, stdout flushed first so that a log of both streams
+    keeps their order; a closed stderr is ignored (the work goes on)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        print(text, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

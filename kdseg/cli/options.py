@@ -247,14 +247,7 @@ def _option_names(config_name: str, model: tuple[str, str] | None = None) -> tup
 
     own = load(root / f"{config_name}.yaml")
     walk(own, "")
-    defaults = (own.get("defaults") or []) if isinstance(own, dict) else []
-    groups = [
-        str(group)
-        for entry in defaults
-        if isinstance(entry, dict)
-        for group in entry
-        if not str(group).startswith(("override", "hydra", "experiment"))
-    ]
+    groups = [g for g, _ in config_groups(config_name, root) if not g.startswith("experiment")]
     for group in groups:
         chosen = [root / group / f"{model[1]}.yaml"] if model and model[0] == group else None
         for path in chosen or sorted((root / group).glob("*.yaml")):

@@ -122,7 +122,6 @@ def main(cfg: DictConfig) -> None:
         NONFINITE,
         check_choice,
         check_unoriented,
-        geometry_only,
         is_nifti,
         load_volume,
         require_orientation,
@@ -182,11 +181,8 @@ def main(cfg: DictConfig) -> None:
                 image = load_volume(source, nonfinite=cfg.nonfinite, dicom_int16=True)
             require_orientation(image, source, cfg.unoriented)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
-            label = _predict_label(predictor, image, steps, following)
-            if not cfg.overlay:  # the input's voxels are freed before the outputs are written
-                image = geometry_only(image)
-            _write_case(
-                cfg, predictor, bundle, label, image, source, files, steps, (postprocess, keep)
+            _predict_one(
+                cfg, predictor, bundle, image, source, files, steps, following, (postprocess, keep)
             )
     except BaseException:
         for folder in new_folders:  # deepest first; a folder with finished cases stays
@@ -239,7 +235,11 @@ def _predict_one(
     """Predict one loaded input and write its files (report, overlay, label last); the
     ``following`` input starts to be read once the network is done with this one.
     ``postprocess``: the mode as checked by :func:`main` and how many components it keeps."""
+    from kdseg.data.io import geometry_only
+
     label = _predict_label(predictor, image, steps, following)
+    if not cfg.get("overlay"):  # the input's voxels are freed before the outputs are written
+        image = geometry_only(image)
     _write_case(cfg, predictor, bundle, label, image, source, files, steps, postprocess)
 
 

@@ -96,11 +96,11 @@ def evaluate_modes(
             image = load_volume(case.image)
             truth = case_label(case, image)  # a layout's own label values mapped to 0/1/2
             raw = _predict(predictor, image, truth)
+            spacing = list(voxel_sizes(image))
+            axes = sheared_axes(image.affine)  # a tilted gantry: distances by the affine
             for mode in modes:
                 pred = postprocess_labels(raw, mode, keep)[0]
                 if protocol == "full":
-                    spacing = list(voxel_sizes(image))
-                    axes = sheared_axes(image.affine)  # a tilted gantry: distances by the affine
                     scores = case_metrics(pred, truth, spacing, classes, axes)
                 else:
                     scores = _paper_row(predictor, image, pred, truth, classes)

@@ -5,7 +5,6 @@ checkpoint."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
@@ -21,7 +20,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
 from kdseg.data.rng import global_states, set_global_states
-from kdseg.errors import redirects_stdout, to_log_files
+from kdseg.errors import progress_line, redirects_stdout, to_log_files
 from kdseg.eval.overlay import overlay_figure_array
 
 log = logging.getLogger(__name__)
@@ -391,9 +390,7 @@ def _to_run_log(line: str, console: bool) -> None:
     stdout (the results) is not for."""
     to_log_files(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
     if console:
-        with contextlib.suppress(OSError, ValueError):  # a closed stderr: the run goes on
-            sys.stdout.flush()  # before: a log of both streams keeps their order
-            print(line, file=sys.stderr, flush=True)
+        progress_line(line)
 
 
 class RandomStreams(pl.Callback):
