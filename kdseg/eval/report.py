@@ -133,18 +133,25 @@ def group_runs(records: Sequence[RunRecord], direction: int = 1) -> list[Row]:
             row.paired[key] = paired_difference(
                 _by_seed(row.runs, *key), _by_seed(alone.get(row.model, []), *key)
             )
+        # the gap on the seeds the row shares with its student alone (its own seeds when it
+        # shares none): a distilled mean over seeds the reference lacks is no comparison
         seeds = {r.seed for r in row.runs}
+        alone_runs = _on_seeds(references.get(("student", row.model), []), seeds)
+        shared = seeds & {r.seed for r in alone_runs}
+        distilled = _cells(_on_seeds(row.runs, shared))
         teacher, student = (
-            _cells(_on_seeds(references.get(("teacher", row.teacher), []), seeds)),
-            _cells(_on_seeds(references.get(("student", row.model), []), seeds)),
+            _cells(_on_seeds(references.get(("teacher", row.teacher), []), shared or seeds)),
+            _cells(alone_runs),
         )
         for dataset, name in row.cells:
             if name == GAP_CLASS:
-                row.gap[dataset] = gap_closed(
-                    row.cells[dataset, name],
-                    teacher.get((dataset, name)),
-                    student.get((dataset, name)),
-                    direction,
+                cell = distilled.get((dataset, name))  # None: no value on a shared seed
+                row.gap[dataset] = (
+                    None
+                    if cell is None
+                    else gap_closed(
+                        cell, teacher.get((dataset, name)), student.get((dataset, name)), direction
+                    )
                 )
     return sorted(rows, key=_sort_key)
 
@@ -223,8 +230,9 @@ class Report:
             "",
             f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
             "sample std over the seeds listed (one run: its value). Gap closed = (distilled - "
-            "student alone) / (teacher - student alone) on the mean tumor Dice over the row's "
-            "seeds (a reference row's own seeds when it shares none); n/a when the teacher is "
+            "student alone) / (teacher - student alone) on the mean tumor Dice over the seeds "
+            "the row shares with the student alone (a reference row's own seeds when it shares "
+            "none); n/a when the teacher is "
             "not better or a reference row is missing. Paired Δ = mean over seeds of "
             "(distilled - student alone) of the same seed (same initial weights), with a "
             "Student-t 95% interval; n/a without a student-alone run of a common seed. "
