@@ -54,3 +54,22 @@ def test_gap_closed_with_no_shared_seed_uses_each_rows_own_seeds() -> None:
     row = next(r for r in group_runs(records) if r.role == "distilled")
     assert row.gap["lits"] == pytest.approx(0.5)
     assert row.paired["lits", "tumor"] is None
+
+
+def test_report_csv_leaves_an_undefined_interval_empty_not_nan() -> None:
+    """One pair has no interval: report.csv wrote ``nan`` there, which readers of the CSV
+    (scripts/demo.py's study rows) printed as ``[+nan, +nan]``; undefined is empty, as a
+    missing cell or gap is."""
+    import csv
+    import io
+
+    from kdseg.eval.report import Report
+
+    records = [_run("student", 1, 0.6), _run("distilled", 1, 0.7, method="kd", teacher="t")]
+    rows = group_runs(records)
+    report = Report(rows, [("lits", "tumor")], {("lits", "tumor"): "Liver tumor"}, "e", "dice")
+    line = next(r for r in csv.DictReader(io.StringIO(report.csv_text())) if r["method"])
+    assert float(line["lits_tumor_paired_mean"]) == pytest.approx(0.1)
+    assert (line["lits_tumor_paired_low"], line["lits_tumor_paired_high"]) == ("", "")
+    assert line["lits_tumor_paired_n"] == "1"
+    assert "nan" not in report.csv_text()

@@ -286,8 +286,9 @@ class Report:
                     line.update(
                         {
                             f"{prefix}_mean": diff.mean,
-                            f"{prefix}_low": diff.low,
-                            f"{prefix}_high": diff.high,
+                            # undefined (one pair): empty, as a missing cell, never "nan"
+                            f"{prefix}_low": diff.low if math.isfinite(diff.low) else "",
+                            f"{prefix}_high": diff.high if math.isfinite(diff.high) else "",
                             f"{prefix}_n": diff.n,
                         }
                     )
