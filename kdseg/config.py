@@ -7,8 +7,31 @@ from omegaconf import OmegaConf
 from kdseg.data.tasks import Task
 
 
+def _dataset_organ(root: object) -> str | None:
+    from kdseg.data.nnunet import dataset_organ  # numpy: not for --help
+
+    return dataset_organ(str(root))
+
+
+def _organ_components(organ: object) -> int | None:
+    """How many components a predicted mask of ``organ`` is boxed by (a paired organ: 2);
+    None (one) for any other."""
+    from kdseg.eval.postprocess import ORGAN_COMPONENTS
+
+    count = ORGAN_COMPONENTS.get(str(organ).strip().lower()) if organ is not None else None
+    return count if count and count > 1 else None
+
+
 def register_resolvers() -> None:
-    """Register ``kdseg.num_classes`` (from the task) and ``kdseg.in_channels`` (from context)."""
+    """Register ``kdseg.num_classes`` (from the task), ``kdseg.in_channels`` (from context),
+    ``kdseg.dataset_organ`` (the organ an nnU-Net folder's ``dataset.json`` names) and
+    ``kdseg.organ_components`` (2 for a paired organ, else None)."""
+    for name, resolver in (
+        ("kdseg.dataset_organ", _dataset_organ),
+        ("kdseg.organ_components", _organ_components),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     if not OmegaConf.has_resolver("kdseg.num_classes"):
         OmegaConf.register_new_resolver(
             "kdseg.num_classes", lambda task: Task(str(task)).num_classes

@@ -451,3 +451,41 @@ def test_an_int16_series_holds_the_same_hounsfield_units(
     got = np.asanyarray(load_dicom_series(tmp_path, int16=True).dataobj)
     assert got.dtype == (np.int16 if want_int16 else np.float32) and got.flags.f_contiguous
     np.testing.assert_array_equal(got.astype(np.float32), want, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "extreme", "pixel_reads"),
+    [("0.5", "-1024", 0, 3), ("1", "-1024.5", 0, 3), ("1", "-1024", 65535, 6),
+     ("1", "-1024", 4095, 3)],
+)  # fmt: skip
+def test_an_int16_read_reads_each_header_once_and_pixels_twice_only_beyond_its_range(
+    tmp_path, monkeypatch, slope, intercept, extreme, pixel_reads
+):
+    """A rescale int16 does not hold (here the last slice's) is seen in the headers: the
+    series is read as float32 at once, not as int16 up to that slice and then again. Pixels
+    beyond int16's range are seen only in the pixels: those slices are read twice (into a
+    float32 volume, not both volumes at once), the headers once."""
+    from kdseg.data import dicom
+
+    write_dicom_series(nib.Nifti1Image(np.zeros((16, 12, 3), np.int16), np.eye(4)), tmp_path)
+    paths = sorted(tmp_path.glob("*.dcm"), key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    ds = pydicom.dcmread(paths[-1])
+    stored = np.full((12, 16), 100, np.uint16)
+    stored[0, 0] = extreme
+    ds.PixelRepresentation, ds.PixelData = 0, stored.tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(paths[-1])
+    want = np.asanyarray(load_dicom_series(tmp_path).dataobj)
+    calls = {"headers": 0, "pixels": 0}
+    for name, key in (("_read_headers", "headers"), ("_hounsfield", "pixels")):
+        real = getattr(dicom, name)
+
+        def counted(*args, _real=real, _key=key):
+            calls[_key] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(dicom, name, counted)
+    got = np.asanyarray(load_dicom_series(tmp_path, int16=True).dataobj)
+    np.testing.assert_array_equal(got.astype(np.float32), want, strict=True)
+    assert got.dtype == (np.int16 if extreme == 4095 else np.float32)
+    assert calls == {"headers": 1, "pixels": pixel_reads}

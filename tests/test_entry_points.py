@@ -134,9 +134,8 @@ def _check_help(text: str, conf: Path, config: str) -> None:
             assert items[0] == "null (default)", (group, items)
             items = items[1:]
         defaults = [item for item in items if item.endswith(" (default)")]
-        assert defaults == (
-            [] if default is None else [f"{default}{'*' * (default in beyond)} (default)"]
-        )
+        marked = default is not None and default != "default"  # `default` says it itself
+        assert defaults == ([f"{default}{'*' * (default in beyond)} (default)"] if marked else [])
         names = [item.removesuffix(" (default)") for item in items]
         assert [name.rstrip("*") for name in names] == choices, f"{group}: not conf/{group}/"
         assert {name[:-1] for name in names if name.endswith("*")} == beyond, group
@@ -170,6 +169,11 @@ def test_help_has_the_distill_methods_and_marks_what_goes_beyond_the_paper() -> 
         "enet (default)" in listed["student"]
         and "unetpp (default)" in _listed_groups(groups_help("train"))["model"]
     )
+    # a default named "default" is not marked twice ("paths: default (default)" read oddly)
+    assert listed["paths"] == ["default"]
+    assert listed["trainer"] == ["ddp", "ddp_fork", "default", "gpu"]
+    assert "default" in listed["logger"] and "csv" in listed["logger"]
+    assert "(default) (default)" not in groups_help("train")
 
 
 def test_help_lists_a_new_config_file(tmp_path: Path) -> None:

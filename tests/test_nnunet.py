@@ -63,6 +63,46 @@ def test_nnunet_layout_reads_like_the_lits_original(phantom_lits: Path, tmp_path
     assert discover_images(root / "imagesTr")[4].case_id == "liver_004"  # as an imagesTs folder
 
 
+def test_the_organ_is_the_one_dataset_json_names(phantom_lits: Path, tmp_path: Path) -> None:
+    """data=nnunet inherited lits' ``organ: liver``: a kidney dataset trained without
+    ``data.organ=kidney`` made a model whose ``postprocess=largest`` kept one kidney, whose
+    cascade boxed one kidney, whose DICOM SEG said liver. The organ is now the organ label's
+    name in dataset.json (``data.organ`` set wins), and a kidney keeps two components."""
+    from kdseg.data.nnunet import dataset_organ
+    from kdseg.eval.postprocess import components_to_keep
+
+    root = nnunet_folder(phantom_lits, tmp_path / "Dataset064_KiTS19")
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "Kidney": 1, "Tumor": 2}, "file_ending": ".nii.gz"})
+    )
+    cache = f"data.cache_root={tmp_path / 'cache'}"
+    data = compose("train", ["data=nnunet", f"data.root={root}", cache])["data"]
+    assert data["organ"] == "kidney" and data["preprocess"]["roi_components"] == 2
+    info = resolve_data(data).info()  # what the checkpoint records
+    assert info["organ"] == "kidney" and info["preprocess"]["roi_components"] == 2
+    assert components_to_keep("largest", info["preprocess"]["roi_components"], "kidney") == 2
+    chosen = compose("train", ["data=nnunet", f"data.root={root}", "data.organ=liver", cache])
+    assert chosen["data"]["organ"] == "liver"  # set: it wins, and a liver is one component
+    assert chosen["data"]["preprocess"]["roi_components"] is None
+    liver = compose(
+        "train", ["data=nnunet", f"data.root={nnunet_folder(phantom_lits, tmp_path / 'L')}"]
+    )
+    assert (
+        liver["data"]["organ"] == "liver" and liver["data"]["preprocess"]["roi_components"] is None
+    )
+    # nothing to read, or no single organ named: none (reading the dataset says what is wrong)
+    assert (
+        compose("train", ["data=nnunet", f"data.root={tmp_path / 'none'}"])["data"]["organ"] is None
+    )
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "liver": 1, "spleen": 2}})
+    )
+    assert dataset_organ(tmp_path / "two") is None
+    (tmp_path / "two" / "dataset.json").write_text("{")
+    assert dataset_organ(tmp_path / "two") is None
+
+
 def test_label_names_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     assert kdseg_label_map({"background": 0, "kidney": 1, "kidney_tumor": 2}, tmp_path) is None
     with pytest.raises(InputError, match="all organs"):

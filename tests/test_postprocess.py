@@ -128,6 +128,23 @@ def test_components_to_keep() -> None:
             components_to_keep("largest", None, organ)
 
 
+def test_protocol_paper_refuses_postprocessing_with_one_message() -> None:
+    """kdseg-eval's check and the library's (evaluate_modes) are one function, one line."""
+    from kdseg.eval.postprocess import check_for_protocol
+
+    want = "protocol=paper is the paper's protocol: use postprocess=none"
+    for modes in ("largest", ("none", "largest")):
+        with pytest.raises(InputError) as info:
+            check_for_protocol("paper", modes)
+        assert str(info.value).endswith(want)
+    check_for_protocol("paper", "none")
+    check_for_protocol("full", ("none", "largest"))
+    predictor = Predictor(lambda x: x, PreprocessConfig(), Task("organ"))
+    with pytest.raises(InputError) as info:  # before any case is read
+        evaluate_modes(predictor, [], "paper", False, ("largest",), organ="liver")
+    assert str(info.value).endswith(want)
+
+
 def _summary(organ: float, tumor: float) -> dict:
     return {"organ": {"dice_mean": organ}, "tumor": {"dice_mean": tumor}}
 

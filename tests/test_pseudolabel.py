@@ -180,3 +180,73 @@ def test_pseudolabel_says_in_one_line_what_its_folder_holds_besides_scans(
         f"kdseg-pseudolabel: warning: {scans}: passed over 1 entry: 1 not NIfTI (README.txt)"
     ], done.stderr
     assert done.stdout.startswith("scan-a: confidence"), done.stdout
+
+
+def test_pseudolabel_postprocess_largest_and_its_record(tmp_path: Path) -> None:
+    """``postprocess=largest`` (as kdseg-predict's) removes an island from each written label,
+    the confidences staying the teacher's; dataset.json records the mode and the components
+    kept (none: the default); ``auto`` (kdseg-eval's, on split=val) is refused in one line."""
+    import json
+
+    from omegaconf import OmegaConf
+    from test_cascade import fine_backend
+    from test_spacing_roi import stored_volume
+
+    from kdseg.data.preprocess_config import PreprocessConfig
+    from kdseg.data.tasks import Task
+    from kdseg.eval.pseudolabel import pseudolabel_folder
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    big, small = (10, 21, 8, 23, 3, 9), (30, 34, 26, 30, 8, 11)
+    img, labels = stored_volume("RAS", organs=(big, small))
+    nib.save(img, scans / "case.nii.gz")
+    predictor = Predictor(fine_backend, PreprocessConfig(), Task("multiclass"))
+    rows = {}
+    for mode, keep in (("none", 1), ("largest", 1)):
+        out = tmp_path / mode
+        rows[mode] = list(
+            pseudolabel_folder(predictor, scans, out, flip=False, postprocess=(mode, keep))
+        )
+        written = np.asarray(nib.load(out / "labelsTr" / "case.nii.gz").dataobj)
+        want = labels.copy()
+        if mode == "largest":
+            want[30:34, 26:30, 8:11] = 0  # the second organ: an island to one liver
+        np.testing.assert_array_equal(written, want)
+        dataset = json.loads((out / "dataset.json").read_text())
+        assert dataset["postprocess"] == mode
+        assert dataset["postprocess_keep"] == (None if mode == "none" else 1)
+    same = ("mean_max_prob", "foreground_voxels", "kept")  # the teacher's, before it
+    assert [[row[k] for k in same] for row in rows["none"]] == [
+        [row[k] for k in same] for row in rows["largest"]
+    ]
+    assert OmegaConf.load(Path(__file__).parents[1] / "conf/pseudolabel.yaml").postprocess == "none"
+    result = kdseg(  # checked before the model loads
+        "pseudolabel", "ckpt=none.ckpt", f"input={scans}", "output=o", "postprocess=auto",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "postprocess=auto" in lines[0] and "none or largest" in lines[0]
+
+
+def test_pseudolabel_cli_postprocess_largest_keeps_the_models_count(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """The command's wiring: the count is the checkpoint's (a LiTS model: data.organ liver, 1)."""
+    import json
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    os.symlink(phantom_lits / "volume-0.nii.gz", scans / "volume-0.nii.gz")
+    out = tmp_path / "pseudo"
+    kdseg_here(
+        "pseudolabel",
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        f"input={scans}",
+        f"output={out}",
+        "flip_check=false",
+        "postprocess=largest",
+    )
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert (dataset["postprocess"], dataset["postprocess_keep"]) == ("largest", 1)

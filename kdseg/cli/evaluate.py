@@ -22,6 +22,7 @@ from kdseg.eval.evaluate import (
 )
 from kdseg.eval.postprocess import (
     MODES,
+    check_for_protocol,
     check_for_task,
     check_postprocess,
     choose,
@@ -56,8 +57,7 @@ def main(cfg: DictConfig) -> None:
             f"{cfg.split}: a choice made on the test cases is fitted to them; evaluate test "
             "with the postprocess=none or largest that val chose",
         )
-    if postprocess != "none" and cfg.protocol == "paper":
-        raise InputError(None, "protocol=paper is the paper's protocol: use postprocess=none")
+    check_for_protocol(cfg.protocol, postprocess)
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     ckpt = ckpts[-1] if ckpts else None  # a cascade's results go beside its stage 2
     stages = ckpts if len(ckpts) > 1 else stage_list(cfg.artifact)

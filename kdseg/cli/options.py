@@ -545,7 +545,8 @@ def beyond_the_paper(path: Path) -> bool:
 def groups_help(config_name: str, width: int = 80, root: str | Path = CONFIG_PATH) -> str:
     """The ``--help`` section listing each config group of ``conf/<config_name>.yaml`` with
     the choices its folder holds now (``conf/<group>/*.yaml``), the default marked (``null``
-    first for a group none of whose choices is the default) and a choice whose header says
+    first for a group none of whose choices is the default; a default named ``default`` is
+    not marked again) and a choice whose header says
     :data:`BEYOND_MARKER` starred; wrapped to ``width`` columns. Empty for a config with no
     groups."""
     import textwrap
@@ -560,7 +561,9 @@ def groups_help(config_name: str, width: int = 80, root: str | Path = CONFIG_PAT
             beyond = beyond_the_paper(path)
             starred |= beyond
             mark = "*" if beyond else ""
-            default_mark = "\xa0(default)" if path.stem == default else ""  # (no break before)
+            # a choice named "default" says so itself (`paths: default`, not "default (default)")
+            marked = path.stem == default and default != "default"
+            default_mark = "\xa0(default)" if marked else ""  # (no break before)
             items.append(f"{path.stem}{mark}{default_mark}")
         rows.append((group, ", ".join(items)))
     legend = "; *: beyond the paper" if starred else ""

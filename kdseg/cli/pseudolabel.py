@@ -11,6 +11,7 @@ from kdseg.cli import build_predictor, command, number, require_paths, require_w
 from kdseg.data.io import check_unoriented
 from kdseg.data.sources import discover_images
 from kdseg.errors import InputError, warning_line
+from kdseg.eval.postprocess import check_for_task, check_postprocess, components_to_keep
 from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
 
 
@@ -21,6 +22,7 @@ def main(cfg: DictConfig) -> None:
     notes: list[str] = []
     cases = discover_images(cfg.input, notes)  # a refused scan costs no model load
     check_unoriented(cfg.unoriented)
+    postprocess = check_postprocess(cfg.postprocess)  # none | largest (auto: kdseg-eval's)
     min_confidence = number(cfg, "min_confidence", float, minimum=0, maximum=1)
     min_flip_dice = number(cfg, "min_flip_dice", float, minimum=0, maximum=1)
     predictor, bundle, *_ = build_predictor(cfg, threshold=number(cfg, "threshold", float))
@@ -30,6 +32,10 @@ def main(cfg: DictConfig) -> None:
         # flip check would pass every case at 1.0, for 8x the network time
         raise InputError(None, "tta=flip makes the flip check meaningless; set flip_check=false")
     organ = cfg.organ or bundle.data.get("organ", "organ")
+    check_for_task(postprocess, predictor.task)
+    keep = components_to_keep(  # a cascade: stage 2's, whose labels are written
+        postprocess, predictor.pre.config.roi_components, cfg.organ or bundle.data.get("organ")
+    )
     for note in notes:  # what the input folder holds besides scans: once nothing is refused
         print(warning_line(note), file=sys.stderr)
     kept = total = 0
@@ -43,6 +49,7 @@ def main(cfg: DictConfig) -> None:
         organ=organ,
         unoriented=cfg.unoriented,
         cases=cases,
+        postprocess=(postprocess, keep),
     ):
         total += 1
         kept += bool(row["kept"])

@@ -384,7 +384,10 @@ def load_dicom_series(folder: str | os.PathLike, int16: bool = False) -> nib.Nif
     (slope 1, a whole intercept, integer pixels: CT's usual rescale), the same values in half
     the memory, as a NIfTI CT is stored; a series whose HU it does not hold is read as
     float32. Prediction asks for it (:meth:`~kdseg.data.preprocess.Preprocessor.scale` gives
-    the same floats from either).
+    the same floats from either). A rescale int16 cannot hold is seen in the headers, before
+    any pixel is read; pixels beyond int16's range only in the pixels, and the slices up to
+    that one are then read again into a float32 volume (their headers not): converting the
+    int16 slices instead would hold both volumes at once, 6 bytes a voxel where this peaks at 4.
 
     Raises :class:`InputError` (one line naming the folder or file) for the problems listed in
     the module docstring.
@@ -393,14 +396,11 @@ def load_dicom_series(folder: str | os.PathLike, int16: bool = False) -> nib.Nif
         raise InputError(folder, "not a folder (expected a DICOM series folder)")
     ordered = sorted(read_series_headers(folder), key=lambda item: int(item[1].InstanceNumber))
     rows, columns = int(ordered[0][1].Rows), int(ordered[0][1].Columns)
-    # Fortran order, as nibabel reads a NIfTI file: each slice one block, so the steps after
-    # the read (the HU check, preprocessing slice by slice) run as fast as on a NIfTI input.
-    # np.stack of the planes put the slice axis innermost, and held the volume twice.
-    volume = np.empty((columns, rows, len(ordered)), np.int16 if int16 else np.float32, "F")
-    for k, (path, _) in enumerate(ordered):
-        if not _hounsfield(path, volume[:, :, k]):
-            del volume  # HU that int16 does not hold exactly: the series again, as float32
-            return load_dicom_series(folder)
+    int16 = int16 and all(_whole_rescale(path, ds) for path, ds in ordered)
+    volume = _read_pixels(ordered, (columns, rows), int16)
+    if volume is None:  # HU beyond int16's range: the pixels again, as float32
+        volume = _read_pixels(ordered, (columns, rows), False)
+    assert volume is not None  # a float32 read never gives up
     headers = [ds for _, ds in ordered]
     affine = _series_affine(headers)
     image = nib.Nifti1Image(volume, affine, extra={SERIES_HEADERS: headers})
@@ -408,6 +408,28 @@ def load_dicom_series(folder: str | os.PathLike, int16: bool = False) -> nib.Nif
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     return image
+
+
+def _whole_rescale(path: Path, ds: pydicom.Dataset) -> bool:
+    """Whether a slice's header rescale keeps whole pixel values whole (slope 1, a whole
+    intercept): what an int16 read needs, known before its pixels are read."""
+    slope = _rescale(ds, path, "RescaleSlope", 1.0)
+    return slope == 1 and _rescale(ds, path, "RescaleIntercept", 0.0).is_integer()
+
+
+def _read_pixels(
+    ordered: list[tuple[Path, pydicom.Dataset]], shape: tuple[int, int], int16: bool
+) -> np.ndarray | None:
+    """The series' HU as a (columns, rows, slices) volume in Fortran order, int16 or float32;
+    None (the int16 volume freed) at the first slice whose HU int16 does not hold."""
+    # Fortran order, as nibabel reads a NIfTI file: each slice one block, so the steps after
+    # the read (the HU check, preprocessing slice by slice) run as fast as on a NIfTI input.
+    # np.stack of the planes put the slice axis innermost, and held the volume twice.
+    volume = np.empty((*shape, len(ordered)), np.int16 if int16 else np.float32, "F")
+    for k, (path, _) in enumerate(ordered):
+        if not _hounsfield(path, volume[:, :, k]):
+            return None
+    return volume
 
 
 def _hounsfield(path: Path, out: np.ndarray) -> bool:

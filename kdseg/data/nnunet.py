@@ -109,6 +109,30 @@ def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int
     return None if pairs == ((0, 0), (1, 1), (2, 2)) else pairs
 
 
+def dataset_organ(folder: str | Path) -> str | None:
+    """The organ ``<folder>/dataset.json`` names: its one label that is neither background,
+    a tumor (:data:`TUMOR_WORDS`) nor ``ignore``, lowercased (``Kidney`` -> ``kidney``), as
+    :func:`kdseg_label_map` maps it to label 1. None where the file is missing or unreadable
+    or names no single organ: reading the dataset then says what is wrong. ``data=nnunet``'s
+    ``data.organ`` (a model's organ: its DICOM SEG segment, how many components
+    ``postprocess=largest`` keeps) comes from here unless set."""
+    import json
+
+    try:
+        labels = json.loads((Path(str(folder)) / DATASET_JSON).read_text()).get("labels")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(labels, dict):
+        return None
+    organs = [
+        str(name).strip().lower()
+        for name in labels
+        if str(name).lower() not in ("background", IGNORE_LABEL)
+        and not any(word in str(name).lower() for word in TUMOR_WORDS)
+    ]
+    return organs[0] if len(organs) == 1 and organs[0] else None
+
+
 def read_dataset_json(folder: str | Path) -> NnunetDataset:
     """Read ``<folder>/dataset.json`` (labels and file ending) with clear errors."""
     path = Path(folder) / DATASET_JSON

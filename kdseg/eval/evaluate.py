@@ -35,6 +35,7 @@ from kdseg.eval.metrics import (
     summarize,
 )
 from kdseg.eval.postprocess import (
+    check_for_protocol,
     check_for_task,
     check_postprocess,
     components_to_keep,
@@ -79,11 +80,10 @@ def evaluate_modes(
     ``roi_components``, else by ``organ``, the model's ``data.organ``)."""
     check_protocol(protocol)
     modes = [check_postprocess(mode) for mode in modes]
+    check_for_protocol(protocol, modes)  # the message kdseg-eval gives
     for mode in modes:
         check_for_task(mode, predictor.task)
     keep = max(components_to_keep(m, predictor.pre.config.roi_components, organ) for m in modes)
-    if protocol == "paper" and set(modes) != {"none"}:
-        raise InputError(None, "protocol=paper is the paper's protocol: no postprocessing")
     classes = predictor.task.eval_classes
     if protocol == "paper" and predictor.task.name == "multiclass":
         raise InputError(

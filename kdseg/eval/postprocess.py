@@ -55,6 +55,15 @@ def check_postprocess(value: object, modes: tuple[str, ...] = MODES) -> str:
     return mode
 
 
+def check_for_protocol(protocol: str, modes: str | tuple[str, ...] | list[str]) -> None:
+    """Refuse any postprocessing under ``protocol=paper`` (one message wherever it is checked:
+    ``kdseg-eval`` before the model loads, :func:`~kdseg.eval.evaluate.evaluate_modes` for a
+    caller of the library): EMKD's protocol scores the network's labels as they are."""
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    if protocol == "paper" and any(mode != "none" for mode in modes):
+        raise InputError(None, "protocol=paper is the paper's protocol: use postprocess=none")
+
+
 #: how many components an organ kdseg's datasets name (``data.organ``) is made of
 ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}
 

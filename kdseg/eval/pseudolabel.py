@@ -18,6 +18,11 @@ as an nnU-Net v2 raw dataset (``imagesTr/<case>_0000.nii.gz``, a link to the inp
 NIfTI copy of a DICOM series; ``labelsTr/<case>.nii.gz`` on the input's exact geometry;
 ``dataset.json``), which ``kdseg-train data=nnunet data.root=<output>`` reads as ground truth.
 Every case, kept or not, is a row of ``confidence.csv``.
+
+``postprocess="largest"`` (beyond the paper; default ``none``, as in ``kdseg-predict``) keeps
+the organ's largest component(s) in each written label
+(:func:`~kdseg.eval.postprocess.postprocess_labels`); the confidences are the teacher's, of
+its labels before that. ``dataset.json`` records the mode and the components kept.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from kdseg.data.io import (
 )
 from kdseg.data.sources import ImageCase, discover_images
 from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
+from kdseg.eval.postprocess import check_postprocess, postprocess_labels
 
 CSV_NAME = "confidence.csv"
 DATASET_ENTRIES = ("imagesTr", "labelsTr", "dataset.json", CSV_NAME)
@@ -145,13 +151,16 @@ def pseudolabel_folder(
     organ: str = "organ",
     unoriented: str = "error",
     cases: list[ImageCase] | None = None,
+    postprocess: tuple[str, int] = ("none", 1),
 ) -> Iterator[dict]:
     """Label every image of ``source`` (``cases``, found by
     :func:`~kdseg.data.sources.discover_images` when not given) into the dataset ``output``;
     yield each case's row.
 
     A NIfTI whose header gives no orientation is refused unless ``unoriented="analyze"``
-    (:func:`~kdseg.data.io.require_orientation`, as kdseg-predict).
+    (:func:`~kdseg.data.io.require_orientation`, as kdseg-predict). ``postprocess``: the mode
+    (``none`` or ``largest``) and how many components it keeps
+    (:func:`~kdseg.eval.postprocess.components_to_keep`), applied to each written label.
 
     A case below a threshold is listed (``kept`` false) but not written, so the folder holds
     exactly the kept cases. The dataset is built in a hidden folder beside ``output`` and
@@ -161,6 +170,7 @@ def pseudolabel_folder(
     source, final = Path(source), Path(output).resolve()  # "." has a name once resolved
     check_destination(source, Path(output))
     check_unoriented(unoriented)
+    mode, keep = check_postprocess(postprocess[0]), int(postprocess[1])
     cases = discover_images(source) if cases is None else cases
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
     # signal leaves no half-written dataset, and an earlier run's dataset stays until then
@@ -170,7 +180,7 @@ def pseudolabel_folder(
     try:
         kept = 0
         rows = _label_cases(
-            predictor, cases, output, min_confidence, min_flip_dice, flip, unoriented
+            predictor, cases, output, min_confidence, min_flip_dice, flip, unoriented, (mode, keep)
         )
         for row in rows:
             kept += bool(row["kept"])
@@ -184,6 +194,8 @@ def pseudolabel_folder(
             "min_confidence": min_confidence,
             "min_flip_dice": min_flip_dice,
             "tta": predictor.tta,  # the confidences depend on it
+            "postprocess": mode,  # the labels do
+            "postprocess_keep": None if mode == "none" else keep,  # components kept, at most
         }
         write_text_atomic(output / "dataset.json", json.dumps(dataset, indent=1) + "\n")
         _replace_folder(output, final)
@@ -229,6 +241,7 @@ def _label_cases(
     min_flip_dice: float,
     flip: bool,
     unoriented: str,
+    postprocess: tuple[str, int] = ("none", 1),
 ) -> Iterator[dict]:
     rows: list[dict] = []
     for case in cases:
@@ -240,6 +253,7 @@ def _label_cases(
         row = {"case_id": case.case_id, "image": str(case.image), **row, "kept": kept}
         image_out, label_out = _paths(output, case.case_id)
         if kept:
+            label = postprocess_labels(label, *postprocess)[0]  # the confidences: before it
             _link_or_copy(case, image, image_out)
             save_label(label, image, label_out)
         rows.append(row)
