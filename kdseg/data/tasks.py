@@ -61,3 +61,7 @@ class Task:
     def to_dataset(self, pred: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Model class indices -> dataset labels (a tumor model's class 1 is label 2)."""
         return pred * 2 if self.name == "tumor" else pred
+
+
+#: how many components an organ kdseg's datasets name (``data.organ``) is made of
+ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from kdseg.data.roi import largest_components
+from kdseg.data.tasks import ORGAN_COMPONENTS
 from kdseg.errors import InputError
 
 #: what ``kdseg-predict`` applies (``kdseg-eval`` also takes ``auto``: :func:`choose`)
@@ -62,10 +63,6 @@ def check_for_protocol(protocol: str, modes: str | tuple[str, ...] | list[str]) 
     modes = (modes,) if isinstance(modes, str) else tuple(modes)
     if protocol == "paper" and any(mode != "none" for mode in modes):
         raise InputError(None, "protocol=paper is the paper's protocol: use postprocess=none")
-
-
-#: how many components an organ kdseg's datasets name (``data.organ``) is made of
-ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}
 
 
 def components_to_keep(mode: str, roi_components: int | None, organ: object) -> int:
