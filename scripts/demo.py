@@ -1,10 +1,12 @@
 """The whole pipeline on phantom CT, as a user would run it: `make demo`.
 
-phantom -> prepare -> train a teacher -> train a student alone and distil the same student from
-the teacher (EMKD), in parallel, from the same seed -> evaluate all three on the test split ->
-export the distilled student to ONNX -> print a table of per-class Dice and timings, next to
-what the phantom study measured over five paired seeds. Every step is one of the documented
-commands; the table's numbers come from their output files.
+phantom -> prepare -> train a teacher -> train a student alone, distil the same student from
+the teacher with EMKD (the paper's recipe) and with the phantom study's selected option beyond
+the paper (``docs/study_v4/selection.json``: emkd_balanced), side by side, from the same seed ->
+evaluate all of them on the test split -> export the EMKD student to ONNX -> print a table of
+per-class Dice and timings, next to what the phantom study measured for the same rows over five
+paired seeds. Every step is one of the documented commands; the table's numbers come from their
+output files.
 
 The regime is the phantom study v4's (``conf/experiment/demo_study.yaml``: whole 15-50 mm
 tumors, organ ROI at 1.5 mm per pixel with the organ-centred HU window, RA-UNet width 0.5 with
@@ -38,6 +40,8 @@ TEACHER_LR = "1e-3"  # study v4's teacher recipe
 EPOCHS, STEPS_PER_EPOCH = 3, 64  # conf/experiment/demo_study.yaml
 #: the phantom study's report (scripts/phantom_study.py, committed when it has run)
 STUDY_REPORT = ROOT / "docs" / "study_v4" / "report" / "report.csv"
+#: the study's best option beyond the paper, chosen on the validation split before any test score
+SELECTION = ROOT / "docs" / "study_v4" / "selection.json"
 #: study v7's equal-compute confirmation (docs/study_v7/confirm.py, committed when it has run)
 COMPUTE_RESULT = ROOT / "docs" / "study_v7" / "compute_v7.json"
 
@@ -57,6 +61,11 @@ def run(command: str, *args: str) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     subprocess.run(_argv(command, args), check=True, cwd=ROOT, env=env)
     return time.perf_counter() - start
+
+
+def selected_method(path: Path = SELECTION) -> str | None:
+    """The study's selected option beyond the paper (its ``selection.json``), if committed."""
+    return json.loads(path.read_text())["selected"] if path.is_file() else None
 
 
 def run_dir(name: str) -> Path:
@@ -131,7 +140,21 @@ def main() -> None:
         f"hydra.run.dir={run_dir('teacher')}",
     )
     teacher_ckpt = run_dir("teacher") / "checkpoints" / "best.ckpt"
-    pair = run_parallel(
+
+    def distil(name: str, method: str) -> tuple[str, ...]:
+        return (
+            "kdseg-distill",
+            *COMMON,
+            f"teacher.ckpt={teacher_ckpt}",
+            f"student={STUDENT}",
+            f"student.width={STUDENT_WIDTH}",
+            f"distill={method}",
+            f"hydra.run.dir={run_dir(name)}",
+        )
+
+    selected = selected_method()
+    extra = {f"distilled-{selected}": distil(f"distilled-{selected}", selected)} if selected else {}
+    students = run_parallel(
         {
             "student": (
                 "kdseg-train",
@@ -140,25 +163,19 @@ def main() -> None:
                 f"model.width={STUDENT_WIDTH}",
                 f"hydra.run.dir={run_dir('student')}",
             ),
-            "distilled": (
-                "kdseg-distill",
-                *COMMON,
-                f"teacher.ckpt={teacher_ckpt}",
-                f"student={STUDENT}",
-                f"student.width={STUDENT_WIDTH}",
-                f"distill={METHOD}",
-                f"hydra.run.dir={run_dir('distilled')}",
-            ),
+            "distilled": distil("distilled", METHOD),
+            **extra,
         },
         EPOCHS,
     )
-    times["student | distill"] = max(pair.values())
+    times["students"] = max(students.values())
+    methods = {"distilled": METHOD, **{name: selected for name in extra}}
     rows = []
-    for name in ("teacher", "student", "distilled"):
+    for name in ("teacher", "student", "distilled", *extra):
         ckpt = run_dir(name) / "checkpoints" / "best.ckpt"
         times[f"eval {name}"] = run("kdseg-eval", *DATA_ARGS, f"ckpt={ckpt}")
         summary = json.loads((run_dir(name) / "eval-test-full" / "summary.json").read_text())
-        rows.append((name, summary))
+        rows.append((name, methods.get(name, "-"), summary))
     onnx = run_dir("distilled") / "student.onnx"
     times["export"] = run(
         "kdseg-export",
@@ -249,30 +266,37 @@ def compute_lines(path: Path = COMPUTE_RESULT) -> list[str]:
     ]
 
 
-def print_table(rows: list, times: dict[str, float], total: float) -> None:
+def print_table(rows: list[tuple[str, str, dict]], times: dict[str, float], total: float) -> None:
     """Markdown table of the demo's results, read from the eval summaries."""
     print(
         "\n## kdseg demo: phantom LiTS, test split, full-volume 3D Dice (mean ± std over cases)\n"
     )
-    print("| model | network | liver Dice | tumor Dice (cases with tumor) | tumor Dice (global) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | network | method | liver Dice | tumor Dice (cases with tumor) "
+        "| tumor Dice (global) |"
+    )
+    print("|---|---|---|---|---|---|")
     dice: dict[str, tuple[float, float]] = {}  # (liver, tumor)
-    for name, summary in rows:
+    for name, method, summary in rows:
         s = summary["summary"]
         model = f"{summary['model']['name']} (width {summary['model']['width']})"
         organ = _mean_std(s["organ"], "dice")
         t = s["tumor"]  # the study's tumor metric: per case, over the cases that have tumor
         tumor = f"{t['dice_per_case_nonempty']:.3f} ± {t['dice_per_case_nonempty_std']:.3f}"
         dice[name] = (s["organ"]["dice_mean"], t["dice_per_case_nonempty"])
-        print(f"| {name} | {model} | {organ} | {tumor} | {t['dice_global']:.3f} |")
-    tumor = rows[0][1]["summary"]["tumor"]
-    (liver_d, tumor_d), (liver_a, tumor_a) = dice["distilled"], dice["student"]
-    liver_delta, tumor_delta = liver_d - liver_a, tumor_d - tumor_a
+        print(f"| {name} | {model} | {method} | {organ} | {tumor} | {t['dice_global']:.3f} |")
+    tumor = rows[0][2]["summary"]["tumor"]
+    (liver_a, tumor_a) = dice["student"]
+    deltas = "; ".join(
+        f"{name} minus alone: liver {liver - liver_a:+.3f}, tumor {tum - tumor_a:+.3f}"
+        for name, (liver, tum) in dice.items()
+        if name.startswith("distilled")
+    )
     print(
         f"\nOne seed, {tumor.get('n_cases', 'the')} test cases ({tumor.get('n_gt_empty', 0)} "
-        f"without tumor), {EPOCHS * STEPS_PER_EPOCH} steps. Distilled minus alone: liver "
-        f"{liver_delta:+.3f}, tumor {tumor_delta:+.3f}. One run cannot tell a method's effect "
-        "from seed noise; that takes the phantom study's paired seeds (docs/study.md):\n"
+        f"without tumor), {EPOCHS * STEPS_PER_EPOCH} steps. {deltas}. One run cannot tell a "
+        "method's effect from seed noise; that takes the phantom study's paired seeds "
+        "(docs/study.md):\n"
     )
     print("\n".join(study_lines() + compute_lines()))
     print("\nstep times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
