@@ -441,6 +441,27 @@ def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     assert "not resumable" not in output
 
 
+@pytest.mark.parametrize(("every", "step"), [("null", 8), ("3", 9)], ids=["epoch_end", "mid_epoch"])
+def test_run_with_loader_workers_resumes_with_the_uninterrupted_runs_draws(
+    phantom_lits: Path, tmp_path: Path, every: str, step: int
+) -> None:
+    """With loader workers (``data.num_workers=2``, persistent) too, from an epoch-end
+    checkpoint (step 8) and from a step checkpoint one batch into the third epoch (step 9): a
+    batch's flips and patch come from its own seed (the run's seed, the process, the epoch,
+    the batch), not from the stream of the worker that reads it, and the loaders take their
+    workers' seed from a generator of their own, not from torch's global stream. Before, the
+    resumed run's workers started their streams anew (other flips and patches, max weight
+    difference 0.43) and took a number from torch's stream that the uninterrupted run had
+    taken before the checkpoint (other dropout masks)."""
+    args = _patched_enet(
+        phantom_lits,
+        "trainer.max_epochs=3",
+        f"checkpoint.every_n_train_steps={every}",
+        "data.num_workers=2",
+    )
+    _resume_from_previous(args, tmp_path, step=step)
+
+
 def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
