@@ -350,10 +350,13 @@ class SliceDataModule(pl.LightningDataModule):
         loader_cls: type[DataLoader] = DataLoader
         if sampler is not None:  # training: a loader Lightning can checkpoint mid-epoch
             loader_cls = ResumableLoader
-            kwargs = {"generators": self._generators, "epoch_batches": self._epoch_batches}
+            kwargs = {
+                "generators": self._generators,
+                "epoch_batches": self._epoch_batches,
+                "epochs": self._epochs,
+            }
             if self.cfg.num_workers > 0:
                 kwargs["batch_seeds"] = self._batch_seeds
-                kwargs["epochs"] = self._epochs
         if self.cfg.num_workers > 0:
             # the workers' base seed from the loader's own generator, not torch's global
             # stream: persistent workers start once in a run, and a resumed run's start anew,

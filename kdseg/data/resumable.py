@@ -103,6 +103,11 @@ class ResumableLoader(DataLoader):
         if not skip:
             self._epoch_start = [g.get_state() for g in self.generators]
         self._epoch = self.epochs.begun
+        for sampler in (self.sampler, getattr(self.batch_sampler, "sampler", None)):
+            # Lightning sets a sampler's epoch (DDP's shuffle) only after a resumed run's
+            # first iterator is made, and workers draw their first batches' indices then
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self._epoch)
         batches = super()._index_sampler
         if self.batch_seeds is not None:
             self._key = self.batch_seeds(self._epoch)
