@@ -24,8 +24,12 @@ slice weighs the sum, over the 3D tumors it cuts, of 1 / the number of slices th
 so each tumor is drawn as often, and a 4 mm metastasis on one slice as often as a 40 mm one on
 twenty (:func:`~kdseg.data.slices.lesion_slice_weights`).
 Augmentation is MONAI dictionary transforms (the paper's flips on both axes and 90-degree
-rotations), seeded in the main process and per worker. The items themselves (a slice with
-its context, label and teacher target, augmented) come from :mod:`kdseg.data.slices`.
+rotations), seeded from the run's seed: without loader workers one stream in the main process
+runs through the epochs (in the checkpoints); with workers each training batch is augmented
+from its own seed (the run's seed, the process, the epoch, the batch), set in the worker that
+reads it, so the draws depend on neither the number of workers nor a resume. The items
+themselves (a slice with its context, label and teacher target, augmented) come from
+:mod:`kdseg.data.slices`.
 
 With ``patch_size: [h, w]`` (beyond the paper) training sees a random ``h x w`` patch of each
 drawn slice instead of the whole slice; validation, test and inference still see whole slices
@@ -60,9 +64,9 @@ from torch.utils.data import (
 
 from kdseg.data.cache import CachedCase, open_case
 from kdseg.data.patches import check_patch, not_square
-from kdseg.data.resumable import ResumableLoader, own_rank, with_ranks, worker_signals
+from kdseg.data.resumable import Epochs, ResumableLoader, own_rank, with_ranks, worker_signals
 from kdseg.data.rng import numpy_state, set_numpy_state
-from kdseg.data.slices import SliceDataset, build_augment
+from kdseg.data.slices import SliceDataset, build_augment, seed_batch
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError
 
@@ -160,6 +164,7 @@ class SliceDataModule(pl.LightningDataModule):
         check_patch(loader.patch_size, loader.patch_ratios, self.task.num_classes, rot90)
         self.augment = build_augment(loader.augment, loader.patch_size, loader.patch_ratios)
         self._generators: list[torch.Generator] = []
+        self._epochs = Epochs()  # the training epochs begun (the key of the batch seeds)
         self._resumed: dict[str, Any] | None = None
         self._noted_uniform = False  # the line that oversampling found no target slice
         if loader.target_weighting not in TARGET_WEIGHTING:
@@ -345,7 +350,18 @@ class SliceDataModule(pl.LightningDataModule):
         loader_cls: type[DataLoader] = DataLoader
         if sampler is not None:  # training: a loader Lightning can checkpoint mid-epoch
             loader_cls = ResumableLoader
-            kwargs = {"generators": self._generators, "epoch_batches": self._epoch_batches}
+            kwargs = {
+                "generators": self._generators,
+                "epoch_batches": self._epoch_batches,
+                "epochs": self._epochs,
+            }
+            if self.cfg.num_workers > 0:
+                kwargs["batch_seeds"] = self._batch_seeds
+        if self.cfg.num_workers > 0:
+            # the workers' base seed from the loader's own generator, not torch's global
+            # stream: persistent workers start once in a run, and a resumed run's start anew,
+            # so a draw from the global stream would shift every later dropout mask
+            kwargs["generator"] = torch.Generator().manual_seed(self.cfg.seed)
         return loader_cls(
             dataset,
             batch_size=self.cfg.batch_size,
@@ -364,14 +380,22 @@ class SliceDataModule(pl.LightningDataModule):
         batches = getattr(trainer, "num_training_batches", None) if trainer else None
         return float(batches) if batches is not None else math.inf
 
+    def _batch_seeds(self, epoch: int) -> tuple[int, ...]:
+        """The key of an epoch's batch seeds with loader workers (batch ``j`` of the epoch is
+        augmented from ``(*key, j)``): the run's seed, the process (DDP) and the epoch (the
+        training loader's count, which its checkpointed state carries over a resume)."""
+        trainer = self.trainer
+        return (self.cfg.seed, trainer.global_rank if trainer else 0, epoch)
+
     def _seed_worker(self, worker_id: int) -> None:
         worker_signals()
         self.augment.set_random_state(seed=torch.initial_seed() % 2**32)
 
     def train_dataloader(self) -> DataLoader:
         self._generators = []
+        self._epochs = Epochs()
         if self.unlabeled_set is not None:
-            mixed = ConcatDataset([self.train_set, self.unlabeled_set])
+            mixed = MixedDataset([self.train_set, self.unlabeled_set])
             loader = self._loader(mixed, self._mixed_sampler(mixed))
         else:
             loader = self._loader(self.train_set, self._sampler())
@@ -395,6 +419,7 @@ class SliceDataModule(pl.LightningDataModule):
             generator.set_state(sampler_state)
         for stream, stream_state in zip(randomized, augment, strict=True):
             set_numpy_state(stream_state, stream)
+        self._epochs.begun = int(state.get("epochs", 0))  # 0: a checkpoint from before this
 
     def _randomized(self) -> list[np.random.RandomState]:
         """The augmentation's random streams, in a fixed order: each drawing transform's
@@ -412,13 +437,15 @@ class SliceDataModule(pl.LightningDataModule):
         """Where the training draws stand (Lightning stores it in every checkpoint): the
         samplers' generators and the augmentation's random states. With it (and, mid-epoch,
         the training loader's own state: :class:`ResumableLoader`) a resumed run draws the
-        batches an uninterrupted run would; with ``num_workers > 0`` the workers'
-        augmentation streams are not in it. Under DDP it holds every process's (``ranks``):
-        they differ (the unlabeled slices a process leaves undrawn after its last batch, the
-        label-class patches of its own slices) and only process 0 writes the checkpoint."""
+        batches an uninterrupted run would; with ``num_workers > 0`` the epochs begun (the
+        key of the batches' augmentation seeds) stand for the workers' streams. Under DDP it
+        holds every process's (``ranks``): they differ (the unlabeled slices a process leaves
+        undrawn after its last batch, the label-class patches of its own slices) and only
+        process 0 writes the checkpoint."""
         state: dict[str, Any] = {
             "samplers": [g.get_state() for g in self._generators],
             "augment": [numpy_state(stream) for stream in self._randomized()],
+            "epochs": self._epochs.begun,
         }
         return with_ranks(state)
 
@@ -431,6 +458,15 @@ class SliceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
+
+
+class MixedDataset(ConcatDataset):
+    """The labeled and unlabeled slices of the mixed batches (:class:`MixedSampler`); both
+    sets share one augmentation, seeded from the batch as :class:`SliceDataset` seeds it."""
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        seed_batch(self.datasets[0].transform, indices)  # type: ignore[attr-defined]
+        return [self[i] for i in indices]
 
 
 class MixedSampler(DistributedSampler):

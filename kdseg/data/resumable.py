@@ -10,8 +10,10 @@ import math
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -59,6 +61,11 @@ class ResumableLoader(DataLoader):
     ``generators``: the samplers' generators (the data module's list); ``epoch_batches``: the
     batches Lightning runs an epoch (with ``limit_train_batches`` fewer than the loader holds);
     a state saved once the epoch has delivered them is an epoch-end one and skips nothing.
+    ``batch_seeds`` (with workers): the key of an epoch's batch seeds, from the epoch's number
+    (``epochs``, shared with the data module, whose state carries it over an epoch-end
+    checkpoint; the loader's state holds the epoch a mid-epoch one interrupted): batch ``j``
+    is a :class:`SeededBatch` seeded from ``(*key, j)``, skipped or not, whichever worker
+    reads it, so a resumed run's workers augment as the uninterrupted run's did.
     Under DDP the state holds every process's generators (:func:`with_ranks`).
     """
 
@@ -67,36 +74,55 @@ class ResumableLoader(DataLoader):
         *args: Any,
         generators: list[torch.Generator] | None = None,
         epoch_batches: Callable[[], float] | None = None,
+        batch_seeds: Callable[[int], tuple[int, ...]] | None = None,
+        epochs: Epochs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.generators = generators if generators is not None else []
         self.epoch_batches = epoch_batches
+        self.batch_seeds = batch_seeds
+        self.epochs = epochs if epochs is not None else Epochs()
         self._epoch_start: list[torch.Tensor] = []  # the generators when the epoch began
         self._delivered = 0  # batches this epoch's iterator has handed out
         self._resume_at = 0  # batches the next iterator skips (a mid-epoch resume)
-        self._skip: _SkipFirst | None = None
+        self._epoch = 0  # the number of the epoch this loader is drawing (from 0)
+        self._key: tuple[int, ...] = ()  # the key of this epoch's batch seeds
+        self._batches: Iterable[list[int]] | None = None
 
     @property
     def _index_sampler(self) -> Any:
-        # what torch's iterators draw the batches' indices from: while a resumed iterator is
-        # being made, the batch sampler with the epoch's delivered batches skipped
+        # what torch's iterators draw the batches' indices from: while an iterator is being
+        # made, the batch sampler with seeded batches and, resumed mid-epoch, the epoch's
+        # delivered batches skipped
         sampler = super()._index_sampler
-        return self._skip if self._skip is not None else sampler
+        return self._batches if self._batches is not None else sampler
 
     def __iter__(self) -> Iterator[Any]:
         skip, self._resume_at = self._resume_at, 0
-        if skip:
-            torch_state = torch.get_rng_state()
-            self._skip = _SkipFirst(super()._index_sampler, skip)
-            try:
-                iterator = super().__iter__()
-            finally:
-                self._skip = None
-                torch.set_rng_state(torch_state)
-        else:
+        if not skip:
             self._epoch_start = [g.get_state() for g in self.generators]
+        self._epoch = self.epochs.begun
+        for sampler in (self.sampler, getattr(self.batch_sampler, "sampler", None)):
+            # Lightning sets a sampler's epoch (DDP's shuffle) only after a resumed run's
+            # first iterator is made, and workers draw their first batches' indices then
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self._epoch)
+        batches = super()._index_sampler
+        if self.batch_seeds is not None:
+            self._key = self.batch_seeds(self._epoch)
+            batches = _SeededBatches(batches, lambda: self._key)
+        if skip:
+            batches = _SkipFirst(batches, skip)
+        torch_state = torch.get_rng_state()
+        self._batches = batches
+        try:
             iterator = super().__iter__()
+        finally:
+            self._batches = None
+            if skip:
+                torch.set_rng_state(torch_state)
+        self.epochs.begun = self._epoch + 1
         self._delivered = skip
         return self._count(iterator)
 
@@ -111,6 +137,7 @@ class ResumableLoader(DataLoader):
         state = {
             "generators": list(self._epoch_start),
             "batches": 0 if finished else self._delivered,
+            "epoch": self._epoch,
         }
         return with_ranks(state)
 
@@ -124,8 +151,51 @@ class ResumableLoader(DataLoader):
             return
         for generator, generator_state in zip(self.generators, generators, strict=True):
             generator.set_state(generator_state)
+        if "epoch" in state:  # the epoch the checkpoint interrupted, drawn again
+            self.epochs.begun = int(state["epoch"])
         self._epoch_start = [g.get_state() for g in self.generators]
         self._resume_at = batches
+
+
+@dataclass
+class Epochs:
+    """The training epochs a run's loader has begun: the data module's state carries it over
+    an epoch-end checkpoint, the loader's own over a mid-epoch one (shared: under DDP
+    Lightning remakes the loader)."""
+
+    begun: int = 0
+
+
+class SeededBatch(list):
+    """A batch's indices and the seed of its augmentation (``seed``): what a loader worker
+    receives, so that the batch's flips and patch come from the batch's own stream and not
+    from the stream of whichever worker reads it (:meth:`SliceDataset.__getitems__
+    <kdseg.data.slices.SliceDataset.__getitems__>`)."""
+
+    seed: int
+
+    def __init__(self, indices: Iterable[int], seed: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+
+
+class _SeededBatches:
+    """A batch sampler whose batches are :class:`SeededBatch`: batch ``j`` of a pass seeded
+    from ``(*key(), j)`` (the key: the run's seed, the process, the epoch), whichever worker
+    reads it, skipped or not. The key is read when a pass begins: a loader with persistent
+    workers keeps the batch sampler of its first epoch for all of them."""
+
+    def __init__(self, batches: Iterable[list[int]], key: Callable[[], tuple[int, ...]]) -> None:
+        self.batches, self.key = batches, key
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        key = self.key()
+        for j, indices in enumerate(self.batches):
+            entropy = np.random.SeedSequence([*key, j])
+            yield SeededBatch(indices, int(entropy.generate_state(1)[0]))
 
 
 class _SkipFirst:

@@ -139,6 +139,13 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items, as torch's loaders read them (``[self[i] for i in indices]``);
+        ``indices`` with a ``seed`` (a :class:`~kdseg.data.resumable.SeededBatch`) reseeds
+        the augmentation first, so the batch's draws are its own."""
+        seed_batch(self.transform, indices)
+        return [self[i] for i in indices]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         ci, z = self.index[i]
         case = self.cases[ci]
@@ -159,6 +166,13 @@ class SliceDataset(Dataset):
                 item = convert_to_tensor(item, track_meta=False)
         out = {k: v.contiguous() for k, v in item.items()}
         return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
+
+
+def seed_batch(transform: Compose | None, indices: list[int]) -> None:
+    """Seed ``transform``'s random streams from ``indices.seed`` where the batch has one."""
+    seed = getattr(indices, "seed", None)
+    if transform is not None and seed is not None:
+        transform.set_random_state(seed=seed)
 
 
 def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:
