@@ -665,10 +665,14 @@ def test_real_ct_with_padding_blending_and_metal_is_read(tmp_path: Path, padding
 
 
 def test_phantoms_in_hu_are_read_and_in_tenths_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    import warnings
+
     from kdseg.data.io import load_volume
 
     for volume in sorted(phantom_lits.glob("volume-*.nii*")):
-        image = load_volume(volume)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nor the lost-intercept warning
+            image = load_volume(volume)
         data = np.asanyarray(image.dataobj).astype(np.float32) * 10
         path = tmp_path / volume.name
         nib.save(nib.Nifti1Image(data, image.affine), path)
@@ -701,3 +705,26 @@ def test_predict_refuses_a_ct_in_tenths_of_hu_in_one_line(
         target = tmp_path / "real" / f"{source.name.split('.')[0]}.nii.gz"
         result = kdseg_here("predict", f"ckpt={ckpt}", f"input={source}", f"output={target}")
         assert target.exists() and not result.stderr.strip(), result.stderr
+
+
+def test_a_ct_that_lost_its_intercept_is_warned_about(tmp_path: Path) -> None:
+    """The real CT plus 1024 (a rescale intercept of -1024 lost, stored signed: noise takes
+    its air a little below 0) passed every check without a word. It is warned about, not
+    refused; the CT as stored, a crop inside its body, and the phantoms are read quietly."""
+    import warnings
+
+    from kdseg.data.io import load_volume
+
+    hu, affine = _real_ct()
+    shifted = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image((hu + 1024).astype(np.int16), affine), shifted)
+    assert (hu + 1024).min() < 0  # the none-negative check does not catch it
+    with pytest.warns(UserWarning, match=r"shifted\.nii\.gz: .*intercept \(-1024\) was lost"):
+        load_volume(shifted)
+    crop = tmp_path / "crop.nii.gz"  # soft tissue and fat only, no air
+    nib.save(nib.Nifti1Image(hu[45:75, 40:60, 10:20].astype(np.int16), affine), crop)
+    assert hu[45:75, 40:60, 10:20].min() > -300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_volume(REAL_CT)
+        load_volume(crop)

@@ -81,6 +81,17 @@ HU10_PADDING_VALUES = 3
 HU10_MEDIAN_BELOW = -5000.0
 """... and the median of those voxels lies below this (air x10 -10000, lung x10 -8500; a ring
 blending -2048 or -3024 padding into air lies above -3024)."""
+SHIFTED_AIR_BELOW = -300.0
+SHIFTED_MAX_AIR = 0.001
+SHIFTED_DENSE_ABOVE = 800.0
+SHIFTED_MIN_DENSE = 0.25
+"""A CT whose rescale intercept (-1024) was lost, stored signed (noise takes its air a little
+below 0, so the none-negative check misses it), has no air or lung below
+:data:`SHIFTED_AIR_BELOW` (under :data:`SHIFTED_MAX_AIR` of the voxels above -1100) and its
+fat and soft tissue (+920, +1060) above :data:`SHIFTED_DENSE_ABOVE` (over
+:data:`SHIFTED_MIN_DENSE`). Warned about, not refused: a CT cropped inside dense bone could
+look alike. The real CT shifted by +1024: 0 % below -300, 60 % above 800; as stored 33 % and
+0.3 %."""
 HU_CHECK = ("error", "warn")
 """What ``hu_check=`` may say about an image that looks like a CT in tenths of HU."""
 SOURCE_HEADER = "kdseg_source_header"
@@ -489,10 +500,27 @@ def _check_hounsfield(
             f"only {inside:.0%} of the voxels above {HU_RANGE[0]:g} HU lie below "
             f"{HU_RANGE[1]:g} (values {low:.4g} to {high:.4g}); not a CT in Hounsfield units",
         )
+    if (problem := _shifted_by_1024(body)) is not None:
+        warnings.warn(f"{path}: {problem}", stacklevel=2)
     if low < HU10_BAND[1] and (problem := _tenths_of_hu(sample)) is not None:
         if hu_check == "error":
             raise InputError(path, f"{problem} (hu_check=warn reads it anyway)")
         warnings.warn(f"{path}: {problem}", stacklevel=2)
+
+
+def _shifted_by_1024(body: np.ndarray) -> str | None:
+    """Why ``body`` (voxels above -1100) looks like a CT whose intercept -1024 was lost."""
+    if not body.size:
+        return None
+    air = float((body < SHIFTED_AIR_BELOW).mean())
+    dense = float((body > SHIFTED_DENSE_ABOVE).mean())
+    if air >= SHIFTED_MAX_AIR or dense <= SHIFTED_MIN_DENSE:
+        return None
+    return (
+        f"no air or lung (below {SHIFTED_AIR_BELOW:g}) and {dense:.0%} of the voxels above "
+        f"{SHIFTED_DENSE_ABOVE:g}: soft tissue near +1000 is a CT whose rescale intercept "
+        "(-1024) was lost? The labels may be garbage"
+    )
 
 
 def _tenths_of_hu(sample: np.ndarray) -> str | None:
