@@ -624,8 +624,10 @@ def test_a_ct_in_tenths_of_hu_is_refused_and_warned_about(tmp_path: Path) -> Non
     hu, affine = _real_ct()
     path = tmp_path / "tenths.nii.gz"
     nib.save(nib.Nifti1Image((hu * 10).astype(np.int16), affine), path)
+    with pytest.raises(InputError, match=r"tenths\.nii\.gz: .*tenths of HU.*divide it by 10$"):
+        load_volume(path)  # commands without the option: no hint at it
     with pytest.raises(InputError, match=r"tenths\.nii\.gz: .*tenths of HU.*hu_check=warn"):
-        load_volume(path)
+        load_volume(path, hu_check="error")  # kdseg-predict's default
     with pytest.warns(UserWarning, match=r"tenths\.nii\.gz: .*tenths of HU"):
         image = load_volume(path, hu_check="warn")
     assert np.asanyarray(image.dataobj).min() == hu.min() * 10
@@ -678,6 +680,27 @@ def test_phantoms_in_hu_are_read_and_in_tenths_refused(phantom_lits: Path, tmp_p
         nib.save(nib.Nifti1Image(data, image.affine), path)
         with pytest.raises(InputError, match="tenths of HU"):
             load_volume(path)
+
+
+def test_prepare_refuses_a_ct_in_tenths_of_hu_in_one_line(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """kdseg-prepare (and kdseg-eval, through the same check) refuses it, naming the case,
+    without offering an option it does not have."""
+    root = tmp_path / "lits"
+    shutil.copytree(phantom_lits, root)
+    volume = sorted(root.glob("volume-*.nii*"))[0]
+    image = nib.load(volume)
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj) * np.int16(10), image.affine), volume)
+    result = kdseg_here(
+        "prepare",
+        "experiment=demo",
+        "data.preprocess.in_plane_size=[48,48]",
+        f"data.root={root}",
+        check=False,
+    )
+    _one_line_exit_2(result, f"{volume.name}: ")
+    assert "tenths of HU" in result.stderr and "hu_check" not in result.stderr
 
 
 def test_predict_refuses_a_ct_in_tenths_of_hu_in_one_line(

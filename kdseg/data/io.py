@@ -176,7 +176,7 @@ def load_volume(
     nonfinite: str | None = None,
     role: str = "image",
     dicom_int16: bool = False,
-    hu_check: str = "error",
+    hu_check: str | None = None,
 ) -> nib.Nifti1Image:
     """Load a 3D volume from a NIfTI file or a DICOM series folder, data read eagerly and checked.
 
@@ -191,11 +191,13 @@ def load_volume(
     ``dicom_int16``: a DICOM series comes as int16 where that holds its HU exactly, float32
     otherwise (:func:`~kdseg.data.dicom.load_dicom_series`).
     ``hu_check``: an image that looks like a CT in tenths of HU (air near -10000) is refused
-    (``error``) or let through with a Python warning (``warn``; :func:`check_volume`).
+    (``None``; ``error`` for commands with a ``hu_check=`` option, whose message offers the
+    other) or let through with a Python warning (``warn``).
     """
     if nonfinite is not None:
         check_choice("nonfinite", nonfinite, NONFINITE)
-    check_choice("hu_check", hu_check, HU_CHECK)
+    if hu_check is not None:
+        check_choice("hu_check", hu_check, HU_CHECK)
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
@@ -389,7 +391,7 @@ def check_volume(
     path: str | Path,
     nonfinite: str | None = None,
     role: str = "image",
-    hu_check: str = "error",
+    hu_check: str | None = None,
 ) -> nib.Nifti1Image:
     """The sanity checks of :func:`load_volume` on a loaded image (NIfTI or DICOM)."""
     _check_affine(img.affine, path)
@@ -462,7 +464,7 @@ def _check_spacing(affine: np.ndarray, path: str | Path) -> None:
 
 
 def _check_hounsfield(
-    data: np.ndarray, low: float, high: float, path: str | Path, hu_check: str = "error"
+    data: np.ndarray, low: float, high: float, path: str | Path, hu_check: str | None = None
 ) -> None:
     """Refuse an image whose values cannot be CT in Hounsfield units (min / max given); one
     in tenths of HU is refused or, with ``hu_check="warn"``, warned about."""
@@ -503,8 +505,9 @@ def _check_hounsfield(
     if (problem := _shifted_by_1024(body)) is not None:
         warnings.warn(f"{path}: {problem}", stacklevel=2)
     if low < HU10_BAND[1] and (problem := _tenths_of_hu(sample)) is not None:
-        if hu_check == "error":
-            raise InputError(path, f"{problem} (hu_check=warn reads it anyway)")
+        if hu_check != "warn":  # the hint only where the command has the option
+            hint = " (hu_check=warn reads it anyway)" if hu_check == "error" else ""
+            raise InputError(path, problem + hint)
         warnings.warn(f"{path}: {problem}", stacklevel=2)
 
 
