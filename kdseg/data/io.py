@@ -522,7 +522,7 @@ def _shifted_by_1024(body: np.ndarray) -> str | None:
     return (
         f"no air or lung (below {SHIFTED_AIR_BELOW:g}) and {dense:.0%} of the voxels above "
         f"{SHIFTED_DENSE_ABOVE:g}: soft tissue near +1000 is a CT whose rescale intercept "
-        "(-1024) was lost? Read as it is; subtract 1024 if so"
+        "(-1024) was lost, or not a CT? Read as it is"
     )
 
 
