@@ -599,3 +599,155 @@ def test_a_folder_read_as_lits_says_what_it_passes_over(tmp_path: Path) -> None:
     (scans / "scan.nii.gz").rename(scans / "volume-3.NII.GZ")
     with pytest.raises(InputError, match=r"volume-3\.NII\.GZ: a LiTS name with capitals"):
         discover_images(scans)
+
+
+REAL_CT = Path(__file__).parent / "data" / "real_ct" / "ct.nii.gz"
+
+
+def _real_ct() -> tuple[np.ndarray, np.ndarray]:
+    image = nib.load(REAL_CT)
+    return np.asanyarray(image.dataobj).astype(np.float32), image.affine
+
+
+def _outside_field_of_view(shape: tuple[int, ...]) -> np.ndarray:
+    """A mask of the corners outside a circle (48 % of the real CT's slices): padding."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    circle = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 > (0.37 * shape[0]) ** 2
+    return np.broadcast_to(circle[..., None], shape)
+
+
+def test_a_ct_in_tenths_of_hu_is_refused_and_warned_about(tmp_path: Path) -> None:
+    """A CT whose rescale slope 0.1 was lost (air at -10000) passed every check and was
+    labelled as garbage without a word: its voxels above -1100 (soft tissue x10) are in range."""
+    from kdseg.data.io import load_volume
+
+    hu, affine = _real_ct()
+    path = tmp_path / "tenths.nii.gz"
+    nib.save(nib.Nifti1Image((hu * 10).astype(np.int16), affine), path)
+    with pytest.raises(InputError, match=r"tenths\.nii\.gz: .*tenths of HU.*divide it by 10$"):
+        load_volume(path)  # commands without the option: no hint at it
+    with pytest.raises(InputError, match=r"tenths\.nii\.gz: .*tenths of HU.*hu_check=warn"):
+        load_volume(path, hu_check="error")  # kdseg-predict's default
+    with pytest.warns(UserWarning, match=r"tenths\.nii\.gz: .*tenths of HU"):
+        image = load_volume(path, hu_check="warn")
+    assert np.asanyarray(image.dataobj).min() == hu.min() * 10
+    with pytest.raises(InputError, match="hu_check=maybe"):
+        load_volume(REAL_CT, hu_check="maybe")
+    # inside a large matrix padded with -32768 (the padding is not counted)
+    big = np.full((300, 260, hu.shape[2]), -32768, np.int16)
+    big[: hu.shape[0], : hu.shape[1]] = hu * 10
+    nib.save(nib.Nifti1Image(big, affine), tmp_path / "padded.nii.gz")
+    with pytest.raises(InputError, match="padded.nii.gz: .*tenths of HU"):
+        load_volume(tmp_path / "padded.nii.gz")
+
+
+@pytest.mark.parametrize("padding", [-1024, -2048, -3024, -31744, -32768])
+def test_real_ct_with_padding_blending_and_metal_is_read(tmp_path: Path, padding: int) -> None:
+    """The tenths-of-HU check never refuses a CT in HU: padding outside the field of view (one
+    value, half the voxels), a resampling that blended it into air, metal at +30000, dark
+    streaks at -1500 to -3500."""
+    from scipy.ndimage import gaussian_filter, zoom
+
+    from kdseg.data.io import load_volume
+
+    hu, affine = _real_ct()
+    hu[_outside_field_of_view(hu.shape)] = padding
+    hu[50:56, 40:46, 10:12] = 30000
+    streaks = np.random.default_rng(0).random(hu.shape) < 0.03
+    hu[streaks] = np.random.default_rng(1).uniform(-3500, -1500, int(streaks.sum()))
+    variants = {
+        "stored": hu.astype(np.int16),
+        "blended": gaussian_filter(hu, (2, 2, 0)),
+        "downsampled": zoom(hu, (0.25, 0.25, 1), order=3),
+    }
+    for name, data in variants.items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), path)
+        load_volume(path)  # no refusal
+
+
+def test_phantoms_in_hu_are_read_and_in_tenths_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    import warnings
+
+    from kdseg.data.io import load_volume
+
+    for volume in sorted(phantom_lits.glob("volume-*.nii*")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nor the lost-intercept warning
+            image = load_volume(volume)
+        data = np.asanyarray(image.dataobj).astype(np.float32) * 10
+        path = tmp_path / volume.name
+        nib.save(nib.Nifti1Image(data, image.affine), path)
+        with pytest.raises(InputError, match="tenths of HU"):
+            load_volume(path)
+
+
+def test_prepare_refuses_a_ct_in_tenths_of_hu_in_one_line(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """kdseg-prepare (and kdseg-eval, through the same check) refuses it, naming the case,
+    without offering an option it does not have."""
+    root = tmp_path / "lits"
+    shutil.copytree(phantom_lits, root)
+    volume = sorted(root.glob("volume-*.nii*"))[0]
+    image = nib.load(volume)
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj) * np.int16(10), image.affine), volume)
+    result = kdseg_here(
+        "prepare",
+        "experiment=demo",
+        "data.preprocess.in_plane_size=[48,48]",
+        f"data.root={root}",
+        check=False,
+    )
+    _one_line_exit_2(result, f"{volume.name}: ")
+    assert "tenths of HU" in result.stderr and "hu_check" not in result.stderr
+
+
+def test_predict_refuses_a_ct_in_tenths_of_hu_in_one_line(
+    trained_enet: Path, tmp_path: Path
+) -> None:
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    hu, affine = _real_ct()
+    scan = tmp_path / "scans" / "ct.nii.gz"
+    scan.parent.mkdir()
+    nib.save(nib.Nifti1Image((hu * 10).astype(np.int16), affine), scan)
+    out = tmp_path / "pred" / "ct.nii.gz"
+    args = [f"ckpt={ckpt}", f"input={scan}", f"output={out}"]
+    _one_line_exit_2(kdseg_here("predict", *args, check=False), "ct.nii.gz: ")
+    assert not out.parent.exists()  # nothing written, the folder it made removed
+    warned = kdseg_here("predict", *args, "hu_check=warn", "report=false")
+    assert out.exists()
+    assert [line for line in warned.stderr.splitlines() if "tenths of HU" in line]
+    assert "Traceback" not in warned.stderr
+    # the real scan itself, and as a DICOM series, is predicted without a word on stderr
+    from kdseg.data.dicom import write_dicom_series
+
+    series = tmp_path / "series"
+    write_dicom_series(nib.Nifti1Image(hu.astype(np.int16), affine), series)
+    for source in (REAL_CT, series):
+        target = tmp_path / "real" / f"{source.name.split('.')[0]}.nii.gz"
+        result = kdseg_here("predict", f"ckpt={ckpt}", f"input={source}", f"output={target}")
+        assert target.exists() and not result.stderr.strip(), result.stderr
+
+
+def test_a_ct_that_lost_its_intercept_is_warned_about(tmp_path: Path) -> None:
+    """The real CT plus 1024 (a rescale intercept of -1024 lost, stored signed: noise takes
+    its air a little below 0) passed every check without a word. It is warned about, not
+    refused; the CT as stored, a crop inside its body, and the phantoms are read quietly."""
+    import warnings
+
+    from kdseg.data.io import load_volume
+
+    hu, affine = _real_ct()
+    shifted = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image((hu + 1024).astype(np.int16), affine), shifted)
+    assert (hu + 1024).min() < 0  # the none-negative check does not catch it
+    with pytest.warns(UserWarning, match=r"shifted\.nii\.gz: .*intercept \(-1024\) was lost"):
+        load_volume(shifted)
+    crop = tmp_path / "crop.nii.gz"  # soft tissue and fat only, no air
+    nib.save(nib.Nifti1Image(hu[45:75, 40:60, 10:20].astype(np.int16), affine), crop)
+    assert hu[45:75, 40:60, 10:20].min() > -300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_volume(REAL_CT)
+        load_volume(crop)

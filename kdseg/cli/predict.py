@@ -119,6 +119,7 @@ def _warm(argv: list[str]) -> Callable[[], None]:
 )
 def main(cfg: DictConfig) -> None:
     from kdseg.data.io import (
+        HU_CHECK,
         NONFINITE,
         check_choice,
         check_unoriented,
@@ -140,6 +141,7 @@ def main(cfg: DictConfig) -> None:
         raise InputError(None, f"output_format={cfg.output_format}: use nifti or dicom-seg")
     check_choice("nonfinite", cfg.nonfinite, NONFINITE)  # before the model loads and any
     check_unoriented(cfg.unoriented)  # case is written
+    check_choice("hu_check", cfg.hu_check, HU_CHECK)
     if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
         raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
     if cfg.output_format == "nifti" and output.suffix == ".dcm":
@@ -178,7 +180,9 @@ def main(cfg: DictConfig) -> None:
         )
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
-                image = load_volume(source, nonfinite=cfg.nonfinite, dicom_int16=True)
+                image = load_volume(
+                    source, nonfinite=cfg.nonfinite, dicom_int16=True, hu_check=cfg.hu_check
+                )
             require_orientation(image, source, cfg.unoriented)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
             _predict_one(
