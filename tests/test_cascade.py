@@ -11,7 +11,7 @@ import pytest
 from conftest import kdseg_here
 from test_spacing_roi import stored_volume
 
-from kdseg.data.dicom import write_dicom_series
+from kdseg.data.dicom_write import write_dicom_series
 from kdseg.data.io import load_volume
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.tasks import Task

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import TINY_DATA, kdseg_here
 
-from kdseg.data.dicom import write_dicom_series
+from kdseg.data.dicom_write import write_dicom_series
 from kdseg.data.phantom import PhantomConfig, generate_case
 from kdseg.eval.lesions import lesion_report
 

@@ -502,7 +502,7 @@ def test_onnx_predict_of_a_dicom_series_never_imports_torch(
     """A DICOM series is read by pydicom alone on the deploy path (no MONAI, so no torch),
     and predicts what the same artefact predicts for it in this process."""
 
-    from kdseg.data.dicom import write_dicom_series
+    from kdseg.data.dicom_write import write_dicom_series
 
     case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
     series = tmp_path / "series"

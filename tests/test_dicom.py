@@ -11,7 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from kdseg.data.dicom import is_dicom_folder, load_dicom_series, write_dicom_series
+from kdseg.data.dicom import is_dicom_folder, load_dicom_series
+from kdseg.data.dicom_write import write_dicom_series
 from kdseg.errors import InputError
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from kdseg.data.dicom import load_dicom_series, write_dicom_series
+from kdseg.data.dicom import load_dicom_series
 from kdseg.data.dicom_seg import source_slices, write_dicom_seg
+from kdseg.data.dicom_write import write_dicom_series
 from kdseg.data.io import save_label
 from kdseg.errors import InputError
 

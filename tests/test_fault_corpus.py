@@ -185,7 +185,7 @@ def rgb(w: World) -> Path:
 
 
 def dicom(w: World, how: str) -> Path:
-    from kdseg.data.dicom import write_dicom_series
+    from kdseg.data.dicom_write import write_dicom_series
 
     source = w.ct("ct.nii.gz")
     img = nib.load(str(source))

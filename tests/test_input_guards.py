@@ -229,8 +229,9 @@ def test_bench_refuses_a_missing_checkpoint_before_measuring(tmp_path: Path) -> 
 
 def test_dicom_seg_writer_logs_nothing_at_info(tmp_path: Path, caplog) -> None:
     """highdicom logs a line per copied module at INFO; a command's stdout logging shows INFO."""
-    from kdseg.data.dicom import load_dicom_series, write_dicom_series
+    from kdseg.data.dicom import load_dicom_series
     from kdseg.data.dicom_seg import write_dicom_seg
+    from kdseg.data.dicom_write import write_dicom_series
 
     hu = np.random.default_rng(0).integers(-200, 200, size=(30, 26, 9)).astype(np.int16)
     write_dicom_series(nib.Nifti1Image(hu, AFFINE), tmp_path / "series")
@@ -491,7 +492,7 @@ def test_a_folder_of_scans_refuses_what_it_would_lose_or_write_twice(tmp_path: P
     from test_dicom import _volume as _dicom_volume
 
     from kdseg.cli.predict import plan_outputs
-    from kdseg.data.dicom import write_dicom_series
+    from kdseg.data.dicom_write import write_dicom_series
     from kdseg.data.sources import discover_images
 
     scans, out = tmp_path / "scans", tmp_path / "out"
@@ -720,7 +721,7 @@ def test_predict_refuses_a_ct_in_tenths_of_hu_in_one_line(
     assert [line for line in warned.stderr.splitlines() if "tenths of HU" in line]
     assert "Traceback" not in warned.stderr
     # the real scan itself, and as a DICOM series, is predicted without a word on stderr
-    from kdseg.data.dicom import write_dicom_series
+    from kdseg.data.dicom_write import write_dicom_series
 
     series = tmp_path / "series"
     write_dicom_series(nib.Nifti1Image(hu.astype(np.int16), affine), series)

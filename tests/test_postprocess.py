@@ -271,7 +271,7 @@ def test_cli_predict_and_eval(tmp_path: Path) -> None:
     refused in one line before anything is written."""
     import pydicom
 
-    from kdseg.data.dicom import write_dicom_series
+    from kdseg.data.dicom_write import write_dicom_series
     from kdseg.deploy.artifact import load_artifact
 
     artifact = pointwise_onnx(tmp_path / "pointwise.onnx")

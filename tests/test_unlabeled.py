@@ -17,7 +17,7 @@ from test_distill_module import STUDENT, _fake_teacher
 
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import resolve_data
-from kdseg.data.dicom import write_dicom_series
+from kdseg.data.dicom_write import write_dicom_series
 from kdseg.data.sources import discover_images
 from kdseg.lit.distill import DistillationModule
 
