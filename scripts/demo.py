@@ -64,8 +64,14 @@ def run(command: str, *args: str) -> float:
 
 
 def selected_method(path: Path = SELECTION) -> str | None:
-    """The study's selected option beyond the paper (its ``selection.json``), if committed."""
-    return json.loads(path.read_text())["selected"] if path.is_file() else None
+    """The study's selected option beyond the paper (its ``selection.json``), if committed and
+    readable; None otherwise (the demo then runs ``METHOD`` alone)."""
+    try:
+        selected = json.loads(path.read_text()).get("selected") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        print(f"demo: {path} is not a study selection (JSON with 'selected'); ignored")
+        return None
+    return str(selected) if selected else None
 
 
 def run_dir(name: str) -> Path:
@@ -97,20 +103,26 @@ def run_parallel(jobs: dict[str, tuple[str, ...]], epochs: int) -> dict[str, flo
     print(f"(side by side, one thread each; logs: {run_dir('x').parent}/<run>.log)", flush=True)
     seconds: dict[str, float] = {}
     shown = ""
-    while len(seconds) < len(procs):
-        time.sleep(2)
-        for name, proc in procs.items():
-            if name not in seconds and proc.poll() is not None:
-                seconds[name] = time.perf_counter() - start
-                logs[name].close()
-                if proc.returncode:
-                    tail = (run_dir(name).parent / f"{name}.log").read_text().splitlines()[-5:]
-                    print("\n".join(tail), file=sys.stderr)
-                    raise SystemExit(f"demo: {name} failed (exit {proc.returncode})")
-        line = " · ".join(f"{n}: epoch {_epochs_done(n)}/{epochs}" for n in procs)
-        if line != shown:
-            print(f"  [{time.perf_counter() - start:4.0f} s] {line}", flush=True)
-            shown = line
+    try:
+        while len(seconds) < len(procs):
+            time.sleep(2)
+            for name, proc in procs.items():
+                if name not in seconds and proc.poll() is not None:
+                    seconds[name] = time.perf_counter() - start
+                    logs[name].close()
+                    if proc.returncode:
+                        log = run_dir(name).parent / f"{name}.log"
+                        print("\n".join(log.read_text().splitlines()[-5:]), file=sys.stderr)
+                        raise SystemExit(f"demo: {name} failed (exit {proc.returncode})")
+            line = " · ".join(f"{n}: epoch {_epochs_done(n)}/{epochs}" for n in procs)
+            if line != shown:
+                print(f"  [{time.perf_counter() - start:4.0f} s] {line}", flush=True)
+                shown = line
+    finally:  # a failure or Ctrl-C stops the runs beside it (each resumes on the next demo)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
     return seconds
 
 
@@ -153,7 +165,11 @@ def main() -> None:
         )
 
     selected = selected_method()
-    extra = {f"distilled-{selected}": distil(f"distilled-{selected}", selected)} if selected else {}
+    extra = (
+        {f"distilled-{selected}": distil(f"distilled-{selected}", selected)}
+        if selected and selected != METHOD
+        else {}
+    )
     students = run_parallel(
         {
             "student": (
@@ -201,10 +217,8 @@ def study_lines(path: Path = STUDY_REPORT) -> list[str]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     ours = lambda r: r["model"].startswith(STUDENT)  # noqa: E731
-    selection = path.parent.parent / "selection.json"  # the study's best new option, if any
-    methods = {METHOD} | (
-        {json.loads(selection.read_text())["selected"]} if selection.is_file() else set()
-    )
+    selected = selected_method(path.parent.parent / "selection.json")  # its best new option
+    methods = {METHOD} | ({selected} if selected else set())
     wanted = [
         r
         for r in rows

@@ -1240,3 +1240,19 @@ def test_a_cascade_pilot_does_not_replace_the_committed_table(tmp_path: Path, mo
         study.stage_table()
         assert (study.dir / "cascade_study.md").exists()
         assert (docs / "docs" / "cascade_study.md").exists() == publish
+
+
+def test_demo_reads_the_studys_selected_option(tmp_path: Path) -> None:
+    """The demo's third student is the study's selected option (selection.json); a missing or
+    malformed file, or one that selects the paper's method itself, adds no third student, and
+    the committed selection is one the distill config group has."""
+    demo = _script("demo")
+    assert demo.selected_method(tmp_path / "missing.json") is None
+    bad = tmp_path / "bad.json"
+    for text in ("{not json", "[1, 2]", '{"other": 1}'):
+        bad.write_text(text)
+        assert demo.selected_method(bad) is None
+    bad.write_text('{"selected": "kd_region"}')
+    assert demo.selected_method(bad) == "kd_region"
+    committed = demo.selected_method()
+    assert committed is not None and (ROOT / "conf" / "distill" / f"{committed}.yaml").is_file()
