@@ -514,6 +514,25 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     assert paths["csv"].read_text().splitlines()[0].startswith("label,role,model,teacher,method")
 
 
+def test_report_names_an_unnamed_organ_organ_not_none(tmp_path: Path) -> None:
+    """``data=nnunet`` leaves ``data.organ`` None where dataset.json names no single organ (a
+    user may set it null too): the report's headers read "Organ tumor", not "None tumor"."""
+    from kdseg.data.tasks import organ_name
+    from kdseg.eval.report import build_report
+
+    assert [organ_name(d) for d in ({"organ": None}, {}, None, {"organ": " "})] == ["organ"] * 4
+    assert organ_name({"organ": "kidney"}) == "kidney"
+    net = {"name": "enet", "in_channels": 1, "num_classes": 3, "width": 0.25}
+    for name, organ in (("unnamed", None), ("missing", ...)):
+        data = {"name": name} if organ is ... else {"name": name, "organ": organ}
+        config = {"data": data, "seed": 1, "model": net}
+        _fake_run(tmp_path, name, config, {"organ": 0.9, "tumor": 0.6})
+    report = build_report([str(tmp_path / "*")])
+    assert sorted(report.headers.values()) == [
+        "Organ (missing)", "Organ (unnamed)", "Organ tumor (missing)", "Organ tumor (unnamed)",
+    ]  # fmt: skip
+
+
 def test_report_pairs_a_network_beyond_the_papers_with_its_distilled_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -84,6 +84,8 @@ def test_the_organ_is_the_one_dataset_json_names(phantom_lits: Path, tmp_path: P
     chosen = compose("train", ["data=nnunet", f"data.root={root}", "data.organ=liver", cache])
     assert chosen["data"]["organ"] == "liver"  # set: it wins, and a liver is one component
     assert chosen["data"]["preprocess"]["roi_components"] is None
+    unnamed = compose("train", ["data=nnunet", f"data.root={root}", "data.organ=null", cache])
+    assert resolve_data(unnamed["data"]).info()["organ"] == "organ"  # not None
     liver = compose(
         "train", ["data=nnunet", f"data.root={nnunet_folder(phantom_lits, tmp_path / 'L')}"]
     )

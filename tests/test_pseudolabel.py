@@ -230,23 +230,91 @@ def test_pseudolabel_postprocess_largest_and_its_record(tmp_path: Path) -> None:
     assert len(lines) == 1 and "postprocess=auto" in lines[0] and "none or largest" in lines[0]
 
 
-def test_pseudolabel_cli_postprocess_largest_keeps_the_models_count(
-    trained_enet: Path, phantom_lits: Path, tmp_path: Path
-) -> None:
-    """The command's wiring: the count is the checkpoint's (a LiTS model: data.organ liver, 1)."""
-    import json
+def test_pseudolabel_folder_checks_its_postprocess_as_the_command_does(tmp_path: Path) -> None:
+    """The library function took ``postprocess`` on trust: a tumor model with ``("largest",
+    1)`` kept one lesion and dropped the rest (kdseg-pseudolabel refuses it), and a
+    one-element tuple raised IndexError. Each is an InputError in one line, nothing written."""
+    from test_cascade import fine_backend
+    from test_spacing_roi import stored_volume
+
+    from kdseg.data.preprocess_config import PreprocessConfig
+    from kdseg.data.tasks import Task
+    from kdseg.errors import InputError
+    from kdseg.eval.pseudolabel import pseudolabel_folder
 
     scans = tmp_path / "scans"
     scans.mkdir()
-    os.symlink(phantom_lits / "volume-0.nii.gz", scans / "volume-0.nii.gz")
-    out = tmp_path / "pseudo"
-    kdseg_here(
-        "pseudolabel",
-        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
-        f"input={scans}",
-        f"output={out}",
-        "flip_check=false",
-        "postprocess=largest",
-    )
-    dataset = json.loads((out / "dataset.json").read_text())
-    assert (dataset["postprocess"], dataset["postprocess_keep"]) == ("largest", 1)
+    nib.save(stored_volume("RAS")[0], scans / "case.nii.gz")
+
+    def lesions(x: np.ndarray) -> np.ndarray:  # background, tumor
+        return fine_backend(x)[:, [0, 2]]
+
+    tumor = Predictor(lesions, PreprocessConfig(), Task("tumor"))
+    organ = Predictor(fine_backend, PreprocessConfig(), Task("multiclass"))
+    for predictor, postprocess, message in (
+        (tumor, ("largest", 1), "this model's task is tumor"),
+        (organ, ("largest",), "must be a pair"),
+        (organ, "largest", "must be a pair"),
+        (organ, ("largest", 0), "must be a pair"),
+        (organ, ("biggest", 1), "must be one of none, largest"),
+    ):
+        with pytest.raises(InputError, match=message) as error:
+            list(pseudolabel_folder(predictor, scans, tmp_path / "out", postprocess=postprocess))
+        assert "\n" not in str(error.value)
+        assert not (tmp_path / "out").exists()
+    rows = list(pseudolabel_folder(tumor, scans, tmp_path / "out", postprocess=("none", 1)))
+    assert [row["case_id"] for row in rows] == ["case"]
+
+
+def test_pseudolabel_cli_postprocess_largest_keeps_the_models_count(
+    trained_enet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's wiring: the count is the checkpoint's (here ``preprocess.roi_components:
+    2``, not the default 1), and the written label is the postprocessed one: the scan's two
+    large organs kept, its small island gone, where the labels without postprocessing hold
+    all three. A model whose ``data.organ`` is None (a dataset.json naming no single organ)
+    names label 1 ``organ`` in the dataset it writes, not ``null``."""
+    import json
+
+    from scipy import ndimage
+    from test_cascade import fine_backend
+    from test_spacing_roi import stored_volume
+
+    import kdseg.cli.pseudolabel as cli
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    organs = ((10, 21, 8, 23, 3, 9), (26, 34, 22, 30, 3, 9), (30, 33, 4, 7, 8, 11))
+    img, _ = stored_volume("RAS", organs=organs)  # 990, 384 and 27 voxels
+    nib.save(img, scans / "case.nii.gz")
+    # the trained model, recording roi_components 2 and no organ; its network is replaced by
+    # one that labels the scan's organs exactly (the tiny ENet predicts background everywhere)
+    saved = torch.load(trained_enet / "checkpoints" / "best.ckpt", weights_only=True)
+    data = saved["hyper_parameters"]["data"]
+    data["organ"], data["preprocess"]["roi_components"] = None, 2
+    ckpt = tmp_path / "kidneys.ckpt"
+    torch.save(saved, ckpt)
+    build = cli.build_predictor
+
+    def exact(*args, **kwargs):
+        predictor, *rest = build(*args, **kwargs)
+        predictor.backend = fine_backend
+        return (predictor, *rest)
+
+    monkeypatch.setattr(cli, "build_predictor", exact)
+
+    def components(label: np.ndarray) -> int:
+        return ndimage.label(label > 0, structure=np.ones((3, 3, 3)))[1]
+
+    for mode, keep, count in (("none", None, 3), ("largest", 2, 2)):
+        out = tmp_path / mode
+        kdseg_here(
+            "pseudolabel", f"ckpt={ckpt}", f"input={scans}", f"output={out}",
+            "flip_check=false", f"postprocess={mode}",
+        )  # fmt: skip
+        dataset = json.loads((out / "dataset.json").read_text())
+        assert dataset["labels"] == {"background": 0, "organ": 1, "tumor": 2}
+        assert (dataset["postprocess"], dataset["postprocess_keep"]) == (mode, keep)
+        label = np.asarray(nib.load(out / "labelsTr" / "case.nii.gz").dataobj)
+        assert components(label) == count, mode
+    assert not label[30:33, 4:7, 8:11].any() and label[26:34, 22:30, 3:9].all()

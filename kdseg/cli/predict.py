@@ -84,8 +84,9 @@ def _write_seg(label, source: Path, path: Path, task, data: dict, image: Any = N
     """``output_format=dicom-seg``: a DICOM SEG of ``source`` (a series folder) at ``path``,
     from the slice headers read with ``image`` (the series as loaded)."""
     from kdseg.data.dicom_seg import write_dicom_seg
+    from kdseg.data.tasks import organ_name
 
-    organ = str(data.get("organ") or "organ")
+    organ = organ_name(data)
     return write_dicom_seg(label, source, path, labels=task.output_labels, organ=organ, image=image)
 
 

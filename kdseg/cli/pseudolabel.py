@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
 from kdseg.data.io import check_unoriented
 from kdseg.data.sources import discover_images
+from kdseg.data.tasks import organ_name
 from kdseg.errors import InputError, warning_line
 from kdseg.eval.postprocess import check_for_task, check_postprocess, components_to_keep
 from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
@@ -31,7 +32,7 @@ def main(cfg: DictConfig) -> None:
         # an average over every mirroring answers the same for an image and its mirror: the
         # flip check would pass every case at 1.0, for 8x the network time
         raise InputError(None, "tta=flip makes the flip check meaningless; set flip_check=false")
-    organ = cfg.organ or bundle.data.get("organ", "organ")
+    organ = organ_name({"organ": cfg.organ or bundle.data.get("organ")})  # None: "organ"
     check_for_task(postprocess, predictor.task)
     keep = components_to_keep(  # a cascade: stage 2's, whose labels are written
         postprocess, predictor.pre.config.roi_components, cfg.organ or bundle.data.get("organ")

@@ -24,7 +24,7 @@ from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase, discover_cases, discover_images
-from kdseg.data.tasks import Task
+from kdseg.data.tasks import Task, organ_name
 from kdseg.errors import InputError
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class DataSetup:
             "context": int(self.cfg.get("context", 0)),
             "in_channels": int(self.cfg["in_channels"]),
             "num_classes": int(self.cfg["num_classes"]),
-            "organ": self.cfg.get("organ", "organ"),
+            "organ": organ_name(self.cfg),
             "preprocess": self.preprocess.to_dict(),
         }
 

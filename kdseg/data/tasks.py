@@ -8,8 +8,9 @@ dataset's label space, on the classes ``organ`` (labels 1 and 2) and ``tumor`` (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,3 +66,16 @@ class Task:
 
 #: how many components an organ kdseg's datasets name (``data.organ``) is made of
 ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}
+
+#: what a model's organ is called where its data section names none
+DEFAULT_ORGAN = "organ"
+
+
+def organ_name(data: Mapping[str, Any] | None) -> str:
+    """The organ a data section (a run's ``data``, a checkpoint's data info) names, for
+    labels: report headers, a dataset.json's label, a DICOM SEG segment. ``data.organ`` is
+    None where an nnU-Net dataset.json names no single organ, or where a user sets
+    ``data.organ=null``; it and an empty or missing one all read ``"organ"``."""
+    organ = (data or {}).get("organ")
+    name = "" if organ is None else str(organ).strip()
+    return name or DEFAULT_ORGAN

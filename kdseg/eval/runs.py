@@ -28,6 +28,7 @@ import torch
 from omegaconf import OmegaConf
 
 import kdseg.config  # noqa: F401  (resolvers used by .hydra/config.yaml)
+from kdseg.data.tasks import organ_name
 from kdseg.distill.mix import check_mix
 from kdseg.errors import InputError, read_json
 from kdseg.eval.metrics import HEADLINE_DICE
@@ -183,7 +184,7 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
         method=method,
         seed=None if cfg.get("seed") is None else int(cfg["seed"]),
         dataset=str(data.get("name", "?")),
-        organ=str(data.get("organ", "organ")),
+        organ=organ_name(data),
         params=model_params(model_cfg),
         scores=read_scores(run, eval_dir, metric),
     )
