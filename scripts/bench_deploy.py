@@ -60,6 +60,7 @@ def demo_args(data: Path, runs: Path, name: str) -> list[str]:
     return [
         "experiment=demo",
         f"data.root={data}",
+        f"data.cache_root={data.parents[1] / 'cache'}",  # the demo's (scripts/demo.py)
         f"paths.runs_dir={runs}",
         "logger=csv",
         f"hydra.run.dir={runs / name}",
@@ -211,6 +212,7 @@ def main() -> None:
         "kdseg-bench",
         f"entries_file={entries_file}",
         f"data.root={data}",
+        f"data.cache_root={args.demo / 'cache'}",  # the demo's (scripts/demo.py)
         f"output_dir={args.out}",
         f"volume_dir={args.demo / 'bench_volume'}",
         f"rounds={args.rounds}",

@@ -87,6 +87,7 @@ class Study:
         self.stage2_from = Path(args.stage2_from).resolve() if args.stage2_from else None
         self.publish: bool = bool(getattr(args, "publish", False))
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+        self.env["KDSEG_CACHE_DIR"] = str(self.dir / "cache")  # caches in the study folder
 
     def kdseg(self, command: str, *args: str) -> None:
         print(f"\n$ kdseg-{command} {' '.join(args)}", flush=True)

@@ -31,7 +31,13 @@ WORK = Path(os.environ.get("KDSEG_DEMO_DIR", ROOT / ".demo"))
 DATA = WORK / "data" / "lits"
 RUNS = WORK / "runs"
 SEED = 1
-DATA_ARGS = ["experiment=demo_study", f"data.root={DATA}", f"paths.runs_dir={RUNS}"]
+CACHE = WORK / "cache"  # the slice cache and split, never inside the data (--fresh clears it)
+DATA_ARGS = [
+    "experiment=demo_study",
+    f"data.root={DATA}",
+    f"data.cache_root={CACHE}",
+    f"paths.runs_dir={RUNS}",
+]
 COMMON = [*DATA_ARGS, f"seed={SEED}"]
 TEACHER, TEACHER_WIDTH, STUDENT, STUDENT_WIDTH = "raunet", 0.5, "enet", 0.25
 METHOD = "emkd"

@@ -25,12 +25,18 @@ from kdseg.eval.inference import Predictor, largest_component_box
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="a LiTS-layout folder with kdseg_split.json")
+    parser.add_argument("--data", required=True, help="a LiTS-layout folder")
+    parser.add_argument(
+        "--split-file",
+        help="the split JSON (default: <data>/kdseg_split.json; kdseg-prepare persists a seeded "
+        "split in the cache root: <cache_root>/lits-<folder key>/kdseg_split.json)",
+    )
     parser.add_argument("--ckpt", nargs="+", required=True, help="stage-1 checkpoint(s)")
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
     data = Path(args.data)
-    cases = json.loads((data / "kdseg_split.json").read_text())[args.split]
+    split_file = Path(args.split_file) if args.split_file else data / "kdseg_split.json"
+    cases = json.loads(split_file.read_text())[args.split]
     print("| stage 1 | case | ground-truth level | stage-1 level | difference |")
     print("|---|---|---|---|---|")
     for ckpt in args.ckpt:

@@ -166,6 +166,7 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         self.dir = Path(args.dir).resolve()
         self.protocol: Protocol = PROTOCOLS[args.protocol]
         self.data = self.dir / "data" / "lits"
+        self.cache = self.dir / "cache"  # the slice cache and seeded split, never in the data
         self.runs = self.dir / "runs"
         self.seeds: list[int] = args.seeds
         self.few_seeds: list[int] = [s for s in FEW_SEEDS if s in self.seeds] or self.seeds[:3]
@@ -245,7 +246,11 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
 
     @property
     def common(self) -> list[str]:
-        return [f"data.root={self.data}", f"paths.runs_dir={self.runs}"]
+        return [
+            f"data.root={self.data}",
+            f"data.cache_root={self.cache}",
+            f"paths.runs_dir={self.runs}",
+        ]
 
     @property
     def selected(self) -> str:
@@ -477,8 +482,16 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
         args = phantom_args(self.data, phantom["n_cases"], phantom["seed"], phantom["params"])
         self.run("phantom", *args)
 
+    def data_ready(self) -> bool:
+        """The data stage's mark: the split the data folder uses, the study's own in it (v5 on;
+        a study before 2026-12-07: the seeded one kdseg-prepare wrote there) or the seeded one
+        kdseg-prepare persisted in the study's cache."""
+        return (self.data / "kdseg_split.json").exists() or any(
+            self.cache.glob("*/kdseg_split.json")
+        )
+
     def stage_data(self) -> None:
-        if (self.data / "kdseg_split.json").exists():
+        if self.data_ready():
             print("[study] data: present, skipped", flush=True)
             return
 
@@ -489,7 +502,9 @@ class Study(ReuseChecks, FreshTestStages, SecondFreshStages, PatientStages):
                 self.data_from,
                 self.data,
                 dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("kdseg_split.json"),  # kdseg-prepare remakes it
+                # kdseg-prepare makes its own split (into the study's cache); an older data
+                # folder's .kdseg_cache is not read
+                ignore=shutil.ignore_patterns("kdseg_split.json", ".kdseg_cache"),
             )
 
         def make() -> None:

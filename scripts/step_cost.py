@@ -58,6 +58,7 @@ def step_cost(
                 overrides=[
                     f"experiment={experiment}_distill",
                     f"data.root={data_root}",
+                    f"data.cache_root={runs.parent / 'cache'}",  # phantom_study.py's
                     f"teacher.ckpt={ckpt}",
                     f"student={student}",
                     f"student.width={STUDENT_WIDTH}",

@@ -58,7 +58,10 @@ class Study:
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as handle:
             handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
-        subprocess.run([str(BIN / f"kdseg-{command}"), *args], check=True, cwd=ROOT)
+        # every command's slice cache and seeded split in the study folder (never in the data
+        # folders, nor in the repository, the commands' working directory)
+        env = {**os.environ, "KDSEG_CACHE_DIR": str(self.dir / "cache")}
+        subprocess.run([str(BIN / f"kdseg-{command}"), *args], check=True, cwd=ROOT, env=env)
 
     @property
     def protocol(self) -> list[str]:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is as fast, and steadier
+# the default slice cache (paths.cache_dir: ./cache) never lands in the repository nor in a
+# user's KDSEG_CACHE_DIR: one temporary folder per test process (each xdist worker its own),
+# inherited by the commands the tests start, removed at exit
+_CACHE_DIR = tempfile.mkdtemp(prefix="kdseg-test-cache-")
+os.environ["KDSEG_CACHE_DIR"] = _CACHE_DIR
+atexit.register(shutil.rmtree, _CACHE_DIR, True)
 
 BIN = Path(sys.executable).parent
 TINY_PHANTOM = (

@@ -66,7 +66,8 @@ def test_an_edited_label_is_prepared_again_and_the_rest_is_not(
 def test_two_folders_behind_one_cache_never_read_each_others_cases(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    """Two sites' volume-0 to volume-2 share ids and a data.cache_root; each gets its own."""
+    """Two sites' volume-0 to volume-2 share ids and a data.cache_root; each gets its own
+    cache and split (keyed by the folder), so neither is prepared again after the other."""
     from kdseg.data.phantom import PhantomConfig, generate_case
 
     site_a = _copy_cases(phantom_lits, tmp_path / "a", range(3))
@@ -78,14 +79,26 @@ def test_two_folders_behind_one_cache_never_read_each_others_cases(
         nib.save(image, site_b / f"volume-{n}.nii.gz")
         nib.save(label, site_b / f"segmentation-{n}.nii.gz")
     cache = tmp_path / "cache"
-    shapes = {}
+    shapes, stamps = {}, {}
     for site in (site_a, site_b, site_a):
         setup = resolve_data(_data_cfg(site, **{"data.cache_root": cache}))
         setup.prepare(progress=False)
-        meta = json.loads((setup.cache_dir / "cases" / "volume-0" / "meta.json").read_text())
+        path = setup.cache_dir / "cases" / "volume-0" / "meta.json"
+        meta = json.loads(path.read_text())
         assert Path(meta["image"]).parent == site
         shapes[site] = meta["input_shape"]
+        stamps.setdefault(site, path.stat().st_mtime_ns)
+        assert path.stat().st_mtime_ns == stamps[site]  # site a's cache was not redone
     assert shapes[site_b][:3] == [50, 50, 9] != shapes[site_a][:3]
+    assert (
+        len(list(cache.glob("lits-*-*"))) == 2
+        and len(list(cache.glob("lits-*/kdseg_split.json"))) == 2
+    )
+    assert not any(
+        p.name in (".kdseg_cache", "kdseg_split.json")
+        for s in (site_a, site_b)
+        for p in s.iterdir()
+    )
 
 
 def test_two_scans_with_one_case_id_are_refused(phantom_lits: Path, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_distill_from_stored_predictions_with_unlabeled_scans(
     assert caches == {"lits", "unlabeled", "teacher"}
     # hard labels cached as one-hot on the slice grid, equal to the cached labels
     cache = next((tmp_path / "cache").glob("teacher-*"))
-    lits = next((tmp_path / "cache").glob("lits-*"))
+    lits = next((tmp_path / "cache").glob("lits-*-*"))  # (lits-<key>/ holds the split)
     grid = np.load(cache / "cases" / "volume-1" / "teacher.npy")
     np.testing.assert_array_equal(
         grid.argmax(1), np.load(lits / "cases" / "volume-1" / "label.npy")
@@ -134,7 +134,7 @@ def test_stage2_distill_from_stored_predictions_cuts_them_like_the_images(
     )
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     cache = tmp_path / "cache"
-    targets, labeled = next(cache.glob("teacher-*-roi-*")), next(cache.glob("lits-*"))
+    targets, labeled = next(cache.glob("teacher-*-roi-*")), next(cache.glob("lits-*-*"))
     for case in train_ids(phantom_lits):
         grid = np.load(targets / "cases" / case / "teacher.npy")
         label = np.load(labeled / "cases" / case / "label.npy")

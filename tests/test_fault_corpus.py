@@ -622,12 +622,26 @@ def shared(trained_enet: Path, trained_onnx: Path, phantom_lits: Path) -> dict[s
     "command,build,culprit,sub", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_fault(
-    shared: dict[str, Path], tmp_path: Path, command: str, build: Build, culprit: str, sub: bool
+    shared: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    build: Build,
+    culprit: str,
+    sub: bool,
 ) -> None:
     world = World(tmp_path, shared["ckpt"], shared["onnx"], shared["lits"])
     args = [str(a) for a in build(world)]
     culprit = getattr(world, "culprit", culprit)
     (tmp_path / "cwd").mkdir()
+    # the default cache root in this row's folder (a real process inherits it): what a refused
+    # command leaves there is seen, and nothing may appear in the dataset folders it read
+    monkeypatch.setenv("KDSEG_CACHE_DIR", str(tmp_path / "cache"))
+    data_roots = [
+        Path(a.split("=", 1)[1]).resolve()
+        for a in args
+        if a.split("=", 1)[0] in ("data.root", "data.unlabeled_root")
+    ]
     before = _snapshot(tmp_path)
     folders = {p for p in tmp_path.rglob("*") if p.is_dir()}
     lits_before = _snapshot(shared["lits"]) if command == "eval" else None
@@ -651,17 +665,25 @@ def test_fault(
             if not any(part in p for part in HYDRA_BOOKKEEPING)
             or not any(k.startswith(p.split("/")[0] + "/") for k in before)
         }
+    # nothing, not even the cache or a split, is written into a dataset folder a command reads
+    into_data = sorted(
+        p for p in after if any(r in (tmp_path / p).resolve().parents for r in data_roots)
+    )
+    assert {p: after[p] for p in into_data} == {p: before.get(p) for p in into_data}, (
+        f"written into a dataset folder: {[p for p in into_data if before.get(p) != after[p]]}"
+    )
     if command == "prepare":  # the cache of the good case stays (and stays valid)
         new = {
             p
             for p in new
-            if "volume-1" in p
-            or Path(p).name.startswith(".")
-            or not (p.startswith("lits/.kdseg_cache/") or p == "lits/kdseg_split.json")
+            if "volume-1" in p or Path(p).name.startswith(".") or not p.startswith("cache/")
         }
+    elif command in ("train", "distill", "export"):  # refused once its data is prepared
+        new = {p for p in new if not p.startswith("cache/")}
     assert not new, f"files left behind: {sorted(new)}"
     if command in ("train", "distill"):  # a run refused before it starts leaves no run dir
         made = {p for p in tmp_path.rglob("*") if p.is_dir()} - folders
+        made = {p for p in made if p != tmp_path / "cache" and tmp_path / "cache" not in p.parents}
         assert not made or any(k.startswith("run/") for k in before), sorted(map(str, made))
     assert {k: after.get(k) for k in before} == before, "an input's bytes changed"
     if lits_before is not None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -346,22 +347,92 @@ def test_a_dataset_that_cannot_be_written_keeps_its_split_in_memory(
     from kdseg.data import manifest
 
     ids = [f"c{i}" for i in range(10)]
-    assert manifest.resolve_split(tmp_path, ids, persist=False) == manifest.make_split(ids)
-    assert not (tmp_path / manifest.FOLDER_SPLIT_NAME).exists()
+    store = tmp_path / "cache" / "lits-key" / manifest.FOLDER_SPLIT_NAME
+    data = tmp_path / "data"
+    data.mkdir()
+    assert manifest.resolve_split(data, ids, persist=False, store=store) == manifest.make_split(ids)
+    assert not store.exists() and list(data.iterdir()) == []
+    assert manifest.resolve_split(data, ids) == manifest.make_split(ids)  # no store: in memory
+    assert list(tmp_path.iterdir()) == [data] and list(data.iterdir()) == []
 
     def read_only(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(manifest, "write_split", read_only)
-    assert manifest.resolve_split(tmp_path, ids) == manifest.make_split(ids)
-    assert list(tmp_path.iterdir()) == []
+    with monkeypatch.context() as patch:
+        patch.setattr(manifest, "write_split", read_only)
+        assert manifest.resolve_split(data, ids, store=store) == manifest.make_split(ids)
+    assert list(tmp_path.iterdir()) == [data] and list(data.iterdir()) == []
+
+
+def test_the_persisted_split_keeps_its_test_cases_when_cases_are_added(tmp_path: Path) -> None:
+    """The seeded split is written to the cache root (never into the dataset) and read back
+    where the folder's own file would be: cases added later never move a test case to train;
+    read-only commands read it too. A kdseg_split.json in the folder (the user's, or one an
+    older kdseg wrote there) still comes first, as does data.split_file."""
+    from kdseg.data import manifest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = tmp_path / "cache" / "lits-key" / manifest.FOLDER_SPLIT_NAME
+    first = manifest.resolve_split(data, [f"c{i}" for i in range(10)], store=store)
+    assert store.is_file() and list(data.iterdir()) == []
+    more = [f"c{i}" for i in range(40)]
+    assert manifest.make_split(more)["train"] != first["train"]  # a new seeded split would move
+    assert manifest.resolve_split(data, more, store=store) == first
+    assert manifest.resolve_split(data, more, store=store, persist=False) == first
+    own = {"train": ["c1"], "val": ["c2"], "test": ["c3"]}
+    manifest.write_split(own, data / manifest.FOLDER_SPLIT_NAME)
+    assert manifest.resolve_split(data, more, store=store) == own
+    explicit = {"train": ["c4"], "val": ["c5"], "test": ["c6"]}
+    manifest.write_split(explicit, tmp_path / "mine.json")
+    chosen = manifest.resolve_split(data, more, split_file=str(tmp_path / "mine.json"), store=store)
+    assert chosen == explicit
+
+
+def test_a_read_only_dataset_needs_no_setting(
+    phantom_lits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only data.root (simulated: every write into it fails with EROFS, as root ignores
+    chmod) prepares and trains with no option: the cache and the split go to the cache root."""
+    import errno
+
+    from conftest import TINY_DATA
+
+    from kdseg import errors
+    from kdseg.data.dataset import split_store
+
+    data = tmp_path / "lits"
+    shutil.copytree(phantom_lits, data)
+    resolved = data.resolve()
+    write = errors._new_temp
+
+    def read_only_data(target: Path, *args: object, **kwargs: object) -> Path:
+        if resolved in Path(target).resolve().parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(target))
+        return write(target, *args, **kwargs)
+
+    monkeypatch.setattr(errors, "_new_temp", read_only_data)
+    before = {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]}
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KDSEG_CACHE_DIR", str(cache))
+    result = kdseg_here("prepare", *TINY_DATA, f"data.root={data}")
+    assert "5 case(s) prepared in " + str(cache) in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
+    stores = list(cache.glob("lits-*/kdseg_split.json"))
+    assert len(stores) == 1 and stores[0] == split_store({"name": "lits", "root": str(data)})
+    inside = data / "cache"  # a cache root inside the dataset is refused, naming the option
+    args = (f"data.root={data}", f"data.cache_root={inside}")
+    result = kdseg_here("prepare", *TINY_DATA, *args, check=False)
+    assert result.returncode == 2 and "data.cache_root lies inside data.root" in result.stderr
+    assert not inside.exists()
+    assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
 
 
 def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The slice cache lives in the dataset by default: on a read-only mount, exit 2 with the
-    option that moves it, not an internal error."""
+    """A cache root that cannot be written (a read-only mount): exit 2 naming the folder and
+    the option (or environment variable) that moves it, not an internal error."""
     import errno
 
     from kdseg.data import prepare
@@ -372,7 +443,8 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(prepare, "write_text_atomic", read_only)
-    with pytest.raises(InputError, match=r"Read-only file system\); .*data\.cache_root=") as err:
+    line = rf"into {re.escape(str(tmp_path))} \(Read-only file system\); .*data\.cache_root="
+    with pytest.raises(InputError, match=line + r".*KDSEG_CACHE_DIR") as err:
         prepare.prepare_cases([], PreprocessConfig(), tmp_path / "cache", progress=False)
     assert err.value.path == str(tmp_path / "cache")
     # a complete cache whose record an earlier kdseg wrote, before keys were added to the

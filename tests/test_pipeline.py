@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import BIN, TINY_DATA, TINY_PHANTOM, kdseg, kdseg_here
 
-from kdseg.data.dataset import resolve_data
+from kdseg.data.dataset import resolve_data, split_store
 from kdseg.data.phantom import PhantomConfig, generate_case
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
@@ -50,7 +50,10 @@ def test_prepare_is_idempotent_and_cache_is_complete(phantom_lits: Path) -> None
     stamp = [m.stat().st_mtime_ns for m in metas]
     kdseg_here("prepare", *TINY_DATA, f"data.root={phantom_lits}")
     assert [m.stat().st_mtime_ns for m in metas] == stamp  # nothing redone
-    split = json.loads((phantom_lits / "kdseg_split.json").read_text())
+    assert not (phantom_lits / "kdseg_split.json").exists()  # nothing written into the data
+    assert not (phantom_lits / ".kdseg_cache").exists()
+    split = json.loads(split_store(setup.cfg).read_text())  # persisted in the cache root
+    assert split == {**split, **setup.split}
     assert {len(split[s]) for s in ("val", "test")} == {1}
     assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(
         split["test"]

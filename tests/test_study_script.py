@@ -123,7 +123,11 @@ def test_phantom_study_v3_commands_unchanged(tmp_path: Path) -> None:
     study = ps.Study(ps.parse_args(["--dir", str(tmp_path)]))
     calls = _study_commands(ps, study)
     data, runs = tmp_path / "data" / "lits", tmp_path / "runs"
-    common = (f"data.root={data}", f"paths.runs_dir={runs}")
+    common = (
+        f"data.root={data}",
+        f"data.cache_root={tmp_path / 'cache'}",
+        f"paths.runs_dir={runs}",
+    )
     launcher = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert calls[0] == (
         "phantom",
@@ -229,7 +233,7 @@ def test_phantom_study_teacher_cache_reaches_every_distillation_run(tmp_path: Pa
     cache = f"teacher.cache={Path('cache').resolve()}"
     distills = [c for c in calls if c[0] == "distill"]
     assert len(distills) == 4 and all(cache in c for c in distills)
-    assert not [c for c in calls if c[0] != "distill" and any("cache" in a for a in c)]
+    assert not [c for c in calls if c[0] != "distill" and any("teacher.cache" in a for a in c)]
     assert "teacher.cache" not in ps.DISTILL_KEYS
 
 
@@ -304,7 +308,13 @@ def test_data_from_checks_the_phantoms(tmp_path: Path) -> None:
     study.run = lambda command, *a: calls.append((command, *a))
     study.stage_data()
     assert (study.data / "volume-59.nii.gz").exists()
-    assert not (study.data / "kdseg_split.json").exists()  # kdseg-prepare remakes it
+    assert not (study.data / "kdseg_split.json").exists()  # kdseg-prepare makes its own
+    assert [c[0] for c in calls] == ["phantom", "prepare"]
+    assert f"data.cache_root={study.dir / 'cache'}" in calls[1]  # the cache in the study folder
+    store = study.dir / "cache" / "lits-0123abcd" / "kdseg_split.json"  # what prepare persists
+    store.parent.mkdir(parents=True)
+    store.write_text("{}")
+    study.stage_data()  # the data stage is done: nothing run again
     assert [c[0] for c in calls] == ["phantom", "prepare"]
     truth["volume-7"]["config"] = _config_digest(PhantomConfig(dataset="lits"))
     (source / "phantom_truth.json").write_text(json.dumps(truth))

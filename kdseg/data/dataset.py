@@ -8,18 +8,26 @@ model concerns): unlabeled scans (``data.unlabeled_root``, an image-only cache m
 training batches by ``data.unlabeled_fraction``) and a teacher's stored predictions
 (``teacher.predictions``, a teacher-target cache over the training and unlabeled cases). Both
 caches live under the labeled dataset's cache root, never in the folders they are read from.
+
+Nothing is written into ``data.root`` either. Under ``data.cache_root`` (default
+``paths.cache_dir``: ``$KDSEG_CACHE_DIR``, else ``cache`` in the current directory) a dataset
+folder has ``<name>-<folder key>-<preprocessing digest>/`` (the slices) and
+``<name>-<folder key>/kdseg_split.json`` (its persisted seeded split); the folder key is a hash
+of the folder's resolved path, so two folders with the same dataset name and case ids behind
+one cache root never share a cache or a split.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdseg.data.manifest import resolve_split
+from kdseg.data.manifest import FOLDER_SPLIT_NAME, resolve_split
 from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
@@ -156,6 +164,45 @@ def _folder_key(path: str | Path) -> str:
     return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
 
 
+#: the environment variable that moves the default cache root (as nnU-Net's nnUNet_preprocessed)
+CACHE_ENV = "KDSEG_CACHE_DIR"
+
+
+def cache_root_of(cfg: dict[str, Any]) -> Path:
+    """``data.cache_root`` as an absolute path; unset or null (a config of an earlier kdseg,
+    a data dict built in code): ``$KDSEG_CACHE_DIR``, else ``cache`` in the current directory,
+    as ``paths.cache_dir`` gives. Never the dataset folder: nothing is written into it."""
+    root = cfg.get("cache_root") or os.environ.get(CACHE_ENV) or "cache"
+    return Path(root).expanduser().absolute()
+
+
+def dataset_key(cfg: dict[str, Any]) -> str:
+    """``<name>-<folder key>``: one dataset folder's share of a cache root."""
+    return f"{cfg['name']}-{_folder_key(cfg['root'])}"
+
+
+def split_store(cfg: dict[str, Any]) -> Path:
+    """Where the seeded split of ``cfg['root']`` is persisted (and read back): in the cache
+    root, never in the dataset folder."""
+    return cache_root_of(cfg) / dataset_key(cfg) / FOLDER_SPLIT_NAME
+
+
+def _check_outside(cache_root: Path, inputs: dict[str, Any]) -> None:
+    """A cache root inside a folder the data is read from would write into it: refused in one
+    line naming the option."""
+    cache = cache_root.resolve()
+    for key, folder in inputs.items():
+        if not folder:
+            continue
+        data = Path(folder).resolve()
+        if cache == data or data in cache.parents:
+            raise InputError(
+                cache_root,
+                f"data.cache_root lies inside {key} ({folder}): kdseg writes nothing into a "
+                f"folder it reads; set data.cache_root= or {CACHE_ENV} to a folder outside it",
+            )
+
+
 def resolve_data(
     cfg: dict[str, Any],
     teacher_predictions: str | None = None,
@@ -168,7 +215,9 @@ def resolve_data(
     ones; what that folder holds besides scans is added to ``notes``, as
     :func:`~kdseg.data.sources.discover_images` words it); with ``teacher_predictions`` (a
     folder) the teacher-target cache beside them. ``read_only`` (commands that only read the
-    dataset) never writes a split into the folder.
+    dataset) never write a split (they read a persisted one). Nothing is written into
+    ``cfg['root']``: the cache and the persisted split live under ``data.cache_root``
+    (:func:`cache_root_of`).
     """
     pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
     if not read_only:  # training settings: a config error before any case is prepared
@@ -181,6 +230,10 @@ def resolve_data(
             slice_size=fixed,
         )
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
+    cache_root = cache_root_of(cfg)
+    if not read_only:
+        roots = {k: cfg.get(k) for k in ("root", "unlabeled_root")}
+        _check_outside(cache_root, {f"data.{k}": v for k, v in roots.items()})
     split = resolve_split(
         cfg["root"],
         list(cases),
@@ -189,9 +242,9 @@ def resolve_data(
         seed=int(cfg.get("split_seed", 123)),
         fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
         persist=not read_only,
+        store=split_store(cfg),
     )
-    cache_root = Path(cfg.get("cache_root") or Path(cfg["root"]) / ".kdseg_cache")
-    cache_dir = cache_dir_for(cache_root, cfg["name"], pre)
+    cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)
     setup = DataSetup(cfg, cases, split, pre, cache_dir)
     masks_key = ""  # the unlabeled scans' organ masks, when they set boxes
     if cfg.get("unlabeled_root"):

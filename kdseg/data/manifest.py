@@ -4,11 +4,14 @@ A case is never split across sets and validation is never the test set. Which sp
 uses is decided by :func:`resolve_split`, in this order: an explicit split file; the folder's
 own ``kdseg_split.json``; the versioned manifest in ``data_manifests/`` when the folder holds
 every case it names (a full LiTS / KiTS19 download); otherwise a seeded split of the cases
-present. Commands that prepare or train write that seeded split to ``<root>/kdseg_split.json``
-so later runs reuse it even when cases are added; commands that only read a dataset
-(``kdseg-eval``, ``kdseg-bench``, ``kdseg-export``'s check) never write into it, and a folder
-that cannot be written (a read-only mount) keeps the split in memory: the same cases and seed
-give the same split.
+present. Commands that prepare or train persist that seeded split in the cache root, never in
+the dataset (``<cache_root>/<name>-<folder key>/kdseg_split.json``, see
+:func:`kdseg.data.dataset.split_store`), so later runs reuse it even when cases are added; it is
+read where the folder's own file would be (after an explicit split file and the folder's
+``kdseg_split.json``, before the versioned manifest). Commands that only read a dataset
+(``kdseg-eval``, ``kdseg-bench``, ``kdseg-export``'s check) read a persisted split but never
+write one, and a cache root that cannot be written (a read-only mount) keeps the split in
+memory: the same cases and seed give the same split.
 """
 
 from __future__ import annotations
@@ -128,17 +131,23 @@ def resolve_split(
     seed: int = 123,
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     persist: bool = True,
+    store: str | Path | None = None,
 ) -> dict[str, list[str]]:
     """Return the split for the cases found in ``root`` (see the module docstring for the order).
 
-    ``persist=False`` (read-only commands) never writes the seeded split into ``root``.
+    ``store`` is the file a seeded split is persisted to and read back from (outside ``root``:
+    nothing is ever written into the dataset); ``None`` keeps it in memory. ``persist=False``
+    (read-only commands) reads ``store`` but never writes it.
     """
     root = Path(root)
     present = set(case_ids)
+    store = Path(store) if store is not None else None
     if split_file:
         chosen = Path(split_file)
-    elif (root / FOLDER_SPLIT_NAME).exists():
+    elif (root / FOLDER_SPLIT_NAME).exists():  # the user's own (or one an older kdseg wrote)
         chosen = root / FOLDER_SPLIT_NAME
+    elif store is not None and store.exists():
+        chosen = store
     else:
         versioned = _manifest_path(manifest)
         if versioned is not None and versioned.exists():
@@ -150,12 +159,18 @@ def resolve_split(
             level, line = _seeded_because(versioned, named, missing, len(present), root)
             log.log(level, "%s", line)
         split = make_split(sorted(present), fractions, seed)
-        if persist:
+        if persist and store is not None:
             try:
-                write_split(split, root / FOLDER_SPLIT_NAME, seed=seed, fractions=list(fractions))
-                log.info("wrote split %s", root / FOLDER_SPLIT_NAME)
-            except OSError as exc:  # a read-only dataset: the seeded split is recomputed each run
-                log.info("split kept in memory (cannot write into %s: %s)", root, exc.strerror)
+                write_split(
+                    split, store, seed=seed, fractions=list(fractions), root=str(root.resolve())
+                )
+                log.info("wrote split %s (for %s)", store, root)
+            except OSError as exc:  # a read-only cache root: the seeded split is recomputed
+                log.info(
+                    "split kept in memory (cannot write into %s: %s)",
+                    store.parent,
+                    exc.strerror or exc,
+                )
         return split
     split = read_split(chosen)
     missing = [c for s in SPLITS for c in split[s] if c not in present]

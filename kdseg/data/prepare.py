@@ -367,8 +367,8 @@ def prepare_cases(
         except OSError as exc:
             raise InputError(
                 cache_dir,
-                f"cannot write the slice cache ({exc.strerror or exc}); a read-only dataset "
-                "needs data.cache_root=<a writable folder>",
+                f"cannot write the slice cache into {cache_dir.parent} ({exc.strerror or exc}); "
+                "set data.cache_root=<a writable folder> (or KDSEG_CACHE_DIR)",
             ) from None
     quiet = not (progress and todo)  # nothing to do: quiet
     with progress_steps(f"prepare {len(todo)} case(s)", len(todo), enabled=not quiet) as bar:
