@@ -419,7 +419,29 @@ class SliceDataModule(pl.LightningDataModule):
             generator.set_state(sampler_state)
         for stream, stream_state in zip(randomized, augment, strict=True):
             set_numpy_state(stream_state, stream)
-        self._epochs.begun = int(state.get("epochs", 0))  # 0: a checkpoint from before this
+        # a checkpoint from before the key: the epoch Lightning runs next (it set the samplers'
+        # epoch then; the training loader now sets it itself, from this count)
+        epochs = state.get("epochs")
+        self._epochs.begun = int(epochs) if epochs is not None else self._lightning_epoch()
+
+    def _lightning_epoch(self) -> int:
+        """The epoch a restored Lightning trainer runs next, the one it gives its samplers'
+        ``set_epoch``: the epochs its fit loop has processed, and one more for a checkpoint
+        written after an epoch's last batch but before the fit loop counted the epoch
+        processed (a step checkpoint at the last batch, or one written during the epoch's
+        validation), which the loop counts processed when it resumes. ``trainer.current_epoch``
+        (the epochs completed) is one short after an epoch-end checkpoint, written in the
+        epoch's end hooks, between processed and completed. Read when the resumed run's
+        training loader is made, after Lightning restored its loops; 0 without a trainer. A
+        mid-epoch checkpoint from before the loader kept its epoch resumes that epoch."""
+        loop = getattr(getattr(self, "trainer", None), "fit_loop", None)
+        if loop is None:
+            return 0
+        current = loop.epoch_progress.current
+        after_last = current.started > current.processed and bool(
+            loop.epoch_loop.batch_progress.is_last_batch
+        )
+        return int(current.processed) + int(after_last)
 
     def _randomized(self) -> list[np.random.RandomState]:
         """The augmentation's random streams, in a fixed order: each drawing transform's
@@ -461,11 +483,18 @@ class SliceDataModule(pl.LightningDataModule):
 
 
 class MixedDataset(ConcatDataset):
-    """The labeled and unlabeled slices of the mixed batches (:class:`MixedSampler`); both
-    sets share one augmentation, seeded from the batch as :class:`SliceDataset` seeds it."""
+    """The labeled and unlabeled slices of the mixed batches (:class:`MixedSampler`); their
+    augmentation is seeded from the batch as :class:`SliceDataset` seeds it: every distinct
+    transform of the sets (the data module gives both one), each from a seed of its own."""
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        seed_batch(self.datasets[0].transform, indices)  # type: ignore[attr-defined]
+        transforms: list[Any] = []
+        for dataset in self.datasets:
+            transform = getattr(dataset, "transform", None)
+            if transform is not None and not any(transform is t for t in transforms):
+                transforms.append(transform)
+        for stream, transform in enumerate(transforms):
+            seed_batch(transform, indices, stream)
         return [self[i] for i in indices]
 
 
