@@ -7,14 +7,19 @@ from __future__ import annotations
 import copy
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from test_unlabeled import compose, mixed_setup
+from torch.utils.data import DataLoader, TensorDataset
 
 import kdseg.data.datamodule as datamodule
 import kdseg.data.slices as slices
+from kdseg.data.datamodule import SliceDataModule
 from kdseg.data.dataset import resolve_data
 from kdseg.data.resumable import SeededBatch, _SeededBatches, _SkipFirst
 from kdseg.data.slices import build_augment, seed_batch
@@ -130,3 +135,84 @@ def test_seeded_batches_take_their_seed_from_their_place_in_the_epoch() -> None:
     assert len({b.seed for b in whole}) == 4
     other = list(_SeededBatches(batches, lambda: (1, 0, 3)))
     assert not {b.seed for b in other} & {b.seed for b in whole}
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Indices in order, and the epochs Lightning sets."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epochs = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Any:
+        return iter(range(self.n))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+class _Toy(pl.LightningModule):
+    """4 batches an epoch; notes the epoch the data module would resume from a checkpoint
+    without ``epochs``, where the data module reads it (when the training loader is made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.sampler = _EpochSampler(4)
+        self.resumed_at: int | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        holder = SimpleNamespace(trainer=self.trainer)
+        self.resumed_at = SliceDataModule._lightning_epoch(holder)  # type: ignore[arg-type]
+        return DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=1, sampler=self.sampler)
+
+    def training_step(self, batch: Any, i: int) -> torch.Tensor:
+        return self.layer(batch[0]).sum()
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=1)
+
+    def validation_step(self, batch: Any, i: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's notes on the toy run
+@pytest.mark.parametrize(
+    ("checkpoint", "step", "epoch"),
+    [
+        ({"save_on_train_epoch_end": True}, 4, 1),  # kdseg's: in the epoch's end hooks
+        ({"save_on_train_epoch_end": False}, 4, 0),  # at its validation: resumes it, empty
+        ({"every_n_train_steps": 4, "save_on_train_epoch_end": False}, 4, 1),  # its last batch
+        ({"every_n_train_steps": 3}, 3, 0),  # mid-epoch
+        ({"every_n_train_steps": 3}, 6, 1),
+    ],
+    ids=["epoch_end", "validation", "last_batch", "mid_epoch", "mid_second_epoch"],
+)
+def test_a_checkpoint_without_epochs_resumes_at_the_epoch_lightning_runs_next(
+    tmp_path: Path, checkpoint: dict[str, Any], step: int, epoch: int
+) -> None:
+    """What ``SliceDataModule`` takes for the epoch of a checkpoint from before it kept one,
+    read when the resumed run's training loader is made (its first iterator counts from it,
+    each later one from one more), is the epoch Lightning then resumes and gives its sampler
+    first (``set_epoch``, then one more for each later epoch), for checkpoints written in an
+    epoch's end hooks (kdseg's), at its validation (Lightning resumes that epoch, with no
+    batch left), at its last batch and during it. ``trainer.current_epoch`` (epochs
+    completed) is one short after the first and third, the fit loop's processed epochs after
+    the third (Lightning counts that epoch processed when it resumes)."""
+    callback = ModelCheckpoint(tmp_path / "ckpt", "{step}", save_top_k=-1, **checkpoint)
+    trainer_args: dict[str, Any] = {
+        "max_epochs": 3,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    pl.Trainer(callbacks=[callback], **trainer_args).fit(_Toy())
+    resumed = _Toy()
+    pl.Trainer(**trainer_args).fit(resumed, ckpt_path=tmp_path / "ckpt" / f"step={step}.ckpt")
+    assert resumed.resumed_at == epoch == resumed.sampler.epochs[0]

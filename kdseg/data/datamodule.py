@@ -419,29 +419,32 @@ class SliceDataModule(pl.LightningDataModule):
             generator.set_state(sampler_state)
         for stream, stream_state in zip(randomized, augment, strict=True):
             set_numpy_state(stream_state, stream)
-        # a checkpoint from before the key: the epoch Lightning runs next (it set the samplers'
+        # a checkpoint from before the key: the epoch Lightning resumes (it set the samplers'
         # epoch then; the training loader now sets it itself, from this count)
         epochs = state.get("epochs")
         self._epochs.begun = int(epochs) if epochs is not None else self._lightning_epoch()
 
     def _lightning_epoch(self) -> int:
-        """The epoch a restored Lightning trainer runs next, the one it gives its samplers'
-        ``set_epoch``: the epochs its fit loop has processed, and one more for a checkpoint
-        written after an epoch's last batch but before the fit loop counted the epoch
-        processed (a step checkpoint at the last batch, or one written during the epoch's
-        validation), which the loop counts processed when it resumes. ``trainer.current_epoch``
-        (the epochs completed) is one short after an epoch-end checkpoint, written in the
-        epoch's end hooks, between processed and completed. Read when the resumed run's
-        training loader is made, after Lightning restored its loops; 0 without a trainer. A
-        mid-epoch checkpoint from before the loader kept its epoch resumes that epoch."""
+        """The epoch a restored Lightning trainer resumes, the one it gives its samplers'
+        ``set_epoch`` first: the epochs its fit loop has processed, and one more for a
+        checkpoint written at the end of an epoch's last batch, before its ``training_step``
+        counted as completed (a step checkpoint there), which the loop counts processed when
+        it resumes. After one written at the epoch's validation Lightning resumes that epoch,
+        with no batch left, and makes the loader's iterator again for the next. Lightning's
+        ``trainer.current_epoch`` (the epochs completed) is one short after a checkpoint
+        written in an epoch's end hooks (kdseg's), between processed and completed
+        (``tests/test_loader_workers.py``). Read when the resumed run's training loader is
+        made, after Lightning restored its loops; 0 without a trainer."""
         loop = getattr(getattr(self, "trainer", None), "fit_loop", None)
         if loop is None:
             return 0
-        current = loop.epoch_progress.current
-        after_last = current.started > current.processed and bool(
-            loop.epoch_loop.batch_progress.is_last_batch
+        current, batches = loop.epoch_progress.current, loop.epoch_loop.batch_progress
+        at_last_batch_end = (
+            current.started > current.processed
+            and bool(batches.is_last_batch)
+            and batches.total.completed < batches.total.processed
         )
-        return int(current.processed) + int(after_last)
+        return int(current.processed) + int(at_last_batch_end)
 
     def _randomized(self) -> list[np.random.RandomState]:
         """The augmentation's random streams, in a fixed order: each drawing transform's
