@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -394,11 +395,14 @@ def _patched_enet(phantom_lits: Path, *extra: str) -> list[str]:
     ]
 
 
-def _resume_from_previous(args: list[str], tmp_path: Path, step: int) -> tuple[dict, str]:
+def _resume_from_previous(
+    args: list[str], tmp_path: Path, step: int, edit: Callable[[dict], None] | None = None
+) -> tuple[dict, str]:
     """Train ``args`` whole, then again from the whole run's ``last-previous.ckpt`` (as a run
     killed after that checkpoint leaves it; its ``global_step`` must be ``step``), and assert
-    both end with the same weights bit for bit. Returns that checkpoint and the resumed run's
-    output."""
+    both end with the same weights bit for bit. ``edit``: changes the checkpoint in place
+    before the resume (one as an older kdseg wrote it). Returns that checkpoint and the
+    resumed run's output."""
     whole = tmp_path / "whole"
     kdseg("train", *args, f"hydra.run.dir={whole}")
     resumed = tmp_path / "resumed"
@@ -406,6 +410,9 @@ def _resume_from_previous(args: list[str], tmp_path: Path, step: int) -> tuple[d
     shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == step
+    if edit is not None:
+        edit(ckpt)
+        torch.save(ckpt, resumed / "checkpoints" / "last.ckpt")
     done = kdseg("train", *args, f"hydra.run.dir={resumed}")
 
     def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -468,6 +475,78 @@ def test_run_with_loader_workers_resumes_with_the_uninterrupted_runs_draws(
     Lightning set the epoch of its distributed sampler (other slices; 0.24)."""
     args = _patched_enet(phantom_lits, *extra, "data.num_workers=2")
     _resume_from_previous(args, tmp_path, step=step)
+
+
+def _without_epochs(ckpt: dict) -> None:
+    """A checkpoint as kdseg wrote it before its loaders kept their epoch: no ``epochs`` in
+    the data module's state, no ``epoch`` in the training loader's (each process's too)."""
+    module = ckpt["SliceDataModule"]
+    for state in (module, *module.get("ranks", [])):
+        del state["epochs"]
+    for loader in ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]:
+        for state in (loader, *loader.get("ranks", [])):
+            del state["epoch"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "step"),
+    [
+        (["data.num_workers=2", "trainer.max_epochs=3"], 8),
+        (["data.num_workers=2", "trainer.max_epochs=3", "checkpoint.every_n_train_steps=3"], 9),
+        (
+            [
+                "data.num_workers=2",
+                "trainer=ddp_fork",
+                "trainer.max_epochs=2",
+                "checkpoint.every_n_train_steps=1",
+            ],
+            3,
+        ),
+    ],
+    ids=["workers_epoch_end", "workers_mid_epoch", "workers_ddp_mid_epoch"],
+)
+def test_run_resumed_from_a_checkpoint_without_its_epoch_draws_the_uninterrupted_runs(
+    phantom_lits: Path, tmp_path: Path, extra: list[str], step: int
+) -> None:
+    """A checkpoint from before the loaders kept their epoch (the key of the workers' batch
+    seeds, and the epoch the training loader gives its sampler, which under DDP is Lightning's
+    shuffling ``DistributedSampler``) resumes with the epoch Lightning runs next: the third
+    after the second's end (step 8), the third again one batch into it (step 9), the third
+    after a step checkpoint at the second's last batch (step 8, written before Lightning
+    counts the epoch processed), the second under DDP one batch into it (step 3). Counting
+    from 0 again, the workers augmented the resumed epochs as the first ones, and under DDP
+    drew the resumed epoch's indices shuffled as the first's."""
+    args = _patched_enet(phantom_lits, *extra)
+    _resume_from_previous(args, tmp_path, step=step, edit=_without_epochs)
+
+
+def test_ddp_run_without_workers_resumed_without_its_epoch_shuffles_the_later_epochs(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """Under DDP without workers Lightning sets the shuffle's epoch of the first resumed epoch
+    after the loader (its iterator draws the indices lazily), but the loader sets the later
+    epochs' itself: from a checkpoint without ``epochs`` resumed one batch into the second of
+    four epochs, counting from 0 again shuffled the third and fourth as the second and third.
+    The checkpoint comes from a two-epoch run (a run's ``last-previous.ckpt`` is in its last
+    epoch), the same as the four-epoch one up to there with a constant learning rate."""
+    args = _patched_enet(
+        phantom_lits, "trainer=ddp_fork", "checkpoint.every_n_train_steps=1", "optim.min_lr=1e-2"
+    )
+    whole, short, resumed = tmp_path / "whole", tmp_path / "short", tmp_path / "resumed"
+    kdseg("train", *args, "trainer.max_epochs=4", f"hydra.run.dir={whole}")
+    kdseg("train", *args, "trainer.max_epochs=2", f"hydra.run.dir={short}")
+    (resumed / "checkpoints").mkdir(parents=True)
+    ckpt = torch.load(short / "checkpoints" / "last-previous.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3  # 2 batches an epoch on each process
+    _without_epochs(ckpt)
+    torch.save(ckpt, resumed / "checkpoints" / "last.ckpt")
+    kdseg("train", *args, "trainer.max_epochs=4", f"hydra.run.dir={resumed}")
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(

@@ -419,7 +419,32 @@ class SliceDataModule(pl.LightningDataModule):
             generator.set_state(sampler_state)
         for stream, stream_state in zip(randomized, augment, strict=True):
             set_numpy_state(stream_state, stream)
-        self._epochs.begun = int(state.get("epochs", 0))  # 0: a checkpoint from before this
+        # a checkpoint from before the key: the epoch Lightning resumes (it set the samplers'
+        # epoch then; the training loader now sets it itself, from this count)
+        epochs = state.get("epochs")
+        self._epochs.begun = int(epochs) if epochs is not None else self._lightning_epoch()
+
+    def _lightning_epoch(self) -> int:
+        """The epoch a restored Lightning trainer resumes, the one it gives its samplers'
+        ``set_epoch`` first: the epochs its fit loop has processed, and one more for a
+        checkpoint written at the end of an epoch's last batch, before its ``training_step``
+        counted as completed (a step checkpoint there), which the loop counts processed when
+        it resumes. After one written at the epoch's validation Lightning resumes that epoch,
+        with no batch left, and makes the loader's iterator again for the next. Lightning's
+        ``trainer.current_epoch`` (the epochs completed) is one short after a checkpoint
+        written in an epoch's end hooks (kdseg's), between processed and completed
+        (``tests/test_loader_workers.py``). Read when the resumed run's training loader is
+        made, after Lightning restored its loops; 0 without a trainer."""
+        loop = getattr(getattr(self, "trainer", None), "fit_loop", None)
+        if loop is None:
+            return 0
+        current, batches = loop.epoch_progress.current, loop.epoch_loop.batch_progress
+        at_last_batch_end = (
+            current.started > current.processed
+            and bool(batches.is_last_batch)
+            and batches.total.completed < batches.total.processed
+        )
+        return int(current.processed) + int(at_last_batch_end)
 
     def _randomized(self) -> list[np.random.RandomState]:
         """The augmentation's random streams, in a fixed order: each drawing transform's
@@ -461,11 +486,18 @@ class SliceDataModule(pl.LightningDataModule):
 
 
 class MixedDataset(ConcatDataset):
-    """The labeled and unlabeled slices of the mixed batches (:class:`MixedSampler`); both
-    sets share one augmentation, seeded from the batch as :class:`SliceDataset` seeds it."""
+    """The labeled and unlabeled slices of the mixed batches (:class:`MixedSampler`); their
+    augmentation is seeded from the batch as :class:`SliceDataset` seeds it: every distinct
+    transform of the sets (the data module gives both one), each from a seed of its own."""
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        seed_batch(self.datasets[0].transform, indices)  # type: ignore[attr-defined]
+        transforms: list[Any] = []
+        for dataset in self.datasets:
+            transform = getattr(dataset, "transform", None)
+            if transform is not None and not any(transform is t for t in transforms):
+                transforms.append(transform)
+        for stream, transform in enumerate(transforms):
+            seed_batch(transform, indices, stream)
         return [self[i] for i in indices]
 
 

@@ -168,11 +168,16 @@ class SliceDataset(Dataset):
         return {**out, "labeled": case.labeled, "case": case.case_id, "slice": z}
 
 
-def seed_batch(transform: Compose | None, indices: list[int]) -> None:
-    """Seed ``transform``'s random streams from ``indices.seed`` where the batch has one."""
+def seed_batch(transform: Compose | None, indices: list[int], stream: int = 0) -> None:
+    """Seed ``transform``'s random streams from ``indices.seed`` where the batch has one.
+    ``stream``: which of a batch's transforms this is (a dataset of several sets, each with
+    its own): the first takes the batch's seed itself, the others seeds of their own from it."""
     seed = getattr(indices, "seed", None)
-    if transform is not None and seed is not None:
-        transform.set_random_state(seed=seed)
+    if transform is None or seed is None:
+        return
+    if stream:
+        seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+    transform.set_random_state(seed=seed)
 
 
 def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:
