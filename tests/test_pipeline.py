@@ -453,8 +453,8 @@ def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
 
 @pytest.mark.parametrize(
     ("extra", "step"),
-    [
-        (["trainer.max_epochs=3"], 8),
+    [  # the epoch-end case in `make test-slow`: the mid-epoch one covers its draws and more
+        pytest.param(["trainer.max_epochs=3"], 8, marks=pytest.mark.slow),
         (["trainer.max_epochs=3", "checkpoint.every_n_train_steps=3"], 9),
         (["trainer=ddp_fork", "trainer.max_epochs=2", "checkpoint.every_n_train_steps=1"], 3),
     ],
@@ -490,10 +490,10 @@ def _without_epochs(ckpt: dict) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "step"),
-    [
-        (["data.num_workers=2", "trainer.max_epochs=3"], 8),
+    [  # old checkpoints: one case in `make test`, the others in `make test-slow`
+        pytest.param(["data.num_workers=2", "trainer.max_epochs=3"], 8, marks=pytest.mark.slow),
         (["data.num_workers=2", "trainer.max_epochs=3", "checkpoint.every_n_train_steps=3"], 9),
-        (
+        pytest.param(
             [
                 "data.num_workers=2",
                 "trainer=ddp_fork",
@@ -501,6 +501,7 @@ def _without_epochs(ckpt: dict) -> None:
                 "checkpoint.every_n_train_steps=1",
             ],
             3,
+            marks=pytest.mark.slow,
         ),
     ],
     ids=["workers_epoch_end", "workers_mid_epoch", "workers_ddp_mid_epoch"],
@@ -520,6 +521,7 @@ def test_run_resumed_from_a_checkpoint_without_its_epoch_draws_the_uninterrupted
     _resume_from_previous(args, tmp_path, step=step, edit=_without_epochs)
 
 
+@pytest.mark.slow  # an old checkpoint under DDP: three runs; `make test-slow`
 def test_ddp_run_without_workers_resumed_without_its_epoch_shuffles_the_later_epochs(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
