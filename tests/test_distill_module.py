@@ -674,3 +674,17 @@ def test_a_teacher_saved_before_the_label_and_box_keys_matches_its_data() -> Non
     assert _differences("preprocess", {"preprocess": old}, {"preprocess": moved}) == [
         "preprocess.window: teacher [-200.0, 300.0] vs data [-100.0, 100.0]"
     ]
+
+
+def test_a_teacher_with_no_organ_named_matches_any_organ() -> None:
+    """A teacher whose data named no organ (an older checkpoint: None; a newer one records
+    ``"organ"``, as an nnU-Net dataset.json without one organ gives) passes the organ key, as
+    before organs were recorded; a named organ that differs still counts."""
+    from kdseg.lit.distill import _differences
+
+    for unnamed in (None, "organ"):
+        assert _differences("organ", {"organ": unnamed}, {"organ": "liver"}) == []
+    assert _differences("organ", {"organ": "kidney"}, {"organ": "liver"}) == [
+        "organ: teacher 'kidney' vs data 'liver'"
+    ]
+    assert _differences("organ", {"organ": "liver"}, {"organ": "liver"}) == []

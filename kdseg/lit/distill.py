@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from kdseg.data.preprocess_config import PreprocessConfig
+from kdseg.data.tasks import DEFAULT_ORGAN
 from kdseg.distill.criterion import LOGITS, build_criterion, parse_terms
 from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.errors import ConfigError, InputError
@@ -201,9 +202,10 @@ def _differences(key: str, teacher: dict[str, Any], student: dict[str, Any]) -> 
     """How the teacher's data section differs from the run's at ``key``, one entry per
     differing value (``teacher X vs data Y``). Preprocessing is compared as configs, key by
     key, so keys added later with their defaults (a teacher saved by an older kdseg) do not
-    count; a teacher saved before checkpoints named their organ passes that key."""
+    count; a teacher saved before checkpoints named their organ, or with no organ named
+    (recorded as :data:`~kdseg.data.tasks.DEFAULT_ORGAN`), passes that key."""
     mine, theirs = teacher.get(key), student.get(key)
-    if key == "organ" and mine is None:
+    if key == "organ" and (mine is None or mine == DEFAULT_ORGAN):
         return []
     if key == "preprocess" and isinstance(mine, dict) and isinstance(theirs, dict):
         mine = PreprocessConfig.from_dict(mine).to_dict()
