@@ -77,3 +77,16 @@ def test_the_leak_check_skips_older_models_other_datasets_and_train() -> None:
     check_no_leak(info, "lits", "train", ["a"], "m.ckpt")  # scoring train is on purpose
     check_no_leak(info, "kits19", "test", ["a"], "m.ckpt")  # another dataset
     check_no_leak({"name": "lits"}, "lits", "test", ["a"], "m.ckpt")  # an older checkpoint
+
+
+def test_bench_refuses_dice_on_cases_an_entry_trained_on(trained_enet: Path) -> None:
+    from kdseg.deploy.bench import BenchConfig, BenchEntry, check_entries_leak
+
+    ckpt = str(trained_enet / "checkpoints" / "best.ckpt")
+    split = _recorded(trained_enet)
+    bench = BenchConfig(entries=[BenchEntry(name="enet", ckpt=ckpt)], data={"name": "lits"})
+    check_entries_leak(bench, split["test"])  # its own test cases
+    with pytest.raises(InputError, match=repr(split["train"][0])):
+        check_entries_leak(bench, [*split["test"], split["train"][0]])
+    bench.entries[0].dice = False  # only timed: not checked
+    check_entries_leak(bench, split["train"])
