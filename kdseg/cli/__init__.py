@@ -305,6 +305,7 @@ def build_predictor(
     threshold_key: str = "threshold",
     binary_only: str | None = None,
     task: str | None = None,
+    stage_data: list[tuple[dict[str, Any], str]] | None = None,
 ) -> tuple[Any, Any, str, str | None]:
     """The checkpoint or artefact named by ``ckpt`` / ``artifact`` / ``backend`` as a Predictor.
 
@@ -316,7 +317,8 @@ def build_predictor(
     and ``binary_only`` the setting that asked for it (default ``<threshold_key>=``), for the
     line that refuses it. ``task``: a ``data.task=`` the user gave, which the model (stage 2)
     must have been trained on: a model is scored on its own task, so another one is refused
-    (:func:`check_task`) rather than ignored.
+    (:func:`check_task`) rather than ignored. ``stage_data``, when given, gets each stage's
+    ``(data section, checkpoint or artefact)``, stage 1 first (for the leakage check).
     """
     from kdseg.deploy.artifact import resolve_bundle
     from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor, check_tta
@@ -338,6 +340,8 @@ def build_predictor(
         ckpt = ckpts[i] if ckpts else None
         artifact = artifacts[i] if artifacts else None
         bundle, backend, artifact = resolve_bundle(ckpt, artifact, cfg.backend, threads)
+        if stage_data is not None:
+            stage_data.append((dict(bundle.data), str(ckpt or artifact)))
         if i == n - 1 and task is not None:
             check_task(task, bundle.task.name, artifact or ckpt)
         if i == n - 1 and threshold is not None and bundle.task.name == "multiclass":

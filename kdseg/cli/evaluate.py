@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.cli.options import set_on_command_line
 from kdseg.data.dataset import resolve_data
+from kdseg.data.manifest import RUN_SPLIT_NAME, check_no_leak
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import run_folder
 from kdseg.eval.evaluate import (
@@ -65,12 +66,14 @@ def main(cfg: DictConfig) -> None:
     threshold = number(cfg, "paper_threshold", float) if cfg.protocol == "paper" else None
     # data.task: the model's own (from its checkpoint); one given on the command line is checked
     task = str(cfg.data.task) if set_on_command_line("data.task") else None
+    stage_data: list[tuple[dict, str]] = []  # each stage's data section: the leakage check
     predictor, bundle, backend, artifact = build_predictor(
         cfg,
         threshold=threshold,
         threshold_key="paper_threshold",
         binary_only="protocol=paper",
         task=task,
+        stage_data=stage_data,
     )
     tta = predictor.tta  # checked by build_predictor
     check_for_task(postprocess, bundle.task)
@@ -92,6 +95,15 @@ def main(cfg: DictConfig) -> None:
         n = len(setup.cases)
         raise InputError(
             cfg.data.root, f"split {cfg.split!r} holds no cases ({n} case(s) in the folder)"
+        )
+    for data_info, model in stage_data:  # never score cases a model trained on
+        check_no_leak(
+            data_info,
+            str(cfg.data.name),
+            cfg.split,
+            [c.case_id for c in cases],
+            model,
+            run_folder(model) / RUN_SPLIT_NAME,
         )
     modes = MODES if postprocess == "auto" else (postprocess,)
     variants = evaluate_modes(predictor, cases, protocol=cfg.protocol, modes=modes, organ=organ)

@@ -38,6 +38,7 @@ _RECORD_FILES = (
     ".hydra/config.yaml",
     ".hydra/hydra.yaml",
     ".hydra/overrides.yaml",
+    "split.json",  # the run's split (kdseg.lit.train.fit_from_config), before it prepares
 )
 
 

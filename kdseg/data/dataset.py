@@ -10,7 +10,8 @@ training batches by ``data.unlabeled_fraction``) and a teacher's stored predicti
 caches live under the labeled dataset's cache root, never in the folders they are read from.
 
 Nothing is written into ``data.root`` either. Under ``data.cache_root`` (default
-``paths.cache_dir``: ``$KDSEG_CACHE_DIR``, else ``cache`` in the current directory) a dataset
+``paths.cache_dir``: ``$KDSEG_CACHE_DIR``, else ``~/.cache/kdseg``, whatever the current
+directory) a dataset
 folder has ``<name>-<folder key>-<preprocessing digest>/`` (the slices) and
 ``<name>-<folder key>/kdseg_split.json`` (its persisted seeded split); the folder key is a hash
 of the folder's resolved path, so two folders with the same dataset name and case ids behind
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, resolve_split
+from kdseg.data.manifest import FOLDER_SPLIT_NAME, RUN_SPLIT_NAME, resolve_split, write_split
 from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
@@ -68,7 +69,18 @@ class DataSetup:
             "num_classes": int(self.cfg["num_classes"]),
             "organ": organ_name(self.cfg),
             "preprocess": self.preprocess.to_dict(),
+            # the cases of each set: kdseg-eval refuses scoring cases the model trained on
+            "split": {s: list(self.split[s]) for s in ("train", "val", "test")},
         }
+
+    def write_split(self, run_dir: str | Path) -> Path:
+        """``<run_dir>/split.json``: the run's split, in the format ``data.split_file`` reads."""
+        return write_split(
+            self.split,
+            Path(run_dir) / RUN_SPLIT_NAME,
+            name=self.cfg["name"],
+            root=str(Path(self.cfg["root"]).resolve()),
+        )
 
     def prepare(
         self, workers: int = 1, progress: bool = True, ids: list[str] | None = None
@@ -166,13 +178,16 @@ def _folder_key(path: str | Path) -> str:
 
 #: the environment variable that moves the default cache root (as nnU-Net's nnUNet_preprocessed)
 CACHE_ENV = "KDSEG_CACHE_DIR"
+#: the default cache root (as conf/paths/default.yaml): the home cache, not the current directory
+DEFAULT_CACHE = "~/.cache/kdseg"
 
 
 def cache_root_of(cfg: dict[str, Any]) -> Path:
     """``data.cache_root`` as an absolute path; unset or null (a config of an earlier kdseg,
-    a data dict built in code): ``$KDSEG_CACHE_DIR``, else ``cache`` in the current directory,
-    as ``paths.cache_dir`` gives. Never the dataset folder: nothing is written into it."""
-    root = cfg.get("cache_root") or os.environ.get(CACHE_ENV) or "cache"
+    a data dict built in code): ``$KDSEG_CACHE_DIR``, else ``~/.cache/kdseg`` (the same
+    whatever the current directory), as ``paths.cache_dir`` gives. Never the dataset folder:
+    nothing is written into it."""
+    root = cfg.get("cache_root") or os.environ.get(CACHE_ENV) or DEFAULT_CACHE
     return Path(root).expanduser().absolute()
 
 

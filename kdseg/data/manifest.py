@@ -179,3 +179,54 @@ def resolve_split(
             chosen, f"names {len(missing)} case(s) not found in {root}, e.g. {missing[0]!r}"
         )
     return split
+
+
+#: the file beside a run's checkpoints that holds the split it trained with
+RUN_SPLIT_NAME = "split.json"
+
+
+def recorded_split(data_info: object) -> dict[str, list[str]] | None:
+    """The split a checkpoint's (or artefact's) ``data`` section records, or ``None`` (a model
+    of an older kdseg, or a section that holds no usable split)."""
+    split = data_info.get("split") if isinstance(data_info, dict) else None
+    if not isinstance(split, dict) or not all(isinstance(split.get(s), list) for s in SPLITS):
+        return None
+    return {s: [str(c) for c in split[s]] for s in SPLITS}
+
+
+def check_no_leak(
+    data_info: object,
+    dataset: str,
+    scored: str,
+    case_ids: Sequence[str],
+    model: str | Path,
+    run_split: str | Path | None = None,
+) -> None:
+    """Refuse scoring a model on cases it trained on: one line naming the case.
+
+    ``data_info`` is the model's ``data`` section; ``dataset`` the name of the dataset scored,
+    ``scored`` its split (``train``, ``val``, ``test``) and ``case_ids`` the cases scored.
+    A ``val`` case the model trained on, or a ``test`` case it trained or validated on, means
+    the split differs from the one the model was trained with (a dataset that grew, another
+    cache root): refused, pointing at ``run_split`` (the run's ``split.json``). A model without
+    a recorded split (an older kdseg), another dataset (another name, or no case in common)
+    and ``scored=train`` are not checked.
+    """
+    split = recorded_split(data_info)
+    if split is None or scored not in ("val", "test"):
+        return
+    if not isinstance(data_info, dict) or data_info.get("name") != dataset:
+        return
+    seen = {c: "train" for c in split["train"]}
+    if scored == "test":
+        seen.update({c: "val" for c in split["val"]})
+    leaked = [c for c in case_ids if c in seen]
+    if not leaked:
+        return
+    hint = str(run_split) if run_split is not None else f"<run>/{RUN_SPLIT_NAME}"
+    raise InputError(
+        model,
+        f"case {leaked[0]!r} of split {scored!r} was in this model's {seen[leaked[0]]} set "
+        f"({len(leaked)} such case(s)): this split differs from the one the model was trained "
+        f"with; score on that split with data.split_file={hint}",
+    )

@@ -183,6 +183,7 @@ def dice_cases(cfg: BenchConfig) -> list[dict[str, Any]]:
     if cfg.split not in setup.split:
         raise InputError(None, f"unknown split {cfg.split!r}; use train, val or test")
     ids = setup.split[cfg.split][: cfg.max_cases or None]
+    check_entries_leak(cfg, ids)
     return [
         {
             "case_id": c,
@@ -192,6 +193,31 @@ def dice_cases(cfg: BenchConfig) -> list[dict[str, Any]]:
         }
         for c in ids
     ]
+
+
+def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
+    """Refuse Dice on cases a scored entry (each stage of a cascade) trained on, before any
+    measurement (:func:`kdseg.data.manifest.check_no_leak`)."""
+    from kdseg.data.manifest import RUN_SPLIT_NAME, check_no_leak
+    from kdseg.deploy.artifact import read_metadata
+    from kdseg.eval.checkpoint import read_checkpoint, run_folder
+
+    name = str((cfg.data or {}).get("name"))
+    for entry in cfg.entries:
+        if not entry.dice or entry.weights != "trained":
+            continue
+        ckpts = entry.ckpt if isinstance(entry.ckpt, (list, tuple)) else [entry.ckpt]
+        arts = entry.artifact if isinstance(entry.artifact, (list, tuple)) else [entry.artifact]
+        from_ckpt = any(ckpts)
+        for path in [p for p in (ckpts if from_ckpt else arts) if p]:
+            try:
+                if from_ckpt:
+                    data = read_checkpoint(path)["hyper_parameters"]["data"]
+                else:
+                    data = (read_metadata(path, required=False) or {}).get("data")
+            except InputError:  # an unreadable file: its row reports it
+                continue
+            check_no_leak(data, name, cfg.split, ids, path, run_folder(path) / RUN_SPLIT_NAME)
 
 
 def _worker_env(threads: int) -> dict[str, str]:

@@ -144,6 +144,9 @@ def fit_from_config(
     # draws nothing from the global RNGs, so the initial weights are the same either way)
     module = make_module(cfg, setup.info())
     if rank_zero_only.rank == 0:
+        # the split this run trains with, beside its checkpoints (they record it too):
+        # data.split_file=<run>/split.json scores the same cases whatever the cache root
+        setup.write_split(run_dir)
         # fill the caches before Lightning starts: bad input is then one line on stderr, not
         # a line after the Trainer's banner (prepare_data finds everything done)
         setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=True)
