@@ -200,6 +200,8 @@ def sources_of(cfg: dict[str, Any], teacher_predictions: Any = None) -> dict[str
     return {
         "data.root": cfg.get("root"),
         "data.unlabeled_root": cfg.get("unlabeled_root"),
+        "data.unlabeled_roi_labels": cfg.get("unlabeled_roi_labels"),
+        "teacher.predictions": teacher_predictions,
     }
 
 
