@@ -48,6 +48,7 @@ def main() -> None:
         "name": "lits",
         "layout": "lits",
         "root": str(work / "lits"),
+        "cache_root": str(work / "cache"),  # in --workdir, not ./cache
         "task": "multiclass",
         "context": 0,
         "in_channels": 1,

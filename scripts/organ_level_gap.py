@@ -19,8 +19,24 @@ import nibabel as nib
 import numpy as np
 
 from kdseg.data.boxes import organ_level
+from kdseg.data.dataset import split_store
+from kdseg.data.manifest import FOLDER_SPLIT_NAME
 from kdseg.eval.checkpoint import load_bundle
 from kdseg.eval.inference import Predictor, largest_component_box
+
+
+def _split_file(data: Path, cache_root: str | None) -> Path:
+    """``<data>/kdseg_split.json`` (kdseg-split's, read first as kdseg reads it), else the
+    persisted seeded split; neither: exit with a message naming both."""
+    store = split_store({"name": "lits", "root": str(data), "cache_root": cache_root})
+    for path in (data / FOLDER_SPLIT_NAME, store):
+        if path.is_file():
+            return path
+    raise SystemExit(
+        f"organ_level_gap.py: no split: neither {data / FOLDER_SPLIT_NAME} nor the persisted "
+        f"{store} exists (run kdseg-prepare, pass --cache-root= the runs' data.cache_root, "
+        "or --split-file=)"
+    )
 
 
 def main() -> None:
@@ -28,14 +44,19 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a LiTS-layout folder")
     parser.add_argument(
         "--split-file",
-        help="the split JSON (default: <data>/kdseg_split.json; kdseg-prepare persists a seeded "
-        "split in the cache root: <cache_root>/lits-<folder key>/kdseg_split.json)",
+        help="the split JSON (default: <data>/kdseg_split.json, a kdseg-split file, else the "
+        "seeded split kdseg-prepare / kdseg-train persisted in the cache root: "
+        "<cache root>/lits-<folder key>/kdseg_split.json)",
+    )
+    parser.add_argument(
+        "--cache-root",
+        help="the runs' data.cache_root (default: $KDSEG_CACHE_DIR, else ./cache, as kdseg's)",
     )
     parser.add_argument("--ckpt", nargs="+", required=True, help="stage-1 checkpoint(s)")
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
     data = Path(args.data)
-    split_file = Path(args.split_file) if args.split_file else data / "kdseg_split.json"
+    split_file = Path(args.split_file) if args.split_file else _split_file(data, args.cache_root)
     cases = json.loads(split_file.read_text())[args.split]
     print("| stage 1 | case | ground-truth level | stage-1 level | difference |")
     print("|---|---|---|---|---|")

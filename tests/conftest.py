@@ -220,3 +220,29 @@ def _restore_process_state():
         signal.signal(s, handler)
     # an in-process Trainer(deterministic="warn") sets torch's global mode for the worker
     torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+#: the repository; what the tests write never lands in it (``.gitignore`` hides ``/cache/``,
+#: so ``git status`` would not show a cache written there by a test)
+REPO = Path(__file__).resolve().parents[1]
+CACHE_LEAKS = ("cache", ".kdseg_cache")
+
+
+def _entries(folder: Path) -> set[str] | None:
+    return set(os.listdir(folder)) if folder.is_dir() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_cache_in_the_repository():
+    """At the end of the session (of each xdist worker), the repository has no ``cache/`` nor
+    ``.kdseg_cache`` that the tests made, nor new entries in one that was there before (a
+    command run with its cwd here and no cache root: the default ``./cache``)."""
+    before = {name: _entries(REPO / name) for name in CACHE_LEAKS}
+    yield
+    leaks = []
+    for name, was in before.items():
+        now = _entries(REPO / name)
+        if now is not None and (was is None or now - was):
+            leaks.append(f"{name}/" + (f" ({', '.join(sorted(now - was))})" if was else ""))
+    if leaks:
+        pytest.fail(f"the tests wrote into the repository: {'; '.join(leaks)}")

@@ -101,6 +101,27 @@ def test_two_folders_behind_one_cache_never_read_each_others_cases(
     )
 
 
+def test_a_cache_root_inside_any_folder_read_is_refused(phantom_lits: Path, tmp_path: Path) -> None:
+    """Not only data.root and data.unlabeled_root: a cache root inside the teacher's stored
+    predictions or the unlabeled scans' organ masks is refused in one line naming the option,
+    before anything is written; a read-only setup (kdseg-export) is refused when it prepares."""
+    for option, folder in (
+        ("teacher.predictions", tmp_path / "preds"),
+        ("data.unlabeled_roi_labels", tmp_path / "masks"),
+    ):
+        folder.mkdir()
+        cache = folder / "cache"
+        extra = {"data.unlabeled_roi_labels": folder} if option.startswith("data.") else {}
+        cfg = _data_cfg(phantom_lits, **{"data.cache_root": cache}, **extra)
+        teacher = str(folder) if option == "teacher.predictions" else None
+        with pytest.raises(InputError, match=f"data.cache_root lies inside {option} "):
+            resolve_data(cfg, teacher)
+        setup = resolve_data(cfg, teacher, read_only=True)
+        with pytest.raises(InputError, match=f"data.cache_root lies inside {option} "):
+            setup.prepare(progress=False)
+        assert not cache.exists() and list(folder.iterdir()) == []
+
+
 def test_two_scans_with_one_case_id_are_refused(phantom_lits: Path, tmp_path: Path) -> None:
     """volume-0.nii beside volume-0.nii.gz: a split would put "volume-0" in train and test."""
     root = _copy_cases(phantom_lits, tmp_path / "lits", range(3))

@@ -862,7 +862,8 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
 ) -> None:
     """An int8 file that quantized nothing, a data_root that is not there, stage 1 written
     before stage 2 is known to load, two bench entries pooled under one name, bench results
-    inside the dataset: each refused in one line before anything is written."""
+    inside the dataset, an export's cache inside its data_root: each refused in one line before
+    anything is written."""
     from kdseg.deploy.bench import BenchConfig
     from kdseg.deploy.bench_report import check_targets as targets
     from kdseg.deploy.export_options import stage_options
@@ -904,6 +905,20 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
                   f"entries=[{{name: m, ckpt: {tiny}}}]"], capsys, monkeypatch,
     )  # fmt: skip
     assert code == 2 and "lies inside the input folder" in err and not inside.exists(), err
+    # export resolves its data read-only but fills the cache to draw its check slices: a
+    # cache root inside the dataset (./cache with the cwd there) is refused too, in one line
+    data = workspace["data"]
+    before = sorted(data.rglob("*"))
+    monkeypatch.delenv("KDSEG_CACHE_DIR")
+    monkeypatch.chdir(data)
+    out = tmp_path / "inside.onnx"
+    code, _out, err = _cli(
+        "export", [f"ckpt={tiny}", f"output={out}", "check_slices=4", f"data_root={data}"],
+        capsys, monkeypatch,
+    )  # fmt: skip
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and "data.cache_root lies inside data_root" in lines[0]
+    assert sorted(data.rglob("*")) == before and not out.exists(), err
     rows = [{"name": "s", "role": "student", "ok": True, "e2e_median_s": 1.0}]
     assert targets(rows, {"max_volume_s": 10})[0]["target"].startswith(
         "fastest student (no distilled entry)"

@@ -608,6 +608,18 @@ def _subprocess(
     return result.returncode, result.stdout, result.stderr
 
 
+#: the options naming a folder a command reads (the dataset, export's, the unlabeled scans and
+#: their organ masks, a teacher's stored predictions): nothing may be written into them
+READ_FOLDERS = (
+    "data.root",
+    "data.unlabeled_root",
+    "data.unlabeled_roi_labels",
+    "data_root",
+    "teacher.predictions",
+)
+NULLS = ("", "null", "None")
+
+
 @pytest.fixture(scope="module")
 def shared(trained_enet: Path, trained_onnx: Path, phantom_lits: Path) -> dict[str, Path]:
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
@@ -640,7 +652,7 @@ def test_fault(
     data_roots = [
         Path(a.split("=", 1)[1]).resolve()
         for a in args
-        if a.split("=", 1)[0] in ("data.root", "data.unlabeled_root")
+        if a.split("=", 1)[0].lstrip("+") in READ_FOLDERS and a.split("=", 1)[1] not in NULLS
     ]
     before = _snapshot(tmp_path)
     folders = {p for p in tmp_path.rglob("*") if p.is_dir()}

@@ -428,6 +428,33 @@ def test_a_read_only_dataset_needs_no_setting(
     assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
 
 
+def test_kdseg_split_never_silently_replaces_the_persisted_split(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """The seeded split the runs so far used is persisted in the cache root; a kdseg-split
+    file in the folder would be read first from then on, so the runs would switch split
+    silently: refused in one line naming it, unless force=true."""
+    from conftest import error_lines
+    from test_pipeline import _data_cfg
+
+    from kdseg.data.dataset import resolve_data, split_store
+    from kdseg.data.manifest import FOLDER_SPLIT_NAME
+
+    data = tmp_path / "lits"
+    shutil.copytree(phantom_lits, data)
+    args = (f"data.root={data}", f"data.cache_root={tmp_path / 'cache'}")
+    resolve_data(_data_cfg(data, **{"data.cache_root": tmp_path / "cache"}))  # a run's split
+    store = split_store({"name": "lits", "root": str(data), "cache_root": tmp_path / "cache"})
+    assert store.is_file()
+    result = kdseg_here("split", *args, check=False)
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"persisted in {store}" in lines[0] and "force=true" in lines[0]
+    assert not (data / FOLDER_SPLIT_NAME).exists()
+    kdseg_here("split", *args, "force=true")
+    assert (data / FOLDER_SPLIT_NAME).is_file()
+
+
 def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,6 +53,9 @@ class DataSetup:
     unlabeled_dir: Path | None = None
     teacher_predictions: Path | None = None
     teacher_dir: Path | None = None
+    #: the folders read from, by the option that names them (kdseg-export's ``data_root``
+    #: relabels ``data.root``): :meth:`prepare` writes into none of them
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def task(self) -> Task:
@@ -85,7 +88,12 @@ class DataSetup:
     def prepare(
         self, workers: int = 1, progress: bool = True, ids: list[str] | None = None
     ) -> list[str]:
-        """Prepare the named cases (default: all in the split) into the cache; idempotent."""
+        """Prepare the named cases (default: all in the split) into the cache; idempotent.
+
+        A cache root inside a folder the data are read from is refused first, whichever
+        command prepares (``read_only`` ones such as kdseg-export too)."""
+        sources = self.sources or sources_of(self.cfg, self.teacher_predictions)
+        _check_outside(cache_root_of(self.cfg), sources)
         ids = ids or [c for s in ("train", "val", "test") for c in self.split[s]]
         done = prepare_cases(
             [self.cases[c] for c in ids],
@@ -202,6 +210,16 @@ def split_store(cfg: dict[str, Any]) -> Path:
     return cache_root_of(cfg) / dataset_key(cfg) / FOLDER_SPLIT_NAME
 
 
+def sources_of(cfg: dict[str, Any], teacher_predictions: Any = None) -> dict[str, Any]:
+    """The folders a data config reads, by option (unset ones ``None``)."""
+    return {
+        "data.root": cfg.get("root"),
+        "data.unlabeled_root": cfg.get("unlabeled_root"),
+        "data.unlabeled_roi_labels": cfg.get("unlabeled_roi_labels"),
+        "teacher.predictions": teacher_predictions,
+    }
+
+
 def _check_outside(cache_root: Path, inputs: dict[str, Any]) -> None:
     """A cache root inside a folder the data is read from would write into it: refused in one
     line naming the option."""
@@ -246,9 +264,9 @@ def resolve_data(
         )
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
     cache_root = cache_root_of(cfg)
-    if not read_only:
-        roots = {k: cfg.get(k) for k in ("root", "unlabeled_root")}
-        _check_outside(cache_root, {f"data.{k}": v for k, v in roots.items()})
+    sources = sources_of(cfg, teacher_predictions)
+    if not read_only:  # read-only commands check when they prepare (DataSetup.prepare)
+        _check_outside(cache_root, sources)
     split = resolve_split(
         cfg["root"],
         list(cases),
@@ -260,7 +278,7 @@ def resolve_data(
         store=split_store(cfg),
     )
     cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)
-    setup = DataSetup(cfg, cases, split, pre, cache_dir)
+    setup = DataSetup(cfg, cases, split, pre, cache_dir, sources=sources)
     masks_key = ""  # the unlabeled scans' organ masks, when they set boxes
     if cfg.get("unlabeled_root"):
         root = cfg["unlabeled_root"]

@@ -62,7 +62,9 @@ def export_data_setup(
     The data config comes from the training run (``run_cfg``) or, failing that, from the
     checkpoint's own data info; ``data_root`` replaces the folder (e.g. the same dataset
     elsewhere). What the network expects (task, context, preprocessing) always comes from the
-    checkpoint, so the cache is the one the network was trained on.
+    checkpoint, so the cache is the one the network was trained on. Only read here: the
+    cache is written (after the check that it lies outside the folders read) when slices are
+    drawn (:func:`sample_positions`).
     """
     base = dict((run_cfg or {}).get("data") or bundle.data)
     if data_root:
@@ -71,7 +73,12 @@ def export_data_setup(
     if not base.get("root") or not Path(base["root"]).is_dir() or "layout" not in base:
         return None
     base.setdefault("name", bundle.data.get("name", base["layout"]))
-    return resolve_data(base, read_only=True)
+    setup = resolve_data(base, read_only=True)
+    if data_root:  # a cache root inside it is refused naming the option given
+        setup.sources = {
+            ("data_root" if k == "data.root" else k): v for k, v in setup.sources.items()
+        }
+    return setup
 
 
 def sample_positions(
