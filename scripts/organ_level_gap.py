@@ -50,7 +50,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--cache-root",
-        help="the runs' data.cache_root (default: $KDSEG_CACHE_DIR, else ./cache, as kdseg's)",
+        help="the runs' data.cache_root (default: $KDSEG_CACHE_DIR, else ~/.cache/kdseg)",
     )
     parser.add_argument("--ckpt", nargs="+", required=True, help="stage-1 checkpoint(s)")
     parser.add_argument("--split", default="test")

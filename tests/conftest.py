@@ -16,7 +16,7 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is as fast, and steadier
-# the default slice cache (paths.cache_dir: ./cache) never lands in the repository nor in a
+# the default slice cache (paths.cache_dir: ~/.cache/kdseg) never fills the home folder nor a
 # user's KDSEG_CACHE_DIR: one temporary folder per test process (each xdist worker its own),
 # inherited by the commands the tests start, removed at exit
 _CACHE_DIR = tempfile.mkdtemp(prefix="kdseg-test-cache-")
@@ -225,7 +225,8 @@ def _restore_process_state():
 #: the repository; what the tests write never lands in it (``.gitignore`` hides ``/cache/``,
 #: so ``git status`` would not show a cache written there by a test)
 REPO = Path(__file__).resolve().parents[1]
-CACHE_LEAKS = ("cache", ".kdseg_cache")
+#: where a cache the tests leaked would land: the repository, and the default cache root
+CACHE_LEAKS = (REPO / "cache", REPO / ".kdseg_cache", Path("~/.cache/kdseg").expanduser())
 
 
 def _entries(folder: Path) -> set[str] | None:
@@ -234,15 +235,16 @@ def _entries(folder: Path) -> set[str] | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_cache_in_the_repository():
-    """At the end of the session (of each xdist worker), the repository has no ``cache/`` nor
-    ``.kdseg_cache`` that the tests made, nor new entries in one that was there before (a
-    command run with its cwd here and no cache root: the default ``./cache``)."""
-    before = {name: _entries(REPO / name) for name in CACHE_LEAKS}
+    """At the end of the session (of each xdist worker), none of :data:`CACHE_LEAKS` was made
+    by the tests nor has new entries: the repository's ``cache/`` (a command run with its cwd
+    here and a relative cache root) or ``.kdseg_cache``, and the default ``~/.cache/kdseg`` (a
+    test that unsets ``KDSEG_CACHE_DIR``)."""
+    before = {folder: _entries(folder) for folder in CACHE_LEAKS}
     yield
     leaks = []
-    for name, was in before.items():
-        now = _entries(REPO / name)
+    for folder, was in before.items():
+        now = _entries(folder)
         if now is not None and (was is None or now - was):
-            leaks.append(f"{name}/" + (f" ({', '.join(sorted(now - was))})" if was else ""))
+            leaks.append(f"{folder}/" + (f" ({', '.join(sorted(now - was))})" if was else ""))
     if leaks:
-        pytest.fail(f"the tests wrote into the repository: {'; '.join(leaks)}")
+        pytest.fail(f"the tests wrote a slice cache outside their own: {'; '.join(leaks)}")

@@ -906,11 +906,10 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
     )  # fmt: skip
     assert code == 2 and "lies inside the input folder" in err and not inside.exists(), err
     # export resolves its data read-only but fills the cache to draw its check slices: a
-    # cache root inside the dataset (./cache with the cwd there) is refused too, in one line
+    # cache root inside the dataset (KDSEG_CACHE_DIR there) is refused too, in one line
     data = workspace["data"]
     before = sorted(data.rglob("*"))
-    monkeypatch.delenv("KDSEG_CACHE_DIR")
-    monkeypatch.chdir(data)
+    monkeypatch.setenv("KDSEG_CACHE_DIR", str(data / "cache"))
     out = tmp_path / "inside.onnx"
     code, _out, err = _cli(
         "export", [f"ckpt={tiny}", f"output={out}", "check_slices=4", f"data_root={data}"],
