@@ -144,9 +144,6 @@ def fit_from_config(
     # draws nothing from the global RNGs, so the initial weights are the same either way)
     module = make_module(cfg, setup.info())
     if rank_zero_only.rank == 0:
-        # the split this run trains with, beside its checkpoints (they record it too):
-        # data.split_file=<run>/split.json scores the same cases whatever the cache root
-        setup.write_split(run_dir)
         # fill the caches before Lightning starts: bad input is then one line on stderr, not
         # a line after the Trainer's banner (prepare_data finds everything done)
         setup.prepare(workers=int(cfg["data"].get("prepare_workers", 1)), progress=True)
@@ -156,7 +153,17 @@ def fit_from_config(
         # slices that cannot batch are refused here, not in the Trainer's setup after the
         # loggers have started (a refused run leaves no logger files: kdseg.cli.boundary)
         datamodule.check_shapes()
-    summary = fit(module, datamodule, cfg, run_dir, init_checksum=init)
+    # the split this run trains with, beside its checkpoints (they record it too), written
+    # once training starts (a run refused before, a resume included, writes nothing):
+    # data.split_file=<run>/split.json scores the same cases whatever the cache root
+    summary = fit(
+        module,
+        datamodule,
+        cfg,
+        run_dir,
+        init_checksum=init,
+        at_start=lambda: setup.write_split(run_dir),
+    )
     if rank_zero_only.rank == 0:  # DDP: every process runs this; one line is enough
         score = summary["best_score"]  # the full float stays in summary.json
         shown = f"{score:.4f}" if isinstance(score, float) else score
@@ -165,6 +172,19 @@ def fit_from_config(
         if hint:
             print(hint)
     return summary
+
+
+class AtTrainStart(pl.Callback):
+    """Runs ``action`` once on process 0 when training starts: after Lightning has restored a
+    resumed run's checkpoint, so a run refused before then (a bad ``last.ckpt``, a config that
+    does not match it) has written nothing by it."""
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        self.action = action
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.action()
 
 
 def wandb_sync_hint(run_dir: Path, logger_cfg: dict[str, Any]) -> str | None:
@@ -250,11 +270,13 @@ def fit(
     cfg: dict[str, Any],
     run_dir: str | Path,
     init_checksum: str | None = None,
+    at_start: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Fit ``module``; return and write ``<run_dir>/summary.json`` (metrics, checkpoint paths).
 
     ``init_checksum`` (of the network as built, before any step) is recorded as
     ``init_weights_sha256``, so a paired comparison can be checked after the fact.
+    ``at_start`` runs on process 0 when training starts (:class:`AtTrainStart`).
     """
     run_dir = Path(run_dir)
     # trainer.deterministic=warn: torch flags ENet's max_unpool2d as lacking a deterministic
@@ -278,6 +300,8 @@ def fit(
     bar = cfg.get("trainer", {}).get("enable_progress_bar", True) is not False and progress_draws()
     if bar:
         callbacks.append(progress_bar())  # Lightning's own, less its v_num item
+    if at_start is not None:
+        callbacks.append(AtTrainStart(at_start))
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=loggers,
