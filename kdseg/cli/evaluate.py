@@ -104,6 +104,7 @@ def main(cfg: DictConfig) -> None:
             [c.case_id for c in cases],
             model,
             run_folder(model) / RUN_SPLIT_NAME,
+            root=cfg.data.root,
         )
     modes = MODES if postprocess == "auto" else (postprocess,)
     variants = evaluate_modes(predictor, cases, protocol=cfg.protocol, modes=modes, organ=organ)

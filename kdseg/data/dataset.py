@@ -72,8 +72,12 @@ class DataSetup:
             "num_classes": int(self.cfg["num_classes"]),
             "organ": organ_name(self.cfg),
             "preprocess": self.preprocess.to_dict(),
-            # the cases of each set: kdseg-eval refuses scoring cases the model trained on
-            "split": {s: list(self.split[s]) for s in ("train", "val", "test")},
+            # the cases of each set, and the folder they are in: kdseg-eval refuses scoring
+            # cases the model trained on in that folder
+            "split": {
+                **{s: list(self.split[s]) for s in ("train", "val", "test")},
+                "root": str(Path(self.cfg["root"]).resolve()),
+            },
         }
 
     def write_split(self, run_dir: str | Path) -> Path:

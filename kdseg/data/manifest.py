@@ -201,21 +201,27 @@ def check_no_leak(
     case_ids: Sequence[str],
     model: str | Path,
     run_split: str | Path | None = None,
+    root: str | Path | None = None,
 ) -> None:
     """Refuse scoring a model on cases it trained on: one line naming the case.
 
     ``data_info`` is the model's ``data`` section; ``dataset`` the name of the dataset scored,
-    ``scored`` its split (``train``, ``val``, ``test``) and ``case_ids`` the cases scored.
-    A ``val`` case the model trained on, or a ``test`` case it trained or validated on, means
-    the split differs from the one the model was trained with (a dataset that grew, another
-    cache root): refused, pointing at ``run_split`` (the run's ``split.json``). A model without
-    a recorded split (an older kdseg), another dataset (another name, or no case in common)
-    and ``scored=train`` are not checked.
+    ``root`` its folder, ``scored`` its split (``train``, ``val``, ``test``) and ``case_ids``
+    the cases scored. A ``val`` case the model trained on, or a ``test`` case it trained or
+    validated on, in the folder it trained on means the split differs from the one the model
+    was trained with (a dataset that grew, another cache root): refused, pointing at
+    ``run_split`` (the run's ``split.json``). Not checked: a model without a recorded split or
+    folder (an older kdseg), another dataset name, another folder (its ``volume-3`` is another
+    scan: every LiTS-layout folder names its cases alike; a moved copy is not recognised
+    either), and ``scored=train``.
     """
     split = recorded_split(data_info)
-    if split is None or scored not in ("val", "test"):
+    if split is None or scored not in ("val", "test") or root is None:
         return
     if not isinstance(data_info, dict) or data_info.get("name") != dataset:
+        return
+    trained_in = data_info["split"].get("root")
+    if trained_in is None or Path(str(trained_in)) != Path(root).resolve():
         return
     seen = {c: "train" for c in split["train"]}
     if scored == "test":

@@ -55,7 +55,8 @@ def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
         "schema": SCHEMA_VERSION,
         # the exported graph has its own layout: how the torch network ran is not part of it
         "model": {k: v for k, v in bundle.model_config.items() if k not in RUN_OPTIONS},
-        "data": dict(bundle.data),
+        # not the training split: an artefact goes to hospitals, and case ids can name patients
+        "data": {k: v for k, v in bundle.data.items() if k != "split"},
         "source_checkpoint": str(Path(bundle.path).resolve()),
         "export": export,
     }

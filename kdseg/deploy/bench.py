@@ -202,7 +202,7 @@ def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
     from kdseg.deploy.artifact import read_metadata
     from kdseg.eval.checkpoint import read_checkpoint, run_folder
 
-    name = str((cfg.data or {}).get("name"))
+    name, root = str((cfg.data or {}).get("name")), (cfg.data or {}).get("root")
     for entry in cfg.entries:
         if not entry.dice or entry.weights != "trained":
             continue
@@ -217,7 +217,9 @@ def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
                     data = (read_metadata(path, required=False) or {}).get("data")
             except InputError:  # an unreadable file: its row reports it
                 continue
-            check_no_leak(data, name, cfg.split, ids, path, run_folder(path) / RUN_SPLIT_NAME)
+            check_no_leak(
+                data, name, cfg.split, ids, path, run_folder(path) / RUN_SPLIT_NAME, root=root
+            )
 
 
 def _worker_env(threads: int) -> dict[str, str]:
