@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from kdseg.data.tasks import ORGAN_COMPONENTS, Task
+from kdseg.data.tasks import Task, organ_components
 
 
 def _dataset_organ(root: object) -> str | None:
@@ -16,7 +16,7 @@ def _dataset_organ(root: object) -> str | None:
 def _organ_components(organ: object) -> int | None:
     """How many components a predicted mask of ``organ`` is boxed by (a paired organ: 2);
     None (one) for any other."""
-    count = ORGAN_COMPONENTS.get(str(organ).strip().lower()) if organ is not None else None
+    count = organ_components(organ)
     return count if count and count > 1 else None
 
 

@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
 from kdseg.data.io import check_unoriented
 from kdseg.data.sources import discover_images
-from kdseg.data.tasks import organ_name
 from kdseg.errors import InputError, warning_line
 from kdseg.eval.postprocess import check_for_task, check_postprocess, components_to_keep
 from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
@@ -32,10 +31,10 @@ def main(cfg: DictConfig) -> None:
         # an average over every mirroring answers the same for an image and its mirror: the
         # flip check would pass every case at 1.0, for 8x the network time
         raise InputError(None, "tta=flip makes the flip check meaningless; set flip_check=false")
-    organ = organ_name({"organ": cfg.organ or bundle.data.get("organ")})  # None: "organ"
+    recorded = cfg.organ or bundle.data.get("organ")  # None: "organ" in dataset.json
     check_for_task(postprocess, predictor.task)
     keep = components_to_keep(  # a cascade: stage 2's, whose labels are written
-        postprocess, predictor.pre.config.roi_components, cfg.organ or bundle.data.get("organ")
+        postprocess, predictor.pre.config.roi_components, recorded
     )
     for note in notes:  # what the input folder holds besides scans: once nothing is refused
         print(warning_line(note), file=sys.stderr)
@@ -47,7 +46,7 @@ def main(cfg: DictConfig) -> None:
         min_confidence=min_confidence or 0.0,
         min_flip_dice=min_flip_dice or 0.0,
         flip=bool(cfg.flip_check),
-        organ=organ,
+        organ=recorded,
         unoriented=cfg.unoriented,
         cases=cases,
         postprocess=(postprocess, keep),

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -490,13 +490,16 @@ class MixedDataset(ConcatDataset):
     augmentation is seeded from the batch as :class:`SliceDataset` seeds it: every distinct
     transform of the sets (the data module gives both one), each from a seed of its own."""
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        transforms: list[Any] = []
+    def __init__(self, datasets: Iterable[Dataset]) -> None:
+        super().__init__(datasets)
+        self.transforms: list[Any] = []  # the sets' distinct transforms, in order
         for dataset in self.datasets:
             transform = getattr(dataset, "transform", None)
-            if transform is not None and not any(transform is t for t in transforms):
-                transforms.append(transform)
-        for stream, transform in enumerate(transforms):
+            if transform is not None and not any(transform is t for t in self.transforms):
+                self.transforms.append(transform)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        for stream, transform in enumerate(self.transforms):
             seed_batch(transform, indices, stream)
         return [self[i] for i in indices]
 

@@ -102,7 +102,7 @@ def check_hounsfield(
             f"to {high:.4g}): no air (-1000), fat (-100) or bone (+400); a normalised image or "
             "a broken rescale slope, not Hounsfield units",
         )
-    inside = float((sample[counted] <= HU_RANGE[1]).mean()) if counted.any() else 0.0
+    inside = float((body <= HU_RANGE[1]).mean()) if body.size else 0.0
     if inside < HU_MIN_INSIDE:
         raise InputError(
             path,

@@ -103,7 +103,8 @@ class ResumableLoader(DataLoader):
         if not skip:
             self._epoch_start = [g.get_state() for g in self.generators]
         self._epoch = self.epochs.begun
-        for sampler in (self.sampler, getattr(self.batch_sampler, "sampler", None)):
+        samplers = {id(s): s for s in (self.sampler, getattr(self.batch_sampler, "sampler", None))}
+        for sampler in samplers.values():  # each once (a batch sampler wraps self.sampler)
             # Lightning sets a sampler's epoch (DDP's shuffle) only after a resumed run's
             # first iterator is made, and workers draw their first batches' indices then
             if callable(getattr(sampler, "set_epoch", None)):

@@ -67,6 +67,13 @@ class Task:
 #: how many components an organ kdseg's datasets name (``data.organ``) is made of
 ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}
 
+
+def organ_components(organ: object) -> int | None:
+    """How many components ``organ`` (a ``data.organ``, any case) is made of, from
+    :data:`ORGAN_COMPONENTS`; None for an organ kdseg does not know, or none."""
+    return None if organ is None else ORGAN_COMPONENTS.get(str(organ).strip().lower())
+
+
 #: what a model's organ is called where its data section names none
 DEFAULT_ORGAN = "organ"
 

@@ -197,9 +197,9 @@ def dice_cases(cfg: BenchConfig) -> list[dict[str, Any]]:
 
 def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
     """Refuse Dice on cases a scored entry (each stage of a cascade) trained on, before any
-    measurement (:func:`kdseg.data.manifest.check_no_leak`)."""
+    measurement (:func:`kdseg.data.manifest.check_no_leak`). Only checkpoints record their
+    split: an artefact's metadata does not carry it."""
     from kdseg.data.manifest import RUN_SPLIT_NAME, check_no_leak
-    from kdseg.deploy.artifact import read_metadata
     from kdseg.eval.checkpoint import read_checkpoint, run_folder
 
     name, root = str((cfg.data or {}).get("name")), (cfg.data or {}).get("root")
@@ -207,14 +207,9 @@ def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
         if not entry.dice or entry.weights != "trained":
             continue
         ckpts = entry.ckpt if isinstance(entry.ckpt, (list, tuple)) else [entry.ckpt]
-        arts = entry.artifact if isinstance(entry.artifact, (list, tuple)) else [entry.artifact]
-        from_ckpt = any(ckpts)
-        for path in [p for p in (ckpts if from_ckpt else arts) if p]:
+        for path in [p for p in ckpts if p]:
             try:
-                if from_ckpt:
-                    data = read_checkpoint(path)["hyper_parameters"]["data"]
-                else:
-                    data = (read_metadata(path, required=False) or {}).get("data")
+                data = read_checkpoint(path)["hyper_parameters"]["data"]
             except InputError:  # an unreadable file: its row reports it
                 continue
             check_no_leak(

@@ -56,14 +56,10 @@ def evaluate_cases(
     cases: Sequence[Case],
     protocol: str = "full",
     progress: bool = True,
-    postprocess: str = "none",
-    organ: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per case: ``{"case": id, <class>: {metric: value}}``, scored on the labels
-    after ``postprocess`` (:mod:`kdseg.eval.postprocess`; ``organ``: the model's
-    ``data.organ``, for :func:`~kdseg.eval.postprocess.components_to_keep`)."""
-    rows = evaluate_modes(predictor, cases, protocol, progress, (postprocess,), organ)
-    return rows[check_postprocess(postprocess)]
+    """One row per case: ``{"case": id, <class>: {metric: value}}``, scored on the network's
+    labels as they are (:func:`evaluate_modes` scores postprocessed ones too)."""
+    return evaluate_modes(predictor, cases, protocol, progress)["none"]
 
 
 def evaluate_modes(

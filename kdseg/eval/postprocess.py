@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from kdseg.data.roi import largest_components
-from kdseg.data.tasks import ORGAN_COMPONENTS
+from kdseg.data.tasks import ORGAN_COMPONENTS, organ_components
 from kdseg.errors import InputError
 
 #: what ``kdseg-predict`` applies (``kdseg-eval`` also takes ``auto``: :func:`choose`)
@@ -76,9 +76,9 @@ def components_to_keep(mode: str, roi_components: int | None, organ: object) -> 
         return 1
     if roi_components is not None:
         return int(roi_components)
-    name = str(organ).strip().lower() if organ is not None else ""
-    if name in ORGAN_COMPONENTS:
-        return ORGAN_COMPONENTS[name]
+    count = organ_components(organ)
+    if count is not None:
+        return count
     known = ", ".join(f"{k} {v}" for k, v in ORGAN_COMPONENTS.items())
     raise InputError(
         None,
