@@ -87,7 +87,11 @@ class ResumableLoader(DataLoader):
         self._delivered = 0  # batches this epoch's iterator has handed out
         self._resume_at = 0  # batches the next iterator skips (a mid-epoch resume)
         self._epoch = 0  # the number of the epoch this loader is drawing (from 0)
-        self._key: tuple[int, ...] = ()  # the key of this epoch's batch seeds
+        # the key of this epoch's batch seeds, in a holder the batch sampler reads: a sampler
+        # holding the loader itself closed a cycle (loader -> its persistent iterator -> the
+        # sampler -> loader), and a loader freed by the garbage collector instead of when
+        # its last reference went waited 5 s on each worker (torch's join timeout)
+        self._key: list[tuple[int, ...]] = [()]
         self._batches: Iterable[list[int]] | None = None
 
     @property
@@ -111,8 +115,8 @@ class ResumableLoader(DataLoader):
                 sampler.set_epoch(self._epoch)
         batches = super()._index_sampler
         if self.batch_seeds is not None:
-            self._key = self.batch_seeds(self._epoch)
-            batches = _SeededBatches(batches, lambda: self._key)
+            self._key[0] = self.batch_seeds(self._epoch)
+            batches = _SeededBatches(batches, self._key)
         if skip:
             batches = _SkipFirst(batches, skip)
         torch_state = torch.get_rng_state()
@@ -182,18 +186,18 @@ class SeededBatch(list):
 
 class _SeededBatches:
     """A batch sampler whose batches are :class:`SeededBatch`: batch ``j`` of a pass seeded
-    from ``(*key(), j)`` (the key: the run's seed, the process, the epoch), whichever worker
+    from ``(*key[0], j)`` (the key: the run's seed, the process, the epoch), whichever worker
     reads it, skipped or not. The key is read when a pass begins: a loader with persistent
     workers keeps the batch sampler of its first epoch for all of them."""
 
-    def __init__(self, batches: Iterable[list[int]], key: Callable[[], tuple[int, ...]]) -> None:
+    def __init__(self, batches: Iterable[list[int]], key: list[tuple[int, ...]]) -> None:
         self.batches, self.key = batches, key
 
     def __len__(self) -> int:
         return len(self.batches)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[list[int]]:
-        key = self.key()
+        key = self.key[0]
         for j, indices in enumerate(self.batches):
             entropy = np.random.SeedSequence([*key, j])
             yield SeededBatch(indices, int(entropy.generate_state(1)[0]))
