@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import kdseg, kdseg_here
 
+from kdseg.data.hounsfield import HU10_MIN_SHARE
 from kdseg.errors import InputError
 
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
@@ -739,6 +740,39 @@ def test_a_ct_in_tenths_of_hu_is_refused_and_warned_about(tmp_path: Path) -> Non
     nib.save(nib.Nifti1Image(big, affine), tmp_path / "padded.nii.gz")
     with pytest.raises(InputError, match="padded.nii.gz: .*tenths of HU"):
         load_volume(tmp_path / "padded.nii.gz")
+
+
+def _middle_of_body(data: np.ndarray) -> np.ndarray:
+    """The middle half (in x and y) of the box of the voxels above -500: no air left."""
+    found = np.argwhere(data > -500)
+    low, high = found.min(0), found.max(0)
+    inset = ((high - low) // 4).astype(int)
+    return data[low[0] + inset[0] : high[0] - inset[0], low[1] + inset[1] : high[1] - inset[1]]
+
+
+def test_a_ct_in_tenths_of_hu_cropped_inside_the_body_is_refused(tmp_path: Path) -> None:
+    """Cropped to the middle of the body there is no air at -10000 to tell a CT in tenths of
+    HU by; its soft tissue near +500 and fat near -1000 still do. The same crop in HU is read,
+    and so is it with its intercept lost (+1024: a warning of its own), and inside padding."""
+    from kdseg.data.io import load_volume
+
+    hu, affine = _real_ct()
+    middle = _middle_of_body(hu)
+    assert middle.min() > -1100 and (middle * 10 < -1500).mean() < HU10_MIN_SHARE
+    cases = {"hu": middle, "shifted": middle + 1024, "tenths": middle * 10}
+    padded = np.full((middle.shape[0] + 20, *middle.shape[1:]), -3024, np.float32)
+    padded[10:-10] = middle
+    cases["padded"] = padded
+    for name, data in cases.items():
+        nib.save(nib.Nifti1Image(data.astype(np.int16), affine), tmp_path / f"{name}.nii.gz")
+    with pytest.raises(InputError, match=r"tenths\.nii\.gz: most voxels lie at .*tenths of HU"):
+        load_volume(tmp_path / "tenths.nii.gz")
+    with pytest.warns(UserWarning, match="tenths of HU"):
+        load_volume(tmp_path / "tenths.nii.gz", hu_check="warn")
+    for name in ("hu", "padded"):
+        load_volume(tmp_path / f"{name}.nii.gz")
+    with pytest.warns(UserWarning, match="intercept"):
+        load_volume(tmp_path / "shifted.nii.gz")
 
 
 @pytest.mark.parametrize("padding", [-1024, -2048, -3024, -31744, -32768])
