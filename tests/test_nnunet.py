@@ -67,8 +67,10 @@ def test_the_organ_is_the_one_dataset_json_names(phantom_lits: Path, tmp_path: P
     """data=nnunet inherited lits' ``organ: liver``: a kidney dataset trained without
     ``data.organ=kidney`` made a model whose ``postprocess=largest`` kept one kidney, whose
     cascade boxed one kidney, whose DICOM SEG said liver. The organ is now the organ label's
-    name in dataset.json (``data.organ`` set wins), and a kidney keeps two components."""
+    name in dataset.json (``data.organ`` set wins), and a kidney keeps two components and
+    takes KiTS19's HU window (it had LiTS' liver window, -60 to 140)."""
     from kdseg.data.nnunet import dataset_organ
+    from kdseg.data.tasks import ORGAN_WINDOWS
     from kdseg.eval.postprocess import components_to_keep
 
     root = nnunet_folder(phantom_lits, tmp_path / "Dataset064_KiTS19")
@@ -78,14 +80,24 @@ def test_the_organ_is_the_one_dataset_json_names(phantom_lits: Path, tmp_path: P
     cache = f"data.cache_root={tmp_path / 'cache'}"
     data = compose("train", ["data=nnunet", f"data.root={root}", cache])["data"]
     assert data["organ"] == "kidney" and data["preprocess"]["roi_components"] == 2
+    assert data["preprocess"]["window"] == [-200, 300]  # KiTS19's, not LiTS' liver window
     info = resolve_data(data).info()  # what the checkpoint records
     assert info["organ"] == "kidney" and info["preprocess"]["roi_components"] == 2
     assert components_to_keep("largest", info["preprocess"]["roi_components"], "kidney") == 2
     chosen = compose("train", ["data=nnunet", f"data.root={root}", "data.organ=liver", cache])
     assert chosen["data"]["organ"] == "liver"  # set: it wins, and a liver is one component
     assert chosen["data"]["preprocess"]["roi_components"] is None
+    assert chosen["data"]["preprocess"]["window"] == [-60, 140]
+    window = ["data.preprocess.window=[-100,200]"]  # set: it wins
+    own = compose("train", ["data=nnunet", f"data.root={root}", cache, *window])
+    assert own["data"]["preprocess"]["window"] == [-100, 200]
     unnamed = compose("train", ["data=nnunet", f"data.root={root}", "data.organ=null", cache])
     assert resolve_data(unnamed["data"]).info()["organ"] == "organ"  # not None
+    assert unnamed["data"]["preprocess"]["window"] == [-60, 140]  # LiTS' default
+    for name, organ in (("lits", "liver"), ("kits19", "kidney")):  # one table, the configs'
+        assert compose("train", [f"data={name}"])["data"]["preprocess"]["window"] == list(
+            ORGAN_WINDOWS[organ]
+        )
     liver = compose(
         "train", ["data=nnunet", f"data.root={nnunet_folder(phantom_lits, tmp_path / 'L')}"]
     )

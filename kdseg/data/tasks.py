@@ -68,6 +68,17 @@ class Task:
 ORGAN_COMPONENTS = {"liver": 1, "kidney": 2}
 
 
+#: the HU window of an organ's configs (``conf/data``: LiTS liver, KiTS19 kidney), for a
+#: dataset that names its organ (``data=nnunet``: its ``dataset.json``)
+ORGAN_WINDOWS = {"liver": (-60.0, 140.0), "kidney": (-200.0, 300.0)}
+
+
+def organ_window(organ: object) -> tuple[float, float] | None:
+    """The HU window of ``organ`` (a ``data.organ``, any case) from :data:`ORGAN_WINDOWS`;
+    None for an organ kdseg has no window for, or none."""
+    return None if organ is None else ORGAN_WINDOWS.get(str(organ).strip().lower())
+
+
 def organ_components(organ: object) -> int | None:
     """How many components ``organ`` (a ``data.organ``, any case) is made of, from
     :data:`ORGAN_COMPONENTS`; None for an organ kdseg does not know, or none."""
