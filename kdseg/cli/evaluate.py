@@ -24,11 +24,10 @@ from kdseg.eval.evaluate import (
 from kdseg.eval.postprocess import (
     MODES,
     check_for_protocol,
-    check_for_task,
     check_postprocess,
     choose,
-    components_to_keep,
     decision_line,
+    plan,
 )
 from kdseg.guards import check_output
 
@@ -76,9 +75,8 @@ def main(cfg: DictConfig) -> None:
         stage_data=stage_data,
     )
     tta = predictor.tta  # checked by build_predictor
-    check_for_task(postprocess, bundle.task)
     organ = bundle.data.get("organ")  # stage 2's for a cascade: its labels are scored
-    keep = components_to_keep(postprocess, predictor.pre.config.roi_components, organ)
+    keep = plan(postprocess, bundle.task, predictor.pre.config.roi_components, organ)[1]
     suffix = f"{cfg.split}-{cfg.protocol}" + ("" if tta == "none" else f"-tta-{tta}")
     suffix += "" if postprocess == "none" else f"-pp-{postprocess}"
     # an artefact's results are its own, named by it: beside its checkpoint's (in the run

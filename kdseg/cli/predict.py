@@ -129,7 +129,7 @@ def main(cfg: DictConfig) -> None:
         require_orientation,
     )
     from kdseg.data.niigz import forget_prefetched, prefetch
-    from kdseg.eval.postprocess import check_for_task, check_postprocess, components_to_keep
+    from kdseg.eval.postprocess import check_postprocess, plan
     from kdseg.guards import check_output, check_outputs
 
     require_paths(cfg, "input", "output")
@@ -175,9 +175,11 @@ def main(cfg: DictConfig) -> None:
         with timed(steps, "load model"):
             predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
         require_whole_volume(predictor, cfg)
-        check_for_task(postprocess, predictor.task)
-        keep = components_to_keep(  # a cascade: stage 2's, whose labels are written
-            postprocess, predictor.pre.config.roi_components, bundle.data.get("organ")
+        pair = plan(  # a cascade: stage 2's, whose labels are written
+            postprocess,
+            predictor.task,
+            predictor.pre.config.roi_components,
+            bundle.data.get("organ"),
         )
         for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
             with timed(steps, "read (wait)"):
@@ -186,9 +188,7 @@ def main(cfg: DictConfig) -> None:
                 )
             require_orientation(image, source, cfg.unoriented)
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
-            _predict_one(
-                cfg, predictor, bundle, image, source, files, steps, following, (postprocess, keep)
-            )
+            _predict_one(cfg, predictor, bundle, image, source, files, steps, following, pair)
     except BaseException:
         for folder in new_folders:  # deepest first; a folder with finished cases stays
             with contextlib.suppress(OSError):

@@ -11,7 +11,7 @@ from kdseg.cli import build_predictor, command, number, require_paths, require_w
 from kdseg.data.io import check_unoriented
 from kdseg.data.sources import discover_images
 from kdseg.errors import InputError, warning_line
-from kdseg.eval.postprocess import check_for_task, check_postprocess, components_to_keep
+from kdseg.eval.postprocess import check_postprocess, plan
 from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
 
 
@@ -32,10 +32,8 @@ def main(cfg: DictConfig) -> None:
         # flip check would pass every case at 1.0, for 8x the network time
         raise InputError(None, "tta=flip makes the flip check meaningless; set flip_check=false")
     recorded = cfg.organ or bundle.data.get("organ")  # None: "organ" in dataset.json
-    check_for_task(postprocess, predictor.task)
-    keep = components_to_keep(  # a cascade: stage 2's, whose labels are written
-        postprocess, predictor.pre.config.roi_components, recorded
-    )
+    # a cascade: stage 2's, whose labels are written
+    pair = plan(postprocess, predictor.task, predictor.pre.config.roi_components, recorded)
     for note in notes:  # what the input folder holds besides scans: once nothing is refused
         print(warning_line(note), file=sys.stderr)
     kept = total = 0
@@ -49,7 +47,7 @@ def main(cfg: DictConfig) -> None:
         organ=recorded,
         unoriented=cfg.unoriented,
         cases=cases,
-        postprocess=(postprocess, keep),
+        postprocess=pair,
     ):
         total += 1
         kept += bool(row["kept"])

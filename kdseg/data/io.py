@@ -30,11 +30,12 @@ import numpy as np
 from kdseg.data.hounsfield import HU_CHECK, check_hounsfield
 from kdseg.data.niigz import (
     SLACK_BYTES,
-    excess_bytes,
+    StoredSizes,
     is_gzip_name,
     is_nifti2,
     load_nifti,
     save_nifti,
+    stored_sizes,
     stream_end_problem,
 )
 from kdseg.errors import InputError, atomic_path
@@ -170,12 +171,13 @@ def load_volume(
                 raise InputError(path, "gzip-compressed data named .nii; name it .nii.gz")
     try:
         _check_pixdim(path)
-        if is_gzip_name(path) and (excess := excess_bytes(path)) > SLACK_BYTES:
-            _refuse_padded_gzip(path, excess)
+        sizes = stored_sizes(path) if is_gzip_name(path) else None  # read once, passed on
+        if sizes is not None and sizes.excess > SLACK_BYTES:
+            _refuse_padded_gzip(path, sizes)
         with _quiet_nibabel(), warnings.catch_warnings():  # its header fixes; one line only
             warnings.simplefilter("ignore")
-            img = load_nifti(path)
-        _check_header(img, path)
+            img = load_nifti(path, sizes=sizes)
+        _check_header(img, path, None if sizes is None else sizes.isize)
         data = np.asanyarray(img.dataobj)
     except (
         OSError,
@@ -210,17 +212,14 @@ def _is_dicom_file(path: Path) -> bool:
     return False
 
 
-def _refuse_padded_gzip(path: Path, excess: int) -> None:
-    """Refuse a ``.nii.gz`` whose gzip trailer says its stream holds ``excess`` bytes beyond
-    the header's image. A file cut short has no trailer (its last four bytes are compressed
-    data), so the stream is first decompressed, counted and dropped, up to the image plus
-    :data:`SLACK_BYTES` (never the claimed excess): a cut file is named as truncated, and a
-    whole stream followed by NUL bytes (which shift the four bytes read as its trailer; gzip
-    readers skip them) is let through to be read."""
-    with open(path, "rb") as f:
-        f.seek(-4, 2)
-        isize = int.from_bytes(f.read(4), "little")
-    problem = stream_end_problem(path, limit=isize - excess + SLACK_BYTES + 1)
+def _refuse_padded_gzip(path: Path, sizes: StoredSizes) -> None:
+    """Refuse a ``.nii.gz`` whose gzip trailer says its stream holds ``sizes.excess`` bytes
+    beyond the header's image. A file cut short has no trailer (its last four bytes are
+    compressed data), so the stream is first decompressed, counted and dropped, up to the
+    image plus :data:`SLACK_BYTES` (never the claimed excess): a cut file is named as
+    truncated, and a whole stream followed by NUL bytes (which shift the four bytes read as
+    its trailer; gzip readers skip them) is let through to be read."""
+    problem = stream_end_problem(path, limit=sizes.expected + SLACK_BYTES + 1)
     if problem == "whole":  # the trailer read was not the stream's (NUL bytes after it)
         return
     if problem == "truncated":
@@ -231,7 +230,7 @@ def _refuse_padded_gzip(path: Path, excess: int) -> None:
         raise InputError(path, f"gzip stream is {problem}; damaged file")
     raise InputError(
         path,
-        f"decompresses to {excess:,} bytes more than its header's image; "
+        f"decompresses to {sizes.excess:,} bytes more than its header's image; "
         "refused before reading it all (padded or damaged file)",
     )
 
@@ -274,9 +273,10 @@ def _check_pixdim(path: Path) -> None:
         )
 
 
-def _check_header(img: nib.Nifti1Image, path: Path) -> None:
+def _check_header(img: nib.Nifti1Image, path: Path, isize: int | None = None) -> None:
     """Refuse unsupported data types, dimensions that are not positive and headers that
-    promise more bytes than the file holds."""
+    promise more bytes than the file holds (``isize``: a ``.nii.gz``'s trailer size where
+    already read, :func:`_data_bytes`)."""
     if any(n < 1 for n in img.shape):  # a negative one: nibabel's memory map fails obscurely
         raise InputError(
             path, f"header dimensions {tuple(img.shape)} are not all positive; broken header"
@@ -290,7 +290,7 @@ def _check_header(img: nib.Nifti1Image, path: Path) -> None:
     _check_affine(img.affine, path)
     offset = int(getattr(img.dataobj, "offset", 0))  # where nibabel starts reading voxels
     expected = offset + math.prod(img.shape) * dtype.itemsize
-    available, exact = _data_bytes(path, expected)
+    available, exact = _data_bytes(path, expected, isize)
     if available < expected:
         raise InputError(
             path,
@@ -301,22 +301,25 @@ def _check_header(img: nib.Nifti1Image, path: Path) -> None:
         )
 
 
-def _data_bytes(path: Path, expected: int) -> tuple[int, bool]:
+def _data_bytes(path: Path, expected: int, isize: int | None = None) -> tuple[int, bool]:
     """Bytes the (uncompressed) file holds, or at least ``expected`` when it holds enough,
     and whether that count is exact (not an upper bound).
 
-    For gzip the trailer's size field (modulo 4 GiB) answers without decompressing; only when it
-    is short (or the volume is larger than 4 GiB) is the stream counted, in chunks, up to
-    ``expected``. Deflate cannot compress more than 1032:1, which bounds hopeless headers fast.
+    For gzip the trailer's size field (modulo 4 GiB; ``isize`` where the caller read it, else
+    read here) answers without decompressing; only when it is short (or the volume is larger
+    than 4 GiB) is the stream counted, in chunks, up to ``expected``. Deflate cannot compress
+    more than 1032:1, which bounds hopeless headers fast.
     """
     size = path.stat().st_size
     if not is_gzip_name(path):
         return size, True
     if expected > size * MAX_DEFLATE_RATIO:
         return size * MAX_DEFLATE_RATIO, False
-    with open(path, "rb") as f:
-        f.seek(max(size - 4, 0))
-        trailer = int.from_bytes(f.read(4), "little")
+    trailer = isize
+    if trailer is None:
+        with open(path, "rb") as f:
+            f.seek(max(size - 4, 0))
+            trailer = int.from_bytes(f.read(4), "little")
     if expected < 2**32 and trailer >= expected:
         return trailer, True
     total = 0

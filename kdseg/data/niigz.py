@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -102,26 +102,29 @@ def is_nifti2(raw: bytes) -> bool:
 SLACK_BYTES = 1 << 20
 
 
-def excess_bytes(path: str | Path) -> int:
-    """How many bytes the ``.nii.gz`` at ``path`` decompresses to beyond its header's image
-    (``vox_offset`` + voxels x bytes per voxel), from the gzip trailer's size field, before
-    anything is decompressed; 0 when that cannot be told (not gzip, a header that does not
-    parse, an image of 4 GiB or more, whose size the 32-bit field wraps).
+class StoredSizes(NamedTuple):
+    """A ``.nii.gz``'s sizes, read before anything is decompressed (:func:`stored_sizes`):
+    ``expected``, the bytes its header describes (``vox_offset`` + voxels x bytes per voxel);
+    ``isize``, the decompressed size its gzip trailer gives. Read once per load and passed on
+    (to :func:`read_streamed`, and by :func:`~kdseg.data.io.load_volume` to its checks)."""
 
-    A small file can hold gigabytes of zeros after its image: reading it whole would take
-    that memory for data nibabel then ignores. Readers refuse more than :data:`SLACK_BYTES`.
-    """
-    sizes = _stored_sizes(path)
-    if sizes is None:
-        return 0
-    expected, isize = sizes
-    return max(0, isize - expected)
+    expected: int
+    isize: int
+
+    @property
+    def excess(self) -> int:
+        """How many bytes the file decompresses to beyond its header's image (0 or more).
+
+        A small file can hold gigabytes of zeros after its image: reading it whole would take
+        that memory for data nibabel then ignores. Readers refuse more than
+        :data:`SLACK_BYTES`."""
+        return max(0, self.isize - self.expected)
 
 
-def _stored_sizes(path: str | Path) -> tuple[int, int] | None:
-    """``(expected, isize)`` of the ``.nii.gz`` at ``path``: the bytes its header describes
-    (``vox_offset`` + voxels x bytes per voxel) and the decompressed size its gzip trailer
-    gives; None when that cannot be told (see :func:`excess_bytes`)."""
+def stored_sizes(path: str | Path) -> StoredSizes | None:
+    """The :class:`StoredSizes` of the ``.nii.gz`` at ``path``, from its first bytes and its
+    gzip trailer's size field; None when they cannot be told (not gzip, a header that does not
+    parse, an image of 4 GiB or more, whose size the 32-bit field wraps)."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
@@ -138,7 +141,7 @@ def _stored_sizes(path: str | Path) -> tuple[int, int] | None:
         return None
     if expected >= 1 << 32:
         return None
-    return expected, isize
+    return StoredSizes(expected, isize)
 
 
 def stream_end_problem(path: str | Path, limit: int) -> str | None:
@@ -147,9 +150,10 @@ def stream_end_problem(path: str | Path, limit: int) -> str | None:
     the file ends before the stream's end marker, ``"corrupt (<zlib's message>)"`` when the
     stream or its trailer does not check out; ``"whole"`` when it ends whole before ``limit``
     (NUL bytes after a member are skipped, as Python's gzip reader does); ``None`` when it
-    yields ``limit`` bytes or more (so :func:`excess_bytes`'s count of padding can stand).
+    yields ``limit`` bytes or more (so :attr:`StoredSizes.excess`'s count of padding can
+    stand).
 
-    A file cut short ends in compressed data, not in a trailer, so :func:`excess_bytes` reads
+    A file cut short ends in compressed data, not in a trailer, so :func:`stored_sizes` reads
     four arbitrary bytes as its size; so does a whole stream followed by one to three NUL
     bytes. This tells such files from one padded after its image, at the cost of
     decompressing at most ``limit`` bytes."""
@@ -200,9 +204,10 @@ class _Prefetch(threading.Thread):
 
     def run(self) -> None:
         try:
-            if excess_bytes(self.path) > SLACK_BYTES:  # the real read refuses it
+            sizes = stored_sizes(self.path)
+            if sizes is not None and sizes.excess > SLACK_BYTES:  # the real read refuses it
                 return
-            image = read_streamed(self.path)
+            image = read_streamed(self.path, sizes=sizes)
             self.image = image if _stamp(self.path) == self.stamp else None
         except Exception:  # noqa: BLE001  (the real read reports it, with its one line)
             self.image = None
@@ -296,7 +301,9 @@ class ChunkedReads(io.IOBase):
         return done
 
 
-def read_streamed(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image | None:
+def read_streamed(
+    path: str | Path, codec: Codec = CODEC, sizes: StoredSizes | None = None
+) -> nib.Nifti1Image | None:
     """The image of the ``.nii.gz`` at ``path`` with its voxels read (an array, not a proxy),
     decompressed straight into the array: its size once in memory, not twice.
 
@@ -304,10 +311,11 @@ def read_streamed(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image | N
     dimensions and an integer or float type, is read this way; for any other file None is
     returned (:func:`load_nifti` then reads it whole, and
     :func:`~kdseg.data.io.load_volume` says what is wrong with it). The caller refuses a
-    file padded beyond :data:`SLACK_BYTES` first (all of it is decompressed).
+    file padded beyond :data:`SLACK_BYTES` first (all of it is decompressed). ``sizes``: the
+    file's :func:`stored_sizes` where the caller read them already; else they are read here.
     """
-    sizes = _stored_sizes(path)
-    if sizes is None or sizes[0] > sizes[1]:
+    sizes = stored_sizes(path) if sizes is None else sizes
+    if sizes is None or sizes.expected > sizes.isize:
         return None
     try:
         with codec.open(path, "rb") as stream:
@@ -334,9 +342,12 @@ def read_streamed(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image | N
     return klass(data, img.affine, img.header, extra=img.extra)
 
 
-def load_nifti(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image:
+def load_nifti(
+    path: str | Path, codec: Codec = CODEC, sizes: StoredSizes | None = None
+) -> nib.Nifti1Image:
     """A NIfTI image from ``path``; ``.nii.gz`` is decompressed in memory by ``codec``
-    (:func:`read_streamed`, or whole for a file that cannot be read that way).
+    (:func:`read_streamed`, given ``sizes`` where the caller has them, or whole for a file
+    that cannot be read that way).
 
     Other files go to ``nib.load`` (an uncompressed ``.nii`` is memory-mapped there).
     """
@@ -344,7 +355,7 @@ def load_nifti(path: str | Path, codec: Codec = CODEC) -> nib.Nifti1Image:
         return nib.load(str(path))
     image = _take_prefetched(Path(path)) if codec is CODEC else None
     if image is None:
-        image = read_streamed(path, codec)
+        image = read_streamed(path, codec, sizes)
     if image is not None:
         return image
     raw = decompress(Path(path).read_bytes(), codec)

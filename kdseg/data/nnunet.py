@@ -31,7 +31,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,6 +63,22 @@ class NnunetDataset:
         return max(self.labels.values()) + 1
 
 
+def label_kind(name: object) -> Literal["background", "ignore", "tumor", "organ"]:
+    """What a ``dataset.json`` label name is to kdseg, by its lowercased name: ``background``;
+    ``ignore`` (nnU-Net's :data:`IGNORE_LABEL`); ``tumor`` where it contains one of
+    :data:`TUMOR_WORDS`; else ``organ``. One rule for :func:`kdseg_label_map` (which refuses
+    ``ignore``) and :func:`dataset_organ`, so the organ one names is the label the other maps
+    to 1."""
+    lowered = str(name).lower()
+    if lowered == "background":
+        return "background"
+    if lowered == IGNORE_LABEL:
+        return "ignore"
+    if any(word in lowered for word in TUMOR_WORDS):
+        return "tumor"
+    return "organ"
+
+
 def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int], ...] | None:
     """Map nnU-Net label values to kdseg's 0 background / 1 organ / 2 tumor by their names.
 
@@ -79,18 +95,18 @@ def kdseg_label_map(labels: dict[str, Any], where: Path) -> tuple[tuple[int, int
             )
         if value < 0:
             raise InputError(where, f"label {name!r} is {value}: label values are 0 or more")
-        lowered = name.lower()
-        if lowered == IGNORE_LABEL:
+        kind = label_kind(name)
+        if kind == "ignore":
             raise InputError(
                 where,
                 f"label {name!r} ({value}) is nnU-Net's ignore label (voxels left "
                 "unannotated); kdseg trains on fully annotated labels and does not support it",
             )
-        if lowered == "background":
+        if kind == "background":
             if value != 0:
                 raise InputError(where, f"background must be label 0, got {value}")
             mapping[value] = 0
-        elif any(word in lowered for word in TUMOR_WORDS):
+        elif kind == "tumor":
             mapping[value] = 2
         else:
             organs.append((name, value))
@@ -124,12 +140,7 @@ def dataset_organ(folder: str | Path) -> str | None:
         return None
     if not isinstance(labels, dict):
         return None
-    organs = [
-        str(name).strip().lower()
-        for name in labels
-        if str(name).lower() not in ("background", IGNORE_LABEL)
-        and not any(word in str(name).lower() for word in TUMOR_WORDS)
-    ]
+    organs = [str(name).strip().lower() for name in labels if label_kind(name) == "organ"]
     return organs[0] if len(organs) == 1 and organs[0] else None
 
 

@@ -36,9 +36,8 @@ from kdseg.eval.metrics import (
 )
 from kdseg.eval.postprocess import (
     check_for_protocol,
-    check_for_task,
     check_postprocess,
-    components_to_keep,
+    plan,
     postprocess_labels,
 )
 
@@ -72,14 +71,13 @@ def evaluate_modes(
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`evaluate_cases` for each postprocessing of ``modes``, from one prediction of
     each case: ``{mode: rows}``. ``largest`` keeps
-    :func:`~kdseg.eval.postprocess.components_to_keep` components (the predictor's
+    :func:`~kdseg.eval.postprocess.plan`'s components (the predictor's
     ``roi_components``, else by ``organ``, the model's ``data.organ``)."""
     check_protocol(protocol)
     modes = [check_postprocess(mode) for mode in modes]
     check_for_protocol(protocol, modes)  # the message kdseg-eval gives
-    for mode in modes:
-        check_for_task(mode, predictor.task)
-    keep = max(components_to_keep(m, predictor.pre.config.roi_components, organ) for m in modes)
+    roi_components = predictor.pre.config.roi_components
+    keep = max(plan(mode, predictor.task, roi_components, organ)[1] for mode in modes)
     classes = predictor.task.eval_classes
     if protocol == "paper" and predictor.task.name == "multiclass":
         raise InputError(

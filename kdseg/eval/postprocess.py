@@ -17,7 +17,8 @@ a cascade's organ box (:func:`kdseg.data.roi.largest_components`). ``N`` is
 ``data.organ`` (liver 1, kidney 2); a model that records neither is refused. nnU-Net goes on
 to try the same per label; kdseg does not: the largest tumor alone would drop every other
 lesion. A tumor model (``data.task=tumor``) predicts no organ, so ``largest`` is refused
-for it.
+for it. :func:`plan` makes both decisions, once a model is loaded, for every command that
+postprocesses; :func:`check_plan` checks a ``(mode, keep)`` a library caller passes.
 
 :func:`choose` is nnU-Net's decision between the two on a split's summaries (``kdseg-eval
 postprocess=auto``, validation split only). Numpy and cc3d only: the ONNX predict path runs
@@ -97,6 +98,34 @@ def check_for_task(mode: str, task: Any) -> None:
             f"postprocess={mode} keeps the organ's largest component(s); this model's task is "
             "tumor (no organ, and tumors are many): use postprocess=none",
         )
+
+
+def plan(mode: str, task: Any, roi_components: int | None, organ: object) -> tuple[str, int]:
+    """``(mode, keep)`` for a loaded model: ``mode`` (already :func:`check_postprocess`'s)
+    refused for a tumor model (:func:`check_for_task`), and how many components it keeps
+    (:func:`components_to_keep`). One set-up for kdseg-predict, -eval and -pseudolabel, run
+    once the model (a cascade: its stage 2, whose labels are written) is loaded."""
+    check_for_task(mode, task)
+    return mode, components_to_keep(mode, roi_components, organ)
+
+
+def check_plan(postprocess: Any, task: Any) -> tuple[str, int]:
+    """A caller's ``(mode, keep)`` (as :func:`plan` makes it), checked for a library path that
+    takes one: a pair of a mode and a count of 1 or more, and no ``largest`` for a tumor model
+    (it would keep one lesion and drop the rest)."""
+    pair = tuple(postprocess) if isinstance(postprocess, (tuple, list)) else ()
+    if (
+        len(pair) != 2
+        or isinstance(pair[1], bool)
+        or not isinstance(pair[1], (int, np.integer))
+        or pair[1] < 1
+    ):
+        raise InputError(
+            None, f"postprocess must be a pair (mode, components kept >= 1), got {postprocess!r}"
+        )
+    mode = check_postprocess(pair[0])
+    check_for_task(mode, task)
+    return mode, int(pair[1])
 
 
 def keep_largest(label: np.ndarray, keep: int = 1) -> tuple[np.ndarray, dict[str, int]]:

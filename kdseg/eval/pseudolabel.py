@@ -49,7 +49,7 @@ from kdseg.data.io import (
 from kdseg.data.sources import ImageCase, discover_images
 from kdseg.data.tasks import organ_name
 from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
-from kdseg.eval.postprocess import check_for_task, check_postprocess, postprocess_labels
+from kdseg.eval.postprocess import check_plan, postprocess_labels
 
 CSV_NAME = "confidence.csv"
 DATASET_ENTRIES = ("imagesTr", "labelsTr", "dataset.json", CSV_NAME)
@@ -161,7 +161,7 @@ def pseudolabel_folder(
     A NIfTI whose header gives no orientation is refused unless ``unoriented="analyze"``
     (:func:`~kdseg.data.io.require_orientation`, as kdseg-predict). ``postprocess``: the mode
     (``none`` or ``largest``) and how many components it keeps
-    (:func:`~kdseg.eval.postprocess.components_to_keep`), applied to each written label;
+    (:func:`~kdseg.eval.postprocess.plan`'s pair), applied to each written label;
     ``largest`` is refused for a tumor model, as by kdseg-pseudolabel. ``organ``: the
     dataset.json's name for label 1 (:func:`~kdseg.data.tasks.organ_name`: None is
     ``"organ"``).
@@ -174,7 +174,7 @@ def pseudolabel_folder(
     source, final = Path(source), Path(output).resolve()  # "." has a name once resolved
     check_destination(source, Path(output))
     check_unoriented(unoriented)
-    mode, keep = _check_postprocess_pair(postprocess, predictor)
+    mode, keep = check_plan(postprocess, predictor.task)
     organ = organ_name({"organ": organ})
     cases = discover_images(source) if cases is None else cases
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
@@ -206,25 +206,6 @@ def pseudolabel_folder(
         _replace_folder(output, final)
     finally:
         shutil.rmtree(output, ignore_errors=True)
-
-
-def _check_postprocess_pair(postprocess: Any, predictor: Any) -> tuple[str, int]:
-    """``postprocess`` as ``(mode, keep)``, checked as kdseg-pseudolabel checks it: a pair
-    of a mode and a count of 1 or more, and no ``largest`` for a tumor model (it would keep
-    one lesion and drop the rest)."""
-    pair = tuple(postprocess) if isinstance(postprocess, (tuple, list)) else ()
-    if (
-        len(pair) != 2
-        or isinstance(pair[1], bool)
-        or not isinstance(pair[1], (int, np.integer))
-        or pair[1] < 1
-    ):
-        raise InputError(
-            None, f"postprocess must be a pair (mode, components kept >= 1), got {postprocess!r}"
-        )
-    mode = check_postprocess(pair[0])
-    check_for_task(mode, predictor.task)
-    return mode, int(pair[1])
 
 
 def _is_dataset(folder: Path) -> bool:
