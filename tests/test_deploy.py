@@ -735,6 +735,56 @@ def test_teacher_ratio_targets_report_end_to_end_model_time_and_bound() -> None:
     assert "(teacher onnx vs slow student)" in model["value"]  # the fastest network
 
 
+def test_bench_report_header_names_commit_and_cpu_and_int8_pairs_by_input_size() -> None:
+    """bench.json records the commit and the CPU model and the report's header prints them; a
+    bench.json written before they were recorded still renders, saying so. Two int8/fp32 pairs
+    of one model at two input sizes get two labels (they had one: the model's name)."""
+    import re
+
+    from kdseg.deploy.bench import source_commit
+    from kdseg.deploy.bench_report import markdown_report
+
+    def row(name: str, precision: str, size: int, model_s: float) -> dict:
+        pre = {"body_crop": True, "in_plane_size": [size, size]}
+        return {
+            "name": name, "role": "distilled", "ok": True, "backend": "onnx",
+            "precision": precision, "model": "mobilenetv2", "source": "m.ckpt",
+            "preprocess": pre, "input_shape": [8, 1, size, size], "e2e_median_s": 2 * model_s,
+            "model_median_s": model_s, "io_median_s": 0.5, "peak_rss_mb": 100.0,
+        }  # fmt: skip
+
+    rows = [row("fp32", "fp32", 96, 1.0), row("int8", "int8", 96, 0.5)]
+    rows += [row("fp32 256", "fp32", 256, 8.0), row("int8 256", "int8", 256, 4.0)]
+    targets = check_targets(rows, {"int8_speedup": 1.5})
+    labels = [t["target"] for t in targets if t["target"].startswith("int8 vs fp32")]
+    assert labels == [
+        "int8 vs fp32 ONNX Runtime, mobilenetv2, 96x96",
+        "int8 vs fp32 ONNX Runtime, mobilenetv2, 256x256",
+    ]
+    # two pairs that model and size do not tell apart: the second is named by its entry
+    twin = [{**r, "name": r["name"] + " b", "source": "b.ckpt"} for r in rows[:2]]
+    again = [t["target"] for t in check_targets(rows[:2] + twin, {"int8_speedup": 1.5})]
+    assert again[:2] == [labels[0], labels[0] + " (int8 b)"]
+    machine = {"cores": 2, "torch": "2", "onnxruntime": "1", "python": "3.11"}
+    old = {
+        "machine": machine, "load_average": [0.1, 0.2], "threads": 2, "runs": 5, "warmup": 1,
+        "rounds": 1, "peak": {"size": 2048, "threads": 2, "gflops": 100.0},
+        "volume_shape": [512, 512, 200], "dice_split": "test", "dice_cases": 3, "rows": rows,
+        "targets": targets,
+    }  # fmt: skip
+    old = json.loads(json.dumps(old))  # as read back from a bench.json
+    header = markdown_report(old).splitlines()[2]
+    assert header.startswith("Commit: not recorded. Machine: CPU model not recorded, 2 cores")
+    new = {**old, "commit": "abc1234-dirty", "machine": {**machine, "cpu": "Intel Xeon X"}}
+    text = markdown_report(json.loads(json.dumps(new)))
+    assert text.splitlines()[2].startswith("Commit: abc1234-dirty. Machine: Intel Xeon X, 2 cores")
+    assert "| int8 vs fp32 ONNX Runtime, mobilenetv2, 256x256 | 2.00x model time" in text
+    outside = markdown_report({**new, "commit": None}).splitlines()[2]
+    assert outside.startswith("Commit: none (kdseg ran outside a git checkout). Machine: Intel")
+    commit = source_commit()  # this checkout's, or None outside one
+    assert commit is None or re.fullmatch(r"[0-9a-f]{4,40}(-dirty)?", commit), commit
+
+
 def test_export_check_catches_a_dropped_organ_that_pixel_agreement_hides() -> None:
     x = np.zeros((3, 1, 20, 20), np.float32)
     x[:, :, :4, :4] = 1.0  # 4% of each slice is organ for the reference

@@ -307,6 +307,7 @@ def summarize_entry(result: dict[str, Any], peak_gflops: float) -> dict[str, Any
 
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     """Measure every entry (and the matmul peak); write table, PNG and JSON; return the results."""
+    commit = source_commit()  # before anything is written: output inside the tree dirties it
     volume = bench_volume(cfg)
     cases = dice_cases(cfg)
     load_before = os.getloadavg()
@@ -354,6 +355,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         rows.append(row)
     results = {
         "machine": machine_info(),
+        "commit": commit,
         "load_average": [load_before[0], os.getloadavg()[0]],
         "peak": peak,
         "volume": str(volume),
@@ -377,6 +379,28 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     )
     plot_dice_vs_time(rows, out / f"{cfg.name}.png")
     return results
+
+
+def source_commit() -> str | None:
+    """The git commit of the kdseg code that runs (``git rev-parse --short HEAD``), with
+    ``-dirty`` when tracked files differ from it; None where kdseg is not a git checkout (an
+    installed package, even one inside another repository's tree, or no ``git``)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "") if commit else None
 
 
 def machine_info() -> dict[str, Any]:

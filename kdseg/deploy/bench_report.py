@@ -139,7 +139,7 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
 
 def _int8_pairs(rows: list[dict[str, Any]], wanted: float) -> list[dict[str, Any]]:
     """int8 vs fp32 ONNX of the same checkpoint and preprocessing: speedups, slower ones named."""
-    out, best = [], None
+    out, best, labels = [], None, set()
     for q in (r for r in rows if r["backend"] == "onnx" and r["precision"] == "int8"):
         fp32 = next(
             (
@@ -158,9 +158,15 @@ def _int8_pairs(rows: list[dict[str, Any]], wanted: float) -> list[dict[str, Any
         speedup = fp32["model_median_s"] / q["model_median_s"]
         e2e = fp32["e2e_median_s"] / q["e2e_median_s"]
         note = "" if speedup >= 1.0 else " (int8 is SLOWER than fp32 here)"
+        # the model and its input size; the entry's name too where those do not tell pairs apart
+        size = "x".join(map(str, (q.get("input_shape") or [])[-2:]))
+        label = f"int8 vs fp32 ONNX Runtime, {q.get('model')}, {size or 'native size'}"
+        if label in labels:
+            label += f" ({q['name']})"
+        labels.add(label)
         out.append(
             {
-                "target": f"int8 vs fp32 ONNX Runtime, {q['model']}",
+                "target": label,
                 "value": f"{speedup:.2f}x model time, {e2e:.2f}x end to end{note}",
                 "met": None,
             }
@@ -243,14 +249,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown_report(results: dict[str, Any]) -> str:
-    """Header (machine, protocol), table and the target checks, as Markdown."""
+    """Header (machine, commit, protocol), table and the target checks, as Markdown.
+
+    A results file written before the commit was recorded (or without a CPU model) still
+    renders: the header says it was not recorded; a commit of None (kdseg not run from a git
+    checkout) is said as such."""
     m, peak = results["machine"], results["peak"]
     shape = "x".join(map(str, results["volume_shape"]))
     load = results["load_average"]
+    commit = results.get("commit", "not recorded") or "none (kdseg ran outside a git checkout)"
+    cpu = m.get("cpu") or "CPU model not recorded"
     lines = [
         "# kdseg CPU benchmark",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, "
+        f"Commit: {commit}. "
+        f"Machine: {cpu}, {m['cores']} cores; torch {m['torch']}, "
         f"onnxruntime {m['onnxruntime']}, Python {m['python']}. "
         f"Threads per run: {results['threads']}. "
         f"1-minute load average at start / end: {load[0]:.1f} / {load[1]:.1f} (other jobs on "
