@@ -69,9 +69,11 @@ students alone, which need no teacher, train beside it on the free slots instead
 it. On a cluster, pass Hydra launcher options through ``--hydra`` instead, e.g.
 ``--hydra hydra/launcher=submitit_slurm hydra.launcher.partition=gpu`` (each run becomes a
 SLURM job; stages still run in order, and the teachers and students side by side only with
-the joblib launcher). For DDP inside a multirun use ``trainer=ddp_fork``:
-plain ``ddp`` relaunches the whole sweep in its child process. Protocol v2 (the 2026-11-26
-table in docs/study.md) is reproducible from the commit that reported it (3d1dba6).
+the joblib launcher). For DDP inside a local multirun use ``trainer=ddp_fork``: plain
+``ddp`` relaunches the whole sweep in its child process. Under SLURM use ``trainer=ddp`` with
+one SLURM task per process (``ddp_fork`` is refused there; docs/training.md). Protocol v2
+(the 2026-11-26 table in docs/study.md) is reproducible from the commit that reported it
+(3d1dba6).
 """
 
 from __future__ import annotations

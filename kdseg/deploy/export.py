@@ -124,7 +124,9 @@ def finetune_config(run_cfg: dict[str, Any] | None, overrides: dict[str, Any]) -
             },
         )
     cfg = _merge(base, overrides)
-    cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k != "strategy"} | {"devices": 1}
+    # the fine-tune runs in this one process, whatever the run's DDP or nodes were
+    single = {"devices": 1, "num_nodes": 1}
+    cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k != "strategy"} | single
     cfg["logger"] = {"wandb": {"enabled": False}}
     cfg.pop("resume", None)
     return cfg

@@ -134,6 +134,7 @@ def fit_from_config(
     config of the run (saved beside the checkpoints by the caller).
     """
     seed = check_seed(cfg.get("seed", 123))
+    _check_trainer(cfg.get("trainer", {}))  # before the data is prepared (fit checks again)
     # Seed before anything is built: the network's initial weights come from torch's global
     # RNG, so under the same seed kdseg-train and kdseg-distill start the student from
     # bit-identical weights (the student is built before the teacher and the adapters).
@@ -207,6 +208,72 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
+#: strategies whose processes Lightning starts itself, by fork or spawn (``ddp_fork``,
+#: ``ddp_spawn``, ``ddp_notebook`` and their ``_find_unused_parameters_*`` variants)
+_SELF_LAUNCHED = ("ddp_fork", "ddp_spawn", "ddp_notebook")
+
+
+def _devices_per_node(trainer: dict[str, Any]) -> int:
+    """How many processes ``trainer.devices`` asks for on each node (``auto`` / -1 on a GPU:
+    the CUDA devices NVML sees, without initialising CUDA here)."""
+    from lightning_fabric.accelerators.cuda import num_cuda_devices
+
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text in ("auto", "-1"):
+        return 1 if str(trainer.get("accelerator", "auto")) == "cpu" else num_cuda_devices()
+    try:
+        return int(text)
+    except ValueError:
+        return 1  # Lightning refuses it in its own words
+
+
+def check_slurm_strategy(trainer: dict[str, Any]) -> None:
+    """Refuse a fork or spawn strategy over several devices inside a SLURM job.
+
+    Where Lightning detects SLURM (``SLURMEnvironment.detect()``: ``SLURM_NTASKS`` set and a
+    job name other than ``bash`` / ``interactive``, and no torchelastic launch, which comes
+    first), it reads every process's rank from ``SLURM_PROCID`` / ``SLURM_NTASKS`` and ignores
+    the ranks its fork launcher gives the workers: each worker is rank 0 in a world of 1, and
+    they all write the same checkpoints. Under SLURM each device needs its own task.
+    """
+    import warnings
+
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    strategy = trainer.get("strategy", "auto")
+    if not isinstance(strategy, str) or not strategy.startswith(_SELF_LAUNCHED):
+        return
+    if _devices_per_node(trainer) <= 1:
+        return
+    with warnings.catch_warnings():  # detect() warns when srun exists but is not used
+        warnings.simplefilter("ignore")
+        slurm = SLURMEnvironment.detect() and not TorchElasticEnvironment.detect()
+    if slurm:
+        raise ConfigError(
+            f"trainer.strategy={strategy}: inside a SLURM job Lightning takes the ranks from "
+            "SLURM, so forked workers would all be rank 0; use trainer=ddp with one SLURM task "
+            "per device (hydra.launcher.tasks_per_node=<trainer.devices>; docs/training.md "
+            '"Multi-node")'
+        )
+
+
+def uses_cuda(trainer: dict[str, Any]) -> bool:
+    """Whether the run may train on CUDA devices, decided without initialising CUDA in this
+    process: ``torch.cuda.is_available()`` calls cuInit unless
+    ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, and workers forked after that (``ddp_fork``) cannot
+    use CUDA. Lightning's ``num_cuda_devices()`` asks NVML, as Lightning itself does."""
+    from lightning_fabric.accelerators.cuda import num_cuda_devices
+
+    if str(trainer.get("accelerator", "auto")) == "cpu":
+        return False
+    return num_cuda_devices() > 0
+
+
 def _check_trainer(trainer: dict[str, Any]) -> None:
     """Trainer values Lightning would take without complaint and then misread."""
     deterministic = trainer.get("deterministic")
@@ -218,6 +285,7 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         if key not in known or key in taken:  # else a TypeError deep in Lightning (exit 1)
             why = "kdseg sets it" if key in known else "not a pytorch_lightning.Trainer argument"
             raise ConfigError(f"trainer.{key}: {why}")
+    check_slurm_strategy(trainer)
 
 
 def _score(value: Any) -> float | None:
@@ -284,7 +352,7 @@ def fit(
     # repeatable in practice (tests/test_seeding.py); the warning is noise there.
     warnings.filterwarnings("ignore", message=r"max_unpooling2d\S* does not have a deterministic")
     pl.seed_everything(int(cfg.get("seed", 123)), workers=True, verbose=False)
-    if torch.cuda.is_available():
+    if uses_cuda(cfg.get("trainer", {})):  # not torch.cuda.is_available(): see uses_cuda
         # TF32 for fp32 matrix work on tensor cores, as Lightning advises on every GPU run
         # (its banner otherwise); mixed-precision runs do most of their work in fp16 anyway
         torch.set_float32_matmul_precision("high")
