@@ -258,7 +258,7 @@ def check_slurm_strategy(trainer: dict[str, Any]) -> None:
             f"trainer.strategy={strategy}: inside a SLURM job Lightning takes the ranks from "
             "SLURM, so forked workers would all be rank 0; use trainer=ddp with one SLURM task "
             "per device (hydra.launcher.tasks_per_node=<trainer.devices>; docs/training.md "
-            '"Multi-node")'
+            '"Multi-node and SLURM")'
         )
 
 
