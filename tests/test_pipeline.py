@@ -665,6 +665,36 @@ def test_ddp_validation_scores_each_slice_once(phantom_lits: Path) -> None:
             assert [len(share) for share in shares] == [len(loader.sampler) for loader in loaders]
 
 
+def test_ddp_workers_write_neither_run_config_nor_wandb_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DDP process other than the first (``RANK``/``LOCAL_RANK``/``SLURM_PROCID`` nonzero)
+    checks the run dir but leaves ``config.yaml`` to the first, and reads the run's wandb id
+    without making one (``None`` while there is none: its ``WandbLogger`` makes no run).
+    Before, every process rewrote ``config.yaml``, and processes started together each made
+    and stored a wandb id, the last one written winning over the first process's run."""
+    from omegaconf import OmegaConf
+
+    import kdseg.cli
+    from kdseg.lit.resume import wandb_run_id
+
+    cfg = OmegaConf.create({"seed": 1, "data": {"batch_size": 8}})
+    monkeypatch.setattr(kdseg.cli, "run_dir", lambda: tmp_path)
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert kdseg.cli.save_run_config(cfg)[0] == tmp_path
+    assert wandb_run_id(tmp_path) is None
+    assert not list(tmp_path.iterdir())
+    monkeypatch.delenv("LOCAL_RANK")
+    kdseg.cli.save_run_config(cfg)
+    assert OmegaConf.load(tmp_path / "config.yaml") == cfg
+    run_id = wandb_run_id(tmp_path)
+    assert run_id and (tmp_path / "wandb_id.txt").read_text() == run_id + "\n"
+    monkeypatch.setenv("RANK", "1")
+    assert wandb_run_id(tmp_path) == run_id  # the first process's, once written
+
+
 @pytest.mark.parametrize("sampling", ["oversample", "all"])
 def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path, sampling: str) -> None:
     """``sampling=all`` too: before, Lightning swapped its sampler for one pass of the
