@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -257,14 +258,31 @@ class TrainingDiverged(RuntimeError):
 _TEMP_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
 
 
-def _temp_pattern(target: Path, suffix: str) -> re.Pattern[str]:
-    """Names of temporaries for ``target``: ``.<stem>-<pid>-XXXXXXXX<suffix>``.
+def temp_host() -> str:
+    """This host's name as kdseg's temporaries carry it: letters, digits and ``_`` (any other
+    character, ``-`` and ``.`` included, becomes ``_``), at most 40 of them."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "_"
 
-    The pid is required: a name without one (``.<stem>-XXXXXXXX<suffix>``) could be anybody's
-    file, an input among them, and is never swept.
+
+def temp_tag() -> str:
+    """``<host>-<pid>``: the writer of a temporary, so that a sweep can tell whether it is
+    gone. The pid alone is not enough on a shared file system: a process on another host may
+    have that pid, or none may have it here while that host's writer is still running."""
+    return f"{temp_host()}-{os.getpid()}"
+
+
+def _temp_pattern(target: Path, suffix: str) -> re.Pattern[str]:
+    """Names of this host's temporaries for ``target``:
+    ``.<stem>-<host>-<pid>-XXXXXXXX<suffix>`` (:func:`temp_tag`).
+
+    Host and pid are required: a name without a pid (``.<stem>-XXXXXXXX<suffix>``) could be
+    anybody's file, an input among them, and is never swept; another host's temporary may be
+    in flight there, and one of the names kdseg used before (``.<stem>-<pid>-XXXXXXXX<suffix>``,
+    no host) may be any host's, so neither is swept either.
     """
     stem = re.escape(target.name.split(".")[0])
-    return re.compile(rf"\.{stem}-(\d+)-{_TEMP_RANDOM}{re.escape(suffix)}")
+    host = re.escape(temp_host())
+    return re.compile(rf"\.{stem}-{host}-(\d+)-{_TEMP_RANDOM}{re.escape(suffix)}")
 
 
 def process_alive(pid: int) -> bool:
@@ -298,10 +316,12 @@ def keep_from_sweeps(paths: Iterable[str | os.PathLike | None]) -> None:
 
 
 def remove_stale_temps(target: str | os.PathLike, suffix: str | None = None) -> list[Path]:
-    """Delete temporaries of ``target`` left by killed runs (their process is gone).
+    """Delete temporaries of ``target`` left by killed runs of this host (their process is
+    gone).
 
     A SIGKILL (or a power cut) skips every cleanup, so the next writer of the same target
-    sweeps them; a temporary of a writer that is still running is left alone.
+    sweeps them; a temporary of a writer that is still running is left alone, and so is
+    every other host's (whether its writer runs cannot be told from here).
     """
     target = Path(target)
     suffix = _suffix(target, suffix)
@@ -337,7 +357,7 @@ def _new_temp(target: Path, suffix: str | None, sweep: bool = True) -> Path:
     if sweep:
         remove_stale_temps(target, suffix)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name.split('.')[0]}-{os.getpid()}-", suffix=suffix, dir=target.parent
+        prefix=f".{target.name.split('.')[0]}-{temp_tag()}-", suffix=suffix, dir=target.parent
     )
     os.close(fd)
     return Path(tmp)

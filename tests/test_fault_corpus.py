@@ -32,6 +32,8 @@ import pytest
 import torch
 from conftest import BIN, TINY_DATA, error_lines, kdseg_here
 
+from kdseg.errors import temp_host
+
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
 SHAPE = (40, 36, 8)
 
@@ -722,11 +724,12 @@ def test_rerun_sweeps_stale_temps_and_writes_label_with_report(
     out.parent.mkdir(parents=True)
     child = subprocess.Popen(["true"])
     child.wait()  # a finished process: its pid is a killed writer's
+    host = temp_host()  # this host's temporaries: another's may be in flight
     stale = [
-        out.parent / f".pred-{child.pid}-abcd1234.nii.gz",
-        out.parent / f".pred-{child.pid}-abcd1234.lesions.json",
+        out.parent / f".pred-{host}-{child.pid}-abcd1234.nii.gz",
+        out.parent / f".pred-{host}-{child.pid}-abcd1234.lesions.json",
     ]
-    live = out.parent / f".pred-{os.getppid()}-live0000.nii.gz"
+    live = out.parent / f".pred-{host}-{os.getppid()}-live0000.nii.gz"
     foreign = out.parent / ".pred-zz99yy88.nii.gz"  # no pid: not provably a kdseg temporary
     for path in [*stale, live, foreign]:
         path.write_bytes(b"half-written")

@@ -489,18 +489,56 @@ def test_an_input_named_like_a_dead_writers_temporary_is_never_swept(tmp_path: P
     """The sweep of a killed run's temporaries spares the files a command reads."""
     import subprocess
 
-    from kdseg.errors import remove_stale_temps
+    from kdseg.errors import remove_stale_temps, temp_host
     from kdseg.guards import check_output
 
     child = subprocess.Popen(["true"])
     child.wait()  # a finished process: its pid is a killed writer's
-    scan = tmp_path / f".ct-{child.pid}-abcd1234.nii.gz"
-    stale = tmp_path / f".ct-{child.pid}-efgh5678.nii.gz"
+    scan = tmp_path / f".ct-{temp_host()}-{child.pid}-abcd1234.nii.gz"
+    stale = tmp_path / f".ct-{temp_host()}-{child.pid}-efgh5678.nii.gz"
     scan.write_bytes(b"the only copy")
     stale.write_bytes(b"half-written")
     check_output(tmp_path / "ct.nii.gz", [scan])
     assert remove_stale_temps(tmp_path / "ct.nii.gz") == [stale]
     assert scan.read_bytes() == b"the only copy"
+
+
+def test_only_this_hosts_temporaries_are_swept(tmp_path: Path) -> None:
+    """A temporary's name carries its writer's host and pid, and a sweep removes only this
+    host's whose writer is gone: on a shared file system another host's writer may be
+    running under a pid that is dead here (before, a process on one node deleted another
+    node's checkpoint temporary in flight). A temporary named as before (pid, no host) may
+    be any host's, and stays too. pseudolabel's build folders likewise."""
+    import os
+    import subprocess
+
+    from kdseg.errors import atomic_path, remove_stale_temps, temp_host
+    from kdseg.eval.pseudolabel import _sweep_partials
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # a finished process: its pid is a killed writer's
+    host, dead = temp_host(), child.pid
+    assert host and all(c.isalnum() or c == "_" for c in host)
+    stale = tmp_path / f".best-{host}-{dead}-abcd1234.ckpt"
+    elsewhere = tmp_path / f".best-{host}x-{dead}-abcd1234.ckpt"  # another node's
+    before = tmp_path / f".best-{dead}-abcd1234.ckpt"  # the names of earlier versions
+    for path in (stale, elsewhere, before):
+        path.write_bytes(b"half-written")
+    with atomic_path(tmp_path / "best.ckpt") as tmp:
+        assert tmp.name.startswith(f".best-{host}-{os.getpid()}-")
+        tmp.write_bytes(b"whole")
+    assert not stale.exists() and elsewhere.exists() and before.exists()
+    assert remove_stale_temps(tmp_path / "best.ckpt") == []
+    assert (tmp_path / "best.ckpt").read_bytes() == b"whole"
+    partials = [
+        tmp_path / f".ds.partial-{host}-{dead}",
+        tmp_path / f".ds.partial-{host}x-{dead}",
+        tmp_path / f".ds.partial-{dead}",
+    ]
+    for folder in partials:
+        folder.mkdir()
+    _sweep_partials(tmp_path / "ds")
+    assert [folder.exists() for folder in partials] == [False, True, True]
 
 
 def test_pseudolabel_refuses_an_input_inside_the_folder_it_replaces(tmp_path: Path) -> None:

@@ -577,13 +577,135 @@ def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     assert len(ckpt["SliceDataModule"]["ranks"]) == 2
 
 
-def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path) -> None:
+def _ddp_module(setup, world: int, rank: int, stage: str = "fit"):
+    """A data module as process ``rank`` of ``world`` DDP processes sees it (no training)."""
+    from types import SimpleNamespace
+
+    dm = setup.datamodule(seed=5)
+    dm.trainer = SimpleNamespace(world_size=world, global_rank=rank) if world > 1 else None
+    dm.setup(stage)
+    return dm
+
+
+def _lightning_replaces(loader) -> bool:
+    """Whether Lightning's DDP puts a ``DistributedSampler`` of its own in ``loader``."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.connectors.data_connector import _DataConnector
+
+    connector = SimpleNamespace(use_distributed_sampler=True, is_distributed=True)
+    this = SimpleNamespace(trainer=SimpleNamespace(_accelerator_connector=connector))
+    return _DataConnector._requires_distributed_sampler(this, loader)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"data.sampling": "all"}, {"data.sampling": "target", "data.samples_per_epoch": "null"}],
+    ids=["all", "target_one_pass"],
+)
+def test_ddp_uniform_sampling_keeps_its_draws(phantom_lits: Path, overrides: dict) -> None:
+    """``sampling=all|target`` under DDP: the processes share out the one-process draws
+    (``samples_per_epoch`` of them, or one pass without it) from the run's seeded generator,
+    and Lightning leaves the sampler as it is. Before, Lightning replaced the
+    ``RandomSampler`` with a ``DistributedSampler`` over the dataset: one pass of the training
+    slices an epoch whatever ``samples_per_epoch`` said, shuffled from its own seed. One
+    process draws as before, bit for bit; a resumed process continues its draws."""
+    from torch.utils.data import RandomSampler
+
+    setup = resolve_data(_data_cfg(phantom_lits, **overrides))
+    setup.prepare(progress=False)
+    one = _ddp_module(setup, 1, 0)
+    loader = one.train_dataloader()
+    n = len(one.train_set) if overrides.get("data.samples_per_epoch") == "null" else 32
+    old = RandomSampler(  # the sampler of the one-process runs before
+        one.train_set,
+        replacement=n == 32,
+        num_samples=n,
+        generator=torch.Generator().manual_seed(5),
+    )
+    single = list(loader.sampler)
+    assert single == list(old) and len(single) == n
+    if n != 32:
+        assert sorted(single) == list(range(n))  # one pass: every slice once
+    ranks = [_ddp_module(setup, 2, rank) for rank in (0, 1)]
+    loaders = [dm.train_dataloader() for dm in ranks]
+    assert not any(_lightning_replaces(loader) for loader in loaders)
+    shares = [list(loader.sampler) for loader in loaders]
+    assert len(shares[0]) == len(shares[1]) == len(loaders[0].sampler) == -(-n // 2)
+    padded = single + single[: len(single) % 2]
+    assert shares[0] == padded[0::2] and shares[1] == padded[1::2]
+    # the second epoch, and a process resumed at its end (the data module's saved state)
+    second = list(loaders[1].sampler)
+    state = ranks[1].state_dict()
+    resumed = _ddp_module(setup, 2, 1)
+    resumed.load_state_dict(state)
+    again = resumed.train_dataloader()
+    third = list(loaders[1].sampler)
+    assert list(again.sampler) == third and third != second
+
+
+def test_ddp_validation_scores_each_slice_once(phantom_lits: Path) -> None:
+    """Under DDP the validation and test slices are shared out unpadded, each scored by one
+    process (the gathered Dice counts each once; the shares may differ by a slice), and
+    Lightning leaves the samplers as they are. Before, Lightning's padding
+    ``DistributedSampler`` scored some slices on two processes."""
+    setup = resolve_data(_data_cfg(phantom_lits))
+    setup.prepare(progress=False)
+    for stage, loader_of in (("fit", "val_dataloader"), ("test", "test_dataloader")):
+        one = getattr(_ddp_module(setup, 1, 0, stage), loader_of)()
+        n = len(one.dataset)
+        assert list(one.sampler) == list(range(n)) and n >= 3
+        for world in (2, 3):
+            loaders = [
+                getattr(_ddp_module(setup, world, r, stage), loader_of)() for r in range(world)
+            ]
+            assert not any(_lightning_replaces(loader) for loader in loaders)
+            shares = [list(loader.sampler) for loader in loaders]
+            assert sorted(i for share in shares for i in share) == list(range(n))
+            assert [len(share) for share in shares] == [len(loader.sampler) for loader in loaders]
+
+
+def test_ddp_workers_write_neither_run_config_nor_wandb_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DDP process other than the first (``RANK``/``LOCAL_RANK``/``SLURM_PROCID`` nonzero)
+    checks the run dir but leaves ``config.yaml`` to the first, and reads the run's wandb id
+    without making one (``None`` while there is none: its ``WandbLogger`` makes no run).
+    Before, every process rewrote ``config.yaml``, and processes started together each made
+    and stored a wandb id, the last one written winning over the first process's run."""
+    from omegaconf import OmegaConf
+
+    import kdseg.cli
+    from kdseg.lit.resume import wandb_run_id
+
+    cfg = OmegaConf.create({"seed": 1, "data": {"batch_size": 8}})
+    monkeypatch.setattr(kdseg.cli, "run_dir", lambda: tmp_path)
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert kdseg.cli.save_run_config(cfg)[0] == tmp_path
+    assert wandb_run_id(tmp_path) is None
+    assert not list(tmp_path.iterdir())
+    monkeypatch.delenv("LOCAL_RANK")
+    kdseg.cli.save_run_config(cfg)
+    assert OmegaConf.load(tmp_path / "config.yaml") == cfg
+    run_id = wandb_run_id(tmp_path)
+    assert run_id and (tmp_path / "wandb_id.txt").read_text() == run_id + "\n"
+    monkeypatch.setenv("RANK", "1")
+    assert wandb_run_id(tmp_path) == run_id  # the first process's, once written
+
+
+@pytest.mark.parametrize("sampling", ["oversample", "all"])
+def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path, sampling: str) -> None:
+    """``sampling=all`` too: before, Lightning swapped its sampler for one pass of the
+    training slices (3 steps, not ``samples_per_epoch``'s 2)."""
     run = tmp_path / "ddp"
     done = kdseg(
         "train",
         *TINY_DATA,
         "logger=csv",
         f"data.root={phantom_lits}",
+        f"data.sampling={sampling}",
         "model=enet",
         "model.width=0.25",
         "trainer=ddp_fork",  # forked workers (the other DDP test: the subprocess launcher)

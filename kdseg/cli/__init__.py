@@ -106,13 +106,15 @@ def run_dir() -> Path:
 
 
 def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str, Any]]:
-    """Write the resolved config to ``<run dir>/config.yaml``; return the dir and plain config.
+    """Write the resolved config to ``<run dir>/config.yaml`` (the first process of a DDP
+    run; every process checks the run dir); return the dir and plain config.
 
     ``inputs`` (the data folder, a teacher checkpoint ...) must not hold the run dir.
     """
     out = check_output(run_dir(), inputs, folder=True, what="run dir")
     check_same_run(out, cfg)
-    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if first_process():  # DDP workers started with it would each rewrite it
+        write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     record_run(out, cfg)
     return out, to_dict(cfg)
 

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import (
     ConcatDataset,
     DataLoader,
@@ -330,8 +331,7 @@ class SliceDataModule(pl.LightningDataModule):
         under DDP each process takes every ``world``-th batch of the same sequence."""
         k, b = self._unlabeled_per_batch(), self.cfg.batch_size
         n = self.cfg.samples_per_epoch or len(self.train_set) + len(self.unlabeled_set)
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        world, rank = self._world()
         batches = -(-n // (b * world)) * world  # the same number of batches on every process
         return MixedSampler(
             self._sampler(batches * (b - k)),
@@ -343,12 +343,46 @@ class SliceDataModule(pl.LightningDataModule):
             world=(world, rank),
         )
 
+    def _world(self) -> tuple[int, int]:
+        """``(processes, rank)`` of the run (``(1, 0)`` without a trainer)."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+
+    def _ranked(self, sampler: torch.utils.data.Sampler) -> torch.utils.data.Sampler:
+        """A training sampler as DDP takes it: ``sampling=all|target``'s ``RandomSampler`` in
+        a :class:`RankSampler` (Lightning would put a ``DistributedSampler`` over the dataset
+        in its place: one pass of the dataset an epoch, ``samples_per_epoch`` and the run's
+        seeded generator dropped); one process, or any other sampler (Lightning wraps a
+        ``WeightedRandomSampler`` and keeps its draws), as it is."""
+        world = self._world()
+        if world[0] < 2 or not isinstance(sampler, RandomSampler):
+            return sampler
+        return RankSampler(sampler, self.train_set, world)
+
+    def _eval_sampler(self, dataset: Dataset) -> torch.utils.data.Sampler | None:
+        """Under DDP, each validation / test slice on one process only: Lightning's own
+        ``DistributedSampler`` pads the processes' shares to one length with slices that
+        another process also scores, and the gathered Dice counted those twice. The shares
+        may then differ by a slice (the Dice gathers per-class counts, of one shape on every
+        process); with fewer slices than processes Lightning's padding stays, every process
+        needing a batch (DDP's first forward of the epoch syncs the buffers)."""
+        processes, rank = self._world()
+        if processes < 2 or len(dataset) < processes:  # type: ignore[arg-type]
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=processes, rank=rank, shuffle=False
+        )
+
     def _loader(
-        self, dataset: Dataset, sampler: torch.utils.data.Sampler | None = None
+        self,
+        dataset: Dataset,
+        sampler: torch.utils.data.Sampler | None = None,
+        *,
+        training: bool = True,
     ) -> DataLoader:
         kwargs: dict[str, Any] = {}
         loader_cls: type[DataLoader] = DataLoader
-        if sampler is not None:  # training: a loader Lightning can checkpoint mid-epoch
+        if sampler is not None and training:  # a loader Lightning can checkpoint mid-epoch
             loader_cls = ResumableLoader
             kwargs = {
                 "generators": self._generators,
@@ -398,7 +432,7 @@ class SliceDataModule(pl.LightningDataModule):
             mixed = MixedDataset([self.train_set, self.unlabeled_set])
             loader = self._loader(mixed, self._mixed_sampler(mixed))
         else:
-            loader = self._loader(self.train_set, self._sampler())
+            loader = self._loader(self.train_set, self._ranked(self._sampler()))
         if self._resumed is not None:  # a resumed run: continue the checkpoint's draws
             self._continue_draws(self._resumed)
             self._resumed = None
@@ -479,10 +513,10 @@ class SliceDataModule(pl.LightningDataModule):
         self._resumed = state
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+        return self._loader(self.val_set, self._eval_sampler(self.val_set), training=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        return self._loader(self.test_set, self._eval_sampler(self.test_set), training=False)
 
 
 class MixedDataset(ConcatDataset):
@@ -545,3 +579,37 @@ class MixedSampler(DistributedSampler):
             if block % self.num_replicas == self.rank:
                 yield from indices
                 yield from (self.offset + int(i) for i in draws)
+
+
+class RankSampler(DistributedSampler):
+    """A training sampler's draws split across DDP processes (``world = (processes, rank)``):
+    every process draws the whole sequence of ``sampler`` (its seeded generator starts alike
+    on every process) and keeps the positions ``rank, rank + processes, ...``, the sequence
+    padded with its own start to a multiple of ``processes`` (the same number of batches on
+    every process, as ``DistributedSampler`` pads). So ``samples_per_epoch`` stays the
+    epoch's draws over all processes, and the draws are the run's, resumable through the
+    generator the data module keeps. It is a ``DistributedSampler`` only so that Lightning
+    leaves it as it is (as :class:`MixedSampler`).
+    """
+
+    def __init__(
+        self, sampler: torch.utils.data.Sampler, dataset: Dataset, world: tuple[int, int]
+    ) -> None:
+        super().__init__(dataset, num_replicas=world[0], rank=world[1], shuffle=False)
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.num_replicas)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        processes, rank = self.num_replicas, self.rank
+        head: list[int] = []  # the first draws, the padding
+        drawn = 0
+        for drawn, index in enumerate(self.sampler, 1):  # lazily, as the sampler draws
+            if len(head) < processes:
+                head.append(index)
+            if (drawn - 1) % processes == rank:
+                yield index
+        for position in range(drawn, len(self) * processes):
+            if position % processes == rank:
+                yield head[(position - drawn) % len(head)]

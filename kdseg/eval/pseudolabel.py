@@ -28,6 +28,7 @@ its labels before that. ``dataset.json`` records the mode and the components kep
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -48,7 +49,14 @@ from kdseg.data.io import (
 )
 from kdseg.data.sources import ImageCase, discover_images
 from kdseg.data.tasks import organ_name
-from kdseg.errors import InputError, atomic_path, process_alive, write_text_atomic
+from kdseg.errors import (
+    InputError,
+    atomic_path,
+    process_alive,
+    temp_host,
+    temp_tag,
+    write_text_atomic,
+)
 from kdseg.eval.postprocess import check_plan, postprocess_labels
 
 CSV_NAME = "confidence.csv"
@@ -179,7 +187,7 @@ def pseudolabel_folder(
     cases = discover_images(source) if cases is None else cases
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
     # signal leaves no half-written dataset, and an earlier run's dataset stays until then
-    output = final.parent / f".{final.name}.partial-{os.getpid()}"
+    output = final.parent / f".{final.name}.partial-{temp_tag()}"
     _sweep_partials(final)
     output.mkdir(parents=True)
     try:
@@ -220,9 +228,12 @@ def _is_dataset(folder: Path) -> bool:
 
 
 def _sweep_partials(final: Path) -> None:
-    """Remove the hidden build folders of earlier runs that were killed (their process gone)."""
-    for folder in final.parent.glob(f".{final.name}.partial-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
+    """Remove the hidden build folders of earlier runs of this host that were killed (their
+    process gone). Another host's (``partial-<host>-<pid>``), and one named as before
+    (``partial-<pid>``, of any host), may be in flight and stay."""
+    prefix = f".{final.name}.partial-{temp_host()}-"
+    for folder in final.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = folder.name[len(prefix) :]
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -32,7 +32,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from kdseg.errors import InputError, atomic_path, warning_line, write_text_atomic
+from kdseg.errors import InputError, atomic_path, first_process, warning_line, write_text_atomic
 from kdseg.eval.checkpoint import load_reason
 
 LAST = "last.ckpt"
@@ -241,13 +241,19 @@ class ResumableCSVLogger(CSVLogger):
         self.save()
 
 
-def wandb_run_id(run_dir: Path) -> str:
-    """The wandb run id of this run dir: read from ``wandb_id.txt``, or made and stored there."""
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The wandb run id of this run dir: read from ``wandb_id.txt``, or made and stored there
+    by the first process. Another DDP process only reads it, and takes ``None`` while it is
+    not there: processes started together each made an id before, and the last one written
+    won over the one the first process's wandb run had. Their own id is never used: the
+    ``WandbLogger`` makes its run on the first process only."""
     path = run_dir / WANDB_ID_FILE
     if path.is_file():
         text = path.read_text().strip()
         if text:
             return text
+    if not first_process():
+        return None
     alphabet = string.ascii_lowercase + string.digits  # what wandb's own ids are made of
     run_id = "".join(secrets.choice(alphabet) for _ in range(8))
     write_text_atomic(path, run_id + "\n")
