@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from test_unlabeled import compose, mixed_setup
 from torch.utils.data import DataLoader, TensorDataset
 
-import kdseg.data.datamodule as datamodule
+import kdseg.data.samplers as samplers
 import kdseg.data.slices as slices
 from kdseg.data.datamodule import SliceDataModule
 from kdseg.data.dataset import resolve_data
@@ -52,7 +52,7 @@ def _same(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) ->
 def _no_batch_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loader as it was before batch seeds: the workers' own streams augment."""
     monkeypatch.setattr(slices, "seed_batch", lambda *args: None)
-    monkeypatch.setattr(datamodule, "seed_batch", lambda *args: None)
+    monkeypatch.setattr(samplers, "seed_batch", lambda *args: None)
 
 
 @pytest.fixture
