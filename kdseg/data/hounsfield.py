@@ -1,13 +1,14 @@
 """Is this image a CT in Hounsfield units? The value checks every image passes on reading.
 
-:func:`check_hounsfield` refuses, in one line naming the file, values no CT in HU has: beyond
-any CT scale, none negative (a label map, a 0-255 export, stored values without the rescale),
-all near 0 (a normalised image), mostly above dense bone, or air near -10000 or, cropped inside
-the body, soft tissue near +500 and fat near -1000 (a CT in tenths of HU: a lost rescale slope
-of 0.1; ``hu_check="warn"`` reads it anyway). It warns about a CT whose rescale intercept
-(-1024) was lost. Padding outside the scanner's field of view (-1024 to -3024, -31744, -32768)
-and metal up to +30000 never trip it. Split out of :mod:`kdseg.data.io`, which calls it from
-:func:`~kdseg.data.io.check_volume`. Numpy only: the ONNX deploy path reads through it.
+:func:`check_hounsfield` refuses, in one line naming the file, values no CT in HU has: beyond any CT
+scale, none negative (a label map, a 0-255 export, stored values without the rescale), all near 0 (a
+normalised image), mostly above dense bone, or air near -10000 (a CT in tenths of HU: a lost rescale
+slope of 0.1; ``hu_check="warn"`` reads it anyway). It warns about a CT whose rescale intercept
+(-1024) was lost, and about soft tissue near +500 with fat near -1000 (a CT in tenths of HU cropped
+inside the body, or one in HU of mostly contrast or bone). Padding outside the scanner's field of
+view (-1024 to -3024, -31744, -32768) and metal up to +30000 never trip it. Split out of
+:mod:`kdseg.data.io`, which calls it from :func:`~kdseg.data.io.check_volume`. Numpy only: the ONNX
+deploy path reads through it.
 """
 
 from __future__ import annotations
@@ -59,18 +60,20 @@ HU10_SOFT_MODE = (250.0, 1500.0)
 HU10_FAT_BAND = (-1500.0, -500.0)
 HU10_MIN_FAT = 0.05
 HU10_PEAK = 2.5
-"""A CT in tenths of HU cropped inside the body (no air: :data:`HU10_BAND` is empty) still
-shows it: its most common 100-wide bin of values (:data:`HU_RANGE`, fat's low tail included)
-is soft tissue x10 (muscle and organs +30 to +130 HU: +300 to +1300) within
-:data:`HU10_SOFT_MODE`, where a CT in HU has only bone and contrast, a peak (at least
-:data:`HU10_PEAK` times the mean of the bins that hold any: uniform noise's most common bin
-is 1.2-1.4 times theirs, a CT's 3.8-12), and at least
-:data:`HU10_MIN_FAT` of its voxels (padding's most common values not counted) are fat x10
-(-100 HU: -1000) in :data:`HU10_FAT_BAND`, where a CT in HU has air and lung. A CT in HU with
-its intercept lost (soft tissue +1060) has no voxels there, and a crop inside bone no fat. The
-real CT in tests/data/real_ct cropped to the middle half of its body (no air): most common bin
-0 to +100 and 3 % in the fat band as stored; +400 to +500 and 24 % times 10 (kdseg's phantoms
-so cropped: 0 to +100, and +600 to +1200 with 13-15 %)."""
+"""A CT in tenths of HU cropped inside the body (no air: :data:`HU10_BAND` is empty) may show it:
+its most common 100-wide bin of values (:data:`HU_RANGE`, fat's low tail included) is soft tissue
+x10 (muscle and organs +30 to +130 HU: +300 to +1300) within :data:`HU10_SOFT_MODE`, where a CT in
+HU has only bone and contrast, a peak (at least :data:`HU10_PEAK` times the mean of the bins that
+hold any: uniform noise's most common bin is 1.2-1.4 times theirs, a CT's 3.8-12), and at least
+:data:`HU10_MIN_FAT` of its voxels (padding's most common values not counted) are fat x10 (-100 HU:
+-1000) in :data:`HU10_FAT_BAND`, where a CT in HU has air and lung. A CT in HU with its intercept
+lost (soft tissue +1060) has no voxels there, and a crop inside bone no fat. Warned about, not
+refused: a CT in HU of mostly contrast or bone beside air or lung looks alike (a review's synthetic
+cardiac CTA with its blood pool at +450 and 30 % lung, an abdomen at 40 keV, a wrist in a bone
+kernel), and no measure of the fat at -100 told them apart from the real CT times ten (its partial
+volumes put 6.5 % of its voxels there). The real CT in tests/data/real_ct cropped to the middle half
+of its body (no air): most common bin 0 to +100 and 3 % in the fat band as stored; +400 to +500 and
+24 % times 10 (kdseg's phantoms so cropped: 0 to +100, and +600 to +1200 with 13-15 %)."""
 SHIFTED_AIR_BELOW = -300.0
 SHIFTED_MAX_AIR = 0.001
 SHIFTED_DENSE_ABOVE = 800.0
@@ -127,10 +130,12 @@ def check_hounsfield(
         )
     if (problem := _shifted_by_1024(body)) is not None:
         warnings.warn(f"{path}: {problem}", stacklevel=2)
-    if low < HU10_FAT_BAND[1] and (problem := _tenths_of_hu(sample)) is not None:
+    if low < HU10_BAND[1] and (problem := _tenths_of_hu(sample)) is not None:
         if hu_check != "warn":  # the hint only where the command has the option
             hint = " (hu_check=warn reads it anyway)" if hu_check == "error" else ""
             raise InputError(path, problem + hint)
+        warnings.warn(f"{path}: {problem}", stacklevel=2)
+    elif low < HU10_FAT_BAND[1] and (problem := _cropped_tenths(sample)) is not None:
         warnings.warn(f"{path}: {problem}", stacklevel=2)
 
 
@@ -156,7 +161,7 @@ def _tenths_of_hu(sample: np.ndarray) -> str | None:
     below = int((sample < HU10_BAND[0]).sum())
     band = sample[(sample >= HU10_BAND[0]) & (sample < HU10_BAND[1])]
     if band.size <= HU10_MIN_SHARE * (sample.size - below) or band.size == 0:
-        return _cropped_tenths(sample, below)  # cheap: most CTs end there
+        return None  # cheap: most CTs end here
     spread = _padding_free(band)
     counted = sample.size - below - (band.size - spread.size)
     if not spread.size or spread.size <= HU10_MIN_SHARE * counted:
@@ -182,10 +187,11 @@ def _padding_free(values: np.ndarray) -> np.ndarray:
     return values[~np.isin(values, padding)]
 
 
-def _cropped_tenths(sample: np.ndarray, below: int) -> str | None:
-    """Why ``sample`` looks like a CT in tenths of HU cropped inside the body (no air), from
-    its soft tissue and fat (:data:`HU10_SOFT_MODE`), else None. ``below``: its voxels under
-    :data:`HU10_BAND` (padding), not counted."""
+def _cropped_tenths(sample: np.ndarray) -> str | None:
+    """Why ``sample`` may be a CT in tenths of HU cropped inside the body (no air), from its
+    soft tissue and fat (:data:`HU10_SOFT_MODE`), else None. Padding (its voxels under
+    :data:`HU10_BAND`, the most common values in :data:`HU10_FAT_BAND`) is not counted."""
+    below = int((sample < HU10_BAND[0]).sum())
     inside = sample[(sample >= HU10_FAT_BAND[0]) & (sample <= HU_RANGE[1])]
     if not inside.size:
         return None
@@ -203,7 +209,7 @@ def _cropped_tenths(sample: np.ndarray, below: int) -> str | None:
         return None
     return (
         f"most voxels lie at {mode:.0f} to {mode + 100:.0f} and {fat.size / counted:.0%} "
-        f"between {HU10_FAT_BAND[0]:g} and {HU10_FAT_BAND[1]:g}, where a CT in Hounsfield "
-        "units has bone and air: soft tissue near +500 and fat near -1000 are a CT in tenths "
-        "of HU (a rescale slope of 0.1 lost?); divide it by 10"
+        f"between {HU10_FAT_BAND[0]:g} and {HU10_FAT_BAND[1]:g}: soft tissue near +500 and "
+        "fat near -1000, a CT in tenths of HU cropped inside the body (a rescale slope of 0.1 "
+        "lost? divide it by 10), or a CT in HU of mostly contrast or bone and air? Read as it is"
     )
