@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -260,8 +261,13 @@ _TEMP_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and 
 
 def temp_host() -> str:
     """This host's name as kdseg's temporaries carry it: letters, digits and ``_`` (any other
-    character, ``-`` and ``.`` included, becomes ``_``), at most 40 of them."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "_"
+    character, ``-`` and ``.`` included, becomes ``_``), at most 31 of them, then ``_`` and 8
+    hex digits of a hash of the whole name, so that two hosts whose names differ only in what
+    was replaced or cut (``node-1`` and ``node.1``, long pod names of one StatefulSet) never
+    share a tag and sweep each other's temporaries."""
+    name = socket.gethostname()
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', name)[:31]}_{digest}"
 
 
 def temp_tag() -> str:
@@ -299,10 +305,16 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+#: what a DDP worker other than the first has nonzero: its rank in the run or on its node
+#: (Lightning, torchrun), SLURM's, and its node's (Lightning's NODE_RANK, torchrun's GROUP_RANK,
+#: set without RANK on each node of a multi-node launch by hand)
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK")
+
+
 def first_process() -> bool:
-    """Whether this is the first (or only) process of a run: a DDP worker has a nonzero
-    ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    """Whether this is the first (or only) process of a run: a DDP worker has one of
+    :data:`RANK_VARIABLES` nonzero."""
+    return all(os.environ.get(k, "0") == "0" for k in RANK_VARIABLES)
 
 
 _KEEP: set[str] = set()

@@ -503,12 +503,52 @@ def test_an_input_named_like_a_dead_writers_temporary_is_never_swept(tmp_path: P
     assert scan.read_bytes() == b"the only copy"
 
 
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("node-1", "node.1"), ("w" * 40 + "-worker-0", "w" * 40 + "-worker-1")],
+)
+def test_two_hosts_never_share_a_temporary_tag(
+    monkeypatch: pytest.MonkeyPatch, one: str, other: str
+) -> None:
+    """Hosts whose names differ only in the characters a tag replaces, or beyond its length
+    (a StatefulSet's long pod names), get tags of their own: a shared tag let one host sweep
+    the other's temporaries in flight (its writer's pid is dead there)."""
+    import socket
+
+    from kdseg.errors import temp_host
+
+    tags = []
+    for name in (one, other):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        tags.append(temp_host())
+    assert tags[0] != tags[1] and all(re.fullmatch(r"\w{1,31}_[0-9a-f]{8}", t) for t in tags)
+
+
+@pytest.mark.parametrize(
+    "variable", ["RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK"]
+)
+def test_a_process_of_another_node_is_not_the_first(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """A multi-node launch by hand sets NODE_RANK (Lightning) or GROUP_RANK (torchrun) on each
+    node, and its local rank 0 there has RANK unset until the process group starts: it wrote
+    config.yaml and minted a wandb id of its own."""
+    from kdseg.errors import RANK_VARIABLES, first_process
+
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert first_process()
+    monkeypatch.setenv(variable, "1")
+    assert not first_process()
+
+
 def test_only_this_hosts_temporaries_are_swept(tmp_path: Path) -> None:
     """A temporary's name carries its writer's host and pid, and a sweep removes only this
     host's whose writer is gone: on a shared file system another host's writer may be
     running under a pid that is dead here (before, a process on one node deleted another
     node's checkpoint temporary in flight). A temporary named as before (pid, no host) may
-    be any host's, and stays too. pseudolabel's build folders likewise."""
+    be any host's, and stays too. pseudolabel's build folders and the earlier datasets it
+    moves aside likewise."""
     import os
     import subprocess
 
@@ -534,11 +574,13 @@ def test_only_this_hosts_temporaries_are_swept(tmp_path: Path) -> None:
         tmp_path / f".ds.partial-{host}-{dead}",
         tmp_path / f".ds.partial-{host}x-{dead}",
         tmp_path / f".ds.partial-{dead}",
+        tmp_path / f".ds.old-{host}-{dead}",  # an earlier dataset moved aside, then killed
+        tmp_path / f".ds.old-{host}x-{dead}",
     ]
     for folder in partials:
         folder.mkdir()
     _sweep_partials(tmp_path / "ds")
-    assert [folder.exists() for folder in partials] == [False, True, True]
+    assert [folder.exists() for folder in partials] == [False, True, True, False, True]
 
 
 def test_pseudolabel_refuses_an_input_inside_the_folder_it_replaces(tmp_path: Path) -> None:

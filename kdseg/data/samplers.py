@@ -103,14 +103,11 @@ class RankSampler(DistributedSampler):
         return -(-len(self.sampler) // self.num_replicas)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[int]:
-        processes, rank = self.num_replicas, self.rank
-        head: list[int] = []  # the first draws, the padding
-        drawn = 0
-        for drawn, index in enumerate(self.sampler, 1):  # lazily, as the sampler draws
-            if len(head) < processes:
-                head.append(index)
-            if (drawn - 1) % processes == rank:
-                yield index
-        for position in range(drawn, len(self) * processes):
-            if position % processes == rank:
-                yield head[(position - drawn) % len(head)]
+        # the whole sequence drawn at once, on every process alike: drawn lazily, a process
+        # whose share needs no padding stopped after its last index (the loader stops at its
+        # length), one that pads drew to the end, and the processes' generators parted ways
+        # for every later epoch (no longer one split sequence)
+        draws = list(self.sampler)
+        total = len(self) * self.num_replicas
+        padded = draws + [draws[i % len(draws)] for i in range(total - len(draws))]
+        return iter(padded[self.rank :: self.num_replicas])

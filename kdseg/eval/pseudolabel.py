@@ -228,14 +228,16 @@ def _is_dataset(folder: Path) -> bool:
 
 
 def _sweep_partials(final: Path) -> None:
-    """Remove the hidden build folders of earlier runs of this host that were killed (their
-    process gone). Another host's (``partial-<host>-<pid>``), and one named as before
-    (``partial-<pid>``, of any host), may be in flight and stay."""
-    prefix = f".{final.name}.partial-{temp_host()}-"
-    for folder in final.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = folder.name[len(prefix) :]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    """Remove the hidden build folders, and the earlier datasets moved aside, of runs of this
+    host that were killed (their process gone). Another host's (``partial-<host>-<pid>``,
+    ``old-<host>-<pid>``), and one named as before (``partial-<pid>``, of any host), may be
+    in flight and stay."""
+    for kind in ("partial", "old"):
+        prefix = f".{final.name}.{kind}-{temp_host()}-"
+        for folder in final.parent.glob(f"{glob.escape(prefix)}*"):
+            pid = folder.name[len(prefix) :]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _replace_folder(new: Path, final: Path) -> None:
@@ -243,7 +245,8 @@ def _replace_folder(new: Path, final: Path) -> None:
     if not final.exists():
         os.rename(new, final)
         return
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    old = final.parent / f".{final.name}.old-{temp_tag()}"  # swept if this process is killed
+    shutil.rmtree(old, ignore_errors=True)  # one of a dead process of this pid: ours now
     os.rename(final, old)
     os.rename(new, final)
     shutil.rmtree(old, ignore_errors=True)
