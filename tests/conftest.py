@@ -168,7 +168,9 @@ def kdseg_here(
 def phantom_lits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five tiny LiTS-layout phantom cases (3 train, 1 val, 1 test)."""
     root = tmp_path_factory.mktemp("data") / "lits"
-    kdseg("phantom", "dataset=lits", f"root={root}", "n_cases=5", "seed=1", TINY_PHANTOM)
+    # in this process: a fresh interpreter's start-up and imports (seconds a command) would
+    # be paid by every test process, and by every test file run on its own
+    kdseg_here("phantom", "dataset=lits", f"root={root}", "n_cases=5", "seed=1", TINY_PHANTOM)
     return root
 
 
@@ -176,7 +178,7 @@ def phantom_lits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_enet(phantom_lits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ENet trained for two short epochs; returns its run folder."""
     run = tmp_path_factory.mktemp("runs") / "enet"
-    kdseg(
+    kdseg_here(  # in this process, as phantom_lits
         "train",
         *TINY_DATA,
         "logger=csv",
