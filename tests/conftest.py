@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import re
@@ -22,6 +23,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is as f
 _CACHE_DIR = tempfile.mkdtemp(prefix="kdseg-test-cache-")
 os.environ["KDSEG_CACHE_DIR"] = _CACHE_DIR
 atexit.register(shutil.rmtree, _CACHE_DIR, True)
+# a test process's exit: its final garbage collection would traverse every object of the
+# libraries it imported, only to free memory the process gives back (about 2 s for a worker
+# that imported torch and Lightning); as every kdseg command (kdseg.cli.boundary)
+atexit.register(gc.freeze)
 
 BIN = Path(sys.executable).parent
 TINY_PHANTOM = (
