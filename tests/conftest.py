@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import re
@@ -22,6 +23,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is as f
 _CACHE_DIR = tempfile.mkdtemp(prefix="kdseg-test-cache-")
 os.environ["KDSEG_CACHE_DIR"] = _CACHE_DIR
 atexit.register(shutil.rmtree, _CACHE_DIR, True)
+# a test process's exit: its final garbage collection would traverse every object of the
+# libraries it imported, only to free memory the process gives back (about 2 s for a worker
+# that imported torch and Lightning); as every kdseg command (kdseg.cli.boundary)
+atexit.register(gc.freeze)
 
 BIN = Path(sys.executable).parent
 TINY_PHANTOM = (
@@ -168,7 +173,9 @@ def kdseg_here(
 def phantom_lits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five tiny LiTS-layout phantom cases (3 train, 1 val, 1 test)."""
     root = tmp_path_factory.mktemp("data") / "lits"
-    kdseg("phantom", "dataset=lits", f"root={root}", "n_cases=5", "seed=1", TINY_PHANTOM)
+    # in this process: a fresh interpreter's start-up and imports (seconds a command) would
+    # be paid by every test process, and by every test file run on its own
+    kdseg_here("phantom", "dataset=lits", f"root={root}", "n_cases=5", "seed=1", TINY_PHANTOM)
     return root
 
 
@@ -176,7 +183,7 @@ def phantom_lits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_enet(phantom_lits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ENet trained for two short epochs; returns its run folder."""
     run = tmp_path_factory.mktemp("runs") / "enet"
-    kdseg(
+    kdseg_here(  # in this process, as phantom_lits
         "train",
         *TINY_DATA,
         "logger=csv",

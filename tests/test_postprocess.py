@@ -12,7 +12,7 @@ import cc3d
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import error_lines, kdseg
+from conftest import error_lines, kdseg, kdseg_here
 from test_cascade import fine_backend
 from test_deploy import _no_torch
 from test_spacing_roi import stored_volume
@@ -343,7 +343,7 @@ def test_cli_predict_and_eval(tmp_path: Path) -> None:
     reference[30:34, 26:30, 8:11] = 0  # the island is a false positive
     data = _known_val_set(tmp_path / "data", img, reference)
     common = ("eval", "ckpt=null", f"artifact={artifact}", f"data.root={data}", "threads=1")
-    result = kdseg(*common, "split=val", "postprocess=auto")  # default folder: beside it
+    result = kdseg_here(*common, "split=val", "postprocess=auto")  # default folder: beside it
     auto = tmp_path / "eval-pointwise-val-full-pp-auto"
     summary = json.loads((auto / "summary.json").read_text())
     assert summary["postprocess"] == "auto" and summary["split"] == "val"
@@ -358,7 +358,7 @@ def test_cli_predict_and_eval(tmp_path: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if "postprocess=auto on val" in line]
     assert len(lines) == 1 and "use postprocess=largest" in lines[0], result.stdout
 
-    kdseg(*common, "split=val", "postprocess=largest")
+    kdseg_here(*common, "split=val", "postprocess=largest")
     largest = json.loads(
         (tmp_path / "eval-pointwise-val-full-pp-largest" / "summary.json").read_text()
     )
@@ -366,13 +366,13 @@ def test_cli_predict_and_eval(tmp_path: Path) -> None:
     assert largest["summary"]["organ"]["dice_mean"] == pytest.approx(1.0)
     assert not (tmp_path / "eval-pointwise-val-full-pp-largest" / "per_case_largest.csv").exists()
 
-    kdseg(*common, "split=val", "postprocess=none", f"output_dir={auto}")  # into auto's folder
+    kdseg_here(*common, "split=val", "postprocess=none", f"output_dir={auto}")  # into auto's folder
     summary = json.loads((auto / "summary.json").read_text())
     assert summary["postprocess"] == "none" and summary["postprocess_keep"] is None
     assert not (auto / "per_case_largest.csv").exists()  # auto's file would pass for this run's
     assert sorted(p.name for p in auto.iterdir()) == ["per_case.csv", "summary.json"]
 
-    refused = kdseg(
+    refused = kdseg_here(
         *common, "split=test", "postprocess=auto", f"output_dir={tmp_path / 'no'}", check=False
     )
     assert refused.returncode == 2

@@ -7,7 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kdseg.cli import check_data, checkpoint_run, command, data_inputs, save_run_config
-from kdseg.cli.boundary import lightning_logging
+from kdseg.cli.boundary import lightning_logging, without_collection
 
 
 def _module(cfg: dict, data: dict) -> Any:
@@ -30,7 +30,8 @@ def main(cfg: DictConfig) -> float | None:
     out, plain = save_run_config(cfg, inputs=inputs)
     check_data(plain)  # before Lightning is imported: bad data is refused in seconds
     lightning_logging()
-    from kdseg.lit.train import fit_from_config
+    with without_collection():
+        from kdseg.lit.train import fit_from_config
 
     return fit_from_config(plain, _module, out)["best_score"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from kdseg.cli import check_data, command, data_inputs, save_run_config
-from kdseg.cli.boundary import lightning_logging
+from kdseg.cli.boundary import lightning_logging, without_collection
 
 
 @command("kdseg-train", "train")
@@ -13,8 +13,9 @@ def main(cfg: DictConfig) -> float | None:
     out, plain = save_run_config(cfg, inputs=data_inputs(cfg))
     check_data(plain)  # before Lightning is imported: bad data is refused in seconds
     lightning_logging()
-    from kdseg.lit.segment import SegmentationModule
-    from kdseg.lit.train import fit_from_config
+    with without_collection():
+        from kdseg.lit.segment import SegmentationModule
+        from kdseg.lit.train import fit_from_config
 
     summary = fit_from_config(
         plain,

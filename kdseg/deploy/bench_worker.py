@@ -248,4 +248,11 @@ def _case(spec: dict[str, Any]) -> Any:
 
 
 if __name__ == "__main__":
+    import atexit
+    import gc
+
+    # the interpreter's final collection would traverse every object torch and ONNX Runtime
+    # hold, only to free memory the worker gives back (a second of each worker's exit);
+    # the result file is written and closed by then (kdseg.cli.boundary.skip_exit_collection)
+    atexit.register(gc.freeze)
     main()
