@@ -306,15 +306,24 @@ def process_alive(pid: int) -> bool:
 
 
 #: what a DDP worker other than the first has nonzero: its rank in the run or on its node
-#: (Lightning, torchrun), SLURM's, and its node's (Lightning's NODE_RANK, torchrun's GROUP_RANK,
-#: set without RANK on each node of a multi-node launch by hand)
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK")
+#: (Lightning, torchrun) and SLURM's
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
+#: and, in a launch of several processes (``WORLD_SIZE`` over 1), its node's: Lightning's
+#: NODE_RANK, torchrun's GROUP_RANK, set without RANK on each node of a multi-node launch by
+#: hand. Not read otherwise: a NODE_RANK left in a node's environment would make a run of one
+#: process there a worker that writes nothing of its own
+NODE_RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK")
 
 
 def first_process() -> bool:
     """Whether this is the first (or only) process of a run: a DDP worker has one of
-    :data:`RANK_VARIABLES` nonzero."""
-    return all(os.environ.get(k, "0") == "0" for k in RANK_VARIABLES)
+    :data:`RANK_VARIABLES` nonzero, or one of :data:`NODE_RANK_VARIABLES` in a launch of
+    several processes."""
+    names = RANK_VARIABLES
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            names += NODE_RANK_VARIABLES
+    return all(os.environ.get(k, "0") == "0" for k in names)
 
 
 _KEEP: set[str] = set()

@@ -77,6 +77,14 @@ def _loggers() -> list[tuple[str, logging.Logger]]:
     return [("", logging.getLogger()), *((n, g) for n, g in named if isinstance(g, logging.Logger))]
 
 
+def _once_a_process() -> list[set]:
+    """kdseg's sets of what it has said once in this process (the HU-window and empty-label
+    notes of a cache folder, an nnU-Net dataset's extra channels)."""
+    from kdseg.data import nnunet, prepare
+
+    return [prepare._WARNED, nnunet._NOTED]
+
+
 def kdseg_here(
     command: str, *args: str, cwd: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
@@ -89,15 +97,19 @@ def kdseg_here(
 
     What a command changes in the process is undone after it: argv, the working directory,
     the environment, Hydra's global state and the root logger's handlers (a run's train.log),
-    warning filters, signal handlers, torch's thread count and deterministic mode. The command
-    sees the warning filters a fresh interpreter starts with."""
+    warning filters, signal handlers, torch's thread count and deterministic mode, the global
+    random streams (``random``, numpy's, torch's: a run seeds them) and what kdseg says once a
+    process (:func:`_once_a_process`). The command sees the warning filters a fresh
+    interpreter starts with."""
     import contextlib
     import io
+    import random
     import signal
     import traceback
     import warnings
     from importlib.metadata import entry_points
 
+    import numpy as np
     import torch
     from hydra.core.global_hydra import GlobalHydra
 
@@ -109,6 +121,7 @@ def kdseg_here(
     loggers = _loggers()
     saved = {name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for name, lg in loggers}
     threads = torch.get_num_threads()
+    streams = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     deterministic = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -160,6 +173,11 @@ def kdseg_here(
             signal.signal(s, handler)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        random.setstate(streams[0])  # seed_everything's seeds stay the command's
+        np.random.set_state(streams[1])
+        torch.set_rng_state(streams[2])
+        for said in _once_a_process():  # what a command says once a process, said again
+            said.clear()
     result = subprocess.CompletedProcess(command_line, code or 0, out.getvalue(), err.getvalue())
     if check and result.returncode != 0:
         raise AssertionError(

@@ -532,13 +532,17 @@ def test_a_process_of_another_node_is_not_the_first(
 ) -> None:
     """A multi-node launch by hand sets NODE_RANK (Lightning) or GROUP_RANK (torchrun) on each
     node, and its local rank 0 there has RANK unset until the process group starts: it wrote
-    config.yaml and minted a wandb id of its own."""
-    from kdseg.errors import RANK_VARIABLES, first_process
+    config.yaml and minted a wandb id of its own. A node's rank is read only in a launch of
+    several processes (WORLD_SIZE over 1): a NODE_RANK left in a node's environment does not
+    make a run of one process there a worker that writes nothing."""
+    from kdseg.errors import NODE_RANK_VARIABLES, RANK_VARIABLES, first_process
 
-    for name in RANK_VARIABLES:
+    for name in (*RANK_VARIABLES, *NODE_RANK_VARIABLES, "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     assert first_process()
     monkeypatch.setenv(variable, "1")
+    assert first_process() == (variable in NODE_RANK_VARIABLES)  # one process: the first
+    monkeypatch.setenv("WORLD_SIZE", "4")
     assert not first_process()
 
 
@@ -577,10 +581,16 @@ def test_only_this_hosts_temporaries_are_swept(tmp_path: Path) -> None:
         tmp_path / f".ds.old-{host}-{dead}",  # an earlier dataset moved aside, then killed
         tmp_path / f".ds.old-{host}x-{dead}",
     ]
+    (tmp_path / "ds").mkdir()  # the dataset in place: the one moved aside is the older
     for folder in partials:
         folder.mkdir()
     _sweep_partials(tmp_path / "ds")
     assert [folder.exists() for folder in partials] == [False, True, True, False, True]
+    (tmp_path / "ds").rmdir()  # killed between its two renames: the earlier one put back
+    partials[3].mkdir()
+    (partials[3] / "dataset.json").write_text("{}")
+    _sweep_partials(tmp_path / "ds")
+    assert not partials[3].exists() and (tmp_path / "ds" / "dataset.json").is_file()
 
 
 def test_pseudolabel_refuses_an_input_inside_the_folder_it_replaces(tmp_path: Path) -> None:

@@ -231,12 +231,17 @@ def _sweep_partials(final: Path) -> None:
     """Remove the hidden build folders, and the earlier datasets moved aside, of runs of this
     host that were killed (their process gone). Another host's (``partial-<host>-<pid>``,
     ``old-<host>-<pid>``), and one named as before (``partial-<pid>``, of any host), may be
-    in flight and stay."""
+    in flight and stay. An earlier dataset moved aside by a process killed before it put the
+    new one in its place is the only copy: put back, not removed."""
     for kind in ("partial", "old"):
         prefix = f".{final.name}.{kind}-{temp_host()}-"
-        for folder in final.parent.glob(f"{glob.escape(prefix)}*"):
+        for folder in sorted(final.parent.glob(f"{glob.escape(prefix)}*")):
             pid = folder.name[len(prefix) :]
-            if pid.isdigit() and not process_alive(int(pid)):
+            if not pid.isdigit() or process_alive(int(pid)):
+                continue
+            if kind == "old" and not final.exists():
+                os.rename(folder, final)
+            else:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
