@@ -35,15 +35,11 @@ def register_resolvers() -> None:
         ("kdseg.dataset_organ", _dataset_organ),
         ("kdseg.organ_components", _organ_components),
         ("kdseg.organ_window", _organ_window),
+        ("kdseg.num_classes", lambda task: Task(str(task)).num_classes),
+        ("kdseg.in_channels", lambda context: 2 * int(context) + 1),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
-    if not OmegaConf.has_resolver("kdseg.num_classes"):
-        OmegaConf.register_new_resolver(
-            "kdseg.num_classes", lambda task: Task(str(task)).num_classes
-        )
-    if not OmegaConf.has_resolver("kdseg.in_channels"):
-        OmegaConf.register_new_resolver("kdseg.in_channels", lambda context: 2 * int(context) + 1)
 
 
 register_resolvers()

@@ -10,9 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from kdseg.cli import build_predictor, command, number, stage_list, to_dict
 from kdseg.cli.options import set_on_command_line
 from kdseg.data.dataset import resolve_data
-from kdseg.data.manifest import RUN_SPLIT_NAME, check_no_leak
 from kdseg.errors import InputError
-from kdseg.eval.checkpoint import run_folder
+from kdseg.eval.checkpoint import check_model_no_leak, run_folder
 from kdseg.eval.evaluate import (
     check_protocol,
     evaluate_modes,
@@ -95,15 +94,8 @@ def main(cfg: DictConfig) -> None:
             cfg.data.root, f"split {cfg.split!r} holds no cases ({n} case(s) in the folder)"
         )
     for data_info, model in stage_data:  # never score cases a model trained on
-        check_no_leak(
-            data_info,
-            str(cfg.data.name),
-            cfg.split,
-            [c.case_id for c in cases],
-            model,
-            run_folder(model) / RUN_SPLIT_NAME,
-            root=cfg.data.root,
-        )
+        ids = [c.case_id for c in cases]
+        check_model_no_leak(data_info, str(cfg.data.name), cfg.split, ids, model, cfg.data.root)
     modes = MODES if postprocess == "auto" else (postprocess,)
     variants = evaluate_modes(predictor, cases, protocol=cfg.protocol, modes=modes, organ=organ)
     summaries = {mode: summarize_rows(rows, cfg.protocol) for mode, rows in variants.items()}

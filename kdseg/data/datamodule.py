@@ -417,8 +417,7 @@ class SliceDataModule(pl.LightningDataModule):
         """The key of an epoch's batch seeds with loader workers (batch ``j`` of the epoch is
         augmented from ``(*key, j)``): the run's seed, the process (DDP) and the epoch (the
         training loader's count, which its checkpointed state carries over a resume)."""
-        trainer = self.trainer
-        return (self.cfg.seed, trainer.global_rank if trainer else 0, epoch)
+        return (self.cfg.seed, self._world()[1], epoch)
 
     def _seed_worker(self, worker_id: int) -> None:
         worker_signals()

@@ -162,8 +162,7 @@ def _tenths_of_hu(sample: np.ndarray) -> str | None:
     band = sample[(sample >= HU10_BAND[0]) & (sample < HU10_BAND[1])]
     if band.size <= HU10_MIN_SHARE * (sample.size - below) or band.size == 0:
         return None  # cheap: most CTs end here
-    spread = _padding_free(band)
-    counted = sample.size - below - (band.size - spread.size)
+    spread, counted = _padding_free(band, sample.size - below)
     if not spread.size or spread.size <= HU10_MIN_SHARE * counted:
         return None
     median = float(np.median(spread))
@@ -177,14 +176,16 @@ def _tenths_of_hu(sample: np.ndarray) -> str | None:
     )
 
 
-def _padding_free(values: np.ndarray) -> np.ndarray:
-    """``values`` without their :data:`HU10_PADDING_VALUES` most common values (padding is one
-    stored value; air, lung and fat are spread by noise)."""
+def _padding_free(values: np.ndarray, counted: int) -> tuple[np.ndarray, int]:
+    """``values`` (a band of an image's values) without their :data:`HU10_PADDING_VALUES` most
+    common values (padding is one stored value; air, lung and fat are spread by noise), and
+    ``counted`` (the image's voxels counted) less the padding removed."""
     if not values.size:
-        return values
+        return values, counted
     unique, counts = np.unique(values, return_counts=True)
     padding = unique[np.argsort(counts, kind="stable")[-HU10_PADDING_VALUES:]]
-    return values[~np.isin(values, padding)]
+    free = values[~np.isin(values, padding)]
+    return free, counted - (values.size - free.size)
 
 
 def _cropped_tenths(sample: np.ndarray) -> str | None:
@@ -203,8 +204,7 @@ def _cropped_tenths(sample: np.ndarray) -> str | None:
     if counts[peak] < HU10_PEAK * counts[counts > 0].mean():
         return None  # no peak: not soft tissue
     fat_band = sample[(sample >= HU10_FAT_BAND[0]) & (sample <= HU10_FAT_BAND[1])]
-    fat = _padding_free(fat_band)
-    counted = sample.size - below - (fat_band.size - fat.size)
+    fat, counted = _padding_free(fat_band, sample.size - below)
     if not counted or fat.size < HU10_MIN_FAT * counted:
         return None
     return (

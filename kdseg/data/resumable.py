@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
+
+from kdseg.data.rng import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,13 @@ class ResumableLoader(DataLoader):
             batches = _SeededBatches(batches, self._key)
         if skip:
             batches = _SkipFirst(batches, skip)
-        torch_state = torch.get_rng_state()
+        torch_state = torch.get_rng_state() if skip else None
         self._batches = batches
         try:
             iterator = super().__iter__()
         finally:
             self._batches = None
-            if skip:
+            if torch_state is not None:
                 torch.set_rng_state(torch_state)
         self.epochs.begun = self._epoch + 1
         self._delivered = skip
@@ -199,8 +200,7 @@ class _SeededBatches:
     def __iter__(self) -> Iterator[list[int]]:
         key = self.key[0]
         for j, indices in enumerate(self.batches):
-            entropy = np.random.SeedSequence([*key, j])
-            yield SeededBatch(indices, int(entropy.generate_state(1)[0]))
+            yield SeededBatch(indices, derive_seed(*key, j))
 
 
 class _SkipFirst:

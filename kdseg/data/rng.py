@@ -15,6 +15,13 @@ import numpy as np
 import torch
 
 
+def derive_seed(*entropy: int) -> int:
+    """A 32-bit seed drawn from ``entropy`` by numpy's ``SeedSequence``: the same numbers give
+    the same seed, any other numbers an unrelated one (a batch's seed from the run's key and
+    its place in the epoch; a second stream's from the batch's seed)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
 def numpy_state(rs: np.random.RandomState | None = None) -> list[Any]:
     """``rs``'s state (numpy's global state when None) as ``[name, keys, pos, has_gauss,
     cached_gaussian]`` with the keys as an int64 tensor."""

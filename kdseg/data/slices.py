@@ -33,6 +33,7 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
 from kdseg.data.cache import CachedCase
+from kdseg.data.rng import derive_seed
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
 from kdseg.errors import InputError
@@ -176,7 +177,7 @@ def seed_batch(transform: Compose | None, indices: list[int], stream: int = 0) -
     if transform is None or seed is None:
         return
     if stream:
-        seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+        seed = derive_seed(seed, stream)
     transform.set_random_state(seed=seed)
 
 

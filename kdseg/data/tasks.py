@@ -76,13 +76,18 @@ ORGAN_WINDOWS = {"liver": (-60.0, 140.0), "kidney": (-200.0, 300.0)}
 def organ_window(organ: object) -> tuple[float, float] | None:
     """The HU window of ``organ`` (a ``data.organ``, any case) from :data:`ORGAN_WINDOWS`;
     None for an organ kdseg has no window for, or none."""
-    return None if organ is None else ORGAN_WINDOWS.get(str(organ).strip().lower())
+    return _by_organ(ORGAN_WINDOWS, organ)
 
 
 def organ_components(organ: object) -> int | None:
     """How many components ``organ`` (a ``data.organ``, any case) is made of, from
     :data:`ORGAN_COMPONENTS`; None for an organ kdseg does not know, or none."""
-    return None if organ is None else ORGAN_COMPONENTS.get(str(organ).strip().lower())
+    return _by_organ(ORGAN_COMPONENTS, organ)
+
+
+def _by_organ(table: Mapping[str, Any], organ: object) -> Any:
+    """``table``'s entry for ``organ`` (a ``data.organ``, any case and spacing); None for none."""
+    return None if organ is None else table.get(str(organ).strip().lower())
 
 
 #: what a model's organ is called where its data section names none

@@ -199,8 +199,7 @@ def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
     """Refuse Dice on cases a scored entry (each stage of a cascade) trained on, before any
     measurement (:func:`kdseg.data.manifest.check_no_leak`). Only checkpoints record their
     split: an artefact's metadata does not carry it."""
-    from kdseg.data.manifest import RUN_SPLIT_NAME, check_no_leak
-    from kdseg.eval.checkpoint import read_checkpoint, run_folder
+    from kdseg.eval.checkpoint import check_model_no_leak, read_checkpoint
 
     name, root = str((cfg.data or {}).get("name")), (cfg.data or {}).get("root")
     for entry in cfg.entries:
@@ -212,9 +211,7 @@ def check_entries_leak(cfg: BenchConfig, ids: list[str]) -> None:
                 data = read_checkpoint(path)["hyper_parameters"]["data"]
             except InputError:  # an unreadable file: its row reports it
                 continue
-            check_no_leak(
-                data, name, cfg.split, ids, path, run_folder(path) / RUN_SPLIT_NAME, root=root
-            )
+            check_model_no_leak(data, name, cfg.split, ids, path, root)
 
 
 def _worker_env(threads: int) -> dict[str, str]:

@@ -55,6 +55,22 @@ def run_folder(ckpt: str | Path) -> Path:
     return home.parent if home.name == "checkpoints" else home
 
 
+def check_model_no_leak(
+    data_info: object,
+    dataset: str,
+    split: str,
+    case_ids: list[str],
+    model: str | Path,
+    root: str | Path | None,
+) -> None:
+    """:func:`kdseg.data.manifest.check_no_leak` for the model in ``model`` (a checkpoint),
+    pointing a refusal at its run's ``split.json``: kdseg-eval and kdseg-bench."""
+    from kdseg.data.manifest import RUN_SPLIT_NAME, check_no_leak
+
+    run_split = run_folder(model) / RUN_SPLIT_NAME
+    check_no_leak(data_info, dataset, split, case_ids, model, run_split, root=root)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``; clear errors for missing or foreign files.
 
