@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, TINY_DATA, error_lines, kdseg_here
+from conftest import BIN, TINY_DATA, TRAINED_ENET, error_lines, kdseg_here
 
 from kdseg.errors import temp_host
 
@@ -379,7 +379,7 @@ def resume_with(w: World, *changes: str) -> list[str]:
     (run / "checkpoints").mkdir(parents=True)
     shutil.copy(w.ckpt.parent.parent / "config.yaml", run / "config.yaml")
     shutil.copy(w.ckpt.parent / "last.ckpt", run / "checkpoints" / "last.ckpt")
-    return [*_run_args(w), "model=enet", "model.width=0.5", *changes]
+    return [*_run_args(w), *TRAINED_ENET, *changes]
 
 
 def padded_gzip(w: World) -> Path:

@@ -27,8 +27,8 @@ def test_pseudolabel_round_trip_filter_and_training(
     scans.mkdir()
     for name in SCANS:
         os.symlink(phantom_lits / f"{name}.nii.gz", scans / f"{name}.nii.gz")
-    # the tiny trained ENet still predicts background everywhere: an untrained network of the
-    # same config (seeded) labels every case differently, which the filter needs
+    # an untrained network of the tiny ENet's config (seeded) labels every case differently,
+    # which the filter needs
     hparams = read_checkpoint(trained_enet / "checkpoints" / "best.ckpt")["hyper_parameters"]
     torch.manual_seed(3)
     ckpt = _fake_teacher(tmp_path / "teacher.ckpt", hparams["model"], hparams["data"])
@@ -288,7 +288,7 @@ def test_pseudolabel_cli_postprocess_largest_keeps_the_models_count(
     img, _ = stored_volume("RAS", organs=organs)  # 990, 384 and 27 voxels
     nib.save(img, scans / "case.nii.gz")
     # the trained model, recording roi_components 2 and no organ; its network is replaced by
-    # one that labels the scan's organs exactly (the tiny ENet predicts background everywhere)
+    # one that labels the scan's organs exactly
     saved = torch.load(trained_enet / "checkpoints" / "best.ckpt", weights_only=True)
     data = saved["hyper_parameters"]["data"]
     data["organ"], data["preprocess"]["roi_components"] = None, 2
