@@ -5,7 +5,9 @@ scored on, the teacher's run and the endpoint cases, in an :class:`EndpointSpec`
 reads what ``kdseg-eval`` wrote for each (row, seed), checks that every evaluation scored the
 expected run's ``best.ckpt`` on exactly the endpoint cases of the study's data folder with
 finite scores, and computes per row:
-per-seed Dice, the paired difference to ENet alone with a Student-t 95% interval and the share of
+per-seed Dice, the paired difference to ENet alone with a Student-t 95% interval (over the seeds,
+on these fixed cases: ``scripts/paired_bootstrap.py`` adds the interval that resamples the cases
+too, from the same ``per_case.csv`` files) and the share of
 the alone -> teacher gap closed; then issue 11's precondition (teacher tumor >= 0.5, lead >= 0.15
 over ENet alone, seeds 1-5) and target (target row >= 50% of the tumor gap, interval above zero,
 paired starting weights). Optional contrasts (row minus row, paired) are information only,

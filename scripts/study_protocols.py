@@ -188,10 +188,21 @@ FRESH3_DIR = "eval-fresh3-full"  # v7: its fresh test split
 
 def tumor_dice(run: Path, eval_dirs: Sequence[str] = (), cases: set[str] | None = None) -> float:
     """Per-case tumor Dice over the cases with tumor: ``run`` an evaluation folder (its
-    summary), or a run folder whose ``eval_dirs`` per-case rows are pooled over ``cases``."""
+    summary), or a run folder whose ``eval_dirs`` per-case rows are pooled over ``cases``.
+
+    A split with no tumor case has no tumor Dice (``kdseg-eval`` writes null): every selection,
+    precondition and endpoint of the protocols ranks or compares tumor Dice, and none is
+    defined on such a split, so that is refused (SystemExit naming the file), not scored as
+    0 or 1 and not a ``float(None)`` traceback."""
     if cases is None:
-        summary = json.loads((run / "summary.json").read_text())
-        return float(summary["summary"]["tumor"]["dice_per_case_nonempty"])
+        path = run / "summary.json"
+        value = json.loads(path.read_text())["summary"]["tumor"]["dice_per_case_nonempty"]
+        if value is None:
+            raise SystemExit(
+                f"{path}: no tumor Dice (no case of this split holds tumor): the protocol "
+                "compares tumor Dice, so the split needs a case with tumor"
+            )
+        return float(value)
     return pooled_dice(run, eval_dirs, "tumor", cases)
 
 
@@ -208,6 +219,8 @@ def pooled_dice(
                 wanted = cases is None or row["case"] in cases
                 if row["class"] == name and row["gt_empty"] == "False" and wanted:
                     dice[row["case"]] = float(row["dice"])
+    if not dice:  # as tumor_dice: undefined, refused by name (not a ZeroDivisionError)
+        raise SystemExit(f"{run}: no case of {', '.join(eval_dirs)} holds {name}: no {name} Dice")
     return sum(dice.values()) / len(dice)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,168 @@ def test_report_csv_leaves_an_undefined_interval_empty_not_nan() -> None:
     assert (line["lits_tumor_paired_low"], line["lits_tumor_paired_high"]) == ("", "")
     assert line["lits_tumor_paired_n"] == "1"
     assert "nan" not in report.csv_text()
+
+
+# -- the two-level paired bootstrap over seeds and cases ----------------------------------------
+def _table(diff: list[list[float]], base: float = 0.5) -> tuple[dict, dict]:
+    """Treated and control per-case tables (seed -> case -> Dice) whose differences are
+    ``diff`` (seeds x cases), the control varying by case so the pairing matters."""
+    control = {
+        s + 1: {f"c{c}": base + 0.01 * c for c in range(len(row))} for s, row in enumerate(diff)
+    }
+    treated = {
+        s + 1: {f"c{c}": control[s + 1][f"c{c}"] + d for c, d in enumerate(row)}
+        for s, row in enumerate(diff)
+    }
+    return treated, control
+
+
+def _reference_bootstrap(diff, resamples: int, seed: int) -> tuple[float, float]:
+    """The slow loop: draw seeds then cases, take the sub-table's mean difference."""
+    import numpy as np
+
+    d = np.asarray(diff, dtype=float)
+    rng = np.random.default_rng(seed)
+    seed_draw = rng.integers(0, d.shape[0], (resamples, d.shape[0]))
+    case_draw = rng.integers(0, d.shape[1], (resamples, d.shape[1]))
+    means = [d[np.ix_(s, c)].mean() for s, c in zip(seed_draw, case_draw, strict=True)]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_paired_bootstrap_matches_the_slow_reference_loop() -> None:
+    from kdseg.eval.paired import paired_bootstrap
+
+    diff = [[0.10, -0.05, 0.20, 0.00], [0.05, 0.02, -0.10, 0.30], [0.00, 0.15, 0.05, -0.02]]
+    treated, control = _table(diff)
+    boot = paired_bootstrap(treated, control, resamples=2000, seed=7)
+    low, high = _reference_bootstrap(diff, 2000, 7)
+    assert (boot.low, boot.high) == pytest.approx((low, high), abs=1e-12)
+    assert boot.mean == pytest.approx(sum(map(sum, diff)) / 12)
+    assert boot.low < boot.mean < boot.high
+    assert boot.seeds == (1, 2, 3) and boot.cases == ("c0", "c1", "c2", "c3")
+
+
+def test_paired_bootstrap_collapses_when_every_difference_is_equal() -> None:
+    from kdseg.eval.paired import paired_bootstrap
+
+    treated, control = _table([[0.04] * 5] * 4)
+    boot = paired_bootstrap(treated, control)
+    assert boot.mean == pytest.approx(0.04)
+    assert boot.low == pytest.approx(0.04, abs=1e-12)
+    assert boot.high == pytest.approx(0.04, abs=1e-12)
+
+
+def test_paired_bootstrap_is_deterministic() -> None:
+    from kdseg.eval.paired import paired_bootstrap
+
+    diff = [[math.sin(7 * s + c) / 5 for c in range(9)] for s in range(4)]
+    treated, control = _table(diff)
+    first, again = paired_bootstrap(treated, control), paired_bootstrap(treated, control)
+    assert (first.low, first.high) == (again.low, again.high)  # same digits, bit for bit
+    other = paired_bootstrap(treated, control, seed=1)
+    assert (other.low, other.high) != (first.low, first.high)
+
+
+def test_paired_bootstrap_leaves_out_cases_without_the_class_as_the_headline_does() -> None:
+    """A tumor-free case (None, or NaN) is out of each run's mean Dice (the headline,
+    ``dice_per_case_nonempty``); the bootstrap leaves it out too, so its mean is the reported
+    paired difference of those per-run means."""
+    from kdseg.eval.paired import paired_bootstrap, paired_difference
+
+    treated = {1: {"a": 0.8, "b": 0.6, "free": None}, 2: {"a": 0.7, "b": 0.9, "free": math.nan}}
+    control = {1: {"a": 0.5, "b": 0.6, "free": None}, 2: {"a": 0.6, "b": 0.5, "free": None}}
+
+    def run_mean(scores):
+        values = [v for v in scores.values() if v is not None and math.isfinite(v)]
+        return sum(values) / len(values)
+
+    headline = paired_difference(
+        {s: run_mean(v) for s, v in treated.items()}, {s: run_mean(v) for s, v in control.items()}
+    )
+    boot = paired_bootstrap(treated, control)
+    assert boot.cases == ("a", "b")
+    assert boot.mean == pytest.approx(headline.mean)
+    # a run that scored a case the others lack is no paired table
+    control[2]["c"] = 0.4
+    with pytest.raises(ValueError, match="other cases"):
+        paired_bootstrap(treated, control)
+    # no case holds the class, or no common seed: no interval
+    empty = {1: {"free": None}}
+    assert paired_bootstrap(empty, empty) is None
+    assert paired_bootstrap(treated, {9: {"a": 0.1}}) is None
+
+
+def test_report_shows_the_bootstrap_beside_the_t_interval() -> None:
+    """kdseg-report's paired column keeps its t interval; the seeds x cases interval stands
+    beside it, in report.md (with the footnote saying which is which) and report.csv."""
+    import csv
+    import io
+
+    from kdseg.eval.report import Report
+
+    diff = [[0.10, -0.05, 0.20], [0.05, 0.02, -0.10], [0.00, 0.15, 0.05]]
+    treated, control = _table(diff)
+    records = []
+    for s in (1, 2, 3):
+        for role, table in (("student", control), ("distilled", treated)):
+            method = "kd" if role == "distilled" else None
+            run = _run(role, s, sum(table[s].values()) / 3, method=method, teacher="t")
+            run.per_case = {"tumor": {**table[s], "free": None}}
+            records.append(run)
+    row = next(r for r in group_runs(records) if r.role == "distilled")
+    boot, t = row.bootstrap["lits", "tumor"], row.paired["lits", "tumor"]
+    assert boot.mean == pytest.approx(t.mean)
+    report = Report([row], [("lits", "tumor")], {("lits", "tumor"): "Liver tumor"}, "e", "dice")
+    text = report.markdown()
+    assert "Paired Δ Liver tumor [95% CI]" in text
+    assert "Δ Liver tumor, seeds × cases [95% bootstrap]" in text
+    assert f"| {t.text(show_n=False)} | {boot.text()} |" in text
+    assert "also resamples the cases" in text
+    line = next(csv.DictReader(io.StringIO(report.csv_text())))
+    assert float(line["lits_tumor_paired_boot_low"]) == pytest.approx(boot.low)
+    assert float(line["lits_tumor_paired_boot_high"]) == pytest.approx(boot.high)
+    # without per-case scores for one seed: n/a, never an interval over other seeds
+    records[0].per_case = {}
+    row = next(r for r in group_runs(records) if r.role == "distilled")
+    assert row.bootstrap["lits", "tumor"] is None
+
+
+def test_read_per_case_refuses_a_table_that_is_not_its_summary(tmp_path: Path) -> None:
+    from kdseg.errors import InputError
+    from kdseg.eval.runs import read_per_case
+
+    folder = tmp_path / "eval-test-full"
+    folder.mkdir()
+    (folder / "per_case.csv").write_text(
+        "case,class,gt_empty,dice\nv1,tumor,False,0.6\nv2,tumor,False,0.8\nv3,tumor,True,1.0\n"
+    )
+    got = read_per_case(tmp_path, "eval-test-full", None, {"tumor": 0.7})
+    assert got == {"tumor": {"v1": 0.6, "v2": 0.8, "v3": None}}
+    with pytest.raises(InputError, match="not summary.json's"):
+        read_per_case(tmp_path, "eval-test-full", None, {"tumor": 0.75})
+    assert read_per_case(tmp_path, "eval-test-full", "dice_mean", {"tumor": 0.7}) == {}
+
+
+def test_paired_bootstrap_script_prints_the_documented_v4_digits(capsys) -> None:
+    """README's v4 row, from the committed per-case records: the t interval of
+    ``kdseg-report`` and the seeds x cases interval that crosses zero, digit for digit."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("pb", root / "scripts" / "paired_bootstrap.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    v4 = root / "docs" / "study_v4"
+    line = script.main(
+        [
+            str(v4 / "main/raunet-enet-w0.25-emkd_balanced-s{seed}/eval-test-per_case.csv"),
+            str(v4 / "students/enet-w0.25-s{seed}/eval-test-per_case.csv"),
+        ]
+    )
+    assert "5 seeds x 12 cases: +0.054 [+0.011, +0.097] (95% t over seeds)" in line
+    assert "[-0.006, +0.126] (95% bootstrap over seeds and cases" in line
+    assert "[-0.006, +0.126]" in (root / "README.md").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["a.csv", "b{seed}.csv"])
+    assert exit_.value.code == 2 and "a.csv: no {seed} in the path" in capsys.readouterr().err

@@ -55,6 +55,30 @@ def test_select_picks_the_best_validation_tumor_dice(tmp_path: Path, monkeypatch
     assert selection["val_tumor_dice"] == scores
 
 
+def test_tumor_dice_refuses_a_split_without_tumor(tmp_path: Path) -> None:
+    """A validation split with no tumor case has a null headline: ``tumor_dice`` did
+    ``float(None)`` (a TypeError traceback); it is refused in one line naming the summary,
+    as the pooled Dice over no case is (a ZeroDivisionError before)."""
+    from kdseg.eval.evaluate import write_results
+
+    protocols = _script("study_protocols")
+    folder = tmp_path / "run" / protocols.VAL_DIR
+    rows = [
+        {
+            "case": "volume-1",
+            "organ": {"gt_empty": False, "dice": 0.9},
+            "tumor": {"gt_empty": True, "dice": 1.0},
+        }
+    ]
+    summary = {"tumor": {"dice_per_case_nonempty": None}, "organ": {"dice_mean": 0.9}}
+    write_results(rows, summary, folder, {"split": "val"})
+    with pytest.raises(SystemExit, match=r"summary\.json: no tumor Dice \(no case"):
+        protocols.tumor_dice(folder)
+    with pytest.raises(SystemExit, match="holds tumor: no tumor Dice"):
+        protocols.tumor_dice(tmp_path / "run", (protocols.VAL_DIR,), {"volume-1"})
+    assert protocols.pooled_dice(tmp_path / "run", (protocols.VAL_DIR,), "organ") == 0.9
+
+
 def test_unlabeled_study_v2_commands(tmp_path: Path, monkeypatch) -> None:
     """Protocol v2 of the unlabeled study: the teacher is a cascade whose stage 1 is the
     student-alone run, its stage 2 trains at the organ-window ROI setting, and every student

@@ -26,7 +26,13 @@ from typing import Any
 
 from kdseg.errors import InputError, warning_line, write_text_atomic
 from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
-from kdseg.eval.paired import PairedDifference, paired_difference
+from kdseg.eval.paired import (
+    BOOTSTRAP_RESAMPLES,
+    BootstrapInterval,
+    PairedDifference,
+    paired_bootstrap,
+    paired_difference,
+)
 from kdseg.eval.runs import RunRecord, read_runs
 
 ROLE_ORDER = ("teacher", "model", "student", "distilled")
@@ -73,6 +79,8 @@ class Row:
     gap: dict[str, float | None] = field(default_factory=dict)  # dataset -> gap closed on tumor
     # (dataset, class) -> distilled minus student alone, paired by seed (distilled rows only)
     paired: dict[tuple[str, str], PairedDifference | None] = field(default_factory=dict)
+    # the same difference with a two-level bootstrap over seeds and test cases (None: n/a)
+    bootstrap: dict[tuple[str, str], BootstrapInterval | None] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -133,6 +141,9 @@ def group_runs(records: Sequence[RunRecord], direction: int = 1) -> list[Row]:
             row.paired[key] = paired_difference(
                 _by_seed(row.runs, *key), _by_seed(alone.get(row.model, []), *key)
             )
+            row.bootstrap[key] = _bootstrap(
+                row.paired[key], row.runs, alone.get(row.model, []), *key
+            )
         # the gap on the seeds the row shares with its student alone (its own seeds when it
         # shares none): a distilled mean over seeds the reference lacks is no comparison
         seeds = {r.seed for r in row.runs}
@@ -172,6 +183,37 @@ def _by_seed(runs: Sequence[RunRecord], dataset: str, name: str) -> dict[int, fl
     }
 
 
+def _per_case_by_seed(
+    runs: Sequence[RunRecord], dataset: str, name: str
+) -> dict[int, dict[str, float | None]]:
+    """Seed -> case -> per-case Dice of one (dataset, class) cell, where per_case.csv was read."""
+    return {
+        r.seed: r.per_case[name]
+        for r in runs
+        if r.seed is not None and r.dataset == dataset and name in r.per_case
+    }
+
+
+def _bootstrap(
+    paired: PairedDifference | None,
+    treated: Sequence[RunRecord],
+    control: Sequence[RunRecord],
+    dataset: str,
+    name: str,
+) -> BootstrapInterval | None:
+    """The seeds x cases bootstrap of ``paired``'s very seeds, so that its mean is ``paired``'s;
+    None (n/a) where a seed's runs have no per-case scores or the runs scored other cases."""
+    if paired is None:
+        return None
+    a, b = _per_case_by_seed(treated, dataset, name), _per_case_by_seed(control, dataset, name)
+    if not all(s in a and s in b for s in paired.seeds):
+        return None
+    try:
+        return paired_bootstrap({s: a[s] for s in paired.seeds}, {s: b[s] for s in paired.seeds})
+    except ValueError:  # not the same cases in every run: no pairing by case
+        return None
+
+
 def gap_closed(
     distilled: Cell, teacher: Cell | None, student: Cell | None, direction: int = 1
 ) -> float | None:
@@ -209,6 +251,7 @@ class Report:
             "#Params (M)",
             *(f"Gap closed ({self.headers[d, GAP_CLASS]})" for d in gap_sets),
             *(f"Paired Δ {self.headers[d, GAP_CLASS]} [95% CI]" for d in gap_sets),
+            *(f"Δ {self.headers[d, GAP_CLASS]}, seeds × cases [95% bootstrap]" for d in gap_sets),
         ]
         lines = [
             f"## {title or 'Teachers, students alone and distilled students'}",
@@ -220,6 +263,7 @@ class Report:
             cells = [_cell_text(row, c, self.digits) for c in self.columns]
             gaps = [_percent(row.gap.get(d)) if row.role == "distilled" else "" for d in gap_sets]
             gaps += [_paired_text(row, (d, GAP_CLASS), self.digits) for d in gap_sets]
+            gaps += [_bootstrap_text(row, (d, GAP_CLASS), self.digits) for d in gap_sets]
             seeds = ",".join(map(str, row.seeds)) or str(len(row.runs))
             lines.append(
                 "| "
@@ -236,6 +280,13 @@ class Report:
             "not better or a reference row is missing. Paired Δ = mean over seeds of "
             "(distilled - student alone) of the same seed (same initial weights), with a "
             "Student-t 95% interval; n/a without a student-alone run of a common seed. "
+            "The t interval is over seeds on these test cases only: it says nothing of other "
+            "cases. The bootstrap interval also resamples the cases: a two-level paired "
+            "bootstrap (the seeds, then the test cases, each with replacement; the difference "
+            "paired by seed and case; "
+            f"{BOOTSTRAP_RESAMPLES:,} resamples, fixed generator seed), percentile 95% interval "
+            "around the same Δ; n/a without each run's per-case scores (`per_case.csv`, headline "
+            "Dice only) or when the runs did not score the same cases. "
             "(n=k): only k of the row's runs have a value (an undefined Dice: no test case "
             "holds the class) or, in the paired column, a student-alone run of the same seed.",
         ]
@@ -255,6 +306,7 @@ class Report:
         fields += [f"{d}_gap_closed" for d, c in self.columns if c == GAP_CLASS]
         for dataset, name in self.columns:
             fields += [f"{dataset}_{name}_paired_{s}" for s in ("mean", "low", "high", "n")]
+            fields += [f"{dataset}_{name}_paired_boot_{s}" for s in ("low", "high")]
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
@@ -292,6 +344,10 @@ class Report:
                             f"{prefix}_n": diff.n,
                         }
                     )
+            for (dataset, name), boot in row.bootstrap.items():
+                if boot is not None:
+                    prefix = f"{dataset}_{name}_paired_boot"
+                    line.update({f"{prefix}_low": boot.low, f"{prefix}_high": boot.high})
             writer.writerow(line)
         return buffer.getvalue()
 
@@ -318,6 +374,12 @@ def _paired_text(row: Row, column: tuple[str, str], digits: int) -> str:
     if diff is None:
         return "n/a"
     return diff.text(digits, show_n=diff.n < _scored(row, column))
+
+
+def _bootstrap_text(row: Row, column: tuple[str, str], digits: int) -> str:
+    """The seeds x cases bootstrap interval ``[-0.006, +0.126]``, or n/a."""
+    boot: BootstrapInterval | None = row.bootstrap.get(column)
+    return "n/a" if boot is None else boot.text(digits)
 
 
 def _percent(value: float | None) -> str:

@@ -15,6 +15,7 @@ Reading runs (files, configs, labels, parameter counts) is apart from
 
 from __future__ import annotations
 
+import csv
 import functools
 import glob
 import json
@@ -49,6 +50,9 @@ class RunRecord:
     organ: str
     params: int
     scores: dict[str, float] = field(default_factory=dict)  # class -> Dice
+    # class -> case -> per-case Dice (None: the case's reference lacks the class), from
+    # per_case.csv, for the headline Dice only (its per-run mean is the mean of these)
+    per_case: dict[str, dict[str, float | None]] = field(default_factory=dict)
     teacher: str | None = None  # label of the teacher's network
     teacher_run: Path | None = None  # run folder of the teacher checkpoint
     teacher_ckpt: str | None = None
@@ -158,6 +162,41 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
     return scores
 
 
+def read_per_case(
+    run: Path, eval_dir: str, metric: str | None, scores: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """Class -> case -> per-case Dice from ``<run>/<eval_dir>/per_case.csv`` (None where the
+    case's reference lacks the class), for the paired bootstrap over cases; empty unless the
+    report's Dice is the headline one (``dice_per_case_nonempty``: the mean of these very
+    values, checked against ``scores``) and the file is there."""
+    path = run / eval_dir / "per_case.csv"
+    if (metric or HEADLINE_DICE) != HEADLINE_DICE or not scores or not path.is_file():
+        return {}
+    out: dict[str, dict[str, float | None]] = {}
+    try:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                empty = row["gt_empty"]
+                if empty not in ("True", "False"):
+                    raise InputError(path, f"gt_empty is {empty!r}, not True or False")
+                value = None if empty == "True" else float(row["dice"])
+                if value is not None and not math.isfinite(value):
+                    raise InputError(path, f"case {row['case']}: dice is {value}")
+                out.setdefault(row["class"], {})[row["case"]] = value
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"not a kdseg-eval per_case.csv ({exc})") from None
+    for name, score in scores.items():  # the same numbers as summary.json, or no pairing
+        values = [v for v in out.get(name, {}).values() if v is not None]
+        mean = sum(values) / len(values) if values else math.nan
+        if math.isfinite(score) != math.isfinite(mean) or (
+            math.isfinite(score) and abs(mean - score) > 1e-9
+        ):
+            raise InputError(
+                path, f"class {name!r}: mean per-case Dice {mean} is not summary.json's {score}"
+            )
+    return out
+
+
 def method_label(distill: dict[str, Any], teacher: dict[str, Any] | None = None) -> str:
     """The distillation method's name, with the mix when one is set on a preset without it in
     its name (``distill=kd +distill.mix=cutmix`` is not plain ``kd``), and a live teacher's
@@ -188,6 +227,7 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
         params=model_params(model_cfg),
         scores=read_scores(run, eval_dir, metric),
     )
+    record.per_case = read_per_case(run, eval_dir, metric, record.scores)
     if distilled:
         ckpt, predictions = cfg["teacher"].get("ckpt"), cfg["teacher"].get("predictions")
         if ckpt or not predictions:
