@@ -26,8 +26,9 @@ from kdseg.eval.inference import Predictor, largest_component_box
 
 
 def _split_file(data: Path, cache_root: str | None) -> Path:
-    """``<data>/kdseg_split.json`` (kdseg-split's, read first as kdseg reads it), else the
-    persisted seeded split; neither: exit with a message naming both."""
+    """``<data>/kdseg_split.json`` (the folder's own, read first as kdseg reads it), else the
+    persisted split (kdseg-split's, or the seeded one runs persisted); neither: exit with a
+    message naming both."""
     store = split_store({"name": "lits", "root": str(data), "cache_root": cache_root})
     for path in (data / FOLDER_SPLIT_NAME, store):
         if path.is_file():
@@ -44,8 +45,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a LiTS-layout folder")
     parser.add_argument(
         "--split-file",
-        help="the split JSON (default: <data>/kdseg_split.json, a kdseg-split file, else the "
-        "seeded split kdseg-prepare / kdseg-train persisted in the cache root: "
+        help="the split JSON (default: <data>/kdseg_split.json, the folder's own, else the "
+        "split kdseg-split, kdseg-prepare or kdseg-train persisted in the cache root: "
         "<cache root>/lits-<folder key>/kdseg_split.json)",
     )
     parser.add_argument(

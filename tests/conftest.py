@@ -86,10 +86,10 @@ def _loggers() -> list[tuple[str, logging.Logger]]:
 
 def _once_a_process() -> list[set]:
     """kdseg's sets of what it has said once in this process (the HU-window and empty-label
-    notes of a cache folder, an nnU-Net dataset's extra channels)."""
-    from kdseg.data import nnunet, prepare
+    notes of a cache folder, an nnU-Net dataset's extra channels, cases a split leaves out)."""
+    from kdseg.data import manifest, nnunet, prepare
 
-    return [prepare._WARNED, nnunet._NOTED]
+    return [prepare._WARNED, nnunet._NOTED, manifest._WARNED]
 
 
 def kdseg_here(

@@ -5,6 +5,7 @@ as JSON ``null`` and shown as such, and config values refused in one line."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -256,6 +257,107 @@ def test_a_split_never_holds_a_case_twice_and_names_only_cases(tmp_path: Path) -
     bad.write_text(json.dumps({"train": [["c0"]], "val": ["c1"], "test": ["c2"]}))
     with pytest.raises(InputError, match="'train' holds \\['c0'\\], not a case id"):
         read_split(bad)
+
+
+def test_a_refused_prepare_leaves_no_split_to_block_the_fixed_folder(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A seeded split is persisted once its cases have prepared: a case refused for its label
+    leaves no split naming it, so the folder without that case prepares on a fresh split. A
+    persisted split that names a case gone from the folder is refused naming kdseg's own file
+    to delete (or data.split_file); a split file of the user's naming one stays refused."""
+    from conftest import TINY_DATA, error_lines, kdseg_here
+
+    from kdseg.data.dataset import split_store
+    from kdseg.data.manifest import read_split, resolve_split
+
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(5))
+    cache = tmp_path / "cache"
+    args = (*TINY_DATA, f"data.root={root}", f"data.cache_root={cache}")
+    store = split_store({"name": "lits", "root": str(root), "cache_root": cache})
+    seg = nib.load(root / "segmentation-1.nii.gz")
+    bad = np.asarray(seg.dataobj).copy()
+    bad[0, 0, 0] = 3
+    os.unlink(root / "segmentation-1.nii.gz")
+    nib.save(nib.Nifti1Image(bad, seg.affine, seg.header), root / "segmentation-1.nii.gz")
+    refused = kdseg_here("prepare", *args, check=False)
+    assert refused.returncode == 2 and "unknown label values [3]" in refused.stderr
+    assert not store.exists()
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in ("volume-1.nii.gz", "segmentation-1.nii.gz"):
+        (root / name).rename(aside / name)
+    result = kdseg_here("prepare", *args)
+    assert "4 case(s) prepared" in result.stdout
+    split = read_split(store)
+    assert sorted(sum(split.values(), [])) == ["volume-0", "volume-2", "volume-3", "volume-4"]
+    gone = split["test"][0]  # a case the persisted split names leaves the folder
+    for name in (f"{gone}.nii.gz", f"{gone.replace('volume', 'segmentation')}.nii.gz"):
+        (root / name).rename(aside / name)
+    refused = kdseg_here("prepare", *args, check=False)
+    assert refused.returncode == 2
+    assert error_lines(refused.stderr) == [
+        f"kdseg-prepare: error: {store}: names 1 case(s) not found in {root}, e.g. {gone!r} "
+        "(the split kdseg persisted for this folder in its cache: delete this file for a "
+        "seeded split of the cases there, or pass data.split_file=<file>)"
+    ]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(split))
+    ids = [c.case_id for c in discover_cases("lits", root)]
+    for own in (str(mine), None):
+        if own is None:  # the folder's own file: the user's too
+            shutil.copy(mine, root / "kdseg_split.json")
+        with pytest.raises(InputError) as error:
+            resolve_split(root, ids, split_file=own, store=store)
+        assert str(error.value).endswith(f"names 1 case(s) not found in {root}, e.g. {gone!r}")
+
+
+def test_cases_a_split_file_leaves_out_are_one_warning_and_move_no_case(
+    phantom_lits: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cases added to a folder after its split was persisted (or missing from a split file)
+    are in no set: never prepared, trained or scored. One warning line says how many, names
+    the first and the file to change; no case of the split changes set."""
+    from conftest import TINY_DATA, WARNING_LINE, kdseg_here
+
+    from kdseg.data.dataset import split_store
+    from kdseg.data.manifest import read_split, resolve_split
+
+    root = _copy_cases(phantom_lits, tmp_path / "lits", range(4))
+    cache = tmp_path / "cache"
+    args = (*TINY_DATA, f"data.root={root}", f"data.cache_root={cache}")
+    kdseg_here("prepare", *args)
+    store = split_store({"name": "lits", "root": str(root), "cache_root": cache})
+    split = read_split(store)
+    for name in ("volume-4.nii.gz", "segmentation-4.nii.gz"):
+        shutil.copy2(phantom_lits / name, root / name)
+    result = kdseg_here("prepare", *args)
+    assert "4 case(s) prepared" in result.stdout
+    warned = [line for line in result.stderr.splitlines() if "in no set of" in line]
+    assert warned == [
+        f"kdseg-prepare: warning: split: 1 case(s) in {root} are in no set of {store} "
+        "('volume-4'): never prepared, trained or scored; to use them, add them to a set in "
+        "that file (kdseg's persisted split for this folder; its cases keep their sets)"
+    ]
+    assert WARNING_LINE.match(warned[0])
+    assert read_split(store) == split  # nothing moved, nothing rewritten
+    setup = resolve_data(_data_cfg(root, **{"data.cache_root": cache}))
+    assert setup.split == split and not (setup.cache_dir / "cases" / "volume-4").exists()
+    ids = [c.case_id for c in discover_cases("lits", root)]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"train": ["volume-0"], "val": ["volume-1"], "test": []}))
+    caplog.clear()  # (resolve_data above warned about volume-4, in this process)
+    with caplog.at_level(logging.WARNING, logger="kdseg.data.manifest"):
+        assert resolve_split(root, ids, split_file=str(mine), store=store)["train"] == ["volume-0"]
+        resolve_split(root, ids, split_file=str(mine), store=store)  # said once a process
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            logging.WARNING,
+            f"split: 3 case(s) in {root} are in no set of {mine} ('volume-2', 'volume-3', "
+            "'volume-4'): never prepared, trained or scored; to use them, add them to a set in "
+            "that file",
+        )
+    ]
 
 
 def test_config_values_that_cannot_work_are_config_errors() -> None:

@@ -429,31 +429,65 @@ def test_a_read_only_dataset_needs_no_setting(
     assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
 
 
-def test_kdseg_split_never_silently_replaces_the_persisted_split(
+def test_kdseg_split_writes_where_runs_read_it_never_into_the_folder(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    """The seeded split the runs so far used is persisted in the cache root; a kdseg-split
-    file in the folder would be read first from then on, so the runs would switch split
-    silently: refused in one line naming it, unless force=true."""
+    """kdseg-split writes the split to the cache root, where the runs on that folder read it,
+    or to output= (refused inside data.root), and says where; nothing goes into the dataset
+    folder. An existing split is replaced only with force=true (the runs so far used it); a
+    folder with its own kdseg_split.json, read first, is refused in one line naming the way
+    out."""
     from conftest import error_lines
     from test_pipeline import _data_cfg
 
     from kdseg.data.dataset import resolve_data, split_store
-    from kdseg.data.manifest import FOLDER_SPLIT_NAME
+    from kdseg.data.manifest import FOLDER_SPLIT_NAME, read_split
 
     data = tmp_path / "lits"
     shutil.copytree(phantom_lits, data)
-    args = (f"data.root={data}", f"data.cache_root={tmp_path / 'cache'}")
-    resolve_data(_data_cfg(data, **{"data.cache_root": tmp_path / "cache"}))  # a run's split
-    store = split_store({"name": "lits", "root": str(data), "cache_root": tmp_path / "cache"})
-    assert store.is_file()
-    result = kdseg_here("split", *args, check=False)
+    cache = tmp_path / "cache"
+    before = {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]}
+    args = (f"data.root={data}", f"data.cache_root={cache}", "data.split_seed=7")
+    store = split_store({"name": "lits", "root": str(data), "cache_root": cache})
+    result = kdseg_here("split", *args)
+    assert result.stdout.strip().splitlines() == [
+        f"{store}: train 3, val 1, test 1 (read by runs on {data} that name no data.split_file)"
+    ]
+    assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
+    written = read_split(store)
+    assert resolve_data(_data_cfg(data, **{"data.cache_root": cache})).split == written
+    result = kdseg_here("split", *args, "data.split_seed=8", check=False)
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert f"persisted in {store}" in lines[0] and "force=true" in lines[0]
-    assert not (data / FOLDER_SPLIT_NAME).exists()
-    kdseg_here("split", *args, "force=true")
-    assert (data / FOLDER_SPLIT_NAME).is_file()
+    assert str(store) in lines[0] and "split exists" in lines[0] and "force=true" in lines[0]
+    assert read_split(store) == written
+    kdseg_here("split", *args, "data.split_seed=8", "force=true")
+    assert read_split(store) != written  # (seeds 7 and 8 cut these five cases differently)
+    inside = data / "mine.json"
+    result = kdseg_here("split", *args, f"output={inside}", check=False)
+    assert result.returncode == 2 and not inside.exists()
+    assert error_lines(result.stderr) == [
+        f"kdseg-split: error: {inside}: output lies inside the input folder {data}; write it "
+        "elsewhere"
+    ]
+    mine = tmp_path / "splits" / "mine.json"
+    result = kdseg_here("split", *args, f"output={mine}")
+    assert result.stdout.strip() == (
+        f"{mine}: train 3, val 1, test 1; use it with data.split_file={mine}"
+    )
+    assert read_split(mine) == written
+    refused = kdseg_here("split", *args, f"output={mine}", check=False)
+    assert refused.returncode == 2 and "force=true" in error_lines(refused.stderr)[0]
+    assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
+    own = data / FOLDER_SPLIT_NAME  # the folder's own split is read first: a store split
+    shutil.copy(mine, own)  # would never be used
+    stamp = store.stat().st_mtime_ns
+    result = kdseg_here("split", *args, "force=true", check=False)
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"kdseg-split: error: {own}: this folder's own split is read")
+    assert str(store) in lines[0] and "output=" in lines[0] and "data.split_file=" in lines[0]
+    assert store.stat().st_mtime_ns == stamp
 
 
 def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(

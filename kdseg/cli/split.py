@@ -1,4 +1,9 @@
-"""``kdseg-split``: write a case-level train / val / test split for any dataset folder."""
+"""``kdseg-split``: write a case-level train / val / test split for any dataset folder.
+
+Nothing is written into the dataset folder (an input): the split goes where runs read a
+persisted split from, the cache root (:func:`kdseg.data.dataset.split_store`), or to
+``output=<file>``, which runs read with ``data.split_file=<file>``.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,58 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from kdseg.cli import command
-from kdseg.data.dataset import split_store
+from kdseg.cli import command, to_dict
+from kdseg.data.dataset import _check_outside, cache_root_of, split_store
 from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, write_split
 from kdseg.data.sources import discover_cases
 from kdseg.errors import InputError
+from kdseg.guards import check_output
+
+
+def _target(cfg: DictConfig) -> tuple[Path, str]:
+    """The file to write and the line's hint on how runs use it; refusals as one line."""
+    data = to_dict(cfg.data)
+    root = Path(data["root"])
+    output = cfg.get("output")
+    if output is not None:
+        target = check_output(str(output), [root], what="output")
+        if target.exists() and not cfg.force:
+            raise InputError(target, "split exists; pass force=true to overwrite it")
+        return target, f"; use it with data.split_file={target}"
+    folder_file = root / FOLDER_SPLIT_NAME
+    store = split_store(data)
+    if folder_file.exists():  # read before the store: a split written there is never used
+        raise InputError(
+            folder_file,
+            f"this folder's own split is read first, so a split written to {store} would "
+            "never be used: write one with output=<file> and run with data.split_file=<file>",
+        )
+    _check_outside(cache_root_of(data), {"data.root": data["root"]})
+    check_output(store, [root], what="the split in the cache root")
+    if store.exists() and not cfg.force:
+        raise InputError(
+            store,
+            "split exists (the runs on this folder read it); pass force=true to replace it "
+            "(its cases may then move between sets), or output=<file> to write another one",
+        )
+    return store, f" (read by runs on {root} that name no data.split_file)"
 
 
 @command("kdseg-split", "split")
 def main(cfg: DictConfig) -> None:
-    target = Path(cfg.data.root) / FOLDER_SPLIT_NAME
-    if target.exists() and not cfg.force:
-        raise InputError(target, "split exists; pass force=true to overwrite it")
-    store = split_store(cfg.data)  # the seeded split earlier runs persisted, and used
-    if store.exists() and not cfg.force:
-        raise InputError(
-            target,
-            f"the runs so far used the seeded split persisted in {store}; a new split here "
-            "would be read first from now on: pass force=true to write it anyway",
-        )
+    target, hint = _target(cfg)
+    root = Path(cfg.data.root)
     ids = [c.case_id for c in discover_cases(cfg.data.layout, cfg.data.root)]
     split = make_split(ids, list(cfg.data.split_fractions), int(cfg.data.split_seed))
     write_split(
-        split, target, seed=int(cfg.data.split_seed), fractions=list(cfg.data.split_fractions)
+        split,
+        target,
+        seed=int(cfg.data.split_seed),
+        fractions=list(cfg.data.split_fractions),
+        root=str(root.resolve()),
     )
-    print(f"{target}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
+    counts = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+    print(f"{target}: {counts}{hint}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, RUN_SPLIT_NAME, resolve_split, write_split
+from kdseg.data.manifest import (
+    FOLDER_SPLIT_NAME,
+    RUN_SPLIT_NAME,
+    choose_split,
+    persist_split,
+    write_split,
+)
 from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
@@ -56,6 +62,9 @@ class DataSetup:
     #: the folders read from, by the option that names them (kdseg-export's ``data_root``
     #: relabels ``data.root``): :meth:`prepare` writes into none of them
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: where a seeded split made for this setup is persisted once :meth:`prepare` has
+    #: prepared its cases (``None``: read from a file, or a read-only command)
+    persist_to: Path | None = None
 
     @property
     def task(self) -> Task:
@@ -95,9 +104,12 @@ class DataSetup:
         """Prepare the named cases (default: all in the split) into the cache; idempotent.
 
         A cache root inside a folder the data are read from is refused first, whichever
-        command prepares (``read_only`` ones such as kdseg-export too)."""
+        command prepares (``read_only`` ones such as kdseg-export too). A seeded split is
+        persisted (:attr:`persist_to`) only once all its cases are prepared: a case refused
+        (a bad label) leaves no split naming it behind, to block the folder once fixed."""
         sources = self.sources or sources_of(self.cfg, self.teacher_predictions)
         _check_outside(cache_root_of(self.cfg), sources)
+        explicit = bool(ids)
         ids = ids or [c for s in ("train", "val", "test") for c in self.split[s]]
         done = prepare_cases(
             [self.cases[c] for c in ids],
@@ -107,6 +119,15 @@ class DataSetup:
             progress=progress,
             source=str(self.cfg["root"]),
         )
+        if self.persist_to is not None and not explicit:
+            persist_split(
+                self.split,
+                self.persist_to,
+                self.cfg["root"],
+                int(self.cfg.get("split_seed", 123)),
+                self.cfg.get("split_fractions", (0.7, 0.1, 0.2)),
+            )
+            self.persist_to = None
         if self.unlabeled:
             prepare_cases(
                 list(self.unlabeled.values()),
@@ -252,7 +273,8 @@ def resolve_data(
     ones; what that folder holds besides scans is added to ``notes``, as
     :func:`~kdseg.data.sources.discover_images` words it); with ``teacher_predictions`` (a
     folder) the teacher-target cache beside them. ``read_only`` (commands that only read the
-    dataset) never write a split (they read a persisted one). Nothing is written into
+    dataset) never write a split (they read a persisted one); the others persist a seeded
+    split when :meth:`DataSetup.prepare` has prepared its cases. Nothing is written into
     ``cfg['root']``: the cache and the persisted split live under ``data.cache_root``
     (:func:`cache_root_of`).
     """
@@ -271,18 +293,20 @@ def resolve_data(
     sources = sources_of(cfg, teacher_predictions)
     if not read_only:  # read-only commands check when they prepare (DataSetup.prepare)
         _check_outside(cache_root, sources)
-    split = resolve_split(
+    store = split_store(cfg)
+    split, source = choose_split(
         cfg["root"],
         list(cases),
         split_file=cfg.get("split_file"),
         manifest=cfg.get("manifest"),
         seed=int(cfg.get("split_seed", 123)),
         fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
-        persist=not read_only,
-        store=split_store(cfg),
+        store=store,
     )
     cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)
     setup = DataSetup(cfg, cases, split, pre, cache_dir, sources=sources)
+    if source is None and not read_only:  # a seeded split: persisted once its cases prepare
+        setup.persist_to = store
     masks_key = ""  # the unlabeled scans' organ masks, when they set boxes
     if cfg.get("unlabeled_root"):
         root = cfg["unlabeled_root"]

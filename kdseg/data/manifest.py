@@ -6,9 +6,12 @@ own ``kdseg_split.json``; the versioned manifest in ``data_manifests/`` when the
 every case it names (a full LiTS / KiTS19 download); otherwise a seeded split of the cases
 present. Commands that prepare or train persist that seeded split in the cache root, never in
 the dataset (``<cache_root>/<name>-<folder key>/kdseg_split.json``, see
-:func:`kdseg.data.dataset.split_store`), so later runs reuse it even when cases are added; it is
-read where the folder's own file would be (after an explicit split file and the folder's
-``kdseg_split.json``, before the versioned manifest). Commands that only read a dataset
+:func:`kdseg.data.dataset.split_store`), once its cases have been prepared (a refused case
+leaves no split behind to block the fixed folder), so later runs reuse it even when cases are
+added: added cases are in no set (one warning line names them), and no case ever moves
+between sets. It is read where the folder's own file would be (after an explicit split file
+and the folder's ``kdseg_split.json``, before the versioned manifest); ``kdseg-split`` writes
+it too. Commands that only read a dataset
 (``kdseg-eval``, ``kdseg-bench``, ``kdseg-export``'s check) read a persisted split but never
 write one, and a cache root that cannot be written (a read-only mount) keeps the split in
 memory: the same cases and seed give the same split.
@@ -23,7 +26,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdseg.errors import ConfigError, InputError, read_json, write_text_atomic
+from kdseg.errors import ConfigError, InputError, first_process, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,108 @@ def _seeded_because(
     )
 
 
+def persist_split(
+    split: dict[str, list[str]],
+    store: Path,
+    root: str | Path,
+    seed: int,
+    fractions: Sequence[float],
+) -> None:
+    """Write a seeded split to ``store`` (outside the dataset) so later runs reuse it; a cache
+    root that cannot be written (a read-only mount) keeps it in memory: the same cases and
+    seed give the same split."""
+    try:
+        write_split(
+            split, store, seed=seed, fractions=list(fractions), root=str(Path(root).resolve())
+        )
+        log.info("wrote split %s (for %s)", store, root)
+    except OSError as exc:
+        log.info(
+            "split kept in memory (cannot write into %s: %s)", store.parent, exc.strerror or exc
+        )
+
+
+_WARNED: set[str] = set()  # one line per process: kdseg-train resolves its data twice
+
+
+def _warn_left_out(chosen: Path, named: set[str], present: set[str], root: Path, hint: str) -> None:
+    """Cases in ``root`` that ``chosen`` puts in no set are never prepared, trained or scored:
+    one warning line naming how many, the first few, and the file to change. They are not
+    added to a set here: a case already in one never moves (no leak into scored sets)."""
+    left = sorted(present - named)
+    if not left or not first_process():
+        return
+    shown = ", ".join(repr(c) for c in left[:3]) + (", ..." if len(left) > 3 else "")
+    line = (
+        f"split: {len(left)} case(s) in {root} are in no set of {chosen} ({shown}): never "
+        f"prepared, trained or scored; {hint}"
+    )
+    if line not in _WARNED:
+        _WARNED.add(line)
+        log.warning("%s", line)
+
+
+def choose_split(
+    root: str | Path,
+    case_ids: Sequence[str],
+    split_file: str | None = None,
+    manifest: str | None = None,
+    seed: int = 123,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    store: str | Path | None = None,
+) -> tuple[dict[str, list[str]], Path | None]:
+    """The split for the cases found in ``root`` (see the module docstring for the order) and
+    the file it was read from; ``None`` for a seeded split made here, which nothing has
+    written yet (:func:`persist_split` writes it, once its cases have been prepared).
+
+    A file that names cases not in ``root`` is refused (for ``store``, kdseg's own file, the
+    line says to delete it); cases in ``root`` that a file puts in no set are one warning.
+    """
+    root = Path(root)
+    present = set(case_ids)
+    store = Path(store) if store is not None else None
+    versioned = _manifest_path(manifest)
+    if split_file:
+        chosen = Path(split_file)
+    elif (root / FOLDER_SPLIT_NAME).exists():  # the user's own (or one an older kdseg wrote)
+        chosen = root / FOLDER_SPLIT_NAME
+    elif store is not None and store.exists():
+        chosen = store
+    else:
+        if versioned is not None and versioned.exists():
+            split = read_split(versioned)
+            named = [c for s in SPLITS for c in split[s]]
+            missing = [c for c in named if c not in present]
+            if not missing:
+                _warn_left_out(
+                    versioned, set(named), present, root,
+                    "to use them, pass data.split_file=<a split that names them>",
+                )  # fmt: skip
+                return split, versioned
+            level, line = _seeded_because(versioned, named, missing, len(present), root)
+            log.log(level, "%s", line)
+        return make_split(sorted(present), fractions, seed), None
+    split = read_split(chosen)
+    named = [c for s in SPLITS for c in split[s]]
+    missing = [c for c in named if c not in present]
+    if missing:
+        way_out = ""
+        if chosen == store:  # kdseg's own file in its cache, not the user's
+            way_out = (
+                " (the split kdseg persisted for this folder in its cache: delete this file "
+                "for a seeded split of the cases there, or pass data.split_file=<file>)"
+            )
+        raise InputError(
+            chosen,
+            f"names {len(missing)} case(s) not found in {root}, e.g. {missing[0]!r}{way_out}",
+        )
+    where = "to use them, add them to a set in that file"
+    if chosen == store:
+        where += " (kdseg's persisted split for this folder; its cases keep their sets)"
+    _warn_left_out(chosen, set(named), present, root, where)
+    return split, chosen
+
+
 def resolve_split(
     root: str | Path,
     case_ids: Sequence[str],
@@ -133,51 +238,16 @@ def resolve_split(
     persist: bool = True,
     store: str | Path | None = None,
 ) -> dict[str, list[str]]:
-    """Return the split for the cases found in ``root`` (see the module docstring for the order).
+    """Return the split for the cases found in ``root`` (:func:`choose_split`).
 
     ``store`` is the file a seeded split is persisted to and read back from (outside ``root``:
     nothing is ever written into the dataset); ``None`` keeps it in memory. ``persist=False``
-    (read-only commands) reads ``store`` but never writes it.
+    (read-only commands, and :func:`kdseg.data.dataset.resolve_data`, which persists once the
+    cases are prepared) reads ``store`` but never writes it.
     """
-    root = Path(root)
-    present = set(case_ids)
-    store = Path(store) if store is not None else None
-    if split_file:
-        chosen = Path(split_file)
-    elif (root / FOLDER_SPLIT_NAME).exists():  # the user's own (or one an older kdseg wrote)
-        chosen = root / FOLDER_SPLIT_NAME
-    elif store is not None and store.exists():
-        chosen = store
-    else:
-        versioned = _manifest_path(manifest)
-        if versioned is not None and versioned.exists():
-            split = read_split(versioned)
-            named = [c for s in SPLITS for c in split[s]]
-            missing = [c for c in named if c not in present]
-            if not missing:
-                return split
-            level, line = _seeded_because(versioned, named, missing, len(present), root)
-            log.log(level, "%s", line)
-        split = make_split(sorted(present), fractions, seed)
-        if persist and store is not None:
-            try:
-                write_split(
-                    split, store, seed=seed, fractions=list(fractions), root=str(root.resolve())
-                )
-                log.info("wrote split %s (for %s)", store, root)
-            except OSError as exc:  # a read-only cache root: the seeded split is recomputed
-                log.info(
-                    "split kept in memory (cannot write into %s: %s)",
-                    store.parent,
-                    exc.strerror or exc,
-                )
-        return split
-    split = read_split(chosen)
-    missing = [c for s in SPLITS for c in split[s] if c not in present]
-    if missing:
-        raise InputError(
-            chosen, f"names {len(missing)} case(s) not found in {root}, e.g. {missing[0]!r}"
-        )
+    split, source = choose_split(root, case_ids, split_file, manifest, seed, fractions, store)
+    if source is None and persist and store is not None:
+        persist_split(split, Path(store), root, seed, fractions)
     return split
 
 
