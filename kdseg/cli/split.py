@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from kdseg.cli import command
 from kdseg.data.dataset import split_store
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, write_split
+from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, split_fractions, write_split
 from kdseg.data.sources import discover_cases
 from kdseg.errors import InputError
 
@@ -25,11 +25,10 @@ def main(cfg: DictConfig) -> None:
             f"the runs so far used the seeded split persisted in {store}; a new split here "
             "would be read first from now on: pass force=true to write it anyway",
         )
+    fractions = split_fractions(cfg.data.split_fractions)
     ids = [c.case_id for c in discover_cases(cfg.data.layout, cfg.data.root)]
-    split = make_split(ids, list(cfg.data.split_fractions), int(cfg.data.split_seed))
-    write_split(
-        split, target, seed=int(cfg.data.split_seed), fractions=list(cfg.data.split_fractions)
-    )
+    split = make_split(ids, fractions, int(cfg.data.split_seed))
+    write_split(split, target, seed=int(cfg.data.split_seed), fractions=fractions)
     print(f"{target}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
 
 

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, RUN_SPLIT_NAME, resolve_split, write_split
+from kdseg.data.manifest import (
+    FOLDER_SPLIT_NAME,
+    RUN_SPLIT_NAME,
+    resolve_split,
+    split_fractions,
+    write_split,
+)
 from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
@@ -277,7 +283,7 @@ def resolve_data(
         split_file=cfg.get("split_file"),
         manifest=cfg.get("manifest"),
         seed=int(cfg.get("split_seed", 123)),
-        fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
+        fractions=split_fractions(cfg.get("split_fractions", (0.7, 0.1, 0.2))),
         persist=not read_only,
         store=split_store(cfg),
     )
