@@ -1042,6 +1042,84 @@ def test_an_optimizer_option_it_does_not_read_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "args", "culprit"),
+    [
+        # a key kits19 / nnunet / msd_liver inherit from lits.yaml went unchecked: truncated
+        # to 1, or an internal error (exit 1); data=lits refused them
+        ("prepare", ["data=kits19", "data.preprocess.body_margin=1.5"], "body_margin=1.5"),
+        ("prepare", ["data=nnunet", "data.preprocess.body_margin=abc"], "body_margin=abc"),
+        ("split", ["data=kits19", "data.split_seed=abc"], "data.split_seed=abc"),
+        ("split", ["data=kits19", "data.split_seed=1.5"], "data.split_seed=1.5"),
+        ("split", ["data=msd_liver", "data.preprocess.roi_jitter_mm=nan"], "roi_jitter_mm=nan"),
+        # PreprocessConfig.from_dict: a TypeError / ValueError deep inside, exit 1
+        ("prepare", ["data.preprocess.in_plane_size=64.5"], "preprocess.in_plane_size"),
+        ("prepare", ["data.preprocess.crop_size=[16,a]"], "preprocess.crop_size"),
+        ("prepare", ["data.preprocess.spacing_mm=abc"], "preprocess.spacing_mm"),
+        ("prepare", ["data.preprocess.spacing_mm=.nan"], "preprocess.spacing_mm"),
+        ("prepare", ["data.preprocess.spacing_mm=[1,nan]"], "preprocess.spacing_mm"),
+        ("prepare", ["data.preprocess.spacing_mm=[1,inf]"], "preprocess.spacing_mm"),
+        ("prepare", ["data.preprocess.window=abc"], "preprocess.window"),
+        ("prepare", ["data.preprocess.window=[a,b]"], "preprocess.window"),
+        ("prepare", ["data.preprocess.window=[-60,inf]"], "preprocess.window"),
+        # no upper bound: "array is too big" (ValueError), a MemoryError
+        ("prepare", ["data.preprocess.spacing_mm=1e-9"], "preprocess.spacing_mm"),
+        ("prepare", ["data.preprocess.spacing_mm=50"], "preprocess.spacing_mm"),
+        ("prepare", ["data.preprocess.in_plane_size=[200000,200000]"], "in_plane_size"),
+        ("prepare", ["data.preprocess.crop_size=[4,4]"], "preprocess.crop_size"),
+        # a TypeError in both commands (len() / list() of a float)
+        ("prepare", ["data.split_fractions=0.5"], "data.split_fractions"),
+        ("split", ["data.split_fractions=0.5"], "data.split_fractions"),
+        ("split", ["data.split_fractions=[0.5,0.5]"], "data.split_fractions"),
+        ("split", ["data.split_fractions=[0.5,0.5,nan]"], "data.split_fractions"),
+        ("split", ["data.split_fractions=abc"], "data.split_fractions"),
+    ],
+)
+def test_bad_data_settings_are_one_line(
+    phantom_lits: Path, tmp_path: Path, command: str, args: list[str], culprit: str
+) -> None:
+    """Each bad data setting is one line naming it, exit code 2: nothing prepared, no split
+    written into the data folder."""
+    from conftest import error_lines
+
+    cache = tmp_path / "cache"
+    before = sorted(p.name for p in phantom_lits.iterdir())
+    result = _run(
+        f"kdseg-{command}",
+        f"data.root={phantom_lits}",
+        f"data.cache_root={cache}",
+        *(["force=true"] if command == "split" else []),
+        *args,
+        cwd=tmp_path,
+    )
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and culprit in lines[0], result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert not cache.exists()
+    assert sorted(p.name for p in phantom_lits.iterdir()) == before
+
+
+def test_a_fractional_roi_margin_is_a_setting() -> None:
+    """``roi_margin_mm`` and ``roi_jitter_mm`` are millimetres (floats): lits.yaml wrote them
+    as 10 and 5, so ``roi_margin_mm=2.5`` was refused as "expected a whole number"; in a
+    config that inherits them too (``data=kits19``, the phantom study's experiment)."""
+    from kdseg.cli.options import check_overrides
+    from kdseg.data.preprocess_config import PreprocessConfig
+
+    for extra in ([], ["data=kits19"], ["experiment=phantom_study_v3"]):
+        cfg = check_overrides(
+            "prepare",
+            [*extra, "data.preprocess.roi_margin_mm=2.5", "data.preprocess.roi_jitter_mm=0.5"],
+        )
+        pre = PreprocessConfig.from_dict(cfg.data.preprocess)
+        assert (pre.roi_margin_mm, pre.roi_jitter_mm) == (2.5, 0.5)
+    # the YAML defaults' 10.0 / 5.0 name the caches the old 10 / 5 named
+    old = {"roi": "organ", "roi_margin_mm": 10, "roi_jitter_mm": 5}
+    new = {"roi": "organ", "roi_margin_mm": 10.0, "roi_jitter_mm": 5.0}
+    assert PreprocessConfig.from_dict(old).digest() == PreprocessConfig.from_dict(new).digest()
+
+
+@pytest.mark.parametrize(
     ("args", "culprit"),
     [
         (["params={dataset: kits}"], "dataset"),  # once: TypeError, an internal error

@@ -256,6 +256,23 @@ def test_a_store_dtype_that_cannot_hold_the_slices_is_refused(dtype: str) -> Non
         {"body_margin": -3},
         {"axcodes": "RRS"},
         {"axcodes": "RA"},
+        {"in_plane_size": 64.5},  # once: TypeError
+        {"in_plane_size": [7, 64]},
+        {"in_plane_size": [200000, 200000]},  # once: MemoryError
+        {"crop_size": "abc"},
+        {"spacing_mm": "abc"},  # once: ValueError
+        {"spacing_mm": [1.0, float("nan")]},
+        {"spacing_mm": 1e-9},  # once: "array is too big"
+        {"spacing_mm": [1.0, 25.0]},
+        {"spacing_mm": True},
+        {"window": "abc"},  # once: ValueError
+        {"window": ["a", "b"]},
+        {"window": [-60, float("inf")]},
+        {"body_margin": 1.5},  # once: truncated to 1
+        {"body_margin": "abc"},
+        {"body_crop": "false"},  # once: bool("false"), a body crop
+        {"roi_margin_mm": float("nan")},
+        {"roi_jitter_mm": "abc"},
     ],
 )
 def test_slice_sizes_and_margins_that_cannot_work_are_config_errors(bad: dict) -> None:

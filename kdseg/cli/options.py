@@ -27,9 +27,10 @@ def check_option_types(
     """Refuse an option whose value does not have the type of its default in ``conf/``.
 
     Defaults come from ``conf/<config_name>.yaml`` and from each chosen group file
-    (``choices``: Hydra's ``runtime.choices``, e.g. ``trainer: default``). Hydra parses
-    ``batch_size=abc`` as a string; this names the option before anything fails deep inside
-    with ``invalid literal for int()``.
+    (``choices``: Hydra's ``runtime.choices``, e.g. ``trainer: default``), each merged over
+    the files its own defaults list names (``data=kits19`` inherits ``lits.yaml``'s keys:
+    :func:`_chain_defaults`). Hydra parses ``batch_size=abc`` as a string; this names the
+    option before anything fails deep inside with ``invalid literal for int()``.
     """
     files = [("", f"{config_name}.yaml")] if config_name else []
     for group, choice in (choices or {}).items():
@@ -39,7 +40,7 @@ def check_option_types(
         path = Path(CONFIG_PATH) / name
         if not path.is_file():
             continue
-        package, defaults = _file_defaults(path, path.stat().st_mtime_ns)
+        package, defaults = _chain_defaults(path)
         if package is not None:  # the file says where it lands
             if package.startswith("_") and package != "_global_":
                 continue
@@ -49,17 +50,57 @@ def check_option_types(
 
 
 @functools.lru_cache(maxsize=256)  # a config composed again (a sweep, --cfg) reads them once
-def _file_defaults(path: Path, mtime_ns: int) -> tuple[str | None, dict | None]:
-    """A config file's ``@package`` (None: not given) and its values without ``defaults`` and
-    ``hydra`` (None: not a mapping). Read only: the caller must not change them."""
+def _file_defaults(path: Path, mtime_ns: int) -> tuple[str | None, dict | None, tuple[str, ...]]:
+    """A config file's ``@package`` (None: not given), its values without ``defaults`` and
+    ``hydra`` (None: not a mapping), and the order its defaults list merges in: the files of
+    its own group it names (``lits``; ``/data/lits`` from ``conf/``) and ``_self_`` (last
+    where not named, as Hydra). Group choices (``override /data: kits19``) are not files it
+    inherits and are left out. Read only: the caller must not change them."""
     first = path.read_text().split("\n", 1)[0]
     package = first.split("@package", 1)[1].strip() if "@package" in first else None
     defaults = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     if not isinstance(defaults, dict):
+        return package, None, ()
+    entries = defaults.pop("defaults", None) or []
+    defaults.pop("hydra", None)
+    order = tuple(e for e in entries if isinstance(e, str))
+    if "_self_" not in order:
+        order += ("_self_",)
+    return package, defaults, order
+
+
+def _chain_defaults(path: Path, seen: tuple[Path, ...] = ()) -> tuple[str | None, dict | None]:
+    """:func:`_file_defaults`' package and values of ``path``, merged in its defaults list's
+    order over those of the files it inherits, theirs over their own parents' (``kits19``'s
+    over ``lits``'): the defaults an option set by neither file itself still has a type from.
+    A file missing or named twice in the chain is left out (Hydra reports it its own way)."""
+    package, own, order = _file_defaults(path, path.stat().st_mtime_ns)
+    if own is None:
         return package, None
-    for key in ("defaults", "hydra"):
-        defaults.pop(key, None)
-    return package, defaults
+    merged: dict = {}
+    for entry in order:
+        if entry == "_self_":
+            values: dict | None = own
+        else:
+            base = Path(CONFIG_PATH) if entry.startswith("/") else path.parent
+            parent = base / f"{entry.lstrip('/')}.yaml"
+            if parent in seen or parent == path or not parent.is_file():
+                continue
+            values = _chain_defaults(parent, (*seen, path))[1]
+        if values is not None:
+            merged = _merged(merged, values)
+    return package, merged
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base``: mappings key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _walk_defaults(cfg: DictConfig, node: dict, prefix: str) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
 from kdseg.data.dataset import _check_outside, cache_root_of, split_store
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, write_split
+from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, split_fractions, write_split
 from kdseg.data.sources import discover_cases
 from kdseg.errors import InputError
 from kdseg.guards import check_output
@@ -50,16 +50,13 @@ def _target(cfg: DictConfig) -> tuple[Path, str]:
 
 @command("kdseg-split", "split")
 def main(cfg: DictConfig) -> None:
+    fractions = split_fractions(cfg.data.split_fractions)
     target, hint = _target(cfg)
     root = Path(cfg.data.root)
     ids = [c.case_id for c in discover_cases(cfg.data.layout, cfg.data.root)]
-    split = make_split(ids, list(cfg.data.split_fractions), int(cfg.data.split_seed))
+    split = make_split(ids, fractions, int(cfg.data.split_seed))
     write_split(
-        split,
-        target,
-        seed=int(cfg.data.split_seed),
-        fractions=list(cfg.data.split_fractions),
-        root=str(root.resolve()),
+        split, target, seed=int(cfg.data.split_seed), fractions=fractions, root=str(root.resolve())
     )
     counts = ", ".join(f"{k} {len(v)}" for k, v in split.items())
     print(f"{target}: {counts}{hint}")

@@ -33,6 +33,7 @@ from kdseg.data.manifest import (
     RUN_SPLIT_NAME,
     choose_split,
     persist_split,
+    split_fractions,
     write_split,
 )
 from kdseg.data.patches import check_patch
@@ -300,7 +301,7 @@ def resolve_data(
         split_file=cfg.get("split_file"),
         manifest=cfg.get("manifest"),
         seed=int(cfg.get("split_seed", 123)),
-        fractions=cfg.get("split_fractions", (0.7, 0.1, 0.2)),
+        fractions=split_fractions(cfg.get("split_fractions", (0.7, 0.1, 0.2))),
         store=store,
     )
     cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)

@@ -38,6 +38,7 @@ from kdseg.data.niigz import (
     stored_sizes,
     stream_end_problem,
 )
+from kdseg.data.preprocess_config import SPACING_MM  # voxel sizes a CT can have
 from kdseg.errors import InputError, atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -45,8 +46,6 @@ AFFINE_TOLERANCE = 1e-3
 NONFINITE = ("error", "min", "zero")
 """What ``nonfinite=`` may say about NaN / Inf voxels in an image."""
 MAX_DEFLATE_RATIO = 1032
-SPACING_MM = (0.05, 20.0)
-"""Voxel sizes a CT can have (mm); outside them a header's units or scale are broken."""
 SOURCE_HEADER = "kdseg_source_header"
 """Key in a loaded image's ``extra`` for the stored header when it differs in shape (a
 singleton fourth axis dropped on reading); :func:`label_image` writes labels with it."""

@@ -42,15 +42,7 @@ def make_split(
 
     Val and test get at least one case each whenever there are three or more cases.
     """
-    if (
-        len(fractions) != 3
-        or not all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in fractions)
-        or abs(sum(fractions) - 1.0) > 1e-6
-    ):
-        raise ConfigError(
-            "data.split_fractions: three numbers from 0 to 1 (train, val, test) that sum to 1, "
-            f"not {list(fractions)}"
-        )
+    fractions = split_fractions(fractions)
     ids = sorted(case_ids)
     random.Random(seed).shuffle(ids)
     n = len(ids)
@@ -69,6 +61,27 @@ def make_split(
         "val": sorted(ids[n_train : n_train + n_val]),
         "test": sorted(ids[n_train + n_val :]),
     }
+
+
+def split_fractions(value: object) -> list[float]:
+    """``data.split_fractions`` as three floats (train, val, test), each from 0 to 1, that sum
+    to 1; anything else (``0.5``, text, NaN, two numbers) a :class:`ConfigError` naming it."""
+    ok = (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and len(value) == 3
+        and all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in value
+        )
+        and abs(sum(value) - 1.0) <= 1e-6
+    )
+    if not ok:
+        shown = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+        raise ConfigError(
+            "data.split_fractions: three numbers from 0 to 1 (train, val, test) that sum to 1, "
+            f"not {shown!r}"
+        )
+    return [float(f) for f in value]  # type: ignore[union-attr]
 
 
 def read_split(path: str | Path) -> dict[str, list[str]]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +32,13 @@ from kdseg.errors import InputError
 ROI_KINDS = (None, "organ")
 WINDOW_LEVELS = (None, "organ")
 LABEL_RESIZES = (None, "nearest-exact")
+SPACING_MM = (0.05, 20.0)
+"""Voxel sizes a CT can have (mm): the pixel spacings ``spacing_mm`` may resample to, and
+those a scan's header may give (:func:`kdseg.data.io.voxel_sizes`' check); below them a slice
+of a few hundred mm is millions of pixels on a side (no memory holds it)."""
+GRID_SIZE = (8, 4096)
+"""Pixels ``in_plane_size`` / ``crop_size`` may give each side of the model grid: below 8 no
+network of kdseg downsamples it, above 4096 a batch of slices outgrows any memory."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class PreprocessConfig:
                 f"preprocess.store_dtype must be a float type (float16, float32), got "
                 f"{self.store_dtype!r}",
             )
+        low, high = GRID_SIZE
         for key in ("in_plane_size", "crop_size"):
             size = getattr(self, key)
             if size is not None and (
@@ -101,6 +111,12 @@ class PreprocessConfig:
             ):  # [0, 64] divided by zero, [64] failed to unpack, deep in the first case
                 raise InputError(
                     None, f"preprocess.{key} must be [h, w] whole numbers >= 1, got {list(size)}"
+                )
+            if size is not None and not all(low <= v <= high for v in size):
+                raise InputError(  # [200000, 200000]: a MemoryError deep in the first case
+                    None,
+                    f"preprocess.{key} must be [h, w] whole numbers from {low} to {high}, got "
+                    f"{list(size)}",
                 )
         axes = {c: i for i, pair in enumerate(("LR", "PA", "IS")) for c in pair}
         codes = str(self.axcodes)
@@ -134,13 +150,14 @@ class PreprocessConfig:
                 "median HU sets the window is the ROI's)",
             )
         if self.spacing_mm is not None:
+            low, high = SPACING_MM
             if len(self.spacing_mm) != 2 or not all(
-                np.isfinite(s) and s > 0 for s in self.spacing_mm
-            ):
+                np.isfinite(s) and low <= s <= high for s in self.spacing_mm
+            ):  # 1e-9: "array is too big" deep in the first case
                 raise InputError(
                     None,
-                    f"preprocess.spacing_mm must be two positive mm values, got "
-                    f"{list(self.spacing_mm)}",
+                    f"preprocess.spacing_mm must be two mm values from {low:g} to {high:g}, "
+                    f"got {list(self.spacing_mm)}",
                 )
             if self.in_plane_size is not None and self.crop_size is not None:
                 raise InputError(
@@ -148,8 +165,12 @@ class PreprocessConfig:
                     "with preprocess.spacing_mm, in_plane_size is the pad / crop size of the "
                     "model grid: give it or crop_size, not both",
                 )
-        if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
-            raise InputError(None, "preprocess.roi_margin_mm and roi_jitter_mm must be >= 0")
+        if not (self.roi_margin_mm >= 0 and self.roi_jitter_mm >= 0) or not all(
+            math.isfinite(v) for v in (self.roi_margin_mm, self.roi_jitter_mm)
+        ):
+            raise InputError(
+                None, "preprocess.roi_margin_mm and roi_jitter_mm must be finite and >= 0"
+            )
         if self.roi_components == 1:  # the default, spelled out: one digest for both
             object.__setattr__(self, "roi_components", None)
         if self.roi_components is not None and (
@@ -171,28 +192,36 @@ class PreprocessConfig:
         return self.crop_size
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> PreprocessConfig:
-        """Build from a (Hydra) mapping; lists become tuples."""
-
-        def tup(v: Any) -> tuple | None:
-            if v is None:
-                return None
-            return (int(v), int(v)) if isinstance(v, int) else tuple(v)
-
+    def from_dict(cls, cfg: Mapping[str, Any]) -> PreprocessConfig:
+        """Build from a (Hydra) mapping; lists become tuples. A value of the wrong kind
+        (``in_plane_size=64.5``, ``spacing_mm=abc``, ``window=[a,b]``, NaN) is an
+        :class:`InputError` naming its key, not a ``TypeError`` deep inside."""
+        window = cfg.get("window", cls.window)
+        if not _is_list(window):
+            raise InputError(
+                None, f"preprocess.window must be two finite HU values, low < high, got {window!r}"
+            )
+        margin = cfg.get("body_margin", cls.body_margin)
+        if not _whole(margin):
+            raise InputError(None, f"preprocess.body_margin must be a whole number, got {margin!r}")
+        body_crop = cfg.get("body_crop", cls.body_crop)
+        if not isinstance(body_crop, (bool, np.bool_)):
+            raise InputError(None, f"preprocess.body_crop must be true or false, got {body_crop!r}")
+        spacing = cfg.get("spacing_mm")
         return cls(
-            window=tuple(float(x) for x in cfg.get("window", cls.window)),
+            window=tuple(_number("window", v) for v in window),
             axcodes=str(cfg.get("axcodes", cls.axcodes)),
-            body_crop=bool(cfg.get("body_crop", cls.body_crop)),
-            body_margin=int(cfg.get("body_margin", cls.body_margin)),
-            in_plane_size=tup(cfg.get("in_plane_size")),
-            crop_size=tup(cfg.get("crop_size")),
+            body_crop=bool(body_crop),
+            body_margin=int(margin),
+            in_plane_size=_size("in_plane_size", cfg.get("in_plane_size")),
+            crop_size=_size("crop_size", cfg.get("crop_size")),
             store_dtype=str(cfg.get("store_dtype", cls.store_dtype)),
             spacing_mm=None
-            if cfg.get("spacing_mm") is None
-            else tuple(float(v) for v in _pair(cfg["spacing_mm"])),
+            if spacing is None
+            else tuple(_number("spacing_mm", v) for v in _pair("spacing_mm", spacing)),
             roi=cfg.get("roi") or None,
-            roi_margin_mm=float(cfg.get("roi_margin_mm", cls.roi_margin_mm)),
-            roi_jitter_mm=float(cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
+            roi_margin_mm=_number("roi_margin_mm", cfg.get("roi_margin_mm", cls.roi_margin_mm)),
+            roi_jitter_mm=_number("roi_jitter_mm", cfg.get("roi_jitter_mm", cls.roi_jitter_mm)),
             roi_components=cfg.get("roi_components"),
             window_level=cfg.get("window_level") or None,
             label_resize=cfg.get("label_resize") or None,
@@ -219,5 +248,44 @@ class PreprocessConfig:
         return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _pair(v: Any) -> tuple:
-    return (v, v) if isinstance(v, (int, float)) else tuple(v)
+def _is_list(v: Any) -> bool:
+    """A list of values (a YAML / JSON list or Hydra's ListConfig, a tuple), not text."""
+    return isinstance(v, Sequence) and not isinstance(v, (str, bytes))
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _number(key: str, v: Any) -> float:
+    """``v`` as a float: a finite int or float (not a bool, not text), else an InputError."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise InputError(None, f"preprocess.{key} must hold finite numbers, got {v!r}")
+    if not math.isfinite(v):
+        raise InputError(None, f"preprocess.{key} must hold finite numbers, got {v!r}")
+    return float(v)
+
+
+def _pair(key: str, v: Any) -> tuple:
+    """One value for both axes, or the list of them (checked by the caller)."""
+    if _is_list(v):
+        return tuple(v)
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return (v, v)
+    raise InputError(None, f"preprocess.{key} must be a number or [x, y] numbers, got {v!r}")
+
+
+def _size(key: str, v: Any) -> tuple | None:
+    """``in_plane_size`` / ``crop_size`` as ``(h, w)``: one whole number for both or a list of
+    two (their count and range checked by ``__post_init__``)."""
+    if v is None:
+        return None
+    if _whole(v):
+        return (int(v), int(v))
+    if _is_list(v) and all(_whole(x) for x in v):
+        return tuple(int(x) for x in v)
+    raise InputError(None, f"preprocess.{key} must be [h, w] whole numbers, got {_shown(v)}")
+
+
+def _shown(v: Any) -> str:
+    return repr(list(v)) if _is_list(v) else repr(v)
