@@ -888,3 +888,13 @@ def test_a_resumed_run_refused_after_the_loggers_start_keeps_all_it_had(
         assert set(after) == set(before), sorted(set(after) ^ set(before))
         changed = [k for k in before if after[k] != before[k] and not k.startswith(record)]
         assert not changed, changed
+    # a folder killed before its first checkpoint: the rerun starts afresh with a new wandb id
+    # (tests/test_validation_line.py); refused, it puts the folder's id back
+    shutil.rmtree(run / "checkpoints")
+    shutil.rmtree(run / "csv")
+    before = state()
+    code, _, stderr = _subprocess("train", [*args, "trainer.max_epochs=-1"], tmp_path, wandb)
+    assert code == 2 and "needs an end" in stderr, stderr[-3000:]
+    after = state()
+    assert set(after) == set(before), sorted(set(after) ^ set(before))
+    assert after["wandb_id.txt"] == before["wandb_id.txt"]

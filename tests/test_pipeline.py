@@ -22,6 +22,7 @@ from kdseg.data.dataset import resolve_data, split_store
 from kdseg.data.phantom import PhantomConfig, generate_case
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle
+from kdseg.lit.resume import wandb_history
 
 
 def _data_cfg(root: Path, **overrides) -> dict:
@@ -331,6 +332,18 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     run_id = (run / "wandb_id.txt").read_text().strip()
     folders = sorted((run / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and {f.name.rsplit("-", 1)[1] for f in folders} == {run_id}
+    # and together they hold each CSV row once: none the kill lost, none logged twice (the
+    # validation overlays are wandb's own: one per epoch)
+    logged = sorted(
+        (step, sorted(keys))
+        for folder in folders
+        for step, keys in wandb_history(folder / f"run-{run_id}.wandb")
+        if not keys <= {"val/overlay", "val/dice_table"}
+    )
+    expected = sorted(
+        (int(r["step"]), sorted(k for k, v in r.items() if v and k != "step")) for r in rows
+    )
+    assert logged == expected
     assert (run / "checkpoints" / "last-previous.ckpt").is_file()  # the one before last.ckpt
     assert "GPU available" not in result.stdout + result.stderr
     # best.ckpt is the best validation of the whole run, killed or not, and last.ckpt holds
@@ -450,6 +463,15 @@ def test_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     ckpt, output = _resume_from_previous(args, tmp_path, step=9)
     assert [s["batches"] for s in ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]] == [1]
     assert "not resumable" not in output
+
+    # the resumed epoch's log line shows the train loss of the run that never stopped: the
+    # checkpoint carries the loss of the batch before it (it showed the later batches' mean)
+    def last_line(run: Path) -> str:
+        lines = (run / "train.log").read_text().splitlines()
+        return [line for line in lines if "epoch 3/3 step 12: train loss" in line][-1]
+
+    whole, resumed = last_line(tmp_path / "whole"), last_line(tmp_path / "resumed")
+    assert resumed.split(": ", 1)[1].split(", val")[0] == whole.split(": ", 1)[1].split(", val")[0]
 
 
 @pytest.mark.parametrize(

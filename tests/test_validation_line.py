@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -142,3 +143,93 @@ def test_a_run_resumed_from_a_checkpoint_without_its_state_takes_the_best_score(
     trainer.current_epoch = 3
     _validate(loss, trainer, [])
     assert "val loss 0.2000 (best 0.2000 at epoch 4)" in log_file.read_text().splitlines()[-1]
+
+
+def test_a_resumed_line_shows_the_train_loss_of_the_run_that_never_stopped(handlers) -> None:
+    """The loss summed since the last validation goes into the checkpoint: a run resumed mid
+    epoch showed the mean of the steps after the resume only. A checkpoint without that state
+    (saved before it was kept) still loads, and counts from the resume."""
+    log_file, _ = handlers
+    whole = ValidationLine()
+    _validate(whole, _trainer(0, 3, 0.5), [0.5, 0.25, 0.125])
+    killed = ValidationLine()
+    for loss in (0.5, 0.25):
+        killed.on_train_batch_end(_trainer(0, 2, 0.5), None, {"loss": torch.tensor(loss)}, None, 0)
+    resumed = ValidationLine()
+    resumed.load_state_dict(killed.state_dict())
+    _validate(resumed, _trainer(0, 3, 0.5), [0.125])
+    older = ValidationLine()
+    older.load_state_dict({"best": (0.4, 1)})  # a checkpoint saved before the loss was kept
+    _validate(older, _trainer(1, 3, 0.5), [0.125])
+    lines = log_file.read_text().splitlines()
+    assert [line.split(", val")[0] for line in lines] == [
+        "epoch 1/30 step 3: train loss 0.2917",
+        "epoch 1/30 step 3: train loss 0.2917",
+        "epoch 2/30 step 3: train loss 0.125",
+    ]
+    assert ValidationLine().state_dict() == {"best": None, "loss_sum": None, "loss_steps": 0}
+
+
+def _offline_run(
+    save_dir: Path, run_id: str, rows: list[tuple[int, dict]], held: int, **kwargs
+) -> None:
+    """One process's wandb run (offline): ``rows`` logged as Lightning logs them; returns
+    once its file holds ``held`` rows."""
+    from kdseg.lit.resume import ResumableWandbLogger, wandb_history
+
+    logger = ResumableWandbLogger(
+        project="kdseg", save_dir=str(save_dir), offline=True, id=run_id, resume="allow", **kwargs
+    )
+    for step, metrics in rows:
+        logger.log_metrics(metrics, step=step)
+    run_dir = Path(logger.experiment.dir).parent
+    logger.experiment.finish()
+    # wandb's service closes the file after finish() returns; a process ends after it is closed
+    log, deadline = run_dir / f"run-{run_id}.wandb", time.monotonic() + 60
+    while len(list(wandb_history(log))) < held and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_a_resumed_wandb_run_holds_the_csv_logs_rows_each_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A SIGKILL stops wandb's writer anywhere: its offline file had lost the rows before the
+    checkpoint (a run killed before its file was first written: they were missing from wandb
+    for good), and held rows after it that the resumed process logged again (duplicates). The
+    resumed process logs the CSV log's rows wandb lacks and none it has, so the run's offline
+    files together hold each CSV row once."""
+    from kdseg.lit.resume import wandb_history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    row = {"train/loss": 0.5, "epoch": 0}
+    # the killed process: its file got steps 0 and 1 (of 0-5 in the CSV) and 6, after the
+    # checkpoint at step 5; the CSV log, flushed at that checkpoint, holds steps 0-4
+    _offline_run(tmp_path, "abcd1234", [(0, row), (1, row), (6, row)], held=3)
+    csv_path = tmp_path / "csv" / "metrics.csv"
+    csv_path.parent.mkdir()
+    lines = ["epoch,step,train/loss,val/dice_mean"]
+    lines += [f"0,{s},0.5," for s in range(5)] + ["0,4,,0.75", "0,6,0.5,"]  # 6: dropped
+    csv_path.write_text("\n".join(lines) + "\n")
+    resumed = [(s, row) for s in (5, 6, 7)]
+    _offline_run(tmp_path, "abcd1234", resumed, 6, keep_before_step=5, csv_path=csv_path)
+    files = sorted((tmp_path / "wandb").glob("offline-run-*-abcd1234/run-abcd1234.wandb"))
+    assert len(files) == 2
+    logged = sorted((s, sorted(k)) for f in files for s, k in wandb_history(f))
+    loss = sorted(row)
+    expected = [(s, loss) for s in range(8)] + [(4, ["epoch", "val/dice_mean"])]
+    assert logged == sorted(expected)
+    # the resumed file: the rows the killed one lacked (steps 2-4, 4's validation), then 5 and 7
+    assert [s for s, _ in wandb_history(files[1])] == [2, 3, 4, 4, 5, 7]
+
+
+def test_a_fresh_run_in_a_folder_with_a_wandb_id_takes_a_new_one(tmp_path: Path) -> None:
+    """A run killed before its first checkpoint leaves ``wandb_id.txt``: its rerun starts
+    afresh (its CSV log too), and logged into the killed run's wandb run, whatever its
+    settings. A resume keeps the id."""
+    from kdseg.lit.resume import wandb_run_id
+
+    first = wandb_run_id(tmp_path)
+    assert wandb_run_id(tmp_path) == first  # a resume
+    fresh = wandb_run_id(tmp_path, fresh=True)
+    assert fresh != first and (tmp_path / "wandb_id.txt").read_text().strip() == fresh

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdseg.errors import first_process
+from kdseg.errors import first_process, write_text_atomic
 
 #: the folders of a ``hydra.run.dir`` named on the command line that did not exist before
 #: Hydra made them (deepest first): what a refused run removes again
@@ -89,8 +89,17 @@ def note_run_state(run: Path | None) -> None:
         top=set(_names(run.resolve())),  # a run dir reached through a link: the folder's own
         csv=set(_names(run / "csv")),
         wandb=_names(run / "wandb"),
+        wandb_id=_text(run / WANDB_ID_FILE),  # a fresh run replaces it (wandb_run_id)
         progress=_progress(run),
     )
+
+
+def _text(path: Path) -> str | None:
+    """``path``'s text; ``None`` where it cannot be read."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _remove_tree(folder: Path) -> None:
@@ -111,7 +120,8 @@ def _remove_tree(folder: Path) -> None:
 def remove_new_logger_files() -> None:
     """After a refusal of a training run: remove what its loggers made in its run dir since
     the task started (:func:`note_run_state`; the Trainer's setup, or the Trainer itself, can
-    refuse after they start): ``wandb_id.txt``, wandb's run folders of that id
+    refuse after they start): ``wandb_id.txt`` (or, where it was there, the id it held: a
+    fresh run makes a new one), wandb's run folders of that id
     (``wandb/offline-run-<time>-<id>``) and its links there (a link that was there points where
     it did again), and the CSV logger's ``csv/`` with its ``hparams.yaml``. Only what was not
     there before, so a resumed run keeps all it had; and nothing at all once the run has
@@ -155,6 +165,9 @@ def remove_new_logger_files() -> None:
             wandb.rmdir()  # stays where it holds anything else
     if WANDB_ID_FILE not in top:
         id_file.unlink(missing_ok=True)
+    elif _BEFORE["wandb_id"] is not None and _text(id_file) != _BEFORE["wandb_id"]:
+        with contextlib.suppress(OSError):
+            write_text_atomic(id_file, _BEFORE["wandb_id"])  # the id a fresh run replaced
     csv = run / "csv"
     if csv.is_symlink():  # a linked folder is somebody's: nothing in it is removed
         return

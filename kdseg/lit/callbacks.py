@@ -72,13 +72,10 @@ class WandbValidationOverlay(pl.Callback):
             if k.startswith("val/dice_")
         }
         table = wandb.Table(columns=["class", "dice"], data=[[k, v] for k, v in dice.items()])
-        for logger in loggers:
-            logger.experiment.log(
-                {
-                    "val/overlay": wandb.Image(picture),
-                    "val/dice_table": table,
-                    "trainer/global_step": trainer.global_step,
-                }
+        for logger in loggers:  # through log_metrics: a resumed run's logger skips a repeat
+            logger.log_metrics(
+                {"val/overlay": wandb.Image(picture), "val/dice_table": table},
+                step=trainer.global_step,
             )
 
 
@@ -299,11 +296,12 @@ class ValidationLine(pl.Callback):
     validation). Where the progress bar draws (stderr is a terminal) the line goes to the log
     file only; where it is off (stderr a batch job's log or a pipe, or
     ``enable_progress_bar=false``) to stderr too, as the bar would be. Rank 0 only; the best
-    score is kept in the checkpoint, so a resumed run's lines go on from it in the same,
-    appended, log file. A checkpoint saved before this callback existed holds no such state:
-    the best checkpoint's score stands in, its epoch unknown (``best 0.8123``, without
-    ``at epoch``). Better is as that checkpoint callback (the ``ModelCheckpoint`` of the same
-    monitor) says: ``mode`` max or min.
+    score and the train loss summed since the last validation are kept in the checkpoint, so
+    a resumed run's lines go on from them in the same, appended, log file (a run resumed
+    mid-epoch shows the train loss of the run that never stopped). A checkpoint saved before
+    this callback existed holds no such state: the best checkpoint's score stands in, its
+    epoch unknown (``best 0.8123``, without ``at epoch``). Better is as that checkpoint
+    callback (the ``ModelCheckpoint`` of the same monitor) says: ``mode`` max or min.
     """
 
     def __init__(self, monitor: str = "val/dice_mean") -> None:
@@ -339,6 +337,8 @@ class ValidationLine(pl.Callback):
             loss = loss.detach().float()
             if self._loss is None:
                 self._loss = loss.clone()
+            elif self._loss.device != loss.device:  # a checkpoint's sum (CPU), on a GPU run
+                self._loss = loss + self._loss.to(loss.device)
             else:
                 self._loss.add_(loss)
             self._steps += 1
@@ -376,12 +376,19 @@ class ValidationLine(pl.Callback):
         return f"{where}: {', '.join(parts)}"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        # the loss summed since the last validation goes in too: a run resumed mid-epoch then
+        # shows the train loss of the run that never stopped (one device sync per save)
+        loss = None if self._loss is None else float(self._loss)
+        return {"best": self.best, "loss_sum": loss, "loss_steps": self._steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         best = state_dict.get("best")
         epoch = None if best is None or best[1] is None else int(best[1])
         self.best = None if best is None else (float(best[0]), epoch)
+        # absent from checkpoints saved before 2026-12-07: the resumed line counts from there
+        loss, steps = state_dict.get("loss_sum"), int(state_dict.get("loss_steps") or 0)
+        self._loss = torch.tensor(float(loss)) if loss is not None and steps else None
+        self._steps = steps if self._loss is not None else 0
 
 
 def _to_run_log(line: str, console: bool) -> None:

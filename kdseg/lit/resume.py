@@ -10,27 +10,37 @@ A training run dir is resumable at any moment, even after a SIGKILL:
   rows logged after the checkpoint (work the kill threw away) are dropped, the rest kept
   (:class:`ResumableCSVLogger`). Lightning's own CSV logger deletes the file on start.
 * the wandb run id is stored in ``<run dir>/wandb_id.txt`` and reused with ``resume="allow"``
-  (:func:`wandb_run_id`), so a resumed run continues the same wandb run.
+  (:func:`wandb_run_id`), so a resumed run continues the same wandb run; a run that starts
+  from no checkpoint takes a new id. A kill stops wandb's writer wherever it was, so the
+  resumed process first logs the CSV rows no earlier wandb file of the id holds, and logs no
+  row one holds (:class:`ResumableWandbLogger`): the id's files hold the CSV log, each row once.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import io
+import json
 import os
 import secrets
 import string
+import struct
 import sys
 import warnings
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.loggers.logger import rank_zero_experiment
+from lightning_fabric.utilities.logger import _add_prefix
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.errors import InputError, atomic_path, first_process, warning_line, write_text_atomic
 from kdseg.eval.checkpoint import load_reason
@@ -183,6 +193,25 @@ def resume_step(ckpt_path: str | None, module: Any = None) -> int | None:
     return int(ckpt["global_step"])
 
 
+def csv_rows(path: Path, before_step: int) -> tuple[list[str], list[dict[str, str]]]:
+    """``metrics.csv``'s columns and its whole rows logged before ``before_step`` (a line cut
+    short by a kill, or one without a readable step, is left out)."""
+    rows: list[dict[str, str]] = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        for row in reader:
+            if None in row.values() or None in row:  # a line cut short by the kill
+                continue
+            try:
+                step = int(float(row.get("step") or 0))
+            except ValueError:
+                continue
+            if step < before_step:
+                rows.append(row)
+    return fields, rows
+
+
 class _ContinuingWriter(ExperimentWriter):
     """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted."""
 
@@ -196,19 +225,7 @@ class _ContinuingWriter(ExperimentWriter):
             if path.is_file():
                 path.unlink()  # a fresh run in an old folder: start a fresh log
             return
-        rows, fields = [], []
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            for row in reader:
-                if None in row.values() or None in row:  # a line cut short by the kill
-                    continue
-                try:
-                    step = int(float(row.get("step") or 0))
-                except ValueError:
-                    continue
-                if step < self._keep_before_step:
-                    rows.append(row)
+        fields, rows = csv_rows(path, self._keep_before_step)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=fields)
         writer.writeheader()
@@ -241,14 +258,19 @@ class ResumableCSVLogger(CSVLogger):
         self.save()
 
 
-def wandb_run_id(run_dir: Path) -> str | None:
+def wandb_run_id(run_dir: Path, fresh: bool = False) -> str | None:
     """The wandb run id of this run dir: read from ``wandb_id.txt``, or made and stored there
     by the first process. Another DDP process only reads it, and takes ``None`` while it is
     not there: processes started together each made an id before, and the last one written
     won over the one the first process's wandb run had. Their own id is never used: the
-    ``WandbLogger`` makes its run on the first process only."""
+    ``WandbLogger`` makes its run on the first process only.
+
+    ``fresh``: the run starts from no checkpoint (its CSV log starts afresh too), so the first
+    process makes a new id even where ``wandb_id.txt`` holds one: a run killed before its first
+    checkpoint left it, and its rerun, whatever its settings, logged into that run's wandb run.
+    """
     path = run_dir / WANDB_ID_FILE
-    if path.is_file():
+    if path.is_file() and not (fresh and first_process()):
         text = path.read_text().strip()
         if text:
             return text
@@ -279,3 +301,129 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+#: the key of the training step in each wandb history row (Lightning's ``WandbLogger``)
+WANDB_STEP = "trainer/global_step"
+_WANDB_BLOCK = 32768  # wandb's transaction log: leveldb's log format, after a 7-byte header
+
+
+def _wandb_records(path: Path) -> Iterator[bytes]:
+    """The records of a wandb transaction log (``run-<id>.wandb``), up to the first one that is
+    cut short or fails its checksum: where a kill stopped the writer."""
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        return
+    offset, pending = 7, b""
+    while offset + 7 <= len(data):
+        left = _WANDB_BLOCK - offset % _WANDB_BLOCK
+        if left < 7:  # a block's tail too short for a header is padding
+            offset += left
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[offset : offset + 7])
+        chunk = data[offset + 7 : offset + 7 + length]
+        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+            return
+        offset += 7 + length
+        if kind == 1:  # the whole record
+            yield chunk
+        elif kind in (2, 3):  # its first or a middle part
+            pending = (pending if kind == 3 else b"") + chunk
+        elif kind == 4:  # its last part
+            yield pending + chunk
+            pending = b""
+        else:
+            return
+
+
+def wandb_logged(wandb_dir: Path, run_id: str) -> dict[int, set[str]]:
+    """What earlier processes logged to wandb run ``run_id`` under ``wandb_dir``: per training
+    step, the keys logged at it. Read from their transaction logs (offline runs'
+    ``offline-run-*-<id>/run-<id>.wandb``, online runs' ``run-*-<id>/`` alike), as far as each
+    was written: a SIGKILL leaves one cut short, or empty."""
+    logged: dict[int, set[str]] = {}
+    pattern = f"*run-*-{glob.escape(run_id)}/run-{glob.escape(run_id)}.wandb"
+    for path in sorted(wandb_dir.glob(pattern)):
+        for step, keys in wandb_history(path):
+            logged.setdefault(step, set()).update(keys)
+    return logged
+
+
+def wandb_history(path: Path) -> Iterator[tuple[int, set[str]]]:
+    """The history rows of one wandb transaction log: each row's training step and its keys
+    (wandb's own, ``_step`` and the like, left out), as far as the log was written."""
+    from wandb.proto import wandb_internal_pb2
+
+    for raw in _wandb_records(path):
+        record = wandb_internal_pb2.Record()
+        try:
+            record.ParseFromString(raw)
+        except Exception:  # a record of another wandb version: what follows is unknown too
+            return
+        if record.WhichOneof("record_type") != "history":
+            continue
+        # a value that is a dict (an image, a table) comes as its fields: keyed by its name
+        row = {i.key or i.nested_key[0]: i.value_json for i in record.history.item}
+        try:
+            step = int(float(json.loads(row.pop(WANDB_STEP))))
+        except (KeyError, ValueError, TypeError):
+            continue
+        yield step, {k for k in row if not k.startswith("_")}
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class ResumableWandbLogger(WandbLogger):
+    """``WandbLogger`` whose resumed run ends with the CSV log's history, each row once.
+
+    A SIGKILL stops the wandb writer wherever it was: its transaction log may hold none of the
+    rows before the checkpoint (a run killed before its file was first written), and it may
+    hold rows after it, which the resumed process logs again. So on a resume, before its first
+    row, the rows of ``metrics.csv`` before the checkpoint's step that no earlier transaction
+    log of this run id holds are logged (:func:`wandb_logged`), and a row whose step and keys
+    an earlier process logged is not logged again. Offline runs (the default) are read whole;
+    an online run's local transaction log holds what was handed to the upload. A fresh run
+    (``keep_before_step=None``) logs as Lightning's logger does, with no reading.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        keep_before_step: int | None = None,
+        csv_path: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_before_step = keep_before_step
+        self._csv_path = csv_path
+        self._logged: dict[int, set[str]] | None = None  # None: not caught up yet
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._logged is None:
+            self._logged = self._catch_up()
+        if step is not None and step in self._logged:
+            keys = set(_add_prefix(dict(metrics), self._prefix, self.LOGGER_JOIN_CHAR))
+            if keys <= self._logged[step]:
+                return  # the killed process logged it
+        super().log_metrics(metrics, step)
+
+    def _catch_up(self) -> dict[int, set[str]]:
+        """Log the CSV rows before the resumed step that wandb lacks; what wandb had."""
+        run_id, save_dir = self._wandb_init.get("id"), self.save_dir
+        if self._keep_before_step is None or not run_id or not save_dir:
+            return {}
+        logged = wandb_logged(Path(save_dir) / "wandb", str(run_id))
+        if self._csv_path is None or not self._csv_path.is_file():
+            return logged
+        for row in csv_rows(self._csv_path, self._keep_before_step)[1]:
+            step = int(float(row["step"]))
+            metrics = {k: _number(v) for k, v in row.items() if k != "step" and v != ""}
+            if metrics and not set(metrics) <= logged.get(step, set()):
+                super().log_metrics(metrics, step)
+        return logged

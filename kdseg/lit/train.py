@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import resolve_data
@@ -41,6 +42,7 @@ from kdseg.lit.resume import (
     AtomicCheckpointIO,
     MovableCheckpoint,
     ResumableCSVLogger,
+    ResumableWandbLogger,
     RotatingCheckpoint,
     find_resume,
     resume_step,
@@ -56,7 +58,8 @@ def build_loggers(
     """CSV always; wandb unless ``logger.wandb.enabled`` is false (offline by default).
 
     ``resume_step``: the step a resumed run restarts from; the CSV log is continued up to it
-    and wandb continues the run dir's own run id (see :mod:`kdseg.lit.resume`).
+    and wandb continues the run dir's own run id, catching up with the CSV log (a fresh run
+    takes a new id; see :mod:`kdseg.lit.resume`).
     """
     csv_logger = ResumableCSVLogger(
         str(run_dir), name="csv", version="", keep_before_step=resume_step
@@ -65,7 +68,7 @@ def build_loggers(
     wb = cfg.get("wandb") or {}
     if wb.get("enabled", True) and os.environ.get("WANDB_MODE") != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        logger = WandbLogger(
+        logger = ResumableWandbLogger(
             project=wb.get("project", "kdseg"),
             entity=wb.get("entity"),  # a team or user other than the login's default
             name=wb.get("name"),
@@ -74,8 +77,10 @@ def build_loggers(
             save_dir=str(run_dir),
             offline=bool(wb.get("offline", True)),
             log_model=False,
-            id=wandb_run_id(run_dir),
+            id=wandb_run_id(run_dir, fresh=resume_step is None),
             resume="allow",
+            keep_before_step=resume_step,  # on a resume, wandb catches up with the CSV log
+            csv_path=Path(csv_logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE,
         )
         logger._wandb_init.pop("anonymous", None)  # else wandb warns it is deprecated
         loggers.append(logger)
