@@ -411,3 +411,54 @@ def test_inference_stacks_context_slices_in_the_training_order(tmp_path, context
         want = np.clip(np.arange(z - context, z + context + 1), 0, n - 1).astype(np.float32)
         assert stacked[z, :, 0, 0].tolist() == want.tolist()
         torch.testing.assert_close(train[z]["image"], torch.from_numpy(stacked[z]))
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "SLP"])
+@pytest.mark.parametrize("mode", [None, "nearest-exact"])
+def test_lesions_kept_counts_the_lesions_the_model_grid_loses(codes: str, mode: str | None) -> None:
+    """A 3x3-voxel lesion survives a 4x in-plane downsample; a one-voxel lesion between the
+    sampled pixels does not; the stored orientation changes neither count."""
+    img, labels = _volume("RAS", shape=(64, 64, 8))  # RAS: the tiny lesion's index as written
+    labels[41, 43, 1] = 2  # off every 4th row and column (and off their centres)
+    transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
+    stored = nib.Nifti1Image(
+        ornt.apply_orientation(np.asanyarray(img.dataobj), transform),
+        img.affine @ ornt.inv_ornt_aff(transform, img.shape),
+    )
+    stored_labels = ornt.apply_orientation(labels, transform)
+    pre = Preprocessor(PreprocessConfig(in_plane_size=(16, 16), label_resize=mode))
+    _, geom = pre.image(stored)
+    assert pre.lesions_kept(stored_labels, stored, geom) == (2, 1)
+    assert pre.lesions_kept(np.where(labels == 2, 1, labels), img, geom) == (0, 0)
+    grid = Preprocessor(PreprocessConfig(label_resize=mode))
+    _, full = grid.image(stored)
+    assert grid.lesions_kept(stored_labels, stored, full) == (2, 2)  # no resize: none lost
+
+
+def test_prepare_warns_once_when_lesions_vanish_on_the_model_grid(tmp_path, capsys) -> None:
+    """Cases whose ``meta.json`` counts lesions the grid lost are summed in one stderr line
+    naming the worst case; counts without a loss, or a cache without counts, say nothing."""
+    import json
+
+    from kdseg.data.cache import case_folder
+    from kdseg.data.prepare import case_source, lost_lesion_warning, prepare_cases
+    from kdseg.data.sources import Case
+
+    cases = []
+    for case_id, counts in (("a", [4, 3]), ("b", [6, 4]), ("c", [2, 2]), ("old", None)):
+        folder = case_folder(tmp_path, case_id)
+        folder.mkdir(parents=True)
+        for name in ("image.npy", "label.npy"):
+            np.save(folder / name, np.zeros((1, 4, 4), np.uint8))
+        case = Case(case_id, tmp_path / f"{case_id}.nii.gz", tmp_path / f"{case_id}-l.nii.gz")
+        meta = {"source": case_source(case), **({"tumor_lesions": counts} if counts else {})}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        cases.append(case)
+    assert lost_lesion_warning(tmp_path, ["c", "old"]) is None
+    line = lost_lesion_warning(tmp_path, ["a", "b", "c", "old"])
+    assert line and line.startswith("3 of 12 tumor lesion(s), in 2 case(s), keep no voxel")
+    assert "(worst: b, 2 of 6)" in line
+    for _ in range(2):
+        prepare_cases(cases, PreprocessConfig(), tmp_path, progress=False)
+    out, err = capsys.readouterr()
+    assert "tumor lesion" not in out and err.count("3 of 12 tumor lesion(s)") == 1

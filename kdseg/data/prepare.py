@@ -70,8 +70,9 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
     box, box_level, no_organ = cut_box(config, roi, level)
     slices, geom = pre.image(image, box, level=box_level)
     labels = pre.label(label, image, geom)
+    lesions, kept = pre.lesions_kept(label, image, geom)
     if no_organ:  # a case without organ gives a stage-2 model no slice at all
-        slices, labels = slices[:0], labels[:0]
+        slices, labels, kept = slices[:0], labels[:0], 0
     folder = case_folder(cache_dir, case.case_id)
     _save_npy(slices.astype(config.store_dtype), folder / "image.npy")
     _save_npy(labels, folder / "label.npy")
@@ -82,6 +83,7 @@ def prepare_case(case: Case, config: PreprocessConfig, cache_dir: Path) -> str:
         "n_slices": int(labels.shape[0]),
         "organ_slices": np.nonzero((per_slice > 0).any(axis=1))[0].tolist(),
         "tumor_slices": np.nonzero((per_slice == 2).any(axis=1))[0].tolist(),
+        "tumor_lesions": [lesions, kept],  # in the label, and with a voxel on the model grid
         "organ_outside_window": outside_window(np.asanyarray(image.dataobj), label, config, level),
         **_geometry_meta(geom),
         **({"organ_level_hu": level} if config.window_level == "organ" else {}),
@@ -328,6 +330,34 @@ def roi_mask(image: nib.Nifti1Image, path: Path) -> np.ndarray:
     return (remap_labels(label, label_map) > 0).astype(np.uint8)
 
 
+def lost_lesion_warning(cache_dir: Path, ids: Sequence[str]) -> str | None:
+    """One line when tumor lesions of the labels keep no voxel on the model grid, else None.
+
+    Such a lesion is in no slice the network trains or is validated on (the evaluation scores
+    on the image grid, where it still counts): too small for ``in_plane_size`` /
+    ``spacing_mm``, or outside the crop. Read from each case's ``meta.json`` (caches written
+    before this check hold no counts).
+    """
+    cases, lesions, lost = [], 0, 0
+    for case_id in ids:
+        path = case_folder(cache_dir, case_id) / "meta.json"
+        counts = json.loads(path.read_text()).get("tumor_lesions") if path.is_file() else None
+        if not counts:
+            continue
+        lesions += counts[0]
+        if counts[1] < counts[0]:
+            lost += counts[0] - counts[1]
+            cases.append((counts[0] - counts[1], case_id, counts))
+    if not lost:
+        return None
+    _, worst, (n, kept) = max(cases)
+    return (
+        f"{lost} of {lesions} tumor lesion(s), in {len(cases)} case(s), keep no voxel on the "
+        f"model grid (worst: {worst}, {n - kept} of {n}): smaller than its pixels or outside "
+        "its crop, they are in no training slice (data.preprocess.spacing_mm / in_plane_size)"
+    )
+
+
 def _prepare_one(case: Case | ImageCase, config: PreprocessConfig, cache_dir: Path) -> str:
     if isinstance(case, ImageCase):
         return prepare_image_case(case, config, cache_dir)
@@ -393,6 +423,10 @@ def prepare_cases(
     if warning and str(cache_dir) not in _WARNED:
         _WARNED.add(str(cache_dir))
         print(warning_line(warning), file=sys.stderr)
+    lost = lost_lesion_warning(cache_dir, labeled)
+    if lost and f"lost:{cache_dir}" not in _WARNED:
+        _WARNED.add(f"lost:{cache_dir}")
+        print(warning_line(lost), file=sys.stderr)
     empty = empty_label_warning(cache_dir, labeled, roi=config.roi is not None)
     if empty and f"empty:{cache_dir}" not in _WARNED:
         _WARNED.add(f"empty:{cache_dir}")

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
+from scipy import ndimage
 
 from kdseg.data.boxes import Box3D, expand_box, jitter_box, organ_box, organ_level
 from kdseg.data.io import voxel_sizes
@@ -103,6 +104,13 @@ class Geometry:
     def model_size(self) -> tuple[int, int]:
         """In-plane size of the slices the model sees."""
         return self.resized if self.crop_size is None else self.crop_size
+
+
+def _extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
+    """Half-open range of the indices along ``axis`` where ``mask`` holds a True; (0, 0) if
+    none."""
+    held = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+    return (int(held[0]), int(held[-1]) + 1) if held.size else (0, 0)
 
 
 def _centre_offsets(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
@@ -333,6 +341,31 @@ class Preprocessor:
         ``label_resize`` says)."""
         boxed = self._box_slices(self.reorient(img, label), geom).astype(np.uint8, copy=False)
         return self._to_model_grid(boxed, geom, self.label_mode, fill=0)
+
+    def lesions_kept(
+        self, label: np.ndarray, img: nib.Nifti1Image, geom: Geometry, value: int = 2
+    ) -> tuple[int, int]:
+        """``(lesions, kept)``: the tumor lesions (3-D connected components of ``value``) of
+        ``label`` on the image grid, and how many keep a voxel on the model grid.
+
+        A lesion smaller than the model grid's pixels (or outside its box or crop) is in no
+        slice the network sees: the components are numbered and taken to the model grid as
+        the label is (:meth:`label`), and the numbers left are the lesions kept. Only the
+        lesions' bounding box is numbered, and only the slices that hold tumor are resized.
+        """
+        canonical = self.reorient(img, label == value)  # a view
+        (x0, x1), (y0, y1), (z0, z1) = (_extent(canonical, axis) for axis in range(3))
+        if z1 == 0:
+            return 0, 0
+        block, n = ndimage.label(canonical[x0:x1, y0:y1, z0:z1])  # the lesions' bounding box
+        a, b = max(z0, geom.slices[0]), min(z1, geom.slices[1])
+        if a >= b:
+            return n, 0
+        ids = np.zeros((*canonical.shape[:2], z1 - z0), np.uint8 if n < 256 else np.int32)
+        ids[x0:x1, y0:y1] = block
+        boxed = self._box_slices(ids, geom, zs=(a - z0, b - z0))  # ids start at slice z0
+        grid = self._to_model_grid(boxed, geom, self.label_mode, 0)
+        return n, int(np.unique(grid[grid > 0]).size)
 
     @property
     def label_mode(self) -> str:
