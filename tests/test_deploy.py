@@ -972,6 +972,16 @@ def test_export_and_bench_refuse_what_would_mislabel_or_misplace(
     assert targets(rows, {"max_volume_s": 10})[0]["target"].startswith(
         "fastest student (no distilled entry)"
     )
+    # the YAML's defaults are floats, so a fractional override is a setting; shown as written
+    half = targets(rows, {"max_volume_s": 7.5, "vs_teacher": {"raunet": 5.0}})
+    assert half[0]["target"].endswith("<= 7.5 s per volume") and half[0]["met"]
+    assert half[1]["target"] == "fastest student >= 5x faster than raunet"
+    from omegaconf import OmegaConf
+
+    from kdseg.cli.options import check_option_types
+
+    for value in ("targets.max_volume_s=7.5", "targets.vs_teacher.raunet=2.5"):
+        check_option_types(OmegaConf.from_dotlist([value]), "bench")  # no "whole number"
 
 
 def test_int8_that_quantizes_no_layer_is_refused_not_written(

@@ -61,7 +61,7 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
                     if fastest["role"] == "distilled"
                     else "fastest student (no distilled entry)"
                 )
-                + f" <= {targets['max_volume_s']} s per volume",
+                + f" <= {float(targets['max_volume_s']):g} s per volume",
                 "value": f"{fastest['name']}: {t:.2f} s",
                 "met": t <= float(targets["max_volume_s"]),
             }
@@ -79,12 +79,12 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
                 }
             )
         else:
-            drop = _tumor(ref) - _tumor(fastest)
+            drop, limit = _tumor(ref) - _tumor(fastest), float(targets["max_tumor_dice_drop"])
             out.append(
                 {
-                    "target": f"tumor Dice within {targets['max_tumor_dice_drop']} of PyTorch fp32",
+                    "target": f"tumor Dice within {limit:g} of PyTorch fp32",
                     "value": f"{_tumor(fastest):.3f} vs {_tumor(ref):.3f} ({ref['name']})",
-                    "met": drop <= float(targets["max_tumor_dice_drop"]),
+                    "met": drop <= limit,
                 }
             )
     if "int8_speedup" in targets:
@@ -106,7 +106,7 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
         if fastest is None or not runs:
             out.append(
                 {
-                    "target": f"fastest student >= {ratio}x faster than {teacher}",
+                    "target": f"fastest student >= {float(ratio):g}x faster than {teacher}",
                     "value": "not benchmarked",
                     "met": None,
                 }
@@ -122,14 +122,14 @@ def check_targets(rows: list[dict[str, Any]], targets: dict[str, Any]) -> list[d
         model = net_best["model_median_s"] / net["model_median_s"]
         out += [
             {
-                "target": f"fastest student >= {ratio}x faster than {teacher}, end to end",
+                "target": f"fastest student >= {float(ratio):g}x faster than {teacher}, end to end",
                 "value": f"{e2e:.1f}x ({best['name']} vs {fastest['name']}); a zero-cost "
                 f"network would give at most {bound:.1f}x: {rest:.2f} s of the student's "
                 "volume is not the network",
                 "met": e2e >= float(ratio),
             },
             {
-                "target": f"fastest student network >= {ratio}x faster than {teacher}'s",
+                "target": f"fastest student network >= {float(ratio):g}x faster than {teacher}'s",
                 "value": f"{model:.1f}x model time ({net_best['name']} vs {net['name']})",
                 "met": model >= float(ratio),
             },
