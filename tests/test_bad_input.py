@@ -1249,9 +1249,10 @@ def _files(folder: Path) -> list[str]:
 def test_a_sweep_job_refused_after_its_run_record_removes_its_own_folder(
     tmp_path: Path, phantom_lits: Path
 ) -> None:
-    """``kdseg-train -m`` whose second job is refused once its job folder holds its run
-    record (an empty data folder: ``config.yaml``, ``.hydra/``, ``train.log``) left
-    ``<sweep>/1`` behind (and an empty ``<sweep>/1`` for one refused by an option's range).
+    """``kdseg-train -m`` whose second job is refused once its job folder holds its log (an
+    empty data folder: ``train.log``, and ``config.yaml`` and ``.hydra/`` before the training
+    start wrote them) left ``<sweep>/1`` behind (and an empty ``<sweep>/1`` for one refused by
+    an option's range).
     The refused job's folder goes; the first job's run and the sweep's record stay."""
     from conftest import TINY_DATA
 

@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import BIN, TINY_DATA, TRAINED_ENET, error_lines, kdseg_here
 
 from kdseg.errors import temp_host
@@ -557,7 +558,23 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("train: a rerun that would resume another seed", "train", lambda w: resume_with(w, "seed=5"), "seed: 123 -> 5", False),
     ("train: a rerun that would resume another network", "train", lambda w: resume_with(w, "model=resnet18"), "model:", False),
     ("train: a rerun that would resume with another batch size", "train", lambda w: resume_with(w, "data.batch_size=4"), "data.batch_size: 8 -> 4", False),
-    ("train: resume= a checkpoint of another width", "train", lambda w: train_args(w, f"resume={w.copy_ckpt()}"), "resume checkpoint holds other weights than this run's network", False),
+    ("train: resume= a checkpoint of another width", "train", lambda w: train_args(w, f"resume={w.copy_ckpt()}"), "resume checkpoint of a run of other settings (model:", False),
+    ("train: resume= a checkpoint without its settings, of another width", "train", lambda w: train_args(w, f"resume={w.copy_ckpt(lambda c: c.pop('hyper_parameters'))}"), "resume checkpoint holds other weights than this run's network", False),
+    ("train: resume= a checkpoint with another learning rate", "train", lambda w: train_args(w, "model.width=0.5", f"resume={w.copy_ckpt()}", "optim.lr=0.5"), "resume checkpoint of a run of other settings (optim:", False),
+    ("train: resume= the run's own last.ckpt with another seed", "train", lambda w: resume_with(w, f"resume={w.tmp / 'run' / 'checkpoints' / 'last.ckpt'}", "seed=99", "optim.lr=0.5", "data.augment.flip=false"), "resume checkpoint of a run of other settings (seed: 123 -> 99, optim:", False),
+    ("train: a rerun in a run folder, data folder not found", "train", lambda w: resume_with(w, "data.root=/nonexistent/lits"), "/nonexistent/lits", False),
+    ("train: a rerun in a run folder, trainer.devices=0", "train", lambda w: resume_with(w, "trainer.devices=0"), "devices", False),
+    ("train: a rerun in a run folder with more epochs, data.num_workers=-1", "train", lambda w: resume_with(w, "trainer.max_epochs=5", "data.num_workers=-1"), "data.num_workers", False),
+    ("train: trainer.max_epochs=0", "train", lambda w: train_args(w, "trainer.max_epochs=0"), "trainer.max_epochs=0: use a whole number >= 1", False),
+    ("train: trainer.max_steps=0", "train", lambda w: train_args(w, "trainer.max_steps=0"), "trainer.max_steps=0: use a whole number >= 1", False),
+    ("train: checkpoint.monitor misspelled", "train", lambda w: train_args(w, "checkpoint.monitor=val/dice_tumour"), "checkpoint.monitor=val/dice_tumour: not a score this run logs; use one of val/dice_mean, ", False),
+    ("distill: checkpoint.monitor misspelled", "distill", lambda w: distill_args(w, "checkpoint.monitor=val/loss"), "checkpoint.monitor=val/loss: not a score this run logs", False),
+    ("train: data.num_workers=-1", "train", lambda w: train_args(w, "data.num_workers=-1"), "data.num_workers", False),
+    ("train: trainer.precision=bogus", "train", lambda w: train_args(w, "trainer.precision=bogus"), "trainer.precision=bogus", False),
+    ("train: trainer.accumulate_grad_batches=0", "train", lambda w: train_args(w, "trainer.accumulate_grad_batches=0"), "trainer.accumulate_grad_batches=0", False),
+    ("train: trainer.gradient_clip_val=nan", "train", lambda w: train_args(w, "trainer.gradient_clip_val=nan"), "trainer.gradient_clip_val=nan", False),
+    ("train: trainer.gradient_clip_val=-1", "train", lambda w: train_args(w, "trainer.gradient_clip_val=-1"), "trainer.gradient_clip_val=-1", False),
+    ("train: checkpoint.every_n_train_steps=2.5", "train", lambda w: train_args(w, "checkpoint.every_n_train_steps=2.5"), "checkpoint.every_n_train_steps=2.5", False),
     ("train: resume= a scan", "train", lambda w: train_args(w, f"resume={w.ct()}"), "ct.nii.gz: resume checkpoint is unreadable (not a weights-only pickle)", False),
     ("train: seed=-1", "train", lambda w: train_args(w, "seed=-1"), "seed", False),
     ("train: seed=null", "train", lambda w: train_args(w, "seed=null"), "seed", False),
@@ -576,12 +593,13 @@ CASES: list[tuple[str, str, Build, str, bool]] = [
     ("train: run dir inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/run"])[1], "in/run", False),
     ("train: trainer=gpu without a GPU, wandb on", "train", no_gpu, "No supported gpu backend found", True),  # left wandb_id.txt
     ("train: slices of two sizes, wandb on", "train", two_slice_sizes, "batches need one size", True),  # refused in the Trainer's setup: left wandb/ and csv/
-    ("train: no end to the learning-rate schedule, wandb on", "train", lambda w: with_wandb(w, train_args(w, "trainer.max_epochs=-1")), "the cosine learning-rate schedule needs an end", True),  # refused at the training start, after wandb's run folder and csv/hparams.yaml
+    ("train: no end to the learning-rate schedule, wandb on", "train", lambda w: with_wandb(w, train_args(w, "trainer.max_epochs=-1")), "the cosine learning-rate schedule needs an end", True),  # refused at the training start, after wandb's run folder and csv/hparams.yaml, before the run's config.yaml
     ("train: new run dir deep inside the unlabeled scans", "train", lambda w: (w.ct(), [*TINY_DATA, f"data.root={w.lits}", f"data.unlabeled_root={w.tmp}/in", f"hydra.run.dir={w.tmp}/in/runs/a/b"])[1], "in/runs/a/b", False),
 ]  # fmt: skip
 
-#: what a training run dir holds before the task checks anything: Hydra's own files and logs
-#: and the run's full config (kept even for a run that fails, to show what was asked for)
+#: what a refused training run may leave in a run dir that was there before: its log (with
+#: the error line); ``config.yaml`` and ``.hydra/`` are written when training starts, so the
+#: saved config of the run there stays (``before`` is compared byte for byte below)
 HYDRA_BOOKKEEPING = (".hydra", ".log", "config.yaml")
 
 
@@ -854,14 +872,65 @@ def test_a_rerun_of_a_run_saved_before_newer_options_is_the_same_run(
     assert code == 0, stderr[-3000:]
 
 
+#: a run's record, which a rerun rewrites once it trains (kdseg.cli.record_run)
+RUN_RECORD = ("config.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "data.root=/nonexistent/lits",
+        "trainer.devices=0",
+        "data.num_workers=-1 trainer.max_epochs=5",
+        "trainer.max_epochs=5 checkpoint.monitor=val/dice_tumour",
+        "trainer.max_epochs=-1",  # refused at the training start, the loggers started
+        "resume={last} seed=99 optim.lr=0.5 data.augment.flip=false",
+    ],
+)
+def test_a_refused_rerun_keeps_the_runs_saved_config(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path, extra: str
+) -> None:
+    """A rerun in a run folder refused (exit 2) by its data, a trainer or loader option (at
+    the training start too: a schedule without an end), or ``resume=`` its own checkpoint
+    with another seed, optimizer and augmentation, leaves the run's ``config.yaml`` and
+    ``.hydra/`` byte for byte: they were rewritten with the refused settings before the
+    checks ran (``config.yaml`` then said ``root: /nonexistent/lits``)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_enet, run)
+    before = {name: (run / name).read_bytes() for name in RUN_RECORD}
+    last = run / "checkpoints" / "last.ckpt"
+    args = [*TINY_DATA, "logger=csv", f"data.root={phantom_lits}", *TRAINED_ENET, f"hydra.run.dir={run}", *extra.format(last=last).split()]  # fmt: skip
+    code, stdout, stderr = _in_process("train", args, tmp_path)
+    assert code == 2 and len(error_lines(stderr)) == 1 and "Traceback" not in stderr, stderr
+    assert {name: (run / name).read_bytes() for name in RUN_RECORD} == before
+
+
+def test_a_rerun_that_trains_records_its_settings(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """The record is written when training starts: a rerun that trains one more epoch
+    (``trainer.max_epochs`` may change) saves its own settings, and so does ``resume=`` the
+    run's own ``last.ckpt`` with the run's settings."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_enet, run)
+    args = [*TINY_DATA, "logger=csv", f"data.root={phantom_lits}", *TRAINED_ENET, f"hydra.run.dir={run}"]  # fmt: skip
+    resume = f"resume={run / 'checkpoints' / 'last.ckpt'}"
+    code, _, stderr = _in_process("train", [*args, "trainer.max_epochs=4", resume], tmp_path)
+    assert code == 0, stderr[-3000:]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == 4 and saved["resume"] == resume.split("=", 1)[1]
+    assert "trainer.max_epochs=4" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 4
+
+
 def test_a_resumed_run_refused_after_the_loggers_start_keeps_all_it_had(
     shared: dict[str, Path], tmp_path: Path
 ) -> None:
     """A rerun in a run folder that wandb logged (offline) refused after the loggers started
     (here at the training start: no end to the schedule; and by Lightning, trainer=gpu on a
     machine without one): the wandb run folder it made is removed and wandb's links point
-    where they did, so the folder holds what it held, byte for byte, but the run's record
-    (``config.yaml``, ``.hydra/``, the log): the wandb id, the checkpoints, the CSV log and
+    where they did, so the folder holds what it held, byte for byte, but the log (the refusal
+    is appended to it): the run's saved config, the wandb id, the checkpoints, the CSV log and
     the earlier wandb run stay as they were."""
     run = tmp_path / "run"
     args = [*TINY_DATA, f"data.root={shared['lits']}", "model=enet", "model.width=0.25", "trainer.max_epochs=1", f"hydra.run.dir={run}"]  # fmt: skip
@@ -877,7 +946,7 @@ def test_a_resumed_run_refused_after_the_loggers_start_keeps_all_it_had(
         return {**files, **links, **folders}
 
     before = state()
-    record = ("config.yaml", ".hydra/", "train.log")
+    record = ("train.log",)
     refusals = [("trainer.max_epochs=-1", "the cosine learning-rate schedule needs an end")]
     if not torch.cuda.is_available():  # the same precision: else refused as other settings
         refusals.append(("trainer=gpu trainer.precision=32-true", "No supported gpu backend"))

@@ -706,11 +706,15 @@ def test_ddp_workers_write_neither_run_config_nor_wandb_id(
     for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert kdseg.cli.save_run_config(cfg)[0] == tmp_path
+    out, _, record = kdseg.cli.save_run_config(cfg)
+    assert out == tmp_path
+    record()  # as training starts
     assert wandb_run_id(tmp_path) is None
     assert not list(tmp_path.iterdir())
     monkeypatch.delenv("LOCAL_RANK")
-    kdseg.cli.save_run_config(cfg)
+    record = kdseg.cli.save_run_config(cfg)[2]
+    assert not list(tmp_path.iterdir())  # written once training starts
+    record()
     assert OmegaConf.load(tmp_path / "config.yaml") == cfg
     run_id = wandb_run_id(tmp_path)
     assert run_id and (tmp_path / "wandb_id.txt").read_text() == run_id + "\n"

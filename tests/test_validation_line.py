@@ -30,7 +30,7 @@ def _trainer(epoch: int, step: int, dice: float, progress_bar: bool = True) -> S
 
 @pytest.fixture
 def handlers(tmp_path: Path):
-    """The run's log file (as kdseg.cli.record_run adds it) and a console, on the root logger."""
+    """The run's log file (as kdseg.cli.open_run_log adds it) and a console, on the root logger."""
     root = logging.getLogger()
     file = logging.FileHandler(tmp_path / "train.log")
     console = logging.StreamHandler(io.StringIO())

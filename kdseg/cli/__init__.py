@@ -105,18 +105,22 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def save_run_config(cfg: DictConfig, inputs: tuple = ()) -> tuple[Path, dict[str, Any]]:
-    """Write the resolved config to ``<run dir>/config.yaml`` (the first process of a DDP
-    run; every process checks the run dir); return the dir and plain config.
+def save_run_config(
+    cfg: DictConfig, inputs: tuple = ()
+) -> tuple[Path, dict[str, Any], Callable[[], None]]:
+    """Check the run dir and open the run's log; return the dir, the plain config, and the
+    function that writes the run's config (``config.yaml``, ``.hydra/``: :func:`record_run`).
 
-    ``inputs`` (the data folder, a teacher checkpoint ...) must not hold the run dir.
+    The caller runs that function when training starts (``fit_from_config``'s start, before
+    the first checkpoint, so a killed run has its config): a rerun in an existing run folder
+    refused before then (a data folder not found, a bad trainer option, a checkpoint of other
+    settings) leaves that run's saved config as it was. ``inputs`` (the data folder, a teacher
+    checkpoint ...) must not hold the run dir.
     """
     out = check_output(run_dir(), inputs, folder=True, what="run dir")
     check_same_run(out, cfg)
-    if first_process():  # DDP workers started with it would each rewrite it
-        write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    record_run(out, cfg)
-    return out, to_dict(cfg)
+    open_run_log(out)
+    return out, to_dict(cfg), record_run(out, cfg)
 
 
 #: Hydra's default format for the job's log file
@@ -124,32 +128,47 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 class _RunLog(logging.FileHandler):
-    """The run's ``<job name>.log``, opened by :func:`record_run` (one per process)."""
+    """The run's ``<job name>.log``, opened by :func:`open_run_log` (one per process)."""
 
 
-def record_run(out: Path, cfg: DictConfig) -> None:
-    """What Hydra writes into a run dir before the task starts, written here once the run dir
-    has passed kdseg's checks (``conf/train.yaml`` turns Hydra's own writing off): on the
-    first process, ``.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``, as
-    Hydra writes them); on every process, the job's log file ``<job name>.log``, appended to
-    as Hydra's is (a DDP worker's is ``train_ddp_process_<n>.log``)."""
+def record_run(out: Path, cfg: DictConfig) -> Callable[[], None]:
+    """The function that writes a run's record, on the first process only (DDP workers
+    started with it would each rewrite it): the resolved config as ``config.yaml``, and what
+    Hydra writes into a run dir before the task starts (``conf/train.yaml`` turns Hydra's own
+    writing off): ``.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``, as Hydra
+    writes them). The texts are made now, from the config as the task got it; the files are
+    written when the function is called (each through a temporary, then renamed)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    files = {out / "config.yaml": OmegaConf.to_yaml(cfg, resolve=True)}
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        folder = out / ".hydra"
+        files[folder / "config.yaml"] = OmegaConf.to_yaml(cfg)
+        files[folder / "hydra.yaml"] = OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))
+        files[folder / "overrides.yaml"] = OmegaConf.to_yaml(hydra_cfg.overrides.task)
+
+    def write() -> None:
+        if first_process():
+            for path, text in files.items():
+                write_text_atomic(path, text)
+
+    return write
+
+
+def open_run_log(out: Path) -> None:
+    """On every process, the job's log file ``<job name>.log`` in the run dir, appended to as
+    Hydra's is (a DDP worker's is ``train_ddp_process_<n>.log``), once the run dir has passed
+    kdseg's checks."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return
-    hydra_cfg = HydraConfig.get()
-    if first_process():
-        folder = out / ".hydra"
-        write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
-        write_text_atomic(
-            folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))
-        )
-        write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _RunLog)]:
         root.removeHandler(handler)  # an earlier job of this process (a multirun)
         handler.close()
-    handler = _RunLog(out / f"{hydra_cfg.job.name}.log")
+    handler = _RunLog(out / f"{HydraConfig.get().job.name}.log")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
 
@@ -194,38 +213,106 @@ _ABSENT = object()
 
 def check_same_run(out: Path, cfg: DictConfig) -> None:
     """Refuse a rerun in a run dir that would resume a run of other settings (a checkpoint
-    and a saved config are there, no ``resume=``): it would go on training that run under the
-    new settings' name, or fail deep in loading its weights."""
+    and a saved config are there): it would go on training that run under the new settings'
+    name, or fail deep in loading its weights. With ``resume=<checkpoint>`` the settings are
+    those of the checkpoint's run (:func:`check_resume_settings`)."""
+    resume = OmegaConf.select(cfg, "resume", default=None)
+    if resume not in (None, "", "null"):
+        check_resume_settings(Path(str(resume)), cfg)
+        return
     saved = out / "config.yaml"
     checkpoints = [out / "checkpoints" / n for n in ("last.ckpt", "last-previous.ckpt")]
-    if OmegaConf.select(cfg, "resume") or not saved.is_file():
+    if not saved.is_file() or not any(c.exists() for c in checkpoints):
         return
-    if not any(c.exists() for c in checkpoints):
+    before = _load_config(saved)
+    changed = _changed(before, cfg) if before is not None else []
+    if changed:
+        raise InputError(
+            out,
+            f"holds a run of other settings ({_shown(before, cfg, changed)}); rerunning here "
+            "resumes it, so give the same settings, or another hydra.run.dir",
+        )
+
+
+def check_resume_settings(ckpt: Path, cfg: DictConfig) -> None:
+    """Refuse ``resume=<checkpoint>`` with settings of :data:`RUN_IDENTITY` other than the
+    checkpoint's run trained with (the seed, the optimizer, the augmentation ...): the resumed
+    run goes on with the checkpoint's weights, optimizer state and schedule, so its
+    ``config.yaml``, ``summary.json`` and checkpoints would record settings it never trained
+    with. The settings are the ``config.yaml`` of the checkpoint's run folder (the parent of
+    its ``checkpoints/``, this run's own included), else what the checkpoint itself records
+    (network, optimizer, loss, method, teacher, dataset and task: not the seed). A checkpoint
+    that is missing or unreadable is passed here: ``find_resume`` refuses it in its words."""
+    if not ckpt.is_file():
         return
+    folder = checkpoint_run(ckpt)
+    before = _load_config(folder / "config.yaml") if folder is not None else None
+    if before is None:
+        before = _checkpoint_settings(ckpt, student="student" in cfg)
+    changed = _changed(before, cfg) if before is not None else []
+    if changed:
+        raise InputError(
+            ckpt,
+            f"resume checkpoint of a run of other settings ({_shown(before, cfg, changed)}); "
+            "resume= goes on training that run, so give its settings",
+        )
+
+
+def _load_config(path: Path) -> DictConfig | None:
+    """A saved run config, or None where there is none or it cannot be read (not compared)."""
+    if not path.is_file():
+        return None
     try:
-        before = OmegaConf.load(saved)
+        loaded = OmegaConf.load(path)
     except Exception:  # noqa: BLE001 - an unreadable saved config cannot be compared
-        return
+        return None
+    return loaded if isinstance(loaded, DictConfig) else None
+
+
+def _checkpoint_settings(ckpt: Path, student: bool) -> DictConfig | None:
+    """The settings a kdseg checkpoint records (``hyper_parameters``), keyed as a run config:
+    its network as ``model`` (``student`` for a distillation), ``optim``, ``loss``,
+    ``distill``, ``teacher`` and the dataset's ``name``, ``task`` and ``context``."""
+    import torch
+
+    try:
+        hp = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters")
+    except Exception:  # noqa: BLE001 - find_resume refuses an unreadable checkpoint
+        return None
+    if not isinstance(hp, dict):
+        return None
+    settings = {k: hp[k] for k in ("optim", "loss", "distill", "teacher") if k in hp}
+    if "model" in hp:
+        settings["student" if student else "model"] = hp["model"]
+    data = hp.get("data") if isinstance(hp.get("data"), dict) else {}
+    settings["data"] = {k: data[k] for k in ("name", "task", "context") if k in data}
+    try:
+        return OmegaConf.create(settings)
+    except Exception:  # noqa: BLE001 - not a kdseg checkpoint's settings: not compared
+        return None
+
+
+def _changed(before: DictConfig, cfg: DictConfig) -> list[str]:
+    """The keys of :data:`RUN_IDENTITY` whose values differ between a saved config and this
+    run's (a key the saved config lacks is one kdseg added since that run: not a change)."""
     now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    # a key the saved config lacks is one kdseg added since that run: not a change of it
-    changed = [
+    return [
         key
         for key in RUN_IDENTITY
         if _differs(
             _plain(OmegaConf.select(before, key, default=_ABSENT)),
-            _plain(OmegaConf.select(now, key)),
+            _plain(OmegaConf.select(now, key, default=None)),
         )
     ]
-    if changed:
-        shown = ", ".join(
-            f"{k}: {_short(OmegaConf.select(before, k))} -> {_short(OmegaConf.select(now, k))}"
-            for k in changed[:3]
-        )
-        raise InputError(
-            out,
-            f"holds a run of other settings ({shown}); rerunning here resumes it, so give "
-            "the same settings, or another hydra.run.dir",
-        )
+
+
+def _shown(before: DictConfig, cfg: DictConfig, changed: list[str]) -> str:
+    """The first three changed keys, ``key: before -> now``."""
+    now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return ", ".join(
+        f"{k}: {_short(OmegaConf.select(before, k))} -> {_short(OmegaConf.select(now, k))}"
+        for k in changed[:3]
+    )
 
 
 #: How a network trains, not what it is: free to change on a resume.

@@ -27,13 +27,14 @@ def _module(cfg: dict, data: dict) -> Any:
 def main(cfg: DictConfig) -> float | None:
     teacher = (cfg.teacher.ckpt, OmegaConf.select(cfg, "teacher.predictions", default=None))
     inputs = (*data_inputs(cfg), *teacher, checkpoint_run(cfg.teacher.ckpt))
-    out, plain = save_run_config(cfg, inputs=inputs)
+    out, plain, record = save_run_config(cfg, inputs=inputs)
     check_data(plain)  # before Lightning is imported: bad data is refused in seconds
     lightning_logging()
     with without_collection():
         from kdseg.lit.train import fit_from_config
 
-    return fit_from_config(plain, _module, out)["best_score"]
+    # config.yaml once training starts: a refused rerun keeps the saved one
+    return fit_from_config(plain, _module, out, record=record)["best_score"]
 
 
 if __name__ == "__main__":

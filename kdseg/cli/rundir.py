@@ -2,14 +2,15 @@
 
 A command refused before it trains (exit 2: bad input, a config error) should leave no trace
 behind. Hydra makes the run folder (and its parents, when ``hydra.run.dir`` names new ones)
-and the sweep folder before the task runs; kdseg writes the run's record into it
-(``config.yaml``, ``.hydra/``, the log); the loggers add ``wandb_id.txt``, wandb's offline run
-and ``csv/`` once they start. :mod:`kdseg.cli.boundary` notes the state at the task's start
-(:func:`note_new_run_dir`, :func:`note_default_run_dir`, :func:`note_sweep_job_dir`,
-:func:`note_run_state`) and, on a refusal, calls :func:`remove_new_logger_files`,
-:func:`remove_new_run_dir` and :func:`remove_new_sweep_dir`. Only what this process made
-goes, and nothing once the run has trained (a checkpoint, ``summary.json``, a CSV row): that
-run is resumable and keeps its record.
+and the sweep folder before the task runs; kdseg writes the run's record into it (the log,
+then ``config.yaml`` and ``.hydra/`` when training starts); the loggers add
+``wandb_id.txt``, wandb's offline run and ``csv/`` once they start.
+:mod:`kdseg.cli.boundary` notes the state at the task's start (:func:`note_new_run_dir`,
+:func:`note_default_run_dir`, :func:`note_sweep_job_dir`, :func:`note_run_state`) and, on a
+refusal, calls :func:`remove_new_logger_files`, :func:`remove_new_run_dir` and
+:func:`remove_new_sweep_dir`. Only what this process made goes, and nothing once the run has
+trained (a checkpoint, ``summary.json``, a CSV row): that run is resumable and keeps its
+record.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ _NEW_SWEEP_FOLDERS: list[Path] = []
 #: [the command's start (time.time()), whether it named hydra.run.dir, hydra.sweep.dir]
 #: (note_new_run_dir)
 _STARTED: list[Any] = []
-#: what a run writes into its run dir before training starts (kdseg.cli.record_run)
+#: the record a run writes into its run dir (the log once the run dir has passed its checks;
+#: the config, kdseg.cli.record_run, and the split when training starts)
 _RECORD_FILES = (
     "config.yaml",
     ".hydra/config.yaml",
     ".hydra/hydra.yaml",
     ".hydra/overrides.yaml",
-    "split.json",  # the run's split (kdseg.lit.train.fit_from_config), before it prepares
+    "split.json",  # the run's split (kdseg.lit.train.fit_from_config)
 )
 
 

@@ -10,7 +10,7 @@ from kdseg.cli.boundary import lightning_logging, without_collection
 
 @command("kdseg-train", "train")
 def main(cfg: DictConfig) -> float | None:
-    out, plain = save_run_config(cfg, inputs=data_inputs(cfg))
+    out, plain, record = save_run_config(cfg, inputs=data_inputs(cfg))
     check_data(plain)  # before Lightning is imported: bad data is refused in seconds
     lightning_logging()
     with without_collection():
@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> float | None:
             model=c["model"], data=data, optim=c["optim"], loss=c["loss"]
         ),
         out,
+        record=record,  # config.yaml once training starts: a refused rerun keeps the saved one
     )
     return summary["best_score"]
 

@@ -191,6 +191,9 @@ class SliceDataModule(pl.LightningDataModule):
             value = getattr(loader, key)
             if value is not None and (isinstance(value, bool) or not int(value) >= 1):
                 raise InputError(None, f"data.{key} must be a whole number >= 1, got {value!r}")
+        workers = loader.num_workers  # -1: a ValueError of the DataLoader once training starts
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise InputError(None, f"data.num_workers must be a whole number >= 0, got {workers!r}")
 
     def prepare_data(self) -> None:
         """Fill the cache for missing cases (Lightning calls this on rank 0 only)."""

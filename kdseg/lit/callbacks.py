@@ -393,7 +393,7 @@ class ValidationLine(pl.Callback):
 
 def _to_run_log(line: str, console: bool) -> None:
     """``line`` into the run's log file (the root logger's file handlers, where
-    :func:`kdseg.cli.record_run` put it), and on stderr too when ``console``: progress, which
+    :func:`kdseg.cli.open_run_log` put it), and on stderr too when ``console``: progress, which
     stdout (the results) is not for."""
     to_log_files(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
     if console:

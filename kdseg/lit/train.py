@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -132,14 +133,18 @@ def fit_from_config(
     cfg: dict[str, Any],
     make_module: Callable[[dict[str, Any], dict[str, Any]], pl.LightningModule],
     run_dir: str | Path,
+    record: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Resolve the data config, build the module with ``make_module(cfg, data_info)``, fit it.
 
     The one path behind ``kdseg-train`` and ``kdseg-distill``; ``cfg`` is the resolved plain
-    config of the run (saved beside the checkpoints by the caller).
+    config of the run. ``record`` writes it beside the checkpoints (``config.yaml``,
+    ``.hydra/``: :func:`kdseg.cli.save_run_config`); it runs when training starts, with the
+    split, so a run refused before then leaves the record of a run dir's earlier run as it was.
     """
     seed = check_seed(cfg.get("seed", 123))
     _check_trainer(cfg.get("trainer", {}))  # before the data is prepared (fit checks again)
+    _check_checkpointing(cfg.get("checkpoint") or {})
     # Seed before anything is built: the network's initial weights come from torch's global
     # RNG, so under the same seed kdseg-train and kdseg-distill start the student from
     # bit-identical weights (the student is built before the teacher and the adapters).
@@ -149,6 +154,7 @@ def fit_from_config(
     # bad method, is refused in seconds, not after preparing the whole dataset (preparing
     # draws nothing from the global RNGs, so the initial weights are the same either way)
     module = make_module(cfg, setup.info())
+    check_monitor((cfg.get("checkpoint") or {}).get("monitor"), module)
     if rank_zero_only.rank == 0:
         # fill the caches before Lightning starts: bad input is then one line on stderr, not
         # a line after the Trainer's banner (prepare_data finds everything done)
@@ -159,17 +165,16 @@ def fit_from_config(
         # slices that cannot batch are refused here, not in the Trainer's setup after the
         # loggers have started (a refused run leaves no logger files: kdseg.cli.boundary)
         datamodule.check_shapes()
-    # the split this run trains with, beside its checkpoints (they record it too), written
-    # once training starts (a run refused before, a resume included, writes nothing):
-    # data.split_file=<run>/split.json scores the same cases whatever the cache root
-    summary = fit(
-        module,
-        datamodule,
-        cfg,
-        run_dir,
-        init_checksum=init,
-        at_start=lambda: setup.write_split(run_dir),
-    )
+    # the run's config and the split it trains with, beside its checkpoints (they record it
+    # too), written once training starts (a run refused before, a resume included, writes
+    # nothing): data.split_file=<run>/split.json scores the same cases whatever the cache root
+
+    def at_start() -> None:
+        if record is not None:
+            record()
+        setup.write_split(run_dir)
+
+    summary = fit(module, datamodule, cfg, run_dir, init_checksum=init, at_start=at_start)
     if rank_zero_only.rank == 0:  # DDP: every process runs this; one line is enough
         score = summary["best_score"]  # the full float stays in summary.json
         shown = f"{score:.4f}" if isinstance(score, float) else score
@@ -181,16 +186,20 @@ def fit_from_config(
 
 
 class AtTrainStart(pl.Callback):
-    """Runs ``action`` once on process 0 when training starts: after Lightning has restored a
-    resumed run's checkpoint, so a run refused before then (a bad ``last.ckpt``, a config that
-    does not match it) has written nothing by it."""
+    """Runs ``action`` once on process 0 when training starts: at the first training epoch's
+    start, after Lightning has restored a resumed run's checkpoint and after the module's own
+    ``on_train_start`` (which refuses a schedule without an end), and before the first
+    checkpoint. So a run refused before then (a bad ``last.ckpt``, a config that does not
+    match it) has written nothing by it, and a run killed after a checkpoint has it."""
 
     def __init__(self, action: Callable[[], Any]) -> None:
         self.action = action
+        self.done = False
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.done and trainer.is_global_zero:
             self.action()
+        self.done = True
 
 
 def wandb_sync_hint(run_dir: Path, logger_cfg: dict[str, Any]) -> str | None:
@@ -280,7 +289,9 @@ def uses_cuda(trainer: dict[str, Any]) -> bool:
 
 
 def _check_trainer(trainer: dict[str, Any]) -> None:
-    """Trainer values Lightning would take without complaint and then misread."""
+    """Trainer values Lightning would take without complaint and then misread, or refuse
+    only once training has started (each one line naming the option, before anything is
+    written)."""
     deterministic = trainer.get("deterministic")
     if deterministic not in (None, True, False, "warn"):
         raise ConfigError(f"trainer.deterministic={deterministic!r}: use true, false, warn or null")
@@ -290,7 +301,76 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         if key not in known or key in taken:  # else a TypeError deep in Lightning (exit 1)
             why = "kdseg sets it" if key in known else "not a pytorch_lightning.Trainer argument"
             raise ConfigError(f"trainer.{key}: {why}")
+    for key in ("max_epochs", "max_steps"):  # 0 trained nothing and exited 0
+        value = trainer.get(key)
+        if value is not None and (not _whole(value) or value == 0 or value < -1):
+            raise ConfigError(
+                f"trainer.{key}={value}: use a whole number >= 1 (-1: no limit of its own)"
+            )
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if not _whole(accumulate) or accumulate < 1:  # 0: a ZeroDivisionError once training starts
+        raise ConfigError(f"trainer.accumulate_grad_batches={accumulate}: use a whole number >= 1")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not (  # a negative value: Lightning clips nothing, without a word
+        isinstance(clip, (int, float))
+        and not isinstance(clip, bool)
+        and math.isfinite(clip)
+        and clip >= 0
+    ):
+        raise ConfigError(f"trainer.gradient_clip_val={clip}: use a finite number >= 0, or null")
+    precision = trainer.get("precision")
+    if precision is not None and precision not in _precisions():
+        raise ConfigError(
+            f"trainer.precision={precision}: not a precision Lightning knows; use one of "
+            + ", ".join(p for p in _precisions() if isinstance(p, str) and "-" in p)
+        )
     check_slurm_strategy(trainer)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _precisions() -> tuple[Any, ...]:
+    """The values Lightning's ``Trainer(precision=...)`` takes (``32-true``, ``16-mixed`` ...)."""
+    from typing import get_args
+
+    from lightning_fabric.connector import _PRECISION_INPUT
+
+    return tuple(value for kind in get_args(_PRECISION_INPUT) for value in get_args(kind))
+
+
+def _check_checkpointing(checkpoint: dict[str, Any]) -> None:
+    """``checkpoint.every_n_train_steps``: null or 0 (``last.ckpt`` at each epoch end) or a
+    whole number of steps (``2.5`` was taken as it was)."""
+    every = checkpoint.get("every_n_train_steps")
+    if every is not None and (not _whole(every) or every < 0):
+        raise ConfigError(
+            f"checkpoint.every_n_train_steps={every}: use a whole number of steps, or null "
+            "(last.ckpt at each epoch end)"
+        )
+
+
+def monitored_metrics(module: pl.LightningModule) -> list[str] | None:
+    """The validation scores ``module`` logs, which ``checkpoint.monitor`` may name
+    (``val/dice_mean`` and ``val/dice_<class>`` of its task's classes; the best checkpoint
+    keeps the highest); None for a module without a kdseg task."""
+    task = getattr(module, "task", None)
+    classes = getattr(task, "eval_classes", None)
+    if classes is None:
+        return None
+    return ["val/dice_mean", *(f"val/dice_{name}" for name in classes)]
+
+
+def check_monitor(monitor: Any, module: pl.LightningModule) -> None:
+    """Refuse a ``checkpoint.monitor`` the module does not log (``val/dice_tumour``) before
+    training: Lightning refuses it only at the first validation's end, after an epoch."""
+    names = monitored_metrics(module)
+    if monitor is None or names is None or monitor in names:
+        return
+    raise ConfigError(
+        f"checkpoint.monitor={monitor}: not a score this run logs; use one of {', '.join(names)}"
+    )
 
 
 def _score(value: Any) -> float | None:
@@ -362,6 +442,8 @@ def fit(
         # (its banner otherwise); mixed-precision runs do most of their work in fp16 anyway
         torch.set_float32_matmul_precision("high")
     _check_trainer(cfg.get("trainer", {}))
+    _check_checkpointing(cfg.get("checkpoint") or {})
+    check_monitor((cfg.get("checkpoint") or {}).get("monitor"), module)
     ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
     start_step = resume_step(ckpt_path, module)
     loggers = build_loggers(cfg.get("logger", {}), run_dir, start_step)
