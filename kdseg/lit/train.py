@@ -318,11 +318,11 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         and clip >= 0
     ):
         raise ConfigError(f"trainer.gradient_clip_val={clip}: use a finite number >= 0, or null")
-    precision = trainer.get("precision")
-    if precision is not None and precision not in _precisions():
+    precision, known = trainer.get("precision"), _precisions()
+    if precision is not None and known and precision not in known:
         raise ConfigError(
             f"trainer.precision={precision}: not a precision Lightning knows; use one of "
-            + ", ".join(p for p in _precisions() if isinstance(p, str) and "-" in p)
+            + ", ".join(p for p in known if isinstance(p, str) and "-" in p)
         )
     check_slurm_strategy(trainer)
 
@@ -332,10 +332,15 @@ def _whole(value: Any) -> bool:
 
 
 def _precisions() -> tuple[Any, ...]:
-    """The values Lightning's ``Trainer(precision=...)`` takes (``32-true``, ``16-mixed`` ...)."""
+    """The values Lightning's ``Trainer(precision=...)`` takes (``32-true``, ``16-mixed`` ...),
+    from its private type alias; empty (no check here: Lightning's own then) if a release
+    moved it."""
     from typing import get_args
 
-    from lightning_fabric.connector import _PRECISION_INPUT
+    try:
+        from lightning_fabric.connector import _PRECISION_INPUT
+    except ImportError:
+        return ()
 
     return tuple(value for kind in get_args(_PRECISION_INPUT) for value in get_args(kind))
 
