@@ -29,6 +29,10 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: the error line of a command stopped by Ctrl-C (exit code 130), in the run or while it starts
+INTERRUPTED = "interrupted; unfinished outputs removed"
+
+
 def program() -> str:
     """The running command's name for its console lines (``kdseg-train``), else ``kdseg``."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""

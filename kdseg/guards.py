@@ -9,6 +9,9 @@ it is about to create through :func:`check_output` *before* any work starts, so 
 * a parent of the output is a file, or the nearest existing folder cannot be written to;
 * an existing folder sits where a file goes, or an existing file where a folder goes.
 
+Beside them, :func:`check_threads`: a thread count above the CPUs the process may use
+(``threads=100000`` grew to thousands of threads and gigabytes before a model ran).
+
 Like :mod:`kdseg.errors` this is the ground floor: standard library only, importable from
 every layer (the torch-free deploy path included).
 """
@@ -109,3 +112,36 @@ def check_outputs(
         seen.add(real)
         checked.append(check_output(target, inputs, what=what))
     return checked
+
+
+#: a thread count every machine accepts: the commands' default of 2 (kdseg-export,
+#: kdseg-bench) stays valid on a one-CPU machine, where two threads only share the CPU
+THREADS_FLOOR = 2
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the system has one (a
+    container or ``taskset`` limits it), else every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS, Windows: no affinity mask
+        return os.cpu_count() or 1
+
+
+def check_threads(value: int | None, option: str = "threads=") -> int | None:
+    """``value`` (``None`` stays ``None``), unless above the CPUs this process may use (at least
+    :data:`THREADS_FLOOR`): then one :class:`InputError` naming ``option`` (``threads=``,
+    ``--time ``). ONNX Runtime and OpenMP start every thread asked for, each with its own
+    stack and buffers, so a mistyped count (``threads=100000``) ran thousands of threads into
+    gigabytes of memory, too busy to stop at SIGTERM; more threads than CPUs never run faster."""
+    if value is None:
+        return None
+    cpus = usable_cpus()
+    limit = max(cpus, THREADS_FLOOR)
+    if value > limit:
+        raise InputError(
+            None,
+            f"{option}{value}: more threads than the {cpus} CPU{'s' if cpus != 1 else ''} this "
+            f"process may use; give at most {limit}",
+        )
+    return value

@@ -23,6 +23,7 @@ LAYERS = {
     "lit": 4,
     "deploy": 5,
     "cli": 6,
+    "entry": 7,  # the console scripts' entry points: import a command inside a try
 }
 
 

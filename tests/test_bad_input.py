@@ -675,6 +675,28 @@ def test_a_new_key_or_clashing_hydra_flags_are_one_line(tmp_path: Path) -> None:
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())  # its (empty) folder stays
 
 
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_verbose_is_read_as_the_option_check_reads_it(tmp_path: Path, command: str) -> None:
+    """``verbose=yes`` was taken as true by the boundary (a traceback printed) and then refused
+    by the option check: now both read Hydra's truth value alone, so ``yes`` is the one line
+    and ``TRUE`` (Hydra's true in capitals) shows the traceback before the error line."""
+    from kdseg.cli.boundary import _argv_verbose
+
+    args = ["ckpt=missing.ckpt", *(["input=b", "output=c"] if command == "predict" else [])]
+    for how in ("--hydra", "one-shot"):  # predict: an extra flag goes through the Hydra app
+        extra = ["hydra.job.chdir=false"] if how == "--hydra" else []
+        yes = _run(f"kdseg-{command}", *args, *extra, "verbose=yes", cwd=tmp_path)
+        assert yes.returncode == 2 and "Traceback" not in yes.stderr, yes.stderr
+        assert yes.stderr.strip().splitlines() == [
+            f"kdseg-{command}: error: verbose=yes: expected true or false"
+        ]
+    loud = _run(f"kdseg-{command}", *args, "verbose=TRUE", cwd=tmp_path)
+    assert loud.returncode == 2 and "Traceback" in loud.stderr, loud.stderr
+    assert not any(tmp_path.iterdir())
+    assert _argv_verbose(["verbose=true"]) and _argv_verbose(["+verbose=True"])
+    assert not any(_argv_verbose([f"verbose={v}"]) for v in ("yes", "1", "on", "'true'", "false"))
+
+
 def test_an_unknown_config_choice_is_one_short_line_with_the_close_one(tmp_path: Path) -> None:
     """``model=enett``: Hydra's refusal, joined into one line, ended with its config search
     path (``provider=hydra, path=pkg://hydra.conf ...``); now the choices and the close one."""

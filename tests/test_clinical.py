@@ -42,6 +42,23 @@ def test_dicom_series_predicts_like_its_nifti(trained_enet: Path, tmp_path: Path
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
     assert np.asarray(a.dataobj).any()  # labels to compare, not background everywhere
     np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    # the series renumbered 1, 3, 5, ... (a PACS's numbering; positions unchanged): once
+    # refused as missing slices, now the same labels
+    import shutil
+
+    import pydicom
+
+    odd = tmp_path / "odd"
+    shutil.copytree(series, odd)
+    for path in odd.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.InstanceNumber = 2 * int(ds.InstanceNumber) - 1
+        ds.save_as(path)
+    kdseg_here("predict", f"ckpt={ckpt}", f"input={odd}", f"output={tmp_path / 'odd.nii.gz'}")
+    renumbered = np.asarray(nib.load(str(tmp_path / "odd.nii.gz")).dataobj)
+    np.testing.assert_array_equal(
+        renumbered, np.asarray(nib.load(str(tmp_path / "from_dicom.nii.gz")).dataobj)
+    )
     # the same series out as a DICOM SEG: voxel for voxel the NIfTI, referencing the series
     import highdicom as hd
 

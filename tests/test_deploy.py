@@ -618,6 +618,42 @@ def test_bad_input_is_one_line_exit_2(
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "eval", "export", "bench", "models"])
+def test_more_threads_than_cpus_is_one_line_for_every_command(
+    workspace: dict, onnx_fp32: Path, tmp_path: Path, command: str, capsys, monkeypatch
+) -> None:
+    """``threads=100000`` went to ONNX Runtime as it was: on two cores the process grew to
+    4,289 threads and 16 GB, and did not stop at SIGTERM. Every command that takes a thread
+    count refuses one above the CPUs it may use (here 3), naming it, before any work; the
+    limit itself is taken."""
+    import kdseg.guards
+
+    monkeypatch.setattr(kdseg.guards, "usable_cpus", lambda: 3)
+    case = workspace["setup"].cases[workspace["setup"].split["test"][0]]
+    out = tmp_path / "out.nii.gz"
+    model = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx"]
+    args = {
+        "predict": [*model, f"input={case.image}", f"output={out}"],
+        "eval": [*model, f"data.root={workspace['data']}", f"output_dir={tmp_path / 'eval'}"],
+        "export": [f"ckpt={workspace['tiny']}", f"output={tmp_path / 'm.onnx'}"],
+        "bench": [f"entries=[{{name: a, artifact: {onnx_fp32}, backend: onnx}}]"],
+    }
+    option = "--time " if command == "models" else "threads="
+    module = "evaluate" if command == "eval" else command
+    argv = ["--time", "4"] if command == "models" else [*args[command], "threads=4"]
+    code, _, err = _cli(module, argv, capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.endswith(
+        f"error: {option}4: more threads than the 3 CPUs this process may use; give at most 3\n"
+    ), err
+    assert list(tmp_path.iterdir()) == []
+    assert kdseg.guards.check_threads(3) == 3 and kdseg.guards.check_threads(None) is None
+    monkeypatch.setattr(kdseg.guards, "usable_cpus", lambda: 1)  # the default 2 stays valid
+    assert kdseg.guards.check_threads(2) == 2
+    with pytest.raises(InputError, match="threads=3: more threads than the 1 CPU this"):
+        kdseg.guards.check_threads(3)
+
+
 @pytest.mark.parametrize("bad", ["empty", "garbage", "cut short", "dangling node input"])
 def test_an_onnx_file_that_does_not_load_is_named_plainly(tmp_path: Path, bad: str) -> None:
     """The refusal quoted ONNX Runtime whole: its status code and name

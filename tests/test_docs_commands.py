@@ -50,8 +50,8 @@ def entry_points() -> dict[str, str | None]:
     text = (ROOT / "pyproject.toml").read_text()
     scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
     found: dict[str, str | None] = {}
-    for name, target in re.findall(r'^(kdseg-[\w-]+)\s*=\s*"([\w.]+):main"', scripts, re.M):
-        source = (ROOT / Path(*target.split("."))).with_suffix(".py").read_text()
+    for name, module in re.findall(r'^(kdseg-[\w-]+)\s*=\s*"kdseg\.entry:(\w+)"', scripts, re.M):
+        source = (ROOT / "kdseg" / "cli" / f"{module}.py").read_text()
         config = re.search(r'@command\(\s*"' + re.escape(name) + r'",\s*"(\w+)"', source)
         found[name] = config.group(1) if config else None
     return found

@@ -8,6 +8,7 @@ another environment's Python) silently trains, evaluates or exports nothing.
 from __future__ import annotations
 
 import ast
+import importlib
 import itertools
 import os
 import re
@@ -21,10 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _scripts() -> dict[str, str]:
-    """``kdseg-<name>`` -> its module, from pyproject.toml's ``[project.scripts]``."""
+    """``kdseg-<name>`` -> its module, from pyproject.toml's ``[project.scripts]``
+    (``kdseg.entry:<module>`` runs ``kdseg.cli.<module>``'s ``main``)."""
     text = (ROOT / "pyproject.toml").read_text()
     section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
-    return dict(re.findall(r'^(kdseg-[\w-]+)\s*=\s*"([\w.]+):main"', section, re.M))
+    found = re.findall(r'^(kdseg-[\w-]+)\s*=\s*"kdseg\.entry:(\w+)"', section, re.M)
+    return {script: f"kdseg.cli.{name}" for script, name in found}
 
 
 def _runs_main_as_a_script(module: str) -> bool:
@@ -208,3 +211,68 @@ def test_help_is_fast_and_quiet() -> None:
     assert result.returncode == 0 and result.stderr == "", result.stderr
     _check_help(result.stdout, CONF, "distill")
     assert result.stdout.rstrip().endswith("torch imported: False")
+
+
+def test_every_console_script_runs_its_command_module() -> None:
+    """``kdseg.entry:<module>`` imports ``kdseg.cli.<module>`` and calls its ``main``, under
+    the command's own name (``kdseg-eval`` runs :mod:`kdseg.cli.evaluate`)."""
+    import inspect
+
+    import kdseg.entry
+
+    assert len(_scripts()) >= 12
+    for script, module in _scripts().items():
+        name = module.rsplit(".", 1)[1]
+        source = inspect.getsource(getattr(kdseg.entry, name))
+        assert f'return _run("{name}", "{script}")' in source, script
+        assert callable(importlib.import_module(module).main), module
+
+
+def test_the_entry_module_imports_nothing_a_command_would_not() -> None:
+    """The console script's own import is the standard library alone: the command's imports
+    (Hydra, OmegaConf, numpy ...) happen inside :func:`kdseg.entry._run`'s ``try``."""
+    code = (
+        "import sys; before = set(sys.modules); import kdseg.entry\n"
+        "print(sorted(m.split('.')[0] for m in set(sys.modules) - before))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert set(ast.literal_eval(result.stdout)) <= {"kdseg", "importlib"}, result.stdout
+
+
+#: a stand-in for the console script pip writes (its last two lines), with SIGINT sent while
+#: the command imports: as Hydra is being imported (by the ``@command`` decorator, after
+#: OmegaConf, nibabel and kdseg.cli), or from a timer 1 ms after the entry module's import
+_EARLY_CTRL_C = """
+import signal, sys
+sys.argv = ["kdseg-predict", "input=in.nii.gz", "output=out.nii.gz"]
+class Stop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hydra":
+            signal.raise_signal(signal.SIGINT)
+if "{how}" == "hydra":
+    sys.meta_path.insert(0, Stop())
+from kdseg.entry import predict
+if "{how}" == "timer":
+    signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
+    signal.setitimer(signal.ITIMER_REAL, 0.001)
+sys.exit(predict())
+"""
+
+
+@pytest.mark.parametrize("how", ["timer", "hydra"])
+def test_ctrl_c_while_a_command_starts_is_its_one_line(how: str) -> None:
+    """Ctrl-C before the command's signal handlers were installed (its first 0.3 to 0.5 s of
+    imports) printed a 30-line ``KeyboardInterrupt`` traceback and died of SIGINT; now it is the
+    line and exit code of Ctrl-C later in the run."""
+    result = subprocess.run(
+        [sys.executable, "-c", _EARLY_CTRL_C.replace("{how}", how)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == "kdseg-predict: error: interrupted; unfinished outputs removed\n"
+    assert result.returncode == 130

@@ -704,6 +704,19 @@ def test_a_nifti_named_in_capitals_is_read_and_its_label_named_after_it(tmp_path
         plan_outputs(scans, out)
     with pytest.raises(InputError, match="d.Nii: a NIfTI suffix of mixed case"):
         load_volume(scans / "d.Nii")
+    # as an output: the same refusal (``dout/Mixed.Nii.Gz`` became a folder of that name)
+    for source in (scans / "B.NII.GZ", scans):
+        with pytest.raises(InputError, match="Mixed.Nii.Gz: a NIfTI suffix of mixed case"):
+            plan_outputs(source, tmp_path / "dout" / "Mixed.Nii.Gz")
+    refused = kdseg_here(
+        "predict", "ckpt=missing.ckpt", f"input={scans / 'a.nii.gz'}",
+        f"output={tmp_path / 'dout' / 'Mixed.Nii.Gz'}", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"kdseg-predict: error: {tmp_path / 'dout' / 'Mixed.Nii.Gz'}: a NIfTI suffix of mixed "
+        "case, which nibabel cannot read; name it .nii.gz or .nii"
+    ], refused.stderr
+    assert not (tmp_path / "dout").exists()
 
 
 def test_a_folder_of_scans_refuses_what_it_would_lose_or_write_twice(tmp_path: Path) -> None:

@@ -411,8 +411,9 @@ def build_predictor(
     """
     from kdseg.deploy.artifact import resolve_bundle
     from kdseg.eval.inference import BACKENDS, CascadePredictor, Predictor, check_tta
+    from kdseg.guards import check_threads
 
-    threads = number(cfg, "threads", int, minimum=1)
+    threads = check_threads(number(cfg, "threads", int, minimum=1))
     batch_size = number(cfg, "batch_size", int, minimum=1)
     tta = check_tta(OmegaConf.select(cfg, "tta", default=None))
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)

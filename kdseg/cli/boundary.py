@@ -63,9 +63,14 @@ from kdseg.cli.rundir import (
     remove_new_run_dir,
     remove_new_sweep_dir,
 )
-from kdseg.errors import WRITE_ERRNOS, InputError, TrainingDiverged, to_log_files, warning_line
-
-TRUE = ("true", "1", "yes", "on")
+from kdseg.errors import (
+    INTERRUPTED,
+    WRITE_ERRNOS,
+    InputError,
+    TrainingDiverged,
+    to_log_files,
+    warning_line,
+)
 
 #: Lightning INFO lines that say nothing the run's config does not already say.
 BANNERS = (
@@ -234,7 +239,7 @@ def report(command: str, exc: BaseException, verbose: bool) -> int:
         line = f"terminated ({signal.Signals(signum).name}); unfinished outputs removed"
         line, code = line + resume_hint(command), 128 + signum
     elif isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        line, code = "interrupted; unfinished outputs removed" + resume_hint(command), 130
+        line, code = INTERRUPTED + resume_hint(command), 130
     else:
         hint = "" if verbose else " (verbose=true shows the traceback)"
         line, code = f"internal error: {type(exc).__name__}: {_first_line(exc)}{hint}", 1
@@ -303,8 +308,12 @@ def resume_words(run: Path, sweep: str | None = None) -> str:
 
 
 def _argv_verbose(argv: list[str]) -> bool:
+    """``verbose=true`` on the command line, read as Hydra and the option check read it: the
+    truth value ``true`` in any case, nothing else (``verbose=yes`` is a string, which
+    :func:`~kdseg.cli.options.check_option_types` refuses; read as true here, it printed a
+    traceback before that line)."""
     flags = [a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("verbose=")]
-    return any(f.lower() in TRUE for f in flags)
+    return any(f.strip().lower() == "true" for f in flags)
 
 
 def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[DictConfig], Any]]:
@@ -315,7 +324,7 @@ def guarded(command: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[D
         def wrapper(cfg: DictConfig) -> Any:
             quiet_libraries()
             install_signal_handlers()
-            verbose = str(OmegaConf.select(cfg, "verbose", default=False)).lower() in TRUE
+            verbose = OmegaConf.select(cfg, "verbose", default=False) is True  # as checked
             try:
                 from hydra.core.hydra_config import HydraConfig
 

@@ -7,7 +7,8 @@ import math
 import sys
 from typing import NoReturn
 
-from kdseg.errors import ConfigError
+from kdseg.errors import ConfigError, InputError
+from kdseg.guards import check_threads
 from kdseg.models.cost import main_table
 
 
@@ -40,6 +41,10 @@ def main() -> None:
     ):
         if value < low:
             _fail(f"{name} {value}: must be at least {low}")
+    try:
+        check_threads(args.time, "--time ")
+    except InputError as exc:
+        _fail(exc.message)
     if not (args.width > 0 and math.isfinite(args.width)):
         _fail(f"--width {args.width}: must be positive")
     try:

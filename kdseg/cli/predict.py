@@ -40,12 +40,15 @@ def plan_outputs(
     (:func:`~kdseg.data.sources.folder_inputs`; what it passes over is added to ``notes``).
     A label is named ``<stem>.nii.gz`` after its input, whose suffix may be in capitals
     (``B.NII.GZ`` -> ``B.nii.gz``); two inputs of one stem, or of stems that differ only in
-    case, are refused (their outputs would be one file)."""
-    from kdseg.data.io import is_nifti
+    case, are refused (their outputs would be one file). An output of a NIfTI suffix of mixed
+    case (``out.Nii.Gz``) is refused as such an input is: it was taken for a folder name."""
+    from kdseg.data.io import is_nifti, mixed_case_nifti
     from kdseg.data.sources import check_distinct_names, folder_inputs
 
     if not source.exists():
         raise InputError(source, "input not found")
+    if (refusal := mixed_case_nifti(output)) is not None:
+        raise refusal
     inputs, note = ([source], None) if source.is_file() else folder_inputs(source)
     if inputs == [source]:  # one file or DICOM series
         if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg

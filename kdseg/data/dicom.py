@@ -5,11 +5,12 @@ deploy path reads a series without torch or MONAI. A validation first turns the 
 series folder is wrong into one :class:`~kdseg.errors.InputError` line: no DICOM files, several
 series in one folder, slices that are not CT or lie in different frames of reference, a rescale
 to HU given on some slices only, an InstanceNumber that is no integer, a position or orientation
-that is not finite numbers (or not two perpendicular unit vectors), missing slices (a gap in
-InstanceNumber, or slice positions along the slice normal more than ``GAP_TOLERANCE`` times the
-median spacing apart), slices whose InstanceNumber order is not their spatial order (slices are
-stacked by InstanceNumber), slices of different pixel sizes, and slices off the even, untilted
-grid a NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least
+that is not finite numbers (or not two perpendicular unit vectors), missing slices (slice
+positions along the slice normal more than ``GAP_TOLERANCE`` times the median spacing apart; a
+gap in InstanceNumber alone is no missing slice: PACS renumber, and leave out localizers),
+slices whose InstanceNumber order is not their spatial order (slices are stacked by
+InstanceNumber), slices of different pixel sizes, and slices off the even, untilted grid a
+NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least
 ``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
 in any order and with any names, with or without the 128-byte preamble; hidden files and
 non-DICOM files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or
@@ -298,14 +299,10 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
     if len(set(numbers)) < len(numbers):
         dups = sorted({n for n in numbers if numbers.count(n) > 1})
         raise InputError(folder, f"duplicate InstanceNumber {_listed(dups)}")
+    # InstanceNumber orders the slices, nothing more: a series numbered 1, 3, 5, ... (renumbered
+    # by a PACS, or the localizers left out) is complete when its positions are evenly spaced
     order = np.argsort(numbers)
     numbers_sorted = np.asarray(numbers)[order]
-    missing = sorted(set(range(numbers_sorted[0], numbers_sorted[-1] + 1)) - set(numbers))
-    if missing:
-        named = {p for p, _ in slices}
-        strays = [p.name for p in _visible_files(folder) if p not in named and not is_dicom(p)]
-        extra = f"; not DICOM here: {_listed(strays)}" if strays else ""
-        raise InputError(folder, f"missing slice: no InstanceNumber {_listed(missing)}{extra}")
 
     normal = np.cross(orientations[0, :3], orientations[0, 3:])
     origins = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])[order]
@@ -321,11 +318,14 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
     gaps = np.flatnonzero(np.abs(steps) > GAP_TOLERANCE * median)
     if gaps.size:
         i = int(gaps[0])
+        named = {p for p, _ in slices}
+        strays = [p.name for p in _visible_files(folder) if p not in named and not is_dicom(p)]
+        extra = f"; not DICOM here: {_listed(strays)}" if strays else ""
         raise InputError(
             folder,
             f"missing slice: {abs(steps[i]):.2f} mm between InstanceNumber "
             f"{numbers_sorted[i]} (position {positions[i]:.2f}) and {numbers_sorted[i + 1]} "
-            f"(position {positions[i + 1]:.2f}), median spacing {median:.2f} mm",
+            f"(position {positions[i + 1]:.2f}), median spacing {median:.2f} mm{extra}",
         )
     _check_grid(folder, positions, origins, normal, numbers_sorted, min(first))
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from kdseg.deploy.bench_report import check_targets, markdown_report, plot_dice_vs_time
 from kdseg.errors import InputError, progress_steps, write_text_atomic
+from kdseg.guards import check_threads
 
 QUICK = {
     "size": (64, 64),
@@ -136,6 +137,7 @@ class BenchConfig:
             value = getattr(out, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise InputError(None, f"{key}={value}: a whole number, at least {least}")
+        check_threads(out.threads)  # each worker's ONNX Runtime / torch threads
         if out.quick:
             out.volume_size, out.volume_slices = QUICK["size"], QUICK["slices"]
             out.runs, out.warmup, out.rounds = QUICK["runs"], QUICK["warmup"], QUICK["rounds"]

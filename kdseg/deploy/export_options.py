@@ -22,6 +22,7 @@ from kdseg.deploy.artifact import made_from, sidecar_path
 from kdseg.deploy.quantize import QUANTIZED_OPS
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle, run_folder
+from kdseg.guards import check_threads
 
 FORMATS = {"onnx": ".onnx", "aoti": ".pt2"}
 
@@ -118,7 +119,8 @@ def fp32_twin(path: Path) -> Path:
 
 
 def validate_options(opts: ExportOptions) -> None:
-    """Refuse an unknown value, or options that cannot go together (int8 of a ``.pt2``)."""
+    """Refuse an unknown value, or options that cannot go together (int8 of a ``.pt2``), or
+    more ``threads`` than the CPUs this process may use."""
     if opts.format not in FORMATS:
         raise InputError(None, f"unknown format {opts.format!r}; use onnx or aoti")
     if opts.quantize not in (None, "int8"):
@@ -131,6 +133,9 @@ def validate_options(opts: ExportOptions) -> None:
         raise InputError(opts.output, f"format={opts.format} writes a {FORMATS[opts.format]} file")
     if not isinstance(opts.overwrite, bool):
         raise InputError(None, f"overwrite={opts.overwrite!r}: use true or false")
+    if isinstance(opts.threads, bool) or not isinstance(opts.threads, int) or opts.threads < 1:
+        raise InputError(None, f"threads={opts.threads}: a whole number, at least 1")
+    check_threads(opts.threads)  # the int8 timing's ONNX Runtime and torch threads
 
 
 def output_files(opts: ExportOptions, out: Path) -> list[Path]:

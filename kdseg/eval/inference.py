@@ -30,6 +30,7 @@ from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.roi import largest_component_box
 from kdseg.data.tasks import Task
 from kdseg.errors import InputError, progress_steps
+from kdseg.guards import usable_cpus
 
 if TYPE_CHECKING:  # only the torch backend needs torch; the ONNX path never imports it
     import torch
@@ -182,8 +183,7 @@ def default_threads(threads: int | None = None, cap: int = 4) -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return max(1, min(len(available) if available else (os.cpu_count() or 1), cap))
+    return max(1, min(usable_cpus(), cap))
 
 
 def context_stack(slices: np.ndarray, zs: np.ndarray, context: int) -> np.ndarray:
