@@ -432,11 +432,11 @@ def test_a_read_only_dataset_needs_no_setting(
 def test_kdseg_split_writes_where_runs_read_it_never_into_the_folder(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    """kdseg-split writes the split to the cache root, where the runs on that folder read it,
-    or to output= (refused inside data.root), and says where; nothing goes into the dataset
-    folder. An existing split is replaced only with force=true (the runs so far used it); a
-    folder with its own kdseg_split.json, read first, is refused in one line naming the way
-    out."""
+    """kdseg-split writes the split to the cache root, where the runs on that folder with its
+    seed read it, or to output= (refused inside data.root), and says where; nothing goes into
+    the dataset folder. An existing split is replaced only with force=true (the runs so far
+    used it); another seed writes a split of its own beside it; a folder with its own
+    kdseg_split.json, read first, is refused in one line naming the way out."""
     from conftest import error_lines
     from test_pipeline import _data_cfg
 
@@ -448,21 +448,30 @@ def test_kdseg_split_writes_where_runs_read_it_never_into_the_folder(
     cache = tmp_path / "cache"
     before = {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]}
     args = (f"data.root={data}", f"data.cache_root={cache}", "data.split_seed=7")
-    store = split_store({"name": "lits", "root": str(data), "cache_root": cache})
+    cfg = {"name": "lits", "root": str(data), "cache_root": cache, "split_seed": 7}
+    store = split_store(cfg)
+    assert store.name == "kdseg_split-seed7.json"  # the default seed's file is another one
     result = kdseg_here("split", *args)
     assert result.stdout.strip().splitlines() == [
-        f"{store}: train 3, val 1, test 1 (read by runs on {data} that name no data.split_file)"
+        f"{store}: train 3, val 1, test 1 (read by runs on {data} with data.split_seed=7 that "
+        "name no data.split_file)"
     ]
     assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
     written = read_split(store)
-    assert resolve_data(_data_cfg(data, **{"data.cache_root": cache})).split == written
-    result = kdseg_here("split", *args, "data.split_seed=8", check=False)
+    seven = {"data.cache_root": cache, "data.split_seed": 7}
+    assert resolve_data(_data_cfg(data, **seven)).split == written
+    assert json.loads(store.read_text())["seed"] == 7
+    result = kdseg_here("split", *args, check=False)
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert str(store) in lines[0] and "split exists" in lines[0] and "force=true" in lines[0]
+    assert "data.split_seed=7" in lines[0]
     assert read_split(store) == written
-    kdseg_here("split", *args, "data.split_seed=8", "force=true")
-    assert read_split(store) != written  # (seeds 7 and 8 cut these five cases differently)
+    kdseg_here("split", *args, "force=true")
+    assert read_split(store) == written  # (the same seed and cases: the same split)
+    kdseg_here("split", *args, "data.split_seed=8")  # a split of its own, beside seed 7's
+    eight = read_split(split_store({**cfg, "split_seed": 8}))
+    assert eight != written and read_split(store) == written  # (seeds 7 and 8 differ here)
     inside = data / "mine.json"
     result = kdseg_here("split", *args, f"output={inside}", check=False)
     assert result.returncode == 2 and not inside.exists()
@@ -488,6 +497,70 @@ def test_kdseg_split_writes_where_runs_read_it_never_into_the_folder(
     assert lines[0].startswith(f"kdseg-split: error: {own}: this folder's own split is read")
     assert str(store) in lines[0] and "output=" in lines[0] and "data.split_file=" in lines[0]
     assert store.stat().st_mtime_ns == stamp
+
+
+def test_each_split_seed_keeps_a_persisted_split_of_its_own(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """kdseg-prepare with two seeds on one folder: two splits, each persisted in a file of its
+    own and read back (a case added later is in no set of either; no case moves). The default
+    seed's file keeps its name, so no existing run's split changes. A persisted split that
+    records another seed (an earlier kdseg-split wrote it under the default name) is refused
+    in one line naming it and where it belongs; a seed with a split file it does not cut is
+    one warning line."""
+    from conftest import TINY_DATA, WARNING_LINE, error_lines
+
+    from kdseg.data.dataset import dataset_key, split_store
+    from kdseg.data.manifest import make_split, read_split, write_split
+
+    data = tmp_path / "lits"
+    shutil.copytree(phantom_lits, data)
+    cache = tmp_path / "cache"
+    args = (*TINY_DATA, f"data.root={data}", f"data.cache_root={cache}")
+    cfg = {"name": "lits", "root": str(data), "cache_root": cache}
+    default, five = split_store(cfg), split_store({**cfg, "split_seed": 5})
+    assert default == cache / dataset_key(cfg) / "kdseg_split.json"  # as before
+    assert five == default.with_name("kdseg_split-seed5.json")
+    assert split_store({**cfg, "split_fractions": [0.6, 0.2, 0.2]}).name == (
+        "kdseg_split-seed123-fractions0.6-0.2-0.2.json"
+    )
+    kdseg_here("prepare", *args)
+    kdseg_here("prepare", *args, "data.split_seed=5")
+    ids = [f"volume-{i}" for i in range(5)]
+    assert read_split(default) == make_split(ids)
+    assert read_split(five) == make_split(ids, seed=5) != read_split(default)
+    assert json.loads(five.read_text())["seed"] == 5
+    for name in ("volume", "segmentation"):  # a case added since: neither split is cut again
+        shutil.copy2(data / f"{name}-0.nii.gz", data / f"{name}-9.nii.gz")
+    for seed, store in ((123, default), (5, five)):
+        result = kdseg_here("prepare", *args, f"data.split_seed={seed}")
+        assert "5 case(s) prepared" in result.stdout
+        assert f"1 case(s) in {data} are in no set of {store} ('volume-9')" in result.stderr
+        assert read_split(store) == make_split(ids, seed=seed)
+    stale = make_split(ids, seed=7)  # kdseg-split data.split_seed=7 of an earlier kdseg
+    write_split(stale, default, seed=7, fractions=[0.7, 0.1, 0.2], root=str(data.resolve()))
+    refused = kdseg_here("prepare", *args, check=False)
+    assert refused.returncode == 2
+    assert error_lines(refused.stderr) == [
+        f"kdseg-prepare: error: {default}: this persisted split records seed 7 and fractions "
+        "[0.7, 0.1, 0.2], not the data.split_seed=123 and data.split_fractions=[0.7, 0.1, 0.2] "
+        "this run asks for (kdseg keeps one split per seed and fractions): move it to "
+        f"{default.with_name('kdseg_split-seed7.json')} (where runs with that seed read it) or "
+        "delete it for a seeded split of this seed, or pass data.split_file=<it>"
+    ]
+    assert read_split(default) == stale  # refused, not rewritten
+    mine = tmp_path / "mine.json"
+    write_split(make_split(ids, seed=1), mine)
+    result = kdseg_here("prepare", *args, f"data.split_file={mine}", "data.split_seed=5")
+    warned = [line for line in result.stderr.splitlines() if "unused" in line]
+    assert warned == [
+        f"kdseg-prepare: warning: split: data.split_seed=5 is unused: the split is read from "
+        f"{mine} (a seed cuts only a folder without a split file, a kdseg_split.json of its "
+        "own or a complete versioned manifest)"
+    ]
+    assert WARNING_LINE.match(warned[0])
+    result = kdseg_here("prepare", *args, f"data.split_file={mine}")  # the default: no line
+    assert "unused" not in result.stderr
 
 
 def test_a_cache_that_cannot_be_written_is_one_line_naming_the_way_out(

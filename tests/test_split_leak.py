@@ -70,6 +70,59 @@ def test_eval_with_the_runs_split_file_works(
     assert (out / "summary.json").is_file()
 
 
+def test_a_run_with_another_split_seed_trains_and_scores_on_its_own_split(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """data.split_seed=5 on a folder whose default-seed split is persisted already: the run
+    trains on seed 5's split (persisted in its own file, recorded in its config, its
+    split.json and its checkpoint), kdseg-eval with that seed scores its own test set, and
+    the default seed's test set, which holds a case it trained on, is refused."""
+    import csv
+
+    import yaml
+
+    from kdseg.data.dataset import split_store
+    from kdseg.data.manifest import make_split
+
+    cache = f"data.cache_root={tmp_path / 'cache'}"
+    kdseg_here("prepare", *TINY_DATA, f"data.root={phantom_lits}", cache)
+    cfg = {"name": "lits", "root": str(phantom_lits), "cache_root": tmp_path / "cache"}
+    default = read_split(split_store(cfg))
+    run = tmp_path / "run"
+    kdseg_here(
+        "train", *TINY_DATA, "logger=csv", "model=enet", "model.width=0.25",
+        f"data.root={phantom_lits}", cache, "data.split_seed=5", "trainer.max_steps=2",
+        "trainer.max_epochs=1", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    ids = [f"volume-{i}" for i in range(5)]
+    seeded = make_split(ids, seed=5)
+    assert seeded != default and set(seeded["train"]) & set(default["test"])  # (the premise)
+    assert read_split(run / "split.json") == seeded
+    assert read_split(split_store({**cfg, "split_seed": 5})) == seeded
+    assert read_split(split_store(cfg)) == default  # the default seed's split is untouched
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["split_seed"] == 5
+    ckpt = run / "checkpoints" / "last.ckpt"  # (2 steps: no validation, no best.ckpt)
+    recorded = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data"]["split"]
+    assert {s: recorded[s] for s in SPLITS} == seeded
+    out = tmp_path / "eval-5"
+    result = kdseg_here(
+        "eval", *TINY_DATA, f"ckpt={ckpt}", f"data.root={phantom_lits}", cache,
+        "data.split_seed=5", "split=test", f"output_dir={out}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with open(out / "per_case.csv") as f:
+        assert sorted({row["case"] for row in csv.DictReader(f)}) == seeded["test"]
+    out = tmp_path / "eval-default"
+    refused = kdseg_here(
+        "eval", *TINY_DATA, f"ckpt={ckpt}", f"data.root={phantom_lits}", cache,
+        "split=test", f"output_dir={out}", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and not out.exists()
+    (line,) = error_lines(refused.stderr)
+    assert repr(default["test"][0]) in line and "was in this model's train set" in line
+    assert f"data.split_file={run / 'split.json'}" in line
+
+
 def test_the_leak_check_skips_older_models_other_datasets_other_folders_and_train(
     tmp_path: Path,
 ) -> None:

@@ -1,7 +1,8 @@
 """``kdseg-split``: write a case-level train / val / test split for any dataset folder.
 
-Nothing is written into the dataset folder (an input): the split goes where runs read a
-persisted split from, the cache root (:func:`kdseg.data.dataset.split_store`), or to
+Nothing is written into the dataset folder (an input): the split goes where runs with the
+same ``data.split_seed`` and ``data.split_fractions`` read a persisted split from, the cache
+root (:func:`kdseg.data.dataset.split_store`: one file per seed and fractions), or to
 ``output=<file>``, which runs read with ``data.split_file=<file>``.
 """
 
@@ -12,8 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
-from kdseg.data.dataset import _check_outside, cache_root_of, split_store
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, split_fractions, write_split
+from kdseg.data.dataset import _check_outside, cache_root_of, seeding_of, split_store
+from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, seeding_options, write_split
 from kdseg.data.sources import discover_cases
 from kdseg.errors import InputError
 from kdseg.guards import check_output
@@ -39,25 +40,27 @@ def _target(cfg: DictConfig) -> tuple[Path, str]:
         )
     _check_outside(cache_root_of(data), {"data.root": data["root"]})
     check_output(store, [root], what="the split in the cache root")
+    seed, fractions = seeding_of(data)
+    options = seeding_options(seed, fractions)
+    runs = f"runs on {root}" + (f" with {' '.join(options)}" if options else "")
     if store.exists() and not cfg.force:
         raise InputError(
             store,
-            "split exists (the runs on this folder read it); pass force=true to replace it "
-            "(its cases may then move between sets), or output=<file> to write another one",
+            f"split exists (the {runs} read it); pass force=true to replace it (its cases may "
+            "then move between sets), another data.split_seed for a split of its own, or "
+            "output=<file> to write another one",
         )
-    return store, f" (read by runs on {root} that name no data.split_file)"
+    return store, f" (read by {runs} that name no data.split_file)"
 
 
 @command("kdseg-split", "split")
 def main(cfg: DictConfig) -> None:
-    fractions = split_fractions(cfg.data.split_fractions)
     target, hint = _target(cfg)
     root = Path(cfg.data.root)
+    seed, fractions = seeding_of(to_dict(cfg.data))
     ids = [c.case_id for c in discover_cases(cfg.data.layout, cfg.data.root)]
-    split = make_split(ids, fractions, int(cfg.data.split_seed))
-    write_split(
-        split, target, seed=int(cfg.data.split_seed), fractions=fractions, root=str(root.resolve())
-    )
+    split = make_split(ids, fractions, seed)
+    write_split(split, target, seed=seed, fractions=fractions, root=str(root.resolve()))
     counts = ", ".join(f"{k} {len(v)}" for k, v in split.items())
     print(f"{target}: {counts}{hint}")
 

@@ -13,7 +13,8 @@ Nothing is written into ``data.root`` either. Under ``data.cache_root`` (default
 ``paths.cache_dir``: ``$KDSEG_CACHE_DIR``, else ``~/.cache/kdseg``, whatever the current
 directory) a dataset
 folder has ``<name>-<folder key>-<preprocessing digest>/`` (the slices) and
-``<name>-<folder key>/kdseg_split.json`` (its persisted seeded split); the folder key is a hash
+``<name>-<folder key>/kdseg_split.json`` (its persisted seeded split; one file per other
+``data.split_seed`` / ``data.split_fractions``, :func:`split_store`); the folder key is a hash
 of the folder's resolved path, so two folders with the same dataset name and case ids behind
 one cache root never share a cache or a split.
 """
@@ -29,11 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdseg.data.manifest import (
-    FOLDER_SPLIT_NAME,
+    DEFAULT_FRACTIONS,
+    DEFAULT_SEED,
     RUN_SPLIT_NAME,
     choose_split,
     persist_split,
     split_fractions,
+    store_name,
     write_split,
 )
 from kdseg.data.patches import check_patch
@@ -41,7 +44,7 @@ from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase, discover_cases, discover_images
 from kdseg.data.tasks import Task, organ_name
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from kdseg.data.datamodule import SliceDataModule
@@ -121,13 +124,7 @@ class DataSetup:
             source=str(self.cfg["root"]),
         )
         if self.persist_to is not None and not explicit:
-            persist_split(
-                self.split,
-                self.persist_to,
-                self.cfg["root"],
-                int(self.cfg.get("split_seed", 123)),
-                self.cfg.get("split_fractions", (0.7, 0.1, 0.2)),
-            )
+            persist_split(self.split, self.persist_to, self.cfg["root"], *seeding_of(self.cfg))
             self.persist_to = None
         if self.unlabeled:
             prepare_cases(
@@ -230,10 +227,22 @@ def dataset_key(cfg: dict[str, Any]) -> str:
     return f"{cfg['name']}-{_folder_key(cfg['root'])}"
 
 
+def seeding_of(cfg: dict[str, Any]) -> tuple[int, list[float]]:
+    """``data.split_seed`` and ``data.split_fractions`` (the defaults where unset)."""
+    seed = DEFAULT_SEED if cfg.get("split_seed") is None else cfg["split_seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"data.split_seed: an integer, not {seed!r}")
+    fractions = cfg.get("split_fractions")
+    return seed, split_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
+
+
 def split_store(cfg: dict[str, Any]) -> Path:
-    """Where the seeded split of ``cfg['root']`` is persisted (and read back): in the cache
-    root, never in the dataset folder."""
-    return cache_root_of(cfg) / dataset_key(cfg) / FOLDER_SPLIT_NAME
+    """Where the seeded split of ``cfg['root']`` for its ``split_seed`` and ``split_fractions``
+    is persisted (and read back): in the cache root, never in the dataset folder. The default
+    seed and fractions keep ``<name>-<folder key>/kdseg_split.json``; others get a file of
+    their own beside it (:func:`kdseg.data.manifest.store_name`), so each seed of a sweep
+    keeps its own split."""
+    return cache_root_of(cfg) / dataset_key(cfg) / store_name(*seeding_of(cfg))
 
 
 def sources_of(cfg: dict[str, Any], teacher_predictions: Any = None) -> dict[str, Any]:
@@ -295,13 +304,14 @@ def resolve_data(
     if not read_only:  # read-only commands check when they prepare (DataSetup.prepare)
         _check_outside(cache_root, sources)
     store = split_store(cfg)
+    seed, fractions = seeding_of(cfg)
     split, source = choose_split(
         cfg["root"],
         list(cases),
         split_file=cfg.get("split_file"),
         manifest=cfg.get("manifest"),
-        seed=int(cfg.get("split_seed", 123)),
-        fractions=split_fractions(cfg.get("split_fractions", (0.7, 0.1, 0.2))),
+        seed=seed,
+        fractions=fractions,
         store=store,
     )
     cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)

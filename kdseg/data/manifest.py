@@ -5,8 +5,13 @@ uses is decided by :func:`resolve_split`, in this order: an explicit split file;
 own ``kdseg_split.json``; the versioned manifest in ``data_manifests/`` when the folder holds
 every case it names (a full LiTS / KiTS19 download); otherwise a seeded split of the cases
 present. Commands that prepare or train persist that seeded split in the cache root, never in
-the dataset (``<cache_root>/<name>-<folder key>/kdseg_split.json``, see
-:func:`kdseg.data.dataset.split_store`), once its cases have been prepared (a refused case
+the dataset (``<cache_root>/<name>-<folder key>/kdseg_split.json`` for the default seed and
+fractions, a file of its own for each other ``data.split_seed`` / ``data.split_fractions``:
+:func:`store_name`, :func:`kdseg.data.dataset.split_store`), so a sweep over the seed trains
+each job on its own split; a stored split records its seed and fractions, and one that
+records others than the run asks for is refused rather than silently used. A seed set with a
+split it does not cut (a split file, the folder's own, the versioned manifest) is one warning
+line. The seeded split is persisted once its cases have been prepared (a refused case
 leaves no split behind to block the fixed folder), so later runs reuse it even when cases are
 added: added cases are in no set (one warning line names them), and no case ever moves
 between sets. It is read where the folder's own file would be (after an explicit split file
@@ -33,10 +38,55 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 FOLDER_SPLIT_NAME = "kdseg_split.json"
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+#: ``data.split_seed`` and ``data.split_fractions`` as conf/data/*.yaml set them
+DEFAULT_SEED = 123
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+
+
+def _same_fractions(a: object, b: Sequence[float]) -> bool:
+    """Whether ``a`` (fractions, or whatever a file recorded) equals ``b``."""
+    try:
+        pairs = list(zip(a, b, strict=True))  # type: ignore[call-overload]
+        return all(abs(float(x) - float(y)) < 1e-9 for x, y in pairs)
+    except (TypeError, ValueError):
+        return False
+
+
+def is_default_seeding(seed: int, fractions: Sequence[float]) -> bool:
+    """Whether ``seed`` and ``fractions`` are the configs' defaults (123, 70/10/20)."""
+    return seed == DEFAULT_SEED and _same_fractions(fractions, DEFAULT_FRACTIONS)
+
+
+def seeding_options(seed: int, fractions: Sequence[float]) -> list[str]:
+    """The options of ``seed`` and ``fractions`` that differ from the defaults, as a command
+    line sets them (``["data.split_seed=5"]``; none for the defaults)."""
+    options = [] if seed == DEFAULT_SEED else [f"data.split_seed={seed}"]
+    if not _same_fractions(fractions, DEFAULT_FRACTIONS):
+        options.append(f"data.split_fractions={list(fractions)}")
+    return options
+
+
+def store_name(seed: int = DEFAULT_SEED, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
+    """The file name of the persisted seeded split for ``seed`` and ``fractions``.
+
+    The defaults keep ``kdseg_split.json``, the name every store had before, so no existing
+    run's split changes; another seed or other fractions get a file of their own
+    (``kdseg_split-seed5.json``, ``kdseg_split-seed123-fractions0.6-0.2-0.2.json``), so a
+    sweep over ``data.split_seed`` (k-fold-like resplits) cuts and keeps one split per job
+    instead of reusing the first one stored.
+    """
+    if is_default_seeding(seed, fractions):
+        return FOLDER_SPLIT_NAME
+    name = f"kdseg_split-seed{int(seed)}"
+    if not _same_fractions(fractions, DEFAULT_FRACTIONS):
+        name += "-fractions" + "-".join(repr(f) for f in split_fractions(fractions))
+    return name + ".json"
 
 
 def make_split(
-    case_ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 123
+    case_ids: Sequence[str],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = DEFAULT_SEED,
 ) -> dict[str, list[str]]:
     """Shuffle ``case_ids`` with ``seed`` and cut them into train / val / test by ``fractions``.
 
@@ -180,13 +230,57 @@ def _warn_left_out(chosen: Path, named: set[str], present: set[str], root: Path,
         log.warning("%s", line)
 
 
+def _warn_seed_unused(chosen: Path, seed: int, fractions: Sequence[float]) -> None:
+    """A seed (or fractions) set with a split it does not cut: one warning line, as a sweep
+    over ``data.split_seed`` would otherwise train every job on that one split unawares."""
+    if is_default_seeding(seed, fractions) or not first_process():
+        return
+    unused = seeding_options(seed, fractions)
+    line = (
+        f"split: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} unused: the "
+        f"split is read from {chosen} (a seed cuts "
+        "only a folder without a split file, a kdseg_split.json of its own or a complete "
+        "versioned manifest)"
+    )
+    if line not in _WARNED:
+        _WARNED.add(line)
+        log.warning("%s", line)
+
+
+def _check_store_seeding(store: Path, seed: int, fractions: Sequence[float]) -> None:
+    """Refuse a persisted split that records another seed or other fractions than the run's
+    (one an earlier kdseg-split wrote under the default name): used, it would be a split the
+    run's config does not describe. The line names the file and where it belongs."""
+    data = read_json(store, "split file not found")
+    recorded_seed, recorded_fractions = data.get("seed"), data.get("fractions")
+    if recorded_seed is None and recorded_fractions is None:
+        return  # (a file without provenance: nothing to compare)
+    if recorded_fractions is None:
+        recorded_fractions = list(DEFAULT_FRACTIONS)
+    if recorded_seed == seed and _same_fractions(recorded_fractions, fractions):
+        return
+    way_out = "delete it"
+    try:
+        home = store.with_name(store_name(int(recorded_seed), recorded_fractions))
+        way_out = f"move it to {home} (where runs with that seed read it) or delete it"
+    except (TypeError, ValueError, ConfigError):
+        pass
+    raise InputError(
+        store,
+        f"this persisted split records seed {recorded_seed!r} and fractions "
+        f"{recorded_fractions!r}, not the data.split_seed={seed} and data.split_fractions="
+        f"{list(fractions)} this run asks for (kdseg keeps one split per seed and fractions): "
+        f"{way_out} for a seeded split of this seed, or pass data.split_file=<it>",
+    )
+
+
 def choose_split(
     root: str | Path,
     case_ids: Sequence[str],
     split_file: str | None = None,
     manifest: str | None = None,
-    seed: int = 123,
-    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = DEFAULT_SEED,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     store: str | Path | None = None,
 ) -> tuple[dict[str, list[str]], Path | None]:
     """The split for the cases found in ``root`` (see the module docstring for the order) and
@@ -195,6 +289,9 @@ def choose_split(
 
     A file that names cases not in ``root`` is refused (for ``store``, kdseg's own file, the
     line says to delete it); cases in ``root`` that a file puts in no set are one warning.
+    ``store`` is the file for ``seed`` and ``fractions`` (:func:`store_name`); one that
+    records others is refused. A non-default ``seed`` or ``fractions`` with a split they do
+    not cut (a split file, the folder's own, the versioned manifest) is one warning line.
     """
     root = Path(root)
     present = set(case_ids)
@@ -212,6 +309,7 @@ def choose_split(
             named = [c for s in SPLITS for c in split[s]]
             missing = [c for c in named if c not in present]
             if not missing:
+                _warn_seed_unused(versioned, seed, fractions)
                 _warn_left_out(
                     versioned, set(named), present, root,
                     "to use them, pass data.split_file=<a split that names them>",
@@ -221,6 +319,10 @@ def choose_split(
             log.log(level, "%s", line)
         return make_split(sorted(present), fractions, seed), None
     split = read_split(chosen)
+    if chosen == store:
+        _check_store_seeding(store, seed, fractions)
+    else:
+        _warn_seed_unused(chosen, seed, fractions)
     named = [c for s in SPLITS for c in split[s]]
     missing = [c for c in named if c not in present]
     if missing:
@@ -246,8 +348,8 @@ def resolve_split(
     case_ids: Sequence[str],
     split_file: str | None = None,
     manifest: str | None = None,
-    seed: int = 123,
-    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = DEFAULT_SEED,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     persist: bool = True,
     store: str | Path | None = None,
 ) -> dict[str, list[str]]:
