@@ -202,6 +202,69 @@ def test_resize_helpers():
     assert resize_to(x, (6, 8, 8)).shape == (1, 2, 6, 8, 8)
 
 
+@pytest.mark.parametrize(
+    ("shape", "stride"),
+    [
+        (shape, stride)
+        for shape in [(96, 96), (384, 384), (16, 96, 96)]
+        for stride in [2, 4, 8, 16, 32]
+        if all(n % stride == 0 for n in shape)
+    ],
+)
+def test_stride_aligned_labels_equal_nearest_on_multiples_of_the_stride(
+    shape: tuple[int, ...], stride: int
+):
+    """Every recorded run's sizes (64, 96, 144, 216, 288, 384 with RAD on taps of stride 2
+    and 8) are multiples of the tap's stride: there the stride-aligned labels are nearest's."""
+    labels = torch.randint(0, 3, (2, *shape), generator=torch.Generator().manual_seed(stride))
+    size = tuple(n // stride for n in shape)
+    nearest = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    assert torch.equal(resize_labels(labels, size, stride), nearest)
+    assert torch.equal(resize_labels(labels, size), nearest)
+
+
+def test_stride_aligned_labels_sample_each_cell_of_the_tap():
+    """H = 97, W = 83, stride 8: the tap is 13 x 11, its pixel i covers rows [8i, 8i + 8);
+    each takes the label of its cell's first pixel (nearest drifts up to a cell: rows 0, 7,
+    ..., 89). 3-D alike. A size the stride does not give falls back to nearest."""
+    rows = torch.arange(97)[:, None].expand(97, 83)
+    cols = torch.arange(83)[None, :].expand(97, 83)
+    labels = ((rows // 8) * 100 + cols // 8)[None]  # each pixel's cell, as a label
+    aligned = resize_labels(labels, (13, 11), 8)
+    cells = torch.arange(13)[:, None] * 100 + torch.arange(11)[None, :]
+    assert torch.equal(aligned[0], cells)
+    nearest = resize_labels(labels, (13, 11))
+    assert not torch.equal(nearest, aligned)
+    assert resize_labels(labels[:, None], (13, 11), 8).shape == (1, 13, 11)
+    volume = torch.arange(9 * 10 * 11).view(1, 9, 10, 11)
+    assert torch.equal(resize_labels(volume, (3, 3, 3), 4), volume[:, ::4, ::4, ::4])
+    # a map the stride does not give (e.g. stored predictions of another size): nearest
+    assert torch.equal(resize_labels(labels, (5, 5), 8), resize_labels(labels, (5, 5)))
+
+
+@pytest.mark.parametrize("loss", ["rad", "kd_balanced", "kd_region", "dkd"])
+def test_criterion_samples_labels_on_the_taps_cells(loss: str):
+    """Through the criterion, a loss given input-size labels (97 x 83) sees on a stride-8 tap
+    exactly the labels of the tap's cells: the same value as labels given at the tap's size."""
+    g = torch.Generator().manual_seed(5)
+    taps = {"low": TapInfo(3, 2), "high": TapInfo(NUM_CLASSES, 8)}
+    term = {"loss": loss, "weight": 1.0, "student_tap": "high", "teacher_tap": "high"}
+    criterion = build_criterion([term], taps, taps, NUM_CLASSES)
+
+    def out() -> SegOutput:
+        tap = torch.randn((2, NUM_CLASSES, 13, 11), generator=g)
+        return SegOutput(torch.randn((2, NUM_CLASSES, 97, 83), generator=g), {"high": tap})
+
+    student, teacher = out(), out()
+    labels = _labels(2, (97, 83), g)
+    on_cells = labels[:, ::8, ::8]
+    whole, _ = criterion(student, teacher, labels)
+    at_tap, _ = criterion(student, teacher, on_cells)
+    assert torch.equal(whole, at_tap)
+    drifted = resize_labels(labels, (13, 11))  # what nearest gave
+    assert not torch.equal(drifted, on_cells)
+
+
 STUDENT_TAPS = {"low": TapInfo(4, 2), "high": TapInfo(6, 8)}
 TEACHER_TAPS = {"low": TapInfo(5, 2), "high": TapInfo(7, 8), "stage4": TapInfo(9, 16)}
 MISMATCHED_TERMS = [
@@ -628,3 +691,43 @@ def test_dist_is_zero_for_equal_flat_inputs():
     flat = torch.zeros(2, 3, 8, 8)
     assert build_loss("dist")(flat, flat.clone()).item() == 0.0
     assert build_loss("dist")(flat, torch.randn(2, 3, 8, 8)).item() > 0
+
+
+def test_cosine_gram_is_normalize_to_the_bit_and_a_zero_row_has_no_gradient():
+    """Rows of norm > eps: F.normalize's result exactly. A zero (or <= eps) row: zero
+    similarity and zero gradient; F.normalize divided it by eps (gradients of ~1e7 in RAD)."""
+    from kdseg.distill.losses import cosine_gram
+
+    g = torch.Generator().manual_seed(11)
+    for dtype in (torch.float32, torch.float64):
+        vectors = torch.randn((3, 4, 7), generator=g, dtype=torch.float64).to(dtype)
+        vectors[1, 2] *= 1e-6  # small but above eps
+        unit = F.normalize(vectors, p=2.0, dim=-1, eps=1e-8)
+        assert torch.equal(cosine_gram(vectors), unit @ unit.transpose(-1, -2))
+    vectors = torch.randn((2, 3, 5), generator=g)
+    vectors[0, 1] = 0.0
+    vectors[1, 2] = 1e-10
+    vectors.requires_grad_()
+    gram = cosine_gram(vectors)
+    assert float(gram[0, 1].detach().abs().max()) == 0.0
+    assert float(gram[1, :, 2].detach().abs().max()) == 0.0
+    gram.pow(2).sum().backward()
+    assert vectors.grad is not None and torch.isfinite(vectors.grad).all()
+    assert float(vectors.grad[0, 1].abs().max()) == 0.0
+    assert float(vectors.grad[1, 2].abs().max()) == 0.0
+    assert float(vectors.grad.abs().max()) < 100
+
+
+def test_rad_with_an_all_zero_student_region_has_small_finite_gradients():
+    lab = torch.zeros((1, 8, 8), dtype=torch.long)
+    lab[0, 2:4, 2:4] = 1
+    g = torch.Generator().manual_seed(0)
+    student = torch.rand((1, 4, 8, 8), generator=g)
+    student[:, :, 2:4, 2:4] = 0.0
+    student.requires_grad_()
+    teacher = torch.rand((1, 4, 8, 8), generator=g)
+    loss = build_loss("rad", num_classes=2)(student, teacher, lab)
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    assert float(student.grad.abs().max()) < 10  # was 2.4e7

@@ -81,9 +81,20 @@ def test_the_key_follows_autocast_and_keeps_full_precision_cpu_keys(
     module, batch = _module(phantom_lits, tmp_path, False, cache=str(tmp_path / "cache"))
     cache = module.teacher_cache
     images = batch["image"]
-    before = hashlib.sha256(cache._identity)  # the key as it was written until 2026-12-06
+    # the key as it was written until 2026-12-06: the identity ended in f"threads {n}", n read
+    # when the cache was built (now read at each key, with the same bytes)
+    assert cache._identity.endswith(b"|threads ")
+    threads = torch.get_num_threads()
+    before = hashlib.sha256(cache._identity + f"{threads}".encode())
     before.update(f"|cpu|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode())
     before.update(images.detach().contiguous().numpy())
+    assert cache.key(images) == before.hexdigest()
+    # threads set after the cache is built (Lightning's DDP launchers do): the key follows
+    torch.set_num_threads(threads + 1)
+    try:
+        assert cache.key(images) != before.hexdigest()
+    finally:
+        torch.set_num_threads(threads)
     assert cache.key(images) == before.hexdigest()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = cache.key(images)

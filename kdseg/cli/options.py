@@ -210,7 +210,7 @@ OPEN_CONFIGS = ("train", "distill")
 
 #: the parts of a training config that take new keys, each checked where it is read:
 #: Lightning's Trainer arguments (``kdseg.lit.train``) and a method's criterion options
-#: (``kdseg.distill.criterion``); ``+data.batchsize=4`` or ``+loss.focal=1`` was ignored
+#: (``kdseg.distill.criterion``); ``+data.batchsize=4`` or ``+loss.focl=1`` was ignored
 OPEN_SECTIONS = ("trainer", "distill")
 
 

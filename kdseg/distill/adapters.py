@@ -40,11 +40,21 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
-def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour resize of integer labels to ``size``; returns (B, *size) int64.
+def resize_labels(
+    labels: torch.Tensor, size: Sequence[int], stride: int | None = None
+) -> torch.Tensor:
+    """Labels resized to a tap's ``size`` without new values; returns (B, *size) int64.
 
-    ``labels`` is (B, *spatial) or (B, 1, *spatial). Nearest keeps labels integral (no new
+    ``labels`` is (B, *spatial) or (B, 1, *spatial), at the input size. Kept integral (no new
     class values appear at region borders), as the EMKD paper does for its region masks.
+    ``stride``: the tap's stride ``s`` (:class:`~kdseg.models.taps.TapInfo`). A tap of a kdseg
+    network is ``ceil(n / s)`` long on an axis of ``n`` (:func:`kdseg.models.layers.seg_output`)
+    and its pixel ``i`` covers input pixels ``[s * i, s * i + s)``: where ``size`` is that,
+    pixel ``i`` takes the label of input pixel ``s * i``, the first of its cell. Nearest
+    interpolation (without a stride, or at a size no stride gives) samples ``floor(i * n /
+    size)`` instead: the same pixel where ``n`` is a multiple of ``s``, but drifting up to a
+    whole cell against the tap where it is not (n = 97, s = 8: rows 0, 7, ..., 89 for cells
+    starting at 0, 8, ..., 96).
     """
     size = tuple(int(s) for s in size)
     if labels.ndim == len(size) + 2:
@@ -57,9 +67,12 @@ def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         raise ValueError(
             f"labels of shape {tuple(labels.shape)} do not match {len(size)}-D features"
         )
-    if tuple(labels.shape[1:]) != size:
-        labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0]
-    return labels.long()
+    full = tuple(labels.shape[1:])
+    if full == size:
+        return labels.long()
+    if stride is not None and all(-(-n // stride) == m for n, m in zip(full, size, strict=True)):
+        return labels[(slice(None),) + (slice(None, None, stride),) * len(size)].long()
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 def adaptive_avg_pool(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:

@@ -208,6 +208,7 @@ class DistillationCriterion(nn.Module):
                 raise ConfigError(f"distillation term {term.name!r}: {err}") from err
             if term.weight == 0:
                 continue
+            loss.tap_strides = (s_info.stride, t_info.stride)  # labels sampled on the taps' cells
             self.terms.append(term)
             self.losses[term.name] = loss
             if cls.needs_equal_channels and s_info.channels != t_info.channels:

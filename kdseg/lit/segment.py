@@ -14,7 +14,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from monai.losses import DiceFocalLoss
+from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
+from monai.networks.utils import one_hot
 
 from kdseg.data.tasks import Task
 from kdseg.distill.mix import MixGenerator, check_mix
@@ -23,19 +24,65 @@ from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
 from kdseg.models.compile import check_compile, compile_network
 
+#: ``loss.focal``: how L_seg's focal term turns logits into probabilities. ``null`` (or
+#: ``sigmoid``) is MONAI's ``DiceFocalLoss``, every recorded run's: a sigmoid of each foreground
+#: channel on its own, the background logit left out (its gradient is zero, and a constant
+#: added to every logit changes the term though the softmax prediction does not). ``softmax``
+#: (opt-in) is the multi-class focal loss of Lin et al. over the softmax of all classes.
+FOCAL_KINDS = ("sigmoid", "softmax")
+
+
+def check_focal(kind: Any, key: str = "loss.focal") -> str:
+    """``sigmoid`` (``null``, the default) or ``softmax``; anything else a config error."""
+    if kind is None or (isinstance(kind, str) and kind.lower() in {"", "none"}):
+        return "sigmoid"
+    if not isinstance(kind, str) or kind.lower() not in FOCAL_KINDS:
+        raise ConfigError(f"{key} must be null or one of {list(FOCAL_KINDS)}, got {kind!r}")
+    return kind.lower()
+
+
+class SoftmaxDiceFocalLoss(torch.nn.Module):
+    """``lambda_dice * Dice + lambda_focal * focal`` with a softmax focal term (``loss.focal:
+    softmax``). The Dice is the one of the default's ``DiceFocalLoss`` (softmax, foreground
+    channels, batch Dice, same smoothing). The focal term is ``-(1 - p_t) ** gamma * log p_t``
+    with ``p_t`` the softmax probability of the voxel's true class (all classes, background
+    included: MONAI's ``FocalLoss(use_softmax=True, include_background=False)`` drops channel 0
+    before its softmax, which makes a two-class task's term a constant 0), averaged over the
+    voxels; ``gamma = 0`` gives the cross-entropy. ``label``: ``(B, 1, *spatial)`` indices."""
+
+    def __init__(self, gamma: float, lambda_dice: float, lambda_focal: float) -> None:
+        super().__init__()
+        self.dice = DiceLoss(include_background=False, softmax=True, batch=True)
+        self.focal = FocalLoss(
+            include_background=True, gamma=gamma, use_softmax=True, reduction="none"
+        )
+        self.lambda_dice, self.lambda_focal = lambda_dice, lambda_focal
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        target = one_hot(label, num_classes=logits.shape[1])
+        focal = self.focal(logits, target).sum(1).mean()  # per voxel: its true class's term
+        return self.lambda_dice * self.dice(logits, target) + self.lambda_focal * focal
+
 
 def build_seg_loss(cfg: dict[str, Any]) -> torch.nn.Module:
     """L_seg of METHOD.md §2: weighted focal (gamma 2) + soft Dice on the foreground, batch Dice;
-    with ``blob_weight`` (beyond the paper, off by default) plus that times the blob loss."""
-    seg = DiceFocalLoss(
-        include_background=False,
-        to_onehot_y=True,
-        softmax=True,
-        batch=True,
-        gamma=float(cfg.get("gamma", 2.0)),
-        lambda_dice=float(cfg.get("dice_weight", 0.5)),
-        lambda_focal=float(cfg.get("focal_weight", 0.5)),
-    )
+    the focal term per ``focal`` (:data:`FOCAL_KINDS`); with ``blob_weight`` (beyond the paper,
+    off by default) plus that times the blob loss."""
+    gamma = float(cfg.get("gamma", 2.0))
+    dice, focal = float(cfg.get("dice_weight", 0.5)), float(cfg.get("focal_weight", 0.5))
+    seg: torch.nn.Module
+    if check_focal(cfg.get("focal")) == "softmax":
+        seg = SoftmaxDiceFocalLoss(gamma, lambda_dice=dice, lambda_focal=focal)
+    else:
+        seg = DiceFocalLoss(
+            include_background=False,
+            to_onehot_y=True,
+            softmax=True,
+            batch=True,
+            gamma=gamma,
+            lambda_dice=dice,
+            lambda_focal=focal,
+        )
     blob = cfg.get("blob_weight")
     return seg if not blob else SegLossWithBlobs(seg, float(blob))
 

@@ -14,7 +14,13 @@ how the teacher runs (memory format, compile), the torch version, the device typ
 number of CPU threads. A cached output is therefore the exact tensor the live teacher would
 give (same values, dtype and strides, bit for bit): a run with the cache is the run without
 it, only faster, and a batch the cache has not seen (another seed, an augmentation drawn
-differently, a mixed batch) is simply computed. Each tensor is its own file, written to a
+differently) is simply computed. With ``distill.mix`` the teacher sees the mixed batch alone,
+so that is what is stored: one entry a step, as without the mix, shared by the runs of one
+seed with the same mix (its stream is seeded from the run's seed, whatever the method) and
+never read by a run without it (a sweep of both kinds at one seed stores both). Caching the
+clean batch's outputs and mixing them instead would not be bit-exact (nor the same method):
+the teacher's output on a mixed image is not the mix of its outputs, its receptive field
+crosses the box's border. Each tensor is its own file, written to a
 temporary and renamed, so runs that share the folder at the same time never read a
 half-written entry, a killed run leaves none behind, and a method that needs only the logits
 shares them with one that also needs feature taps.
@@ -78,11 +84,10 @@ class TeacherCache:
         self.hits = 0
         self.misses = 0
         self.writable = True
-        threads = torch.get_num_threads()
         # ``setting``: how the teacher runs (memory format, compile), which may change bits
         self._identity = (
             f"kdseg-teacher-cache-v1|{weights_checksum(teacher)}|{setting}|"
-            f"torch {torch.__version__}|threads {threads}"
+            f"torch {torch.__version__}|threads "
         ).encode()
 
     def key(self, images: torch.Tensor) -> str:
@@ -90,8 +95,12 @@ class TeacherCache:
         strides, device type), and of what changes the teacher's arithmetic on that device:
         autocast and its dtype when it is on (a mixed-precision run never reads a full-precision
         run's entries), and on CUDA the card, cuDNN and TF32 settings. A full-precision CPU key
-        is what it always was, so existing CPU caches stay valid."""
-        digest = hashlib.sha256(self._identity)
+        is what it always was, so existing CPU caches stay valid. The thread count is read at
+        each call, not when the cache is built: Lightning's DDP launchers set it after the
+        module is built (``OMP_NUM_THREADS`` unset: the CPUs over the processes), and a key
+        must name the threads the teacher computes with (the same bytes as before where it did
+        not change)."""
+        digest = hashlib.sha256(self._identity + str(torch.get_num_threads()).encode())
         device = images.device.type
         digest.update(f"|{device}|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode())
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):

@@ -50,4 +50,5 @@ class ClassBalancedKLLoss(SoftmaxKLLoss):
     def reduce(
         self, per_pixel: torch.Tensor, labels: torch.Tensor | None, teacher: torch.Tensor
     ) -> torch.Tensor:
-        return class_balanced_mean(per_pixel, pixel_classes(labels, teacher), teacher.shape[1])
+        classes = pixel_classes(labels, teacher, self.tap_strides[1])
+        return class_balanced_mean(per_pixel, classes, teacher.shape[1])

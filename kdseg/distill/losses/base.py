@@ -29,6 +29,10 @@ class DistillLoss(nn.Module):
 
     needs_equal_channels: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
+    #: the strides of the (student, teacher) taps the loss is given, where known: labels are
+    #: sampled on the tap's cells (:func:`~kdseg.distill.adapters.resize_labels`); set by the
+    #: criterion from the networks' :class:`~kdseg.models.taps.TapInfo`
+    tap_strides: tuple[int | None, int | None] = (None, None)
 
     def forward(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None
@@ -106,24 +110,30 @@ def cosine_gram(vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Cosine-similarity matrix of the rows of ``vectors`` (B, M, K) -> (B, M, M).
 
     Shared by the region affinity of EMKD (rows = class regions) and the pairwise affinity of
-    structured KD (rows = pooled pixels). A zero row (an absent region) gives zero similarity
-    rather than NaN.
+    structured KD (rows = pooled pixels). A row of norm ``<= eps`` (an absent region, or a
+    student region whose features are all zero) has no direction: zero similarity, and zero
+    gradient (``F.normalize`` divides it by ``eps``, which scales its gradient by ``1 / eps``:
+    1e8). Every other row is ``F.normalize``'s, to the bit (the same operations).
     """
-    unit = F.normalize(vectors, p=2.0, dim=-1, eps=eps)
+    norm = vectors.norm(2.0, -1, keepdim=True)
+    unit = vectors / norm.clamp_min(eps)  # F.normalize(vectors, p=2.0, dim=-1, eps=eps)
+    unit = torch.where(norm > eps, unit, torch.zeros_like(unit))  # backward: 0 there, not NaN
     return unit @ unit.transpose(-1, -2)
 
 
-def pixel_classes(labels: torch.Tensor | None, teacher: torch.Tensor) -> torch.Tensor:
+def pixel_classes(
+    labels: torch.Tensor | None, teacher: torch.Tensor, stride: int | None = None
+) -> torch.Tensor:
     """Class of every pixel of a (B, C, *spatial) logit map: its label, else the teacher's.
 
-    ``labels`` (B, *spatial) or (B, 1, *spatial), at any size, are resized (nearest) to the
-    teacher's map. A pixel whose label is outside [0, C) (e.g. -1 for an unlabeled image) and
-    every pixel when ``labels`` is None get the teacher's argmax class. Returns (B, *spatial)
-    int64.
+    ``labels`` (B, *spatial) or (B, 1, *spatial), at any size, are resized to the teacher's
+    map (:func:`~kdseg.distill.adapters.resize_labels`, ``stride``: the map's). A pixel whose
+    label is outside [0, C) (e.g. -1 for an unlabeled image) and every pixel when ``labels`` is
+    None get the teacher's argmax class. Returns (B, *spatial) int64.
     """
     guess = teacher.max(dim=1).indices  # on CPU 10x faster than argmax(dim=1); same ties
     if labels is None:
         return guess
-    labels = resize_labels(labels, teacher.shape[2:])
+    labels = resize_labels(labels, teacher.shape[2:], stride)
     known = (labels >= 0) & (labels < teacher.shape[1])
     return torch.where(known, labels, guess)

@@ -54,7 +54,7 @@ class DecoupledKDLoss(DistillLoss):
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
         student = resize_to(student, teacher.shape[2:])
-        target = pixel_classes(labels, teacher)[:, None]  # (B, 1, *spatial)
+        target = pixel_classes(labels, teacher, self.tap_strides[1])[:, None]  # (B, 1, *spatial)
         binary, non_target = [], []
         for logits in (teacher, student):
             z = logits / self.temperature

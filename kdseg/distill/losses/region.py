@@ -71,7 +71,7 @@ class RegionKLLoss(SoftmaxKLLoss):
     def reduce(
         self, per_pixel: torch.Tensor, labels: torch.Tensor | None, teacher: torch.Tensor
     ) -> torch.Tensor:
-        region = dilate(pixel_classes(labels, teacher) > 0, self.dilation)
+        region = dilate(pixel_classes(labels, teacher, self.tap_strides[1]) > 0, self.dilation)
         # where, not a product: a pixel outside the region never counts, even a NaN one
         inside = torch.where(region, per_pixel, per_pixel.new_zeros(()))
         return inside.sum() / region.sum().clamp_min(1).to(per_pixel.dtype)

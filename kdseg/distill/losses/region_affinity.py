@@ -10,15 +10,20 @@ from kdseg.distill.losses.registry import register_loss
 
 
 def region_vectors(
-    feature: torch.Tensor, labels: torch.Tensor, num_classes: int, eps: float
+    feature: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    eps: float,
+    stride: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked average feature of every class region: (B, C, K) vectors, (B, C) presence.
 
     ``v_c = sum_x F(x) [y(x) = c] / (sum_x [y(x) = c] + eps)`` with the labels ``y`` resized
-    (nearest) to the feature's own size. Label values outside [0, num_classes) belong to no
+    to the feature's own size (:func:`~kdseg.distill.adapters.resize_labels`; ``stride``: the
+    feature's). Label values outside [0, num_classes) belong to no
     region. An absent class gets a zero vector and ``present = False``.
     """
-    labels = resize_labels(labels, feature.shape[2:]).flatten(1)  # (B, N)
+    labels = resize_labels(labels, feature.shape[2:], stride).flatten(1)  # (B, N)
     classes = torch.arange(num_classes, device=labels.device)
     masks = (labels[:, None, :] == classes[None, :, None]).to(feature.dtype)  # (B, C, N)
     area = masks.sum(dim=2)  # (B, C)
@@ -52,8 +57,9 @@ class RegionAffinityLoss(DistillLoss):
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
         assert labels is not None  # checked in forward
-        vec_student, present_student = region_vectors(student, labels, self.num_classes, self.eps)
-        vec_teacher, present_teacher = region_vectors(teacher, labels, self.num_classes, self.eps)
+        (s_stride, t_stride), classes = self.tap_strides, self.num_classes
+        vec_student, present_student = region_vectors(student, labels, classes, self.eps, s_stride)
+        vec_teacher, present_teacher = region_vectors(teacher, labels, classes, self.eps, t_stride)
         present = present_student & present_teacher  # (B, C)
         size = (self.num_classes, self.num_classes)
         upper = torch.ones(size, dtype=torch.bool, device=present.device).triu(diagonal=1)
