@@ -715,7 +715,7 @@ def test_an_unknown_config_choice_is_one_short_line_with_the_close_one(tmp_path:
     ("command", "override", "words"),
     [
         ("train", "+data.batchsize=4", "'data.batchsize' to add (did you mean data.batch_size=?)"),
-        ("train", "+loss.focal=1", "no option 'loss.focal' to add"),
+        ("train", "+loss.tversky=1", "no option 'loss.tversky' to add"),
         ("train", "+model.widht=0.5", "did you mean model.width=?"),  # once: a TypeError, exit 1
         ("train", "+checkpoint.every_n_steps=3", "no option 'checkpoint.every_n_steps' to add"),
         ("distill", "+logger.wandb.ofline=false", "did you mean logger.wandb.offline=?"),
