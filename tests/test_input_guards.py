@@ -487,6 +487,11 @@ def test_kdseg_split_writes_where_runs_read_it_never_into_the_folder(
     assert read_split(mine) == written
     refused = kdseg_here("split", *args, f"output={mine}", check=False)
     assert refused.returncode == 2 and "force=true" in error_lines(refused.stderr)[0]
+    refused = kdseg_here("split", *args, f"data.split_file={mine}", check=False)  # to read
+    assert refused.returncode == 2 and error_lines(refused.stderr) == [
+        f"kdseg-split: error: data.split_file={mine}: kdseg-split writes a split and runs given "
+        "data.split_file read that file instead; write to a file of your own with output="
+    ]
     assert {p: p.stat().st_mtime_ns for p in [data, *data.rglob("*")]} == before
     own = data / FOLDER_SPLIT_NAME  # the folder's own split is read first: a store split
     shutil.copy(mine, own)  # would never be used
@@ -504,10 +509,10 @@ def test_each_split_seed_keeps_a_persisted_split_of_its_own(
 ) -> None:
     """kdseg-prepare with two seeds on one folder: two splits, each persisted in a file of its
     own and read back (a case added later is in no set of either; no case moves). The default
-    seed's file keeps its name, so no existing run's split changes. A persisted split that
-    records another seed (an earlier kdseg-split wrote it under the default name) is refused
-    in one line naming it and where it belongs; a seed with a split file it does not cut is
-    one warning line."""
+    seed's file keeps its name. A split a kdseg before 2026-12-07 persisted under the default
+    name for another seed (seed 7) is read in place by runs of seed 7 (its cases keep their
+    sets in the grown folder) and refused for the default seed in one line naming it and
+    where it belongs; a seed with a split file it does not cut is one warning line."""
     from conftest import TINY_DATA, WARNING_LINE, error_lines
 
     from kdseg.data.dataset import dataset_key, split_store
@@ -537,8 +542,12 @@ def test_each_split_seed_keeps_a_persisted_split_of_its_own(
         assert "5 case(s) prepared" in result.stdout
         assert f"1 case(s) in {data} are in no set of {store} ('volume-9')" in result.stderr
         assert read_split(store) == make_split(ids, seed=seed)
-    stale = make_split(ids, seed=7)  # kdseg-split data.split_seed=7 of an earlier kdseg
+    stale = make_split(ids, seed=7)  # kdseg-prepare data.split_seed=7 before 2026-12-07
     write_split(stale, default, seed=7, fractions=[0.7, 0.1, 0.2], root=str(data.resolve()))
+    kept = kdseg_here("prepare", *args, "data.split_seed=7")
+    assert "5 case(s) prepared" in kept.stdout  # volume-9, added since, in no set of it
+    assert f"1 case(s) in {data} are in no set of {default} ('volume-9')" in kept.stderr
+    assert read_split(default) == stale and not default.with_name("kdseg_split-seed7.json").exists()
     refused = kdseg_here("prepare", *args, check=False)
     assert refused.returncode == 2
     assert error_lines(refused.stderr) == [

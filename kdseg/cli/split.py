@@ -16,7 +16,7 @@ from kdseg.cli import command, to_dict
 from kdseg.data.dataset import _check_outside, cache_root_of, seeding_of, split_store
 from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, seeding_options, write_split
 from kdseg.data.sources import discover_cases
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 from kdseg.guards import check_output
 
 
@@ -25,6 +25,11 @@ def _target(cfg: DictConfig) -> tuple[Path, str]:
     data = to_dict(cfg.data)
     root = Path(data["root"])
     output = cfg.get("output")
+    if data.get("split_file"):  # a split to read, which runs then read instead of this one
+        raise ConfigError(
+            f"data.split_file={data['split_file']}: kdseg-split writes a split and runs given "
+            "data.split_file read that file instead; write to a file of your own with output="
+        )
     if output is not None:
         target = check_output(str(output), [root], what="output")
         if target.exists() and not cfg.force:

@@ -249,7 +249,7 @@ def _warn_seed_unused(chosen: Path, seed: int, fractions: Sequence[float]) -> No
 
 def _check_store_seeding(store: Path, seed: int, fractions: Sequence[float]) -> None:
     """Refuse a persisted split that records another seed or other fractions than the run's
-    (one an earlier kdseg-split wrote under the default name): used, it would be a split the
+    (a kdseg before 2026-12-07 kept every seed's split under the default name): used, it would be a split the
     run's config does not describe. The line names the file and where it belongs."""
     data = read_json(store, "split file not found")
     recorded_seed, recorded_fractions = data.get("seed"), data.get("fractions")
@@ -274,6 +274,33 @@ def _check_store_seeding(store: Path, seed: int, fractions: Sequence[float]) -> 
     )
 
 
+def _records(path: Path, seed: int, fractions: Sequence[float]) -> bool:
+    """Whether the persisted split ``path`` records ``seed`` and ``fractions``."""
+    try:
+        data = read_json(path, "split file not found")
+    except InputError:
+        return False
+    recorded = data.get("fractions")
+    return data.get("seed") == seed and _same_fractions(
+        DEFAULT_FRACTIONS if recorded is None else recorded, fractions
+    )
+
+
+def _older_store(store: Path, seed: int, fractions: Sequence[float]) -> Path:
+    """``store``, or the file a kdseg before 2026-12-07 persisted this seed's split in.
+
+    Those kept every seed's split under the default name (``kdseg_split.json``); a run of a
+    non-default seed whose own file is not there yet reads that one in place when it records
+    this seed and these fractions, so its cases keep their sets (cut again, a folder grown
+    since would move them). A default-seed run then meets it as a split of another seed,
+    refused in one line that says where to move it.
+    """
+    older = store.with_name(FOLDER_SPLIT_NAME)
+    if store.name == FOLDER_SPLIT_NAME or store.exists() or not older.is_file():
+        return store
+    return older if _records(older, seed, fractions) else store
+
+
 def choose_split(
     root: str | Path,
     case_ids: Sequence[str],
@@ -295,7 +322,7 @@ def choose_split(
     """
     root = Path(root)
     present = set(case_ids)
-    store = Path(store) if store is not None else None
+    store = _older_store(Path(store), seed, fractions) if store is not None else None
     versioned = _manifest_path(manifest)
     if split_file:
         chosen = Path(split_file)
