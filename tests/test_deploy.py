@@ -1075,3 +1075,170 @@ def test_export_of_native_size_slices_and_fresh_paths_are_clear(
     row |= {"preprocess": {}, "e2e_median_s": 1.0, "model_median_s": 0.5, "io_median_s": 0.1}
     row |= {"peak_rss_mb": 100.0, "fresh_skipped": "kdseg-predict exited 2: x | y"}
     assert "| skipped: kdseg-predict exited 2: x / y |" in markdown_table([row])
+
+
+def test_export_draws_from_the_checkpoints_recorded_split(workspace: dict, tmp_path: Path) -> None:
+    """Calibration and check slices come from the split the checkpoint records, whatever split
+    the folder resolves to today (cases added, the cache's persisted split deleted): a case the
+    model validated on is never calibrated on. Recorded cases gone from the folder are said in
+    one line; a checkpoint that records no split uses the folder's."""
+    from kdseg.deploy.samples import export_data_setup, run_config, sample_positions
+
+    folder = workspace["setup"].split
+    assert folder["train"] and folder["val"], folder
+    held_out = folder["train"][0]  # in the folder's train set, in this model's val set
+    recorded = {
+        "train": [*folder["val"], *folder["test"], *folder["train"][1:]],
+        "val": [held_out, "volume-999"],  # the second is no longer in the folder
+        "test": [],
+        "root": str(workspace["data"].resolve()),
+    }
+    ckpt = torch.load(workspace["tiny"], weights_only=True)
+    ckpt["hyper_parameters"]["data"]["split"] = recorded
+    moved = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    moved.parent.mkdir(parents=True)
+    torch.save(ckpt, moved)
+    shutil.copy(workspace["tiny"].parents[1] / "config.yaml", moved.parents[1] / "config.yaml")
+    bundle = load_bundle(moved)
+    notes: list[str] = []
+    setup = export_data_setup(bundle, None, run_config(moved), notes)
+    assert setup is not None
+    assert setup.split == {**{s: recorded[s] for s in ("train", "test")}, "val": [held_out]}
+    assert len(notes) == 1 and "'volume-999'" in notes[0] and "recorded split" in notes[0]
+    calibrated = sample_positions(setup, ("train",), 32, seed=1)
+    assert calibrated and held_out not in {case for case, _ in calibrated}
+    out = tmp_path / "m.onnx"
+    result = export_checkpoint(ExportOptions(ckpt=str(moved), output=str(out), check_slices=4))
+    assert notes[0] in result.warnings and out.exists()
+    # a checkpoint of an older kdseg (no recorded split): the folder's split, no note
+    del bundle.data["split"]
+    notes.clear()
+    older = export_data_setup(bundle, None, run_config(moved), notes)
+    assert older is not None and older.split == folder and not notes
+
+
+def test_artefact_metadata_missing_an_inference_key_is_refused(onnx_fp32: Path) -> None:
+    """An artefact's data section must hold every key inference reads that its schema carries:
+    one missing (or ``preprocess: {}``) is one line naming the file and the key, not a run with
+    defaults. Keys added after schema 1 keep their defaults in a schema 1 artefact; a schema
+    newer than this kdseg's is refused."""
+    from kdseg.deploy.artifact import REQUIRED_KEYS, SCHEMA_VERSION, parse_metadata
+
+    meta = read_metadata(onnx_fp32)
+    assert meta is not None and meta["schema"] == SCHEMA_VERSION
+    assert parse_metadata(onnx_fp32, json.dumps(meta)) == meta
+    for key in REQUIRED_KEYS[SCHEMA_VERSION]:
+        broken = json.loads(json.dumps(meta))
+        section, _, name = key.rpartition(".")
+        del (broken["data"][section] if section else broken["data"])[name]
+        with pytest.raises(InputError, match=rf"data\.{key} is missing") as err:
+            parse_metadata(onnx_fp32, json.dumps(broken))
+        assert str(err.value.path) == str(onnx_fp32) and "\n" not in str(err.value)
+    empty = json.loads(json.dumps(meta))
+    empty["data"]["preprocess"] = {}
+    with pytest.raises(InputError, match=r"data\.preprocess\.window is missing"):
+        parse_metadata(onnx_fp32, json.dumps(empty))
+    old = json.loads(json.dumps(meta))
+    old["schema"] = 1
+    for key in ("spacing_mm", "roi", "window_level", "label_resize"):  # added after schema 1
+        del old["data"]["preprocess"][key]
+    assert parse_metadata(onnx_fp32, json.dumps(old)) == old
+    del old["data"]["preprocess"]["in_plane_size"]  # every schema 1 artefact carried it
+    with pytest.raises(InputError, match=r"data\.preprocess\.in_plane_size is missing"):
+        parse_metadata(onnx_fp32, json.dumps(old))
+    newer = {**meta, "schema": SCHEMA_VERSION + 1}
+    with pytest.raises(InputError, match="written by a newer kdseg.*update kdseg"):
+        parse_metadata(onnx_fp32, json.dumps(newer))
+
+
+def test_artefact_records_provenance_and_export_recognises_it_by_hash(
+    workspace: dict, onnx_fp32: Path, tmp_path: Path
+) -> None:
+    """The artefact records kdseg's version, the source commit and the checkpoint's sha256; the
+    export's overwrite rule recognises the checkpoint by that hash (moved: the same; other
+    bytes at the same path: not), by its path for an artefact that records none."""
+    import hashlib
+
+    import onnx
+
+    import kdseg
+    from kdseg.deploy.artifact import made_from
+    from kdseg.deploy.bench_report import markdown_report
+    from kdseg.deploy.onnx_export import update_onnx_metadata
+    from kdseg.deploy.provenance import describe_provenance, source_commit
+
+    proto = onnx.load(str(onnx_fp32))  # what the lean runtime's floor, onnxruntime 1.20, runs
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [20]
+    assert proto.ir_version <= 10
+    meta = read_metadata(onnx_fp32)
+    assert meta is not None
+    sha = hashlib.sha256(workspace["tiny"].read_bytes()).hexdigest()
+    assert meta["provenance"] == {
+        "kdseg_version": kdseg.__version__,
+        "source_commit": source_commit(),
+        "checkpoint_sha256": sha,
+    }
+    ckpt = tmp_path / "a" / "best.ckpt"
+    ckpt.parent.mkdir()
+    shutil.copy(workspace["tiny"], ckpt)
+    art = tmp_path / "m.onnx"
+    shutil.copy(onnx_fp32, art)
+    assert made_from(art, ckpt) and made_from(art, workspace["tiny"])  # moved: same bytes
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")  # other bytes at that path
+    assert not made_from(art, ckpt)
+    older = {k: v for k, v in meta.items() if k != "provenance"} | {"schema": 1}
+    older["source_checkpoint"] = str(ckpt.resolve())
+    update_onnx_metadata(art, older)
+    assert made_from(art, ckpt) and not made_from(art, workspace["tiny"])
+    line = describe_provenance(meta)
+    assert line is not None and sha[:12] in line and kdseg.__version__ in line
+    results = {
+        "machine": {"cores": 2, "torch": "t", "onnxruntime": "o", "python": "p"},
+        "peak": {"gflops": 1.0},
+        "load_average": [0.0, 0.0],
+        "volume_shape": [8, 8, 8],
+        **{"threads": 1, "runs": 1, "rounds": 1, "warmup": 0, "dice_split": "val"},
+        "dice_cases": 0,
+        "rows": [{"name": "m", "role": "student", "ok": False, "provenance": meta["provenance"]}],
+    }
+    assert f"- m: {line}" in markdown_report(results)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"int8": Int8Options(calibration_slices=0)}, r"int8\.calibration_slices=0: a whole"),
+        ({"int8": Int8Options(time_slices=0)}, r"int8\.time_slices=0: a whole number"),
+        ({"int8": Int8Options(time_batch=0)}, r"int8\.time_batch=0: a whole number, at least 1"),
+        ({"int8": Int8Options(repeats=-2)}, r"int8\.repeats=-2: a whole number, at least 1"),
+        ({"check_slices": -1}, r"check_slices=-1: a whole number, at least 0"),
+        ({"threads": -1}, r"threads=-1: a whole number, at least 1"),
+        ({"prune": 1.5}, r"prune=1\.5: the fraction of channels to remove, in \(0, 1\)"),
+        ({"prune": -0.2}, r"prune=-0\.2: the fraction"),
+    ],
+)
+def test_bad_export_counts_are_refused_before_any_work(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    """Counts below their least and a prune fraction outside (0, 1) are refused up front, before
+    the checkpoint (here: none) is read (was: an internal error after the fp32 work, or a
+    timing recorded with batch 0)."""
+    opts = ExportOptions(ckpt=str(tmp_path / "none.ckpt"), quantize="int8", **change)
+    with pytest.raises(InputError, match=message):
+        export_checkpoint(opts)
+    with pytest.raises(InputError, match="none.ckpt"):  # prune=0 and null: no pruning
+        export_checkpoint(ExportOptions(ckpt=str(tmp_path / "none.ckpt"), prune=0))
+
+
+def test_fresh_column_passes_batch_size_and_times_out(tmp_path: Path, monkeypatch) -> None:
+    """The fresh-process command runs at the bench's batch size; a kdseg-predict that hangs is
+    killed after ``timeout_s`` and the row says so (it hung kdseg-bench forever)."""
+    from kdseg.deploy import fresh
+
+    entry = {"name": "m", "ckpt": "m.ckpt", "backend": "torch"}
+    command = fresh.predict_command(entry, Path("v.nii.gz"), Path("o.nii.gz"), 2, 4)
+    assert "batch_size=4" in command and "threads=2" in command
+    hang = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(fresh, "predict_command", lambda *a, **k: hang)
+    result = fresh.fresh_cli_seconds(entry, tmp_path / "v.nii.gz", 1, 1, {}, 4, timeout_s=0.5)
+    assert result == {"fresh_skipped": "kdseg-predict timed out after 0.5 s"}

@@ -231,7 +231,7 @@ def pointwise_onnx(path: Path, organ: str | None = "liver", **preprocess) -> Pat
         "context": 0,
         "in_channels": 1,
         "num_classes": 3,
-        "preprocess": {"window": [-60, 140], **preprocess},
+        "preprocess": {**PreprocessConfig().to_dict(), "window": [-60, 140], **preprocess},
     }
     data.update({} if organ is None else {"organ": organ})
     set_onnx_metadata(model, {"schema": 1, "model": {"name": "pointwise"}, "data": data})

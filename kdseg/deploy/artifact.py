@@ -23,12 +23,51 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.data.schema import check_data_info, check_model_info
+from kdseg.deploy.provenance import export_provenance, file_sha256
 from kdseg.errors import InputError, write_text_atomic
 from kdseg.eval.checkpoint import Bundle, load_bundle
 from kdseg.eval.inference import onnx_session
 
 METADATA_KEY = "kdseg"
-SCHEMA_VERSION = 1
+#: 1: the first artefacts; 2: ``provenance`` recorded and the data section's preprocessing
+#: complete (every key of :data:`REQUIRED_KEYS`, defaults filled in at export)
+SCHEMA_VERSION = 2
+#: The data keys inference reads that an artefact of each schema always carried (an export
+#: copies the checkpoint's data section, whose preprocessing config held these keys from
+#: kdseg's first commit on): one missing is refused, not run with a default. Preprocessing keys
+#: added later (spacing, ROI, window level, label resize) keep their defaults when absent from
+#: a schema 1 artefact, which predates them; a schema 2 artefact carries them all.
+REQUIRED_KEYS: dict[int, tuple[str, ...]] = {
+    1: (
+        "context",
+        *(
+            f"preprocess.{k}"
+            for k in (
+                "window",
+                "axcodes",
+                "body_crop",
+                "body_margin",
+                "in_plane_size",
+                "crop_size",
+                "store_dtype",
+            )
+        ),
+    ),
+}
+REQUIRED_KEYS[2] = (
+    *REQUIRED_KEYS[1],
+    *(
+        f"preprocess.{k}"
+        for k in (
+            "spacing_mm",
+            "roi",
+            "roi_margin_mm",
+            "roi_components",
+            "window_level",
+            "label_resize",
+        )
+    ),
+)
 SUFFIX_BACKENDS = {".onnx": "onnx", ".pt2": "aoti"}
 #: backends that run an artefact file; the others ("torch", "compile") need the checkpoint's network
 ARTIFACT_BACKENDS = ("onnx", "aoti")
@@ -49,15 +88,24 @@ def artifact_metadata(bundle: Bundle, **export: Any) -> dict[str, Any]:
     """The JSON document an artefact carries: data info, model config and export facts.
 
     ``export`` holds what the export step knows (format, precision, pruning ratio, parameter
-    count, checks against PyTorch ...); it is stored under ``"export"``.
+    count, checks against PyTorch ...); it is stored under ``"export"``. The preprocessing is
+    written complete (a checkpoint of an older kdseg lacks the keys added since: their
+    defaults, which its inference used); ``provenance`` records the kdseg version and commit
+    that exported it and the checkpoint's sha256.
     """
+    from kdseg.data.preprocess_config import PreprocessConfig
+
+    # not the training split: an artefact goes to hospitals, and case ids can name patients
+    data = {k: v for k, v in bundle.data.items() if k != "split"}
+    data["context"] = int(data.get("context", 0))
+    data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"]).to_dict()
     return {
         "schema": SCHEMA_VERSION,
         # the exported graph has its own layout: how the torch network ran is not part of it
         "model": {k: v for k, v in bundle.model_config.items() if k not in RUN_OPTIONS},
-        # not the training split: an artefact goes to hospitals, and case ids can name patients
-        "data": {k: v for k, v in bundle.data.items() if k != "split"},
+        "data": data,
         "source_checkpoint": str(Path(bundle.path).resolve()),
+        "provenance": export_provenance(bundle.path),
         "export": export,
     }
 
@@ -99,8 +147,12 @@ def write_sidecar(path: str | Path, meta: dict[str, Any]) -> Path:
 def made_from(path: str | Path, ckpt: str | Path) -> bool:
     """Whether the existing file ``path`` is a kdseg artefact (or a ``.pt2`` package's sidecar)
     exported from the checkpoint ``ckpt``: the only file ``kdseg-export`` replaces without
-    ``overwrite=true``. Anything else, unreadable files included, is somebody's (False)."""
-    path, source = Path(path), str(Path(ckpt).resolve())
+    ``overwrite=true``. Anything else, unreadable files included, is somebody's (False).
+
+    The checkpoint is recognised by its sha256 where the artefact records one (a moved or
+    renamed checkpoint is the same; another file at the same path is not), by its path for an
+    artefact of an older kdseg."""
+    path = Path(path)
     try:
         if path.name.endswith(".pt2.json"):
             meta = json.loads(path.read_text())
@@ -108,7 +160,16 @@ def made_from(path: str | Path, ckpt: str | Path) -> bool:
             meta = read_metadata(path, required=False)
     except (InputError, OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return False
-    return isinstance(meta, dict) and meta.get("source_checkpoint") == source
+    if not isinstance(meta, dict):
+        return False
+    prov = meta.get("provenance")
+    sha = prov.get("checkpoint_sha256") if isinstance(prov, dict) else None
+    if isinstance(sha, str):
+        try:
+            return sha == file_sha256(ckpt)
+        except OSError:
+            return False
+    return meta.get("source_checkpoint") == str(Path(ckpt).resolve())
 
 
 def _jsonable(value: Any) -> Any:
@@ -171,9 +232,34 @@ def parse_metadata(
     if not isinstance(meta, dict) or "data" not in meta or "model" not in meta:
         raise InputError(path, "kdseg metadata lacks the data / model sections")
     where = "ONNX metadata" if kind == "onnx" else "sidecar metadata"
+    schema = meta.get("schema")
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise InputError(path, f"{where}: schema is {schema!r}, not a kdseg schema version")
+    if schema > SCHEMA_VERSION:
+        raise InputError(
+            path,
+            f"{where}: schema {schema} was written by a newer kdseg (this one reads up to "
+            f"{SCHEMA_VERSION}); update kdseg",
+        )
     check_model_info(path, meta["model"], where)
     check_data_info(path, meta["data"], where)
+    check_required_keys(path, meta["data"], schema, where)
     return meta
+
+
+def check_required_keys(path: str | Path, data: dict[str, Any], schema: int, where: str) -> None:
+    """Refuse an artefact whose data section lacks a key inference reads that every artefact of
+    its ``schema`` carries (:data:`REQUIRED_KEYS`): run with a default instead, it would feed
+    the network other slices than it was trained on, silently."""
+    for key in REQUIRED_KEYS[schema]:
+        section, _, name = key.rpartition(".")
+        holder = data.get(section) if section else data
+        if not isinstance(holder, dict) or name not in holder:
+            raise InputError(
+                path,
+                f"{where}: data.{key} is missing (every schema {schema} artefact carries it): "
+                "an incomplete or hand-edited file; export it again from its checkpoint",
+            )
 
 
 def check_onnx_model(path: str | Path, model: Any) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.deploy.bench_report import check_targets, markdown_report, plot_dice_vs_time
+from kdseg.deploy.provenance import source_commit
 from kdseg.errors import InputError, progress_steps, write_text_atomic
 from kdseg.guards import check_threads
 
@@ -339,7 +340,13 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
             for entry in cfg.entries:
                 bar.describe(f"{entry.name}: fresh kdseg-predict")
                 fresh = fresh_cli_seconds(
-                    asdict(entry), volume, cfg.threads, cfg.fresh_runs, _worker_env(cfg.threads)
+                    asdict(entry),
+                    volume,
+                    cfg.threads,
+                    cfg.fresh_runs,
+                    _worker_env(cfg.threads),
+                    batch_size=cfg.batch_size,
+                    timeout_s=cfg.timeout_s,
                 )
                 for result in per_entry[entry.name]:
                     result.update(fresh)
@@ -378,28 +385,6 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     )
     plot_dice_vs_time(rows, out / f"{cfg.name}.png")
     return results
-
-
-def source_commit() -> str | None:
-    """The git commit of the kdseg code that runs (``git rev-parse --short HEAD``), with
-    ``-dirty`` when tracked files differ from it; None where kdseg is not a git checkout (an
-    installed package, even one inside another repository's tree, or no ``git``)."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
-        return done.stdout.strip()
-
-    try:
-        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
-            return None
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "") if commit else None
 
 
 def machine_info() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdseg.deploy.provenance import describe_provenance
 from kdseg.errors import atomic_path
 
 # ------------------------------------------------------------------------------------------
@@ -283,11 +284,17 @@ def markdown_report(results: dict[str, Any]) -> str:
         "Load + warm-up: model load / session creation plus the first (untimed) volume, which "
         "includes compilation for `compile`. Fresh process: wall time of the `kdseg-predict` "
         "command on the volume in a new process (imports, model load, lesion report included), "
-        "median of `fresh_runs`.",
+        "at the same threads and batch size, median of `fresh_runs` (a run over `timeout_s` "
+        "is skipped).",
         "",
         markdown_table(results["rows"]),
         "",
     ]
+    origins = [(r.get("name"), describe_provenance(r)) for r in results["rows"]]
+    if any(line for _, line in origins):
+        lines += ["Artefacts exported by:", ""]
+        lines += [f"- {name}: {line}" for name, line in origins if line]
+        lines.append("")
     if results.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
         for t in results["targets"]:

@@ -155,6 +155,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "model": "+".join(str(s[0].model_config.get("name")) for s in stages),
         "width": bundle.model_config.get("width"),
         "source": "|".join(str(_resolved(c)) for c in (ckpts or [meta.get("source_checkpoint")])),
+        "provenance": meta.get("provenance"),  # who exported the artefact, from which checkpoint
         "preprocess": bundle.data["preprocess"],
         "input_shape": list(shape or ()),
         "slices": slices,

@@ -271,7 +271,8 @@ def _start(opts: ExportOptions) -> _Job:
     if opts.data_root and not Path(opts.data_root).is_dir():
         raise InputError(opts.data_root, "data_root= folder not found")
     run_cfg = run_config(opts.ckpt)
-    setup = export_data_setup(bundle, opts.data_root, run_cfg)
+    notes: list[str] = []  # recorded cases no longer in the folder
+    setup = export_data_setup(bundle, opts.data_root, run_cfg, notes)
     # the dataset actually read (data_root=, else the training run's) is an input too
     inputs = [opts.ckpt, opts.data_root, None if setup is None else setup.cfg.get("root")]
     for path in output_files(opts, out):
@@ -292,21 +293,35 @@ def _start(opts: ExportOptions) -> _Job:
             "spatial=static needs a fixed model input size (preprocess in_plane_size or "
             "crop_size); this checkpoint sees native-size slices",
         )
+    if setup is not None and (opts.quantize or opts.prune) and not setup.split.get("train"):
+        what = "int8 calibration" if opts.quantize else "pruning recovery"
+        raise InputError(
+            opts.ckpt,
+            f"{what} draws from this checkpoint's training cases, and none of them is in "
+            f"{setup.cfg.get('root')}: pass data_root= the folder it was trained on",
+        )
     facts = {"format": opts.format, "precision": "fp32"}
-    return _Job(opts, bundle, out, setup, run_cfg, None, bundle.model, facts, [])
+    return _Job(opts, bundle, out, setup, run_cfg, None, bundle.model, facts, notes)
 
 
 def _draw_check_slices(job: _Job) -> None:
     """The real slices the export is checked on (val and train cases), when there are data."""
     opts = job.opts
-    if job.setup is not None and opts.check_slices > 0:
-        splits = ("val", "train")
-        job.check = sample_slices(
-            job.setup, splits, opts.check_slices, job.bundle.context, opts.seed, owner=opts.ckpt
-        )
-    elif opts.check_slices > 0:  # (check_slices=0: the user turned the check off)
+    splits = ("val", "train")
+    if opts.check_slices <= 0:  # the user turned the check off
+        return
+    if job.setup is None:
         job.warnings.append(
             "no training data found (pass data_root=DIR): export not checked on real slices"
+        )
+    elif not any(job.setup.split.get(s) for s in splits):
+        job.warnings.append(
+            f"none of the checkpoint's cases is in {job.setup.cfg.get('root')}: export not "
+            "checked on real slices"
+        )
+    else:
+        job.check = sample_slices(
+            job.setup, splits, opts.check_slices, job.bundle.context, opts.seed, owner=opts.ckpt
         )
 
 

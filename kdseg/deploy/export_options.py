@@ -120,7 +120,9 @@ def fp32_twin(path: Path) -> Path:
 
 def validate_options(opts: ExportOptions) -> None:
     """Refuse an unknown value, or options that cannot go together (int8 of a ``.pt2``), or
-    more ``threads`` than the CPUs this process may use."""
+    more ``threads`` than the CPUs this process may use, or a count below its least (slices,
+    batches, repeats), or a ``prune`` fraction outside (0, 1): before any checkpoint or data
+    is read."""
     if opts.format not in FORMATS:
         raise InputError(None, f"unknown format {opts.format!r}; use onnx or aoti")
     if opts.quantize not in (None, "int8"):
@@ -133,9 +135,27 @@ def validate_options(opts: ExportOptions) -> None:
         raise InputError(opts.output, f"format={opts.format} writes a {FORMATS[opts.format]} file")
     if not isinstance(opts.overwrite, bool):
         raise InputError(None, f"overwrite={opts.overwrite!r}: use true or false")
-    if isinstance(opts.threads, bool) or not isinstance(opts.threads, int) or opts.threads < 1:
-        raise InputError(None, f"threads={opts.threads}: a whole number, at least 1")
+    _check_count("threads=", opts.threads, 1)
     check_threads(opts.threads)  # the int8 timing's ONNX Runtime and torch threads
+    _check_count("check_slices=", opts.check_slices, 0)  # 0: the check is off
+    for name in INT8_COUNTS:  # checked whether or not quantize=int8: the config is wrong
+        _check_count(f"int8.{name}=", getattr(opts.int8, name), 1)
+    prune = opts.prune
+    if prune is not None and prune != 0:  # null or 0: no pruning
+        if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0 < prune < 1:
+            raise InputError(
+                None, f"prune={prune!r}: the fraction of channels to remove, in (0, 1), or null"
+            )
+
+
+#: the int8 options that count something (slices, a batch, repetitions): at least 1 each
+INT8_COUNTS = ("calibration_slices", "time_slices", "time_batch", "repeats")
+
+
+def _check_count(option: str, value: Any, least: int) -> None:
+    """A whole number of at least ``least`` for ``option`` (``threads=``), else one line."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InputError(None, f"{option}{value!r}: a whole number, at least {least}")
 
 
 def output_files(opts: ExportOptions, out: Path) -> list[Path]:

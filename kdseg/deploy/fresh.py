@@ -28,8 +28,11 @@ def _hydra_value(value: str | list[str] | None) -> str:
     return os.path.abspath(value)
 
 
-def predict_command(entry: dict[str, Any], volume: Path, output: Path, threads: int) -> list[str]:
-    """The ``kdseg-predict`` command line that runs ``entry`` on ``volume``."""
+def predict_command(
+    entry: dict[str, Any], volume: Path, output: Path, threads: int, batch_size: int | None = None
+) -> list[str]:
+    """The ``kdseg-predict`` command line that runs ``entry`` on ``volume`` with the bench's
+    ``threads`` and ``batch_size`` (``None``: predict's own default)."""
     script = Path(sys.executable).parent / "kdseg-predict"
     return [
         str(script),
@@ -39,16 +42,25 @@ def predict_command(entry: dict[str, Any], volume: Path, output: Path, threads: 
         f"input={os.path.abspath(volume)}",
         f"output={os.path.abspath(output)}",
         f"threads={threads}",
+        *([] if batch_size is None else [f"batch_size={int(batch_size)}"]),
     ]
 
 
 def fresh_cli_seconds(
-    entry: dict[str, Any], volume: Path, threads: int, runs: int, env: dict[str, str]
+    entry: dict[str, Any],
+    volume: Path,
+    threads: int,
+    runs: int,
+    env: dict[str, str],
+    batch_size: int | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Median wall seconds of ``runs`` fresh ``kdseg-predict`` processes, or why not measured.
 
     Entries the command cannot run as configured (a preprocessing override, random weights,
-    no checkpoint or artefact) are skipped with the reason.
+    no checkpoint or artefact) are skipped with the reason; so is a run that takes longer than
+    ``timeout_s`` (the bench's per-process limit, as for its workers: a hanging command is
+    killed, not waited for).
     """
     if entry.get("preprocess"):
         return {"fresh_skipped": "preprocess override (not a kdseg-predict option)"}
@@ -56,10 +68,16 @@ def fresh_cli_seconds(
         return {"fresh_skipped": "no trained checkpoint or artefact"}
     times = []
     with tempfile.TemporaryDirectory(prefix="kdseg-fresh-") as tmp:
-        command = predict_command(entry, volume, Path(tmp) / "labels.nii.gz", threads)
+        labels = Path(tmp) / "labels.nii.gz"
+        command = predict_command(entry, volume, labels, threads, batch_size)
         for _ in range(max(runs, 1)):
             start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout_s
+                )
+            except subprocess.TimeoutExpired:
+                return {"fresh_skipped": f"kdseg-predict timed out after {timeout_s} s"}
             times.append(time.perf_counter() - start)
             if done.returncode:
                 tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]

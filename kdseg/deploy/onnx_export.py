@@ -32,6 +32,10 @@ from kdseg.eval.inference import BACKENDS, Backend, check_logits
 from kdseg.models import LogitsOnly
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+#: the ONNX opset written (torch 2.13's default, IR version 10): the lean runtime's floor,
+#: onnxruntime 1.20, runs opsets up to 21 and IR up to 10; pinned so that a newer torch
+#: exporting a newer opset by default cannot write files that floor does not load
+ONNX_OPSET = 20
 #: argmax agreement with PyTorch below which an fp32 export is reported as wrong (ENet's
 #: max-unpool ties in flat regions cost at most about 1e-5)
 MIN_AGREEMENT = 0.999
@@ -148,6 +152,7 @@ def export_onnx(
                 net,
                 (example,),
                 dynamo=True,
+                opset_version=ONNX_OPSET,
                 external_data=False,
                 dynamic_shapes=dynamic_shapes_spec(static),
                 input_names=[INPUT_NAME],

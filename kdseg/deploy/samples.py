@@ -18,6 +18,7 @@ import yaml
 
 from kdseg.data.cache import open_case
 from kdseg.data.dataset import DataSetup, resolve_data
+from kdseg.data.manifest import recorded_split
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import Bundle
 from kdseg.eval.inference import context_stack
@@ -55,7 +56,10 @@ def original_val_dice(ckpt: str | Path) -> float | None:
 
 
 def export_data_setup(
-    bundle: Bundle, data_root: str | None = None, run_cfg: dict[str, Any] | None = None
+    bundle: Bundle,
+    data_root: str | None = None,
+    run_cfg: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> DataSetup | None:
     """The checkpoint's dataset resolved to cases, split and slice cache, or ``None``.
 
@@ -65,6 +69,12 @@ def export_data_setup(
     checkpoint, so the cache is the one the network was trained on. Only read here: the
     cache is written (after the check that it lies outside the folders read) when slices are
     drawn (:func:`sample_positions`).
+
+    The split is the one the checkpoint records (:func:`~kdseg.data.manifest.recorded_split`),
+    limited to the cases still in the folder, so calibration (``train``) never draws from the
+    model's validation cases whatever split the folder resolves to today (cases added, the
+    cache's persisted split deleted); recorded cases no longer there are said in one line
+    added to ``notes``. A checkpoint of an older kdseg, which records none, uses the folder's.
     """
     base = dict((run_cfg or {}).get("data") or bundle.data)
     if data_root:
@@ -74,6 +84,16 @@ def export_data_setup(
         return None
     base.setdefault("name", bundle.data.get("name", base["layout"]))
     setup = resolve_data(base, read_only=True)
+    recorded = recorded_split(bundle.data)
+    if recorded is not None:
+        setup.split = {s: [c for c in ids if c in setup.cases] for s, ids in recorded.items()}
+        gone = [c for ids in recorded.values() for c in ids if c not in setup.cases]
+        if gone and notes is not None:
+            notes.append(
+                f"{len(gone)} case(s) of the checkpoint's recorded split are not in "
+                f"{base['root']} (e.g. {gone[0]!r}): drawing from the other "
+                f"{sum(map(len, setup.split.values()))}"
+            )
     if data_root:  # a cache root inside it is refused naming the option given
         setup.sources = {
             ("data_root" if k == "data.root" else k): v for k, v in setup.sources.items()
