@@ -249,8 +249,9 @@ def _warn_seed_unused(chosen: Path, seed: int, fractions: Sequence[float]) -> No
 
 def _check_store_seeding(store: Path, seed: int, fractions: Sequence[float]) -> None:
     """Refuse a persisted split that records another seed or other fractions than the run's
-    (a kdseg before 2026-12-07 kept every seed's split under the default name): used, it would be a split the
-    run's config does not describe. The line names the file and where it belongs."""
+    (a kdseg before 2026-12-07 kept every seed's split under the default name): used, it
+    would be a split the run's config does not describe. The line names the file and where it
+    belongs."""
     data = read_json(store, "split file not found")
     recorded_seed, recorded_fractions = data.get("seed"), data.get("fractions")
     if recorded_seed is None and recorded_fractions is None:
