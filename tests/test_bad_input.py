@@ -1316,3 +1316,34 @@ def test_a_sweep_whose_first_job_is_refused_late_leaves_no_folder(tmp_path: Path
     result = _run(*args, f"hydra.sweep.dir={kept}", cwd=tmp_path)
     assert result.returncode == 2
     assert "0/notes.txt" in _files(kept) and "multirun.yaml" in _files(kept)
+
+
+def test_a_rerun_compares_loss_focal_as_the_setting_it_means(tmp_path: Path) -> None:
+    """``loss.focal: null`` and ``loss.focal=sigmoid`` are the same focal term (the default):
+    a rerun giving one in a folder saved with the other was refused as a run of other
+    settings. A real change is refused, the line naming the leaf key and both values (it
+    showed the whole ``loss`` dict, cut short before the key that differed)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import kdseg.config  # noqa: F401
+    from kdseg.cli import CONFIG_PATH, check_same_run
+
+    def config(*overrides: str):
+        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+            return compose("train", overrides=["experiment=demo", "model=enet", *overrides])
+
+    saved = config()
+    assert OmegaConf.select(saved, "loss.focal") is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")  # a run was here
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
+    check_same_run(tmp_path, config("loss.focal=sigmoid"))
+    check_same_run(tmp_path, config("loss.focal=SIGMOID"))
+    with pytest.raises(InputError) as refused:
+        check_same_run(tmp_path, config("loss.focal=softmax"))
+    assert "holds a run of other settings (loss.focal: None -> softmax); " in str(refused.value)
+    (tmp_path / "config.yaml").write_text(
+        OmegaConf.to_yaml(config("loss.focal=sigmoid"), resolve=True)
+    )
+    check_same_run(tmp_path, config())  # and the other way round

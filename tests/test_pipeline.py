@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BIN, TINY_DATA, TINY_PHANTOM, kdseg, kdseg_here
+from omegaconf import OmegaConf
 
 from kdseg.data.dataset import resolve_data, split_store
 from kdseg.data.phantom import PhantomConfig, generate_case
@@ -360,6 +361,30 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     assert "had already finished at step 12: summary.json kept" in again.stdout + again.stderr
     assert {name: (run / name).read_bytes() for name in before} == before
     assert summary["metrics"]  # the summary kept is the one that trained
+    # killed after its last checkpoint before its wandb files were written (each cut to its
+    # 7-byte header), rerun: nothing is left to train, so the rerun logs nothing; its wandb
+    # run catches up with the CSV log when it ends (it held none of its rows)
+    for path in (run / "wandb").glob(f"offline-run-*/run-{run_id}.wandb"):
+        path.write_bytes(path.read_bytes()[:7])
+    again = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "had already finished at step 12" in again.stdout + again.stderr
+    caught_up = sorted(
+        (step, sorted(keys))
+        for path in (run / "wandb").glob(f"offline-run-*/run-{run_id}.wandb")
+        for step, keys in wandb_history(path)
+    )
+    assert caught_up == expected
+    # resume= the finished run's last.ckpt into a new folder: nothing is left to train, so no
+    # epoch starts (where a run writes its record), yet the run saves its full config there
+    new = tmp_path / "new"
+    resumed = [*args[:-1], f"resume={last}", f"hydra.run.dir={new}", "logger=csv"]
+    resumed.remove("logger=default")
+    done = subprocess.run(resumed, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert OmegaConf.load(new / "config.yaml").resume == str(last)
+    assert all((new / name).is_file() for name in (".hydra/config.yaml", "split.json"))
+    assert json.loads((new / "summary.json").read_text())["global_step"] == 12
 
 
 def test_ctrl_c_stops_training_with_exit_130(phantom_lits: Path, tmp_path: Path) -> None:

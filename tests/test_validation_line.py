@@ -15,9 +15,12 @@ import torch
 from kdseg.lit.callbacks import ValidationLine
 
 
-def _trainer(epoch: int, step: int, dice: float, progress_bar: bool = True) -> SimpleNamespace:
+def _trainer(
+    epoch: int, step: int, dice: float, progress_bar: bool = True, every: int = 1
+) -> SimpleNamespace:
     return SimpleNamespace(
         sanity_checking=False,
+        check_val_every_n_epoch=every,
         is_global_zero=True,
         current_epoch=epoch,
         global_step=step,
@@ -157,6 +160,7 @@ def test_a_resumed_line_shows_the_train_loss_of_the_run_that_never_stopped(handl
         killed.on_train_batch_end(_trainer(0, 2, 0.5), None, {"loss": torch.tensor(loss)}, None, 0)
     resumed = ValidationLine()
     resumed.load_state_dict(killed.state_dict())
+    resumed.on_train_start(_trainer(0, 2, 0.5), None)  # the same epoch goes on
     _validate(resumed, _trainer(0, 3, 0.5), [0.125])
     older = ValidationLine()
     older.load_state_dict({"best": (0.4, 1)})  # a checkpoint saved before the loss was kept
@@ -167,7 +171,36 @@ def test_a_resumed_line_shows_the_train_loss_of_the_run_that_never_stopped(handl
         "epoch 1/30 step 3: train loss 0.2917",
         "epoch 2/30 step 3: train loss 0.125",
     ]
-    assert ValidationLine().state_dict() == {"best": None, "loss_sum": None, "loss_steps": 0}
+    empty = {"best": None, "loss_sum": None, "loss_steps": 0, "loss_epoch": None}
+    assert ValidationLine().state_dict() == empty
+
+
+def test_a_run_resumed_from_an_epochs_last_batch_drops_that_epochs_loss(handlers) -> None:
+    """A step checkpoint written at an epoch's last batch is saved before that epoch's
+    validation, which Lightning skips on resume (it starts the next epoch): the carried sum of
+    the skipped epoch went into the next epoch's line (the mean of both epochs, where the run
+    that never stopped showed the second's). Where that epoch has no validation of its own
+    (``check_val_every_n_epoch=2``), its sum goes on into the next line, as without a kill."""
+    log_file, _ = handlers
+    whole = ValidationLine()
+    _validate(whole, _trainer(0, 2, 0.5), [0.5, 0.25])
+    _validate(whole, _trainer(1, 4, 0.5), [0.125, 0.125])
+    for every in (1, 2):
+        killed = ValidationLine()
+        for loss in (0.5, 0.25):  # the first epoch's batches; killed before its validation
+            batch = _trainer(0, 2, 0.5, every=every)
+            killed.on_train_batch_end(batch, None, {"loss": torch.tensor(loss)}, None, 1)
+        resumed = ValidationLine()
+        resumed.load_state_dict(killed.state_dict())
+        resumed.on_train_start(_trainer(1, 2, 0.5, every=every), None)  # the next epoch
+        _validate(resumed, _trainer(1, 4, 0.5, every=every), [0.125, 0.125])
+    lines = log_file.read_text().splitlines()
+    assert [line.split(", val")[0] for line in lines] == [
+        "epoch 1/30 step 2: train loss 0.375",
+        "epoch 2/30 step 4: train loss 0.125",
+        "epoch 2/30 step 4: train loss 0.125",  # resumed: the same line
+        "epoch 2/30 step 4: train loss 0.25",  # validated every 2nd epoch: both epochs' mean
+    ]
 
 
 def _offline_run(

@@ -229,7 +229,7 @@ def check_same_run(out: Path, cfg: DictConfig) -> None:
     if changed:
         raise InputError(
             out,
-            f"holds a run of other settings ({_shown(before, cfg, changed)}); rerunning here "
+            f"holds a run of other settings ({_shown(changed)}); rerunning here "
             "resumes it, so give the same settings, or another hydra.run.dir",
         )
 
@@ -253,7 +253,7 @@ def check_resume_settings(ckpt: Path, cfg: DictConfig) -> None:
     if changed:
         raise InputError(
             ckpt,
-            f"resume checkpoint of a run of other settings ({_shown(before, cfg, changed)}); "
+            f"resume checkpoint of a run of other settings ({_shown(changed)}); "
             "resume= goes on training that run, so give its settings",
         )
 
@@ -292,42 +292,58 @@ def _checkpoint_settings(ckpt: Path, student: bool) -> DictConfig | None:
         return None
 
 
-def _changed(before: DictConfig, cfg: DictConfig) -> list[str]:
-    """The keys of :data:`RUN_IDENTITY` whose values differ between a saved config and this
-    run's (a key the saved config lacks is one kdseg added since that run: not a change)."""
+def _changed(before: DictConfig, cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+    """The settings of :data:`RUN_IDENTITY` whose values differ between a saved config and
+    this run's, each as its leaf key and both values (``loss.focal``, ``None``, ``'softmax'``).
+    A key the saved config lacks is one kdseg added since that run: not a change."""
     now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    return [
-        key
-        for key in RUN_IDENTITY
-        if _differs(
+    changed: list[tuple[str, Any, Any]] = []
+    for key in RUN_IDENTITY:
+        changed += _differences(
+            key,
             _plain(OmegaConf.select(before, key, default=_ABSENT)),
             _plain(OmegaConf.select(now, key, default=None)),
         )
-    ]
+    return changed
 
 
-def _shown(before: DictConfig, cfg: DictConfig, changed: list[str]) -> str:
-    """The first three changed keys, ``key: before -> now``."""
-    now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    return ", ".join(
-        f"{k}: {_short(OmegaConf.select(before, k))} -> {_short(OmegaConf.select(now, k))}"
-        for k in changed[:3]
-    )
+def _shown(changed: list[tuple[str, Any, Any]]) -> str:
+    """The first three changed settings, ``key: before -> now``."""
+    return ", ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, old, new in changed[:3])
 
 
 #: How a network trains, not what it is: free to change on a resume.
 RUN_OPTIONS = ("compile", "channels_last")
 
 
-def _differs(before: Any, now: Any) -> bool:
-    """Whether a saved setting differs from the new one. Keys the saved config lacks (options
-    kdseg added since that run, at any depth) are not compared."""
+def _focal_kind(value: Any) -> Any:
+    """``loss.focal`` as :func:`kdseg.lit.segment.check_focal` reads it (``null`` is
+    ``sigmoid``, case aside), without refusing: a bad value is refused when the run starts."""
+    if value is None or (isinstance(value, str) and value.lower() in {"", "none"}):
+        return "sigmoid"
+    return value.lower() if isinstance(value, str) else value
+
+
+#: Settings with more than one spelling of one value: compared as the value they mean.
+SAME_VALUE: dict[str, Callable[[Any], Any]] = {"loss.focal": _focal_kind}
+
+
+def _differences(key: str, before: Any, now: Any) -> list[tuple[str, Any, Any]]:
+    """The leaves under ``key`` where a saved setting differs from the new one. Keys the
+    saved config lacks (options kdseg added since that run, at any depth) are not compared;
+    a key it has and the new one lacks is a change."""
     if before is _ABSENT:
-        return False
+        return []
     if isinstance(before, dict) and isinstance(now, dict):
-        # a key the saved config has and the new one lacks compares unequal: a change
-        return any(_differs(value, now.get(key, _ABSENT)) for key, value in before.items())
-    return before != now
+        return [
+            leaf
+            for sub, value in before.items()
+            for leaf in _differences(f"{key}.{sub}", value, now.get(sub, _ABSENT))
+        ]
+    same = SAME_VALUE.get(key, lambda v: v)
+    if now is not _ABSENT and same(before) == same(now):
+        return []
+    return [(key, before, None if now is _ABSENT else now)]
 
 
 def _plain(value: Any) -> Any:

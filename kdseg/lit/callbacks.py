@@ -298,9 +298,10 @@ class ValidationLine(pl.Callback):
     ``enable_progress_bar=false``) to stderr too, as the bar would be. Rank 0 only; the best
     score and the train loss summed since the last validation are kept in the checkpoint, so
     a resumed run's lines go on from them in the same, appended, log file (a run resumed
-    mid-epoch shows the train loss of the run that never stopped). A checkpoint saved before
-    this callback existed holds no such state: the best checkpoint's score stands in, its
-    epoch unknown (``best 0.8123``, without ``at epoch``). Better is as that checkpoint
+    mid-epoch shows the train loss of the run that never stopped; one resumed from an epoch's
+    last batch, whose validation Lightning then skips, drops that epoch's sum). A checkpoint
+    saved before this callback existed holds no such state: the best checkpoint's score stands
+    in, its epoch unknown (``best 0.8123``, without ``at epoch``). Better is as that checkpoint
     callback (the ``ModelCheckpoint`` of the same monitor) says: ``mode`` max or min.
     """
 
@@ -310,10 +311,20 @@ class ValidationLine(pl.Callback):
         self.mode = "max"
         self._loss: torch.Tensor | None = None
         self._steps = 0
+        self._epoch: int | None = None  # the epoch of the sum's last step (0-based)
         self._since: float | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._since = time.perf_counter()
+        # after a checkpoint's states are restored, at the epoch the run goes on in. One
+        # written at an epoch's last batch holds that epoch's sum from before its validation,
+        # which the resumed run skips (Lightning goes on in the next epoch, and calls no
+        # on_train_epoch_start for it): no line of the run that never stopped showed that sum
+        # after its validation, so it is dropped, unless that epoch validated not at all
+        epoch, every = self._epoch, getattr(trainer, "check_val_every_n_epoch", 1)
+        if self._loss is not None and epoch is not None and epoch != trainer.current_epoch:
+            if every is not None and (epoch + 1) % every == 0:
+                self._loss, self._steps, self._epoch = None, 0, None
         # after a checkpoint's states are restored: the best checkpoint's mode and, where the
         # checkpoint held no state of this callback, its score
         for callback in getattr(trainer, "checkpoint_callbacks", None) or []:
@@ -342,12 +353,14 @@ class ValidationLine(pl.Callback):
             else:
                 self._loss.add_(loss)
             self._steps += 1
+            self._epoch = trainer.current_epoch
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         line = self.line(trainer)
-        self._loss, self._steps, self._since = None, 0, time.perf_counter()
+        self._loss, self._steps, self._epoch = None, 0, None
+        self._since = time.perf_counter()
         if line is not None and trainer.is_global_zero:
             _to_run_log(line, console=trainer.progress_bar_callback is None)
 
@@ -376,10 +389,12 @@ class ValidationLine(pl.Callback):
         return f"{where}: {', '.join(parts)}"
 
     def state_dict(self) -> dict[str, Any]:
-        # the loss summed since the last validation goes in too: a run resumed mid-epoch then
-        # shows the train loss of the run that never stopped (one device sync per save)
+        # the loss summed since the last validation goes in too, with the epoch it belongs
+        # to: a run resumed mid-epoch then shows the train loss of the run that never stopped
+        # (one device sync per save)
         loss = None if self._loss is None else float(self._loss)
-        return {"best": self.best, "loss_sum": loss, "loss_steps": self._steps}
+        state = {"best": self.best, "loss_sum": loss, "loss_steps": self._steps}
+        return {**state, "loss_epoch": self._epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         best = state_dict.get("best")
@@ -389,6 +404,8 @@ class ValidationLine(pl.Callback):
         loss, steps = state_dict.get("loss_sum"), int(state_dict.get("loss_steps") or 0)
         self._loss = torch.tensor(float(loss)) if loss is not None and steps else None
         self._steps = steps if self._loss is not None else 0
+        epoch = state_dict.get("loss_epoch")  # absent before: the sum is taken as it is
+        self._epoch = int(epoch) if epoch is not None and self._loss is not None else None
 
 
 def _to_run_log(line: str, console: bool) -> None:

@@ -387,7 +387,9 @@ class ResumableWandbLogger(WandbLogger):
     row, the rows of ``metrics.csv`` before the checkpoint's step that no earlier transaction
     log of this run id holds are logged (:func:`wandb_logged`), and a row whose step and keys
     an earlier process logged is not logged again. Offline runs (the default) are read whole;
-    an online run's local transaction log holds what was handed to the upload. A fresh run
+    an online run's local transaction log holds what was handed to the upload. A resumed
+    process that logs nothing (a rerun of a run killed after its last checkpoint) catches up
+    when its fit ends (:meth:`catch_up`, from :func:`kdseg.lit.train.fit`). A fresh run
     (``keep_before_step=None``) logs as Lightning's logger does, with no reading.
     """
 
@@ -405,13 +407,22 @@ class ResumableWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self._logged is None:
-            self._logged = self._catch_up()
-        if step is not None and step in self._logged:
+        self.catch_up()
+        logged = self._logged or {}
+        if step is not None and step in logged:
             keys = set(_add_prefix(dict(metrics), self._prefix, self.LOGGER_JOIN_CHAR))
-            if keys <= self._logged[step]:
+            if keys <= logged[step]:
                 return  # the killed process logged it
         super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def catch_up(self) -> None:
+        """Log the CSV rows before the resumed step that wandb lacks, once: before the first
+        row of this process, or when its fit ends (a rerun of a run killed after its last
+        checkpoint trains nothing, so logs nothing). Starts the wandb run only where a row
+        is missing."""
+        if self._logged is None:
+            self._logged = self._catch_up()
 
     def _catch_up(self) -> dict[int, set[str]]:
         """Log the CSV rows before the resumed step that wandb lacks; what wandb had."""

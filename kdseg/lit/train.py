@@ -140,7 +140,8 @@ def fit_from_config(
     The one path behind ``kdseg-train`` and ``kdseg-distill``; ``cfg`` is the resolved plain
     config of the run. ``record`` writes it beside the checkpoints (``config.yaml``,
     ``.hydra/``: :func:`kdseg.cli.save_run_config`); it runs when training starts, with the
-    split, so a run refused before then leaves the record of a run dir's earlier run as it was.
+    split, so a run refused before then leaves the record of a run dir's earlier run as it was
+    (or, where nothing is left to train, when the fit ends).
     """
     seed = check_seed(cfg.get("seed", 123))
     _check_trainer(cfg.get("trainer", {}))  # before the data is prepared (fit checks again)
@@ -190,7 +191,9 @@ class AtTrainStart(pl.Callback):
     start, after Lightning has restored a resumed run's checkpoint and after the module's own
     ``on_train_start`` (which refuses a schedule without an end), and before the first
     checkpoint. So a run refused before then (a bad ``last.ckpt``, a config that does not
-    match it) has written nothing by it, and a run killed after a checkpoint has it."""
+    match it) has written nothing by it, and a run killed after a checkpoint has it. A run
+    resumed mid-epoch gets no epoch start for that epoch: its first batch's start stands in.
+    A fit with nothing left to train starts neither: :func:`fit` runs ``action`` at its end."""
 
     def __init__(self, action: Callable[[], Any]) -> None:
         self.action = action
@@ -200,6 +203,12 @@ class AtTrainStart(pl.Callback):
         if not self.done and trainer.is_global_zero:
             self.action()
         self.done = True
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # a run resumed mid-epoch: Lightning calls no on_train_epoch_start for that epoch
+        self.on_train_epoch_start(trainer, pl_module)
 
 
 def wandb_sync_hint(run_dir: Path, logger_cfg: dict[str, Any]) -> str | None:
@@ -434,7 +443,9 @@ def fit(
 
     ``init_checksum`` (of the network as built, before any step) is recorded as
     ``init_weights_sha256``, so a paired comparison can be checked after the fact.
-    ``at_start`` runs on process 0 when training starts (:class:`AtTrainStart`).
+    ``at_start`` runs on process 0 when training starts (:class:`AtTrainStart`), or when
+    the fit ends where no epoch started (a run with nothing left to train), before
+    ``summary.json``.
     """
     run_dir = Path(run_dir)
     # trainer.deterministic=warn: torch flags ENet's max_unpool2d as lacking a deterministic
@@ -460,8 +471,9 @@ def fit(
     bar = cfg.get("trainer", {}).get("enable_progress_bar", True) is not False and progress_draws()
     if bar:
         callbacks.append(progress_bar())  # Lightning's own, less its v_num item
-    if at_start is not None:
-        callbacks.append(AtTrainStart(at_start))
+    started = AtTrainStart(at_start) if at_start is not None else None
+    if started is not None:
+        callbacks.append(started)
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=loggers,
@@ -473,8 +485,15 @@ def fit(
         log.info("resuming from %s", ckpt_path)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        for logger in loggers:  # a resumed process that logged nothing catches up now
+            if isinstance(logger, ResumableWandbLogger):
+                logger.catch_up()
     finally:
         _finish_wandb(loggers)
+    if started is not None and not started.done and trainer.is_global_zero:
+        # nothing was left to train (a rerun, or resume= of a finished run into a new
+        # folder): no epoch started, but the run has its record all the same
+        started.action()
     summary_path = run_dir / "summary.json"
     if start_step is not None and trainer.global_step <= start_step and summary_path.is_file():
         # the run had already finished (a rerun, a resumed sweep): nothing was trained, so the
