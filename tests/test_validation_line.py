@@ -245,6 +245,9 @@ def test_a_resumed_wandb_run_holds_the_csv_logs_rows_each_once(
     lines += [f"0,{s},0.5," for s in range(5)] + ["0,4,,0.75", "0,6,0.5,"]  # 6: dropped
     csv_path.write_text("\n".join(lines) + "\n")
     resumed = [(s, row) for s in (5, 6, 7)]
+    # wandb names a run's folder by the second it starts: a resume follows a killed process,
+    # never within its second, so the resumed run here starts in the next one (one folder each)
+    time.sleep(1.01 - time.time() % 1)
     _offline_run(tmp_path, "abcd1234", resumed, 6, keep_before_step=5, csv_path=csv_path)
     files = sorted((tmp_path / "wandb").glob("offline-run-*-abcd1234/run-abcd1234.wandb"))
     assert len(files) == 2
