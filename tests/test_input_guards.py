@@ -548,6 +548,11 @@ def test_each_split_seed_keeps_a_persisted_split_of_its_own(
     assert "5 case(s) prepared" in kept.stdout  # volume-9, added since, in no set of it
     assert f"1 case(s) in {data} are in no set of {default} ('volume-9')" in kept.stderr
     assert read_split(default) == stale and not default.with_name("kdseg_split-seed7.json").exists()
+    refused = kdseg_here("split", *args, "data.split_seed=7", check=False)  # the runs read it
+    assert refused.returncode == 2 and error_lines(refused.stderr)[0].startswith(
+        f"kdseg-split: error: {default}: split exists (the runs on {data} with data.split_seed=7"
+    )
+    assert not default.with_name("kdseg_split-seed7.json").exists()
     refused = kdseg_here("prepare", *args, check=False)
     assert refused.returncode == 2
     assert error_lines(refused.stderr) == [

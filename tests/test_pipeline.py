@@ -357,9 +357,12 @@ def test_killed_training_resumes_from_last_checkpoint(phantom_lits: Path, tmp_pa
     states = torch.load(last, weights_only=True)["callbacks"]
     monitored = [v for k, v in states.items() if "val/dice_mean" in k]
     assert [float(v["best_model_score"]) for v in monitored] == [pytest.approx(best_score)]
-    # a rerun of the finished run trains nothing and keeps its summary and log as they were
-    before = {name: (run / name).read_bytes() for name in ("summary.json", "csv/metrics.csv")}
-    again = subprocess.run(args, capture_output=True, text=True, env=env)
+    # a rerun of the finished run trains nothing and keeps its summary, log and record as they
+    # were, though a setting outside the run's identity differs (its record is the trained run's)
+    kept = ("summary.json", "csv/metrics.csv", "config.yaml", ".hydra/config.yaml", "split.json")
+    before = {name: (run / name).read_bytes() for name in kept}
+    rerun = [*args, "trainer.log_every_n_steps=7"]
+    again = subprocess.run(rerun, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "had already finished at step 12: summary.json kept" in again.stdout + again.stderr
     assert {name: (run / name).read_bytes() for name in before} == before

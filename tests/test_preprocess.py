@@ -420,6 +420,7 @@ def test_lesions_kept_counts_the_lesions_the_model_grid_loses(codes: str, mode: 
     sampled pixels does not; the stored orientation changes neither count."""
     img, labels = _volume("RAS", shape=(64, 64, 8))  # RAS: the tiny lesion's index as written
     labels[41, 43, 1] = 2  # off every 4th row and column (and off their centres)
+    labels[15, 13, 6] = 2  # touches the big lesion's corner (12:15, 10:13, 4:6) diagonally: one
     transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.axcodes2ornt(codes))
     stored = nib.Nifti1Image(
         ornt.apply_orientation(np.asanyarray(img.dataobj), transform),

@@ -14,7 +14,13 @@ from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
 from kdseg.data.dataset import _check_outside, cache_root_of, seeding_of, split_store
-from kdseg.data.manifest import FOLDER_SPLIT_NAME, make_split, seeding_options, write_split
+from kdseg.data.manifest import (
+    FOLDER_SPLIT_NAME,
+    make_split,
+    seeding_options,
+    store_in_use,
+    write_split,
+)
 from kdseg.data.sources import discover_cases
 from kdseg.errors import ConfigError, InputError
 from kdseg.guards import check_output
@@ -48,9 +54,10 @@ def _target(cfg: DictConfig) -> tuple[Path, str]:
     seed, fractions = seeding_of(data)
     options = seeding_options(seed, fractions)
     runs = f"runs on {root}" + (f" with {' '.join(options)}" if options else "")
-    if store.exists() and not cfg.force:
+    in_use = store_in_use(store, seed, fractions)  # (a kdseg before 2026-12-07: another name)
+    if in_use.exists() and not cfg.force:
         raise InputError(
-            store,
+            in_use,
             f"split exists (the {runs} read it); pass force=true to replace it (its cases may "
             "then move between sets), another data.split_seed for a split of its own, or "
             "output=<file> to write another one",

@@ -287,7 +287,7 @@ def _records(path: Path, seed: int, fractions: Sequence[float]) -> bool:
     )
 
 
-def _older_store(store: Path, seed: int, fractions: Sequence[float]) -> Path:
+def store_in_use(store: Path, seed: int, fractions: Sequence[float]) -> Path:
     """``store``, or the file a kdseg before 2026-12-07 persisted this seed's split in.
 
     Those kept every seed's split under the default name (``kdseg_split.json``); a run of a
@@ -323,7 +323,7 @@ def choose_split(
     """
     root = Path(root)
     present = set(case_ids)
-    store = _older_store(Path(store), seed, fractions) if store is not None else None
+    store = store_in_use(Path(store), seed, fractions) if store is not None else None
     versioned = _manifest_path(manifest)
     if split_file:
         chosen = Path(split_file)

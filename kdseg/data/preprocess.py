@@ -345,7 +345,7 @@ class Preprocessor:
     def lesions_kept(
         self, label: np.ndarray, img: nib.Nifti1Image, geom: Geometry, value: int = 2
     ) -> tuple[int, int]:
-        """``(lesions, kept)``: the tumor lesions (3-D connected components of ``value``) of
+        """``(lesions, kept)``: the tumor lesions (26-connected components of ``value``) of
         ``label`` on the image grid, and how many keep a voxel on the model grid.
 
         A lesion smaller than the model grid's pixels (or outside its box or crop) is in no
@@ -357,7 +357,8 @@ class Preprocessor:
         (x0, x1), (y0, y1), (z0, z1) = (_extent(canonical, axis) for axis in range(3))
         if z1 == 0:
             return 0, 0
-        block, n = ndimage.label(canonical[x0:x1, y0:y1, z0:z1])  # the lesions' bounding box
+        # the lesions' bounding box, 26-connected as the evaluation counts lesions
+        block, n = ndimage.label(canonical[x0:x1, y0:y1, z0:z1], np.ones((3, 3, 3), bool))
         a, b = max(z0, geom.slices[0]), min(z1, geom.slices[1])
         if a >= b:
             return n, 0

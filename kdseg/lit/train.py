@@ -193,7 +193,8 @@ class AtTrainStart(pl.Callback):
     checkpoint. So a run refused before then (a bad ``last.ckpt``, a config that does not
     match it) has written nothing by it, and a run killed after a checkpoint has it. A run
     resumed mid-epoch gets no epoch start for that epoch: its first batch's start stands in.
-    A fit with nothing left to train starts neither: :func:`fit` runs ``action`` at its end."""
+    A fit with nothing left to train starts neither: :func:`fit` runs ``action`` at its end
+    when the folder holds no record yet."""
 
     def __init__(self, action: Callable[[], Any]) -> None:
         self.action = action
@@ -490,9 +491,12 @@ def fit(
                 logger.catch_up()
     finally:
         _finish_wandb(loggers)
-    if started is not None and not started.done and trainer.is_global_zero:
-        # nothing was left to train (a rerun, or resume= of a finished run into a new
-        # folder): no epoch started, but the run has its record all the same
+    record = run_dir / "config.yaml"
+    if started is not None and not started.done and trainer.is_global_zero and not record.exists():
+        # nothing was left to train and the folder holds no record (resume= of a finished run
+        # into a new folder): no epoch started, but the run has its record all the same. A
+        # rerun of a finished run in its own folder keeps the record of the run that trained
+        # (its summary.json stays too): its settings may differ outside the run's identity
         started.action()
     summary_path = run_dir / "summary.json"
     if start_step is not None and trainer.global_step <= start_step and summary_path.is_file():
