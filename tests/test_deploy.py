@@ -1115,6 +1115,15 @@ def test_export_draws_from_the_checkpoints_recorded_split(workspace: dict, tmp_p
     notes.clear()
     older = export_data_setup(bundle, None, run_config(moved), notes)
     assert older is not None and older.split == folder and not notes
+    # none of the recorded validation cases left: pruning, whose recovery validates on them,
+    # is refused in one line (it ran on an empty loader, without its Dice-drop check)
+    ckpt["hyper_parameters"]["data"]["split"] = {**recorded, "val": ["volume-999"]}
+    torch.save(ckpt, moved)
+    with pytest.raises(InputError, match="pruning recovery validates on this checkpoint's val"):
+        export_checkpoint(
+            ExportOptions(ckpt=str(moved), output=str(tmp_path / "p.onnx"), prune=0.3)
+        )
+    assert not (tmp_path / "p.onnx").exists()
 
 
 def test_artefact_metadata_missing_an_inference_key_is_refused(onnx_fp32: Path) -> None:
@@ -1242,3 +1251,23 @@ def test_fresh_column_passes_batch_size_and_times_out(tmp_path: Path, monkeypatc
     monkeypatch.setattr(fresh, "predict_command", lambda *a, **k: hang)
     result = fresh.fresh_cli_seconds(entry, tmp_path / "v.nii.gz", 1, 1, {}, 4, timeout_s=0.5)
     assert result == {"fresh_skipped": "kdseg-predict timed out after 0.5 s"}
+
+
+def test_bench_rows_pair_an_artefact_with_its_older_checkpoint() -> None:
+    """A schema-2 artefact writes every preprocessing key; the checkpoint it came from may
+    predate some (``roi_components``, ``label_resize``). kdseg-bench's rows hold the settings as
+    inference reads them, so the report pairs the two (its "within the limit of PyTorch fp32"
+    reference) as it did before."""
+    from kdseg.data.preprocess_config import PreprocessConfig
+    from kdseg.deploy.artifact import inference_preprocess
+    from kdseg.deploy.bench_report import _reference
+
+    full = PreprocessConfig(in_plane_size=(48, 48)).to_dict()
+    older = {k: v for k, v in full.items() if k not in ("roi_components", "label_resize")}
+    assert older != full
+    rows = [
+        {"name": n, "ok": True, "backend": b, "precision": "fp32", "source": "a.ckpt",
+         "preprocess": inference_preprocess({"preprocess": p})}
+        for n, b, p in (("torch", "torch", older), ("onnx", "onnx", full))
+    ]  # fmt: skip
+    assert _reference(rows, rows[1]) is rows[0]

@@ -310,7 +310,7 @@ def check_same_model(
             )
     # the checkpoint's preprocessing is what the artefact would be fed: a network exported with
     # another grid or window (a graph with dynamic height and width takes any) reads nonsense
-    ours, theirs = (_inference_preprocess(d) for d in (meta_data, ckpt_data))
+    ours, theirs = (inference_preprocess(d) for d in (meta_data, ckpt_data))
     if ours is not None and theirs is not None and ours != theirs:
         key = next(k for k in ours if ours[k] != theirs.get(k))
         raise InputError(
@@ -320,7 +320,7 @@ def check_same_model(
         )
 
 
-def _inference_preprocess(data: dict[str, Any]) -> dict[str, Any] | None:
+def inference_preprocess(data: dict[str, Any]) -> dict[str, Any] | None:
     """The preprocessing settings inference uses (defaults filled in; the cache's storage type
     and the training box jitter left out), or None where ``data`` has none."""
     from kdseg.data.preprocess_config import PreprocessConfig

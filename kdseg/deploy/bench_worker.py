@@ -82,7 +82,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     import kdseg.deploy.backends  # noqa: F401  (registers compile and aoti)
     from kdseg.data.io import load_volume, save_label
-    from kdseg.deploy.artifact import read_metadata, resolve_bundle
+    from kdseg.deploy.artifact import inference_preprocess, read_metadata, resolve_bundle
     from kdseg.eval.evaluate import evaluate_cases, summarize_rows
     from kdseg.eval.inference import CascadePredictor, Predictor
 
@@ -156,7 +156,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "width": bundle.model_config.get("width"),
         "source": "|".join(str(_resolved(c)) for c in (ckpts or [meta.get("source_checkpoint")])),
         "provenance": meta.get("provenance"),  # who exported the artefact, from which checkpoint
-        "preprocess": bundle.data["preprocess"],
+        # as inference reads it (defaults filled in): a schema-2 artefact writes every key, the
+        # checkpoint it came from may predate some, and the report pairs the two by this
+        "preprocess": inference_preprocess(bundle.data),
         "input_shape": list(shape or ()),
         "slices": slices,
         "load_s": load_s,

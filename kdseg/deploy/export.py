@@ -300,6 +300,12 @@ def _start(opts: ExportOptions) -> _Job:
             f"{what} draws from this checkpoint's training cases, and none of them is in "
             f"{setup.cfg.get('root')}: pass data_root= the folder it was trained on",
         )
+    if setup is not None and opts.prune and not setup.split.get("val"):
+        raise InputError(  # its recovery picks and checks the pruned network on them
+            opts.ckpt,
+            "pruning recovery validates on this checkpoint's validation cases, and none of "
+            f"them is in {setup.cfg.get('root')}: pass data_root= the folder it was trained on",
+        )
     facts = {"format": opts.format, "precision": "fp32"}
     return _Job(opts, bundle, out, setup, run_cfg, None, bundle.model, facts, notes)
 
