@@ -1,10 +1,14 @@
-"""OmegaConf resolvers the configs use to derive values instead of repeating them."""
+"""OmegaConf resolvers the configs use to derive values instead of repeating them, and the
+values of ``loss.focal`` (read by L_seg and by the rerun check, which imports no torch)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from kdseg.data.tasks import Task, organ_components, organ_window
+from kdseg.errors import ConfigError
 
 
 def _dataset_organ(root: object) -> str | None:
@@ -43,3 +47,20 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+#: ``loss.focal``: how L_seg's focal term turns logits into probabilities. ``null`` (or
+#: ``sigmoid``) is MONAI's ``DiceFocalLoss``, every recorded run's: a sigmoid of each foreground
+#: channel on its own, the background logit left out (its gradient is zero, and a constant
+#: added to every logit changes the term though the softmax prediction does not). ``softmax``
+#: (opt-in) is the multi-class focal loss of Lin et al. over the softmax of all classes.
+FOCAL_KINDS = ("sigmoid", "softmax")
+
+
+def check_focal(kind: Any, key: str = "loss.focal") -> str:
+    """``sigmoid`` (``null``, the default) or ``softmax``; anything else a config error."""
+    if kind is None or (isinstance(kind, str) and kind.lower() in {"", "none"}):
+        return "sigmoid"
+    if not isinstance(kind, str) or kind.lower() not in FOCAL_KINDS:
+        raise ConfigError(f"{key} must be null or one of {list(FOCAL_KINDS)}, got {kind!r}")
+    return kind.lower()

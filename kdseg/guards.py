@@ -22,6 +22,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from kdseg.errors import InputError, keep_from_sweeps
 
@@ -145,3 +146,10 @@ def check_threads(value: int | None, option: str = "threads=") -> int | None:
             f"process may use; give at most {limit}",
         )
     return value
+
+
+def check_count(option: str, value: Any, least: int) -> None:
+    """A whole number of at least ``least`` for ``option`` (``runs``, ``int8.repeats``), else
+    one line naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InputError(None, f"{option}={value}: a whole number, at least {least}")

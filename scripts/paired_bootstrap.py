@@ -18,28 +18,22 @@ read, and the bootstrap needs their per-case scores. Same files, same digits.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import sys
 from pathlib import Path
 
+from kdseg.errors import InputError
 from kdseg.eval.paired import paired_bootstrap, paired_difference
+from kdseg.eval.runs import parse_per_case, per_case_mean
 
 
 def read_class(path: Path, name: str) -> dict[str, float | None]:
     """Case -> per-case Dice of class ``name`` (None where the reference lacks the class)."""
     try:
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["class"] == name]
-        out = {r["case"]: None if r["gt_empty"] == "True" else float(r["dice"]) for r in rows}
-    except OSError as exc:
-        raise SystemExit(f"{path}: cannot read ({exc.strerror})") from None
-    except (KeyError, ValueError, TypeError) as exc:
-        raise SystemExit(f"{path}: not a kdseg-eval per_case.csv ({exc})") from None
+        out = parse_per_case(path).get(name)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     if not out:
         raise SystemExit(f"{path}: no row of class {name!r}")
-    if any(v is not None and not math.isfinite(v) for v in out.values()):
-        raise SystemExit(f"{path}: a non-finite Dice of class {name!r}")
     return out
 
 
@@ -52,11 +46,6 @@ def _seeds(text: str) -> list[int]:
         return [int(s) for s in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not 1-5 or 1,2,4") from None
-
-
-def _mean(scores: dict[str, float | None]) -> float:
-    values = [v for v in scores.values() if v is not None]
-    return sum(values) / len(values) if values else math.nan
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -73,7 +62,8 @@ def main(argv: list[str] | None = None) -> str:
     treated = {s: read_class(Path(args.treated.format(seed=s)), args.name) for s in args.seeds}
     control = {s: read_class(Path(args.control.format(seed=s)), args.name) for s in args.seeds}
     t = paired_difference(
-        {s: _mean(v) for s, v in treated.items()}, {s: _mean(v) for s, v in control.items()}
+        {s: per_case_mean(v) for s, v in treated.items()},
+        {s: per_case_mean(v) for s, v in control.items()},
     )
     try:
         boot = paired_bootstrap(treated, control)

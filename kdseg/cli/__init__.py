@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 import kdseg.config  # noqa: F401  (registers the config resolvers)
 from kdseg.cli.boundary import command, guarded
 from kdseg.cli.options import CONFIG_PATH, groups_help, number
-from kdseg.errors import InputError, first_process, write_text_atomic
+from kdseg.errors import ConfigError, InputError, first_process, write_text_atomic
 from kdseg.guards import check_output
 
 __all__ = [
@@ -225,7 +225,7 @@ def check_same_run(out: Path, cfg: DictConfig) -> None:
     if not saved.is_file() or not any(c.exists() for c in checkpoints):
         return
     before = _load_config(saved)
-    changed = _changed(before, cfg) if before is not None else []
+    changed = _changed(before, cfg)
     if changed:
         raise InputError(
             out,
@@ -249,7 +249,7 @@ def check_resume_settings(ckpt: Path, cfg: DictConfig) -> None:
     before = _load_config(folder / "config.yaml") if folder is not None else None
     if before is None:
         before = _checkpoint_settings(ckpt, student="student" in cfg)
-    changed = _changed(before, cfg) if before is not None else []
+    changed = _changed(before, cfg)
     if changed:
         raise InputError(
             ckpt,
@@ -292,10 +292,13 @@ def _checkpoint_settings(ckpt: Path, student: bool) -> DictConfig | None:
         return None
 
 
-def _changed(before: DictConfig, cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+def _changed(before: DictConfig | None, cfg: DictConfig) -> list[tuple[str, Any, Any]]:
     """The settings of :data:`RUN_IDENTITY` whose values differ between a saved config and
     this run's, each as its leaf key and both values (``loss.focal``, ``None``, ``'softmax'``).
-    A key the saved config lacks is one kdseg added since that run: not a change."""
+    A key the saved config lacks is one kdseg added since that run: not a change; no saved
+    config (``None``: unreadable, or none recorded), no change."""
+    if before is None:
+        return []
     now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     changed: list[tuple[str, Any, Any]] = []
     for key in RUN_IDENTITY:
@@ -317,11 +320,14 @@ RUN_OPTIONS = ("compile", "channels_last")
 
 
 def _focal_kind(value: Any) -> Any:
-    """``loss.focal`` as :func:`kdseg.lit.segment.check_focal` reads it (``null`` is
-    ``sigmoid``, case aside), without refusing: a bad value is refused when the run starts."""
-    if value is None or (isinstance(value, str) and value.lower() in {"", "none"}):
-        return "sigmoid"
-    return value.lower() if isinstance(value, str) else value
+    """``loss.focal`` as :func:`kdseg.config.check_focal` reads it (``null`` is ``sigmoid``,
+    case aside), without refusing: a bad value is refused when the run starts."""
+    from kdseg.config import check_focal
+
+    try:
+        return check_focal(value)
+    except ConfigError:
+        return value
 
 
 #: Settings with more than one spelling of one value: compared as the value they mean.

@@ -1,7 +1,7 @@
 """Case-level train / val / test splits, stored as JSON manifests.
 
 A case is never split across sets and validation is never the test set. Which split a folder
-uses is decided by :func:`resolve_split`, in this order: an explicit split file; the folder's
+uses is decided by :func:`choose_split`, in this order: an explicit split file; the folder's
 own ``kdseg_split.json``; the versioned manifest in ``data_manifests/`` when the folder holds
 every case it names (a full LiTS / KiTS19 download); otherwise a seeded split of the cases
 present. Commands that prepare or train persist that seeded split in the cache root, never in
@@ -30,6 +30,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kdseg.errors import ConfigError, InputError, first_process, read_json, write_text_atomic
 
@@ -252,12 +253,10 @@ def _check_store_seeding(store: Path, seed: int, fractions: Sequence[float]) -> 
     (a kdseg before 2026-12-07 kept every seed's split under the default name): used, it
     would be a split the run's config does not describe. The line names the file and where it
     belongs."""
-    data = read_json(store, "split file not found")
-    recorded_seed, recorded_fractions = data.get("seed"), data.get("fractions")
-    if recorded_seed is None and recorded_fractions is None:
+    recorded = _recorded_seeding(read_json(store, "split file not found"))
+    if recorded is None:
         return  # (a file without provenance: nothing to compare)
-    if recorded_fractions is None:
-        recorded_fractions = list(DEFAULT_FRACTIONS)
+    recorded_seed, recorded_fractions = recorded
     if recorded_seed == seed and _same_fractions(recorded_fractions, fractions):
         return
     way_out = "delete it"
@@ -275,16 +274,22 @@ def _check_store_seeding(store: Path, seed: int, fractions: Sequence[float]) -> 
     )
 
 
+def _recorded_seeding(data: dict) -> tuple[Any, Any] | None:
+    """The seed and fractions a persisted split records (the default fractions where it names
+    none), or None where it records neither."""
+    seed, fractions = data.get("seed"), data.get("fractions")
+    if seed is None and fractions is None:
+        return None
+    return seed, list(DEFAULT_FRACTIONS) if fractions is None else fractions
+
+
 def _records(path: Path, seed: int, fractions: Sequence[float]) -> bool:
     """Whether the persisted split ``path`` records ``seed`` and ``fractions``."""
     try:
-        data = read_json(path, "split file not found")
+        recorded = _recorded_seeding(read_json(path, "split file not found"))
     except InputError:
         return False
-    recorded = data.get("fractions")
-    return data.get("seed") == seed and _same_fractions(
-        DEFAULT_FRACTIONS if recorded is None else recorded, fractions
-    )
+    return recorded is not None and recorded[0] == seed and _same_fractions(recorded[1], fractions)
 
 
 def store_in_use(store: Path, seed: int, fractions: Sequence[float]) -> Path:

@@ -413,22 +413,19 @@ def prepare_cases(
                 _prepare_one(case, config, cache_dir)
                 bar.advance()
     labeled = [c.case_id for c in cases if not isinstance(c, ImageCase)]
-    warning = window_warning(
-        cache_dir, labeled, config.window, relative=config.window_level == "organ"
-    )
     # on stderr, as every warning (docs/reliability.md, console lines). Once per process and
     # cache, whichever cases are asked for: a training run prepares before Lightning starts
     # and again in prepare_data; kdseg-export draws its check slices from the val and train
     # cases, then its int8 calibration slices from the train cases alone (another count).
-    if warning and str(cache_dir) not in _WARNED:
-        _WARNED.add(str(cache_dir))
-        print(warning_line(warning), file=sys.stderr)
-    lost = lost_lesion_warning(cache_dir, labeled)
-    if lost and f"lost:{cache_dir}" not in _WARNED:
-        _WARNED.add(f"lost:{cache_dir}")
-        print(warning_line(lost), file=sys.stderr)
-    empty = empty_label_warning(cache_dir, labeled, roi=config.roi is not None)
-    if empty and f"empty:{cache_dir}" not in _WARNED:
-        _WARNED.add(f"empty:{cache_dir}")
-        print(warning_line(empty), file=sys.stderr)
+    relative = config.window_level == "organ"
+    checks = (
+        ("", lambda: window_warning(cache_dir, labeled, config.window, relative=relative)),
+        ("lost:", lambda: lost_lesion_warning(cache_dir, labeled)),
+        ("empty:", lambda: empty_label_warning(cache_dir, labeled, roi=config.roi is not None)),
+    )
+    for kind, check in checks:
+        key = f"{kind}{cache_dir}"
+        if key not in _WARNED and (line := check()):  # (said once: not worked out again)
+            _WARNED.add(key)
+            print(warning_line(line), file=sys.stderr)
     return [c.case_id for c in cases]

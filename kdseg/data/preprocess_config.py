@@ -259,9 +259,10 @@ def _whole(v: Any) -> bool:
 
 def _number(key: str, v: Any) -> float:
     """``v`` as a float: a finite int or float (not a bool, not text), else an InputError."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise InputError(None, f"preprocess.{key} must hold finite numbers, got {v!r}")
-    if not math.isfinite(v):
+    number = not isinstance(v, (bool, np.bool_)) and isinstance(
+        v, (int, float, np.integer, np.floating)
+    )
+    if not number or not math.isfinite(v):
         raise InputError(None, f"preprocess.{key} must hold finite numbers, got {v!r}")
     return float(v)
 

@@ -38,7 +38,7 @@ from typing import Any
 from kdseg.deploy.bench_report import check_targets, markdown_report, plot_dice_vs_time
 from kdseg.deploy.provenance import source_commit
 from kdseg.errors import InputError, progress_steps, write_text_atomic
-from kdseg.guards import check_threads
+from kdseg.guards import check_count, check_threads
 
 QUICK = {
     "size": (64, 64),
@@ -135,9 +135,7 @@ class BenchConfig:
             raise InputError(None, f"two bench entries are named {repeated[0]!r}: name each once")
         for key, least in (("runs", 1), ("warmup", 0), ("rounds", 1), ("threads", 1),
                            ("batch_size", 1), ("fresh_runs", 0), ("timeout_s", 1)):  # fmt: skip
-            value = getattr(out, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise InputError(None, f"{key}={value}: a whole number, at least {least}")
+            check_count(key, getattr(out, key), least)
         check_threads(out.threads)  # each worker's ONNX Runtime / torch threads
         if out.quick:
             out.volume_size, out.volume_slices = QUICK["size"], QUICK["slices"]

@@ -22,7 +22,7 @@ from kdseg.deploy.artifact import made_from, sidecar_path
 from kdseg.deploy.quantize import QUANTIZED_OPS
 from kdseg.errors import InputError
 from kdseg.eval.checkpoint import load_bundle, run_folder
-from kdseg.guards import check_threads
+from kdseg.guards import check_count, check_threads
 
 FORMATS = {"onnx": ".onnx", "aoti": ".pt2"}
 
@@ -135,11 +135,11 @@ def validate_options(opts: ExportOptions) -> None:
         raise InputError(opts.output, f"format={opts.format} writes a {FORMATS[opts.format]} file")
     if not isinstance(opts.overwrite, bool):
         raise InputError(None, f"overwrite={opts.overwrite!r}: use true or false")
-    _check_count("threads=", opts.threads, 1)
+    check_count("threads", opts.threads, 1)
     check_threads(opts.threads)  # the int8 timing's ONNX Runtime and torch threads
-    _check_count("check_slices=", opts.check_slices, 0)  # 0: the check is off
+    check_count("check_slices", opts.check_slices, 0)  # 0: the check is off
     for name in INT8_COUNTS:  # checked whether or not quantize=int8: the config is wrong
-        _check_count(f"int8.{name}=", getattr(opts.int8, name), 1)
+        check_count(f"int8.{name}", getattr(opts.int8, name), 1)
     prune = opts.prune
     if prune is not None and prune != 0:  # null or 0: no pruning
         if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0 < prune < 1:
@@ -150,12 +150,6 @@ def validate_options(opts: ExportOptions) -> None:
 
 #: the int8 options that count something (slices, a batch, repetitions): at least 1 each
 INT8_COUNTS = ("calibration_slices", "time_slices", "time_batch", "repeats")
-
-
-def _check_count(option: str, value: Any, least: int) -> None:
-    """A whole number of at least ``least`` for ``option`` (``threads=``), else one line."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InputError(None, f"{option}{value!r}: a whole number, at least {least}")
 
 
 def output_files(opts: ExportOptions, out: Path) -> list[Path]:

@@ -18,10 +18,12 @@ from typing import Any
 from kdseg import __version__
 
 
+@functools.cache  # three git processes; an export writes its metadata several times
 def source_commit() -> str | None:
     """The git commit of the kdseg code that runs (``git rev-parse --short HEAD``), with
     ``-dirty`` when tracked files differ from it; None where kdseg is not a git checkout (an
-    installed package, even one inside another repository's tree, or no ``git``)."""
+    installed package, even one inside another repository's tree, or no ``git``). Asked once
+    per process: the code a process runs does not change under it."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:

@@ -174,23 +174,15 @@ def _on_seeds(runs: Sequence[RunRecord], seeds: set[int | None]) -> list[RunReco
     return [r for r in runs if r.seed in seeds] or list(runs)
 
 
-def _by_seed(runs: Sequence[RunRecord], dataset: str, name: str) -> dict[int, float]:
-    """Seed -> score of one (dataset, class) cell, for pairing runs by seed."""
+def _by_seed(
+    runs: Sequence[RunRecord], dataset: str, name: str, field: str = "scores"
+) -> dict[int, Any]:
+    """Seed -> one (dataset, class) cell of each run's ``field``: its score (``scores``), or
+    case -> per-case Dice (``per_case``, where per_case.csv was read), for pairing by seed."""
     return {
-        r.seed: r.scores[name]
+        r.seed: getattr(r, field)[name]
         for r in runs
-        if r.seed is not None and r.dataset == dataset and name in r.scores
-    }
-
-
-def _per_case_by_seed(
-    runs: Sequence[RunRecord], dataset: str, name: str
-) -> dict[int, dict[str, float | None]]:
-    """Seed -> case -> per-case Dice of one (dataset, class) cell, where per_case.csv was read."""
-    return {
-        r.seed: r.per_case[name]
-        for r in runs
-        if r.seed is not None and r.dataset == dataset and name in r.per_case
+        if r.seed is not None and r.dataset == dataset and name in getattr(r, field)
     }
 
 
@@ -205,7 +197,10 @@ def _bootstrap(
     None (n/a) where a seed's runs have no per-case scores or the runs scored other cases."""
     if paired is None:
         return None
-    a, b = _per_case_by_seed(treated, dataset, name), _per_case_by_seed(control, dataset, name)
+    a, b = (
+        _by_seed(treated, dataset, name, "per_case"),
+        _by_seed(control, dataset, name, "per_case"),
+    )
     if not all(s in a and s in b for s in paired.seeds):
         return None
     try:

@@ -162,16 +162,9 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
     return scores
 
 
-def read_per_case(
-    run: Path, eval_dir: str, metric: str | None, scores: dict[str, float]
-) -> dict[str, dict[str, float | None]]:
-    """Class -> case -> per-case Dice from ``<run>/<eval_dir>/per_case.csv`` (None where the
-    case's reference lacks the class), for the paired bootstrap over cases; empty unless the
-    report's Dice is the headline one (``dice_per_case_nonempty``: the mean of these very
-    values, checked against ``scores``) and the file is there."""
-    path = run / eval_dir / "per_case.csv"
-    if (metric or HEADLINE_DICE) != HEADLINE_DICE or not scores or not path.is_file():
-        return {}
+def parse_per_case(path: Path) -> dict[str, dict[str, float | None]]:
+    """Class -> case -> per-case Dice of a ``kdseg-eval`` ``per_case.csv`` (None where the
+    case's reference lacks the class); anything else one :class:`InputError` naming it."""
     out: dict[str, dict[str, float | None]] = {}
     try:
         with path.open(newline="") as f:
@@ -183,11 +176,32 @@ def read_per_case(
                 if value is not None and not math.isfinite(value):
                     raise InputError(path, f"case {row['case']}: dice is {value}")
                 out.setdefault(row["class"], {})[row["case"]] = value
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(path, f"not a kdseg-eval per_case.csv ({exc})") from None
+    return out
+
+
+def per_case_mean(scores: dict[str, float | None]) -> float:
+    """The mean of the cases that hold the class (the headline per-case Dice); NaN if none."""
+    values = [v for v in scores.values() if v is not None]
+    return sum(values) / len(values) if values else math.nan
+
+
+def read_per_case(
+    run: Path, eval_dir: str, metric: str | None, scores: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """Class -> case -> per-case Dice from ``<run>/<eval_dir>/per_case.csv`` (None where the
+    case's reference lacks the class), for the paired bootstrap over cases; empty unless the
+    report's Dice is the headline one (``dice_per_case_nonempty``: the mean of these very
+    values, checked against ``scores``) and the file is there."""
+    path = run / eval_dir / "per_case.csv"
+    if (metric or HEADLINE_DICE) != HEADLINE_DICE or not scores or not path.is_file():
+        return {}
+    out = parse_per_case(path)
     for name, score in scores.items():  # the same numbers as summary.json, or no pairing
-        values = [v for v in out.get(name, {}).values() if v is not None]
-        mean = sum(values) / len(values) if values else math.nan
+        mean = per_case_mean(out.get(name, {}))
         if math.isfinite(score) != math.isfinite(mean) or (
             math.isfinite(score) and abs(mean - score) > 1e-9
         ):

@@ -17,28 +17,13 @@ import torch
 from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 from monai.networks.utils import one_hot
 
+from kdseg.config import check_focal
 from kdseg.data.tasks import Task
 from kdseg.distill.mix import MixGenerator, check_mix
 from kdseg.errors import ConfigError, TrainingDiverged
 from kdseg.lit.blob_loss import SegLossWithBlobs
 from kdseg.models import SegOutput, build_from_config
 from kdseg.models.compile import check_compile, compile_network
-
-#: ``loss.focal``: how L_seg's focal term turns logits into probabilities. ``null`` (or
-#: ``sigmoid``) is MONAI's ``DiceFocalLoss``, every recorded run's: a sigmoid of each foreground
-#: channel on its own, the background logit left out (its gradient is zero, and a constant
-#: added to every logit changes the term though the softmax prediction does not). ``softmax``
-#: (opt-in) is the multi-class focal loss of Lin et al. over the softmax of all classes.
-FOCAL_KINDS = ("sigmoid", "softmax")
-
-
-def check_focal(kind: Any, key: str = "loss.focal") -> str:
-    """``sigmoid`` (``null``, the default) or ``softmax``; anything else a config error."""
-    if kind is None or (isinstance(kind, str) and kind.lower() in {"", "none"}):
-        return "sigmoid"
-    if not isinstance(kind, str) or kind.lower() not in FOCAL_KINDS:
-        raise ConfigError(f"{key} must be null or one of {list(FOCAL_KINDS)}, got {kind!r}")
-    return kind.lower()
 
 
 class SoftmaxDiceFocalLoss(torch.nn.Module):
