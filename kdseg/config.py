@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from kdseg.data.tasks import Task, organ_components, organ_window
 from kdseg.errors import ConfigError
@@ -24,10 +24,12 @@ def _organ_components(organ: object) -> int | None:
     return count if count and count > 1 else None
 
 
-def _organ_window(organ: object, default: object) -> list[float]:
-    """``organ``'s HU window where kdseg has one (kidney: KiTS19's), else ``default``."""
+def _organ_window(organ: object, default: object) -> ListConfig:
+    """``organ``'s HU window where kdseg has one (kidney: KiTS19's), else ``default``; a
+    ``ListConfig``, as ``OmegaConf.resolve`` (Hydra's ``--cfg job --resolve``) refuses a list."""
     window = organ_window(organ)
-    return list(window) if window is not None else list(default)  # type: ignore[call-overload]
+    values = list(window) if window is not None else list(default)  # type: ignore[call-overload]
+    return OmegaConf.create(values)
 
 
 def register_resolvers() -> None:

@@ -63,6 +63,21 @@ def test_nnunet_layout_reads_like_the_lits_original(phantom_lits: Path, tmp_path
     assert discover_images(root / "imagesTr")[4].case_id == "liver_004"  # as an imagesTs folder
 
 
+def resolved_window(overrides: list[str]) -> list[float]:
+    """The window after ``OmegaConf.resolve``, as Hydra's ``--cfg job --resolve`` makes it: the
+    resolver returned a Python list, which that refused (a traceback, exit 1)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from kdseg.cli import CONFIG_PATH
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides)
+    OmegaConf.resolve(cfg)
+    return list(cfg.data.preprocess.window)
+
+
 def test_the_organ_is_the_one_dataset_json_names(phantom_lits: Path, tmp_path: Path) -> None:
     """data=nnunet inherited lits' ``organ: liver``: a kidney dataset trained without
     ``data.organ=kidney`` made a model whose ``postprocess=largest`` kept one kidney, whose
@@ -81,6 +96,7 @@ def test_the_organ_is_the_one_dataset_json_names(phantom_lits: Path, tmp_path: P
     data = compose("train", ["data=nnunet", f"data.root={root}", cache])["data"]
     assert data["organ"] == "kidney" and data["preprocess"]["roi_components"] == 2
     assert data["preprocess"]["window"] == [-200, 300]  # KiTS19's, not LiTS' liver window
+    assert resolved_window(["data=nnunet", f"data.root={root}", cache]) == [-200, 300]
     info = resolve_data(data).info()  # what the checkpoint records
     assert info["organ"] == "kidney" and info["preprocess"]["roi_components"] == 2
     assert components_to_keep("largest", info["preprocess"]["roi_components"], "kidney") == 2

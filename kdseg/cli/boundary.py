@@ -268,9 +268,16 @@ def _log_to_files(message: str) -> None:
     """The error line into the run's log file too (``train.log``; not the console, which has
     it already): a resumed run's log otherwise shows no sign that it was stopped, or why."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     # only this job's: a multirun's earlier job keeps its log handler until the next records
-    run = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    # under ``--cfg`` Hydra sets no output dir: no run, no log file
+    output_dir = (
+        OmegaConf.select(HydraConfig.get(), "runtime.output_dir")
+        if HydraConfig.initialized()
+        else None
+    )
+    run = Path(output_dir) if output_dir else None
     to_log_files(logging.LogRecord("kdseg", logging.ERROR, __file__, 0, message, None, None), run)
 
 
