@@ -96,9 +96,14 @@ def test_a_localizer_in_the_series_is_named(series):
     whole = load_dicom_series(series)
     _edit(series, lambda k, ds: k % 2 and _tilt(ds, 1e-6))
     np.testing.assert_array_equal(load_dicom_series(series).dataobj, whole.dataobj)
-    _edit(series, lambda k, ds: k == 5 and _tilt(ds, 0.5))
-    with pytest.raises(InputError, match="ImageOrientationPatient .* differs from IM00001.dcm's"):
-        load_dicom_series(series)
+    for k in (5, 0):  # the first file too: the orientation most slices share is the series'
+        _edit(series, lambda i, ds, k=k: i == k and _tilt(ds, 0.5))
+        with pytest.raises(
+            InputError, match=r"ImageOrientationPatient .* differs from IM0000"
+        ) as err:
+            load_dicom_series(series)
+        assert err.value.path == str(series / f"IM{k + 1:05d}.dcm")
+        _edit(series, lambda i, ds, k=k: i == k and _tilt(ds, -0.5))
 
 
 def _tilt(ds, by: float) -> None:

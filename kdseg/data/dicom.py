@@ -402,13 +402,18 @@ def _validate_series(
         raise InputError(folder, "only one DICOM slice; a 3-D series needs at least two")
     _check_same(folder, slices)
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
+    # the orientation most slices share (to 3 decimals; + 0.0 makes -0 0) is the series': a
+    # localizer is named, even as the first file
+    rounded = np.round(orientations, 3) + 0.0
+    _, first_of, counts = np.unique(rounded, axis=0, return_index=True, return_counts=True)
+    shared = int(first_of[np.argmax(counts)])
     for (path, _), cosines in zip(slices, orientations, strict=True):
-        if not np.allclose(cosines, orientations[0], atol=ORIENTATION_MATCH):
+        if not np.allclose(cosines, orientations[shared], rtol=0, atol=ORIENTATION_MATCH):
             raise InputError(
                 path,
                 f"ImageOrientationPatient {_listed(list(cosines), 6)} differs from "
-                f"{slices[0][0].name}'s {_listed(list(orientations[0]), 6)} (a localizer or "
-                "another series in this folder?); one series has one orientation",
+                f"{slices[shared][0].name}'s {_listed(list(orientations[shared]), 6)} (a "
+                "localizer or another series in this folder?); one series has one orientation",
             )
     first_size = (int(slices[0][1].Rows), int(slices[0][1].Columns))
     for path, ds in slices:
@@ -436,7 +441,7 @@ def _validate_series(
                 f"{_mm(first)}; one series has one pixel size",
             )
 
-    normal = np.cross(orientations[0, :3], orientations[0, 3:])
+    normal = np.cross(orientations[shared, :3], orientations[shared, 3:])
     order = _stacking_order(slices, normal)
     ordered = [slices[i] for i in order]
     labels = _slice_labels(ordered)
