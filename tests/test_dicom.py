@@ -74,11 +74,43 @@ def test_empty_and_non_dicom_folders(tmp_path):
 
 
 def test_two_series(series, tmp_path):
+    """Each series is named by one of its files, its slice count and its description (the
+    two 64-character UIDs told a reader nothing)."""
     write_dicom_series(_volume(AFFINE_FLIPPED), series / "..", series_uid="1.2.3.4")
     for path in (series / "..").glob("IM*.dcm"):
-        shutil.move(path, series / f"b_{path.name}")
-    with pytest.raises(InputError, match=r"contains 2 series \(UIDs .*1\.2\.3\.4.*pass one series"):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "Topogram  0.6  T20f"
+        ds.save_as(series / f"b_{path.name}")
+        path.unlink()
+    with pytest.raises(
+        InputError,
+        match=r"contains 2 series \(IM00001\.dcm: 8 slices, b_IM00001\.dcm: 8 slices "
+        r"'Topogram 0\.6 T20f'\); pass one series folder$",
+    ):
         load_dicom_series(series)
+
+
+def test_a_localizer_in_the_series_is_named(series):
+    """An orientation of its own was "slices have different ImageOrientationPatient", the
+    folder named; now the slice that differs is. Rounding noise (1e-6) is one orientation."""
+    whole = load_dicom_series(series)
+    _edit(series, lambda k, ds: k % 2 and _tilt(ds, 1e-6))
+    np.testing.assert_array_equal(load_dicom_series(series).dataobj, whole.dataobj)
+    for k in (5, 0):  # the first file too: the orientation most slices share is the series'
+        _edit(series, lambda i, ds, k=k: i == k and _tilt(ds, 0.5))
+        with pytest.raises(
+            InputError, match=r"ImageOrientationPatient .* differs from IM0000"
+        ) as err:
+            load_dicom_series(series)
+        assert err.value.path == str(series / f"IM{k + 1:05d}.dcm")
+        _edit(series, lambda i, ds, k=k: i == k and _tilt(ds, -0.5))
+
+
+def _tilt(ds, by: float) -> None:
+    """Turn a slice's row direction by about ``by`` radians in its plane (unit cosines kept)."""
+    row, column = np.array(ds.ImageOrientationPatient, float).reshape(2, 3)
+    row, column = row * np.cos(by) + column * np.sin(by), column * np.cos(by) - row * np.sin(by)
+    ds.ImageOrientationPatient = [f"{v:.10f}" for v in (*row, *column)]
 
 
 def test_missing_slice_position_gap(series):
@@ -146,12 +178,67 @@ def test_ignores_non_image_files(series):
     assert load_dicom_series(series).shape == (32, 28, 8)
 
 
-def test_instance_order_against_positions(series):
-    for name, number in (("IM00002.dcm", 3), ("IM00003.dcm", 2)):
-        ds = pydicom.dcmread(series / name)
-        ds.InstanceNumber = number
-        ds.save_as(series / name)
-    with pytest.raises(InputError, match="InstanceNumber order does not follow"):
+def _dicomdir(path) -> None:
+    """A minimal DICOMDIR (Media Storage Directory Storage), as a CD's root holds."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.FileSetID = "CD"
+    ds.DirectoryRecordSequence = []
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_dicomdir_is_no_series_and_a_cd_root_names_its_series(tmp_path):
+    """A DICOMDIR made its folder a series: beside series folders the folder was refused as
+    "DICOM slices beside 1 other scan(s)", and a CD's root (DICOMDIR, DICOM/ST0/SE0) as "no
+    DICOM image slices"."""
+    from kdseg.data.sources import folder_inputs
+
+    root = tmp_path / "cd"
+    write_dicom_series(_volume(AFFINE_FLIPPED), root / "s1")
+    _dicomdir(root / "DICOMDIR")
+    assert not is_dicom_folder(root)
+    assert folder_inputs(root)[0] == [root / "s1"]
+    (root / "DICOM" / "ST0").mkdir(parents=True)
+    (root / "s1").rename(root / "DICOM" / "ST0" / "SE0")  # the CD layout: one more level
+    assert folder_inputs(root / "DICOM" / "ST0")[0] == [root / "DICOM" / "ST0" / "SE0"]
+    message = r"a DICOMDIR index; pass the series folder under it \(e\.g\. DICOM/ST0/SE0\)$"
+    with pytest.raises(InputError, match=message) as err:
+        folder_inputs(root)
+    assert err.value.path == str(root)
+    with pytest.raises(InputError, match=message):
+        load_dicom_series(root)
+
+
+@pytest.mark.parametrize("numbers", ["shuffled", "empty", "equal"])
+def test_slices_are_stacked_by_position_not_instance_number(series, numbers):
+    """An InstanceNumber out of spatial order, blanked (Type 2: anonymisers empty it) or one
+    number for every slice was refused; the slice positions order the series, as the DICOM
+    standard places slices, into the same voxels and affine."""
+    whole = load_dicom_series(series)
+    values = {"shuffled": [1, 3, 2, 4, 8, 6, 7, 5], "empty": [None] * 8, "equal": [1] * 8}
+    _edit(series, lambda k, ds: setattr(ds, "InstanceNumber", values[numbers][k]))
+    read = load_dicom_series(series)
+    if numbers == "shuffled":  # it counts up along the normal, as before
+        np.testing.assert_array_equal(read.dataobj, whole.dataobj)
+        np.testing.assert_array_equal(read.affine, whole.affine)
+    else:  # stacked up the slice normal: the same scan, the same place in space
+        want, got = nib.as_closest_canonical(whole), nib.as_closest_canonical(read)
+        np.testing.assert_array_equal(got.dataobj, want.dataobj)
+        np.testing.assert_allclose(got.affine, want.affine, atol=1e-4)
+
+
+def test_two_slices_at_one_position_are_named(series):
+    shutil.copy(series / "IM00003.dcm", series / "IM00003 copy.dcm")
+    ds = pydicom.dcmread(series / "IM00003 copy.dcm")
+    ds.SOPInstanceUID, ds.InstanceNumber = pydicom.uid.generate_uid(), 99
+    ds.save_as(series / "IM00003 copy.dcm")
+    with pytest.raises(InputError, match=r"IM00003.* and IM00003.* lie at one position"):
         load_dicom_series(series)
 
 
@@ -217,7 +304,8 @@ def test_slices_of_another_pixel_size_are_refused(series):
 @pytest.mark.parametrize(
     ("keyword", "value", "message"),
     [
-        ("InstanceNumber", None, "InstanceNumber is empty; cannot order the slices"),
+        ("Rows", None, "Rows is empty, not a positive integer"),
+        ("Columns", 0, "Columns is 0, not a positive integer"),
         ("ImagePositionPatient", ["1", "2"], r"ImagePositionPatient is .*not 3 finite numbers"),
         ("ImagePositionPatient", ["nan", "0", "0"], "ImagePositionPatient is .*not 3 finite"),
         ("ImageOrientationPatient", ["0"] * 6, "lengths 0 and 0, not 1"),
@@ -226,7 +314,7 @@ def test_slices_of_another_pixel_size_are_refused(series):
     ],
 )
 def test_a_slice_that_cannot_be_ordered_or_placed_is_named(series, keyword, value, message):
-    """An empty InstanceNumber or a position of two values was an internal error; a zero,
+    """An empty Rows or Columns, or a position of two values, was an internal error; a zero,
     scaled or skewed orientation was refused for something else or read as a wrong affine."""
 
     def change(k: int, ds) -> None:
@@ -509,3 +597,53 @@ def test_an_int16_read_reads_each_header_once_and_pixels_twice_only_beyond_its_r
     np.testing.assert_array_equal(got.astype(np.float32), want, strict=True)
     assert got.dtype == (np.int16 if extreme == 4095 else np.float32)
     assert calls == {"headers": 1, "pixels": pixel_reads}
+
+
+def test_an_unreadable_slice_is_a_read_error(series, monkeypatch):
+    """A slice without read permission surfaced as an OSError that kdseg's catch-all said
+    as "cannot write it (Permission denied)"; it is a read."""
+    import builtins
+
+    real = builtins.open
+
+    def forbidden(path, *args, **kwargs):
+        if str(path).endswith("IM00001.dcm"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", forbidden)
+    for read in (is_dicom_folder, load_dicom_series):
+        with pytest.raises(InputError, match=r"cannot read it \(Permission denied\)$") as err:
+            read(series)
+        assert err.value.path == str(series / "IM00001.dcm")
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.113619.5.2", ""])
+def test_a_private_or_empty_transfer_syntax(series, syntax):
+    """A private syntax (GE's implicit big endian) made pydicom's ``is_compressed`` raise, an
+    empty one came as a str without it: both internal errors. A private one is refused by
+    name; an empty one is absent, as pydicom takes it (which then decodes no pixels)."""
+    path = series / "IM00003.dcm"
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(path)
+    message = (
+        f"transfer syntax '{syntax}' is not one kdseg"
+        if syntax
+        else "has no .* 'Transfer Syntax UID'"
+    )
+    with pytest.raises(InputError, match=message) as err:
+        load_dicom_series(series)
+    assert err.value.path == str(path)
+
+
+def test_a_dcm_output_for_a_folder_of_series_is_refused(series, tmp_path):
+    """``output=x.dcm`` for several inputs silently became a folder named x.dcm; the suffix
+    is told in any case (``x.DCM`` was a folder name for one series)."""
+    from kdseg.cli.predict import _seg_path, plan_outputs
+
+    for name in ("x.dcm", "x.DCM"):
+        with pytest.raises(InputError, match="needs an output folder, not a file name"):
+            plan_outputs(tmp_path, tmp_path / name)
+    assert plan_outputs(series, tmp_path / "x.DCM") == [(series, tmp_path / "x.DCM")]
+    assert _seg_path(tmp_path / "x.DCM") == tmp_path / "x.DCM"

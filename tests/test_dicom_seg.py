@@ -334,3 +334,58 @@ def test_two_segs_of_one_loaded_series_both_keep_its_nonconformant_values(tmp_pa
         assert {keyword: str(seg[keyword].value) for keyword in odd} == odd, name
     first = image.extra[SERIES_HEADERS][0]
     assert {keyword: str(first[keyword].value) for keyword in odd} == odd
+
+
+def test_seg_of_a_series_with_orientation_noise_and_a_negative_thickness(tmp_path: Path) -> None:
+    """Cosines 1e-6 apart (rounding) read as one orientation but made highdicom refuse the SEG
+    after inference ("internal error: ... must have a shared orientation"); a negative
+    SliceThickness was copied into the SEG's pixel measures. The files stay as they were."""
+    folder, _ = _series(tmp_path)
+
+    def edit(index: int, ds: pydicom.Dataset) -> None:
+        cosines = [float(v) for v in ds.ImageOrientationPatient]
+        cosines[1] += 1e-6 * (index % 2)
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in cosines]
+        ds.SliceThickness = "-3.0"
+
+    files = _edit_series(folder, edit)
+    before = [p.read_bytes() for p in files]
+    image = load_dicom_series(folder)
+    seg = pydicom.dcmread(
+        write_dicom_seg(np.ones(image.shape, np.uint8), folder, tmp_path / "s.dcm", image=image)
+    )
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == 3.0
+    assert [p.read_bytes() for p in files] == before
+
+
+def test_seg_frames_follow_slice_positions_not_instance_numbers(tmp_path: Path) -> None:
+    """Blanked InstanceNumbers (an anonymiser's) were refused; the slices are stacked by
+    position, and the SEG's frame of each source slice is that slice's label plane."""
+    folder, _ = _series(tmp_path)
+    _edit_series(folder, lambda index, ds: setattr(ds, "InstanceNumber", None))
+    image = load_dicom_series(folder)
+    label = np.zeros(image.shape, np.uint8)
+    label[4:20, 3:15, 1:7] = 1
+    label[6:10, 5:12, 2:4] = 2
+    nifti = nib.load(str(save_label(label, image, tmp_path / "label.nii.gz")))
+    seg = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / "s.dcm", organ="liver"))
+    sources = source_slices(folder)
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[ds.SOPInstanceUID for ds in sources],
+        combine_segments=True,
+        assert_missing_frames_are_empty=True,
+    )
+    np.testing.assert_array_equal(frames, _expected_frames(nifti, sources))
+
+
+def test_seg_highdicom_refuses_is_one_line_naming_the_series(tmp_path: Path) -> None:
+    """A slice of another study (one series UID, two StudyInstanceUIDs): highdicom's
+    ValueError was an internal error; it is one line naming the folder, nothing written."""
+    folder, image = _series(tmp_path)
+    _edit_series(folder, lambda index, ds: index == 4 and setattr(ds, "StudyInstanceUID", "1.2"))
+    with pytest.raises(InputError, match="cannot write a DICOM SEG of this series") as error:
+        write_dicom_seg(np.ones(image.shape, np.uint8), folder, tmp_path / "out" / "x.dcm")
+    assert error.value.path == str(folder)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -51,7 +51,7 @@ def plan_outputs(
         raise refusal
     inputs, note = ([source], None) if source.is_file() else folder_inputs(source)
     if inputs == [source]:  # one file or DICOM series
-        if is_nifti(output) or output.suffix == ".dcm":  # .dcm: output_format=dicom-seg
+        if is_nifti(output) or _is_dcm(output):  # .dcm: output_format=dicom-seg
             return [(source, output)]
         stem = _stem(source if source.name not in ("", "..") else source.resolve())
         if not stem:  # `input=/`: nothing to name the label after
@@ -60,7 +60,7 @@ def plan_outputs(
     if not inputs:
         held = "" if note is None else f" ({note})"
         raise InputError(source, f"no NIfTI files or DICOM series in this folder{held}")
-    if is_nifti(output):
+    if is_nifti(output) or _is_dcm(output):
         raise InputError(output, "a folder of inputs needs an output folder, not a file name")
     check_distinct_names(((f"{_stem(p)}.nii.gz", p) for p in inputs), "output")
     if note is not None and notes is not None:
@@ -68,19 +68,24 @@ def plan_outputs(
     return [(p, output / f"{_stem(p)}.nii.gz") for p in inputs]
 
 
+def _is_dcm(path: Path) -> bool:
+    """Whether ``path`` names a DICOM SEG file (``.dcm``, in any case: ``x.DCM`` too)."""
+    return path.suffix.lower() == ".dcm"
+
+
 def _stem(path: Path) -> str:
     from kdseg.data.io import nifti_stem
 
     name = path.name
     for suffix in (".seg.dcm", ".dcm"):
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return nifti_stem(name)
 
 
 def _seg_path(target: Path) -> Path:
     """Where ``output_format=dicom-seg`` writes: ``<stem>.seg.dcm``, or ``target`` if ``.dcm``."""
-    return target if target.suffix == ".dcm" else target.parent / f"{_stem(target)}.seg.dcm"
+    return target if _is_dcm(target) else target.parent / f"{_stem(target)}.seg.dcm"
 
 
 def _write_seg(label, source: Path, path: Path, task, data: dict, image: Any = None) -> Path:
@@ -148,13 +153,13 @@ def main(cfg: DictConfig) -> None:
     check_choice("hu_check", cfg.hu_check, HU_CHECK)
     if cfg.output_format == "dicom-seg" and not all(source.is_dir() for source, _ in pairs):
         raise InputError(cfg.input, "output_format=dicom-seg needs DICOM series folders as input")
-    if cfg.output_format == "nifti" and output.suffix == ".dcm":
+    if cfg.output_format == "nifti" and _is_dcm(output):
         raise InputError(
             output, "a .dcm output needs output_format=dicom-seg; name a .nii.gz file otherwise"
         )
     ckpts = stage_list(None if OmegaConf.is_missing(cfg, "ckpt") else cfg.ckpt)
     inputs = [source, *(s for s, _ in pairs), *ckpts, *stage_list(cfg.artifact)]
-    if not is_nifti(output) and output.suffix != ".dcm":
+    if not is_nifti(output) and not _is_dcm(output):
         check_output(output, inputs, folder=True)
     plans = [planned_files(target, cfg) for _, target in pairs]
     check_outputs([f for files in plans for f in (files[-1], *files[:-1])], inputs)
@@ -226,7 +231,7 @@ def _check_replaceable(files: list[Path]) -> None:
 def _other_labels(label: Path) -> list[Path]:
     """The label the other ``output_format`` writes for the same case (its report's sibling)."""
     stem = label.parent / _stem(label)
-    return [Path(f"{stem}.nii.gz")] if label.name.endswith(".dcm") else [Path(f"{stem}.seg.dcm")]
+    return [Path(f"{stem}.nii.gz")] if _is_dcm(label) else [Path(f"{stem}.seg.dcm")]
 
 
 def _predict_one(

@@ -4,19 +4,22 @@ Reading is pydicom's alone (slope/intercept applied, so values are HU; RAS affin
 deploy path reads a series without torch or MONAI. A validation first turns the usual ways a
 series folder is wrong into one :class:`~kdseg.errors.InputError` line: no DICOM files, several
 series in one folder, slices that are not CT or lie in different frames of reference, a rescale
-to HU given on some slices only, an InstanceNumber that is no integer, a position or orientation
-that is not finite numbers (or not two perpendicular unit vectors), missing slices (slice
-positions along the slice normal more than ``GAP_TOLERANCE`` times the median spacing apart; a
-gap in InstanceNumber alone is no missing slice: PACS renumber, and leave out localizers),
-slices whose InstanceNumber order is not their spatial order (slices are stacked by
-InstanceNumber), slices of different pixel sizes, and slices off the even, untilted grid a
-NIfTI affine can describe (uneven spacing, gantry tilt: ``GRID_TOLERANCE``, at least
-``GRID_FLOOR_MM``), which would otherwise be read with every slice misplaced. Files may come
-in any order and with any names, with or without the 128-byte preamble; hidden files and
-non-DICOM files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or
-cut copy of a slice), and so are DICOM files without an image position (a DICOMDIR, a report,
-with or without the preamble; a CT image of the series without one is refused): exactly the
-validated slices are read.
+to HU given on some slices only, a matrix size (Rows, Columns) that is no positive integer, a
+position or orientation that is not finite numbers (or not two perpendicular unit vectors),
+two slices at one position, missing slices (slice positions along the slice normal more than
+``GAP_TOLERANCE`` times the median spacing apart), slices of different pixel sizes, and slices
+off the even, untilted grid a NIfTI affine can describe (uneven spacing, gantry tilt:
+``GRID_TOLERANCE``, at least ``GRID_FLOOR_MM``), which would otherwise be read with every slice
+misplaced. Slices are stacked by their position along the slice normal, as the DICOM standard
+places them, not by InstanceNumber (Type 2: anonymisers blank it, some exports number every
+slice 1, PACS renumber); InstanceNumber only picks the stacking direction (the one it counts
+up in, where every slice has a distinct one) and names slices in messages. Files may come in
+any order and with any names, with or without the 128-byte preamble; hidden files and non-DICOM
+files are ignored (one named ``.dcm``, ``.dicom`` or ``.ima`` is refused: an empty or cut copy
+of a slice, and so is a file that cannot be opened), and so are DICOM files without an image
+position (a DICOMDIR, a report, with or without the preamble; a CT image of the series without
+one is refused): exactly the validated slices are read. A folder holding only a DICOMDIR (the
+root of a CD export) is refused as the index it is, naming the series folders under it.
 
 Array convention of both directions: a (X, Y, Z) volume, array axis 0 runs along the DICOM rows
 (the column index of the pixel matrix), axis 1 along the columns and axis 2 across slices, which
@@ -35,7 +38,7 @@ import numpy as np
 import pydicom
 from pydicom.misc import is_dicom
 from pydicom.multival import MultiValue
-from pydicom.uid import CTImageStorage
+from pydicom.uid import UID, CTImageStorage
 
 from kdseg.errors import InputError
 
@@ -70,8 +73,89 @@ SERIES_HEADERS = "kdseg_series_headers"
 """Key in the ``extra`` of an image :func:`load_dicom_series` read: its slices' headers (pixel
 data not read) in stacking order, for the DICOM SEG written for it (which so reads none)."""
 
-_REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "InstanceNumber", "Rows")
+_REQUIRED_TAGS = ("SeriesInstanceUID", "ImageOrientationPatient", "Rows", "Columns")
 _MAX_LISTED = 5
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+"""Media Storage Directory Storage: the SOP class of a DICOMDIR, a CD's index of its series."""
+
+#: SOP classes (and class prefixes) of DICOM objects that are never an image slice: a DICOMDIR,
+#: structured reports and key object selections, presentation states, encapsulated documents
+_NON_IMAGE_CLASSES = (
+    DICOMDIR_CLASS,
+    "1.2.840.10008.5.1.4.1.1.88.",
+    "1.2.840.10008.5.1.4.1.1.11.",
+    "1.2.840.10008.5.1.4.1.1.104.",
+)
+
+DUPLICATE_POSITION_MM = 0.01
+"""Two slices whose positions along the slice normal are closer than this are one position:
+the series cannot be stacked (a slice copied twice, or two series in one folder)."""
+
+
+def _unreadable(path: Path, exc: OSError) -> InputError:
+    """A file that cannot be opened or read (no permission, an I/O error): said as a read,
+    not left to the command's catch-all, which takes an OSError with a file name for a write."""
+    return InputError(path, f"cannot read it ({exc.strerror or exc})")
+
+
+def _sop_class(path: Path, ds: pydicom.Dataset | None = None) -> str:
+    """The SOP class of a DICOM file, from its file meta (``ds``'s, or read from ``path``:
+    the meta alone, a few hundred bytes) else its SOPClassUID; "" where neither says."""
+    try:
+        meta = ds.get("file_meta") if ds is not None else None
+        if meta is None and ds is None:
+            meta = pydicom.filereader.read_file_meta_info(path)
+        uid = (meta or {}).get("MediaStorageSOPClassUID") or (ds or {}).get("SOPClassUID")
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    except Exception:  # noqa: BLE001  (a damaged file meta: its slice read says more)
+        return ""
+    return str(uid or "")
+
+
+def _non_image(path: Path, ds: pydicom.Dataset | None = None) -> bool:
+    """Whether a DICOM file is an object of a class that is never an image slice
+    (:data:`_NON_IMAGE_CLASSES`)."""
+    uid = _sop_class(path, ds)
+    return any(uid == c or (c.endswith(".") and uid.startswith(c)) for c in _NON_IMAGE_CLASSES)
+
+
+def dicomdir_index(folder: str | os.PathLike) -> Path | None:
+    """The DICOMDIR in ``folder`` (a file named so, or one of that SOP class), or None."""
+    for path in _visible_files(Path(folder)):
+        if path.name.upper() == "DICOMDIR" or (
+            _is_dicom(path) and _sop_class(path) == DICOMDIR_CLASS
+        ):
+            return path
+    return None
+
+
+def dicomdir_refusal(folder: str | os.PathLike) -> InputError:
+    """The one line for a folder that holds a DICOMDIR and no series (a CD's root), with the
+    first series folder under it where one is found among the first few folders."""
+    folder = Path(folder)
+    under = ""
+    for k, (root, dirs, _) in enumerate(os.walk(folder)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if k > 0 and is_dicom_folder(root):
+            under = f" (e.g. {Path(root).relative_to(folder).as_posix()})"
+            break
+        if k >= _WALKED:
+            break
+    return InputError(folder, f"a DICOMDIR index; pass the series folder under it{under}")
+
+
+_WALKED = 50
+"""Folders :func:`dicomdir_refusal` looks through for a series to name."""
+
+
+def _is_dicom(path: Path) -> bool:
+    """pydicom's preamble check, with a file that cannot be read refused as such."""
+    try:
+        return is_dicom(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
 
 
 def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
@@ -81,7 +165,7 @@ def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
     file named like DICOM that is neither (an empty or cut copy) is refused; others ignored."""
     files: list[tuple[Path, pydicom.Dataset | None]] = []
     for path in _visible_files(folder):
-        if is_dicom(path):
+        if _is_dicom(path):
             files.append((path, None))
         elif (bare := _bare_dataset(path)) is not None:
             files.append((path, bare))
@@ -115,6 +199,9 @@ def _bare_dataset(path: Path) -> pydicom.Dataset | None:
     try:
         with open(path, "rb") as f:
             head = f.read(2)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    try:
         if head not in _BARE_GROUPS:
             return None
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=4096)
@@ -124,18 +211,22 @@ def _bare_dataset(path: Path) -> pydicom.Dataset | None:
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder that holds at least one DICOM file: one with the preamble,
-    else one of the first :data:`_BARE_PROBES` files (those named ``.dcm``, ``.dicom`` or
-    ``.ima`` first) that pydicom reads without it (a series exported without preambles loads,
-    so it is a series folder too). Cheap: it runs on every folder of a folder of inputs."""
+    """Whether ``path`` is a folder that holds at least one DICOM file that may be an image
+    slice: one with the preamble, else one of the first :data:`_BARE_PROBES` files (those named
+    ``.dcm``, ``.dicom`` or ``.ima`` first) that pydicom reads without it (a series exported
+    without preambles loads, so it is a series folder too). A DICOMDIR, a report or another
+    object that is never an image (:data:`_NON_IMAGE_CLASSES`, told by the file meta alone)
+    does not make a folder a series: a CD's root holds a DICOMDIR beside its series folders.
+    Cheap: it runs on every folder of a folder of inputs (a series' first file decides)."""
     path = Path(path)
     if not path.is_dir():
         return False
     files = _visible_files(path)
-    if any(is_dicom(p) for p in files):
+    if any(_is_dicom(p) and not _non_image(p) for p in files):
         return True
     files.sort(key=lambda p: p.suffix.lower() not in DICOM_SUFFIXES)  # stable: names within
-    return any(_bare_dataset(p) is not None for p in files[:_BARE_PROBES])
+    bare = (_bare_dataset(p) for p in files[:_BARE_PROBES])
+    return any(ds is not None and not _non_image(Path(), ds) for ds in bare)
 
 
 def _listed(items: list, limit: int = _MAX_LISTED) -> str:
@@ -149,13 +240,16 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     files = _series_files(folder)
     if not files:
         raise InputError(folder, "no DICOM files")
-    slices, unplaced, frames = [], [], []
+    slices, unplaced, frames, files_read = [], [], [], []
     for path, ds in files:  # a file without the preamble comes parsed by its probe
         try:
             if ds is None:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
         except Exception as exc:  # a truncated or corrupt file
             raise InputError(path, f"unreadable DICOM file ({exc})") from exc
+        files_read.append((path, ds))
         if "ImagePositionPatient" not in ds:
             if ds.get("SOPClassUID") == CTImageStorage:  # a CT image must have one (Type 1)
                 unplaced.append((path, ds.get("SeriesInstanceUID")))
@@ -175,6 +269,8 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
             "read: convert it first (e.g. dcm2niix to NIfTI)",
         )
     if not slices:
+        if any(_sop_class(path, ds) == DICOMDIR_CLASS for path, ds in files_read):
+            raise dicomdir_refusal(folder)
         raise InputError(folder, "no DICOM image slices (no file has an ImagePositionPatient)")
     series = {ds.get("SeriesInstanceUID") for _, ds in slices}
     for path, uid in unplaced:  # a slice of the series, not a report: it would be left out
@@ -205,15 +301,27 @@ def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.nd
     return numbers
 
 
-def _check_slice_geometry(path: Path, ds: pydicom.Dataset) -> None:
-    """Refuse a slice whose InstanceNumber is not an integer, or whose position and orientation
-    are not three and six finite numbers with two perpendicular unit direction cosines: the
-    slice could be neither stacked nor placed."""
+def _instance_number(ds: pydicom.Dataset) -> int | None:
+    """A slice's InstanceNumber, None where it is absent, empty or no integer (Type 2)."""
     try:
-        int(ds.InstanceNumber)
+        return int(ds.get("InstanceNumber"))
     except (TypeError, ValueError):
-        shown = "empty" if ds.InstanceNumber in (None, "") else repr(ds.InstanceNumber)
-        raise InputError(path, f"InstanceNumber is {shown}; cannot order the slices") from None
+        return None
+
+
+def _check_slice_geometry(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse a slice whose Rows and Columns are not positive integers, or whose position and
+    orientation are not three and six finite numbers with two perpendicular unit direction
+    cosines: the slice could be neither read nor placed."""
+    for keyword in ("Rows", "Columns"):
+        value = ds.get(keyword)
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            size = 0
+        if size <= 0:
+            shown = "empty" if value in (None, "") else repr(value)
+            raise InputError(path, f"{keyword} is {shown}, not a positive integer")
     _numbers(path, ds, "ImagePositionPatient", 3)
     cosines = _numbers(path, ds, "ImageOrientationPatient", 6)
     row, column = cosines[:3], cosines[3:]
@@ -262,21 +370,59 @@ def _check_same(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> Non
             )
 
 
-def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -> None:
-    """Raise :class:`InputError` unless ``slices`` are one complete, consistently ordered series."""
-    uids = sorted({str(ds.SeriesInstanceUID) for _, ds in slices})
+ORIENTATION_MATCH = 1e-4
+"""How far a slice's direction cosines may differ from the first slice's (rounding noise)."""
+
+
+def _series_list(slices: list[tuple[Path, pydicom.Dataset]]) -> str:
+    """Each series of a folder as one of its files, its slice count and its description."""
+    by_uid: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for path, ds in slices:
+        by_uid.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+    shown = []
+    for members in by_uid.values():
+        path, ds = members[0]
+        description = " ".join(str(ds.get("SeriesDescription") or "").split())[:30]
+        named = f" '{description}'" if description else ""
+        shown.append(f"{path.name}: {len(members)} slice{'s' * (len(members) > 1)}{named}")
+    return _listed(shown, 3)
+
+
+def _validate_series(
+    folder: Path, slices: list[tuple[Path, pydicom.Dataset]]
+) -> list[tuple[Path, pydicom.Dataset]]:
+    """``slices`` in stacking order (:func:`_stacking_order`); :class:`InputError` unless they
+    are one complete series on one even grid."""
+    uids = {str(ds.SeriesInstanceUID) for _, ds in slices}
     if len(uids) > 1:
         raise InputError(
-            folder, f"contains {len(uids)} series (UIDs {_listed(uids)}); pass one series folder"
+            folder, f"contains {len(uids)} series ({_series_list(slices)}); pass one series folder"
         )
     if len(slices) < 2:
         raise InputError(folder, "only one DICOM slice; a 3-D series needs at least two")
     _check_same(folder, slices)
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
-    if not np.allclose(orientations, orientations[0], atol=1e-4):
-        raise InputError(folder, "slices have different ImageOrientationPatient")
-    if len({(int(ds.Rows), int(ds.Columns)) for _, ds in slices}) > 1:
-        raise InputError(folder, "slices have different Rows x Columns")
+    # the orientation most slices share (to 3 decimals; + 0.0 makes -0 0) is the series': a
+    # localizer is named, even as the first file
+    rounded = np.round(orientations, 3) + 0.0
+    _, first_of, counts = np.unique(rounded, axis=0, return_index=True, return_counts=True)
+    shared = int(first_of[np.argmax(counts)])
+    for (path, _), cosines in zip(slices, orientations, strict=True):
+        if not np.allclose(cosines, orientations[shared], rtol=0, atol=ORIENTATION_MATCH):
+            raise InputError(
+                path,
+                f"ImageOrientationPatient {_listed(list(cosines), 6)} differs from "
+                f"{slices[shared][0].name}'s {_listed(list(orientations[shared]), 6)} (a "
+                "localizer or another series in this folder?); one series has one orientation",
+            )
+    first_size = (int(slices[0][1].Rows), int(slices[0][1].Columns))
+    for path, ds in slices:
+        if (size := (int(ds.Rows), int(ds.Columns))) != first_size:
+            raise InputError(
+                path,
+                f"{size[0]} x {size[1]} pixels (Rows x Columns), not {slices[0][0].name}'s "
+                f"{first_size[0]} x {first_size[1]}; one series has one matrix size",
+            )
     first: list[float] | None = None  # the pixel size every slice must share
     for path, ds in slices:
         raw = list(getattr(ds, "PixelSpacing", None) or [])
@@ -295,24 +441,20 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
                 f"{_mm(first)}; one series has one pixel size",
             )
 
-    numbers = [int(ds.InstanceNumber) for _, ds in slices]
-    if len(set(numbers)) < len(numbers):
-        dups = sorted({n for n in numbers if numbers.count(n) > 1})
-        raise InputError(folder, f"duplicate InstanceNumber {_listed(dups)}")
-    # InstanceNumber orders the slices, nothing more: a series numbered 1, 3, 5, ... (renumbered
-    # by a PACS, or the localizers left out) is complete when its positions are evenly spaced
-    order = np.argsort(numbers)
-    numbers_sorted = np.asarray(numbers)[order]
-
-    normal = np.cross(orientations[0, :3], orientations[0, 3:])
-    origins = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])[order]
-    positions = origins @ normal  # along the slice normal, in InstanceNumber order
+    normal = np.cross(orientations[shared, :3], orientations[shared, 3:])
+    order = _stacking_order(slices, normal)
+    ordered = [slices[i] for i in order]
+    labels = _slice_labels(ordered)
+    origins = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in ordered])
+    positions = origins @ normal  # along the slice normal, in stacking order
     steps = np.diff(positions)
-    if not (np.all(steps > 0) or np.all(steps < 0)):
+    if (same := np.flatnonzero(np.abs(steps) < DUPLICATE_POSITION_MM)).size:
+        i = int(same[0])
         raise InputError(
             folder,
-            "InstanceNumber order does not follow the slice positions (or two slices "
-            "share a position); cannot stack the series",
+            f"{ordered[i][0].name} and {ordered[i + 1][0].name} lie at one position "
+            f"({positions[i]:.2f} mm along the slice normal); cannot stack the series "
+            "(a slice copied twice, or two series in one folder?)",
         )
     median = float(np.median(np.abs(steps)))
     gaps = np.flatnonzero(np.abs(steps) > GAP_TOLERANCE * median)
@@ -323,11 +465,42 @@ def _validate_series(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]) -
         extra = f"; not DICOM here: {_listed(strays)}" if strays else ""
         raise InputError(
             folder,
-            f"missing slice: {abs(steps[i]):.2f} mm between InstanceNumber "
-            f"{numbers_sorted[i]} (position {positions[i]:.2f}) and {numbers_sorted[i + 1]} "
+            f"missing slice: {abs(steps[i]):.2f} mm between {labels[i]} "
+            f"(position {positions[i]:.2f}) and {labels[i + 1]} "
             f"(position {positions[i + 1]:.2f}), median spacing {median:.2f} mm{extra}",
         )
-    _check_grid(folder, positions, origins, normal, numbers_sorted, min(first))
+    _check_grid(folder, positions, origins, normal, labels, min(first))
+    return ordered
+
+
+def _stacking_order(slices: list[tuple[Path, pydicom.Dataset]], normal: np.ndarray) -> list[int]:
+    """Indices of ``slices`` by position along the slice normal (the DICOM standard's order;
+    InstanceNumber, Type 2, may be empty, one number for all, or not in spatial order), turned
+    round where InstanceNumber counts down along the normal (every slice numbered, each
+    differently): a well-numbered series stacks as its numbering runs. Ties (refused by the
+    caller) keep InstanceNumber, then name, order."""
+    positions = [
+        float(np.array([float(v) for v in ds.ImagePositionPatient]) @ normal) for _, ds in slices
+    ]
+    numbers = [_instance_number(ds) for _, ds in slices]
+    order = sorted(
+        range(len(slices)),
+        key=lambda i: (positions[i], numbers[i] if numbers[i] is not None else 0, i),
+    )
+    known = [n for n in numbers if n is not None]
+    if len(known) == len(slices) and len(set(known)) == len(known):
+        if numbers[order[0]] > numbers[order[-1]]:  # type: ignore[operator]
+            order.reverse()
+    return order
+
+
+def _slice_labels(ordered: list[tuple[Path, pydicom.Dataset]]) -> list[str]:
+    """How messages name each slice: ``InstanceNumber n`` where every slice has a distinct
+    one, else its file name."""
+    numbers = [_instance_number(ds) for _, ds in ordered]
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        return [f"InstanceNumber {n}" for n in numbers]
+    return [path.name for path, _ in ordered]
 
 
 def _mm(values: list[float]) -> str:
@@ -339,7 +512,7 @@ def _check_grid(
     positions: np.ndarray,
     origins: np.ndarray,
     normal: np.ndarray,
-    numbers: np.ndarray,
+    labels: list[str],
     pixel: float,
 ) -> None:
     """Refuse slices off the evenly spaced grid along the slice normal that the reader's affine
@@ -352,9 +525,9 @@ def _check_grid(
         steps = np.abs(np.diff(positions))
         raise InputError(
             folder,
-            f"uneven slice spacing ({steps.min():.2f} to {steps.max():.2f} mm; InstanceNumber "
-            f"{numbers[i]} lies {abs(off[i]):.2f} mm off an even grid); resample the series to "
-            "even spacing first",
+            f"uneven slice spacing ({steps.min():.2f} to {steps.max():.2f} mm; {labels[i]} "
+            f"lies {abs(off[i]):.2f} mm off an even grid); resample the series to even "
+            "spacing first",
         )
     shift = origins - origins[0]
     in_plane = shift - np.outer(shift @ normal, normal)  # what moves within the slice plane
@@ -369,11 +542,10 @@ def _check_grid(
 
 
 def read_series_headers(folder: str | os.PathLike) -> list[tuple[Path, pydicom.Dataset]]:
-    """The validated headers (pixel data not read) of one series folder's image slices."""
+    """The validated headers (pixel data not read) of one series folder's image slices, in
+    stacking order (by position along the slice normal: :func:`_stacking_order`)."""
     folder = Path(folder)
-    slices = _read_headers(folder)
-    _validate_series(folder, slices)
-    return slices
+    return _validate_series(folder, _read_headers(folder))
 
 
 def load_dicom_series(folder: str | os.PathLike, int16: bool = False) -> nib.Nifti1Image:
@@ -393,7 +565,7 @@ def load_dicom_series(folder: str | os.PathLike, int16: bool = False) -> nib.Nif
     """
     if not Path(folder).is_dir():
         raise InputError(folder, "not a folder (expected a DICOM series folder)")
-    ordered = sorted(read_series_headers(folder), key=lambda item: int(item[1].InstanceNumber))
+    ordered = read_series_headers(folder)
     rows, columns = int(ordered[0][1].Rows), int(ordered[0][1].Columns)
     int16 = int16 and all(_whole_rescale(path, ds) for path, ds in ordered)
     volume = _read_pixels(ordered, (columns, rows), int16)
@@ -438,6 +610,8 @@ def _hounsfield(path: Path, out: np.ndarray) -> bool:
     int16 and does not hold these HU exactly (:func:`_whole_hounsfield`)."""
     try:
         ds = pydicom.dcmread(path, force=True)  # force: a slice without a preamble
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     except Exception as exc:  # noqa: BLE001  (a file cut short after its header was read)
         raise InputError(path, f"unreadable DICOM file ({exc})") from None
     _require_decoder(ds, path)
@@ -501,8 +675,19 @@ def _require_decoder(ds: pydicom.Dataset, path: Path) -> None:
     (PACS exports are often JPEG Lossless, which pydicom alone does not read)."""
     from pydicom.pixels import get_decoder
 
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or not syntax.is_compressed:
+    raw = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if raw is None or not str(raw).strip():  # empty: absent, as pydicom takes it
+        return
+    syntax = UID(str(raw).strip())
+    try:
+        compressed = syntax.is_compressed
+    except ValueError:  # a private or unknown syntax: pydicom cannot tell how it is encoded
+        raise InputError(
+            path,
+            f"transfer syntax '{syntax}' is not one kdseg can read (a private or unknown "
+            "encoding); export the series as Explicit VR Little Endian",
+        ) from None
+    if not compressed:
         return
     try:
         available = get_decoder(syntax).is_available

@@ -13,12 +13,14 @@ or a date with dashes, too: a PACS files a SEG by them).
 
 Array convention: the label is on the grid :func:`kdseg.data.dicom.load_dicom_series` returns,
 ``(X, Y, Z)`` with axis 0 along the DICOM rows (the column index of the pixel matrix), axis 1
-along the columns and axis 2 across the slices in InstanceNumber order, so slice ``k``'s frame
-is ``label[:, :, k].T``.
+along the columns and axis 2 across the slices in stacking order (by position along the slice
+normal: :func:`kdseg.data.dicom.read_series_headers`), so slice ``k``'s frame is
+``label[:, :, k].T``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -90,18 +92,17 @@ REFERENCED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "FrameOfRefer
 def source_slices(
     folder: str | os.PathLike, headers: Sequence[pydicom.Dataset] | None = None
 ) -> list[pydicom.Dataset]:
-    """Headers of the series' image slices in InstanceNumber order (axis 2 of the volume):
-    ``headers`` when given (those :func:`~kdseg.data.dicom.load_dicom_series` read), else
-    read and validated from ``folder``.
+    """Headers of the series' image slices in stacking order (axis 2 of the volume):
+    ``headers`` when given (those :func:`~kdseg.data.dicom.load_dicom_series` read, in that
+    order), else read, validated and ordered from ``folder`` the same way.
 
     Raises :class:`InputError` naming the file of a slice that lacks one of the
     :data:`REFERENCED` UIDs or shares its SOPInstanceUID with another slice: a SEG could not
     reference it (highdicom fails with a traceback, or references one instance twice)."""
     if headers is None:
-        found = read_series_headers(Path(folder))
+        pairs = read_series_headers(Path(folder))
     else:  # each header read from its file knows it (pydicom's ``filename``)
-        found = [(Path(getattr(ds, "filename", None) or folder), ds) for ds in headers]
-    pairs = sorted(found, key=lambda item: int(item[1].InstanceNumber))
+        pairs = [(Path(getattr(ds, "filename", None) or folder), ds) for ds in headers]
     seen: dict[str, Path] = {}
     for path, ds in pairs:
         missing = [keyword for keyword in REFERENCED if not ds.get(keyword)]
@@ -122,6 +123,15 @@ def source_slices(
             if keyword not in ds:
                 setattr(ds, keyword, "")
     headers = [ds for _, ds in pairs]
+    # highdicom wants one orientation, exactly; the reader took cosines within its tolerance
+    # (ORIENTATION_MATCH: rounding noise) as one, and so does the SEG: the first slice's
+    orientation = list(headers[0].ImageOrientationPatient)
+    for ds in headers[1:]:
+        ds.ImageOrientationPatient = orientation
+    for ds in headers:  # a negative thickness (some exporters) is a thickness all the same
+        with contextlib.suppress(TypeError, ValueError):
+            if (thickness := float(ds.get("SliceThickness") or 0)) < 0:
+                ds.SliceThickness = format_number_as_ds(-thickness)
     if any(not ds.get("SliceThickness") for ds in headers):
         # Type 2 in a CT, often empty or absent; a SEG without it in its pixel measures fails
         # to load in highdicom itself: the slice spacing stands in (a SEG voxel's depth)
@@ -210,7 +220,24 @@ def write_dicom_seg(
     # (slices, rows, columns): a Fortran-ordered label's transpose is C-ordered, and the
     # lookup keeps that order, so the frames are one copy of the label, not two
     frames = np.ascontiguousarray(lut[label.transpose(2, 1, 0)])
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, sources, frames, labels, organ)
+    except ValueError as exc:  # highdicom's own checks of the sources: nothing written yet
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputError(
+            series_folder, f"cannot write a DICOM SEG of this series ({first})"
+        ) from None
+    for element in verbatim.values():
+        seg[element.tag] = element
+    target = Path(target)
+    with atomic_path(target, suffix=".dcm") as tmp:
+        seg.save_as(tmp)
+    return target
+
+
+def _segmentation(hd, sources: list[pydicom.Dataset], frames, labels, organ: str):
+    """highdicom's Segmentation of ``frames`` (slices, rows, columns) over ``sources``."""
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -231,9 +258,3 @@ def write_dicom_seg(
         # with no frame (no tumor found) hangs OHIF's loader, and a SEG needs a frame
         omit_empty_frames=bool(np.isin(np.arange(1, len(labels) + 1), frames).all()),
     )
-    for element in verbatim.values():
-        seg[element.tag] = element
-    target = Path(target)
-    with atomic_path(target, suffix=".dcm") as tmp:
-        seg.save_as(tmp)
-    return target

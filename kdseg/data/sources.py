@@ -232,8 +232,11 @@ def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
     entries, files that are not NIfTI, folders without a DICOM series (the operating system's
     own files, :data:`OS_FILES`, without a word). Refused, since a scan would be lost: a NIfTI
     suffix of mixed case, which nibabel cannot read; an empty NIfTI file, a link to nothing;
-    DICOM slices beside other scans (which was meant is not for kdseg to guess)."""
-    from kdseg.data.dicom import is_dicom_folder
+    DICOM slices beside other scans (which was meant is not for kdseg to guess); a folder of
+    nothing but a DICOMDIR and folders without a series in them (a CD's root, whose series lie
+    deeper: DICOM/ST0/SE0), naming the series folder to pass. A DICOMDIR beside series folders
+    is no slice: it is passed over."""
+    from kdseg.data.dicom import dicomdir_index, dicomdir_refusal, is_dicom_folder
     from kdseg.data.io import is_nifti, mixed_case_nifti
 
     entries = [p for p in sorted(root.iterdir()) if not _os_file(p.name)]
@@ -254,6 +257,8 @@ def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
                 "move the slices into a series folder of their own",
             )
         return [root], None
+    if not niftis and not series and dicomdir_index(root) is not None:
+        raise dicomdir_refusal(root)
     for path in niftis:
         if path.is_symlink() and not path.exists():
             raise InputError(path, f"a link to nothing ({os.readlink(path)} is missing)")
