@@ -583,8 +583,9 @@ def test_a_series_stamp_sees_one_slice_replaced_with_an_older_mtime(tmp_path: Pa
 
 def test_a_label_without_its_scan_or_a_name_in_capitals_is_refused(tmp_path: Path) -> None:
     """kdseg-prepare and kdseg-eval left out, without a word, a LiTS, Decathlon or nnU-Net
-    label whose scan is gone (a KiTS19 one was refused) and a LiTS file named in capitals
-    (``volume-3.NII.GZ``, which kdseg-predict reads): each is refused in one line."""
+    label whose scan is gone (a KiTS19 one was refused) and a LiTS or Decathlon file named in
+    capitals (``volume-3.NII.GZ``, ``Liver_3.nii.gz``, which kdseg-predict reads): each is
+    refused in one line, and so is a symlink loop, once called a missing label or scan."""
     fixture = Path(__file__).parent / "fixtures" / "nnunet"
 
     lits = tmp_path / "lits"
@@ -603,6 +604,24 @@ def test_a_label_without_its_scan_or_a_name_in_capitals_is_refused(tmp_path: Pat
     _touch(msd / "labelsTr" / "._liver_1.nii.gz", msd / "labelsTr" / "liver_2.nii.gz")
     with pytest.raises(InputError, match="liver_2.nii.gz: missing image imagesTr/liver_2.nii.gz"):
         discover_cases("msd_liver", msd)
+    (msd / "labelsTr" / "liver_2.nii.gz").unlink()
+    assert [c.case_id for c in discover_cases("msd_liver", msd)] == ["liver_1"]
+    _touch(msd / "imagesTr" / "Liver_3.nii.gz", msd / "labelsTr" / "Liver_3.nii.gz")
+    with pytest.raises(InputError, match=r"imagesTr/Liver_3.nii.gz: a Decathlon name with cap"):
+        discover_cases("msd_liver", msd)  # both were left out without a word
+    (msd / "imagesTr" / "Liver_3.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"labelsTr/Liver_3.nii.gz: a Decathlon name with cap"):
+        discover_cases("msd_liver", msd)
+    (msd / "labelsTr" / "Liver_3.nii.gz").unlink()
+    (msd / "labelsTr" / "liver_1.nii.gz").unlink()  # a label that links to itself: was missing
+    (msd / "labelsTr" / "liver_1.nii.gz").symlink_to("liver_1.nii.gz")
+    with pytest.raises(InputError, match=r"labelsTr/liver_1.nii.gz: a symlink loop"):
+        discover_cases("msd_liver", msd)
+    kits = tmp_path / "kits" / "case_00001"  # a scan that links to itself: was missing
+    _touch(kits / "segmentation.nii.gz")
+    (kits / "imaging.nii.gz").symlink_to("imaging.nii.gz")
+    with pytest.raises(InputError, match=r"case_00001/imaging.nii.gz: a symlink loop"):
+        discover_cases("kits19", kits.parent)
     nnunet = tmp_path / "nnunet"
     _touch(nnunet / "imagesTr" / "a_0000.nii.gz", nnunet / "labelsTr" / "a.nii.gz")
     shutil.copy(fixture / "dataset.json", nnunet / "dataset.json")

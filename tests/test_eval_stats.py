@@ -46,6 +46,20 @@ def test_gap_closed_compares_the_seeds_the_row_shares_with_the_student_alone() -
     assert row.cells["lits", "tumor"].mean == pytest.approx(sum(distilled.values()) / 5)
     assert row.paired["lits", "tumor"].seeds == (1, 2, 3)
     assert row.paired["lits", "tumor"].mean == pytest.approx(shared_mean - 0.60)
+    # a student-alone seed without a score (not evaluated, or NaN) is not shared either: the
+    # distilled mean over seeds 1-3 against the alone mean over 1-2 said 49%, seed for seed 24%
+    distilled = {1: 0.65, 2: 0.66, 3: 0.80}
+    for missing in (None, math.nan):
+        records = [_run("teacher", 1, 0.80, model="raunet (w 0.5)")]
+        records += [_run("student", s, v) for s, v in {1: 0.60, 2: 0.62, 3: 0.0}.items()]
+        records[-1].scores = {} if missing is None else {"tumor": missing}
+        records += [
+            _run("distilled", s, v, method="emkd", teacher="raunet (w 0.5)")
+            for s, v in distilled.items()
+        ]
+        row = next(r for r in group_runs(records) if r.role == "distilled")
+        assert row.paired["lits", "tumor"].seeds == (1, 2)
+        assert row.gap["lits"] == pytest.approx(((0.65 + 0.66) / 2 - 0.61) / (0.80 - 0.61))
 
 
 def test_gap_closed_with_no_shared_seed_uses_each_rows_own_seeds() -> None:
@@ -215,6 +229,46 @@ def test_read_per_case_refuses_a_table_that_is_not_its_summary(tmp_path: Path) -
     with pytest.raises(InputError, match="not summary.json's"):
         read_per_case(tmp_path, "eval-test-full", None, {"tumor": 0.75})
     assert read_per_case(tmp_path, "eval-test-full", "dice_mean", {"tumor": 0.7}) == {}
+
+
+def test_a_paper_protocol_evaluation_is_reported_without_the_bootstrap(tmp_path: Path) -> None:
+    """kdseg-report refused runs evaluated with the paper's protocol (``eval-test-paper``):
+    their per_case.csv holds voxel counts, not per-case Dice, and was read as the full
+    protocol's ("not a kdseg-eval per_case.csv ('gt_empty')"). They are reported by their
+    ``dice``, named so, with no per-case scores (the bootstrap column n/a)."""
+    import numpy as np
+
+    from kdseg.eval.evaluate import summarize_rows, write_results
+    from kdseg.eval.metrics import paper_protocol_case
+    from kdseg.eval.report import build_report
+
+    for seed in (1, 2):
+        run = tmp_path / f"enet-s{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(
+            f"seed: {seed}\ndata: {{name: lits, organ: liver, task: tumor}}\n"
+            "model: {name: enet, in_channels: 1, num_classes: 2, width: 0.25}\n"
+        )
+        (run / "summary.json").write_text("{}")
+        rng = np.random.default_rng(seed)
+        rows = [
+            {
+                "case": f"c{i}",
+                "tumor": paper_protocol_case(rng.random((3, 8, 8)), rng.random((3, 8, 8)) > 0.7),
+            }
+            for i in range(3)
+        ]
+        summary = summarize_rows(rows, "paper")
+        write_results(rows, summary, run / "eval-test-paper", {"protocol": "paper"})
+    assert "gt_empty" not in (run / "eval-test-paper" / "per_case.csv").read_text()
+    report = build_report([tmp_path], eval_dir="eval-test-paper")
+    (row,) = report.rows
+    assert [r.per_case for r in row.runs] == [{}, {}]
+    assert row.cells["lits", "tumor"].n == 2 and report.metric == "dice"
+    scores = {r.seed: r.scores["tumor"] for r in row.runs}
+    assert scores[2] == pytest.approx(summary["tumor"]["dice"])  # the last seed written
+    assert row.cells["lits", "tumor"].mean == pytest.approx((scores[1] + scores[2]) / 2)
+    assert "Dice: `dice` from each run's `eval-test-paper/summary.json`" in report.markdown()
 
 
 def test_paired_bootstrap_script_prints_the_documented_v4_digits(capsys) -> None:

@@ -126,6 +126,79 @@ def test_zero_voxel_size_and_broken_scales_are_refused(tmp_path: Path) -> None:
     load_volume(_ct(tmp_path / "fat.nii.gz", png.astype(np.int16) - 100))
 
 
+def test_a_header_nibabel_complains_about_is_one_line_and_nibabel_says_nothing(
+    tmp_path: Path, caplog, capfd
+) -> None:
+    """A bad magic string or an unknown data type: nibabel logs them at level 40 and 45, above
+    the ERROR level it was held to, so they reached stderr and the console handler (one
+    ``kdseg-...: error:`` line each) before the line that names the file. Nothing of
+    nibabel's is logged now, and its logger's level is as it was."""
+    from kdseg.data.io import load_volume
+
+    raw = bytearray(_ct(tmp_path / "ct.nii").read_bytes())
+    logger = nib.imageglobals.logger
+    level = logger.level
+    for name, offset, value in (("magic", 344, b"xxxx"), ("dtype", 70, b"\x0f\x27")):
+        broken = bytearray(raw)
+        broken[offset : offset + len(value)] = value
+        path = tmp_path / f"{name}.nii"
+        path.write_bytes(bytes(broken))
+        with caplog.at_level(logging.DEBUG), pytest.raises(InputError, match=f"{name}.nii: "):
+            load_volume(path)
+    assert not caplog.records and capfd.readouterr().err == ""
+    assert logger.level == level
+
+
+def _scaled(tmp_path: Path, slope: float, inter: float) -> Path:
+    """A CT whose header's ``scl_slope`` and ``scl_inter`` are as given, written as is."""
+    raw = bytearray(_ct(tmp_path / "ct.nii").read_bytes())
+    raw[112:120] = np.array([slope, inter], "<f4").tobytes()
+    path = tmp_path / f"s{slope}_i{inter}.nii"
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("slope", "inter", "said"),
+    [
+        (np.inf, 0.0, "scl_slope is inf"),
+        (-np.inf, 0.0, "scl_slope is -inf"),
+        (1.0, np.inf, "scl_inter is inf"),
+        (1.0, np.nan, "scl_inter is nan"),
+        (0.0, -np.inf, "scl_inter is -inf"),
+        (np.nan, -1024.0, "scl_slope is nan .no scaling. beside scl_inter -1024"),
+        (0.0, -1024.0, "scl_slope is 0 .no scaling. beside scl_inter -1024"),
+    ],
+)
+def test_a_voxel_scaling_that_is_not_a_number_is_refused(
+    tmp_path: Path, slope: float, inter: float, said: str
+) -> None:
+    """An infinite slope, or NaN beside an intercept, made nibabel drop the scaling, the
+    intercept with it (the wrong HU, without a word); a slope that scales beside an intercept
+    that is not a number was "cannot read NIfTI (ImageFileError ...)". Each is one line
+    naming the file and the field."""
+    from kdseg.data.io import load_volume
+
+    path = _scaled(tmp_path, slope, inter)
+    with pytest.raises(InputError, match=f"{re.escape(path.name)}: {said}"):
+        load_volume(path)
+
+
+def test_an_unset_or_finite_voxel_scaling_is_read(tmp_path: Path) -> None:
+    """What writers store for "no scaling" is read as stored: NaN and NaN (nibabel's own,
+    as it saves any image), 0 and 0 (the NIfTI standard's), 0 and NaN; a finite scaling is
+    applied."""
+    from kdseg.data.io import load_volume
+
+    stored = np.asarray(nib.load(_ct(tmp_path / "ct.nii")).dataobj)
+    assert np.isnan(nib.load(tmp_path / "ct.nii").header["scl_slope"])  # nibabel's "unset"
+    for slope, inter in ((np.nan, np.nan), (0.0, 0.0), (0.0, np.nan), (np.nan, 0.0)):
+        got = np.asarray(load_volume(_scaled(tmp_path, slope, inter)).dataobj)
+        np.testing.assert_array_equal(got, stored)
+    got = np.asarray(load_volume(_scaled(tmp_path, 1.0, 24.0)).dataobj)
+    np.testing.assert_array_equal(got, stored + 24.0)
+
+
 @pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
 def test_a_negative_dimension_in_the_header_is_one_line(tmp_path: Path, name: str) -> None:
     """``dim[2] = -5`` was an internal error (nibabel's memory map of a negative length)."""
@@ -810,13 +883,15 @@ def test_a_folder_of_scans_refuses_what_it_would_lose_or_write_twice(tmp_path: P
     """kdseg-pseudolabel passed over ``c.Nii.gz`` without a word (kdseg-predict refused it);
     ``x.nii`` beside ``x.nii.gz`` wrote one case over the other, and ``a.nii.gz`` beside
     ``A.nii.gz`` does so on macOS and Windows. Both commands refuse each up front, in one line
-    naming both inputs; so are an empty scan, a link to nothing and DICOM slices lying beside
-    other scans (the folder would be read as one series, the rest left out)."""
+    naming both inputs; so are an empty scan, a link to nothing, a symlink loop (said to be a
+    link to nothing) and DICOM slices lying beside other scans (the folder would be read as
+    one series, the rest left out)."""
     from test_dicom import AFFINE_FLIPPED
     from test_dicom import _volume as _dicom_volume
 
     from kdseg.cli.predict import plan_outputs
     from kdseg.data.dicom_write import write_dicom_series
+    from kdseg.data.io import load_volume
     from kdseg.data.sources import discover_images
 
     scans, out = tmp_path / "scans", tmp_path / "out"
@@ -843,6 +918,10 @@ def test_a_folder_of_scans_refuses_what_it_would_lose_or_write_twice(tmp_path: P
     refused(r"e\.nii: an empty file \(0 bytes\)", scans / "e.nii")
     (scans / "l.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     refused(r"l\.nii\.gz: a link to nothing", scans / "l.nii.gz")
+    (scans / "loop.nii.gz").symlink_to("loop.nii.gz")  # read alone: was "file not found"
+    with pytest.raises(InputError, match=r"loop\.nii\.gz: a symlink loop"):
+        load_volume(scans / "loop.nii.gz")
+    refused(r"loop\.nii\.gz: a symlink loop \(loop\.nii\.gz leads back", scans / "loop.nii.gz")
     slices = write_dicom_series(_dicom_volume(AFFINE_FLIPPED), scans)
     refused(r"scans: holds DICOM slices beside 1 other scan\(s\) \(a\.nii\.gz\)", *slices)
     write_dicom_series(_dicom_volume(AFFINE_FLIPPED), scans / "series")  # a series folder: fine

@@ -5,7 +5,8 @@ and every label pair :func:`kdseg.data.pairs.check_pair`, so a corrupt, truncate
 mismatched file is rejected with one clear line that names it (an
 :class:`~kdseg.errors.InputError`), and so is garbage that would otherwise pass through
 silently: NaN / Inf voxels, a constant volume, a header that promises more data than the file
-holds, RGB or complex voxels, a singular affine, a voxel size of zero or one no CT has, values
+holds, RGB or complex voxels, a singular affine, a voxel scaling that is not a number or
+that nibabel would drop, a voxel size of zero or one no CT has, values
 that cannot be Hounsfield units (:mod:`kdseg.data.hounsfield`: beyond any CT scale, mostly
 above dense bone, none negative, or in tenths of HU).
 Numpy and nibabel only (no torch): the ONNX deploy path reads through this module.
@@ -14,10 +15,12 @@ Numpy and nibabel only (no torch): the ONNX deploy path reads through this modul
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import logging
 import math
+import os
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -74,6 +77,22 @@ def mixed_case_nifti(path: str | Path) -> InputError | None:
     return InputError(
         path, "a NIfTI suffix of mixed case, which nibabel cannot read; name it .nii.gz or .nii"
     )
+
+
+def broken_link(path: str | Path) -> str | None:
+    """What is wrong with ``path`` when it is a symbolic link that leads to no file: a link to
+    nothing, or a symlink loop (a link that leads back to itself, which would otherwise read
+    as a file not found); None when it is no link or leads to a file or folder."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symlink loop ({os.readlink(path)} leads back to it); point it at the scan"
+        return f"a link to nothing ({os.readlink(path)} is missing)"
+    return None
 
 
 def nifti_stem(path: str | Path) -> str:
@@ -152,7 +171,7 @@ def load_volume(
         check_choice("hu_check", hu_check, HU_CHECK)
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "file not found")
+        raise InputError(path, broken_link(path) or "file not found")
     if path.is_dir():
         from kdseg.data.dicom import load_dicom_series
 
@@ -169,7 +188,7 @@ def load_volume(
             if f.read(2) == b"\x1f\x8b":
                 raise InputError(path, "gzip-compressed data named .nii; name it .nii.gz")
     try:
-        _check_pixdim(path)
+        _check_raw_header(path)
         sizes = stored_sizes(path) if is_gzip_name(path) else None  # read once, passed on
         if sizes is not None and sizes.excess > SLACK_BYTES:
             _refuse_padded_gzip(path, sizes)
@@ -236,21 +255,26 @@ def _refuse_padded_gzip(path: Path, sizes: StoredSizes) -> None:
 
 @contextlib.contextmanager
 def _quiet_nibabel() -> Iterator[None]:
-    """Silence nibabel's header-fix messages (level 30-35), which also reach the root logger
-    (nibabel's own suppressor only removes its handlers)."""
+    """Silence every message of nibabel's logger while inside: its header fixes (level 30-35)
+    and its header-check problems (level 40-45, a bad magic string, an unknown data type),
+    which reach stderr through its own handler and the root logger (a command's console
+    handler would print each as one more error line before the one that names the file).
+    The refusal that follows says what is wrong; nibabel's own suppressor only removes its
+    handlers. The level is restored on leaving."""
     logger = nib.imageglobals.logger
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
         logger.setLevel(level)
 
 
-def _check_pixdim(path: Path) -> None:
-    """Refuse a header whose voxel size (``pixdim``) is zero or not finite on a spatial axis,
-    before nibabel quietly makes it 1 mm (a negative one is taken as its absolute value, as
-    nibabel does)."""
+def _check_raw_header(path: Path) -> None:
+    """Refuse, from the header as stored and before nibabel reads it, a voxel size (``pixdim``)
+    that is zero or not finite on a spatial axis, which nibabel quietly makes 1 mm (a negative
+    one is taken as its absolute value, as nibabel does), and a scaling nibabel would drop
+    or fail on (:func:`_check_scaling`)."""
     opener = gzip.open if is_gzip_name(path) else open
     with opener(path, "rb") as f:
         head = f.read(540)
@@ -269,6 +293,34 @@ def _check_pixdim(path: Path) -> None:
             path,
             f"voxel size (pixdim) is {zooms[axis]:g} on axis {axis}: "
             "the header does not say how large a voxel is; broken header",
+        )
+    _check_scaling(header, path)
+
+
+def _check_scaling(header: nib.Nifti1Header, path: Path) -> None:
+    """Refuse a voxel scaling (``scl_slope``, ``scl_inter``) that is garbage or that nibabel
+    would drop without a word. A slope of 0 or NaN means "no scaling" (NaN and NaN is what
+    nibabel itself writes for an unscaled image, 0 and 0 what older writers do), and is
+    accepted with an intercept of 0 or NaN. Refused: an infinite slope or intercept (nibabel
+    drops the scaling, the intercept included: the wrong HU), an unset slope beside an
+    intercept that is a number other than 0 (dropped the same way), and a NaN intercept
+    beside a slope that scales (nibabel's own error names no field)."""
+    slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+    scales = math.isfinite(slope) and slope != 0
+    field, value = None, 0.0
+    if math.isinf(slope):
+        field, value = "scl_slope", slope
+    elif math.isinf(inter) or (scales and math.isnan(inter)):
+        field, value = "scl_inter", inter
+    elif not scales and math.isfinite(inter) and inter != 0:
+        raise InputError(
+            path,
+            f"scl_slope is {slope:g} (no scaling) beside scl_inter {inter:g}, which would be "
+            "dropped: the voxels would not be the scan's values; broken header",
+        )
+    if field is not None:
+        raise InputError(
+            path, f"{field} is {value:g}: the voxel scaling is not a finite number; broken header"
         )
 
 

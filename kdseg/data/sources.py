@@ -15,7 +15,6 @@ of a plain folder of NIfTI files and DICOM series: the unlabeled scans and pseud
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -55,7 +54,13 @@ class ImageCase:
 
 def _only_existing(*candidates: Path) -> Path | None:
     """The one of ``candidates`` (one file as ``.nii`` and ``.nii.gz``) that exists; two that
-    both exist are refused: which one holds the case is not for kdseg to guess."""
+    both exist are refused: which one holds the case is not for kdseg to guess, and so is a
+    link to nothing or a symlink loop (:func:`~kdseg.data.io.broken_link`), not missing."""
+    from kdseg.data.io import broken_link
+
+    for path in candidates:
+        if (problem := broken_link(path)) is not None:
+            raise InputError(path, problem)
     found = [p for p in candidates if p.exists()]
     if len(found) > 1:
         raise InputError(found[1], f"is the same file of the case as {found[0].name}: keep one")
@@ -71,19 +76,24 @@ def _natural_key(text: str) -> tuple:
 
 
 _LITS_NAME = r"(volume|segmentation)-(\d+)\.nii(\.gz)?"
+_MSD_NAME = r"liver_[^/]+\.nii(\.gz)?"
+
+
+def _refuse_capitals(folder: Path, pattern: str, layout: str, reads: str) -> None:
+    """Refuse a file of ``folder`` whose name is a ``layout`` name (``pattern``) but for its
+    capitals (LiTS ``Volume-3.nii.gz``, ``volume-3.NII.GZ``; Decathlon ``Liver_1.nii.gz``):
+    the layout's names are matched as written, so it would be left out without a word.
+    ``reads``: the names kdseg reads, for the message."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if re.fullmatch(pattern, path.name, re.IGNORECASE) and not re.fullmatch(pattern, path.name):
+            raise InputError(path, f"a {layout} name with capitals; kdseg reads {reads}")
 
 
 def _refuse_lits_capitals(root: Path) -> None:
     """Refuse ``Volume-3.nii.gz`` or ``volume-3.NII.GZ`` in a LiTS folder: left out otherwise."""
-    for path in sorted(root.iterdir()):
-        if re.fullmatch(_LITS_NAME, path.name, re.IGNORECASE) and not re.fullmatch(
-            _LITS_NAME, path.name
-        ):
-            raise InputError(
-                path,
-                "a LiTS name with capitals; kdseg reads volume-N.nii[.gz] and "
-                "segmentation-N.nii[.gz]",
-            )
+    _refuse_capitals(root, _LITS_NAME, "LiTS", "volume-N.nii[.gz] and segmentation-N.nii[.gz]")
 
 
 def _lits(root: Path) -> list[Case]:
@@ -133,12 +143,14 @@ def _kits19(root: Path) -> list[Case]:
 
 
 def _msd_liver(root: Path) -> list[Case]:
+    for folder in ("imagesTr", "labelsTr"):  # Liver_1.nii.gz: left out otherwise
+        _refuse_capitals(root / folder, _MSD_NAME, "Decathlon", f"{folder}/liver_N.nii[.gz]")
     cases = []
     for image in (root / "imagesTr").glob("liver_*.nii*"):
         if image.name.startswith("._"):
             continue
-        label = root / "labelsTr" / image.name
-        if not label.exists():
+        label = _only_existing(root / "labelsTr" / image.name)
+        if label is None:
             raise InputError(image, f"missing label labelsTr/{image.name}")
         cases.append(Case(image.name.split(".")[0], image, label))
     labels = list((root / "labelsTr").glob("liver_*.nii*"))
@@ -237,7 +249,7 @@ def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
     deeper: DICOM/ST0/SE0), naming the series folder to pass. A DICOMDIR beside series folders
     is no slice: it is passed over."""
     from kdseg.data.dicom import dicomdir_index, dicomdir_refusal, is_dicom_folder
-    from kdseg.data.io import is_nifti, mixed_case_nifti
+    from kdseg.data.io import broken_link, is_nifti, mixed_case_nifti
 
     entries = [p for p in sorted(root.iterdir()) if not _os_file(p.name)]
     visible = [p for p in entries if not p.name.startswith(".")]
@@ -260,8 +272,8 @@ def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
     if not niftis and not series and dicomdir_index(root) is not None:
         raise dicomdir_refusal(root)
     for path in niftis:
-        if path.is_symlink() and not path.exists():
-            raise InputError(path, f"a link to nothing ({os.readlink(path)} is missing)")
+        if (problem := broken_link(path)) is not None:
+            raise InputError(path, problem)
         if path.stat().st_size == 0:
             raise InputError(path, "an empty file (0 bytes); copy it again or move it out")
     passed = {

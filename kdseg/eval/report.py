@@ -33,7 +33,7 @@ from kdseg.eval.paired import (
     paired_bootstrap,
     paired_difference,
 )
-from kdseg.eval.runs import RunRecord, read_runs
+from kdseg.eval.runs import RunRecord, default_metric, read_runs
 
 ROLE_ORDER = ("teacher", "model", "student", "distilled")
 CLASS_ORDER = ("tumor", "organ")
@@ -144,33 +144,32 @@ def group_runs(records: Sequence[RunRecord], direction: int = 1) -> list[Row]:
             row.bootstrap[key] = _bootstrap(
                 row.paired[key], row.runs, alone.get(row.model, []), *key
             )
-        # the gap on the seeds the row shares with its student alone (its own seeds when it
-        # shares none): a distilled mean over seeds the reference lacks is no comparison
+        # the gap on the seeds where the row and its student alone both have a score, the
+        # seeds Δ pairs (its own seeds when there are none): a distilled mean over seeds
+        # the reference lacks, or did not score, is no comparison
         seeds = {r.seed for r in row.runs}
-        alone_runs = _on_seeds(references.get(("student", row.model), []), seeds)
-        shared = seeds & {r.seed for r in alone_runs}
-        distilled = _cells(_on_seeds(row.runs, shared))
-        teacher, student = (
-            _cells(_on_seeds(references.get(("teacher", row.teacher), []), shared or seeds)),
-            _cells(alone_runs),
-        )
         for dataset, name in row.cells:
-            if name == GAP_CLASS:
-                cell = distilled.get((dataset, name))  # None: no value on a shared seed
-                row.gap[dataset] = (
-                    None
-                    if cell is None
-                    else gap_closed(
-                        cell, teacher.get((dataset, name)), student.get((dataset, name)), direction
-                    )
-                )
+            if name != GAP_CLASS:
+                continue
+            key = (dataset, name)
+            paired = row.paired[key]
+            shared = set(paired.seeds) if paired is not None else set()
+            cell = _cells(_on_seeds(row.runs, shared)).get(key)
+            teacher = _cells(
+                _on_seeds(references.get(("teacher", row.teacher), []), shared or seeds)
+            ).get(key)
+            student = _cells(_on_seeds(alone.get(row.model, []), shared)).get(key)
+            row.gap[dataset] = (
+                None if cell is None else gap_closed(cell, teacher, student, direction)
+            )
     return sorted(rows, key=_sort_key)
 
 
 def _on_seeds(runs: Sequence[RunRecord], seeds: set[int | None]) -> list[RunRecord]:
-    """A reference row's runs of ``seeds`` (the distilled row's), or all of them when it has
-    none of those: a 3-seed row's gap is measured against the student alone of its 3 seeds,
-    not of 5, while one shared teacher (seed 1) serves every student seed."""
+    """A row's runs of ``seeds`` (those a distilled row shares with its student alone), or
+    all of them when it has none of those: a 3-seed row's gap is measured against the student
+    alone of its 3 seeds, not of 5, while one shared teacher (seed 1) serves every student
+    seed."""
     return [r for r in runs if r.seed in seeds] or list(runs)
 
 
@@ -270,8 +269,8 @@ class Report:
             f"Dice: `{self.metric}` from each run's `{self.eval_dir}/summary.json`; mean ± "
             "sample std over the seeds listed (one run: its value). Gap closed = (distilled - "
             "student alone) / (teacher - student alone) on the mean tumor Dice over the seeds "
-            "the row shares with the student alone (a reference row's own seeds when it shares "
-            "none); n/a when the teacher is "
+            "where the row and the student alone both have a value, those of Paired Δ (each "
+            "row's own seeds where there are none); n/a when the teacher is "
             "not better or a reference row is missing. Paired Δ = mean over seeds of "
             "(distilled - student alone) of the same seed (same initial weights), with a "
             "Student-t 95% interval; n/a without a student-alone run of a common seed. "
@@ -281,7 +280,7 @@ class Report:
             "paired by seed and case; "
             f"{BOOTSTRAP_RESAMPLES:,} resamples, fixed generator seed), percentile 95% interval "
             "around the same Δ; n/a without each run's per-case scores (`per_case.csv`, headline "
-            "Dice only) or when the runs did not score the same cases. "
+            "Dice of the full protocol only) or when the runs did not score the same cases. "
             "(n=k): only k of the row's runs have a value (an undefined Dice: no test case "
             "holds the class) or, in the paired column, a student-alone run of the same seed.",
         ]
@@ -403,6 +402,13 @@ def _columns(
     return columns, headers
 
 
+def _default_metric(records: Sequence[RunRecord]) -> str:
+    """The metric the runs' evaluations were read by when none was named: the headline Dice
+    of the full protocol, ``dice`` of the paper's (both where the runs mix them)."""
+    protocols = sorted({r.protocol for r in records if r.protocol is not None}) or ["full"]
+    return " / ".join(default_metric(p) for p in protocols)
+
+
 def build_report(
     patterns: Iterable[str | Path],
     eval_dir: str = "eval-test-full",
@@ -417,7 +423,7 @@ def build_report(
         columns=columns,
         headers=headers,
         eval_dir=eval_dir,
-        metric=metric or HEADLINE_DICE,
+        metric=metric or _default_metric(records),
         digits=digits,
         missing_eval=[r.path for r in records if not r.scores],
     )

@@ -57,6 +57,7 @@ class RunRecord:
     teacher_run: Path | None = None  # run folder of the teacher checkpoint
     teacher_ckpt: str | None = None
     teacher_predictions: str | None = None  # a stored-prediction teacher's folder
+    protocol: str | None = None  # the evaluation's: full or paper (None: not evaluated)
 
     @property
     def key(self) -> tuple[str, str, str | None, str | None]:
@@ -138,19 +139,29 @@ def model_params(model_cfg: dict[str, Any]) -> int:
     return _params_of(json.dumps(model_cfg, sort_keys=True))
 
 
-def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float]:
-    """Per-class Dice from ``<run>/<eval_dir>/summary.json``; empty when not evaluated.
+def default_metric(protocol: str) -> str:
+    """The Dice a report reads from a ``protocol`` evaluation when none is named: the full
+    protocol's headline per-case Dice, or the paper protocol's global ``dice``."""
+    return HEADLINE_DICE if protocol == "full" else "dice"
+
+
+def read_scores(
+    run: Path, eval_dir: str, metric: str | None
+) -> tuple[dict[str, float], str | None]:
+    """Per-class Dice from ``<run>/<eval_dir>/summary.json`` and the evaluation's protocol
+    (``full`` or ``paper``); empty and None when not evaluated.
 
     ``metric`` defaults to the headline Dice of the full protocol, or ``dice`` for the paper's.
     """
     path = run / eval_dir / "summary.json"
     if not path.is_file():
-        return {}
+        return {}, None
     data = read_json(path)
     summary = data.get("summary") if isinstance(data, dict) else None
     if not isinstance(summary, dict) or not all(isinstance(s, dict) for s in summary.values()):
         raise InputError(path, "not a kdseg-eval summary (no per-class 'summary' mapping)")
-    key = metric or (HEADLINE_DICE if data.get("protocol", "full") == "full" else "dice")
+    protocol = str(data.get("protocol", "full"))
+    key = metric or default_metric(protocol)
     scores = {}
     for name, stats in summary.items():
         if key not in stats:
@@ -159,7 +170,7 @@ def read_scores(run: Path, eval_dir: str, metric: str | None) -> dict[str, float
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InputError(path, f"class {name!r}: {key} is {value!r}, not a number")
         scores[name] = math.nan if value is None else float(value)
-    return scores
+    return scores, protocol
 
 
 def parse_per_case(path: Path) -> dict[str, dict[str, float | None]]:
@@ -190,14 +201,22 @@ def per_case_mean(scores: dict[str, float | None]) -> float:
 
 
 def read_per_case(
-    run: Path, eval_dir: str, metric: str | None, scores: dict[str, float]
+    run: Path,
+    eval_dir: str,
+    metric: str | None,
+    scores: dict[str, float],
+    protocol: str | None = "full",
 ) -> dict[str, dict[str, float | None]]:
     """Class -> case -> per-case Dice from ``<run>/<eval_dir>/per_case.csv`` (None where the
     case's reference lacks the class), for the paired bootstrap over cases; empty unless the
-    report's Dice is the headline one (``dice_per_case_nonempty``: the mean of these very
-    values, checked against ``scores``) and the file is there."""
+    evaluation's ``protocol`` (:func:`read_scores`) is the full one, the report's Dice is its
+    headline one (``dice_per_case_nonempty``: the mean of these very values, checked against
+    ``scores``) and the file is there. A paper-protocol evaluation's per_case.csv holds
+    voxel counts, not per-case Dice: its runs are reported without the bootstrap column."""
     path = run / eval_dir / "per_case.csv"
-    if (metric or HEADLINE_DICE) != HEADLINE_DICE or not scores or not path.is_file():
+    if protocol != "full" or (metric or HEADLINE_DICE) != HEADLINE_DICE:
+        return {}
+    if not scores or not path.is_file():
         return {}
     out = parse_per_case(path)
     for name, score in scores.items():  # the same numbers as summary.json, or no pairing
@@ -239,9 +258,9 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
         dataset=str(data.get("name", "?")),
         organ=organ_name(data),
         params=model_params(model_cfg),
-        scores=read_scores(run, eval_dir, metric),
     )
-    record.per_case = read_per_case(run, eval_dir, metric, record.scores)
+    record.scores, record.protocol = read_scores(run, eval_dir, metric)
+    record.per_case = read_per_case(run, eval_dir, metric, record.scores, record.protocol)
     if distilled:
         ckpt, predictions = cfg["teacher"].get("ckpt"), cfg["teacher"].get("predictions")
         if ckpt or not predictions:
