@@ -526,11 +526,13 @@ def test_a_cache_of_an_earlier_kdseg_is_trusted_then_stamped(
     assert json.loads(meta_path.read_text())["source"] == stamp  # adopted
 
 
-def test_cached_teacher_targets_outlive_their_prediction_files(
+def test_cached_teacher_targets_need_their_prediction_files(
     phantom_lits: Path, tmp_path: Path
 ) -> None:
-    """nnU-Net probability files are large: once cached they may be deleted. A changed one is
-    cached again."""
+    """A prediction must exist for every case each time: one deleted (or left out of a
+    predictions folder written again) is refused as for a case never cached, so the cache
+    never mixes an earlier teacher's targets with a later one's. A changed one is cached
+    again."""
     from kdseg.data.cache import CachedCase
     from kdseg.data.tasks import Task
     from kdseg.data.teacher_targets import prepare_teacher_targets, teacher_slice
@@ -551,9 +553,13 @@ def test_cached_teacher_targets_outlive_their_prediction_files(
     first = teacher.stat().st_mtime_ns
     case = CachedCase("volume-0", cache / "cases" / "volume-0", 0, (), (), (1.0, 1.0, 1.0))
     before = teacher_slice(cache, case, 0, Task("multiclass"))
+    kept = np.load(preds / "volume-1.npy")
     (preds / "volume-1.npy").unlink()
+    with pytest.raises(InputError, match="no teacher prediction for case 'volume-1'"):
+        prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
+    np.save(preds / "volume-1.npy", kept)
     prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
-    assert teacher.stat().st_mtime_ns == first
+    assert teacher.stat().st_mtime_ns == first  # unchanged files: nothing cached again
     np.save(preds / "volume-0.npy", np.load(preds / "volume-0.npy")[[1, 0, 2]])  # changed
     prepare_teacher_targets(cases, preds, setup.preprocess, cache, progress=False)
     assert teacher.stat().st_mtime_ns != first

@@ -109,6 +109,30 @@ def test_prediction_with_mismatched_geometry_exits_2_with_one_line(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_prediction_gone_from_the_folder_is_refused_though_its_case_is_cached(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A prediction must exist for every case each time: a predictions folder written again
+    without one case kept that case's cached targets of the earlier teacher, a cache mixing
+    two teachers. Now it is the one line of a case never cached."""
+    import pytest
+    from test_pipeline import _data_cfg
+
+    from kdseg.data.dataset import resolve_data
+    from kdseg.errors import InputError
+
+    teacher = predictions(phantom_lits, tmp_path / "preds")
+    cfg = _data_cfg(phantom_lits, **{"data.cache_root": tmp_path / "cache"})
+    setup = resolve_data(cfg, teacher_predictions=str(teacher))
+    setup.prepare(progress=False)
+    case = train_ids(phantom_lits)[0]
+    assert (setup.teacher_dir / "cases" / case / "teacher.npy").exists()
+    (teacher / f"{case}.nii.gz").unlink()
+    again = resolve_data(cfg, teacher_predictions=str(teacher))
+    with pytest.raises(InputError, match=f"no teacher prediction for case '{case}'"):
+        again.prepare(progress=False)
+
+
 def test_stage2_distill_from_stored_predictions_cuts_them_like_the_images(
     phantom_lits: Path, tmp_path: Path
 ) -> None:

@@ -441,7 +441,11 @@ def _patched_enet(phantom_lits: Path, *extra: str) -> list[str]:
 
 
 def _resume_from_previous(
-    args: list[str], tmp_path: Path, step: int, edit: Callable[[dict], None] | None = None
+    args: list[str],
+    tmp_path: Path,
+    step: int,
+    edit: Callable[[dict], None] | None = None,
+    command: str = "train",
 ) -> tuple[dict, str]:
     """Train ``args`` whole, then again from the whole run's ``last-previous.ckpt`` (as a run
     killed after that checkpoint leaves it; its ``global_step`` must be ``step``), and assert
@@ -449,7 +453,7 @@ def _resume_from_previous(
     before the resume (one as an older kdseg wrote it). Returns that checkpoint and the
     resumed run's output."""
     whole = tmp_path / "whole"
-    kdseg("train", *args, f"hydra.run.dir={whole}")
+    kdseg(command, *args, f"hydra.run.dir={whole}")
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copy(whole / "checkpoints" / "last-previous.ckpt", resumed / "checkpoints" / "last.ckpt")
@@ -458,7 +462,7 @@ def _resume_from_previous(
     if edit is not None:
         edit(ckpt)
         torch.save(ckpt, resumed / "checkpoints" / "last.ckpt")
-    done = kdseg("train", *args, f"hydra.run.dir={resumed}")
+    done = kdseg(command, *args, f"hydra.run.dir={resumed}")
 
     def weights(run: Path) -> dict[str, torch.Tensor]:
         return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -606,7 +610,7 @@ def test_ddp_run_without_workers_resumed_without_its_epoch_shuffles_the_later_ep
 
 
 def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
-    phantom_lits: Path, tmp_path: Path
+    phantom_lits: Path, trained_enet: Path, tmp_path: Path
 ) -> None:
     """Two processes, each drawing its own: process 1 draws the unlabeled slices that process
     0 leaves undrawn after its last batch of an epoch, and label-class patches of its own
@@ -616,18 +620,22 @@ def test_ddp_run_resumed_mid_epoch_draws_what_an_uninterrupted_one_would(
     scans = tmp_path / "scans"
     scans.mkdir()
     for i in (0, 3):
-        os.symlink(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
-    args = _patched_enet(
-        phantom_lits,
+        shutil.copy(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
+    args = [  # kdseg-distill: unlabeled scans need a teacher (kdseg-train refuses them)
+        *(a for a in _patched_enet(phantom_lits) if not a.startswith("model")),
+        "student=enet",
+        "student.width=0.25",
+        "distill=kd",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
         f"data.cache_root={tmp_path / 'cache'}",
         "trainer=ddp_fork",
         "trainer.max_epochs=2",
         "checkpoint.every_n_train_steps=1",
         f"data.unlabeled_root={scans}",
         "data.unlabeled_fraction=0.25",
-    )
+    ]
     # step 3: one batch into the second epoch (2 batches an epoch on each process)
-    ckpt, _ = _resume_from_previous(args, tmp_path, step=3)
+    ckpt, _ = _resume_from_previous(args, tmp_path, step=3, command="distill")
     assert len(ckpt["SliceDataModule"]["ranks"]) == 2
 
 
@@ -791,7 +799,7 @@ def test_ddp_distill_with_unlabeled_scans(
     scans = tmp_path / "scans"
     scans.mkdir()
     for i in (0, 3):
-        os.symlink(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
+        shutil.copy(phantom_lits / f"volume-{i}.nii.gz", scans / f"scan-{i}.nii.gz")
     run = tmp_path / "ddp-unlabeled"
     kdseg(
         "distill",

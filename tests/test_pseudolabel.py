@@ -3,6 +3,7 @@ an output folder that kdseg-train trains on."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DATA, kdseg, kdseg_here
+from conftest import TINY_DATA, error_lines, kdseg, kdseg_here
 from test_distill_module import _fake_teacher
 
 from kdseg.eval.checkpoint import load_bundle, read_checkpoint
@@ -74,21 +75,39 @@ def test_pseudolabel_round_trip_filter_and_training(
     assert 0 < len(kept) < len(SCANS)
     assert {p.name.split(".")[0] for p in (filtered / "labelsTr").iterdir()} == kept
 
-    # the output is a dataset: kdseg-train reads the teacher's labels as ground truth
+    # the output is a dataset: kdseg-train reads the teacher's labels as ground truth, but a
+    # seeded split would put teacher-labelled cases in val/test: refused, a split file asked for
     run = tmp_path / "run"
-    kdseg_here(
-        "train",
-        *TINY_DATA,
-        "logger=csv",
-        "data=nnunet",
-        f"data.root={out}",
-        "model=enet",
-        "model.width=0.25",
-        "trainer.max_steps=2",
-        "trainer.max_epochs=1",
-        f"hydra.run.dir={run}",
-    )
+    train = [
+        *TINY_DATA, "logger=csv", "data=nnunet", "model=enet", "model.width=0.25",
+        "trainer.max_steps=2", "trainer.max_epochs=1", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    assert json.loads((out / "dataset.json").read_text())["kdseg_pseudolabel"] is True
+    refused = kdseg_here("train", *train, f"data.root={out}", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert error_lines(refused.stderr) == [
+        f"kdseg-train: error: {out / 'dataset.json'}: a kdseg-pseudolabel dataset: a seeded "
+        "split would score val/test against the teacher's own labels; pass "
+        "data.split_file=<a split with pseudo-labelled cases in train only, ground-truth cases "
+        "in val and test>"
+    ]
+    assert not (run / "checkpoints").exists()
+    # docs/unlabeled.md's workflow: one folder with the ground-truth cases and the pseudo-
+    # labelled ones, and a split file keeping the teacher's labels in train
+    mixed = tmp_path / "mixed"
+    for sub in ("imagesTr", "labelsTr"):
+        (mixed / sub).mkdir(parents=True)
+        for path in (out / sub).iterdir():
+            os.symlink(path.resolve(), mixed / sub / path.name)
+    for n in (1, 3):
+        os.symlink(phantom_lits / f"volume-{n}.nii.gz", mixed / "imagesTr" / f"gt-{n}_0000.nii.gz")
+        os.symlink(phantom_lits / f"segmentation-{n}.nii.gz", mixed / "labelsTr" / f"gt-{n}.nii.gz")
+    (mixed / "dataset.json").write_text((out / "dataset.json").read_text())
+    split = tmp_path / "mixed_split.json"
+    split.write_text(json.dumps({"train": [*SCANS, "gt-1"], "val": ["gt-3"], "test": []}))
+    kdseg_here("train", *train, f"data.root={mixed}", f"data.split_file={split}")
     assert (run / "checkpoints" / "last.ckpt").exists()
+    assert json.loads((run / "split.json").read_text())["val"] == ["gt-3"]
     assert not (scans / ".kdseg_cache").exists() and sorted(p.name for p in scans.iterdir()) == [
         f"{n}.nii.gz" for n in SCANS
     ]
@@ -274,8 +293,6 @@ def test_pseudolabel_cli_postprocess_largest_keeps_the_models_count(
     large organs kept, its small island gone, where the labels without postprocessing hold
     all three. A model whose ``data.organ`` is None (a dataset.json naming no single organ)
     names label 1 ``organ`` in the dataset it writes, not ``null``."""
-    import json
-
     from scipy import ndimage
     from test_cascade import fine_backend
     from test_spacing_roi import stored_volume
@@ -314,7 +331,47 @@ def test_pseudolabel_cli_postprocess_largest_keeps_the_models_count(
         )  # fmt: skip
         dataset = json.loads((out / "dataset.json").read_text())
         assert dataset["labels"] == {"background": 0, "organ": 1, "tumor": 2}
+        assert dataset["min_flip_dice"] is None  # no flip check: no flip threshold recorded
         assert (dataset["postprocess"], dataset["postprocess_keep"]) == (mode, keep)
         label = np.asarray(nib.load(out / "labelsTr" / "case.nii.gz").dataobj)
         assert components(label) == count, mode
     assert not label[30:33, 4:7, 8:11].any() and label[26:34, 22:30, 3:9].all()
+
+
+@pytest.mark.parametrize(
+    "option,expected",
+    [
+        (
+            "min_flip_dice=0.9",
+            "min_flip_dice needs the flip check; set flip_check=true or min_flip_dice=0",
+        ),
+        ("organ=tumor", "organ='tumor' names the tumor label, not an organ"),
+        ("organ=Background", "organ='Background' names the background label, not an organ"),
+        ("organ=liver_lesion", "organ='liver_lesion' names the tumor label, not an organ"),
+        ("organ=ignore", "organ='ignore' names the ignore label, not an organ"),
+    ],
+)
+def test_pseudolabel_refuses_settings_it_would_ignore_or_break_before_the_model_loads(
+    phantom_lits: Path, tmp_path: Path, option: str, expected: str
+) -> None:
+    """``min_flip_dice`` without the flip check filtered nothing while dataset.json recorded
+    it; an organ name an nnU-Net reader takes for background, ignore or a tumor wrote
+    ``{"background": 0, "tumor": 1, "tumor": 2}``-like labels. Both are one line, exit 2,
+    before the checkpoint is read (here it does not exist), and no output is made."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    os.symlink(phantom_lits / "volume-0.nii.gz", scans / "scan-a.nii.gz")
+    out = tmp_path / "pseudo"
+    result = kdseg_here(
+        "pseudolabel",
+        f"ckpt={tmp_path / 'missing.ckpt'}",
+        f"input={scans}",
+        f"output={out}",
+        "flip_check=false",
+        option,
+        check=False,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("kdseg-pseudolabel: error: ") and expected in lines[0], lines
+    assert not out.exists()

@@ -70,24 +70,33 @@ def test_a_cached_run_is_the_uncached_run_and_a_second_run_reads_every_batch(
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".pt"]
 
 
-def test_the_key_follows_autocast_and_keeps_full_precision_cpu_keys(
-    phantom_lits: Path, tmp_path: Path
+def test_the_key_follows_autocast_cpu_capability_and_kdseg_version(
+    phantom_lits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full-precision CPU key is the digest it always was (caches written before stay
-    valid); under autocast the key changes, so a mixed-precision run never reads a
-    full-precision run's entries; bfloat16 batches (which numpy lacks) hash too."""
+    """A full-precision CPU key names the kdseg version and the instruction set torch
+    dispatches to (an AVX2 and an AVX-512 machine sharing a folder never mix their outputs);
+    under autocast the key changes, so a mixed-precision run never reads a full-precision
+    run's entries; bfloat16 batches (which numpy lacks) hash too."""
     import hashlib
+
+    import kdseg
 
     module, batch = _module(phantom_lits, tmp_path, False, cache=str(tmp_path / "cache"))
     cache = module.teacher_cache
     images = batch["image"]
-    # the key as it was written until 2026-12-06: the identity ended in f"threads {n}", n read
-    # when the cache was built (now read at each key, with the same bytes)
-    assert cache._identity.endswith(b"|threads ")
+    # the thread count is read at each key (Lightning's DDP launchers set it late)
+    assert cache._identity.endswith(f"|kdseg {kdseg.__version__}|threads ".encode())
     threads = torch.get_num_threads()
+    capability = torch.backends.cpu.get_cpu_capability()
     before = hashlib.sha256(cache._identity + f"{threads}".encode())
     before.update(f"|cpu|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode())
+    before.update(f"cpu {capability}|".encode())
     before.update(images.detach().contiguous().numpy())
+    assert cache.key(images) == before.hexdigest()
+    other = "AVX512" if capability != "AVX512" else "AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
+    assert cache.key(images) != before.hexdigest()
+    monkeypatch.undo()
     assert cache.key(images) == before.hexdigest()
     # threads set after the cache is built (Lightning's DDP launchers do): the key follows
     torch.set_num_threads(threads + 1)
@@ -206,3 +215,21 @@ def test_bad_settings_are_refused(phantom_lits: Path, trained_enet: Path, tmp_pa
         f"kdseg-distill: error: {a_file}: teacher.cache is not a folder"
     ]
     assert a_file.read_text() == "x"
+    # a cache inside a folder the run reads (here data.root) would write into it
+    before = sorted(p.name for p in phantom_lits.iterdir())
+    inside = phantom_lits / "teacher-cache"
+    result = kdseg_here(
+        "distill",
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"teacher.ckpt={trained_enet / 'checkpoints' / 'last.ckpt'}",
+        f"teacher.cache={inside}",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [
+        f"kdseg-distill: error: {inside}: teacher.cache lies inside data.root ({phantom_lits}): "
+        "kdseg writes nothing into a folder it reads; set teacher.cache= to a folder outside it"
+    ]
+    assert sorted(p.name for p in phantom_lits.iterdir()) == before

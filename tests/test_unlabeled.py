@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,11 @@ def compose(name: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def scan_folder(phantom: Path, folder: Path) -> Path:
-    """A plain folder of NIfTI scans (links to phantom volumes under other names)."""
+    """A plain folder of NIfTI scans (copies of phantom volumes under other names: a link to
+    a labeled case's file is refused as an unlabeled scan)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, volume in SCANS.items():
-        os.symlink(phantom / volume, folder / f"{name}.nii.gz")
+        shutil.copy(phantom / volume, folder / f"{name}.nii.gz")
     return folder
 
 
@@ -87,6 +89,7 @@ def test_what_the_unlabeled_folder_passes_over_is_one_warning_on_the_first_proce
             f"data.root={phantom_lits}",
             f"data.cache_root={tmp_path / 'cache'}",
             f"data.unlabeled_root={scans}",
+            "data.unlabeled_fraction=0.25",
         ],
     )
     for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
@@ -103,6 +106,82 @@ def test_what_the_unlabeled_folder_passes_over_is_one_warning_on_the_first_proce
     with caplog.at_level("WARNING", logger="kdseg.data.sources"):
         check_data(plain)
     assert not [r for r in caplog.records if r.name == "kdseg.data.sources"]
+
+
+@pytest.mark.parametrize(
+    "command,extra,expected",
+    [
+        (
+            "distill",
+            ["teacher.ckpt=unused.ckpt"],
+            "data.unlabeled_root is set but data.unlabeled_fraction is 0: no batch would draw "
+            "the scans; set data.unlabeled_fraction (e.g. 0.5) or drop data.unlabeled_root",
+        ),
+        (
+            "train",
+            ["data.unlabeled_fraction=0.5"],
+            "data.unlabeled_root: kdseg-train has no teacher to learn from unlabeled scans; "
+            "use kdseg-distill, or kdseg-pseudolabel then kdseg-train on its output",
+        ),
+    ],
+    ids=["fraction_0", "no_teacher"],
+)
+def test_unlabeled_scans_no_batch_would_learn_from_are_refused_before_preparing(
+    phantom_lits: Path, tmp_path: Path, command: str, extra: list[str], expected: str
+) -> None:
+    """With data.unlabeled_fraction 0 (the default) the scans were prepared, their stored
+    teacher targets computed, and never drawn; kdseg-train (no teacher) mixed them into its
+    batches, which only shrank the labeled share. One line, exit 2, nothing prepared."""
+    from conftest import kdseg_here
+
+    scans = scan_folder(phantom_lits, tmp_path / "scans")
+    cache = tmp_path / "cache"
+    result = kdseg_here(
+        command,
+        *TINY_DATA,
+        f"data.root={phantom_lits}",
+        f"data.cache_root={cache}",
+        f"data.unlabeled_root={scans}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *extra,
+        check=False,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0] == f"kdseg-{command}: error: {expected}"
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_an_unlabeled_scan_that_is_a_labeled_cases_file_is_refused(
+    phantom_lits: Path, tmp_path: Path, how: str
+) -> None:
+    """Case ids alone were compared: a link (or hard link) to a labeled val/test image under
+    another name joined training as an unlabeled scan, and that case's scores were then of an
+    image trained on. The same file is refused, naming both."""
+    from kdseg.errors import InputError
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    labeled = phantom_lits / "volume-2.nii.gz"
+    link = scans / "other-name.nii.gz"
+    (os.symlink if how == "symlink" else os.link)(labeled, link)
+    cfg = compose(
+        "train",
+        [
+            f"data.root={phantom_lits}",
+            f"data.cache_root={tmp_path / 'cache'}",
+            f"data.unlabeled_root={scans}",
+        ],
+    )["data"]
+    with pytest.raises(InputError) as refused:
+        resolve_data(cfg)
+    assert str(refused.value) == (
+        f"{link}: data.unlabeled_root: this scan is the file of labeled case 'volume-2' "
+        f"({labeled}); a labeled case's image must not also be an unlabeled scan (from val or "
+        "test it would be scored after training on it)"
+    )
+    assert not (tmp_path / "cache").exists()
 
 
 def _module(setup: Any, tmp_path: Path, distill: str = "emkd") -> DistillationModule:

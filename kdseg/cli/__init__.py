@@ -375,14 +375,37 @@ def data_inputs(cfg: DictConfig) -> tuple[Any, ...]:
     return tuple(OmegaConf.select(cfg, key, default=None) for key in keys)
 
 
-def check_data(plain: dict[str, Any]) -> None:
+def check_unlabeled(data: dict[str, Any], teacher: bool) -> None:
+    """Unlabeled scans that a run would prepare and never learn from are refused before
+    anything is prepared: in ``kdseg-train`` (``teacher`` false: no teacher to learn from
+    them; its mixed batches would only shrink the labeled share), and with
+    ``data.unlabeled_fraction`` 0 (no batch draws them)."""
+    if not data.get("unlabeled_root"):
+        return
+    if not teacher:
+        raise InputError(
+            None,
+            "data.unlabeled_root: kdseg-train has no teacher to learn from unlabeled scans; "
+            "use kdseg-distill, or kdseg-pseudolabel then kdseg-train on its output",
+        )
+    if not data.get("unlabeled_fraction"):
+        raise InputError(
+            None,
+            "data.unlabeled_root is set but data.unlabeled_fraction is 0: no batch would draw "
+            "the scans; set data.unlabeled_fraction (e.g. 0.5) or drop data.unlabeled_root",
+        )
+
+
+def check_data(plain: dict[str, Any], teacher: bool = True) -> None:
     """A training run's data (folder, cases, split, stored teacher predictions) resolved before
     Lightning is imported (6 of the 7.7 s a refusal took on 2 cores): a typo in ``data.root``
     is refused in about two seconds. ``fit_from_config`` resolves it again (a file listing).
     What ``data.unlabeled_root`` holds besides scans is one warning line, as kdseg-predict
-    words it for its input folder (on the first process only)."""
+    words it for its input folder (on the first process only). ``teacher``: whether the run
+    has one (kdseg-distill; kdseg-train has none, :func:`check_unlabeled`)."""
     from kdseg.data.dataset import resolve_data
 
+    check_unlabeled(plain["data"], teacher)
     notes: list[str] = []
     resolve_data(plain["data"], (plain.get("teacher") or {}).get("predictions"), notes=notes)
     if first_process():  # DDP: each process checks the data; one line is enough

@@ -10,9 +10,15 @@ from omegaconf import DictConfig
 from kdseg.cli import build_predictor, command, number, require_paths, require_whole_volume
 from kdseg.data.io import check_unoriented
 from kdseg.data.sources import discover_images
+from kdseg.data.tasks import organ_name
 from kdseg.errors import InputError, warning_line
 from kdseg.eval.postprocess import check_postprocess, plan
-from kdseg.eval.pseudolabel import CSV_NAME, check_destination, pseudolabel_folder
+from kdseg.eval.pseudolabel import (
+    CSV_NAME,
+    check_destination,
+    check_organ_label,
+    pseudolabel_folder,
+)
 
 
 @command("kdseg-pseudolabel", "pseudolabel", one_shot=True)
@@ -25,6 +31,12 @@ def main(cfg: DictConfig) -> None:
     postprocess = check_postprocess(cfg.postprocess)  # none | largest (auto: kdseg-eval's)
     min_confidence = number(cfg, "min_confidence", float, minimum=0, maximum=1)
     min_flip_dice = number(cfg, "min_flip_dice", float, minimum=0, maximum=1)
+    if min_flip_dice and not cfg.flip_check:  # no flip Dice to filter on: not silently ignored
+        raise InputError(
+            None, "min_flip_dice needs the flip check; set flip_check=true or min_flip_dice=0"
+        )
+    if cfg.organ is not None:  # the checkpoint's organ: checked once it loads
+        check_organ_label(organ_name({"organ": cfg.organ}))
     predictor, bundle, *_ = build_predictor(cfg, threshold=number(cfg, "threshold", float))
     require_whole_volume(predictor, cfg)
     if predictor.tta != "none" and cfg.flip_check:

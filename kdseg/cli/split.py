@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
-from kdseg.data.dataset import _check_outside, cache_root_of, seeding_of, split_store
+from kdseg.data.dataset import cache_root_of, check_outside, seeding_of, split_store
 from kdseg.data.manifest import (
     FOLDER_SPLIT_NAME,
     make_split,
@@ -49,7 +49,7 @@ def _target(cfg: DictConfig) -> tuple[Path, str]:
             f"this folder's own split is read first, so a split written to {store} would "
             "never be used: write one with output=<file> and run with data.split_file=<file>",
         )
-    _check_outside(cache_root_of(data), {"data.root": data["root"]})
+    check_outside(cache_root_of(data), {"data.root": data["root"]})
     check_output(store, [root], what="the split in the cache root")
     seed, fractions = seeding_of(data)
     options = seeding_options(seed, fractions)

@@ -11,7 +11,7 @@ from kdseg.cli.boundary import lightning_logging, without_collection
 @command("kdseg-train", "train")
 def main(cfg: DictConfig) -> float | None:
     out, plain, record = save_run_config(cfg, inputs=data_inputs(cfg))
-    check_data(plain)  # before Lightning is imported: bad data is refused in seconds
+    check_data(plain, teacher=False)  # before Lightning is imported: refused in seconds
     lightning_logging()
     with without_collection():
         from kdseg.lit.segment import SegmentationModule

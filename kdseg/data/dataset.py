@@ -112,7 +112,7 @@ class DataSetup:
         persisted (:attr:`persist_to`) only once all its cases are prepared: a case refused
         (a bad label) leaves no split naming it behind, to block the folder once fixed."""
         sources = self.sources or sources_of(self.cfg, self.teacher_predictions)
-        _check_outside(cache_root_of(self.cfg), sources)
+        check_outside(cache_root_of(self.cfg), sources)
         explicit = bool(ids)
         ids = ids or [c for s in ("train", "val", "test") for c in self.split[s]]
         done = prepare_cases(
@@ -255,10 +255,14 @@ def sources_of(cfg: dict[str, Any], teacher_predictions: Any = None) -> dict[str
     }
 
 
-def _check_outside(cache_root: Path, inputs: dict[str, Any]) -> None:
-    """A cache root inside a folder the data is read from would write into it: refused in one
-    line naming the option."""
-    cache = cache_root.resolve()
+def check_outside(
+    cache_root: Path, inputs: dict[str, Any], option: str = "data.cache_root"
+) -> None:
+    """A cache folder (``option``: ``data.cache_root``, or ``teacher.cache``) inside a folder
+    the data is read from (``inputs``, :func:`sources_of`) would write into it: refused in one
+    line naming both options."""
+    cache = Path(cache_root).expanduser().resolve()
+    fix = f"data.cache_root= or {CACHE_ENV}" if option == "data.cache_root" else f"{option}="
     for key, folder in inputs.items():
         if not folder:
             continue
@@ -266,8 +270,52 @@ def _check_outside(cache_root: Path, inputs: dict[str, Any]) -> None:
         if cache == data or data in cache.parents:
             raise InputError(
                 cache_root,
-                f"data.cache_root lies inside {key} ({folder}): kdseg writes nothing into a "
-                f"folder it reads; set data.cache_root= or {CACHE_ENV} to a folder outside it",
+                f"{option} lies inside {key} ({folder}): kdseg writes nothing into a "
+                f"folder it reads; set {fix} to a folder outside it",
+            )
+
+
+def _refuse_seeded_pseudolabels(root: str | Path) -> None:
+    """A kdseg-pseudolabel dataset (:func:`~kdseg.data.nnunet.is_pseudolabel_dataset`) split
+    by seed would put teacher-labelled cases into val and test: the checkpoint would be chosen,
+    and the test Dice scored, against the teacher's own labels. Such a folder needs a split
+    that says which cases hold ground truth: ``data.split_file`` (or its own
+    ``kdseg_split.json``)."""
+    from kdseg.data.nnunet import DATASET_JSON, is_pseudolabel_dataset
+
+    if is_pseudolabel_dataset(root):
+        raise InputError(
+            Path(root) / DATASET_JSON,
+            "a kdseg-pseudolabel dataset: a seeded split would score val/test against the "
+            "teacher's own labels; pass data.split_file=<a split with pseudo-labelled cases in "
+            "train only, ground-truth cases in val and test>",
+        )
+
+
+def _refuse_same_files(unlabeled: dict[str, ImageCase], cases: dict[str, Case]) -> None:
+    """An unlabeled scan that is a labeled case's image file (a link, a hard link, the same
+    path under another name) would train on that case's image: from val or test, the scores
+    would be of a case seen in training. Refused in one line naming both. (A copy with other
+    bytes on disk is not detected: no file is read to compare.)"""
+    labeled: dict[tuple[int, int], str] = {}
+    for case in cases.values():
+        try:
+            stat = os.stat(case.image)
+        except OSError:  # reading the case says what is wrong
+            continue
+        labeled[(stat.st_dev, stat.st_ino)] = case.case_id
+    for image in unlabeled.values():
+        try:
+            stat = os.stat(image.image)
+        except OSError:
+            continue
+        hit = labeled.get((stat.st_dev, stat.st_ino))
+        if hit is not None and stat.st_ino:
+            raise InputError(
+                image.image,
+                f"data.unlabeled_root: this scan is the file of labeled case {hit!r} "
+                f"({cases[hit].image}); a labeled case's image must not also be an unlabeled "
+                "scan (from val or test it would be scored after training on it)",
             )
 
 
@@ -302,7 +350,7 @@ def resolve_data(
     cache_root = cache_root_of(cfg)
     sources = sources_of(cfg, teacher_predictions)
     if not read_only:  # read-only commands check when they prepare (DataSetup.prepare)
-        _check_outside(cache_root, sources)
+        check_outside(cache_root, sources)
     store = split_store(cfg)
     seed, fractions = seeding_of(cfg)
     split, source = choose_split(
@@ -314,6 +362,8 @@ def resolve_data(
         fractions=fractions,
         store=store,
     )
+    if cfg["layout"] == "nnunet" and source in (None, store):
+        _refuse_seeded_pseudolabels(cfg["root"])
     cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)
     setup = DataSetup(cfg, cases, split, pre, cache_dir, sources=sources)
     if source is None and not read_only:  # a seeded split: persisted once its cases prepare
@@ -325,6 +375,7 @@ def resolve_data(
         clash = sorted(set(setup.unlabeled) & set(cases))
         if clash:
             raise InputError(root, f"unlabeled case {clash[0]!r} is also a labeled case id")
+        _refuse_same_files(setup.unlabeled, cases)
         key = f"unlabeled-{_folder_key(root)}"
         if pre.roi is not None and cfg.get("unlabeled_roi_labels"):
             masks = Path(cfg["unlabeled_roi_labels"])

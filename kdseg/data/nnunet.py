@@ -144,6 +144,23 @@ def dataset_organ(folder: str | Path) -> str | None:
     return organs[0] if len(organs) == 1 and organs[0] else None
 
 
+#: the keys that mark a ``dataset.json`` written by kdseg-pseudolabel: ``kdseg_pseudolabel``
+#: (since 2026-12-08) and ``min_confidence`` (every kdseg-pseudolabel dataset has it)
+PSEUDOLABEL_MARKERS = ("kdseg_pseudolabel", "min_confidence")
+
+
+def is_pseudolabel_dataset(folder: str | Path) -> bool:
+    """Whether ``<folder>/dataset.json`` was written by kdseg-pseudolabel (its labels are a
+    teacher's, not ground truth); a missing or unreadable file is not."""
+    import json
+
+    try:
+        data = json.loads((Path(str(folder)) / DATASET_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and any(key in data for key in PSEUDOLABEL_MARKERS)
+
+
 def read_dataset_json(folder: str | Path) -> NnunetDataset:
     """Read ``<folder>/dataset.json`` (labels and file ending) with clear errors."""
     path = Path(folder) / DATASET_JSON

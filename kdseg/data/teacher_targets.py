@@ -196,7 +196,9 @@ def prepare_teacher_targets(
     progress: bool = True,
 ) -> None:
     """Cache the stored predictions of every case (labeled or an unlabeled scan) not yet
-    cached."""
+    cached. A prediction must exist for every case each time, cached or not: a case whose
+    file has gone (a predictions folder written again without it) is refused as an uncached
+    one, so a cache never mixes an earlier teacher's targets with a later one's."""
     folder, cache_dir = Path(folder), Path(cache_dir)
     if not folder.is_dir():
         raise InputError(folder, "teacher.predictions folder not found")
@@ -206,12 +208,7 @@ def prepare_teacher_targets(
     )
     todo = []
     for case in cases:
-        try:
-            source = teacher_source(case, find_prediction(folder, case.case_id))
-        except InputError:
-            if is_prepared(cache_dir, case.case_id, arrays=TEACHER_ARRAYS):  # file since removed
-                continue
-            raise
+        source = teacher_source(case, find_prediction(folder, case.case_id))
         if is_prepared(cache_dir, case.case_id, source, TEACHER_ARRAYS):
             adopt_source(cache_dir, case.case_id, source)  # a cache of an earlier kdseg
         else:

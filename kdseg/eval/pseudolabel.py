@@ -16,7 +16,9 @@ Each image (a NIfTI file, a DICOM series, or the images of a layout folder; see
 Cases at or above ``min_confidence`` (on ``mean_max_prob``) and ``min_flip_dice`` are written
 as an nnU-Net v2 raw dataset (``imagesTr/<case>_0000.nii.gz``, a link to the input NIfTI or a
 NIfTI copy of a DICOM series; ``labelsTr/<case>.nii.gz`` on the input's exact geometry;
-``dataset.json``), which ``kdseg-train data=nnunet data.root=<output>`` reads as ground truth.
+``dataset.json``, marked ``kdseg_pseudolabel``), which ``kdseg-train data=nnunet`` reads as
+ground truth, with a split file that keeps its cases out of val and test (a seeded split of
+such a folder is refused: :func:`kdseg.data.dataset.resolve_data`).
 Every case, kept or not, is a row of ``confidence.csv``.
 
 ``postprocess="largest"`` (beyond the paper; default ``none``, as in ``kdseg-predict``) keeps
@@ -47,6 +49,7 @@ from kdseg.data.io import (
     save_label,
     stored_image,
 )
+from kdseg.data.nnunet import is_pseudolabel_dataset, label_kind
 from kdseg.data.sources import ImageCase, discover_images
 from kdseg.data.tasks import organ_name
 from kdseg.errors import (
@@ -150,6 +153,21 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def check_organ_label(organ: str, key: str = "organ") -> str:
+    """``organ`` as the dataset.json's name for label 1: a name that nnU-Net readers (kdseg's
+    :func:`~kdseg.data.nnunet.label_kind` among them) would read as background, nnU-Net's
+    ignore label or a tumor (tumor, lesion, cancer ...) would break the dataset (two tumor
+    labels, a second background), so it is refused in one line."""
+    kind = label_kind(organ)
+    if kind != "organ":
+        raise InputError(
+            None,
+            f"{key}={organ!r} names the {kind} label, not an organ: the dataset.json would "
+            "give label 1 that name; set organ= to the organ's name (liver, kidney ...)",
+        )
+    return organ
+
+
 def pseudolabel_folder(
     predictor: Any,
     source: str | Path,
@@ -183,7 +201,7 @@ def pseudolabel_folder(
     check_destination(source, Path(output))
     check_unoriented(unoriented)
     mode, keep = check_plan(postprocess, predictor.task)
-    organ = organ_name({"organ": organ})
+    organ = check_organ_label(organ_name({"organ": organ}))
     cases = discover_images(source) if cases is None else cases
     # built in a hidden folder beside the output and renamed onto it at the end: an error or a
     # signal leaves no half-written dataset, and an earlier run's dataset stays until then
@@ -205,7 +223,8 @@ def pseudolabel_folder(
             "file_ending": ".nii.gz",
             "source": str(source),
             "min_confidence": min_confidence,
-            "min_flip_dice": min_flip_dice,
+            "min_flip_dice": min_flip_dice if flip else None,  # not checked: no threshold
+            "kdseg_pseudolabel": True,  # data=nnunet asks such a folder for a split file
             "tta": predictor.tta,  # the confidences depend on it
             "postprocess": mode,  # the labels do
             "postprocess_keep": None if mode == "none" else keep,  # components kept, at most
@@ -221,10 +240,7 @@ def _is_dataset(folder: Path) -> bool:
     names = {p.name for p in folder.iterdir()}
     if not {CSV_NAME, "dataset.json"} <= names or names - {*DATASET_ENTRIES}:
         return False
-    try:
-        return "min_confidence" in json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError):
-        return False
+    return is_pseudolabel_dataset(folder)
 
 
 def _sweep_partials(final: Path) -> None:

@@ -10,8 +10,10 @@ same batches whatever the method (the pairing of a seed), so the teacher's outpu
 default) looks each batch's teacher output up in ``DIR`` before running the teacher, and
 stores what it computed. The key is content, not position: a SHA-256 over the input batch's
 bytes, shape, dtype and strides, the teacher's weights (:func:`~kdseg.lit.train.weights_checksum`),
-how the teacher runs (memory format, compile), the torch version, the device type and the
-number of CPU threads. A cached output is therefore the exact tensor the live teacher would
+how the teacher runs (memory format, compile), the torch and kdseg versions, the device type,
+the number of CPU threads and, on a CPU, the instruction set torch dispatches to
+(``torch.backends.cpu.get_cpu_capability()``: AVX2 and AVX-512 kernels may differ in the last
+bit). A cached output is therefore the exact tensor the live teacher would
 give (same values, dtype and strides, bit for bit): a run with the cache is the run without
 it, only faster, and a batch the cache has not seen (another seed, an augmentation drawn
 differently) is simply computed. With ``distill.mix`` the teacher sees the mixed batch alone,
@@ -46,6 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdseg import __version__
 from kdseg.errors import InputError, atomic_path
 from kdseg.lit.train import weights_checksum
 from kdseg.models import SegOutput
@@ -87,15 +90,17 @@ class TeacherCache:
         # ``setting``: how the teacher runs (memory format, compile), which may change bits
         self._identity = (
             f"kdseg-teacher-cache-v1|{weights_checksum(teacher)}|{setting}|"
-            f"torch {torch.__version__}|threads "
+            f"torch {torch.__version__}|kdseg {__version__}|threads "
         ).encode()
 
     def key(self, images: torch.Tensor) -> str:
         """SHA-256 hex digest of the teacher identity and the batch (bytes, shape, dtype,
         strides, device type), and of what changes the teacher's arithmetic on that device:
         autocast and its dtype when it is on (a mixed-precision run never reads a full-precision
-        run's entries), and on CUDA the card, cuDNN and TF32 settings. A full-precision CPU key
-        is what it always was, so existing CPU caches stay valid. The thread count is read at
+        run's entries), on a CPU the instruction set torch dispatches to (a cache folder shared
+        by an AVX2 and an AVX-512 machine never mixes their outputs), and on CUDA the card,
+        cuDNN and TF32 settings. (Since 2026-12-08 the key also names the kdseg version and the
+        CPU capability: entries written before are not read again.) The thread count is read at
         each call, not when the cache is built: Lightning's DDP launchers set it after the
         module is built (``OMP_NUM_THREADS`` unset: the CPUs over the processes), and a key
         must name the threads the teacher computes with (the same bytes as before where it did
@@ -103,6 +108,8 @@ class TeacherCache:
         digest = hashlib.sha256(self._identity + str(torch.get_num_threads()).encode())
         device = images.device.type
         digest.update(f"|{device}|{images.dtype}|{tuple(images.shape)}|{images.stride()}|".encode())
+        if device == "cpu":
+            digest.update(f"cpu {torch.backends.cpu.get_cpu_capability()}|".encode())
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
             digest.update(f"autocast {torch.get_autocast_dtype(device)}|".encode())
         if device == "cuda":

@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from kdseg.data.dataset import resolve_data
+from kdseg.data.dataset import check_outside, resolve_data
 from kdseg.errors import ConfigError, progress_draws, write_text_atomic
 from kdseg.lit.callbacks import (
     QuietModelSummary,
@@ -150,7 +150,11 @@ def fit_from_config(
     # RNG, so under the same seed kdseg-train and kdseg-distill start the student from
     # bit-identical weights (the student is built before the teacher and the adapters).
     pl.seed_everything(seed, workers=True, verbose=False)
-    setup = resolve_data(cfg["data"], (cfg.get("teacher") or {}).get("predictions"))
+    teacher = cfg.get("teacher") or {}
+    setup = resolve_data(cfg["data"], teacher.get("predictions"))
+    cache = teacher.get("cache")
+    if isinstance(cache, str) and cache.strip():  # other values: teacher_cache.check_cache_dir
+        check_outside(Path(cache), setup.sources, "teacher.cache")  # as data.cache_root
     # the module first: a teacher checkpoint that is missing or trained on other inputs, or a
     # bad method, is refused in seconds, not after preparing the whole dataset (preparing
     # draws nothing from the global RNGs, so the initial weights are the same either way)
