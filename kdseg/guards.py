@@ -129,12 +129,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def check_threads(value: int | None, option: str = "threads=") -> int | None:
+def check_threads(value: int | None, option: str = "threads=", what: str = "threads") -> int | None:
     """``value`` (``None`` stays ``None``), unless above the CPUs this process may use (at least
     :data:`THREADS_FLOOR`): then one :class:`InputError` naming ``option`` (``threads=``,
-    ``--time ``). ONNX Runtime and OpenMP start every thread asked for, each with its own
-    stack and buffers, so a mistyped count (``threads=100000``) ran thousands of threads into
-    gigabytes of memory, too busy to stop at SIGTERM; more threads than CPUs never run faster."""
+    ``--time ``, kdseg-phantom's ``workers=``, whose ``what`` is ``processes``). ONNX Runtime
+    and OpenMP start every thread asked for, each with its own stack and buffers, so a
+    mistyped count (``threads=100000``) ran thousands of threads into gigabytes of memory, too
+    busy to stop at SIGTERM; more threads (or processes) than CPUs never run faster."""
     if value is None:
         return None
     cpus = usable_cpus()
@@ -142,7 +143,7 @@ def check_threads(value: int | None, option: str = "threads=") -> int | None:
     if value > limit:
         raise InputError(
             None,
-            f"{option}{value}: more threads than the {cpus} CPU{'s' if cpus != 1 else ''} this "
+            f"{option}{value}: more {what} than the {cpus} CPU{'s' if cpus != 1 else ''} this "
             f"process may use; give at most {limit}",
         )
     return value

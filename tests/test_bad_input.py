@@ -1149,6 +1149,10 @@ def test_a_fractional_roi_margin_is_a_setting() -> None:
         (["params=[1,2]"], "params"),  # once: TypeError
         (["workers=-2"], "workers=-2"),  # once: accepted
         (["params={fov_mm_range: [0.001, 0.001]}"], "fov_mm_range"),  # once: ZeroDivisionError
+        (["params={fov_mm_range: [20, 20]}"], "fov_mm_range"),  # once: ValueError, drawing
+        (["n_cases=null"], "n_cases=null"),  # once: TypeError, an internal error
+        (["seed=null"], "seed=null"),  # once: TypeError
+        (["workers=100000"], "workers=100000: more processes than"),  # once: accepted
     ],
 )
 def test_bad_phantom_options_are_one_line(tmp_path: Path, args: list[str], culprit: str) -> None:
@@ -1158,6 +1162,16 @@ def test_bad_phantom_options_are_one_line(tmp_path: Path, args: list[str], culpr
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in result.stderr
     assert not root.exists()
+
+
+def test_a_null_phantom_root_is_one_line(tmp_path: Path) -> None:
+    """Once: TypeError from the output check, an internal error."""
+    result = _run("kdseg-phantom", "root=null", "n_cases=1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "kdseg-phantom: error: root=null: expected the folder to write the phantoms into"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_text_file_as_checkpoint_is_one_plain_line(tmp_path: Path) -> None:

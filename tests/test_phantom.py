@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import nibabel as nib
 import numpy as np
@@ -199,7 +201,7 @@ def test_rewrites_a_case_whose_file_is_missing(tmp_path) -> None:
         # written that kdseg's own reader refuses (outside 0.05-20 mm)
         {"slice_mm_range": (0.001, 0.004)},
         {"fov_mm_range": (0.001, 0.001)},
-        {"fov_mm_range": (5.0, 420.0)},  # 5 mm over 256 pixels
+        {"fov_mm_range": (100.0, 420.0), "size_range": (2048, 2048)},  # 0.049 mm pixels
         {"slice_mm_range": (30.0, 30.0)},
         {"fov_mm_range": (1500.0, 1500.0), "size_range": (64, 64)},
     ],
@@ -211,7 +213,7 @@ def test_bad_config_is_an_input_error(overrides: dict) -> None:
 
 def test_voxel_sizes_at_the_readers_limits_are_kept() -> None:
     """The spacing check refuses only what fails: 0.05 and 20 mm are read back."""
-    PhantomConfig(fov_mm_range=(12.8, 40.0), size_range=(256, 256), slice_mm_range=(0.05, 20.0))
+    PhantomConfig(fov_mm_range=(100.0, 100.0), size_range=(2000, 2000), slice_mm_range=(0.05, 20.0))
     PhantomConfig(fov_mm_range=(640.0, 640.0), size_range=(32, 32))
 
 
@@ -343,3 +345,120 @@ def test_a_stopped_run_leaves_no_pending_case_without_files(tmp_path, monkeypatc
     write_dataset(tmp_path, TINY, n_cases=2, progress=False)
     assert not (tmp_path / PENDING_FILE).exists()
     assert list(json.loads((tmp_path / TRUTH_FILE).read_text())) == ["volume-0", "volume-1"]
+
+
+def test_a_stopped_pool_starts_no_case_after_the_stop(tmp_path, monkeypatch) -> None:
+    """Stopped (Ctrl-C, SIGTERM) after the first case of a pool run: once, the workers took
+    the queued cases one after the other after the "unfinished outputs removed" line, files
+    that no truth entry named. Now no case starts after the stop, and the workers are gone
+    when the run returns; what is on disk is what the truth file records."""
+    import time
+
+    import kdseg.data.phantom.dataset as dataset
+    from kdseg.data.phantom.config import PENDING_FILE
+
+    @contextlib.contextmanager
+    def stop_after_first_case(enabled, total, description):
+        def advance(n: int) -> None:
+            if n:
+                raise KeyboardInterrupt
+
+        yield advance
+
+    monkeypatch.setattr(dataset, "_progress", stop_after_first_case)
+    root = tmp_path / "ph"
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(root, TINY, n_cases=8, seed=2, workers=2, progress=False)
+    recorded = list(json.loads((root / TRUTH_FILE).read_text()))
+    time.sleep(1.0)  # a surviving worker would write its next case meanwhile
+    assert len(recorded) == 1
+    assert sorted(dataset._cases_on_disk(root)) == recorded
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [TRUTH_FILE, *(p.name for p in case_files(root, "lits", int(recorded[0][7:])))]
+    )
+    assert not (root / PENDING_FILE).exists()
+    monkeypatch.undo()
+    paths = write_dataset(root, TINY, n_cases=8, seed=2, workers=2, progress=False)
+    assert all(p.exists() for p in paths)
+
+
+def test_a_killed_runs_finished_cases_refuse_another_seed(tmp_path) -> None:
+    """SIGKILL after the last truth entry, before the pending file was settled: the pending
+    entries are finished cases. Once, a rerun of another seed replaced them silently."""
+    from kdseg.data.phantom.config import PENDING_FILE
+
+    write_dataset(tmp_path, TINY, n_cases=2, seed=0, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    truth = json.loads((tmp_path / TRUTH_FILE).read_text())
+    marks = {k: {"seed": v["seed"], "config": v["config"]} for k, v in truth.items()}
+    (tmp_path / PENDING_FILE).write_text(json.dumps(marks))
+    with pytest.raises(InputError, match="volume-0.nii.gz: is a phantom of another seed"):
+        write_dataset(tmp_path, TINY, n_cases=2, seed=1, progress=False)
+    write_dataset(tmp_path, TINY, n_cases=2, seed=0, progress=False)  # settles the file
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("fov", [(20.0, 20.0), (99.0, 300.0)])
+def test_a_field_of_view_too_small_for_a_trunk_is_refused(fov) -> None:
+    """Once: 1e-3 mm was allowed, and under ~25 mm the drawing failed (an internal error)."""
+    with pytest.raises(InputError, match=r"fov_mm_range must be \(low, high\) with 100.0"):
+        PhantomConfig(fov_mm_range=fov)
+
+
+@pytest.mark.parametrize("dataset", ["lits", "kits"])
+def test_the_smallest_field_of_view_draws(dataset: str) -> None:
+    cfg = PhantomConfig(
+        dataset=dataset, fov_mm_range=(100.0, 100.0), size_range=(32, 32), slices_range=(8, 8)
+    )
+    for seed in range(3):
+        image, label, _ = generate_case(cfg, seed)
+        assert np.asanyarray(label.dataobj).any()
+
+
+def test_a_file_where_a_kits_case_folder_goes_is_refused(tmp_path) -> None:
+    """Once: FileExistsError from mkdir, an internal error."""
+    (tmp_path / "case_00000").write_bytes(b"notes")
+    with pytest.raises(InputError, match="case_00000: is no folder"):
+        write_dataset(tmp_path, replace(TINY, dataset="kits"), n_cases=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_00000"]
+    assert (tmp_path / "case_00000").read_bytes() == b"notes"
+
+
+def test_whole_and_float_params_are_one_config(tmp_path) -> None:
+    """``noise_hu: 12`` and ``12.0``, ``max_tumors: 2.0`` and ``2``: one config, one
+    fingerprint, so the rerun is no "other params"; the defaults keep their fingerprint
+    (folders and caches keyed by it stay valid)."""
+    from kdseg.data.phantom.dataset import _config_digest
+
+    assert _config_digest(PhantomConfig()) == "7ab7acc9182af5b1"  # as before normalising
+    assert _config_digest(PhantomConfig(dataset="kits")) == "bea469c57b9f48d2"
+    floats = PhantomConfig(noise_hu=12, max_tumors=2.0, size_range=(40.0, 40), p_no_tumor=0)
+    ints = PhantomConfig(noise_hu=12.0, max_tumors=2, size_range=(40, 40), p_no_tumor=0.0)
+    assert floats == ints and _config_digest(floats) == _config_digest(ints)
+    assert type(floats.max_tumors) is int and type(floats.noise_hu) is float
+    assert floats.size_range == (40, 40) and type(floats.size_range[0]) is int
+    assert type(PhantomConfig(fov_mm_range=[320, 420]).fov_mm_range[0]) is float
+    with pytest.raises(InputError, match="max_tumors must be a whole number"):
+        PhantomConfig(max_tumors=2.5)
+    write_dataset(tmp_path, replace(TINY, noise_hu=12), n_cases=1, progress=False)
+    kept = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    write_dataset(tmp_path, replace(TINY, noise_hu=12.0), n_cases=1, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == kept
+    # a folder drawn before the normalising recorded the int: still this config's own
+    legacy = hashlib.sha256(
+        json.dumps({**asdict(TINY), "noise_hu": 12}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    truth = json.loads((tmp_path / TRUTH_FILE).read_text())
+    truth["volume-0"]["config"] = legacy
+    (tmp_path / TRUTH_FILE).write_text(json.dumps(truth))
+    write_dataset(tmp_path, replace(TINY, noise_hu=12), n_cases=1, progress=False)
+    assert (tmp_path / "volume-0.nii.gz").stat().st_mtime_ns == kept["volume-0.nii.gz"]
+
+
+def test_a_failed_first_run_removes_the_folders_it_made(tmp_path, monkeypatch) -> None:
+    """root=<new>/sub/deep stopped before any case: once, root alone went and the empty
+    folders above it stayed."""
+    _stop_at_save(monkeypatch, after=0)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "new" / "sub" / "deep", TINY, n_cases=1, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from kdseg.cli import command, number, to_dict
 from kdseg.data.phantom import PhantomConfig, write_dataset
 from kdseg.errors import InputError
-from kdseg.guards import check_output
+from kdseg.guards import check_output, check_threads
 
 
 def _params(cfg: DictConfig) -> dict:
@@ -33,20 +33,31 @@ def _params(cfg: DictConfig) -> dict:
     return params
 
 
+def _whole(cfg: DictConfig, key: str, minimum: int) -> int:
+    """``cfg[key]`` as a whole number of at least ``minimum``; null too is one line naming it."""
+    value = number(cfg, key, int, minimum=minimum)
+    if value is None:
+        raise InputError(None, f"{key}=null: expected a whole number >= {minimum}")
+    return int(value)
+
+
 @command("kdseg-phantom", "phantom")
 def main(cfg: DictConfig) -> None:
     params = _params(cfg)
-    workers = number(cfg, "workers", int, minimum=1)
-    if workers is None:
-        raise InputError(None, "workers=null: expected a whole number >= 1")
+    n_cases, seed = _whole(cfg, "n_cases", 0), _whole(cfg, "seed", 0)
+    workers = _whole(cfg, "workers", 1)
+    # as threads= elsewhere: at most the CPUs this process may use (a mistyped workers=1000
+    # forked up to one process per case, each holding a whole volume)
+    check_threads(workers, "workers=", what="processes")
+    if cfg.root is None or str(cfg.root).strip() == "":
+        shown = "null" if cfg.root is None else cfg.root
+        raise InputError(None, f"root={shown}: expected the folder to write the phantoms into")
     config = PhantomConfig(
         dataset=cfg.dataset,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()},
     )
     check_output(cfg.root, folder=True, what="root")
-    paths = write_dataset(
-        cfg.root, config, n_cases=int(cfg.n_cases), seed=int(cfg.seed), workers=workers
-    )
+    paths = write_dataset(cfg.root, config, n_cases=n_cases, seed=seed, workers=workers)
     print(f"{len(paths)} {cfg.dataset} phantom case(s) in {cfg.root}")
 
 

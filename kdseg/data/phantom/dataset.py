@@ -12,10 +12,13 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 
@@ -43,9 +46,22 @@ def case_seed(seed: int, index: int) -> int:
     return seed * 100003 + index
 
 
+def _digest(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _config_digest(cfg: PhantomConfig) -> str:
-    """Short fingerprint of a config: a case written with another config is redrawn."""
-    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    """Short fingerprint of a config (its normalised values: ``noise_hu: 12`` and ``12.0`` are
+    one); the one each case written now records."""
+    return _digest(asdict(cfg))
+
+
+def _config_digests(cfg: PhantomConfig) -> set[str]:
+    """The fingerprints a case of ``cfg`` may record: :func:`_config_digest`, and that of the
+    values as given, which kdseg recorded before it normalised them (a folder drawn with
+    ``tumor_depth: 1`` stays this config's)."""
+    given = getattr(cfg, "_given", None)
+    return {_config_digest(cfg), *([_digest(given)] if given is not None else [])}
 
 
 def _write_case(root: Path, cfg: PhantomConfig, index: int, seed: int) -> tuple[str, dict]:
@@ -82,6 +98,50 @@ def _case_order(key: str) -> tuple[int, str]:
     return (int(digits) if digits else -1, key)
 
 
+class _Stopped(BaseException):
+    """Raised in a pool worker by SIGTERM while it draws a case (a ``BaseException``: no
+    ``except Exception`` of the drawing swallows it); its atomic group then removes the case's
+    files."""
+
+
+_STOP: Any = None  # in a pool worker: the pool's stop flag (a multiprocessing Event)
+_BUSY = False  # in a pool worker: a case is being drawn
+
+
+def _on_worker_sigterm(signum: int, frame: Any) -> None:
+    if _BUSY:
+        raise _Stopped(signum)
+    os._exit(0)  # idle: nothing of its own to clean up
+
+
+def _init_worker(stop: Any) -> None:
+    """A pool worker's set-up: the stop flag, and its signals. Stopping is the main process's:
+    Ctrl-C and a hang-up reach the whole process group, but a worker ignores them (the main
+    process sets the flag and terminates the pool); SIGTERM, the pool's terminate, unwinds a
+    case being drawn (its files removed) and ends the worker."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_worker_sigterm)
+
+
+def _pooled_case(args: tuple[Path, PhantomConfig, int, int]) -> tuple[str, dict] | None:
+    """:func:`_write_case` in a pool worker; ``None`` without drawing once the stop flag is
+    set (the run stopped: no case starts after that)."""
+    global _BUSY
+    try:
+        if _STOP is not None and _STOP.is_set():
+            return None
+        _BUSY = True
+        return _write_case(*args)
+    except _Stopped:
+        os._exit(0)
+    finally:
+        _BUSY = False
+
+
 @contextlib.contextmanager
 def _case_results(
     root: Path, cfg: PhantomConfig, jobs: Sequence[tuple[int, int]], workers: int
@@ -92,20 +152,49 @@ def _case_results(
     The pool forks its workers on entry, before the caller starts any thread (the progress
     bar), so no lock is inherited mid-use; forking avoids re-importing the calling script
     (and torch) in every worker, as spawning would. Where fork does not exist, workers are
-    spawned. On an error, cases not yet started are cancelled.
+    spawned. On an error or a signal no case starts any more: the stop flag is set, and the
+    pool is terminated, which unwinds the cases being drawn (their files removed) before this
+    returns; a case that was finished but not yet recorded is the caller's to remove.
     """
     if workers <= 1 or len(jobs) <= 1:
         yield (_write_case(root, cfg, index, seed) for index, seed in jobs)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    stop = context.Event()
     pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context(method)
+        max_workers=min(workers, len(jobs)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(stop,),
     )
     try:
-        futures = [pool.submit(_write_case, root, cfg, index, seed) for index, seed in jobs]
-        yield (future.result() for future in as_completed(futures))
+        futures = [pool.submit(_pooled_case, (root, cfg, index, seed)) for index, seed in jobs]
+        done = (future.result() for future in as_completed(futures))
+        yield (result for result in done if result is not None)
+    except BaseException:
+        stop.set()  # a worker that takes another case now returns at once
+        _terminate(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to every worker of ``pool`` (a case being drawn unwinds, removing its files),
+    and wait for them to end (SIGKILL after 10 s)."""
+    # the executor's own pid -> Process map (Python 3.14's terminate_workers() does the same)
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 @contextlib.contextmanager
@@ -157,20 +246,46 @@ def _mark(seed: int, digest: str) -> dict:
     return {"seed": seed, "config": digest}
 
 
+def _done(mark: dict, entry: dict) -> bool:
+    """Whether the case a pending ``mark`` names was finished: its truth ``entry`` has the
+    mark's seed and config."""
+    return entry.get("seed") == mark.get("seed") and entry.get("config") == mark.get("config")
+
+
 def _settle_pending(root: Path, pending: dict[str, dict], truth: dict[str, dict]) -> None:
     """Rewrite the pending file with the cases still unfinished on disk (files without the
     truth entry they were being written for); remove it when there are none."""
     on_disk = _cases_on_disk(root)
     left = {}
     for key, mark in sorted(pending.items(), key=lambda item: _case_order(item[0])):
-        entry = truth.get(key, {})
-        done = entry.get("seed") == mark.get("seed") and entry.get("config") == mark.get("config")
-        if key in on_disk and not done:
+        if key in on_disk and not _done(mark, truth.get(key, {})):
             left[key] = mark
     if left:
         write_text_atomic(root / PENDING_FILE, json.dumps(left, indent=1))
     else:
         (root / PENDING_FILE).unlink(missing_ok=True)
+
+
+def _refuse_non_folder(root: Path, dataset: str, index: int) -> None:
+    """Refuse a case whose folder (KiTS19: ``case_XXXXX``) or file exists as something else (a
+    file where the folder goes, a folder where a file goes): its files could not be written."""
+    image, label = case_files(root, dataset, index)
+    if image.parent != root and image.parent.exists() and not image.parent.is_dir():
+        raise InputError(image.parent, "is no folder, where a case folder goes; move it away")
+    for path in (image, label):
+        if path.is_dir():
+            raise InputError(path, "is a folder, where a case file goes; move it away")
+
+
+def _new_parents(root: Path) -> list[Path]:
+    """``root`` and each folder above it that does not exist yet, deepest first: what a run
+    creates, and removes again if it fails before any case is written."""
+    chain = []
+    folder = root
+    while not folder.exists() and folder != folder.parent:
+        chain.append(folder)
+        folder = folder.parent
+    return chain
 
 
 def write_dataset(
@@ -201,17 +316,22 @@ def write_dataset(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(None, f"phantom seed must be a whole number >= 0, got {seed!r}")
     root = Path(root).resolve()
-    new_root = not root.exists()
+    new_folders_above = _new_parents(root)  # root and the folders above it this run creates
     truth_path = root / TRUTH_FILE
     truth = _read_truth(truth_path)
     pending = _read_truth(root / PENDING_FILE, "pending")
-    digest = _config_digest(cfg)
+    had_pending = bool(pending)
+    # a killed run's cases that were finished (truth entry written, pending file not yet
+    # settled) are finished cases: another seed or config is refused for them as for any
+    pending = {k: m for k, m in pending.items() if not _done(m, truth.get(k, {}))}
+    digest, digests = _config_digest(cfg), _config_digests(cfg)
     _refuse_foreign_cases(root, truth, pending)
     jobs = []
     for index in range(n_cases):
+        _refuse_non_folder(root, cfg.dataset, index)
         key = case_id(cfg.dataset, index)
         entry = truth.get(key, {})
-        ours = entry.get("seed") == case_seed(seed, index) and entry.get("config") == digest
+        ours = entry.get("seed") == case_seed(seed, index) and entry.get("config") in digests
         files = case_files(root, cfg.dataset, index)
         present = [p for p in files if p.exists()]
         if present and entry and not ours and key not in pending:  # another seed or config
@@ -233,6 +353,9 @@ def write_dataset(
         for folder in {case_files(root, cfg.dataset, index)[0].parent for index, _ in jobs}
         if folder != root and not folder.exists()
     ]
+    old_files = {  # the jobs' files already on disk (a killed run's): left for the rerun
+        path for index, _ in jobs for path in case_files(root, cfg.dataset, index) if path.exists()
+    }
     try:
         with (
             _case_results(root, cfg, jobs, workers) as results,
@@ -245,19 +368,26 @@ def write_dataset(
                 write_text_atomic(truth_path, json.dumps(ordered, indent=1))
                 advance(1)
     except BaseException:
+        for index, _ in jobs:  # a case a pool worker finished after the stop, never recorded
+            if case_id(cfg.dataset, index) not in truth:
+                for path in case_files(root, cfg.dataset, index):
+                    if path not in old_files:
+                        path.unlink(missing_ok=True)
         for folder in new_folders:  # a case stopped before its files: no empty folder left
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        if pending:
+        if pending or had_pending:
             _settle_pending(root, pending, truth)
         if marked and not truth and not _cases_on_disk(root):
             # no case on disk: no phantom folder either (with a case, even a killed run's, the
             # marker stays, so that the rerun resumes instead of calling it a real dataset)
             truth_path.unlink(missing_ok=True)
-            if new_root:
-                with contextlib.suppress(OSError):
-                    root.rmdir()
+            for folder in new_folders_above:  # root, then the empty folders made above it
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
         raise
-    if pending:  # (also one a killed run left, whose cases are all done now)
+    if pending or had_pending:  # (also one a killed run left, whose cases are all done now)
         _settle_pending(root, pending, truth)
     return [case_files(root, cfg.dataset, index)[0] for index in range(n_cases)]
