@@ -119,6 +119,7 @@ def kdseg_here(
     import numpy as np
     import torch
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     (script,) = entry_points(group="console_scripts", name=f"kdseg-{command}")
     main = script.load()
@@ -137,6 +138,10 @@ def kdseg_here(
     sys.argv = command_line[:]
     os.environ["WANDB_MODE"] = "disabled"  # as kdseg() runs a command
     GlobalHydra.instance().clear()
+    # a test that called a command's main() itself leaves Hydra's run config behind (under
+    # ``--cfg``, one without an output dir), which this command would take for its own
+    hydra_run = HydraConfig.instance().cfg
+    HydraConfig.instance().cfg = None
     code: object = 0
     try:
         if cwd is not None:
@@ -169,6 +174,7 @@ def kdseg_here(
         os.environ.clear()
         os.environ.update(environ)
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = hydra_run
         for name, logger in _loggers():  # Hydra's console and file handlers, Lightning's
             handlers, level, propagate, disabled = saved.get(name, ([], None, None, None))
             for added in set(logger.handlers) - set(handlers):
