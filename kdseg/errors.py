@@ -426,7 +426,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
 
 @contextlib.contextmanager
 def atomic_group(
-    targets: Sequence[str | os.PathLike], suffixes: Sequence[str | None] | None = None
+    targets: Sequence[str | os.PathLike],
+    suffixes: Sequence[str | None] | None = None,
+    remove: Sequence[str | os.PathLike] = (),
 ) -> Iterator[list[Path]]:
     """Temporaries for files that belong together, renamed onto ``targets`` in order on success.
 
@@ -436,6 +438,11 @@ def atomic_group(
     an earlier run's report, is put back), and a SIGKILL between two renames can leave the
     first files without the last, which the next run overwrites, but never the last without
     the others.
+
+    ``remove``: files that must not outlive the group's renames (``kdseg-predict``: an
+    earlier run's report or overlay that this run does not write, which would otherwise sit
+    beside the new label). They go after the last rename, and are put back with the rest if
+    that fails.
     """
     paths = [Path(t) for t in targets]
     suffixes = list(suffixes) if suffixes is not None else [None] * len(paths)
@@ -449,6 +456,10 @@ def atomic_group(
             backup = _keep_aside(target, suffix)
             done.append((target, backup))
             _commit(tmp, target)
+        for stale in map(Path, remove):
+            backup = _keep_aside(stale, None)
+            done.append((stale, backup))
+            stale.unlink(missing_ok=True)
     except BaseException as exc:
         for target, backup in reversed(done):
             with contextlib.suppress(OSError):  # each one put back, whatever the others do

@@ -176,6 +176,44 @@ def test_atomic_group_leaves_nothing_on_failure_and_commits_the_last_file_last(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.lesions.json", "p.nii.gz"]
 
 
+def test_atomic_group_removes_stale_files_only_once_the_label_has_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``remove``: an earlier run's report that this run does not write goes after the label's
+    rename, never before it; when the group fails, it is there as it was."""
+    import kdseg.errors as errors
+
+    label, stale = tmp_path / "p.nii.gz", tmp_path / "p.lesions.json"
+    label.write_text("old label")
+    stale.write_text("old report")
+    real_commit = errors._commit
+
+    def failing_commit(tmp: Path, target: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(errors, "_commit", failing_commit)
+    with pytest.raises(OSError), errors.atomic_group([label], remove=[stale]) as temps:
+        temps[0].write_text("new")
+    assert label.read_text() == "old label" and stale.read_text() == "old report"
+    monkeypatch.setattr(errors, "_commit", real_commit)
+    real_unlink = Path.unlink
+
+    def failing_unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stale:
+            raise OSError("read-only")
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", failing_unlink)
+    with pytest.raises(OSError), errors.atomic_group([label], remove=[stale]) as temps:
+        temps[0].write_text("new")
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert label.read_text() == "old label" and stale.read_text() == "old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.lesions.json", "p.nii.gz"]
+    with errors.atomic_group([label], remove=[stale, tmp_path / "p.png"]) as temps:
+        temps[0].write_text("new")
+    assert label.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [label.name]
+
+
 def test_a_full_disk_is_one_line_naming_the_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -50,6 +50,16 @@ def test_cascade_keeps_geometry_and_labels(codes: str, stage2_spacing) -> None:
     np.testing.assert_array_equal(pred, labels)
     assert cascade.last["organ_found"] and cascade.last["components"] == 1
     assert cascade.notes == []
+    # the box is reported in the input's array indices (the label's and the lesions' frame),
+    # not on stage 2's canonical grid: the same voxels, whatever the input's orientation
+    box, _ = cascade.organ_roi(img)
+    assert box is not None and "box" not in cascade.last
+    i0, i1, j0, j1, k0, k1 = cascade.last["box_voxel"]
+    marked = np.zeros(img.shape, np.uint8)
+    marked[i0:i1, j0:j1, k0:k1] = 1
+    want = np.zeros_like(cascade.pre.reorient(img, marked))
+    want[box[0] : box[1], box[2] : box[3], box[4] : box[5]] = 1
+    np.testing.assert_array_equal(cascade.pre.reorient(img, marked), want)
 
 
 def test_cascade_reports_an_organ_box_larger_than_the_model_grid() -> None:
@@ -62,7 +72,7 @@ def test_cascade_reports_an_organ_box_larger_than_the_model_grid() -> None:
     pred = cascade.predict(img)
     assert pred.shape == img.shape
     # stage 1's box + 5 voxels (4 mm / 0.8 mm) of margin a side along x, cut to 8 voxels
-    x0, x1 = cascade.last["box"][:2]
+    x0, x1 = cascade.last["box_voxel"][:2]  # LPS: x is the input's first axis too
     assert cascade.last["box_cropped_mm"] == [round((x1 - x0 + 10 - 8) * 0.8, 1), 0.0]
     assert "larger than stage 2's model grid" in cascade.notes[0]
     assert (pred > 0).sum() < (labels > 0).sum()
@@ -86,10 +96,39 @@ def test_stage1_finds_nothing() -> None:
     data[data > 60] = 40  # no organ left
     empty = nib.Nifti1Image(data, img.affine)
     cascade = _cascade()
+    cascade.predict(img)  # a case with an organ first: stage 2 runs and times its steps
+    assert cascade.stages[1].timings["network"] > 0
     pred = cascade.predict(empty)
     assert pred.shape == empty.shape and not pred.any()
     assert cascade.last == {"organ_found": False, "components": 0, "organ_voxels": 0}
     assert cascade.notes == ["stage 1 found no organ: labels left empty"]
+    # stage 2 did not run: the timings are stage 1's alone, not the previous case's added
+    assert cascade.stages[1].timings == {} and cascade.timings == cascade.stages[0].timings
+
+
+def test_a_note_is_a_warning_on_stderr_even_without_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """What the report notes (stage 1 found no organ) is also one warning line on stderr per
+    case, naming it: with ``report=false`` it was said nowhere."""
+    from omegaconf import OmegaConf
+
+    from kdseg.cli.predict import _predict_one
+
+    img, _ = stored_volume("LPS", organs=((10, 21, 8, 23, 3, 9),))
+    data = np.asanyarray(img.dataobj).copy()
+    data[data > 60] = 40
+    empty = nib.Nifti1Image(data, img.affine)
+    cfg = OmegaConf.create({"report": False, "overlay": False, "output_format": "nifti"})
+    files = [tmp_path / "case.nii.gz"]
+    _predict_one(cfg, _cascade(), None, empty, tmp_path / "in.nii.gz", files, {})
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "found no organ" in line]
+    assert len(lines) == 1, err
+    assert lines[0].endswith(
+        f"warning: {tmp_path / 'in.nii.gz'}: stage 1 found no organ: labels left empty"
+    )
+    assert files[0].exists() and sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz"]
 
 
 def test_two_components_keep_the_largest_and_tiny_and_edge_organs() -> None:
@@ -98,7 +137,7 @@ def test_two_components_keep_the_largest_and_tiny_and_edge_organs() -> None:
     cascade = _cascade()
     pred = cascade.predict(img)
     assert cascade.last["components"] == 2
-    assert tuple(cascade.last["box"])[4:] == (3, 9)
+    assert tuple(cascade.last["box_voxel"])[4:] == (3, 9)
     np.testing.assert_array_equal(pred[:, :, :12][labels == 2], 2)
     assert not pred[30:34, 26:30, 10:11].any()  # the small component is outside the box
     # an organ at the volume's edge (box clipped) and a one-voxel organ
@@ -158,7 +197,7 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
         assert pred.shape == src.shape
         np.testing.assert_allclose(pred.affine, src.affine, atol=1e-4)
         report = json.loads((tmp_path / f"{name}.lesions.json").read_text())
-        assert "cascade" in report
+        assert len(report["cascade"]["box_voxel"]) == 6 and "box" not in report["cascade"]
     # air with scanner noise (a constant volume is refused as not an image)
     noise = np.random.default_rng(0).integers(-5, 6, (48, 40, 6))
     air = nib.Nifti1Image((noise - 1000).astype(np.int16), np.diag([0.9, 0.9, 3.0, 1]))
@@ -167,6 +206,10 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
         "predict", pair, f"input={tmp_path / 'air.nii.gz'}", f"output={tmp_path / 'e'}"
     )
     assert "stage 1 found no organ" in result.stdout
+    # the note is also one warning line on stderr, and stage 2 (this checkpoint, not trained
+    # on organ crops) is said to be one
+    assert result.stderr.count("stage 1 found no organ") == 1
+    assert result.stderr.count("was not trained on organ crops") == 1
     assert not np.asarray(nib.load(str(tmp_path / "e" / "air.nii.gz")).dataobj).any()
     report = json.loads((tmp_path / "e" / "air.lesions.json").read_text())
     assert report["notes"] == ["stage 1 found no organ: labels left empty"]

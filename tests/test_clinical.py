@@ -216,7 +216,7 @@ def test_predict_overlay_is_drawn_from_ras_arrays_whatever_the_model_axcodes(
         "save_overlay",
         lambda image, label, path, **kw: seen.update(i=image, l=label, **kw),
     )
-    img, _ = _volume("PSL")  # stored neither RAS nor LPS
+    img, _ = _volume("PIL")  # stored neither RAS nor LPS, its axial axis second and flipped
     predictor = Predictor(bright, PreprocessConfig(axcodes="LPS"), Task("multiclass"))
     cfg = OmegaConf.create({"report": False, "overlay": True, "output_format": "nifti"})
     files = [tmp_path / "case.png", tmp_path / "case.nii.gz"]
@@ -228,3 +228,42 @@ def test_predict_overlay_is_drawn_from_ras_arrays_whatever_the_model_axcodes(
     assert want.any()
     np.testing.assert_array_equal(seen["l"], want)
     assert tuple(seen["spacing"]) == pytest.approx((0.8, 0.7, 2.5))
+    # each panel is titled with the label's own index of its slice (the frame of the report's
+    # centroid_voxel), not the RAS array's: here the input's second axis, reversed
+    titles = seen["slice_titles"]
+    assert len(titles) == 12 and titles[3] == "y = 8" and titles[0] == "y = 11"
+    label = np.asanyarray(written.dataobj)
+    for z, title in enumerate(titles):
+        axis, index = "xyz".index(title[0]), int(title.split(" = ")[1])
+        drawn = np.bincount(seen["l"][:, :, z].ravel(), minlength=3)
+        np.testing.assert_array_equal(
+            np.bincount(np.take(label, index, axis).ravel(), minlength=3), drawn
+        )
+
+
+def test_overlay_without_matplotlib_is_refused_before_the_model_loads(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean runtime (requirements-runtime.txt) has no matplotlib: ``overlay=true`` there
+    failed after the whole inference with an internal error; now one line, exit code 2,
+    before any model loads, and nothing written."""
+    import sys
+
+    import kdseg.cli.predict as predict
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(predict, "build_predictor", no_model)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises
+    out = tmp_path / "pred"
+    args = [
+        f"ckpt={trained_enet / 'checkpoints' / 'best.ckpt'}",
+        f"input={phantom_lits / 'volume-0.nii.gz'}",
+        f"output={out}",
+    ]
+    result = kdseg_here("predict", *args, "overlay=true", check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].endswith("overlay=true needs matplotlib: pip install matplotlib")
+    assert not out.exists()

@@ -452,7 +452,8 @@ try:
     main()
 finally:
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED and sys.modules[m])
-    print("LOADED", loaded, "PYDICOM", "pydicom" in sys.modules, "ONNX", "onnx" in sys.modules)
+    print("LOADED", loaded, "PYDICOM", "pydicom" in sys.modules, "ONNX", "onnx" in sys.modules,
+          "NDIMAGE", "scipy.ndimage" in sys.modules)
 """
 
 
@@ -486,7 +487,8 @@ def test_onnx_predict_in_a_fresh_process_never_imports_torch(
     target = tmp_path / "label.nii.gz"
     args = ["ckpt=null", f"artifact={onnx_fp32}", "backend=onnx", "verbose=true", f"tta={tta}"]
     done = _no_torch(*args, f"input={case.image}", f"output={target}")
-    assert "LOADED [] PYDICOM False ONNX False" in done.stdout  # NIfTI in and out: no pydicom
+    # NIfTI in and out: no pydicom; no scipy.ndimage either (a seventh of a second)
+    assert "LOADED [] PYDICOM False ONNX False NDIMAGE False" in done.stdout
     assert "time (s): load model" in done.stdout and "network" in done.stdout
     image = load_volume(case.image)
     bundle, backend, artifact = resolve_bundle(None, str(onnx_fp32), "onnx")

@@ -67,6 +67,31 @@ def test_predict_replaces_its_own_label_but_not_another_file(
     assert _digest(mask) != before
 
 
+def test_a_rerun_without_report_or_overlay_removes_the_earlier_ones(
+    trained_enet: Path, tmp_path: Path
+) -> None:
+    """A rerun with ``report=false`` (or ``overlay=false``) that replaces a kdseg label used
+    to leave the earlier run's ``.lesions.json``/``.txt`` and ``.png`` beside the new label:
+    another model's numbers read as this one's. They go with the label's replacement; other
+    files beside it, and the same names beside a label kdseg did not write, stay."""
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    scan = _ct(tmp_path / "scans" / "volume-1.nii.gz")
+    out = tmp_path / "pred" / "p.nii.gz"
+    kdseg_here("predict", f"ckpt={ckpt}", f"input={scan}", f"output={out}", "overlay=true")
+    siblings = ["p.lesions.json", "p.lesions.txt", "p.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([*siblings, "p.nii.gz"])
+    (out.parent / "p.notes.txt").write_text("a reader's own notes\n")
+    kdseg_here("predict", f"ckpt={ckpt}", f"input={scan}", f"output={out}", "report=false")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["p.nii.gz", "p.notes.txt"]
+
+    # beside a file kdseg did not write (replaced with overwrite=true) nothing else goes
+    mask = _ct(tmp_path / "other" / "m.nii.gz", np.zeros((40, 36, 8), np.uint8))
+    (mask.parent / "m.png").write_bytes(b"somebody's picture")
+    args = [f"ckpt={ckpt}", f"input={scan}", f"output={mask}", "report=false"]
+    kdseg_here("predict", *args, "overwrite=true")
+    assert (mask.parent / "m.png").read_bytes() == b"somebody's picture"
+
+
 def test_phantom_never_writes_over_a_dataset(tmp_path: Path) -> None:
     """A folder that holds a real scan under a phantom's name, or another seed's phantoms."""
     root = tmp_path / "data"

@@ -177,6 +177,34 @@ def test_format_and_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.txt"]
 
 
+def test_report_measures_only_what_the_task_predicts(tmp_path):
+    """A tumor-only model's report has no organ volume or burden (its "organ" would be its
+    tumor, a burden of 100 %), an organ-only model's no tumor or lesions (0 mL would read as
+    checked): null in the JSON, no line in the text."""
+    from kdseg.data.tasks import Task
+    from kdseg.eval.lesions import report_labels
+
+    label, _ = _liver_with_two_lesions()
+    tumor_only = np.where(label == 2, 2, 0).astype(np.uint8)
+    organ_only = (label > 0).astype(np.uint8)
+    assert report_labels(Task("multiclass").output_labels) == ((1, 2), 2)
+    tumor = lesion_report(tumor_only, SPACING, *report_labels(Task("tumor").output_labels))
+    organ = lesion_report(organ_only, SPACING, *report_labels(Task("organ").output_labels))
+    full = lesion_report(label, SPACING)
+    assert tumor["organ_volume_ml"] is None and tumor["tumor_burden_percent"] is None
+    assert tumor["tumor_volume_ml"] == full["tumor_volume_ml"] > 0
+    assert tumor["n_lesions"] == full["n_lesions"] == 2
+    assert organ["organ_volume_ml"] == full["organ_volume_ml"] > 0
+    for key in ("tumor_volume_ml", "tumor_burden_percent", "n_lesions", "lesions", "tumor_label"):
+        assert organ[key] is None, key
+    text = format_lesion_report(tumor)
+    assert "Organ volume" not in text and "burden" not in text and "Lesions:" in text
+    text = format_lesion_report(organ)
+    assert "Organ volume" in text and "Tumor" not in text and "Lesions" not in text
+    json_path, _ = write_lesion_report(organ, tmp_path / "r.json", tmp_path / "r.txt")
+    assert json.loads(json_path.read_text())["tumor_volume_ml"] is None
+
+
 # The overlay montage lives beside the lesion report (both are per-case visual/text summaries).
 
 

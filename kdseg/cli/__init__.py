@@ -498,10 +498,28 @@ def build_predictor(
             progress=progress,
             tta=tta,
         )
+        if i == 1 and bundle.preprocess.roi != "organ":
+            _warn_uncropped_stage2(artifact or ckpt)
         stages.append((predictor, bundle, backend, artifact))
     if n == 1:
         return stages[0]
     return (CascadePredictor(stages[0][0], stages[1][0]), *stages[1][1:])
+
+
+def _warn_uncropped_stage2(model: Any) -> None:
+    """One warning line: a cascade's stage 2 that records no organ-box preprocessing
+    (``preprocess.roi`` other than ``organ``) was not trained on the crops it is given. It
+    runs anyway (a whole-volume model still predicts inside a box), but its results are not
+    what its own evaluation measured."""
+    from kdseg.errors import warning_line
+
+    print(
+        warning_line(
+            f"{model}: cascade stage 2 was not trained on organ crops (its preprocess.roi is "
+            "not organ); its labels inside stage 1's box may not match its evaluation"
+        ),
+        file=sys.stderr,
+    )
 
 
 def check_task(asked: str, own: str, model: Any) -> None:

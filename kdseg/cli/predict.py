@@ -3,7 +3,9 @@
 Every output path is checked before the model loads (never over an input, never inside an
 input folder: :mod:`kdseg.guards`). One case's files (lesion report, overlay, label) are
 written to temporaries and renamed together, the label last: a label on disk always has its
-report beside it (:func:`kdseg.errors.atomic_group`).
+report beside it (:func:`kdseg.errors.atomic_group`). When a kdseg label is replaced, the
+earlier run's report or overlay that this run does not write goes with it
+(:func:`stale_siblings`): numbers or a picture from another model never sit beside the label.
 """
 
 from __future__ import annotations
@@ -98,13 +100,32 @@ def _write_seg(label, source: Path, path: Path, task, data: dict, image: Any = N
     return write_dicom_seg(label, source, path, labels=task.output_labels, organ=organ, image=image)
 
 
+def _siblings(target: Path) -> tuple[list[Path], list[Path]]:
+    """The lesion report's two files and the overlay that go beside the label ``target``."""
+    stem = target.parent / _stem(target)
+    return [Path(f"{stem}.lesions.json"), Path(f"{stem}.lesions.txt")], [Path(f"{stem}.png")]
+
+
 def planned_files(target: Path, cfg: DictConfig) -> list[Path]:
     """Every file one prediction writes, in commit order: the label (NIfTI or DICOM SEG), the
     file whose presence means "complete", comes last."""
-    stem = target.parent / _stem(target)
-    files = [Path(f"{stem}.lesions.json"), Path(f"{stem}.lesions.txt")] if cfg.report else []
-    files += [Path(f"{stem}.png")] if cfg.overlay else []
+    report, overlay = _siblings(target)
+    files = [*(report if cfg.report else []), *(overlay if cfg.overlay else [])]
     return [*files, _seg_path(target) if cfg.output_format == "dicom-seg" else target]
+
+
+def stale_siblings(files: list[Path]) -> list[Path]:
+    """The report and overlay files an earlier prediction of this case left that this run
+    (``files``, :func:`planned_files`) does not write, where the label it replaces is
+    kdseg's: they would sit beside the new label with another model's numbers or picture.
+    Only those exact names, only plain files, and only beside a kdseg label."""
+    from kdseg.data.io import written_by_kdseg
+
+    label = files[-1]
+    if not label.is_file() or not written_by_kdseg(label):
+        return []
+    report, overlay = _siblings(label)
+    return [f for f in (*report, *overlay) if f not in files and f.is_file() and not f.is_symlink()]
 
 
 def _warm(argv: list[str]) -> Callable[[], None]:
@@ -141,6 +162,8 @@ def main(cfg: DictConfig) -> None:
     from kdseg.guards import check_output, check_outputs
 
     require_paths(cfg, "input", "output")
+    if cfg.overlay:  # the lean runtime has no matplotlib: say so before the model loads
+        _require_matplotlib()
     threshold = number(cfg, "threshold", float)  # its range: build_predictor
     postprocess = check_postprocess(cfg.postprocess)
     source, output = Path(cfg.input), Path(cfg.output)
@@ -208,6 +231,15 @@ def main(cfg: DictConfig) -> None:
         print(format_timings(steps))
 
 
+def _require_matplotlib() -> None:
+    """``overlay=true`` draws with matplotlib, which ``requirements-runtime.txt`` leaves out:
+    refused in one line (exit code 2) before anything loads, not after the inference."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(None, "overlay=true needs matplotlib: pip install matplotlib") from None
+
+
 def _check_replaceable(files: list[Path]) -> None:
     """Refuse to replace existing files unless they are an earlier kdseg prediction (its label,
     the last of ``files``, or that case's label in the other output format, marked as
@@ -251,6 +283,8 @@ def _predict_one(
     from kdseg.data.io import geometry_only
 
     label = _predict_label(predictor, image, steps, following)
+    for note in predictor.notes:  # on stderr too: the report may be off, or unread
+        print(warning_line(f"{source}: {note}"), file=sys.stderr)
     if not cfg.get("overlay"):  # the input's voxels are freed before the outputs are written
         image = geometry_only(image)
     _write_case(cfg, predictor, bundle, label, image, source, files, steps, postprocess)
@@ -294,13 +328,18 @@ def _write_case(
 
         with timed(steps, "postprocess"):
             label, post = postprocess_labels(label, mode, keep)
-    with atomic_group(files) as temps:  # renamed in order: report, overlay, label last
+    # renamed in order: report, overlay, label last; then an earlier run's report or overlay
+    # that this run does not write is removed
+    with atomic_group(files, remove=stale_siblings(files)) as temps:
         if cfg.report:
             with timed(steps, "report"):
-                from kdseg.eval.lesions import lesion_report, write_lesion_report
+                from kdseg.eval.lesions import lesion_report, report_labels, write_lesion_report
                 from kdseg.eval.postprocess import note as postprocess_note
 
-                report = lesion_report(label, list(voxel_sizes(image)), affine=image.affine)
+                organ, tumor = report_labels(predictor.task.output_labels)
+                report = lesion_report(
+                    label, list(voxel_sizes(image)), organ, tumor, affine=image.affine
+                )
                 report.update({"cascade": predictor.last} if predictor.last else {})
                 line = postprocess_note(post)  # none for an empty prediction
                 notes = [*predictor.notes, *([line] if line else [])]
@@ -314,14 +353,17 @@ def _write_case(
             from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
 
             # the montage draws RAS arrays (anterior up, the patient's right on the left),
-            # whatever canonical orientation the model itself works in
+            # whatever canonical orientation the model itself works in; each panel is titled
+            # with the label's own array index of its slice, as the report's centroids are
             ras = Preprocessor(PreprocessConfig(axcodes="RAS"))
+            axis, index = ras.input_indices(image, 2)
             save_overlay(
                 ras.reorient(image),
                 ras.reorient(image, label),
                 temps[-2],
                 title=source.name,
                 spacing=ras.spacing(image),
+                slice_titles=[f"{'xyz'[axis]} = {i}" for i in index],
             )
         with timed(steps, "write"):
             if cfg.output_format == "dicom-seg":

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
-from scipy import ndimage
 
 from kdseg.data.boxes import Box3D, expand_box, jitter_box, organ_box, organ_level
 from kdseg.data.io import voxel_sizes
@@ -257,6 +256,27 @@ class Preprocessor:
         arr = np.asanyarray(img.dataobj) if data is None else data
         return ornt.apply_orientation(arr, self._transform(img))
 
+    def input_indices(self, img: nib.Nifti1Image, axis: int) -> tuple[int, np.ndarray]:
+        """``(input axis, index)``: the axis of ``img``'s array that canonical ``axis`` comes
+        from, and for each canonical index along it the input's array index (reversed where
+        reorienting flips that axis). What a canonical slice or box is called in the frame of
+        the input's own voxels, the frame of the label written and the report's centroids."""
+        transform = self._transform(img)
+        source = transform_inverse_axes(transform)[axis]
+        n = int(img.shape[source])
+        index = np.arange(n)
+        return source, index[::-1].copy() if transform[source][1] < 0 else index
+
+    def input_box(self, img: nib.Nifti1Image, box: Box3D) -> tuple[int, ...]:
+        """A non-empty half-open box ``(x0, x1, y0, y1, z0, z1)`` on the canonical grid as
+        the same voxels' box in ``img``'s array indices (input axis order, half-open)."""
+        out = [0] * 6
+        for axis in range(3):
+            source, index = self.input_indices(img, axis)
+            ends = index[int(box[2 * axis])], index[int(box[2 * axis + 1]) - 1]
+            out[2 * source : 2 * source + 2] = int(min(ends)), int(max(ends)) + 1
+        return tuple(out)
+
     def spacing(self, img: nib.Nifti1Image) -> tuple[float, float, float]:
         """Voxel size in mm along the canonical axes."""
         zooms = voxel_sizes(img)
@@ -353,6 +373,8 @@ class Preprocessor:
         the label is (:meth:`label`), and the numbers left are the lesions kept. Only the
         lesions' bounding box is numbered, and only the slices that hold tumor are resized.
         """
+        from scipy import ndimage  # here: ~0.14 s of every fresh kdseg-predict otherwise
+
         canonical = self.reorient(img, label == value)  # a view
         (x0, x1), (y0, y1), (z0, z1) = (_extent(canonical, axis) for axis in range(3))
         if z1 == 0:

@@ -415,6 +415,9 @@ class CascadePredictor:
     self-describing preprocessing of its checkpoint or artefact). Stage 2's labels are pasted
     back onto the input grid; outside the box everything is background. When stage 1 finds no
     organ the result is all background and :attr:`last` says so (the lesion report shows it).
+    :attr:`last`'s ``box_voxel`` is stage 1's organ box (before stage 2's margin) in the
+    input's array indices, half-open, ``[i0, i1, j0, j1, k0, k1]``: the frame of the label
+    written and of the lesions' ``centroid_voxel``.
     A stage 2 with ``window_level: organ`` also gets the organ level, the median input HU
     under stage 1's largest organ component; :attr:`last` records it as ``organ_level_hu``.
     """
@@ -464,8 +467,12 @@ class CascadePredictor:
     def predict(self, img: nib.Nifti1Image, stats: dict[str, float] | None = None) -> np.ndarray:
         """Dataset-label volume (uint8) on ``img``'s voxel grid, like :meth:`Predictor.predict`."""
         box, self.last = self.organ_roi(img)
+        if box is not None:  # reported in the input's voxel indices, as the label and lesions
+            self.last["box_voxel"] = list(self.pre.input_box(img, box))
+            del self.last["box"]
         out = np.zeros(img.shape, dtype=np.uint8, order="F")
-        if box is None:
+        if box is None:  # stage 2 does not run: none of its timings are this case's
+            self.stages[1].timings = {}
             return out
         stage2 = self.stages[1]
         view = stage2.pre.reorient(img, out)

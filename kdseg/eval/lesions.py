@@ -1,5 +1,8 @@
 """Lesion report of one label volume: organ volume, tumor burden and the individual lesions.
 
+Only what the model predicts is measured (:func:`report_labels`): an organ-only model's report
+has no tumor or lesion fields, a tumor-only model's no organ volume or burden.
+
 Volumes are in mL (1 mL = 1000 mm^3) from the voxel spacing (from the affine's determinant
 where the voxel axes are not at right angles, as in a NIfTI of a tilted gantry). Lesions are
 the connected components of the tumor mask (26-connectivity in 3D by default), labelled with
@@ -205,11 +208,22 @@ def _lesions(
     return lesions
 
 
+def report_labels(output_labels: Sequence[int]) -> tuple[tuple[int, ...] | None, int | None]:
+    """``(organ_labels, tumor_label)`` of :func:`lesion_report` for a model whose labels are
+    ``output_labels`` (:attr:`kdseg.data.tasks.Task.output_labels`): a multiclass model
+    ``((1, 2), 2)``, an organ-only one ``((1,), None)``, a tumor-only one ``(None, 2)``. What
+    a model does not predict is not measured: a tumor model's "organ" would be its tumor
+    (a burden of 100 %), and an organ model's tumor 0 mL would read as checked."""
+    labels = {int(v) for v in output_labels}
+    organ = (1, 2) if labels >= {1, 2} else ((1,) if 1 in labels else None)
+    return organ, (2 if 2 in labels else None)
+
+
 def lesion_report(
     label: np.ndarray,
     spacing: Sequence[float],
-    organ_labels: Sequence[int] = (1, 2),
-    tumor_label: int = 2,
+    organ_labels: Sequence[int] | None = (1, 2),
+    tumor_label: int | None = 2,
     connectivity: int = 26,
     min_size_voxels: int = 0,
     affine: np.ndarray | None = None,
@@ -223,7 +237,9 @@ def lesion_report(
     ``max_diameter_mm``. The tumor burden is 0 when the organ is empty. With the label's
     ``affine``, a grid whose axes are not at right angles (a NIfTI of a tilted gantry) gets
     its true voxel volume (the determinant) and distances; ``spacing`` alone would count each
-    voxel 1 / cos(tilt) too large.
+    voxel 1 / cos(tilt) too large. ``organ_labels=None`` (a tumor-only model) leaves the organ
+    volume and the burden None, ``tumor_label=None`` (an organ-only model) the tumor volume,
+    burden and lesion fields (:func:`report_labels`).
     """
     label = np.asarray(label)
     if len(spacing) != label.ndim:
@@ -237,49 +253,59 @@ def lesion_report(
     # one vectorised comparison per label value, inside the box of the nonzero voxels only
     # (a bincount of 52 M voxels converts them all to int64 first, and ravel() copies a
     # Fortran-ordered volume: seconds; three comparisons over the whole scan: 0.2 s)
-    values = {int(v) for v in {*organ_labels, tumor_label}}
+    organ_set = None if organ_labels is None else {int(v) for v in organ_labels}
+    values = {*(organ_set or ()), *(() if tumor_label is None else (int(tumor_label),))}
     block = label
     if 0 not in values:
         box = nonzero_box(label)
         block = label[box] if box is not None else label[:0]
     counts = {v: int(np.count_nonzero(block == v)) for v in values}
-    organ_voxels = sum(counts[int(v)] for v in set(organ_labels))
-    tumor_voxels = counts[int(tumor_label)]
-    lesions = []
-    if tumor_voxels:
-        lesions = _lesions(
-            label, tumor_label, spacing, voxel_ml, connectivity, min_size_voxels, axes
-        )
-    lesions.sort(key=lambda lesion: lesion["n_voxels"], reverse=True)
-    for rank, lesion in enumerate(lesions, start=1):
-        lesion["id"] = rank
-    organ_ml = organ_voxels * voxel_ml
-    tumor_ml = tumor_voxels * voxel_ml
+    organ_ml = None if organ_set is None else sum(counts[v] for v in organ_set) * voxel_ml
+    tumor_ml = lesions = burden = None
+    if tumor_label is not None:
+        tumor_voxels = counts[int(tumor_label)]
+        lesions = []
+        if tumor_voxels:
+            lesions = _lesions(
+                label, tumor_label, spacing, voxel_ml, connectivity, min_size_voxels, axes
+            )
+        lesions.sort(key=lambda lesion: lesion["n_voxels"], reverse=True)
+        for rank, lesion in enumerate(lesions, start=1):
+            lesion["id"] = rank
+        tumor_ml = tumor_voxels * voxel_ml
+        if organ_ml is not None:
+            burden = 100.0 * tumor_ml / organ_ml if organ_ml else 0.0
     return {
         "spacing_mm": list(spacing),
-        "organ_labels": [int(v) for v in organ_labels],
-        "tumor_label": int(tumor_label),
+        "organ_labels": None if organ_labels is None else [int(v) for v in organ_labels],
+        "tumor_label": None if tumor_label is None else int(tumor_label),
         "connectivity": connectivity,
         "min_size_voxels": min_size_voxels,
         "organ_volume_ml": organ_ml,
         "tumor_volume_ml": tumor_ml,
-        "tumor_burden_percent": 100.0 * tumor_ml / organ_ml if organ_ml else 0.0,
-        "n_lesions": len(lesions),
+        "tumor_burden_percent": burden,
+        "n_lesions": None if lesions is None else len(lesions),
         "lesions": lesions,
     }
 
 
 def format_lesion_report(report: dict[str, Any], max_rows: int = 10) -> str:
-    """One-screen text summary: volumes, burden, lesion count and the largest lesions."""
-    lines = [
-        f"Organ volume:   {report['organ_volume_ml']:10.1f} mL",
-        f"Tumor volume:   {report['tumor_volume_ml']:10.1f} mL",
-        f"Tumor burden:   {report['tumor_burden_percent']:10.2f} % of the organ",
-        f"Lesions:        {report['n_lesions']:10d}"
-        f"  ({report['connectivity']}-connected, >= {report['min_size_voxels']} voxels)",
-    ]
+    """One-screen text summary: volumes, burden, lesion count and the largest lesions; a
+    field the model does not measure (None: :func:`lesion_report`) has no line."""
+    lines = []
+    if report.get("organ_volume_ml") is not None:
+        lines.append(f"Organ volume:   {report['organ_volume_ml']:10.1f} mL")
+    if report.get("tumor_volume_ml") is not None:
+        lines.append(f"Tumor volume:   {report['tumor_volume_ml']:10.1f} mL")
+    if report.get("tumor_burden_percent") is not None:
+        lines.append(f"Tumor burden:   {report['tumor_burden_percent']:10.2f} % of the organ")
+    if report.get("n_lesions") is not None:
+        lines.append(
+            f"Lesions:        {report['n_lesions']:10d}"
+            f"  ({report['connectivity']}-connected, >= {report['min_size_voxels']} voxels)"
+        )
     lines += [f"Note:           {note}" for note in report.get("notes", [])]
-    lesions = report["lesions"][:max_rows]
+    lesions = (report.get("lesions") or [])[:max_rows]
     if lesions:
         lines += ["", f"{'#':>3}  {'volume mL':>10}  {'diameter mm':>11}  centroid (voxel)"]
         for lesion in lesions:

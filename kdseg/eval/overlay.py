@@ -7,8 +7,11 @@ left. Other orientations are drawn the same way, index for index.
 
 Slices: the Z range that contains the organ (the whole volume when there is none), with up to a
 third of the panels given to the slices with the largest tumor area and the rest spread evenly
-over the organ. Figures are built on a pyplot-free Agg canvas, so no global backend state is
-touched and the PNG writer and the array for experiment loggers share one renderer.
+over the organ. Each panel is titled ``z = <index>``, or with the caller's ``slice_titles``
+(``kdseg-predict``, which draws RAS arrays whatever the input's orientation, gives the label's
+own array index of each slice). Figures are built on a pyplot-free Agg canvas, so no global
+backend state is touched and the PNG writer and the array for experiment loggers share one
+renderer.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def _render(
     organ_labels: Sequence[int],
     tumor_label: int,
     spacing: Sequence[float] | None,
+    slice_titles: Sequence[str] | None = None,
 ) -> Figure:
     """Draw the montage on an Agg canvas; the one renderer behind both public functions."""
     image = np.asarray(image)
@@ -95,7 +99,7 @@ def _render(
                 ax.contour(
                     _display(mask).astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0
                 )
-        ax.set_title(f"z = {z}", fontsize=9)
+        ax.set_title(f"z = {z}" if slice_titles is None else slice_titles[z], fontsize=9)
     handles = [
         Line2D([], [], color=ORGAN_COLOUR, label="organ"),
         Line2D([], [], color=TUMOR_COLOUR, label="tumor"),
@@ -135,13 +139,17 @@ def save_overlay(
     organ_labels: Sequence[int] = (1, 2),
     tumor_label: int = 2,
     spacing: Sequence[float] | None = None,
+    slice_titles: Sequence[str] | None = None,
 ) -> Path:
     """Write the montage of ``n_slices`` axial slices as a PNG, atomically; return the path.
 
     ``image`` (HU) and ``label`` are (X, Y, Z) arrays; ``window`` is the displayed HU range
     (``None``: the image's full range); ``spacing`` (mm, optional) sets the pixel aspect ratio.
+    ``slice_titles``: a panel title for each Z index (default ``z = <index>``).
     """
-    fig = _render(image, label, n_slices, window, title, organ_labels, tumor_label, spacing)
+    fig = _render(
+        image, label, n_slices, window, title, organ_labels, tumor_label, spacing, slice_titles
+    )
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
