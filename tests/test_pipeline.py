@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -263,12 +264,8 @@ def test_predict_restores_geometry_of_flipped_and_permuted_input(
     trained_enet: Path, tmp_path: Path
 ) -> None:
     cfg = PhantomConfig(dataset="lits", size_range=(64, 72), slices_range=(14, 18))
-    plain_img, _, _ = generate_case(
-        PhantomConfig(**{**cfg.__dict__, "flip_prob": 0.0, "permute_prob": 0.0}), 5
-    )
-    odd_img, _, _ = generate_case(
-        PhantomConfig(**{**cfg.__dict__, "flip_prob": 1.0, "permute_prob": 1.0}), 5
-    )
+    plain_img, _, _ = generate_case(replace(cfg, flip_prob=0.0, permute_prob=0.0), 5)
+    odd_img, _, _ = generate_case(replace(cfg, flip_prob=1.0, permute_prob=1.0), 5)
     assert nib.aff2axcodes(odd_img.affine) != nib.aff2axcodes(plain_img.affine)
     ckpt = trained_enet / "checkpoints" / "best.ckpt"
     preds = {}
