@@ -46,18 +46,17 @@ def scan_folder(phantom: Path, folder: Path) -> Path:
     return folder
 
 
+def unlabeled_data(phantom: Path, tmp_path: Path, scans: Path) -> dict[str, Any]:
+    """The data config of the phantom with ``scans`` as its unlabeled scans."""
+    overrides = [f"data.root={phantom}", f"data.cache_root={tmp_path / 'cache'}"]
+    return compose("train", [*overrides, f"data.unlabeled_root={scans}"])["data"]
+
+
 def test_image_only_cache_uses_the_same_preprocessing(phantom_lits: Path, tmp_path: Path) -> None:
     scans = scan_folder(phantom_lits, tmp_path / "scans")
     write_dicom_series(nib.load(phantom_lits / "volume-1.nii.gz"), scans / "series_c")
     before = sorted(p.name for p in scans.iterdir())
-    cfg = compose(
-        "train",
-        [
-            f"data.root={phantom_lits}",
-            f"data.cache_root={tmp_path / 'cache'}",
-            f"data.unlabeled_root={scans}",
-        ],
-    )["data"]
+    cfg = unlabeled_data(phantom_lits, tmp_path, scans)
     setup = resolve_data(cfg)
     assert sorted(setup.unlabeled) == sorted([*SCANS, "series_c"])
     setup.prepare(progress=False)
@@ -166,14 +165,7 @@ def test_an_unlabeled_scan_that_is_a_labeled_cases_file_is_refused(
     labeled = phantom_lits / "volume-2.nii.gz"
     link = scans / "other-name.nii.gz"
     (os.symlink if how == "symlink" else os.link)(labeled, link)
-    cfg = compose(
-        "train",
-        [
-            f"data.root={phantom_lits}",
-            f"data.cache_root={tmp_path / 'cache'}",
-            f"data.unlabeled_root={scans}",
-        ],
-    )["data"]
+    cfg = unlabeled_data(phantom_lits, tmp_path, scans)
     with pytest.raises(InputError) as refused:
         resolve_data(cfg)
     assert str(refused.value) == (
