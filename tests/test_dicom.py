@@ -647,3 +647,27 @@ def test_a_dcm_output_for_a_folder_of_series_is_refused(series, tmp_path):
             plan_outputs(tmp_path, tmp_path / name)
     assert plan_outputs(series, tmp_path / "x.DCM") == [(series, tmp_path / "x.DCM")]
     assert _seg_path(tmp_path / "x.DCM") == tmp_path / "x.DCM"
+    # a rerun knows its own SEG in any case (it was "not a kdseg prediction" as X.DCM)
+    from kdseg.data.io import written_by_kdseg
+
+    first = next(p for p in sorted(series.iterdir()) if p.suffix == ".dcm")
+    ds = pydicom.dcmread(first)
+    for name, maker, ours in (
+        ("X.DCM", "kdseg", True),
+        ("y.dcm", "kdseg", True),
+        ("z.DCM", "x", False),
+    ):
+        ds.Manufacturer = maker
+        ds.save_as(tmp_path / name)
+        assert written_by_kdseg(tmp_path / name) is ours, name
+
+
+@pytest.mark.parametrize("kind", ["nothing", "loop"])
+def test_a_broken_link_in_a_series_is_refused_naming_it(series, kind):
+    """An end slice that is a link to nothing, or a symlink loop, was skipped without a word
+    (only a gap in the middle is noticed): the volume was one slice short."""
+    last = sorted(p for p in series.iterdir() if p.suffix == ".dcm")[-1]
+    last.unlink()
+    os.symlink(last if kind == "loop" else series / "gone.dcm", last)
+    with pytest.raises(InputError, match="symlink loop" if kind == "loop" else "a link to nothing"):
+        load_dicom_series(series)

@@ -236,6 +236,16 @@ def test_overlay_png_and_array(tmp_path):
     assert rgb.dtype == np.uint8 and rgb.shape == png.shape[:2] + (3,)
     assert (rgb[..., 0] > 200).any()  # red tumor outline is drawn
     assert [p.name for p in tmp_path.iterdir()] == ["case.png"]
+    # a tumor-only model (labels 0 and 2): its tumor is outlined as tumor, and no "organ" is
+    # drawn or named (with the defaults the tumor also counted as organ, in green)
+    tumor_only = np.where(label == 2, 2, 0).astype(label.dtype)
+
+    def lime(rgb: np.ndarray) -> bool:
+        return bool(((rgb[..., 1] > 200) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)).any())
+
+    assert lime(overlay_figure_array(image, tumor_only, n_slices=4))
+    rgb = overlay_figure_array(image, tumor_only, n_slices=4, organ_labels=None, tumor_label=2)
+    assert not lime(rgb) and (rgb[..., 0] > 200).any()
 
 
 def test_nonzero_box_holds_every_nonzero_voxel_tightly() -> None:

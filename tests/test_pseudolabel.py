@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import TINY_DATA, error_lines, kdseg, kdseg_here
 from test_distill_module import _fake_teacher
+from test_unlabeled import compose
 
+from kdseg.data.dataset import resolve_data
 from kdseg.eval.checkpoint import load_bundle, read_checkpoint
 from kdseg.eval.inference import Predictor
 from kdseg.eval.pseudolabel import COLUMNS, read_table
@@ -92,6 +94,10 @@ def test_pseudolabel_round_trip_filter_and_training(
         "in val and test>"
     ]
     assert not (run / "checkpoints").exists()
+    # a command that takes the split a checkpoint records (export, bench; eval scoring the
+    # agreement with the teacher) reads the folder: only training is refused
+    data = compose("train", ["data=nnunet", f"data.root={out}", f"data.cache_root={run}-c"])
+    assert set(resolve_data(data["data"], read_only=True).cases) == set(SCANS)
     # docs/unlabeled.md's workflow: one folder with the ground-truth cases and the pseudo-
     # labelled ones, and a split file keeping the teacher's labels in train
     mixed = tmp_path / "mixed"

@@ -350,6 +350,7 @@ def _write_case(
         if cfg.overlay:
             from kdseg.data.preprocess import Preprocessor
             from kdseg.data.preprocess_config import PreprocessConfig
+            from kdseg.eval.lesions import report_labels
             from kdseg.eval.overlay import save_overlay  # matplotlib: only when asked for
 
             # the montage draws RAS arrays (anterior up, the patient's right on the left),
@@ -357,6 +358,7 @@ def _write_case(
             # with the label's own array index of its slice, as the report's centroids are
             ras = Preprocessor(PreprocessConfig(axcodes="RAS"))
             axis, index = ras.input_indices(image, 2)
+            organ, tumor = report_labels(predictor.task.output_labels)
             save_overlay(
                 ras.reorient(image),
                 ras.reorient(image, label),
@@ -364,6 +366,8 @@ def _write_case(
                 title=source.name,
                 spacing=ras.spacing(image),
                 slice_titles=[f"{'xyz'[axis]} = {i}" for i in index],
+                organ_labels=organ,
+                tumor_label=tumor,
             )
         with timed(steps, "write"):
             if cfg.output_format == "dicom-seg":

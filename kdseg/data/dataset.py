@@ -362,7 +362,9 @@ def resolve_data(
         fractions=fractions,
         store=store,
     )
-    if cfg["layout"] == "nnunet" and source in (None, store):
+    # training only: export and bench take the split the checkpoint records, and an eval
+    # against the teacher's labels (agreement with the teacher) is a measurement of its own
+    if not read_only and cfg["layout"] == "nnunet" and source in (None, store):
         _refuse_seeded_pseudolabels(cfg["root"])
     cache_dir = cache_dir_for(cache_root, dataset_key(cfg), pre)
     setup = DataSetup(cfg, cases, split, pre, cache_dir, sources=sources)

@@ -162,8 +162,15 @@ def _series_files(folder: Path) -> list[tuple[Path, pydicom.Dataset | None]]:
     """The files of a series folder to read: those with a DICOM preamble (header None: not
     read yet), and those without one that pydicom still reads as a DICOM object (older exports;
     with the header their probe parsed). :func:`_read_headers` tells the image slices apart. A
-    file named like DICOM that is neither (an empty or cut copy) is refused; others ignored."""
+    file named like DICOM that is neither (an empty or cut copy) is refused, as is a link to
+    nothing or a symlink loop (a slice lost without a word: an end slice leaves no gap to find);
+    others ignored."""
+    from kdseg.data.io import broken_link
+
     files: list[tuple[Path, pydicom.Dataset | None]] = []
+    for path in sorted(folder.iterdir()):
+        if not path.name.startswith(".") and (problem := broken_link(path)) is not None:
+            raise InputError(path, problem)
     for path in _visible_files(folder):
         if _is_dicom(path):
             files.append((path, None))

@@ -540,7 +540,7 @@ def written_by_kdseg(path: str | Path) -> bool:
             with _quiet_nibabel():
                 header = nib.load(str(path)).header
             return bytes(header["descrip"]).rstrip(b"\0") == LABEL_DESCRIP
-        if path.suffix == ".dcm":
+        if path.suffix.lower() == ".dcm":
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True)

@@ -35,16 +35,20 @@ DPI = 100
 
 
 def select_slices(
-    label: np.ndarray, n_slices: int, organ_labels: Sequence[int] = (1, 2), tumor_label: int = 2
+    label: np.ndarray,
+    n_slices: int,
+    organ_labels: Sequence[int] | None = (1, 2),
+    tumor_label: int | None = 2,
 ) -> list[int]:
-    """Sorted, distinct Z indices of the slices to show (see the module docstring)."""
+    """Sorted, distinct Z indices of the slices to show (see the module docstring). ``None``:
+    the model predicts no organ (a tumor-only one) or no tumor (an organ-only one)."""
     if n_slices < 1:
         raise ValueError(f"n_slices must be at least 1, got {n_slices}")
-    organ_z = np.flatnonzero(np.isin(label, organ_labels).any(axis=(0, 1)))
+    organ_z = np.flatnonzero(np.isin(label, organ_labels or ()).any(axis=(0, 1)))
     if organ_z.size == 0:
         organ_z = np.arange(label.shape[2])
     n = min(n_slices, organ_z.size)
-    tumor_area = (label == tumor_label).sum(axis=(0, 1))
+    tumor_area = (label == (-1 if tumor_label is None else tumor_label)).sum(axis=(0, 1))
     n_tumor = min(max(1, n // 3), int((tumor_area > 0).sum()))
     chosen = {int(z) for z in np.argsort(-tumor_area, kind="stable")[:n_tumor]}
     spread = np.linspace(0, organ_z.size - 1, n - len(chosen)).round().astype(int)
@@ -67,8 +71,8 @@ def _render(
     n_slices: int,
     window: tuple[float, float] | None,
     title: str | None,
-    organ_labels: Sequence[int],
-    tumor_label: int,
+    organ_labels: Sequence[int] | None,
+    tumor_label: int | None,
     spacing: Sequence[float] | None,
     slice_titles: Sequence[str] | None = None,
 ) -> Figure:
@@ -92,19 +96,25 @@ def _render(
     for ax, z in zip(axes.flat[: len(slices)], slices, strict=True):
         ax.imshow(_display(image[:, :, z]), cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
         for mask, colour in (
-            (np.isin(label[:, :, z], organ_labels), ORGAN_COLOUR),
-            (label[:, :, z] == tumor_label, TUMOR_COLOUR),
+            (np.isin(label[:, :, z], organ_labels or ()), ORGAN_COLOUR),
+            (label[:, :, z] == (-1 if tumor_label is None else tumor_label), TUMOR_COLOUR),
         ):
             if mask.any():
                 ax.contour(
                     _display(mask).astype(np.float32), levels=[0.5], colors=colour, linewidths=1.0
                 )
         ax.set_title(f"z = {z}" if slice_titles is None else slice_titles[z], fontsize=9)
-    handles = [
-        Line2D([], [], color=ORGAN_COLOUR, label="organ"),
-        Line2D([], [], color=TUMOR_COLOUR, label="tumor"),
+    handles = [  # what the model predicts: a tumor-only model's tumor is no "organ"
+        Line2D([], [], color=colour, label=name)
+        for name, colour, drawn in (
+            ("organ", ORGAN_COLOUR, organ_labels),
+            ("tumor", TUMOR_COLOUR, tumor_label is not None),
+        )
+        if drawn
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=9)
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=9
+    )
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -116,8 +126,8 @@ def overlay_figure_array(
     n_slices: int = 6,
     window: tuple[float, float] | None = (-160, 240),
     title: str | None = None,
-    organ_labels: Sequence[int] = (1, 2),
-    tumor_label: int = 2,
+    organ_labels: Sequence[int] | None = (1, 2),
+    tumor_label: int | None = 2,
     spacing: Sequence[float] | None = None,
 ) -> np.ndarray:
     """The montage as an (H, W, 3) uint8 RGB array, e.g. for ``wandb.Image``.
@@ -136,8 +146,8 @@ def save_overlay(
     n_slices: int = 6,
     window: tuple[float, float] | None = (-160, 240),
     title: str | None = None,
-    organ_labels: Sequence[int] = (1, 2),
-    tumor_label: int = 2,
+    organ_labels: Sequence[int] | None = (1, 2),
+    tumor_label: int | None = 2,
     spacing: Sequence[float] | None = None,
     slice_titles: Sequence[str] | None = None,
 ) -> Path:
@@ -146,6 +156,8 @@ def save_overlay(
     ``image`` (HU) and ``label`` are (X, Y, Z) arrays; ``window`` is the displayed HU range
     (``None``: the image's full range); ``spacing`` (mm, optional) sets the pixel aspect ratio.
     ``slice_titles``: a panel title for each Z index (default ``z = <index>``).
+    ``organ_labels`` / ``tumor_label``: as :func:`kdseg.eval.lesions.report_labels` gives them
+    for the model's task (``None``: not predicted, not outlined, not in the legend).
     """
     fig = _render(
         image, label, n_slices, window, title, organ_labels, tumor_label, spacing, slice_titles
