@@ -462,3 +462,21 @@ def test_a_failed_first_run_removes_the_folders_it_made(tmp_path, monkeypatch) -
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "new" / "sub" / "deep", TINY, n_cases=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_busy_worker_ignores_a_second_sigterm_while_it_unwinds(monkeypatch) -> None:
+    """A process-group kill (SLURM's scancel) and then the pool's terminate send a busy worker
+    two SIGTERMs: the second cut short the unwinding that removes the case's files, which were
+    left behind in 4 of 25 group kills. The first is final."""
+    import signal
+
+    from kdseg.data.phantom import dataset
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(dataset, "_BUSY", True)
+    try:
+        with pytest.raises(dataset._Stopped):
+            dataset._on_worker_sigterm(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)

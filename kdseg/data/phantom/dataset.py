@@ -110,6 +110,9 @@ _BUSY = False  # in a pool worker: a case is being drawn
 
 def _on_worker_sigterm(signum: int, frame: Any) -> None:
     if _BUSY:
+        # the first SIGTERM is final: a second (a process-group kill, then the pool's
+        # terminate) would cut short the unwinding that removes the case's files
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Stopped(signum)
     os._exit(0)  # idle: nothing of its own to clean up
 
