@@ -9,6 +9,7 @@ misread; a damaged entry is recomputed; nothing half-written is left; bad settin
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,21 @@ def test_the_key_follows_autocast_cpu_capability_and_kdseg_version(
     cache = module.teacher_cache
     images = batch["image"]
     # the thread count is read at each key (Lightning's DDP launchers set it late)
-    assert cache._identity.endswith(f"|kdseg {kdseg.__version__}|threads ".encode())
+    from kdseg.lit.teacher_cache import models_source_digest
+
+    source = models_source_digest()
+    assert cache._identity.endswith(f"|kdseg {kdseg.__version__}|models {source}|threads ".encode())
+    # the networks' source: an edit to kdseg/models/*.py is another digest (the version is not)
+    models = Path(kdseg.__file__).parent / "models"
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "enet.py").write_text((copy / "enet.py").read_text() + "\n# an edit\n")
+    monkeypatch.setattr(kdseg.models, "__file__", str(copy / "__init__.py"))
+    models_source_digest.cache_clear()
+    assert models_source_digest() != source
+    monkeypatch.undo()
+    models_source_digest.cache_clear()
+    assert models_source_digest() == source
     threads = torch.get_num_threads()
     capability = torch.backends.cpu.get_cpu_capability()
     before = hashlib.sha256(cache._identity + f"{threads}".encode())

@@ -10,7 +10,9 @@ same batches whatever the method (the pairing of a seed), so the teacher's outpu
 default) looks each batch's teacher output up in ``DIR`` before running the teacher, and
 stores what it computed. The key is content, not position: a SHA-256 over the input batch's
 bytes, shape, dtype and strides, the teacher's weights (:func:`~kdseg.lit.train.weights_checksum`),
-how the teacher runs (memory format, compile), the torch and kdseg versions, the device type,
+how the teacher runs (memory format, compile), the torch and kdseg versions, the source of the
+networks (``kdseg/models``: a fixed version string does not change when a network's forward pass
+does), the device type,
 the number of CPU threads and, on a CPU, the instruction set torch dispatches to
 (``torch.backends.cpu.get_cpu_capability()``: AVX2 and AVX-512 kernels may differ in the last
 bit). A cached output is therefore the exact tensor the live teacher would
@@ -39,6 +41,7 @@ disk, keyed by content and shared between processes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -71,6 +74,19 @@ def check_cache_dir(value: object, key: str = "teacher.cache") -> Path | None:
     return path
 
 
+@functools.cache
+def models_source_digest() -> str:
+    """SHA-256 (16 hex digits) of the networks' source, ``kdseg/models/*.py``: an edit that
+    changes what a teacher computes (a layer, a tap) changes the cache key, though kdseg's
+    version string stays the same between releases."""
+    import kdseg.models
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(kdseg.models.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class TeacherCache:
     """Teacher outputs on disk under ``root``, keyed by the batch's bytes and the teacher.
 
@@ -90,7 +106,8 @@ class TeacherCache:
         # ``setting``: how the teacher runs (memory format, compile), which may change bits
         self._identity = (
             f"kdseg-teacher-cache-v1|{weights_checksum(teacher)}|{setting}|"
-            f"torch {torch.__version__}|kdseg {__version__}|threads "
+            f"torch {torch.__version__}|kdseg {__version__}|models {models_source_digest()}|"
+            "threads "
         ).encode()
 
     def key(self, images: torch.Tensor) -> str:
