@@ -199,9 +199,19 @@ def test_lesion_weighting_draws_small_tumors_as_often_as_large(phantom_lits: Pat
     plain.setup("fit")
     target = plain._sampler().weights[flags]
     assert torch.allclose(target, torch.full_like(target, 0.7 / int(flags.sum())))
-    with pytest.raises(InputError, match="target_weighting=lesion needs tumor"):
-        organ = {"data.target_slices": "organ", "data.target_weighting": "lesion"}
-        resolve_data(_data_cfg(phantom_lits, **organ)).datamodule(seed=0).setup("fit")
+    organ = {"data.target_slices": "organ", "data.target_weighting": "lesion"}
+    fix = "target_weighting=lesion needs tumor target slices: set data.target_slices=tumor"
+    with pytest.raises(InputError, match=fix):  # from the config, before any preparation
+        resolve_data(_data_cfg(phantom_lits, **organ))
+    from kdseg.data.datamodule import SliceDataModule
+    from kdseg.data.loader_settings import LoaderConfig
+    from kdseg.data.slices import SliceDataset
+
+    loader = LoaderConfig(target_slices="organ", target_weighting="lesion")
+    with pytest.raises(InputError, match=fix):  # the loaders check the same
+        SliceDataModule(setup.cache_dir, setup.split, loader)
+    with pytest.raises(InputError, match=fix):
+        SliceDataset(dm.train_set.cases, dm.task, target_weighting="lesion")
     only = {**overrides, "data.sampling": "target", "data.target_weighting": "lesion"}
     targets_only = resolve_data(_data_cfg(phantom_lits, **only)).datamodule(seed=0)
     targets_only.setup("fit")
@@ -929,6 +939,96 @@ def test_patch_training_crops_train_slices_only_and_centres_on_the_weighted_clas
 def test_bad_patch_settings_are_refused(phantom_lits: Path, overrides, message) -> None:
     with pytest.raises(InputError, match=message):
         resolve_data(_data_cfg(phantom_lits, **overrides)).datamodule(0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data.context": "-1"}, r"data.context must be a whole number >= 0, got -1"),
+        ({"data.sampling": "targets"}, r"data.sampling must be one of"),
+        ({"data.val_sampling": "some"}, r"data.val_sampling must be one of"),
+        ({"data.target_slices": "liver"}, r"data.target_slices must be one of"),
+        ({"data.target_weighting": "lesions"}, r"data.target_weighting must be null, slice"),
+        ({"data.batch_size": "0"}, r"data.batch_size must be a whole number >= 1"),
+        ({"data.num_workers": "-1"}, r"data.num_workers must be a whole number >= 0"),
+        ({"data.unlabeled_fraction": "1.0"}, r"data.unlabeled_fraction must be in \[0, 1\)"),
+    ],
+)
+def test_bad_loader_settings_are_refused_before_the_cache_is_prepared(
+    phantom_lits: Path, tmp_path: Path, overrides, message
+) -> None:
+    """A loader setting no loader can run is one line from the config alone (resolve_data,
+    which training runs before preparing the cache), not after hours of preparation."""
+    cache = tmp_path / "cache"
+    with pytest.raises(InputError, match=message):
+        resolve_data(_data_cfg(phantom_lits, **overrides, **{"data.cache_root": cache}))
+    assert not cache.exists()  # nothing prepared
+
+
+def test_unlabeled_scans_with_one_slice_batches_are_refused(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """Every batch keeps one labeled slice: with ``batch_size=1`` no unlabeled scan would ever
+    be drawn, so ``unlabeled_fraction > 0`` is refused there (and 0 is fine)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    image = next(phantom_lits.rglob("volume-*.nii*"))
+    (scans / "scan-0.nii.gz").write_bytes(image.read_bytes())
+    base = {"data.batch_size": "1", "data.unlabeled_root": scans, "data.cache_root": tmp_path}
+    with pytest.raises(InputError, match=r"data.unlabeled_fraction=0.5 with data.batch_size=1"):
+        resolve_data(_data_cfg(phantom_lits, **base, **{"data.unlabeled_fraction": "0.5"}))
+    resolve_data(_data_cfg(phantom_lits, **base, **{"data.unlabeled_fraction": "0"}))
+
+
+def test_a_case_without_slices_is_not_held_against_the_patch(tmp_path: Path) -> None:
+    """An organ ROI of an empty label caches a case of no slice ((0, 4, 4)): it is never
+    drawn, so its 4 x 4 in-plane size does not refuse a larger patch (as check_one_size)."""
+    from kdseg.data.cache import CachedCase
+    from kdseg.data.datamodule import check_training_shape
+    from kdseg.data.loader_settings import LoaderConfig
+
+    cases = []
+    for case_id, shape in (("stub", (0, 4, 4)), ("full", (3, 32, 32))):
+        folder = tmp_path / case_id
+        folder.mkdir()
+        np.save(folder / "image.npy", np.zeros(shape, dtype=np.float32))
+        cases.append(CachedCase(case_id, folder, shape[0], (), (), (1.0, 1.0, 1.0)))
+    cfg = LoaderConfig(patch_size=[16, 16])
+    check_training_shape(cfg, cases)  # the stub is passed over
+    with pytest.raises(InputError, match=r"larger than the 32 x 32 slices of case full"):
+        check_training_shape(LoaderConfig(patch_size=[64, 64]), cases)
+
+
+def test_the_cache_records_the_resolved_data_folder(
+    phantom_lits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``preprocess.json`` names the data folder resolved: another spelling of it (a trailing
+    slash, a relative path) is the same source, so a complete cache is not written again, and
+    on a read-only mount it is read as it is."""
+    import errno
+
+    from kdseg.data import prepare
+
+    cache = tmp_path / "cache"
+    setup = resolve_data(_data_cfg(phantom_lits, **{"data.cache_root": cache}))
+    setup.prepare(progress=False)
+    record = json.loads((setup.cache_dir / "preprocess.json").read_text())
+    assert record["source"] == str(phantom_lits.resolve())
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(prepare, "write_text_atomic", read_only)
+    monkeypatch.chdir(phantom_lits.parent)
+    for spelling in (f"{phantom_lits}/", phantom_lits.name, f"./{phantom_lits.name}/"):
+        again = resolve_data(_data_cfg(phantom_lits, **{"data.cache_root": cache}), read_only=True)
+        again.cfg = {**again.cfg, "root": spelling}
+        again.prepare(progress=False)  # nothing to prepare, nothing written, no refusal
+    # a record an earlier kdseg wrote with the folder as spelled counts as the same folder
+    (setup.cache_dir / "preprocess.json").write_text(
+        json.dumps({**record, "source": f"{phantom_lits}/"})
+    )
+    setup.prepare(progress=False)
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,9 @@ protocol=paper`` keeps (those whose reference holds the model's target). Oversam
 slices in the multi-class task is nnU-Net's foreground oversampling of the rare class: tumors
 sit in a few slices only.
 With ``target_weighting: lesion`` (beyond the paper) the tumor slices are not drawn alike: a
-slice weighs the sum, over the 3D tumors it cuts, of 1 / the number of slices that tumor spans,
-so each tumor is drawn as often, and a 4 mm metastasis on one slice as often as a 40 mm one on
-twenty (:func:`~kdseg.data.slices.lesion_slice_weights`).
+slice weighs the sum, over the 3D tumors (6-connected) it cuts, of 1 / the number of slices that
+tumor spans, so each tumor is drawn as often, and a 4 mm metastasis on one slice as often as a
+40 mm one on twenty (:func:`~kdseg.data.slices.lesion_slice_weights`).
 Augmentation is MONAI dictionary transforms (the paper's flips on both axes and 90-degree
 rotations), seeded from the run's seed: without loader workers one stream in the main process
 runs through the epochs (in the checkpoints); with workers each training batch is augmented
@@ -46,7 +46,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,8 @@ from torch.utils.data import (
 )
 
 from kdseg.data.cache import CachedCase, open_case
-from kdseg.data.patches import check_patch, not_square
+from kdseg.data.loader_settings import LoaderConfig, check_loader_settings
+from kdseg.data.patches import not_square
 from kdseg.data.resumable import Epochs, ResumableLoader, own_rank, with_ranks, worker_signals
 from kdseg.data.rng import numpy_state, set_numpy_state
 from kdseg.data.samplers import MixedDataset, MixedSampler, RankSampler
@@ -72,32 +72,6 @@ from kdseg.errors import InputError
 
 log = logging.getLogger(__name__)
 
-TARGET_SLICES = ("auto", "organ", "tumor")
-SAMPLING = ("oversample", "target", "all")
-VAL_SAMPLING = ("all", "target")
-TARGET_WEIGHTING = (None, "slice", "lesion")  # null and slice: every target slice alike
-
-
-@dataclass
-class LoaderConfig:
-    """How slices are drawn and batched (the ``data`` config's loader keys)."""
-
-    task: str = "multiclass"
-    context: int = 0
-    batch_size: int = 16
-    num_workers: int = 0
-    sampling: str = "oversample"
-    target_fraction: float = 0.5
-    target_slices: str = "auto"
-    target_weighting: str | None = None
-    samples_per_epoch: int | None = None
-    val_sampling: str = "all"
-    augment: dict[str, bool] = field(default_factory=lambda: {"flip": True, "rot90": True})
-    unlabeled_fraction: float = 0.0
-    patch_size: list[int] | None = None
-    patch_ratios: list[float] | None = None
-    seed: int = 123
-
 
 def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
     """Training tensors that batch, on the cached slices (the config alone is checked by
@@ -106,6 +80,8 @@ def check_training_shape(cfg: LoaderConfig, cases: list[CachedCase]) -> None:
     ``augment.rot90`` is on (a quarter turn swaps height and width)."""
     rot90 = bool(cfg.augment.get("rot90", False))
     for case in cases:
+        if not case.image.shape[0]:  # no slice (an organ ROI of an empty label): never drawn
+            continue
         h, w = case.image.shape[1:3]
         if cfg.patch_size is not None and (h < cfg.patch_size[0] or w < cfg.patch_size[1]):
             raise InputError(
@@ -155,45 +131,13 @@ class SliceDataModule(pl.LightningDataModule):
         self.cfg = loader
         self.unlabeled = unlabeled
         self.teacher_dir = teacher_dir
-        if not 0.0 <= loader.unlabeled_fraction < 1.0:
-            raise InputError(
-                None, f"data.unlabeled_fraction must be in [0, 1), got {loader.unlabeled_fraction}"
-            )
+        check_loader_settings(loader, unlabeled=unlabeled is not None)
         self.task = Task(loader.task)
-        rot90 = bool(loader.augment.get("rot90", False))
-        check_patch(loader.patch_size, loader.patch_ratios, self.task.num_classes, rot90)
         self.augment = build_augment(loader.augment, loader.patch_size, loader.patch_ratios)
         self._generators: list[torch.Generator] = []
         self._epochs = Epochs()  # the training epochs begun (the key of the batch seeds)
         self._resumed: dict[str, Any] | None = None
         self._noted_uniform = False  # the line that oversampling found no target slice
-        if loader.target_weighting not in TARGET_WEIGHTING:
-            raise InputError(
-                None,
-                "data.target_weighting must be null, slice or lesion, got "
-                f"{loader.target_weighting!r}",
-            )
-        if loader.target_weighting == "lesion" and loader.sampling == "all":
-            raise InputError(
-                None, "data.target_weighting=lesion needs data.sampling=oversample or target"
-            )
-        if loader.target_slices not in TARGET_SLICES:
-            raise InputError(
-                None,
-                f"data.target_slices must be one of {TARGET_SLICES}, got {loader.target_slices!r}",
-            )
-        for key, allowed in (("sampling", SAMPLING), ("val_sampling", VAL_SAMPLING)):
-            if getattr(loader, key) not in allowed:
-                raise InputError(
-                    None, f"data.{key} must be one of {allowed}, got {getattr(loader, key)!r}"
-                )
-        for key in ("batch_size", "samples_per_epoch"):
-            value = getattr(loader, key)
-            if value is not None and (isinstance(value, bool) or not int(value) >= 1):
-                raise InputError(None, f"data.{key} must be a whole number >= 1, got {value!r}")
-        workers = loader.num_workers  # -1: a ValueError of the DataLoader once training starts
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise InputError(None, f"data.num_workers must be a whole number >= 0, got {workers!r}")
 
     def prepare_data(self) -> None:
         """Fill the cache for missing cases (Lightning calls this on rank 0 only)."""

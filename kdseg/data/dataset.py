@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdseg.data.loader_settings import check_loader_settings, loader_config
 from kdseg.data.manifest import (
     DEFAULT_FRACTIONS,
     DEFAULT_SEED,
@@ -39,7 +40,6 @@ from kdseg.data.manifest import (
     store_name,
     write_split,
 )
-from kdseg.data.patches import check_patch
 from kdseg.data.prepare import cache_dir_for, prepare_cases
 from kdseg.data.preprocess_config import PreprocessConfig
 from kdseg.data.sources import Case, ImageCase, discover_cases, discover_images
@@ -121,7 +121,7 @@ class DataSetup:
             self.cache_dir,
             workers=workers,
             progress=progress,
-            source=str(self.cfg["root"]),
+            source=str(Path(self.cfg["root"]).resolve()),
         )
         if self.persist_to is not None and not explicit:
             persist_split(self.split, self.persist_to, self.cfg["root"], *seeding_of(self.cfg))
@@ -133,7 +133,7 @@ class DataSetup:
                 self.unlabeled_dir,
                 workers=workers,
                 progress=progress,
-                source=str(self.cfg["unlabeled_root"]),
+                source=str(Path(self.cfg["unlabeled_root"]).resolve()),
             )
         if self.teacher_predictions is not None:
             from kdseg.data.teacher_targets import prepare_teacher_targets
@@ -150,10 +150,9 @@ class DataSetup:
 
         Lightning is imported here, not at module level, so ``kdseg-prepare`` starts fast.
         """
-        from kdseg.data.datamodule import LoaderConfig, SliceDataModule
+        from kdseg.data.datamodule import SliceDataModule
 
-        keys = set(LoaderConfig.__dataclass_fields__) - {"seed"}
-        loader = LoaderConfig(**{k: v for k, v in self.cfg.items() if k in keys}, seed=seed)
+        loader = loader_config(self.cfg, seed)
         workers = int(self.cfg.get("prepare_workers", 1))
         return SliceDataModule(
             self.cache_dir,
@@ -339,12 +338,8 @@ def resolve_data(
     pre = PreprocessConfig.from_dict(cfg.get("preprocess", {}))
     if not read_only:  # training settings: a config error before any case is prepared
         fixed = pre.window_size or (pre.in_plane_size if pre.spacing_mm is None else None)
-        check_patch(
-            cfg.get("patch_size"),
-            cfg.get("patch_ratios"),
-            Task(cfg.get("task", "multiclass")).num_classes,
-            rot90=bool((cfg.get("augment") or {}).get("rot90", False)),
-            slice_size=fixed,
+        check_loader_settings(
+            loader_config(cfg), unlabeled=bool(cfg.get("unlabeled_root")), slice_size=fixed
         )
     cases = {c.case_id: c for c in discover_cases(cfg["layout"], cfg["root"])}
     cache_root = cache_root_of(cfg)

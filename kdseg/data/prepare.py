@@ -214,12 +214,22 @@ def _same_record(record: Path, config: PreprocessConfig, source: str | None) -> 
     record written before a key was added lacks it, and means the same) and ``source``."""
     try:
         stored = json.loads(record.read_text())
-        return (
-            PreprocessConfig.from_dict(stored["config"]) == config
-            and stored.get("source") == source
+        return PreprocessConfig.from_dict(stored["config"]) == config and _same_source(
+            stored.get("source"), source
         )
     except (OSError, ValueError, KeyError, TypeError, InputError):
         return False
+
+
+def _same_source(stored: object, source: str | None) -> bool:
+    """Whether a record's ``source`` names the folder ``source`` names: compared resolved on
+    both sides, so a record of another spelling of the same folder (a trailing slash, a
+    relative path, a link; records written before kdseg resolved it) counts as the same."""
+    if stored == source:
+        return True
+    if not isinstance(stored, str) or not stored or not source:
+        return False
+    return Path(stored).resolve() == Path(source).resolve()
 
 
 def case_label(case: Case, image: nib.Nifti1Image) -> np.ndarray:

@@ -33,10 +33,10 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
 from kdseg.data.cache import CachedCase
+from kdseg.data.loader_settings import check_lesion_targets, uses_tumor_targets
 from kdseg.data.rng import derive_seed
 from kdseg.data.tasks import Task
 from kdseg.data.teacher_targets import teacher_slice
-from kdseg.errors import InputError
 
 TUMOR = 2  # the tumor label of the cached (LiTS / KiTS) labels
 
@@ -118,11 +118,10 @@ class SliceDataset(Dataset):
         self.is_target: list[bool] = []
         #: per item: its draw weight among the target slices (1 each unless weighted by lesion)
         self.target_weight: list[float] = []
-        use_tumor = target_slices == "tumor" or (target_slices == "auto" and task.name == "tumor")
+        use_tumor = uses_tumor_targets(target_slices, task)
         #: what a target slice holds (the tumor or the organ), for the lines that name it
         self.target = "tumor" if use_tumor else "organ"
-        if target_weighting == "lesion" and not use_tumor:
-            raise InputError(None, "data.target_weighting=lesion needs tumor target slices")
+        check_lesion_targets(target_weighting, use_tumor)
         for ci, case in enumerate(cases):
             targets = set(case.tumor_slices if use_tumor else case.organ_slices)
             weights = (
@@ -184,7 +183,12 @@ def seed_batch(transform: Compose | None, indices: list[int], stream: int = 0) -
 def lesion_slice_weights(label: np.ndarray) -> dict[int, float]:
     """``{z: weight}`` over the slices (axis 0) of a label volume that hold tumor: the sum,
     over the 3D connected tumors (6-connectivity) that slice z cuts, of 1 / the number of
-    slices the tumor spans. Drawn by these weights, every tumor is drawn equally often."""
+    slices the tumor spans. Drawn by these weights, every tumor is drawn equally often.
+
+    The tumors are 6-connected (``ndimage.label``'s default: voxels touching by a face),
+    whereas evaluation and preparation count lesions 26-connected (touching by a corner
+    too): two tumors meeting only at an edge or corner are two tumors here and one lesion
+    there. Kept as it is: the recorded studies and pilots drew by these weights."""
     from scipy import ndimage
 
     components, _ = ndimage.label(label == TUMOR)
