@@ -276,7 +276,6 @@ def test_seg_of_a_loaded_series_reads_no_header_again(tmp_path: Path, monkeypatc
     volume and again for its DICOM SEG (0.2 s of 150 slices): the SEG now takes the headers
     the volume was read with, and is the same SEG."""
     import kdseg.cli.predict as predict
-    import kdseg.data.dicom as dicom
     import kdseg.data.dicom_seg as dicom_seg
 
     folder, image = _series(tmp_path)
@@ -285,10 +284,8 @@ def test_seg_of_a_loaded_series_reads_no_header_again(tmp_path: Path, monkeypatc
     label[6:10, 5:12, 2:4] = 2
     again = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / "again.dcm"))
     read: list[object] = []
-    dcmread = dicom.pydicom.dcmread
-    monkeypatch.setattr(
-        dicom.pydicom, "dcmread", lambda *a, **k: read.append(a) or dcmread(*a, **k)
-    )
+    dcmread = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: read.append(a) or dcmread(*a, **k))
     kept = hd.seg.segread(write_dicom_seg(label, folder, tmp_path / "kept.dcm", image=image))
     assert read == []
     uids = [ds.SOPInstanceUID for ds in source_slices(folder)]

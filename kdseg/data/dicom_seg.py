@@ -35,7 +35,8 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 import kdseg
-from kdseg.data.dicom import SERIES_HEADERS, read_series_headers
+from kdseg.data.dicom import SERIES_HEADERS
+from kdseg.data.dicom_geometry import read_series_headers
 from kdseg.errors import InputError, atomic_path
 
 ORGAN_CODES = {"liver": codes.SCT.Liver, "kidney": codes.SCT.Kidney}

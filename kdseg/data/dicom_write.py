@@ -16,7 +16,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from kdseg.data.dicom import RAS_LPS, RESCALE_INTERCEPT
+from kdseg.data.dicom_geometry import RAS_LPS
+from kdseg.data.dicom_pixels import RESCALE_INTERCEPT
 from kdseg.errors import atomic_path
 
 

@@ -221,7 +221,7 @@ def load_volume(
 
 def _is_dicom_file(path: Path) -> bool:
     """Whether ``path`` is a file with a DICOM preamble (``DICM`` at byte 128) or suffix."""
-    from kdseg.data.dicom import DICOM_SUFFIXES  # pydicom: only for a refusal's wording
+    from kdseg.data.dicom_files import DICOM_SUFFIXES  # pydicom: only for a refusal's wording
 
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True

@@ -248,7 +248,7 @@ def folder_inputs(root: Path) -> tuple[list[Path], str | None]:
     nothing but a DICOMDIR and folders without a series in them (a CD's root, whose series lie
     deeper: DICOM/ST0/SE0), naming the series folder to pass. A DICOMDIR beside series folders
     is no slice: it is passed over."""
-    from kdseg.data.dicom import dicomdir_index, dicomdir_refusal, is_dicom_folder
+    from kdseg.data.dicom_files import dicomdir_index, dicomdir_refusal, is_dicom_folder
     from kdseg.data.io import broken_link, is_nifti, mixed_case_nifti
 
     entries = [p for p in sorted(root.iterdir()) if not _os_file(p.name)]
