@@ -945,6 +945,15 @@ def test_a_criterion_weight_or_temperature_that_is_not_finite_is_refused() -> No
             ],
             "data.patch_size [200, 200] is larger than",
         ),
+        (  # a BatchNorm layer of ResNet18's layer4 sees 1 x 1: torch's ValueError mid-run
+            [
+                "model=resnet18",
+                "model.width=0.25",
+                "data.batch_size=1",
+                "data.preprocess.in_plane_size=[32,32]",
+            ],
+            "data.batch_size 1 with 32 x 32 training slices: a BatchNorm layer of model resnet18",
+        ),
     ],
 )
 def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
@@ -952,9 +961,10 @@ def test_a_setting_refused_before_or_after_the_loggers_start_leaves_no_run_dir(
 ) -> None:
     """A bad learning rate is refused before anything is built; a patch larger than the
     native slices once the cached cases are opened (once after the CSV logger made its
-    folder; now before the loggers start). Both: exit 2, one line, and the new run dir
-    removed with the empty folders in it. Refusals after the loggers start, wandb on: the
-    rows ``wandb on`` of tests/test_fault_corpus.py."""
+    folder; now before the loggers start), and so are one-slice batches so small that a
+    BatchNorm layer sees a 1 x 1 map (an internal error at the first step, exit 1). All:
+    exit 2, one line, and the new run dir removed with the empty folders in it. Refusals
+    after the loggers start, wandb on: the rows ``wandb on`` of tests/test_fault_corpus.py."""
     from conftest import TINY_DATA, error_lines, kdseg_here
 
     run = tmp_path / "new" / "run"

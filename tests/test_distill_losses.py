@@ -602,6 +602,35 @@ def test_dkd_decomposes_classical_kd_as_the_paper_says():
     assert abs(two.item()) < 1e-7
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_dkd_is_finite_and_exact_with_one_or_two_classes(dims: int):
+    """C = 2: the binary [p_t, 1 - p_t] is the whole softmax and NCKD is 0, so DKD is
+    alpha T^2 times the mean pixel KL whatever beta, with finite gradients. C = 1: the one
+    class is every pixel's target, so both terms are 0; the logsumexp over the empty rest
+    (a row of -inf) made the loss and the student's gradients NaN."""
+    g = torch.Generator().manual_seed(dims)
+    size = SPATIAL[dims]
+    teacher = 3 * torch.randn(2, 2, *size, generator=g)
+    student = torch.randn(2, 2, *size, generator=g, requires_grad=True)
+    labels = torch.randint(0, 2, (2, *size), generator=g)
+    temperature, alpha = 2.0, 0.5
+    dkd = build_loss("dkd", temperature=temperature, alpha=alpha, beta=8.0)
+    value = dkd(student, teacher, labels)
+    log_s = F.log_softmax(student / temperature, 1)
+    log_t = F.log_softmax(teacher / temperature, 1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1).mean()
+    torch.testing.assert_close(value, alpha * temperature**2 * kl)
+    assert value.item() > 0
+    value.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    one = student[:, :1].detach().requires_grad_()
+    for targets in (torch.zeros_like(labels), labels, None):  # label 1: outside [0, 1)
+        value = dkd(one, teacher[:, :1], targets)
+        assert value.item() == 0.0, targets
+        value.backward()
+        assert torch.equal(one.grad, torch.zeros_like(one))
+
+
 def test_warmup_ramp_is_linear_from_zero_to_one_at_the_configured_step():
     # a fraction of the total steps: 20% of 50 = step 10
     ramp = [warmup_factor(0.2, step, 50) for step in range(13)]

@@ -269,6 +269,8 @@ def test_report_refuses_an_output_inside_a_run_it_reads(trained_enet: Path, tmp_
         (["nonet"], "nonet"),
         (["--width", "-1", "enet"], "--width"),
         (["--width", "inf", "enet"], "--width"),
+        (["--width", "1e308", "enet"], "--width"),  # was an OverflowError traceback
+        (["--width", "64.5", "enet"], "--width 64.5: must be above 0 and at most 64"),
         (["--size", "0"], "--size"),
     ],
 )

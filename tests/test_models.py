@@ -9,6 +9,7 @@ the dynamic batch/H/W export of all eight networks is opt-in (KDSEG_TEST_DYNAMIC
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ import pytest
 import torch
 from torch import nn
 
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 from kdseg.models import (
     LogitsOnly,
     SegOutput,
     available_models,
+    batch_norm_refusal,
     build_from_config,
     build_model,
     model_options,
@@ -299,6 +301,103 @@ def test_encoder_weights_that_do_not_fit_are_a_clear_error(tmp_path):
         build_model("resnet18", width=0.25, encoder_weights=str(path))
     with pytest.raises(InputError, match="not found"):
         build_model("resnet18", width=0.25, encoder_weights=str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (
+            lambda w: w.flatten().index_fill(0, torch.tensor([5]), math.nan).view_as(w),
+            "holds 1 NaN",
+        ),
+        (lambda w: torch.full_like(w, float("inf")), "NaN or Inf value(s); a damaged file"),
+        (lambda w: w.to(torch.int64), "is a int64 tensor, where the encoder's is floating"),
+        (lambda w: w > 0, "is a bool tensor, where the encoder's is floating point"),
+    ],
+)
+def test_encoder_weights_with_nan_or_a_non_float_tensor_are_refused(tmp_path, damage, words):
+    """A NaN/Inf weight made every prediction NaN from the first step, and an int or bool
+    tensor loaded silently cast (a bool weight of 0/1): both are refused naming the file and
+    the key, and the encoder keeps its weights. The RGB stem (adapted) is checked too."""
+    source = _small("resnet18", in_channels=3)
+    for key in ("layer1.0.conv1.weight", "conv1.weight"):
+        state = source.encoder.state_dict()
+        state[key] = damage(state[key])
+        path = tmp_path / "encoder.pt"
+        torch.save(state, path)
+        target = _small("resnet18")
+        before = {k: v.clone() for k, v in target.encoder.state_dict().items()}
+        with pytest.raises(InputError, match=re.escape(words)) as refused:
+            load_encoder_weights(target.encoder, path)
+        assert str(refused.value).startswith(f"{path}: encoder weights: {key} ")
+        for k, v in target.encoder.state_dict().items():
+            assert torch.equal(v, before[k]), k
+    state = source.encoder.state_dict()  # the int64 BatchNorm counters stay fine
+    state["bn1.num_batches_tracked"] = torch.tensor(7)
+    torch.save(state, tmp_path / "fine.pt")
+    assert load_encoder_weights(_small("resnet18").encoder, tmp_path / "fine.pt")["loaded"] > 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bad_constructor_values_are_config_errors_naming_the_option(name: str):
+    """Width 0 or negative failed as a ValueError deep inside a constructor, width NaN or
+    1e308 as an OverflowError, and in_channels=0 / num_classes=0 built a network with zero
+    channels: every network refuses them once, in the registry, naming ``model.<option>``."""
+    options = model_options(name)
+    cases = [
+        ({"width": 0}, "model.width 0: must be a number above 0 and at most 64"),
+        ({"width": -0.5}, "model.width -0.5"),
+        ({"width": float("nan")}, "model.width nan"),
+        ({"width": 1e308}, "model.width 1e+308"),
+        ({"width": "1"}, "model.width '1'"),
+        ({"in_channels": 0}, "model.in_channels 0: must be a whole number >= 1"),
+        ({"num_classes": 0}, "model.num_classes 0: must be a whole number >= 1"),
+        ({"num_classes": -2}, "model.num_classes -2"),
+        ({"in_channels": True}, "model.in_channels True"),
+        ({"in_channels": 1.5}, "model.in_channels 1.5"),
+        *[({k: 0}, f"model.{k} 0") for k in ("base", "fpn_channels", "head_channels")],
+        ({"dropout": 1.5}, "model.dropout 1.5: must be a number from 0 to 1"),
+    ]
+    for values, words in cases:
+        if not set(values) <= set(options):
+            continue
+        config = {"name": name, "width": 0.25, **values}
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            build_from_config(config)
+        with torch.device("meta"), pytest.raises(ConfigError, match=re.escape(words)):
+            build_model(**config)
+    with torch.device("meta"):
+        build_model(name, in_channels=1, num_classes=1, width=64)  # the bounds themselves
+
+
+def test_an_unknown_model_name_is_a_config_error():
+    """``model.name: nonet`` was a KeyError traceback."""
+    for name in ("nonet", None):
+        with pytest.raises(ConfigError, match=r"model.name .*: unknown model; registered: enet"):
+            build_from_config({"name": name, "width": 0.25})
+    with pytest.raises(ConfigError, match="model.name 'nonet'"):
+        model_options("nonet")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_batch_norm_refusal_finds_a_one_by_one_map_on_the_meta_device(name: str):
+    """A batch of one slice so small that a BatchNorm layer sees 1 x 1 is told (the training
+    check of kdseg.lit.train refuses it); two slices, or larger ones, are not. The global
+    random stream is left as it was (the run's draws after the check are unchanged)."""
+    config = {"name": name, "in_channels": 1, "num_classes": 2, "width": 0.25}
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    small = batch_norm_refusal(config, (1, 1, 32, 32))
+    assert torch.equal(torch.rand(3), expected)
+    assert batch_norm_refusal(config, (2, 1, 32, 32)) is None
+    assert batch_norm_refusal(config, (1, 1, 64, 64)) is None
+    if name in ("raunet", "resnet18", "resnet18_fpn"):  # layer4, stride 32: 1 x 1 at 32 x 32
+        assert small is not None and "Expected more than 1 value per channel" in small
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            build_model(name, width=0.25).train()(torch.randn(1, 1, 32, 32))
+    else:
+        assert small is None
 
 
 def test_a_checkpoint_loads_without_its_encoder_weights_file(tmp_path):

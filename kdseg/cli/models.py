@@ -10,6 +10,7 @@ from typing import NoReturn
 from kdseg.errors import ConfigError, InputError
 from kdseg.guards import check_threads
 from kdseg.models.cost import main_table
+from kdseg.models.registry import MAX_WIDTH
 
 
 def main() -> None:
@@ -45,8 +46,8 @@ def main() -> None:
         check_threads(args.time, "--time ")
     except InputError as exc:
         _fail(exc.message)
-    if not (args.width > 0 and math.isfinite(args.width)):
-        _fail(f"--width {args.width}: must be positive")
+    if not (math.isfinite(args.width) and 0 < args.width <= MAX_WIDTH):
+        _fail(f"--width {args.width:g}: must be above 0 and at most {MAX_WIDTH:g}")
     try:
         table = main_table(
             size=args.size,

@@ -151,6 +151,17 @@ class SliceDataModule(pl.LightningDataModule):
         cases = {s: [open_case(self.cache_dir, c) for c in ids] for s, ids in self.split.items()}
         self._check_shapes(cases, self._unlabeled_cases())
 
+    def training_sizes(self) -> list[tuple[int, int]]:
+        """The ``(h, w)`` a training batch can have, sorted: the patch with ``patch_size``,
+        else each slice size among the training cases (and the unlabeled ones mixed in).
+        Augmentation keeps the size (flips, quarter turns of square slices)."""
+        if self.cfg.patch_size is not None:
+            return [(int(self.cfg.patch_size[0]), int(self.cfg.patch_size[1]))]
+        cases = [open_case(self.cache_dir, c) for c in self.split["train"]]
+        cases += self._unlabeled_cases() or []
+        sizes = {(int(c.image.shape[1]), int(c.image.shape[2])) for c in cases if c.image.shape[0]}
+        return sorted(sizes)
+
     def _unlabeled_cases(self) -> list[CachedCase] | None:
         """The unlabeled scans mixed into training batches (None: none are)."""
         if self.unlabeled is None or self.cfg.unlabeled_fraction <= 0:

@@ -49,6 +49,7 @@ from kdseg.lit.resume import (
     resume_step,
     wandb_run_id,
 )
+from kdseg.models import batch_norm_refusal
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def fit_from_config(
         # slices that cannot batch are refused here, not in the Trainer's setup after the
         # loggers have started (a refused run leaves no logger files: kdseg.cli.boundary)
         datamodule.check_shapes()
+        check_batch_norm(module, datamodule, int(setup.info()["in_channels"]))
     # the run's config and the split it trains with, beside its checkpoints (they record it
     # too), written once training starts (a run refused before, a resume included, writes
     # nothing): data.split_file=<run>/split.json scores the same cases whatever the cache root
@@ -188,6 +190,28 @@ def fit_from_config(
         if hint:
             print(hint)
     return summary
+
+
+def check_batch_norm(module: pl.LightningModule, datamodule: Any, in_channels: int) -> None:
+    """Refuse, before training starts, a batch of one slice so small that a BatchNorm layer of
+    the trained network sees a 1 x 1 map (one value per channel), which torch refuses at the
+    first training step, mid-run and as a traceback. Only ``data.batch_size`` 1 can (a batch
+    of 2 or more gives every channel 2 values or more); each training size is tried on the
+    meta device (:func:`kdseg.models.batch_norm_refusal`), the network from the module's
+    ``model`` config (the student for kdseg-distill; the frozen teacher runs in eval mode)."""
+    model_cfg = getattr(module, "hparams", {}).get("model")
+    batch_size = int(datamodule.cfg.batch_size)
+    if batch_size != 1 or not isinstance(model_cfg, dict):
+        return
+    for h, w in datamodule.training_sizes():
+        refusal = batch_norm_refusal(model_cfg, (batch_size, in_channels, h, w))
+        if refusal is not None:
+            raise ConfigError(
+                f"data.batch_size 1 with {h} x {w} training slices: a BatchNorm layer of "
+                f"model {model_cfg.get('name')} would see a 1 x 1 map ({refusal}); set "
+                "data.batch_size to 2 or more, or train on larger slices (data.patch_size, "
+                "data.preprocess.in_plane_size)"
+            )
 
 
 class AtTrainStart(pl.Callback):

@@ -2,6 +2,7 @@
 
 from kdseg.models.registry import (
     available_models,
+    batch_norm_refusal,
     build_from_config,
     build_model,
     model_options,
@@ -15,6 +16,7 @@ __all__ = [
     "SegmentationModel",
     "TapInfo",
     "available_models",
+    "batch_norm_refusal",
     "build_from_config",
     "build_model",
     "model_options",

@@ -335,6 +335,27 @@ def _adapt_input_conv(stored: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return stored.repeat(1, reps, 1, 1)[:, :c_out] * (c_in / c_out)
 
 
+def _check_encoder_tensor(
+    path: str | os.PathLike, key: str, value: torch.Tensor, own: torch.Tensor
+) -> None:
+    """Refuse (:class:`InputError` naming the file and ``key``) a tensor that would load into
+    the encoder as garbage: an integer, bool or complex tensor where the encoder's is floating
+    point (``load_state_dict`` casts it silently: a bool weight becomes 0/1), or a floating one
+    holding NaN or Inf (every prediction of the network would be NaN from the first step)."""
+    if own.is_floating_point() and not value.is_floating_point():
+        raise InputError(
+            path,
+            f"encoder weights: {key} is a {str(value.dtype).removeprefix('torch.')} tensor, "
+            "where the encoder's is floating point",
+        )
+    if value.is_floating_point():
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise InputError(
+                path, f"encoder weights: {key} holds {bad} NaN or Inf value(s); a damaged file"
+            )
+
+
 def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> dict[str, int]:
     """Load a local state_dict file into ``encoder`` (non-strict) and report what matched.
 
@@ -345,8 +366,10 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> dict[st
     counts ``loaded``, ``missing`` (encoder keys not in the file), ``unexpected`` (file keys
     not in the encoder, e.g. a classifier ``fc.*``) and ``mismatched``, and logs them.
 
-    Raises :class:`~kdseg.errors.InputError` if the file is missing or unreadable, or if not a
-    single tensor of it fits the encoder (wrong architecture or wrong key prefix).
+    Raises :class:`~kdseg.errors.InputError` if the file is missing or unreadable, if not a
+    single tensor of it fits the encoder (wrong architecture or wrong key prefix), or if a
+    tensor under one of the encoder's keys is not floating point where the encoder's is, or
+    holds NaN or Inf (:func:`_check_encoder_tensor`).
     """
     if not os.path.isfile(path):
         raise InputError(path, "encoder weights file not found")
@@ -367,6 +390,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> dict[st
     for key, value in state.items():
         if key not in own or not isinstance(value, torch.Tensor):
             continue
+        _check_encoder_tensor(path, key, value, own[key])
         if value.shape == own[key].shape:
             usable[key] = value
             continue

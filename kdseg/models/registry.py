@@ -7,18 +7,27 @@ module of this package is imported on first lookup, so no list needs editing (ti
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
-from kdseg.errors import InputError
+from kdseg.errors import ConfigError, InputError
 from kdseg.models.compile import check_compile
 from kdseg.models.memory_format import check_layout, set_channels_last
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _NOT_NETWORKS = {"registry", "taps", "layers", "cost", "memory_format", "compile"}
+
+#: the largest width multiplier a network is built at: 64 times the paper's channel counts is
+#: already far beyond any GPU's memory, and a larger one (``1e308``) overflowed into an
+#: internal error while counting channels
+MAX_WIDTH = 64.0
+#: options that count channels (or classes) in any network that takes them: whole numbers >= 1
+_COUNTS = ("in_channels", "num_classes", "base", "fpn_channels", "head_channels")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -47,10 +56,14 @@ def available_models() -> list[str]:
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
-    """The registered model ``name``'s class or factory; KeyError naming those registered."""
+    """The registered model ``name``'s class or factory; a :class:`ConfigError` naming
+    ``model.name`` and those registered for any other name (one line, exit 2, where it was a
+    ``KeyError`` traceback)."""
     _import_all()
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
+    if not isinstance(name, str) or name not in _MODELS:
+        raise ConfigError(
+            f"model.name {name!r}: unknown model; registered: {', '.join(sorted(_MODELS))}"
+        )
     return _MODELS[name]
 
 
@@ -62,8 +75,43 @@ def model_options(name: str) -> list[str]:
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name`` with keyword arguments from its config."""
-    return _factory(name)(**kwargs)
+    """Build the registered model ``name`` with keyword arguments from its config.
+
+    The values every network shares are checked here, once for all of them
+    (:func:`check_model_values`), so a bad one is a :class:`ConfigError` naming the option
+    rather than an error from deep inside a constructor, or a network with zero channels."""
+    factory = _factory(name)
+    check_model_values(kwargs)
+    return factory(**kwargs)
+
+
+def check_model_values(kwargs: dict[str, Any]) -> None:
+    """Refuse, as a :class:`ConfigError` naming ``model.<option>``, a value no network can be
+    built with: a channel or class count (``in_channels``, ``num_classes``, ``base``,
+    ``fpn_channels``, ``head_channels``) that is not a whole number >= 1, a ``width`` that is
+    not a finite number in (0, :data:`MAX_WIDTH`], a ``dropout`` outside [0, 1]. Options
+    absent from ``kwargs`` keep the network's default; booleans are not numbers here."""
+    for key in _COUNTS:
+        if key not in kwargs:
+            continue
+        value = kwargs[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.{key} {value!r}: must be a whole number >= 1")
+    if "width" in kwargs:
+        width = kwargs["width"]
+        if (
+            isinstance(width, bool)
+            or not isinstance(width, int | float)
+            or not math.isfinite(width)
+            or not 0 < width <= MAX_WIDTH
+        ):
+            raise ConfigError(
+                f"model.width {width!r}: must be a number above 0 and at most {MAX_WIDTH:g}"
+            )
+    if "dropout" in kwargs:
+        p = kwargs["dropout"]
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ConfigError(f"model.dropout {p!r}: must be a number from 0 to 1")
 
 
 def build_from_config(cfg: dict[str, Any], encoder_weights: bool = True) -> nn.Module:
@@ -108,3 +156,26 @@ def _check_options(name: str, kwargs: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, list(parameters), n=1, cutoff=0.75)
             hint = f"did you mean {close[0]}?" if close else f"its options: {', '.join(parameters)}"
             raise InputError(None, f"model {name} has no option {key!r} ({hint})")
+
+
+def batch_norm_refusal(cfg: dict[str, Any], shape: tuple[int, ...]) -> str | None:
+    """torch's refusal of a training step of the network of model config ``cfg`` on an input
+    of ``shape`` when a BatchNorm layer would see one value per channel (a batch of 1 whose
+    map there is 1 x 1: ``Expected more than 1 value per channel when training``), else None.
+
+    The network is built and run on the meta device (no weights, no arithmetic: a fraction of
+    a second), in training mode, so the check needs no data and changes no weights or random
+    stream. Failures other than that refusal are not this check's: they return None and are
+    left to the run itself."""
+    try:
+        with torch.device("meta"):
+            net = build_from_config(cfg, encoder_weights=False).train()
+            with torch.no_grad():
+                net(torch.empty(shape))
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" in str(exc):
+            return str(exc).splitlines()[0]
+        return None
+    except (RuntimeError, NotImplementedError, TypeError):  # an op without a meta kernel
+        return None
+    return None

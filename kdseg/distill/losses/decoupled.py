@@ -33,7 +33,8 @@ class DecoupledKDLoss(DistillLoss):
     the teacher's map); pixels labeled outside [0, C) (unlabeled) and batches without labels
     take the teacher's argmax. Defaults T = 4, alpha = 1, beta = 8 are the paper's CIFAR-100
     values (ImageNet: T = 1, alpha = 0.5, beta = 0.5); the paper has no segmentation setting.
-    With C = 2 there is one non-target class and NCKD is 0. Channels (classes) must match;
+    With C = 2 there is one non-target class and NCKD is 0; with C = 1 the one class is every
+    pixel's target and the loss is 0 (both terms). Channels (classes) must match;
     a student map of another size is resized (bi/trilinear) to the teacher's.
     """
 
@@ -54,6 +55,11 @@ class DecoupledKDLoss(DistillLoss):
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
         student = resize_to(student, teacher.shape[2:])
+        if teacher.shape[1] == 1:
+            # one class: it is every pixel's target, p_t = 1 in both networks, and there is no
+            # other class, so TCKD and NCKD are both 0. Computed, the logsumexp over the empty
+            # rest (a row of -inf) gave NaN (and NaN gradients); the zero stays in the graph
+            return 0.0 * student.sum()
         target = pixel_classes(labels, teacher, self.tap_strides[1])[:, None]  # (B, 1, *spatial)
         binary, non_target = [], []
         for logits in (teacher, student):
