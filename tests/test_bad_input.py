@@ -898,6 +898,8 @@ def test_a_missing_teacher_is_refused_before_the_dataset_is_prepared(
         ("data.target_fraction=1.5", "data.target_fraction=1.5: must be a finite number >= 0"),
         ("student.width=0", "student.width=0: must be a finite number > 0"),  # once exit 1
         ("student.width=-1", "student.width=-1: must be a finite number > 0"),
+        ("student.width=1e308", "student.width=1e+308: must be a finite number > 0.0 and <= 64"),
+        ("student.width=65", "student.width=65: must be a finite number > 0.0 and <= 64"),
         ("distill.terms.kd.weight=nan", "distill.terms.kd.weight=nan: expected a number, not"),
         ("distill.terms.kd.options.temperature=nan", "temperature=nan: expected a number, not"),
     ],
@@ -918,6 +920,18 @@ def test_out_of_range_and_non_finite_training_settings_are_refused(
     with pytest.raises(InputError, match=re.escape(message)):
         check_option_types(cfg, "distill", choices)
         check_option_ranges(cfg)
+
+
+def test_a_refused_student_value_is_named_as_the_student_option() -> None:
+    """The network builder checks ``model.<option>``; for kdseg-distill the user set
+    ``student.<option>``, and the one line names that (it said ``model.dropout``)."""
+    from kdseg.cli.distill import _module
+    from kdseg.errors import ConfigError
+
+    student = {"name": "enet", "in_channels": 1, "num_classes": 3, "dropout": 2.0}
+    cfg = {"student": student, "optim": {}, "loss": {}, "teacher": {}, "distill": {}}
+    with pytest.raises(ConfigError, match=r"^student\.dropout 2\.0: must be a number from 0"):
+        _module(cfg, {"task": "lits"})
 
 
 def test_a_criterion_weight_or_temperature_that_is_not_finite_is_refused() -> None:

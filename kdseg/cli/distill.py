@@ -8,19 +8,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdseg.cli import check_data, checkpoint_run, command, data_inputs, save_run_config
 from kdseg.cli.boundary import lightning_logging, without_collection
+from kdseg.errors import ConfigError
 
 
 def _module(cfg: dict, data: dict) -> Any:
+    """The distillation module; a refusal of the student's network config names the option as
+    the user set it (``student.width``), not as the model builder calls it (``model.width``)."""
     from kdseg.lit.distill import DistillationModule
 
-    return DistillationModule(
-        model=cfg["student"],
-        data=data,
-        optim=cfg["optim"],
-        loss=cfg["loss"],
-        teacher=cfg["teacher"],
-        distill=cfg["distill"],
-    )
+    try:
+        return DistillationModule(
+            model=cfg["student"],
+            data=data,
+            optim=cfg["optim"],
+            loss=cfg["loss"],
+            teacher=cfg["teacher"],
+            distill=cfg["distill"],
+        )
+    except ConfigError as err:
+        if not err.message.startswith("model."):
+            raise
+        raise ConfigError("student." + err.message.removeprefix("model.")) from err
 
 
 @command("kdseg-distill", "distill")

@@ -142,8 +142,10 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "loss.focal_weight": (0.0, True, None),
     "loss.blob_weight": (0.0, True, None),
     "data.target_fraction": (0.0, True, 1.0),
-    "model.width": (0.0, False, None),  # once: a ValueError deep in the network, exit 1
-    "student.width": (0.0, False, None),
+    # once: a ValueError deep in the network, exit 1; 64 is kdseg.models.registry.MAX_WIDTH
+    # (not imported: this module stays free of torch)
+    "model.width": (0.0, False, 64.0),
+    "student.width": (0.0, False, 64.0),
 }
 
 
