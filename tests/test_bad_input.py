@@ -507,6 +507,44 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(
         find_resume(tmp_path, str(tmp_path / "other.ckpt"))  # an explicit resume= is refused
 
 
+def test_a_resume_checkpoint_with_nan_weights_or_no_good_state_is_refused_in_one_line(
+    trained_enet: Path, tmp_path: Path
+) -> None:
+    """A last.ckpt (or resume=) with NaN weights is refused naming it, before any step: the
+    resumed run stopped at its first step (exit 1), pointing back at that same checkpoint. A
+    last-previous.ckpt alone (killed between the rotation's rename and the save) that does not
+    load is refused too: the run started afresh and threw its log away. A state_dict that is
+    not tensors is not a training checkpoint."""
+    import torch
+
+    from kdseg.lit.resume import find_resume
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    good = torch.load(trained_enet / "checkpoints" / "last.ckpt", weights_only=True)
+    bad = dict(good, state_dict=dict(good["state_dict"]))
+    name = next(k for k, v in bad["state_dict"].items() if v.is_floating_point())
+    bad["state_dict"][name] = bad["state_dict"][name].clone()
+    bad["state_dict"][name].view(-1)[0] = float("inf")
+    torch.save(bad, ckpts / "last.ckpt")
+    torch.save(good, ckpts / "last-previous.ckpt")
+    with pytest.raises(InputError, match="cannot resume: 1 NaN or Inf weight") as err:
+        find_resume(tmp_path, None)
+    assert err.value.path == str(ckpts / "last.ckpt") and name in err.value.message
+    with pytest.raises(InputError, match="NaN or Inf") as err:
+        find_resume(tmp_path / "elsewhere", str(ckpts / "last.ckpt"))
+    assert err.value.path == str(ckpts / "last.ckpt")
+    (ckpts / "last.ckpt").unlink()
+    assert find_resume(tmp_path, None) == str(ckpts / "last-previous.ckpt")  # rotated, not saved
+    (ckpts / "last-previous.ckpt").write_bytes(b"cut short")
+    with pytest.raises(InputError, match="cannot resume: unreadable") as err:
+        find_resume(tmp_path, None)  # was: None, a fresh run over the run's log
+    assert err.value.path == str(ckpts / "last-previous.ckpt")
+    torch.save(dict(good, state_dict={"net.x": "not a tensor"}), tmp_path / "odd.ckpt")
+    with pytest.raises(InputError, match="state_dict is not a set of tensors"):
+        find_resume(tmp_path, str(tmp_path / "odd.ckpt"))
+
+
 def test_a_checkpoint_is_written_beside_its_target_and_a_failed_save_keeps_the_old_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

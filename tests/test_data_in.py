@@ -483,6 +483,13 @@ def test_report_reads_null_as_undefined_and_refuses_a_repeated_seed(tmp_path: Pa
     )
     with pytest.raises(InputError, match="'tumor': dice_per_case_nonempty is 'x', not a number"):
         build_report([str(tmp_path / "runs")])
+    # NaN and Infinity (Python's JSON reader takes them; kdseg-eval writes null) were read as
+    # an undefined score, an "n/a" cell like a tumor-free split's: garbage, refused
+    for text in ("NaN", "Infinity", "-Infinity"):
+        tumor = '{"tumor": {"dice_per_case_nonempty": ' + text + "}}"
+        broken.write_text('{"protocol": "full", "summary": ' + tumor + "}")
+        with pytest.raises(InputError, match="'tumor': dice_per_case_nonempty is .*not a finite"):
+            build_report([str(tmp_path / "runs")])
     shutil.rmtree(tmp_path / "runs" / "enet-s3")
     _fake_run(
         tmp_path / "runs",

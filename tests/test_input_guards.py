@@ -261,6 +261,12 @@ def test_report_refuses_an_output_inside_a_run_it_reads(trained_enet: Path, tmp_
     result = kdseg_here("report", f"runs=[{run}]", f"output_dir={run}/report", check=False)
     _one_line_exit_2(result, "report")
     assert sorted(str(p) for p in run.rglob("*")) == before
+    # a glob across folders reads the run as the report matches it (`**`: zero folders too);
+    # the check matched it without `**` and wrote the report into the run
+    pattern = f"{tmp_path}/**/run"
+    result = kdseg_here("report", f"runs=[{pattern}]", f"output_dir={run}/report", check=False)
+    _one_line_exit_2(result, "report")
+    assert sorted(str(p) for p in run.rglob("*")) == before
 
 
 @pytest.mark.parametrize(

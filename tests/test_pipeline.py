@@ -1098,6 +1098,74 @@ def test_native_slices_of_several_sizes_are_refused_unless_patches_cut_them(
     assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (32, 32)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's notes on the toy run
+def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: Path) -> None:
+    """A step save at an epoch's last batch came before that epoch's validation, and Lightning
+    resumes such a checkpoint in the next epoch: a run killed during the validation never ran
+    it (its CSV row lost, and the best checkpoint's chance at it). That save now waits for the
+    epoch's end, so what a kill during validation leaves resumes with the validation."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from kdseg.lit.resume import RotatingCheckpoint
+
+    class Toy(pl.LightningModule):  # 4 batches an epoch
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+            self.validated: list[int] = []
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=1)
+
+        def training_step(self, batch: list[torch.Tensor], i: int) -> torch.Tensor:
+            return self.layer(batch[0]).sum()
+
+        def val_dataloader(self) -> DataLoader:
+            return DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=1)
+
+        def validation_step(self, batch: list[torch.Tensor], i: int) -> None:
+            pass
+
+        def on_validation_epoch_end(self) -> None:
+            if not self.trainer.sanity_checking:
+                self.validated.append(self.current_epoch)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class KillDuringValidation(pl.Callback):  # what a SIGKILL in epoch 1's validation leaves
+        def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if not trainer.sanity_checking and trainer.current_epoch == 1:
+                shutil.copy(tmp_path / "ckpt" / "last.ckpt", tmp_path / "killed.ckpt")
+
+    last = RotatingCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        every_n_train_steps=4,
+        save_on_train_epoch_end=True,
+    )
+    args = {
+        "max_epochs": 3,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    whole = Toy()
+    pl.Trainer(callbacks=[last, KillDuringValidation()], **args).fit(whole)
+    assert whole.validated == [0, 1, 2]
+    killed = torch.load(tmp_path / "killed.ckpt", weights_only=True)
+    assert killed["global_step"] == 4  # epoch 0's end (was 8: epoch 1's last batch)
+    resumed = Toy()
+    pl.Trainer(**args).fit(resumed, ckpt_path=tmp_path / "killed.ckpt", weights_only=True)
+    assert resumed.validated == [1, 2]  # was [2]: epoch 1 never validated
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 12
+
+
 def test_step_checkpoints_also_save_at_each_epoch_end(phantom_lits: Path, tmp_path: Path) -> None:
     """``checkpoint.every_n_train_steps=2`` with 4 steps an epoch: ``last.ckpt`` every 2 steps
     and again at each epoch end, after validation (Lightning alone skips that save, as step 4

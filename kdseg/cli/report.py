@@ -17,7 +17,9 @@ def main(cfg: DictConfig) -> None:
     runs = list(cfg.runs) if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
     if not runs:
         raise InputError(None, "no runs given; pass runs=[DIR_OR_GLOB,...]")
-    read = [p for run in runs for p in glob.glob(run)]  # the run folders it reads
+    # the run folders it reads, matched as kdseg.eval.runs.find_run_dirs matches them: with
+    # ``**`` across folders (runs/**/enet-s1 names runs/enet-s1 too, where a report went)
+    read = [p for run in runs for p in glob.glob(run, recursive=True)]
     check_output(cfg.output_dir, read, folder=True, what="output_dir")
     report = build_report(runs, eval_dir=cfg.eval_dir, metric=cfg.metric, digits=int(cfg.digits))
     paths = write_report(report, cfg.output_dir, title=cfg.title)

@@ -152,6 +152,9 @@ def read_scores(
     (``full`` or ``paper``); empty and None when not evaluated.
 
     ``metric`` defaults to the headline Dice of the full protocol, or ``dice`` for the paper's.
+    A score of ``null`` is undefined (no case holds the class: NaN here, left out of the cell);
+    a ``NaN`` or ``Infinity`` (which Python's JSON reader takes, and kdseg-eval never writes)
+    is refused, not passed off as undefined.
     """
     path = run / eval_dir / "summary.json"
     if not path.is_file():
@@ -169,6 +172,12 @@ def read_scores(
         value = stats[key]  # null: undefined (no case holds the class), left out of the cell
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InputError(path, f"class {name!r}: {key} is {value!r}, not a number")
+        if value is not None and not math.isfinite(value):  # JSON's NaN / Infinity
+            raise InputError(
+                path,
+                f"class {name!r}: {key} is {value}, not a finite number (kdseg-eval writes "
+                "an undefined score as null): a damaged or hand-edited summary",
+            )
         scores[name] = math.nan if value is None else float(value)
     return scores, protocol
 

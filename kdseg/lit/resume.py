@@ -43,7 +43,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.errors import InputError, atomic_path, first_process, warning_line, write_text_atomic
-from kdseg.eval.checkpoint import load_reason
+from kdseg.eval.checkpoint import check_finite_weights, load_reason
 
 LAST = "last.ckpt"
 PREVIOUS = "last-previous.ckpt"
@@ -98,13 +98,24 @@ class RotatingCheckpoint(MovableCheckpoint):
     """A ``ModelCheckpoint`` that moves the file it is about to replace to ``last-previous``,
     and that with ``every_n_train_steps`` also saves at each epoch end (Lightning then saves
     only every N steps: a finished run's last steps were not in ``last.ckpt``, a run shorter
-    than N steps had none, and a rerun trained the tail again). A step save where N divides
-    the epoch ran before validation, so the epoch end saves again at the same step (the best
-    callback's state after its epoch goes in); that save replaces ``last.ckpt`` in place and
-    keeps ``last-previous`` one interval back."""
+    than N steps had none, and a rerun trained the tail again). A step save that falls on an
+    epoch's last batch is left to that epoch's end, after its validation: Lightning resumes a
+    checkpoint of an epoch's last batch in the next epoch and never runs the validation it was
+    saved before, so a run killed during that validation lost the epoch's validation for good
+    (its CSV row, and the best checkpoint's chance at it). Killed there, the run loses at
+    most that one interval. The epoch end saves at the step of a step save (``max_steps`` in
+    mid-epoch) too, with the best callback's state after its epoch: that save replaces
+    ``last.ckpt`` in place and keeps ``last-previous`` one interval back."""
 
     _state_name = "RotatingCheckpoint"
     _saved_step: int | None = None  # the global step of this callback's last save
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._every_n_train_steps >= 1 and batch_idx + 1 >= trainer.num_training_batches:
+            return  # the epoch's last batch: saved at its end, after its validation
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -125,25 +136,59 @@ class RotatingCheckpoint(MovableCheckpoint):
         self._saved_step = trainer.global_step
 
 
-def _readable(path: Path) -> str | None:
-    """``None`` when ``path`` loads as a Lightning checkpoint (weights only), else why not."""
+def _load(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``path`` loaded as a Lightning checkpoint (weights only) and ``None``; or ``None`` and
+    why it is not one (a truncated zip, a foreign pickle, weights that are not tensors)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, ...
-        return load_reason(exc) or "not a checkpoint file"
+        return None, load_reason(exc) or "not a checkpoint file"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
-        return "not a training checkpoint (no state_dict / global_step)"
-    return None
+        return None, "not a training checkpoint (no state_dict / global_step)"
+    state, step = ckpt["state_dict"], ckpt["global_step"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        return None, "not a training checkpoint (its state_dict is not a set of tensors)"
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return None, f"not a training checkpoint (global_step {step!r})"
+    return ckpt, None
+
+
+def _readable(path: Path) -> str | None:
+    """``None`` when ``path`` loads as a Lightning checkpoint (weights only), else why not."""
+    return _load(path)[1]
 
 
 def find_resume(run_dir: Path, resume: str | None) -> str | None:
     """Checkpoint to resume from: an explicit path, or the run dir's own ``last.ckpt``.
 
     An unreadable ``last.ckpt`` falls back to ``last-previous.ckpt`` (one warning line on
-    stderr); when neither loads, or an explicit ``resume=`` does not, an :class:`InputError`.
+    stderr); when neither loads (a ``last-previous.ckpt`` alone included), or an explicit
+    ``resume=`` does not, an :class:`InputError`. So is a checkpoint with NaN or Inf weights
+    (:func:`check_resume_weights`): the resumed run would train garbage from its first step.
     """
+    chosen = _choose_resume(run_dir, resume)
+    if chosen is not None:
+        check_resume_weights(Path(chosen))
+    return chosen
+
+
+def check_resume_weights(path: Path) -> None:
+    """Refuse a resume checkpoint whose weights hold NaN or Inf (one line naming it): a
+    diverged or damaged run's state, from which every step is NaN again (the first one then
+    stops the run, pointing back at this same checkpoint)."""
+    ckpt, reason = _load(path)
+    if ckpt is None:  # read a moment ago: changed since
+        raise InputError(path, f"resume checkpoint is unreadable ({reason})")
+    try:
+        check_finite_weights(path, ckpt["state_dict"])
+    except InputError as exc:
+        raise InputError(path, f"cannot resume: {exc.message}") from None
+
+
+def _choose_resume(run_dir: Path, resume: str | None) -> str | None:
+    """:func:`find_resume`'s choice, before its weights are checked."""
     if resume:
         if not Path(resume).exists():
             raise InputError(resume, "resume checkpoint not found")
@@ -154,7 +199,18 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     last = run_dir / "checkpoints" / LAST
     previous = last.with_name(PREVIOUS)
     if not last.exists():
-        return str(previous) if previous.exists() and not _readable(previous) else None
+        if not previous.exists():
+            return None
+        # killed between the rotation's rename and the new save: the previous one is the
+        # run's state, and a fresh start would throw the run (and its CSV log) away
+        reason = _readable(previous)
+        if reason is None:
+            return str(previous)
+        raise InputError(
+            previous,
+            f"cannot resume: unreadable ({reason}) and no {LAST}; "
+            "delete the run dir to start over, or pass resume=PATH",
+        )
     reason = _readable(last)
     if reason is None:
         return str(last)
