@@ -722,6 +722,25 @@ def test_dist_is_zero_for_equal_flat_inputs():
     assert build_loss("dist")(flat, torch.randn(2, 3, 8, 8)).item() > 0
 
 
+@pytest.mark.parametrize("gap", [5.0, 15.0, 20.0, 40.0])
+@pytest.mark.parametrize("spatial", [(48, 48), (6, 12, 12)])
+def test_dist_of_a_confident_teacher_against_itself_is_zero(gap, spatial):
+    """A class the teacher is sure is absent has probabilities of 1e-7 to 1e-9 that vary from
+    pixel to pixel: their norms' product fell below the fixed clamp of eps^2, and the loss of
+    a map against itself was 0.18-0.67 (gaps 15-20) with a gradient. Now 0, gradient ~0."""
+    g = torch.Generator().manual_seed(3)
+    teacher = torch.zeros(4, 3, *spatial)
+    teacher[:, 1] = -gap + torch.randn((4, *spatial), generator=g)
+    teacher[:, 2] = -gap - 5 + torch.randn((4, *spatial), generator=g)
+    student = teacher.clone().requires_grad_()
+    loss = build_loss("dist")(student, teacher)
+    loss.backward()
+    assert abs(float(loss.detach())) < 1e-6
+    assert student.grad is not None and float(student.grad.norm()) < 1e-6
+    other = torch.randn(teacher.shape, generator=g)
+    assert float(build_loss("dist")(other, teacher)) > 0.1
+
+
 def test_cosine_gram_is_normalize_to_the_bit_and_a_zero_row_has_no_gradient():
     """Rows of norm > eps: F.normalize's result exactly. A zero (or <= eps) row: zero
     similarity and zero gradient; F.normalize divided it by eps (gradients of ~1e7 in RAD)."""

@@ -158,6 +158,27 @@ def test_a_hit_returns_the_live_tensors_and_a_new_batch_or_teacher_is_computed(
     assert (other.misses, other.hits) == (1, 0)
 
 
+def test_the_key_names_the_teacher_a_resumed_checkpoint_restored(
+    phantom_lits: Path, tmp_path: Path
+) -> None:
+    """A resumed distillation run gets its teacher back from its checkpoint, after the module
+    and its cache were built from the ``teacher.ckpt`` file (which may have changed since):
+    the keys name the restored teacher, as a cache built over it names it."""
+    cache = tmp_path / "cache"
+    module, batch = _module(phantom_lits, tmp_path, False, cache=str(cache))
+    teacher_cache = module.teacher_cache
+    assert isinstance(teacher_cache, TeacherCache)
+    images = batch["image"]
+    built = TeacherCache(cache, module.teacher, teacher_cache.taps, teacher_cache.setting)
+    before = built.key(images)  # the file's teacher, keyed at once
+    state = module.state_dict()
+    name = next(k for k in state if k.startswith("teacher.") and state[k].is_floating_point())
+    state[name] = state[name] + 1.0  # the teacher a checkpoint holds differs from the file's
+    module.load_state_dict(state)  # as Lightning restores a resumed run
+    restored = TeacherCache(cache, module.teacher, teacher_cache.taps, teacher_cache.setting)
+    assert teacher_cache.key(images) == restored.key(images) != before
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_a_damaged_entry_is_recomputed_and_rewritten(phantom_lits: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"

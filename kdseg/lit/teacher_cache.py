@@ -104,11 +104,25 @@ class TeacherCache:
         self.misses = 0
         self.writable = True
         # ``setting``: how the teacher runs (memory format, compile), which may change bits
-        self._identity = (
-            f"kdseg-teacher-cache-v1|{weights_checksum(teacher)}|{setting}|"
-            f"torch {torch.__version__}|kdseg {__version__}|models {models_source_digest()}|"
-            "threads "
-        ).encode()
+        self.setting = setting
+        self._identity_bytes: bytes | None = None
+
+    @property
+    def _identity(self) -> bytes:
+        """The teacher's part of every key, computed at the first key, not when the cache is
+        built: a resumed distillation run's checkpoint holds the teacher it started with, and
+        Lightning loads it into the module after the module (and this cache) was built from
+        the ``teacher.ckpt`` file, which may have changed since (a teacher still training
+        rewrites its ``best.ckpt``). Keyed at build time, that run stored the old teacher's
+        outputs under the new teacher's weights and read the new teacher's entries. Keys are
+        only computed once the Trainer has restored the checkpoint (training steps)."""
+        if self._identity_bytes is None:
+            self._identity_bytes = (
+                f"kdseg-teacher-cache-v1|{weights_checksum(self.teacher)}|{self.setting}|"
+                f"torch {torch.__version__}|kdseg {__version__}|models {models_source_digest()}|"
+                "threads "
+            ).encode()
+        return self._identity_bytes
 
     def key(self, images: torch.Tensor) -> str:
         """SHA-256 hex digest of the teacher identity and the batch (bytes, shape, dtype,

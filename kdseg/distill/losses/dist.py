@@ -27,9 +27,19 @@ def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e
     ]
     (a, floor_a), (b, floor_b) = flat
     aa, bb = (a * a).sum(dim), (b * b).sum(dim)
-    distance = 1.0 - (a * b).sum(dim) / (aa * bb).clamp_min(eps * eps).sqrt()
-    both_flat = (aa <= floor_a) & (bb <= floor_b)
-    return torch.where(both_flat, distance.new_zeros(()), distance)
+    flat_a, flat_b = aa <= floor_a, bb <= floor_b
+    # the norms' product; where it is below eps^2 (a class the teacher is sure is absent:
+    # probabilities of 1e-7 to 1e-9 that vary from pixel to pixel), as the product of the two
+    # norms, not clamped: a clamp there gave 1 - rho of about 1 for a vector against itself
+    one = torch.ones_like(aa)
+    small = torch.where(flat_a, one, aa).sqrt() * torch.where(flat_b, one, bb).sqrt()
+    product = aa * bb
+    norm = torch.where(product >= eps * eps, product.clamp_min(eps * eps).sqrt(), small)
+    distance = 1.0 - (a * b).sum(dim) / norm
+    # a flat vector has no direction: 0 against another flat one, else uncorrelated (1), and
+    # no gradient either way
+    flat_distance = torch.where(flat_a & flat_b, 0.0, 1.0).to(distance.dtype)
+    return torch.where(flat_a | flat_b, flat_distance, distance)
 
 
 @register_loss("dist", temperature=1.0, inter_weight=1.0, intra_weight=1.0)
