@@ -475,6 +475,40 @@ def atomic_group(
             path.unlink(missing_ok=True)
 
 
+def missing_folders(folders: Iterable[str | os.PathLike]) -> list[Path]:
+    """Each of ``folders`` and each folder above it that does not exist yet, deepest first:
+    what a command creates for its outputs, taken before it writes anything, so that a failure
+    removes them again (:func:`remove_empty_folders`) instead of leaving empty folders behind."""
+    chain: set[Path] = set()
+    for folder in map(Path, folders):
+        while not os.path.lexists(folder) and folder != folder.parent:
+            chain.add(folder)
+            folder = folder.parent
+    return sorted(chain, key=lambda d: (len(d.parts), str(d)), reverse=True)
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first, as :func:`missing_folders` gives them) that
+    is empty; one that holds anything (a finished case, a file someone else put there) stays,
+    and so does every folder above it."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def removing_new_folders(folders: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Note which of ``folders`` (and their parents) do not exist yet; on any exception, a
+    SIGTERM's :class:`~kdseg.cli.boundary.Terminated` and Ctrl-C included (``BaseException``,
+    like :func:`atomic_group`), remove those of them that are still empty. Yields the list."""
+    created = missing_folders(folders)
+    try:
+        yield created
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+
+
 def _keep_aside(target: Path, suffix: str | None) -> Path | None:
     """A second name for the file at ``target`` (a hard link, a copy where links are not
     allowed), under a temporary's name so that a killed run's is swept like its temporaries;

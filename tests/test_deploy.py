@@ -350,6 +350,9 @@ def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
     )
     summary.unlink()
     info = result.metadata["export"]
+    # the export succeeded: its fine-tune run stays, named in the metadata, beside the output
+    run = Path(info["pruning"]["finetune_run"])
+    assert run.parent == out.parent and (run / "summary.json").is_file()
     assert info["pruning"]["params_after"] == report.params_after == info["params"]
     assert info["pruning"]["original_best_val_dice"] == 0.99
     recovered = info["pruning"]["finetune_best_val_dice"]
@@ -360,6 +363,52 @@ def test_pruned_export_reports_real_parameter_count(workspace: dict) -> None:
     label = _predict_and_check(load_artifact(out), "onnx", str(out), image)
     saved = nib.load(str(_save(label, image, workspace["root"] / "pruned" / "label.nii.gz")))
     assert saved.shape == image.shape and np.allclose(saved.affine, image.affine)
+
+
+@pytest.mark.parametrize("when", ["after the fine-tune", "during the fine-tune"])
+@pytest.mark.parametrize("how", ["SIGTERM", "a failed check"])
+def test_a_stopped_pruned_export_leaves_no_finetune_run_and_no_new_folder(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str, how: str
+) -> None:
+    """A pruned export that fails or is stopped once its fine-tune has started leaves neither
+    the fine-tune run (``prune-finetune-*``: checkpoints, csv, summary.json) nor the empty
+    folders it made for its output; an output folder that already held a file stays with it.
+    SIGTERM is what the command's handler raises (``Terminated``, a ``BaseException``): the
+    same exit path as the signal, at the same point of the export."""
+    import kdseg.deploy.export as export
+    import kdseg.lit.train as train
+    from kdseg.cli.boundary import Terminated
+
+    stop = Terminated(15) if how == "SIGTERM" else InputError("check.onnx", "disagrees")
+    if when == "after the fine-tune":  # a real fine-tune, then the ONNX export step fails
+
+        def fail(*args: object, **kwargs: object) -> None:
+            raise stop
+
+        monkeypatch.setattr(export, "export_onnx", fail)
+    else:  # stopped while training: the run folder already holds a checkpoint
+
+        def fail(module: object, data: object, cfg: object, run_dir: str) -> None:
+            (Path(run_dir) / "checkpoints").mkdir()
+            (Path(run_dir) / "checkpoints" / "last.ckpt").write_bytes(b"partial")
+            raise stop
+
+        monkeypatch.setattr(train, "fit", fail)
+    finetune = {"trainer": {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}}
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for out in (tmp_path / "new" / "deeper" / "tiny-pruned.onnx", kept / "tiny-pruned.onnx"):
+        opts = ExportOptions(
+            ckpt=str(workspace["tiny"]),
+            output=str(out),
+            prune=0.5,
+            check_slices=2,
+            pruning=PruneOptions(finetune=finetune),
+        )
+        with pytest.raises(type(stop)):
+            export_checkpoint(opts)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
 
 
 def _save(label: np.ndarray, image: nib.Nifti1Image, path: Path) -> Path:
@@ -751,6 +800,55 @@ def test_bench_quick(workspace: dict, onnx_fp32: Path, capsys, monkeypatch) -> N
     assert "fresh process (s)" in stdout
     assert results["peak"]["gflops"] > 0
     assert (out / "bench.png").stat().st_size > 1000 and "| enet-torch |" in stdout
+
+
+def test_bench_refuses_files_it_did_not_write_and_replaces_its_own(
+    onnx_fp32: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``kdseg-bench`` replaces ``<name>.md/.json/.png`` only when they are an earlier bench
+    run's (docs/bench.*, its hand-edited provenance line included), else refuses in one line
+    before measuring anything, unless ``overwrite=true``."""
+    import kdseg.cli.bench as cli
+    from kdseg.deploy.bench import check_bench_replaceable
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for suffix in (".md", ".json", ".png"):  # a real earlier run: replaced without overwrite
+        shutil.copy(docs / f"bench{suffix}", tmp_path / f"bench{suffix}")
+    check_bench_replaceable(tmp_path, "bench")
+    check_bench_replaceable(tmp_path, "nothing-yet")
+    measured: list[str] = []
+
+    def fake_run(bench: object) -> dict:
+        measured.append("run")
+        return {"markdown": "", "rows": []}
+
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    entry = f"entries=[{{name: a, artifact: {onnx_fp32}, backend: onnx}}]"
+    foreign = {
+        "notes.md": "# my notes\n",  # somebody's Markdown
+        "results.json": '{"rows": []}\n',  # a JSON of other keys
+        "plot.png": (docs / "bench.png").read_bytes(),  # a PNG with no bench report beside it
+    }
+    for name, content in foreign.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        args = ["dice=false", f"output_dir={tmp_path}", f"name={path.stem}", entry]
+        code, _out, err = _cli("bench", args, capsys, monkeypatch)
+        lines = error_lines(err)
+        assert code == 2 and len(lines) == 1, err
+        assert f"{path}: exists and is not a kdseg bench output; overwrite=true" in lines[0]
+        assert (
+            not measured
+            and path.read_bytes()[:4]
+            == (content if isinstance(content, bytes) else content.encode())[:4]
+        )
+        code, _out, err = _cli("bench", [*args, "overwrite=true"], capsys, monkeypatch)
+        assert code == 0 and measured == ["run"], err
+        measured.clear()
+    bad = tmp_path / "bench.md"  # a report whose title is gone is somebody's file now
+    bad.write_text("notes\n" + (docs / "bench.md").read_text())
+    with pytest.raises(InputError, match="bench.md: exists and is not a kdseg bench output"):
+        check_bench_replaceable(tmp_path, "bench")
 
 
 def test_teacher_ratio_targets_report_end_to_end_model_time_and_bound() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from kdseg.cli import command, to_dict
-from kdseg.deploy.bench import BenchConfig, run_bench
+from kdseg.deploy.bench import BenchConfig, check_bench_replaceable, run_bench
 from kdseg.errors import InputError
 from kdseg.guards import check_output
 
@@ -21,6 +21,8 @@ def main(cfg: DictConfig) -> None:
         for value in (entry.ckpt, entry.artifact):
             inputs += list(value) if isinstance(value, (list, tuple)) else [value]
     check_output(cfg.output_dir, [p for p in inputs if p], folder=True, what="output_dir")
+    if not cfg.overwrite:  # somebody's bench.md is not replaced by a rerun's
+        check_bench_replaceable(cfg.output_dir, bench.name)
     results = run_bench(bench)
     print(results["markdown"])
     print(f"written: {cfg.output_dir}/{cfg.name}.md, .png, .json")

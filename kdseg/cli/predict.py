@@ -10,7 +10,6 @@ earlier run's report or overlay that this run does not write goes with it
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -29,7 +28,13 @@ from kdseg.cli import (
     stage_list,
     timed,
 )
-from kdseg.errors import InputError, atomic_group, warning_line
+from kdseg.errors import (
+    InputError,
+    atomic_group,
+    missing_folders,
+    remove_empty_folders,
+    warning_line,
+)
 
 # nibabel, pydicom, scipy and the runtimes are imported where used, not here, so that
 # `kdseg-predict --help` starts in well under a second.
@@ -196,11 +201,7 @@ def main(cfg: DictConfig) -> None:
     # which releases the GIL) while the model loads; the next input of a folder while this
     # one's report and label are written. Every check runs on the real read (load_volume).
     # folders this run creates for its outputs: removed again, if still empty, on any failure
-    new_folders = sorted(
-        {d for files in plans for f in files for d in f.parents if not d.exists()},
-        key=lambda d: len(d.parts),
-        reverse=True,
-    )
+    new_folders = missing_folders(f.parent for files in plans for f in files)
     try:
         prefetch(pairs[0][0])
         with timed(steps, "load model"):
@@ -221,9 +222,7 @@ def main(cfg: DictConfig) -> None:
             following = pairs[i + 1][0] if i + 1 < len(pairs) else None
             _predict_one(cfg, predictor, bundle, image, source, files, steps, following, pair)
     except BaseException:
-        for folder in new_folders:  # deepest first; a folder with finished cases stays
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty_folders(new_folders)  # a folder with finished cases stays
         raise
     finally:
         forget_prefetched()

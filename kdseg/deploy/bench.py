@@ -35,7 +35,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdseg.deploy.bench_report import check_targets, markdown_report, plot_dice_vs_time
+from kdseg.deploy.bench_report import (
+    MARKDOWN_TITLE,
+    check_targets,
+    markdown_report,
+    plot_dice_vs_time,
+)
 from kdseg.deploy.provenance import source_commit
 from kdseg.errors import InputError, progress_steps, write_text_atomic
 from kdseg.guards import check_count, check_threads
@@ -157,6 +162,49 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InputError(path, "must hold a YAML list of {name, ckpt, artifact, backend} maps")
     return entries
+
+
+BENCH_SUFFIXES = (".md", ".json", ".png")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def bench_outputs(output_dir: str | os.PathLike, name: str) -> list[Path]:
+    """The files one run writes: ``<output_dir>/<name>.md``, ``.json`` and ``.png``."""
+    return [Path(output_dir) / f"{name}{suffix}" for suffix in BENCH_SUFFIXES]
+
+
+def _bench_report(path: Path) -> bool:
+    """Whether ``path`` is a ``.md`` or ``.json`` that ``kdseg-bench`` wrote: a Markdown file
+    whose first line is the report's title, or a JSON object with the results' keys."""
+    try:
+        if path.suffix == ".md":
+            with path.open(encoding="utf-8") as f:
+                return f.readline().rstrip("\n") == MARKDOWN_TITLE
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not text, not JSON: not ours
+        return False
+    return isinstance(data, dict) and {"machine", "peak", "rows"} <= set(data)
+
+
+def check_bench_replaceable(output_dir: str | os.PathLike, name: str) -> None:
+    """Refuse, before anything is measured, to replace a file that is not ``kdseg-bench``'s
+    own output (somebody's notes named ``bench.md``, a figure): ``overwrite=true`` replaces it
+    anyway. A rerun into its own earlier output needs no option: the ``.md`` is known by its
+    title, the ``.json`` by its keys, and the ``.png`` (a PNG image) by the report beside it
+    (a plot's pixels carry no mark; a hand-edited report that keeps the title stays ours)."""
+    md, js, png = bench_outputs(output_dir, name)
+    ours = {path: os.path.lexists(path) and _bench_report(path) for path in (md, js)}
+    if os.path.lexists(png):
+        try:
+            with png.open("rb") as f:
+                ours[png] = f.read(8) == _PNG_SIGNATURE and (ours[md] or ours[js])
+        except OSError:
+            ours[png] = False
+    for path in (md, js, png):
+        if os.path.lexists(path) and not ours.get(path):
+            raise InputError(
+                path, "exists and is not a kdseg bench output; overwrite=true replaces it"
+            )
 
 
 def bench_volume(cfg: BenchConfig) -> Path:
@@ -373,15 +421,15 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "rows": rows,
     }
     results["targets"] = check_targets(rows, cfg.targets)
-    out = Path(cfg.output_dir)
+    md, js, png = bench_outputs(cfg.output_dir, cfg.name)
     results["markdown"] = markdown_report(results)
-    write_text_atomic(out / f"{cfg.name}.md", results["markdown"])
+    write_text_atomic(md, results["markdown"])
     write_text_atomic(
-        out / f"{cfg.name}.json",
+        js,
         json.dumps({k: v for k, v in results.items() if k != "markdown"}, indent=1, default=float)
         + "\n",
     )
-    plot_dice_vs_time(rows, out / f"{cfg.name}.png")
+    plot_dice_vs_time(rows, png)
     return results
 
 

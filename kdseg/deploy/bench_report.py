@@ -249,6 +249,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: the first line of every ``kdseg-bench`` Markdown report: how a rerun knows its own ``.md``
+MARKDOWN_TITLE = "# kdseg CPU benchmark"
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """Header (machine, commit, protocol), table and the target checks, as Markdown.
 
@@ -261,7 +265,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     commit = results.get("commit", "not recorded") or "none (kdseg ran outside a git checkout)"
     cpu = m.get("cpu") or "CPU model not recorded"
     lines = [
-        "# kdseg CPU benchmark",
+        MARKDOWN_TITLE,
         "",
         f"Commit: {commit}. "
         f"Machine: {cpu}, {m['cores']} cores; torch {m['torch']}, "

@@ -21,7 +21,9 @@ Every file (the artefact, the fp32 twin, a ``.pt2``'s sidecar; both stages of a 
 built, checked, timed and given its final metadata under a temporary name beside its output,
 and all are renamed together at the very end (:func:`~kdseg.errors.atomic_group`): a refused,
 failed or interrupted export leaves the files that were there before, and no new one (except
-the fp32 twin of a refused int8 file, which passed its own check). An existing file is
+the fp32 twin of a refused int8 file, which passed its own check), no pruning fine-tune run
+folder (kept beside a written artefact only, whose metadata names it) and no empty folder it
+created for its outputs (:func:`~kdseg.errors.removing_new_folders`). An existing file is
 replaced only when it is a kdseg export of the same checkpoint, or with ``overwrite=true``.
 Its options, and the names of the files it writes, come from :mod:`.export_options`.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +75,7 @@ from kdseg.deploy.samples import (
     sample_slices,
     slices_at,
 )
-from kdseg.errors import InputError, atomic_group, commit_temp
+from kdseg.errors import InputError, atomic_group, commit_temp, removing_new_folders
 from kdseg.eval.checkpoint import Bundle, load_bundle
 from kdseg.eval.inference import BACKENDS
 from kdseg.guards import check_output
@@ -154,6 +157,9 @@ class _Job:
     model: nn.Module
     facts: dict[str, Any]
     warnings: list[str]
+    #: pruning's fine-tune run folders: kept only when the export succeeds (its metadata
+    #: records the run as ``finetune_run``), removed on every other exit
+    finetune_runs: list[Path] = field(default_factory=list)
 
     @property
     def in_channels(self) -> int:
@@ -201,24 +207,33 @@ def export_stages(stages: list[ExportOptions]) -> list[ExportResult]:
     plans = [output_files(job.opts, job.out) for job in jobs]
     targets = [path for files in plans for path in files]
     results: list[ExportResult] = []
-    with atomic_group(targets) as temps:
-        finals = {  # as given and as resolved (ONNX Runtime's errors name the real path)
-            name: f
-            for t, f in zip(temps, targets, strict=True)
-            for name in (str(t), str(t.resolve()))
-        }
+    # the folders made for the outputs go again, if still empty, on any failure or signal
+    with removing_new_folders(path.parent for path in targets):
         try:
-            for job, files in zip(jobs, plans, strict=True):
-                mine = [temps[targets.index(f)] for f in files]
+            with atomic_group(targets) as temps:
+                finals = {  # as given and as resolved (ONNX Runtime's errors name the real path)
+                    name: f
+                    for t, f in zip(temps, targets, strict=True)
+                    for name in (str(t), str(t.resolve()))
+                }
                 try:
-                    results.append(_build(job, mine))
-                except Int8Refused:
-                    commit_temp(mine[0], files[0])  # the fp32 twin: checked, and named above
-                    raise
-        except InputError as exc:  # a check's error names the temporary: name the output
-            if exc.path not in finals:
-                raise
-            raise InputError(finals[exc.path], exc.message) from None
+                    for job, files in zip(jobs, plans, strict=True):
+                        mine = [temps[targets.index(f)] for f in files]
+                        try:
+                            results.append(_build(job, mine))
+                        except Int8Refused:
+                            commit_temp(mine[0], files[0])  # the fp32 twin: checked, named above
+                            job.finetune_runs.clear()  # which records its fine-tune run
+                            raise
+                except InputError as exc:  # a check's error names the temporary: name the output
+                    if exc.path not in finals:
+                        raise
+                    raise InputError(finals[exc.path], exc.message) from None
+        except BaseException:  # SIGTERM's Terminated and Ctrl-C too: no fine-tune run left
+            for job in jobs:
+                for run_dir in job.finetune_runs:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     return results
 
 
@@ -342,7 +357,9 @@ def _prune(job: _Job) -> None:
     log.info("%s", report)
     cfg = finetune_config(job.run_cfg, opts.pruning.finetune)
     assert job.setup is not None
-    summary = finetune(job.model, job.bundle.model_config, job.setup, cfg, job.out.parent)
+    summary = finetune(
+        job.model, job.bundle.model_config, job.setup, cfg, job.out.parent, job.finetune_runs
+    )
     recovered, original = summary.get("best_score"), original_val_dice(opts.ckpt)
     job.facts["pruning"] = {
         **report.as_dict(),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,12 +193,19 @@ def finetune(
     setup: DataSetup,
     run_cfg: dict[str, Any],
     out_dir: str | Path,
+    run_dirs: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Recovery training of ``pruned`` in place with the project's own training loop.
 
     ``run_cfg`` is a training config (``trainer``, ``optim``, ``loss``, ``seed``, ...), usually
     the original run's with a short schedule. The best checkpoint by validation Dice is loaded
     back into ``pruned``. Returns ``fit``'s summary.
+
+    The run folder (``out_dir/prune-finetune-XXXX``) is removed again when the fine-tune fails
+    or is stopped (an exception, SIGTERM's ``Terminated`` and Ctrl-C included): no checkpoints
+    of an unfinished recovery are left. ``run_dirs``, when given, gets the folder appended as
+    soon as it exists, so that the caller can remove it too if a later step fails (a failed
+    export check: ``kdseg-export`` keeps it only beside a written artefact, which records it).
     """
     from kdseg.deploy.artifact import RUN_OPTIONS
     from kdseg.lit.segment import SegmentationModule
@@ -211,13 +219,20 @@ def finetune(
     )
     module.net = pruned.train()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    run_dir = tempfile.mkdtemp(prefix="prune-finetune-", dir=out_dir)
-    summary = fit(module, setup.datamodule(seed=int(run_cfg.get("seed", 123))), run_cfg, run_dir)
-    best = summary.get("best_checkpoint")
-    if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        pruned.load_state_dict(
-            {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
-        )
+    run_dir = Path(tempfile.mkdtemp(prefix="prune-finetune-", dir=out_dir))
+    if run_dirs is not None:
+        run_dirs.append(run_dir)
+    try:
+        data = setup.datamodule(seed=int(run_cfg.get("seed", 123)))
+        summary = fit(module, data, run_cfg, run_dir)
+        best = summary.get("best_checkpoint")
+        if best and Path(best).is_file():
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            pruned.load_state_dict(
+                {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+            )
+    except BaseException:  # Terminated (SIGTERM) and KeyboardInterrupt too
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     pruned.eval()
     return summary

@@ -24,7 +24,14 @@ import nibabel as nib
 
 from kdseg.data.phantom.case import generate_case
 from kdseg.data.phantom.config import PENDING_FILE, TRUTH_FILE, PhantomConfig
-from kdseg.errors import InputError, atomic_group, progress_steps, write_text_atomic
+from kdseg.errors import (
+    InputError,
+    atomic_group,
+    missing_folders,
+    progress_steps,
+    remove_empty_folders,
+    write_text_atomic,
+)
 
 
 def case_id(dataset: str, index: int) -> str:
@@ -280,17 +287,6 @@ def _refuse_non_folder(root: Path, dataset: str, index: int) -> None:
             raise InputError(path, "is a folder, where a case file goes; move it away")
 
 
-def _new_parents(root: Path) -> list[Path]:
-    """``root`` and each folder above it that does not exist yet, deepest first: what a run
-    creates, and removes again if it fails before any case is written."""
-    chain = []
-    folder = root
-    while not folder.exists() and folder != folder.parent:
-        chain.append(folder)
-        folder = folder.parent
-    return chain
-
-
 def write_dataset(
     root: str | Path,
     cfg: PhantomConfig,
@@ -319,7 +315,7 @@ def write_dataset(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(None, f"phantom seed must be a whole number >= 0, got {seed!r}")
     root = Path(root).resolve()
-    new_folders_above = _new_parents(root)  # root and the folders above it this run creates
+    new_folders_above = missing_folders([root])  # root and the folders above it this run creates
     truth_path = root / TRUTH_FILE
     truth = _read_truth(truth_path)
     pending = _read_truth(root / PENDING_FILE, "pending")
@@ -376,20 +372,14 @@ def write_dataset(
                 for path in case_files(root, cfg.dataset, index):
                     if path not in old_files:
                         path.unlink(missing_ok=True)
-        for folder in new_folders:  # a case stopped before its files: no empty folder left
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty_folders(new_folders)  # a case stopped before its files: none left empty
         if pending or had_pending:
             _settle_pending(root, pending, truth)
         if marked and not truth and not _cases_on_disk(root):
             # no case on disk: no phantom folder either (with a case, even a killed run's, the
             # marker stays, so that the rerun resumes instead of calling it a real dataset)
             truth_path.unlink(missing_ok=True)
-            for folder in new_folders_above:  # root, then the empty folders made above it
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
+            remove_empty_folders(new_folders_above)  # root, then the empty folders above it
         raise
     if pending or had_pending:  # (also one a killed run left, whose cases are all done now)
         _settle_pending(root, pending, truth)
