@@ -71,6 +71,27 @@ def test_gap_closed_with_no_shared_seed_uses_each_rows_own_seeds() -> None:
     assert row.paired["lits", "tumor"] is None
 
 
+def test_gap_closed_is_measured_against_the_teacher_that_taught() -> None:
+    """Teacher runs of seeds 1-3 read with the same runs=, where only seed 1's checkpoint
+    taught every distilled seed: the gap used the mean of all three teachers (0.667), 90%
+    closed where against the teacher that taught (0.80) it is 50%. Per-seed teachers, each
+    teaching its own seed, still pair by seed."""
+    teachers = {1: 0.80, 2: 0.60, 3: 0.60}
+    records = [_run("teacher", s, v, model="raunet (w 0.5)") for s, v in teachers.items()]
+    records += [_run("student", s, 0.50) for s in (1, 2, 3)]
+    distilled = [
+        _run("distilled", s, 0.65, method="kd", teacher="raunet (w 0.5)") for s in (1, 2, 3)
+    ]
+    for run in distilled:
+        run.teacher_run = records[0].path
+    row = next(r for r in group_runs(records + distilled) if r.role == "distilled")
+    assert row.gap["lits"] == pytest.approx(0.5)
+    for run in distilled:  # each seed taught by its own teacher: the mean of the three
+        run.teacher_run = records[run.seed - 1].path
+    row = next(r for r in group_runs(records + distilled) if r.role == "distilled")
+    assert row.gap["lits"] == pytest.approx(0.15 / (sum(teachers.values()) / 3 - 0.5))
+
+
 def test_report_csv_leaves_an_undefined_interval_empty_not_nan() -> None:
     """One pair has no interval: report.csv wrote ``nan`` there, which readers of the CSV
     (scripts/demo.py's study rows) printed as ``[+nan, +nan]``; undefined is empty, as a

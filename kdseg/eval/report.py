@@ -156,13 +156,23 @@ def group_runs(records: Sequence[RunRecord], direction: int = 1) -> list[Row]:
             shared = set(paired.seeds) if paired is not None else set()
             cell = _cells(_on_seeds(row.runs, shared)).get(key)
             teacher = _cells(
-                _on_seeds(references.get(("teacher", row.teacher), []), shared or seeds)
+                _teachers(references.get(("teacher", row.teacher), []), row, shared or seeds)
             ).get(key)
             student = _cells(_on_seeds(alone.get(row.model, []), shared)).get(key)
             row.gap[dataset] = (
                 None if cell is None else gap_closed(cell, teacher, student, direction)
             )
     return sorted(rows, key=_sort_key)
+
+
+def _teachers(teachers: Sequence[RunRecord], row: Row, seeds: set[int | None]) -> list[RunRecord]:
+    """The teacher runs a distilled row's gap is measured against: those whose checkpoints
+    taught the row's runs of ``seeds``, where the report holds them (one seed-1 teacher for
+    every student seed, or one teacher per seed); otherwise the teacher network's runs of
+    those seeds (:func:`_on_seeds`). A teacher run of the network that taught none of them
+    (another seed's, read with the same ``runs=``) is not the row's teacher."""
+    taught = {r.teacher_run for r in _on_seeds(row.runs, seeds) if r.teacher_run is not None}
+    return [t for t in teachers if t.path in taught] or _on_seeds(teachers, seeds)
 
 
 def _on_seeds(runs: Sequence[RunRecord], seeds: set[int | None]) -> list[RunRecord]:
