@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import kdseg_here
 from test_spacing_roi import stored_volume
 
@@ -226,6 +227,29 @@ def test_cli_cascade_nifti_dicom_eval_and_no_organ(
         "predict", f"ckpt=[{ckpt},{ckpt},{ckpt}]", f"input={case}", "output=y", check=False
     )
     assert bad.returncode == 2 and "two stages" in bad.stderr
+
+
+def test_a_cascade_whose_stage_1_was_trained_on_organ_crops_is_refused_as_swapped(
+    trained_enet: Path, phantom_lits: Path, tmp_path: Path
+) -> None:
+    """``ckpt=[stage2,stage1]``: the pair was taken, and every case failed with "run it as
+    stage 2 of a cascade", which names no file and asks for what the user did. Now one line
+    before any case runs, naming the first checkpoint."""
+    ckpt = trained_enet / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["data"]["preprocess"]["roi"] = "organ"
+    stage2 = tmp_path / "stage2.ckpt"
+    torch.save(state, stage2)
+    case = sorted(phantom_lits.glob("volume-*.nii.gz"))[0]
+    out = tmp_path / "out"
+    bad = kdseg_here(
+        "predict", f"ckpt=[{stage2},{ckpt}]", f"input={case}", f"output={out}", check=False
+    )
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.count("\n") == 1 and str(stage2) in bad.stderr
+    assert "the stages look swapped" in bad.stderr and not out.exists()
+    good = kdseg_here("predict", f"ckpt=[{ckpt},{stage2}]", f"input={case}", f"output={out}")
+    assert "was not trained on organ crops" not in good.stderr
 
 
 REAL_CT = Path(__file__).parent / "data" / "real_ct"

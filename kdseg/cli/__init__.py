@@ -498,6 +498,13 @@ def build_predictor(
             progress=progress,
             tta=tta,
         )
+        if i == 0 and n > 1 and bundle.preprocess.roi == "organ":
+            raise InputError(
+                artifact or ckpt,
+                "cascade stage 1 was trained on organ crops (preprocess.roi=organ), so it "
+                "needs an organ box itself: the stages look swapped; list the whole-volume "
+                "organ model first, ckpt=[stage1.ckpt,stage2.ckpt]",
+            )
         if i == 1 and bundle.preprocess.roi != "organ":
             _warn_uncropped_stage2(artifact or ckpt)
         stages.append((predictor, bundle, backend, artifact))
