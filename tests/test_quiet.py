@@ -144,6 +144,7 @@ def test_log_warnings_go_to_stderr_and_information_to_stdout(name, monkeypatch, 
     monkeypatch.setattr("sys.argv", ["/venv/bin/kdseg-eval"])
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level  # pytest's own, put back after
+    named = {n: logging.getLogger(n).level for n in ("kdseg", "hydra", "__main__")}
     config = yaml.safe_load(
         (Path(CONFIG_PATH) / "hydra" / "job_logging" / f"{name}.yaml").read_text()
     )
@@ -153,15 +154,22 @@ def test_log_warnings_go_to_stderr_and_information_to_stdout(name, monkeypatch, 
         logger.info("results: x")
         logger.warning("channel_names names 2 input channels")
         logger.error("gone")
+        # a library's information is not kdseg's: it was a bare line among the results
+        library = logging.getLogger("matplotlib.font_manager")
+        library.info("generated new fontManager")
+        library.warning("a library's warning still shows")
         out, err = capsys.readouterr()
     finally:
         for handler in set(root.handlers) - set(handlers):
             handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
+        for logger_name, logger_level in named.items():
+            logging.getLogger(logger_name).setLevel(logger_level)
     assert out == "results: x\n"
     assert err == (
         "kdseg-eval: warning: channel_names names 2 input channels\nkdseg-eval: error: gone\n"
+        "kdseg-eval: warning: a library's warning still shows\n"
     )
 
 
