@@ -851,6 +851,54 @@ def test_bench_refuses_files_it_did_not_write_and_replaces_its_own(
         check_bench_replaceable(tmp_path, "bench")
 
 
+def test_a_failed_bench_write_leaves_no_report_beside_an_older_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``<name>.png``, ``.json`` and ``.md`` are one group: the report and the JSON were
+    written before the plot, so a failure while writing the plot left them beside an earlier
+    run's ``<name>.png`` (a stale plot of other numbers). Now a failure in any of the three
+    leaves none of the new files: an earlier run's three as they were, or nothing at all."""
+    import kdseg.errors as errors
+    from kdseg.deploy.bench import bench_outputs, check_bench_replaceable, write_bench_outputs
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    results = json.loads((docs / "bench.json").read_text())
+    results["rows"] = [r for r in results["rows"] if r.get("ok")][:2]  # a run of 2 entries
+    results["markdown"] = (docs / "bench.md").read_text().replace("| ", "|  ", 1)
+    real_commit = errors._commit
+    for failing in ("bench.png", "bench.json", "bench.md"):
+
+        def fail(tmp: Path, target: Path, failing: str = failing) -> None:
+            if target.name == failing:
+                raise OSError(28, "No space left on device")
+            real_commit(tmp, target)
+
+        monkeypatch.setattr(errors, "_commit", fail)
+        fresh = tmp_path / f"fresh-{failing}"
+        with pytest.raises(OSError):
+            write_bench_outputs(results, fresh, "bench")
+        assert not fresh.exists()  # no file, no temporary, not the folder it made
+        old = tmp_path / f"old-{failing}"
+        old.mkdir()
+        for suffix in (".md", ".json", ".png"):
+            shutil.copy(docs / f"bench{suffix}", old / f"bench{suffix}")
+        with pytest.raises(OSError):
+            write_bench_outputs(results, old, "bench")
+        for suffix in (".md", ".json", ".png"):
+            assert (old / f"bench{suffix}").read_bytes() == (docs / f"bench{suffix}").read_bytes()
+        assert len(list(old.iterdir())) == 3
+        monkeypatch.setattr(errors, "_commit", real_commit)
+    out = tmp_path / "old-bench.md"
+    assert write_bench_outputs(results, out, "bench") == bench_outputs(out, "bench")
+    md, js, png = bench_outputs(out, "bench")
+    assert md.read_text() == results["markdown"]
+    assert json.loads(js.read_text())["rows"] == results["rows"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes() != (docs / "bench.png").read_bytes()  # the new plot
+    assert len(list(out.iterdir())) == 3
+    check_bench_replaceable(out, "bench")  # a rerun still knows them as its own
+
+
 def test_teacher_ratio_targets_report_end_to_end_model_time_and_bound() -> None:
     def row(name: str, role: str, e2e: float, net: float, width: float = 1.0) -> dict:
         model = "enet" if role == "distilled" else "raunet"

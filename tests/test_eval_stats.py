@@ -314,3 +314,41 @@ def test_paired_bootstrap_script_prints_the_documented_v4_digits(capsys) -> None
     with pytest.raises(SystemExit) as exit_:
         script.main(["a.csv", "b{seed}.csv"])
     assert exit_.value.code == 2 and "a.csv: no {seed} in the path" in capsys.readouterr().err
+
+
+def test_a_failed_report_write_leaves_no_mismatched_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.md and report.csv are one group: a failure while writing report.csv left the
+    new report.md beside no (or an older) report.csv. Now neither new file lands, and an
+    earlier pair is kept as it was."""
+    import kdseg.errors as errors
+    from kdseg.eval.report import Report, write_report
+
+    records = [_run("student", 1, 0.6), _run("distilled", 1, 0.7, method="kd", teacher="t")]
+    report = Report(group_runs(records), [("lits", "tumor")], {("lits", "tumor"): "T"}, "e", "dice")
+    real_commit = errors._commit
+
+    def failing_csv(tmp: Path, target: Path) -> None:
+        if target.name == "report.csv":
+            raise OSError(28, "No space left on device")
+        real_commit(tmp, target)
+
+    monkeypatch.setattr(errors, "_commit", failing_csv)
+    out = tmp_path / "report"
+    with pytest.raises(OSError):
+        write_report(report, out)
+    assert not out.exists()  # neither file, no temporaries, not the folder it made
+    out.mkdir()
+    (out / "report.md").write_text("old md")
+    (out / "report.csv").write_text("old csv")
+    with pytest.raises(OSError):
+        write_report(report, out)
+    assert (out / "report.md").read_text() == "old md"
+    assert (out / "report.csv").read_text() == "old csv"
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.md"]
+    monkeypatch.setattr(errors, "_commit", real_commit)
+    paths = write_report(report, out)
+    assert paths["markdown"].read_text() == report.markdown()
+    assert paths["csv"].read_text() == report.csv_text()
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.md"]

@@ -1099,11 +1099,23 @@ def test_native_slices_of_several_sizes_are_refused_unless_patches_cut_them(
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's notes on the toy run
-def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: Path) -> None:
-    """A step save at an epoch's last batch came before that epoch's validation, and Lightning
-    resumes such a checkpoint in the next epoch: a run killed during the validation never ran
-    it (its CSV row lost, and the best checkpoint's chance at it). That save now waits for the
-    epoch's end, so what a kill during validation leaves resumes with the validation."""
+@pytest.mark.parametrize(
+    ("every", "interval", "kill_at", "killed_at"),
+    [
+        (4, 1.0, 8, 4),  # step 8 (epoch 1's last batch): was saved before, killed at 8
+        (2, 0.5, 6, 4),  # step 6 (mid-epoch 1, validated after it): was saved at 6
+        (2, 0.5, 8, 6),  # the save after step 6's validation resumes past it, not again
+    ],
+)
+def test_a_run_killed_during_validation_resumes_with_that_validation(
+    tmp_path: Path, every: int, interval: float, kill_at: int, killed_at: int
+) -> None:
+    """A step save at a batch that a validation follows (an epoch's last batch; with
+    ``val_check_interval`` below 1, a mid-epoch one too) came before that validation, and
+    Lightning resumes such a checkpoint past it: a run killed during the validation never ran
+    it (its CSV row lost, and the best checkpoint's chance at it). That save now waits until
+    the validation has run, so what a kill during validation leaves resumes with the
+    validation, and a save made after one resumes without running it twice."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -1113,7 +1125,7 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: P
         def __init__(self) -> None:
             super().__init__()
             self.layer = torch.nn.Linear(1, 1)
-            self.validated: list[int] = []
+            self.validated: list[tuple[int, int]] = []  # (epoch, global step)
 
         def train_dataloader(self) -> DataLoader:
             return DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=1)
@@ -1129,14 +1141,14 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: P
 
         def on_validation_epoch_end(self) -> None:
             if not self.trainer.sanity_checking:
-                self.validated.append(self.current_epoch)
+                self.validated.append((self.current_epoch, self.global_step))
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    class KillDuringValidation(pl.Callback):  # what a SIGKILL in epoch 1's validation leaves
+    class KillDuringValidation(pl.Callback):  # what a SIGKILL in that validation leaves
         def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-            if not trainer.sanity_checking and trainer.current_epoch == 1:
+            if not trainer.sanity_checking and trainer.global_step == kill_at:
                 shutil.copy(tmp_path / "ckpt" / "last.ckpt", tmp_path / "killed.ckpt")
 
     last = RotatingCheckpoint(
@@ -1145,11 +1157,12 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: P
         monitor=None,
         save_top_k=1,
         enable_version_counter=False,
-        every_n_train_steps=4,
+        every_n_train_steps=every,
         save_on_train_epoch_end=True,
     )
     args = {
         "max_epochs": 3,
+        "val_check_interval": interval,
         "logger": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
@@ -1157,12 +1170,15 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: P
     }
     whole = Toy()
     pl.Trainer(callbacks=[last, KillDuringValidation()], **args).fit(whole)
-    assert whole.validated == [0, 1, 2]
+    per_epoch = round(1 / interval)
+    steps = [4 * (i + 1) // per_epoch for i in range(3 * per_epoch)]
+    assert whole.validated == [((s - 1) // 4, s) for s in steps]
     killed = torch.load(tmp_path / "killed.ckpt", weights_only=True)
-    assert killed["global_step"] == 4  # epoch 0's end (was 8: epoch 1's last batch)
+    assert killed["global_step"] == killed_at  # the save before the validation was killed at
     resumed = Toy()
     pl.Trainer(**args).fit(resumed, ckpt_path=tmp_path / "killed.ckpt", weights_only=True)
-    assert resumed.validated == [1, 2]  # was [2]: epoch 1 never validated
+    assert resumed.validated == [v for v in whole.validated if v[1] > killed_at]
+    assert resumed.validated[0][1] == kill_at  # the validation the kill cut short
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 12
 
 

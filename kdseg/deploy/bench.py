@@ -42,7 +42,7 @@ from kdseg.deploy.bench_report import (
     plot_dice_vs_time,
 )
 from kdseg.deploy.provenance import source_commit
-from kdseg.errors import InputError, progress_steps, write_text_atomic
+from kdseg.errors import InputError, atomic_group, progress_steps, removing_new_folders
 from kdseg.guards import check_count, check_threads
 
 QUICK = {
@@ -421,16 +421,29 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "rows": rows,
     }
     results["targets"] = check_targets(rows, cfg.targets)
-    md, js, png = bench_outputs(cfg.output_dir, cfg.name)
     results["markdown"] = markdown_report(results)
-    write_text_atomic(md, results["markdown"])
-    write_text_atomic(
-        js,
-        json.dumps({k: v for k, v in results.items() if k != "markdown"}, indent=1, default=float)
-        + "\n",
-    )
-    plot_dice_vs_time(rows, png)
+    write_bench_outputs(results, cfg.output_dir, cfg.name)
     return results
+
+
+def write_bench_outputs(
+    results: dict[str, Any], output_dir: str | os.PathLike, name: str
+) -> list[Path]:
+    """``<name>.png``, ``.json`` and ``.md`` (``results["markdown"]``) in ``output_dir``, as
+    one group (:func:`~kdseg.errors.atomic_group`, the report last): a failure while writing
+    any of them (the plot included) leaves none of the new files, an earlier run's three as
+    they were and no folder this call created, never a new report beside an older run's plot."""
+    md, js, png = bench_outputs(output_dir, name)
+    data = {k: v for k, v in results.items() if k != "markdown"}
+    text = json.dumps(data, indent=1, default=float) + "\n"
+    with (
+        removing_new_folders([Path(output_dir)]),
+        atomic_group([png, js, md], suffixes=[".png", None, None]) as temps,
+    ):
+        plot_dice_vs_time(results["rows"], temps[0])
+        temps[1].write_text(text)
+        temps[2].write_text(results["markdown"])
+    return [md, js, png]
 
 
 def machine_info() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.deploy.provenance import describe_provenance
-from kdseg.errors import atomic_path
 
 # ------------------------------------------------------------------------------------------
 # targets
@@ -312,7 +311,9 @@ def plot_dice_vs_time(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Tumor and organ Dice against end-to-end volume time (log scale), one point per entry.
 
     Points carry their entry's number and a key beside the plots names them: the entries of
-    one model sit close together, where name labels would overlap.
+    one model sit close together, where name labels would overlap. The PNG is written to
+    ``path`` itself: ``kdseg-bench`` passes a temporary of the group it renames with the
+    report and the JSON (:func:`kdseg.deploy.bench.write_bench_outputs`).
     """
     import matplotlib
 
@@ -345,7 +346,8 @@ def plot_dice_vs_time(rows: list[dict[str, Any]], path: Path) -> Path | None:
         "Dice versus CPU time per volume (square: teacher, circle: student, star: distilled)"
     )
     fig.tight_layout(rect=(0, 0, 0.72, 1))
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path

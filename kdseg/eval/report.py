@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdseg.errors import InputError, warning_line, write_text_atomic
+from kdseg.errors import InputError, atomic_group, removing_new_folders, warning_line
 from kdseg.eval.metrics import HEADLINE_DICE, aggregate_over_seeds, format_mean_std
 from kdseg.eval.paired import (
     BOOTSTRAP_RESAMPLES,
@@ -440,11 +440,16 @@ def build_report(
 
 
 def write_report(report: Report, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
-    """``report.md`` and ``report.csv`` in ``out_dir``, each written atomically."""
+    """``report.md`` and ``report.csv`` in ``out_dir``, written as one group
+    (:func:`~kdseg.errors.atomic_group`): a failure while writing either leaves neither new
+    file (an earlier pair as it was, and no folder this call created), never a new table
+    beside an older or missing CSV of other runs."""
     out_dir = Path(out_dir)
     paths = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    write_text_atomic(paths["markdown"], report.markdown(title))
-    write_text_atomic(paths["csv"], report.csv_text())
+    texts = [report.markdown(title), report.csv_text()]
+    with removing_new_folders([out_dir]), atomic_group(list(paths.values())) as temps:
+        for tmp, text in zip(temps, texts, strict=True):
+            tmp.write_text(text)
     if report.missing_eval:
         print(
             warning_line(f"{len(report.missing_eval)} run(s) without {report.eval_dir}"),

@@ -103,19 +103,36 @@ class RotatingCheckpoint(MovableCheckpoint):
     checkpoint of an epoch's last batch in the next epoch and never runs the validation it was
     saved before, so a run killed during that validation lost the epoch's validation for good
     (its CSV row, and the best checkpoint's chance at it). Killed there, the run loses at
-    most that one interval. The epoch end saves at the step of a step save (``max_steps`` in
-    mid-epoch) too, with the best callback's state after its epoch: that save replaces
-    ``last.ckpt`` in place and keeps ``last-previous`` one interval back."""
+    most that one interval. With ``val_check_interval`` below 1, a step save on a batch that a
+    mid-epoch validation follows waits for that validation's end in the same way (Lightning
+    resumes it past that validation too). The epoch end saves at the step of a step save
+    (``max_steps`` in mid-epoch) too, with the best callback's state after its epoch: that
+    save replaces ``last.ckpt`` in place and keeps ``last-previous`` one interval back."""
 
     _state_name = "RotatingCheckpoint"
     _saved_step: int | None = None  # the global step of this callback's last save
 
+    _after_validation = False  # a step save waits for the validation its batch is followed by
+
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._every_n_train_steps >= 1 and batch_idx + 1 >= trainer.num_training_batches:
-            return  # the epoch's last batch: saved at its end, after its validation
+        if self._every_n_train_steps >= 1:
+            if batch_idx + 1 >= trainer.num_training_batches:
+                return  # the epoch's last batch: saved at its end, after its validation
+            if _validation_follows(trainer):  # trainer.val_check_interval below 1
+                self._after_validation = (
+                    trainer.global_step % self._every_n_train_steps == 0
+                    and not self._should_skip_saving_checkpoint(trainer)
+                )
+                return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._after_validation and not trainer.sanity_checking:
+            self._after_validation = False
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -134,6 +151,15 @@ class RotatingCheckpoint(MovableCheckpoint):
             os.replace(path, path.with_name(PREVIOUS))
         super()._save_checkpoint(trainer, filepath)
         self._saved_step = trainer.global_step
+
+
+def _validation_follows(trainer: Any) -> bool:
+    """Whether Lightning validates right after the training batch that just ended: the test
+    its training loop makes next (``val_check_interval``, ``check_val_every_n_epoch``), made
+    now. A time-based ``val_check_interval`` that runs out in between is missed (the step save
+    then comes before that validation, as Lightning's own does)."""
+    loop = trainer.fit_loop.epoch_loop
+    return not loop._skip_next_val and loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
 
 def _load(path: Path) -> tuple[dict[str, Any] | None, str | None]:
