@@ -137,12 +137,20 @@ class Progressing:
     once :data:`PROGRESS_EVERY_S` seconds have passed since the start or the previous line, and
     at the end a last one where it printed any: a short run prints none."""
 
-    def __init__(self, description: str, total: int, bar: Any = None, plain: bool = False) -> None:
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        bar: Any = None,
+        plain: bool = False,
+        start: float | None = None,
+    ) -> None:
         self.title = self.detail = description
         self.total, self.done = total, 0
         self._bar, self._task = bar, None if bar is None else bar.add_task(description, total=total)
         self._plain = plain
-        self._start = self._last = time.monotonic()
+        # ``start``: a time.monotonic() of when the work began, where that was before this
+        self._start = self._last = time.monotonic() if start is None else start
         self._printed: int | None = None  # the count of the last line printed
 
     def advance(self, n: int = 1) -> None:
@@ -165,9 +173,19 @@ class Progressing:
     def _line(self) -> None:
         self._last = time.monotonic()
         self._printed = self.done
-        text = f"{self.title}: {self.done}/{self.total}, {self._last - self._start:.0f} s"
+        self.show(self.text(self._last - self._start))
+
+    def text(self, elapsed: float) -> str:
+        """The plain line, ``elapsed`` seconds after the start: ``title: done/total, N s``, and
+        ``; detail`` where :meth:`describe` named the step under way. A subclass words its own
+        (training's, :class:`kdseg.lit.callbacks.TrainingProgress`), the timing kept here."""
+        text = f"{self.title}: {self.done}/{self.total}, {elapsed:.0f} s"
         if self.detail != self.title:
             text += f"; {self.detail}"
+        return text
+
+    def show(self, text: str) -> None:
+        """Where a plain line goes: :func:`progress_line` (stderr); a subclass may add a log."""
         progress_line(text)
 
 

@@ -349,11 +349,10 @@ def test_stdout_to_a_file_keeps_its_lines_while_a_bar_draws_on_stderr(tmp_path: 
     assert lines == ["result of kdseg's bar", "result of lightning's bar"], lines
 
 
-def test_training_off_a_terminal_shows_a_line_per_validation_on_stderr(
-    tmp_path: Path, capsys
-) -> None:
-    """Off a terminal (a batch job's log) Lightning's bar would show nothing until the end:
-    training adds none, and each validation's line goes to stderr as well as the log file."""
+def _fit_scored(run: Path) -> None:
+    """Two epochs of Lightning's boring model, two training batches and a validation each (its
+    batches are no dicts: StepTimer's first timed step, the sixth, would fail), as
+    ``kdseg-train`` fits (no progress bar where stderr is not a terminal)."""
     from pytorch_lightning.demos.boring_classes import BoringModel
 
     from kdseg.lit.train import fit
@@ -373,12 +372,45 @@ def test_training_off_a_terminal_shows_a_line_per_validation_on_stderr(
         "enable_progress_bar": True,
     }
     cfg = {"trainer": trainer, "logger": {"wandb": {"enabled": False}}, "checkpoint": {}}
-    fit(Scored(), None, cfg, tmp_path / "run")
+    fit(Scored(), None, cfg, run)
+
+
+def test_training_off_a_terminal_shows_a_line_per_validation_on_stderr(
+    tmp_path: Path, capsys
+) -> None:
+    """Off a terminal (a batch job's log) Lightning's bar would show nothing until the end:
+    training adds none, and each validation's line goes to stderr as well as the log file.
+    Epochs shorter than 30 s show no progress line of their own."""
+    _fit_scored(tmp_path / "run")
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2 step 2", "epoch 2/2 step 4"]
     assert "val dice 0.5000" in lines[0], err
     assert "Epoch 0" not in out + err and "epoch " not in out, (out, err)
+
+
+def test_training_off_a_terminal_shows_progress_lines_during_an_epoch(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Off a terminal an epoch is not silent until its validation: a plain line on stderr
+    every ``PROGRESS_EVERY_S`` seconds (made 0 here: one after each batch), worded as the
+    validation line, none on stdout (tests/test_validation_line.py: their pace)."""
+    from kdseg import errors
+
+    monkeypatch.setattr(errors, "PROGRESS_EVERY_S", 0.0)
+    _fit_scored(tmp_path / "run")
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    progress = [line.split(", ")[0] for line in lines if ": batch " in line]
+    assert progress == [
+        "epoch 1/2 step 1: batch 1/2 (50%)",
+        "epoch 1/2 step 2: batch 2/2 (100%)",
+        "epoch 2/2 step 3: batch 1/2 (50%)",
+        "epoch 2/2 step 4: batch 2/2 (100%)",
+    ], err
+    assert len(lines) == 6 and lines[2].startswith("epoch 1/2 step 2: train loss "), err
+    assert lines[5].startswith("epoch 2/2 step 4: train loss ") and "val dice 0.5" in lines[5]
+    assert "batches/s" in err and "epoch " not in out, (out, err)
 
 
 def test_kdseg_phantom_progress_bar_is_on_stderr(tmp_path: Path, monkeypatch) -> None:

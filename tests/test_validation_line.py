@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kdseg.lit.callbacks import ValidationLine
+from kdseg.lit.callbacks import TrainingProgress, ValidationLine
 
 
 def _trainer(
@@ -201,6 +201,128 @@ def test_a_run_resumed_from_an_epochs_last_batch_drops_that_epochs_loss(handlers
         "epoch 2/30 step 4: train loss 0.125",  # resumed: the same line
         "epoch 2/30 step 4: train loss 0.25",  # validated every 2nd epoch: both epochs' mean
     ]
+
+
+class _Clock:
+    """A monotonic clock the test moves: ``tick(s)`` seconds at a time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _epoch(
+    callback: TrainingProgress,
+    trainer: SimpleNamespace,
+    clock: _Clock,
+    batches: range,
+    seconds: float = 1.0,
+    start: bool = True,
+) -> None:
+    """``batches`` of one epoch (their indices), each ``seconds`` long; ``start=False``: as a
+    run resumed mid-epoch, where Lightning starts no epoch."""
+    if start:
+        callback.on_train_epoch_start(trainer, None)
+    for i in batches:
+        callback.on_train_batch_start(trainer, None, None, i)
+        clock.now += seconds
+        trainer.global_step += 1
+        callback.on_train_batch_end(trainer, None, None, None, i)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    """The clock kdseg's progress lines are timed by, moved by the test alone."""
+    from kdseg import errors
+    from kdseg.lit import callbacks
+
+    fake = _Clock()
+    monkeypatch.setattr(errors, "time", fake)
+    monkeypatch.setattr(callbacks, "time", fake)
+    return fake
+
+
+def test_training_off_a_terminal_prints_a_line_every_30_s(handlers, clock, capsys) -> None:
+    """An epoch of 100 one-second batches with no progress bar: a line every 30 s on stderr
+    and in the log file, worded as the validation line (epoch 1-based), never more often; the
+    next epoch's first line comes 30 s after that epoch starts."""
+    log_file, console = handlers
+    callback = TrainingProgress()
+    trainer = _trainer(0, 0, 0.5, progress_bar=False)
+    trainer.max_epochs, trainer.num_training_batches = 2, 100
+    times = []
+    for epoch in range(2):
+        trainer.current_epoch = epoch
+        callback.on_train_epoch_start(trainer, None)
+        for i in range(100):
+            callback.on_train_batch_start(trainer, None, None, i)
+            clock.now += 1.0
+            trainer.global_step += 1
+            callback.on_train_batch_end(trainer, None, None, None, i)
+            times += [clock.now] * len(capsys.readouterr().err.splitlines())
+        clock.now += 7.0  # a validation
+    lines = log_file.read_text().splitlines()
+    assert lines[:3] == [
+        "epoch 1/2 step 30: batch 30/100 (30%), 1.0 batches/s, 30 s",
+        "epoch 1/2 step 60: batch 60/100 (60%), 1.0 batches/s, 60 s",
+        "epoch 1/2 step 90: batch 90/100 (90%), 1.0 batches/s, 90 s",
+    ], lines
+    assert lines[3:] == [
+        "epoch 2/2 step 130: batch 30/100 (30%), 1.0 batches/s, 30 s",
+        "epoch 2/2 step 160: batch 60/100 (60%), 1.0 batches/s, 60 s",
+        "epoch 2/2 step 190: batch 90/100 (90%), 1.0 batches/s, 90 s",
+    ], lines
+    assert len(times) == 6 and all(times[i + 1] - times[i] >= 30 for i in range(5)), times
+    assert console.getvalue() == ""  # through the log file's handler alone, as ValidationLine
+
+
+def test_training_progress_lines_are_paced_and_resumed_runs_count_on(
+    handlers, clock, capsys
+) -> None:
+    """Batches of 7 s: a line at the first batch end 30 s or more after the previous line,
+    never sooner. Slow batches show their rate to two digits. A run resumed at batch 250 of
+    400 counts on from there; its rate and seconds are its own."""
+    log_file, _ = handlers
+    trainer = _trainer(0, 0, 0.5, progress_bar=False)
+    trainer.max_epochs, trainer.num_training_batches = 1, 400
+    _epoch(TrainingProgress(), trainer, clock, range(10), seconds=7.0)
+    assert capsys.readouterr().err.splitlines() == [
+        "epoch 1/1 step 5: batch 5/400 (1%), 0.14 batches/s, 35 s",
+        "epoch 1/1 step 10: batch 10/400 (2%), 0.14 batches/s, 70 s",
+    ]
+    resumed = TrainingProgress()
+    trainer.global_step = 250
+    _epoch(resumed, trainer, clock, range(250, 320), seconds=0.5, start=False)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "epoch 1/1 step 310: batch 310/400 (78%), 2.0 batches/s, 30 s",
+    ], err
+    assert log_file.read_text().splitlines()[2:] == err
+    # a loader of unknown length: the count alone
+    trainer.num_training_batches = float("inf")
+    _epoch(TrainingProgress(), trainer, clock, range(40))
+    assert capsys.readouterr().err.splitlines() == [
+        "epoch 1/1 step 350: batch 30, 1.0 batches/s, 30 s"
+    ]
+
+
+def test_no_training_progress_line_under_a_bar_or_on_another_rank(handlers, clock, capsys) -> None:
+    """Where the progress bar draws (stderr a terminal) it shows the progress; under DDP only
+    rank 0 prints."""
+    log_file, _ = handlers
+    bar = _trainer(0, 0, 0.5, progress_bar=True)
+    other = _trainer(0, 0, 0.5, progress_bar=False)
+    other.is_global_zero = False
+    for trainer in (bar, other):
+        trainer.num_training_batches = 100
+        _epoch(TrainingProgress(), trainer, clock, range(100))
+    assert capsys.readouterr() == ("", "")
+    assert log_file.read_text() == ""
 
 
 def _offline_run(

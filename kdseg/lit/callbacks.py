@@ -1,7 +1,7 @@
 """Lightning callbacks: validation pictures and the per-class Dice table for wandb, a quiet
 model summary, the training throughput (slices per second, data-loader wait, peak memory), one
-line per validation in the run's log file, and the global random streams carried through a
-checkpoint."""
+line per validation in the run's log file, a plain progress line every 30 s of an epoch where
+no progress bar draws, and the global random streams carried through a checkpoint."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
 from kdseg.data.rng import global_states, set_global_states
-from kdseg.errors import progress_line, redirects_stdout, to_log_files
+from kdseg.errors import Progressing, progress_line, redirects_stdout, to_log_files
 from kdseg.eval.overlay import overlay_figure_array
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ class QuietTQDMProgressBar(_NoVersion, TQDMProgressBar):
 def progress_bar() -> pl.Callback:
     """Lightning's default progress bar (rich where installed, else tqdm), without ``v_num``,
     on stderr: stdout holds the results alone. Training adds it only where stderr is a
-    terminal (:func:`kdseg.errors.progress_draws`); elsewhere :class:`ValidationLine` shows
-    the progress."""
+    terminal (:func:`kdseg.errors.progress_draws`); elsewhere :class:`TrainingProgress` and
+    :class:`ValidationLine` show the progress."""
     from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
     return QuietRichProgressBar() if _RICH_AVAILABLE else QuietTQDMProgressBar()
@@ -374,9 +374,7 @@ class ValidationLine(pl.Callback):
             score < self.best[0] if self.mode == "min" else score > self.best[0]
         ):
             self.best = (score, epoch)
-        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
-        where = f"epoch {epoch}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
-        where += f" step {trainer.global_step}" + (f"/{max_steps}" if max_steps > 0 else "")
+        where = _where(trainer)
         parts = []
         if self._steps:
             parts.append(f"train loss {float(self._loss) / self._steps:.4g}")
@@ -406,6 +404,88 @@ class ValidationLine(pl.Callback):
         self._steps = steps if self._loss is not None else 0
         epoch = state_dict.get("loss_epoch")  # absent before: the sum is taken as it is
         self._epoch = int(epoch) if epoch is not None and self._loss is not None else None
+
+
+def _where(trainer: pl.Trainer) -> str:
+    """``epoch 3/30 step 96``: the epoch (1-based) and the optimizer step, each of its maximum
+    where the trainer has one; the start of :class:`ValidationLine`'s and
+    :class:`TrainingProgress`'s lines."""
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    where = f"epoch {trainer.current_epoch + 1}"
+    where += f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
+    where += f" step {trainer.global_step}" + (f"/{max_steps}" if max_steps > 0 else "")
+    return where
+
+
+class _EpochSteps(Progressing):
+    """:class:`~kdseg.errors.Progressing`'s plain lines (its interval and timing) for one
+    training epoch, worded as :class:`ValidationLine`'s and put where it puts them::
+
+        epoch 1/2 step 120: batch 120/400 (30%), 1.9 batches/s, 150 s
+
+    ``done`` starts at the batches the epoch had run before this process took it over (a
+    resumed run); the rate counts this process's batches alone."""
+
+    def __init__(self, trainer: pl.Trainer, total: float, done: int, start: float | None) -> None:
+        super().__init__("training", 0, plain=True, start=start)
+        self.done = self._first = done
+        self._trainer, self._of = trainer, total
+
+    def text(self, elapsed: float) -> str:
+        of = self._of
+        batch = f"batch {self.done}"
+        if isinstance(of, int) or (isinstance(of, float) and math.isfinite(of) and of > 0):
+            batch += f"/{int(of)} ({100 * self.done / of:.0f}%)"
+        parts = [batch]
+        if elapsed > 0:
+            rate = (self.done - self._first) / elapsed
+            parts.append(f"{rate:.1f} batches/s" if rate >= 1 else f"{rate:.2g} batches/s")
+        parts.append(f"{elapsed:.0f} s")
+        return f"{_where(self._trainer)}: {', '.join(parts)}"
+
+    def show(self, text: str) -> None:
+        _to_run_log(text, console=True)
+
+
+class TrainingProgress(pl.Callback):
+    """Where no progress bar draws (stderr a batch job's log or a pipe, or
+    ``enable_progress_bar=false``), a plain line on stderr and in the run's log file at most
+    every :data:`kdseg.errors.PROGRESS_EVERY_S` seconds of a training epoch, so that an hour's
+    epoch is not an hour of silence (:class:`_EpochSteps` has the wording). Rank 0 only. A run
+    resumed mid-epoch counts the epoch's batches from where it resumed; its rate and seconds
+    are this process's. No line at the epoch's end: :class:`ValidationLine`'s follows."""
+
+    def __init__(self) -> None:
+        self._steps: _EpochSteps | None = None
+        self._epoch: int | None = None  # the epoch of ``_steps`` (0-based)
+        self._started: float | None = None  # when this process began the epoch (monotonic)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._steps, self._epoch, self._started = None, None, time.monotonic()
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not trainer.is_global_zero or trainer.progress_bar_callback is not None:
+            return
+        if self._steps is None or self._epoch != trainer.current_epoch:
+            # batch_idx: the epoch's batches before this one, a resumed run's included
+            start = self._started if self._epoch is None else None
+            total = trainer.num_training_batches
+            self._steps = _EpochSteps(trainer, total, batch_idx, start)
+            self._epoch = trainer.current_epoch
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        steps = self._steps
+        if steps is not None and self._epoch == trainer.current_epoch:
+            steps.advance(batch_idx + 1 - steps.done)
 
 
 def _to_run_log(line: str, console: bool) -> None:

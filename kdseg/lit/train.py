@@ -35,6 +35,7 @@ from kdseg.lit.callbacks import (
     QuietModelSummary,
     RandomStreams,
     StepTimer,
+    TrainingProgress,
     ValidationLine,
     WandbValidationOverlay,
     progress_bar,
@@ -126,6 +127,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
         StepTimer(),
         RandomStreams(),
         ValidationLine(cfg.get("monitor", "val/dice_mean")),
+        TrainingProgress(),
         *extra,
     ]
 
@@ -496,7 +498,8 @@ def fit(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
     )
     # the bar only where it draws (stderr a terminal): elsewhere (a batch job's log, a pipe)
-    # it would show nothing until the end, and ValidationLine's lines show the progress there
+    # it would show nothing until the end, and TrainingProgress's and ValidationLine's lines
+    # show the progress there
     bar = cfg.get("trainer", {}).get("enable_progress_bar", True) is not False and progress_draws()
     if bar:
         callbacks.append(progress_bar())  # Lightning's own, less its v_num item
