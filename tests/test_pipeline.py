@@ -798,6 +798,39 @@ def test_ddp_two_cpu_processes(phantom_lits: Path, tmp_path: Path, sampling: str
     assert out.count("best checkpoint:") == 1, out
 
 
+def test_ddp_throughput_is_the_jobs(phantom_lits: Path, tmp_path: Path) -> None:
+    """Past the timer's warm-up (5 steps) under DDP, Lightning's subprocess launcher: each
+    process logged ``perf/*`` without ``sync_dist`` (a "It is recommended to use
+    self.log(..., sync_dist=True)" line a key) and ``summary.json``'s throughput was rank 0's
+    alone. Now the job's: the timed slices of both processes, no warning."""
+    run = tmp_path / "ddp-timed"
+    done = kdseg(
+        "train",
+        *TINY_DATA,
+        "data.samples_per_epoch=112",  # 7 steps a process: steps 6 and 7 are timed
+        "logger=csv",
+        f"data.root={phantom_lits}",
+        f"data.cache_root={tmp_path / 'cache'}",
+        "model=enet",
+        "model.width=0.25",
+        "trainer=ddp",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
+    out = done.stdout + done.stderr
+    assert "sync_dist" not in out and "recommended" not in out, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 7
+    throughput = summary["throughput"]
+    assert throughput["slices"] == 2 * 2 * 8  # both processes' two timed steps of 8 slices
+    assert throughput["slices_per_s"] > 0 and 0 <= throughput["data_wait_frac"] <= 1
+    assert summary["metrics"]["perf/slices_per_s"] == pytest.approx(
+        throughput["slices_per_s"], rel=1e-3
+    )  # one epoch: the epoch's figure is the fit's
+    (metrics,) = (run / "csv").rglob("metrics.csv")
+    assert "perf/slices_per_s" in metrics.read_text().splitlines()[0]
+
+
 def test_ddp_distill_with_unlabeled_scans(
     phantom_lits: Path, trained_enet: Path, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -157,9 +158,9 @@ def record_run(out: Path, cfg: DictConfig) -> Callable[[], None]:
 
 
 def open_run_log(out: Path) -> None:
-    """On every process, the job's log file ``<job name>.log`` in the run dir, appended to as
-    Hydra's is (a DDP worker's is ``train_ddp_process_<n>.log``), once the run dir has passed
-    kdseg's checks."""
+    """On every process, the job's log file in the run dir, appended to as Hydra's is, once
+    the run dir has passed kdseg's checks: ``<job name>.log`` on the first process;
+    :func:`run_log_name` on the others."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -168,9 +169,21 @@ def open_run_log(out: Path) -> None:
     for handler in [h for h in root.handlers if isinstance(h, _RunLog)]:
         root.removeHandler(handler)  # an earlier job of this process (a multirun)
         handler.close()
-    handler = _RunLog(out / f"{HydraConfig.get().job.name}.log")
+    handler = _RunLog(out / run_log_name(HydraConfig.get().job.name))
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
+
+
+def run_log_name(job: str) -> str:
+    """This process's log file in the run dir: ``<job>.log``, or, on a process other than
+    the first one that an external launcher started (torchrun's ``RANK``, SLURM's
+    ``SLURM_PROCID``), ``<job>_process_<rank>.log``, so that the processes do not interleave
+    their lines in one file. A worker of Lightning's own subprocess launcher has a job name of
+    its own already (``train_ddp_process_<n>``: Lightning overrides ``hydra.job.name``)."""
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")).strip()
+    if rank.isdigit() and int(rank) > 0:
+        return f"{job}_process_{int(rank)}.log"
+    return f"{job}.log"
 
 
 #: What a run is: a rerun in its run dir resumes it, so these must not change there (the

@@ -189,7 +189,9 @@ class StepTimer(pl.Callback):
     optimizer step per second of training wall time), ``perf/data_wait_frac`` (the share of that
     time the loop spent waiting for the next batch) and, on a GPU, ``perf/peak_mem_gb`` (peak
     memory torch allocated). :meth:`summary` gives the same over the whole fit (after the first
-    ``warmup`` steps, which hold start-up and kernel tuning), for ``summary.json``.
+    ``warmup`` steps, which hold start-up and kernel tuning), for ``summary.json``. Under DDP
+    both are the job's (:meth:`_job_metrics`: the rates summed over the processes, the wait
+    share their mean), all-reduced on every process, so rank 0's record is the job's.
 
     Training wall time runs from one batch's end to the next one's end inside an epoch, so
     validation and the epoch-boundary worker start are left out. On CUDA the host runs ahead of
@@ -207,6 +209,7 @@ class StepTimer(pl.Callback):
         self._slices = 0
         self._epoch: list[float] = [0.0, 0.0, 0.0]  # wait, wall, slices in this epoch
         self._device = torch.device("cpu")  # where training ran (Lightning moves it back after)
+        self._job: dict[str, float] | None = None  # the job's figures over the fit, under DDP
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_end = None
@@ -247,9 +250,53 @@ class StepTimer(pl.Callback):
             self._wall + wall,
             self._slices + int(slices),
         )
-        metrics = self._metrics(wait, wall, int(slices), pl_module.device)
+        metrics = self._job_metrics(trainer, wait, wall, int(slices), pl_module.device)
         if metrics:
-            pl_module.log_dict({f"perf/{k}": v for k, v in metrics.items()}, on_epoch=True)
+            # under DDP the values are the job's already (every process logs the same): sync_dist
+            # with rank_zero_only reduces nothing again, and Lightning asks for no sync_dist
+            pl_module.log_dict(
+                {f"perf/{k}": v for k, v in metrics.items() if k in self.LOGGED},
+                on_epoch=True,
+                sync_dist=True,
+                rank_zero_only=True,
+                batch_size=1,
+            )
+
+    #: what :meth:`on_train_epoch_end` logs, as ``perf/<key>``
+    LOGGED = ("slices_per_s", "data_wait_frac", "peak_mem_gb")
+
+    def _job_metrics(
+        self, trainer: pl.Trainer, wait: float, wall: float, slices: int, device: torch.device
+    ) -> dict[str, float]:
+        """:meth:`_metrics` of this process or, under DDP, of the job (every process calls it:
+        the processes' figures are all-reduced, collectively): ``slices_per_s`` the sum of the
+        processes' rates, ``data_wait_frac`` their mean, ``peak_mem_gb`` their maximum, and,
+        for :meth:`summary`, ``slices`` summed and ``seconds`` the longest process's."""
+        own = self._metrics(wait, wall, slices, device)
+        if trainer.world_size <= 1:
+            return own
+        timed = 1.0 if own else 0.0
+        sums = torch.tensor(
+            [own.get("slices_per_s", 0.0), own.get("data_wait_frac", 0.0), timed, float(slices)],
+            dtype=torch.float64,
+            device=device,
+        )
+        highs = torch.tensor(
+            [wall, own.get("peak_mem_gb", 0.0)], dtype=torch.float64, device=device
+        )
+        sums = trainer.strategy.reduce(sums, reduce_op="sum").cpu().tolist()
+        highs = trainer.strategy.reduce(highs, reduce_op="max").cpu().tolist()
+        if sums[2] < 1:  # no process timed a step
+            return {}
+        out = {
+            "slices_per_s": sums[0],
+            "data_wait_frac": sums[1] / sums[2],
+            "slices": sums[3],
+            "seconds": highs[0],
+        }
+        if "peak_mem_gb" in own:
+            out["peak_mem_gb"] = highs[1]
+        return out
 
     @staticmethod
     def _metrics(wait: float, wall: float, slices: int, device: torch.device) -> dict[str, float]:
@@ -260,12 +307,28 @@ class StepTimer(pl.Callback):
             out["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         return out
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # under DDP the fit's figures are the job's: reduced here, on every process, while the
+        # processes are all still there (summary() is read after the fit, on rank 0)
+        if trainer.world_size > 1:
+            self._job = self._job_metrics(
+                trainer, self._wait, self._wall, self._slices, pl_module.device
+            )
+
     def summary(self) -> dict[str, float | int]:
         """Throughput over the fit, after the warm-up steps; empty before any measured step.
-        Peak memory is read on the device training ran on (after ``fit`` the module is back on
-        the CPU, so it cannot be asked)."""
+        Under DDP the job's (:meth:`_job_metrics`: ``slices_per_s`` summed over the processes,
+        ``data_wait_frac`` their mean). Peak memory is read on the device training ran on
+        (after ``fit`` the module is back on the CPU, so it cannot be asked)."""
+        if self._job is not None:
+            job = dict(self._job)
+            slices, seconds = int(job.pop("slices", 0)), job.pop("seconds", 0.0)
+            out: dict[str, float | int] = {k: round(v, 4) for k, v in job.items()}
+            if out:
+                out.update(slices=slices, seconds=round(seconds, 2))
+            return out
         metrics = self._metrics(self._wait, self._wall, self._slices, self._device)
-        out: dict[str, float | int] = {k: round(v, 4) for k, v in metrics.items()}
+        out = {k: round(v, 4) for k, v in metrics.items()}
         if out:
             out.update(slices=self._slices, seconds=round(self._wall, 2))
         return out

@@ -269,7 +269,8 @@ _SELF_LAUNCHED = ("ddp_fork", "ddp_spawn", "ddp_notebook")
 
 def _devices_per_node(trainer: dict[str, Any]) -> int:
     """How many processes ``trainer.devices`` asks for on each node (``auto`` / -1 on a GPU:
-    the CUDA devices NVML sees, without initialising CUDA here)."""
+    the CUDA devices NVML sees, without initialising CUDA here; none seen: Lightning's CPU
+    fallback, one process)."""
     from lightning_fabric.accelerators.cuda import num_cuda_devices
 
     devices = trainer.get("devices", "auto")
@@ -279,41 +280,124 @@ def _devices_per_node(trainer: dict[str, Any]) -> int:
     if "," in text:
         return len([d for d in text.split(",") if d.strip()])
     if text in ("auto", "-1"):
-        return 1 if str(trainer.get("accelerator", "auto")) == "cpu" else num_cuda_devices()
+        return 1 if str(trainer.get("accelerator", "auto")) == "cpu" else max(1, num_cuda_devices())
     try:
         return int(text)
     except ValueError:
         return 1  # Lightning refuses it in its own words
 
 
-def check_slurm_strategy(trainer: dict[str, Any]) -> None:
-    """Refuse a fork or spawn strategy over several devices inside a SLURM job.
-
-    Where Lightning detects SLURM (``SLURMEnvironment.detect()``: ``SLURM_NTASKS`` set and a
-    job name other than ``bash`` / ``interactive``, and no torchelastic launch, which comes
-    first), it reads every process's rank from ``SLURM_PROCID`` / ``SLURM_NTASKS`` and ignores
-    the ranks its fork launcher gives the workers: each worker is rank 0 in a world of 1, and
-    they all write the same checkpoints. Under SLURM each device needs its own task.
-    """
-    import warnings
-
+def _slurm_job() -> bool:
+    """Whether Lightning will take this process's ranks from SLURM: ``SLURMEnvironment.detect()``
+    (``SLURM_NTASKS`` set and a job name other than ``bash`` / ``interactive``) and no
+    torchelastic launch, which Lightning picks first."""
     from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
-    strategy = trainer.get("strategy", "auto")
-    if not isinstance(strategy, str) or not strategy.startswith(_SELF_LAUNCHED):
-        return
-    if _devices_per_node(trainer) <= 1:
-        return
     with warnings.catch_warnings():  # detect() warns when srun exists but is not used
         warnings.simplefilter("ignore")
-        slurm = SLURMEnvironment.detect() and not TorchElasticEnvironment.detect()
-    if slurm:
+        return SLURMEnvironment.detect() and not TorchElasticEnvironment.detect()
+
+
+def _subprocess_launched(trainer: dict[str, Any], devices: int) -> bool:
+    """Whether Lightning starts (or, under a cluster's launcher, expects) one process per
+    device by rerunning the command line (``ddp``, ``fsdp``, ``deepspeed``, or ``auto`` over
+    several devices or nodes), rather than forking them (:data:`_SELF_LAUNCHED`) or running one
+    process. A strategy given as an object is left to Lightning."""
+    strategy = trainer.get("strategy", "auto")
+    if not isinstance(strategy, str) or strategy.startswith(_SELF_LAUNCHED):
+        return False
+    if strategy.startswith(("ddp", "fsdp", "deepspeed")):
+        return True
+    nodes = trainer.get("num_nodes", 1)
+    return strategy == "auto" and (devices > 1 or (_whole(nodes) and nodes > 1))
+
+
+def _env_count(*names: str) -> tuple[str, int] | None:
+    """The first of the environment variables ``names`` that holds a whole number, with it."""
+    for name in names:
+        text = os.environ.get(name, "").strip()
+        if text.isdigit():
+            return name, int(text)
+    return None
+
+
+def check_slurm_strategy(trainer: dict[str, Any]) -> None:
+    """Refuse, inside a SLURM job, a trainer the job's tasks cannot run.
+
+    Where Lightning detects SLURM (:func:`_slurm_job`), it reads every process's rank from
+    ``SLURM_PROCID`` / ``SLURM_NTASKS``: a fork or spawn strategy over several devices is
+    refused (Lightning ignores the ranks its fork launcher gives the workers: each worker is
+    rank 0 in a world of 1, and they all write the same checkpoints; under SLURM each device
+    needs its own task). A strategy with one process per device (``ddp``) needs the job's
+    layout to match the trainer's: ``SLURM_NTASKS_PER_NODE`` tasks per node for
+    ``trainer.devices``, ``SLURM_NNODES`` (``SLURM_JOB_NUM_NODES``) nodes for
+    ``trainer.num_nodes``; Lightning checks that only once the data is prepared and the run
+    has started, and stops with an internal error.
+    """
+    if not _slurm_job():
+        return
+    strategy = trainer.get("strategy", "auto")
+    devices = _devices_per_node(trainer)
+    if isinstance(strategy, str) and strategy.startswith(_SELF_LAUNCHED) and devices > 1:
         raise ConfigError(
             f"trainer.strategy={strategy}: inside a SLURM job Lightning takes the ranks from "
             "SLURM, so forked workers would all be rank 0; use trainer=ddp with one SLURM task "
             "per device (hydra.launcher.tasks_per_node=<trainer.devices>; docs/training.md "
             '"Multi-node and SLURM")'
         )
+    if not _subprocess_launched(trainer, devices):
+        return
+    tasks = _env_count("SLURM_NTASKS_PER_NODE")
+    if tasks is not None and tasks[1] != devices:
+        raise ConfigError(
+            f"trainer.devices={trainer.get('devices', 'auto')}: this SLURM job runs {tasks[1]} "
+            f"task(s) per node ({tasks[0]}={tasks[1]}) and Lightning needs one task per "
+            f"device: set hydra.launcher.tasks_per_node={devices} (or trainer.devices="
+            f'{tasks[1]}; docs/training.md "Multi-node and SLURM")'
+        )
+    nodes, job_nodes = (
+        trainer.get("num_nodes", 1),
+        _env_count("SLURM_NNODES", "SLURM_JOB_NUM_NODES"),
+    )
+    if job_nodes is not None and _whole(nodes) and nodes != job_nodes[1]:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes}: this SLURM job runs on {job_nodes[1]} node(s) "
+            f"({job_nodes[0]}={job_nodes[1]}): set hydra.launcher.nodes={nodes} (or "
+            f'trainer.num_nodes={job_nodes[1]}; docs/training.md "Multi-node and SLURM")'
+        )
+
+
+def check_local_multirun(trainer: dict[str, Any]) -> None:
+    """Refuse Lightning's subprocess DDP launcher in a Hydra multirun (``-m``) on this machine.
+
+    That launcher starts each worker by rerunning this process's command line (``-m`` and the
+    sweep's lists kept): every worker would run the whole sweep again. ``ddp_fork`` forks
+    the workers inside the job instead. Taken where an external launcher started the
+    processes (SLURM, as Hydra's submitit launcher does; torchrun; a worker of Lightning's own,
+    ``LOCAL_RANK`` set): there Lightning starts none.
+    """
+    from lightning_fabric.plugins.environments import TorchElasticEnvironment
+
+    strategy, devices = trainer.get("strategy", "auto"), _devices_per_node(trainer)
+    if devices <= 1 or not _subprocess_launched(trainer, devices):
+        return
+    if not _hydra_multirun():
+        return
+    if _slurm_job() or TorchElasticEnvironment.detect() or "LOCAL_RANK" in os.environ:
+        return
+    raise ConfigError(
+        f"trainer.strategy={strategy}: in a multirun (-m) on this machine Lightning's DDP "
+        "workers rerun the command line, so each would run the whole sweep again; use "
+        'trainer=ddp_fork (docs/training.md "Multi-node and SLURM")'
+    )
+
+
+def _hydra_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``, ``hydra.mode=MULTIRUN``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def uses_cuda(trainer: dict[str, Any]) -> bool:
@@ -365,6 +449,7 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
             + ", ".join(p for p in known if isinstance(p, str) and "-" in p)
         )
     check_slurm_strategy(trainer)
+    check_local_multirun(trainer)
 
 
 def _whole(value: Any) -> bool:
