@@ -531,6 +531,7 @@ def test_a_resume_checkpoint_with_nan_weights_or_no_good_state_is_refused_in_one
     with pytest.raises(InputError, match="cannot resume: 1 NaN or Inf weight") as err:
         find_resume(tmp_path, None)
     assert err.value.path == str(ckpts / "last.ckpt") and name in err.value.message
+    assert "pass resume=PATH" in err.value.message  # the way on: an earlier checkpoint
     with pytest.raises(InputError, match="NaN or Inf") as err:
         find_resume(tmp_path / "elsewhere", str(ckpts / "last.ckpt"))
     assert err.value.path == str(ckpts / "last.ckpt")

@@ -474,6 +474,11 @@ def test_report_reads_null_as_undefined_and_refuses_a_repeated_seed(tmp_path: Pa
     report = build_report([str(tmp_path / "runs")])
     text = write_report(report, tmp_path / "report")["markdown"].read_text()
     assert "| enet (w 0.25) | student | 1,2,3 | 0.650 ± 0.071 (n=2) | 0.900 ± 0.000 |" in text
+    # a run whose model no network builds (a name no longer registered): the line names it
+    gone = {**net, "name": "enet_retired"}
+    _fake_run(tmp_path / "old", "gone-s1", {"data": data, "seed": 1, "model": gone}, {})
+    with pytest.raises(InputError, match=r"gone-s1: config: model\.name 'enet_retired'"):
+        build_report([str(tmp_path / "old")])
     broken = tmp_path / "runs" / "enet-s3" / "eval-test-full" / "summary.json"
     broken.write_text(broken.read_text()[:20])
     with pytest.raises(InputError, match="summary.json: not valid JSON"):

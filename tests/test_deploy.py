@@ -849,6 +849,15 @@ def test_bench_refuses_files_it_did_not_write_and_replaces_its_own(
     bad.write_text("notes\n" + (docs / "bench.md").read_text())
     with pytest.raises(InputError, match="bench.md: exists and is not a kdseg bench output"):
         check_bench_replaceable(tmp_path, "bench")
+    # a folder where an output goes: refused with or without overwrite, before measuring (with
+    # overwrite the whole run was measured, then its last rename failed as an internal error)
+    (tmp_path / "folder.json").mkdir()
+    args = ["dice=false", f"output_dir={tmp_path}", "name=folder", entry]
+    for extra in ([], ["overwrite=true"]):
+        code, _out, err = _cli("bench", [*args, *extra], capsys, monkeypatch)
+        lines = error_lines(err)
+        assert code == 2 and len(lines) == 1 and not measured, err
+        assert "folder.json: exists and is not a file, where a bench output goes" in lines[0]
 
 
 def test_a_failed_bench_write_leaves_no_report_beside_an_older_plot(

@@ -720,6 +720,13 @@ def test_dist_is_zero_for_equal_flat_inputs():
     flat = torch.zeros(2, 3, 8, 8)
     assert build_loss("dist")(flat, flat.clone()).item() == 0.0
     assert build_loss("dist")(flat, torch.randn(2, 3, 8, 8)).item() > 0
+    # a flat student against a varied teacher: uncorrelated, 1 per term (inter + intra at
+    # tau 1), and no gradient (it was ~1e6 from dividing by a clamped norm of 1e-8)
+    student = flat.clone().requires_grad_()
+    loss = build_loss("dist")(student, torch.randn(2, 3, 8, 8))
+    loss.backward()
+    assert loss.item() == 2.0
+    assert student.grad is not None and not student.grad.any()
 
 
 @pytest.mark.parametrize("gap", [5.0, 15.0, 20.0, 40.0])

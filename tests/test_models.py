@@ -400,6 +400,26 @@ def test_batch_norm_refusal_finds_a_one_by_one_map_on_the_meta_device(name: str)
         assert small is None
 
 
+def test_the_batch_norm_check_passes_sync_batchnorm_over_several_processes():
+    """SyncBatchNorm takes its statistics over every process's batch (torch refuses one value
+    only in a world of one): ``trainer.sync_batchnorm`` over 2 processes trains a batch of 1
+    on small slices, and the check let it through only without that option."""
+    from types import SimpleNamespace
+
+    from kdseg.errors import ConfigError
+    from kdseg.lit.train import check_batch_norm
+
+    model = {"name": "resnet18", "in_channels": 1, "num_classes": 2, "width": 0.25}
+    module = SimpleNamespace(hparams={"model": model})
+    data = SimpleNamespace(cfg=SimpleNamespace(batch_size=1), training_sizes=lambda: [(32, 32)])
+    synced = {"accelerator": "cpu", "sync_batchnorm": True}
+    for trainer in (None, {**synced, "devices": 1}, {"devices": 2, "accelerator": "cpu"}):
+        with pytest.raises(ConfigError, match="data.batch_size 1 with 32 x 32"):
+            check_batch_norm(module, data, 1, trainer)
+    check_batch_norm(module, data, 1, {**synced, "devices": 2})
+    check_batch_norm(module, data, 1, {**synced, "devices": 1, "num_nodes": 2})
+
+
 def test_a_checkpoint_loads_without_its_encoder_weights_file(tmp_path):
     """``encoder_weights`` initialises training only: the checkpoint's own weights replace it,
     so the checkpoint loads on a machine without the file (or after it moved)."""

@@ -21,8 +21,8 @@ def main(cfg: DictConfig) -> None:
         for value in (entry.ckpt, entry.artifact):
             inputs += list(value) if isinstance(value, (list, tuple)) else [value]
     check_output(cfg.output_dir, [p for p in inputs if p], folder=True, what="output_dir")
-    if not cfg.overwrite:  # somebody's bench.md is not replaced by a rerun's
-        check_bench_replaceable(cfg.output_dir, bench.name)
+    # somebody's bench.md is not replaced by a rerun's (unless overwrite); a folder never is
+    check_bench_replaceable(cfg.output_dir, bench.name, overwrite=bool(cfg.overwrite))
     results = run_bench(bench)
     print(results["markdown"])
     print(f"written: {cfg.output_dir}/{cfg.name}.md, .png, .json")

@@ -186,13 +186,22 @@ def _bench_report(path: Path) -> bool:
     return isinstance(data, dict) and {"machine", "peak", "rows"} <= set(data)
 
 
-def check_bench_replaceable(output_dir: str | os.PathLike, name: str) -> None:
+def check_bench_replaceable(
+    output_dir: str | os.PathLike, name: str, overwrite: bool = False
+) -> None:
     """Refuse, before anything is measured, to replace a file that is not ``kdseg-bench``'s
     own output (somebody's notes named ``bench.md``, a figure): ``overwrite=true`` replaces it
     anyway. A rerun into its own earlier output needs no option: the ``.md`` is known by its
     title, the ``.json`` by its keys, and the ``.png`` (a PNG image) by the report beside it
-    (a plot's pixels carry no mark; a hand-edited report that keeps the title stays ours)."""
+    (a plot's pixels carry no mark; a hand-edited report that keeps the title stays ours).
+    Whatever ``overwrite`` says, an output path that is a folder (or anything but a file) is
+    refused: no option replaces it, and the run's last rename failed there after measuring."""
     md, js, png = bench_outputs(output_dir, name)
+    for path in (md, js, png):
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise InputError(path, "exists and is not a file, where a bench output goes")
+    if overwrite:
+        return
     ours = {path: os.path.lexists(path) and _bench_report(path) for path in (md, js)}
     if os.path.lexists(png):
         try:

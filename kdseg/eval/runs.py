@@ -258,6 +258,10 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
     if not isinstance(model_cfg, dict) or "name" not in model_cfg:
         raise InputError(run, "config has no model (or student) section")
     method = method_label(cfg["distill"] or {}, cfg["teacher"]) if distilled else None
+    try:  # a model config no network builds (a name no longer registered): name the run
+        params = model_params(model_cfg)
+    except InputError as err:
+        raise InputError(run, f"config: {err.message}") from None
     record = RunRecord(
         path=run,
         role="distilled" if distilled else ROLES.get(model_cfg["name"], "model").split()[0],
@@ -266,7 +270,7 @@ def read_run(run: Path, eval_dir: str, metric: str | None) -> RunRecord:
         seed=None if cfg.get("seed") is None else int(cfg["seed"]),
         dataset=str(data.get("name", "?")),
         organ=organ_name(data),
-        params=model_params(model_cfg),
+        params=params,
     )
     record.scores, record.protocol = read_scores(run, eval_dir, metric)
     record.per_case = read_per_case(run, eval_dir, metric, record.scores, record.protocol)

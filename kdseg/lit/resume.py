@@ -210,7 +210,11 @@ def check_resume_weights(path: Path) -> None:
     try:
         check_finite_weights(path, ckpt["state_dict"])
     except InputError as exc:
-        raise InputError(path, f"cannot resume: {exc.message}") from None
+        raise InputError(
+            path,
+            f"cannot resume: {exc.message}; delete the run dir to start over, or pass "
+            "resume=PATH (an earlier checkpoint, e.g. last-previous.ckpt)",
+        ) from None
 
 
 def _choose_resume(run_dir: Path, resume: str | None) -> str | None:

@@ -173,7 +173,8 @@ def fit_from_config(
         # slices that cannot batch are refused here, not in the Trainer's setup after the
         # loggers have started (a refused run leaves no logger files: kdseg.cli.boundary)
         datamodule.check_shapes()
-        check_batch_norm(module, datamodule, int(setup.info()["in_channels"]))
+        trainer_cfg = cfg.get("trainer") or {}
+        check_batch_norm(module, datamodule, int(setup.info()["in_channels"]), trainer_cfg)
     # the run's config and the split it trains with, beside its checkpoints (they record it
     # too), written once training starts (a run refused before, a resume included, writes
     # nothing): data.split_file=<run>/split.json scores the same cases whatever the cache root
@@ -194,17 +195,30 @@ def fit_from_config(
     return summary
 
 
-def check_batch_norm(module: pl.LightningModule, datamodule: Any, in_channels: int) -> None:
+def check_batch_norm(
+    module: pl.LightningModule,
+    datamodule: Any,
+    in_channels: int,
+    trainer: dict[str, Any] | None = None,
+) -> None:
     """Refuse, before training starts, a batch of one slice so small that a BatchNorm layer of
     the trained network sees a 1 x 1 map (one value per channel), which torch refuses at the
     first training step, mid-run and as a traceback. Only ``data.batch_size`` 1 can (a batch
     of 2 or more gives every channel 2 values or more); each training size is tried on the
     meta device (:func:`kdseg.models.batch_norm_refusal`), the network from the module's
-    ``model`` config (the student for kdseg-distill; the frozen teacher runs in eval mode)."""
+    ``model`` config (the student for kdseg-distill; the frozen teacher runs in eval mode).
+    ``trainer.sync_batchnorm`` over several processes passes: SyncBatchNorm takes its
+    statistics over every process's batch, and torch refuses one value only in a world of
+    one."""
     model_cfg = getattr(module, "hparams", {}).get("model")
     batch_size = int(datamodule.cfg.batch_size)
     if batch_size != 1 or not isinstance(model_cfg, dict):
         return
+    trainer = trainer or {}
+    if trainer.get("sync_batchnorm") is True:
+        with contextlib.suppress(TypeError, ValueError):
+            if _devices_per_node(trainer) * int(trainer.get("num_nodes") or 1) > 1:
+                return
     for h, w in datamodule.training_sizes():
         refusal = batch_norm_refusal(model_cfg, (batch_size, in_channels, h, w))
         if refusal is not None:
