@@ -508,6 +508,9 @@ def test_report_groups_seeds_and_computes_gap_closed(tmp_path: Path) -> None:
     text = paths["markdown"].read_text()
     assert "| Liver tumor | Liver |" in text and "0.500 ± 0.000" in text and "60%" in text
     assert "| teacher | 1 | 0.600 | 0.900 |" in text  # one run: its value, no "± 0.000"
+    # the student's cells are over seeds 1 and 2: the Seeds column lists seed 9 apart (it
+    # listed 1,2,9 over a mean of two, with no "(n=2)")
+    assert "| enet (w 0.25) | student | 1,2 (9: no evaluation) | 0.350 ± " in text
     # (n=k) only where fewer than the row's runs are paired, as in the Dice cells
     assert "| +0.150 [-0.485, +0.785] |" in text and "| +0.150 |" in text  # all seeds paired
     assert "| +0.100 (n=1) |" in text  # "at": seed 3 has no student alone

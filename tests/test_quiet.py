@@ -454,3 +454,23 @@ def test_training_progress_bar_is_on_stderr(kind: str, capsys) -> None:
     out, err = capsys.readouterr()
     assert "Epoch 0" not in out and "Validation" not in out, out
     assert "Epoch 0" in err, err
+
+
+def test_a_one_shot_sweep_heads_every_job_with_its_overrides(
+    phantom_lits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-shot command's sweep (``kdseg-split -m ... data.split_seed=1,2``) heads each
+    job's result with Hydra's ``#n : <overrides>`` line: job #0's (and "Launching 2 jobs")
+    were logged before any console was set up and lost, so the first result had no header
+    while the second had one. A single run prints no Hydra line."""
+    from conftest import kdseg_here
+
+    root, sweep = f"data.root={phantom_lits}", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    monkeypatch.setenv("KDSEG_CACHE_DIR", str(tmp_path / "cache"))
+    result = kdseg_here("split", "-m", root, "data.split_seed=1,2", sweep, cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Launching 2 jobs locally", result.stdout
+    assert lines[1].strip() == f"#0 : {root} data.split_seed=1"
+    assert "kdseg_split-seed1.json" in lines[2] and lines[3].strip().startswith("#1 : ")
+    single = kdseg_here("split", root, "data.split_seed=3", cwd=tmp_path)
+    assert single.stdout.count("\n") == 1 and "kdseg_split-seed3.json" in single.stdout

@@ -268,7 +268,7 @@ class Report:
             gaps = [_percent(row.gap.get(d)) if row.role == "distilled" else "" for d in gap_sets]
             gaps += [_paired_text(row, (d, GAP_CLASS), self.digits) for d in gap_sets]
             gaps += [_bootstrap_text(row, (d, GAP_CLASS), self.digits) for d in gap_sets]
-            seeds = ",".join(map(str, row.seeds)) or str(len(row.runs))
+            seeds = _seeds_text(row)
             lines.append(
                 "| "
                 + " | ".join([row.label, row.role, seeds, *cells, f"{row.params / 1e6:.3f}", *gaps])
@@ -354,6 +354,20 @@ class Report:
                     line.update({f"{prefix}_low": boot.low, f"{prefix}_high": boot.high})
             writer.writerow(line)
         return buffer.getvalue()
+
+
+def _seeds_text(row: Row) -> str:
+    """The Seeds column: the seeds of the row's evaluated runs, over which its cells are
+    means, and after them those of runs without an evaluation (listed under the table, in no
+    cell): ``1,2 (123: no evaluation)``. A row whose runs record no seed: its run count."""
+    scored = sorted({r.seed for r in row.runs if r.scores and r.seed is not None})
+    unscored = sorted({r.seed for r in row.runs if not r.scores and r.seed is not None})
+    if not scored and not unscored:
+        return str(len(row.runs))
+    text = ",".join(map(str, scored))
+    if unscored:
+        text += f" ({','.join(map(str, unscored))}: no evaluation)"
+    return text.strip()
 
 
 def _cell_text(row: Row, column: tuple[str, str], digits: int) -> str:
