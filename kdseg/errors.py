@@ -327,9 +327,14 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+#: a process's global rank in the run, where its launcher sets one: torchrun's RANK, else
+#: SLURM's SLURM_PROCID (the first of them set counts: torchrun inside a SLURM job sets both)
+GLOBAL_RANK_VARIABLES = ("RANK", "SLURM_PROCID")
+#: its rank on its node: torchrun's, and the only one Lightning's subprocess launcher sets
+LOCAL_RANK_VARIABLE = "LOCAL_RANK"
 #: what a DDP worker other than the first has nonzero: its rank in the run or on its node
 #: (Lightning, torchrun) and SLURM's
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
+RANK_VARIABLES = (*GLOBAL_RANK_VARIABLES, LOCAL_RANK_VARIABLE)
 #: and, in a launch of several processes (``WORLD_SIZE`` over 1), its node's: Lightning's
 #: NODE_RANK, torchrun's GROUP_RANK, set without RANK on each node of a multi-node launch by
 #: hand. Not read otherwise: a NODE_RANK left in a node's environment would make a run of one
@@ -341,11 +346,18 @@ def first_process() -> bool:
     """Whether this is the first (or only) process of a run: a DDP worker has one of
     :data:`RANK_VARIABLES` nonzero, or one of :data:`NODE_RANK_VARIABLES` in a launch of
     several processes."""
-    names = RANK_VARIABLES
-    with contextlib.suppress(ValueError):
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            names += NODE_RANK_VARIABLES
+    names = RANK_VARIABLES + (NODE_RANK_VARIABLES if several_processes() else ())
     return all(os.environ.get(k, "0") == "0" for k in names)
+
+
+def several_processes() -> bool:
+    """Whether this process is one of a launch of several (``WORLD_SIZE`` over 1, as torchrun
+    and Lightning's launcher set it): where :data:`NODE_RANK_VARIABLES` are read. A value that
+    is no number counts as one process."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
 
 
 _KEEP: set[str] = set()

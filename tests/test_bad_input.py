@@ -546,6 +546,48 @@ def test_a_resume_checkpoint_with_nan_weights_or_no_good_state_is_refused_in_one
         find_resume(tmp_path, str(tmp_path / "odd.ckpt"))
 
 
+def test_a_resume_reads_its_checkpoint_once_in_kdseg(
+    trained_enet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Choosing the checkpoint, its NaN check and the resume step each read it in full
+    (torch.load: the optimizer's state too), Lightning a fourth time: now kdseg reads it once
+    and checks that, and a refusal is as it was."""
+    import torch
+
+    from kdseg.lit.resume import open_resume
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    good = (trained_enet / "checkpoints" / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(good)
+    step = torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"]
+    loads: list[str] = []
+    load = torch.load
+
+    def counted(path, *args, **kwargs):
+        loads.append(str(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    assert open_resume(tmp_path, None) == (str(ckpts / "last.ckpt"), step)
+    assert loads == [str(ckpts / "last.ckpt")]
+    loads.clear()
+    assert open_resume(tmp_path / "elsewhere", str(ckpts / "last.ckpt"))[1] == step
+    assert len(loads) == 1
+    loads.clear()
+    assert open_resume(tmp_path / "fresh", None) == (None, None) and not loads
+    (ckpts / "last-previous.ckpt").write_bytes(good)
+    (ckpts / "last.ckpt").write_bytes(good[: len(good) // 2])  # killed while writing
+    assert open_resume(tmp_path, None) == (str(ckpts / "last-previous.ckpt"), step)
+    assert loads == [str(ckpts / "last.ckpt"), str(ckpts / "last-previous.ckpt")]
+    bad = load(ckpts / "last-previous.ckpt", weights_only=True)
+    name = next(k for k, v in bad["state_dict"].items() if v.is_floating_point())
+    bad["state_dict"][name].view(-1)[0] = float("nan")
+    torch.save(bad, ckpts / "last.ckpt")
+    with pytest.raises(InputError, match="cannot resume: 1 NaN or Inf weight"):
+        open_resume(tmp_path, None)  # the weights checked are those that were read
+
+
 def test_a_checkpoint_is_written_beside_its_target_and_a_failed_save_keeps_the_old_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -282,6 +282,20 @@ def test_what_a_multirun_can_launch_is_taken(local_machine, trainer, mode, env) 
         ({"RANK": "2", "SLURM_PROCID": "0"}, "train", "train_process_2.log"),  # torchrun in SLURM
         # a worker of Lightning's subprocess launcher: the job name is Lightning's own
         ({"LOCAL_RANK": "1"}, "train_ddp_process_1", "train_ddp_process_1.log"),
+        # Lightning's launcher started on each node by hand: no global rank, the node's
+        ({"NODE_RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "4"}, "train", "train_node_1.log"),
+        ({"GROUP_RANK": "2", "WORLD_SIZE": "6"}, "distill", "distill_node_2.log"),
+        ({"NODE_RANK": "0", "WORLD_SIZE": "4"}, "train", "train.log"),  # node 0's first
+        # a worker that Lightning's launcher started on node 1 keeps its own job's name
+        (
+            {"NODE_RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "4"},
+            "train_ddp_process_1",
+            "train_ddp_process_1.log",
+        ),
+        ({"NODE_RANK": "1"}, "train", "train.log"),  # a NODE_RANK left over, one process
+        ({"NODE_RANK": "1", "WORLD_SIZE": "x"}, "train", "train.log"),  # no number: one
+        ({"RANK": "5", "NODE_RANK": "1", "WORLD_SIZE": "8"}, "train", "train_process_5.log"),
+        ({"RANK": "0", "NODE_RANK": "1", "WORLD_SIZE": "8"}, "train", "train.log"),  # rank 0
     ],
 )
 def test_each_process_of_an_external_launch_logs_to_its_own_file(
@@ -289,10 +303,15 @@ def test_each_process_of_an_external_launch_logs_to_its_own_file(
 ) -> None:
     """Under torchrun or SLURM every process appended to the same ``train.log``, their lines
     interleaved; a process other than the first now writes ``<job>_process_<rank>.log``, as
-    a worker of Lightning's own launcher writes ``train_ddp_process_<n>.log``."""
+    a worker of Lightning's own launcher writes ``train_ddp_process_<n>.log``. The first
+    process of node ``n`` > 0 of Lightning's launcher started on each node by hand (NODE_RANK,
+    no RANK) wrote ``train.log`` too, into the run dir the nodes share: now
+    ``<job>_node_<n>.log``."""
     import kdseg.cli
+    from kdseg.errors import GLOBAL_RANK_VARIABLES, NODE_RANK_VARIABLES
 
-    local_machine.delenv("RANK", raising=False)
+    for name in (*GLOBAL_RANK_VARIABLES, *NODE_RANK_VARIABLES, "WORLD_SIZE"):
+        local_machine.delenv(name, raising=False)
     for name, value in env.items():
         local_machine.setenv(name, value)
     _hydra_job(local_machine, "RUN", job)
@@ -306,3 +325,51 @@ def test_each_process_of_an_external_launch_logs_to_its_own_file(
             handler.close()
     assert [p.name for p in tmp_path.iterdir()] == [expected]
     assert "a line of this process" in (tmp_path / expected).read_text()
+
+
+def test_a_refused_run_removes_its_folder_with_the_logs_of_each_of_its_processes(
+    local_machine, tmp_path: Path
+) -> None:
+    """A run under an external launcher refused before it trains: each process wrote its own
+    log (``train_process_<rank>.log``, ``train_node_<n>.log``, Lightning's
+    ``train_ddp_process_<n>.log``) into the new run folder, and only ``train.log`` counted as
+    the run's own, so the folder stayed. Now the run's logs all go with it, and a file of any
+    other name still keeps it all."""
+    import time
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from kdseg.cli import run_log_name, rundir
+
+    logs = ["train.log", "train_process_1.log", "train_node_2.log", "train_ddp_process_1.log"]
+    assert all(rundir.is_run_log(name, "train") for name in logs)
+    for other in ("train_process_x.log", "train_node_1.txt", "distill.log", "train_ddp.log"):
+        assert not rundir.is_run_log(other, "train"), other
+    local_machine.setenv("RANK", "3")
+    assert rundir.is_run_log(run_log_name("train"), "train")  # the names it gives are its own
+    local_machine.setattr(rundir.logging, "shutdown", lambda: None)  # (the test's handlers)
+    for stray in (None, "notes.txt"):
+        run = tmp_path / "new" / "run"
+        local_machine.setattr(rundir, "_NEW_FOLDERS", [])
+        local_machine.setattr(rundir, "_STARTED", [])
+        rundir.note_new_run_dir([f"hydra.run.dir={run}"])
+        run.mkdir(parents=True)
+        for name in [*logs, "config.yaml", *([stray] if stray else [])]:
+            (run / name).write_text("x")
+        _hydra_job(local_machine, "RUN")
+        HydraConfig.get().runtime = SimpleNamespace(output_dir=str(run))
+        rundir.remove_new_run_dir()
+        if stray is None:
+            assert not (tmp_path / "new").exists()
+        else:
+            assert sorted(p.name for p in run.iterdir()) == sorted([*logs, "config.yaml", stray])
+
+    # Hydra's default, time-stamped run dir that the other processes' logs reached first
+    stamped = tmp_path / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamped.mkdir()
+    for name in logs:
+        (stamped / name).write_text("x")
+    local_machine.setattr(rundir, "_NEW_FOLDERS", [])
+    rundir.note_new_run_dir([])
+    rundir.note_default_run_dir(stamped, "train")
+    assert rundir._NEW_FOLDERS == [stamped]

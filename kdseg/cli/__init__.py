@@ -22,7 +22,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 import kdseg.config  # noqa: F401  (registers the config resolvers)
 from kdseg.cli.boundary import command, guarded
 from kdseg.cli.options import CONFIG_PATH, groups_help, number
-from kdseg.errors import ConfigError, InputError, first_process, write_text_atomic
+from kdseg.cli.rundir import run_log_file
+from kdseg.errors import (
+    GLOBAL_RANK_VARIABLES,
+    LOCAL_RANK_VARIABLE,
+    NODE_RANK_VARIABLES,
+    ConfigError,
+    InputError,
+    first_process,
+    several_processes,
+    write_text_atomic,
+)
 from kdseg.guards import check_output
 
 __all__ = [
@@ -175,15 +185,31 @@ def open_run_log(out: Path) -> None:
 
 
 def run_log_name(job: str) -> str:
-    """This process's log file in the run dir: ``<job>.log``, or, on a process other than
-    the first one that an external launcher started (torchrun's ``RANK``, SLURM's
-    ``SLURM_PROCID``), ``<job>_process_<rank>.log``, so that the processes do not interleave
-    their lines in one file. A worker of Lightning's own subprocess launcher has a job name of
-    its own already (``train_ddp_process_<n>``: Lightning overrides ``hydra.job.name``)."""
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")).strip()
-    if rank.isdigit() and int(rank) > 0:
-        return f"{job}_process_{int(rank)}.log"
-    return f"{job}.log"
+    """This process's log file in the run dir (:func:`~kdseg.cli.rundir.run_log_file`), so
+    that the processes of a run do not interleave their lines in one file: ``<job>.log`` on
+    the first; ``<job>_process_<rank>.log`` on a process of global rank over 0 (torchrun's
+    ``RANK``, SLURM's ``SLURM_PROCID``: :data:`~kdseg.errors.GLOBAL_RANK_VARIABLES`); else,
+    in a launch of several processes without a global rank (Lightning's own launcher started
+    on each node by hand), ``<job>_node_<n>.log`` on the first process of node ``n`` > 0
+    (:data:`~kdseg.errors.NODE_RANK_VARIABLES`). A worker of Lightning's subprocess launcher
+    (its ``LOCAL_RANK`` over 0, no global rank) keeps ``<job>.log``: its job name is its own
+    already (``train_ddp_process_<n>``: Lightning overrides ``hydra.job.name``)."""
+    for name in GLOBAL_RANK_VARIABLES:
+        if name in os.environ:
+            rank = os.environ[name].strip()
+            return run_log_file(job, "process", int(rank)) if _positive(rank) else run_log_file(job)
+    if _positive(os.environ.get(LOCAL_RANK_VARIABLE, "0").strip()) or not several_processes():
+        return run_log_file(job)
+    for name in NODE_RANK_VARIABLES:
+        node = os.environ.get(name, "0").strip()
+        if _positive(node):
+            return run_log_file(job, "node", int(node))
+    return run_log_file(job)
+
+
+def _positive(value: str) -> bool:
+    """Whether ``value`` (an environment variable's) is a whole number over 0."""
+    return value.isdigit() and int(value) > 0
 
 
 #: What a run is: a rerun in its run dir resumes it, so these must not change there (the

@@ -43,6 +43,32 @@ _RECORD_FILES = (
     "split.json",  # the run's split (kdseg.lit.train.fit_from_config)
 )
 
+#: the job name Lightning's subprocess launcher gives each worker it starts, followed by the
+#: worker's local rank (``hydra.job.name=train_ddp_process_<n>``, whatever the command's job)
+LIGHTNING_WORKER_JOB = "train_ddp_process_"
+#: how the log of a process other than the first is told apart (kdseg.cli.run_log_name): by
+#: its global rank (``<job>_process_<rank>.log``), or by its node (``<job>_node_<n>.log``)
+LOG_KINDS = ("process", "node")
+
+
+def run_log_file(job: str, kind: str | None = None, number: int = 0) -> str:
+    """The name of a process's log in the run dir: ``<job>.log``, or, for a process other
+    than the first (``kind``: one of :data:`LOG_KINDS`), ``<job>_<kind>_<number>.log``."""
+    if kind is None:
+        return f"{job}.log"
+    if kind not in LOG_KINDS:
+        raise ValueError(f"log kind {kind!r} is none of {LOG_KINDS}")
+    return f"{job}_{kind}_{number}.log"
+
+
+def is_run_log(name: str, job: str) -> bool:
+    """Whether ``name`` is a log of a process of a run of job ``job`` (any of the names
+    :func:`run_log_file` gives, for ``job`` or a worker of Lightning's launcher): what a
+    refused run's folder may hold of its own, whichever of its processes wrote first."""
+    jobs = rf"{re.escape(job)}|{re.escape(LIGHTNING_WORKER_JOB)}\d+"
+    kinds = "|".join(map(re.escape, LOG_KINDS))
+    return re.fullmatch(rf"(?:{jobs})(?:_(?:{kinds})_\d+)?\.log", name) is not None
+
 
 #: a training run dir as its task found it (note_run_state): the names in it, in its csv/,
 #: wandb's entries in its wandb/ (a link's target), and what a run that trained writes
@@ -208,9 +234,10 @@ def _stamped_now(stamp: str) -> bool:
 def note_default_run_dir(run: Path, job: str) -> None:
     """At the task's start: the run dir of a training command named by its default,
     time-stamped pattern (``.../<name>-YYYYmmdd-HHMMSS``, Hydra's ``now`` at this command's
-    start) and holding nothing but the job's log is this command's own, so a refused run
-    removes it as it removes a new named one. Its parents stay (``runs/train`` may be shared),
-    and so does a folder named on the command line that was there before."""
+    start) and holding nothing but its processes' logs (:func:`is_run_log`) is this command's
+    own, so a refused run removes it as it removes a new named one. Its parents stay
+    (``runs/train`` may be shared), and so does a folder named on the command line that was
+    there before."""
     if _NEW_FOLDERS or not _STARTED or _STARTED[1]:
         return
     match = re.search(r"-(\d{8}-\d{6})$", run.name)
@@ -218,7 +245,7 @@ def note_default_run_dir(run: Path, job: str) -> None:
         return
     if not _stamped_now(match.group(1)):
         return
-    if all(p.is_dir() or p.name == f"{job}.log" for p in run.rglob("*")):
+    if all(p.is_dir() or (p.parent == run and is_run_log(p.name, job)) for p in run.rglob("*")):
         _NEW_FOLDERS.append(run)
 
 
@@ -254,7 +281,8 @@ def note_sweep_job_dir(run: Path) -> None:
 
 def remove_new_run_dir() -> None:
     """After a refusal: remove the run dir Hydra made for this run, when it holds nothing but
-    the run's own record (:func:`kdseg.cli.record_run`), and the new folders above it that
+    the run's own record (:func:`kdseg.cli.record_run`; its processes' logs, :func:`is_run_log`:
+    under an external launcher each process writes its own), and the new folders above it that
     are then empty: only a ``hydra.run.dir`` named on the command line that did not exist
     before the command (noted by :func:`note_new_run_dir`), or a multirun job's own new
     folder (:func:`note_sweep_job_dir`). Nothing else is ever removed: not the current folder
@@ -270,9 +298,10 @@ def remove_new_run_dir() -> None:
     new = _NEW_FOLDERS
     if not new or run != new[0] or not run.is_dir():
         return  # only a folder this command made (never the cwd of a one-shot tool)
-    ours = {run / name for name in _RECORD_FILES} | {run / f"{hydra_cfg.job.name}.log"}
+    ours = {run / name for name in _RECORD_FILES}
     found = {p for p in run.rglob("*") if not p.is_dir()}
-    if not found <= ours:
+    logs = {p for p in found if p.parent == run and is_run_log(p.name, hydra_cfg.job.name)}
+    if not found <= ours | logs:
         return  # the run wrote something else: leave it all
     logging.shutdown()  # the run's log file handler holds the file open
     for path in found:

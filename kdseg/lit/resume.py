@@ -181,11 +181,6 @@ def _load(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return ckpt, None
 
 
-def _readable(path: Path) -> str | None:
-    """``None`` when ``path`` loads as a Lightning checkpoint (weights only), else why not."""
-    return _load(path)[1]
-
-
 def find_resume(run_dir: Path, resume: str | None) -> str | None:
     """Checkpoint to resume from: an explicit path, or the run dir's own ``last.ckpt``.
 
@@ -194,19 +189,33 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     ``resume=`` does not, an :class:`InputError`. So is a checkpoint with NaN or Inf weights
     (:func:`check_resume_weights`): the resumed run would train garbage from its first step.
     """
+    return open_resume(run_dir, resume)[0]
+
+
+def open_resume(
+    run_dir: Path, resume: str | None, module: Any = None
+) -> tuple[str | None, int | None]:
+    """:func:`find_resume`'s checkpoint and :func:`resume_step`'s step (``None, None``: a
+    fresh run), with their checks, from one read of the file: a checkpoint holds the
+    optimizer's state too, and each ``torch.load`` of it took as long as the next (Lightning
+    reads it once more to restore the run)."""
     chosen = _choose_resume(run_dir, resume)
-    if chosen is not None:
-        check_resume_weights(Path(chosen))
-    return chosen
+    if chosen is None:
+        return None, None
+    path, ckpt = chosen
+    check_resume_weights(Path(path), ckpt)
+    return path, resume_step(path, module, ckpt)
 
 
-def check_resume_weights(path: Path) -> None:
+def check_resume_weights(path: Path, ckpt: dict[str, Any] | None = None) -> None:
     """Refuse a resume checkpoint whose weights hold NaN or Inf (one line naming it): a
     diverged or damaged run's state, from which every step is NaN again (the first one then
-    stops the run, pointing back at this same checkpoint)."""
-    ckpt, reason = _load(path)
-    if ckpt is None:  # read a moment ago: changed since
-        raise InputError(path, f"resume checkpoint is unreadable ({reason})")
+    stops the run, pointing back at this same checkpoint). ``ckpt``: the file as
+    :func:`_load` read it already (else it is read here)."""
+    if ckpt is None:
+        ckpt, reason = _load(path)
+        if ckpt is None:
+            raise InputError(path, f"resume checkpoint is unreadable ({reason})")
     try:
         check_finite_weights(path, ckpt["state_dict"])
     except InputError as exc:
@@ -217,15 +226,16 @@ def check_resume_weights(path: Path) -> None:
         ) from None
 
 
-def _choose_resume(run_dir: Path, resume: str | None) -> str | None:
-    """:func:`find_resume`'s choice, before its weights are checked."""
+def _choose_resume(run_dir: Path, resume: str | None) -> tuple[str, dict[str, Any]] | None:
+    """:func:`find_resume`'s choice and the checkpoint as it loaded, before its weights are
+    checked."""
     if resume:
         if not Path(resume).exists():
             raise InputError(resume, "resume checkpoint not found")
-        reason = _readable(Path(resume))
-        if reason:
+        ckpt, reason = _load(Path(resume))
+        if ckpt is None:
             raise InputError(resume, f"resume checkpoint is unreadable ({reason})")
-        return str(resume)
+        return str(resume), ckpt
     last = run_dir / "checkpoints" / LAST
     previous = last.with_name(PREVIOUS)
     if not last.exists():
@@ -233,23 +243,24 @@ def _choose_resume(run_dir: Path, resume: str | None) -> str | None:
             return None
         # killed between the rotation's rename and the new save: the previous one is the
         # run's state, and a fresh start would throw the run (and its CSV log) away
-        reason = _readable(previous)
-        if reason is None:
-            return str(previous)
+        ckpt, reason = _load(previous)
+        if ckpt is not None:
+            return str(previous), ckpt
         raise InputError(
             previous,
             f"cannot resume: unreadable ({reason}) and no {LAST}; "
             "delete the run dir to start over, or pass resume=PATH",
         )
-    reason = _readable(last)
-    if reason is None:
-        return str(last)
-    if previous.exists() and _readable(previous) is None:
+    ckpt, reason = _load(last)
+    if ckpt is not None:
+        return str(last), ckpt
+    fallback = _load(previous)[0] if previous.exists() else None
+    if fallback is not None:
         print(
             warning_line(f"{last} is unreadable ({reason}); resuming from {previous} instead"),
             file=sys.stderr,
         )
-        return str(previous)
+        return str(previous), fallback
     raise InputError(
         last,
         f"cannot resume: unreadable ({reason}) and no good {PREVIOUS}; "
@@ -257,14 +268,18 @@ def _choose_resume(run_dir: Path, resume: str | None) -> str | None:
     )
 
 
-def resume_step(ckpt_path: str | None, module: Any = None) -> int | None:
+def resume_step(
+    ckpt_path: str | None, module: Any = None, ckpt: dict[str, Any] | None = None
+) -> int | None:
     """The global step a resume starts from (``None``: a fresh run). With ``module``, the
     checkpoint's weights must be the module's (the same names and shapes): a checkpoint of
     another network, width or command (``kdseg-distill``'s holds the teacher too) is refused
-    in one line instead of Lightning's size-mismatch report of every layer."""
+    in one line instead of Lightning's size-mismatch report of every layer. ``ckpt``: the file
+    as it was read already (:func:`open_resume`; else it is read here)."""
     if not ckpt_path:
         return None
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if ckpt is None:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if module is not None:
         have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
         want = {k: tuple(v.shape) for k, v in module.state_dict().items()}

@@ -46,8 +46,7 @@ from kdseg.lit.resume import (
     ResumableCSVLogger,
     ResumableWandbLogger,
     RotatingCheckpoint,
-    find_resume,
-    resume_step,
+    open_resume,
     wandb_run_id,
 )
 from kdseg.models import batch_norm_refusal
@@ -590,8 +589,8 @@ def fit(
     _check_trainer(cfg.get("trainer", {}))
     _check_checkpointing(cfg.get("checkpoint") or {})
     check_monitor((cfg.get("checkpoint") or {}).get("monitor"), module)
-    ckpt_path = find_resume(run_dir, cfg.get("resume"))  # before anything is written
-    start_step = resume_step(ckpt_path, module)
+    # before anything is written; the checkpoint read once here (Lightning reads it again)
+    ckpt_path, start_step = open_resume(run_dir, cfg.get("resume"), module)
     loggers = build_loggers(cfg.get("logger", {}), run_dir, start_step)
     callbacks = build_callbacks(
         cfg.get("checkpoint", {}), run_dir, wandb=any(isinstance(lg, WandbLogger) for lg in loggers)
