@@ -371,8 +371,8 @@ def test_bad_constructor_values_are_config_errors_naming_the_option(name: str):
 
 
 def test_an_unknown_model_name_is_a_config_error():
-    """``model.name: nonet`` was a KeyError traceback."""
-    for name in ("nonet", None):
+    """``model.name: nonet`` was a KeyError traceback; a list or a mapping, a TypeError."""
+    for name in ("nonet", None, ["enet"], {"enet": 1}):
         with pytest.raises(ConfigError, match=r"model.name .*: unknown model; registered: enet"):
             build_from_config({"name": name, "width": 0.25})
     with pytest.raises(ConfigError, match="model.name 'nonet'"):

@@ -140,15 +140,12 @@ def build_from_config(cfg: dict[str, Any], encoder_weights: bool = True) -> nn.M
 def _check_options(name: str, kwargs: dict[str, Any]) -> None:
     """Refuse a config key the network ``name`` does not take (an experiment file that sets
     ``model.base`` for a network without it) as one line, not a TypeError from its
-    constructor; an unknown ``name`` is left to :func:`build_model`."""
+    constructor. An unknown ``name`` (a list or a mapping included) is :func:`_factory`'s
+    :class:`ConfigError`."""
     import difflib
     import inspect
 
-    _import_all()
-    factory = _MODELS.get(name)
-    if factory is None:
-        return
-    parameters = inspect.signature(factory).parameters
+    parameters = inspect.signature(_factory(name)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     for key in kwargs:
