@@ -1184,15 +1184,7 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(
             if not trainer.sanity_checking and trainer.global_step == kill_at:
                 shutil.copy(tmp_path / "ckpt" / "last.ckpt", tmp_path / "killed.ckpt")
 
-    last = RotatingCheckpoint(
-        dirpath=tmp_path / "ckpt",
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-        every_n_train_steps=every,
-        save_on_train_epoch_end=True,
-    )
+    last = RotatingCheckpoint.last(tmp_path / "ckpt", every)  # as kdseg-train builds it
     args = {
         "max_epochs": 3,
         "val_check_interval": interval,

@@ -31,8 +31,7 @@ from kdseg.cli import (
 from kdseg.errors import (
     InputError,
     atomic_group,
-    missing_folders,
-    remove_empty_folders,
+    removing_new_folders,
     warning_line,
 )
 
@@ -201,29 +200,27 @@ def main(cfg: DictConfig) -> None:
     # which releases the GIL) while the model loads; the next input of a folder while this
     # one's report and label are written. Every check runs on the real read (load_volume).
     # folders this run creates for its outputs: removed again, if still empty, on any failure
-    new_folders = missing_folders(f.parent for files in plans for f in files)
+    # (a folder with finished cases stays)
     try:
-        prefetch(pairs[0][0])
-        with timed(steps, "load model"):
-            predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
-        require_whole_volume(predictor, cfg)
-        pair = plan(  # a cascade: stage 2's, whose labels are written
-            postprocess,
-            predictor.task,
-            predictor.pre.config.roi_components,
-            bundle.data.get("organ"),
-        )
-        for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
-            with timed(steps, "read (wait)"):
-                image = load_volume(
-                    source, nonfinite=cfg.nonfinite, dicom_int16=True, hu_check=cfg.hu_check
-                )
-            require_orientation(image, source, cfg.unoriented)
-            following = pairs[i + 1][0] if i + 1 < len(pairs) else None
-            _predict_one(cfg, predictor, bundle, image, source, files, steps, following, pair)
-    except BaseException:
-        remove_empty_folders(new_folders)  # a folder with finished cases stays
-        raise
+        with removing_new_folders(f.parent for files in plans for f in files):
+            prefetch(pairs[0][0])
+            with timed(steps, "load model"):
+                predictor, bundle, *_ = build_predictor(cfg, threshold=threshold, progress=True)
+            require_whole_volume(predictor, cfg)
+            pair = plan(  # a cascade: stage 2's, whose labels are written
+                postprocess,
+                predictor.task,
+                predictor.pre.config.roi_components,
+                bundle.data.get("organ"),
+            )
+            for i, ((source, _), files) in enumerate(zip(pairs, plans, strict=True)):
+                with timed(steps, "read (wait)"):
+                    image = load_volume(
+                        source, nonfinite=cfg.nonfinite, dicom_int16=True, hu_check=cfg.hu_check
+                    )
+                require_orientation(image, source, cfg.unoriented)
+                following = pairs[i + 1][0] if i + 1 < len(pairs) else None
+                _predict_one(cfg, predictor, bundle, image, source, files, steps, following, pair)
     finally:
         forget_prefetched()
     if cfg.verbose:

@@ -307,7 +307,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_dice_vs_time(rows: list[dict[str, Any]], path: Path) -> Path | None:
+def plot_dice_vs_time(rows: list[dict[str, Any]], path: Path) -> Path:
     """Tumor and organ Dice against end-to-end volume time (log scale), one point per entry.
 
     Points carry their entry's number and a key beside the plots names them: the entries of

@@ -360,14 +360,12 @@ def _seeds_text(row: Row) -> str:
     """The Seeds column: the seeds of the row's evaluated runs, over which its cells are
     means, and after them those of runs without an evaluation (listed under the table, in no
     cell): ``1,2 (123: no evaluation)``. A row whose runs record no seed: its run count."""
-    scored = sorted({r.seed for r in row.runs if r.scores and r.seed is not None})
-    unscored = sorted({r.seed for r in row.runs if not r.scores and r.seed is not None})
-    if not scored and not unscored:
+    if not row.seeds:
         return str(len(row.runs))
-    text = ",".join(map(str, scored))
-    if unscored:
-        text += f" ({','.join(map(str, unscored))}: no evaluation)"
-    return text.strip()
+    scored = sorted({r.seed for r in row.runs if r.scores and r.seed is not None})
+    unscored = [s for s in row.seeds if s not in scored]
+    missing = f"({','.join(map(str, unscored))}: no evaluation)" if unscored else ""
+    return " ".join(filter(None, [",".join(map(str, scored)), missing]))
 
 
 def _cell_text(row: Row, column: tuple[str, str], digits: int) -> str:

@@ -321,16 +321,14 @@ class StepTimer(pl.Callback):
         ``data_wait_frac`` their mean). Peak memory is read on the device training ran on
         (after ``fit`` the module is back on the CPU, so it cannot be asked)."""
         if self._job is not None:
-            job = dict(self._job)
-            slices, seconds = int(job.pop("slices", 0)), job.pop("seconds", 0.0)
-            out: dict[str, float | int] = {k: round(v, 4) for k, v in job.items()}
-            if out:
-                out.update(slices=slices, seconds=round(seconds, 2))
-            return out
-        metrics = self._metrics(self._wait, self._wall, self._slices, self._device)
-        out = {k: round(v, 4) for k, v in metrics.items()}
+            figures = dict(self._job)
+            slices, seconds = int(figures.pop("slices", 0)), figures.pop("seconds", 0.0)
+        else:
+            figures = self._metrics(self._wait, self._wall, self._slices, self._device)
+            slices, seconds = self._slices, self._wall
+        out: dict[str, float | int] = {k: round(v, 4) for k, v in figures.items()}
         if out:
-            out.update(slices=self._slices, seconds=round(self._wall, 2))
+            out.update(slices=slices, seconds=round(seconds, 2))
         return out
 
     def record(self) -> dict[str, Any]:
@@ -519,24 +517,21 @@ class TrainingProgress(pl.Callback):
     are this process's. No line at the epoch's end: :class:`ValidationLine`'s follows."""
 
     def __init__(self) -> None:
-        self._steps: _EpochSteps | None = None
-        self._epoch: int | None = None  # the epoch of ``_steps`` (0-based)
+        self._steps: _EpochSteps | None = None  # this epoch's (reset at each epoch's start)
         self._started: float | None = None  # when this process began the epoch (monotonic)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._steps, self._epoch, self._started = None, None, time.monotonic()
+        self._steps, self._started = None, time.monotonic()
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if not trainer.is_global_zero or trainer.progress_bar_callback is not None:
             return
-        if self._steps is None or self._epoch != trainer.current_epoch:
+        if self._steps is None:
             # batch_idx: the epoch's batches before this one, a resumed run's included
-            start = self._started if self._epoch is None else None
             total = trainer.num_training_batches
-            self._steps = _EpochSteps(trainer, total, batch_idx, start)
-            self._epoch = trainer.current_epoch
+            self._steps = _EpochSteps(trainer, total, batch_idx, self._started)
 
     def on_train_batch_end(
         self,
@@ -547,7 +542,7 @@ class TrainingProgress(pl.Callback):
         batch_idx: int,
     ) -> None:
         steps = self._steps
-        if steps is not None and self._epoch == trainer.current_epoch:
+        if steps is not None:
             steps.advance(batch_idx + 1 - steps.done)
 
 

@@ -110,6 +110,23 @@ class RotatingCheckpoint(MovableCheckpoint):
     save replaces ``last.ckpt`` in place and keeps ``last-previous`` one interval back."""
 
     _state_name = "RotatingCheckpoint"
+
+    @classmethod
+    def last(cls, dirpath: str | Path, every_n_train_steps: int | None) -> RotatingCheckpoint:
+        """The run's ``last.ckpt`` callback: one unmonitored file, every N steps (None: per
+        epoch) and at each epoch end. It is the one file kept by an unmonitored callback:
+        Lightning >= 2.6 writes a ``save_last`` copy only when a top-k file was saved in the
+        same step (never with ``save_top_k=0``)."""
+        return cls(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+            every_n_train_steps=every_n_train_steps,
+            save_on_train_epoch_end=True,
+        )
+
     _saved_step: int | None = None  # the global step of this callback's last save
 
     _after_validation = False  # a step save waits for the validation its batch is followed by
@@ -204,18 +221,14 @@ def open_resume(
         return None, None
     path, ckpt = chosen
     check_resume_weights(Path(path), ckpt)
-    return path, resume_step(path, module, ckpt)
+    return path, resume_step(path, ckpt, module)
 
 
-def check_resume_weights(path: Path, ckpt: dict[str, Any] | None = None) -> None:
+def check_resume_weights(path: Path, ckpt: dict[str, Any]) -> None:
     """Refuse a resume checkpoint whose weights hold NaN or Inf (one line naming it): a
     diverged or damaged run's state, from which every step is NaN again (the first one then
     stops the run, pointing back at this same checkpoint). ``ckpt``: the file as
-    :func:`_load` read it already (else it is read here)."""
-    if ckpt is None:
-        ckpt, reason = _load(path)
-        if ckpt is None:
-            raise InputError(path, f"resume checkpoint is unreadable ({reason})")
+    :func:`_load` read it."""
     try:
         check_finite_weights(path, ckpt["state_dict"])
     except InputError as exc:
@@ -268,18 +281,11 @@ def _choose_resume(run_dir: Path, resume: str | None) -> tuple[str, dict[str, An
     )
 
 
-def resume_step(
-    ckpt_path: str | None, module: Any = None, ckpt: dict[str, Any] | None = None
-) -> int | None:
-    """The global step a resume starts from (``None``: a fresh run). With ``module``, the
-    checkpoint's weights must be the module's (the same names and shapes): a checkpoint of
-    another network, width or command (``kdseg-distill``'s holds the teacher too) is refused
-    in one line instead of Lightning's size-mismatch report of every layer. ``ckpt``: the file
-    as it was read already (:func:`open_resume`; else it is read here)."""
-    if not ckpt_path:
-        return None
-    if ckpt is None:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+def resume_step(ckpt_path: str, ckpt: dict[str, Any], module: Any = None) -> int:
+    """The global step a resume of ``ckpt_path`` (read as ``ckpt``) starts from. With
+    ``module``, the checkpoint's weights must be the module's (the same names and shapes): a
+    checkpoint of another network, width or command (``kdseg-distill``'s holds the teacher
+    too) is refused in one line instead of Lightning's size-mismatch report of every layer."""
     if module is not None:
         have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
         want = {k: tuple(v.shape) for k, v in module.state_dict().items()}

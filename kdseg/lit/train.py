@@ -30,7 +30,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from kdseg.data.dataset import check_outside, resolve_data
-from kdseg.errors import ConfigError, progress_draws, write_text_atomic
+from kdseg.errors import LOCAL_RANK_VARIABLE, ConfigError, progress_draws, write_text_atomic
 from kdseg.lit.callbacks import (
     QuietModelSummary,
     RandomStreams,
@@ -94,17 +94,7 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path, wandb: bool = False) -> 
     the throughput timer (``perf/*``), and validation overlays when wandb logs the run."""
     ckpt_dir = run_dir / "checkpoints"
     every = cfg.get("every_n_train_steps") or None
-    # last.ckpt is the one file kept by an unmonitored callback: Lightning >= 2.6 writes a
-    # save_last copy only when a top-k file was saved in the same step (never with save_top_k=0).
-    last = RotatingCheckpoint(
-        dirpath=ckpt_dir,
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-        every_n_train_steps=every,
-        save_on_train_epoch_end=True,
-    )
+    last = RotatingCheckpoint.last(ckpt_dir, every)
     best = MovableCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
@@ -214,10 +204,10 @@ def check_batch_norm(
     if batch_size != 1 or not isinstance(model_cfg, dict):
         return
     trainer = trainer or {}
-    if trainer.get("sync_batchnorm") is True:
-        with contextlib.suppress(TypeError, ValueError):
-            if _devices_per_node(trainer) * int(trainer.get("num_nodes") or 1) > 1:
-                return
+    nodes = trainer.get("num_nodes") or 1
+    if trainer.get("sync_batchnorm") is True and _whole(nodes):
+        if _devices_per_node(trainer) * nodes > 1:
+            return
     for h, w in datamodule.training_sizes():
         refusal = batch_norm_refusal(model_cfg, (batch_size, in_channels, h, w))
         if refusal is not None:
@@ -396,7 +386,7 @@ def check_local_multirun(trainer: dict[str, Any]) -> None:
         return
     if not _hydra_multirun():
         return
-    if _slurm_job() or TorchElasticEnvironment.detect() or "LOCAL_RANK" in os.environ:
+    if _slurm_job() or TorchElasticEnvironment.detect() or LOCAL_RANK_VARIABLE in os.environ:
         return
     raise ConfigError(
         f"trainer.strategy={strategy}: in a multirun (-m) on this machine Lightning's DDP "

@@ -347,11 +347,8 @@ def write_dataset(
         for index, job_seed in jobs:
             pending[case_id(cfg.dataset, index)] = _mark(job_seed, digest)
         write_text_atomic(root / PENDING_FILE, json.dumps(pending, indent=1))
-    new_folders = [  # KiTS case folders this run creates (removed again if left empty)
-        folder
-        for folder in {case_files(root, cfg.dataset, index)[0].parent for index, _ in jobs}
-        if folder != root and not folder.exists()
-    ]
+    # KiTS case folders this run creates (removed again if left empty; root exists by now)
+    new_folders = missing_folders(case_files(root, cfg.dataset, i)[0].parent for i, _ in jobs)
     old_files = {  # the jobs' files already on disk (a killed run's): left for the rerun
         path for index, _ in jobs for path in case_files(root, cfg.dataset, index) if path.exists()
     }
